@@ -1,0 +1,292 @@
+import type { ChannelModel } from 'amqplib';
+import { InvalidOptionsError } from '../errors/ferry-error.js';
+import type { Envelope } from '../messaging/envelope.js';
+import { BrokerConnectionError, BusClosedError } from '../messaging/errors.js';
+import { type Logger, stderrLogger } from '../messaging/logger.js';
+import type {
+  DeadLetter,
+  DeliveryHandler,
+  ReplayOptions,
+  SubscriptionSpec,
+  Transport,
+  TransportSubscription,
+} from '../messaging/transport.js';
+import { redactUrl } from '../messaging/transport-from-url.js';
+import { encodeEnvelope } from './codec.js';
+import { AmqpConsumer } from './consumer.js';
+import { listDeadLetters, replayDeadLetters } from './dead-letters.js';
+import { ConfirmPublisher } from './publisher.js';
+import { declareExchange, type QueueType } from './topology.js';
+
+/** Options of the RabbitMQ transport. */
+export interface AmqpTransportOptions {
+  /** `amqp://user:password@host:5672/vhost`; keep credentials in the environment, not in code. */
+  readonly url: string;
+  /** The topic exchange every message is published to. @default 'ferry.events' */
+  readonly exchange?: string;
+  /** Type of subscription, delay and dead-letter queues. Quorum queues replicate and dead-letter at least once. @default 'classic' */
+  readonly queueType?: QueueType;
+  /** Most publishes awaiting a broker confirm at once. @default 1000 */
+  readonly publishWindow?: number;
+  /** Most publishes held in memory (in flight plus waiting, e.g. during an outage). @default 100000 */
+  readonly maxBufferedPublishes?: number;
+  /** A publish not confirmed within this time rejects with `PUBLISH_NOT_CONFIRMED`. @default 30000 */
+  readonly confirmTimeoutMs?: number;
+  /** How long `connect` keeps trying before it fails with `BROKER_UNAVAILABLE`. @default 30000 */
+  readonly connectTimeoutMs?: number;
+  /** Reconnect backoff: first delay, doubling up to `maxDelayMs`, with full jitter. @default { initialDelayMs: 100, maxDelayMs: 5000 } */
+  readonly reconnect?: { readonly initialDelayMs?: number; readonly maxDelayMs?: number };
+  /** AMQP heartbeat in seconds: how fast a dead peer is noticed. @default 10 */
+  readonly heartbeatSeconds?: number;
+  /** Shown in the RabbitMQ management UI. @default 'ferry' */
+  readonly connectionName?: string;
+  /** @default warnings and errors to stderr */
+  readonly logger?: Logger;
+}
+
+type ResolvedOptions = Required<Omit<AmqpTransportOptions, 'url' | 'logger' | 'reconnect'>> & {
+  readonly reconnect: { readonly initialDelayMs: number; readonly maxDelayMs: number };
+};
+
+export const DEFAULT_AMQP_TRANSPORT_OPTIONS: ResolvedOptions = Object.freeze({
+  exchange: 'ferry.events',
+  queueType: 'classic',
+  publishWindow: 1000,
+  maxBufferedPublishes: 100_000,
+  confirmTimeoutMs: 30_000,
+  connectTimeoutMs: 30_000,
+  reconnect: Object.freeze({ initialDelayMs: 100, maxDelayMs: 5000 }),
+  heartbeatSeconds: 10,
+  connectionName: 'ferry',
+});
+
+type State = 'idle' | 'connecting' | 'ready' | 'recovering' | 'closed';
+
+/**
+ * The RabbitMQ transport (amqplib). Topology: a durable topic exchange, a durable queue per
+ * subscription bound with its pattern, delay queues per retry level and a dead-letter queue per group.
+ * On a connection loss it reconnects with backoff, redeclares the topology, resumes every
+ * subscription and re-sends the publishes the broker had not confirmed.
+ */
+export class AmqpTransport implements Transport {
+  readonly name = 'amqp';
+  readonly #url: string;
+  readonly #options: ResolvedOptions;
+  readonly #logger: Logger;
+  readonly #publisher: ConfirmPublisher;
+  readonly #consumers = new Set<AmqpConsumer>();
+  #connection: ChannelModel | undefined;
+  #state: State = 'idle';
+  #recovery: Promise<void> | undefined;
+  #wakeUp: (() => void) | undefined;
+
+  constructor(options: AmqpTransportOptions) {
+    if (typeof options.url !== 'string' || !/^amqps?:\/\//i.test(options.url)) {
+      throw new InvalidOptionsError(
+        'AmqpTransport needs a url of the form amqp://user:password@host:5672/vhost',
+      );
+    }
+    this.#url = options.url;
+    const { url: _url, logger, reconnect, ...rest } = options;
+    this.#options = {
+      ...DEFAULT_AMQP_TRANSPORT_OPTIONS,
+      ...rest,
+      reconnect: { ...DEFAULT_AMQP_TRANSPORT_OPTIONS.reconnect, ...reconnect },
+    };
+    if (!(this.#options.publishWindow >= 1))
+      throw new InvalidOptionsError('publishWindow must be at least 1');
+    this.#logger = logger ?? stderrLogger;
+    this.#publisher = new ConfirmPublisher({
+      window: this.#options.publishWindow,
+      maxBuffered: this.#options.maxBufferedPublishes,
+      confirmTimeoutMs: this.#options.confirmTimeoutMs,
+      onChannelFailure: (reason) => this.#fail(reason),
+    });
+  }
+
+  /** A getter, so that TypeScript does not narrow the state across awaits. */
+  get #closed(): boolean {
+    return this.#state === 'closed';
+  }
+
+  /** The broker URL with its password masked, for logs. */
+  get displayUrl(): string {
+    return redactUrl(this.#url);
+  }
+
+  async connect(): Promise<void> {
+    if (this.#state !== 'idle') return;
+    this.#state = 'connecting';
+    await this.#establish(Date.now() + this.#options.connectTimeoutMs);
+  }
+
+  /**
+   * Connects and brings everything up on the new connection: publishing channel and exchange, then
+   * every subscription, then the re-sending of unconfirmed publishes. Any failure drops the
+   * connection and starts over after a backoff; `deadline` bounds only the first connect.
+   */
+  async #establish(deadline: number | undefined): Promise<void> {
+    const amqp = await import('amqplib');
+    for (let attempt = 0; ; attempt++) {
+      if (this.#closed) return;
+      let connection: ChannelModel | undefined;
+      try {
+        connection = await amqp.connect(this.#connectUrl(), {
+          timeout: 10_000,
+          clientProperties: { connection_name: this.#options.connectionName },
+        });
+        const current = connection;
+        current.on('error', () => {
+          // Followed by 'close', which drives recovery.
+        });
+        current.on('close', () => this.#onConnectionClosed(current));
+        current.on('blocked', (reason: string) =>
+          this.#logger.warn(`RabbitMQ blocked publishing on this connection: ${reason}`),
+        );
+        current.on('unblocked', () => this.#logger.info('RabbitMQ unblocked publishing'));
+        const channel = await this.#publisher.attach(current);
+        await declareExchange(channel, this.#options.exchange);
+        for (const consumer of [...this.#consumers]) await consumer.attach(current);
+        if (this.#closed) {
+          await current.close().catch(() => {});
+          return;
+        }
+        this.#connection = current;
+        this.#state = 'ready';
+        this.#publisher.resume(channel);
+        if (attempt > 0 || deadline === undefined) {
+          this.#logger.warn(
+            `connected to RabbitMQ at ${this.displayUrl} (${this.#consumers.size} subscriptions resumed)`,
+          );
+        }
+        return;
+      } catch (error) {
+        await connection?.close().catch(() => {});
+        if (this.#closed) return;
+        if (deadline !== undefined && Date.now() >= deadline) {
+          this.#state = 'closed';
+          throw new BrokerConnectionError(
+            `could not connect to RabbitMQ at ${this.displayUrl}: ${(error as Error).message}`,
+            { cause: error },
+          );
+        }
+        const delay = this.#backoff(attempt);
+        this.#logger.warn(
+          `RabbitMQ at ${this.displayUrl} unavailable (${(error as Error).message}); retrying in ${delay} ms`,
+        );
+        await this.#sleep(delay);
+      }
+    }
+  }
+
+  /** amqplib reads the heartbeat from the URL's query only. */
+  #connectUrl(): string {
+    const url = new URL(this.#url);
+    if (!url.searchParams.has('heartbeat'))
+      url.searchParams.set('heartbeat', String(this.#options.heartbeatSeconds));
+    return url.toString();
+  }
+
+  #backoff(attempt: number): number {
+    const { initialDelayMs, maxDelayMs } = this.#options.reconnect;
+    const ceiling = Math.min(maxDelayMs, initialDelayMs * 2 ** Math.min(attempt, 30));
+    return Math.round(initialDelayMs / 2 + Math.random() * (ceiling - initialDelayMs / 2));
+  }
+
+  #sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      this.#wakeUp = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+  }
+
+  #onConnectionClosed(connection: ChannelModel): void {
+    if (connection !== this.#connection || this.#state !== 'ready') return;
+    this.#connection = undefined;
+    this.#state = 'recovering';
+    this.#publisher.detach();
+    for (const consumer of this.#consumers) consumer.detach();
+    this.#logger.warn(
+      `lost the RabbitMQ connection; reconnecting (${this.#publisher.pending} publishes held for re-sending)`,
+    );
+    this.#recovery = this.#establish(undefined).catch((error: unknown) => {
+      this.#logger.error('RabbitMQ recovery stopped', { error: String(error) });
+    });
+  }
+
+  /** A channel failed on a live connection: recover by cycling the whole connection. */
+  #fail(reason: string): void {
+    const connection = this.#connection;
+    if (connection === undefined || this.#state !== 'ready') return;
+    this.#logger.warn(`${reason}; reconnecting to recover`);
+    connection.close().catch(() => {});
+  }
+
+  publish(envelope: Envelope): Promise<void> {
+    if (this.#state === 'closed') return Promise.reject(new BusClosedError('transport'));
+    let encoded: ReturnType<typeof encodeEnvelope>;
+    try {
+      encoded = encodeEnvelope(envelope);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return this.#publisher.publish(this.#options.exchange, envelope.type, encoded.content, encoded.options);
+  }
+
+  async subscribe(spec: SubscriptionSpec, handler: DeliveryHandler): Promise<TransportSubscription> {
+    if (this.#state === 'closed') throw new BusClosedError('transport');
+    const consumer = new AmqpConsumer(spec, handler, {
+      exchange: this.#options.exchange,
+      queueType: this.#options.queueType,
+      publisher: this.#publisher,
+      logger: this.#logger,
+      onChannelFailure: (reason) => this.#fail(reason),
+      onClosed: (c) => this.#consumers.delete(c),
+    });
+    this.#consumers.add(consumer);
+    const connection = this.#connection;
+    if (connection !== undefined) {
+      try {
+        await consumer.attach(connection);
+      } catch (error) {
+        // A failure on a connection that is still up is the subscription's own (for instance a queue
+        // declared earlier with other arguments): report it. Otherwise recovery attaches it.
+        if (connection === this.#connection) {
+          this.#consumers.delete(consumer);
+          throw error;
+        }
+      }
+    }
+    return consumer;
+  }
+
+  async #readyConnection(): Promise<ChannelModel> {
+    if (this.#state === 'closed') throw new BusClosedError('transport');
+    if (this.#connection === undefined) await this.#recovery;
+    if (this.#connection === undefined) throw new BrokerConnectionError('not connected to RabbitMQ');
+    return this.#connection;
+  }
+
+  async listDeadLetters(group: string, options: { readonly limit: number }): Promise<DeadLetter[]> {
+    return listDeadLetters(await this.#readyConnection(), group, options.limit);
+  }
+
+  async replayDeadLetters(group: string, options: ReplayOptions): Promise<number> {
+    return replayDeadLetters(await this.#readyConnection(), this.#publisher, group, options, this.#logger);
+  }
+
+  async close(timeoutMs: number): Promise<void> {
+    if (this.#state === 'closed') return;
+    const consumers = [...this.#consumers];
+    await Promise.all(consumers.map((c) => c.close(timeoutMs)));
+    await this.#publisher.close(timeoutMs);
+    this.#state = 'closed';
+    this.#wakeUp?.();
+    const connection = this.#connection;
+    this.#connection = undefined;
+    await connection?.close().catch(() => {});
+  }
+}

@@ -1,0 +1,91 @@
+import type { Message as AmqpMessage, Options } from 'amqplib';
+import { FerryError } from '../errors/ferry-error.js';
+import { type Envelope, JSON_CONTENT_TYPE } from '../messaging/envelope.js';
+import { HEADER, type WireMessage } from '../messaging/wire.js';
+
+/** `data` cannot be encoded as JSON (a BigInt, a cycle…). */
+export class MessageEncodingError extends FerryError {
+  constructor(type: string, cause: unknown) {
+    super('MESSAGE_NOT_SERIALIZABLE', `data of message type "${type}" cannot be encoded as JSON`, { cause });
+  }
+}
+
+/** An encoded message, ready for `channel.publish`. */
+export interface EncodedMessage {
+  readonly content: Buffer;
+  readonly options: Options.Publish;
+}
+
+/**
+ * Binary content mode: the body is `data` as JSON, so plain AMQP consumers read it directly; the
+ * CloudEvents attributes travel as AMQP properties (`messageId`, `appId` = source, `correlationId`,
+ * `timestamp` in ms as Node producers send it, `contentType`) and `cloudEvents:` headers.
+ */
+export function encodeEnvelope(envelope: Envelope): EncodedMessage {
+  let json: string | undefined;
+  try {
+    json = JSON.stringify(envelope.data);
+  } catch (error) {
+    throw new MessageEncodingError(envelope.type, error);
+  }
+  const headers: Record<string, unknown> = {
+    [HEADER.specversion]: envelope.specversion,
+    [HEADER.time]: envelope.time,
+  };
+  if (envelope.causationid !== undefined) headers[HEADER.causationid] = envelope.causationid;
+  if (envelope.headers !== undefined) Object.assign(headers, envelope.headers);
+  return {
+    content: Buffer.from(json ?? 'null'),
+    options: {
+      persistent: true,
+      mandatory: true,
+      contentType: envelope.datacontenttype || JSON_CONTENT_TYPE,
+      messageId: envelope.id,
+      timestamp: Date.now(),
+      appId: envelope.source,
+      correlationId: envelope.correlationid,
+      headers,
+    },
+  };
+}
+
+/** Reads an amqplib message into the transport-neutral wire form. */
+export function wireMessageOf(message: AmqpMessage): WireMessage {
+  const p = message.properties;
+  return {
+    body: message.content,
+    routingKey: message.fields.routingKey,
+    contentType: p.contentType as string | undefined,
+    messageId: p.messageId as string | undefined,
+    timestamp: p.timestamp as number | undefined,
+    appId: p.appId as string | undefined,
+    correlationId: p.correlationId as string | undefined,
+    headers: p.headers as Record<string, unknown> | undefined,
+  };
+}
+
+const BROKER_HEADERS = ['x-death', 'x-first-death-exchange', 'x-first-death-queue', 'x-first-death-reason'];
+
+/**
+ * Publish options that re-send a received message unchanged but for `headers`: used to move a
+ * message to a delay queue or a dead-letter queue. The broker's death records are dropped so that
+ * headers do not grow with every retry.
+ */
+export function republishOptions(message: AmqpMessage, headers: Record<string, unknown>): Options.Publish {
+  const p = message.properties;
+  const merged: Record<string, unknown> = {
+    ...(p.headers as Record<string, unknown> | undefined),
+    ...headers,
+  };
+  for (const name of BROKER_HEADERS) delete merged[name];
+  for (const name of Object.keys(merged)) if (name.startsWith('x-last-death')) delete merged[name];
+  const options: Options.Publish = { persistent: true, mandatory: true, headers: merged };
+  if (p.contentType !== undefined) options.contentType = p.contentType as string;
+  if (p.contentEncoding !== undefined) options.contentEncoding = p.contentEncoding as string;
+  if (p.messageId !== undefined) options.messageId = p.messageId as string;
+  if (p.timestamp !== undefined) options.timestamp = p.timestamp as number;
+  if (p.appId !== undefined) options.appId = p.appId as string;
+  if (p.correlationId !== undefined) options.correlationId = p.correlationId as string;
+  if (p.type !== undefined) options.type = p.type as string;
+  return options;
+}

@@ -1,0 +1,243 @@
+import { randomUUID } from 'node:crypto';
+import type { Channel, ChannelModel, ConsumeMessage } from 'amqplib';
+import type { Logger } from '../messaging/logger.js';
+import type {
+  DeadLetterReason,
+  Delivery,
+  DeliveryHandler,
+  Outcome,
+  SubscriptionSpec,
+} from '../messaging/transport.js';
+import { decodeWireMessage, HEADER, typeOf } from '../messaging/wire.js';
+import { republishOptions, wireMessageOf } from './codec.js';
+import { DEAD_LETTER_HEADER } from './dead-letters.js';
+import type { ConfirmPublisher } from './publisher.js';
+import {
+  declareSubscription,
+  type QueueType,
+  type SubscriptionTopology,
+  subscriptionTopology,
+} from './topology.js';
+
+export interface ConsumerContext {
+  readonly exchange: string;
+  readonly queueType: QueueType;
+  readonly publisher: ConfirmPublisher;
+  readonly logger: Logger;
+  /** The consumer's channel failed on a live connection; the transport recovers the connection. */
+  readonly onChannelFailure: (reason: string) => void;
+  /** The consumer closed for good and must not be re-attached. */
+  readonly onClosed: (consumer: AmqpConsumer) => void;
+}
+
+/** How long a message whose retry could not be scheduled is held before it is requeued. */
+const REQUEUE_DELAY_MS = 1000;
+const MAX_ERROR_CHARS = 1000;
+const MAX_STACK_CHARS = 4000;
+
+/**
+ * One subscription on RabbitMQ: its own channel with prefetch = concurrency, its queue, delay queues
+ * and the group's dead-letter queue. A message is acknowledged only after its outcome is safe: the
+ * handler succeeded, or the copy sent to a delay or dead-letter queue was confirmed by the broker.
+ */
+export class AmqpConsumer {
+  readonly spec: SubscriptionSpec;
+  readonly topology: SubscriptionTopology;
+  readonly #handler: DeliveryHandler;
+  readonly #context: ConsumerContext;
+  #channel: Channel | undefined;
+  #consumerTag: string | undefined;
+  #inFlight = 0;
+  #closed = false;
+  #idle: (() => void) | undefined;
+
+  constructor(spec: SubscriptionSpec, handler: DeliveryHandler, context: ConsumerContext) {
+    this.spec = spec;
+    this.topology = subscriptionTopology(spec);
+    this.#handler = handler;
+    this.#context = context;
+  }
+
+  /** Declares the topology on `connection` and starts consuming. Called again after every reconnect. */
+  async attach(connection: ChannelModel): Promise<void> {
+    if (this.#closed) return;
+    const channel = await connection.createChannel();
+    channel.on('error', () => {
+      // Reported through 'close' and the failing call; a listener keeps the error from crashing the process.
+    });
+    try {
+      await declareSubscription(
+        channel,
+        this.#context.exchange,
+        this.spec,
+        this.topology,
+        this.#context.queueType,
+      );
+      await channel.prefetch(this.spec.concurrency);
+      channel.on('close', () => {
+        if (channel !== this.#channel) return;
+        this.#channel = undefined;
+        if (!this.#closed)
+          this.#context.onChannelFailure(`the channel of queue ${this.topology.queue} closed`);
+      });
+      this.#channel = channel;
+      const { consumerTag } = await channel.consume(
+        this.topology.queue,
+        (message) => this.#onMessage(channel, message),
+        {
+          noAck: false,
+        },
+      );
+      this.#consumerTag = consumerTag;
+    } catch (error) {
+      if (channel === this.#channel) this.#channel = undefined;
+      await channel.close().catch(() => {});
+      throw error;
+    }
+    if (this.#closed) {
+      this.#channel = undefined;
+      await channel.close().catch(() => {});
+    }
+  }
+
+  /** Forgets the channel of a lost connection; unacknowledged messages come back from the broker. */
+  detach(): void {
+    this.#channel = undefined;
+  }
+
+  #onMessage(channel: Channel, message: ConsumeMessage | null): void {
+    if (message === null) {
+      // The broker cancelled the consumer, typically because the queue was deleted: redeclare it.
+      if (channel === this.#channel && !this.#closed) {
+        this.#context.onChannelFailure(`the broker cancelled the consumer of queue ${this.topology.queue}`);
+      }
+      return;
+    }
+    this.#inFlight++;
+    const delivery = decodeWireMessage(wireMessageOf(message));
+    this.#handler(delivery).then(
+      (outcome) => this.#settle(channel, message, delivery, outcome),
+      (error: unknown) => {
+        this.#context.logger.error(`handler chain failed unexpectedly on queue ${this.topology.queue}`, {
+          error: String(error),
+        });
+        this.#requeueLater(channel, message);
+        this.#done();
+      },
+    );
+  }
+
+  async #settle(
+    channel: Channel,
+    message: ConsumeMessage,
+    delivery: Delivery,
+    outcome: Outcome,
+  ): Promise<void> {
+    try {
+      if (outcome.action === 'retry') await this.#scheduleRetry(message, outcome.attempt, outcome.delayMs);
+      else if (outcome.action === 'dead-letter')
+        await this.#deadLetter(message, delivery, outcome.reason, outcome.attempts);
+      this.#ack(channel, message);
+    } catch (error) {
+      this.#context.logger.warn(
+        `could not move message ${String(message.properties.messageId)} out of queue ${this.topology.queue}; it will be delivered again`,
+        { error: String(error) },
+      );
+      this.#requeueLater(channel, message);
+    } finally {
+      this.#done();
+    }
+  }
+
+  #scheduleRetry(message: ConsumeMessage, attempt: number, delayMs: number): Promise<void> {
+    // A delay that is not one of the declared levels (a changed configuration) falls back to the
+    // nearest longer one, or straight back into the queue.
+    let queue = this.topology.retryQueues.get(delayMs);
+    if (queue === undefined) {
+      const longer = [...this.topology.retryQueues.keys()]
+        .filter((d) => d >= delayMs)
+        .sort((a, b) => a - b)[0];
+      queue = longer === undefined ? this.topology.queue : this.topology.retryQueues.get(longer)!;
+    }
+    const headers = { [HEADER.attempt]: attempt, [HEADER.routingKey]: typeOf(wireMessageOf(message)) };
+    return this.#context.publisher.publish('', queue, message.content, republishOptions(message, headers));
+  }
+
+  #deadLetter(
+    message: ConsumeMessage,
+    delivery: Delivery,
+    reason: DeadLetterReason,
+    attempts: number,
+  ): Promise<void> {
+    const previous = message.properties.headers as Record<string, unknown> | undefined;
+    const headers: Record<string, unknown> = {
+      [HEADER.routingKey]: delivery.ok ? delivery.message.type : typeOf(wireMessageOf(message)),
+      [DEAD_LETTER_HEADER.exchange]: previous?.[DEAD_LETTER_HEADER.exchange] ?? message.fields.exchange,
+      [DEAD_LETTER_HEADER.group]: this.spec.group,
+      [DEAD_LETTER_HEADER.pattern]: this.spec.pattern,
+      [DEAD_LETTER_HEADER.queue]: this.topology.queue,
+      [DEAD_LETTER_HEADER.kind]: reason.kind,
+      [DEAD_LETTER_HEADER.error]: reason.message.slice(0, MAX_ERROR_CHARS),
+      [DEAD_LETTER_HEADER.attempts]: attempts,
+      [DEAD_LETTER_HEADER.at]: new Date().toISOString(),
+      [DEAD_LETTER_HEADER.id]: randomUUID(),
+    };
+    if (reason.stack !== undefined)
+      headers[DEAD_LETTER_HEADER.stack] = reason.stack.slice(0, MAX_STACK_CHARS);
+    return this.#context.publisher.publish(
+      '',
+      this.topology.deadLetterQueue,
+      message.content,
+      republishOptions(message, headers),
+    );
+  }
+
+  #ack(channel: Channel, message: ConsumeMessage): void {
+    // On a channel from before a reconnect the ack cannot be sent; the broker redelivers the message
+    // and the idempotent consumer recognises it.
+    if (channel !== this.#channel) return;
+    try {
+      channel.ack(message);
+    } catch {
+      // The channel closed under us: same as above.
+    }
+  }
+
+  #requeueLater(channel: Channel, message: ConsumeMessage): void {
+    setTimeout(() => {
+      if (channel !== this.#channel) return;
+      try {
+        channel.nack(message, false, true);
+      } catch {
+        // Closed meanwhile: the broker requeues it anyway.
+      }
+    }, REQUEUE_DELAY_MS).unref();
+  }
+
+  #done(): void {
+    this.#inFlight--;
+    if (this.#inFlight === 0) this.#idle?.();
+  }
+
+  /** Cancels the consumer, waits up to `timeoutMs` for handlers in flight, then closes the channel. */
+  async close(timeoutMs: number): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#context.onClosed(this);
+    const channel = this.#channel;
+    if (channel !== undefined && this.#consumerTag !== undefined) {
+      await channel.cancel(this.#consumerTag).catch(() => {});
+    }
+    if (this.#inFlight > 0) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, timeoutMs);
+        this.#idle = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+    }
+    this.#channel = undefined;
+    if (channel !== undefined) await channel.close().catch(() => {});
+  }
+}

@@ -1,0 +1,146 @@
+import type { Channel, ChannelModel, GetMessage } from 'amqplib';
+import type { Logger } from '../messaging/logger.js';
+import type { DeadLetter, DeadLetterReason, ReplayOptions } from '../messaging/transport.js';
+import { decodeWireMessage, HEADER, typeOf } from '../messaging/wire.js';
+import { republishOptions, wireMessageOf } from './codec.js';
+import type { ConfirmPublisher } from './publisher.js';
+import { deadLetterQueueName } from './topology.js';
+
+/** Headers a dead-lettered message carries: why, where from, and how to send it back. */
+export const DEAD_LETTER_HEADER = Object.freeze({
+  id: 'x-ferry-dead-letter-id',
+  at: 'x-ferry-dead-lettered-at',
+  kind: 'x-ferry-reason',
+  error: 'x-ferry-error',
+  stack: 'x-ferry-error-stack',
+  attempts: 'x-ferry-attempts',
+  group: 'x-ferry-group',
+  pattern: 'x-ferry-pattern',
+  queue: 'x-ferry-queue',
+  exchange: 'x-ferry-exchange',
+});
+
+const REASON_KINDS = new Set<DeadLetterReason['kind']>(['handler-error', 'malformed', 'invalid']);
+
+function text(value: unknown): string | undefined {
+  if (typeof value === 'string') return value;
+  if (Buffer.isBuffer(value)) return value.toString('utf8');
+  return undefined;
+}
+
+/** Opens a channel on which unacknowledged gets go back to the queue when it closes. */
+async function withChannel<T>(connection: ChannelModel, fn: (channel: Channel) => Promise<T>): Promise<T> {
+  const channel = await connection.createChannel();
+  channel.on('error', () => {});
+  try {
+    return await fn(channel);
+  } finally {
+    await channel.close().catch(() => {});
+  }
+}
+
+/** Messages in the queue, or 0 when it does not exist (no subscription of the group ever failed). */
+async function depth(connection: ChannelModel, queue: string): Promise<number> {
+  // checkQueue on a missing queue closes its channel, so it gets a channel of its own.
+  return withChannel(connection, async (channel) => (await channel.checkQueue(queue)).messageCount).catch(
+    (error: { code?: number }) => {
+      if (error.code === 404) return 0;
+      throw error;
+    },
+  );
+}
+
+function toDeadLetter(message: GetMessage, group: string): DeadLetter {
+  const h = (message.properties.headers ?? {}) as Record<string, unknown>;
+  const kind = text(h[DEAD_LETTER_HEADER.kind]) as DeadLetterReason['kind'] | undefined;
+  const stack = text(h[DEAD_LETTER_HEADER.stack]);
+  const reason: DeadLetterReason = {
+    kind: kind !== undefined && REASON_KINDS.has(kind) ? kind : 'handler-error',
+    message: text(h[DEAD_LETTER_HEADER.error]) ?? '(no reason recorded)',
+    ...(stack === undefined ? {} : { stack }),
+  };
+  const delivery = decodeWireMessage(wireMessageOf(message));
+  const envelope = delivery.ok ? (({ attempt: _a, ...rest }) => rest)(delivery.message) : undefined;
+  return {
+    deadLetterId: text(h[DEAD_LETTER_HEADER.id]) ?? text(message.properties.messageId) ?? '',
+    group,
+    pattern: text(h[DEAD_LETTER_HEADER.pattern]) ?? '',
+    routingKey: typeOf(wireMessageOf(message)),
+    reason,
+    attempts: Number(h[DEAD_LETTER_HEADER.attempts] ?? 0),
+    deadLetteredAt: text(h[DEAD_LETTER_HEADER.at]) ?? '',
+    body: message.content.toString('utf8'),
+    ...(envelope === undefined ? {} : { envelope }),
+  };
+}
+
+/** Reads up to `limit` dead letters of `group` without removing them. */
+export async function listDeadLetters(
+  connection: ChannelModel,
+  group: string,
+  limit: number,
+): Promise<DeadLetter[]> {
+  const queue = deadLetterQueueName(group);
+  const count = Math.min(limit, await depth(connection, queue));
+  if (count === 0) return [];
+  return withChannel(connection, async (channel) => {
+    const out: DeadLetter[] = [];
+    while (out.length < count) {
+      const message = await channel.get(queue, { noAck: false });
+      if (message === false) break;
+      out.push(toDeadLetter(message, group));
+    }
+    return out;
+  });
+}
+
+/**
+ * Sends selected dead letters back to the queue of the subscription that gave up on them, attempt
+ * count reset. Each is removed from the dead-letter queue only after the broker confirmed the copy.
+ * Scans at most the messages present at the start, so letters that fail again are not replayed twice.
+ */
+export async function replayDeadLetters(
+  connection: ChannelModel,
+  publisher: ConfirmPublisher,
+  group: string,
+  options: ReplayOptions,
+  logger: Logger,
+): Promise<number> {
+  const queue = deadLetterQueueName(group);
+  const present = await depth(connection, queue);
+  if (present === 0) return 0;
+  const wanted = options.deadLetterIds === undefined ? undefined : new Set(options.deadLetterIds);
+  const limit = options.limit ?? Number.POSITIVE_INFINITY;
+  return withChannel(connection, async (channel) => {
+    let replayed = 0;
+    for (let i = 0; i < present && replayed < limit && (wanted === undefined || wanted.size > 0); i++) {
+      const message = await channel.get(queue, { noAck: false });
+      if (message === false) break;
+      const h = (message.properties.headers ?? {}) as Record<string, unknown>;
+      const id = text(h[DEAD_LETTER_HEADER.id]) ?? '';
+      if (wanted !== undefined && !wanted.has(id)) continue; // left unacknowledged: back in the queue on close
+      const target = text(h[DEAD_LETTER_HEADER.queue]);
+      if (target === undefined) {
+        logger.warn(`dead letter ${id} in ${queue} does not say which queue it came from; left in place`);
+        continue;
+      }
+      const options = republishOptions(message, { [HEADER.attempt]: 1 });
+      const headers = options.headers as Record<string, unknown>;
+      for (const name of Object.values(DEAD_LETTER_HEADER)) {
+        if (name !== DEAD_LETTER_HEADER.exchange) delete headers[name];
+      }
+      try {
+        await publisher.publish('', target, message.content, options);
+      } catch (error) {
+        logger.warn(`could not replay dead letter ${id} to ${target}; left in place`, {
+          error: String(error),
+        });
+        continue;
+      }
+      channel.ack(message);
+      wanted?.delete(id);
+      replayed++;
+    }
+    return replayed;
+  });
+}

@@ -1,0 +1,8 @@
+export {
+  AmqpTransport,
+  type AmqpTransportOptions,
+  DEFAULT_AMQP_TRANSPORT_OPTIONS,
+} from './amqp-transport.js';
+export { MessageEncodingError } from './codec.js';
+export { DEAD_LETTER_HEADER } from './dead-letters.js';
+export type { QueueType } from './topology.js';

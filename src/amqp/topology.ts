@@ -1,0 +1,77 @@
+import type { Channel } from 'amqplib';
+import type { SubscriptionSpec } from '../messaging/transport.js';
+
+/** Queue type of subscription and dead-letter queues. */
+export type QueueType = 'classic' | 'quorum';
+
+/** Names of the broker objects behind one subscription. */
+export interface SubscriptionTopology {
+  /** The subscription's durable queue, bound to the exchange with the pattern. */
+  readonly queue: string;
+  /** Delay queues by delay in ms: messages wait out their TTL, then dead-letter back into `queue`. */
+  readonly retryQueues: ReadonlyMap<number, string>;
+  /** The group's dead-letter queue, shared by its subscriptions. */
+  readonly deadLetterQueue: string;
+}
+
+/**
+ * Names are derived from group and pattern, so every instance of a service finds the same queues:
+ * `ferry:<group>:<pattern>`, `ferry:<group>:<pattern>:retry-<ms>ms`, `ferry:<group>:dead-letter`.
+ * Group names cannot contain `:`, so names never collide.
+ */
+export function subscriptionTopology(spec: SubscriptionSpec): SubscriptionTopology {
+  const queue = `ferry:${spec.group}:${spec.pattern}`;
+  const retryQueues = new Map<number, string>();
+  for (const delay of spec.retryDelays) retryQueues.set(delay, `${queue}:retry-${delay}ms`);
+  return { queue, retryQueues, deadLetterQueue: deadLetterQueueName(spec.group) };
+}
+
+export function deadLetterQueueName(group: string): string {
+  return `ferry:${group}:dead-letter`;
+}
+
+function queueArguments(queueType: QueueType): Record<string, unknown> {
+  return { 'x-queue-type': queueType };
+}
+
+/** Declares the exchange every message is published to: durable, topic. */
+export async function declareExchange(channel: Channel, exchange: string): Promise<void> {
+  await channel.assertExchange(exchange, 'topic', { durable: true });
+}
+
+/** Declares (idempotently) every queue and binding of one subscription. */
+export async function declareSubscription(
+  channel: Channel,
+  exchange: string,
+  spec: SubscriptionSpec,
+  topology: SubscriptionTopology,
+  queueType: QueueType,
+): Promise<void> {
+  await channel.assertQueue(topology.queue, { durable: true, arguments: queueArguments(queueType) });
+  await channel.bindQueue(topology.queue, exchange, spec.pattern);
+  for (const [delay, name] of topology.retryQueues) {
+    // A queue per delay: a per-message TTL would expire only at the head of the queue, so a long delay
+    // would hold back shorter ones behind it. Classic queues dead-letter at most once (a broker crash
+    // at that instant can drop the message); quorum queues here use the at-least-once strategy.
+    const retryArguments: Record<string, unknown> = {
+      ...queueArguments(queueType),
+      'x-message-ttl': delay,
+      'x-dead-letter-exchange': '',
+      'x-dead-letter-routing-key': topology.queue,
+    };
+    if (queueType === 'quorum') {
+      retryArguments['x-dead-letter-strategy'] = 'at-least-once';
+      retryArguments['x-overflow'] = 'reject-publish';
+    }
+    await channel.assertQueue(name, { durable: true, arguments: retryArguments });
+  }
+  await declareDeadLetterQueue(channel, topology.deadLetterQueue, queueType);
+}
+
+export async function declareDeadLetterQueue(
+  channel: Channel,
+  name: string,
+  queueType: QueueType,
+): Promise<void> {
+  await channel.assertQueue(name, { durable: true, arguments: queueArguments(queueType) });
+}

@@ -1,0 +1,346 @@
+import type { AmqpTransportOptions } from '../amqp/amqp-transport.js';
+import { currentContext, runWithContext } from '../context/context.js';
+import { InvalidOptionsError } from '../errors/ferry-error.js';
+import {
+  DEFAULT_EXPONENTIAL_BACKOFF,
+  type ExponentialBackoffOptions,
+  exponentialDelays,
+} from '../resilience/backoff.js';
+import {
+  type Contracts,
+  type DataIn,
+  type DataOut,
+  type MatchingTypes,
+  type NoContracts,
+  type TypeOf,
+  validate,
+} from './contracts.js';
+import { type Envelope, JSON_CONTENT_TYPE, type Message, newMessageId, nowIso } from './envelope.js';
+import { BusClosedError, MessageValidationError } from './errors.js';
+import type { Inbox } from './inbox.js';
+import { type Logger, stderrLogger } from './logger.js';
+import type { MemoryBrokerOptions } from './memory/memory-broker.js';
+import { composeMiddleware, type HandlerMiddleware, idempotent, type MessageHandler } from './middleware.js';
+import type { StandardSchemaV1 } from './standard-schema.js';
+import { assertGroup, assertMessageType, assertPattern } from './topic.js';
+import {
+  ACK,
+  type DeadLetter,
+  type DeliveryHandler,
+  type Outcome,
+  type SubscriptionSpec,
+  type Transport,
+  type TransportSubscription,
+} from './transport.js';
+import { transportFromUrl } from './transport-from-url.js';
+import { isReservedHeader } from './wire.js';
+
+/** Defaults applied to every subscription of a bus unless the subscription overrides them. */
+export interface SubscriptionDefaults {
+  /** Deliveries handled at once per subscriber. @default 10 */
+  readonly concurrency?: number;
+  /** Deliveries in all, the first included, before a failing message is dead-lettered. @default 5 */
+  readonly maxAttempts?: number;
+  /** Delay between attempts, applied by the broker (the consumer does not sleep). @default 1s, 2s, 4s… capped at 60s */
+  readonly backoff?: ExponentialBackoffOptions;
+}
+
+export const DEFAULT_SUBSCRIPTION_OPTIONS = Object.freeze({
+  concurrency: 10,
+  maxAttempts: 5,
+  backoff: DEFAULT_EXPONENTIAL_BACKOFF,
+});
+
+/** Options of {@link createBus}. Give a `url` or a `transport`. */
+export interface BusOptions<C extends Contracts = NoContracts> {
+  /** Selects the transport: `memory://` (embedded) or `amqp://user:pass@host:5672/vhost`. */
+  readonly url?: string;
+  /** A transport instance, instead of a URL. */
+  readonly transport?: Transport;
+  /** Name of this service: the `source` of what it publishes and its default group. */
+  readonly service: string;
+  /** Schemas by message type: typed `data`, validated at publish and at consume. */
+  readonly contracts?: C;
+  /** Makes every subscription an idempotent consumer backed by this inbox. */
+  readonly inbox?: Inbox;
+  /** Handler middleware applied to every subscription, first = outermost. */
+  readonly middleware?: readonly HandlerMiddleware[];
+  readonly subscriptionDefaults?: SubscriptionDefaults;
+  /** Longest wait for in-flight handlers and unconfirmed publishes on close. @default 10000 */
+  readonly closeTimeoutMs?: number;
+  /** @default warnings and errors to stderr */
+  readonly logger?: Logger;
+  /** Options of the RabbitMQ transport, when `url` selects it. */
+  readonly amqp?: Omit<AmqpTransportOptions, 'url' | 'logger'>;
+  /** Options of the in-memory broker, applied when `url` names it for the first time in this process. */
+  readonly memory?: MemoryBrokerOptions;
+}
+
+/** Options of one `publish`. */
+export interface PublishOptions {
+  /** Message id; set it to make a re-publish recognisable as a duplicate. @default a new UUID */
+  readonly id?: string;
+  /** @default the ambient context's correlation id, else the message id */
+  readonly correlationId?: string;
+  /** @default the id of the message being handled, when publishing from a handler */
+  readonly causationId?: string;
+  /** Application headers (names starting with `x-ferry-` or `cloudEvents:` are reserved). */
+  readonly headers?: Readonly<Record<string, string>>;
+}
+
+/** Options of one `subscribe`. */
+export interface SubscribeOptions extends SubscriptionDefaults {
+  /**
+   * Subscribers with the same group compete for messages; each group gets every message.
+   * @default the bus's service name
+   */
+  readonly group?: string;
+  /** Handler middleware for this subscription, inside the bus's own. */
+  readonly middleware?: readonly HandlerMiddleware[];
+}
+
+/** A live subscription. */
+export interface Subscription {
+  readonly group: string;
+  readonly pattern: string;
+  /** Stops taking messages and waits for the handlers in flight (bounded by the bus's close timeout). */
+  close(): Promise<void>;
+}
+
+/** The message a handler gets for pattern `P`: a union over the contract types `P` matches, discriminated by `type`. */
+export type MessageFor<C, P extends string> = [MatchingTypes<C, P>] extends [never]
+  ? Message<unknown, string>
+  : { [K in MatchingTypes<C, P>]: Message<DataOut<C, K>, K> }[MatchingTypes<C, P>];
+
+/**
+ * The message bus: one API over every transport. Create it with {@link createBus}.
+ *
+ * @example
+ * const bus = await createBus({ url: 'memory://', service: 'orders' });
+ * await bus.subscribe('order.*', async (msg) => console.log(msg.type, msg.data), { group: 'audit' });
+ * await bus.publish('order.created', { orderId: '42' });
+ */
+export class Bus<C extends Contracts = NoContracts> {
+  readonly service: string;
+  readonly transport: Transport;
+  readonly #contracts: Readonly<Record<string, StandardSchemaV1 | undefined>>;
+  readonly #middleware: readonly HandlerMiddleware[];
+  readonly #defaults: Required<SubscriptionDefaults>;
+  readonly #closeTimeoutMs: number;
+  readonly #logger: Logger;
+  readonly #subscriptions = new Set<TransportSubscription>();
+  #closing: Promise<void> | undefined;
+
+  /** Use {@link createBus}, which also connects the transport. */
+  constructor(transport: Transport, options: BusOptions<C>) {
+    assertGroup(options.service);
+    this.service = options.service;
+    this.transport = transport;
+    this.#contracts = options.contracts ?? {};
+    this.#middleware = [...(options.inbox ? [idempotent(options.inbox)] : []), ...(options.middleware ?? [])];
+    this.#defaults = { ...DEFAULT_SUBSCRIPTION_OPTIONS, ...options.subscriptionDefaults };
+    this.#closeTimeoutMs = options.closeTimeoutMs ?? 10_000;
+    this.#logger = options.logger ?? stderrLogger;
+  }
+
+  /**
+   * Publishes a message. Resolves once the transport has stored it durably (on RabbitMQ: a publisher
+   * confirm for a persistent message routed to at least one queue); rejects with a typed error
+   * otherwise (`UNROUTABLE`, `PUBLISH_NACKED`, `PUBLISH_NOT_CONFIRMED`, `MESSAGE_INVALID`, `BUS_CLOSED`).
+   */
+  publish<K extends TypeOf<C>>(type: K, data: DataIn<C, K>, options?: PublishOptions): Promise<void> {
+    if (this.#closing !== undefined) return Promise.reject(new BusClosedError());
+    try {
+      assertMessageType(type);
+      const schema = this.#contracts[type];
+      if (schema !== undefined) {
+        const checked = validate(schema, type, data);
+        if (checked instanceof Promise) {
+          return checked.then(() => this.transport.publish(this.#envelope(type, data, options)));
+        }
+      }
+      return this.transport.publish(this.#envelope(type, data, options));
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  #envelope(type: string, data: unknown, options: PublishOptions | undefined): Envelope {
+    const context = currentContext();
+    const id = options?.id ?? newMessageId();
+    const envelope: { -readonly [P in keyof Envelope]: Envelope[P] } = {
+      specversion: '1.0',
+      id,
+      source: this.service,
+      type,
+      time: nowIso(),
+      datacontenttype: JSON_CONTENT_TYPE,
+      data,
+      correlationid: options?.correlationId ?? context?.correlationId ?? id,
+    };
+    const causationid = options?.causationId ?? context?.messageId;
+    if (causationid !== undefined) envelope.causationid = causationid;
+    if (options?.headers !== undefined) {
+      for (const name of Object.keys(options.headers)) {
+        if (isReservedHeader(name)) throw new InvalidOptionsError(`header "${name}" is reserved by Ferry`);
+        if (typeof options.headers[name] !== 'string')
+          throw new InvalidOptionsError(`header "${name}" must be a string`);
+      }
+      envelope.headers = options.headers;
+    }
+    return envelope;
+  }
+
+  /**
+   * Subscribes `handler` to messages whose type matches `pattern` (`*` = one word, `#` = zero or more).
+   * The handler's success acknowledges the message; a throw schedules a delayed retry, and after
+   * `maxAttempts` the message goes to the group's dead-letter queue with the error.
+   */
+  async subscribe<P extends string>(
+    pattern: P,
+    handler: (message: MessageFor<C, P>) => Promise<void> | void,
+    options: SubscribeOptions = {},
+  ): Promise<Subscription> {
+    if (this.#closing !== undefined) throw new BusClosedError();
+    assertPattern(pattern);
+    const group = options.group ?? this.service;
+    assertGroup(group);
+    const concurrency = options.concurrency ?? this.#defaults.concurrency;
+    const maxAttempts = options.maxAttempts ?? this.#defaults.maxAttempts;
+    if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 65_535) {
+      throw new InvalidOptionsError('concurrency must be an integer from 1 to 65535');
+    }
+    if (!Number.isInteger(maxAttempts) || maxAttempts < 1 || maxAttempts > 100) {
+      throw new InvalidOptionsError('maxAttempts must be an integer from 1 to 100');
+    }
+    const spec: SubscriptionSpec = {
+      group,
+      pattern,
+      concurrency,
+      retryDelays: exponentialDelays(options.backoff ?? this.#defaults.backoff, maxAttempts - 1),
+    };
+    const chain = composeMiddleware(
+      [...this.#middleware, ...(options.middleware ?? [])],
+      handler as (message: Message) => Promise<void>,
+      spec,
+    );
+    const transportSubscription = await this.transport.subscribe(spec, this.#dispatcher(spec, chain));
+    this.#subscriptions.add(transportSubscription);
+    return {
+      group,
+      pattern,
+      close: async () => {
+        this.#subscriptions.delete(transportSubscription);
+        await transportSubscription.close(this.#closeTimeoutMs);
+      },
+    };
+  }
+
+  /** Turns a delivery into an outcome: validation, then the handler chain inside the message's context. */
+  #dispatcher(spec: SubscriptionSpec, chain: MessageHandler): DeliveryHandler {
+    const delays = spec.retryDelays;
+    const contracts = this.#contracts;
+    const logger = this.#logger;
+    return async (delivery): Promise<Outcome> => {
+      if (!delivery.ok) {
+        logger.warn(`dead-lettering a malformed message in group "${spec.group}": ${delivery.reason}`, {
+          pattern: spec.pattern,
+        });
+        return {
+          action: 'dead-letter',
+          reason: { kind: 'malformed', message: delivery.reason },
+          attempts: delivery.attempt,
+        };
+      }
+      let message = delivery.message;
+      const schema = contracts[message.type];
+      if (schema !== undefined) {
+        try {
+          const checked = validate(schema, message.type, message.data);
+          const data = checked instanceof Promise ? await checked : checked;
+          if (data !== message.data) message = { ...message, data };
+        } catch (error) {
+          const text = error instanceof MessageValidationError ? error.message : String(error);
+          logger.warn(`dead-lettering message ${message.id} in group "${spec.group}": ${text}`);
+          return {
+            action: 'dead-letter',
+            reason: { kind: 'invalid', message: text },
+            attempts: message.attempt,
+          };
+        }
+      }
+      try {
+        await runWithContext({ correlationId: message.correlationid, messageId: message.id }, chain, message);
+        return ACK;
+      } catch (error) {
+        const attempt = message.attempt;
+        if (attempt <= delays.length) {
+          return { action: 'retry', attempt: attempt + 1, delayMs: delays[attempt - 1]! };
+        }
+        const reason = describeError(error);
+        logger.warn(
+          `dead-lettering message ${message.id} (${message.type}) in group "${spec.group}" after ${attempt} attempts: ${reason.message}`,
+        );
+        return { action: 'dead-letter', reason: { kind: 'handler-error', ...reason }, attempts: attempt };
+      }
+    };
+  }
+
+  /** Lists (without removing) up to `limit` messages in a group's dead-letter queue. */
+  listDeadLetters(options: { readonly group?: string; readonly limit?: number } = {}): Promise<DeadLetter[]> {
+    return this.transport.listDeadLetters(options.group ?? this.service, { limit: options.limit ?? 100 });
+  }
+
+  /**
+   * Sends dead letters back to the subscription that gave up on them, with a fresh attempt count.
+   * Resolves the number replayed.
+   */
+  replayDeadLetters(
+    options: {
+      readonly group?: string;
+      readonly deadLetterIds?: readonly string[];
+      readonly limit?: number;
+    } = {},
+  ): Promise<number> {
+    const { group, ...rest } = options;
+    return this.transport.replayDeadLetters(group ?? this.service, rest);
+  }
+
+  /**
+   * Stops every subscription (waiting for handlers in flight), waits for unconfirmed publishes, then
+   * closes the transport. Publishing after `close` rejects with `BUS_CLOSED`. Idempotent.
+   */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      const subscriptions = [...this.#subscriptions];
+      this.#subscriptions.clear();
+      await Promise.all(subscriptions.map((s) => s.close(this.#closeTimeoutMs)));
+      await this.transport.close(this.#closeTimeoutMs);
+    })();
+    return this.#closing;
+  }
+}
+
+function describeError(error: unknown): { message: string; stack?: string } {
+  if (error instanceof Error) {
+    return error.stack === undefined
+      ? { message: error.message }
+      : { message: error.message, stack: error.stack };
+  }
+  return { message: String(error) };
+}
+
+/**
+ * Creates a connected bus. The transport comes from `options.transport`, or from the scheme of
+ * `options.url`; an adapter's driver (amqplib) is loaded only when its scheme is used.
+ */
+export async function createBus<C extends Contracts = NoContracts>(options: BusOptions<C>): Promise<Bus<C>> {
+  if ((options.url === undefined) === (options.transport === undefined)) {
+    throw new InvalidOptionsError('createBus needs exactly one of `url` and `transport`');
+  }
+  const logger = options.logger ?? stderrLogger;
+  const transport = options.transport ?? (await transportFromUrl(options.url!, options, logger));
+  const bus = new Bus<C>(transport, options);
+  await transport.connect();
+  return bus;
+}

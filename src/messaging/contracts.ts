@@ -1,0 +1,79 @@
+import { MessageValidationError, type ValidationIssue } from './errors.js';
+import type { StandardSchemaV1 } from './standard-schema.js';
+
+/** Schemas by message type, e.g. `{ 'order.created': z.object({ orderId: z.string() }) }`. */
+export type Contracts = Record<string, StandardSchemaV1>;
+
+/** Contracts of a bus created without any: every type allowed, data untyped. */
+// biome-ignore lint/complexity/noBannedTypes: the empty object is exactly "no contracts"
+export type NoContracts = {};
+
+type Split<S extends string> = S extends `${infer H}.${infer T}` ? [H, ...Split<T>] : [S];
+
+type MatchWords<P extends readonly string[], T extends readonly string[]> = P extends [
+  infer PH,
+  ...infer PT extends string[],
+]
+  ? PH extends '#'
+    ? MatchWords<PT, T> extends true
+      ? true
+      : T extends [string, ...infer TT extends string[]]
+        ? MatchWords<P, TT>
+        : false
+    : T extends [infer TH, ...infer TT extends string[]]
+      ? PH extends '*'
+        ? MatchWords<PT, TT>
+        : PH extends TH
+          ? MatchWords<PT, TT>
+          : false
+      : false
+  : T extends []
+    ? true
+    : false;
+
+/** The contract types a topic pattern matches, computed at compile time with AMQP semantics. */
+export type MatchingTypes<C, P extends string> = {
+  [K in keyof C & string]: MatchWords<Split<P>, Split<K>> extends true ? K : never;
+}[keyof C & string];
+
+/** Message types a bus accepts: its contract keys, or any string without contracts. */
+export type TypeOf<C> = [keyof C] extends [never] ? string : keyof C & string;
+
+/** What `publish` takes as data for type `K`. */
+export type DataIn<C, K extends string> = K extends keyof C
+  ? C[K] extends StandardSchemaV1
+    ? StandardSchemaV1.InferInput<C[K]>
+    : unknown
+  : unknown;
+
+/** What a handler receives as data for type `K`. */
+export type DataOut<C, K extends string> = K extends keyof C
+  ? C[K] extends StandardSchemaV1
+    ? StandardSchemaV1.InferOutput<C[K]>
+    : unknown
+  : unknown;
+
+function pathOf(issue: StandardSchemaV1.Issue): string {
+  if (!issue.path) return '';
+  return issue.path.map((p) => String(typeof p === 'object' ? p.key : p)).join('.');
+}
+
+/** Converts Standard Schema issues into Ferry's plain, serialisable form. */
+export function toValidationIssues(issues: ReadonlyArray<StandardSchemaV1.Issue>): ValidationIssue[] {
+  return issues.map((issue) => ({ path: pathOf(issue), message: issue.message }));
+}
+
+/**
+ * Validates `data` against `schema`, returning the (possibly transformed) output or throwing
+ * {@link MessageValidationError}. Stays synchronous when the schema is, which keeps publish fast.
+ */
+export function validate(schema: StandardSchemaV1, type: string, data: unknown): unknown | Promise<unknown> {
+  const result = schema['~standard'].validate(data);
+  if (result instanceof Promise) return result.then((r) => unwrap(r, type));
+  return unwrap(result, type);
+}
+
+function unwrap(result: StandardSchemaV1.Result<unknown>, type: string): unknown {
+  if (result.issues) throw new MessageValidationError(type, toValidationIssues(result.issues));
+  return result.value;
+}

@@ -1,0 +1,111 @@
+import { errorGuard, FerryError } from '../errors/ferry-error.js';
+
+/** One failed check of a message against its schema. */
+export interface ValidationIssue {
+  /** Dotted path of the failing field; empty for the whole value. */
+  readonly path: string;
+  readonly message: string;
+}
+
+/** `data` does not satisfy the schema registered for its message type. */
+export class MessageValidationError extends FerryError {
+  readonly type: string;
+  readonly issues: readonly ValidationIssue[];
+  constructor(type: string, issues: readonly ValidationIssue[]) {
+    const detail = issues.map((i) => (i.path ? `${i.path}: ${i.message}` : i.message)).join('; ');
+    super('MESSAGE_INVALID', `message of type "${type}" failed its schema: ${detail}`);
+    this.type = type;
+    this.issues = issues;
+  }
+}
+export const isMessageValidationError = errorGuard<MessageValidationError>('MESSAGE_INVALID');
+
+/** A message type, topic pattern or group name that breaks the naming rules. */
+export class InvalidTopicError extends FerryError {
+  readonly topic: string;
+  constructor(topic: string, reason: string) {
+    super('INVALID_TOPIC', `invalid topic "${topic}": ${reason}`);
+    this.topic = topic;
+  }
+}
+export const isInvalidTopicError = errorGuard<InvalidTopicError>('INVALID_TOPIC');
+
+/** No subscription matches the message, so the broker would have dropped it. Nothing was stored. */
+export class UnroutableError extends FerryError {
+  readonly type: string;
+  readonly messageId: string;
+  constructor(type: string, messageId: string) {
+    super(
+      'UNROUTABLE',
+      `no subscription matches message type "${type}" (message ${messageId} was not stored)`,
+    );
+    this.type = type;
+    this.messageId = messageId;
+  }
+}
+export const isUnroutableError = errorGuard<UnroutableError>('UNROUTABLE');
+
+/** The broker refused to take responsibility for the message (a publisher-confirm nack). */
+export class PublishNackedError extends FerryError {
+  readonly messageId: string;
+  constructor(messageId: string, reason = 'negative publisher confirm') {
+    super('PUBLISH_NACKED', `the broker rejected message ${messageId} (${reason})`);
+    this.messageId = messageId;
+  }
+}
+export const isPublishNackedError = errorGuard<PublishNackedError>('PUBLISH_NACKED');
+
+/**
+ * The broker did not confirm the message within the confirm timeout. The message may or may not have
+ * been stored; publishing it again with the same id is safe with an idempotent consumer.
+ */
+export class PublishNotConfirmedError extends FerryError {
+  readonly messageId: string;
+  readonly timeoutMs: number;
+  constructor(messageId: string, timeoutMs: number) {
+    super(
+      'PUBLISH_NOT_CONFIRMED',
+      `message ${messageId} was not confirmed by the broker within ${timeoutMs} ms`,
+    );
+    this.messageId = messageId;
+    this.timeoutMs = timeoutMs;
+  }
+}
+export const isPublishNotConfirmedError = errorGuard<PublishNotConfirmedError>('PUBLISH_NOT_CONFIRMED');
+
+/** Too many publishes are waiting for the broker; the caller should slow down or await its publishes. */
+export class PublishBufferFullError extends FerryError {
+  readonly limit: number;
+  constructor(limit: number) {
+    super(
+      'PUBLISH_BUFFER_FULL',
+      `more than ${limit} publishes are waiting for the broker; await publish() to apply backpressure`,
+    );
+    this.limit = limit;
+  }
+}
+export const isPublishBufferFullError = errorGuard<PublishBufferFullError>('PUBLISH_BUFFER_FULL');
+
+/** The bus or subscription was closed; the operation was not performed. */
+export class BusClosedError extends FerryError {
+  constructor(what = 'bus') {
+    super('BUS_CLOSED', `the ${what} is closed`);
+  }
+}
+export const isBusClosedError = errorGuard<BusClosedError>('BUS_CLOSED');
+
+/** A connection to the broker could not be established or was lost for good. */
+export class BrokerConnectionError extends FerryError {
+  constructor(message: string, options: { cause?: unknown } = {}) {
+    super('BROKER_UNAVAILABLE', message, options);
+  }
+}
+export const isBrokerConnectionError = errorGuard<BrokerConnectionError>('BROKER_UNAVAILABLE');
+
+/** A received message could not be decoded into an envelope. */
+export class MalformedMessageError extends FerryError {
+  constructor(reason: string) {
+    super('MESSAGE_MALFORMED', reason);
+  }
+}
+export const isMalformedMessageError = errorGuard<MalformedMessageError>('MESSAGE_MALFORMED');

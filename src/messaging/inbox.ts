@@ -1,0 +1,97 @@
+/**
+ * Deduplicates deliveries for an idempotent consumer: a key (subscription + message id) is processed
+ * once; a redelivered or re-sent copy is recognised and skipped.
+ */
+export interface Inbox {
+  /**
+   * Claims `key` for processing. Resolves a claim when the caller should run the handler, or `null`
+   * when the key was already processed. While another delivery holds the key, waits for its outcome.
+   */
+  begin(key: string): Promise<InboxClaim | null>;
+}
+
+/** A held inbox key: `complete` after the handler succeeded, `abandon` after it failed. */
+export interface InboxClaim {
+  complete(): Promise<void>;
+  abandon(): void;
+}
+
+/** Bounds of the in-memory inbox. */
+export interface MemoryInboxOptions {
+  /** Processed keys remembered at most; the oldest are forgotten first. @default 100000 */
+  readonly maxEntries?: number;
+  /** How long a processed key is remembered. @default 86400000 (24 h) */
+  readonly ttlMs?: number;
+}
+
+export const DEFAULT_MEMORY_INBOX_OPTIONS = Object.freeze({
+  maxEntries: 100_000,
+  ttlMs: 86_400_000,
+} satisfies Required<MemoryInboxOptions>);
+
+interface Held {
+  readonly done: Promise<boolean>;
+  settle(processed: boolean): void;
+}
+
+/**
+ * An inbox in process memory: duplicates are caught within one process for `ttlMs`, which covers
+ * redeliveries after a connection loss. Keys held by a running handler make duplicates wait for it.
+ */
+export class MemoryInbox implements Inbox {
+  readonly #processed = new Map<string, number>();
+  readonly #held = new Map<string, Held>();
+  readonly #maxEntries: number;
+  readonly #ttlMs: number;
+
+  constructor(options: MemoryInboxOptions = {}) {
+    const o = { ...DEFAULT_MEMORY_INBOX_OPTIONS, ...options };
+    this.#maxEntries = o.maxEntries;
+    this.#ttlMs = o.ttlMs;
+  }
+
+  /** Number of processed keys remembered. */
+  get size(): number {
+    return this.#processed.size;
+  }
+
+  async begin(key: string): Promise<InboxClaim | null> {
+    for (;;) {
+      const at = this.#processed.get(key);
+      if (at !== undefined) {
+        if (Date.now() - at < this.#ttlMs) return null;
+        this.#processed.delete(key);
+      }
+      const held = this.#held.get(key);
+      if (held === undefined) return this.#claim(key);
+      if (await held.done) return null;
+    }
+  }
+
+  #claim(key: string): InboxClaim {
+    let settle!: (processed: boolean) => void;
+    const done = new Promise<boolean>((resolve) => {
+      settle = resolve;
+    });
+    this.#held.set(key, { done, settle });
+    return {
+      complete: async () => {
+        this.#held.delete(key);
+        this.#remember(key);
+        settle(true);
+      },
+      abandon: () => {
+        this.#held.delete(key);
+        settle(false);
+      },
+    };
+  }
+
+  #remember(key: string): void {
+    this.#processed.set(key, Date.now());
+    if (this.#processed.size > this.#maxEntries) {
+      const oldest = this.#processed.keys().next();
+      if (!oldest.done) this.#processed.delete(oldest.value);
+    }
+  }
+}

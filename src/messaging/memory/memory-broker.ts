@@ -1,0 +1,284 @@
+import { randomUUID } from 'node:crypto';
+import { InvalidOptionsError } from '../../errors/ferry-error.js';
+import { Deque } from '../deque.js';
+import { type Envelope, type Message, toMessage } from '../envelope.js';
+import { PublishNackedError, UnroutableError } from '../errors.js';
+import { compilePattern } from '../topic.js';
+import type {
+  DeadLetter,
+  DeadLetterReason,
+  Delivery,
+  DeliveryHandler,
+  Outcome,
+  ReplayOptions,
+  SubscriptionSpec,
+  TransportSubscription,
+} from '../transport.js';
+import { decodeWireMessage, typeOf, type WireMessage } from '../wire.js';
+
+/** Options of an in-memory broker. */
+export interface MemoryBrokerOptions {
+  /**
+   * Messages one subscription queue holds before `publish` rejects with `PUBLISH_NACKED`, like a
+   * RabbitMQ queue with `overflow: reject-publish`. Keeps a stalled consumer from exhausting memory.
+   * @default 1000000
+   */
+  readonly maxQueueLength?: number;
+}
+
+export const DEFAULT_MEMORY_BROKER_OPTIONS = Object.freeze({
+  maxQueueLength: 1_000_000,
+} satisfies Required<MemoryBrokerOptions>);
+
+type Entry =
+  | { readonly message: Message; readonly wire?: undefined }
+  | { readonly message?: undefined; readonly wire: WireMessage };
+
+interface MemoryConsumer {
+  readonly handler: DeliveryHandler;
+  readonly concurrency: number;
+  inFlight: number;
+  closed: boolean;
+  idle: (() => void) | undefined;
+}
+
+interface Queue {
+  readonly group: string;
+  readonly pattern: string;
+  readonly matches: (type: string) => boolean;
+  readonly buffer: Deque<Entry>;
+  readonly consumers: MemoryConsumer[];
+  next: number;
+  scheduled: boolean;
+}
+
+interface StoredDeadLetter extends DeadLetter {
+  readonly queue: Queue;
+  readonly entry: Entry;
+}
+
+const RESOLVED = Promise.resolve();
+const brokers = new Map<string, MemoryBroker>();
+
+/**
+ * An embedded broker: every subscription `(group, pattern)` is a queue in process memory that outlives
+ * its subscribers, with the same topic, group, retry and dead-letter semantics as RabbitMQ. Several
+ * buses in one process (the services of the shop) share a broker through its name. Nothing survives
+ * the process.
+ *
+ * Handlers receive the published `data` object itself, not a copy: treat messages as immutable.
+ */
+export class MemoryBroker {
+  readonly #queues = new Map<string, Queue>();
+  readonly #routes = new Map<string, Queue[]>();
+  readonly #deadLetters = new Map<string, StoredDeadLetter[]>();
+  readonly #maxQueueLength: number;
+
+  constructor(options: MemoryBrokerOptions = {}) {
+    const o = { ...DEFAULT_MEMORY_BROKER_OPTIONS, ...options };
+    if (!(o.maxQueueLength >= 1)) throw new InvalidOptionsError('maxQueueLength must be at least 1');
+    this.#maxQueueLength = o.maxQueueLength;
+  }
+
+  /** The process-wide broker called `name` (`memory://name`; `memory://` is `default`), created on first use. */
+  static named(name: string, options?: MemoryBrokerOptions): MemoryBroker {
+    let broker = brokers.get(name);
+    if (broker === undefined) {
+      broker = new MemoryBroker(options);
+      brokers.set(name, broker);
+    }
+    return broker;
+  }
+
+  publish(envelope: Envelope): Promise<void> {
+    return this.#route(envelope.type, envelope.id, { message: toMessage(envelope, 1) });
+  }
+
+  /** Takes bytes as a producer that knows nothing of Ferry sends them; they are decoded at delivery. */
+  publishRaw(wire: WireMessage): Promise<void> {
+    return this.#route(typeOf(wire), wire.messageId ?? '(no id)', { wire });
+  }
+
+  #route(type: string, id: string, entry: Entry): Promise<void> {
+    let queues = this.#routes.get(type);
+    if (queues === undefined) {
+      queues = [...this.#queues.values()].filter((q) => q.matches(type));
+      this.#routes.set(type, queues);
+    }
+    if (queues.length === 0) return Promise.reject(new UnroutableError(type, id));
+    for (const queue of queues) {
+      if (queue.buffer.length >= this.#maxQueueLength) {
+        return Promise.reject(new PublishNackedError(id, `queue of group "${queue.group}" is full`));
+      }
+    }
+    for (const queue of queues) this.#enqueue(queue, entry);
+    return RESOLVED;
+  }
+
+  #enqueue(queue: Queue, entry: Entry): void {
+    queue.buffer.push(entry);
+    this.#schedule(queue);
+  }
+
+  #schedule(queue: Queue): void {
+    if (!queue.scheduled && queue.buffer.length > 0) {
+      queue.scheduled = true;
+      queueMicrotask(() => this.#pump(queue));
+    }
+  }
+
+  #pump(queue: Queue): void {
+    queue.scheduled = false;
+    const consumers = queue.consumers;
+    while (queue.buffer.length > 0 && consumers.length > 0) {
+      let consumer: MemoryConsumer | undefined;
+      for (let i = 0; i < consumers.length; i++) {
+        const candidate = consumers[(queue.next + i) % consumers.length]!;
+        if (!candidate.closed && candidate.inFlight < candidate.concurrency) {
+          consumer = candidate;
+          queue.next = (queue.next + i + 1) % consumers.length;
+          break;
+        }
+      }
+      if (consumer === undefined) return;
+      const entry = queue.buffer.shift()!;
+      consumer.inFlight++;
+      this.#deliver(queue, consumer, entry);
+    }
+  }
+
+  #deliver(queue: Queue, consumer: MemoryConsumer, entry: Entry): void {
+    const delivery: Delivery = entry.message
+      ? { ok: true, message: entry.message }
+      : decodeWireMessage(entry.wire);
+    consumer.handler(delivery).then(
+      (outcome) => this.#settle(queue, consumer, entry, delivery, outcome),
+      // The bus never rejects; a custom handler that does gets its message back, as an unacked one would.
+      () => this.#settle(queue, consumer, entry, delivery, { action: 'retry', attempt: 1, delayMs: 0 }),
+    );
+  }
+
+  #settle(queue: Queue, consumer: MemoryConsumer, entry: Entry, delivery: Delivery, outcome: Outcome): void {
+    consumer.inFlight--;
+    if (outcome.action === 'retry') {
+      const next: Entry = delivery.ok
+        ? { message: { ...delivery.message, attempt: outcome.attempt } }
+        : entry;
+      if (outcome.delayMs <= 0) this.#enqueue(queue, next);
+      // Unref'd: a pending retry must not keep a finished process alive; in memory it is lost at exit anyway.
+      else setTimeout(() => this.#enqueue(queue, next), outcome.delayMs).unref();
+    } else if (outcome.action === 'dead-letter') {
+      this.#storeDeadLetter(queue, entry, delivery, outcome.reason, outcome.attempts);
+    }
+    if (consumer.closed) {
+      if (consumer.inFlight === 0) consumer.idle?.();
+    } else this.#schedule(queue);
+  }
+
+  #storeDeadLetter(
+    queue: Queue,
+    entry: Entry,
+    delivery: Delivery,
+    reason: DeadLetterReason,
+    attempts: number,
+  ): void {
+    const message = delivery.ok ? delivery.message : undefined;
+    const stored: StoredDeadLetter = {
+      deadLetterId: randomUUID(),
+      group: queue.group,
+      pattern: queue.pattern,
+      routingKey: message?.type ?? (entry.wire ? typeOf(entry.wire) : ''),
+      reason,
+      attempts,
+      deadLetteredAt: new Date().toISOString(),
+      body: entry.wire
+        ? Buffer.from(entry.wire.body).toString('utf8')
+        : JSON.stringify(message?.data ?? null),
+      queue,
+      entry: message ? { message: { ...message, attempt: 1 } } : entry,
+      ...(message ? { envelope: stripAttempt(message) } : {}),
+    };
+    let list = this.#deadLetters.get(queue.group);
+    if (list === undefined) {
+      list = [];
+      this.#deadLetters.set(queue.group, list);
+    }
+    list.push(stored);
+  }
+
+  /** Attaches a consumer to the subscription's queue, creating the queue on first use. */
+  attach(spec: SubscriptionSpec, handler: DeliveryHandler): TransportSubscription {
+    const key = `${spec.group}\u0000${spec.pattern}`;
+    let queue = this.#queues.get(key);
+    if (queue === undefined) {
+      queue = {
+        group: spec.group,
+        pattern: spec.pattern,
+        matches: compilePattern(spec.pattern),
+        buffer: new Deque(),
+        consumers: [],
+        next: 0,
+        scheduled: false,
+      };
+      this.#queues.set(key, queue);
+      this.#routes.clear();
+    }
+    const consumer: MemoryConsumer = {
+      handler,
+      concurrency: spec.concurrency,
+      inFlight: 0,
+      closed: false,
+      idle: undefined,
+    };
+    queue.consumers.push(consumer);
+    this.#schedule(queue);
+    const q = queue;
+    return { close: (timeoutMs) => this.#detach(q, consumer, timeoutMs) };
+  }
+
+  /** Stops deliveries to `consumer`, then waits up to `timeoutMs` for its handlers in flight. */
+  async #detach(queue: Queue, consumer: MemoryConsumer, timeoutMs: number): Promise<void> {
+    if (consumer.closed) return;
+    consumer.closed = true;
+    const index = queue.consumers.indexOf(consumer);
+    if (index >= 0) queue.consumers.splice(index, 1);
+    if (consumer.inFlight > 0) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, timeoutMs);
+        consumer.idle = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+    }
+    // What the closed consumer did not take goes to the remaining competitors.
+    this.#schedule(queue);
+  }
+
+  listDeadLetters(group: string, limit: number): DeadLetter[] {
+    const list = this.#deadLetters.get(group) ?? [];
+    return list.slice(0, limit).map(({ queue: _q, entry: _e, ...deadLetter }) => deadLetter);
+  }
+
+  replayDeadLetters(group: string, options: ReplayOptions): number {
+    const list = this.#deadLetters.get(group);
+    if (!list) return 0;
+    const wanted = options.deadLetterIds ? new Set(options.deadLetterIds) : undefined;
+    const limit = options.limit ?? Number.POSITIVE_INFINITY;
+    const kept: StoredDeadLetter[] = [];
+    let replayed = 0;
+    for (const deadLetter of list) {
+      if (replayed < limit && (wanted === undefined || wanted.has(deadLetter.deadLetterId))) {
+        this.#enqueue(deadLetter.queue, deadLetter.entry);
+        replayed++;
+      } else kept.push(deadLetter);
+    }
+    this.#deadLetters.set(group, kept);
+    return replayed;
+  }
+}
+
+function stripAttempt(message: Message): Envelope {
+  const { attempt: _attempt, ...envelope } = message;
+  return envelope;
+}

@@ -1,0 +1,62 @@
+import type { Envelope } from '../envelope.js';
+import { BusClosedError } from '../errors.js';
+import type {
+  DeadLetter,
+  DeliveryHandler,
+  ReplayOptions,
+  SubscriptionSpec,
+  Transport,
+  TransportSubscription,
+} from '../transport.js';
+import type { WireMessage } from '../wire.js';
+import { MemoryBroker } from './memory-broker.js';
+
+/** Options of the in-memory transport. */
+export interface MemoryTransportOptions {
+  /** The broker to use. @default the process-wide broker `default` (what `memory://` selects) */
+  readonly broker?: MemoryBroker;
+}
+
+/**
+ * The embedded transport: a connection to a {@link MemoryBroker} in this process. Use it for
+ * development, tests and single-process deployments; nothing survives the process.
+ */
+export class MemoryTransport implements Transport {
+  readonly name = 'memory';
+  readonly broker: MemoryBroker;
+  #closed = false;
+
+  constructor(options: MemoryTransportOptions = {}) {
+    this.broker = options.broker ?? MemoryBroker.named('default');
+  }
+
+  async connect(): Promise<void> {}
+
+  publish(envelope: Envelope): Promise<void> {
+    if (this.#closed) return Promise.reject(new BusClosedError('transport'));
+    return this.broker.publish(envelope);
+  }
+
+  /** Publishes bytes as a producer that knows nothing of Ferry would (for tests of foreign producers). */
+  publishRaw(wire: WireMessage): Promise<void> {
+    if (this.#closed) return Promise.reject(new BusClosedError('transport'));
+    return this.broker.publishRaw(wire);
+  }
+
+  async subscribe(spec: SubscriptionSpec, handler: DeliveryHandler): Promise<TransportSubscription> {
+    if (this.#closed) throw new BusClosedError('transport');
+    return this.broker.attach(spec, handler);
+  }
+
+  async listDeadLetters(group: string, options: { readonly limit: number }): Promise<DeadLetter[]> {
+    return this.broker.listDeadLetters(group, options.limit);
+  }
+
+  async replayDeadLetters(group: string, options: ReplayOptions): Promise<number> {
+    return this.broker.replayDeadLetters(group, options);
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+  }
+}

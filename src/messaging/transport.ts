@@ -1,0 +1,93 @@
+import type { Envelope, Message } from './envelope.js';
+
+/**
+ * What a transport needs to know to set up one subscription. A subscription is a durable, named
+ * consumer queue: `(group, pattern)` identifies it, instances subscribing with the same pair compete.
+ */
+export interface SubscriptionSpec {
+  readonly group: string;
+  readonly pattern: string;
+  /** Most deliveries handled at once by this subscriber (the AMQP prefetch). */
+  readonly concurrency: number;
+  /**
+   * Delay before each redelivery: `retryDelays[n - 1]` is the wait after attempt `n` failed, so the
+   * message is tried `retryDelays.length + 1` times in all before it is dead-lettered.
+   */
+  readonly retryDelays: readonly number[];
+}
+
+/** Why a message was moved to its group's dead-letter queue. */
+export interface DeadLetterReason {
+  /** `handler-error`: the handler kept failing; `malformed`: not decodable; `invalid`: failed its schema. */
+  readonly kind: 'handler-error' | 'malformed' | 'invalid';
+  readonly message: string;
+  /** Stack of the last handler error, when there is one. */
+  readonly stack?: string;
+}
+
+/** What a subscriber decided about a delivery; the transport carries it out. */
+export type Outcome =
+  | { readonly action: 'ack' }
+  | { readonly action: 'retry'; readonly attempt: number; readonly delayMs: number }
+  | { readonly action: 'dead-letter'; readonly reason: DeadLetterReason; readonly attempts: number };
+
+export const ACK: Outcome = Object.freeze({ action: 'ack' });
+
+/** One delivery handed by a transport to the bus: a decoded message, or the reason it could not be decoded. */
+export type Delivery =
+  | { readonly ok: true; readonly message: Message }
+  | { readonly ok: false; readonly reason: string; readonly attempt: number };
+
+/** Called by a transport for each delivery; it settles the delivery according to the returned outcome. */
+export type DeliveryHandler = (delivery: Delivery) => Promise<Outcome>;
+
+/** A live subscription at the transport level. */
+export interface TransportSubscription {
+  /** Stops taking deliveries, waits (up to `timeoutMs`) for those in flight, then releases the consumer. */
+  close(timeoutMs: number): Promise<void>;
+}
+
+/** A message in a dead-letter queue, as listed by {@link Transport.listDeadLetters}. */
+export interface DeadLetter {
+  /** Identifies this entry for {@link Transport.replayDeadLetters}. */
+  readonly deadLetterId: string;
+  readonly group: string;
+  /** The subscription pattern whose handler gave up on the message. */
+  readonly pattern: string;
+  /** The routing key (message type) it was originally published with. */
+  readonly routingKey: string;
+  readonly reason: DeadLetterReason;
+  /** Delivery attempts made before dead-lettering. */
+  readonly attempts: number;
+  readonly deadLetteredAt: string;
+  /** The decoded message, when it could be decoded. */
+  readonly envelope?: Envelope;
+  /** The raw body as text, always present for diagnosis. */
+  readonly body: string;
+}
+
+/** Which dead letters to replay; all of the group's when `deadLetterIds` is absent. */
+export interface ReplayOptions {
+  readonly deadLetterIds?: readonly string[];
+  /** Replay at most this many. */
+  readonly limit?: number;
+}
+
+/**
+ * A message transport: the one interface every backend (memory, RabbitMQ, …) implements and the
+ * contract suite in `ferry/testing` checks. Transports know nothing of schemas, middleware or context.
+ */
+export interface Transport {
+  /** Short name for logs (`memory`, `amqp`). */
+  readonly name: string;
+  /** Opens connections; called once by `createBus`. */
+  connect(): Promise<void>;
+  /** Resolves once the message is stored by the transport, rejects with a typed error otherwise. */
+  publish(envelope: Envelope): Promise<void>;
+  subscribe(spec: SubscriptionSpec, handler: DeliveryHandler): Promise<TransportSubscription>;
+  listDeadLetters(group: string, options: { readonly limit: number }): Promise<DeadLetter[]>;
+  /** Sends dead letters back to the subscription they failed in, with a fresh attempt count. */
+  replayDeadLetters(group: string, options: ReplayOptions): Promise<number>;
+  /** Waits (up to `timeoutMs`) for pending publishes, then releases every resource. */
+  close(timeoutMs: number): Promise<void>;
+}

@@ -1,0 +1,123 @@
+import { type Envelope, JSON_CONTENT_TYPE, newMessageId, toMessage } from './envelope.js';
+import type { Delivery } from './transport.js';
+
+/** Header names Ferry reserves on the wire. */
+export const HEADER = Object.freeze({
+  specversion: 'cloudEvents:specversion',
+  time: 'cloudEvents:time',
+  causationid: 'cloudEvents:causationid',
+  attempt: 'x-ferry-attempt',
+  routingKey: 'x-ferry-routing-key',
+});
+
+/**
+ * A message as bytes plus broker properties: the common form of what arrives from RabbitMQ, from a
+ * producer that knows nothing of Ferry, or through `MemoryTransport.publishRaw`.
+ */
+export interface WireMessage {
+  readonly body: Uint8Array;
+  /** The routing key it was published with; the message type unless a header overrides it. */
+  readonly routingKey: string;
+  readonly contentType?: string | undefined;
+  readonly messageId?: string | undefined;
+  /** Seconds or milliseconds since the epoch: the AMQP spec says seconds, most Node producers send `Date.now()`. */
+  readonly timestamp?: number | undefined;
+  readonly appId?: string | undefined;
+  readonly correlationId?: string | undefined;
+  readonly headers?: Readonly<Record<string, unknown>> | undefined;
+}
+
+const RESERVED_PREFIXES = ['x-ferry-', 'cloudEvents:', 'x-death', 'x-first-death', 'x-last-death'];
+
+/** True for header names Ferry or the broker own; applications cannot set them. */
+export function isReservedHeader(name: string): boolean {
+  for (const prefix of RESERVED_PREFIXES) if (name.startsWith(prefix)) return true;
+  return false;
+}
+
+function isJsonContentType(contentType: string): boolean {
+  const base = (contentType.split(';')[0] ?? '').trim().toLowerCase();
+  return base === 'application/json' || base === 'text/json' || base.endsWith('+json');
+}
+
+/** Seconds before 5138 AD stay below 1e11, milliseconds after March 1973 stay above it. */
+function timestampToIso(timestamp: number): string {
+  const ms = timestamp < 1e11 ? timestamp * 1000 : timestamp;
+  const date = new Date(ms);
+  return Number.isNaN(date.getTime()) ? new Date().toISOString() : date.toISOString();
+}
+
+function str(value: unknown): string | undefined {
+  if (typeof value === 'string') return value;
+  if (Buffer.isBuffer(value)) return value.toString('utf8');
+  return undefined;
+}
+
+/** The delivery attempt a message carries (1 when it carries none). */
+export function attemptOf(headers: Readonly<Record<string, unknown>> | undefined): number {
+  const value = headers?.[HEADER.attempt];
+  const n = typeof value === 'number' ? value : Number(str(value));
+  return Number.isInteger(n) && n >= 1 ? n : 1;
+}
+
+/** The message type: the original routing key survives retries and replays in a header. */
+export function typeOf(wire: WireMessage): string {
+  return str(wire.headers?.[HEADER.routingKey]) ?? wire.routingKey;
+}
+
+function userHeaders(
+  headers: Readonly<Record<string, unknown>> | undefined,
+): Record<string, string> | undefined {
+  if (headers === undefined) return undefined;
+  let out: Record<string, string> | undefined;
+  for (const name in headers) {
+    if (isReservedHeader(name)) continue;
+    const value = headers[name];
+    const text = typeof value === 'number' || typeof value === 'boolean' ? String(value) : str(value);
+    if (text === undefined) continue;
+    if (out === undefined) out = {};
+    out[name] = text;
+  }
+  return out;
+}
+
+/**
+ * Decodes a wire message into a delivery. Ferry's own messages carry their CloudEvents attributes in
+ * properties and headers; a plain producer's message (JSON body, `messageId`, `timestamp`, routing key)
+ * is wrapped: `id` = messageId, `time` = timestamp, `type` = routing key, `data` = body. A body that
+ * is not JSON yields a failed delivery with the reason, never an exception.
+ */
+export function decodeWireMessage(wire: WireMessage): Delivery {
+  const attempt = attemptOf(wire.headers);
+  if (wire.contentType !== undefined && !isJsonContentType(wire.contentType)) {
+    return { ok: false, attempt, reason: `unsupported content type "${wire.contentType}" (expected JSON)` };
+  }
+  if (wire.body.byteLength === 0) return { ok: false, attempt, reason: 'empty body (expected JSON)' };
+  let data: unknown;
+  try {
+    data = JSON.parse(
+      Buffer.from(wire.body.buffer, wire.body.byteOffset, wire.body.byteLength).toString('utf8'),
+    );
+  } catch (error) {
+    return { ok: false, attempt, reason: `body is not valid JSON: ${(error as Error).message}` };
+  }
+  const headers = wire.headers;
+  const id = wire.messageId || newMessageId();
+  const envelope: { -readonly [P in keyof Envelope]: Envelope[P] } = {
+    specversion: '1.0',
+    id,
+    source: wire.appId || 'unknown',
+    type: typeOf(wire),
+    time:
+      str(headers?.[HEADER.time]) ??
+      (wire.timestamp !== undefined ? timestampToIso(wire.timestamp) : new Date().toISOString()),
+    datacontenttype: wire.contentType ?? JSON_CONTENT_TYPE,
+    data,
+    correlationid: wire.correlationId || id,
+  };
+  const causationid = str(headers?.[HEADER.causationid]);
+  if (causationid !== undefined) envelope.causationid = causationid;
+  const extra = userHeaders(headers);
+  if (extra !== undefined) envelope.headers = extra;
+  return { ok: true, message: toMessage(envelope, attempt) };
+}

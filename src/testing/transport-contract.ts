@@ -1,0 +1,384 @@
+import { randomUUID } from 'node:crypto';
+import { afterEach, describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { type Bus, createBus } from '../messaging/bus.js';
+import type { Contracts, NoContracts } from '../messaging/contracts.js';
+import type { Message } from '../messaging/envelope.js';
+import { isBusClosedError, isUnroutableError } from '../messaging/errors.js';
+import { MemoryInbox } from '../messaging/inbox.js';
+import { silentLogger } from '../messaging/logger.js';
+import type { Transport } from '../messaging/transport.js';
+import type { WireMessage } from '../messaging/wire.js';
+import { sleep, waitFor } from './wait.js';
+
+/** What the contract suite needs from a transport under test. */
+export interface TransportHarness {
+  /** A new, unconnected transport; all transports of a harness share one broker namespace. */
+  createTransport(): Transport;
+  /** Publishes bytes to the bus's topic as a producer that knows nothing of Ferry. */
+  publishRaw(message: WireMessage): Promise<void>;
+}
+
+/** Promises a transport makes beyond the common contract. */
+export interface TransportFeatures {
+  /** Messages from one publisher reach a single-concurrency subscriber in publish order. */
+  readonly orderedPerPublisher: boolean;
+}
+
+const FAST_RETRY = { initialDelayMs: 40, factor: 2, maxDelayMs: 200 };
+
+/**
+ * The transport contract: one suite of behaviour every transport must show, run against each of
+ * them (memory, RabbitMQ, …). Each test uses its own random topic prefix and groups, so tests can
+ * share a broker.
+ */
+export function testTransport(name: string, harness: TransportHarness, features: TransportFeatures): void {
+  describe(`transport contract: ${name}`, () => {
+    const buses: Bus<Contracts>[] = [];
+    afterEach(async () => {
+      await Promise.all(buses.splice(0).map((bus) => bus.close()));
+    });
+
+    async function bus<C extends Contracts = NoContracts>(
+      service: string,
+      extra: { contracts?: C; inbox?: MemoryInbox } = {},
+    ): Promise<Bus<C>> {
+      const b = await createBus<C>({
+        transport: harness.createTransport(),
+        service,
+        logger: silentLogger,
+        closeTimeoutMs: 2000,
+        subscriptionDefaults: { backoff: FAST_RETRY },
+        ...extra,
+      });
+      buses.push(b as unknown as Bus<Contracts>);
+      return b;
+    }
+
+    /** A unique word so that this test's topics and groups meet no other test's. */
+    function unique(): string {
+      return `t${randomUUID().slice(0, 8)}`;
+    }
+
+    it('matches topics with AMQP semantics: * is one word, # is zero or more', async () => {
+      const p = unique();
+      const b = await bus(`svc-${p}`);
+      const patterns = [
+        `${p}.order.*`,
+        `${p}.order.#`,
+        `${p}.#`,
+        `${p}.*.created`,
+        `${p}.order.created`,
+        `${p}.#.x`,
+      ];
+      const got = new Map<string, string[]>(patterns.map((pattern) => [pattern, []]));
+      for (const [i, pattern] of patterns.entries()) {
+        await b.subscribe(pattern, async (m) => void got.get(pattern)!.push(m.type), { group: `g${i}` });
+      }
+      const types = [
+        `${p}.order.created`,
+        `${p}.order`,
+        `${p}.order.item.added`,
+        `${p}.user.created`,
+        `${p}.x`,
+      ];
+      for (const type of types) await b.publish(type, {});
+      const expected: Record<string, string[]> = {
+        [`${p}.order.*`]: [`${p}.order.created`],
+        [`${p}.order.#`]: [`${p}.order.created`, `${p}.order`, `${p}.order.item.added`],
+        [`${p}.#`]: types,
+        [`${p}.*.created`]: [`${p}.order.created`, `${p}.user.created`],
+        [`${p}.order.created`]: [`${p}.order.created`],
+        [`${p}.#.x`]: [`${p}.x`],
+      };
+      const total = Object.values(expected).reduce((n, list) => n + list.length, 0);
+      await waitFor(
+        () => [...got.values()].reduce((n, l) => n + l.length, 0) >= total,
+        'all matching deliveries',
+      );
+      await sleep(150);
+      for (const pattern of patterns)
+        expect([...got.get(pattern)!].sort(), pattern).toEqual([...expected[pattern]!].sort());
+    });
+
+    it('delivers each message once to every group, and to one member of a group', async () => {
+      const p = unique();
+      const b = await bus(`svc-${p}`);
+      const type = `${p}.item.made`;
+      const a1: number[] = [];
+      const a2: number[] = [];
+      const other: number[] = [];
+      const slow = async (into: number[], m: Message) => {
+        await sleep(2);
+        into.push((m.data as { n: number }).n);
+      };
+      await b.subscribe(type, (m) => slow(a1, m), { group: 'a', concurrency: 1 });
+      await b.subscribe(type, (m) => slow(a2, m), { group: 'a', concurrency: 1 });
+      await b.subscribe(type, (m) => slow(other, m), { group: 'b', concurrency: 5 });
+      const n = 60;
+      await Promise.all(Array.from({ length: n }, (_, i) => b.publish(type, { n: i })));
+      await waitFor(
+        () => a1.length + a2.length >= n && other.length >= n,
+        'group a and b to get every message',
+      );
+      await sleep(100);
+      const all = [...a1, ...a2].sort((x, y) => x - y);
+      expect(all).toEqual(Array.from({ length: n }, (_, i) => i));
+      expect(a1.length).toBeGreaterThan(0);
+      expect(a2.length).toBeGreaterThan(0);
+      expect([...other].sort((x, y) => x - y)).toEqual(all);
+    });
+
+    if (features.orderedPerPublisher) {
+      it('keeps the order of one publisher for a single-concurrency subscriber', async () => {
+        const p = unique();
+        const b = await bus(`svc-${p}`);
+        const type = `${p}.seq`;
+        const got: number[] = [];
+        await b.subscribe(type, async (m) => void got.push((m.data as { i: number }).i), { concurrency: 1 });
+        const n = 300;
+        await Promise.all(Array.from({ length: n }, (_, i) => b.publish(type, { i })));
+        await waitFor(() => got.length >= n, 'every message');
+        expect(got).toEqual(Array.from({ length: n }, (_, i) => i));
+      });
+    }
+
+    it('hands handlers a CloudEvents envelope and carries headers', async () => {
+      const p = unique();
+      const b = await bus(`svc-${p}`);
+      const type = `${p}.order.created`;
+      let received: Message | undefined;
+      await b.subscribe(type, async (m) => {
+        received = m;
+      });
+      const before = Date.now();
+      await b.publish(
+        type,
+        { orderId: 42, items: ['a'] },
+        { id: 'msg-1', correlationId: 'corr-1', headers: { tenant: 'acme' } },
+      );
+      await waitFor(() => received !== undefined, 'the message');
+      const m = received!;
+      expect(m).toMatchObject({
+        specversion: '1.0',
+        id: 'msg-1',
+        source: `svc-${p}`,
+        type,
+        datacontenttype: 'application/json',
+        data: { orderId: 42, items: ['a'] },
+        correlationid: 'corr-1',
+        attempt: 1,
+        headers: { tenant: 'acme' },
+      });
+      expect(m.causationid).toBeUndefined();
+      expect(Date.parse(m.time)).toBeGreaterThanOrEqual(before - 1000);
+      expect(Date.parse(m.time)).toBeLessThanOrEqual(Date.now() + 1000);
+    });
+
+    it('flows correlation and causation from a handled message to what its handler publishes', async () => {
+      const p = unique();
+      const b = await bus(`svc-${p}`);
+      let first: Message | undefined;
+      let second: Message | undefined;
+      await b.subscribe(`${p}.first`, async (m) => {
+        first = m;
+        await b.publish(`${p}.second`, { from: m.id });
+      });
+      await b.subscribe(`${p}.second`, async (m) => {
+        second = m;
+      });
+      await b.publish(`${p}.first`, {});
+      await waitFor(() => second !== undefined, 'the second message');
+      expect(first!.correlationid).toBe(first!.id);
+      expect(second!.correlationid).toBe(first!.correlationid);
+      expect(second!.causationid).toBe(first!.id);
+    });
+
+    it('retries a failing handler with growing delays, then succeeds', async () => {
+      const p = unique();
+      const b = await bus(`svc-${p}`);
+      const type = `${p}.flaky`;
+      const seen: { attempt: number; at: number }[] = [];
+      await b.subscribe(
+        type,
+        async (m) => {
+          seen.push({ attempt: m.attempt, at: Date.now() });
+          if (m.attempt < 3) throw new Error(`fail ${m.attempt}`);
+        },
+        { maxAttempts: 4, backoff: { initialDelayMs: 100, factor: 2, maxDelayMs: 1000 } },
+      );
+      await b.publish(type, { x: 1 });
+      await waitFor(() => seen.length >= 3, 'three attempts');
+      await sleep(400);
+      expect(seen.map((s) => s.attempt)).toEqual([1, 2, 3]);
+      // Redelivery waits out the backoff (100 ms, then 200 ms) rather than coming straight back.
+      expect(seen[1]!.at - seen[0]!.at).toBeGreaterThanOrEqual(90);
+      expect(seen[2]!.at - seen[1]!.at).toBeGreaterThanOrEqual(190);
+      expect(await b.listDeadLetters()).toEqual([]);
+    });
+
+    it('dead-letters after maxAttempts with the error and routing, and replays on demand', async () => {
+      const p = unique();
+      const service = `svc-${p}`;
+      const b = await bus(service);
+      const type = `${p}.order.failed`;
+      let fail = true;
+      const attempts: number[] = [];
+      const handled: Message[] = [];
+      await b.subscribe(
+        `${p}.order.*`,
+        async (m) => {
+          attempts.push(m.attempt);
+          if (fail) throw new Error('payment gateway said no');
+          handled.push(m);
+        },
+        { maxAttempts: 3 },
+      );
+      await b.publish(type, { orderId: 7 }, { id: 'dead-1' });
+      await waitFor(async () => (await b.listDeadLetters()).length === 1, 'the dead letter');
+      expect(attempts).toEqual([1, 2, 3]);
+      const [dead] = await b.listDeadLetters();
+      expect(dead).toMatchObject({
+        group: service,
+        pattern: `${p}.order.*`,
+        routingKey: type,
+        attempts: 3,
+        reason: { kind: 'handler-error', message: 'payment gateway said no' },
+        envelope: { id: 'dead-1', type, data: { orderId: 7 }, source: service },
+      });
+      expect(dead!.reason.stack).toContain('payment gateway said no');
+      expect(JSON.parse(dead!.body)).toEqual({ orderId: 7 });
+      // Listing does not consume.
+      expect(await b.listDeadLetters()).toHaveLength(1);
+
+      fail = false;
+      expect(await b.replayDeadLetters({ deadLetterIds: [dead!.deadLetterId] })).toBe(1);
+      await waitFor(() => handled.length === 1, 'the replayed message');
+      expect(handled[0]).toMatchObject({ id: 'dead-1', type, attempt: 1, data: { orderId: 7 } });
+      expect(await b.listDeadLetters()).toEqual([]);
+    });
+
+    it('dead-letters a body that is not JSON and keeps consuming', async () => {
+      const p = unique();
+      const service = `svc-${p}`;
+      const b = await bus(service);
+      const type = `${p}.raw`;
+      const handled: unknown[] = [];
+      await b.subscribe(type, async (m) => void handled.push(m.data));
+      await harness.publishRaw({ routingKey: type, body: Buffer.from('{not json'), messageId: 'bad-1' });
+      await harness.publishRaw({ routingKey: type, body: Buffer.from(''), messageId: 'bad-2' });
+      await harness.publishRaw({ routingKey: type, body: Buffer.from('{"ok":true}'), messageId: 'good-1' });
+      await waitFor(() => handled.length === 1, 'the valid message');
+      await waitFor(async () => (await b.listDeadLetters()).length === 2, 'two dead letters');
+      const dead = await b.listDeadLetters();
+      expect(dead.map((d) => d.reason.kind)).toEqual(['malformed', 'malformed']);
+      expect(dead[0]!.reason.message).toMatch(/not valid JSON/);
+      expect(dead[0]!.body).toBe('{not json');
+      expect(dead[0]!.routingKey).toBe(type);
+      expect(dead[1]!.reason.message).toMatch(/empty body/);
+      expect(handled).toEqual([{ ok: true }]);
+    });
+
+    it('wraps messages of plain producers into envelopes', async () => {
+      const p = unique();
+      const b = await bus(`svc-${p}`);
+      const type = `${p}.order.created`;
+      let received: Message | undefined;
+      await b.subscribe(type, async (m) => {
+        received = m;
+      });
+      const timestamp = Date.parse('2026-01-02T03:04:05.678Z');
+      await harness.publishRaw({
+        routingKey: type,
+        body: Buffer.from(JSON.stringify({ orderId: 'o-1', items: [1, 2] })),
+        messageId: 'legacy-1',
+        timestamp,
+      });
+      await waitFor(() => received !== undefined, 'the message');
+      expect(received).toMatchObject({
+        specversion: '1.0',
+        id: 'legacy-1',
+        type,
+        time: '2026-01-02T03:04:05.678Z',
+        data: { orderId: 'o-1', items: [1, 2] },
+        correlationid: 'legacy-1',
+        attempt: 1,
+      });
+    });
+
+    it('validates against contracts: rejects bad data at publish, dead-letters it at consume', async () => {
+      const p = unique();
+      const type = `${p}.order.placed`;
+      const contracts = { [type]: z.object({ orderId: z.string(), qty: z.number().int().positive() }) };
+      const b = await bus(`svc-${p}`, { contracts });
+      const handled: unknown[] = [];
+      await b.subscribe(type, async (m) => void handled.push(m.data));
+      await expect(b.publish(type, { orderId: 'o1', qty: -1 })).rejects.toMatchObject({
+        code: 'MESSAGE_INVALID',
+        issues: [{ path: 'qty' }],
+      });
+      await harness.publishRaw({ routingKey: type, body: Buffer.from('{"orderId":5}'), messageId: 'inv-1' });
+      await b.publish(type, { orderId: 'o2', qty: 2 });
+      await waitFor(() => handled.length === 1, 'the valid message');
+      await waitFor(
+        async () => (await b.listDeadLetters()).length === 1,
+        'the invalid message dead-lettered',
+      );
+      const [dead] = await b.listDeadLetters();
+      expect(dead!.reason.kind).toBe('invalid');
+      expect(dead!.reason.message).toMatch(/orderId/);
+      expect(handled).toEqual([{ orderId: 'o2', qty: 2 }]);
+    });
+
+    it('rejects a message that no subscription would receive', async () => {
+      const p = unique();
+      const b = await bus(`svc-${p}`);
+      const error = await b.publish(`${p}.nobody.listens`, {}).catch((e: unknown) => e);
+      expect(isUnroutableError(error)).toBe(true);
+    });
+
+    it('processes a re-sent message once with an inbox', async () => {
+      const p = unique();
+      const b = await bus(`svc-${p}`, { inbox: new MemoryInbox() });
+      const type = `${p}.pay`;
+      const handled: string[] = [];
+      await b.subscribe(type, async (m) => void handled.push(m.id), { concurrency: 4 });
+      for (let i = 0; i < 3; i++) await b.publish(type, { amount: 5 }, { id: 'same-id' });
+      await b.publish(type, { amount: 6 }, { id: 'other-id' });
+      await waitFor(() => handled.length >= 2, 'both distinct messages');
+      await sleep(150);
+      expect(handled.sort()).toEqual(['other-id', 'same-id']);
+    });
+
+    it('close waits for handlers in flight, and nothing is delivered after it', async () => {
+      const p = unique();
+      const b = await bus(`svc-${p}`);
+      const type = `${p}.slow`;
+      const finished: number[] = [];
+      let started = 0;
+      const sub = await b.subscribe(
+        type,
+        async (m) => {
+          started++;
+          await sleep(300);
+          finished.push((m.data as { n: number }).n);
+        },
+        { concurrency: 1 },
+      );
+      await b.publish(type, { n: 1 });
+      await waitFor(() => started === 1, 'the handler to start');
+      await sub.close();
+      expect(finished).toEqual([1]);
+      await b.publish(type, { n: 2 });
+      await sleep(300);
+      expect(started).toBe(1);
+      // The queue outlives the subscriber: a new subscriber of the group gets what was published meanwhile.
+      const later: number[] = [];
+      await b.subscribe(type, async (m) => void later.push((m.data as { n: number }).n));
+      await waitFor(() => later.length === 1, 'the message published while nobody listened');
+      expect(later).toEqual([2]);
+      await b.close();
+      expect(isBusClosedError(await b.publish(type, { n: 3 }).catch((e: unknown) => e))).toBe(true);
+    });
+  });
+}
