@@ -115,16 +115,22 @@ export class AmqpConsumer {
     }
     this.#inFlight++;
     const delivery = decodeWireMessage(wireMessageOf(message));
-    this.#handler(delivery).then(
-      (outcome) => this.#settle(channel, message, delivery, outcome),
-      (error: unknown) => {
-        this.#context.logger.error(`handler chain failed unexpectedly on queue ${this.topology.queue}`, {
-          error: String(error),
-        });
-        this.#requeueLater(channel, message);
-        this.#done();
-      },
-    );
+    const broken = (error: unknown) => {
+      this.#context.logger.error(`handler chain failed unexpectedly on queue ${this.topology.queue}`, {
+        error: String(error),
+      });
+      this.#requeueLater(channel, message);
+      this.#done();
+    };
+    let outcome: Outcome | Promise<Outcome>;
+    try {
+      outcome = this.#handler(delivery);
+    } catch (error) {
+      broken(error);
+      return;
+    }
+    if (outcome instanceof Promise) outcome.then((o) => this.#settle(channel, message, delivery, o), broken);
+    else void this.#settle(channel, message, delivery, outcome);
   }
 
   async #settle(

@@ -225,6 +225,11 @@ export class Bus<C extends Contracts = NoContracts> {
       spec,
     );
     const transportSubscription = await this.transport.subscribe(spec, this.#dispatcher(spec, chain));
+    if (this.#closing !== undefined) {
+      // close() began while the transport was subscribing and could not see this subscription.
+      await transportSubscription.close(this.#closeTimeoutMs);
+      throw new BusClosedError();
+    }
     this.#subscriptions.add(transportSubscription);
     return {
       group,
@@ -241,7 +246,48 @@ export class Bus<C extends Contracts = NoContracts> {
     const delays = spec.retryDelays;
     const contracts = this.#contracts;
     const logger = this.#logger;
-    return async (delivery): Promise<Outcome> => {
+
+    const failed = (message: Message, error: unknown): Outcome => {
+      const attempt = message.attempt;
+      if (attempt <= delays.length)
+        return { action: 'retry', attempt: attempt + 1, delayMs: delays[attempt - 1]! };
+      const reason = describeError(error);
+      logger.warn(
+        `dead-lettering message ${message.id} (${message.type}) in group "${spec.group}" after ${attempt} attempts: ${reason.message}`,
+      );
+      return { action: 'dead-letter', reason: { kind: 'handler-error', ...reason }, attempts: attempt };
+    };
+
+    const invalid = (message: Message, error: unknown): Outcome => {
+      const text = error instanceof MessageValidationError ? error.message : String(error);
+      logger.warn(`dead-lettering message ${message.id} in group "${spec.group}": ${text}`);
+      return { action: 'dead-letter', reason: { kind: 'invalid', message: text }, attempts: message.attempt };
+    };
+
+    const run = (message: Message): Outcome | Promise<Outcome> => {
+      let result: unknown;
+      try {
+        result = runWithContext(
+          { correlationId: message.correlationid, messageId: message.id },
+          chain,
+          message,
+        );
+      } catch (error) {
+        return failed(message, error);
+      }
+      if (isThenable(result)) {
+        return Promise.resolve(result).then(
+          () => ACK,
+          (error: unknown) => failed(message, error),
+        );
+      }
+      return ACK;
+    };
+
+    const withData = (message: Message, data: unknown): Message =>
+      data === message.data ? message : { ...message, data };
+
+    return (delivery) => {
       if (!delivery.ok) {
         logger.warn(`dead-lettering a malformed message in group "${spec.group}": ${delivery.reason}`, {
           pattern: spec.pattern,
@@ -252,37 +298,22 @@ export class Bus<C extends Contracts = NoContracts> {
           attempts: delivery.attempt,
         };
       }
-      let message = delivery.message;
+      const message = delivery.message;
       const schema = contracts[message.type];
-      if (schema !== undefined) {
-        try {
-          const checked = validate(schema, message.type, message.data);
-          const data = checked instanceof Promise ? await checked : checked;
-          if (data !== message.data) message = { ...message, data };
-        } catch (error) {
-          const text = error instanceof MessageValidationError ? error.message : String(error);
-          logger.warn(`dead-lettering message ${message.id} in group "${spec.group}": ${text}`);
-          return {
-            action: 'dead-letter',
-            reason: { kind: 'invalid', message: text },
-            attempts: message.attempt,
-          };
-        }
-      }
+      if (schema === undefined) return run(message);
+      let checked: unknown;
       try {
-        await runWithContext({ correlationId: message.correlationid, messageId: message.id }, chain, message);
-        return ACK;
+        checked = validate(schema, message.type, message.data);
       } catch (error) {
-        const attempt = message.attempt;
-        if (attempt <= delays.length) {
-          return { action: 'retry', attempt: attempt + 1, delayMs: delays[attempt - 1]! };
-        }
-        const reason = describeError(error);
-        logger.warn(
-          `dead-lettering message ${message.id} (${message.type}) in group "${spec.group}" after ${attempt} attempts: ${reason.message}`,
-        );
-        return { action: 'dead-letter', reason: { kind: 'handler-error', ...reason }, attempts: attempt };
+        return invalid(message, error);
       }
+      if (checked instanceof Promise) {
+        return checked.then(
+          (data: unknown) => run(withData(message, data)),
+          (error: unknown) => invalid(message, error),
+        );
+      }
+      return run(withData(message, checked));
     };
   }
 
@@ -319,6 +350,10 @@ export class Bus<C extends Contracts = NoContracts> {
     })();
     return this.#closing;
   }
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return typeof (value as PromiseLike<unknown> | undefined)?.then === 'function';
 }
 
 function describeError(error: unknown): { message: string; stack?: string } {

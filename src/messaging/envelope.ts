@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { uuidv7 } from './message-id.js';
 
 /**
  * A message as it travels: CloudEvents 1.0 context attributes (lower-case names, as the spec
@@ -48,9 +48,9 @@ export function nowIso(): string {
   return lastIso;
 }
 
-/** A new message id (UUID v4). */
+/** A new message id: a UUID v7, unique and ordered by creation time. */
 export function newMessageId(): string {
-  return randomUUID();
+  return uuidv7();
 }
 
 /** Copies an envelope into a message for one delivery attempt. */

@@ -33,7 +33,8 @@ export function composeMiddleware(
  */
 export function idempotent(inbox: Inbox): HandlerMiddleware {
   return (next, subscription) => {
-    const prefix = `${subscription.group}|${subscription.pattern}|`;
+    // JSON-encoded so that no (group, pattern, id) can collide with another: `|` is a valid pattern word.
+    const prefix = JSON.stringify([subscription.group, subscription.pattern]);
     return async (message) => {
       const claim = await inbox.begin(prefix + message.id);
       if (claim === null) return;

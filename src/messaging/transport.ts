@@ -38,8 +38,12 @@ export type Delivery =
   | { readonly ok: true; readonly message: Message }
   | { readonly ok: false; readonly reason: string; readonly attempt: number };
 
-/** Called by a transport for each delivery; it settles the delivery according to the returned outcome. */
-export type DeliveryHandler = (delivery: Delivery) => Promise<Outcome>;
+/**
+ * Called by a transport for each delivery; the transport settles the delivery according to the
+ * outcome. Synchronous when it can be, so that the hot path creates as few promises as possible
+ * (each one costs extra while AsyncLocalStorage is active). Never throws nor rejects.
+ */
+export type DeliveryHandler = (delivery: Delivery) => Outcome | Promise<Outcome>;
 
 /** A live subscription at the transport level. */
 export interface TransportSubscription {

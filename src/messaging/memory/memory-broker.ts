@@ -58,6 +58,10 @@ interface StoredDeadLetter extends DeadLetter {
 }
 
 const RESOLVED = Promise.resolve();
+/** What happens to a delivery whose handler broke its contract and threw: back in the queue, as an unacked one would. */
+const REQUEUE: Outcome = Object.freeze({ action: 'retry', attempt: 1, delayMs: 0 });
+/** Deliveries started by one pump before it yields, so synchronous handlers cannot starve I/O. */
+const PUMP_BUDGET = 10_000;
 const brokers = new Map<string, MemoryBroker>();
 
 /**
@@ -130,7 +134,12 @@ export class MemoryBroker {
   #pump(queue: Queue): void {
     queue.scheduled = false;
     const consumers = queue.consumers;
-    while (queue.buffer.length > 0 && consumers.length > 0) {
+    for (let budget = PUMP_BUDGET; queue.buffer.length > 0 && consumers.length > 0; budget--) {
+      if (budget === 0) {
+        queue.scheduled = true;
+        setImmediate(() => this.#pump(queue));
+        return;
+      }
       let consumer: MemoryConsumer | undefined;
       for (let i = 0; i < consumers.length; i++) {
         const candidate = consumers[(queue.next + i) % consumers.length]!;
@@ -151,11 +160,18 @@ export class MemoryBroker {
     const delivery: Delivery = entry.message
       ? { ok: true, message: entry.message }
       : decodeWireMessage(entry.wire);
-    consumer.handler(delivery).then(
-      (outcome) => this.#settle(queue, consumer, entry, delivery, outcome),
-      // The bus never rejects; a custom handler that does gets its message back, as an unacked one would.
-      () => this.#settle(queue, consumer, entry, delivery, { action: 'retry', attempt: 1, delayMs: 0 }),
-    );
+    let outcome: Outcome | Promise<Outcome>;
+    try {
+      outcome = consumer.handler(delivery);
+    } catch {
+      outcome = REQUEUE;
+    }
+    if (outcome instanceof Promise) {
+      outcome.then(
+        (o) => this.#settle(queue, consumer, entry, delivery, o),
+        () => this.#settle(queue, consumer, entry, delivery, REQUEUE),
+      );
+    } else this.#settle(queue, consumer, entry, delivery, outcome);
   }
 
   #settle(queue: Queue, consumer: MemoryConsumer, entry: Entry, delivery: Delivery, outcome: Outcome): void {

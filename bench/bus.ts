@@ -1,0 +1,369 @@
+/**
+ * `npm run bench:bus` — the message bus against its baselines, in one process run.
+ *
+ * Cases (one JSON line each on stdout, progress on stderr):
+ *   amqp-publish-confirm  Ferry publish vs raw amqplib confirm channel, same window, persistent, durable queue
+ *   amqp-end-to-end       publish -> handler -> ack, Ferry vs raw amqplib, same window and prefetch
+ *   memory-async-handler  in-memory publish -> async handler, Ferry vs Node EventEmitter
+ *   memory-rss            RSS after 1,000,000 in-memory messages vs after the first 100,000
+ *
+ * Options: --runs N (default 5; the median is reported), --messages N (AMQP, default 20000),
+ * --memory-messages N (default 1000000), --only <case>. AMQP URL from FERRY_BENCH_AMQP_URL.
+ * Each AMQP case runs in a fresh vhost so that queues from earlier runs cannot interfere.
+ */
+import { EventEmitter } from 'node:events';
+import amqp from 'amqplib';
+import { createBus, MemoryBroker, MemoryTransport, silentLogger } from 'ferry';
+import { createTestVhost, type TestVhost } from '../src/testing/rabbitmq.js';
+import { argValue, median, progress, pump, report, round, secondsSince } from './support.js';
+
+const RUNS = argValue('runs', 5);
+const AMQP_MESSAGES = argValue('messages', 20_000);
+const MEMORY_MESSAGES = argValue('memory-messages', 1_000_000);
+const WINDOW = 1000;
+const PREFETCH = 100;
+const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : undefined;
+const payload = {
+  orderId: 'order-000042',
+  customerId: 'customer-7',
+  items: [{ sku: 'SKU-1', qty: 2 }],
+  total: 59.9,
+};
+/** Raw clients serialise each message as the tutorial's publisher does: `Buffer.from(JSON.stringify(message))`. */
+const encode = () => Buffer.from(JSON.stringify(payload));
+
+function vhostUrl(vhost: TestVhost): string {
+  const base = process.env.FERRY_BENCH_AMQP_URL;
+  if (!base) return vhost.url;
+  const url = new URL(base);
+  url.pathname = `/${encodeURIComponent(vhost.name)}`;
+  return url.toString();
+}
+
+/** Raw amqplib, written as a careful user would: confirm channel, bounded window, honours drain. */
+async function rawPublish(url: string, total: number, queue: string): Promise<number> {
+  const connection = await amqp.connect(url);
+  const channel = await connection.createConfirmChannel();
+  await channel.assertExchange('raw.events', 'topic', { durable: true });
+  await channel.assertQueue(queue, { durable: true });
+  await channel.bindQueue(queue, 'raw.events', 'bench.#');
+  await channel.purgeQueue(queue);
+  let blocked: Promise<void> | undefined;
+  const start = performance.now();
+  await pump(total, WINDOW, (i, done) => {
+    const send = () => {
+      const ok = channel.publish(
+        'raw.events',
+        'bench.order.created',
+        encode(),
+        {
+          persistent: true,
+          mandatory: true,
+          contentType: 'application/json',
+          messageId: `m-${i}`,
+          timestamp: Date.now(),
+        },
+        (error) => done(error ?? undefined),
+      );
+      if (!ok && blocked === undefined) {
+        blocked = new Promise((resolve) =>
+          channel.once('drain', () => {
+            blocked = undefined;
+            resolve();
+          }),
+        );
+      }
+    };
+    if (blocked) void blocked.then(send);
+    else send();
+  });
+  const rate = total / secondsSince(start);
+  await channel.deleteQueue(queue);
+  await connection.close();
+  return rate;
+}
+
+async function ferryPublish(url: string, total: number): Promise<number> {
+  const bus = await createBus({
+    url,
+    service: 'bench',
+    logger: silentLogger,
+    amqp: { publishWindow: WINDOW },
+  });
+  // A subscription declares the durable queue; it is closed so that nothing consumes while publishing.
+  const sub = await bus.subscribe('bench.#', async () => {}, { group: 'pub-only' });
+  await sub.close();
+  const start = performance.now();
+  await pump(total, WINDOW, (_i, done) => {
+    bus.publish('bench.order.created', payload).then(() => done(), done);
+  });
+  const rate = total / secondsSince(start);
+  await bus.close();
+  return rate;
+}
+
+async function rawEndToEnd(url: string, total: number): Promise<number> {
+  const connection = await amqp.connect(url);
+  const publisher = await connection.createConfirmChannel();
+  const consumer = await connection.createChannel();
+  await publisher.assertExchange('raw.events', 'topic', { durable: true });
+  await consumer.assertQueue('raw.e2e', { durable: true });
+  await consumer.bindQueue('raw.e2e', 'raw.events', 'bench.#');
+  await consumer.purgeQueue('raw.e2e');
+  await consumer.prefetch(PREFETCH);
+  let handled = 0;
+  let finish!: () => void;
+  const finished = new Promise<void>((resolve) => {
+    finish = resolve;
+  });
+  const handler = async (data: unknown) => data;
+  await consumer.consume('raw.e2e', (message) => {
+    if (message === null) return;
+    void handler(JSON.parse(message.content.toString('utf8'))).then(() => {
+      consumer.ack(message);
+      if (++handled === total) finish();
+    });
+  });
+  const start = performance.now();
+  let blocked: Promise<void> | undefined;
+  await pump(total, WINDOW, (i, done) => {
+    const send = () => {
+      const ok = publisher.publish(
+        'raw.events',
+        'bench.order.created',
+        encode(),
+        {
+          persistent: true,
+          mandatory: true,
+          contentType: 'application/json',
+          messageId: `m-${i}`,
+          timestamp: Date.now(),
+        },
+        (error) => done(error ?? undefined),
+      );
+      if (!ok && blocked === undefined) {
+        blocked = new Promise((resolve) =>
+          publisher.once('drain', () => {
+            blocked = undefined;
+            resolve();
+          }),
+        );
+      }
+    };
+    if (blocked) void blocked.then(send);
+    else send();
+  });
+  await finished;
+  const rate = total / secondsSince(start);
+  await connection.close();
+  return rate;
+}
+
+async function ferryEndToEnd(url: string, total: number): Promise<number> {
+  const bus = await createBus({
+    url,
+    service: 'bench',
+    logger: silentLogger,
+    amqp: { publishWindow: WINDOW },
+  });
+  let handled = 0;
+  let finish!: () => void;
+  const finished = new Promise<void>((resolve) => {
+    finish = resolve;
+  });
+  await bus.subscribe(
+    'bench.#',
+    async () => {
+      if (++handled === total) finish();
+    },
+    { group: 'e2e', concurrency: PREFETCH },
+  );
+  const start = performance.now();
+  await pump(total, WINDOW, (_i, done) => {
+    bus.publish('bench.order.created', payload).then(() => done(), done);
+  });
+  await finished;
+  const rate = total / secondsSince(start);
+  await bus.close();
+  return rate;
+}
+
+const BATCH = 1000;
+const yieldToLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+/** In-memory: publish in batches, yielding between them, until every async handler ran. */
+async function ferryMemory(total: number, onProgress?: (handled: number) => void): Promise<number> {
+  const bus = await createBus({
+    transport: new MemoryTransport({ broker: new MemoryBroker() }),
+    service: 'bench',
+    logger: silentLogger,
+  });
+  let handled = 0;
+  let finish!: () => void;
+  const finished = new Promise<void>((resolve) => {
+    finish = resolve;
+  });
+  await bus.subscribe(
+    'bench.#',
+    async () => {
+      handled++;
+      if (onProgress !== undefined && handled % 100_000 === 0) onProgress(handled);
+      if (handled === total) finish();
+    },
+    { concurrency: 1000 },
+  );
+  const start = performance.now();
+  for (let i = 0; i < total; i += BATCH) {
+    for (let j = 0; j < BATCH; j++) void bus.publish('bench.order.created', payload);
+    await yieldToLoop();
+  }
+  await finished;
+  const rate = total / secondsSince(start);
+  await bus.close();
+  return rate;
+}
+
+/** The tutorial's in-process EventBus: an EventEmitter with an async listener. */
+async function emitterMemory(total: number): Promise<number> {
+  const emitter = new EventEmitter();
+  let handled = 0;
+  let finish!: () => void;
+  const finished = new Promise<void>((resolve) => {
+    finish = resolve;
+  });
+  emitter.on('bench.order.created', async () => {
+    if (++handled === total) finish();
+  });
+  const start = performance.now();
+  for (let i = 0; i < total; i += BATCH) {
+    for (let j = 0; j < BATCH; j++) emitter.emit('bench.order.created', payload);
+    await yieldToLoop();
+  }
+  await finished;
+  return total / secondsSince(start);
+}
+
+async function amqpCase(
+  name: string,
+  target: number,
+  ferry: (url: string) => Promise<number>,
+  raw: (url: string) => Promise<number>,
+  unit: string,
+): Promise<void> {
+  const ferryRates: number[] = [];
+  const rawRates: number[] = [];
+  const ratios: number[] = [];
+  for (let run = 1; run <= RUNS; run++) {
+    const vhost = await createTestVhost('ferry-bench');
+    try {
+      const url = vhostUrl(vhost);
+      // Alternate the order so neither side always runs on a warmer broker.
+      let f: number;
+      let r: number;
+      if (run % 2 === 1) {
+        r = await raw(url);
+        f = await ferry(url);
+      } else {
+        f = await ferry(url);
+        r = await raw(url);
+      }
+      ferryRates.push(f);
+      rawRates.push(r);
+      ratios.push(f / r);
+      progress(
+        `${name} run ${run}/${RUNS}: ferry ${round(f)} ${unit}, raw amqplib ${round(r)} ${unit}, ratio ${round(f / r, 2)}`,
+      );
+    } finally {
+      await vhost.dispose();
+    }
+  }
+  report({
+    case: name,
+    unit,
+    messages: AMQP_MESSAGES,
+    window: WINDOW,
+    ferry: round(median(ferryRates)),
+    baseline: 'raw amqplib',
+    baselineValue: round(median(rawRates)),
+    ratio: round(median(ratios), 3),
+    target: `>= ${target}x`,
+    pass: median(ratios) >= target,
+    runs: RUNS,
+  });
+}
+
+async function main(): Promise<void> {
+  process.stderr.write(`ferry bench:bus — ${RUNS} runs per case, medians reported\n`);
+  if (!only || only === 'amqp-publish-confirm') {
+    await amqpCase(
+      'amqp-publish-confirm',
+      0.9,
+      (url) => ferryPublish(url, AMQP_MESSAGES),
+      (url) => rawPublish(url, AMQP_MESSAGES, 'raw.publish'),
+      'msg/s',
+    );
+  }
+  if (!only || only === 'amqp-end-to-end') {
+    await amqpCase(
+      'amqp-end-to-end',
+      0.8,
+      (url) => ferryEndToEnd(url, AMQP_MESSAGES),
+      (url) => rawEndToEnd(url, AMQP_MESSAGES),
+      'msg/s',
+    );
+  }
+  if (!only || only === 'memory-async-handler') {
+    const ferryRates: number[] = [];
+    const emitterRates: number[] = [];
+    for (let run = 1; run <= RUNS; run++) {
+      const f = await ferryMemory(MEMORY_MESSAGES);
+      const e = await emitterMemory(MEMORY_MESSAGES);
+      ferryRates.push(f);
+      emitterRates.push(e);
+      progress(
+        `memory-async-handler run ${run}/${RUNS}: ferry ${round(f)} msg/s, EventEmitter ${round(e)} emits/s`,
+      );
+    }
+    report({
+      case: 'memory-async-handler',
+      unit: 'msg/s',
+      messages: MEMORY_MESSAGES,
+      ferry: round(median(ferryRates)),
+      baseline: 'node EventEmitter (async listener, no queue, no retry)',
+      baselineValue: round(median(emitterRates)),
+      ratio: round(median(ferryRates) / median(emitterRates), 3),
+      target: '>= 1000000 msg/s',
+      pass: median(ferryRates) >= 1_000_000,
+      runs: RUNS,
+    });
+  }
+  if (!only || only === 'memory-rss') {
+    const deltas: number[] = [];
+    let at100k = 0;
+    let at1m = 0;
+    for (let run = 1; run <= RUNS; run++) {
+      at100k = 0;
+      await ferryMemory(MEMORY_MESSAGES, (handled) => {
+        if (handled === 100_000) at100k = process.memoryUsage.rss();
+      });
+      at1m = process.memoryUsage.rss();
+      deltas.push((at1m - at100k) / 2 ** 20);
+      progress(
+        `memory-rss run ${run}/${RUNS}: RSS ${round(at100k / 2 ** 20)} MB at 100k, ${round(at1m / 2 ** 20)} MB at 1M`,
+      );
+    }
+    report({
+      case: 'memory-rss',
+      unit: 'MB',
+      messages: MEMORY_MESSAGES,
+      rssAt100kMb: round(at100k / 2 ** 20, 1),
+      rssAt1mMb: round(at1m / 2 ** 20, 1),
+      growthMb: round(median(deltas), 1),
+      target: '<= 50 MB growth',
+      pass: median(deltas) <= 50,
+      runs: RUNS,
+    });
+  }
+}
+
+await main();

@@ -1,0 +1,480 @@
+import { randomUUID } from 'node:crypto';
+import { afterEach, describe, expect, expectTypeOf, it } from 'vitest';
+import { z } from 'zod';
+import { currentContext, type FerryContext, runWithContext } from '../context/context.js';
+import { InvalidOptionsError, isFerryError, isInvalidOptionsError } from '../errors/ferry-error.js';
+import { waitFor } from '../testing/wait.js';
+import { type Bus, type BusOptions, createBus } from './bus.js';
+import type { Contracts, NoContracts } from './contracts.js';
+import type { Message } from './envelope.js';
+import {
+  BusClosedError,
+  isBusClosedError,
+  isInvalidTopicError,
+  isMessageValidationError,
+  isUnroutableError,
+} from './errors.js';
+import { silentLogger } from './logger.js';
+import { MemoryBroker } from './memory/memory-broker.js';
+import { MemoryTransport } from './memory/memory-transport.js';
+import type { HandlerMiddleware } from './middleware.js';
+
+const opened: { close(): Promise<void> }[] = [];
+
+afterEach(async () => {
+  await Promise.all(opened.splice(0).map((bus) => bus.close()));
+});
+
+type Extra<C extends Contracts> = Omit<BusOptions<C>, 'service' | 'url' | 'transport' | 'logger'> & {
+  readonly service?: string;
+};
+
+/** A bus on `broker` (a fresh one unless given), closed after the test. */
+async function open<C extends Contracts = NoContracts>(
+  extra: Extra<C> = {},
+  broker: MemoryBroker = new MemoryBroker(),
+): Promise<Bus<C>> {
+  const bus = await createBus<C>({
+    service: 'svc',
+    ...extra,
+    transport: new MemoryTransport({ broker }),
+    logger: silentLogger,
+  });
+  opened.push(bus);
+  return bus;
+}
+
+/** A bus on the process-wide broker `url` selects, closed after the test. */
+async function openUrl(url: string, service: string): Promise<Bus> {
+  const bus = await createBus({ url, service, logger: silentLogger });
+  opened.push(bus);
+  return bus;
+}
+
+async function rejection(promise: Promise<unknown>): Promise<unknown> {
+  return promise.then(
+    () => {
+      throw new Error('expected a rejection');
+    },
+    (error: unknown) => error,
+  );
+}
+
+describe('createBus', () => {
+  it('needs exactly one of url and transport', async () => {
+    const neither = await rejection(createBus({ service: 'svc', logger: silentLogger }));
+    const both = await rejection(
+      createBus({ service: 'svc', url: 'memory://', transport: new MemoryTransport(), logger: silentLogger }),
+    );
+    for (const error of [neither, both]) {
+      expect(error).toBeInstanceOf(InvalidOptionsError);
+      expect(error).toMatchObject({ code: 'INVALID_OPTIONS' });
+    }
+  });
+
+  it('rejects an unsupported URL scheme without revealing its password', async () => {
+    const error = await rejection(
+      createBus({ url: 'redis://user:s3cr3t-pw@cache.internal:6379', service: 'svc', logger: silentLogger }),
+    );
+    expect(isInvalidOptionsError(error)).toBe(true);
+    expect((error as Error).message).toContain('redis://');
+    expect((error as Error).message).not.toContain('s3cr3t-pw');
+  });
+
+  it('does not reveal the password of a URL that has no scheme', async () => {
+    const error = await rejection(
+      createBus({ url: 'guest:s3cret@localhost:5672', service: 'svc', logger: silentLogger }),
+    );
+    expect(isInvalidOptionsError(error)).toBe(true);
+    expect((error as Error).message).not.toContain('s3cret');
+  });
+
+  it('rejects an invalid service name', async () => {
+    const error = await rejection(
+      createBus({ url: 'memory://', service: 'orders.v2', logger: silentLogger }),
+    );
+    expect(isInvalidTopicError(error)).toBe(true);
+  });
+
+  it('connects buses with the same memory:// name to one broker, and keeps other names apart', async () => {
+    const shared = `memory://shared-${randomUUID()}`;
+    const a = await openUrl(shared, 'svc-a');
+    const b = await openUrl(`${shared}/`, 'svc-b');
+    const c = await openUrl(`memory://other-${randomUUID()}`, 'svc-c');
+    const got: Record<string, string[]> = { a: [], b: [], c: [] };
+    await a.subscribe('ping', (m) => void got.a!.push(m.id));
+    await b.subscribe('ping', (m) => void got.b!.push(m.id));
+    await c.subscribe('ping', (m) => void got.c!.push(m.id));
+
+    await b.publish('ping', {}, { id: 'from-b' });
+    await waitFor(() => got.a!.length === 1 && got.b!.length === 1, 'both buses of the shared broker');
+    await c.publish('ping', {}, { id: 'from-c' });
+    await waitFor(() => got.c!.length === 1, 'the bus of the other broker');
+
+    expect(got).toEqual({ a: ['from-b'], b: ['from-b'], c: ['from-c'] });
+  });
+});
+
+describe('publish', () => {
+  it.each(['x-ferry-attempt', 'x-ferry-routing-key', 'cloudEvents:causationid', 'x-death'])(
+    'rejects the reserved header %s and sends nothing',
+    async (name) => {
+      const bus = await open();
+      const got: Message[] = [];
+      await bus.subscribe('order.created', (m) => void got.push(m));
+      const error = await rejection(bus.publish('order.created', {}, { headers: { [name]: 'x' } }));
+      expect(isInvalidOptionsError(error)).toBe(true);
+      expect((error as Error).message).toContain(name);
+      await bus.publish('order.created', {}, { id: 'after' });
+      await waitFor(() => got.length > 0, 'the next message');
+      expect(got.map((m) => m.id)).toEqual(['after']);
+    },
+  );
+
+  it('rejects a header value that is not a string', async () => {
+    const bus = await open();
+    await bus.subscribe('order.created', () => {});
+    const headers = { retries: 3 } as unknown as Record<string, string>;
+    expect(isInvalidOptionsError(await rejection(bus.publish('order.created', {}, { headers })))).toBe(true);
+  });
+
+  it.each(['', 'order..created', 'order.*', 'order.#', 'order created'])(
+    'rejects the invalid type "%s" with INVALID_TOPIC as a rejection, not a throw',
+    async (type) => {
+      const bus = await open();
+      let published: Promise<void> | undefined;
+      expect(() => {
+        published = bus.publish(type, {});
+      }).not.toThrow();
+      const error = await rejection(published!);
+      expect(isInvalidTopicError(error)).toBe(true);
+      expect(error).toMatchObject({ code: 'INVALID_TOPIC' });
+    },
+  );
+
+  it('rejects data that fails its contract as a rejection, not a throw', async () => {
+    const bus = await open({ contracts: { 'order.created': z.object({ orderId: z.string() }) } });
+    let published: Promise<void> | undefined;
+    expect(() => {
+      published = bus.publish('order.created', { orderId: 7 } as unknown as { orderId: string });
+    }).not.toThrow();
+    expect(isMessageValidationError(await rejection(published!))).toBe(true);
+  });
+});
+
+describe('subscribe', () => {
+  it.each([
+    ['concurrency 0', { concurrency: 0 }],
+    ['fractional concurrency', { concurrency: 1.5 }],
+    ['concurrency above 65535', { concurrency: 65_536 }],
+    ['NaN concurrency', { concurrency: Number.NaN }],
+    ['maxAttempts 0', { maxAttempts: 0 }],
+    ['maxAttempts above 100', { maxAttempts: 101 }],
+    ['fractional maxAttempts', { maxAttempts: 2.5 }],
+    ['a backoff factor below 1', { backoff: { factor: 0.5 } }],
+  ])('rejects %s with INVALID_OPTIONS', async (_, options) => {
+    const bus = await open();
+    const error = await rejection(bus.subscribe('order.created', () => {}, options));
+    expect(isInvalidOptionsError(error)).toBe(true);
+  });
+
+  it('rejects invalid subscription defaults at subscribe', async () => {
+    const bus = await open({ subscriptionDefaults: { maxAttempts: 0 } });
+    expect(isInvalidOptionsError(await rejection(bus.subscribe('order.created', () => {})))).toBe(true);
+    await expect(bus.subscribe('order.created', () => {}, { maxAttempts: 1 })).resolves.toBeDefined();
+  });
+
+  it('rejects an invalid pattern or group with INVALID_TOPIC', async () => {
+    const bus = await open();
+    expect(isInvalidTopicError(await rejection(bus.subscribe('order..created', () => {})))).toBe(true);
+    expect(
+      isInvalidTopicError(await rejection(bus.subscribe('order.*', () => {}, { group: 'audit:eu' }))),
+    ).toBe(true);
+  });
+});
+
+describe('context', () => {
+  it('runs a handler with the correlation id and id of its message as context', async () => {
+    const bus = await open();
+    const seen: { message: Message; context: FerryContext | undefined }[] = [];
+    await bus.subscribe('order.created', async (message) => {
+      await Promise.resolve();
+      seen.push({ message, context: currentContext() });
+    });
+    await bus.publish('order.created', {}, { id: 'm-1', correlationId: 'corr-1' });
+    await bus.publish('order.created', {}, { id: 'm-2' });
+    await waitFor(() => seen.length === 2, 'both messages');
+    for (const { message, context } of seen) {
+      expect(context).toEqual({ correlationId: message.correlationid, messageId: message.id });
+    }
+    expect(seen.map((s) => s.context?.correlationId).sort()).toEqual(['corr-1', 'm-2']);
+  });
+
+  it('takes the correlation id of the ambient context when publishing outside a handler', async () => {
+    const bus = await open();
+    const got: Message[] = [];
+    await bus.subscribe('order.created', (m) => void got.push(m));
+    await runWithContext({ correlationId: 'c-1' }, () => bus.publish('order.created', {}));
+    await waitFor(() => got.length === 1, 'the message');
+    expect(got[0]!.correlationid).toBe('c-1');
+    expect(got[0]!.causationid).toBeUndefined();
+    expect(got[0]!.id).not.toBe('c-1');
+  });
+
+  it('lets explicit publish options override the context', async () => {
+    const bus = await open();
+    const got: Message[] = [];
+    await bus.subscribe('order.created', async () => {
+      await bus.publish('order.audited', {}, { correlationId: 'mine', causationId: 'because' });
+    });
+    await bus.subscribe('order.audited', (m) => void got.push(m));
+    await runWithContext({ correlationId: 'ambient', messageId: 'ambient-msg' }, () =>
+      bus.publish('order.audited', {}, { id: 'direct', correlationId: 'explicit', causationId: 'cause' }),
+    );
+    await bus.publish('order.created', {});
+    await waitFor(() => got.length === 2, 'both messages');
+    const direct = got.find((m) => m.id === 'direct')!;
+    const fromHandler = got.find((m) => m.id !== 'direct')!;
+    expect(direct).toMatchObject({ correlationid: 'explicit', causationid: 'cause' });
+    expect(fromHandler).toMatchObject({ correlationid: 'mine', causationid: 'because' });
+  });
+});
+
+describe('contracts', () => {
+  it('hands the handler the output of transforming and coercing schemas', async () => {
+    const contracts = {
+      'order.created': z.object({
+        total: z.string().transform((s) => Number.parseFloat(s)),
+        at: z.coerce.date(),
+      }),
+    };
+    const bus = await open({ contracts });
+    const got: { total: number; at: Date }[] = [];
+    await bus.subscribe('order.created', (m) => void got.push(m.data));
+    await bus.publish('order.created', { total: '12.50', at: '2026-01-02T03:04:05.000Z' });
+    await waitFor(() => got.length === 1, 'the message');
+    expect(got[0]).toEqual({ total: 12.5, at: new Date('2026-01-02T03:04:05.000Z') });
+  });
+
+  it('validates with async schemas at publish and at consume', async () => {
+    const known = new Set(['o-1']);
+    const contracts = {
+      'order.paid': z.object({ orderId: z.string() }).refine(async (d) => known.has(d.orderId), {
+        message: 'unknown order',
+      }),
+    };
+    const broker = new MemoryBroker();
+    const bus = await open({ contracts, service: 'billing' }, broker);
+    const got: string[] = [];
+    await bus.subscribe('order.paid', (m) => void got.push(m.data.orderId));
+
+    await bus.publish('order.paid', { orderId: 'o-1' });
+    const error = await rejection(bus.publish('order.paid', { orderId: 'o-2' }));
+    expect(isMessageValidationError(error)).toBe(true);
+    expect((error as Error).message).toContain('unknown order');
+
+    // A producer without the contract sends what the async check refuses: it is dead-lettered.
+    const untyped = await open({ service: 'legacy' }, broker);
+    await untyped.publish('order.paid', { orderId: 'o-3' }, { id: 'bad' });
+    await waitFor(
+      async () => (await bus.listDeadLetters()).length === 1,
+      'the invalid message dead-lettered',
+    );
+    const [dead] = await bus.listDeadLetters();
+    expect(dead).toMatchObject({ reason: { kind: 'invalid' }, envelope: { id: 'bad' } });
+    expect(got).toEqual(['o-1']);
+  });
+});
+
+describe('middleware', () => {
+  it('runs bus middleware outside subscription middleware', async () => {
+    const calls: string[] = [];
+    const named =
+      (name: string): HandlerMiddleware =>
+      (next, subscription) =>
+      async (m) => {
+        calls.push(`${name}>${subscription.group}/${subscription.pattern}`);
+        await next(m);
+        calls.push(`${name}<`);
+      };
+    const bus = await open({ middleware: [named('bus1'), named('bus2')] });
+    await bus.subscribe('order.*', () => void calls.push('handler'), {
+      group: 'audit',
+      middleware: [named('sub1'), named('sub2')],
+    });
+    await bus.publish('order.created', {});
+    await waitFor(() => calls.length === 9, 'the whole chain');
+    expect(calls).toEqual([
+      'bus1>audit/order.*',
+      'bus2>audit/order.*',
+      'sub1>audit/order.*',
+      'sub2>audit/order.*',
+      'handler',
+      'sub2<',
+      'sub1<',
+      'bus2<',
+      'bus1<',
+    ]);
+  });
+});
+
+describe('close', () => {
+  it('is idempotent', async () => {
+    const bus = await open();
+    await bus.subscribe('order.created', () => {});
+    await expect(Promise.all([bus.close(), bus.close()])).resolves.toBeDefined();
+    await expect(bus.close()).resolves.toBeUndefined();
+  });
+
+  it('makes publish and subscribe reject with BUS_CLOSED', async () => {
+    const bus = await open();
+    await bus.subscribe('order.created', () => {});
+    await bus.close();
+    let published: Promise<void> | undefined;
+    let subscribed: Promise<unknown> | undefined;
+    expect(() => {
+      published = bus.publish('order.created', {});
+      subscribed = bus.subscribe('order.created', () => {});
+    }).not.toThrow();
+    const errors = [await rejection(published!), await rejection(subscribed!)];
+    for (const error of errors) {
+      expect(error).toBeInstanceOf(BusClosedError);
+      expect(isBusClosedError(error)).toBe(true);
+      expect(error).toMatchObject({ code: 'BUS_CLOSED' });
+    }
+  });
+});
+
+describe('close while subscribing', () => {
+  it('rejects a subscribe that close overtook, and its handler never runs', async () => {
+    const broker = new MemoryBroker();
+    const bus = await open({}, broker);
+    const other = await open({ service: 'other' }, broker);
+    const handled: string[] = [];
+    const subscribing = bus.subscribe('ping', (m) => void handled.push(m.id));
+    await bus.close();
+    expect(isBusClosedError(await rejection(subscribing))).toBe(true);
+    // The queue exists, but nothing consumes it for the closed bus.
+    await other.publish('ping', {}, { id: 'after-close' });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(handled).toEqual([]);
+  });
+});
+
+describe('error guards', () => {
+  const BRAND = Symbol.for('ferry.error');
+
+  /** What another copy of the package (a second version in node_modules) would throw. */
+  class ForeignFerryError extends Error {
+    readonly code: string;
+    constructor(code: string) {
+      super(`foreign ${code}`);
+      this.code = code;
+      Object.defineProperty(this, BRAND, { value: true });
+    }
+  }
+
+  it('recognise an error of another copy of the package by its brand and code', () => {
+    const foreign = new ForeignFerryError('BUS_CLOSED');
+    expect(foreign).not.toBeInstanceOf(BusClosedError);
+    expect(isBusClosedError(foreign)).toBe(true);
+    expect(isFerryError(foreign)).toBe(true);
+    expect(isUnroutableError(foreign)).toBe(false);
+    expect(isInvalidTopicError(new ForeignFerryError('INVALID_TOPIC'))).toBe(true);
+  });
+
+  it('reject look-alikes without the brand, and values that are not errors', () => {
+    const unbranded = Object.assign(new Error('x'), { code: 'BUS_CLOSED' });
+    expect(isBusClosedError(unbranded)).toBe(false);
+    const badCode = new ForeignFerryError('BUS_CLOSED');
+    Object.defineProperty(badCode, 'code', { value: 42 });
+    expect(isFerryError(badCode)).toBe(false);
+    for (const value of [undefined, null, 'BUS_CLOSED', 42, {}]) {
+      expect(isBusClosedError(value)).toBe(false);
+      expect(isFerryError(value)).toBe(false);
+    }
+  });
+
+  it('recognise errors thrown by this copy', () => {
+    expect(isBusClosedError(new BusClosedError())).toBe(true);
+    expect(isInvalidOptionsError(new BusClosedError())).toBe(false);
+  });
+});
+
+describe('typing with contracts', () => {
+  const contracts = {
+    'order.created': z.object({ orderId: z.string() }),
+    'order.paid': z.object({ amount: z.number() }),
+    'user.created': z.object({ name: z.string() }),
+  };
+
+  it('types a handler by the contract types its pattern matches, discriminated by type', async () => {
+    const bus = await open({ contracts });
+    const orders: string[] = [];
+    const all: string[] = [];
+    const none: unknown[] = [];
+
+    await bus.subscribe(
+      'order.*',
+      (m) => {
+        expectTypeOf(m.type).toEqualTypeOf<'order.created' | 'order.paid'>();
+        if (m.type === 'order.created') {
+          expectTypeOf(m.data).toEqualTypeOf<{ orderId: string }>();
+          orders.push(`created ${m.data.orderId}`);
+        } else {
+          expectTypeOf(m.data).toEqualTypeOf<{ amount: number }>();
+          orders.push(`paid ${m.data.amount.toFixed(2)}`);
+        }
+      },
+      { group: 'orders' },
+    );
+
+    await bus.subscribe(
+      '#',
+      (m) => {
+        expectTypeOf(m.type).toEqualTypeOf<'order.created' | 'order.paid' | 'user.created'>();
+        if (m.type === 'user.created') {
+          expectTypeOf(m.data).toEqualTypeOf<{ name: string }>();
+          all.push(m.data.name);
+        } else all.push(m.type);
+      },
+      { group: 'all' },
+    );
+
+    await bus.subscribe(
+      'payment.*',
+      (m) => {
+        expectTypeOf(m).toEqualTypeOf<Message<unknown, string>>();
+        expectTypeOf(m.data).toBeUnknown();
+        none.push(m.data);
+      },
+      { group: 'payments' },
+    );
+
+    await bus.publish('order.created', { orderId: 'o-1' });
+    await bus.publish('order.paid', { amount: 3 });
+    await bus.publish('user.created', { name: 'Ada' });
+    await waitFor(() => orders.length === 2 && all.length === 3, 'every message');
+    expect(orders.sort()).toEqual(['created o-1', 'paid 3.00']);
+    expect(all.sort()).toEqual(['Ada', 'order.created', 'order.paid']);
+    expect(none).toEqual([]);
+  });
+
+  it('types publish: contract types only, with their data', async () => {
+    const bus = await open({ contracts });
+    await bus.subscribe('#', () => {});
+    await expect(bus.publish('order.created', { orderId: 'x' })).resolves.toBeUndefined();
+
+    // @ts-expect-error orderId must be a string
+    const wrongData = bus.publish('order.created', { orderId: 1 });
+    expect(isMessageValidationError(await rejection(wrongData))).toBe(true);
+
+    // @ts-expect-error a type without a contract
+    const unknownType = bus.publish('order.shipped', {});
+    await expect(unknownType).resolves.toBeUndefined();
+
+    expectTypeOf(bus.publish<'order.paid'>)
+      .parameter(1)
+      .toEqualTypeOf<{ amount: number }>();
+  });
+});
