@@ -11,6 +11,7 @@
  * --memory-messages N (default 1000000), --only <case>. AMQP URL from FERRY_BENCH_AMQP_URL.
  * Each AMQP case runs in a fresh vhost so that queues from earlier runs cannot interfere.
  */
+import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import amqp from 'amqplib';
 import { createBus, MemoryBroker, MemoryTransport, silentLogger } from 'ferry';
@@ -50,7 +51,7 @@ async function rawPublish(url: string, total: number, queue: string): Promise<nu
   await channel.purgeQueue(queue);
   let blocked: Promise<void> | undefined;
   const start = performance.now();
-  await pump(total, WINDOW, (i, done) => {
+  await pump(total, WINDOW, (_i, done) => {
     const send = () => {
       const ok = channel.publish(
         'raw.events',
@@ -60,7 +61,7 @@ async function rawPublish(url: string, total: number, queue: string): Promise<nu
           persistent: true,
           mandatory: true,
           contentType: 'application/json',
-          messageId: `m-${i}`,
+          messageId: randomUUID(),
           timestamp: Date.now(),
         },
         (error) => done(error ?? undefined),
@@ -126,7 +127,7 @@ async function rawEndToEnd(url: string, total: number): Promise<number> {
   });
   const start = performance.now();
   let blocked: Promise<void> | undefined;
-  await pump(total, WINDOW, (i, done) => {
+  await pump(total, WINDOW, (_i, done) => {
     const send = () => {
       const ok = publisher.publish(
         'raw.events',
@@ -136,7 +137,7 @@ async function rawEndToEnd(url: string, total: number): Promise<number> {
           persistent: true,
           mandatory: true,
           contentType: 'application/json',
-          messageId: `m-${i}`,
+          messageId: randomUUID(),
           timestamp: Date.now(),
         },
         (error) => done(error ?? undefined),

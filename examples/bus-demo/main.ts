@@ -26,10 +26,11 @@ const inventory = await createBus({ url, service: 'inventory', contracts });
 const fast = { initialDelayMs: 200, maxDelayMs: 1000 };
 
 let flaky = true;
+let processorFixed = false;
 await payments.subscribe(
   'order.created',
   async (m) => {
-    if (m.data.orderId === 'poison') throw new Error('card processor rejects this order');
+    if (m.data.orderId === 'poison' && !processorFixed) throw new Error('card processor rejects this order');
     if (flaky) {
       flaky = false;
       say('payments', `failed once on ${short(m)}; the broker will redeliver after a backoff`);
@@ -71,12 +72,12 @@ if (dead) {
     'payments',
     `dead letter ${dead.deadLetterId.slice(0, 8)}: ${dead.routingKey} after ${dead.attempts} attempts — ${dead.reason.message}`,
   );
-  say(
-    'payments',
-    `replaying it: ${await payments.replayDeadLetters({ deadLetterIds: [dead.deadLetterId] })} message(s) back in the queue`,
-  );
+  processorFixed = true;
+  say('payments', 'card processor fixed; replaying the dead letter');
+  await payments.replayDeadLetters({ deadLetterIds: [dead.deadLetterId] });
 }
-await until(async () => (await payments.listDeadLetters()).length === 1);
+await until(() => done.has('payment.processed:poison'));
+say('demo', `dead letters left in group payments: ${(await payments.listDeadLetters()).length}`);
 
 await Promise.all([orders.close(), payments.close(), inventory.close()]);
 say('demo', 'all buses closed cleanly');

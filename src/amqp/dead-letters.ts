@@ -74,24 +74,38 @@ function toDeadLetter(message: GetMessage, group: string): DeadLetter {
   };
 }
 
-/** Reads up to `limit` dead letters of `group` without removing them. */
+/**
+ * Reads up to `limit` dead letters of `group` without removing them: they are fetched unacknowledged,
+ * then handed back. Quorum queues take returned messages back asynchronously, so this waits (briefly)
+ * until the queue holds them again; otherwise a list right after a list could come back short.
+ */
 export async function listDeadLetters(
   connection: ChannelModel,
   group: string,
   limit: number,
 ): Promise<DeadLetter[]> {
   const queue = deadLetterQueueName(group);
-  const count = Math.min(limit, await depth(connection, queue));
-  if (count === 0) return [];
-  return withChannel(connection, async (channel) => {
-    const out: DeadLetter[] = [];
-    while (out.length < count) {
+  const before = await depth(connection, queue);
+  if (before === 0 || limit <= 0) return [];
+  const out = await withChannel(connection, async (channel) => {
+    const got: DeadLetter[] = [];
+    while (got.length < limit) {
       const message = await channel.get(queue, { noAck: false });
       if (message === false) break;
-      out.push(toDeadLetter(message, group));
+      got.push(toDeadLetter(message, group));
     }
-    return out;
+    channel.nackAll(true);
+    return got;
   });
+  await untilDepth(connection, queue, before);
+  return out;
+}
+
+async function untilDepth(connection: ChannelModel, queue: string, atLeast: number): Promise<void> {
+  const deadline = Date.now() + 2000;
+  while (Date.now() < deadline && (await depth(connection, queue)) < atLeast) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
 }
 
 /**

@@ -73,7 +73,7 @@ export function testTransport(name: string, harness: TransportHarness, features:
       ];
       const got = new Map<string, string[]>(patterns.map((pattern) => [pattern, []]));
       for (const [i, pattern] of patterns.entries()) {
-        await b.subscribe(pattern, async (m) => void got.get(pattern)!.push(m.type), { group: `g${i}` });
+        await b.subscribe(pattern, async (m) => void got.get(pattern)!.push(m.type), { group: `g${i}-${p}` });
       }
       const types = [
         `${p}.order.created`,
@@ -112,9 +112,9 @@ export function testTransport(name: string, harness: TransportHarness, features:
         await sleep(2);
         into.push((m.data as { n: number }).n);
       };
-      await b.subscribe(type, (m) => slow(a1, m), { group: 'a', concurrency: 1 });
-      await b.subscribe(type, (m) => slow(a2, m), { group: 'a', concurrency: 1 });
-      await b.subscribe(type, (m) => slow(other, m), { group: 'b', concurrency: 5 });
+      await b.subscribe(type, (m) => slow(a1, m), { group: `a-${p}`, concurrency: 1 });
+      await b.subscribe(type, (m) => slow(a2, m), { group: `a-${p}`, concurrency: 1 });
+      await b.subscribe(type, (m) => slow(other, m), { group: `b-${p}`, concurrency: 5 });
       const n = 60;
       await Promise.all(Array.from({ length: n }, (_, i) => b.publish(type, { n: i })));
       await waitFor(

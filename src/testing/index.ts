@@ -1,0 +1,3 @@
+export { createTestVhost, rabbitmqBaseUrl, type TestVhost } from './rabbitmq.js';
+export { type TransportFeatures, type TransportHarness, testTransport } from './transport-contract.js';
+export { sleep, waitFor } from './wait.js';
