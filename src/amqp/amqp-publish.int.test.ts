@@ -1,0 +1,137 @@
+import amqp from 'amqplib';
+import { afterEach, describe, expect, it } from 'vitest';
+import { type Bus, createBus } from '../messaging/bus.js';
+import type { Contracts } from '../messaging/contracts.js';
+import {
+  isPublishBufferFullError,
+  isPublishNackedError,
+  isPublishNotConfirmedError,
+} from '../messaging/errors.js';
+import { silentLogger } from '../messaging/logger.js';
+import { FaultProxy } from '../testing/fault-proxy.js';
+import { createTestVhost, type TestVhost } from '../testing/rabbitmq.js';
+import type { AmqpTransportOptions } from './amqp-transport.js';
+
+const cleanups: (() => Promise<unknown>)[] = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => {});
+});
+
+async function vhost(): Promise<TestVhost> {
+  const v = await createTestVhost('ferry-publish');
+  cleanups.push(() => v.dispose());
+  return v;
+}
+
+/** A vhost reached through a fault proxy. */
+async function proxied(): Promise<{ proxy: FaultProxy; url: string }> {
+  const v = await vhost();
+  const proxy = await FaultProxy.start({ host: '127.0.0.1', port: 5672 });
+  cleanups.push(() => proxy.close());
+  const url = new URL(v.url);
+  url.port = String(proxy.port);
+  return { proxy, url: url.toString() };
+}
+
+async function bus(
+  url: string,
+  amqpOptions: Omit<AmqpTransportOptions, 'url' | 'logger'> = {},
+): Promise<Bus<Contracts>> {
+  const b = await createBus({
+    url,
+    service: 'publisher',
+    logger: silentLogger,
+    amqp: amqpOptions,
+    closeTimeoutMs: 500,
+  });
+  cleanups.push(() => b.close());
+  return b as Bus<Contracts>;
+}
+
+function settled<T>(promise: Promise<T>): {
+  readonly state: 'pending' | 'resolved' | 'rejected';
+  readonly error?: unknown;
+} {
+  const box: { state: 'pending' | 'resolved' | 'rejected'; error?: unknown } = { state: 'pending' };
+  promise.then(
+    () => {
+      box.state = 'resolved';
+    },
+    (error: unknown) => {
+      box.state = 'rejected';
+      box.error = error;
+    },
+  );
+  return box;
+}
+
+describe('publishing on RabbitMQ', () => {
+  it('rejects with PUBLISH_NACKED when the broker refuses the message', async () => {
+    const v = await vhost();
+    const b = await bus(v.url);
+    // A queue that holds one message and refuses more: the broker nacks the second publish.
+    const connection = await amqp.connect(v.url);
+    cleanups.push(() => connection.close());
+    const channel = await connection.createChannel();
+    await channel.assertQueue('full', {
+      durable: true,
+      arguments: { 'x-max-length': 1, 'x-overflow': 'reject-publish' },
+    });
+    await channel.bindQueue('full', 'ferry.events', 'full.#');
+
+    await b.publish('full.first', { n: 1 });
+    const error = await b.publish('full.second', { n: 2 }, { id: 'refused-1' }).catch((e: unknown) => e);
+    expect(isPublishNackedError(error)).toBe(true);
+    expect(error).toMatchObject({ code: 'PUBLISH_NACKED', messageId: 'refused-1' });
+  });
+
+  it('rejects with PUBLISH_NOT_CONFIRMED when no confirm arrives in time', async () => {
+    const { proxy, url } = await proxied();
+    const b = await bus(url, { confirmTimeoutMs: 300 });
+    await (await b.subscribe('stall.#', () => {})).close();
+    proxy.blackhole();
+    const started = Date.now();
+    const error = await b.publish('stall.now', {}, { id: 'stalled-1' }).catch((e: unknown) => e);
+    expect(isPublishNotConfirmedError(error)).toBe(true);
+    expect(error).toMatchObject({ code: 'PUBLISH_NOT_CONFIRMED', messageId: 'stalled-1', timeoutMs: 300 });
+    expect(Date.now() - started).toBeGreaterThanOrEqual(290);
+    proxy.heal();
+  });
+
+  it('bounds what it holds while the broker is unreachable, and delivers it all once it is back', async () => {
+    // Must not be lost: the 20 publishes accepted into the buffer while the broker was unreachable.
+    const { proxy, url } = await proxied();
+    const b = await bus(url, { publishWindow: 5, maxBufferedPublishes: 20, confirmTimeoutMs: 20_000 });
+    const received = new Set<number>();
+    await b.subscribe('held.#', (m) => void received.add((m.data as { i: number }).i));
+    proxy.blackhole();
+    const results = Array.from({ length: 25 }, (_, i) => settled(b.publish('held.msg', { i })));
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const refused = results.filter((r) => r.state === 'rejected');
+    expect(refused).toHaveLength(5);
+    expect(refused.every((r) => isPublishBufferFullError(r.error))).toBe(true);
+    expect(results.slice(0, 20).every((r) => r.state === 'pending')).toBe(true);
+
+    proxy.heal();
+    await expect
+      .poll(() => results.slice(0, 20).every((r) => r.state === 'resolved'), { timeout: 10_000 })
+      .toBe(true);
+    await expect.poll(() => received.size, { timeout: 10_000 }).toBe(20);
+    expect([...received].sort((x, y) => x - y)).toEqual(Array.from({ length: 20 }, (_, i) => i));
+  });
+
+  it('re-sends what was in flight when the network cuts the connection', async () => {
+    // Must not be lost: every publish that resolved, though the connection died with them unconfirmed.
+    const { proxy, url } = await proxied();
+    const b = await bus(url, { reconnect: { initialDelayMs: 50, maxDelayMs: 200 } });
+    const received = new Set<number>();
+    await b.subscribe('cut.#', (m) => void received.add((m.data as { i: number }).i));
+    proxy.blackhole();
+    const publishes = Array.from({ length: 50 }, (_, i) => b.publish('cut.msg', { i }));
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    proxy.reset();
+    proxy.heal();
+    await Promise.all(publishes);
+    await expect.poll(() => received.size, { timeout: 10_000 }).toBe(50);
+  });
+});

@@ -1,0 +1,92 @@
+import { createConnection, createServer, type Server, type Socket } from 'node:net';
+
+interface Pair {
+  readonly client: Socket;
+  readonly upstream: Socket;
+  readonly held: [Socket, Buffer][];
+}
+
+/**
+ * A TCP proxy that injects network faults between a client and a real server: `blackhole()` stops
+ * forwarding in both directions while connections stay open (a partition, or a broker that stalls),
+ * `heal()` resumes, `reset()` destroys every connection (a crash or a cut cable).
+ */
+export class FaultProxy {
+  readonly #server: Server;
+  readonly #pairs = new Set<Pair>();
+  #blackholed = false;
+
+  private constructor(server: Server) {
+    this.#server = server;
+  }
+
+  /** Starts a proxy on an ephemeral loopback port in front of `host:port`. */
+  static async start(target: { readonly host: string; readonly port: number }): Promise<FaultProxy> {
+    let proxy!: FaultProxy;
+    const server = createServer((client) => proxy.#accept(client, target));
+    proxy = new FaultProxy(server);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    return proxy;
+  }
+
+  /** The port clients connect to. */
+  get port(): number {
+    const address = this.#server.address();
+    if (address === null || typeof address === 'string') throw new Error('proxy is not listening');
+    return address.port;
+  }
+
+  /** Connections currently open through the proxy. */
+  get connections(): number {
+    return this.#pairs.size;
+  }
+
+  #accept(client: Socket, target: { readonly host: string; readonly port: number }): void {
+    const upstream = createConnection(target);
+    const pair: Pair = { client, upstream, held: [] };
+    this.#pairs.add(pair);
+    const end = () => {
+      this.#pairs.delete(pair);
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on('error', end).on('close', end);
+    upstream.on('error', end).on('close', end);
+    // Forwarded by hand rather than piped: pipe() resumes a paused source on drain, which would
+    // let bytes through a black hole.
+    client.on('data', (chunk: Buffer) => this.#forward(pair, upstream, chunk));
+    upstream.on('data', (chunk: Buffer) => this.#forward(pair, client, chunk));
+  }
+
+  #forward(pair: Pair, to: Socket, chunk: Buffer): void {
+    if (this.#blackholed) pair.held.push([to, chunk]);
+    else to.write(chunk);
+  }
+
+  /** Stops forwarding; bytes are held back and nothing reaches either side. */
+  blackhole(): void {
+    this.#blackholed = true;
+  }
+
+  /** Resumes forwarding, delivering what was held back in order. */
+  heal(): void {
+    this.#blackholed = false;
+    for (const pair of this.#pairs) {
+      for (const [to, chunk] of pair.held.splice(0)) to.write(chunk);
+    }
+  }
+
+  /** Destroys every open connection. */
+  reset(): void {
+    for (const { client, upstream } of this.#pairs) {
+      client.destroy();
+      upstream.destroy();
+    }
+    this.#pairs.clear();
+  }
+
+  async close(): Promise<void> {
+    this.reset();
+    await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+  }
+}
