@@ -13,10 +13,10 @@
  */
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import amqp from 'amqplib';
+import amqp, { type ConfirmChannel } from 'amqplib';
 import { createBus, MemoryBroker, MemoryTransport, silentLogger } from 'ferry';
 import { createTestVhost, type TestVhost } from '../src/testing/rabbitmq.js';
-import { argValue, median, progress, pump, report, round, secondsSince } from './support.js';
+import { argValue, countdown, median, progress, pump, report, round, secondsSince } from './support.js';
 
 const RUNS = argValue('runs', 5);
 const AMQP_MESSAGES = argValue('messages', 20_000);
@@ -42,16 +42,9 @@ function vhostUrl(vhost: TestVhost): string {
 }
 
 /** Raw amqplib, written as a careful user would: confirm channel, bounded window, honours drain. */
-async function rawPublish(url: string, total: number, queue: string): Promise<number> {
-  const connection = await amqp.connect(url);
-  const channel = await connection.createConfirmChannel();
-  await channel.assertExchange('raw.events', 'topic', { durable: true });
-  await channel.assertQueue(queue, { durable: true });
-  await channel.bindQueue(queue, 'raw.events', 'bench.#');
-  await channel.purgeQueue(queue);
+function rawPublishAll(channel: ConfirmChannel, total: number): Promise<void> {
   let blocked: Promise<void> | undefined;
-  const start = performance.now();
-  await pump(total, WINDOW, (_i, done) => {
+  return pump(total, WINDOW, (_i, done) => {
     const send = () => {
       const ok = channel.publish(
         'raw.events',
@@ -78,26 +71,41 @@ async function rawPublish(url: string, total: number, queue: string): Promise<nu
     if (blocked) void blocked.then(send);
     else send();
   });
+}
+
+async function rawPublish(url: string, total: number, queue: string): Promise<number> {
+  const connection = await amqp.connect(url);
+  const channel = await connection.createConfirmChannel();
+  await channel.assertExchange('raw.events', 'topic', { durable: true });
+  await channel.assertQueue(queue, { durable: true });
+  await channel.bindQueue(queue, 'raw.events', 'bench.#');
+  await channel.purgeQueue(queue);
+  const start = performance.now();
+  await rawPublishAll(channel, total);
   const rate = total / secondsSince(start);
   await channel.deleteQueue(queue);
   await connection.close();
   return rate;
 }
 
-async function ferryPublish(url: string, total: number): Promise<number> {
-  const bus = await createBus({
-    url,
-    service: 'bench',
-    logger: silentLogger,
-    amqp: { publishWindow: WINDOW },
+function benchBus(url: string) {
+  return createBus({ url, service: 'bench', logger: silentLogger, amqp: { publishWindow: WINDOW } });
+}
+
+/** Ferry with the same window as the raw client: at most WINDOW publishes outstanding. */
+function ferryPublishAll(bus: Awaited<ReturnType<typeof benchBus>>, total: number): Promise<void> {
+  return pump(total, WINDOW, (_i, done) => {
+    bus.publish('bench.order.created', payload).then(() => done(), done);
   });
+}
+
+async function ferryPublish(url: string, total: number): Promise<number> {
+  const bus = await benchBus(url);
   // A subscription declares the durable queue; it is closed so that nothing consumes while publishing.
   const sub = await bus.subscribe('bench.#', async () => {}, { group: 'pub-only' });
   await sub.close();
   const start = performance.now();
-  await pump(total, WINDOW, (_i, done) => {
-    bus.publish('bench.order.created', payload).then(() => done(), done);
-  });
+  await ferryPublishAll(bus, total);
   const rate = total / secondsSince(start);
   await bus.close();
   return rate;
@@ -112,78 +120,36 @@ async function rawEndToEnd(url: string, total: number): Promise<number> {
   await consumer.bindQueue('raw.e2e', 'raw.events', 'bench.#');
   await consumer.purgeQueue('raw.e2e');
   await consumer.prefetch(PREFETCH);
-  let handled = 0;
-  let finish!: () => void;
-  const finished = new Promise<void>((resolve) => {
-    finish = resolve;
-  });
+  const handled = countdown(total);
   const handler = async (data: unknown) => data;
   await consumer.consume('raw.e2e', (message) => {
     if (message === null) return;
     void handler(JSON.parse(message.content.toString('utf8'))).then(() => {
       consumer.ack(message);
-      if (++handled === total) finish();
+      handled.tick();
     });
   });
   const start = performance.now();
-  let blocked: Promise<void> | undefined;
-  await pump(total, WINDOW, (_i, done) => {
-    const send = () => {
-      const ok = publisher.publish(
-        'raw.events',
-        'bench.order.created',
-        encode(),
-        {
-          persistent: true,
-          mandatory: true,
-          contentType: 'application/json',
-          messageId: randomUUID(),
-          timestamp: Date.now(),
-        },
-        (error) => done(error ?? undefined),
-      );
-      if (!ok && blocked === undefined) {
-        blocked = new Promise((resolve) =>
-          publisher.once('drain', () => {
-            blocked = undefined;
-            resolve();
-          }),
-        );
-      }
-    };
-    if (blocked) void blocked.then(send);
-    else send();
-  });
-  await finished;
+  await rawPublishAll(publisher, total);
+  await handled.done;
   const rate = total / secondsSince(start);
   await connection.close();
   return rate;
 }
 
 async function ferryEndToEnd(url: string, total: number): Promise<number> {
-  const bus = await createBus({
-    url,
-    service: 'bench',
-    logger: silentLogger,
-    amqp: { publishWindow: WINDOW },
-  });
-  let handled = 0;
-  let finish!: () => void;
-  const finished = new Promise<void>((resolve) => {
-    finish = resolve;
-  });
+  const bus = await benchBus(url);
+  const handled = countdown(total);
   await bus.subscribe(
     'bench.#',
     async () => {
-      if (++handled === total) finish();
+      handled.tick();
     },
     { group: 'e2e', concurrency: PREFETCH },
   );
   const start = performance.now();
-  await pump(total, WINDOW, (_i, done) => {
-    bus.publish('bench.order.created', payload).then(() => done(), done);
-  });
-  await finished;
+  await ferryPublishAll(bus, total);
+  await handled.done;
   const rate = total / secondsSince(start);
   await bus.close();
   return rate;
@@ -199,17 +165,12 @@ async function ferryMemory(total: number, onProgress?: (handled: number) => void
     service: 'bench',
     logger: silentLogger,
   });
-  let handled = 0;
-  let finish!: () => void;
-  const finished = new Promise<void>((resolve) => {
-    finish = resolve;
-  });
+  const handled = countdown(total);
   await bus.subscribe(
     'bench.#',
     async () => {
-      handled++;
-      if (onProgress !== undefined && handled % 100_000 === 0) onProgress(handled);
-      if (handled === total) finish();
+      const n = handled.tick();
+      if (onProgress !== undefined && n % 100_000 === 0) onProgress(n);
     },
     { concurrency: 1000 },
   );
@@ -218,7 +179,7 @@ async function ferryMemory(total: number, onProgress?: (handled: number) => void
     for (let j = 0; j < BATCH; j++) void bus.publish('bench.order.created', payload);
     await yieldToLoop();
   }
-  await finished;
+  await handled.done;
   const rate = total / secondsSince(start);
   await bus.close();
   return rate;
@@ -227,20 +188,16 @@ async function ferryMemory(total: number, onProgress?: (handled: number) => void
 /** The tutorial's in-process EventBus: an EventEmitter with an async listener. */
 async function emitterMemory(total: number): Promise<number> {
   const emitter = new EventEmitter();
-  let handled = 0;
-  let finish!: () => void;
-  const finished = new Promise<void>((resolve) => {
-    finish = resolve;
-  });
+  const handled = countdown(total);
   emitter.on('bench.order.created', async () => {
-    if (++handled === total) finish();
+    handled.tick();
   });
   const start = performance.now();
   for (let i = 0; i < total; i += BATCH) {
     for (let j = 0; j < BATCH; j++) emitter.emit('bench.order.created', payload);
     await yieldToLoop();
   }
-  await finished;
+  await handled.done;
   return total / secondsSince(start);
 }
 

@@ -68,3 +68,20 @@ export function argValue(name: string, fallback: number): number {
 export function hasFlag(name: string): boolean {
   return process.argv.includes(`--${name}`);
 }
+
+/** Counts handled messages; `done` resolves when `total` were counted. */
+export function countdown(total: number): { readonly done: Promise<void>; tick(): number } {
+  let count = 0;
+  let finish!: () => void;
+  const done = new Promise<void>((resolve) => {
+    finish = resolve;
+  });
+  return {
+    done,
+    tick() {
+      count++;
+      if (count === total) finish();
+      return count;
+    },
+  };
+}

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Channel, ChannelModel, ConsumeMessage } from 'amqplib';
+import { InFlight } from '../messaging/in-flight.js';
 import type { Logger } from '../messaging/logger.js';
 import type {
   DeadLetterReason,
@@ -47,9 +48,8 @@ export class AmqpConsumer {
   readonly #context: ConsumerContext;
   #channel: Channel | undefined;
   #consumerTag: string | undefined;
-  #inFlight = 0;
+  readonly #inFlight = new InFlight();
   #closed = false;
-  #idle: (() => void) | undefined;
 
   constructor(spec: SubscriptionSpec, handler: DeliveryHandler, context: ConsumerContext) {
     this.spec = spec;
@@ -113,7 +113,7 @@ export class AmqpConsumer {
       }
       return;
     }
-    this.#inFlight++;
+    this.#inFlight.begin();
     const delivery = decodeWireMessage(wireMessageOf(message));
     const broken = (error: unknown) => {
       this.#context.logger.error(`handler chain failed unexpectedly on queue ${this.topology.queue}`, {
@@ -221,8 +221,7 @@ export class AmqpConsumer {
   }
 
   #done(): void {
-    this.#inFlight--;
-    if (this.#inFlight === 0) this.#idle?.();
+    this.#inFlight.end();
   }
 
   /** Cancels the consumer, waits up to `timeoutMs` for handlers in flight, then closes the channel. */
@@ -234,15 +233,7 @@ export class AmqpConsumer {
     if (channel !== undefined && this.#consumerTag !== undefined) {
       await channel.cancel(this.#consumerTag).catch(() => {});
     }
-    if (this.#inFlight > 0) {
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, timeoutMs);
-        this.#idle = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
-    }
+    await this.#inFlight.idle(timeoutMs);
     this.#channel = undefined;
     if (channel !== undefined) await channel.close().catch(() => {});
   }

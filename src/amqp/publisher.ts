@@ -7,6 +7,7 @@ import {
   PublishNotConfirmedError,
   UnroutableError,
 } from '../messaging/errors.js';
+import { InFlight } from '../messaging/in-flight.js';
 
 /** One publish, kept until the broker confirms it so that it can be re-sent after a connection loss. */
 interface Pending {
@@ -50,7 +51,8 @@ export class ConfirmPublisher {
   #blocked = false;
   #closed = false;
   #sweeper: NodeJS.Timeout | undefined;
-  #idle: (() => void) | undefined;
+  /** Publishes not yet settled, in flight or waiting. */
+  readonly #held = new InFlight();
 
   constructor(options: ConfirmPublisherOptions) {
     this.#options = options;
@@ -58,7 +60,7 @@ export class ConfirmPublisher {
 
   /** Publishes held, in flight or waiting. */
   get pending(): number {
-    return this.#inFlight.size + this.#waiting.length;
+    return this.#held.count;
   }
 
   /** Opens a confirm channel on `connection`; call {@link resume} once the topology is declared. */
@@ -109,6 +111,7 @@ export class ConfirmPublisher {
       return Promise.reject(new PublishBufferFullError(this.#options.maxBuffered));
     }
     this.#sweeper ??= this.#startSweeper();
+    this.#held.begin();
     return new Promise<void>((resolve, reject) => {
       const pending: Pending = {
         exchange,
@@ -178,7 +181,7 @@ export class ConfirmPublisher {
     pending.settled = true;
     if (error === undefined) pending.resolve();
     else pending.reject(error);
-    if (this.#idle !== undefined && this.pending === 0) this.#idle();
+    this.#held.end();
   }
 
   #pump(): void {
@@ -222,16 +225,7 @@ export class ConfirmPublisher {
    */
   async close(timeoutMs: number): Promise<void> {
     this.#closed = true;
-    if (this.pending > 0) {
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, timeoutMs);
-        this.#idle = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
-    }
-    this.#idle = undefined;
+    await this.#held.idle(timeoutMs);
     for (const pending of [...this.#inFlight, ...this.#waiting.drain()]) {
       if (!pending.settled) this.#settle(pending, new PublishNotConfirmedError(pending.messageId, timeoutMs));
     }

@@ -3,6 +3,7 @@ import { InvalidOptionsError } from '../../errors/ferry-error.js';
 import { Deque } from '../deque.js';
 import { type Envelope, type Message, toMessage } from '../envelope.js';
 import { PublishNackedError, UnroutableError } from '../errors.js';
+import { InFlight } from '../in-flight.js';
 import { compilePattern } from '../topic.js';
 import type {
   DeadLetter,
@@ -37,9 +38,8 @@ type Entry =
 interface MemoryConsumer {
   readonly handler: DeliveryHandler;
   readonly concurrency: number;
-  inFlight: number;
+  readonly inFlight: InFlight;
   closed: boolean;
-  idle: (() => void) | undefined;
 }
 
 interface Queue {
@@ -143,7 +143,7 @@ export class MemoryBroker {
       let consumer: MemoryConsumer | undefined;
       for (let i = 0; i < consumers.length; i++) {
         const candidate = consumers[(queue.next + i) % consumers.length]!;
-        if (!candidate.closed && candidate.inFlight < candidate.concurrency) {
+        if (!candidate.closed && candidate.inFlight.count < candidate.concurrency) {
           consumer = candidate;
           queue.next = (queue.next + i + 1) % consumers.length;
           break;
@@ -151,7 +151,7 @@ export class MemoryBroker {
       }
       if (consumer === undefined) return;
       const entry = queue.buffer.shift()!;
-      consumer.inFlight++;
+      consumer.inFlight.begin();
       this.#deliver(queue, consumer, entry);
     }
   }
@@ -175,7 +175,7 @@ export class MemoryBroker {
   }
 
   #settle(queue: Queue, consumer: MemoryConsumer, entry: Entry, delivery: Delivery, outcome: Outcome): void {
-    consumer.inFlight--;
+    consumer.inFlight.end();
     if (outcome.action === 'retry') {
       const next: Entry = delivery.ok
         ? { message: { ...delivery.message, attempt: outcome.attempt } }
@@ -186,9 +186,7 @@ export class MemoryBroker {
     } else if (outcome.action === 'dead-letter') {
       this.#storeDeadLetter(queue, entry, delivery, outcome.reason, outcome.attempts);
     }
-    if (consumer.closed) {
-      if (consumer.inFlight === 0) consumer.idle?.();
-    } else this.#schedule(queue);
+    if (!consumer.closed) this.#schedule(queue);
   }
 
   #storeDeadLetter(
@@ -242,9 +240,8 @@ export class MemoryBroker {
     const consumer: MemoryConsumer = {
       handler,
       concurrency: spec.concurrency,
-      inFlight: 0,
+      inFlight: new InFlight(),
       closed: false,
-      idle: undefined,
     };
     queue.consumers.push(consumer);
     this.#schedule(queue);
@@ -258,15 +255,7 @@ export class MemoryBroker {
     consumer.closed = true;
     const index = queue.consumers.indexOf(consumer);
     if (index >= 0) queue.consumers.splice(index, 1);
-    if (consumer.inFlight > 0) {
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, timeoutMs);
-        consumer.idle = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
-    }
+    await consumer.inFlight.idle(timeoutMs);
     // What the closed consumer did not take goes to the remaining competitors.
     this.#schedule(queue);
   }
