@@ -7,9 +7,10 @@
  *   memory-async-handler  in-memory publish -> async handler, Ferry vs Node EventEmitter
  *   memory-rss            RSS after 1,000,000 in-memory messages vs after the first 100,000
  *
- * Options: --runs N (default 5; the median is reported), --messages N (AMQP, default 20000),
+ * Options: --runs N (default 7; the median is reported), --messages N (AMQP, default 30000),
  * --memory-messages N (default 1000000), --only <case>. AMQP URL from FERRY_BENCH_AMQP_URL.
- * Each AMQP case runs in a fresh vhost so that queues from earlier runs cannot interfere.
+ * Each side of an AMQP case runs in a fresh vhost of its own, so that queues and clean-up of one
+ * side or of earlier runs cannot interfere with the other.
  */
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
@@ -18,8 +19,8 @@ import { createBus, MemoryBroker, MemoryTransport, silentLogger } from 'ferry';
 import { createTestVhost, type TestVhost } from '../src/testing/rabbitmq.js';
 import { argValue, countdown, median, progress, pump, report, round, secondsSince } from './support.js';
 
-const RUNS = argValue('runs', 5);
-const AMQP_MESSAGES = argValue('messages', 20_000);
+const RUNS = argValue('runs', 7);
+const AMQP_MESSAGES = argValue('messages', 30_000);
 const MEMORY_MESSAGES = argValue('memory-messages', 1_000_000);
 const WINDOW = 1000;
 const PREFETCH = 100;
@@ -83,7 +84,6 @@ async function rawPublish(url: string, total: number, queue: string): Promise<nu
   const start = performance.now();
   await rawPublishAll(channel, total);
   const rate = total / secondsSince(start);
-  await channel.deleteQueue(queue);
   await connection.close();
   return rate;
 }
@@ -212,18 +212,20 @@ async function amqpCase(
   const rawRates: number[] = [];
   const ratios: number[] = [];
   for (let run = 1; run <= RUNS; run++) {
-    const vhost = await createTestVhost('ferry-bench');
+    // A vhost per side: each measures on empty queues in its own message store, and both vhosts are
+    // deleted only after both sides ran, so the broker's clean-up I/O never overlaps a measurement.
+    const rawVhost = await createTestVhost('ferry-bench-raw');
+    const ferryVhost = await createTestVhost('ferry-bench-ferry');
     try {
-      const url = vhostUrl(vhost);
       // Alternate the order so neither side always runs on a warmer broker.
       let f: number;
       let r: number;
       if (run % 2 === 1) {
-        r = await raw(url);
-        f = await ferry(url);
+        r = await raw(vhostUrl(rawVhost));
+        f = await ferry(vhostUrl(ferryVhost));
       } else {
-        f = await ferry(url);
-        r = await raw(url);
+        f = await ferry(vhostUrl(ferryVhost));
+        r = await raw(vhostUrl(rawVhost));
       }
       ferryRates.push(f);
       rawRates.push(r);
@@ -232,7 +234,7 @@ async function amqpCase(
         `${name} run ${run}/${RUNS}: ferry ${round(f)} ${unit}, raw amqplib ${round(r)} ${unit}, ratio ${round(f / r, 2)}`,
       );
     } finally {
-      await vhost.dispose();
+      await Promise.all([rawVhost.dispose(), ferryVhost.dispose()]);
     }
   }
   report({
