@@ -10,7 +10,7 @@ import {
 import { silentLogger } from '../messaging/logger.js';
 import { FaultProxy } from '../testing/fault-proxy.js';
 import { createTestVhost, type TestVhost } from '../testing/rabbitmq.js';
-import type { AmqpTransportOptions } from './amqp-transport.js';
+import { AmqpTransport, type AmqpTransportOptions } from './amqp-transport.js';
 
 const cleanups: (() => Promise<unknown>)[] = [];
 afterEach(async () => {
@@ -118,6 +118,29 @@ describe('publishing on RabbitMQ', () => {
       .toBe(true);
     await expect.poll(() => received.size, { timeout: 10_000 }).toBe(20);
     expect([...received].sort((x, y) => x - y)).toEqual(Array.from({ length: 20 }, (_, i) => i));
+  });
+
+  it('stops writing when the socket pushes back, holds the rest, and sends it all after drain', async () => {
+    // Must not be lost: any of the 2,000 publishes made while the peer stopped reading.
+    const { proxy, url } = await proxied();
+    const transport = new AmqpTransport({ url, logger: silentLogger, publishWindow: 10_000 });
+    const b = await createBus({ transport, service: 'publisher', logger: silentLogger, closeTimeoutMs: 500 });
+    cleanups.push(() => b.close());
+    const received = new Set<number>();
+    await b.subscribe('big.#', (m) => void received.add((m.data as { i: number }).i), { concurrency: 50 });
+    proxy.blackhole();
+    const blob = 'x'.repeat(8 * 1024);
+    const publishes = Array.from({ length: 2000 }, (_, i) => b.publish('big.msg', { i, blob }));
+    // 16 MB do not fit in the socket buffers, and amqplib's channel buffer takes 1,024 frames: it reports
+    // backpressure, and Ferry holds the rest instead of piling it into amqplib.
+    await expect.poll(() => transport.status().publishes.blocked, { timeout: 5000 }).toBe(true);
+    const held = transport.status().publishes;
+    expect(held.waiting).toBeGreaterThan(0);
+    expect(held.inFlight + held.waiting).toBe(2000);
+    proxy.heal();
+    await Promise.all(publishes);
+    expect(transport.status().publishes).toEqual({ inFlight: 0, waiting: 0, blocked: false });
+    await expect.poll(() => received.size, { timeout: 20_000 }).toBe(2000);
   });
 
   it('re-sends what was in flight when the network cuts the connection', async () => {

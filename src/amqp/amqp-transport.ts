@@ -15,7 +15,7 @@ import { redactUrl } from '../messaging/transport-from-url.js';
 import { encodeEnvelope } from './codec.js';
 import { AmqpConsumer } from './consumer.js';
 import { listDeadLetters, replayDeadLetters } from './dead-letters.js';
-import { ConfirmPublisher } from './publisher.js';
+import { ConfirmPublisher, type PublisherStats } from './publisher.js';
 import { declareExchange, type QueueType } from './topology.js';
 
 /** Options of the RabbitMQ transport. */
@@ -62,6 +62,13 @@ export const DEFAULT_AMQP_TRANSPORT_OPTIONS: ResolvedOptions = Object.freeze({
 
 type State = 'idle' | 'connecting' | 'ready' | 'recovering' | 'closed';
 
+/** A snapshot of the transport, for health checks and diagnosis. */
+export interface AmqpTransportStatus {
+  readonly state: State;
+  readonly subscriptions: number;
+  readonly publishes: PublisherStats;
+}
+
 /**
  * The RabbitMQ transport (amqplib). Topology: a durable topic exchange, a durable queue per
  * subscription bound with its pattern, delay queues per retry level and a dead-letter queue per group.
@@ -107,6 +114,11 @@ export class AmqpTransport implements Transport {
   /** A getter, so that TypeScript does not narrow the state across awaits. */
   get #closed(): boolean {
     return this.#state === 'closed';
+  }
+
+  /** Connection state, live subscriptions and what the publisher holds. */
+  status(): AmqpTransportStatus {
+    return { state: this.#state, subscriptions: this.#consumers.size, publishes: this.#publisher.stats };
   }
 
   /** The broker URL with its password masked, for logs. */

@@ -22,6 +22,16 @@ interface Pending {
   settled: boolean;
 }
 
+/** A snapshot of the publisher. */
+export interface PublisherStats {
+  /** Sent, awaiting the broker's confirm. */
+  readonly inFlight: number;
+  /** Held back by the window, the socket's backpressure or a lost connection. */
+  readonly waiting: number;
+  /** The socket asked to stop writing (`channel.publish` returned false) and has not drained yet. */
+  readonly blocked: boolean;
+}
+
 export interface ConfirmPublisherOptions {
   /** Most publishes awaiting a confirm at once. */
   readonly window: number;
@@ -56,6 +66,11 @@ export class ConfirmPublisher {
 
   constructor(options: ConfirmPublisherOptions) {
     this.#options = options;
+  }
+
+  /** What the publisher holds right now. */
+  get stats(): PublisherStats {
+    return { inFlight: this.#inFlight.size, waiting: this.#waiting.length, blocked: this.#blocked };
   }
 
   /** Publishes held, in flight or waiting. */

@@ -3,13 +3,13 @@ import { createConnection, createServer, type Server, type Socket } from 'node:n
 interface Pair {
   readonly client: Socket;
   readonly upstream: Socket;
-  readonly held: [Socket, Buffer][];
 }
 
 /**
  * A TCP proxy that injects network faults between a client and a real server: `blackhole()` stops
- * forwarding in both directions while connections stay open (a partition, or a broker that stalls),
- * `heal()` resumes, `reset()` destroys every connection (a crash or a cut cable).
+ * reading in both directions while connections stay open (a partition, or a peer that stalls: the
+ * kernel buffers fill and writers see TCP backpressure), `heal()` resumes, `reset()` destroys every
+ * connection (a crash or a cut cable).
  */
 export class FaultProxy {
   readonly #server: Server;
@@ -43,7 +43,7 @@ export class FaultProxy {
 
   #accept(client: Socket, target: { readonly host: string; readonly port: number }): void {
     const upstream = createConnection(target);
-    const pair: Pair = { client, upstream, held: [] };
+    const pair: Pair = { client, upstream };
     this.#pairs.add(pair);
     const end = () => {
       this.#pairs.delete(pair);
@@ -54,25 +54,29 @@ export class FaultProxy {
     upstream.on('error', end).on('close', end);
     // Forwarded by hand rather than piped: pipe() resumes a paused source on drain, which would
     // let bytes through a black hole.
-    client.on('data', (chunk: Buffer) => this.#forward(pair, upstream, chunk));
-    upstream.on('data', (chunk: Buffer) => this.#forward(pair, client, chunk));
+    client.on('data', (chunk: Buffer) => upstream.write(chunk));
+    upstream.on('data', (chunk: Buffer) => client.write(chunk));
+    if (this.#blackholed) {
+      client.pause();
+      upstream.pause();
+    }
   }
 
-  #forward(pair: Pair, to: Socket, chunk: Buffer): void {
-    if (this.#blackholed) pair.held.push([to, chunk]);
-    else to.write(chunk);
-  }
-
-  /** Stops forwarding; bytes are held back and nothing reaches either side. */
+  /** Stops reading from both sides: nothing is forwarded and unread bytes back up into the senders. */
   blackhole(): void {
     this.#blackholed = true;
+    for (const { client, upstream } of this.#pairs) {
+      client.pause();
+      upstream.pause();
+    }
   }
 
-  /** Resumes forwarding, delivering what was held back in order. */
+  /** Resumes forwarding what was held back. */
   heal(): void {
     this.#blackholed = false;
-    for (const pair of this.#pairs) {
-      for (const [to, chunk] of pair.held.splice(0)) to.write(chunk);
+    for (const { client, upstream } of this.#pairs) {
+      client.resume();
+      upstream.resume();
     }
   }
 
