@@ -7,6 +7,47 @@ export {
   isFerryError,
   isInvalidOptionsError,
 } from './errors/ferry-error.js';
+export type { EventStoreBackend, ParkedEvent, ReadAfterResult, Snapshot } from './eventstore/backend.js';
+export {
+  CommandHandler,
+  type CommandHandlerOptions,
+  type CommandHandlerSnapshotOptions,
+  type CommandResult,
+  DEFAULT_COMMAND_HANDLER_OPTIONS,
+  type HandleOptions,
+  type LoadResult,
+} from './eventstore/command-handler.js';
+export { type CreateEventStoreOptions, createEventStore } from './eventstore/create.js';
+export { type Decider, type DeciderEvent, decideEvents, fold } from './eventstore/decider.js';
+export {
+  ConcurrencyError,
+  DuplicateEventIdError,
+  EventStoreClosedError,
+  InvalidEventError,
+  isConcurrencyError,
+  isDuplicateEventIdError,
+  isEventStoreClosedError,
+  isInvalidEventError,
+} from './eventstore/errors.js';
+export { MemoryEventStoreBackend } from './eventstore/memory/memory-backend.js';
+export { EventStore, type EventStoreOptions } from './eventstore/store.js';
+export {
+  DEFAULT_EVENT_SUBSCRIPTION_OPTIONS,
+  type EventHandler,
+  EventSubscription,
+  type EventSubscriptionOptions,
+  type SubscriptionLag,
+} from './eventstore/subscription.js';
+export type {
+  AppendOptions,
+  AppendResult,
+  EventData,
+  ExpectedVersion,
+  PreparedEvent,
+  ReadAllOptions,
+  ReadStreamOptions,
+  RecordedEvent,
+} from './eventstore/types.js';
 export type {
   BusOptions,
   MessageFor,

@@ -1,4 +1,14 @@
+export { onLines, spawnFixture } from './child-process.js';
+export {
+  type DeciderSpec,
+  type DeciderSpecGiven,
+  type DeciderSpecWhen,
+  deciderSpec,
+  type ErrorMatcher,
+} from './decider-spec.js';
+export { type EventStoreHarness, testEventStore } from './event-store-contract.js';
 export { FaultProxy } from './fault-proxy.js';
+export { dropSchemas, postgresTestUrl, testSchemaName } from './postgres.js';
 export { createTestVhost, rabbitmqBaseUrl, type TestVhost } from './rabbitmq.js';
 export { type TransportFeatures, type TransportHarness, testTransport } from './transport-contract.js';
 export { sleep, waitFor } from './wait.js';

@@ -1,0 +1,395 @@
+/**
+ * `npm run bench:eventstore` — the event store against raw drivers on the same database, in one run.
+ *
+ * Cases (one JSON line each on stdout, progress on stderr):
+ *   pg-append-single      single-event appends, 8 concurrent writers on distinct streams, with expected
+ *                         versions; baseline: raw INSERT into an events table with a unique (stream, version) key
+ *   pg-append-batch10     the same with 10 events per append; baseline: raw 10-row INSERT
+ *   pg-readall            readAll over 200,000 events; baseline: raw keyset-paginated SELECT, same batch size
+ *   pg-subscription-latency  commit -> handler of a live subscription in another store instance (LISTEN/NOTIFY);
+ *                         baseline: raw LISTEN with the NOTIFY sent inside the inserting transaction
+ *   sqlite-append         single-event appends on SQLite (WAL, synchronous=FULL); baseline: raw better-sqlite3 INSERT
+ *
+ * Options: --runs N (default 5, medians reported), --appends N (per PostgreSQL append run, default 4000),
+ * --readall N (default 200000), --only <case>. Database from FERRY_BENCH_POSTGRES_URL.
+ */
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { createEventStore, type EventStore, silentLogger } from 'ferry';
+import pg from 'pg';
+import { argValue, median, progress, report, round, secondsSince } from './support.js';
+
+const RUNS = argValue('runs', 5);
+const APPENDS = argValue('appends', 4000);
+const READALL = argValue('readall', 200_000);
+const WRITERS = 8;
+const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : undefined;
+const url = process.env.FERRY_BENCH_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+const payload = {
+  orderId: 'order-000042',
+  customerId: 'customer-7',
+  items: [{ sku: 'SKU-1', qty: 2 }],
+  total: 59.9,
+};
+const meta = { correlationId: '01a22bd5-0000-7000-8000-000000000000' };
+
+const admin = new pg.Pool({ connectionString: url, max: 2 });
+
+function schemaName(): string {
+  return `bench_${randomUUID().replaceAll('-', '').slice(0, 10)}`;
+}
+
+async function dropSchema(schema: string): Promise<void> {
+  await admin.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+}
+
+/** The raw baseline table: what a careful hand-written event store would have. */
+async function rawTable(schema: string): Promise<void> {
+  await admin.query(`CREATE SCHEMA "${schema}"`);
+  await admin.query(`CREATE TABLE "${schema}".raw_events (
+    position bigserial PRIMARY KEY,
+    stream_id text NOT NULL,
+    version bigint NOT NULL,
+    id uuid NOT NULL,
+    type text NOT NULL,
+    data jsonb NOT NULL,
+    metadata jsonb NOT NULL,
+    time timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (stream_id, version)
+  )`);
+}
+
+/** Runs `writers` loops of `perWriter` iterations each, concurrently. */
+async function concurrently(
+  writers: number,
+  perWriter: number,
+  step: (writer: number, i: number) => Promise<void>,
+): Promise<void> {
+  await Promise.all(
+    Array.from({ length: writers }, async (_, w) => {
+      for (let i = 0; i < perWriter; i++) await step(w, i);
+    }),
+  );
+}
+
+async function rawAppends(batch: number): Promise<number> {
+  const schema = schemaName();
+  await rawTable(schema);
+  const pool = new pg.Pool({ connectionString: url, max: 10 });
+  const perWriter = Math.ceil(APPENDS / WRITERS / batch);
+  const values = Array.from({ length: batch }, (_, n) => {
+    const o = n * 6;
+    return `($${o + 1}, $${o + 2}, $${o + 3}, $${o + 4}, $${o + 5}, $${o + 6})`;
+  }).join(', ');
+  const text = `INSERT INTO "${schema}".raw_events (stream_id, version, id, type, data, metadata) VALUES ${values}`;
+  const start = performance.now();
+  await concurrently(WRITERS, perWriter, async (w, i) => {
+    const params: unknown[] = [];
+    for (let n = 0; n < batch; n++) {
+      params.push(
+        `stream-${w}`,
+        i * batch + n,
+        randomUUID(),
+        'OrderPlaced',
+        JSON.stringify(payload),
+        JSON.stringify(meta),
+      );
+    }
+    await pool.query({ name: `raw-${batch}`, text, values: params });
+  });
+  const rate = (WRITERS * perWriter * batch) / secondsSince(start);
+  await pool.end();
+  await dropSchema(schema);
+  return rate;
+}
+
+async function ferryAppends(batch: number): Promise<number> {
+  const schema = schemaName();
+  const store = await createEventStore({ url, postgres: { schema, poolSize: 10 }, logger: silentLogger });
+  const perWriter = Math.ceil(APPENDS / WRITERS / batch);
+  const events = Array.from({ length: batch }, () => ({
+    type: 'OrderPlaced',
+    data: payload,
+    metadata: meta,
+  }));
+  const start = performance.now();
+  await concurrently(WRITERS, perWriter, async (w, i) => {
+    await store.append(`stream-${w}`, events, { expectedVersion: i === 0 ? 'no_stream' : i * batch - 1 });
+  });
+  const rate = (WRITERS * perWriter * batch) / secondsSince(start);
+  await store.close();
+  await dropSchema(schema);
+  return rate;
+}
+
+async function fillReadAll(store: EventStore): Promise<void> {
+  const events = Array.from({ length: 500 }, () => ({ type: 'OrderPlaced', data: payload, metadata: meta }));
+  await concurrently(4, READALL / 500 / 4, (w, i) =>
+    store.append(`fill-${w}-${i % 50}`, events).then(() => {}),
+  );
+}
+
+async function readAllCase(): Promise<{ ferry: number; raw: number }> {
+  const schema = schemaName();
+  const store = await createEventStore({ url, postgres: { schema }, logger: silentLogger });
+  await fillReadAll(store);
+  let count = 0;
+  let start = performance.now();
+  for await (const _ of store.readAll({ batchSize: 500 })) count++;
+  const ferry = count / secondsSince(start);
+  // Raw: keyset pagination over the same table, same batch size, rows parsed by pg the same way.
+  const pool = new pg.Pool({ connectionString: url, max: 2 });
+  let after = '0';
+  count = 0;
+  start = performance.now();
+  for (;;) {
+    const { rows } = await pool.query(
+      `SELECT position, stream_id, version, id, type, data, metadata, time FROM "${schema}".events WHERE position > $1 ORDER BY position LIMIT 500`,
+      [after],
+    );
+    count += rows.length;
+    if (rows.length < 500) break;
+    after = rows[rows.length - 1].position;
+  }
+  const raw = count / secondsSince(start);
+  await pool.end();
+  await store.close();
+  await dropSchema(schema);
+  if (count !== READALL) throw new Error(`expected ${READALL} events, read ${count}`);
+  return { ferry, raw };
+}
+
+function percentile(values: number[], p: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+const LATENCY_EVENTS = 400;
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function ferryLatency(): Promise<number[]> {
+  const schema = schemaName();
+  const writer = await createEventStore({ url, postgres: { schema }, logger: silentLogger });
+  const reader = await createEventStore({ url, postgres: { schema }, logger: silentLogger });
+  const committedAt = new Map<string, number>();
+  const handledAt = new Map<string, number>();
+  const sub = reader.subscribe({ name: 'latency', idlePollMs: 60_000 }, (e) => {
+    handledAt.set(e.id, performance.now());
+  });
+  await sub.caughtUp();
+  for (let i = 0; i < LATENCY_EVENTS; i++) {
+    const id = randomUUID();
+    await writer.append(`lat-${i % 10}`, [{ id, type: 'Tick', data: { i } }]);
+    committedAt.set(id, performance.now());
+    await sleep(2);
+  }
+  while (handledAt.size < LATENCY_EVENTS) await sleep(10);
+  await writer.close();
+  await reader.close();
+  await dropSchema(schema);
+  return [...committedAt].map(([id, t]) => handledAt.get(id)! - t);
+}
+
+async function rawLatency(): Promise<number[]> {
+  const schema = schemaName();
+  await rawTable(schema);
+  const listener = new pg.Client({ connectionString: url });
+  await listener.connect();
+  const channel = `raw_${schema}`;
+  await listener.query(`LISTEN "${channel}"`);
+  const handledAt = new Map<string, number>();
+  listener.on('notification', (n) => handledAt.set(n.payload!, performance.now()));
+  const pool = new pg.Pool({ connectionString: url, max: 2 });
+  const committedAt = new Map<string, number>();
+  for (let i = 0; i < LATENCY_EVENTS; i++) {
+    const id = randomUUID();
+    const client = await pool.connect();
+    await client.query('BEGIN');
+    await client.query(
+      `INSERT INTO "${schema}".raw_events (stream_id, version, id, type, data, metadata) VALUES ($1, $2, $3, 'Tick', '{}', '{}')`,
+      [`lat-${i % 10}`, Math.floor(i / 10), id],
+    );
+    await client.query('SELECT pg_notify($1, $2)', [channel, id]);
+    await client.query('COMMIT');
+    committedAt.set(id, performance.now());
+    client.release();
+    await sleep(2);
+  }
+  while (handledAt.size < LATENCY_EVENTS) await sleep(10);
+  await listener.end();
+  await pool.end();
+  await dropSchema(schema);
+  return [...committedAt].map(([id, t]) => handledAt.get(id)! - t);
+}
+
+const SQLITE_APPENDS = 3000;
+
+async function sqliteCase(): Promise<{ ferry: number; raw: number }> {
+  const dir = mkdtempSync(join(tmpdir(), 'ferry-bench-'));
+  try {
+    const store = await createEventStore({ url: `sqlite:${join(dir, 'ferry.db')}`, logger: silentLogger });
+    let start = performance.now();
+    for (let i = 0; i < SQLITE_APPENDS; i++) {
+      await store.append('s', [{ type: 'OrderPlaced', data: payload, metadata: meta }], {
+        expectedVersion: i - 1,
+      });
+    }
+    const ferry = SQLITE_APPENDS / secondsSince(start);
+    await store.close();
+    const db = new Database(join(dir, 'raw.db'));
+    db.pragma('journal_mode = WAL');
+    db.pragma('synchronous = FULL');
+    db.exec(`CREATE TABLE raw_events (position INTEGER PRIMARY KEY AUTOINCREMENT, stream_id TEXT NOT NULL, version INTEGER NOT NULL,
+      id TEXT NOT NULL, type TEXT NOT NULL, data TEXT NOT NULL, metadata TEXT NOT NULL, time TEXT NOT NULL, UNIQUE (stream_id, version))`);
+    const insert = db.prepare(
+      'INSERT INTO raw_events (stream_id, version, id, type, data, metadata, time) VALUES (?, ?, ?, ?, ?, ?, ?)',
+    );
+    start = performance.now();
+    for (let i = 0; i < SQLITE_APPENDS; i++) {
+      insert.run(
+        's',
+        i,
+        randomUUID(),
+        'OrderPlaced',
+        JSON.stringify(payload),
+        JSON.stringify(meta),
+        new Date().toISOString(),
+      );
+      // The same turn of the event loop as an awaited append, so both sides pay for a promise.
+      await Promise.resolve();
+    }
+    const raw = SQLITE_APPENDS / secondsSince(start);
+    db.close();
+    return { ferry, raw };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function ratioCase(
+  name: string,
+  target: number | undefined,
+  baseline: string,
+  unit: string,
+  run: () => Promise<{ ferry: number; raw: number }>,
+  extra: Record<string, unknown> = {},
+): Promise<void> {
+  const ferry: number[] = [];
+  const raw: number[] = [];
+  const ratios: number[] = [];
+  // A warm-up run, not counted: connections, plans and the database's caches start cold.
+  await run();
+  for (let r = 1; r <= RUNS; r++) {
+    const result = await run();
+    ferry.push(result.ferry);
+    raw.push(result.raw);
+    ratios.push(result.ferry / result.raw);
+    progress(
+      `${name} run ${r}/${RUNS}: ferry ${round(result.ferry)} ${unit}, ${baseline} ${round(result.raw)} ${unit}, ratio ${round(result.ferry / result.raw, 2)}`,
+    );
+  }
+  report({
+    case: name,
+    unit,
+    ...extra,
+    ferry: round(median(ferry)),
+    baseline,
+    baselineValue: round(median(raw)),
+    ratio: round(median(ratios), 3),
+    ...(target === undefined ? {} : { target: `>= ${target}x`, pass: median(ratios) >= target }),
+    runs: RUNS,
+  });
+}
+
+/** Alternates which side goes first, so neither always meets a warmer database. */
+async function alternate(r: () => number, ferry: () => Promise<number>, raw: () => Promise<number>) {
+  if (r() % 2 === 0) {
+    const f = await ferry();
+    return { ferry: f, raw: await raw() };
+  }
+  const b = await raw();
+  return { ferry: await ferry(), raw: b };
+}
+
+async function main(): Promise<void> {
+  process.stderr.write(`ferry bench:eventstore — ${RUNS} runs per case, medians reported\n`);
+  let turn = 0;
+  const next = () => turn++;
+  if (!only || only === 'pg-append-single') {
+    await ratioCase(
+      'pg-append-single',
+      0.8,
+      'raw INSERT',
+      'events/s',
+      () =>
+        alternate(
+          next,
+          () => ferryAppends(1),
+          () => rawAppends(1),
+        ),
+      {
+        writers: WRITERS,
+        appends: APPENDS,
+      },
+    );
+  }
+  if (!only || only === 'pg-append-batch10') {
+    await ratioCase(
+      'pg-append-batch10',
+      undefined,
+      'raw 10-row INSERT',
+      'events/s',
+      () =>
+        alternate(
+          next,
+          () => ferryAppends(10),
+          () => rawAppends(10),
+        ),
+      { writers: WRITERS, events: APPENDS },
+    );
+  }
+  if (!only || only === 'pg-readall') {
+    await ratioCase('pg-readall', undefined, 'raw keyset SELECT', 'events/s', readAllCase, {
+      events: READALL,
+    });
+  }
+  if (!only || only === 'pg-subscription-latency') {
+    const ferryP50: number[] = [];
+    const ferryP99: number[] = [];
+    const rawP50: number[] = [];
+    const rawP99: number[] = [];
+    for (let r = 1; r <= RUNS; r++) {
+      const f = await ferryLatency();
+      const b = await rawLatency();
+      ferryP50.push(percentile(f, 50));
+      ferryP99.push(percentile(f, 99));
+      rawP50.push(percentile(b, 50));
+      rawP99.push(percentile(b, 99));
+      progress(
+        `pg-subscription-latency run ${r}/${RUNS}: ferry p50 ${round(percentile(f, 50), 2)} ms p99 ${round(percentile(f, 99), 2)} ms, raw LISTEN p50 ${round(percentile(b, 50), 2)} ms p99 ${round(percentile(b, 99), 2)} ms`,
+      );
+    }
+    report({
+      case: 'pg-subscription-latency',
+      unit: 'ms',
+      events: LATENCY_EVENTS,
+      ferryP50: round(median(ferryP50), 2),
+      ferryP99: round(median(ferryP99), 2),
+      baseline: 'raw LISTEN, NOTIFY inside the insert transaction',
+      baselineP50: round(median(rawP50), 2),
+      baselineP99: round(median(rawP99), 2),
+      runs: RUNS,
+    });
+  }
+  if (!only || only === 'sqlite-append') {
+    await ratioCase('sqlite-append', undefined, 'raw better-sqlite3 INSERT', 'appends/s', sqliteCase, {
+      appends: SQLITE_APPENDS,
+    });
+  }
+  await admin.end();
+}
+
+await main();

@@ -1,0 +1,82 @@
+import type {
+  AppendResult,
+  ExpectedVersion,
+  PreparedEvent,
+  ReadStreamOptions,
+  RecordedEvent,
+} from './types.js';
+
+/** A stored snapshot of an aggregate's state. */
+export interface Snapshot<S = unknown> {
+  readonly streamId: string;
+  /** Version of the last event folded into `state`. */
+  readonly version: number;
+  /** Version of the state's shape; a snapshot of another shape is ignored. */
+  readonly schemaVersion: number;
+  readonly state: S;
+  readonly time: string;
+}
+
+/** An event a subscription gave up on, kept for inspection and replay. */
+export interface ParkedEvent {
+  readonly subscription: string;
+  readonly event: RecordedEvent;
+  readonly error: string;
+  readonly attempts: number;
+  readonly parkedAt: string;
+}
+
+/** A batch read after a position. */
+export interface ReadAfterResult {
+  readonly events: RecordedEvent[];
+  /**
+   * True when events exist beyond what could be returned because a transaction that may still add
+   * earlier positions is open (PostgreSQL): read again soon rather than wait for a notification.
+   */
+  readonly held: boolean;
+}
+
+/**
+ * Where an event store keeps its events, checkpoints, parked events and snapshots. Implemented by the
+ * memory, SQLite and PostgreSQL backends, and checked by one contract suite (`testEventStore`).
+ * Positions start above 0, so 0n means "before the first event".
+ */
+export interface EventStoreBackend {
+  readonly name: string;
+  /** Creates or migrates the storage. */
+  open(): Promise<void>;
+  /**
+   * Appends `events` atomically at the end of the stream, enforcing `expected` inside the database.
+   * When every event id is already in the stream, returns the recorded result without writing.
+   * Throws `ConcurrencyError` or `DuplicateEventIdError`.
+   */
+  append(
+    streamId: string,
+    events: readonly PreparedEvent[],
+    expected: ExpectedVersion,
+  ): Promise<AppendResult>;
+  readStream(streamId: string, options: ReadStreamOptions): Promise<RecordedEvent[]>;
+  /**
+   * Up to `limit` events with a position above `after`, in position order, restricted to `types` when
+   * given. Returns only final positions: no event can later appear at a position below the last one returned.
+   */
+  readAfter(after: bigint, limit: number, types: readonly string[] | undefined): Promise<ReadAfterResult>;
+  /** The highest position that is final now: a subscription from `'end'` starts after it. */
+  horizon(): Promise<bigint>;
+  /** Final events with a position above `position` (a subscription's lag). */
+  countAfter(position: bigint): Promise<number>;
+  /** Calls `listener` whenever events may have been appended, by this process or another. Returns an unsubscribe function. */
+  watch(listener: () => void): () => void;
+
+  loadCheckpoint(subscription: string): Promise<bigint | undefined>;
+  saveCheckpoint(subscription: string, position: bigint): Promise<void>;
+
+  park(parked: ParkedEvent): Promise<void>;
+  listParked(subscription: string, limit: number): Promise<ParkedEvent[]>;
+  unpark(subscription: string, position: bigint): Promise<void>;
+
+  loadSnapshot(streamId: string): Promise<Snapshot | undefined>;
+  saveSnapshot(snapshot: Snapshot): Promise<void>;
+
+  close(): Promise<void>;
+}

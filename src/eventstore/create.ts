@@ -1,0 +1,57 @@
+import { InvalidOptionsError } from '../errors/ferry-error.js';
+import type { Logger } from '../messaging/logger.js';
+import { redactUrl } from '../messaging/transport-from-url.js';
+import type { PostgresBackendOptions } from '../postgres/postgres-backend.js';
+import type { EventStoreBackend } from './backend.js';
+import { MemoryEventStoreBackend } from './memory/memory-backend.js';
+import { EventStore } from './store.js';
+
+/** Options of {@link createEventStore}. Give a `url` or a `backend`. */
+export interface CreateEventStoreOptions {
+  /** `memory://[name]`, `sqlite:./path/events.db` (or `sqlite::memory:`) or `postgres://user@host:5432/db`. */
+  readonly url?: string;
+  /** A backend instance, instead of a URL. */
+  readonly backend?: EventStoreBackend;
+  /** PostgreSQL options, when `url` selects it. */
+  readonly postgres?: Omit<PostgresBackendOptions, 'url' | 'logger'>;
+  /** @default warnings and errors to stderr */
+  readonly logger?: Logger;
+}
+
+/**
+ * Opens an event store: creates or migrates its storage, then returns it. A backend's driver (pg,
+ * better-sqlite3) is loaded only when its URL is used.
+ */
+export async function createEventStore(options: CreateEventStoreOptions): Promise<EventStore> {
+  if ((options.url === undefined) === (options.backend === undefined)) {
+    throw new InvalidOptionsError('createEventStore needs exactly one of `url` and `backend`');
+  }
+  const backend = options.backend ?? (await backendFromUrl(options.url!, options));
+  await backend.open();
+  return new EventStore(backend, options.logger === undefined ? {} : { logger: options.logger });
+}
+
+async function backendFromUrl(url: string, options: CreateEventStoreOptions): Promise<EventStoreBackend> {
+  const scheme = url.slice(0, Math.max(0, url.indexOf(':'))).toLowerCase();
+  switch (scheme) {
+    case 'memory':
+      return MemoryEventStoreBackend.named(url.slice('memory://'.length).replace(/\/+$/, '') || 'default');
+    case 'sqlite': {
+      const { SqliteEventStoreBackend } = await import('../sqlite/sqlite-backend.js');
+      return new SqliteEventStoreBackend({ path: url.slice('sqlite:'.length) });
+    }
+    case 'postgres':
+    case 'postgresql': {
+      const { PostgresEventStoreBackend } = await import('../postgres/postgres-backend.js');
+      return new PostgresEventStoreBackend({
+        ...options.postgres,
+        url,
+        ...(options.logger === undefined ? {} : { logger: options.logger }),
+      });
+    }
+    default:
+      throw new InvalidOptionsError(
+        `unsupported event store URL ${redactUrl(url)}: expected memory://[name], sqlite:<path> or postgres://user@host:5432/db`,
+      );
+  }
+}

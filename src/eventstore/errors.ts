@@ -1,0 +1,54 @@
+import { errorGuard, FerryError } from '../errors/ferry-error.js';
+import type { ExpectedVersion } from './types.js';
+
+/**
+ * The stream was not at the version the writer expected: someone else appended first (or the stream
+ * does / does not exist). Reload, decide again, retry.
+ */
+export class ConcurrencyError extends FerryError {
+  readonly streamId: string;
+  readonly expected: ExpectedVersion;
+  /** Version of the stream's last event when the append was refused; -1 when the stream does not exist. */
+  readonly actual: number;
+  constructor(streamId: string, expected: ExpectedVersion, actual: number) {
+    super(
+      'CONCURRENCY_CONFLICT',
+      `stream "${streamId}" is at version ${actual === -1 ? 'none (no stream)' : actual}, the append expected ${typeof expected === 'number' ? `version ${expected}` : expected}`,
+    );
+    this.streamId = streamId;
+    this.expected = expected;
+    this.actual = actual;
+  }
+}
+export const isConcurrencyError = errorGuard<ConcurrencyError>('CONCURRENCY_CONFLICT');
+
+/** Some, but not all, of the event ids of an append are already in the stream: neither a retry nor new events. */
+export class DuplicateEventIdError extends FerryError {
+  readonly streamId: string;
+  readonly ids: readonly string[];
+  constructor(streamId: string, ids: readonly string[]) {
+    super(
+      'DUPLICATE_EVENT_ID',
+      `stream "${streamId}" already holds event ids ${ids.join(', ')} of this append, but not all of them`,
+    );
+    this.streamId = streamId;
+    this.ids = ids;
+  }
+}
+export const isDuplicateEventIdError = errorGuard<DuplicateEventIdError>('DUPLICATE_EVENT_ID');
+
+/** An append or read with invalid arguments (empty stream id, bad UUID, non-JSON data…). Nothing was written. */
+export class InvalidEventError extends FerryError {
+  constructor(message: string) {
+    super('INVALID_EVENT', message);
+  }
+}
+export const isInvalidEventError = errorGuard<InvalidEventError>('INVALID_EVENT');
+
+/** The event store was closed. */
+export class EventStoreClosedError extends FerryError {
+  constructor() {
+    super('EVENT_STORE_CLOSED', 'the event store is closed');
+  }
+}
+export const isEventStoreClosedError = errorGuard<EventStoreClosedError>('EVENT_STORE_CLOSED');

@@ -1,0 +1,148 @@
+import type { EventStoreBackend, ParkedEvent, ReadAfterResult, Snapshot } from '../backend.js';
+import { ConcurrencyError, DuplicateEventIdError } from '../errors.js';
+import type {
+  AppendResult,
+  ExpectedVersion,
+  PreparedEvent,
+  ReadStreamOptions,
+  RecordedEvent,
+} from '../types.js';
+import { expectedVersionHolds, selectStreamEvents } from '../versions.js';
+
+const stores = new Map<string, MemoryEventStoreBackend>();
+
+/**
+ * Events in process memory: the embedded default for tests and demos. Appends are synchronous, so
+ * positions (1, 2, 3…) follow commit order. Data is copied through JSON on the way in, as a database
+ * would, so a caller mutating its objects later cannot change history.
+ */
+export class MemoryEventStoreBackend implements EventStoreBackend {
+  readonly name = 'memory';
+  readonly #all: RecordedEvent[] = [];
+  readonly #streams = new Map<string, RecordedEvent[]>();
+  readonly #checkpoints = new Map<string, bigint>();
+  readonly #parked = new Map<string, Map<bigint, ParkedEvent>>();
+  readonly #snapshots = new Map<string, Snapshot>();
+  readonly #watchers = new Set<() => void>();
+
+  /** The process-wide store called `name` (`memory://name`), created on first use. */
+  static named(name: string): MemoryEventStoreBackend {
+    let store = stores.get(name);
+    if (store === undefined) {
+      store = new MemoryEventStoreBackend();
+      stores.set(name, store);
+    }
+    return store;
+  }
+
+  async open(): Promise<void> {}
+
+  async append(
+    streamId: string,
+    events: readonly PreparedEvent[],
+    expected: ExpectedVersion,
+  ): Promise<AppendResult> {
+    const stream = this.#streams.get(streamId) ?? [];
+    const existing = events.map((e) => stream.find((r) => r.id === e.id));
+    if (existing.every((r) => r !== undefined)) {
+      const last = existing[existing.length - 1]!;
+      return { nextExpectedVersion: last.version, position: last.position };
+    }
+    const duplicates = existing.filter((r) => r !== undefined).map((r) => r.id);
+    if (duplicates.length > 0) throw new DuplicateEventIdError(streamId, duplicates);
+    const current = stream.length - 1;
+    if (!expectedVersionHolds(expected, current)) throw new ConcurrencyError(streamId, expected, current);
+    const time = new Date().toISOString();
+    const recorded = events.map(
+      (e, i): RecordedEvent => ({
+        streamId,
+        version: current + 1 + i,
+        position: BigInt(this.#all.length + 1 + i),
+        id: e.id,
+        type: e.type,
+        data: JSON.parse(JSON.stringify(e.data ?? null)),
+        metadata: JSON.parse(JSON.stringify(e.metadata)),
+        time,
+      }),
+    );
+    this.#all.push(...recorded);
+    stream.push(...recorded);
+    this.#streams.set(streamId, stream);
+    const last = recorded[recorded.length - 1]!;
+    queueMicrotask(() => {
+      for (const watcher of this.#watchers) watcher();
+    });
+    return { nextExpectedVersion: last.version, position: last.position };
+  }
+
+  async readStream(streamId: string, options: ReadStreamOptions): Promise<RecordedEvent[]> {
+    return selectStreamEvents(this.#streams.get(streamId) ?? [], options);
+  }
+
+  async readAfter(
+    after: bigint,
+    limit: number,
+    types: readonly string[] | undefined,
+  ): Promise<ReadAfterResult> {
+    const events: RecordedEvent[] = [];
+    const wanted = types === undefined ? undefined : new Set(types);
+    // Positions are 1-based indexes into #all.
+    for (let i = Number(after); i < this.#all.length && events.length < limit; i++) {
+      const event = this.#all[i]!;
+      if (wanted === undefined || wanted.has(event.type)) events.push(event);
+    }
+    return { events, held: false };
+  }
+
+  async horizon(): Promise<bigint> {
+    return BigInt(this.#all.length);
+  }
+
+  async countAfter(position: bigint): Promise<number> {
+    return Math.max(0, this.#all.length - Number(position));
+  }
+
+  watch(listener: () => void): () => void {
+    this.#watchers.add(listener);
+    return () => this.#watchers.delete(listener);
+  }
+
+  async loadCheckpoint(subscription: string): Promise<bigint | undefined> {
+    return this.#checkpoints.get(subscription);
+  }
+
+  async saveCheckpoint(subscription: string, position: bigint): Promise<void> {
+    this.#checkpoints.set(subscription, position);
+  }
+
+  async park(parked: ParkedEvent): Promise<void> {
+    let list = this.#parked.get(parked.subscription);
+    if (list === undefined) {
+      list = new Map();
+      this.#parked.set(parked.subscription, list);
+    }
+    list.set(parked.event.position, parked);
+  }
+
+  async listParked(subscription: string, limit: number): Promise<ParkedEvent[]> {
+    return [...(this.#parked.get(subscription)?.values() ?? [])]
+      .sort((a, b) => (a.event.position < b.event.position ? -1 : 1))
+      .slice(0, limit);
+  }
+
+  async unpark(subscription: string, position: bigint): Promise<void> {
+    this.#parked.get(subscription)?.delete(position);
+  }
+
+  async loadSnapshot(streamId: string): Promise<Snapshot | undefined> {
+    return this.#snapshots.get(streamId);
+  }
+
+  async saveSnapshot(snapshot: Snapshot): Promise<void> {
+    this.#snapshots.set(snapshot.streamId, JSON.parse(JSON.stringify(snapshot)));
+  }
+
+  async close(): Promise<void> {
+    this.#watchers.clear();
+  }
+}

@@ -1,0 +1,189 @@
+import { currentContext } from '../context/context.js';
+import { InvalidOptionsError } from '../errors/ferry-error.js';
+import { type Logger, stderrLogger } from '../messaging/logger.js';
+import { uuidv7 } from '../messaging/message-id.js';
+import type { EventStoreBackend, Snapshot } from './backend.js';
+import { EventStoreClosedError, InvalidEventError } from './errors.js';
+import { type EventHandler, EventSubscription, type EventSubscriptionOptions } from './subscription.js';
+import type {
+  AppendOptions,
+  AppendResult,
+  EventData,
+  ExpectedVersion,
+  PreparedEvent,
+  ReadAllOptions,
+  ReadStreamOptions,
+  RecordedEvent,
+} from './types.js';
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const MAX_BATCH = 10_000;
+
+/** Options of {@link EventStore}. */
+export interface EventStoreOptions {
+  /** @default warnings and errors to stderr */
+  readonly logger?: Logger;
+}
+
+/**
+ * An event store: streams of events with versions and optimistic concurrency, a global order, and
+ * durable catch-up subscriptions, over a backend (memory, SQLite, PostgreSQL). Create it with
+ * `createEventStore`.
+ *
+ * @example
+ * const { nextExpectedVersion } = await store.append('order-42', [{ type: 'OrderPlaced', data: { total: 10 } }], { expectedVersion: 'no_stream' });
+ * const events = await store.readStream('order-42');
+ */
+export class EventStore {
+  readonly backend: EventStoreBackend;
+  readonly #logger: Logger;
+  readonly #subscriptions = new Set<EventSubscription>();
+  #closing: Promise<void> | undefined;
+
+  constructor(backend: EventStoreBackend, options: EventStoreOptions = {}) {
+    this.backend = backend;
+    this.#logger = options.logger ?? stderrLogger;
+  }
+
+  #assertOpen(): void {
+    if (this.#closing !== undefined) throw new EventStoreClosedError();
+  }
+
+  /**
+   * Appends events atomically to the end of a stream. With `expectedVersion` the append succeeds only
+   * if the stream is in that state, checked inside the database; otherwise it rejects with
+   * `ConcurrencyError` and writes nothing. Re-appending events whose ids the stream already holds
+   * writes nothing and returns the original result, so a retried append is safe.
+   */
+  async append(
+    streamId: string,
+    events: readonly EventData[],
+    options: AppendOptions = {},
+  ): Promise<AppendResult> {
+    this.#assertOpen();
+    assertStreamId(streamId);
+    const expected = options.expectedVersion ?? 'any';
+    assertExpectedVersion(expected);
+    if (!Array.isArray(events) || events.length === 0)
+      throw new InvalidEventError('append needs at least one event');
+    if (events.length > MAX_BATCH)
+      throw new InvalidEventError(`append takes at most ${MAX_BATCH} events at once`);
+    const prepared = events.map((event, i) => prepare(event, i));
+    return this.backend.append(streamId, prepared, expected);
+  }
+
+  /** Events of one stream in version order (or backward). An absent stream reads as empty. */
+  async readStream(streamId: string, options: ReadStreamOptions = {}): Promise<RecordedEvent[]> {
+    this.#assertOpen();
+    assertStreamId(streamId);
+    if (
+      options.fromVersion !== undefined &&
+      !(Number.isInteger(options.fromVersion) && options.fromVersion >= 0)
+    ) {
+      throw new InvalidEventError('fromVersion must be a non-negative integer');
+    }
+    if (options.limit !== undefined && !(Number.isInteger(options.limit) && options.limit >= 0)) {
+      throw new InvalidEventError('limit must be a non-negative integer');
+    }
+    return this.backend.readStream(streamId, options);
+  }
+
+  /**
+   * Every event in global order, fetched in batches. Only final positions are returned: an event
+   * still being committed by another transaction at an earlier position is waited for, never skipped.
+   */
+  async *readAll(options: ReadAllOptions = {}): AsyncGenerator<RecordedEvent, void, undefined> {
+    this.#assertOpen();
+    const batchSize = options.batchSize ?? 500;
+    if (!Number.isInteger(batchSize) || batchSize < 1)
+      throw new InvalidOptionsError('batchSize must be a positive integer');
+    let after = options.fromPosition === undefined ? 0n : options.fromPosition - 1n;
+    for (;;) {
+      const { events } = await this.backend.readAfter(after, batchSize, options.types);
+      for (const event of events) yield event;
+      if (events.length < batchSize) return;
+      after = events[events.length - 1]!.position;
+    }
+  }
+
+  /**
+   * Starts a named, durable catch-up subscription: every event after its checkpoint, in global order,
+   * then new ones as they are appended. The handler runs at least once per event; one that keeps
+   * failing parks its event and the subscription goes on.
+   */
+  subscribe(options: EventSubscriptionOptions, handler: EventHandler): EventSubscription {
+    this.#assertOpen();
+    const subscription = new EventSubscription(this.backend, options, handler, this.#logger);
+    this.#subscriptions.add(subscription);
+    void subscription.done.finally(() => this.#subscriptions.delete(subscription));
+    return subscription;
+  }
+
+  /** The latest snapshot of a stream, if any. */
+  loadSnapshot<S>(streamId: string): Promise<Snapshot<S> | undefined> {
+    this.#assertOpen();
+    return this.backend.loadSnapshot(streamId) as Promise<Snapshot<S> | undefined>;
+  }
+
+  /** Stores a snapshot of a stream's state as of `version`, replacing the previous one. */
+  saveSnapshot<S>(snapshot: Omit<Snapshot<S>, 'time'>): Promise<void> {
+    this.#assertOpen();
+    return this.backend.saveSnapshot({ ...snapshot, time: new Date().toISOString() });
+  }
+
+  /** Stops every subscription (after the event each is handling), then closes the backend. Idempotent. */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      await Promise.all([...this.#subscriptions].map((s) => s.close()));
+      await this.backend.close();
+    })();
+    return this.#closing;
+  }
+}
+
+function assertStreamId(streamId: string): void {
+  if (typeof streamId !== 'string' || streamId.length === 0 || streamId.length > 500) {
+    throw new InvalidEventError('a stream id is a string of 1 to 500 characters');
+  }
+}
+
+function assertExpectedVersion(expected: ExpectedVersion): void {
+  if (expected === 'any' || expected === 'no_stream' || expected === 'stream_exists') return;
+  if (typeof expected === 'number' && Number.isInteger(expected) && expected >= -1) return;
+  throw new InvalidEventError(
+    `expectedVersion must be 'any', 'no_stream', 'stream_exists' or a version number, not ${String(expected)}`,
+  );
+}
+
+/** Fills in id and metadata, with the ambient correlation and causation ids, and checks the event. */
+function prepare(event: EventData, index: number): PreparedEvent {
+  if (typeof event !== 'object' || event === null)
+    throw new InvalidEventError(`event ${index} is not an object`);
+  if (typeof event.type !== 'string' || event.type.length === 0 || event.type.length > 200) {
+    throw new InvalidEventError(`event ${index} needs a type of 1 to 200 characters`);
+  }
+  if (event.id !== undefined && (typeof event.id !== 'string' || !UUID.test(event.id))) {
+    throw new InvalidEventError(`event ${index} has id ${String(event.id)}, which is not a UUID`);
+  }
+  try {
+    JSON.stringify(event.data);
+    JSON.stringify(event.metadata);
+  } catch (error) {
+    throw new InvalidEventError(
+      `event ${index} (${event.type}) cannot be stored as JSON: ${(error as Error).message}`,
+    );
+  }
+  const context = currentContext();
+  const metadata: Record<string, unknown> = {};
+  if (context !== undefined) {
+    metadata.correlationId = context.correlationId;
+    if (context.messageId !== undefined) metadata.causationId = context.messageId;
+  }
+  Object.assign(metadata, event.metadata);
+  return {
+    id: event.id?.toLowerCase() ?? uuidv7(),
+    type: event.type,
+    data: event.data === undefined ? null : event.data,
+    metadata,
+  };
+}

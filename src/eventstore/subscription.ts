@@ -1,0 +1,288 @@
+import { runWithContext } from '../context/context.js';
+import { InvalidOptionsError } from '../errors/ferry-error.js';
+import type { Logger } from '../messaging/logger.js';
+import {
+  DEFAULT_EXPONENTIAL_BACKOFF,
+  type ExponentialBackoffOptions,
+  exponentialDelays,
+} from '../resilience/backoff.js';
+import type { EventStoreBackend, ParkedEvent } from './backend.js';
+import type { RecordedEvent } from './types.js';
+
+/** Options of {@link EventStore.subscribe}. */
+export interface EventSubscriptionOptions {
+  /** Identifies the subscription and its durable checkpoint. */
+  readonly name: string;
+  /** Where to begin when there is no checkpoint yet. @default 'start' */
+  readonly from?: 'start' | 'end';
+  /** Only events of these types reach the handler. */
+  readonly types?: readonly string[];
+  /** Events read per round trip. @default 100 */
+  readonly batchSize?: number;
+  /** Tries per event, the first included, before the event is parked. @default 5 */
+  readonly maxAttempts?: number;
+  /** Wait between tries. @default { initialDelayMs: 100, factor: 2, maxDelayMs: 5000 } */
+  readonly backoff?: ExponentialBackoffOptions;
+  /**
+   * Safety net: read again after this long without a wake-up. Wake-ups come from appends in this
+   * process and, on PostgreSQL, from LISTEN/NOTIFY. @default 2000
+   */
+  readonly idlePollMs?: number;
+}
+
+export const DEFAULT_EVENT_SUBSCRIPTION_OPTIONS = Object.freeze({
+  from: 'start' as const,
+  batchSize: 100,
+  maxAttempts: 5,
+  backoff: Object.freeze({ ...DEFAULT_EXPONENTIAL_BACKOFF, initialDelayMs: 100, maxDelayMs: 5000 }),
+  idlePollMs: 2000,
+});
+
+/** How far a subscription is behind. */
+export interface SubscriptionLag {
+  /** Position of the last event handled (or passed over). */
+  readonly position: bigint;
+  /** Final events after that position. */
+  readonly behind: number;
+}
+
+export type EventHandler = (event: RecordedEvent) => Promise<void> | void;
+
+const HELD_POLL_MS = [5, 10, 20, 50, 100];
+
+/**
+ * A named catch-up subscription: reads every event after its checkpoint in global order, hands each
+ * to the handler (at least once), stores the checkpoint after each batch, then waits for new events.
+ * A handler that keeps failing parks its event (listed, replayable) and the subscription goes on.
+ */
+export class EventSubscription {
+  readonly name: string;
+  readonly #backend: EventStoreBackend;
+  readonly #handler: EventHandler;
+  readonly #logger: Logger;
+  readonly #types: ReadonlySet<string> | undefined;
+  readonly #options: Required<Omit<EventSubscriptionOptions, 'types' | 'name'>>;
+  readonly #delays: number[];
+  #position = 0n;
+  /** The position advanced past what the stored checkpoint says. */
+  #dirty = false;
+  #closed = false;
+  #wake: (() => void) | undefined;
+  #woken = false;
+  #unwatch: (() => void) | undefined;
+  #idleReads = 0;
+  #idleWaiters: { after: number; resolve: () => void }[] = [];
+  /** Resolves when the loop has stopped. */
+  readonly done: Promise<void>;
+
+  constructor(
+    backend: EventStoreBackend,
+    options: EventSubscriptionOptions,
+    handler: EventHandler,
+    logger: Logger,
+  ) {
+    if (typeof options.name !== 'string' || options.name.length === 0 || options.name.length > 200) {
+      throw new InvalidOptionsError('a subscription needs a name of 1 to 200 characters');
+    }
+    this.name = options.name;
+    this.#backend = backend;
+    this.#handler = handler;
+    this.#logger = logger;
+    this.#types = options.types === undefined ? undefined : new Set(options.types);
+    const { name: _name, types: _types, ...rest } = options;
+    this.#options = { ...DEFAULT_EVENT_SUBSCRIPTION_OPTIONS, ...rest };
+    if (!Number.isInteger(this.#options.maxAttempts) || this.#options.maxAttempts < 1) {
+      throw new InvalidOptionsError('maxAttempts must be a positive integer');
+    }
+    this.#delays = exponentialDelays(this.#options.backoff, this.#options.maxAttempts - 1);
+    this.done = this.#run();
+  }
+
+  /** Position of the last event handled, parked or passed over. */
+  get position(): bigint {
+    return this.#position;
+  }
+
+  async #run(): Promise<void> {
+    this.#unwatch = this.#backend.watch(() => this.#wakeUp());
+    try {
+      const saved = await this.#retrying('load its checkpoint', () =>
+        this.#backend.loadCheckpoint(this.name),
+      );
+      if (saved !== undefined) this.#position = saved;
+      else if (this.#options.from === 'end') {
+        this.#position = await this.#retrying('find the end', () => this.#backend.horizon());
+        this.#dirty = true;
+        await this.#saveCheckpoint();
+      }
+      let heldRounds = 0;
+      while (!this.#closed) {
+        const readStarted = this.#idleReads;
+        this.#woken = false;
+        const { events, held } = await this.#retrying('read events', () =>
+          this.#backend.readAfter(this.#position, this.#options.batchSize, undefined),
+        );
+        for (const event of events) {
+          if (this.#closed) break;
+          if (this.#types === undefined || this.#types.has(event.type)) await this.#handle(event);
+          this.#position = event.position;
+          this.#dirty = true;
+        }
+        await this.#saveCheckpoint();
+        if (events.length === this.#options.batchSize) continue;
+        if (held) {
+          // A transaction that may still add earlier positions is open: look again shortly.
+          await this.#sleep(HELD_POLL_MS[Math.min(heldRounds++, HELD_POLL_MS.length - 1)]!);
+          continue;
+        }
+        heldRounds = 0;
+        this.#markIdle(readStarted);
+        if (!this.#woken) await this.#sleep(this.#options.idlePollMs);
+      }
+    } catch (error) {
+      if (!(error instanceof SubscriptionClosed)) throw error;
+    } finally {
+      this.#unwatch?.();
+      // What was handled before close keeps its checkpoint; an event interrupted by close is not past it.
+      await this.#saveCheckpoint().catch(() => {});
+      this.#markIdle(Number.POSITIVE_INFINITY);
+    }
+  }
+
+  async #saveCheckpoint(): Promise<void> {
+    if (!this.#dirty) return;
+    const position = this.#position;
+    await this.#retrying('save its checkpoint', () => this.#backend.saveCheckpoint(this.name, position));
+    if (this.#position === position) this.#dirty = false;
+  }
+
+  async #handle(event: RecordedEvent): Promise<void> {
+    const correlationId =
+      typeof event.metadata.correlationId === 'string' ? event.metadata.correlationId : event.id;
+    let lastError: unknown;
+    for (let attempt = 1; attempt <= this.#delays.length + 1; attempt++) {
+      try {
+        await runWithContext({ correlationId, messageId: event.id }, this.#handler, event);
+        return;
+      } catch (error) {
+        lastError = error;
+        if (attempt <= this.#delays.length) await this.#sleep(this.#delays[attempt - 1]!, true);
+        if (this.#closed) throw new SubscriptionClosed();
+      }
+    }
+    const message = lastError instanceof Error ? lastError.message : String(lastError);
+    this.#logger.warn(
+      `subscription "${this.name}" parked event ${event.id} (${event.type}, position ${event.position}) after ${this.#delays.length + 1} attempts: ${message}`,
+    );
+    const parked: ParkedEvent = {
+      subscription: this.name,
+      event,
+      error: lastError instanceof Error && lastError.stack ? lastError.stack : message,
+      attempts: this.#delays.length + 1,
+      parkedAt: new Date().toISOString(),
+    };
+    await this.#retrying('park an event', () => this.#backend.park(parked));
+  }
+
+  /** Runs a storage operation until it succeeds (the database may be restarting) or the subscription closes. */
+  async #retrying<T>(what: string, operation: () => Promise<T>): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await operation();
+      } catch (error) {
+        if (this.#closed) throw new SubscriptionClosed();
+        const delay = Math.min(5000, 100 * 2 ** attempt);
+        this.#logger.warn(`subscription "${this.name}" could not ${what}; retrying in ${delay} ms`, {
+          error: String(error),
+        });
+        await this.#sleep(delay, true);
+      }
+    }
+  }
+
+  #wakeUp(): void {
+    this.#woken = true;
+    this.#wake?.();
+  }
+
+  /** Sleeps until `ms` pass, a wake-up (unless `ignoreWakeUps`), or close. */
+  #sleep(ms: number, ignoreWakeUps = false): Promise<void> {
+    if (this.#closed) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(done, ms);
+      const closed = () => this.#closed;
+      this.#wake = () => {
+        if (!ignoreWakeUps || closed()) done();
+      };
+      function done(): void {
+        clearTimeout(timer);
+        resolve();
+      }
+    }).finally(() => {
+      this.#wake = undefined;
+    });
+  }
+
+  #markIdle(readStarted: number): void {
+    this.#idleReads = Math.max(this.#idleReads + 1, readStarted);
+    const ready = this.#idleWaiters.filter((w) => w.after < this.#idleReads);
+    this.#idleWaiters = this.#idleWaiters.filter((w) => w.after >= this.#idleReads);
+    for (const waiter of ready) waiter.resolve();
+  }
+
+  /**
+   * Resolves once the subscription has handled everything that was final when this was called: the
+   * loop completed a read, begun after the call, that found nothing more. For tests and start-up.
+   */
+  caughtUp(): Promise<void> {
+    if (this.#closed) return Promise.resolve();
+    const after = this.#idleReads;
+    this.#wakeUp();
+    return new Promise((resolve) => this.#idleWaiters.push({ after, resolve }));
+  }
+
+  /** Position and number of final events not yet handled. */
+  async lag(): Promise<SubscriptionLag> {
+    const position = this.#position;
+    return { position, behind: await this.#backend.countAfter(position) };
+  }
+
+  /** Events this subscription parked, oldest first. */
+  parked(limit = 100): Promise<ParkedEvent[]> {
+    return this.#backend.listParked(this.name, limit);
+  }
+
+  /**
+   * Hands parked events (all, or those at `positions`) to the handler once more; each that succeeds
+   * is removed from the parked list. Resolves the number that succeeded.
+   */
+  async replayParked(positions?: readonly bigint[]): Promise<number> {
+    const wanted = positions === undefined ? undefined : new Set(positions);
+    let replayed = 0;
+    for (const parked of await this.#backend.listParked(this.name, Number.MAX_SAFE_INTEGER)) {
+      if (wanted !== undefined && !wanted.has(parked.event.position)) continue;
+      try {
+        const event = parked.event;
+        const correlationId =
+          typeof event.metadata.correlationId === 'string' ? event.metadata.correlationId : event.id;
+        await runWithContext({ correlationId, messageId: event.id }, this.#handler, event);
+      } catch (error) {
+        this.#logger.warn(`replay of parked event ${parked.event.id} failed again: ${String(error)}`);
+        continue;
+      }
+      await this.#backend.unpark(this.name, parked.event.position);
+      replayed++;
+    }
+    return replayed;
+  }
+
+  /** Stops after the event being handled, keeping the checkpoint of what was handled. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    this.#wake?.();
+    await this.done.catch(() => {});
+  }
+}
+
+/** Unwinds the loop when the subscription closes mid-operation; never escapes the class. */
+class SubscriptionClosed extends Error {}

@@ -1,0 +1,6 @@
+export { MIGRATIONS, type Migration, migrate } from './migrations.js';
+export {
+  DEFAULT_POSTGRES_BACKEND_OPTIONS,
+  type PostgresBackendOptions,
+  PostgresEventStoreBackend,
+} from './postgres-backend.js';

@@ -1,0 +1,110 @@
+import type { Pool } from 'pg';
+
+/** One schema change; applied once, in version order, inside a transaction. */
+export interface Migration {
+  readonly version: number;
+  readonly name: string;
+  /** SQL with `$schema` standing for the quoted schema name. */
+  readonly sql: string;
+}
+
+/**
+ * The event store's schema, version by version. Never edit a released migration: add one.
+ *
+ * Positions are `transaction id << 16 | index in the transaction`: they order events by the
+ * transaction that wrote them, so a reader that stops below `pg_snapshot_xmin(pg_current_snapshot())`
+ * (every transaction below it has ended) never misses an event committed late by a concurrent
+ * transaction, and positions still follow the global order exactly.
+ */
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    name: 'events, checkpoints, parked events, snapshots',
+    sql: `
+      CREATE TABLE $schema.events (
+        position bigint PRIMARY KEY,
+        stream_id text NOT NULL,
+        version bigint NOT NULL,
+        id uuid NOT NULL,
+        type text NOT NULL,
+        data jsonb NOT NULL,
+        metadata jsonb NOT NULL,
+        time timestamptz NOT NULL DEFAULT now(),
+        CONSTRAINT events_stream_version UNIQUE (stream_id, version),
+        CONSTRAINT events_stream_event_id UNIQUE (stream_id, id)
+      );
+      CREATE TABLE $schema.checkpoints (
+        name text PRIMARY KEY,
+        position bigint NOT NULL,
+        updated_at timestamptz NOT NULL DEFAULT now()
+      );
+      CREATE TABLE $schema.parked (
+        subscription text NOT NULL,
+        position bigint NOT NULL,
+        error text NOT NULL,
+        attempts integer NOT NULL,
+        parked_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (subscription, position)
+      );
+      CREATE TABLE $schema.snapshots (
+        stream_id text PRIMARY KEY,
+        version bigint NOT NULL,
+        schema_version integer NOT NULL,
+        state jsonb NOT NULL,
+        time timestamptz NOT NULL DEFAULT now()
+      );
+    `,
+  },
+];
+
+/**
+ * Brings `schema` up to the latest migration. Several processes starting at once serialise on an
+ * advisory lock, so each migration runs exactly once.
+ */
+export async function migrate(
+  pool: Pool,
+  schema: string,
+  migrations: readonly Migration[] = MIGRATIONS,
+): Promise<number> {
+  const quoted = `"${schema}"`;
+  const client = await pool.connect();
+  try {
+    await client.query('SELECT pg_advisory_lock(hashtext($1))', [`ferry-migrations:${schema}`]);
+    try {
+      await client.query(`CREATE SCHEMA IF NOT EXISTS ${quoted}`);
+      await client.query(
+        `CREATE TABLE IF NOT EXISTS ${quoted}.migrations (
+           version integer PRIMARY KEY,
+           name text NOT NULL,
+           applied_at timestamptz NOT NULL DEFAULT now()
+         )`,
+      );
+      const { rows } = await client.query<{ version: number | null }>(
+        `SELECT max(version) AS version FROM ${quoted}.migrations`,
+      );
+      const current = rows[0]?.version ?? 0;
+      let applied = 0;
+      for (const migration of migrations) {
+        if (migration.version <= current) continue;
+        await client.query('BEGIN');
+        try {
+          await client.query(migration.sql.replaceAll('$schema', quoted));
+          await client.query(`INSERT INTO ${quoted}.migrations (version, name) VALUES ($1, $2)`, [
+            migration.version,
+            migration.name,
+          ]);
+          await client.query('COMMIT');
+        } catch (error) {
+          await client.query('ROLLBACK').catch(() => {});
+          throw error;
+        }
+        applied++;
+      }
+      return applied;
+    } finally {
+      await client.query('SELECT pg_advisory_unlock(hashtext($1))', [`ferry-migrations:${schema}`]);
+    }
+  } finally {
+    client.release();
+  }
+}

@@ -1,0 +1,5 @@
+export {
+  DEFAULT_SQLITE_BACKEND_OPTIONS,
+  type SqliteBackendOptions,
+  SqliteEventStoreBackend,
+} from './sqlite-backend.js';

@@ -1,0 +1,460 @@
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import type Database from 'better-sqlite3';
+import { InvalidOptionsError } from '../errors/ferry-error.js';
+import type { EventStoreBackend, ParkedEvent, ReadAfterResult, Snapshot } from '../eventstore/backend.js';
+import { ConcurrencyError, DuplicateEventIdError, EventStoreClosedError } from '../eventstore/errors.js';
+import type {
+  AppendResult,
+  ExpectedVersion,
+  PreparedEvent,
+  ReadStreamOptions,
+  RecordedEvent,
+} from '../eventstore/types.js';
+import { expectedVersionHolds } from '../eventstore/versions.js';
+
+/** Options of {@link SqliteEventStoreBackend}. */
+export interface SqliteBackendOptions {
+  /** Database file, created with its parent directories if missing; `:memory:` for a private in-memory database. */
+  readonly path: string;
+  /** How long a write waits for another process's write lock before failing with `SQLITE_BUSY`. @default 5000 */
+  readonly busyTimeoutMs?: number;
+}
+
+export const DEFAULT_SQLITE_BACKEND_OPTIONS = Object.freeze({ busyTimeoutMs: 5000 });
+
+/** How often watchers look for commits made by other connections to the same file. */
+const DATA_VERSION_POLL_MS = 100;
+
+/** Applied in order, each once per database file; never edit one that has shipped, add another. */
+const MIGRATIONS: readonly { readonly version: number; readonly name: string; readonly sql: string }[] = [
+  {
+    version: 1,
+    name: 'create event store',
+    sql: `
+      CREATE TABLE ferry_events (
+        position INTEGER PRIMARY KEY AUTOINCREMENT,
+        stream_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        id TEXT NOT NULL,
+        type TEXT NOT NULL,
+        data TEXT NOT NULL,
+        metadata TEXT NOT NULL,
+        time TEXT NOT NULL,
+        UNIQUE (stream_id, version),
+        UNIQUE (stream_id, id)
+      );
+      CREATE TABLE ferry_checkpoints (
+        name TEXT PRIMARY KEY,
+        position INTEGER NOT NULL,
+        updated_at TEXT NOT NULL
+      );
+      CREATE TABLE ferry_parked (
+        subscription TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        event TEXT NOT NULL,
+        error TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        parked_at TEXT NOT NULL,
+        PRIMARY KEY (subscription, position)
+      );
+      CREATE TABLE ferry_snapshots (
+        stream_id TEXT PRIMARY KEY,
+        version INTEGER NOT NULL,
+        schema_version INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        time TEXT NOT NULL
+      );`,
+  },
+];
+
+// Integers come back as bigint (`defaultSafeIntegers`): positions stay exact; versions are converted.
+interface EventRow {
+  position: bigint;
+  stream_id: string;
+  version: bigint;
+  id: string;
+  type: string;
+  data: string;
+  metadata: string;
+  time: string;
+}
+interface ParkedRow {
+  subscription: string;
+  position: bigint;
+  event: string;
+  error: string;
+  attempts: bigint;
+  parked_at: string;
+}
+interface SnapshotRow {
+  stream_id: string;
+  version: bigint;
+  schema_version: bigint;
+  state: string;
+  time: string;
+}
+
+const EVENT_COLUMNS = 'position, stream_id, version, id, type, data, metadata, time';
+
+/** Prepared once per connection in `open()`. */
+function prepareStatements(db: Database.Database) {
+  return {
+    findIds: db.prepare<[string, string], { id: string; version: bigint; position: bigint }>(
+      'SELECT id, version, position FROM ferry_events WHERE stream_id = ? AND id IN (SELECT value FROM json_each(?))',
+    ),
+    currentVersion: db
+      .prepare<[string], bigint>('SELECT coalesce(max(version), -1) FROM ferry_events WHERE stream_id = ?')
+      .pluck(),
+    insert: db.prepare<[string, number, string, string, string, string, string]>(
+      'INSERT INTO ferry_events (stream_id, version, id, type, data, metadata, time) VALUES (?, ?, ?, ?, ?, ?, ?)',
+    ),
+    readForward: db.prepare<[string, number, number], EventRow>(
+      `SELECT ${EVENT_COLUMNS} FROM ferry_events WHERE stream_id = ? AND version >= ? ORDER BY version LIMIT ?`,
+    ),
+    readBackward: db.prepare<[string, number, number], EventRow>(
+      `SELECT ${EVENT_COLUMNS} FROM ferry_events WHERE stream_id = ? AND version <= ? ORDER BY version DESC LIMIT ?`,
+    ),
+    readAfter: db.prepare<[bigint, number], EventRow>(
+      `SELECT ${EVENT_COLUMNS} FROM ferry_events WHERE position > ? ORDER BY position LIMIT ?`,
+    ),
+    readAfterTyped: db.prepare<[bigint, string, number], EventRow>(
+      `SELECT ${EVENT_COLUMNS} FROM ferry_events
+       WHERE position > ? AND type IN (SELECT value FROM json_each(?)) ORDER BY position LIMIT ?`,
+    ),
+    horizon: db.prepare<[], bigint>('SELECT coalesce(max(position), 0) FROM ferry_events').pluck(),
+    countAfter: db.prepare<[bigint], bigint>('SELECT count(*) FROM ferry_events WHERE position > ?').pluck(),
+    loadCheckpoint: db
+      .prepare<[string], bigint>('SELECT position FROM ferry_checkpoints WHERE name = ?')
+      .pluck(),
+    saveCheckpoint: db.prepare<[string, bigint, string]>(
+      `INSERT INTO ferry_checkpoints (name, position, updated_at) VALUES (?, ?, ?)
+       ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at`,
+    ),
+    park: db.prepare<[string, bigint, string, string, number, string]>(
+      `INSERT OR REPLACE INTO ferry_parked (subscription, position, event, error, attempts, parked_at)
+       VALUES (?, ?, ?, ?, ?, ?)`,
+    ),
+    listParked: db.prepare<[string, number], ParkedRow>(
+      'SELECT * FROM ferry_parked WHERE subscription = ? ORDER BY position LIMIT ?',
+    ),
+    unpark: db.prepare<[string, bigint]>('DELETE FROM ferry_parked WHERE subscription = ? AND position = ?'),
+    loadSnapshot: db.prepare<[string], SnapshotRow>('SELECT * FROM ferry_snapshots WHERE stream_id = ?'),
+    saveSnapshot: db.prepare<[string, number, number, string, string]>(
+      'INSERT OR REPLACE INTO ferry_snapshots (stream_id, version, schema_version, state, time) VALUES (?, ?, ?, ?, ?)',
+    ),
+    dataVersion: db.prepare<[], bigint>('PRAGMA data_version').pluck(),
+  };
+}
+
+type Statements = ReturnType<typeof prepareStatements>;
+/** An append's result, and whether it wrote (false: every event id was already in the stream). */
+type AppendOutcome = AppendResult & { readonly written: boolean };
+type AppendRows = (
+  streamId: string,
+  events: readonly PreparedEvent[],
+  expected: ExpectedVersion,
+) => AppendOutcome;
+
+/**
+ * Events in one SQLite file, through better-sqlite3 (loaded by `open()`, so only users of this
+ * backend need it). SQLite lets one writer commit at a time, so positions follow commit order and
+ * nothing is ever held back from readers. Several processes may share a file: appends from other
+ * connections wake this backend's watchers through `PRAGMA data_version`.
+ *
+ * Until `open()` has resolved, and after `close()`, every method rejects with `EventStoreClosedError`.
+ *
+ * @example
+ * const backend = new SqliteEventStoreBackend({ path: './data/events.db' });
+ * await backend.open();
+ * const store = new EventStore(backend);
+ */
+export class SqliteEventStoreBackend implements EventStoreBackend {
+  readonly name = 'sqlite';
+  readonly #path: string;
+  readonly #busyTimeoutMs: number;
+  readonly #watchers = new Set<() => void>();
+  #opening: Promise<void> | undefined;
+  #db: Database.Database | undefined;
+  #statements: Statements | undefined;
+  #append: Database.Transaction<AppendRows> | undefined;
+  #closed = false;
+  #poller: NodeJS.Timeout | undefined;
+  #dataVersion = 0n;
+
+  constructor(options: SqliteBackendOptions) {
+    const { path, busyTimeoutMs = DEFAULT_SQLITE_BACKEND_OPTIONS.busyTimeoutMs } = options;
+    if (typeof path !== 'string' || path.length === 0) {
+      throw new InvalidOptionsError('the SQLite backend needs a path');
+    }
+    if (!Number.isInteger(busyTimeoutMs) || busyTimeoutMs < 0) {
+      throw new InvalidOptionsError('busyTimeoutMs must be a non-negative integer');
+    }
+    this.#path = path;
+    this.#busyTimeoutMs = busyTimeoutMs;
+  }
+
+  /** Opens the file (creating it and its directories) and applies pending migrations. Idempotent. */
+  open(): Promise<void> {
+    if (this.#closed) return Promise.reject(new EventStoreClosedError());
+    this.#opening ??= this.#open();
+    return this.#opening;
+  }
+
+  async #open(): Promise<void> {
+    const { default: Driver } = await import('better-sqlite3');
+    if (this.#closed) throw new EventStoreClosedError();
+    if (this.#path !== ':memory:') mkdirSync(dirname(this.#path), { recursive: true });
+    const db = new Driver(this.#path, { timeout: this.#busyTimeoutMs });
+    let statements: Statements;
+    try {
+      db.defaultSafeIntegers(true);
+      // WAL lets readers run beside the writer; FULL syncs the WAL on every commit, so an append that
+      // resolved survives a power cut, not only a crash of the process.
+      db.pragma('journal_mode = WAL');
+      db.pragma('synchronous = FULL');
+      migrate(db);
+      statements = prepareStatements(db);
+    } catch (error) {
+      db.close();
+      throw error;
+    }
+    this.#db = db;
+    this.#statements = statements;
+    this.#append = db.transaction<AppendRows>((...args) => appendRows(statements, ...args));
+    if (this.#watchers.size > 0) this.#startPolling();
+  }
+
+  #ready(): Statements {
+    if (this.#closed || this.#statements === undefined) throw new EventStoreClosedError();
+    return this.#statements;
+  }
+
+  async append(
+    streamId: string,
+    events: readonly PreparedEvent[],
+    expected: ExpectedVersion,
+  ): Promise<AppendResult> {
+    this.#ready();
+    // BEGIN IMMEDIATE takes the write lock before the checks, so no other writer can slip in between.
+    const result = this.#append!.immediate(streamId, events, expected);
+    if (result.written) queueMicrotask(() => this.#notify());
+    return { nextExpectedVersion: result.nextExpectedVersion, position: result.position };
+  }
+
+  async readStream(streamId: string, options: ReadStreamOptions): Promise<RecordedEvent[]> {
+    const s = this.#ready();
+    const limit = options.limit ?? -1; // LIMIT -1: no limit
+    const rows =
+      options.direction === 'backward'
+        ? s.readBackward.all(streamId, options.fromVersion ?? Number.MAX_SAFE_INTEGER, limit)
+        : s.readForward.all(streamId, options.fromVersion ?? 0, limit);
+    return rows.map(toRecordedEvent);
+  }
+
+  async readAfter(
+    after: bigint,
+    limit: number,
+    types: readonly string[] | undefined,
+  ): Promise<ReadAfterResult> {
+    const s = this.#ready();
+    const rows =
+      types === undefined
+        ? s.readAfter.all(after, limit)
+        : s.readAfterTyped.all(after, JSON.stringify(types), limit);
+    return { events: rows.map(toRecordedEvent), held: false };
+  }
+
+  async horizon(): Promise<bigint> {
+    return this.#ready().horizon.get()!;
+  }
+
+  async countAfter(position: bigint): Promise<number> {
+    return Number(this.#ready().countAfter.get(position)!);
+  }
+
+  /** Appends through this instance wake `listener` at once; those of other connections within about 100 ms. */
+  watch(listener: () => void): () => void {
+    this.#watchers.add(listener);
+    if (this.#watchers.size === 1 && this.#statements !== undefined) this.#startPolling();
+    return () => {
+      this.#watchers.delete(listener);
+      if (this.#watchers.size === 0) this.#stopPolling();
+    };
+  }
+
+  #notify(): void {
+    for (const watcher of [...this.#watchers]) watcher();
+  }
+
+  // `data_version` changes when another connection commits to the file (never for this one's commits).
+  // Any commit counts, a checkpoint too: a needless wake-up costs a subscription one empty read.
+  #startPolling(): void {
+    const s = this.#statements!;
+    this.#dataVersion = s.dataVersion.get()!;
+    this.#poller = setInterval(() => {
+      let version: bigint;
+      try {
+        version = s.dataVersion.get()!;
+      } catch {
+        return; // Tried again on the next tick; subscriptions also re-read on their idle poll.
+      }
+      if (version === this.#dataVersion) return;
+      this.#dataVersion = version;
+      this.#notify();
+    }, DATA_VERSION_POLL_MS);
+    this.#poller.unref();
+  }
+
+  #stopPolling(): void {
+    clearInterval(this.#poller);
+    this.#poller = undefined;
+  }
+
+  async loadCheckpoint(subscription: string): Promise<bigint | undefined> {
+    return this.#ready().loadCheckpoint.get(subscription);
+  }
+
+  async saveCheckpoint(subscription: string, position: bigint): Promise<void> {
+    this.#ready().saveCheckpoint.run(subscription, position, new Date().toISOString());
+  }
+
+  async park(parked: ParkedEvent): Promise<void> {
+    // The position is the row's key; the rest of the event is kept as JSON.
+    const { position, ...event } = parked.event;
+    this.#ready().park.run(
+      parked.subscription,
+      position,
+      JSON.stringify(event),
+      parked.error,
+      parked.attempts,
+      parked.parkedAt,
+    );
+  }
+
+  async listParked(subscription: string, limit: number): Promise<ParkedEvent[]> {
+    return this.#ready()
+      .listParked.all(subscription, limit)
+      .map((row) => ({
+        subscription: row.subscription,
+        event: { ...(JSON.parse(row.event) as Omit<RecordedEvent, 'position'>), position: row.position },
+        error: row.error,
+        attempts: Number(row.attempts),
+        parkedAt: row.parked_at,
+      }));
+  }
+
+  async unpark(subscription: string, position: bigint): Promise<void> {
+    this.#ready().unpark.run(subscription, position);
+  }
+
+  async loadSnapshot(streamId: string): Promise<Snapshot | undefined> {
+    const row = this.#ready().loadSnapshot.get(streamId);
+    if (row === undefined) return undefined;
+    return {
+      streamId: row.stream_id,
+      version: Number(row.version),
+      schemaVersion: Number(row.schema_version),
+      state: JSON.parse(row.state),
+      time: row.time,
+    };
+  }
+
+  async saveSnapshot(snapshot: Snapshot): Promise<void> {
+    this.#ready().saveSnapshot.run(
+      snapshot.streamId,
+      snapshot.version,
+      snapshot.schemaVersion,
+      JSON.stringify(snapshot.state ?? null),
+      snapshot.time,
+    );
+  }
+
+  /** Stops watching for other connections' appends and closes the database. Idempotent. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#stopPolling();
+    this.#watchers.clear();
+    await this.#opening?.catch(() => {});
+    this.#db?.close();
+    this.#db = undefined;
+    this.#statements = undefined;
+  }
+}
+
+/**
+ * Applies pending migrations. BEGIN IMMEDIATE takes the write lock first, so when two processes open a
+ * new file at once, the second waits, then finds the migrations recorded and applies none.
+ */
+function migrate(db: Database.Database): void {
+  db.transaction(() => {
+    db.exec(
+      'CREATE TABLE IF NOT EXISTS ferry_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)',
+    );
+    const applied = new Set(
+      db
+        .prepare<[], bigint>('SELECT version FROM ferry_migrations')
+        .pluck()
+        .all()
+        .map((v) => Number(v)),
+    );
+    const record = db.prepare<[number, string, string]>(
+      'INSERT INTO ferry_migrations (version, name, applied_at) VALUES (?, ?, ?)',
+    );
+    for (const migration of MIGRATIONS) {
+      if (applied.has(migration.version)) continue;
+      db.exec(migration.sql);
+      record.run(migration.version, migration.name, new Date().toISOString());
+    }
+  }).immediate();
+}
+
+/** The body of an append's transaction: idempotency check, version check, inserts. */
+function appendRows(
+  s: Statements,
+  streamId: string,
+  events: readonly PreparedEvent[],
+  expected: ExpectedVersion,
+): AppendOutcome {
+  const found = new Map(
+    s.findIds.all(streamId, JSON.stringify(events.map((e) => e.id))).map((r) => [r.id, r]),
+  );
+  const duplicates = events.filter((e) => found.has(e.id)).map((e) => e.id);
+  if (duplicates.length === events.length) {
+    const last = found.get(events[events.length - 1]!.id)!;
+    return { nextExpectedVersion: Number(last.version), position: last.position, written: false };
+  }
+  if (duplicates.length > 0) throw new DuplicateEventIdError(streamId, duplicates);
+  const current = Number(s.currentVersion.get(streamId)!);
+  if (!expectedVersionHolds(expected, current)) throw new ConcurrencyError(streamId, expected, current);
+  const time = new Date().toISOString();
+  let position = 0n;
+  for (const [i, e] of events.entries()) {
+    const data = JSON.stringify(e.data ?? null);
+    const info = s.insert.run(
+      streamId,
+      current + 1 + i,
+      e.id,
+      e.type,
+      data,
+      JSON.stringify(e.metadata),
+      time,
+    );
+    position = BigInt(info.lastInsertRowid);
+  }
+  return { nextExpectedVersion: current + events.length, position, written: true };
+}
+
+function toRecordedEvent(row: EventRow): RecordedEvent {
+  return {
+    streamId: row.stream_id,
+    version: Number(row.version),
+    position: row.position,
+    id: row.id,
+    type: row.type,
+    data: JSON.parse(row.data),
+    metadata: JSON.parse(row.metadata),
+    time: row.time,
+  };
+}

@@ -1,0 +1,410 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { runWithContext } from '../context/context.js';
+import { isConcurrencyError, isDuplicateEventIdError, isInvalidEventError } from '../eventstore/errors.js';
+import type { EventStore } from '../eventstore/store.js';
+import type { RecordedEvent } from '../eventstore/types.js';
+import { uuidv7 } from '../messaging/message-id.js';
+import { waitFor } from './wait.js';
+
+/** What the contract suite needs: a fresh, empty, open store per call, isolated from every other. */
+export interface EventStoreHarness {
+  createStore(): Promise<EventStore>;
+}
+
+async function rejection(promise: Promise<unknown>): Promise<unknown> {
+  return promise.then(
+    () => {
+      throw new Error('expected a rejection');
+    },
+    (error: unknown) => error,
+  );
+}
+
+async function collect<T>(iterable: AsyncIterable<T>): Promise<T[]> {
+  const out: T[] = [];
+  for await (const item of iterable) out.push(item);
+  return out;
+}
+
+const FAST = { initialDelayMs: 10, factor: 2, maxDelayMs: 40 };
+
+/**
+ * The event store contract: one suite every backend (memory, SQLite, PostgreSQL) must pass.
+ */
+export function testEventStore(name: string, harness: EventStoreHarness): void {
+  describe(`event store contract: ${name}`, () => {
+    const stores: EventStore[] = [];
+    afterEach(async () => {
+      await Promise.all(stores.splice(0).map((s) => s.close()));
+    });
+    async function open(): Promise<EventStore> {
+      const store = await harness.createStore();
+      stores.push(store);
+      return store;
+    }
+
+    it('appends to a stream with 0-based versions and reads it back with every attribute', async () => {
+      const store = await open();
+      const before = Date.now();
+      const r1 = await store.append('order-1', [
+        { type: 'OrderPlaced', data: { total: 10, lines: [{ sku: 'a', qty: 1 }] } },
+      ]);
+      const r2 = await store.append('order-1', [
+        { type: 'ItemAdded', data: { sku: 'b' }, metadata: { user: 'u1' } },
+        { type: 'ItemAdded', data: { sku: 'c' } },
+      ]);
+      expect(r1.nextExpectedVersion).toBe(0);
+      expect(r2.nextExpectedVersion).toBe(2);
+      expect(typeof r1.position).toBe('bigint');
+      expect(r2.position > r1.position).toBe(true);
+      const events = await store.readStream('order-1');
+      expect(events.map((e) => [e.version, e.type])).toEqual([
+        [0, 'OrderPlaced'],
+        [1, 'ItemAdded'],
+        [2, 'ItemAdded'],
+      ]);
+      const [first, second] = events;
+      expect(first).toMatchObject({
+        streamId: 'order-1',
+        data: { total: 10, lines: [{ sku: 'a', qty: 1 }] },
+      });
+      expect(first!.position).toBe(r1.position);
+      expect(events[2]!.position).toBe(r2.position);
+      expect(first!.id).toMatch(/^[0-9a-f-]{36}$/);
+      expect(second!.metadata).toMatchObject({ user: 'u1' });
+      expect(Date.parse(first!.time)).toBeGreaterThanOrEqual(before - 2000);
+      expect(await store.readStream('no-such-stream')).toEqual([]);
+    });
+
+    it('enforces every form of expected version and reports expected and actual on conflict', async () => {
+      const store = await open();
+      const e = (type: string) => [{ type, data: {} }];
+      expect(
+        isConcurrencyError(await rejection(store.append('s', e('x'), { expectedVersion: 'stream_exists' }))),
+      ).toBe(true);
+      expect(isConcurrencyError(await rejection(store.append('s', e('x'), { expectedVersion: 0 })))).toBe(
+        true,
+      );
+      await store.append('s', e('first'), { expectedVersion: 'no_stream' });
+      const noStream = await rejection(store.append('s', e('x'), { expectedVersion: 'no_stream' }));
+      expect(noStream).toMatchObject({
+        code: 'CONCURRENCY_CONFLICT',
+        streamId: 's',
+        expected: 'no_stream',
+        actual: 0,
+      });
+      await store.append('s', e('second'), { expectedVersion: 'stream_exists' });
+      await store.append('s', e('third'), { expectedVersion: 1 });
+      const stale = await rejection(store.append('s', e('x'), { expectedVersion: 1 }));
+      expect(stale).toMatchObject({ code: 'CONCURRENCY_CONFLICT', expected: 1, actual: 2 });
+      const ahead = await rejection(store.append('s', e('x'), { expectedVersion: 7 }));
+      expect(ahead).toMatchObject({ expected: 7, actual: 2 });
+      const absent = await rejection(store.append('t', e('x'), { expectedVersion: 'stream_exists' }));
+      expect(absent).toMatchObject({ expected: 'stream_exists', actual: -1 });
+      await store.append('s', e('fourth'), { expectedVersion: 'any' });
+      await store.append('u', e('first'), { expectedVersion: -1 });
+      expect((await store.readStream('s')).map((x) => x.type)).toEqual([
+        'first',
+        'second',
+        'third',
+        'fourth',
+      ]);
+      expect(await store.readStream('t')).toEqual([]);
+    });
+
+    it('writes a batch all or nothing', async () => {
+      const store = await open();
+      await store.append('b', [{ type: 'a', data: 1 }]);
+      const error = await rejection(
+        store.append(
+          'b',
+          [
+            { type: 'x', data: 1 },
+            { type: 'y', data: 2 },
+          ],
+          { expectedVersion: 5 },
+        ),
+      );
+      expect(isConcurrencyError(error)).toBe(true);
+      expect((await store.readStream('b')).map((x) => x.type)).toEqual(['a']);
+      const batch = await store.append(
+        'b',
+        Array.from({ length: 10 }, (_, i) => ({ type: 'n', data: i })),
+      );
+      expect(batch.nextExpectedVersion).toBe(10);
+      const events = await store.readStream('b');
+      expect(events.map((x) => x.version)).toEqual(Array.from({ length: 11 }, (_, i) => i));
+      for (let i = 1; i < events.length; i++)
+        expect(events[i]!.position > events[i - 1]!.position).toBe(true);
+    });
+
+    it('makes re-appending the same event ids a no-op that returns the original result', async () => {
+      const store = await open();
+      const ids = [uuidv7(), uuidv7()];
+      const batch = ids.map((id, i) => ({ id, type: 'Paid', data: { i } }));
+      const first = await store.append('pay', batch, { expectedVersion: 'no_stream' });
+      // A client retrying after a timeout sends the same ids with the same expected version.
+      const retried = await store.append('pay', batch, { expectedVersion: 'no_stream' });
+      const again = await store.append('pay', batch);
+      expect(retried).toEqual(first);
+      expect(again).toEqual(first);
+      expect(await store.readStream('pay')).toHaveLength(2);
+      // The same id in another stream is another event.
+      await store.append('other', [{ id: ids[0]!, type: 'Paid', data: {} }]);
+      const partial = await rejection(
+        store.append('pay', [
+          { id: ids[1]!, type: 'Paid', data: {} },
+          { type: 'New', data: {} },
+        ]),
+      );
+      expect(isDuplicateEventIdError(partial)).toBe(true);
+      expect(await store.readStream('pay')).toHaveLength(2);
+    });
+
+    it('reads a stream from a version, with a limit, and backward', async () => {
+      const store = await open();
+      await store.append(
+        'r',
+        Array.from({ length: 6 }, (_, i) => ({ type: 'n', data: i })),
+      );
+      const versions = (events: RecordedEvent[]) => events.map((e) => e.version);
+      expect(versions(await store.readStream('r', { fromVersion: 2 }))).toEqual([2, 3, 4, 5]);
+      expect(versions(await store.readStream('r', { fromVersion: 1, limit: 2 }))).toEqual([1, 2]);
+      expect(versions(await store.readStream('r', { direction: 'backward' }))).toEqual([5, 4, 3, 2, 1, 0]);
+      expect(
+        versions(await store.readStream('r', { direction: 'backward', fromVersion: 3, limit: 2 })),
+      ).toEqual([3, 2]);
+      expect(versions(await store.readStream('r', { fromVersion: 9 }))).toEqual([]);
+    });
+
+    it('reads all streams in one global order, from a position, filtered by type', async () => {
+      const store = await open();
+      await store.append('a', [{ type: 'A1', data: 1 }]);
+      await store.append('b', [
+        { type: 'B1', data: 2 },
+        { type: 'B2', data: 3 },
+      ]);
+      await store.append('a', [{ type: 'A2', data: 4 }]);
+      const all = await collect(store.readAll({ batchSize: 2 }));
+      expect(all.map((e) => e.type)).toEqual(['A1', 'B1', 'B2', 'A2']);
+      for (let i = 1; i < all.length; i++) expect(all[i]!.position > all[i - 1]!.position).toBe(true);
+      const fromThird = await collect(store.readAll({ fromPosition: all[2]!.position }));
+      expect(fromThird.map((e) => e.type)).toEqual(['B2', 'A2']);
+      const typed = await collect(store.readAll({ types: ['A1', 'A2'], batchSize: 1 }));
+      expect(typed.map((e) => e.type)).toEqual(['A1', 'A2']);
+    });
+
+    it('records the ambient correlation and causation ids in metadata', async () => {
+      const store = await open();
+      await runWithContext({ correlationId: 'corr-9', messageId: 'msg-3' }, () =>
+        store.append('c', [{ type: 'X', data: {}, metadata: { extra: true } }]),
+      );
+      await store.append('c', [{ type: 'Y', data: {} }]);
+      const [x, y] = await store.readStream('c');
+      expect(x!.metadata).toEqual({ correlationId: 'corr-9', causationId: 'msg-3', extra: true });
+      expect(y!.metadata).toEqual({});
+    });
+
+    it('stores data as JSON, unaffected by later changes to the caller objects', async () => {
+      const store = await open();
+      const data = {
+        text: 'ünïcødé ✓ "quoted"',
+        n: 1.5,
+        big: 2 ** 53 - 1,
+        nested: { list: [1, null, 'x'] },
+        flag: false,
+      };
+      await store.append('j', [{ type: 'J', data }]);
+      data.nested.list.push('later');
+      const [event] = await store.readStream('j');
+      expect(event!.data).toEqual({
+        text: 'ünïcødé ✓ "quoted"',
+        n: 1.5,
+        big: 2 ** 53 - 1,
+        nested: { list: [1, null, 'x'] },
+        flag: false,
+      });
+    });
+
+    it('refuses invalid appends with INVALID_EVENT and writes nothing', async () => {
+      const store = await open();
+      const cases = [
+        store.append('', [{ type: 'x', data: 1 }]),
+        store.append('v', []),
+        store.append('v', [{ type: '', data: 1 }]),
+        store.append('v', [{ type: 'x', data: 1, id: 'not-a-uuid' }]),
+        store.append('v', [{ type: 'x', data: { n: 10n } }]),
+        store.append('v', [{ type: 'x', data: 1 }], { expectedVersion: -2 }),
+        store.append('v', [{ type: 'x', data: 1 }], { expectedVersion: 'latest' as never }),
+      ];
+      for (const attempt of cases) expect(isInvalidEventError(await rejection(attempt))).toBe(true);
+      expect(await store.readStream('v')).toEqual([]);
+    });
+
+    it('lets 50 writers race on one stream: versions contiguous, nothing lost or doubled, losers get ConcurrencyError', async () => {
+      const store = await open();
+      let conflicts = 0;
+      const writers = Array.from({ length: 50 }, async (_, w) => {
+        for (;;) {
+          const events = await store.readStream('hot', { direction: 'backward', limit: 1 });
+          const expectedVersion = events.length === 0 ? ('no_stream' as const) : events[0]!.version;
+          try {
+            await store.append('hot', [{ type: 'Wrote', data: { w } }], { expectedVersion });
+            return;
+          } catch (error) {
+            if (!isConcurrencyError(error)) throw error;
+            conflicts++;
+          }
+        }
+      });
+      await Promise.all(writers);
+      const events = await store.readStream('hot');
+      expect(events.map((e) => e.version)).toEqual(Array.from({ length: 50 }, (_, i) => i));
+      expect(events.map((e) => (e.data as { w: number }).w).sort((a, b) => a - b)).toEqual(
+        Array.from({ length: 50 }, (_, i) => i),
+      );
+      expect(conflicts).toBeGreaterThan(0);
+    });
+
+    it('subscribes from the start, then live, in global order', async () => {
+      const store = await open();
+      await store.append('s1', [{ type: 'A', data: 1 }]);
+      await store.append('s2', [{ type: 'B', data: 2 }]);
+      const seen: string[] = [];
+      const sub = store.subscribe({ name: 'all' }, (e) => void seen.push(`${e.streamId}:${e.type}`));
+      await waitFor(() => seen.length === 2, 'the catch-up');
+      await store.append('s1', [{ type: 'C', data: 3 }]);
+      await store.append('s3', [{ type: 'D', data: 4 }]);
+      await waitFor(() => seen.length === 4, 'the live events');
+      expect(seen).toEqual(['s1:A', 's2:B', 's1:C', 's3:D']);
+      await sub.caughtUp();
+      expect(await sub.lag()).toMatchObject({ behind: 0 });
+      await sub.close();
+    });
+
+    it('resumes a named subscription from its checkpoint', async () => {
+      const store = await open();
+      await store.append('s', [
+        { type: 'A', data: 1 },
+        { type: 'B', data: 2 },
+      ]);
+      const first: string[] = [];
+      const sub1 = store.subscribe({ name: 'projector' }, (e) => void first.push(e.type));
+      await waitFor(() => first.length === 2, 'the first run');
+      await sub1.close();
+      await store.append('s', [{ type: 'C', data: 3 }]);
+      const second: string[] = [];
+      const sub2 = store.subscribe({ name: 'projector' }, (e) => void second.push(e.type));
+      await waitFor(() => second.length === 1, 'the resumed run');
+      await sub2.caughtUp();
+      expect(second).toEqual(['C']);
+      await sub2.close();
+      // Another name starts from scratch.
+      const third: string[] = [];
+      const sub3 = store.subscribe({ name: 'another' }, (e) => void third.push(e.type));
+      await waitFor(() => third.length === 3, 'a new subscription');
+      await sub3.close();
+    });
+
+    it("starts at the end with from: 'end' and filters by type", async () => {
+      const store = await open();
+      await store.append('s', [{ type: 'Old', data: 1 }]);
+      const seen: string[] = [];
+      const sub = store.subscribe(
+        { name: 'tail', from: 'end', types: ['Wanted'] },
+        (e) => void seen.push(e.type),
+      );
+      await sub.caughtUp();
+      await store.append('s', [
+        { type: 'Unwanted', data: 2 },
+        { type: 'Wanted', data: 3 },
+      ]);
+      await waitFor(() => seen.length === 1, 'the wanted event');
+      await sub.caughtUp();
+      expect(seen).toEqual(['Wanted']);
+      await sub.close();
+    });
+
+    it('retries a failing handler, parks the event after its limit and goes on; parked events replay', async () => {
+      const store = await open();
+      await store.append('p', [
+        { type: 'Ok', data: 1 },
+        { type: 'Poison', data: 2 },
+        { type: 'Ok', data: 3 },
+      ]);
+      let broken = true;
+      const attempts: number[] = [];
+      const handled: number[] = [];
+      const sub = store.subscribe({ name: 'fragile', maxAttempts: 3, backoff: FAST }, (e) => {
+        if (e.type === 'Poison' && broken) {
+          attempts.push(Date.now());
+          throw new Error('cannot project this');
+        }
+        handled.push(e.data as number);
+      });
+      await waitFor(() => handled.length === 2, 'the events around the poison');
+      expect(handled).toEqual([1, 3]);
+      expect(attempts).toHaveLength(3);
+      const parked = await sub.parked();
+      expect(parked).toHaveLength(1);
+      expect(parked[0]).toMatchObject({
+        subscription: 'fragile',
+        attempts: 3,
+        event: { type: 'Poison', data: 2 },
+      });
+      expect(parked[0]!.error).toContain('cannot project this');
+      broken = false;
+      expect(await sub.replayParked()).toBe(1);
+      expect(handled).toEqual([1, 3, 2]);
+      expect(await sub.parked()).toEqual([]);
+      await sub.close();
+    });
+
+    it('reports lag as events behind the head', async () => {
+      const store = await open();
+      await store.append(
+        'l',
+        Array.from({ length: 5 }, (_, i) => ({ type: 'n', data: i })),
+      );
+      let release!: () => void;
+      const gate = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      const seen: number[] = [];
+      const sub = store.subscribe({ name: 'slow', batchSize: 10 }, async (e) => {
+        if (seen.length === 0) await gate;
+        seen.push(e.data as number);
+      });
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      expect((await sub.lag()).behind).toBe(5);
+      release();
+      await waitFor(() => seen.length === 5, 'all events');
+      await sub.caughtUp();
+      expect((await sub.lag()).behind).toBe(0);
+      await sub.close();
+    });
+
+    it('keeps the latest snapshot of a stream', async () => {
+      const store = await open();
+      expect(await store.loadSnapshot('agg')).toBeUndefined();
+      await store.saveSnapshot({
+        streamId: 'agg',
+        version: 9,
+        schemaVersion: 1,
+        state: { total: 5, items: ['a'] },
+      });
+      await store.saveSnapshot({
+        streamId: 'agg',
+        version: 19,
+        schemaVersion: 2,
+        state: { total: 7, items: ['a', 'b'] },
+      });
+      expect(await store.loadSnapshot('agg')).toMatchObject({
+        streamId: 'agg',
+        version: 19,
+        schemaVersion: 2,
+        state: { total: 7, items: ['a', 'b'] },
+      });
+    });
+  });
+}
