@@ -1,4 +1,4 @@
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
@@ -8,6 +8,7 @@ import { type Bus, createBus } from '../messaging/bus.js';
 import type { Contracts } from '../messaging/contracts.js';
 import { MemoryInbox } from '../messaging/inbox.js';
 import { silentLogger } from '../messaging/logger.js';
+import { onLines, spawnFixture } from '../testing/child-process.js';
 import { createTestVhost, type TestVhost } from '../testing/rabbitmq.js';
 import { sleep, waitFor } from '../testing/wait.js';
 
@@ -146,28 +147,12 @@ describe('RabbitMQ transport under connection faults', () => {
 
 const fixture = (name: string) => fileURLToPath(new URL(`./fixtures/${name}`, import.meta.url));
 
-function spawnFixture(name: string, env: Record<string, string>): ChildProcess {
-  const child = spawn(process.execPath, ['--import', 'tsx', fixture(name)], {
-    env: { ...process.env, ...env },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
+function startFixture(name: string, env: Record<string, string>): ChildProcess {
+  const child = spawnFixture(fixture(name), env);
   cleanups.push(async () => {
     if (child.exitCode === null) child.kill('SIGKILL');
   });
   return child;
-}
-
-function lines(child: ChildProcess, onLine: (line: string) => void): void {
-  let buffer = '';
-  child.stdout!.on('data', (chunk: Buffer) => {
-    buffer += chunk.toString('utf8');
-    let nl = buffer.indexOf('\n');
-    while (nl >= 0) {
-      onLine(buffer.slice(0, nl));
-      buffer = buffer.slice(nl + 1);
-      nl = buffer.indexOf('\n');
-    }
-  });
 }
 
 describe('RabbitMQ transport when a process is SIGKILLed', () => {
@@ -179,8 +164,8 @@ describe('RabbitMQ transport when a process is SIGKILLed', () => {
     await reader.subscribe('ledger.#', async (m) => void received.add(m.id));
 
     const confirmed: string[] = [];
-    const child = spawnFixture('publisher-process.ts', { AMQP_URL: v.url });
-    lines(child, (line) => {
+    const child = startFixture('publisher-process.ts', { AMQP_URL: v.url });
+    onLines(child, (line) => {
       if (line.startsWith('confirmed ')) confirmed.push(line.slice('confirmed '.length));
     });
     await waitFor(() => confirmed.length >= 2000, 'the publisher to get 2000 confirms', 30_000);
@@ -199,10 +184,10 @@ describe('RabbitMQ transport when a process is SIGKILLed', () => {
     // Must not be lost: any of the 500 messages, although the first consumer dies holding some unacknowledged.
     const v = await vhost();
     const producer = await bus(v.url, 'shipping');
-    const child = spawnFixture('consumer-process.ts', { AMQP_URL: v.url });
+    const child = startFixture('consumer-process.ts', { AMQP_URL: v.url });
     const handledByChild = new Set<string>();
     let ready = false;
-    lines(child, (line) => {
+    onLines(child, (line) => {
       if (line === 'ready') ready = true;
       if (line.startsWith('handled ')) handledByChild.add(line.slice('handled '.length));
     });

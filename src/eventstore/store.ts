@@ -69,6 +69,9 @@ export class EventStore {
     if (events.length > MAX_BATCH)
       throw new InvalidEventError(`append takes at most ${MAX_BATCH} events at once`);
     const prepared = events.map((event, i) => prepare(event, i));
+    if (new Set(prepared.map((e) => e.id)).size !== prepared.length) {
+      throw new InvalidEventError('an append cannot hold the same event id twice');
+    }
     return this.backend.append(streamId, prepared, expected);
   }
 

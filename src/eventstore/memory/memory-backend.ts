@@ -14,7 +14,8 @@ const stores = new Map<string, MemoryEventStoreBackend>();
 /**
  * Events in process memory: the embedded default for tests and demos. Appends are synchronous, so
  * positions (1, 2, 3…) follow commit order. Data is copied through JSON on the way in, as a database
- * would, so a caller mutating its objects later cannot change history.
+ * would, and stored events are frozen: neither the appender's objects nor a reader mutating what it
+ * read can change history (a mutation throws instead of corrupting it).
  */
 export class MemoryEventStoreBackend implements EventStoreBackend {
   readonly name = 'memory';
@@ -22,7 +23,7 @@ export class MemoryEventStoreBackend implements EventStoreBackend {
   readonly #streams = new Map<string, RecordedEvent[]>();
   readonly #checkpoints = new Map<string, bigint>();
   readonly #parked = new Map<string, Map<bigint, ParkedEvent>>();
-  readonly #snapshots = new Map<string, Snapshot>();
+  readonly #snapshots = new Map<string, string>();
   readonly #watchers = new Set<() => void>();
 
   /** The process-wide store called `name` (`memory://name`), created on first use. */
@@ -60,11 +61,12 @@ export class MemoryEventStoreBackend implements EventStoreBackend {
         position: BigInt(this.#all.length + 1 + i),
         id: e.id,
         type: e.type,
-        data: JSON.parse(JSON.stringify(e.data ?? null)),
-        metadata: JSON.parse(JSON.stringify(e.metadata)),
+        data: deepFreeze(JSON.parse(JSON.stringify(e.data ?? null))),
+        metadata: deepFreeze(JSON.parse(JSON.stringify(e.metadata))),
         time,
       }),
     );
+    for (const event of recorded) Object.freeze(event);
     this.#all.push(...recorded);
     stream.push(...recorded);
     this.#streams.set(streamId, stream);
@@ -135,14 +137,24 @@ export class MemoryEventStoreBackend implements EventStoreBackend {
   }
 
   async loadSnapshot(streamId: string): Promise<Snapshot | undefined> {
-    return this.#snapshots.get(streamId);
+    const json = this.#snapshots.get(streamId);
+    // A copy each time: the caller may evolve the state in place.
+    return json === undefined ? undefined : JSON.parse(json);
   }
 
   async saveSnapshot(snapshot: Snapshot): Promise<void> {
-    this.#snapshots.set(snapshot.streamId, JSON.parse(JSON.stringify(snapshot)));
+    this.#snapshots.set(snapshot.streamId, JSON.stringify(snapshot));
   }
 
   async close(): Promise<void> {
     this.#watchers.clear();
   }
+}
+
+function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
+    for (const child of Object.values(value)) deepFreeze(child);
+    Object.freeze(value);
+  }
+  return value;
 }
