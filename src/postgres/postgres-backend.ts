@@ -22,11 +22,21 @@ export interface PostgresBackendOptions {
   readonly schema?: string;
   /** Connections in the pool. @default 10 */
   readonly poolSize?: number;
+  /**
+   * Least time between two NOTIFYs that wake subscribers in other processes while appends keep
+   * coming: each NOTIFY is a small transaction of its own. The first append after a pause is
+   * announced at once. @default 2
+   */
+  readonly notifyIntervalMs?: number;
   /** @default warnings and errors to stderr */
   readonly logger?: Logger;
 }
 
-export const DEFAULT_POSTGRES_BACKEND_OPTIONS = Object.freeze({ schema: 'ferry', poolSize: 10 });
+export const DEFAULT_POSTGRES_BACKEND_OPTIONS = Object.freeze({
+  schema: 'ferry',
+  poolSize: 10,
+  notifyIntervalMs: 2,
+});
 
 const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,40}$/;
 /** How long `readAfter` waits for this process's own last append to become final (read-your-writes). */
@@ -54,26 +64,36 @@ function isConnectionFailure(error: unknown): boolean {
 interface EventRow extends QueryResultRow {
   position: bigint;
   stream_id: string;
-  version: bigint;
+  version: number;
   id: string;
   type: string;
   data: unknown;
   metadata: Record<string, unknown>;
-  time: Date;
+  time: string;
 }
 
-const EVENT_COLUMNS = 'position, stream_id, version, id, type, data, metadata, time';
+// The version as float8: exact below 2^53 and parsed straight into a number.
+const EVENT_COLUMNS = 'position, stream_id, version::float8 AS version, id, type, data, metadata, time';
+const INT8_OID = 20;
+const TIMESTAMPTZ_OID = 1184;
+
+/** `2026-11-30 10:12:13.123456+00` (UTC session) to `2026-11-30T10:12:13.123Z`. */
+export function utcTextToIso(text: string): string {
+  const match = /^(\d{4,}-\d\d-\d\d) (\d\d:\d\d:\d\d)(?:\.(\d{1,6}))?\+00$/.exec(text);
+  if (match === null) return new Date(text).toISOString();
+  return `${match[1]}T${match[2]}.${(match[3] ?? '').padEnd(3, '0').slice(0, 3)}Z`;
+}
 
 function toEvent(row: EventRow): RecordedEvent {
   return {
     streamId: row.stream_id,
-    version: Number(row.version),
+    version: row.version,
     position: row.position,
     id: row.id,
     type: row.type,
     data: row.data,
     metadata: row.metadata,
-    time: row.time.toISOString(),
+    time: row.time,
   };
 }
 
@@ -91,6 +111,7 @@ export class PostgresEventStoreBackend implements EventStoreBackend {
   readonly schema: string;
   readonly #url: string;
   readonly #poolSize: number;
+  readonly #notifyIntervalMs: number;
   readonly #logger: Logger;
   readonly #sql: ReturnType<typeof statements>;
   #pool: Pool | undefined;
@@ -110,6 +131,8 @@ export class PostgresEventStoreBackend implements EventStoreBackend {
     this.schema = o.schema;
     this.#url = o.url;
     this.#poolSize = o.poolSize;
+    if (!(o.notifyIntervalMs >= 0)) throw new InvalidOptionsError('notifyIntervalMs must be 0 or more');
+    this.#notifyIntervalMs = o.notifyIntervalMs;
     this.#logger = o.logger ?? stderrLogger;
     this.#sql = statements(`"${o.schema}"`);
   }
@@ -127,12 +150,17 @@ export class PostgresEventStoreBackend implements EventStoreBackend {
       max: this.#poolSize,
       connectionTimeoutMillis: 10_000,
       application_name: 'ferry',
-      // int8 as bigint for this pool only: the global type parsers of the application stay untouched.
+      // Times come back in UTC, so the text form converts to RFC 3339 without a Date.
+      options: '-c TimeZone=UTC',
+      // For this pool only (the application's global type parsers stay untouched): int8 as bigint,
+      // timestamptz as an ISO string, avoiding a Date per row.
       types: {
         getTypeParser: ((oid: number, format?: string) =>
-          oid === 20
+          oid === INT8_OID
             ? (value: string) => BigInt(value)
-            : pg.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
+            : oid === TIMESTAMPTZ_OID
+              ? utcTextToIso
+              : pg.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
       },
     });
     pool.on('error', (error) =>
@@ -155,6 +183,7 @@ export class PostgresEventStoreBackend implements EventStoreBackend {
       channel: `ferry_events_${this.schema}`,
       pool,
       logger: this.#logger,
+      intervalMs: this.#notifyIntervalMs,
     });
   }
 
@@ -298,19 +327,29 @@ export class PostgresEventStoreBackend implements EventStoreBackend {
   ): Promise<ReadAfterResult> {
     const deadline = Date.now() + OWN_WRITES_WAIT_MS;
     for (;;) {
-      const { rows } = await this.#db.query<EventRow & { horizon: bigint; held: boolean }>(
-        this.#sql.readAfter,
-        [after, limit, types ?? null],
-      );
-      const head = rows[0];
-      const horizon = head?.horizon ?? 0n;
+      const { rows } = await this.#db.query<EventRow & { horizon: bigint }>(this.#sql.readAfter, [
+        after,
+        limit,
+        types ?? null,
+      ]);
+      const horizon = rows[0]!.horizon;
       // Read-your-writes: what this process appended becomes readable as soon as it is final.
       if (horizon <= this.#lastAppended && this.#lastAppended > after && Date.now() < deadline) {
         await new Promise((resolve) => setTimeout(resolve, 10));
         continue;
       }
-      const events = head?.position === null || head === undefined ? [] : rows.map(toEvent);
-      return { events, held: head?.held === true };
+      // Positions at or above the horizon may still be preceded by a commit in progress: not yet.
+      const events: RecordedEvent[] = [];
+      let held = false;
+      for (const row of rows) {
+        if (row.position === null) break;
+        if (row.position >= horizon) {
+          held = true;
+          break;
+        }
+        events.push(toEvent(row));
+      }
+      return { events, held };
     }
   }
 
@@ -350,14 +389,14 @@ export class PostgresEventStoreBackend implements EventStoreBackend {
 
   async listParked(subscription: string, limit: number): Promise<ParkedEvent[]> {
     const { rows } = await this.#db.query<
-      EventRow & { subscription: string; error: string; attempts: number; parked_at: Date }
+      EventRow & { subscription: string; error: string; attempts: number; parked_at: string }
     >(this.#sql.listParked, [subscription, Math.min(limit, 1_000_000)]);
     return rows.map((row) => ({
       subscription: row.subscription,
       event: toEvent(row),
       error: row.error,
       attempts: row.attempts,
-      parkedAt: row.parked_at.toISOString(),
+      parkedAt: row.parked_at,
     }));
   }
 
@@ -371,7 +410,7 @@ export class PostgresEventStoreBackend implements EventStoreBackend {
       version: bigint;
       schema_version: number;
       state: unknown;
-      time: Date;
+      time: string;
     }>(this.#sql.loadSnapshot, [streamId]);
     const row = rows[0];
     if (row === undefined) return undefined;
@@ -380,7 +419,7 @@ export class PostgresEventStoreBackend implements EventStoreBackend {
       version: Number(row.version),
       schemaVersion: row.schema_version,
       state: row.state,
-      time: row.time.toISOString(),
+      time: row.time,
     };
   }
 
@@ -430,14 +469,14 @@ function appendStatements(s: string) {
         SELECT pg_current_xact_id()::text::bigint << 16 AS base
       )`;
   return {
-    // One event, the common case: scalar parameters. Array parameters cost the client escaping and the
-    // server parsing, about a fifth of single-event append throughput.
+    // One event, the common case: scalar parameters and no CTE. Array parameters cost the client
+    // escaping and the server parsing, about a fifth of single-event append throughput.
     appendOne: {
       name: `ferry-append-one-${s}`,
-      text: `${head}
+      text: `
       INSERT INTO ${s}.events (position, stream_id, version, id, type, data, metadata)
-      SELECT tx.base, $1, cur.v + 1, $2::uuid, $3, $4::jsonb, $5::jsonb
-      FROM cur, tx
+      SELECT pg_current_xact_id()::text::bigint << 16, $1, cur.v + 1, $2::uuid, $3, $4::jsonb, $5::jsonb
+      FROM (SELECT COALESCE(max(version), -1) AS v FROM ${s}.events WHERE stream_id = $1) cur
       WHERE ${EXPECTED_CHECK}
       RETURNING position, version`,
     },
@@ -460,16 +499,15 @@ function statements(s: string) {
     currentVersion: `SELECT COALESCE(max(version), -1) AS version FROM ${s}.events WHERE stream_id = $1`,
     readStreamForward: `SELECT ${EVENT_COLUMNS} FROM ${s}.events WHERE stream_id = $1 AND version >= $2 ORDER BY version LIMIT $3`,
     readStreamBackward: `SELECT ${EVENT_COLUMNS} FROM ${s}.events WHERE stream_id = $1 AND version <= $2 ORDER BY version DESC LIMIT $3`,
-    // Always one row at least, so the horizon and `held` come back even when there are no events.
+    // The next events by position, whatever their horizon (a plain index range scan), and the horizon
+    // beside them: the caller keeps those below it. Always one row, so the horizon comes back even
+    // without events. A horizon condition inside the scan would make the planner sort the whole range.
     readAfter: `
-      WITH h AS MATERIALIZED (
-        SELECT z.horizon, EXISTS (SELECT 1 FROM ${s}.events x WHERE x.position >= z.horizon) AS held
-        FROM (SELECT ${horizon} AS horizon) z
-      )
-      SELECT h.horizon, h.held, e.*
+      WITH h AS MATERIALIZED (SELECT ${horizon} AS horizon)
+      SELECT h.horizon, e.*
       FROM h LEFT JOIN LATERAL (
         SELECT ${EVENT_COLUMNS} FROM ${s}.events
-        WHERE position > $1 AND position < h.horizon AND ($3::text[] IS NULL OR type = ANY($3::text[]))
+        WHERE position > $1 AND ($3::text[] IS NULL OR type = ANY($3::text[]))
         ORDER BY position LIMIT $2
       ) e ON true`,
     horizon: `SELECT ${horizon} AS horizon`,
