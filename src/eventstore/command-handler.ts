@@ -146,8 +146,8 @@ export class CommandHandler<C, E extends DeciderEvent, S> {
 
   /**
    * Loads the stream, decides `command`, and appends the decided events expecting the version it
-   * loaded; on a `ConcurrencyError` it starts over, up to `maxRetries` times, then rethrows the last
-   * one. A command that decides nothing appends nothing and returns the current state. After an
+   * loaded; on a `ConcurrencyError` it starts over after a short random pause (up to 5 ms, doubling,
+   * at most 100 ms), up to `maxRetries` times, then rethrows the last one. A command that decides nothing appends nothing and returns the current state. After an
    * append that takes the stream past a multiple of `snapshots.every`, it saves a snapshot.
    */
   async handle(streamId: string, command: C, options: HandleOptions = {}): Promise<CommandResult<S>> {
@@ -166,8 +166,10 @@ export class CommandHandler<C, E extends DeciderEvent, S> {
           { expectedVersion: loaded.version === -1 ? 'no_stream' : loaded.version },
         ));
       } catch (error) {
-        if (isConcurrencyError(error) && attempt < this.#maxRetries) continue;
-        throw error;
+        if (!isConcurrencyError(error) || attempt >= this.#maxRetries) throw error;
+        // Full jitter, so that writers who lost the same race do not collide again in step.
+        await new Promise((resolve) => setTimeout(resolve, Math.random() * Math.min(100, 5 * 2 ** attempt)));
+        continue;
       }
       // Read back rather than rebuild: positions, ids, metadata and time are the store's to say.
       const events = await this.#store.readStream(streamId, {

@@ -159,3 +159,47 @@ describe('PostgreSQL global order under concurrent transactions', () => {
     expect(seen).toEqual(['Hello', 'Again']);
   });
 });
+
+describe('PostgreSQL append forms', () => {
+  it('appends short batches, long batches and batches inside a transaction with the same results', async () => {
+    const schema = freshSchema();
+    const { store, backend } = await openStore(schema);
+    const db = await pool();
+    await store.append(
+      'forms',
+      Array.from({ length: 32 }, (_, i) => ({ type: 'Short', data: i })),
+    );
+    await store.append(
+      'forms',
+      Array.from({ length: 33 }, (_, i) => ({ type: 'Long', data: i })),
+      {
+        expectedVersion: 31,
+      },
+    );
+    const client = await db.connect();
+    try {
+      await client.query('BEGIN');
+      await backend.appendInTransaction(client, 'forms', [event('Tx', 0), event('Tx', 1)], 64);
+      await backend.appendInTransaction(client, 'other', [event('Tx', 2)], 'no_stream');
+      await client.query('COMMIT');
+    } finally {
+      client.release();
+    }
+    const events = await store.readStream('forms');
+    expect(events.map((e) => e.version)).toEqual(Array.from({ length: 67 }, (_, i) => i));
+    expect(events.map((e) => e.type)).toEqual([
+      ...Array<string>(32).fill('Short'),
+      ...Array<string>(33).fill('Long'),
+      'Tx',
+      'Tx',
+    ]);
+    const all: RecordedEvent[] = [];
+    for await (const e of store.readAll()) all.push(e);
+    expect(all).toHaveLength(68);
+    for (let i = 1; i < all.length; i++) expect(all[i]!.position > all[i - 1]!.position).toBe(true);
+    const conflict = await store
+      .append('forms', [{ type: 'Late', data: 0 }], { expectedVersion: 3 })
+      .catch((e: unknown) => e);
+    expect(conflict).toMatchObject({ code: 'CONCURRENCY_CONFLICT', expected: 3, actual: 66 });
+  });
+});
