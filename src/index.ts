@@ -89,6 +89,7 @@ export {
 } from './messaging/errors.js';
 export type { Inbox, InboxClaim, MemoryInboxOptions } from './messaging/inbox.js';
 export { DEFAULT_MEMORY_INBOX_OPTIONS, MemoryInbox } from './messaging/inbox.js';
+export { DEFAULT_DURABLE_INBOX_OPTIONS, type DurableInboxOptions } from './messaging/lease.js';
 export type { Logger } from './messaging/logger.js';
 export { silentLogger, stderrLogger } from './messaging/logger.js';
 export type { MemoryBrokerOptions } from './messaging/memory/memory-broker.js';

@@ -1,3 +1,5 @@
+import type { Inbox } from '../messaging/inbox.js';
+import type { DurableInboxOptions } from '../messaging/lease.js';
 import type {
   AppendResult,
   ExpectedVersion,
@@ -77,6 +79,9 @@ export interface EventStoreBackend {
 
   loadSnapshot(streamId: string): Promise<Snapshot | undefined>;
   saveSnapshot(snapshot: Snapshot): Promise<void>;
+
+  /** An inbox for idempotent bus consumers kept in the same storage (durable where the backend is). */
+  inbox(options?: DurableInboxOptions): Inbox;
 
   close(): Promise<void>;
 }

@@ -1,5 +1,7 @@
 import { currentContext } from '../context/context.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
+import type { Inbox } from '../messaging/inbox.js';
+import type { DurableInboxOptions } from '../messaging/lease.js';
 import { type Logger, stderrLogger } from '../messaging/logger.js';
 import { uuidv7 } from '../messaging/message-id.js';
 import type { EventStoreBackend, Snapshot } from './backend.js';
@@ -132,6 +134,19 @@ export class EventStore {
   saveSnapshot<S>(snapshot: Omit<Snapshot<S>, 'time'>): Promise<void> {
     this.#assertOpen();
     return this.backend.saveSnapshot({ ...snapshot, time: new Date().toISOString() });
+  }
+
+  /**
+   * An inbox for idempotent consumers of the message bus, kept in this store's database: processed
+   * message ids survive restarts and are shared by every instance on SQLite and PostgreSQL (in
+   * process memory for the memory backend).
+   *
+   * @example
+   * const bus = await createBus({ url, service: 'payments', inbox: store.inbox() });
+   */
+  inbox(options?: DurableInboxOptions): Inbox {
+    this.#assertOpen();
+    return this.backend.inbox(options);
   }
 
   /** Stops every subscription (after the event each is handling), then closes the backend. Idempotent. */

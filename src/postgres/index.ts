@@ -4,3 +4,4 @@ export {
   type PostgresBackendOptions,
   PostgresEventStoreBackend,
 } from './postgres-backend.js';
+export { PostgresInbox } from './postgres-inbox.js';

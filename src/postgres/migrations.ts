@@ -55,6 +55,19 @@ export const MIGRATIONS: readonly Migration[] = [
       );
     `,
   },
+  {
+    version: 2,
+    name: 'inbox of idempotent consumers',
+    sql: `
+      CREATE TABLE $schema.inbox (
+        key text PRIMARY KEY,
+        state text NOT NULL CHECK (state IN ('processing', 'done')),
+        lease_until timestamptz,
+        processed_at timestamptz
+      );
+      CREATE INDEX inbox_done ON $schema.inbox (processed_at) WHERE state = 'done';
+    `,
+  },
 ];
 
 /**

@@ -9,10 +9,13 @@ import type {
   ReadStreamOptions,
   RecordedEvent,
 } from '../eventstore/types.js';
+import type { Inbox } from '../messaging/inbox.js';
+import type { DurableInboxOptions } from '../messaging/lease.js';
 import { type Logger, stderrLogger } from '../messaging/logger.js';
 import { redactUrl } from '../messaging/transport-from-url.js';
 import { migrate } from './migrations.js';
 import { Notifier } from './notifier.js';
+import { PostgresInbox } from './postgres-inbox.js';
 
 /** Options of the PostgreSQL event store backend. */
 export interface PostgresBackendOptions {
@@ -439,6 +442,11 @@ export class PostgresEventStoreBackend implements EventStoreBackend {
       JSON.stringify(snapshot.state),
       snapshot.time,
     ]);
+  }
+
+  /** An inbox in this schema, for idempotent consumers of the message bus. Needs `open()` first. */
+  inbox(options: DurableInboxOptions = {}): Inbox {
+    return new PostgresInbox(this.#db, this.schema, options);
   }
 
   async close(): Promise<void> {

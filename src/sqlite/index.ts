@@ -3,3 +3,4 @@ export {
   type SqliteBackendOptions,
   SqliteEventStoreBackend,
 } from './sqlite-backend.js';
+export { SqliteInbox } from './sqlite-inbox.js';

@@ -12,6 +12,9 @@ import type {
   RecordedEvent,
 } from '../eventstore/types.js';
 import { expectedVersionHolds } from '../eventstore/versions.js';
+import type { Inbox } from '../messaging/inbox.js';
+import type { DurableInboxOptions } from '../messaging/lease.js';
+import { SqliteInbox } from './sqlite-inbox.js';
 
 /** Options of {@link SqliteEventStoreBackend}. */
 export interface SqliteBackendOptions {
@@ -65,6 +68,18 @@ const MIGRATIONS: readonly { readonly version: number; readonly name: string; re
         state TEXT NOT NULL,
         time TEXT NOT NULL
       );`,
+  },
+  {
+    version: 2,
+    name: 'inbox of idempotent consumers',
+    sql: `
+      CREATE TABLE ferry_inbox (
+        key TEXT PRIMARY KEY,
+        state TEXT NOT NULL CHECK (state IN ('processing', 'done')),
+        lease_until INTEGER,
+        processed_at INTEGER
+      );
+      CREATE INDEX ferry_inbox_done ON ferry_inbox (processed_at) WHERE state = 'done';`,
   },
 ];
 
@@ -368,6 +383,12 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
       JSON.stringify(snapshot.state ?? null),
       snapshot.time,
     );
+  }
+
+  /** An inbox in this database, for idempotent consumers of the message bus. Needs `open()` first. */
+  inbox(options: DurableInboxOptions = {}): Inbox {
+    this.#ready();
+    return new SqliteInbox(this.#db!, options);
   }
 
   /** Stops watching for other connections' appends and closes the database. Idempotent. */

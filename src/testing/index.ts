@@ -8,6 +8,7 @@ export {
 } from './decider-spec.js';
 export { type EventStoreHarness, testEventStore } from './event-store-contract.js';
 export { FaultProxy } from './fault-proxy.js';
+export { type InboxHarness, type InboxUnderTest, testInbox } from './inbox-contract.js';
 export { dropSchemas, postgresTestUrl, testSchemaName } from './postgres.js';
 export { createTestVhost, rabbitmqBaseUrl, type TestVhost } from './rabbitmq.js';
 export { type TransportFeatures, type TransportHarness, testTransport } from './transport-contract.js';

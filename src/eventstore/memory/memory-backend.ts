@@ -1,3 +1,4 @@
+import { type Inbox, MemoryInbox } from '../../messaging/inbox.js';
 import type { EventStoreBackend, ParkedEvent, ReadAfterResult, Snapshot } from '../backend.js';
 import { ConcurrencyError, DuplicateEventIdError } from '../errors.js';
 import type {
@@ -25,6 +26,7 @@ export class MemoryEventStoreBackend implements EventStoreBackend {
   readonly #parked = new Map<string, Map<bigint, ParkedEvent>>();
   readonly #snapshots = new Map<string, string>();
   readonly #watchers = new Set<() => void>();
+  #inbox: MemoryInbox | undefined;
 
   /** The process-wide store called `name` (`memory://name`), created on first use. */
   static named(name: string): MemoryEventStoreBackend {
@@ -144,6 +146,12 @@ export class MemoryEventStoreBackend implements EventStoreBackend {
 
   async saveSnapshot(snapshot: Snapshot): Promise<void> {
     this.#snapshots.set(snapshot.streamId, JSON.stringify(snapshot));
+  }
+
+  /** A process-memory inbox, one per store (options of durable inboxes do not apply). */
+  inbox(): Inbox {
+    this.#inbox ??= new MemoryInbox();
+    return this.#inbox;
   }
 
   async close(): Promise<void> {

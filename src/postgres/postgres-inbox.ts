@@ -1,0 +1,95 @@
+import type { Pool } from 'pg';
+import type { Inbox, InboxClaim } from '../messaging/inbox.js';
+import {
+  DEFAULT_DURABLE_INBOX_OPTIONS,
+  type DurableInboxOptions,
+  holdBackoff,
+  keepLease,
+} from '../messaging/lease.js';
+
+const CLEANUP_EVERY_MS = 600_000;
+
+/**
+ * An inbox in PostgreSQL, beside the event store: a key processed by any instance of the service,
+ * before or after a restart, is recognised. A claim is a lease, renewed while the handler runs; a
+ * holder that dies loses it after `leaseMs` and the message is processed again (at least once: the
+ * handler's own writes and the inbox commit separately).
+ */
+export class PostgresInbox implements Inbox {
+  readonly #pool: Pool;
+  readonly #table: string;
+  readonly #leaseMs: number;
+  readonly #retentionMs: number;
+  #cleanedAt = 0;
+
+  /** Use `PostgresEventStoreBackend.inbox()`, which shares the store's pool and migrated schema. */
+  constructor(pool: Pool, schema: string, options: DurableInboxOptions = {}) {
+    const o = { ...DEFAULT_DURABLE_INBOX_OPTIONS, ...options };
+    this.#pool = pool;
+    this.#table = `"${schema}".inbox`;
+    this.#leaseMs = o.leaseMs;
+    this.#retentionMs = o.retentionMs;
+  }
+
+  async begin(key: string): Promise<InboxClaim | null> {
+    this.#cleanUp();
+    for (let round = 0; ; round++) {
+      const claimed = await this.#pool.query(
+        `INSERT INTO ${this.#table} (key, state, lease_until) VALUES ($1, 'processing', now() + $2 * interval '1 millisecond')
+         ON CONFLICT (key) DO UPDATE SET lease_until = EXCLUDED.lease_until
+           WHERE ${this.#table}.state = 'processing' AND ${this.#table}.lease_until < now()
+         RETURNING key`,
+        [key, this.#leaseMs],
+      );
+      if (claimed.rowCount === 1) return this.#claim(key);
+      const { rows } = await this.#pool.query<{ state: string }>(
+        `SELECT state FROM ${this.#table} WHERE key = $1`,
+        [key],
+      );
+      if (rows[0]?.state === 'done') return null;
+      // Held by a delivery still running (or just abandoned): look again shortly.
+      await holdBackoff(round);
+    }
+  }
+
+  #claim(key: string): InboxClaim {
+    const stop = keepLease(this.#leaseMs, () =>
+      this.#pool.query(
+        `UPDATE ${this.#table} SET lease_until = now() + $2 * interval '1 millisecond' WHERE key = $1 AND state = 'processing'`,
+        [key, this.#leaseMs],
+      ),
+    );
+    return {
+      complete: async () => {
+        stop();
+        await this.#pool.query(
+          `UPDATE ${this.#table} SET state = 'done', processed_at = now(), lease_until = NULL WHERE key = $1`,
+          [key],
+        );
+      },
+      abandon: () => {
+        stop();
+        this.#pool
+          .query(`DELETE FROM ${this.#table} WHERE key = $1 AND state = 'processing'`, [key])
+          .catch(() => {
+            // The lease runs out instead.
+          });
+      },
+    };
+  }
+
+  /** Forgets processed keys past the retention, at most every ten minutes, in the background. */
+  #cleanUp(): void {
+    const now = Date.now();
+    if (now - this.#cleanedAt < CLEANUP_EVERY_MS) return;
+    this.#cleanedAt = now;
+    this.#pool
+      .query(
+        `DELETE FROM ${this.#table} WHERE state = 'done' AND processed_at < now() - $1 * interval '1 millisecond'`,
+        [this.#retentionMs],
+      )
+      .catch(() => {
+        this.#cleanedAt = 0;
+      });
+  }
+}

@@ -1,0 +1,83 @@
+import type Database from 'better-sqlite3';
+import type { Inbox, InboxClaim } from '../messaging/inbox.js';
+import {
+  DEFAULT_DURABLE_INBOX_OPTIONS,
+  type DurableInboxOptions,
+  holdBackoff,
+  keepLease,
+} from '../messaging/lease.js';
+
+type Look = { claimed: true } | { claimed: false; done: boolean };
+
+/**
+ * An inbox in the SQLite file of the event store: processed keys survive restarts and are shared by
+ * every process on the file. Claims are leases renewed while the handler runs (see `PostgresInbox`).
+ */
+export class SqliteInbox implements Inbox {
+  readonly #leaseMs: number;
+  readonly #retentionMs: number;
+  readonly #look: Database.Transaction<(key: string, now: number) => Look>;
+  readonly #renew: Database.Statement<[number, string]>;
+  readonly #complete: Database.Statement<[number, string]>;
+  readonly #abandon: Database.Statement<[string]>;
+  readonly #cleanUp: Database.Statement<[number]>;
+  #cleanedAt = 0;
+
+  /** Use `SqliteEventStoreBackend.inbox()`, which shares the store's connection and migrated schema. */
+  constructor(db: Database.Database, options: DurableInboxOptions = {}) {
+    const o = { ...DEFAULT_DURABLE_INBOX_OPTIONS, ...options };
+    this.#leaseMs = o.leaseMs;
+    this.#retentionMs = o.retentionMs;
+    const find = db.prepare<[string], { state: string; lease_until: bigint | null }>(
+      'SELECT state, lease_until FROM ferry_inbox WHERE key = ?',
+    );
+    const upsert = db.prepare<[string, number]>(
+      `INSERT INTO ferry_inbox (key, state, lease_until) VALUES (?, 'processing', ?)
+       ON CONFLICT (key) DO UPDATE SET state = 'processing', lease_until = excluded.lease_until`,
+    );
+    this.#look = db.transaction((key: string, now: number): Look => {
+      const row = find.get(key);
+      if (row?.state === 'done') return { claimed: false, done: true };
+      if (row !== undefined && Number(row.lease_until ?? 0) > now) return { claimed: false, done: false };
+      upsert.run(key, now + this.#leaseMs);
+      return { claimed: true };
+    });
+    this.#renew = db.prepare("UPDATE ferry_inbox SET lease_until = ? WHERE key = ? AND state = 'processing'");
+    this.#complete = db.prepare(
+      "UPDATE ferry_inbox SET state = 'done', processed_at = ?, lease_until = NULL WHERE key = ?",
+    );
+    this.#abandon = db.prepare("DELETE FROM ferry_inbox WHERE key = ? AND state = 'processing'");
+    this.#cleanUp = db.prepare("DELETE FROM ferry_inbox WHERE state = 'done' AND processed_at < ?");
+  }
+
+  async begin(key: string): Promise<InboxClaim | null> {
+    this.#forgetOld();
+    for (let round = 0; ; round++) {
+      const look = this.#look.immediate(key, Date.now());
+      if (look.claimed) return this.#claim(key);
+      if (look.done) return null;
+      await holdBackoff(round);
+    }
+  }
+
+  #claim(key: string): InboxClaim {
+    const stop = keepLease(this.#leaseMs, async () => this.#renew.run(Date.now() + this.#leaseMs, key));
+    return {
+      complete: async () => {
+        stop();
+        this.#complete.run(Date.now(), key);
+      },
+      abandon: () => {
+        stop();
+        this.#abandon.run(key);
+      },
+    };
+  }
+
+  #forgetOld(): void {
+    const now = Date.now();
+    if (now - this.#cleanedAt < 600_000) return;
+    this.#cleanedAt = now;
+    this.#cleanUp.run(now - this.#retentionMs);
+  }
+}
