@@ -8,7 +8,10 @@ import { EventStore } from './store.js';
 
 /** Options of {@link createEventStore}. Give a `url` or a `backend`. */
 export interface CreateEventStoreOptions {
-  /** `memory://[name]`, `sqlite:./path/events.db` (or `sqlite::memory:`) or `postgres://user@host:5432/db`. */
+  /**
+   * `memory://[name]`, `sqlite:./path/events.db` (or `sqlite::memory:`) or
+   * `postgres://user@host:5432/db[?schema=name]`.
+   */
   readonly url?: string;
   /** A backend instance, instead of a URL. */
   readonly backend?: EventStoreBackend;
@@ -43,9 +46,14 @@ async function backendFromUrl(url: string, options: CreateEventStoreOptions): Pr
     case 'postgres':
     case 'postgresql': {
       const { PostgresEventStoreBackend } = await import('../postgres/postgres-backend.js');
+      // `?schema=name` in the URL chooses the schema; PostgreSQL itself must not see it.
+      const parsed = new URL(url);
+      const schema = parsed.searchParams.get('schema');
+      parsed.searchParams.delete('schema');
       return new PostgresEventStoreBackend({
+        ...(schema === null ? {} : { schema }),
         ...options.postgres,
-        url,
+        url: parsed.toString(),
         ...(options.logger === undefined ? {} : { logger: options.logger }),
       });
     }

@@ -92,3 +92,22 @@ describe('a bus with the PostgreSQL inbox', () => {
     await producer.close();
   });
 });
+
+describe('createEventStore with a PostgreSQL URL', () => {
+  it('takes the schema from ?schema= and keeps it away from PostgreSQL', async () => {
+    const schema = testSchemaName('url');
+    schemas.push(schema);
+    const { createEventStore } = await import('../eventstore/create.js');
+    const store = await createEventStore({
+      url: `${postgresTestUrl()}?schema=${schema}`,
+      logger: silentLogger,
+    });
+    await store.append('s', [{ type: 'A', data: 1 }]);
+    await store.close();
+    const client = new pg.Client({ connectionString: postgresTestUrl() });
+    await client.connect();
+    const { rows } = await client.query(`SELECT count(*)::int AS n FROM "${schema}".events`);
+    await client.end();
+    expect(rows[0].n).toBe(1);
+  });
+});
