@@ -9,6 +9,12 @@ export interface FerryContext {
   readonly correlationId: string;
   /** Id of the message being handled; becomes the causation id of messages published meanwhile. */
   readonly messageId?: string;
+  /** Epoch ms by which the work must be done: set from an incoming request's deadline, honoured by outgoing calls. */
+  readonly deadline?: number;
+  /** W3C trace context of the current request (`00-<trace-id>-<parent-id>-<flags>`). */
+  readonly traceparent?: string;
+  /** Aborted when the current request is cancelled or its deadline passes. */
+  readonly signal?: AbortSignal;
 }
 
 const storage = new AsyncLocalStorage<FerryContext>();
