@@ -48,6 +48,89 @@ export type {
   ReadStreamOptions,
   RecordedEvent,
 } from './eventstore/types.js';
+export {
+  type CallOptions,
+  type ClientRetryOptions,
+  DEFAULT_SERVICE_CLIENT_OPTIONS,
+  parseRetryAfter,
+  type RequestInit,
+  ServiceClient,
+  type ServiceClientOptions,
+  type ServiceResponse,
+} from './http/client.js';
+export type { ClientEventMap } from './http/client-events.js';
+export { HttpError, isHttpError, type ProblemDetails } from './http/errors.js';
+export { HTTP_HEADER, PROBLEM_CONTENT_TYPE } from './http/headers.js';
+export {
+  type BreakerSource,
+  createHealth,
+  DEFAULT_HEALTH_OPTIONS,
+  DEFAULT_HEALTH_PATH,
+  type Health,
+  type HealthCheck,
+  type HealthCheckResult,
+  type HealthOptions,
+  type HealthReport,
+  type HealthRouteOptions,
+} from './http/server/health.js';
+export {
+  DEFAULT_IDEMPOTENT_METHODS,
+  DEFAULT_MEMORY_IDEMPOTENCY_STORE_OPTIONS,
+  DEFAULT_REPLAYED_HEADERS,
+  type IdempotencyBeginResult,
+  type IdempotencyDecision,
+  IdempotencyGuard,
+  type IdempotencyOptions,
+  type IdempotencyStore,
+  type IdempotentRequest,
+  isReplayableStatus,
+  MemoryIdempotencyStore,
+  type MemoryIdempotencyStoreOptions,
+  parseIdempotencyKey,
+  type ResponseHeaders,
+  requestFingerprint,
+  type StoredResponse,
+  sha256Hex,
+  storedBody,
+} from './http/server/idempotency.js';
+export {
+  HttpProblemError,
+  type HttpProblemInit,
+  isHttpProblemError,
+  isRequestValidationError,
+  type Problem,
+  type ProblemExtra,
+  type ProblemLogger,
+  type ProblemOptions,
+  type ProblemRequest,
+  type ProblemResponse,
+  problem,
+  problemFromError,
+  RequestValidationError,
+  renderProblem,
+  stderrProblemLogger,
+  validateRequest,
+} from './http/server/problem.js';
+export {
+  ClientDisconnectedError,
+  childTraceparent,
+  DEFAULT_REQUEST_CONTEXT_OPTIONS,
+  DeadlineExceededError,
+  deadlinePassed,
+  isClientDisconnectedError,
+  isDeadlineExceededError,
+  isValidCorrelationId,
+  newTraceparent,
+  openRequestScope,
+  type ParsedRequestHeaders,
+  parseDeadlineMs,
+  parseRequestHeaders,
+  parseTraceparent,
+  type RequestContext,
+  type RequestContextOptions,
+  type RequestScope,
+  type Traceparent,
+} from './http/server/request-context.js';
 export type {
   BusOptions,
   MessageFor,
@@ -111,5 +194,46 @@ export type {
   TransportSubscription,
 } from './messaging/transport.js';
 export type { WireMessage } from './messaging/wire.js';
-export type { ExponentialBackoffOptions } from './resilience/backoff.js';
-export { DEFAULT_EXPONENTIAL_BACKOFF } from './resilience/backoff.js';
+export type {
+  Backoff,
+  DecorrelatedJitterOptions,
+  ExponentialBackoffOptions,
+  ExponentialBackoffStrategyOptions,
+} from './resilience/backoff.js';
+export {
+  constantBackoff,
+  DEFAULT_DECORRELATED_JITTER,
+  DEFAULT_EXPONENTIAL_BACKOFF,
+  DEFAULT_EXPONENTIAL_BACKOFF_STRATEGY,
+  decorrelatedJitter,
+  exponentialBackoff,
+  exponentialDelays,
+} from './resilience/backoff.js';
+export type { RetryBudgetOptions, RetryBudgetStats } from './resilience/budget.js';
+export { DEFAULT_RETRY_BUDGET, RetryBudget } from './resilience/budget.js';
+export type { BulkheadOptions, BulkheadStats } from './resilience/bulkhead.js';
+export { Bulkhead, bulkhead, DEFAULT_BULKHEAD } from './resilience/bulkhead.js';
+export type {
+  CircuitBreakerOptions,
+  CircuitBreakerSnapshot,
+  CircuitBreakerStats,
+  CircuitState,
+  CircuitStateChange,
+} from './resilience/circuit-breaker.js';
+export { CircuitBreaker, circuitBreaker, DEFAULT_CIRCUIT_BREAKER } from './resilience/circuit-breaker.js';
+export { compose, noop } from './resilience/compose.js';
+export {
+  BulkheadFullError,
+  CircuitOpenError,
+  isBulkheadFullError,
+  isCircuitOpenError,
+  isRetryBudgetExhaustedError,
+  isTimeoutError,
+  RetryBudgetExhaustedError,
+  TimeoutError,
+} from './resilience/errors.js';
+export type { ExecuteOptions, Policy, PolicyContext } from './resilience/policy.js';
+export type { RetryInfo, RetryOptions } from './resilience/retry.js';
+export { DEFAULT_RETRY, defaultShouldRetry, RetryPolicy, retry } from './resilience/retry.js';
+export type { TimeoutOptions } from './resilience/timeout.js';
+export { TimeoutPolicy, timeout } from './resilience/timeout.js';

@@ -1,6 +1,14 @@
 import { describe, expect, it } from 'vitest';
 import { InvalidOptionsError, isInvalidOptionsError } from '../errors/ferry-error.js';
-import { DEFAULT_EXPONENTIAL_BACKOFF, exponentialDelays } from './backoff.js';
+import {
+  constantBackoff,
+  DEFAULT_DECORRELATED_JITTER,
+  DEFAULT_EXPONENTIAL_BACKOFF,
+  DEFAULT_EXPONENTIAL_BACKOFF_STRATEGY,
+  decorrelatedJitter,
+  exponentialBackoff,
+  exponentialDelays,
+} from './backoff.js';
 
 describe('exponentialDelays', () => {
   it('doubles from 1s with the defaults', () => {
@@ -48,5 +56,111 @@ describe('exponentialDelays', () => {
     expect(error).toBeInstanceOf(InvalidOptionsError);
     expect(isInvalidOptionsError(error)).toBe(true);
     expect(error).toMatchObject({ code: 'INVALID_OPTIONS' });
+  });
+});
+
+/** A deterministic `random` that returns the given values in turn. */
+function sequence(...values: number[]): () => number {
+  let i = 0;
+  return () => values[i++ % values.length]!;
+}
+
+function invalid(make: () => unknown): unknown {
+  try {
+    make();
+  } catch (error) {
+    return error;
+  }
+  return undefined;
+}
+
+describe('exponentialBackoff', () => {
+  it('without jitter, grows from 100 ms by 2 up to 10 s', () => {
+    const backoff = exponentialBackoff({ jitter: 'none' });
+    expect([1, 2, 3, 4, 7, 8, 20].map((n) => backoff(n, 0))).toEqual([
+      100, 200, 400, 800, 6400, 10_000, 10_000,
+    ]);
+  });
+
+  it('with full jitter (the default), scales the capped delay by random in [0, 1)', () => {
+    const backoff = exponentialBackoff({ random: sequence(0, 0.5, 0.999) });
+    expect(backoff(1, 0)).toBe(0);
+    expect(backoff(3, 0)).toBe(200);
+    expect(backoff(30, 0)).toBe(9990);
+  });
+
+  it('keeps every jittered delay within [0, capped exponential]', () => {
+    const backoff = exponentialBackoff({ initialDelayMs: 50, factor: 3, maxDelayMs: 2000 });
+    for (let attempt = 1; attempt <= 10; attempt++) {
+      const cap = Math.min(2000, 50 * 3 ** (attempt - 1));
+      for (let i = 0; i < 200; i++) {
+        const delay = backoff(attempt, 0);
+        expect(delay).toBeGreaterThanOrEqual(0);
+        expect(delay).toBeLessThanOrEqual(cap);
+      }
+    }
+  });
+
+  it('exports its defaults, frozen', () => {
+    expect(DEFAULT_EXPONENTIAL_BACKOFF_STRATEGY).toMatchObject({
+      initialDelayMs: 100,
+      factor: 2,
+      maxDelayMs: 10_000,
+      jitter: 'full',
+    });
+    expect(Object.isFrozen(DEFAULT_EXPONENTIAL_BACKOFF_STRATEGY)).toBe(true);
+  });
+
+  it.each([
+    ['a negative initialDelayMs', { initialDelayMs: -1 }],
+    ['a factor below 1', { factor: 0.9 }],
+    ['maxDelayMs below initialDelayMs', { initialDelayMs: 500, maxDelayMs: 100 }],
+    ['an infinite maxDelayMs', { maxDelayMs: Number.POSITIVE_INFINITY }],
+    ['an unknown jitter', { jitter: 'equal' as 'full' }],
+  ])('rejects %s with INVALID_OPTIONS', (_, options) => {
+    expect(isInvalidOptionsError(invalid(() => exponentialBackoff(options)))).toBe(true);
+  });
+});
+
+describe('decorrelatedJitter', () => {
+  it('picks between initialDelayMs and 3 times the previous delay (initialDelayMs before the first)', () => {
+    const backoff = decorrelatedJitter({ random: sequence(0, 0.999, 0.5) });
+    expect(backoff(1, 0)).toBe(100); // random 0: the floor
+    expect(backoff(2, 100)).toBe(300); // up to 3 * 100
+    expect(backoff(3, 300)).toBe(500); // 100 + 0.5 * (900 - 100)
+  });
+
+  it('stays within [initialDelayMs, maxDelayMs] over a long chain', () => {
+    const backoff = decorrelatedJitter({ initialDelayMs: 10, maxDelayMs: 1000 });
+    let previous = 0;
+    for (let attempt = 1; attempt <= 500; attempt++) {
+      const delay = backoff(attempt, previous);
+      expect(delay).toBeGreaterThanOrEqual(10);
+      expect(delay).toBeLessThanOrEqual(Math.min(1000, Math.max(10, previous) * 3));
+      previous = delay;
+    }
+  });
+
+  it('caps at maxDelayMs', () => {
+    expect(decorrelatedJitter({ random: () => 0.99 })(9, 9000)).toBe(10_000);
+    expect(DEFAULT_DECORRELATED_JITTER).toMatchObject({ initialDelayMs: 100, maxDelayMs: 10_000 });
+  });
+
+  it('rejects maxDelayMs below initialDelayMs', () => {
+    expect(
+      isInvalidOptionsError(invalid(() => decorrelatedJitter({ initialDelayMs: 10, maxDelayMs: 5 }))),
+    ).toBe(true);
+  });
+});
+
+describe('constantBackoff', () => {
+  it('waits the same delay before every retry', () => {
+    const backoff = constantBackoff(250);
+    expect([1, 2, 50].map((n) => backoff(n, 250))).toEqual([250, 250, 250]);
+  });
+
+  it('rejects a negative or infinite delay', () => {
+    expect(isInvalidOptionsError(invalid(() => constantBackoff(-1)))).toBe(true);
+    expect(isInvalidOptionsError(invalid(() => constantBackoff(Number.POSITIVE_INFINITY)))).toBe(true);
   });
 });

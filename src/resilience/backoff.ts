@@ -30,3 +30,114 @@ export function exponentialDelays(options: ExponentialBackoffOptions, retries: n
   }
   return delays;
 }
+
+/**
+ * A backoff strategy for the retry policy: the delay in ms before retry number `attempt` (1 for the
+ * first retry), given the delay this strategy returned for the previous retry (0 before the first).
+ * Strategies keep no state of their own, so one instance can serve any number of executions.
+ */
+export type Backoff = (attempt: number, previousDelayMs: number) => number;
+
+/** Options of {@link exponentialBackoff}. */
+export interface ExponentialBackoffStrategyOptions {
+  /** Upper bound of the delay before the first retry. @default 100 */
+  readonly initialDelayMs?: number;
+  /** Growth of the upper bound per retry. @default 2 */
+  readonly factor?: number;
+  /** Cap on any single delay. @default 10000 */
+  readonly maxDelayMs?: number;
+  /**
+   * `'full'` picks each delay uniformly in [0, capped exponential] (AWS "full jitter"), which
+   * spreads the retries of many clients that failed together; `'none'` waits the capped exponential.
+   * @default 'full'
+   */
+  readonly jitter?: 'full' | 'none';
+  /** Source of randomness in [0, 1), replaceable for deterministic tests. @default Math.random */
+  readonly random?: () => number;
+}
+
+/** Defaults of {@link exponentialBackoff}: 100 ms doubling up to 10 s, full jitter. */
+export const DEFAULT_EXPONENTIAL_BACKOFF_STRATEGY = Object.freeze({
+  initialDelayMs: 100,
+  factor: 2,
+  maxDelayMs: 10_000,
+  jitter: 'full',
+  random: () => Math.random(),
+} satisfies Required<ExponentialBackoffStrategyOptions>);
+
+/**
+ * Exponential backoff, full jitter by default: retry n waits a uniform random delay in
+ * [0, min(maxDelayMs, initialDelayMs * factor^(n-1))], rounded to whole ms.
+ *
+ * @example
+ * retry({ backoff: exponentialBackoff({ initialDelayMs: 200, maxDelayMs: 5000 }) });
+ */
+export function exponentialBackoff(options: ExponentialBackoffStrategyOptions = {}): Backoff {
+  const { initialDelayMs, factor, maxDelayMs, jitter, random } = {
+    ...DEFAULT_EXPONENTIAL_BACKOFF_STRATEGY,
+    ...options,
+  };
+  if (
+    !(initialDelayMs >= 0) ||
+    !(factor >= 1) ||
+    !(maxDelayMs >= initialDelayMs) ||
+    !Number.isFinite(maxDelayMs) ||
+    !Number.isFinite(factor)
+  ) {
+    throw new InvalidOptionsError(
+      'exponentialBackoff needs initialDelayMs >= 0, a finite factor >= 1 and a finite maxDelayMs >= initialDelayMs',
+    );
+  }
+  if (jitter !== 'full' && jitter !== 'none') {
+    throw new InvalidOptionsError(
+      `exponentialBackoff jitter must be 'full' or 'none', not ${String(jitter)}`,
+    );
+  }
+  return (attempt) => {
+    const capped = Math.min(maxDelayMs, initialDelayMs * factor ** Math.max(0, attempt - 1));
+    return Math.round(jitter === 'full' ? random() * capped : capped);
+  };
+}
+
+/** Options of {@link decorrelatedJitter}. */
+export interface DecorrelatedJitterOptions {
+  /** Smallest delay, and the base the first retry's delay grows from. @default 100 */
+  readonly initialDelayMs?: number;
+  /** Cap on any single delay. @default 10000 */
+  readonly maxDelayMs?: number;
+  /** Source of randomness in [0, 1), replaceable for deterministic tests. @default Math.random */
+  readonly random?: () => number;
+}
+
+/** Defaults of {@link decorrelatedJitter}. */
+export const DEFAULT_DECORRELATED_JITTER = Object.freeze({
+  initialDelayMs: 100,
+  maxDelayMs: 10_000,
+  random: () => Math.random(),
+} satisfies Required<DecorrelatedJitterOptions>);
+
+/**
+ * AWS "decorrelated jitter": each delay is `min(maxDelayMs, random between initialDelayMs and
+ * previous * 3)`, rounded to whole ms; the first retry treats the previous delay as initialDelayMs.
+ * Grows about as fast as exponential backoff while keeping clients apart.
+ */
+export function decorrelatedJitter(options: DecorrelatedJitterOptions = {}): Backoff {
+  const { initialDelayMs, maxDelayMs, random } = { ...DEFAULT_DECORRELATED_JITTER, ...options };
+  if (!(initialDelayMs >= 0) || !(maxDelayMs >= initialDelayMs) || !Number.isFinite(maxDelayMs)) {
+    throw new InvalidOptionsError(
+      'decorrelatedJitter needs initialDelayMs >= 0 and a finite maxDelayMs >= initialDelayMs',
+    );
+  }
+  return (_attempt, previousDelayMs) => {
+    const upper = Math.max(initialDelayMs, previousDelayMs) * 3;
+    return Math.round(Math.min(maxDelayMs, initialDelayMs + random() * (upper - initialDelayMs)));
+  };
+}
+
+/** The same delay before every retry. */
+export function constantBackoff(delayMs: number): Backoff {
+  if (!(delayMs >= 0) || !Number.isFinite(delayMs)) {
+    throw new InvalidOptionsError(`constantBackoff needs a finite delay >= 0, not ${delayMs}`);
+  }
+  return () => delayMs;
+}

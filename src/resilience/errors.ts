@@ -43,7 +43,9 @@ export const isBulkheadFullError = errorGuard<BulkheadFullError>('BULKHEAD_FULL'
 export class RetryBudgetExhaustedError extends FerryError {
   readonly attempts: number;
   constructor(attempts: number, cause: unknown) {
-    super('RETRY_BUDGET_EXHAUSTED', `retry budget exhausted after ${attempts} attempt(s); not retrying`, { cause });
+    super('RETRY_BUDGET_EXHAUSTED', `retry budget exhausted after ${attempts} attempt(s); not retrying`, {
+      cause,
+    });
     this.attempts = attempts;
   }
 }

@@ -12,6 +12,12 @@ export interface ExecuteOptions {
   readonly signal?: AbortSignal;
   /** Set by an outer retry policy; policies pass it through. @default 1 */
   readonly attempt?: number;
+  /**
+   * Epoch ms by which the whole execution must be done, e.g. an incoming request's deadline.
+   * Policies pass it through; a timeout policy never waits past it and a retry policy does not start
+   * a wait that would end after it. @default undefined (no deadline)
+   */
+  readonly deadline?: number;
 }
 
 /**

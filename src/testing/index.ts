@@ -8,6 +8,13 @@ export {
 } from './decider-spec.js';
 export { type EventStoreHarness, testEventStore } from './event-store-contract.js';
 export { FaultProxy } from './fault-proxy.js';
+export {
+  type Fault,
+  type FaultProblem,
+  FaultServer,
+  type FaultServerOptions,
+  type RecordedRequest,
+} from './fault-server.js';
 export { type InboxHarness, type InboxUnderTest, testInbox } from './inbox-contract.js';
 export { dropSchemas, postgresTestUrl, testSchemaName } from './postgres.js';
 export { createTestVhost, rabbitmqBaseUrl, type TestVhost } from './rabbitmq.js';

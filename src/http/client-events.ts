@@ -1,0 +1,42 @@
+/** What a {@link ServiceClient} reports; no logging happens unless someone listens. */
+export interface ClientEventMap {
+  attempt: { client: string; method: string; path: string; attempt: number };
+  response: {
+    client: string;
+    method: string;
+    path: string;
+    attempt: number;
+    status: number;
+    durationMs: number;
+  };
+  retry: { client: string; method: string; path: string; attempt: number; delayMs: number; error: unknown };
+  breaker: { client: string; breaker: string; from: string; to: string };
+  rejection: { client: string; method: string; path: string; reason: string; error?: unknown };
+}
+
+/** A small typed emitter: a listener set per event, nothing allocated per call when nobody listens. */
+export class ClientEvents {
+  readonly #listeners: { [K in keyof ClientEventMap]?: Set<(payload: ClientEventMap[K]) => void> } = {};
+
+  on<K extends keyof ClientEventMap>(event: K, listener: (payload: ClientEventMap[K]) => void): () => void {
+    let set = this.#listeners[event] as Set<(payload: ClientEventMap[K]) => void> | undefined;
+    if (set === undefined) {
+      set = new Set();
+      (this.#listeners as Record<string, unknown>)[event] = set;
+    }
+    set.add(listener);
+    return () => set.delete(listener);
+  }
+
+  emit<K extends keyof ClientEventMap>(event: K, payload: ClientEventMap[K]): void {
+    const set = this.#listeners[event] as Set<(payload: ClientEventMap[K]) => void> | undefined;
+    if (set === undefined || set.size === 0) return;
+    for (const listener of set) {
+      try {
+        listener(payload);
+      } catch {
+        // An observer's bug must not break the call it observes.
+      }
+    }
+  }
+}

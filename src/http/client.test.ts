@@ -1,0 +1,260 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { runWithContext } from '../context/context.js';
+import {
+  isBulkheadFullError,
+  isCircuitOpenError,
+  isRetryBudgetExhaustedError,
+  isTimeoutError,
+} from '../resilience/errors.js';
+import { FaultServer } from '../testing/fault-server.js';
+import { parseRetryAfter, ServiceClient, type ServiceClientOptions } from './client.js';
+import { isHttpError } from './errors.js';
+
+const cleanups: (() => Promise<unknown>)[] = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => {});
+});
+
+async function server(): Promise<FaultServer> {
+  const s = await FaultServer.start();
+  cleanups.push(() => s.close());
+  return s;
+}
+
+function client(s: FaultServer, options: ServiceClientOptions = {}): ServiceClient {
+  const c = new ServiceClient(s.url, {
+    retry: { maxAttempts: 3, backoff: () => 10 },
+    ...options,
+  });
+  cleanups.push(() => c.close());
+  return c;
+}
+
+async function rejection(promise: Promise<unknown>): Promise<unknown> {
+  return promise.then(
+    () => {
+      throw new Error('expected a rejection');
+    },
+    (error: unknown) => error,
+  );
+}
+
+const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
+
+describe('ServiceClient', () => {
+  it('returns the parsed JSON body and sends correlation and trace headers', async () => {
+    const s = await server();
+    s.enqueue({ status: 200, body: { id: 42, name: 'Ada' } });
+    const c = client(s);
+    expect(await c.get('/users/42')).toEqual({ id: 42, name: 'Ada' });
+    const [request] = s.requests;
+    expect(request).toMatchObject({ method: 'GET', path: '/users/42' });
+    expect(request!.headers['x-correlation-id']).toMatch(/^[0-9a-f-]{36}$/);
+    expect(request!.headers.traceparent).toMatch(TRACEPARENT);
+    expect(request!.headers['idempotency-key']).toBeUndefined();
+  });
+
+  it('propagates the ambient correlation id and continues the ambient trace', async () => {
+    const s = await server();
+    const c = client(s);
+    const parent = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
+    await runWithContext({ correlationId: 'corr-123', traceparent: parent }, () => c.get('/x'));
+    const headers = s.requests[0]!.headers;
+    expect(headers['x-correlation-id']).toBe('corr-123');
+    const [, traceId, spanId, flags] = TRACEPARENT.exec(String(headers.traceparent))!;
+    expect(traceId).toBe('4bf92f3577b34da6a3ce929d0e0e4736');
+    expect(spanId).not.toBe('00f067aa0ba902b7');
+    expect(flags).toBe('01');
+  });
+
+  it('retries a GET on 502, 503, 504, 429 and 408, and reports each retry', async () => {
+    const s = await server();
+    s.enqueue({ status: 503 }, { status: 502 }, { status: 200, body: { ok: 1 } });
+    const c = client(s);
+    const retries: number[] = [];
+    c.on('retry', (e) => retries.push(e.attempt));
+    expect(await c.get('/flaky')).toEqual({ ok: 1 });
+    expect(s.requests).toHaveLength(3);
+    expect(retries).toEqual([1, 2]);
+    for (const status of [504, 429, 408]) {
+      s.enqueue({ status }, { status: 200, body: { status } });
+      expect(await c.get(`/s${status}`)).toEqual({ status });
+    }
+  });
+
+  it('never retries other 4xx nor 500, and rejects with HttpError carrying the problem', async () => {
+    const s = await server();
+    s.enqueue({ status: 404, problem: { title: 'No such user', detail: 'user 7 does not exist' } });
+    const c = client(s);
+    const error = await rejection(c.get('/users/7'));
+    expect(isHttpError(error)).toBe(true);
+    expect(error).toMatchObject({ code: 'HTTP_ERROR', status: 404, problem: { title: 'No such user' } });
+    s.enqueue({ status: 500 });
+    expect(await rejection(c.get('/boom'))).toMatchObject({ status: 500 });
+    s.enqueue({ status: 400 });
+    expect(await rejection(c.get('/bad'))).toMatchObject({ status: 400 });
+    expect(s.requests).toHaveLength(3);
+  });
+
+  it('honours Retry-After before retrying', async () => {
+    const s = await server();
+    s.enqueue({ status: 503, retryAfter: 1 }, { status: 200, body: { ok: true } });
+    const c = client(s);
+    const started = Date.now();
+    await c.get('/busy');
+    expect(Date.now() - started).toBeGreaterThanOrEqual(950);
+    // A Retry-After beyond what the client accepts ends the retries instead of waiting.
+    s.enqueue({ status: 503, retryAfter: 3600 });
+    const error = await rejection(c.get('/very-busy'));
+    expect(error).toMatchObject({ status: 503, retryAfterMs: 3_600_000 });
+  });
+
+  it('adds one Idempotency-Key to a retried POST and sends the same key on every attempt', async () => {
+    const s = await server();
+    s.enqueue({ status: 503 }, { status: 201, body: { created: true } });
+    const c = client(s);
+    expect(await c.post('/orders', { sku: 'tea' })).toEqual({ created: true });
+    const [first, second] = s.requests;
+    expect(first!.headers['idempotency-key']).toMatch(/^[0-9a-f-]{36}$/);
+    expect(second!.headers['idempotency-key']).toBe(first!.headers['idempotency-key']);
+    expect(JSON.parse(second!.body)).toEqual({ sku: 'tea' });
+    expect(second!.headers['content-type']).toBe('application/json');
+    // The caller's own key is used as it is.
+    await c.post('/orders', { sku: 'pie' }, { idempotencyKey: 'order-77' });
+    expect(s.requests[2]!.headers['idempotency-key']).toBe('order-77');
+  });
+
+  it('does not retry a POST without an idempotency key when retries are off for it', async () => {
+    const s = await server();
+    s.enqueue({ status: 503 });
+    const c = client(s);
+    expect(await rejection(c.post('/pay', { amount: 5 }, { retry: false }))).toMatchObject({ status: 503 });
+    expect(s.requests).toHaveLength(1);
+    expect(s.requests[0]!.headers['idempotency-key']).toBeUndefined();
+  });
+
+  it('retries after a connection reset', async () => {
+    const s = await server();
+    s.enqueue({ reset: true }, { status: 200, body: { ok: true } });
+    const c = client(s);
+    expect(await c.get('/reset')).toEqual({ ok: true });
+    expect(s.requests).toHaveLength(2);
+  });
+
+  it('times out each attempt, retrying what is safe', async () => {
+    const s = await server();
+    s.enqueue({ hang: true }, { status: 200, body: { ok: true } });
+    const c = client(s, { timeout: 200 });
+    expect(await c.get('/slow')).toEqual({ ok: true });
+    s.enqueue({ hang: true }, { hang: true }, { hang: true });
+    const error = await rejection(c.get('/slower'));
+    expect(isTimeoutError(error)).toBe(true);
+  });
+
+  it('keeps the whole call within its deadline and sends the time left to the callee', async () => {
+    const s = await server();
+    s.enqueue({ status: 503, delayMs: 150 }, { status: 503, delayMs: 150 }, { status: 503, delayMs: 150 });
+    const c = client(s, { retry: { maxAttempts: 5, backoff: () => 100 } });
+    const started = Date.now();
+    const error = await rejection(c.get('/deadline', { deadline: 400 }));
+    expect(Date.now() - started).toBeLessThan(700);
+    expect(isHttpError(error) || isTimeoutError(error)).toBe(true);
+    const sent = s.requests.map((r) => Number(r.headers['x-deadline-ms']));
+    expect(sent[0]).toBeGreaterThan(300);
+    expect(sent[0]).toBeLessThanOrEqual(400);
+    for (let i = 1; i < sent.length; i++) expect(sent[i]).toBeLessThan(sent[i - 1]!);
+  });
+
+  it('uses the ambient deadline when it is sooner, and refuses to call when it has passed', async () => {
+    const s = await server();
+    const c = client(s);
+    await runWithContext({ correlationId: 'c', deadline: Date.now() + 250 }, () =>
+      c.get('/x', { deadline: 10_000 }),
+    );
+    expect(Number(s.requests[0]!.headers['x-deadline-ms'])).toBeLessThanOrEqual(250);
+    const error = await rejection(
+      runWithContext({ correlationId: 'c', deadline: Date.now() - 1 }, () => c.get('/y')),
+    );
+    expect(isTimeoutError(error)).toBe(true);
+    expect(s.requests).toHaveLength(1);
+  });
+
+  it('opens the breaker of a failing target, stops calling it, and keeps other routes apart', async () => {
+    const s = await server();
+    const c = client(s, {
+      retry: false,
+      breaker: { key: 'route', minimumVolume: 4, errorThresholdPercentage: 50, resetTimeoutMs: 60_000 },
+    });
+    const changes: string[] = [];
+    c.on('breaker', (e) => changes.push(`${e.breaker}: ${e.from} -> ${e.to}`));
+    s.setDefault({ status: 503 });
+    for (let i = 0; i < 4; i++) await rejection(c.get('/orders/1', { route: '/orders/:id' }));
+    const calls = s.requests.length;
+    const open = await rejection(c.get('/orders/2', { route: '/orders/:id' }));
+    expect(isCircuitOpenError(open)).toBe(true);
+    expect(s.requests).toHaveLength(calls);
+    expect(changes).toEqual([`${c.name} GET /orders/:id: closed -> open`]);
+    expect(c.breakers()).toEqual([{ name: `${c.name} GET /orders/:id`, state: 'open' }]);
+    // Another route has its own breaker.
+    s.setDefault({ status: 200, body: { ok: true } });
+    expect(await c.get('/users/1', { route: '/users/:id' })).toEqual({ ok: true });
+  });
+
+  it('does not count 4xx answers against the breaker', async () => {
+    const s = await server();
+    const c = client(s, { retry: false, breaker: { minimumVolume: 3, errorThresholdPercentage: 50 } });
+    s.setDefault({ status: 404 });
+    for (let i = 0; i < 10; i++) await rejection(c.get('/missing'));
+    expect(c.breakers()[0]!.state).toBe('closed');
+  });
+
+  it('rejects with BULKHEAD_FULL beyond its concurrency and queue', async () => {
+    const s = await server();
+    s.setDefault({ status: 200, delayMs: 200, body: { ok: true } });
+    const c = client(s, { bulkhead: { maxConcurrent: 1, maxQueue: 1 } });
+    const first = c.get('/a');
+    const second = c.get('/b');
+    const third = await rejection(c.get('/c'));
+    expect(isBulkheadFullError(third)).toBe(true);
+    expect(await first).toEqual({ ok: true });
+    expect(await second).toEqual({ ok: true });
+    expect(c.bulkheadStats()).toEqual({ running: 0, queued: 0 });
+  });
+
+  it('stops retrying when the retry budget is spent', async () => {
+    const s = await server();
+    s.setDefault({ status: 503 });
+    const c = client(s, { retryBudget: { ratio: 0, minRetriesPerSecond: 0 } });
+    const error = await rejection(c.get('/x'));
+    expect(isRetryBudgetExhaustedError(error)).toBe(true);
+    expect(s.requests).toHaveLength(1);
+  });
+
+  it('request() resolves the final response whatever its status', async () => {
+    const s = await server();
+    s.enqueue({ status: 404, body: { missing: true } });
+    const c = client(s);
+    const res = await c.request({ method: 'GET', path: '/nope', query: { a: 1, b: 'x y' } });
+    expect(res).toMatchObject({ status: 404, body: { missing: true } });
+    expect(s.requests[0]!.path).toBe('/nope?a=1&b=x+y');
+    s.enqueue({ status: 503 }, { status: 503 }, { status: 503 });
+    expect((await c.request({ method: 'GET', path: '/down' })).status).toBe(503);
+    expect(s.requests).toHaveLength(4);
+  });
+
+  it('refuses invalid options', () => {
+    expect(() => new ServiceClient('not a url')).toThrow(/absolute/);
+    expect(() => new ServiceClient('ftp://host')).toThrow(/http/);
+    expect(() => new ServiceClient('http://h', { timeout: -1 })).toThrow(/timeout/);
+  });
+});
+
+describe('parseRetryAfter', () => {
+  it('reads delay seconds and HTTP dates', () => {
+    expect(parseRetryAfter('3')).toBe(3000);
+    const now = Date.parse('2026-11-30T10:00:00Z');
+    expect(parseRetryAfter('Mon, 30 Nov 2026 10:00:05 GMT', now)).toBe(5000);
+    expect(parseRetryAfter('soon')).toBeUndefined();
+    expect(parseRetryAfter(undefined)).toBeUndefined();
+  });
+});

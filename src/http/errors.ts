@@ -1,0 +1,47 @@
+import { errorGuard, FerryError } from '../errors/ferry-error.js';
+
+/** An RFC 9457 problem document, as a server sent it. */
+export interface ProblemDetails {
+  readonly type?: string;
+  readonly title?: string;
+  readonly status?: number;
+  readonly detail?: string;
+  readonly instance?: string;
+  readonly [extension: string]: unknown;
+}
+
+/**
+ * The server answered with a status the call treats as a failure. Carries the response: status,
+ * headers, the body (parsed JSON or text) and, for `application/problem+json`, the problem.
+ */
+export class HttpError extends FerryError {
+  readonly status: number;
+  readonly method: string;
+  readonly url: string;
+  readonly headers: Readonly<Record<string, string | string[] | undefined>>;
+  readonly body: unknown;
+  readonly problem: ProblemDetails | undefined;
+  /** From `Retry-After`, when the server sent one: how long it asked us to wait. */
+  readonly retryAfterMs: number | undefined;
+
+  constructor(init: {
+    status: number;
+    method: string;
+    url: string;
+    headers: Readonly<Record<string, string | string[] | undefined>>;
+    body: unknown;
+    problem?: ProblemDetails | undefined;
+    retryAfterMs?: number | undefined;
+  }) {
+    const summary = init.problem?.title ?? (typeof init.body === 'string' ? init.body.slice(0, 200) : '');
+    super('HTTP_ERROR', `${init.method} ${init.url} answered ${init.status}${summary ? `: ${summary}` : ''}`);
+    this.status = init.status;
+    this.method = init.method;
+    this.url = init.url;
+    this.headers = init.headers;
+    this.body = init.body;
+    this.problem = init.problem;
+    this.retryAfterMs = init.retryAfterMs;
+  }
+}
+export const isHttpError = errorGuard<HttpError>('HTTP_ERROR');

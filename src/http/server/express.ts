@@ -1,0 +1,306 @@
+import { createHash, type Hash } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { ErrorRequestHandler, Request, RequestHandler } from 'express';
+import { runWithContext } from '../../context/context.js';
+import { isFerryError } from '../../errors/ferry-error.js';
+import { HTTP_HEADER, PROBLEM_CONTENT_TYPE } from '../headers.js';
+import { createHealth, DEFAULT_HEALTH_PATH, type HealthReport, type HealthRouteOptions } from './health.js';
+import { IdempotencyGuard, type IdempotencyOptions, sha256Hex, storedBody } from './idempotency.js';
+import {
+  bodyTooLargeProblem,
+  HttpProblemError,
+  malformedJsonProblem,
+  type ProblemOptions,
+  problemFromError,
+  renderProblem,
+  stderrProblemLogger,
+  unsupportedMediaTypeProblem,
+} from './problem.js';
+import {
+  DeadlineExceededError,
+  openRequestScope,
+  type RequestContext,
+  type RequestContextOptions,
+} from './request-context.js';
+
+interface ExchangeState {
+  readonly context: RequestContext;
+  /** SHA-256 of the raw body as it streamed in; only for requests carrying an idempotency key. */
+  readonly bodyHash: Hash | undefined;
+}
+
+const exchanges = new WeakMap<IncomingMessage, ExchangeState>();
+
+/** The Ferry context of a request that went through {@link ferryContext} (also `currentContext()`). */
+export function ferryContextOf(req: IncomingMessage): RequestContext | undefined {
+  return exchanges.get(req)?.context;
+}
+
+/** Options of {@link ferryContext}. */
+export interface FerryContextOptions extends RequestContextOptions, ProblemOptions {}
+
+/**
+ * Opens the request context (correlation id, trace, deadline, signal) and runs the rest of the
+ * chain inside it. Use it first, before body parsers. A request whose deadline already passed is
+ * answered 504 at once.
+ *
+ * @example
+ * app.use(ferryContext());
+ * app.use(express.json());
+ * app.use(ferryIdempotency({ store }));
+ * // routes…
+ * app.use(ferryNotFound());
+ * app.use(ferryErrors());
+ */
+export function ferryContext(options: FerryContextOptions = {}): RequestHandler {
+  const contextOptions: RequestContextOptions =
+    options.maxDeadlineMs === undefined ? {} : { maxDeadlineMs: options.maxDeadlineMs };
+  return (req, res, next) => {
+    const scope = openRequestScope(req, res, contextOptions);
+    // A body already read by an earlier parser cannot be hashed any more; the idempotency
+    // middleware then falls back to the parsed body.
+    const hashable = req.headers[HTTP_HEADER.idempotencyKey] !== undefined && !req.readableDidRead;
+    const state: ExchangeState = {
+      context: scope.context,
+      bodyHash: hashable ? createHash('sha256') : undefined,
+    };
+    exchanges.set(req, state);
+    for (const [name, value] of Object.entries(scope.responseHeaders)) res.setHeader(name, value);
+    if (scope.expired) {
+      sendProblem(req, res, new DeadlineExceededError(scope.context.deadline ?? Date.now()), options);
+      return;
+    }
+    enterOnEvents(req, state);
+    runWithContext(scope.context, () => next());
+  };
+}
+
+/**
+ * Body parsers continue from the request's 'data' and 'end' events, which Node emits in the async
+ * context of the connection, not of the request. body-parser restores the context itself; readers
+ * that do not (a hand-written one, some multipart parsers) would hand the handler no context
+ * whenever the body arrived after the headers. So every event of this request is emitted inside
+ * its context; and the body bytes are hashed on the way when an idempotency key needs them.
+ */
+function enterOnEvents(req: IncomingMessage, state: ExchangeState): void {
+  const emit = req.emit;
+  const { bodyHash } = state;
+  req.emit = function emitInContext(
+    this: IncomingMessage,
+    event: string | symbol,
+    ...args: unknown[]
+  ): boolean {
+    if (bodyHash !== undefined && event === 'data') {
+      const chunk = args[0];
+      if (typeof chunk === 'string' || chunk instanceof Uint8Array) bodyHash.update(chunk);
+    }
+    return runWithContext(state.context, () => emit.call(this, event, ...args));
+  } as IncomingMessage['emit'];
+}
+
+/** Options of {@link ferryErrors}. */
+export interface FerryErrorsOptions extends ProblemOptions {}
+
+/**
+ * The error handler: renders every error as an RFC 9457 problem. Body-parser errors map to 413
+ * (too large), 400 (malformed JSON) and 415 (unsupported encoding or charset); `HttpProblemError`
+ * to its status; a passed deadline to 504; anything else to 500 without internals. Use it last.
+ */
+export function ferryErrors(options: FerryErrorsOptions = {}): ErrorRequestHandler {
+  return (error, req, res, next) => {
+    if (res.headersSent) {
+      // Too late for a problem document: let Express close the connection.
+      next(error);
+      return;
+    }
+    sendProblem(req, res, fromExpressError(error), options);
+  };
+}
+
+/** Answers any request that reached it with a 404 problem; use it after the routes. */
+export function ferryNotFound(options: ProblemOptions = {}): RequestHandler {
+  return (req, res) => {
+    sendProblem(req, res, new HttpProblemError(404, undefined, { detail: 'No such resource.' }), options);
+  };
+}
+
+/** Options of {@link ferryIdempotency}. */
+export interface FerryIdempotencyOptions extends IdempotencyOptions, ProblemOptions {}
+
+/**
+ * Honours `Idempotency-Key` on POST and PATCH: a retry with the same key and request replays the
+ * first response (with `idempotent-replayed: true`) without running the handler; the same key with
+ * another request is refused with 422, and while the first still runs with 409. A 5xx (or no
+ * response) releases the key. Use it after the body parser. The fingerprint hashes the raw body
+ * when {@link ferryContext} ran before the parser, and the parsed body re-serialized otherwise.
+ */
+export function ferryIdempotency(options: FerryIdempotencyOptions): RequestHandler {
+  const guard = new IdempotencyGuard(options);
+  const logger = options.logger ?? stderrProblemLogger;
+  return (req, res, next) => {
+    if (!guard.applies(req.method, req.headers)) {
+      next();
+      return;
+    }
+    guard
+      .begin({ method: req.method, url: req.originalUrl, headers: req.headers, bodySha256: bodySha256(req) })
+      .then((decision) => {
+        switch (decision.action) {
+          case 'pass':
+            next();
+            return;
+          case 'reject':
+            sendProblem(req, res, decision.error, options);
+            return;
+          case 'replay': {
+            const { response } = decision;
+            res.statusCode = response.status;
+            for (const [name, value] of Object.entries(response.headers)) res.setHeader(name, value);
+            res.setHeader(HTTP_HEADER.idempotentReplay, 'true');
+            res.end(storedBody(response));
+            return;
+          }
+          case 'run': {
+            const key = decision.key;
+            const fail = (error: unknown) =>
+              logger.error('idempotency store failed', {
+                correlationId: ferryContextOf(req)?.correlationId,
+                key,
+                error: error instanceof Error ? error.message : String(error),
+              });
+            captureResponse(res, {
+              finish: (body) => guard.finish(key, res.statusCode, res.getHeaders(), body).catch(fail),
+              abandon: () => guard.abandon(key).catch(fail),
+            });
+            next();
+            return;
+          }
+        }
+      }, next);
+  };
+}
+
+function bodySha256(req: Request): string {
+  const raw = exchanges.get(req)?.bodyHash;
+  if (raw !== undefined && req.readableEnded) return raw.digest('hex');
+  const body: unknown = req.body;
+  if (body === undefined || body === null) return sha256Hex('');
+  if (typeof body === 'string' || body instanceof Uint8Array) return sha256Hex(body);
+  return sha256Hex(JSON.stringify(body));
+}
+
+/**
+ * Collects what the handler writes, and hands it over when the response ends. The store is told
+ * before the bytes leave (`finish` starts synchronously in `end`), so that an in-memory store has
+ * recorded the response by the time the client can retry.
+ */
+function captureResponse(
+  res: ServerResponse,
+  on: { finish(body: Uint8Array): Promise<void>; abandon(): Promise<void> },
+): void {
+  const chunks: Buffer[] = [];
+  let settled = false;
+  const collect = (chunk: unknown, encoding: unknown) => {
+    if (typeof chunk === 'string')
+      chunks.push(Buffer.from(chunk, typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8'));
+    else if (chunk instanceof Uint8Array) chunks.push(Buffer.from(chunk));
+  };
+  const write = res.write;
+  const end = res.end;
+  res.write = function writeCaptured(this: ServerResponse, chunk: unknown, ...rest: unknown[]): boolean {
+    collect(chunk, rest[0]);
+    return (write as (...args: unknown[]) => boolean).call(this, chunk, ...rest);
+  } as ServerResponse['write'];
+  res.end = function endCaptured(this: ServerResponse, ...args: unknown[]): ServerResponse {
+    if (typeof args[0] !== 'function') collect(args[0], args[1]);
+    if (!settled) {
+      settled = true;
+      void on.finish(Buffer.concat(chunks));
+    }
+    return (end as (...a: unknown[]) => ServerResponse).apply(this, args);
+  } as ServerResponse['end'];
+  res.once('close', () => {
+    if (settled) return;
+    settled = true;
+    void on.abandon();
+  });
+}
+
+/** Options of {@link ferryHealth}. */
+export interface FerryHealthOptions extends HealthRouteOptions {}
+
+/**
+ * Answers `GET <path>/live` (always 200 while the process runs) and `GET <path>/ready` (200, or
+ * 503 when a check fails or a breaker is open) with a JSON report; other requests pass through.
+ *
+ * @example
+ * app.use(ferryHealth({ checks: { db: () => pool.query('select 1') }, breakers: () => users.breakers() }));
+ */
+export function ferryHealth(options: FerryHealthOptions = {}): RequestHandler {
+  const health = createHealth(options);
+  const path = options.path ?? DEFAULT_HEALTH_PATH;
+  const answer = (res: ServerResponse, report: HealthReport) => {
+    const body = JSON.stringify(report);
+    res.statusCode = report.status === 'ok' ? 200 : 503;
+    res.setHeader('content-type', 'application/json; charset=utf-8');
+    res.setHeader('cache-control', 'no-store');
+    res.end(body);
+  };
+  return (req, res, next) => {
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      next();
+      return;
+    }
+    if (req.path === `${path}/live`) health.live().then((report) => answer(res, report), next);
+    else if (req.path === `${path}/ready`) health.ready().then((report) => answer(res, report), next);
+    else next();
+  };
+}
+
+function fromExpressError(error: unknown): unknown {
+  if (typeof error !== 'object' || error === null || isFerryError(error)) return error;
+  const { type, status, statusCode, expose, message } = error as {
+    type?: unknown;
+    status?: unknown;
+    statusCode?: unknown;
+    expose?: unknown;
+    message?: unknown;
+  };
+  // body-parser's error types.
+  switch (type) {
+    case 'entity.too.large':
+      return bodyTooLargeProblem();
+    case 'entity.parse.failed':
+      return malformedJsonProblem();
+    case 'encoding.unsupported':
+    case 'charset.unsupported':
+      return unsupportedMediaTypeProblem();
+  }
+  // http-errors marks what is meant for the client with `expose`; a status on any other error may
+  // come from a call this service made, and is not ours to echo.
+  const code = typeof status === 'number' ? status : statusCode;
+  if (expose === true && typeof code === 'number' && code >= 400 && code <= 499) {
+    return new HttpProblemError(code, undefined, typeof message === 'string' ? { detail: message } : {});
+  }
+  return error;
+}
+
+function sendProblem(
+  req: IncomingMessage,
+  res: ServerResponse,
+  error: unknown,
+  options: ProblemOptions,
+): void {
+  const url = (req as { originalUrl?: string }).originalUrl ?? req.url ?? '/';
+  const response = problemFromError(
+    error,
+    { method: req.method ?? 'GET', path: url.split('?', 1)[0] ?? '/', context: ferryContextOf(req) },
+    options,
+  );
+  const body = renderProblem(response.problem);
+  res.statusCode = response.status;
+  for (const [name, value] of Object.entries(response.headers)) res.setHeader(name, value);
+  res.setHeader('content-type', PROBLEM_CONTENT_TYPE);
+  res.setHeader('content-length', Buffer.byteLength(body));
+  res.end(body);
+}

@@ -1,0 +1,418 @@
+import { once } from 'node:events';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Readable } from 'node:stream';
+import { gzipSync } from 'node:zlib';
+import express from 'express';
+import Fastify, { type FastifyInstance } from 'fastify';
+import { request } from 'undici';
+import { afterEach, describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { currentContext } from '../../context/context.js';
+import { FerryError } from '../../errors/ferry-error.js';
+import { ferryContext, ferryErrors, ferryNotFound } from './express.js';
+import { ferryFastify } from './fastify.js';
+import {
+  HttpProblemError,
+  isHttpProblemError,
+  isRequestValidationError,
+  type ProblemLogger,
+  problem,
+  problemFromError,
+  validateRequest,
+} from './problem.js';
+
+const closers: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  for (const close of closers.splice(0)) await close();
+});
+
+class RecordingLogger implements ProblemLogger {
+  readonly entries: { message: string; fields: Record<string, unknown> | undefined }[] = [];
+  error(message: string, fields?: Record<string, unknown>): void {
+    this.entries.push({ message, fields });
+  }
+}
+
+/** What a library calling another service might throw: its status is not ours to echo. */
+const upstreamError = () =>
+  Object.assign(new Error('GET /inventory answered 404'), { status: 404, statusCode: 404 });
+/** An http-errors style error, meant for the client. */
+const exposedError = () =>
+  Object.assign(new Error('This order is gone for good'), { status: 410, statusCode: 410, expose: true });
+
+const OrderInput = z.object({ sku: z.string().min(1), quantity: z.number().int().positive() });
+const SECRET = 'db password is hunter2';
+
+/** The same routes on both frameworks, so that both must map every error the same way. */
+interface Harness {
+  readonly name: string;
+  start(logger: ProblemLogger): Promise<string>;
+}
+
+const harnesses: Harness[] = [
+  {
+    name: 'fastify',
+    async start(logger) {
+      const app: FastifyInstance = Fastify({ bodyLimit: 1024 });
+      ferryFastify(app, { logger });
+      app.post('/orders', async (req) => validateRequest(OrderInput, req.body, 'body'));
+      app.post(
+        '/schema',
+        {
+          schema: {
+            body: {
+              type: 'object',
+              required: ['sku'],
+              properties: { sku: { type: 'string' }, quantity: { type: 'integer', minimum: 1 } },
+            },
+          },
+        },
+        async () => ({ ok: true }),
+      );
+      app.get('/conflict', async () => {
+        throw new HttpProblemError(409, 'Order already shipped', {
+          detail: 'order 42 shipped yesterday',
+          extensions: { orderId: 42 },
+          headers: { 'retry-after': '5' },
+        });
+      });
+      app.get('/crash', async () => {
+        throw new Error(SECRET);
+      });
+      app.get('/crash-ferry', async () => {
+        throw new FerryError('SOMETHING_INTERNAL', SECRET);
+      });
+      app.get('/upstream', async () => {
+        throw upstreamError();
+      });
+      app.get('/exposed', async () => {
+        throw exposedError();
+      });
+      app.get('/slow', async (req) => {
+        await new Promise((_, reject) =>
+          req.ferry.signal.addEventListener('abort', () => reject(req.ferry.signal.reason)),
+        );
+      });
+      await app.listen({ port: 0, host: '127.0.0.1' });
+      closers.push(() => app.close());
+      return `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
+    },
+  },
+  {
+    name: 'express',
+    async start(logger) {
+      const app = express();
+      app.use(ferryContext());
+      app.use(express.json({ limit: 1024 }));
+      app.post('/orders', async (req, res) => {
+        res.json(await validateRequest(OrderInput, req.body, 'body'));
+      });
+      app.post('/schema', async (req, res) => {
+        res.json(
+          await validateRequest(
+            z.object({ sku: z.string(), quantity: z.number().int().min(1).optional() }),
+            req.body ?? {},
+            'body',
+          ),
+        );
+      });
+      app.get('/conflict', () => {
+        throw new HttpProblemError(409, 'Order already shipped', {
+          detail: 'order 42 shipped yesterday',
+          extensions: { orderId: 42 },
+          headers: { 'retry-after': '5' },
+        });
+      });
+      app.get('/crash', async () => {
+        throw new Error(SECRET);
+      });
+      app.get('/crash-ferry', async () => {
+        throw new FerryError('SOMETHING_INTERNAL', SECRET);
+      });
+      app.get('/upstream', async () => {
+        throw upstreamError();
+      });
+      app.get('/exposed', async () => {
+        throw exposedError();
+      });
+      app.get('/slow', async () => {
+        const signal = currentContext()?.signal;
+        await new Promise((_, reject) => signal?.addEventListener('abort', () => reject(signal.reason)));
+      });
+      app.use(ferryNotFound());
+      app.use(ferryErrors({ logger }));
+      const server = createServer(app);
+      server.listen(0, '127.0.0.1');
+      await once(server, 'listening');
+      closers.push(async () => {
+        server.closeAllConnections();
+        await new Promise((resolve) => server.close(resolve));
+      });
+      return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    },
+  },
+];
+
+async function call(url: string, init: Parameters<typeof request>[1] = {}) {
+  const response = await request(url, init);
+  const text = await response.body.text();
+  return { status: response.statusCode, headers: response.headers, text, body: JSON.parse(text || 'null') };
+}
+
+describe('problem documents', () => {
+  it('builds about:blank problems with the status phrase and extension members', () => {
+    expect(problem(404)).toEqual({ type: 'about:blank', title: 'Not Found', status: 404 });
+    expect(
+      problem(409, 'Conflict!', { detail: 'd', instance: '/x', orderId: 1, status: 999, title: 'no' }),
+    ).toEqual({
+      type: 'about:blank',
+      title: 'Conflict!',
+      status: 409,
+      detail: 'd',
+      instance: '/x',
+      orderId: 1,
+    });
+  });
+
+  it('HttpProblemError carries its problem and refuses non-error statuses', () => {
+    const error = new HttpProblemError(422, undefined, { type: 'urn:x', extensions: { field: 'a' } });
+    expect(isHttpProblemError(error)).toBe(true);
+    expect(error.code).toBe('HTTP_PROBLEM');
+    expect(error.toProblem({ instance: '/a' })).toEqual({
+      type: 'urn:x',
+      title: 'Unprocessable Entity',
+      status: 422,
+      instance: '/a',
+      field: 'a',
+    });
+    expect(() => new HttpProblemError(200)).toThrow(/400 to 599/);
+  });
+
+  it('maps errors without a framework, and lets mapError handle domain errors', () => {
+    const logger = new RecordingLogger();
+    const req = { method: 'GET', path: '/p', context: { correlationId: 'c1' } };
+    expect(problemFromError(new Error('x'), req, { logger }).problem).toEqual({
+      type: 'about:blank',
+      title: 'Internal Server Error',
+      status: 500,
+      instance: '/p',
+      correlationId: 'c1',
+    });
+    expect(logger.entries[0]?.fields).toMatchObject({ correlationId: 'c1', error: 'Error: x' });
+    class Missing extends Error {}
+    const mapped = problemFromError(new Missing(), req, {
+      logger,
+      mapError: (e) => (e instanceof Missing ? problem(404, 'Order not found') : undefined),
+    });
+    expect(mapped.status).toBe(404);
+    expect(mapped.problem).toMatchObject({ title: 'Order not found', instance: '/p', correlationId: 'c1' });
+    expect(logger.entries).toHaveLength(1);
+  });
+
+  it('validateRequest returns the output or throws RequestValidationError with paths', async () => {
+    await expect(validateRequest(OrderInput, { sku: 'a', quantity: 2 })).resolves.toEqual({
+      sku: 'a',
+      quantity: 2,
+    });
+    const error = await validateRequest(OrderInput, { quantity: 0 }, 'body').catch((e: unknown) => e);
+    expect(isRequestValidationError(error)).toBe(true);
+    expect((error as { issues: unknown[] }).issues.map((i) => (i as { path: string }).path)).toEqual([
+      'body.sku',
+      'body.quantity',
+    ]);
+  });
+});
+
+describe.each(harnesses)('problems from $name', (harness) => {
+  let logger: RecordingLogger;
+  let url: string;
+
+  async function start(): Promise<void> {
+    logger = new RecordingLogger();
+    url = await harness.start(logger);
+  }
+
+  it('renders HttpProblemError with its status, members and headers', async () => {
+    await start();
+    const res = await call(`${url}/conflict?x=1`, { headers: { 'x-correlation-id': 'corr-9' } });
+    expect(res.status).toBe(409);
+    expect(res.headers['content-type']).toBe('application/problem+json');
+    expect(res.headers['retry-after']).toBe('5');
+    expect(res.body).toEqual({
+      type: 'about:blank',
+      title: 'Order already shipped',
+      status: 409,
+      detail: 'order 42 shipped yesterday',
+      instance: '/conflict',
+      correlationId: 'corr-9',
+      orderId: 42,
+    });
+  });
+
+  it('answers request validation errors with 400 and the failing fields', async () => {
+    await start();
+    const res = await call(`${url}/orders`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ sku: '', quantity: 1.5 }),
+    });
+    expect(res.status).toBe(400);
+    expect(res.body).toMatchObject({
+      status: 400,
+      title: 'Bad Request',
+      instance: '/orders',
+      code: 'REQUEST_INVALID',
+    });
+    expect(res.body.errors.map((e: { path: string }) => e.path)).toEqual(['body.sku', 'body.quantity']);
+    expect(res.body.errors[0].message).toEqual(expect.any(String));
+
+    const schema = await call(`${url}/schema`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ quantity: 0 }),
+    });
+    expect(schema.status).toBe(400);
+    expect(schema.body.errors.map((e: { path: string }) => e.path).sort()).toEqual(
+      harness.name === 'fastify' ? ['body.sku'] : ['body.quantity', 'body.sku'],
+    );
+  });
+
+  it('answers malformed JSON with 400', async () => {
+    await start();
+    const res = await call(`${url}/orders`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: '{"sku": ',
+    });
+    expect(res.status).toBe(400);
+    expect(res.body).toMatchObject({ title: 'Bad Request', detail: 'The request body is not valid JSON.' });
+    expect(res.text).not.toContain('Unexpected');
+  });
+
+  it('answers a body over the limit with 413', async () => {
+    await start();
+    const res = await call(`${url}/orders`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ sku: 'x'.repeat(5000), quantity: 1 }),
+    });
+    expect(res.status).toBe(413);
+    expect(res.body).toMatchObject({ status: 413, instance: '/orders' });
+  });
+
+  it('answers an unsupported media type or encoding with 415', async () => {
+    await start();
+    const res =
+      harness.name === 'fastify'
+        ? await call(`${url}/orders`, {
+            method: 'POST',
+            headers: { 'content-type': 'text/xml' },
+            body: '<order/>',
+          })
+        : await call(`${url}/orders`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json', 'content-encoding': 'compress' },
+            body: gzipSync('{}'),
+          });
+    expect(res.status).toBe(415);
+    expect(res.body).toMatchObject({ status: 415, title: 'Unsupported Media Type' });
+  });
+
+  it('answers unknown routes with a 404 problem', async () => {
+    await start();
+    const res = await call(`${url}/nowhere`);
+    expect(res.status).toBe(404);
+    expect(res.body).toMatchObject({ status: 404, title: 'Not Found', instance: '/nowhere' });
+  });
+
+  it('answers 504 at once when the deadline already passed, without running the handler', async () => {
+    await start();
+    const res = await call(`${url}/crash`, { headers: { 'x-deadline-ms': '0', 'x-correlation-id': 'late' } });
+    expect(res.status).toBe(504);
+    expect(res.headers['x-correlation-id']).toBe('late');
+    expect(res.body).toMatchObject({ title: 'Deadline exceeded', status: 504, correlationId: 'late' });
+    expect(logger.entries).toHaveLength(0);
+  });
+
+  it('answers 504 when the deadline passes while the handler runs', async () => {
+    await start();
+    const res = await call(`${url}/slow`, { headers: { 'x-deadline-ms': '100' } });
+    expect(res.status).toBe(504);
+    expect(res.body).toMatchObject({ title: 'Deadline exceeded', code: 'DEADLINE_EXCEEDED' });
+  });
+
+  it('echoes the status of errors meant for the client, not of any error with a status', async () => {
+    await start();
+    const exposed = await call(`${url}/exposed`);
+    expect(exposed.status).toBe(410);
+    expect(exposed.body).toMatchObject({ title: 'Gone', detail: 'This order is gone for good' });
+    const upstream = await call(`${url}/upstream`);
+    expect(upstream.status).toBe(500);
+    expect(upstream.text).not.toContain('inventory');
+  });
+
+  it('answers 500 without the message or stack, and logs them with the correlation id', async () => {
+    await start();
+    for (const path of ['/crash', '/crash-ferry']) {
+      const res = await call(`${url}${path}`, { headers: { 'x-correlation-id': 'corr-500' } });
+      expect(res.status).toBe(500);
+      expect(res.body).toEqual({
+        type: 'about:blank',
+        title: 'Internal Server Error',
+        status: 500,
+        instance: path,
+        correlationId: 'corr-500',
+      });
+      expect(res.text).not.toContain('hunter2');
+      expect(res.text).not.toContain('.ts');
+    }
+    expect(logger.entries).toHaveLength(2);
+    expect(logger.entries[0]?.fields).toMatchObject({
+      correlationId: 'corr-500',
+      method: 'GET',
+      path: '/crash',
+    });
+    expect(String(logger.entries[0]?.fields?.error)).toContain('hunter2');
+    expect(String(logger.entries[0]?.fields?.stack)).toContain('problem.test.ts');
+  });
+});
+
+describe('fastify specifics', () => {
+  it('answers an empty JSON body with 400', async () => {
+    const app = Fastify();
+    ferryFastify(app, { logger: new RecordingLogger() });
+    app.post('/orders', async () => ({ ok: true }));
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    closers.push(() => app.close());
+    const url = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
+    async function* nothing(): AsyncGenerator<string> {}
+    const res = await call(`${url}/orders`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: Readable.from(nothing()),
+    });
+    expect(res.status).toBe(400);
+    expect(res.body).toMatchObject({ detail: 'The request body is not valid JSON.' });
+  });
+
+  it('works inside an encapsulated plugin, and only there', async () => {
+    const app = Fastify();
+    await app.register(async (child) => {
+      ferryFastify(child, { logger: new RecordingLogger() });
+      child.get('/inside', async (req) => ({
+        id: req.ferry.correlationId,
+        ambient: currentContext()?.correlationId,
+      }));
+    });
+    app.get('/outside', async () => ({ ambient: currentContext()?.correlationId ?? null }));
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    closers.push(() => app.close());
+    const url = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
+    const inside = await call(`${url}/inside`, { headers: { 'x-correlation-id': 'in' } });
+    expect(inside.body).toEqual({ id: 'in', ambient: 'in' });
+    expect(inside.headers['x-correlation-id']).toBe('in');
+    const outside = await call(`${url}/outside`, { headers: { 'x-correlation-id': 'out' } });
+    expect(outside.body).toEqual({ ambient: null });
+  });
+});

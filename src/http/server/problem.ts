@@ -1,0 +1,271 @@
+import { STATUS_CODES } from 'node:http';
+import type { FerryContext } from '../../context/context.js';
+import { errorGuard, FerryError, InvalidOptionsError } from '../../errors/ferry-error.js';
+import { toValidationIssues } from '../../messaging/contracts.js';
+import type { ValidationIssue } from '../../messaging/errors.js';
+import type { StandardSchemaV1 } from '../../messaging/standard-schema.js';
+import { deadlinePassed, isClientDisconnectedError } from './request-context.js';
+
+/** An RFC 9457 problem document as the server sends it. */
+export interface Problem {
+  /** A URI naming the kind of problem; `about:blank` when the status says it all. */
+  readonly type: string;
+  /** Short and stable; for `about:blank`, the status phrase. */
+  readonly title: string;
+  readonly status: number;
+  /** This occurrence, for people. Never internals. */
+  readonly detail?: string;
+  /** The request path the problem is about. */
+  readonly instance?: string;
+  readonly [extension: string]: unknown;
+}
+
+/** Optional members of a problem; any other key becomes an extension member. */
+export interface ProblemExtra {
+  readonly type?: string;
+  readonly detail?: string;
+  readonly instance?: string;
+  readonly [extension: string]: unknown;
+}
+
+const RESERVED = new Set(['type', 'title', 'status', 'detail', 'instance']);
+
+/**
+ * Builds a problem document; `title` defaults to the status phrase.
+ *
+ * @example
+ * problem(404, 'Order not found', { detail: `no order ${id}`, orderId: id });
+ */
+export function problem(status: number, title?: string, extra: ProblemExtra = {}): Problem {
+  const doc: Record<string, unknown> = {
+    type: extra.type ?? 'about:blank',
+    title: title ?? STATUS_CODES[status] ?? 'Error',
+    status,
+  };
+  if (extra.detail !== undefined) doc.detail = extra.detail;
+  if (extra.instance !== undefined) doc.instance = extra.instance;
+  for (const [key, value] of Object.entries(extra)) {
+    if (!RESERVED.has(key) && value !== undefined) doc[key] = value;
+  }
+  return doc as unknown as Problem;
+}
+
+/** Options of an {@link HttpProblemError}. */
+export interface HttpProblemInit {
+  /** @default 'about:blank' */
+  readonly type?: string;
+  readonly detail?: string;
+  /** Extension members added to the problem document. */
+  readonly extensions?: Readonly<Record<string, unknown>>;
+  /** Response headers, e.g. `Retry-After` for a 503 or `Allow` for a 405. */
+  readonly headers?: Readonly<Record<string, string>>;
+  readonly cause?: unknown;
+}
+
+/**
+ * Thrown by a handler to answer with a given problem: the one way a handler chooses a status through
+ * Ferry's error handling. Everything in it is sent to the client.
+ *
+ * @example
+ * throw new HttpProblemError(409, 'Order already shipped', { detail: `order ${id} shipped on ${date}` });
+ */
+export class HttpProblemError extends FerryError {
+  readonly status: number;
+  readonly title: string;
+  readonly type: string;
+  readonly detail: string | undefined;
+  readonly extensions: Readonly<Record<string, unknown>>;
+  readonly headers: Readonly<Record<string, string>>;
+
+  constructor(status: number, title?: string, init: HttpProblemInit = {}) {
+    if (!Number.isInteger(status) || status < 400 || status > 599) {
+      throw new InvalidOptionsError(`a problem status must be an integer from 400 to 599, got ${status}`);
+    }
+    const resolvedTitle = title ?? STATUS_CODES[status] ?? 'Error';
+    super('HTTP_PROBLEM', `${status} ${resolvedTitle}${init.detail ? `: ${init.detail}` : ''}`, {
+      cause: init.cause,
+    });
+    this.status = status;
+    this.title = resolvedTitle;
+    this.type = init.type ?? 'about:blank';
+    this.detail = init.detail;
+    this.extensions = init.extensions ?? {};
+    this.headers = init.headers ?? {};
+  }
+
+  /** The problem document, with `instance` and extra extension members. */
+  toProblem(extra: ProblemExtra = {}): Problem {
+    return problem(this.status, this.title, {
+      ...this.extensions,
+      ...extra,
+      type: this.type,
+      ...(this.detail === undefined ? {} : { detail: this.detail }),
+    });
+  }
+}
+export const isHttpProblemError = errorGuard<HttpProblemError>('HTTP_PROBLEM');
+
+/** A request (body, query, params or headers) does not satisfy its schema. Mapped to 400. */
+export class RequestValidationError extends FerryError {
+  readonly issues: readonly ValidationIssue[];
+  constructor(issues: readonly ValidationIssue[]) {
+    const detail = issues.map((i) => (i.path ? `${i.path}: ${i.message}` : i.message)).join('; ');
+    super('REQUEST_INVALID', `the request failed validation: ${detail}`);
+    this.issues = issues;
+  }
+}
+export const isRequestValidationError = errorGuard<RequestValidationError>('REQUEST_INVALID');
+
+/**
+ * Validates part of a request against a Standard Schema (zod, valibot, arktype…), returning its
+ * output or throwing a {@link RequestValidationError} the error handler answers with 400. With
+ * `where`, issue paths are prefixed (`body.email`).
+ *
+ * @example
+ * const order = await validateRequest(OrderInput, req.body, 'body');
+ */
+export async function validateRequest<S extends StandardSchemaV1>(
+  schema: S,
+  value: unknown,
+  where?: string,
+): Promise<StandardSchemaV1.InferOutput<S>> {
+  const result = await schema['~standard'].validate(value);
+  if (!result.issues) return result.value as StandardSchemaV1.InferOutput<S>;
+  const issues = toValidationIssues(result.issues).map((issue) =>
+    where === undefined
+      ? issue
+      : { path: issue.path ? `${where}.${issue.path}` : where, message: issue.message },
+  );
+  throw new RequestValidationError(issues);
+}
+
+/** The body is larger than the endpoint accepts. */
+export function bodyTooLargeProblem(): HttpProblemError {
+  return new HttpProblemError(413, undefined, {
+    detail: 'The request body is larger than this endpoint accepts.',
+  });
+}
+
+/** The body's media type (or its encoding or charset) is not one the endpoint reads. */
+export function unsupportedMediaTypeProblem(): HttpProblemError {
+  return new HttpProblemError(415, undefined, {
+    detail: 'The media type, encoding or charset of the request body is not supported.',
+  });
+}
+
+/** The body says it is JSON but is not, or is empty. */
+export function malformedJsonProblem(): HttpProblemError {
+  return new HttpProblemError(400, undefined, { detail: 'The request body is not valid JSON.' });
+}
+
+/** Where unexpected errors are reported; compatible with console, pino and Ferry's `Logger`. */
+export interface ProblemLogger {
+  error(message: string, fields?: Record<string, unknown>): void;
+}
+
+/** Writes one line to stderr: the default {@link ProblemLogger}. */
+export const stderrProblemLogger: ProblemLogger = Object.freeze({
+  error(message: string, fields?: Record<string, unknown>): void {
+    process.stderr.write(`ferry error: ${message}${fields ? ` ${JSON.stringify(fields)}` : ''}\n`);
+  },
+});
+
+/** Options of {@link problemFromError}, shared by the adapters. */
+export interface ProblemOptions {
+  /** Where unexpected errors are reported. @default one line on stderr */
+  readonly logger?: ProblemLogger;
+  /**
+   * Maps your own errors (a domain conflict, a missing entity) to problems; return `undefined` to
+   * leave an error to the default mapping. @default none
+   */
+  readonly mapError?: (error: unknown) => Problem | HttpProblemError | undefined;
+}
+
+/** A problem ready to send. */
+export interface ProblemResponse {
+  readonly status: number;
+  readonly headers: Readonly<Record<string, string>>;
+  readonly problem: Problem;
+}
+
+/** What the error handler knows about the request that failed. */
+export interface ProblemRequest {
+  readonly method: string;
+  /** The request path, without the query string: becomes the problem's `instance`. */
+  readonly path: string;
+  readonly context?: FerryContext | undefined;
+}
+
+/** Status recorded when the client left before the answer: nobody reads it, but access logs do. */
+const CLIENT_CLOSED_REQUEST = 499;
+
+/**
+ * Maps an error to the problem sent to the client: {@link HttpProblemError} as it says,
+ * {@link RequestValidationError} to 400 with `errors: [{ path, message }]`, a passed deadline to 504,
+ * anything else to 500 with a generic title. The message and stack of an unexpected error never
+ * reach the client; they are logged with the correlation id instead.
+ */
+export function problemFromError(
+  error: unknown,
+  request: ProblemRequest,
+  options: ProblemOptions = {},
+): ProblemResponse {
+  const correlationId = request.context?.correlationId;
+  const extra: ProblemExtra = {
+    instance: request.path,
+    ...(correlationId === undefined ? {} : { correlationId }),
+  };
+  if (isHttpProblemError(error)) {
+    return { status: error.status, headers: error.headers, problem: error.toProblem(extra) };
+  }
+  if (isRequestValidationError(error)) {
+    return respond(
+      problem(400, undefined, {
+        ...extra,
+        detail: 'The request failed validation.',
+        code: error.code,
+        errors: error.issues.map(({ path, message }) => ({ path, message })),
+      }),
+    );
+  }
+  const mapped = options.mapError?.(error);
+  if (mapped !== undefined) {
+    if (isHttpProblemError(mapped)) {
+      return { status: mapped.status, headers: mapped.headers, problem: mapped.toProblem(extra) };
+    }
+    return respond({ ...mapped, ...extra });
+  }
+  if (deadlinePassed(error, request.context)) {
+    return respond(problem(504, 'Deadline exceeded', { ...extra, code: 'DEADLINE_EXCEEDED' }));
+  }
+  const signal = request.context?.signal;
+  if (signal?.aborted && isClientDisconnectedError(signal.reason)) {
+    return respond(problem(CLIENT_CLOSED_REQUEST, 'Client Closed Request', extra));
+  }
+  (options.logger ?? stderrProblemLogger).error('unexpected error while serving a request', {
+    correlationId,
+    method: request.method,
+    path: request.path,
+    error: describe(error),
+    ...(error instanceof Error && error.stack ? { stack: error.stack } : {}),
+  });
+  return respond(problem(500, 'Internal Server Error', extra));
+}
+
+function respond(doc: Problem): ProblemResponse {
+  return { status: doc.status, headers: {}, problem: doc };
+}
+
+function describe(error: unknown): string {
+  if (error instanceof Error) return `${error.name}: ${error.message}`;
+  try {
+    return String(error);
+  } catch {
+    return 'unprintable error';
+  }
+}
+
+/** The JSON body of a problem. */
+export function renderProblem(doc: Problem): string {
+  return JSON.stringify(doc);
+}

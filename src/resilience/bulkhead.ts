@@ -1,0 +1,120 @@
+import { InvalidOptionsError } from '../errors/ferry-error.js';
+import { contextOf, invoke } from './compose.js';
+import { BulkheadFullError } from './errors.js';
+import type { ExecuteOptions, Policy, PolicyContext } from './policy.js';
+
+/** Options of {@link bulkhead}. */
+export interface BulkheadOptions {
+  /** Executions allowed to run at the same time. @default 10 */
+  readonly maxConcurrent?: number;
+  /** Executions allowed to wait (first in, first out) for a free slot; 0 rejects at once. @default 0 */
+  readonly maxQueue?: number;
+}
+
+/** Defaults of {@link bulkhead}: 10 running, none waiting. */
+export const DEFAULT_BULKHEAD = Object.freeze({
+  maxConcurrent: 10,
+  maxQueue: 0,
+} satisfies Required<BulkheadOptions>);
+
+/** A snapshot of a {@link Bulkhead}. */
+export interface BulkheadStats {
+  /** Executions running now. */
+  readonly running: number;
+  /** Executions waiting for a slot. */
+  readonly queued: number;
+}
+
+interface Waiter {
+  readonly start: () => void;
+  readonly signal: AbortSignal | undefined;
+  readonly onAbort: () => void;
+}
+
+/**
+ * Limits how many executions run at once, so that one slow dependency cannot take every socket,
+ * connection or worker of the process. Beyond `maxConcurrent` running and `maxQueue` waiting,
+ * executions reject at once with {@link BulkheadFullError}; a waiting execution whose signal aborts
+ * leaves the queue and rejects with the signal's reason.
+ */
+export class Bulkhead implements Policy {
+  readonly #maxConcurrent: number;
+  readonly #maxQueue: number;
+  /** Insertion-ordered: the first entry is the oldest waiter; deleting an aborted one is O(1). */
+  readonly #queue = new Set<Waiter>();
+  #running = 0;
+  readonly #release = (): void => {
+    this.#running--;
+    const next = this.#queue.values().next();
+    if (!next.done) {
+      this.#queue.delete(next.value);
+      next.value.signal?.removeEventListener('abort', next.value.onAbort);
+      this.#running++;
+      next.value.start();
+    }
+  };
+
+  /** @throws {@link InvalidOptionsError} when an option is out of range. */
+  constructor(options: BulkheadOptions = {}) {
+    const { maxConcurrent, maxQueue } = { ...DEFAULT_BULKHEAD, ...options };
+    if (!Number.isInteger(maxConcurrent) || maxConcurrent < 1) {
+      throw new InvalidOptionsError(`bulkhead maxConcurrent must be an integer >= 1, not ${maxConcurrent}`);
+    }
+    if (!(Number.isInteger(maxQueue) || maxQueue === Number.POSITIVE_INFINITY) || maxQueue < 0) {
+      throw new InvalidOptionsError(`bulkhead maxQueue must be an integer >= 0, not ${maxQueue}`);
+    }
+    this.#maxConcurrent = maxConcurrent;
+    this.#maxQueue = maxQueue;
+  }
+
+  /** Running and waiting executions now. */
+  stats(): BulkheadStats {
+    return { running: this.#running, queued: this.#queue.size };
+  }
+
+  /**
+   * Runs `fn` when a slot is free.
+   * @throws {@link BulkheadFullError} at once when every slot and queue place is taken.
+   */
+  execute<T>(fn: (context: PolicyContext) => PromiseLike<T> | T, options?: ExecuteOptions): Promise<T> {
+    const signal = options?.signal;
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    if (this.#running < this.#maxConcurrent) {
+      this.#running++;
+      return this.#run(fn, options);
+    }
+    if (this.#queue.size >= this.#maxQueue) {
+      return Promise.reject(new BulkheadFullError(this.#maxConcurrent, this.#maxQueue));
+    }
+    return new Promise<T>((resolve, reject) => {
+      const waiter: Waiter = {
+        start: () => this.#run(fn, options).then(resolve, reject),
+        signal,
+        onAbort: () => {
+          this.#queue.delete(waiter);
+          reject(signal!.reason);
+        },
+      };
+      this.#queue.add(waiter);
+      signal?.addEventListener('abort', waiter.onAbort, { once: true });
+    });
+  }
+
+  #run<T>(
+    fn: (context: PolicyContext) => PromiseLike<T> | T,
+    options: ExecuteOptions | undefined,
+  ): Promise<T> {
+    return invoke(fn, contextOf(options)).finally(this.#release);
+  }
+}
+
+/**
+ * A policy that lets at most `maxConcurrent` executions run at once, and `maxQueue` wait.
+ *
+ * @example
+ * const pool = bulkhead({ maxConcurrent: 8, maxQueue: 100 });
+ * await pool.execute(({ signal }) => render(page, { signal }));
+ */
+export function bulkhead(options: BulkheadOptions = {}): Bulkhead {
+  return new Bulkhead(options);
+}

@@ -1,0 +1,169 @@
+import { InvalidOptionsError, isFerryError } from '../errors/ferry-error.js';
+import { type Backoff, exponentialBackoff } from './backoff.js';
+import type { RetryBudget } from './budget.js';
+import { type DeadlineContext, invoke, NEVER_ABORTED } from './compose.js';
+import { RetryBudgetExhaustedError } from './errors.js';
+import type { ExecuteOptions, Policy, PolicyContext } from './policy.js';
+
+/** What {@link RetryOptions.onRetry} is told before each wait. */
+export interface RetryInfo {
+  /** The attempt that failed, which is also the number of the coming retry (1 for the first). */
+  readonly attempt: number;
+  /** How long the policy waits before the next attempt. */
+  readonly delayMs: number;
+  /** The error of the failed attempt. */
+  readonly error: unknown;
+}
+
+/** Options of {@link retry}. */
+export interface RetryOptions {
+  /** Attempts in all, the first included: 1 never retries. An integer in 1..100. @default 3 */
+  readonly maxAttempts?: number;
+  /** Delay before each retry. @default exponentialBackoff() (100 ms doubling to 10 s, full jitter) */
+  readonly backoff?: Backoff;
+  /**
+   * Whether the error of attempt `attempt` is worth another attempt. Never asked once the caller's
+   * signal is aborted. @default {@link defaultShouldRetry}: every error except a refused call
+   */
+  readonly shouldRetry?: (error: unknown, attempt: number) => boolean;
+  /**
+   * Shared cap on retries across executions: each execution records one request, each retry needs
+   * `budget.tryRetry()`, else the execution rejects with {@link RetryBudgetExhaustedError}.
+   * @default undefined (no budget)
+   */
+  readonly budget?: RetryBudget;
+  /**
+   * Cap on any wait, including one raised by an error's `retryAfterMs` hint.
+   * @default Infinity (the backoff's own cap applies)
+   */
+  readonly maxDelayMs?: number;
+  /** Called before each wait, e.g. to log or count retries. @default undefined */
+  readonly onRetry?: (info: RetryInfo) => void;
+}
+
+const REFUSED_CODES: ReadonlySet<string> = new Set([
+  'CIRCUIT_OPEN',
+  'BULKHEAD_FULL',
+  'RETRY_BUDGET_EXHAUSTED',
+]);
+
+/**
+ * Retries every error except a call that a breaker, bulkhead or budget refused: retrying those at once
+ * would only be refused again, and adds load where the system is shedding it.
+ */
+export function defaultShouldRetry(error: unknown): boolean {
+  return !(isFerryError(error) && REFUSED_CODES.has(error.code));
+}
+
+/** Defaults of {@link retry}: 3 attempts, full-jitter exponential backoff from 100 ms to 10 s. */
+export const DEFAULT_RETRY = Object.freeze({
+  maxAttempts: 3,
+  backoff: exponentialBackoff(),
+  shouldRetry: defaultShouldRetry as (error: unknown, attempt: number) => boolean,
+  maxDelayMs: Number.POSITIVE_INFINITY,
+});
+
+/** The longest delay `setTimeout` honours; longer ones fire at once. */
+const MAX_TIMER_MS = 2_147_483_647;
+
+/**
+ * Runs a function again when it fails, after a backoff wait: at most `maxAttempts` attempts, never
+ * past the caller's deadline, within a shared {@link RetryBudget} if given, and never once the
+ * caller's signal is aborted (the wait itself rejects with the signal's reason). An error with a
+ * numeric `retryAfterMs` property (an HTTP `Retry-After`) makes the wait at least that long.
+ */
+export class RetryPolicy implements Policy {
+  readonly #maxAttempts: number;
+  readonly #backoff: Backoff;
+  readonly #shouldRetry: (error: unknown, attempt: number) => boolean;
+  readonly #budget: RetryBudget | undefined;
+  readonly #maxDelayMs: number;
+  readonly #onRetry: ((info: RetryInfo) => void) | undefined;
+
+  /** @throws {@link InvalidOptionsError} when an option is out of range. */
+  constructor(options: RetryOptions = {}) {
+    const { maxAttempts, backoff, shouldRetry, maxDelayMs } = { ...DEFAULT_RETRY, ...options };
+    if (!Number.isInteger(maxAttempts) || maxAttempts < 1 || maxAttempts > 100) {
+      throw new InvalidOptionsError(`retry maxAttempts must be an integer in 1..100, not ${maxAttempts}`);
+    }
+    if (!(maxDelayMs >= 0)) {
+      throw new InvalidOptionsError(`retry maxDelayMs must be a number >= 0, not ${maxDelayMs}`);
+    }
+    if (typeof backoff !== 'function' || typeof shouldRetry !== 'function') {
+      throw new InvalidOptionsError('retry backoff and shouldRetry must be functions');
+    }
+    this.#maxAttempts = maxAttempts;
+    this.#backoff = backoff;
+    this.#shouldRetry = shouldRetry;
+    this.#budget = options.budget;
+    this.#maxDelayMs = Math.min(maxDelayMs, MAX_TIMER_MS);
+    this.#onRetry = options.onRetry;
+  }
+
+  /**
+   * Runs `fn` until it succeeds or may not be retried; `fn` receives the attempt number (1 first).
+   * @throws the last attempt's error; {@link RetryBudgetExhaustedError} (cause: that error) when
+   * the budget refuses a retry; the signal's reason when the caller aborts during a wait.
+   */
+  async execute<T>(fn: (context: PolicyContext) => PromiseLike<T> | T, options?: ExecuteOptions): Promise<T> {
+    const signal = options?.signal ?? NEVER_ABORTED;
+    const deadline = options?.deadline;
+    this.#budget?.recordRequest();
+    let previousBackoff = 0;
+    for (let attempt = 1; ; attempt++) {
+      const context: DeadlineContext =
+        deadline === undefined ? { signal, attempt } : { signal, attempt, deadline };
+      try {
+        return await invoke(fn, context);
+      } catch (error) {
+        if (attempt >= this.#maxAttempts || signal.aborted || !this.#shouldRetry(error, attempt)) throw error;
+        previousBackoff = this.#backoff(attempt, previousBackoff);
+        const delayMs = this.#delay(previousBackoff, error);
+        if (deadline !== undefined && Date.now() + delayMs > deadline) throw error;
+        if (this.#budget !== undefined && !this.#budget.tryRetry()) {
+          throw new RetryBudgetExhaustedError(attempt, error);
+        }
+        this.#onRetry?.({ attempt, delayMs, error });
+        await wait(delayMs, signal);
+      }
+    }
+  }
+
+  /** The wait before the next attempt: the backoff, raised to a Retry-After hint, capped. */
+  #delay(backoffMs: number, error: unknown): number {
+    // A strategy returning NaN or less than 0 means "at once".
+    let delayMs = Number.isNaN(backoffMs) ? 0 : Math.max(0, backoffMs);
+    const hint = (error as { retryAfterMs?: unknown } | null)?.retryAfterMs;
+    if (typeof hint === 'number' && hint > delayMs) delayMs = hint;
+    return Math.min(delayMs, this.#maxDelayMs);
+  }
+}
+
+/** Resolves after `ms`, or rejects with the signal's reason as soon as it aborts. */
+function wait(ms: number, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise((resolve, reject) => {
+    const onAbort = (): void => {
+      clearTimeout(timer);
+      reject(signal.reason);
+    };
+    const timer = setTimeout(() => {
+      signal.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    // Nothing can abort the shared signal: no listener to add (and to remove) then.
+    if (signal !== NEVER_ABORTED) signal.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+/**
+ * A policy that retries failed executions.
+ *
+ * @example
+ * const budget = new RetryBudget();
+ * const policy = retry({ maxAttempts: 4, budget, onRetry: ({ attempt, delayMs }) => log(attempt, delayMs) });
+ * const order = await policy.execute(({ signal, attempt }) => client.get(`/orders/${id}`, { signal }));
+ */
+export function retry(options: RetryOptions = {}): RetryPolicy {
+  return new RetryPolicy(options);
+}

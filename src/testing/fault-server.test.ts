@@ -1,0 +1,182 @@
+import { request } from 'undici';
+import { afterEach, describe, expect, it } from 'vitest';
+import { FaultServer } from './fault-server.js';
+
+const servers: FaultServer[] = [];
+afterEach(async () => {
+  for (const server of servers.splice(0)) await server.close();
+});
+
+async function start(...args: Parameters<typeof FaultServer.start>): Promise<FaultServer> {
+  const server = await FaultServer.start(...args);
+  servers.push(server);
+  return server;
+}
+
+async function call(url: string, init: Parameters<typeof request>[1] = {}) {
+  const response = await request(url, init);
+  return { status: response.statusCode, headers: response.headers, text: await response.body.text() };
+}
+
+describe('FaultServer', () => {
+  it('answers 200 { ok, path, method } by default, on 127.0.0.1', async () => {
+    const server = await start();
+    expect(server.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+    const res = await call(`${server.url}/users/42?x=1`);
+    expect(res.status).toBe(200);
+    expect(res.headers['content-type']).toBe('application/json; charset=utf-8');
+    expect(JSON.parse(res.text)).toEqual({ ok: true, path: '/users/42?x=1', method: 'GET' });
+  });
+
+  it('consumes scripted faults in order, then falls back to the default', async () => {
+    const server = await start();
+    server.enqueue(
+      { status: 500 },
+      { status: 201, body: { id: 7 }, headers: { 'x-extra': 'yes' } },
+      { body: 'plain' },
+    );
+    expect(server.pending).toBe(3);
+    const first = await call(server.url);
+    expect(first).toMatchObject({ status: 500, text: '' });
+    const second = await call(server.url);
+    expect(second.status).toBe(201);
+    expect(second.headers['x-extra']).toBe('yes');
+    expect(JSON.parse(second.text)).toEqual({ id: 7 });
+    const third = await call(server.url);
+    expect(third).toMatchObject({ status: 200, text: 'plain' });
+    expect(third.headers['content-type']).toBe('text/plain; charset=utf-8');
+    expect((await call(server.url)).status).toBe(200);
+    expect(server.pending).toBe(0);
+
+    server.setDefault({ status: 503 });
+    expect((await call(server.url)).status).toBe(503);
+  });
+
+  it('takes a default answer from its options', async () => {
+    const server = await start({ default: { status: 418, body: { teapot: true } } });
+    const res = await call(server.url);
+    expect(res.status).toBe(418);
+    expect(JSON.parse(res.text)).toEqual({ teapot: true });
+  });
+
+  it('sets Retry-After from seconds or an HTTP date, with 503 unless told otherwise', async () => {
+    const server = await start();
+    const date = 'Wed, 21 Oct 2026 07:28:00 GMT';
+    server.enqueue({ retryAfter: 2 }, { status: 429, retryAfter: date });
+    const seconds = await call(server.url);
+    expect(seconds.status).toBe(503);
+    expect(seconds.headers['retry-after']).toBe('2');
+    const http = await call(server.url);
+    expect(http.status).toBe(429);
+    expect(http.headers['retry-after']).toBe(date);
+  });
+
+  it('answers with a problem document', async () => {
+    const server = await start();
+    server.enqueue(
+      { problem: { title: 'Out of stock', detail: 'sku A', sku: 'A' } },
+      { problem: { status: 409 } },
+    );
+    const res = await call(server.url);
+    expect(res.status).toBe(500);
+    expect(res.headers['content-type']).toBe('application/problem+json');
+    expect(JSON.parse(res.text)).toEqual({
+      type: 'about:blank',
+      title: 'Out of stock',
+      status: 500,
+      detail: 'sku A',
+      sku: 'A',
+    });
+    const conflict = await call(server.url);
+    expect(conflict.status).toBe(409);
+    expect(JSON.parse(conflict.text)).toMatchObject({ title: 'Conflict', status: 409 });
+  });
+
+  it('delays the answer', async () => {
+    const server = await start();
+    server.enqueue({ delayMs: 150 });
+    const started = Date.now();
+    expect((await call(server.url)).status).toBe(200);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(140);
+  });
+
+  it('resets the connection without answering', async () => {
+    const server = await start();
+    server.enqueue({ reset: true });
+    await expect(request(server.url)).rejects.toMatchObject({
+      code: expect.stringMatching(/ECONNRESET|UND_ERR_SOCKET/),
+    });
+    expect((await call(server.url)).status).toBe(200);
+    expect(server.requests).toHaveLength(2);
+  });
+
+  it('hangs until the client gives up, and close() ends the hanging connection', async () => {
+    const server = await start();
+    server.enqueue({ hang: true }, { hang: true });
+    await expect(request(server.url, { headersTimeout: 100 })).rejects.toMatchObject({
+      code: 'UND_ERR_HEADERS_TIMEOUT',
+    });
+    const pending = request(server.url);
+    await expect.poll(() => server.requests.length).toBe(2);
+    const started = Date.now();
+    await server.close();
+    await expect(pending).rejects.toThrow();
+    expect(Date.now() - started).toBeLessThan(1000);
+  });
+
+  it('close() ends idle keep-alive connections and pending delays', async () => {
+    const server = await start();
+    await call(server.url); // leaves a keep-alive connection in undici's pool
+    server.enqueue({ delayMs: 60_000 });
+    const delayed = request(server.url);
+    await expect.poll(() => server.requests.length).toBe(2);
+    const started = Date.now();
+    await server.close();
+    await expect(delayed).rejects.toThrow();
+    expect(Date.now() - started).toBeLessThan(1000);
+  });
+
+  it('routes faults by method and path, each route with its own script', async () => {
+    const server = await start();
+    server.route('GET', '/users/42', { status: 503 }, { status: 404 });
+    server.route('post', '/orders', { status: 201 });
+    server.enqueue({ status: 500 });
+    expect((await call(`${server.url}/users/42?fields=name`)).status).toBe(503);
+    expect((await call(`${server.url}/users/42`, { method: 'DELETE' })).status).toBe(500); // global script
+    expect((await call(`${server.url}/orders`, { method: 'POST', body: '{}' })).status).toBe(201);
+    expect((await call(`${server.url}/users/42`)).status).toBe(404);
+    expect((await call(`${server.url}/users/42`)).status).toBe(200); // route script used up: default
+    expect(server.pending).toBe(0);
+  });
+
+  it('records every request with method, path, headers, body and time', async () => {
+    const server = await start();
+    const before = Date.now();
+    await call(`${server.url}/orders?x=1`, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/json',
+        'idempotency-key': 'key-1',
+        'x-correlation-id': 'corr-1',
+        'x-deadline-ms': '2500',
+      },
+      body: '{"sku":"A"}',
+    });
+    server.enqueue({ reset: true });
+    await request(`${server.url}/gone`).catch(() => {});
+    expect(server.requests).toHaveLength(2);
+    const [first, second] = server.requests;
+    expect(first).toMatchObject({ method: 'POST', path: '/orders?x=1', body: '{"sku":"A"}' });
+    expect(first?.headers).toMatchObject({
+      'idempotency-key': 'key-1',
+      'x-correlation-id': 'corr-1',
+      'x-deadline-ms': '2500',
+    });
+    expect(first?.at).toBeGreaterThanOrEqual(before);
+    expect(second).toMatchObject({ method: 'GET', path: '/gone', body: '' });
+    expect(server.requests.filter((r) => r.path === '/gone')).toHaveLength(1);
+
+    server.clear();
+    expect(server.requests).toHaveLength(0);
+  });
+});
