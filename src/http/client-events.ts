@@ -28,6 +28,12 @@ export class ClientEvents {
     return () => set.delete(listener);
   }
 
+  /** Whether anyone listens, so that callers build payloads only when they will be read. */
+  listens(event: keyof ClientEventMap): boolean {
+    const set = this.#listeners[event];
+    return set !== undefined && set.size > 0;
+  }
+
   emit<K extends keyof ClientEventMap>(event: K, payload: ClientEventMap[K]): void {
     const set = this.#listeners[event] as Set<(payload: ClientEventMap[K]) => void> | undefined;
     if (set === undefined || set.size === 0) return;

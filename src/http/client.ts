@@ -8,9 +8,8 @@ import { bulkhead } from '../resilience/bulkhead.js';
 import { CircuitBreaker, type CircuitBreakerOptions } from '../resilience/circuit-breaker.js';
 import { compose } from '../resilience/compose.js';
 import { TimeoutError } from '../resilience/errors.js';
-import type { Policy } from '../resilience/policy.js';
+import type { Policy, PolicyContext } from '../resilience/policy.js';
 import { retry } from '../resilience/retry.js';
-import { timeout } from '../resilience/timeout.js';
 import { type ClientEventMap, ClientEvents } from './client-events.js';
 import { HttpError, type ProblemDetails } from './errors.js';
 import { HTTP_HEADER, PROBLEM_CONTENT_TYPE } from './headers.js';
@@ -138,11 +137,12 @@ export function parseRetryAfter(value: string | string[] | undefined, now = Date
 }
 
 function isJson(contentType: string | string[] | undefined): boolean {
-  const type = (Array.isArray(contentType) ? contentType[0] : contentType)
-    ?.split(';')[0]
-    ?.trim()
-    .toLowerCase();
-  return type === 'application/json' || (type?.endsWith('+json') ?? false);
+  const text = Array.isArray(contentType) ? contentType[0] : contentType;
+  if (text === undefined) return false;
+  // The common exact spellings first, without splitting strings per response.
+  if (text === 'application/json' || text.startsWith('application/json;')) return true;
+  const type = text.split(';')[0]!.trim().toLowerCase();
+  return type === 'application/json' || type.endsWith('+json');
 }
 
 /**
@@ -163,8 +163,14 @@ export class ServiceClient {
   readonly #budget: RetryBudget | undefined;
   readonly #bulkhead: (Policy & { stats(): { running: number; queued: number } }) | undefined;
   readonly #breakers = new Map<string, CircuitBreaker>();
+  readonly #chains = new Map<string, Policy>();
+  readonly #retrySettings: RetrySettings | undefined;
+  /** Errors the attempts judged safe and worth retrying (with their call); the retry policy consults it. */
+  readonly #retryable = new WeakMap<object, { readonly method: string; readonly path: string }>();
   readonly #events = new ClientEvents();
   #dispatcher: Dispatcher | undefined;
+  /** Header and body timeout of the client's own pool; a dispatcher passed in options has its own. */
+  readonly #poolTimeout: number;
   #closed = false;
 
   constructor(baseUrl: string, options: ServiceClientOptions = {}) {
@@ -192,6 +198,9 @@ export class ServiceClient {
         ? undefined
         : bulkhead({ ...DEFAULT_SERVICE_CLIENT_OPTIONS.bulkhead, ...options.bulkhead });
     this.#dispatcher = options.dispatcher;
+    this.#retrySettings = retrySettingsOf(options.retry);
+    this.#poolTimeout =
+      options.dispatcher === undefined ? (options.timeout ?? DEFAULT_SERVICE_CLIENT_OPTIONS.timeout) : -1;
   }
 
   /** Subscribes to `attempt`, `retry`, `response`, `breaker` (state changes) and `rejection` events. */
@@ -230,9 +239,8 @@ export class ServiceClient {
   }
 
   /** The parsed body of a 2xx response; any other status rejects with `HttpError`. */
-  async #bodyOf<T>(init: RequestInit): Promise<T> {
-    const response = await this.#call(init, true);
-    return response.body as T;
+  #bodyOf<T>(init: RequestInit): Promise<T> {
+    return this.#call(init, true).then(bodyOfResponse) as Promise<T>;
   }
 
   /**
@@ -254,19 +262,15 @@ export class ServiceClient {
       deadline = context.deadline;
     }
     if (deadline !== undefined && deadline <= now) {
-      this.#events.emit('rejection', { client: this.name, method, path: init.path, reason: 'deadline' });
+      if (this.#events.listens('rejection')) {
+        this.#events.emit('rejection', { client: this.name, method, path: init.path, reason: 'deadline' });
+      }
       throw new TimeoutError(deadlineMs ?? 0, `${method} ${init.path} (deadline already passed)`);
     }
 
-    const retryOptions = init.retry ?? this.#options.retry;
-    const retrySettings =
-      retryOptions === false ? undefined : { ...DEFAULT_SERVICE_CLIENT_OPTIONS.retry, ...retryOptions };
+    const settings = init.retry === undefined ? this.#retrySettings : retrySettingsOf(init.retry);
     let idempotencyKey = init.idempotencyKey;
-    if (
-      idempotencyKey === undefined &&
-      retrySettings !== undefined &&
-      (method === 'POST' || method === 'PATCH')
-    ) {
+    if (idempotencyKey === undefined && settings !== undefined && (method === 'POST' || method === 'PATCH')) {
       idempotencyKey = uuidv7();
     }
     const safeToRetry = IDEMPOTENT_METHODS.has(method) || idempotencyKey !== undefined;
@@ -290,91 +294,152 @@ export class ServiceClient {
       }
     }
     const path = withQuery(init.path, init.query);
-    const url = `${this.origin}${path}`;
-    const statuses = retrySettings?.statuses ?? DEFAULT_SERVICE_CLIENT_OPTIONS.retry.statuses;
-    const breaker = this.#breaker(method, init.route ?? init.path.split('?')[0]!);
+    const statuses = settings?.statuses ?? DEFAULT_SERVICE_CLIENT_OPTIONS.retry.statuses;
+    const maxRetryAfterMs = settings?.maxRetryAfterMs ?? DEFAULT_SERVICE_CLIENT_OPTIONS.retry.maxRetryAfterMs;
     const attemptTimeout = init.timeout ?? this.#options.timeout ?? DEFAULT_SERVICE_CLIENT_OPTIONS.timeout;
+    const retryable = this.#retryable;
+    const call = { method, path };
 
-    const attempt = async ({ signal, attempt: n }: { signal: AbortSignal; attempt: number }) => {
-      this.#events.emit('attempt', { client: this.name, method, path, attempt: n });
-      if (deadline !== undefined) headers[HTTP_HEADER.deadline] = String(Math.max(0, deadline - Date.now()));
-      const started = performance.now();
-      const response = await this.#dispatch(method, path, headers, payload, signal);
-      const body = await readBody(response);
-      this.#events.emit('response', {
-        client: this.name,
-        method,
-        path,
-        attempt: n,
-        status: response.statusCode,
-        durationMs: performance.now() - started,
-      });
-      if (
-        response.statusCode >= 400 &&
-        (response.statusCode >= 500 || statuses.includes(response.statusCode) || throwOnStatus)
-      ) {
-        throw new HttpError({
-          status: response.statusCode,
+    const attempt = async ({ attempt: n }: PolicyContext): Promise<ServiceResponse> => {
+      if (this.#events.listens('attempt'))
+        this.#events.emit('attempt', { client: this.name, method, path, attempt: n });
+      // undici's own header and body timeouts bound the attempt: no AbortController and timer per call.
+      let limit = attemptTimeout;
+      if (deadline !== undefined) {
+        const left = deadline - Date.now();
+        headers[HTTP_HEADER.deadline] = String(Math.max(0, left));
+        if (left < limit) limit = Math.max(1, left);
+      }
+      const started = this.#events.listens('response') ? performance.now() : 0;
+      let response: Dispatcher.ResponseData;
+      let body: unknown;
+      try {
+        response = await this.#dispatch(method, path, headers, payload, limit, init.signal);
+        body = await readBody(response);
+      } catch (error) {
+        const code = errorCode(error);
+        if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') {
+          const timedOut = new TimeoutError(limit, `${method} ${this.origin}${path}`);
+          if (safeToRetry) retryable.set(timedOut, call);
+          throw timedOut;
+        }
+        if (code !== undefined && CONNECTION_CODES.has(code) && (safeToRetry || NOT_SENT_CODES.has(code))) {
+          retryable.set(error as object, call);
+        }
+        throw error;
+      }
+      const status = response.statusCode;
+      if (this.#events.listens('response')) {
+        this.#events.emit('response', {
+          client: this.name,
           method,
-          url,
+          path,
+          attempt: n,
+          status,
+          durationMs: performance.now() - started,
+        });
+      }
+      if (status >= 400 && (throwOnStatus || status >= 500 || statuses.includes(status))) {
+        const error = new HttpError({
+          status,
+          method,
+          url: `${this.origin}${path}`,
           headers: response.headers,
           body,
           problem: problemOf(response.headers, body),
           retryAfterMs: parseRetryAfter(response.headers['retry-after']),
         });
+        if (
+          safeToRetry &&
+          statuses.includes(status) &&
+          (error.retryAfterMs === undefined || error.retryAfterMs <= maxRetryAfterMs)
+        ) {
+          retryable.set(error, call);
+        }
+        throw error;
       }
-      return { status: response.statusCode, headers: response.headers, body };
+      return { status, headers: response.headers, body };
     };
 
-    const policies: Policy[] = [];
-    if (this.#bulkhead !== undefined) policies.push(this.#bulkhead);
-    if (retrySettings !== undefined && retrySettings.maxAttempts > 1) {
-      policies.push(
-        retry({
-          maxAttempts: retrySettings.maxAttempts,
-          backoff: retrySettings.backoff ?? exponentialBackoff({ initialDelayMs: 100, maxDelayMs: 5000 }),
-          ...(this.#budget === undefined ? {} : { budget: this.#budget }),
-          shouldRetry: (error) => {
-            if (isHttpError(error)) {
-              if (!safeToRetry || !statuses.includes(error.status)) return false;
-              return error.retryAfterMs === undefined || error.retryAfterMs <= retrySettings.maxRetryAfterMs;
-            }
-            if (isFerryError(error)) return error.code === 'TIMEOUT' && safeToRetry;
-            const code = errorCode(error);
-            if (code === undefined || !CONNECTION_CODES.has(code)) return false;
-            return safeToRetry || NOT_SENT_CODES.has(code);
-          },
-          onRetry: ({ attempt: n, delayMs, error }) =>
-            this.#events.emit('retry', { client: this.name, method, path, attempt: n, delayMs, error }),
-        }),
-      );
-    }
-    if (breaker !== undefined) policies.push(breaker);
-    policies.push(timeout({ ms: attemptTimeout }));
-
+    const breakerName = this.#breakerName(method, init.route ?? init.path);
+    const policy =
+      init.retry === undefined ? this.#chain(breakerName) : this.#buildChain(breakerName, settings);
     try {
-      return await compose(...policies).execute(attempt, {
-        ...(init.signal === undefined ? {} : { signal: init.signal }),
-        ...(deadline === undefined ? {} : { deadline }),
-      });
+      return await policy.execute(
+        attempt,
+        deadline === undefined
+          ? init.signal === undefined
+            ? undefined
+            : { signal: init.signal }
+          : init.signal === undefined
+            ? { deadline }
+            : { deadline, signal: init.signal },
+      );
     } catch (error) {
       if (isHttpError(error) && !throwOnStatus) {
         return { status: error.status, headers: error.headers, body: error.body };
       }
-      if (isFerryError(error) && error.code !== 'HTTP_ERROR' && error.code !== 'TIMEOUT') {
+      if (
+        isFerryError(error) &&
+        error.code !== 'HTTP_ERROR' &&
+        error.code !== 'TIMEOUT' &&
+        this.#events.listens('rejection')
+      ) {
         this.#events.emit('rejection', { client: this.name, method, path, reason: error.code, error });
       }
       throw error;
     }
   }
 
-  #breaker(method: string, route: string): CircuitBreaker | undefined {
+  /** The policies of a breaker key with the client's retry settings, built once. */
+  #chain(breakerName: string | undefined): Policy {
+    const key = breakerName ?? '';
+    let chain = this.#chains.get(key);
+    if (chain === undefined) {
+      chain = this.#buildChain(breakerName, this.#retrySettings);
+      this.#chains.set(key, chain);
+    }
+    return chain;
+  }
+
+  /** Bulkhead, then retry, then the breaker, so that every attempt passes the breaker. */
+  #buildChain(breakerName: string | undefined, settings: RetrySettings | undefined): Policy {
+    const policies: Policy[] = [];
+    if (this.#bulkhead !== undefined) policies.push(this.#bulkhead);
+    if (settings !== undefined && settings.maxAttempts > 1) {
+      const retryable = this.#retryable;
+      policies.push(
+        retry({
+          maxAttempts: settings.maxAttempts,
+          backoff: settings.backoff ?? exponentialBackoff({ initialDelayMs: 100, maxDelayMs: 5000 }),
+          ...(this.#budget === undefined ? {} : { budget: this.#budget }),
+          // The attempt decided, knowing the method, statuses and idempotency key of its call.
+          shouldRetry: (error) => typeof error === 'object' && error !== null && retryable.has(error),
+          onRetry: ({ attempt, delayMs, error }) => {
+            if (!this.#events.listens('retry')) return;
+            const call = retryable.get(error as object) ?? { method: '', path: '' };
+            this.#events.emit('retry', { client: this.name, ...call, attempt, delayMs, error });
+          },
+        }),
+      );
+    }
+    const breaker = breakerName === undefined ? undefined : this.#breaker(breakerName);
+    if (breaker !== undefined) policies.push(breaker);
+    return compose(...policies);
+  }
+
+  #breakerName(method: string, route: string): string | undefined {
     const options = this.#options.breaker;
     if (options === false) return undefined;
-    const { key = 'origin', ...settings } = options ?? {};
-    const name = key === 'route' ? `${this.name} ${method} ${route}` : this.name;
+    if (options?.key !== 'route') return this.name;
+    const query = route.indexOf('?');
+    return `${this.name} ${method} ${query < 0 ? route : route.slice(0, query)}`;
+  }
+
+  #breaker(name: string): CircuitBreaker {
     let breaker = this.#breakers.get(name);
     if (breaker === undefined) {
+      const { key: _key, ...settings } = this.#options.breaker || {};
       breaker = new CircuitBreaker({ ...settings, name, isFailure });
       breaker.onStateChange((change) =>
         this.#events.emit('breaker', { client: this.name, breaker: name, ...change }),
@@ -384,22 +449,33 @@ export class ServiceClient {
     return breaker;
   }
 
-  async #dispatch(
+  #dispatch(
     method: string,
     path: string,
     headers: Record<string, string>,
     body: string | Uint8Array | undefined,
-    signal: AbortSignal,
+    timeoutMs: number,
+    signal: AbortSignal | undefined,
   ): Promise<Dispatcher.ResponseData> {
-    const dispatcher = this.#dispatcher ?? (await this.#createPool());
-    return dispatcher.request({
+    const dispatcher = this.#dispatcher;
+    if (dispatcher === undefined) {
+      return this.#createPool().then(() => this.#dispatch(method, path, headers, body, timeoutMs, signal));
+    }
+    const options: Dispatcher.RequestOptions = {
       origin: this.origin,
       method: method as Dispatcher.HttpMethod,
       path,
       headers,
       body: body ?? null,
-      signal,
-    });
+    };
+    // The pool's own timeouts are the client's; a call with a shorter limit (its own timeout, or
+    // what is left of its deadline) sets them per request.
+    if (timeoutMs !== this.#poolTimeout) {
+      options.headersTimeout = timeoutMs;
+      options.bodyTimeout = timeoutMs;
+    }
+    if (signal !== undefined) options.signal = signal;
+    return dispatcher.request(options);
   }
 
   async #createPool(): Promise<Pool> {
@@ -409,6 +485,8 @@ export class ServiceClient {
     const pool = new Pool(this.origin, {
       connections: this.#options.connections ?? DEFAULT_SERVICE_CLIENT_OPTIONS.connections,
       keepAliveTimeout: 10_000,
+      headersTimeout: this.#poolTimeout,
+      bodyTimeout: this.#poolTimeout,
     });
     this.#dispatcher = pool;
     return pool;
@@ -421,6 +499,21 @@ export class ServiceClient {
   }
 }
 
+type RetrySettings = Required<Omit<ClientRetryOptions, 'backoff'>> & { readonly backoff?: Backoff };
+
+function retrySettingsOf(options: false | ClientRetryOptions | undefined): RetrySettings | undefined {
+  if (options === false) return undefined;
+  const settings = { ...DEFAULT_SERVICE_CLIENT_OPTIONS.retry, ...options };
+  if (!Number.isInteger(settings.maxAttempts) || settings.maxAttempts < 1 || settings.maxAttempts > 100) {
+    throw new InvalidOptionsError('retry.maxAttempts must be an integer from 1 to 100');
+  }
+  return settings;
+}
+
+function bodyOfResponse(response: ServiceResponse): unknown {
+  return response.body;
+}
+
 /** What counts against a breaker: the target is unhealthy, not the request wrong. */
 function isFailure(error: unknown): boolean {
   if (isHttpError(error)) return error.status >= 500 || error.status === 429 || error.status === 408;
@@ -431,17 +524,17 @@ function isHttpError(error: unknown): error is HttpError {
   return isFerryError(error) && error.code === 'HTTP_ERROR';
 }
 
-async function readBody(response: Dispatcher.ResponseData): Promise<unknown> {
-  const text = await response.body.text();
-  if (text.length === 0) return undefined;
-  if (isJson(response.headers['content-type'])) {
+function readBody(response: Dispatcher.ResponseData): Promise<unknown> {
+  const json = isJson(response.headers['content-type']);
+  return response.body.text().then((text) => {
+    if (text.length === 0) return undefined;
+    if (!json) return text;
     try {
       return JSON.parse(text);
     } catch {
       return text;
     }
-  }
-  return text;
+  });
 }
 
 function problemOf(

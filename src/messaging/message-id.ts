@@ -1,8 +1,6 @@
-import { randomFillSync } from 'node:crypto';
+import { randomBytesPooled } from '../context/random.js';
 
 const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
-const pool = new Uint8Array(4096);
-let poolOffset = pool.length;
 const bytes = new Uint8Array(16);
 let lastMs = -1;
 let prefix = '';
@@ -23,12 +21,7 @@ export function uuidv7(): string {
     bytes[3] = (ms >>> 16) & 0xff;
     bytes[4] = (ms >>> 8) & 0xff;
     bytes[5] = ms & 0xff;
-    if (poolOffset + 10 > pool.length) {
-      randomFillSync(pool);
-      poolOffset = 0;
-    }
-    bytes.set(pool.subarray(poolOffset, poolOffset + 10), 6);
-    poolOffset += 10;
+    randomBytesPooled(10, bytes, 6);
     bytes[6] = 0x70 | (bytes[6]! & 0x0f); // version 7
     bytes[8] = 0x80 | (bytes[8]! & 0x3f); // variant 10
     prefix = `${HEX[bytes[0]]}${HEX[bytes[1]]}${HEX[bytes[2]]}${HEX[bytes[3]]}-${HEX[bytes[4]]}${HEX[bytes[5]]}-`;

@@ -1,6 +1,6 @@
-import { randomBytes } from 'node:crypto';
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import type { FerryContext } from '../../context/context.js';
+import { randomHex } from '../../context/random.js';
 import { errorGuard, FerryError } from '../../errors/ferry-error.js';
 import { uuidv7 } from '../../messaging/message-id.js';
 import { HTTP_HEADER } from '../headers.js';
@@ -78,14 +78,6 @@ export function parseTraceparent(value: unknown): Traceparent | undefined {
   const [, traceId, parentId, flags] = match as unknown as [string, string, string, string];
   if (traceId === ZERO_TRACE_ID || parentId === ZERO_PARENT_ID) return undefined;
   return { version: '00', traceId, parentId, flags };
-}
-
-function randomHex(bytes: number): string {
-  const zero = '0'.repeat(bytes * 2);
-  for (;;) {
-    const hex = randomBytes(bytes).toString('hex');
-    if (hex !== zero) return hex;
-  }
 }
 
 /**
