@@ -33,8 +33,9 @@ export interface RetryOptions {
    */
   readonly budget?: RetryBudget;
   /**
-   * Cap on any wait, including one raised by an error's `retryAfterMs` hint.
-   * @default Infinity (the backoff's own cap applies)
+   * Cap on any wait, including one raised by an error's `retryAfterMs` hint (a server asking for
+   * an hour does not park the caller for an hour).
+   * @default 30000
    */
   readonly maxDelayMs?: number;
   /** Called before each wait, e.g. to log or count retries. @default undefined */
@@ -60,7 +61,7 @@ export const DEFAULT_RETRY = Object.freeze({
   maxAttempts: 3,
   backoff: exponentialBackoff(),
   shouldRetry: defaultShouldRetry as (error: unknown, attempt: number) => boolean,
-  maxDelayMs: Number.POSITIVE_INFINITY,
+  maxDelayMs: 30_000,
 });
 
 /** The longest delay `setTimeout` honours; longer ones fire at once. */
