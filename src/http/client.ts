@@ -104,6 +104,8 @@ export interface ServiceResponse<T = unknown> {
   readonly body: T;
 }
 
+const NO_OPTIONS: CallOptions = Object.freeze({});
+
 const IDEMPOTENT_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
 /** Errors raised before anything was sent: safe to retry whatever the method. */
 const NOT_SENT_CODES = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'ENOTFOUND', 'EAI_AGAIN']);
@@ -219,28 +221,23 @@ export class ServiceClient {
   }
 
   get<T = unknown>(path: string, options?: CallOptions): Promise<T> {
-    return this.#bodyOf<T>({ ...options, method: 'GET', path });
+    return this.#call('GET', path, undefined, options, true).then(bodyOfResponse) as Promise<T>;
   }
 
   delete<T = unknown>(path: string, options?: CallOptions): Promise<T> {
-    return this.#bodyOf<T>({ ...options, method: 'DELETE', path });
+    return this.#call('DELETE', path, undefined, options, true).then(bodyOfResponse) as Promise<T>;
   }
 
   post<T = unknown>(path: string, body?: unknown, options?: CallOptions): Promise<T> {
-    return this.#bodyOf<T>({ ...options, method: 'POST', path, body });
+    return this.#call('POST', path, body, options, true).then(bodyOfResponse) as Promise<T>;
   }
 
   put<T = unknown>(path: string, body?: unknown, options?: CallOptions): Promise<T> {
-    return this.#bodyOf<T>({ ...options, method: 'PUT', path, body });
+    return this.#call('PUT', path, body, options, true).then(bodyOfResponse) as Promise<T>;
   }
 
   patch<T = unknown>(path: string, body?: unknown, options?: CallOptions): Promise<T> {
-    return this.#bodyOf<T>({ ...options, method: 'PATCH', path, body });
-  }
-
-  /** The parsed body of a 2xx response; any other status rejects with `HttpError`. */
-  #bodyOf<T>(init: RequestInit): Promise<T> {
-    return this.#call(init, true).then(bodyOfResponse) as Promise<T>;
+    return this.#call('PATCH', path, body, options, true).then(bodyOfResponse) as Promise<T>;
   }
 
   /**
@@ -248,12 +245,21 @@ export class ServiceClient {
    * when there is none: connection failure, timeout, open breaker, full bulkhead, spent budget.
    */
   request<T = unknown>(init: RequestInit): Promise<ServiceResponse<T>> {
-    return this.#call(init, false) as Promise<ServiceResponse<T>>;
+    return this.#call(init.method.toUpperCase(), init.path, init.body, init, false) as Promise<
+      ServiceResponse<T>
+    >;
   }
 
-  async #call(init: RequestInit, throwOnStatus: boolean): Promise<ServiceResponse> {
+  /** get, post… answer the body of a 2xx and reject with `HttpError` otherwise (`throwOnStatus`). */
+  async #call(
+    method: string,
+    requestPath: string,
+    requestBody: unknown,
+    options: CallOptions | undefined,
+    throwOnStatus: boolean,
+  ): Promise<ServiceResponse> {
     if (this.#closed) throw new InvalidOptionsError(`ServiceClient ${this.name} is closed`);
-    const method = init.method.toUpperCase();
+    const init: CallOptions = options ?? NO_OPTIONS;
     const context = currentContext();
     const now = Date.now();
     const deadlineMs = init.deadline ?? this.#options.deadline;
@@ -263,9 +269,9 @@ export class ServiceClient {
     }
     if (deadline !== undefined && deadline <= now) {
       if (this.#events.listens('rejection')) {
-        this.#events.emit('rejection', { client: this.name, method, path: init.path, reason: 'deadline' });
+        this.#events.emit('rejection', { client: this.name, method, path: requestPath, reason: 'deadline' });
       }
-      throw new TimeoutError(deadlineMs ?? 0, `${method} ${init.path} (deadline already passed)`);
+      throw new TimeoutError(deadlineMs ?? 0, `${method} ${requestPath} (deadline already passed)`);
     }
 
     const settings = init.retry === undefined ? this.#retrySettings : retrySettingsOf(init.retry);
@@ -275,25 +281,25 @@ export class ServiceClient {
     }
     const safeToRetry = IDEMPOTENT_METHODS.has(method) || idempotencyKey !== undefined;
 
-    // Explicit headers win over the ambient context's.
-    const headers: Record<string, string> = {
-      [HTTP_HEADER.correlationId]: context?.correlationId ?? uuidv7(),
-      [HTTP_HEADER.traceparent]: context?.traceparent
-        ? childTraceparent(context.traceparent)
-        : newTraceparent(),
-      ...this.#options.headers,
-      ...init.headers,
-    };
+    // Explicit headers win over the ambient context's. Assigned one by one: a literal with computed
+    // keys and spreads makes a slower dictionary object.
+    const headers: Record<string, string> = {};
+    headers[HTTP_HEADER.correlationId] = context?.correlationId ?? uuidv7();
+    headers[HTTP_HEADER.traceparent] = context?.traceparent
+      ? childTraceparent(context.traceparent)
+      : newTraceparent();
+    if (this.#options.headers !== undefined) Object.assign(headers, this.#options.headers);
+    if (init.headers !== undefined) Object.assign(headers, init.headers);
     if (idempotencyKey !== undefined) headers[HTTP_HEADER.idempotencyKey] = idempotencyKey;
     let payload: string | Uint8Array | undefined;
-    if (init.body !== undefined) {
-      if (typeof init.body === 'string' || init.body instanceof Uint8Array) payload = init.body;
+    if (requestBody !== undefined) {
+      if (typeof requestBody === 'string' || requestBody instanceof Uint8Array) payload = requestBody;
       else {
-        payload = JSON.stringify(init.body);
+        payload = JSON.stringify(requestBody);
         headers['content-type'] ??= 'application/json';
       }
     }
-    const path = withQuery(init.path, init.query);
+    const path = withQuery(requestPath, init.query);
     const statuses = settings?.statuses ?? DEFAULT_SERVICE_CLIENT_OPTIONS.retry.statuses;
     const maxRetryAfterMs = settings?.maxRetryAfterMs ?? DEFAULT_SERVICE_CLIENT_OPTIONS.retry.maxRetryAfterMs;
     const attemptTimeout = init.timeout ?? this.#options.timeout ?? DEFAULT_SERVICE_CLIENT_OPTIONS.timeout;
@@ -361,7 +367,7 @@ export class ServiceClient {
       return { status, headers: response.headers, body };
     };
 
-    const breakerName = this.#breakerName(method, init.route ?? init.path);
+    const breakerName = this.#breakerName(method, init.route ?? requestPath);
     const policy =
       init.retry === undefined ? this.#chain(breakerName) : this.#buildChain(breakerName, settings);
     try {
@@ -462,12 +468,13 @@ export class ServiceClient {
       return this.#createPool().then(() => this.#dispatch(method, path, headers, body, timeoutMs, signal));
     }
     const options: Dispatcher.RequestOptions = {
-      origin: this.origin,
       method: method as Dispatcher.HttpMethod,
       path,
       headers,
-      body: body ?? null,
     };
+    // The client's own pool knows its origin; a dispatcher passed in options (an Agent) needs it.
+    if (this.#options.dispatcher !== undefined) options.origin = this.origin;
+    if (body !== undefined) options.body = body;
     // The pool's own timeouts are the client's; a call with a shorter limit (its own timeout, or
     // what is left of its deadline) sets them per request.
     if (timeoutMs !== this.#poolTimeout) {

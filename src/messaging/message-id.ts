@@ -1,15 +1,13 @@
-import { randomBytesPooled } from '../context/random.js';
+import { asciiOf, randomBytesPooled, writeAscii, writeHex } from '../context/random.js';
 
-const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
 const bytes = new Uint8Array(16);
 let lastMs = -1;
-let prefix = '';
 
 /**
  * A UUID version 7 (RFC 9562): 48 bits of Unix milliseconds, then random bits. Ids sort by creation
  * time, which keeps database indexes on them (inbox, outbox, event ids) append-mostly. Within one
  * millisecond the random part is incremented (RFC 9562 §6.2, method 2), so ids stay unique and
- * ordered without drawing new randomness per id: `crypto.randomUUID` costs about 50% more.
+ * ordered without drawing new randomness per id. The string is built in one flat allocation.
  */
 export function uuidv7(): string {
   const ms = Date.now();
@@ -24,7 +22,6 @@ export function uuidv7(): string {
     randomBytesPooled(10, bytes, 6);
     bytes[6] = 0x70 | (bytes[6]! & 0x0f); // version 7
     bytes[8] = 0x80 | (bytes[8]! & 0x3f); // variant 10
-    prefix = `${HEX[bytes[0]]}${HEX[bytes[1]]}${HEX[bytes[2]]}${HEX[bytes[3]]}-${HEX[bytes[4]]}${HEX[bytes[5]]}-`;
   } else {
     // 56 bits of counter headroom per millisecond: overflow is out of reach.
     for (let i = 15; i >= 9; i--) {
@@ -32,5 +29,14 @@ export function uuidv7(): string {
       if (bytes[i] !== 0) break;
     }
   }
-  return `${prefix}${HEX[bytes[6]!]}${HEX[bytes[7]!]}-${HEX[bytes[8]!]}${HEX[bytes[9]!]}-${HEX[bytes[10]!]}${HEX[bytes[11]!]}${HEX[bytes[12]!]}${HEX[bytes[13]!]}${HEX[bytes[14]!]}${HEX[bytes[15]!]}`;
+  writeHex(bytes, 0, 4, 0);
+  writeAscii('-', 8);
+  writeHex(bytes, 4, 2, 9);
+  writeAscii('-', 13);
+  writeHex(bytes, 6, 2, 14);
+  writeAscii('-', 18);
+  writeHex(bytes, 8, 2, 19);
+  writeAscii('-', 23);
+  writeHex(bytes, 10, 6, 24);
+  return asciiOf(36);
 }

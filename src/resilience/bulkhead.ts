@@ -54,6 +54,15 @@ export class Bulkhead implements Policy {
     }
   };
 
+  readonly #releaseWith = <T>(value: T): T => {
+    this.#release();
+    return value;
+  };
+  readonly #releaseAndThrow = (error: unknown): never => {
+    this.#release();
+    throw error;
+  };
+
   /** @throws {@link InvalidOptionsError} when an option is out of range. */
   constructor(options: BulkheadOptions = {}) {
     const { maxConcurrent, maxQueue } = { ...DEFAULT_BULKHEAD, ...options };
@@ -104,7 +113,8 @@ export class Bulkhead implements Policy {
     fn: (context: PolicyContext) => PromiseLike<T> | T,
     options: ExecuteOptions | undefined,
   ): Promise<T> {
-    return invoke(fn, contextOf(options)).finally(this.#release);
+    // Two settle callbacks rather than finally(): finally() chains two more promises per call.
+    return invoke(fn, contextOf(options)).then(this.#releaseWith, this.#releaseAndThrow) as Promise<T>;
   }
 }
 

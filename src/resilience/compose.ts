@@ -97,9 +97,8 @@ class ComposedPolicy implements Policy {
 
 /** What an inner policy receives from the context of the policy around it. */
 function optionsOf(context: DeadlineContext, outerDeadline: number | undefined): ExecuteOptions {
-  // A policy from elsewhere may not carry the deadline on; the caller's still applies then.
-  const deadline = context.deadline ?? outerDeadline;
-  return deadline === undefined
-    ? { signal: context.signal, attempt: context.attempt }
-    : { signal: context.signal, attempt: context.attempt, deadline };
+  // The context has the shape of the options: hand it on as it is, unless a policy from elsewhere
+  // dropped the deadline, which the caller's still applies then.
+  if (context.deadline !== undefined || outerDeadline === undefined) return context;
+  return { signal: context.signal, attempt: context.attempt, deadline: outerDeadline };
 }

@@ -106,26 +106,45 @@ export class RetryPolicy implements Policy {
    * @throws the last attempt's error; {@link RetryBudgetExhaustedError} (cause: that error) when
    * the budget refuses a retry; the signal's reason when the caller aborts during a wait.
    */
-  async execute<T>(fn: (context: PolicyContext) => PromiseLike<T> | T, options?: ExecuteOptions): Promise<T> {
+  execute<T>(fn: (context: PolicyContext) => PromiseLike<T> | T, options?: ExecuteOptions): Promise<T> {
     const signal = options?.signal ?? NEVER_ABORTED;
     const deadline = options?.deadline;
     this.#budget?.recordRequest();
+    // The first attempt outside an async frame: most calls succeed, and an async function would add
+    // promise hops to every one of them.
+    const context: DeadlineContext =
+      deadline === undefined ? { signal, attempt: 1 } : { signal, attempt: 1, deadline };
+    return invoke(fn, context).then(undefined, (error: unknown) =>
+      this.#afterFailure(fn, signal, deadline, error),
+    );
+  }
+
+  async #afterFailure<T>(
+    fn: (context: PolicyContext) => PromiseLike<T> | T,
+    signal: AbortSignal,
+    deadline: number | undefined,
+    firstError: unknown,
+  ): Promise<T> {
+    let error = firstError;
     let previousBackoff = 0;
     for (let attempt = 1; ; attempt++) {
+      if (attempt >= this.#maxAttempts || signal.aborted || !this.#shouldRetry(error, attempt)) throw error;
+      previousBackoff = this.#backoff(attempt, previousBackoff);
+      const delayMs = this.#delay(previousBackoff, error);
+      if (deadline !== undefined && Date.now() + delayMs > deadline) throw error;
+      if (this.#budget !== undefined && !this.#budget.tryRetry()) {
+        throw new RetryBudgetExhaustedError(attempt, error);
+      }
+      this.#onRetry?.({ attempt, delayMs, error });
+      await wait(delayMs, signal);
       const context: DeadlineContext =
-        deadline === undefined ? { signal, attempt } : { signal, attempt, deadline };
+        deadline === undefined
+          ? { signal, attempt: attempt + 1 }
+          : { signal, attempt: attempt + 1, deadline };
       try {
         return await invoke(fn, context);
-      } catch (error) {
-        if (attempt >= this.#maxAttempts || signal.aborted || !this.#shouldRetry(error, attempt)) throw error;
-        previousBackoff = this.#backoff(attempt, previousBackoff);
-        const delayMs = this.#delay(previousBackoff, error);
-        if (deadline !== undefined && Date.now() + delayMs > deadline) throw error;
-        if (this.#budget !== undefined && !this.#budget.tryRetry()) {
-          throw new RetryBudgetExhaustedError(attempt, error);
-        }
-        this.#onRetry?.({ attempt, delayMs, error });
-        await wait(delayMs, signal);
+      } catch (next) {
+        error = next;
       }
     }
   }

@@ -1,6 +1,6 @@
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import type { FerryContext } from '../../context/context.js';
-import { randomHex } from '../../context/random.js';
+import { asciiOf, writeAscii, writeRandomHex } from '../../context/random.js';
 import { errorGuard, FerryError } from '../../errors/ferry-error.js';
 import { uuidv7 } from '../../messaging/message-id.js';
 import { HTTP_HEADER } from '../headers.js';
@@ -85,7 +85,13 @@ export function parseTraceparent(value: unknown): Traceparent | undefined {
  * with parent-based sampling keep the spans of a trace that started here.
  */
 export function newTraceparent(): string {
-  return `00-${randomHex(16)}-${randomHex(8)}-01`;
+  // Assembled in one flat string: it goes straight into a request's header block.
+  writeAscii('00-', 0);
+  writeRandomHex(16, 3);
+  writeAscii('-', 35);
+  writeRandomHex(8, 36);
+  writeAscii('-01', 52);
+  return asciiOf(55);
 }
 
 /**
@@ -98,7 +104,13 @@ export function newTraceparent(): string {
 export function childTraceparent(traceparent: string): string {
   const parent = parseTraceparent(traceparent);
   if (!parent) return newTraceparent();
-  return `00-${parent.traceId}-${randomHex(8)}-${parent.flags}`;
+  writeAscii('00-', 0);
+  writeAscii(parent.traceId, 3);
+  writeAscii('-', 35);
+  writeRandomHex(8, 36);
+  writeAscii('-', 52);
+  writeAscii(parent.flags, 53);
+  return asciiOf(55);
 }
 
 // ---------------------------------------------------------------------------------------------
