@@ -258,3 +258,24 @@ describe('parseRetryAfter', () => {
     expect(parseRetryAfter(undefined)).toBeUndefined();
   });
 });
+
+describe('ServiceClient failures before any request', () => {
+  it('reports them as rejections, never as synchronous throws', async () => {
+    const c = new ServiceClient('http://127.0.0.1:9', { retry: false });
+    await c.close();
+    let thrown: unknown;
+    let promise: Promise<unknown> | undefined;
+    try {
+      promise = c.get('/x');
+    } catch (error) {
+      thrown = error;
+    }
+    expect(thrown).toBeUndefined();
+    await expect(promise).rejects.toThrow(/closed/);
+    const open = new ServiceClient('http://127.0.0.1:9', { retry: false });
+    cleanups.push(() => open.close());
+    const cyclic: Record<string, unknown> = {};
+    cyclic.self = cyclic;
+    await expect(open.post('/x', cyclic)).rejects.toThrow();
+  });
+});
