@@ -279,3 +279,16 @@ describe('ServiceClient failures before any request', () => {
     await expect(open.post('/x', cyclic)).rejects.toThrow();
   });
 });
+
+describe('ServiceClient response size', () => {
+  it('fails a response larger than maxResponseBytes instead of buffering it', async () => {
+    const s = await FaultServer.start();
+    cleanups.push(() => s.close());
+    s.enqueue({ status: 200, body: { blob: 'x'.repeat(10_000) } });
+    const c = new ServiceClient(s.url, { retry: false, maxResponseBytes: 1000 });
+    cleanups.push(() => c.close());
+    await expect(c.get('/big')).rejects.toMatchObject({ code: 'RESPONSE_TOO_LARGE', limit: 1000 });
+    s.enqueue({ status: 200, body: { small: true } });
+    expect(await c.get('/small')).toEqual({ small: true });
+  });
+});

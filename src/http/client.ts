@@ -11,6 +11,7 @@ import { TimeoutError } from '../resilience/errors.js';
 import type { Policy, PolicyContext } from '../resilience/policy.js';
 import { retry } from '../resilience/retry.js';
 import { type ClientEventMap, ClientEvents } from './client-events.js';
+import { type CollectedResponse, collectResponse } from './collect-response.js';
 import { HttpError, type ProblemDetails } from './errors.js';
 import { HTTP_HEADER, PROBLEM_CONTENT_TYPE } from './headers.js';
 import { childTraceparent, newTraceparent } from './server/request-context.js';
@@ -53,6 +54,8 @@ export interface ServiceClientOptions {
   readonly headers?: Readonly<Record<string, string>>;
   /** Keep-alive connections to the origin. @default 64 */
   readonly connections?: number;
+  /** Largest response body read; a larger one fails the call with `RESPONSE_TOO_LARGE`. @default 16777216 (16 MiB) */
+  readonly maxResponseBytes?: number;
   /** A dispatcher of your own (an undici Agent, a mock…) instead of the client's pool. */
   readonly dispatcher?: Dispatcher;
 }
@@ -67,6 +70,7 @@ export const DEFAULT_SERVICE_CLIENT_OPTIONS = Object.freeze({
   retryBudget: Object.freeze({ ratio: 0.2, minRetriesPerSecond: 10 }),
   bulkhead: Object.freeze({ maxConcurrent: 256, maxQueue: 1024 }),
   connections: 64,
+  maxResponseBytes: 16 * 1024 * 1024,
 });
 
 /** Options of one call. */
@@ -173,6 +177,7 @@ export class ServiceClient {
   #dispatcher: Dispatcher | undefined;
   /** Header and body timeout of the client's own pool; a dispatcher passed in options has its own. */
   readonly #poolTimeout: number;
+  readonly #maxResponseBytes: number;
   #closed = false;
 
   constructor(baseUrl: string, options: ServiceClientOptions = {}) {
@@ -201,6 +206,7 @@ export class ServiceClient {
         : bulkhead({ ...DEFAULT_SERVICE_CLIENT_OPTIONS.bulkhead, ...options.bulkhead });
     this.#dispatcher = options.dispatcher;
     this.#retrySettings = retrySettingsOf(options.retry);
+    this.#maxResponseBytes = options.maxResponseBytes ?? DEFAULT_SERVICE_CLIENT_OPTIONS.maxResponseBytes;
     this.#poolTimeout =
       options.dispatcher === undefined ? (options.timeout ?? DEFAULT_SERVICE_CLIENT_OPTIONS.timeout) : -1;
   }
@@ -335,13 +341,9 @@ export class ServiceClient {
       }
       throw error;
     };
-    const answered = (
-      response: Dispatcher.ResponseData,
-      body: unknown,
-      n: number,
-      started: number,
-    ): ServiceResponse => {
+    const answered = (response: CollectedResponse, n: number, started: number): ServiceResponse => {
       const status = response.statusCode;
+      const body = decodeBody(response);
       if (this.#events.listens('response')) {
         this.#events.emit('response', {
           client: this.name,
@@ -385,12 +387,8 @@ export class ServiceClient {
       }
       const started = this.#events.listens('response') ? performance.now() : 0;
       return this.#dispatch(method, path, headers, payload, limit, init.signal).then(
-        (response) =>
-          readBody(response).then(
-            (body) => answered(response, body, n, started),
-            // A body that breaks off mid-way (timeout, reset) is a failed attempt too.
-            (error: unknown) => failed(error, limit),
-          ),
+        (response) => answered(response, n, started),
+        // Includes a body that breaks off mid-way (timeout, reset).
         (error: unknown) => failed(error, limit),
       );
     };
@@ -490,18 +488,17 @@ export class ServiceClient {
     body: string | Uint8Array | undefined,
     timeoutMs: number,
     signal: AbortSignal | undefined,
-  ): Promise<Dispatcher.ResponseData> {
+  ): Promise<CollectedResponse> {
     const dispatcher = this.#dispatcher;
     if (dispatcher === undefined) {
       return this.#createPool().then(() => this.#dispatch(method, path, headers, body, timeoutMs, signal));
     }
-    const options: Dispatcher.RequestOptions = {
+    const options: Dispatcher.DispatchOptions = {
+      origin: this.origin,
       method: method as Dispatcher.HttpMethod,
       path,
       headers,
     };
-    // The client's own pool knows its origin; a dispatcher passed in options (an Agent) needs it.
-    if (this.#options.dispatcher !== undefined) options.origin = this.origin;
     if (body !== undefined) options.body = body;
     // The pool's own timeouts are the client's; a call with a shorter limit (its own timeout, or
     // what is left of its deadline) sets them per request.
@@ -509,8 +506,7 @@ export class ServiceClient {
       options.headersTimeout = timeoutMs;
       options.bodyTimeout = timeoutMs;
     }
-    if (signal !== undefined) options.signal = signal;
-    return dispatcher.request(options);
+    return collectResponse(dispatcher, options, this.#maxResponseBytes, signal);
   }
 
   async #createPool(): Promise<Pool> {
@@ -559,17 +555,16 @@ function isHttpError(error: unknown): error is HttpError {
   return isFerryError(error) && error.code === 'HTTP_ERROR';
 }
 
-function readBody(response: Dispatcher.ResponseData): Promise<unknown> {
-  const json = isJson(response.headers['content-type']);
-  return response.body.text().then((text) => {
-    if (text.length === 0) return undefined;
-    if (!json) return text;
-    try {
-      return JSON.parse(text);
-    } catch {
-      return text;
-    }
-  });
+/** The body as JSON when the server said JSON (text if it is not valid JSON), else text; undefined when empty. */
+function decodeBody(response: CollectedResponse): unknown {
+  if (response.body.length === 0) return undefined;
+  const text = response.body.toString('utf8');
+  if (!isJson(response.headers['content-type'])) return text;
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
 }
 
 function problemOf(
