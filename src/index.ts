@@ -50,6 +50,7 @@ export type {
 } from './eventstore/types.js';
 export {
   type CallOptions,
+  ClientClosedError,
   type ClientRetryOptions,
   DEFAULT_SERVICE_CLIENT_OPTIONS,
   parseRetryAfter,

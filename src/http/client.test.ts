@@ -119,9 +119,16 @@ describe('ServiceClient', () => {
     expect(second!.headers['idempotency-key']).toBe(first!.headers['idempotency-key']);
     expect(JSON.parse(second!.body)).toEqual({ sku: 'tea' });
     expect(second!.headers['content-type']).toBe('application/json');
-    // The caller's own key is used as it is.
+    // The caller's own key is used as it is, given as an option or as a header.
     await c.post('/orders', { sku: 'pie' }, { idempotencyKey: 'order-77' });
     expect(s.requests[2]!.headers['idempotency-key']).toBe('order-77');
+    await c.post(
+      '/orders',
+      { sku: 'jam' },
+      { headers: { 'Idempotency-Key': 'order-78', 'Content-Type': 'application/vnd.x+json' } },
+    );
+    expect(s.requests[3]!.headers['idempotency-key']).toBe('order-78');
+    expect(s.requests[3]!.headers['content-type']).toBe('application/vnd.x+json');
   });
 
   it('does not retry a POST without an idempotency key when retries are off for it', async () => {
@@ -271,7 +278,7 @@ describe('ServiceClient failures before any request', () => {
       thrown = error;
     }
     expect(thrown).toBeUndefined();
-    await expect(promise).rejects.toThrow(/closed/);
+    await expect(promise).rejects.toMatchObject({ code: 'CLIENT_CLOSED' });
     const open = new ServiceClient('http://127.0.0.1:9', { retry: false });
     cleanups.push(() => open.close());
     const cyclic: Record<string, unknown> = {};

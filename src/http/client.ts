@@ -1,6 +1,6 @@
 import type { Dispatcher, Pool } from 'undici';
 import { currentContext } from '../context/context.js';
-import { InvalidOptionsError, isFerryError } from '../errors/ferry-error.js';
+import { FerryError, InvalidOptionsError, isFerryError } from '../errors/ferry-error.js';
 import { uuidv7 } from '../messaging/message-id.js';
 import { type Backoff, exponentialBackoff } from '../resilience/backoff.js';
 import { RetryBudget, type RetryBudgetOptions } from '../resilience/budget.js';
@@ -279,7 +279,7 @@ export class ServiceClient {
     options: CallOptions | undefined,
     throwOnStatus: boolean,
   ): Promise<ServiceResponse> {
-    if (this.#closed) throw new InvalidOptionsError(`ServiceClient ${this.name} is closed`);
+    if (this.#closed) throw new ClientClosedError(this.name);
     const init: CallOptions = options ?? NO_OPTIONS;
     const context = currentContext();
     const now = Date.now();
@@ -296,7 +296,7 @@ export class ServiceClient {
     }
 
     const settings = init.retry === undefined ? this.#retrySettings : retrySettingsOf(init.retry);
-    let idempotencyKey = init.idempotencyKey;
+    let idempotencyKey = init.idempotencyKey ?? headerValue(init.headers, HTTP_HEADER.idempotencyKey);
     if (idempotencyKey === undefined && settings !== undefined && (method === 'POST' || method === 'PATCH')) {
       idempotencyKey = uuidv7();
     }
@@ -311,13 +311,15 @@ export class ServiceClient {
       : newTraceparent();
     if (this.#options.headers !== undefined) Object.assign(headers, this.#options.headers);
     if (init.headers !== undefined) Object.assign(headers, init.headers);
-    if (idempotencyKey !== undefined) headers[HTTP_HEADER.idempotencyKey] = idempotencyKey;
+    if (idempotencyKey !== undefined && headerValue(init.headers, HTTP_HEADER.idempotencyKey) === undefined) {
+      headers[HTTP_HEADER.idempotencyKey] = idempotencyKey;
+    }
     let payload: string | Uint8Array | undefined;
     if (requestBody !== undefined) {
       if (typeof requestBody === 'string' || requestBody instanceof Uint8Array) payload = requestBody;
       else {
         payload = JSON.stringify(requestBody);
-        headers['content-type'] ??= 'application/json';
+        if (headerValue(headers, 'content-type') === undefined) headers['content-type'] = 'application/json';
       }
     }
     const path = withQuery(requestPath, init.query);
@@ -539,6 +541,25 @@ function retrySettingsOf(options: false | ClientRetryOptions | undefined): Retry
     throw new InvalidOptionsError('retry.maxAttempts must be an integer from 1 to 100');
   }
   return settings;
+}
+
+/** A header of a plain header object, whatever the case of its name. */
+function headerValue(
+  headers: Readonly<Record<string, string>> | undefined,
+  name: string,
+): string | undefined {
+  if (headers === undefined) return undefined;
+  const exact = headers[name];
+  if (exact !== undefined) return exact;
+  for (const key in headers) if (key.toLowerCase() === name) return headers[key];
+  return undefined;
+}
+
+/** The client was closed; the call was not made. */
+export class ClientClosedError extends FerryError {
+  constructor(client: string) {
+    super('CLIENT_CLOSED', `ServiceClient ${client} is closed`);
+  }
 }
 
 function bodyOfResponse(response: ServiceResponse): unknown {
