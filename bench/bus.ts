@@ -10,7 +10,8 @@
  * Options: --runs N (default 7; the median is reported), --messages N (AMQP, default 30000),
  * --memory-messages N (default 1000000), --only <case>. AMQP URL from FERRY_BENCH_AMQP_URL.
  * Each side of an AMQP case runs in a fresh vhost of its own, so that queues and clean-up of one
- * side or of earlier runs cannot interfere with the other.
+ * side or of earlier runs cannot interfere with the other; the sides alternate in short slices and
+ * the ratio is the median of the ratios of neighbouring slices.
  */
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
@@ -74,18 +75,27 @@ function rawPublishAll(channel: ConfirmChannel, total: number): Promise<void> {
   });
 }
 
-async function rawPublish(url: string, total: number, queue: string): Promise<number> {
+/** One side of an AMQP case, set up once per run: each slice publishes `count` more messages. */
+interface Side {
+  /** Seconds taken by `count` more messages. */
+  slice(count: number): Promise<number>;
+  close(): Promise<void>;
+}
+
+async function rawPublisher(url: string): Promise<Side> {
   const connection = await amqp.connect(url);
   const channel = await connection.createConfirmChannel();
   await channel.assertExchange('raw.events', 'topic', { durable: true });
-  await channel.assertQueue(queue, { durable: true });
-  await channel.bindQueue(queue, 'raw.events', 'bench.#');
-  await channel.purgeQueue(queue);
-  const start = performance.now();
-  await rawPublishAll(channel, total);
-  const rate = total / secondsSince(start);
-  await connection.close();
-  return rate;
+  await channel.assertQueue('raw.publish', { durable: true });
+  await channel.bindQueue('raw.publish', 'raw.events', 'bench.#');
+  return {
+    async slice(count) {
+      const start = performance.now();
+      await rawPublishAll(channel, count);
+      return secondsSince(start);
+    },
+    close: () => connection.close(),
+  };
 }
 
 function benchBus(url: string) {
@@ -99,60 +109,76 @@ function ferryPublishAll(bus: Awaited<ReturnType<typeof benchBus>>, total: numbe
   });
 }
 
-async function ferryPublish(url: string, total: number): Promise<number> {
+async function ferryPublisher(url: string): Promise<Side> {
   const bus = await benchBus(url);
   // A subscription declares the durable queue; it is closed so that nothing consumes while publishing.
-  const sub = await bus.subscribe('bench.#', async () => {}, { group: 'pub-only' });
-  await sub.close();
-  const start = performance.now();
-  await ferryPublishAll(bus, total);
-  const rate = total / secondsSince(start);
-  await bus.close();
-  return rate;
+  await (await bus.subscribe('bench.#', async () => {}, { group: 'pub-only' })).close();
+  return {
+    async slice(count) {
+      const start = performance.now();
+      await ferryPublishAll(bus, count);
+      return secondsSince(start);
+    },
+    close: () => bus.close(),
+  };
 }
 
-async function rawEndToEnd(url: string, total: number): Promise<number> {
+/** Waits until `handled()` reaches `target`. */
+async function until(handled: () => number, target: number): Promise<void> {
+  while (handled() < target) await new Promise((resolve) => setImmediate(resolve));
+}
+
+async function rawEndToEnd(url: string): Promise<Side> {
   const connection = await amqp.connect(url);
   const publisher = await connection.createConfirmChannel();
   const consumer = await connection.createChannel();
   await publisher.assertExchange('raw.events', 'topic', { durable: true });
   await consumer.assertQueue('raw.e2e', { durable: true });
   await consumer.bindQueue('raw.e2e', 'raw.events', 'bench.#');
-  await consumer.purgeQueue('raw.e2e');
   await consumer.prefetch(PREFETCH);
-  const handled = countdown(total);
+  let handled = 0;
   const handler = async (data: unknown) => data;
   await consumer.consume('raw.e2e', (message) => {
     if (message === null) return;
     void handler(JSON.parse(message.content.toString('utf8'))).then(() => {
       consumer.ack(message);
-      handled.tick();
+      handled++;
     });
   });
-  const start = performance.now();
-  await rawPublishAll(publisher, total);
-  await handled.done;
-  const rate = total / secondsSince(start);
-  await connection.close();
-  return rate;
+  let sent = 0;
+  return {
+    async slice(count) {
+      const start = performance.now();
+      await rawPublishAll(publisher, count);
+      sent += count;
+      await until(() => handled, sent);
+      return secondsSince(start);
+    },
+    close: () => connection.close(),
+  };
 }
 
-async function ferryEndToEnd(url: string, total: number): Promise<number> {
+async function ferryEndToEnd(url: string): Promise<Side> {
   const bus = await benchBus(url);
-  const handled = countdown(total);
+  let handled = 0;
   await bus.subscribe(
     'bench.#',
     async () => {
-      handled.tick();
+      handled++;
     },
     { group: 'e2e', concurrency: PREFETCH },
   );
-  const start = performance.now();
-  await ferryPublishAll(bus, total);
-  await handled.done;
-  const rate = total / secondsSince(start);
-  await bus.close();
-  return rate;
+  let sent = 0;
+  return {
+    async slice(count) {
+      const start = performance.now();
+      await ferryPublishAll(bus, count);
+      sent += count;
+      await until(() => handled, sent);
+      return secondsSince(start);
+    },
+    close: () => bus.close(),
+  };
 }
 
 const BATCH = 1000;
@@ -201,53 +227,71 @@ async function emitterMemory(total: number): Promise<number> {
   return total / secondsSince(start);
 }
 
+/**
+ * Each run gives each side a vhost of its own (empty queues, its own message store; both deleted
+ * only after both ran), then interleaves short slices of the two sides and compares neighbouring
+ * slices: the broker's speed on this machine drifts by tens of percent within a run.
+ */
 async function amqpCase(
   name: string,
   target: number,
-  ferry: (url: string) => Promise<number>,
-  raw: (url: string) => Promise<number>,
+  makeFerry: (url: string) => Promise<Side>,
+  makeRaw: (url: string) => Promise<Side>,
   unit: string,
 ): Promise<void> {
+  const SLICES = 6;
+  const perSlice = Math.ceil(AMQP_MESSAGES / SLICES);
   const ferryRates: number[] = [];
   const rawRates: number[] = [];
-  const ratios: number[] = [];
+  const sliceRatios: number[] = [];
   for (let run = 1; run <= RUNS; run++) {
-    // A vhost per side: each measures on empty queues in its own message store, and both vhosts are
-    // deleted only after both sides ran, so the broker's clean-up I/O never overlaps a measurement.
     const rawVhost = await createTestVhost('ferry-bench-raw');
     const ferryVhost = await createTestVhost('ferry-bench-ferry');
     try {
-      // Alternate the order so neither side always runs on a warmer broker.
-      let f: number;
-      let r: number;
-      if (run % 2 === 1) {
-        r = await raw(vhostUrl(rawVhost));
-        f = await ferry(vhostUrl(ferryVhost));
-      } else {
-        f = await ferry(vhostUrl(ferryVhost));
-        r = await raw(vhostUrl(rawVhost));
+      const ferry = await makeFerry(vhostUrl(ferryVhost));
+      const raw = await makeRaw(vhostUrl(rawVhost));
+      await ferry.slice(1000); // warm-up, not counted
+      await raw.slice(1000);
+      let ferrySeconds = 0;
+      let rawSeconds = 0;
+      for (let slice = 0; slice < SLICES; slice++) {
+        let f: number;
+        let r: number;
+        if ((slice + run) % 2 === 0) {
+          f = await ferry.slice(perSlice);
+          r = await raw.slice(perSlice);
+        } else {
+          r = await raw.slice(perSlice);
+          f = await ferry.slice(perSlice);
+        }
+        ferrySeconds += f;
+        rawSeconds += r;
+        sliceRatios.push(r / f);
       }
-      ferryRates.push(f);
-      rawRates.push(r);
-      ratios.push(f / r);
+      await ferry.close();
+      await raw.close();
+      ferryRates.push((perSlice * SLICES) / ferrySeconds);
+      rawRates.push((perSlice * SLICES) / rawSeconds);
       progress(
-        `${name} run ${run}/${RUNS}: ferry ${round(f)} ${unit}, raw amqplib ${round(r)} ${unit}, ratio ${round(f / r, 2)}`,
+        `${name} run ${run}/${RUNS}: ferry ${round(ferryRates.at(-1)!)} ${unit}, raw amqplib ${round(rawRates.at(-1)!)} ${unit}, ratio ${round(ferryRates.at(-1)! / rawRates.at(-1)!, 2)}`,
       );
     } finally {
       await Promise.all([rawVhost.dispose(), ferryVhost.dispose()]);
     }
   }
+  const ratio = median(sliceRatios);
   report({
     case: name,
     unit,
     messages: AMQP_MESSAGES,
     window: WINDOW,
+    slices: sliceRatios.length,
     ferry: round(median(ferryRates)),
     baseline: 'raw amqplib',
     baselineValue: round(median(rawRates)),
-    ratio: round(median(ratios), 3),
+    ratio: round(ratio, 3),
     target: `>= ${target}x`,
-    pass: median(ratios) >= target,
+    pass: ratio >= target,
     runs: RUNS,
   });
 }
@@ -255,22 +299,10 @@ async function amqpCase(
 async function main(): Promise<void> {
   process.stderr.write(`ferry bench:bus — ${RUNS} runs per case, medians reported\n`);
   if (!only || only === 'amqp-publish-confirm') {
-    await amqpCase(
-      'amqp-publish-confirm',
-      0.9,
-      (url) => ferryPublish(url, AMQP_MESSAGES),
-      (url) => rawPublish(url, AMQP_MESSAGES, 'raw.publish'),
-      'msg/s',
-    );
+    await amqpCase('amqp-publish-confirm', 0.9, ferryPublisher, rawPublisher, 'msg/s');
   }
   if (!only || only === 'amqp-end-to-end') {
-    await amqpCase(
-      'amqp-end-to-end',
-      0.8,
-      (url) => ferryEndToEnd(url, AMQP_MESSAGES),
-      (url) => rawEndToEnd(url, AMQP_MESSAGES),
-      'msg/s',
-    );
+    await amqpCase('amqp-end-to-end', 0.8, ferryEndToEnd, rawEndToEnd, 'msg/s');
   }
   if (!only || only === 'memory-async-handler') {
     const ferryRates: number[] = [];
