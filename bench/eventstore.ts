@@ -11,7 +11,7 @@
  *                         baseline: raw LISTEN with the NOTIFY sent inside the inserting transaction
  *   sqlite-append         single-event appends on SQLite (WAL, synchronous=FULL); baseline: raw better-sqlite3 INSERT
  *
- * Options: --runs N (default 5, medians reported), --appends N (per PostgreSQL append run, default 4000),
+ * Options: --runs N (default 7, medians reported), --appends N (per PostgreSQL append run, default 6000),
  * --readall N (default 200000), --only <case>. Database from FERRY_BENCH_POSTGRES_URL.
  */
 import { randomUUID } from 'node:crypto';
@@ -23,8 +23,8 @@ import { createEventStore, type EventStore, silentLogger } from 'ferry';
 import pg from 'pg';
 import { argValue, median, progress, report, round, secondsSince } from './support.js';
 
-const RUNS = argValue('runs', 5);
-const APPENDS = argValue('appends', 4000);
+const RUNS = argValue('runs', 7);
+const APPENDS = argValue('appends', 6000);
 const READALL = argValue('readall', 200_000);
 const WRITERS = 8;
 const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : undefined;

@@ -495,7 +495,7 @@ function valuesAppendStatement(s: string, rows: number): Statement {
     values: true,
     text: `
       INSERT INTO ${s}.events (position, stream_id, version, id, type, data, metadata)
-      SELECT (pg_current_xact_id()::text::bigint << 16) + e.ord - 1, $1, cur.v + e.ord, e.id, e.type, e.data, e.metadata
+      SELECT (txid_current() << 16) + e.ord - 1, $1, cur.v + e.ord, e.id, e.type, e.data, e.metadata
       FROM ${CURRENT_VERSION(s)}, (VALUES ${list}) AS e(ord, id, type, data, metadata)
       WHERE ${EXPECTED_CHECK}
       RETURNING position, version`,
@@ -514,7 +514,7 @@ function arrayAppendStatements(s: string) {
            unnest($4::uuid[], $5::text[], $6::text[], $7::text[]) WITH ORDINALITY AS e(id, type, data, metadata, ord)
       WHERE ${EXPECTED_CHECK}
       RETURNING position, version`;
-  const tx = `WITH tx AS MATERIALIZED (SELECT pg_current_xact_id()::text::bigint << 16 AS base)`;
+  const tx = `WITH tx AS MATERIALIZED (SELECT txid_current() << 16 AS base)`;
   return {
     appendArrays: { name: `ferry-append-arrays-${s}`, text: tx + insert('', '') } satisfies Statement,
     appendInTransaction: {
@@ -528,7 +528,7 @@ function arrayAppendStatements(s: string) {
 
 /** Every statement, with the schema name filled in once. */
 function statements(s: string) {
-  const horizon = '(pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 16)';
+  const horizon = '(txid_snapshot_xmin(txid_current_snapshot()) << 16)';
   return {
     ...arrayAppendStatements(s),
     existingIds: `SELECT id, version, position FROM ${s}.events WHERE stream_id = $1 AND id = ANY($2::uuid[]) ORDER BY version`,
