@@ -11,6 +11,11 @@ export interface ClientEventMap {
   };
   retry: { client: string; method: string; path: string; attempt: number; delayMs: number; error: unknown };
   breaker: { client: string; breaker: string; from: string; to: string };
+  /**
+   * The client refused the call, or gave it up, without an answer to report: `CIRCUIT_OPEN`,
+   * `BULKHEAD_FULL`, `RETRY_BUDGET_EXHAUSTED`, or `deadline` when it had passed before the call.
+   * Error statuses are `response` events; timeouts and connection errors reject the call itself.
+   */
   rejection: { client: string; method: string; path: string; reason: string; error?: unknown };
 }
 

@@ -221,6 +221,7 @@ describe('ServiceClient', () => {
     const c = client(s, { bulkhead: { maxConcurrent: 1, maxQueue: 1 } });
     const first = c.get('/a');
     const second = c.get('/b');
+    expect(c.bulkheadStats()).toEqual({ running: 1, queued: 1 });
     const third = await rejection(c.get('/c'));
     expect(isBulkheadFullError(third)).toBe(true);
     expect(await first).toEqual({ ok: true });
@@ -235,6 +236,42 @@ describe('ServiceClient', () => {
     const error = await rejection(c.get('/x'));
     expect(isRetryBudgetExhaustedError(error)).toBe(true);
     expect(s.requests).toHaveLength(1);
+  });
+
+  it('reports attempts, responses and rejections to listeners, and nothing after unsubscribing', async () => {
+    const s = await server();
+    s.enqueue({ status: 503 }, { status: 200, body: { ok: true } }, { status: 404 });
+    const c = client(s, { bulkhead: { maxConcurrent: 1, maxQueue: 0 } });
+    const seen: string[] = [];
+    const offAttempt = c.on('attempt', (e) => seen.push(`attempt ${e.method} ${e.path} #${e.attempt}`));
+    c.on('response', (e) => {
+      expect(e.durationMs).toBeGreaterThanOrEqual(0);
+      seen.push(`response ${e.status} #${e.attempt}`);
+    });
+    c.on('rejection', (e) => seen.push(`rejection ${e.path} ${e.reason}`));
+    expect(await c.get('/a')).toEqual({ ok: true });
+    // An answer, even an error status, is a response; a rejection is a call the client refused.
+    expect(isHttpError(await rejection(c.get('/b')))).toBe(true);
+    s.enqueue({ status: 200, delayMs: 100, body: {} });
+    const running = c.get('/slow');
+    expect(isBulkheadFullError(await rejection(c.get('/refused')))).toBe(true);
+    await running;
+    expect(seen).toEqual([
+      'attempt GET /a #1',
+      'response 503 #1',
+      'attempt GET /a #2',
+      'response 200 #2',
+      'attempt GET /b #1',
+      'response 404 #1',
+      'attempt GET /slow #1',
+      'rejection /refused BULKHEAD_FULL',
+      'response 200 #1',
+    ]);
+    offAttempt();
+    seen.length = 0;
+    s.enqueue({ status: 200, body: {} });
+    await c.get('/c');
+    expect(seen).toEqual(['response 200 #1']);
   });
 
   it('request() resolves the final response whatever its status', async () => {
