@@ -7,7 +7,7 @@ import {
   isTimeoutError,
 } from '../resilience/errors.js';
 import { FaultServer } from '../testing/fault-server.js';
-import { parseRetryAfter, ServiceClient, type ServiceClientOptions } from './client.js';
+import { parseRetryAfter, routeOfPath, ServiceClient, type ServiceClientOptions } from './client.js';
 import { isHttpError } from './errors.js';
 
 const cleanups: (() => Promise<unknown>)[] = [];
@@ -205,6 +205,47 @@ describe('ServiceClient', () => {
     // Another route has its own breaker.
     s.setDefault({ status: 200, body: { ok: true } });
     expect(await c.get('/users/1', { route: '/users/:id' })).toEqual({ ok: true });
+  });
+
+  it('reads id-like path segments as :id for route breakers without a route template', async () => {
+    const s = await server();
+    s.setDefault({ status: 200, body: {} });
+    const c = client(s, { breaker: { key: 'route' } });
+    await c.get('/orders/17');
+    await c.get('/orders/0190f6a1-7c2e-7a11-9d3e-1c5a2b3c4d5e/lines?page=2');
+    await c.get('/orders/42');
+    await c.get('/orders/0190f6a17c2e7a11/lines');
+    await c.post('/orders/42', {});
+    expect(c.breakers().map((b) => b.name)).toEqual([
+      `${c.name} GET /orders/:id`,
+      `${c.name} GET /orders/:id/lines`,
+      `${c.name} POST /orders/:id`,
+    ]);
+    expect(routeOfPath('/users/ada/avatar.png?size=2')).toBe('/users/ada/avatar.png');
+  });
+
+  it('keeps at most maxRoutes route breakers, forgetting the oldest closed one, never an open one', async () => {
+    const s = await server();
+    s.setDefault({ status: 200, body: {} });
+    const c = client(s, {
+      retry: false,
+      breaker: { key: 'route', maxRoutes: 2, minimumVolume: 1, errorThresholdPercentage: 50 },
+    });
+    s.enqueue({ status: 503 });
+    await rejection(c.get('/a'));
+    await c.get('/b');
+    await c.get('/c');
+    expect(c.breakers()).toEqual([
+      { name: `${c.name} GET /a`, state: 'open' },
+      { name: `${c.name} GET /c`, state: 'closed' },
+    ]);
+    // Every kept breaker open: a new route shares the origin's breaker rather than growing the map.
+    s.enqueue({ status: 503 });
+    await rejection(c.get('/c'));
+    await c.get('/d');
+    expect(c.breakers().map((b) => b.name)).toEqual([`${c.name} GET /a`, `${c.name} GET /c`, c.name]);
+    expect(isCircuitOpenError(await rejection(c.get('/a')))).toBe(true);
+    expect(() => new ServiceClient(s.url, { breaker: { key: 'route', maxRoutes: 0 } })).toThrow(/maxRoutes/);
   });
 
   it('does not count 4xx answers against the breaker', async () => {

@@ -47,7 +47,14 @@ export interface ServiceClientOptions {
    */
   readonly breaker?:
     | false
-    | (Omit<CircuitBreakerOptions, 'isFailure' | 'name'> & { readonly key?: 'origin' | 'route' });
+    | (Omit<CircuitBreakerOptions, 'isFailure' | 'name'> & {
+        readonly key?: 'origin' | 'route';
+        /**
+         * Most route breakers kept (with `key: 'route'`). Beyond it the oldest closed one is
+         * forgotten; when every one is open, new routes share the origin's breaker. @default 1000
+         */
+        readonly maxRoutes?: number;
+      });
   /** Bounds concurrent calls and those waiting; `false` turns it off. @default { maxConcurrent: 256, maxQueue: 1024 } */
   readonly bulkhead?: false | { readonly maxConcurrent?: number; readonly maxQueue?: number };
   /** Headers sent with every request. */
@@ -71,6 +78,7 @@ export const DEFAULT_SERVICE_CLIENT_OPTIONS = Object.freeze({
   bulkhead: Object.freeze({ maxConcurrent: 256, maxQueue: 1024 }),
   connections: 64,
   maxResponseBytes: 16 * 1024 * 1024,
+  maxRoutes: 1000,
 });
 
 /** Options of one call. */
@@ -87,7 +95,10 @@ export interface CallOptions {
    * retries on, the client generates one when none is given.
    */
   readonly idempotencyKey?: string;
-  /** Path template for per-route breakers, e.g. `/users/:id` (default: the path without its query). */
+  /**
+   * Path template for per-route breakers, e.g. `/users/:id`. Default: the path without its query,
+   * with segments that look like ids (digits, UUIDs, 16+ hex digits) read as `:id`.
+   */
   readonly route?: string;
   /** Query parameters, appended to the path. */
   readonly query?: Readonly<Record<string, string | number | boolean | undefined>>;
@@ -395,7 +406,7 @@ export class ServiceClient {
       );
     };
 
-    const breakerName = this.#breakerName(method, init.route ?? requestPath);
+    const breakerName = this.#breakerName(method, init.route, requestPath);
     const policy =
       init.retry === undefined ? this.#chain(breakerName) : this.#buildChain(breakerName, settings);
     const executeOptions =
@@ -462,18 +473,29 @@ export class ServiceClient {
     return compose(...policies);
   }
 
-  #breakerName(method: string, route: string): string | undefined {
+  #breakerName(method: string, route: string | undefined, path: string): string | undefined {
     const options = this.#options.breaker;
     if (options === false) return undefined;
     if (options?.key !== 'route') return this.name;
-    const query = route.indexOf('?');
-    return `${this.name} ${method} ${query < 0 ? route : route.slice(0, query)}`;
+    const name = `${this.name} ${method} ${route ?? routeOfPath(path)}`;
+    if (this.#breakers.has(name)) return name;
+    // A breaker per route must not grow without bound: forget the oldest closed one.
+    const maxRoutes = options.maxRoutes ?? DEFAULT_SERVICE_CLIENT_OPTIONS.maxRoutes;
+    if (this.#breakers.size < maxRoutes) return name;
+    for (const [oldName, breaker] of this.#breakers) {
+      if (oldName !== this.name && breaker.state === 'closed') {
+        this.#breakers.delete(oldName);
+        this.#chains.delete(oldName);
+        return name;
+      }
+    }
+    return this.name;
   }
 
   #breaker(name: string): CircuitBreaker {
     let breaker = this.#breakers.get(name);
     if (breaker === undefined) {
-      const { key: _key, ...settings } = this.#options.breaker || {};
+      const { key: _key, maxRoutes: _maxRoutes, ...settings } = this.#options.breaker || {};
       breaker = new CircuitBreaker({ ...settings, name, isFailure });
       breaker.onStateChange((change) =>
         this.#events.emit('breaker', { client: this.name, breaker: name, ...change }),
@@ -615,4 +637,20 @@ function validateTimes(options: ServiceClientOptions): void {
       throw new InvalidOptionsError(`${name} must be a positive number of milliseconds`);
     }
   }
+  const maxRoutes = options.breaker === false ? undefined : options.breaker?.maxRoutes;
+  if (maxRoutes !== undefined && !(Number.isInteger(maxRoutes) && maxRoutes > 0)) {
+    throw new InvalidOptionsError('breaker.maxRoutes must be a positive integer');
+  }
+}
+
+const ID_SEGMENT = /^(?:\d+|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{16,})$/i;
+
+/** The route of a path for per-route breakers: no query, and `:id` for segments that look like ids. */
+export function routeOfPath(path: string): string {
+  const query = path.indexOf('?');
+  const segments = (query < 0 ? path : path.slice(0, query)).split('/');
+  for (let i = 0; i < segments.length; i++) {
+    if (ID_SEGMENT.test(segments[i]!)) segments[i] = ':id';
+  }
+  return segments.join('/');
 }

@@ -167,13 +167,14 @@ export class Bus<C extends Contracts = NoContracts> {
 
   #envelope(type: string, data: unknown, options: PublishOptions | undefined): Envelope {
     const context = currentContext();
-    const id = options?.id ?? newMessageId();
+    const now = Date.now();
+    const id = options?.id ?? newMessageId(now);
     const envelope: { -readonly [P in keyof Envelope]: Envelope[P] } = {
       specversion: '1.0',
       id,
       source: this.service,
       type,
-      time: nowIso(),
+      time: nowIso(now),
       datacontenttype: JSON_CONTENT_TYPE,
       data,
       correlationid: options?.correlationId ?? context?.correlationId ?? id,

@@ -39,8 +39,7 @@ let lastIso = '';
  * `new Date().toISOString()` costs close to a microsecond on a small machine, more than the rest of an
  * in-memory publish; messages published within the same millisecond share the string.
  */
-export function nowIso(): string {
-  const ms = Date.now();
+export function nowIso(ms: number = Date.now()): string {
   if (ms !== lastMs) {
     lastMs = ms;
     lastIso = new Date(ms).toISOString();
@@ -48,9 +47,9 @@ export function nowIso(): string {
   return lastIso;
 }
 
-/** A new message id: a UUID v7, unique and ordered by creation time. */
-export function newMessageId(): string {
-  return uuidv7();
+/** A new message id: a UUID v7, unique and ordered by creation time (`ms`: the clock, read once by callers that also need it). */
+export function newMessageId(ms: number = Date.now()): string {
+  return uuidv7(ms);
 }
 
 /** Copies an envelope into a message for one delivery attempt. */

@@ -28,4 +28,15 @@ describe('uuidv7', () => {
       vi.useRealTimers();
     }
   });
+
+  it('stays increasing when the clock steps back, and takes the time a caller already read', () => {
+    const now = Date.now() + 60_000;
+    const first = uuidv7(now);
+    expect(Number.parseInt(first.replace(/-/g, '').slice(0, 12), 16)).toBe(now);
+    const stepped = uuidv7(now - 5000);
+    expect(stepped > first).toBe(true);
+    expect(stepped.slice(0, 13)).toBe(first.slice(0, 13));
+    const later = uuidv7(now + 1);
+    expect(Number.parseInt(later.replace(/-/g, '').slice(0, 12), 16)).toBe(now + 1);
+  });
 });

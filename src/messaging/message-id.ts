@@ -8,10 +8,11 @@ let lastMs = -1;
  * time, which keeps database indexes on them (inbox, outbox, event ids) append-mostly. Within one
  * millisecond the random part is incremented (RFC 9562 §6.2, method 2), so ids stay unique and
  * ordered without drawing new randomness per id. The string is built in one flat allocation.
+ * `ms` lets a caller that also stamps a time read the clock once; an earlier time than the last id's
+ * is treated as the same millisecond, so ids stay ordered when the clock steps back.
  */
-export function uuidv7(): string {
-  const ms = Date.now();
-  if (ms !== lastMs) {
+export function uuidv7(ms: number = Date.now()): string {
+  if (ms > lastMs) {
     lastMs = ms;
     bytes[0] = Math.floor(ms / 2 ** 40) & 0xff;
     bytes[1] = Math.floor(ms / 2 ** 32) & 0xff;
