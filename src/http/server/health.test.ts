@@ -1,12 +1,11 @@
-import { once } from 'node:events';
 import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import express from 'express';
 import Fastify from 'fastify';
 import { request } from 'undici';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ferryContext, ferryHealth } from './express.js';
 import { ferryFastify } from './fastify.js';
+import { listenFastify, listenNode } from './fixtures/listen.js';
 import { createHealth, type HealthRouteOptions } from './health.js';
 
 const closers: (() => Promise<void>)[] = [];
@@ -81,9 +80,7 @@ describe('createHealth', () => {
 async function startFastify(options: HealthRouteOptions): Promise<string> {
   const app = Fastify();
   ferryFastify(app, { health: options });
-  await app.listen({ port: 0, host: '127.0.0.1' });
-  closers.push(() => app.close());
-  return `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
+  return listenFastify(app, closers);
 }
 
 async function startExpress(options: HealthRouteOptions): Promise<string> {
@@ -91,13 +88,7 @@ async function startExpress(options: HealthRouteOptions): Promise<string> {
   app.use(ferryContext());
   app.use(ferryHealth(options));
   const server = createServer(app);
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  closers.push(async () => {
-    server.closeAllConnections();
-    await new Promise((resolve) => server.close(resolve));
-  });
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return listenNode(server, closers);
 }
 
 describe.each([

@@ -1,12 +1,11 @@
-import { once } from 'node:events';
 import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import express from 'express';
 import Fastify from 'fastify';
 import { request } from 'undici';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { ferryContext, ferryErrors, ferryIdempotency } from './express.js';
 import { ferryFastify } from './fastify.js';
+import { listenFastify, listenNode } from './fixtures/listen.js';
 import {
   IdempotencyGuard,
   isReplayableStatus,
@@ -133,9 +132,7 @@ async function startFastify(endpoints: Endpoints): Promise<string> {
     return { id: endpoints.calls, received: req.body };
   });
   app.get('/orders', async () => ({ calls: ++endpoints.calls }));
-  await app.listen({ port: 0, host: '127.0.0.1' });
-  closers.push(() => app.close());
-  return `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
+  return listenFastify(app, closers);
 }
 
 async function startExpress(endpoints: Endpoints): Promise<string> {
@@ -161,13 +158,7 @@ async function startExpress(endpoints: Endpoints): Promise<string> {
   });
   app.use(ferryErrors({ logger: silent }));
   const server = createServer(app);
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  closers.push(async () => {
-    server.closeAllConnections();
-    await new Promise((resolve) => server.close(resolve));
-  });
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return listenNode(server, closers);
 }
 
 describe.each([
@@ -313,13 +304,7 @@ describe('Idempotency-Key with express, body parsed before the context', () => {
     });
     app.use(ferryErrors({ logger: silent }));
     const server = createServer(app);
-    server.listen(0, '127.0.0.1');
-    await once(server, 'listening');
-    closers.push(async () => {
-      server.closeAllConnections();
-      await new Promise((resolve) => server.close(resolve));
-    });
-    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const url = await listenNode(server, closers);
     const send = async (body: string) => {
       const response = await request(`${url}/orders`, {
         method: 'POST',

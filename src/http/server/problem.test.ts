@@ -1,6 +1,4 @@
-import { once } from 'node:events';
 import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { Readable } from 'node:stream';
 import { gzipSync } from 'node:zlib';
 import express from 'express';
@@ -12,6 +10,7 @@ import { currentContext } from '../../context/context.js';
 import { FerryError } from '../../errors/ferry-error.js';
 import { ferryContext, ferryErrors, ferryNotFound } from './express.js';
 import { ferryFastify } from './fastify.js';
+import { listenFastify, listenNode } from './fixtures/listen.js';
 import {
   HttpProblemError,
   isHttpProblemError,
@@ -94,9 +93,7 @@ const harnesses: Harness[] = [
           req.ferry.signal.addEventListener('abort', () => reject(req.ferry.signal.reason)),
         );
       });
-      await app.listen({ port: 0, host: '127.0.0.1' });
-      closers.push(() => app.close());
-      return `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
+      return listenFastify(app, closers);
     },
   },
   {
@@ -143,13 +140,7 @@ const harnesses: Harness[] = [
       app.use(ferryNotFound());
       app.use(ferryErrors({ logger }));
       const server = createServer(app);
-      server.listen(0, '127.0.0.1');
-      await once(server, 'listening');
-      closers.push(async () => {
-        server.closeAllConnections();
-        await new Promise((resolve) => server.close(resolve));
-      });
-      return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+      return listenNode(server, closers);
     },
   },
 ];
@@ -383,9 +374,7 @@ describe('fastify specifics', () => {
     const app = Fastify();
     ferryFastify(app, { logger: new RecordingLogger() });
     app.post('/orders', async () => ({ ok: true }));
-    await app.listen({ port: 0, host: '127.0.0.1' });
-    closers.push(() => app.close());
-    const url = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
+    const url = await listenFastify(app, closers);
     async function* nothing(): AsyncGenerator<string> {}
     const res = await call(`${url}/orders`, {
       method: 'POST',
@@ -406,9 +395,7 @@ describe('fastify specifics', () => {
       }));
     });
     app.get('/outside', async () => ({ ambient: currentContext()?.correlationId ?? null }));
-    await app.listen({ port: 0, host: '127.0.0.1' });
-    closers.push(() => app.close());
-    const url = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
+    const url = await listenFastify(app, closers);
     const inside = await call(`${url}/inside`, { headers: { 'x-correlation-id': 'in' } });
     expect(inside.body).toEqual({ id: 'in', ambient: 'in' });
     expect(inside.headers['x-correlation-id']).toBe('in');

@@ -1,6 +1,5 @@
 import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import express from 'express';
@@ -10,6 +9,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { currentContext, type FerryContext } from '../../context/context.js';
 import { ferryContext, ferryErrors } from './express.js';
 import { ferryFastify } from './fastify.js';
+import { listenFastify, listenNode } from './fixtures/listen.js';
 import {
   childTraceparent,
   isClientDisconnectedError,
@@ -32,21 +32,13 @@ afterEach(async () => {
 });
 
 async function listen(server: Server): Promise<string> {
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  closers.push(async () => {
-    server.closeAllConnections();
-    await new Promise((resolve) => server.close(resolve));
-  });
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return listenNode(server, closers);
 }
 
 async function startFastify(setup: (app: FastifyInstance) => void): Promise<string> {
   const app = Fastify();
   setup(app);
-  await app.listen({ port: 0, host: '127.0.0.1' });
-  closers.push(() => app.close());
-  return `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
+  return listenFastify(app, closers);
 }
 
 /** A body that arrives in pieces, well after the headers, as a slow client sends it. */
