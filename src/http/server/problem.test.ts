@@ -43,6 +43,20 @@ const exposedError = () =>
 const OrderInput = z.object({ sku: z.string().min(1), quantity: z.number().int().positive() });
 const SECRET = 'db password is hunter2';
 
+/** Routes that throw, by path, the same on both frameworks. */
+const THROWN: Record<string, () => Error> = {
+  '/conflict': () =>
+    new HttpProblemError(409, 'Order already shipped', {
+      detail: 'order 42 shipped yesterday',
+      extensions: { orderId: 42 },
+      headers: { 'retry-after': '5' },
+    }),
+  '/crash': () => new Error(SECRET),
+  '/crash-ferry': () => new FerryError('SOMETHING_INTERNAL', SECRET),
+  '/upstream': upstreamError,
+  '/exposed': exposedError,
+};
+
 /** The same routes on both frameworks, so that both must map every error the same way. */
 interface Harness {
   readonly name: string;
@@ -69,25 +83,11 @@ const harnesses: Harness[] = [
         },
         async () => ({ ok: true }),
       );
-      app.get('/conflict', async () => {
-        throw new HttpProblemError(409, 'Order already shipped', {
-          detail: 'order 42 shipped yesterday',
-          extensions: { orderId: 42 },
-          headers: { 'retry-after': '5' },
+      for (const [path, error] of Object.entries(THROWN)) {
+        app.get(path, async () => {
+          throw error();
         });
-      });
-      app.get('/crash', async () => {
-        throw new Error(SECRET);
-      });
-      app.get('/crash-ferry', async () => {
-        throw new FerryError('SOMETHING_INTERNAL', SECRET);
-      });
-      app.get('/upstream', async () => {
-        throw upstreamError();
-      });
-      app.get('/exposed', async () => {
-        throw exposedError();
-      });
+      }
       app.get('/slow', async (req) => {
         await new Promise((_, reject) =>
           req.ferry.signal.addEventListener('abort', () => reject(req.ferry.signal.reason)),
@@ -114,25 +114,19 @@ const harnesses: Harness[] = [
           ),
         );
       });
-      app.get('/conflict', () => {
-        throw new HttpProblemError(409, 'Order already shipped', {
-          detail: 'order 42 shipped yesterday',
-          extensions: { orderId: 42 },
-          headers: { 'retry-after': '5' },
-        });
-      });
-      app.get('/crash', async () => {
-        throw new Error(SECRET);
-      });
-      app.get('/crash-ferry', async () => {
-        throw new FerryError('SOMETHING_INTERNAL', SECRET);
-      });
-      app.get('/upstream', async () => {
-        throw upstreamError();
-      });
-      app.get('/exposed', async () => {
-        throw exposedError();
-      });
+      for (const [path, error] of Object.entries(THROWN)) {
+        // One synchronous throw, the others rejected promises: Express 5 must render both.
+        app.get(
+          path,
+          path === '/conflict'
+            ? () => {
+                throw error();
+              }
+            : async () => {
+                throw error();
+              },
+        );
+      }
       app.get('/slow', async () => {
         const signal = currentContext()?.signal;
         await new Promise((_, reject) => signal?.addEventListener('abort', () => reject(signal.reason)));
