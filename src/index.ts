@@ -61,7 +61,13 @@ export {
 } from './http/client.js';
 export type { ClientEventMap } from './http/client-events.js';
 export { ResponseTooLargeError } from './http/collect-response.js';
-export { HttpError, isHttpError, type ProblemDetails } from './http/errors.js';
+export {
+  HttpError,
+  InvalidResponseBodyError,
+  isHttpError,
+  isInvalidResponseBodyError,
+  type ProblemDetails,
+} from './http/errors.js';
 export { HTTP_HEADER, PROBLEM_CONTENT_TYPE } from './http/headers.js';
 export {
   type BreakerSource,

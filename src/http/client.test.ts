@@ -8,7 +8,7 @@ import {
 } from '../resilience/errors.js';
 import { FaultServer } from '../testing/fault-server.js';
 import { parseRetryAfter, routeOfPath, ServiceClient, type ServiceClientOptions } from './client.js';
-import { isHttpError } from './errors.js';
+import { isHttpError, isInvalidResponseBodyError } from './errors.js';
 
 const cleanups: (() => Promise<unknown>)[] = [];
 afterEach(async () => {
@@ -313,6 +313,26 @@ describe('ServiceClient', () => {
     s.enqueue({ status: 200, body: {} });
     await c.get('/c');
     expect(seen).toEqual(['response 200 #1']);
+  });
+
+  it('rejects a body that claims to be JSON and is not, rather than handing back a string', async () => {
+    const s = await server();
+    const json = { 'content-type': 'application/json' };
+    s.enqueue({ status: 200, body: '{"id": 42, "name": "Ada', headers: json });
+    const c = client(s);
+    const error = await rejection(c.get('/users/42'));
+    expect(isInvalidResponseBodyError(error)).toBe(true);
+    expect(error).toMatchObject({ status: 200, body: '{"id": 42, "name": "Ada' });
+    expect(s.requests).toHaveLength(1); // not retried
+    // An error status keeps its broken body as text inside the HttpError.
+    s.enqueue({ status: 404, body: 'not json', headers: json });
+    expect(await rejection(c.get('/users/43'))).toMatchObject({
+      code: 'HTTP_ERROR',
+      status: 404,
+      body: 'not json',
+    });
+    s.enqueue({ status: 200, body: '<html>', headers: json });
+    expect(isInvalidResponseBodyError(await rejection(c.request({ method: 'GET', path: '/x' })))).toBe(true);
   });
 
   it('request() resolves the final response whatever its status', async () => {

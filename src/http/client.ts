@@ -12,7 +12,7 @@ import type { Policy, PolicyContext } from '../resilience/policy.js';
 import { retry } from '../resilience/retry.js';
 import { type ClientEventMap, ClientEvents } from './client-events.js';
 import { type CollectedResponse, collectResponse } from './collect-response.js';
-import { HttpError, type ProblemDetails } from './errors.js';
+import { HttpError, InvalidResponseBodyError, type ProblemDetails } from './errors.js';
 import { HTTP_HEADER, PROBLEM_CONTENT_TYPE } from './headers.js';
 import { childTraceparent, newTraceparent } from './server/request-context.js';
 
@@ -356,7 +356,7 @@ export class ServiceClient {
     };
     const answered = (response: CollectedResponse, n: number, started: number): ServiceResponse => {
       const status = response.statusCode;
-      const body = decodeBody(response);
+      let body = decodeBody(response);
       if (this.#events.listens('response')) {
         this.#events.emit('response', {
           client: this.name,
@@ -368,6 +368,8 @@ export class ServiceClient {
         });
       }
       if (status >= 400 && (throwOnStatus || status >= 500 || statuses.includes(status))) {
+        // The status already says what went wrong; a broken JSON error body stays text.
+        if (body === MALFORMED_JSON) body = response.body.toString('utf8');
         const error = new HttpError({
           status,
           method,
@@ -385,6 +387,10 @@ export class ServiceClient {
           retryable.set(error, call);
         }
         throw error;
+      }
+      if (body === MALFORMED_JSON) {
+        const text = response.body.toString('utf8', 0, 4000);
+        throw new InvalidResponseBodyError(`${method} ${this.origin}${path}`, status, text);
       }
       return { status, headers: response.headers, body };
     };
@@ -598,7 +604,10 @@ function isHttpError(error: unknown): error is HttpError {
   return isFerryError(error) && error.code === 'HTTP_ERROR';
 }
 
-/** The body as JSON when the server said JSON (text if it is not valid JSON), else text; undefined when empty. */
+/** Marks a body the server said was JSON and is not. */
+const MALFORMED_JSON: unique symbol = Symbol('malformed JSON');
+
+/** The body as JSON when the server said JSON (`MALFORMED_JSON` if it is not), else text; undefined when empty. */
 function decodeBody(response: CollectedResponse): unknown {
   if (response.body.length === 0) return undefined;
   const text = response.body.toString('utf8');
@@ -606,7 +615,7 @@ function decodeBody(response: CollectedResponse): unknown {
   try {
     return JSON.parse(text);
   } catch {
-    return text;
+    return MALFORMED_JSON;
   }
 }
 

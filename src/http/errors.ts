@@ -45,3 +45,22 @@ export class HttpError extends FerryError {
   }
 }
 export const isHttpError = errorGuard<HttpError>('HTTP_ERROR');
+
+/**
+ * A response the caller would have received as data said it was JSON and was not: the caller gets
+ * this error rather than a string where it expected an object. Not retried; counts against the
+ * breaker, since the fault is the callee's. `body` holds the first 1,000 characters as text.
+ */
+export class InvalidResponseBodyError extends FerryError {
+  readonly status: number;
+  readonly body: string;
+  constructor(request: string, status: number, body: string) {
+    super(
+      'INVALID_RESPONSE_BODY',
+      `${request} answered ${status} with a body that is not the JSON it claims to be`,
+    );
+    this.status = status;
+    this.body = body.slice(0, 1000);
+  }
+}
+export const isInvalidResponseBodyError = errorGuard<InvalidResponseBodyError>('INVALID_RESPONSE_BODY');
