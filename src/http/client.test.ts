@@ -315,6 +315,20 @@ describe('ServiceClient', () => {
     expect(seen).toEqual(['response 200 #1']);
   });
 
+  it('rejects a redirect from get/post/… with HttpError, without following it or counting it as a failure', async () => {
+    const s = await server();
+    s.enqueue({ status: 301, headers: { location: '/users/42' } }, { status: 302 });
+    const c = client(s, { breaker: { minimumVolume: 1, errorThresholdPercentage: 1 } });
+    expect(await rejection(c.get('/people/42'))).toMatchObject({
+      code: 'HTTP_ERROR',
+      status: 301,
+      headers: { location: '/users/42' },
+    });
+    expect(s.requests).toHaveLength(1);
+    expect((await c.request({ method: 'GET', path: '/old' })).status).toBe(302);
+    expect(c.breakers()[0]!.state).toBe('closed');
+  });
+
   it('rejects a body that claims to be JSON and is not, rather than handing back a string', async () => {
     const s = await server();
     const json = { 'content-type': 'application/json' };

@@ -367,7 +367,8 @@ export class ServiceClient {
           durationMs: performance.now() - started,
         });
       }
-      if (status >= 400 && (throwOnStatus || status >= 500 || statuses.includes(status))) {
+      // get/post/… reject anything but a 2xx (redirects are not followed); request() only what it retries.
+      if ((status < 200 || status >= 300) && (throwOnStatus || status >= 500 || statuses.includes(status))) {
         // The status already says what went wrong; a broken JSON error body stays text.
         if (body === MALFORMED_JSON) body = response.body.toString('utf8');
         const error = new HttpError({
