@@ -399,6 +399,26 @@ describe('ServiceClient failures before any request', () => {
   });
 });
 
+describe('ServiceClient close', () => {
+  it('lets calls in flight finish, then refuses new ones with CLIENT_CLOSED', async () => {
+    const s = await FaultServer.start();
+    cleanups.push(() => s.close());
+    s.enqueue({ status: 200, delayMs: 200, body: { slow: true } });
+    const c = new ServiceClient(s.url, { retry: false });
+    const inFlight = c.get('/slow');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    let closed = false;
+    const closing = c.close().then(() => {
+      closed = true;
+    });
+    await expect(c.get('/late')).rejects.toMatchObject({ code: 'CLIENT_CLOSED' });
+    expect(closed).toBe(false);
+    expect(await inFlight).toEqual({ slow: true });
+    await closing;
+    expect(s.requests.map((r) => r.path)).toEqual(['/slow']);
+  });
+});
+
 describe('ServiceClient response size', () => {
   it('fails a response larger than maxResponseBytes instead of buffering it', async () => {
     const s = await FaultServer.start();
