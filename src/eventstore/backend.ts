@@ -73,6 +73,15 @@ export interface EventStoreBackend {
   loadCheckpoint(subscription: string): Promise<bigint | undefined>;
   saveCheckpoint(subscription: string, position: bigint): Promise<void>;
 
+  /**
+   * Takes the subscription's lease for `owner`, or extends the one `owner` holds, until `ttlMs` from
+   * now; resolves whether `owner` holds it. A lease held by another owner that has not expired is
+   * left alone. The lease makes one instance at a time run a subscription name.
+   */
+  claimSubscription(subscription: string, owner: string, ttlMs: number): Promise<boolean>;
+  /** Gives up the lease if `owner` holds it. */
+  releaseSubscription(subscription: string, owner: string): Promise<void>;
+
   park(parked: ParkedEvent): Promise<void>;
   listParked(subscription: string, limit: number): Promise<ParkedEvent[]>;
   unpark(subscription: string, position: bigint): Promise<void>;

@@ -1,6 +1,7 @@
 import { runWithContext } from '../context/context.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import type { Logger } from '../messaging/logger.js';
+import { uuidv7 } from '../messaging/message-id.js';
 import {
   DEFAULT_EXPONENTIAL_BACKOFF,
   type ExponentialBackoffOptions,
@@ -28,6 +29,15 @@ export interface EventSubscriptionOptions {
    * process and, on PostgreSQL, from LISTEN/NOTIFY. @default 2000
    */
   readonly idlePollMs?: number;
+  /**
+   * One instance at a time runs this name, across processes sharing the store: it holds a lease in
+   * the store, renewed every third of `leaseMs`; the others stand by and take over from its
+   * checkpoint when it closes, or `leaseMs` after it died. `false`: every instance runs the name
+   * (each handles every event, and they overwrite each other's checkpoint). @default true
+   */
+  readonly exclusive?: boolean;
+  /** Lifetime of the lease without renewal, in ms (`exclusive` only). @default 10000 */
+  readonly leaseMs?: number;
 }
 
 export const DEFAULT_EVENT_SUBSCRIPTION_OPTIONS = Object.freeze({
@@ -36,6 +46,8 @@ export const DEFAULT_EVENT_SUBSCRIPTION_OPTIONS = Object.freeze({
   maxAttempts: 5,
   backoff: Object.freeze({ ...DEFAULT_EXPONENTIAL_BACKOFF, initialDelayMs: 100, maxDelayMs: 5000 }),
   idlePollMs: 2000,
+  exclusive: true,
+  leaseMs: 10_000,
 });
 
 /** How far a subscription is behind. */
@@ -72,6 +84,14 @@ export class EventSubscription {
   #unwatch: (() => void) | undefined;
   #idleReads = 0;
   #idleWaiters: { after: number; resolve: () => void }[] = [];
+  /** Identifies this instance in the lease. */
+  readonly #owner = uuidv7();
+  /** Holds the lease (exclusive) or runs regardless (not exclusive). */
+  #leading = false;
+  /** Local time by which the lease has surely expired unless renewed: measured from before each claim. */
+  #leaseUntil = 0;
+  #renewTimer: NodeJS.Timeout | undefined;
+  #standingBy = false;
   /** Resolves when the loop has stopped. */
   readonly done: Promise<void>;
 
@@ -94,6 +114,9 @@ export class EventSubscription {
     if (!Number.isInteger(this.#options.maxAttempts) || this.#options.maxAttempts < 1) {
       throw new InvalidOptionsError('maxAttempts must be a positive integer');
     }
+    if (!Number.isInteger(this.#options.leaseMs) || this.#options.leaseMs < 100) {
+      throw new InvalidOptionsError('leaseMs must be an integer of at least 100');
+    }
     this.#delays = exponentialDelays(this.#options.backoff, this.#options.maxAttempts - 1);
     this.done = this.#run();
   }
@@ -103,50 +126,139 @@ export class EventSubscription {
     return this.#position;
   }
 
+  /** Whether this instance runs the subscription now; a standby of an exclusive one does not. */
+  get active(): boolean {
+    return this.#holds();
+  }
+
   async #run(): Promise<void> {
     this.#unwatch = this.#backend.watch(() => this.#wakeUp());
     try {
-      const saved = await this.#retrying('load its checkpoint', () =>
-        this.#backend.loadCheckpoint(this.name),
-      );
-      if (saved !== undefined) this.#position = saved;
-      else if (this.#options.from === 'end') {
-        this.#position = await this.#retrying('find the end', () => this.#backend.horizon());
-        this.#dirty = true;
-        await this.#saveCheckpoint();
-      }
-      let heldRounds = 0;
       while (!this.#closed) {
-        const readStarted = this.#idleReads;
-        this.#woken = false;
-        const { events, held } = await this.#retrying('read events', () =>
-          this.#backend.readAfter(this.#position, this.#options.batchSize, undefined),
-        );
-        for (const event of events) {
-          if (this.#closed) break;
-          if (this.#types === undefined || this.#types.has(event.type)) await this.#handle(event);
-          this.#position = event.position;
-          this.#dirty = true;
-        }
-        await this.#saveCheckpoint();
-        if (events.length === this.#options.batchSize) continue;
-        if (held) {
-          // A transaction that may still add earlier positions is open: look again shortly.
-          await this.#sleep(HELD_POLL_MS[Math.min(heldRounds++, HELD_POLL_MS.length - 1)]!);
-          continue;
-        }
-        heldRounds = 0;
-        this.#markIdle(readStarted);
-        if (!this.#woken) await this.#sleep(this.#options.idlePollMs);
+        if (this.#options.exclusive) await this.#acquire();
+        else this.#leading = true;
+        await this.#process();
       }
     } catch (error) {
       if (!(error instanceof SubscriptionClosed)) throw error;
     } finally {
       this.#unwatch?.();
-      // What was handled before close keeps its checkpoint; an event interrupted by close is not past it.
-      await this.#saveCheckpoint().catch(() => {});
+      clearTimeout(this.#renewTimer);
+      if (this.#holds()) {
+        // What was handled before close keeps its checkpoint; an event interrupted by close is not past it.
+        await this.#saveCheckpoint().catch(() => {});
+        if (this.#options.exclusive) {
+          await this.#backend.releaseSubscription(this.name, this.#owner).catch(() => {});
+        }
+      }
+      this.#leading = false;
       this.#markIdle(Number.POSITIVE_INFINITY);
     }
+  }
+
+  /** Handles events from the stored checkpoint on, until closed or, when exclusive, the lease is lost. */
+  async #process(): Promise<void> {
+    this.#dirty = false;
+    const saved = await this.#retrying('load its checkpoint', () => this.#backend.loadCheckpoint(this.name));
+    if (saved !== undefined) this.#position = saved;
+    else if (this.#options.from === 'end') {
+      this.#position = await this.#retrying('find the end', () => this.#backend.horizon());
+      this.#dirty = true;
+      await this.#saveCheckpoint();
+    } else this.#position = 0n;
+    let heldRounds = 0;
+    while (!this.#closed && this.#holds()) {
+      const readStarted = this.#idleReads;
+      this.#woken = false;
+      const { events, held } = await this.#retrying('read events', () =>
+        this.#backend.readAfter(this.#position, this.#options.batchSize, undefined),
+      );
+      for (const event of events) {
+        if (this.#closed || !this.#holds()) break;
+        if (this.#types === undefined || this.#types.has(event.type)) await this.#handle(event);
+        this.#position = event.position;
+        this.#dirty = true;
+      }
+      // A lost lease leaves the checkpoint to the instance that took over.
+      if (!this.#holds()) break;
+      await this.#saveCheckpoint();
+      if (events.length === this.#options.batchSize) continue;
+      if (held) {
+        // A transaction that may still add earlier positions is open: look again shortly.
+        await this.#sleep(HELD_POLL_MS[Math.min(heldRounds++, HELD_POLL_MS.length - 1)]!);
+        continue;
+      }
+      heldRounds = 0;
+      this.#markIdle(readStarted);
+      if (!this.#woken) await this.#sleep(this.#options.idlePollMs);
+    }
+    if (!this.#closed && !this.#holds()) {
+      this.#logger.warn(`subscription "${this.name}" lost its lease to another instance; standing by`);
+    }
+  }
+
+  #holds(): boolean {
+    if (!this.#leading) return false;
+    if (!this.#options.exclusive) return true;
+    if (Date.now() < this.#leaseUntil) return true;
+    // Not renewed in time (the store unreachable, or the process paused): another may have it now.
+    this.#leading = false;
+    return false;
+  }
+
+  /** Takes the lease, trying again every fifth of `leaseMs` (at most every second) while another instance holds it. */
+  async #acquire(): Promise<void> {
+    const leaseMs = this.#options.leaseMs;
+    for (;;) {
+      if (this.#closed) throw new SubscriptionClosed();
+      const started = Date.now();
+      let claimed = false;
+      try {
+        claimed = await this.#backend.claimSubscription(this.name, this.#owner, leaseMs);
+      } catch (error) {
+        this.#logger.warn(`subscription "${this.name}" could not claim its lease; trying again`, {
+          error: String(error),
+        });
+      }
+      if (claimed) {
+        if (this.#standingBy)
+          this.#logger.info(`subscription "${this.name}" took over from another instance`);
+        this.#standingBy = false;
+        this.#leading = true;
+        this.#leaseUntil = started + leaseMs;
+        this.#scheduleRenewal();
+        return;
+      }
+      if (!this.#standingBy) {
+        this.#standingBy = true;
+        this.#logger.info(`subscription "${this.name}" runs in another instance; standing by`);
+      }
+      // A standby has nothing to catch up on: its caughtUp() resolves.
+      this.#markIdle(this.#idleReads);
+      await this.#sleep(Math.min(1000, leaseMs / 5), true);
+    }
+  }
+
+  #scheduleRenewal(): void {
+    const leaseMs = this.#options.leaseMs;
+    this.#renewTimer = setTimeout(async () => {
+      if (this.#closed || !this.#leading) return;
+      const started = Date.now();
+      try {
+        if (await this.#backend.claimSubscription(this.name, this.#owner, leaseMs)) {
+          this.#leaseUntil = started + leaseMs;
+        } else {
+          this.#leading = false;
+          this.#wakeUp();
+          return;
+        }
+      } catch (error) {
+        // Keep trying while the lease lasts; past it, #holds() gives the subscription up.
+        this.#logger.warn(`subscription "${this.name}" could not renew its lease`, { error: String(error) });
+      }
+      if (!this.#closed && this.#leading) this.#scheduleRenewal();
+    }, leaseMs / 3);
+    this.#renewTimer.unref();
   }
 
   async #saveCheckpoint(): Promise<void> {

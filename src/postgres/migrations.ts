@@ -68,6 +68,17 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX inbox_done ON $schema.inbox (processed_at) WHERE state = 'done';
     `,
   },
+  {
+    version: 3,
+    name: 'subscription leases',
+    sql: `
+      CREATE TABLE $schema.subscription_leases (
+        subscription text PRIMARY KEY,
+        owner text NOT NULL,
+        expires_at timestamptz NOT NULL
+      );
+    `,
+  },
 ];
 
 /**

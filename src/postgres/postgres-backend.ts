@@ -388,6 +388,16 @@ export class PostgresEventStoreBackend implements EventStoreBackend {
     await this.#db.query(this.#sql.saveCheckpoint, [subscription, position]);
   }
 
+  async claimSubscription(subscription: string, owner: string, ttlMs: number): Promise<boolean> {
+    // The database's clock, the one every process sharing the lease sees.
+    const { rowCount } = await this.#db.query(this.#sql.claimSubscription, [subscription, owner, ttlMs]);
+    return rowCount === 1;
+  }
+
+  async releaseSubscription(subscription: string, owner: string): Promise<void> {
+    await this.#db.query(this.#sql.releaseSubscription, [subscription, owner]);
+  }
+
   async park(parked: ParkedEvent): Promise<void> {
     await this.#db.query(this.#sql.park, [
       parked.subscription,
@@ -552,6 +562,12 @@ function statements(s: string) {
     saveCheckpoint: `
       INSERT INTO ${s}.checkpoints (name, position) VALUES ($1, $2)
       ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position, updated_at = now()`,
+    claimSubscription: `
+      INSERT INTO ${s}.subscription_leases AS l (subscription, owner, expires_at)
+      VALUES ($1, $2, clock_timestamp() + $3::integer * interval '1 millisecond')
+      ON CONFLICT (subscription) DO UPDATE SET owner = EXCLUDED.owner, expires_at = EXCLUDED.expires_at
+      WHERE l.owner = EXCLUDED.owner OR l.expires_at <= clock_timestamp()`,
+    releaseSubscription: `DELETE FROM ${s}.subscription_leases WHERE subscription = $1 AND owner = $2`,
     park: `
       INSERT INTO ${s}.parked (subscription, position, error, attempts, parked_at) VALUES ($1, $2, $3, $4, $5)
       ON CONFLICT (subscription, position) DO UPDATE

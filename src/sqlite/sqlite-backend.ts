@@ -81,6 +81,16 @@ const MIGRATIONS: readonly { readonly version: number; readonly name: string; re
       );
       CREATE INDEX ferry_inbox_done ON ferry_inbox (processed_at) WHERE state = 'done';`,
   },
+  {
+    version: 3,
+    name: 'subscription leases',
+    sql: `
+      CREATE TABLE ferry_subscription_leases (
+        subscription TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        expires_at INTEGER NOT NULL
+      );`,
+  },
 ];
 
 // Integers come back as bigint (`defaultSafeIntegers`): positions stay exact; versions are converted.
@@ -145,6 +155,14 @@ function prepareStatements(db: Database.Database) {
     saveCheckpoint: db.prepare<[string, bigint, string]>(
       `INSERT INTO ferry_checkpoints (name, position, updated_at) VALUES (?, ?, ?)
        ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at`,
+    ),
+    claimSubscription: db.prepare<[{ subscription: string; owner: string; now: number; ttl: number }]>(
+      `INSERT INTO ferry_subscription_leases (subscription, owner, expires_at) VALUES (@subscription, @owner, @now + @ttl)
+       ON CONFLICT (subscription) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at
+       WHERE ferry_subscription_leases.owner = excluded.owner OR ferry_subscription_leases.expires_at <= @now`,
+    ),
+    releaseSubscription: db.prepare<[string, string]>(
+      'DELETE FROM ferry_subscription_leases WHERE subscription = ? AND owner = ?',
     ),
     park: db.prepare<[string, bigint, string, string, number, string]>(
       `INSERT OR REPLACE INTO ferry_parked (subscription, position, event, error, attempts, parked_at)
@@ -332,6 +350,16 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
 
   async saveCheckpoint(subscription: string, position: bigint): Promise<void> {
     this.#ready().saveCheckpoint.run(subscription, position, new Date().toISOString());
+  }
+
+  async claimSubscription(subscription: string, owner: string, ttlMs: number): Promise<boolean> {
+    // The processes sharing a SQLite file share its host's clock.
+    const claim = { subscription, owner, now: Date.now(), ttl: ttlMs };
+    return this.#ready().claimSubscription.run(claim).changes === 1;
+  }
+
+  async releaseSubscription(subscription: string, owner: string): Promise<void> {
+    this.#ready().releaseSubscription.run(subscription, owner);
   }
 
   async park(parked: ParkedEvent): Promise<void> {

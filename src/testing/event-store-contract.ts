@@ -374,6 +374,64 @@ export function testEventStore(name: string, harness: EventStoreHarness): void {
       await sub.close();
     });
 
+    it('runs a subscription name in one instance at a time; a standby takes over from the checkpoint on close', async () => {
+      const store = await open();
+      const events = (types: string[]) => types.map((type) => ({ type, data: type }));
+      await store.append('h', events(['A', 'B', 'C']));
+      const first: string[] = [];
+      const second: string[] = [];
+      const active = store.subscribe({ name: 'ha', leaseMs: 1000 }, (e) => void first.push(e.type));
+      await waitFor(() => first.length === 3, 'the active instance');
+      const standby = store.subscribe({ name: 'ha', leaseMs: 1000 }, (e) => void second.push(e.type));
+      await standby.caughtUp(); // a standby has nothing to catch up on
+      expect([active.active, standby.active]).toEqual([true, false]);
+      await store.append('h', events(['D', 'E']));
+      await waitFor(() => first.length === 5, 'the active instance, live');
+      await active.caughtUp();
+      await standby.caughtUp();
+      expect(second).toEqual([]);
+      await active.close();
+      await store.append('h', events(['F']));
+      await waitFor(() => second.length === 1, 'the standby to take over');
+      expect(second).toEqual(['F']);
+      expect(first).toEqual(['A', 'B', 'C', 'D', 'E']);
+      expect(standby.active).toBe(true);
+      await standby.close();
+    });
+
+    it('waits for the lease of an instance that died without giving it up, then takes over', async () => {
+      // Must not happen: handling while another owner's lease is live. Must not be lost: any event.
+      const store = await open();
+      await store.append('d', [
+        { type: 'A', data: 1 },
+        { type: 'B', data: 2 },
+      ]);
+      expect(await store.backend.claimSubscription('orphaned', 'a-dead-instance', 600)).toBe(true);
+      expect(await store.backend.claimSubscription('orphaned', 'someone-else', 600)).toBe(false);
+      const seen: string[] = [];
+      const sub = store.subscribe({ name: 'orphaned', leaseMs: 1000 }, (e) => void seen.push(e.type));
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(seen).toEqual([]);
+      expect(sub.active).toBe(false);
+      await waitFor(() => seen.length === 2, 'the takeover after the lease expired');
+      expect(seen).toEqual(['A', 'B']);
+      await sub.close();
+      // Closing gave the lease up: another owner gets it at once.
+      expect(await store.backend.claimSubscription('orphaned', 'next', 600)).toBe(true);
+    });
+
+    it('runs every instance with exclusive: false', async () => {
+      const store = await open();
+      await store.append('x', [{ type: 'A', data: 1 }]);
+      const seen: string[] = [];
+      const subs = [1, 2].map((n) =>
+        store.subscribe({ name: 'shared', exclusive: false }, (e) => void seen.push(`${n}:${e.type}`)),
+      );
+      await waitFor(() => seen.length === 2, 'both instances');
+      expect(seen.sort()).toEqual(['1:A', '2:A']);
+      await Promise.all(subs.map((s) => s.close()));
+    });
+
     it('reports lag as events behind the head', async () => {
       const store = await open();
       await store.append(

@@ -23,6 +23,7 @@ export class MemoryEventStoreBackend implements EventStoreBackend {
   readonly #all: RecordedEvent[] = [];
   readonly #streams = new Map<string, RecordedEvent[]>();
   readonly #checkpoints = new Map<string, bigint>();
+  readonly #leases = new Map<string, { owner: string; expiresAt: number }>();
   readonly #parked = new Map<string, Map<bigint, ParkedEvent>>();
   readonly #snapshots = new Map<string, string>();
   readonly #watchers = new Set<() => void>();
@@ -117,6 +118,18 @@ export class MemoryEventStoreBackend implements EventStoreBackend {
 
   async saveCheckpoint(subscription: string, position: bigint): Promise<void> {
     this.#checkpoints.set(subscription, position);
+  }
+
+  async claimSubscription(subscription: string, owner: string, ttlMs: number): Promise<boolean> {
+    const now = Date.now();
+    const lease = this.#leases.get(subscription);
+    if (lease !== undefined && lease.owner !== owner && lease.expiresAt > now) return false;
+    this.#leases.set(subscription, { owner, expiresAt: now + ttlMs });
+    return true;
+  }
+
+  async releaseSubscription(subscription: string, owner: string): Promise<void> {
+    if (this.#leases.get(subscription)?.owner === owner) this.#leases.delete(subscription);
   }
 
   async park(parked: ParkedEvent): Promise<void> {

@@ -1,0 +1,88 @@
+import { describe, expect, it } from 'vitest';
+import type { Logger } from '../messaging/logger.js';
+import { waitFor } from '../testing/wait.js';
+import type { EventStoreBackend } from './backend.js';
+import { MemoryEventStoreBackend } from './memory/memory-backend.js';
+import { EventStore } from './store.js';
+
+/** The memory backend, with lease claims that can be refused or failed on demand. */
+function leaseControlled(backend: MemoryEventStoreBackend): {
+  backend: EventStoreBackend;
+  set(mode: 'normal' | 'refuse' | 'fail'): void;
+} {
+  let mode: 'normal' | 'refuse' | 'fail' = 'normal';
+  const controlled = new Proxy(backend, {
+    get(target, property) {
+      if (property === 'claimSubscription') {
+        return async (subscription: string, owner: string, ttlMs: number) => {
+          if (mode === 'refuse') return false;
+          if (mode === 'fail') throw new Error('connection refused');
+          return target.claimSubscription(subscription, owner, ttlMs);
+        };
+      }
+      const value = Reflect.get(target, property, target);
+      return typeof value === 'function' ? value.bind(target) : value;
+    },
+  });
+  return {
+    backend: controlled,
+    set: (m) => {
+      mode = m;
+    },
+  };
+}
+
+function recordingLogger(): Logger & { warnings: string[] } {
+  const warnings: string[] = [];
+  const noop = () => {};
+  return { warnings, debug: noop, info: noop, error: noop, warn: (message) => void warnings.push(message) };
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+describe('EventSubscription leases', () => {
+  it('stops handling once another instance has its lease, and stands by until it can claim it again', async () => {
+    // Must not happen: handling after the lease was lost. Must not be lost: the events appended meanwhile.
+    const { backend, set } = leaseControlled(new MemoryEventStoreBackend());
+    const logger = recordingLogger();
+    const store = new EventStore(backend, { logger });
+    await store.append('s', [{ type: 'A', data: 1 }]);
+    const seen: string[] = [];
+    const sub = store.subscribe({ name: 'p', leaseMs: 300 }, (e) => void seen.push(e.type));
+    await waitFor(() => seen.length === 1, 'the first event');
+    set('refuse'); // the next renewal finds the lease taken
+    await waitFor(() => !sub.active, 'the lease to be lost');
+    await store.append('s', [{ type: 'B', data: 2 }]);
+    await sleep(400);
+    expect(seen).toEqual(['A']);
+    expect(logger.warnings.some((w) => w.includes('lost its lease'))).toBe(true);
+    set('normal');
+    await waitFor(() => seen.length === 2, 'the event appended while standing by');
+    expect(seen).toEqual(['A', 'B']);
+    await sub.close();
+    await store.close();
+  });
+
+  it('gives the subscription up when it cannot renew its lease before it expires', async () => {
+    const { backend, set } = leaseControlled(new MemoryEventStoreBackend());
+    const store = new EventStore(backend, { logger: recordingLogger() });
+    const seen: string[] = [];
+    const sub = store.subscribe({ name: 'p', leaseMs: 300 }, (e) => void seen.push(e.type));
+    await store.append('s', [{ type: 'A', data: 1 }]);
+    await waitFor(() => seen.length === 1, 'the first event');
+    set('fail'); // the store unreachable for renewals: after 300 ms the lease may be someone else's
+    await waitFor(() => !sub.active, 'the lease to run out', 2000);
+    await store.append('s', [{ type: 'B', data: 2 }]);
+    await sleep(300);
+    expect(seen).toEqual(['A']);
+    set('normal');
+    await waitFor(() => seen.length === 2, 'the takeover once the store answers again');
+    await sub.close();
+    await store.close();
+  });
+
+  it('refuses a lease shorter than 100 ms', () => {
+    const store = new EventStore(new MemoryEventStoreBackend());
+    expect(() => store.subscribe({ name: 'p', leaseMs: 50 }, () => {})).toThrow(/leaseMs/);
+  });
+});
