@@ -91,6 +91,8 @@ export class EventSubscription {
   /** Local time by which the lease has surely expired unless renewed: measured from before each claim. */
   #leaseUntil = 0;
   #renewTimer: NodeJS.Timeout | undefined;
+  /** Bumped per scheduled renewal, so that a renewal still in flight from an earlier lease schedules nothing. */
+  #renewals = 0;
   #standingBy = false;
   /** Resolves when the loop has stopped. */
   readonly done: Promise<void>;
@@ -241,13 +243,16 @@ export class EventSubscription {
 
   #scheduleRenewal(): void {
     const leaseMs = this.#options.leaseMs;
+    const renewal = ++this.#renewals;
+    clearTimeout(this.#renewTimer);
     this.#renewTimer = setTimeout(async () => {
-      if (this.#closed || !this.#leading) return;
+      if (this.#closed || !this.#leading || renewal !== this.#renewals) return;
       const started = Date.now();
       try {
-        if (await this.#backend.claimSubscription(this.name, this.#owner, leaseMs)) {
-          this.#leaseUntil = started + leaseMs;
-        } else {
+        const held = await this.#backend.claimSubscription(this.name, this.#owner, leaseMs);
+        if (renewal !== this.#renewals) return; // the lease was given up and claimed anew meanwhile
+        if (held) this.#leaseUntil = started + leaseMs;
+        else {
           this.#leading = false;
           this.#wakeUp();
           return;
@@ -256,7 +261,7 @@ export class EventSubscription {
         // Keep trying while the lease lasts; past it, #holds() gives the subscription up.
         this.#logger.warn(`subscription "${this.name}" could not renew its lease`, { error: String(error) });
       }
-      if (!this.#closed && this.#leading) this.#scheduleRenewal();
+      if (!this.#closed && this.#leading && renewal === this.#renewals) this.#scheduleRenewal();
     }, leaseMs / 3);
     this.#renewTimer.unref();
   }
