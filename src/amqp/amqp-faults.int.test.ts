@@ -210,4 +210,56 @@ describe('RabbitMQ transport when a process is SIGKILLed', () => {
     );
     expect(handledBySuccessor.size).toBeGreaterThan(0);
   }, 60_000);
+
+  it('dead-letters a message that kills every consumer after maxRedeliveries, and handles the rest', async () => {
+    // Must not be lost: any of the 30 good messages, nor the poison one (it ends in the dead-letter
+    // queue, reason 'redelivered'). Must not happen: a crash loop without end.
+    const v = await vhost();
+    const producer = await bus(v.url, 'scheduler');
+    const handled = new Set<string>();
+    let deaths = 0;
+    let ready = false;
+    let stopping = false;
+    const start = (): void => {
+      const child = startFixture('poison-consumer-process.ts', { AMQP_URL: v.url });
+      onLines(child, (line) => {
+        if (line === 'ready') ready = true;
+        if (line.startsWith('handled ')) handled.add(line.slice('handled '.length));
+      });
+      child.on('exit', () => {
+        deaths++;
+        if (!stopping) start();
+      });
+    };
+    start();
+    cleanups.push(async () => {
+      stopping = true;
+    });
+    await waitFor(() => ready, 'the worker to subscribe', 30_000);
+    const good = Array.from({ length: 30 }, (_, i) => `job-${i}`);
+    for (const [i, id] of good.entries()) {
+      await producer.publish('job.run', { i }, { id });
+      if (i === 14) await producer.publish('job.run', { poison: true }, { id: 'poison-pill' });
+    }
+    await waitFor(
+      () => good.every((id) => handled.has(id)),
+      () => `every good job (${handled.size})`,
+      60_000,
+    );
+    let dead: Awaited<ReturnType<typeof producer.listDeadLetters>> = [];
+    await waitFor(
+      async () => {
+        dead = await producer.listDeadLetters({ group: 'worker' });
+        return dead.length === 1;
+      },
+      'the poison pill in the dead-letter queue',
+      30_000,
+    );
+    expect(dead[0]).toMatchObject({ envelope: { id: 'poison-pill' }, reason: { kind: 'redelivered' } });
+    expect(dead[0]!.reason.message).toMatch(/3 times in a row/);
+    expect(handled.has('poison-pill')).toBe(false);
+    // The first delivery and two counted redeliveries each killed the worker; the third went to the dead letters.
+    expect(deaths).toBe(3);
+    stopping = true;
+  }, 120_000);
 });

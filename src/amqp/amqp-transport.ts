@@ -36,6 +36,13 @@ export interface AmqpTransportOptions {
   readonly connectTimeoutMs?: number;
   /** Reconnect backoff: first delay, doubling up to `maxDelayMs`, with full jitter. @default { initialDelayMs: 100, maxDelayMs: 5000 } */
   readonly reconnect?: { readonly initialDelayMs?: number; readonly maxDelayMs?: number };
+  /**
+   * A message delivered again after its consumer stopped while holding it (crashed, was killed, or
+   * lost its connection) goes back to the end of its queue, counted; past this many such
+   * redeliveries in a row it goes to the dead-letter queue (reason `redelivered`), so a message that
+   * crashes every consumer cannot crash them forever. @default 5
+   */
+  readonly maxRedeliveries?: number;
   /** AMQP heartbeat in seconds: how fast a dead peer is noticed. @default 10 */
   readonly heartbeatSeconds?: number;
   /** Shown in the RabbitMQ management UI. @default 'ferry' */
@@ -56,6 +63,7 @@ export const DEFAULT_AMQP_TRANSPORT_OPTIONS: ResolvedOptions = Object.freeze({
   confirmTimeoutMs: 30_000,
   connectTimeoutMs: 30_000,
   reconnect: Object.freeze({ initialDelayMs: 100, maxDelayMs: 5000 }),
+  maxRedeliveries: 5,
   heartbeatSeconds: 10,
   connectionName: 'ferry',
 });
@@ -102,6 +110,8 @@ export class AmqpTransport implements Transport {
     };
     if (!(this.#options.publishWindow >= 1))
       throw new InvalidOptionsError('publishWindow must be at least 1');
+    if (!Number.isInteger(this.#options.maxRedeliveries) || this.#options.maxRedeliveries < 0)
+      throw new InvalidOptionsError('maxRedeliveries must be an integer of at least 0');
     this.#logger = logger ?? stderrLogger;
     this.#publisher = new ConfirmPublisher({
       window: this.#options.publishWindow,
@@ -253,6 +263,7 @@ export class AmqpTransport implements Transport {
     const consumer = new AmqpConsumer(spec, handler, {
       exchange: this.#options.exchange,
       queueType: this.#options.queueType,
+      maxRedeliveries: this.#options.maxRedeliveries,
       publisher: this.#publisher,
       logger: this.#logger,
       onChannelFailure: (reason) => this.#fail(reason),

@@ -23,6 +23,8 @@ import {
 export interface ConsumerContext {
   readonly exchange: string;
   readonly queueType: QueueType;
+  /** Redeliveries in a row of a message nobody settled, before it is dead-lettered. */
+  readonly maxRedeliveries: number;
   readonly publisher: ConfirmPublisher;
   readonly logger: Logger;
   /** The consumer's channel failed on a live connection; the transport recovers the connection. */
@@ -115,6 +117,12 @@ export class AmqpConsumer {
     }
     this.#inFlight.begin();
     const delivery = decodeWireMessage(wireMessageOf(message));
+    if (message.fields.redelivered) {
+      // Its consumer stopped while holding it: maybe the message itself crashed it. Count, and
+      // dead-letter it past the limit rather than hand it to a handler again and again.
+      void this.#redelivered(channel, message, delivery);
+      return;
+    }
     const broken = (error: unknown) => {
       this.#context.logger.error(`handler chain failed unexpectedly on queue ${this.topology.queue}`, {
         error: String(error),
@@ -155,6 +163,42 @@ export class AmqpConsumer {
     }
   }
 
+  async #redelivered(channel: Channel, message: ConsumeMessage, delivery: Delivery): Promise<void> {
+    const redeliveries = redeliveriesOf(message) + 1;
+    const limit = this.#context.maxRedeliveries;
+    try {
+      if (redeliveries > limit) {
+        const attempts = delivery.ok ? delivery.message.attempt : delivery.attempt;
+        const reason: DeadLetterReason = {
+          kind: 'redelivered',
+          message: `delivered ${redeliveries} times in a row to a consumer that stopped (crashed, was killed or lost its connection) before settling it`,
+        };
+        this.#context.logger.error(
+          `message ${String(message.properties.messageId)} on queue ${this.topology.queue} went to the dead-letter queue: ${reason.message}`,
+        );
+        await this.#deadLetter(message, delivery, reason, attempts);
+      } else {
+        // Back to the end of the queue with the count; the handler gets that copy.
+        const headers = { [HEADER.redeliveries]: redeliveries };
+        await this.#context.publisher.publish(
+          '',
+          this.topology.queue,
+          message.content,
+          republishOptions(message, headers),
+        );
+      }
+      this.#ack(channel, message);
+    } catch (error) {
+      this.#context.logger.warn(
+        `could not move redelivered message ${String(message.properties.messageId)} on queue ${this.topology.queue}; it will be delivered again`,
+        { error: String(error) },
+      );
+      this.#requeueLater(channel, message);
+    } finally {
+      this.#done();
+    }
+  }
+
   #scheduleRetry(message: ConsumeMessage, attempt: number, delayMs: number): Promise<void> {
     // A delay that is not one of the declared levels (a changed configuration) falls back to the
     // nearest longer one, or straight back into the queue.
@@ -165,7 +209,12 @@ export class AmqpConsumer {
         .sort((a, b) => a - b)[0];
       queue = longer === undefined ? this.topology.queue : this.topology.retryQueues.get(longer)!;
     }
-    const headers = { [HEADER.attempt]: attempt, [HEADER.routingKey]: typeOf(wireMessageOf(message)) };
+    // The handler ran and settled it: redeliveries in a row start again from zero.
+    const headers = {
+      [HEADER.attempt]: attempt,
+      [HEADER.routingKey]: typeOf(wireMessageOf(message)),
+      [HEADER.redeliveries]: 0,
+    };
     return this.#context.publisher.publish('', queue, message.content, republishOptions(message, headers));
   }
 
@@ -237,4 +286,11 @@ export class AmqpConsumer {
     this.#channel = undefined;
     if (channel !== undefined) await channel.close().catch(() => {});
   }
+}
+
+/** Redeliveries counted so far: the header Ferry sets on the copy it sends back to the queue. */
+function redeliveriesOf(message: ConsumeMessage): number {
+  const value = (message.properties.headers as Record<string, unknown> | undefined)?.[HEADER.redeliveries];
+  const n = typeof value === 'number' ? value : Number(value);
+  return Number.isInteger(n) && n > 0 ? n : 0;
 }

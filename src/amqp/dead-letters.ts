@@ -20,7 +20,12 @@ export const DEAD_LETTER_HEADER = Object.freeze({
   exchange: 'x-ferry-exchange',
 });
 
-const REASON_KINDS = new Set<DeadLetterReason['kind']>(['handler-error', 'malformed', 'invalid']);
+const REASON_KINDS = new Set<DeadLetterReason['kind']>([
+  'handler-error',
+  'malformed',
+  'invalid',
+  'redelivered',
+]);
 
 function text(value: unknown): string | undefined {
   if (typeof value === 'string') return value;

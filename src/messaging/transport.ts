@@ -18,8 +18,11 @@ export interface SubscriptionSpec {
 
 /** Why a message was moved to its group's dead-letter queue. */
 export interface DeadLetterReason {
-  /** `handler-error`: the handler kept failing; `malformed`: not decodable; `invalid`: failed its schema. */
-  readonly kind: 'handler-error' | 'malformed' | 'invalid';
+  /**
+   * `handler-error`: the handler kept failing; `malformed`: not decodable; `invalid`: failed its
+   * schema; `redelivered`: its consumers kept stopping (crashing) while holding it.
+   */
+  readonly kind: 'handler-error' | 'malformed' | 'invalid' | 'redelivered';
   readonly message: string;
   /** Stack of the last handler error, when there is one. */
   readonly stack?: string;

@@ -8,6 +8,8 @@ export const HEADER = Object.freeze({
   causationid: 'cloudEvents:causationid',
   attempt: 'x-ferry-attempt',
   routingKey: 'x-ferry-routing-key',
+  /** Deliveries in a row that ended with the consumer stopping before it settled the message. */
+  redeliveries: 'x-ferry-redeliveries',
 });
 
 /**
