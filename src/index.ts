@@ -170,12 +170,14 @@ export {
   isPublishBufferFullError,
   isPublishNackedError,
   isPublishNotConfirmedError,
+  isSubscriptionInUseError,
   isUnroutableError,
   MalformedMessageError,
   MessageValidationError,
   PublishBufferFullError,
   PublishNackedError,
   PublishNotConfirmedError,
+  SubscriptionInUseError,
   UnroutableError,
 } from './messaging/errors.js';
 export type { Inbox, InboxClaim, MemoryInboxOptions } from './messaging/inbox.js';

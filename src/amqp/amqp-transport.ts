@@ -16,7 +16,7 @@ import { encodeEnvelope } from './codec.js';
 import { AmqpConsumer } from './consumer.js';
 import { listDeadLetters, replayDeadLetters } from './dead-letters.js';
 import { ConfirmPublisher, type PublisherStats } from './publisher.js';
-import { declareExchange, type QueueType } from './topology.js';
+import { declareExchange, deleteSubscriptionQueues, type QueueType } from './topology.js';
 
 /** Options of the RabbitMQ transport. */
 export interface AmqpTransportOptions {
@@ -295,6 +295,10 @@ export class AmqpTransport implements Transport {
 
   async listDeadLetters(group: string, options: { readonly limit: number }): Promise<DeadLetter[]> {
     return listDeadLetters(await this.#readyConnection(), group, options.limit);
+  }
+
+  async deleteSubscription(spec: SubscriptionSpec): Promise<number> {
+    return deleteSubscriptionQueues(await this.#readyConnection(), spec);
   }
 
   async replayDeadLetters(group: string, options: ReplayOptions): Promise<number> {

@@ -1,4 +1,5 @@
-import type { Channel } from 'amqplib';
+import type { Channel, ChannelModel } from 'amqplib';
+import { SubscriptionInUseError } from '../messaging/errors.js';
 import type { SubscriptionSpec } from '../messaging/transport.js';
 
 /** Queue type of subscription and dead-letter queues. */
@@ -74,4 +75,42 @@ export async function declareDeadLetterQueue(
   queueType: QueueType,
 ): Promise<void> {
   await channel.assertQueue(name, { durable: true, arguments: queueArguments(queueType) });
+}
+
+/**
+ * Deletes a subscription's queue (only while no consumer is attached) and its delay queues, with what
+ * they hold. Resolves the number of messages discarded. Consumers are counted first rather than with
+ * `if-unused`, which quorum queues answer by closing the whole connection; one that attaches between
+ * the count and the delete is cancelled and redeclares the queue.
+ */
+export async function deleteSubscriptionQueues(
+  connection: ChannelModel,
+  spec: SubscriptionSpec,
+): Promise<number> {
+  const topology = subscriptionTopology(spec);
+  const open = async (): Promise<Channel> => {
+    const channel = await connection.createChannel();
+    channel.on('error', () => {
+      // Reported through the failing call.
+    });
+    return channel;
+  };
+  let channel = await open();
+  try {
+    let consumers = 0;
+    try {
+      consumers = (await channel.checkQueue(topology.queue)).consumerCount;
+    } catch (error) {
+      if ((error as { code?: number }).code !== 404) throw error;
+      channel = await open(); // no such queue: the check closed the channel
+    }
+    if (consumers > 0) throw new SubscriptionInUseError(spec.group, spec.pattern);
+    let discarded = 0;
+    for (const name of [topology.queue, ...topology.retryQueues.values()]) {
+      discarded += (await channel.deleteQueue(name)).messageCount;
+    }
+    return discarded;
+  } finally {
+    await channel.close().catch(() => {});
+  }
 }

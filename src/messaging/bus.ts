@@ -203,23 +203,8 @@ export class Bus<C extends Contracts = NoContracts> {
     options: SubscribeOptions = {},
   ): Promise<Subscription> {
     if (this.#closing !== undefined) throw new BusClosedError();
-    assertPattern(pattern);
-    const group = options.group ?? this.service;
-    assertGroup(group);
-    const concurrency = options.concurrency ?? this.#defaults.concurrency;
-    const maxAttempts = options.maxAttempts ?? this.#defaults.maxAttempts;
-    if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 65_535) {
-      throw new InvalidOptionsError('concurrency must be an integer from 1 to 65535');
-    }
-    if (!Number.isInteger(maxAttempts) || maxAttempts < 1 || maxAttempts > 100) {
-      throw new InvalidOptionsError('maxAttempts must be an integer from 1 to 100');
-    }
-    const spec: SubscriptionSpec = {
-      group,
-      pattern,
-      concurrency,
-      retryDelays: exponentialDelays(options.backoff ?? this.#defaults.backoff, maxAttempts - 1),
-    };
+    const spec = this.#spec(pattern, options);
+    const { group } = spec;
     const chain = composeMiddleware(
       [...this.#middleware, ...(options.middleware ?? [])],
       handler as (message: Message) => Promise<void>,
@@ -239,6 +224,42 @@ export class Bus<C extends Contracts = NoContracts> {
         this.#subscriptions.delete(transportSubscription);
         await transportSubscription.close(this.#closeTimeoutMs);
       },
+    };
+  }
+
+  /**
+   * Deletes a subscription nobody needs any more: its queue and delay queues, with the messages
+   * waiting in them (its group's dead letters stay). A durable subscription otherwise keeps
+   * collecting every matching message after its last subscriber is gone. Pass the `group`,
+   * `maxAttempts` and `backoff` it was subscribed with, so that its delay queues are found. Refuses
+   * with `SUBSCRIPTION_IN_USE` while a consumer is attached, here or in another process. Resolves
+   * the number of messages discarded.
+   */
+  async deleteSubscription(
+    pattern: string,
+    options: Pick<SubscribeOptions, 'group' | 'maxAttempts' | 'backoff'> = {},
+  ): Promise<number> {
+    if (this.#closing !== undefined) throw new BusClosedError();
+    return this.transport.deleteSubscription(this.#spec(pattern, options));
+  }
+
+  #spec(pattern: string, options: SubscribeOptions): SubscriptionSpec {
+    assertPattern(pattern);
+    const group = options.group ?? this.service;
+    assertGroup(group);
+    const concurrency = options.concurrency ?? this.#defaults.concurrency;
+    const maxAttempts = options.maxAttempts ?? this.#defaults.maxAttempts;
+    if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 65_535) {
+      throw new InvalidOptionsError('concurrency must be an integer from 1 to 65535');
+    }
+    if (!Number.isInteger(maxAttempts) || maxAttempts < 1 || maxAttempts > 100) {
+      throw new InvalidOptionsError('maxAttempts must be an integer from 1 to 100');
+    }
+    return {
+      group,
+      pattern,
+      concurrency,
+      retryDelays: exponentialDelays(options.backoff ?? this.#defaults.backoff, maxAttempts - 1),
     };
   }
 

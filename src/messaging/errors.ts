@@ -109,3 +109,18 @@ export class MalformedMessageError extends FerryError {
   }
 }
 export const isMalformedMessageError = errorGuard<MalformedMessageError>('MESSAGE_MALFORMED');
+
+/** A subscription cannot be deleted while a consumer is attached to it, in this process or another. */
+export class SubscriptionInUseError extends FerryError {
+  readonly group: string;
+  readonly pattern: string;
+  constructor(group: string, pattern: string) {
+    super(
+      'SUBSCRIPTION_IN_USE',
+      `subscription "${pattern}" of group "${group}" has consumers attached; close them before deleting it`,
+    );
+    this.group = group;
+    this.pattern = pattern;
+  }
+}
+export const isSubscriptionInUseError = errorGuard<SubscriptionInUseError>('SUBSCRIPTION_IN_USE');

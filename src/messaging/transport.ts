@@ -95,6 +95,11 @@ export interface Transport {
   listDeadLetters(group: string, options: { readonly limit: number }): Promise<DeadLetter[]>;
   /** Sends dead letters back to the subscription they failed in, with a fresh attempt count. */
   replayDeadLetters(group: string, options: ReplayOptions): Promise<number>;
+  /**
+   * Deletes a subscription's queue and delay queues with what they hold, refusing with
+   * `SubscriptionInUseError` while a consumer is attached. Resolves the number of messages discarded.
+   */
+  deleteSubscription(spec: SubscriptionSpec): Promise<number>;
   /** Waits (up to `timeoutMs`) for pending publishes, then releases every resource. */
   close(timeoutMs: number): Promise<void>;
 }

@@ -350,6 +350,51 @@ export function testTransport(name: string, harness: TransportHarness, features:
       expect(handled.sort()).toEqual(['other-id', 'same-id']);
     });
 
+    it('deletes a subscription nobody consumes any more, with what it held, and refuses while one does', async () => {
+      // Must not happen: a deleted subscription still collecting messages, or deleting one in use.
+      const p = unique();
+      const b = await bus(`svc-${p}`);
+      const group = `old-${p}`;
+      const seen: number[] = [];
+      let failOnce = true;
+      const sub = await b.subscribe(
+        `${p}.item.*`,
+        async (m) => {
+          if (failOnce) {
+            failOnce = false;
+            throw new Error('waits in a delay queue');
+          }
+          seen.push(m.data as number);
+        },
+        { group, backoff: { initialDelayMs: 2000, factor: 2, maxDelayMs: 2000 }, maxAttempts: 2 },
+      );
+      const options = {
+        group,
+        backoff: { initialDelayMs: 2000, factor: 2, maxDelayMs: 2000 },
+        maxAttempts: 2,
+      };
+      await expect(b.deleteSubscription(`${p}.item.*`, options)).rejects.toMatchObject({
+        code: 'SUBSCRIPTION_IN_USE',
+      });
+      await b.publish(`${p}.item.added`, 1); // fails once, then waits out its retry delay
+      await sleep(300);
+      await sub.close();
+      await b.publish(`${p}.item.added`, 2);
+      await b.publish(`${p}.item.added`, 3);
+      // One waiting out its retry delay, two in the queue.
+      expect(await b.deleteSubscription(`${p}.item.*`, options)).toBe(3);
+      // Gone: nothing routes there any more, and a new subscription starts empty.
+      await expect(b.publish(`${p}.item.added`, 4)).rejects.toSatisfy(isUnroutableError);
+      const fresh: number[] = [];
+      await b.subscribe(`${p}.item.*`, async (m) => void fresh.push(m.data as number), { group });
+      await b.publish(`${p}.item.added`, 5);
+      await waitFor(() => fresh.length === 1, 'the fresh subscription');
+      await sleep(2500); // past the old retry delay: the message it held must not come back
+      expect(fresh).toEqual([5]);
+      expect(seen).toEqual([]);
+      expect(await b.deleteSubscription(`${p}.never.*`, { group })).toBe(0);
+    });
+
     it('close waits for handlers in flight, and nothing is delivered after it', async () => {
       const p = unique();
       const b = await bus(`svc-${p}`);

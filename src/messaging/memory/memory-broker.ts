@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { InvalidOptionsError } from '../../errors/ferry-error.js';
 import { Deque } from '../deque.js';
 import { type Envelope, type Message, toMessage } from '../envelope.js';
-import { PublishNackedError, UnroutableError } from '../errors.js';
+import { PublishNackedError, SubscriptionInUseError, UnroutableError } from '../errors.js';
 import { InFlight } from '../in-flight.js';
 import { compilePattern } from '../topic.js';
 import type {
@@ -50,6 +50,9 @@ interface Queue {
   readonly consumers: MemoryConsumer[];
   next: number;
   scheduled: boolean;
+  /** Retries waiting out their delay, which belong to the queue as a delay queue's messages do. */
+  delayed: number;
+  deleted: boolean;
 }
 
 interface StoredDeadLetter extends DeadLetter {
@@ -181,8 +184,14 @@ export class MemoryBroker {
         ? { message: { ...delivery.message, attempt: outcome.attempt } }
         : entry;
       if (outcome.delayMs <= 0) this.#enqueue(queue, next);
-      // Unref'd: a pending retry must not keep a finished process alive; in memory it is lost at exit anyway.
-      else setTimeout(() => this.#enqueue(queue, next), outcome.delayMs).unref();
+      else {
+        queue.delayed++;
+        // Unref'd: a pending retry must not keep a finished process alive; in memory it is lost at exit anyway.
+        setTimeout(() => {
+          queue.delayed--;
+          if (!queue.deleted) this.#enqueue(queue, next);
+        }, outcome.delayMs).unref();
+      }
     } else if (outcome.action === 'dead-letter') {
       this.#storeDeadLetter(queue, entry, delivery, outcome.reason, outcome.attempts);
     }
@@ -220,6 +229,18 @@ export class MemoryBroker {
     list.push(stored);
   }
 
+  /** Deletes a subscription's queue and what it holds, delayed retries included; resolves how many messages that was. */
+  deleteQueue(group: string, pattern: string): number {
+    const key = `${group}\u0000${pattern}`;
+    const queue = this.#queues.get(key);
+    if (queue === undefined) return 0;
+    if (queue.consumers.length > 0) throw new SubscriptionInUseError(group, pattern);
+    queue.deleted = true;
+    this.#queues.delete(key);
+    this.#routes.clear();
+    return queue.buffer.length + queue.delayed;
+  }
+
   /** Attaches a consumer to the subscription's queue, creating the queue on first use. */
   attach(spec: SubscriptionSpec, handler: DeliveryHandler): TransportSubscription {
     const key = `${spec.group}\u0000${spec.pattern}`;
@@ -233,6 +254,8 @@ export class MemoryBroker {
         consumers: [],
         next: 0,
         scheduled: false,
+        delayed: 0,
+        deleted: false,
       };
       this.#queues.set(key, queue);
       this.#routes.clear();

@@ -52,6 +52,10 @@ export class MemoryTransport implements Transport {
     return this.broker.listDeadLetters(group, options.limit);
   }
 
+  async deleteSubscription(spec: SubscriptionSpec): Promise<number> {
+    return this.broker.deleteQueue(spec.group, spec.pattern);
+  }
+
   async replayDeadLetters(group: string, options: ReplayOptions): Promise<number> {
     return this.broker.replayDeadLetters(group, options);
   }
