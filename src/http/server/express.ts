@@ -125,7 +125,13 @@ export function ferryNotFound(options: ProblemOptions = {}): RequestHandler {
 }
 
 /** Options of {@link ferryIdempotency}. */
-export interface FerryIdempotencyOptions extends IdempotencyOptions, ProblemOptions {}
+export interface FerryIdempotencyOptions extends IdempotencyOptions, ProblemOptions {
+  /**
+   * Whose keys a request's are (e.g. the account your authentication middleware found, which must
+   * run before this one): without it, two callers sending the same key share one stored answer.
+   */
+  readonly scope?: (req: Request) => string | undefined;
+}
 
 /**
  * Honours `Idempotency-Key` on POST and PATCH: a retry with the same key and request replays the
@@ -143,7 +149,13 @@ export function ferryIdempotency(options: FerryIdempotencyOptions): RequestHandl
       return;
     }
     guard
-      .begin({ method: req.method, url: req.originalUrl, headers: req.headers, bodySha256: bodySha256(req) })
+      .begin({
+        method: req.method,
+        url: req.originalUrl,
+        headers: req.headers,
+        bodySha256: bodySha256(req),
+        scope: options.scope?.(req),
+      })
       .then((decision) => {
         switch (decision.action) {
           case 'pass':

@@ -33,8 +33,14 @@ declare module 'fastify' {
 
 /** Options of {@link ferryFastify}. */
 export interface FerryFastifyOptions extends RequestContextOptions, ProblemOptions {
-  /** Honour `Idempotency-Key` on POST and PATCH with this store. @default off */
-  readonly idempotency?: IdempotencyOptions;
+  /**
+   * Honour `Idempotency-Key` on POST and PATCH with this store. `scope` names whose keys a request's
+   * are (e.g. the account your `onRequest` authentication found): without it, two callers sending
+   * the same key share one stored answer. It runs in `preHandler`. @default off
+   */
+  readonly idempotency?: IdempotencyOptions & {
+    readonly scope?: (request: FastifyRequest) => string | undefined;
+  };
   /** Register `GET <path>/live` and `GET <path>/ready`. @default off */
   readonly health?: HealthRouteOptions;
   /** Answer unknown routes with a 404 problem (`setNotFoundHandler`). @default true */
@@ -103,7 +109,12 @@ export function ferryFastify(app: FastifyInstance, options: FerryFastifyOptions 
   }
 
   if (options.idempotency !== undefined)
-    installIdempotency(app, new IdempotencyGuard(options.idempotency), problemOptions);
+    installIdempotency(
+      app,
+      new IdempotencyGuard(options.idempotency),
+      options.idempotency.scope,
+      problemOptions,
+    );
 
   if (options.health !== undefined) {
     const health = createHealth(options.health);
@@ -121,6 +132,7 @@ export function ferryFastify(app: FastifyInstance, options: FerryFastifyOptions 
 function installIdempotency(
   app: FastifyInstance,
   guard: IdempotencyGuard,
+  scope: ((request: FastifyRequest) => string | undefined) | undefined,
   problemOptions: ProblemOptions,
 ): void {
   const states = new WeakMap<FastifyRequest, IdempotencyState>();
@@ -164,6 +176,7 @@ function installIdempotency(
       url: request.url,
       headers: request.headers,
       bodySha256: state.hash.digest('hex'),
+      scope: scope?.(request),
     });
     switch (decision.action) {
       case 'pass':

@@ -109,7 +109,27 @@ describe('IdempotencyGuard', () => {
     expect(await guard.begin({ ...req, method: 'PUT' })).toEqual({ action: 'pass' });
     expect(await guard.begin({ ...req, headers: {} })).toEqual({ action: 'pass' });
   });
+
+  it('stores scoped keys apart, and no scope and key can spell another pair', async () => {
+    const guard = new IdempotencyGuard({ store: new MemoryIdempotencyStore() });
+    const req = (scope: string, key: string) => ({
+      method: 'POST',
+      url: '/x',
+      headers: { 'idempotency-key': key },
+      bodySha256: sha256Hex(''),
+      scope,
+    });
+    const first = await guard.begin(req('a:b', 'c'));
+    const second = await guard.begin(req('a', 'b:c'));
+    expect(first.action).toBe('run');
+    expect(second.action).toBe('run');
+    if (first.action === 'run' && second.action === 'run') expect(first.key).not.toBe(second.key);
+  });
 });
+
+/** The caller, as an authentication layer would establish it; here simply a header. */
+const accountOf = (headers: Record<string, string | string[] | undefined>): string | undefined =>
+  typeof headers['x-account'] === 'string' ? headers['x-account'] : undefined;
 
 /** One server per framework with the same endpoints, so both must honour the same protocol. */
 interface Endpoints {
@@ -120,7 +140,10 @@ interface Endpoints {
 
 async function startFastify(endpoints: Endpoints): Promise<string> {
   const app = Fastify();
-  ferryFastify(app, { idempotency: { store: new MemoryIdempotencyStore() }, logger: silent });
+  ferryFastify(app, {
+    idempotency: { store: new MemoryIdempotencyStore(), scope: (req) => accountOf(req.headers) },
+    logger: silent,
+  });
   app.post('/orders', async (req, reply) => {
     endpoints.calls++;
     await endpoints.gate;
@@ -139,7 +162,13 @@ async function startExpress(endpoints: Endpoints): Promise<string> {
   const app = express();
   app.use(ferryContext());
   app.use(express.json());
-  app.use(ferryIdempotency({ store: new MemoryIdempotencyStore(), logger: silent }));
+  app.use(
+    ferryIdempotency({
+      store: new MemoryIdempotencyStore(),
+      scope: (req) => accountOf(req.headers),
+      logger: silent,
+    }),
+  );
   app.post('/orders', async (req, res) => {
     endpoints.calls++;
     await endpoints.gate;
@@ -168,12 +197,13 @@ describe.each([
   let endpoints: Endpoints;
   let url: string;
 
-  async function post(key: string | undefined, body: unknown, path = '/orders') {
+  async function post(key: string | undefined, body: unknown, path = '/orders', account?: string) {
     const response = await request(`${url}${path}`, {
       method: 'POST',
       headers: {
         'content-type': 'application/json',
         ...(key === undefined ? {} : { 'idempotency-key': key }),
+        ...(account === undefined ? {} : { 'x-account': account }),
       },
       body: JSON.stringify(body),
     });
@@ -206,6 +236,20 @@ describe.each([
 
     const other = await post('key-2', { sku: 'A' });
     expect(other.body).toMatchObject({ id: 2 });
+  });
+
+  it('keeps the same key of different callers apart when a scope names them', async () => {
+    await setup();
+    const ada = await post('order-1', { sku: 'A' }, '/orders', 'ada');
+    const bob = await post('order-1', { sku: 'B' }, '/orders', 'bob');
+    expect([ada.status, bob.status]).toEqual([201, 201]);
+    expect(bob.body).toMatchObject({ id: 2, received: { sku: 'B' } });
+    const adaAgain = await post('order-1', { sku: 'A' }, '/orders', 'ada');
+    expect(adaAgain.headers['idempotent-replayed']).toBe('true');
+    expect(adaAgain.body).toMatchObject({ id: 1 });
+    const unscoped = await post('order-1', { sku: 'C' });
+    expect(unscoped.body).toMatchObject({ id: 3 });
+    expect(endpoints.calls).toBe(3);
   });
 
   it('refuses the same key with another body or path with 422', async () => {

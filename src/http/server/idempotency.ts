@@ -153,7 +153,7 @@ export type ResponseHeaders = Readonly<Record<string, string | number | readonly
 export type IdempotencyDecision =
   /** No key, or a method whose key is not honoured: run as usual. */
   | { readonly action: 'pass' }
-  /** The key is claimed: run, then `finish` or `abandon` it. */
+  /** The key (as stored, with its scope) is claimed: run, then `finish` or `abandon` it. */
   | { readonly action: 'run'; readonly key: string }
   /** Send the stored response (with `idempotent-replayed: true`) without running the handler. */
   | { readonly action: 'replay'; readonly response: StoredResponse }
@@ -168,6 +168,8 @@ export interface IdempotentRequest {
   readonly headers: IncomingHttpHeaders;
   /** SHA-256 of the raw body, hex ({@link sha256Hex} of an empty string when there is none). */
   readonly bodySha256: string;
+  /** Whose keys these are (e.g. the authenticated account): keys of different scopes never meet. */
+  readonly scope?: string | undefined;
 }
 
 /**
@@ -205,10 +207,12 @@ export class IdempotencyGuard {
       };
     }
     const fingerprint = requestFingerprint(request.method, request.url, request.bodySha256);
-    const result = await this.#store.begin(key, fingerprint);
+    // Length-prefixed, so that no scope and key can spell another pair's stored key.
+    const storedKey = request.scope === undefined ? key : `${request.scope.length}:${request.scope}:${key}`;
+    const result = await this.#store.begin(storedKey, fingerprint);
     switch (result.state) {
       case 'new':
-        return { action: 'run', key };
+        return { action: 'run', key: storedKey };
       case 'replay':
         return { action: 'replay', response: result.response };
       case 'mismatch':
