@@ -195,7 +195,9 @@ export class EventSubscription {
       if (!this.#woken) await this.#sleep(this.#options.idlePollMs);
     }
     if (!this.#closed && !this.#holds()) {
-      this.#logger.warn(`subscription "${this.name}" lost its lease to another instance; standing by`);
+      this.#logger.warn(
+        `subscription "${this.name}" lost its lease (another instance may run it now); standing by`,
+      );
     }
   }
 
