@@ -217,6 +217,7 @@ describe('RabbitMQ transport when a process is SIGKILLed', () => {
     const v = await vhost();
     const producer = await bus(v.url, 'scheduler');
     const handled = new Set<string>();
+    const poisonDeliveries: string[] = [];
     let deaths = 0;
     let ready = false;
     let stopping = false;
@@ -225,6 +226,7 @@ describe('RabbitMQ transport when a process is SIGKILLed', () => {
       onLines(child, (line) => {
         if (line === 'ready') ready = true;
         if (line.startsWith('handled ')) handled.add(line.slice('handled '.length));
+        if (line.startsWith('delivered poison-pill ')) poisonDeliveries.push(line);
       });
       child.on('exit', () => {
         deaths++;
@@ -260,6 +262,9 @@ describe('RabbitMQ transport when a process is SIGKILLed', () => {
     expect(handled.has('poison-pill')).toBe(false);
     // The first delivery and two counted redeliveries each killed the worker; the third went to the dead letters.
     expect(deaths).toBe(3);
+    // Each counted copy still says what it is, though it reached the queue through the default exchange.
+    expect(poisonDeliveries).toEqual(Array(3).fill('delivered poison-pill job.run'));
+    expect(dead[0]!.routingKey).toBe('job.run');
     stopping = true;
   }, 120_000);
 });

@@ -178,8 +178,12 @@ export class AmqpConsumer {
         );
         await this.#deadLetter(message, delivery, reason, attempts);
       } else {
-        // Back to the end of the queue with the count; the handler gets that copy.
-        const headers = { [HEADER.redeliveries]: redeliveries };
+        // Back to the end of the queue with the count (and its type, which the routing key to the
+        // queue no longer says); the handler gets that copy.
+        const headers = {
+          [HEADER.redeliveries]: redeliveries,
+          [HEADER.routingKey]: typeOf(wireMessageOf(message)),
+        };
         await this.#context.publisher.publish(
           '',
           this.topology.queue,
