@@ -347,6 +347,9 @@ describe('ServiceClient', () => {
     });
     s.enqueue({ status: 200, body: '<html>', headers: json });
     expect(isInvalidResponseBodyError(await rejection(c.request({ method: 'GET', path: '/x' })))).toBe(true);
+    // request() hands back an error answer whatever its body.
+    s.enqueue({ status: 404, body: '<html>', headers: json });
+    expect(await c.request({ method: 'GET', path: '/y' })).toMatchObject({ status: 404, body: '<html>' });
   });
 
   it('request() resolves the final response whatever its status', async () => {

@@ -390,8 +390,13 @@ export class ServiceClient {
         throw error;
       }
       if (body === MALFORMED_JSON) {
-        const text = response.body.toString('utf8', 0, 4000);
-        throw new InvalidResponseBodyError(`${method} ${this.origin}${path}`, status, text);
+        // Data the caller would take for the answer must be what it claims; an error answer
+        // that request() hands back keeps its broken body as text.
+        if (status >= 300) body = response.body.toString('utf8');
+        else {
+          const text = response.body.toString('utf8', 0, 4000);
+          throw new InvalidResponseBodyError(`${method} ${this.origin}${path}`, status, text);
+        }
       }
       return { status, headers: response.headers, body };
     };
