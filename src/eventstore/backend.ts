@@ -75,10 +75,11 @@ export interface EventStoreBackend {
 
   /**
    * Takes the subscription's lease for `owner`, or extends the one `owner` holds, until `ttlMs` from
-   * now; resolves whether `owner` holds it. A lease held by another owner that has not expired is
-   * left alone. The lease makes one instance at a time run a subscription name.
+   * now. A lease another owner holds and has not let expire is left alone, unless that owner is
+   * `replacing` (known to be dead). Resolves the owner holding the lease afterwards: `owner` when
+   * the claim succeeded, `''` when unknown. The lease makes one instance at a time run a name.
    */
-  claimSubscription(subscription: string, owner: string, ttlMs: number): Promise<boolean>;
+  claimSubscription(subscription: string, owner: string, ttlMs: number, replacing?: string): Promise<string>;
   /** Gives up the lease if `owner` holds it. */
   releaseSubscription(subscription: string, owner: string): Promise<void>;
 

@@ -15,7 +15,7 @@ function leaseControlled(backend: MemoryEventStoreBackend): {
     get(target, property) {
       if (property === 'claimSubscription') {
         return async (subscription: string, owner: string, ttlMs: number) => {
-          if (mode === 'refuse') return false;
+          if (mode === 'refuse') return 'another-instance';
           if (mode === 'fail') throw new Error('connection refused');
           return target.claimSubscription(subscription, owner, ttlMs);
         };

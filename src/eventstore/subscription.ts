@@ -1,3 +1,4 @@
+import { hostname } from 'node:os';
 import { runWithContext } from '../context/context.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import type { Logger } from '../messaging/logger.js';
@@ -32,8 +33,9 @@ export interface EventSubscriptionOptions {
   /**
    * One instance at a time runs this name, across processes sharing the store: it holds a lease in
    * the store, renewed every third of `leaseMs`; the others stand by and take over from its
-   * checkpoint when it closes, or `leaseMs` after it died. `false`: every instance runs the name
-   * (each handles every event, and they overwrite each other's checkpoint). @default true
+   * checkpoint when it closes, or `leaseMs` after it died (at once when it was a process of this
+   * host that has exited). `false`: every instance runs the name from the one shared checkpoint, so
+   * an event reaches one instance or several, never none, and order across them is lost. @default true
    */
   readonly exclusive?: boolean;
   /** Lifetime of the lease without renewal, in ms (`exclusive` only). @default 10000 */
@@ -84,8 +86,8 @@ export class EventSubscription {
   #unwatch: (() => void) | undefined;
   #idleReads = 0;
   #idleWaiters: { after: number; resolve: () => void }[] = [];
-  /** Identifies this instance in the lease. */
-  readonly #owner = uuidv7();
+  /** Identifies this instance in the lease: host, process id (see {@link deadOnThisHost}) and a unique id. */
+  readonly #owner = `${hostname()}/${process.pid}/${uuidv7()}`;
   /** Holds the lease (exclusive) or runs regardless (not exclusive). */
   #leading = false;
   /** Local time by which the lease has surely expired unless renewed: measured from before each claim. */
@@ -218,7 +220,15 @@ export class EventSubscription {
       const started = Date.now();
       let claimed = false;
       try {
-        claimed = await this.#backend.claimSubscription(this.name, this.#owner, leaseMs);
+        let holder = await this.#backend.claimSubscription(this.name, this.#owner, leaseMs);
+        if (holder !== this.#owner && deadOnThisHost(holder)) {
+          // Its process died without giving the lease up: no need to wait for the lease to run out.
+          holder = await this.#backend.claimSubscription(this.name, this.#owner, leaseMs, holder);
+          if (holder === this.#owner) {
+            this.#logger.info(`subscription "${this.name}" took over the lease of a process that has exited`);
+          }
+        }
+        claimed = holder === this.#owner;
       } catch (error) {
         this.#logger.warn(`subscription "${this.name}" could not claim its lease; trying again`, {
           error: String(error),
@@ -251,7 +261,7 @@ export class EventSubscription {
       if (this.#closed || !this.#leading || renewal !== this.#renewals) return;
       const started = Date.now();
       try {
-        const held = await this.#backend.claimSubscription(this.name, this.#owner, leaseMs);
+        const held = (await this.#backend.claimSubscription(this.name, this.#owner, leaseMs)) === this.#owner;
         if (renewal !== this.#renewals) return; // the lease was given up and claimed anew meanwhile
         if (held) this.#leaseUntil = started + leaseMs;
         else {
@@ -405,3 +415,19 @@ export class EventSubscription {
 
 /** Unwinds the loop when the subscription closes mid-operation; never escapes the class. */
 class SubscriptionClosed extends Error {}
+
+/**
+ * Whether a lease owner (`host/pid/id`) is a process of this host that no longer runs. Only a
+ * process that surely does not exist counts: another host's, or one we may not signal, is alive.
+ */
+export function deadOnThisHost(owner: string): boolean {
+  const [host, pidText] = owner.split('/');
+  const pid = Number(pidText);
+  if (host !== hostname() || !Number.isInteger(pid) || pid <= 0 || pid === process.pid) return false;
+  try {
+    process.kill(pid, 0);
+    return false;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'ESRCH';
+  }
+}

@@ -388,10 +388,20 @@ export class PostgresEventStoreBackend implements EventStoreBackend {
     await this.#db.query(this.#sql.saveCheckpoint, [subscription, position]);
   }
 
-  async claimSubscription(subscription: string, owner: string, ttlMs: number): Promise<boolean> {
+  async claimSubscription(
+    subscription: string,
+    owner: string,
+    ttlMs: number,
+    replacing?: string,
+  ): Promise<string> {
     // The database's clock, the one every process sharing the lease sees.
-    const { rowCount } = await this.#db.query(this.#sql.claimSubscription, [subscription, owner, ttlMs]);
-    return rowCount === 1;
+    const { rows } = await this.#db.query<{ owner: string }>(this.#sql.claimSubscription, [
+      subscription,
+      owner,
+      ttlMs,
+      replacing ?? null,
+    ]);
+    return rows[0]?.owner ?? '';
   }
 
   async releaseSubscription(subscription: string, owner: string): Promise<void> {
@@ -563,10 +573,16 @@ function statements(s: string) {
       INSERT INTO ${s}.checkpoints (name, position) VALUES ($1, $2)
       ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position, updated_at = now()`,
     claimSubscription: `
-      INSERT INTO ${s}.subscription_leases AS l (subscription, owner, expires_at)
-      VALUES ($1, $2, clock_timestamp() + $3::integer * interval '1 millisecond')
-      ON CONFLICT (subscription) DO UPDATE SET owner = EXCLUDED.owner, expires_at = EXCLUDED.expires_at
-      WHERE l.owner = EXCLUDED.owner OR l.expires_at <= clock_timestamp()`,
+      WITH claim AS (
+        INSERT INTO ${s}.subscription_leases AS l (subscription, owner, expires_at)
+        VALUES ($1, $2, clock_timestamp() + $3::integer * interval '1 millisecond')
+        ON CONFLICT (subscription) DO UPDATE SET owner = EXCLUDED.owner, expires_at = EXCLUDED.expires_at
+        WHERE l.owner = EXCLUDED.owner OR l.owner = $4::text OR l.expires_at <= clock_timestamp()
+        RETURNING owner
+      )
+      SELECT owner FROM claim
+      UNION ALL
+      SELECT owner FROM ${s}.subscription_leases WHERE subscription = $1 AND NOT EXISTS (SELECT 1 FROM claim)`,
     releaseSubscription: `DELETE FROM ${s}.subscription_leases WHERE subscription = $1 AND owner = $2`,
     park: `
       INSERT INTO ${s}.parked (subscription, position, error, attempts, parked_at) VALUES ($1, $2, $3, $4, $5)

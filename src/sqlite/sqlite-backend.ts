@@ -156,11 +156,17 @@ function prepareStatements(db: Database.Database) {
       `INSERT INTO ferry_checkpoints (name, position, updated_at) VALUES (?, ?, ?)
        ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at`,
     ),
-    claimSubscription: db.prepare<[{ subscription: string; owner: string; now: number; ttl: number }]>(
+    claimSubscription: db.prepare<
+      [{ subscription: string; owner: string; now: number; ttl: number; replacing: string | null }]
+    >(
       `INSERT INTO ferry_subscription_leases (subscription, owner, expires_at) VALUES (@subscription, @owner, @now + @ttl)
        ON CONFLICT (subscription) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at
-       WHERE ferry_subscription_leases.owner = excluded.owner OR ferry_subscription_leases.expires_at <= @now`,
+       WHERE ferry_subscription_leases.owner IN (excluded.owner, @replacing)
+          OR ferry_subscription_leases.expires_at <= @now`,
     ),
+    leaseHolder: db
+      .prepare<[string], string>('SELECT owner FROM ferry_subscription_leases WHERE subscription = ?')
+      .pluck(),
     releaseSubscription: db.prepare<[string, string]>(
       'DELETE FROM ferry_subscription_leases WHERE subscription = ? AND owner = ?',
     ),
@@ -352,10 +358,17 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
     this.#ready().saveCheckpoint.run(subscription, position, new Date().toISOString());
   }
 
-  async claimSubscription(subscription: string, owner: string, ttlMs: number): Promise<boolean> {
+  async claimSubscription(
+    subscription: string,
+    owner: string,
+    ttlMs: number,
+    replacing?: string,
+  ): Promise<string> {
     // The processes sharing a SQLite file share its host's clock.
-    const claim = { subscription, owner, now: Date.now(), ttl: ttlMs };
-    return this.#ready().claimSubscription.run(claim).changes === 1;
+    const claim = { subscription, owner, now: Date.now(), ttl: ttlMs, replacing: replacing ?? null };
+    const statements = this.#ready();
+    if (statements.claimSubscription.run(claim).changes === 1) return owner;
+    return statements.leaseHolder.get(subscription) ?? '';
   }
 
   async releaseSubscription(subscription: string, owner: string): Promise<void> {

@@ -1,3 +1,5 @@
+import { spawnSync } from 'node:child_process';
+import { hostname } from 'node:os';
 import { afterEach, describe, expect, it } from 'vitest';
 import { runWithContext } from '../context/context.js';
 import { isConcurrencyError, isDuplicateEventIdError, isInvalidEventError } from '../eventstore/errors.js';
@@ -406,8 +408,10 @@ export function testEventStore(name: string, harness: EventStoreHarness): void {
         { type: 'A', data: 1 },
         { type: 'B', data: 2 },
       ]);
-      expect(await store.backend.claimSubscription('orphaned', 'a-dead-instance', 600)).toBe(true);
-      expect(await store.backend.claimSubscription('orphaned', 'someone-else', 600)).toBe(false);
+      expect(await store.backend.claimSubscription('orphaned', 'a-dead-instance', 600)).toBe(
+        'a-dead-instance',
+      );
+      expect(await store.backend.claimSubscription('orphaned', 'someone-else', 600)).toBe('a-dead-instance');
       const seen: string[] = [];
       const sub = store.subscribe({ name: 'orphaned', leaseMs: 1000 }, (e) => void seen.push(e.type));
       await new Promise((resolve) => setTimeout(resolve, 300));
@@ -417,18 +421,39 @@ export function testEventStore(name: string, harness: EventStoreHarness): void {
       expect(seen).toEqual(['A', 'B']);
       await sub.close();
       // Closing gave the lease up: another owner gets it at once.
-      expect(await store.backend.claimSubscription('orphaned', 'next', 600)).toBe(true);
+      expect(await store.backend.claimSubscription('orphaned', 'next', 600)).toBe('next');
     });
 
-    it('runs every instance with exclusive: false', async () => {
+    it('takes over at once the lease of a process of this host that has exited', async () => {
+      // Must not be lost: the event. Must not happen: waiting out a minute-long lease of a dead process.
+      const store = await open();
+      await store.append('z', [{ type: 'A', data: 1 }]);
+      const exited = spawnSync(process.execPath, ['-e', '']).pid;
+      const ghost = `${hostname()}/${exited}/crashed-instance`;
+      expect(await store.backend.claimSubscription('crashed', ghost, 60_000)).toBe(ghost);
+      // Replacing only ever takes the lease from the owner named.
+      expect(await store.backend.claimSubscription('crashed', 'other', 60_000, 'not-the-holder')).toBe(ghost);
+      const seen: string[] = [];
+      const sub = store.subscribe({ name: 'crashed', leaseMs: 60_000 }, (e) => void seen.push(e.type));
+      await waitFor(() => seen.length === 1, 'the takeover', 3000);
+      expect(sub.active).toBe(true);
+      await sub.close();
+    });
+
+    it('runs every instance at once with exclusive: false, each event handled at least once', async () => {
+      // The instances share one checkpoint: an event may reach one of them or several, never none.
       const store = await open();
       await store.append('x', [{ type: 'A', data: 1 }]);
       const seen: string[] = [];
       const subs = [1, 2].map((n) =>
-        store.subscribe({ name: 'shared', exclusive: false }, (e) => void seen.push(`${n}:${e.type}`)),
+        store.subscribe({ name: 'shared', exclusive: false }, (e) => void seen.push(`${n}:${e.data}`)),
       );
-      await waitFor(() => seen.length === 2, 'both instances');
-      expect(seen.sort()).toEqual(['1:A', '2:A']);
+      await Promise.all(subs.map((s) => s.caughtUp()));
+      expect(subs.map((s) => s.active)).toEqual([true, true]);
+      await store.append('x', [{ type: 'B', data: 2 }]);
+      await waitFor(() => seen.some((e) => e.endsWith(':2')), 'the live event');
+      await Promise.all(subs.map((s) => s.caughtUp()));
+      expect(new Set(seen.map((e) => e.split(':')[1]))).toEqual(new Set(['1', '2']));
       await Promise.all(subs.map((s) => s.close()));
     });
 

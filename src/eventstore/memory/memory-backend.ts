@@ -120,12 +120,19 @@ export class MemoryEventStoreBackend implements EventStoreBackend {
     this.#checkpoints.set(subscription, position);
   }
 
-  async claimSubscription(subscription: string, owner: string, ttlMs: number): Promise<boolean> {
+  async claimSubscription(
+    subscription: string,
+    owner: string,
+    ttlMs: number,
+    replacing?: string,
+  ): Promise<string> {
     const now = Date.now();
     const lease = this.#leases.get(subscription);
-    if (lease !== undefined && lease.owner !== owner && lease.expiresAt > now) return false;
+    if (lease !== undefined && lease.owner !== owner && lease.owner !== replacing && lease.expiresAt > now) {
+      return lease.owner;
+    }
     this.#leases.set(subscription, { owner, expiresAt: now + ttlMs });
-    return true;
+    return owner;
   }
 
   async releaseSubscription(subscription: string, owner: string): Promise<void> {
