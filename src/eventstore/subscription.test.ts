@@ -1,9 +1,11 @@
+import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import type { Logger } from '../messaging/logger.js';
 import { waitFor } from '../testing/wait.js';
 import type { EventStoreBackend } from './backend.js';
 import { MemoryEventStoreBackend } from './memory/memory-backend.js';
 import { EventStore } from './store.js';
+import { deadOnThisHost, leaseOwner } from './subscription.js';
 
 /** The memory backend, with lease claims that can be refused or failed on demand. */
 function leaseControlled(backend: MemoryEventStoreBackend): {
@@ -84,5 +86,16 @@ describe('EventSubscription leases', () => {
   it('refuses a lease shorter than 100 ms', () => {
     const store = new EventStore(new MemoryEventStoreBackend());
     expect(() => store.subscribe({ name: 'p', leaseMs: 50 }, () => {})).toThrow(/leaseMs/);
+  });
+});
+
+describe('deadOnThisHost', () => {
+  it('says dead only of an exited process of this host and pid namespace', () => {
+    const exited = spawnSync(process.execPath, ['-e', '']).pid!;
+    expect(deadOnThisHost(leaseOwner(exited, 'x'))).toBe(true);
+    expect(deadOnThisHost(leaseOwner(process.pid, 'x'))).toBe(false);
+    expect(deadOnThisHost(leaseOwner(process.ppid, 'x'))).toBe(false);
+    expect(deadOnThisHost(`elsewhere~1/${exited}/x`)).toBe(false);
+    expect(deadOnThisHost('a-name-without-a-process')).toBe(false);
   });
 });

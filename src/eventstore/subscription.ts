@@ -1,3 +1,4 @@
+import { readlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { runWithContext } from '../context/context.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
@@ -86,8 +87,8 @@ export class EventSubscription {
   #unwatch: (() => void) | undefined;
   #idleReads = 0;
   #idleWaiters: { after: number; resolve: () => void }[] = [];
-  /** Identifies this instance in the lease: host, process id (see {@link deadOnThisHost}) and a unique id. */
-  readonly #owner = `${hostname()}/${process.pid}/${uuidv7()}`;
+  /** Identifies this instance in the lease: host, process (see {@link deadOnThisHost}) and a unique id. */
+  readonly #owner = leaseOwner(process.pid, uuidv7());
   /** Holds the lease (exclusive) or runs regardless (not exclusive). */
   #leading = false;
   /** Local time by which the lease has surely expired unless renewed: measured from before each claim. */
@@ -417,13 +418,32 @@ export class EventSubscription {
 class SubscriptionClosed extends Error {}
 
 /**
- * Whether a lease owner (`host/pid/id`) is a process of this host that no longer runs. Only a
+ * Where process ids mean the same process: the host name and, on Linux, the pid namespace (two
+ * containers may share a host name, never a pid namespace).
+ */
+const PROCESS_SPACE = `${hostname()}~${pidNamespace()}`;
+
+function pidNamespace(): string {
+  try {
+    return readlinkSync('/proc/self/ns/pid').replace(/\D/g, '');
+  } catch {
+    return '';
+  }
+}
+
+/** A lease owner: `<host>~<pid namespace>/<pid>/<id>`. */
+export function leaseOwner(pid: number, id: string): string {
+  return `${PROCESS_SPACE}/${pid}/${id}`;
+}
+
+/**
+ * Whether a lease owner is a process of this host and pid namespace that no longer runs. Only a
  * process that surely does not exist counts: another host's, or one we may not signal, is alive.
  */
 export function deadOnThisHost(owner: string): boolean {
-  const [host, pidText] = owner.split('/');
+  const [space, pidText] = owner.split('/');
   const pid = Number(pidText);
-  if (host !== hostname() || !Number.isInteger(pid) || pid <= 0 || pid === process.pid) return false;
+  if (space !== PROCESS_SPACE || !Number.isInteger(pid) || pid <= 0 || pid === process.pid) return false;
   try {
     process.kill(pid, 0);
     return false;

@@ -1,9 +1,9 @@
 import { spawnSync } from 'node:child_process';
-import { hostname } from 'node:os';
 import { afterEach, describe, expect, it } from 'vitest';
 import { runWithContext } from '../context/context.js';
 import { isConcurrencyError, isDuplicateEventIdError, isInvalidEventError } from '../eventstore/errors.js';
 import type { EventStore } from '../eventstore/store.js';
+import { leaseOwner } from '../eventstore/subscription.js';
 import type { RecordedEvent } from '../eventstore/types.js';
 import { uuidv7 } from '../messaging/message-id.js';
 import { waitFor } from './wait.js';
@@ -429,7 +429,7 @@ export function testEventStore(name: string, harness: EventStoreHarness): void {
       const store = await open();
       await store.append('z', [{ type: 'A', data: 1 }]);
       const exited = spawnSync(process.execPath, ['-e', '']).pid;
-      const ghost = `${hostname()}/${exited}/crashed-instance`;
+      const ghost = leaseOwner(exited, 'crashed-instance');
       expect(await store.backend.claimSubscription('crashed', ghost, 60_000)).toBe(ghost);
       // Replacing only ever takes the lease from the owner named.
       expect(await store.backend.claimSubscription('crashed', 'other', 60_000, 'not-the-holder')).toBe(ghost);
