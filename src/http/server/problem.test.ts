@@ -8,6 +8,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { currentContext } from '../../context/context.js';
 import { FerryError } from '../../errors/ferry-error.js';
+import { BulkheadFullError, CircuitOpenError, TimeoutError } from '../../resilience/errors.js';
+import { HttpError } from '../errors.js';
 import { ferryContext, ferryErrors, ferryNotFound } from './express.js';
 import { ferryFastify } from './fastify.js';
 import { listenFastify, listenNode } from './fixtures/listen.js';
@@ -55,7 +57,24 @@ const THROWN: Record<string, () => Error> = {
   '/crash-ferry': () => new FerryError('SOMETHING_INTERNAL', SECRET),
   '/upstream': upstreamError,
   '/exposed': exposedError,
+  // What a ServiceClient call (or any resilience policy) inside a handler rejects with.
+  '/dep-timeout': () => new TimeoutError(2000, `POST http://10.0.0.7:3002/charges (${SECRET})`),
+  '/dep-open': () => new CircuitOpenError('payments', Date.now() + 4500),
+  '/dep-full': () => new BulkheadFullError(10, 0),
+  '/dep-503': () => upstreamHttpError(503, 2000),
+  '/dep-404': () => upstreamHttpError(404),
 };
+
+function upstreamHttpError(status: number, retryAfterMs?: number): Error {
+  return new HttpError({
+    status,
+    method: 'GET',
+    url: 'http://10.0.0.7:3001/users/7',
+    headers: {},
+    body: SECRET,
+    retryAfterMs,
+  });
+}
 
 /** The same routes on both frameworks, so that both must map every error the same way. */
 interface Harness {
@@ -335,6 +354,28 @@ describe.each(harnesses)('problems from $name', (harness) => {
     const upstream = await call(`${url}/upstream`);
     expect(upstream.status).toBe(500);
     expect(upstream.text).not.toContain('inventory');
+  });
+
+  it('answers a failed call to another service with 504, 503 or 502, naming no service, and logs it', async () => {
+    await start();
+    const expected: [string, number, string, string | undefined][] = [
+      ['/dep-timeout', 504, 'TIMEOUT', undefined],
+      ['/dep-open', 503, 'CIRCUIT_OPEN', '5'],
+      ['/dep-full', 503, 'BULKHEAD_FULL', undefined],
+      ['/dep-503', 503, 'HTTP_ERROR', '2'],
+      ['/dep-404', 502, 'HTTP_ERROR', undefined],
+    ];
+    for (const [path, status, code, retryAfter] of expected) {
+      const res = await call(`${url}${path}`);
+      expect(res.status, path).toBe(status);
+      expect(res.headers['content-type']).toBe('application/problem+json');
+      expect(res.body).toMatchObject({ status, code, instance: path });
+      expect(res.headers['retry-after'], path).toBe(retryAfter);
+      expect(res.text).not.toContain('10.0.0.7');
+      expect(res.text).not.toContain('hunter2');
+    }
+    expect(logger.entries.map((e) => e.fields?.path)).toEqual(expected.map(([path]) => path));
+    expect(String(logger.entries[0]?.fields?.error)).toContain('10.0.0.7');
   });
 
   it('answers 500 without the message or stack, and logs them with the correlation id', async () => {

@@ -1,6 +1,6 @@
 import { STATUS_CODES } from 'node:http';
 import type { FerryContext } from '../../context/context.js';
-import { errorGuard, FerryError, InvalidOptionsError } from '../../errors/ferry-error.js';
+import { errorGuard, FerryError, InvalidOptionsError, isFerryError } from '../../errors/ferry-error.js';
 import { toValidationIssues } from '../../messaging/contracts.js';
 import type { ValidationIssue } from '../../messaging/errors.js';
 import type { StandardSchemaV1 } from '../../messaging/standard-schema.js';
@@ -242,6 +242,16 @@ export function problemFromError(
   if (signal?.aborted && isClientDisconnectedError(signal.reason)) {
     return respond(problem(CLIENT_CLOSED_REQUEST, 'Client Closed Request', extra));
   }
+  const dependency = dependencyProblem(error, extra);
+  if (dependency !== undefined) {
+    (options.logger ?? stderrProblemLogger).error('a dependency failed while serving a request', {
+      correlationId,
+      method: request.method,
+      path: request.path,
+      error: describe(error),
+    });
+    return dependency;
+  }
   (options.logger ?? stderrProblemLogger).error('unexpected error while serving a request', {
     correlationId,
     method: request.method,
@@ -250,6 +260,83 @@ export function problemFromError(
     ...(error instanceof Error && error.stack ? { stack: error.stack } : {}),
   });
   return respond(problem(500, 'Internal Server Error', extra));
+}
+
+/**
+ * What a failed call to another service (ServiceClient, or any resilience policy) means for the
+ * request that made it: 504 when it timed out, 503 when a breaker, bulkhead or retry budget refused
+ * it (with Retry-After when the breaker says when), 502 when the other service answered badly. The
+ * detail names no service: the problem goes to the caller, the log line to the operator.
+ */
+function dependencyProblem(error: unknown, extra: ProblemExtra): ProblemResponse | undefined {
+  if (!isFerryError(error)) return undefined;
+  switch (error.code) {
+    case 'TIMEOUT':
+      return respond(
+        problem(504, undefined, {
+          ...extra,
+          code: error.code,
+          detail: 'A service this request needs did not answer in time.',
+        }),
+      );
+    case 'CIRCUIT_OPEN':
+    case 'BULKHEAD_FULL':
+    case 'RETRY_BUDGET_EXHAUSTED': {
+      const retryAt = (error as { retryAt?: unknown }).retryAt;
+      const headers: Record<string, string> =
+        typeof retryAt === 'number'
+          ? { 'retry-after': String(Math.max(1, Math.ceil((retryAt - Date.now()) / 1000))) }
+          : {};
+      return {
+        status: 503,
+        headers,
+        problem: problem(503, undefined, {
+          ...extra,
+          code: error.code,
+          detail: 'A service this request needs is unavailable; try again later.',
+        }),
+      };
+    }
+    case 'HTTP_ERROR': {
+      // A 503 or 504 from further down says the same of this request; any other error answer is a bad gateway.
+      const { status: upstream, retryAfterMs } = error as { status?: unknown; retryAfterMs?: unknown };
+      if (upstream === 503 || upstream === 504) {
+        return {
+          status: upstream,
+          headers:
+            typeof retryAfterMs === 'number'
+              ? { 'retry-after': String(Math.max(1, Math.ceil(retryAfterMs / 1000))) }
+              : {},
+          problem: problem(upstream, undefined, {
+            ...extra,
+            code: error.code,
+            detail:
+              upstream === 503
+                ? 'A service this request needs is unavailable; try again later.'
+                : 'A service this request needs did not answer in time.',
+          }),
+        };
+      }
+      return respond(
+        problem(502, undefined, {
+          ...extra,
+          code: error.code,
+          detail: 'A service this request needs answered with an error.',
+        }),
+      );
+    }
+    case 'INVALID_RESPONSE_BODY':
+    case 'RESPONSE_TOO_LARGE':
+      return respond(
+        problem(502, undefined, {
+          ...extra,
+          code: error.code,
+          detail: 'A service this request needs answered with an error.',
+        }),
+      );
+    default:
+      return undefined;
+  }
 }
 
 function respond(doc: Problem): ProblemResponse {

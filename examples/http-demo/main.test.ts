@@ -1,0 +1,36 @@
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { fileURLToPath } from 'node:url';
+import { expect, it } from 'vitest';
+
+it('npm run demo:http tells the story it promises: one charge, 504 at the deadline, then an open breaker', async () => {
+  const child = spawn(
+    process.execPath,
+    ['--conditions=ferry-source', '--import', 'tsx', fileURLToPath(new URL('./main.ts', import.meta.url))],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let out = '';
+  child.stdout.on('data', (chunk: Buffer) => {
+    out += chunk.toString('utf8');
+  });
+  child.stderr.on('data', (chunk: Buffer) => {
+    out += chunk.toString('utf8');
+  });
+  const [code] = await once(child, 'exit');
+  expect(code, out).toBe(0);
+  const lines = out.split('\n');
+  const section = (title: string) => {
+    const start = lines.findIndex((l) => l.startsWith(`— ${title}`));
+    const end = lines.findIndex((l, i) => i > start && l.startsWith('— '));
+    return lines.slice(start, end < 0 ? undefined : end).join('\n');
+  };
+  expect(section('Retry')).toMatch(/retrying POST \/charges \(attempt 2\)/);
+  expect(section('Retry')).toMatch(/client {4}200 .*"chargeId":"ch_1"/);
+  expect(section('Deadline')).toMatch(/payments {2}stopped: the caller's deadline passed/);
+  expect(section('Deadline')).toMatch(/client {4}504 Gateway Timeout/);
+  expect(section('Breaker: payments is down (1)')).toMatch(/breaker payments: closed -> open/);
+  expect(section('Breaker: payments is down (3)')).toMatch(/refused at once: CIRCUIT_OPEN/);
+  expect(section('Breaker: payments is down (3)')).toMatch(/client {4}503 Service Unavailable/);
+  expect(out).toMatch(/GET \/health\/ready -> 503 .*breaker:payments/);
+  expect(out).toMatch(/payments charged 1 time\(s\) in all/);
+}, 60_000);
