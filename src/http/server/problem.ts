@@ -270,73 +270,60 @@ export function problemFromError(
  */
 function dependencyProblem(error: unknown, extra: ProblemExtra): ProblemResponse | undefined {
   if (!isFerryError(error)) return undefined;
+  const { retryAt, status, retryAfterMs } = error as {
+    retryAt?: unknown;
+    status?: unknown;
+    retryAfterMs?: unknown;
+  };
   switch (error.code) {
     case 'TIMEOUT':
-      return respond(
-        problem(504, undefined, {
-          ...extra,
-          code: error.code,
-          detail: 'A service this request needs did not answer in time.',
-        }),
-      );
+      return dependencyAnswer(504, error.code, extra);
     case 'CIRCUIT_OPEN':
     case 'BULKHEAD_FULL':
-    case 'RETRY_BUDGET_EXHAUSTED': {
-      const retryAt = (error as { retryAt?: unknown }).retryAt;
-      const headers: Record<string, string> =
-        typeof retryAt === 'number'
-          ? { 'retry-after': String(Math.max(1, Math.ceil((retryAt - Date.now()) / 1000))) }
-          : {};
-      return {
-        status: 503,
-        headers,
-        problem: problem(503, undefined, {
-          ...extra,
-          code: error.code,
-          detail: 'A service this request needs is unavailable; try again later.',
-        }),
-      };
-    }
-    case 'HTTP_ERROR': {
-      // A 503 or 504 from further down says the same of this request; any other error answer is a bad gateway.
-      const { status: upstream, retryAfterMs } = error as { status?: unknown; retryAfterMs?: unknown };
-      if (upstream === 503 || upstream === 504) {
-        return {
-          status: upstream,
-          headers:
-            typeof retryAfterMs === 'number'
-              ? { 'retry-after': String(Math.max(1, Math.ceil(retryAfterMs / 1000))) }
-              : {},
-          problem: problem(upstream, undefined, {
-            ...extra,
-            code: error.code,
-            detail:
-              upstream === 503
-                ? 'A service this request needs is unavailable; try again later.'
-                : 'A service this request needs did not answer in time.',
-          }),
-        };
-      }
-      return respond(
-        problem(502, undefined, {
-          ...extra,
-          code: error.code,
-          detail: 'A service this request needs answered with an error.',
-        }),
+    case 'RETRY_BUDGET_EXHAUSTED':
+      return dependencyAnswer(
+        503,
+        error.code,
+        extra,
+        typeof retryAt === 'number' ? retryAt - Date.now() : undefined,
       );
-    }
+    case 'HTTP_ERROR':
+      // A 503 or 504 from further down says the same of this request; any other error answer is a bad gateway.
+      if (status === 503 || status === 504) {
+        return dependencyAnswer(
+          status,
+          error.code,
+          extra,
+          typeof retryAfterMs === 'number' ? retryAfterMs : undefined,
+        );
+      }
+      return dependencyAnswer(502, error.code, extra);
     case 'INVALID_RESPONSE_BODY':
     case 'RESPONSE_TOO_LARGE':
-      return respond(
-        problem(502, undefined, {
-          ...extra,
-          code: error.code,
-          detail: 'A service this request needs answered with an error.',
-        }),
-      );
+      return dependencyAnswer(502, error.code, extra);
     default:
       return undefined;
   }
+}
+
+const DEPENDENCY_DETAIL = {
+  502: 'A service this request needs answered with an error.',
+  503: 'A service this request needs is unavailable; try again later.',
+  504: 'A service this request needs did not answer in time.',
+} as const;
+
+/** The answer to a failed dependency call, with `Retry-After` (whole seconds, at least 1) when there is a wait to suggest. */
+function dependencyAnswer(
+  status: keyof typeof DEPENDENCY_DETAIL,
+  code: string,
+  extra: ProblemExtra,
+  waitMs?: number,
+): ProblemResponse {
+  return {
+    status,
+    headers: waitMs === undefined ? {} : { 'retry-after': String(Math.max(1, Math.ceil(waitMs / 1000))) },
+    problem: problem(status, undefined, { ...extra, code, detail: DEPENDENCY_DETAIL[status] }),
+  };
 }
 
 function respond(doc: Problem): ProblemResponse {
