@@ -367,10 +367,17 @@ export class ServiceClient {
           durationMs: performance.now() - started,
         });
       }
+      if (body === MALFORMED_JSON) {
+        // Data the caller would take for the answer must be what it claims; an error answer
+        // keeps its broken body as text (the status already says what went wrong).
+        if (status < 300) {
+          const text = response.body.toString('utf8', 0, 4000);
+          throw new InvalidResponseBodyError(`${method} ${this.origin}${path}`, status, text);
+        }
+        body = response.body.toString('utf8');
+      }
       // get/post/… reject anything but a 2xx (redirects are not followed); request() only what it retries.
       if ((status < 200 || status >= 300) && (throwOnStatus || status >= 500 || statuses.includes(status))) {
-        // The status already says what went wrong; a broken JSON error body stays text.
-        if (body === MALFORMED_JSON) body = response.body.toString('utf8');
         const error = new HttpError({
           status,
           method,
@@ -388,15 +395,6 @@ export class ServiceClient {
           retryable.set(error, call);
         }
         throw error;
-      }
-      if (body === MALFORMED_JSON) {
-        // Data the caller would take for the answer must be what it claims; an error answer
-        // that request() hands back keeps its broken body as text.
-        if (status >= 300) body = response.body.toString('utf8');
-        else {
-          const text = response.body.toString('utf8', 0, 4000);
-          throw new InvalidResponseBodyError(`${method} ${this.origin}${path}`, status, text);
-        }
       }
       return { status, headers: response.headers, body };
     };
