@@ -9,12 +9,12 @@ import { CircuitBreaker, type CircuitBreakerOptions } from '../resilience/circui
 import { compose } from '../resilience/compose.js';
 import { TimeoutError } from '../resilience/errors.js';
 import type { Policy, PolicyContext } from '../resilience/policy.js';
-import { retry } from '../resilience/retry.js';
+import { DEFAULT_RETRY, retry } from '../resilience/retry.js';
 import { type ClientEventMap, ClientEvents } from './client-events.js';
 import { type CollectedResponse, collectResponse } from './collect-response.js';
 import { HttpError, InvalidResponseBodyError, type ProblemDetails } from './errors.js';
 import { HTTP_HEADER, PROBLEM_CONTENT_TYPE } from './headers.js';
-import { childTraceparent, newTraceparent } from './server/request-context.js';
+import { outgoingHeaders } from './outgoing-headers.js';
 
 /** Retry settings of a client or a call. */
 export interface ClientRetryOptions {
@@ -186,8 +186,12 @@ export class ServiceClient {
   readonly #retryable = new WeakMap<object, { readonly method: string; readonly path: string }>();
   readonly #events = new ClientEvents();
   #dispatcher: Dispatcher | undefined;
-  /** Header and body timeout of the client's own pool; a dispatcher passed in options has its own. */
-  readonly #poolTimeout: number;
+  /**
+   * Errors that say nothing of the target's health (the caller's abort, a deadline the caller chose
+   * running out, a request that could not be sent): breakers neither count them as failures nor as
+   * successes.
+   */
+  readonly #notCounted = new WeakSet<object>();
   readonly #maxResponseBytes: number;
   #closed = false;
 
@@ -218,8 +222,6 @@ export class ServiceClient {
     this.#dispatcher = options.dispatcher;
     this.#retrySettings = retrySettingsOf(options.retry);
     this.#maxResponseBytes = options.maxResponseBytes ?? DEFAULT_SERVICE_CLIENT_OPTIONS.maxResponseBytes;
-    this.#poolTimeout =
-      options.dispatcher === undefined ? (options.timeout ?? DEFAULT_SERVICE_CLIENT_OPTIONS.timeout) : -1;
   }
 
   /** Subscribes to `attempt`, `retry`, `response`, `breaker` (state changes) and `rejection` events. */
@@ -292,6 +294,7 @@ export class ServiceClient {
   ): Promise<ServiceResponse> {
     if (this.#closed) throw new ClientClosedError(this.name);
     const init: CallOptions = options ?? NO_OPTIONS;
+    if (init.timeout !== undefined || init.deadline !== undefined) validateTimes(init);
     const context = currentContext();
     const now = Date.now();
     const deadlineMs = init.deadline ?? this.#options.deadline;
@@ -307,30 +310,19 @@ export class ServiceClient {
     }
 
     const settings = init.retry === undefined ? this.#retrySettings : retrySettingsOf(init.retry);
-    let idempotencyKey = init.idempotencyKey ?? headerValue(init.headers, HTTP_HEADER.idempotencyKey);
+    const headers = outgoingHeaders(context, this.#options.headers, init.headers);
+    let idempotencyKey = init.idempotencyKey ?? headers[HTTP_HEADER.idempotencyKey];
     if (idempotencyKey === undefined && settings !== undefined && (method === 'POST' || method === 'PATCH')) {
       idempotencyKey = uuidv7();
     }
+    if (idempotencyKey !== undefined) headers[HTTP_HEADER.idempotencyKey] ??= idempotencyKey;
     const safeToRetry = IDEMPOTENT_METHODS.has(method) || idempotencyKey !== undefined;
-
-    // Explicit headers win over the ambient context's. Assigned one by one: a literal with computed
-    // keys and spreads makes a slower dictionary object.
-    const headers: Record<string, string> = {};
-    headers[HTTP_HEADER.correlationId] = context?.correlationId ?? uuidv7();
-    headers[HTTP_HEADER.traceparent] = context?.traceparent
-      ? childTraceparent(context.traceparent)
-      : newTraceparent();
-    if (this.#options.headers !== undefined) Object.assign(headers, this.#options.headers);
-    if (init.headers !== undefined) Object.assign(headers, init.headers);
-    if (idempotencyKey !== undefined && headerValue(init.headers, HTTP_HEADER.idempotencyKey) === undefined) {
-      headers[HTTP_HEADER.idempotencyKey] = idempotencyKey;
-    }
     let payload: string | Uint8Array | undefined;
     if (requestBody !== undefined) {
       if (typeof requestBody === 'string' || requestBody instanceof Uint8Array) payload = requestBody;
       else {
         payload = JSON.stringify(requestBody);
-        if (headerValue(headers, 'content-type') === undefined) headers['content-type'] = 'application/json';
+        headers['content-type'] ??= 'application/json';
       }
     }
     const path = withQuery(requestPath, init.query);
@@ -338,19 +330,29 @@ export class ServiceClient {
     const maxRetryAfterMs = settings?.maxRetryAfterMs ?? DEFAULT_SERVICE_CLIENT_OPTIONS.retry.maxRetryAfterMs;
     const attemptTimeout = init.timeout ?? this.#options.timeout ?? DEFAULT_SERVICE_CLIENT_OPTIONS.timeout;
     const retryable = this.#retryable;
+    const notCounted = this.#notCounted;
     const call = { method, path };
+    const signal = init.signal;
 
     // A chain of callbacks rather than an async function: every call goes through here, and the
     // promise hops of async/await showed in the throughput.
-    const failed = (error: unknown, limit: number): never => {
+    const failed = (error: unknown): never => {
+      if (typeof error !== 'object' || error === null) throw error;
+      if (signal?.aborted && error === signal.reason) {
+        // The caller gave up: says nothing of the target's health.
+        notCounted.add(error);
+        throw error;
+      }
+      if (isFerryError(error)) throw error; // ours: TIMEOUT, RESPONSE_TOO_LARGE, CLIENT_CLOSED…
       const code = errorCode(error);
-      if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') {
-        const timedOut = new TimeoutError(limit, `${method} ${this.origin}${path}`);
-        if (safeToRetry) retryable.set(timedOut, call);
-        throw timedOut;
+      if (code === 'UND_ERR_INVALID_ARG' || code === 'ERR_INVALID_ARG_TYPE' || code === 'ERR_INVALID_CHAR') {
+        // Never sent: a local mistake, not the target's failure, and no retry would fix it.
+        const invalid = new InvalidRequestError(`${method} ${this.origin}${path}`, error);
+        notCounted.add(invalid);
+        throw invalid;
       }
       if (code !== undefined && CONNECTION_CODES.has(code) && (safeToRetry || NOT_SENT_CODES.has(code))) {
-        retryable.set(error as object, call);
+        retryable.set(error, call);
       }
       throw error;
     };
@@ -390,7 +392,9 @@ export class ServiceClient {
         if (
           safeToRetry &&
           statuses.includes(status) &&
-          (error.retryAfterMs === undefined || error.retryAfterMs <= maxRetryAfterMs)
+          (error.retryAfterMs === undefined || error.retryAfterMs <= maxRetryAfterMs) &&
+          // The target already retried its own dependency: retrying here would multiply the load.
+          response.headers[HTTP_HEADER.noRetry] === undefined
         ) {
           retryable.set(error, call);
         }
@@ -401,18 +405,37 @@ export class ServiceClient {
     const attempt = ({ attempt: n }: PolicyContext): Promise<ServiceResponse> => {
       if (this.#events.listens('attempt'))
         this.#events.emit('attempt', { client: this.name, method, path, attempt: n });
-      // undici's own header and body timeouts bound the attempt: no AbortController and timer per call.
+      // The attempt's own timer bounds it from here (pool queue included) to the last body byte;
+      // what is left of the deadline bounds it too, and then its end is the caller's, not the target's.
       let limit = attemptTimeout;
+      let cutByDeadline = false;
       if (deadline !== undefined) {
         const left = deadline - Date.now();
-        headers[HTTP_HEADER.deadline] = String(Math.max(0, left));
-        if (left < limit) limit = Math.max(1, left);
+        if (left <= 0) {
+          const expired = new TimeoutError(deadlineMs ?? 0, `${method} ${this.origin}${path} (deadline)`);
+          notCounted.add(expired);
+          return Promise.reject(expired);
+        }
+        headers[HTTP_HEADER.deadline] = String(left);
+        if (left < limit) {
+          limit = left;
+          cutByDeadline = true;
+        }
       }
       const started = this.#events.listens('response') ? performance.now() : 0;
-      return this.#dispatch(method, path, headers, payload, limit, init.signal).then(
+      const timeoutError = (): Error => {
+        const timedOut = new TimeoutError(
+          cutByDeadline ? (deadlineMs ?? limit) : limit,
+          `${method} ${this.origin}${path}${cutByDeadline ? ' (deadline)' : ''}`,
+        );
+        if (cutByDeadline) notCounted.add(timedOut);
+        else if (safeToRetry) retryable.set(timedOut, call);
+        return timedOut;
+      };
+      return this.#dispatch(method, path, headers, payload, limit, timeoutError, signal).then(
         (response) => answered(response, n, started),
-        // Includes a body that breaks off mid-way (timeout, reset).
-        (error: unknown) => failed(error, limit),
+        // Includes a body that breaks off mid-way (reset).
+        failed,
       );
     };
 
@@ -467,6 +490,8 @@ export class ServiceClient {
         retry({
           maxAttempts: settings.maxAttempts,
           backoff: settings.backoff ?? exponentialBackoff({ initialDelayMs: 100, maxDelayMs: 5000 }),
+          // A Retry-After the client accepts is waited in full, not cut to the policy's default cap.
+          maxDelayMs: Math.max(DEFAULT_RETRY.maxDelayMs, settings.maxRetryAfterMs),
           ...(this.#budget === undefined ? {} : { budget: this.#budget }),
           // The attempt decided, knowing the method, statuses and idempotency key of its call.
           shouldRetry: (error) => typeof error === 'object' && error !== null && retryable.has(error),
@@ -488,8 +513,14 @@ export class ServiceClient {
     if (options === false) return undefined;
     if (options?.key !== 'route') return this.name;
     const name = `${this.name} ${method} ${route ?? routeOfPath(path)}`;
-    if (this.#breakers.has(name)) return name;
-    // A breaker per route must not grow without bound: forget the oldest closed one.
+    const known = this.#breakers.get(name);
+    if (known !== undefined) {
+      // Most recently used last, so that eviction forgets the least recently used.
+      this.#breakers.delete(name);
+      this.#breakers.set(name, known);
+      return name;
+    }
+    // A breaker per route must not grow without bound: forget the least recently used closed one.
     const maxRoutes = options.maxRoutes ?? DEFAULT_SERVICE_CLIENT_OPTIONS.maxRoutes;
     if (this.#breakers.size < maxRoutes) return name;
     for (const [oldName, breaker] of this.#breakers) {
@@ -506,7 +537,13 @@ export class ServiceClient {
     let breaker = this.#breakers.get(name);
     if (breaker === undefined) {
       const { key: _key, maxRoutes: _maxRoutes, ...settings } = this.#options.breaker || {};
-      breaker = new CircuitBreaker({ ...settings, name, isFailure });
+      const notCounted = this.#notCounted;
+      breaker = new CircuitBreaker({
+        ...settings,
+        name,
+        isFailure,
+        isIgnored: (error) => typeof error !== 'object' || error === null || notCounted.has(error),
+      });
       breaker.onStateChange((change) =>
         this.#events.emit('breaker', { client: this.name, breaker: name, ...change }),
       );
@@ -521,12 +558,11 @@ export class ServiceClient {
     headers: Record<string, string>,
     body: string | Uint8Array | undefined,
     timeoutMs: number,
+    timeoutError: () => Error,
     signal: AbortSignal | undefined,
   ): Promise<CollectedResponse> {
+    if (this.#closed) return Promise.reject(this.#closedError());
     const dispatcher = this.#dispatcher;
-    if (dispatcher === undefined) {
-      return this.#createPool().then(() => this.#dispatch(method, path, headers, body, timeoutMs, signal));
-    }
     const options: Dispatcher.DispatchOptions = {
       origin: this.origin,
       method: method as Dispatcher.HttpMethod,
@@ -534,24 +570,35 @@ export class ServiceClient {
       headers,
     };
     if (body !== undefined) options.body = body;
-    // The pool's own timeouts are the client's; a call with a shorter limit (its own timeout, or
-    // what is left of its deadline) sets them per request.
-    if (timeoutMs !== this.#poolTimeout) {
-      options.headersTimeout = timeoutMs;
-      options.bodyTimeout = timeoutMs;
-    }
-    return collectResponse(dispatcher, options, this.#maxResponseBytes, signal);
+    const limits = { maxBytes: this.#maxResponseBytes, timeoutMs, timeoutError, signal };
+    if (dispatcher !== undefined) return collectResponse(dispatcher, options, limits);
+    // The first call loads undici; its time limit and signal already run meanwhile.
+    const started = Date.now();
+    return this.#createPool().then((pool) =>
+      collectResponse(pool, options, {
+        ...limits,
+        timeoutMs: Math.max(1, timeoutMs - (Date.now() - started)),
+      }),
+    );
+  }
+
+  #closedError(): ClientClosedError {
+    const error = new ClientClosedError(this.name);
+    this.#notCounted.add(error);
+    return error;
   }
 
   async #createPool(): Promise<Pool> {
     const { Pool } = await import('undici');
+    if (this.#closed) throw this.#closedError();
     // Check again: another call may have created it while this one awaited the import.
     if (this.#dispatcher !== undefined) return this.#dispatcher as Pool;
     const pool = new Pool(this.origin, {
       connections: this.#options.connections ?? DEFAULT_SERVICE_CLIENT_OPTIONS.connections,
       keepAliveTimeout: 10_000,
-      headersTimeout: this.#poolTimeout,
-      bodyTimeout: this.#poolTimeout,
+      // Each attempt's own timer bounds it (see collectResponse): undici's are off.
+      headersTimeout: 0,
+      bodyTimeout: 0,
     });
     this.#dispatcher = pool;
     return pool;
@@ -575,22 +622,18 @@ function retrySettingsOf(options: false | ClientRetryOptions | undefined): Retry
   return settings;
 }
 
-/** A header of a plain header object, whatever the case of its name. */
-function headerValue(
-  headers: Readonly<Record<string, string>> | undefined,
-  name: string,
-): string | undefined {
-  if (headers === undefined) return undefined;
-  const exact = headers[name];
-  if (exact !== undefined) return exact;
-  for (const key in headers) if (key.toLowerCase() === name) return headers[key];
-  return undefined;
-}
-
 /** The client was closed; the call was not made. */
 export class ClientClosedError extends FerryError {
   constructor(client: string) {
     super('CLIENT_CLOSED', `ServiceClient ${client} is closed`);
+  }
+}
+
+/** The request could not be sent as given (e.g. a header value with a line break); nothing was sent. */
+export class InvalidRequestError extends FerryError {
+  constructor(what: string, cause: unknown) {
+    const reason = cause instanceof Error ? `: ${cause.message}` : '';
+    super('INVALID_REQUEST', `${what} cannot be sent${reason}`, { cause });
   }
 }
 
@@ -643,13 +686,19 @@ function withQuery(path: string, query: CallOptions['query']): string {
   return `${path}${path.includes('?') ? '&' : '?'}${text}`;
 }
 
-function validateTimes(options: ServiceClientOptions): void {
+/** The longest delay `setTimeout` honours (about 24.8 days); longer ones would fire at once. */
+const MAX_TIMER_MS = 2_147_483_647;
+
+function validateTimes(options: ServiceClientOptions | CallOptions): void {
   for (const name of ['timeout', 'deadline'] as const) {
     const value = options[name];
-    if (value !== undefined && !(Number.isFinite(value) && value > 0)) {
-      throw new InvalidOptionsError(`${name} must be a positive number of milliseconds`);
+    if (value !== undefined && !(typeof value === 'number' && value > 0 && value <= MAX_TIMER_MS)) {
+      throw new InvalidOptionsError(
+        `${name} must be a number of milliseconds in (0, ${MAX_TIMER_MS}], not ${String(value)}`,
+      );
     }
   }
+  if (!('breaker' in options)) return;
   const maxRoutes = options.breaker === false ? undefined : options.breaker?.maxRoutes;
   if (maxRoutes !== undefined && !(Number.isInteger(maxRoutes) && maxRoutes > 0)) {
     throw new InvalidOptionsError('breaker.maxRoutes must be a positive integer');

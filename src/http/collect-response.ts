@@ -18,46 +18,96 @@ export class ResponseTooLargeError extends FerryError {
   }
 }
 
+/** How one exchange is bounded. */
+export interface CollectLimits {
+  /** Largest body read; past it the request is aborted with {@link ResponseTooLargeError}. */
+  readonly maxBytes: number;
+  /**
+   * Time allowed from dispatch to the last body byte, waits in the dispatcher's queue included.
+   * When it runs out the promise rejects with `timeoutError()` at once and the request is aborted
+   * (its connection closed), or, still queued, aborted before anything is sent.
+   */
+  readonly timeoutMs: number;
+  readonly timeoutError: () => Error;
+  /** The caller's signal: rejects with its reason at once and aborts the request likewise. */
+  readonly signal?: AbortSignal | undefined;
+}
+
 const EMPTY = Buffer.alloc(0);
 
+/** Error handed to undici when we abort for a reason that is not an Error (a caller's primitive reason). */
+class ExchangeAbortedError extends Error {
+  constructor() {
+    super('request aborted');
+    this.name = 'ExchangeAbortedError';
+  }
+}
+
 /**
- * An undici dispatch handler that gathers the body into one buffer. The client reads whole JSON
- * bodies anyway; skipping `request()`'s readable stream and its handler saves work on every call.
+ * An undici dispatch handler that gathers the body into one buffer and owns the exchange's time
+ * limit. The client reads whole JSON bodies anyway; skipping `request()`'s readable stream and its
+ * handler saves work on every call. The limit is a plain `setTimeout` rather than undici's
+ * `headersTimeout`/`bodyTimeout`: those run on a coarse shared clock (about half a second), the body
+ * one is an idle time between chunks, and neither covers the wait in the pool's queue.
  */
 class CollectingHandler implements Dispatcher.DispatchHandler {
   #statusCode = 0;
   #headers: IncomingHttpHeaders = {};
   #chunks: Buffer[] = [];
   #size = 0;
-  readonly #limit: number;
+  #settled = false;
+  readonly #limits: CollectLimits;
   readonly #resolve: (response: CollectedResponse) => void;
-  readonly #reject: (error: Error) => void;
-  readonly #signal: AbortSignal | undefined;
+  readonly #reject: (error: unknown) => void;
   #controller: Dispatcher.DispatchController | undefined;
-  #onAbort: (() => void) | undefined;
+  /** Set when the exchange was given up before undici started it: abort it as soon as it does. */
+  #abortReason: Error | undefined;
+  readonly #timer: ReturnType<typeof setTimeout>;
+  readonly #onAbort: (() => void) | undefined;
 
   constructor(
-    limit: number,
-    signal: AbortSignal | undefined,
+    limits: CollectLimits,
     resolve: (response: CollectedResponse) => void,
-    reject: (error: Error) => void,
+    reject: (error: unknown) => void,
   ) {
-    this.#limit = limit;
-    this.#signal = signal;
+    this.#limits = limits;
     this.#resolve = resolve;
     this.#reject = reject;
+    this.#timer = setTimeout(this.#onTimeout, limits.timeoutMs);
+    const signal = limits.signal;
+    if (signal !== undefined) {
+      this.#onAbort = () => this.#giveUp(signal.reason);
+      signal.addEventListener('abort', this.#onAbort, { once: true });
+    }
+  }
+
+  readonly #onTimeout = (): void => {
+    this.#giveUp(this.#limits.timeoutError());
+  };
+
+  /** Rejects now with `reason` and aborts the request, whether undici has started it or not. */
+  giveUp(reason: unknown): void {
+    this.#giveUp(reason);
+  }
+
+  #giveUp(reason: unknown): void {
+    if (this.#settled) return;
+    this.#settle();
+    this.#reject(reason);
+    const error = reason instanceof Error ? reason : new ExchangeAbortedError();
+    if (this.#controller !== undefined) this.#controller.abort(error);
+    else this.#abortReason = error;
+  }
+
+  #settle(): void {
+    this.#settled = true;
+    clearTimeout(this.#timer);
+    if (this.#onAbort !== undefined) this.#limits.signal?.removeEventListener('abort', this.#onAbort);
   }
 
   onRequestStart(controller: Dispatcher.DispatchController): void {
     this.#controller = controller;
-    const signal = this.#signal;
-    if (signal === undefined) return;
-    if (signal.aborted) {
-      controller.abort(signal.reason as Error);
-      return;
-    }
-    this.#onAbort = () => this.#controller?.abort(signal.reason as Error);
-    signal.addEventListener('abort', this.#onAbort, { once: true });
+    if (this.#abortReason !== undefined) controller.abort(this.#abortReason);
   }
 
   onResponseStart(
@@ -70,16 +120,19 @@ class CollectingHandler implements Dispatcher.DispatchHandler {
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (this.#settled) return;
     this.#size += chunk.length;
-    if (this.#size > this.#limit) {
-      controller.abort(new ResponseTooLargeError(this.#limit));
+    if (this.#size > this.#limits.maxBytes) {
+      this.#controller ??= controller;
+      this.#giveUp(new ResponseTooLargeError(this.#limits.maxBytes));
       return;
     }
     this.#chunks.push(chunk);
   }
 
   onResponseEnd(): void {
-    this.#detach();
+    if (this.#settled) return;
+    this.#settle();
     const chunks = this.#chunks;
     const body =
       chunks.length === 0 ? EMPTY : chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, this.#size);
@@ -87,23 +140,30 @@ class CollectingHandler implements Dispatcher.DispatchHandler {
   }
 
   onResponseError(_controller: Dispatcher.DispatchController, error: Error): void {
-    this.#detach();
+    if (this.#settled) return;
+    this.#settle();
     this.#reject(error);
-  }
-
-  #detach(): void {
-    if (this.#onAbort !== undefined) this.#signal?.removeEventListener('abort', this.#onAbort);
   }
 }
 
-/** Sends a request through `dispatcher` and resolves the whole response (rejects past `limit` bytes). */
+/**
+ * Sends a request through `dispatcher` and resolves the whole response, within `limits`: rejects
+ * past `maxBytes`, at `timeoutMs` after this call, or when the signal aborts — each at once, with
+ * the request aborted.
+ */
 export function collectResponse(
   dispatcher: Dispatcher,
   options: Dispatcher.DispatchOptions,
-  limit: number,
-  signal: AbortSignal | undefined,
+  limits: CollectLimits,
 ): Promise<CollectedResponse> {
+  if (limits.signal?.aborted) return Promise.reject(limits.signal.reason);
   return new Promise((resolve, reject) => {
-    dispatcher.dispatch(options, new CollectingHandler(limit, signal, resolve, reject));
+    const handler = new CollectingHandler(limits, resolve, reject);
+    try {
+      dispatcher.dispatch(options, handler);
+    } catch (error) {
+      // undici reports bad arguments through the handler; a dispatcher of the caller's may throw.
+      handler.giveUp(error);
+    }
   });
 }

@@ -11,6 +11,13 @@ export const HTTP_HEADER = Object.freeze({
   idempotencyKey: 'idempotency-key',
   /** Set on a response replayed from the idempotency store. */
   idempotentReplay: 'idempotent-replayed',
+  /**
+   * Set (to `1`) on an answer that reports a failed call to another service, after the service's own
+   * client already retried it (or chose not to): callers must not retry it, so that only the layer
+   * next to the failure retries and load does not multiply along a chain of services.
+   * `ServiceClient` never retries an answer carrying it.
+   */
+  noRetry: 'x-ferry-no-retry',
 });
 
 /** `application/problem+json` (RFC 9457). */

@@ -1,6 +1,6 @@
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import { contextOf, invoke } from './compose.js';
-import { BulkheadFullError } from './errors.js';
+import { BulkheadFullError, TimeoutError } from './errors.js';
 import type { ExecuteOptions, Policy, PolicyContext } from './policy.js';
 
 /** Options of {@link bulkhead}. */
@@ -25,17 +25,23 @@ export interface BulkheadStats {
   readonly queued: number;
 }
 
+/** The longest delay `setTimeout` honours; longer ones fire at once. */
+const MAX_TIMER_MS = 2_147_483_647;
+
 interface Waiter {
   readonly start: () => void;
   readonly signal: AbortSignal | undefined;
   readonly onAbort: () => void;
+  /** Ends the wait at the execution's deadline. */
+  timer: ReturnType<typeof setTimeout> | undefined;
 }
 
 /**
  * Limits how many executions run at once, so that one slow dependency cannot take every socket,
  * connection or worker of the process. Beyond `maxConcurrent` running and `maxQueue` waiting,
  * executions reject at once with {@link BulkheadFullError}; a waiting execution whose signal aborts
- * leaves the queue and rejects with the signal's reason.
+ * leaves the queue and rejects with the signal's reason, and one whose deadline passes while it
+ * waits leaves it with a {@link TimeoutError}: the wait is part of the execution's time.
  */
 export class Bulkhead implements Policy {
   readonly #maxConcurrent: number;
@@ -49,6 +55,7 @@ export class Bulkhead implements Policy {
     if (!next.done) {
       this.#queue.delete(next.value);
       next.value.signal?.removeEventListener('abort', next.value.onAbort);
+      if (next.value.timer !== undefined) clearTimeout(next.value.timer);
       this.#running++;
       next.value.start();
     }
@@ -95,17 +102,34 @@ export class Bulkhead implements Policy {
     if (this.#queue.size >= this.#maxQueue) {
       return Promise.reject(new BulkheadFullError(this.#maxConcurrent, this.#maxQueue));
     }
+    const deadline = options?.deadline;
+    if (deadline !== undefined && deadline <= Date.now()) {
+      return Promise.reject(new TimeoutError(0, 'waiting for a bulkhead slot (its deadline had passed)'));
+    }
     return new Promise<T>((resolve, reject) => {
+      const leave = (): void => {
+        this.#queue.delete(waiter);
+        signal?.removeEventListener('abort', waiter.onAbort);
+        if (waiter.timer !== undefined) clearTimeout(waiter.timer);
+      };
       const waiter: Waiter = {
         start: () => this.#run(fn, options).then(resolve, reject),
         signal,
         onAbort: () => {
-          this.#queue.delete(waiter);
+          leave();
           reject(signal!.reason);
         },
+        timer: undefined,
       };
       this.#queue.add(waiter);
       signal?.addEventListener('abort', waiter.onAbort, { once: true });
+      if (deadline !== undefined && deadline - Date.now() <= MAX_TIMER_MS) {
+        const waitMs = deadline - Date.now();
+        waiter.timer = setTimeout(() => {
+          leave();
+          reject(new TimeoutError(waitMs, 'waiting for a bulkhead slot until the deadline'));
+        }, waitMs);
+      }
     });
   }
 

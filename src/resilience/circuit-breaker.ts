@@ -38,6 +38,13 @@ export interface CircuitBreakerOptions {
    * answer), e.g. an HTTP client ignores 4xx responses. @default every error is a failure
    */
   readonly isFailure?: (error: unknown) => boolean;
+  /**
+   * Whether an error says nothing of the dependency's health (the caller gave up, a deadline the
+   * caller chose ran out, a request that could not be sent): it is counted neither as a failure nor
+   * as a success, and a half-open probe that ends with it leaves its place to the next call.
+   * Asked before `isFailure`. @default no error is ignored
+   */
+  readonly isIgnored?: (error: unknown) => boolean;
   /** Clock, replaceable in tests. @default Date.now */
   readonly now?: () => number;
   /** State to start from, as returned by {@link CircuitBreaker.toJSON}. @default undefined (closed, empty) */
@@ -56,6 +63,7 @@ export const DEFAULT_CIRCUIT_BREAKER = Object.freeze({
   resetTimeoutMs: 30_000,
   halfOpenMaxCalls: 1,
   isFailure: (_error: unknown): boolean => true,
+  isIgnored: (_error: unknown): boolean => false,
   // Not `Date.now` itself: fake clocks replace `Date` after this module is loaded.
   now: (): number => Date.now(),
 });
@@ -141,6 +149,7 @@ export class CircuitBreaker implements Policy {
   readonly #resetTimeoutMs: number;
   readonly #halfOpenMaxCalls: number;
   readonly #isFailure: (error: unknown) => boolean;
+  readonly #isIgnored: (error: unknown) => boolean;
   readonly #now: () => number;
   /** Slow-call detection on: calls are timed. */
   readonly #timed: boolean;
@@ -171,7 +180,7 @@ export class CircuitBreaker implements Policy {
     return value;
   };
   readonly #onError = (error: unknown): never => {
-    this.#record(this.#isFailure(error), false);
+    if (!this.#isIgnored(error)) this.#record(this.#isFailure(error), false);
     throw error;
   };
 
@@ -187,6 +196,7 @@ export class CircuitBreaker implements Policy {
     this.#resetTimeoutMs = o.resetTimeoutMs;
     this.#halfOpenMaxCalls = o.halfOpenMaxCalls;
     this.#isFailure = o.isFailure;
+    this.#isIgnored = o.isIgnored;
     this.#now = o.now;
     this.#timed = o.slowCallThresholdPercentage < 100;
     this.#bucketMs = o.windowMs / o.buckets;
@@ -221,7 +231,7 @@ export class CircuitBreaker implements Policy {
     try {
       result = fn(contextOf(options));
     } catch (error) {
-      this.#record(this.#isFailure(error), false);
+      if (!this.#isIgnored(error)) this.#record(this.#isFailure(error), false);
       return Promise.reject(error);
     }
     if (result instanceof Promise) return result.then(this.#onValue, this.#onError) as Promise<T>;
@@ -315,7 +325,9 @@ export class CircuitBreaker implements Policy {
     try {
       result = fn(contextOf(options));
     } catch (error) {
-      this.#record(this.#isFailure(error), this.#now() - start > this.#slowCallDurationMs);
+      if (!this.#isIgnored(error)) {
+        this.#record(this.#isFailure(error), this.#now() - start > this.#slowCallDurationMs);
+      }
       return Promise.reject(error);
     }
     return (result instanceof Promise ? result : Promise.resolve(result)).then(
@@ -324,7 +336,9 @@ export class CircuitBreaker implements Policy {
         return value;
       },
       (error: unknown) => {
-        this.#record(this.#isFailure(error), this.#now() - start > this.#slowCallDurationMs);
+        if (!this.#isIgnored(error)) {
+          this.#record(this.#isFailure(error), this.#now() - start > this.#slowCallDurationMs);
+        }
         throw error;
       },
     );
@@ -340,7 +354,7 @@ export class CircuitBreaker implements Policy {
     try {
       result = fn(contextOf(options));
     } catch (error) {
-      this.#probeSettled(epoch, this.#isFailure(error), start);
+      this.#probeFailed(epoch, error, start);
       return Promise.reject(error);
     }
     return Promise.resolve(result).then(
@@ -349,10 +363,15 @@ export class CircuitBreaker implements Policy {
         return value;
       },
       (error: unknown) => {
-        this.#probeSettled(epoch, this.#isFailure(error), start);
+        this.#probeFailed(epoch, error, start);
         throw error;
       },
     );
+  }
+
+  #probeFailed(epoch: number, error: unknown, start: number): void {
+    if (!this.#isIgnored(error)) this.#probeSettled(epoch, this.#isFailure(error), start);
+    else if (epoch === this.#epoch) this.#probesStarted--; // no verdict: the next call probes instead
   }
 
   #probeSettled(epoch: number, failed: boolean, start: number): void {

@@ -1,0 +1,37 @@
+import type { FerryContext } from '../context/context.js';
+import { uuidv7 } from '../messaging/message-id.js';
+import { HTTP_HEADER } from './headers.js';
+import { childTraceparent, isValidCorrelationId, newTraceparent } from './server/request-context.js';
+
+/**
+ * The headers of an outgoing call, every name in lower case: the ambient correlation id and a child
+ * span of the ambient trace, then the client's headers, then the call's, so that explicit headers
+ * win whatever the case they were written in (`X-Correlation-Id` replaces the ambient one rather
+ * than travelling beside it, where Node would join the two into one value).
+ *
+ * An ambient correlation id that is not a valid header value (it may come from a message or any
+ * caller) is replaced by a new one, as the server middleware does with an incoming one.
+ */
+export function outgoingHeaders(
+  context: FerryContext | undefined,
+  clientHeaders: Readonly<Record<string, string>> | undefined,
+  callHeaders: Readonly<Record<string, string>> | undefined,
+): Record<string, string> {
+  // Assigned one by one: a literal with computed keys and spreads makes a slower dictionary object.
+  const headers: Record<string, string> = {};
+  const correlationId = context?.correlationId;
+  headers[HTTP_HEADER.correlationId] = isValidCorrelationId(correlationId) ? correlationId : uuidv7();
+  headers[HTTP_HEADER.traceparent] = context?.traceparent
+    ? childTraceparent(context.traceparent)
+    : newTraceparent();
+  if (clientHeaders !== undefined) assignLowerCase(headers, clientHeaders);
+  if (callHeaders !== undefined) assignLowerCase(headers, callHeaders);
+  return headers;
+}
+
+function assignLowerCase(target: Record<string, string>, source: Readonly<Record<string, string>>): void {
+  for (const name in source) {
+    const value = source[name];
+    if (value !== undefined) target[name.toLowerCase()] = value;
+  }
+}
