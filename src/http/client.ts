@@ -317,6 +317,8 @@ export class ServiceClient {
     }
     if (idempotencyKey !== undefined) headers[HTTP_HEADER.idempotencyKey] ??= idempotencyKey;
     const safeToRetry = IDEMPOTENT_METHODS.has(method) || idempotencyKey !== undefined;
+    // An explicit x-deadline-ms is sent as given; otherwise each attempt sends what is left.
+    const sendDeadline = headers[HTTP_HEADER.deadline] === undefined;
     let payload: string | Uint8Array | undefined;
     if (requestBody !== undefined) {
       if (typeof requestBody === 'string' || requestBody instanceof Uint8Array) payload = requestBody;
@@ -416,7 +418,7 @@ export class ServiceClient {
           notCounted.add(expired);
           return Promise.reject(expired);
         }
-        headers[HTTP_HEADER.deadline] = String(left);
+        if (sendDeadline) headers[HTTP_HEADER.deadline] = String(left);
         if (left < limit) {
           limit = left;
           cutByDeadline = true;

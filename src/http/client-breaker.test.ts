@@ -1,0 +1,237 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { runWithContext } from '../context/context.js';
+import { isCircuitOpenError, isTimeoutError } from '../resilience/errors.js';
+import { FaultServer } from '../testing/fault-server.js';
+import { ServiceClient, type ServiceClientOptions } from './client.js';
+import { isHttpError } from './errors.js';
+
+// A breaker must open for the target's failures and for nothing else: not for the caller's own
+// abort, not for a deadline the caller chose, not for a request that could not be sent.
+
+const cleanups: (() => Promise<unknown>)[] = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => {});
+});
+
+async function server(): Promise<FaultServer> {
+  const s = await FaultServer.start();
+  cleanups.push(() => s.close());
+  return s;
+}
+
+const BREAKER = { minimumVolume: 5, errorThresholdPercentage: 50, resetTimeoutMs: 60_000 } as const;
+
+function client(s: FaultServer, options: ServiceClientOptions = {}): ServiceClient {
+  const c = new ServiceClient(s.url, { retry: false, breaker: BREAKER, ...options });
+  cleanups.push(() => c.close());
+  return c;
+}
+
+async function rejection(promise: Promise<unknown>): Promise<unknown> {
+  return promise.then(
+    () => {
+      throw new Error('expected a rejection');
+    },
+    (error: unknown) => error,
+  );
+}
+
+describe('ServiceClient breaker counts only the target', () => {
+  it("does not count the caller's aborts", async () => {
+    const s = await server();
+    s.setDefault({ status: 200, delayMs: 200, body: { ok: true } });
+    const c = client(s);
+    const errors = await Promise.all(
+      Array.from({ length: 20 }, () => rejection(c.get('/x', { signal: AbortSignal.timeout(20) }))),
+    );
+    for (const error of errors) expect((error as Error).name).toBe('TimeoutError');
+    expect(c.breakers()).toEqual([{ name: s.url, state: 'closed' }]);
+    expect(await c.get('/x')).toEqual({ ok: true });
+  });
+
+  it('does not count timeouts cut short by a deadline, but counts its own attempt timeouts', async () => {
+    const s = await server();
+    s.setDefault({ status: 200, delayMs: 1200, body: { ok: true } });
+    const c = client(s, { timeout: 5000 });
+    for (let i = 0; i < 10; i++)
+      expect(isTimeoutError(await rejection(c.get('/x', { deadline: 150 })))).toBe(true);
+    // The same for an ambient deadline, as a request with `x-deadline-ms: 150` sets it.
+    for (let i = 0; i < 10; i++) {
+      const error = await rejection(
+        runWithContext({ correlationId: 'c', deadline: Date.now() + 150 }, () => c.get('/x')),
+      );
+      expect(isTimeoutError(error)).toBe(true);
+    }
+    expect(c.breakers()[0]!.state).toBe('closed');
+    // A timeout of the attempt itself is the target being slow: it counts.
+    for (let i = 0; i < 5; i++) await rejection(c.get('/x', { timeout: 100 }));
+    expect(c.breakers()[0]!.state).toBe('open');
+    expect(isCircuitOpenError(await rejection(c.get('/x')))).toBe(true);
+  });
+
+  it('does not let a half-open probe that the caller aborted close or reopen the breaker', async () => {
+    const s = await server();
+    const c = client(s, { breaker: { ...BREAKER, resetTimeoutMs: 100 } });
+    s.setDefault({ status: 503 });
+    for (let i = 0; i < 5; i++) await rejection(c.get('/x'));
+    expect(c.breakers()[0]!.state).toBe('open');
+    await new Promise((resolve) => setTimeout(resolve, 120));
+    s.setDefault({ status: 200, delayMs: 300, body: { ok: true } });
+    // The probe is aborted by its caller: no verdict, the next call may probe.
+    await rejection(c.get('/x', { signal: AbortSignal.timeout(20) }));
+    expect(c.breakers()[0]!.state).toBe('half-open');
+    expect(await c.get('/x')).toEqual({ ok: true });
+    expect(c.breakers()[0]!.state).toBe('closed');
+  });
+
+  it('refuses a request that cannot be sent with INVALID_REQUEST, never counting it', async () => {
+    const s = await server();
+    const c = client(s);
+    for (let i = 0; i < 10; i++) {
+      const error = await rejection(c.get('/x', { headers: { 'x-note': 'evil\nline' } }));
+      expect(error).toMatchObject({ code: 'INVALID_REQUEST' });
+    }
+    expect(s.requests).toHaveLength(0);
+    expect(c.breakers()[0]!.state).toBe('closed');
+  });
+
+  it('replaces an ambient correlation id that is not a valid header value, and calls', async () => {
+    const s = await server();
+    const c = client(s);
+    for (const bad of ['evil\nline-1', 'x'.repeat(64 * 1024), '', 'spaces are not visible']) {
+      await runWithContext({ correlationId: bad }, () => c.get('/x'));
+    }
+    const ids = s.requests.map((r) => r.headers['x-correlation-id']);
+    expect(ids).toHaveLength(4);
+    for (const id of ids) expect(id).toMatch(/^[0-9a-f-]{36}$/);
+    await runWithContext({ correlationId: 'fine-123' }, () => c.get('/x'));
+    expect(s.requests[4]!.headers['x-correlation-id']).toBe('fine-123');
+  });
+
+  it('evicts the least recently used route breaker, so a hot failing route still opens', async () => {
+    const s = await server();
+    s.route('GET', '/hot', ...Array.from({ length: 40 }, () => ({ status: 503 })));
+    s.setDefault({ status: 200, body: { ok: true } });
+    const c = client(s, { breaker: { ...BREAKER, key: 'route', maxRoutes: 3 } });
+    const codes: string[] = [];
+    for (let i = 0; i < 40; i++) {
+      const error = await rejection(c.get('/hot'));
+      codes.push((error as { code: string }).code);
+      // Each failure is followed by calls to new routes, which must evict the cold ones, not /hot.
+      await c.get(`/cold-${i}-a`);
+      await c.get(`/cold-${i}-b`);
+    }
+    expect(codes.slice(0, 5)).toEqual(Array(5).fill('HTTP_ERROR'));
+    expect(codes.slice(5)).toEqual(Array(35).fill('CIRCUIT_OPEN'));
+    expect(c.breakers().length).toBeLessThanOrEqual(3);
+  });
+});
+
+describe('ServiceClient retries that do not multiply', () => {
+  it('does not retry an answer marked x-ferry-no-retry (the callee already retried)', async () => {
+    const s = await server();
+    s.setDefault({ status: 503, headers: { 'x-ferry-no-retry': '1' } });
+    const c = client(s, { breaker: false, retry: { maxAttempts: 3, backoff: () => 1 } });
+    const error = await rejection(c.get('/x'));
+    expect(isHttpError(error) && error.status).toBe(503);
+    expect(s.requests).toHaveLength(1);
+    s.setDefault({ status: 503 });
+    await rejection(c.get('/y'));
+    expect(s.requests).toHaveLength(4);
+  });
+
+  it('waits a Retry-After beyond 30 s when maxRetryAfterMs allows it', async () => {
+    const s = await server();
+    s.setDefault({ status: 503, retryAfter: 45 });
+    const c = client(s, { breaker: false, retry: { maxAttempts: 2, maxRetryAfterMs: 60_000 } });
+    const delays: number[] = [];
+    const controller = new AbortController();
+    c.on('retry', (event) => {
+      delays.push(event.delayMs);
+      controller.abort(new Error('enough'));
+    });
+    await rejection(c.get('/x', { signal: controller.signal }));
+    expect(delays).toEqual([45_000]);
+  });
+});
+
+describe('ServiceClient headers', () => {
+  it('lets explicit headers win over the ambient ones whatever their case', async () => {
+    const s = await server();
+    const c = client(s, { headers: { 'X-Service': 'orders' } });
+    await runWithContext(
+      {
+        correlationId: 'ambient',
+        traceparent: '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01',
+        deadline: Date.now() + 10_000,
+      },
+      () =>
+        c.get('/x', {
+          headers: {
+            'X-Correlation-Id': 'explicit',
+            Traceparent: '00-11111111111111111111111111111111-2222222222222222-00',
+            'X-Deadline-Ms': '777',
+            'x-SERVICE': 'override',
+          },
+        }),
+    );
+    const headers = s.requests[0]!.headers;
+    expect(headers['x-correlation-id']).toBe('explicit');
+    expect(headers.traceparent).toBe('00-11111111111111111111111111111111-2222222222222222-00');
+    expect(headers['x-deadline-ms']).toBe('777');
+    expect(headers['x-service']).toBe('override');
+  });
+
+  it('honours an explicit Idempotency-Key and Content-Type in any case', async () => {
+    const s = await server();
+    const c = client(s, { retry: { maxAttempts: 2, backoff: () => 1 } });
+    await c.post(
+      '/x',
+      { a: 1 },
+      { headers: { 'IDEMPOTENCY-KEY': 'k-1', 'Content-Type': 'application/vnd+json' } },
+    );
+    expect(s.requests[0]!.headers['idempotency-key']).toBe('k-1');
+    expect(s.requests[0]!.headers['content-type']).toBe('application/vnd+json');
+  });
+});
+
+describe('ServiceClient close while calls wait', () => {
+  it('ends a call waiting in backoff with CLIENT_CLOSED', async () => {
+    const s = await server();
+    s.setDefault({ status: 503 });
+    const c = client(s, { breaker: false, retry: { maxAttempts: 3, backoff: () => 200 } });
+    const call = rejection(c.get('/x'));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    await c.close();
+    expect(await call).toMatchObject({ code: 'CLIENT_CLOSED' });
+    expect(s.requests).toHaveLength(1);
+  });
+
+  it('ends a call waiting in the bulkhead with CLIENT_CLOSED once the running one finishes', async () => {
+    const s = await server();
+    s.route('GET', '/long', { status: 200, delayMs: 200, body: { long: true } });
+    const c = client(s, { bulkhead: { maxConcurrent: 1, maxQueue: 5 } });
+    const long = c.get('/long');
+    const queued = rejection(c.get('/queued'));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    await c.close();
+    expect(await long).toEqual({ long: true });
+    expect(await queued).toMatchObject({ code: 'CLIENT_CLOSED' });
+    expect(s.requests.map((r) => r.path)).toEqual(['/long']);
+  });
+
+  it('creates no pool when closed while its first call is starting', async () => {
+    const s = await server();
+    const c = new ServiceClient(s.url, { retry: false });
+    const call = rejection(c.get('/x'));
+    await c.close();
+    expect(await call).toMatchObject({ code: 'CLIENT_CLOSED' });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(s.requests).toHaveLength(0);
+    // No connection was left open: the server closes at once.
+    const closing = s.close();
+    await expect(
+      Promise.race([closing.then(() => 'closed'), new Promise((r) => setTimeout(() => r('open'), 500))]),
+    ).resolves.toBe('closed');
+  });
+});
