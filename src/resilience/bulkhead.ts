@@ -42,6 +42,10 @@ interface Waiter {
  * executions reject at once with {@link BulkheadFullError}; a waiting execution whose signal aborts
  * leaves the queue and rejects with the signal's reason, and one whose deadline passes while it
  * waits leaves it with a {@link TimeoutError}: the wait is part of the execution's time.
+ *
+ * A slot is held until the function it runs settles. Compose it inside any timeout
+ * (`compose(timeout, bulkhead)`): a timeout outside gives up on the work while it still runs, and a
+ * bulkhead outside that timeout would free the slot then.
  */
 export class Bulkhead implements Policy {
   readonly #maxConcurrent: number;

@@ -59,6 +59,10 @@ export const noop: Policy = Object.freeze({
  * through the breaker. Each policy's context (signal, attempt, deadline) becomes the options of the
  * next one, so `fn` gets the innermost signal and the attempt number set by the retry policy.
  *
+ * A bulkhead belongs inside any timeout (`compose(retry, timeout, bulkhead, breaker)`): a timeout
+ * rejects at once while the work may go on, and only a bulkhead inside it keeps the slot until the
+ * work really ends; outside it, the slot is freed early and concurrency is no longer bounded.
+ *
  * @example
  * const perAttempt = compose(retry({ maxAttempts: 3 }), timeout({ ms: 500 })); // 500 ms per attempt
  * const overall = compose(timeout({ ms: 2000 }), retry({ maxAttempts: 3 }));   // 2 s for all of them
