@@ -53,6 +53,9 @@ export {
   ClientClosedError,
   type ClientRetryOptions,
   DEFAULT_SERVICE_CLIENT_OPTIONS,
+  InvalidRequestError,
+  isClientClosedError,
+  isInvalidRequestError,
   parseRetryAfter,
   type RequestInit,
   ServiceClient,
@@ -124,6 +127,7 @@ export {
   childTraceparent,
   DEFAULT_REQUEST_CONTEXT_OPTIONS,
   DeadlineExceededError,
+  type DeadlineOptions,
   deadlinePassed,
   isClientDisconnectedError,
   isDeadlineExceededError,
@@ -136,7 +140,9 @@ export {
   parseTraceparent,
   type RequestContext,
   type RequestContextOptions,
+  type RequestHeaderOptions,
   type RequestScope,
+  requestContextOptionsOf,
   type Traceparent,
 } from './http/server/request-context.js';
 export type {

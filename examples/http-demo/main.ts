@@ -7,7 +7,7 @@
  */
 import Fastify, { type FastifyInstance } from 'fastify';
 import { currentContext, MemoryIdempotencyStore, ServiceClient, silentLogger } from 'ferry';
-import { ferryFastify } from 'ferry/fastify';
+import { ferryFastify, ferryFastifyOptions } from 'ferry/fastify';
 
 const say = (who: string, text: string) => console.log(`${who.padEnd(9)} ${text}`);
 const corr = () => `…${currentContext()?.correlationId.slice(-6)}`;
@@ -21,7 +21,7 @@ async function listen(app: FastifyInstance): Promise<string> {
 // payments: charges at most once per Idempotency-Key; its behaviour is scripted by `mode`.
 let mode: 'flaky-once' | 'slow' | 'down' | 'ok' = 'flaky-once';
 let charges = 0;
-const payments = Fastify();
+const payments = Fastify(ferryFastifyOptions({ logger: silentLogger }));
 ferryFastify(payments, { idempotency: { store: new MemoryIdempotencyStore() }, logger: silentLogger });
 payments.post('/charges', async (request, reply) => {
   const key = request.headers['idempotency-key'];
@@ -59,7 +59,7 @@ paymentsClient.on('rejection', (e) => say('orders', `${e.method} ${e.path} refus
 paymentsClient.on('response', (e) => {
   if (e.status >= 500) say('orders', `payments answered ${e.status} (attempt ${e.attempt})`);
 });
-const orders = Fastify();
+const orders = Fastify(ferryFastifyOptions({ logger: silentLogger }));
 ferryFastify(orders, { logger: silentLogger, health: { breakers: () => paymentsClient.breakers() } });
 orders.post('/orders', async (request) => {
   say('orders', `placing an order [corr ${corr()}]`);
@@ -70,7 +70,7 @@ const ordersUrl = await listen(orders);
 
 // gateway: the edge; gives each request a 300 ms budget.
 const ordersClient = new ServiceClient(ordersUrl, { name: 'orders', deadline: 300, retry: false });
-const gateway = Fastify();
+const gateway = Fastify(ferryFastifyOptions({ logger: silentLogger }));
 ferryFastify(gateway, { logger: silentLogger });
 gateway.post('/checkout', async (request) => ordersClient.post('/orders', request.body));
 const gatewayUrl = await listen(gateway);

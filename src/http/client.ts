@@ -1,6 +1,6 @@
 import type { Dispatcher, Pool } from 'undici';
 import { currentContext } from '../context/context.js';
-import { FerryError, InvalidOptionsError, isFerryError } from '../errors/ferry-error.js';
+import { errorGuard, FerryError, InvalidOptionsError, isFerryError } from '../errors/ferry-error.js';
 import { uuidv7 } from '../messaging/message-id.js';
 import { type Backoff, exponentialBackoff } from '../resilience/backoff.js';
 import { RetryBudget, type RetryBudgetOptions } from '../resilience/budget.js';
@@ -638,6 +638,8 @@ export class InvalidRequestError extends FerryError {
     super('INVALID_REQUEST', `${what} cannot be sent${reason}`, { cause });
   }
 }
+export const isInvalidRequestError = errorGuard<InvalidRequestError>('INVALID_REQUEST');
+export const isClientClosedError = errorGuard<ClientClosedError>('CLIENT_CLOSED');
 
 function bodyOfResponse(response: ServiceResponse): unknown {
   return response.body;

@@ -1,9 +1,9 @@
-import { createHash, type Hash } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { ErrorRequestHandler, Request, RequestHandler } from 'express';
 import { runWithContext } from '../../context/context.js';
 import { isFerryError } from '../../errors/ferry-error.js';
 import { HTTP_HEADER, PROBLEM_CONTENT_TYPE } from '../headers.js';
+import { BodyHash, hashBodyAsRead, holdRestOfBody } from './body-fingerprint.js';
 import { createHealth, DEFAULT_HEALTH_PATH, type HealthReport, type HealthRouteOptions } from './health.js';
 import { IdempotencyGuard, type IdempotencyOptions, sha256Hex, storedBody } from './idempotency.js';
 import {
@@ -21,12 +21,15 @@ import {
   openRequestScope,
   type RequestContext,
   type RequestContextOptions,
+  requestContextOptionsOf,
 } from './request-context.js';
+
+export { ferryClientErrors } from './client-errors.js';
 
 interface ExchangeState {
   readonly context: RequestContext;
   /** SHA-256 of the raw body as it streamed in; only for requests carrying an idempotency key. */
-  readonly bodyHash: Hash | undefined;
+  readonly bodyHash: BodyHash | undefined;
 }
 
 const exchanges = new WeakMap<IncomingMessage, ExchangeState>();
@@ -44,7 +47,12 @@ export interface FerryContextOptions extends RequestContextOptions, ProblemOptio
  * chain inside it. Use it first, before body parsers. A request whose deadline already passed is
  * answered 504 at once.
  *
+ * What Node refuses before Express runs (headers too large, malformed requests) is answered by
+ * {@link ferryClientErrors}, installed on the server.
+ *
  * @example
+ * const server = http.createServer(app);
+ * ferryClientErrors(server);
  * app.use(ferryContext());
  * app.use(express.json());
  * app.use(ferryIdempotency({ store }));
@@ -53,8 +61,7 @@ export interface FerryContextOptions extends RequestContextOptions, ProblemOptio
  * app.use(ferryErrors());
  */
 export function ferryContext(options: FerryContextOptions = {}): RequestHandler {
-  const contextOptions: RequestContextOptions =
-    options.maxDeadlineMs === undefined ? {} : { maxDeadlineMs: options.maxDeadlineMs };
+  const contextOptions: RequestContextOptions = requestContextOptionsOf(options);
   return (req, res, next) => {
     const scope = openRequestScope(req, res, contextOptions);
     // A body already read by an earlier parser cannot be hashed any more; the idempotency
@@ -62,7 +69,7 @@ export function ferryContext(options: FerryContextOptions = {}): RequestHandler 
     const hashable = req.headers[HTTP_HEADER.idempotencyKey] !== undefined && !req.readableDidRead;
     const state: ExchangeState = {
       context: scope.context,
-      bodyHash: hashable ? createHash('sha256') : undefined,
+      bodyHash: hashable ? new BodyHash() : undefined,
     };
     exchanges.set(req, state);
     for (const [name, value] of Object.entries(scope.responseHeaders)) res.setHeader(name, value);
@@ -103,8 +110,10 @@ export interface FerryErrorsOptions extends ProblemOptions {}
 
 /**
  * The error handler: renders every error as an RFC 9457 problem. Body-parser errors map to 413
- * (too large), 400 (malformed JSON) and 415 (unsupported encoding or charset); `HttpProblemError`
- * to its status; a passed deadline to 504; anything else to 500 without internals. Use it last.
+ * (too large), 400 (malformed JSON, a body cut short or of the wrong length) and 415 (unsupported
+ * encoding or charset); a path parameter that is not valid percent-encoding to 400;
+ * `HttpProblemError` to its status; a passed deadline to 504; anything else to 500 without
+ * internals. Use it last.
  */
 export function ferryErrors(options: FerryErrorsOptions = {}): ErrorRequestHandler {
   return (error, req, res, next) => {
@@ -136,9 +145,15 @@ export interface FerryIdempotencyOptions extends IdempotencyOptions, ProblemOpti
 /**
  * Honours `Idempotency-Key` on POST and PATCH: a retry with the same key and request replays the
  * first response (with `idempotent-replayed: true`) without running the handler; the same key with
- * another request is refused with 422, and while the first still runs with 409. A 5xx (or no
- * response) releases the key. Use it after the body parser. The fingerprint hashes the raw body
- * when {@link ferryContext} ran before the parser, and the parsed body re-serialized otherwise.
+ * another request is refused with 422, and while the first still runs with 409. The key is held
+ * until the handler ends its response, even when the client has left by then: that response is
+ * stored (a 5xx releases the key instead). A response never ended (a hung handler, or one failing
+ * after it began sending) holds the key for the store's lease.
+ *
+ * Use it after the body parser. The fingerprint hashes the raw body when {@link ferryContext} ran
+ * before the parser, and the parsed body re-serialized otherwise. A body no parser read (the
+ * handler reads the request stream itself) is received in full before the handler runs, at most
+ * `maxHeldBodyBytes` of it, hashed, and handed to the handler unchanged.
  */
 export function ferryIdempotency(options: FerryIdempotencyOptions): RequestHandler {
   const guard = new IdempotencyGuard(options);
@@ -148,14 +163,16 @@ export function ferryIdempotency(options: FerryIdempotencyOptions): RequestHandl
       next();
       return;
     }
-    guard
-      .begin({
-        method: req.method,
-        url: req.originalUrl,
-        headers: req.headers,
-        bodySha256: bodySha256(req),
-        scope: options.scope?.(req),
-      })
+    bodySha256(req, guard.maxHeldBodyBytes)
+      .then((sha256) =>
+        guard.begin({
+          method: req.method,
+          url: req.originalUrl,
+          headers: req.headers,
+          bodySha256: sha256,
+          scope: options.scope?.(req),
+        }),
+      )
       .then((decision) => {
         switch (decision.action) {
           case 'pass':
@@ -173,17 +190,16 @@ export function ferryIdempotency(options: FerryIdempotencyOptions): RequestHandl
             return;
           }
           case 'run': {
-            const key = decision.key;
-            const fail = (error: unknown) =>
-              logger.error('idempotency store failed', {
-                correlationId: ferryContextOf(req)?.correlationId,
-                key,
-                error: error instanceof Error ? error.message : String(error),
-              });
-            captureResponse(res, {
-              finish: (body) => guard.finish(key, res.statusCode, res.getHeaders(), body).catch(fail),
-              abandon: () => guard.abandon(key).catch(fail),
-            });
+            const { key, claim } = decision;
+            captureResponse(res, (body) =>
+              guard.finish(key, res.statusCode, res.getHeaders(), body, claim).catch((error: unknown) =>
+                logger.error('idempotency store failed', {
+                  correlationId: ferryContextOf(req)?.correlationId,
+                  key,
+                  error: error instanceof Error ? error.message : String(error),
+                }),
+              ),
+            );
             next();
             return;
           }
@@ -192,26 +208,42 @@ export function ferryIdempotency(options: FerryIdempotencyOptions): RequestHandl
   };
 }
 
-function bodySha256(req: Request): string {
-  const raw = exchanges.get(req)?.bodyHash;
-  if (raw !== undefined && req.readableEnded) return raw.digest('hex');
+/** SHA-256 of the request body: of its raw bytes whenever they can still be seen. */
+function bodySha256(req: Request, maxHeldBytes: number): Promise<string> {
+  let raw = exchanges.get(req)?.bodyHash;
+  if (raw === undefined && !req.readableDidRead) {
+    // Nothing read the body yet (no parser for its type, no ferryContext before): hash it from here.
+    raw = new BodyHash();
+    hashBodyAsRead(req, raw);
+  }
+  if (raw !== undefined) {
+    const hash = raw;
+    // Resolves at once when a parser read the body to its end.
+    return holdRestOfBody(req, hash, maxHeldBytes).then(() => hash.digest());
+  }
+  // Parsed before ferryContext ran: the raw bytes are gone; hash what the parser made of them.
   const body: unknown = req.body;
-  if (body === undefined || body === null) return sha256Hex('');
-  if (typeof body === 'string' || body instanceof Uint8Array) return sha256Hex(body);
-  return sha256Hex(JSON.stringify(body));
+  if (body === undefined || body === null) {
+    // Read by something that kept nothing: no fingerprint can tell this body from another.
+    return Promise.reject(
+      new Error(
+        'ferryIdempotency: the request body was read before it could be fingerprinted; use ferryContext() before the middleware that reads it',
+      ),
+    );
+  }
+  if (typeof body === 'string' || body instanceof Uint8Array) return Promise.resolve(sha256Hex(body));
+  return Promise.resolve(sha256Hex(JSON.stringify(body)));
 }
 
 /**
- * Collects what the handler writes, and hands it over when the response ends. The store is told
- * before the bytes leave (`finish` starts synchronously in `end`), so that an in-memory store has
- * recorded the response by the time the client can retry.
+ * Collects what the handler writes, and hands it over when the handler ends the response, which it
+ * does whether or not the client is still there: a client that left does not end the claim, the
+ * handler does. The store is told before the bytes leave (`finish` starts synchronously in `end`),
+ * so that an in-memory store has recorded the response by the time the client can retry.
  */
-function captureResponse(
-  res: ServerResponse,
-  on: { finish(body: Uint8Array): Promise<void>; abandon(): Promise<void> },
-): void {
+function captureResponse(res: ServerResponse, finish: (body: Uint8Array) => Promise<void>): void {
   const chunks: Buffer[] = [];
-  let settled = false;
+  let ended = false;
   const collect = (chunk: unknown, encoding: unknown) => {
     if (typeof chunk === 'string')
       chunks.push(Buffer.from(chunk, typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8'));
@@ -225,17 +257,12 @@ function captureResponse(
   } as ServerResponse['write'];
   res.end = function endCaptured(this: ServerResponse, ...args: unknown[]): ServerResponse {
     if (typeof args[0] !== 'function') collect(args[0], args[1]);
-    if (!settled) {
-      settled = true;
-      void on.finish(Buffer.concat(chunks));
+    if (!ended) {
+      ended = true;
+      void finish(Buffer.concat(chunks));
     }
     return (end as (...a: unknown[]) => ServerResponse).apply(this, args);
   } as ServerResponse['end'];
-  res.once('close', () => {
-    if (settled) return;
-    settled = true;
-    void on.abandon();
-  });
 }
 
 /** Options of {@link ferryHealth}. */
@@ -287,6 +314,17 @@ function fromExpressError(error: unknown): unknown {
     case 'encoding.unsupported':
     case 'charset.unsupported':
       return unsupportedMediaTypeProblem();
+    case 'request.aborted':
+    case 'request.size.invalid':
+      return new HttpProblemError(400, undefined, {
+        detail: 'The request body does not have the length it announced.',
+      });
+  }
+  // The router decodes path parameters and throws this URIError, with a status but not `expose`.
+  if (error instanceof URIError && (status === 400 || statusCode === 400)) {
+    return new HttpProblemError(400, undefined, {
+      detail: 'The request path is not valid percent-encoding.',
+    });
   }
   // http-errors marks what is meant for the client with `expose`; a status on any other error may
   // come from a call this service made, and is not ours to echo.

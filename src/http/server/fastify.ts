@@ -1,28 +1,26 @@
-import { createHash, type Hash } from 'node:crypto';
-import { pipeline, Transform } from 'node:stream';
-import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { runWithContext } from '../../context/context.js';
-import { isFerryError } from '../../errors/ferry-error.js';
-import { HTTP_HEADER, PROBLEM_CONTENT_TYPE } from '../headers.js';
+import { HTTP_HEADER } from '../headers.js';
+import { BodyHash, hashBodyAsRead, holdRestOfBody } from './body-fingerprint.js';
+import { ferryClientErrors } from './client-errors.js';
+import { fromFastifyError, problemOptionsOf, sendProblem } from './fastify-errors.js';
 import { createHealth, DEFAULT_HEALTH_PATH, type HealthReport, type HealthRouteOptions } from './health.js';
 import { IdempotencyGuard, type IdempotencyOptions, storedBody } from './idempotency.js';
-import {
-  bodyTooLargeProblem,
-  HttpProblemError,
-  malformedJsonProblem,
-  type ProblemOptions,
-  problemFromError,
-  RequestValidationError,
-  renderProblem,
-  stderrProblemLogger,
-  unsupportedMediaTypeProblem,
-} from './problem.js';
+import { HttpProblemError, type ProblemOptions, stderrProblemLogger } from './problem.js';
 import {
   DeadlineExceededError,
   openRequestScope,
   type RequestContext,
   type RequestContextOptions,
+  requestContextOptionsOf,
 } from './request-context.js';
+
+export { ferryClientErrors } from './client-errors.js';
+export {
+  type FerryFastifyServerOptions,
+  type FerryFastifyServerSettings,
+  ferryFastifyOptions,
+} from './fastify-errors.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -45,13 +43,24 @@ export interface FerryFastifyOptions extends RequestContextOptions, ProblemOptio
   readonly health?: HealthRouteOptions;
   /** Answer unknown routes with a 404 problem (`setNotFoundHandler`). @default true */
   readonly notFound?: boolean;
+  /**
+   * Answer what Node's HTTP parser refuses (431, 400, 408) with problems, through
+   * {@link ferryClientErrors} on `app.server`, ahead of Fastify's plain-JSON `clientErrorHandler`.
+   * @default true
+   */
+  readonly clientErrors?: boolean;
 }
 
 interface IdempotencyState {
-  readonly hash: Hash;
+  readonly hash: BodyHash;
+  /** The claimed key, once the handler may run. */
   key?: string;
+  claim?: string | undefined;
+  /** The key was stored or released (or never claimed): nothing more to do. */
   settled: boolean;
 }
+
+type RouteHandler = (this: FastifyInstance, request: FastifyRequest, reply: FastifyReply) => unknown;
 
 /**
  * Adds Ferry's server side to a Fastify instance: request context (correlation id, trace, deadline,
@@ -59,25 +68,40 @@ interface IdempotencyState {
  * and health endpoints. Hooks go on the instance passed, so call it on the root instance (or wrap
  * it with fastify-plugin) before registering routes and hooks of your own.
  *
+ * A few answers Fastify gives before any hook runs (a path that is not valid percent-encoding, a
+ * request arriving while the instance closes) can only be changed by options given to `Fastify()`:
+ * spread {@link ferryFastifyOptions} there so that they are problems too.
+ *
  * @example
  * const app = Fastify();
  * ferryFastify(app, { idempotency: { store: new MemoryIdempotencyStore() }, health: { checks: { db } } });
  * app.post('/orders', async (request) => placeOrder(request.body, { signal: request.ferry.signal }));
  */
 export function ferryFastify(app: FastifyInstance, options: FerryFastifyOptions = {}): void {
-  const problemOptions: ProblemOptions = {
-    logger: options.logger ?? stderrProblemLogger,
-    ...(options.mapError === undefined ? {} : { mapError: options.mapError }),
-  };
-  const contextOptions: RequestContextOptions =
-    options.maxDeadlineMs === undefined ? {} : { maxDeadlineMs: options.maxDeadlineMs };
+  const problemOptions = problemOptionsOf(options);
+  const contextOptions: RequestContextOptions = requestContextOptionsOf(options);
 
   if (!app.hasRequestDecorator('ferry')) app.decorateRequest('ferry', null as unknown as RequestContext);
+
+  if ((options.clientErrors ?? true) && app.server !== undefined) ferryClientErrors(app.server);
+
+  // Fastify refuses requests arriving while it closes before any hook runs, unless
+  // `return503OnClosing` is off (as ferryFastifyOptions sets it): then they are refused here, as a problem.
+  let closing = false;
+  app.addHook('preClose', (done) => {
+    closing = true;
+    done();
+  });
 
   app.addHook('onRequest', (request, reply, done) => {
     const scope = openRequestScope(request.raw, reply.raw, contextOptions);
     request.ferry = scope.context;
     reply.headers(scope.responseHeaders);
+    if (closing) {
+      reply.header('connection', 'close');
+      sendProblem(reply, request, shuttingDownProblem(), problemOptions);
+      return;
+    }
     if (scope.expired) {
       const deadline = scope.context.deadline ?? Date.now();
       sendProblem(reply, request, new DeadlineExceededError(deadline), problemOptions);
@@ -137,149 +161,151 @@ function installIdempotency(
 ): void {
   const states = new WeakMap<FastifyRequest, IdempotencyState>();
   const logger = problemOptions.logger ?? stderrProblemLogger;
-  const release = (request: FastifyRequest, key: string, work: () => Promise<void>) =>
-    work().catch((error: unknown) =>
+  // Ends a claim once: with the handler's answer, or releasing the key. Never rejects.
+  const settle = (
+    request: FastifyRequest,
+    state: IdempotencyState,
+    work: (key: string, claim: string | undefined) => Promise<void>,
+  ): Promise<void> => {
+    const key = state.key;
+    if (key === undefined || state.settled) return Promise.resolve();
+    state.settled = true;
+    return work(key, state.claim).catch((error: unknown) =>
       logger.error('idempotency store failed', {
         correlationId: request.ferry?.correlationId,
         key,
         error: error instanceof Error ? error.message : String(error),
       }),
     );
+  };
 
-  // The fingerprint needs the raw body, which Fastify does not keep: hash it as it streams past.
+  // The fingerprint needs the raw body, which Fastify does not keep: hash it as it is read, whoever
+  // reads it (Fastify's parser, or the handler itself behind a pass-through content-type parser).
   app.addHook('preParsing', (request, _reply, payload, done) => {
-    if (!guard.applies(request.method, request.headers)) {
+    if (guard.applies(request.method, request.headers)) {
+      const hash = new BodyHash();
+      hashBodyAsRead(request.raw, hash);
+      states.set(request, { hash, settled: false });
+    }
+    done(null, payload);
+  });
+
+  app.addHook('preHandler', (request, reply, done) => {
+    const state = states.get(request);
+    if (state === undefined) {
+      done();
+      return;
+    }
+    // A body no parser read to its end is received first (bounded), so that the digest covers it.
+    holdRestOfBody(request.raw, state.hash, guard.maxHeldBodyBytes)
+      .then(() =>
+        guard.begin({
+          method: request.method,
+          url: request.url,
+          headers: request.headers,
+          bodySha256: state.hash.digest(),
+          scope: scope?.(request),
+        }),
+      )
+      .then((decision) => {
+        switch (decision.action) {
+          case 'pass':
+            done();
+            return;
+          case 'reject':
+            done(decision.error);
+            return;
+          case 'replay':
+            reply
+              .code(decision.response.status)
+              .headers(decision.response.headers)
+              .header(HTTP_HEADER.idempotentReplay, 'true')
+              .send(storedBody(decision.response));
+            return;
+          case 'run':
+            // Held until the handler answers or fails, whatever the client does meanwhile: a
+            // retry arriving before gets 409, one arriving after gets the answer.
+            state.key = decision.key;
+            state.claim = decision.claim;
+            done();
+            return;
+        }
+      }, done);
+  });
+
+  // Every answer goes through onSend, the client still there or not: an error goes through the
+  // error handler, and Fastify sends what an async handler resolves with even to a closed socket.
+  app.addHook('onSend', (request, reply, payload, done) => {
+    const state = states.get(request);
+    if (state?.key === undefined || state.settled) {
       done(null, payload);
       return;
     }
-    const state: IdempotencyState = { hash: createHash('sha256'), settled: false };
-    states.set(request, state);
-    const tap = Object.assign(
-      new Transform({
-        transform(chunk: Buffer, _encoding, callback) {
-          state.hash.update(chunk);
-          tap.receivedEncodedLength += chunk.length;
-          callback(null, chunk);
-        },
-      }),
-      { receivedEncodedLength: 0 },
-    );
-    pipeline(payload, tap, () => {});
-    done(null, tap);
-  });
-
-  app.addHook('preHandler', async (request, reply) => {
-    const state = states.get(request);
-    if (state === undefined) return;
-    const decision = await guard.begin({
-      method: request.method,
-      url: request.url,
-      headers: request.headers,
-      bodySha256: state.hash.digest('hex'),
-      scope: scope?.(request),
-    });
-    switch (decision.action) {
-      case 'pass':
-        return;
-      case 'reject':
-        throw decision.error;
-      case 'replay':
-        state.settled = true;
-        return reply
-          .code(decision.response.status)
-          .headers(decision.response.headers)
-          .header(HTTP_HEADER.idempotentReplay, 'true')
-          .send(storedBody(decision.response));
-      case 'run': {
-        const key = decision.key;
-        state.key = key;
-        // No response at all (the client left, the handler never answered): free the key.
-        reply.raw.once('close', () => {
-          if (state.settled) return;
-          state.settled = true;
-          void release(request, key, () => guard.abandon(key));
-        });
-        return;
-      }
-    }
-  });
-
-  app.addHook('onSend', async (request, reply, payload) => {
-    const state = states.get(request);
-    if (state?.key === undefined || state.settled) return payload;
-    state.settled = true;
-    const key = state.key;
     // Awaited, so that a client retrying right after this response sees it stored.
-    await release(request, key, () =>
+    void settle(request, state, (key, claim) =>
       typeof payload === 'string' ||
       payload instanceof Uint8Array ||
       payload === null ||
       payload === undefined
-        ? guard.finish(key, reply.statusCode, reply.getHeaders(), payload ?? undefined)
+        ? guard.finish(key, reply.statusCode, reply.getHeaders(), payload ?? undefined, claim)
         : // A streamed body cannot be kept for replay.
-          guard.abandon(key),
+          guard.abandon(key, claim),
+    ).then(() => done(null, payload));
+  });
+
+  // What onSend does not see: a handler that finished without Fastify sending anything.
+  const afterHandler = (
+    request: FastifyRequest,
+    reply: FastifyReply,
+    state: IdempotencyState,
+    payload: unknown,
+    failed: boolean,
+  ): void => {
+    if (state.settled) return;
+    if (reply.sent || reply.raw.headersSent) {
+      // Hijacked, or written to `reply.raw` by hand: Fastify sends nothing more, and nothing of it
+      // can be stored.
+      void settle(request, state, (key, claim) => guard.abandon(key, claim));
+      return;
+    }
+    if (failed || payload !== undefined) return; // Fastify sends it: onSend settles the key.
+    // Resolved with nothing: Fastify sends an empty answer, unless the client has left. The
+    // handler finished all the same: store the answer it would have had.
+    const socket = request.raw.socket;
+    if (socket !== null && !socket.destroyed) return;
+    void settle(request, state, (key, claim) =>
+      guard.finish(key, reply.statusCode, reply.getHeaders(), undefined, claim),
     );
-    return payload;
+  };
+
+  // Tells afterHandler when an async handler settled (routes registered after ferryFastify); a
+  // request without a key pays one WeakMap lookup for it.
+  app.addHook('onRoute', (route) => {
+    const handler = route.handler as RouteHandler;
+    const watched: RouteHandler = function idempotentHandler(request, reply) {
+      const result = handler.call(this, request, reply);
+      if (isPromiseLike(result)) {
+        const state = states.get(request);
+        if (state?.key !== undefined) {
+          result.then(
+            (payload) => afterHandler(request, reply, state, payload, false),
+            () => afterHandler(request, reply, state, undefined, true),
+          );
+        }
+      }
+      return result;
+    };
+    route.handler = watched as typeof route.handler;
   });
 }
 
-function fromFastifyError(thrown: unknown): unknown {
-  if (typeof thrown !== 'object' || thrown === null) return thrown;
-  const error = thrown as Partial<FastifyError> & { expose?: unknown };
-  if (Array.isArray(error.validation)) {
-    const where = error.validationContext;
-    return new RequestValidationError(
-      error.validation.map((v) => {
-        const missing = v.keyword === 'required' ? v.params.missingProperty : undefined;
-        const segments = [
-          ...(where === undefined ? [] : [where]),
-          ...v.instancePath.split('/').filter(Boolean),
-          ...(typeof missing === 'string' ? [missing] : []),
-        ];
-        return { path: segments.join('.'), message: v.message ?? v.keyword };
-      }),
-    );
-  }
-  switch (error.code) {
-    case 'FST_ERR_CTP_BODY_TOO_LARGE':
-      return bodyTooLargeProblem();
-    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
-      return unsupportedMediaTypeProblem();
-    case 'FST_ERR_CTP_INVALID_JSON_BODY':
-    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
-      return malformedJsonProblem();
-  }
-  if (isFerryError(thrown)) return thrown;
-  // Fastify's own errors (and http-errors marked `expose`) carry a status meant for the client;
-  // a `statusCode` on any other error may come from a call this service made, and is not ours to echo.
-  const status = error.statusCode;
-  const exposed = (typeof error.code === 'string' && error.code.startsWith('FST_')) || error.expose === true;
-  if (exposed && typeof status === 'number' && status >= 400 && status <= 599) {
-    const detail = status < 500 && error.expose === true ? error.message : undefined;
-    return new HttpProblemError(status, undefined, detail === undefined ? {} : { detail });
-  }
-  return thrown;
+function isPromiseLike(value: unknown): value is PromiseLike<unknown> {
+  return (
+    typeof value === 'object' && value !== null && typeof (value as { then?: unknown }).then === 'function'
+  );
 }
 
-function sendProblem(
-  reply: FastifyReply,
-  request: FastifyRequest,
-  error: unknown,
-  options: ProblemOptions,
-): void {
-  const response = problemFromError(
-    error,
-    {
-      method: request.method,
-      path: request.url.split('?', 1)[0] ?? '/',
-      context: request.ferry ?? undefined,
-    },
-    options,
-  );
-  reply
-    .code(response.status)
-    .headers(response.headers)
-    .header('content-type', PROBLEM_CONTENT_TYPE)
-    // A Buffer, so that Fastify does not append a charset parameter problem+json does not define.
-    .send(Buffer.from(renderProblem(response.problem)));
+/** Refuses a request that arrived while the instance closes: another instance should take it. */
+function shuttingDownProblem(): HttpProblemError {
+  return new HttpProblemError(503, undefined, { detail: 'This instance is shutting down; try again.' });
 }

@@ -2,7 +2,7 @@ import { createServer } from 'node:http';
 import express from 'express';
 import Fastify from 'fastify';
 import { request } from 'undici';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { ferryContext, ferryHealth } from './express.js';
 import { ferryFastify } from './fastify.js';
 import { listenFastify, listenNode } from './fixtures/listen.js';
@@ -10,8 +10,19 @@ import { createHealth, type HealthRouteOptions } from './health.js';
 
 const closers: (() => Promise<void>)[] = [];
 afterEach(async () => {
+  vi.useRealTimers();
   for (const close of closers.splice(0)) await close();
 });
+
+/** A check that counts its runs and settles when the test says so. */
+function controlledCheck() {
+  const runs: { signal: AbortSignal; settle: (error?: Error) => void }[] = [];
+  const check = (signal: AbortSignal) =>
+    new Promise<void>((resolve, reject) => {
+      runs.push({ signal, settle: (error) => (error ? reject(error) : resolve()) });
+    });
+  return { runs, check };
+}
 
 describe('createHealth', () => {
   it('is always live', async () => {
@@ -62,6 +73,99 @@ describe('createHealth', () => {
     expect(report.checks.slow?.durationMs).toBeGreaterThanOrEqual(45);
     expect(report.checks.fine?.status).toBe('ok');
     expect(aborted).toBe(true);
+  });
+
+  it('runs each check once for concurrent probes, and gives them all its result', async () => {
+    const { runs, check } = controlledCheck();
+    let fast = 0;
+    const health = createHealth({
+      checks: {
+        db: check,
+        cache: () => {
+          fast++;
+        },
+      },
+    });
+    const probes = Array.from({ length: 20 }, () => health.ready());
+    await vi.waitFor(() => expect(runs).toHaveLength(1));
+    runs[0]?.settle();
+    const reports = await Promise.all(probes);
+    expect(runs).toHaveLength(1);
+    expect(fast).toBe(1);
+    for (const report of reports) expect(report).toEqual(reports[0]);
+    expect(reports[0]?.status).toBe('ok');
+  });
+
+  it('reuses a result, failed or not, for cacheMs (1000 ms by default), then runs the check again', async () => {
+    vi.useFakeTimers();
+    let calls = 0;
+    let failing = true;
+    const health = createHealth({
+      checks: {
+        db: () => {
+          calls++;
+          if (failing) throw new Error('down');
+        },
+      },
+    });
+    expect((await health.ready()).status).toBe('fail');
+    failing = false;
+    expect((await health.ready()).checks.db).toMatchObject({ status: 'fail', error: 'down' });
+    vi.advanceTimersByTime(999);
+    expect((await health.ready()).status).toBe('fail');
+    expect(calls).toBe(1);
+    vi.advanceTimersByTime(1);
+    expect((await health.ready()).status).toBe('ok');
+    expect(calls).toBe(2);
+
+    const short = createHealth({ cacheMs: 50, checks: { db: () => void calls++ } });
+    await short.ready();
+    await short.ready();
+    expect(calls).toBe(3);
+    vi.advanceTimersByTime(50);
+    await short.ready();
+    expect(calls).toBe(4);
+  });
+
+  it('with cacheMs 0 runs a check for every probe, still sharing concurrent ones', async () => {
+    const { runs, check } = controlledCheck();
+    const health = createHealth({ cacheMs: 0, checks: { db: check } });
+    const first = [health.ready(), health.ready(), health.ready()];
+    await vi.waitFor(() => expect(runs).toHaveLength(1));
+    runs[0]?.settle();
+    await Promise.all(first);
+    const second = health.ready();
+    await vi.waitFor(() => expect(runs).toHaveLength(2));
+    runs[1]?.settle(new Error('down'));
+    expect((await second).status).toBe('fail');
+    expect(runs).toHaveLength(2);
+  });
+
+  it('aborts a check that times out, and starts no other run while it still runs', async () => {
+    const { runs, check } = controlledCheck();
+    const health = createHealth({ timeoutMs: 50, cacheMs: 0, checks: { db: check } });
+    const first = await health.ready();
+    expect(first.checks.db).toMatchObject({ status: 'fail', error: 'timed out after 50 ms' });
+    expect(runs[0]?.signal.aborted).toBe(true);
+
+    // The check ignores its signal and still runs: probes share that run's (timed-out) result.
+    const during = await Promise.all(Array.from({ length: 20 }, () => health.ready()));
+    expect(runs).toHaveLength(1);
+    for (const report of during) expect(report.checks.db).toMatchObject({ error: 'timed out after 50 ms' });
+
+    // Once it settles, the next probe runs the check again.
+    runs[0]?.settle();
+    await new Promise((resolve) => setImmediate(resolve));
+    const next = health.ready();
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(runs).toHaveLength(2);
+    runs[1]?.settle();
+    expect((await next).status).toBe('ok');
+  });
+
+  it('refuses a timeout or cache duration that cannot work', () => {
+    expect(() => createHealth({ timeoutMs: 0 })).toThrow(/timeoutMs/);
+    expect(() => createHealth({ cacheMs: -1 })).toThrow(/cacheMs/);
   });
 
   it('is not ready while a breaker is open or isolated', async () => {
@@ -127,6 +231,21 @@ describe.each([
     const ready = await get(`${url}/_/ready`);
     expect(ready.status).toBe(503);
     expect(ready.body).toMatchObject({ status: 'fail', checks: { db: { status: 'fail', error: 'down' } } });
+  });
+
+  it('runs a check once for 20 concurrent probes', async () => {
+    let runs = 0;
+    const url = await start({
+      checks: {
+        db: async () => {
+          runs++;
+          await new Promise((resolve) => setTimeout(resolve, 100));
+        },
+      },
+    });
+    const answers = await Promise.all(Array.from({ length: 20 }, () => get(`${url}/health/ready`)));
+    expect(answers.map((a) => a.status)).toEqual(Array(20).fill(200));
+    expect(runs).toBe(1);
   });
 
   it('answers ready with 503 while a breaker is open', async () => {

@@ -1,3 +1,5 @@
+import { InvalidOptionsError } from '../../errors/ferry-error.js';
+
 /** Result of one check or dependency. */
 export interface HealthCheckResult {
   readonly status: 'ok' | 'fail';
@@ -26,36 +28,58 @@ export interface HealthOptions {
   readonly breakers?: BreakerSource;
   /** Longest a check may take before it counts as failed; its signal is aborted then. @default 2000 */
   readonly timeoutMs?: number;
+  /**
+   * How long a check's result is reused by later probes, from when it is known. Probes arriving
+   * while a check runs always share that run, cache or not, so that a burst of probes (several
+   * orchestrators, load balancers, a dashboard) costs the dependency one check. `0` turns the
+   * cache off but still shares runs.
+   * @default 1000
+   */
+  readonly cacheMs?: number;
 }
 
-export const DEFAULT_HEALTH_OPTIONS = Object.freeze({ timeoutMs: 2000 });
+export const DEFAULT_HEALTH_OPTIONS = Object.freeze({ timeoutMs: 2000, cacheMs: 1000 });
 
 /** Liveness and readiness of a service. */
 export interface Health {
   /** Is the process alive? Always ok while it can answer: restarting would not help anything else. */
   live(): Promise<HealthReport>;
-  /** Can it serve traffic? Runs every check (in parallel, each bounded) and looks at the breakers. */
+  /**
+   * Can it serve traffic? Runs every check (in parallel, each bounded; concurrent probes share one
+   * run of each, and a recent result is reused for `cacheMs`) and looks at the breakers.
+   */
   ready(): Promise<HealthReport>;
 }
 
 const FAILING_BREAKER_STATES = new Set(['open', 'isolated']);
 
 /**
- * Builds liveness and readiness probes. Breakers are reported as `breaker:<name>`.
+ * Builds liveness and readiness probes. Breakers are reported as `breaker:<name>`, read afresh on
+ * every probe.
  *
  * @example
  * const health = createHealth({ checks: { db: () => pool.query('select 1') }, breakers: () => users.breakers() });
  */
 export function createHealth(options: HealthOptions = {}): Health {
-  const checks = Object.entries(options.checks ?? {});
   const timeoutMs = options.timeoutMs ?? DEFAULT_HEALTH_OPTIONS.timeoutMs;
+  const cacheMs = options.cacheMs ?? DEFAULT_HEALTH_OPTIONS.cacheMs;
+  // Above 2^31 - 1 ms, setTimeout fires at once.
+  if (!Number.isFinite(timeoutMs) || timeoutMs <= 0 || timeoutMs > 2_147_483_647) {
+    throw new InvalidOptionsError(`timeoutMs must be a positive number up to 2^31 - 1, got ${timeoutMs}`);
+  }
+  if (!Number.isFinite(cacheMs) || cacheMs < 0) {
+    throw new InvalidOptionsError(`cacheMs must be a non-negative number, got ${cacheMs}`);
+  }
+  const checks = Object.entries(options.checks ?? {}).map(
+    ([name, check]) => [name, new SharedCheck(check, timeoutMs, cacheMs)] as const,
+  );
   return {
     live: async () => ({ status: 'ok', checks: {} }),
     ready: async () => {
       const results: Record<string, HealthCheckResult> = {};
       await Promise.all(
         checks.map(async ([name, check]) => {
-          results[name] = await runCheck(check, timeoutMs);
+          results[name] = await check.result();
         }),
       );
       for (const breaker of options.breakers?.() ?? []) {
@@ -70,24 +94,64 @@ export function createHealth(options: HealthOptions = {}): Health {
   };
 }
 
-async function runCheck(check: HealthCheck, timeoutMs: number): Promise<HealthCheckResult> {
-  const started = performance.now();
-  const controller = new AbortController();
-  let timer: NodeJS.Timeout | undefined;
-  const timedOut = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => {
-      const error = new Error(`timed out after ${timeoutMs} ms`);
+/**
+ * One check as the probes see it: at most one run at a time, its result reused for `cacheMs`.
+ * A run is over when the check settles, not when it times out: a check that ignores its aborted
+ * signal is not started again on top of itself, and probes meanwhile get the timed-out result.
+ */
+class SharedCheck {
+  readonly #check: HealthCheck;
+  readonly #timeoutMs: number;
+  readonly #cacheMs: number;
+  /** The result of the run in progress (settled already once it timed out). */
+  #running: Promise<HealthCheckResult> | undefined;
+  #cached: { readonly result: HealthCheckResult; readonly until: number } | undefined;
+
+  constructor(check: HealthCheck, timeoutMs: number, cacheMs: number) {
+    this.#check = check;
+    this.#timeoutMs = timeoutMs;
+    this.#cacheMs = cacheMs;
+  }
+
+  result(): Promise<HealthCheckResult> {
+    if (this.#running !== undefined) return this.#running;
+    const cached = this.#cached;
+    if (cached !== undefined && Date.now() < cached.until) return Promise.resolve(cached.result);
+    return this.#run();
+  }
+
+  #run(): Promise<HealthCheckResult> {
+    const started = performance.now();
+    const controller = new AbortController();
+    let settle!: (result: HealthCheckResult) => void;
+    const result = new Promise<HealthCheckResult>((resolve) => {
+      settle = resolve;
+    });
+    let done = false;
+    const finish = (outcome: HealthCheckResult) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      if (this.#cacheMs > 0) this.#cached = { result: outcome, until: Date.now() + this.#cacheMs };
+      settle(outcome);
+    };
+    const timer = setTimeout(() => {
+      const error = new Error(`timed out after ${this.#timeoutMs} ms`);
       controller.abort(error);
-      reject(error);
-    }, timeoutMs);
-  });
-  try {
-    await Promise.race([Promise.resolve().then(() => check(controller.signal)), timedOut]);
-    return { status: 'ok', durationMs: elapsed(started) };
-  } catch (error) {
-    return { status: 'fail', error: describe(error), durationMs: elapsed(started) };
-  } finally {
-    clearTimeout(timer);
+      finish({ status: 'fail', error: error.message, durationMs: elapsed(started) });
+    }, this.#timeoutMs);
+    this.#running = result;
+    Promise.resolve()
+      .then(() => this.#check(controller.signal))
+      .then(
+        () => finish({ status: 'ok', durationMs: elapsed(started) }),
+        (error: unknown) => finish({ status: 'fail', error: describe(error), durationMs: elapsed(started) }),
+      )
+      .finally(() => {
+        // Only now may another run start: until the check settles, it is still using the dependency.
+        if (this.#running === result) this.#running = undefined;
+      });
+    return result;
   }
 }
 

@@ -1,8 +1,11 @@
-import { createServer } from 'node:http';
+import { createServer, request as httpRequest } from 'node:http';
 import express from 'express';
 import Fastify from 'fastify';
 import { request } from 'undici';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { isTimeoutError } from '../../resilience/errors.js';
+import { ServiceClient } from '../client.js';
+import { isHttpError } from '../errors.js';
 import { ferryContext, ferryErrors, ferryIdempotency } from './express.js';
 import { ferryFastify } from './fastify.js';
 import { listenFastify, listenNode } from './fixtures/listen.js';
@@ -29,7 +32,7 @@ const ok = { status: 201, headers: { 'content-type': 'application/json' }, body:
 describe('MemoryIdempotencyStore', () => {
   it('claims a key once, reports it in progress, then replays what was stored', async () => {
     const store = new MemoryIdempotencyStore();
-    expect(await store.begin('k', 'f')).toEqual({ state: 'new' });
+    expect(await store.begin('k', 'f')).toEqual({ state: 'new', claim: expect.any(String) });
     expect(await store.begin('k', 'f')).toEqual({ state: 'in-progress' });
     expect(await store.begin('k', 'other')).toEqual({ state: 'mismatch' });
     await store.complete('k', ok);
@@ -43,7 +46,34 @@ describe('MemoryIdempotencyStore', () => {
     const store = new MemoryIdempotencyStore();
     await store.begin('k', 'f');
     await store.abandon('k');
-    expect(await store.begin('k', 'another fingerprint')).toEqual({ state: 'new' });
+    expect(await store.begin('k', 'another fingerprint')).toMatchObject({ state: 'new' });
+  });
+
+  it('holds a claimed key for leaseMs at most, and a lapsed claim cannot end the next one', async () => {
+    vi.useFakeTimers();
+    const store = new MemoryIdempotencyStore({ leaseMs: 1000 });
+    const first = await store.begin('k', 'f');
+    vi.advanceTimersByTime(999);
+    expect((await store.begin('k', 'f')).state).toBe('in-progress');
+    vi.advanceTimersByTime(2);
+    const second = await store.begin('k', 'f');
+    expect(second.state).toBe('new');
+    if (first.state !== 'new' || second.state !== 'new') return;
+    expect(second.claim).not.toBe(first.claim);
+    await store.abandon('k', first.claim);
+    await store.complete('k', ok, first.claim);
+    expect((await store.begin('k', 'f')).state).toBe('in-progress');
+    await store.complete('k', ok, second.claim);
+    expect(await store.begin('k', 'f')).toEqual({ state: 'replay', response: ok });
+  });
+
+  it('stores the answer of a lapsed claim that nobody took over', async () => {
+    vi.useFakeTimers();
+    const store = new MemoryIdempotencyStore({ leaseMs: 1000 });
+    const claimed = await store.begin('k', 'f');
+    vi.advanceTimersByTime(5000);
+    await store.complete('k', ok, claimed.state === 'new' ? claimed.claim : undefined);
+    expect((await store.begin('k', 'f')).state).toBe('replay');
   });
 
   it('forgets keys after ttlMs', async () => {
@@ -68,6 +98,10 @@ describe('MemoryIdempotencyStore', () => {
   it('rejects nonsensical options', () => {
     expect(() => new MemoryIdempotencyStore({ ttlMs: 0 })).toThrow(/ttlMs/);
     expect(() => new MemoryIdempotencyStore({ maxEntries: 0 })).toThrow(/maxEntries/);
+    expect(() => new MemoryIdempotencyStore({ leaseMs: 0 })).toThrow(/leaseMs/);
+    expect(() => new IdempotencyGuard({ store: new MemoryIdempotencyStore(), maxHeldBodyBytes: -1 })).toThrow(
+      /maxHeldBodyBytes/,
+    );
   });
 });
 
@@ -94,7 +128,7 @@ describe('IdempotencyGuard', () => {
     const store = new MemoryIdempotencyStore();
     const guard = new IdempotencyGuard({ store });
     const req = { method: 'POST', url: '/x', headers: { 'idempotency-key': 'k' }, bodySha256: sha256Hex('') };
-    expect(await guard.begin(req)).toEqual({ action: 'run', key: 'k' });
+    expect(await guard.begin(req)).toEqual({ action: 'run', key: 'k', claim: expect.any(String) });
     await guard.finish(
       'k',
       200,
@@ -363,5 +397,318 @@ describe('Idempotency-Key with express, body parsed before the context', () => {
     expect(replay.body).toEqual({ id: 1, received: { sku: 'A' } });
     expect((await send('{"sku":"B"}')).status).toBe(422);
     expect(calls).toBe(1);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// The key is held for as long as the handler runs, whatever the client does
+
+/** A POST /charge that takes `ms` and counts its runs; the keys it was sent are recorded. */
+interface SlowCharge {
+  runs: number;
+  finished: number;
+  keys: string[];
+  /** Waited for instead of the delay: a handler that hangs until the test ends. */
+  gate?: Promise<void>;
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+async function startSlowFastify(charge: SlowCharge, ms: number, store = new MemoryIdempotencyStore()) {
+  const app = Fastify();
+  ferryFastify(app, { idempotency: { store }, logger: silent });
+  app.post('/charge', async (req, reply) => {
+    const run = ++charge.runs;
+    charge.keys.push(String(req.headers['idempotency-key']));
+    await (charge.gate ?? sleep(ms));
+    charge.finished++;
+    reply.code(201);
+    return { charge: run, received: req.body };
+  });
+  // Resolves with nothing: Fastify sends an empty answer, or nothing at all when the client left.
+  app.post('/mark', async (_req, reply) => {
+    charge.runs++;
+    await sleep(ms);
+    charge.finished++;
+    reply.code(204);
+  });
+  return listenFastify(app, closers);
+}
+
+async function startSlowExpress(charge: SlowCharge, ms: number, store = new MemoryIdempotencyStore()) {
+  const app = express();
+  app.use(ferryContext());
+  app.use(express.json());
+  app.use(ferryIdempotency({ store, logger: silent }));
+  app.post('/charge', async (req, res) => {
+    const run = ++charge.runs;
+    charge.keys.push(String(req.headers['idempotency-key']));
+    await (charge.gate ?? sleep(ms));
+    charge.finished++;
+    res.status(201).json({ charge: run, received: req.body });
+  });
+  app.use(ferryErrors({ logger: silent }));
+  return listenNode(createServer(app), closers);
+}
+
+async function postJson(url: string, key: string, body: unknown) {
+  const response = await request(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'idempotency-key': key },
+    body: JSON.stringify(body),
+  });
+  const text = await response.body.text();
+  return {
+    status: response.statusCode,
+    headers: response.headers,
+    body: text === '' ? undefined : JSON.parse(text),
+  };
+}
+
+/** Sends a keyed POST with node:http and gives up on it (socket destroyed) once the handler runs. */
+async function postAndLeave(url: string, key: string, body: unknown, running: () => boolean): Promise<void> {
+  const sent = httpRequest(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'idempotency-key': key },
+  });
+  sent.on('error', () => {});
+  sent.end(JSON.stringify(body));
+  await expect.poll(running).toBe(true);
+  await sleep(100);
+  sent.destroy();
+  await sleep(100); // the server sees the connection close
+}
+
+describe.each([
+  { name: 'fastify', start: startSlowFastify },
+  { name: 'express', start: startSlowExpress },
+])('Idempotency-Key with $name, client gone before the answer', ({ start }) => {
+  it('runs a POST retried by ServiceClient after its timeouts once, and replays it afterwards', async () => {
+    const charge: SlowCharge = { runs: 0, finished: 0, keys: [] };
+    const url = await start(charge, 2500);
+    const client = new ServiceClient(url, { timeout: 300 });
+    closers.push(() => client.close());
+    let attempts = 0;
+    client.on('attempt', () => {
+      attempts++;
+    });
+    const error: unknown = await client.post('/charge', { amount: 10 }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(attempts).toBeGreaterThan(1);
+    // The retry found the first still running (409), or timed out waiting like the first.
+    expect(isTimeoutError(error) || (isHttpError(error) && error.status === 409)).toBe(true);
+    expect(charge.runs).toBe(1);
+
+    await expect.poll(() => charge.finished, { timeout: 5000 }).toBe(1);
+    const [key] = charge.keys;
+    const replay = await postJson(`${url}/charge`, String(key), { amount: 10 });
+    expect(replay.status).toBe(201);
+    expect(replay.headers['idempotent-replayed']).toBe('true');
+    expect(replay.body).toEqual({ charge: 1, received: { amount: 10 } });
+    expect(charge.runs).toBe(1);
+  });
+
+  it('answers 409 while the abandoned first request runs, then replays its answer', async () => {
+    const charge: SlowCharge = { runs: 0, finished: 0, keys: [] };
+    const url = await start(charge, 1000);
+    await postAndLeave(`${url}/charge`, 'left-1', { amount: 10 }, () => charge.runs === 1);
+
+    const during = await postJson(`${url}/charge`, 'left-1', { amount: 10 });
+    expect(during.status).toBe(409);
+    expect(during.headers['content-type']).toBe('application/problem+json');
+    expect(during.body).toMatchObject({ code: 'IDEMPOTENCY_KEY_IN_USE' });
+
+    await expect.poll(() => charge.finished, { timeout: 5000 }).toBe(1);
+    const after = await postJson(`${url}/charge`, 'left-1', { amount: 10 });
+    expect(after.status).toBe(201);
+    expect(after.headers['idempotent-replayed']).toBe('true');
+    expect(after.body).toEqual({ charge: 1, received: { amount: 10 } });
+    expect(charge.runs).toBe(1);
+  });
+
+  it("frees the key of a handler that never answers once the store's lease runs out", async () => {
+    let open!: () => void;
+    const gate = new Promise<void>((resolve) => {
+      open = resolve;
+    });
+    closers.push(async () => open());
+    const charge: SlowCharge = { runs: 0, finished: 0, keys: [], gate };
+    const url = await start(charge, 0, new MemoryIdempotencyStore({ leaseMs: 1000 }));
+    await postAndLeave(`${url}/charge`, 'hung-1', { amount: 10 }, () => charge.runs === 1);
+    expect((await postJson(`${url}/charge`, 'hung-1', { amount: 10 })).status).toBe(409);
+    await sleep(1000);
+    await postAndLeave(`${url}/charge`, 'hung-1', { amount: 10 }, () => charge.runs === 2);
+  });
+});
+
+describe('Idempotency-Key with fastify, handler resolving with nothing after the client left', () => {
+  it('stores the empty answer Fastify would have sent', async () => {
+    const charge: SlowCharge = { runs: 0, finished: 0, keys: [] };
+    const url = await startSlowFastify(charge, 500);
+    await postAndLeave(`${url}/mark`, 'mark-1', {}, () => charge.runs === 1);
+    await expect.poll(() => charge.finished, { timeout: 5000 }).toBe(1);
+    const after = await postJson(`${url}/mark`, 'mark-1', {});
+    expect(after.status).toBe(204);
+    expect(after.headers['idempotent-replayed']).toBe('true');
+    expect(charge.runs).toBe(1);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Bodies no parser reads: the handler streams them itself (as multipart handlers do)
+
+async function readAll(stream: AsyncIterable<Buffer | string>): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(Buffer.from(chunk));
+  return Buffer.concat(chunks);
+}
+
+interface Upload {
+  runs: number;
+}
+
+async function startStreamingFastify(upload: Upload, idempotency: { maxHeldBodyBytes?: number } = {}) {
+  const app = Fastify();
+  ferryFastify(app, { idempotency: { store: new MemoryIdempotencyStore(), ...idempotency }, logger: silent });
+  app.addContentTypeParser('application/octet-stream', (_req, _payload, done) => done(null));
+  app.post('/upload', async (req, reply) => {
+    const run = ++upload.runs;
+    const bytes = await readAll(req.raw);
+    reply.code(201);
+    return { run, size: bytes.length, sha256: sha256Hex(bytes) };
+  });
+  app.post('/ignore', async (_req, reply) => {
+    reply.code(201);
+    return { run: ++upload.runs };
+  });
+  return listenFastify(app, closers);
+}
+
+function streamingExpress(withContext: boolean) {
+  return async (upload: Upload, idempotency: { maxHeldBodyBytes?: number } = {}) => {
+    const app = express();
+    if (withContext) app.use(ferryContext());
+    app.use(express.json());
+    app.use(ferryIdempotency({ store: new MemoryIdempotencyStore(), logger: silent, ...idempotency }));
+    app.post('/upload', async (req, res) => {
+      const run = ++upload.runs;
+      const bytes = await readAll(req);
+      res.status(201).json({ run, size: bytes.length, sha256: sha256Hex(bytes) });
+    });
+    app.post('/ignore', (_req, res) => {
+      res.status(201).json({ run: ++upload.runs });
+    });
+    app.use(ferryErrors({ logger: silent }));
+    return listenNode(createServer(app), closers);
+  };
+}
+
+describe.each([
+  { name: 'fastify with a pass-through parser', start: startStreamingFastify },
+  { name: 'express, handler reading the request', start: streamingExpress(true) },
+  { name: 'express without ferryContext, handler reading the request', start: streamingExpress(false) },
+])('Idempotency-Key with $name', ({ start }) => {
+  const send = async (url: string, key: string, body: Uint8Array | string) => {
+    const response = await request(url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/octet-stream', 'idempotency-key': key },
+      body,
+    });
+    return {
+      status: response.statusCode,
+      replayed: response.headers['idempotent-replayed'],
+      body: (await response.body.json()) as Record<string, unknown>,
+    };
+  };
+
+  it('fingerprints the bytes the handler reads: same body replays, another body is refused', async () => {
+    const upload: Upload = { runs: 0 };
+    const url = await start(upload);
+    const small = 'part one';
+    const first = await send(`${url}/upload`, 'up-1', small);
+    expect(first).toMatchObject({ status: 201, replayed: undefined });
+    expect(first.body).toEqual({ run: 1, size: small.length, sha256: sha256Hex(small) });
+    expect(await send(`${url}/upload`, 'up-1', small)).toMatchObject({ status: 201, replayed: 'true' });
+    const other = await send(`${url}/upload`, 'up-1', 'part two');
+    expect(other.status).toBe(422);
+    expect(other.body).toMatchObject({ code: 'IDEMPOTENCY_KEY_MISMATCH' });
+    expect(upload.runs).toBe(1);
+  });
+
+  it('hands the handler every byte of a large body, and tells bodies apart by their last byte', async () => {
+    const upload: Upload = { runs: 0 };
+    const url = await start(upload);
+    const large = Buffer.alloc(300_000, 7);
+    const first = await send(`${url}/upload`, 'up-large', large);
+    expect(first.body).toEqual({ run: 1, size: large.length, sha256: sha256Hex(large) });
+    expect((await send(`${url}/upload`, 'up-large', large)).replayed).toBe('true');
+    const changed = Buffer.from(large);
+    changed[changed.length - 1] = 8;
+    expect((await send(`${url}/upload`, 'up-large', changed)).status).toBe(422);
+    expect(upload.runs).toBe(1);
+  });
+
+  it('fingerprints a body the handler never reads', async () => {
+    const upload: Upload = { runs: 0 };
+    const url = await start(upload);
+    expect((await send(`${url}/ignore`, 'ig-1', 'a')).status).toBe(201);
+    expect((await send(`${url}/ignore`, 'ig-1', 'a')).replayed).toBe('true');
+    expect((await send(`${url}/ignore`, 'ig-1', 'b')).status).toBe(422);
+    expect(upload.runs).toBe(1);
+  });
+
+  it('refuses with 413 a streamed body larger than it holds, without running the handler', async () => {
+    const upload: Upload = { runs: 0 };
+    const url = await start(upload, { maxHeldBodyBytes: 1000 });
+    const refused = await send(`${url}/upload`, 'up-big', Buffer.alloc(50_000, 1));
+    expect(refused.status).toBe(413);
+    expect(refused.body).toMatchObject({ code: 'IDEMPOTENCY_BODY_TOO_LARGE' });
+    expect(upload.runs).toBe(0);
+    expect((await send(`${url}/upload`, 'up-ok', Buffer.alloc(1000, 1))).status).toBe(201);
+  });
+
+  it('claims nothing for a body the client gave up on half-way', async () => {
+    const upload: Upload = { runs: 0 };
+    const url = await start(upload);
+    const partial = httpRequest(`${url}/upload`, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/octet-stream',
+        'idempotency-key': 'up-cut',
+        'content-length': 1000,
+      },
+    });
+    partial.on('error', () => {});
+    partial.write(Buffer.alloc(100, 1));
+    await sleep(100);
+    partial.destroy();
+    await sleep(100);
+    const whole = await send(`${url}/upload`, 'up-cut', Buffer.alloc(1000, 1));
+    expect(whole).toMatchObject({ status: 201, replayed: undefined, body: { run: 1, size: 1000 } });
+  });
+});
+
+describe('Idempotency-Key with fastify.inject and a pass-through parser', () => {
+  it('fingerprints the body the handler reads from the injected request', async () => {
+    let runs = 0;
+    const app = Fastify();
+    ferryFastify(app, { idempotency: { store: new MemoryIdempotencyStore() }, logger: silent });
+    app.addContentTypeParser('application/octet-stream', (_req, _payload, done) => done(null));
+    app.post('/upload', async (req) => ({ run: ++runs, body: (await readAll(req.raw)).toString() }));
+    closers.push(() => app.close());
+    const send = (payload: string) =>
+      app.inject({
+        method: 'POST',
+        url: '/upload',
+        headers: { 'content-type': 'application/octet-stream', 'idempotency-key': 'inj-1' },
+        payload,
+      });
+    const first = await send('abc');
+    expect(first.json()).toEqual({ run: 1, body: 'abc' });
+    expect((await send('abc')).headers['idempotent-replayed']).toBe('true');
+    expect((await send('abd')).statusCode).toBe(422);
+    expect(runs).toBe(1);
   });
 });

@@ -15,102 +15,41 @@ export interface StoredResponse {
 
 /** What the store says about a key when a request carrying it arrives. */
 export type IdempotencyBeginResult =
-  | { readonly state: 'new' }
+  /**
+   * The key is now held for this request. A store that lets a claim lapse (a lease) names it with
+   * `claim`, which `complete` and `abandon` are then given back.
+   */
+  | { readonly state: 'new'; readonly claim?: string }
   | { readonly state: 'replay'; readonly response: StoredResponse }
   | { readonly state: 'mismatch' }
   | { readonly state: 'in-progress' };
 
 /**
  * Remembers idempotency keys. `begin` must be atomic: of two concurrent calls with a new key,
- * exactly one gets `new`.
+ * exactly one gets `new`. A claimed key stays held until `complete` or `abandon`; a store should
+ * bound how long (a lease), so that a handler that hangs, or whose process died, does not block its
+ * key for good.
  */
 export interface IdempotencyStore {
   /** Claims `key` for a request with `fingerprint`, or reports why it cannot run. */
   begin(key: string, fingerprint: string): Promise<IdempotencyBeginResult>;
-  /** Records the response of the request that claimed `key`; later requests replay it. */
-  complete(key: string, response: StoredResponse): Promise<void>;
-  /** Releases a claimed key without a response (the handler failed): the next request runs again. */
-  abandon(key: string): Promise<void>;
+  /**
+   * Records the response of the request that claimed `key`; later requests replay it. With `claim`
+   * (from `begin`), does nothing when that claim lapsed and another request holds the key.
+   */
+  complete(key: string, response: StoredResponse, claim?: string): Promise<void>;
+  /**
+   * Releases a claimed key without a response (the handler failed): the next request runs again.
+   * With `claim`, does nothing when that claim lapsed and another request holds the key.
+   */
+  abandon(key: string, claim?: string): Promise<void>;
 }
 
-/** Options of a {@link MemoryIdempotencyStore}. */
-export interface MemoryIdempotencyStoreOptions {
-  /** How long a key is remembered after it was claimed or completed. @default 86_400_000 (24 h) */
-  readonly ttlMs?: number;
-  /** Most keys kept; the oldest are forgotten first beyond it. @default 10_000 */
-  readonly maxEntries?: number;
-}
-
-export const DEFAULT_MEMORY_IDEMPOTENCY_STORE_OPTIONS = Object.freeze({
-  ttlMs: 86_400_000,
-  maxEntries: 10_000,
-});
-
-interface Entry {
-  readonly fingerprint: string;
-  response: StoredResponse | undefined;
-  expiresAt: number;
-}
-
-/**
- * An {@link IdempotencyStore} in process memory, bounded in time and size. Right for one instance;
- * several instances behind a load balancer need a shared store.
- */
-export class MemoryIdempotencyStore implements IdempotencyStore {
-  readonly #entries = new Map<string, Entry>();
-  readonly #ttlMs: number;
-  readonly #maxEntries: number;
-
-  constructor(options: MemoryIdempotencyStoreOptions = {}) {
-    this.#ttlMs = options.ttlMs ?? DEFAULT_MEMORY_IDEMPOTENCY_STORE_OPTIONS.ttlMs;
-    this.#maxEntries = options.maxEntries ?? DEFAULT_MEMORY_IDEMPOTENCY_STORE_OPTIONS.maxEntries;
-    if (!(this.#ttlMs > 0)) throw new InvalidOptionsError('ttlMs must be positive');
-    if (!Number.isInteger(this.#maxEntries) || this.#maxEntries < 1) {
-      throw new InvalidOptionsError('maxEntries must be a positive integer');
-    }
-  }
-
-  /** Keys currently remembered (expired ones included until touched or evicted). */
-  get size(): number {
-    return this.#entries.size;
-  }
-
-  async begin(key: string, fingerprint: string): Promise<IdempotencyBeginResult> {
-    const now = Date.now();
-    const entry = this.#entries.get(key);
-    if (entry !== undefined && entry.expiresAt > now) {
-      if (entry.fingerprint !== fingerprint) return { state: 'mismatch' };
-      return entry.response === undefined
-        ? { state: 'in-progress' }
-        : { state: 'replay', response: entry.response };
-    }
-    this.#entries.delete(key);
-    this.#entries.set(key, { fingerprint, response: undefined, expiresAt: now + this.#ttlMs });
-    this.#evict(now);
-    return { state: 'new' };
-  }
-
-  async complete(key: string, response: StoredResponse): Promise<void> {
-    const entry = this.#entries.get(key);
-    if (entry === undefined || entry.response !== undefined) return;
-    entry.response = response;
-    entry.expiresAt = Date.now() + this.#ttlMs;
-    // Re-inserted so that insertion order stays expiry order for eviction.
-    this.#entries.delete(key);
-    this.#entries.set(key, entry);
-  }
-
-  async abandon(key: string): Promise<void> {
-    if (this.#entries.get(key)?.response === undefined) this.#entries.delete(key);
-  }
-
-  #evict(now: number): void {
-    for (const [key, entry] of this.#entries) {
-      if (this.#entries.size <= this.#maxEntries && entry.expiresAt > now) break;
-      this.#entries.delete(key);
-    }
-  }
-}
+export {
+  DEFAULT_MEMORY_IDEMPOTENCY_STORE_OPTIONS,
+  MemoryIdempotencyStore,
+  type MemoryIdempotencyStoreOptions,
+} from './memory-idempotency-store.js';
 
 // ---------------------------------------------------------------------------------------------
 // The protocol, shared by the framework adapters
@@ -122,7 +61,16 @@ export interface IdempotencyOptions {
   readonly methods?: readonly string[];
   /** Response headers stored and replayed with the body. @default DEFAULT_REPLAYED_HEADERS */
   readonly replayHeaders?: readonly string[];
+  /**
+   * Most bytes of a body held in memory to fingerprint it when no body parser read it (a
+   * pass-through content-type parser, a multipart route, a handler reading the request stream
+   * itself): such a body is received in full before the handler runs, then handed to it unchanged.
+   * A larger one is refused with 413 (`IDEMPOTENCY_BODY_TOO_LARGE`). @default 1_048_576 (1 MiB)
+   */
+  readonly maxHeldBodyBytes?: number;
 }
+
+export const DEFAULT_MAX_HELD_BODY_BYTES = 1_048_576;
 
 export const DEFAULT_REPLAYED_HEADERS: readonly string[] = Object.freeze([
   'content-type',
@@ -153,8 +101,11 @@ export type ResponseHeaders = Readonly<Record<string, string | number | readonly
 export type IdempotencyDecision =
   /** No key, or a method whose key is not honoured: run as usual. */
   | { readonly action: 'pass' }
-  /** The key (as stored, with its scope) is claimed: run, then `finish` or `abandon` it. */
-  | { readonly action: 'run'; readonly key: string }
+  /**
+   * The key (as stored, with its scope) is claimed: run, then `finish` or `abandon` it with `claim`
+   * (`undefined` when the store does not name its claims).
+   */
+  | { readonly action: 'run'; readonly key: string; readonly claim: string | undefined }
   /** Send the stored response (with `idempotent-replayed: true`) without running the handler. */
   | { readonly action: 'replay'; readonly response: StoredResponse }
   /** Refuse with this problem (400 bad key, 409 in progress, 422 key reused for another request). */
@@ -166,7 +117,10 @@ export interface IdempotentRequest {
   /** Path and query string. */
   readonly url: string;
   readonly headers: IncomingHttpHeaders;
-  /** SHA-256 of the raw body, hex ({@link sha256Hex} of an empty string when there is none). */
+  /**
+   * SHA-256 of the raw body, hex ({@link sha256Hex} of an empty string when there is none): every
+   * byte received, whoever reads them (the adapters see to it, see `maxHeldBodyBytes`).
+   */
   readonly bodySha256: string;
   /** Whose keys these are (e.g. the authenticated account): keys of different scopes never meet. */
   readonly scope?: string | undefined;
@@ -175,18 +129,25 @@ export interface IdempotentRequest {
 /**
  * The `Idempotency-Key` protocol (as Stripe and draft-ietf-httpapi-idempotency-key-header define it)
  * without any framework: the same key with the same request replays the first response; with
- * another request it is refused with 422; while the first is running, with 409. A request that
- * failed (5xx, or no response) releases its key so that the client can retry.
+ * another request it is refused with 422; while the first is running, with 409. The key is held
+ * until the handler has answered (stored) or failed (released), even when the client left before;
+ * a handler that does neither holds it for the store's lease.
  */
 export class IdempotencyGuard {
   readonly #store: IdempotencyStore;
   readonly #methods: ReadonlySet<string>;
   readonly #replayHeaders: readonly string[];
+  /** See {@link IdempotencyOptions.maxHeldBodyBytes}. */
+  readonly maxHeldBodyBytes: number;
 
   constructor(options: IdempotencyOptions) {
     this.#store = options.store;
     this.#methods = new Set((options.methods ?? DEFAULT_IDEMPOTENT_METHODS).map((m) => m.toUpperCase()));
     this.#replayHeaders = (options.replayHeaders ?? DEFAULT_REPLAYED_HEADERS).map((h) => h.toLowerCase());
+    this.maxHeldBodyBytes = options.maxHeldBodyBytes ?? DEFAULT_MAX_HELD_BODY_BYTES;
+    if (!Number.isInteger(this.maxHeldBodyBytes) || this.maxHeldBodyBytes < 0) {
+      throw new InvalidOptionsError('maxHeldBodyBytes must be a non-negative integer');
+    }
   }
 
   /** True when the request carries a key the guard will look at (so its body must be hashed). */
@@ -212,7 +173,7 @@ export class IdempotencyGuard {
     const result = await this.#store.begin(storedKey, fingerprint);
     switch (result.state) {
       case 'new':
-        return { action: 'run', key: storedKey };
+        return { action: 'run', key: storedKey, claim: result.claim };
       case 'replay':
         return { action: 'replay', response: result.response };
       case 'mismatch':
@@ -236,25 +197,27 @@ export class IdempotencyGuard {
   }
 
   /**
-   * Ends a claimed key with the response sent: stored when it is final, released when the client
-   * should be able to try again (5xx, 408, 409, 422, 425, 429, 499).
+   * Ends a claimed key with the response the handler gave (sent or not: the client may have left):
+   * stored when it is final, released when the client should be able to try again (5xx, 408, 409,
+   * 422, 425, 429, 499).
    */
   async finish(
     key: string,
     status: number,
     headers: ResponseHeaders,
     body: string | Uint8Array | undefined,
+    claim?: string,
   ): Promise<void> {
     if (!isReplayableStatus(status)) {
-      await this.#store.abandon(key);
+      await this.#store.abandon(key, claim);
       return;
     }
-    await this.#store.complete(key, this.#toStored(status, headers, body));
+    await this.#store.complete(key, this.#toStored(status, headers, body), claim);
   }
 
   /** Releases a claimed key without a response. */
-  abandon(key: string): Promise<void> {
-    return this.#store.abandon(key);
+  abandon(key: string, claim?: string): Promise<void> {
+    return this.#store.abandon(key, claim);
   }
 
   #toStored(status: number, headers: ResponseHeaders, body: string | Uint8Array | undefined): StoredResponse {

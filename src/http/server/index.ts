@@ -1,3 +1,4 @@
+export { ferryClientErrors } from './client-errors.js';
 export {
   type FerryContextOptions,
   type FerryErrorsOptions,
@@ -11,6 +12,11 @@ export {
   ferryNotFound,
 } from './express.js';
 export { type FerryFastifyOptions, ferryFastify } from './fastify.js';
+export {
+  type FerryFastifyServerOptions,
+  type FerryFastifyServerSettings,
+  ferryFastifyOptions,
+} from './fastify-errors.js';
 export {
   type BreakerSource,
   createHealth,
@@ -66,6 +72,7 @@ export {
   childTraceparent,
   DEFAULT_REQUEST_CONTEXT_OPTIONS,
   DeadlineExceededError,
+  type DeadlineOptions,
   deadlinePassed,
   isClientDisconnectedError,
   isDeadlineExceededError,
@@ -78,6 +85,8 @@ export {
   parseTraceparent,
   type RequestContext,
   type RequestContextOptions,
+  type RequestHeaderOptions,
   type RequestScope,
+  requestContextOptionsOf,
   type Traceparent,
 } from './request-context.js';

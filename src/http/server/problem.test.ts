@@ -8,8 +8,13 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { currentContext } from '../../context/context.js';
 import { FerryError } from '../../errors/ferry-error.js';
-import { BulkheadFullError, CircuitOpenError, TimeoutError } from '../../resilience/errors.js';
-import { HttpError } from '../errors.js';
+import {
+  BulkheadFullError,
+  CircuitOpenError,
+  RetryBudgetExhaustedError,
+  TimeoutError,
+} from '../../resilience/errors.js';
+import { HttpError, InvalidResponseBodyError } from '../errors.js';
 import { ferryContext, ferryErrors, ferryNotFound } from './express.js';
 import { ferryFastify } from './fastify.js';
 import { listenFastify, listenNode } from './fixtures/listen.js';
@@ -20,6 +25,7 @@ import {
   type ProblemLogger,
   problem,
   problemFromError,
+  RequestValidationError,
   validateRequest,
 } from './problem.js';
 
@@ -63,6 +69,8 @@ const THROWN: Record<string, () => Error> = {
   '/dep-full': () => new BulkheadFullError(10, 0),
   '/dep-503': () => upstreamHttpError(503, 2000),
   '/dep-404': () => upstreamHttpError(404),
+  // The handler's own answer that the service is unavailable: the caller may well retry that one.
+  '/own-503': () => new HttpProblemError(503, undefined, { headers: { 'retry-after': '3' } }),
 };
 
 function upstreamHttpError(status: number, retryAfterMs?: number): Error {
@@ -212,6 +220,53 @@ describe('problem documents', () => {
     expect(mapped.status).toBe(404);
     expect(mapped.problem).toMatchObject({ title: 'Order not found', instance: '/p', correlationId: 'c1' });
     expect(logger.entries).toHaveLength(1);
+  });
+
+  it('tells callers not to retry every answer to a failed dependency call, and no other answer', () => {
+    const logger = new RecordingLogger();
+    const req = { method: 'GET', path: '/p', context: { correlationId: 'c1' } };
+    const dependencyFailures: [Error, number][] = [
+      [new TimeoutError(2000, 'GET /x'), 504],
+      [new CircuitOpenError('payments', Date.now() + 4500), 503],
+      [new CircuitOpenError('payments'), 503],
+      [new BulkheadFullError(10, 0), 503],
+      [new RetryBudgetExhaustedError(3, new Error('503')), 503],
+      [upstreamHttpError(503, 2000), 503],
+      [upstreamHttpError(503), 503],
+      [upstreamHttpError(504), 504],
+      [upstreamHttpError(404), 502],
+      [upstreamHttpError(500), 502],
+      [new InvalidResponseBodyError('GET /x', 200, '<html>'), 502],
+      [new FerryError('RESPONSE_TOO_LARGE', 'over 1 MiB'), 502],
+    ];
+    for (const [error, status] of dependencyFailures) {
+      const answer = problemFromError(error, req, { logger });
+      expect(answer.status, error.message).toBe(status);
+      expect(answer.headers['x-ferry-no-retry'], error.message).toBe('1');
+    }
+    // Retry-After stays where it was.
+    expect(problemFromError(upstreamHttpError(503, 2000), req, { logger }).headers['retry-after']).toBe('2');
+    expect(
+      problemFromError(new CircuitOpenError('p'), req, { logger }).headers['retry-after'],
+    ).toBeUndefined();
+
+    const others: Error[] = [
+      new HttpProblemError(503, undefined, { headers: { 'retry-after': '5' } }),
+      new HttpProblemError(504),
+      new RequestValidationError([{ path: 'a', message: 'required' }]),
+      new Error('crash'),
+      new FerryError('SOMETHING_INTERNAL', 'x'),
+    ];
+    for (const error of others) {
+      expect(
+        problemFromError(error, req, { logger }).headers['x-ferry-no-retry'],
+        error.message,
+      ).toBeUndefined();
+    }
+    const late = { ...req, context: { correlationId: 'c1', deadline: Date.now() - 1 } };
+    const ownDeadline = problemFromError(new Error('aborted'), late, { logger });
+    expect(ownDeadline.status).toBe(504);
+    expect(ownDeadline.headers['x-ferry-no-retry']).toBeUndefined();
   });
 
   it('validateRequest returns the output or throws RequestValidationError with paths', async () => {
@@ -371,11 +426,21 @@ describe.each(harnesses)('problems from $name', (harness) => {
       expect(res.headers['content-type']).toBe('application/problem+json');
       expect(res.body).toMatchObject({ status, code, instance: path });
       expect(res.headers['retry-after'], path).toBe(retryAfter);
+      // The client in this service already retried: callers further up must not multiply it.
+      expect(res.headers['x-ferry-no-retry'], path).toBe('1');
       expect(res.text).not.toContain('10.0.0.7');
       expect(res.text).not.toContain('hunter2');
     }
     expect(logger.entries.map((e) => e.fields?.path)).toEqual(expected.map(([path]) => path));
     expect(String(logger.entries[0]?.fields?.error)).toContain('10.0.0.7');
+  });
+
+  it("leaves a handler's own 503 retryable", async () => {
+    await start();
+    const res = await call(`${url}/own-503`);
+    expect(res.status).toBe(503);
+    expect(res.headers['retry-after']).toBe('3');
+    expect(res.headers['x-ferry-no-retry']).toBeUndefined();
   });
 
   it('answers 500 without the message or stack, and logs them with the correlation id', async () => {

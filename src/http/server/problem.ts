@@ -4,6 +4,7 @@ import { errorGuard, FerryError, InvalidOptionsError, isFerryError } from '../..
 import { toValidationIssues } from '../../messaging/contracts.js';
 import type { ValidationIssue } from '../../messaging/errors.js';
 import type { StandardSchemaV1 } from '../../messaging/standard-schema.js';
+import { HTTP_HEADER } from '../headers.js';
 import { deadlinePassed, isClientDisconnectedError } from './request-context.js';
 
 /** An RFC 9457 problem document as the server sends it. */
@@ -267,6 +268,10 @@ export function problemFromError(
  * request that made it: 504 when it timed out, 503 when a breaker, bulkhead or retry budget refused
  * it (with Retry-After when the breaker says when), 502 when the other service answered badly. The
  * detail names no service: the problem goes to the caller, the log line to the operator.
+ *
+ * Every such answer carries `x-ferry-no-retry: 1`: the client of this service already retried the
+ * call as far as its policy allowed, and a caller retrying too would multiply the attempts at each
+ * hop (3 attempts over 3 services: 9 calls to the last one).
  */
 function dependencyProblem(error: unknown, extra: ProblemExtra): ProblemResponse | undefined {
   if (!isFerryError(error)) return undefined;
@@ -312,16 +317,21 @@ const DEPENDENCY_DETAIL = {
   504: 'A service this request needs did not answer in time.',
 } as const;
 
-/** The answer to a failed dependency call, with `Retry-After` (whole seconds, at least 1) when there is a wait to suggest. */
+/**
+ * The answer to a failed dependency call: marked not to be retried, with `Retry-After` (whole
+ * seconds, at least 1) when there is a wait to suggest.
+ */
 function dependencyAnswer(
   status: keyof typeof DEPENDENCY_DETAIL,
   code: string,
   extra: ProblemExtra,
   waitMs?: number,
 ): ProblemResponse {
+  const headers: Record<string, string> = { [HTTP_HEADER.noRetry]: '1' };
+  if (waitMs !== undefined) headers['retry-after'] = String(Math.max(1, Math.ceil(waitMs / 1000)));
   return {
     status,
-    headers: waitMs === undefined ? {} : { 'retry-after': String(Math.max(1, Math.ceil(waitMs / 1000))) },
+    headers,
     problem: problem(status, undefined, { ...extra, code, detail: DEPENDENCY_DETAIL[status] }),
   };
 }

@@ -11,15 +11,15 @@ import { ferryContext, ferryErrors } from './express.js';
 import { ferryFastify } from './fastify.js';
 import { listenFastify, listenNode } from './fixtures/listen.js';
 import {
-  childTraceparent,
   isClientDisconnectedError,
   isDeadlineExceededError,
   isValidCorrelationId,
-  newTraceparent,
   openRequestScope,
   parseRequestHeaders,
   parseTraceparent,
+  type RequestContextOptions,
   type RequestScope,
+  requestContextOptionsOf,
 } from './request-context.js';
 
 const UUIDV7 = /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
@@ -95,50 +95,51 @@ describe('parseRequestHeaders', () => {
   });
 });
 
-describe('traceparent', () => {
-  it('validates the W3C format', () => {
-    expect(parseTraceparent(INCOMING)).toEqual({
-      version: '00',
-      traceId: '4bf92f3577b34da6a3ce929d0e0e4736',
-      parentId: '00f067aa0ba902b7',
-      flags: '01',
-    });
-    const invalid = [
-      '01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01', // unknown version
-      'ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01',
-      '00-00000000000000000000000000000000-00f067aa0ba902b7-01', // zero trace id
-      '00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01', // zero parent id
-      '00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01', // upper case
-      '00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01', // short trace id
-      '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1',
-      `${INCOMING}-extra`,
-    ];
-    for (const value of invalid) expect(parseTraceparent(value), value).toBeUndefined();
+describe('deadline trust', () => {
+  it('raises a deadline shorter than minDeadlineMs to it, an expired one included', () => {
+    const options = { minDeadlineMs: 2000 };
+    expect(parseRequestHeaders({ 'x-deadline-ms': '150' }, options, 0).deadline).toBe(2000);
+    expect(parseRequestHeaders({ 'x-deadline-ms': '0' }, options, 0).deadline).toBe(2000);
+    expect(parseRequestHeaders({ 'x-deadline-ms': '5000' }, options, 0).deadline).toBe(5000);
+    expect(parseRequestHeaders({ 'x-deadline-ms': 'soon' }, options, 0).deadline).toBeUndefined();
+    expect(parseRequestHeaders({}, options, 0).deadline).toBeUndefined();
+    // Without a minimum, the caller's deadline stands as today.
+    expect(parseRequestHeaders({ 'x-deadline-ms': '150' }, {}, 0).deadline).toBe(150);
   });
 
-  it('creates a child with the same trace id and flags and a new parent id', () => {
-    const child = childTraceparent('00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00');
-    const parsed = parseTraceparent(child);
-    expect(parsed?.traceId).toBe('4bf92f3577b34da6a3ce929d0e0e4736');
-    expect(parsed?.parentId).not.toBe('00f067aa0ba902b7');
-    expect(parsed?.flags).toBe('00');
-    expect(childTraceparent(child)).not.toBe(child);
+  it('ignores x-deadline-ms from a caller that is not trusted', () => {
+    expect(
+      parseRequestHeaders({ 'x-deadline-ms': '150' }, { trustDeadline: false }, 0).deadline,
+    ).toBeUndefined();
+    expect(parseRequestHeaders({ 'x-deadline-ms': '150' }, { trustDeadline: true }, 0).deadline).toBe(150);
   });
 
-  it('starts a new trace when there is none to continue', () => {
-    const a = newTraceparent();
-    const b = childTraceparent('garbage');
-    expect(a).toMatch(TRACEPARENT);
-    expect(b).toMatch(TRACEPARENT);
-    expect(parseTraceparent(a)?.traceId).not.toBe(parseTraceparent(b)?.traceId);
+  it('refuses bounds that cannot work', () => {
+    expect(() => requestContextOptionsOf({ minDeadlineMs: 5000, maxDeadlineMs: 1000 })).toThrow(
+      /minDeadlineMs/,
+    );
+    expect(() => requestContextOptionsOf({ minDeadlineMs: 4_000_000 })).toThrow(/maxDeadlineMs/);
+    expect(() => requestContextOptionsOf({ minDeadlineMs: -1 })).toThrow(/non-negative/);
+    expect(() => requestContextOptionsOf({ maxDeadlineMs: 1.5 })).toThrow(/non-negative integer/);
+    expect(() => requestContextOptionsOf({ trustDeadline: 'yes' as never })).toThrow(/trustDeadline/);
+    expect(() => ferryFastify(Fastify(), { minDeadlineMs: 10, maxDeadlineMs: 5 })).toThrow(/minDeadlineMs/);
+    expect(() => ferryContext({ minDeadlineMs: 10, maxDeadlineMs: 5 })).toThrow(/minDeadlineMs/);
+    expect(requestContextOptionsOf({ minDeadlineMs: 100, logger: console } as RequestContextOptions)).toEqual(
+      {
+        minDeadlineMs: 100,
+      },
+    );
   });
 });
 
 describe('openRequestScope', () => {
-  async function serve(onScope: (scope: RequestScope) => Promise<void> | void): Promise<string> {
+  async function serve(
+    onScope: (scope: RequestScope) => Promise<void> | void,
+    options: RequestContextOptions = {},
+  ): Promise<string> {
     return listen(
       createServer((req, res) => {
-        const scope = openRequestScope(req, res);
+        const scope = openRequestScope(req, res, options);
         void Promise.resolve(onScope(scope)).then(() => {
           if (!res.destroyed) res.end('done');
         });
@@ -167,6 +168,44 @@ describe('openRequestScope', () => {
     await (await request(url, { headers: { 'x-deadline-ms': '0' } })).body.text();
     expect(seen?.expired).toBe(true);
     expect(seen?.context.signal.aborted).toBe(true);
+  });
+
+  it('asks trustDeadline about each request, and applies the minimum to trusted ones', async () => {
+    const seen: (number | undefined)[] = [];
+    const url = await serve(
+      ({ context }) => {
+        seen.push(context.deadline === undefined ? undefined : context.deadline - Date.now());
+      },
+      { trustDeadline: (req) => req.headers['x-caller'] === 'inside', minDeadlineMs: 1000 },
+    );
+    await (await request(url, { headers: { 'x-deadline-ms': '0', 'x-caller': 'inside' } })).body.text();
+    await (await request(url, { headers: { 'x-deadline-ms': '0', 'x-caller': 'outside' } })).body.text();
+    await (await request(url, { headers: { 'x-deadline-ms': '0' } })).body.text();
+    expect(seen[0]).toBeGreaterThan(900);
+    expect(seen[0]).toBeLessThanOrEqual(1000);
+    expect(seen.slice(1)).toEqual([undefined, undefined]);
+  });
+
+  it('gives a signal that any number of calls may listen to without a leak warning', async () => {
+    const warnings: Error[] = [];
+    const onWarning = (warning: Error) => warnings.push(warning);
+    process.on('warning', onWarning);
+    try {
+      const url = await serve(
+        async ({ context }) => {
+          // What a handler does when it passes its signal to many concurrent calls.
+          await Promise.all(
+            Array.from({ length: 50 }, () => Promise.race([once(context.signal, 'abort'), sleep(5)])),
+          );
+        },
+        { maxDeadlineMs: 10_000 },
+      );
+      await (await request(url, { headers: { 'x-deadline-ms': '5000' } })).body.text();
+      await sleep(10); // warnings are emitted on the next tick
+    } finally {
+      process.off('warning', onWarning);
+    }
+    expect(warnings.filter((w) => w.name === 'MaxListenersExceededWarning')).toEqual([]);
   });
 
   it('aborts the signal when the client disconnects, not when the response completes', async () => {

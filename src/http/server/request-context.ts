@@ -1,21 +1,81 @@
+import { setMaxListeners } from 'node:events';
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import type { FerryContext } from '../../context/context.js';
-import { asciiOf, writeAscii, writeRandomHex } from '../../context/random.js';
-import { errorGuard, FerryError } from '../../errors/ferry-error.js';
+import { errorGuard, FerryError, InvalidOptionsError } from '../../errors/ferry-error.js';
 import { uuidv7 } from '../../messaging/message-id.js';
 import { HTTP_HEADER } from '../headers.js';
+import { childTraceparent } from './traceparent.js';
 
-/** Options of the request context the server middleware opens around each request. */
-export interface RequestContextOptions {
+// Re-exported: the trace context was first defined here, and callers import it from here.
+export { childTraceparent, newTraceparent, parseTraceparent, type Traceparent } from './traceparent.js';
+
+/** How an incoming `x-deadline-ms` is honoured, once it is known whether the caller is trusted. */
+export interface DeadlineOptions {
   /**
    * Longest deadline honoured from `x-deadline-ms`; longer ones are shortened to it, so that a
    * careless caller cannot pin a request (and its timers) for days.
    * @default 3_600_000 (one hour)
    */
   readonly maxDeadlineMs?: number;
+  /**
+   * Shortest deadline honoured from `x-deadline-ms`; shorter ones (`0` included) are raised to it.
+   * The deadline becomes the ambient one that `ServiceClient` honours, so without a floor any caller
+   * can make this service's own outgoing calls time out by sending a tiny one.
+   * @default 0 (the caller's deadline as sent)
+   */
+  readonly minDeadlineMs?: number;
 }
 
-export const DEFAULT_REQUEST_CONTEXT_OPTIONS = Object.freeze({ maxDeadlineMs: 3_600_000 });
+/** Options of the request context the server middleware opens around each request. */
+export interface RequestContextOptions extends DeadlineOptions {
+  /**
+   * Whether to honour the caller's `x-deadline-ms`: `false` ignores it from everyone (a service
+   * exposed to clients you do not control), a function decides per request (e.g. only callers inside
+   * the cluster, or with a client certificate). An ignored deadline is as if none was sent.
+   * @default true
+   */
+  readonly trustDeadline?: boolean | ((req: IncomingMessage) => boolean);
+}
+
+export const DEFAULT_REQUEST_CONTEXT_OPTIONS = Object.freeze({
+  maxDeadlineMs: 3_600_000,
+  minDeadlineMs: 0,
+  trustDeadline: true,
+});
+
+/**
+ * The request context options among `options` (which may hold other middleware options), checked:
+ * what the adapters pass to {@link openRequestScope}. Throws an {@link InvalidOptionsError} for a
+ * negative or non-integer bound, or a minimum above the maximum.
+ */
+export function requestContextOptionsOf(options: RequestContextOptions): RequestContextOptions {
+  const { maxDeadlineMs, minDeadlineMs, trustDeadline } = options;
+  for (const [name, value] of [
+    ['maxDeadlineMs', maxDeadlineMs],
+    ['minDeadlineMs', minDeadlineMs],
+  ] as const) {
+    if (value !== undefined && (!Number.isSafeInteger(value) || value < 0)) {
+      throw new InvalidOptionsError(`${name} must be a non-negative integer, got ${value}`);
+    }
+  }
+  const max = maxDeadlineMs ?? DEFAULT_REQUEST_CONTEXT_OPTIONS.maxDeadlineMs;
+  const min = minDeadlineMs ?? DEFAULT_REQUEST_CONTEXT_OPTIONS.minDeadlineMs;
+  if (min > max) {
+    throw new InvalidOptionsError(`minDeadlineMs (${min}) must not be above maxDeadlineMs (${max})`);
+  }
+  if (
+    trustDeadline !== undefined &&
+    typeof trustDeadline !== 'boolean' &&
+    typeof trustDeadline !== 'function'
+  ) {
+    throw new InvalidOptionsError('trustDeadline must be a boolean or a function of the request');
+  }
+  return {
+    ...(maxDeadlineMs === undefined ? {} : { maxDeadlineMs }),
+    ...(minDeadlineMs === undefined ? {} : { minDeadlineMs }),
+    ...(trustDeadline === undefined ? {} : { trustDeadline }),
+  };
+}
 
 /** The context of a request being served: always carries a trace and a signal. */
 export interface RequestContext extends FerryContext {
@@ -53,75 +113,17 @@ export function isValidCorrelationId(value: unknown): value is string {
 }
 
 // ---------------------------------------------------------------------------------------------
-// W3C trace context
-
-/** The fields of a `traceparent` header (W3C Trace Context, version 00). */
-export interface Traceparent {
-  readonly version: string;
-  /** 32 lowercase hex digits, not all zeros. */
-  readonly traceId: string;
-  /** 16 lowercase hex digits, not all zeros: the span that sent the request. */
-  readonly parentId: string;
-  /** 2 hex digits; bit 0 is "sampled". */
-  readonly flags: string;
-}
-
-const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
-const ZERO_TRACE_ID = '0'.repeat(32);
-const ZERO_PARENT_ID = '0'.repeat(16);
-
-/** Parses a version-00 `traceparent`; `undefined` when it is missing or malformed. */
-export function parseTraceparent(value: unknown): Traceparent | undefined {
-  if (typeof value !== 'string') return undefined;
-  const match = TRACEPARENT.exec(value);
-  if (!match) return undefined;
-  const [, traceId, parentId, flags] = match as unknown as [string, string, string, string];
-  if (traceId === ZERO_TRACE_ID || parentId === ZERO_PARENT_ID) return undefined;
-  return { version: '00', traceId, parentId, flags };
-}
-
-/**
- * Starts a new trace: random trace id and span id. It is marked sampled so that downstream services
- * with parent-based sampling keep the spans of a trace that started here.
- */
-export function newTraceparent(): string {
-  // Assembled in one flat string: it goes straight into a request's header block.
-  writeAscii('00-', 0);
-  writeRandomHex(16, 3);
-  writeAscii('-', 35);
-  writeRandomHex(8, 36);
-  writeAscii('-01', 52);
-  return asciiOf(55);
-}
-
-/**
- * The `traceparent` of a child span: same trace id and flags, new span id. Use it for each outgoing
- * call. A missing or malformed parent starts a new trace instead.
- *
- * @example
- * headers.traceparent = childTraceparent(currentContext()?.traceparent ?? '');
- */
-export function childTraceparent(traceparent: string): string {
-  const parent = parseTraceparent(traceparent);
-  if (!parent) return newTraceparent();
-  writeAscii('00-', 0);
-  writeAscii(parent.traceId, 3);
-  writeAscii('-', 35);
-  writeRandomHex(8, 36);
-  writeAscii('-', 52);
-  writeAscii(parent.flags, 53);
-  return asciiOf(55);
-}
-
-// ---------------------------------------------------------------------------------------------
 // Deadline
 
 const DEADLINE_MS = /^\d{1,15}$/;
 
-/** Milliseconds left from `x-deadline-ms`, capped at `max`; `undefined` when missing or malformed. */
-export function parseDeadlineMs(value: unknown, max: number): number | undefined {
+/**
+ * Milliseconds left from `x-deadline-ms`, capped at `max` and raised to `min`; `undefined` when
+ * missing or malformed.
+ */
+export function parseDeadlineMs(value: unknown, max: number, min = 0): number | undefined {
   if (typeof value !== 'string' || !DEADLINE_MS.test(value)) return undefined;
-  return Math.min(Number(value), max);
+  return Math.max(min, Math.min(Number(value), max));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -141,20 +143,32 @@ export interface ParsedRequestHeaders {
   readonly deadline?: number;
 }
 
+/** Options of {@link parseRequestHeaders}: the deadline bounds, and whether this caller is trusted. */
+export interface RequestHeaderOptions extends DeadlineOptions {
+  /** Honour `x-deadline-ms`; `false` reads the headers as if it was not sent. @default true */
+  readonly trustDeadline?: boolean;
+}
+
 /**
  * Reads correlation id, trace context and deadline from request headers, generating what is missing
  * or malformed. Pure: no timers, no signal.
  */
 export function parseRequestHeaders(
   headers: IncomingHttpHeaders,
-  options: RequestContextOptions = {},
+  options: RequestHeaderOptions = {},
   now: number = Date.now(),
 ): ParsedRequestHeaders {
-  const maxDeadlineMs = options.maxDeadlineMs ?? DEFAULT_REQUEST_CONTEXT_OPTIONS.maxDeadlineMs;
   const incomingId = header(headers, HTTP_HEADER.correlationId);
   const correlationId = isValidCorrelationId(incomingId) ? incomingId : uuidv7();
   const traceparent = childTraceparent(header(headers, HTTP_HEADER.traceparent) ?? '');
-  const remaining = parseDeadlineMs(header(headers, HTTP_HEADER.deadline), maxDeadlineMs);
+  const remaining =
+    options.trustDeadline === false
+      ? undefined
+      : parseDeadlineMs(
+          header(headers, HTTP_HEADER.deadline),
+          options.maxDeadlineMs ?? DEFAULT_REQUEST_CONTEXT_OPTIONS.maxDeadlineMs,
+          options.minDeadlineMs ?? DEFAULT_REQUEST_CONTEXT_OPTIONS.minDeadlineMs,
+        );
   return remaining === undefined
     ? { correlationId, traceparent }
     : { correlationId, traceparent, deadline: now + remaining };
@@ -173,7 +187,8 @@ export interface RequestScope {
  * Opens the context of one request: parses its headers and creates a signal that aborts when the
  * deadline passes ({@link DeadlineExceededError}) or the client goes away before the response is
  * complete ({@link ClientDisconnectedError}). The deadline timer is cleared when the response
- * closes, so nothing outlives the exchange.
+ * closes, so nothing outlives the exchange. The signal takes any number of listeners: a handler
+ * passes it to every call it makes, often more than Node's default warning threshold of 10.
  */
 export function openRequestScope(
   req: IncomingMessage,
@@ -181,8 +196,18 @@ export function openRequestScope(
   options: RequestContextOptions = {},
 ): RequestScope {
   const now = Date.now();
-  const parsed = parseRequestHeaders(req.headers, options, now);
+  const trust = options.trustDeadline ?? DEFAULT_REQUEST_CONTEXT_OPTIONS.trustDeadline;
+  const parsed = parseRequestHeaders(
+    req.headers,
+    {
+      ...(options.maxDeadlineMs === undefined ? {} : { maxDeadlineMs: options.maxDeadlineMs }),
+      ...(options.minDeadlineMs === undefined ? {} : { minDeadlineMs: options.minDeadlineMs }),
+      trustDeadline: typeof trust === 'function' ? trust(req) : trust,
+    },
+    now,
+  );
   const controller = new AbortController();
+  setMaxListeners(0, controller.signal);
   let timer: NodeJS.Timeout | undefined;
   const expired = parsed.deadline !== undefined && parsed.deadline <= now;
   if (parsed.deadline !== undefined) {

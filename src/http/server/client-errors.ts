@@ -1,0 +1,59 @@
+import { STATUS_CODES } from 'node:http';
+import type { Server } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { PROBLEM_CONTENT_TYPE } from '../headers.js';
+import { problem, renderProblem } from './problem.js';
+
+/** What Node's HTTP parser refuses, by error code, and the status Node itself answers it with. */
+const CLIENT_ERRORS: Readonly<Record<string, { readonly status: number; readonly detail: string }>> = {
+  HPE_HEADER_OVERFLOW: { status: 431, detail: 'The request headers are larger than this server accepts.' },
+  HPE_CHUNK_EXTENSIONS_OVERFLOW: {
+    status: 413,
+    detail: 'The chunk extensions of the request body are larger than this server accepts.',
+  },
+  ERR_HTTP_REQUEST_TIMEOUT: { status: 408, detail: 'The request did not arrive in time.' },
+};
+const MALFORMED = { status: 400, detail: 'The request is not valid HTTP/1.1.' };
+
+const installed = new WeakSet<Server>();
+
+/**
+ * Answers what Node's HTTP parser refuses before any framework sees the request (headers too large
+ * 431, a malformed request or a body cut short 400, a request too slow to arrive 408) with an
+ * `application/problem+json` document, as every other error answer, instead of Node's empty answer
+ * (or Fastify's plain JSON). The response is written on the raw socket when it is still writable
+ * and no response to an earlier request on it has started, then the connection is closed, as Node
+ * does. Its listener runs before the server's other `clientError` listeners, which then find the
+ * socket closed. Calling it again on the same server does nothing.
+ *
+ * `ferryFastify` installs it on `app.server`; with Express, call it on the server you create.
+ *
+ * @example
+ * const server = http.createServer(app);
+ * ferryClientErrors(server);
+ */
+export function ferryClientErrors(server: Server): void {
+  if (installed.has(server)) return;
+  installed.add(server);
+  server.prependListener('clientError', (error: NodeJS.ErrnoException, socket: Duplex) => {
+    // A reset connection has nobody left to answer.
+    if (error.code !== 'ECONNRESET' && socket.writable && !responseStarted(socket)) {
+      const { status, detail } = CLIENT_ERRORS[error.code ?? ''] ?? MALFORMED;
+      const body = renderProblem(problem(status, undefined, { detail }));
+      socket.write(
+        `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\n` +
+          `content-type: ${PROBLEM_CONTENT_TYPE}\r\n` +
+          `content-length: ${Buffer.byteLength(body)}\r\n` +
+          'connection: close\r\n\r\n' +
+          body,
+      );
+    }
+    socket.destroy(error);
+  });
+}
+
+/** Node's own test before it writes its error answer: a response already on the wire would be corrupted. */
+function responseStarted(socket: Duplex): boolean {
+  const current = (socket as { _httpMessage?: { headersSent?: boolean } })._httpMessage;
+  return current?.headersSent === true;
+}

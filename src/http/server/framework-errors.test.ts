@@ -1,0 +1,342 @@
+import { createServer } from 'node:http';
+import express from 'express';
+import Fastify, { type FastifyInstance } from 'fastify';
+import type { ConstraintStrategy, HTTPVersion } from 'find-my-way';
+import { afterEach, describe, expect, it } from 'vitest';
+import { ferryClientErrors, ferryContext, ferryErrors, ferryNotFound } from './express.js';
+import { ferryFastify, ferryFastifyOptions } from './fastify.js';
+import { listenFastify, listenNode } from './fixtures/listen.js';
+import { type RawAnswer, sendRaw } from './fixtures/raw-http.js';
+import type { ProblemLogger } from './problem.js';
+
+const closers: (() => Promise<unknown>)[] = [];
+afterEach(async () => {
+  for (const close of closers.splice(0)) await close();
+});
+
+class RecordingLogger implements ProblemLogger {
+  readonly entries: string[] = [];
+  error(message: string): void {
+    this.entries.push(message);
+  }
+}
+
+/** An async route constraint whose strategy fails: Fastify reports it through `frameworkErrors`. */
+const failingConstraint = {
+  name: 'tenant',
+  mustMatchWhenDerived: true,
+  storage() {
+    const handlers = new Map<string, unknown>();
+    return {
+      get: (value: string) => (handlers.get(value) ?? null) as never,
+      set: (value: string, handler: unknown) => {
+        handlers.set(value, handler);
+      },
+    };
+  },
+  deriveConstraint(_req: unknown, _ctx: unknown, done: (error: Error | null, value?: string) => void) {
+    done(new Error('tenant lookup failed'));
+  },
+  validate() {},
+};
+
+interface Harness {
+  readonly name: 'fastify' | 'express';
+  start(logger: ProblemLogger): Promise<string>;
+}
+
+const harnesses: Harness[] = [
+  {
+    name: 'fastify',
+    async start(logger) {
+      const options = { logger };
+      const app: FastifyInstance = Fastify({ ...ferryFastifyOptions(options), bodyLimit: 1024 });
+      ferryFastify(app, options);
+      app.get('/orders/:id', async (request) => request.params);
+      app.get('/static', async () => ({ ok: true }));
+      app.post('/orders', async (request) => request.body);
+      return listenFastify(app, closers);
+    },
+  },
+  {
+    name: 'express',
+    async start(logger) {
+      const app = express();
+      app.use(ferryContext());
+      // Something that sets the request's encoding before the body parser: a server-side mistake.
+      app.use('/encoded', (req, _res, next) => {
+        req.setEncoding('utf8');
+        next();
+      });
+      app.use(express.json({ limit: 1024 }));
+      app.get('/orders/:id', (req, res) => {
+        res.json(req.params);
+      });
+      app.post(['/orders', '/encoded'], (req, res) => {
+        res.json(req.body);
+      });
+      app.use(ferryNotFound());
+      app.use(ferryErrors({ logger }));
+      const server = createServer(app);
+      ferryClientErrors(server);
+      return listenNode(server, closers);
+    },
+  },
+];
+
+function post(path: string, headers: Record<string, string | number>, body = ''): string {
+  const lines = Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`);
+  return `POST ${path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n${lines.join('')}\r\n${body}`;
+}
+
+const get = (path: string, extra = '') =>
+  `GET ${path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n${extra}\r\n`;
+
+function expectProblem(answer: RawAnswer, status: number): Record<string, unknown> {
+  expect(answer.status).toBe(status);
+  expect(answer.headers['content-type']).toBe('application/problem+json');
+  const body = JSON.parse(answer.body) as Record<string, unknown>;
+  expect(body).toMatchObject({ type: 'about:blank', status });
+  return body;
+}
+
+describe.each(harnesses)('framework errors from $name, on a raw connection', (harness) => {
+  let url: string;
+  let logger: RecordingLogger;
+
+  async function start(): Promise<void> {
+    logger = new RecordingLogger();
+    url = await harness.start(logger);
+  }
+
+  it('answers a path parameter that is not valid percent-encoding with 400', async () => {
+    await start();
+    const answer = await sendRaw(url, get('/orders/%E0%A4%A', 'x-correlation-id: bad-url\r\n'));
+    const body = expectProblem(answer, 400);
+    expect(body).toMatchObject({
+      title: 'Bad Request',
+      detail: 'The request path is not valid percent-encoding.',
+      correlationId: 'bad-url',
+    });
+    expect(answer.headers['x-correlation-id']).toBe('bad-url');
+    // The path still works when it is valid.
+    expect((await sendRaw(url, get('/orders/%E2%82%AC'))).status).toBe(200);
+    expect(logger.entries).toEqual([]);
+  });
+
+  it('answers headers larger than the server accepts with 431', async () => {
+    await start();
+    const answer = await sendRaw(url, get('/orders/1', `x-big: ${'a'.repeat(20_000)}\r\n`));
+    expectProblem(answer, 431);
+  });
+
+  it('answers a request that is not HTTP with 400', async () => {
+    await start();
+    expectProblem(await sendRaw(url, 'HELLO THERE\r\n\r\n'), 400);
+    expectProblem(await sendRaw(url, post('/orders', { 'content-length': 'abc' })), 400);
+  });
+
+  it('answers a body cut short by the client with 400', async () => {
+    await start();
+    const answer = await sendRaw(
+      url,
+      post('/orders', { 'content-type': 'application/json', 'content-length': 100 }, '{"sku":'),
+      { halfClose: true },
+    );
+    expectProblem(answer, 400);
+  });
+
+  it('answers malformed JSON with 400', async () => {
+    await start();
+    const body = '{"sku":';
+    const answer = await sendRaw(
+      url,
+      post('/orders', { 'content-type': 'application/json', 'content-length': body.length }, body),
+    );
+    expect(expectProblem(answer, 400)).toMatchObject({ detail: 'The request body is not valid JSON.' });
+  });
+
+  it('answers a body over the limit with 413', async () => {
+    await start();
+    const body = JSON.stringify({ sku: 'x'.repeat(5000) });
+    const answer = await sendRaw(
+      url,
+      post('/orders', { 'content-type': 'application/json', 'content-length': body.length }, body),
+    );
+    expectProblem(answer, 413);
+  });
+
+  it('answers a body it cannot read with 415', async () => {
+    await start();
+    const answer =
+      harness.name === 'fastify'
+        ? await sendRaw(url, post('/orders', { 'content-type': 'text/xml', 'content-length': 2 }, '<a'))
+        : await sendRaw(
+            url,
+            post(
+              '/orders',
+              { 'content-type': 'application/json', 'content-encoding': 'br2', 'content-length': 2 },
+              '{}',
+            ),
+          );
+    expectProblem(answer, 415);
+    const charset = await sendRaw(
+      url,
+      post('/orders', { 'content-type': 'application/json; charset=klingon', 'content-length': 2 }, '{}'),
+    );
+    // Fastify reads JSON as UTF-8 whatever the charset says; body-parser refuses what it cannot decode.
+    if (harness.name === 'express') expectProblem(charset, 415);
+    else expect(charset.status).toBe(200);
+  });
+});
+
+describe('fastify framework errors', () => {
+  let logger: RecordingLogger;
+  let url: string;
+
+  async function start(): Promise<void> {
+    logger = new RecordingLogger();
+    url = await harnesses[0]!.start(logger);
+  }
+
+  it('answers bad percent-encoding outside a parameter and a parameter too long', async () => {
+    await start();
+    expectProblem(await sendRaw(url, get('/static%E0%A4%A')), 400);
+    const long = expectProblem(await sendRaw(url, get(`/orders/${'a'.repeat(200)}`)), 414);
+    expect(long).toMatchObject({ title: 'URI Too Long' });
+    expect(long.detail).toBe('A segment of the request path is longer than this server accepts.');
+  });
+
+  it('answers a failing async route constraint with 500', async () => {
+    const app = Fastify({
+      ...ferryFastifyOptions(),
+      constraints: { tenant: failingConstraint as unknown as ConstraintStrategy<HTTPVersion.V1> },
+    });
+    ferryFastify(app, { logger: new RecordingLogger() });
+    app.get('/tenants', { constraints: { tenant: 'a' } }, async () => ({ ok: true }));
+    const base = await listenFastify(app, closers);
+    expectProblem(await sendRaw(base, get('/tenants')), 500);
+  });
+
+  it('answers an empty JSON body with 400', async () => {
+    await start();
+    const answer = await sendRaw(
+      url,
+      post('/orders', { 'content-type': 'application/json', 'content-length': 0 }),
+    );
+    expectProblem(answer, 400);
+  });
+
+  it('answers a request arriving while the instance closes with 503', async () => {
+    const app = Fastify({ ...ferryFastifyOptions() });
+    ferryFastify(app, { logger: new RecordingLogger() });
+    let release = () => {};
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    let entered = () => {};
+    const inside = new Promise<void>((resolve) => {
+      entered = resolve;
+    });
+    app.get('/hold', async () => {
+      entered();
+      await held;
+      return { ok: true };
+    });
+    app.get('/after', async () => ({ ok: true }));
+    const base = await listenFastify(app, closers);
+    // A keep-alive connection busy with /hold when close starts; /after arrives on it meanwhile.
+    const { hostname, port } = new URL(base);
+    const { connect } = await import('node:net');
+    const socket = connect(Number(port), hostname);
+    let received = '';
+    socket.on('data', (chunk: Buffer) => {
+      received += chunk.toString('latin1');
+    });
+    socket.on('error', () => {});
+    socket.write('GET /hold HTTP/1.1\r\nhost: test\r\n\r\n');
+    await inside;
+    const closed = app.close();
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    socket.write('GET /after HTTP/1.1\r\nhost: test\r\n\r\n');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    release();
+    await closed;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    socket.destroy();
+    const responses = received.split(/(?=HTTP\/1\.1 )/);
+    expect(responses[0]).toMatch(/^HTTP\/1\.1 200/);
+    expect(responses[1]).toMatch(/^HTTP\/1\.1 503/);
+    expect(responses[1]).toMatch(/content-type: application\/problem\+json/i);
+    expect(responses[1]).toMatch(/connection: close/i);
+  });
+
+  it('answers what Node refuses as problems even without the server options', async () => {
+    const app = Fastify();
+    ferryFastify(app, { logger: new RecordingLogger() });
+    const base = await listenFastify(app, closers);
+    expectProblem(await sendRaw(base, get('/', `x-big: ${'a'.repeat(20_000)}\r\n`)), 431);
+    expectProblem(await sendRaw(base, 'HELLO THERE\r\n\r\n'), 400);
+  });
+});
+
+describe('express framework errors', () => {
+  it('answers a body-parser error of the server itself with a 500 problem, and logs it', async () => {
+    const logger = new RecordingLogger();
+    const url = await harnesses[1]!.start(logger);
+    const answer = await sendRaw(
+      url,
+      post('/encoded', { 'content-type': 'application/json', 'content-length': 2 }, '{}'),
+    );
+    expect(expectProblem(answer, 500)).toMatchObject({ title: 'Internal Server Error' });
+    expect(logger.entries).toEqual(['unexpected error while serving a request']);
+  });
+
+  it('maps every body-parser error type to a problem', async () => {
+    const logger = new RecordingLogger();
+    const app = express();
+    app.use(ferryContext());
+    const types: Record<string, number> = {
+      'entity.parse.failed': 400,
+      'entity.too.large': 413,
+      'encoding.unsupported': 415,
+      'charset.unsupported': 415,
+      'request.aborted': 400,
+      'request.size.invalid': 400,
+      'stream.encoding.set': 500,
+      'stream.not.readable': 500,
+      'parameters.too.many': 413,
+    };
+    // What body-parser passes on (http-errors: `status`, `expose` below 500, `type`).
+    app.post('/:type', (req, _res, next) => {
+      const type = String(req.params.type);
+      const status = types[type] ?? 500;
+      next(
+        Object.assign(new Error(`body-parser: ${type}`), {
+          type,
+          status,
+          statusCode: status,
+          expose: status < 500,
+        }),
+      );
+    });
+    app.use(ferryErrors({ logger }));
+    const server = createServer(app);
+    ferryClientErrors(server);
+    const url = await listenNode(server, closers);
+    for (const [type, status] of Object.entries(types)) {
+      const answer = await sendRaw(url, post(`/${type}`, { 'content-length': 0 }));
+      expect(answer.status, type).toBe(status);
+      expect(answer.headers['content-type'], type).toBe('application/problem+json');
+    }
+  });
+
+  it('installs its client error answers once however often it is called', async () => {
+    const server = createServer((_req, res) => res.end());
+    ferryClientErrors(server);
+    ferryClientErrors(server);
+    expect(server.listeners('clientError')).toHaveLength(1);
+    const url = await listenNode(server, closers);
+    expectProblem(await sendRaw(url, 'HELLO THERE\r\n\r\n'), 400);
+  });
+});
