@@ -12,9 +12,11 @@ import type { Policy, PolicyContext } from '../resilience/policy.js';
 import { DEFAULT_RETRY, retry } from '../resilience/retry.js';
 import { type ClientEventMap, ClientEvents } from './client-events.js';
 import { type CollectedResponse, collectResponse } from './collect-response.js';
-import { HttpError, InvalidResponseBodyError, type ProblemDetails } from './errors.js';
-import { HTTP_HEADER, PROBLEM_CONTENT_TYPE } from './headers.js';
+import { HttpError, InvalidResponseBodyError } from './errors.js';
+import { HTTP_HEADER } from './headers.js';
 import { outgoingHeaders } from './outgoing-headers.js';
+import { decodeBody, MALFORMED_JSON, parseRetryAfter, problemOf } from './response-body.js';
+import { routeOfPath } from './route-of-path.js';
 
 /** Retry settings of a client or a call. */
 export interface ClientRetryOptions {
@@ -142,24 +144,6 @@ function errorCode(error: unknown): string | undefined {
     (error as { cause?: { code?: unknown } } | null)?.cause as { code?: unknown } | undefined
   )?.code;
   return typeof code === 'string' ? code : typeof causeCode === 'string' ? causeCode : undefined;
-}
-
-/** `Retry-After`: delay seconds or an HTTP date. */
-export function parseRetryAfter(value: string | string[] | undefined, now = Date.now()): number | undefined {
-  const text = Array.isArray(value) ? value[0] : value;
-  if (text === undefined || text.trim() === '') return undefined;
-  if (/^\d+$/.test(text.trim())) return Number(text.trim()) * 1000;
-  const at = Date.parse(text);
-  return Number.isNaN(at) ? undefined : Math.max(0, at - now);
-}
-
-function isJson(contentType: string | string[] | undefined): boolean {
-  const text = Array.isArray(contentType) ? contentType[0] : contentType;
-  if (text === undefined) return false;
-  // The common exact spellings first, without splitting strings per response.
-  if (text === 'application/json' || text.startsWith('application/json;')) return true;
-  const type = text.split(';')[0]!.trim().toLowerCase();
-  return type === 'application/json' || type.endsWith('+json');
 }
 
 /**
@@ -655,31 +639,6 @@ function isHttpError(error: unknown): error is HttpError {
   return isFerryError(error) && error.code === 'HTTP_ERROR';
 }
 
-/** Marks a body the server said was JSON and is not. */
-const MALFORMED_JSON: unique symbol = Symbol('malformed JSON');
-
-/** The body as JSON when the server said JSON (`MALFORMED_JSON` if it is not), else text; undefined when empty. */
-function decodeBody(response: CollectedResponse): unknown {
-  if (response.body.length === 0) return undefined;
-  const text = response.body.toString('utf8');
-  if (!isJson(response.headers['content-type'])) return text;
-  try {
-    return JSON.parse(text);
-  } catch {
-    return MALFORMED_JSON;
-  }
-}
-
-function problemOf(
-  headers: Record<string, string | string[] | undefined>,
-  body: unknown,
-): ProblemDetails | undefined {
-  const type = headers['content-type'];
-  const base = (Array.isArray(type) ? type[0] : type)?.split(';')[0]?.trim().toLowerCase();
-  if (base !== PROBLEM_CONTENT_TYPE || typeof body !== 'object' || body === null) return undefined;
-  return body as ProblemDetails;
-}
-
 function withQuery(path: string, query: CallOptions['query']): string {
   if (query === undefined) return path;
   const params = new URLSearchParams();
@@ -709,14 +668,5 @@ function validateTimes(options: ServiceClientOptions | CallOptions): void {
   }
 }
 
-const ID_SEGMENT = /^(?:\d+|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{16,})$/i;
-
-/** The route of a path for per-route breakers: no query, and `:id` for segments that look like ids. */
-export function routeOfPath(path: string): string {
-  const query = path.indexOf('?');
-  const segments = (query < 0 ? path : path.slice(0, query)).split('/');
-  for (let i = 0; i < segments.length; i++) {
-    if (ID_SEGMENT.test(segments[i]!)) segments[i] = ':id';
-  }
-  return segments.join('/');
-}
+export { parseRetryAfter } from './response-body.js';
+export { routeOfPath } from './route-of-path.js';
