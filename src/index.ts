@@ -65,8 +65,10 @@ export {
 export type { ClientEventMap } from './http/client-events.js';
 export { ResponseTooLargeError } from './http/collect-response.js';
 export {
+  ConnectionError,
   HttpError,
   InvalidResponseBodyError,
+  isConnectionError,
   isHttpError,
   isInvalidResponseBodyError,
   type ProblemDetails,

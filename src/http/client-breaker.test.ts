@@ -3,7 +3,7 @@ import { runWithContext } from '../context/context.js';
 import { isCircuitOpenError, isTimeoutError } from '../resilience/errors.js';
 import { FaultServer } from '../testing/fault-server.js';
 import { ServiceClient, type ServiceClientOptions } from './client.js';
-import { isHttpError } from './errors.js';
+import { isConnectionError, isHttpError } from './errors.js';
 
 // A breaker must open for the target's failures and for nothing else: not for the caller's own
 // abort, not for a deadline the caller chose, not for a request that could not be sent.
@@ -127,6 +127,25 @@ describe('ServiceClient breaker counts only the target', () => {
   });
 });
 
+describe('ServiceClient connection failures', () => {
+  it('rejects with a typed CONNECTION_ERROR carrying the cause, retried, and counted by the breaker', async () => {
+    const gone = await FaultServer.start();
+    const url = gone.url;
+    await gone.close();
+    const c = new ServiceClient(url, { retry: { maxAttempts: 2, backoff: () => 1 }, breaker: BREAKER });
+    cleanups.push(() => c.close());
+    const retries: number[] = [];
+    c.on('retry', (event) => retries.push(event.attempt));
+    const error = await rejection(c.get('/x'));
+    expect(error).toMatchObject({ code: 'CONNECTION_ERROR', errorCode: 'ECONNREFUSED' });
+    expect(isConnectionError(error)).toBe(true);
+    expect((error as Error).cause).toBeInstanceOf(Error);
+    expect(retries).toEqual([1]);
+    for (let i = 0; i < 3; i++) await rejection(c.get('/x'));
+    expect(c.breakers()[0]!.state).toBe('open');
+  });
+});
+
 describe('ServiceClient retries that do not multiply', () => {
   it('does not retry an answer marked x-ferry-no-retry (the callee already retried)', async () => {
     const s = await server();
@@ -196,27 +215,34 @@ describe('ServiceClient headers', () => {
 });
 
 describe('ServiceClient close while calls wait', () => {
-  it('ends a call waiting in backoff with CLIENT_CLOSED', async () => {
+  it('ends a call waiting in backoff with CLIENT_CLOSED at once', async () => {
     const s = await server();
-    s.setDefault({ status: 503 });
+    s.setDefault({ status: 503, retryAfter: 20 });
     const c = client(s, { breaker: false, retry: { maxAttempts: 3, backoff: () => 200 } });
     const call = rejection(c.get('/x'));
     await new Promise((resolve) => setTimeout(resolve, 50));
+    const closed = performance.now();
     await c.close();
     expect(await call).toMatchObject({ code: 'CLIENT_CLOSED' });
+    expect(performance.now() - closed).toBeLessThan(100);
     expect(s.requests).toHaveLength(1);
   });
 
-  it('ends a call waiting in the bulkhead with CLIENT_CLOSED once the running one finishes', async () => {
+  it('ends a call waiting in the bulkhead with CLIENT_CLOSED at once, and lets the running one finish', async () => {
     const s = await server();
-    s.route('GET', '/long', { status: 200, delayMs: 200, body: { long: true } });
+    s.route('GET', '/long', { status: 200, delayMs: 500, body: { long: true } });
     const c = client(s, { bulkhead: { maxConcurrent: 1, maxQueue: 5 } });
     const long = c.get('/long');
-    const queued = rejection(c.get('/queued'));
+    const queued = rejection(c.get('/queued', { signal: new AbortController().signal }));
+    const queuedToo = rejection(c.get('/queued-too'));
     await new Promise((resolve) => setTimeout(resolve, 50));
-    await c.close();
-    expect(await long).toEqual({ long: true });
+    const closed = performance.now();
+    const closing = c.close();
     expect(await queued).toMatchObject({ code: 'CLIENT_CLOSED' });
+    expect(await queuedToo).toMatchObject({ code: 'CLIENT_CLOSED' });
+    expect(performance.now() - closed).toBeLessThan(100);
+    expect(await long).toEqual({ long: true });
+    await closing;
     expect(s.requests.map((r) => r.path)).toEqual(['/long']);
   });
 

@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import type { Dispatcher, Pool } from 'undici';
 import { currentContext } from '../context/context.js';
 import { errorGuard, FerryError, InvalidOptionsError, isFerryError } from '../errors/ferry-error.js';
@@ -8,11 +9,11 @@ import { bulkhead } from '../resilience/bulkhead.js';
 import { CircuitBreaker, type CircuitBreakerOptions } from '../resilience/circuit-breaker.js';
 import { compose } from '../resilience/compose.js';
 import { TimeoutError } from '../resilience/errors.js';
-import type { Policy, PolicyContext } from '../resilience/policy.js';
+import type { ExecuteOptions, Policy, PolicyContext } from '../resilience/policy.js';
 import { DEFAULT_RETRY, retry } from '../resilience/retry.js';
 import { type ClientEventMap, ClientEvents } from './client-events.js';
 import { type CollectedResponse, collectResponse } from './collect-response.js';
-import { HttpError, InvalidResponseBodyError } from './errors.js';
+import { ConnectionError, HttpError, InvalidResponseBodyError } from './errors.js';
 import { HTTP_HEADER } from './headers.js';
 import { outgoingHeaders } from './outgoing-headers.js';
 import { decodeBody, MALFORMED_JSON, parseRetryAfter, problemOf } from './response-body.js';
@@ -178,8 +179,14 @@ export class ServiceClient {
   readonly #notCounted = new WeakSet<object>();
   readonly #maxResponseBytes: number;
   #closed = false;
+  /** Aborted by close(), with CLIENT_CLOSED: ends the waits in the bulkhead queue and in backoff. */
+  readonly #closing = new AbortController();
+  readonly #closingOptions: ExecuteOptions;
 
   constructor(baseUrl: string, options: ServiceClientOptions = {}) {
+    // Every call waiting in the bulkhead or in backoff listens to it.
+    setMaxListeners(0, this.#closing.signal);
+    this.#closingOptions = Object.freeze({ signal: this.#closing.signal });
     let url: URL;
     try {
       url = new URL(baseUrl);
@@ -337,10 +344,12 @@ export class ServiceClient {
         notCounted.add(invalid);
         throw invalid;
       }
+      // Below HTTP (refused, reset, closed mid-answer…): one typed error, the original as its cause.
+      const broken = new ConnectionError(`${method} ${this.origin}${path}`, error, code);
       if (code !== undefined && CONNECTION_CODES.has(code) && (safeToRetry || NOT_SENT_CODES.has(code))) {
-        retryable.set(error, call);
+        retryable.set(broken, call);
       }
-      throw error;
+      throw broken;
     };
     const answered = (response: CollectedResponse, n: number, started: number): ServiceResponse => {
       const status = response.statusCode;
@@ -428,15 +437,31 @@ export class ServiceClient {
     const breakerName = this.#breakerName(method, init.route, requestPath);
     const policy =
       init.retry === undefined ? this.#chain(breakerName) : this.#buildChain(breakerName, settings);
-    const executeOptions =
-      deadline === undefined
-        ? init.signal === undefined
-          ? undefined
-          : { signal: init.signal }
-        : init.signal === undefined
-          ? { deadline }
-          : { deadline, signal: init.signal };
-    const result = policy.execute(attempt, executeOptions);
+    // The policies wait (bulkhead queue, backoff) on a signal that close() aborts too; the attempt
+    // itself listens to the caller's signal only, so that close() lets calls in flight finish.
+    let link: LinkedSignal | undefined;
+    let executeOptions: ExecuteOptions;
+    if (signal === undefined) {
+      executeOptions =
+        deadline === undefined ? this.#closingOptions : { deadline, signal: this.#closing.signal };
+    } else {
+      link = linkSignals(signal, this.#closing.signal);
+      executeOptions = deadline === undefined ? { signal: link.signal } : { deadline, signal: link.signal };
+    }
+    let result = policy.execute(attempt, executeOptions);
+    if (link !== undefined) {
+      const { unlink } = link;
+      result = result.then(
+        (value) => {
+          unlink();
+          return value;
+        },
+        (error: unknown) => {
+          unlink();
+          throw error;
+        },
+      );
+    }
     // Without a `rejection` listener, get/post/… return the policy's promise as it is: no extra hop.
     if (throwOnStatus && !this.#events.listens('rejection')) return result;
     return result.then(undefined, (error: unknown) => {
@@ -593,6 +618,7 @@ export class ServiceClient {
   /** Closes the connection pool (a dispatcher passed in options is left to its owner). */
   async close(): Promise<void> {
     this.#closed = true;
+    if (!this.#closing.signal.aborted) this.#closing.abort(this.#closedError());
     if (this.#options.dispatcher === undefined) await (this.#dispatcher as Pool | undefined)?.close();
   }
 }
@@ -670,3 +696,35 @@ function validateTimes(options: ServiceClientOptions | CallOptions): void {
 
 export { parseRetryAfter } from './response-body.js';
 export { routeOfPath } from './route-of-path.js';
+
+interface LinkedSignal {
+  readonly signal: AbortSignal;
+  readonly unlink: () => void;
+}
+
+/**
+ * A signal that aborts with whichever of `a` and `b` aborts first, and a function that detaches it
+ * (unlike `AbortSignal.any`, nothing stays attached to the long-lived `b` once the call is over).
+ */
+function linkSignals(a: AbortSignal, b: AbortSignal): LinkedSignal {
+  const controller = new AbortController();
+  if (a.aborted || b.aborted) {
+    controller.abort(a.aborted ? a.reason : b.reason);
+    return { signal: controller.signal, unlink: () => {} };
+  }
+  const onA = (): void => {
+    unlink();
+    controller.abort(a.reason);
+  };
+  const onB = (): void => {
+    unlink();
+    controller.abort(b.reason);
+  };
+  const unlink = (): void => {
+    a.removeEventListener('abort', onA);
+    b.removeEventListener('abort', onB);
+  };
+  a.addEventListener('abort', onA, { once: true });
+  b.addEventListener('abort', onB, { once: true });
+  return { signal: controller.signal, unlink };
+}

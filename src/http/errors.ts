@@ -64,3 +64,19 @@ export class InvalidResponseBodyError extends FerryError {
   }
 }
 export const isInvalidResponseBodyError = errorGuard<InvalidResponseBodyError>('INVALID_RESPONSE_BODY');
+
+/**
+ * The exchange failed below HTTP: the connection was refused, reset or closed before the whole
+ * answer arrived, the host was not found… `errorCode` is the underlying code (`ECONNREFUSED`,
+ * `ECONNRESET`, `UND_ERR_SOCKET`, …) and `cause` the original error.
+ */
+export class ConnectionError extends FerryError {
+  /** The underlying error's code, when it has one. */
+  readonly errorCode: string | undefined;
+  constructor(request: string, cause: unknown, errorCode: string | undefined) {
+    const reason = cause instanceof Error ? cause.message : String(cause);
+    super('CONNECTION_ERROR', `${request} failed: ${errorCode ? `${errorCode} ` : ''}${reason}`, { cause });
+    this.errorCode = errorCode;
+  }
+}
+export const isConnectionError = errorGuard<ConnectionError>('CONNECTION_ERROR');

@@ -80,4 +80,19 @@ describe('retries across three hops', () => {
     expect(payments.requests).toHaveLength(3);
     expect(hits).toEqual({ gateway: 1, orders: 1 });
   });
+
+  it('answers a dependency it cannot reach with 502 and no-retry, retried next to it only', async () => {
+    // A port nothing listens on: every connection is refused.
+    const gone = await FaultServer.start();
+    const url = gone.url;
+    await gone.close();
+    const payments = { url, requests: [] } as unknown as FaultServer;
+    const { gatewayUrl, hits } = await chain(payments);
+    const caller = new ServiceClient(gatewayUrl, { name: 'gateway', ...fast });
+    closers.push(() => caller.close());
+    const error = await caller.get('/pay/1').catch((e: unknown) => e);
+    expect(isHttpError(error) && error.status).toBe(502);
+    expect(isHttpError(error) && error.headers['x-ferry-no-retry']).toBe('1');
+    expect(hits).toEqual({ gateway: 1, orders: 1 });
+  });
 });

@@ -22,11 +22,26 @@ describe('RetryBudget', () => {
     expect(budget.stats()).toEqual({ requests: 1000, retries: 200, limit: 200, available: 0 });
   });
 
-  it('keeps a floor of minRetriesPerSecond over the window, so that low traffic can still retry', () => {
-    const { now } = clock();
+  it('keeps a floor of minRetriesPerSecond as a rate, so that low traffic can still retry', () => {
+    const { now, advance } = clock();
     const budget = new RetryBudget({ minRetriesPerSecond: 2, windowMs: 5000, now });
     budget.recordRequest();
-    expect(grant(budget, 50)).toBe(10); // 2/s * 5 s, although 20% of 1 request is 0.2
+    expect(grant(budget, 50)).toBe(2); // 20% of 1 request is 0.2: the floor's 2 at once
+    advance(500);
+    expect(grant(budget, 50)).toBe(1);
+    advance(1000);
+    expect(grant(budget, 50)).toBe(2);
+    advance(60_000); // refilled up to one second's worth, never a whole window's
+    expect(grant(budget, 50)).toBe(2);
+  });
+
+  it('does not spend a window of floor at once: a burst of failures gets the ratio, not 100 retries', () => {
+    const { now } = clock();
+    const budget = new RetryBudget({ now }); // 20%, 10/s, 10 s
+    for (let i = 0; i < 200; i++) budget.recordRequest();
+    expect(grant(budget, 200)).toBe(40);
+    for (let i = 0; i < 5; i++) budget.recordRequest();
+    expect(grant(budget, 100)).toBe(1); // 20% of 205 is 41; the floor's tokens went to the first 10
   });
 
   it('grows the allowance as requests are recorded', () => {
@@ -56,20 +71,22 @@ describe('RetryBudget', () => {
   it('recovers the floor after a long idle period at once (no timer involved)', () => {
     const { now, advance } = clock();
     const budget = new RetryBudget({ minRetriesPerSecond: 1, windowMs: 3000, now });
-    expect(grant(budget, 10)).toBe(3);
+    expect(grant(budget, 10)).toBe(1);
     advance(60 * 60 * 1000);
-    expect(grant(budget, 10)).toBe(3);
+    expect(grant(budget, 10)).toBe(1);
   });
 
   it('uses about one-second buckets: a retry stays counted for between 9 and 10 s of a 10 s window', () => {
     const { now, advance } = clock(0);
-    const budget = new RetryBudget({ ratio: 0, minRetriesPerSecond: 0.1, windowMs: 10_000, now });
+    const budget = new RetryBudget({ ratio: 0.1, minRetriesPerSecond: 0, windowMs: 10_000, now });
     advance(500);
-    expect(budget.tryRetry()).toBe(true); // the single retry a 10 s window allows
-    advance(9000); // t = 9.5 s: still in the window
+    for (let i = 0; i < 10; i++) budget.recordRequest();
+    expect(budget.tryRetry()).toBe(true); // the single retry 10 requests allow
     expect(budget.tryRetry()).toBe(false);
+    advance(9000); // t = 9.5 s: still in the window
+    expect(budget.stats()).toMatchObject({ requests: 10, retries: 1, available: 0 });
     advance(600); // t = 10.1 s: its bucket left
-    expect(budget.tryRetry()).toBe(true);
+    expect(budget.stats()).toMatchObject({ requests: 0, retries: 0 });
   });
 
   it('exports frozen defaults: 20%, 10 retries/s, 10 s', () => {

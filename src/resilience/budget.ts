@@ -5,8 +5,11 @@ export interface RetryBudgetOptions {
   /** Retries allowed per request in the window: 0.2 lets retries add at most 20% to the traffic. @default 0.2 */
   readonly ratio?: number;
   /**
-   * Retries always allowed per second of the window, whatever the traffic, so that a client with
-   * few requests can still retry. @default 10
+   * Retries always allowed per second, whatever the traffic, so that a client with few requests can
+   * still retry. A rate, not a reserve: at most `max(1, minRetriesPerSecond)` at once, refilled
+   * continuously (a burst of failures after a quiet spell gets 10 retries beyond the ratio, not the
+   * 100 a whole window's worth would be). Retries the ratio grants use it up too, so that under
+   * load the ratio alone bounds retries. @default 10
    */
   readonly minRetriesPerSecond?: number;
   /** Length of the sliding window requests and retries are counted over. @default 10000 */
@@ -15,7 +18,7 @@ export interface RetryBudgetOptions {
   readonly now?: () => number;
 }
 
-/** Defaults of {@link RetryBudget}: retries add at most 20% of traffic, at least 10 per second, over 10 s. */
+/** Defaults of {@link RetryBudget}: retries add at most 20% of traffic over 10 s, or 10 per second when that is more. */
 export const DEFAULT_RETRY_BUDGET = Object.freeze({
   ratio: 0.2,
   minRetriesPerSecond: 10,
@@ -29,7 +32,7 @@ export interface RetryBudgetStats {
   readonly requests: number;
   /** Retries granted in the window. */
   readonly retries: number;
-  /** Retries the window allows in all: max(ratio * requests, minRetriesPerSecond * window seconds). */
+  /** Retries the window allows in all now: those granted plus those still grantable. */
   readonly limit: number;
   /** Retries still grantable now. */
   readonly available: number;
@@ -60,6 +63,10 @@ export class RetryBudget {
   #bucket: number;
   #requestTotal = 0;
   #retryTotal = 0;
+  /** The floor as a token bucket: `#capacity` at most, refilled at `#floor` per second. */
+  readonly #capacity: number;
+  #tokens: number;
+  #refilledAt: number;
 
   /** @throws {@link InvalidOptionsError} when an option is out of range. */
   constructor(options: RetryBudgetOptions = {}) {
@@ -77,7 +84,10 @@ export class RetryBudget {
     }
     const buckets = Math.min(MAX_BUCKETS, Math.max(1, Math.round(windowMs / 1000)));
     this.#ratio = ratio;
-    this.#floor = (minRetriesPerSecond * windowMs) / 1000;
+    this.#floor = minRetriesPerSecond;
+    this.#capacity = minRetriesPerSecond === 0 ? 0 : Math.max(1, minRetriesPerSecond);
+    this.#tokens = this.#capacity;
+    this.#refilledAt = now();
     this.#now = now;
     this.#bucketMs = windowMs / buckets;
     this.#requests = new Float64Array(buckets);
@@ -95,7 +105,14 @@ export class RetryBudget {
   /** Grants one retry and counts it when the budget allows one; false means do not retry. */
   tryRetry(): boolean {
     const slot = this.#rotate();
-    if (this.#retryTotal + 1 > this.#limit()) return false;
+    this.#refill();
+    if (this.#retryTotal + 1 <= this.#ratio * this.#requestTotal) {
+      if (this.#tokens >= 1) this.#tokens--;
+    } else if (this.#tokens >= 1) {
+      this.#tokens--;
+    } else {
+      return false;
+    }
     this.#retries[slot]!++;
     this.#retryTotal++;
     return true;
@@ -104,17 +121,27 @@ export class RetryBudget {
   /** Counts over the current window. */
   stats(): RetryBudgetStats {
     this.#rotate();
-    const limit = this.#limit();
+    this.#refill();
+    // Ratio grants take floor tokens too: what is left is the larger of the two allowances.
+    const available = Math.max(
+      0,
+      Math.floor(this.#ratio * this.#requestTotal - this.#retryTotal),
+      Math.floor(this.#tokens),
+    );
     return {
       requests: this.#requestTotal,
       retries: this.#retryTotal,
-      limit,
-      available: Math.max(0, Math.floor(limit - this.#retryTotal)),
+      limit: this.#retryTotal + available,
+      available,
     };
   }
 
-  #limit(): number {
-    return Math.max(this.#ratio * this.#requestTotal, this.#floor);
+  #refill(): void {
+    const now = this.#now();
+    // A clock that steps back refills nothing until it passes the last refill again.
+    if (now <= this.#refilledAt) return;
+    this.#tokens = Math.min(this.#capacity, this.#tokens + ((now - this.#refilledAt) * this.#floor) / 1000);
+    this.#refilledAt = now;
   }
 
   /** Clears the buckets that left the window since the last use; returns the current slot. */

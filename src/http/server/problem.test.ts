@@ -14,7 +14,7 @@ import {
   RetryBudgetExhaustedError,
   TimeoutError,
 } from '../../resilience/errors.js';
-import { HttpError, InvalidResponseBodyError } from '../errors.js';
+import { ConnectionError, HttpError, InvalidResponseBodyError } from '../errors.js';
 import { ferryContext, ferryErrors, ferryNotFound } from './express.js';
 import { ferryFastify } from './fastify.js';
 import { listenFastify, listenNode } from './fixtures/listen.js';
@@ -238,6 +238,7 @@ describe('problem documents', () => {
       [upstreamHttpError(500), 502],
       [new InvalidResponseBodyError('GET /x', 200, '<html>'), 502],
       [new FerryError('RESPONSE_TOO_LARGE', 'over 1 MiB'), 502],
+      [new ConnectionError('GET /x', new Error('connect ECONNREFUSED'), 'ECONNREFUSED'), 502],
     ];
     for (const [error, status] of dependencyFailures) {
       const answer = problemFromError(error, req, { logger });

@@ -266,7 +266,8 @@ export function problemFromError(
 /**
  * What a failed call to another service (ServiceClient, or any resilience policy) means for the
  * request that made it: 504 when it timed out, 503 when a breaker, bulkhead or retry budget refused
- * it (with Retry-After when the breaker says when), 502 when the other service answered badly. The
+ * it (with Retry-After when the breaker says when), 502 when the other service answered badly or
+ * could not be reached (connection refused, reset, closed mid-answer). The
  * detail names no service: the problem goes to the caller, the log line to the operator.
  *
  * Every such answer carries `x-ferry-no-retry: 1`: the client of this service already retried the
@@ -306,10 +307,15 @@ function dependencyProblem(error: unknown, extra: ProblemExtra): ProblemResponse
     case 'INVALID_RESPONSE_BODY':
     case 'RESPONSE_TOO_LARGE':
       return dependencyAnswer(502, error.code, extra);
+    case 'CONNECTION_ERROR':
+      // Refused, reset, closed mid-answer: what a proxy answers 502 for.
+      return dependencyAnswer(502, error.code, extra, undefined, UNREACHABLE_DETAIL);
     default:
       return undefined;
   }
 }
+
+const UNREACHABLE_DETAIL = 'A service this request needs could not be reached.';
 
 const DEPENDENCY_DETAIL = {
   502: 'A service this request needs answered with an error.',
@@ -326,13 +332,14 @@ function dependencyAnswer(
   code: string,
   extra: ProblemExtra,
   waitMs?: number,
+  detail: string = DEPENDENCY_DETAIL[status],
 ): ProblemResponse {
   const headers: Record<string, string> = { [HTTP_HEADER.noRetry]: '1' };
   if (waitMs !== undefined) headers['retry-after'] = String(Math.max(1, Math.ceil(waitMs / 1000)));
   return {
     status,
     headers,
-    problem: problem(status, undefined, { ...extra, code, detail: DEPENDENCY_DETAIL[status] }),
+    problem: problem(status, undefined, { ...extra, code, detail }),
   };
 }
 
