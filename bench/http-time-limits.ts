@@ -11,13 +11,10 @@
  * load), so a run lasts as long as its longest limit. Options: --runs N (default 3), --max-ms N
  * (skip limits above it, default 30000).
  */
-import { type ChildProcess, fork } from 'node:child_process';
-import { once } from 'node:events';
 import { createServer } from 'node:http';
-import { fileURLToPath } from 'node:url';
 import { ServiceClient } from 'ferry';
 import { Pool } from 'undici';
-import { argValue, median, progress, report, round } from './support.js';
+import { argValue, forkServer, median, progress, report, round } from './support.js';
 
 const RUNS = argValue('runs', 3);
 const MAX_MS = argValue('max-ms', 30_000);
@@ -55,15 +52,6 @@ function serve(): void {
   });
 }
 
-async function startServer(): Promise<{ child: ChildProcess; origin: string }> {
-  const child = fork(fileURLToPath(import.meta.url), ['--serve'], {
-    execArgv: process.execArgv,
-    stdio: 'inherit',
-  });
-  const [message] = (await once(child, 'message')) as [{ port: number }];
-  return { child, origin: `http://127.0.0.1:${message.port}` };
-}
-
 interface Case {
   readonly name: string;
   readonly limitMs: number;
@@ -83,7 +71,7 @@ async function elapsed(call: () => Promise<unknown>): Promise<number> {
 }
 
 async function main(): Promise<void> {
-  const { child, origin } = await startServer();
+  const { child, origin } = await forkServer(import.meta.url);
   const ferry = new ServiceClient(origin, { breaker: false, bulkhead: false, retryBudget: false });
   const undici = new Pool(origin, { connections: 64 });
   await ferry.get('/warm');

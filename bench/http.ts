@@ -11,16 +11,13 @@
  * whose keep-names helper wraps every closure. The server runs in a child process (the other core). Options: --runs N (default 5), --requests N
  * (per side and run, default 20000), --calls N (breaker case, default 2000000), --only <case>.
  */
-import { type ChildProcess, fork } from 'node:child_process';
-import { once } from 'node:events';
 import { createServer, Agent as HttpAgent } from 'node:http';
-import { fileURLToPath } from 'node:url';
 import axios from 'axios';
 import { ConsecutiveBreaker, circuitBreaker as cockatielBreaker, handleAll } from 'cockatiel';
 import { CircuitBreaker, ServiceClient } from 'ferry';
 import CircuitBreakerOpossum from 'opossum';
 import { Pool } from 'undici';
-import { argValue, median, progress, pump, report, round, secondsSince } from './support.js';
+import { argValue, forkServer, median, progress, pump, report, round, secondsSince } from './support.js';
 
 const RUNS = argValue('runs', 5);
 const REQUESTS = argValue('requests', 20_000);
@@ -41,15 +38,6 @@ function serve(): void {
     const address = server.address();
     process.send?.({ port: typeof address === 'object' && address ? address.port : 0 });
   });
-}
-
-async function startServer(): Promise<{ child: ChildProcess; origin: string }> {
-  const child = fork(fileURLToPath(import.meta.url), ['--serve'], {
-    execArgv: process.execArgv,
-    stdio: 'inherit',
-  });
-  const [message] = (await once(child, 'message')) as [{ port: number }];
-  return { child, origin: `http://127.0.0.1:${message.port}` };
 }
 
 /** The three clients, created once and reused by every run, as long-lived clients are in services. */
@@ -161,7 +149,7 @@ async function breakerCase(): Promise<void> {
 }
 
 async function httpCase(): Promise<void> {
-  const { child, origin } = await startServer();
+  const { child, origin } = await forkServer(import.meta.url);
   const all = clients(origin);
   try {
     const sides: [string, (clients: Clients, requests: number) => Promise<number>][] = [

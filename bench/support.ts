@@ -1,4 +1,8 @@
-/** Shared helpers of the benchmark scripts: windowed pumping, medians, JSON lines, progress. */
+import { type ChildProcess, fork } from 'node:child_process';
+import { once } from 'node:events';
+import { fileURLToPath } from 'node:url';
+
+/** Shared helpers of the benchmark scripts: windowed pumping, medians, JSON lines, progress, server processes. */
 
 /** Runs `send` `total` times with at most `window` outstanding; each send calls `done` when it completes. */
 export function pump(
@@ -84,4 +88,14 @@ export function countdown(total: number): { readonly done: Promise<void>; tick()
       return count;
     },
   };
+}
+
+/**
+ * Starts `script` again in a child process with `--serve` (a server on the other core) and
+ * resolves its origin once the child reports the port it listens on.
+ */
+export async function forkServer(script: string): Promise<{ child: ChildProcess; origin: string }> {
+  const child = fork(fileURLToPath(script), ['--serve'], { execArgv: process.execArgv, stdio: 'inherit' });
+  const [message] = (await once(child, 'message')) as [{ port: number }];
+  return { child, origin: `http://127.0.0.1:${message.port}` };
 }
