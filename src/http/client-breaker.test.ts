@@ -4,6 +4,7 @@ import { isCircuitOpenError, isTimeoutError } from '../resilience/errors.js';
 import { FaultServer } from '../testing/fault-server.js';
 import { ServiceClient, type ServiceClientOptions } from './client.js';
 import { isConnectionError, isHttpError } from './errors.js';
+import { rejection } from './fixtures/rejection.js';
 
 // A breaker must open for the target's failures and for nothing else: not for the caller's own
 // abort, not for a deadline the caller chose, not for a request that could not be sent.
@@ -25,15 +26,6 @@ function client(s: FaultServer, options: ServiceClientOptions = {}): ServiceClie
   const c = new ServiceClient(s.url, { retry: false, breaker: BREAKER, ...options });
   cleanups.push(() => c.close());
   return c;
-}
-
-async function rejection(promise: Promise<unknown>): Promise<unknown> {
-  return promise.then(
-    () => {
-      throw new Error('expected a rejection');
-    },
-    (error: unknown) => error,
-  );
 }
 
 describe('ServiceClient breaker counts only the target', () => {

@@ -9,6 +9,7 @@ import {
 import { FaultServer } from '../testing/fault-server.js';
 import { parseRetryAfter, routeOfPath, ServiceClient, type ServiceClientOptions } from './client.js';
 import { isHttpError, isInvalidResponseBodyError } from './errors.js';
+import { rejection } from './fixtures/rejection.js';
 
 const cleanups: (() => Promise<unknown>)[] = [];
 afterEach(async () => {
@@ -28,15 +29,6 @@ function client(s: FaultServer, options: ServiceClientOptions = {}): ServiceClie
   });
   cleanups.push(() => c.close());
   return c;
-}
-
-async function rejection(promise: Promise<unknown>): Promise<unknown> {
-  return promise.then(
-    () => {
-      throw new Error('expected a rejection');
-    },
-    (error: unknown) => error,
-  );
 }
 
 const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
