@@ -23,6 +23,7 @@ import {
   type RequestContextOptions,
   requestContextOptionsOf,
 } from './request-context.js';
+import { captureResponse } from './response-capture.js';
 
 export { ferryClientErrors } from './client-errors.js';
 
@@ -147,8 +148,9 @@ export interface FerryIdempotencyOptions extends IdempotencyOptions, ProblemOpti
  * first response (with `idempotent-replayed: true`) without running the handler; the same key with
  * another request is refused with 422, and while the first still runs with 409. The key is held
  * until the handler ends its response, even when the client has left by then: that response is
- * stored (a 5xx releases the key instead). A response never ended (a hung handler, or one failing
- * after it began sending) holds the key for the store's lease.
+ * stored (a 5xx releases the key instead). A response never ended (a hung handler, one failing
+ * after it began sending, a stream its client left) or larger than `maxStoredBodyBytes` holds the
+ * key for the store's lease.
  *
  * Use it after the body parser. The fingerprint hashes the raw body when {@link ferryContext} ran
  * before the parser, and the parsed body re-serialized otherwise. A body no parser read (the
@@ -191,15 +193,17 @@ export function ferryIdempotency(options: FerryIdempotencyOptions): RequestHandl
           }
           case 'run': {
             const { key, claim } = decision;
-            captureResponse(res, (body) =>
-              guard.finish(key, res.statusCode, res.getHeaders(), body, claim).catch((error: unknown) =>
+            // The handler ends its response whether or not the client is still there: a client that
+            // left does not end the claim, the handler does.
+            captureResponse(res, guard.maxStoredBodyBytes, (response) => {
+              guard.finishCaptured(key, response, claim).catch((error: unknown) =>
                 logger.error('idempotency store failed', {
                   correlationId: ferryContextOf(req)?.correlationId,
                   key,
                   error: error instanceof Error ? error.message : String(error),
                 }),
-              ),
-            );
+              );
+            });
             next();
             return;
           }
@@ -233,36 +237,6 @@ function bodySha256(req: Request, maxHeldBytes: number): Promise<string> {
   }
   if (typeof body === 'string' || body instanceof Uint8Array) return Promise.resolve(sha256Hex(body));
   return Promise.resolve(sha256Hex(JSON.stringify(body)));
-}
-
-/**
- * Collects what the handler writes, and hands it over when the handler ends the response, which it
- * does whether or not the client is still there: a client that left does not end the claim, the
- * handler does. The store is told before the bytes leave (`finish` starts synchronously in `end`),
- * so that an in-memory store has recorded the response by the time the client can retry.
- */
-function captureResponse(res: ServerResponse, finish: (body: Uint8Array) => Promise<void>): void {
-  const chunks: Buffer[] = [];
-  let ended = false;
-  const collect = (chunk: unknown, encoding: unknown) => {
-    if (typeof chunk === 'string')
-      chunks.push(Buffer.from(chunk, typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8'));
-    else if (chunk instanceof Uint8Array) chunks.push(Buffer.from(chunk));
-  };
-  const write = res.write;
-  const end = res.end;
-  res.write = function writeCaptured(this: ServerResponse, chunk: unknown, ...rest: unknown[]): boolean {
-    collect(chunk, rest[0]);
-    return (write as (...args: unknown[]) => boolean).call(this, chunk, ...rest);
-  } as ServerResponse['write'];
-  res.end = function endCaptured(this: ServerResponse, ...args: unknown[]): ServerResponse {
-    if (typeof args[0] !== 'function') collect(args[0], args[1]);
-    if (!ended) {
-      ended = true;
-      void finish(Buffer.concat(chunks));
-    }
-    return (end as (...a: unknown[]) => ServerResponse).apply(this, args);
-  } as ServerResponse['end'];
 }
 
 /** Options of {@link ferryHealth}. */

@@ -14,6 +14,7 @@ import {
   type RequestContextOptions,
   requestContextOptionsOf,
 } from './request-context.js';
+import { captureResponse } from './response-capture.js';
 
 export { ferryClientErrors } from './client-errors.js';
 export {
@@ -56,6 +57,8 @@ interface IdempotencyState {
   /** The claimed key, once the handler may run. */
   key?: string;
   claim?: string | undefined;
+  /** Fastify is sending the answer (onSend ran): the response, once it ends, settles the key. */
+  sending: boolean;
   /** The key was stored or released (or never claimed): nothing more to do. */
   settled: boolean;
 }
@@ -185,7 +188,7 @@ function installIdempotency(
     if (guard.applies(request.method, request.headers)) {
       const hash = new BodyHash();
       hashBodyAsRead(request.raw, hash);
-      states.set(request, { hash, settled: false });
+      states.set(request, { hash, sending: false, settled: false });
     }
     done(null, payload);
   });
@@ -223,62 +226,61 @@ function installIdempotency(
               .send(storedBody(decision.response));
             return;
           case 'run':
-            // Held until the handler answers or fails, whatever the client does meanwhile: a
-            // retry arriving before gets 409, one arriving after gets the answer.
+            // Held until the handler's answer ends, whatever the client does meanwhile: a retry
+            // arriving before gets 409, one arriving after gets the answer. The answer is taken
+            // from the raw response, where every way of sending it ends up: Fastify's send of any
+            // payload (a stream too), an error's problem, a hijacked reply written by hand. Storing
+            // it there, synchronously, also leaves Fastify's send synchronous: an async onSend hook
+            // would leave `reply.sent` false while it waits, and an async handler that calls
+            // `reply.send` without returning the reply then has Fastify send a second time.
             state.key = decision.key;
             state.claim = decision.claim;
+            captureResponse(reply.raw, guard.maxStoredBodyBytes, (response) => {
+              void settle(request, state, (key, claim) => guard.finishCaptured(key, response, claim));
+            });
             done();
             return;
         }
       }, done);
   });
 
-  // Every answer goes through onSend, the client still there or not: an error goes through the
-  // error handler, and Fastify sends what an async handler resolves with even to a closed socket.
-  app.addHook('onSend', (request, reply, payload, done) => {
+  // Synchronous, so that it leaves Fastify's send as it is (see 'run' above).
+  app.addHook('onSend', (request, _reply, payload, done) => {
     const state = states.get(request);
-    if (state?.key === undefined || state.settled) {
-      done(null, payload);
-      return;
-    }
-    // Awaited, so that a client retrying right after this response sees it stored.
-    void settle(request, state, (key, claim) =>
-      typeof payload === 'string' ||
-      payload instanceof Uint8Array ||
-      payload === null ||
-      payload === undefined
-        ? guard.finish(key, reply.statusCode, reply.getHeaders(), payload ?? undefined, claim)
-        : // A streamed body cannot be kept for replay.
-          guard.abandon(key, claim),
-    ).then(() => done(null, payload));
+    if (state !== undefined) state.sending = true;
+    done(null, payload);
   });
 
-  // What onSend does not see: a handler that finished without Fastify sending anything.
+  // What the response does not show: an async handler that finished without Fastify sending anything.
+  // Returns what Fastify should take as the handler's result.
   const afterHandler = (
     request: FastifyRequest,
     reply: FastifyReply,
     state: IdempotencyState,
     payload: unknown,
-    failed: boolean,
-  ): void => {
-    if (state.settled) return;
-    if (reply.sent || reply.raw.headersSent) {
-      // Hijacked, or written to `reply.raw` by hand: Fastify sends nothing more, and nothing of it
-      // can be stored.
-      void settle(request, state, (key, claim) => guard.abandon(key, claim));
-      return;
+  ): unknown => {
+    if (state.settled || payload !== undefined || reply.sent || reply.raw.headersSent) return payload;
+    if (state.sending) {
+      // The handler called `reply.send` without returning the reply, and a later async onSend hook
+      // still holds the answer: Fastify would send again. Waiting for it is what `return reply` does.
+      return new Promise<undefined>((resolve) => {
+        reply.then(
+          () => resolve(undefined),
+          () => resolve(undefined),
+        );
+      });
     }
-    if (failed || payload !== undefined) return; // Fastify sends it: onSend settles the key.
     // Resolved with nothing: Fastify sends an empty answer, unless the client has left. The
     // handler finished all the same: store the answer it would have had.
     const socket = request.raw.socket;
-    if (socket !== null && !socket.destroyed) return;
+    if (socket !== null && !socket.destroyed) return payload;
     void settle(request, state, (key, claim) =>
       guard.finish(key, reply.statusCode, reply.getHeaders(), undefined, claim),
     );
+    return payload;
   };
 
-  // Tells afterHandler when an async handler settled (routes registered after ferryFastify); a
+  // Tells afterHandler when an async handler resolved (routes registered after ferryFastify); a
   // request without a key pays one WeakMap lookup for it.
   app.addHook('onRoute', (route) => {
     const handler = route.handler as RouteHandler;
@@ -287,10 +289,7 @@ function installIdempotency(
       if (isPromiseLike(result)) {
         const state = states.get(request);
         if (state?.key !== undefined) {
-          result.then(
-            (payload) => afterHandler(request, reply, state, payload, false),
-            () => afterHandler(request, reply, state, undefined, true),
-          );
+          return result.then((payload) => afterHandler(request, reply, state, payload));
         }
       }
       return result;

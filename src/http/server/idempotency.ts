@@ -3,6 +3,7 @@ import type { IncomingHttpHeaders } from 'node:http';
 import { InvalidOptionsError } from '../../errors/ferry-error.js';
 import { HTTP_HEADER } from '../headers.js';
 import { HttpProblemError } from './problem.js';
+import type { CapturedResponse } from './response-capture.js';
 
 /** A response kept for replay: status, a subset of headers, and the serialized body. */
 export interface StoredResponse {
@@ -59,7 +60,10 @@ export interface IdempotencyOptions {
   readonly store: IdempotencyStore;
   /** Methods whose `Idempotency-Key` is honoured; others pass through. @default ['POST', 'PATCH'] */
   readonly methods?: readonly string[];
-  /** Response headers stored and replayed with the body. @default DEFAULT_REPLAYED_HEADERS */
+  /**
+   * Response headers stored and replayed with the body (and `content-encoding`, always: the body is
+   * kept as it was sent). @default DEFAULT_REPLAYED_HEADERS
+   */
   readonly replayHeaders?: readonly string[];
   /**
    * Most bytes of a body held in memory to fingerprint it when no body parser read it (a
@@ -68,9 +72,20 @@ export interface IdempotencyOptions {
    * A larger one is refused with 413 (`IDEMPOTENCY_BODY_TOO_LARGE`). @default 1_048_576 (1 MiB)
    */
   readonly maxHeldBodyBytes?: number;
+  /**
+   * Most bytes of an answer kept for replay. The answer is taken as it is written to the response,
+   * however it is sent (a serialized object, a Buffer, a stream, a hijacked reply written by hand).
+   * A larger one cannot be replayed, yet its handler must not run again: its key stays held, and
+   * retries get 409, until the store's lease runs out (as when the client leaves in the middle of
+   * a streamed answer, which then never ends). A 5xx releases the key whatever its size.
+   * @default 1_048_576 (1 MiB)
+   */
+  readonly maxStoredBodyBytes?: number;
 }
 
 export const DEFAULT_MAX_HELD_BODY_BYTES = 1_048_576;
+
+export const DEFAULT_MAX_STORED_BODY_BYTES = 1_048_576;
 
 export const DEFAULT_REPLAYED_HEADERS: readonly string[] = Object.freeze([
   'content-type',
@@ -139,14 +154,26 @@ export class IdempotencyGuard {
   readonly #replayHeaders: readonly string[];
   /** See {@link IdempotencyOptions.maxHeldBodyBytes}. */
   readonly maxHeldBodyBytes: number;
+  /** See {@link IdempotencyOptions.maxStoredBodyBytes}. */
+  readonly maxStoredBodyBytes: number;
 
   constructor(options: IdempotencyOptions) {
     this.#store = options.store;
     this.#methods = new Set((options.methods ?? DEFAULT_IDEMPOTENT_METHODS).map((m) => m.toUpperCase()));
-    this.#replayHeaders = (options.replayHeaders ?? DEFAULT_REPLAYED_HEADERS).map((h) => h.toLowerCase());
+    // The body is kept as it was sent, so its content coding (a compression plugin's) goes with it.
+    this.#replayHeaders = [
+      ...new Set([
+        ...(options.replayHeaders ?? DEFAULT_REPLAYED_HEADERS).map((h) => h.toLowerCase()),
+        'content-encoding',
+      ]),
+    ];
     this.maxHeldBodyBytes = options.maxHeldBodyBytes ?? DEFAULT_MAX_HELD_BODY_BYTES;
     if (!Number.isInteger(this.maxHeldBodyBytes) || this.maxHeldBodyBytes < 0) {
       throw new InvalidOptionsError('maxHeldBodyBytes must be a non-negative integer');
+    }
+    this.maxStoredBodyBytes = options.maxStoredBodyBytes ?? DEFAULT_MAX_STORED_BODY_BYTES;
+    if (!Number.isInteger(this.maxStoredBodyBytes) || this.maxStoredBodyBytes < 0) {
+      throw new InvalidOptionsError('maxStoredBodyBytes must be a non-negative integer');
     }
   }
 
@@ -213,6 +240,18 @@ export class IdempotencyGuard {
       return;
     }
     await this.#store.complete(key, this.#toStored(status, headers, body), claim);
+  }
+
+  /**
+   * Ends a claimed key with the answer captured as it was written ({@link CapturedResponse}), as
+   * {@link finish} does; except that an answer whose body was over `maxStoredBodyBytes` is not
+   * stored, and its key stays held until the store's lease runs out (unless its status releases
+   * it), so that the handler does not run again for an answer nobody can replay.
+   */
+  async finishCaptured(key: string, response: CapturedResponse, claim?: string): Promise<void> {
+    if (response.body !== undefined || !isReplayableStatus(response.status)) {
+      await this.finish(key, response.status, response.headers, response.body, claim);
+    }
   }
 
   /** Releases a claimed key without a response. */
