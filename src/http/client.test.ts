@@ -1,11 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { runWithContext } from '../context/context.js';
-import {
-  isBulkheadFullError,
-  isCircuitOpenError,
-  isRetryBudgetExhaustedError,
-  isTimeoutError,
-} from '../resilience/errors.js';
+import { isBulkheadFullError, isCircuitOpenError, isTimeoutError } from '../resilience/errors.js';
 import { FaultServer } from '../testing/fault-server.js';
 import { parseRetryAfter, routeOfPath, ServiceClient, type ServiceClientOptions } from './client.js';
 import { isHttpError, isInvalidResponseBodyError } from './errors.js';
@@ -266,9 +261,16 @@ describe('ServiceClient', () => {
     const s = await server();
     s.setDefault({ status: 503 });
     const c = client(s, { retryBudget: { ratio: 0, minRetriesPerSecond: 0 } });
+    const refused: string[] = [];
+    c.on('rejection', (event) => refused.push(`${event.method} ${event.path} ${event.reason}`));
+    // The call ends with what it got, not with a budget error hiding it.
     const error = await rejection(c.get('/x'));
-    expect(isRetryBudgetExhaustedError(error)).toBe(true);
+    expect(isHttpError(error) && error.status).toBe(503);
     expect(s.requests).toHaveLength(1);
+    expect(refused).toEqual(['GET /x RETRY_BUDGET_EXHAUSTED']);
+    // request() resolves the answer, as it does for any final status.
+    expect((await c.request({ method: 'GET', path: '/x' })).status).toBe(503);
+    expect(s.requests).toHaveLength(2);
   });
 
   it('reports attempts, responses and rejections to listeners, and nothing after unsubscribing', async () => {

@@ -506,6 +506,20 @@ export class ServiceClient {
           ...(this.#budget === undefined ? {} : { budget: this.#budget }),
           // The attempt decided, knowing the method, statuses and idempotency key of its call.
           shouldRetry: (error) => typeof error === 'object' && error !== null && retryable.has(error),
+          // A refused retry ends the call with what its last attempt got (the answer, for request()),
+          // told to `rejection` listeners: callers see the real status during an outage.
+          onBudgetExhausted: ({ error }) => {
+            if (this.#events.listens('rejection')) {
+              const call = retryable.get(error as object) ?? { method: '', path: '' };
+              this.#events.emit('rejection', {
+                client: this.name,
+                ...call,
+                reason: 'RETRY_BUDGET_EXHAUSTED',
+                error,
+              });
+            }
+            return error;
+          },
           onRetry: ({ attempt, delayMs, error }) => {
             if (!this.#events.listens('retry')) return;
             const call = retryable.get(error as object) ?? { method: '', path: '' };

@@ -191,6 +191,24 @@ describe('retry', () => {
       expect(second.error).toMatchObject({ code: 'RETRY_BUDGET_EXHAUSTED', attempts: 1, cause: last });
     });
 
+    it('rejects with what onBudgetExhausted returns, told the attempt and its error', async () => {
+      const budget = new RetryBudget({ ratio: 0, minRetriesPerSecond: 0 });
+      const told: unknown[] = [];
+      const last = new Error('still down');
+      const policy = retry({
+        budget,
+        backoff: constantBackoff(1),
+        onBudgetExhausted: (info) => {
+          told.push(info);
+          return info.error;
+        },
+      });
+      const result = track(policy.execute(flaky(5, last).fn));
+      await vi.runAllTimersAsync();
+      expect(result.error).toBe(last);
+      expect(told).toEqual([{ attempt: 1, error: last }]);
+    });
+
     it('spends no budget on errors that are not retried', async () => {
       const budget = new RetryBudget();
       const policy = retry({ budget, shouldRetry: () => false });

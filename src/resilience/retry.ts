@@ -40,6 +40,12 @@ export interface RetryOptions {
   readonly maxDelayMs?: number;
   /** Called before each wait, e.g. to log or count retries. @default undefined */
   readonly onRetry?: (info: RetryInfo) => void;
+  /**
+   * What the execution rejects with when the budget refuses a retry, given the failed attempt and its
+   * error. Return that error itself to hand the caller the outcome it really got (as Envoy does);
+   * count or log the refusal here. @default a {@link RetryBudgetExhaustedError} whose cause is the error
+   */
+  readonly onBudgetExhausted?: (info: { readonly attempt: number; readonly error: unknown }) => unknown;
 }
 
 const REFUSED_CODES: ReadonlySet<string> = new Set([
@@ -80,6 +86,7 @@ export class RetryPolicy implements Policy {
   readonly #budget: RetryBudget | undefined;
   readonly #maxDelayMs: number;
   readonly #onRetry: ((info: RetryInfo) => void) | undefined;
+  readonly #onBudgetExhausted: ((info: { attempt: number; error: unknown }) => unknown) | undefined;
 
   /** @throws {@link InvalidOptionsError} when an option is out of range. */
   constructor(options: RetryOptions = {}) {
@@ -99,6 +106,7 @@ export class RetryPolicy implements Policy {
     this.#budget = options.budget;
     this.#maxDelayMs = Math.min(maxDelayMs, MAX_TIMER_MS);
     this.#onRetry = options.onRetry;
+    this.#onBudgetExhausted = options.onBudgetExhausted;
   }
 
   /**
@@ -133,6 +141,7 @@ export class RetryPolicy implements Policy {
       const delayMs = this.#delay(previousBackoff, error);
       if (deadline !== undefined && Date.now() + delayMs > deadline) throw error;
       if (this.#budget !== undefined && !this.#budget.tryRetry()) {
+        if (this.#onBudgetExhausted !== undefined) throw this.#onBudgetExhausted({ attempt, error });
         throw new RetryBudgetExhaustedError(attempt, error);
       }
       this.#onRetry?.({ attempt, delayMs, error });

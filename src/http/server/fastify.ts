@@ -1,3 +1,4 @@
+import type { OutgoingHttpHeaders } from 'node:http';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { runWithContext } from '../../context/context.js';
 import { HTTP_HEADER } from '../headers.js';
@@ -218,13 +219,21 @@ function installIdempotency(
           case 'reject':
             done(decision.error);
             return;
-          case 'replay':
-            reply
-              .code(decision.response.status)
-              .headers(decision.response.headers)
-              .header(HTTP_HEADER.idempotentReplay, 'true')
-              .send(storedBody(decision.response));
+          case 'replay': {
+            // The stored bytes are the answer as it left, after the application's onSend hooks:
+            // written to the raw response, so that no hook runs on them a second time (an envelope
+            // would wrap twice, a signature sign twice) and nothing is added (a content-type).
+            const raw = reply.raw;
+            const headers = { ...reply.getHeaders() } as OutgoingHttpHeaders;
+            for (const [name, value] of Object.entries(decision.response.headers)) {
+              if (value !== undefined) headers[name] = value as OutgoingHttpHeaders[string];
+            }
+            headers[HTTP_HEADER.idempotentReplay] = 'true';
+            reply.hijack();
+            raw.writeHead(decision.response.status, headers);
+            raw.end(storedBody(decision.response));
             return;
+          }
           case 'run':
             // Held until the handler's answer ends, whatever the client does meanwhile: a retry
             // arriving before gets 409, one arriving after gets the answer. The answer is taken

@@ -87,12 +87,28 @@ describe('MemoryIdempotencyStore', () => {
     expect((await store.begin('k', 'f')).state).toBe('new');
   });
 
-  it('keeps at most maxEntries keys, forgetting the oldest', async () => {
+  it('keeps at most maxEntries answers, forgetting the oldest', async () => {
     const store = new MemoryIdempotencyStore({ maxEntries: 3 });
-    for (const key of ['a', 'b', 'c', 'd']) await store.begin(key, 'f');
+    const answer = { status: 201, headers: {}, body: '{}' };
+    for (const key of ['a', 'b', 'c', 'd']) {
+      const begun = await store.begin(key, 'f');
+      await store.complete(key, answer, begun.state === 'new' ? begun.claim : undefined);
+    }
     expect(store.size).toBe(3);
     expect((await store.begin('a', 'f')).state).toBe('new');
-    expect((await store.begin('d', 'f')).state).toBe('in-progress');
+    expect((await store.begin('d', 'f')).state).toBe('replay');
+  });
+
+  it('never forgets a key whose handler is still running, however many answers arrive meanwhile', async () => {
+    const store = new MemoryIdempotencyStore({ maxEntries: 5 });
+    expect((await store.begin('slow', 'f')).state).toBe('new');
+    const answer = { status: 200, headers: {}, body: '{}' };
+    for (let i = 0; i < 10; i++) {
+      const begun = await store.begin(`quick-${i}`, 'f');
+      await store.complete(`quick-${i}`, answer, begun.state === 'new' ? begun.claim : undefined);
+    }
+    expect((await store.begin('slow', 'f')).state).toBe('in-progress');
+    expect(store.size).toBeLessThanOrEqual(6);
   });
 
   it('rejects nonsensical options', () => {

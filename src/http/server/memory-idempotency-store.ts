@@ -13,7 +13,10 @@ export interface MemoryIdempotencyStoreOptions {
    * @default 300_000 (5 min)
    */
   readonly leaseMs?: number;
-  /** Most keys kept; the oldest are forgotten first beyond it. @default 10_000 */
+  /**
+   * Most answers kept; the oldest are forgotten first beyond it. A key whose handler is still
+   * running is never forgotten before its lease ends. @default 10_000
+   */
   readonly maxEntries?: number;
 }
 
@@ -93,10 +96,17 @@ export class MemoryIdempotencyStore implements IdempotencyStore {
     if (claim === undefined || entry.claim === claim) this.#entries.delete(key);
   }
 
+  /**
+   * Drops expired entries from the oldest end and, beyond `maxEntries`, the oldest answers. A key
+   * whose handler is still running is never dropped before its lease ends: forgetting it would let
+   * a duplicate run the handler a second time, at once. Held keys are bounded by the requests in
+   * flight and their lease, so they may take the store past `maxEntries` for that long.
+   */
   #evict(now: number): void {
     for (const [key, entry] of this.#entries) {
-      if (this.#entries.size <= this.#maxEntries && entry.expiresAt > now) break;
-      this.#entries.delete(key);
+      const held = entry.response === undefined && entry.expiresAt > now;
+      if (entry.expiresAt > now && this.#entries.size <= this.#maxEntries) break;
+      if (!held) this.#entries.delete(key);
     }
   }
 }
