@@ -232,7 +232,7 @@ export class EventSubscription {
         claimed = holder === this.#owner;
       } catch (error) {
         this.#logger.warn(`subscription "${this.name}" could not claim its lease; trying again`, {
-          error: String(error),
+          error: describeFailure(error, false),
         });
       }
       if (claimed) {
@@ -272,7 +272,9 @@ export class EventSubscription {
         }
       } catch (error) {
         // Keep trying while the lease lasts; past it, #holds() gives the subscription up.
-        this.#logger.warn(`subscription "${this.name}" could not renew its lease`, { error: String(error) });
+        this.#logger.warn(`subscription "${this.name}" could not renew its lease`, {
+          error: describeFailure(error, false),
+        });
       }
       if (!this.#closed && this.#leading && renewal === this.#renewals) this.#scheduleRenewal();
     }, leaseMs / 3);
@@ -300,14 +302,14 @@ export class EventSubscription {
         if (this.#closed) throw new SubscriptionClosed();
       }
     }
-    const message = lastError instanceof Error ? lastError.message : String(lastError);
+    const message = describeFailure(lastError, false);
     this.#logger.warn(
       `subscription "${this.name}" parked event ${event.id} (${event.type}, position ${event.position}) after ${this.#delays.length + 1} attempts: ${message}`,
     );
     const parked: ParkedEvent = {
       subscription: this.name,
       event,
-      error: lastError instanceof Error && lastError.stack ? lastError.stack : message,
+      error: describeFailure(lastError, true),
       attempts: this.#delays.length + 1,
       parkedAt: new Date().toISOString(),
     };
@@ -323,7 +325,7 @@ export class EventSubscription {
         if (this.#closed) throw new SubscriptionClosed();
         const delay = Math.min(5000, 100 * 2 ** attempt);
         this.#logger.warn(`subscription "${this.name}" could not ${what}; retrying in ${delay} ms`, {
-          error: String(error),
+          error: describeFailure(error, false),
         });
         await this.#sleep(delay, true);
       }
@@ -397,7 +399,9 @@ export class EventSubscription {
           typeof event.metadata.correlationId === 'string' ? event.metadata.correlationId : event.id;
         await runWithContext({ correlationId, messageId: event.id }, this.#handler, event);
       } catch (error) {
-        this.#logger.warn(`replay of parked event ${parked.event.id} failed again: ${String(error)}`);
+        this.#logger.warn(
+          `replay of parked event ${parked.event.id} failed again: ${describeFailure(error, false)}`,
+        );
         continue;
       }
       await this.#backend.unpark(this.name, parked.event.position);
@@ -411,6 +415,30 @@ export class EventSubscription {
     this.#closed = true;
     this.#wake?.();
     await this.done.catch(() => {});
+  }
+}
+
+/**
+ * Text for whatever a handler threw: an `Error`'s stack (`withStack`) or message, else the value as
+ * a string. Handlers may throw anything (`undefined`, `Object.create(null)`, an object whose
+ * `toString` throws, a revoked proxy): describing it must never throw in turn.
+ */
+export function describeFailure(value: unknown, withStack: boolean): string {
+  try {
+    if (value instanceof Error) {
+      const text = withStack && typeof value.stack === 'string' && value.stack ? value.stack : value.message;
+      if (typeof text === 'string' && text) return text;
+      return String(value.name || 'Error');
+    }
+    if (typeof value === 'string') return value;
+    return String(value);
+  } catch {
+    // Not convertible to a primitive (no prototype, a throwing toString, a revoked proxy…).
+  }
+  try {
+    return `a thrown ${Object.prototype.toString.call(value).slice(8, -1)} that cannot be shown as text`;
+  } catch {
+    return 'a thrown value that cannot be shown as text';
   }
 }
 
