@@ -77,6 +77,10 @@ interface EventRow extends QueryResultRow {
 
 // The version as float8: exact below 2^53 and parsed straight into a number.
 const EVENT_COLUMNS = 'position, stream_id, version::float8 AS version, id, type, data, metadata, time';
+// The same columns from the events table joined as `e`, so that a parked event has the live one's types.
+const PARKED_EVENT_COLUMNS = EVENT_COLUMNS.split(', ')
+  .map((column) => `e.${column}`)
+  .join(', ');
 const INT8_OID = 20;
 const TIMESTAMPTZ_OID = 1184;
 
@@ -589,7 +593,7 @@ function statements(s: string) {
       ON CONFLICT (subscription, position) DO UPDATE
         SET error = EXCLUDED.error, attempts = EXCLUDED.attempts, parked_at = EXCLUDED.parked_at`,
     listParked: `
-      SELECT p.subscription, p.error, p.attempts, p.parked_at, e.position, e.stream_id, e.version, e.id, e.type, e.data, e.metadata, e.time
+      SELECT p.subscription, p.error, p.attempts, p.parked_at, ${PARKED_EVENT_COLUMNS}
       FROM ${s}.parked p JOIN ${s}.events e ON e.position = p.position
       WHERE p.subscription = $1 ORDER BY p.position LIMIT $2`,
     unpark: `DELETE FROM ${s}.parked WHERE subscription = $1 AND position = $2`,

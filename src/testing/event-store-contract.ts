@@ -376,6 +376,44 @@ export function testEventStore(name: string, harness: EventStoreHarness): void {
       await sub.close();
     });
 
+    it('keeps a parked event the same RecordedEvent the handler got live, field types included', async () => {
+      const store = await open();
+      await store.append('typed', [{ type: 'Poison', data: { n: 1 }, metadata: { tenant: 't1' } }]);
+      const live: RecordedEvent[] = [];
+      const replayed: unknown[] = [];
+      let broken = true;
+      const sub = store.subscribe({ name: 'typed', maxAttempts: 1, backoff: FAST }, (e) => {
+        if (broken) {
+          live.push(e);
+          throw new Error('not yet');
+        }
+        // What a handler does with a live event must work on a replayed one too.
+        replayed.push({
+          next: e.version + 1,
+          after: e.position + 1n,
+          json: JSON.parse(JSON.stringify({ ...e, position: String(e.position) })),
+        });
+      });
+      await waitFor(async () => (await sub.parked()).length === 1, 'the parked event');
+      const [parked] = await sub.parked();
+      expect(parked!.event).toEqual(live[0]);
+      expect(typeof parked!.event.version).toBe('number');
+      expect(typeof parked!.event.position).toBe('bigint');
+      expect(typeof parked!.event.time).toBe('string');
+      expect(typeof parked!.attempts).toBe('number');
+      expect(typeof parked!.parkedAt).toBe('string');
+      broken = false;
+      expect(await sub.replayParked()).toBe(1);
+      expect(replayed).toEqual([
+        {
+          next: 1,
+          after: live[0]!.position + 1n,
+          json: expect.objectContaining({ version: 0, data: { n: 1 } }),
+        },
+      ]);
+      await sub.close();
+    });
+
     it('runs a subscription name in one instance at a time; a standby takes over from the checkpoint on close', async () => {
       const store = await open();
       const events = (types: string[]) => types.map((type) => ({ type, data: type }));
