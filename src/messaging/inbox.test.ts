@@ -119,6 +119,25 @@ describe('MemoryInbox', () => {
     expect(await inbox.begin('k1')).not.toBeNull();
   });
 
+  it('takes options given as undefined for their defaults', async () => {
+    const inbox = new MemoryInbox({ ttlMs: undefined, maxEntries: undefined });
+    await (await claim(inbox, 'k')).complete();
+    expect(await inbox.begin('k')).toBeNull();
+    for (let i = 0; i < 10; i++) await (await claim(inbox, `k${i}`)).complete();
+    expect(inbox.size).toBe(11);
+  });
+
+  it('refuses a ttlMs or maxEntries that is not a positive integer', () => {
+    for (const bad of [0, -1, 1.5, Number.NaN, Number.POSITIVE_INFINITY, '10' as unknown as number]) {
+      expect(() => new MemoryInbox({ ttlMs: bad }), `ttlMs ${String(bad)}`).toThrow(
+        expect.objectContaining({ code: 'INVALID_OPTIONS' }),
+      );
+      expect(() => new MemoryInbox({ maxEntries: bad }), `maxEntries ${String(bad)}`).toThrow(
+        expect.objectContaining({ code: 'INVALID_OPTIONS' }),
+      );
+    }
+  });
+
   it('forgets a key ttlMs after it was completed', async () => {
     vi.useFakeTimers();
     vi.setSystemTime(new Date('2026-01-01T00:00:00.000Z'));

@@ -1,3 +1,5 @@
+import { positiveIntegerOption } from './lease.js';
+
 /**
  * Deduplicates deliveries for an idempotent consumer: a key (subscription + message id) is processed
  * once; a redelivered or re-sent copy is recognised and skipped.
@@ -18,10 +20,10 @@ export interface InboxClaim {
 
 /** Bounds of the in-memory inbox. */
 export interface MemoryInboxOptions {
-  /** Processed keys remembered at most; the oldest are forgotten first. @default 100000 */
-  readonly maxEntries?: number;
-  /** How long a processed key is remembered. @default 86400000 (24 h) */
-  readonly ttlMs?: number;
+  /** Processed keys remembered at most (a positive integer); the oldest are forgotten first. @default 100000 */
+  readonly maxEntries?: number | undefined;
+  /** How long a processed key is remembered (a positive integer). @default 86400000 (24 h) */
+  readonly ttlMs?: number | undefined;
 }
 
 export const DEFAULT_MEMORY_INBOX_OPTIONS = Object.freeze({
@@ -45,9 +47,9 @@ export class MemoryInbox implements Inbox {
   readonly #ttlMs: number;
 
   constructor(options: MemoryInboxOptions = {}) {
-    const o = { ...DEFAULT_MEMORY_INBOX_OPTIONS, ...options };
-    this.#maxEntries = o.maxEntries;
-    this.#ttlMs = o.ttlMs;
+    const d = DEFAULT_MEMORY_INBOX_OPTIONS;
+    this.#maxEntries = positiveIntegerOption('maxEntries', options.maxEntries, d.maxEntries);
+    this.#ttlMs = positiveIntegerOption('ttlMs', options.ttlMs, d.ttlMs);
   }
 
   /** Number of processed keys remembered. */

@@ -48,6 +48,16 @@ testInbox(
           );
           await client.end();
         },
+        async leaseLeft(key) {
+          const client = new pg.Client({ connectionString: postgresTestUrl() });
+          await client.connect();
+          const { rows } = await client.query<{ left: string | null }>(
+            `SELECT (extract(epoch FROM lease_until - now()) * 1000)::float8 AS left FROM "${schema}".inbox WHERE key = $1`,
+            [key],
+          );
+          await client.end();
+          return rows[0] === undefined ? undefined : rows[0].left === null ? null : Number(rows[0].left);
+        },
       };
     },
   },

@@ -1,10 +1,10 @@
 import type { Pool } from 'pg';
 import type { Inbox, InboxClaim } from '../messaging/inbox.js';
 import {
-  DEFAULT_DURABLE_INBOX_OPTIONS,
   type DurableInboxOptions,
   holdBackoff,
   keepLease,
+  resolveDurableInboxOptions,
 } from '../messaging/lease.js';
 
 const CLEANUP_EVERY_MS = 600_000;
@@ -24,7 +24,7 @@ export class PostgresInbox implements Inbox {
 
   /** Use `PostgresEventStoreBackend.inbox()`, which shares the store's pool and migrated schema. */
   constructor(pool: Pool, schema: string, options: DurableInboxOptions = {}) {
-    const o = { ...DEFAULT_DURABLE_INBOX_OPTIONS, ...options };
+    const o = resolveDurableInboxOptions(options);
     this.#pool = pool;
     this.#table = `"${schema}".inbox`;
     this.#leaseMs = o.leaseMs;

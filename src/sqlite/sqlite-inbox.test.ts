@@ -38,6 +38,18 @@ testInbox(
           );
           db.close();
         },
+        async leaseLeft(key) {
+          const db = new Database(path, { readonly: true });
+          const row = db.prepare('SELECT lease_until FROM ferry_inbox WHERE key = ?').get(key) as
+            | { lease_until: number | null }
+            | undefined;
+          db.close();
+          return row === undefined
+            ? undefined
+            : row.lease_until === null
+              ? null
+              : row.lease_until - Date.now();
+        },
       };
     },
   },

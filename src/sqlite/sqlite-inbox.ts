@@ -1,10 +1,10 @@
 import type Database from 'better-sqlite3';
 import type { Inbox, InboxClaim } from '../messaging/inbox.js';
 import {
-  DEFAULT_DURABLE_INBOX_OPTIONS,
   type DurableInboxOptions,
   holdBackoff,
   keepLease,
+  resolveDurableInboxOptions,
 } from '../messaging/lease.js';
 
 type Look = { claimed: true } | { claimed: false; done: boolean };
@@ -25,7 +25,7 @@ export class SqliteInbox implements Inbox {
 
   /** Use `SqliteEventStoreBackend.inbox()`, which shares the store's connection and migrated schema. */
   constructor(db: Database.Database, options: DurableInboxOptions = {}) {
-    const o = { ...DEFAULT_DURABLE_INBOX_OPTIONS, ...options };
+    const o = resolveDurableInboxOptions(options);
     this.#leaseMs = o.leaseMs;
     this.#retentionMs = o.retentionMs;
     const find = db.prepare<[string], { state: string; lease_until: bigint | null }>(

@@ -1,18 +1,22 @@
 import { describe, expect, it } from 'vitest';
+import { isInvalidOptionsError } from '../errors/ferry-error.js';
 import type { Inbox } from '../messaging/inbox.js';
+import type { DurableInboxOptions } from '../messaging/lease.js';
 
 /** What the inbox contract suite needs. */
 export interface InboxHarness {
-  /** A fresh, empty inbox; `leaseMs` for durable ones. */
-  create(options?: { leaseMs?: number }): Promise<InboxUnderTest>;
+  /** A fresh, empty inbox; options for durable ones (the harness passes them on as given). */
+  create(options?: DurableInboxOptions): Promise<InboxUnderTest>;
 }
 
 export interface InboxUnderTest {
   readonly inbox: Inbox;
   /** Another inbox on the same storage (another instance of the service), when the inbox is durable. */
-  sibling?(options?: { leaseMs?: number }): Promise<Inbox>;
+  sibling?(options?: DurableInboxOptions): Promise<Inbox>;
   /** Stores a claim on `key` as a process that died holding it would leave it: lease expired. */
   plantOrphan?(key: string): Promise<void>;
+  /** Milliseconds left on the stored lease of `key` (`null`: no lease stored, `undefined`: no row). */
+  leaseLeft?(key: string): Promise<number | null | undefined>;
 }
 
 async function settleSoon<T>(promise: Promise<T>, ms = 150): Promise<{ settled: boolean; value?: T }> {
@@ -74,6 +78,36 @@ export function testInbox(
     });
 
     if (!features.durable) return;
+
+    it('takes options given as undefined for their defaults', async () => {
+      const underTest = await harness.create({ leaseMs: undefined, retentionMs: undefined });
+      const claim = await underTest.inbox.begin('default-lease');
+      const left = await underTest.leaseLeft!('default-lease');
+      // The default lease: 30 s, not a lease that never lapses (NULL) nor none at all.
+      expect(left).toBeGreaterThan(25_000);
+      expect(left).toBeLessThanOrEqual(30_000);
+      await claim!.complete();
+      expect(await underTest.inbox.begin('default-lease')).toBeNull();
+      const sibling = await underTest.sibling!({ leaseMs: undefined });
+      expect(await sibling.begin('default-lease')).toBeNull();
+    });
+
+    it('refuses a lease or a retention that is not a positive integer', async () => {
+      const bad = [0, -1, 1.5, Number.NaN, Number.POSITIVE_INFINITY, '100' as unknown as number];
+      // A lease beyond 2^31 - 1 ms would renew at once, all the time: Node fires such timers at once.
+      for (const leaseMs of [...bad, 2 ** 31]) {
+        await expect(harness.create({ leaseMs }), `leaseMs ${String(leaseMs)}`).rejects.toSatisfy(
+          isInvalidOptionsError,
+        );
+      }
+      for (const retentionMs of bad) {
+        await expect(harness.create({ retentionMs }), `retentionMs ${String(retentionMs)}`).rejects.toSatisfy(
+          isInvalidOptionsError,
+        );
+      }
+      const underTest = await harness.create();
+      await expect(underTest.sibling!({ leaseMs: 0 })).rejects.toSatisfy(isInvalidOptionsError);
+    });
 
     it('is shared by every instance on the same storage', async () => {
       const underTest = await harness.create();
