@@ -496,6 +496,21 @@ describe('CommandHandler', () => {
       ['fractional snapshots.schemaVersion', { snapshots: { every: 10, schemaVersion: 1.1 } }],
       ['negative snapshots.schemaVersion', { snapshots: { every: 10, schemaVersion: -1 } }],
       ['a non-function onSnapshotError', { onSnapshotError: 'log' as unknown as () => void }],
+      [
+        'snapshots.serialize without deserialize',
+        { snapshots: { every: 1, schemaVersion: 1, serialize: () => 1 } },
+      ],
+      [
+        'a non-function snapshots.deserialize',
+        {
+          snapshots: {
+            every: 1,
+            schemaVersion: 1,
+            serialize: () => 1,
+            deserialize: 'json' as unknown as () => unknown,
+          },
+        },
+      ],
     ])('rejects %s', (_, options) => {
       let error: unknown;
       try {

@@ -1,6 +1,9 @@
+import { isDeepStrictEqual } from 'node:util';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import { type Decider, type DeciderEvent, decideEvents } from './decider.js';
+import { describeFailure } from './describe-failure.js';
 import { isConcurrencyError } from './errors.js';
+import { SnapshotNotSerializableError } from './snapshot-errors.js';
 import type { EventStore } from './store.js';
 import type { EventData, RecordedEvent } from './types.js';
 
@@ -13,6 +16,16 @@ export interface CommandHandlerSnapshotOptions {
    * another schema version are ignored and the state is rebuilt from the events.
    */
   readonly schemaVersion: number;
+  /**
+   * Turns the state into what is stored: a value that survives a JSON round trip. Give it with
+   * `deserialize` when the state holds a `Map`, a `Date`, class instances… Each snapshot is checked
+   * before it is saved: `deserialize` of the stored JSON must give a state deeply equal to the one
+   * saved.
+   * @default the state itself, which must then survive a JSON round trip unchanged
+   */
+  readonly serialize?: (state: never) => unknown;
+  /** Rebuilds the state from what `serialize` stored (after a JSON round trip). @default the stored value itself */
+  readonly deserialize?: (stored: unknown) => unknown;
 }
 
 /** Options of {@link CommandHandler}. */
@@ -25,15 +38,19 @@ export interface CommandHandlerOptions {
    */
   readonly maxRetries?: number;
   /**
-   * Saves the state every `every` events so that loading reads only the events after it. The state
-   * must then survive a JSON round trip (plain objects, arrays, strings, finite numbers, booleans,
-   * null; no `Date`, `Map`, `bigint` or class instances), as that is how backends store it.
+   * Saves the state every `every` events so that loading reads only the events after it. Backends
+   * store it as JSON, so the state must survive a JSON round trip unchanged (plain objects, arrays,
+   * strings, finite numbers, booleans, null; no `Date`, `Map`, `bigint`, class instances or
+   * `undefined` properties), or `serialize`/`deserialize` must convert it. A state that would not
+   * come back deeply equal is not saved: `onSnapshotError` gets a `SnapshotNotSerializableError`.
    * @default no snapshots: every load folds the whole stream
    */
   readonly snapshots?: CommandHandlerSnapshotOptions;
   /**
-   * Called when saving a snapshot fails. The command still succeeds, since its events are stored,
-   * and the next load simply reads more events. Whatever this hook throws is ignored.
+   * Called when saving a snapshot fails, when a state cannot be stored as one
+   * (`SnapshotNotSerializableError`), and when `deserialize` throws on a stored one (which is then
+   * ignored). The command still succeeds, since its events are stored, and loads simply read more
+   * events. Whatever this hook throws is ignored.
    * @default the error is dropped
    */
   readonly onSnapshotError?: (error: unknown, streamId: string) => void;
@@ -111,6 +128,16 @@ export class CommandHandler<C, E extends DeciderEvent, S> {
           `snapshots.schemaVersion must be a non-negative integer, not ${String(snapshots.schemaVersion)}`,
         );
       }
+      if ((snapshots.serialize === undefined) !== (snapshots.deserialize === undefined)) {
+        throw new InvalidOptionsError(
+          'snapshots.serialize and snapshots.deserialize go together: give both or neither',
+        );
+      }
+      for (const key of ['serialize', 'deserialize'] as const) {
+        if (snapshots[key] !== undefined && typeof snapshots[key] !== 'function') {
+          throw new InvalidOptionsError(`snapshots.${key} must be a function`);
+        }
+      }
     }
     if (onSnapshotError !== undefined && typeof onSnapshotError !== 'function') {
       throw new InvalidOptionsError('onSnapshotError must be a function');
@@ -129,14 +156,23 @@ export class CommandHandler<C, E extends DeciderEvent, S> {
   async load(streamId: string): Promise<LoadResult<S>> {
     let start: LoadResult<S> | undefined;
     if (this.#snapshots !== undefined) {
-      const snapshot = await this.#store.loadSnapshot<S>(streamId);
+      const snapshot = await this.#store.loadSnapshot<unknown>(streamId);
       if (
         snapshot !== undefined &&
         snapshot.schemaVersion === this.#snapshots.schemaVersion &&
         Number.isInteger(snapshot.version) &&
         snapshot.version >= 0
       ) {
-        start = { state: snapshot.state, version: snapshot.version };
+        const { deserialize } = this.#snapshots;
+        if (deserialize === undefined) start = { state: snapshot.state as S, version: snapshot.version };
+        else {
+          try {
+            start = { state: deserialize(snapshot.state) as S, version: snapshot.version };
+          } catch (error) {
+            // An unreadable snapshot only costs reading the whole stream.
+            this.#reportSnapshotError(error, streamId);
+          }
+        }
       }
     }
     start ??= { state: this.#decider.initialState(), version: -1 };
@@ -197,20 +233,64 @@ export class CommandHandler<C, E extends DeciderEvent, S> {
     if (policy === undefined) return;
     if (Math.floor((newVersion + 1) / policy.every) <= Math.floor((oldVersion + 1) / policy.every)) return;
     try {
-      await this.#store.saveSnapshot<S>({
+      const stored = storable(policy, streamId, newVersion, state);
+      await this.#store.saveSnapshot<unknown>({
         streamId,
         version: newVersion,
         schemaVersion: policy.schemaVersion,
-        state,
+        state: stored,
       });
     } catch (error) {
-      try {
-        this.#onSnapshotError?.(error, streamId);
-      } catch {
-        // The events are stored; a failing hook must not turn the command into a failure.
-      }
+      this.#reportSnapshotError(error, streamId);
     }
   }
+
+  #reportSnapshotError(error: unknown, streamId: string): void {
+    try {
+      this.#onSnapshotError?.(error, streamId);
+    } catch {
+      // The events are stored; a failing hook must not turn the command into a failure.
+    }
+  }
+}
+
+/**
+ * What to store for `state`, after checking that loading it gives back a deeply equal state: the
+ * backends keep JSON, and a snapshot that comes back different (a `Map` as `{}`, a `Date` as a
+ * string) would poison every later load of the stream.
+ */
+function storable(
+  policy: CommandHandlerSnapshotOptions,
+  streamId: string,
+  version: number,
+  state: unknown,
+): unknown {
+  let stored: unknown;
+  let loaded: unknown;
+  try {
+    stored = policy.serialize === undefined ? state : (policy.serialize as (s: unknown) => unknown)(state);
+    const json = JSON.stringify(stored);
+    if (json === undefined) throw new TypeError(`JSON has no form for ${typeof stored}`);
+    const decoded: unknown = JSON.parse(json);
+    loaded = policy.deserialize === undefined ? decoded : policy.deserialize(decoded);
+  } catch (error) {
+    throw new SnapshotNotSerializableError(
+      streamId,
+      version,
+      `${policy.serialize === undefined ? 'JSON' : 'serialize, JSON and deserialize'} failed: ${describeFailure(error, false)}`,
+      error,
+    );
+  }
+  if (!isDeepStrictEqual(loaded, state)) {
+    throw new SnapshotNotSerializableError(
+      streamId,
+      version,
+      policy.serialize === undefined
+        ? 'it does not survive a JSON round trip unchanged (a Map, Set, Date, class instance or undefined property?); give snapshots.serialize and deserialize'
+        : 'deserialize(JSON round trip of serialize(state)) is not deeply equal to the state',
+    );
+  }
+  return stored;
 }
 
 function toEventData(
