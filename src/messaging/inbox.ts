@@ -1,3 +1,4 @@
+import { ClaimLostError } from './claim-lost-error.js';
 import { positiveIntegerOption } from './lease.js';
 
 /**
@@ -12,9 +13,24 @@ export interface Inbox {
   begin(key: string): Promise<InboxClaim | null>;
 }
 
-/** A held inbox key: `complete` after the handler succeeded, `abandon` after it failed. */
+/**
+ * A held inbox key: `complete` after the handler succeeded, `abandon` after it failed. Every operation
+ * acts on this holder's own claim only: once the claim is lost (its lease lapsed and another delivery
+ * took the key over), nothing it does touches the new holder's claim.
+ */
 export interface InboxClaim {
+  /**
+   * Aborted (reason: a `ClaimLostError`) as soon as the holder learns its claim is lost, from a lease
+   * renewal or from `complete`. A handler that stops on it limits, but cannot rule out, overlap with
+   * the new holder: a frozen process learns it only once it runs again.
+   */
+  readonly signal: AbortSignal;
+  /**
+   * Records the key as processed.
+   * @throws ClaimLostError when the claim is no longer this holder's; nothing was recorded.
+   */
   complete(): Promise<void>;
+  /** Releases the key for another delivery, if this holder still has it; otherwise does nothing. */
   abandon(): void;
 }
 
@@ -35,6 +51,8 @@ interface Held {
   readonly done: Promise<boolean>;
   settle(processed: boolean): void;
 }
+
+const NEVER_ABORTED = new AbortController().signal;
 
 /**
  * An inbox in process memory: duplicates are caught within one process for `ttlMs`, which covers
@@ -75,14 +93,19 @@ export class MemoryInbox implements Inbox {
     const done = new Promise<boolean>((resolve) => {
       settle = resolve;
     });
-    this.#held.set(key, { done, settle });
+    const held: Held = { done, settle };
+    this.#held.set(key, held);
+    // Memory claims have no lease: only their holder ends them, so they are lost only once released.
     return {
+      signal: NEVER_ABORTED,
       complete: async () => {
+        if (this.#held.get(key) !== held) throw new ClaimLostError(key);
         this.#held.delete(key);
         this.#remember(key);
         settle(true);
       },
       abandon: () => {
+        if (this.#held.get(key) !== held) return;
         this.#held.delete(key);
         settle(false);
       },

@@ -1,4 +1,6 @@
 import { InvalidOptionsError } from '../errors/ferry-error.js';
+import { ClaimLostError } from './claim-lost-error.js';
+import type { InboxClaim } from './inbox.js';
 
 /** Options shared by the durable inboxes. */
 export interface DurableInboxOptions {
@@ -49,18 +51,72 @@ export function resolveDurableInboxOptions(
   };
 }
 
-/** Runs `renew` every third of the lease until stopped, so a slow handler keeps its claim. */
-export function keepLease(leaseMs: number, renew: () => Promise<unknown>): () => void {
+/** What a durable inbox does to its storage for one claim; each resolves false when the claim is not the holder's. */
+export interface ClaimStorage {
+  /** Extends the lease of the holder's claim. */
+  renew(): Promise<boolean>;
+  /** Marks the key processed, if the holder still has it. */
+  complete(): Promise<boolean>;
+  /** Deletes the holder's claim, if it still has it. */
+  release(): Promise<unknown>;
+}
+
+/**
+ * A durable claim: renewed every third of the lease while held; a renewal or a completion that finds
+ * the claim gone aborts `signal` and makes `complete` throw `ClaimLostError`. Storage operations of
+ * one claim never overlap, so a renewal in flight cannot race a completion.
+ */
+export function leasedClaim(key: string, leaseMs: number, storage: ClaimStorage): InboxClaim {
+  const controller = new AbortController();
+  let last: Promise<unknown> = Promise.resolve();
+  let ended = false;
+  const serial = <T>(operation: () => Promise<T>): Promise<T> => {
+    const next = last.then(operation, operation);
+    last = next.catch(() => {});
+    return next;
+  };
+  const lose = (): ClaimLostError => {
+    const error = new ClaimLostError(key);
+    if (!controller.signal.aborted) controller.abort(error);
+    return error;
+  };
   const timer = setInterval(
     () => {
-      renew().catch(() => {
-        // The next renewal tries again; if the lease lapses, a duplicate may run: at least once.
+      void serial(async () => {
+        if (ended) return;
+        if (!(await storage.renew())) {
+          ended = true;
+          clearInterval(timer);
+          lose();
+        }
+      }).catch(() => {
+        // The next renewal tries again; if the lease lapses meanwhile, that renewal finds the claim lost.
       });
     },
     Math.max(10, Math.floor(leaseMs / 3)),
   );
   timer.unref();
-  return () => clearInterval(timer);
+  const end = (): boolean => {
+    clearInterval(timer);
+    const wasEnded = ended;
+    ended = true;
+    return wasEnded;
+  };
+  return {
+    signal: controller.signal,
+    complete: () => {
+      if (end() && controller.signal.aborted) return Promise.reject(lose());
+      return serial(async () => {
+        if (!(await storage.complete())) throw lose();
+      });
+    },
+    abandon: () => {
+      if (end()) return;
+      serial(() => storage.release()).catch(() => {
+        // The lease runs out instead.
+      });
+    },
+  };
 }
 
 /** Waits between looks at a key another delivery holds. */

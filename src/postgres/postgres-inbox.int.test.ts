@@ -48,6 +48,15 @@ testInbox(
           );
           await client.end();
         },
+        async expireLease(key) {
+          const client = new pg.Client({ connectionString: postgresTestUrl() });
+          await client.connect();
+          await client.query(
+            `UPDATE "${schema}".inbox SET lease_until = now() - interval '1 second' WHERE key = $1`,
+            [key],
+          );
+          await client.end();
+        },
         async leaseLeft(key) {
           const client = new pg.Client({ connectionString: postgresTestUrl() });
           await client.connect();

@@ -3,11 +3,18 @@ import type { Inbox, InboxClaim } from '../messaging/inbox.js';
 import {
   type DurableInboxOptions,
   holdBackoff,
-  keepLease,
+  leasedClaim,
   resolveDurableInboxOptions,
 } from '../messaging/lease.js';
 
 const CLEANUP_EVERY_MS = 600_000;
+
+/**
+ * A claim's fencing value: its lease end in microseconds. Only the holder moves it, and a takeover
+ * happens only after it has passed, at a later lease end: so it names one claim of the key. (A
+ * `claim_token` column would say so more plainly; it needs a migration of the shared schema.)
+ */
+const FENCE = `(extract(epoch FROM lease_until) * 1000000)::bigint::text`;
 
 /**
  * An inbox in PostgreSQL, beside the event store: a key processed by any instance of the service,
@@ -38,10 +45,11 @@ export class PostgresInbox implements Inbox {
         `INSERT INTO ${this.#table} (key, state, lease_until) VALUES ($1, 'processing', now() + $2 * interval '1 millisecond')
          ON CONFLICT (key) DO UPDATE SET lease_until = EXCLUDED.lease_until
            WHERE ${this.#table}.state = 'processing' AND ${this.#table}.lease_until < now()
-         RETURNING key`,
+         RETURNING ${FENCE} AS fence`,
         [key, this.#leaseMs],
       );
-      if (claimed.rowCount === 1) return this.#claim(key);
+      const fence = (claimed.rows[0] as { fence: string } | undefined)?.fence;
+      if (fence !== undefined) return this.#claim(key, fence);
       const { rows } = await this.#pool.query<{ state: string }>(
         `SELECT state FROM ${this.#table} WHERE key = $1`,
         [key],
@@ -52,30 +60,29 @@ export class PostgresInbox implements Inbox {
     }
   }
 
-  #claim(key: string): InboxClaim {
-    const stop = keepLease(this.#leaseMs, () =>
-      this.#pool.query(
-        `UPDATE ${this.#table} SET lease_until = now() + $2 * interval '1 millisecond' WHERE key = $1 AND state = 'processing'`,
-        [key, this.#leaseMs],
-      ),
-    );
-    return {
-      complete: async () => {
-        stop();
-        await this.#pool.query(
-          `UPDATE ${this.#table} SET state = 'done', processed_at = now(), lease_until = NULL WHERE key = $1`,
-          [key],
+  #claim(key: string, claimedFence: string): InboxClaim {
+    let fence = claimedFence;
+    const mine = `key = $1 AND state = 'processing' AND ${FENCE} = $2`;
+    return leasedClaim(key, this.#leaseMs, {
+      renew: async () => {
+        const { rows } = await this.#pool.query<{ fence: string }>(
+          `UPDATE ${this.#table} SET lease_until = now() + $3 * interval '1 millisecond' WHERE ${mine}
+           RETURNING ${FENCE} AS fence`,
+          [key, fence, this.#leaseMs],
         );
+        if (rows[0] === undefined) return false;
+        fence = rows[0].fence;
+        return true;
       },
-      abandon: () => {
-        stop();
-        this.#pool
-          .query(`DELETE FROM ${this.#table} WHERE key = $1 AND state = 'processing'`, [key])
-          .catch(() => {
-            // The lease runs out instead.
-          });
+      complete: async () => {
+        const done = await this.#pool.query(
+          `UPDATE ${this.#table} SET state = 'done', processed_at = now(), lease_until = NULL WHERE ${mine}`,
+          [key, fence],
+        );
+        return done.rowCount === 1;
       },
-    };
+      release: () => this.#pool.query(`DELETE FROM ${this.#table} WHERE ${mine}`, [key, fence]),
+    });
   }
 
   /** Forgets processed keys past the retention, at most every ten minutes, in the background. */

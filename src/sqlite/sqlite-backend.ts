@@ -91,6 +91,12 @@ const MIGRATIONS: readonly { readonly version: number; readonly name: string; re
         expires_at INTEGER NOT NULL
       );`,
   },
+  {
+    version: 4,
+    name: 'inbox claim tokens',
+    // Each claim writes its own token; renewals, completions and releases act only on their token.
+    sql: 'ALTER TABLE ferry_inbox ADD COLUMN claim_token TEXT;',
+  },
 ];
 
 // Integers come back as bigint (`defaultSafeIntegers`): positions stay exact; versions are converted.

@@ -38,6 +38,11 @@ testInbox(
           );
           db.close();
         },
+        async expireLease(key) {
+          const db = new Database(path);
+          db.prepare('UPDATE ferry_inbox SET lease_until = ? WHERE key = ?').run(Date.now() - 1000, key);
+          db.close();
+        },
         async leaseLeft(key) {
           const db = new Database(path, { readonly: true });
           const row = db.prepare('SELECT lease_until FROM ferry_inbox WHERE key = ?').get(key) as

@@ -1,9 +1,10 @@
+import { randomUUID } from 'node:crypto';
 import type Database from 'better-sqlite3';
 import type { Inbox, InboxClaim } from '../messaging/inbox.js';
 import {
   type DurableInboxOptions,
   holdBackoff,
-  keepLease,
+  leasedClaim,
   resolveDurableInboxOptions,
 } from '../messaging/lease.js';
 
@@ -16,10 +17,10 @@ type Look = { claimed: true } | { claimed: false; done: boolean };
 export class SqliteInbox implements Inbox {
   readonly #leaseMs: number;
   readonly #retentionMs: number;
-  readonly #look: Database.Transaction<(key: string, now: number) => Look>;
-  readonly #renew: Database.Statement<[number, string]>;
-  readonly #complete: Database.Statement<[number, string]>;
-  readonly #abandon: Database.Statement<[string]>;
+  readonly #look: Database.Transaction<(key: string, token: string, now: number) => Look>;
+  readonly #renew: Database.Statement<[number, string, string]>;
+  readonly #complete: Database.Statement<[number, string, string]>;
+  readonly #abandon: Database.Statement<[string, string]>;
   readonly #cleanUp: Database.Statement<[number]>;
   #cleanedAt = 0;
 
@@ -31,47 +32,44 @@ export class SqliteInbox implements Inbox {
     const find = db.prepare<[string], { state: string; lease_until: bigint | null }>(
       'SELECT state, lease_until FROM ferry_inbox WHERE key = ?',
     );
-    const upsert = db.prepare<[string, number]>(
-      `INSERT INTO ferry_inbox (key, state, lease_until) VALUES (?, 'processing', ?)
-       ON CONFLICT (key) DO UPDATE SET state = 'processing', lease_until = excluded.lease_until`,
+    const upsert = db.prepare<[string, number, string]>(
+      `INSERT INTO ferry_inbox (key, state, lease_until, claim_token) VALUES (?, 'processing', ?, ?)
+       ON CONFLICT (key) DO UPDATE SET state = 'processing', lease_until = excluded.lease_until,
+         claim_token = excluded.claim_token`,
     );
-    this.#look = db.transaction((key: string, now: number): Look => {
+    this.#look = db.transaction((key: string, token: string, now: number): Look => {
       const row = find.get(key);
       if (row?.state === 'done') return { claimed: false, done: true };
       if (row !== undefined && Number(row.lease_until ?? 0) > now) return { claimed: false, done: false };
-      upsert.run(key, now + this.#leaseMs);
+      upsert.run(key, now + this.#leaseMs, token);
       return { claimed: true };
     });
-    this.#renew = db.prepare("UPDATE ferry_inbox SET lease_until = ? WHERE key = ? AND state = 'processing'");
+    const mine = "key = ? AND claim_token = ? AND state = 'processing'";
+    this.#renew = db.prepare(`UPDATE ferry_inbox SET lease_until = ? WHERE ${mine}`);
     this.#complete = db.prepare(
-      "UPDATE ferry_inbox SET state = 'done', processed_at = ?, lease_until = NULL WHERE key = ?",
+      `UPDATE ferry_inbox SET state = 'done', processed_at = ?, lease_until = NULL, claim_token = NULL WHERE ${mine}`,
     );
-    this.#abandon = db.prepare("DELETE FROM ferry_inbox WHERE key = ? AND state = 'processing'");
+    this.#abandon = db.prepare(`DELETE FROM ferry_inbox WHERE ${mine}`);
     this.#cleanUp = db.prepare("DELETE FROM ferry_inbox WHERE state = 'done' AND processed_at < ?");
   }
 
   async begin(key: string): Promise<InboxClaim | null> {
     this.#forgetOld();
     for (let round = 0; ; round++) {
-      const look = this.#look.immediate(key, Date.now());
-      if (look.claimed) return this.#claim(key);
+      const token = randomUUID();
+      const look = this.#look.immediate(key, token, Date.now());
+      if (look.claimed) return this.#claim(key, token);
       if (look.done) return null;
       await holdBackoff(round);
     }
   }
 
-  #claim(key: string): InboxClaim {
-    const stop = keepLease(this.#leaseMs, async () => this.#renew.run(Date.now() + this.#leaseMs, key));
-    return {
-      complete: async () => {
-        stop();
-        this.#complete.run(Date.now(), key);
-      },
-      abandon: () => {
-        stop();
-        this.#abandon.run(key);
-      },
-    };
+  #claim(key: string, token: string): InboxClaim {
+    return leasedClaim(key, this.#leaseMs, {
+      renew: async () => this.#renew.run(Date.now() + this.#leaseMs, key, token).changes === 1,
+      complete: async () => this.#complete.run(Date.now(), key, token).changes === 1,
+      release: async () => this.#abandon.run(key, token),
+    });
   }
 
   #forgetOld(): void {

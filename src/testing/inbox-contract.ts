@@ -1,7 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { isInvalidOptionsError } from '../errors/ferry-error.js';
+import { isClaimLostError } from '../messaging/claim-lost-error.js';
 import type { Inbox } from '../messaging/inbox.js';
 import type { DurableInboxOptions } from '../messaging/lease.js';
+import { waitFor } from './wait.js';
 
 /** What the inbox contract suite needs. */
 export interface InboxHarness {
@@ -15,6 +17,8 @@ export interface InboxUnderTest {
   sibling?(options?: DurableInboxOptions): Promise<Inbox>;
   /** Stores a claim on `key` as a process that died holding it would leave it: lease expired. */
   plantOrphan?(key: string): Promise<void>;
+  /** Ends the stored lease of `key` now, as if its holder had been frozen past it. */
+  expireLease?(key: string): Promise<void>;
   /** Milliseconds left on the stored lease of `key` (`null`: no lease stored, `undefined`: no row). */
   leaseLeft?(key: string): Promise<number | null | undefined>;
 }
@@ -77,7 +81,61 @@ export function testInbox(
       await claim!.complete();
     });
 
+    it("acts only on its own claim: once released, it cannot complete or release the next holder's", async () => {
+      const { inbox } = await harness.create();
+      const first = await inbox.begin('own');
+      first!.abandon();
+      const second = await inbox.begin('own');
+      expect(second).not.toBeNull();
+      first!.abandon();
+      const third = inbox.begin('own');
+      expect((await settleSoon(third)).settled, 'a stale release freed the key').toBe(false);
+      await expect(first!.complete()).rejects.toSatisfy(isClaimLostError);
+      expect((await settleSoon(third, 100)).settled, 'a stale completion recorded the key').toBe(false);
+      await second!.complete();
+      expect(await third).toBeNull();
+    });
+
     if (!features.durable) return;
+
+    it('tells a holder whose lease lapsed and was taken over, and leaves the new claim alone', async () => {
+      // The holder renews every 200 ms; the takeover below happens well before its first renewal.
+      const underTest = await harness.create({ leaseMs: 600 });
+      const other = await underTest.sibling!({ leaseMs: 600 });
+      const stale = await underTest.inbox.begin('frozen');
+      const staleToo = await underTest.inbox.begin('frozen-too');
+      // As if the holder's process had been frozen past its lease:
+      await underTest.expireLease!('frozen');
+      await underTest.expireLease!('frozen-too');
+      const current = await other.begin('frozen');
+      const currentToo = await other.begin('frozen-too');
+      expect(current).not.toBeNull();
+      expect(currentToo).not.toBeNull();
+      expect(stale!.signal.aborted).toBe(false);
+
+      // Its next renewal finds the claim gone.
+      await waitFor(() => stale!.signal.aborted, 'the stale holder to learn it lost its claim', 2000);
+      expect(isClaimLostError(stale!.signal.reason)).toBe(true);
+      expect(current!.signal.aborted).toBe(false);
+
+      // Its handler failed: releasing must not free the key the new holder is processing.
+      stale!.abandon();
+      const third = other.begin('frozen');
+      expect((await settleSoon(third, 300)).settled, 'a stale release freed the key').toBe(false);
+      // Its handler succeeded: completing must not record the key for the new holder.
+      await expect(staleToo!.complete()).rejects.toSatisfy(isClaimLostError);
+      const thirdToo = other.begin('frozen-too');
+      expect((await settleSoon(thirdToo, 300)).settled, 'a stale completion recorded the key').toBe(false);
+
+      // The new holders' renewals still hold (the stale ones did not steal them back), then they decide.
+      expect(current!.signal.aborted || currentToo!.signal.aborted).toBe(false);
+      await current!.complete();
+      expect(await third).toBeNull();
+      currentToo!.abandon();
+      const again = await thirdToo;
+      expect(again).not.toBeNull();
+      await again!.complete();
+    });
 
     it('takes options given as undefined for their defaults', async () => {
       const underTest = await harness.create({ leaseMs: undefined, retentionMs: undefined });
