@@ -4,11 +4,13 @@ import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import type { Logger } from '../messaging/logger.js';
 import { PostgresEventStoreBackend } from '../postgres/postgres-backend.js';
+import { isTimeoutError } from '../resilience/errors.js';
 import { SqliteEventStoreBackend } from '../sqlite/sqlite-backend.js';
 import { dropSchemas, postgresTestUrl, testSchemaName } from '../testing/postgres.js';
 import type { EventStoreBackend } from './backend.js';
 import { MemoryEventStoreBackend } from './memory/memory-backend.js';
 import { EventStore } from './store.js';
+import { DEFAULT_EVENT_SUBSCRIPTION_OPTIONS } from './subscription.js';
 
 // Subscription behaviour that goes through the backend (parking, checkpoints, leases), on every
 // backend. Each storage can be opened several times, as by several processes of one service.
@@ -148,5 +150,87 @@ describe.each(storages)('subscriptions on %s', (_name, storage) => {
         expect(await sub.parked()).toHaveLength(1);
       },
     );
+  });
+
+  describe('handlerTimeoutMs', () => {
+    it('fails an attempt that runs past the limit, aborting its signal, and parks the event after the last one even if the handler ignores the signal', async () => {
+      const logger = quiet();
+      const store = await (await opener())(logger);
+      await store.append('s', [
+        { type: 'Hang', data: 1 },
+        { type: 'Quick', data: 2 },
+      ]);
+      const signals: AbortSignal[] = [];
+      const attempts: number[] = [];
+      const handled: string[] = [];
+      const sub = store.subscribe(
+        { name: 'slow', maxAttempts: 2, backoff: FAST, handlerTimeoutMs: 80 },
+        (event, { signal, attempt }) => {
+          if (event.type === 'Hang') {
+            signals.push(signal);
+            attempts.push(attempt);
+            return new Promise<void>(() => {}); // never settles, ignores the signal
+          }
+          handled.push(event.type);
+          expect(signal.aborted).toBe(false);
+          return undefined;
+        },
+      );
+      const started = Date.now();
+      await sub.caughtUp();
+      expect(Date.now() - started).toBeGreaterThanOrEqual(2 * 80);
+      expect(attempts).toEqual([1, 2]);
+      expect(signals.map((s) => s.aborted)).toEqual([true, true]);
+      expect(isTimeoutError(signals[0]!.reason)).toBe(true);
+      expect(handled).toEqual(['Quick']);
+      const parked = await sub.parked();
+      expect(parked.map((p) => [p.event.type, p.attempts])).toEqual([['Hang', 2]]);
+      expect(parked[0]!.error).toMatch(/did not finish within 80 ms/);
+      expect(await sub.lag()).toMatchObject({ behind: 0 });
+    });
+
+    it('retries a timed-out attempt; a handler that stops on its signal succeeds on the next one, and one within the limit is never aborted', async () => {
+      const logger = quiet();
+      const store = await (await opener())(logger);
+      await store.append('s', [
+        { type: 'Slow', data: 1 },
+        { type: 'Quick', data: 2 },
+      ]);
+      const log: string[] = [];
+      const signals: AbortSignal[] = [];
+      const sub = store.subscribe(
+        { name: 'honours', maxAttempts: 3, backoff: FAST, handlerTimeoutMs: 100 },
+        async (event, { signal, attempt }) => {
+          signals.push(signal);
+          log.push(`${event.type}#${attempt} start`);
+          if (event.type === 'Slow' && attempt === 1) {
+            await new Promise<void>((resolve, reject) => {
+              const timer = setTimeout(resolve, 5000);
+              signal.addEventListener('abort', () => {
+                clearTimeout(timer);
+                reject(signal.reason);
+              });
+            });
+          }
+          await new Promise((resolve) => setTimeout(resolve, 30)); // within the limit
+          log.push(`${event.type}#${attempt} end`);
+        },
+      );
+      await sub.caughtUp();
+      expect(log).toEqual(['Slow#1 start', 'Slow#2 start', 'Slow#2 end', 'Quick#1 start', 'Quick#1 end']);
+      expect(signals.map((s) => s.aborted)).toEqual([true, false, false]);
+      expect(await sub.parked()).toEqual([]);
+      expect(logger.warnings.some((w) => w.includes('ran past handlerTimeoutMs failed'))).toBe(true);
+    });
+
+    it('refuses a limit that is not a positive integer a timer can hold, and defaults to 30 s', async () => {
+      const store = await (await opener())();
+      for (const handlerTimeoutMs of [0, -1, 1.5, Number.POSITIVE_INFINITY, Number.NaN, 2 ** 31]) {
+        expect(() => store.subscribe({ name: 'bad', handlerTimeoutMs }, () => {})).toThrow(
+          /handlerTimeoutMs/,
+        );
+      }
+      expect(DEFAULT_EVENT_SUBSCRIPTION_OPTIONS.handlerTimeoutMs).toBe(30_000);
+    });
   });
 });

@@ -9,6 +9,7 @@ import {
   type ExponentialBackoffOptions,
   exponentialDelays,
 } from '../resilience/backoff.js';
+import { TimeoutError } from '../resilience/errors.js';
 import type { EventStoreBackend, ParkedEvent } from './backend.js';
 import { describeFailure } from './describe-failure.js';
 import type { RecordedEvent } from './types.js';
@@ -42,6 +43,14 @@ export interface EventSubscriptionOptions {
   readonly exclusive?: boolean;
   /** Lifetime of the lease without renewal, in ms (`exclusive` only). @default 10000 */
   readonly leaseMs?: number;
+  /**
+   * Time limit of one handler attempt, in ms. Past it the handler's `signal` aborts (its reason a
+   * `TimeoutError`, code `TIMEOUT`), the attempt counts as failed (retried with backoff, then the
+   * event is parked) and the subscription goes on without waiting for it. A handler that ignores
+   * its signal may therefore still run while the next attempt, or later events, are handled: only a
+   * handler that stops on its signal keeps the one-at-a-time, in-order guarantee. @default 30000
+   */
+  readonly handlerTimeoutMs?: number;
 }
 
 export const DEFAULT_EVENT_SUBSCRIPTION_OPTIONS = Object.freeze({
@@ -52,6 +61,7 @@ export const DEFAULT_EVENT_SUBSCRIPTION_OPTIONS = Object.freeze({
   idlePollMs: 2000,
   exclusive: true,
   leaseMs: 10_000,
+  handlerTimeoutMs: 30_000,
 });
 
 /** How far a subscription is behind. */
@@ -62,9 +72,23 @@ export interface SubscriptionLag {
   readonly behind: number;
 }
 
-export type EventHandler = (event: RecordedEvent) => Promise<void> | void;
+/** What a subscription hands its handler beside the event. */
+export interface EventHandlerContext {
+  /**
+   * Aborts when the attempt runs past `handlerTimeoutMs` (reason: a `TimeoutError`). Pass it to
+   * what the handler awaits (queries, HTTP calls) and stop when it aborts.
+   */
+  readonly signal: AbortSignal;
+  /** 1 for the first try of an event, then 2, 3… (a replay of a parked event starts at 1). */
+  readonly attempt: number;
+}
+
+/** Handles one event; may ignore its second argument. Throwing anything fails the attempt. */
+export type EventHandler = (event: RecordedEvent, context: EventHandlerContext) => Promise<void> | void;
 
 const HELD_POLL_MS = [5, 10, 20, 50, 100];
+/** Longest delay setTimeout honours; a longer one fires at once. */
+const MAX_TIMER_MS = 2_147_483_647;
 
 /**
  * A named catch-up subscription: reads every event after its checkpoint in global order, hands each
@@ -122,6 +146,10 @@ export class EventSubscription {
     }
     if (!Number.isInteger(this.#options.leaseMs) || this.#options.leaseMs < 100) {
       throw new InvalidOptionsError('leaseMs must be an integer of at least 100');
+    }
+    const timeout = this.#options.handlerTimeoutMs;
+    if (!Number.isInteger(timeout) || timeout < 1 || timeout > MAX_TIMER_MS) {
+      throw new InvalidOptionsError(`handlerTimeoutMs must be an integer from 1 to ${MAX_TIMER_MS}`);
     }
     this.#delays = exponentialDelays(this.#options.backoff, this.#options.maxAttempts - 1);
     this.done = this.#run();
@@ -289,13 +317,56 @@ export class EventSubscription {
     if (this.#position === position) this.#dirty = false;
   }
 
-  async #handle(event: RecordedEvent): Promise<void> {
+  /**
+   * One handler attempt, limited to `handlerTimeoutMs`. A handler still running past it is left to
+   * finish on its own (its signal aborted): waiting for one that ignores the signal would stall the
+   * subscription for good.
+   */
+  async #attempt(event: RecordedEvent, attempt: number): Promise<void> {
     const correlationId =
       typeof event.metadata.correlationId === 'string' ? event.metadata.correlationId : event.id;
+    const limit = this.#options.handlerTimeoutMs;
+    const controller = new AbortController();
+    const context: EventHandlerContext = { signal: controller.signal, attempt };
+    const running = runWithContext({ correlationId, messageId: event.id }, async () =>
+      this.#handler(event, context),
+    );
+    let timer: NodeJS.Timeout | undefined;
+    const expired = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        const error = new TimeoutError(
+          limit,
+          `subscription "${this.name}" handler for event ${event.id} (position ${event.position})`,
+        );
+        controller.abort(error);
+        reject(error);
+      }, limit);
+    });
+    try {
+      await Promise.race([running, expired]);
+    } catch (error) {
+      if (controller.signal.aborted) {
+        const started = Date.now() - limit;
+        running.then(
+          () => this.#logger.warn(this.#lateMessage(event, started, 'succeeded')),
+          () => this.#logger.warn(this.#lateMessage(event, started, 'failed')),
+        );
+      }
+      throw error;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  #lateMessage(event: RecordedEvent, started: number, outcome: string): string {
+    return `subscription "${this.name}": an attempt at event ${event.id} that ran past handlerTimeoutMs ${outcome} ${Date.now() - started} ms after it began; it was not waited for`;
+  }
+
+  async #handle(event: RecordedEvent): Promise<void> {
     let lastError: unknown;
     for (let attempt = 1; attempt <= this.#delays.length + 1; attempt++) {
       try {
-        await runWithContext({ correlationId, messageId: event.id }, this.#handler, event);
+        await this.#attempt(event, attempt);
         return;
       } catch (error) {
         lastError = error;
@@ -395,10 +466,7 @@ export class EventSubscription {
     for (const parked of await this.#backend.listParked(this.name, Number.MAX_SAFE_INTEGER)) {
       if (wanted !== undefined && !wanted.has(parked.event.position)) continue;
       try {
-        const event = parked.event;
-        const correlationId =
-          typeof event.metadata.correlationId === 'string' ? event.metadata.correlationId : event.id;
-        await runWithContext({ correlationId, messageId: event.id }, this.#handler, event);
+        await this.#attempt(parked.event, 1);
       } catch (error) {
         this.#logger.warn(
           `replay of parked event ${parked.event.id} failed again: ${describeFailure(error, false)}`,
