@@ -13,6 +13,7 @@ import type {
 } from '../messaging/transport.js';
 import { redactUrl } from '../messaging/transport-from-url.js';
 import { encodeEnvelope } from './codec.js';
+import { classifyConnectionError } from './connection-refusal.js';
 import { AmqpConsumer } from './consumer.js';
 import { listDeadLetters, replayDeadLetters } from './dead-letters.js';
 import { ConfirmPublisher, type PublisherStats } from './publisher.js';
@@ -185,6 +186,15 @@ export class AmqpTransport implements Transport {
       } catch (error) {
         await connection?.close().catch(() => {});
         if (this.#closed) return;
+        // Refused credentials, a missing vhost or missing permissions do not heal by waiting: the
+        // first connect fails at once; a recovering connection keeps trying (they may be fixed
+        // while the service runs) but says what is wrong.
+        const permanent = await classifyConnectionError(error, this.#url, this.displayUrl);
+        if (this.#closed) return;
+        if (permanent !== undefined && deadline !== undefined) {
+          this.#state = 'closed';
+          throw permanent;
+        }
         if (deadline !== undefined && Date.now() >= deadline) {
           this.#state = 'closed';
           throw new BrokerConnectionError(
@@ -193,9 +203,11 @@ export class AmqpTransport implements Transport {
           );
         }
         const delay = this.#backoff(attempt);
-        this.#logger.warn(
-          `RabbitMQ at ${this.displayUrl} unavailable (${(error as Error).message}); retrying in ${delay} ms`,
-        );
+        if (permanent !== undefined) this.#logger.error(`${permanent.message}; retrying in ${delay} ms`);
+        else
+          this.#logger.warn(
+            `RabbitMQ at ${this.displayUrl} unavailable (${(error as Error).message}); retrying in ${delay} ms`,
+          );
         await this.#sleep(delay);
       }
     }

@@ -4,5 +4,13 @@ export {
   DEFAULT_AMQP_TRANSPORT_OPTIONS,
 } from './amqp-transport.js';
 export { MessageEncodingError } from './codec.js';
+export {
+  BrokerAccessRefusedError,
+  BrokerPermissionDeniedError,
+  BrokerVhostNotFoundError,
+  isBrokerAccessRefusedError,
+  isBrokerPermissionDeniedError,
+  isBrokerVhostNotFoundError,
+} from './connection-refusal.js';
 export { DEAD_LETTER_HEADER } from './dead-letters.js';
 export type { QueueType } from './topology.js';

@@ -1,0 +1,113 @@
+import { execFile } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createBus } from '../messaging/bus.js';
+import { isBrokerConnectionError } from '../messaging/errors.js';
+import { silentLogger } from '../messaging/logger.js';
+import { createTestVhost, rabbitmqBaseUrl, type TestVhost } from '../testing/rabbitmq.js';
+import {
+  isBrokerAccessRefusedError,
+  isBrokerPermissionDeniedError,
+  isBrokerVhostNotFoundError,
+} from './connection-refusal.js';
+
+const run = promisify(execFile);
+const rabbitmqctl = (...args: string[]) => run('rabbitmqctl', args, { timeout: 60_000 });
+
+const suffix = randomUUID().slice(0, 8);
+const user = `ferry-refusal-${suffix}`;
+const password = `secret-${randomUUID()}`;
+let vhost: TestVhost;
+
+beforeAll(async () => {
+  vhost = await createTestVhost('ferry-refusal');
+  await rabbitmqctl('add_user', user, password);
+});
+
+afterAll(async () => {
+  await rabbitmqctl('delete_user', user).catch(() => {});
+  await vhost?.dispose();
+});
+
+function urlFor(name: string, pass: string, vhostName: string): string {
+  const url = new URL(rabbitmqBaseUrl());
+  url.username = encodeURIComponent(name);
+  url.password = encodeURIComponent(pass);
+  url.pathname = `/${encodeURIComponent(vhostName)}`;
+  return url.toString();
+}
+
+/** How createBus fails, and how long it took. */
+async function connectFailure(url: string): Promise<{ error: unknown; ms: number }> {
+  const started = Date.now();
+  const error = await createBus({ url, service: 'refused', logger: silentLogger }).then(
+    async (bus) => {
+      await bus.close();
+      return new Error('connected');
+    },
+    (e: unknown) => e,
+  );
+  return { error, ms: Date.now() - started };
+}
+
+describe('RabbitMQ connection refusals fail fast', () => {
+  it('a wrong password rejects at once with BROKER_ACCESS_REFUSED, the password masked', async () => {
+    const wrong = `wrong-${randomUUID()}`;
+    const { error, ms } = await connectFailure(urlFor(user, wrong, vhost.name));
+    expect(isBrokerAccessRefusedError(error)).toBe(true);
+    expect(isBrokerConnectionError(error)).toBe(false);
+    expect(ms).toBeLessThan(5000);
+    const message = (error as Error).message;
+    expect(message).not.toContain(wrong);
+    expect(message).toContain('***');
+    expect(message).toMatch(/user name and password/);
+  }, 60_000);
+
+  it('a vhost that does not exist rejects at once with BROKER_VHOST_NOT_FOUND, naming it', async () => {
+    const missing = `ferry-missing-${suffix}`;
+    const { error, ms } = await connectFailure(urlFor(user, password, missing));
+    expect(isBrokerVhostNotFoundError(error)).toBe(true);
+    expect(ms).toBeLessThan(5000);
+    const message = (error as Error).message;
+    expect(message).toContain(`"${missing}"`);
+    expect(message).toMatch(/add_vhost/);
+    expect(message).not.toContain(password);
+  }, 60_000);
+
+  it('a user without permissions on the vhost rejects at once with BROKER_PERMISSION_DENIED', async () => {
+    const { error, ms } = await connectFailure(urlFor(user, password, vhost.name));
+    expect(isBrokerPermissionDeniedError(error)).toBe(true);
+    expect(ms).toBeLessThan(5000);
+    const message = (error as Error).message;
+    expect(message).toContain(`"${vhost.name}"`);
+    expect(message).toMatch(/set_permissions/);
+    expect(message).not.toContain(password);
+  }, 60_000);
+
+  it("a user who may open the vhost but not declare Ferry's exchange rejects at once with BROKER_PERMISSION_DENIED", async () => {
+    await rabbitmqctl('set_permissions', '-p', vhost.name, user, '^$', '^$', '^$');
+    try {
+      const { error, ms } = await connectFailure(urlFor(user, password, vhost.name));
+      expect(isBrokerPermissionDeniedError(error)).toBe(true);
+      expect(ms).toBeLessThan(5000);
+      expect((error as Error).message).toMatch(/ferry\.events/);
+    } finally {
+      await rabbitmqctl('clear_permissions', '-p', vhost.name, user).catch(() => {});
+    }
+  }, 60_000);
+
+  it('the right credentials still connect', async () => {
+    await rabbitmqctl('set_permissions', '-p', vhost.name, user, '.*', '.*', '.*');
+    try {
+      const bus = await createBus({
+        url: urlFor(user, password, vhost.name),
+        service: 'ok',
+        logger: silentLogger,
+      });
+      await bus.close();
+    } finally {
+      await rabbitmqctl('clear_permissions', '-p', vhost.name, user).catch(() => {});
+    }
+  }, 60_000);
+});

@@ -1,0 +1,95 @@
+import { errorGuard, FerryError } from '../errors/ferry-error.js';
+import { probeVhostAccess } from './handshake-probe.js';
+
+/** RabbitMQ refused the user name or password of the URL. Retrying cannot help. */
+export class BrokerAccessRefusedError extends FerryError {
+  readonly url: string;
+  constructor(url: string, options: { cause?: unknown } = {}) {
+    super(
+      'BROKER_ACCESS_REFUSED',
+      `RabbitMQ at ${url} refused the login: check the user name and password in the URL (the user must exist and may not be limited to loopback connections)`,
+      options,
+    );
+    this.url = url;
+  }
+}
+export const isBrokerAccessRefusedError = errorGuard<BrokerAccessRefusedError>('BROKER_ACCESS_REFUSED');
+
+/** The URL names a virtual host that does not exist on the broker. Retrying cannot help. */
+export class BrokerVhostNotFoundError extends FerryError {
+  readonly url: string;
+  readonly vhost: string;
+  constructor(url: string, vhost: string, options: { cause?: unknown } = {}) {
+    super(
+      'BROKER_VHOST_NOT_FOUND',
+      `RabbitMQ at ${url} has no virtual host "${vhost}": create it (rabbitmqctl add_vhost) or fix the path of the URL`,
+      options,
+    );
+    this.url = url;
+    this.vhost = vhost;
+  }
+}
+export const isBrokerVhostNotFoundError = errorGuard<BrokerVhostNotFoundError>('BROKER_VHOST_NOT_FOUND');
+
+/** The user may not use the virtual host, or may not declare or use Ferry's objects in it. */
+export class BrokerPermissionDeniedError extends FerryError {
+  readonly url: string;
+  readonly vhost: string;
+  constructor(url: string, vhost: string, detail: string, options: { cause?: unknown } = {}) {
+    super(
+      'BROKER_PERMISSION_DENIED',
+      `RabbitMQ at ${url} denied the user access to virtual host "${vhost}" (${detail}): grant it with rabbitmqctl set_permissions -p <vhost> <user> ".*" ".*" ".*" or narrower patterns covering Ferry's exchange and ferry:* queues`,
+      options,
+    );
+    this.url = url;
+    this.vhost = vhost;
+  }
+}
+export const isBrokerPermissionDeniedError =
+  errorGuard<BrokerPermissionDeniedError>('BROKER_PERMISSION_DENIED');
+
+const LOGIN_REFUSED = /ACCESS[-_]REFUSED/;
+/** What amqplib reports when the broker closes the connection instead of opening the vhost. */
+const OPEN_REFUSED = /^Expected ConnectionOpenOk; got <ConnectionClose/;
+
+function vhostOf(url: string): string {
+  const path = new URL(url).pathname;
+  return path.length <= 1 ? '/' : decodeURIComponent(path.slice(1));
+}
+
+/**
+ * Turns a connection failure that retrying cannot fix into its own error; resolves `undefined` for
+ * what may be transient (broker down, network). amqplib does not say why the broker refused to open
+ * the vhost, so a short handshake of our own asks.
+ *
+ * @param url the real URL, used for the probe; @param displayUrl the same with the password masked.
+ */
+export async function classifyConnectionError(
+  error: unknown,
+  url: string,
+  displayUrl: string,
+): Promise<FerryError | undefined> {
+  const message = error instanceof Error ? error.message : String(error);
+  const code = (error as { code?: unknown } | null)?.code;
+  const vhost = vhostOf(url);
+  if (message.startsWith('Handshake terminated by server') && LOGIN_REFUSED.test(message)) {
+    return new BrokerAccessRefusedError(displayUrl, { cause: error });
+  }
+  if (code === 403) {
+    // A channel operation (declaring the exchange or a queue) refused on an open connection.
+    return new BrokerPermissionDeniedError(displayUrl, vhost, message, { cause: error });
+  }
+  if (!OPEN_REFUSED.test(message)) return undefined;
+  const refusal = await probeVhostAccess(url).catch(() => undefined);
+  if (refusal === undefined) {
+    return new BrokerPermissionDeniedError(
+      displayUrl,
+      vhost,
+      'the broker refused to open it: it may not exist, or the user has no permissions on it',
+      { cause: error },
+    );
+  }
+  if (/not found/i.test(refusal.replyText))
+    return new BrokerVhostNotFoundError(displayUrl, vhost, { cause: error });
+  return new BrokerPermissionDeniedError(displayUrl, vhost, refusal.replyText, { cause: error });
+}
