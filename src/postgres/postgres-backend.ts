@@ -2,6 +2,7 @@ import type { Pool, PoolClient, QueryResultRow } from 'pg';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import type { EventStoreBackend, ParkedEvent, ReadAfterResult, Snapshot } from '../eventstore/backend.js';
 import { ConcurrencyError, DuplicateEventIdError } from '../eventstore/errors.js';
+import { describeTransaction, type OpenTransaction, ReadHeldBackError } from '../eventstore/held-back.js';
 import type {
   AppendResult,
   ExpectedVersion,
@@ -31,6 +32,19 @@ export interface PostgresBackendOptions {
    * announced at once. @default 2
    */
   readonly notifyIntervalMs?: number;
+  /**
+   * Longest wait for transactions open elsewhere in the cluster when finding the end of the global
+   * order (a subscription `from: 'end'`, the end of a read): the end is fixed once every transaction
+   * open at the call has ended, so that nothing committed before is replayed and nothing committed
+   * after is missed. Past it, `horizon()` rejects with `ReadHeldBackError` (`READ_HELD_BACK`) naming
+   * the transaction. @default 5000
+   */
+  readonly horizonWaitMs?: number;
+  /**
+   * A transaction open longer than this that holds reads in global order back is logged as a
+   * warning (its pid, application and age), again every minute while it lasts. @default 10000
+   */
+  readonly longTransactionWarnMs?: number;
   /** @default warnings and errors to stderr */
   readonly logger?: Logger;
 }
@@ -39,11 +53,16 @@ export const DEFAULT_POSTGRES_BACKEND_OPTIONS = Object.freeze({
   schema: 'ferry',
   poolSize: 10,
   notifyIntervalMs: 2,
+  horizonWaitMs: 5000,
+  longTransactionWarnMs: 10_000,
 });
 
 const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,40}$/;
 /** How long `readAfter` waits for this process's own last append to become final (read-your-writes). */
 const OWN_WRITES_WAIT_MS = 5000;
+/** Least time between two warnings about the same long transaction. */
+const LONG_TRANSACTION_REPEAT_MS = 60_000;
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 /** Connection-level failures after which an append is retried with the same event ids (idempotent). */
 const RETRYABLE_CODES = new Set([
   'ECONNRESET',
@@ -120,11 +139,17 @@ export class PostgresEventStoreBackend implements EventStoreBackend {
   readonly #poolSize: number;
   readonly #notifyIntervalMs: number;
   readonly #logger: Logger;
+  readonly #horizonWaitMs: number;
+  readonly #longTransactionWarnMs: number;
   readonly #sql: ReturnType<typeof statements>;
   readonly #valuesStatements = new Map<number, Statement>();
   #pool: Pool | undefined;
   #notifier: Notifier | undefined;
   #lastAppended = 0n;
+  /** The end being fixed by `horizon()`: its position and the transactions still to end before it is final. */
+  #pendingEnd: { readonly end: bigint; open: string[] } | undefined;
+  /** When to look again for a long transaction holding reads back. */
+  #nextHeldCheck = 0;
   #closed = false;
 
   constructor(options: PostgresBackendOptions) {
@@ -141,6 +166,11 @@ export class PostgresEventStoreBackend implements EventStoreBackend {
     this.#poolSize = o.poolSize;
     if (!(o.notifyIntervalMs >= 0)) throw new InvalidOptionsError('notifyIntervalMs must be 0 or more');
     this.#notifyIntervalMs = o.notifyIntervalMs;
+    if (!(o.horizonWaitMs >= 0)) throw new InvalidOptionsError('horizonWaitMs must be 0 or more');
+    this.#horizonWaitMs = o.horizonWaitMs;
+    if (!(o.longTransactionWarnMs > 0))
+      throw new InvalidOptionsError('longTransactionWarnMs must be more than 0');
+    this.#longTransactionWarnMs = o.longTransactionWarnMs;
     this.#logger = o.logger ?? stderrLogger;
     this.#sql = statements(`"${o.schema}"`);
   }
@@ -350,6 +380,7 @@ export class PostgresEventStoreBackend implements EventStoreBackend {
       const horizon = rows[0]!.horizon;
       // Read-your-writes: what this process appended becomes readable as soon as it is final.
       if (horizon <= this.#lastAppended && this.#lastAppended > after && Date.now() < deadline) {
+        this.#checkHeldBack();
         await new Promise((resolve) => setTimeout(resolve, 10));
         continue;
       }
@@ -364,13 +395,110 @@ export class PostgresEventStoreBackend implements EventStoreBackend {
         }
         events.push(toEvent(row));
       }
+      if (held) this.#checkHeldBack();
       return { events, held };
     }
   }
 
+  /**
+   * The end of the global order now: every event committed before the call is at or below it, and
+   * final (readable) once this resolves; every event committed later is above it. The transactions
+   * open at the call (which may still commit events at lower positions) are waited for, up to
+   * `horizonWaitMs`; then it rejects with `ReadHeldBackError`, and a later call goes on waiting for
+   * the same ones, so that a retry fixes the same end.
+   */
   async horizon(): Promise<bigint> {
-    const { rows } = await this.#db.query<{ horizon: bigint }>(this.#sql.horizon);
-    return rows[0]!.horizon - 1n;
+    let pending = this.#pendingEnd;
+    if (pending === undefined) {
+      const { rows } = await this.#db.query<{ xmax: string; xip: string[] }>(this.#sql.snapshot);
+      pending = { end: (BigInt(rows[0]!.xmax) << 16n) - 1n, open: rows[0]!.xip };
+      // A concurrent call may have fixed one first: share it.
+      this.#pendingEnd ??= pending;
+      pending = this.#pendingEnd;
+    }
+    const started = Date.now();
+    for (let round = 0; ; round++) {
+      if (pending.open.length > 0) {
+        const { rows } = await this.#db.query<{ xid: string }>(this.#sql.stillOpen, [pending.open]);
+        pending.open = rows.map((r) => r.xid);
+      }
+      if (pending.open.length === 0) {
+        if (this.#pendingEnd === pending) this.#pendingEnd = undefined;
+        return pending.end;
+      }
+      const waited = Date.now() - started;
+      if (waited >= this.#horizonWaitMs) {
+        const transaction = await this.#openTransaction(pending.open);
+        this.#checkHeldBack(transaction);
+        throw new ReadHeldBackError(pending.end, transaction, waited);
+      }
+      await sleep(Math.min(5 * 2 ** round, 100, this.#horizonWaitMs - waited));
+    }
+  }
+
+  /**
+   * The oldest transaction open in the cluster (with a transaction id, so one that writes or may):
+   * the one holding the horizon back, which every subscription waits for. For readiness checks and
+   * dashboards; undefined when none is open.
+   *
+   * @example
+   * const t = await backend.oldestOpenTransaction();
+   * if (t?.ageMs !== undefined && t.ageMs > 60_000) reportNotReady(`held back by pid ${t.pid}`);
+   */
+  async oldestOpenTransaction(): Promise<OpenTransaction | undefined> {
+    return this.#openTransaction(null);
+  }
+
+  /** The oldest of `xids` still open (of every open transaction when null), with its session. */
+  async #openTransaction(xids: readonly string[] | null): Promise<OpenTransaction | undefined> {
+    const { rows } = await this.#db.query<{
+      xid: string;
+      pid: number | null;
+      application_name: string | null;
+      state: string | null;
+      age_ms: number | null;
+    }>(this.#sql.openTransaction, [xids]);
+    const row = rows[0];
+    if (row === undefined) return undefined;
+    return {
+      xid: BigInt(row.xid),
+      pid: row.pid ?? undefined,
+      ageMs: row.age_ms === null ? undefined : Math.max(0, Math.round(row.age_ms)),
+      applicationName: row.application_name ?? undefined,
+      state: row.state ?? undefined,
+    };
+  }
+
+  /**
+   * Reads are held back: warns when the transaction responsible has been open longer than
+   * `longTransactionWarnMs`. Looks at most once per that interval while transactions are short.
+   */
+  #checkHeldBack(known?: OpenTransaction): void {
+    const now = Date.now();
+    if (now < this.#nextHeldCheck) return;
+    this.#nextHeldCheck = now + this.#longTransactionWarnMs;
+    void (known === undefined ? this.oldestOpenTransaction() : Promise.resolve(known)).then(
+      (t) => {
+        if (t?.ageMs === undefined) return;
+        if (t.ageMs < this.#longTransactionWarnMs) {
+          this.#nextHeldCheck = Date.now() + this.#longTransactionWarnMs - t.ageMs;
+          return;
+        }
+        this.#nextHeldCheck = Date.now() + Math.max(LONG_TRANSACTION_REPEAT_MS, this.#longTransactionWarnMs);
+        this.#logger.warn(
+          `reads of the event store's global order are held back by ${describeTransaction(t)}: subscriptions wait until it ends`,
+          {
+            schema: this.schema,
+            xid: String(t.xid),
+            pid: t.pid,
+            applicationName: t.applicationName,
+            state: t.state,
+            ageMs: t.ageMs,
+          },
+        );
+      },
+      () => {},
+    );
   }
 
   async countAfter(position: bigint): Promise<number> {
@@ -570,7 +698,19 @@ function statements(s: string) {
         WHERE position > $1 AND ($3::text[] IS NULL OR type = ANY($3::text[]))
         ORDER BY position LIMIT $2
       ) e ON true`,
-    horizon: `SELECT ${horizon} AS horizon`,
+    // What exists now: every transaction below xmax has ended, except those in xip.
+    snapshot: `SELECT pg_snapshot_xmax(s)::text AS xmax, ARRAY(SELECT pg_snapshot_xip(s)::text) AS xip FROM pg_current_snapshot() s`,
+    stillOpen: `SELECT x::text AS xid FROM unnest($1::xid8[]) x WHERE pg_xact_status(x) = 'in progress'`,
+    openTransaction: `
+      SELECT x.xid::text AS xid, a.pid, a.application_name, COALESCE(a.state, CASE WHEN p.gid IS NOT NULL THEN 'prepared' END) AS state,
+        (extract(epoch FROM clock_timestamp() - COALESCE(a.xact_start, p.prepared)) * 1000)::float8 AS age_ms
+      FROM (
+        SELECT x AS xid FROM unnest(COALESCE($1::xid8[], ARRAY(SELECT pg_snapshot_xip(pg_current_snapshot())))) x
+        WHERE pg_xact_status(x) = 'in progress'
+      ) x
+      LEFT JOIN pg_stat_activity a ON a.backend_xid = xid(x.xid)
+      LEFT JOIN pg_prepared_xacts p ON p.transaction = xid(x.xid)
+      ORDER BY x.xid LIMIT 1`,
     countAfter: `SELECT count(*) AS count FROM ${s}.events WHERE position > $1 AND position < ${horizon}`,
     loadCheckpoint: `SELECT position FROM ${s}.checkpoints WHERE name = $1`,
     saveCheckpoint: `

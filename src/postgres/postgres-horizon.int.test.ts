@@ -1,0 +1,199 @@
+import pg from 'pg';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { isReadHeldBackError, type ReadHeldBackError } from '../eventstore/held-back.js';
+import { EventStore } from '../eventstore/store.js';
+import type { PreparedEvent } from '../eventstore/types.js';
+import { type Logger, silentLogger } from '../messaging/logger.js';
+import { uuidv7 } from '../messaging/message-id.js';
+import { dropSchemas, postgresTestUrl, testSchemaName } from '../testing/postgres.js';
+import { sleep, waitFor } from '../testing/wait.js';
+import { type PostgresBackendOptions, PostgresEventStoreBackend } from './postgres-backend.js';
+
+// An unrelated client holding a transaction (with an id) open: the horizon of the whole cluster
+// stays below it until it ends.
+
+const schemas: string[] = [];
+const cleanups: (() => Promise<unknown>)[] = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => {});
+});
+afterAll(() => dropSchemas(schemas));
+
+type Options = Partial<Omit<PostgresBackendOptions, 'url' | 'schema'>>;
+
+async function openStore(options: Options = {}, logger: Logger = silentLogger) {
+  const schema = testSchemaName('horizon');
+  schemas.push(schema);
+  const backend = new PostgresEventStoreBackend({
+    url: postgresTestUrl(),
+    schema,
+    poolSize: 4,
+    logger,
+    ...options,
+  });
+  await backend.open();
+  const store = new EventStore(backend, { logger });
+  cleanups.push(() => store.close());
+  return { store, backend };
+}
+
+/** `BEGIN; SELECT txid_current()` on its own connection, left open. */
+async function openTransaction(applicationName = 'ferry-test-blocker') {
+  const client = new pg.Client({ connectionString: postgresTestUrl(), application_name: applicationName });
+  await client.connect();
+  cleanups.push(() => client.end());
+  await client.query('BEGIN');
+  const { rows } = await client.query<{ pid: number; xid: string }>(
+    'SELECT pg_backend_pid() AS pid, txid_current()::text AS xid',
+  );
+  return { client, pid: rows[0]!.pid, xid: BigInt(rows[0]!.xid), commit: () => client.query('COMMIT') };
+}
+
+function event(type: string): PreparedEvent {
+  return { id: uuidv7(), type, data: type, metadata: {} };
+}
+
+function capture(): Logger & { warnings: string[] } {
+  const warnings: string[] = [];
+  return { ...silentLogger, warnings, warn: (message: string) => void warnings.push(message) };
+}
+
+async function rejection(promise: Promise<unknown>): Promise<unknown> {
+  return promise.then(
+    () => {
+      throw new Error('expected a rejection');
+    },
+    (error: unknown) => error,
+  );
+}
+
+describe('PostgreSQL reads around a transaction open elsewhere', () => {
+  it('does not fix the end of the global order while a transaction open before it may still commit below it', async () => {
+    const { backend } = await openStore({ horizonWaitMs: 400 });
+    const blocker = await openTransaction();
+    let last = 0n;
+    for (let i = 0; i < 5; i++) last = (await backend.append(`s-${i}`, [event('E')], 'any')).position;
+
+    const started = Date.now();
+    const error = (await rejection(backend.horizon())) as ReadHeldBackError;
+    const waited = Date.now() - started;
+    expect(isReadHeldBackError(error)).toBe(true);
+    expect(error.code).toBe('READ_HELD_BACK');
+    // The end covers the five committed events; the blocker, named, is why it is not final yet.
+    expect(error.position >= last).toBe(true);
+    expect(error.waitedMs).toBeGreaterThanOrEqual(400);
+    expect(waited).toBeGreaterThanOrEqual(400);
+    expect(waited).toBeLessThan(3000);
+    expect(error.transaction).toMatchObject({
+      xid: blocker.xid,
+      pid: blocker.pid,
+      applicationName: 'ferry-test-blocker',
+      state: 'idle in transaction',
+    });
+    expect(error.transaction!.ageMs).toBeGreaterThanOrEqual(400);
+    expect(error.message).toContain(`pid ${blocker.pid}`);
+
+    // Once the blocker ends, the same end is final and every event up to it is readable.
+    const waiting = backend.horizon();
+    await sleep(100);
+    await blocker.commit();
+    const end = await waiting;
+    expect(end).toBe(error.position);
+    const { events } = await backend.readAfter(0n, 500, undefined);
+    expect(events.filter((e) => e.position <= end)).toHaveLength(5);
+  });
+
+  it("subscribes from 'end' without replaying events committed before, while a transaction holds the horizon", async () => {
+    const logger = capture();
+    const { store } = await openStore({ horizonWaitMs: 200 }, logger);
+    const blocker = await openTransaction();
+    await store.append('before', [
+      { type: 'Before', data: 1 },
+      { type: 'Before', data: 2 },
+    ]);
+    await store.append('before-2', [{ type: 'Before', data: 3 }]);
+
+    const seen: string[] = [];
+    const sub = store.subscribe({ name: 'from-end', from: 'end', idlePollMs: 50 }, (e) => {
+      seen.push(`${e.type}:${String(e.data)}`);
+    });
+    await sleep(400);
+    // A transaction that begins after the subscription looked for its end is after it.
+    await store.append('during', [{ type: 'During', data: 4 }]);
+    await sleep(300);
+    await blocker.commit();
+    await sub.caughtUp();
+    await store.append('after', [{ type: 'After', data: 5 }]);
+    await waitFor(
+      () => seen.length >= 2,
+      () => `During and After, saw ${seen.join(', ')}`,
+    );
+    await sleep(200);
+    expect(seen).toEqual(['During:4', 'After:5']);
+    // The start could not be fixed while the blocker was open: the subscription said so and retried.
+    expect(logger.warnings.some((w) => w.includes('from-end') && w.includes('find the end'))).toBe(true);
+    await sub.close();
+  });
+
+  it("subscribes from 'end' at once, replaying nothing, when no transaction is open", async () => {
+    const { store } = await openStore();
+    await store.append('before', [{ type: 'Before', data: 1 }]);
+    const seen: string[] = [];
+    const sub = store.subscribe(
+      { name: 'quick', from: 'end', idlePollMs: 50 },
+      (e) => void seen.push(e.type),
+    );
+    await sub.caughtUp();
+    await store.append('after', [{ type: 'After', data: 2 }]);
+    await waitFor(() => seen.length === 1, 'After');
+    await sleep(100);
+    expect(seen).toEqual(['After']);
+    await sub.close();
+  });
+
+  it('names the oldest open transaction for a readiness check, and warns about it when it holds subscribers back', async () => {
+    const logger = capture();
+    const { store, backend } = await openStore({ longTransactionWarnMs: 300 }, logger);
+    const blocker = await openTransaction('forgotten-migration');
+    await store.append('held', [{ type: 'Held', data: 1 }]);
+    const sub = store.subscribe({ name: 'held', idlePollMs: 50 }, () => {});
+
+    await waitFor(() => logger.warnings.some((w) => w.includes('held back')), 'a warning');
+    const warning = logger.warnings.find((w) => w.includes('held back'))!;
+    expect(warning).toContain(`pid ${blocker.pid}`);
+    expect(warning).toContain('"forgotten-migration"');
+    expect(warning).toContain('idle in transaction');
+    expect(warning).toMatch(/open for \d+ s/);
+    // Once per interval (a minute), not once per read.
+    await sleep(500);
+    expect(logger.warnings.filter((w) => w.includes('held back'))).toHaveLength(1);
+
+    const oldest = await backend.oldestOpenTransaction();
+    expect(oldest).toMatchObject({
+      xid: blocker.xid,
+      pid: blocker.pid,
+      applicationName: 'forgotten-migration',
+      state: 'idle in transaction',
+    });
+    expect(oldest!.ageMs).toBeGreaterThanOrEqual(300);
+
+    await blocker.commit();
+    // Others' short transactions may be open in the shared cluster, never this one.
+    expect((await backend.oldestOpenTransaction())?.pid).not.toBe(blocker.pid);
+    await sub.close();
+  });
+
+  it('does not warn about transactions shorter than longTransactionWarnMs', async () => {
+    const logger = capture();
+    const { store } = await openStore({ longTransactionWarnMs: 5000 }, logger);
+    const blocker = await openTransaction();
+    await store.append('held', [{ type: 'Held', data: 1 }]);
+    const seen: string[] = [];
+    const sub = store.subscribe({ name: 'short', idlePollMs: 50 }, (e) => void seen.push(e.type));
+    await sleep(600);
+    await blocker.commit();
+    await waitFor(() => seen.length === 1, 'the held event');
+    expect(logger.warnings.filter((w) => w.includes('held back'))).toEqual([]);
+    await sub.close();
+  });
+});
