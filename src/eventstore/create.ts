@@ -1,8 +1,9 @@
-import { InvalidOptionsError } from '../errors/ferry-error.js';
+import { InvalidOptionsError, isFerryError } from '../errors/ferry-error.js';
 import type { Logger } from '../messaging/logger.js';
 import { redactUrl } from '../messaging/transport-from-url.js';
 import type { PostgresBackendOptions } from '../postgres/postgres-backend.js';
 import type { EventStoreBackend } from './backend.js';
+import { StoreUnavailableError } from './errors.js';
 import { MemoryEventStoreBackend } from './memory/memory-backend.js';
 import { EventStore } from './store.js';
 
@@ -23,15 +24,48 @@ export interface CreateEventStoreOptions {
 
 /**
  * Opens an event store: creates or migrates its storage, then returns it. A backend's driver (pg,
- * better-sqlite3) is loaded only when its URL is used.
+ * better-sqlite3) is loaded only when its URL is used. Rejects with `StoreUnavailableError` (code
+ * `STORE_UNAVAILABLE`, the driver's error as `cause`, any password masked) when the storage cannot
+ * be opened, and with `InvalidOptionsError` for a URL it cannot use.
  */
 export async function createEventStore(options: CreateEventStoreOptions): Promise<EventStore> {
   if ((options.url === undefined) === (options.backend === undefined)) {
     throw new InvalidOptionsError('createEventStore needs exactly one of `url` and `backend`');
   }
   const backend = options.backend ?? (await backendFromUrl(options.url!, options));
-  await backend.open();
+  try {
+    await backend.open();
+  } catch (error) {
+    // The backend's own typed errors (invalid options…) already carry a stable code.
+    if (isFerryError(error)) throw error;
+    const where = options.url === undefined ? '' : ` at ${redactUrl(options.url)}`;
+    const reason = masked(error instanceof Error ? error.message : String(error), options.url);
+    throw new StoreUnavailableError(
+      backend.name,
+      `could not open the ${backend.name} event store${where}: ${reason}`,
+      { cause: error },
+    );
+  }
   return new EventStore(backend, options.logger === undefined ? {} : { logger: options.logger });
+}
+
+/** `text` with the URL's password, if any, replaced by `***`, in case the driver quoted it. */
+function masked(text: string, url: string | undefined): string {
+  if (url === undefined) return text;
+  let password = '';
+  try {
+    password = new URL(url).password;
+  } catch {
+    return text;
+  }
+  if (password === '') return text;
+  let out = text.replaceAll(password, '***');
+  try {
+    out = out.replaceAll(decodeURIComponent(password), '***');
+  } catch {
+    // A malformed escape: the raw form is masked already.
+  }
+  return out;
 }
 
 async function backendFromUrl(url: string, options: CreateEventStoreOptions): Promise<EventStoreBackend> {
@@ -47,7 +81,13 @@ async function backendFromUrl(url: string, options: CreateEventStoreOptions): Pr
     case 'postgresql': {
       const { PostgresEventStoreBackend } = await import('../postgres/postgres-backend.js');
       // `?schema=name` in the URL chooses the schema; PostgreSQL itself must not see it.
-      const parsed = new URL(url);
+      let parsed: URL;
+      try {
+        parsed = new URL(url);
+      } catch {
+        // Node's own error would quote the URL, password included.
+        throw new InvalidOptionsError(`invalid PostgreSQL URL ${redactUrl(url)}`);
+      }
       const schema = parsed.searchParams.get('schema');
       parsed.searchParams.delete('schema');
       return new PostgresEventStoreBackend({

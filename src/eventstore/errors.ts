@@ -1,4 +1,4 @@
-import { errorGuard, FerryError } from '../errors/ferry-error.js';
+import { errorGuard, FerryError, type FerryErrorOptions } from '../errors/ferry-error.js';
 import type { ExpectedVersion } from './types.js';
 
 /**
@@ -52,3 +52,18 @@ export class EventStoreClosedError extends FerryError {
   }
 }
 export const isEventStoreClosedError = errorGuard<EventStoreClosedError>('EVENT_STORE_CLOSED');
+
+/**
+ * The event store's storage could not be opened (PostgreSQL unreachable or refusing the login, a
+ * SQLite file that cannot be created…). `cause` is the driver's error; passwords are masked in the
+ * message.
+ */
+export class StoreUnavailableError extends FerryError {
+  /** The backend's name: `memory`, `sqlite`, `postgres`, or a custom backend's. */
+  readonly backend: string;
+  constructor(backend: string, message: string, options: FerryErrorOptions = {}) {
+    super('STORE_UNAVAILABLE', message, options);
+    this.backend = backend;
+  }
+}
+export const isStoreUnavailableError = errorGuard<StoreUnavailableError>('STORE_UNAVAILABLE');

@@ -1,0 +1,58 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { isFerryError, isInvalidOptionsError } from '../errors/ferry-error.js';
+import { createEventStore } from './create.js';
+import { isStoreUnavailableError } from './errors.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'ferry-create-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+async function rejection(promise: Promise<unknown>): Promise<unknown> {
+  return promise.then(
+    () => {
+      throw new Error('expected a rejection');
+    },
+    (error: unknown) => error,
+  );
+}
+
+describe('createEventStore', () => {
+  it('rejects with STORE_UNAVAILABLE, the cause kept and the password masked, when PostgreSQL is unreachable', async () => {
+    // Port 1 on loopback: nothing listens, the connection is refused at once.
+    const error = await rejection(
+      createEventStore({ url: 'postgres://ferry:s3cr%40t-pw@127.0.0.1:1/test?schema=unreachable' }),
+    );
+    expect(isStoreUnavailableError(error)).toBe(true);
+    expect(isFerryError(error)).toBe(true);
+    expect(error).toMatchObject({ code: 'STORE_UNAVAILABLE', backend: 'postgres' });
+    const { message, cause } = error as Error;
+    expect(message).toContain('127.0.0.1:1');
+    expect(message).not.toContain('s3cr');
+    expect(String((cause as Error).message)).toMatch(/ECONNREFUSED/);
+  });
+
+  it('rejects with STORE_UNAVAILABLE when the SQLite file cannot be created', async () => {
+    // A file where the database's directory should be.
+    writeFileSync(join(dir, 'a-file'), '');
+    const error = await rejection(createEventStore({ url: `sqlite:${join(dir, 'a-file', 'e.db')}` }));
+    expect(error).toMatchObject({ code: 'STORE_UNAVAILABLE', backend: 'sqlite' });
+    expect((error as Error).cause).toBeInstanceOf(Error);
+  });
+
+  it('rejects a URL it cannot parse with INVALID_OPTIONS, without quoting the password', async () => {
+    const error = await rejection(createEventStore({ url: 'postgres://ferry:hunter22@[bad/test' }));
+    expect(isInvalidOptionsError(error)).toBe(true);
+    expect(JSON.stringify({ ...(error as object), message: (error as Error).message })).not.toContain(
+      'hunter22',
+    );
+  });
+
+  it('opens a reachable store', async () => {
+    const store = await createEventStore({ url: `sqlite:${join(dir, 'ok.db')}` });
+    await store.append('s', [{ type: 'A', data: 1 }]);
+    expect(await store.readStream('s')).toHaveLength(1);
+    await store.close();
+  });
+});
