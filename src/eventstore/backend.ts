@@ -1,5 +1,6 @@
 import type { Inbox } from '../messaging/inbox.js';
 import type { DurableInboxOptions } from '../messaging/lease.js';
+import type { OpenTransaction } from './held-back.js';
 import type {
   AppendResult,
   ExpectedVersion,
@@ -67,6 +68,8 @@ export interface EventStoreBackend {
   horizon(): Promise<bigint>;
   /** Final events with a position above `position` (a subscription's lag). */
   countAfter(position: bigint): Promise<number>;
+  /** The oldest open transaction, which holds reads in global order back: for readiness checks (PostgreSQL only). */
+  oldestOpenTransaction?(): Promise<OpenTransaction | undefined>;
   /** Calls `listener` whenever events may have been appended, by this process or another. Returns an unsubscribe function. */
   watch(listener: () => void): () => void;
 
