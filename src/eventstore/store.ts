@@ -6,6 +6,7 @@ import { type Logger, stderrLogger } from '../messaging/logger.js';
 import { uuidv7 } from '../messaging/message-id.js';
 import type { EventStoreBackend, Snapshot } from './backend.js';
 import { EventStoreClosedError, InvalidEventError } from './errors.js';
+import { EVENT_LIMITS, encodeJson, JsonEncodingProblem, nameProblem } from './event-encoding.js';
 import { type EventHandler, EventSubscription, type EventSubscriptionOptions } from './subscription.js';
 import type {
   AppendOptions,
@@ -56,6 +57,13 @@ export class EventStore {
    * if the stream is in that state, checked inside the database; otherwise it rejects with
    * `ConcurrencyError` and writes nothing. Re-appending events whose ids the stream already holds
    * writes nothing and returns the original result, so a retried append is safe.
+   *
+   * Checked before any backend sees them, the same on every backend (else `InvalidEventError`, code
+   * `INVALID_EVENT`, naming the field and the reason, and nothing is written): the stream id and each
+   * type are non-empty, well-formed strings (no lone surrogate) without NUL, of at most 500 and 200
+   * UTF-16 code units; data and metadata are stored as their JSON round trip (what a
+   * reader gets back, on every backend), so they must have one: no BigInt, cycle, top-level function
+   * or symbol, NUL or lone surrogate in a string or key, nesting deeper than 100; metadata is an object.
    */
   async append(
     streamId: string,
@@ -125,15 +133,37 @@ export class EventStore {
   }
 
   /** The latest snapshot of a stream, if any. */
-  loadSnapshot<S>(streamId: string): Promise<Snapshot<S> | undefined> {
+  async loadSnapshot<S>(streamId: string): Promise<Snapshot<S> | undefined> {
     this.#assertOpen();
+    assertStreamId(streamId);
     return this.backend.loadSnapshot(streamId) as Promise<Snapshot<S> | undefined>;
   }
 
-  /** Stores a snapshot of a stream's state as of `version`, replacing the previous one. */
-  saveSnapshot<S>(snapshot: Omit<Snapshot<S>, 'time'>): Promise<void> {
+  /**
+   * Stores a snapshot of a stream's state as of `version`, replacing the previous one. The state is
+   * stored as its JSON round trip, with the rules of event data (else `INVALID_EVENT`).
+   */
+  async saveSnapshot<S>(snapshot: Omit<Snapshot<S>, 'time'>): Promise<void> {
     this.#assertOpen();
-    return this.backend.saveSnapshot({ ...snapshot, time: new Date().toISOString() });
+    assertStreamId(snapshot.streamId);
+    if (!isCount(snapshot.version))
+      throw new InvalidEventError(
+        `snapshot version must be a non-negative safe integer, not ${show(snapshot.version)}`,
+      );
+    if (!Number.isSafeInteger(snapshot.schemaVersion))
+      throw new InvalidEventError(
+        `snapshot schemaVersion must be a safe integer, not ${show(snapshot.schemaVersion)}`,
+      );
+    const state = encodeJson(snapshot.state ?? null);
+    if (state instanceof JsonEncodingProblem)
+      throw new InvalidEventError(`snapshot state of stream ${show(snapshot.streamId)}: ${state.message}`);
+    return this.backend.saveSnapshot({
+      streamId: snapshot.streamId,
+      version: snapshot.version,
+      schemaVersion: snapshot.schemaVersion,
+      state,
+      time: new Date().toISOString(),
+    });
   }
 
   /**
@@ -159,10 +189,23 @@ export class EventStore {
   }
 }
 
+function isCount(value: unknown): value is number {
+  return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
+}
+
+/** A value for an error message: strings JSON-quoted (so lone surrogates and NUL show), cut short. */
+function show(value: unknown): string {
+  let text: string;
+  if (typeof value === 'string') text = JSON.stringify(value);
+  else if (typeof value === 'bigint') text = `${value}n`;
+  else if (typeof value === 'number' || typeof value === 'boolean' || value == null) text = String(value);
+  else text = Array.isArray(value) ? 'an array' : `a ${typeof value}`;
+  return text.length > 80 ? `${text.slice(0, 77)}...` : text;
+}
+
 function assertStreamId(streamId: string): void {
-  if (typeof streamId !== 'string' || streamId.length === 0 || streamId.length > 500) {
-    throw new InvalidEventError('a stream id is a string of 1 to 500 characters');
-  }
+  const problem = nameProblem(streamId, EVENT_LIMITS.streamIdLength);
+  if (problem !== undefined) throw new InvalidEventError(`the stream id ${show(streamId)} ${problem}`);
 }
 
 function assertExpectedVersion(expected: ExpectedVersion): void {
@@ -173,35 +216,42 @@ function assertExpectedVersion(expected: ExpectedVersion): void {
   );
 }
 
-/** Fills in id and metadata, with the ambient correlation and causation ids, and checks the event. */
+/** Fills in id and metadata, with the ambient correlation and causation ids, and encodes the event. */
 function prepare(event: EventData, index: number): PreparedEvent {
   if (typeof event !== 'object' || event === null)
     throw new InvalidEventError(`event ${index} is not an object`);
-  if (typeof event.type !== 'string' || event.type.length === 0 || event.type.length > 200) {
-    throw new InvalidEventError(`event ${index} needs a type of 1 to 200 characters`);
-  }
+  const typeProblem = nameProblem(event.type, EVENT_LIMITS.typeLength);
+  if (typeProblem !== undefined)
+    throw new InvalidEventError(`event ${index}: its type ${show(event.type)} ${typeProblem}`);
   if (event.id !== undefined && (typeof event.id !== 'string' || !UUID.test(event.id))) {
-    throw new InvalidEventError(`event ${index} has id ${String(event.id)}, which is not a UUID`);
+    throw new InvalidEventError(`event ${index}: its id ${show(event.id)} is not a UUID`);
   }
-  try {
-    JSON.stringify(event.data);
-    JSON.stringify(event.metadata);
-  } catch (error) {
+  if (
+    event.metadata !== undefined &&
+    (typeof event.metadata !== 'object' || event.metadata === null || Array.isArray(event.metadata))
+  ) {
     throw new InvalidEventError(
-      `event ${index} (${event.type}) cannot be stored as JSON: ${(error as Error).message}`,
+      `event ${index} (${event.type}): metadata must be an object, not ${show(event.metadata)}`,
     );
   }
   const context = currentContext();
-  const metadata: Record<string, unknown> = {};
+  const ambient: [string, unknown][] = [];
   if (context !== undefined) {
-    metadata.correlationId = context.correlationId;
-    if (context.messageId !== undefined) metadata.causationId = context.messageId;
+    ambient.push(['correlationId', context.correlationId]);
+    if (context.messageId !== undefined) ambient.push(['causationId', context.messageId]);
   }
-  Object.assign(metadata, event.metadata);
+  // fromEntries defines own properties: a `__proto__` key stays a key, as in JSON, and sets no prototype.
+  const metadata = Object.fromEntries([...ambient, ...Object.entries(event.metadata ?? {})]);
+  const data = encodeJson(event.data === undefined ? null : event.data);
+  if (data instanceof JsonEncodingProblem)
+    throw new InvalidEventError(`event ${index} (${event.type}): data: ${data.message}`);
+  const encodedMetadata = encodeJson(metadata);
+  if (encodedMetadata instanceof JsonEncodingProblem)
+    throw new InvalidEventError(`event ${index} (${event.type}): metadata: ${encodedMetadata.message}`);
   return {
     id: event.id?.toLowerCase() ?? uuidv7(),
     type: event.type,
-    data: event.data === undefined ? null : event.data,
-    metadata,
+    data,
+    metadata: encodedMetadata as Record<string, unknown>,
   };
 }

@@ -15,14 +15,14 @@ export function expectedVersionHolds(expected: ExpectedVersion, current: number)
 }
 
 /** Applies `readStream` options to a stream's events held in version order (memory backend, tests). */
-export function selectStreamEvents(
-  stream: readonly RecordedEvent[],
+export function selectStreamEvents<E extends Pick<RecordedEvent, 'version'>>(
+  stream: readonly E[],
   options: ReadStreamOptions,
-): RecordedEvent[] {
+): E[] {
   const limit = options.limit ?? Number.POSITIVE_INFINITY;
   if (options.direction === 'backward') {
     const from = Math.min(options.fromVersion ?? stream.length - 1, stream.length - 1);
-    const out: RecordedEvent[] = [];
+    const out: E[] = [];
     for (let v = from; v >= 0 && out.length < limit; v--) out.push(stream[v]!);
     return out;
   }

@@ -219,12 +219,8 @@ export function testEventStore(name: string, harness: EventStoreHarness): void {
       await store.append('j', [{ type: 'J', data }]);
       data.nested.list.push('later');
       const [event] = await store.readStream('j');
-      // What a reader changes in its copy (where it may) does not reach the store either.
-      try {
-        (event!.data as { n: number }).n = 99;
-      } catch {
-        // Frozen by the memory backend: fine.
-      }
+      // Each read is the reader's own copy: what it changes there reaches neither the store nor others.
+      (event!.data as { n: number }).n = 99;
       const [again] = await store.readStream('j');
       expect(again!.data).toEqual({
         text: 'ünïcødé ✓ "quoted"',
@@ -255,6 +251,142 @@ export function testEventStore(name: string, harness: EventStoreHarness): void {
       ];
       for (const attempt of cases) expect(isInvalidEventError(await rejection(attempt))).toBe(true);
       expect(await store.readStream('v')).toEqual([]);
+    });
+
+    it('refuses stream ids and types no backend can keep apart or store, naming the field, and writes nothing', async () => {
+      const store = await open();
+      const emoji = 'acct-😀';
+      const truncated = emoji.slice(0, emoji.length - 1); // 'acct-\uD83D', a lone high surrogate
+      const refused: [string, Promise<unknown>][] = [
+        ['stream id', store.append('acct-\uD800', [{ type: 'x', data: 1 }])],
+        ['stream id', store.append('acct-\uDBFF', [{ type: 'x', data: 1 }])],
+        ['stream id', store.append(truncated, [{ type: 'x', data: 1 }])],
+        ['stream id', store.append('acct-\uDC00x', [{ type: 'x', data: 1 }])],
+        ['stream id', store.append('acct\u0000', [{ type: 'x', data: 1 }])],
+        ['stream id', store.append('a'.repeat(501), [{ type: 'x', data: 1 }])],
+        ['stream id', store.append(42 as never, [{ type: 'x', data: 1 }])],
+        ['type', store.append('ok', [{ type: 'Paid\u0000', data: 1 }])],
+        ['type', store.append('ok', [{ type: 'Paid\uD800', data: 1 }])],
+        ['type', store.append('ok', [{ type: 'T'.repeat(201), data: 1 }])],
+        ['data', store.append('ok', [{ type: 'x', data: { note: 'a\u0000b' } }])],
+        ['data', store.append('ok', [{ type: 'x', data: { 'k\u0000': 1 } }])],
+        ['metadata', store.append('ok', [{ type: 'x', data: 1, metadata: { who: 'a\u0000' } }])],
+        ['metadata', store.append('ok', [{ type: 'x', data: 1, metadata: ['a'] as never }])],
+        ['stream id', store.readStream('acct-\uD800')],
+        [
+          'stream id',
+          store.saveSnapshot({ streamId: 'acct-\u0000', version: 0, schemaVersion: 1, state: {} }),
+        ],
+        [
+          'state',
+          store.saveSnapshot({ streamId: 'ok', version: 0, schemaVersion: 1, state: { s: '\uD800' } }),
+        ],
+      ];
+      for (const [field, attempt] of refused) {
+        const error = await rejection(attempt);
+        expect(isInvalidEventError(error), String(error)).toBe(true);
+        expect((error as Error).message).toContain(field);
+      }
+      expect((await rejection(store.append('acct-\uD800', [{ type: 'x', data: 1 }]))) as Error).toMatchObject(
+        {
+          message: expect.stringMatching(/lone surrogate/),
+        },
+      );
+      expect(await store.loadSnapshot('ok')).toBeUndefined();
+      expect(await collect(store.readAll())).toEqual([]);
+      // At the edges, and what a well-formed id holds, is kept apart.
+      await store.append(emoji, [{ type: 'T'.repeat(200), data: 1 }]);
+      await store.append('acct-😁', [{ type: 'x', data: 2 }]);
+      await store.append('a'.repeat(500), [{ type: 'x', data: 3 }]);
+      expect((await store.readStream(emoji)).map((e) => [e.streamId, e.data])).toEqual([[emoji, 1]]);
+      expect((await store.readStream('acct-😁')).map((e) => e.data)).toEqual([2]);
+      expect((await store.readStream('a'.repeat(500))).map((e) => e.data)).toEqual([3]);
+    });
+
+    it('stores data and metadata as their JSON round trip on every backend, and refuses what has none', async () => {
+      const store = await open();
+      class Money {
+        constructor(
+          readonly amount: number,
+          readonly currency: string,
+        ) {}
+        get label(): string {
+          return `${this.amount} ${this.currency}`;
+        }
+      }
+      const cycle: Record<string, unknown> = { a: 1 };
+      cycle.self = cycle;
+      const nest = (levels: number): unknown => {
+        let value: unknown = 'bottom';
+        for (let i = 0; i < levels; i++) value = [value];
+        return value;
+      };
+      const proto = JSON.parse('{"__proto__":{"polluted":true},"ok":1}') as unknown;
+      const big = 'x'.repeat(1024 * 1024);
+      const INVALID = Symbol('INVALID_EVENT');
+      const cases: [string, unknown, unknown][] = [
+        ['Date', { at: new Date('2026-01-02T03:04:05.006Z') }, { at: '2026-01-02T03:04:05.006Z' }],
+        ['Date at the top', new Date('2026-01-02T03:04:05.006Z'), '2026-01-02T03:04:05.006Z'],
+        ['BigInt', { n: 10n }, INVALID],
+        ['undefined members', { a: undefined, b: 1, list: [undefined, 2] }, { b: 1, list: [null, 2] }],
+        ['undefined data', undefined, null],
+        [
+          'NaN and Infinity',
+          { a: Number.NaN, b: Number.POSITIVE_INFINITY, c: -Infinity },
+          { a: null, b: null, c: null },
+        ],
+        ['-0', { z: -0, top: [-0] }, { z: 0, top: [0] }],
+        ['Map and Set', { m: new Map([['k', 1]]), s: new Set([1]) }, { m: {}, s: {} }],
+        ['class instance', { price: new Money(5, 'EUR') }, { price: { amount: 5, currency: 'EUR' } }],
+        ['cycle', cycle, INVALID],
+        ['__proto__ key', proto, JSON.parse('{"__proto__":{"polluted":true},"ok":1}')],
+        ['function at the top', () => 1, INVALID],
+        ['function member', { f: () => 1, a: 1 }, { a: 1 }],
+        ['Symbol at the top', Symbol('s'), INVALID],
+        ['Symbol member and key', { s: Symbol('s'), [Symbol('k')]: 1, a: 1 }, { a: 1 }],
+        ['toJSON undefined at the top', { toJSON: () => undefined }, INVALID],
+        ['toJSON undefined member', { x: { toJSON: () => undefined }, a: 1 }, { a: 1 }],
+        ['1 MB string', { big }, { big }],
+        ['non-BMP unicode', { s: '😀 𝄞 𠜎', '🔑': 1 }, { s: '😀 𝄞 𠜎', '🔑': 1 }],
+        ['lone surrogate', { s: 'acct-\uD800' }, INVALID],
+        ['lone surrogate in a key', { 'k\uDFFF': 1 }, INVALID],
+        ['NUL', { s: 'a\u0000b' }, INVALID],
+        ['NUL at the top', '\u0000', INVALID],
+        ['100 levels deep', nest(100), nest(100)],
+        ['101 levels deep', nest(101), INVALID],
+        ['100 000 levels deep', nest(100_000), INVALID],
+      ];
+      for (const [i, [name, data, expected]] of cases.entries()) {
+        const stream = `parity-${i}`;
+        // The same value as a member of metadata (one level deeper: not for the depth cases).
+        const inMetadata = !name.includes('levels deep');
+        const metadata = inMetadata ? { data } : {};
+        const attempt = store.append(stream, [{ type: 'T', data, metadata }]);
+        if (expected === INVALID) {
+          const error = await rejection(attempt);
+          expect(isInvalidEventError(error), `${name}: ${String(error)}`).toBe(true);
+          expect(await store.readStream(stream), name).toEqual([]);
+          continue;
+        }
+        await attempt;
+        const [event] = await store.readStream(stream);
+        expect(event!.data, name).toStrictEqual(expected);
+        // As a member of metadata, undefined drops out of the object.
+        expect(event!.metadata, name).toStrictEqual(
+          inMetadata && data !== undefined ? { data: expected } : {},
+        );
+      }
+      const [read] = await store.readStream(`parity-${cases.findIndex(([n]) => n === '__proto__ key')}`);
+      expect(Object.getPrototypeOf(read!.data)).toBe(Object.prototype);
+      expect(({} as { polluted?: boolean }).polluted).toBeUndefined();
+      // An appended object changed afterwards, a Date included, does not change what was stored.
+      const at = new Date('2026-01-02T03:04:05.006Z');
+      const later = { at, list: [1] };
+      await store.append('later', [{ type: 'T', data: later }]);
+      at.setFullYear(2030);
+      later.list.push(2);
+      const [kept] = await store.readStream('later');
+      expect(kept!.data).toStrictEqual({ at: '2026-01-02T03:04:05.006Z', list: [1] });
     });
 
     it('lets 50 writers race on one stream: versions contiguous, nothing lost or doubled, losers get ConcurrencyError', async () => {

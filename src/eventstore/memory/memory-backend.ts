@@ -12,16 +12,29 @@ import { expectedVersionHolds, selectStreamEvents } from '../versions.js';
 
 const stores = new Map<string, MemoryEventStoreBackend>();
 
+/** An event as kept in memory: data and metadata as JSON text, as a database keeps them. */
+interface StoredEvent extends Omit<RecordedEvent, 'data' | 'metadata'> {
+  readonly data: string;
+  readonly metadata: string;
+}
+
+/** A fresh copy for each reader, as a database hands out: readers may change theirs freely. */
+function materialize(event: StoredEvent): RecordedEvent {
+  return { ...event, data: JSON.parse(event.data), metadata: JSON.parse(event.metadata) };
+}
+
 /**
  * Events in process memory: the embedded default for tests and demos. Appends are synchronous, so
- * positions (1, 2, 3…) follow commit order. Data is copied through JSON on the way in, as a database
- * would, and stored events are frozen: neither the appender's objects nor a reader mutating what it
- * read can change history (a mutation throws instead of corrupting it).
+ * positions (1, 2, 3…) follow commit order. Data and metadata are kept as JSON text, as a database
+ * keeps them, and every read parses a fresh copy: neither the appender's objects nor a reader
+ * changing what it read can change history, and values read back have the types SQLite and
+ * PostgreSQL give (a Date appended reads back as its ISO string). The checks of what can be stored
+ * are `EventStore`'s, the same for every backend.
  */
 export class MemoryEventStoreBackend implements EventStoreBackend {
   readonly name = 'memory';
-  readonly #all: RecordedEvent[] = [];
-  readonly #streams = new Map<string, RecordedEvent[]>();
+  readonly #all: StoredEvent[] = [];
+  readonly #streams = new Map<string, StoredEvent[]>();
   readonly #checkpoints = new Map<string, bigint>();
   readonly #leases = new Map<string, { owner: string; expiresAt: number }>();
   readonly #parked = new Map<string, Map<bigint, ParkedEvent>>();
@@ -58,18 +71,17 @@ export class MemoryEventStoreBackend implements EventStoreBackend {
     if (!expectedVersionHolds(expected, current)) throw new ConcurrencyError(streamId, expected, current);
     const time = new Date().toISOString();
     const recorded = events.map(
-      (e, i): RecordedEvent => ({
+      (e, i): StoredEvent => ({
         streamId,
         version: current + 1 + i,
         position: BigInt(this.#all.length + 1 + i),
         id: e.id,
         type: e.type,
-        data: deepFreeze(JSON.parse(JSON.stringify(e.data ?? null))),
-        metadata: deepFreeze(JSON.parse(JSON.stringify(e.metadata))),
+        data: JSON.stringify(e.data ?? null),
+        metadata: JSON.stringify(e.metadata),
         time,
       }),
     );
-    for (const event of recorded) Object.freeze(event);
     this.#all.push(...recorded);
     stream.push(...recorded);
     this.#streams.set(streamId, stream);
@@ -81,7 +93,7 @@ export class MemoryEventStoreBackend implements EventStoreBackend {
   }
 
   async readStream(streamId: string, options: ReadStreamOptions): Promise<RecordedEvent[]> {
-    return selectStreamEvents(this.#streams.get(streamId) ?? [], options);
+    return selectStreamEvents(this.#streams.get(streamId) ?? [], options).map(materialize);
   }
 
   async readAfter(
@@ -94,7 +106,7 @@ export class MemoryEventStoreBackend implements EventStoreBackend {
     // Positions are 1-based indexes into #all.
     for (let i = Number(after); i < this.#all.length && events.length < limit; i++) {
       const event = this.#all[i]!;
-      if (wanted === undefined || wanted.has(event.type)) events.push(event);
+      if (wanted === undefined || wanted.has(event.type)) events.push(materialize(event));
     }
     return { events, held: false };
   }
@@ -177,12 +189,4 @@ export class MemoryEventStoreBackend implements EventStoreBackend {
   async close(): Promise<void> {
     this.#watchers.clear();
   }
-}
-
-function deepFreeze<T>(value: T): T {
-  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
-    for (const child of Object.values(value)) deepFreeze(child);
-    Object.freeze(value);
-  }
-  return value;
 }
