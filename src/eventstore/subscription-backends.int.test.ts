@@ -7,6 +7,7 @@ import { PostgresEventStoreBackend } from '../postgres/postgres-backend.js';
 import { isTimeoutError } from '../resilience/errors.js';
 import { SqliteEventStoreBackend } from '../sqlite/sqlite-backend.js';
 import { dropSchemas, postgresTestUrl, testSchemaName } from '../testing/postgres.js';
+import { waitFor } from '../testing/wait.js';
 import type { EventStoreBackend } from './backend.js';
 import { MemoryEventStoreBackend } from './memory/memory-backend.js';
 import { EventStore } from './store.js';
@@ -231,6 +232,55 @@ describe.each(storages)('subscriptions on %s', (_name, storage) => {
         );
       }
       expect(DEFAULT_EVENT_SUBSCRIPTION_OPTIONS.handlerTimeoutMs).toBe(30_000);
+    });
+  });
+
+  describe('a standby instance', () => {
+    it("answers caughtUp() and lag() for the subscription, from the active instance's stored checkpoint", async () => {
+      const open = await opener();
+      const [a, b] = [await open(), await open()];
+      for (let i = 0; i < 3; i++) {
+        await a.append(
+          `s-${i}`,
+          Array.from({ length: 10 }, (_, n) => ({ type: 'E', data: n })),
+        );
+      }
+      const positions: bigint[] = [];
+      for await (const e of a.readAll()) positions.push(e.position);
+      const last = positions[positions.length - 1]!;
+
+      const handledA: bigint[] = [];
+      const handledB: bigint[] = [];
+      const slow = (into: bigint[]) => async (event: { position: bigint }) => {
+        await new Promise((resolve) => setTimeout(resolve, 15));
+        into.push(event.position);
+      };
+      const options = { name: 'proj', batchSize: 5, leaseMs: 2000 };
+      const active = a.subscribe(options, slow(handledA));
+      await waitFor(() => active.active, 'the first instance to take the lease');
+      const standby = b.subscribe(options, slow(handledB));
+      await waitFor(() => handledA.length >= 7, 'the active instance to handle a few batches');
+      expect(standby.active).toBe(false);
+
+      // Midway: the standby reports the stored checkpoint, neither 0 nor the whole store behind.
+      const midway = await standby.lag();
+      expect(midway.position).toBeGreaterThan(0n);
+      expect(midway.position).toBeLessThan(last);
+      expect(midway.behind).toBe(positions.filter((p) => p > midway.position).length);
+      expect(midway.behind).toBeLessThan(30);
+
+      await standby.caughtUp();
+      expect(handledA).toEqual(positions); // resolved only once the active instance handled everything
+      expect(handledB).toEqual([]);
+      expect(await standby.lag()).toEqual({ position: last, behind: 0 });
+      expect(await active.lag()).toEqual({ position: last, behind: 0 });
+
+      // Later events: the standby waits for them too, and follows.
+      await a.append('s-0', [{ type: 'E', data: 'late' }]);
+      await standby.caughtUp();
+      expect(handledA).toHaveLength(31);
+      expect((await standby.lag()).behind).toBe(0);
+      expect(handledB).toEqual([]);
     });
   });
 });

@@ -277,8 +277,7 @@ export class EventSubscription {
         this.#standingBy = true;
         this.#logger.info(`subscription "${this.name}" runs in another instance; standing by`);
       }
-      // A standby has nothing to catch up on: its caughtUp() resolves.
-      this.#markIdle(this.#idleReads);
+      // A standby's caughtUp() and lag() follow the stored checkpoint instead (see #checkpointReaches).
       await this.#sleep(Math.min(1000, leaseMs / 5), true);
     }
   }
@@ -435,19 +434,63 @@ export class EventSubscription {
   }
 
   /**
-   * Resolves once the subscription has handled everything that was final when this was called: the
-   * loop completed a read, begun after the call, that found nothing more. For tests and start-up.
+   * Resolves once the subscription has handled everything that was final when this was called,
+   * whichever instance runs it: on the active one, once its loop completed a read, begun after the
+   * call, that found nothing more; on a standby (exclusive), once the checkpoint stored by the
+   * active instance has passed every event that was final at the call. Resolves at once when closed.
+   * For readiness checks, tests and start-up.
    */
   caughtUp(): Promise<void> {
     if (this.#closed) return Promise.resolve();
     const after = this.#idleReads;
     this.#wakeUp();
-    return new Promise((resolve) => this.#idleWaiters.push({ after, resolve }));
+    let waiter: { after: number; resolve: () => void } | undefined;
+    const own = new Promise<void>((resolve) => {
+      waiter = { after, resolve };
+      this.#idleWaiters.push(waiter);
+    });
+    if (!this.#options.exclusive) return own;
+    let settled = false;
+    const stored = this.#checkpointReaches(() => settled);
+    return Promise.race([own, stored]).finally(() => {
+      settled = true;
+      // A standby asked often (a readiness probe) must not pile up waiters its loop never serves.
+      this.#idleWaiters = this.#idleWaiters.filter((w) => w !== waiter);
+    });
   }
 
-  /** Position and number of final events not yet handled. */
+  /**
+   * Polls the stored checkpoint until no event final at the call lies beyond it, while this instance
+   * is not the active one (the active one's own loop answers then). Never rejects: an unreachable
+   * store is asked again.
+   */
+  async #checkpointReaches(settled: () => boolean): Promise<void> {
+    let target: bigint | undefined;
+    for (let round = 0; !this.#closed && !settled(); round++) {
+      if (!this.#holds()) {
+        try {
+          target ??= await this.#backend.horizon();
+          const checkpoint = (await this.#backend.loadCheckpoint(this.name)) ?? 0n;
+          if (checkpoint >= target) return;
+          // Positions are not contiguous (PostgreSQL skips some): look for an event up to the target.
+          const { events } = await this.#backend.readAfter(checkpoint, 1, undefined);
+          const next = events[0];
+          if (next === undefined || next.position > target) return;
+        } catch {
+          // The store is unreachable for now: ask again.
+        }
+      }
+      await new Promise<void>((resolve) => setTimeout(resolve, Math.min(250, 10 * 2 ** round)).unref());
+    }
+  }
+
+  /**
+   * Where the subscription stands and the final events after it, whichever instance is asked: the
+   * active instance answers from its own position, a standby from the checkpoint stored by the
+   * active one (`0n` before any was stored).
+   */
   async lag(): Promise<SubscriptionLag> {
-    const position = this.#position;
+    const position = this.#holds() ? this.#position : ((await this.#backend.loadCheckpoint(this.name)) ?? 0n);
     return { position, behind: await this.#backend.countAfter(position) };
   }
 
