@@ -21,6 +21,8 @@ import type {
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const MAX_BATCH = 10_000;
+// Positions are PostgreSQL bigints.
+const MAX_POSITION = 2n ** 63n - 1n;
 
 /** Options of {@link EventStore}. */
 export interface EventStoreOptions {
@@ -61,7 +63,8 @@ export class EventStore {
    * Checked before any backend sees them, the same on every backend (else `InvalidEventError`, code
    * `INVALID_EVENT`, naming the field and the reason, and nothing is written): the stream id and each
    * type are non-empty, well-formed strings (no lone surrogate) without NUL, of at most 500 and 200
-   * UTF-16 code units; data and metadata are stored as their JSON round trip (what a
+   * UTF-16 code units; `expectedVersion` is absent, `'any'`, `'no_stream'`, `'stream_exists'` or a
+   * safe integer ≥ -1 (-1: no stream); data and metadata are stored as their JSON round trip (what a
    * reader gets back, on every backend), so they must have one: no BigInt, cycle, top-level function
    * or symbol, NUL or lone surrogate in a string or key, nesting deeper than 100; metadata is an object.
    */
@@ -72,7 +75,7 @@ export class EventStore {
   ): Promise<AppendResult> {
     this.#assertOpen();
     assertStreamId(streamId);
-    const expected = options.expectedVersion ?? 'any';
+    const expected = options.expectedVersion === undefined ? 'any' : options.expectedVersion;
     assertExpectedVersion(expected);
     if (!Array.isArray(events) || events.length === 0)
       throw new InvalidEventError('append needs at least one event');
@@ -85,18 +88,30 @@ export class EventStore {
     return this.backend.append(streamId, prepared, expected);
   }
 
-  /** Events of one stream in version order (or backward). An absent stream reads as empty. */
+  /**
+   * Events of one stream in version order (or backward). An absent stream reads as empty. A bad
+   * stream id, `fromVersion` or `limit` (non-negative safe integers) or `direction` rejects with
+   * `INVALID_EVENT`.
+   */
   async readStream(streamId: string, options: ReadStreamOptions = {}): Promise<RecordedEvent[]> {
     this.#assertOpen();
     assertStreamId(streamId);
-    if (
-      options.fromVersion !== undefined &&
-      !(Number.isInteger(options.fromVersion) && options.fromVersion >= 0)
-    ) {
-      throw new InvalidEventError('fromVersion must be a non-negative integer');
+    if (options.fromVersion !== undefined && !isCount(options.fromVersion)) {
+      throw new InvalidEventError(
+        `fromVersion must be a non-negative safe integer, not ${show(options.fromVersion)}`,
+      );
     }
-    if (options.limit !== undefined && !(Number.isInteger(options.limit) && options.limit >= 0)) {
-      throw new InvalidEventError('limit must be a non-negative integer');
+    if (options.limit !== undefined && !isCount(options.limit)) {
+      throw new InvalidEventError(`limit must be a non-negative safe integer, not ${show(options.limit)}`);
+    }
+    if (
+      options.direction !== undefined &&
+      options.direction !== 'forward' &&
+      options.direction !== 'backward'
+    ) {
+      throw new InvalidEventError(
+        `direction must be 'forward' or 'backward', not ${show(options.direction)}`,
+      );
     }
     return this.backend.readStream(streamId, options);
   }
@@ -104,13 +119,29 @@ export class EventStore {
   /**
    * Every event in global order, fetched in batches. Only final positions are returned: an event
    * still being committed by another transaction at an earlier position is waited for, never skipped.
+   * Invalid options reject the first `next()` with `InvalidOptionsError` (code `INVALID_OPTIONS`):
+   * `fromPosition` is a bigint from 0n (0n and 1n both mean the beginning) to 2^63-1, `types` an
+   * array of valid event types, `batchSize` a positive safe integer.
    */
   async *readAll(options: ReadAllOptions = {}): AsyncGenerator<RecordedEvent, void, undefined> {
     this.#assertOpen();
     const batchSize = options.batchSize ?? 500;
-    if (!Number.isInteger(batchSize) || batchSize < 1)
-      throw new InvalidOptionsError('batchSize must be a positive integer');
-    let after = options.fromPosition === undefined ? 0n : options.fromPosition - 1n;
+    if (!isCount(batchSize) || batchSize < 1)
+      throw new InvalidOptionsError(`batchSize must be a positive safe integer, not ${show(batchSize)}`);
+    const from = options.fromPosition;
+    if (from !== undefined && (typeof from !== 'bigint' || from < 0n || from > MAX_POSITION)) {
+      throw new InvalidOptionsError(`fromPosition must be a bigint from 0n to 2^63-1, not ${show(from)}`);
+    }
+    if (options.types !== undefined) {
+      if (!Array.isArray(options.types))
+        throw new InvalidOptionsError(`types must be an array of event types, not ${show(options.types)}`);
+      for (const type of options.types) {
+        const problem = nameProblem(type, EVENT_LIMITS.typeLength);
+        if (problem !== undefined)
+          throw new InvalidOptionsError(`the type ${show(type)} in types ${problem}`);
+      }
+    }
+    let after = from === undefined || from === 0n ? 0n : from - 1n;
     for (;;) {
       const { events } = await this.backend.readAfter(after, batchSize, options.types);
       for (const event of events) yield event;
@@ -210,9 +241,9 @@ function assertStreamId(streamId: string): void {
 
 function assertExpectedVersion(expected: ExpectedVersion): void {
   if (expected === 'any' || expected === 'no_stream' || expected === 'stream_exists') return;
-  if (typeof expected === 'number' && Number.isInteger(expected) && expected >= -1) return;
+  if (typeof expected === 'number' && Number.isSafeInteger(expected) && expected >= -1) return;
   throw new InvalidEventError(
-    `expectedVersion must be 'any', 'no_stream', 'stream_exists' or a version number, not ${String(expected)}`,
+    `expectedVersion must be 'any', 'no_stream', 'stream_exists' or a version (a safe integer, -1 for no stream), not ${show(expected)}`,
   );
 }
 

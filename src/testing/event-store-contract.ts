@@ -1,6 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import { afterEach, describe, expect, it } from 'vitest';
 import { runWithContext } from '../context/context.js';
+import { isInvalidOptionsError } from '../errors/ferry-error.js';
 import { isConcurrencyError, isDuplicateEventIdError, isInvalidEventError } from '../eventstore/errors.js';
 import type { EventStore } from '../eventstore/store.js';
 import { leaseOwner } from '../eventstore/subscription.js';
@@ -301,6 +302,10 @@ export function testEventStore(name: string, harness: EventStoreHarness): void {
       expect((await store.readStream(emoji)).map((e) => [e.streamId, e.data])).toEqual([[emoji, 1]]);
       expect((await store.readStream('acct-😁')).map((e) => e.data)).toEqual([2]);
       expect((await store.readStream('a'.repeat(500))).map((e) => e.data)).toEqual([3]);
+      // A type filter no event can match is an invalid option, not a database error.
+      expect(isInvalidOptionsError(await rejection(collect(store.readAll({ types: ['a\u0000'] }))))).toBe(
+        true,
+      );
     });
 
     it('stores data and metadata as their JSON round trip on every backend, and refuses what has none', async () => {
@@ -387,6 +392,64 @@ export function testEventStore(name: string, harness: EventStoreHarness): void {
       later.list.push(2);
       const [kept] = await store.readStream('later');
       expect(kept!.data).toStrictEqual({ at: '2026-01-02T03:04:05.006Z', list: [1] });
+    });
+
+    it('accepts only the documented expected versions, versions and positions, the same on every backend', async () => {
+      const store = await open();
+      await store.append('ev', [{ type: 'A', data: 1 }]);
+      const badVersions: unknown[] = [
+        null,
+        1e21,
+        2 ** 53,
+        1.5,
+        Number.NaN,
+        Number.POSITIVE_INFINITY,
+        -2,
+        '0',
+        0n,
+        {},
+      ];
+      for (const expectedVersion of badVersions) {
+        const error = await rejection(
+          store.append('ev', [{ type: 'B', data: 2 }], { expectedVersion: expectedVersion as never }),
+        );
+        expect(
+          isInvalidEventError(error),
+          `expectedVersion ${String(expectedVersion)}: ${String(error)}`,
+        ).toBe(true);
+      }
+      expect((await store.readStream('ev')).map((e) => e.type)).toEqual(['A']);
+      // The largest version there can be is a conflict, not a database error.
+      const far = await rejection(
+        store.append('ev', [{ type: 'B', data: 2 }], { expectedVersion: Number.MAX_SAFE_INTEGER }),
+      );
+      expect(isConcurrencyError(far)).toBe(true);
+      for (const options of [
+        { fromVersion: 1e21 },
+        { limit: 2 ** 53 },
+        { fromVersion: -1 },
+        { direction: 'sideways' },
+      ]) {
+        const error = await rejection(store.readStream('ev', options as never));
+        expect(isInvalidEventError(error), JSON.stringify(options)).toBe(true);
+      }
+      expect(await store.readStream('ev', { fromVersion: Number.MAX_SAFE_INTEGER })).toEqual([]);
+      await store.append('ev', [{ type: 'B', data: 2 }]);
+      const all = await collect(store.readAll());
+      expect(all.map((e) => e.type)).toEqual(['A', 'B']);
+      // Positions start above 0: from 0n and from 1n both read everything.
+      expect((await collect(store.readAll({ fromPosition: 0n }))).map((e) => e.type)).toEqual(['A', 'B']);
+      expect((await collect(store.readAll({ fromPosition: 1n }))).map((e) => e.type)).toEqual(['A', 'B']);
+      expect(await collect(store.readAll({ fromPosition: 2n ** 63n - 1n }))).toEqual([]);
+      for (const fromPosition of [1, -1n, 2n ** 63n, '1', null]) {
+        const error = await rejection(collect(store.readAll({ fromPosition: fromPosition as never })));
+        expect(isInvalidOptionsError(error), `fromPosition ${String(fromPosition)}: ${String(error)}`).toBe(
+          true,
+        );
+      }
+      expect(isInvalidOptionsError(await rejection(collect(store.readAll({ batchSize: 2 ** 53 }))))).toBe(
+        true,
+      );
     });
 
     it('lets 50 writers race on one stream: versions contiguous, nothing lost or doubled, losers get ConcurrencyError', async () => {
