@@ -4,3 +4,4 @@ export {
   SqliteEventStoreBackend,
 } from './sqlite-backend.js';
 export { SqliteInbox } from './sqlite-inbox.js';
+export { isStoreBusyError, StoreBusyError } from './store-busy.js';

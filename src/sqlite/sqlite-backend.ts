@@ -15,16 +15,20 @@ import { expectedVersionHolds } from '../eventstore/versions.js';
 import type { Inbox } from '../messaging/inbox.js';
 import type { DurableInboxOptions } from '../messaging/lease.js';
 import { SqliteInbox } from './sqlite-inbox.js';
+import { DEFAULT_BUSY_TIMEOUT_MS, DRIVER_BUSY_TIMEOUT_MS, whileBusy } from './store-busy.js';
 
 /** Options of {@link SqliteEventStoreBackend}. */
 export interface SqliteBackendOptions {
   /** Database file, created with its parent directories if missing; `:memory:` for a private in-memory database. */
   readonly path: string;
-  /** How long a write waits for another process's write lock before failing with `SQLITE_BUSY`. @default 5000 */
+  /**
+   * How long a write waits for another process's write lock before failing with `StoreBusyError`
+   * (`STORE_BUSY`). The wait is asynchronous: the event loop keeps running. @default 5000
+   */
   readonly busyTimeoutMs?: number;
 }
 
-export const DEFAULT_SQLITE_BACKEND_OPTIONS = Object.freeze({ busyTimeoutMs: 5000 });
+export const DEFAULT_SQLITE_BACKEND_OPTIONS = Object.freeze({ busyTimeoutMs: DEFAULT_BUSY_TIMEOUT_MS });
 
 /** How often watchers look for commits made by other connections to the same file. */
 const DATA_VERSION_POLL_MS = 100;
@@ -250,7 +254,7 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
     const { default: Driver } = await import('better-sqlite3');
     if (this.#closed) throw new EventStoreClosedError();
     if (this.#path !== ':memory:') mkdirSync(dirname(this.#path), { recursive: true });
-    const db = new Driver(this.#path, { timeout: this.#busyTimeoutMs });
+    const db = new Driver(this.#path, { timeout: Math.min(this.#busyTimeoutMs, DRIVER_BUSY_TIMEOUT_MS) });
     let statements: Statements;
     try {
       db.defaultSafeIntegers(true);
@@ -258,7 +262,8 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
       // resolved survives a power cut, not only a crash of the process.
       db.pragma('journal_mode = WAL');
       db.pragma('synchronous = FULL');
-      migrate(db);
+      await whileBusy(this.#busyTimeoutMs, () => migrate(db));
+      if (this.#closed) throw new EventStoreClosedError();
       statements = prepareStatements(db);
     } catch (error) {
       db.close();
@@ -268,6 +273,11 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
     this.#statements = statements;
     this.#append = db.transaction<AppendRows>((...args) => appendRows(statements, ...args));
     if (this.#watchers.size > 0) this.#startPolling();
+  }
+
+  /** Runs a write (or a read) on this connection, waiting asynchronously while another holds the lock. */
+  #busy<T>(operation: (statements: Statements) => T): Promise<T> {
+    return whileBusy(this.#busyTimeoutMs, () => operation(this.#ready()));
   }
 
   #ready(): Statements {
@@ -280,9 +290,8 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
     events: readonly PreparedEvent[],
     expected: ExpectedVersion,
   ): Promise<AppendResult> {
-    this.#ready();
     // BEGIN IMMEDIATE takes the write lock before the checks, so no other writer can slip in between.
-    const result = this.#append!.immediate(streamId, events, expected);
+    const result = await this.#busy(() => this.#append!.immediate(streamId, events, expected));
     if (result.written) queueMicrotask(() => this.#notify());
     return { nextExpectedVersion: result.nextExpectedVersion, position: result.position };
   }
@@ -361,7 +370,7 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
   }
 
   async saveCheckpoint(subscription: string, position: bigint): Promise<void> {
-    this.#ready().saveCheckpoint.run(subscription, position, new Date().toISOString());
+    await this.#busy((s) => s.saveCheckpoint.run(subscription, position, new Date().toISOString()));
   }
 
   async claimSubscription(
@@ -372,25 +381,27 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
   ): Promise<string> {
     // The processes sharing a SQLite file share its host's clock.
     const claim = { subscription, owner, now: Date.now(), ttl: ttlMs, replacing: replacing ?? null };
-    const statements = this.#ready();
-    if (statements.claimSubscription.run(claim).changes === 1) return owner;
-    return statements.leaseHolder.get(subscription) ?? '';
+    return this.#busy((s) =>
+      s.claimSubscription.run(claim).changes === 1 ? owner : (s.leaseHolder.get(subscription) ?? ''),
+    );
   }
 
   async releaseSubscription(subscription: string, owner: string): Promise<void> {
-    this.#ready().releaseSubscription.run(subscription, owner);
+    await this.#busy((s) => s.releaseSubscription.run(subscription, owner));
   }
 
   async park(parked: ParkedEvent): Promise<void> {
     // The position is the row's key; the rest of the event is kept as JSON.
     const { position, ...event } = parked.event;
-    this.#ready().park.run(
-      parked.subscription,
-      position,
-      JSON.stringify(event),
-      parked.error,
-      parked.attempts,
-      parked.parkedAt,
+    await this.#busy((s) =>
+      s.park.run(
+        parked.subscription,
+        position,
+        JSON.stringify(event),
+        parked.error,
+        parked.attempts,
+        parked.parkedAt,
+      ),
     );
   }
 
@@ -407,7 +418,7 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
   }
 
   async unpark(subscription: string, position: bigint): Promise<void> {
-    this.#ready().unpark.run(subscription, position);
+    await this.#busy((s) => s.unpark.run(subscription, position));
   }
 
   async loadSnapshot(streamId: string): Promise<Snapshot | undefined> {
@@ -423,19 +434,21 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
   }
 
   async saveSnapshot(snapshot: Snapshot): Promise<void> {
-    this.#ready().saveSnapshot.run(
-      snapshot.streamId,
-      snapshot.version,
-      snapshot.schemaVersion,
-      JSON.stringify(snapshot.state ?? null),
-      snapshot.time,
+    await this.#busy((s) =>
+      s.saveSnapshot.run(
+        snapshot.streamId,
+        snapshot.version,
+        snapshot.schemaVersion,
+        JSON.stringify(snapshot.state ?? null),
+        snapshot.time,
+      ),
     );
   }
 
   /** An inbox in this database, for idempotent consumers of the message bus. Needs `open()` first. */
   inbox(options: DurableInboxOptions = {}): Inbox {
     this.#ready();
-    return new SqliteInbox(this.#db!, options);
+    return new SqliteInbox(this.#db!, options, this.#busyTimeoutMs);
   }
 
   /** Stops watching for other connections' appends and closes the database. Idempotent. */

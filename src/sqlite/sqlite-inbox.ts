@@ -7,6 +7,7 @@ import {
   leasedClaim,
   resolveDurableInboxOptions,
 } from '../messaging/lease.js';
+import { DEFAULT_BUSY_TIMEOUT_MS, whileBusy } from './store-busy.js';
 
 type Look = { claimed: true } | { claimed: false; done: boolean };
 
@@ -16,6 +17,7 @@ type Look = { claimed: true } | { claimed: false; done: boolean };
  */
 export class SqliteInbox implements Inbox {
   readonly #leaseMs: number;
+  readonly #busyTimeoutMs: number;
   readonly #retentionMs: number;
   readonly #look: Database.Transaction<(key: string, token: string, now: number) => Look>;
   readonly #renew: Database.Statement<[number, string, string]>;
@@ -25,8 +27,13 @@ export class SqliteInbox implements Inbox {
   #cleanedAt = 0;
 
   /** Use `SqliteEventStoreBackend.inbox()`, which shares the store's connection and migrated schema. */
-  constructor(db: Database.Database, options: DurableInboxOptions = {}) {
+  constructor(
+    db: Database.Database,
+    options: DurableInboxOptions = {},
+    busyTimeoutMs: number = DEFAULT_BUSY_TIMEOUT_MS,
+  ) {
     const o = resolveDurableInboxOptions(options);
+    this.#busyTimeoutMs = busyTimeoutMs;
     this.#leaseMs = o.leaseMs;
     this.#retentionMs = o.retentionMs;
     const find = db.prepare<[string], { state: string; lease_until: bigint | null }>(
@@ -57,7 +64,7 @@ export class SqliteInbox implements Inbox {
     this.#forgetOld();
     for (let round = 0; ; round++) {
       const token = randomUUID();
-      const look = this.#look.immediate(key, token, Date.now());
+      const look = await this.#busy(() => this.#look.immediate(key, token, Date.now()));
       if (look.claimed) return this.#claim(key, token);
       if (look.done) return null;
       await holdBackoff(round);
@@ -66,16 +73,24 @@ export class SqliteInbox implements Inbox {
 
   #claim(key: string, token: string): InboxClaim {
     return leasedClaim(key, this.#leaseMs, {
-      renew: async () => this.#renew.run(Date.now() + this.#leaseMs, key, token).changes === 1,
-      complete: async () => this.#complete.run(Date.now(), key, token).changes === 1,
-      release: async () => this.#abandon.run(key, token),
+      renew: async () =>
+        (await this.#busy(() => this.#renew.run(Date.now() + this.#leaseMs, key, token))).changes === 1,
+      complete: async () =>
+        (await this.#busy(() => this.#complete.run(Date.now(), key, token))).changes === 1,
+      release: () => this.#busy(() => this.#abandon.run(key, token)),
     });
+  }
+
+  #busy<T>(operation: () => T): Promise<T> {
+    return whileBusy(this.#busyTimeoutMs, operation);
   }
 
   #forgetOld(): void {
     const now = Date.now();
     if (now - this.#cleanedAt < 600_000) return;
     this.#cleanedAt = now;
-    this.#cleanUp.run(now - this.#retentionMs);
+    this.#busy(() => this.#cleanUp.run(now - this.#retentionMs)).catch(() => {
+      this.#cleanedAt = 0;
+    });
   }
 }
