@@ -86,6 +86,20 @@ export class PublishBufferFullError extends FerryError {
 }
 export const isPublishBufferFullError = errorGuard<PublishBufferFullError>('PUBLISH_BUFFER_FULL');
 
+/**
+ * `data` cannot be encoded as JSON (a BigInt, a cycle, nesting too deep for the encoder). Raised at
+ * publish by every transport, so nothing was stored.
+ */
+export class MessageNotSerializableError extends FerryError {
+  readonly type: string;
+  constructor(type: string, cause: unknown) {
+    super('MESSAGE_NOT_SERIALIZABLE', `data of message type "${type}" cannot be encoded as JSON`, { cause });
+    this.type = type;
+  }
+}
+export const isMessageNotSerializableError =
+  errorGuard<MessageNotSerializableError>('MESSAGE_NOT_SERIALIZABLE');
+
 /** The bus or subscription was closed; the operation was not performed. */
 export class BusClosedError extends FerryError {
   constructor(what = 'bus') {

@@ -1,4 +1,5 @@
 import { type Envelope, JSON_CONTENT_TYPE, newMessageId, toMessage } from './envelope.js';
+import { MessageNotSerializableError } from './errors.js';
 import type { Delivery } from './transport.js';
 
 /** Header names Ferry reserves on the wire. */
@@ -35,6 +36,23 @@ const RESERVED_PREFIXES = ['x-ferry-', 'cloudEvents:', 'x-death', 'x-first-death
 export function isReservedHeader(name: string): boolean {
   for (const prefix of RESERVED_PREFIXES) if (name.startsWith(prefix)) return true;
   return false;
+}
+
+/**
+ * Encodes a message's `data` as the JSON text every transport sends: what `JSON.stringify` makes of
+ * it (a `Date` becomes its ISO string, `NaN` and `Infinity` become `null`, `undefined` fields
+ * disappear), `null` for a value JSON has no text for (`undefined`, a function). Throws
+ * `MessageNotSerializableError` (`MESSAGE_NOT_SERIALIZABLE`) for what cannot be encoded: a BigInt, a
+ * cycle, a `toJSON` that throws, nesting deeper than the encoder's stack.
+ */
+export function encodeData(type: string, data: unknown): string {
+  let json: string | undefined;
+  try {
+    json = JSON.stringify(data);
+  } catch (error) {
+    throw new MessageNotSerializableError(type, error);
+  }
+  return json ?? 'null';
 }
 
 function isJsonContentType(contentType: string): boolean {

@@ -395,6 +395,145 @@ export function testTransport(name: string, harness: TransportHarness, features:
       expect(await b.deleteSubscription(`${p}.never.*`, { group })).toBe(0);
     });
 
+    it('gives every payload the outcome of a JSON round trip: the same data, or MESSAGE_NOT_SERIALIZABLE at publish', async () => {
+      // Must not happen: an embedded bus handing handlers what a distributed one never could.
+      const p = unique();
+      const b = await bus(`svc-${p}`);
+      const received = new Map<string, unknown>();
+      await b.subscribe(`${p}.#`, async (m) => void received.set(m.type, m.data));
+      let deep: unknown = 'bottom';
+      for (let i = 0; i < 1000; i++) deep = [deep];
+      let tooDeep: unknown = {};
+      for (let i = 0; i < 1_000_000; i++) tooDeep = { d: tooDeep };
+      const cyclic: Record<string, unknown> = { name: 'loop' };
+      cyclic.self = cyclic;
+      class Point {
+        x = 1;
+        #secret = 2;
+        get y(): number {
+          return this.#secret;
+        }
+      }
+      const at = new Date('2026-01-02T03:04:05.678Z');
+      const sparse: unknown[] = [1];
+      sparse[2] = 3;
+      const cases: Record<string, unknown> = {
+        date: { at },
+        dateTop: at,
+        bigint: { n: 10n },
+        bigintTop: 1n,
+        undefinedField: { a: undefined, b: 1 },
+        undefinedTop: undefined,
+        undefinedInArray: [undefined, 1],
+        nonFinite: { nan: Number.NaN, inf: Number.POSITIVE_INFINITY, ninf: Number.NEGATIVE_INFINITY },
+        nanTop: Number.NaN,
+        negativeZero: { z: -0, list: [-0] },
+        negativeZeroTop: -0,
+        mapSet: { map: new Map([['k', 1]]), set: new Set([1, 2]) },
+        classInstance: new Point(),
+        cycle: cyclic,
+        protoKey: JSON.parse('{"__proto__": {"polluted": true}, "a": 1}'),
+        functions: { f: () => 1, list: [() => 1, 2] },
+        functionTop: () => 1,
+        symbols: { s: Symbol('s'), list: [Symbol('t')], [Symbol('key')]: 1 },
+        toJsonUndefined: { a: { toJSON: () => undefined }, b: 2 },
+        toJsonUndefinedTop: { toJSON: () => undefined },
+        toJsonThrows: {
+          a: {
+            toJSON: () => {
+              throw new Error('no');
+            },
+          },
+        },
+        megabyte: { s: 'x'.repeat(1024 * 1024) },
+        nonBmp: { s: '😀 𝄞 𠜎' },
+        loneSurrogates: { s: 'a\ud800b\udfffc', 'k\ud800': 1 },
+        nul: { s: 'a\u0000b', 'k\u0000': 'v' },
+        deepNesting: deep,
+        tooDeep,
+        sparseArray: sparse,
+        nullPrototype: Object.assign(Object.create(null) as object, { a: 1 }),
+        numericKeys: { b: 1, 2: 'two', a: 2, 1: 'one' },
+        plain: { orderId: 'o-1', qty: 3, items: [{ sku: 'a', price: 9.5 }], ok: true, none: null },
+      };
+      const expected = new Map<string, { json: string } | { error: true }>();
+      const names = Object.keys(cases);
+      for (const [i, name] of names.entries()) {
+        const data = cases[name];
+        let json: string | undefined;
+        try {
+          json = JSON.stringify(data) ?? 'null';
+        } catch {
+          expected.set(`${p}.c${i}`, { error: true });
+          await expect(b.publish(`${p}.c${i}`, data), name).rejects.toMatchObject({
+            code: 'MESSAGE_NOT_SERIALIZABLE',
+          });
+          continue;
+        }
+        expected.set(`${p}.c${i}`, { json });
+        await b.publish(`${p}.c${i}`, data);
+      }
+      const delivered = [...expected.values()].filter((e) => 'json' in e).length;
+      await waitFor(() => received.size >= delivered, 'every encodable payload');
+      await sleep(100);
+      for (const [i, name] of names.entries()) {
+        const outcome = expected.get(`${p}.c${i}`)!;
+        const got = received.get(`${p}.c${i}`);
+        if ('error' in outcome) {
+          expect(received.has(`${p}.c${i}`), name).toBe(false);
+          continue;
+        }
+        expect(got, name).toStrictEqual(JSON.parse(outcome.json));
+        expect(JSON.stringify(got), name).toBe(outcome.json);
+      }
+      // Spot checks of what the table means for a user.
+      const at0 = names.indexOf('date');
+      expect(received.get(`${p}.c${at0}`)).toEqual({ at: '2026-01-02T03:04:05.678Z' });
+      const proto = received.get(`${p}.c${names.indexOf('protoKey')}`) as Record<string, unknown>;
+      expect(Object.getPrototypeOf(proto)).toBe(Object.prototype);
+      expect(Object.keys(proto)).toEqual(['__proto__', 'a']);
+      expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+      expect(received.get(`${p}.c${names.indexOf('negativeZeroTop')}`)).toBe(0);
+      expect(Object.is(received.get(`${p}.c${names.indexOf('negativeZeroTop')}`), 0)).toBe(true);
+    });
+
+    it('hands every delivery its own copy of data, taken at publish', async () => {
+      // Must not happen: a handler seeing the publisher's later changes, or another handler's.
+      const p = unique();
+      const b = await bus(`svc-${p}`);
+      const type = `${p}.shared`;
+      const seenA: unknown[] = [];
+      const seenB: unknown[] = [];
+      await b.subscribe(
+        type,
+        async (m) => {
+          const data = m.data as { list: number[]; at: unknown };
+          seenA.push(structuredClone(data));
+          data.list.push(99);
+          if (m.attempt === 1) throw new Error('retry me');
+        },
+        { group: `a-${p}`, maxAttempts: 2 },
+      );
+      await b.subscribe(
+        type,
+        async (m) => {
+          await sleep(50);
+          seenB.push(structuredClone(m.data));
+        },
+        { group: `b-${p}` },
+      );
+      const data = { list: [1], at: new Date('2026-01-02T03:04:05.678Z') };
+      await b.publish(type, data);
+      data.list.push(2);
+      data.at.setFullYear(2000);
+      await waitFor(() => seenA.length === 2 && seenB.length === 1, 'both groups and the retry');
+      const original = { list: [1], at: '2026-01-02T03:04:05.678Z' };
+      // The retry gets the message as published, not as the first attempt left it.
+      expect(seenA).toEqual([original, original]);
+      expect(seenB).toEqual([original]);
+      expect(data.list).toEqual([1, 2]);
+    });
+
     it('close waits for handlers in flight, and nothing is delivered after it', async () => {
       const p = unique();
       const b = await bus(`svc-${p}`);

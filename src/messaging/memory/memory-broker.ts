@@ -16,6 +16,7 @@ import type {
   TransportSubscription,
 } from '../transport.js';
 import { decodeWireMessage, typeOf, type WireMessage } from '../wire.js';
+import { type DataSnapshot, snapshotData } from './data-snapshot.js';
 
 /** Options of an in-memory broker. */
 export interface MemoryBrokerOptions {
@@ -31,9 +32,10 @@ export const DEFAULT_MEMORY_BROKER_OPTIONS = Object.freeze({
   maxQueueLength: 1_000_000,
 } satisfies Required<MemoryBrokerOptions>);
 
+/** A Ferry message (its `data` taken apart as a snapshot, copied for each delivery), or foreign bytes. */
 type Entry =
-  | { readonly message: Message; readonly wire?: undefined }
-  | { readonly message?: undefined; readonly wire: WireMessage };
+  | { readonly message: Message; readonly data: DataSnapshot; readonly wire?: undefined }
+  | { readonly message?: undefined; readonly data?: undefined; readonly wire: WireMessage };
 
 interface MemoryConsumer {
   readonly handler: DeliveryHandler;
@@ -73,7 +75,9 @@ const brokers = new Map<string, MemoryBroker>();
  * buses in one process (the services of the shop) share a broker through its name. Nothing survives
  * the process.
  *
- * Handlers receive the published `data` object itself, not a copy: treat messages as immutable.
+ * `data` goes through the same JSON encoding as on RabbitMQ: what cannot be encoded is rejected at
+ * publish with `MESSAGE_NOT_SERIALIZABLE`, and each delivery gets its own decoded copy (a `Date`
+ * arrives as its ISO string, `undefined` fields are absent, `NaN` is `null`).
  */
 export class MemoryBroker {
   readonly #queues = new Map<string, Queue>();
@@ -98,7 +102,16 @@ export class MemoryBroker {
   }
 
   publish(envelope: Envelope): Promise<void> {
-    return this.#route(envelope.type, envelope.id, { message: toMessage(envelope, 1) });
+    let data: DataSnapshot;
+    try {
+      data = snapshotData(envelope.type, envelope.data);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const message = toMessage(envelope, 1);
+    // The publisher's object must not outlive the publish: deliveries get copies of the snapshot.
+    (message as { data: unknown }).data = null;
+    return this.#route(envelope.type, envelope.id, { message, data });
   }
 
   /** Takes bytes as a producer that knows nothing of Ferry sends them; they are decoded at delivery. */
@@ -161,7 +174,7 @@ export class MemoryBroker {
 
   #deliver(queue: Queue, consumer: MemoryConsumer, entry: Entry): void {
     const delivery: Delivery = entry.message
-      ? { ok: true, message: entry.message }
+      ? { ok: true, message: withData(entry.message, entry.data.copy()) }
       : decodeWireMessage(entry.wire);
     let outcome: Outcome | Promise<Outcome>;
     try {
@@ -180,8 +193,8 @@ export class MemoryBroker {
   #settle(queue: Queue, consumer: MemoryConsumer, entry: Entry, delivery: Delivery, outcome: Outcome): void {
     consumer.inFlight.end();
     if (outcome.action === 'retry') {
-      const next: Entry = delivery.ok
-        ? { message: { ...delivery.message, attempt: outcome.attempt } }
+      const next: Entry = entry.message
+        ? { message: { ...entry.message, attempt: outcome.attempt }, data: entry.data }
         : entry;
       if (outcome.delayMs <= 0) this.#enqueue(queue, next);
       else {
@@ -205,7 +218,7 @@ export class MemoryBroker {
     reason: DeadLetterReason,
     attempts: number,
   ): void {
-    const message = delivery.ok ? delivery.message : undefined;
+    const message = entry.message;
     const stored: StoredDeadLetter = {
       deadLetterId: randomUUID(),
       group: queue.group,
@@ -214,12 +227,14 @@ export class MemoryBroker {
       reason,
       attempts,
       deadLetteredAt: new Date().toISOString(),
-      body: entry.wire
-        ? Buffer.from(entry.wire.body).toString('utf8')
-        : JSON.stringify(message?.data ?? null),
+      body: entry.wire ? Buffer.from(entry.wire.body).toString('utf8') : entry.data.json(),
       queue,
-      entry: message ? { message: { ...message, attempt: 1 } } : entry,
-      ...(message ? { envelope: stripAttempt(message) } : {}),
+      entry: message ? { message: { ...message, attempt: 1 }, data: entry.data } : entry,
+      ...(message
+        ? { envelope: stripAttempt(message) }
+        : delivery.ok
+          ? { envelope: stripAttempt(delivery.message) }
+          : {}),
     };
     let list = this.#deadLetters.get(queue.group);
     if (list === undefined) {
@@ -285,7 +300,14 @@ export class MemoryBroker {
 
   listDeadLetters(group: string, limit: number): DeadLetter[] {
     const list = this.#deadLetters.get(group) ?? [];
-    return list.slice(0, limit).map(({ queue: _q, entry: _e, ...deadLetter }) => deadLetter);
+    // Each listing gets its own copy of the data, as one read from a broker's queue would.
+    return list
+      .slice(0, limit)
+      .map(({ queue: _q, entry, ...deadLetter }) =>
+        entry.data && deadLetter.envelope
+          ? { ...deadLetter, envelope: { ...deadLetter.envelope, data: entry.data.copy() } }
+          : deadLetter,
+      );
   }
 
   replayDeadLetters(group: string, options: ReplayOptions): number {
@@ -304,6 +326,24 @@ export class MemoryBroker {
     this.#deadLetters.set(group, kept);
     return replayed;
   }
+}
+
+/** The message with `data`, built field by field: a spread costs more on the hot path. */
+function withData(message: Message, data: unknown): Message {
+  const out: { -readonly [P in keyof Message]: Message[P] } = {
+    specversion: message.specversion,
+    id: message.id,
+    source: message.source,
+    type: message.type,
+    time: message.time,
+    datacontenttype: message.datacontenttype,
+    data,
+    correlationid: message.correlationid,
+    attempt: message.attempt,
+  };
+  if (message.causationid !== undefined) out.causationid = message.causationid;
+  if (message.headers !== undefined) out.headers = message.headers;
+  return out;
 }
 
 function stripAttempt(message: Message): Envelope {
