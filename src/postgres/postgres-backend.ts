@@ -60,6 +60,11 @@ export const DEFAULT_POSTGRES_BACKEND_OPTIONS = Object.freeze({
 const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,40}$/;
 /** How long `readAfter` waits for this process's own last append to become final (read-your-writes). */
 const OWN_WRITES_WAIT_MS = 5000;
+/**
+ * After `horizon()` gave up waiting, how long a new call goes on waiting for the same end (a
+ * subscription retrying), rather than take a new one. A subscription retries within 5 s.
+ */
+const PENDING_END_REUSE_MS = 10_000;
 /** Least time between two warnings about the same long transaction. */
 const LONG_TRANSACTION_REPEAT_MS = 60_000;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -147,7 +152,7 @@ export class PostgresEventStoreBackend implements EventStoreBackend {
   #notifier: Notifier | undefined;
   #lastAppended = 0n;
   /** The end being fixed by `horizon()`: its position and the transactions still to end before it is final. */
-  #pendingEnd: { readonly end: bigint; open: string[] } | undefined;
+  #pendingEnd: { readonly end: bigint; open: string[]; retryUntil: number } | undefined;
   /** When to look again for a long transaction holding reads back. */
   #nextHeldCheck = 0;
   #closed = false;
@@ -401,21 +406,29 @@ export class PostgresEventStoreBackend implements EventStoreBackend {
   }
 
   /**
-   * The end of the global order now: every event committed before the call is at or below it, and
-   * final (readable) once this resolves; every event committed later is above it. The transactions
-   * open at the call (which may still commit events at lower positions) are waited for, up to
-   * `horizonWaitMs`; then it rejects with `ReadHeldBackError`, and a later call goes on waiting for
-   * the same ones, so that a retry fixes the same end.
+   * The end of the global order now, from the current snapshot: every event committed before the
+   * call is at or below it, and final (readable) once this resolves; every event of a transaction
+   * begun after the call is above it. Positions order transactions by their start, so those open at
+   * the call (which may still commit at lower positions) count as before: they are waited for, up to
+   * `horizonWaitMs`; then it rejects with `ReadHeldBackError`, and a call within the next 10 s (a
+   * subscription retrying) goes on waiting for the same end rather than take a later one.
    */
   async horizon(): Promise<bigint> {
     let pending = this.#pendingEnd;
+    // An end nobody retried for a while is stale: what was committed since exists now.
+    if (pending !== undefined && Date.now() > pending.retryUntil) pending = this.#pendingEnd = undefined;
     if (pending === undefined) {
       const { rows } = await this.#db.query<{ xmax: string; xip: string[] }>(this.#sql.snapshot);
-      pending = { end: (BigInt(rows[0]!.xmax) << 16n) - 1n, open: rows[0]!.xip };
+      pending = {
+        end: (BigInt(rows[0]!.xmax) << 16n) - 1n,
+        open: rows[0]!.xip,
+        retryUntil: Number.POSITIVE_INFINITY,
+      };
       // A concurrent call may have fixed one first: share it.
       this.#pendingEnd ??= pending;
       pending = this.#pendingEnd;
     }
+    pending.retryUntil = Number.POSITIVE_INFINITY;
     const started = Date.now();
     for (let round = 0; ; round++) {
       if (pending.open.length > 0) {
@@ -430,6 +443,7 @@ export class PostgresEventStoreBackend implements EventStoreBackend {
       if (waited >= this.#horizonWaitMs) {
         const transaction = await this.#openTransaction(pending.open);
         this.#checkHeldBack(transaction);
+        pending.retryUntil = Date.now() + PENDING_END_REUSE_MS;
         throw new ReadHeldBackError(pending.end, transaction, waited);
       }
       await sleep(Math.min(5 * 2 ** round, 100, this.#horizonWaitMs - waited));
