@@ -95,5 +95,6 @@ function describe(value: unknown): string {
   if (value === null) return 'null';
   if (typeof value === 'function') return 'a function';
   if (typeof value === 'string') return 'a string';
+  if (value === undefined) return 'undefined';
   return typeof value === 'object' ? 'an object' : `a ${typeof value}`;
 }

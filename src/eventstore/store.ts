@@ -230,7 +230,8 @@ function show(value: unknown): string {
   if (typeof value === 'string') text = JSON.stringify(value);
   else if (typeof value === 'bigint') text = `${value}n`;
   else if (typeof value === 'number' || typeof value === 'boolean' || value == null) text = String(value);
-  else text = Array.isArray(value) ? 'an array' : `a ${typeof value}`;
+  else
+    text = Array.isArray(value) ? 'an array' : typeof value === 'object' ? 'an object' : `a ${typeof value}`;
   return text.length > 80 ? `${text.slice(0, 77)}...` : text;
 }
 

@@ -28,7 +28,8 @@ export interface RecordedEvent<T = unknown, K extends string = string> {
 
 /**
  * What the writer believes about the stream: `'any'` (no check), `'no_stream'` (it must not exist),
- * `'stream_exists'`, or the version of the last event the writer saw.
+ * `'stream_exists'`, or the version of the last event the writer saw (a safe integer; -1 means no
+ * stream). Anything else, `null` included, is refused with `INVALID_EVENT`.
  */
 export type ExpectedVersion = 'any' | 'no_stream' | 'stream_exists' | number;
 
@@ -54,7 +55,7 @@ export interface ReadStreamOptions {
 }
 
 export interface ReadAllOptions {
-  /** First position to read (inclusive). @default the beginning */
+  /** First position to read (inclusive), a bigint from 0n to 2^63-1; 0n and 1n are the beginning. @default the beginning */
   readonly fromPosition?: bigint;
   /** Only events of these types. */
   readonly types?: readonly string[];
