@@ -18,12 +18,13 @@ export interface OpenTransaction {
 }
 
 /**
- * A read in global order could not pass an open transaction within the wait allowed: every event up
- * to `position` was read, later ones exist but may still be preceded by a commit of that transaction.
- * Resume from `position + 1n` once it has ended. Never thrown by the memory and SQLite backends.
+ * A read in global order could not pass an open transaction within the wait allowed: events up to
+ * `position` exist, but a commit of that transaction may still come before some of them, so they are
+ * not final yet. Try again once it has ended (`transaction.pid` says whose it is). Never thrown by
+ * the memory and SQLite backends.
  */
 export class ReadHeldBackError extends FerryError {
-  /** Last position read: everything up to it is final and was returned. */
+  /** The end the read was waiting for: every event committed before the read is at or below it. */
   readonly position: bigint;
   /** The oldest open transaction, when it could be found. */
   readonly transaction: OpenTransaction | undefined;
@@ -32,7 +33,7 @@ export class ReadHeldBackError extends FerryError {
   constructor(position: bigint, transaction: OpenTransaction | undefined, waitedMs: number) {
     super(
       'READ_HELD_BACK',
-      `read stopped at position ${position} after waiting ${waitedMs} ms for ${describeTransaction(transaction)} to end`,
+      `the global order is held back at position ${position}: waited ${waitedMs} ms for ${describeTransaction(transaction)} to end`,
     );
     this.position = position;
     this.transaction = transaction;

@@ -158,15 +158,15 @@ describe('PostgreSQL reads around a transaction open elsewhere', () => {
     await store.append('held', [{ type: 'Held', data: 1 }]);
     const sub = store.subscribe({ name: 'held', idlePollMs: 50 }, () => {});
 
-    await waitFor(() => logger.warnings.some((w) => w.includes('held back')), 'a warning');
-    const warning = logger.warnings.find((w) => w.includes('held back'))!;
+    await waitFor(() => logger.warnings.some((w) => w.includes('are held back by')), 'a warning');
+    const warning = logger.warnings.find((w) => w.includes('are held back by'))!;
     expect(warning).toContain(`pid ${blocker.pid}`);
     expect(warning).toContain('"forgotten-migration"');
     expect(warning).toContain('idle in transaction');
     expect(warning).toMatch(/open for \d+ s/);
     // Once per interval (a minute), not once per read.
     await sleep(500);
-    expect(logger.warnings.filter((w) => w.includes('held back'))).toHaveLength(1);
+    expect(logger.warnings.filter((w) => w.includes('are held back by'))).toHaveLength(1);
 
     const oldest = await backend.oldestOpenTransaction();
     expect(oldest).toMatchObject({
@@ -193,7 +193,7 @@ describe('PostgreSQL reads around a transaction open elsewhere', () => {
     await sleep(600);
     await blocker.commit();
     await waitFor(() => seen.length === 1, 'the held event');
-    expect(logger.warnings.filter((w) => w.includes('held back'))).toEqual([]);
+    expect(logger.warnings.filter((w) => w.includes('are held back by'))).toEqual([]);
     await sub.close();
   });
 });
