@@ -28,6 +28,8 @@ export {
   isDuplicateEventIdError,
   isEventStoreClosedError,
   isInvalidEventError,
+  isStoreUnavailableError,
+  StoreUnavailableError,
 } from './eventstore/errors.js';
 export { MemoryEventStoreBackend } from './eventstore/memory/memory-backend.js';
 export { EventStore, type EventStoreOptions } from './eventstore/store.js';
