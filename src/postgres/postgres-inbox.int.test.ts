@@ -1,3 +1,5 @@
+import { once } from 'node:events';
+import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { EventStore } from '../eventstore/store.js';
@@ -5,9 +7,10 @@ import { createBus } from '../messaging/bus.js';
 import { silentLogger } from '../messaging/logger.js';
 import { MemoryBroker } from '../messaging/memory/memory-broker.js';
 import { MemoryTransport } from '../messaging/memory/memory-transport.js';
+import { onLines, spawnFixture } from '../testing/child-process.js';
 import { testInbox } from '../testing/inbox-contract.js';
 import { dropSchemas, postgresTestUrl, testSchemaName } from '../testing/postgres.js';
-import { waitFor } from '../testing/wait.js';
+import { sleep, waitFor } from '../testing/wait.js';
 import { PostgresEventStoreBackend } from './postgres-backend.js';
 
 const schemas: string[] = [];
@@ -72,6 +75,57 @@ testInbox(
   },
   { durable: true },
 );
+
+describe('a PostgreSQL inbox holder frozen past its lease', () => {
+  it('leaves the claims taken over meanwhile alone when it wakes, and learns it lost them', async () => {
+    // Must not happen: the woken holder's release freeing the key the new holder is processing (a
+    // third copy would run at once), or its completion recording the new holder's message as done.
+    const schema = testSchemaName('inboxfrozen');
+    schemas.push(schema);
+    const backend = await open(schema);
+    const inbox = backend.inbox({ leaseMs: 1000 });
+    const child = spawnFixture(fileURLToPath(new URL('./fixtures/inbox-holder.ts', import.meta.url)), {
+      PG_URL: postgresTestUrl(),
+      PG_SCHEMA: schema,
+    });
+    const exited = once(child, 'exit');
+    const lines: string[] = [];
+    onLines(child, (line) => void lines.push(line));
+    try {
+      await waitFor(() => lines.includes('claimed'), 'the child to claim its keys', 15_000);
+      child.kill('SIGSTOP');
+      await sleep(1300);
+      const fails = await inbox.begin('fails');
+      const succeeds = await inbox.begin('succeeds');
+      expect(fails).not.toBeNull();
+      expect(succeeds).not.toBeNull();
+      child.kill('SIGCONT');
+      await waitFor(
+        () => lines.includes('done'),
+        () => `the child to finish (${lines.join(', ')})`,
+        10_000,
+      );
+
+      const third = inbox.begin('fails');
+      const thirdSettled = await Promise.race([third.then(() => true), sleep(500).then(() => false)]);
+      expect(thirdSettled, 'the woken holder released the new claim').toBe(false);
+      expect(lines).toContain('complete failed CLAIM_LOST');
+      expect(fails!.signal.aborted || succeeds!.signal.aborted).toBe(false);
+      succeeds!.abandon();
+      const again = await inbox.begin('succeeds');
+      expect(again, 'the woken holder recorded the new claim as done').not.toBeNull();
+      await again!.complete();
+      await fails!.complete();
+      expect(await third).toBeNull();
+    } finally {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGCONT');
+        child.kill('SIGKILL');
+      }
+      await exited;
+    }
+  }, 30_000);
+});
 
 describe('a bus with the PostgreSQL inbox', () => {
   it('does not handle again, after a restart, a message it already handled', async () => {
