@@ -16,7 +16,7 @@ import {
   validate,
 } from './contracts.js';
 import { type Envelope, JSON_CONTENT_TYPE, type Message, newMessageId, nowIso } from './envelope.js';
-import { BusClosedError, MessageValidationError } from './errors.js';
+import { BusClosedError, describeThrown, MessageValidationError } from './errors.js';
 import type { Inbox } from './inbox.js';
 import { type Logger, stderrLogger } from './logger.js';
 import type { MemoryBrokerOptions } from './memory/memory-broker.js';
@@ -273,7 +273,7 @@ export class Bus<C extends Contracts = NoContracts> {
       const attempt = message.attempt;
       if (attempt <= delays.length)
         return { action: 'retry', attempt: attempt + 1, delayMs: delays[attempt - 1]! };
-      const reason = describeError(error);
+      const reason = describeThrown(error);
       logger.warn(
         `dead-lettering message ${message.id} (${message.type}) in group "${spec.group}" after ${attempt} attempts: ${reason.message}`,
       );
@@ -281,7 +281,7 @@ export class Bus<C extends Contracts = NoContracts> {
     };
 
     const invalid = (message: Message, error: unknown): Outcome => {
-      const text = error instanceof MessageValidationError ? error.message : String(error);
+      const text = error instanceof MessageValidationError ? error.message : describeThrown(error).message;
       logger.warn(`dead-lettering message ${message.id} in group "${spec.group}": ${text}`);
       return { action: 'dead-letter', reason: { kind: 'invalid', message: text }, attempts: message.attempt };
     };
@@ -376,15 +376,6 @@ export class Bus<C extends Contracts = NoContracts> {
 
 function isThenable(value: unknown): value is PromiseLike<unknown> {
   return typeof (value as PromiseLike<unknown> | undefined)?.then === 'function';
-}
-
-function describeError(error: unknown): { message: string; stack?: string } {
-  if (error instanceof Error) {
-    return error.stack === undefined
-      ? { message: error.message }
-      : { message: error.message, stack: error.stack };
-  }
-  return { message: String(error) };
 }
 
 /**

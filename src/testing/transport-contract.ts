@@ -258,6 +258,70 @@ export function testTransport(name: string, harness: TransportHarness, features:
       expect(await b.listDeadLetters()).toEqual([]);
     });
 
+    it('counts anything a handler throws as a handler failure: retried, then dead-lettered as handler-error', async () => {
+      // Must not happen: an odd thrown value looping forever, or counted as a consumer crash.
+      const p = unique();
+      const b = await bus(`svc-${p}`);
+      const hostile = new Proxy(
+        {},
+        {
+          get() {
+            throw new Error('no property for you');
+          },
+          getPrototypeOf() {
+            throw new Error('no prototype for you');
+          },
+        },
+      );
+      const badMessage = new Error('x');
+      Object.defineProperty(badMessage, 'message', {
+        get() {
+          throw new Error('no message for you');
+        },
+      });
+      const thrown: Record<string, () => unknown> = {
+        nullPrototype: () => Object.create(null),
+        plainObject: () => ({ code: 42 }),
+        undefined: () => undefined,
+        null: () => null,
+        string: () => 'plain string',
+        number: () => 7,
+        hostileProxy: () => hostile,
+        errorWithThrowingMessage: () => badMessage,
+      };
+      const names = Object.keys(thrown);
+      const runs = new Map<string, number[]>();
+      await b.subscribe(
+        `${p}.#`,
+        async (m) => {
+          const name = names[Number(m.type.slice(p.length + 2))]!;
+          runs.set(name, [...(runs.get(name) ?? []), m.attempt]);
+          throw thrown[name]!();
+        },
+        { maxAttempts: 2, backoff: { initialDelayMs: 50, factor: 1, maxDelayMs: 50 } },
+      );
+      for (const i of names.keys()) await b.publish(`${p}.c${i}`, { i });
+      await waitFor(
+        async () => (await b.listDeadLetters()).length >= names.length,
+        'every message dead-lettered',
+        10_000,
+      );
+      await sleep(300);
+      const dead = await b.listDeadLetters();
+      expect(dead).toHaveLength(names.length);
+      for (const [i, name] of names.entries()) {
+        expect(runs.get(name), name).toEqual([1, 2]);
+        const letter = dead.find((d) => d.routingKey === `${p}.c${i}`);
+        expect(letter?.reason.kind, name).toBe('handler-error');
+        expect(letter?.attempts, name).toBe(2);
+        expect(typeof letter?.reason.message, name).toBe('string');
+      }
+      const byName = (name: string) => dead.find((d) => d.routingKey === `${p}.c${names.indexOf(name)}`)!;
+      expect(byName('string').reason.message).toBe('plain string');
+      expect(byName('plainObject').reason.message).toContain('{"code":42}');
+      expect(byName('undefined').reason.message).toContain('undefined');
+    });
+
     it('dead-letters a body that is not JSON and keeps consuming', async () => {
       const p = unique();
       const service = `svc-${p}`;
