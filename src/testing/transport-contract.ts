@@ -598,6 +598,35 @@ export function testTransport(name: string, harness: TransportHarness, features:
       expect(data.list).toEqual([1, 2]);
     });
 
+    it('replays a dead letter into its subscription as it is now: kept while deleted, delivered once subscribed again', async () => {
+      // Must not happen: a replay that reports success while the letter vanishes into a deleted queue.
+      const p = unique();
+      const b = await bus(`svc-${p}`);
+      const pattern = `${p}.order.*`;
+      const group = `g-${p}`;
+      const sub = await b.subscribe(
+        pattern,
+        async () => {
+          throw new Error('always fails');
+        },
+        { group, maxAttempts: 1 },
+      );
+      await b.publish(`${p}.order.placed`, { n: 1 }, { id: 'replay-1' });
+      await waitFor(async () => (await b.listDeadLetters({ group })).length === 1, 'the dead letter');
+      await sub.close();
+      await b.deleteSubscription(pattern, { group, maxAttempts: 1 });
+      expect(await b.replayDeadLetters({ group })).toBe(0);
+      const [kept] = await b.listDeadLetters({ group });
+      expect(kept).toMatchObject({ pattern, routingKey: `${p}.order.placed`, envelope: { id: 'replay-1' } });
+
+      const handled: Message[] = [];
+      await b.subscribe(pattern, async (m) => void handled.push(m), { group, maxAttempts: 1 });
+      expect(await b.replayDeadLetters({ group, deadLetterIds: [kept!.deadLetterId] })).toBe(1);
+      await waitFor(() => handled.length === 1, 'the replayed message in the new subscription');
+      expect(handled[0]).toMatchObject({ id: 'replay-1', attempt: 1, data: { n: 1 } });
+      expect(await b.listDeadLetters({ group })).toEqual([]);
+    });
+
     it('close waits for handlers in flight, and nothing is delivered after it', async () => {
       const p = unique();
       const b = await bus(`svc-${p}`);

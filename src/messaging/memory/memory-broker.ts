@@ -58,7 +58,6 @@ interface Queue {
 }
 
 interface StoredDeadLetter extends DeadLetter {
-  readonly queue: Queue;
   readonly entry: Entry;
 }
 
@@ -228,7 +227,6 @@ export class MemoryBroker {
       attempts,
       deadLetteredAt: new Date().toISOString(),
       body: entry.wire ? Buffer.from(entry.wire.body).toString('utf8') : entry.data.json(),
-      queue,
       entry: message ? { message: { ...message, attempt: 1 }, data: entry.data } : entry,
       ...(message
         ? { envelope: stripAttempt(message) }
@@ -303,7 +301,7 @@ export class MemoryBroker {
     // Each listing gets its own copy of the data, as one read from a broker's queue would.
     return list
       .slice(0, limit)
-      .map(({ queue: _q, entry, ...deadLetter }) =>
+      .map(({ entry, ...deadLetter }) =>
         entry.data && deadLetter.envelope
           ? { ...deadLetter, envelope: { ...deadLetter.envelope, data: entry.data.copy() } }
           : deadLetter,
@@ -318,8 +316,15 @@ export class MemoryBroker {
     const kept: StoredDeadLetter[] = [];
     let replayed = 0;
     for (const deadLetter of list) {
-      if (replayed < limit && (wanted === undefined || wanted.has(deadLetter.deadLetterId))) {
-        this.#enqueue(deadLetter.queue, deadLetter.entry);
+      // Replayed into the subscription's queue as it is now, like RabbitMQ's publish to the queue's
+      // name: a queue deleted since, and not subscribed again, keeps the letter where it is.
+      const queue = this.#queues.get(`${deadLetter.group}\u0000${deadLetter.pattern}`);
+      if (
+        queue !== undefined &&
+        replayed < limit &&
+        (wanted === undefined || wanted.has(deadLetter.deadLetterId))
+      ) {
+        this.#enqueue(queue, deadLetter.entry);
         replayed++;
       } else kept.push(deadLetter);
     }
