@@ -283,4 +283,88 @@ describe.each(storages)('subscriptions on %s', (_name, storage) => {
       expect(handledB).toEqual([]);
     });
   });
+
+  describe('replayParked', () => {
+    /** A read-modify-write projection (a running total) that notes how many handlers run at once. */
+    function projection() {
+      const p = { total: 0, running: 0, mostAtOnce: 0, broken: true, calls: 0 };
+      const handler = async (event: { type: string; data: unknown }) => {
+        p.calls++;
+        p.running++;
+        p.mostAtOnce = Math.max(p.mostAtOnce, p.running);
+        try {
+          const read = p.total;
+          await new Promise((resolve) => setTimeout(resolve, 3));
+          if (event.type === 'Flaky' && p.broken) throw new Error('projection unavailable');
+          p.total = read + (event.data as number);
+        } finally {
+          p.running--;
+        }
+      };
+      return { p, handler };
+    }
+    const options = { name: 'totals', maxAttempts: 1, batchSize: 10, idlePollMs: 200, leaseMs: 2000 };
+
+    it.each(['the active instance', 'a standby'])(
+      'asked of %s, runs in the active loop between batches: no two handlers at once, no lost update',
+      async (asker) => {
+        const open = await opener();
+        const [a, b] = [await open(), await open()];
+        const { p, handler } = projection();
+        await a.append('t', [{ type: 'Flaky', data: 1 }]);
+        const active = a.subscribe(options, handler);
+        await active.caughtUp();
+        expect((await active.parked()).map((e) => e.event.type)).toEqual(['Flaky']);
+        const standbyCalls: unknown[] = [];
+        const standby = b.subscribe(options, (e) => void standbyCalls.push(e));
+        await waitFor(async () => (await standby.lag()).position > 0n, 'the standby to see the checkpoint');
+        expect(standby.active).toBe(false);
+
+        p.broken = false;
+        for (let i = 0; i < 5; i++) {
+          await a.append(
+            't',
+            Array.from({ length: 10 }, () => ({ type: 'Add', data: 1 })),
+          );
+        }
+        const replayed = await (asker === 'a standby' ? standby : active).replayParked();
+        await active.caughtUp();
+        expect(replayed).toBe(1);
+        expect(p.mostAtOnce).toBe(1);
+        expect(p.total).toBe(51);
+        expect(await active.parked()).toEqual([]);
+        expect(await standby.parked()).toEqual([]);
+        expect(standbyCalls).toEqual([]);
+        // Nothing is replayed a second time.
+        expect(await active.replayParked()).toBe(0);
+        expect(p.total).toBe(51);
+      },
+    );
+
+    it('keeps what fails again parked, replays only the positions asked, and each once', async () => {
+      const store = await (await opener())();
+      const { p, handler } = projection();
+      await store.append('t', [
+        { type: 'Flaky', data: 1 },
+        { type: 'Flaky', data: 10 },
+        { type: 'Flaky', data: 100 },
+      ]);
+      const sub = store.subscribe(options, handler);
+      await sub.caughtUp();
+      const parked = await sub.parked();
+      expect(parked).toHaveLength(3);
+      const calls = p.calls;
+      expect(await sub.replayParked()).toBe(0); // still broken
+      expect(p.calls).toBe(calls + 3);
+      expect(await sub.parked()).toHaveLength(3);
+      p.broken = false;
+      expect(await sub.replayParked([parked[1]!.event.position])).toBe(1);
+      expect(p.total).toBe(10);
+      expect((await sub.parked()).map((e) => e.event.data)).toEqual([1, 100]);
+      expect(await sub.replayParked()).toBe(2);
+      expect(p.total).toBe(111);
+      expect(p.mostAtOnce).toBe(1);
+      expect(await sub.parked()).toEqual([]);
+    });
+  });
 });

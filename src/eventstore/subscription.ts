@@ -122,6 +122,12 @@ export class EventSubscription {
   /** Bumped per scheduled renewal, so that a renewal still in flight from an earlier lease schedules nothing. */
   #renewals = 0;
   #standingBy = false;
+  /** Where replays of parked events wait for the active loop (see {@link replayParked}). */
+  readonly #replayQueue: string;
+  /** A replay was asked of this instance: look at the queue before the next read. */
+  #replayAsked = true;
+  /** When the loop next looks for replays asked from another instance. */
+  #nextReplayLook = 0;
   /** Resolves when the loop has stopped. */
   readonly done: Promise<void>;
 
@@ -135,6 +141,7 @@ export class EventSubscription {
       throw new InvalidOptionsError('a subscription needs a name of 1 to 200 characters');
     }
     this.name = options.name;
+    this.#replayQueue = replayQueueName(options.name);
     this.#backend = backend;
     this.#handler = handler;
     this.#logger = logger;
@@ -202,6 +209,9 @@ export class EventSubscription {
     } else this.#position = 0n;
     let heldRounds = 0;
     while (!this.#closed && this.#holds()) {
+      // Replays run here, between batches, so that the handler never runs twice at once.
+      if (this.#replayAsked || Date.now() >= this.#nextReplayLook) await this.#replayRequested();
+      if (this.#closed || !this.#holds()) break;
       const readStarted = this.#idleReads;
       this.#woken = false;
       const { events, held } = await this.#retrying('read events', () =>
@@ -500,26 +510,71 @@ export class EventSubscription {
   }
 
   /**
-   * Hands parked events (all, or those at `positions`) to the handler once more; each that succeeds
-   * is removed from the parked list. Resolves the number that succeeded.
+   * Hands parked events (all, or those at `positions`) to the handler once more, through the one
+   * active loop: they are marked for replay in the store, and the instance running the subscription
+   * (this one, or another process when this one stands by) hands them to its handler between two
+   * batches, oldest first, one attempt each, never beside a live event. Each that succeeds is
+   * removed from the parked list; one that fails again stays parked. Resolves, once all were tried,
+   * the number that succeeded; when this instance closes first, what was tried so far (the rest stays
+   * marked and is replayed by whichever instance runs the subscription next). With
+   * `exclusive: false`, like live events, a replay may reach one instance or several.
    */
   async replayParked(positions?: readonly bigint[]): Promise<number> {
     const wanted = positions === undefined ? undefined : new Set(positions);
-    let replayed = 0;
+    const requested = new Set<bigint>();
     for (const parked of await this.#backend.listParked(this.name, Number.MAX_SAFE_INTEGER)) {
       if (wanted !== undefined && !wanted.has(parked.event.position)) continue;
-      try {
-        await this.#attempt(parked.event, 1);
-      } catch (error) {
-        this.#logger.warn(
-          `replay of parked event ${parked.event.id} failed again: ${describeFailure(error, false)}`,
-        );
-        continue;
-      }
-      await this.#backend.unpark(this.name, parked.event.position);
-      replayed++;
+      await this.#backend.park({ ...parked, subscription: this.#replayQueue });
+      requested.add(parked.event.position);
     }
-    return replayed;
+    if (requested.size === 0) return 0;
+    this.#replayAsked = true;
+    this.#wakeUp();
+    let pending = requested.size;
+    for (let round = 0; pending > 0 && !this.#closed; round++) {
+      await new Promise<void>((resolve) => setTimeout(resolve, Math.min(250, 5 * 2 ** round)).unref());
+      const queued = await this.#backend.listParked(this.#replayQueue, Number.MAX_SAFE_INTEGER);
+      pending = queued.filter((q) => requested.has(q.event.position)).length;
+    }
+    const queued = new Set(
+      (await this.#backend.listParked(this.#replayQueue, Number.MAX_SAFE_INTEGER)).map(
+        (q) => q.event.position,
+      ),
+    );
+    const still = new Set(
+      (await this.#backend.listParked(this.name, Number.MAX_SAFE_INTEGER)).map((p) => p.event.position),
+    );
+    return [...requested].filter((position) => !queued.has(position) && !still.has(position)).length;
+  }
+
+  /** Replays what {@link replayParked} marked, in position order, while this instance holds the subscription. */
+  async #replayRequested(): Promise<void> {
+    this.#replayAsked = false;
+    this.#nextReplayLook = Date.now() + this.#options.idlePollMs;
+    for (;;) {
+      const limit = this.#options.batchSize;
+      const requests = await this.#retrying('list replays', () =>
+        this.#backend.listParked(this.#replayQueue, limit),
+      );
+      for (const request of requests) {
+        if (this.#closed || !this.#holds()) return;
+        const position = request.event.position;
+        let succeeded = false;
+        try {
+          await this.#attempt(request.event, 1);
+          succeeded = true;
+        } catch (error) {
+          this.#logger.warn(
+            `subscription "${this.name}": replay of parked event ${request.event.id} failed again: ${describeFailure(error, false)}`,
+          );
+        }
+        if (succeeded) {
+          await this.#retrying('unpark a replayed event', () => this.#backend.unpark(this.name, position));
+        }
+        await this.#retrying('end a replay', () => this.#backend.unpark(this.#replayQueue, position));
+      }
+      if (requests.length < limit) return;
+    }
   }
 
   /** Stops after the event being handled, keeping the checkpoint of what was handled. */
@@ -528,6 +583,14 @@ export class EventSubscription {
     this.#wake?.();
     await this.done.catch(() => {});
   }
+}
+
+/**
+ * The parked-events list, in the same store, where replays wait for the active instance: a name no
+ * subscription can have (a control character, and longer than the 200 characters a name may have).
+ */
+function replayQueueName(name: string): string {
+  return `${name}\u001freplay`.padEnd(201, '\u001f');
 }
 
 /** Unwinds the loop when the subscription closes mid-operation; never escapes the class. */
