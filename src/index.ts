@@ -31,6 +31,7 @@ export {
   isStoreUnavailableError,
   StoreUnavailableError,
 } from './eventstore/errors.js';
+export { isReadHeldBackError, type OpenTransaction, ReadHeldBackError } from './eventstore/held-back.js';
 export { MemoryEventStoreBackend } from './eventstore/memory/memory-backend.js';
 export { EventStore, type EventStoreOptions } from './eventstore/store.js';
 export {
@@ -160,6 +161,7 @@ export type {
   SubscriptionDefaults,
 } from './messaging/bus.js';
 export { Bus, createBus, DEFAULT_SUBSCRIPTION_OPTIONS } from './messaging/bus.js';
+export { ClaimLostError, isClaimLostError } from './messaging/claim-lost-error.js';
 export type {
   Contracts,
   DataIn,

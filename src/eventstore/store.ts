@@ -117,8 +117,11 @@ export class EventStore {
   }
 
   /**
-   * Every event in global order, fetched in batches. Only final positions are returned: an event
-   * still being committed by another transaction at an earlier position is waited for, never skipped.
+   * Every event committed before the call, in global order, fetched in batches. Only final positions
+   * are returned: an event still being committed by another transaction at an earlier position is
+   * waited for, never skipped. On PostgreSQL a transaction open elsewhere is waited for up to the
+   * backend's `horizonWaitMs`; then the read rejects with `ReadHeldBackError` (`READ_HELD_BACK`)
+   * naming it, rather than end early. Memory and SQLite never hold a read back.
    * Invalid options reject the first `next()` with `InvalidOptionsError` (code `INVALID_OPTIONS`):
    * `fromPosition` is a bigint from 0n (0n and 1n both mean the beginning) to 2^63-1, `types` an
    * array of valid event types, `batchSize` a positive safe integer.
@@ -142,9 +145,16 @@ export class EventStore {
       }
     }
     let after = from === undefined || from === 0n ? 0n : from - 1n;
+    // Once the end is known, every position up to it is final: the reads below never stop short of it.
+    // On PostgreSQL, a transaction open elsewhere is waited for up to the backend's horizonWaitMs,
+    // then ReadHeldBackError (READ_HELD_BACK) names it: the read never ends early as if complete.
+    const end = await this.backend.horizon();
     for (;;) {
       const { events } = await this.backend.readAfter(after, batchSize, options.types);
-      for (const event of events) yield event;
+      for (const event of events) {
+        if (event.position > end) return;
+        yield event;
+      }
       if (events.length < batchSize) return;
       after = events[events.length - 1]!.position;
     }

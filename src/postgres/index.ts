@@ -1,3 +1,4 @@
+export type { OpenTransaction } from '../eventstore/held-back.js';
 export { MIGRATIONS, type Migration, migrate } from './migrations.js';
 export {
   DEFAULT_POSTGRES_BACKEND_OPTIONS,

@@ -103,6 +103,38 @@ describe('PostgreSQL reads around a transaction open elsewhere', () => {
     expect(events.filter((e) => e.position <= end)).toHaveLength(5);
   });
 
+  it('readAll returns every event committed before it, or rejects with READ_HELD_BACK; never ends early', async () => {
+    const { store } = await openStore({ horizonWaitMs: 500 });
+    const blocker = await openTransaction();
+    for (let i = 0; i < 5; i++) await store.append(`s-${i}`, [{ type: 'E', data: i }]);
+    const collect = async () => {
+      const out: number[] = [];
+      for await (const e of store.readAll()) out.push(e.data as number);
+      return out;
+    };
+    // Another store instance (no own appends to wait for) and this one alike.
+    const other = await openStore({ horizonWaitMs: 500 });
+    for (const reader of [store, other.store]) {
+      const started = Date.now();
+      const error = (await rejection(
+        (async () => {
+          const out: unknown[] = [];
+          for await (const e of reader.readAll()) out.push(e);
+          return out;
+        })(),
+      )) as ReadHeldBackError;
+      expect(isReadHeldBackError(error)).toBe(true);
+      expect(error.transaction?.pid).toBe(blocker.pid);
+      expect(Date.now() - started).toBeLessThan(4000);
+    }
+    // The blocker ends while a read waits: the read returns all five.
+    const reading = collect();
+    await sleep(100);
+    await blocker.commit();
+    expect(await reading).toEqual([0, 1, 2, 3, 4]);
+    expect(await collect()).toEqual([0, 1, 2, 3, 4]);
+  });
+
   it("subscribes from 'end' without replaying events committed before, while a transaction holds the horizon", async () => {
     const logger = capture();
     const { store } = await openStore({ horizonWaitMs: 200 }, logger);
