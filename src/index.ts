@@ -33,10 +33,15 @@ export {
 } from './eventstore/errors.js';
 export { isReadHeldBackError, type OpenTransaction, ReadHeldBackError } from './eventstore/held-back.js';
 export { MemoryEventStoreBackend } from './eventstore/memory/memory-backend.js';
+export {
+  isSnapshotNotSerializableError,
+  SnapshotNotSerializableError,
+} from './eventstore/snapshot-errors.js';
 export { EventStore, type EventStoreOptions } from './eventstore/store.js';
 export {
   DEFAULT_EVENT_SUBSCRIPTION_OPTIONS,
   type EventHandler,
+  type EventHandlerContext,
   EventSubscription,
   type EventSubscriptionOptions,
   type SubscriptionLag,

@@ -618,7 +618,7 @@ export function testEventStore(name: string, harness: EventStoreHarness): void {
       const active = store.subscribe({ name: 'ha', leaseMs: 1000 }, (e) => void first.push(e.type));
       await waitFor(() => first.length === 3, 'the active instance');
       const standby = store.subscribe({ name: 'ha', leaseMs: 1000 }, (e) => void second.push(e.type));
-      await standby.caughtUp(); // a standby has nothing to catch up on
+      await standby.caughtUp(); // a standby follows the checkpoint the active instance stores
       expect([active.active, standby.active]).toEqual([true, false]);
       await store.append('h', events(['D', 'E']));
       await waitFor(() => first.length === 5, 'the active instance, live');
