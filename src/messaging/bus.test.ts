@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { currentContext, type FerryContext, runWithContext } from '../context/context.js';
 import { InvalidOptionsError, isFerryError, isInvalidOptionsError } from '../errors/ferry-error.js';
 import { waitFor } from '../testing/wait.js';
-import { type Bus, type BusOptions, createBus } from './bus.js';
+import { type Bus, type BusOptions, createBus, DEFAULT_SUBSCRIPTION_OPTIONS } from './bus.js';
 import type { Contracts, NoContracts } from './contracts.js';
 import type { Message } from './envelope.js';
 import {
@@ -205,7 +205,10 @@ describe('context', () => {
     await bus.publish('order.created', {}, { id: 'm-2' });
     await waitFor(() => seen.length === 2, 'both messages');
     for (const { message, context } of seen) {
-      expect(context).toEqual({ correlationId: message.correlationid, messageId: message.id });
+      expect(context).toMatchObject({ correlationId: message.correlationid, messageId: message.id });
+      // The handler's time limit (30 s by default) is its deadline and signal.
+      expect(context?.deadline).toBeGreaterThan(Date.now() + 25_000);
+      expect(context?.signal?.aborted).toBe(false);
     }
     expect(seen.map((s) => s.context?.correlationId).sort()).toEqual(['corr-1', 'm-2']);
   });
@@ -476,5 +479,94 @@ describe('typing with contracts', () => {
     expectTypeOf(bus.publish<'order.paid'>)
       .parameter(1)
       .toEqualTypeOf<{ amount: number }>();
+  });
+});
+
+describe('handler time limit', () => {
+  it('fails an attempt past handlerTimeoutMs, frees its slot although the handler ignores its signal, then dead-letters as timeout', async () => {
+    const bus = await open({
+      closeTimeoutMs: 50,
+      subscriptionDefaults: { backoff: { initialDelayMs: 20, factor: 1, maxDelayMs: 20 } },
+    });
+    const runs: { n: number; attempt: number }[] = [];
+    const signals: AbortSignal[] = [];
+    await bus.subscribe(
+      'job.run',
+      async (m, { signal }) => {
+        const n = (m.data as { n: number }).n;
+        runs.push({ n, attempt: m.attempt });
+        signals.push(signal);
+        if (n === 1) await new Promise(() => {}); // hangs, never looks at its signal
+      },
+      { concurrency: 1, maxAttempts: 2, handlerTimeoutMs: 100 },
+    );
+    const start = Date.now();
+    await bus.publish('job.run', { n: 1 });
+    await bus.publish('job.run', { n: 2 });
+    await waitFor(async () => (await bus.listDeadLetters()).length === 1, 'the hung message dead-lettered');
+    const [dead] = await bus.listDeadLetters();
+    expect(dead).toMatchObject({ attempts: 2, reason: { kind: 'timeout' } });
+    expect(dead!.reason.message).toMatch(/did not finish within 100 ms/);
+    expect(Date.now() - start).toBeGreaterThanOrEqual(190);
+    // The single slot came back after each timeout: message 2 ran, between or after the attempts of 1.
+    await waitFor(() => runs.some((r) => r.n === 2), 'message 2 in the freed slot');
+    expect(runs.filter((r) => r.n === 1).map((r) => r.attempt)).toEqual([1, 2]);
+    const first = signals[0]!;
+    expect(first.aborted).toBe(true);
+    expect(isFerryError(first.reason) && first.reason.code).toBe('HANDLER_TIMEOUT');
+  });
+
+  it('aborts the signal a handler listens to, and sets the context deadline', async () => {
+    const bus = await open();
+    let aborted: unknown;
+    let deadline: number | undefined;
+    await bus.subscribe(
+      'job.watch',
+      async (_m, { signal }) => {
+        deadline = currentContext()?.deadline;
+        await new Promise<void>((resolve) =>
+          signal.addEventListener('abort', () => {
+            aborted = signal.reason;
+            resolve();
+          }),
+        );
+      },
+      { maxAttempts: 1, handlerTimeoutMs: 80 },
+    );
+    const before = Date.now();
+    await bus.publish('job.watch', {});
+    await waitFor(() => aborted !== undefined, 'the abort');
+    expect(isFerryError(aborted) && aborted.code).toBe('HANDLER_TIMEOUT');
+    expect(deadline).toBeGreaterThanOrEqual(before + 80);
+    expect(deadline).toBeLessThanOrEqual(Date.now() + 80);
+    await waitFor(async () => (await bus.listDeadLetters()).length === 1, 'the dead letter');
+  });
+
+  it('lets 0 mean no limit, overriding a bus-wide default, and rejects invalid limits', async () => {
+    const bus = await open({ subscriptionDefaults: { handlerTimeoutMs: 30 } });
+    const done: boolean[] = [];
+    let signal: AbortSignal | undefined;
+    await bus.subscribe(
+      'job.slow',
+      async (_m, context) => {
+        signal = context.signal;
+        await new Promise((resolve) => setTimeout(resolve, 120));
+        done.push(true);
+      },
+      { handlerTimeoutMs: 0, maxAttempts: 1 },
+    );
+    await bus.publish('job.slow', {});
+    await waitFor(() => done.length === 1, 'the slow handler to finish');
+    expect(signal!.aborted).toBe(false);
+    expect(await bus.listDeadLetters()).toEqual([]);
+    for (const handlerTimeoutMs of [-1, 1.5, Number.NaN, 2 ** 31]) {
+      expect(
+        isInvalidOptionsError(await rejection(bus.subscribe('job.x', () => {}, { handlerTimeoutMs }))),
+      ).toBe(true);
+    }
+  });
+
+  it('defaults to 30 s', () => {
+    expect(DEFAULT_SUBSCRIPTION_OPTIONS.handlerTimeoutMs).toBe(30_000);
   });
 });

@@ -1,5 +1,5 @@
 import type { AmqpTransportOptions } from '../amqp/amqp-transport.js';
-import { currentContext, runWithContext } from '../context/context.js';
+import { currentContext, type FerryContext, runWithContext } from '../context/context.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import {
   DEFAULT_EXPONENTIAL_BACKOFF,
@@ -17,6 +17,7 @@ import {
 } from './contracts.js';
 import { type Envelope, JSON_CONTENT_TYPE, type Message, newMessageId, nowIso } from './envelope.js';
 import { BusClosedError, describeThrown, MessageValidationError } from './errors.js';
+import { HandlerTimeouts, isHandlerTimeoutError, neverAbortedSignal } from './handler-timeouts.js';
 import type { Inbox } from './inbox.js';
 import { type Logger, stderrLogger } from './logger.js';
 import type { MemoryBrokerOptions } from './memory/memory-broker.js';
@@ -43,12 +44,34 @@ export interface SubscriptionDefaults {
   readonly maxAttempts?: number;
   /** Delay between attempts, applied by the broker (the consumer does not sleep). @default 1s, 2s, 4s… capped at 60s */
   readonly backoff?: ExponentialBackoffOptions;
+  /**
+   * Longest run of one handler attempt, in ms; `0` for no limit. Past it the handler's `signal`
+   * aborts, the attempt fails (retried, then dead-lettered with reason kind `timeout`) and its
+   * concurrency slot is freed, whether or not the handler heeds the signal. The ambient context's
+   * `deadline` is set too, so outgoing Ferry HTTP calls inside the handler stop in time.
+   * @default 30000
+   */
+  readonly handlerTimeoutMs?: number;
 }
 
 export const DEFAULT_SUBSCRIPTION_OPTIONS = Object.freeze({
   concurrency: 10,
   maxAttempts: 5,
   backoff: DEFAULT_EXPONENTIAL_BACKOFF,
+  handlerTimeoutMs: 30_000,
+});
+
+/** What a handler gets besides its message. */
+export interface HandlerContext {
+  /** Aborted when the attempt runs past `handlerTimeoutMs` (with a `HandlerTimeoutError` as reason). */
+  readonly signal: AbortSignal;
+}
+
+/** Reads the signal of the run the caller is in, when the handler asks for it. */
+const HANDLER_CONTEXT: HandlerContext = Object.freeze({
+  get signal(): AbortSignal {
+    return currentContext()?.signal ?? neverAbortedSignal();
+  },
 });
 
 /** Options of {@link createBus}. Give a `url` or a `transport`. */
@@ -199,18 +222,27 @@ export class Bus<C extends Contracts = NoContracts> {
    */
   async subscribe<P extends string>(
     pattern: P,
-    handler: (message: MessageFor<C, P>) => Promise<void> | void,
+    handler: (message: MessageFor<C, P>, context: HandlerContext) => Promise<void> | void,
     options: SubscribeOptions = {},
   ): Promise<Subscription> {
     if (this.#closing !== undefined) throw new BusClosedError();
     const spec = this.#spec(pattern, options);
     const { group } = spec;
+    const timeoutMs = options.handlerTimeoutMs ?? this.#defaults.handlerTimeoutMs;
+    if (!Number.isInteger(timeoutMs) || timeoutMs < 0 || timeoutMs > 2_147_483_647) {
+      throw new InvalidOptionsError('handlerTimeoutMs must be an integer from 0 (no limit) to 2147483647');
+    }
+    const inner = handler as (message: Message, context: HandlerContext) => Promise<void>;
     const chain = composeMiddleware(
       [...this.#middleware, ...(options.middleware ?? [])],
-      handler as (message: Message) => Promise<void>,
+      (message) => inner(message, HANDLER_CONTEXT),
       spec,
     );
-    const transportSubscription = await this.transport.subscribe(spec, this.#dispatcher(spec, chain));
+    const timeouts = timeoutMs > 0 ? new HandlerTimeouts(timeoutMs) : undefined;
+    const transportSubscription = await this.transport.subscribe(
+      spec,
+      this.#dispatcher(spec, chain, timeouts),
+    );
     if (this.#closing !== undefined) {
       // close() began while the transport was subscribing and could not see this subscription.
       await transportSubscription.close(this.#closeTimeoutMs);
@@ -264,7 +296,11 @@ export class Bus<C extends Contracts = NoContracts> {
   }
 
   /** Turns a delivery into an outcome: validation, then the handler chain inside the message's context. */
-  #dispatcher(spec: SubscriptionSpec, chain: MessageHandler): DeliveryHandler {
+  #dispatcher(
+    spec: SubscriptionSpec,
+    chain: MessageHandler,
+    timeouts: HandlerTimeouts | undefined,
+  ): DeliveryHandler {
     const delays = spec.retryDelays;
     const contracts = this.#contracts;
     const logger = this.#logger;
@@ -274,10 +310,11 @@ export class Bus<C extends Contracts = NoContracts> {
       if (attempt <= delays.length)
         return { action: 'retry', attempt: attempt + 1, delayMs: delays[attempt - 1]! };
       const reason = describeThrown(error);
+      const kind = isTimeout(error) ? 'timeout' : 'handler-error';
       logger.warn(
         `dead-lettering message ${message.id} (${message.type}) in group "${spec.group}" after ${attempt} attempts: ${reason.message}`,
       );
-      return { action: 'dead-letter', reason: { kind: 'handler-error', ...reason }, attempts: attempt };
+      return { action: 'dead-letter', reason: { kind, ...reason }, attempts: attempt };
     };
 
     const invalid = (message: Message, error: unknown): Outcome => {
@@ -288,17 +325,28 @@ export class Bus<C extends Contracts = NoContracts> {
 
     const run = (message: Message): Outcome | Promise<Outcome> => {
       let result: unknown;
+      const handlerRun = timeouts?.start();
+      let context: FerryContext;
+      if (handlerRun === undefined) context = { correlationId: message.correlationid, messageId: message.id };
+      else {
+        context = {
+          correlationId: message.correlationid,
+          messageId: message.id,
+          deadline: handlerRun.deadline,
+          get signal() {
+            return handlerRun.signal;
+          },
+        };
+      }
       try {
-        result = runWithContext(
-          { correlationId: message.correlationid, messageId: message.id },
-          chain,
-          message,
-        );
+        result = runWithContext(context, chain, message);
       } catch (error) {
         return failed(message, error);
       }
       if (isThenable(result)) {
-        return Promise.resolve(result).then(
+        const settled =
+          handlerRun === undefined ? Promise.resolve(result) : timeouts!.race(handlerRun, result);
+        return settled.then(
           () => ACK,
           (error: unknown) => failed(message, error),
         );
@@ -371,6 +419,15 @@ export class Bus<C extends Contracts = NoContracts> {
       await this.transport.close(this.#closeTimeoutMs);
     })();
     return this.#closing;
+  }
+}
+
+/** Never throws, whatever was thrown (a Proxy whose every property access throws, say). */
+function isTimeout(error: unknown): boolean {
+  try {
+    return isHandlerTimeoutError(error);
+  } catch {
+    return false;
   }
 }
 

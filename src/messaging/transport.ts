@@ -20,9 +20,10 @@ export interface SubscriptionSpec {
 export interface DeadLetterReason {
   /**
    * `handler-error`: the handler kept failing; `malformed`: not decodable; `invalid`: failed its
-   * schema; `redelivered`: its consumers kept stopping (crashing) while holding it.
+   * schema; `redelivered`: its consumers kept stopping (crashing) while holding it; `timeout`: its
+   * handler kept running past `handlerTimeoutMs`.
    */
-  readonly kind: 'handler-error' | 'malformed' | 'invalid' | 'redelivered';
+  readonly kind: 'handler-error' | 'malformed' | 'invalid' | 'redelivered' | 'timeout';
   readonly message: string;
   /** Stack of the last handler error, when there is one. */
   readonly stack?: string;
