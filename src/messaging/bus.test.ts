@@ -570,3 +570,80 @@ describe('handler time limit', () => {
     expect(DEFAULT_SUBSCRIPTION_OPTIONS.handlerTimeoutMs).toBe(30_000);
   });
 });
+
+describe('message expiry', () => {
+  it('dead-letters a message that arrives after its expiresat, without running the handler', async () => {
+    const bus = await open();
+    const handled: Message[] = [];
+    const sub = await bus.subscribe('offer.made', async (m) => void handled.push(m));
+    await sub.close();
+    const before = Date.now();
+    await bus.publish('offer.made', { n: 1 }, { ttlMs: 50, id: 'short' });
+    await bus.publish('offer.made', { n: 2 }, { ttlMs: 60_000, id: 'long' });
+    await bus.publish('offer.made', { n: 3 }, { id: 'forever' });
+    await new Promise((resolve) => setTimeout(resolve, 120));
+    await bus.subscribe('offer.made', async (m) => void handled.push(m));
+    await waitFor(() => handled.length === 2, 'the live messages');
+    expect(handled.map((m) => m.id)).toEqual(['long', 'forever']);
+    expect(Date.parse(handled[0]!.expiresat!)).toBeGreaterThanOrEqual(before + 60_000);
+    expect(handled[0]!.expiresat).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+    expect(handled[1]!.expiresat).toBeUndefined();
+    await waitFor(async () => (await bus.listDeadLetters()).length === 1, 'the expired message');
+    const [dead] = await bus.listDeadLetters();
+    expect(dead).toMatchObject({ attempts: 1, reason: { kind: 'expired' }, envelope: { id: 'short' } });
+  });
+
+  it('expires a message while it waits out a retry delay', async () => {
+    const bus = await open();
+    const attempts: number[] = [];
+    await bus.subscribe(
+      'offer.retry',
+      async (m) => {
+        attempts.push(m.attempt);
+        throw new Error('later');
+      },
+      { maxAttempts: 3, backoff: { initialDelayMs: 150, factor: 1, maxDelayMs: 150 } },
+    );
+    await bus.publish('offer.retry', {}, { expiresAt: new Date(Date.now() + 80) });
+    await waitFor(async () => (await bus.listDeadLetters()).length === 1, 'the expired message');
+    const [dead] = await bus.listDeadLetters();
+    expect(dead).toMatchObject({ attempts: 2, reason: { kind: 'expired' } });
+    expect(attempts).toEqual([1]);
+  });
+
+  it("drops an expired message with onExpired: 'drop'", async () => {
+    const bus = await open();
+    const handled: unknown[] = [];
+    const options = { onExpired: 'drop' as const };
+    const sub = await bus.subscribe('offer.gone', async (m) => void handled.push(m.data), options);
+    await sub.close();
+    await bus.publish('offer.gone', 1, { expiresAt: new Date(Date.now() - 1).toISOString() });
+    await bus.publish('offer.gone', 2);
+    await bus.subscribe('offer.gone', async (m) => void handled.push(m.data), options);
+    await waitFor(() => handled.length === 1, 'the live message');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(handled).toEqual([2]);
+    expect(await bus.listDeadLetters()).toEqual([]);
+  });
+
+  it('rejects a bad expiry at publish and a bad onExpired at subscribe', async () => {
+    const bus = await open();
+    await bus.subscribe('offer.bad', () => {});
+    for (const options of [
+      { ttlMs: -1 },
+      { ttlMs: Number.NaN },
+      { expiresAt: 'tomorrow' },
+      { expiresAt: new Date(Number.NaN) },
+      { ttlMs: 10, expiresAt: new Date() },
+    ]) {
+      expect(
+        isInvalidOptionsError(await rejection(bus.publish('offer.bad', {}, options))),
+        JSON.stringify(options),
+      ).toBe(true);
+    }
+    const onExpired = 'keep' as unknown as 'drop';
+    expect(isInvalidOptionsError(await rejection(bus.subscribe('offer.bad', () => {}, { onExpired })))).toBe(
+      true,
+    );
+  });
+});

@@ -109,6 +109,14 @@ export interface PublishOptions {
   readonly causationId?: string;
   /** Application headers (names starting with `x-ferry-` or `cloudEvents:` are reserved). */
   readonly headers?: Readonly<Record<string, string>>;
+  /**
+   * Time after which the message must not be handled: a subscriber that gets it later dead-letters
+   * it with reason kind `expired` (or drops it, see `onExpired`). Carried as the CloudEvents
+   * extension attribute `expiresat` (RFC 3339). Give this or `ttlMs`. @default never expires
+   */
+  readonly expiresAt?: Date | string;
+  /** Time to live from now, in ms: sets `expiresAt`. @default never expires */
+  readonly ttlMs?: number;
 }
 
 /** Options of one `subscribe`. */
@@ -120,6 +128,12 @@ export interface SubscribeOptions extends SubscriptionDefaults {
   readonly group?: string;
   /** Handler middleware for this subscription, inside the bus's own. */
   readonly middleware?: readonly HandlerMiddleware[];
+  /**
+   * What to do with a message that arrives after its `expiresat`, without running the handler:
+   * move it to the dead-letter queue (reason kind `expired`) or acknowledge and drop it.
+   * @default 'dead-letter'
+   */
+  readonly onExpired?: 'dead-letter' | 'drop';
 }
 
 /** A live subscription. */
@@ -212,6 +226,8 @@ export class Bus<C extends Contracts = NoContracts> {
       }
       envelope.headers = options.headers;
     }
+    const expiresat = expiryOf(options);
+    if (expiresat !== undefined) envelope.expiresat = expiresat;
     return envelope;
   }
 
@@ -239,9 +255,13 @@ export class Bus<C extends Contracts = NoContracts> {
       spec,
     );
     const timeouts = timeoutMs > 0 ? new HandlerTimeouts(timeoutMs) : undefined;
+    const onExpired = options.onExpired ?? 'dead-letter';
+    if (onExpired !== 'dead-letter' && onExpired !== 'drop') {
+      throw new InvalidOptionsError("onExpired must be 'dead-letter' or 'drop'");
+    }
     const transportSubscription = await this.transport.subscribe(
       spec,
-      this.#dispatcher(spec, chain, timeouts),
+      this.#dispatcher(spec, chain, timeouts, onExpired),
     );
     if (this.#closing !== undefined) {
       // close() began while the transport was subscribing and could not see this subscription.
@@ -300,6 +320,7 @@ export class Bus<C extends Contracts = NoContracts> {
     spec: SubscriptionSpec,
     chain: MessageHandler,
     timeouts: HandlerTimeouts | undefined,
+    onExpired: 'dead-letter' | 'drop',
   ): DeliveryHandler {
     const delays = spec.retryDelays;
     const contracts = this.#contracts;
@@ -369,6 +390,19 @@ export class Bus<C extends Contracts = NoContracts> {
         };
       }
       const message = delivery.message;
+      if (message.expiresat !== undefined && isExpired(message.expiresat)) {
+        if (onExpired === 'drop') {
+          logger.debug(`dropped expired message ${message.id} in group "${spec.group}"`);
+          return ACK;
+        }
+        const text = `expired at ${message.expiresat} before it was handled`;
+        logger.warn(`dead-lettering message ${message.id} in group "${spec.group}": ${text}`);
+        return {
+          action: 'dead-letter',
+          reason: { kind: 'expired', message: text },
+          attempts: message.attempt,
+        };
+      }
       const schema = contracts[message.type];
       if (schema === undefined) return run(message);
       let checked: unknown;
@@ -429,6 +463,34 @@ function isTimeout(error: unknown): boolean {
   } catch {
     return false;
   }
+}
+
+/** The `expiresat` a publish asks for, as RFC 3339; throws `InvalidOptionsError` for a bad one. */
+function expiryOf(options: PublishOptions | undefined): string | undefined {
+  if (options?.expiresAt === undefined && options?.ttlMs === undefined) return undefined;
+  if (options.expiresAt !== undefined && options.ttlMs !== undefined) {
+    throw new InvalidOptionsError('give expiresAt or ttlMs, not both');
+  }
+  let ms: number;
+  if (options.ttlMs !== undefined) {
+    if (!Number.isFinite(options.ttlMs) || options.ttlMs < 0) {
+      throw new InvalidOptionsError('ttlMs must be a finite number of ms, at least 0');
+    }
+    ms = Date.now() + options.ttlMs;
+  } else {
+    const at = options.expiresAt!;
+    ms = at instanceof Date ? at.getTime() : typeof at === 'string' ? Date.parse(at) : Number.NaN;
+  }
+  if (!Number.isFinite(ms) || Math.abs(ms) > 8.64e15) {
+    throw new InvalidOptionsError('expiresAt must be a valid Date or RFC 3339 time');
+  }
+  return new Date(ms).toISOString();
+}
+
+/** An `expiresat` that cannot be read (a foreign producer's) never expires the message. */
+function isExpired(expiresat: string): boolean {
+  const ms = Date.parse(expiresat);
+  return !Number.isNaN(ms) && ms <= Date.now();
 }
 
 function isThenable(value: unknown): value is PromiseLike<unknown> {

@@ -22,6 +22,11 @@ export interface Envelope<T = unknown, K extends string = string> {
   readonly causationid?: string;
   /** Application headers, carried as strings. */
   readonly headers?: Readonly<Record<string, string>>;
+  /**
+   * Extension attribute: RFC 3339 time after which the message must not be handled (it is
+   * dead-lettered with reason kind `expired`, or dropped). Absent: it never expires.
+   */
+  readonly expiresat?: string;
 }
 
 /** What a handler receives: the envelope plus delivery facts. */
@@ -69,5 +74,6 @@ export function toMessage<T, K extends string>(envelope: Envelope<T, K>, attempt
   };
   if (envelope.causationid !== undefined) message.causationid = envelope.causationid;
   if (envelope.headers !== undefined) message.headers = envelope.headers;
+  if (envelope.expiresat !== undefined) message.expiresat = envelope.expiresat;
   return message;
 }

@@ -21,9 +21,9 @@ export interface DeadLetterReason {
   /**
    * `handler-error`: the handler kept failing; `malformed`: not decodable; `invalid`: failed its
    * schema; `redelivered`: its consumers kept stopping (crashing) while holding it; `timeout`: its
-   * handler kept running past `handlerTimeoutMs`.
+   * handler kept running past `handlerTimeoutMs`; `expired`: it arrived after its `expiresat`.
    */
-  readonly kind: 'handler-error' | 'malformed' | 'invalid' | 'redelivered' | 'timeout';
+  readonly kind: 'handler-error' | 'malformed' | 'invalid' | 'redelivered' | 'timeout' | 'expired';
   readonly message: string;
   /** Stack of the last handler error, when there is one. */
   readonly stack?: string;

@@ -286,3 +286,17 @@ describe('isReservedHeader', () => {
     },
   );
 });
+
+describe('expiresat', () => {
+  it('reads the expiresat extension attribute from its CloudEvents header, not as an application header', () => {
+    const delivery = decodeWireMessage({
+      body: Buffer.from('{}'),
+      routingKey: 'offer.made',
+      headers: { [HEADER.expiresat]: Buffer.from('2026-01-02T03:04:05.678Z'), tenant: 'acme' },
+    });
+    expect(delivery.ok && delivery.message.expiresat).toBe('2026-01-02T03:04:05.678Z');
+    expect(delivery.ok && delivery.message.headers).toEqual({ tenant: 'acme' });
+    const plain = decodeWireMessage({ body: Buffer.from('{}'), routingKey: 'offer.made' });
+    expect(plain.ok && plain.message.expiresat).toBeUndefined();
+  });
+});

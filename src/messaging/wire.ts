@@ -7,6 +7,8 @@ export const HEADER = Object.freeze({
   specversion: 'cloudEvents:specversion',
   time: 'cloudEvents:time',
   causationid: 'cloudEvents:causationid',
+  /** The `expiresat` extension attribute (RFC 3339), in CloudEvents' AMQP binding form. */
+  expiresat: 'cloudEvents:expiresat',
   attempt: 'x-ferry-attempt',
   routingKey: 'x-ferry-routing-key',
   /** Deliveries in a row that ended with the consumer stopping before it settled the message. */
@@ -137,6 +139,8 @@ export function decodeWireMessage(wire: WireMessage): Delivery {
   };
   const causationid = str(headers?.[HEADER.causationid]);
   if (causationid !== undefined) envelope.causationid = causationid;
+  const expiresat = str(headers?.[HEADER.expiresat]);
+  if (expiresat !== undefined) envelope.expiresat = expiresat;
   const extra = userHeaders(headers);
   if (extra !== undefined) envelope.headers = extra;
   return { ok: true, message: toMessage(envelope, attempt) };

@@ -348,6 +348,7 @@ function withData(message: Message, data: unknown): Message {
   };
   if (message.causationid !== undefined) out.causationid = message.causationid;
   if (message.headers !== undefined) out.headers = message.headers;
+  if (message.expiresat !== undefined) out.expiresat = message.expiresat;
   return out;
 }
 
