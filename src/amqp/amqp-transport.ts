@@ -31,6 +31,13 @@ export interface AmqpTransportOptions {
   readonly publishWindow?: number;
   /** Most publishes held in memory (in flight plus waiting, e.g. during an outage). @default 100000 */
   readonly maxBufferedPublishes?: number;
+  /**
+   * Largest encoded body (the JSON of `data`) a publish sends; a larger one rejects at once with
+   * `MESSAGE_TOO_LARGE`. Keep it at most the broker's `max_message_size` (RabbitMQ 3.8+: 128 MiB by
+   * default): a body the broker refuses closes the publishing channel. If it does, the limit the
+   * broker states is learned and used from then on. @default 134217728
+   */
+  readonly maxMessageBytes?: number;
   /** A publish not confirmed within this time rejects with `PUBLISH_NOT_CONFIRMED`. @default 30000 */
   readonly confirmTimeoutMs?: number;
   /** How long `connect` keeps trying before it fails with `BROKER_UNAVAILABLE`. @default 30000 */
@@ -61,6 +68,7 @@ export const DEFAULT_AMQP_TRANSPORT_OPTIONS: ResolvedOptions = Object.freeze({
   queueType: 'classic',
   publishWindow: 1000,
   maxBufferedPublishes: 100_000,
+  maxMessageBytes: 134_217_728,
   confirmTimeoutMs: 30_000,
   connectTimeoutMs: 30_000,
   reconnect: Object.freeze({ initialDelayMs: 100, maxDelayMs: 5000 }),
@@ -111,6 +119,8 @@ export class AmqpTransport implements Transport {
     };
     if (!(this.#options.publishWindow >= 1))
       throw new InvalidOptionsError('publishWindow must be at least 1');
+    if (!(this.#options.maxMessageBytes >= 1))
+      throw new InvalidOptionsError('maxMessageBytes must be at least 1');
     if (!Number.isInteger(this.#options.maxRedeliveries) || this.#options.maxRedeliveries < 0)
       throw new InvalidOptionsError('maxRedeliveries must be an integer of at least 0');
     this.#logger = logger ?? stderrLogger;
@@ -118,6 +128,7 @@ export class AmqpTransport implements Transport {
       window: this.#options.publishWindow,
       maxBuffered: this.#options.maxBufferedPublishes,
       confirmTimeoutMs: this.#options.confirmTimeoutMs,
+      maxMessageBytes: this.#options.maxMessageBytes,
       onChannelFailure: (reason) => this.#fail(reason),
     });
   }

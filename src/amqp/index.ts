@@ -13,4 +13,5 @@ export {
   isBrokerVhostNotFoundError,
 } from './connection-refusal.js';
 export { DEAD_LETTER_HEADER } from './dead-letters.js';
+export { isMessageTooLargeError, MessageTooLargeError } from './message-too-large-error.js';
 export type { QueueType } from './topology.js';

@@ -8,6 +8,7 @@ import {
   UnroutableError,
 } from '../messaging/errors.js';
 import { InFlight } from '../messaging/in-flight.js';
+import { MessageTooLargeError } from './message-too-large-error.js';
 
 /** One publish, kept until the broker confirms it so that it can be re-sent after a connection loss. */
 interface Pending {
@@ -20,6 +21,8 @@ interface Pending {
   readonly resolve: () => void;
   readonly reject: (error: Error) => void;
   settled: boolean;
+  /** Times the broker closed the channel with an error while this publish was unconfirmed on it. */
+  refusals: number;
 }
 
 /** A snapshot of the publisher. */
@@ -38,12 +41,21 @@ export interface ConfirmPublisherOptions {
   /** Most publishes held (in flight plus waiting) before `publish` rejects with `PUBLISH_BUFFER_FULL`. */
   readonly maxBuffered: number;
   readonly confirmTimeoutMs: number;
+  /** Largest body sent; a larger one rejects at once with `MESSAGE_TOO_LARGE`. */
+  readonly maxMessageBytes: number;
   /** Called when the channel fails on a live connection; the transport then recovers the connection. */
   readonly onChannelFailure: (reason: string) => void;
 }
 
 /** amqplib reports a broker nack with exactly this message; any other callback error is a closed channel. */
 const NACK_MESSAGE = 'message nacked';
+/** How RabbitMQ (3.8+) closes a channel that published a body over its `max_message_size`. */
+const TOO_LARGE = /larger than configured max size (\d+)/;
+/**
+ * A publish unconfirmed on this many channels that the broker closed with an error is rejected rather
+ * than sent again: whatever the broker objects to, it would close every next channel too.
+ */
+const MAX_REFUSALS = 3;
 
 /**
  * Publishes on a confirm channel with many messages in flight (a bounded window), honouring the
@@ -61,6 +73,10 @@ export class ConfirmPublisher {
   #blocked = false;
   #closed = false;
   #sweeper: NodeJS.Timeout | undefined;
+  /** The broker's limit, once a channel close told it; until then the configured one. */
+  #brokerMaxMessageBytes = Number.POSITIVE_INFINITY;
+  /** Why the broker closed the last channel, when it closed it with an error. */
+  #channelError: (Error & { code?: number }) | undefined;
   /** Publishes not yet settled, in flight or waiting. */
   readonly #held = new InFlight();
 
@@ -81,8 +97,13 @@ export class ConfirmPublisher {
   /** Opens a confirm channel on `connection`; call {@link resume} once the topology is declared. */
   async attach(connection: ChannelModel): Promise<ConfirmChannel> {
     const channel = await connection.createConfirmChannel();
-    channel.on('error', () => {
-      // The 'close' that follows is what matters; without a listener the error would crash the process.
+    channel.on('error', (error: Error & { code?: number }) => {
+      // Without a listener the error would crash the process. The broker's reason is kept: a body
+      // over its size limit closes the channel, and the publish must then not be sent again.
+      if (channel !== this.#channel) return;
+      this.#channelError = error;
+      const limit = TOO_LARGE.exec(error.message)?.[1];
+      if (limit !== undefined) this.#brokerMaxMessageBytes = Number(limit);
     });
     channel.on('return', (message: AmqpMessage) => {
       if (channel !== this.#channel) return;
@@ -97,6 +118,17 @@ export class ConfirmPublisher {
     channel.on('close', () => {
       if (channel !== this.#channel) return;
       this.#channel = undefined;
+      const cause = this.#channelError;
+      if (cause !== undefined) {
+        // What must not be sent again fails now, not after the reconnect.
+        for (const pending of this.#inFlight) {
+          pending.refusals++;
+          const refused = this.#refusal(pending, cause);
+          if (refused === undefined) continue;
+          this.#inFlight.delete(pending);
+          if (!pending.settled) this.#settle(pending, refused);
+        }
+      }
       if (!this.#closed) this.#options.onChannelFailure('the publishing channel closed');
     });
     return channel;
@@ -107,10 +139,38 @@ export class ConfirmPublisher {
     this.#channel = channel;
     this.#blocked = false;
     this.#returned = new Map();
+    const cause = this.#channelError;
+    this.#channelError = undefined;
     const resend = this.#inFlight;
     this.#inFlight = new Set();
-    for (const pending of resend) if (!pending.settled) this.#send(pending);
+    for (const pending of resend) {
+      if (pending.settled) continue;
+      const refused = this.#refusal(pending, cause);
+      if (refused !== undefined) this.#settle(pending, refused);
+      else this.#send(pending);
+    }
     this.#pump();
+  }
+
+  /** The largest body the broker takes: the configured limit, or lower if the broker said so. */
+  get maxMessageBytes(): number {
+    return Math.min(this.#options.maxMessageBytes, this.#brokerMaxMessageBytes);
+  }
+
+  /** Why an unconfirmed publish must not be sent again, if it must not. */
+  #refusal(pending: Pending, cause: Error | undefined): Error | undefined {
+    if (pending.content.length > this.maxMessageBytes) {
+      return new MessageTooLargeError(pending.messageId, pending.content.length, this.maxMessageBytes, {
+        cause,
+      });
+    }
+    if (pending.refusals >= MAX_REFUSALS) {
+      return new PublishNackedError(
+        pending.messageId,
+        `the broker closed the channel ${pending.refusals} times while it was unconfirmed${cause === undefined ? '' : `: ${cause.message}`}`,
+      );
+    }
+    return undefined;
   }
 
   /** Forgets the channel after a connection loss; publishes wait for {@link resume}. */
@@ -122,6 +182,9 @@ export class ConfirmPublisher {
   publish(exchange: string, routingKey: string, content: Buffer, options: Options.Publish): Promise<void> {
     if (this.#closed) return Promise.reject(new BusClosedError('publisher'));
     const messageId = (options.messageId as string | undefined) ?? '(no id)';
+    if (content.length > this.maxMessageBytes) {
+      return Promise.reject(new MessageTooLargeError(messageId, content.length, this.maxMessageBytes));
+    }
     if (this.pending >= this.#options.maxBuffered) {
       return Promise.reject(new PublishBufferFullError(this.#options.maxBuffered));
     }
@@ -138,6 +201,7 @@ export class ConfirmPublisher {
         resolve,
         reject,
         settled: false,
+        refusals: 0,
       };
       if (this.#channel !== undefined && !this.#blocked && this.#waiting.length === 0 && this.#hasRoom()) {
         this.#send(pending);
