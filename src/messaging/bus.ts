@@ -346,19 +346,11 @@ export class Bus<C extends Contracts = NoContracts> {
 
     const run = (message: Message): Outcome | Promise<Outcome> => {
       let result: unknown;
-      const handlerRun = timeouts?.start();
-      let context: FerryContext;
-      if (handlerRun === undefined) context = { correlationId: message.correlationid, messageId: message.id };
-      else {
-        context = {
-          correlationId: message.correlationid,
-          messageId: message.id,
-          deadline: handlerRun.deadline,
-          get signal() {
-            return handlerRun.signal;
-          },
-        };
-      }
+      const handlerRun = timeouts?.start(message.correlationid, message.id);
+      const context: FerryContext = handlerRun ?? {
+        correlationId: message.correlationid,
+        messageId: message.id,
+      };
       try {
         result = runWithContext(context, chain, message);
       } catch (error) {

@@ -1,3 +1,4 @@
+import type { FerryContext } from '../context/context.js';
 import { errorGuard, FerryError } from '../errors/ferry-error.js';
 
 /** A handler ran past its subscription's `handlerTimeoutMs`; the attempt failed and its slot was freed. */
@@ -13,18 +14,23 @@ export const isHandlerTimeoutError = errorGuard<HandlerTimeoutError>('HANDLER_TI
 const NEVER_ABORTED = new AbortController().signal;
 
 /**
- * One handler run under a time limit. Its `AbortSignal` is created only when someone asks for it:
- * most handlers never look, and an AbortController per message costs more than the rest of an
- * in-memory delivery.
+ * One handler run under a time limit, and the ambient context it runs in (`currentContext()`), so
+ * that a delivery allocates one object for both. Its `AbortSignal` is created only when someone asks
+ * for it: most handlers never look, and an AbortController per message costs more than the rest of
+ * an in-memory delivery.
  */
-export class HandlerRun {
+export class HandlerRun implements FerryContext {
+  readonly correlationId: string;
+  readonly messageId: string;
   readonly deadline: number;
   #controller: AbortController | undefined;
   #reason: HandlerTimeoutError | undefined;
-  /** Settles the race when the limit passes. */
-  expire: (() => void) | undefined;
+  #resolve: ((value: unknown) => void) | undefined;
+  #reject: ((error: unknown) => void) | undefined;
 
-  constructor(deadline: number) {
+  constructor(correlationId: string, messageId: string, deadline: number) {
+    this.correlationId = correlationId;
+    this.messageId = messageId;
     this.deadline = deadline;
   }
 
@@ -34,9 +40,26 @@ export class HandlerRun {
     return this.#controller.signal;
   }
 
-  abort(reason: HandlerTimeoutError): void {
-    this.#reason = reason;
-    this.#controller?.abort(reason);
+  /** Settles the run's race; later calls do nothing. */
+  settle(ok: boolean, value: unknown): void {
+    const settle = ok ? this.#resolve : this.#reject;
+    this.#resolve = undefined;
+    this.#reject = undefined;
+    settle?.(value);
+  }
+
+  /** The promise of the race; called once, by {@link HandlerTimeouts.race}. */
+  outcome(): Promise<unknown> {
+    return new Promise<unknown>((resolve, reject) => {
+      this.#resolve = resolve;
+      this.#reject = reject;
+    });
+  }
+
+  expire(timeoutMs: number): void {
+    this.#reason = new HandlerTimeoutError(timeoutMs);
+    this.#controller?.abort(this.#reason);
+    this.settle(false, this.#reason);
   }
 }
 
@@ -54,8 +77,8 @@ export class HandlerTimeouts {
     this.timeoutMs = timeoutMs;
   }
 
-  start(): HandlerRun {
-    return new HandlerRun(Date.now() + this.timeoutMs);
+  start(correlationId: string, messageId: string): HandlerRun {
+    return new HandlerRun(correlationId, messageId, Date.now() + this.timeoutMs);
   }
 
   /**
@@ -63,25 +86,20 @@ export class HandlerTimeouts {
    * (aborting its signal), whether or not the handler heeds the signal.
    */
   race(run: HandlerRun, work: PromiseLike<unknown>): Promise<unknown> {
-    return new Promise<unknown>((resolve, reject) => {
-      run.expire = () => {
-        const error = new HandlerTimeoutError(this.timeoutMs);
-        run.abort(error);
-        reject(error);
-      };
-      this.#pending.add(run);
-      if (this.#timer === undefined) this.#arm(run.deadline);
-      work.then(
-        (value) => {
-          this.#pending.delete(run);
-          resolve(value);
-        },
-        (error: unknown) => {
-          this.#pending.delete(run);
-          reject(error);
-        },
-      );
-    });
+    const outcome = run.outcome();
+    this.#pending.add(run);
+    if (this.#timer === undefined) this.#arm(run.deadline);
+    work.then(
+      (value) => {
+        this.#pending.delete(run);
+        run.settle(true, value);
+      },
+      (error: unknown) => {
+        this.#pending.delete(run);
+        run.settle(false, error);
+      },
+    );
+    return outcome;
   }
 
   #arm(deadline: number): void {
@@ -98,7 +116,7 @@ export class HandlerTimeouts {
         return;
       }
       this.#pending.delete(run);
-      run.expire?.();
+      run.expire(this.timeoutMs);
     }
   }
 }
