@@ -97,6 +97,31 @@ describe('RabbitMQ connection refusals fail fast', () => {
     }
   }, 60_000);
 
+  it('a vhost connection limit is waited out like an outage, not reported as a permission problem', async () => {
+    await rabbitmqctl('set_permissions', '-p', vhost.name, user, '.*', '.*', '.*');
+    await rabbitmqctl('set_vhost_limits', '-p', vhost.name, '{"max-connections": 0}');
+    try {
+      const started = Date.now();
+      const error = await createBus({
+        url: urlFor(user, password, vhost.name),
+        service: 'limited',
+        logger: silentLogger,
+        amqp: { connectTimeoutMs: 1500, reconnect: { initialDelayMs: 50, maxDelayMs: 200 } },
+      }).then(
+        async (bus) => {
+          await bus.close();
+          return new Error('connected');
+        },
+        (e: unknown) => e,
+      );
+      expect(isBrokerConnectionError(error)).toBe(true);
+      expect(Date.now() - started).toBeGreaterThanOrEqual(1500);
+    } finally {
+      await rabbitmqctl('clear_vhost_limits', '-p', vhost.name).catch(() => {});
+      await rabbitmqctl('clear_permissions', '-p', vhost.name, user).catch(() => {});
+    }
+  }, 60_000);
+
   it('the right credentials still connect', async () => {
     await rabbitmqctl('set_permissions', '-p', vhost.name, user, '.*', '.*', '.*');
     try {

@@ -80,16 +80,13 @@ export async function classifyConnectionError(
     return new BrokerPermissionDeniedError(displayUrl, vhost, message, { cause: error });
   }
   if (!OPEN_REFUSED.test(message)) return undefined;
+  // Without the broker's reason (the probe failed), or for a refusal that can pass (a connection
+  // limit reached, a vhost that is starting), keep retrying as before.
   const refusal = await probeVhostAccess(url).catch(() => undefined);
-  if (refusal === undefined) {
-    return new BrokerPermissionDeniedError(
-      displayUrl,
-      vhost,
-      'the broker refused to open it: it may not exist, or the user has no permissions on it',
-      { cause: error },
-    );
-  }
-  if (/not found/i.test(refusal.replyText))
+  if (refusal === undefined || /limit/i.test(refusal.replyText)) return undefined;
+  if (/vhost .* not found/i.test(refusal.replyText))
     return new BrokerVhostNotFoundError(displayUrl, vhost, { cause: error });
-  return new BrokerPermissionDeniedError(displayUrl, vhost, refusal.replyText, { cause: error });
+  if (/refused for user/i.test(refusal.replyText))
+    return new BrokerPermissionDeniedError(displayUrl, vhost, refusal.replyText, { cause: error });
+  return undefined;
 }
