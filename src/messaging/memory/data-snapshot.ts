@@ -76,14 +76,30 @@ function plainCopy(value: unknown, depth: number): unknown {
   return out;
 }
 
+/**
+ * Copies data that {@link plainCopy} already produced: only strings, booleans, finite numbers,
+ * `null`, arrays and plain objects without `__proto__` keys, so no check is needed on the way.
+ */
+function clonePlain(value: unknown): unknown {
+  if (typeof value !== 'object' || value === null) return value;
+  if (Array.isArray(value)) {
+    const out: unknown[] = new Array(value.length);
+    for (let i = 0; i < value.length; i++) out[i] = clonePlain(value[i]);
+    return out;
+  }
+  const object = value as Record<string, unknown>;
+  const out: Record<string, unknown> = {};
+  for (const key in object) if (Object.hasOwn(object, key)) out[key] = clonePlain(object[key]);
+  return out;
+}
+
 class PlainSnapshot implements DataSnapshot {
   readonly #value: unknown;
   constructor(value: unknown) {
     this.#value = value;
   }
   copy(): unknown {
-    const value = this.#value;
-    return typeof value === 'object' && value !== null ? plainCopy(value, 0) : value;
+    return clonePlain(this.#value);
   }
   json(): string {
     return JSON.stringify(this.#value);
