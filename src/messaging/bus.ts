@@ -357,9 +357,12 @@ export class Bus<C extends Contracts = NoContracts> {
         return failed(message, error);
       }
       if (isThenable(result)) {
-        const settled =
-          handlerRun === undefined ? Promise.resolve(result) : timeouts!.race(handlerRun, result);
-        return settled.then(
+        if (handlerRun !== undefined) {
+          return timeouts!.race(handlerRun, result, (error) =>
+            error === undefined ? ACK : failed(message, error.error),
+          );
+        }
+        return Promise.resolve(result).then(
           () => ACK,
           (error: unknown) => failed(message, error),
         );

@@ -27,6 +27,7 @@ export class HandlerRun implements FerryContext {
   #reason: HandlerTimeoutError | undefined;
   #resolve: ((value: unknown) => void) | undefined;
   #reject: ((error: unknown) => void) | undefined;
+  #decide: ((failure: { readonly error: unknown } | undefined) => unknown) | undefined;
 
   constructor(correlationId: string, messageId: string, deadline: number) {
     this.correlationId = correlationId;
@@ -40,18 +41,28 @@ export class HandlerRun implements FerryContext {
     return this.#controller.signal;
   }
 
-  /** Settles the run's race; later calls do nothing. */
-  settle(ok: boolean, value: unknown): void {
-    const settle = ok ? this.#resolve : this.#reject;
+  /** Settles the run's race with the outcome `decide` gives; later calls do nothing. */
+  settle(failure: { readonly error: unknown } | undefined): void {
+    const resolve = this.#resolve;
+    if (resolve === undefined) return;
     this.#resolve = undefined;
+    const reject = this.#reject!;
+    const decide = this.#decide!;
+    this.#decide = undefined;
     this.#reject = undefined;
-    settle?.(value);
+    try {
+      resolve(decide(failure));
+    } catch (error) {
+      // The transport treats a rejected outcome as a broken handler chain.
+      reject(error);
+    }
   }
 
   /** The promise of the race; called once, by {@link HandlerTimeouts.race}. */
-  outcome(): Promise<unknown> {
-    return new Promise<unknown>((resolve, reject) => {
-      this.#resolve = resolve;
+  outcome<T>(decide: (failure: { readonly error: unknown } | undefined) => T): Promise<T> {
+    this.#decide = decide;
+    return new Promise<T>((resolve, reject) => {
+      this.#resolve = resolve as (value: unknown) => void;
       this.#reject = reject;
     });
   }
@@ -59,7 +70,7 @@ export class HandlerRun implements FerryContext {
   expire(timeoutMs: number): void {
     this.#reason = new HandlerTimeoutError(timeoutMs);
     this.#controller?.abort(this.#reason);
-    this.settle(false, this.#reason);
+    this.settle({ error: this.#reason });
   }
 }
 
@@ -82,21 +93,26 @@ export class HandlerTimeouts {
   }
 
   /**
-   * Resolves as `work` settles, or rejects with `HandlerTimeoutError` once the run's limit passes
-   * (aborting its signal), whether or not the handler heeds the signal.
+   * Resolves with `decide(undefined)` when `work` succeeds, `decide({ error })` when it fails or
+   * when the run's limit passes first (with a `HandlerTimeoutError`, its signal aborted), whether
+   * or not the handler heeds the signal. Rejects only if `decide` throws.
    */
-  race(run: HandlerRun, work: PromiseLike<unknown>): Promise<unknown> {
-    const outcome = run.outcome();
+  race<T>(
+    run: HandlerRun,
+    work: PromiseLike<unknown>,
+    decide: (failure: { readonly error: unknown } | undefined) => T,
+  ): Promise<T> {
+    const outcome = run.outcome(decide);
     this.#pending.add(run);
     if (this.#timer === undefined) this.#arm(run.deadline);
     work.then(
-      (value) => {
+      () => {
         this.#pending.delete(run);
-        run.settle(true, value);
+        run.settle(undefined);
       },
       (error: unknown) => {
         this.#pending.delete(run);
-        run.settle(false, error);
+        run.settle({ error });
       },
     );
     return outcome;
