@@ -1,14 +1,15 @@
 import type { Message as AmqpMessage, Options } from 'amqplib';
-import { FerryError } from '../errors/ferry-error.js';
 import { type Envelope, JSON_CONTENT_TYPE } from '../messaging/envelope.js';
-import { HEADER, type WireMessage } from '../messaging/wire.js';
+import { MessageNotSerializableError } from '../messaging/errors.js';
+import { encodeData, HEADER, type WireMessage } from '../messaging/wire.js';
 
-/** `data` cannot be encoded as JSON (a BigInt, a cycle…). */
-export class MessageEncodingError extends FerryError {
-  constructor(type: string, cause: unknown) {
-    super('MESSAGE_NOT_SERIALIZABLE', `data of message type "${type}" cannot be encoded as JSON`, { cause });
-  }
-}
+/**
+ * `data` cannot be encoded as JSON (a BigInt, a cycle…): the messaging core's
+ * {@link MessageNotSerializableError}, under the name this module used before, so that every
+ * transport rejects the same data with the same error.
+ */
+export const MessageEncodingError = MessageNotSerializableError;
+export type MessageEncodingError = MessageNotSerializableError;
 
 /** An encoded message, ready for `channel.publish`. */
 export interface EncodedMessage {
@@ -38,12 +39,8 @@ function timeMs(time: string): number {
  * and the header table alone cost 10-15% of publish throughput.
  */
 export function encodeEnvelope(envelope: Envelope): EncodedMessage {
-  let json: string | undefined;
-  try {
-    json = JSON.stringify(envelope.data);
-  } catch (error) {
-    throw new MessageEncodingError(envelope.type, error);
-  }
+  // The same encoding as the memory transport's: the same data is refused, and reads back the same.
+  const json = encodeData(envelope.type, envelope.data);
   const options: Options.Publish = {
     persistent: true,
     mandatory: true,
@@ -53,12 +50,17 @@ export function encodeEnvelope(envelope: Envelope): EncodedMessage {
     appId: envelope.source,
   };
   if (envelope.correlationid !== envelope.id) options.correlationId = envelope.correlationid;
-  if (envelope.causationid !== undefined || envelope.headers !== undefined) {
+  if (
+    envelope.causationid !== undefined ||
+    envelope.headers !== undefined ||
+    envelope.expiresat !== undefined
+  ) {
     const headers: Record<string, unknown> = { ...envelope.headers };
     if (envelope.causationid !== undefined) headers[HEADER.causationid] = envelope.causationid;
+    if (envelope.expiresat !== undefined) headers[HEADER.expiresat] = envelope.expiresat;
     options.headers = headers;
   }
-  return { content: Buffer.from(json ?? 'null'), options };
+  return { content: Buffer.from(json), options };
 }
 
 /** Reads an amqplib message into the transport-neutral wire form. */

@@ -25,6 +25,8 @@ const REASON_KINDS = new Set<DeadLetterReason['kind']>([
   'malformed',
   'invalid',
   'redelivered',
+  'timeout',
+  'expired',
 ]);
 
 function text(value: unknown): string | undefined {

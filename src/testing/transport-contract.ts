@@ -630,6 +630,75 @@ export function testTransport(name: string, harness: TransportHarness, features:
       expect(await b.listDeadLetters({ group })).toEqual([]);
     });
 
+    it('fails a handler past handlerTimeoutMs although it ignores its signal, frees its slot, and dead-letters as timeout', async () => {
+      // Must not happen: a hung handler holding its concurrency slot forever.
+      const p = unique();
+      const b = await bus(`svc-${p}`);
+      const type = `${p}.job`;
+      const runs: { n: number; attempt: number }[] = [];
+      let hungSignal: AbortSignal | undefined;
+      await b.subscribe(
+        type,
+        async (m, { signal }) => {
+          const n = (m.data as { n: number }).n;
+          runs.push({ n, attempt: m.attempt });
+          if (n === 1) {
+            hungSignal = signal;
+            await new Promise(() => {}); // never settles, never looks at its signal
+          }
+        },
+        {
+          concurrency: 1,
+          maxAttempts: 2,
+          handlerTimeoutMs: 150,
+          backoff: { initialDelayMs: 50, factor: 1, maxDelayMs: 50 },
+        },
+      );
+      await b.publish(type, { n: 1 });
+      await b.publish(type, { n: 2 });
+      await waitFor(() => runs.some((r) => r.n === 2), 'message 2 in the slot the hung handler held');
+      await waitFor(async () => (await b.listDeadLetters()).length === 1, 'the hung message dead-lettered');
+      const [dead] = await b.listDeadLetters();
+      expect(dead).toMatchObject({ routingKey: type, attempts: 2, reason: { kind: 'timeout' } });
+      expect(runs.filter((r) => r.n === 1).map((r) => r.attempt)).toEqual([1, 2]);
+      expect(hungSignal?.aborted).toBe(true);
+    });
+
+    it('dead-letters a message that arrives after its expiresat, or drops it if the subscription says so', async () => {
+      // Must not happen: a message handled after the time its publisher said it was worthless.
+      const p = unique();
+      const b = await bus(`svc-${p}`);
+      const type = `${p}.offer`;
+      const handled: string[] = [];
+      const dropped: string[] = [];
+      const keep = await b.subscribe(type, async (m) => void handled.push(m.id), { group: `dl-${p}` });
+      const drop = await b.subscribe(type, async (m) => void dropped.push(m.id), {
+        group: `drop-${p}`,
+        onExpired: 'drop',
+      });
+      await keep.close();
+      await drop.close();
+      await b.publish(type, { n: 1 }, { id: 'short', ttlMs: 100 });
+      await b.publish(type, { n: 2 }, { id: 'long', expiresAt: new Date(Date.now() + 60_000) });
+      await sleep(300);
+      await b.subscribe(type, async (m) => void handled.push(m.id), { group: `dl-${p}` });
+      await b.subscribe(type, async (m) => void dropped.push(m.id), {
+        group: `drop-${p}`,
+        onExpired: 'drop',
+      });
+      await waitFor(() => handled.length === 1 && dropped.length === 1, 'the live message in both groups');
+      await waitFor(
+        async () => (await b.listDeadLetters({ group: `dl-${p}` })).length === 1,
+        'the expired one',
+      );
+      await sleep(100);
+      expect(handled).toEqual(['long']);
+      expect(dropped).toEqual(['long']);
+      const [dead] = await b.listDeadLetters({ group: `dl-${p}` });
+      expect(dead).toMatchObject({ reason: { kind: 'expired' }, envelope: { id: 'short' } });
+      expect(await b.listDeadLetters({ group: `drop-${p}` })).toEqual([]);
+    });
+
     it('close waits for handlers in flight, and nothing is delivered after it', async () => {
       const p = unique();
       const b = await bus(`svc-${p}`);
