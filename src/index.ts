@@ -159,6 +159,7 @@ export {
 } from './http/server/request-context.js';
 export type {
   BusOptions,
+  HandlerContext,
   MessageFor,
   PublishOptions,
   SubscribeOptions,
@@ -180,11 +181,13 @@ export type { ValidationIssue } from './messaging/errors.js';
 export {
   BrokerConnectionError,
   BusClosedError,
+  describeThrown,
   InvalidTopicError,
   isBrokerConnectionError,
   isBusClosedError,
   isInvalidTopicError,
   isMalformedMessageError,
+  isMessageNotSerializableError,
   isMessageValidationError,
   isPublishBufferFullError,
   isPublishNackedError,
@@ -192,6 +195,7 @@ export {
   isSubscriptionInUseError,
   isUnroutableError,
   MalformedMessageError,
+  MessageNotSerializableError,
   MessageValidationError,
   PublishBufferFullError,
   PublishNackedError,
@@ -199,6 +203,7 @@ export {
   SubscriptionInUseError,
   UnroutableError,
 } from './messaging/errors.js';
+export { HandlerTimeoutError, isHandlerTimeoutError } from './messaging/handler-timeouts.js';
 export type { Inbox, InboxClaim, MemoryInboxOptions } from './messaging/inbox.js';
 export { DEFAULT_MEMORY_INBOX_OPTIONS, MemoryInbox } from './messaging/inbox.js';
 export { DEFAULT_DURABLE_INBOX_OPTIONS, type DurableInboxOptions } from './messaging/lease.js';

@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { ClaimLostError } from './claim-lost-error.js';
 import type { Message } from './envelope.js';
-import { type InboxClaim, MemoryInbox } from './inbox.js';
+import { type Inbox, type InboxClaim, MemoryInbox } from './inbox.js';
 import {
   composeMiddleware,
   type HandlerMiddleware,
@@ -236,6 +237,25 @@ describe('idempotent', () => {
     await chain({ ...message('m-1'), attempt: 2 });
     await chain(message('m-2'));
     expect(got).toEqual(['m-1', 'm-2']);
+  });
+
+  it('acknowledges a copy whose claim was lost meanwhile, recording nothing for the new holder', async () => {
+    const lost: Inbox = {
+      begin: async () => ({
+        signal: new AbortController().signal,
+        complete: async () => {
+          throw new ClaimLostError('k');
+        },
+        abandon: () => {},
+      }),
+    } as unknown as Inbox;
+    let calls = 0;
+    const chain = composeMiddleware([idempotent(lost)], async () => void calls++, {
+      group: 'g',
+      pattern: 'order.*',
+    });
+    await expect(chain(message('m-1'))).resolves.toBeUndefined();
+    expect(calls).toBe(1);
   });
 
   it('lets a failed message run again and passes the error on', async () => {

@@ -1,3 +1,4 @@
+import { isClaimLostError } from './claim-lost-error.js';
 import type { Message } from './envelope.js';
 import type { Inbox } from './inbox.js';
 
@@ -29,7 +30,9 @@ export function composeMiddleware(
 
 /**
  * Idempotent consumer: runs the handler once per (group, subscription pattern, message id). A
- * duplicate delivery (broker redelivery, re-sent publish) is acknowledged without running it.
+ * duplicate delivery (broker redelivery, re-sent publish) is acknowledged without running it. A
+ * holder that lost its claim meanwhile (its lease lapsed and another delivery took the message
+ * over) records nothing and acknowledges its copy: the new holder's delivery owns the outcome.
  */
 export function idempotent(inbox: Inbox): HandlerMiddleware {
   return (next, subscription) => {
@@ -44,7 +47,11 @@ export function idempotent(inbox: Inbox): HandlerMiddleware {
         claim.abandon();
         throw error;
       }
-      await claim.complete();
+      try {
+        await claim.complete();
+      } catch (error) {
+        if (!isClaimLostError(error)) throw error;
+      }
     };
   };
 }
