@@ -10,6 +10,7 @@ import {
   exponentialDelays,
 } from '../resilience/backoff.js';
 import { TimeoutError } from '../resilience/errors.js';
+import { MAX_TIMER_MS } from '../time/max-timer.js';
 import type { EventStoreBackend, ParkedEvent } from './backend.js';
 import { describeFailure } from './describe-failure.js';
 import type { RecordedEvent } from './types.js';
@@ -87,8 +88,6 @@ export interface EventHandlerContext {
 export type EventHandler = (event: RecordedEvent, context: EventHandlerContext) => Promise<void> | void;
 
 const HELD_POLL_MS = [5, 10, 20, 50, 100];
-/** Longest delay setTimeout honours; a longer one fires at once. */
-const MAX_TIMER_MS = 2_147_483_647;
 
 /**
  * A named catch-up subscription: reads every event after its checkpoint in global order, hands each

@@ -11,6 +11,7 @@ import { compose } from '../resilience/compose.js';
 import { TimeoutError } from '../resilience/errors.js';
 import type { ExecuteOptions, Policy, PolicyContext } from '../resilience/policy.js';
 import { DEFAULT_RETRY, retry } from '../resilience/retry.js';
+import { MAX_TIMER_MS } from '../time/max-timer.js';
 import { type ClientEventMap, ClientEvents } from './client-events.js';
 import { type CollectedResponse, collectResponse } from './collect-response.js';
 import { ConnectionError, HttpError, InvalidResponseBodyError } from './errors.js';
@@ -688,9 +689,6 @@ function withQuery(path: string, query: CallOptions['query']): string {
   if (text === '') return path;
   return `${path}${path.includes('?') ? '&' : '?'}${text}`;
 }
-
-/** The longest delay `setTimeout` honours (about 24.8 days); longer ones would fire at once. */
-const MAX_TIMER_MS = 2_147_483_647;
 
 function validateTimes(options: ServiceClientOptions | CallOptions): void {
   for (const name of ['timeout', 'deadline'] as const) {

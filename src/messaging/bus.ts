@@ -6,6 +6,7 @@ import {
   type ExponentialBackoffOptions,
   exponentialDelays,
 } from '../resilience/backoff.js';
+import { MAX_TIMER_MS } from '../time/max-timer.js';
 import {
   type Contracts,
   type DataIn,
@@ -245,8 +246,10 @@ export class Bus<C extends Contracts = NoContracts> {
     const spec = this.#spec(pattern, options);
     const { group } = spec;
     const timeoutMs = options.handlerTimeoutMs ?? this.#defaults.handlerTimeoutMs;
-    if (!Number.isInteger(timeoutMs) || timeoutMs < 0 || timeoutMs > 2_147_483_647) {
-      throw new InvalidOptionsError('handlerTimeoutMs must be an integer from 0 (no limit) to 2147483647');
+    if (!Number.isInteger(timeoutMs) || timeoutMs < 0 || timeoutMs > MAX_TIMER_MS) {
+      throw new InvalidOptionsError(
+        `handlerTimeoutMs must be an integer from 0 (no limit) to ${MAX_TIMER_MS}`,
+      );
     }
     const inner = handler as (message: Message, context: HandlerContext) => Promise<void>;
     const chain = composeMiddleware(

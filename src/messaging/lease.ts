@@ -1,4 +1,5 @@
 import { InvalidOptionsError } from '../errors/ferry-error.js';
+import { MAX_TIMER_MS } from '../time/max-timer.js';
 import { ClaimLostError } from './claim-lost-error.js';
 import type { InboxClaim } from './inbox.js';
 
@@ -17,9 +18,6 @@ export const DEFAULT_DURABLE_INBOX_OPTIONS = Object.freeze({
   leaseMs: 30_000,
   retentionMs: 7 * 24 * 3_600_000,
 } satisfies Required<DurableInboxOptions>);
-
-/** The largest delay a Node timer keeps (longer ones fire at once). */
-const MAX_TIMER_MS = 2_147_483_647;
 
 /**
  * A positive integer option, at most `max`; `undefined` (given or left out) means `fallback`.

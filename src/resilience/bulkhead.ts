@@ -1,4 +1,5 @@
 import { InvalidOptionsError } from '../errors/ferry-error.js';
+import { MAX_TIMER_MS } from '../time/max-timer.js';
 import { contextOf, invoke } from './compose.js';
 import { BulkheadFullError, TimeoutError } from './errors.js';
 import type { ExecuteOptions, Policy, PolicyContext } from './policy.js';
@@ -24,9 +25,6 @@ export interface BulkheadStats {
   /** Executions waiting for a slot. */
   readonly queued: number;
 }
-
-/** The longest delay `setTimeout` honours; longer ones fire at once. */
-const MAX_TIMER_MS = 2_147_483_647;
 
 interface Waiter {
   readonly start: () => void;

@@ -1,4 +1,5 @@
 import { InvalidOptionsError, isFerryError } from '../errors/ferry-error.js';
+import { MAX_TIMER_MS } from '../time/max-timer.js';
 import { type Backoff, exponentialBackoff } from './backoff.js';
 import type { RetryBudget } from './budget.js';
 import { type DeadlineContext, invoke, NEVER_ABORTED } from './compose.js';
@@ -69,9 +70,6 @@ export const DEFAULT_RETRY = Object.freeze({
   shouldRetry: defaultShouldRetry as (error: unknown, attempt: number) => boolean,
   maxDelayMs: 30_000,
 });
-
-/** The longest delay `setTimeout` honours; longer ones fire at once. */
-const MAX_TIMER_MS = 2_147_483_647;
 
 /**
  * Runs a function again when it fails, after a backoff wait: at most `maxAttempts` attempts, never

@@ -1,4 +1,5 @@
 import { InvalidOptionsError } from '../errors/ferry-error.js';
+import { MAX_TIMER_MS } from '../time/max-timer.js';
 import { type DeadlineContext, invoke } from './compose.js';
 import { TimeoutError } from './errors.js';
 import type { ExecuteOptions, Policy, PolicyContext } from './policy.js';
@@ -8,9 +9,6 @@ export interface TimeoutOptions {
   /** Time allowed to each execution, in ms (no default: a timeout is chosen per dependency). */
   readonly ms: number;
 }
-
-/** The longest delay `setTimeout` honours; longer ones fire at once. */
-const MAX_TIMER_MS = 2_147_483_647;
 
 /**
  * Bounds the time of each execution. The function gets a signal that aborts with a

@@ -1,4 +1,5 @@
 import { InvalidOptionsError } from '../../errors/ferry-error.js';
+import { MAX_TIMER_MS } from '../../time/max-timer.js';
 
 /** Result of one check or dependency. */
 export interface HealthCheckResult {
@@ -63,8 +64,7 @@ const FAILING_BREAKER_STATES = new Set(['open', 'isolated']);
 export function createHealth(options: HealthOptions = {}): Health {
   const timeoutMs = options.timeoutMs ?? DEFAULT_HEALTH_OPTIONS.timeoutMs;
   const cacheMs = options.cacheMs ?? DEFAULT_HEALTH_OPTIONS.cacheMs;
-  // Above 2^31 - 1 ms, setTimeout fires at once.
-  if (!Number.isFinite(timeoutMs) || timeoutMs <= 0 || timeoutMs > 2_147_483_647) {
+  if (!Number.isFinite(timeoutMs) || timeoutMs <= 0 || timeoutMs > MAX_TIMER_MS) {
     throw new InvalidOptionsError(`timeoutMs must be a positive number up to 2^31 - 1, got ${timeoutMs}`);
   }
   if (!Number.isFinite(cacheMs) || cacheMs < 0) {
