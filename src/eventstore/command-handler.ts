@@ -1,7 +1,7 @@
 import { isDeepStrictEqual } from 'node:util';
+import { describeThrown } from '../errors/describe-thrown.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import { type Decider, type DeciderEvent, decideEvents } from './decider.js';
-import { describeFailure } from './describe-failure.js';
 import { isConcurrencyError } from './errors.js';
 import { SnapshotNotSerializableError } from './snapshot-errors.js';
 import type { EventStore } from './store.js';
@@ -277,7 +277,7 @@ function storable(
     throw new SnapshotNotSerializableError(
       streamId,
       version,
-      `${policy.serialize === undefined ? 'JSON' : 'serialize, JSON and deserialize'} failed: ${describeFailure(error, false)}`,
+      `${policy.serialize === undefined ? 'JSON' : 'serialize, JSON and deserialize'} failed: ${describeThrown(error).message}`,
       error,
     );
   }

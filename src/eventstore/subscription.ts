@@ -1,6 +1,7 @@
 import { readlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { runWithContext } from '../context/context.js';
+import { describeThrown } from '../errors/describe-thrown.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import type { Logger } from '../messaging/logger.js';
 import { uuidv7 } from '../messaging/message-id.js';
@@ -12,7 +13,6 @@ import {
 import { TimeoutError } from '../resilience/errors.js';
 import { MAX_TIMER_MS } from '../time/max-timer.js';
 import type { EventStoreBackend, ParkedEvent } from './backend.js';
-import { describeFailure } from './describe-failure.js';
 import type { RecordedEvent } from './types.js';
 
 /** Options of {@link EventStore.subscribe}. */
@@ -270,7 +270,7 @@ export class EventSubscription {
         claimed = holder === this.#owner;
       } catch (error) {
         this.#logger.warn(`subscription "${this.name}" could not claim its lease; trying again`, {
-          error: describeFailure(error, false),
+          error: describeThrown(error).message,
         });
       }
       if (claimed) {
@@ -310,7 +310,7 @@ export class EventSubscription {
       } catch (error) {
         // Keep trying while the lease lasts; past it, #holds() gives the subscription up.
         this.#logger.warn(`subscription "${this.name}" could not renew its lease`, {
-          error: describeFailure(error, false),
+          error: describeThrown(error).message,
         });
       }
       if (!this.#closed && this.#leading && renewal === this.#renewals) this.#scheduleRenewal();
@@ -382,14 +382,14 @@ export class EventSubscription {
         if (this.#closed) throw new SubscriptionClosed();
       }
     }
-    const message = describeFailure(lastError, false);
+    const { message, stack } = describeThrown(lastError);
     this.#logger.warn(
       `subscription "${this.name}" parked event ${event.id} (${event.type}, position ${event.position}) after ${this.#delays.length + 1} attempts: ${message}`,
     );
     const parked: ParkedEvent = {
       subscription: this.name,
       event,
-      error: describeFailure(lastError, true),
+      error: stack || message,
       attempts: this.#delays.length + 1,
       parkedAt: new Date().toISOString(),
     };
@@ -405,7 +405,7 @@ export class EventSubscription {
         if (this.#closed) throw new SubscriptionClosed();
         const delay = Math.min(5000, 100 * 2 ** attempt);
         this.#logger.warn(`subscription "${this.name}" could not ${what}; retrying in ${delay} ms`, {
-          error: describeFailure(error, false),
+          error: describeThrown(error).message,
         });
         await this.#sleep(delay, true);
       }
@@ -564,7 +564,7 @@ export class EventSubscription {
           succeeded = true;
         } catch (error) {
           this.#logger.warn(
-            `subscription "${this.name}": replay of parked event ${request.event.id} failed again: ${describeFailure(error, false)}`,
+            `subscription "${this.name}": replay of parked event ${request.event.id} failed again: ${describeThrown(error).message}`,
           );
         }
         if (succeeded) {
