@@ -598,7 +598,8 @@ export class ServiceClient {
     if (body !== undefined) options.body = body;
     const limits = { maxBytes: this.#maxResponseBytes, timeoutMs, timeoutError, signal };
     if (dispatcher !== undefined) return collectResponse(dispatcher, options, limits);
-    // The first call loads undici; its time limit and signal already run meanwhile.
+    // The first call loads undici: the time that takes counts against its limit (an abort meanwhile
+    // rejects it as soon as the pool is there).
     const started = Date.now();
     return this.#createPool().then((pool) =>
       collectResponse(pool, options, {

@@ -76,21 +76,17 @@ class CollectingHandler implements Dispatcher.DispatchHandler {
     this.#timer = setTimeout(this.#onTimeout, limits.timeoutMs);
     const signal = limits.signal;
     if (signal !== undefined) {
-      this.#onAbort = () => this.#giveUp(signal.reason);
+      this.#onAbort = () => this.giveUp(signal.reason);
       signal.addEventListener('abort', this.#onAbort, { once: true });
     }
   }
 
   readonly #onTimeout = (): void => {
-    this.#giveUp(this.#limits.timeoutError());
+    this.giveUp(this.#limits.timeoutError());
   };
 
   /** Rejects now with `reason` and aborts the request, whether undici has started it or not. */
   giveUp(reason: unknown): void {
-    this.#giveUp(reason);
-  }
-
-  #giveUp(reason: unknown): void {
     if (this.#settled) return;
     this.#settle();
     this.#reject(reason);
@@ -124,7 +120,7 @@ class CollectingHandler implements Dispatcher.DispatchHandler {
     this.#size += chunk.length;
     if (this.#size > this.#limits.maxBytes) {
       this.#controller ??= controller;
-      this.#giveUp(new ResponseTooLargeError(this.#limits.maxBytes));
+      this.giveUp(new ResponseTooLargeError(this.#limits.maxBytes));
       return;
     }
     this.#chunks.push(chunk);
