@@ -106,13 +106,10 @@ export class RetryBudget {
   tryRetry(): boolean {
     const slot = this.#rotate();
     this.#refill();
-    if (this.#retryTotal + 1 <= this.#ratio * this.#requestTotal) {
-      if (this.#tokens >= 1) this.#tokens--;
-    } else if (this.#tokens >= 1) {
-      this.#tokens--;
-    } else {
-      return false;
-    }
+    const byRatio = this.#retryTotal + 1 <= this.#ratio * this.#requestTotal;
+    if (!byRatio && this.#tokens < 1) return false;
+    // A retry the ratio grants uses the floor's token too, so that under load the ratio alone bounds retries.
+    if (this.#tokens >= 1) this.#tokens--;
     this.#retries[slot]!++;
     this.#retryTotal++;
     return true;

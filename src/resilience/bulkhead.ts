@@ -28,10 +28,8 @@ export interface BulkheadStats {
 
 interface Waiter {
   readonly start: () => void;
-  readonly signal: AbortSignal | undefined;
-  readonly onAbort: () => void;
-  /** Ends the wait at the execution's deadline. */
-  timer: ReturnType<typeof setTimeout> | undefined;
+  /** Takes the waiter out of the queue and detaches its abort listener and deadline timer. */
+  readonly leave: () => void;
 }
 
 /**
@@ -55,9 +53,7 @@ export class Bulkhead implements Policy {
     this.#running--;
     const next = this.#queue.values().next();
     if (!next.done) {
-      this.#queue.delete(next.value);
-      next.value.signal?.removeEventListener('abort', next.value.onAbort);
-      if (next.value.timer !== undefined) clearTimeout(next.value.timer);
+      next.value.leave();
       this.#running++;
       next.value.start();
     }
@@ -109,26 +105,25 @@ export class Bulkhead implements Policy {
       return Promise.reject(new TimeoutError(0, 'waiting for a bulkhead slot (its deadline had passed)'));
     }
     return new Promise<T>((resolve, reject) => {
-      const leave = (): void => {
-        this.#queue.delete(waiter);
-        signal?.removeEventListener('abort', waiter.onAbort);
-        if (waiter.timer !== undefined) clearTimeout(waiter.timer);
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const onAbort = (): void => {
+        waiter.leave();
+        reject(signal!.reason);
       };
       const waiter: Waiter = {
         start: () => this.#run(fn, options).then(resolve, reject),
-        signal,
-        onAbort: () => {
-          leave();
-          reject(signal!.reason);
+        leave: () => {
+          this.#queue.delete(waiter);
+          signal?.removeEventListener('abort', onAbort);
+          if (timer !== undefined) clearTimeout(timer);
         },
-        timer: undefined,
       };
       this.#queue.add(waiter);
-      signal?.addEventListener('abort', waiter.onAbort, { once: true });
-      if (deadline !== undefined && deadline - Date.now() <= MAX_TIMER_MS) {
-        const waitMs = deadline - Date.now();
-        waiter.timer = setTimeout(() => {
-          leave();
+      signal?.addEventListener('abort', onAbort, { once: true });
+      const waitMs = deadline === undefined ? undefined : deadline - Date.now();
+      if (waitMs !== undefined && waitMs <= MAX_TIMER_MS) {
+        timer = setTimeout(() => {
+          waiter.leave();
           reject(new TimeoutError(waitMs, 'waiting for a bulkhead slot until the deadline'));
         }, waitMs);
       }
