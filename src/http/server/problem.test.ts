@@ -222,6 +222,19 @@ describe('problem documents', () => {
     expect(logger.entries).toHaveLength(1);
   });
 
+  it('answers 500 and logs whatever was thrown, even a value that cannot be described plainly', () => {
+    const logger = new RecordingLogger();
+    const req = { method: 'GET', path: '/p', context: { correlationId: 'c1' } };
+    const hostile = Object.defineProperty(new Error('hidden'), 'message', {
+      get: () => {
+        throw new Error('no message');
+      },
+    });
+    expect(problemFromError(hostile, req, { logger }).status).toBe(500);
+    expect(problemFromError(Object.create(null), req, { logger }).status).toBe(500);
+    expect(logger.entries.map((entry) => typeof entry.fields?.error)).toEqual(['string', 'string']);
+  });
+
   it('tells callers not to retry every answer to a failed dependency call, and no other answer', () => {
     const logger = new RecordingLogger();
     const req = { method: 'GET', path: '/p', context: { correlationId: 'c1' } };

@@ -1,5 +1,6 @@
 import { STATUS_CODES } from 'node:http';
 import type { FerryContext } from '../../context/context.js';
+import { describeThrown } from '../../errors/describe-thrown.js';
 import { errorGuard, FerryError, InvalidOptionsError, isFerryError } from '../../errors/ferry-error.js';
 import { toValidationIssues } from '../../messaging/contracts.js';
 import type { ValidationIssue } from '../../messaging/errors.js';
@@ -249,7 +250,7 @@ export function problemFromError(
       correlationId,
       method: request.method,
       path: request.path,
-      error: describe(error),
+      error: describe(error).error,
     });
     return dependency;
   }
@@ -257,8 +258,7 @@ export function problemFromError(
     correlationId,
     method: request.method,
     path: request.path,
-    error: describe(error),
-    ...(error instanceof Error && error.stack ? { stack: error.stack } : {}),
+    ...describe(error),
   });
   return respond(problem(500, 'Internal Server Error', extra));
 }
@@ -347,13 +347,20 @@ function respond(doc: Problem): ProblemResponse {
   return { status: doc.status, headers: {}, problem: doc };
 }
 
-function describe(error: unknown): string {
-  if (error instanceof Error) return `${error.name}: ${error.message}`;
+/**
+ * `Name: message` (and the stack, for an Error) for the log; never throws, whatever the handler threw
+ * (see describeThrown).
+ */
+function describe(error: unknown): { error: string; stack?: string } {
+  const { message, stack } = describeThrown(error);
+  let name: unknown;
   try {
-    return String(error);
+    name = error instanceof Error ? error.name : undefined;
   } catch {
-    return 'unprintable error';
+    // A hostile `name` getter: the message alone.
   }
+  const text = typeof name === 'string' && name !== '' ? `${name}: ${message}` : message;
+  return stack ? { error: text, stack } : { error: text };
 }
 
 /** The JSON body of a problem. */
