@@ -5,7 +5,7 @@ import { isFerryError } from '../../errors/ferry-error.js';
 import { HTTP_HEADER, PROBLEM_CONTENT_TYPE } from '../headers.js';
 import { BodyHash, hashBodyAsRead, holdRestOfBody } from './body-fingerprint.js';
 import { createHealth, DEFAULT_HEALTH_PATH, type HealthReport, type HealthRouteOptions } from './health.js';
-import { IdempotencyGuard, type IdempotencyOptions, sha256Hex, storedBody } from './idempotency.js';
+import { IdempotencyGuard, type IdempotencyOptions, replayStoredResponse, sha256Hex } from './idempotency.js';
 import {
   bodyTooLargeProblem,
   HttpProblemError,
@@ -183,14 +183,9 @@ export function ferryIdempotency(options: FerryIdempotencyOptions): RequestHandl
           case 'reject':
             sendProblem(req, res, decision.error, options);
             return;
-          case 'replay': {
-            const { response } = decision;
-            res.statusCode = response.status;
-            for (const [name, value] of Object.entries(response.headers)) res.setHeader(name, value);
-            res.setHeader(HTTP_HEADER.idempotentReplay, 'true');
-            res.end(storedBody(response));
+          case 'replay':
+            replayStoredResponse(res, decision.response);
             return;
-          }
           case 'run': {
             const { key, claim } = decision;
             // The handler ends its response whether or not the client is still there: a client that

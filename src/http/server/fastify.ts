@@ -1,12 +1,10 @@
-import type { OutgoingHttpHeaders } from 'node:http';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { runWithContext } from '../../context/context.js';
-import { HTTP_HEADER } from '../headers.js';
 import { BodyHash, hashBodyAsRead, holdRestOfBody } from './body-fingerprint.js';
 import { ferryClientErrors } from './client-errors.js';
 import { fromFastifyError, problemOptionsOf, sendProblem } from './fastify-errors.js';
 import { createHealth, DEFAULT_HEALTH_PATH, type HealthReport, type HealthRouteOptions } from './health.js';
-import { IdempotencyGuard, type IdempotencyOptions, storedBody } from './idempotency.js';
+import { IdempotencyGuard, type IdempotencyOptions, replayStoredResponse } from './idempotency.js';
 import { HttpProblemError, type ProblemOptions, stderrProblemLogger } from './problem.js';
 import {
   DeadlineExceededError,
@@ -223,15 +221,12 @@ function installIdempotency(
             // The stored bytes are the answer as it left, after the application's onSend hooks:
             // written to the raw response, so that no hook runs on them a second time (an envelope
             // would wrap twice, a signature sign twice) and nothing is added (a content-type).
-            const raw = reply.raw;
-            const headers = { ...reply.getHeaders() } as OutgoingHttpHeaders;
-            for (const [name, value] of Object.entries(decision.response.headers)) {
-              if (value !== undefined) headers[name] = value as OutgoingHttpHeaders[string];
-            }
-            headers[HTTP_HEADER.idempotentReplay] = 'true';
             reply.hijack();
-            raw.writeHead(decision.response.status, headers);
-            raw.end(storedBody(decision.response));
+            // Headers this request already has (correlation id, trace) live on the reply, not on raw.
+            for (const [name, value] of Object.entries(reply.getHeaders())) {
+              if (value !== undefined) reply.raw.setHeader(name, value);
+            }
+            replayStoredResponse(reply.raw, decision.response);
             return;
           }
           case 'run':

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { IncomingHttpHeaders } from 'node:http';
+import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
 import { InvalidOptionsError } from '../../errors/ferry-error.js';
 import { HTTP_HEADER } from '../headers.js';
 import { HttpProblemError } from './problem.js';
@@ -288,6 +288,17 @@ export function isReplayableStatus(status: number): boolean {
 /** The body of a stored response as bytes to send. */
 export function storedBody(response: StoredResponse): Buffer {
   return Buffer.from(response.body, response.encoding === 'base64' ? 'base64' : 'utf8');
+}
+
+/**
+ * Writes a stored answer to the raw response as it was sent (status, replayed headers, the body's
+ * bytes), marked `idempotent-replayed: true`; headers already set on `res` stay unless replaced.
+ */
+export function replayStoredResponse(res: ServerResponse, response: StoredResponse): void {
+  res.statusCode = response.status;
+  for (const [name, value] of Object.entries(response.headers)) res.setHeader(name, value);
+  res.setHeader(HTTP_HEADER.idempotentReplay, 'true');
+  res.end(storedBody(response));
 }
 
 /**
