@@ -33,6 +33,7 @@ async function publishRaw(wire: WireMessage): Promise<void> {
   await channel.waitForConfirms();
 }
 
+// The default options: quorum queues.
 testTransport(
   'amqp',
   { createTransport: () => new AmqpTransport({ url: vhost.url, logger: silentLogger }), publishRaw },
@@ -40,9 +41,9 @@ testTransport(
 );
 
 testTransport(
-  'amqp with quorum queues',
+  'amqp with classic queues',
   {
-    createTransport: () => new AmqpTransport({ url: vhost.url, logger: silentLogger, queueType: 'quorum' }),
+    createTransport: () => new AmqpTransport({ url: vhost.url, logger: silentLogger, queueType: 'classic' }),
     publishRaw,
   },
   { orderedPerPublisher: true },

@@ -16,8 +16,14 @@ import { encodeEnvelope } from './codec.js';
 import { classifyConnectionError } from './connection-refusal.js';
 import { AmqpConsumer } from './consumer.js';
 import { listDeadLetters, replayDeadLetters } from './dead-letters.js';
+import { isInequivalentQueueError } from './inequivalent-queue-error.js';
 import { ConfirmPublisher, type PublisherStats } from './publisher.js';
-import { declareExchange, deleteSubscriptionQueues, type QueueType } from './topology.js';
+import {
+  declareExchange,
+  deleteSubscriptionQueues,
+  type QueueType,
+  type QueueTypeMismatch,
+} from './topology.js';
 
 /** Options of the RabbitMQ transport. */
 export interface AmqpTransportOptions {
@@ -25,7 +31,13 @@ export interface AmqpTransportOptions {
   readonly url: string;
   /** The topic exchange every message is published to. @default 'ferry.events' */
   readonly exchange?: string;
-  /** Type of subscription, delay and dead-letter queues. Quorum queues replicate and dead-letter at least once. @default 'classic' */
+  /**
+   * Type of subscription, delay and dead-letter queues. Quorum queues (RabbitMQ's choice for data
+   * that matters) are durable, replicated on a cluster, and their delay queues dead-letter at least
+   * once; classic queues dead-letter at most once. A queue that already exists as the other type (for
+   * instance from an older Ferry, whose default was classic) is used as it is, with one warning that
+   * says how to migrate it. @default 'quorum'
+   */
   readonly queueType?: QueueType;
   /** Most publishes awaiting a broker confirm at once. @default 1000 */
   readonly publishWindow?: number;
@@ -65,7 +77,7 @@ type ResolvedOptions = Required<Omit<AmqpTransportOptions, 'url' | 'logger' | 'r
 
 export const DEFAULT_AMQP_TRANSPORT_OPTIONS: ResolvedOptions = Object.freeze({
   exchange: 'ferry.events',
-  queueType: 'classic',
+  queueType: 'quorum',
   publishWindow: 1000,
   maxBufferedPublishes: 100_000,
   maxMessageBytes: 134_217_728,
@@ -99,6 +111,8 @@ export class AmqpTransport implements Transport {
   readonly #logger: Logger;
   readonly #publisher: ConfirmPublisher;
   readonly #consumers = new Set<AmqpConsumer>();
+  /** Queues found to be of the other type, each warned about once. */
+  readonly #mismatchedQueues = new Set<string>();
   #connection: ChannelModel | undefined;
   #state: State = 'idle';
   #recovery: Promise<void> | undefined;
@@ -180,7 +194,7 @@ export class AmqpTransport implements Transport {
         current.on('unblocked', () => this.#logger.info('RabbitMQ unblocked publishing'));
         const channel = await this.#publisher.attach(current);
         await declareExchange(channel, this.#options.exchange);
-        for (const consumer of [...this.#consumers]) await consumer.attach(current);
+        for (const consumer of [...this.#consumers]) await this.#reattach(consumer, current);
         if (this.#closed) {
           await current.close().catch(() => {});
           return;
@@ -222,6 +236,36 @@ export class AmqpTransport implements Transport {
         await this.#sleep(delay);
       }
     }
+  }
+
+  /**
+   * A subscription whose queue now exists with arguments of neither queue type (redeclared by
+   * something else meanwhile) cannot attach however often the connection is recycled: it is dropped,
+   * and said so, instead of holding every other subscription in a reconnect loop.
+   */
+  async #reattach(consumer: AmqpConsumer, connection: ChannelModel): Promise<void> {
+    try {
+      await consumer.attach(connection);
+    } catch (error) {
+      if (!isInequivalentQueueError(error)) throw error;
+      this.#logger.error(
+        `subscription ${consumer.spec.pattern} of group ${consumer.spec.group} stopped: ${error.message}`,
+      );
+      await consumer.close(0);
+    }
+  }
+
+  /** Once per queue and transport, however often the topology is declared again. */
+  #warnQueueType({ queue, existing, requested }: QueueTypeMismatch): void {
+    if (this.#mismatchedQueues.has(queue)) return;
+    this.#mismatchedQueues.add(queue);
+    this.#logger.warn(
+      `queue ${queue} exists as a ${existing} queue but queueType is '${requested}': using it as it is. ` +
+        `To make it ${requested}, drain it (stop what publishes to it and let its consumers empty it; replay or move dead letters first), ` +
+        `delete it (rabbitmqctl delete_queue, or the management UI) and restart the service so that Ferry declares it again; ` +
+        `or set queueType: '${existing}' to keep it and silence this warning`,
+      { queue, existing, requested },
+    );
   }
 
   /** amqplib reads the heartbeat from the URL's query only. */
@@ -286,6 +330,7 @@ export class AmqpTransport implements Transport {
     const consumer = new AmqpConsumer(spec, handler, {
       exchange: this.#options.exchange,
       queueType: this.#options.queueType,
+      onQueueTypeMismatch: (mismatch) => this.#warnQueueType(mismatch),
       maxRedeliveries: this.#options.maxRedeliveries,
       publisher: this.#publisher,
       logger: this.#logger,

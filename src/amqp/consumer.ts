@@ -16,6 +16,7 @@ import type { ConfirmPublisher } from './publisher.js';
 import {
   declareSubscription,
   type QueueType,
+  type QueueTypeMismatch,
   type SubscriptionTopology,
   subscriptionTopology,
 } from './topology.js';
@@ -23,6 +24,8 @@ import {
 export interface ConsumerContext {
   readonly exchange: string;
   readonly queueType: QueueType;
+  /** A queue of this subscription exists as the other queue type and is used as it is. */
+  readonly onQueueTypeMismatch: (mismatch: QueueTypeMismatch) => void;
   /** Redeliveries in a row of a message nobody settled, before it is dead-lettered. */
   readonly maxRedeliveries: number;
   readonly publisher: ConfirmPublisher;
@@ -63,18 +66,12 @@ export class AmqpConsumer {
   /** Declares the topology on `connection` and starts consuming. Called again after every reconnect. */
   async attach(connection: ChannelModel): Promise<void> {
     if (this.#closed) return;
+    await declareSubscription(connection, this.#context.exchange, this.spec, this.topology, this.#context);
     const channel = await connection.createChannel();
     channel.on('error', () => {
       // Reported through 'close' and the failing call; a listener keeps the error from crashing the process.
     });
     try {
-      await declareSubscription(
-        channel,
-        this.#context.exchange,
-        this.spec,
-        this.topology,
-        this.#context.queueType,
-      );
       await channel.prefetch(this.spec.concurrency);
       channel.on('close', () => {
         if (channel !== this.#channel) return;

@@ -3,8 +3,9 @@ import type { Channel, ChannelModel } from 'amqplib';
 import { InvalidTopicError, SubscriptionInUseError } from '../messaging/errors.js';
 import { assertGroup, assertPattern } from '../messaging/topic.js';
 import type { SubscriptionSpec } from '../messaging/transport.js';
+import { InequivalentQueueError } from './inequivalent-queue-error.js';
 
-/** Queue type of subscription and dead-letter queues. */
+/** Queue type of subscription, delay and dead-letter queues. */
 export type QueueType = 'classic' | 'quorum';
 
 /** Names of the broker objects behind one subscription. */
@@ -91,46 +92,133 @@ function queueArguments(queueType: QueueType): Record<string, unknown> {
   return { 'x-queue-type': queueType };
 }
 
+function delayQueueArguments(queueType: QueueType, delay: number, target: string): Record<string, unknown> {
+  // A queue per delay: a per-message TTL would expire only at the head of the queue, so a long delay
+  // would hold back shorter ones behind it. Classic queues dead-letter at most once (a broker crash
+  // at that instant can drop the message); quorum queues here use the at-least-once strategy, which
+  // RabbitMQ allows only with reject-publish overflow (no length limit is set, so nothing is refused).
+  const args: Record<string, unknown> = {
+    ...queueArguments(queueType),
+    'x-message-ttl': delay,
+    'x-dead-letter-exchange': '',
+    'x-dead-letter-routing-key': target,
+  };
+  if (queueType === 'quorum') {
+    args['x-dead-letter-strategy'] = 'at-least-once';
+    args['x-overflow'] = 'reject-publish';
+  }
+  return args;
+}
+
 /** Declares the exchange every message is published to: durable, topic. */
 export async function declareExchange(channel: Channel, exchange: string): Promise<void> {
   await channel.assertExchange(exchange, 'topic', { durable: true });
 }
 
-/** Declares (idempotently) every queue and binding of one subscription. */
+/** A queue that exists as the other queue type than the one asked for; it is used as it is. */
+export interface QueueTypeMismatch {
+  readonly queue: string;
+  /** The type the queue has. */
+  readonly existing: QueueType;
+  /** The type the transport is configured with. */
+  readonly requested: QueueType;
+}
+
+/** How a subscription's queues are declared. */
+export interface DeclareOptions {
+  readonly queueType: QueueType;
+  /** Told of every queue that exists as the other type (on every declare: the caller dedupes). */
+  readonly onQueueTypeMismatch: (mismatch: QueueTypeMismatch) => void;
+}
+
+/**
+ * Declares (idempotently) every queue and binding of one subscription, on a channel of its own: a
+ * refused declare closes its channel, and must not take a working one with it. A queue that already
+ * exists as the other queue type (queues of an older Ferry, or of a deployment configured otherwise)
+ * is used as it is and reported to `onQueueTypeMismatch`; a queue that matches neither type's
+ * arguments fails with `INEQUIVALENT_QUEUE`.
+ */
 export async function declareSubscription(
-  channel: Channel,
+  connection: ChannelModel,
   exchange: string,
   spec: SubscriptionSpec,
   topology: SubscriptionTopology,
-  queueType: QueueType,
+  options: DeclareOptions,
 ): Promise<void> {
-  await channel.assertQueue(topology.queue, { durable: true, arguments: queueArguments(queueType) });
-  await channel.bindQueue(topology.queue, exchange, spec.pattern);
-  for (const [delay, name] of topology.retryQueues) {
-    // A queue per delay: a per-message TTL would expire only at the head of the queue, so a long delay
-    // would hold back shorter ones behind it. Classic queues dead-letter at most once (a broker crash
-    // at that instant can drop the message); quorum queues here use the at-least-once strategy.
-    const retryArguments: Record<string, unknown> = {
-      ...queueArguments(queueType),
-      'x-message-ttl': delay,
-      'x-dead-letter-exchange': '',
-      'x-dead-letter-routing-key': topology.queue,
-    };
-    if (queueType === 'quorum') {
-      retryArguments['x-dead-letter-strategy'] = 'at-least-once';
-      retryArguments['x-overflow'] = 'reject-publish';
+  const declarer = new QueueDeclarer(connection, options);
+  try {
+    await declarer.declare(topology.queue, queueArguments);
+    await (await declarer.channel()).bindQueue(topology.queue, exchange, spec.pattern);
+    for (const [delay, name] of topology.retryQueues) {
+      await declarer.declare(name, (type) => delayQueueArguments(type, delay, topology.queue));
     }
-    await channel.assertQueue(name, { durable: true, arguments: retryArguments });
+    await declarer.declare(topology.deadLetterQueue, queueArguments);
+  } finally {
+    await declarer.close();
   }
-  await declareDeadLetterQueue(channel, topology.deadLetterQueue, queueType);
 }
 
-export async function declareDeadLetterQueue(
-  channel: Channel,
-  name: string,
-  queueType: QueueType,
-): Promise<void> {
-  await channel.assertQueue(name, { durable: true, arguments: queueArguments(queueType) });
+const PRECONDITION_FAILED = 406;
+
+/**
+ * Declares queues as one type, falling back to the other. RabbitMQ refuses a declare whose arguments
+ * differ from the existing queue's, naming only the first difference (for a delay queue that is often
+ * `x-overflow` rather than `x-queue-type`), so the type is told by declaring again with the other
+ * type's arguments: if that is accepted, the queue is exactly a queue of the other type.
+ */
+class QueueDeclarer {
+  readonly #connection: ChannelModel;
+  readonly #options: DeclareOptions;
+  #channel: Channel | undefined;
+
+  constructor(connection: ChannelModel, options: DeclareOptions) {
+    this.#connection = connection;
+    this.#options = options;
+  }
+
+  async channel(): Promise<Channel> {
+    if (this.#channel === undefined) {
+      const channel = await this.#connection.createChannel();
+      channel.on('error', () => {
+        // Reported through the failing call.
+      });
+      this.#channel = channel;
+    }
+    return this.#channel;
+  }
+
+  async declare(name: string, argumentsOf: (type: QueueType) => Record<string, unknown>): Promise<void> {
+    const requested = this.#options.queueType;
+    const refusal = await this.#tryDeclare(name, argumentsOf(requested));
+    if (refusal === undefined) return;
+    const existing: QueueType = requested === 'quorum' ? 'classic' : 'quorum';
+    if ((await this.#tryDeclare(name, argumentsOf(existing))) !== undefined) {
+      throw new InequivalentQueueError(name, requested, brokerText(refusal), { cause: refusal });
+    }
+    this.#options.onQueueTypeMismatch({ queue: name, existing, requested });
+  }
+
+  /** Resolves the broker's refusal (PRECONDITION_FAILED), if it refused; any other failure throws. */
+  async #tryDeclare(name: string, args: Record<string, unknown>): Promise<Error | undefined> {
+    try {
+      await (await this.channel()).assertQueue(name, { durable: true, arguments: args });
+      return undefined;
+    } catch (error) {
+      if ((error as { code?: unknown }).code !== PRECONDITION_FAILED) throw error;
+      this.#channel = undefined; // the refusal closed it
+      return error as Error;
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.#channel?.close().catch(() => {});
+    this.#channel = undefined;
+  }
+}
+
+/** `PRECONDITION_FAILED - inequivalent arg …` out of amqplib's "Operation failed: …" message. */
+function brokerText(error: Error): string {
+  return /with message "(.*)"$/s.exec(error.message)?.[1] ?? error.message;
 }
 
 /**
