@@ -77,9 +77,20 @@ describe.each(['classic', 'quorum'] as const)('RabbitMQ broker restarted twice (
     const consumer = await bus(`ledger-${queueType}`, queueType, consumerLog);
     const producer = await bus(`bank-${queueType}`, queueType, producerLog);
     const handled = new Map<string, number>();
-    await consumer.subscribe('entry.#', async (m) => void handled.set(m.id, (handled.get(m.id) ?? 0) + 1), {
-      concurrency: 32,
+    // The handlers wait until the first restart is over: the broker goes down holding a backlog of
+    // confirmed messages in the queue, and the consumer holds a full prefetch it has not acknowledged.
+    let openGate = (): void => {};
+    const gate = new Promise<void>((resolve) => {
+      openGate = resolve;
     });
+    await consumer.subscribe(
+      'entry.#',
+      async (m) => {
+        await gate;
+        handled.set(m.id, (handled.get(m.id) ?? 0) + 1);
+      },
+      { concurrency: 32 },
+    );
 
     const total = 4000;
     const firstRestartAt = 1000;
@@ -91,7 +102,7 @@ describe.each(['classic', 'quorum'] as const)('RabbitMQ broker restarted twice (
     const inFlight = new Set<Promise<void>>();
     let restarting: Promise<void> = Promise.resolve();
     for (let i = 0; i < total; i++) {
-      if (i === firstRestartAt) restarting = restart();
+      if (i === firstRestartAt) restarting = restart().then(openGate);
       if (i === secondRestartAt) {
         await restarting;
         restarting = restart();
