@@ -1,3 +1,5 @@
+export { createBus } from './connect/create-bus.js';
+export { type CreateEventStoreOptions, createEventStore } from './connect/create-event-store.js';
 export type { FerryContext } from './context/context.js';
 export { currentContext, runWithContext } from './context/context.js';
 export type { FerryErrorOptions } from './errors/ferry-error.js';
@@ -17,7 +19,6 @@ export {
   type HandleOptions,
   type LoadResult,
 } from './eventstore/command-handler.js';
-export { type CreateEventStoreOptions, createEventStore } from './eventstore/create.js';
 export { type Decider, type DeciderEvent, decideEvents, fold } from './eventstore/decider.js';
 export {
   ConcurrencyError,
@@ -157,6 +158,12 @@ export {
   requestContextOptionsOf,
   type Traceparent,
 } from './http/server/request-context.js';
+export { ClaimLostError, isClaimLostError } from './inbox/claim-lost-error.js';
+export type { Inbox, InboxClaim, MemoryInboxOptions } from './inbox/inbox.js';
+export { DEFAULT_MEMORY_INBOX_OPTIONS, MemoryInbox } from './inbox/inbox.js';
+export { DEFAULT_DURABLE_INBOX_OPTIONS, type DurableInboxOptions } from './inbox/lease.js';
+export type { Logger } from './logging/logger.js';
+export { silentLogger, stderrLogger } from './logging/logger.js';
 export type {
   BusOptions,
   HandlerContext,
@@ -166,8 +173,7 @@ export type {
   Subscription,
   SubscriptionDefaults,
 } from './messaging/bus.js';
-export { Bus, createBus, DEFAULT_SUBSCRIPTION_OPTIONS } from './messaging/bus.js';
-export { ClaimLostError, isClaimLostError } from './messaging/claim-lost-error.js';
+export { Bus, DEFAULT_SUBSCRIPTION_OPTIONS } from './messaging/bus.js';
 export type {
   Contracts,
   DataIn,
@@ -177,7 +183,6 @@ export type {
   TypeOf,
 } from './messaging/contracts.js';
 export type { Envelope, Message } from './messaging/envelope.js';
-export type { ValidationIssue } from './messaging/errors.js';
 export {
   BrokerConnectionError,
   BusClosedError,
@@ -204,18 +209,12 @@ export {
   UnroutableError,
 } from './messaging/errors.js';
 export { HandlerTimeoutError, isHandlerTimeoutError } from './messaging/handler-timeouts.js';
-export type { Inbox, InboxClaim, MemoryInboxOptions } from './messaging/inbox.js';
-export { DEFAULT_MEMORY_INBOX_OPTIONS, MemoryInbox } from './messaging/inbox.js';
-export { DEFAULT_DURABLE_INBOX_OPTIONS, type DurableInboxOptions } from './messaging/lease.js';
-export type { Logger } from './messaging/logger.js';
-export { silentLogger, stderrLogger } from './messaging/logger.js';
 export type { MemoryBrokerOptions } from './messaging/memory/memory-broker.js';
 export { DEFAULT_MEMORY_BROKER_OPTIONS, MemoryBroker } from './messaging/memory/memory-broker.js';
 export type { MemoryTransportOptions } from './messaging/memory/memory-transport.js';
 export { MemoryTransport } from './messaging/memory/memory-transport.js';
 export type { HandlerMiddleware, MessageHandler, SubscriptionInfo } from './messaging/middleware.js';
 export { idempotent } from './messaging/middleware.js';
-export type { StandardSchemaV1 } from './messaging/standard-schema.js';
 export type {
   DeadLetter,
   DeadLetterReason,
@@ -271,3 +270,5 @@ export type { RetryInfo, RetryOptions } from './resilience/retry.js';
 export { DEFAULT_RETRY, defaultShouldRetry, RetryPolicy, retry } from './resilience/retry.js';
 export type { TimeoutOptions } from './resilience/timeout.js';
 export { TimeoutPolicy, timeout } from './resilience/timeout.js';
+export type { StandardSchemaV1 } from './validation/standard-schema.js';
+export type { ValidationIssue } from './validation/validation-issue.js';

@@ -2,9 +2,9 @@ import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createBus } from '../messaging/bus.js';
+import { createBus } from '../connect/create-bus.js';
+import { silentLogger } from '../logging/logger.js';
 import { isBrokerConnectionError } from '../messaging/errors.js';
-import { silentLogger } from '../messaging/logger.js';
 import { createTestVhost, rabbitmqBaseUrl, type TestVhost } from '../testing/rabbitmq.js';
 import {
   isBrokerAccessRefusedError,

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import type { Logger } from '../logging/logger.js';
 import { type Envelope, JSON_CONTENT_TYPE, newMessageId, nowIso } from '../messaging/envelope.js';
-import type { Logger } from '../messaging/logger.js';
 import { createTestVhost } from '../testing/rabbitmq.js';
 import {
   AmqpTransport,

@@ -1,13 +1,14 @@
 import amqp from 'amqplib';
 import { afterEach, describe, expect, it } from 'vitest';
-import { type Bus, createBus } from '../messaging/bus.js';
+import { createBus } from '../connect/create-bus.js';
+import { silentLogger } from '../logging/logger.js';
+import type { Bus } from '../messaging/bus.js';
 import type { Contracts } from '../messaging/contracts.js';
 import {
   isPublishBufferFullError,
   isPublishNackedError,
   isPublishNotConfirmedError,
 } from '../messaging/errors.js';
-import { silentLogger } from '../messaging/logger.js';
 import { FaultProxy } from '../testing/fault-proxy.js';
 import { createTestVhost, type TestVhost } from '../testing/rabbitmq.js';
 import { AmqpTransport, type AmqpTransportOptions } from './amqp-transport.js';

@@ -1,9 +1,10 @@
 import { execFile } from 'node:child_process';
 import { afterEach, describe, expect, it } from 'vitest';
-import { type Bus, createBus } from '../messaging/bus.js';
+import { createBus } from '../connect/create-bus.js';
+import { silentLogger } from '../logging/logger.js';
+import type { Bus } from '../messaging/bus.js';
 import type { Contracts } from '../messaging/contracts.js';
 import { isInvalidTopicError } from '../messaging/errors.js';
-import { silentLogger } from '../messaging/logger.js';
 import { createTestVhost, type TestVhost } from '../testing/rabbitmq.js';
 import { sleep, waitFor } from '../testing/wait.js';
 

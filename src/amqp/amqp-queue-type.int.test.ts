@@ -1,7 +1,8 @@
 import amqp from 'amqplib';
 import { afterEach, describe, expect, it } from 'vitest';
-import { type Bus, createBus } from '../messaging/bus.js';
-import type { Logger } from '../messaging/logger.js';
+import { createBus } from '../connect/create-bus.js';
+import type { Logger } from '../logging/logger.js';
+import type { Bus } from '../messaging/bus.js';
 import { createTestVhost, type TestVhost } from '../testing/rabbitmq.js';
 import { waitFor } from '../testing/wait.js';
 import type { AmqpTransportOptions } from './amqp-transport.js';

@@ -1,6 +1,6 @@
 import amqp, { type ChannelModel, type ConfirmChannel } from 'amqplib';
 import { afterAll, beforeAll } from 'vitest';
-import { silentLogger } from '../messaging/logger.js';
+import { silentLogger } from '../logging/logger.js';
 import type { WireMessage } from '../messaging/wire.js';
 import { createTestVhost, type TestVhost } from '../testing/rabbitmq.js';
 import { testTransport } from '../testing/transport-contract.js';

@@ -1,8 +1,8 @@
 import type { ChannelModel } from 'amqplib';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
+import { type Logger, stderrLogger } from '../logging/logger.js';
 import type { Envelope } from '../messaging/envelope.js';
 import { BrokerConnectionError, BusClosedError } from '../messaging/errors.js';
-import { type Logger, stderrLogger } from '../messaging/logger.js';
 import type {
   DeadLetter,
   DeliveryHandler,
@@ -11,7 +11,7 @@ import type {
   Transport,
   TransportSubscription,
 } from '../messaging/transport.js';
-import { redactUrl } from '../messaging/transport-from-url.js';
+import { redactUrl } from '../url/redact-url.js';
 import { encodeEnvelope } from './codec.js';
 import { classifyConnectionError } from './connection-refusal.js';
 import { AmqpConsumer } from './consumer.js';

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Channel, ChannelModel, ConsumeMessage } from 'amqplib';
+import type { Logger } from '../logging/logger.js';
 import { InFlight } from '../messaging/in-flight.js';
-import type { Logger } from '../messaging/logger.js';
 import type {
   DeadLetterReason,
   Delivery,

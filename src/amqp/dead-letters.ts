@@ -1,5 +1,5 @@
 import type { Channel, ChannelModel, GetMessage } from 'amqplib';
-import type { Logger } from '../messaging/logger.js';
+import type { Logger } from '../logging/logger.js';
 import type { DeadLetter, DeadLetterReason, ReplayOptions } from '../messaging/transport.js';
 import { decodeWireMessage, HEADER, typeOf } from '../messaging/wire.js';
 import { republishOptions, wireMessageOf } from './codec.js';

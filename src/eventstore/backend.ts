@@ -1,5 +1,5 @@
-import type { Inbox } from '../messaging/inbox.js';
-import type { DurableInboxOptions } from '../messaging/lease.js';
+import type { Inbox } from '../inbox/inbox.js';
+import type { DurableInboxOptions } from '../inbox/lease.js';
 import type { OpenTransaction } from './held-back.js';
 import type {
   AppendResult,

@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { silentLogger } from '../messaging/logger.js';
+import { silentLogger } from '../logging/logger.js';
 import { PostgresEventStoreBackend } from '../postgres/postgres-backend.js';
 import { SqliteEventStoreBackend } from '../sqlite/sqlite-backend.js';
 import { dropSchemas, postgresTestUrl, testSchemaName } from '../testing/postgres.js';

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { isInvalidOptionsError } from '../errors/ferry-error.js';
-import { silentLogger } from '../messaging/logger.js';
+import { silentLogger } from '../logging/logger.js';
 import {
   CommandHandler,
   type CommandHandlerOptions,

@@ -1,9 +1,9 @@
 import { currentContext } from '../context/context.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
-import type { Inbox } from '../messaging/inbox.js';
-import type { DurableInboxOptions } from '../messaging/lease.js';
-import { type Logger, stderrLogger } from '../messaging/logger.js';
-import { uuidv7 } from '../messaging/message-id.js';
+import { uuidv7 } from '../ids/uuidv7.js';
+import type { Inbox } from '../inbox/inbox.js';
+import type { DurableInboxOptions } from '../inbox/lease.js';
+import { type Logger, stderrLogger } from '../logging/logger.js';
 import type { EventStoreBackend, Snapshot } from './backend.js';
 import { EventStoreClosedError, InvalidEventError } from './errors.js';
 import { EVENT_LIMITS, encodeJson, JsonEncodingProblem, nameProblem } from './event-encoding.js';

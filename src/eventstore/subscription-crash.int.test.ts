@@ -5,11 +5,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { silentLogger } from '../messaging/logger.js';
+import { createEventStore } from '../connect/create-event-store.js';
+import { silentLogger } from '../logging/logger.js';
 import { onLines, spawnFixture } from '../testing/child-process.js';
 import { dropSchemas, postgresTestUrl, testSchemaName } from '../testing/postgres.js';
 import { waitFor } from '../testing/wait.js';
-import { createEventStore } from './create.js';
 import type { EventStore } from './store.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ferry-subcrash-'));

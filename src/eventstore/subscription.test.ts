@@ -1,6 +1,6 @@
 import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import type { Logger } from '../messaging/logger.js';
+import type { Logger } from '../logging/logger.js';
 import { waitFor } from '../testing/wait.js';
 import type { EventStoreBackend } from './backend.js';
 import { MemoryEventStoreBackend } from './memory/memory-backend.js';

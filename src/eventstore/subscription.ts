@@ -3,8 +3,8 @@ import { hostname } from 'node:os';
 import { runWithContext } from '../context/context.js';
 import { describeThrown } from '../errors/describe-thrown.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
-import type { Logger } from '../messaging/logger.js';
-import { uuidv7 } from '../messaging/message-id.js';
+import { uuidv7 } from '../ids/uuidv7.js';
+import type { Logger } from '../logging/logger.js';
 import {
   DEFAULT_EXPONENTIAL_BACKOFF,
   type ExponentialBackoffOptions,

@@ -2,7 +2,7 @@ import { setMaxListeners } from 'node:events';
 import type { Dispatcher, Pool } from 'undici';
 import { currentContext } from '../context/context.js';
 import { errorGuard, FerryError, InvalidOptionsError, isFerryError } from '../errors/ferry-error.js';
-import { uuidv7 } from '../messaging/message-id.js';
+import { uuidv7 } from '../ids/uuidv7.js';
 import { type Backoff, exponentialBackoff } from '../resilience/backoff.js';
 import { RetryBudget, type RetryBudgetOptions } from '../resilience/budget.js';
 import { bulkhead } from '../resilience/bulkhead.js';

@@ -1,5 +1,5 @@
 import type { FerryContext } from '../context/context.js';
-import { uuidv7 } from '../messaging/message-id.js';
+import { uuidv7 } from '../ids/uuidv7.js';
 import { HTTP_HEADER } from './headers.js';
 import { childTraceparent, isValidCorrelationId, newTraceparent } from './server/request-context.js';
 

@@ -1,10 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import { afterEach, describe, expect, expectTypeOf, it } from 'vitest';
 import { z } from 'zod';
+import { createBus } from '../connect/create-bus.js';
 import { currentContext, type FerryContext, runWithContext } from '../context/context.js';
 import { InvalidOptionsError, isFerryError, isInvalidOptionsError } from '../errors/ferry-error.js';
+import { silentLogger } from '../logging/logger.js';
 import { waitFor } from '../testing/wait.js';
-import { type Bus, type BusOptions, createBus, DEFAULT_SUBSCRIPTION_OPTIONS } from './bus.js';
+import { type Bus, type BusOptions, DEFAULT_SUBSCRIPTION_OPTIONS } from './bus.js';
 import type { Contracts, NoContracts } from './contracts.js';
 import type { Message } from './envelope.js';
 import {
@@ -14,7 +16,6 @@ import {
   isMessageValidationError,
   isUnroutableError,
 } from './errors.js';
-import { silentLogger } from './logger.js';
 import { MemoryBroker } from './memory/memory-broker.js';
 import { MemoryTransport } from './memory/memory-transport.js';
 import type { HandlerMiddleware } from './middleware.js';

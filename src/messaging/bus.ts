@@ -1,12 +1,15 @@
-import type { AmqpTransportOptions } from '../amqp/amqp-transport.js';
 import { currentContext, type FerryContext, runWithContext } from '../context/context.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
+import type { Inbox } from '../inbox/inbox.js';
+import { type Logger, stderrLogger } from '../logging/logger.js';
 import {
   DEFAULT_EXPONENTIAL_BACKOFF,
   type ExponentialBackoffOptions,
   exponentialDelays,
 } from '../resilience/backoff.js';
 import { MAX_TIMER_MS } from '../time/max-timer.js';
+import type { StandardSchemaV1 } from '../validation/standard-schema.js';
+import type { AmqpUrlOptions } from './amqp-url-options.js';
 import {
   type Contracts,
   type DataIn,
@@ -19,11 +22,8 @@ import {
 import { type Envelope, JSON_CONTENT_TYPE, type Message, newMessageId, nowIso } from './envelope.js';
 import { BusClosedError, describeThrown, MessageValidationError } from './errors.js';
 import { HandlerTimeouts, isHandlerTimeoutError, neverAbortedSignal } from './handler-timeouts.js';
-import type { Inbox } from './inbox.js';
-import { type Logger, stderrLogger } from './logger.js';
 import type { MemoryBrokerOptions } from './memory/memory-broker.js';
 import { composeMiddleware, type HandlerMiddleware, idempotent, type MessageHandler } from './middleware.js';
-import type { StandardSchemaV1 } from './standard-schema.js';
 import { assertGroup, assertMessageType, assertPattern } from './topic.js';
 import {
   ACK,
@@ -34,7 +34,6 @@ import {
   type Transport,
   type TransportSubscription,
 } from './transport.js';
-import { transportFromUrl } from './transport-from-url.js';
 import { isReservedHeader } from './wire.js';
 
 /** Defaults applied to every subscription of a bus unless the subscription overrides them. */
@@ -95,7 +94,7 @@ export interface BusOptions<C extends Contracts = NoContracts> {
   /** @default warnings and errors to stderr */
   readonly logger?: Logger;
   /** Options of the RabbitMQ transport, when `url` selects it. */
-  readonly amqp?: Omit<AmqpTransportOptions, 'url' | 'logger'>;
+  readonly amqp?: AmqpUrlOptions;
   /** Options of the in-memory broker, applied when `url` names it for the first time in this process. */
   readonly memory?: MemoryBrokerOptions;
 }
@@ -493,19 +492,4 @@ function isExpired(expiresat: string): boolean {
 
 function isThenable(value: unknown): value is PromiseLike<unknown> {
   return typeof (value as PromiseLike<unknown> | undefined)?.then === 'function';
-}
-
-/**
- * Creates a connected bus. The transport comes from `options.transport`, or from the scheme of
- * `options.url`; an adapter's driver (amqplib) is loaded only when its scheme is used.
- */
-export async function createBus<C extends Contracts = NoContracts>(options: BusOptions<C>): Promise<Bus<C>> {
-  if ((options.url === undefined) === (options.transport === undefined)) {
-    throw new InvalidOptionsError('createBus needs exactly one of `url` and `transport`');
-  }
-  const logger = options.logger ?? stderrLogger;
-  const transport = options.transport ?? (await transportFromUrl(options.url!, options, logger));
-  const bus = new Bus<C>(transport, options);
-  await transport.connect();
-  return bus;
 }

@@ -1,5 +1,6 @@
-import { MessageValidationError, type ValidationIssue } from './errors.js';
-import type { StandardSchemaV1 } from './standard-schema.js';
+import type { StandardSchemaV1 } from '../validation/standard-schema.js';
+import { toValidationIssues } from '../validation/validation-issue.js';
+import { MessageValidationError } from './errors.js';
 
 /** Schemas by message type, e.g. `{ 'order.created': z.object({ orderId: z.string() }) }`. */
 export type Contracts = Record<string, StandardSchemaV1>;
@@ -52,16 +53,6 @@ export type DataOut<C, K extends string> = K extends keyof C
     ? StandardSchemaV1.InferOutput<C[K]>
     : unknown
   : unknown;
-
-function pathOf(issue: StandardSchemaV1.Issue): string {
-  if (!issue.path) return '';
-  return issue.path.map((p) => String(typeof p === 'object' ? p.key : p)).join('.');
-}
-
-/** Converts Standard Schema issues into Ferry's plain, serialisable form. */
-export function toValidationIssues(issues: ReadonlyArray<StandardSchemaV1.Issue>): ValidationIssue[] {
-  return issues.map((issue) => ({ path: pathOf(issue), message: issue.message }));
-}
 
 /**
  * Validates `data` against `schema`, returning the (possibly transformed) output or throwing

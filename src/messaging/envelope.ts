@@ -1,4 +1,4 @@
-import { uuidv7 } from './message-id.js';
+import { uuidv7 } from '../ids/uuidv7.js';
 
 /**
  * A message as it travels: CloudEvents 1.0 context attributes (lower-case names, as the spec

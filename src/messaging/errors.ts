@@ -1,11 +1,5 @@
 import { errorGuard, FerryError } from '../errors/ferry-error.js';
-
-/** One failed check of a message against its schema. */
-export interface ValidationIssue {
-  /** Dotted path of the failing field; empty for the whole value. */
-  readonly path: string;
-  readonly message: string;
-}
+import type { ValidationIssue } from '../validation/validation-issue.js';
 
 /** `data` does not satisfy the schema registered for its message type. */
 export class MessageValidationError extends FerryError {

@@ -1,6 +1,6 @@
-import { isClaimLostError } from './claim-lost-error.js';
+import { isClaimLostError } from '../inbox/claim-lost-error.js';
+import type { Inbox } from '../inbox/inbox.js';
 import type { Message } from './envelope.js';
-import type { Inbox } from './inbox.js';
 
 /** A message handler as the middleware chain sees it. */
 export type MessageHandler = (message: Message) => Promise<void>;

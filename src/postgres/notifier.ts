@@ -1,5 +1,5 @@
 import type { Client, Pool } from 'pg';
-import type { Logger } from '../messaging/logger.js';
+import type { Logger } from '../logging/logger.js';
 
 export interface NotifierOptions {
   readonly connectionString: string;

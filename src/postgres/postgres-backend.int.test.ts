@@ -1,6 +1,6 @@
 import { afterAll } from 'vitest';
 import { EventStore } from '../eventstore/store.js';
-import { silentLogger } from '../messaging/logger.js';
+import { silentLogger } from '../logging/logger.js';
 import { testEventStore } from '../testing/event-store-contract.js';
 import { dropSchemas, postgresTestUrl, testSchemaName } from '../testing/postgres.js';
 import { PostgresEventStoreBackend } from './postgres-backend.js';

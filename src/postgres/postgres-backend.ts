@@ -10,10 +10,10 @@ import type {
   ReadStreamOptions,
   RecordedEvent,
 } from '../eventstore/types.js';
-import type { Inbox } from '../messaging/inbox.js';
-import type { DurableInboxOptions } from '../messaging/lease.js';
-import { type Logger, stderrLogger } from '../messaging/logger.js';
-import { redactUrl } from '../messaging/transport-from-url.js';
+import type { Inbox } from '../inbox/inbox.js';
+import type { DurableInboxOptions } from '../inbox/lease.js';
+import { type Logger, stderrLogger } from '../logging/logger.js';
+import { redactUrl } from '../url/redact-url.js';
 import { migrate } from './migrations.js';
 import { Notifier } from './notifier.js';
 import { PostgresInbox } from './postgres-inbox.js';

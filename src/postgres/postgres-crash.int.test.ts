@@ -3,7 +3,7 @@ import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { EventStore } from '../eventstore/store.js';
-import { silentLogger } from '../messaging/logger.js';
+import { silentLogger } from '../logging/logger.js';
 import { onLines, spawnFixture } from '../testing/child-process.js';
 import { FaultProxy } from '../testing/fault-proxy.js';
 import { dropSchemas, postgresTestUrl, testSchemaName } from '../testing/postgres.js';

@@ -2,9 +2,9 @@ import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { createBus } from '../connect/create-bus.js';
 import { EventStore } from '../eventstore/store.js';
-import { createBus } from '../messaging/bus.js';
-import { silentLogger } from '../messaging/logger.js';
+import { silentLogger } from '../logging/logger.js';
 import { MemoryBroker } from '../messaging/memory/memory-broker.js';
 import { MemoryTransport } from '../messaging/memory/memory-transport.js';
 import { onLines, spawnFixture } from '../testing/child-process.js';
@@ -170,7 +170,7 @@ describe('createEventStore with a PostgreSQL URL', () => {
   it('takes the schema from ?schema= and keeps it away from PostgreSQL', async () => {
     const schema = testSchemaName('url');
     schemas.push(schema);
-    const { createEventStore } = await import('../eventstore/create.js');
+    const { createEventStore } = await import('../connect/create-event-store.js');
     const store = await createEventStore({
       url: `${postgresTestUrl()}?schema=${schema}`,
       logger: silentLogger,

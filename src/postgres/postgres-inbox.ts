@@ -1,11 +1,11 @@
 import type { Pool } from 'pg';
-import type { Inbox, InboxClaim } from '../messaging/inbox.js';
+import type { Inbox, InboxClaim } from '../inbox/inbox.js';
 import {
   type DurableInboxOptions,
   holdBackoff,
   leasedClaim,
   resolveDurableInboxOptions,
-} from '../messaging/lease.js';
+} from '../inbox/lease.js';
 
 const CLEANUP_EVERY_MS = 600_000;
 

@@ -12,8 +12,8 @@ import type {
   RecordedEvent,
 } from '../eventstore/types.js';
 import { expectedVersionHolds } from '../eventstore/versions.js';
-import type { Inbox } from '../messaging/inbox.js';
-import type { DurableInboxOptions } from '../messaging/lease.js';
+import type { Inbox } from '../inbox/inbox.js';
+import type { DurableInboxOptions } from '../inbox/lease.js';
 import { SqliteInbox } from './sqlite-inbox.js';
 import { DEFAULT_BUSY_TIMEOUT_MS, DRIVER_BUSY_TIMEOUT_MS, whileBusy } from './store-busy.js';
 

@@ -1,12 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import type Database from 'better-sqlite3';
-import type { Inbox, InboxClaim } from '../messaging/inbox.js';
+import type { Inbox, InboxClaim } from '../inbox/inbox.js';
 import {
   type DurableInboxOptions,
   holdBackoff,
   leasedClaim,
   resolveDurableInboxOptions,
-} from '../messaging/lease.js';
+} from '../inbox/lease.js';
 import { DEFAULT_BUSY_TIMEOUT_MS, whileBusy } from './store-busy.js';
 
 type Look = { claimed: true } | { claimed: false; done: boolean };

@@ -6,7 +6,7 @@ import { isConcurrencyError, isDuplicateEventIdError, isInvalidEventError } from
 import type { EventStore } from '../eventstore/store.js';
 import { leaseOwner } from '../eventstore/subscription.js';
 import type { RecordedEvent } from '../eventstore/types.js';
-import { uuidv7 } from '../messaging/message-id.js';
+import { uuidv7 } from '../ids/uuidv7.js';
 import { waitFor } from './wait.js';
 
 /** What the contract suite needs: a fresh, empty, open store per call, isolated from every other. */

@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { isInvalidOptionsError } from '../errors/ferry-error.js';
-import { isClaimLostError } from '../messaging/claim-lost-error.js';
-import type { Inbox } from '../messaging/inbox.js';
-import type { DurableInboxOptions } from '../messaging/lease.js';
+import { isClaimLostError } from '../inbox/claim-lost-error.js';
+import type { Inbox } from '../inbox/inbox.js';
+import type { DurableInboxOptions } from '../inbox/lease.js';
 import { waitFor } from './wait.js';
 
 /** What the inbox contract suite needs. */

@@ -1,12 +1,13 @@
 import { randomUUID } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { type Bus, createBus } from '../messaging/bus.js';
+import { createBus } from '../connect/create-bus.js';
+import { MemoryInbox } from '../inbox/inbox.js';
+import { silentLogger } from '../logging/logger.js';
+import type { Bus } from '../messaging/bus.js';
 import type { Contracts, NoContracts } from '../messaging/contracts.js';
 import type { Message } from '../messaging/envelope.js';
 import { isBusClosedError, isUnroutableError } from '../messaging/errors.js';
-import { MemoryInbox } from '../messaging/inbox.js';
-import { silentLogger } from '../messaging/logger.js';
 import type { Transport } from '../messaging/transport.js';
 import type { WireMessage } from '../messaging/wire.js';
 import { sleep, waitFor } from './wait.js';

@@ -1,4 +1,4 @@
-import { silentLogger } from '../../messaging/logger.js';
+import { silentLogger } from '../../logging/logger.js';
 import { testEventStore } from '../../testing/event-store-contract.js';
 import { EventStore } from '../store.js';
 import { MemoryEventStoreBackend } from './memory-backend.js';

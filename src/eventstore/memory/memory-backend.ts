@@ -1,4 +1,4 @@
-import { type Inbox, MemoryInbox } from '../../messaging/inbox.js';
+import { type Inbox, MemoryInbox } from '../../inbox/inbox.js';
 import type { EventStoreBackend, ParkedEvent, ReadAfterResult, Snapshot } from '../backend.js';
 import { ConcurrencyError, DuplicateEventIdError } from '../errors.js';
 import type {

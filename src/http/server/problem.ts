@@ -2,9 +2,8 @@ import { STATUS_CODES } from 'node:http';
 import type { FerryContext } from '../../context/context.js';
 import { describeThrown } from '../../errors/describe-thrown.js';
 import { errorGuard, FerryError, InvalidOptionsError, isFerryError } from '../../errors/ferry-error.js';
-import { toValidationIssues } from '../../messaging/contracts.js';
-import type { ValidationIssue } from '../../messaging/errors.js';
-import type { StandardSchemaV1 } from '../../messaging/standard-schema.js';
+import type { StandardSchemaV1 } from '../../validation/standard-schema.js';
+import { toValidationIssues, type ValidationIssue } from '../../validation/validation-issue.js';
 import { HTTP_HEADER } from '../headers.js';
 import { deadlinePassed, isClientDisconnectedError } from './request-context.js';
 

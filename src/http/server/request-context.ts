@@ -2,7 +2,7 @@ import { setMaxListeners } from 'node:events';
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import type { FerryContext } from '../../context/context.js';
 import { errorGuard, FerryError, InvalidOptionsError } from '../../errors/ferry-error.js';
-import { uuidv7 } from '../../messaging/message-id.js';
+import { uuidv7 } from '../../ids/uuidv7.js';
 import { HTTP_HEADER } from '../headers.js';
 import { childTraceparent } from './traceparent.js';
 

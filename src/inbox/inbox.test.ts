@@ -1,13 +1,13 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { ClaimLostError } from './claim-lost-error.js';
-import type { Message } from './envelope.js';
-import { type Inbox, type InboxClaim, MemoryInbox } from './inbox.js';
+import type { Message } from '../messaging/envelope.js';
 import {
   composeMiddleware,
   type HandlerMiddleware,
   idempotent,
   type SubscriptionInfo,
-} from './middleware.js';
+} from '../messaging/middleware.js';
+import { ClaimLostError } from './claim-lost-error.js';
+import { type Inbox, type InboxClaim, MemoryInbox } from './inbox.js';
 
 afterEach(() => {
   vi.useRealTimers();

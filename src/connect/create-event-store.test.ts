@@ -3,8 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { isFerryError, isInvalidOptionsError } from '../errors/ferry-error.js';
-import { createEventStore } from './create.js';
-import { isStoreUnavailableError } from './errors.js';
+import { isStoreUnavailableError } from '../eventstore/errors.js';
+import { createEventStore } from './create-event-store.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ferry-create-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

@@ -1,11 +1,11 @@
 import { InvalidOptionsError, isFerryError } from '../errors/ferry-error.js';
-import type { Logger } from '../messaging/logger.js';
-import { redactUrl } from '../messaging/transport-from-url.js';
-import type { PostgresBackendOptions } from '../postgres/postgres-backend.js';
-import type { EventStoreBackend } from './backend.js';
-import { StoreUnavailableError } from './errors.js';
-import { MemoryEventStoreBackend } from './memory/memory-backend.js';
-import { EventStore } from './store.js';
+import type { EventStoreBackend } from '../eventstore/backend.js';
+import { StoreUnavailableError } from '../eventstore/errors.js';
+import { MemoryEventStoreBackend } from '../eventstore/memory/memory-backend.js';
+import { EventStore } from '../eventstore/store.js';
+import type { Logger } from '../logging/logger.js';
+import { redactUrl } from '../url/redact-url.js';
+import type { PostgresUrlOptions } from './postgres-url-options.js';
 
 /** Options of {@link createEventStore}. Give a `url` or a `backend`. */
 export interface CreateEventStoreOptions {
@@ -17,7 +17,7 @@ export interface CreateEventStoreOptions {
   /** A backend instance, instead of a URL. */
   readonly backend?: EventStoreBackend;
   /** PostgreSQL options, when `url` selects it. */
-  readonly postgres?: Omit<PostgresBackendOptions, 'url' | 'logger'>;
+  readonly postgres?: PostgresUrlOptions;
   /** @default warnings and errors to stderr */
   readonly logger?: Logger;
 }

@@ -1,0 +1,20 @@
+import { InvalidOptionsError } from '../errors/ferry-error.js';
+import { stderrLogger } from '../logging/logger.js';
+import { Bus, type BusOptions } from '../messaging/bus.js';
+import type { Contracts, NoContracts } from '../messaging/contracts.js';
+import { transportFromUrl } from './transport-from-url.js';
+
+/**
+ * Creates a connected bus. The transport comes from `options.transport`, or from the scheme of
+ * `options.url`; an adapter's driver (amqplib) is loaded only when its scheme is used.
+ */
+export async function createBus<C extends Contracts = NoContracts>(options: BusOptions<C>): Promise<Bus<C>> {
+  if ((options.url === undefined) === (options.transport === undefined)) {
+    throw new InvalidOptionsError('createBus needs exactly one of `url` and `transport`');
+  }
+  const logger = options.logger ?? stderrLogger;
+  const transport = options.transport ?? (await transportFromUrl(options.url!, options, logger));
+  const bus = new Bus<C>(transport, options);
+  await transport.connect();
+  return bus;
+}

@@ -1,0 +1,39 @@
+import { InvalidOptionsError } from '../errors/ferry-error.js';
+import type { Logger } from '../logging/logger.js';
+import type { AmqpUrlOptions } from '../messaging/amqp-url-options.js';
+import { MemoryBroker, type MemoryBrokerOptions } from '../messaging/memory/memory-broker.js';
+import { MemoryTransport } from '../messaging/memory/memory-transport.js';
+import type { Transport } from '../messaging/transport.js';
+import { redactUrl } from '../url/redact-url.js';
+
+/**
+ * Picks a transport from a URL scheme. It sits above the bus and the adapters, so the bus names no
+ * adapter; adapters are imported dynamically so that their drivers load only when used: a
+ * memory-only service never loads amqplib.
+ */
+export async function transportFromUrl(
+  url: string,
+  options: {
+    readonly amqp?: AmqpUrlOptions;
+    readonly memory?: MemoryBrokerOptions;
+  },
+  logger: Logger,
+): Promise<Transport> {
+  const scheme = url.slice(0, Math.max(0, url.indexOf(':'))).toLowerCase();
+  switch (scheme) {
+    case 'memory': {
+      // memory://name selects a process-wide broker by name, so services in one process can share it.
+      const name = url.slice('memory://'.length).replace(/\/+$/, '') || 'default';
+      return new MemoryTransport({ broker: MemoryBroker.named(name, options.memory) });
+    }
+    case 'amqp':
+    case 'amqps': {
+      const { AmqpTransport } = await import('../amqp/amqp-transport.js');
+      return new AmqpTransport({ ...options.amqp, url, logger });
+    }
+    default:
+      throw new InvalidOptionsError(
+        `unsupported bus URL ${redactUrl(url)}: expected memory://[name] or amqp://user:password@host:5672/vhost`,
+      );
+  }
+}

@@ -1,0 +1,36 @@
+/**
+ * Options of the RabbitMQ transport that {@link BusOptions.amqp} passes on when `url` selects it.
+ * The bus names only plain types here, never the adapter's module: a service that uses the memory
+ * transport then type-checks without amqplib installed. The adapter's `AmqpTransportOptions` minus
+ * `url` and `logger` must stay exactly this type; `src/connect/adapter-options.test.ts` checks it.
+ */
+export interface AmqpUrlOptions {
+  /** The topic exchange every message is published to. @default 'ferry.events' */
+  readonly exchange?: string;
+  /** Type of subscription, delay and dead-letter queues. Quorum queues replicate and dead-letter at least once. @default 'classic' */
+  readonly queueType?: 'classic' | 'quorum';
+  /** Most publishes awaiting a broker confirm at once. @default 1000 */
+  readonly publishWindow?: number;
+  /** Most publishes held in memory (in flight plus waiting, e.g. during an outage). @default 100000 */
+  readonly maxBufferedPublishes?: number;
+  /**
+   * Largest encoded body (the JSON of `data`) a publish sends; a larger one rejects at once with
+   * `MESSAGE_TOO_LARGE`. Keep it at most the broker's `max_message_size`. @default 134217728
+   */
+  readonly maxMessageBytes?: number;
+  /** A publish not confirmed within this time rejects with `PUBLISH_NOT_CONFIRMED`. @default 30000 */
+  readonly confirmTimeoutMs?: number;
+  /** How long `connect` keeps trying before it fails with `BROKER_UNAVAILABLE`. @default 30000 */
+  readonly connectTimeoutMs?: number;
+  /** Reconnect backoff: first delay, doubling up to `maxDelayMs`, with full jitter. @default { initialDelayMs: 100, maxDelayMs: 5000 } */
+  readonly reconnect?: { readonly initialDelayMs?: number; readonly maxDelayMs?: number };
+  /**
+   * Past this many redeliveries in a row of a message whose consumer stopped while holding it, the
+   * message goes to the dead-letter queue (reason `redelivered`). @default 5
+   */
+  readonly maxRedeliveries?: number;
+  /** AMQP heartbeat in seconds: how fast a dead peer is noticed. @default 10 */
+  readonly heartbeatSeconds?: number;
+  /** Shown in the RabbitMQ management UI. @default 'ferry' */
+  readonly connectionName?: string;
+}
