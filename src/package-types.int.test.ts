@@ -36,6 +36,16 @@ const NPM_INSTALL = [
 ];
 const STEP_TIMEOUT_MS = 180_000;
 
+/** Runs a command; a failure throws with what it printed, which is the useful part for tsc and npm. */
+async function step(command: string, args: readonly string[], cwd: string): Promise<void> {
+  try {
+    await run(command, args, { cwd, timeout: STEP_TIMEOUT_MS });
+  } catch (error) {
+    const { stdout, stderr } = error as { stdout?: string; stderr?: string };
+    throw new Error(`${command} ${args.join(' ')} failed:\n${stdout ?? ''}${stderr ?? ''}`, { cause: error });
+  }
+}
+
 let root: string;
 let tarball: string;
 
@@ -71,7 +81,7 @@ async function consumerProject(name: string, extra: Record<string, string>, sour
     }),
   );
   writeFileSync(join(dir, 'consumer.ts'), source);
-  await run('npm', NPM_INSTALL, { cwd: dir, timeout: STEP_TIMEOUT_MS });
+  await step('npm', NPM_INSTALL, dir);
   return dir;
 }
 
@@ -103,12 +113,12 @@ describe('the packed package', () => {
     mkdirSync(pkg);
     for (const file of ['package.json', 'README.md', 'CHANGELOG.md'])
       copyFileSync(join(REPO, file), join(pkg, file));
-    await run(
+    await step(
       process.execPath,
       [TSC, '-p', join(REPO, 'tsconfig.build.json'), '--outDir', join(pkg, 'dist'), '--sourceMap', 'false'],
-      { cwd: REPO, timeout: STEP_TIMEOUT_MS },
+      REPO,
     );
-    await run('npm', ['pack', '--pack-destination', root], { cwd: pkg, timeout: STEP_TIMEOUT_MS });
+    await step('npm', ['pack', '--pack-destination', root], pkg);
     const packed = readdirSync(root).find((file) => file.endsWith('.tgz'));
     if (packed === undefined) throw new Error(`npm pack left no tarball in ${root}`);
     tarball = join(root, packed);

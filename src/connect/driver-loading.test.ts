@@ -16,9 +16,9 @@ async function probe(source: string): Promise<string> {
 
 const loadedDrivers = `
 import { createRequire } from 'node:module';
-const cache = createRequire(import.meta.url).cache;
-const drivers = Object.keys(cache).filter((k) => k.includes('/node_modules/amqplib/'));
-console.log(drivers.length > 0 ? 'amqplib loaded' : 'no driver loaded');
+const cache = Object.keys(createRequire(import.meta.url).cache);
+const drivers = ['amqplib', 'pg', 'better-sqlite3'].filter((d) => cache.some((k) => k.includes('/node_modules/' + d + '/')));
+console.log(drivers.length > 0 ? drivers.join(' ') + ' loaded' : 'no driver loaded');
 `;
 
 describe('driver loading', () => {
@@ -40,5 +40,25 @@ describe('driver loading', () => {
       ${loadedDrivers}
     `);
     expect(out).toBe('amqplib loaded');
+  });
+
+  it('loads no driver for a memory event store', async () => {
+    const out = await probe(`
+      import { createEventStore } from 'ferry';
+      const store = await createEventStore({ url: 'memory://' });
+      await store.close();
+      ${loadedDrivers}
+    `);
+    expect(out).toBe('no driver loaded');
+  });
+
+  it('loads better-sqlite3, and only it, once a sqlite URL asks for it', async () => {
+    const out = await probe(`
+      import { createEventStore } from 'ferry';
+      const store = await createEventStore({ url: 'sqlite::memory:' });
+      await store.close();
+      ${loadedDrivers}
+    `);
+    expect(out).toBe('better-sqlite3 loaded');
   });
 });
