@@ -220,12 +220,15 @@ export type {
   DeadLetterReason,
   Delivery,
   DeliveryHandler,
+  DeliveryResult,
   Outcome,
+  PendingOutcome,
   ReplayOptions,
   SubscriptionSpec,
   Transport,
   TransportSubscription,
 } from './messaging/transport.js';
+export { whenDecided } from './messaging/transport.js';
 export type { WireMessage } from './messaging/wire.js';
 export type {
   Backoff,

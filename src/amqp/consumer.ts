@@ -2,12 +2,14 @@ import { randomUUID } from 'node:crypto';
 import type { Channel, ChannelModel, ConsumeMessage } from 'amqplib';
 import type { Logger } from '../logging/logger.js';
 import { InFlight } from '../messaging/in-flight.js';
-import type {
-  DeadLetterReason,
-  Delivery,
-  DeliveryHandler,
-  Outcome,
-  SubscriptionSpec,
+import {
+  type DeadLetterReason,
+  type Delivery,
+  type DeliveryHandler,
+  type DeliveryResult,
+  type Outcome,
+  type SubscriptionSpec,
+  whenDecided,
 } from '../messaging/transport.js';
 import { decodeWireMessage, HEADER, typeOf } from '../messaging/wire.js';
 import { republishOptions, wireMessageOf } from './codec.js';
@@ -127,15 +129,14 @@ export class AmqpConsumer {
       this.#requeueLater(channel, message);
       this.#done();
     };
-    let outcome: Outcome | Promise<Outcome>;
+    let result: DeliveryResult;
     try {
-      outcome = this.#handler(delivery);
+      result = this.#handler(delivery);
     } catch (error) {
       broken(error);
       return;
     }
-    if (outcome instanceof Promise) outcome.then((o) => this.#settle(channel, message, delivery, o), broken);
-    else void this.#settle(channel, message, delivery, outcome);
+    whenDecided(result, (outcome) => void this.#settle(channel, message, delivery, outcome), broken);
   }
 
   async #settle(

@@ -29,10 +29,12 @@ import {
   ACK,
   type DeadLetter,
   type DeliveryHandler,
+  type DeliveryResult,
   type Outcome,
   type SubscriptionSpec,
   type Transport,
   type TransportSubscription,
+  whenDecided,
 } from './transport.js';
 import { isReservedHeader } from './wire.js';
 
@@ -346,7 +348,7 @@ export class Bus<C extends Contracts = NoContracts> {
       return { action: 'dead-letter', reason: { kind: 'invalid', message: text }, attempts: message.attempt };
     };
 
-    const run = (message: Message): Outcome | Promise<Outcome> => {
+    const run = (message: Message): DeliveryResult => {
       let result: unknown;
       const handlerRun = timeouts?.start(message.correlationid, message.id);
       const context: FerryContext = handlerRun ?? {
@@ -409,10 +411,12 @@ export class Bus<C extends Contracts = NoContracts> {
         return invalid(message, error);
       }
       if (checked instanceof Promise) {
-        return checked.then(
-          (data: unknown) => run(withData(message, data)),
-          (error: unknown) => invalid(message, error),
-        );
+        return new Promise<Outcome>((resolve, reject) => {
+          checked.then(
+            (data: unknown) => whenDecided(run(withData(message, data)), resolve, reject),
+            (error: unknown) => resolve(invalid(message, error)),
+          );
+        });
       }
       return run(withData(message, checked));
     };

@@ -1,5 +1,6 @@
 import type { FerryContext } from '../context/context.js';
 import { errorGuard, FerryError } from '../errors/ferry-error.js';
+import type { Outcome, PendingOutcome } from './transport.js';
 
 /** A handler ran past its subscription's `handlerTimeoutMs`; the attempt failed and its slot was freed. */
 export class HandlerTimeoutError extends FerryError {
@@ -13,21 +14,25 @@ export const isHandlerTimeoutError = errorGuard<HandlerTimeoutError>('HANDLER_TI
 
 const NEVER_ABORTED = new AbortController().signal;
 
+type Decide = (failure: { readonly error: unknown } | undefined) => Outcome;
+
 /**
- * One handler run under a time limit, and the ambient context it runs in (`currentContext()`), so
- * that a delivery allocates one object for both. Its `AbortSignal` is created only when someone asks
- * for it: most handlers never look, and an AbortController per message costs more than the rest of
- * an in-memory delivery.
+ * One handler run under a time limit, the ambient context it runs in (`currentContext()`) and the
+ * outcome the transport waits for, so that a delivery allocates one object for all three and no
+ * promise of its own. Its `AbortSignal` is created only when someone asks for it: most handlers
+ * never look, and an AbortController per message costs more than the rest of an in-memory delivery.
  */
-export class HandlerRun implements FerryContext {
+export class HandlerRun implements FerryContext, PendingOutcome {
   readonly correlationId: string;
   readonly messageId: string;
   readonly deadline: number;
   #controller: AbortController | undefined;
   #reason: HandlerTimeoutError | undefined;
-  #resolve: ((value: unknown) => void) | undefined;
-  #reject: ((error: unknown) => void) | undefined;
-  #decide: ((failure: { readonly error: unknown } | undefined) => unknown) | undefined;
+  #decide: Decide | undefined;
+  /** Set once the run is decided: the outcome, or what broke while deciding it. */
+  #decided: { readonly outcome: Outcome } | { readonly broken: unknown } | undefined;
+  #onOutcome: ((outcome: Outcome) => void) | undefined;
+  #onBroken: ((error: unknown) => void) | undefined;
 
   constructor(correlationId: string, messageId: string, deadline: number) {
     this.correlationId = correlationId;
@@ -41,36 +46,47 @@ export class HandlerRun implements FerryContext {
     return this.#controller.signal;
   }
 
-  /** Settles the run's race with the outcome `decide` gives; later calls do nothing. */
+  /** Decides the run with the outcome `decide` gives for `failure`; later calls do nothing. */
   settle(failure: { readonly error: unknown } | undefined): void {
-    const resolve = this.#resolve;
-    if (resolve === undefined) return;
-    this.#resolve = undefined;
-    const reject = this.#reject!;
-    const decide = this.#decide!;
+    const decide = this.#decide;
+    if (decide === undefined) return;
     this.#decide = undefined;
-    this.#reject = undefined;
     try {
-      resolve(decide(failure));
+      this.#decided = { outcome: decide(failure) };
     } catch (error) {
-      // The transport treats a rejected outcome as a broken handler chain.
-      reject(error);
+      // The transport treats this as a broken handler chain.
+      this.#decided = { broken: error };
     }
+    this.#report();
   }
 
-  /** The promise of the race; called once, by {@link HandlerTimeouts.race}. */
-  outcome<T>(decide: (failure: { readonly error: unknown } | undefined) => T): Promise<T> {
+  whenDecided(onOutcome: (outcome: Outcome) => void, onBroken: (error: unknown) => void): void {
+    this.#onOutcome = onOutcome;
+    this.#onBroken = onBroken;
+    this.#report();
+  }
+
+  /** Called once, by {@link HandlerTimeouts.race}. */
+  begin(decide: Decide): void {
     this.#decide = decide;
-    return new Promise<T>((resolve, reject) => {
-      this.#resolve = resolve as (value: unknown) => void;
-      this.#reject = reject;
-    });
   }
 
   expire(timeoutMs: number): void {
     this.#reason = new HandlerTimeoutError(timeoutMs);
     this.#controller?.abort(this.#reason);
     this.settle({ error: this.#reason });
+  }
+
+  /** Hands the decision to the transport once both are there, the decision and its callbacks. */
+  #report(): void {
+    const decided = this.#decided;
+    const onOutcome = this.#onOutcome;
+    if (decided === undefined || onOutcome === undefined) return;
+    const onBroken = this.#onBroken!;
+    this.#onOutcome = undefined;
+    this.#onBroken = undefined;
+    if ('outcome' in decided) onOutcome(decided.outcome);
+    else onBroken(decided.broken);
   }
 }
 
@@ -93,16 +109,12 @@ export class HandlerTimeouts {
   }
 
   /**
-   * Resolves with `decide(undefined)` when `work` succeeds, `decide({ error })` when it fails or
-   * when the run's limit passes first (with a `HandlerTimeoutError`, its signal aborted), whether
-   * or not the handler heeds the signal. Rejects only if `decide` throws.
+   * Decides `run` with `decide(undefined)` when `work` succeeds, `decide({ error })` when it fails
+   * or when the run's limit passes first (with a `HandlerTimeoutError`, its signal aborted), whether
+   * or not the handler heeds the signal; the run is broken only if `decide` throws.
    */
-  race<T>(
-    run: HandlerRun,
-    work: PromiseLike<unknown>,
-    decide: (failure: { readonly error: unknown } | undefined) => T,
-  ): Promise<T> {
-    const outcome = run.outcome(decide);
+  race(run: HandlerRun, work: PromiseLike<unknown>, decide: Decide): PendingOutcome {
+    run.begin(decide);
     this.#pending.add(run);
     if (this.#timer === undefined) this.#arm(run.deadline);
     work.then(
@@ -115,7 +127,7 @@ export class HandlerTimeouts {
         run.settle({ error });
       },
     );
-    return outcome;
+    return run;
   }
 
   #arm(deadline: number): void {

@@ -47,7 +47,33 @@ export type Delivery =
  * outcome. Synchronous when it can be, so that the hot path creates as few promises as possible
  * (each one costs extra while AsyncLocalStorage is active). Never throws nor rejects.
  */
-export type DeliveryHandler = (delivery: Delivery) => Outcome | Promise<Outcome>;
+export type DeliveryHandler = (delivery: Delivery) => DeliveryResult;
+
+/**
+ * An outcome still being worked out that a transport waits for without a promise (a handler run
+ * under a time limit is one): `whenDecided` calls `onOutcome` once with the outcome, or `onBroken`
+ * if the handler chain itself broke. Cheaper than a promise on the hot path.
+ */
+export interface PendingOutcome {
+  whenDecided(onOutcome: (outcome: Outcome) => void, onBroken: (error: unknown) => void): void;
+}
+
+/** What a {@link DeliveryHandler} returns: the outcome, or the promise of it, or a pending one. */
+export type DeliveryResult = Outcome | Promise<Outcome> | PendingOutcome;
+
+/**
+ * Calls `onOutcome` with a delivery's outcome once it is known (at once for an outcome known
+ * already), or `onBroken` if the handler chain broke. How every transport waits for an outcome.
+ */
+export function whenDecided(
+  result: DeliveryResult,
+  onOutcome: (outcome: Outcome) => void,
+  onBroken: (error: unknown) => void,
+): void {
+  if (result instanceof Promise) result.then(onOutcome, onBroken);
+  else if ('action' in result) onOutcome(result);
+  else result.whenDecided(onOutcome, onBroken);
+}
 
 /** A live subscription at the transport level. */
 export interface TransportSubscription {

@@ -2,14 +2,18 @@ import { encodeData } from '../wire.js';
 
 /**
  * A published `data` taken at publish time, in the form a transport that sends bytes would store:
- * every delivery gets its own copy, equal to what decoding the JSON would give, so that embedded and
- * distributed deployments see the same messages.
+ * every delivery gets its own copy ({@link copyOfSnapshot}), equal to what decoding the JSON would
+ * give, so that embedded and distributed deployments see the same messages. A plain JSON-safe value
+ * is kept as a private copy; anything else as its JSON text.
  */
-export interface DataSnapshot {
-  /** A fresh copy for one delivery: what `JSON.parse` of {@link json} gives. */
-  copy(): unknown;
-  /** The JSON text a transport sending bytes would carry. */
-  json(): string;
+export type DataSnapshot = { readonly __brand: 'DataSnapshot' };
+
+/** The JSON text of data that needed the real encoder. */
+class EncodedData {
+  readonly json: string;
+  constructor(json: string) {
+    this.json = json;
+  }
 }
 
 /** Deeper (or cyclic) data takes the JSON path, which also rejects cycles as RabbitMQ does. */
@@ -64,26 +68,30 @@ function plainObjectCopy(value: object, depth: number): unknown {
   if (proto !== Object.prototype && proto !== null) return NOT_PLAIN;
   const object = value as Record<string, unknown>;
   if (typeof object.toJSON === 'function') return NOT_PLAIN;
-  if (Object.getOwnPropertySymbols(object).length > 0) return keyedCopy(object, depth);
-  // A spread copies an object whose values are all kept as they are in one fast step (V8 clones
-  // the object's shape); the loop then fixes what JSON would change.
-  const out: Record<string, unknown> = { ...object };
-  for (const key in out) {
+  // Built key by key with `for…in`, which leaves out symbol keys as JSON does: a spread would copy
+  // them, and looking for them (getOwnPropertySymbols) costs more than this whole loop.
+  const out: Record<string, unknown> = {};
+  const inherited = proto !== null && prototypeHasEnumerableKeys();
+  for (const key in object) {
     // Inherited enumerable keys (a polluted prototype) are not the object's: JSON skips them.
-    if (!Object.hasOwn(out, key)) continue;
-    // Assigning `__proto__` would set a later copy's prototype instead of a property.
+    if (inherited && !Object.hasOwn(object, key)) continue;
+    // Assigning `__proto__` would set the copy's prototype instead of a property.
     if (key === '__proto__') return NOT_PLAIN;
-    const item = out[key];
+    const item = object[key];
     switch (typeof item) {
       case 'string':
       case 'boolean':
+        out[key] = item;
         continue;
       case 'number':
-        if (!Number.isFinite(item)) out[key] = null;
-        else if (item === 0) out[key] = 0;
+        // `+ 0` turns -0 into 0, as JSON does.
+        out[key] = Number.isFinite(item) ? item + 0 : null;
         continue;
       case 'object': {
-        if (item === null) continue;
+        if (item === null) {
+          out[key] = null;
+          continue;
+        }
         const copy = plainObjectCopy(item, depth + 1);
         if (copy === NOT_PLAIN) return NOT_PLAIN;
         out[key] = copy;
@@ -92,8 +100,8 @@ function plainObjectCopy(value: object, depth: number): unknown {
       case 'undefined':
       case 'function':
       case 'symbol':
-        // A member JSON leaves out: deleting it from the spread copy would slow the copy down.
-        return keyedCopy(object, depth);
+        // Left out, as JSON leaves it out.
+        continue;
       default:
         return NOT_PLAIN;
     }
@@ -101,17 +109,12 @@ function plainObjectCopy(value: object, depth: number): unknown {
   return out;
 }
 
-/** The object case of {@link plainCopy}, key by key: for objects with members JSON leaves out. */
-function keyedCopy(object: Record<string, unknown>, depth: number): unknown {
-  const out: Record<string, unknown> = {};
-  for (const key in object) {
-    if (!Object.hasOwn(object, key)) continue;
-    if (key === '__proto__') return NOT_PLAIN;
-    const item = plainCopy(object[key], depth + 1);
-    if (item === NOT_PLAIN) return NOT_PLAIN;
-    if (item !== OMITTED) out[key] = item;
-  }
-  return out;
+const EMPTY = Object.freeze({});
+
+/** Whether `Object.prototype` has enumerable keys (someone polluted it), which `for…in` would list. */
+function prototypeHasEnumerableKeys(): boolean {
+  for (const _ in EMPTY) return true;
+  return false;
 }
 
 /**
@@ -131,36 +134,24 @@ function clonePlain(value: object): object {
   const out: Record<string, unknown> = { ...value };
   for (const key in out) {
     const item = out[key];
-    if (typeof item === 'object' && item !== null) out[key] = clonePlain(item);
+    // Inherited keys (a polluted prototype) are not copied.
+    if (typeof item === 'object' && item !== null && Object.hasOwn(out, key)) out[key] = clonePlain(item);
   }
   return out;
 }
 
-class PlainSnapshot implements DataSnapshot {
-  readonly #value: unknown;
-  constructor(value: unknown) {
-    this.#value = value;
-  }
-  copy(): unknown {
-    const value = this.#value;
-    return typeof value === 'object' && value !== null ? clonePlain(value) : value;
-  }
-  json(): string {
-    return JSON.stringify(this.#value);
-  }
+/** A fresh copy of the snapshot for one delivery: what `JSON.parse` of {@link jsonOfSnapshot} gives. */
+export function copyOfSnapshot(snapshot: DataSnapshot): unknown {
+  const value: unknown = snapshot;
+  if (typeof value !== 'object' || value === null) return value;
+  if (value instanceof EncodedData) return JSON.parse(value.json);
+  return clonePlain(value);
 }
 
-class JsonSnapshot implements DataSnapshot {
-  readonly #json: string;
-  constructor(json: string) {
-    this.#json = json;
-  }
-  copy(): unknown {
-    return JSON.parse(this.#json);
-  }
-  json(): string {
-    return this.#json;
-  }
+/** The JSON text a transport sending bytes would carry. */
+export function jsonOfSnapshot(snapshot: DataSnapshot): string {
+  const value: unknown = snapshot;
+  return value instanceof EncodedData ? value.json : JSON.stringify(value);
 }
 
 /**
@@ -177,6 +168,6 @@ export function snapshotData(type: string, data: unknown): DataSnapshot {
     // A getter that throws: the encoder meets the same error and reports it.
     plain = NOT_PLAIN;
   }
-  if (plain === NOT_PLAIN) return new JsonSnapshot(encodeData(type, data));
-  return new PlainSnapshot(plain === OMITTED ? null : plain);
+  if (plain === NOT_PLAIN) return new EncodedData(encodeData(type, data)) as unknown as DataSnapshot;
+  return (plain === OMITTED ? null : plain) as DataSnapshot;
 }

@@ -1,22 +1,24 @@
 import { randomUUID } from 'node:crypto';
 import { InvalidOptionsError } from '../../errors/ferry-error.js';
 import { Deque } from '../deque.js';
-import { type Envelope, type Message, toMessage } from '../envelope.js';
+import type { Envelope, Message } from '../envelope.js';
 import { PublishNackedError, SubscriptionInUseError, UnroutableError } from '../errors.js';
 import { InFlight } from '../in-flight.js';
 import { compilePattern } from '../topic.js';
-import type {
-  DeadLetter,
-  DeadLetterReason,
-  Delivery,
-  DeliveryHandler,
-  Outcome,
-  ReplayOptions,
-  SubscriptionSpec,
-  TransportSubscription,
+import {
+  type DeadLetter,
+  type DeadLetterReason,
+  type Delivery,
+  type DeliveryHandler,
+  type DeliveryResult,
+  type Outcome,
+  type ReplayOptions,
+  type SubscriptionSpec,
+  type TransportSubscription,
+  whenDecided,
 } from '../transport.js';
 import { decodeWireMessage, typeOf, type WireMessage } from '../wire.js';
-import { type DataSnapshot, snapshotData } from './data-snapshot.js';
+import { copyOfSnapshot, type DataSnapshot, jsonOfSnapshot, snapshotData } from './data-snapshot.js';
 
 /** Options of an in-memory broker. */
 export interface MemoryBrokerOptions {
@@ -32,10 +34,18 @@ export const DEFAULT_MEMORY_BROKER_OPTIONS = Object.freeze({
   maxQueueLength: 1_000_000,
 } satisfies Required<MemoryBrokerOptions>);
 
-/** A Ferry message (its `data` taken apart as a snapshot, copied for each delivery), or foreign bytes. */
+/**
+ * A Ferry message as published (its `data` read from the snapshot, copied for each delivery, never
+ * from the envelope) with its attempt number, or foreign bytes.
+ */
 type Entry =
-  | { readonly message: Message; readonly data: DataSnapshot; readonly wire?: undefined }
-  | { readonly message?: undefined; readonly data?: undefined; readonly wire: WireMessage };
+  | {
+      readonly envelope: Envelope;
+      readonly data: DataSnapshot;
+      readonly attempt: number;
+      readonly wire?: undefined;
+    }
+  | { readonly envelope?: undefined; readonly data?: undefined; readonly wire: WireMessage };
 
 interface MemoryConsumer {
   readonly handler: DeliveryHandler;
@@ -107,10 +117,7 @@ export class MemoryBroker {
     } catch (error) {
       return Promise.reject(error);
     }
-    const message = toMessage(envelope, 1);
-    // The publisher's object must not outlive the publish: deliveries get copies of the snapshot.
-    (message as { data: unknown }).data = null;
-    return this.#route(envelope.type, envelope.id, { message, data });
+    return this.#route(envelope.type, envelope.id, { envelope, data, attempt: 1 });
   }
 
   /** Takes bytes as a producer that knows nothing of Ferry sends them; they are decoded at delivery. */
@@ -172,28 +179,27 @@ export class MemoryBroker {
   }
 
   #deliver(queue: Queue, consumer: MemoryConsumer, entry: Entry): void {
-    const delivery: Delivery = entry.message
-      ? { ok: true, message: withData(entry.message, entry.data.copy()) }
+    const delivery: Delivery = entry.envelope
+      ? { ok: true, message: messageOf(entry.envelope, copyOfSnapshot(entry.data), entry.attempt) }
       : decodeWireMessage(entry.wire);
-    let outcome: Outcome | Promise<Outcome>;
+    let result: DeliveryResult;
     try {
-      outcome = consumer.handler(delivery);
+      result = consumer.handler(delivery);
     } catch {
-      outcome = REQUEUE;
+      result = REQUEUE;
     }
-    if (outcome instanceof Promise) {
-      outcome.then(
-        (o) => this.#settle(queue, consumer, entry, delivery, o),
-        () => this.#settle(queue, consumer, entry, delivery, REQUEUE),
-      );
-    } else this.#settle(queue, consumer, entry, delivery, outcome);
+    whenDecided(
+      result,
+      (outcome) => this.#settle(queue, consumer, entry, delivery, outcome),
+      () => this.#settle(queue, consumer, entry, delivery, REQUEUE),
+    );
   }
 
   #settle(queue: Queue, consumer: MemoryConsumer, entry: Entry, delivery: Delivery, outcome: Outcome): void {
     consumer.inFlight.end();
     if (outcome.action === 'retry') {
-      const next: Entry = entry.message
-        ? { message: { ...entry.message, attempt: outcome.attempt }, data: entry.data }
+      const next: Entry = entry.envelope
+        ? { envelope: entry.envelope, data: entry.data, attempt: outcome.attempt }
         : entry;
       if (outcome.delayMs <= 0) this.#enqueue(queue, next);
       else {
@@ -217,19 +223,20 @@ export class MemoryBroker {
     reason: DeadLetterReason,
     attempts: number,
   ): void {
-    const message = entry.message;
+    const envelope = entry.envelope;
     const stored: StoredDeadLetter = {
       deadLetterId: randomUUID(),
       group: queue.group,
       pattern: queue.pattern,
-      routingKey: message?.type ?? (entry.wire ? typeOf(entry.wire) : ''),
+      routingKey: envelope?.type ?? (entry.wire ? typeOf(entry.wire) : ''),
       reason,
       attempts,
       deadLetteredAt: new Date().toISOString(),
-      body: entry.wire ? Buffer.from(entry.wire.body).toString('utf8') : entry.data.json(),
-      entry: message ? { message: { ...message, attempt: 1 }, data: entry.data } : entry,
-      ...(message
-        ? { envelope: stripAttempt(message) }
+      body: entry.wire ? Buffer.from(entry.wire.body).toString('utf8') : jsonOfSnapshot(entry.data),
+      // The publisher's object is not kept: listings and replays read the snapshot.
+      entry: envelope ? { envelope: { ...envelope, data: null }, data: entry.data, attempt: 1 } : entry,
+      ...(envelope
+        ? { envelope: { ...envelope, data: null } }
         : delivery.ok
           ? { envelope: stripAttempt(delivery.message) }
           : {}),
@@ -302,8 +309,8 @@ export class MemoryBroker {
     return list
       .slice(0, limit)
       .map(({ entry, ...deadLetter }) =>
-        entry.data && deadLetter.envelope
-          ? { ...deadLetter, envelope: { ...deadLetter.envelope, data: entry.data.copy() } }
+        entry.data !== undefined && deadLetter.envelope
+          ? { ...deadLetter, envelope: { ...deadLetter.envelope, data: copyOfSnapshot(entry.data) } }
           : deadLetter,
       );
   }
@@ -333,22 +340,22 @@ export class MemoryBroker {
   }
 }
 
-/** The message with `data`, built field by field: a spread costs more on the hot path. */
-function withData(message: Message, data: unknown): Message {
+/** The message of one delivery attempt, built field by field: a spread costs more on the hot path. */
+function messageOf(envelope: Envelope, data: unknown, attempt: number): Message {
   const out: { -readonly [P in keyof Message]: Message[P] } = {
-    specversion: message.specversion,
-    id: message.id,
-    source: message.source,
-    type: message.type,
-    time: message.time,
-    datacontenttype: message.datacontenttype,
+    specversion: envelope.specversion,
+    id: envelope.id,
+    source: envelope.source,
+    type: envelope.type,
+    time: envelope.time,
+    datacontenttype: envelope.datacontenttype,
     data,
-    correlationid: message.correlationid,
-    attempt: message.attempt,
+    correlationid: envelope.correlationid,
+    attempt,
   };
-  if (message.causationid !== undefined) out.causationid = message.causationid;
-  if (message.headers !== undefined) out.headers = message.headers;
-  if (message.expiresat !== undefined) out.expiresat = message.expiresat;
+  if (envelope.causationid !== undefined) out.causationid = envelope.causationid;
+  if (envelope.headers !== undefined) out.headers = envelope.headers;
+  if (envelope.expiresat !== undefined) out.expiresat = envelope.expiresat;
   return out;
 }
 
