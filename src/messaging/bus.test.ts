@@ -4,6 +4,8 @@ import { z } from 'zod';
 import { createBus } from '../connect/create-bus.js';
 import { currentContext, type FerryContext, runWithContext } from '../context/context.js';
 import { InvalidOptionsError, isFerryError, isInvalidOptionsError } from '../errors/ferry-error.js';
+import { ClaimLostError } from '../inbox/claim-lost-error.js';
+import type { Inbox } from '../inbox/inbox.js';
 import { silentLogger } from '../logging/logger.js';
 import { waitFor } from '../testing/wait.js';
 import { type Bus, type BusOptions, DEFAULT_SUBSCRIPTION_OPTIONS } from './bus.js';
@@ -646,5 +648,77 @@ describe('message expiry', () => {
     expect(isInvalidOptionsError(await rejection(bus.subscribe('offer.bad', () => {}, { onExpired })))).toBe(
       true,
     );
+  });
+});
+
+describe('inbox claims', () => {
+  /** An inbox whose one claim the test can take away, as a lease lapsing while its holder is frozen does. */
+  function losableInbox() {
+    const controller = new AbortController();
+    const done: string[] = [];
+    const inbox: Inbox = {
+      begin: async (key) => ({
+        signal: controller.signal,
+        complete: async () => {
+          if (controller.signal.aborted) throw new ClaimLostError(key);
+          done.push(key);
+        },
+        abandon: () => {},
+      }),
+    };
+    return { inbox, done, lose: () => controller.abort(new ClaimLostError('k')) };
+  }
+
+  it("aborts the handler's signal when its claim is lost, keeps the time limit too, and acknowledges the copy", async () => {
+    // Must not happen: the lost holder's handler running on unaware beside the new holder's, its
+    // failure retried or dead-lettered (the new holder owns the outcome), or its completion recorded.
+    const { inbox, done, lose } = losableInbox();
+    const bus = await open({ inbox });
+    let reason: unknown;
+    let runs = 0;
+    await bus.subscribe(
+      'job.claimed',
+      async (_m, { signal }) => {
+        runs++;
+        await new Promise<void>((resolve) =>
+          signal.addEventListener('abort', () => {
+            reason = signal.reason;
+            resolve();
+          }),
+        );
+        throw signal.reason;
+      },
+      { maxAttempts: 3, handlerTimeoutMs: 60_000 },
+    );
+    await bus.publish('job.claimed', {});
+    await waitFor(() => runs === 1, 'the handler to start');
+    lose();
+    await waitFor(() => reason !== undefined, 'the abort');
+    expect(isFerryError(reason) && reason.code).toBe('CLAIM_LOST');
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(runs).toBe(1);
+    expect(done).toEqual([]);
+    expect(await bus.listDeadLetters()).toEqual([]);
+  });
+
+  it('still times out a handler holding a claim', async () => {
+    const { inbox } = losableInbox();
+    const bus = await open({ inbox });
+    let reason: unknown;
+    await bus.subscribe(
+      'job.slow',
+      async (_m, { signal }) => {
+        await new Promise<void>((resolve) =>
+          signal.addEventListener('abort', () => {
+            reason = signal.reason;
+            resolve();
+          }),
+        );
+      },
+      { maxAttempts: 1, handlerTimeoutMs: 50 },
+    );
+    await bus.publish('job.slow', {});
+    await waitFor(() => reason !== undefined, 'the abort');
+    expect(isFerryError(reason) && reason.code).toBe('HANDLER_TIMEOUT');
   });
 });

@@ -65,7 +65,10 @@ export const DEFAULT_SUBSCRIPTION_OPTIONS = Object.freeze({
 
 /** What a handler gets besides its message. */
 export interface HandlerContext {
-  /** Aborted when the attempt runs past `handlerTimeoutMs` (with a `HandlerTimeoutError` as reason). */
+  /**
+   * Aborted when the attempt runs past `handlerTimeoutMs` (reason: a `HandlerTimeoutError`), or when
+   * the subscription's inbox claim on the message is lost to another delivery (a `ClaimLostError`).
+   */
   readonly signal: AbortSignal;
 }
 

@@ -1,3 +1,4 @@
+import { currentContext, type FerryContext, runWithContext } from '../context/context.js';
 import { isClaimLostError } from '../inbox/claim-lost-error.js';
 import type { Inbox } from '../inbox/inbox.js';
 import type { Message } from './envelope.js';
@@ -32,7 +33,10 @@ export function composeMiddleware(
  * Idempotent consumer: runs the handler once per (group, subscription pattern, message id). A
  * duplicate delivery (broker redelivery, re-sent publish) is acknowledged without running it. A
  * holder that lost its claim meanwhile (its lease lapsed and another delivery took the message
- * over) records nothing and acknowledges its copy: the new holder's delivery owns the outcome.
+ * over) records nothing and acknowledges its copy, whether its handler succeeded or failed: the new
+ * holder's delivery owns the outcome. The handler's `signal` aborts (with a `ClaimLostError`) as soon
+ * as the holder learns its claim is lost, so a handler that heeds it stops instead of running on
+ * beside the new holder's.
  */
 export function idempotent(inbox: Inbox): HandlerMiddleware {
   return (next, subscription) => {
@@ -42,8 +46,10 @@ export function idempotent(inbox: Inbox): HandlerMiddleware {
       const claim = await inbox.begin(prefix + message.id);
       if (claim === null) return;
       try {
-        await next(message);
+        await withSignal(claim.signal, next, message);
       } catch (error) {
+        // Lost meanwhile: whatever this run did, the new holder's delivery owns the outcome.
+        if (claim.signal.aborted) return;
         claim.abandon();
         throw error;
       }
@@ -54,4 +60,18 @@ export function idempotent(inbox: Inbox): HandlerMiddleware {
       }
     };
   };
+}
+
+/** Runs `next` in the ambient context with `signal` joined to its own: either one aborting aborts. */
+function withSignal(signal: AbortSignal, next: MessageHandler, message: Message): Promise<void> {
+  const outer = currentContext();
+  const outerSignal = outer?.signal;
+  const context: FerryContext = {
+    correlationId: outer?.correlationId ?? message.correlationid,
+    messageId: outer?.messageId ?? message.id,
+    ...(outer?.deadline === undefined ? {} : { deadline: outer.deadline }),
+    ...(outer?.traceparent === undefined ? {} : { traceparent: outer.traceparent }),
+    signal: outerSignal === undefined ? signal : AbortSignal.any([outerSignal, signal]),
+  };
+  return runWithContext(context, next, message);
 }
