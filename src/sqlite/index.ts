@@ -3,5 +3,6 @@ export {
   type SqliteBackendOptions,
   SqliteEventStoreBackend,
 } from './sqlite-backend.js';
+export { SqliteIdempotencyStore } from './sqlite-idempotency-store.js';
 export { SqliteInbox } from './sqlite-inbox.js';
 export { isStoreBusyError, StoreBusyError } from './store-busy.js';

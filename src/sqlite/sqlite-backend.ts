@@ -12,8 +12,10 @@ import type {
   RecordedEvent,
 } from '../eventstore/types.js';
 import { expectedVersionHolds } from '../eventstore/versions.js';
+import type { DurableIdempotencyStoreOptions } from '../http/server/durable-idempotency.js';
 import type { Inbox } from '../inbox/inbox.js';
 import type { DurableInboxOptions } from '../inbox/lease.js';
+import { SqliteIdempotencyStore } from './sqlite-idempotency-store.js';
 import { SqliteInbox } from './sqlite-inbox.js';
 import { DEFAULT_BUSY_TIMEOUT_MS, DRIVER_BUSY_TIMEOUT_MS, whileBusy } from './store-busy.js';
 
@@ -100,6 +102,26 @@ const MIGRATIONS: readonly { readonly version: number; readonly name: string; re
     name: 'inbox claim tokens',
     // Each claim writes its own token; renewals, completions and releases act only on their token.
     sql: 'ALTER TABLE ferry_inbox ADD COLUMN claim_token TEXT;',
+  },
+  {
+    version: 5,
+    name: 'HTTP idempotency keys',
+    // `status` is NULL while a request holds the key (under `claim`); `expires_at` ends the lease
+    // while held, the replay once completed. The body is kept as bytes (`encoding` says how it was given).
+    sql: `
+      CREATE TABLE ferry_idempotency (
+        namespace TEXT NOT NULL,
+        key TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        claim TEXT,
+        status INTEGER,
+        headers TEXT,
+        body BLOB,
+        encoding TEXT,
+        expires_at INTEGER NOT NULL,
+        PRIMARY KEY (namespace, key)
+      );
+      CREATE INDEX ferry_idempotency_expires ON ferry_idempotency (expires_at);`,
   },
 ];
 
@@ -449,6 +471,15 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
   inbox(options: DurableInboxOptions = {}): Inbox {
     this.#ready();
     return new SqliteInbox(this.#db!, options, this.#busyTimeoutMs);
+  }
+
+  /**
+   * An HTTP idempotency store in this database, shared by every process on the file and kept across
+   * restarts. Needs `open()` first; closing the backend closes it.
+   */
+  idempotencyStore(options: DurableIdempotencyStoreOptions = {}): SqliteIdempotencyStore {
+    this.#ready();
+    return new SqliteIdempotencyStore(this.#db!, options, this.#busyTimeoutMs);
   }
 
   /** Stops watching for other connections' appends and closes the database. Idempotent. */

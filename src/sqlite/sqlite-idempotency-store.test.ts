@@ -1,0 +1,122 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { isInvalidOptionsError } from '../errors/ferry-error.js';
+import { testIdempotencyStore } from '../testing/idempotency-store-contract.js';
+import { waitFor } from '../testing/wait.js';
+import { SqliteEventStoreBackend } from './sqlite-backend.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'ferry-idempotency-'));
+let files = 0;
+const backends: SqliteEventStoreBackend[] = [];
+afterEach(async () => {
+  await Promise.all(backends.splice(0).map((b) => b.close()));
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+async function open(path: string): Promise<SqliteEventStoreBackend> {
+  const backend = new SqliteEventStoreBackend({ path });
+  await backend.open();
+  backends.push(backend);
+  return backend;
+}
+
+const answer = { status: 201, headers: { 'content-type': 'application/json' }, body: '{}' };
+
+testIdempotencyStore(
+  'sqlite',
+  {
+    async create(options = {}) {
+      const path = join(dir, `store-${++files}.db`);
+      const backend = await open(path);
+      return {
+        store: backend.idempotencyStore(options),
+        sibling: async (o = {}) => (await open(path)).idempotencyStore(o),
+        async restart() {
+          await backend.close();
+          return (await open(path)).idempotencyStore(options);
+        },
+      };
+    },
+  },
+  { durable: true },
+);
+
+describe('SqliteIdempotencyStore', () => {
+  it('keeps the keys of one namespace apart from another on the same file', async () => {
+    const backend = await open(join(dir, `namespaces-${++files}.db`));
+    const orders = backend.idempotencyStore({ namespace: 'orders' });
+    const users = backend.idempotencyStore({ namespace: 'users' });
+    const begun = await orders.begin('k', 'f');
+    expect((await users.begin('k', 'g')).state).toBe('new');
+    expect(await orders.begin('k', 'g')).toEqual({ state: 'mismatch' });
+    await orders.complete('k', answer, begun.state === 'new' ? begun.claim : undefined);
+    expect(await orders.begin('k', 'f')).toEqual({ state: 'replay', response: answer });
+    expect(await users.begin('k', 'g')).toEqual({ state: 'in-progress' });
+    expect(() => backend.idempotencyStore({ namespace: 'x'.repeat(101) })).toThrow(/namespace/);
+  });
+
+  it('deletes expired keys in batches, and only those', async () => {
+    const path = join(dir, `cleanup-${++files}.db`);
+    const backend = await open(path);
+    const store = backend.idempotencyStore({ ttlMs: 60_000 });
+    // 1,200 keys past their time, as a long-stopped service leaves them, and a few live ones.
+    const db = new Database(path);
+    const insert = db.prepare(
+      "INSERT INTO ferry_idempotency (namespace, key, fingerprint, status, headers, body, expires_at) VALUES ('', ?, 'f', 200, '{}', x'', ?)",
+    );
+    db.transaction(() => {
+      for (let i = 0; i < 1200; i++) insert.run(`old-${i}`, Date.now() - 1000);
+    })();
+    db.close();
+    for (const key of ['live-done', 'live-held']) {
+      const begun = await store.begin(key, 'f');
+      if (key === 'live-done')
+        await store.complete(key, answer, begun.state === 'new' ? begun.claim : undefined);
+    }
+    expect(await store.deleteExpired()).toBe(1200);
+    expect(await store.deleteExpired()).toBe(0);
+    expect(await store.begin('live-done', 'f')).toEqual({ state: 'replay', response: answer });
+    expect(await store.begin('live-held', 'f')).toEqual({ state: 'in-progress' });
+    const rows = new Database(path, { readonly: true });
+    expect(rows.prepare('SELECT count(*) AS n FROM ferry_idempotency').get()).toEqual({ n: 2 });
+    rows.close();
+  });
+
+  it('sweeps expired keys in the background from begin, at most every cleanupIntervalMs', async () => {
+    const path = join(dir, `sweep-${++files}.db`);
+    const backend = await open(path);
+    const store = backend.idempotencyStore({ ttlMs: 1, cleanupIntervalMs: 60_000 });
+    const begun = await store.begin('a', 'f');
+    await store.complete('a', answer, begun.state === 'new' ? begun.claim : undefined);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    const keys = () => {
+      const db = new Database(path, { readonly: true });
+      const found = db.prepare('SELECT key FROM ferry_idempotency ORDER BY key').pluck().all();
+      db.close();
+      return found;
+    };
+    // The first begin swept (nothing to sweep then); the next sweep of this store is a minute away.
+    await store.begin('b', 'f');
+    expect(keys()).toEqual(['a', 'b']);
+    // A store that has not swept yet does on its first begin.
+    await backend.idempotencyStore({ ttlMs: 1, cleanupIntervalMs: 60_000 }).begin('c', 'f');
+    await waitFor(
+      () => keys().join() === 'b,c',
+      () => `the expired key swept: ${keys().join()}`,
+    );
+  });
+
+  it('refuses options that are not positive integers, and needs an open backend', async () => {
+    const backend = await open(join(dir, `options-${++files}.db`));
+    for (const value of [0, -5, 2.5, Number.NaN, '1' as unknown as number]) {
+      expect(() => backend.idempotencyStore({ cleanupIntervalMs: value })).toThrow(
+        expect.toSatisfy(isInvalidOptionsError),
+      );
+    }
+    const closed = new SqliteEventStoreBackend({ path: join(dir, `never-${++files}.db`) });
+    expect(() => closed.idempotencyStore()).toThrow();
+  });
+});

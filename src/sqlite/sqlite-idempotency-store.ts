@@ -1,0 +1,180 @@
+import { randomUUID } from 'node:crypto';
+import type Database from 'better-sqlite3';
+import {
+  type DurableIdempotencyStoreOptions,
+  IDEMPOTENCY_CLEANUP_BATCH,
+  resolveDurableIdempotencyStoreOptions,
+  type StoredResponseColumns,
+  storedResponseFromColumns,
+  storedResponseToColumns,
+} from '../http/server/durable-idempotency.js';
+import type { IdempotencyBeginResult, IdempotencyStore, StoredResponse } from '../http/server/idempotency.js';
+import { DEFAULT_BUSY_TIMEOUT_MS, whileBusy } from './store-busy.js';
+
+/** Which claim of a key a statement acts on; `claim: null` for whoever holds it. */
+interface Held {
+  namespace: string;
+  key: string;
+  claim: string | null;
+}
+
+interface Row {
+  fingerprint: string;
+  status: number | null;
+  headers: string | null;
+  body: Buffer | null;
+  encoding: string | null;
+  expires_at: number;
+}
+
+/** A row's answer to a request, or `undefined` when the row is no answer (gone, or lapsed). */
+function answerOf(
+  row: Row | undefined,
+  fingerprint: string,
+  now: number,
+): IdempotencyBeginResult | undefined {
+  if (row === undefined || row.expires_at <= now) return undefined;
+  if (row.fingerprint !== fingerprint) return { state: 'mismatch' };
+  if (row.status === null) return { state: 'in-progress' };
+  return {
+    state: 'replay',
+    response: storedResponseFromColumns({
+      status: row.status,
+      headers: row.headers ?? '{}',
+      body: row.body ?? Buffer.alloc(0),
+      encoding: row.encoding,
+    }),
+  };
+}
+
+/**
+ * An {@link IdempotencyStore} in the SQLite file of the event store: keys hold across every process
+ * on the file and across restarts. A claim is a lease with a token of its own (`claim`): once it
+ * lapsed and another request took the key over, the first holder's `complete` and `abandon` find
+ * another token and change nothing. Times are the host's clock, which the processes on a file share.
+ *
+ * @example
+ * const backend = new SqliteEventStoreBackend({ path: './data/app.db' });
+ * await backend.open();
+ * ferryFastify(app, { idempotency: { store: backend.idempotencyStore() } });
+ */
+export class SqliteIdempotencyStore implements IdempotencyStore {
+  readonly #namespace: string;
+  readonly #leaseMs: number;
+  readonly #ttlMs: number;
+  readonly #cleanupIntervalMs: number;
+  readonly #busyTimeoutMs: number;
+  readonly #find: Database.Statement<[string, string], Row>;
+  readonly #claim: Database.Transaction<
+    (key: string, fingerprint: string, token: string) => IdempotencyBeginResult
+  >;
+  readonly #complete: Database.Statement<[Held & StoredResponseColumns & { expiresAt: number }]>;
+  readonly #abandon: Database.Statement<[Held]>;
+  readonly #cleanUp: Database.Statement<[number, number]>;
+  #cleanedAt = 0;
+  #cleaning: Promise<number> | undefined;
+
+  /** Use `SqliteEventStoreBackend.idempotencyStore()`, which shares the store's connection and migrated schema. */
+  constructor(
+    db: Database.Database,
+    options: DurableIdempotencyStoreOptions = {},
+    busyTimeoutMs: number = DEFAULT_BUSY_TIMEOUT_MS,
+  ) {
+    const o = resolveDurableIdempotencyStoreOptions(options);
+    this.#namespace = o.namespace;
+    this.#leaseMs = o.leaseMs;
+    this.#ttlMs = o.ttlMs;
+    this.#cleanupIntervalMs = o.cleanupIntervalMs;
+    this.#busyTimeoutMs = busyTimeoutMs;
+    // Times and statuses are small integers: plain numbers, whatever the connection's default.
+    this.#find = db
+      .prepare<[string, string], Row>(
+        `SELECT fingerprint, status, headers, body, encoding, expires_at FROM ferry_idempotency
+         WHERE namespace = ? AND key = ?`,
+      )
+      .safeIntegers(false);
+    const take = db.prepare<[string, string, string, string, number]>(
+      `INSERT INTO ferry_idempotency (namespace, key, fingerprint, claim, expires_at) VALUES (?, ?, ?, ?, ?)
+       ON CONFLICT (namespace, key) DO UPDATE SET fingerprint = excluded.fingerprint, claim = excluded.claim,
+         status = NULL, headers = NULL, body = NULL, encoding = NULL, expires_at = excluded.expires_at`,
+    );
+    // Under BEGIN IMMEDIATE: no other connection writes between the look and the claim.
+    this.#claim = db.transaction((key: string, fingerprint: string, token: string) => {
+      const now = Date.now();
+      const answer = answerOf(this.#find.get(this.#namespace, key), fingerprint, now);
+      if (answer !== undefined) return answer;
+      take.run(this.#namespace, key, fingerprint, token, now + this.#leaseMs);
+      return { state: 'new', claim: token };
+    });
+    // Without a claim (a store user that does not keep them), whoever holds the key.
+    const held =
+      'namespace = @namespace AND key = @key AND status IS NULL AND (@claim IS NULL OR claim = @claim)';
+    this.#complete = db.prepare(
+      `UPDATE ferry_idempotency SET status = @status, headers = @headers, body = @body, encoding = @encoding,
+         claim = NULL, expires_at = @expiresAt WHERE ${held}`,
+    );
+    this.#abandon = db.prepare(`DELETE FROM ferry_idempotency WHERE ${held}`);
+    this.#cleanUp = db.prepare(
+      `DELETE FROM ferry_idempotency WHERE rowid IN
+         (SELECT rowid FROM ferry_idempotency WHERE expires_at <= ? LIMIT ?)`,
+    );
+  }
+
+  async begin(key: string, fingerprint: string): Promise<IdempotencyBeginResult> {
+    this.#sweepNow();
+    // Replays and refusals need no write lock: a plain read answers them.
+    const found = await this.#busy(() => this.#find.get(this.#namespace, key));
+    const answer = answerOf(found, fingerprint, Date.now());
+    if (answer !== undefined) return answer;
+    const token = randomUUID();
+    return this.#busy(() => this.#claim.immediate(key, fingerprint, token));
+  }
+
+  async complete(key: string, response: StoredResponse, claim?: string): Promise<void> {
+    const columns = storedResponseToColumns(response);
+    const expiresAt = Date.now() + this.#ttlMs;
+    const held = { namespace: this.#namespace, key, claim: claim ?? null };
+    await this.#busy(() => this.#complete.run({ ...held, ...columns, expiresAt }));
+  }
+
+  async abandon(key: string, claim?: string): Promise<void> {
+    await this.#busy(() => this.#abandon.run({ namespace: this.#namespace, key, claim: claim ?? null }));
+  }
+
+  /**
+   * Deletes every expired key (answers past `ttlMs`, claims past their lease) of every namespace,
+   * in batches of a few hundred rows, each its own short write, letting the event loop and other
+   * connections run between them. `begin` runs it in the background every `cleanupIntervalMs`.
+   * Resolves the number of keys deleted.
+   */
+  deleteExpired(): Promise<number> {
+    this.#cleaning ??= this.#deleteExpired().finally(() => {
+      this.#cleaning = undefined;
+    });
+    return this.#cleaning;
+  }
+
+  async #deleteExpired(): Promise<number> {
+    const before = Date.now();
+    let deleted = 0;
+    for (;;) {
+      const { changes } = await this.#busy(() => this.#cleanUp.run(before, IDEMPOTENCY_CLEANUP_BATCH));
+      deleted += changes;
+      if (changes < IDEMPOTENCY_CLEANUP_BATCH) return deleted;
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+  }
+
+  #sweepNow(): void {
+    const now = Date.now();
+    if (now - this.#cleanedAt < this.#cleanupIntervalMs) return;
+    this.#cleanedAt = now;
+    this.deleteExpired().catch(() => {
+      // Tried again at the next begin after the interval; expired keys answer nothing meanwhile.
+    });
+  }
+
+  #busy<T>(operation: () => T): Promise<T> {
+    return whileBusy(this.#busyTimeoutMs, operation);
+  }
+}
