@@ -9,7 +9,12 @@
  *   pg-readall            readAll over 200,000 events; baseline: raw keyset-paginated SELECT, same batch size
  *   pg-subscription-latency  commit -> handler of a live subscription in another store instance (LISTEN/NOTIFY);
  *                         baseline: raw LISTEN with the NOTIFY sent inside the inserting transaction
+ *   pg-append-64-writers  single-event appends, 64 concurrent writers each on its own stream, with expected
+ *                         versions (concurrent appends share a commit: group commit); baseline: raw INSERT into
+ *                         the equivalent table, one INSERT per commit, 64 writers on a pg.Pool of 16 connections
  *   sqlite-append         single-event appends on SQLite (WAL, synchronous=FULL); baseline: raw better-sqlite3 INSERT
+ *   sqlite-append-64-writers  64 concurrent writers each appending single events to its own stream; baseline:
+ *                         64 writers doing one raw better-sqlite3 INSERT per commit
  *
  * Options: --runs N (default 7, medians reported), --appends N (per PostgreSQL append run, default 6000),
  * --readall N (default 200000), --only <case>. Database from FERRY_BENCH_POSTGRES_URL.
@@ -27,6 +32,9 @@ const RUNS = argValue('runs', 7);
 const APPENDS = argValue('appends', 6000);
 const READALL = argValue('readall', 200_000);
 const WRITERS = 8;
+const MANY_WRITERS = 64;
+/** Connections of the raw baseline's pool with 64 writers; Ferry's store keeps its own pool of 10. */
+const RAW_MANY_POOL = 16;
 const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : undefined;
 const url = process.env.FERRY_BENCH_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const payload = {
@@ -80,18 +88,23 @@ async function concurrently(
   );
 }
 
-async function rawAppends(batch: number, equivalent = false): Promise<number> {
+async function rawAppends(
+  batch: number,
+  equivalent = false,
+  writers = WRITERS,
+  connections = 10,
+): Promise<number> {
   const schema = schemaName();
   await rawTable(schema, equivalent);
-  const pool = new pg.Pool({ connectionString: url, max: 10 });
-  const perWriter = Math.ceil(APPENDS / WRITERS / batch);
+  const pool = new pg.Pool({ connectionString: url, max: connections });
+  const perWriter = Math.ceil(APPENDS / writers / batch);
   const values = Array.from({ length: batch }, (_, n) => {
     const o = n * 6;
     return `($${o + 1}, $${o + 2}, $${o + 3}, $${o + 4}, $${o + 5}, $${o + 6})`;
   }).join(', ');
   const text = `INSERT INTO "${schema}".raw_events (stream_id, version, id, type, data, metadata) VALUES ${values}`;
   const start = performance.now();
-  await concurrently(WRITERS, perWriter, async (w, i) => {
+  await concurrently(writers, perWriter, async (w, i) => {
     const params: unknown[] = [];
     for (let n = 0; n < batch; n++) {
       params.push(
@@ -105,26 +118,26 @@ async function rawAppends(batch: number, equivalent = false): Promise<number> {
     }
     await pool.query({ name: `raw-${batch}`, text, values: params });
   });
-  const rate = (WRITERS * perWriter * batch) / secondsSince(start);
+  const rate = (writers * perWriter * batch) / secondsSince(start);
   await pool.end();
   await dropSchema(schema);
   return rate;
 }
 
-async function ferryAppends(batch: number): Promise<number> {
+async function ferryAppends(batch: number, writers = WRITERS): Promise<number> {
   const schema = schemaName();
   const store = await createEventStore({ url, postgres: { schema, poolSize: 10 }, logger: silentLogger });
-  const perWriter = Math.ceil(APPENDS / WRITERS / batch);
+  const perWriter = Math.ceil(APPENDS / writers / batch);
   const events = Array.from({ length: batch }, () => ({
     type: 'OrderPlaced',
     data: payload,
     metadata: meta,
   }));
   const start = performance.now();
-  await concurrently(WRITERS, perWriter, async (w, i) => {
+  await concurrently(writers, perWriter, async (w, i) => {
     await store.append(`stream-${w}`, events, { expectedVersion: i === 0 ? 'no_stream' : i * batch - 1 });
   });
-  const rate = (WRITERS * perWriter * batch) / secondsSince(start);
+  const rate = (writers * perWriter * batch) / secondsSince(start);
   await store.close();
   await dropSchema(schema);
   return rate;
@@ -239,17 +252,20 @@ async function rawLatency(): Promise<number[]> {
 
 const SQLITE_APPENDS = 3000;
 
-async function sqliteCase(): Promise<{ ferry: number; raw: number }> {
+/** `writers` concurrent writers, each appending to its own stream (one writer: the original case). */
+async function sqliteCase(writers = 1): Promise<{ ferry: number; raw: number }> {
   const dir = mkdtempSync(join(tmpdir(), 'ferry-bench-'));
+  const perWriter = Math.ceil(SQLITE_APPENDS / writers);
+  const total = perWriter * writers;
   try {
     const store = await createEventStore({ url: `sqlite:${join(dir, 'ferry.db')}`, logger: silentLogger });
     let start = performance.now();
-    for (let i = 0; i < SQLITE_APPENDS; i++) {
-      await store.append('s', [{ type: 'OrderPlaced', data: payload, metadata: meta }], {
+    await concurrently(writers, perWriter, async (w, i) => {
+      await store.append(`s-${w}`, [{ type: 'OrderPlaced', data: payload, metadata: meta }], {
         expectedVersion: i - 1,
       });
-    }
-    const ferry = SQLITE_APPENDS / secondsSince(start);
+    });
+    const ferry = total / secondsSince(start);
     await store.close();
     const db = new Database(join(dir, 'raw.db'));
     db.pragma('journal_mode = WAL');
@@ -260,9 +276,9 @@ async function sqliteCase(): Promise<{ ferry: number; raw: number }> {
       'INSERT INTO raw_events (stream_id, version, id, type, data, metadata, time) VALUES (?, ?, ?, ?, ?, ?, ?)',
     );
     start = performance.now();
-    for (let i = 0; i < SQLITE_APPENDS; i++) {
+    await concurrently(writers, perWriter, async (w, i) => {
       insert.run(
-        's',
+        `s-${w}`,
         i,
         randomUUID(),
         'OrderPlaced',
@@ -272,8 +288,8 @@ async function sqliteCase(): Promise<{ ferry: number; raw: number }> {
       );
       // The same turn of the event loop as an awaited append, so both sides pay for a promise.
       await Promise.resolve();
-    }
-    const raw = SQLITE_APPENDS / secondsSince(start);
+    });
+    const raw = total / secondsSince(start);
     db.close();
     return { ferry, raw };
   } finally {
@@ -365,6 +381,21 @@ async function main(): Promise<void> {
       runs: RUNS,
     });
   }
+  if (!only || only === 'pg-append-64-writers') {
+    await ratioCase(
+      'pg-append-64-writers',
+      undefined,
+      `raw INSERT into the equivalent table, one per commit, on a pg.Pool of ${RAW_MANY_POOL} connections (Ferry: its own pool of 10)`,
+      'events/s',
+      () =>
+        alternate(
+          next,
+          () => ferryAppends(1, MANY_WRITERS),
+          () => rawAppends(1, true, MANY_WRITERS, RAW_MANY_POOL),
+        ),
+      { writers: MANY_WRITERS, appends: APPENDS },
+    );
+  }
   if (!only || only === 'pg-append-batch10') {
     await ratioCase(
       'pg-append-batch10',
@@ -414,9 +445,26 @@ async function main(): Promise<void> {
     });
   }
   if (!only || only === 'sqlite-append') {
-    await ratioCase('sqlite-append', undefined, 'raw better-sqlite3 INSERT', 'appends/s', sqliteCase, {
-      appends: SQLITE_APPENDS,
-    });
+    await ratioCase(
+      'sqlite-append',
+      undefined,
+      'raw better-sqlite3 INSERT',
+      'appends/s',
+      () => sqliteCase(),
+      {
+        appends: SQLITE_APPENDS,
+      },
+    );
+  }
+  if (!only || only === 'sqlite-append-64-writers') {
+    await ratioCase(
+      'sqlite-append-64-writers',
+      undefined,
+      'raw better-sqlite3 INSERT, one per commit',
+      'appends/s',
+      () => sqliteCase(MANY_WRITERS),
+      { writers: MANY_WRITERS, appends: SQLITE_APPENDS },
+    );
   }
   await admin.end();
 }

@@ -151,6 +151,12 @@ export class PostgresEventStoreBackend implements EventStoreBackend {
   #pool: Pool | undefined;
   #notifier: Notifier | undefined;
   #lastAppended = 0n;
+  /** Appends waiting for a batch, in call order. */
+  #queue: QueuedAppend[] = [];
+  #batchesInFlight = 0;
+  /** Streams with an append being committed, and how many. */
+  readonly #streamsInFlight = new Map<string, number>();
+  #batchCommits = 0;
   /** The end being fixed by `horizon()`: its position and the transactions still to end before it is final. */
   #pendingEnd: { readonly end: bigint; open: string[]; retryUntil: number } | undefined;
   /** When to look again for a long transaction holding reads back. */
@@ -230,7 +236,106 @@ export class PostgresEventStoreBackend implements EventStoreBackend {
     });
   }
 
-  async append(
+  /**
+   * Group commit: an append goes at once when fewer than {@link MAX_BATCHES_IN_FLIGHT} are being
+   * committed; the appends called meanwhile wait and go together, as one statement and one commit.
+   */
+  append(
+    streamId: string,
+    events: readonly PreparedEvent[],
+    expected: ExpectedVersion,
+  ): Promise<AppendResult> {
+    return new Promise<AppendResult>((resolve, reject) => {
+      const append: QueuedAppend = { streamId, events, expected, resolve, reject };
+      if (
+        this.#queue.length === 0 &&
+        this.#batchesInFlight < MAX_BATCHES_IN_FLIGHT &&
+        !this.#streamsInFlight.has(streamId)
+      ) {
+        this.#commit([append]);
+      } else {
+        this.#queue.push(append);
+      }
+    });
+  }
+
+  /**
+   * Commits `batch`, settles its appends, then the `doomed` ones (see {@link #drain}), then starts
+   * what queued meanwhile.
+   */
+  #commit(batch: readonly QueuedAppend[], doomed: readonly QueuedAppend[] = []): void {
+    this.#batchesInFlight++;
+    const streams = [...batch, ...doomed].map((a) => a.streamId);
+    for (const stream of streams)
+      this.#streamsInFlight.set(stream, (this.#streamsInFlight.get(stream) ?? 0) + 1);
+    const done = batch.length === 1 ? this.#appendAlone(batch[0]!) : this.#appendBatch(batch);
+    void done
+      .then(() => Promise.all(doomed.map((a) => this.#settleRefused(this.#db, a))))
+      .finally(() => {
+        this.#batchesInFlight--;
+        for (const stream of streams) {
+          const left = this.#streamsInFlight.get(stream)! - 1;
+          if (left === 0) this.#streamsInFlight.delete(stream);
+          else this.#streamsInFlight.set(stream, left);
+        }
+        this.#drain();
+      });
+  }
+
+  /**
+   * Starts batches from the queue while there is room: in call order, up to {@link MAX_BATCH_APPENDS}
+   * appends of distinct streams none of whose appends is being committed; a long append goes alone.
+   * A later append to a stream of the batch waits for the next batch, so that a stream's appends
+   * apply in call order, unless its expected version is the same exact one (or `no_stream`) as the
+   * batch's append to that stream: whether that one passes or not, the later one cannot, so it is
+   * settled right after the batch instead of queueing behind it (writers racing on one stream).
+   */
+  #drain(): void {
+    while (this.#queue.length > 0 && this.#batchesInFlight < MAX_BATCHES_IN_FLIGHT) {
+      const batch: QueuedAppend[] = [];
+      const doomed: QueuedAppend[] = [];
+      /** The exact version each stream of the batch expects (-1 for `no_stream`), else null. */
+      const members = new Map<string, number | null>();
+      /** Streams with an append left in the queue: everything after it to that stream stays too. */
+      const blocked = new Set<string>();
+      const rest: QueuedAppend[] = [];
+      for (const a of this.#queue) {
+        const member = members.get(a.streamId);
+        if (member !== undefined && !blocked.has(a.streamId)) {
+          if (member !== null && exactVersion(a.expected) === member) {
+            doomed.push(a);
+            continue;
+          }
+        } else if (
+          member === undefined &&
+          !blocked.has(a.streamId) &&
+          batch.length < MAX_BATCH_APPENDS &&
+          !this.#streamsInFlight.has(a.streamId) &&
+          (batch.length === 0 || (!isLong(a) && !isLong(batch[0]!)))
+        ) {
+          batch.push(a);
+          members.set(a.streamId, exactVersion(a.expected));
+          continue;
+        }
+        rest.push(a);
+        blocked.add(a.streamId);
+      }
+      if (batch.length === 0) return;
+      this.#queue = rest;
+      this.#commit(batch, doomed);
+    }
+  }
+
+  /** An append on its own: one statement, its own transaction, retried when the connection broke. */
+  async #appendAlone(append: QueuedAppend): Promise<void> {
+    try {
+      append.resolve(await this.#appendRetrying(append.streamId, append.events, append.expected));
+    } catch (error) {
+      append.reject(error);
+    }
+  }
+
+  async #appendRetrying(
     streamId: string,
     events: readonly PreparedEvent[],
     expected: ExpectedVersion,
@@ -249,6 +354,66 @@ export class PostgresEventStoreBackend implements EventStoreBackend {
         await new Promise((resolve) => setTimeout(resolve, 100 * attempt));
       }
     }
+  }
+
+  /**
+   * Appends of distinct streams in one statement, so one transaction and one commit: each append's
+   * expected version is checked on its own, and one that fails it writes nothing while the others
+   * are inserted. An append resolves once the statement (and so the commit) succeeded. When the
+   * statement fails (a unique key: a duplicate event id, a race with another process; a bad event;
+   * a lost connection), nothing of it committed or, for a lost connection, maybe all of it: every
+   * append then goes again on its own with the same event ids, which is a no-op for events already
+   * stored, so each append gets its own outcome and a failure touches no other.
+   */
+  async #appendBatch(batch: readonly QueuedAppend[]): Promise<void> {
+    let rows: { position: bigint; stream_id: string; version: bigint }[];
+    try {
+      ({ rows } = await this.#db.query<{ position: bigint; stream_id: string; version: bigint }>({
+        name: this.#sql.appendBatch.name,
+        text: this.#sql.appendBatch.text,
+        values: batchParameters(batch),
+      }));
+    } catch {
+      await Promise.all(batch.map((a) => this.#appendAlone(a)));
+      return;
+    }
+    this.#batchCommits++;
+    const last = new Map<string, { position: bigint; version: bigint }>();
+    for (const row of rows) {
+      const seen = last.get(row.stream_id);
+      if (seen === undefined || row.position > seen.position) last.set(row.stream_id, row);
+    }
+    let wrote = false;
+    await Promise.all(
+      batch.map(async (a) => {
+        const row = last.get(a.streamId);
+        if (row !== undefined) {
+          wrote = true;
+          if (row.position > this.#lastAppended) this.#lastAppended = row.position;
+          a.resolve({ nextExpectedVersion: Number(row.version), position: row.position });
+          return;
+        }
+        await this.#settleRefused(this.#db, a);
+      }),
+    );
+    if (wrote) this.#notifier?.notify();
+  }
+
+  /** An append whose expected version did not hold: its original result when its ids are stored already. */
+  async #settleRefused(db: Queryable, a: QueuedAppend): Promise<void> {
+    try {
+      const ids = a.events.map((e) => e.id);
+      const settled = await this.#resolveConflict(db, a.streamId, ids, a.expected);
+      if (settled !== undefined) a.resolve(settled);
+      else a.reject(new ConcurrencyError(a.streamId, a.expected, await this.#currentVersion(db, a.streamId)));
+    } catch (error) {
+      a.reject(error);
+    }
+  }
+
+  /** How many batches of two or more appends committed as one statement; for tests and benchmarks. */
+  get groupCommits(): number {
+    return this.#batchCommits;
   }
 
   /**
@@ -632,6 +797,91 @@ interface Statement {
 
 /** Appends of up to this many events use the VALUES form; longer ones use array parameters. */
 const MAX_VALUES_ROWS = 32;
+/** Most appends committed together: with at most {@link MAX_VALUES_ROWS} events each, far below 65,536 positions. */
+const MAX_BATCH_APPENDS = 64;
+/**
+ * Batches (or lone appends) being committed at once. More would let the database overlap their
+ * work, fewer would make batches larger; appends called meanwhile queue for the next batch.
+ */
+const MAX_BATCHES_IN_FLIGHT = 2;
+
+/** The exact version an append expects, `no_stream` being -1; null for `any` and `stream_exists`. */
+function exactVersion(expected: ExpectedVersion): number | null {
+  return typeof expected === 'number' ? expected : expected === 'no_stream' ? -1 : null;
+}
+
+/** An append too long to share a batch. */
+const isLong = (append: QueuedAppend) => append.events.length > MAX_VALUES_ROWS;
+
+/** An append waiting for its batch. */
+interface QueuedAppend {
+  readonly streamId: string;
+  readonly events: readonly PreparedEvent[];
+  readonly expected: ExpectedVersion;
+  readonly resolve: (result: AppendResult) => void;
+  readonly reject: (error: unknown) => void;
+}
+
+/** The parameters of the batch statement: one array per column, of appends and of their events. */
+function batchParameters(batch: readonly QueuedAppend[]): unknown[] {
+  const app: number[] = [];
+  const index: number[] = [];
+  const ids: string[] = [];
+  const types: string[] = [];
+  const data: (string | undefined)[] = [];
+  const metadata: string[] = [];
+  for (const [a, append] of batch.entries()) {
+    for (const [i, e] of append.events.entries()) {
+      app.push(a + 1);
+      index.push(i + 1);
+      ids.push(e.id);
+      types.push(e.type);
+      data.push(JSON.stringify(e.data));
+      metadata.push(JSON.stringify(e.metadata));
+    }
+  }
+  return [
+    batch.map((a) => a.streamId),
+    batch.map((a) => (typeof a.expected === 'number' ? 'exact' : a.expected)),
+    batch.map((a) => (typeof a.expected === 'number' ? a.expected : null)),
+    app,
+    index,
+    ids,
+    types,
+    data,
+    metadata,
+  ];
+}
+
+/**
+ * Appends to distinct streams in one statement: each append's current version and expected-version
+ * check on its own row, then the events of the appends that passed. Positions follow call order
+ * from the transaction's base, as in a single append.
+ */
+function batchAppendStatement(s: string): Statement {
+  return {
+    name: `ferry-append-batch-${s}`,
+    text: `
+      WITH a AS MATERIALIZED (
+        SELECT a.ord, a.stream_id, cur.v
+        FROM unnest($1::text[], $2::text[], $3::int8[]) WITH ORDINALITY AS a(stream_id, kind, exact, ord)
+        CROSS JOIN LATERAL (SELECT COALESCE(max(version), -1) AS v FROM ${s}.events WHERE stream_id = a.stream_id) cur
+        WHERE CASE a.kind
+          WHEN 'any' THEN true
+          WHEN 'no_stream' THEN cur.v = -1
+          WHEN 'stream_exists' THEN cur.v >= 0
+          ELSE cur.v = a.exact
+        END
+      )
+      INSERT INTO ${s}.events (position, stream_id, version, id, type, data, metadata)
+      SELECT (txid_current() << 16) + row_number() OVER (ORDER BY e.ord) - 1, a.stream_id, a.v + e.idx,
+             e.id, e.type, e.data::jsonb, e.metadata::jsonb
+      FROM unnest($4::int4[], $5::int4[], $6::uuid[], $7::text[], $8::text[], $9::text[])
+             WITH ORDINALITY AS e(app, idx, id, type, data, metadata, ord)
+      JOIN a ON a.ord = e.app
+      RETURNING position, stream_id, version`,
+  };
+}
 
 /** Parameters $2 (kind) and $3 (the exact version) against `cur.v`, the stream's current version. */
 const EXPECTED_CHECK = `CASE $2::text
@@ -697,6 +947,7 @@ function statements(s: string) {
   const horizon = '(txid_snapshot_xmin(txid_current_snapshot()) << 16)';
   return {
     ...arrayAppendStatements(s),
+    appendBatch: batchAppendStatement(s),
     existingIds: `SELECT id, version, position FROM ${s}.events WHERE stream_id = $1 AND id = ANY($2::uuid[]) ORDER BY version`,
     currentVersion: `SELECT COALESCE(max(version), -1) AS version FROM ${s}.events WHERE stream_id = $1`,
     readStreamForward: `SELECT ${EVENT_COLUMNS} FROM ${s}.events WHERE stream_id = $1 AND version >= $2 ORDER BY version LIMIT $3`,
