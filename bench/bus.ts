@@ -2,13 +2,18 @@
  * `npm run bench:bus` — the message bus against its baselines, in one process run.
  *
  * Cases (one JSON line each on stdout, progress on stderr):
- *   amqp-publish-confirm  Ferry publish vs raw amqplib confirm channel, same window, persistent, durable queue
- *   amqp-end-to-end       publish -> handler -> ack, Ferry vs raw amqplib, same window and prefetch
+ *   amqp-publish-confirm-quorum   Ferry publish vs raw amqplib confirm channel, same window, persistent,
+ *                                 durable quorum queue (Ferry's default)
+ *   amqp-end-to-end-quorum        publish -> handler -> ack, Ferry vs raw amqplib, same window and prefetch
+ *   amqp-publish-confirm-classic  the same on classic queues (queueType: 'classic'; raw amqplib on classic too)
+ *   amqp-end-to-end-classic
  *   memory-async-handler  in-memory publish -> async handler, Ferry vs Node EventEmitter
  *   memory-rss            RSS after 1,000,000 in-memory messages vs after the first 100,000
  *
  * Options: --runs N (default 7; the median is reported), --messages N (AMQP, default 30000),
- * --memory-messages N (default 1000000), --only <case>. AMQP URL from FERRY_BENCH_AMQP_URL.
+ * --memory-messages N (default 1000000), --only <case> (a full name, or `amqp-publish-confirm` /
+ * `amqp-end-to-end` for both queue types), --queue-types quorum,classic (the default: both, quorum
+ * first). AMQP URL from FERRY_BENCH_AMQP_URL.
  * Each side of an AMQP case runs in a fresh vhost of its own, so that queues and clean-up of one
  * side or of earlier runs cannot interfere with the other; the sides alternate in short slices and
  * the ratio is the median of the ratios of neighbouring slices.
@@ -17,6 +22,7 @@ import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import amqp, { type ConfirmChannel } from 'amqplib';
 import { createBus, MemoryBroker, MemoryTransport, silentLogger } from 'ferry';
+import type { QueueType } from 'ferry/amqp';
 import { createTestVhost, type TestVhost } from '../src/testing/rabbitmq.js';
 import { argValue, countdown, median, progress, pump, report, round, secondsSince } from './support.js';
 
@@ -26,6 +32,11 @@ const MEMORY_MESSAGES = argValue('memory-messages', 1_000_000);
 const WINDOW = 1000;
 const PREFETCH = 100;
 const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : undefined;
+const QUEUE_TYPES = (
+  process.argv.includes('--queue-types')
+    ? (process.argv[process.argv.indexOf('--queue-types') + 1] ?? '').split(',')
+    : ['quorum', 'classic']
+).filter((t): t is QueueType => t === 'quorum' || t === 'classic');
 const payload = {
   orderId: 'order-000042',
   customerId: 'customer-7',
@@ -82,11 +93,11 @@ interface Side {
   close(): Promise<void>;
 }
 
-async function rawPublisher(url: string): Promise<Side> {
+async function rawPublisher(url: string, queueType: QueueType): Promise<Side> {
   const connection = await amqp.connect(url);
   const channel = await connection.createConfirmChannel();
   await channel.assertExchange('raw.events', 'topic', { durable: true });
-  await channel.assertQueue('raw.publish', { durable: true });
+  await channel.assertQueue('raw.publish', { durable: true, arguments: { 'x-queue-type': queueType } });
   await channel.bindQueue('raw.publish', 'raw.events', 'bench.#');
   return {
     async slice(count) {
@@ -98,8 +109,13 @@ async function rawPublisher(url: string): Promise<Side> {
   };
 }
 
-function benchBus(url: string) {
-  return createBus({ url, service: 'bench', logger: silentLogger, amqp: { publishWindow: WINDOW } });
+function benchBus(url: string, queueType: QueueType) {
+  return createBus({
+    url,
+    service: 'bench',
+    logger: silentLogger,
+    amqp: { publishWindow: WINDOW, queueType },
+  });
 }
 
 /** Ferry with the same window as the raw client: at most WINDOW publishes outstanding. */
@@ -109,8 +125,8 @@ function ferryPublishAll(bus: Awaited<ReturnType<typeof benchBus>>, total: numbe
   });
 }
 
-async function ferryPublisher(url: string): Promise<Side> {
-  const bus = await benchBus(url);
+async function ferryPublisher(url: string, queueType: QueueType): Promise<Side> {
+  const bus = await benchBus(url, queueType);
   // A subscription declares the durable queue; it is closed so that nothing consumes while publishing.
   await (await bus.subscribe('bench.#', async () => {}, { group: 'pub-only' })).close();
   return {
@@ -128,12 +144,12 @@ async function until(handled: () => number, target: number): Promise<void> {
   while (handled() < target) await new Promise((resolve) => setImmediate(resolve));
 }
 
-async function rawEndToEnd(url: string): Promise<Side> {
+async function rawEndToEnd(url: string, queueType: QueueType): Promise<Side> {
   const connection = await amqp.connect(url);
   const publisher = await connection.createConfirmChannel();
   const consumer = await connection.createChannel();
   await publisher.assertExchange('raw.events', 'topic', { durable: true });
-  await consumer.assertQueue('raw.e2e', { durable: true });
+  await consumer.assertQueue('raw.e2e', { durable: true, arguments: { 'x-queue-type': queueType } });
   await consumer.bindQueue('raw.e2e', 'raw.events', 'bench.#');
   await consumer.prefetch(PREFETCH);
   let handled = 0;
@@ -158,8 +174,8 @@ async function rawEndToEnd(url: string): Promise<Side> {
   };
 }
 
-async function ferryEndToEnd(url: string): Promise<Side> {
-  const bus = await benchBus(url);
+async function ferryEndToEnd(url: string, queueType: QueueType): Promise<Side> {
+  const bus = await benchBus(url, queueType);
   let handled = 0;
   await bus.subscribe(
     'bench.#',
@@ -233,12 +249,14 @@ async function emitterMemory(total: number): Promise<number> {
  * slices: the broker's speed on this machine drifts by tens of percent within a run.
  */
 async function amqpCase(
-  name: string,
+  base: string,
+  queueType: QueueType,
   target: number,
-  makeFerry: (url: string) => Promise<Side>,
-  makeRaw: (url: string) => Promise<Side>,
+  makeFerry: (url: string, queueType: QueueType) => Promise<Side>,
+  makeRaw: (url: string, queueType: QueueType) => Promise<Side>,
   unit: string,
 ): Promise<void> {
+  const name = `${base}-${queueType}`;
   const SLICES = 6;
   const perSlice = Math.ceil(AMQP_MESSAGES / SLICES);
   const ferryRates: number[] = [];
@@ -248,8 +266,8 @@ async function amqpCase(
     const rawVhost = await createTestVhost('ferry-bench-raw');
     const ferryVhost = await createTestVhost('ferry-bench-ferry');
     try {
-      const ferry = await makeFerry(vhostUrl(ferryVhost));
-      const raw = await makeRaw(vhostUrl(rawVhost));
+      const ferry = await makeFerry(vhostUrl(ferryVhost), queueType);
+      const raw = await makeRaw(vhostUrl(rawVhost), queueType);
       await ferry.slice(1000); // warm-up, not counted
       await raw.slice(1000);
       let ferrySeconds = 0;
@@ -282,6 +300,7 @@ async function amqpCase(
   const ratio = median(sliceRatios);
   report({
     case: name,
+    queueType,
     unit,
     messages: AMQP_MESSAGES,
     window: WINDOW,
@@ -298,11 +317,13 @@ async function amqpCase(
 
 async function main(): Promise<void> {
   process.stderr.write(`ferry bench:bus — ${RUNS} runs per case, medians reported\n`);
-  if (!only || only === 'amqp-publish-confirm') {
-    await amqpCase('amqp-publish-confirm', 0.9, ferryPublisher, rawPublisher, 'msg/s');
-  }
-  if (!only || only === 'amqp-end-to-end') {
-    await amqpCase('amqp-end-to-end', 0.8, ferryEndToEnd, rawEndToEnd, 'msg/s');
+  for (const queueType of QUEUE_TYPES) {
+    if (!only || only === 'amqp-publish-confirm' || only === `amqp-publish-confirm-${queueType}`) {
+      await amqpCase('amqp-publish-confirm', queueType, 0.9, ferryPublisher, rawPublisher, 'msg/s');
+    }
+    if (!only || only === 'amqp-end-to-end' || only === `amqp-end-to-end-${queueType}`) {
+      await amqpCase('amqp-end-to-end', queueType, 0.8, ferryEndToEnd, rawEndToEnd, 'msg/s');
+    }
   }
   if (!only || only === 'memory-async-handler') {
     const ferryRates: number[] = [];
