@@ -5,4 +5,5 @@ export {
   type PostgresBackendOptions,
   PostgresEventStoreBackend,
 } from './postgres-backend.js';
+export { PostgresIdempotencyStore } from './postgres-idempotency-store.js';
 export { PostgresInbox } from './postgres-inbox.js';

@@ -79,6 +79,27 @@ export const MIGRATIONS: readonly Migration[] = [
       );
     `,
   },
+  {
+    version: 4,
+    name: 'HTTP idempotency keys',
+    // status is NULL while a request holds the key (under claim); expires_at ends the lease while
+    // held, the replay once completed. The body is kept as bytes (encoding says how it was given).
+    sql: `
+      CREATE TABLE $schema.idempotency (
+        namespace text NOT NULL,
+        key text NOT NULL,
+        fingerprint text NOT NULL,
+        claim text,
+        status integer,
+        headers text,
+        body bytea,
+        encoding text,
+        expires_at timestamptz NOT NULL,
+        PRIMARY KEY (namespace, key)
+      );
+      CREATE INDEX idempotency_expires ON $schema.idempotency (expires_at);
+    `,
+  },
 ];
 
 /**

@@ -10,12 +10,14 @@ import type {
   ReadStreamOptions,
   RecordedEvent,
 } from '../eventstore/types.js';
+import type { DurableIdempotencyStoreOptions } from '../http/server/durable-idempotency.js';
 import type { Inbox } from '../inbox/inbox.js';
 import type { DurableInboxOptions } from '../inbox/lease.js';
 import { type Logger, stderrLogger } from '../logging/logger.js';
 import { redactUrl } from '../url/redact-url.js';
 import { migrate } from './migrations.js';
 import { Notifier } from './notifier.js';
+import { PostgresIdempotencyStore } from './postgres-idempotency-store.js';
 import { PostgresInbox } from './postgres-inbox.js';
 
 /** Options of the PostgreSQL event store backend. */
@@ -778,6 +780,14 @@ export class PostgresEventStoreBackend implements EventStoreBackend {
   /** An inbox in this schema, for idempotent consumers of the message bus. Needs `open()` first. */
   inbox(options: DurableInboxOptions = {}): Inbox {
     return new PostgresInbox(this.#db, this.schema, options);
+  }
+
+  /**
+   * An HTTP idempotency store in this schema, shared by every instance of the service and kept
+   * across restarts. Needs `open()` first; closing the backend closes it.
+   */
+  idempotencyStore(options: DurableIdempotencyStoreOptions = {}): PostgresIdempotencyStore {
+    return new PostgresIdempotencyStore(this.#db, this.schema, options);
   }
 
   async close(): Promise<void> {

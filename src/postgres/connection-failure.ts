@@ -1,0 +1,19 @@
+/** Connection-level failures: the statement may or may not have run, and the connection is gone. */
+const CONNECTION_FAILURE_CODES = new Set([
+  'ECONNRESET',
+  'ECONNREFUSED',
+  'EPIPE',
+  '57P01',
+  '57P02',
+  '57P03',
+  '08000',
+  '08003',
+  '08006',
+]);
+
+/** The connection broke (rather than the statement failing): an idempotent statement may be retried. */
+export function isConnectionFailure(error: unknown): boolean {
+  const { code, message } = (error ?? {}) as { code?: string; message?: string };
+  // pg reports a dropped socket as a plain Error without a code.
+  return CONNECTION_FAILURE_CODES.has(code ?? '') || /^Connection terminated/.test(message ?? '');
+}
