@@ -52,7 +52,12 @@ async function bus(url: string, amqpOptions: AmqpOptions, logger: Logger): Promi
 
 const PATTERN = 'order.*';
 const SUBSCRIBE = { maxAttempts: 2, backoff: { initialDelayMs: 100, factor: 2, maxDelayMs: 100 } };
-const topology = subscriptionTopology({ group: 'billing', pattern: PATTERN, concurrency: 1, retryDelays: [100] });
+const topology = subscriptionTopology({
+  group: 'billing',
+  pattern: PATTERN,
+  concurrency: 1,
+  retryDelays: [100],
+});
 const QUEUES = [topology.queue, topology.retryQueues.get(100)!, deadLetterQueueName('billing')];
 
 /** The arguments Ferry declares each queue with, as `type`. */
@@ -63,7 +68,9 @@ function argumentsOf(queue: string, type: QueueType): Record<string, unknown> {
     'x-message-ttl': 100,
     'x-dead-letter-exchange': '',
     'x-dead-letter-routing-key': topology.queue,
-    ...(type === 'quorum' ? { 'x-dead-letter-strategy': 'at-least-once', 'x-overflow': 'reject-publish' } : {}),
+    ...(type === 'quorum'
+      ? { 'x-dead-letter-strategy': 'at-least-once', 'x-overflow': 'reject-publish' }
+      : {}),
   };
 }
 
