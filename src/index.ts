@@ -1,5 +1,10 @@
 export { createBus } from './connect/create-bus.js';
 export { type CreateEventStoreOptions, createEventStore } from './connect/create-event-store.js';
+export {
+  type CreateIdempotencyStoreOptions,
+  createIdempotencyStore,
+  type OpenIdempotencyStore,
+} from './connect/create-idempotency-store.js';
 export type { FerryContext } from './context/context.js';
 export { currentContext, runWithContext } from './context/context.js';
 export type { FerryErrorOptions } from './errors/ferry-error.js';
@@ -83,6 +88,10 @@ export {
   type ProblemDetails,
 } from './http/errors.js';
 export { HTTP_HEADER, PROBLEM_CONTENT_TYPE } from './http/headers.js';
+export {
+  DEFAULT_DURABLE_IDEMPOTENCY_STORE_OPTIONS,
+  type DurableIdempotencyStoreOptions,
+} from './http/server/durable-idempotency.js';
 export {
   type BreakerSource,
   createHealth,

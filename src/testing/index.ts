@@ -15,6 +15,12 @@ export {
   type FaultServerOptions,
   type RecordedRequest,
 } from './fault-server.js';
+export {
+  type IdempotencyStoreContractOptions,
+  type IdempotencyStoreHarness,
+  type IdempotencyStoreUnderTest,
+  testIdempotencyStore,
+} from './idempotency-store-contract.js';
 export { type InboxHarness, type InboxUnderTest, testInbox } from './inbox-contract.js';
 export { dropSchemas, postgresTestUrl, testSchemaName } from './postgres.js';
 export { createTestVhost, rabbitmqBaseUrl, type TestVhost } from './rabbitmq.js';

@@ -1,0 +1,174 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Fastify from 'fastify';
+import { request } from 'undici';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { isInvalidOptionsError } from '../errors/ferry-error.js';
+import { ferryFastify } from '../http/server/fastify.js';
+import { listenFastify } from '../http/server/fixtures/listen.js';
+import type { ProblemLogger } from '../http/server/problem.js';
+import { silentLogger } from '../logging/logger.js';
+import { dropSchemas, postgresTestUrl, testSchemaName } from '../testing/postgres.js';
+import { waitFor } from '../testing/wait.js';
+import { createEventStore } from './create-event-store.js';
+import { createIdempotencyStore, type OpenIdempotencyStore } from './create-idempotency-store.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'ferry-idempotency-e2e-'));
+const schemas: string[] = [];
+const closers: (() => Promise<unknown>)[] = [];
+afterEach(async () => {
+  for (const close of closers.splice(0).reverse()) await close();
+});
+afterAll(async () => {
+  rmSync(dir, { recursive: true, force: true });
+  await dropSchemas(schemas);
+});
+
+const silent: ProblemLogger = { error: () => {} };
+let files = 0;
+
+/** One shared database for the instances of a test: a fresh SQLite file or PostgreSQL schema. */
+const databases = {
+  sqlite: () => `sqlite:${join(dir, `shared-${++files}.db`)}`,
+  postgres: () => {
+    const schema = testSchemaName('idem_e2e');
+    schemas.push(schema);
+    const url = new URL(postgresTestUrl());
+    url.searchParams.set('schema', schema);
+    return url.toString();
+  },
+};
+
+async function openStore(url: string): Promise<OpenIdempotencyStore> {
+  const store = await createIdempotencyStore({ url, logger: silentLogger, postgres: { poolSize: 3 } });
+  closers.push(() => store.close());
+  return store;
+}
+
+/** An instance of the service: its own Fastify app and its own connection to the shared database. */
+async function startInstance(store: OpenIdempotencyStore, charges: Charges): Promise<string> {
+  const app = Fastify();
+  ferryFastify(app, { idempotency: { store }, logger: silent });
+  app.post('/charges', async (req, reply) => {
+    const run = ++charges.runs;
+    await charges.gate;
+    reply.code(201).header('location', `/charges/${run}`);
+    return { charge: run, amount: (req.body as { amount: number }).amount };
+  });
+  return listenFastify(app, closers);
+}
+
+interface Charges {
+  runs: number;
+  gate?: Promise<void>;
+}
+
+async function post(base: string, key: string, amount: number) {
+  const response = await request(`${base}/charges`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'idempotency-key': key },
+    body: JSON.stringify({ amount }),
+  });
+  return {
+    status: response.statusCode,
+    replayed: response.headers['idempotent-replayed'],
+    location: response.headers.location,
+    body: Buffer.from(await response.body.arrayBuffer()),
+  };
+}
+
+describe.each(Object.keys(databases) as (keyof typeof databases)[])(
+  'an Idempotency-Key across instances and restarts on %s',
+  (kind) => {
+    it('is replayed by another instance without running the handler, refused there while running, and kept after a restart', async () => {
+      const url = databases[kind]();
+      const charges: Charges = { runs: 0 };
+      const a = await startInstance(await openStore(url), charges);
+      const b = await startInstance(await openStore(url), charges);
+
+      const first = await post(a, 'order-1', 42);
+      expect(first).toMatchObject({ status: 201, replayed: undefined, location: '/charges/1' });
+      const replayed = await post(b, 'order-1', 42);
+      expect(replayed).toMatchObject({ status: 201, replayed: 'true', location: '/charges/1' });
+      expect(replayed.body.equals(first.body)).toBe(true);
+      expect(charges.runs).toBe(1);
+      // Another body under the same key, at either instance.
+      expect((await post(b, 'order-1', 43)).status).toBe(422);
+
+      // While A's handler runs, B refuses the same request.
+      let open!: () => void;
+      charges.gate = new Promise((resolve) => {
+        open = resolve;
+      });
+      const slow = post(a, 'order-2', 7);
+      await waitFor(() => charges.runs === 2, "A's handler to start");
+      const refused = await post(b, 'order-2', 7);
+      expect(refused.status).toBe(409);
+      expect(JSON.parse(refused.body.toString())).toMatchObject({ code: 'IDEMPOTENCY_KEY_IN_USE' });
+      open();
+      expect((await slow).status).toBe(201);
+      // The answer is stored just after it is sent: a retry in between is still refused, never run.
+      let retried = await post(b, 'order-2', 7);
+      while (retried.status === 409) retried = await post(b, 'order-2', 7);
+      expect(retried).toMatchObject({ status: 201, replayed: 'true' });
+      expect(charges.runs).toBe(2);
+
+      // Every instance stops; a new one on the same database still replays.
+      for (const close of closers.splice(0).reverse()) await close();
+      const restarted = await startInstance(await openStore(url), charges);
+      const afterRestart = await post(restarted, 'order-1', 42);
+      expect(afterRestart).toMatchObject({ status: 201, replayed: 'true', location: '/charges/1' });
+      expect(afterRestart.body.equals(first.body)).toBe(true);
+      expect(charges.runs).toBe(2);
+      expect((await post(restarted, 'order-3', 1)).replayed).toBeUndefined();
+      expect(charges.runs).toBe(3);
+    }, 30_000);
+  },
+);
+
+describe('createIdempotencyStore', () => {
+  it('keeps the keys in an open event store, and leaves that store open when closed', async () => {
+    const url = databases.sqlite();
+    const events = await createEventStore({ url });
+    closers.push(() => events.close());
+    const store = await createIdempotencyStore({ eventStore: events, namespace: 'orders' });
+    const begun = await store.begin('k', 'f');
+    expect(begun.state).toBe('new');
+    await store.close();
+    // Still usable: the event store owns the connection.
+    expect(await store.begin('k', 'f')).toEqual({ state: 'in-progress' });
+    const other = await openStore(url);
+    expect(await other.begin('k', 'f')).toMatchObject({ state: 'new' }); // another namespace
+  });
+
+  it('gives a memory store for memory:// and for a memory event store', async () => {
+    const store = await openStore('memory://');
+    expect((await store.begin('k', 'f')).state).toBe('new');
+    expect(await store.begin('k', 'f')).toEqual({ state: 'in-progress' });
+    const events = await createEventStore({ url: 'memory://idem' });
+    const fromEvents = await createIdempotencyStore({ eventStore: events, ttlMs: 1000 });
+    expect((await fromEvents.begin('k', 'f')).state).toBe('new');
+    await events.close();
+  });
+
+  it('refuses bad options before opening anything, and an unreachable database as STORE_UNAVAILABLE', async () => {
+    await expect(createIdempotencyStore({})).rejects.toSatisfy(isInvalidOptionsError);
+    const events = await createEventStore({ url: 'memory://' });
+    await expect(createIdempotencyStore({ url: 'memory://', eventStore: events })).rejects.toSatisfy(
+      isInvalidOptionsError,
+    );
+    const path = join(dir, `never-${++files}.db`);
+    await expect(createIdempotencyStore({ url: `sqlite:${path}`, leaseMs: 0 })).rejects.toSatisfy(
+      isInvalidOptionsError,
+    );
+    await expect(
+      createIdempotencyStore({ url: `sqlite:${path}`, ttlMs: undefined, namespace: 7 as unknown as string }),
+    ).rejects.toSatisfy(isInvalidOptionsError);
+    const { existsSync } = await import('node:fs');
+    expect(existsSync(path)).toBe(false);
+    await expect(
+      createIdempotencyStore({ url: 'postgres://ferry:s3cr3t@127.0.0.1:1/test', logger: silentLogger }),
+    ).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE', message: expect.not.stringContaining('s3cr3t') });
+  });
+});
