@@ -1,6 +1,8 @@
+import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import Fastify from 'fastify';
 import { request } from 'undici';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
@@ -171,4 +173,30 @@ describe('createIdempotencyStore', () => {
       createIdempotencyStore({ url: 'postgres://ferry:s3cr3t@127.0.0.1:1/test', logger: silentLogger }),
     ).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE', message: expect.not.stringContaining('s3cr3t') });
   });
+});
+
+describe('createIdempotencyStore driver loading', () => {
+  /** Drivers loaded after opening and closing a store on `url`, in a fresh Node process. */
+  async function driversLoadedFor(url: string): Promise<string> {
+    const source = `
+      import { createRequire } from 'node:module';
+      import { createIdempotencyStore } from 'ferry';
+      const store = await createIdempotencyStore({ url: ${JSON.stringify(url)} });
+      await store.begin('k', 'f');
+      await store.close();
+      const cache = Object.keys(createRequire(import.meta.url).cache);
+      console.log(['amqplib', 'pg', 'better-sqlite3'].filter((d) => cache.some((k) => k.includes('/node_modules/' + d + '/'))).join(' ') || 'none');
+    `;
+    const { stdout } = await promisify(execFile)(
+      process.execPath,
+      ['--conditions=ferry-source', '--import', 'tsx', '--input-type=module', '-e', source],
+      { cwd: new URL('../..', import.meta.url).pathname, timeout: 30_000 },
+    );
+    return stdout.trim();
+  }
+
+  it('loads no driver for memory://, and better-sqlite3 alone for sqlite:', async () => {
+    expect(await driversLoadedFor('memory://')).toBe('none');
+    expect(await driversLoadedFor(`sqlite:${join(dir, `probe-${++files}.db`)}`)).toBe('better-sqlite3');
+  }, 60_000);
 });
