@@ -7,6 +7,7 @@ import { isInvalidOptionsError } from '../errors/ferry-error.js';
 import { testIdempotencyStore } from '../testing/idempotency-store-contract.js';
 import { waitFor } from '../testing/wait.js';
 import { SqliteEventStoreBackend } from './sqlite-backend.js';
+import { isStoreBusyError } from './store-busy.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ferry-idempotency-'));
 let files = 0;
@@ -16,8 +17,10 @@ afterEach(async () => {
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-async function open(path: string): Promise<SqliteEventStoreBackend> {
-  const backend = new SqliteEventStoreBackend({ path });
+async function open(path: string, busyTimeoutMs?: number): Promise<SqliteEventStoreBackend> {
+  const backend = new SqliteEventStoreBackend(
+    busyTimeoutMs === undefined ? { path } : { path, busyTimeoutMs },
+  );
   await backend.open();
   backends.push(backend);
   return backend;
@@ -118,5 +121,26 @@ describe('SqliteIdempotencyStore', () => {
     }
     const closed = new SqliteEventStoreBackend({ path: join(dir, `never-${++files}.db`) });
     expect(() => closed.idempotencyStore()).toThrow();
+  });
+
+  it('waits while another process holds the write lock, and fails with STORE_BUSY past busyTimeoutMs', async () => {
+    const path = join(dir, `busy-${++files}.db`);
+    const store = (await open(path, 1000)).idempotencyStore();
+    const done = await store.begin('done', 'f');
+    await store.complete('done', answer, done.state === 'new' ? done.claim : undefined);
+    // Another process's long write transaction.
+    const other = new Database(path);
+    other.prepare('BEGIN IMMEDIATE').run();
+    try {
+      // Replays need no lock.
+      expect(await store.begin('done', 'f')).toEqual({ state: 'replay', response: answer });
+      await expect(store.begin('blocked', 'f')).rejects.toSatisfy(isStoreBusyError);
+      const waiting = store.begin('blocked', 'f');
+      setTimeout(() => other.prepare('COMMIT').run(), 50);
+      expect((await waiting).state).toBe('new');
+    } finally {
+      if (other.inTransaction) other.prepare('ROLLBACK').run();
+      other.close();
+    }
   });
 });
