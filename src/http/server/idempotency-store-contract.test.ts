@@ -1,11 +1,11 @@
 import { testIdempotencyStore } from '../../testing/idempotency-store-contract.js';
-import { MemoryIdempotencyStore, type MemoryIdempotencyStoreOptions } from './memory-idempotency-store.js';
+import { MemoryIdempotencyStore } from './memory-idempotency-store.js';
 
 testIdempotencyStore(
   'memory',
   {
     create: async (options = {}) => ({
-      store: new MemoryIdempotencyStore(options as MemoryIdempotencyStoreOptions),
+      store: new MemoryIdempotencyStore(options),
     }),
   },
   { durable: false },

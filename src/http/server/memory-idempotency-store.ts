@@ -1,10 +1,10 @@
-import { InvalidOptionsError } from '../../errors/ferry-error.js';
+import { positiveIntegerOption } from '../../inbox/lease.js';
 import type { IdempotencyBeginResult, IdempotencyStore, StoredResponse } from './idempotency.js';
 
 /** Options of a {@link MemoryIdempotencyStore}. */
 export interface MemoryIdempotencyStoreOptions {
   /** How long a completed key (its stored response) is remembered. @default 86_400_000 (24 h) */
-  readonly ttlMs?: number;
+  readonly ttlMs?: number | undefined;
   /**
    * How long a claimed key stays held without a response. The middleware holds a key until its
    * handler answers or fails, even when the client left; a handler that does neither within the
@@ -12,12 +12,12 @@ export interface MemoryIdempotencyStoreOptions {
    * runs, and the late answer of the first is not stored. Set it above your slowest handler.
    * @default 300_000 (5 min)
    */
-  readonly leaseMs?: number;
+  readonly leaseMs?: number | undefined;
   /**
    * Most answers kept; the oldest are forgotten first beyond it. A key whose handler is still
    * running is never forgotten before its lease ends. @default 10_000
    */
-  readonly maxEntries?: number;
+  readonly maxEntries?: number | undefined;
 }
 
 export const DEFAULT_MEMORY_IDEMPOTENCY_STORE_OPTIONS = Object.freeze({
@@ -47,14 +47,10 @@ export class MemoryIdempotencyStore implements IdempotencyStore {
   #claims = 0;
 
   constructor(options: MemoryIdempotencyStoreOptions = {}) {
-    this.#ttlMs = options.ttlMs ?? DEFAULT_MEMORY_IDEMPOTENCY_STORE_OPTIONS.ttlMs;
-    this.#leaseMs = options.leaseMs ?? DEFAULT_MEMORY_IDEMPOTENCY_STORE_OPTIONS.leaseMs;
-    this.#maxEntries = options.maxEntries ?? DEFAULT_MEMORY_IDEMPOTENCY_STORE_OPTIONS.maxEntries;
-    if (!(this.#ttlMs > 0)) throw new InvalidOptionsError('ttlMs must be positive');
-    if (!(this.#leaseMs > 0)) throw new InvalidOptionsError('leaseMs must be positive');
-    if (!Number.isInteger(this.#maxEntries) || this.#maxEntries < 1) {
-      throw new InvalidOptionsError('maxEntries must be a positive integer');
-    }
+    const d = DEFAULT_MEMORY_IDEMPOTENCY_STORE_OPTIONS;
+    this.#ttlMs = positiveIntegerOption('ttlMs', options.ttlMs, d.ttlMs);
+    this.#leaseMs = positiveIntegerOption('leaseMs', options.leaseMs, d.leaseMs);
+    this.#maxEntries = positiveIntegerOption('maxEntries', options.maxEntries, d.maxEntries);
   }
 
   /** Keys currently remembered (expired ones included until touched or evicted). */
