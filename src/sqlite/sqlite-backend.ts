@@ -219,6 +219,21 @@ function prepareStatements(db: Database.Database) {
 }
 
 type Statements = ReturnType<typeof prepareStatements>;
+
+/** Most appends committed together. */
+const MAX_BATCH_APPENDS = 64;
+
+/** An append waiting to commit with the others called while one was being settled. */
+interface QueuedAppend {
+  readonly streamId: string;
+  readonly events: readonly PreparedEvent[];
+  readonly expected: ExpectedVersion;
+  readonly resolve: (result: AppendResult) => void;
+  readonly reject: (error: unknown) => void;
+}
+
+/** What became of one append of a batch. */
+type BatchOutcome = { readonly result: AppendOutcome } | { readonly error: unknown };
 /** An append's result, and whether it wrote (false: every event id was already in the stream). */
 type AppendOutcome = AppendResult & { readonly written: boolean };
 type AppendRows = (
@@ -249,6 +264,12 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
   #db: Database.Database | undefined;
   #statements: Statements | undefined;
   #append: Database.Transaction<AppendRows> | undefined;
+  #appendBatch: Database.Transaction<(batch: readonly QueuedAppend[]) => BatchOutcome[]> | undefined;
+  /** Appends called while others were being settled, waiting to commit together. */
+  #queue: QueuedAppend[] = [];
+  /** An append, or a batch, is being settled: new appends queue. */
+  #flushing = false;
+  #groupCommits = 0;
   #closed = false;
   #poller: NodeJS.Timeout | undefined;
   #dataVersion = 0n;
@@ -293,7 +314,19 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
     }
     this.#db = db;
     this.#statements = statements;
-    this.#append = db.transaction<AppendRows>((...args) => appendRows(statements, ...args));
+    const append = db.transaction<AppendRows>((...args) => appendRows(statements, ...args));
+    this.#append = append;
+    // Called inside this transaction, each append's own is a SAVEPOINT: one that throws rolls back
+    // alone, and the others commit.
+    this.#appendBatch = db.transaction((batch: readonly QueuedAppend[]) =>
+      batch.map((a): BatchOutcome => {
+        try {
+          return { result: append(a.streamId, a.events, a.expected) };
+        } catch (error) {
+          return { error };
+        }
+      }),
+    );
     if (this.#watchers.size > 0) this.#startPolling();
   }
 
@@ -307,7 +340,37 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
     return this.#statements;
   }
 
-  async append(
+  /**
+   * Group commit: an append commits at once unless another is still being settled (its promise not
+   * yet resolved, or waiting for another process's lock); those called meanwhile (concurrent writers
+   * resuming together) queue, then commit together in call order, each in a SAVEPOINT of one
+   * transaction: one commit (one WAL sync) serves them all, and an append that fails leaves the
+   * others in. A writer alone never waits for anything.
+   */
+  append(
+    streamId: string,
+    events: readonly PreparedEvent[],
+    expected: ExpectedVersion,
+  ): Promise<AppendResult> {
+    if (!this.#flushing) {
+      this.#flushing = true;
+      const appended = this.#appendAlone(streamId, events, expected);
+      void appended.then(
+        () => this.#flushed(),
+        () => this.#flushed(),
+      );
+      return appended;
+    }
+    return new Promise<AppendResult>((resolve, reject) => {
+      this.#queue.push({ streamId, events, expected, resolve, reject });
+      if (!this.#flushing) {
+        this.#flushing = true;
+        queueMicrotask(() => void this.#flush());
+      }
+    });
+  }
+
+  async #appendAlone(
     streamId: string,
     events: readonly PreparedEvent[],
     expected: ExpectedVersion,
@@ -316,6 +379,53 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
     const result = await this.#busy(() => this.#append!.immediate(streamId, events, expected));
     if (result.written) queueMicrotask(() => this.#notify());
     return { nextExpectedVersion: result.nextExpectedVersion, position: result.position };
+  }
+
+  /**
+   * Commits the oldest {@link MAX_BATCH_APPENDS} appends of the queue; what queues meanwhile goes
+   * next. One at a time, so that appends to a stream apply in call order even while another process
+   * holds the lock.
+   */
+  async #flush(): Promise<void> {
+    const batch = this.#queue.splice(0, MAX_BATCH_APPENDS);
+    if (batch.length === 1) {
+      const [a] = batch as [QueuedAppend];
+      await this.#appendAlone(a.streamId, a.events, a.expected).then(a.resolve, a.reject);
+      this.#flushed();
+      return;
+    }
+    try {
+      const outcomes = await this.#busy(() => this.#appendBatch!.immediate(batch));
+      this.#groupCommits++;
+      let written = false;
+      for (const [i, outcome] of outcomes.entries()) {
+        const a = batch[i]!;
+        if ('error' in outcome) {
+          a.reject(outcome.error);
+          continue;
+        }
+        written ||= outcome.result.written;
+        a.resolve({
+          nextExpectedVersion: outcome.result.nextExpectedVersion,
+          position: outcome.result.position,
+        });
+      }
+      if (written) queueMicrotask(() => this.#notify());
+    } catch (error) {
+      // Nothing committed: the lock stayed taken, the commit failed or the store closed.
+      for (const a of batch) a.reject(error);
+    }
+    this.#flushed();
+  }
+
+  /** How many batches of two or more appends committed as one transaction; for tests and benchmarks. */
+  get groupCommits(): number {
+    return this.#groupCommits;
+  }
+
+  #flushed(): void {
+    if (this.#queue.length > 0) queueMicrotask(() => void this.#flush());
+    else this.#flushing = false;
   }
 
   async readStream(streamId: string, options: ReadStreamOptions): Promise<RecordedEvent[]> {
