@@ -385,7 +385,7 @@ async function main(): Promise<void> {
     await ratioCase(
       'pg-append-64-writers',
       undefined,
-      `raw INSERT into the equivalent table, one per commit, on a pg.Pool of ${RAW_MANY_POOL} connections (Ferry: its own pool of 10)`,
+      `raw INSERT into the equivalent table, one per commit, pg.Pool of ${RAW_MANY_POOL}`,
       'events/s',
       () =>
         alternate(
@@ -393,7 +393,12 @@ async function main(): Promise<void> {
           () => ferryAppends(1, MANY_WRITERS),
           () => rawAppends(1, true, MANY_WRITERS, RAW_MANY_POOL),
         ),
-      { writers: MANY_WRITERS, appends: APPENDS },
+      {
+        writers: MANY_WRITERS,
+        appends: APPENDS,
+        rawPoolConnections: RAW_MANY_POOL,
+        ferryPoolConnections: 10,
+      },
     );
   }
   if (!only || only === 'pg-append-batch10') {
