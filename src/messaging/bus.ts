@@ -21,7 +21,12 @@ import {
 } from './contracts.js';
 import { type Envelope, JSON_CONTENT_TYPE, type Message, newMessageId, nowIso } from './envelope.js';
 import { BusClosedError, describeThrown, MessageValidationError } from './errors.js';
-import { HandlerTimeouts, isHandlerTimeoutError, neverAbortedSignal } from './handler-timeouts.js';
+import {
+  type Decide,
+  HandlerTimeouts,
+  isHandlerTimeoutError,
+  neverAbortedSignal,
+} from './handler-timeouts.js';
 import type { MemoryBrokerOptions } from './memory/memory-broker.js';
 import { composeMiddleware, type HandlerMiddleware, idempotent, type MessageHandler } from './middleware.js';
 import { assertGroup, assertMessageType, assertPattern } from './topic.js';
@@ -351,9 +356,13 @@ export class Bus<C extends Contracts = NoContracts> {
       return { action: 'dead-letter', reason: { kind: 'invalid', message: text }, attempts: message.attempt };
     };
 
+    // One function for every run of the subscription: the run carries its message.
+    const decide: Decide = (message, failure) =>
+      failure === undefined ? ACK : failed(message, failure.error);
+
     const run = (message: Message): DeliveryResult => {
       let result: unknown;
-      const handlerRun = timeouts?.start(message.correlationid, message.id);
+      const handlerRun = timeouts?.start(message);
       const context: FerryContext = handlerRun ?? {
         correlationId: message.correlationid,
         messageId: message.id,
@@ -364,11 +373,7 @@ export class Bus<C extends Contracts = NoContracts> {
         return failed(message, error);
       }
       if (isThenable(result)) {
-        if (handlerRun !== undefined) {
-          return timeouts!.race(handlerRun, result, (error) =>
-            error === undefined ? ACK : failed(message, error.error),
-          );
-        }
+        if (handlerRun !== undefined) return timeouts!.race(handlerRun, result, decide);
         return Promise.resolve(result).then(
           () => ACK,
           (error: unknown) => failed(message, error),

@@ -1,6 +1,7 @@
 import type { FerryContext } from '../context/context.js';
 import { errorGuard, FerryError } from '../errors/ferry-error.js';
-import type { Outcome, PendingOutcome } from './transport.js';
+import type { Message } from './envelope.js';
+import type { Outcome, OutcomeListener, PendingOutcome } from './transport.js';
 
 /** A handler ran past its subscription's `handlerTimeoutMs`; the attempt failed and its slot was freed. */
 export class HandlerTimeoutError extends FerryError {
@@ -20,7 +21,17 @@ interface RunList {
   newest: HandlerRun | undefined;
 }
 
-type Decide = (failure: { readonly error: unknown } | undefined) => Outcome;
+/**
+ * The outcome of a run of `message`'s handler, given how it ended: `undefined` for success. One
+ * function per subscription, instead of a closure per message.
+ */
+export type Decide = (message: Message, failure: { readonly error: unknown } | undefined) => Outcome;
+
+const PENDING = 0;
+const DECIDED = 1;
+const BROKEN = 2;
+const REPORTED = 3;
+type RunState = typeof PENDING | typeof DECIDED | typeof BROKEN | typeof REPORTED;
 
 /**
  * One handler run under a time limit, the ambient context it runs in (`currentContext()`) and the
@@ -33,21 +44,23 @@ export class HandlerRun implements FerryContext, PendingOutcome {
   readonly messageId: string;
   readonly deadline: number;
   /** Neighbours in a {@link RunList} (private: a handler reads this object as its context). */
-  #older: HandlerRun | undefined;
-  #newer: HandlerRun | undefined;
+  #older: HandlerRun | undefined = undefined;
+  #newer: HandlerRun | undefined = undefined;
   #listed = false;
-  #controller: AbortController | undefined;
-  #reason: HandlerTimeoutError | undefined;
-  #decide: Decide | undefined;
-  /** Set once the run is decided: the outcome, or what broke while deciding it. */
-  #decided: { readonly outcome: Outcome } | { readonly broken: unknown } | undefined;
-  #onOutcome: ((outcome: Outcome) => void) | undefined;
-  #onBroken: ((error: unknown) => void) | undefined;
+  #controller: AbortController | undefined = undefined;
+  #reason: HandlerTimeoutError | undefined = undefined;
+  readonly #message: Message;
+  #decide: Decide | undefined = undefined;
+  #state: RunState = PENDING;
+  /** The outcome once `DECIDED`, what broke while deciding it once `BROKEN`. */
+  #result: unknown = undefined;
+  #listener: OutcomeListener | undefined = undefined;
 
-  constructor(correlationId: string, messageId: string, deadline: number) {
-    this.correlationId = correlationId;
-    this.messageId = messageId;
+  constructor(message: Message, deadline: number) {
+    this.correlationId = message.correlationid;
+    this.messageId = message.id;
     this.deadline = deadline;
+    this.#message = message;
   }
 
   /** Adds `run` as the newest of `list`. */
@@ -83,17 +96,22 @@ export class HandlerRun implements FerryContext, PendingOutcome {
     if (decide === undefined) return;
     this.#decide = undefined;
     try {
-      this.#decided = { outcome: decide(failure) };
+      this.#result = decide(this.#message, failure);
+      this.#state = DECIDED;
     } catch (error) {
       // The transport treats this as a broken handler chain.
-      this.#decided = { broken: error };
+      this.#result = error;
+      this.#state = BROKEN;
     }
     this.#report();
   }
 
   whenDecided(onOutcome: (outcome: Outcome) => void, onBroken: (error: unknown) => void): void {
-    this.#onOutcome = onOutcome;
-    this.#onBroken = onBroken;
+    this.notify({ onOutcome, onBroken });
+  }
+
+  notify(listener: OutcomeListener): void {
+    this.#listener = listener;
     this.#report();
   }
 
@@ -108,16 +126,15 @@ export class HandlerRun implements FerryContext, PendingOutcome {
     this.settle({ error: this.#reason });
   }
 
-  /** Hands the decision to the transport once both are there, the decision and its callbacks. */
+  /** Hands the decision to the transport once both are there, the decision and its listener. */
   #report(): void {
-    const decided = this.#decided;
-    const onOutcome = this.#onOutcome;
-    if (decided === undefined || onOutcome === undefined) return;
-    const onBroken = this.#onBroken!;
-    this.#onOutcome = undefined;
-    this.#onBroken = undefined;
-    if ('outcome' in decided) onOutcome(decided.outcome);
-    else onBroken(decided.broken);
+    const state = this.#state;
+    const listener = this.#listener;
+    if (state === PENDING || state === REPORTED || listener === undefined) return;
+    this.#state = REPORTED;
+    this.#listener = undefined;
+    if (state === DECIDED) listener.onOutcome(this.#result as Outcome);
+    else listener.onBroken(this.#result);
   }
 }
 
@@ -136,12 +153,12 @@ export class HandlerTimeouts {
     this.timeoutMs = timeoutMs;
   }
 
-  start(correlationId: string, messageId: string): HandlerRun {
-    return new HandlerRun(correlationId, messageId, Date.now() + this.timeoutMs);
+  start(message: Message): HandlerRun {
+    return new HandlerRun(message, Date.now() + this.timeoutMs);
   }
 
   /**
-   * Decides `run` with `decide(undefined)` when `work` succeeds, `decide({ error })` when it fails
+   * Decides `run` with `decide(message, undefined)` when `work` succeeds, `decide(message, { error })` when it fails
    * or when the run's limit passes first (with a `HandlerTimeoutError`, its signal aborted), whether
    * or not the handler heeds the signal; the run is broken only if `decide` throws.
    */

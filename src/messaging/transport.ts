@@ -56,6 +56,18 @@ export type DeliveryHandler = (delivery: Delivery) => DeliveryResult;
  */
 export interface PendingOutcome {
   whenDecided(onOutcome: (outcome: Outcome) => void, onBroken: (error: unknown) => void): void;
+  /**
+   * Like `whenDecided`, with both callbacks methods of one object: a transport that keeps an object
+   * per delivery anyway waits without creating two functions per delivery. Optional: without it,
+   * {@link notifyWhenDecided} falls back on `whenDecided`.
+   */
+  notify?(listener: OutcomeListener): void;
+}
+
+/** Gets a delivery's outcome, or learns that the handler chain broke: see {@link notifyWhenDecided}. */
+export interface OutcomeListener {
+  onOutcome(outcome: Outcome): void;
+  onBroken(error: unknown): void;
 }
 
 /** What a {@link DeliveryHandler} returns: the outcome, or the promise of it, or a pending one. */
@@ -73,6 +85,23 @@ export function whenDecided(
   if (result instanceof Promise) result.then(onOutcome, onBroken);
   else if ('action' in result) onOutcome(result);
   else result.whenDecided(onOutcome, onBroken);
+}
+
+/** {@link whenDecided} for a transport that has an {@link OutcomeListener} at hand. */
+export function notifyWhenDecided(result: DeliveryResult, listener: OutcomeListener): void {
+  if (result instanceof Promise) {
+    result.then(
+      (outcome: Outcome) => listener.onOutcome(outcome),
+      (error: unknown) => listener.onBroken(error),
+    );
+  } else if ('action' in result) listener.onOutcome(result);
+  else if (result.notify !== undefined) result.notify(listener);
+  else {
+    result.whenDecided(
+      (outcome) => listener.onOutcome(outcome),
+      (error) => listener.onBroken(error),
+    );
+  }
 }
 
 /** A live subscription at the transport level. */

@@ -11,7 +11,9 @@ import {
   type Delivery,
   type DeliveryHandler,
   type DeliveryResult,
+  notifyWhenDecided,
   type Outcome,
+  type OutcomeListener,
   type ReplayOptions,
   type SubscriptionSpec,
   type TransportSubscription,
@@ -71,6 +73,43 @@ interface StoredDeadLetter extends DeadLetter {
   readonly entry: Entry;
 }
 
+type Settler = (
+  queue: Queue,
+  consumer: MemoryConsumer,
+  entry: Entry,
+  delivery: Delivery,
+  outcome: Outcome,
+) => void;
+
+/**
+ * One delivery of a Ferry message: what the handler gets, and what learns its outcome, in one object
+ * (a delivery and two callbacks otherwise).
+ */
+class Handoff implements OutcomeListener {
+  readonly ok = true;
+  readonly message: Message;
+  readonly #settle: Settler;
+  readonly #queue: Queue;
+  readonly #consumer: MemoryConsumer;
+  readonly #entry: Entry;
+
+  constructor(settle: Settler, queue: Queue, consumer: MemoryConsumer, entry: Entry, message: Message) {
+    this.message = message;
+    this.#settle = settle;
+    this.#queue = queue;
+    this.#consumer = consumer;
+    this.#entry = entry;
+  }
+
+  onOutcome(outcome: Outcome): void {
+    this.#settle(this.#queue, this.#consumer, this.#entry, this, outcome);
+  }
+
+  onBroken(): void {
+    this.#settle(this.#queue, this.#consumer, this.#entry, this, REQUEUE);
+  }
+}
+
 const RESOLVED = Promise.resolve();
 /** What happens to a delivery whose handler broke its contract and threw: back in the queue, as an unacked one would. */
 const REQUEUE: Outcome = Object.freeze({ action: 'retry', attempt: 1, delayMs: 0 });
@@ -93,6 +132,8 @@ export class MemoryBroker {
   readonly #routes = new Map<string, Queue[]>();
   readonly #deadLetters = new Map<string, StoredDeadLetter[]>();
   readonly #maxQueueLength: number;
+  readonly #settler: Settler = (queue, consumer, entry, delivery, outcome) =>
+    this.#settle(queue, consumer, entry, delivery, outcome);
 
   constructor(options: MemoryBrokerOptions = {}) {
     const o = { ...DEFAULT_MEMORY_BROKER_OPTIONS, ...options };
@@ -179,9 +220,23 @@ export class MemoryBroker {
   }
 
   #deliver(queue: Queue, consumer: MemoryConsumer, entry: Entry): void {
-    const delivery: Delivery = entry.envelope
-      ? { ok: true, message: messageOf(entry.envelope, copyOfSnapshot(entry.data), entry.attempt) }
-      : decodeWireMessage(entry.wire);
+    if (entry.envelope === undefined) {
+      this.#deliverWire(queue, consumer, entry);
+      return;
+    }
+    const message = messageOf(entry.envelope, copyOfSnapshot(entry.data), entry.attempt);
+    const handoff = new Handoff(this.#settler, queue, consumer, entry, message);
+    let result: DeliveryResult;
+    try {
+      result = consumer.handler(handoff);
+    } catch {
+      result = REQUEUE;
+    }
+    notifyWhenDecided(result, handoff);
+  }
+
+  #deliverWire(queue: Queue, consumer: MemoryConsumer, entry: Entry & { readonly wire: WireMessage }): void {
+    const delivery = decodeWireMessage(entry.wire);
     let result: DeliveryResult;
     try {
       result = consumer.handler(delivery);
