@@ -1,18 +1,33 @@
 import { encodeData } from '../wire.js';
+import { compileShapePlan, MISS, type PlanHelpers, type ShapePlan } from './shape-plan.js';
 
 /**
  * A published `data` taken at publish time, in the form a transport that sends bytes would store:
  * every delivery gets its own copy ({@link copyOfSnapshot}), equal to what decoding the JSON would
  * give, so that embedded and distributed deployments see the same messages. A plain JSON-safe value
- * is kept as a private copy; anything else as its JSON text.
+ * is kept as a private copy, with the function that copies it for a delivery; anything else as its
+ * JSON text.
  */
-export type DataSnapshot = { readonly __brand: 'DataSnapshot' };
+export class DataSnapshot {
+  /** The private copy, or the JSON text when `#encoded`. */
+  readonly #value: unknown;
+  readonly #copy: (value: never) => unknown;
+  readonly #encoded: boolean;
 
-/** The JSON text of data that needed the real encoder. */
-class EncodedData {
-  readonly json: string;
-  constructor(json: string) {
-    this.json = json;
+  constructor(value: unknown, copy: (value: never) => unknown, encoded: boolean) {
+    this.#value = value;
+    this.#copy = copy;
+    this.#encoded = encoded;
+  }
+
+  /** A fresh copy for one delivery: what `JSON.parse` of {@link json} gives. */
+  copy(): unknown {
+    return this.#copy(this.#value as never);
+  }
+
+  /** The JSON text a transport sending bytes would carry. */
+  json(): string {
+    return this.#encoded ? (this.#value as string) : JSON.stringify(this.#value);
   }
 }
 
@@ -130,32 +145,115 @@ function clonePlain(value: object, inherited: boolean): object {
 
 /** A fresh copy of the snapshot for one delivery: what `JSON.parse` of {@link jsonOfSnapshot} gives. */
 export function copyOfSnapshot(snapshot: DataSnapshot): unknown {
-  const value: unknown = snapshot;
-  if (typeof value !== 'object' || value === null) return value;
-  if (value instanceof EncodedData) return JSON.parse(value.json);
-  return clonePlain(value, prototypeHasEnumerableKeys());
+  return snapshot.copy();
 }
 
 /** The JSON text a transport sending bytes would carry. */
 export function jsonOfSnapshot(snapshot: DataSnapshot): string {
-  const value: unknown = snapshot;
-  return value instanceof EncodedData ? value.json : JSON.stringify(value);
+  return snapshot.json();
+}
+
+const same = (value: unknown): unknown => value;
+const parse = (json: string): unknown => JSON.parse(json);
+const cloneGeneric = (value: object): object => clonePlain(value, prototypeHasEnumerableKeys());
+
+/** Finishes a plan's copy of `object` key by key, from the member the JSON encoding leaves out. */
+function finishGeneric(
+  object: Record<string, unknown>,
+  keys: readonly string[],
+  from: number,
+  copies: readonly unknown[],
+  depth: number,
+): unknown {
+  const out: Record<string, unknown> = {};
+  for (let i = 0; i < from; i++) out[keys[i]!] = copies[i];
+  for (let i = from; i < keys.length; i++) {
+    const key = keys[i]!;
+    // The member at `from` was read already: its copy is what the plan found left out.
+    const copy = i === from ? OMITTED : plainCopy(object[key], depth + 1, false);
+    if (copy === NOT_PLAIN) return NOT_PLAIN;
+    if (copy !== OMITTED) out[key] = copy;
+  }
+  return out;
+}
+
+/** Set by a plan's copier when part of the data strayed from the plan. */
+const report = { strayed: false };
+const helpers: PlanHelpers = {
+  copy: (value, depth) => plainCopy(value, depth, false),
+  finish: finishGeneric,
+  notPlain: NOT_PLAIN,
+  omitted: OMITTED,
+  maxLength: MAX_PLAIN_LENGTH,
+  report,
+};
+
+/** What is known of the shapes published with one message type. */
+interface TypePlans {
+  plan: ShapePlan | undefined;
+  /** Snapshots made without a plan, or whose data strayed from it, since the last compilation. */
+  unplanned: number;
+  compilations: number;
+}
+
+/** Message types whose shapes are planned, at most {@link MAX_PLANNED_TYPES}. */
+const typePlans = new Map<string, TypePlans>();
+const MAX_PLANNED_TYPES = 1000;
+/** A shape is compiled after this many unplanned snapshots of its type... */
+const PLAN_AFTER = 16;
+/** ...at most this many times per type, so that a type whose shape keeps changing stays generic. */
+const MAX_COMPILATIONS = 4;
+
+function plansOf(type: string): TypePlans | undefined {
+  let plans = typePlans.get(type);
+  if (plans === undefined && typePlans.size < MAX_PLANNED_TYPES) {
+    plans = { plan: undefined, unplanned: 0, compilations: 0 };
+    typePlans.set(type, plans);
+  }
+  return plans;
+}
+
+/** Counts an unplanned snapshot of `copy`, and plans its shape when its type keeps coming. */
+function unplanned(plans: TypePlans, copy: object): void {
+  if (++plans.unplanned < PLAN_AFTER || plans.compilations >= MAX_COMPILATIONS) return;
+  plans.unplanned = 0;
+  plans.compilations++;
+  plans.plan = compileShapePlan(copy, helpers) ?? plans.plan;
 }
 
 /**
  * Takes a snapshot of `data` at publish, or throws `MessageNotSerializableError` for data no
  * transport could send. Plain JSON-safe data is copied directly, which costs a fraction of encoding
  * and decoding it; the rest is encoded once, with the encoder every transport uses, and decoded per
- * delivery.
+ * delivery. Data of the shape its type usually has is copied, and then copied per delivery, by code
+ * compiled for that shape (see shape-plan.ts); the copies are the same.
  */
 export function snapshotData(type: string, data: unknown): DataSnapshot {
-  let plain: unknown;
+  const inherited = prototypeHasEnumerableKeys();
+  // A polluted prototype takes the generic path, which skips inherited keys.
+  const plans = inherited ? undefined : plansOf(type);
+  const plan = plans?.plan;
+  // Saved and restored: a getter of the data may publish, and so take a snapshot, meanwhile.
+  const outer = report.strayed;
+  report.strayed = false;
+  let copy: unknown = MISS;
+  let planned = false;
   try {
-    plain = plainCopy(data, 0, prototypeHasEnumerableKeys());
+    if (plan !== undefined) {
+      copy = plan.copy(data);
+      planned = copy !== MISS && !report.strayed;
+    }
+    if (copy === MISS) copy = plainCopy(data, 0, inherited);
   } catch {
     // A getter that throws: the encoder meets the same error and reports it.
-    plain = NOT_PLAIN;
+    copy = NOT_PLAIN;
+  } finally {
+    report.strayed = outer;
   }
-  if (plain === NOT_PLAIN) return new EncodedData(encodeData(type, data)) as unknown as DataSnapshot;
-  return (plain === OMITTED ? null : plain) as DataSnapshot;
+  if (copy === NOT_PLAIN) return new DataSnapshot(encodeData(type, data), parse, true);
+  if (typeof copy !== 'object' || copy === null)
+    return new DataSnapshot(copy === OMITTED ? null : copy, same, false);
+  if (planned) return new DataSnapshot(copy, plan!.clone, false);
+  if (plans !== undefined) unplanned(plans, copy);
+  return new DataSnapshot(copy, cloneGeneric, false);
 }
