@@ -191,7 +191,7 @@ const helpers: PlanHelpers = {
 /** What is known of the shapes published with one message type. */
 interface TypePlans {
   plan: ShapePlan | undefined;
-  /** Snapshots made without a plan, or whose data strayed from it, since the last compilation. */
+  /** Snapshots in a row made without a plan, or whose data strayed from it. */
   unplanned: number;
   compilations: number;
 }
@@ -253,7 +253,11 @@ export function snapshotData(type: string, data: unknown): DataSnapshot {
   if (copy === NOT_PLAIN) return new DataSnapshot(encodeData(type, data), parse, true);
   if (typeof copy !== 'object' || copy === null)
     return new DataSnapshot(copy === OMITTED ? null : copy, same, false);
-  if (planned) return new DataSnapshot(copy, plan!.clone, false);
+  if (planned) {
+    // Only a run of strays replans: an odd message of another shape now and then does not.
+    plans!.unplanned = 0;
+    return new DataSnapshot(copy, plan!.clone, false);
+  }
   if (plans !== undefined) unplanned(plans, copy);
   return new DataSnapshot(copy, cloneGeneric, false);
 }

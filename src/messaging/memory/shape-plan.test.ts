@@ -159,6 +159,30 @@ describe('copies made by shape plans (memory transport) decode as the JSON encod
     );
   });
 
+  it('compiles a shape once, keeps it through odd messages, and replans only after a run of another shape', () => {
+    const original = globalThis.Function;
+    let compilations = 0;
+    globalThis.Function = new Proxy(original, {
+      construct(target, args) {
+        compilations++;
+        return Reflect.construct(target, args) as object;
+      },
+    });
+    try {
+      const type = `plan.policy${types++}`;
+      const other = () => ({ id: 'x', lines: [{ n: 1 }] });
+      for (let i = 0; i < 200; i++) snapshotData(type, order());
+      expect(compilations).toBe(1);
+      for (let i = 0; i < 200; i++) snapshotData(type, i % 10 === 0 ? other() : order());
+      expect(compilations).toBe(1);
+      for (let i = 0; i < 200; i++) snapshotData(type, other());
+      expect(compilations).toBe(2);
+      expect(copyOfSnapshot(snapshotData(type, other()))).toEqual(other());
+    } finally {
+      globalThis.Function = original;
+    }
+  });
+
   it('stays right for a type whose shape keeps changing', () => {
     const type = `plan.changing${types++}`;
     for (let i = 0; i < 300; i++) {

@@ -63,7 +63,7 @@ type Shape =
 
 /**
  * The shape of `sample`, a snapshot made by the generic copier (so plain, with no getters, symbol
- * keys or omitted members), or `undefined` when it is not worth a plan.
+ * keys or omitted members); parts too deep, too large or with keys a plan cannot hold are `any`.
  */
 function shapeOf(sample: unknown, depth: number, budget: { members: number }): Shape {
   if (sample === null) return { kind: 'null' };
