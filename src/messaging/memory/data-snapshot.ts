@@ -204,12 +204,19 @@ const PLAN_AFTER = 16;
 /** ...at most this many times per type, so that a type whose shape keeps changing stays generic. */
 const MAX_COMPILATIONS = 4;
 
+/** The type of the last snapshot and its plans: publishers tend to publish one type in a row. */
+let lastType: string | undefined;
+let lastPlans: TypePlans | undefined;
+
 function plansOf(type: string): TypePlans | undefined {
+  if (type === lastType) return lastPlans;
   let plans = typePlans.get(type);
   if (plans === undefined && typePlans.size < MAX_PLANNED_TYPES) {
     plans = { plan: undefined, unplanned: 0, compilations: 0 };
     typePlans.set(type, plans);
   }
+  lastType = type;
+  lastPlans = plans;
   return plans;
 }
 
