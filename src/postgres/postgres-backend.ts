@@ -409,7 +409,9 @@ export class PostgresEventStoreBackend implements EventStoreBackend {
       if (settled !== undefined) a.resolve(settled);
       else a.reject(new ConcurrencyError(a.streamId, a.expected, await this.#currentVersion(db, a.streamId)));
     } catch (error) {
-      a.reject(error);
+      // It wrote nothing: on a lost connection it may go again, on its own (retried there).
+      if (isConnectionFailure(error)) await this.#appendAlone(a);
+      else a.reject(error);
     }
   }
 
