@@ -110,6 +110,35 @@ describe('copies made by shape plans (memory transport) decode as the JSON encod
     expect(shape(copyOfSnapshot(snapshot))).toEqual(shape(expected));
   });
 
+  it('plans keys that need escaping in code, and copies them as they are', () => {
+    const odd = () => ({
+      'quote"and\\backslash': 1,
+      'line\u2028separator\nnewline': { '\u0000nul': 'x', "'single'": [{ '`tick`': true }] },
+      '${template}': null,
+      'a b-c.d': 'e',
+      constructor: 'c',
+    });
+    const original = globalThis.Function;
+    let compiled = 0;
+    globalThis.Function = new Proxy(original, {
+      construct(target, args) {
+        const made = Reflect.construct(target, args) as object;
+        compiled++;
+        return made;
+      },
+    });
+    let type: string;
+    try {
+      type = plannedType(odd);
+    } finally {
+      globalThis.Function = original;
+    }
+    // The plan's code was made (not refused by the parser, which would leave the generic path).
+    expect(compiled).toBe(1);
+    const copy = copyOfSnapshot(snapshotData(type, odd()));
+    expect(shape(copy)).toEqual(shape(roundTrip(odd())));
+  });
+
   it('leaves the publisher out: changing the data after the snapshot changes no copy', () => {
     const type = plannedType(order);
     const data = order();

@@ -54,6 +54,7 @@ export const MISS: unique symbol = Symbol('miss');
 /** Shapes planned no deeper than this, with no more members than this in all. */
 const MAX_PLAN_DEPTH = 6;
 const MAX_PLAN_MEMBERS = 64;
+const MAX_PLAN_KEY_LENGTH = 128;
 const INTEGER_LIKE = /^(?:0|[1-9][0-9]*)$/;
 
 type Shape =
@@ -91,10 +92,14 @@ function shapeOf(sample: unknown, depth: number, budget: { members: number }): S
   }
   const keys = Object.keys(sample);
   budget.members -= keys.length;
-  // Integer-like keys are ordered apart by JavaScript; `toJSON` changes what JSON writes.
+  // Integer-like keys are ordered apart by JavaScript; `toJSON` changes what JSON writes; long keys
+  // would make long source (keys are written into it as JSON string literals, which escapes them).
   if (
     budget.members < 0 ||
-    keys.some((key) => INTEGER_LIKE.test(key) || key === 'toJSON' || key === '__proto__')
+    keys.some(
+      (key) =>
+        key.length > MAX_PLAN_KEY_LENGTH || INTEGER_LIKE.test(key) || key === 'toJSON' || key === '__proto__',
+    )
   ) {
     return { kind: 'any' };
   }
