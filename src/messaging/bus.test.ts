@@ -722,3 +722,37 @@ describe('inbox claims', () => {
     expect(isFerryError(reason) && reason.code).toBe('HANDLER_TIMEOUT');
   });
 });
+
+describe('publish and listing options', () => {
+  it('takes expiresAt only as a Date or an RFC 3339 time with its offset, read the same in every time zone', async () => {
+    const bus = await open();
+    await bus.subscribe('offer.made', () => {});
+    for (const at of ['Jan 1 2099', '2099-01-01', '2099-01-01T00:00:00', '2099-13-01T00:00:00Z', 'soon']) {
+      expect(
+        isInvalidOptionsError(await rejection(bus.publish('offer.made', {}, { expiresAt: at }))),
+        at,
+      ).toBe(true);
+    }
+    let got: string | undefined;
+    await bus.subscribe(
+      'offer.kept',
+      (m) => {
+        got = m.expiresat;
+      },
+      { group: 'kept' },
+    );
+    await bus.publish('offer.kept', {}, { expiresAt: '2099-01-01T09:00:00+09:00' });
+    await waitFor(() => got !== undefined, 'the message');
+    expect(got).toBe('2099-01-01T00:00:00.000Z');
+  });
+
+  it('refuses a dead-letter listing limit that is not a positive integer', async () => {
+    const bus = await open();
+    for (const limit of [0, -1, 1.5, Number.NaN, 10_001]) {
+      expect(isInvalidOptionsError(await rejection(bus.listDeadLetters({ limit }))), String(limit)).toBe(
+        true,
+      );
+    }
+    expect(await bus.listDeadLetters({ limit: undefined })).toEqual([]);
+  });
+});

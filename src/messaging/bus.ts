@@ -229,12 +229,15 @@ export class Bus<C extends Contracts = NoContracts> {
     const causationid = options?.causationId ?? context?.messageId;
     if (causationid !== undefined) envelope.causationid = causationid;
     if (options?.headers !== undefined) {
+      // Copied, as a transport sending bytes would: later changes by the publisher are not sent.
+      const headers: Record<string, string> = {};
       for (const name of Object.keys(options.headers)) {
         if (isReservedHeader(name)) throw new InvalidOptionsError(`header "${name}" is reserved by Ferry`);
-        if (typeof options.headers[name] !== 'string')
-          throw new InvalidOptionsError(`header "${name}" must be a string`);
+        const value = options.headers[name];
+        if (typeof value !== 'string') throw new InvalidOptionsError(`header "${name}" must be a string`);
+        headers[name] = value;
       }
-      envelope.headers = options.headers;
+      envelope.headers = headers;
     }
     const expiresat = expiryOf(options);
     if (expiresat !== undefined) envelope.expiresat = expiresat;
@@ -431,8 +434,16 @@ export class Bus<C extends Contracts = NoContracts> {
   }
 
   /** Lists (without removing) up to `limit` messages in a group's dead-letter queue. */
-  listDeadLetters(options: { readonly group?: string; readonly limit?: number } = {}): Promise<DeadLetter[]> {
-    return this.transport.listDeadLetters(options.group ?? this.service, { limit: options.limit ?? 100 });
+  listDeadLetters(
+    options: { readonly group?: string | undefined; readonly limit?: number | undefined } = {},
+  ): Promise<DeadLetter[]> {
+    const limit = options.limit ?? 100;
+    if (!Number.isInteger(limit) || limit < 1 || limit > MAX_DEAD_LETTER_LISTING) {
+      return Promise.reject(
+        new InvalidOptionsError(`limit must be an integer from 1 to ${MAX_DEAD_LETTER_LISTING}`),
+      );
+    }
+    return this.transport.listDeadLetters(options.group ?? this.service, { limit });
   }
 
   /**
@@ -474,6 +485,10 @@ function isTimeout(error: unknown): boolean {
   }
 }
 
+const RFC_3339 = /^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$/;
+/** Most dead letters one listing returns. */
+const MAX_DEAD_LETTER_LISTING = 10_000;
+
 /** The `expiresat` a publish asks for, as RFC 3339; throws `InvalidOptionsError` for a bad one. */
 function expiryOf(options: PublishOptions | undefined): string | undefined {
   if (options?.expiresAt === undefined && options?.ttlMs === undefined) return undefined;
@@ -488,7 +503,14 @@ function expiryOf(options: PublishOptions | undefined): string | undefined {
     ms = Date.now() + options.ttlMs;
   } else {
     const at = options.expiresAt!;
-    ms = at instanceof Date ? at.getTime() : typeof at === 'string' ? Date.parse(at) : Number.NaN;
+    // Only RFC 3339 (a date, a time and an offset): Date.parse also takes forms it reads in the
+    // process's own time zone ('2099-01-01T00:00:00'), which would expire at another instant per host.
+    ms =
+      at instanceof Date
+        ? at.getTime()
+        : typeof at === 'string' && RFC_3339.test(at)
+          ? Date.parse(at)
+          : Number.NaN;
   }
   if (!Number.isFinite(ms) || Math.abs(ms) > 8.64e15) {
     throw new InvalidOptionsError('expiresAt must be a valid Date or RFC 3339 time');

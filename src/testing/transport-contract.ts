@@ -562,7 +562,7 @@ export function testTransport(name: string, harness: TransportHarness, features:
       expect(Object.is(received.get(`${p}.c${names.indexOf('negativeZeroTop')}`), 0)).toBe(true);
     });
 
-    it('hands every delivery its own copy of data, taken at publish', async () => {
+    it('hands every delivery its own copy of data and headers, taken at publish', async () => {
       // Must not happen: a handler seeing the publisher's later changes, or another handler's.
       const p = unique();
       const b = await bus(`svc-${p}`);
@@ -573,8 +573,9 @@ export function testTransport(name: string, harness: TransportHarness, features:
         type,
         async (m) => {
           const data = m.data as { list: number[]; at: unknown };
-          seenA.push(structuredClone(data));
+          seenA.push(structuredClone({ ...data, tenant: m.headers?.tenant }));
           data.list.push(99);
+          (m.headers as Record<string, string>).tenant = 'changed-by-a';
           if (m.attempt === 1) throw new Error('retry me');
         },
         { group: `a-${p}`, maxAttempts: 2 },
@@ -583,16 +584,18 @@ export function testTransport(name: string, harness: TransportHarness, features:
         type,
         async (m) => {
           await sleep(50);
-          seenB.push(structuredClone(m.data));
+          seenB.push(structuredClone({ ...(m.data as object), tenant: m.headers?.tenant }));
         },
         { group: `b-${p}` },
       );
       const data = { list: [1], at: new Date('2026-01-02T03:04:05.678Z') };
-      await b.publish(type, data);
+      const headers: Record<string, string> = { tenant: 't1' };
+      await b.publish(type, data, { headers });
       data.list.push(2);
       data.at.setFullYear(2000);
+      headers.tenant = 'changed-by-publisher';
       await waitFor(() => seenA.length === 2 && seenB.length === 1, 'both groups and the retry');
-      const original = { list: [1], at: '2026-01-02T03:04:05.678Z' };
+      const original = { list: [1], at: '2026-01-02T03:04:05.678Z', tenant: 't1' };
       // The retry gets the message as published, not as the first attempt left it.
       expect(seenA).toEqual([original, original]);
       expect(seenB).toEqual([original]);

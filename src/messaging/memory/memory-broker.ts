@@ -409,7 +409,8 @@ function messageOf(envelope: Envelope, data: unknown, attempt: number): Message 
     attempt,
   };
   if (envelope.causationid !== undefined) out.causationid = envelope.causationid;
-  if (envelope.headers !== undefined) out.headers = envelope.headers;
+  // Each delivery its own headers, as each one decoded from bytes would have.
+  if (envelope.headers !== undefined) out.headers = { ...envelope.headers };
   if (envelope.expiresat !== undefined) out.expiresat = envelope.expiresat;
   return out;
 }
