@@ -292,6 +292,30 @@ describe('contracts', () => {
   });
 });
 
+describe('contracts and the JSON form subscribers receive', () => {
+  it('refuses at publish data whose JSON form fails the contract, instead of dead-lettering every copy', async () => {
+    // Must not happen: publish resolving, then every consumer dead-lettering the message as invalid.
+    const contracts = {
+      'slot.booked': z.object({ at: z.date() }),
+      'slot.kept': z.object({ at: z.coerce.date(), note: z.string().optional() }),
+      'slot.async': z.object({ at: z.date() }).refine(async () => true),
+    };
+    const bus = await open({ contracts });
+    const got: unknown[] = [];
+    await bus.subscribe('slot.*', (m) => void got.push(m.data));
+    for (const type of ['slot.booked', 'slot.async'] as const) {
+      const error = await rejection(bus.publish(type, { at: new Date(0) }));
+      expect(isMessageValidationError(error), type).toBe(true);
+      expect((error as Error).message).toContain('as subscribers receive it');
+    }
+    // A contract that accepts its own JSON form goes through, and the handler gets its output.
+    await bus.publish('slot.kept', { at: new Date(0), note: undefined });
+    await waitFor(() => got.length === 1, 'the kept message');
+    expect(got).toEqual([{ at: new Date(0) }]);
+    expect(await bus.listDeadLetters()).toEqual([]);
+  });
+});
+
 describe('middleware', () => {
   it('runs bus middleware outside subscription middleware', async () => {
     const calls: string[] = [];

@@ -18,6 +18,7 @@ import {
   type NoContracts,
   type TypeOf,
   validate,
+  validateDeliveredForm,
 } from './contracts.js';
 import { type Envelope, JSON_CONTENT_TYPE, type Message, newMessageId, nowIso } from './envelope.js';
 import { BusClosedError, describeThrown, MessageValidationError } from './errors.js';
@@ -203,7 +204,13 @@ export class Bus<C extends Contracts = NoContracts> {
       if (schema !== undefined) {
         const checked = validate(schema, type, data);
         if (checked instanceof Promise) {
-          return checked.then(() => this.transport.publish(this.#envelope(type, data, options)));
+          return checked
+            .then(() => validateDeliveredForm(schema, type, data))
+            .then(() => this.transport.publish(this.#envelope(type, data, options)));
+        }
+        const delivered = validateDeliveredForm(schema, type, data);
+        if (delivered !== undefined) {
+          return delivered.then(() => this.transport.publish(this.#envelope(type, data, options)));
         }
       }
       return this.transport.publish(this.#envelope(type, data, options));

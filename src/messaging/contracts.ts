@@ -1,6 +1,7 @@
 import type { StandardSchemaV1 } from '../validation/standard-schema.js';
 import { toValidationIssues } from '../validation/validation-issue.js';
 import { MessageValidationError } from './errors.js';
+import { encodeData } from './wire.js';
 
 /** Schemas by message type, e.g. `{ 'order.created': z.object({ orderId: z.string() }) }`. */
 export type Contracts = Record<string, StandardSchemaV1>;
@@ -64,7 +65,58 @@ export function validate(schema: StandardSchemaV1, type: string, data: unknown):
   return unwrap(result, type);
 }
 
-function unwrap(result: StandardSchemaV1.Result<unknown>, type: string): unknown {
-  if (result.issues) throw new MessageValidationError(type, toValidationIssues(result.issues));
+function unwrap(result: StandardSchemaV1.Result<unknown>, type: string, stage?: string): unknown {
+  if (result.issues) throw new MessageValidationError(type, toValidationIssues(result.issues), stage);
   return result.value;
+}
+
+/**
+ * Checks at publish that what subscribers will get passes `schema` too: they get the JSON form of
+ * `data` (a Date as its ISO string, undefined members left out, NaN as null…), on every transport.
+ * A contract such as `z.date()` accepts the publisher's Date and refuses the string every consumer
+ * receives, so each such message would be dead-lettered; this refuses the publish instead. Costs
+ * nothing more than a walk for data JSON carries as it is.
+ */
+export function validateDeliveredForm(
+  schema: StandardSchemaV1,
+  type: string,
+  data: unknown,
+): undefined | Promise<unknown> {
+  if (isJsonFaithful(data, 0)) return undefined;
+  const delivered: unknown = JSON.parse(encodeData(type, data));
+  const stage = 'as subscribers receive it (its JSON form)';
+  const result = schema['~standard'].validate(delivered);
+  if (result instanceof Promise) return result.then((r) => unwrap(r, type, stage));
+  unwrap(result, type, stage);
+  return undefined;
+}
+
+/** Whether a JSON round trip gives `value` back as it is (deep equality). */
+function isJsonFaithful(value: unknown, depth: number): boolean {
+  switch (typeof value) {
+    case 'string':
+    case 'boolean':
+      return true;
+    case 'number':
+      return Number.isFinite(value) && !Object.is(value, -0);
+    case 'object':
+      break;
+    default:
+      return false;
+  }
+  if (value === null) return true;
+  if (depth > 100) return false;
+  const proto = Object.getPrototypeOf(value);
+  if (Array.isArray(value)) {
+    if (proto !== Array.prototype) return false;
+    for (let i = 0; i < value.length; i++) if (!isJsonFaithful(value[i], depth + 1)) return false;
+    return true;
+  }
+  if (proto !== Object.prototype && proto !== null) return false;
+  const object = value as Record<string, unknown>;
+  if (typeof object.toJSON === 'function') return false;
+  for (const key in object) {
+    if (Object.hasOwn(object, key) && !isJsonFaithful(object[key], depth + 1)) return false;
+  }
+  return true;
 }

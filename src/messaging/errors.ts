@@ -5,9 +5,11 @@ import type { ValidationIssue } from '../validation/validation-issue.js';
 export class MessageValidationError extends FerryError {
   readonly type: string;
   readonly issues: readonly ValidationIssue[];
-  constructor(type: string, issues: readonly ValidationIssue[]) {
+  /** `stage` says which form failed, when not the data as given (`as subscribers receive it …`). */
+  constructor(type: string, issues: readonly ValidationIssue[], stage?: string) {
     const detail = issues.map((i) => (i.path ? `${i.path}: ${i.message}` : i.message)).join('; ');
-    super('MESSAGE_INVALID', `message of type "${type}" failed its schema: ${detail}`);
+    const where = stage === undefined ? '' : ` ${stage}`;
+    super('MESSAGE_INVALID', `message of type "${type}" failed its schema${where}: ${detail}`);
     this.type = type;
     this.issues = issues;
   }
