@@ -15,6 +15,7 @@ import type { Inbox } from '../inbox/inbox.js';
 import type { DurableInboxOptions } from '../inbox/lease.js';
 import { type Logger, stderrLogger } from '../logging/logger.js';
 import { redactUrl } from '../url/redact-url.js';
+import { batchAppendStatement, batchParameters, exactVersion, type QueuedAppend } from './batch-append.js';
 import { migrate } from './migrations.js';
 import { Notifier } from './notifier.js';
 import { PostgresIdempotencyStore } from './postgres-idempotency-store.js';
@@ -819,83 +820,8 @@ const MAX_BATCH_APPENDS = 64;
  */
 const MAX_BATCHES_IN_FLIGHT = 1;
 
-/** The exact version an append expects, `no_stream` being -1; null for `any` and `stream_exists`. */
-function exactVersion(expected: ExpectedVersion): number | null {
-  return typeof expected === 'number' ? expected : expected === 'no_stream' ? -1 : null;
-}
-
 /** An append too long to share a batch. */
 const isLong = (append: QueuedAppend) => append.events.length > MAX_VALUES_ROWS;
-
-/** An append waiting for its batch. */
-interface QueuedAppend {
-  readonly streamId: string;
-  readonly events: readonly PreparedEvent[];
-  readonly expected: ExpectedVersion;
-  readonly resolve: (result: AppendResult) => void;
-  readonly reject: (error: unknown) => void;
-}
-
-/** The parameters of the batch statement: one array per column, of appends and of their events. */
-function batchParameters(batch: readonly QueuedAppend[]): unknown[] {
-  const app: number[] = [];
-  const index: number[] = [];
-  const ids: string[] = [];
-  const types: string[] = [];
-  const data: (string | undefined)[] = [];
-  const metadata: string[] = [];
-  for (const [a, append] of batch.entries()) {
-    for (const [i, e] of append.events.entries()) {
-      app.push(a + 1);
-      index.push(i + 1);
-      ids.push(e.id);
-      types.push(e.type);
-      data.push(JSON.stringify(e.data));
-      metadata.push(JSON.stringify(e.metadata));
-    }
-  }
-  return [
-    batch.map((a) => a.streamId),
-    batch.map((a) => (typeof a.expected === 'number' ? 'exact' : a.expected)),
-    batch.map((a) => (typeof a.expected === 'number' ? a.expected : null)),
-    app,
-    index,
-    ids,
-    types,
-    data,
-    metadata,
-  ];
-}
-
-/**
- * Appends to distinct streams in one statement: each append's current version and expected-version
- * check on its own row, then the events of the appends that passed. Positions follow call order
- * from the transaction's base, as in a single append.
- */
-function batchAppendStatement(s: string): Statement {
-  return {
-    name: `ferry-append-batch-${s}`,
-    text: `
-      WITH a AS MATERIALIZED (
-        SELECT a.ord, a.stream_id, cur.v
-        FROM unnest($1::text[], $2::text[], $3::int8[]) WITH ORDINALITY AS a(stream_id, kind, exact, ord)
-        CROSS JOIN LATERAL (SELECT COALESCE(max(version), -1) AS v FROM ${s}.events WHERE stream_id = a.stream_id) cur
-        WHERE CASE a.kind
-          WHEN 'any' THEN true
-          WHEN 'no_stream' THEN cur.v = -1
-          WHEN 'stream_exists' THEN cur.v >= 0
-          ELSE cur.v = a.exact
-        END
-      )
-      INSERT INTO ${s}.events (position, stream_id, version, id, type, data, metadata)
-      SELECT (txid_current() << 16) + row_number() OVER (ORDER BY e.ord) - 1, a.stream_id, a.v + e.idx,
-             e.id, e.type, e.data::jsonb, e.metadata::jsonb
-      FROM unnest($4::int4[], $5::int4[], $6::uuid[], $7::text[], $8::text[], $9::text[])
-             WITH ORDINALITY AS e(app, idx, id, type, data, metadata, ord)
-      JOIN a ON a.ord = e.app
-      RETURNING position, stream_id, version`,
-  };
-}
 
 /** Parameters $2 (kind) and $3 (the exact version) against `cur.v`, the stream's current version. */
 const EXPECTED_CHECK = `CASE $2::text
