@@ -5,7 +5,7 @@ import { createBus } from '../connect/create-bus.js';
 import { currentContext, type FerryContext, runWithContext } from '../context/context.js';
 import { InvalidOptionsError, isFerryError, isInvalidOptionsError } from '../errors/ferry-error.js';
 import { ClaimLostError } from '../inbox/claim-lost-error.js';
-import type { Inbox } from '../inbox/inbox.js';
+import { type Inbox, MemoryInbox } from '../inbox/inbox.js';
 import { silentLogger } from '../logging/logger.js';
 import { waitFor } from '../testing/wait.js';
 import { type Bus, type BusOptions, DEFAULT_SUBSCRIPTION_OPTIONS } from './bus.js';
@@ -722,6 +722,35 @@ describe('inbox claims', () => {
     await new Promise((resolve) => setTimeout(resolve, 100));
     expect(runs).toBe(1);
     expect(done).toEqual([]);
+    expect(await bus.listDeadLetters()).toEqual([]);
+  });
+
+  it('says so when an attempt timed out waiting for an earlier delivery that overran, and runs the handler once', async () => {
+    // Must not happen: attempts that never ran the handler reported as the handler not finishing,
+    // or the handler run a second time beside the first.
+    const bus = await open({ inbox: new MemoryInbox() });
+    let runs = 0;
+    let finished = false;
+    await bus.subscribe(
+      'job.overrun',
+      async () => {
+        runs++;
+        await new Promise((resolve) => setTimeout(resolve, 600));
+        finished = true;
+      },
+      { maxAttempts: 3, handlerTimeoutMs: 100, backoff: { initialDelayMs: 10, factor: 1, maxDelayMs: 10 } },
+    );
+    await bus.publish('job.overrun', {});
+    await waitFor(async () => (await bus.listDeadLetters()).length === 1, 'the dead letter');
+    const [dead] = await bus.listDeadLetters();
+    expect(dead!.reason.kind).toBe('timeout');
+    expect(dead!.reason.message).toContain('waiting for an earlier delivery of this message');
+    await waitFor(() => finished, 'the first run to end');
+    expect(runs).toBe(1);
+    // Replayed, it is recognised as handled (the first run succeeded): acknowledged, not run again.
+    expect(await bus.replayDeadLetters()).toBe(1);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(runs).toBe(1);
     expect(await bus.listDeadLetters()).toEqual([]);
   });
 

@@ -6,8 +6,14 @@ import type { Outcome, OutcomeListener, PendingOutcome } from './transport.js';
 /** A handler ran past its subscription's `handlerTimeoutMs`; the attempt failed and its slot was freed. */
 export class HandlerTimeoutError extends FerryError {
   readonly timeoutMs: number;
-  constructor(timeoutMs: number) {
-    super('HANDLER_TIMEOUT', `the handler did not finish within ${timeoutMs} ms`);
+  /** `waited`: the attempt spent its time waiting for an earlier delivery of the message (inbox). */
+  constructor(timeoutMs: number, waited = false) {
+    super(
+      'HANDLER_TIMEOUT',
+      waited
+        ? `gave up after ${timeoutMs} ms waiting for an earlier delivery of this message, still being handled past its own time limit (does the handler heed its signal?); the handler did not run in this attempt`
+        : `the handler did not finish within ${timeoutMs} ms`,
+    );
     this.timeoutMs = timeoutMs;
   }
 }
@@ -55,6 +61,8 @@ export class HandlerRun implements FerryContext, PendingOutcome {
   /** The outcome once `DECIDED`, what broke while deciding it once `BROKEN`. */
   #result: unknown = undefined;
   #listener: OutcomeListener | undefined = undefined;
+  /** Set while the attempt waits for an earlier delivery's outcome instead of running the handler. */
+  #waiting = false;
 
   constructor(message: Message, deadline: number) {
     this.correlationId = message.correlationid;
@@ -120,8 +128,13 @@ export class HandlerRun implements FerryContext, PendingOutcome {
     this.#decide = decide;
   }
 
+  /** Says whether the attempt is now waiting for an earlier delivery's outcome (an inbox claim). */
+  waitingForEarlierDelivery(waiting: boolean): void {
+    this.#waiting = waiting;
+  }
+
   expire(timeoutMs: number): void {
-    this.#reason = new HandlerTimeoutError(timeoutMs);
+    this.#reason = new HandlerTimeoutError(timeoutMs, this.#waiting);
     this.#controller?.abort(this.#reason);
     this.settle({ error: this.#reason });
   }

@@ -2,6 +2,7 @@ import { currentContext, type FerryContext, runWithContext } from '../context/co
 import { isClaimLostError } from '../inbox/claim-lost-error.js';
 import type { Inbox } from '../inbox/inbox.js';
 import type { Message } from './envelope.js';
+import { HandlerRun } from './handler-timeouts.js';
 
 /** A message handler as the middleware chain sees it. */
 export type MessageHandler = (message: Message) => Promise<void>;
@@ -43,7 +44,17 @@ export function idempotent(inbox: Inbox): HandlerMiddleware {
     // JSON-encoded so that no (group, pattern, id) can collide with another: `|` is a valid pattern word.
     const prefix = JSON.stringify([subscription.group, subscription.pattern]);
     return async (message) => {
-      const claim = await inbox.begin(prefix + message.id);
+      // A copy may wait here for an earlier delivery still being handled: if its time limit passes
+      // meanwhile, its timeout says so rather than blaming a handler that did not run.
+      const run = currentContext();
+      const timed = run instanceof HandlerRun ? run : undefined;
+      timed?.waitingForEarlierDelivery(true);
+      let claim: Awaited<ReturnType<Inbox['begin']>>;
+      try {
+        claim = await inbox.begin(prefix + message.id);
+      } finally {
+        timed?.waitingForEarlierDelivery(false);
+      }
       if (claim === null) return;
       try {
         await withSignal(claim.signal, next, message);
