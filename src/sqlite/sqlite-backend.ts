@@ -301,13 +301,21 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
     let statements: Statements;
     try {
       db.defaultSafeIntegers(true);
-      // WAL lets readers run beside the writer; FULL syncs the WAL on every commit, so an append that
-      // resolved survives a power cut, not only a crash of the process.
-      db.pragma('journal_mode = WAL');
-      db.pragma('synchronous = FULL');
-      await whileBusy(this.#busyTimeoutMs, () => migrate(db));
+      // Every step below may meet another connection's lock (one opening the same new file, switching
+      // it to WAL or migrating it); even preparing a PRAGMA reads the schema. Each waits
+      // asynchronously, as writes do, for up to busyTimeoutMs in all, then fails with STORE_BUSY.
+      const deadline = Date.now() + this.#busyTimeoutMs;
+      const whileLocked = <T>(step: () => T) => whileBusy(Math.max(0, deadline - Date.now()), step);
+      // WAL lets readers run beside the writer. Switching a file to it needs the file to itself, so it
+      // fails with SQLITE_BUSY while another connection holds any lock on a file not yet in WAL.
+      await whileLocked(() => db.pragma('journal_mode = WAL'));
+      // FULL syncs the WAL on every commit, so an append that resolved survives a power cut, not only
+      // a crash of the process.
+      await whileLocked(() => db.pragma('synchronous = FULL'));
       if (this.#closed) throw new EventStoreClosedError();
-      statements = prepareStatements(db);
+      await whileLocked(() => migrate(db));
+      if (this.#closed) throw new EventStoreClosedError();
+      statements = await whileLocked(() => prepareStatements(db));
     } catch (error) {
       db.close();
       throw error;

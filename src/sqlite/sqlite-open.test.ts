@@ -1,0 +1,95 @@
+import { once } from 'node:events';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { EventStore } from '../eventstore/store.js';
+import { onLines, spawnFixture } from '../testing/child-process.js';
+import { waitFor } from '../testing/wait.js';
+import { SqliteEventStoreBackend } from './sqlite-backend.js';
+import { isStoreBusyError } from './store-busy.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'ferry-sqlite-open-'));
+let files = 0;
+const freshPath = () => join(dir, `open-${++files}.db`);
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+const cleanups: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  await Promise.all(cleanups.splice(0).map((cleanup) => cleanup()));
+});
+
+const openFixture = fileURLToPath(new URL('./fixtures/open-and-append.ts', import.meta.url));
+const holdFixture = fileURLToPath(new URL('./fixtures/hold-write-lock.ts', import.meta.url));
+
+/** Starts a process that opens `path` at `startAt` (epoch ms) and appends one event; resolves to what it reported. */
+async function openInAnotherProcess(path: string, startAt: number): Promise<string> {
+  const child = spawnFixture(openFixture, { FERRY_SQLITE_PATH: path, FERRY_START_AT: String(startAt) });
+  const lines: string[] = [];
+  onLines(child, (line) => void lines.push(line));
+  await once(child, 'exit');
+  return lines.join('\n');
+}
+
+/** Another process holding the write lock of `path` (a new file in rollback-journal mode) for `holdMs`. */
+async function holdWriteLock(path: string, holdMs: number): Promise<{ released: () => boolean }> {
+  const child = spawnFixture(holdFixture, { FERRY_SQLITE_PATH: path, FERRY_HOLD_MS: String(holdMs) });
+  const exited = once(child, 'exit');
+  cleanups.push(async () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    await exited;
+  });
+  const lines: string[] = [];
+  onLines(child, (line) => void lines.push(line));
+  await waitFor(() => lines.includes('locked'), 'the other process to take the write lock', 15_000);
+  return { released: () => lines.includes('released') };
+}
+
+describe('opening a new SQLite file', () => {
+  it('lets several processes open one new file at once: each migrates or waits, then appends', async () => {
+    // Rounds of processes released at one instant on a new file each: the switch to WAL and the
+    // migrations race. Every process must open and append.
+    for (let round = 0; round < 4; round++) {
+      const path = freshPath();
+      const startAt = Date.now() + 2500; // after every child has loaded tsx and the driver
+      const reports = await Promise.all(Array.from({ length: 6 }, () => openInAnotherProcess(path, startAt)));
+      expect(reports, `round ${round}`).toEqual(Array.from({ length: 6 }, () => 'ok'));
+      const backend = new SqliteEventStoreBackend({ path });
+      await backend.open();
+      const store = new EventStore(backend);
+      let events = 0;
+      for await (const _ of store.readAll()) events++;
+      await store.close();
+      expect(events, `round ${round}`).toBe(6);
+    }
+  }, 120_000);
+
+  it('waits while another connection holds the write lock of the new file, then opens', async () => {
+    const path = freshPath();
+    const holder = await holdWriteLock(path, 800);
+    const backend = new SqliteEventStoreBackend({ path, busyTimeoutMs: 10_000 });
+    cleanups.push(() => backend.close());
+    const started = Date.now();
+    await backend.open();
+    expect(Date.now() - started).toBeGreaterThan(300);
+    await waitFor(holder.released, 'the other process to report its commit');
+    const store = new EventStore(backend);
+    await store.append('s', [{ type: 'Opened', data: {} }]);
+    expect(await store.readStream('s')).toHaveLength(1);
+  }, 30_000);
+
+  it('fails with STORE_BUSY after busyTimeoutMs when the lock of the new file stays held', async () => {
+    const path = freshPath();
+    await holdWriteLock(path, 8000);
+    const backend = new SqliteEventStoreBackend({ path, busyTimeoutMs: 400 });
+    cleanups.push(() => backend.close());
+    const started = Date.now();
+    const error = await backend.open().then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(isStoreBusyError(error), String(error)).toBe(true);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(390);
+  }, 30_000);
+});
