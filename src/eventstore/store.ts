@@ -1,26 +1,21 @@
-import { currentContext } from '../context/context.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
-import { uuidv7 } from '../ids/uuidv7.js';
 import type { Inbox } from '../inbox/inbox.js';
 import type { DurableInboxOptions } from '../inbox/lease.js';
 import { type Logger, stderrLogger } from '../logging/logger.js';
 import type { EventStoreBackend, Snapshot } from './backend.js';
 import { EventStoreClosedError, InvalidEventError } from './errors.js';
 import { EVENT_LIMITS, encodeJson, JsonEncodingProblem, nameProblem } from './event-encoding.js';
+import { assertStreamId, prepareAppend, show } from './prepare-append.js';
 import { type EventHandler, EventSubscription, type EventSubscriptionOptions } from './subscription.js';
 import type {
   AppendOptions,
   AppendResult,
   EventData,
-  ExpectedVersion,
-  PreparedEvent,
   ReadAllOptions,
   ReadStreamOptions,
   RecordedEvent,
 } from './types.js';
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-const MAX_BATCH = 10_000;
 // Positions are PostgreSQL bigints.
 const MAX_POSITION = 2n ** 63n - 1n;
 
@@ -66,7 +61,8 @@ export class EventStore {
    * UTF-16 code units; `expectedVersion` is absent, `'any'`, `'no_stream'`, `'stream_exists'` or a
    * safe integer ≥ -1 (-1: no stream); data and metadata are stored as their JSON round trip (what a
    * reader gets back, on every backend), so they must have one: no BigInt, cycle, top-level function
-   * or symbol, NUL or lone surrogate in a string or key, nesting deeper than 100; metadata is an object.
+   * or symbol, NUL or lone surrogate in a string or key, nesting deeper than 100; metadata is a plain
+   * object once its `toJSON`, if any, has run (not an array, Date, Map or class instance).
    */
   async append(
     streamId: string,
@@ -74,18 +70,8 @@ export class EventStore {
     options: AppendOptions = {},
   ): Promise<AppendResult> {
     this.#assertOpen();
-    assertStreamId(streamId);
-    const expected = options.expectedVersion === undefined ? 'any' : options.expectedVersion;
-    assertExpectedVersion(expected);
-    if (!Array.isArray(events) || events.length === 0)
-      throw new InvalidEventError('append needs at least one event');
-    if (events.length > MAX_BATCH)
-      throw new InvalidEventError(`append takes at most ${MAX_BATCH} events at once`);
-    const prepared = events.map((event, i) => prepare(event, i));
-    if (new Set(prepared.map((e) => e.id)).size !== prepared.length) {
-      throw new InvalidEventError('an append cannot hold the same event id twice');
-    }
-    return this.backend.append(streamId, prepared, expected);
+    const prepared = prepareAppend(streamId, events, options.expectedVersion);
+    return this.backend.append(streamId, prepared.events, prepared.expected);
   }
 
   /**
@@ -232,68 +218,4 @@ export class EventStore {
 
 function isCount(value: unknown): value is number {
   return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
-}
-
-/** A value for an error message: strings JSON-quoted (so lone surrogates and NUL show), cut short. */
-function show(value: unknown): string {
-  let text: string;
-  if (typeof value === 'string') text = JSON.stringify(value);
-  else if (typeof value === 'bigint') text = `${value}n`;
-  else if (typeof value === 'number' || typeof value === 'boolean' || value == null) text = String(value);
-  else
-    text = Array.isArray(value) ? 'an array' : typeof value === 'object' ? 'an object' : `a ${typeof value}`;
-  return text.length > 80 ? `${text.slice(0, 77)}...` : text;
-}
-
-function assertStreamId(streamId: string): void {
-  const problem = nameProblem(streamId, EVENT_LIMITS.streamIdLength);
-  if (problem !== undefined) throw new InvalidEventError(`the stream id ${show(streamId)} ${problem}`);
-}
-
-function assertExpectedVersion(expected: ExpectedVersion): void {
-  if (expected === 'any' || expected === 'no_stream' || expected === 'stream_exists') return;
-  if (typeof expected === 'number' && Number.isSafeInteger(expected) && expected >= -1) return;
-  throw new InvalidEventError(
-    `expectedVersion must be 'any', 'no_stream', 'stream_exists' or a version (a safe integer, -1 for no stream), not ${show(expected)}`,
-  );
-}
-
-/** Fills in id and metadata, with the ambient correlation and causation ids, and encodes the event. */
-function prepare(event: EventData, index: number): PreparedEvent {
-  if (typeof event !== 'object' || event === null)
-    throw new InvalidEventError(`event ${index} is not an object`);
-  const typeProblem = nameProblem(event.type, EVENT_LIMITS.typeLength);
-  if (typeProblem !== undefined)
-    throw new InvalidEventError(`event ${index}: its type ${show(event.type)} ${typeProblem}`);
-  if (event.id !== undefined && (typeof event.id !== 'string' || !UUID.test(event.id))) {
-    throw new InvalidEventError(`event ${index}: its id ${show(event.id)} is not a UUID`);
-  }
-  if (
-    event.metadata !== undefined &&
-    (typeof event.metadata !== 'object' || event.metadata === null || Array.isArray(event.metadata))
-  ) {
-    throw new InvalidEventError(
-      `event ${index} (${event.type}): metadata must be an object, not ${show(event.metadata)}`,
-    );
-  }
-  const context = currentContext();
-  const ambient: [string, unknown][] = [];
-  if (context !== undefined) {
-    ambient.push(['correlationId', context.correlationId]);
-    if (context.messageId !== undefined) ambient.push(['causationId', context.messageId]);
-  }
-  // fromEntries defines own properties: a `__proto__` key stays a key, as in JSON, and sets no prototype.
-  const metadata = Object.fromEntries([...ambient, ...Object.entries(event.metadata ?? {})]);
-  const data = encodeJson(event.data === undefined ? null : event.data);
-  if (data instanceof JsonEncodingProblem)
-    throw new InvalidEventError(`event ${index} (${event.type}): data: ${data.message}`);
-  const encodedMetadata = encodeJson(metadata);
-  if (encodedMetadata instanceof JsonEncodingProblem)
-    throw new InvalidEventError(`event ${index} (${event.type}): metadata: ${encodedMetadata.message}`);
-  return {
-    id: event.id?.toLowerCase() ?? uuidv7(),
-    type: event.type,
-    data,
-    metadata: encodedMetadata as Record<string, unknown>,
-  };
 }

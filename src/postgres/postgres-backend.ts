@@ -3,8 +3,10 @@ import { InvalidOptionsError } from '../errors/ferry-error.js';
 import type { EventStoreBackend, ParkedEvent, ReadAfterResult, Snapshot } from '../eventstore/backend.js';
 import { ConcurrencyError, DuplicateEventIdError } from '../eventstore/errors.js';
 import { describeTransaction, type OpenTransaction, ReadHeldBackError } from '../eventstore/held-back.js';
+import { prepareAppend } from '../eventstore/prepare-append.js';
 import type {
   AppendResult,
+  EventData,
   ExpectedVersion,
   PreparedEvent,
   ReadStreamOptions,
@@ -424,14 +426,24 @@ export class PostgresEventStoreBackend implements EventStoreBackend {
   /**
    * Appends on `db`, typically a client inside the caller's own transaction, so that events and other
    * writes commit together. Subscribers are not woken up by this call; they notice at their next read.
+   * The append is checked and encoded as `EventStore.append` does it, by the same function (else
+   * `InvalidEventError`, `INVALID_EVENT`, and nothing is sent): ids filled in, data and metadata
+   * stored as their JSON round trip. `expected` undefined means `'any'`.
+   *
+   * @example
+   * await client.query('BEGIN');
+   * await backend.appendInTransaction(client, 'order-42', [{ type: 'OrderPlaced', data: { total: 10 } }], 'no_stream');
+   * await client.query('UPDATE orders_view SET …');
+   * await client.query('COMMIT');
    */
-  appendInTransaction(
+  async appendInTransaction(
     db: Queryable,
     streamId: string,
-    events: readonly PreparedEvent[],
-    expected: ExpectedVersion,
+    events: readonly EventData[],
+    expected?: ExpectedVersion,
   ): Promise<AppendResult> {
-    return this.#append(db, this.#sql.appendInTransaction, streamId, events, expected);
+    const prepared = prepareAppend(streamId, events, expected);
+    return this.#append(db, this.#sql.appendInTransaction, streamId, prepared.events, prepared.expected);
   }
 
   /** The VALUES append statement for `rows` events, built once per size. */

@@ -273,6 +273,10 @@ export function testEventStore(name: string, harness: EventStoreHarness): void {
         ['data', store.append('ok', [{ type: 'x', data: { 'k\u0000': 1 } }])],
         ['metadata', store.append('ok', [{ type: 'x', data: 1, metadata: { who: 'a\u0000' } }])],
         ['metadata', store.append('ok', [{ type: 'x', data: 1, metadata: ['a'] as never }])],
+        // Not a plain object once toJSON has run: JSON would store {} or a string, silently.
+        ['metadata', store.append('ok', [{ type: 'x', data: 1, metadata: new Date(0) as never }])],
+        ['metadata', store.append('ok', [{ type: 'x', data: 1, metadata: { toJSON: () => 'm' } }])],
+        ['metadata', store.append('ok', [{ type: 'x', data: 1, metadata: new Map([['a', 1]]) as never }])],
         ['stream id', store.readStream('acct-\uD800')],
         [
           'stream id',

@@ -1,0 +1,128 @@
+import { currentContext } from '../context/context.js';
+import { uuidv7 } from '../ids/uuidv7.js';
+import { InvalidEventError } from './errors.js';
+import { EVENT_LIMITS, encodeJson, JsonEncodingProblem, nameProblem } from './event-encoding.js';
+import type { EventData, ExpectedVersion, PreparedEvent } from './types.js';
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+/** Most events in one append. */
+export const MAX_APPEND_EVENTS = 10_000;
+
+/** An append checked and encoded: what a backend stores. */
+export interface PreparedAppend {
+  readonly events: readonly PreparedEvent[];
+  readonly expected: ExpectedVersion;
+}
+
+/**
+ * Checks an append and encodes its events, the one way for every path that appends (`EventStore.append`,
+ * a backend's `appendInTransaction`): else `InvalidEventError` naming the field, before any backend
+ * sees it. Fills in missing ids (UUIDv7), lower-cases given ones, and puts the ambient correlation and
+ * causation ids in metadata. `expected` undefined means `'any'`.
+ */
+export function prepareAppend(
+  streamId: string,
+  events: readonly EventData[],
+  expected: ExpectedVersion | undefined,
+): PreparedAppend {
+  assertStreamId(streamId);
+  const expectedVersion = expected === undefined ? 'any' : expected;
+  assertExpectedVersion(expectedVersion);
+  if (!Array.isArray(events) || events.length === 0)
+    throw new InvalidEventError('append needs at least one event');
+  if (events.length > MAX_APPEND_EVENTS)
+    throw new InvalidEventError(`append takes at most ${MAX_APPEND_EVENTS} events at once`);
+  const prepared = events.map((event, i) => prepareEvent(event, i));
+  if (new Set(prepared.map((e) => e.id)).size !== prepared.length) {
+    throw new InvalidEventError('an append cannot hold the same event id twice');
+  }
+  return { events: prepared, expected: expectedVersion };
+}
+
+/** A value for an error message: strings JSON-quoted (so lone surrogates and NUL show), cut short. */
+export function show(value: unknown): string {
+  let text: string;
+  if (typeof value === 'string') text = JSON.stringify(value);
+  else if (typeof value === 'bigint') text = `${value}n`;
+  else if (typeof value === 'number' || typeof value === 'boolean' || value == null) text = String(value);
+  else
+    text = Array.isArray(value) ? 'an array' : typeof value === 'object' ? 'an object' : `a ${typeof value}`;
+  return text.length > 80 ? `${text.slice(0, 77)}...` : text;
+}
+
+export function assertStreamId(streamId: string): void {
+  const problem = nameProblem(streamId, EVENT_LIMITS.streamIdLength);
+  if (problem !== undefined) throw new InvalidEventError(`the stream id ${show(streamId)} ${problem}`);
+}
+
+function assertExpectedVersion(expected: ExpectedVersion): void {
+  if (expected === 'any' || expected === 'no_stream' || expected === 'stream_exists') return;
+  if (typeof expected === 'number' && Number.isSafeInteger(expected) && expected >= -1) return;
+  throw new InvalidEventError(
+    `expectedVersion must be 'any', 'no_stream', 'stream_exists' or a version (a safe integer, -1 for no stream), not ${show(expected)}`,
+  );
+}
+
+/**
+ * Metadata as JSON would see it at the top level (after its `toJSON`, as `JSON.stringify` calls it),
+ * or undefined when that is not a plain object: an array, a Date (its ISO string), a Map (stored as
+ * {}), a class instance or a primitive would be stored as something else than an object of members,
+ * or silently as {}.
+ */
+function plainMetadata(metadata: unknown): Readonly<Record<string, unknown>> | undefined {
+  let value = metadata;
+  if (typeof value === 'object' && value !== null) {
+    const toJSON = (value as { toJSON?: unknown }).toJSON;
+    if (typeof toJSON === 'function') value = toJSON.call(value, '');
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return undefined;
+  const proto: unknown = Object.getPrototypeOf(value);
+  return proto === Object.prototype || proto === null ? (value as Record<string, unknown>) : undefined;
+}
+
+/** Fills in id and metadata, with the ambient correlation and causation ids, and encodes the event. */
+function prepareEvent(event: EventData, index: number): PreparedEvent {
+  if (typeof event !== 'object' || event === null)
+    throw new InvalidEventError(`event ${index} is not an object`);
+  const typeProblem = nameProblem(event.type, EVENT_LIMITS.typeLength);
+  if (typeProblem !== undefined)
+    throw new InvalidEventError(`event ${index}: its type ${show(event.type)} ${typeProblem}`);
+  if (event.id !== undefined && (typeof event.id !== 'string' || !UUID.test(event.id))) {
+    throw new InvalidEventError(`event ${index}: its id ${show(event.id)} is not a UUID`);
+  }
+  const own = event.metadata === undefined ? {} : plainMetadata(event.metadata);
+  if (own === undefined) {
+    throw new InvalidEventError(
+      `event ${index} (${event.type}): metadata must be a plain object, not ${describeMetadata(event.metadata)}`,
+    );
+  }
+  const context = currentContext();
+  const ambient: [string, unknown][] = [];
+  if (context !== undefined) {
+    ambient.push(['correlationId', context.correlationId]);
+    if (context.messageId !== undefined) ambient.push(['causationId', context.messageId]);
+  }
+  // fromEntries defines own properties: a `__proto__` key stays a key, as in JSON, and sets no prototype.
+  const metadata = Object.fromEntries([...ambient, ...Object.entries(own)]);
+  const data = encodeJson(event.data === undefined ? null : event.data);
+  if (data instanceof JsonEncodingProblem)
+    throw new InvalidEventError(`event ${index} (${event.type}): data: ${data.message}`);
+  const encodedMetadata = encodeJson(metadata);
+  if (encodedMetadata instanceof JsonEncodingProblem)
+    throw new InvalidEventError(`event ${index} (${event.type}): metadata: ${encodedMetadata.message}`);
+  return {
+    id: event.id?.toLowerCase() ?? uuidv7(),
+    type: event.type,
+    data,
+    metadata: encodedMetadata as Record<string, unknown>,
+  };
+}
+
+function describeMetadata(value: unknown): string {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return show(value);
+  const name = (Object.getPrototypeOf(value) as { constructor?: { name?: unknown } } | null)?.constructor
+    ?.name;
+  return typeof name === 'string' && name !== '' && name !== 'Object'
+    ? `a ${name}`
+    : 'an object whose toJSON returns no plain object';
+}

@@ -1,0 +1,98 @@
+import pg from 'pg';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { isInvalidEventError } from '../eventstore/errors.js';
+import { EventStore } from '../eventstore/store.js';
+import type { EventData, ExpectedVersion } from '../eventstore/types.js';
+import { uuidv7 } from '../ids/uuidv7.js';
+import { silentLogger } from '../logging/logger.js';
+import { dropSchemas, postgresTestUrl, testSchemaName } from '../testing/postgres.js';
+import { PostgresEventStoreBackend } from './postgres-backend.js';
+
+const schemas: string[] = [];
+const cleanups: (() => Promise<unknown>)[] = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => {});
+});
+afterAll(() => dropSchemas(schemas));
+
+async function openStore(): Promise<{
+  store: EventStore;
+  backend: PostgresEventStoreBackend;
+  client: pg.Client;
+}> {
+  const schema = testSchemaName('ait');
+  schemas.push(schema);
+  const backend = new PostgresEventStoreBackend({ url: postgresTestUrl(), schema, logger: silentLogger });
+  await backend.open();
+  const store = new EventStore(backend, { logger: silentLogger });
+  cleanups.push(() => store.close());
+  const client = new pg.Client({ connectionString: postgresTestUrl() });
+  await client.connect();
+  cleanups.push(() => client.end());
+  return { store, backend, client };
+}
+
+const ok = (over: Partial<Record<keyof EventData, unknown>> = {}): EventData =>
+  ({ id: uuidv7(), type: 'T', data: { ok: 1 }, metadata: {}, ...over }) as EventData;
+
+describe('appendInTransaction on the PostgreSQL backend', () => {
+  it('refuses with INVALID_EVENT what store.append refuses, writing nothing', async () => {
+    const { store, backend, client } = await openStore();
+    const refused: [string, string, EventData[], ExpectedVersion][] = [
+      ['stream id', 'acct-\uD800', [ok()], 'any'],
+      ['stream id', 'acct-\uDBFF', [ok()], 'any'],
+      ['stream id', 'x'.repeat(600), [ok()], 'any'],
+      ['stream id', '', [ok()], 'any'],
+      ['type', 's', [ok({ type: '' })], 'any'],
+      ['id', 's', [ok({ id: 'not-a-uuid' })], 'any'],
+      ['metadata', 's', [ok({ metadata: [1, 2] })], 'any'],
+      ['metadata', 's', [ok({ metadata: new Date(0) })], 'any'],
+      ['data', 's', [ok({ data: { b: 1n } })], 'any'],
+      ['data', 's', [ok({ data: { note: 'a\u0000' } })], 'any'],
+      ['expectedVersion', 's', [ok()], null as never],
+      ['at least one event', 's', [], 'any'],
+    ];
+    for (const [field, streamId, events, expected] of refused) {
+      await client.query('BEGIN');
+      const error = await backend.appendInTransaction(client, streamId, events, expected).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      await client.query('ROLLBACK');
+      expect(isInvalidEventError(error), `${field}: ${String(error)}`).toBe(true);
+      expect((error as Error).message, field).toContain(field);
+    }
+    const all = [];
+    for await (const event of store.readAll()) all.push(event);
+    expect(all).toEqual([]);
+  });
+
+  it('stores what store.append stores: the JSON round trip, lower-case id, in the caller transaction', async () => {
+    const { store, backend, client } = await openStore();
+    const id = uuidv7().toUpperCase();
+    await client.query('BEGIN');
+    const result = await backend.appendInTransaction(
+      client,
+      'acct-1',
+      [
+        {
+          id,
+          type: 'Opened',
+          data: { n: Number.NaN, d: new Date(0), u: undefined },
+          metadata: { who: 'me' },
+        },
+      ],
+      'no_stream',
+    );
+    expect(await store.readStream('acct-1')).toEqual([]); // not committed yet
+    await client.query('COMMIT');
+    expect(result.nextExpectedVersion).toBe(0);
+    const [event] = await store.readStream('acct-1');
+    expect(event).toMatchObject({
+      id: id.toLowerCase(),
+      type: 'Opened',
+      data: { n: null, d: '1970-01-01T00:00:00.000Z' },
+      metadata: { who: 'me' },
+    });
+  });
+});
