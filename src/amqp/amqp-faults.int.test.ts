@@ -212,60 +212,86 @@ describe('RabbitMQ transport when a process is SIGKILLed', () => {
     expect(handledBySuccessor.size).toBeGreaterThan(0);
   }, 60_000);
 
-  it('dead-letters a message that kills every consumer after maxRedeliveries, and handles the rest', async () => {
-    // Must not be lost: any of the 30 good messages, nor the poison one (it ends in the dead-letter
-    // queue, reason 'redelivered'). Must not happen: a crash loop without end.
-    const v = await vhost();
-    const producer = await bus(v.url, 'scheduler');
-    const handled = new Set<string>();
-    const poisonDeliveries: string[] = [];
-    let deaths = 0;
-    let ready = false;
-    let stopping = false;
-    const start = (): void => {
-      const child = startFixture('poison-consumer-process.ts', { AMQP_URL: v.url });
-      onLines(child, (line) => {
-        if (line === 'ready') ready = true;
-        if (line.startsWith('handled ')) handled.add(line.slice('handled '.length));
-        if (line.startsWith('delivered poison-pill ')) poisonDeliveries.push(line);
+  it.each([
+    ['classic', 1],
+    ['quorum', 1],
+    ['classic', 8],
+    ['quorum', 8],
+  ] as const)(
+    'dead-letters a message that kills every consumer after maxRedeliveries, and handles the rest (%s queues, concurrency %i)',
+    async (queueType, concurrency) => {
+      // Must not be lost: any of the 30 good messages, nor the poison one (it ends in the dead-letter
+      // queue once, reason 'redelivered'). Must not happen: a crash loop without end, copies of the
+      // poison message, or good messages held with it counted towards the limit.
+      const v = await vhost();
+      const producer = await bus(v.url, 'scheduler');
+      const handled = new Set<string>();
+      const poisonDeliveries: string[] = [];
+      let deaths = 0;
+      let ready = false;
+      let stopping = false;
+      const start = (): void => {
+        const child = startFixture('poison-consumer-process.ts', {
+          AMQP_URL: v.url,
+          QUEUE_TYPE: queueType,
+          CONCURRENCY: String(concurrency),
+        });
+        onLines(child, (line) => {
+          if (line === 'ready') ready = true;
+          if (line.startsWith('handled ')) handled.add(line.slice('handled '.length));
+          if (line.startsWith('delivered poison-pill ')) poisonDeliveries.push(line);
+        });
+        child.on('exit', () => {
+          deaths++;
+          if (!stopping) start();
+        });
+      };
+      start();
+      cleanups.push(async () => {
+        stopping = true;
       });
-      child.on('exit', () => {
-        deaths++;
-        if (!stopping) start();
-      });
-    };
-    start();
-    cleanups.push(async () => {
+      await waitFor(() => ready, 'the worker to subscribe', 30_000);
+      const good = Array.from({ length: 30 }, (_, i) => `job-${i}`);
+      for (const [i, id] of good.entries()) {
+        await producer.publish('job.run', { i }, { id });
+        if (i === 14) await producer.publish('job.run', { poison: true }, { id: 'poison-pill' });
+      }
+      await waitFor(
+        () => good.every((id) => handled.has(id)),
+        () => `every good job (${handled.size})`,
+        60_000,
+      );
+      let dead: Awaited<ReturnType<typeof producer.listDeadLetters>> = [];
+      await waitFor(
+        async () => {
+          dead = await producer.listDeadLetters({ group: 'worker' });
+          return dead.length >= 1;
+        },
+        'the poison pill in the dead-letter queue',
+        30_000,
+      );
+      // Time for any copy of the poison message to crash the worker again or reach the dead letters.
+      await sleep(3000);
+      dead = await producer.listDeadLetters({ group: 'worker' });
+      expect(dead.map((d) => d.envelope?.id)).toEqual(['poison-pill']);
+      expect(dead[0]).toMatchObject({ reason: { kind: 'redelivered' } });
+      expect(dead[0]!.reason.message).toMatch(/3 times in a row/);
+      expect(handled.has('poison-pill')).toBe(false);
+      // The first delivery and two counted redeliveries each killed the worker; the third went to the dead letters.
+      expect(deaths).toBe(3);
+      // Each counted copy still says what it is, though it reached the queue through the default exchange.
+      expect(poisonDeliveries).toEqual(Array(3).fill('delivered poison-pill job.run'));
+      expect(dead[0]!.routingKey).toBe('job.run');
+      // Nothing left behind: no copy waits in the subscription queue or the redelivered queue.
+      const connection = await amqp.connect(v.url);
+      cleanups.push(() => connection.close());
+      const channel = await connection.createChannel();
+      for (const queue of ['ferry:worker:job.run', 'ferry:worker:job.run:redelivered']) {
+        const { messageCount } = await channel.checkQueue(queue).catch(() => ({ messageCount: 0 }));
+        expect(messageCount, queue).toBe(0);
+      }
       stopping = true;
-    });
-    await waitFor(() => ready, 'the worker to subscribe', 30_000);
-    const good = Array.from({ length: 30 }, (_, i) => `job-${i}`);
-    for (const [i, id] of good.entries()) {
-      await producer.publish('job.run', { i }, { id });
-      if (i === 14) await producer.publish('job.run', { poison: true }, { id: 'poison-pill' });
-    }
-    await waitFor(
-      () => good.every((id) => handled.has(id)),
-      () => `every good job (${handled.size})`,
-      60_000,
-    );
-    let dead: Awaited<ReturnType<typeof producer.listDeadLetters>> = [];
-    await waitFor(
-      async () => {
-        dead = await producer.listDeadLetters({ group: 'worker' });
-        return dead.length === 1;
-      },
-      'the poison pill in the dead-letter queue',
-      30_000,
-    );
-    expect(dead[0]).toMatchObject({ envelope: { id: 'poison-pill' }, reason: { kind: 'redelivered' } });
-    expect(dead[0]!.reason.message).toMatch(/3 times in a row/);
-    expect(handled.has('poison-pill')).toBe(false);
-    // The first delivery and two counted redeliveries each killed the worker; the third went to the dead letters.
-    expect(deaths).toBe(3);
-    // Each counted copy still says what it is, though it reached the queue through the default exchange.
-    expect(poisonDeliveries).toEqual(Array(3).fill('delivered poison-pill job.run'));
-    expect(dead[0]!.routingKey).toBe('job.run');
-    stopping = true;
-  }, 120_000);
+    },
+    120_000,
+  );
 });

@@ -58,7 +58,12 @@ const topology = subscriptionTopology({
   concurrency: 1,
   retryDelays: [100],
 });
-const QUEUES = [topology.queue, topology.retryQueues.get(100)!, deadLetterQueueName('billing')];
+const QUEUES = [
+  topology.queue,
+  topology.retryQueues.get(100)!,
+  topology.redeliveredQueue,
+  deadLetterQueueName('billing'),
+];
 
 /** The arguments Ferry declares each queue with, as `type`. */
 function argumentsOf(queue: string, type: QueueType): Record<string, unknown> {

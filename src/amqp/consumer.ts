@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { Channel, ChannelModel, ConsumeMessage } from 'amqplib';
+import type { Channel, ChannelModel, ConsumeMessage, Message } from 'amqplib';
 import type { Logger } from '../logging/logger.js';
 import { InFlight } from '../messaging/in-flight.js';
 import {
@@ -41,6 +41,8 @@ export interface ConsumerContext {
 /** How long a message whose retry could not be scheduled is held before it is requeued. */
 const REQUEUE_DELAY_MS = 1000;
 const MAX_ERROR_CHARS = 1000;
+/** How often an idle consumer looks for redelivered messages another process left untried. */
+const REDELIVERED_CHECK_MS = 10_000;
 const MAX_STACK_CHARS = 4000;
 
 /**
@@ -57,6 +59,15 @@ export class AmqpConsumer {
   #consumerTag: string | undefined;
   readonly #inFlight = new InFlight();
   #closed = false;
+  /** Handlers of subscription-queue deliveries running now. */
+  #running = 0;
+  readonly #idleWaiters: (() => void)[] = [];
+  /** Redelivered messages are being tried: new deliveries wait in `#held`. */
+  #trying = false;
+  #trial: Promise<void> | undefined;
+  #tryAgain = false;
+  readonly #held: { readonly channel: Channel; readonly message: Message }[] = [];
+  #watch: ReturnType<typeof setInterval> | undefined;
 
   constructor(spec: SubscriptionSpec, handler: DeliveryHandler, context: ConsumerContext) {
     this.spec = spec;
@@ -90,6 +101,10 @@ export class AmqpConsumer {
         },
       );
       this.#consumerTag = consumerTag;
+      // Left over by a consumer that stopped during a trial, in this process or another.
+      this.#tryRedelivered();
+      this.#watch ??= setInterval(() => void this.#checkRedelivered(), REDELIVERED_CHECK_MS);
+      this.#watch.unref();
     } catch (error) {
       if (channel === this.#channel) this.#channel = undefined;
       await channel.close().catch(() => {});
@@ -98,6 +113,18 @@ export class AmqpConsumer {
     if (this.#closed) {
       this.#channel = undefined;
       await channel.close().catch(() => {});
+    }
+  }
+
+  /** Another process moved messages to the redelivered queue and stopped before trying them. */
+  async #checkRedelivered(): Promise<void> {
+    const channel = this.#channel;
+    if (channel === undefined || this.#closed || this.#trial !== undefined) return;
+    try {
+      const { messageCount } = await channel.checkQueue(this.topology.redeliveredQueue);
+      if (messageCount > 0) this.#tryRedelivered();
+    } catch {
+      // The channel closed (recovery redeclares the queue) or is closing.
     }
   }
 
@@ -114,37 +141,52 @@ export class AmqpConsumer {
       }
       return;
     }
-    this.#inFlight.begin();
-    const delivery = decodeWireMessage(wireMessageOf(message));
     if (message.fields.redelivered) {
-      // Its consumer stopped while holding it: maybe the message itself crashed it. Count, and
-      // dead-letter it past the limit rather than hand it to a handler again and again.
-      void this.#redelivered(channel, message, delivery);
+      // Its consumer stopped while holding it, maybe with other messages: any of them may have
+      // crashed it. None runs here; each waits in the redelivered queue to be tried alone.
+      void this.#count(channel, message, this.topology.redeliveredQueue).then(() => this.#tryRedelivered());
       return;
     }
-    const broken = (error: unknown) => {
-      this.#context.logger.error(`handler chain failed unexpectedly on queue ${this.topology.queue}`, {
-        error: String(error),
-      });
-      this.#requeueLater(channel, message);
-      this.#done();
-    };
-    let result: DeliveryResult;
-    try {
-      result = this.#handler(delivery);
-    } catch (error) {
-      broken(error);
-      return;
-    }
-    whenDecided(result, (outcome) => void this.#settle(channel, message, delivery, outcome), broken);
+    if (this.#trying) this.#held.push({ channel, message });
+    else this.#start(channel, message);
   }
 
-  async #settle(
-    channel: Channel,
-    message: ConsumeMessage,
-    delivery: Delivery,
-    outcome: Outcome,
-  ): Promise<void> {
+  #start(channel: Channel, message: Message): void {
+    this.#running++;
+    void this.#run(channel, message).then(() => {
+      if (--this.#running === 0) for (const wake of this.#idleWaiters.splice(0)) wake();
+    });
+  }
+
+  /** Runs the handler on `message` and settles it; resolves once it is settled (or left to requeue). */
+  #run(channel: Channel, message: Message): Promise<void> {
+    this.#inFlight.begin();
+    const delivery = decodeWireMessage(wireMessageOf(message));
+    return new Promise((resolve) => {
+      const broken = (error: unknown) => {
+        this.#context.logger.error(`handler chain failed unexpectedly on queue ${this.topology.queue}`, {
+          error: String(error),
+        });
+        this.#requeueLater(channel, message);
+        this.#done();
+        resolve();
+      };
+      let result: DeliveryResult;
+      try {
+        result = this.#handler(delivery);
+      } catch (error) {
+        broken(error);
+        return;
+      }
+      whenDecided(
+        result,
+        (outcome) => void this.#settle(channel, message, delivery, outcome).then(resolve),
+        broken,
+      );
+    });
+  }
+
+  async #settle(channel: Channel, message: Message, delivery: Delivery, outcome: Outcome): Promise<void> {
     try {
       if (outcome.action === 'retry') await this.#scheduleRetry(message, outcome.attempt, outcome.delayMs);
       else if (outcome.action === 'dead-letter')
@@ -161,11 +203,20 @@ export class AmqpConsumer {
     }
   }
 
-  async #redelivered(channel: Channel, message: ConsumeMessage, delivery: Delivery): Promise<void> {
+  /**
+   * Counts one more redelivery in a row of `message` and sends it to the end of `target` with the
+   * count (and its type, which the routing key to the queue no longer says), or past the limit to the
+   * dead-letter queue. The copy must never run while the broker could still hand back the original:
+   * after the ack, a round trip on the same channel (the broker handles a channel's frames in order)
+   * proves the ack arrived, before any copy is tried in this process.
+   */
+  async #count(channel: Channel, message: Message, target: string): Promise<void> {
+    this.#inFlight.begin();
     const redeliveries = redeliveriesOf(message) + 1;
     const limit = this.#context.maxRedeliveries;
     try {
       if (redeliveries > limit) {
+        const delivery = decodeWireMessage(wireMessageOf(message));
         const attempts = delivery.ok ? delivery.message.attempt : delivery.attempt;
         const reason: DeadLetterReason = {
           kind: 'redelivered',
@@ -176,20 +227,19 @@ export class AmqpConsumer {
         );
         await this.#deadLetter(message, delivery, reason, attempts);
       } else {
-        // Back to the end of the queue with the count (and its type, which the routing key to the
-        // queue no longer says); the handler gets that copy.
         const headers = {
           [HEADER.redeliveries]: redeliveries,
           [HEADER.routingKey]: typeOf(wireMessageOf(message)),
         };
         await this.#context.publisher.publish(
           '',
-          this.topology.queue,
+          target,
           message.content,
           republishOptions(message, headers),
         );
       }
       this.#ack(channel, message);
+      await channel.prefetch(this.spec.concurrency);
     } catch (error) {
       this.#context.logger.warn(
         `could not move redelivered message ${String(message.properties.messageId)} on queue ${this.topology.queue}; it will be delivered again`,
@@ -201,7 +251,51 @@ export class AmqpConsumer {
     }
   }
 
-  #scheduleRetry(message: ConsumeMessage, attempt: number, delayMs: number): Promise<void> {
+  /**
+   * Tries the redelivered messages one at a time, each alone in this process: handlers of new
+   * deliveries wait, running ones finish first, and a message is fetched (basic.get) only when it can
+   * start at once. So a message that comes back from the redelivered queue was running alone when its
+   * consumer stopped: it is counted, while the others held at that moment come back through the
+   * subscription queue and are moved without running.
+   */
+  #tryRedelivered(): void {
+    if (this.#trial !== undefined) {
+      this.#tryAgain = true;
+      return;
+    }
+    this.#trying = true;
+    this.#trial = this.#trials()
+      .catch((error: unknown) => {
+        this.#context.logger.warn(`could not try the redelivered messages of queue ${this.topology.queue}`, {
+          error: String(error),
+        });
+      })
+      .finally(() => {
+        this.#trial = undefined;
+        this.#trying = false;
+        for (const { channel, message } of this.#held.splice(0)) {
+          // A message held on a lost channel comes back from the broker on the new one.
+          if (channel === this.#channel) this.#start(channel, message);
+        }
+      });
+  }
+
+  async #trials(): Promise<void> {
+    do {
+      this.#tryAgain = false;
+      if (this.#running > 0) await new Promise<void>((wake) => this.#idleWaiters.push(wake));
+      for (;;) {
+        const channel = this.#channel;
+        if (channel === undefined || this.#closed) return;
+        const message = await channel.get(this.topology.redeliveredQueue, { noAck: false });
+        if (message === false) break;
+        if (message.fields.redelivered) await this.#count(channel, message, this.topology.redeliveredQueue);
+        else await this.#run(channel, message);
+      }
+    } while (this.#tryAgain);
+  }
+
+  #scheduleRetry(message: Message, attempt: number, delayMs: number): Promise<void> {
     // A delay that is not one of the declared levels (a changed configuration) falls back to the
     // nearest longer one, or straight back into the queue.
     let queue = this.topology.retryQueues.get(delayMs);
@@ -221,7 +315,7 @@ export class AmqpConsumer {
   }
 
   #deadLetter(
-    message: ConsumeMessage,
+    message: Message,
     delivery: Delivery,
     reason: DeadLetterReason,
     attempts: number,
@@ -249,7 +343,7 @@ export class AmqpConsumer {
     );
   }
 
-  #ack(channel: Channel, message: ConsumeMessage): void {
+  #ack(channel: Channel, message: Message): void {
     // On a channel from before a reconnect the ack cannot be sent; the broker redelivers the message
     // and the idempotent consumer recognises it.
     if (channel !== this.#channel) return;
@@ -260,7 +354,7 @@ export class AmqpConsumer {
     }
   }
 
-  #requeueLater(channel: Channel, message: ConsumeMessage): void {
+  #requeueLater(channel: Channel, message: Message): void {
     setTimeout(() => {
       if (channel !== this.#channel) return;
       try {
@@ -279,6 +373,7 @@ export class AmqpConsumer {
   async close(timeoutMs: number): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    clearInterval(this.#watch);
     this.#context.onClosed(this);
     const channel = this.#channel;
     if (channel !== undefined && this.#consumerTag !== undefined) {
@@ -291,7 +386,7 @@ export class AmqpConsumer {
 }
 
 /** Redeliveries counted so far: the header Ferry sets on the copy it sends back to the queue. */
-function redeliveriesOf(message: ConsumeMessage): number {
+function redeliveriesOf(message: Message): number {
   const value = (message.properties.headers as Record<string, unknown> | undefined)?.[HEADER.redeliveries];
   const n = typeof value === 'number' ? value : Number(value);
   return Number.isInteger(n) && n > 0 ? n : 0;

@@ -48,7 +48,7 @@ function allNames(group: string, patterns: readonly string[], delays: readonly n
   const names = [deadLetterQueueName(group)];
   for (const pattern of patterns) {
     const t = subscriptionTopology({ group, pattern, concurrency: 1, retryDelays: delays });
-    names.push(t.queue, ...t.retryQueues.values());
+    names.push(t.queue, t.redeliveredQueue, ...t.retryQueues.values());
     expect(t.deadLetterQueue).toBe(deadLetterQueueName(group));
   }
   return names;
@@ -65,6 +65,7 @@ describe('AMQP queue names', () => {
     ]);
     expect(subscriptionTopology({ ...spec, pattern: '注文.#' }).queue).toBe('ferry:billing:注文.#');
     expect(t.deadLetterQueue).toBe('ferry:billing:dead-letter');
+    expect(t.redeliveredQueue).toBe('ferry:billing:order.*:redelivered');
   });
 
   it('never give a subscription the name of the dead-letter queue or of another derived queue', () => {
@@ -110,6 +111,7 @@ describe('AMQP queue names', () => {
     expect(a.queue).not.toBe(b.queue);
     expect(a.queue.startsWith(`ferry:${group}:xxx`)).toBe(true);
     expect(Buffer.byteLength(a.retryQueues.get(1000)!)).toBeLessThanOrEqual(MAX_QUEUE_NAME_BYTES);
+    expect(Buffer.byteLength(a.redeliveredQueue)).toBeLessThanOrEqual(MAX_QUEUE_NAME_BYTES);
     // Multi-byte characters are never split.
     const u = subscriptionTopology({ group, pattern: 'é'.repeat(127), concurrency: 1, retryDelays: [] });
     expect(Buffer.from(u.queue).toString('utf8')).toBe(u.queue);

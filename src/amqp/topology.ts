@@ -14,6 +14,12 @@ export interface SubscriptionTopology {
   readonly queue: string;
   /** Delay queues by delay in ms: messages wait out their TTL, then dead-letter back into `queue`. */
   readonly retryQueues: ReadonlyMap<number, string>;
+  /**
+   * Messages whose consumer stopped while holding them, each waiting to be tried alone (one at a
+   * time, nothing else running in that process), so that only the message that crashes its consumer
+   * is counted towards `maxRedeliveries`.
+   */
+  readonly redeliveredQueue: string;
   /** The group's dead-letter queue, shared by its subscriptions. */
   readonly deadLetterQueue: string;
 }
@@ -25,13 +31,17 @@ const RETRY_SUFFIX_RESERVE = ':retry-'.length + 16 + 'ms'.length;
 const MAX_SUBSCRIPTION_QUEUE_BYTES = MAX_QUEUE_NAME_BYTES - RETRY_SUFFIX_RESERVE;
 /** The last segment of the group's dead-letter queue name; no encoded pattern equals it. */
 const DEAD_LETTER_SEGMENT = 'dead-letter';
+/** The last segment of a subscription's queue of redelivered messages (shorter than the retry reserve). */
+const REDELIVERED_SEGMENT = 'redelivered';
 
 /**
  * Names are derived from group and pattern, so every instance of a service finds the same queues:
- * `ferry:<group>:<pattern>`, `ferry:<group>:<pattern>:retry-<ms>ms`, `ferry:<group>:dead-letter`.
+ * `ferry:<group>:<pattern>`, `ferry:<group>:<pattern>:retry-<ms>ms`, `ferry:<group>:<pattern>:redelivered`,
+ * `ferry:<group>:dead-letter`.
  * Group names cannot contain `:`; the pattern is encoded ({@link encodePatternForQueue}) so that it
  * contains no `:` either and never equals `dead-letter`: a subscription queue has exactly two `:`,
- * a delay queue three, and the dead-letter segment is reserved, so no two names can be equal.
+ * a delay or redelivered queue three (their last segments differ), and the dead-letter segment is
+ * reserved, so no two names can be equal.
  * Throws `INVALID_TOPIC` (before anything is declared) when the group or pattern is invalid.
  */
 export function subscriptionTopology(spec: SubscriptionSpec): SubscriptionTopology {
@@ -49,7 +59,12 @@ export function subscriptionTopology(spec: SubscriptionSpec): SubscriptionTopolo
     }
     retryQueues.set(delay, name);
   }
-  return { queue, retryQueues, deadLetterQueue: deadLetterQueueName(spec.group) };
+  return {
+    queue,
+    retryQueues,
+    redeliveredQueue: `${queue}:${REDELIVERED_SEGMENT}`,
+    deadLetterQueue: deadLetterQueueName(spec.group),
+  };
 }
 
 /**
@@ -152,6 +167,7 @@ export async function declareSubscription(
     for (const [delay, name] of topology.retryQueues) {
       await declarer.declare(name, (type) => delayQueueArguments(type, delay, topology.queue));
     }
+    await declarer.declare(topology.redeliveredQueue, queueArguments);
     await declarer.declare(topology.deadLetterQueue, queueArguments);
   } finally {
     await declarer.close();
@@ -250,7 +266,7 @@ export async function deleteSubscriptionQueues(
     }
     if (consumers > 0) throw new SubscriptionInUseError(spec.group, spec.pattern);
     let discarded = 0;
-    for (const name of [topology.queue, ...topology.retryQueues.values()]) {
+    for (const name of [topology.queue, topology.redeliveredQueue, ...topology.retryQueues.values()]) {
       discarded += (await channel.deleteQueue(name)).messageCount;
     }
     return discarded;
