@@ -2,6 +2,7 @@ import type { ChannelModel } from 'amqplib';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import { type Logger, stderrLogger } from '../logging/logger.js';
 import type { Envelope } from '../messaging/envelope.js';
+import { assertEnvelopeLimits } from '../messaging/envelope-limits.js';
 import { BrokerConnectionError, BusClosedError } from '../messaging/errors.js';
 import type {
   DeadLetter,
@@ -318,6 +319,8 @@ export class AmqpTransport implements Transport {
     if (this.#state === 'closed') return Promise.reject(new BusClosedError('transport'));
     let encoded: ReturnType<typeof encodeEnvelope>;
     try {
+      // Envelopes that did not come through the bus are held to the same limits.
+      assertEnvelopeLimits(envelope);
       encoded = encodeEnvelope(envelope);
     } catch (error) {
       return Promise.reject(error);

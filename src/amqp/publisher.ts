@@ -1,4 +1,5 @@
 import type { Message as AmqpMessage, ChannelModel, ConfirmChannel, Options } from 'amqplib';
+import { InvalidOptionsError } from '../errors/ferry-error.js';
 import { Deque } from '../messaging/deque.js';
 import {
   BusClosedError,
@@ -227,10 +228,16 @@ export class ConfirmPublisher {
       );
     } catch (error) {
       // amqplib throws synchronously when the channel is already closing; the publish stays in
-      // flight and is re-sent by resume(). Anything else (a header table over 64 KiB) is the caller's.
+      // flight and is re-sent by resume(). Anything else is properties AMQP cannot encode (a short
+      // string over 255 bytes, a header table over 64 KiB): the caller's, and said so in a typed error.
       if (!(error instanceof Error) || error.name !== 'IllegalOperationError') {
         this.#inFlight.delete(pending);
-        this.#settle(pending, error instanceof Error ? error : new Error(String(error)));
+        this.#settle(
+          pending,
+          new InvalidOptionsError(
+            `RabbitMQ cannot carry the properties of this message: ${error instanceof Error ? error.message : String(error)}`,
+          ),
+        );
       }
       return;
     }

@@ -21,6 +21,7 @@ import {
   validateDeliveredForm,
 } from './contracts.js';
 import { type Envelope, JSON_CONTENT_TYPE, type Message, newMessageId, nowIso } from './envelope.js';
+import { assertEnvelopeLimits } from './envelope-limits.js';
 import { BusClosedError, describeThrown, MessageValidationError } from './errors.js';
 import {
   type Decide,
@@ -171,7 +172,11 @@ export type MessageFor<C, P extends string> = [MatchingTypes<C, P>] extends [nev
 export class Bus<C extends Contracts = NoContracts> {
   readonly service: string;
   readonly transport: Transport;
-  readonly #contracts: Readonly<Record<string, StandardSchemaV1 | undefined>>;
+  /**
+   * The schemas by type, own keys only: a type named like an `Object.prototype` member
+   * (`constructor`, `toString`) has no contract, where a lookup on the options object found one.
+   */
+  readonly #contracts: ReadonlyMap<string, StandardSchemaV1>;
   readonly #middleware: readonly HandlerMiddleware[];
   readonly #defaults: Required<SubscriptionDefaults>;
   readonly #closeTimeoutMs: number;
@@ -184,7 +189,7 @@ export class Bus<C extends Contracts = NoContracts> {
     assertGroup(options.service);
     this.service = options.service;
     this.transport = transport;
-    this.#contracts = options.contracts ?? {};
+    this.#contracts = new Map(Object.entries(options.contracts ?? {}) as [string, StandardSchemaV1][]);
     this.#middleware = [...(options.inbox ? [idempotent(options.inbox)] : []), ...(options.middleware ?? [])];
     this.#defaults = { ...DEFAULT_SUBSCRIPTION_OPTIONS, ...options.subscriptionDefaults };
     this.#closeTimeoutMs = options.closeTimeoutMs ?? 10_000;
@@ -200,7 +205,7 @@ export class Bus<C extends Contracts = NoContracts> {
     if (this.#closing !== undefined) return Promise.reject(new BusClosedError());
     try {
       assertMessageType(type);
-      const schema = this.#contracts[type];
+      const schema = this.#contracts.size === 0 ? undefined : this.#contracts.get(type);
       if (schema !== undefined) {
         const checked = validate(schema, type, data);
         if (checked instanceof Promise) {
@@ -248,6 +253,7 @@ export class Bus<C extends Contracts = NoContracts> {
     }
     const expiresat = expiryOf(options);
     if (expiresat !== undefined) envelope.expiresat = expiresat;
+    assertEnvelopeLimits(envelope);
     return envelope;
   }
 
@@ -420,7 +426,7 @@ export class Bus<C extends Contracts = NoContracts> {
           attempts: message.attempt,
         };
       }
-      const schema = contracts[message.type];
+      const schema = contracts.size === 0 ? undefined : contracts.get(message.type);
       if (schema === undefined) return run(message);
       let checked: unknown;
       try {

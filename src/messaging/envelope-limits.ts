@@ -1,0 +1,62 @@
+import { InvalidOptionsError } from '../errors/ferry-error.js';
+import type { Envelope } from './envelope.js';
+
+/**
+ * Most UTF-8 bytes of a message id, correlation id or causation id: AMQP carries them as short
+ * strings (and header names too), and every transport refuses what one of them cannot carry.
+ */
+export const MAX_ID_BYTES = 255;
+/**
+ * Most UTF-8 bytes of application header names and values together. AMQP encodes the header table
+ * into 64 KiB, which a dead-lettered copy shares with Ferry's own headers (error, stack, origin).
+ */
+export const MAX_HEADERS_BYTES = 32_768;
+
+/**
+ * Throws `INVALID_OPTIONS`, naming the field and the limit, for an envelope no transport can carry
+ * alike. Cheap on the publish path: a string of at most 85 UTF-16 units is at most 255 bytes, and
+ * one longer than the limit in units is longer in bytes, so bytes are counted only in between.
+ */
+export function assertEnvelopeLimits(envelope: Envelope): void {
+  assertShortString('id', envelope.id);
+  if (envelope.correlationid !== envelope.id) assertShortString('correlationId', envelope.correlationid);
+  if (envelope.causationid !== undefined) assertShortString('causationId', envelope.causationid);
+  if (envelope.headers !== undefined) assertHeaders(envelope.headers);
+}
+
+function assertShortString(field: string, value: string): void {
+  if (typeof value !== 'string' || value.length <= 85) return;
+  const bytes = value.length > MAX_ID_BYTES ? value.length : Buffer.byteLength(value);
+  if (bytes > MAX_ID_BYTES) {
+    throw new InvalidOptionsError(
+      `${field} must be at most ${MAX_ID_BYTES} bytes of UTF-8 (an AMQP short string); it has ${Buffer.byteLength(value)}`,
+    );
+  }
+}
+
+function assertHeaders(headers: Readonly<Record<string, string>>): void {
+  let units = 0;
+  for (const name of Object.keys(headers)) {
+    if (name.length > 85 && Buffer.byteLength(name) > MAX_ID_BYTES) {
+      throw new InvalidOptionsError(
+        `header name "${name.slice(0, 40)}…" must be at most ${MAX_ID_BYTES} bytes of UTF-8 (an AMQP short string)`,
+      );
+    }
+    const value = headers[name];
+    units += name.length + (typeof value === 'string' ? value.length : 0);
+  }
+  if (units * 3 <= MAX_HEADERS_BYTES) return;
+  let bytes = units;
+  if (units <= MAX_HEADERS_BYTES) {
+    bytes = 0;
+    for (const name of Object.keys(headers)) {
+      const value = headers[name];
+      bytes += Buffer.byteLength(name) + (typeof value === 'string' ? Buffer.byteLength(value) : 0);
+    }
+  }
+  if (bytes > MAX_HEADERS_BYTES) {
+    throw new InvalidOptionsError(
+      `headers must be at most ${MAX_HEADERS_BYTES} bytes of UTF-8 (names and values together); they have ${bytes}${bytes === units ? ' or more' : ''}`,
+    );
+  }
+}
