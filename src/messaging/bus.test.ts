@@ -155,6 +155,19 @@ describe('publish', () => {
     },
   );
 
+  it.each([
+    ['without contracts', {}],
+    ['with contracts for other types', { 'order.created': z.object({ orderId: z.string() }) }],
+  ])('publishes and delivers types named like Object.prototype members (%s)', async (_name, contracts) => {
+    const bus = await open({ contracts });
+    const types = ['constructor', 'toString', '__proto__', 'hasOwnProperty.valueOf'];
+    const got: string[] = [];
+    await bus.subscribe('#', (m) => void got.push(m.type));
+    for (const type of types) await bus.publish(type, { a: 1 });
+    await waitFor(() => got.length === types.length, 'every message');
+    expect(got.sort()).toEqual([...types].sort());
+  });
+
   it('rejects data that fails its contract as a rejection, not a throw', async () => {
     const bus = await open({ contracts: { 'order.created': z.object({ orderId: z.string() }) } });
     let published: Promise<void> | undefined;
