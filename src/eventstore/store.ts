@@ -105,9 +105,11 @@ export class EventStore {
   /**
    * Every event committed before the call, in global order, fetched in batches. Only final positions
    * are returned: an event still being committed by another transaction at an earlier position is
-   * waited for, never skipped. On PostgreSQL a transaction open elsewhere is waited for up to the
-   * backend's `horizonWaitMs`; then the read rejects with `ReadHeldBackError` (`READ_HELD_BACK`)
-   * naming it, rather than end early. Memory and SQLite never hold a read back.
+   * waited for, never skipped. On PostgreSQL a transaction with an id open anywhere in the cluster
+   * (even in another database) holds back the events committed after it began, since it might still
+   * commit below them: those committed before it began are yielded at once, then the read waits up
+   * to the backend's `horizonWaitMs` for it to end, and rejects with `ReadHeldBackError`
+   * (`READ_HELD_BACK`, naming it) rather than end early. Memory and SQLite never hold a read back.
    * Invalid options reject the first `next()` with `InvalidOptionsError` (code `INVALID_OPTIONS`):
    * `fromPosition` is a bigint from 0n (0n and 1n both mean the beginning) to 2^63-1, `types` an
    * array of valid event types, `batchSize` a positive safe integer.
@@ -131,18 +133,40 @@ export class EventStore {
       }
     }
     let after = from === undefined || from === 0n ? 0n : from - 1n;
-    // Once the end is known, every position up to it is final: the reads below never stop short of it.
-    // On PostgreSQL, a transaction open elsewhere is waited for up to the backend's horizonWaitMs,
-    // then ReadHeldBackError (READ_HELD_BACK) names it: the read never ends early as if complete.
-    const end = await this.backend.horizon();
+    // The end is fixed now (the backend's horizon(): every event committed before this call is at or
+    // below it) but waited for only when needed: what readAfter returns is final and is yielded at
+    // once. Only when it says later positions exist but are held back (PostgreSQL: a transaction open
+    // somewhere in the cluster may still commit below them) does the read wait for the end to be
+    // final, up to the backend's horizonWaitMs; then it rejects with ReadHeldBackError
+    // (READ_HELD_BACK) naming the oldest such transaction, rather than end early as if complete.
+    // Events committed before that transaction began are read before it is waited for.
+    const endCall = this.backend.horizon();
+    let end: bigint | undefined;
+    let endError: unknown;
+    let endSettled = false;
+    endCall.then(
+      (position) => {
+        end = position;
+        endSettled = true;
+      },
+      (error: unknown) => {
+        endError = error;
+        endSettled = true;
+      },
+    );
     for (;;) {
-      const { events } = await this.backend.readAfter(after, batchSize, options.types);
+      const { events, held } = await this.backend.readAfter(after, batchSize, options.types);
       for (const event of events) {
-        if (event.position > end) return;
+        if (end !== undefined && event.position > end) return;
         yield event;
       }
-      if (events.length < batchSize) return;
-      after = events[events.length - 1]!.position;
+      if (events.length > 0) after = events[events.length - 1]!.position;
+      if (events.length === batchSize) continue;
+      // Nothing held back: every event stored has been read. Once the end is final, so is every
+      // position up to it: what is held back lies beyond it.
+      if (!held || end !== undefined) return;
+      if (!endSettled) await endCall.catch(() => {});
+      if (endError !== undefined) throw endError;
     }
   }
 

@@ -63,7 +63,10 @@ export const DEFAULT_POSTGRES_BACKEND_OPTIONS = Object.freeze({
 });
 
 const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,40}$/;
-/** How long `readAfter` waits for this process's own last append to become final (read-your-writes). */
+/**
+ * How long `readAfter` waits, at most, for this process's own last append to become final
+ * (read-your-writes); never longer than `horizonWaitMs`, the wait of a read for the same transactions.
+ */
 const OWN_WRITES_WAIT_MS = 5000;
 /**
  * After `horizon()` gave up waiting, how long a new call goes on waiting for the same end (a
@@ -557,7 +560,7 @@ export class PostgresEventStoreBackend implements EventStoreBackend {
     limit: number,
     types: readonly string[] | undefined,
   ): Promise<ReadAfterResult> {
-    const deadline = Date.now() + OWN_WRITES_WAIT_MS;
+    const deadline = Date.now() + Math.min(OWN_WRITES_WAIT_MS, this.#horizonWaitMs);
     for (;;) {
       const { rows } = await this.#db.query<EventRow & { horizon: bigint }>(this.#sql.readAfter, [
         after,
@@ -565,8 +568,17 @@ export class PostgresEventStoreBackend implements EventStoreBackend {
         types ?? null,
       ]);
       const horizon = rows[0]!.horizon;
-      // Read-your-writes: what this process appended becomes readable as soon as it is final.
-      if (horizon <= this.#lastAppended && this.#lastAppended > after && Date.now() < deadline) {
+      // Read-your-writes: what this process appended becomes readable as soon as it is final. Only
+      // when nothing final comes first: events below the horizon are returned at once, whatever holds
+      // back the positions after them.
+      const first = rows[0]!.position;
+      const finalFirst = first !== null && first < horizon;
+      if (
+        !finalFirst &&
+        horizon <= this.#lastAppended &&
+        this.#lastAppended > after &&
+        Date.now() < deadline
+      ) {
         this.#checkHeldBack();
         await new Promise((resolve) => setTimeout(resolve, 10));
         continue;

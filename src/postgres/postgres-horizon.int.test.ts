@@ -112,8 +112,16 @@ describe('PostgreSQL reads around a transaction open elsewhere', () => {
       for await (const e of store.readAll()) out.push(e.data as number);
       return out;
     };
-    // Another store instance (no own appends to wait for) and this one alike.
-    const other = await openStore({ horizonWaitMs: 500 });
+    // Another store instance on the same schema (no own appends to wait for) and this one alike.
+    const otherBackend = new PostgresEventStoreBackend({
+      url: postgresTestUrl(),
+      schema: schemas[schemas.length - 1]!,
+      horizonWaitMs: 500,
+      logger: silentLogger,
+    });
+    await otherBackend.open();
+    const other = { store: new EventStore(otherBackend, { logger: silentLogger }) };
+    cleanups.push(() => other.store.close());
     for (const reader of [store, other.store]) {
       const started = Date.now();
       const error = (await rejection(

@@ -1,0 +1,94 @@
+import pg from 'pg';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { isReadHeldBackError, type ReadHeldBackError } from '../eventstore/held-back.js';
+import { EventStore } from '../eventstore/store.js';
+import { silentLogger } from '../logging/logger.js';
+import { dropSchemas, postgresTestUrl, testSchemaName } from '../testing/postgres.js';
+import { waitFor } from '../testing/wait.js';
+import { PostgresEventStoreBackend } from './postgres-backend.js';
+
+// A transaction left open in ANOTHER database of the cluster holds back only the events committed
+// after it began (they might be preceded by its own commit); those committed before stay readable.
+
+const schemas: string[] = [];
+const cleanups: (() => Promise<unknown>)[] = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => {});
+});
+afterAll(() => dropSchemas(schemas));
+
+async function openStore(): Promise<EventStore> {
+  const schema = testSchemaName('heldback');
+  schemas.push(schema);
+  const backend = new PostgresEventStoreBackend({
+    url: postgresTestUrl(),
+    schema,
+    horizonWaitMs: 600,
+    logger: silentLogger,
+  });
+  await backend.open();
+  const store = new EventStore(backend, { logger: silentLogger });
+  cleanups.push(() => store.close());
+  return store;
+}
+
+/** `BEGIN; SELECT pg_current_xact_id()` in the `postgres` database, left open. */
+async function openTransactionInAnotherDatabase() {
+  const url = new URL(postgresTestUrl());
+  url.pathname = '/postgres';
+  const client = new pg.Client({ connectionString: url.toString(), application_name: 'ferry-test-idle' });
+  await client.connect();
+  cleanups.push(() => client.end());
+  await client.query('BEGIN');
+  const { rows } = await client.query<{ pid: number }>(
+    'SELECT pg_backend_pid() AS pid, pg_current_xact_id()::text AS xid',
+  );
+  return { pid: rows[0]!.pid, commit: () => client.query('COMMIT') };
+}
+
+describe('PostgreSQL reads while a transaction is idle in another database', () => {
+  it('readAll returns the events committed before that transaction began, then rejects with READ_HELD_BACK', async () => {
+    const store = await openStore();
+    await store.append('s1', [{ type: 'T', data: 1 }]);
+    const idle = await openTransactionInAnotherDatabase();
+    await store.append('s1', [{ type: 'T', data: 2 }]);
+
+    const got: unknown[] = [];
+    const error = await (async () => {
+      for await (const event of store.readAll()) got.push(event.data);
+    })().then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(got).toEqual([1]);
+    expect(isReadHeldBackError(error), String(error)).toBe(true);
+    expect((error as ReadHeldBackError).transaction?.pid).toBe(idle.pid);
+
+    await idle.commit();
+    const all: unknown[] = [];
+    for await (const event of store.readAll()) all.push(event.data);
+    expect(all).toEqual([1, 2]);
+  });
+
+  it('a subscription handles the events committed before that transaction began, the rest once it ends', async () => {
+    const store = await openStore();
+    await store.append('s1', [{ type: 'T', data: 1 }]);
+    const idle = await openTransactionInAnotherDatabase();
+    await store.append('s1', [{ type: 'T', data: 2 }]);
+
+    const seen: unknown[] = [];
+    const subscription = store.subscribe({ name: 'projector', from: 'start' }, async (event) => {
+      seen.push(event.data);
+    });
+    await waitFor(
+      () => seen.length === 1,
+      () => `event 1 handled while the transaction is open (saw ${JSON.stringify(seen)})`,
+      3000,
+    );
+    expect(seen).toEqual([1]);
+    await idle.commit();
+    await waitFor(() => seen.length === 2, 'event 2 handled once the transaction ended');
+    expect(seen).toEqual([1, 2]);
+    await subscription.close();
+  });
+});
