@@ -51,7 +51,9 @@ export interface EventStoreBackend {
   /**
    * Appends `events` atomically at the end of the stream, enforcing `expected` inside the database.
    * When every event id is already in the stream, returns the recorded result without writing.
-   * Throws `ConcurrencyError` or `DuplicateEventIdError`.
+   * Throws `ConcurrencyError` or `DuplicateEventIdError`. Takes events already checked and encoded
+   * (`prepareAppend`, by `EventStore.append`): it checks nothing itself, so user input goes through
+   * an `EventStore`, or through a backend method that prepares it the same way (`appendInTransaction`).
    */
   append(
     streamId: string,
