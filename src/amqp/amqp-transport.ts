@@ -19,76 +19,14 @@ import { AmqpConsumer } from './consumer.js';
 import { listDeadLetters, replayDeadLetters } from './dead-letters.js';
 import { isInequivalentQueueError } from './inequivalent-queue-error.js';
 import { ConfirmPublisher, type PublisherStats } from './publisher.js';
+import { declareExchange, deleteSubscriptionQueues, type QueueTypeMismatch } from './topology.js';
 import {
-  declareExchange,
-  deleteSubscriptionQueues,
-  type QueueType,
-  type QueueTypeMismatch,
-} from './topology.js';
+  type AmqpTransportOptions,
+  type ResolvedAmqpOptions,
+  resolveAmqpOptions,
+} from './transport-options.js';
 
-/** Options of the RabbitMQ transport. */
-export interface AmqpTransportOptions {
-  /** `amqp://user:password@host:5672/vhost`; keep credentials in the environment, not in code. */
-  readonly url: string;
-  /** The topic exchange every message is published to. @default 'ferry.events' */
-  readonly exchange?: string;
-  /**
-   * Type of subscription, delay and dead-letter queues. Quorum queues (RabbitMQ's choice for data
-   * that matters) are durable, replicated on a cluster, and their delay queues dead-letter at least
-   * once; classic queues dead-letter at most once. A queue that already exists as the other type (for
-   * instance from an older Ferry, whose default was classic) is used as it is, with one warning that
-   * says how to migrate it. @default 'quorum'
-   */
-  readonly queueType?: QueueType;
-  /** Most publishes awaiting a broker confirm at once. @default 1000 */
-  readonly publishWindow?: number;
-  /** Most publishes held in memory (in flight plus waiting, e.g. during an outage). @default 100000 */
-  readonly maxBufferedPublishes?: number;
-  /**
-   * Largest encoded body (the JSON of `data`) a publish sends; a larger one rejects at once with
-   * `MESSAGE_TOO_LARGE`. Keep it at most the broker's `max_message_size` (RabbitMQ 3.8+: 128 MiB by
-   * default): a body the broker refuses closes the publishing channel. If it does, the limit the
-   * broker states is learned and used from then on. @default 134217728
-   */
-  readonly maxMessageBytes?: number;
-  /** A publish not confirmed within this time rejects with `PUBLISH_NOT_CONFIRMED`. @default 30000 */
-  readonly confirmTimeoutMs?: number;
-  /** How long `connect` keeps trying before it fails with `BROKER_UNAVAILABLE`. @default 30000 */
-  readonly connectTimeoutMs?: number;
-  /** Reconnect backoff: first delay, doubling up to `maxDelayMs`, with full jitter. @default { initialDelayMs: 100, maxDelayMs: 5000 } */
-  readonly reconnect?: { readonly initialDelayMs?: number; readonly maxDelayMs?: number };
-  /**
-   * A message delivered again after its consumer stopped while holding it (crashed, was killed, or
-   * lost its connection) goes back to the end of its queue, counted; past this many such
-   * redeliveries in a row it goes to the dead-letter queue (reason `redelivered`), so a message that
-   * crashes every consumer cannot crash them forever. @default 5
-   */
-  readonly maxRedeliveries?: number;
-  /** AMQP heartbeat in seconds: how fast a dead peer is noticed. @default 10 */
-  readonly heartbeatSeconds?: number;
-  /** Shown in the RabbitMQ management UI. @default 'ferry' */
-  readonly connectionName?: string;
-  /** @default warnings and errors to stderr */
-  readonly logger?: Logger;
-}
-
-type ResolvedOptions = Required<Omit<AmqpTransportOptions, 'url' | 'logger' | 'reconnect'>> & {
-  readonly reconnect: { readonly initialDelayMs: number; readonly maxDelayMs: number };
-};
-
-export const DEFAULT_AMQP_TRANSPORT_OPTIONS: ResolvedOptions = Object.freeze({
-  exchange: 'ferry.events',
-  queueType: 'quorum',
-  publishWindow: 1000,
-  maxBufferedPublishes: 100_000,
-  maxMessageBytes: 134_217_728,
-  confirmTimeoutMs: 30_000,
-  connectTimeoutMs: 30_000,
-  reconnect: Object.freeze({ initialDelayMs: 100, maxDelayMs: 5000 }),
-  maxRedeliveries: 5,
-  heartbeatSeconds: 10,
-  connectionName: 'ferry',
-});
+export { type AmqpTransportOptions, DEFAULT_AMQP_TRANSPORT_OPTIONS } from './transport-options.js';
 
 type State = 'idle' | 'connecting' | 'ready' | 'recovering' | 'closed';
 
@@ -108,7 +46,7 @@ export interface AmqpTransportStatus {
 export class AmqpTransport implements Transport {
   readonly name = 'amqp';
   readonly #url: string;
-  readonly #options: ResolvedOptions;
+  readonly #options: ResolvedAmqpOptions;
   readonly #logger: Logger;
   readonly #publisher: ConfirmPublisher;
   readonly #consumers = new Set<AmqpConsumer>();
@@ -126,19 +64,8 @@ export class AmqpTransport implements Transport {
       );
     }
     this.#url = options.url;
-    const { url: _url, logger, reconnect, ...rest } = options;
-    this.#options = {
-      ...DEFAULT_AMQP_TRANSPORT_OPTIONS,
-      ...rest,
-      reconnect: { ...DEFAULT_AMQP_TRANSPORT_OPTIONS.reconnect, ...reconnect },
-    };
-    if (!(this.#options.publishWindow >= 1))
-      throw new InvalidOptionsError('publishWindow must be at least 1');
-    if (!(this.#options.maxMessageBytes >= 1))
-      throw new InvalidOptionsError('maxMessageBytes must be at least 1');
-    if (!Number.isInteger(this.#options.maxRedeliveries) || this.#options.maxRedeliveries < 0)
-      throw new InvalidOptionsError('maxRedeliveries must be an integer of at least 0');
-    this.#logger = logger ?? stderrLogger;
+    this.#options = resolveAmqpOptions(options);
+    this.#logger = options.logger ?? stderrLogger;
     this.#publisher = new ConfirmPublisher({
       window: this.#options.publishWindow,
       maxBuffered: this.#options.maxBufferedPublishes,

@@ -1,0 +1,153 @@
+import { InvalidOptionsError } from '../errors/ferry-error.js';
+import type { Logger } from '../logging/logger.js';
+import type { QueueType } from './topology.js';
+
+/** Options of the RabbitMQ transport. */
+export interface AmqpTransportOptions {
+  /** `amqp://user:password@host:5672/vhost`; keep credentials in the environment, not in code. */
+  readonly url: string;
+  /** The topic exchange every message is published to. @default 'ferry.events' */
+  readonly exchange?: string;
+  /**
+   * Type of subscription, delay and dead-letter queues: `'quorum'` or `'classic'` (nothing else).
+   * Quorum queues (RabbitMQ's choice for data that matters) are durable, replicated on a cluster,
+   * and their delay queues dead-letter at least once; classic queues dead-letter at most once. A
+   * queue that already exists as the other type (for instance from an older Ferry, whose default was
+   * classic) is used as it is, with one warning that says how to migrate it. @default 'quorum'
+   */
+  readonly queueType?: QueueType;
+  /** Most publishes awaiting a broker confirm at once. @default 1000 */
+  readonly publishWindow?: number;
+  /** Most publishes held in memory (in flight plus waiting, e.g. during an outage). @default 100000 */
+  readonly maxBufferedPublishes?: number;
+  /**
+   * Largest encoded body (the JSON of `data`) a publish sends; a larger one rejects at once with
+   * `MESSAGE_TOO_LARGE`. Keep it at most the broker's `max_message_size` (RabbitMQ 3.8+: 128 MiB by
+   * default): a body the broker refuses closes the publishing channel. If it does, the limit the
+   * broker states is learned and used from then on. @default 134217728
+   */
+  readonly maxMessageBytes?: number;
+  /** A publish not confirmed within this time rejects with `PUBLISH_NOT_CONFIRMED`. @default 30000 */
+  readonly confirmTimeoutMs?: number;
+  /** How long `connect` keeps trying before it fails with `BROKER_UNAVAILABLE`. @default 30000 */
+  readonly connectTimeoutMs?: number;
+  /** Reconnect backoff: first delay, doubling up to `maxDelayMs`, with full jitter. @default { initialDelayMs: 100, maxDelayMs: 5000 } */
+  readonly reconnect?: { readonly initialDelayMs?: number; readonly maxDelayMs?: number };
+  /**
+   * A message delivered again after its consumer stopped while holding it (crashed, was killed, or
+   * lost its connection) is tried again alone, counted; past this many such redeliveries in a row it
+   * goes to the dead-letter queue (reason `redelivered`), so a message that crashes every consumer
+   * cannot crash them forever. @default 5
+   */
+  readonly maxRedeliveries?: number;
+  /** AMQP heartbeat in seconds (0 turns it off): how fast a dead peer is noticed. @default 10 */
+  readonly heartbeatSeconds?: number;
+  /** Shown in the RabbitMQ management UI. @default 'ferry' */
+  readonly connectionName?: string;
+  /** @default warnings and errors to stderr */
+  readonly logger?: Logger;
+}
+
+export type ResolvedAmqpOptions = Required<Omit<AmqpTransportOptions, 'url' | 'logger' | 'reconnect'>> & {
+  readonly reconnect: { readonly initialDelayMs: number; readonly maxDelayMs: number };
+};
+
+export const DEFAULT_AMQP_TRANSPORT_OPTIONS: ResolvedAmqpOptions = Object.freeze({
+  exchange: 'ferry.events',
+  queueType: 'quorum',
+  publishWindow: 1000,
+  maxBufferedPublishes: 100_000,
+  maxMessageBytes: 134_217_728,
+  confirmTimeoutMs: 30_000,
+  connectTimeoutMs: 30_000,
+  reconnect: Object.freeze({ initialDelayMs: 100, maxDelayMs: 5000 }),
+  maxRedeliveries: 5,
+  heartbeatSeconds: 10,
+  connectionName: 'ferry',
+});
+
+/** The longest delay a timer takes (2^31 - 1 ms); Node fires a longer one at once. */
+const MAX_TIMER_MS = 2_147_483_647;
+
+/**
+ * The options with defaults filled in (an explicit `undefined` takes the default), or
+ * `INVALID_OPTIONS` naming the first bad one, before anything connects.
+ */
+export function resolveAmqpOptions(options: AmqpTransportOptions): ResolvedAmqpOptions {
+  const d = DEFAULT_AMQP_TRANSPORT_OPTIONS;
+  const queueType = options.queueType ?? d.queueType;
+  if (queueType !== 'quorum' && queueType !== 'classic') {
+    throw new InvalidOptionsError(
+      `queueType must be 'quorum' or 'classic', not ${JSON.stringify(queueType)}`,
+    );
+  }
+  const exchange = options.exchange ?? d.exchange;
+  if (typeof exchange !== 'string' || exchange === '' || Buffer.byteLength(exchange) > 255) {
+    throw new InvalidOptionsError('exchange must be a non-empty string of at most 255 bytes');
+  }
+  const connectionName = options.connectionName ?? d.connectionName;
+  if (typeof connectionName !== 'string') throw new InvalidOptionsError('connectionName must be a string');
+  const initialDelayMs = integer(
+    'reconnect.initialDelayMs',
+    options.reconnect?.initialDelayMs,
+    d.reconnect.initialDelayMs,
+    1,
+    MAX_TIMER_MS,
+  );
+  const maxDelayMs = integer(
+    'reconnect.maxDelayMs',
+    options.reconnect?.maxDelayMs,
+    d.reconnect.maxDelayMs,
+    1,
+    MAX_TIMER_MS,
+  );
+  if (maxDelayMs < initialDelayMs) {
+    throw new InvalidOptionsError('reconnect.maxDelayMs must be at least reconnect.initialDelayMs');
+  }
+  return {
+    exchange,
+    queueType,
+    publishWindow: integer('publishWindow', options.publishWindow, d.publishWindow, 1),
+    maxBufferedPublishes: integer(
+      'maxBufferedPublishes',
+      options.maxBufferedPublishes,
+      d.maxBufferedPublishes,
+      1,
+    ),
+    maxMessageBytes: integer('maxMessageBytes', options.maxMessageBytes, d.maxMessageBytes, 1),
+    confirmTimeoutMs: integer(
+      'confirmTimeoutMs',
+      options.confirmTimeoutMs,
+      d.confirmTimeoutMs,
+      1,
+      MAX_TIMER_MS,
+    ),
+    connectTimeoutMs: integer(
+      'connectTimeoutMs',
+      options.connectTimeoutMs,
+      d.connectTimeoutMs,
+      1,
+      MAX_TIMER_MS,
+    ),
+    reconnect: { initialDelayMs, maxDelayMs },
+    maxRedeliveries: integer('maxRedeliveries', options.maxRedeliveries, d.maxRedeliveries, 0),
+    // AMQP carries the heartbeat as an unsigned short.
+    heartbeatSeconds: integer('heartbeatSeconds', options.heartbeatSeconds, d.heartbeatSeconds, 0, 65_535),
+    connectionName,
+  };
+}
+
+function integer(
+  name: string,
+  value: number | undefined,
+  fallback: number,
+  min: number,
+  max = Number.MAX_SAFE_INTEGER,
+): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    const range = max === Number.MAX_SAFE_INTEGER ? `at least ${min}` : `from ${min} to ${max}`;
+    throw new InvalidOptionsError(`${name} must be an integer ${range}, not ${String(value)}`);
+  }
+  return value;
+}
