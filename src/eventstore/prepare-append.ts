@@ -64,20 +64,26 @@ function assertExpectedVersion(expected: ExpectedVersion): void {
 }
 
 /**
- * Metadata as JSON would see it at the top level (after its `toJSON`, as `JSON.stringify` calls it),
- * or undefined when that is not a plain object: an array, a Date (its ISO string), a Map (stored as
- * {}), a class instance or a primitive would be stored as something else than an object of members,
- * or silently as {}.
+ * Metadata as JSON sees it at the top level (after its `toJSON`, as `JSON.stringify` calls it) when
+ * that is a plain object; else why not. An array, a Date (its ISO string), a Map (stored as {}), a
+ * class instance or a primitive would be stored as something else than an object of members, or
+ * silently as {}.
  */
-function plainMetadata(metadata: unknown): Readonly<Record<string, unknown>> | undefined {
-  let value = metadata;
-  if (typeof value === 'object' && value !== null) {
-    const toJSON = (value as { toJSON?: unknown }).toJSON;
-    if (typeof toJSON === 'function') value = toJSON.call(value, '');
-  }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) return undefined;
-  const proto: unknown = Object.getPrototypeOf(value);
-  return proto === Object.prototype || proto === null ? (value as Record<string, unknown>) : undefined;
+function plainMetadata(
+  metadata: unknown,
+): { readonly plain: Record<string, unknown> } | { readonly not: string } {
+  if (typeof metadata !== 'object' || metadata === null || Array.isArray(metadata))
+    return { not: show(metadata) };
+  const name = (Object.getPrototypeOf(metadata) as { constructor?: { name?: unknown } } | null)?.constructor
+    ?.name;
+  const what = typeof name === 'string' && name !== '' && name !== 'Object' ? `a ${name}` : 'an object';
+  const toJSON = (metadata as { toJSON?: unknown }).toJSON;
+  const value: unknown = typeof toJSON === 'function' ? toJSON.call(metadata, '') : metadata;
+  const proto: unknown =
+    typeof value === 'object' && value !== null ? Object.getPrototypeOf(value) : undefined;
+  if (!Array.isArray(value) && (proto === Object.prototype || proto === null))
+    return { plain: value as Record<string, unknown> };
+  return { not: value === metadata ? what : `${what} whose toJSON gives ${show(value)}` };
 }
 
 /** Fills in id and metadata, with the ambient correlation and causation ids, and encodes the event. */
@@ -90,10 +96,10 @@ function prepareEvent(event: EventData, index: number): PreparedEvent {
   if (event.id !== undefined && (typeof event.id !== 'string' || !UUID.test(event.id))) {
     throw new InvalidEventError(`event ${index}: its id ${show(event.id)} is not a UUID`);
   }
-  const own = event.metadata === undefined ? {} : plainMetadata(event.metadata);
-  if (own === undefined) {
+  const own = event.metadata === undefined ? { plain: {} } : plainMetadata(event.metadata);
+  if ('not' in own) {
     throw new InvalidEventError(
-      `event ${index} (${event.type}): metadata must be a plain object, not ${describeMetadata(event.metadata)}`,
+      `event ${index} (${event.type}): metadata must be a plain object, not ${own.not}`,
     );
   }
   const context = currentContext();
@@ -103,7 +109,7 @@ function prepareEvent(event: EventData, index: number): PreparedEvent {
     if (context.messageId !== undefined) ambient.push(['causationId', context.messageId]);
   }
   // fromEntries defines own properties: a `__proto__` key stays a key, as in JSON, and sets no prototype.
-  const metadata = Object.fromEntries([...ambient, ...Object.entries(own)]);
+  const metadata = Object.fromEntries([...ambient, ...Object.entries(own.plain)]);
   const data = encodeJson(event.data === undefined ? null : event.data);
   if (data instanceof JsonEncodingProblem)
     throw new InvalidEventError(`event ${index} (${event.type}): data: ${data.message}`);
@@ -116,13 +122,4 @@ function prepareEvent(event: EventData, index: number): PreparedEvent {
     data,
     metadata: encodedMetadata as Record<string, unknown>,
   };
-}
-
-function describeMetadata(value: unknown): string {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) return show(value);
-  const name = (Object.getPrototypeOf(value) as { constructor?: { name?: unknown } } | null)?.constructor
-    ?.name;
-  return typeof name === 'string' && name !== '' && name !== 'Object'
-    ? `a ${name}`
-    : 'an object whose toJSON returns no plain object';
 }
