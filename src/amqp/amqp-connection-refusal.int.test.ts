@@ -3,6 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createBus } from '../connect/create-bus.js';
+import type { FerryError } from '../errors/ferry-error.js';
 import { silentLogger } from '../logging/logger.js';
 import { isBrokerConnectionError } from '../messaging/errors.js';
 import { createTestVhost, rabbitmqBaseUrl, type TestVhost } from '../testing/rabbitmq.js';
@@ -56,7 +57,9 @@ describe('RabbitMQ connection refusals fail fast', () => {
     const wrong = `wrong-${randomUUID()}`;
     const { error, ms } = await connectFailure(urlFor(user, wrong, vhost.name));
     expect(isBrokerAccessRefusedError(error)).toBe(true);
-    expect(isBrokerConnectionError(error)).toBe(false);
+    // Still a failure to connect: the general guard covers every refusal too.
+    expect(isBrokerConnectionError(error)).toBe(true);
+    expect((error as FerryError).code).toBe('BROKER_ACCESS_REFUSED');
     expect(ms).toBeLessThan(5000);
     const message = (error as Error).message;
     expect(message).not.toContain(wrong);
@@ -68,6 +71,7 @@ describe('RabbitMQ connection refusals fail fast', () => {
     const missing = `ferry-missing-${suffix}`;
     const { error, ms } = await connectFailure(urlFor(user, password, missing));
     expect(isBrokerVhostNotFoundError(error)).toBe(true);
+    expect(isBrokerConnectionError(error)).toBe(true);
     expect(ms).toBeLessThan(5000);
     const message = (error as Error).message;
     expect(message).toContain(`"${missing}"`);
@@ -78,6 +82,7 @@ describe('RabbitMQ connection refusals fail fast', () => {
   it('a user without permissions on the vhost rejects at once with BROKER_PERMISSION_DENIED', async () => {
     const { error, ms } = await connectFailure(urlFor(user, password, vhost.name));
     expect(isBrokerPermissionDeniedError(error)).toBe(true);
+    expect(isBrokerConnectionError(error)).toBe(true);
     expect(ms).toBeLessThan(5000);
     const message = (error as Error).message;
     expect(message).toContain(`"${vhost.name}"`);
@@ -115,6 +120,7 @@ describe('RabbitMQ connection refusals fail fast', () => {
         (e: unknown) => e,
       );
       expect(isBrokerConnectionError(error)).toBe(true);
+      expect((error as FerryError).code).toBe('BROKER_UNAVAILABLE');
       expect(Date.now() - started).toBeGreaterThanOrEqual(1500);
     } finally {
       await rabbitmqctl('clear_vhost_limits', '-p', vhost.name).catch(() => {});

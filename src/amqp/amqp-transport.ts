@@ -28,6 +28,13 @@ import {
 
 export { type AmqpTransportOptions, DEFAULT_AMQP_TRANSPORT_OPTIONS } from './transport-options.js';
 
+/** amqplib's socket timeout for one connection attempt after the first connect. */
+const SOCKET_TIMEOUT_MS = 10_000;
+
+function clamp(value: number, min: number, max: number): number {
+  return Math.min(max, Math.max(min, value));
+}
+
 type State = 'idle' | 'connecting' | 'ready' | 'recovering' | 'closed';
 
 /** A snapshot of the transport, for health checks and diagnosis. */
@@ -108,7 +115,9 @@ export class AmqpTransport implements Transport {
       let connection: ChannelModel | undefined;
       try {
         connection = await amqp.connect(this.#connectUrl(), {
-          timeout: 10_000,
+          // The first connect's socket may not outlive its deadline (a host that never answers).
+          timeout:
+            deadline === undefined ? SOCKET_TIMEOUT_MS : clamp(deadline - Date.now(), 1, SOCKET_TIMEOUT_MS),
           clientProperties: { connection_name: this.#options.connectionName },
         });
         const current = connection;
@@ -148,20 +157,26 @@ export class AmqpTransport implements Transport {
           this.#state = 'closed';
           throw permanent;
         }
-        if (deadline !== undefined && Date.now() >= deadline) {
+        const unavailable = () => {
           this.#state = 'closed';
-          throw new BrokerConnectionError(
-            `could not connect to RabbitMQ at ${this.displayUrl}: ${(error as Error).message}`,
+          return new BrokerConnectionError(
+            `could not connect to RabbitMQ at ${this.displayUrl} within ${this.#options.connectTimeoutMs} ms: ${(error as Error).message}`,
             { cause: error },
           );
-        }
-        const delay = this.#backoff(attempt);
+        };
+        if (deadline !== undefined && Date.now() >= deadline) throw unavailable();
+        // The first connect never sleeps past its deadline.
+        const delay =
+          deadline === undefined
+            ? this.#backoff(attempt)
+            : Math.min(this.#backoff(attempt), deadline - Date.now());
         if (permanent !== undefined) this.#logger.error(`${permanent.message}; retrying in ${delay} ms`);
         else
           this.#logger.warn(
             `RabbitMQ at ${this.displayUrl} unavailable (${(error as Error).message}); retrying in ${delay} ms`,
           );
         await this.#sleep(delay);
+        if (deadline !== undefined && Date.now() >= deadline && !this.#closed) throw unavailable();
       }
     }
   }

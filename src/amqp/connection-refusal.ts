@@ -1,14 +1,15 @@
-import { errorGuard, FerryError } from '../errors/ferry-error.js';
+import { errorGuard } from '../errors/ferry-error.js';
+import { BrokerConnectionError } from '../messaging/errors.js';
 import { probeVhostAccess } from './handshake-probe.js';
 
 /** RabbitMQ refused the user name or password of the URL. Retrying cannot help. */
-export class BrokerAccessRefusedError extends FerryError {
+export class BrokerAccessRefusedError extends BrokerConnectionError {
   readonly url: string;
   constructor(url: string, options: { cause?: unknown } = {}) {
     super(
-      'BROKER_ACCESS_REFUSED',
       `RabbitMQ at ${url} refused the login: check the user name and password in the URL (the user must exist and may not be limited to loopback connections)`,
       options,
+      'BROKER_ACCESS_REFUSED',
     );
     this.url = url;
   }
@@ -16,14 +17,14 @@ export class BrokerAccessRefusedError extends FerryError {
 export const isBrokerAccessRefusedError = errorGuard<BrokerAccessRefusedError>('BROKER_ACCESS_REFUSED');
 
 /** The URL names a virtual host that does not exist on the broker. Retrying cannot help. */
-export class BrokerVhostNotFoundError extends FerryError {
+export class BrokerVhostNotFoundError extends BrokerConnectionError {
   readonly url: string;
   readonly vhost: string;
   constructor(url: string, vhost: string, options: { cause?: unknown } = {}) {
     super(
-      'BROKER_VHOST_NOT_FOUND',
       `RabbitMQ at ${url} has no virtual host "${vhost}": create it (rabbitmqctl add_vhost) or fix the path of the URL`,
       options,
+      'BROKER_VHOST_NOT_FOUND',
     );
     this.url = url;
     this.vhost = vhost;
@@ -32,14 +33,14 @@ export class BrokerVhostNotFoundError extends FerryError {
 export const isBrokerVhostNotFoundError = errorGuard<BrokerVhostNotFoundError>('BROKER_VHOST_NOT_FOUND');
 
 /** The user may not use the virtual host, or may not declare or use Ferry's objects in it. */
-export class BrokerPermissionDeniedError extends FerryError {
+export class BrokerPermissionDeniedError extends BrokerConnectionError {
   readonly url: string;
   readonly vhost: string;
   constructor(url: string, vhost: string, detail: string, options: { cause?: unknown } = {}) {
     super(
-      'BROKER_PERMISSION_DENIED',
       `RabbitMQ at ${url} denied the user access to virtual host "${vhost}" (${detail}): grant it with rabbitmqctl set_permissions -p <vhost> <user> ".*" ".*" ".*" or narrower patterns covering Ferry's exchange and ferry:* queues`,
       options,
+      'BROKER_PERMISSION_DENIED',
     );
     this.url = url;
     this.vhost = vhost;
@@ -47,6 +48,23 @@ export class BrokerPermissionDeniedError extends FerryError {
 }
 export const isBrokerPermissionDeniedError =
   errorGuard<BrokerPermissionDeniedError>('BROKER_PERMISSION_DENIED');
+
+/**
+ * The URL's scheme does not match the port: `amqps://` (TLS) to a plain AMQP port, where the broker
+ * answers the TLS hello with its AMQP protocol header. Retrying cannot help.
+ */
+export class BrokerTlsMismatchError extends BrokerConnectionError {
+  readonly url: string;
+  constructor(url: string, options: { cause?: unknown } = {}) {
+    super(
+      `RabbitMQ at ${url} does not speak TLS on that port: use amqp:// for a plain port (5672 by default) or the broker's TLS port (5671 by default) with amqps://`,
+      options,
+      'BROKER_TLS_MISMATCH',
+    );
+    this.url = url;
+  }
+}
+export const isBrokerTlsMismatchError = errorGuard<BrokerTlsMismatchError>('BROKER_TLS_MISMATCH');
 
 const LOGIN_REFUSED = /ACCESS[-_]REFUSED/;
 /** What amqplib reports when the broker closes the connection instead of opening the vhost. */
@@ -68,10 +86,13 @@ export async function classifyConnectionError(
   error: unknown,
   url: string,
   displayUrl: string,
-): Promise<FerryError | undefined> {
+): Promise<BrokerConnectionError | undefined> {
   const message = error instanceof Error ? error.message : String(error);
   const code = (error as { code?: unknown } | null)?.code;
   const vhost = vhostOf(url);
+  if (code === 'ERR_SSL_WRONG_VERSION_NUMBER' || /wrong version number/.test(message)) {
+    return new BrokerTlsMismatchError(displayUrl, { cause: error });
+  }
   if (message.startsWith('Handshake terminated by server') && LOGIN_REFUSED.test(message)) {
     return new BrokerAccessRefusedError(displayUrl, { cause: error });
   }

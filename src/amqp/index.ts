@@ -7,9 +7,11 @@ export { MessageEncodingError } from './codec.js';
 export {
   BrokerAccessRefusedError,
   BrokerPermissionDeniedError,
+  BrokerTlsMismatchError,
   BrokerVhostNotFoundError,
   isBrokerAccessRefusedError,
   isBrokerPermissionDeniedError,
+  isBrokerTlsMismatchError,
   isBrokerVhostNotFoundError,
 } from './connection-refusal.js';
 export { DEAD_LETTER_HEADER } from './dead-letters.js';

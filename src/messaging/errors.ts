@@ -1,4 +1,4 @@
-import { errorGuard, FerryError } from '../errors/ferry-error.js';
+import { errorGuard, FerryError, isFerryError } from '../errors/ferry-error.js';
 import type { ValidationIssue } from '../validation/validation-issue.js';
 
 /** `data` does not satisfy the schema registered for its message type. */
@@ -104,13 +104,39 @@ export class BusClosedError extends FerryError {
 }
 export const isBusClosedError = errorGuard<BusClosedError>('BUS_CLOSED');
 
-/** A connection to the broker could not be established or was lost for good. */
+/**
+ * A connection to the broker could not be established or was lost for good. `BROKER_UNAVAILABLE`
+ * when waiting did not help (broker down, network, timeout); the refusals that waiting cannot fix
+ * are subclasses with their own code (`BROKER_ACCESS_REFUSED`, `BROKER_VHOST_NOT_FOUND`,
+ * `BROKER_PERMISSION_DENIED`, `BROKER_TLS_MISMATCH`, from `ferry/amqp`).
+ */
 export class BrokerConnectionError extends FerryError {
-  constructor(message: string, options: { cause?: unknown } = {}) {
-    super('BROKER_UNAVAILABLE', message, options);
+  constructor(
+    message: string,
+    options: { cause?: unknown } = {},
+    code: BrokerConnectionCode = 'BROKER_UNAVAILABLE',
+  ) {
+    super(code, message, options);
   }
 }
-export const isBrokerConnectionError = errorGuard<BrokerConnectionError>('BROKER_UNAVAILABLE');
+
+/** Every code of a {@link BrokerConnectionError}. */
+export const BROKER_CONNECTION_CODES = Object.freeze([
+  'BROKER_UNAVAILABLE',
+  'BROKER_ACCESS_REFUSED',
+  'BROKER_VHOST_NOT_FOUND',
+  'BROKER_PERMISSION_DENIED',
+  'BROKER_TLS_MISMATCH',
+] as const);
+export type BrokerConnectionCode = (typeof BROKER_CONNECTION_CODES)[number];
+
+/**
+ * True for any failure to connect to the broker: unavailable, or refused for a reason waiting cannot
+ * fix (each of those also has its own guard in `ferry/amqp`).
+ */
+export function isBrokerConnectionError(error: unknown): error is BrokerConnectionError {
+  return isFerryError(error) && (BROKER_CONNECTION_CODES as readonly string[]).includes(error.code);
+}
 
 /** A received message could not be decoded into an envelope. */
 export class MalformedMessageError extends FerryError {
