@@ -14,7 +14,13 @@ export {
   isFerryError,
   isInvalidOptionsError,
 } from './errors/ferry-error.js';
-export type { EventStoreBackend, ParkedEvent, ReadAfterResult, Snapshot } from './eventstore/backend.js';
+export type {
+  EventStoreBackend,
+  HorizonOptions,
+  ParkedEvent,
+  ReadAfterResult,
+  Snapshot,
+} from './eventstore/backend.js';
 export {
   CommandHandler,
   type CommandHandlerOptions,

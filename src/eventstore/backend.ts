@@ -39,6 +39,18 @@ export interface ReadAfterResult {
   readonly held: boolean;
 }
 
+/** Options of {@link EventStoreBackend.horizon}. */
+export interface HorizonOptions {
+  /**
+   * An end of this call's own, covering every event committed before it (a read's end); without it a
+   * backend may answer with an end it fixed for an earlier call still being retried (a subscription's
+   * start). @default false
+   */
+  readonly fresh?: boolean;
+  /** Stops waiting for the end to be final; the call then rejects with the signal's reason. */
+  readonly signal?: AbortSignal;
+}
+
 /**
  * Where an event store keeps its events, checkpoints, parked events and snapshots. Implemented by the
  * memory, SQLite and PostgreSQL backends, and checked by one contract suite (`testEventStore`).
@@ -67,7 +79,7 @@ export interface EventStoreBackend {
    */
   readAfter(after: bigint, limit: number, types: readonly string[] | undefined): Promise<ReadAfterResult>;
   /** The highest position that is final now: a subscription from `'end'` starts after it. */
-  horizon(): Promise<bigint>;
+  horizon(options?: HorizonOptions): Promise<bigint>;
   /** Final events with a position above `position` (a subscription's lag). */
   countAfter(position: bigint): Promise<number>;
   /** The oldest open transaction, which holds reads in global order back: for readiness checks (PostgreSQL only). */

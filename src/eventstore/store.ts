@@ -140,7 +140,8 @@ export class EventStore {
     // final, up to the backend's horizonWaitMs; then it rejects with ReadHeldBackError
     // (READ_HELD_BACK) naming the oldest such transaction, rather than end early as if complete.
     // Events committed before that transaction began are read before it is waited for.
-    const endCall = this.backend.horizon();
+    const stop = new AbortController();
+    const endCall = this.backend.horizon({ fresh: true, signal: stop.signal });
     let end: bigint | undefined;
     let endError: unknown;
     let endSettled = false;
@@ -154,19 +155,24 @@ export class EventStore {
         endSettled = true;
       },
     );
-    for (;;) {
-      const { events, held } = await this.backend.readAfter(after, batchSize, options.types);
-      for (const event of events) {
-        if (end !== undefined && event.position > end) return;
-        yield event;
+    try {
+      for (;;) {
+        const { events, held } = await this.backend.readAfter(after, batchSize, options.types);
+        for (const event of events) {
+          if (end !== undefined && event.position > end) return;
+          yield event;
+        }
+        if (events.length > 0) after = events[events.length - 1]!.position;
+        if (events.length === batchSize) continue;
+        // Nothing held back: every event stored has been read. Once the end is final, so is every
+        // position up to it: what is held back lies beyond it.
+        if (!held || end !== undefined) return;
+        if (!endSettled) await endCall.catch(() => {});
+        if (endError !== undefined) throw endError;
       }
-      if (events.length > 0) after = events[events.length - 1]!.position;
-      if (events.length === batchSize) continue;
-      // Nothing held back: every event stored has been read. Once the end is final, so is every
-      // position up to it: what is held back lies beyond it.
-      if (!held || end !== undefined) return;
-      if (!endSettled) await endCall.catch(() => {});
-      if (endError !== undefined) throw endError;
+    } finally {
+      // Done (or given up by the caller) before the end was needed: stop waiting for it.
+      stop.abort();
     }
   }
 

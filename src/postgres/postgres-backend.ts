@@ -1,6 +1,12 @@
 import type { Pool, PoolClient, QueryResultRow } from 'pg';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
-import type { EventStoreBackend, ParkedEvent, ReadAfterResult, Snapshot } from '../eventstore/backend.js';
+import type {
+  EventStoreBackend,
+  HorizonOptions,
+  ParkedEvent,
+  ReadAfterResult,
+  Snapshot,
+} from '../eventstore/backend.js';
 import { ConcurrencyError, DuplicateEventIdError } from '../eventstore/errors.js';
 import { describeTransaction, type OpenTransaction, ReadHeldBackError } from '../eventstore/held-back.js';
 import { prepareAppend } from '../eventstore/prepare-append.js';
@@ -605,10 +611,13 @@ export class PostgresEventStoreBackend implements EventStoreBackend {
    * begun after the call is above it. Positions order transactions by their start, so those open at
    * the call (which may still commit at lower positions) count as before: they are waited for, up to
    * `horizonWaitMs`; then it rejects with `ReadHeldBackError`, and a call within the next 10 s (a
-   * subscription retrying) goes on waiting for the same end rather than take a later one.
+   * subscription retrying) goes on waiting for the same end rather than take a later one. With
+   * `fresh` (a read's end, which must cover what was committed before this very call), the end is
+   * this call's own, never one fixed earlier; `signal` stops the wait (the promise rejects).
    */
-  async horizon(): Promise<bigint> {
-    let pending = this.#pendingEnd;
+  async horizon(options: HorizonOptions = {}): Promise<bigint> {
+    const { fresh = false, signal } = options;
+    let pending = fresh ? undefined : this.#pendingEnd;
     // An end nobody retried for a while is stale: what was committed since exists now.
     if (pending !== undefined && Date.now() > pending.retryUntil) pending = this.#pendingEnd = undefined;
     if (pending === undefined) {
@@ -619,12 +628,15 @@ export class PostgresEventStoreBackend implements EventStoreBackend {
         retryUntil: Number.POSITIVE_INFINITY,
       };
       // A concurrent call may have fixed one first: share it.
-      this.#pendingEnd ??= pending;
-      pending = this.#pendingEnd;
+      if (!fresh) {
+        this.#pendingEnd ??= pending;
+        pending = this.#pendingEnd;
+      }
     }
     pending.retryUntil = Number.POSITIVE_INFINITY;
     const started = Date.now();
     for (let round = 0; ; round++) {
+      signal?.throwIfAborted();
       if (pending.open.length > 0) {
         const { rows } = await this.#db.query<{ xid: string }>(this.#sql.stillOpen, [pending.open]);
         pending.open = rows.map((r) => r.xid);

@@ -70,6 +70,26 @@ describe('PostgreSQL reads while a transaction is idle in another database', () 
     expect(all).toEqual([1, 2]);
   });
 
+  it('readAll after an earlier READ_HELD_BACK ends at its own end, not the earlier one', async () => {
+    const store = await openStore();
+    const idle = await openTransactionInAnotherDatabase();
+    await store.append('s1', [{ type: 'T', data: 1 }]);
+    const first = await (async () => {
+      for await (const _ of store.readAll()) {
+      }
+    })().then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(isReadHeldBackError(first), String(first)).toBe(true);
+    await idle.commit();
+    // Committed after the first read gave up, before the second began: the second must return it.
+    await store.append('s1', [{ type: 'T', data: 2 }]);
+    const all: unknown[] = [];
+    for await (const event of store.readAll()) all.push(event.data);
+    expect(all).toEqual([1, 2]);
+  });
+
   it('a subscription handles the events committed before that transaction began, the rest once it ends', async () => {
     const store = await openStore();
     await store.append('s1', [{ type: 'T', data: 1 }]);
