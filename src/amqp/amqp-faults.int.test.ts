@@ -294,4 +294,70 @@ describe('RabbitMQ transport when a process is SIGKILLed', () => {
     },
     120_000,
   );
+
+  it.each(['classic', 'quorum'] as const)(
+    'moves a full prefetch held with a poison message without copying any of it (%s queues)',
+    async (queueType) => {
+      // The poison message is first of 8 waiting when the worker starts, so it kills the worker before
+      // any other one runs. Must not happen: a good message handled twice (a copy made while moving the
+      // prefetch aside), dead-lettered, or left behind; the poison one dead-lettered more than once.
+      const v = await vhost();
+      const producer = await bus(v.url, 'scheduler');
+      const start = (): ChildProcess =>
+        startFixture('poison-consumer-process.ts', {
+          AMQP_URL: v.url,
+          QUEUE_TYPE: queueType,
+          CONCURRENCY: '8',
+        });
+      // A first run declares the queues; it is stopped before anything is published.
+      const first = start();
+      await new Promise<void>((resolve) => onLines(first, (line) => line === 'ready' && resolve()));
+      first.kill('SIGKILL');
+      await once(first, 'exit');
+      await producer.publish('job.run', { poison: true }, { id: 'poison-pill' });
+      const good = Array.from({ length: 7 }, (_, i) => `job-${i}`);
+      for (const id of good) await producer.publish('job.run', {}, { id });
+
+      const handled = new Map<string, number>();
+      let deaths = 0;
+      let stopping = false;
+      const run = (): void => {
+        const child = start();
+        onLines(child, (line) => {
+          if (line.startsWith('handled ')) {
+            const id = line.slice('handled '.length);
+            handled.set(id, (handled.get(id) ?? 0) + 1);
+          }
+        });
+        child.on('exit', () => {
+          deaths++;
+          if (!stopping) run();
+        });
+      };
+      run();
+      cleanups.push(async () => {
+        stopping = true;
+      });
+      await waitFor(
+        async () =>
+          good.every((id) => handled.has(id)) &&
+          (await producer.listDeadLetters({ group: 'worker' })).length > 0,
+        () => `every good job (${handled.size}) and the poison one dead-lettered`,
+        60_000,
+      );
+      await sleep(3000);
+      const dead = await producer.listDeadLetters({ group: 'worker' });
+      expect(dead.map((d) => d.envelope?.id)).toEqual(['poison-pill']);
+      expect(deaths).toBe(3);
+      expect(Object.fromEntries(handled)).toEqual(Object.fromEntries(good.map((id) => [id, 1])));
+      const connection = await amqp.connect(v.url);
+      cleanups.push(() => connection.close());
+      const channel = await connection.createChannel();
+      for (const queue of ['ferry:worker:job.run', 'ferry:worker:job.run:redelivered']) {
+        expect((await channel.checkQueue(queue)).messageCount, queue).toBe(0);
+      }
+      stopping = true;
+    },
+    120_000,
+  );
 });

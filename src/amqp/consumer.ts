@@ -61,6 +61,8 @@ export class AmqpConsumer {
   #closed = false;
   /** Handlers of subscription-queue deliveries running now. */
   #running = 0;
+  /** Redelivered messages of the subscription queue being moved to the redelivered queue. */
+  #moving = 0;
   readonly #idleWaiters: (() => void)[] = [];
   /** Redelivered messages are being tried: new deliveries wait in `#held`. */
   #trying = false;
@@ -144,7 +146,11 @@ export class AmqpConsumer {
     if (message.fields.redelivered) {
       // Its consumer stopped while holding it, maybe with other messages: any of them may have
       // crashed it. None runs here; each waits in the redelivered queue to be tried alone.
-      void this.#count(channel, message, this.topology.redeliveredQueue).then(() => this.#tryRedelivered());
+      this.#moving++;
+      void this.#count(channel, message, this.topology.redeliveredQueue).then(() => {
+        if (--this.#moving === 0) this.#wakeIdle();
+        this.#tryRedelivered();
+      });
       return;
     }
     if (this.#trying) this.#held.push({ channel, message });
@@ -154,8 +160,12 @@ export class AmqpConsumer {
   #start(channel: Channel, message: Message): void {
     this.#running++;
     void this.#run(channel, message).then(() => {
-      if (--this.#running === 0) for (const wake of this.#idleWaiters.splice(0)) wake();
+      if (--this.#running === 0) this.#wakeIdle();
     });
+  }
+
+  #wakeIdle(): void {
+    for (const wake of this.#idleWaiters.splice(0)) wake();
   }
 
   /** Runs the handler on `message` and settles it; resolves once it is settled (or left to requeue). */
@@ -283,8 +293,12 @@ export class AmqpConsumer {
   async #trials(): Promise<void> {
     do {
       this.#tryAgain = false;
-      if (this.#running > 0) await new Promise<void>((wake) => this.#idleWaiters.push(wake));
       for (;;) {
+        // Nothing else runs meanwhile, and no move of this process is unfinished: a trial that crashed
+        // the process before a move's ack reached the broker would leave that message twice.
+        while (this.#running > 0 || this.#moving > 0) {
+          await new Promise<void>((wake) => this.#idleWaiters.push(wake));
+        }
         const channel = this.#channel;
         if (channel === undefined || this.#closed) return;
         const message = await channel.get(this.topology.redeliveredQueue, { noAck: false });
