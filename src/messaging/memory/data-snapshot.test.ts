@@ -57,6 +57,36 @@ describe('data snapshots (memory transport) decode as the JSON encoding would', 
     expect(JSON.parse(jsonOfSnapshot(snapshot))).toEqual(expected);
   });
 
+  it('reads an array length once, as JSON does, when an element getter grows or shrinks the array', () => {
+    const shrinking = () => {
+      const list: unknown[] = ['x', 1, 2];
+      Object.defineProperty(list, 0, {
+        enumerable: true,
+        get: () => {
+          list.length = 1;
+          return 'x';
+        },
+      });
+      return { a: list };
+    };
+    const growing = () => {
+      const list: unknown[] = ['x', 2];
+      Object.defineProperty(list, 0, {
+        enumerable: true,
+        get: () => {
+          list.push(7, 8);
+          return 'x';
+        },
+      });
+      return { a: list };
+    };
+    for (const make of [shrinking, growing]) {
+      const expected = roundTrip(make());
+      // Many publishes, so that the per-shape copier is compiled and used too.
+      for (let i = 0; i < 40; i++) expect(copyOfSnapshot(snapshotData('t.getter', make()))).toEqual(expected);
+    }
+  });
+
   it('leaves out keys a polluted Object.prototype lends, as JSON does', () => {
     const proto = Object.prototype as Record<string, unknown>;
     proto.pollutedForTest = { leaked: true };

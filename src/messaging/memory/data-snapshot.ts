@@ -72,8 +72,11 @@ function containerCopy(value: object, depth: number, inherited: boolean): unknow
 }
 
 function arrayCopy(value: readonly unknown[], depth: number, inherited: boolean): unknown {
-  const out: unknown[] = new Array(value.length);
-  for (let i = 0; i < value.length; i++) {
+  // The length is read once, as JSON reads it: an element getter that grows or shrinks the array
+  // changes neither how many elements are copied nor that missing ones become null.
+  const length = value.length;
+  const out: unknown[] = new Array(length);
+  for (let i = 0; i < length; i++) {
     const item = plainCopy(value[i], depth + 1, inherited);
     if (item === NOT_PLAIN) return NOT_PLAIN;
     out[i] = item === OMITTED ? null : item;
