@@ -284,8 +284,9 @@ export class AmqpConsumer {
         this.#trial = undefined;
         this.#trying = false;
         for (const { channel, message } of this.#held.splice(0)) {
-          // A message held on a lost channel comes back from the broker on the new one.
-          if (channel === this.#channel) this.#start(channel, message);
+          // A message held on a lost channel comes back from the broker on the new one; one held by a
+          // closing consumer goes back to the queue when its channel closes.
+          if (channel === this.#channel && !this.#closed) this.#start(channel, message);
         }
       });
   }
