@@ -119,20 +119,27 @@ describe('createBus', () => {
 });
 
 describe('publish', () => {
-  it.each(['x-ferry-attempt', 'x-ferry-routing-key', 'cloudEvents:causationid', 'x-death'])(
-    'rejects the reserved header %s and sends nothing',
-    async (name) => {
-      const bus = await open();
-      const got: Message[] = [];
-      await bus.subscribe('order.created', (m) => void got.push(m));
-      const error = await rejection(bus.publish('order.created', {}, { headers: { [name]: 'x' } }));
-      expect(isInvalidOptionsError(error)).toBe(true);
-      expect((error as Error).message).toContain(name);
-      await bus.publish('order.created', {}, { id: 'after' });
-      await waitFor(() => got.length > 0, 'the next message');
-      expect(got.map((m) => m.id)).toEqual(['after']);
-    },
-  );
+  it.each([
+    'x-ferry-attempt',
+    'x-ferry-routing-key',
+    'cloudEvents:causationid',
+    'x-death',
+    // RabbitMQ reads these itself: a string CC made it close the channel, failing every publish in flight.
+    'CC',
+    'BCC',
+    'x-delivery-count',
+    '__proto__',
+  ])('rejects the reserved header %s and sends nothing', async (name) => {
+    const bus = await open();
+    const got: Message[] = [];
+    await bus.subscribe('order.created', (m) => void got.push(m));
+    const error = await rejection(bus.publish('order.created', {}, { headers: { [name]: 'x' } }));
+    expect(isInvalidOptionsError(error)).toBe(true);
+    expect((error as Error).message).toContain(name);
+    await bus.publish('order.created', {}, { id: 'after' });
+    await waitFor(() => got.length > 0, 'the next message');
+    expect(got.map((m) => m.id)).toEqual(['after']);
+  });
 
   it('rejects a header value that is not a string', async () => {
     const bus = await open();
@@ -793,7 +800,17 @@ describe('publish and listing options', () => {
   it('takes expiresAt only as a Date or an RFC 3339 time with its offset, read the same in every time zone', async () => {
     const bus = await open();
     await bus.subscribe('offer.made', () => {});
-    for (const at of ['Jan 1 2099', '2099-01-01', '2099-01-01T00:00:00', '2099-13-01T00:00:00Z', 'soon']) {
+    for (const at of [
+      'Jan 1 2099',
+      '2099-01-01',
+      '2099-01-01T00:00:00',
+      '2099-13-01T00:00:00Z',
+      '2999-02-30T00:00:00Z',
+      '2999-02-29T00:00:00Z',
+      '2999-01-01T24:00:00Z',
+      '2999-01-01T00:00:00+24:00',
+      'soon',
+    ]) {
       expect(
         isInvalidOptionsError(await rejection(bus.publish('offer.made', {}, { expiresAt: at }))),
         at,
@@ -810,6 +827,17 @@ describe('publish and listing options', () => {
     await bus.publish('offer.kept', {}, { expiresAt: '2099-01-01T09:00:00+09:00' });
     await waitFor(() => got !== undefined, 'the message');
     expect(got).toBe('2099-01-01T00:00:00.000Z');
+    const at = async (expiresAt: string) => {
+      got = undefined;
+      await bus.publish('offer.kept', {}, { expiresAt });
+      await waitFor(() => got !== undefined, 'the message');
+      return got;
+    };
+    expect(await at('2998-12-31T23:59:60Z')).toBe('2999-01-01T00:00:00.000Z');
+    expect(await at('2096-02-29t12:00:00.250z')).toBe('2096-02-29T12:00:00.250Z');
+    expect(await at('2099-01-01 00:00:00-01:30')).toBe('2099-01-01T01:30:00.000Z');
+    const tooLong = await rejection(bus.publish('offer.kept', {}, { ttlMs: Number.MAX_SAFE_INTEGER }));
+    expect((tooLong as Error).message).toContain('ttlMs');
   });
 
   it('refuses a dead-letter listing limit that is not a positive integer', async () => {

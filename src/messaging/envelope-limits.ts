@@ -7,10 +7,13 @@ import type { Envelope } from './envelope.js';
  */
 export const MAX_ID_BYTES = 255;
 /**
- * Most UTF-8 bytes of application header names and values together. AMQP encodes the header table
- * into 64 KiB, which a dead-lettered copy shares with Ferry's own headers (error, stack, origin).
+ * Most bytes of application headers as AMQP encodes them: names and values in UTF-8 plus
+ * {@link HEADER_OVERHEAD_BYTES} each. AMQP encodes the header table into 64 KiB, which a
+ * dead-lettered copy shares with Ferry's own headers (error, stack, origin).
  */
 export const MAX_HEADERS_BYTES = 32_768;
+/** What AMQP adds to each header in its table: the name's length, a type tag, the value's length. */
+export const HEADER_OVERHEAD_BYTES = 6;
 
 /**
  * Throws `INVALID_OPTIONS`, naming the field and the limit, for an envelope no transport can carry
@@ -24,8 +27,19 @@ export function assertEnvelopeLimits(envelope: Envelope): void {
   if (envelope.headers !== undefined) assertHeaders(envelope.headers);
 }
 
+/** `String.prototype.isWellFormed` (Node 20), not yet in TypeScript's ES2023 library. */
+interface WellFormedCheck {
+  isWellFormed(): boolean;
+}
+
 function assertShortString(field: string, value: string): void {
-  if (typeof value !== 'string' || value.length <= 85) return;
+  if (typeof value !== 'string') return;
+  if (value === '') throw new InvalidOptionsError(`${field} must not be empty`);
+  // A lone surrogate has no UTF-8 form: RabbitMQ would carry U+FFFD instead, another id.
+  if (!(value as unknown as WellFormedCheck).isWellFormed()) {
+    throw new InvalidOptionsError(`${field} must not contain a lone surrogate`);
+  }
+  if (value.length <= 85) return;
   const bytes = value.length > MAX_ID_BYTES ? value.length : Buffer.byteLength(value);
   if (bytes > MAX_ID_BYTES) {
     throw new InvalidOptionsError(
@@ -43,7 +57,7 @@ function assertHeaders(headers: Readonly<Record<string, string>>): void {
       );
     }
     const value = headers[name];
-    units += name.length + (typeof value === 'string' ? value.length : 0);
+    units += HEADER_OVERHEAD_BYTES + name.length + (typeof value === 'string' ? value.length : 0);
   }
   if (units * 3 <= MAX_HEADERS_BYTES) return;
   let bytes = units;
@@ -51,12 +65,15 @@ function assertHeaders(headers: Readonly<Record<string, string>>): void {
     bytes = 0;
     for (const name of Object.keys(headers)) {
       const value = headers[name];
-      bytes += Buffer.byteLength(name) + (typeof value === 'string' ? Buffer.byteLength(value) : 0);
+      bytes +=
+        HEADER_OVERHEAD_BYTES +
+        Buffer.byteLength(name) +
+        (typeof value === 'string' ? Buffer.byteLength(value) : 0);
     }
   }
   if (bytes > MAX_HEADERS_BYTES) {
     throw new InvalidOptionsError(
-      `headers must be at most ${MAX_HEADERS_BYTES} bytes of UTF-8 (names and values together); they have ${bytes}${bytes === units ? ' or more' : ''}`,
+      `headers must be at most ${MAX_HEADERS_BYTES} bytes as AMQP encodes them (names and values in UTF-8, plus ${HEADER_OVERHEAD_BYTES} per header); they have ${bytes}${bytes === units ? ' or more' : ''}`,
     );
   }
 }

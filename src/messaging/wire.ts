@@ -32,10 +32,23 @@ export interface WireMessage {
   readonly headers?: Readonly<Record<string, unknown>> | undefined;
 }
 
-const RESERVED_PREFIXES = ['x-ferry-', 'cloudEvents:', 'x-death', 'x-first-death', 'x-last-death'];
+const RESERVED_PREFIXES = [
+  'x-ferry-',
+  'cloudEvents:',
+  'x-death',
+  'x-first-death',
+  'x-last-death',
+  'x-delivery-count',
+];
+/**
+ * Names RabbitMQ reads itself: `CC` and `BCC` route the message to more queues (and a string there
+ * makes the broker close the channel), `x-delivery-count` is the broker's count on quorum queues.
+ */
+const RESERVED_NAMES = new Set(['CC', 'BCC']);
 
 /** True for header names Ferry or the broker own; applications cannot set them. */
 export function isReservedHeader(name: string): boolean {
+  if (RESERVED_NAMES.has(name)) return true;
   for (const prefix of RESERVED_PREFIXES) if (name.startsWith(prefix)) return true;
   return false;
 }
