@@ -83,8 +83,11 @@ function toDeadLetter(message: GetMessage, group: string): DeadLetter {
 
 /**
  * Reads up to `limit` dead letters of `group` without removing them: they are fetched unacknowledged,
- * then handed back. Quorum queues take returned messages back asynchronously, so this waits (briefly)
- * until the queue holds them again; otherwise a list right after a list could come back short.
+ * then handed back. A quorum queue puts returned messages at its back, so handing back only the
+ * first `limit` would rotate the queue (each listing another slice, replays by position picking
+ * other letters): every letter (up to {@link MAX_ROTATION}) is fetched and handed back in order, which
+ * leaves the order as it was. Quorum queues take returned messages back asynchronously, so this waits
+ * (briefly) until the queue holds them again; otherwise a list right after a list could come back short.
  */
 export async function listDeadLetters(
   connection: ChannelModel,
@@ -96,10 +99,10 @@ export async function listDeadLetters(
   if (before === 0 || limit <= 0) return [];
   const out = await withChannel(connection, async (channel) => {
     const got: DeadLetter[] = [];
-    while (got.length < limit) {
+    for (let fetched = 0; fetched < Math.max(limit, Math.min(before, MAX_ROTATION)); fetched++) {
       const message = await channel.get(queue, { noAck: false });
       if (message === false) break;
-      got.push(toDeadLetter(message, group));
+      if (got.length < limit) got.push(toDeadLetter(message, group));
     }
     channel.nackAll(true);
     return got;
@@ -107,6 +110,9 @@ export async function listDeadLetters(
   await untilDepth(connection, queue, before);
   return out;
 }
+
+/** Most dead letters a listing fetches to hand them back in order (a larger queue rotates). */
+const MAX_ROTATION = 10_000;
 
 async function untilDepth(connection: ChannelModel, queue: string, atLeast: number): Promise<void> {
   const deadline = Date.now() + 2000;

@@ -259,6 +259,36 @@ export function testTransport(name: string, harness: TransportHarness, features:
       expect(await b.listDeadLetters()).toEqual([]);
     });
 
+    it('lists dead letters without changing them: the same first ones each time, headers as published', async () => {
+      // Must not happen: each listing returning another slice (a rotated queue), or the broker's own
+      // headers (x-delivery-count) showing in listed or replayed copies.
+      const p = unique();
+      const b = await bus(`svc-${p}`);
+      const type = `${p}.job.failed`;
+      let fail = true;
+      const replayed: Message[] = [];
+      await b.subscribe(
+        type,
+        async (m) => {
+          if (fail) throw new Error('no');
+          replayed.push(m);
+        },
+        { maxAttempts: 1 },
+      );
+      for (let i = 0; i < 5; i++) await b.publish(type, { i }, { id: `dl-${p}-${i}`, headers: { h: 'v' } });
+      await waitFor(async () => (await b.listDeadLetters()).length === 5, 'five dead letters');
+      const all = (await b.listDeadLetters()).map((d) => d.envelope?.id);
+      for (let round = 0; round < 4; round++) {
+        const some = await b.listDeadLetters({ limit: 2 });
+        expect(some.map((d) => d.envelope?.id)).toEqual(all.slice(0, 2));
+        for (const dead of some) expect(dead.envelope?.headers).toEqual({ h: 'v' });
+      }
+      fail = false;
+      expect(await b.replayDeadLetters()).toBe(5);
+      await waitFor(() => replayed.length === 5, 'the replayed messages');
+      for (const m of replayed) expect(m.headers).toEqual({ h: 'v' });
+    });
+
     it('counts anything a handler throws as a handler failure: retried, then dead-lettered as handler-error', async () => {
       // Must not happen: an odd thrown value looping forever, or counted as a consumer crash.
       const p = unique();
