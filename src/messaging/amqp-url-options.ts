@@ -7,7 +7,13 @@
 export interface AmqpUrlOptions {
   /** The topic exchange every message is published to. @default 'ferry.events' */
   readonly exchange?: string;
-  /** Type of subscription, delay and dead-letter queues. Quorum queues replicate and dead-letter at least once. @default 'classic' */
+  /**
+   * Type of subscription, delay and dead-letter queues: `'quorum'` or `'classic'` (nothing else).
+   * Quorum queues (RabbitMQ's choice for data that matters) are durable, replicated on a cluster,
+   * and their delay queues dead-letter at least once; classic queues dead-letter at most once. A
+   * queue that already exists as the other type (for instance from an older Ferry, whose default was
+   * classic) is used as it is, with one warning that says how to migrate it. @default 'quorum'
+   */
   readonly queueType?: 'classic' | 'quorum';
   /** Most publishes awaiting a broker confirm at once. @default 1000 */
   readonly publishWindow?: number;
@@ -15,7 +21,9 @@ export interface AmqpUrlOptions {
   readonly maxBufferedPublishes?: number;
   /**
    * Largest encoded body (the JSON of `data`) a publish sends; a larger one rejects at once with
-   * `MESSAGE_TOO_LARGE`. Keep it at most the broker's `max_message_size`. @default 134217728
+   * `MESSAGE_TOO_LARGE`. Keep it at most the broker's `max_message_size` (RabbitMQ 3.8+: 128 MiB by
+   * default): a body the broker refuses closes the publishing channel. If it does, the limit the
+   * broker states is learned and used from then on. @default 134217728
    */
   readonly maxMessageBytes?: number;
   /** A publish not confirmed within this time rejects with `PUBLISH_NOT_CONFIRMED`. @default 30000 */
@@ -25,11 +33,13 @@ export interface AmqpUrlOptions {
   /** Reconnect backoff: first delay, doubling up to `maxDelayMs`, with full jitter. @default { initialDelayMs: 100, maxDelayMs: 5000 } */
   readonly reconnect?: { readonly initialDelayMs?: number; readonly maxDelayMs?: number };
   /**
-   * Past this many redeliveries in a row of a message whose consumer stopped while holding it, the
-   * message goes to the dead-letter queue (reason `redelivered`). @default 5
+   * A message delivered again after its consumer stopped while holding it (crashed, was killed, or
+   * lost its connection) is tried again alone, counted; past this many such redeliveries in a row it
+   * goes to the dead-letter queue (reason `redelivered`), so a message that crashes every consumer
+   * cannot crash them forever. @default 5
    */
   readonly maxRedeliveries?: number;
-  /** AMQP heartbeat in seconds: how fast a dead peer is noticed. @default 10 */
+  /** AMQP heartbeat in seconds (0 turns it off): how fast a dead peer is noticed. @default 10 */
   readonly heartbeatSeconds?: number;
   /** Shown in the RabbitMQ management UI. @default 'ferry' */
   readonly connectionName?: string;
