@@ -1,49 +1,14 @@
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import type { Logger } from '../logging/logger.js';
-import type { QueueType } from './topology.js';
+import type { AmqpUrlOptions } from '../messaging/amqp-url-options.js';
 
-/** Options of the RabbitMQ transport. */
-export interface AmqpTransportOptions {
+/**
+ * Options of the RabbitMQ transport: the ones a bus URL passes on ({@link AmqpUrlOptions}, written
+ * in the messaging core so that the root entry's types never reach amqplib) plus the URL and logger.
+ */
+export interface AmqpTransportOptions extends AmqpUrlOptions {
   /** `amqp://user:password@host:5672/vhost`; keep credentials in the environment, not in code. */
   readonly url: string;
-  /** The topic exchange every message is published to. @default 'ferry.events' */
-  readonly exchange?: string;
-  /**
-   * Type of subscription, delay and dead-letter queues: `'quorum'` or `'classic'` (nothing else).
-   * Quorum queues (RabbitMQ's choice for data that matters) are durable, replicated on a cluster,
-   * and their delay queues dead-letter at least once; classic queues dead-letter at most once. A
-   * queue that already exists as the other type (for instance from an older Ferry, whose default was
-   * classic) is used as it is, with one warning that says how to migrate it. @default 'quorum'
-   */
-  readonly queueType?: QueueType;
-  /** Most publishes awaiting a broker confirm at once. @default 1000 */
-  readonly publishWindow?: number;
-  /** Most publishes held in memory (in flight plus waiting, e.g. during an outage). @default 100000 */
-  readonly maxBufferedPublishes?: number;
-  /**
-   * Largest encoded body (the JSON of `data`) a publish sends; a larger one rejects at once with
-   * `MESSAGE_TOO_LARGE`. Keep it at most the broker's `max_message_size` (RabbitMQ 3.8+: 128 MiB by
-   * default): a body the broker refuses closes the publishing channel. If it does, the limit the
-   * broker states is learned and used from then on. @default 134217728
-   */
-  readonly maxMessageBytes?: number;
-  /** A publish not confirmed within this time rejects with `PUBLISH_NOT_CONFIRMED`. @default 30000 */
-  readonly confirmTimeoutMs?: number;
-  /** How long `connect` keeps trying before it fails with `BROKER_UNAVAILABLE`. @default 30000 */
-  readonly connectTimeoutMs?: number;
-  /** Reconnect backoff: first delay, doubling up to `maxDelayMs`, with full jitter. @default { initialDelayMs: 100, maxDelayMs: 5000 } */
-  readonly reconnect?: { readonly initialDelayMs?: number; readonly maxDelayMs?: number };
-  /**
-   * A message delivered again after its consumer stopped while holding it (crashed, was killed, or
-   * lost its connection) is tried again alone, counted; past this many such redeliveries in a row it
-   * goes to the dead-letter queue (reason `redelivered`), so a message that crashes every consumer
-   * cannot crash them forever. @default 5
-   */
-  readonly maxRedeliveries?: number;
-  /** AMQP heartbeat in seconds (0 turns it off): how fast a dead peer is noticed. @default 10 */
-  readonly heartbeatSeconds?: number;
-  /** Shown in the RabbitMQ management UI. @default 'ferry' */
-  readonly connectionName?: string;
   /** @default warnings and errors to stderr */
   readonly logger?: Logger;
 }

@@ -1,8 +1,8 @@
 /**
  * Options of the RabbitMQ transport that {@link BusOptions.amqp} passes on when `url` selects it.
  * The bus names only plain types here, never the adapter's module: a service that uses the memory
- * transport then type-checks without amqplib installed. The adapter's `AmqpTransportOptions` minus
- * `url` and `logger` must stay exactly this type; `src/connect/adapter-options.test.ts` checks it.
+ * transport then type-checks without amqplib installed. The adapter's `AmqpTransportOptions` extends
+ * it with `url` and `logger`; `src/connect/adapter-options.test.ts` checks that nothing else differs.
  */
 export interface AmqpUrlOptions {
   /** The topic exchange every message is published to. @default 'ferry.events' */

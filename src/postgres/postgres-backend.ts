@@ -24,6 +24,7 @@ import type { DurableInboxOptions } from '../inbox/lease.js';
 import { type Logger, stderrLogger } from '../logging/logger.js';
 import { redactUrl } from '../url/redact-url.js';
 import { batchAppendStatement, batchParameters, exactVersion, type QueuedAppend } from './batch-append.js';
+import { isConnectionFailure } from './connection-failure.js';
 import { migrate } from './migrations.js';
 import { Notifier } from './notifier.js';
 import { PostgresIdempotencyStore } from './postgres-idempotency-store.js';
@@ -82,26 +83,6 @@ const PENDING_END_REUSE_MS = 10_000;
 /** Least time between two warnings about the same long transaction. */
 const LONG_TRANSACTION_REPEAT_MS = 60_000;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-/** Connection-level failures after which an append is retried with the same event ids (idempotent). */
-const RETRYABLE_CODES = new Set([
-  'ECONNRESET',
-  'ECONNREFUSED',
-  'EPIPE',
-  '57P01',
-  '57P02',
-  '57P03',
-  '08000',
-  '08003',
-  '08006',
-]);
-
-/** The connection broke (rather than the statement failing): the append may be retried. */
-function isConnectionFailure(error: unknown): boolean {
-  const { code, message } = error as { code?: string; message?: string };
-  // pg reports a dropped socket as a plain Error without a code.
-  return RETRYABLE_CODES.has(code ?? '') || /^Connection terminated/.test(message ?? '');
-}
-
 interface EventRow extends QueryResultRow {
   position: bigint;
   stream_id: string;

@@ -1,22 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { encodeData } from '../wire.js';
 import { copyOfSnapshot, jsonOfSnapshot, snapshotData } from './data-snapshot.js';
-
-/** What a transport that sends bytes delivers: the JSON encoding, decoded. */
-function roundTrip(data: unknown): unknown {
-  return JSON.parse(encodeData('t.x', data));
-}
-
-/** Own keys, symbols included, all the way down: toEqual alone would not see a symbol key. */
-function shape(value: unknown): unknown {
-  if (typeof value !== 'object' || value === null) return value;
-  if (Array.isArray(value)) return value.map(shape);
-  return {
-    proto: Object.getPrototypeOf(value) === Object.prototype,
-    keys: Reflect.ownKeys(value).map(String),
-    values: Object.values(value).map(shape),
-  };
-}
+import { roundTrip, shape } from './fixtures/json-round-trip.js';
 
 class Point {
   constructor(
