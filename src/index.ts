@@ -288,5 +288,15 @@ export type { RetryInfo, RetryOptions } from './resilience/retry.js';
 export { DEFAULT_RETRY, defaultShouldRetry, RetryPolicy, retry } from './resilience/retry.js';
 export type { TimeoutOptions } from './resilience/timeout.js';
 export { TimeoutPolicy, timeout } from './resilience/timeout.js';
+export {
+  type Clock,
+  type ClockTimer,
+  DEFAULT_VIRTUAL_CLOCK_OPTIONS,
+  isVirtualClockRunawayError,
+  systemClock,
+  VirtualClock,
+  type VirtualClockOptions,
+  VirtualClockRunawayError,
+} from './time/clock.js';
 export type { StandardSchemaV1 } from './validation/standard-schema.js';
 export type { ValidationIssue } from './validation/validation-issue.js';

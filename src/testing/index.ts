@@ -1,3 +1,4 @@
+export { VirtualClock, type VirtualClockOptions } from '../time/clock.js';
 export { onLines, spawnFixture } from './child-process.js';
 export {
   type DeciderSpec,
