@@ -1,11 +1,9 @@
-import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { onLines, spawnFixture } from '../testing/child-process.js';
 import { waitFor } from '../testing/wait.js';
+import { holdWriteLock } from './fixtures/write-lock-holder.js';
 import { SqliteEventStoreBackend } from './sqlite-backend.js';
 import { isStoreBusyError } from './store-busy.js';
 
@@ -13,7 +11,6 @@ const dir = mkdtempSync(join(tmpdir(), 'ferry-sqlite-busy-'));
 let files = 0;
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-const fixture = fileURLToPath(new URL('./fixtures/hold-write-lock.ts', import.meta.url));
 const cleanups: (() => Promise<void>)[] = [];
 afterEach(async () => {
   await Promise.all(cleanups.splice(0).map((cleanup) => cleanup()));
@@ -27,20 +24,6 @@ async function openBackend(
   await backend.open();
   cleanups.push(() => backend.close());
   return { backend, path };
-}
-
-/** Another process holding the file's write lock (BEGIN IMMEDIATE) for `holdMs`. */
-async function holdWriteLock(path: string, holdMs: number): Promise<{ released: () => boolean }> {
-  const child = spawnFixture(fixture, { FERRY_SQLITE_PATH: path, FERRY_HOLD_MS: String(holdMs) });
-  const exited = once(child, 'exit');
-  cleanups.push(async () => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-    await exited;
-  });
-  const lines: string[] = [];
-  onLines(child, (line) => void lines.push(line));
-  await waitFor(() => lines.includes('locked'), 'the other process to take the write lock', 15_000);
-  return { released: () => lines.includes('released') };
 }
 
 /** Counts event-loop turns (a 5 ms timer) and the longest stall between two of them. */
@@ -66,7 +49,7 @@ function watchEventLoop(): { stop(): { ticks: number; longestStallMs: number } }
 describe('SQLite under another process holding the write lock', () => {
   it('waits for the lock without freezing the event loop, then appends', async () => {
     const { backend, path } = await openBackend(5000);
-    const holder = await holdWriteLock(path, 1000);
+    const holder = await holdWriteLock(path, 1000, cleanups);
     const loop = watchEventLoop();
     const started = Date.now();
     const result = await backend.append('s', [{ id: 'e-1', type: 'A', data: 1, metadata: {} }], 'any');
@@ -83,7 +66,7 @@ describe('SQLite under another process holding the write lock', () => {
   it('fails appends, checkpoints, lease claims and inbox claims with STORE_BUSY after busyTimeoutMs, the loop running meanwhile', async () => {
     const { backend, path } = await openBackend(400);
     const inbox = backend.inbox();
-    await holdWriteLock(path, 8000);
+    await holdWriteLock(path, 8000, cleanups);
     const operations: [string, () => Promise<unknown>][] = [
       ['append', () => backend.append('s', [{ id: 'e-1', type: 'A', data: 1, metadata: {} }], 'any')],
       ['saveCheckpoint', () => backend.saveCheckpoint('projector', 1n)],

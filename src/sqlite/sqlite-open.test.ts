@@ -7,6 +7,7 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { EventStore } from '../eventstore/store.js';
 import { onLines, spawnFixture } from '../testing/child-process.js';
 import { waitFor } from '../testing/wait.js';
+import { holdWriteLock } from './fixtures/write-lock-holder.js';
 import { SqliteEventStoreBackend } from './sqlite-backend.js';
 import { isStoreBusyError } from './store-busy.js';
 
@@ -21,7 +22,6 @@ afterEach(async () => {
 });
 
 const openFixture = fileURLToPath(new URL('./fixtures/open-and-append.ts', import.meta.url));
-const holdFixture = fileURLToPath(new URL('./fixtures/hold-write-lock.ts', import.meta.url));
 
 /** Starts a process that opens `path` at `startAt` (epoch ms) and appends one event; resolves to what it reported. */
 async function openInAnotherProcess(path: string, startAt: number): Promise<string> {
@@ -30,20 +30,6 @@ async function openInAnotherProcess(path: string, startAt: number): Promise<stri
   onLines(child, (line) => void lines.push(line));
   await once(child, 'exit');
   return lines.join('\n');
-}
-
-/** Another process holding the write lock of `path` (a new file in rollback-journal mode) for `holdMs`. */
-async function holdWriteLock(path: string, holdMs: number): Promise<{ released: () => boolean }> {
-  const child = spawnFixture(holdFixture, { FERRY_SQLITE_PATH: path, FERRY_HOLD_MS: String(holdMs) });
-  const exited = once(child, 'exit');
-  cleanups.push(async () => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-    await exited;
-  });
-  const lines: string[] = [];
-  onLines(child, (line) => void lines.push(line));
-  await waitFor(() => lines.includes('locked'), 'the other process to take the write lock', 15_000);
-  return { released: () => lines.includes('released') };
 }
 
 describe('opening a new SQLite file', () => {
@@ -67,7 +53,7 @@ describe('opening a new SQLite file', () => {
 
   it('waits while another connection holds the write lock of the new file, then opens', async () => {
     const path = freshPath();
-    const holder = await holdWriteLock(path, 800);
+    const holder = await holdWriteLock(path, 800, cleanups);
     const backend = new SqliteEventStoreBackend({ path, busyTimeoutMs: 10_000 });
     cleanups.push(() => backend.close());
     const started = Date.now();
@@ -81,7 +67,7 @@ describe('opening a new SQLite file', () => {
 
   it('fails with STORE_BUSY after busyTimeoutMs when the lock of the new file stays held', async () => {
     const path = freshPath();
-    await holdWriteLock(path, 8000);
+    await holdWriteLock(path, 8000, cleanups);
     const backend = new SqliteEventStoreBackend({ path, busyTimeoutMs: 400 });
     cleanups.push(() => backend.close());
     const started = Date.now();
