@@ -1,10 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import type { Pool, QueryResult, QueryResultRow } from 'pg';
 import {
+  answerOfLiveRow,
   type DurableIdempotencyStoreOptions,
   IDEMPOTENCY_CLEANUP_BATCH,
   resolveDurableIdempotencyStoreOptions,
-  storedResponseFromColumns,
   storedResponseToColumns,
 } from '../http/server/durable-idempotency.js';
 import type { IdempotencyBeginResult, IdempotencyStore, StoredResponse } from '../http/server/idempotency.js';
@@ -70,19 +70,7 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
         [this.#namespace, key],
       );
       const row = rows[0];
-      if (row?.live === true) {
-        if (row.fingerprint !== fingerprint) return { state: 'mismatch' };
-        if (row.status === null) return { state: 'in-progress' };
-        return {
-          state: 'replay',
-          response: storedResponseFromColumns({
-            status: row.status,
-            headers: row.headers ?? '{}',
-            body: row.body ?? Buffer.alloc(0),
-            encoding: row.encoding,
-          }),
-        };
-      }
+      if (row?.live === true) return answerOfLiveRow(row, fingerprint);
       // Free, or its lease or retention is over: claim it, unless another request just did. The
       // own-token case is this very claim, committed before a broken connection made us try again.
       const claimed = await this.#query(

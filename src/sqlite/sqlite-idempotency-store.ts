@@ -1,11 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import type Database from 'better-sqlite3';
 import {
+  answerOfLiveRow,
   type DurableIdempotencyStoreOptions,
   IDEMPOTENCY_CLEANUP_BATCH,
   resolveDurableIdempotencyStoreOptions,
   type StoredResponseColumns,
-  storedResponseFromColumns,
   storedResponseToColumns,
 } from '../http/server/durable-idempotency.js';
 import type { IdempotencyBeginResult, IdempotencyStore, StoredResponse } from '../http/server/idempotency.js';
@@ -34,17 +34,7 @@ function answerOf(
   now: number,
 ): IdempotencyBeginResult | undefined {
   if (row === undefined || row.expires_at <= now) return undefined;
-  if (row.fingerprint !== fingerprint) return { state: 'mismatch' };
-  if (row.status === null) return { state: 'in-progress' };
-  return {
-    state: 'replay',
-    response: storedResponseFromColumns({
-      status: row.status,
-      headers: row.headers ?? '{}',
-      body: row.body ?? Buffer.alloc(0),
-      encoding: row.encoding,
-    }),
-  };
+  return answerOfLiveRow(row, fingerprint);
 }
 
 /**

@@ -1,6 +1,6 @@
 import { InvalidOptionsError } from '../../errors/ferry-error.js';
 import { positiveIntegerOption } from '../../inbox/lease.js';
-import type { StoredResponse } from './idempotency.js';
+import type { IdempotencyBeginResult, StoredResponse } from './idempotency.js';
 
 /** Options of the idempotency stores kept in a database (SQLite, PostgreSQL). */
 export interface DurableIdempotencyStoreOptions {
@@ -96,4 +96,29 @@ export function storedResponseFromColumns(columns: {
     body: bytes.toString(base64 ? 'base64' : 'utf8'),
   };
   return columns.encoding === null ? response : { ...response, encoding: base64 ? 'base64' : 'utf8' };
+}
+
+/** A stored key as its row holds it: the request's fingerprint, and the answer once there is one. */
+export interface IdempotencyRow {
+  readonly fingerprint: string;
+  /** `null` while the request that claimed the key still runs. */
+  readonly status: number | null;
+  readonly headers: string | null;
+  readonly body: Uint8Array | null;
+  readonly encoding: string | null;
+}
+
+/** What a live (unexpired) row answers a request with `fingerprint`. */
+export function answerOfLiveRow(row: IdempotencyRow, fingerprint: string): IdempotencyBeginResult {
+  if (row.fingerprint !== fingerprint) return { state: 'mismatch' };
+  if (row.status === null) return { state: 'in-progress' };
+  return {
+    state: 'replay',
+    response: storedResponseFromColumns({
+      status: row.status,
+      headers: row.headers ?? '{}',
+      body: row.body ?? Buffer.alloc(0),
+      encoding: row.encoding,
+    }),
+  };
 }
