@@ -1,4 +1,5 @@
 import { InvalidOptionsError } from '../errors/ferry-error.js';
+import { integerOption } from '../errors/integer-option.js';
 import type { Logger } from '../logging/logger.js';
 import type { AmqpUrlOptions } from '../messaging/amqp-url-options.js';
 
@@ -52,14 +53,14 @@ export function resolveAmqpOptions(options: AmqpTransportOptions): ResolvedAmqpO
   }
   const connectionName = options.connectionName ?? d.connectionName;
   if (typeof connectionName !== 'string') throw new InvalidOptionsError('connectionName must be a string');
-  const initialDelayMs = integer(
+  const initialDelayMs = integerOption(
     'reconnect.initialDelayMs',
     options.reconnect?.initialDelayMs,
     d.reconnect.initialDelayMs,
     1,
     MAX_TIMER_MS,
   );
-  const maxDelayMs = integer(
+  const maxDelayMs = integerOption(
     'reconnect.maxDelayMs',
     options.reconnect?.maxDelayMs,
     d.reconnect.maxDelayMs,
@@ -72,22 +73,22 @@ export function resolveAmqpOptions(options: AmqpTransportOptions): ResolvedAmqpO
   return {
     exchange,
     queueType,
-    publishWindow: integer('publishWindow', options.publishWindow, d.publishWindow, 1),
-    maxBufferedPublishes: integer(
+    publishWindow: integerOption('publishWindow', options.publishWindow, d.publishWindow, 1),
+    maxBufferedPublishes: integerOption(
       'maxBufferedPublishes',
       options.maxBufferedPublishes,
       d.maxBufferedPublishes,
       1,
     ),
-    maxMessageBytes: integer('maxMessageBytes', options.maxMessageBytes, d.maxMessageBytes, 1),
-    confirmTimeoutMs: integer(
+    maxMessageBytes: integerOption('maxMessageBytes', options.maxMessageBytes, d.maxMessageBytes, 1),
+    confirmTimeoutMs: integerOption(
       'confirmTimeoutMs',
       options.confirmTimeoutMs,
       d.confirmTimeoutMs,
       1,
       MAX_TIMER_MS,
     ),
-    connectTimeoutMs: integer(
+    connectTimeoutMs: integerOption(
       'connectTimeoutMs',
       options.connectTimeoutMs,
       d.connectTimeoutMs,
@@ -95,24 +96,15 @@ export function resolveAmqpOptions(options: AmqpTransportOptions): ResolvedAmqpO
       MAX_TIMER_MS,
     ),
     reconnect: { initialDelayMs, maxDelayMs },
-    maxRedeliveries: integer('maxRedeliveries', options.maxRedeliveries, d.maxRedeliveries, 0),
+    maxRedeliveries: integerOption('maxRedeliveries', options.maxRedeliveries, d.maxRedeliveries, 0),
     // AMQP carries the heartbeat as an unsigned short.
-    heartbeatSeconds: integer('heartbeatSeconds', options.heartbeatSeconds, d.heartbeatSeconds, 0, 65_535),
+    heartbeatSeconds: integerOption(
+      'heartbeatSeconds',
+      options.heartbeatSeconds,
+      d.heartbeatSeconds,
+      0,
+      65_535,
+    ),
     connectionName,
   };
-}
-
-function integer(
-  name: string,
-  value: number | undefined,
-  fallback: number,
-  min: number,
-  max = Number.MAX_SAFE_INTEGER,
-): number {
-  if (value === undefined) return fallback;
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
-    const range = max === Number.MAX_SAFE_INTEGER ? `at least ${min}` : `from ${min} to ${max}`;
-    throw new InvalidOptionsError(`${name} must be an integer ${range}, not ${String(value)}`);
-  }
-  return value;
 }

@@ -1,5 +1,5 @@
+import { positiveIntegerOption } from '../errors/integer-option.js';
 import { ClaimLostError } from './claim-lost-error.js';
-import { positiveIntegerOption } from './lease.js';
 
 /**
  * Deduplicates deliveries for an idempotent consumer: a key (subscription + message id) is processed

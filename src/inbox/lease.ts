@@ -1,4 +1,4 @@
-import { InvalidOptionsError } from '../errors/ferry-error.js';
+import { positiveIntegerOption } from '../errors/integer-option.js';
 import { MAX_TIMER_MS } from '../time/max-timer.js';
 import { ClaimLostError } from './claim-lost-error.js';
 import type { InboxClaim } from './inbox.js';
@@ -18,25 +18,6 @@ export const DEFAULT_DURABLE_INBOX_OPTIONS = Object.freeze({
   leaseMs: 30_000,
   retentionMs: 7 * 24 * 3_600_000,
 } satisfies Required<DurableInboxOptions>);
-
-/**
- * A positive integer option, at most `max`; `undefined` (given or left out) means `fallback`.
- * @throws InvalidOptionsError for anything else.
- */
-export function positiveIntegerOption(
-  name: string,
-  value: number | undefined,
-  fallback: number,
-  max = Number.MAX_SAFE_INTEGER,
-): number {
-  if (value === undefined) return fallback;
-  if (typeof value !== 'number' || !Number.isInteger(value) || value <= 0 || value > max) {
-    throw new InvalidOptionsError(
-      `${name} must be a positive integer of at most ${max} (got ${String(value)})`,
-    );
-  }
-  return value;
-}
 
 /** Durable inbox options with defaults applied and values checked. @throws InvalidOptionsError */
 export function resolveDurableInboxOptions(

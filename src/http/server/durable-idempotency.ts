@@ -1,5 +1,5 @@
 import { InvalidOptionsError } from '../../errors/ferry-error.js';
-import { positiveIntegerOption } from '../../inbox/lease.js';
+import { positiveIntegerOption } from '../../errors/integer-option.js';
 import type { IdempotencyBeginResult, StoredResponse } from './idempotency.js';
 
 /** Options of the idempotency stores kept in a database (SQLite, PostgreSQL). */

@@ -1,4 +1,4 @@
-import { positiveIntegerOption } from '../../inbox/lease.js';
+import { positiveIntegerOption } from '../../errors/integer-option.js';
 import type { IdempotencyBeginResult, IdempotencyStore, StoredResponse } from './idempotency.js';
 
 /** Options of a {@link MemoryIdempotencyStore}. */
