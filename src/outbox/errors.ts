@@ -1,0 +1,35 @@
+import { errorGuard, FerryError } from '../errors/ferry-error.js';
+
+/**
+ * A saga instance was written by someone else since it was loaded (another message for the same
+ * instance, handled at the same time, maybe on another instance of the service). Nothing of the
+ * transition was kept: load the instance again and handle the message again.
+ */
+export class SagaConcurrencyError extends FerryError {
+  readonly saga: string;
+  readonly id: string;
+  /** The version the writer expected (0: a new instance). */
+  readonly expected: number;
+  constructor(saga: string, id: string, expected: number) {
+    super(
+      'SAGA_CONCURRENCY_CONFLICT',
+      expected === 0
+        ? `saga "${saga}" instance "${id}" already exists`
+        : `saga "${saga}" instance "${id}" is no longer at version ${expected}: another message changed it`,
+    );
+    this.saga = saga;
+    this.id = id;
+    this.expected = expected;
+  }
+}
+export const isSagaConcurrencyError = errorGuard<SagaConcurrencyError>('SAGA_CONCURRENCY_CONFLICT');
+
+/** A unit of work on a store whose backend cannot run one (or `work.query` on the memory backend). */
+export class UnitOfWorkUnsupportedError extends FerryError {
+  constructor(message: string) {
+    super('UNIT_OF_WORK_UNSUPPORTED', message);
+  }
+}
+export const isUnitOfWorkUnsupportedError = errorGuard<UnitOfWorkUnsupportedError>(
+  'UNIT_OF_WORK_UNSUPPORTED',
+);

@@ -1,0 +1,171 @@
+import type { AppendResult, ExpectedVersion, PreparedEvent } from '../eventstore/types.js';
+
+/**
+ * What the outbox, the transactional inbox and sagas need from a store's database. Implemented by
+ * the memory, SQLite and PostgreSQL backends (`outboxStorage()`), checked by one contract suite
+ * (`testOutboxStorage`). Times are epoch milliseconds read from the caller's clock and passed in, so
+ * that a virtual clock drives due times and leases in tests; instances of one service should have
+ * their clocks in step (NTP), as with any lease.
+ */
+export interface OutboxStorage {
+  readonly name: string;
+
+  /**
+   * Runs `work` inside one database transaction and commits it when `work` resolves; rolls it back
+   * when `work` throws (the error is rethrown unchanged). Everything done through the transaction
+   * handle (appends, the caller's SQL, outbox rows, inbox marks, saga rows) is durable together or
+   * not at all. Transactions of one process may be serialised (SQLite, memory).
+   */
+  transaction<T>(work: (tx: StorageTransaction) => Promise<T>): Promise<T>;
+
+  /**
+   * Leases up to `limit` deliverable rows to `owner` until `now + leaseMs`, in `seq` order, and
+   * returns them. A row is deliverable when it is `pending`, due (`dueAt <= now`), not leased by
+   * anyone (or its lease ended before `now`, or `owner` holds it), and no row of the same key with a
+   * lower `seq` remains (pending, failed or leased): at most one row per key is returned, the
+   * oldest, so that a key's rows go out one at a time in commit order. Several owners calling at once
+   * never get the same row.
+   */
+  claim(owner: string, now: number, limit: number, leaseMs: number): Promise<OutboxRow[]>;
+  /** Deletes the rows `owner` still leases among `seqs` (they were published). Resolves how many. */
+  delivered(owner: string, seqs: readonly bigint[]): Promise<number>;
+  /**
+   * Ends `owner`'s lease on row `seq` after a failed attempt: `attempts` + 1, `lastError` set, due
+   * again at `dueAt`. Does nothing when `owner` no longer leases it.
+   */
+  retry(owner: string, seq: bigint, error: string, dueAt: number): Promise<void>;
+  /**
+   * Sets row `seq` aside as `failed` with `error` (`attempts` + 1, lease ended); its key is held
+   * until it is redriven or discarded. Does nothing when `owner` no longer leases it.
+   */
+  fail(owner: string, seq: bigint, error: string): Promise<void>;
+  /** Up to `limit` failed rows, oldest first. */
+  failed(limit: number): Promise<OutboxRow[]>;
+  /** Failed rows among `ids` (message ids) become pending again, due now, attempts 0. Resolves how many. */
+  redrive(ids: readonly string[], now: number): Promise<number>;
+  /** Deletes the failed rows among `ids`. Resolves how many. */
+  discard(ids: readonly string[]): Promise<number>;
+  /**
+   * Pending and failed rows, and the creation time of the oldest row due by `now` (pending or
+   * failed; rows scheduled for later are counted in `scheduled` only).
+   */
+  backlog(now: number): Promise<OutboxBacklog>;
+  /** The earliest `dueAt` of a pending row not leased now, if any: when the relay should look next. */
+  nextDue(now: number): Promise<number | undefined>;
+  /** Pending rows not yet due (scheduled messages), soonest first, optionally of one key. */
+  scheduled(now: number, limit: number, key?: string): Promise<OutboxRow[]>;
+
+  /** Deletes up to `limit` inbox marks made before `before`. Resolves how many. */
+  pruneHandled(before: number, limit: number): Promise<number>;
+
+  /** Saga instances of `saga`, optionally only those with `status`, up to `limit`, oldest first. */
+  sagas(saga: string, limit: number, status?: SagaStatus): Promise<SagaRow[]>;
+
+  /**
+   * Calls `listener` when outbox rows may have been committed by another process (LISTEN/NOTIFY on
+   * PostgreSQL, a data version poll on SQLite; never on memory, where every commit is in-process).
+   * Returns an unsubscribe function.
+   */
+  watch(listener: () => void): () => void;
+}
+
+/** The handle a unit of work writes through: every call joins the open transaction. */
+export interface StorageTransaction {
+  /**
+   * Appends events, already checked and encoded (`prepareAppend`), enforcing `expected` now
+   * (`ConcurrencyError`, `DuplicateEventIdError` as the store's append).
+   */
+  append(streamId: string, events: readonly PreparedEvent[], expected: ExpectedVersion): Promise<AppendResult>;
+  /**
+   * Runs the caller's SQL in the transaction (`?` placeholders on SQLite, `$1` on PostgreSQL) and
+   * resolves its rows (none for a statement that returns none). Rejects on memory.
+   */
+  query(sql: string, params?: readonly unknown[]): Promise<Record<string, unknown>[]>;
+  /** The driver's handle (a `pg` client, a `better-sqlite3` database), `undefined` on memory. */
+  readonly client: unknown;
+  /** Adds rows to the outbox, in order (their `seq` increases in this order). */
+  enqueue(messages: readonly OutboxInsert[]): Promise<void>;
+  /**
+   * Deletes pending rows among `ids` (message ids) that no relay leases now. Resolves the ids deleted:
+   * a scheduled message cancelled before it was sent.
+   */
+  cancel(ids: readonly string[], now: number): Promise<string[]>;
+  /**
+   * Records that `consumer` handled message `messageId`. Resolves `false` when it already had (the
+   * mark committed earlier): the caller must then do nothing. Waits for a concurrent transaction
+   * holding the same mark to end.
+   */
+  markHandled(consumer: string, messageId: string, now: number): Promise<boolean>;
+  /** The instance `id` of `saga`, as committed or as written earlier in this transaction. */
+  loadSaga(saga: string, id: string): Promise<SagaRow | undefined>;
+  /**
+   * Writes a saga instance: inserted when `expectedVersion` is 0, otherwise updated only if its stored
+   * version is `expectedVersion`; the stored version becomes `row.version`. Rejects with
+   * `SagaConcurrencyError` when the instance exists (insert) or has another version (update).
+   */
+  saveSaga(row: SagaRow, expectedVersion: number): Promise<void>;
+}
+
+/** A message to put in the outbox. */
+export interface OutboxInsert {
+  /** The message id (the envelope's), unique in the outbox. */
+  readonly id: string;
+  /** Messages of one key are published one at a time in the order they were enqueued. */
+  readonly key: string;
+  /** The envelope as JSON text. */
+  readonly envelope: string;
+  /** When to publish: now, or later for a scheduled message. */
+  readonly dueAt: number;
+  readonly createdAt: number;
+}
+
+/** A row of the outbox. */
+export interface OutboxRow {
+  /** Commit order (increasing, not contiguous). */
+  readonly seq: bigint;
+  readonly id: string;
+  readonly key: string;
+  readonly envelope: string;
+  readonly state: 'pending' | 'failed';
+  readonly attempts: number;
+  readonly createdAt: number;
+  readonly dueAt: number;
+  readonly lastError: string | undefined;
+}
+
+/** What waits in an outbox. */
+export interface OutboxBacklog {
+  /** Rows pending and due (not scheduled for later). */
+  readonly pending: number;
+  readonly failed: number;
+  /** Rows scheduled for later. */
+  readonly scheduled: number;
+  /** Creation time of the oldest row that is due or failed. */
+  readonly oldestCreatedAt: number | undefined;
+}
+
+export type SagaStatus = 'active' | 'completed';
+
+/** A stored saga instance. */
+export interface SagaRow {
+  readonly saga: string;
+  readonly id: string;
+  /** The state as JSON text. */
+  readonly state: string;
+  /** 1 after the first save, + 1 per save. */
+  readonly version: number;
+  readonly status: SagaStatus;
+  readonly updatedAt: number;
+}
+
+/**
+ * A store backend that keeps an outbox in its database (SQLite, PostgreSQL). The memory backend gets
+ * its storage from `MemoryOutboxStorage`.
+ */
+export interface OutboxCapable {
+  outboxStorage(): OutboxStorage;
+}
+
+export function isOutboxCapable(backend: unknown): backend is OutboxCapable {
+  return typeof (backend as Partial<OutboxCapable> | null)?.outboxStorage === 'function';
+}
