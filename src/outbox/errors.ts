@@ -30,6 +30,5 @@ export class UnitOfWorkUnsupportedError extends FerryError {
     super('UNIT_OF_WORK_UNSUPPORTED', message);
   }
 }
-export const isUnitOfWorkUnsupportedError = errorGuard<UnitOfWorkUnsupportedError>(
-  'UNIT_OF_WORK_UNSUPPORTED',
-);
+export const isUnitOfWorkUnsupportedError =
+  errorGuard<UnitOfWorkUnsupportedError>('UNIT_OF_WORK_UNSUPPORTED');

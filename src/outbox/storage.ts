@@ -75,7 +75,11 @@ export interface StorageTransaction {
    * Appends events, already checked and encoded (`prepareAppend`), enforcing `expected` now
    * (`ConcurrencyError`, `DuplicateEventIdError` as the store's append).
    */
-  append(streamId: string, events: readonly PreparedEvent[], expected: ExpectedVersion): Promise<AppendResult>;
+  append(
+    streamId: string,
+    events: readonly PreparedEvent[],
+    expected: ExpectedVersion,
+  ): Promise<AppendResult>;
   /**
    * Runs the caller's SQL in the transaction (`?` placeholders on SQLite, `$1` on PostgreSQL) and
    * resolves its rows (none for a statement that returns none). Rejects on memory.
