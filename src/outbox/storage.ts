@@ -50,7 +50,11 @@ export interface OutboxStorage {
    * failed; rows scheduled for later are counted in `scheduled` only).
    */
   backlog(now: number): Promise<OutboxBacklog>;
-  /** The earliest `dueAt` of a pending row not leased now, if any: when the relay should look next. */
+  /**
+   * When the relay should look next: the earliest `dueAt` among the rows `claim` could hand out once
+   * due (pending, not leased at `now`, the oldest row of their key), if any. Rows behind an older row
+   * of their key do not count: they wait for it.
+   */
   nextDue(now: number): Promise<number | undefined>;
   /** Pending rows not yet due (scheduled messages), soonest first, optionally of one key. */
   scheduled(now: number, limit: number, key?: string): Promise<OutboxRow[]>;

@@ -12,6 +12,13 @@ import { expectedVersionHolds, selectStreamEvents } from '../versions.js';
 
 const stores = new Map<string, MemoryEventStoreBackend>();
 
+/** One batch of {@link MemoryEventStoreBackend.appendAll}. */
+export interface MemoryAppend {
+  readonly streamId: string;
+  readonly events: readonly PreparedEvent[];
+  readonly expected: ExpectedVersion;
+}
+
 /** An event as kept in memory: data and metadata as JSON text, as a database keeps them. */
 interface StoredEvent extends Omit<RecordedEvent, 'data' | 'metadata'> {
   readonly data: string;
@@ -59,37 +66,86 @@ export class MemoryEventStoreBackend implements EventStoreBackend {
     events: readonly PreparedEvent[],
     expected: ExpectedVersion,
   ): Promise<AppendResult> {
-    const stream = this.#streams.get(streamId) ?? [];
-    const existing = events.map((e) => stream.find((r) => r.id === e.id));
-    if (existing.every((r) => r !== undefined)) {
-      const last = existing[existing.length - 1]!;
-      return { nextExpectedVersion: last.version, position: last.position };
+    const [result] = this.appendAll([{ streamId, events, expected }]);
+    return result!;
+  }
+
+  /**
+   * Appends several batches all or none, in order (a unit of work's appends at its commit): each is
+   * checked as `append` checks it, against the streams as the earlier ones of the call leave them,
+   * and nothing is written unless every one passes. Synchronous, so no other append interleaves.
+   * @throws ConcurrencyError, DuplicateEventIdError
+   */
+  appendAll(appends: readonly MemoryAppend[]): AppendResult[] {
+    // Checked first against the streams plus what earlier batches of this call add to them.
+    const added = new Map<string, { ids: Set<string>; count: number }>();
+    const plans: (
+      | { readonly written: false; readonly result: AppendResult }
+      | { readonly written: true; readonly current: number }
+    )[] = [];
+    for (const { streamId, events, expected } of appends) {
+      const stream = this.#streams.get(streamId) ?? [];
+      const pending = added.get(streamId);
+      const existing = events.map((e) => stream.find((r) => r.id === e.id));
+      if (pending === undefined && existing.every((r) => r !== undefined)) {
+        const last = existing[existing.length - 1]!;
+        plans.push({
+          written: false,
+          result: { nextExpectedVersion: last.version, position: last.position },
+        });
+        continue;
+      }
+      const duplicates = events
+        .filter((e, i) => existing[i] !== undefined || pending?.ids.has(e.id) === true)
+        .map((e) => e.id);
+      if (duplicates.length > 0) throw new DuplicateEventIdError(streamId, duplicates);
+      const current = stream.length - 1 + (pending?.count ?? 0);
+      if (!expectedVersionHolds(expected, current)) throw new ConcurrencyError(streamId, expected, current);
+      plans.push({ written: true, current });
+      const entry = pending ?? { ids: new Set<string>(), count: 0 };
+      for (const e of events) entry.ids.add(e.id);
+      entry.count += events.length;
+      added.set(streamId, entry);
     }
-    const duplicates = existing.filter((r) => r !== undefined).map((r) => r.id);
-    if (duplicates.length > 0) throw new DuplicateEventIdError(streamId, duplicates);
-    const current = stream.length - 1;
-    if (!expectedVersionHolds(expected, current)) throw new ConcurrencyError(streamId, expected, current);
     const time = new Date().toISOString();
-    const recorded = events.map(
-      (e, i): StoredEvent => ({
-        streamId,
-        version: current + 1 + i,
-        position: BigInt(this.#all.length + 1 + i),
-        id: e.id,
-        type: e.type,
-        data: JSON.stringify(e.data ?? null),
-        metadata: JSON.stringify(e.metadata),
-        time,
-      }),
-    );
-    this.#all.push(...recorded);
-    stream.push(...recorded);
-    this.#streams.set(streamId, stream);
-    const last = recorded[recorded.length - 1]!;
-    queueMicrotask(() => {
-      for (const watcher of this.#watchers) watcher();
+    const results = appends.map(({ streamId, events }, n): AppendResult => {
+      const plan = plans[n]!;
+      if (!plan.written) return plan.result;
+      const stream = this.#streams.get(streamId) ?? [];
+      const recorded = events.map(
+        (e, i): StoredEvent => ({
+          streamId,
+          version: plan.current + 1 + i,
+          position: BigInt(this.#all.length + 1 + i),
+          id: e.id,
+          type: e.type,
+          data: JSON.stringify(e.data ?? null),
+          metadata: JSON.stringify(e.metadata),
+          time,
+        }),
+      );
+      this.#all.push(...recorded);
+      stream.push(...recorded);
+      this.#streams.set(streamId, stream);
+      const last = recorded[recorded.length - 1]!;
+      return { nextExpectedVersion: last.version, position: last.position };
     });
-    return { nextExpectedVersion: last.version, position: last.position };
+    if (plans.some((p) => p.written)) {
+      queueMicrotask(() => {
+        for (const watcher of this.#watchers) watcher();
+      });
+    }
+    return results;
+  }
+
+  /** Position of the last event appended, 0n when there is none. */
+  lastPosition(): bigint {
+    return BigInt(this.#all.length);
+  }
+
+  /** Version of a stream's last event, -1 when there is none. */
+  currentVersion(streamId: string): number {
+    return (this.#streams.get(streamId)?.length ?? 0) - 1;
   }
 
   async readStream(streamId: string, options: ReadStreamOptions): Promise<RecordedEvent[]> {

@@ -1,0 +1,423 @@
+import { ConcurrencyError, DuplicateEventIdError } from '../eventstore/errors.js';
+import { MemoryEventStoreBackend } from '../eventstore/memory/memory-backend.js';
+import type { AppendResult, ExpectedVersion, PreparedEvent } from '../eventstore/types.js';
+import { expectedVersionHolds } from '../eventstore/versions.js';
+import { SagaConcurrencyError, UnitOfWorkUnsupportedError } from './errors.js';
+import type {
+  OutboxBacklog,
+  OutboxInsert,
+  OutboxRow,
+  OutboxStorage,
+  SagaRow,
+  SagaStatus,
+  StorageTransaction,
+} from './storage.js';
+
+interface StoredRow {
+  readonly seq: bigint;
+  readonly id: string;
+  readonly key: string;
+  readonly envelope: string;
+  state: 'pending' | 'failed';
+  attempts: number;
+  readonly createdAt: number;
+  dueAt: number;
+  leaseOwner: string | undefined;
+  leaseUntil: number;
+  lastError: string | undefined;
+}
+
+const storages = new WeakMap<MemoryEventStoreBackend, MemoryOutboxStorage>();
+
+function toRow(r: StoredRow): OutboxRow {
+  return {
+    seq: r.seq,
+    id: r.id,
+    key: r.key,
+    envelope: r.envelope,
+    state: r.state,
+    attempts: r.attempts,
+    createdAt: r.createdAt,
+    dueAt: r.dueAt,
+    lastError: r.lastError,
+  };
+}
+
+/**
+ * The outbox of a memory event store: for tests, the test harness and the embedded shop, with the
+ * semantics of the SQL ones. Units of work run one at a time; their writes are buffered and applied
+ * at commit, all at once (a synchronous step, so nothing interleaves), or dropped on rollback.
+ */
+export class MemoryOutboxStorage implements OutboxStorage {
+  readonly name = 'memory';
+  readonly #events: MemoryEventStoreBackend;
+  /** Rows by seq, in seq order (a Map keeps insertion order). */
+  readonly #rows = new Map<bigint, StoredRow>();
+  readonly #byId = new Map<string, StoredRow>();
+  readonly #handled = new Map<string, number>();
+  readonly #sagas = new Map<string, SagaRow>();
+  #seq = 0n;
+  /** The tail of the queue of units of work. */
+  #last: Promise<unknown> = Promise.resolve();
+
+  constructor(events: MemoryEventStoreBackend = new MemoryEventStoreBackend()) {
+    this.#events = events;
+  }
+
+  /** The one storage of a memory event store backend (every `memory://name` store shares it). */
+  static of(events: MemoryEventStoreBackend): MemoryOutboxStorage {
+    let storage = storages.get(events);
+    if (storage === undefined) {
+      storage = new MemoryOutboxStorage(events);
+      storages.set(events, storage);
+    }
+    return storage;
+  }
+
+  transaction<T>(work: (tx: StorageTransaction) => Promise<T>): Promise<T> {
+    const run = this.#last.then(() => this.#run(work));
+    this.#last = run.catch(() => {});
+    return run;
+  }
+
+  async #run<T>(work: (tx: StorageTransaction) => Promise<T>): Promise<T> {
+    const tx = new MemoryTransaction(this, this.#events);
+    const result = await work(tx);
+    tx.close();
+    this.#commit(tx);
+    return result;
+  }
+
+  #commit(tx: MemoryTransaction): void {
+    // The appends first: the only step that can still fail, and nothing is applied before it passes.
+    if (tx.appends.length > 0) this.#events.appendAll(tx.appends);
+    for (const id of tx.cancelled) this.#delete(this.#byId.get(id));
+    for (const m of tx.enqueued) {
+      this.#seq += 1n;
+      const row: StoredRow = {
+        seq: this.#seq,
+        id: m.id,
+        key: m.key,
+        envelope: m.envelope,
+        state: 'pending',
+        attempts: 0,
+        createdAt: m.createdAt,
+        dueAt: m.dueAt,
+        leaseOwner: undefined,
+        leaseUntil: 0,
+        lastError: undefined,
+      };
+      this.#rows.set(row.seq, row);
+      this.#byId.set(row.id, row);
+    }
+    for (const [key, at] of tx.marks) this.#handled.set(key, at);
+    for (const [key, row] of tx.sagaWrites) this.#sagas.set(key, row);
+  }
+
+  #delete(row: StoredRow | undefined): void {
+    if (row === undefined) return;
+    this.#rows.delete(row.seq);
+    this.#byId.delete(row.id);
+  }
+
+  /** @internal for {@link MemoryTransaction} */
+  hasId(id: string): boolean {
+    return this.#byId.has(id);
+  }
+  /** @internal */
+  cancellable(id: string, now: number): boolean {
+    const row = this.#byId.get(id);
+    return (
+      row !== undefined && row.state === 'pending' && !(row.leaseOwner !== undefined && row.leaseUntil >= now)
+    );
+  }
+  /** @internal */
+  handledAt(key: string): number | undefined {
+    return this.#handled.get(key);
+  }
+  /** @internal */
+  saga(key: string): SagaRow | undefined {
+    return this.#sagas.get(key);
+  }
+
+  async claim(owner: string, now: number, limit: number, leaseMs: number): Promise<OutboxRow[]> {
+    const out: OutboxRow[] = [];
+    const seenKeys = new Set<string>();
+    for (const row of this.#rows.values()) {
+      if (out.length >= limit) break;
+      if (seenKeys.has(row.key)) continue;
+      // The oldest row of its key, whatever its state: only it may go.
+      seenKeys.add(row.key);
+      if (row.state !== 'pending' || row.dueAt > now) continue;
+      if (row.leaseOwner !== undefined && row.leaseOwner !== owner && row.leaseUntil >= now) continue;
+      row.leaseOwner = owner;
+      row.leaseUntil = now + leaseMs;
+      out.push(toRow(row));
+    }
+    return out;
+  }
+
+  async delivered(owner: string, seqs: readonly bigint[]): Promise<number> {
+    let count = 0;
+    for (const seq of seqs) {
+      const row = this.#rows.get(seq);
+      if (row?.leaseOwner !== owner) continue;
+      this.#delete(row);
+      count++;
+    }
+    return count;
+  }
+
+  async retry(owner: string, seq: bigint, error: string, dueAt: number): Promise<void> {
+    const row = this.#rows.get(seq);
+    if (row?.leaseOwner !== owner) return;
+    row.attempts++;
+    row.lastError = error;
+    row.dueAt = dueAt;
+    row.leaseOwner = undefined;
+    row.leaseUntil = 0;
+  }
+
+  async fail(owner: string, seq: bigint, error: string): Promise<void> {
+    const row = this.#rows.get(seq);
+    if (row?.leaseOwner !== owner) return;
+    row.attempts++;
+    row.lastError = error;
+    row.state = 'failed';
+    row.leaseOwner = undefined;
+    row.leaseUntil = 0;
+  }
+
+  async failed(limit: number): Promise<OutboxRow[]> {
+    const out: OutboxRow[] = [];
+    for (const row of this.#rows.values()) {
+      if (out.length >= limit) break;
+      if (row.state === 'failed') out.push(toRow(row));
+    }
+    return out;
+  }
+
+  async redrive(ids: readonly string[], now: number): Promise<number> {
+    let count = 0;
+    for (const id of new Set(ids)) {
+      const row = this.#byId.get(id);
+      if (row?.state !== 'failed') continue;
+      row.state = 'pending';
+      row.attempts = 0;
+      row.dueAt = now;
+      count++;
+    }
+    return count;
+  }
+
+  async discard(ids: readonly string[]): Promise<number> {
+    let count = 0;
+    for (const id of new Set(ids)) {
+      const row = this.#byId.get(id);
+      if (row?.state !== 'failed') continue;
+      this.#delete(row);
+      count++;
+    }
+    return count;
+  }
+
+  async backlog(now: number): Promise<OutboxBacklog> {
+    let pending = 0;
+    let failed = 0;
+    let scheduled = 0;
+    let oldest: number | undefined;
+    for (const row of this.#rows.values()) {
+      if (row.state === 'failed') failed++;
+      else if (row.dueAt > now) {
+        scheduled++;
+        continue;
+      } else pending++;
+      if (oldest === undefined || row.createdAt < oldest) oldest = row.createdAt;
+    }
+    return { pending, failed, scheduled, oldestCreatedAt: oldest };
+  }
+
+  async nextDue(now: number): Promise<number | undefined> {
+    let next: number | undefined;
+    const seenKeys = new Set<string>();
+    for (const row of this.#rows.values()) {
+      if (seenKeys.has(row.key)) continue;
+      seenKeys.add(row.key);
+      if (row.state !== 'pending') continue;
+      if (row.leaseOwner !== undefined && row.leaseUntil >= now) continue;
+      if (next === undefined || row.dueAt < next) next = row.dueAt;
+    }
+    return next;
+  }
+
+  async scheduled(now: number, limit: number, key?: string): Promise<OutboxRow[]> {
+    return [...this.#rows.values()]
+      .filter((r) => r.state === 'pending' && r.dueAt > now && (key === undefined || r.key === key))
+      .sort((a, b) => a.dueAt - b.dueAt || (a.seq < b.seq ? -1 : 1))
+      .slice(0, limit)
+      .map(toRow);
+  }
+
+  async pruneHandled(before: number, limit: number): Promise<number> {
+    let count = 0;
+    for (const [key, at] of this.#handled) {
+      if (count >= limit) break;
+      if (at >= before) continue;
+      this.#handled.delete(key);
+      count++;
+    }
+    return count;
+  }
+
+  async sagas(saga: string, limit: number, status?: SagaStatus): Promise<SagaRow[]> {
+    return [...this.#sagas.values()]
+      .filter((r) => r.saga === saga && (status === undefined || r.status === status))
+      .sort((a, b) => a.updatedAt - b.updatedAt)
+      .slice(0, limit);
+  }
+
+  watch(): () => void {
+    return () => {};
+  }
+}
+
+function sagaKey(saga: string, id: string): string {
+  return JSON.stringify([saga, id]);
+}
+
+class MemoryTransaction implements StorageTransaction {
+  readonly client = undefined;
+  readonly appends: { streamId: string; events: readonly PreparedEvent[]; expected: ExpectedVersion }[] = [];
+  readonly enqueued: OutboxInsert[] = [];
+  readonly cancelled = new Set<string>();
+  readonly marks = new Map<string, number>();
+  readonly sagaWrites = new Map<string, SagaRow>();
+  /** Events this transaction appends, by stream: ids and count, to check later appends against. */
+  readonly #added = new Map<string, { ids: Set<string>; count: number }>();
+  readonly #storage: MemoryOutboxStorage;
+  readonly #events: MemoryEventStoreBackend;
+  #closed = false;
+  #appended = 0;
+
+  constructor(storage: MemoryOutboxStorage, events: MemoryEventStoreBackend) {
+    this.#storage = storage;
+    this.#events = events;
+  }
+
+  close(): void {
+    this.#closed = true;
+  }
+
+  #open(): void {
+    if (this.#closed) throw new UnitOfWorkUnsupportedError('this unit of work has ended');
+  }
+
+  async append(
+    streamId: string,
+    events: readonly PreparedEvent[],
+    expected: ExpectedVersion,
+  ): Promise<AppendResult> {
+    this.#open();
+    const added = this.#added.get(streamId);
+    const current = this.#events.currentVersion(streamId) + (added?.count ?? 0);
+    if (added === undefined) {
+      // Checked now as the database would (a retried append of stored ids is a no-op, duplicates and
+      // version conflicts are refused), then checked again at commit against what landed meanwhile.
+      const [result] = await dryRun(this.#events, streamId, events, expected);
+      if (result !== undefined) return result;
+    } else if (!expectedVersionHolds(expected, current)) {
+      throw new ConcurrencyError(streamId, expected, current);
+    }
+    // At commit the stream must still be where this transaction saw it.
+    this.appends.push({ streamId, events, expected: current });
+    const entry = added ?? { ids: new Set<string>(), count: 0 };
+    for (const e of events) entry.ids.add(e.id);
+    entry.count += events.length;
+    this.#added.set(streamId, entry);
+    this.#appended += events.length;
+    // Where the events land if no append outside a unit of work commits first.
+    return {
+      nextExpectedVersion: current + events.length,
+      position: this.#events.lastPosition() + BigInt(this.#appended),
+    };
+  }
+
+  async query(): Promise<Record<string, unknown>[]> {
+    throw new UnitOfWorkUnsupportedError(
+      'the memory store has no SQL: work.query needs SQLite or PostgreSQL',
+    );
+  }
+
+  async enqueue(messages: readonly OutboxInsert[]): Promise<void> {
+    this.#open();
+    for (const m of messages) {
+      if (this.#storage.hasId(m.id) || this.enqueued.some((e) => e.id === m.id)) {
+        throw new UnitOfWorkUnsupportedError(`the outbox already holds message id ${m.id}`);
+      }
+      this.enqueued.push(m);
+    }
+  }
+
+  async cancel(ids: readonly string[], now: number): Promise<string[]> {
+    this.#open();
+    const out: string[] = [];
+    for (const id of new Set(ids)) {
+      const index = this.enqueued.findIndex((e) => e.id === id && e.dueAt > now);
+      if (index >= 0) {
+        this.enqueued.splice(index, 1);
+        out.push(id);
+      } else if (this.#storage.cancellable(id, now)) {
+        this.cancelled.add(id);
+        out.push(id);
+      }
+    }
+    return out;
+  }
+
+  async markHandled(consumer: string, messageId: string, now: number): Promise<boolean> {
+    this.#open();
+    const key = JSON.stringify([consumer, messageId]);
+    if (this.marks.has(key) || this.#storage.handledAt(key) !== undefined) return false;
+    this.marks.set(key, now);
+    return true;
+  }
+
+  async loadSaga(saga: string, id: string): Promise<SagaRow | undefined> {
+    this.#open();
+    const key = sagaKey(saga, id);
+    return this.sagaWrites.get(key) ?? this.#storage.saga(key);
+  }
+
+  async saveSaga(row: SagaRow, expectedVersion: number): Promise<void> {
+    this.#open();
+    const key = sagaKey(row.saga, row.id);
+    const stored = this.sagaWrites.get(key) ?? this.#storage.saga(key);
+    if ((stored?.version ?? 0) !== expectedVersion) {
+      throw new SagaConcurrencyError(row.saga, row.id, expectedVersion);
+    }
+    this.sagaWrites.set(key, row);
+  }
+}
+
+/**
+ * What appending would do now, without writing: the recorded result when every id is stored (a
+ * retry), nothing when the append would write; throws the error the append would throw.
+ */
+async function dryRun(
+  events: MemoryEventStoreBackend,
+  streamId: string,
+  batch: readonly PreparedEvent[],
+  expected: ExpectedVersion,
+): Promise<[AppendResult | undefined]> {
+  const stored = await events.readStream(streamId, {});
+  const existing = batch.map((e) => stored.find((r) => r.id === e.id));
+  if (existing.every((r) => r !== undefined)) {
+    const last = existing[existing.length - 1]!;
+    return [{ nextExpectedVersion: last.version, position: last.position }];
+  }
+  const current = stored.length - 1;
+  const duplicates = existing.filter((r) => r !== undefined).map((r) => r.id);
+  if (duplicates.length > 0) throw new DuplicateEventIdError(streamId, duplicates);
+  if (!expectedVersionHolds(expected, current)) throw new ConcurrencyError(streamId, expected, current);
+  return [undefined];
+}
