@@ -100,6 +100,49 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX idempotency_expires ON $schema.idempotency (expires_at);
     `,
   },
+  {
+    version: 5,
+    name: 'outbox, transactional inbox marks, sagas',
+    // Times are epoch milliseconds from the caller's clock (a virtual one in tests), not now(). The
+    // index of migration 2 named inbox_done would clash with the table of that name (tables and
+    // indexes share a schema's namespace): it is renamed first. Delivered outbox rows are deleted,
+    // so the table stays small; (key, seq) serves the "no older row of the key" check of a claim.
+    sql: `
+      ALTER INDEX $schema.inbox_done RENAME TO inbox_processed;
+      CREATE TABLE $schema.outbox (
+        seq bigserial PRIMARY KEY,
+        id text NOT NULL UNIQUE,
+        key text NOT NULL,
+        envelope text NOT NULL,
+        state text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'failed')),
+        attempts integer NOT NULL DEFAULT 0,
+        created_at bigint NOT NULL,
+        due_at bigint NOT NULL,
+        lease_owner text,
+        lease_until bigint,
+        last_error text
+      );
+      CREATE INDEX outbox_key_seq ON $schema.outbox (key, seq);
+      CREATE INDEX outbox_state_due ON $schema.outbox (state, due_at);
+      CREATE TABLE $schema.inbox_done (
+        consumer text NOT NULL,
+        message_id text NOT NULL,
+        handled_at bigint NOT NULL,
+        PRIMARY KEY (consumer, message_id)
+      );
+      CREATE INDEX inbox_done_handled_at ON $schema.inbox_done (handled_at);
+      CREATE TABLE $schema.sagas (
+        saga text NOT NULL,
+        id text NOT NULL,
+        state text NOT NULL,
+        version integer NOT NULL,
+        status text NOT NULL CHECK (status IN ('active', 'completed')),
+        updated_at bigint NOT NULL,
+        PRIMARY KEY (saga, id)
+      );
+      CREATE INDEX sagas_saga_status_updated ON $schema.sagas (saga, status, updated_at);
+    `,
+  },
 ];
 
 /**

@@ -22,6 +22,7 @@ import type { DurableIdempotencyStoreOptions } from '../http/server/durable-idem
 import type { Inbox } from '../inbox/inbox.js';
 import type { DurableInboxOptions } from '../inbox/lease.js';
 import { type Logger, stderrLogger } from '../logging/logger.js';
+import type { OutboxCapable } from '../outbox/storage.js';
 import { redactUrl } from '../url/redact-url.js';
 import { batchAppendStatement, batchParameters, exactVersion, type QueuedAppend } from './batch-append.js';
 import { isConnectionFailure } from './connection-failure.js';
@@ -29,6 +30,7 @@ import { migrate } from './migrations.js';
 import { Notifier } from './notifier.js';
 import { PostgresIdempotencyStore } from './postgres-idempotency-store.js';
 import { PostgresInbox } from './postgres-inbox.js';
+import { PostgresOutboxStorage } from './postgres-outbox.js';
 
 /** Options of the PostgreSQL event store backend. */
 export interface PostgresBackendOptions {
@@ -132,7 +134,7 @@ type Queryable = Pick<Pool, 'query'> | Pick<PoolClient, 'query'>;
  * Readers of the global order see only final positions (below the oldest running transaction), and
  * wake up through LISTEN/NOTIFY.
  */
-export class PostgresEventStoreBackend implements EventStoreBackend {
+export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapable {
   readonly name = 'postgres';
   readonly schema: string;
   readonly #url: string;
@@ -145,6 +147,7 @@ export class PostgresEventStoreBackend implements EventStoreBackend {
   readonly #valuesStatements = new Map<number, Statement>();
   #pool: Pool | undefined;
   #notifier: Notifier | undefined;
+  #outbox: PostgresOutboxStorage | undefined;
   #lastAppended = 0n;
   /** Appends waiting for a batch, in call order. */
   #queue: QueuedAppend[] = [];
@@ -482,6 +485,12 @@ export class PostgresEventStoreBackend implements EventStoreBackend {
       } catch (error) {
         const { code, constraint } = error as { code?: string; constraint?: string };
         if (code !== '23505') throw error;
+        if (statement === this.#sql.appendInTransaction) {
+          // The error aborted the caller's transaction: nothing more can run in it, and the append
+          // cannot go again. The writer it met has committed, so the pool sees what it wrote.
+          await this.#resolveConflict(this.#db, streamId, ids, expected);
+          throw new ConcurrencyError(streamId, expected, await this.#currentVersion(this.#db, streamId));
+        }
         const settled = await this.#resolveConflict(db, streamId, ids, expected);
         if (settled !== undefined) return settled;
         // A concurrent writer took the version an 'any' append was about to use: go again.
@@ -810,9 +819,32 @@ export class PostgresEventStoreBackend implements EventStoreBackend {
     return new PostgresIdempotencyStore(this.#db, this.schema, options);
   }
 
+  /**
+   * The outbox, transactional inbox marks and saga rows in this schema, with units of work that
+   * append events, run the caller's SQL and write outbox rows in one transaction. The same instance
+   * on every call; usable once the backend is open, closed with it.
+   */
+  outboxStorage(): PostgresOutboxStorage {
+    this.#outbox ??= new PostgresOutboxStorage({
+      schema: this.schema,
+      url: this.#url,
+      pool: () => this.#db,
+      logger: this.#logger,
+      notifyIntervalMs: this.#notifyIntervalMs,
+      append: (client, streamId, events, expected) =>
+        this.#append(client, this.#sql.appendInTransaction, streamId, events, expected),
+      appended: (position) => {
+        if (position > this.#lastAppended) this.#lastAppended = position;
+        this.#notifier?.notify();
+      },
+    });
+    return this.#outbox;
+  }
+
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    await this.#outbox?.close();
     await this.#notifier?.close();
     await this.#pool?.end();
   }

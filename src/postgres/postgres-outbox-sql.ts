@@ -1,0 +1,90 @@
+/** Columns of an outbox row as `OutboxRow` needs them. */
+const OUTBOX_COLUMNS = 'seq, id, key, envelope, state, attempts, created_at, due_at, last_error';
+const SAGA_COLUMNS = 'saga, id, state, version, status, updated_at';
+
+/** A lease is held while `lease_until >= now`; a claim may take rows whose lease ended before `now`. */
+const NOT_LEASED = (now: string) => `(lease_until IS NULL OR lease_until < ${now})`;
+
+/** The outbox storage's statements, with the quoted schema name filled in once. */
+export function outboxStatements(s: string) {
+  return {
+    /**
+     * One statement, so one short transaction: the oldest row of each key (no row of the key with a
+     * lower seq, whatever its state), due and not leased, locked with SKIP LOCKED so that relays
+     * claiming at once pass each other's rows by. A row another relay leased meanwhile is checked
+     * again on its new version (its lease excludes it). A later row of a key whose oldest row is
+     * locked by another claim is excluded by the NOT EXISTS, which still sees that row.
+     */
+    claim: `
+      WITH c AS (
+        SELECT seq FROM ${s}.outbox o
+        WHERE state = 'pending' AND due_at <= $2
+          AND (lease_until IS NULL OR lease_until < $2 OR lease_owner = $1)
+          AND NOT EXISTS (SELECT 1 FROM ${s}.outbox p WHERE p.key = o.key AND p.seq < o.seq)
+        ORDER BY seq LIMIT $3
+        FOR UPDATE SKIP LOCKED
+      )
+      UPDATE ${s}.outbox o SET lease_owner = $1, lease_until = $2 + $4
+      FROM c WHERE o.seq = c.seq
+      RETURNING ${OUTBOX_COLUMNS.split(', ')
+        .map((c) => `o.${c}`)
+        .join(', ')}`,
+    delivered: `DELETE FROM ${s}.outbox WHERE seq = ANY($2::bigint[]) AND lease_owner = $1`,
+    retry: `
+      UPDATE ${s}.outbox SET attempts = attempts + 1, last_error = $3, due_at = $4, lease_owner = NULL, lease_until = NULL
+      WHERE seq = $2 AND lease_owner = $1 AND state = 'pending'`,
+    fail: `
+      UPDATE ${s}.outbox SET state = 'failed', attempts = attempts + 1, last_error = $3, lease_owner = NULL, lease_until = NULL
+      WHERE seq = $2 AND lease_owner = $1 AND state = 'pending'`,
+    failed: `SELECT ${OUTBOX_COLUMNS} FROM ${s}.outbox WHERE state = 'failed' ORDER BY seq LIMIT $1`,
+    redrive: `
+      UPDATE ${s}.outbox SET state = 'pending', due_at = $2, attempts = 0, lease_owner = NULL, lease_until = NULL
+      WHERE id = ANY($1::text[]) AND state = 'failed'`,
+    discard: `DELETE FROM ${s}.outbox WHERE id = ANY($1::text[]) AND state = 'failed'`,
+    backlog: `
+      SELECT count(*) FILTER (WHERE state = 'pending' AND due_at <= $1)::float8 AS pending,
+             count(*) FILTER (WHERE state = 'failed')::float8 AS failed,
+             count(*) FILTER (WHERE state = 'pending' AND due_at > $1)::float8 AS scheduled,
+             min(created_at) FILTER (WHERE state = 'failed' OR due_at <= $1)::float8 AS oldest
+      FROM ${s}.outbox`,
+    nextDue: `SELECT min(due_at)::float8 AS due FROM ${s}.outbox WHERE state = 'pending' AND ${NOT_LEASED('$1')}`,
+    scheduled: `
+      SELECT ${OUTBOX_COLUMNS} FROM ${s}.outbox
+      WHERE state = 'pending' AND due_at > $1 AND ($3::text IS NULL OR key = $3)
+      ORDER BY due_at, seq LIMIT $2`,
+    pruneHandled: `
+      DELETE FROM ${s}.inbox_done WHERE (consumer, message_id) IN (
+        SELECT consumer, message_id FROM ${s}.inbox_done WHERE handled_at < $1 ORDER BY handled_at LIMIT $2
+      )`,
+    sagas: `
+      SELECT ${SAGA_COLUMNS} FROM ${s}.sagas
+      WHERE saga = $1 AND ($3::text IS NULL OR status = $3)
+      ORDER BY updated_at, id LIMIT $2`,
+
+    // Inside a unit of work.
+    /**
+     * Sorted, so that two transactions locking the same keys take them in the same order. The sort
+     * runs before the locks are taken: PostgreSQL evaluates volatile output expressions after ORDER BY.
+     */
+    lockKeys: `SELECT pg_advisory_xact_lock(hashtextextended($1 || k, 0)) FROM unnest($2::text[]) AS k ORDER BY k`,
+    enqueue: `
+      INSERT INTO ${s}.outbox (id, key, envelope, created_at, due_at)
+      SELECT m.id, m.key, m.envelope, m.created_at, m.due_at
+      FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[])
+        WITH ORDINALITY AS m(id, key, envelope, created_at, due_at, ord)
+      ORDER BY m.ord`,
+    cancel: `
+      DELETE FROM ${s}.outbox WHERE id = ANY($1::text[]) AND state = 'pending' AND ${NOT_LEASED('$2')}
+      RETURNING id`,
+    markHandled: `
+      INSERT INTO ${s}.inbox_done (consumer, message_id, handled_at) VALUES ($1, $2, $3)
+      ON CONFLICT (consumer, message_id) DO NOTHING`,
+    loadSaga: `SELECT ${SAGA_COLUMNS} FROM ${s}.sagas WHERE saga = $1 AND id = $2`,
+    insertSaga: `
+      INSERT INTO ${s}.sagas (saga, id, state, version, status, updated_at) VALUES ($1, $2, $3, $4, $5, $6)
+      ON CONFLICT (saga, id) DO NOTHING`,
+    updateSaga: `
+      UPDATE ${s}.sagas SET state = $3, version = $4, status = $5, updated_at = $6
+      WHERE saga = $1 AND id = $2 AND version = $7`,
+  };
+}

@@ -1,0 +1,358 @@
+import type { Pool, PoolClient } from 'pg';
+import { FerryError } from '../errors/ferry-error.js';
+import type { AppendResult, ExpectedVersion, PreparedEvent } from '../eventstore/types.js';
+import type { Logger } from '../logging/logger.js';
+import { SagaConcurrencyError, UnitOfWorkUnsupportedError } from '../outbox/errors.js';
+import type {
+  OutboxBacklog,
+  OutboxInsert,
+  OutboxRow,
+  OutboxStorage,
+  SagaRow,
+  SagaStatus,
+  StorageTransaction,
+} from '../outbox/storage.js';
+import { isConnectionFailure } from './connection-failure.js';
+import { Notifier } from './notifier.js';
+import { outboxStatements } from './postgres-outbox-sql.js';
+
+/** What the storage needs from the backend that owns it. */
+export interface PostgresOutboxOptions {
+  readonly schema: string;
+  readonly url: string;
+  /** The backend's pool; throws while the backend is not open. */
+  readonly pool: () => Pool;
+  readonly logger: Logger;
+  /** Least time between two NOTIFYs announcing outbox rows to other processes. */
+  readonly notifyIntervalMs: number;
+  /** The backend's append inside the caller's transaction (checks and errors of `appendInTransaction`). */
+  readonly append: (
+    client: PoolClient,
+    streamId: string,
+    events: readonly PreparedEvent[],
+    expected: ExpectedVersion,
+  ) => Promise<AppendResult>;
+  /** After a commit that appended events up to `position`: wakes the store's subscribers. */
+  readonly appended: (position: bigint) => void;
+}
+
+interface OutboxDbRow {
+  seq: bigint;
+  id: string;
+  key: string;
+  envelope: string;
+  state: 'pending' | 'failed';
+  attempts: number;
+  created_at: bigint;
+  due_at: bigint;
+  last_error: string | null;
+}
+
+interface SagaDbRow {
+  saga: string;
+  id: string;
+  state: string;
+  version: number;
+  status: SagaStatus;
+  updated_at: bigint;
+}
+
+const toOutboxRow = (row: OutboxDbRow): OutboxRow => ({
+  seq: BigInt(row.seq),
+  id: row.id,
+  key: row.key,
+  envelope: row.envelope,
+  state: row.state,
+  attempts: row.attempts,
+  createdAt: Number(row.created_at),
+  dueAt: Number(row.due_at),
+  lastError: row.last_error ?? undefined,
+});
+
+const toSagaRow = (row: SagaDbRow): SagaRow => ({
+  saga: row.saga,
+  id: row.id,
+  state: row.state,
+  version: row.version,
+  status: row.status,
+  updatedAt: Number(row.updated_at),
+});
+
+/** Times go into bigint columns: a fractional clock reading is taken down to its millisecond. */
+const ms = (time: number): number => Math.floor(time);
+
+/**
+ * The outbox, transactional inbox marks and saga rows of a PostgreSQL event store, in its schema
+ * (migration 5). Get it from `PostgresEventStoreBackend.outboxStorage()`. A unit of work is a pooled
+ * client between BEGIN and COMMIT; keep it short: while it is open it holds back reads of the
+ * global order (as any transaction that appends does) and the keys it enqueued (see `enqueue`).
+ * Relays of several processes share the table: claims skip each other's locked rows, and a commit
+ * that wrote outbox rows is announced to them by NOTIFY on `ferry_outbox_<schema>`.
+ */
+export class PostgresOutboxStorage implements OutboxStorage {
+  readonly name = 'postgres';
+  readonly #options: PostgresOutboxOptions;
+  readonly #sql: ReturnType<typeof outboxStatements>;
+  #notifier: Notifier | undefined;
+  #closed = false;
+
+  /** Use `PostgresEventStoreBackend.outboxStorage()`. */
+  constructor(options: PostgresOutboxOptions) {
+    this.#options = options;
+    this.#sql = outboxStatements(`"${options.schema}"`);
+  }
+
+  get #pool(): Pool {
+    return this.#options.pool();
+  }
+
+  /** Wake-ups of relays, created with the first use (the pool exists only once the backend is open). */
+  get #wakeUps(): Notifier {
+    this.#notifier ??= new Notifier({
+      connectionString: this.#options.url,
+      channel: `ferry_outbox_${this.#options.schema}`,
+      pool: this.#pool,
+      logger: this.#options.logger,
+      intervalMs: this.#options.notifyIntervalMs,
+    });
+    return this.#notifier;
+  }
+
+  async transaction<T>(work: (tx: StorageTransaction) => Promise<T>): Promise<T> {
+    const client = await this.#pool.connect();
+    let broken: Error | undefined;
+    const tx = new PostgresStorageTransaction(client, this.#sql, this.#options);
+    try {
+      await client.query('BEGIN');
+      let result: T;
+      try {
+        result = await work(tx);
+      } catch (error) {
+        tx.end();
+        try {
+          await client.query('ROLLBACK');
+        } catch (rollbackError) {
+          broken = rollbackError as Error;
+        }
+        throw error;
+      }
+      tx.end();
+      const committed = await client.query('COMMIT');
+      // PostgreSQL answers COMMIT of a transaction a failed statement aborted with ROLLBACK, no error:
+      // `work` resolved after catching that statement's error, and nothing of it was kept.
+      if (committed.command !== 'COMMIT') {
+        throw new FerryError(
+          'UNIT_OF_WORK_ROLLED_BACK',
+          'the unit of work was rolled back: one of its statements failed (and its error was caught), so nothing of it was kept',
+        );
+      }
+      if (tx.lastPosition !== undefined) this.#options.appended(tx.lastPosition);
+      if (tx.enqueued && !this.#closed) this.#wakeUps.notify();
+      return result;
+    } catch (error) {
+      if (broken === undefined && isConnectionFailure(error)) broken = error as Error;
+      throw error;
+    } finally {
+      // A client whose connection failed (or whose ROLLBACK did) is destroyed, not pooled.
+      client.release(broken);
+    }
+  }
+
+  async claim(owner: string, now: number, limit: number, leaseMs: number): Promise<OutboxRow[]> {
+    const { rows } = await this.#pool.query<OutboxDbRow>(this.#sql.claim, [
+      owner,
+      ms(now),
+      limit,
+      ms(leaseMs),
+    ]);
+    return rows.map(toOutboxRow).sort((a, b) => (a.seq < b.seq ? -1 : a.seq > b.seq ? 1 : 0));
+  }
+
+  async delivered(owner: string, seqs: readonly bigint[]): Promise<number> {
+    if (seqs.length === 0) return 0;
+    const result = await this.#pool.query(this.#sql.delivered, [owner, seqs.map(String)]);
+    return result.rowCount ?? 0;
+  }
+
+  async retry(owner: string, seq: bigint, error: string, dueAt: number): Promise<void> {
+    await this.#pool.query(this.#sql.retry, [owner, String(seq), error, ms(dueAt)]);
+  }
+
+  async fail(owner: string, seq: bigint, error: string): Promise<void> {
+    await this.#pool.query(this.#sql.fail, [owner, String(seq), error]);
+  }
+
+  async failed(limit: number): Promise<OutboxRow[]> {
+    const { rows } = await this.#pool.query<OutboxDbRow>(this.#sql.failed, [limit]);
+    return rows.map(toOutboxRow);
+  }
+
+  async redrive(ids: readonly string[], now: number): Promise<number> {
+    if (ids.length === 0) return 0;
+    const result = await this.#pool.query(this.#sql.redrive, [ids, ms(now)]);
+    const count = result.rowCount ?? 0;
+    if (count > 0 && !this.#closed) this.#wakeUps.notify();
+    return count;
+  }
+
+  async discard(ids: readonly string[]): Promise<number> {
+    if (ids.length === 0) return 0;
+    const result = await this.#pool.query(this.#sql.discard, [ids]);
+    const count = result.rowCount ?? 0;
+    // The key a failed row held may go on.
+    if (count > 0 && !this.#closed) this.#wakeUps.notify();
+    return count;
+  }
+
+  async backlog(now: number): Promise<OutboxBacklog> {
+    const { rows } = await this.#pool.query<{
+      pending: number;
+      failed: number;
+      scheduled: number;
+      oldest: number | null;
+    }>(this.#sql.backlog, [ms(now)]);
+    const row = rows[0]!;
+    return {
+      pending: row.pending,
+      failed: row.failed,
+      scheduled: row.scheduled,
+      oldestCreatedAt: row.oldest ?? undefined,
+    };
+  }
+
+  async nextDue(now: number): Promise<number | undefined> {
+    const { rows } = await this.#pool.query<{ due: number | null }>(this.#sql.nextDue, [ms(now)]);
+    return rows[0]?.due ?? undefined;
+  }
+
+  async scheduled(now: number, limit: number, key?: string): Promise<OutboxRow[]> {
+    const { rows } = await this.#pool.query<OutboxDbRow>(this.#sql.scheduled, [ms(now), limit, key ?? null]);
+    return rows.map(toOutboxRow);
+  }
+
+  async pruneHandled(before: number, limit: number): Promise<number> {
+    const result = await this.#pool.query(this.#sql.pruneHandled, [ms(before), limit]);
+    return result.rowCount ?? 0;
+  }
+
+  async sagas(saga: string, limit: number, status?: SagaStatus): Promise<SagaRow[]> {
+    const { rows } = await this.#pool.query<SagaDbRow>(this.#sql.sagas, [saga, limit, status ?? null]);
+    return rows.map(toSagaRow);
+  }
+
+  watch(listener: () => void): () => void {
+    return this.#wakeUps.watch(listener);
+  }
+
+  /** Stops listening; the backend's `close()` calls it. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    await this.#notifier?.close();
+  }
+}
+
+/** The handle of one unit of work: every call runs on its client, inside its transaction. */
+class PostgresStorageTransaction implements StorageTransaction {
+  readonly #client: PoolClient;
+  readonly #sql: ReturnType<typeof outboxStatements>;
+  readonly #options: PostgresOutboxOptions;
+  #ended = false;
+  /** The last position appended, once the transaction appended events. */
+  lastPosition: bigint | undefined;
+  enqueued = false;
+
+  constructor(client: PoolClient, sql: ReturnType<typeof outboxStatements>, options: PostgresOutboxOptions) {
+    this.#client = client;
+    this.#sql = sql;
+    this.#options = options;
+  }
+
+  get client(): PoolClient {
+    return this.#client;
+  }
+
+  /** The client goes back to the pool: a handle kept past its unit of work must not reach it. */
+  end(): void {
+    this.#ended = true;
+  }
+
+  #open(): PoolClient {
+    if (this.#ended) {
+      throw new UnitOfWorkUnsupportedError('the unit of work has ended: its handle can no longer be used');
+    }
+    return this.#client;
+  }
+
+  async append(
+    streamId: string,
+    events: readonly PreparedEvent[],
+    expected: ExpectedVersion,
+  ): Promise<AppendResult> {
+    const result = await this.#options.append(this.#open(), streamId, events, expected);
+    if (this.lastPosition === undefined || result.position > this.lastPosition)
+      this.lastPosition = result.position;
+    return result;
+  }
+
+  async query(sql: string, params: readonly unknown[] = []): Promise<Record<string, unknown>[]> {
+    const { rows } = await this.#open().query(sql, params as unknown[]);
+    return rows ?? [];
+  }
+
+  /**
+   * Rows of an explicit key (one that is not the message id) take a transaction-level advisory lock
+   * on (schema, key) before they get their seq. A seq is drawn at insert, but transactions commit in
+   * any order: two units of work enqueueing the same key could commit against their seq order, and a
+   * relay that saw only the later commit would publish the key's second message first (the earlier
+   * row, not yet visible, cannot hold it back). Under the lock, the second transaction draws its seq
+   * only after the first has ended, so per key seq order is commit order; the lock is held until
+   * COMMIT, so keep such units of work short. A row keyed by its own id (the default) is alone in
+   * its key: no lock, no waiting.
+   */
+  async enqueue(messages: readonly OutboxInsert[]): Promise<void> {
+    const client = this.#open();
+    if (messages.length === 0) return;
+    const keys = [...new Set(messages.filter((m) => m.key !== m.id).map((m) => m.key))];
+    if (keys.length > 0)
+      await client.query(this.#sql.lockKeys, [`ferry-outbox:${this.#options.schema}:`, keys]);
+    await client.query(this.#sql.enqueue, [
+      messages.map((m) => m.id),
+      messages.map((m) => m.key),
+      messages.map((m) => m.envelope),
+      messages.map((m) => ms(m.createdAt)),
+      messages.map((m) => ms(m.dueAt)),
+    ]);
+    this.enqueued = true;
+  }
+
+  async cancel(ids: readonly string[], now: number): Promise<string[]> {
+    const client = this.#open();
+    if (ids.length === 0) return [];
+    const { rows } = await client.query<{ id: string }>(this.#sql.cancel, [ids, ms(now)]);
+    const deleted = new Set(rows.map((r) => r.id));
+    return [...new Set(ids)].filter((id) => deleted.has(id));
+  }
+
+  async markHandled(consumer: string, messageId: string, now: number): Promise<boolean> {
+    // ON CONFLICT waits for a concurrent transaction inserting the same mark, then does nothing
+    // if it committed: exactly one of them gets true.
+    const result = await this.#open().query(this.#sql.markHandled, [consumer, messageId, ms(now)]);
+    return result.rowCount === 1;
+  }
+
+  async loadSaga(saga: string, id: string): Promise<SagaRow | undefined> {
+    const { rows } = await this.#open().query<SagaDbRow>(this.#sql.loadSaga, [saga, id]);
+    return rows[0] === undefined ? undefined : toSagaRow(rows[0]);
+  }
+
+  async saveSaga(row: SagaRow, expectedVersion: number): Promise<void> {
+    const client = this.#open();
+    const values = [row.saga, row.id, row.state, row.version, row.status, ms(row.updatedAt)];
+    // Neither statement raises on a conflict, so the transaction stays usable after the error.
+    const result =
+      expectedVersion === 0
+        ? await client.query(this.#sql.insertSaga, values)
+        : await client.query(this.#sql.updateSaga, [...values, expectedVersion]);
+    if (result.rowCount !== 1) throw new SagaConcurrencyError(row.saga, row.id, expectedVersion);
+  }
+}
