@@ -47,7 +47,11 @@ export function outboxStatements(s: string) {
              count(*) FILTER (WHERE state = 'pending' AND due_at > $1)::float8 AS scheduled,
              min(created_at) FILTER (WHERE state = 'failed' OR due_at <= $1)::float8 AS oldest
       FROM ${s}.outbox`,
-    nextDue: `SELECT min(due_at)::float8 AS due FROM ${s}.outbox WHERE state = 'pending' AND ${NOT_LEASED('$1')}`,
+    // Only the oldest row of a key can be claimed: rows waiting behind it do not make the relay look sooner.
+    nextDue: `
+      SELECT min(due_at)::float8 AS due FROM ${s}.outbox o
+      WHERE state = 'pending' AND ${NOT_LEASED('$1')}
+        AND NOT EXISTS (SELECT 1 FROM ${s}.outbox p WHERE p.key = o.key AND p.seq < o.seq)`,
     scheduled: `
       SELECT ${OUTBOX_COLUMNS} FROM ${s}.outbox
       WHERE state = 'pending' AND due_at > $1 AND ($3::text IS NULL OR key = $3)
