@@ -4,6 +4,7 @@ import type { AmqpUrlOptions } from '../messaging/amqp-url-options.js';
 import { MemoryBroker, type MemoryBrokerOptions } from '../messaging/memory/memory-broker.js';
 import { MemoryTransport } from '../messaging/memory/memory-transport.js';
 import type { Transport } from '../messaging/transport.js';
+import type { Clock } from '../time/clock.js';
 import { redactUrl } from '../url/redact-url.js';
 
 /**
@@ -16,6 +17,8 @@ export async function transportFromUrl(
   options: {
     readonly amqp?: AmqpUrlOptions;
     readonly memory?: MemoryBrokerOptions;
+    /** The bus's clock: the memory broker's unless `memory.clock` names one. */
+    readonly clock?: Clock;
   },
   logger: Logger,
 ): Promise<Transport> {
@@ -24,7 +27,9 @@ export async function transportFromUrl(
     case 'memory': {
       // memory://name selects a process-wide broker by name, so services in one process can share it.
       const name = url.slice('memory://'.length).replace(/\/+$/, '') || 'default';
-      return new MemoryTransport({ broker: MemoryBroker.named(name, options.memory) });
+      const clock = options.memory?.clock ?? options.clock;
+      const memory = clock === undefined ? options.memory : { ...options.memory, clock };
+      return new MemoryTransport({ broker: MemoryBroker.named(name, memory) });
     }
     case 'amqp':
     case 'amqps': {

@@ -7,6 +7,7 @@ import {
   type ExponentialBackoffOptions,
   exponentialDelays,
 } from '../resilience/backoff.js';
+import { type Clock, systemClock } from '../time/clock.js';
 import { MAX_TIMER_MS } from '../time/max-timer.js';
 import type { StandardSchemaV1 } from '../validation/standard-schema.js';
 import type { AmqpUrlOptions } from './amqp-url-options.js';
@@ -108,8 +109,25 @@ export interface BusOptions<C extends Contracts = NoContracts> {
   readonly logger?: Logger;
   /** Options of the RabbitMQ transport, when `url` selects it. */
   readonly amqp?: AmqpUrlOptions;
-  /** Options of the in-memory broker, applied when `url` names it for the first time in this process. */
+  /**
+   * Options of the in-memory broker, applied when `url` names it for the first time in this process.
+   * Its `clock` defaults to the bus's `clock`.
+   */
   readonly memory?: MemoryBrokerOptions;
+  /**
+   * Where the bus reads the time and arms its timers: handler time limits (`handlerTimeoutMs`), the
+   * `expiresAt` that `ttlMs` gives and the expiry check at delivery, and each envelope's `time` and
+   * id. A `VirtualClock` runs them in virtual time; pass the same clock to the broker
+   * (`memory.clock`, the default when `url` creates it) so that retry delays follow it too. The
+   * handler context's `deadline` stays in real time, as outgoing HTTP calls read it.
+   * @default systemClock
+   *
+   * @example
+   * const clock = new VirtualClock();
+   * const bus = await createBus({ url: 'memory://test-1', service: 'orders', clock });
+   * await clock.advance(30_000); // handler time limits, retries and expiries of the next 30 s, at once
+   */
+  readonly clock?: Clock;
 }
 
 /** Options of one `publish`. */
@@ -182,6 +200,8 @@ export class Bus<C extends Contracts = NoContracts> {
   readonly #defaults: Required<SubscriptionDefaults>;
   readonly #closeTimeoutMs: number;
   readonly #logger: Logger;
+  /** `undefined` for the system clock, whose `Date.now()` is read directly on the hot path. */
+  readonly #clock: Clock | undefined;
   readonly #subscriptions = new Set<TransportSubscription>();
   #closing: Promise<void> | undefined;
 
@@ -195,6 +215,7 @@ export class Bus<C extends Contracts = NoContracts> {
     this.#defaults = { ...DEFAULT_SUBSCRIPTION_OPTIONS, ...options.subscriptionDefaults };
     this.#closeTimeoutMs = options.closeTimeoutMs ?? 10_000;
     this.#logger = options.logger ?? stderrLogger;
+    this.#clock = options.clock === undefined || options.clock === systemClock ? undefined : options.clock;
   }
 
   /**
@@ -227,7 +248,7 @@ export class Bus<C extends Contracts = NoContracts> {
 
   #envelope(type: string, data: unknown, options: PublishOptions | undefined): Envelope {
     const context = currentContext();
-    const now = Date.now();
+    const now = this.#clock === undefined ? Date.now() : this.#clock.now();
     const id = options?.id ?? newMessageId(now);
     const envelope: { -readonly [P in keyof Envelope]: Envelope[P] } = {
       specversion: '1.0',
@@ -256,7 +277,7 @@ export class Bus<C extends Contracts = NoContracts> {
       }
       envelope.headers = headers;
     }
-    const expiresat = expiryOf(options);
+    const expiresat = expiryOf(options, now);
     if (expiresat !== undefined) envelope.expiresat = expiresat;
     assertEnvelopeLimits(envelope);
     return envelope;
@@ -287,7 +308,7 @@ export class Bus<C extends Contracts = NoContracts> {
       (message) => inner(message, HANDLER_CONTEXT),
       spec,
     );
-    const timeouts = timeoutMs > 0 ? new HandlerTimeouts(timeoutMs) : undefined;
+    const timeouts = timeoutMs > 0 ? new HandlerTimeouts(timeoutMs, this.#clock) : undefined;
     const onExpired = options.onExpired ?? 'dead-letter';
     if (onExpired !== 'dead-letter' && onExpired !== 'drop') {
       throw new InvalidOptionsError("onExpired must be 'dead-letter' or 'drop'");
@@ -358,6 +379,7 @@ export class Bus<C extends Contracts = NoContracts> {
     const delays = spec.retryDelays;
     const contracts = this.#contracts;
     const logger = this.#logger;
+    const clock = this.#clock;
 
     const failed = (message: Message, error: unknown): Outcome => {
       const attempt = message.attempt;
@@ -418,7 +440,10 @@ export class Bus<C extends Contracts = NoContracts> {
         };
       }
       const message = delivery.message;
-      if (message.expiresat !== undefined && isExpired(message.expiresat)) {
+      if (
+        message.expiresat !== undefined &&
+        isExpired(message.expiresat, clock === undefined ? Date.now() : clock.now())
+      ) {
         if (onExpired === 'drop') {
           logger.debug(`dropped expired message ${message.id} in group "${spec.group}"`);
           return ACK;

@@ -38,9 +38,13 @@ function rfc3339ToMs(text: string): number {
   return leap ? ms + 1000 : ms;
 }
 
-/** The `expiresat` a publish asks for, as RFC 3339; throws `InvalidOptionsError` for a bad one. */
+/**
+ * The `expiresat` a publish asks for, as RFC 3339; throws `InvalidOptionsError` for a bad one. `now`
+ * (epoch ms, the bus's clock) is where `ttlMs` counts from.
+ */
 export function expiryOf(
   options: { readonly expiresAt?: Date | string; readonly ttlMs?: number } | undefined,
+  now: number = Date.now(),
 ): string | undefined {
   if (options?.expiresAt === undefined && options?.ttlMs === undefined) return undefined;
   if (options.expiresAt !== undefined && options.ttlMs !== undefined) {
@@ -51,7 +55,7 @@ export function expiryOf(
     if (!Number.isFinite(options.ttlMs) || options.ttlMs < 0) {
       throw new InvalidOptionsError('ttlMs must be a finite number of ms, at least 0');
     }
-    ms = Date.now() + options.ttlMs;
+    ms = now + options.ttlMs;
     if (ms > MAX_TIME_MS) {
       throw new InvalidOptionsError(`ttlMs must end before ${new Date(MAX_TIME_MS).toISOString()}`);
     }
@@ -65,8 +69,11 @@ export function expiryOf(
   return new Date(ms).toISOString();
 }
 
-/** An `expiresat` that cannot be read (a foreign producer's) never expires the message. */
-export function isExpired(expiresat: string): boolean {
+/**
+ * Whether `expiresat` is at or before `now` (epoch ms, the bus's clock). An `expiresat` that cannot be
+ * read (a foreign producer's) never expires the message.
+ */
+export function isExpired(expiresat: string, now: number = Date.now()): boolean {
   const ms = Date.parse(expiresat);
-  return !Number.isNaN(ms) && ms <= Date.now();
+  return !Number.isNaN(ms) && ms <= now;
 }

@@ -1,5 +1,6 @@
 import type { FerryContext } from '../context/context.js';
 import { errorGuard, FerryError } from '../errors/ferry-error.js';
+import { type Clock, systemClock } from '../time/clock.js';
 import type { Message } from './envelope.js';
 import type { Outcome, OutcomeListener, PendingOutcome } from './transport.js';
 
@@ -48,7 +49,13 @@ type RunState = typeof PENDING | typeof DECIDED | typeof BROKEN | typeof REPORTE
 export class HandlerRun implements FerryContext, PendingOutcome {
   readonly correlationId: string;
   readonly messageId: string;
+  /**
+   * The context's deadline, in real time (`Date.now()`): outgoing HTTP calls, retries and bulkheads
+   * inside the handler read it against real time, whatever clock the bus runs on.
+   */
   readonly deadline: number;
+  /** When the run's limit passes on its {@link HandlerTimeouts}' clock (the deadline on the system clock). */
+  readonly #due: number;
   /** Neighbours in a {@link RunList} (private: a handler reads this object as its context). */
   #older: HandlerRun | undefined = undefined;
   #newer: HandlerRun | undefined = undefined;
@@ -64,10 +71,11 @@ export class HandlerRun implements FerryContext, PendingOutcome {
   /** Set while the attempt waits for an earlier delivery's outcome instead of running the handler. */
   #waiting = false;
 
-  constructor(message: Message, deadline: number) {
+  constructor(message: Message, deadline: number, due: number = deadline) {
     this.correlationId = message.correlationid;
     this.messageId = message.id;
     this.deadline = deadline;
+    this.#due = due;
     this.#message = message;
   }
 
@@ -78,6 +86,11 @@ export class HandlerRun implements FerryContext, PendingOutcome {
     if (list.newest === undefined) list.oldest = run;
     else list.newest.#newer = run;
     list.newest = run;
+  }
+
+  /** When `run`'s limit passes, on the clock of the {@link HandlerTimeouts} that started it. */
+  static dueOf(run: HandlerRun): number {
+    return run.#due;
   }
 
   /** Takes `run` out of `list`, if it is there. */
@@ -154,20 +167,28 @@ export class HandlerRun implements FerryContext, PendingOutcome {
 /**
  * The time limit of one subscription's handlers. Every run has the same limit, so runs expire in
  * the order they started: one timer for the oldest run serves them all, instead of a timer per
- * message.
+ * message. Limits are measured and timers armed on `clock`; the context deadline stays in real time.
  */
 export class HandlerTimeouts {
   readonly timeoutMs: number;
   /** Runs not decided yet, oldest first: a list through the runs themselves, cheaper than a Set. */
   readonly #pending: RunList = { oldest: undefined, newest: undefined };
-  #timer: NodeJS.Timeout | undefined;
+  /**
+   * `undefined` for the system clock: `start` runs for every message, and `Date.now()` called
+   * directly costs less than through the clock object.
+   */
+  readonly #clock: Clock | undefined;
+  #armed = false;
 
-  constructor(timeoutMs: number) {
+  constructor(timeoutMs: number, clock: Clock = systemClock) {
     this.timeoutMs = timeoutMs;
+    this.#clock = clock === systemClock ? undefined : clock;
   }
 
   start(message: Message): HandlerRun {
-    return new HandlerRun(message, Date.now() + this.timeoutMs);
+    const deadline = Date.now() + this.timeoutMs;
+    if (this.#clock === undefined) return new HandlerRun(message, deadline);
+    return new HandlerRun(message, deadline, this.#clock.now() + this.timeoutMs);
   }
 
   /**
@@ -178,7 +199,7 @@ export class HandlerTimeouts {
   race(run: HandlerRun, work: PromiseLike<unknown>, decide: Decide): PendingOutcome {
     run.begin(decide);
     HandlerRun.append(this.#pending, run);
-    if (this.#timer === undefined) this.#arm(run.deadline);
+    if (!this.#armed) this.#arm(HandlerRun.dueOf(run));
     work.then(
       () => {
         HandlerRun.unlink(this.#pending, run);
@@ -192,17 +213,25 @@ export class HandlerTimeouts {
     return run;
   }
 
-  #arm(deadline: number): void {
+  #now(): number {
+    return this.#clock === undefined ? Date.now() : this.#clock.now();
+  }
+
+  #arm(due: number): void {
+    this.#armed = true;
+    const delay = Math.max(0, due - this.#now());
     // Unref'd: a hung handler must not keep a closing process alive on its own.
-    this.#timer = setTimeout(() => this.#expire(), Math.max(0, deadline - Date.now())).unref();
+    if (this.#clock === undefined) setTimeout(() => this.#expire(), delay).unref();
+    else this.#clock.setTimeout(() => this.#expire(), delay).unref?.();
   }
 
   #expire(): void {
-    this.#timer = undefined;
-    const now = Date.now();
+    this.#armed = false;
+    const now = this.#now();
     for (let run = this.#pending.oldest; run !== undefined; run = this.#pending.oldest) {
-      if (run.deadline > now) {
-        this.#arm(run.deadline);
+      const due = HandlerRun.dueOf(run);
+      if (due > now) {
+        this.#arm(due);
         return;
       }
       HandlerRun.unlink(this.#pending, run);

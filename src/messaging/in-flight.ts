@@ -1,3 +1,5 @@
+import { type Clock, systemClock } from '../time/clock.js';
+
 /** Counts work in flight, and lets whoever closes wait, for a bounded time, until none is left. */
 export class InFlight {
   #count = 0;
@@ -16,13 +18,13 @@ export class InFlight {
     if (this.#count === 0) this.#idle?.();
   }
 
-  /** Resolves once nothing is in flight, or after `timeoutMs` whatever is left. */
-  async idle(timeoutMs: number): Promise<void> {
+  /** Resolves once nothing is in flight, or after `timeoutMs` on `clock` whatever is left. */
+  async idle(timeoutMs: number, clock: Clock = systemClock): Promise<void> {
     if (this.#count === 0) return;
     await new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, timeoutMs);
+      const timer = clock.setTimeout(resolve, timeoutMs);
       this.#idle = () => {
-        clearTimeout(timer);
+        timer.cancel();
         resolve();
       };
     });

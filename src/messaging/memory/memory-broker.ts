@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { InvalidOptionsError } from '../../errors/ferry-error.js';
+import { type Clock, systemClock } from '../../time/clock.js';
 import { Deque } from '../deque.js';
 import { type Envelope, type Message, toMessage } from '../envelope.js';
 import { PublishNackedError, SubscriptionInUseError, UnroutableError } from '../errors.js';
@@ -30,10 +31,19 @@ export interface MemoryBrokerOptions {
    * @default 1000000
    */
   readonly maxQueueLength?: number;
+  /**
+   * Where the broker reads the time and arms its timers: delayed retries wait on it, a consumer's
+   * close waits for its handlers on it, and dead letters are stamped with it. A `VirtualClock` makes
+   * retry delays pass when the test advances it, with no real waiting. Fixed when the broker is
+   * created: a process-wide broker (`memory://name`) keeps the clock of its first user.
+   * @default systemClock
+   */
+  readonly clock?: Clock;
 }
 
 export const DEFAULT_MEMORY_BROKER_OPTIONS = Object.freeze({
   maxQueueLength: 1_000_000,
+  clock: systemClock,
 } satisfies Required<MemoryBrokerOptions>);
 
 /**
@@ -132,6 +142,8 @@ export class MemoryBroker {
   readonly #routes = new Map<string, Queue[]>();
   readonly #deadLetters = new Map<string, StoredDeadLetter[]>();
   readonly #maxQueueLength: number;
+  /** The clock its retry delays and close timeouts run on (see {@link MemoryBrokerOptions.clock}). */
+  readonly clock: Clock;
   readonly #settler: Settler = (queue, consumer, entry, delivery, outcome) =>
     this.#settle(queue, consumer, entry, delivery, outcome);
 
@@ -139,14 +151,24 @@ export class MemoryBroker {
     const o = { ...DEFAULT_MEMORY_BROKER_OPTIONS, ...options };
     if (!(o.maxQueueLength >= 1)) throw new InvalidOptionsError('maxQueueLength must be at least 1');
     this.#maxQueueLength = o.maxQueueLength;
+    this.clock = o.clock;
   }
 
-  /** The process-wide broker called `name` (`memory://name`; `memory://` is `default`), created on first use. */
+  /**
+   * The process-wide broker called `name` (`memory://name`; `memory://` is `default`), created on
+   * first use with `options`; later calls get it as it was created. Asking for an existing broker
+   * with another `clock` throws an `InvalidOptionsError`: its retries would silently keep the first
+   * clock's time.
+   */
   static named(name: string, options?: MemoryBrokerOptions): MemoryBroker {
     let broker = brokers.get(name);
     if (broker === undefined) {
       broker = new MemoryBroker(options);
       brokers.set(name, broker);
+    } else if (options?.clock !== undefined && options.clock !== broker.clock) {
+      throw new InvalidOptionsError(
+        `memory broker "${name}" already exists with another clock; use a broker name of its own (memory://name) for each clock`,
+      );
     }
     return broker;
   }
@@ -199,6 +221,7 @@ export class MemoryBroker {
     const consumers = queue.consumers;
     for (let budget = PUMP_BUDGET; queue.buffer.length > 0 && consumers.length > 0; budget--) {
       if (budget === 0) {
+        // A yield to I/O, not a delay: on the clock, a virtual one would stall delivery until advanced.
         queue.scheduled = true;
         setImmediate(() => this.#pump(queue));
         return;
@@ -260,10 +283,12 @@ export class MemoryBroker {
       else {
         queue.delayed++;
         // Unref'd: a pending retry must not keep a finished process alive; in memory it is lost at exit anyway.
-        setTimeout(() => {
-          queue.delayed--;
-          if (!queue.deleted) this.#enqueue(queue, next);
-        }, outcome.delayMs).unref();
+        this.clock
+          .setTimeout(() => {
+            queue.delayed--;
+            if (!queue.deleted) this.#enqueue(queue, next);
+          }, outcome.delayMs)
+          .unref?.();
       }
     } else if (outcome.action === 'dead-letter') {
       this.#storeDeadLetter(queue, entry, delivery, outcome.reason, outcome.attempts);
@@ -286,7 +311,7 @@ export class MemoryBroker {
       routingKey: envelope?.type ?? (entry.wire ? typeOf(entry.wire) : ''),
       reason,
       attempts,
-      deadLetteredAt: new Date().toISOString(),
+      deadLetteredAt: new Date(this.clock.now()).toISOString(),
       body: entry.wire ? Buffer.from(entry.wire.body).toString('utf8') : jsonOfSnapshot(entry.data),
       // The publisher's object is not kept: listings and replays read the snapshot.
       entry: envelope ? { envelope: { ...envelope, data: null }, data: entry.data, attempt: 1 } : entry,
@@ -353,7 +378,7 @@ export class MemoryBroker {
     consumer.closed = true;
     const index = queue.consumers.indexOf(consumer);
     if (index >= 0) queue.consumers.splice(index, 1);
-    await consumer.inFlight.idle(timeoutMs);
+    await consumer.inFlight.idle(timeoutMs, this.clock);
     // What the closed consumer did not take goes to the remaining competitors.
     this.#schedule(queue);
   }
