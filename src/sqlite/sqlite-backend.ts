@@ -3,7 +3,7 @@ import { dirname } from 'node:path';
 import type Database from 'better-sqlite3';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import type { EventStoreBackend, ParkedEvent, ReadAfterResult, Snapshot } from '../eventstore/backend.js';
-import { ConcurrencyError, DuplicateEventIdError, EventStoreClosedError } from '../eventstore/errors.js';
+import { EventStoreClosedError } from '../eventstore/errors.js';
 import type {
   AppendResult,
   ExpectedVersion,
@@ -11,10 +11,10 @@ import type {
   ReadStreamOptions,
   RecordedEvent,
 } from '../eventstore/types.js';
-import { expectedVersionHolds } from '../eventstore/versions.js';
 import type { DurableIdempotencyStoreOptions } from '../http/server/durable-idempotency.js';
 import type { Inbox } from '../inbox/inbox.js';
 import type { DurableInboxOptions } from '../inbox/lease.js';
+import { type AppendOutcome, appendRows, prepareAppendStatements } from './sqlite-append.js';
 import { SqliteIdempotencyStore } from './sqlite-idempotency-store.js';
 import { SqliteInbox } from './sqlite-inbox.js';
 import { DEFAULT_BUSY_TIMEOUT_MS, DRIVER_BUSY_TIMEOUT_MS, whileBusy } from './store-busy.js';
@@ -123,6 +123,49 @@ const MIGRATIONS: readonly { readonly version: number; readonly name: string; re
       );
       CREATE INDEX ferry_idempotency_expires ON ferry_idempotency (expires_at);`,
   },
+  {
+    version: 6,
+    name: 'outbox, transactional inbox marks and saga instances',
+    // Outbox rows are deleted once published; `seq` is commit order (AUTOINCREMENT: never reused, so a
+    // relay's `seq` stays unique for its row). A lease (`lease_owner`, `lease_until`) marks a row a
+    // relay is publishing. Tables and indexes share one namespace: migration 2's index named
+    // ferry_inbox_done is recreated, unchanged, under another name first.
+    sql: `
+      DROP INDEX ferry_inbox_done;
+      CREATE INDEX ferry_inbox_processed ON ferry_inbox (processed_at) WHERE state = 'done';
+      CREATE TABLE ferry_outbox (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        key TEXT NOT NULL,
+        envelope TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        created_at INTEGER NOT NULL,
+        due_at INTEGER NOT NULL,
+        lease_owner TEXT,
+        lease_until INTEGER,
+        last_error TEXT
+      );
+      CREATE INDEX ferry_outbox_key ON ferry_outbox (key, seq);
+      CREATE INDEX ferry_outbox_due ON ferry_outbox (state, due_at);
+      CREATE TABLE ferry_inbox_done (
+        consumer TEXT,
+        message_id TEXT,
+        handled_at INTEGER,
+        PRIMARY KEY (consumer, message_id)
+      );
+      CREATE INDEX ferry_inbox_done_handled ON ferry_inbox_done (handled_at);
+      CREATE TABLE ferry_sagas (
+        saga TEXT,
+        id TEXT,
+        state TEXT,
+        version INTEGER,
+        status TEXT,
+        updated_at INTEGER,
+        PRIMARY KEY (saga, id)
+      );
+      CREATE INDEX ferry_sagas_status ON ferry_sagas (saga, status, updated_at);`,
+  },
 ];
 
 // Integers come back as bigint (`defaultSafeIntegers`): positions stay exact; versions are converted.
@@ -157,15 +200,7 @@ const EVENT_COLUMNS = 'position, stream_id, version, id, type, data, metadata, t
 /** Prepared once per connection in `open()`. */
 function prepareStatements(db: Database.Database) {
   return {
-    findIds: db.prepare<[string, string], { id: string; version: bigint; position: bigint }>(
-      'SELECT id, version, position FROM ferry_events WHERE stream_id = ? AND id IN (SELECT value FROM json_each(?))',
-    ),
-    currentVersion: db
-      .prepare<[string], bigint>('SELECT coalesce(max(version), -1) FROM ferry_events WHERE stream_id = ?')
-      .pluck(),
-    insert: db.prepare<[string, number, string, string, string, string, string]>(
-      'INSERT INTO ferry_events (stream_id, version, id, type, data, metadata, time) VALUES (?, ?, ?, ?, ?, ?, ?)',
-    ),
+    ...prepareAppendStatements(db),
     readForward: db.prepare<[string, number, number], EventRow>(
       `SELECT ${EVENT_COLUMNS} FROM ferry_events WHERE stream_id = ? AND version >= ? ORDER BY version LIMIT ?`,
     ),
@@ -234,8 +269,6 @@ interface QueuedAppend {
 
 /** What became of one append of a batch. */
 type BatchOutcome = { readonly result: AppendOutcome } | { readonly error: unknown };
-/** An append's result, and whether it wrote (false: every event id was already in the stream). */
-type AppendOutcome = AppendResult & { readonly written: boolean };
 type AppendRows = (
   streamId: string,
   events: readonly PreparedEvent[],
@@ -638,42 +671,6 @@ function migrate(db: Database.Database): void {
       record.run(migration.version, migration.name, new Date().toISOString());
     }
   }).immediate();
-}
-
-/** The body of an append's transaction: idempotency check, version check, inserts. */
-function appendRows(
-  s: Statements,
-  streamId: string,
-  events: readonly PreparedEvent[],
-  expected: ExpectedVersion,
-): AppendOutcome {
-  const found = new Map(
-    s.findIds.all(streamId, JSON.stringify(events.map((e) => e.id))).map((r) => [r.id, r]),
-  );
-  const duplicates = events.filter((e) => found.has(e.id)).map((e) => e.id);
-  if (duplicates.length === events.length) {
-    const last = found.get(events[events.length - 1]!.id)!;
-    return { nextExpectedVersion: Number(last.version), position: last.position, written: false };
-  }
-  if (duplicates.length > 0) throw new DuplicateEventIdError(streamId, duplicates);
-  const current = Number(s.currentVersion.get(streamId)!);
-  if (!expectedVersionHolds(expected, current)) throw new ConcurrencyError(streamId, expected, current);
-  const time = new Date().toISOString();
-  let position = 0n;
-  for (const [i, e] of events.entries()) {
-    const data = JSON.stringify(e.data ?? null);
-    const info = s.insert.run(
-      streamId,
-      current + 1 + i,
-      e.id,
-      e.type,
-      data,
-      JSON.stringify(e.metadata),
-      time,
-    );
-    position = BigInt(info.lastInsertRowid);
-  }
-  return { nextExpectedVersion: current + events.length, position, written: true };
 }
 
 function toRecordedEvent(row: EventRow): RecordedEvent {
