@@ -26,6 +26,12 @@ export interface RecordedEvent<T = unknown, K extends string = string> {
   readonly time: string;
 }
 
+/** An event appended in a transaction not yet committed: its global position and time are not known yet. */
+export type PendingEvent<T = unknown, K extends string = string> = Omit<
+  RecordedEvent<T, K>,
+  'position' | 'time'
+>;
+
 /**
  * What the writer believes about the stream: `'any'` (no check), `'no_stream'` (it must not exist),
  * `'stream_exists'`, or the version of the last event the writer saw (a safe integer; -1 means no

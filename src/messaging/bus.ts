@@ -34,6 +34,7 @@ import {
 import type { MemoryBrokerOptions } from './memory/memory-broker.js';
 import { composeMiddleware, type HandlerMiddleware, idempotent, type MessageHandler } from './middleware.js';
 import { assertGroup, assertMessageType, assertPattern } from './topic.js';
+import type { HandlerUnitOfWork } from './transactional.js';
 import {
   ACK,
   type DeadLetter,
@@ -167,6 +168,18 @@ export interface SubscribeOptions extends SubscriptionDefaults {
   readonly onExpired?: 'dead-letter' | 'drop';
 }
 
+/** Options of a subscription whose handler runs in a unit of work (the transactional inbox). */
+export interface TransactionalSubscribeOptions<W> extends SubscribeOptions {
+  /**
+   * Runs the handler inside a unit of work of this outbox (`createOutbox`): the inbox mark of the
+   * message, the handler's state changes (`context.work.append`, `context.work.query`) and the
+   * messages it publishes (`context.work.publish`) commit in one transaction. A redelivered or
+   * re-sent message whose mark is committed runs nothing and is acknowledged: it has no effect at
+   * all. A handler that throws rolls everything back, and the message is retried as usual.
+   */
+  readonly unitOfWork: HandlerUnitOfWork<W>;
+}
+
 /** A live subscription. */
 export interface Subscription {
   readonly group: string;
@@ -246,6 +259,25 @@ export class Bus<C extends Contracts = NoContracts> {
     }
   }
 
+  /**
+   * The envelope `publish` would send, checked as `publish` checks it (type, contract and its JSON
+   * form, options, limits), without sending it: for an outbox, which stores it in a unit of work and
+   * sends it later. Rejects with the errors `publish` rejects with (`BUS_CLOSED` aside).
+   */
+  async envelopeOf<K extends TypeOf<C>>(
+    type: K,
+    data: DataIn<C, K>,
+    options?: PublishOptions,
+  ): Promise<Envelope> {
+    assertMessageType(type);
+    const schema = this.#contracts.size === 0 ? undefined : this.#contracts.get(type);
+    if (schema !== undefined) {
+      await validate(schema, type, data);
+      await validateDeliveredForm(schema, type, data);
+    }
+    return this.#envelope(type, data, options);
+  }
+
   #envelope(type: string, data: unknown, options: PublishOptions | undefined): Envelope {
     const context = currentContext();
     const now = this.#clock === undefined ? Date.now() : this.#clock.now();
@@ -288,10 +320,26 @@ export class Bus<C extends Contracts = NoContracts> {
    * The handler's success acknowledges the message; a throw schedules a delayed retry, and after
    * `maxAttempts` the message goes to the group's dead-letter queue with the error.
    */
-  async subscribe<P extends string>(
+  subscribe<P extends string, W>(
+    pattern: P,
+    handler: (
+      message: MessageFor<C, P>,
+      context: HandlerContext & { readonly work: W },
+    ) => Promise<void> | void,
+    options: TransactionalSubscribeOptions<W>,
+  ): Promise<Subscription>;
+  subscribe<P extends string>(
     pattern: P,
     handler: (message: MessageFor<C, P>, context: HandlerContext) => Promise<void> | void,
-    options: SubscribeOptions = {},
+    options?: SubscribeOptions,
+  ): Promise<Subscription>;
+  async subscribe<P extends string>(
+    pattern: P,
+    handler: (
+      message: MessageFor<C, P>,
+      context: HandlerContext & { readonly work: never },
+    ) => Promise<void> | void,
+    options: SubscribeOptions & { readonly unitOfWork?: HandlerUnitOfWork<unknown> } = {},
   ): Promise<Subscription> {
     if (this.#closing !== undefined) throw new BusClosedError();
     const spec = this.#spec(pattern, options);
@@ -302,10 +350,30 @@ export class Bus<C extends Contracts = NoContracts> {
         `handlerTimeoutMs must be an integer from 0 (no limit) to ${MAX_TIMER_MS}`,
       );
     }
-    const inner = handler as (message: Message, context: HandlerContext) => Promise<void>;
+    const inner = handler as (
+      message: Message,
+      context: HandlerContext & { readonly work?: unknown },
+    ) => Promise<void>;
+    const unitOfWork = options.unitOfWork;
+    if (unitOfWork !== undefined && typeof unitOfWork?.runHandler !== 'function') {
+      throw new InvalidOptionsError('unitOfWork must be an outbox (createOutbox)');
+    }
+    // JSON-encoded so that no (group, pattern) can collide with another, as the inbox middleware's keys.
+    const consumer = JSON.stringify([group, pattern]);
     const chain = composeMiddleware(
       [...this.#middleware, ...(options.middleware ?? [])],
-      (message) => inner(message, HANDLER_CONTEXT),
+      unitOfWork === undefined
+        ? (message) => inner(message, HANDLER_CONTEXT)
+        : async (message) => {
+            await unitOfWork.runHandler(consumer, message.id, (work) =>
+              inner(message, {
+                get signal() {
+                  return HANDLER_CONTEXT.signal;
+                },
+                work,
+              }),
+            );
+          },
       spec,
     );
     const timeouts = timeoutMs > 0 ? new HandlerTimeouts(timeoutMs, this.#clock) : undefined;

@@ -1,0 +1,11 @@
+/**
+ * Runs a handler inside a unit of work of a store, with the inbox mark in the same transaction (the
+ * transactional inbox). The outbox implements it; the bus only calls it.
+ */
+export interface HandlerUnitOfWork<W> {
+  /**
+   * Runs `handle` in a unit of work whose first write marks `messageId` handled by `consumer`.
+   * Resolves `false`, running nothing, when the mark was already committed.
+   */
+  runHandler(consumer: string, messageId: string, handle: (work: W) => Promise<void>): Promise<boolean>;
+}

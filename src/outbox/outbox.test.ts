@@ -1,0 +1,241 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { createBus } from '../connect/create-bus.js';
+import { isConcurrencyError } from '../eventstore/errors.js';
+import { MemoryEventStoreBackend } from '../eventstore/memory/memory-backend.js';
+import { EventStore } from '../eventstore/store.js';
+import { uuidv7 } from '../ids/uuidv7.js';
+import { silentLogger } from '../logging/logger.js';
+import { Bus } from '../messaging/bus.js';
+import type { Envelope, Message } from '../messaging/envelope.js';
+import { UnroutableError } from '../messaging/errors.js';
+import type { Transport } from '../messaging/transport.js';
+import { waitFor } from '../testing/wait.js';
+import { VirtualClock } from '../time/clock.js';
+import { createOutbox, type Outbox } from './outbox.js';
+
+const closers: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  for (const close of closers.splice(0).reverse()) await close();
+});
+
+async function setup(
+  options: { clock?: VirtualClock; transport?: (t: Transport) => Transport; maxAttempts?: number } = {},
+) {
+  const base = await createBus({
+    url: `memory://outbox-${uuidv7()}`,
+    service: 'orders',
+    logger: silentLogger,
+    contracts: { 'order.placed': z.object({ orderId: z.string() }) },
+  });
+  closers.push(() => base.close());
+  const bus: Bus<{ 'order.placed': z.ZodObject<{ orderId: z.ZodString }> }> =
+    options.transport === undefined
+      ? base
+      : new Bus(options.transport(base.transport), {
+          service: 'orders',
+          logger: silentLogger,
+          contracts: { 'order.placed': z.object({ orderId: z.string() }) },
+        });
+  const store = new EventStore(new MemoryEventStoreBackend());
+  closers.push(() => store.close());
+  const outbox = await createOutbox({
+    store,
+    bus,
+    logger: silentLogger,
+    ...(options.clock === undefined ? {} : { clock: options.clock }),
+    relay: { retryDelayMs: 10, maxAttempts: options.maxAttempts ?? 3 },
+  });
+  closers.push(() => outbox.close());
+  const received: Message[] = [];
+  await base.subscribe(
+    '#',
+    (m) => {
+      received.push(m);
+    },
+    { group: 'audit' },
+  );
+  return { bus: base, store, outbox, received };
+}
+
+describe('outbox on the memory store', () => {
+  it('publishes what a unit of work committed, with its envelope fixed in the unit of work', async () => {
+    const { store, outbox, received } = await setup();
+    const id = await outbox.unitOfWork(async (work) => {
+      await work.append('order-1', [{ type: 'OrderPlaced', data: { total: 5 } }], {
+        expectedVersion: 'no_stream',
+      });
+      return work.publish('order.placed', { orderId: '1' }, { correlationId: 'corr-1', key: 'order-1' });
+    });
+    await waitFor(() => received.length === 1, 'the expected deliveries');
+    expect(received[0]).toMatchObject({
+      id,
+      type: 'order.placed',
+      source: 'orders',
+      correlationid: 'corr-1',
+      data: { orderId: '1' },
+    });
+    expect(await store.readStream('order-1')).toHaveLength(1);
+    expect(await outbox.backlog()).toEqual({ pending: 0, failed: 0, scheduled: 0, oldestAgeMs: 0 });
+  });
+
+  it('publishes nothing and keeps nothing of a unit of work that throws', async () => {
+    const { store, outbox, received } = await setup();
+    await expect(
+      outbox.unitOfWork(async (work) => {
+        await work.append('order-2', [{ type: 'OrderPlaced', data: {} }]);
+        await work.publish('order.placed', { orderId: '2' });
+        throw new Error('payment service said no');
+      }),
+    ).rejects.toThrow('payment service said no');
+    await outbox.flush();
+    expect(received).toEqual([]);
+    expect(await store.readStream('order-2')).toEqual([]);
+  });
+
+  it('refuses a message its contract refuses, in the unit of work', async () => {
+    const { outbox } = await setup();
+    await expect(
+      outbox.unitOfWork((work) => work.publish('order.placed', { orderId: 42 } as never)),
+    ).rejects.toMatchObject({ code: 'MESSAGE_INVALID' });
+  });
+
+  it('runs a unit of work again after it lost a race, up to maxRetries', async () => {
+    const { store, outbox } = await setup();
+    await store.append('order-3', [{ type: 'OrderPlaced', data: {} }]);
+    let runs = 0;
+    await outbox.unitOfWork(async (work) => {
+      runs++;
+      // First run: a writer slipped in after the version was read.
+      const version = (await store.readStream('order-3')).length - 1;
+      if (runs === 1) await store.append('order-3', [{ type: 'Interloper', data: {} }]);
+      await work.append('order-3', [{ type: 'Confirmed', data: {} }], { expectedVersion: version });
+    });
+    expect(runs).toBe(2);
+    expect((await store.readStream('order-3')).map((e) => e.type)).toEqual([
+      'OrderPlaced',
+      'Interloper',
+      'Confirmed',
+    ]);
+    const error = await outbox
+      .unitOfWork((work) => work.append('order-3', [{ type: 'Late', data: {} }], { expectedVersion: 0 }))
+      .catch((e: unknown) => e);
+    expect(isConcurrencyError(error)).toBe(true);
+  });
+
+  it('keeps the commit order of one key', async () => {
+    const { outbox, received } = await setup();
+    await Promise.all(
+      Array.from({ length: 40 }, (_, i) =>
+        outbox.unitOfWork((work) => work.publish('order.placed', { orderId: String(i) }, { key: 'same' })),
+      ),
+    );
+    await waitFor(() => received.length === 40, 'the expected deliveries');
+    expect(received.map((m) => (m.data as { orderId: string }).orderId)).toEqual(
+      Array.from({ length: 40 }, (_, i) => String(i)),
+    );
+  });
+
+  it('publishes scheduled messages when due by the clock, and not cancelled ones', async () => {
+    const clock = new VirtualClock({ start: Date.now() });
+    const { outbox, received } = await setup({ clock });
+    const [soon, cancelled] = await outbox.unitOfWork(async (work) => [
+      await work.schedule('order.placed', { orderId: 'soon' }, { delayMs: 5000 }),
+      await work.schedule('order.placed', { orderId: 'cancelled' }, { delayMs: 6000 }),
+    ]);
+    expect((await outbox.scheduled()).map((s) => s.id)).toEqual([soon, cancelled]);
+    expect(await outbox.unitOfWork((work) => work.cancel([cancelled!]))).toEqual([cancelled]);
+    await clock.advance(4999);
+    await outbox.flush();
+    expect(received).toEqual([]);
+    await clock.advance(1);
+    await waitFor(() => received.length === 1, 'the expected deliveries');
+    expect(received[0]!.id).toBe(soon);
+    await clock.advance(10_000);
+    await outbox.flush();
+    expect(received).toHaveLength(1);
+  });
+
+  it('sets aside a message the broker keeps refusing, lets other keys flow, and redrives it', async () => {
+    let refuse = true;
+    const { outbox, received } = await setup({
+      maxAttempts: 2,
+      transport: (t) =>
+        Object.assign(Object.create(t) as Transport, {
+          publish: (envelope: Envelope) =>
+            refuse && (envelope.data as { orderId: string }).orderId === 'poison'
+              ? Promise.reject(new UnroutableError(envelope.type, envelope.id))
+              : t.publish(envelope),
+        }),
+    });
+    const poison = await outbox.unitOfWork((work) =>
+      work.publish('order.placed', { orderId: 'poison' }, { key: 'k' }),
+    );
+    await outbox.unitOfWork((work) => work.publish('order.placed', { orderId: 'behind' }, { key: 'k' }));
+    await outbox.unitOfWork((work) => work.publish('order.placed', { orderId: 'other' }, { key: 'other' }));
+    await waitFor(async () => (await outbox.failed()).length === 1, 'the expected deliveries');
+    const [failed] = await outbox.failed();
+    expect(failed).toMatchObject({ id: poison, key: 'k', type: 'order.placed', attempts: 2 });
+    expect(failed!.error).toMatch(/no subscription matches/);
+    expect(received.map((m) => (m.data as { orderId: string }).orderId)).toEqual(['other']);
+    expect(await outbox.backlog()).toMatchObject({ failed: 1, pending: 1 });
+    refuse = false;
+    expect(await outbox.redrive([poison])).toBe(1);
+    await waitFor(() => received.length === 3, 'the expected deliveries');
+    expect(received.map((m) => (m.data as { orderId: string }).orderId)).toEqual([
+      'other',
+      'poison',
+      'behind',
+    ]);
+  });
+});
+
+describe('transactional inbox on the memory store', () => {
+  it('runs a redelivered message with no effect at all', async () => {
+    const { bus, store, outbox, received } = await setup();
+    let runs = 0;
+    await bus.subscribe(
+      'order.placed',
+      async (message, { work }) => {
+        if (message.data.orderId.endsWith('-next')) return;
+        runs++;
+        await work.append(`stock-${message.data.orderId}`, [{ type: 'Reserved', data: {} }]);
+        await work.publish('order.placed', { orderId: `${message.data.orderId}-next` });
+      },
+      { group: 'inventory', unitOfWork: outbox },
+    );
+    // The same message twice (a re-send after a crash between confirm and mark).
+    const id = uuidv7();
+    await bus.publish('order.placed', { orderId: 'a' }, { id });
+    await bus.publish('order.placed', { orderId: 'a' }, { id });
+    await waitFor(
+      () => received.filter((m) => (m.data as { orderId: string }).orderId === 'a-next').length === 1,
+      'the handler to publish once',
+    );
+    await outbox.flush();
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(runs).toBe(1);
+    expect(await store.readStream('stock-a')).toHaveLength(1);
+    const next = received.find((m) => (m.data as { orderId: string }).orderId === 'a-next');
+    expect(next?.causationid).toBe(id);
+  });
+
+  it('rolls the mark back with the handler, so the retry runs it again', async () => {
+    const { bus, store, outbox } = await setup();
+    let runs = 0;
+    await bus.subscribe(
+      'order.placed',
+      async (message, { work }) => {
+        runs++;
+        await work.append(`stock-${message.data.orderId}`, [{ type: 'Reserved', data: {} }]);
+        if (runs === 1) throw new Error('first attempt fails');
+      },
+      { group: 'inventory', unitOfWork: outbox, backoff: { initialDelayMs: 10, factor: 1, maxDelayMs: 10 } },
+    );
+    await bus.publish('order.placed', { orderId: 'b' });
+    await waitFor(() => runs === 2, 'the expected deliveries');
+    await waitFor(async () => (await store.readStream('stock-b')).length === 1, 'the expected deliveries');
+  });
+});
+
+export type { Outbox };

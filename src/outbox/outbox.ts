@@ -1,0 +1,385 @@
+import { InvalidOptionsError } from '../errors/ferry-error.js';
+import { positiveIntegerOption } from '../errors/integer-option.js';
+import { isConcurrencyError } from '../eventstore/errors.js';
+import { MemoryEventStoreBackend } from '../eventstore/memory/memory-backend.js';
+import type { EventStore } from '../eventstore/store.js';
+import { type Logger, stderrLogger } from '../logging/logger.js';
+import type { Bus } from '../messaging/bus.js';
+import type { Contracts, NoContracts } from '../messaging/contracts.js';
+import type { Envelope } from '../messaging/envelope.js';
+import type { HandlerUnitOfWork } from '../messaging/transactional.js';
+import { type Clock, type ClockTimer, systemClock } from '../time/clock.js';
+import { MAX_TIMER_MS } from '../time/max-timer.js';
+import { isSagaConcurrencyError, UnitOfWorkUnsupportedError } from './errors.js';
+import { MemoryOutboxStorage } from './memory-outbox-storage.js';
+import { DEFAULT_RELAY_OPTIONS, Relay, type RelayOptions } from './relay.js';
+import { isOutboxCapable, type OutboxRow, type OutboxStorage } from './storage.js';
+import { UnitOfWork } from './unit-of-work.js';
+
+/** Options of {@link createOutbox}. */
+export interface OutboxOptions<C extends Contracts = NoContracts> {
+  /** The store whose database holds the outbox (memory, SQLite or PostgreSQL). */
+  readonly store: EventStore;
+  /** The bus the relay publishes to; its `service` and `contracts` shape and check the messages. */
+  readonly bus: Bus<C>;
+  /**
+   * The relay that publishes committed messages, or `false` to run none in this process (another
+   * process of the service relays). @default a relay with {@link DEFAULT_RELAY_OPTIONS}
+   */
+  readonly relay?: RelayOptions | false;
+  /**
+   * How many times a unit of work is run again after it lost a race: a `ConcurrencyError` from an
+   * append or a `SagaConcurrencyError`; then the error is rethrown. Each run is a new transaction.
+   * @default 3
+   */
+  readonly maxRetries?: number;
+  /**
+   * How long the transactional inbox remembers handled messages (a redelivery older than this runs
+   * again). Older marks are deleted in small batches. @default 604800000 (7 days)
+   */
+  readonly inboxRetentionMs?: number;
+  /** Time of due dates, leases and relay timers; a `VirtualClock` in tests. @default systemClock */
+  readonly clock?: Clock;
+  /** @default warnings and errors to stderr */
+  readonly logger?: Logger;
+}
+
+export const DEFAULT_OUTBOX_OPTIONS = Object.freeze({
+  maxRetries: 3,
+  inboxRetentionMs: 7 * 24 * 3_600_000,
+});
+
+/** How often marks past retention are deleted, and how many per statement. */
+const PRUNE_INTERVAL_MS = 60_000;
+const PRUNE_BATCH = 500;
+
+/** A message the relay set aside: the broker kept refusing it. */
+export interface FailedOutboxMessage {
+  readonly id: string;
+  readonly key: string;
+  readonly type: string;
+  readonly attempts: number;
+  /** The last refusal. */
+  readonly error: string;
+  readonly createdAt: Date;
+  readonly envelope: Envelope;
+}
+
+/** A scheduled message not yet due. */
+export interface ScheduledOutboxMessage {
+  readonly id: string;
+  readonly key: string;
+  readonly type: string;
+  readonly dueAt: Date;
+  readonly envelope: Envelope;
+}
+
+/** What waits in the outbox, for health checks and metrics. */
+export interface OutboxBacklogReport {
+  /** Messages due and not yet published. */
+  readonly pending: number;
+  /** Messages set aside after the broker kept refusing them (see `failed()`). */
+  readonly failed: number;
+  /** Messages scheduled for later. */
+  readonly scheduled: number;
+  /** Age of the oldest message due or failed, in ms; 0 when there is none. */
+  readonly oldestAgeMs: number;
+}
+
+/**
+ * The transactional outbox of a service: units of work that change state and publish messages in one
+ * database transaction, and a relay that publishes what they committed. Create it with
+ * {@link createOutbox}.
+ *
+ * @example
+ * const outbox = await createOutbox({ store, bus });
+ * await outbox.unitOfWork(async (work) => {
+ *   await work.append(`order-${id}`, [{ type: 'OrderPlaced', data }], { expectedVersion: 'no_stream' });
+ *   await work.publish('order.placed', { orderId: id }, { key: id });
+ * });
+ */
+export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfWork<UnitOfWork<C>> {
+  readonly storage: OutboxStorage;
+  readonly bus: Bus<C>;
+  readonly clock: Clock;
+  readonly #relay: Relay | undefined;
+  readonly #maxRetries: number;
+  readonly #retentionMs: number;
+  readonly #logger: Logger;
+  #pruneTimer: ClockTimer | undefined;
+  #closing: Promise<void> | undefined;
+  #inFlight = 0;
+  #drained: (() => void) | undefined;
+
+  /** Use {@link createOutbox}. */
+  constructor(storage: OutboxStorage, options: OutboxOptions<C>) {
+    this.storage = storage;
+    this.bus = options.bus;
+    this.clock = options.clock ?? systemClock;
+    this.#logger = options.logger ?? stderrLogger;
+    const maxRetries = options.maxRetries ?? DEFAULT_OUTBOX_OPTIONS.maxRetries;
+    if (!Number.isInteger(maxRetries) || maxRetries < 0 || maxRetries > 100) {
+      throw new InvalidOptionsError('maxRetries must be an integer from 0 to 100');
+    }
+    this.#maxRetries = maxRetries;
+    this.#retentionMs = positiveIntegerOption(
+      'inboxRetentionMs',
+      options.inboxRetentionMs,
+      DEFAULT_OUTBOX_OPTIONS.inboxRetentionMs,
+    );
+    if (options.relay !== false) {
+      this.#relay = new Relay(
+        storage,
+        options.bus.transport,
+        this.clock,
+        this.#logger,
+        relayOptions(options.relay ?? {}),
+      );
+    }
+  }
+
+  /** @internal Starts the relay and the inbox retention. */
+  start(): void {
+    this.#relay?.start();
+    this.#schedulePrune(0);
+  }
+
+  /**
+   * Runs `work` in one database transaction: what it appends (`work.append`), writes with its own SQL
+   * (`work.query`) and publishes (`work.publish`, `work.schedule`) commits together when it resolves,
+   * and none of it when it throws (the error is rethrown). Messages are published by the relay after
+   * the commit, never before. A unit of work that lost a race (`ConcurrencyError`,
+   * `SagaConcurrencyError`) runs again, in a new transaction, up to `maxRetries` times: keep `work`
+   * free of side effects outside the transaction. Resolves what `work` resolves.
+   *
+   * On SQLite and memory, units of work of one process run one at a time (SQLite has one writer);
+   * keep them short and do not wait inside them for other I/O.
+   */
+  async unitOfWork<T>(work: (work: UnitOfWork<C>) => Promise<T>): Promise<T> {
+    if (this.#closing !== undefined) throw new UnitOfWorkUnsupportedError('the outbox is closed');
+    this.#inFlight++;
+    try {
+      for (let attempt = 0; ; attempt++) {
+        let dueNow = 0;
+        try {
+          const result = await this.storage.transaction(async (tx) => {
+            const unit = new UnitOfWork<C>(tx, this.bus, this.clock);
+            try {
+              const value = await work(unit);
+              dueNow = unit.dueNow;
+              return value;
+            } finally {
+              unit.end();
+            }
+          });
+          if (dueNow > 0) this.#relay?.notify();
+          return result;
+        } catch (error) {
+          if (!(isConcurrencyError(error) || isSagaConcurrencyError(error)) || attempt >= this.#maxRetries) {
+            throw error;
+          }
+          await new Promise((resolve) =>
+            setTimeout(resolve, Math.random() * Math.min(100, 5 * 2 ** attempt)),
+          );
+        }
+      }
+    } finally {
+      if (--this.#inFlight === 0) this.#drained?.();
+    }
+  }
+
+  /**
+   * The transactional inbox (used by `bus.subscribe(…, { unitOfWork: outbox })`): runs `handle` in a
+   * unit of work whose first write marks `messageId` handled by `consumer`. A message already marked
+   * runs nothing and resolves `false`; otherwise the mark, the handler's changes and its messages
+   * commit together.
+   */
+  runHandler(
+    consumer: string,
+    messageId: string,
+    handle: (work: UnitOfWork<C>) => Promise<void>,
+  ): Promise<boolean> {
+    return this.unitOfWork(async (work) => {
+      if (!(await work.tx.markHandled(consumer, messageId, this.clock.now()))) return false;
+      await handle(work);
+      return true;
+    });
+  }
+
+  /** Messages waiting, failed and scheduled, and the age of the oldest: for health checks and metrics. */
+  async backlog(): Promise<OutboxBacklogReport> {
+    const now = this.clock.now();
+    const b = await this.storage.backlog(now);
+    return {
+      pending: b.pending,
+      failed: b.failed,
+      scheduled: b.scheduled,
+      oldestAgeMs: b.oldestCreatedAt === undefined ? 0 : Math.max(0, now - b.oldestCreatedAt),
+    };
+  }
+
+  /** Messages the relay set aside (the broker kept refusing them), oldest first. */
+  async failed(limit = 100): Promise<FailedOutboxMessage[]> {
+    checkLimit(limit);
+    const rows = await this.storage.failed(limit);
+    return rows.map((row) => {
+      const envelope = parseEnvelope(row);
+      return {
+        id: row.id,
+        key: row.key,
+        type: envelope.type,
+        attempts: row.attempts,
+        error: row.lastError ?? '',
+        createdAt: new Date(row.createdAt),
+        envelope,
+      };
+    });
+  }
+
+  /** Sends failed messages again (as new: attempts from 0). Resolves how many were failed and are now pending. */
+  async redrive(ids: readonly string[]): Promise<number> {
+    checkIds(ids);
+    const count = await this.storage.redrive(ids, this.clock.now());
+    if (count > 0) this.#relay?.notify();
+    return count;
+  }
+
+  /** Deletes failed messages for good (logged), letting the messages of their keys behind them go. */
+  async discard(ids: readonly string[]): Promise<number> {
+    checkIds(ids);
+    const count = await this.storage.discard(ids);
+    if (count > 0) {
+      this.#logger.warn(`outbox: discarded ${count} failed message(s): ${ids.join(', ')}`);
+      this.#relay?.notify();
+    }
+    return count;
+  }
+
+  /** Scheduled messages not yet due, soonest first; optionally of one key. */
+  async scheduled(
+    options: { readonly key?: string; readonly limit?: number } = {},
+  ): Promise<ScheduledOutboxMessage[]> {
+    const limit = options.limit ?? 100;
+    checkLimit(limit);
+    const rows = await this.storage.scheduled(this.clock.now(), limit, options.key);
+    return rows.map((row) => {
+      const envelope = parseEnvelope(row);
+      return { id: row.id, key: row.key, type: envelope.type, dueAt: new Date(row.dueAt), envelope };
+    });
+  }
+
+  /**
+   * Resolves once this process's relay has found nothing due: every message committed before the call
+   * and due is published or set aside. For tests and orderly shutdown; resolves at once without a relay.
+   */
+  flush(): Promise<void> {
+    return this.#relay?.idle() ?? Promise.resolve();
+  }
+
+  /** Messages this process's relay published. */
+  get delivered(): number {
+    return this.#relay?.delivered ?? 0;
+  }
+
+  /**
+   * Waits for units of work in flight, then stops the relay after its round in flight (what it
+   * published is marked; what it did not stays in the outbox for the next start). Does not close the
+   * store or the bus. Idempotent.
+   */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      this.#pruneTimer?.cancel();
+      if (this.#inFlight > 0) {
+        await new Promise<void>((resolve) => {
+          this.#drained = resolve;
+        });
+      }
+      await this.#relay?.stop();
+    })();
+    return this.#closing;
+  }
+
+  #schedulePrune(delayMs: number): void {
+    if (this.#closing !== undefined) return;
+    this.#pruneTimer = this.clock.setTimeout(() => void this.#prune(), delayMs);
+    this.#pruneTimer.unref?.();
+  }
+
+  async #prune(): Promise<void> {
+    try {
+      const before = this.clock.now() - this.#retentionMs;
+      // Small batches, each its own short statement: no long lock on the table.
+      while (
+        this.#closing === undefined &&
+        (await this.storage.pruneHandled(before, PRUNE_BATCH)) === PRUNE_BATCH
+      ) {}
+    } catch (error) {
+      this.#logger.warn(`outbox: could not delete old inbox marks: ${(error as Error).message}`);
+    }
+    this.#schedulePrune(PRUNE_INTERVAL_MS);
+  }
+}
+
+/**
+ * Opens the outbox of `store` for `bus` and starts its relay. The store must be on a backend with an
+ * outbox: memory, SQLite or PostgreSQL (else `UNIT_OF_WORK_UNSUPPORTED`).
+ */
+export async function createOutbox<C extends Contracts = NoContracts>(
+  options: OutboxOptions<C>,
+): Promise<Outbox<C>> {
+  const backend = options.store.backend;
+  let storage: OutboxStorage;
+  if (isOutboxCapable(backend)) storage = backend.outboxStorage();
+  else if (backend instanceof MemoryEventStoreBackend) storage = MemoryOutboxStorage.of(backend);
+  else throw new UnitOfWorkUnsupportedError(`the ${backend.name} event store backend has no outbox`);
+  const outbox = new Outbox(storage, options);
+  outbox.start();
+  return outbox;
+}
+
+function relayOptions(options: RelayOptions): Required<RelayOptions> {
+  const d = DEFAULT_RELAY_OPTIONS;
+  return {
+    batchSize: positiveIntegerOption('relay.batchSize', options.batchSize, d.batchSize, 10_000),
+    leaseMs: positiveIntegerOption('relay.leaseMs', options.leaseMs, d.leaseMs, MAX_TIMER_MS),
+    publishTimeoutMs: positiveIntegerOption(
+      'relay.publishTimeoutMs',
+      options.publishTimeoutMs,
+      d.publishTimeoutMs,
+      MAX_TIMER_MS,
+    ),
+    pollIntervalMs: positiveIntegerOption(
+      'relay.pollIntervalMs',
+      options.pollIntervalMs,
+      d.pollIntervalMs,
+      MAX_TIMER_MS,
+    ),
+    maxAttempts: positiveIntegerOption('relay.maxAttempts', options.maxAttempts, d.maxAttempts, 1000),
+    retryDelayMs: positiveIntegerOption(
+      'relay.retryDelayMs',
+      options.retryDelayMs,
+      d.retryDelayMs,
+      MAX_TIMER_MS,
+    ),
+  };
+}
+
+function checkLimit(limit: number): void {
+  if (!Number.isInteger(limit) || limit < 1 || limit > 10_000) {
+    throw new InvalidOptionsError('limit must be an integer from 1 to 10000');
+  }
+}
+
+function checkIds(ids: readonly string[]): void {
+  if (!Array.isArray(ids) || ids.some((id) => typeof id !== 'string')) {
+    throw new InvalidOptionsError('ids must be an array of message ids');
+  }
+}
+
+function parseEnvelope(row: OutboxRow): Envelope {
+  try {
+    return JSON.parse(row.envelope) as Envelope;
+  } catch {
+    return { id: row.id, type: '(unreadable)', data: row.envelope } as unknown as Envelope;
+  }
+}

@@ -1,0 +1,301 @@
+import { describeThrown } from '../errors/describe-thrown.js';
+import { FerryError, isFerryError } from '../errors/ferry-error.js';
+import { uuidv7 } from '../ids/uuidv7.js';
+import type { Logger } from '../logging/logger.js';
+import type { Envelope } from '../messaging/envelope.js';
+import type { Transport } from '../messaging/transport.js';
+import type { Clock, ClockTimer } from '../time/clock.js';
+import type { OutboxRow, OutboxStorage } from './storage.js';
+
+/** Options of the relay that publishes committed outbox rows. */
+export interface RelayOptions {
+  /** Rows taken per round (one per key). @default 256 */
+  readonly batchSize?: number;
+  /**
+   * How long a taken row is this relay's alone; past it (a relay that died), another relay takes
+   * it over and publishes it again (a duplicate consumers' inboxes drop). @default 30000
+   */
+  readonly leaseMs?: number;
+  /** Longest wait for one publish to be confirmed before it counts as a failed attempt. @default 10000 */
+  readonly publishTimeoutMs?: number;
+  /**
+   * Safety net: how often the relay looks for rows it was not told about (rows committed by a process
+   * whose wake-up it missed). Commits of this process wake it at once, and so do commits of other
+   * processes where the database can say so (PostgreSQL LISTEN/NOTIFY, SQLite's data version).
+   * @default 1000
+   */
+  readonly pollIntervalMs?: number;
+  /**
+   * Attempts of a message the broker refuses (unroutable, too large, nacked, or any error that is
+   * not the broker being unreachable) before it is set aside as failed; a broker that cannot be
+   * reached is waited for without limit, with backoff. @default 10
+   */
+  readonly maxAttempts?: number;
+  /** First retry delay of a refused message, doubled each attempt (with jitter) up to 60 s. @default 1000 */
+  readonly retryDelayMs?: number;
+}
+
+export const DEFAULT_RELAY_OPTIONS = Object.freeze({
+  batchSize: 256,
+  leaseMs: 30_000,
+  publishTimeoutMs: 10_000,
+  pollIntervalMs: 1000,
+  maxAttempts: 10,
+  retryDelayMs: 1000,
+} satisfies Required<RelayOptions>);
+
+const MAX_RETRY_DELAY_MS = 60_000;
+/** While the broker is unreachable: first delay, cap. */
+const UNREACHABLE_DELAY_MS = 200;
+const MAX_UNREACHABLE_DELAY_MS = 30_000;
+
+/** Errors that say nothing about the message: the broker is not there (yet), or the bus is stopping. */
+const TRANSIENT_CODES = new Set([
+  'BROKER_UNAVAILABLE',
+  'BROKER_CONNECTION_LOST',
+  'BROKER_ACCESS_REFUSED',
+  'BROKER_VHOST_NOT_FOUND',
+  'BROKER_PERMISSION_DENIED',
+  'BROKER_TLS_MISMATCH',
+  'PUBLISH_NOT_CONFIRMED',
+  'PUBLISH_BUFFER_FULL',
+  'BUS_CLOSED',
+  'OUTBOX_PUBLISH_TIMEOUT',
+]);
+
+function isTransient(error: unknown): boolean {
+  return isFerryError(error) && (TRANSIENT_CODES.has(error.code) || error.code.startsWith('BROKER_'));
+}
+
+/**
+ * Publishes committed outbox rows to the bus's transport, with confirms, in commit order per key,
+ * deletes them once confirmed, and retries with backoff; sets aside as failed what the broker keeps
+ * refusing. Several relays (instances of a service) may share one outbox: rows are leased.
+ */
+export class Relay {
+  readonly owner = `relay-${uuidv7()}`;
+  readonly #storage: OutboxStorage;
+  readonly #transport: Transport;
+  readonly #clock: Clock;
+  readonly #logger: Logger;
+  readonly #o: Required<RelayOptions>;
+  #running = false;
+  #stopped = false;
+  #woken = false;
+  #wake: (() => void) | undefined;
+  #timer: ClockTimer | undefined;
+  #loop: Promise<void> | undefined;
+  #unwatch: (() => void) | undefined;
+  /** Consecutive rounds where the broker could not be reached. */
+  #unreachable = 0;
+  /** Callers of `flush`, resolved when a round finds nothing due. */
+  #idleWaiters: (() => void)[] = [];
+  #delivered = 0;
+
+  constructor(
+    storage: OutboxStorage,
+    transport: Transport,
+    clock: Clock,
+    logger: Logger,
+    options: Required<RelayOptions>,
+  ) {
+    this.#storage = storage;
+    this.#transport = transport;
+    this.#clock = clock;
+    this.#logger = logger;
+    this.#o = options;
+  }
+
+  /** Messages published and removed from the outbox by this relay. */
+  get delivered(): number {
+    return this.#delivered;
+  }
+
+  start(): void {
+    if (this.#running || this.#stopped) return;
+    this.#running = true;
+    this.#unwatch = this.#storage.watch(() => this.notify());
+    this.#loop = this.#run();
+  }
+
+  /** Something was committed: look at once. */
+  notify(): void {
+    this.#woken = true;
+    const wake = this.#wake;
+    if (wake !== undefined) {
+      this.#wake = undefined;
+      wake();
+    }
+  }
+
+  /** Resolves once a round of the relay found nothing due (everything due was sent or set aside). */
+  idle(): Promise<void> {
+    if (!this.#running) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.#idleWaiters.push(resolve);
+      this.notify();
+    });
+  }
+
+  /** Stops after the round in flight (its publishes confirmed or failed, their rows settled). */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    this.#unwatch?.();
+    this.#timer?.cancel();
+    this.notify();
+    await this.#loop;
+    this.#running = false;
+    for (const resolve of this.#idleWaiters.splice(0)) resolve();
+  }
+
+  async #run(): Promise<void> {
+    while (!this.#stopped) {
+      this.#woken = false;
+      let rows: OutboxRow[] = [];
+      try {
+        rows = await this.#storage.claim(this.owner, this.#clock.now(), this.#o.batchSize, this.#o.leaseMs);
+        if (rows.length > 0) await this.#publish(rows);
+      } catch (error) {
+        // The database: wait and try again (rows stay leased to us, or are taken over after the lease).
+        this.#logger.warn(`outbox relay: ${describeThrown(error).message}; retrying`);
+        await this.#sleep(Math.min(MAX_UNREACHABLE_DELAY_MS, this.#o.pollIntervalMs));
+        continue;
+      }
+      if (this.#stopped) break;
+      if (rows.length >= this.#o.batchSize || this.#woken) continue;
+      for (const resolve of this.#idleWaiters.splice(0)) resolve();
+      await this.#sleepUntilNext();
+    }
+  }
+
+  async #publish(rows: readonly OutboxRow[]): Promise<void> {
+    const done: bigint[] = [];
+    let reachable = false;
+    let unreachable: unknown;
+    await Promise.all(
+      rows.map(async (row) => {
+        let envelope: Envelope;
+        try {
+          envelope = JSON.parse(row.envelope) as Envelope;
+        } catch (error) {
+          await this.#storage.fail(
+            this.owner,
+            row.seq,
+            `stored envelope is not JSON: ${describeThrown(error).message}`,
+          );
+          return;
+        }
+        try {
+          await this.#withTimeout(this.#transport.publish(envelope));
+          done.push(row.seq);
+          reachable = true;
+        } catch (error) {
+          if (isTransient(error)) unreachable = error;
+          else reachable = true;
+          await this.#settleFailure(row, error);
+        }
+      }),
+    );
+    if (done.length > 0) {
+      this.#delivered += await this.#storage.delivered(this.owner, done);
+    }
+    if (unreachable !== undefined && !reachable) {
+      this.#unreachable++;
+      if (this.#unreachable === 1 || this.#unreachable % 20 === 0) {
+        this.#logger.warn(
+          `outbox relay: the broker cannot take messages (${describeThrown(unreachable).message}); they stay in the outbox and are retried`,
+        );
+      }
+    } else if (reachable) {
+      if (this.#unreachable > 0) this.#logger.info('outbox relay: the broker takes messages again');
+      this.#unreachable = 0;
+    }
+  }
+
+  async #settleFailure(row: OutboxRow, error: unknown): Promise<void> {
+    const reason = describeThrown(error).message;
+    const now = this.#clock.now();
+    if (isTransient(error)) {
+      const delay = Math.min(
+        MAX_UNREACHABLE_DELAY_MS,
+        UNREACHABLE_DELAY_MS * 2 ** Math.min(this.#unreachable, 10),
+      );
+      await this.#storage.retry(this.owner, row.seq, reason, now + jitter(delay));
+      return;
+    }
+    const attempts = row.attempts + 1;
+    if (attempts >= this.#o.maxAttempts) {
+      this.#logger.error(
+        `outbox: message ${row.id} (key ${row.key}) set aside as failed after ${attempts} attempts: ${reason}; later messages of its key wait until it is redriven or discarded`,
+      );
+      await this.#storage.fail(this.owner, row.seq, reason);
+      return;
+    }
+    const delay = Math.min(MAX_RETRY_DELAY_MS, this.#o.retryDelayMs * 2 ** (attempts - 1));
+    this.#logger.warn(
+      `outbox: message ${row.id} refused (attempt ${attempts}): ${reason}; retrying in ${delay} ms`,
+    );
+    await this.#storage.retry(this.owner, row.seq, reason, now + jitter(delay));
+  }
+
+  #withTimeout(publish: Promise<void>): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const timer = this.#clock.setTimeout(() => {
+        reject(new OutboxPublishTimeoutError(this.#o.publishTimeoutMs));
+      }, this.#o.publishTimeoutMs);
+      publish.then(
+        () => {
+          timer.cancel();
+          resolve();
+        },
+        (error: unknown) => {
+          timer.cancel();
+          reject(error);
+        },
+      );
+    });
+  }
+
+  async #sleepUntilNext(): Promise<void> {
+    let delay = this.#o.pollIntervalMs;
+    try {
+      const now = this.#clock.now();
+      const next = await this.#storage.nextDue(now);
+      if (next !== undefined) delay = Math.max(0, Math.min(delay, next - this.#clock.now()));
+    } catch {
+      // Poll instead.
+    }
+    if (this.#woken || this.#stopped) return;
+    await this.#sleep(delay);
+  }
+
+  #sleep(ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      if (this.#woken || this.#stopped) {
+        resolve();
+        return;
+      }
+      this.#wake = resolve;
+      this.#timer = this.#clock.setTimeout(() => {
+        this.#wake = undefined;
+        resolve();
+      }, ms);
+      this.#timer.unref?.();
+    }).finally(() => {
+      this.#timer?.cancel();
+      this.#timer = undefined;
+    }) as Promise<void>;
+  }
+}
+
+/** Between half and all of `ms`, so that relays retrying the same broker spread out. */
+function jitter(ms: number): number {
+  return Math.round(ms / 2 + (Math.random() * ms) / 2);
+}
+
+/** A publish from the outbox was not confirmed in time; the message stays in the outbox and is retried. */
+export class OutboxPublishTimeoutError extends FerryError {
+  constructor(ms: number) {
+    super('OUTBOX_PUBLISH_TIMEOUT', `the broker did not confirm the publish within ${ms} ms`);
+  }
+}

@@ -1,0 +1,197 @@
+import { InvalidOptionsError } from '../errors/ferry-error.js';
+import { prepareAppend } from '../eventstore/prepare-append.js';
+import type { AppendOptions, AppendResult, EventData, PendingEvent } from '../eventstore/types.js';
+import type { Bus, PublishOptions } from '../messaging/bus.js';
+import type { Contracts, DataIn, NoContracts, TypeOf } from '../messaging/contracts.js';
+import type { Clock } from '../time/clock.js';
+import { MAX_TIMER_MS } from '../time/max-timer.js';
+import type { OutboxInsert, StorageTransaction } from './storage.js';
+
+/** Options of {@link UnitOfWork.publish}. */
+export interface OutboxPublishOptions extends PublishOptions {
+  /**
+   * Messages with the same key are published one at a time, in the order their units of work
+   * committed (an aggregate's id, say). @default the message id: no order with other messages
+   */
+  readonly key?: string;
+}
+
+/** Options of {@link UnitOfWork.schedule}: when, besides what `publish` takes. */
+export interface ScheduleOptions extends OutboxPublishOptions {
+  /** Delay from now, in ms (an integer from 0 to 2^31 - 1). Give this or `at`. */
+  readonly delayMs?: number;
+  /** When to publish. Give this or `delayMs`. */
+  readonly at?: Date;
+}
+
+/** What {@link UnitOfWork.append} did: the store's result and the events as they will be stored. */
+export interface UnitOfWorkAppendResult extends AppendResult {
+  /**
+   * The events appended, as readers will get them once the unit of work commits (`position` is the
+   * result's, of the last event; `time` is set at commit).
+   */
+  readonly events: readonly PendingEvent[];
+}
+
+/**
+ * One database transaction of a service: event appends, the service's own SQL and the messages it
+ * publishes commit together or not at all. Get one from `outbox.unitOfWork(work => …)`; it is valid
+ * only until that callback settles.
+ */
+export class UnitOfWork<C extends Contracts = NoContracts> {
+  /** The storage transaction (for sagas and the transactional inbox). */
+  readonly tx: StorageTransaction;
+  readonly #bus: Bus<C>;
+  readonly #clock: Clock;
+  /** Outbox rows written by this unit of work, due now: the relay is woken at commit when > 0. */
+  dueNow = 0;
+  #ended = false;
+
+  /** @internal Use `outbox.unitOfWork`. */
+  constructor(tx: StorageTransaction, bus: Bus<C>, clock: Clock) {
+    this.tx = tx;
+    this.#bus = bus;
+    this.#clock = clock;
+  }
+
+  /** @internal */
+  end(): void {
+    this.#ended = true;
+  }
+
+  #assertOpen(): void {
+    if (this.#ended) {
+      throw new InvalidOptionsError(
+        'this unit of work has ended: use the work object only inside its callback, and await every call',
+      );
+    }
+  }
+
+  /** The driver's transaction handle: a `pg` client on PostgreSQL, a `better-sqlite3` database on SQLite. */
+  get client(): unknown {
+    return this.tx.client;
+  }
+
+  /**
+   * Appends events to a stream in this transaction, checked as `EventStore.append` checks them; the
+   * expected version is enforced now (`ConcurrencyError` rejects here, and the unit of work should
+   * then be rolled back by letting the error propagate).
+   */
+  async append(
+    streamId: string,
+    events: readonly EventData[],
+    options: AppendOptions = {},
+  ): Promise<UnitOfWorkAppendResult> {
+    this.#assertOpen();
+    const prepared = prepareAppend(streamId, events, options.expectedVersion);
+    const result = await this.tx.append(streamId, prepared.events, prepared.expected);
+    const first = result.nextExpectedVersion - prepared.events.length + 1;
+    return {
+      ...result,
+      events: prepared.events.map(
+        (e, i): PendingEvent => ({
+          streamId,
+          version: first + i,
+          id: e.id,
+          type: e.type,
+          data: e.data,
+          metadata: e.metadata,
+        }),
+      ),
+    };
+  }
+
+  /**
+   * Runs the service's own SQL in this transaction (`?` placeholders on SQLite, `$1` on PostgreSQL)
+   * and resolves its rows. Not available on the memory store (`UNIT_OF_WORK_UNSUPPORTED`).
+   */
+  query<R extends Record<string, unknown> = Record<string, unknown>>(
+    sql: string,
+    params?: readonly unknown[],
+  ): Promise<R[]> {
+    this.#assertOpen();
+    return this.tx.query(sql, params) as Promise<R[]>;
+  }
+
+  /**
+   * Writes a message to the outbox: published by the relay once this unit of work has committed,
+   * never if it rolls back. Checked now as `bus.publish` checks it (contract, options, limits); its
+   * envelope (id, time, correlation and causation from the ambient context) is fixed now, so a
+   * re-send is the same message to consumers' inboxes. Resolves the message id.
+   */
+  async publish<K extends TypeOf<C>>(
+    type: K,
+    data: DataIn<C, K>,
+    options: OutboxPublishOptions = {},
+  ): Promise<string> {
+    return this.#enqueue(type, data, options, this.#clock.now());
+  }
+
+  /**
+   * Writes a message to the outbox to be published later (`delayMs` or `at`): a durable timer that
+   * survives restarts and fires once, on whichever instance's relay gets to it first. Cancel it with
+   * {@link cancel} (in a later unit of work) before it is due. Resolves the message id.
+   */
+  async schedule<K extends TypeOf<C>>(
+    type: K,
+    data: DataIn<C, K>,
+    options: ScheduleOptions,
+  ): Promise<string> {
+    const now = this.#clock.now();
+    const { delayMs, at } = options;
+    if ((delayMs === undefined) === (at === undefined)) {
+      throw new InvalidOptionsError('schedule needs exactly one of delayMs and at');
+    }
+    let dueAt: number;
+    if (delayMs !== undefined) {
+      if (!Number.isInteger(delayMs) || delayMs < 0 || delayMs > MAX_TIMER_MS) {
+        throw new InvalidOptionsError(`delayMs must be an integer from 0 to ${MAX_TIMER_MS}`);
+      }
+      dueAt = now + delayMs;
+    } else {
+      if (!(at instanceof Date) || Number.isNaN(at.getTime())) {
+        throw new InvalidOptionsError('at must be a valid Date');
+      }
+      dueAt = at.getTime();
+    }
+    const { delayMs: _d, at: _a, ...publishOptions } = options;
+    return this.#enqueue(type, data, publishOptions, dueAt);
+  }
+
+  /**
+   * Cancels scheduled messages not yet sent (in this transaction: a rollback keeps them). Resolves
+   * the ids cancelled; an id already sent, being sent, or unknown is left out.
+   */
+  async cancel(ids: readonly string[]): Promise<string[]> {
+    this.#assertOpen();
+    if (!Array.isArray(ids) || ids.some((id) => typeof id !== 'string')) {
+      throw new InvalidOptionsError('cancel takes an array of message ids');
+    }
+    return this.tx.cancel(ids, this.#clock.now());
+  }
+
+  async #enqueue(type: string, data: unknown, options: OutboxPublishOptions, dueAt: number): Promise<string> {
+    this.#assertOpen();
+    const { key, ...publishOptions } = options;
+    if (key !== undefined && (typeof key !== 'string' || key.length === 0 || key.length > 500)) {
+      throw new InvalidOptionsError('key must be a non-empty string of at most 500 characters');
+    }
+    const envelope = await this.#bus.envelopeOf(
+      type as TypeOf<C>,
+      data as DataIn<C, TypeOf<C>>,
+      publishOptions,
+    );
+    const now = this.#clock.now();
+    const row: OutboxInsert = {
+      id: envelope.id,
+      key: key ?? envelope.id,
+      envelope: JSON.stringify(envelope),
+      dueAt,
+      createdAt: now,
+    };
+    this.#assertOpen();
+    await this.tx.enqueue([row]);
+    if (dueAt <= now) this.dueNow++;
+    return envelope.id;
+  }
+}
