@@ -54,8 +54,6 @@ export class HandlerRun implements FerryContext, PendingOutcome {
    * inside the handler read it against real time, whatever clock the bus runs on.
    */
   readonly deadline: number;
-  /** When the run's limit passes on its {@link HandlerTimeouts}' clock (the deadline on the system clock). */
-  readonly #due: number;
   /** Neighbours in a {@link RunList} (private: a handler reads this object as its context). */
   #older: HandlerRun | undefined = undefined;
   #newer: HandlerRun | undefined = undefined;
@@ -71,11 +69,10 @@ export class HandlerRun implements FerryContext, PendingOutcome {
   /** Set while the attempt waits for an earlier delivery's outcome instead of running the handler. */
   #waiting = false;
 
-  constructor(message: Message, deadline: number, due: number = deadline) {
+  constructor(message: Message, deadline: number) {
     this.correlationId = message.correlationid;
     this.messageId = message.id;
     this.deadline = deadline;
-    this.#due = due;
     this.#message = message;
   }
 
@@ -86,11 +83,6 @@ export class HandlerRun implements FerryContext, PendingOutcome {
     if (list.newest === undefined) list.oldest = run;
     else list.newest.#newer = run;
     list.newest = run;
-  }
-
-  /** When `run`'s limit passes, on the clock of the {@link HandlerTimeouts} that started it. */
-  static dueOf(run: HandlerRun): number {
-    return run.#due;
   }
 
   /** Takes `run` out of `list`, if it is there. */
@@ -178,17 +170,23 @@ export class HandlerTimeouts {
    * directly costs less than through the clock object.
    */
   readonly #clock: Clock | undefined;
+  /**
+   * When each run's limit passes on another clock than the system's (on the system clock it is the
+   * run's `deadline`): kept here rather than in a field of every run, which the hot path would pay for.
+   */
+  readonly #dues: WeakMap<HandlerRun, number> | undefined;
   #armed = false;
 
   constructor(timeoutMs: number, clock: Clock = systemClock) {
     this.timeoutMs = timeoutMs;
     this.#clock = clock === systemClock ? undefined : clock;
+    this.#dues = this.#clock === undefined ? undefined : new WeakMap();
   }
 
   start(message: Message): HandlerRun {
-    const deadline = Date.now() + this.timeoutMs;
-    if (this.#clock === undefined) return new HandlerRun(message, deadline);
-    return new HandlerRun(message, deadline, this.#clock.now() + this.timeoutMs);
+    const run = new HandlerRun(message, Date.now() + this.timeoutMs);
+    if (this.#clock !== undefined) this.#dues!.set(run, this.#clock.now() + this.timeoutMs);
+    return run;
   }
 
   /**
@@ -199,7 +197,7 @@ export class HandlerTimeouts {
   race(run: HandlerRun, work: PromiseLike<unknown>, decide: Decide): PendingOutcome {
     run.begin(decide);
     HandlerRun.append(this.#pending, run);
-    if (!this.#armed) this.#arm(HandlerRun.dueOf(run));
+    if (!this.#armed) this.#arm(this.#dueOf(run));
     work.then(
       () => {
         HandlerRun.unlink(this.#pending, run);
@@ -211,6 +209,10 @@ export class HandlerTimeouts {
       },
     );
     return run;
+  }
+
+  #dueOf(run: HandlerRun): number {
+    return this.#dues?.get(run) ?? run.deadline;
   }
 
   #now(): number {
@@ -229,7 +231,7 @@ export class HandlerTimeouts {
     this.#armed = false;
     const now = this.#now();
     for (let run = this.#pending.oldest; run !== undefined; run = this.#pending.oldest) {
-      const due = HandlerRun.dueOf(run);
+      const due = this.#dueOf(run);
       if (due > now) {
         this.#arm(due);
         return;
