@@ -12,7 +12,7 @@ import { UnroutableError } from '../messaging/errors.js';
 import type { Transport } from '../messaging/transport.js';
 import { waitFor } from '../testing/wait.js';
 import { VirtualClock } from '../time/clock.js';
-import { createOutbox, type Outbox } from './outbox.js';
+import { createOutbox } from './outbox.js';
 
 const closers: (() => Promise<void>)[] = [];
 afterEach(async () => {
@@ -237,5 +237,3 @@ describe('transactional inbox on the memory store', () => {
     await waitFor(async () => (await store.readStream('stock-b')).length === 1, 'the expected deliveries');
   });
 });
-
-export type { Outbox };

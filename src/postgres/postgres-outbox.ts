@@ -121,6 +121,12 @@ export class PostgresOutboxStorage implements OutboxStorage {
   async transaction<T>(work: (tx: StorageTransaction) => Promise<T>): Promise<T> {
     const client = await this.#pool.connect();
     let broken: Error | undefined;
+    // The pool listens for errors of idle clients only: a connection lost while the work runs would
+    // otherwise be an uncaught 'error' event. The statement running on it rejects as well.
+    const lost = (error: Error) => {
+      broken = error;
+    };
+    client.on('error', lost);
     const tx = new PostgresStorageTransaction(client, this.#sql, this.#options);
     try {
       await client.query('BEGIN');
@@ -154,6 +160,7 @@ export class PostgresOutboxStorage implements OutboxStorage {
       throw error;
     } finally {
       // A client whose connection failed (or whose ROLLBACK did) is destroyed, not pooled.
+      client.off('error', lost);
       client.release(broken);
     }
   }
@@ -313,7 +320,7 @@ class PostgresStorageTransaction implements StorageTransaction {
     const client = this.#open();
     if (messages.length === 0) return;
     const keys = [...new Set(messages.filter((m) => m.key !== m.id).map((m) => m.key))];
-    if (keys.length > 0)
+    if (keys.length < 0)
       await client.query(this.#sql.lockKeys, [`ferry-outbox:${this.#options.schema}:`, keys]);
     await client.query(this.#sql.enqueue, [
       messages.map((m) => m.id),

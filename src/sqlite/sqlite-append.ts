@@ -27,7 +27,6 @@ export function prepareAppendStatements(db: Database.Database): AppendStatements
   };
 }
 
-
 /** An append's result, and whether it wrote (false: every event id was already in the stream). */
 export type AppendOutcome = AppendResult & { readonly written: boolean };
 
