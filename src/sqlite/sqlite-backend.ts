@@ -17,6 +17,7 @@ import type { DurableInboxOptions } from '../inbox/lease.js';
 import { type AppendOutcome, appendRows, prepareAppendStatements } from './sqlite-append.js';
 import { SqliteIdempotencyStore } from './sqlite-idempotency-store.js';
 import { SqliteInbox } from './sqlite-inbox.js';
+import { SqliteOutboxStorage } from './sqlite-outbox.js';
 import { DEFAULT_BUSY_TIMEOUT_MS, DRIVER_BUSY_TIMEOUT_MS, whileBusy } from './store-busy.js';
 
 /** Options of {@link SqliteEventStoreBackend}. */
@@ -306,6 +307,7 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
   #closed = false;
   #poller: NodeJS.Timeout | undefined;
   #dataVersion = 0n;
+  #outbox: SqliteOutboxStorage | undefined;
 
   constructor(options: SqliteBackendOptions) {
     const { path, busyTimeoutMs = DEFAULT_SQLITE_BACKEND_OPTIONS.busyTimeoutMs } = options;
@@ -633,6 +635,25 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
     return new SqliteIdempotencyStore(this.#db!, options, this.#busyTimeoutMs);
   }
 
+  /**
+   * The outbox, transactional inbox marks and saga rows in this file, for `createOutbox` and units of
+   * work (the same instance on every call; usable once `open()` has resolved). Units of work run on a
+   * second connection to the file, so a `:memory:` database refuses them (`INVALID_OPTIONS`).
+   */
+  outboxStorage(): SqliteOutboxStorage {
+    this.#outbox ??= new SqliteOutboxStorage({
+      path: this.#path,
+      busyTimeoutMs: this.#busyTimeoutMs,
+      ready: () => void this.#ready(),
+      connection: () => {
+        this.#ready();
+        return this.#db!;
+      },
+      appended: () => queueMicrotask(() => this.#notify()),
+    });
+    return this.#outbox;
+  }
+
   /** Stops watching for other connections' appends and closes the database. Idempotent. */
   async close(): Promise<void> {
     if (this.#closed) return;
@@ -640,6 +661,7 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
     this.#stopPolling();
     this.#watchers.clear();
     await this.#opening?.catch(() => {});
+    await this.#outbox?.close();
     this.#db?.close();
     this.#db = undefined;
     this.#statements = undefined;

@@ -1,0 +1,273 @@
+import type Database from 'better-sqlite3';
+import type {
+  OutboxBacklog,
+  OutboxRow,
+  OutboxStorage,
+  SagaRow,
+  SagaStatus,
+  StorageTransaction,
+} from '../outbox/storage.js';
+import {
+  DELIVERABLE,
+  jsonList,
+  KEY_HEAD,
+  ms,
+  NOT_LEASED,
+  OUTBOX_COLUMNS,
+  type OutboxDbRow,
+  SAGA_COLUMNS,
+  type SagaDbRow,
+  toOutboxRow,
+  toSagaRow,
+} from './sqlite-outbox-sql.js';
+import { type SqliteUnitOfWorkHost, SqliteUnitsOfWork } from './sqlite-unit-of-work.js';
+import { whileBusy } from './store-busy.js';
+
+/** What the storage needs from the backend that owns it. */
+export interface SqliteOutboxHost extends SqliteUnitOfWorkHost {
+  /** The store's open connection; throws `EventStoreClosedError` while the backend is not open. */
+  readonly connection: () => Database.Database;
+}
+
+/** How often `watch` looks for commits of other connections. */
+const DATA_VERSION_POLL_MS = 100;
+
+interface ClaimParams {
+  owner: string;
+  now: number;
+  limit: number;
+  until: number;
+}
+
+/** The relay's and the operator's statements, on the store's own connection. */
+function prepareStatements(db: Database.Database) {
+  const claim = db.prepare<[ClaimParams], OutboxDbRow>(
+    `UPDATE ferry_outbox SET lease_owner = @owner, lease_until = @until
+     WHERE seq IN (SELECT seq FROM ferry_outbox o WHERE ${DELIVERABLE} ORDER BY seq LIMIT @limit)
+     RETURNING ${OUTBOX_COLUMNS}`,
+  );
+  return {
+    anyDeliverable: db
+      .prepare<[{ owner: string; now: number }], bigint>(
+        `SELECT 1 FROM ferry_outbox o WHERE ${DELIVERABLE} LIMIT 1`,
+      )
+      .pluck(),
+    claim: db.transaction((params: ClaimParams) => claim.all(params)),
+    delivered: db.prepare<[string, string]>(
+      'DELETE FROM ferry_outbox WHERE lease_owner = ? AND seq IN (SELECT value FROM json_each(?))',
+    ),
+    retry: db.prepare<[string, number, string, bigint]>(
+      `UPDATE ferry_outbox SET attempts = attempts + 1, last_error = ?, due_at = ?, lease_owner = NULL, lease_until = NULL
+       WHERE lease_owner = ? AND seq = ? AND state = 'pending'`,
+    ),
+    fail: db.prepare<[string, string, bigint]>(
+      `UPDATE ferry_outbox SET state = 'failed', attempts = attempts + 1, last_error = ?, lease_owner = NULL, lease_until = NULL
+       WHERE lease_owner = ? AND seq = ? AND state = 'pending'`,
+    ),
+    failed: db.prepare<[number], OutboxDbRow>(
+      `SELECT ${OUTBOX_COLUMNS} FROM ferry_outbox WHERE state = 'failed' ORDER BY seq LIMIT ?`,
+    ),
+    redrive: db.prepare<[number, string]>(
+      `UPDATE ferry_outbox SET state = 'pending', due_at = ?, attempts = 0, lease_owner = NULL, lease_until = NULL
+       WHERE state = 'failed' AND id IN (SELECT value FROM json_each(?))`,
+    ),
+    discard: db.prepare<[string]>(
+      "DELETE FROM ferry_outbox WHERE state = 'failed' AND id IN (SELECT value FROM json_each(?))",
+    ),
+    backlog: db.prepare<
+      [{ now: number }],
+      { pending: bigint; failed: bigint; scheduled: bigint; oldest: bigint | null }
+    >(
+      `SELECT count(*) FILTER (WHERE state = 'pending' AND due_at <= @now) AS pending,
+              count(*) FILTER (WHERE state = 'failed') AS failed,
+              count(*) FILTER (WHERE state = 'pending' AND due_at > @now) AS scheduled,
+              min(created_at) FILTER (WHERE state = 'failed' OR due_at <= @now) AS oldest
+       FROM ferry_outbox`,
+    ),
+    // Only the oldest row of a key can be claimed: rows waiting behind it do not make the relay look sooner.
+    nextDue: db
+      .prepare<[{ now: number }], bigint | null>(
+        `SELECT min(due_at) FROM ferry_outbox o WHERE state = 'pending' AND ${NOT_LEASED} AND ${KEY_HEAD}`,
+      )
+      .pluck(),
+    scheduled: db.prepare<[{ now: number; limit: number; key: string | null }], OutboxDbRow>(
+      `SELECT ${OUTBOX_COLUMNS} FROM ferry_outbox
+       WHERE state = 'pending' AND due_at > @now AND (@key IS NULL OR key = @key)
+       ORDER BY due_at, seq LIMIT @limit`,
+    ),
+    pruneHandled: db.prepare<[number, number]>(
+      `DELETE FROM ferry_inbox_done WHERE rowid IN (
+         SELECT rowid FROM ferry_inbox_done WHERE handled_at < ? ORDER BY handled_at LIMIT ?)`,
+    ),
+    sagas: db.prepare<[{ saga: string; status: string | null; limit: number }], SagaDbRow>(
+      `SELECT ${SAGA_COLUMNS} FROM ferry_sagas WHERE saga = @saga AND (@status IS NULL OR status = @status)
+       ORDER BY updated_at, id LIMIT @limit`,
+    ),
+    dataVersion: db.prepare<[], bigint>('PRAGMA data_version').pluck(),
+  };
+}
+
+type Statements = ReturnType<typeof prepareStatements>;
+
+/**
+ * The outbox, transactional inbox marks and saga rows of a SQLite event store, in its file
+ * (migration 6). Get it from `SqliteEventStoreBackend.outboxStorage()`.
+ *
+ * Units of work run on a second connection to the file (see `SqliteUnitsOfWork`), so a `:memory:`
+ * store refuses them (`INVALID_OPTIONS`). The relay's calls run on the store's connection, each a
+ * short write that waits asynchronously for the lock like the store's other writes (`STORE_BUSY`
+ * after `busyTimeoutMs`); a claim that finds nothing to hand out reads only, so it never waits for an
+ * open unit of work. Several processes may share the file: each claim takes the write lock, so no
+ * two relays get the same row.
+ */
+export class SqliteOutboxStorage implements OutboxStorage {
+  readonly name = 'sqlite';
+  readonly #host: SqliteOutboxHost;
+  readonly #units: SqliteUnitsOfWork;
+  readonly #watchers = new Set<() => void>();
+  #statements: Statements | undefined;
+  #poller: NodeJS.Timeout | undefined;
+  #dataVersion = 0n;
+
+  /** Use `SqliteEventStoreBackend.outboxStorage()`. */
+  constructor(host: SqliteOutboxHost) {
+    this.#host = host;
+    this.#units = new SqliteUnitsOfWork(host);
+  }
+
+  /** Prepared with the first use: the store's connection exists only once the backend is open. */
+  #ready(): Statements {
+    const db = this.#host.connection();
+    this.#statements ??= prepareStatements(db);
+    return this.#statements;
+  }
+
+  #write<T>(operation: (s: Statements) => T): Promise<T> {
+    return whileBusy(this.#host.busyTimeoutMs, () => operation(this.#ready()));
+  }
+
+  transaction<T>(work: (tx: StorageTransaction) => Promise<T>): Promise<T> {
+    return this.#units.run(work);
+  }
+
+  async claim(owner: string, now: number, limit: number, leaseMs: number): Promise<OutboxRow[]> {
+    if (limit <= 0) return [];
+    const at = ms(now);
+    // A read first: in WAL it never waits, and most calls of an idle relay end here.
+    if (this.#ready().anyDeliverable.get({ owner, now: at }) === undefined) return [];
+    const params = { owner, now: at, limit, until: at + ms(leaseMs) };
+    const rows = await this.#write((s) => s.claim.immediate(params));
+    return rows.map(toOutboxRow).sort((a, b) => (a.seq < b.seq ? -1 : a.seq > b.seq ? 1 : 0));
+  }
+
+  async delivered(owner: string, seqs: readonly bigint[]): Promise<number> {
+    if (seqs.length === 0) return 0;
+    return (await this.#write((s) => s.delivered.run(owner, jsonList(seqs)))).changes;
+  }
+
+  async retry(owner: string, seq: bigint, error: string, dueAt: number): Promise<void> {
+    await this.#write((s) => s.retry.run(error, ms(dueAt), owner, seq));
+  }
+
+  async fail(owner: string, seq: bigint, error: string): Promise<void> {
+    await this.#write((s) => s.fail.run(error, owner, seq));
+  }
+
+  async failed(limit: number): Promise<OutboxRow[]> {
+    if (limit <= 0) return [];
+    return this.#ready().failed.all(limit).map(toOutboxRow);
+  }
+
+  async redrive(ids: readonly string[], now: number): Promise<number> {
+    if (ids.length === 0) return 0;
+    return (await this.#write((s) => s.redrive.run(ms(now), jsonList(ids)))).changes;
+  }
+
+  async discard(ids: readonly string[]): Promise<number> {
+    if (ids.length === 0) return 0;
+    return (await this.#write((s) => s.discard.run(jsonList(ids)))).changes;
+  }
+
+  async backlog(now: number): Promise<OutboxBacklog> {
+    const row = this.#ready().backlog.get({ now: ms(now) })!;
+    return {
+      pending: Number(row.pending),
+      failed: Number(row.failed),
+      scheduled: Number(row.scheduled),
+      oldestCreatedAt: row.oldest === null ? undefined : Number(row.oldest),
+    };
+  }
+
+  async nextDue(now: number): Promise<number | undefined> {
+    const due = this.#ready().nextDue.get({ now: ms(now) });
+    return due === null || due === undefined ? undefined : Number(due);
+  }
+
+  async scheduled(now: number, limit: number, key?: string): Promise<OutboxRow[]> {
+    if (limit <= 0) return [];
+    return this.#ready()
+      .scheduled.all({ now: ms(now), limit, key: key ?? null })
+      .map(toOutboxRow);
+  }
+
+  async pruneHandled(before: number, limit: number): Promise<number> {
+    if (limit <= 0) return 0;
+    return (await this.#write((s) => s.pruneHandled.run(ms(before), limit))).changes;
+  }
+
+  async sagas(saga: string, limit: number, status?: SagaStatus): Promise<SagaRow[]> {
+    if (limit <= 0) return [];
+    return this.#ready()
+      .sagas.all({ saga, status: status ?? null, limit })
+      .map(toSagaRow);
+  }
+
+  /**
+   * Calls `listener` within about 100 ms of a commit by another connection to the file (another
+   * process's unit of work or relay, this process's units of work, which the outbox already knows
+   * of, too): any commit counts, so a wake-up may find nothing new.
+   */
+  watch(listener: () => void): () => void {
+    this.#watchers.add(listener);
+    if (this.#watchers.size === 1) this.#startPolling();
+    return () => {
+      this.#watchers.delete(listener);
+      if (this.#watchers.size === 0) this.#stopPolling();
+    };
+  }
+
+  // `data_version` changes when another connection commits to the file (never for this one's commits).
+  #startPolling(): void {
+    try {
+      this.#dataVersion = this.#ready().dataVersion.get()!;
+    } catch {
+      this.#dataVersion = -1n; // Not open yet: the first tick reads where to start from.
+    }
+    this.#poller = setInterval(() => {
+      let version: bigint;
+      try {
+        version = this.#ready().dataVersion.get()!;
+      } catch {
+        return; // Not open yet, or locked: tried again on the next tick.
+      }
+      const first = this.#dataVersion === -1n;
+      if (version === this.#dataVersion) return;
+      this.#dataVersion = version;
+      if (first) return;
+      for (const watcher of [...this.#watchers]) watcher();
+    }, DATA_VERSION_POLL_MS);
+    this.#poller.unref();
+  }
+
+  #stopPolling(): void {
+    clearInterval(this.#poller);
+    this.#poller = undefined;
+  }
+
+  /** Stops watching and closes the unit-of-work connection; the backend's `close()` calls it. */
+  async close(): Promise<void> {
+    this.#stopPolling();
+    this.#watchers.clear();
+    await this.#units.close();
+  }
+}
