@@ -5,7 +5,7 @@ import { type Decider, type DeciderEvent, decideEvents } from './decider.js';
 import { isConcurrencyError } from './errors.js';
 import { SnapshotNotSerializableError } from './snapshot-errors.js';
 import type { EventStore } from './store.js';
-import type { EventData, RecordedEvent } from './types.js';
+import type { AppendOptions, AppendResult, EventData, PendingEvent, RecordedEvent } from './types.js';
 
 /** When {@link CommandHandler} saves snapshots. */
 export interface CommandHandlerSnapshotOptions {
@@ -81,6 +81,28 @@ export interface CommandResult<S> {
   /** The events appended, as read back from the store; empty when the command decided nothing. */
   readonly events: RecordedEvent[];
   /** Version of the stream's last event (-1 when there is no stream): the `expectedVersion` of a next append. */
+  readonly nextExpectedVersion: number;
+}
+
+/**
+ * Where {@link CommandHandler.handleIn} appends: a unit of work of an outbox (`outbox.unitOfWork`),
+ * whose transaction also carries the messages the command publishes.
+ */
+export interface EventAppender {
+  append(
+    streamId: string,
+    events: readonly EventData[],
+    options?: AppendOptions,
+  ): Promise<AppendResult & { readonly events: readonly PendingEvent[] }>;
+}
+
+/** What {@link CommandHandler.handleIn} did, inside a transaction not yet committed. */
+export interface PendingCommandResult<S> {
+  /** The state after the decided events. */
+  readonly state: S;
+  /** The events appended in the transaction (positions and times are set at commit); empty when the command decided nothing. */
+  readonly events: readonly PendingEvent[];
+  /** Version of the stream's last event (-1 when there is no stream). */
   readonly nextExpectedVersion: number;
 }
 
@@ -216,6 +238,44 @@ export class CommandHandler<C, E extends DeciderEvent, S> {
       await this.#maybeSnapshot(streamId, loaded.version, nextExpectedVersion, state);
       return { state, events, nextExpectedVersion };
     }
+  }
+
+  /**
+   * Decides `command` against the stream's committed state and appends the decided events through
+   * `work`, a unit of work (`outbox.unitOfWork(work => orders.handleIn(work, id, command))`), so
+   * that the events commit together with what else the unit of work writes and publishes. A race
+   * lost to another writer rejects with `ConcurrencyError` at once (no retry here: the transaction
+   * is the caller's, and `outbox.unitOfWork` runs the whole unit again). Snapshots are not saved on
+   * this path; loads still use them.
+   *
+   * @example
+   * await outbox.unitOfWork(async (work) => {
+   *   const { state } = await orders.handleIn(work, `order-${id}`, { type: 'Place', items });
+   *   await work.publish('order.placed', { orderId: id, total: state.total }, { key: id });
+   * });
+   */
+  async handleIn(
+    work: EventAppender,
+    streamId: string,
+    command: C,
+    options: Pick<HandleOptions, 'metadata'> = {},
+  ): Promise<PendingCommandResult<S>> {
+    const loaded = await this.load(streamId);
+    const decided = decideEvents(this.#decider, command, loaded.state);
+    if (decided.length === 0) {
+      return { state: loaded.state, events: [], nextExpectedVersion: loaded.version };
+    }
+    const appended = await work.append(
+      streamId,
+      decided.map((event) => toEventData(event, options.metadata)),
+      { expectedVersion: loaded.version === -1 ? 'no_stream' : loaded.version },
+    );
+    let state = loaded.state;
+    // Folded from the events as stored (their JSON round trip), as handle() folds what it reads back.
+    for (const event of appended.events) {
+      state = this.#decider.evolve(state, { type: event.type, data: event.data } as unknown as E);
+    }
+    return { state, events: appended.events, nextExpectedVersion: appended.nextExpectedVersion };
   }
 
   #fold(state: S, version: number, events: readonly RecordedEvent[]): LoadResult<S> {

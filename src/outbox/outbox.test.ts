@@ -1,6 +1,8 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { createBus } from '../connect/create-bus.js';
+import { CommandHandler } from '../eventstore/command-handler.js';
+import type { Decider } from '../eventstore/decider.js';
 import { isConcurrencyError } from '../eventstore/errors.js';
 import { MemoryEventStoreBackend } from '../eventstore/memory/memory-backend.js';
 import { EventStore } from '../eventstore/store.js';
@@ -189,6 +191,52 @@ describe('outbox on the memory store', () => {
     ]);
   });
 });
+
+describe('command handlers in a unit of work', () => {
+  type Event = { type: 'Added'; data: { n: number } };
+  const counter = commandHandlerFor<{ type: 'Add'; n: number }, Event, { total: number }>({
+    initialState: () => ({ total: 0 }),
+    evolve: (state, event) => ({ total: state.total + event.data.n }),
+    decide: (command) => ({ type: 'Added', data: { n: command.n } }),
+  });
+
+  it('appends the decided events and publishes with them, atomically, retried as one unit', async () => {
+    const { store, outbox, received } = await setup();
+    const handler = counter(store);
+    await handler.handle('counter-1', { type: 'Add', n: 1 });
+    let runs = 0;
+    const total = await outbox.unitOfWork(async (work) => {
+      runs++;
+      const result = await handler.handleIn(work, 'counter-1', { type: 'Add', n: 2 });
+      // Another writer lands after the load of the first run: the unit runs again.
+      if (runs === 1) await store.append('counter-1', [{ type: 'Added', data: { n: 10 } }]);
+      await work.publish('order.placed', { orderId: `total-${result.state.total}` });
+      return result.state.total;
+    });
+    expect(runs).toBe(2);
+    expect(total).toBe(13);
+    await waitFor(() => received.length === 1, 'the message');
+    expect(received.map((m) => (m.data as { orderId: string }).orderId)).toEqual(['total-13']);
+    expect((await handler.load('counter-1')).state.total).toBe(13);
+  });
+
+  it('appends nothing when the unit of work rolls back', async () => {
+    const { store, outbox } = await setup();
+    const handler = counter(store);
+    await expect(
+      outbox.unitOfWork(async (work) => {
+        await handler.handleIn(work, 'counter-2', { type: 'Add', n: 5 });
+        throw new Error('no');
+      }),
+    ).rejects.toThrow('no');
+    expect((await handler.load('counter-2')).version).toBe(-1);
+  });
+});
+
+/** A CommandHandler factory for a decider, per store. */
+function commandHandlerFor<C, E extends { type: string }, S>(decider: Decider<C, E, S>) {
+  return (store: EventStore) => new CommandHandler(store, decider);
+}
 
 describe('transactional inbox on the memory store', () => {
   it('runs a redelivered message with no effect at all', async () => {
