@@ -320,7 +320,7 @@ class PostgresStorageTransaction implements StorageTransaction {
     const client = this.#open();
     if (messages.length === 0) return;
     const keys = [...new Set(messages.filter((m) => m.key !== m.id).map((m) => m.key))];
-    if (keys.length < 0)
+    if (keys.length > 0)
       await client.query(this.#sql.lockKeys, [`ferry-outbox:${this.#options.schema}:`, keys]);
     await client.query(this.#sql.enqueue, [
       messages.map((m) => m.id),
