@@ -27,8 +27,10 @@ export {
   type CommandHandlerSnapshotOptions,
   type CommandResult,
   DEFAULT_COMMAND_HANDLER_OPTIONS,
+  type EventAppender,
   type HandleOptions,
   type LoadResult,
+  type PendingCommandResult,
 } from './eventstore/command-handler.js';
 export { type Decider, type DeciderEvent, decideEvents, fold } from './eventstore/decider.js';
 export {
@@ -63,6 +65,7 @@ export type {
   AppendResult,
   EventData,
   ExpectedVersion,
+  PendingEvent,
   PreparedEvent,
   ReadAllOptions,
   ReadStreamOptions,
@@ -187,6 +190,7 @@ export type {
   SubscribeOptions,
   Subscription,
   SubscriptionDefaults,
+  TransactionalSubscribeOptions,
 } from './messaging/bus.js';
 export { Bus, DEFAULT_SUBSCRIPTION_OPTIONS } from './messaging/bus.js';
 export type {
@@ -230,6 +234,7 @@ export type { MemoryTransportOptions } from './messaging/memory/memory-transport
 export { MemoryTransport } from './messaging/memory/memory-transport.js';
 export type { HandlerMiddleware, MessageHandler, SubscriptionInfo } from './messaging/middleware.js';
 export { idempotent } from './messaging/middleware.js';
+export type { HandlerUnitOfWork } from './messaging/transactional.js';
 export type {
   DeadLetter,
   DeadLetterReason,
@@ -245,6 +250,40 @@ export type {
 } from './messaging/transport.js';
 export { whenDecided } from './messaging/transport.js';
 export type { WireMessage } from './messaging/wire.js';
+export {
+  isSagaConcurrencyError,
+  isUnitOfWorkUnsupportedError,
+  SagaConcurrencyError,
+  UnitOfWorkUnsupportedError,
+} from './outbox/errors.js';
+export { MemoryOutboxStorage } from './outbox/memory-outbox-storage.js';
+export {
+  createOutbox,
+  DEFAULT_OUTBOX_OPTIONS,
+  type FailedOutboxMessage,
+  Outbox,
+  type OutboxBacklogReport,
+  type OutboxOptions,
+  type ScheduledOutboxMessage,
+} from './outbox/outbox.js';
+export { DEFAULT_RELAY_OPTIONS, OutboxPublishTimeoutError, type RelayOptions } from './outbox/relay.js';
+export {
+  isOutboxCapable,
+  type OutboxBacklog,
+  type OutboxCapable,
+  type OutboxInsert,
+  type OutboxRow,
+  type OutboxStorage,
+  type SagaRow,
+  type SagaStatus,
+  type StorageTransaction,
+} from './outbox/storage.js';
+export {
+  type OutboxPublishOptions,
+  type ScheduleOptions,
+  UnitOfWork,
+  type UnitOfWorkAppendResult,
+} from './outbox/unit-of-work.js';
 export type {
   Backoff,
   DecorrelatedJitterOptions,
