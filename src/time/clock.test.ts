@@ -275,6 +275,18 @@ describe('VirtualClock', () => {
     await clock.advance(1);
     expect(fired).toBe(true);
   });
+
+  it('nextDue is the due time of the earliest armed timer, skipping cancelled and fired ones', async () => {
+    const clock = new VirtualClock({ start: START });
+    expect(clock.nextDue).toBeUndefined();
+    const soon = clock.setTimeout(() => undefined, 10);
+    clock.setTimeout(() => undefined, 30);
+    expect(clock.nextDue).toBe(START + 10);
+    soon.cancel();
+    expect(clock.nextDue).toBe(START + 30);
+    await clock.advance(30);
+    expect(clock.nextDue).toBeUndefined();
+  });
 });
 
 describe('systemClock', () => {

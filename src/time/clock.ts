@@ -134,6 +134,14 @@ export class VirtualClock implements Clock {
     return this.#timers.length;
   }
 
+  /**
+   * Due time (epoch ms) of the earliest timer still armed, `undefined` when none is: lets a test
+   * driver move time one timer at a time (`advance(clock.nextDue - clock.now())`).
+   */
+  get nextDue(): number | undefined {
+    return this.#timers[0]?.due;
+  }
+
   setTimeout(callback: () => void, ms: number): ClockTimer {
     checkDuration(ms, 'timer delay');
     const entry: Entry = { due: this.#now + Math.max(0, ms), seq: this.#seq++, callback };
