@@ -181,6 +181,8 @@ describe('outbox on the memory store', () => {
     expect(failed!.error).toMatch(/no subscription matches/);
     expect(received.map((m) => (m.data as { orderId: string }).orderId)).toEqual(['other']);
     expect(await outbox.backlog()).toMatchObject({ failed: 1, pending: 1 });
+    await expect(outbox.healthCheck()()).rejects.toThrow(/1 outbox message\(s\) failed/);
+    await outbox.healthCheck({ maxFailed: 1 })();
     refuse = false;
     expect(await outbox.redrive([poison])).toBe(1);
     await waitFor(() => received.length === 3, 'the expected deliveries');
@@ -189,6 +191,28 @@ describe('outbox on the memory store', () => {
       'poison',
       'behind',
     ]);
+  });
+});
+
+describe('outbox health', () => {
+  it('fails the readiness check once the oldest message due waited past maxAgeMs', async () => {
+    const clock = new VirtualClock({ start: Date.now() });
+    const bus = await createBus({
+      url: `memory://outbox-${uuidv7()}`,
+      service: 'orders',
+      logger: silentLogger,
+    });
+    closers.push(() => bus.close());
+    const store = new EventStore(new MemoryEventStoreBackend());
+    // No relay in this process: nothing publishes.
+    const outbox = await createOutbox({ store, bus, clock, relay: false, logger: silentLogger });
+    closers.push(() => outbox.close());
+    await outbox.unitOfWork((work) => work.publish('order.placed', { orderId: '1' }));
+    const check = outbox.healthCheck({ maxAgeMs: 60_000 });
+    await clock.advance(60_000);
+    await check();
+    await clock.advance(1);
+    await expect(check()).rejects.toThrow(/waited 60001 ms \(1 pending\)/);
   });
 });
 

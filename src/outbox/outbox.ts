@@ -218,6 +218,33 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
     };
   }
 
+  /**
+   * A readiness check for the server's health middleware (`checks: { outbox: outbox.healthCheck() }`):
+   * fails while more than `maxFailed` messages are set aside as failed, or while the oldest message
+   * due has waited longer than `maxAgeMs` (the relay is stuck or the broker has been unreachable).
+   */
+  healthCheck(
+    options: { readonly maxAgeMs?: number; readonly maxFailed?: number } = {},
+  ): () => Promise<void> {
+    const maxAgeMs = options.maxAgeMs ?? 60_000;
+    const maxFailed = options.maxFailed ?? 0;
+    if (!Number.isInteger(maxAgeMs) || maxAgeMs < 1)
+      throw new InvalidOptionsError('maxAgeMs must be a positive integer');
+    if (!Number.isInteger(maxFailed) || maxFailed < 0)
+      throw new InvalidOptionsError('maxFailed must be an integer ≥ 0');
+    return async () => {
+      const backlog = await this.backlog();
+      if (backlog.failed > maxFailed) {
+        throw new Error(`${backlog.failed} outbox message(s) failed and set aside: see outbox.failed()`);
+      }
+      if (backlog.oldestAgeMs > maxAgeMs) {
+        throw new Error(
+          `the oldest outbox message has waited ${backlog.oldestAgeMs} ms (${backlog.pending} pending): is the relay running and the broker reachable?`,
+        );
+      }
+    };
+  }
+
   /** Messages the relay set aside (the broker kept refusing them), oldest first. */
   async failed(limit = 100): Promise<FailedOutboxMessage[]> {
     checkLimit(limit);
