@@ -7,3 +7,4 @@ export {
 } from './postgres-backend.js';
 export { PostgresIdempotencyStore } from './postgres-idempotency-store.js';
 export { PostgresInbox } from './postgres-inbox.js';
+export { PostgresOutboxStorage } from './postgres-outbox.js';
