@@ -270,13 +270,17 @@ describe('SQLite outbox storage', () => {
   it('waits for the lock of another process, then commits', async () => {
     const { backend, store, path } = await openBackend();
     const storage = backend.outboxStorage();
-    const holder = await holdWriteLock(path, 500, cleanups);
+    const holder = await holdWriteLock(path, 1000, cleanups);
+    const started = Date.now();
+    let lockedAt = 0;
     await storage.transaction(async (tx) => {
-      // The lock is ours only once the other process let it go.
-      expect(holder.released()).toBe(true);
+      lockedAt = Date.now();
       await tx.append('s', events('A'), 'no_stream');
     });
+    // The work ran only once the other process let the lock go (it held it for a second).
+    expect(lockedAt - started).toBeGreaterThan(500);
     expect(await store.readStream('s')).toHaveLength(1);
+    await waitFor(holder.released, 'the other process to report its commit');
   }, 20_000);
 
   it("refuses units of work on ':memory:' (one connection only) with INVALID_OPTIONS", async () => {
