@@ -163,6 +163,24 @@ describe('bus and memory broker on a virtual clock', () => {
     expect(ms).toBe(START);
   });
 
+  it("stamps a foreign producer's message without a time or id with the broker clock", async () => {
+    const clock = new VirtualClock({ start: START });
+    const bus = await open(clock);
+    const seen: { id: string; time: string }[] = [];
+    await bus.subscribe('legacy.event', (m) => {
+      seen.push({ id: m.id, time: m.time });
+    });
+    await clock.advance(1_234);
+    await (bus.transport as MemoryTransport).publishRaw({
+      body: Buffer.from('{"n":1}'),
+      routingKey: 'legacy.event',
+    });
+    await clock.advance(0);
+    expect(seen).toHaveLength(1);
+    expect(seen[0]!.time).toBe(new Date(START + 1_234).toISOString());
+    expect(Number.parseInt(seen[0]!.id.replaceAll('-', '').slice(0, 12), 16)).toBe(START + 1_234);
+  });
+
   it('runs retries on the broker clock given to a MemoryBroker, with a transport instance', async () => {
     const clock = new VirtualClock({ start: START });
     const broker = new MemoryBroker({ clock });

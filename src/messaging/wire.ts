@@ -1,3 +1,4 @@
+import { type Clock, systemClock } from '../time/clock.js';
 import { type Envelope, JSON_CONTENT_TYPE, newMessageId, toMessage } from './envelope.js';
 import { MessageNotSerializableError } from './errors.js';
 import type { Delivery } from './transport.js';
@@ -76,10 +77,10 @@ function isJsonContentType(contentType: string): boolean {
 }
 
 /** Seconds before 5138 AD stay below 1e11, milliseconds after March 1973 stay above it. */
-function timestampToIso(timestamp: number): string {
+function timestampToIso(timestamp: number, clock: Clock): string {
   const ms = timestamp < 1e11 ? timestamp * 1000 : timestamp;
   const date = new Date(ms);
-  return Number.isNaN(date.getTime()) ? new Date().toISOString() : date.toISOString();
+  return Number.isNaN(date.getTime()) ? new Date(clock.now()).toISOString() : date.toISOString();
 }
 
 function str(value: unknown): string | undefined {
@@ -120,9 +121,10 @@ function userHeaders(
  * Decodes a wire message into a delivery. Ferry's own messages carry their CloudEvents attributes in
  * properties and headers; a plain producer's message (JSON body, `messageId`, `timestamp`, routing key)
  * is wrapped: `id` = messageId, `time` = timestamp, `type` = routing key, `data` = body. A body that
- * is not JSON yields a failed delivery with the reason, never an exception.
+ * is not JSON yields a failed delivery with the reason, never an exception. A message without a time
+ * of its own is stamped with `clock`'s now.
  */
-export function decodeWireMessage(wire: WireMessage): Delivery {
+export function decodeWireMessage(wire: WireMessage, clock: Clock = systemClock): Delivery {
   const attempt = attemptOf(wire.headers);
   if (wire.contentType !== undefined && !isJsonContentType(wire.contentType)) {
     return { ok: false, attempt, reason: `unsupported content type "${wire.contentType}" (expected JSON)` };
@@ -137,7 +139,7 @@ export function decodeWireMessage(wire: WireMessage): Delivery {
     return { ok: false, attempt, reason: `body is not valid JSON: ${(error as Error).message}` };
   }
   const headers = wire.headers;
-  const id = wire.messageId || newMessageId();
+  const id = wire.messageId || newMessageId(clock.now());
   const envelope: { -readonly [P in keyof Envelope]: Envelope[P] } = {
     specversion: '1.0',
     id,
@@ -145,7 +147,9 @@ export function decodeWireMessage(wire: WireMessage): Delivery {
     type: typeOf(wire),
     time:
       str(headers?.[HEADER.time]) ??
-      (wire.timestamp !== undefined ? timestampToIso(wire.timestamp) : new Date().toISOString()),
+      (wire.timestamp !== undefined
+        ? timestampToIso(wire.timestamp, clock)
+        : new Date(clock.now()).toISOString()),
     datacontenttype: wire.contentType ?? JSON_CONTENT_TYPE,
     data,
     correlationid: wire.correlationId || id,

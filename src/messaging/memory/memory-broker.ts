@@ -259,7 +259,7 @@ export class MemoryBroker {
   }
 
   #deliverWire(queue: Queue, consumer: MemoryConsumer, entry: Entry & { readonly wire: WireMessage }): void {
-    const delivery = decodeWireMessage(entry.wire);
+    const delivery = decodeWireMessage(entry.wire, this.clock);
     let result: DeliveryResult;
     try {
       result = consumer.handler(delivery);
