@@ -1,5 +1,5 @@
 import type { Pool, PoolClient } from 'pg';
-import { FerryError } from '../errors/ferry-error.js';
+import { FerryError, InvalidOptionsError } from '../errors/ferry-error.js';
 import type { AppendResult, ExpectedVersion, PreparedEvent } from '../eventstore/types.js';
 import type { Logger } from '../logging/logger.js';
 import { SagaConcurrencyError, UnitOfWorkUnsupportedError } from '../outbox/errors.js';
@@ -108,6 +108,7 @@ export class PostgresOutboxStorage implements OutboxStorage {
 
   /** Wake-ups of relays, created with the first use (the pool exists only once the backend is open). */
   get #wakeUps(): Notifier {
+    if (this.#closed) throw new InvalidOptionsError('the PostgreSQL backend is closed');
     this.#notifier ??= new Notifier({
       connectionString: this.#options.url,
       channel: `ferry_outbox_${this.#options.schema}`,
