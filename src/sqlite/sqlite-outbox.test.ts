@@ -108,6 +108,35 @@ describe('SQLite outbox storage', () => {
     expect((await storage.claim('relay', T0, 10, 30_000)).map((r) => r.id)).toEqual(['m-1']);
   });
 
+  it('keeps a unit of work usable after a call that failed: the failed call leaves nothing of itself, the rest commits', async () => {
+    const { backend, store } = await openBackend();
+    const storage = backend.outboxStorage();
+    await storage.transaction(async (tx) => {
+      await tx.query('CREATE TABLE seen (id TEXT PRIMARY KEY)');
+      await tx.enqueue([message('taken')]);
+      await tx.saveSaga(
+        { saga: 'order', id: 's', state: '{}', version: 1, status: 'active', updatedAt: T0 },
+        0,
+      );
+      await tx.append('s', events('A'), 'no_stream');
+    });
+    await storage.transaction(async (tx) => {
+      await tx.query('INSERT INTO seen (id) VALUES (?)', ['a']);
+      await expect(tx.query('INSERT INTO seen (id) VALUES (?), (?)', ['b', 'a'])).rejects.toThrow(/UNIQUE/);
+      // A batch with one id the outbox holds: none of the batch is kept, not even the rows before it.
+      await expect(tx.enqueue([message('fresh'), message('taken')])).rejects.toThrow(/UNIQUE/);
+      await expect(tx.append('s', events('B', 'C'), 'no_stream')).rejects.toThrow();
+      await expect(
+        tx.saveSaga({ saga: 'order', id: 's', state: '{}', version: 1, status: 'active', updatedAt: T0 }, 0),
+      ).rejects.toThrow();
+      await tx.enqueue([message('after')]);
+      await tx.append('s', events('D'), 0);
+    });
+    expect(await storage.transaction((tx) => tx.query('SELECT id FROM seen'))).toEqual([{ id: 'a' }]);
+    expect((await storage.claim('relay', T0, 10, 30_000)).map((r) => r.id)).toEqual(['taken', 'after']);
+    expect((await store.readStream('s')).map((e) => e.type)).toEqual(['A', 'D']);
+  });
+
   it('gives the unit of work its own better-sqlite3 connection as client, unusable once the work ended', async () => {
     const { backend } = await openBackend();
     const storage = backend.outboxStorage();

@@ -69,7 +69,12 @@ type Connection = ReturnType<typeof prepareConnection>;
  * connection nothing else of the store (group commit, reads, subscriptions, inboxes) can see its
  * uncommitted writes or land inside it. Units of work of one process run one at a time, in call
  * order; the store's own writes meanwhile wait for the lock as they wait for another process's (up
- * to `busyTimeoutMs`, then `STORE_BUSY`), so keep units of work short.
+ * to `busyTimeoutMs`, then `STORE_BUSY`), so keep units of work short, and inside one write through
+ * its handle only: a `store.append` awaited there waits for the unit of work's own lock and fails.
+ *
+ * Unlike PostgreSQL, a call that fails inside a unit of work (a version conflict, a message id the
+ * outbox holds, a statement of the caller's) leaves nothing of itself and the transaction open: work
+ * that catches the error and resolves commits the rest.
  */
 export class SqliteUnitsOfWork {
   readonly #host: SqliteUnitOfWorkHost;
