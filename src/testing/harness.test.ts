@@ -1,0 +1,254 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { isFerryError } from '../errors/ferry-error.js';
+import { VirtualClock } from '../time/clock.js';
+import { createTestHarness, type TestHarness, type TestHarnessOptions } from './harness.js';
+import { isSelectTimeoutError } from './message-list.js';
+
+const contracts = {
+  'order.placed': z.object({ orderId: z.string() }),
+  'order.confirmed': z.object({ orderId: z.string() }),
+  'order.reminder': z.object({ orderId: z.string() }),
+  'payment.captured': z.object({ orderId: z.string() }),
+};
+type C = typeof contracts;
+
+const harnesses: TestHarness<C>[] = [];
+afterEach(async () => {
+  for (const harness of harnesses.splice(0)) await harness.close();
+});
+
+async function start(options: Omit<TestHarnessOptions<C>, 'service' | 'contracts'> = {}) {
+  const harness = await createTestHarness<C>({ service: 'orders', contracts, ...options });
+  harnesses.push(harness);
+  return harness;
+}
+
+describe('createTestHarness', () => {
+  it('retries a handler through the default backoff (1 s, 2 s) in virtual time, and records every run', async () => {
+    let runs = 0;
+    const harness = await start({
+      setup: async ({ bus }) => {
+        await bus.subscribe('order.placed', () => {
+          runs++;
+          if (runs <= 2) throw new Error(`inventory busy (${runs})`);
+        });
+      },
+    });
+    const begin = harness.clock.now();
+    await harness.bus.publish('order.placed', { orderId: '1' });
+
+    const consumed = await harness.consumed.select('order.placed');
+
+    expect(consumed).toMatchObject({ group: 'orders', pattern: 'order.placed', message: { attempt: 3 } });
+    expect(harness.failed.count('order.placed')).toBe(2);
+    expect(harness.failed.all().map((f) => (f.error as Error).message)).toEqual([
+      'inventory busy (1)',
+      'inventory busy (2)',
+    ]);
+    // The wait moved time exactly to the second retry: one timer at a time, stopping when found.
+    expect(harness.clock.now() - begin).toBe(3_000);
+  });
+
+  it('records a message dead-lettered after maxAttempts, with its reason', async () => {
+    const harness = await start({
+      setup: async ({ bus }) => {
+        await bus.subscribe(
+          'order.placed',
+          () => {
+            throw new Error('no such customer');
+          },
+          { maxAttempts: 3 },
+        );
+      },
+    });
+    await harness.bus.publish('order.placed', { orderId: '2' });
+
+    const dead = await harness.deadLettered.select('order.placed');
+
+    expect(dead).toMatchObject({
+      group: 'orders',
+      attempts: 3,
+      reason: { kind: 'handler-error', message: 'no such customer' },
+      message: { data: { orderId: '2' } },
+    });
+    expect(harness.failed.count('order.placed')).toBe(3);
+    expect(harness.consumed.none('order.placed')).toBe(true);
+    expect(await harness.bus.listDeadLetters()).toHaveLength(1);
+  });
+
+  it('publishes an outbox message scheduled 30 s ahead once the test advances 30 s, and not before', async () => {
+    const harness = await start({
+      setup: async ({ bus }) => {
+        await bus.subscribe('order.reminder', () => undefined);
+      },
+    });
+    await harness.outbox.unitOfWork((work) =>
+      work.schedule('order.reminder', { orderId: '3' }, { delayMs: 30_000 }),
+    );
+
+    await harness.advance(29_999);
+    expect(harness.published.none('order.reminder')).toBe(true);
+    expect(await harness.outbox.scheduled()).toHaveLength(1);
+
+    await harness.advance(1);
+    expect(harness.published.all('order.reminder').map((p) => p.message.data)).toEqual([{ orderId: '3' }]);
+    expect(harness.consumed.count('order.reminder')).toBe(1);
+  });
+
+  it('settle runs what is in flight without moving time', async () => {
+    const harness = await start({
+      setup: async ({ bus, outbox }) => {
+        await bus.subscribe(
+          'order.placed',
+          async (msg, { work }) => {
+            await work.publish('order.confirmed', { orderId: msg.data.orderId });
+          },
+          { unitOfWork: outbox },
+        );
+      },
+    });
+    const before = harness.clock.now();
+    await harness.bus.publish('order.placed', { orderId: '4' });
+
+    await harness.settle();
+
+    expect(harness.consumed.count('order.placed')).toBe(1);
+    // Sent by the relay after the handler's unit of work committed.
+    expect(harness.published.all('order.confirmed').map((p) => p.message.data)).toEqual([{ orderId: '4' }]);
+    expect(harness.clock.now()).toBe(before);
+  });
+
+  it('a select that times out says what it waited for and lists what was seen', async () => {
+    const harness = await start();
+    await harness.bus.publish('order.placed', { orderId: '5' });
+    const begin = harness.clock.now();
+
+    const error = await harness.published.select('order.confirmed', { timeoutMs: 5_000 }).catch((e) => e);
+
+    expect(isSelectTimeoutError(error)).toBe(true);
+    expect(error.message).toContain('"order.confirmed" within 5000 ms of virtual time, found 0');
+    expect(error.message).toContain("order.placed, data { orderId: '5' }");
+    expect(harness.clock.now() - begin).toBeLessThanOrEqual(5_000);
+  });
+
+  it('two harnesses do not see each other’s messages', async () => {
+    const seen: string[] = [];
+    const setup: TestHarnessOptions<C>['setup'] = async ({ bus }) => {
+      await bus.subscribe('order.placed', (msg) => {
+        seen.push(msg.data.orderId);
+      });
+    };
+    const first = await start({ setup });
+    const second = await start({ setup });
+
+    await first.bus.publish('order.placed', { orderId: 'first' });
+    await first.consumed.select('order.placed');
+    await second.settle();
+
+    expect(second.published.all()).toEqual([]);
+    expect(second.consumed.all()).toEqual([]);
+    expect(seen).toEqual(['first']);
+    expect(first.url).not.toBe(second.url);
+  });
+
+  it('moves time past a handler time limit while the handler waits for it', async () => {
+    const harness = await start({
+      setup: async ({ bus }) => {
+        await bus.subscribe('order.placed', () => new Promise<void>(() => undefined), {
+          maxAttempts: 1,
+          handlerTimeoutMs: 30_000,
+        });
+      },
+    });
+    const begin = harness.clock.now();
+    await harness.bus.publish('order.placed', { orderId: '6' });
+
+    const dead = await harness.deadLettered.select('order.placed');
+
+    expect(dead.reason.kind).toBe('timeout');
+    expect(harness.clock.now() - begin).toBe(30_000);
+  });
+
+  it('settle does not move time, so it reports a handler waiting for virtual time', async () => {
+    const harness = await start({
+      realTimeoutMs: 200,
+      setup: async ({ bus, clock }) => {
+        await bus.subscribe(
+          'order.placed',
+          () => new Promise<void>((resolve) => clock.setTimeout(resolve, 10_000)),
+        );
+      },
+    });
+    await harness.bus.publish('order.placed', { orderId: '7' });
+
+    const error = await harness.settle().catch((e) => e);
+    expect(isFerryError(error) && error.code).toBe('HARNESS_STALLED');
+    expect(error.message).toContain('order.placed (attempt 1) in group orders');
+
+    await harness.advance(10_000);
+    expect(harness.consumed.count('order.placed')).toBe(1);
+  });
+
+  it('accepts messages nobody in the harness subscribes to, unless acceptUnrouted is false', async () => {
+    const harness = await start();
+    await harness.bus.publish('order.confirmed', { orderId: '8' });
+    expect(harness.published.count('order.*')).toBe(1);
+
+    const strict = await start({ acceptUnrouted: false });
+    await expect(strict.bus.publish('order.confirmed', { orderId: '8' })).rejects.toMatchObject({
+      code: 'UNROUTABLE',
+    });
+    expect(strict.published.all()).toEqual([]);
+  });
+
+  it('selectAll waits for several records; a predicate selects by content', async () => {
+    const harness = await start({
+      setup: async ({ bus }) => {
+        await bus.subscribe('order.placed', () => undefined);
+      },
+    });
+    for (const orderId of ['a', 'b', 'c']) await harness.bus.publish('order.placed', { orderId });
+
+    const all = await harness.consumed.selectAll('order.placed', { count: 3 });
+    expect(all.map((c) => c.message.data)).toEqual([{ orderId: 'a' }, { orderId: 'b' }, { orderId: 'c' }]);
+    const b = await harness.consumed.select((c) => (c.message.data as { orderId: string }).orderId === 'b');
+    expect(b.message.data).toEqual({ orderId: 'b' });
+  });
+
+  it('lists saga instances by status, and waits for one with eventually', async () => {
+    const harness = await start();
+    const save = (id: string, status: 'active' | 'completed', version: number) =>
+      harness.outbox.unitOfWork((work) =>
+        work.tx.saveSaga(
+          {
+            saga: 'checkout',
+            id,
+            state: JSON.stringify({ status: status === 'active' ? 'awaiting-payment' : 'confirmed' }),
+            version,
+            status,
+            updatedAt: harness.clock.now(),
+          },
+          version - 1,
+        ),
+      );
+    await save('o-1', 'active', 1);
+    await save('o-2', 'active', 1);
+    harness.clock.setTimeout(() => void save('o-2', 'completed', 2), 5_000);
+
+    await harness.eventually(async () => (await harness.sagaInstances('checkout', 'completed')).length === 1);
+
+    expect((await harness.sagaInstances('checkout', 'active')).map((s) => s.id)).toEqual(['o-1']);
+    expect(await harness.sagaInstances('checkout', 'completed')).toMatchObject([
+      { id: 'o-2', version: 2, state: { status: 'confirmed' } },
+    ]);
+  });
+
+  it('uses the clock it is given', async () => {
+    const clock = new VirtualClock({ start: Date.UTC(2030, 0, 1) });
+    const harness = await start({ clock });
+    await harness.bus.publish('order.placed', { orderId: '9' });
+    const published = await harness.published.select('order.placed');
+    expect(published.message.time).toBe('2030-01-01T00:00:00.000Z');
+  });
+});

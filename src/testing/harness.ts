@@ -1,0 +1,501 @@
+import { randomUUID } from 'node:crypto';
+import { createBus } from '../connect/create-bus.js';
+import { FerryError, InvalidOptionsError } from '../errors/ferry-error.js';
+import { MemoryEventStoreBackend } from '../eventstore/memory/memory-backend.js';
+import { EventStore } from '../eventstore/store.js';
+import { type Logger, silentLogger } from '../logging/logger.js';
+import type { Bus, SubscriptionDefaults } from '../messaging/bus.js';
+import type { Contracts, NoContracts } from '../messaging/contracts.js';
+import type { Envelope, Message } from '../messaging/envelope.js';
+import { MemoryBroker } from '../messaging/memory/memory-broker.js';
+import { MemoryTransport } from '../messaging/memory/memory-transport.js';
+import type { HandlerMiddleware } from '../messaging/middleware.js';
+import { ACK, type DeadLetterReason, type Delivery, type SubscriptionSpec } from '../messaging/transport.js';
+import { createOutbox, type Outbox } from '../outbox/outbox.js';
+import type { RelayOptions } from '../outbox/relay.js';
+import type { SagaStatus } from '../outbox/storage.js';
+import { VirtualClock } from '../time/clock.js';
+import { DEFAULT_SELECT_OPTIONS, MessageList, type SelectOptions } from './message-list.js';
+import { RecordingTransport } from './recording-transport.js';
+
+/** A message the harness's transport accepted (from `bus.publish` or the outbox relay), as JSON. */
+export interface PublishedRecord {
+  readonly type: string;
+  readonly message: Envelope;
+}
+
+/** A run of a handler chain that succeeded. */
+export interface ConsumedRecord {
+  readonly type: string;
+  readonly message: Message;
+  readonly group: string;
+  readonly pattern: string;
+}
+
+/** A run of a handler chain that threw (each failed attempt is one record). */
+export interface FailedRecord extends ConsumedRecord {
+  readonly error: unknown;
+}
+
+/** A message moved to its group's dead-letter queue. */
+export interface DeadLetteredRecord {
+  readonly type: string;
+  /** `undefined` for bytes that could not be decoded. */
+  readonly message: Message | undefined;
+  readonly group: string;
+  readonly pattern: string;
+  readonly reason: DeadLetterReason;
+  readonly attempts: number;
+}
+
+/** A saga instance as stored, its state parsed. */
+export interface SagaInstanceRecord<S = unknown> {
+  readonly id: string;
+  readonly status: SagaStatus;
+  readonly version: number;
+  readonly state: S;
+  readonly updatedAt: number;
+}
+
+/** What `setup` gets to subscribe handlers and start sagas with. */
+export interface TestHarnessParts<C extends Contracts> {
+  readonly bus: Bus<C>;
+  readonly store: EventStore;
+  readonly outbox: Outbox<C>;
+  readonly clock: VirtualClock;
+}
+
+/** Options of {@link createTestHarness}. */
+export interface TestHarnessOptions<C extends Contracts = NoContracts> {
+  /** The service under test: the bus's `service`, its default group and its messages' `source`. */
+  readonly service: string;
+  /** The service's contracts, checked at publish and consume as in production. */
+  readonly contracts?: C;
+  /** @default a new VirtualClock at `Date.now()` */
+  readonly clock?: VirtualClock;
+  /** Subscribes the handlers and starts the sagas under test. */
+  readonly setup?: (parts: TestHarnessParts<C>) => Promise<void> | void;
+  /** @default the bus's defaults (5 attempts, 1 s, 2 s, 4 s, 8 s apart) */
+  readonly subscriptionDefaults?: SubscriptionDefaults;
+  /** Options of the outbox relay. @default its defaults (polling every 1 s of virtual time) */
+  readonly relay?: RelayOptions;
+  /**
+   * Accepts messages of types no subscription of the harness takes, as the queues of other services
+   * would in production, instead of the broker's `UNROUTABLE` refusal. They appear in `published`.
+   * @default true
+   */
+  readonly acceptUnrouted?: boolean;
+  /**
+   * How long, in real ms, a handler in flight may make no progress before `advance` and `select`
+   * take it to be waiting for virtual time (a time limit, a sleep on the clock) and move the clock.
+   * @default 100
+   */
+  readonly stallMs?: number;
+  /** Longest real wait of `settle` and `close` for work in flight, in ms. @default 5000 */
+  readonly realTimeoutMs?: number;
+  /** @default silent */
+  readonly logger?: Logger;
+}
+
+export const DEFAULT_TEST_HARNESS_OPTIONS = Object.freeze({
+  acceptUnrouted: true,
+  stallMs: 100,
+  realTimeoutMs: 5_000,
+});
+
+/** `settle` or `close` waited `realTimeoutMs` and work was still in flight. */
+export class HarnessStalledError extends FerryError {
+  constructor(message: string) {
+    super('HARNESS_STALLED', message);
+  }
+}
+
+// Captured at load so that fake timers installed by a test cannot freeze the harness.
+const realSetTimeout = globalThis.setTimeout;
+const realClearTimeout = globalThis.clearTimeout;
+const realSetImmediate = globalThis.setImmediate;
+const turn = () => new Promise<void>((resolve) => realSetImmediate(resolve));
+
+type Quiet = 'found' | 'idle' | 'stalled';
+
+/**
+ * An in-memory service under test: a bus on a broker of its own, a memory event store and an
+ * outbox, all on one {@link VirtualClock}, recording what was published, consumed, failed and
+ * dead-lettered. Create it with {@link createTestHarness}.
+ *
+ * **How time moves.** Virtual time moves only inside `advance(ms)` and while `select`, `selectAll`
+ * or `eventually` wait for something that is not there yet. Both move it one timer at a time: before
+ * each step everything that can run without time runs (deliveries, handlers, the relay), then the
+ * clock jumps to the next timer (a retry delay, a saga timeout, a scheduled message, a relay poll).
+ * A wait stops at the first step where its condition holds, so `clock.now()` tells when it happened,
+ * and gives up `timeoutMs` of virtual time after it began. `settle()`, `all()`, `count()` and
+ * `none()` never move time. Real time passes only while handlers do real I/O.
+ */
+export class TestHarness<C extends Contracts = NoContracts> {
+  readonly bus: Bus<C>;
+  readonly store: EventStore;
+  readonly outbox: Outbox<C>;
+  readonly clock: VirtualClock;
+  /** The broker's URL: another bus (another service) joins it with `createBus({ url, clock })`. */
+  readonly url: string;
+  /** Every message the transport accepted, outbox messages once the relay sent them. */
+  readonly published: MessageList<PublishedRecord>;
+  /** Every handler run that succeeded. */
+  readonly consumed: MessageList<ConsumedRecord>;
+  /** Every handler run that threw, retried or not. */
+  readonly failed: MessageList<FailedRecord>;
+  /** Every message dead-lettered by one of the bus's subscriptions (handler errors, invalid, expired…). */
+  readonly deadLettered: MessageList<DeadLetteredRecord>;
+
+  readonly #stallMs: number;
+  readonly #realTimeoutMs: number;
+  readonly #inFlight = new Map<Delivery, SubscriptionSpec>();
+  /** Deliveries already taken to wait for virtual time: the next steps do not wait for them again. */
+  readonly #waitingForTime = new WeakSet<Delivery>();
+  readonly #listeners = new Set<() => void>();
+  #progress = 0;
+  #closeCatchAll: (() => Promise<void>) | undefined;
+  #closing: Promise<void> | undefined;
+
+  /** @internal Use {@link createTestHarness}. */
+  constructor(
+    parts: TestHarnessParts<C> & { readonly url: string },
+    lists: Pick<TestHarness<C>, 'published' | 'consumed' | 'failed' | 'deadLettered'>,
+    options: { readonly stallMs: number; readonly realTimeoutMs: number },
+  ) {
+    ({ bus: this.bus, store: this.store, outbox: this.outbox, clock: this.clock, url: this.url } = parts);
+    ({
+      published: this.published,
+      consumed: this.consumed,
+      failed: this.failed,
+      deadLettered: this.deadLettered,
+    } = lists);
+    this.#stallMs = options.stallMs;
+    this.#realTimeoutMs = options.realTimeoutMs;
+  }
+
+  /** @internal Called by the recorders. */
+  noteProgress(): void {
+    this.#progress++;
+    for (const listener of [...this.#listeners]) listener();
+  }
+
+  /** @internal */
+  deliveryStarted(delivery: Delivery, spec: SubscriptionSpec): void {
+    this.#inFlight.set(delivery, spec);
+    this.noteProgress();
+  }
+
+  /** @internal */
+  deliveryEnded(delivery: Delivery): void {
+    this.#inFlight.delete(delivery);
+    this.noteProgress();
+  }
+
+  /** @internal */
+  setCatchAll(close: () => Promise<void>): void {
+    this.#closeCatchAll = close;
+  }
+
+  /**
+   * Moves virtual time forward by `ms`, one timer at a time, letting deliveries, handlers and the
+   * relay run at each step; resolves with `clock.now()` at start + `ms` and everything due by then run.
+   */
+  async advance(ms: number): Promise<void> {
+    if (!Number.isFinite(ms) || ms < 0) throw new InvalidOptionsError(`advance needs ms >= 0, got ${ms}`);
+    const target = this.clock.now() + ms;
+    for (;;) {
+      await this.#quiet(undefined, this.#stallMs);
+      const next = this.clock.nextDue;
+      if (next === undefined || next > target) break;
+      await this.clock.advance(Math.max(0, next - this.clock.now()));
+    }
+    await this.clock.advance(target - this.clock.now());
+    await this.#quiet(undefined, this.#stallMs);
+  }
+
+  /**
+   * Waits, without moving time, until nothing is in flight: no delivery being handled or queued, the
+   * relay has nothing due, and timers due now have run. Rejects with a `HarnessStalledError` after
+   * `realTimeoutMs` (a handler waiting for virtual time never ends here: use `advance`).
+   */
+  async settle(): Promise<void> {
+    await this.#quiet(undefined, undefined);
+  }
+
+  /**
+   * Resolves once `condition` holds, moving virtual time as `select` does, up to `timeoutMs` of it;
+   * rejects with a `FerryError` of code `HARNESS_TIMEOUT` naming `what` otherwise. For conditions no
+   * list records, such as a saga's state.
+   */
+  async eventually(
+    condition: () => boolean | Promise<boolean>,
+    options: SelectOptions & { readonly what?: string } = {},
+  ): Promise<void> {
+    const timeoutMs = options.timeoutMs ?? DEFAULT_SELECT_OPTIONS.timeoutMs;
+    if (await this.waitUntil(condition, timeoutMs)) return;
+    throw new FerryError(
+      'HARNESS_TIMEOUT',
+      `eventually: ${options.what ?? 'the condition'} did not hold within ${timeoutMs} ms of virtual time`,
+    );
+  }
+
+  /** @internal How lists wait: true once `found` holds, false when `timeoutMs` of virtual time passed. */
+  async waitUntil(found: () => boolean | Promise<boolean>, timeoutMs: number): Promise<boolean> {
+    const limit = this.clock.now() + timeoutMs;
+    for (;;) {
+      let state = await this.#quiet(found, this.#stallMs);
+      if (state === 'found') return true;
+      const next = this.clock.nextDue;
+      if (next === undefined || next > limit) {
+        // Nothing left to move time to: what is in flight may still be doing real I/O.
+        if (state === 'stalled') state = await this.#quiet(found, undefined);
+        if (state === 'found') return true;
+        const after = this.clock.nextDue;
+        if (after === undefined || after > limit) return (await found()) === true;
+        continue;
+      }
+      await this.clock.advance(Math.max(0, next - this.clock.now()));
+    }
+  }
+
+  /**
+   * Instances of saga `name` as stored, oldest first, optionally only those with `status`
+   * (`active` or `completed`). Does not wait: use `eventually` to wait for one.
+   */
+  async sagaInstances<S = unknown>(name: string, status?: SagaStatus): Promise<SagaInstanceRecord<S>[]> {
+    const rows = await this.outbox.storage.sagas(name, 10_000, status);
+    return rows.map((row) => ({
+      id: row.id,
+      status: row.status,
+      version: row.version,
+      state: JSON.parse(row.state) as S,
+      updatedAt: row.updatedAt,
+    }));
+  }
+
+  /**
+   * Closes the bus, the outbox and the store, moving virtual time as needed for their close
+   * timeouts. Idempotent.
+   */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      await this.#closeCatchAll?.();
+      await this.#drive(this.bus.close());
+      await this.#drive(this.outbox.close());
+      await this.store.close();
+    })();
+    return this.#closing;
+  }
+
+  /**
+   * Runs what can run without moving time. Resolves `found` once `found` holds, `idle` once nothing is
+   * in flight, `stalled` when deliveries in flight made no progress for `stallMs`; without `stallMs`,
+   * waits for them up to `realTimeoutMs`, then throws.
+   */
+  async #quiet(
+    found: (() => boolean | Promise<boolean>) | undefined,
+    stallMs: number | undefined,
+  ): Promise<Quiet> {
+    const deadline = Date.now() + this.#realTimeoutMs;
+    for (;;) {
+      if (found !== undefined && (await found())) return 'found';
+      const mark = this.#progress;
+      await this.clock.advance(0);
+      const budget = Math.max(0, Math.min(stallMs ?? Number.POSITIVE_INFINITY, deadline - Date.now()));
+      const flushed = await this.#within(this.outbox.flush(), budget);
+      await turn();
+      if (found !== undefined && (await found())) return 'found';
+      if (this.#inFlight.size === 0 && flushed) {
+        const next = this.clock.nextDue;
+        if (this.#progress === mark && (next === undefined || next > this.clock.now())) return 'idle';
+        continue;
+      }
+      if (stallMs !== undefined && [...this.#inFlight.keys()].every((d) => this.#waitingForTime.has(d))) {
+        if (this.#progress === mark) return 'stalled';
+        continue;
+      }
+      const wait = stallMs ?? deadline - Date.now();
+      if (wait > 0 && (this.#progress !== mark || (await this.#progressWithin(wait)))) continue;
+      if (stallMs !== undefined) {
+        for (const delivery of this.#inFlight.keys()) this.#waitingForTime.add(delivery);
+        return 'stalled';
+      }
+      throw new HarnessStalledError(
+        `settle: still in flight after ${this.#realTimeoutMs} ms of real time: ${this.#describeInFlight()}${flushed ? '' : '; the outbox relay has not finished its round'}. A handler waiting for virtual time ends only when time moves: use advance(ms) or select.`,
+      );
+    }
+  }
+
+  #describeInFlight(): string {
+    const parts = [...this.#inFlight].map(([delivery, spec]) =>
+      delivery.ok
+        ? `${delivery.message.type} (attempt ${delivery.message.attempt}) in group ${spec.group}`
+        : `an undecodable message in group ${spec.group}`,
+    );
+    return parts.length === 0 ? 'no delivery' : parts.join(', ');
+  }
+
+  /** True when something was recorded within `ms` of real time. */
+  #progressWithin(ms: number): Promise<boolean> {
+    return new Promise((resolve) => {
+      const done = (value: boolean) => {
+        realClearTimeout(timer);
+        this.#listeners.delete(listener);
+        resolve(value);
+      };
+      const listener = () => done(true);
+      const timer = realSetTimeout(() => done(false), ms);
+      this.#listeners.add(listener);
+    });
+  }
+
+  /** True when `promise` settled within `ms` of real time. */
+  #within(promise: Promise<unknown>, ms: number): Promise<boolean> {
+    return new Promise((resolve) => {
+      const timer = realSetTimeout(() => resolve(false), ms);
+      const end = () => {
+        realClearTimeout(timer);
+        resolve(true);
+      };
+      promise.then(end, end);
+    });
+  }
+
+  /** Waits for `promise`, moving virtual time when it waits on the clock (close timeouts). */
+  async #drive(promise: Promise<void>): Promise<void> {
+    let done = false;
+    const settled = promise.finally(() => {
+      done = true;
+    });
+    const deadline = Date.now() + this.#realTimeoutMs;
+    while (!done) {
+      if (await this.#within(settled, this.#stallMs)) break;
+      const next = this.clock.nextDue;
+      if (next !== undefined) await this.clock.advance(Math.max(0, next - this.clock.now()));
+      else if (Date.now() > deadline) {
+        throw new HarnessStalledError(`close: still waiting after ${this.#realTimeoutMs} ms of real time`);
+      }
+    }
+    await settled;
+  }
+}
+
+/**
+ * Starts an in-memory service for a test: a bus on a broker of its own (`memory://harness-<uuid>`),
+ * a memory event store and an outbox, all on a {@link VirtualClock}, then runs `setup` to subscribe
+ * the handlers and start the sagas under test. Retry delays, handler time limits, saga timeouts,
+ * scheduled messages and relay polling all run on that clock: see {@link TestHarness} for how time
+ * moves. Close it after the test.
+ *
+ * @example
+ * const harness = await createTestHarness({
+ *   service: 'orders',
+ *   contracts,
+ *   setup: async ({ bus, outbox }) => {
+ *     await bus.subscribe('payment.captured', async (msg, { work }) => {
+ *       await work.publish('order.confirmed', { orderId: msg.data.orderId });
+ *     }, { unitOfWork: outbox });
+ *   },
+ * });
+ * await harness.bus.publish('payment.captured', { orderId: '42' });
+ * const confirmed = await harness.published.select('order.confirmed');
+ * expect(confirmed.message.data).toEqual({ orderId: '42' });
+ * await harness.close();
+ */
+export async function createTestHarness<C extends Contracts = NoContracts>(
+  options: TestHarnessOptions<C>,
+): Promise<TestHarness<C>> {
+  const o = { ...DEFAULT_TEST_HARNESS_OPTIONS, ...options };
+  for (const name of ['stallMs', 'realTimeoutMs'] as const) {
+    if (!Number.isInteger(o[name]) || o[name] < 1) {
+      throw new InvalidOptionsError(`${name} must be a positive integer of ms, got ${o[name]}`);
+    }
+  }
+  const clock = options.clock ?? new VirtualClock({ start: Date.now() });
+  if (!(clock instanceof VirtualClock)) throw new InvalidOptionsError('clock must be a VirtualClock');
+  const logger = options.logger ?? silentLogger;
+  const name = `harness-${randomUUID()}`;
+  const inner = new MemoryTransport({ broker: MemoryBroker.named(name, { clock }) });
+
+  let harness: TestHarness<C> | undefined;
+  const wait = (found: () => boolean, timeoutMs: number) => harness!.waitUntil(found, timeoutMs);
+  const lists = {
+    published: new MessageList<PublishedRecord>('published', wait),
+    consumed: new MessageList<ConsumedRecord>('consumed', wait),
+    failed: new MessageList<FailedRecord>('failed', wait),
+    deadLettered: new MessageList<DeadLetteredRecord>('deadLettered', wait),
+  };
+  const transport = new RecordingTransport(inner, {
+    published(envelope) {
+      lists.published.push({ type: envelope.type, message: envelope });
+      harness?.noteProgress();
+    },
+    deliveryStarted(spec, delivery) {
+      harness?.deliveryStarted(delivery, spec);
+    },
+    deliveryDecided(spec, delivery, outcome) {
+      if (outcome?.action === 'dead-letter') {
+        const message = delivery.ok ? delivery.message : undefined;
+        lists.deadLettered.push({
+          type: message?.type ?? '(undecodable)',
+          message,
+          group: spec.group,
+          pattern: spec.pattern,
+          reason: outcome.reason,
+          attempts: outcome.attempts,
+        });
+      }
+      harness?.deliveryEnded(delivery);
+    },
+  });
+  const recorder: HandlerMiddleware = (next, { group, pattern }) => {
+    return async (message) => {
+      try {
+        await next(message);
+      } catch (error) {
+        lists.failed.push({ type: message.type, message, group, pattern, error });
+        harness?.noteProgress();
+        throw error;
+      }
+      lists.consumed.push({ type: message.type, message, group, pattern });
+      harness?.noteProgress();
+    };
+  };
+
+  const bus = await createBus<C>({
+    transport,
+    service: options.service,
+    clock,
+    logger,
+    middleware: [recorder],
+    ...(options.contracts === undefined ? {} : { contracts: options.contracts }),
+    ...(options.subscriptionDefaults === undefined
+      ? {}
+      : { subscriptionDefaults: options.subscriptionDefaults }),
+  });
+  const store = new EventStore(new MemoryEventStoreBackend());
+  const outbox = await createOutbox<C>({
+    store,
+    bus,
+    clock,
+    logger,
+    ...(options.relay === undefined ? {} : { relay: options.relay }),
+  });
+  harness = new TestHarness<C>({ bus, store, outbox, clock, url: `memory://${name}` }, lists, o);
+  if (o.acceptUnrouted) {
+    // Straight on the broker's transport: not one of the bus's subscriptions, so never recorded.
+    const catchAll = await inner.subscribe(
+      { group: 'ferry-test-harness-unrouted', pattern: '#', concurrency: 65_535, retryDelays: [] },
+      () => ACK,
+    );
+    harness.setCatchAll(() => catchAll.close(0));
+  }
+  try {
+    await options.setup?.({ bus, store, outbox, clock });
+  } catch (error) {
+    await harness.close();
+    throw error;
+  }
+  return harness;
+}

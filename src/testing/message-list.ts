@@ -1,0 +1,154 @@
+import { inspect } from 'node:util';
+import { errorGuard, FerryError, InvalidOptionsError } from '../errors/ferry-error.js';
+import { compilePattern } from '../messaging/topic.js';
+
+/** Something a {@link MessageList} holds: every record names the message type it is about. */
+export interface Recorded {
+  readonly type: string;
+}
+
+/**
+ * What a {@link MessageList} selects: a message type or topic pattern (`order.*`, `#`), or a
+ * predicate over the records.
+ */
+export type RecordFilter<R extends Recorded> = string | ((record: R) => boolean);
+
+/** Options of {@link MessageList.select}. */
+export interface SelectOptions {
+  /**
+   * Longest wait in virtual time, in ms: while it waits, the harness runs what can run and moves
+   * its clock one timer at a time, at most this far past the time the wait began.
+   * @default 60000
+   */
+  readonly timeoutMs?: number;
+}
+
+export const DEFAULT_SELECT_OPTIONS = Object.freeze({ timeoutMs: 60_000 } satisfies Required<SelectOptions>);
+
+/** How a list waits: the harness's `waitUntil`, which moves virtual time while `found` is false. */
+export type Waiter = (found: () => boolean, timeoutMs: number) => Promise<boolean>;
+
+/** A `select` found no matching record in time; its message lists what the list held. */
+export class SelectTimeoutError extends FerryError {
+  constructor(message: string) {
+    super('SELECT_TIMEOUT', message);
+  }
+}
+
+/** True when `error` is a {@link SelectTimeoutError}. */
+export const isSelectTimeoutError = errorGuard<SelectTimeoutError>('SELECT_TIMEOUT');
+
+/**
+ * What a test harness saw, in the order it saw it: published, consumed, failed or dead-lettered
+ * messages. Reading (`all`, `count`, `none`) never waits; `select` and `selectAll` wait for records
+ * still to come, moving the harness's virtual time (see `createTestHarness`).
+ *
+ * @example
+ * const confirmed = await harness.published.select('order.confirmed');
+ * expect(confirmed.message.data).toEqual({ orderId: '42' });
+ * expect(harness.failed.count('payment.captured')).toBe(2);
+ */
+export class MessageList<R extends Recorded> {
+  readonly #name: string;
+  readonly #records: R[] = [];
+  readonly #wait: Waiter;
+
+  /** @internal Lists are created by the harness. */
+  constructor(name: string, wait: Waiter) {
+    this.#name = name;
+    this.#wait = wait;
+  }
+
+  /** @internal */
+  push(record: R): void {
+    this.#records.push(record);
+  }
+
+  /** Every record so far, oldest first (a copy), or those `filter` selects. */
+  all(filter?: RecordFilter<R>): R[] {
+    if (filter === undefined) return [...this.#records];
+    const test = matcher(filter);
+    return this.#records.filter(test);
+  }
+
+  /** How many records `filter` selects now (all of them without one). Does not wait. */
+  count(filter?: RecordFilter<R>): number {
+    return this.all(filter).length;
+  }
+
+  /** True when no record matches `filter` now. Does not wait: settle or advance first. */
+  none(filter: RecordFilter<R>): boolean {
+    return this.count(filter) === 0;
+  }
+
+  /**
+   * The first record `filter` selects, already there or arriving while it waits (see
+   * {@link SelectOptions.timeoutMs}). Rejects with a {@link SelectTimeoutError} listing what the list
+   * held when none came.
+   */
+  async select(filter: RecordFilter<R>, options: SelectOptions = {}): Promise<R> {
+    const [first] = await this.selectAll(filter, { ...options, count: 1 });
+    return first!;
+  }
+
+  /**
+   * The records `filter` selects once there are at least `count` of them (@default 1), waiting as
+   * {@link select} does; resolves all of them, oldest first.
+   */
+  async selectAll(
+    filter: RecordFilter<R>,
+    options: SelectOptions & { readonly count?: number } = {},
+  ): Promise<R[]> {
+    const timeoutMs = options.timeoutMs ?? DEFAULT_SELECT_OPTIONS.timeoutMs;
+    const count = options.count ?? 1;
+    if (!Number.isFinite(timeoutMs) || timeoutMs < 0) {
+      throw new InvalidOptionsError(`timeoutMs must be a finite number of ms from 0, got ${timeoutMs}`);
+    }
+    if (!Number.isInteger(count) || count < 1) {
+      throw new InvalidOptionsError(`count must be a positive integer, got ${count}`);
+    }
+    const test = matcher(filter);
+    const found = () => this.#records.filter(test).length >= count;
+    if (!found() && !(await this.#wait(found, timeoutMs))) {
+      const matching = this.#records.filter(test).length;
+      throw new SelectTimeoutError(
+        `${this.#name}: expected ${count === 1 ? 'a record' : `${count} records`} matching ${describe(filter)} within ${timeoutMs} ms of virtual time, found ${matching}; ${this.#name} holds ${this.#describeRecords()}`,
+      );
+    }
+    return this.#records.filter(test);
+  }
+
+  #describeRecords(): string {
+    if (this.#records.length === 0) return 'nothing';
+    const shown = this.#records.slice(0, 20).map((r) => `\n  - ${summary(r)}`);
+    const more = this.#records.length > 20 ? `\n  … and ${this.#records.length - 20} more` : '';
+    return `${this.#records.length}:${shown.join('')}${more}`;
+  }
+}
+
+function matcher<R extends Recorded>(filter: RecordFilter<R>): (record: R) => boolean {
+  if (typeof filter === 'function') return filter;
+  const matches = compilePattern(filter);
+  return (record) => matches(record.type);
+}
+
+function describe(filter: string | ((record: never) => boolean)): string {
+  return typeof filter === 'string' ? `"${filter}"` : `the predicate ${filter.name || '(anonymous)'}`;
+}
+
+function summary(record: Recorded): string {
+  const r = record as Recorded & {
+    message?: { data?: unknown };
+    group?: string;
+    error?: unknown;
+    reason?: { kind: string; message: string };
+  };
+  const parts = [r.type];
+  if (r.group !== undefined) parts.push(`group ${r.group}`);
+  if (r.message !== undefined)
+    parts.push(`data ${inspect(r.message.data, { depth: 3, breakLength: Number.POSITIVE_INFINITY })}`);
+  if (r.error !== undefined)
+    parts.push(`error ${r.error instanceof Error ? r.error.message : inspect(r.error)}`);
+  if (r.reason !== undefined) parts.push(`${r.reason.kind}: ${r.reason.message}`);
+  return parts.join(', ');
+}
