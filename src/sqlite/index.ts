@@ -5,4 +5,5 @@ export {
 } from './sqlite-backend.js';
 export { SqliteIdempotencyStore } from './sqlite-idempotency-store.js';
 export { SqliteInbox } from './sqlite-inbox.js';
+export { SqliteOutboxStorage } from './sqlite-outbox.js';
 export { isStoreBusyError, StoreBusyError } from './store-busy.js';
