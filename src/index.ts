@@ -252,8 +252,10 @@ export { whenDecided } from './messaging/transport.js';
 export type { WireMessage } from './messaging/wire.js';
 export {
   isSagaConcurrencyError,
+  isUnitOfWorkRolledBackError,
   isUnitOfWorkUnsupportedError,
   SagaConcurrencyError,
+  UnitOfWorkRolledBackError,
   UnitOfWorkUnsupportedError,
 } from './outbox/errors.js';
 export { MemoryOutboxStorage } from './outbox/memory-outbox-storage.js';

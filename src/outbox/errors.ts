@@ -32,3 +32,17 @@ export class UnitOfWorkUnsupportedError extends FerryError {
 }
 export const isUnitOfWorkUnsupportedError =
   errorGuard<UnitOfWorkUnsupportedError>('UNIT_OF_WORK_UNSUPPORTED');
+
+/**
+ * The database rolled the unit of work back at commit: one of its statements failed and the work
+ * caught that error and went on (PostgreSQL then answers COMMIT with ROLLBACK). Nothing of it was kept.
+ */
+export class UnitOfWorkRolledBackError extends FerryError {
+  constructor() {
+    super(
+      'UNIT_OF_WORK_ROLLED_BACK',
+      'the unit of work was rolled back: one of its statements failed (and its error was caught), so nothing of it was kept',
+    );
+  }
+}
+export const isUnitOfWorkRolledBackError = errorGuard<UnitOfWorkRolledBackError>('UNIT_OF_WORK_ROLLED_BACK');

@@ -1,8 +1,12 @@
 import type { Pool, PoolClient } from 'pg';
-import { FerryError, InvalidOptionsError } from '../errors/ferry-error.js';
+import { InvalidOptionsError } from '../errors/ferry-error.js';
 import type { AppendResult, ExpectedVersion, PreparedEvent } from '../eventstore/types.js';
 import type { Logger } from '../logging/logger.js';
-import { SagaConcurrencyError, UnitOfWorkUnsupportedError } from '../outbox/errors.js';
+import {
+  SagaConcurrencyError,
+  UnitOfWorkRolledBackError,
+  UnitOfWorkUnsupportedError,
+} from '../outbox/errors.js';
 import type {
   OutboxBacklog,
   OutboxInsert,
@@ -148,10 +152,7 @@ export class PostgresOutboxStorage implements OutboxStorage {
       // PostgreSQL answers COMMIT of a transaction a failed statement aborted with ROLLBACK, no error:
       // `work` resolved after catching that statement's error, and nothing of it was kept.
       if (committed.command !== 'COMMIT') {
-        throw new FerryError(
-          'UNIT_OF_WORK_ROLLED_BACK',
-          'the unit of work was rolled back: one of its statements failed (and its error was caught), so nothing of it was kept',
-        );
+        throw new UnitOfWorkRolledBackError();
       }
       if (tx.lastPosition !== undefined) this.#options.appended(tx.lastPosition);
       if (tx.enqueued && !this.#closed) this.#wakeUps.notify();
