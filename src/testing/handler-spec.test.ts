@@ -1,0 +1,87 @@
+import { AssertionError } from 'node:assert';
+import { describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import type { EventStore } from '../eventstore/store.js';
+import { handlerSpec, type SpecHandler } from './handler-spec.js';
+
+const contracts = {
+  'payment.captured': z.object({ orderId: z.string() }),
+  'order.confirmed': z.object({ orderId: z.string(), total: z.number() }),
+};
+type C = typeof contracts;
+
+/** Confirms a placed order: reads its stream, appends OrderConfirmed and publishes order.confirmed, in one unit of work. */
+const onPaymentCaptured =
+  (store: EventStore): SpecHandler<C> =>
+  async (message, { work }) => {
+    if (message.type !== 'payment.captured') return;
+    const stream = `order-${message.data.orderId}`;
+    const events = await store.readStream(stream);
+    const placed = events.find((e) => e.type === 'OrderPlaced');
+    if (placed === undefined) throw new Error(`order ${message.data.orderId} was never placed`);
+    await work.append(stream, [{ type: 'OrderConfirmed', data: {} }], { expectedVersion: events.length - 1 });
+    const { total } = placed.data as { total: number };
+    await work.publish('order.confirmed', { orderId: message.data.orderId, total });
+  };
+
+const spec = () => handlerSpec<C>(({ store }) => onPaymentCaptured(store), { contracts });
+
+describe('handlerSpec', () => {
+  it('given events, when a message, then the messages published and the events appended', async () => {
+    await spec()
+      .given({ 'order-42': [{ type: 'OrderPlaced', data: { total: 5 } }] })
+      .when({ type: 'payment.captured', data: { orderId: '42' } })
+      .then({
+        published: [{ type: 'order.confirmed', data: { orderId: '42', total: 5 } }],
+        appended: { 'order-42': [{ type: 'OrderConfirmed', data: {} }] },
+      });
+  });
+
+  it('fails with a diff when the handler published something else', async () => {
+    const error = await spec()
+      .given({ 'order-42': [{ type: 'OrderPlaced', data: { total: 5 } }] })
+      .when({ type: 'payment.captured', data: { orderId: '42' } })
+      .then({ published: [{ type: 'order.confirmed', data: { orderId: '42', total: 6 } }] })
+      .catch((e) => e);
+    expect(error).toBeInstanceOf(AssertionError);
+    expect(error.message).toContain('the handler published other messages');
+  });
+
+  it('thenThrows: the handler threw, and nothing of its unit of work was kept', async () => {
+    await spec()
+      .when({ type: 'payment.captured', data: { orderId: '7' } })
+      .thenThrows(/order 7 was never placed/);
+    const error = await spec()
+      .when({ type: 'payment.captured', data: { orderId: '7' } })
+      .then({ published: [] })
+      .catch((e) => e);
+    expect(error).toBeInstanceOf(AssertionError);
+    expect(error.message).toContain(
+      'expected the handler to succeed, but it threw Error: order 7 was never placed',
+    );
+  });
+
+  it('given a setup function; messages it set off are not part of the outcome', async () => {
+    await spec()
+      .given(async ({ store, outbox }) => {
+        await outbox.unitOfWork(async (work) => {
+          await work.append('order-1', [{ type: 'OrderPlaced', data: { total: 3 } }]);
+          await work.publish('order.confirmed', { orderId: 'unrelated', total: 0 });
+        });
+        expect(await store.readStream('order-1')).toHaveLength(1);
+      })
+      .when({ type: 'payment.captured', data: { orderId: '1' } })
+      .then({
+        published: [{ type: 'order.confirmed', data: { orderId: '1', total: 3 } }],
+        appended: { 'order-1': [{ type: 'OrderConfirmed', data: {} }] },
+      });
+  });
+
+  it('refuses to be awaited without then', async () => {
+    // As a test that forgot `.then(…)` would, past the type check that catches it at compile time.
+    const when: unknown = spec().when({ type: 'payment.captured', data: { orderId: '1' } });
+    await expect(async () => {
+      await when;
+    }).rejects.toThrow(/not a promise/);
+  });
+});

@@ -1,0 +1,254 @@
+import { AssertionError, deepStrictEqual } from 'node:assert';
+import { randomUUID } from 'node:crypto';
+import { inspect } from 'node:util';
+import type { EventData } from '../eventstore/types.js';
+import type { HandlerContext, MessageFor, PublishOptions } from '../messaging/bus.js';
+import type { Contracts, DataIn, NoContracts, TypeOf } from '../messaging/contracts.js';
+import type { UnitOfWork } from '../outbox/unit-of-work.js';
+import type { ErrorMatcher } from './decider-spec.js';
+import { createTestHarness, type TestHarness, type TestHarnessParts } from './harness.js';
+
+/** The handler under test: a transactional handler (`work` is its unit of work; a plain handler ignores it). */
+export type SpecHandler<C extends Contracts> = (
+  message: MessageFor<C, '#'>,
+  context: HandlerContext & { readonly work: UnitOfWork<C> },
+) => Promise<void> | void;
+
+/** Options of {@link handlerSpec}. */
+export interface HandlerSpecOptions<C extends Contracts> {
+  /** @default 'handler-spec' */
+  readonly service?: string;
+  readonly contracts?: C;
+}
+
+/** The state before the message: events by stream id, or a function that sets it up. */
+export type HandlerSpecGiven<C extends Contracts> =
+  | Readonly<Record<string, readonly EventData[]>>
+  | ((parts: TestHarnessParts<C>) => Promise<void> | void);
+
+/** The message the handler gets; published on the harness's bus, so contracts check it. */
+export interface HandlerSpecMessage<C extends Contracts, K extends TypeOf<C>> {
+  readonly type: K;
+  readonly data: DataIn<C, K>;
+  readonly options?: PublishOptions;
+}
+
+/** What the handler must have done. Each field left out is not checked. */
+export interface HandlerSpecExpectation {
+  /** Exactly these messages published (type and data, in order; outbox messages once relayed). */
+  readonly published?: readonly { readonly type: string; readonly data: unknown }[];
+  /** Exactly these events appended, by stream id (type and data, in order); `{}` for none. */
+  readonly appended?: Readonly<Record<string, readonly { readonly type: string; readonly data: unknown }[]>>;
+}
+
+/** First step of a {@link handlerSpec}. */
+export interface HandlerSpec<C extends Contracts> {
+  /** The state before the message. Optional: `when` alone starts from an empty store. */
+  given(state: HandlerSpecGiven<C>): HandlerSpecGivenStep<C>;
+  when<K extends TypeOf<C>>(message: HandlerSpecMessage<C, K>): HandlerSpecWhen;
+}
+
+/** Second step of a {@link handlerSpec}. */
+export interface HandlerSpecGivenStep<C extends Contracts> {
+  when<K extends TypeOf<C>>(message: HandlerSpecMessage<C, K>): HandlerSpecWhen;
+}
+
+/** Last step of a {@link handlerSpec}: runs the handler once and rejects with an `AssertionError` when unmet. */
+export interface HandlerSpecWhen {
+  /** The handler succeeded and did what `expected` says. Await it; do not await the spec itself. */
+  then(expected: HandlerSpecExpectation): Promise<void>;
+  /** The handler threw an error matching `matcher` (its unit of work rolled back). */
+  thenThrows(matcher: ErrorMatcher): Promise<void>;
+}
+
+/**
+ * Tests one message handler given/when/then, in a {@link createTestHarness} of its own: given this
+ * state, when this message, then these messages published and these events appended (or this
+ * error). The handler runs once (no retries) in a unit of work of the harness's outbox.
+ *
+ * @example
+ * await handlerSpec(({ store }) => onPaymentCaptured(store), { contracts })
+ *   .given({ 'order-42': [{ type: 'OrderPlaced', data: { total: 5 } }] })
+ *   .when({ type: 'payment.captured', data: { orderId: '42' } })
+ *   .then({
+ *     published: [{ type: 'order.confirmed', data: { orderId: '42' } }],
+ *     appended: { 'order-42': [{ type: 'OrderConfirmed', data: {} }] },
+ *   });
+ */
+export function handlerSpec<C extends Contracts = NoContracts>(
+  build: (parts: TestHarnessParts<C>) => SpecHandler<C>,
+  options: HandlerSpecOptions<C> = {},
+): HandlerSpec<C> {
+  const when =
+    (given: HandlerSpecGiven<C> | undefined) =>
+    <K extends TypeOf<C>>(message: HandlerSpecMessage<C, K>): HandlerSpecWhen =>
+      new HandlerSpecRun(build, options, given, message);
+  return { given: (state) => ({ when: when(state) }), when: when(undefined) };
+}
+
+interface Outcome {
+  readonly error?: { readonly thrown: unknown };
+  readonly published: { type: string; data: unknown }[];
+  readonly appended: Record<string, { type: string; data: unknown }[]>;
+}
+
+class HandlerSpecRun<C extends Contracts, K extends TypeOf<C>> implements HandlerSpecWhen {
+  readonly #build: (parts: TestHarnessParts<C>) => SpecHandler<C>;
+  readonly #options: HandlerSpecOptions<C>;
+  readonly #given: HandlerSpecGiven<C> | undefined;
+  readonly #message: HandlerSpecMessage<C, K>;
+
+  constructor(
+    build: (parts: TestHarnessParts<C>) => SpecHandler<C>,
+    options: HandlerSpecOptions<C>,
+    given: HandlerSpecGiven<C> | undefined,
+    message: HandlerSpecMessage<C, K>,
+  ) {
+    this.#build = build;
+    this.#options = options;
+    this.#given = given;
+    this.#message = message;
+  }
+
+  // biome-ignore lint/suspicious/noThenProperty: given/when/then is the point; `await` on a spec is caught below.
+  then(expected: HandlerSpecExpectation): Promise<void> {
+    // `await spec.when(message)` would call this with resolve and reject: throwing at once rejects
+    // that await (a rejected promise returned to it would be ignored, and the await would hang).
+    if (typeof expected !== 'object' || expected === null) {
+      throw new TypeError(
+        'a handler spec is not a promise: end it with `await ….then({ published, appended })`',
+      );
+    }
+    return this.#then(expected);
+  }
+
+  async #then(expected: HandlerSpecExpectation): Promise<void> {
+    const outcome = await this.#run();
+    if (outcome.error !== undefined) {
+      const failure = new AssertionError({
+        message: `expected the handler to succeed, but it threw ${showError(outcome.error.thrown)}`,
+        actual: outcome.error.thrown,
+        operator: 'then',
+      });
+      failure.cause = outcome.error.thrown;
+      throw failure;
+    }
+    if (expected.published !== undefined) {
+      assertDeepEqual(outcome.published, expected.published, 'the handler published other messages', 'then');
+    }
+    if (expected.appended !== undefined) {
+      assertDeepEqual(outcome.appended, expected.appended, 'the handler appended other events', 'then');
+    }
+  }
+
+  async thenThrows(matcher: ErrorMatcher): Promise<void> {
+    const outcome = await this.#run();
+    if (outcome.error === undefined) {
+      throw new AssertionError({
+        message: `expected the handler to throw an error matching ${describeMatcher(matcher)}, but it succeeded and published ${show(outcome.published)}`,
+        expected: matcher,
+        operator: 'thenThrows',
+      });
+    }
+    if (!matches(outcome.error.thrown, matcher)) {
+      const failure = new AssertionError({
+        message: `the handler threw ${showError(outcome.error.thrown)}, which does not match ${describeMatcher(matcher)}`,
+        actual: outcome.error.thrown,
+        expected: matcher,
+        operator: 'thenThrows',
+      });
+      failure.cause = outcome.error.thrown;
+      throw failure;
+    }
+  }
+
+  async #run(): Promise<Outcome> {
+    const type = this.#message.type;
+    let harness: TestHarness<C> | undefined;
+    try {
+      harness = await createTestHarness<C>({
+        service: this.#options.service ?? 'handler-spec',
+        ...(this.#options.contracts === undefined ? {} : { contracts: this.#options.contracts }),
+        setup: async (parts) => {
+          if (typeof this.#given === 'function') await this.#given(parts);
+          else {
+            for (const [streamId, events] of Object.entries(this.#given ?? {})) {
+              await parts.store.append(streamId, events);
+            }
+          }
+          const handler = this.#build(parts);
+          await parts.bus.subscribe(type, handler as never, { unitOfWork: parts.outbox, maxAttempts: 1 });
+        },
+      });
+      const h = harness;
+      // What `given` set off is part of the state, not of the outcome.
+      await h.settle();
+      let from = 0n;
+      for await (const event of h.store.readAll()) from = event.position + 1n;
+      const skip = h.published.count();
+      const [consumedBefore, failedBefore] = [h.consumed.count(type), h.failed.count(type)];
+      const id = this.#message.options?.id ?? randomUUID();
+      await h.bus.publish(type, this.#message.data, { ...this.#message.options, id });
+      await h.eventually(
+        () => h.consumed.count(type) > consumedBefore || h.failed.count(type) > failedBefore,
+        { what: `a run of the handler of ${type}` },
+      );
+      await h.settle();
+      const appended: Record<string, { type: string; data: unknown }[]> = {};
+      for await (const event of h.store.readAll({ fromPosition: from })) {
+        const stream = appended[event.streamId] ?? [];
+        stream.push({ type: event.type, data: event.data });
+        appended[event.streamId] = stream;
+      }
+      const failed = h.failed.all(type)[failedBefore];
+      return {
+        ...(failed === undefined ? {} : { error: { thrown: failed.error } }),
+        published: h.published
+          .all()
+          .slice(skip)
+          .filter((p) => p.message.id !== id)
+          .map((p) => ({ type: p.type, data: p.message.data })),
+        appended,
+      };
+    } finally {
+      await harness?.close();
+    }
+  }
+}
+
+// The operator names the step that failed (see decider-spec.ts for why it is not 'deepStrictEqual').
+function assertDeepEqual(actual: unknown, expected: unknown, summary: string, operator: string): void {
+  try {
+    deepStrictEqual(actual, expected);
+  } catch (error) {
+    const diff = error instanceof Error ? error.message : String(error);
+    throw new AssertionError({ message: `${summary}\n${diff}`, actual, expected, operator });
+  }
+}
+
+function matches(error: unknown, matcher: ErrorMatcher): boolean {
+  if (matcher instanceof RegExp) {
+    matcher.lastIndex = 0;
+    return matcher.test(error instanceof Error ? error.message : String(error));
+  }
+  if (isErrorClass(matcher)) return error instanceof matcher;
+  return matcher(error) === true;
+}
+
+function isErrorClass(matcher: ErrorMatcher): matcher is abstract new (...args: never[]) => unknown {
+  return typeof matcher === 'function' && (matcher === Error || matcher.prototype instanceof Error);
+}
+
+function describeMatcher(matcher: ErrorMatcher): string {
+  if (matcher instanceof RegExp) return `the message pattern ${String(matcher)}`;
+  if (isErrorClass(matcher)) return `the class ${matcher.name}`;
+  return `the predicate ${matcher.name || '(anonymous)'}`;
+}
+
+function showError(error: unknown): string {
+  return error instanceof Error ? `${error.name}: ${error.message}` : show(error);
+}
+
+function show(value: unknown): string {
+  return inspect(value, { depth: 6, breakLength: Number.POSITIVE_INFINITY });
+}
