@@ -318,7 +318,9 @@ export class Bus<C extends Contracts = NoContracts> {
   /**
    * Subscribes `handler` to messages whose type matches `pattern` (`*` = one word, `#` = zero or more).
    * The handler's success acknowledges the message; a throw schedules a delayed retry, and after
-   * `maxAttempts` the message goes to the group's dead-letter queue with the error.
+   * `maxAttempts` the message goes to the group's dead-letter queue with the error. An error whose
+   * `retryable` property is `false` (a saga's `SagaTransitionError`, say) dead-letters the message at
+   * once: running it again cannot succeed.
    */
   subscribe<P extends string, W>(
     pattern: P,
@@ -451,7 +453,7 @@ export class Bus<C extends Contracts = NoContracts> {
 
     const failed = (message: Message, error: unknown): Outcome => {
       const attempt = message.attempt;
-      if (attempt <= delays.length)
+      if (attempt <= delays.length && !isFinal(error))
         return { action: 'retry', attempt: attempt + 1, delayMs: delays[attempt - 1]! };
       const reason = describeThrown(error);
       const kind = isTimeout(error) ? 'timeout' : 'handler-error';
@@ -584,6 +586,20 @@ export class Bus<C extends Contracts = NoContracts> {
       await this.transport.close(this.#closeTimeoutMs);
     })();
     return this.#closing;
+  }
+}
+
+/**
+ * Whether a handler's error says that another attempt cannot succeed (`retryable: false`), so that
+ * the message is dead-lettered at once. Never throws, as {@link isTimeout}.
+ */
+function isFinal(error: unknown): boolean {
+  try {
+    return (
+      typeof error === 'object' && error !== null && (error as { retryable?: unknown }).retryable === false
+    );
+  } catch {
+    return false;
   }
 }
 

@@ -1,0 +1,84 @@
+import { createHash } from 'node:crypto';
+
+/** A pending timeout of an instance: the id of its scheduled outbox message (to cancel it) and its type. */
+export interface StoredTimeout {
+  readonly id: string;
+  readonly type: string;
+}
+
+/** A step done, and the message that undoes it. */
+export interface UndoStep {
+  readonly step: string;
+  readonly type: string;
+  readonly data: unknown;
+}
+
+/** What a saga instance keeps in `SagaRow.state`, as JSON text. */
+export interface StoredSagaState {
+  readonly status: string;
+  readonly data: unknown;
+  readonly timeouts: Readonly<Record<string, StoredTimeout>>;
+  readonly undo: readonly UndoStep[];
+}
+
+/** Reads `SagaRow.state`; throws on a row that is not a saga state (written by something else). */
+export function parseSagaState(saga: string, id: string, text: string): StoredSagaState {
+  const value = JSON.parse(text) as Partial<StoredSagaState> | null;
+  if (value === null || typeof value !== 'object' || typeof value.status !== 'string') {
+    throw new Error(`saga "${saga}" instance "${id}": the stored state is not a saga state`);
+  }
+  return { status: value.status, data: value.data, timeouts: value.timeouts ?? {}, undo: value.undo ?? [] };
+}
+
+/**
+ * Where `value` would not come back as it is from a JSON round trip (a Date, a Map, a class
+ * instance, NaN, a function, a bigint…), as a path such as `data.placedAt`; `undefined` when it
+ * would. `undefined` members of objects are accepted: JSON drops them, which reads back the same.
+ */
+export function jsonProblem(value: unknown, path: string, depth = 0): string | undefined {
+  switch (typeof value) {
+    case 'string':
+    case 'boolean':
+      return undefined;
+    case 'number':
+      return Number.isFinite(value) ? undefined : `${path} (${value})`;
+    case 'object':
+      break;
+    default:
+      return `${path} (a ${typeof value})`;
+  }
+  if (value === null) return undefined;
+  if (depth > 100) return `${path} (nested too deep)`;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) {
+      const problem = jsonProblem(value[i], `${path}[${i}]`, depth + 1);
+      if (problem !== undefined) return problem;
+    }
+    return undefined;
+  }
+  const proto = Object.getPrototypeOf(value);
+  if (proto !== Object.prototype && proto !== null) {
+    return `${path} (a ${(value as object).constructor?.name ?? 'class instance'})`;
+  }
+  for (const [key, member] of Object.entries(value)) {
+    if (member === undefined) continue;
+    const problem = jsonProblem(member, `${path}.${key}`, depth + 1);
+    if (problem !== undefined) return problem;
+  }
+  return undefined;
+}
+
+/**
+ * A message id that depends only on (saga, instance id, step): a UUID (version 8, "custom") built
+ * from the SHA-256 of the three. An undo published again by a re-run compensation has the same id,
+ * so a consumer's inbox drops the duplicate.
+ */
+export function undoMessageId(saga: string, id: string, step: string): string {
+  const hash = createHash('sha256')
+    .update(JSON.stringify(['ferry-saga-undo', saga, id, step]))
+    .digest();
+  hash[6] = (hash[6]! & 0x0f) | 0x80;
+  hash[8] = (hash[8]! & 0x3f) | 0x80;
+  const hex = hash.subarray(0, 16).toString('hex');
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}

@@ -1,0 +1,262 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { createBus } from '../connect/create-bus.js';
+import { MemoryEventStoreBackend } from '../eventstore/memory/memory-backend.js';
+import { EventStore } from '../eventstore/store.js';
+import { uuidv7 } from '../ids/uuidv7.js';
+import { silentLogger } from '../logging/logger.js';
+import type { Message } from '../messaging/envelope.js';
+import { createOutbox } from '../outbox/outbox.js';
+import { sleep, waitFor } from '../testing/wait.js';
+import { VirtualClock } from '../time/clock.js';
+import { defineSaga } from './define-saga.js';
+import { SagaTransitionError, SagaUnknownInstanceError } from './errors.js';
+import { orderContracts, orderSaga } from './fixtures/order-saga.js';
+import { undoMessageId } from './saga-state.js';
+import { startSaga } from './start-saga.js';
+
+const closers: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  for (const close of closers.splice(0).reverse()) await close();
+});
+
+const tallyContracts = {
+  'tally.opened': z.object({ tallyId: z.string() }),
+  'tally.add': z.object({ tallyId: z.string(), n: z.number() }),
+};
+
+/** Adds numbers: each message reads the total and writes it back, so a lost update shows. */
+const tallySaga = defineSaga({
+  name: 'tally',
+  contracts: tallyContracts,
+  startedBy: ['tally.opened'],
+  initial: () => ({ status: 'open', data: { total: 0, count: 0 } }),
+  id: { 'tally.opened': (m) => m.data.tallyId, 'tally.add': (m) => m.data.tallyId },
+  states: {
+    open: {
+      'tally.add': async (saga, m) => {
+        const { total, count } = saga.state.data;
+        await sleep(1); // the other instance's message gets to run meanwhile
+        saga.set({ total: total + m.data.n, count: count + 1 });
+      },
+    },
+  },
+});
+
+async function setup() {
+  const clock = new VirtualClock({ start: Date.now() });
+  const bus = await createBus({
+    url: `memory://saga-${uuidv7()}`,
+    service: 'shop',
+    logger: silentLogger,
+    contracts: { ...orderContracts, ...tallyContracts },
+    clock,
+  });
+  closers.push(() => bus.close());
+  const backend = new MemoryEventStoreBackend();
+  const store = new EventStore(backend, { logger: silentLogger });
+  closers.push(() => store.close());
+  const outbox = await createOutbox({ store, bus, clock, logger: silentLogger });
+  closers.push(() => outbox.close());
+  const received: Message[] = [];
+  await bus.subscribe('#', (m) => void received.push(m), { group: 'audit' });
+  const saga = await startSaga(orderSaga, { outbox, logger: silentLogger });
+  closers.push(() => saga.close());
+  const sent = (type: string) => received.filter((m) => m.type === type);
+  // The relay sleeps 0 ms on the clock between two rows of one key: a virtual clock must let it run.
+  const until = (what: string, condition: () => boolean | Promise<boolean>) =>
+    waitFor(async () => {
+      await clock.advance(0);
+      return condition();
+    }, what);
+  return { clock, bus, backend, store, outbox, saga, received, sent, until };
+}
+
+type Setup = Awaited<ReturnType<typeof setup>>;
+
+async function placeAndReserve(s: Setup, orderId: string) {
+  await s.bus.publish('order.placed', { orderId, total: 40 });
+  await s.until('stock.reserve', () => s.sent('stock.reserve').length === 1);
+  await s.bus.publish('stock.reserved', { orderId });
+  await s.until('payment.charge', () => s.sent('payment.charge').length === 1);
+}
+
+describe('order saga on the memory store and bus', () => {
+  it('reserves, charges and confirms; the payment timeout is cancelled and never fires', async () => {
+    const s = await setup();
+    await placeAndReserve(s, 'o-1');
+    expect(s.sent('payment.charge')[0]!.data).toEqual({ orderId: 'o-1', amount: 40 });
+    expect(await s.saga.get('o-1')).toMatchObject({
+      status: 'charging',
+      timeouts: ['payment'],
+      steps: ['stock'],
+    });
+    const [timeout] = await s.outbox.scheduled();
+    expect(timeout).toMatchObject({
+      type: 'saga.order.timeout',
+      envelope: { data: { sagaId: 'o-1', name: 'payment' } },
+    });
+    expect(timeout!.dueAt.getTime()).toBe(s.clock.now() + 30_000);
+
+    await s.bus.publish('payment.charged', { orderId: 'o-1' });
+    await s.until('order.confirmed', () => s.sent('order.confirmed').length === 1);
+    const done = await s.saga.get('o-1');
+    expect(done).toMatchObject({ status: 'confirmed', completed: true, timeouts: [], version: 3 });
+    expect(await s.outbox.scheduled()).toEqual([]);
+
+    await s.clock.advance(60_000);
+    await s.outbox.flush();
+    await sleep(20);
+    expect(s.sent('saga.order.timeout')).toEqual([]);
+    expect(await s.saga.get('o-1')).toEqual(done);
+    expect(s.sent('stock.release')).toEqual([]);
+  });
+
+  it('cancels when the stock is unavailable', async () => {
+    const s = await setup();
+    await s.bus.publish('order.placed', { orderId: 'o-2', total: 10 });
+    await s.until('stock.reserve', () => s.sent('stock.reserve').length === 1);
+    await s.bus.publish('stock.unavailable', { orderId: 'o-2' });
+    await s.until('order.cancelled', () => s.sent('order.cancelled').length === 1);
+    expect(s.sent('order.cancelled')[0]!.data).toEqual({ orderId: 'o-2', reason: 'out of stock' });
+    expect(await s.saga.get('o-2')).toMatchObject({ status: 'cancelled', completed: true });
+    expect(s.sent('stock.release')).toEqual([]);
+  });
+
+  it('compensates a declined payment: releases the stock with a deterministic id, then cancels', async () => {
+    const s = await setup();
+    await placeAndReserve(s, 'o-3');
+    await s.bus.publish('payment.declined', { orderId: 'o-3' });
+    await s.until('order.cancelled', () => s.sent('order.cancelled').length === 1);
+    const release = s.sent('stock.release');
+    expect(release.map((m) => [m.id, m.data])).toEqual([
+      [undoMessageId('order', 'o-3', 'stock'), { orderId: 'o-3' }],
+    ]);
+    // Same key (the saga id): the undo goes out before the cancellation.
+    const types = s.received.filter((m) => m.type !== 'order.placed').map((m) => m.type);
+    expect(types.indexOf('stock.release')).toBeLessThan(types.indexOf('order.cancelled'));
+    expect(await s.saga.get('o-3')).toMatchObject({
+      status: 'cancelled',
+      completed: true,
+      steps: [],
+      timeouts: [],
+      data: { total: 40, notes: ['declined'] },
+    });
+    expect(await s.outbox.scheduled()).toEqual([]);
+  });
+
+  it('compensates when the payment timeout fires, on the virtual clock', async () => {
+    const s = await setup();
+    await placeAndReserve(s, 'o-4');
+    await s.clock.advance(29_999);
+    await s.outbox.flush();
+    expect(s.sent('saga.order.timeout')).toEqual([]);
+    await s.clock.advance(1);
+    await s.until('order.cancelled', () => s.sent('order.cancelled').length === 1);
+    expect(s.sent('saga.order.timeout')).toHaveLength(1);
+    expect(s.sent('order.cancelled')[0]!.data).toEqual({ orderId: 'o-4', reason: 'payment timed out' });
+    expect(s.sent('stock.release').map((m) => m.id)).toEqual([undoMessageId('order', 'o-4', 'stock')]);
+    expect(await s.saga.get('o-4')).toMatchObject({ status: 'cancelled', completed: true, timeouts: [] });
+    // A reply after the timeout: the instance is completed, onCompleted is 'ignore'.
+    await s.bus.publish('payment.charged', { orderId: 'o-4' });
+    await sleep(30);
+    expect(await s.bus.listDeadLetters({ group: 'saga-order' })).toEqual([]);
+    expect(s.sent('order.confirmed')).toEqual([]);
+    expect(await s.saga.get('o-4')).toMatchObject({ status: 'cancelled', version: 3 });
+  });
+
+  it('ignores a second start message for an existing instance', async () => {
+    const s = await setup();
+    await s.bus.publish('order.placed', { orderId: 'o-5', total: 40 });
+    await s.until('stock.reserve', () => s.sent('stock.reserve').length === 1);
+    await s.bus.publish('order.placed', { orderId: 'o-5', total: 99 });
+    await s.until('second order.placed', () => s.sent('order.placed').length === 2);
+    await sleep(30);
+    expect(s.sent('stock.reserve')).toHaveLength(1);
+    expect(await s.saga.get('o-5')).toMatchObject({ status: 'reserving', data: { total: 40 }, version: 1 });
+    expect(await s.bus.listDeadLetters({ group: 'saga-order' })).toEqual([]);
+  });
+
+  it('dead-letters a message for an unknown instance at once', async () => {
+    const s = await setup();
+    await s.bus.publish('stock.reserved', { orderId: 'nobody' });
+    await s.until(
+      'a dead letter',
+      async () => (await s.bus.listDeadLetters({ group: 'saga-order' })).length === 1,
+    );
+    const [letter] = await s.bus.listDeadLetters({ group: 'saga-order' });
+    expect(letter).toMatchObject({
+      attempts: 1,
+      reason: { message: new SagaUnknownInstanceError('order', 'nobody', 'stock.reserved').message },
+    });
+    expect(letter!.envelope?.type).toBe('stock.reserved');
+    expect(await s.saga.instances()).toEqual([]);
+  });
+
+  it('dead-letters an invalid transition at once, with the typed error text', async () => {
+    const s = await setup();
+    await s.bus.publish('order.placed', { orderId: 'o-6', total: 40 });
+    await s.until('stock.reserve', () => s.sent('stock.reserve').length === 1);
+    await s.bus.publish('payment.charged', { orderId: 'o-6' });
+    await s.until(
+      'a dead letter',
+      async () => (await s.bus.listDeadLetters({ group: 'saga-order' })).length === 1,
+    );
+    const [letter] = await s.bus.listDeadLetters({ group: 'saga-order' });
+    expect(letter!.attempts).toBe(1);
+    expect(letter!.reason.message).toBe(
+      'saga "order" instance "o-6" in status "reserving" has no handler for "payment.charged"',
+    );
+    expect(letter!.reason.message).toBe(
+      new SagaTransitionError('order', 'o-6', 'reserving', 'payment.charged').message,
+    );
+    expect(await s.saga.get('o-6')).toMatchObject({ status: 'reserving', version: 1 });
+  });
+
+  it('lists instances by active or completed', async () => {
+    const s = await setup();
+    await s.bus.publish('order.placed', { orderId: 'a', total: 1 });
+    await s.bus.publish('order.placed', { orderId: 'b', total: 2 });
+    await s.until('two reservations', () => s.sent('stock.reserve').length === 2);
+    await s.bus.publish('stock.unavailable', { orderId: 'b' });
+    await s.until('order.cancelled', () => s.sent('order.cancelled').length === 1);
+    expect((await s.saga.instances({ status: 'active' })).map((i) => i.id)).toEqual(['a']);
+    expect((await s.saga.instances({ status: 'completed' })).map((i) => i.id)).toEqual(['b']);
+    expect((await s.saga.instances()).map((i) => i.id).sort()).toEqual(['a', 'b']);
+    expect(await s.saga.get('zzz')).toBeUndefined();
+  });
+
+  it('applies every message of two saga instances (processes) sharing the store, none lost', async () => {
+    const s = await setup();
+    // A second "process": its own outbox on the same database, its own subscribers in the same group.
+    const second = await createOutbox({
+      store: new EventStore(s.backend, { logger: silentLogger }),
+      bus: s.bus,
+      clock: s.clock,
+      logger: silentLogger,
+    });
+    closers.push(() => second.close());
+    const one = await startSaga(tallySaga, {
+      outbox: s.outbox,
+      logger: silentLogger,
+      subscribe: { concurrency: 4 },
+    });
+    const two = await startSaga(tallySaga, {
+      outbox: second,
+      logger: silentLogger,
+      subscribe: { concurrency: 4 },
+    });
+    closers.push(
+      () => one.close(),
+      () => two.close(),
+    );
+    await s.bus.publish('tally.opened', { tallyId: 't' });
+    await s.until('the tally', async () => (await one.get('t')) !== undefined);
+    await Promise.all(
+      Array.from({ length: 20 }, (_, i) => s.bus.publish('tally.add', { tallyId: 't', n: i + 1 })),
+    );
+    await s.until('20 additions', async () => (await two.get('t'))?.data.count === 20);
+    expect(await one.get('t')).toMatchObject({ data: { total: 210, count: 20 }, version: 21 });
+    expect(await s.bus.listDeadLetters({ group: 'saga-tally' })).toEqual([]);
+  });
+});

@@ -1,0 +1,153 @@
+import { InvalidOptionsError } from '../errors/ferry-error.js';
+import { type Logger, stderrLogger } from '../logging/logger.js';
+import type { Bus, SubscribeOptions, Subscription } from '../messaging/bus.js';
+import type { Contracts, TypeOf } from '../messaging/contracts.js';
+import type { Message } from '../messaging/envelope.js';
+import type { Outbox } from '../outbox/outbox.js';
+import type { SagaRow, SagaStatus } from '../outbox/storage.js';
+import type { UnitOfWork } from '../outbox/unit-of-work.js';
+import { applySagaMessage } from './apply-message.js';
+import type { SagaDefinition } from './define-saga.js';
+import { parseSagaState, type StoredSagaState } from './saga-state.js';
+
+/** Options of {@link startSaga}. */
+export interface StartSagaOptions<BC extends Contracts> {
+  /** The outbox whose store keeps the instances and whose units of work apply the messages. */
+  readonly outbox: Outbox<BC>;
+  /** The bus to subscribe on. @default the outbox's bus */
+  readonly bus?: Bus<BC>;
+  /** The subscription group, shared by every process running the saga. @default `saga-<name>` */
+  readonly group?: string;
+  /**
+   * Options of the subscriptions (concurrency, maxAttempts, backoff, handlerTimeoutMs…). Errors the
+   * saga raises on purpose (invalid transition, unknown or completed instance under `'dead-letter'`)
+   * are dead-lettered at once whatever `maxAttempts` says.
+   */
+  readonly subscribe?: Omit<SubscribeOptions, 'group'>;
+  /** Where ignored messages are logged (debug). @default warnings and errors to stderr */
+  readonly logger?: Logger;
+}
+
+/** A saga instance as stored. */
+export interface SagaInstance<S extends string = string, D = unknown> {
+  readonly id: string;
+  readonly status: S;
+  readonly data: D;
+  /** Whether the instance is completed. */
+  readonly completed: boolean;
+  /** Names of its pending timeouts. */
+  readonly timeouts: readonly string[];
+  /** Names of its steps done and not compensated, oldest first. */
+  readonly steps: readonly string[];
+  /** 1 after the first message, + 1 per message that changed it. */
+  readonly version: number;
+  readonly updatedAt: Date;
+}
+
+/** A running saga, from {@link startSaga}. */
+export interface RunningSaga<S extends string = string, D = unknown> {
+  readonly name: string;
+  /** One subscription per message type the saga handles. */
+  readonly subscriptions: readonly Subscription[];
+  /** Instances, oldest first, optionally only the active or completed ones. @default all, up to 100 */
+  instances(options?: {
+    readonly status?: SagaStatus;
+    readonly limit?: number;
+  }): Promise<SagaInstance<S, D>[]>;
+  /** One instance, or `undefined`. */
+  get(id: string): Promise<SagaInstance<S, D> | undefined>;
+  /** Closes the subscriptions (waiting for the messages in flight). Idempotent. */
+  close(): Promise<void>;
+}
+
+/**
+ * Runs a saga: subscribes its group (`saga-<name>`) to every message type it handles, each message
+ * applied in a unit of work of `outbox` (the transactional inbox: a redelivered message has no
+ * effect), its instance loaded and saved with optimistic concurrency, its messages and timeouts
+ * committed with its state. Two processes may run the same saga on one database: a message that
+ * loses a race on an instance is run again by the outbox.
+ *
+ * @example
+ * const outbox = await createOutbox({ store, bus });
+ * const running = await startSaga(orderSaga, { outbox });
+ * await bus.publish('order.placed', { orderId: 'o-1', total: 40 });
+ * // later
+ * await running.get('o-1'); // { status: 'charging', data: …, timeouts: ['payment'], … }
+ */
+export async function startSaga<
+  BC extends Contracts,
+  C extends Contracts,
+  N extends string,
+  Start extends TypeOf<C>,
+  S extends string,
+  D,
+>(definition: SagaDefinition<C, N, Start, S, D>, options: StartSagaOptions<BC>): Promise<RunningSaga<S, D>> {
+  const { outbox } = options;
+  if (outbox === undefined || typeof outbox.unitOfWork !== 'function') {
+    throw new InvalidOptionsError('startSaga needs an outbox (createOutbox)');
+  }
+  const bus = options.bus ?? outbox.bus;
+  const group = options.group ?? `saga-${definition.name}`;
+  const logger = options.logger ?? stderrLogger;
+  const now = () => outbox.clock.now();
+  const handle = async (message: Message, { work }: { readonly work: UnitOfWork<BC> }) => {
+    const outcome = await applySagaMessage(definition as never, work as never, message, now);
+    if (outcome.kind === 'ignored') {
+      logger.debug(
+        `saga "${definition.name}" ignored message ${message.id} (${message.type}) for instance "${outcome.id}": ${outcome.reason}`,
+      );
+    }
+  };
+  const subscriptions: Subscription[] = [];
+  try {
+    for (const type of definition.handledTypes) {
+      subscriptions.push(
+        await (bus as unknown as Bus).subscribe(type, handle as never, {
+          ...options.subscribe,
+          group,
+          unitOfWork: outbox as unknown as Outbox,
+        }),
+      );
+    }
+  } catch (error) {
+    await Promise.all(subscriptions.map((s) => s.close()));
+    throw error;
+  }
+  let closing: Promise<void> | undefined;
+  const storage = outbox.storage;
+  return {
+    name: definition.name,
+    subscriptions,
+    async instances(query = {}) {
+      const limit = query.limit ?? 100;
+      if (!Number.isInteger(limit) || limit < 1 || limit > 10_000) {
+        throw new InvalidOptionsError('limit must be an integer from 1 to 10000');
+      }
+      const rows = await storage.sagas(definition.name, limit, query.status);
+      return rows.map((row) => instanceOf<S, D>(row));
+    },
+    async get(id) {
+      const row = await storage.transaction((tx) => tx.loadSaga(definition.name, id));
+      return row === undefined ? undefined : instanceOf<S, D>(row);
+    },
+    close() {
+      closing ??= Promise.all(subscriptions.map((s) => s.close())).then(() => {});
+      return closing;
+    },
+  };
+}
+
+/** @internal Reads a stored row as an instance (also for `sagaSpec`). */
+export function instanceOf<S extends string, D>(row: SagaRow): SagaInstance<S, D> {
+  const state: StoredSagaState = parseSagaState(row.saga, row.id, row.state);
+  return {
+    id: row.id,
+    status: state.status as S,
+    data: state.data as D,
+    completed: row.status === 'completed',
+    timeouts: Object.keys(state.timeouts),
+    steps: state.undo.map((u) => u.step),
+    version: row.version,
+    updatedAt: new Date(row.updatedAt),
+  };
+}
