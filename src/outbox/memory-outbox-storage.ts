@@ -168,10 +168,10 @@ export class MemoryOutboxStorage implements OutboxStorage {
     return count;
   }
 
-  async retry(owner: string, seq: bigint, error: string, dueAt: number): Promise<void> {
+  async retry(owner: string, seq: bigint, error: string, dueAt: number, counted: boolean): Promise<void> {
     const row = this.#rows.get(seq);
     if (row?.leaseOwner !== owner) return;
-    row.attempts++;
+    if (counted) row.attempts++;
     row.lastError = error;
     row.dueAt = dueAt;
     row.leaseOwner = undefined;

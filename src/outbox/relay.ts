@@ -162,7 +162,9 @@ export class Relay {
         continue;
       }
       if (this.#stopped) break;
-      if (rows.length >= this.#o.batchSize || this.#woken) continue;
+      // Rows were settled: the next row of each key they held may now go. Idle only once a claim
+      // finds nothing due.
+      if (rows.length > 0 || this.#woken) continue;
       for (const resolve of this.#idleWaiters.splice(0)) resolve();
       await this.#sleepUntilNext();
     }
@@ -220,7 +222,7 @@ export class Relay {
         MAX_UNREACHABLE_DELAY_MS,
         UNREACHABLE_DELAY_MS * 2 ** Math.min(this.#unreachable, 10),
       );
-      await this.#storage.retry(this.owner, row.seq, reason, now + jitter(delay));
+      await this.#storage.retry(this.owner, row.seq, reason, now + jitter(delay), false);
       return;
     }
     const attempts = row.attempts + 1;
@@ -235,7 +237,7 @@ export class Relay {
     this.#logger.warn(
       `outbox: message ${row.id} refused (attempt ${attempts}): ${reason}; retrying in ${delay} ms`,
     );
-    await this.#storage.retry(this.owner, row.seq, reason, now + jitter(delay));
+    await this.#storage.retry(this.owner, row.seq, reason, now + jitter(delay), true);
   }
 
   #withTimeout(publish: Promise<void>): Promise<void> {

@@ -30,10 +30,11 @@ export interface OutboxStorage {
   /** Deletes the rows `owner` still leases among `seqs` (they were published). Resolves how many. */
   delivered(owner: string, seqs: readonly bigint[]): Promise<number>;
   /**
-   * Ends `owner`'s lease on row `seq` after a failed attempt: `attempts` + 1, `lastError` set, due
-   * again at `dueAt`. Does nothing when `owner` no longer leases it.
+   * Ends `owner`'s lease on row `seq` after a failed attempt: `attempts` + 1 when `counted` (the
+   * broker refused the message; not when it could not be reached), `lastError` set, due again at
+   * `dueAt`. Does nothing when `owner` no longer leases it.
    */
-  retry(owner: string, seq: bigint, error: string, dueAt: number): Promise<void>;
+  retry(owner: string, seq: bigint, error: string, dueAt: number, counted: boolean): Promise<void>;
   /**
    * Sets row `seq` aside as `failed` with `error` (`attempts` + 1, lease ended); its key is held
    * until it is redriven or discarded. Does nothing when `owner` no longer leases it.

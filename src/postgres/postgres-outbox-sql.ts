@@ -31,7 +31,7 @@ export function outboxStatements(s: string) {
         .join(', ')}`,
     delivered: `DELETE FROM ${s}.outbox WHERE seq = ANY($2::bigint[]) AND lease_owner = $1`,
     retry: `
-      UPDATE ${s}.outbox SET attempts = attempts + 1, last_error = $3, due_at = $4, lease_owner = NULL, lease_until = NULL
+      UPDATE ${s}.outbox SET attempts = attempts + $5::int, last_error = $3, due_at = $4, lease_owner = NULL, lease_until = NULL
       WHERE seq = $2 AND lease_owner = $1 AND state = 'pending'`,
     fail: `
       UPDATE ${s}.outbox SET state = 'failed', attempts = attempts + 1, last_error = $3, lease_owner = NULL, lease_until = NULL

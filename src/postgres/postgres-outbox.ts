@@ -183,8 +183,8 @@ export class PostgresOutboxStorage implements OutboxStorage {
     return result.rowCount ?? 0;
   }
 
-  async retry(owner: string, seq: bigint, error: string, dueAt: number): Promise<void> {
-    await this.#pool.query(this.#sql.retry, [owner, String(seq), error, ms(dueAt)]);
+  async retry(owner: string, seq: bigint, error: string, dueAt: number, counted: boolean): Promise<void> {
+    await this.#pool.query(this.#sql.retry, [owner, String(seq), error, ms(dueAt), counted ? 1 : 0]);
   }
 
   async fail(owner: string, seq: bigint, error: string): Promise<void> {

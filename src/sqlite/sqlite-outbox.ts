@@ -56,8 +56,8 @@ function prepareStatements(db: Database.Database) {
     delivered: db.prepare<[string, string]>(
       'DELETE FROM ferry_outbox WHERE lease_owner = ? AND seq IN (SELECT value FROM json_each(?))',
     ),
-    retry: db.prepare<[string, number, string, bigint]>(
-      `UPDATE ferry_outbox SET attempts = attempts + 1, last_error = ?, due_at = ?, lease_owner = NULL, lease_until = NULL
+    retry: db.prepare<[number, string, number, string, bigint]>(
+      `UPDATE ferry_outbox SET attempts = attempts + ?, last_error = ?, due_at = ?, lease_owner = NULL, lease_until = NULL
        WHERE lease_owner = ? AND seq = ? AND state = 'pending'`,
     ),
     fail: db.prepare<[string, string, bigint]>(
@@ -165,8 +165,8 @@ export class SqliteOutboxStorage implements OutboxStorage {
     return (await this.#write((s) => s.delivered.run(owner, jsonList(seqs)))).changes;
   }
 
-  async retry(owner: string, seq: bigint, error: string, dueAt: number): Promise<void> {
-    await this.#write((s) => s.retry.run(error, ms(dueAt), owner, seq));
+  async retry(owner: string, seq: bigint, error: string, dueAt: number, counted: boolean): Promise<void> {
+    await this.#write((s) => s.retry.run(counted ? 1 : 0, error, ms(dueAt), owner, seq));
   }
 
   async fail(owner: string, seq: bigint, error: string): Promise<void> {

@@ -186,7 +186,7 @@ export function testOutboxStorage(name: string, harness: OutboxStorageHarness): 
       expect(taken?.id).toBe(m.id);
       // The first holder's late outcome does not touch the new holder's row.
       expect(await storage.delivered('relay-a', [row!.seq])).toBe(0);
-      await storage.retry('relay-a', row!.seq, 'late', T0 + 5000);
+      await storage.retry('relay-a', row!.seq, 'late', T0 + 5000, true);
       await storage.fail('relay-a', row!.seq, 'late');
       expect(await storage.failed(10)).toEqual([]);
       expect(await storage.delivered('relay-b', [taken!.seq])).toBe(1);
@@ -200,7 +200,7 @@ export function testOutboxStorage(name: string, harness: OutboxStorageHarness): 
       const other = message('other');
       await storage.transaction((tx) => tx.enqueue([k1, k2, other]));
       const [r1] = await storage.claim('relay-a', T0, 1, 30_000);
-      await storage.retry('relay-a', r1!.seq, 'broker down', T0 + 500);
+      await storage.retry('relay-a', r1!.seq, 'broker down', T0 + 500, true);
       const others = await storage.claim('relay-a', T0 + 100, 10, 30_000);
       expect(others.map((r) => r.id)).toEqual([other.id]);
       await storage.delivered('relay-a', [others[0]!.seq]);
@@ -215,6 +215,18 @@ export function testOutboxStorage(name: string, harness: OutboxStorageHarness): 
       expect(failed[0]).toMatchObject({ id: k1.id, state: 'failed', attempts: 2, lastError: 'unroutable' });
       const backlog = await storage.backlog(T0 + 600);
       expect(backlog).toMatchObject({ pending: 1, failed: 1, scheduled: 0, oldestCreatedAt: T0 });
+    });
+
+    it('does not count a retry of a message the broker could not be reached for', async () => {
+      const { storage } = await open();
+      await storage.transaction((tx) => tx.enqueue([message()]));
+      const [row] = await storage.claim('relay-a', T0, 10, 30_000);
+      await storage.retry('relay-a', row!.seq, 'broker unreachable', T0 + 10, false);
+      const [again] = await storage.claim('relay-a', T0 + 10, 10, 30_000);
+      expect(again).toMatchObject({ attempts: 0, lastError: 'broker unreachable', dueAt: T0 + 10 });
+      await storage.retry('relay-a', again!.seq, 'unroutable', T0 + 20, true);
+      const [third] = await storage.claim('relay-a', T0 + 20, 10, 30_000);
+      expect(third).toMatchObject({ attempts: 1, lastError: 'unroutable' });
     });
 
     it('redrives failed rows as new and discards them on request', async () => {
