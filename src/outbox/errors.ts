@@ -1,4 +1,4 @@
-import { errorGuard, FerryError } from '../errors/ferry-error.js';
+import { errorGuard, FerryError, type FerryErrorOptions } from '../errors/ferry-error.js';
 
 /**
  * A saga instance was written by someone else since it was loaded (another message for the same
@@ -38,10 +38,11 @@ export const isUnitOfWorkUnsupportedError =
  * caught that error and went on (PostgreSQL then answers COMMIT with ROLLBACK). Nothing of it was kept.
  */
 export class UnitOfWorkRolledBackError extends FerryError {
-  constructor() {
+  constructor(options: FerryErrorOptions = {}) {
     super(
       'UNIT_OF_WORK_ROLLED_BACK',
       'the unit of work was rolled back: one of its statements failed (and its error was caught), so nothing of it was kept',
+      options,
     );
   }
 }

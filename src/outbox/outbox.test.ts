@@ -95,6 +95,24 @@ describe('outbox on the memory store', () => {
     expect(await store.readStream('order-2')).toEqual([]);
   });
 
+  it('rolls back a unit of work one of whose writes failed, even if the work caught the error', async () => {
+    const { store, outbox, received } = await setup();
+    await store.append('order-9', [{ type: 'OrderPlaced', data: {} }]);
+    const error = await outbox
+      .unitOfWork(async (work) => {
+        await work.publish('order.placed', { orderId: '9' });
+        await work
+          .append('order-9', [{ type: 'Again', data: {} }], { expectedVersion: 'no_stream' })
+          .catch(() => {});
+      })
+      .catch((e: unknown) => e);
+    expect(error).toMatchObject({ code: 'UNIT_OF_WORK_ROLLED_BACK' });
+    expect(isConcurrencyError((error as Error).cause)).toBe(true);
+    await outbox.flush();
+    expect(received).toEqual([]);
+    expect(await store.readStream('order-9')).toHaveLength(1);
+  });
+
   it('refuses a message its contract refuses, in the unit of work', async () => {
     const { outbox } = await setup();
     await expect(

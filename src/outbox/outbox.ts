@@ -10,10 +10,15 @@ import type { Envelope } from '../messaging/envelope.js';
 import type { HandlerUnitOfWork } from '../messaging/transactional.js';
 import { type Clock, type ClockTimer, systemClock } from '../time/clock.js';
 import { MAX_TIMER_MS } from '../time/max-timer.js';
-import { isSagaConcurrencyError, UnitOfWorkUnsupportedError } from './errors.js';
+import {
+  isSagaConcurrencyError,
+  isUnitOfWorkRolledBackError,
+  UnitOfWorkRolledBackError,
+  UnitOfWorkUnsupportedError,
+} from './errors.js';
 import { MemoryOutboxStorage } from './memory-outbox-storage.js';
 import { DEFAULT_RELAY_OPTIONS, Relay, type RelayOptions } from './relay.js';
-import { isOutboxCapable, type OutboxRow, type OutboxStorage } from './storage.js';
+import { isOutboxCapable, type OutboxRow, type OutboxStorage, type StorageTransaction } from './storage.js';
 import { UnitOfWork } from './unit-of-work.js';
 
 /** Options of {@link createOutbox}. */
@@ -163,9 +168,19 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
         let dueNow = 0;
         try {
           const result = await this.storage.transaction(async (tx) => {
-            const unit = new UnitOfWork<C>(tx, this.bus, this.clock);
+            let failure: { readonly error: unknown } | undefined;
+            const unit = new UnitOfWork<C>(
+              guarded(tx, (error) => {
+                failure ??= { error };
+              }),
+              this.bus,
+              this.clock,
+            );
             try {
               const value = await work(unit);
+              // One rule on every backend: a write that failed dooms the unit of work, even if the
+              // work caught its error (PostgreSQL would roll it back at commit anyway).
+              if (failure !== undefined) throw new UnitOfWorkRolledBackError({ cause: failure.error });
               dueNow = unit.dueNow;
               return value;
             } finally {
@@ -175,7 +190,7 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
           if (dueNow > 0) this.#relay?.notify();
           return result;
         } catch (error) {
-          if (!(isConcurrencyError(error) || isSagaConcurrencyError(error)) || attempt >= this.#maxRetries) {
+          if (!lostRace(error) || attempt >= this.#maxRetries) {
             throw error;
           }
           await new Promise((resolve) =>
@@ -409,4 +424,31 @@ function parseEnvelope(row: OutboxRow): Envelope {
   } catch {
     return { id: row.id, type: '(unreadable)', data: row.envelope } as unknown as Envelope;
   }
+}
+
+/** `tx`, reporting every call that rejects to `failed` (the rejection still reaches the caller). */
+function guarded(tx: StorageTransaction, failed: (error: unknown) => void): StorageTransaction {
+  const watch = <T>(promise: Promise<T>): Promise<T> =>
+    promise.catch((error: unknown) => {
+      failed(error);
+      throw error;
+    });
+  return {
+    get client() {
+      return tx.client;
+    },
+    append: (streamId, events, expected) => watch(tx.append(streamId, events, expected)),
+    query: (sql, params) => watch(tx.query(sql, params)),
+    enqueue: (messages) => watch(tx.enqueue(messages)),
+    cancel: (ids, now) => watch(tx.cancel(ids, now)),
+    markHandled: (consumer, messageId, now) => watch(tx.markHandled(consumer, messageId, now)),
+    loadSaga: (saga, id) => watch(tx.loadSaga(saga, id)),
+    saveSaga: (row, expected) => watch(tx.saveSaga(row, expected)),
+  };
+}
+
+/** A unit of work that lost a race to another writer (even if the work caught the error). */
+function lostRace(error: unknown): boolean {
+  const race = (e: unknown) => isConcurrencyError(e) || isSagaConcurrencyError(e);
+  return race(error) || (isUnitOfWorkRolledBackError(error) && race(error.cause));
 }
