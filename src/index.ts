@@ -329,6 +329,40 @@ export type { RetryInfo, RetryOptions } from './resilience/retry.js';
 export { DEFAULT_RETRY, defaultShouldRetry, RetryPolicy, retry } from './resilience/retry.js';
 export type { TimeoutOptions } from './resilience/timeout.js';
 export { TimeoutPolicy, timeout } from './resilience/timeout.js';
+export type { SagaIgnoredReason, SagaOutcome } from './saga/apply-message.js';
+export {
+  defineSaga,
+  type SagaDefinition,
+  type SagaHandler,
+  type SagaMessage,
+  type SagaOptions,
+  type SagaPolicy,
+  type SagaStateHandlers,
+  type SagaTimeoutData,
+  type SagaTimeoutType,
+} from './saga/define-saga.js';
+export {
+  isSagaCompletedError,
+  isSagaDefinitionError,
+  isSagaTransitionError,
+  isSagaUnknownInstanceError,
+  SagaCompletedError,
+  SagaDefinitionError,
+  SagaTransitionError,
+  SagaUnknownInstanceError,
+} from './saga/errors.js';
+export {
+  SagaContext,
+  type SagaPublishOptions,
+  type SagaState,
+  type SagaTimeoutWhen,
+} from './saga/saga-context.js';
+export {
+  type RunningSaga,
+  type SagaInstance,
+  type StartSagaOptions,
+  startSaga,
+} from './saga/start-saga.js';
 export {
   type Clock,
   type ClockTimer,

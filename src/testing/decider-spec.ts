@@ -147,7 +147,8 @@ function unexpectedThrow(error: unknown, wanted: string, operator: string): Asse
   return failure;
 }
 
-function matches(error: unknown, matcher: ErrorMatcher): boolean {
+/** Whether `error` matches `matcher` (shared with `sagaSpec`). */
+export function matches(error: unknown, matcher: ErrorMatcher): boolean {
   if (matcher instanceof RegExp) {
     matcher.lastIndex = 0; // a /g or /y pattern remembers where its last match ended
     return matcher.test(error instanceof Error ? error.message : String(error));
@@ -161,7 +162,8 @@ function isErrorClass(matcher: ErrorMatcher): matcher is abstract new (...args: 
   return typeof matcher === 'function' && (matcher === Error || matcher.prototype instanceof Error);
 }
 
-function describeMatcher(matcher: ErrorMatcher): string {
+/** `matcher` in words, for assertion messages (shared with `sagaSpec`). */
+export function describeMatcher(matcher: ErrorMatcher): string {
   if (matcher instanceof RegExp) return `the message pattern ${String(matcher)}`;
   if (isErrorClass(matcher)) return `the class ${matcher.name}`;
   return `the predicate ${matcher.name || '(anonymous)'}`;

@@ -58,5 +58,14 @@ export {
 } from './message-list.js';
 export { dropSchemas, postgresTestUrl, testSchemaName } from './postgres.js';
 export { createTestVhost, rabbitmqBaseUrl, type TestVhost } from './rabbitmq.js';
+export {
+  type SagaSpec,
+  type SagaSpecExpectation,
+  type SagaSpecGiven,
+  type SagaSpecMessage,
+  type SagaSpecSent,
+  type SagaSpecWhen,
+  sagaSpec,
+} from './saga-spec.js';
 export { type TransportFeatures, type TransportHarness, testTransport } from './transport-contract.js';
 export { sleep, waitFor } from './wait.js';

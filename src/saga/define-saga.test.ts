@@ -1,0 +1,92 @@
+import { describe, expect, expectTypeOf, it } from 'vitest';
+import { z } from 'zod';
+import { defineSaga } from './define-saga.js';
+import { orderContracts, orderSaga } from './fixtures/order-saga.js';
+
+const contracts = {
+  'job.started': z.object({ jobId: z.string() }),
+  'job.finished': z.object({ jobId: z.string(), ok: z.boolean() }),
+};
+
+describe('defineSaga', () => {
+  it('types statuses from states, data from initial, messages from contracts', () => {
+    const saga = defineSaga({
+      name: 'job',
+      contracts,
+      startedBy: ['job.started'],
+      initial: (m) => ({ status: 'running', data: { jobId: m.data.jobId, tries: 0 } }),
+      id: { 'job.started': (m) => m.data.jobId, 'job.finished': (m) => m.data.jobId },
+      states: {
+        running: {
+          'job.finished': (saga, m) => {
+            expectTypeOf(m.data).toEqualTypeOf<{ jobId: string; ok: boolean }>();
+            expectTypeOf(saga.state.status).toEqualTypeOf<'running' | 'done'>();
+            expectTypeOf(saga.state.data).toEqualTypeOf<{ jobId: string; tries: number }>();
+            // @ts-expect-error: 'finished' is not a declared status
+            saga.to('finished');
+            // @ts-expect-error: 'job.cancelled' is not a message type of the contracts
+            saga.publish('job.cancelled', { jobId: m.data.jobId });
+            // @ts-expect-error: the data of 'job.finished' needs ok
+            saga.publish('job.finished', { jobId: m.data.jobId });
+            // @ts-expect-error: data keeps its type
+            saga.set({ jobId: 'j', tries: 'many' });
+            saga.to('done', { jobId: m.data.jobId, tries: 1 }).complete();
+          },
+          'saga.job.timeout': (_saga, m) => {
+            expectTypeOf(m.data).toEqualTypeOf<{ readonly sagaId: string; readonly name: string }>();
+          },
+        },
+        done: {},
+      },
+    });
+    expect(saga.handledTypes).toEqual(['job.started', 'job.finished', 'saga.job.timeout']);
+    // Compiled, never run: what the compiler refuses.
+    const refused = () => [
+      defineSaga({
+        name: 'job',
+        contracts,
+        startedBy: ['job.started'],
+        initial: () => ({ status: 'running', data: {} }),
+        id: { 'job.started': (m) => m.data.jobId },
+        states: {
+          running: {
+            // @ts-expect-error: a handler for a message type not in the contracts
+            'job.vanished': () => {},
+          },
+        },
+      }),
+      defineSaga({
+        name: 'job',
+        contracts,
+        // @ts-expect-error: a start type not in the contracts
+        startedBy: ['job.queued'],
+        // @ts-expect-error: the initial status must be declared in states
+        initial: () => ({ status: 'pending', data: {} }),
+        id: {},
+        states: { running: {} },
+      }),
+    ];
+    expect(typeof refused).toBe('function');
+    expect(orderSaga.timeoutType).toBe('saga.order.timeout');
+  });
+
+  it('refuses a handled type without correlation, a bad name, an unknown policy', () => {
+    const base = {
+      name: 'job',
+      contracts,
+      startedBy: ['job.started'] as const,
+      initial: () => ({ status: 'running' as const, data: {} }),
+      states: { running: { 'job.finished': () => {} } },
+    };
+    expect(() => defineSaga({ ...base, id: { 'job.started': (m) => m.data.jobId } })).toThrow(
+      /handles "job.finished" but has no id for it/,
+    );
+    const id = { 'job.started': () => 'x', 'job.finished': () => 'x' };
+    expect(() => defineSaga({ ...base, id, name: 'has space' })).toThrow(/a saga name must be/);
+    expect(() => defineSaga({ ...base, id, onUnknown: 'drop' as never })).toThrow(
+      "onUnknown must be 'dead-letter' or 'ignore'",
+    );
+    expect(() => defineSaga({ ...base, id, startedBy: [] })).toThrow(/at least one message type/);
+    expect(Object.keys(orderContracts)).toContain('stock.release');
+  });
+});

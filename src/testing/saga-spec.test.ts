@@ -1,0 +1,126 @@
+import { AssertionError } from 'node:assert';
+import { describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { defineSaga } from '../saga/define-saga.js';
+import { isSagaDefinitionError, isSagaTransitionError, isSagaUnknownInstanceError } from '../saga/errors.js';
+import { orderSaga } from '../saga/fixtures/order-saga.js';
+import { undoMessageId } from '../saga/saga-state.js';
+import { sagaSpec } from './saga-spec.js';
+
+const placed = { type: 'order.placed', data: { orderId: 'o-1', total: 40 } } as const;
+const reserved = { type: 'stock.reserved', data: { orderId: 'o-1' } } as const;
+
+describe('sagaSpec', () => {
+  it('checks a start: status, data and the first command', async () => {
+    await sagaSpec(orderSaga)
+      .given([])
+      .when(placed)
+      .then({
+        status: 'reserving',
+        data: { total: 40, notes: [] },
+        completed: false,
+        published: [{ type: 'stock.reserve', data: { orderId: 'o-1' } }],
+        scheduled: [],
+      });
+  });
+
+  it('checks a transition with a step recorded and a timeout scheduled', async () => {
+    await sagaSpec(orderSaga)
+      .given([placed])
+      .when(reserved)
+      .then({
+        status: 'charging',
+        published: [{ type: 'payment.charge', data: { orderId: 'o-1', amount: 40 } }],
+        scheduled: [{ type: 'saga.order.timeout', data: { sagaId: 'o-1', name: 'payment' } }],
+        timeouts: ['payment'],
+        steps: ['stock'],
+      });
+  });
+
+  it('fires a pending timeout: compensation in reverse, then completion', async () => {
+    await sagaSpec(orderSaga)
+      .given([placed, reserved])
+      .when({ timeout: 'payment' })
+      .then({
+        status: 'cancelled',
+        completed: true,
+        published: [
+          { type: 'stock.release', data: { orderId: 'o-1' } },
+          { type: 'order.cancelled', data: { orderId: 'o-1', reason: 'payment timed out' } },
+        ],
+        timeouts: [],
+        steps: [],
+      });
+  });
+
+  it('ignores a timeout cancelled by the reply, and a duplicate start', async () => {
+    await expect(
+      sagaSpec(orderSaga)
+        .given([placed, reserved, { type: 'payment.charged', data: { orderId: 'o-1' } }])
+        .when({ timeout: 'payment' })
+        .then({ status: 'cancelled' }),
+    ).rejects.toThrow(/no pending timeout "payment"/);
+    await sagaSpec(orderSaga).given([placed]).when(placed).thenIgnored('duplicate-start');
+    await sagaSpec(orderSaga)
+      .given([placed, { type: 'stock.unavailable', data: { orderId: 'o-1' } }])
+      .when(reserved)
+      .thenIgnored('completed');
+  });
+
+  it('checks the errors of invalid transitions and unknown instances', async () => {
+    await sagaSpec(orderSaga)
+      .given([placed])
+      .when({ type: 'payment.charged', data: { orderId: 'o-1' } })
+      .thenThrows(isSagaTransitionError);
+    await sagaSpec(orderSaga)
+      .given([])
+      .when(reserved)
+      .thenThrows(/saga "order" has no instance "o-1"/);
+    await sagaSpec(orderSaga).given([]).when(reserved).thenThrows(isSagaUnknownInstanceError);
+  });
+
+  it('fails with an AssertionError when the saga is not as expected', async () => {
+    const wrong = sagaSpec(orderSaga).given([placed]).when(reserved).then({ status: 'confirmed' });
+    await expect(wrong).rejects.toThrow(AssertionError);
+    await expect(wrong).rejects.toThrow(/the saga is not as expected/);
+    await expect(sagaSpec(orderSaga).given([placed]).when(reserved).thenIgnored()).rejects.toThrow(
+      /but it applied it/,
+    );
+    await expect(sagaSpec(orderSaga).given([]).when(placed).thenThrows(Error)).rejects.toThrow(
+      /but it applied the message/,
+    );
+    // Awaiting the spec instead of ending it rejects instead of hanging.
+    await expect(
+      (async () => {
+        // @ts-expect-error: the compiler refuses it too (a `then` that is not a promise's)
+        await sagaSpec(orderSaga).given([]).when(placed);
+      })(),
+    ).rejects.toThrow(/not a promise/);
+  });
+
+  it('refuses data that would not survive JSON, and gives undo messages ids of their own', async () => {
+    const contracts = { 'clock.started': z.object({ id: z.string() }) };
+    const dated = defineSaga({
+      name: 'dated',
+      contracts,
+      startedBy: ['clock.started'],
+      initial: () => ({ status: 'on', data: { at: new Date() } }),
+      id: { 'clock.started': (m) => m.data.id },
+      states: { on: {} },
+    });
+    await sagaSpec(dated)
+      .given([])
+      .when({ type: 'clock.started', data: { id: 'c' } })
+      .thenThrows(isSagaDefinitionError);
+    await sagaSpec(dated)
+      .given([])
+      .when({ type: 'clock.started', data: { id: 'c' } })
+      .thenThrows(/data\.at \(a Date\)/);
+    const a = undoMessageId('order', 'o-1', 'stock');
+    expect(a).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-8[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    expect(undoMessageId('order', 'o-1', 'stock')).toBe(a);
+    expect(
+      new Set([a, undoMessageId('order', 'o-2', 'stock'), undoMessageId('order', 'o-1', 'payment')]).size,
+    ).toBe(3);
+  });
+});
