@@ -1,5 +1,4 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { z } from 'zod';
 import { createBus } from '../connect/create-bus.js';
 import { MemoryEventStoreBackend } from '../eventstore/memory/memory-backend.js';
 import { EventStore } from '../eventstore/store.js';
@@ -9,38 +8,15 @@ import type { Message } from '../messaging/envelope.js';
 import { createOutbox } from '../outbox/outbox.js';
 import { sleep, waitFor } from '../testing/wait.js';
 import { VirtualClock } from '../time/clock.js';
-import { defineSaga } from './define-saga.js';
 import { SagaTransitionError, SagaUnknownInstanceError } from './errors.js';
 import { orderContracts, orderSaga } from './fixtures/order-saga.js';
+import { tallyContracts, tallySaga } from './fixtures/tally-saga.js';
 import { undoMessageId } from './saga-state.js';
 import { startSaga } from './start-saga.js';
 
 const closers: (() => Promise<void>)[] = [];
 afterEach(async () => {
   for (const close of closers.splice(0).reverse()) await close();
-});
-
-const tallyContracts = {
-  'tally.opened': z.object({ tallyId: z.string() }),
-  'tally.add': z.object({ tallyId: z.string(), n: z.number() }),
-};
-
-/** Adds numbers: each message reads the total and writes it back, so a lost update shows. */
-const tallySaga = defineSaga({
-  name: 'tally',
-  contracts: tallyContracts,
-  startedBy: ['tally.opened'],
-  initial: () => ({ status: 'open', data: { total: 0, count: 0 } }),
-  id: { 'tally.opened': (m) => m.data.tallyId, 'tally.add': (m) => m.data.tallyId },
-  states: {
-    open: {
-      'tally.add': async (saga, m) => {
-        const { total, count } = saga.state.data;
-        await sleep(1); // the other instance's message gets to run meanwhile
-        saga.set({ total: total + m.data.n, count: count + 1 });
-      },
-    },
-  },
 });
 
 async function setup() {
