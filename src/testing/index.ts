@@ -56,6 +56,11 @@ export {
   type SelectOptions,
   SelectTimeoutError,
 } from './message-list.js';
+export {
+  type OutboxStorageHarness,
+  type OutboxStorageUnderTest,
+  testOutboxStorage,
+} from './outbox-storage-contract.js';
 export { dropSchemas, postgresTestUrl, testSchemaName } from './postgres.js';
 export { createTestVhost, rabbitmqBaseUrl, type TestVhost } from './rabbitmq.js';
 export {
