@@ -1,6 +1,7 @@
 import { afterAll } from 'vitest';
 import { EventStore } from '../eventstore/store.js';
 import { silentLogger } from '../logging/logger.js';
+import { testOutbox } from '../testing/outbox-contract.js';
 import { testOutboxStorage } from '../testing/outbox-storage-contract.js';
 import { dropSchemas, postgresTestUrl, testSchemaName } from '../testing/postgres.js';
 import { PostgresEventStoreBackend } from './postgres-backend.js';
@@ -39,5 +40,13 @@ testOutboxStorage('postgres', {
         await store.close();
       },
     };
+  },
+});
+
+testOutbox('postgres', {
+  async createStore() {
+    const schema = testSchemaName('obx');
+    schemas.push(schema);
+    return new EventStore(await open(schema), { logger: silentLogger });
   },
 });

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll } from 'vitest';
 import { EventStore } from '../eventstore/store.js';
+import { testOutbox } from '../testing/outbox-contract.js';
 import { testOutboxStorage } from '../testing/outbox-storage-contract.js';
 import { SqliteEventStoreBackend } from './sqlite-backend.js';
 
@@ -36,5 +37,11 @@ testOutboxStorage('sqlite', {
         await store.close();
       },
     };
+  },
+});
+
+testOutbox('sqlite', {
+  async createStore() {
+    return new EventStore(await open(join(dir, `outbox-${++files}.db`)));
   },
 });

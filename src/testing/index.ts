@@ -56,6 +56,7 @@ export {
   type SelectOptions,
   SelectTimeoutError,
 } from './message-list.js';
+export { type OutboxHarness, testOutbox } from './outbox-contract.js';
 export {
   type OutboxStorageHarness,
   type OutboxStorageUnderTest,

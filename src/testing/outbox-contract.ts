@@ -1,0 +1,371 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { createBus } from '../connect/create-bus.js';
+import { CommandHandler } from '../eventstore/command-handler.js';
+import type { Decider } from '../eventstore/decider.js';
+import { isConcurrencyError } from '../eventstore/errors.js';
+import type { EventStore } from '../eventstore/store.js';
+import type { ReadStreamOptions } from '../eventstore/types.js';
+import { uuidv7 } from '../ids/uuidv7.js';
+import { silentLogger } from '../logging/logger.js';
+import { Bus } from '../messaging/bus.js';
+import type { Envelope, Message } from '../messaging/envelope.js';
+import { UnroutableError } from '../messaging/errors.js';
+import type { Transport } from '../messaging/transport.js';
+import { createOutbox } from '../outbox/outbox.js';
+import { VirtualClock } from '../time/clock.js';
+import { waitFor } from './wait.js';
+
+/** What the outbox contract suite needs: a fresh, empty, open store per call. */
+export interface OutboxHarness {
+  createStore(): Promise<EventStore>;
+}
+
+/**
+ * The outbox contract: units of work, the relay, scheduled and failed messages, command handlers in a
+ * unit of work and the transactional inbox, on a store of the backend under test with the memory
+ * bus. Every backend (memory, SQLite, PostgreSQL) must pass it.
+ */
+export function testOutbox(name: string, harness: OutboxHarness): void {
+  describe(`outbox contract: ${name}`, () => {
+    const closers: (() => Promise<void>)[] = [];
+    afterEach(async () => {
+      for (const close of closers.splice(0).reverse()) await close();
+    });
+
+    async function setup(
+      options: { clock?: VirtualClock; transport?: (t: Transport) => Transport; maxAttempts?: number } = {},
+    ) {
+      const base = await createBus({
+        url: `memory://outbox-${uuidv7()}`,
+        service: 'orders',
+        logger: silentLogger,
+        contracts: { 'order.placed': z.object({ orderId: z.string() }) },
+      });
+      closers.push(() => base.close());
+      const bus: Bus<{ 'order.placed': z.ZodObject<{ orderId: z.ZodString }> }> =
+        options.transport === undefined
+          ? base
+          : new Bus(options.transport(base.transport), {
+              service: 'orders',
+              logger: silentLogger,
+              contracts: { 'order.placed': z.object({ orderId: z.string() }) },
+            });
+      const store = await harness.createStore();
+      closers.push(() => store.close());
+      const outbox = await createOutbox({
+        store,
+        bus,
+        logger: silentLogger,
+        ...(options.clock === undefined ? {} : { clock: options.clock }),
+        relay: { retryDelayMs: 10, maxAttempts: options.maxAttempts ?? 3 },
+      });
+      closers.push(() => outbox.close());
+      const received: Message[] = [];
+      await base.subscribe(
+        '#',
+        (m) => {
+          received.push(m);
+        },
+        { group: 'audit' },
+      );
+      return { bus: base, store, outbox, received };
+    }
+
+    describe('outbox', () => {
+      it('publishes what a unit of work committed, with its envelope fixed in the unit of work', async () => {
+        const { store, outbox, received } = await setup();
+        const id = await outbox.unitOfWork(async (work) => {
+          await work.append('order-1', [{ type: 'OrderPlaced', data: { total: 5 } }], {
+            expectedVersion: 'no_stream',
+          });
+          return work.publish('order.placed', { orderId: '1' }, { correlationId: 'corr-1', key: 'order-1' });
+        });
+        await waitFor(() => received.length === 1, 'the expected deliveries');
+        expect(received[0]).toMatchObject({
+          id,
+          type: 'order.placed',
+          source: 'orders',
+          correlationid: 'corr-1',
+          data: { orderId: '1' },
+        });
+        expect(await store.readStream('order-1')).toHaveLength(1);
+        expect(await outbox.backlog()).toEqual({ pending: 0, failed: 0, scheduled: 0, oldestAgeMs: 0 });
+      });
+
+      it('publishes nothing and keeps nothing of a unit of work that throws', async () => {
+        const { store, outbox, received } = await setup();
+        await expect(
+          outbox.unitOfWork(async (work) => {
+            await work.append('order-2', [{ type: 'OrderPlaced', data: {} }]);
+            await work.publish('order.placed', { orderId: '2' });
+            throw new Error('payment service said no');
+          }),
+        ).rejects.toThrow('payment service said no');
+        await outbox.flush();
+        expect(received).toEqual([]);
+        expect(await store.readStream('order-2')).toEqual([]);
+      });
+
+      it('rolls back a unit of work one of whose writes failed, even if the work caught the error', async () => {
+        const { store, outbox, received } = await setup();
+        await store.append('order-9', [{ type: 'OrderPlaced', data: {} }]);
+        const error = await outbox
+          .unitOfWork(async (work) => {
+            await work.publish('order.placed', { orderId: '9' });
+            await work
+              .append('order-9', [{ type: 'Again', data: {} }], { expectedVersion: 'no_stream' })
+              .catch(() => {});
+          })
+          .catch((e: unknown) => e);
+        expect(error).toMatchObject({ code: 'UNIT_OF_WORK_ROLLED_BACK' });
+        expect(isConcurrencyError((error as Error).cause)).toBe(true);
+        await outbox.flush();
+        expect(received).toEqual([]);
+        expect(await store.readStream('order-9')).toHaveLength(1);
+      });
+
+      it('refuses a message its contract refuses, in the unit of work', async () => {
+        const { outbox } = await setup();
+        await expect(
+          outbox.unitOfWork((work) => work.publish('order.placed', { orderId: 42 } as never)),
+        ).rejects.toMatchObject({ code: 'MESSAGE_INVALID' });
+      });
+
+      it('runs a unit of work again after it lost a race, up to maxRetries', async () => {
+        const { store, outbox } = await setup();
+        await store.append('order-3', [{ type: 'OrderPlaced', data: {} }]);
+        // Read before another writer appended: the first run decides on a stale version.
+        const stale = (await store.readStream('order-3')).length - 1;
+        await store.append('order-3', [{ type: 'Interloper', data: {} }]);
+        let runs = 0;
+        await outbox.unitOfWork(async (work) => {
+          runs++;
+          const version = runs === 1 ? stale : (await store.readStream('order-3')).length - 1;
+          await work.append('order-3', [{ type: 'Confirmed', data: {} }], { expectedVersion: version });
+        });
+        expect(runs).toBe(2);
+        expect((await store.readStream('order-3')).map((e) => e.type)).toEqual([
+          'OrderPlaced',
+          'Interloper',
+          'Confirmed',
+        ]);
+        const error = await outbox
+          .unitOfWork((work) => work.append('order-3', [{ type: 'Late', data: {} }], { expectedVersion: 0 }))
+          .catch((e: unknown) => e);
+        expect(isConcurrencyError(error)).toBe(true);
+      });
+
+      it('keeps the commit order of one key', async () => {
+        const { outbox, received } = await setup();
+        // Units of work run concurrently (on PostgreSQL they commit in any order): the order to keep
+        // is the one in which their commits were acknowledged.
+        const committed: string[] = [];
+        await Promise.all(
+          Array.from({ length: 40 }, (_, i) =>
+            outbox
+              .unitOfWork((work) => work.publish('order.placed', { orderId: String(i) }, { key: 'same' }))
+              .then(() => committed.push(String(i))),
+          ),
+        );
+        await waitFor(() => received.length === 40, 'the expected deliveries');
+        expect(received.map((m) => (m.data as { orderId: string }).orderId)).toEqual(committed);
+      });
+
+      it('publishes scheduled messages when due by the clock, and not cancelled ones', async () => {
+        const clock = new VirtualClock({ start: Date.now() });
+        const { outbox, received } = await setup({ clock });
+        const [soon, cancelled] = await outbox.unitOfWork(async (work) => [
+          await work.schedule('order.placed', { orderId: 'soon' }, { delayMs: 5000 }),
+          await work.schedule('order.placed', { orderId: 'cancelled' }, { delayMs: 6000 }),
+        ]);
+        expect((await outbox.scheduled()).map((s) => s.id)).toEqual([soon, cancelled]);
+        expect(await outbox.unitOfWork((work) => work.cancel([cancelled!]))).toEqual([cancelled]);
+        await clock.advance(4999);
+        await outbox.flush();
+        expect(received).toEqual([]);
+        await clock.advance(1);
+        await waitFor(() => received.length === 1, 'the expected deliveries');
+        expect(received[0]!.id).toBe(soon);
+        await clock.advance(10_000);
+        await outbox.flush();
+        expect(received).toHaveLength(1);
+      });
+
+      it('sets aside a message the broker keeps refusing, lets other keys flow, and redrives it', async () => {
+        let refuse = true;
+        const { outbox, received } = await setup({
+          maxAttempts: 2,
+          transport: (t) =>
+            Object.assign(Object.create(t) as Transport, {
+              publish: (envelope: Envelope) =>
+                refuse && (envelope.data as { orderId: string }).orderId === 'poison'
+                  ? Promise.reject(new UnroutableError(envelope.type, envelope.id))
+                  : t.publish(envelope),
+            }),
+        });
+        const poison = await outbox.unitOfWork((work) =>
+          work.publish('order.placed', { orderId: 'poison' }, { key: 'k' }),
+        );
+        await outbox.unitOfWork((work) => work.publish('order.placed', { orderId: 'behind' }, { key: 'k' }));
+        await outbox.unitOfWork((work) =>
+          work.publish('order.placed', { orderId: 'other' }, { key: 'other' }),
+        );
+        await waitFor(async () => (await outbox.failed()).length === 1, 'the expected deliveries');
+        const [failed] = await outbox.failed();
+        expect(failed).toMatchObject({ id: poison, key: 'k', type: 'order.placed', attempts: 2 });
+        expect(failed!.error).toMatch(/no subscription matches/);
+        expect(received.map((m) => (m.data as { orderId: string }).orderId)).toEqual(['other']);
+        expect(await outbox.backlog()).toMatchObject({ failed: 1, pending: 1 });
+        await expect(outbox.healthCheck()()).rejects.toThrow(/1 outbox message\(s\) failed/);
+        await outbox.healthCheck({ maxFailed: 1 })();
+        refuse = false;
+        expect(await outbox.redrive([poison])).toBe(1);
+        await waitFor(() => received.length === 3, 'the expected deliveries');
+        expect(received.map((m) => (m.data as { orderId: string }).orderId)).toEqual([
+          'other',
+          'poison',
+          'behind',
+        ]);
+      });
+    });
+
+    describe('outbox health', () => {
+      it('fails the readiness check once the oldest message due waited past maxAgeMs', async () => {
+        const clock = new VirtualClock({ start: Date.now() });
+        const bus = await createBus({
+          url: `memory://outbox-${uuidv7()}`,
+          service: 'orders',
+          logger: silentLogger,
+        });
+        closers.push(() => bus.close());
+        const store = await harness.createStore();
+        closers.push(() => store.close());
+        // No relay in this process: nothing publishes.
+        const outbox = await createOutbox({ store, bus, clock, relay: false, logger: silentLogger });
+        closers.push(() => outbox.close());
+        await outbox.unitOfWork((work) => work.publish('order.placed', { orderId: '1' }));
+        const check = outbox.healthCheck({ maxAgeMs: 60_000 });
+        await clock.advance(60_000);
+        await check();
+        await clock.advance(1);
+        await expect(check()).rejects.toThrow(/waited 60001 ms \(1 pending\)/);
+      });
+    });
+
+    describe('command handlers in a unit of work', () => {
+      type Event = { type: 'Added'; data: { n: number } };
+      const counter = commandHandlerFor<{ type: 'Add'; n: number }, Event, { total: number }>({
+        initialState: () => ({ total: 0 }),
+        evolve: (state, event) => ({ total: state.total + event.data.n }),
+        decide: (command) => ({ type: 'Added', data: { n: command.n } }),
+      });
+
+      it('appends the decided events and publishes with them, atomically, retried as one unit', async () => {
+        const { store, outbox, received } = await setup();
+        await counter(store).handle('counter-1', { type: 'Add', n: 1 });
+        await store.append('counter-1', [{ type: 'Added', data: { n: 10 } }]);
+        // The first load misses the last append (as if it was read just before another writer's
+        // commit): the append expecting that version fails in the database and the unit runs again.
+        const handler = counter(staleOnce(store));
+        let runs = 0;
+        const total = await outbox.unitOfWork(async (work) => {
+          runs++;
+          const result = await handler.handleIn(work, 'counter-1', { type: 'Add', n: 2 });
+          await work.publish('order.placed', { orderId: `total-${result.state.total}` });
+          return result.state.total;
+        });
+        expect(runs).toBe(2);
+        expect(total).toBe(13);
+        await waitFor(() => received.length === 1, 'the message');
+        expect(received.map((m) => (m.data as { orderId: string }).orderId)).toEqual(['total-13']);
+        expect((await handler.load('counter-1')).state.total).toBe(13);
+      });
+
+      it('appends nothing when the unit of work rolls back', async () => {
+        const { store, outbox } = await setup();
+        const handler = counter(store);
+        await expect(
+          outbox.unitOfWork(async (work) => {
+            await handler.handleIn(work, 'counter-2', { type: 'Add', n: 5 });
+            throw new Error('no');
+          }),
+        ).rejects.toThrow('no');
+        expect((await handler.load('counter-2')).version).toBe(-1);
+      });
+    });
+
+    /** `store`, whose first `readStream` misses the stream's last event. */
+    function staleOnce(store: EventStore): EventStore {
+      let first = true;
+      return Object.assign(Object.create(store) as EventStore, {
+        readStream: async (streamId: string, options?: ReadStreamOptions) => {
+          const events = await store.readStream(streamId, options);
+          if (!first) return events;
+          first = false;
+          return events.slice(0, -1);
+        },
+      });
+    }
+
+    /** A CommandHandler factory for a decider, per store. */
+    function commandHandlerFor<C, E extends { type: string }, S>(decider: Decider<C, E, S>) {
+      return (store: EventStore) => new CommandHandler(store, decider);
+    }
+
+    describe('transactional inbox', () => {
+      it('runs a redelivered message with no effect at all', async () => {
+        const { bus, store, outbox, received } = await setup();
+        let runs = 0;
+        await bus.subscribe(
+          'order.placed',
+          async (message, { work }) => {
+            if (message.data.orderId.endsWith('-next')) return;
+            runs++;
+            await work.append(`stock-${message.data.orderId}`, [{ type: 'Reserved', data: {} }]);
+            await work.publish('order.placed', { orderId: `${message.data.orderId}-next` });
+          },
+          { group: 'inventory', unitOfWork: outbox },
+        );
+        // The same message twice (a re-send after a crash between confirm and mark).
+        const id = uuidv7();
+        await bus.publish('order.placed', { orderId: 'a' }, { id });
+        await bus.publish('order.placed', { orderId: 'a' }, { id });
+        await waitFor(
+          () => received.filter((m) => (m.data as { orderId: string }).orderId === 'a-next').length === 1,
+          'the handler to publish once',
+        );
+        await outbox.flush();
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        expect(runs).toBe(1);
+        expect(await store.readStream('stock-a')).toHaveLength(1);
+        const next = received.find((m) => (m.data as { orderId: string }).orderId === 'a-next');
+        expect(next?.causationid).toBe(id);
+      });
+
+      it('rolls the mark back with the handler, so the retry runs it again', async () => {
+        const { bus, store, outbox } = await setup();
+        let runs = 0;
+        await bus.subscribe(
+          'order.placed',
+          async (message, { work }) => {
+            runs++;
+            await work.append(`stock-${message.data.orderId}`, [{ type: 'Reserved', data: {} }]);
+            if (runs === 1) throw new Error('first attempt fails');
+          },
+          {
+            group: 'inventory',
+            unitOfWork: outbox,
+            backoff: { initialDelayMs: 10, factor: 1, maxDelayMs: 10 },
+          },
+        );
+        await bus.publish('order.placed', { orderId: 'b' });
+        await waitFor(() => runs === 2, 'the expected deliveries');
+        await waitFor(
+          async () => (await store.readStream('stock-b')).length === 1,
+          'the expected deliveries',
+        );
+      });
+    });
+  });
+}
