@@ -1,17 +1,15 @@
-import { AssertionError, deepStrictEqual } from 'node:assert';
-import { inspect } from 'node:util';
+import { AssertionError } from 'node:assert';
 import { type Decider, type DeciderEvent, decideEvents, fold } from '../eventstore/decider.js';
+import {
+  assertDeepEqual,
+  describeMatcher,
+  type ErrorMatcher,
+  matches,
+  show,
+  showError,
+} from './spec-assertions.js';
 
-/**
- * What a thrown error must match: an error class (`instanceof`), a predicate such as an
- * `isXxxError` guard, or a pattern tested against the error's message.
- */
-export type ErrorMatcher =
-  | (abstract new (
-      ...args: never[]
-    ) => unknown)
-  | ((error: unknown) => boolean)
-  | RegExp;
+export type { ErrorMatcher } from './spec-assertions.js';
 
 /** First step of a {@link deciderSpec}: the history of the stream. */
 export interface DeciderSpec<C, E extends DeciderEvent, S> {
@@ -125,18 +123,6 @@ class DeciderSpecRun<C, E extends DeciderEvent, S> implements DeciderSpecWhen<E,
   }
 }
 
-// The operator names the step that failed. It is not 'deepStrictEqual' on purpose: with that operator
-// some Node versions append the diff to a custom message, which already holds it.
-function assertDeepEqual(actual: unknown, expected: unknown, summary: string, operator: string): void {
-  try {
-    deepStrictEqual(actual, expected);
-  } catch (error) {
-    // Keep node's diff, prefixed with what was being compared.
-    const diff = error instanceof Error ? error.message : String(error);
-    throw new AssertionError({ message: `${summary}\n${diff}`, actual, expected, operator });
-  }
-}
-
 function unexpectedThrow(error: unknown, wanted: string, operator: string): AssertionError {
   const failure = new AssertionError({
     message: `expected ${wanted}, but decide threw ${showError(error)}`,
@@ -145,34 +131,4 @@ function unexpectedThrow(error: unknown, wanted: string, operator: string): Asse
   });
   failure.cause = error;
   return failure;
-}
-
-/** Whether `error` matches `matcher` (shared with `sagaSpec`). */
-export function matches(error: unknown, matcher: ErrorMatcher): boolean {
-  if (matcher instanceof RegExp) {
-    matcher.lastIndex = 0; // a /g or /y pattern remembers where its last match ended
-    return matcher.test(error instanceof Error ? error.message : String(error));
-  }
-  if (isErrorClass(matcher)) return error instanceof matcher;
-  return matcher(error) === true;
-}
-
-// Classes and predicates are both functions; an error class is one whose prototype is an Error.
-function isErrorClass(matcher: ErrorMatcher): matcher is abstract new (...args: never[]) => unknown {
-  return typeof matcher === 'function' && (matcher === Error || matcher.prototype instanceof Error);
-}
-
-/** `matcher` in words, for assertion messages (shared with `sagaSpec`). */
-export function describeMatcher(matcher: ErrorMatcher): string {
-  if (matcher instanceof RegExp) return `the message pattern ${String(matcher)}`;
-  if (isErrorClass(matcher)) return `the class ${matcher.name}`;
-  return `the predicate ${matcher.name || '(anonymous)'}`;
-}
-
-function showError(error: unknown): string {
-  return error instanceof Error ? `${error.name}: ${error.message}` : show(error);
-}
-
-function show(value: unknown): string {
-  return inspect(value, { depth: 6, breakLength: Number.POSITIVE_INFINITY });
 }

@@ -1,12 +1,18 @@
-import { AssertionError, deepStrictEqual } from 'node:assert';
+import { AssertionError } from 'node:assert';
 import { randomUUID } from 'node:crypto';
-import { inspect } from 'node:util';
 import type { EventData } from '../eventstore/types.js';
 import type { HandlerContext, MessageFor, PublishOptions } from '../messaging/bus.js';
 import type { Contracts, DataIn, NoContracts, TypeOf } from '../messaging/contracts.js';
 import type { UnitOfWork } from '../outbox/unit-of-work.js';
-import type { ErrorMatcher } from './decider-spec.js';
 import { createTestHarness, type TestHarness, type TestHarnessParts } from './harness.js';
+import {
+  assertDeepEqual,
+  describeMatcher,
+  type ErrorMatcher,
+  matches,
+  show,
+  showError,
+} from './spec-assertions.js';
 
 /** The handler under test: a transactional handler (`work` is its unit of work; a plain handler ignores it). */
 export type SpecHandler<C extends Contracts> = (
@@ -214,41 +220,4 @@ class HandlerSpecRun<C extends Contracts, K extends TypeOf<C>> implements Handle
       await harness?.close();
     }
   }
-}
-
-// The operator names the step that failed (see decider-spec.ts for why it is not 'deepStrictEqual').
-function assertDeepEqual(actual: unknown, expected: unknown, summary: string, operator: string): void {
-  try {
-    deepStrictEqual(actual, expected);
-  } catch (error) {
-    const diff = error instanceof Error ? error.message : String(error);
-    throw new AssertionError({ message: `${summary}\n${diff}`, actual, expected, operator });
-  }
-}
-
-function matches(error: unknown, matcher: ErrorMatcher): boolean {
-  if (matcher instanceof RegExp) {
-    matcher.lastIndex = 0;
-    return matcher.test(error instanceof Error ? error.message : String(error));
-  }
-  if (isErrorClass(matcher)) return error instanceof matcher;
-  return matcher(error) === true;
-}
-
-function isErrorClass(matcher: ErrorMatcher): matcher is abstract new (...args: never[]) => unknown {
-  return typeof matcher === 'function' && (matcher === Error || matcher.prototype instanceof Error);
-}
-
-function describeMatcher(matcher: ErrorMatcher): string {
-  if (matcher instanceof RegExp) return `the message pattern ${String(matcher)}`;
-  if (isErrorClass(matcher)) return `the class ${matcher.name}`;
-  return `the predicate ${matcher.name || '(anonymous)'}`;
-}
-
-function showError(error: unknown): string {
-  return error instanceof Error ? `${error.name}: ${error.message}` : show(error);
-}
-
-function show(value: unknown): string {
-  return inspect(value, { depth: 6, breakLength: Number.POSITIVE_INFINITY });
 }
