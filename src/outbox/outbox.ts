@@ -112,6 +112,8 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
   readonly #retentionMs: number;
   readonly #logger: Logger;
   #pruneTimer: ClockTimer | undefined;
+  #pruning: Promise<void> | undefined;
+  #pruneAgain = false;
   #closing: Promise<void> | undefined;
   #inFlight = 0;
   #drained: (() => void) | undefined;
@@ -331,6 +333,7 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
   close(): Promise<void> {
     this.#closing ??= (async () => {
       this.#pruneTimer?.cancel();
+      await this.#pruning;
       if (this.#inFlight > 0) {
         await new Promise<void>((resolve) => {
           this.#drained = resolve;
@@ -343,7 +346,24 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
 
   #schedulePrune(delayMs: number): void {
     if (this.#closing !== undefined) return;
-    this.#pruneTimer = this.clock.setTimeout(() => void this.#prune(), delayMs);
+    this.#pruneTimer = this.clock.setTimeout(() => {
+      // The next run is armed before this one starts (a fixed cadence, also under a virtual clock
+      // advanced past several periods at once); a run still going when the next is due is followed by
+      // one more, not doubled.
+      this.#schedulePrune(PRUNE_INTERVAL_MS);
+      if (this.#pruning !== undefined) {
+        this.#pruneAgain = true;
+        return;
+      }
+      this.#pruning = (async () => {
+        do {
+          this.#pruneAgain = false;
+          await this.#prune();
+        } while (this.#pruneAgain && this.#closing === undefined);
+      })().finally(() => {
+        this.#pruning = undefined;
+      });
+    }, delayMs);
     this.#pruneTimer.unref?.();
   }
 
@@ -358,7 +378,6 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
     } catch (error) {
       this.#logger.warn(`outbox: could not delete old inbox marks: ${(error as Error).message}`);
     }
-    this.#schedulePrune(PRUNE_INTERVAL_MS);
   }
 }
 

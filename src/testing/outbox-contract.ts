@@ -34,7 +34,12 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
     });
 
     async function setup(
-      options: { clock?: VirtualClock; transport?: (t: Transport) => Transport; maxAttempts?: number } = {},
+      options: {
+        clock?: VirtualClock;
+        transport?: (t: Transport) => Transport;
+        maxAttempts?: number;
+        inboxRetentionMs?: number;
+      } = {},
     ) {
       const base = await createBus({
         url: `memory://outbox-${uuidv7()}`,
@@ -58,6 +63,7 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
         bus,
         logger: silentLogger,
         ...(options.clock === undefined ? {} : { clock: options.clock }),
+        ...(options.inboxRetentionMs === undefined ? {} : { inboxRetentionMs: options.inboxRetentionMs }),
         relay: { retryDelayMs: 10, maxAttempts: options.maxAttempts ?? 3 },
       });
       closers.push(() => outbox.close());
@@ -341,6 +347,33 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
         expect(await store.readStream('stock-a')).toHaveLength(1);
         const next = received.find((m) => (m.data as { orderId: string }).orderId === 'a-next');
         expect(next?.causationid).toBe(id);
+      });
+
+      it('forgets marks past inboxRetentionMs, deleting them in the background', async () => {
+        const clock = new VirtualClock({ start: Date.now() });
+        const { bus, outbox } = await setup({ clock, inboxRetentionMs: 10_000 });
+        const runs: string[] = [];
+        await bus.subscribe(
+          'order.placed',
+          async (message) => {
+            runs.push(message.data.orderId);
+          },
+          { group: 'inventory', unitOfWork: outbox },
+        );
+        const id = uuidv7();
+        await bus.publish('order.placed', { orderId: 'first' }, { id });
+        await waitFor(() => runs.length === 1, 'the first run');
+        await bus.publish('order.placed', { orderId: 'within retention' }, { id });
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        expect(runs).toEqual(['first']);
+        // The cleanup runs every 60 s of the outbox's clock and deletes marks older than retention.
+        await clock.advance(70_000);
+        await waitFor(async () => {
+          await bus.publish('order.placed', { orderId: 'after retention' }, { id });
+          await new Promise((resolve) => setTimeout(resolve, 20));
+          return runs.length === 2;
+        }, 'the run after retention');
+        expect(runs).toEqual(['first', 'after retention']);
       });
 
       it('rolls the mark back with the handler, so the retry runs it again', async () => {
