@@ -265,6 +265,7 @@ export {
   type FailedOutboxMessage,
   Outbox,
   type OutboxBacklogReport,
+  type OutboxMessage,
   type OutboxOptions,
   type ScheduledOutboxMessage,
 } from './outbox/outbox.js';

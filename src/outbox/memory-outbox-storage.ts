@@ -88,6 +88,22 @@ export class MemoryOutboxStorage implements OutboxStorage {
     return result;
   }
 
+  appendWithMessages(
+    streamId: string,
+    events: readonly PreparedEvent[],
+    expected: ExpectedVersion,
+    messages: readonly OutboxInsert[],
+  ): Promise<AppendResult> {
+    return this.transaction(async (tx) => {
+      const stored = await dryRun(this.#events, streamId, events, expected);
+      // Every id stored already: a retry, which writes and enqueues nothing.
+      if (stored[0] !== undefined) return stored[0];
+      const result = await tx.append(streamId, events, expected);
+      if (messages.length > 0) await tx.enqueue(messages);
+      return result;
+    });
+  }
+
   #commit(tx: MemoryTransaction): void {
     // The appends first: the only step that can still fail, and nothing is applied before it passes.
     if (tx.appends.length > 0) this.#events.appendAll(tx.appends);

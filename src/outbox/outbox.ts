@@ -2,10 +2,18 @@ import { InvalidOptionsError } from '../errors/ferry-error.js';
 import { positiveIntegerOption } from '../errors/integer-option.js';
 import { isConcurrencyError } from '../eventstore/errors.js';
 import { MemoryEventStoreBackend } from '../eventstore/memory/memory-backend.js';
+import { prepareAppend } from '../eventstore/prepare-append.js';
 import type { EventStore } from '../eventstore/store.js';
+import type {
+  AppendOptions,
+  AppendResult,
+  EventData,
+  ExpectedVersion,
+  PreparedEvent,
+} from '../eventstore/types.js';
 import { type Logger, stderrLogger } from '../logging/logger.js';
 import type { Bus } from '../messaging/bus.js';
-import type { Contracts, NoContracts } from '../messaging/contracts.js';
+import type { Contracts, DataIn, NoContracts, TypeOf } from '../messaging/contracts.js';
 import type { Envelope } from '../messaging/envelope.js';
 import type { HandlerUnitOfWork } from '../messaging/transactional.js';
 import { type Clock, type ClockTimer, systemClock } from '../time/clock.js';
@@ -17,8 +25,16 @@ import {
   UnitOfWorkUnsupportedError,
 } from './errors.js';
 import { MemoryOutboxStorage } from './memory-outbox-storage.js';
+import { outboxRow } from './outbox-row.js';
 import { DEFAULT_RELAY_OPTIONS, Relay, type RelayOptions } from './relay.js';
-import { isOutboxCapable, type OutboxRow, type OutboxStorage, type StorageTransaction } from './storage.js';
+import {
+  isOutboxCapable,
+  type OutboxInsert,
+  type OutboxRow,
+  type OutboxStorage,
+  type StorageTransaction,
+} from './storage.js';
+import type { OutboxPublishOptions } from './unit-of-work.js';
 import { UnitOfWork } from './unit-of-work.js';
 
 /** Options of {@link createOutbox}. */
@@ -57,6 +73,15 @@ export const DEFAULT_OUTBOX_OPTIONS = Object.freeze({
 /** How often marks past retention are deleted, and how many per statement. */
 const PRUNE_INTERVAL_MS = 60_000;
 const PRUNE_BATCH = 500;
+
+/** A message for {@link Outbox.append}: a contract type, its data, and publish options. */
+export type OutboxMessage<C extends Contracts = NoContracts> = {
+  [K in TypeOf<C>]: {
+    readonly type: K;
+    readonly data: DataIn<C, K>;
+    readonly options?: OutboxPublishOptions;
+  };
+}[TypeOf<C>];
 
 /** A message the relay set aside: the broker kept refusing it. */
 export interface FailedOutboxMessage {
@@ -107,6 +132,7 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
   readonly storage: OutboxStorage;
   readonly bus: Bus<C>;
   readonly clock: Clock;
+  readonly #store: EventStore;
   readonly #relay: Relay | undefined;
   readonly #maxRetries: number;
   readonly #retentionMs: number;
@@ -122,6 +148,7 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
   constructor(storage: OutboxStorage, options: OutboxOptions<C>) {
     this.storage = storage;
     this.bus = options.bus;
+    this.#store = options.store;
     this.clock = options.clock ?? systemClock;
     this.#logger = options.logger ?? stderrLogger;
     const maxRetries = options.maxRetries ?? DEFAULT_OUTBOX_OPTIONS.maxRetries;
@@ -203,6 +230,67 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
     } finally {
       if (--this.#inFlight === 0) this.#drained?.();
     }
+  }
+
+  /**
+   * Appends events to one stream and writes messages about them to the outbox, atomically: the fast
+   * path of a unit of work that does only that (an event-sourced command and its integration events).
+   * On SQLite and PostgreSQL concurrent calls share commits with each other and with `store.append`
+   * (group commit), each append's expected version checked on its own: a refused append
+   * (`ConcurrencyError`) writes and publishes nothing, and is not retried here. Re-appending events
+   * whose ids are all stored (a retry) writes nothing and publishes nothing. Messages are checked and
+   * built as `work.publish` builds them. Resolves the append's result and the message ids.
+   *
+   * @example
+   * await outbox.append(`order-${id}`, [{ type: 'OrderPlaced', data: order }], {
+   *   expectedVersion: 'no_stream',
+   *   messages: [{ type: 'order.placed', data: { orderId: id }, options: { key: id } }],
+   * });
+   */
+  async append(
+    streamId: string,
+    events: readonly EventData[],
+    options: AppendOptions & { readonly messages?: readonly OutboxMessage<C>[] } = {},
+  ): Promise<AppendResult & { readonly messageIds: readonly string[] }> {
+    if (this.#closing !== undefined) throw new UnitOfWorkUnsupportedError('the outbox is closed');
+    const prepared = prepareAppend(streamId, events, options.expectedVersion);
+    const messages = options.messages ?? [];
+    if (!Array.isArray(messages)) throw new InvalidOptionsError('messages must be an array');
+    const now = this.clock.now();
+    const rows: OutboxInsert[] = [];
+    for (const message of messages) {
+      if (typeof message !== 'object' || message === null) {
+        throw new InvalidOptionsError('each message must be an object { type, data, options? }');
+      }
+      rows.push(await outboxRow(this.bus, message.type, message.data, message.options ?? {}, now, now));
+    }
+    const result =
+      this.storage.appendWithMessages === undefined
+        ? await this.#appendInTransaction(streamId, prepared.events, prepared.expected, rows)
+        : await this.storage.appendWithMessages(streamId, prepared.events, prepared.expected, rows);
+    if (rows.length > 0) this.#relay?.notify();
+    return { ...result, messageIds: rows.map((row) => row.id) };
+  }
+
+  /** {@link append} on a storage without a fast path: a transaction of its own. */
+  async #appendInTransaction(
+    streamId: string,
+    events: readonly PreparedEvent[],
+    expected: ExpectedVersion,
+    rows: readonly OutboxInsert[],
+  ): Promise<AppendResult> {
+    // A retry of a stored append enqueues nothing (the messages were enqueued with it).
+    const stored = await this.#store.readStream(streamId);
+    const found = events.map((e) => stored.find((r) => r.id === e.id));
+    if (found.every((r) => r !== undefined)) {
+      const last = found[found.length - 1]!;
+      return { nextExpectedVersion: last.version, position: last.position };
+    }
+    return this.storage.transaction(async (tx) => {
+      const appended = await tx.append(streamId, events, expected);
+      if (rows.length > 0) await tx.enqueue(rows);
+      return appended;
+    });
   }
 
   /**

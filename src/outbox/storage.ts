@@ -19,6 +19,21 @@ export interface OutboxStorage {
   transaction<T>(work: (tx: StorageTransaction) => Promise<T>): Promise<T>;
 
   /**
+   * The fast path of a unit of work that appends to one stream and enqueues messages: both commit
+   * atomically, sharing commits with concurrent appends of this process where the backend has group
+   * commit, each append's expected version checked on its own; an append refused
+   * (`ConcurrencyError`, `DuplicateEventIdError`) enqueues nothing. An append whose event ids are all
+   * stored already (a retry) writes nothing and enqueues nothing. Optional: without it the outbox
+   * runs a transaction (no shared commits).
+   */
+  appendWithMessages?(
+    streamId: string,
+    events: readonly PreparedEvent[],
+    expected: ExpectedVersion,
+    messages: readonly OutboxInsert[],
+  ): Promise<AppendResult>;
+
+  /**
    * Leases up to `limit` deliverable rows to `owner` until `now + leaseMs`, in `seq` order, and
    * returns them. A row is deliverable when it is `pending`, due (`dueAt <= now`), not leased by
    * anyone (or its lease ended before `now`, or `owner` holds it), and no row of the same key with a

@@ -5,7 +5,8 @@ import type { Bus, PublishOptions } from '../messaging/bus.js';
 import type { Contracts, DataIn, NoContracts, TypeOf } from '../messaging/contracts.js';
 import type { Clock } from '../time/clock.js';
 import { MAX_TIMER_MS } from '../time/max-timer.js';
-import type { OutboxInsert, StorageTransaction } from './storage.js';
+import { outboxRow } from './outbox-row.js';
+import type { StorageTransaction } from './storage.js';
 
 /** Options of {@link UnitOfWork.publish}. */
 export interface OutboxPublishOptions extends PublishOptions {
@@ -172,26 +173,11 @@ export class UnitOfWork<C extends Contracts = NoContracts> {
 
   async #enqueue(type: string, data: unknown, options: OutboxPublishOptions, dueAt: number): Promise<string> {
     this.#assertOpen();
-    const { key, ...publishOptions } = options;
-    if (key !== undefined && (typeof key !== 'string' || key.length === 0 || key.length > 500)) {
-      throw new InvalidOptionsError('key must be a non-empty string of at most 500 characters');
-    }
-    const envelope = await this.#bus.envelopeOf(
-      type as TypeOf<C>,
-      data as DataIn<C, TypeOf<C>>,
-      publishOptions,
-    );
     const now = this.#clock.now();
-    const row: OutboxInsert = {
-      id: envelope.id,
-      key: key ?? envelope.id,
-      envelope: JSON.stringify(envelope),
-      dueAt,
-      createdAt: now,
-    };
+    const row = await outboxRow(this.#bus, type, data, options, dueAt, now);
     this.#assertOpen();
     await this.tx.enqueue([row]);
     if (dueAt <= now) this.dueNow++;
-    return envelope.id;
+    return row.id;
   }
 }

@@ -162,6 +162,51 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
         expect(isConcurrencyError(error)).toBe(true);
       });
 
+      it('appends and publishes atomically with outbox.append, sharing commits between callers', async () => {
+        const { store, outbox, received } = await setup();
+        const results = await Promise.all(
+          Array.from({ length: 30 }, (_, i) =>
+            outbox.append(`order-a${i}`, [{ type: 'OrderPlaced', data: { i } }], {
+              expectedVersion: 'no_stream',
+              messages: [{ type: 'order.placed', data: { orderId: `a${i}` }, options: { key: `a${i}` } }],
+            }),
+          ),
+        );
+        expect(results.every((r) => r.nextExpectedVersion === 0 && r.messageIds.length === 1)).toBe(true);
+        await waitFor(() => received.length === 30, 'the 30 messages');
+        expect(new Set(received.map((m) => m.id))).toEqual(new Set(results.map((r) => r.messageIds[0])));
+        expect(await store.readStream('order-a7')).toHaveLength(1);
+      });
+
+      it('publishes nothing for an append refused, or retried with the same event ids', async () => {
+        const { store, outbox, received } = await setup();
+        const id = uuidv7();
+        const message = { type: 'order.placed' as const, data: { orderId: 'b' } };
+        await outbox.append('order-b', [{ id, type: 'OrderPlaced', data: {} }], { messages: [message] });
+        const conflict = await outbox
+          .append('order-b', [{ type: 'OrderPlaced', data: {} }], {
+            expectedVersion: 'no_stream',
+            messages: [message],
+          })
+          .catch((e: unknown) => e);
+        expect(isConcurrencyError(conflict)).toBe(true);
+        const retry = await outbox.append('order-b', [{ id, type: 'OrderPlaced', data: {} }], {
+          messages: [message],
+        });
+        expect(retry.nextExpectedVersion).toBe(0);
+        await outbox.flush();
+        await waitFor(() => received.length >= 1, 'the first message');
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        expect(received).toHaveLength(1);
+        expect(await store.readStream('order-b')).toHaveLength(1);
+        await expect(
+          outbox.append('order-c', [{ type: 'OrderPlaced', data: {} }], {
+            messages: [{ type: 'order.placed', data: { orderId: 1 } as never }],
+          }),
+        ).rejects.toMatchObject({ code: 'MESSAGE_INVALID' });
+        expect(await store.readStream('order-c')).toEqual([]);
+      });
+
       it('keeps the commit order of one key', async () => {
         const { outbox, received } = await setup();
         // Units of work run concurrently (on PostgreSQL they commit in any order): the order to keep

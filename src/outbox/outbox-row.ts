@@ -1,0 +1,39 @@
+import { InvalidOptionsError } from '../errors/ferry-error.js';
+import type { Bus } from '../messaging/bus.js';
+import type { Contracts, DataIn, TypeOf } from '../messaging/contracts.js';
+import type { OutboxInsert } from './storage.js';
+import type { OutboxPublishOptions } from './unit-of-work.js';
+
+/** Longest partition key, in UTF-16 code units. */
+export const MAX_OUTBOX_KEY_LENGTH = 500;
+
+/**
+ * The outbox row of a message: its envelope checked and built by the bus as `publish` would (id,
+ * time, correlation and causation from the ambient context), due at `dueAt`.
+ */
+export async function outboxRow<C extends Contracts>(
+  bus: Bus<C>,
+  type: string,
+  data: unknown,
+  options: OutboxPublishOptions,
+  dueAt: number,
+  now: number,
+): Promise<OutboxInsert> {
+  const { key, ...publishOptions } = options;
+  if (
+    key !== undefined &&
+    (typeof key !== 'string' || key.length === 0 || key.length > MAX_OUTBOX_KEY_LENGTH)
+  ) {
+    throw new InvalidOptionsError(
+      `key must be a non-empty string of at most ${MAX_OUTBOX_KEY_LENGTH} characters`,
+    );
+  }
+  const envelope = await bus.envelopeOf(type as TypeOf<C>, data as DataIn<C, TypeOf<C>>, publishOptions);
+  return {
+    id: envelope.id,
+    key: key ?? envelope.id,
+    envelope: JSON.stringify(envelope),
+    dueAt,
+    createdAt: now,
+  };
+}
