@@ -1,6 +1,5 @@
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import { positiveIntegerOption } from '../errors/integer-option.js';
-import { isConcurrencyError } from '../eventstore/errors.js';
 import { MemoryEventStoreBackend } from '../eventstore/memory/memory-backend.js';
 import { prepareAppend } from '../eventstore/prepare-append.js';
 import type { EventStore } from '../eventstore/store.js';
@@ -13,108 +12,42 @@ import type {
 } from '../eventstore/types.js';
 import { type Logger, stderrLogger } from '../logging/logger.js';
 import type { Bus } from '../messaging/bus.js';
-import type { Contracts, DataIn, NoContracts, TypeOf } from '../messaging/contracts.js';
-import type { Envelope } from '../messaging/envelope.js';
+import type { Contracts, NoContracts } from '../messaging/contracts.js';
 import type { HandlerUnitOfWork } from '../messaging/transactional.js';
 import { type Clock, type ClockTimer, systemClock } from '../time/clock.js';
-import { MAX_TIMER_MS } from '../time/max-timer.js';
-import {
-  isSagaConcurrencyError,
-  isUnitOfWorkRolledBackError,
-  UnitOfWorkRolledBackError,
-  UnitOfWorkUnsupportedError,
-} from './errors.js';
+import { UnitOfWorkRolledBackError, UnitOfWorkUnsupportedError } from './errors.js';
+import { guarded, lostRace } from './guarded-transaction.js';
 import { MemoryOutboxStorage } from './memory-outbox-storage.js';
-import { outboxRow } from './outbox-row.js';
-import { DEFAULT_RELAY_OPTIONS, Relay, type RelayOptions } from './relay.js';
 import {
-  isOutboxCapable,
-  type OutboxInsert,
-  type OutboxRow,
-  type OutboxStorage,
-  type StorageTransaction,
-} from './storage.js';
-import type { OutboxPublishOptions } from './unit-of-work.js';
+  checkIds,
+  checkLimit,
+  DEFAULT_OUTBOX_OPTIONS,
+  type OutboxOptions,
+  relayOptions,
+} from './outbox-options.js';
+import {
+  type FailedOutboxMessage,
+  type OutboxBacklogReport,
+  type OutboxMessage,
+  parseEnvelope,
+  type ScheduledOutboxMessage,
+} from './outbox-reports.js';
+import { outboxRow } from './outbox-row.js';
+import { Relay } from './relay.js';
+import { isOutboxCapable, type OutboxInsert, type OutboxStorage } from './storage.js';
 import { UnitOfWork } from './unit-of-work.js';
 
-/** Options of {@link createOutbox}. */
-export interface OutboxOptions<C extends Contracts = NoContracts> {
-  /** The store whose database holds the outbox (memory, SQLite or PostgreSQL). */
-  readonly store: EventStore;
-  /** The bus the relay publishes to; its `service` and `contracts` shape and check the messages. */
-  readonly bus: Bus<C>;
-  /**
-   * The relay that publishes committed messages, or `false` to run none in this process (another
-   * process of the service relays). @default a relay with {@link DEFAULT_RELAY_OPTIONS}
-   */
-  readonly relay?: RelayOptions | false;
-  /**
-   * How many times a unit of work is run again after it lost a race: a `ConcurrencyError` from an
-   * append or a `SagaConcurrencyError`; then the error is rethrown. Each run is a new transaction.
-   * @default 3
-   */
-  readonly maxRetries?: number;
-  /**
-   * How long the transactional inbox remembers handled messages (a redelivery older than this runs
-   * again). Older marks are deleted in small batches. @default 604800000 (7 days)
-   */
-  readonly inboxRetentionMs?: number;
-  /** Time of due dates, leases and relay timers; a `VirtualClock` in tests. @default systemClock */
-  readonly clock?: Clock;
-  /** @default warnings and errors to stderr */
-  readonly logger?: Logger;
-}
-
-export const DEFAULT_OUTBOX_OPTIONS = Object.freeze({
-  maxRetries: 3,
-  inboxRetentionMs: 7 * 24 * 3_600_000,
-});
+export { DEFAULT_OUTBOX_OPTIONS, type OutboxOptions } from './outbox-options.js';
+export type {
+  FailedOutboxMessage,
+  OutboxBacklogReport,
+  OutboxMessage,
+  ScheduledOutboxMessage,
+} from './outbox-reports.js';
 
 /** How often marks past retention are deleted, and how many per statement. */
 const PRUNE_INTERVAL_MS = 60_000;
 const PRUNE_BATCH = 500;
-
-/** A message for {@link Outbox.append}: a contract type, its data, and publish options. */
-export type OutboxMessage<C extends Contracts = NoContracts> = {
-  [K in TypeOf<C>]: {
-    readonly type: K;
-    readonly data: DataIn<C, K>;
-    readonly options?: OutboxPublishOptions;
-  };
-}[TypeOf<C>];
-
-/** A message the relay set aside: the broker kept refusing it. */
-export interface FailedOutboxMessage {
-  readonly id: string;
-  readonly key: string;
-  readonly type: string;
-  readonly attempts: number;
-  /** The last refusal. */
-  readonly error: string;
-  readonly createdAt: Date;
-  readonly envelope: Envelope;
-}
-
-/** A scheduled message not yet due. */
-export interface ScheduledOutboxMessage {
-  readonly id: string;
-  readonly key: string;
-  readonly type: string;
-  readonly dueAt: Date;
-  readonly envelope: Envelope;
-}
-
-/** What waits in the outbox, for health checks and metrics. */
-export interface OutboxBacklogReport {
-  /** Messages due and not yet published. */
-  readonly pending: number;
-  /** Messages set aside after the broker kept refusing them (see `failed()`). */
-  readonly failed: number;
-  /** Messages scheduled for later. */
-  readonly scheduled: number;
-  /** Age of the oldest message due or failed, in ms; 0 when there is none. */
-  readonly oldestAgeMs: number;
-}
 
 /**
  * The transactional outbox of a service: units of work that change state and publish messages in one
@@ -484,78 +417,4 @@ export async function createOutbox<C extends Contracts = NoContracts>(
   const outbox = new Outbox(storage, options);
   outbox.start();
   return outbox;
-}
-
-function relayOptions(options: RelayOptions): Required<RelayOptions> {
-  const d = DEFAULT_RELAY_OPTIONS;
-  return {
-    batchSize: positiveIntegerOption('relay.batchSize', options.batchSize, d.batchSize, 10_000),
-    leaseMs: positiveIntegerOption('relay.leaseMs', options.leaseMs, d.leaseMs, MAX_TIMER_MS),
-    publishTimeoutMs: positiveIntegerOption(
-      'relay.publishTimeoutMs',
-      options.publishTimeoutMs,
-      d.publishTimeoutMs,
-      MAX_TIMER_MS,
-    ),
-    pollIntervalMs: positiveIntegerOption(
-      'relay.pollIntervalMs',
-      options.pollIntervalMs,
-      d.pollIntervalMs,
-      MAX_TIMER_MS,
-    ),
-    maxAttempts: positiveIntegerOption('relay.maxAttempts', options.maxAttempts, d.maxAttempts, 1000),
-    retryDelayMs: positiveIntegerOption(
-      'relay.retryDelayMs',
-      options.retryDelayMs,
-      d.retryDelayMs,
-      MAX_TIMER_MS,
-    ),
-  };
-}
-
-function checkLimit(limit: number): void {
-  if (!Number.isInteger(limit) || limit < 1 || limit > 10_000) {
-    throw new InvalidOptionsError('limit must be an integer from 1 to 10000');
-  }
-}
-
-function checkIds(ids: readonly string[]): void {
-  if (!Array.isArray(ids) || ids.some((id) => typeof id !== 'string')) {
-    throw new InvalidOptionsError('ids must be an array of message ids');
-  }
-}
-
-function parseEnvelope(row: OutboxRow): Envelope {
-  try {
-    return JSON.parse(row.envelope) as Envelope;
-  } catch {
-    return { id: row.id, type: '(unreadable)', data: row.envelope } as unknown as Envelope;
-  }
-}
-
-/** `tx`, reporting every call that rejects to `failed` (the rejection still reaches the caller). */
-function guarded(tx: StorageTransaction, failed: (error: unknown) => void): StorageTransaction {
-  const watch = <T>(promise: Promise<T>): Promise<T> =>
-    promise.catch((error: unknown) => {
-      failed(error);
-      throw error;
-    });
-  return {
-    get client() {
-      return tx.client;
-    },
-    append: (streamId, events, expected) => watch(tx.append(streamId, events, expected)),
-    query: (sql, params) => watch(tx.query(sql, params)),
-    enqueue: (messages) => watch(tx.enqueue(messages)),
-    cancel: (ids, now) => watch(tx.cancel(ids, now)),
-    markHandled: (consumer, messageId, now) => watch(tx.markHandled(consumer, messageId, now)),
-    loadSaga: (saga, id) => watch(tx.loadSaga(saga, id)),
-    saveSaga: (row, expected) => watch(tx.saveSaga(row, expected)),
-  };
-}
-
-/** A unit of work that lost a race to another writer (even if the work caught the error). */
-function lostRace(error: unknown): boolean {
-  const race = (e: unknown) => isConcurrencyError(e) || isSagaConcurrencyError(e);
-  return race(error) || (isUnitOfWorkRolledBackError(error) && race(error.cause));
 }
