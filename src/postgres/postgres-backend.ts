@@ -22,9 +22,16 @@ import type { DurableIdempotencyStoreOptions } from '../http/server/durable-idem
 import type { Inbox } from '../inbox/inbox.js';
 import type { DurableInboxOptions } from '../inbox/lease.js';
 import { type Logger, stderrLogger } from '../logging/logger.js';
-import type { OutboxCapable } from '../outbox/storage.js';
+import type { OutboxCapable, OutboxInsert } from '../outbox/storage.js';
 import { redactUrl } from '../url/redact-url.js';
-import { batchAppendStatement, batchParameters, exactVersion, type QueuedAppend } from './batch-append.js';
+import {
+  batchAppendStatement,
+  batchOutboxParameters,
+  batchOutboxStatement,
+  batchParameters,
+  exactVersion,
+  type QueuedAppend,
+} from './batch-append.js';
 import { isConnectionFailure } from './connection-failure.js';
 import { migrate } from './migrations.js';
 import { Notifier } from './notifier.js';
@@ -243,8 +250,24 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
     events: readonly PreparedEvent[],
     expected: ExpectedVersion,
   ): Promise<AppendResult> {
+    return this.#enqueue(streamId, events, expected, []);
+  }
+
+  /**
+   * An append that also inserts `messages` into the outbox when it writes, in the same commit, through
+   * the same group commit as {@link append} (`outboxStorage().appendWithMessages`).
+   */
+  #enqueue(
+    streamId: string,
+    events: readonly PreparedEvent[],
+    expected: ExpectedVersion,
+    messages: readonly OutboxInsert[],
+  ): Promise<AppendResult> {
     return new Promise<AppendResult>((resolve, reject) => {
-      const append: QueuedAppend = { streamId, events, expected, resolve, reject };
+      const append: QueuedAppend =
+        messages.length > 0
+          ? { streamId, events, expected, messages, resolve, reject }
+          : { streamId, events, expected, resolve, reject };
       if (
         this.#queue.length === 0 &&
         this.#batchesInFlight < MAX_BATCHES_IN_FLIGHT &&
@@ -327,10 +350,64 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
   /** An append on its own: one statement, its own transaction, retried when the connection broke. */
   async #appendAlone(append: QueuedAppend): Promise<void> {
     try {
-      append.resolve(await this.#appendRetrying(append.streamId, append.events, append.expected));
+      append.resolve(
+        append.messages === undefined
+          ? await this.#appendRetrying(append.streamId, append.events, append.expected)
+          : await this.#appendWithMessagesRetrying(append),
+      );
     } catch (error) {
       append.reject(error);
     }
+  }
+
+  /**
+   * An append with outbox rows on its own: the batch statement with one append (events, key locks and
+   * rows in one statement), retried when the connection broke. A retry of an append that did commit
+   * finds its ids stored and resolves their result, enqueueing nothing again.
+   */
+  async #appendWithMessagesRetrying(append: QueuedAppend): Promise<AppendResult> {
+    const { streamId, events, expected } = append;
+    const ids = events.map((e) => e.id);
+    let broken = 0;
+    let raced = 0;
+    for (;;) {
+      let rows: { position: bigint; version: bigint; enqueued: number }[];
+      try {
+        ({ rows } = await this.#db.query<{ position: bigint; version: bigint; enqueued: number }>({
+          name: this.#sql.appendBatchOutbox.name,
+          text: this.#sql.appendBatchOutbox.text,
+          values: batchOutboxParameters([append], this.#lockPrefix),
+        }));
+      } catch (error) {
+        if (isConnectionFailure(error) && ++broken < 3) {
+          await sleep(100 * broken);
+          continue;
+        }
+        const { code, constraint } = error as { code?: string; constraint?: string };
+        if (code !== '23505' || !constraint?.startsWith('events_')) throw error;
+        // Its ids were stored already (a retry with `any`), or another writer won the version.
+        const settled = await this.#resolveConflict(this.#db, streamId, ids, expected);
+        if (settled !== undefined) return settled;
+        if (expected === 'any' && constraint === 'events_stream_version' && ++raced < 10) continue;
+        throw new ConcurrencyError(streamId, expected, await this.#currentVersion(this.#db, streamId));
+      }
+      if (rows.length === 0) {
+        const settled = await this.#resolveConflict(this.#db, streamId, ids, expected);
+        if (settled !== undefined) return settled;
+        throw new ConcurrencyError(streamId, expected, await this.#currentVersion(this.#db, streamId));
+      }
+      let last = rows[0]!;
+      for (const row of rows) if (row.position > last.position) last = row;
+      if (last.position > this.#lastAppended) this.#lastAppended = last.position;
+      this.#notifier?.notify();
+      if (last.enqueued > 0) this.#outbox?.announce();
+      return { nextExpectedVersion: Number(last.version), position: last.position };
+    }
+  }
+
+  /** The prefix of the advisory lock of an outbox key, as the outbox storage's `enqueue` takes it. */
+  get #lockPrefix(): string {
+    return `ferry-outbox:${this.schema}:`;
   }
 
   async #appendRetrying(
@@ -364,13 +441,28 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
    * stored, so each append gets its own outcome and a failure touches no other.
    */
   async #appendBatch(batch: readonly QueuedAppend[]): Promise<void> {
-    let rows: { position: bigint; stream_id: string; version: bigint }[];
+    let rows: { position: bigint; stream_id: string; version: bigint; enqueued?: number }[];
+    // With outbox rows, the statement that inserts those of the appends it writes (batch-append.ts).
+    const withMessages = batch.some((a) => a.messages !== undefined);
     try {
-      ({ rows } = await this.#db.query<{ position: bigint; stream_id: string; version: bigint }>({
-        name: this.#sql.appendBatch.name,
-        text: this.#sql.appendBatch.text,
-        values: batchParameters(batch),
-      }));
+      ({ rows } = await this.#db.query<{
+        position: bigint;
+        stream_id: string;
+        version: bigint;
+        enqueued?: number;
+      }>(
+        withMessages
+          ? {
+              name: this.#sql.appendBatchOutbox.name,
+              text: this.#sql.appendBatchOutbox.text,
+              values: batchOutboxParameters(batch, this.#lockPrefix),
+            }
+          : {
+              name: this.#sql.appendBatch.name,
+              text: this.#sql.appendBatch.text,
+              values: batchParameters(batch),
+            },
+      ));
     } catch {
       await Promise.all(batch.map((a) => this.#appendAlone(a)));
       return;
@@ -395,6 +487,7 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
       }),
     );
     if (wrote) this.#notifier?.notify();
+    if ((rows[0]?.enqueued ?? 0) > 0) this.#outbox?.announce();
   }
 
   /** An append whose expected version did not hold: its original result when its ids are stored already. */
@@ -837,6 +930,8 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
         if (position > this.#lastAppended) this.#lastAppended = position;
         this.#notifier?.notify();
       },
+      appendWithMessages: (streamId, events, expected, messages) =>
+        this.#enqueue(streamId, events, expected, messages),
     });
     return this.#outbox;
   }
@@ -937,6 +1032,7 @@ function statements(s: string) {
   return {
     ...arrayAppendStatements(s),
     appendBatch: batchAppendStatement(s),
+    appendBatchOutbox: batchOutboxStatement(s),
     existingIds: `SELECT id, version, position FROM ${s}.events WHERE stream_id = $1 AND id = ANY($2::uuid[]) ORDER BY version`,
     currentVersion: `SELECT COALESCE(max(version), -1) AS version FROM ${s}.events WHERE stream_id = $1`,
     readStreamForward: `SELECT ${EVENT_COLUMNS} FROM ${s}.events WHERE stream_id = $1 AND version >= $2 ORDER BY version LIMIT $3`,

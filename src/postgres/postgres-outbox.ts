@@ -38,6 +38,17 @@ export interface PostgresOutboxOptions {
   ) => Promise<AppendResult>;
   /** After a commit that appended events up to `position`: wakes the store's subscribers. */
   readonly appended: (position: bigint) => void;
+  /**
+   * The backend's group commit of an append and, when it writes, its outbox rows (the storage's
+   * `appendWithMessages`); the backend calls {@link PostgresOutboxStorage.announce} after a commit
+   * that enqueued.
+   */
+  readonly appendWithMessages: (
+    streamId: string,
+    events: readonly PreparedEvent[],
+    expected: ExpectedVersion,
+    messages: readonly OutboxInsert[],
+  ) => Promise<AppendResult>;
 }
 
 interface OutboxDbRow {
@@ -165,6 +176,26 @@ export class PostgresOutboxStorage implements OutboxStorage {
       client.off('error', lost);
       client.release(broken);
     }
+  }
+
+  /**
+   * Joins the backend's group commit: concurrent calls (and `store.append` calls) share one statement
+   * and one commit, each append's expected version checked on its own; the rows of an append are
+   * inserted only if it writes, under the advisory locks of their explicit keys (as `enqueue`). A
+   * commit that enqueued wakes the relays (NOTIFY).
+   */
+  appendWithMessages(
+    streamId: string,
+    events: readonly PreparedEvent[],
+    expected: ExpectedVersion,
+    messages: readonly OutboxInsert[],
+  ): Promise<AppendResult> {
+    return this.#options.appendWithMessages(streamId, events, expected, messages);
+  }
+
+  /** @internal The backend committed outbox rows outside a unit of work: wakes the relays. */
+  announce(): void {
+    if (!this.#closed) this.#wakeUps.notify();
   }
 
   async claim(owner: string, now: number, limit: number, leaseMs: number): Promise<OutboxRow[]> {
