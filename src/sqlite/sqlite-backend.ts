@@ -14,10 +14,12 @@ import type {
 import type { DurableIdempotencyStoreOptions } from '../http/server/durable-idempotency.js';
 import type { Inbox } from '../inbox/inbox.js';
 import type { DurableInboxOptions } from '../inbox/lease.js';
+import type { OutboxInsert } from '../outbox/storage.js';
 import { type AppendOutcome, appendRows, prepareAppendStatements } from './sqlite-append.js';
 import { SqliteIdempotencyStore } from './sqlite-idempotency-store.js';
 import { SqliteInbox } from './sqlite-inbox.js';
 import { SqliteOutboxStorage } from './sqlite-outbox.js';
+import { ms } from './sqlite-outbox-sql.js';
 import { DEFAULT_BUSY_TIMEOUT_MS, DRIVER_BUSY_TIMEOUT_MS, whileBusy } from './store-busy.js';
 
 /** Options of {@link SqliteEventStoreBackend}. */
@@ -251,6 +253,9 @@ function prepareStatements(db: Database.Database) {
       'INSERT OR REPLACE INTO ferry_snapshots (stream_id, version, schema_version, state, time) VALUES (?, ?, ?, ?, ?)',
     ),
     dataVersion: db.prepare<[], bigint>('PRAGMA data_version').pluck(),
+    enqueue: db.prepare<[string, string, string, number, number]>(
+      'INSERT INTO ferry_outbox (id, key, envelope, created_at, due_at) VALUES (?, ?, ?, ?, ?)',
+    ),
   };
 }
 
@@ -264,6 +269,8 @@ interface QueuedAppend {
   readonly streamId: string;
   readonly events: readonly PreparedEvent[];
   readonly expected: ExpectedVersion;
+  /** Outbox rows inserted with the append, in its savepoint, when it writes. */
+  readonly messages: readonly OutboxInsert[];
   readonly resolve: (result: AppendResult) => void;
   readonly reject: (error: unknown) => void;
 }
@@ -274,6 +281,7 @@ type AppendRows = (
   streamId: string,
   events: readonly PreparedEvent[],
   expected: ExpectedVersion,
+  messages: readonly OutboxInsert[],
 ) => AppendOutcome;
 
 /**
@@ -357,14 +365,24 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
     }
     this.#db = db;
     this.#statements = statements;
-    const append = db.transaction<AppendRows>((...args) => appendRows(statements, ...args));
+    // An append and its outbox rows (`outbox.append`), which only an append that wrote inserts: both
+    // in the append's own transaction, or its SAVEPOINT in a batch. One writer at a time, so each
+    // row's seq follows commit order.
+    const append = db.transaction<AppendRows>((streamId, events, expected, messages) => {
+      const outcome = appendRows(statements, streamId, events, expected);
+      if (outcome.written) {
+        for (const m of messages)
+          statements.enqueue.run(m.id, m.key, m.envelope, ms(m.createdAt), ms(m.dueAt));
+      }
+      return outcome;
+    });
     this.#append = append;
     // Called inside this transaction, each append's own is a SAVEPOINT: one that throws rolls back
     // alone, and the others commit.
     this.#appendBatch = db.transaction((batch: readonly QueuedAppend[]) =>
       batch.map((a): BatchOutcome => {
         try {
-          return { result: append(a.streamId, a.events, a.expected) };
+          return { result: append(a.streamId, a.events, a.expected, a.messages) };
         } catch (error) {
           return { error };
         }
@@ -395,9 +413,19 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
     events: readonly PreparedEvent[],
     expected: ExpectedVersion,
   ): Promise<AppendResult> {
+    return this.#enqueue(streamId, events, expected, []);
+  }
+
+  /** {@link append}, with outbox rows committed with it when it writes (`outbox.append`). */
+  #enqueue(
+    streamId: string,
+    events: readonly PreparedEvent[],
+    expected: ExpectedVersion,
+    messages: readonly OutboxInsert[],
+  ): Promise<AppendResult> {
     if (!this.#flushing) {
       this.#flushing = true;
-      const appended = this.#appendAlone(streamId, events, expected);
+      const appended = this.#appendAlone(streamId, events, expected, messages);
       void appended.then(
         () => this.#flushed(),
         () => this.#flushed(),
@@ -405,7 +433,7 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
       return appended;
     }
     return new Promise<AppendResult>((resolve, reject) => {
-      this.#queue.push({ streamId, events, expected, resolve, reject });
+      this.#queue.push({ streamId, events, expected, messages, resolve, reject });
       if (!this.#flushing) {
         this.#flushing = true;
         queueMicrotask(() => void this.#flush());
@@ -417,10 +445,12 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
     streamId: string,
     events: readonly PreparedEvent[],
     expected: ExpectedVersion,
+    messages: readonly OutboxInsert[],
   ): Promise<AppendResult> {
     // BEGIN IMMEDIATE takes the write lock before the checks, so no other writer can slip in between.
-    const result = await this.#busy(() => this.#append!.immediate(streamId, events, expected));
+    const result = await this.#busy(() => this.#append!.immediate(streamId, events, expected, messages));
     if (result.written) queueMicrotask(() => this.#notify());
+    if (result.written && messages.length > 0) this.#outbox?.announce();
     return { nextExpectedVersion: result.nextExpectedVersion, position: result.position };
   }
 
@@ -433,7 +463,7 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
     const batch = this.#queue.splice(0, MAX_BATCH_APPENDS);
     if (batch.length === 1) {
       const [a] = batch as [QueuedAppend];
-      await this.#appendAlone(a.streamId, a.events, a.expected).then(a.resolve, a.reject);
+      await this.#appendAlone(a.streamId, a.events, a.expected, a.messages).then(a.resolve, a.reject);
       this.#flushed();
       return;
     }
@@ -441,6 +471,7 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
       const outcomes = await this.#busy(() => this.#appendBatch!.immediate(batch));
       this.#groupCommits++;
       let written = false;
+      let enqueued = false;
       for (const [i, outcome] of outcomes.entries()) {
         const a = batch[i]!;
         if ('error' in outcome) {
@@ -448,12 +479,14 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
           continue;
         }
         written ||= outcome.result.written;
+        enqueued ||= outcome.result.written && a.messages.length > 0;
         a.resolve({
           nextExpectedVersion: outcome.result.nextExpectedVersion,
           position: outcome.result.position,
         });
       }
       if (written) queueMicrotask(() => this.#notify());
+      if (enqueued) this.#outbox?.announce();
     } catch (error) {
       // Nothing committed: the lock stayed taken, the commit failed or the store closed.
       for (const a of batch) a.reject(error);
@@ -650,6 +683,8 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
         return this.#db!;
       },
       appended: () => queueMicrotask(() => this.#notify()),
+      appendWithMessages: (streamId, events, expected, messages) =>
+        this.#enqueue(streamId, events, expected, messages),
     });
     return this.#outbox;
   }

@@ -1,6 +1,8 @@
 import type Database from 'better-sqlite3';
+import type { AppendResult, ExpectedVersion, PreparedEvent } from '../eventstore/types.js';
 import type {
   OutboxBacklog,
+  OutboxInsert,
   OutboxRow,
   OutboxStorage,
   SagaRow,
@@ -27,6 +29,17 @@ import { whileBusy } from './store-busy.js';
 export interface SqliteOutboxHost extends SqliteUnitOfWorkHost {
   /** The store's open connection; throws `EventStoreClosedError` while the backend is not open. */
   readonly connection: () => Database.Database;
+  /**
+   * The store's group commit of an append and, when it writes, its outbox rows in the same SAVEPOINT
+   * (the storage's `appendWithMessages`); the backend calls {@link SqliteOutboxStorage.announce}
+   * after a commit that enqueued.
+   */
+  readonly appendWithMessages: (
+    streamId: string,
+    events: readonly PreparedEvent[],
+    expected: ExpectedVersion,
+    messages: readonly OutboxInsert[],
+  ) => Promise<AppendResult>;
 }
 
 /** How often `watch` looks for commits of other connections. */
@@ -148,6 +161,28 @@ export class SqliteOutboxStorage implements OutboxStorage {
 
   transaction<T>(work: (tx: StorageTransaction) => Promise<T>): Promise<T> {
     return this.#units.run(work);
+  }
+
+  /**
+   * Joins the store's group commit on its connection: concurrent calls (and `store.append` calls)
+   * commit together, each append in a SAVEPOINT of its own with its outbox rows, which only an append
+   * that wrote inserts. A commit that enqueued wakes this storage's watchers at once (the data
+   * version poll does not see the store connection's own commits).
+   */
+  appendWithMessages(
+    streamId: string,
+    events: readonly PreparedEvent[],
+    expected: ExpectedVersion,
+    messages: readonly OutboxInsert[],
+  ): Promise<AppendResult> {
+    return this.#host.appendWithMessages(streamId, events, expected, messages);
+  }
+
+  /** @internal The store committed outbox rows on its connection: wakes the watchers. */
+  announce(): void {
+    queueMicrotask(() => {
+      for (const watcher of [...this.#watchers]) watcher();
+    });
   }
 
   async claim(owner: string, now: number, limit: number, leaseMs: number): Promise<OutboxRow[]> {
