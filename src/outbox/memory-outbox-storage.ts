@@ -27,6 +27,14 @@ interface StoredRow {
   lastError: string | undefined;
 }
 
+/**
+ * A message scheduled for later (`work.schedule`) and not yet attempted: what `scheduled()` lists and
+ * `cancel` may delete. A plain message, or one waiting for a retry, is not.
+ */
+function isScheduled(row: StoredRow): boolean {
+  return row.dueAt > row.createdAt && row.lastError === undefined;
+}
+
 const storages = new WeakMap<MemoryEventStoreBackend, MemoryOutboxStorage>();
 
 function toRow(r: StoredRow): OutboxRow {
@@ -144,7 +152,10 @@ export class MemoryOutboxStorage implements OutboxStorage {
   cancellable(id: string, now: number): boolean {
     const row = this.#byId.get(id);
     return (
-      row !== undefined && row.state === 'pending' && !(row.leaseOwner !== undefined && row.leaseUntil >= now)
+      row !== undefined &&
+      row.state === 'pending' &&
+      isScheduled(row) &&
+      !(row.leaseOwner !== undefined && row.leaseUntil >= now)
     );
   }
   /** @internal */
@@ -244,13 +255,14 @@ export class MemoryOutboxStorage implements OutboxStorage {
     let oldest: number | undefined;
     for (const row of this.#rows.values()) {
       if (row.state === 'failed') failed++;
-      else if (row.dueAt > now) {
+      else if (isScheduled(row) && row.dueAt > now) {
         scheduled++;
         continue;
       } else pending++;
-      if (oldest === undefined || row.createdAt < oldest) oldest = row.createdAt;
+      const since = isScheduled(row) ? row.dueAt : row.createdAt;
+      if (oldest === undefined || since < oldest) oldest = since;
     }
-    return { pending, failed, scheduled, oldestCreatedAt: oldest };
+    return { pending, failed, scheduled, oldestWaitingSince: oldest };
   }
 
   async nextDue(now: number): Promise<number | undefined> {
@@ -268,7 +280,10 @@ export class MemoryOutboxStorage implements OutboxStorage {
 
   async scheduled(now: number, limit: number, key?: string): Promise<OutboxRow[]> {
     return [...this.#rows.values()]
-      .filter((r) => r.state === 'pending' && r.dueAt > now && (key === undefined || r.key === key))
+      .filter(
+        (r) =>
+          r.state === 'pending' && isScheduled(r) && r.dueAt > now && (key === undefined || r.key === key),
+      )
       .sort((a, b) => a.dueAt - b.dueAt || (a.seq < b.seq ? -1 : 1))
       .slice(0, limit)
       .map(toRow);
@@ -378,7 +393,7 @@ class MemoryTransaction implements StorageTransaction {
     this.#open();
     const out: string[] = [];
     for (const id of new Set(ids)) {
-      const index = this.enqueued.findIndex((e) => e.id === id && e.dueAt > now);
+      const index = this.enqueued.findIndex((e) => e.id === id && e.dueAt > e.createdAt);
       if (index >= 0) {
         this.enqueued.splice(index, 1);
         out.push(id);

@@ -35,13 +35,16 @@ export interface ScheduledOutboxMessage {
 
 /** What waits in the outbox, for health checks and metrics. */
 export interface OutboxBacklogReport {
-  /** Messages due and not yet published. */
+  /** Messages due and not yet published, or waiting for a retry. */
   readonly pending: number;
   /** Messages set aside after the broker kept refusing them (see `failed()`). */
   readonly failed: number;
-  /** Messages scheduled for later. */
+  /** Messages scheduled for later (`work.schedule`), not yet due. */
   readonly scheduled: number;
-  /** Age of the oldest message due or failed, in ms; 0 when there is none. */
+  /**
+   * How long the longest-waiting message pending or failed has waited, in ms (a scheduled message
+   * from its due time, any other from its creation); 0 when there is none.
+   */
   readonly oldestAgeMs: number;
 }
 

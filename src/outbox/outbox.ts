@@ -252,7 +252,7 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
       pending: b.pending,
       failed: b.failed,
       scheduled: b.scheduled,
-      oldestAgeMs: b.oldestCreatedAt === undefined ? 0 : Math.max(0, now - b.oldestCreatedAt),
+      oldestAgeMs: b.oldestWaitingSince === undefined ? 0 : Math.max(0, now - b.oldestWaitingSince),
     };
   }
 

@@ -61,10 +61,7 @@ export interface OutboxStorage {
   redrive(ids: readonly string[], now: number): Promise<number>;
   /** Deletes the failed rows among `ids`. Resolves how many. */
   discard(ids: readonly string[]): Promise<number>;
-  /**
-   * Pending and failed rows, and the creation time of the oldest row due by `now` (pending or
-   * failed; rows scheduled for later are counted in `scheduled` only).
-   */
+  /** Pending, failed and scheduled rows (see {@link OutboxBacklog}), and since when the oldest waits. */
   backlog(now: number): Promise<OutboxBacklog>;
   /**
    * When the relay should look next: the earliest `dueAt` among the rows `claim` could hand out once
@@ -72,7 +69,7 @@ export interface OutboxStorage {
    * of their key do not count: they wait for it.
    */
   nextDue(now: number): Promise<number | undefined>;
-  /** Pending rows not yet due (scheduled messages), soonest first, optionally of one key. */
+  /** Scheduled rows not yet due (see {@link OutboxBacklog}), soonest first, optionally of one key. */
   scheduled(now: number, limit: number, key?: string): Promise<OutboxRow[]>;
 
   /** Deletes up to `limit` inbox marks made before `before`. Resolves how many. */
@@ -110,8 +107,9 @@ export interface StorageTransaction {
   /** Adds rows to the outbox, in order (their `seq` increases in this order). */
   enqueue(messages: readonly OutboxInsert[]): Promise<void>;
   /**
-   * Deletes pending rows among `ids` (message ids) that no relay leases now. Resolves the ids deleted:
-   * a scheduled message cancelled before it was sent.
+   * Deletes scheduled rows among `ids` (message ids, see {@link OutboxBacklog}; due or not) that no
+   * relay leases now, and scheduled rows enqueued earlier in this transaction. Resolves the ids
+   * deleted. A plain message, or one already attempted, is never deleted.
    */
   cancel(ids: readonly string[], now: number): Promise<string[]>;
   /**
@@ -157,15 +155,22 @@ export interface OutboxRow {
   readonly lastError: string | undefined;
 }
 
-/** What waits in an outbox. */
+/**
+ * What waits in an outbox. A row is _scheduled_ when it was written to be published later
+ * (`dueAt > createdAt`) and has not been attempted yet (no `lastError`); every other row not failed
+ * is pending, whether due now or waiting for a retry.
+ */
 export interface OutboxBacklog {
-  /** Rows pending and due (not scheduled for later). */
+  /** Rows pending: due, or waiting for a retry. */
   readonly pending: number;
   readonly failed: number;
-  /** Rows scheduled for later. */
+  /** Scheduled rows not yet due. */
   readonly scheduled: number;
-  /** Creation time of the oldest row that is due or failed. */
-  readonly oldestCreatedAt: number | undefined;
+  /**
+   * Since when the longest-waiting row pending or failed has been waiting: its due time for a
+   * scheduled row, its creation otherwise.
+   */
+  readonly oldestWaitingSince: number | undefined;
 }
 
 export type SagaStatus = 'active' | 'completed';

@@ -6,6 +6,12 @@ const SAGA_COLUMNS = 'saga, id, state, version, status, updated_at';
 const NOT_LEASED = (now: string) => `(lease_until IS NULL OR lease_until < ${now})`;
 
 /** The outbox storage's statements, with the quoted schema name filled in once. */
+/**
+ * A message scheduled for later (`work.schedule`) and not yet attempted: what `scheduled()` lists and
+ * `cancel` may delete. A plain message, or one waiting for a retry, is not.
+ */
+const SCHEDULED = '(due_at > created_at AND last_error IS NULL)';
+
 export function outboxStatements(s: string) {
   return {
     /**
@@ -42,10 +48,11 @@ export function outboxStatements(s: string) {
       WHERE id = ANY($1::text[]) AND state = 'failed'`,
     discard: `DELETE FROM ${s}.outbox WHERE id = ANY($1::text[]) AND state = 'failed'`,
     backlog: `
-      SELECT count(*) FILTER (WHERE state = 'pending' AND due_at <= $1)::float8 AS pending,
+      SELECT count(*) FILTER (WHERE state = 'pending' AND NOT (${SCHEDULED} AND due_at > $1))::float8 AS pending,
              count(*) FILTER (WHERE state = 'failed')::float8 AS failed,
-             count(*) FILTER (WHERE state = 'pending' AND due_at > $1)::float8 AS scheduled,
-             min(created_at) FILTER (WHERE state = 'failed' OR due_at <= $1)::float8 AS oldest
+             count(*) FILTER (WHERE state = 'pending' AND ${SCHEDULED} AND due_at > $1)::float8 AS scheduled,
+             min(CASE WHEN ${SCHEDULED} THEN due_at ELSE created_at END)
+               FILTER (WHERE NOT (state = 'pending' AND ${SCHEDULED} AND due_at > $1))::float8 AS oldest
       FROM ${s}.outbox`,
     // Only the oldest row of a key can be claimed: rows waiting behind it do not make the relay look sooner.
     nextDue: `
@@ -54,7 +61,7 @@ export function outboxStatements(s: string) {
         AND NOT EXISTS (SELECT 1 FROM ${s}.outbox p WHERE p.key = o.key AND p.seq < o.seq)`,
     scheduled: `
       SELECT ${OUTBOX_COLUMNS} FROM ${s}.outbox
-      WHERE state = 'pending' AND due_at > $1 AND ($3::text IS NULL OR key = $3)
+      WHERE state = 'pending' AND ${SCHEDULED} AND due_at > $1 AND ($3::text IS NULL OR key = $3)
       ORDER BY due_at, seq LIMIT $2`,
     pruneHandled: `
       DELETE FROM ${s}.inbox_done WHERE (consumer, message_id) IN (
@@ -78,7 +85,7 @@ export function outboxStatements(s: string) {
         WITH ORDINALITY AS m(id, key, envelope, created_at, due_at, ord)
       ORDER BY m.ord`,
     cancel: `
-      DELETE FROM ${s}.outbox WHERE id = ANY($1::text[]) AND state = 'pending' AND ${NOT_LEASED('$2')}
+      DELETE FROM ${s}.outbox WHERE id = ANY($1::text[]) AND state = 'pending' AND ${SCHEDULED} AND ${NOT_LEASED('$2')}
       RETURNING id`,
     markHandled: `
       INSERT INTO ${s}.inbox_done (consumer, message_id, handled_at) VALUES ($1, $2, $3)

@@ -256,7 +256,7 @@ export class PostgresOutboxStorage implements OutboxStorage {
       pending: row.pending,
       failed: row.failed,
       scheduled: row.scheduled,
-      oldestCreatedAt: row.oldest ?? undefined,
+      oldestWaitingSince: row.oldest ?? undefined,
     };
   }
 

@@ -55,6 +55,11 @@ export const SAGA_COLUMNS = 'saga, id, state, version, status, updated_at';
 
 /** A lease is held while `lease_until >= now`; a claim may take rows whose lease ended before `now`. */
 export const NOT_LEASED = '(lease_until IS NULL OR lease_until < @now)';
+/**
+ * A message scheduled for later (`work.schedule`) and not yet attempted: what `scheduled()` lists and
+ * `cancel` may delete. A plain message, or one waiting for a retry, is not.
+ */
+export const SCHEDULED = '(due_at > created_at AND last_error IS NULL)';
 /** The oldest row of its key, whatever the state of the others: only it may go. */
 export const KEY_HEAD = 'NOT EXISTS (SELECT 1 FROM ferry_outbox p WHERE p.key = o.key AND p.seq < o.seq)';
 /** What `claim` may hand to `@owner` at `@now`. */

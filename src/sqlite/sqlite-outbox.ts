@@ -19,6 +19,7 @@ import {
   type OutboxDbRow,
   SAGA_COLUMNS,
   type SagaDbRow,
+  SCHEDULED,
   toOutboxRow,
   toSagaRow,
 } from './sqlite-outbox-sql.js';
@@ -91,10 +92,11 @@ function prepareStatements(db: Database.Database) {
       [{ now: number }],
       { pending: bigint; failed: bigint; scheduled: bigint; oldest: bigint | null }
     >(
-      `SELECT count(*) FILTER (WHERE state = 'pending' AND due_at <= @now) AS pending,
+      `SELECT count(*) FILTER (WHERE state = 'pending' AND NOT (${SCHEDULED} AND due_at > @now)) AS pending,
               count(*) FILTER (WHERE state = 'failed') AS failed,
-              count(*) FILTER (WHERE state = 'pending' AND due_at > @now) AS scheduled,
-              min(created_at) FILTER (WHERE state = 'failed' OR due_at <= @now) AS oldest
+              count(*) FILTER (WHERE state = 'pending' AND ${SCHEDULED} AND due_at > @now) AS scheduled,
+              min(CASE WHEN ${SCHEDULED} THEN due_at ELSE created_at END)
+                FILTER (WHERE NOT (state = 'pending' AND ${SCHEDULED} AND due_at > @now)) AS oldest
        FROM ferry_outbox`,
     ),
     // Only the oldest row of a key can be claimed: rows waiting behind it do not make the relay look sooner.
@@ -105,7 +107,7 @@ function prepareStatements(db: Database.Database) {
       .pluck(),
     scheduled: db.prepare<[{ now: number; limit: number; key: string | null }], OutboxDbRow>(
       `SELECT ${OUTBOX_COLUMNS} FROM ferry_outbox
-       WHERE state = 'pending' AND due_at > @now AND (@key IS NULL OR key = @key)
+       WHERE state = 'pending' AND ${SCHEDULED} AND due_at > @now AND (@key IS NULL OR key = @key)
        ORDER BY due_at, seq LIMIT @limit`,
     ),
     pruneHandled: db.prepare<[number, number]>(
@@ -229,7 +231,7 @@ export class SqliteOutboxStorage implements OutboxStorage {
       pending: Number(row.pending),
       failed: Number(row.failed),
       scheduled: Number(row.scheduled),
-      oldestCreatedAt: row.oldest === null ? undefined : Number(row.oldest),
+      oldestWaitingSince: row.oldest === null ? undefined : Number(row.oldest),
     };
   }
 

@@ -5,7 +5,15 @@ import type { AppendResult, ExpectedVersion, PreparedEvent } from '../eventstore
 import { SagaConcurrencyError, UnitOfWorkUnsupportedError } from '../outbox/errors.js';
 import type { OutboxInsert, SagaRow, StorageTransaction } from '../outbox/storage.js';
 import { type AppendOutcome, appendRows, prepareAppendStatements } from './sqlite-append.js';
-import { jsonList, ms, NOT_LEASED, SAGA_COLUMNS, type SagaDbRow, toSagaRow } from './sqlite-outbox-sql.js';
+import {
+  jsonList,
+  ms,
+  NOT_LEASED,
+  SAGA_COLUMNS,
+  type SagaDbRow,
+  SCHEDULED,
+  toSagaRow,
+} from './sqlite-outbox-sql.js';
 import { DRIVER_BUSY_TIMEOUT_MS, whileBusy } from './store-busy.js';
 
 /** What units of work need from the backend that owns them. */
@@ -39,7 +47,7 @@ function prepareConnection(db: Database.Database) {
     }),
     cancel: db
       .prepare<[{ ids: string; now: number }], string>(
-        `DELETE FROM ferry_outbox WHERE state = 'pending' AND ${NOT_LEASED}
+        `DELETE FROM ferry_outbox WHERE state = 'pending' AND ${SCHEDULED} AND ${NOT_LEASED}
          AND id IN (SELECT value FROM json_each(@ids)) RETURNING id`,
       )
       .pluck(),

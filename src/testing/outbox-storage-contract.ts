@@ -214,7 +214,7 @@ export function testOutboxStorage(name: string, harness: OutboxStorageHarness): 
       expect(failed).toHaveLength(1);
       expect(failed[0]).toMatchObject({ id: k1.id, state: 'failed', attempts: 2, lastError: 'unroutable' });
       const backlog = await storage.backlog(T0 + 600);
-      expect(backlog).toMatchObject({ pending: 1, failed: 1, scheduled: 0, oldestCreatedAt: T0 });
+      expect(backlog).toMatchObject({ pending: 1, failed: 1, scheduled: 0, oldestWaitingSince: T0 });
     });
 
     it('does not count a retry of a message the broker could not be reached for', async () => {
@@ -274,6 +274,55 @@ export function testOutboxStorage(name: string, harness: OutboxStorageHarness): 
         }),
       );
       expect((await storage.scheduled(T0, 10)).map((r) => r.id)).toContain(other.id);
+    });
+
+    it('cancels only scheduled messages never attempted, and counts retried ones as pending', async () => {
+      const { storage } = await open();
+      const plain = message();
+      const timer = message(undefined, T0 + 1000);
+      await storage.transaction((tx) => tx.enqueue([plain, timer]));
+      // A plain message is not a timer: cancelling it would lose it.
+      expect(await storage.transaction((tx) => tx.cancel([plain.id], T0))).toEqual([]);
+      const [row] = await storage.claim('relay-a', T0, 10, 30_000);
+      expect(row?.id).toBe(plain.id);
+      // Refused once, waiting for its retry: pending, not scheduled, still not cancellable.
+      await storage.retry('relay-a', row!.seq, 'unroutable', T0 + 5000, true);
+      expect(await storage.backlog(T0)).toMatchObject({
+        pending: 1,
+        scheduled: 1,
+        failed: 0,
+        oldestWaitingSince: T0,
+      });
+      expect((await storage.scheduled(T0, 10)).map((r) => r.id)).toEqual([timer.id]);
+      expect(await storage.transaction((tx) => tx.cancel([plain.id], T0))).toEqual([]);
+      // The timer, once due, has waited since its due time, not since it was written.
+      expect(await storage.backlog(T0 + 1500)).toMatchObject({
+        pending: 2,
+        scheduled: 0,
+        oldestWaitingSince: T0,
+      });
+      const [due] = await storage.claim('relay-a', T0 + 1500, 10, 30_000);
+      expect(due?.id).toBe(timer.id);
+      await storage.retry('relay-a', due!.seq, 'broker unreachable', T0 + 2000, false);
+      // Attempted: no longer cancellable, no longer listed as scheduled.
+      expect(await storage.transaction((tx) => tx.cancel([timer.id], T0 + 1600))).toEqual([]);
+      expect(await storage.scheduled(T0 + 1600, 10)).toEqual([]);
+      expect(await storage.backlog(T0 + 1600)).toMatchObject({ pending: 2, scheduled: 0 });
+    });
+
+    it('says since when a due timer has waited: its due time', async () => {
+      const { storage } = await open();
+      await storage.transaction((tx) => tx.enqueue([message(undefined, T0 + 1500)]));
+      expect(await storage.backlog(T0 + 1700)).toMatchObject({
+        pending: 1,
+        scheduled: 0,
+        oldestWaitingSince: T0 + 1500,
+      });
+      expect(await storage.backlog(T0 + 1000)).toMatchObject({
+        pending: 0,
+        scheduled: 1,
+        oldestWaitingSince: undefined,
+      });
     });
 
     it('cancels a message scheduled earlier in the same unit of work', async () => {
