@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { isFerryError } from '../errors/ferry-error.js';
+import { isHandlerTimeoutError } from '../messaging/handler-timeouts.js';
 import { VirtualClock } from '../time/clock.js';
 import { createTestHarness, type TestHarness, type TestHarnessOptions } from './harness.js';
 import { isSelectTimeoutError } from './message-list.js';
@@ -168,6 +169,40 @@ describe('createTestHarness', () => {
 
     expect(dead.reason.kind).toBe('timeout');
     expect(harness.clock.now() - begin).toBe(30_000);
+  });
+
+  // Past handlerTimeoutMs the attempt fails whether or not the handler heeds its signal; it is one
+  // failed record with the HandlerTimeoutError, and what the handler does later changes nothing.
+  it.each([
+    ['heeds its signal', 'heeds'],
+    ['ignores its signal', 'ignores'],
+    ['ignores its signal, then finishes', 'finishes-late'],
+    ['ignores its signal, then throws', 'throws-late'],
+  ] as const)('records each timed-out attempt once in failed when the handler %s', async (_, mode) => {
+    const harness = await start({
+      subscriptionDefaults: { handlerTimeoutMs: 30_000, maxAttempts: 2 },
+      setup: async ({ bus, clock }) => {
+        await bus.subscribe('order.placed', (_msg, { signal }) => {
+          return new Promise<void>((resolve, reject) => {
+            if (mode === 'heeds') signal.addEventListener('abort', () => reject(signal.reason));
+            if (mode === 'finishes-late') clock.setTimeout(resolve, 40_000);
+            if (mode === 'throws-late') clock.setTimeout(() => reject(new Error('late')), 40_000);
+          });
+        });
+      },
+    });
+    await harness.bus.publish('order.placed', { orderId: '6b' });
+
+    const dead = await harness.deadLettered.select('order.placed', { timeoutMs: 120_000 });
+    expect(dead).toMatchObject({ attempts: 2, reason: { kind: 'timeout' } });
+    expect(harness.failed.all().map((f) => [f.message.attempt, isHandlerTimeoutError(f.error)])).toEqual([
+      [1, true],
+      [2, true],
+    ]);
+    // The late ends of both attempts pass; they were failed already.
+    await harness.advance(60_000);
+    expect(harness.failed.count()).toBe(2);
+    expect(harness.consumed.none('order.placed')).toBe(true);
   });
 
   it('settle does not move time, so it reports a handler waiting for virtual time', async () => {

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { createBus } from '../connect/create-bus.js';
+import { currentContext } from '../context/context.js';
 import { FerryError, InvalidOptionsError } from '../errors/ferry-error.js';
 import { MemoryEventStoreBackend } from '../eventstore/memory/memory-backend.js';
 import { EventStore } from '../eventstore/store.js';
@@ -32,7 +33,7 @@ export interface ConsumedRecord {
   readonly pattern: string;
 }
 
-/** A run of a handler chain that threw (each failed attempt is one record). */
+/** A failed attempt: its handler chain threw or ran past its time limit (one record per attempt). */
 export interface FailedRecord extends ConsumedRecord {
   readonly error: unknown;
 }
@@ -140,9 +141,13 @@ export class TestHarness<C extends Contracts = NoContracts> {
   readonly url: string;
   /** Every message the transport accepted, outbox messages once the relay sent them. */
   readonly published: MessageList<PublishedRecord>;
-  /** Every handler run that succeeded. */
+  /** Every handler run that succeeded within its time limit. */
   readonly consumed: MessageList<ConsumedRecord>;
-  /** Every handler run that threw, retried or not. */
+  /**
+   * Every failed attempt, retried or not, once: its handler chain threw, or ran past
+   * `handlerTimeoutMs` (the error is then the `HandlerTimeoutError`, whether or not the handler
+   * heeded its signal; what it does afterwards is not recorded).
+   */
   readonly failed: MessageList<FailedRecord>;
   /** Every message dead-lettered by one of the bus's subscriptions (handler errors, invalid, expired…). */
   readonly deadLettered: MessageList<DeadLetteredRecord>;
@@ -449,17 +454,33 @@ export async function createTestHarness<C extends Contracts = NoContracts>(
       harness?.deliveryEnded(delivery);
     },
   });
+  // Outermost middleware: sees each run of the chain. Past its handlerTimeoutMs the bus fails the
+  // attempt with a HandlerTimeoutError, aborting the run's signal first, whether or not the handler
+  // heeds it: the abort is recorded as the attempt's failure, synchronously (before the bus's
+  // outcome, as a thrown error is), and whatever the handler does later is not recorded again.
   const recorder: HandlerMiddleware = (next, { group, pattern }) => {
     return async (message) => {
+      // The run's own signal: aborted only when its time limit passes (none without a limit).
+      const signal = currentContext()?.signal;
+      let recorded = false;
+      const record = (failure: { readonly error: unknown } | undefined) => {
+        if (recorded) return;
+        recorded = true;
+        if (failure === undefined) lists.consumed.push({ type: message.type, message, group, pattern });
+        else lists.failed.push({ type: message.type, message, group, pattern, error: failure.error });
+        harness?.noteProgress();
+      };
+      const onAbort = () => record({ error: signal?.reason });
+      signal?.addEventListener('abort', onAbort, { once: true });
       try {
         await next(message);
       } catch (error) {
-        lists.failed.push({ type: message.type, message, group, pattern, error });
-        harness?.noteProgress();
+        record({ error });
         throw error;
+      } finally {
+        signal?.removeEventListener('abort', onAbort);
       }
-      lists.consumed.push({ type: message.type, message, group, pattern });
-      harness?.noteProgress();
+      record(undefined);
     };
   };
 
