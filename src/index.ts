@@ -268,6 +268,7 @@ export {
   type OutboxMessage,
   type OutboxOptions,
   type ScheduledOutboxMessage,
+  type UnitOfWorkOptions,
 } from './outbox/outbox.js';
 export { DEFAULT_RELAY_OPTIONS, OutboxPublishTimeoutError, type RelayOptions } from './outbox/relay.js';
 export {

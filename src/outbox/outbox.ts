@@ -45,6 +45,19 @@ export type {
   ScheduledOutboxMessage,
 } from './outbox-reports.js';
 
+/** Options of one {@link Outbox.unitOfWork} (or {@link Outbox.runHandler}) call. */
+export interface UnitOfWorkOptions {
+  /**
+   * Reruns of the unit of work when it loses a race, from 0 to 10000: for work that knows a lost race
+   * means another writer made progress (a saga instance under contention).
+   * @default the outbox's `maxRetries`
+   */
+  readonly maxRetries?: number;
+}
+
+/** Bound of {@link UnitOfWorkOptions.maxRetries}: each rerun pauses up to 100 ms, so about 8 minutes at most. */
+const MAX_RETRIES_PER_CALL = 10_000;
+
 /** How often marks past retention are deleted, and how many per statement. */
 const PRUNE_INTERVAL_MS = 60_000;
 const PRUNE_BATCH = 500;
@@ -116,14 +129,22 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
    * (`work.query`) and publishes (`work.publish`, `work.schedule`) commits together when it resolves,
    * and none of it when it throws (the error is rethrown). Messages are published by the relay after
    * the commit, never before. A unit of work that lost a race (`ConcurrencyError`,
-   * `SagaConcurrencyError`) runs again, in a new transaction, up to `maxRetries` times: keep `work`
-   * free of side effects outside the transaction. Resolves what `work` resolves.
+   * `SagaConcurrencyError`) runs again, in a new transaction, up to `maxRetries` times (the outbox's,
+   * or this call's `options.maxRetries`), after a jittered pause growing to at most 100 ms: keep
+   * `work` free of side effects outside the transaction. Resolves what `work` resolves.
    *
    * On SQLite and memory, units of work of one process run one at a time (SQLite has one writer);
    * keep them short and do not wait inside them for other I/O.
    */
-  async unitOfWork<T>(work: (work: UnitOfWork<C>) => Promise<T>): Promise<T> {
+  async unitOfWork<T>(
+    work: (work: UnitOfWork<C>) => Promise<T>,
+    options: UnitOfWorkOptions = {},
+  ): Promise<T> {
     if (this.#closing !== undefined) throw new UnitOfWorkUnsupportedError('the outbox is closed');
+    const maxRetries = options.maxRetries ?? this.#maxRetries;
+    if (!Number.isInteger(maxRetries) || maxRetries < 0 || maxRetries > MAX_RETRIES_PER_CALL) {
+      throw new InvalidOptionsError(`maxRetries must be an integer from 0 to ${MAX_RETRIES_PER_CALL}`);
+    }
     this.#inFlight++;
     try {
       for (let attempt = 0; ; attempt++) {
@@ -152,7 +173,7 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
           if (dueNow > 0) this.#relay?.notify();
           return result;
         } catch (error) {
-          if (!lostRace(error) || attempt >= this.#maxRetries) {
+          if (!lostRace(error) || attempt >= maxRetries) {
             throw error;
           }
           await new Promise((resolve) =>
@@ -230,18 +251,19 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
    * The transactional inbox (used by `bus.subscribe(…, { unitOfWork: outbox })`): runs `handle` in a
    * unit of work whose first write marks `messageId` handled by `consumer`. A message already marked
    * runs nothing and resolves `false`; otherwise the mark, the handler's changes and its messages
-   * commit together.
+   * commit together. `options` as {@link unitOfWork}'s.
    */
   runHandler(
     consumer: string,
     messageId: string,
     handle: (work: UnitOfWork<C>) => Promise<void>,
+    options: UnitOfWorkOptions = {},
   ): Promise<boolean> {
     return this.unitOfWork(async (work) => {
       if (!(await work.tx.markHandled(consumer, messageId, this.clock.now()))) return false;
       await handle(work);
       return true;
-    });
+    }, options);
   }
 
   /** Messages waiting, failed and scheduled, and the age of the oldest: for health checks and metrics. */

@@ -1,4 +1,5 @@
 import { afterAll, afterEach, expect, it } from 'vitest';
+import { z } from 'zod';
 import { createBus } from '../connect/create-bus.js';
 import { EventStore } from '../eventstore/store.js';
 import { uuidv7 } from '../ids/uuidv7.js';
@@ -7,6 +8,7 @@ import { createOutbox } from '../outbox/outbox.js';
 import { PostgresEventStoreBackend } from '../postgres/postgres-backend.js';
 import { dropSchemas, postgresTestUrl, testSchemaName } from '../testing/postgres.js';
 import { waitFor } from '../testing/wait.js';
+import { defineSaga } from './define-saga.js';
 import { tallyContracts, tallyRuns, tallySaga } from './fixtures/tally-saga.js';
 import { startSaga } from './start-saga.js';
 
@@ -66,3 +68,71 @@ it('two processes on one PostgreSQL database apply every message of one instance
   expect(tallyRuns.count).toBeGreaterThan(30);
   expect(await bus.listDeadLetters({ group: 'saga-tally' })).toEqual([]);
 });
+
+const tapeContracts = {
+  'tape.opened': z.object({ tapeId: z.string() }),
+  'tape.mark': z.object({ tapeId: z.string(), n: z.number() }),
+  'tape.marked': z.object({ tapeId: z.string(), n: z.number() }),
+};
+
+/** Records every message it applies, and publishes one message per application. */
+const tapeSaga = defineSaga({
+  name: 'tape',
+  contracts: tapeContracts,
+  startedBy: ['tape.opened'],
+  initial: () => ({ status: 'open', data: { seen: [] as number[] } }),
+  id: { 'tape.opened': (m) => m.data.tapeId, 'tape.mark': (m) => m.data.tapeId },
+  states: {
+    open: {
+      'tape.mark': (saga, m) => {
+        saga.set({ seen: [...saga.state.data.seen, m.data.n] }).publish('tape.marked', m.data);
+      },
+    },
+  },
+});
+
+it('sustained contention on one instance (two processes, ten handlers each, default retries) dead-letters nothing: every message applied once', async () => {
+  const schema = testSchemaName('saga');
+  schemas.push(schema);
+  const url = `memory://saga-pg-${uuidv7()}`;
+  const count = 80;
+  const running = [];
+  const buses = [];
+  for (let i = 0; i < 2; i++) {
+    // The outbox's default maxRetries (3) and the bus's default maxAttempts (5), with a short
+    // redelivery delay: what a service gets unless it tunes them.
+    const bus = await createBus({
+      url,
+      service: 'tape',
+      logger: silentLogger,
+      contracts: tapeContracts,
+      subscriptionDefaults: { backoff: { initialDelayMs: 10, factor: 1, maxDelayMs: 10 } },
+    });
+    closers.push(() => bus.close());
+    buses.push(bus);
+    const outbox = await createOutbox({ store: await open(schema), bus, logger: silentLogger });
+    closers.push(() => outbox.close());
+    const saga = await startSaga(tapeSaga, { outbox, logger: silentLogger, subscribe: { concurrency: 10 } });
+    closers.push(() => saga.close());
+    running.push(saga);
+  }
+  const [bus] = buses as [(typeof buses)[0]];
+  const [one] = running as [(typeof running)[0]];
+  const marked: number[] = [];
+  await bus.subscribe('tape.marked', (m) => void marked.push(m.data.n), { group: 'observer' });
+  await bus.publish('tape.opened', { tapeId: 't' });
+  await waitFor(async () => (await one.get('t')) !== undefined, 'the tape to open');
+  await Promise.all(
+    Array.from({ length: count }, (_, i) => bus.publish('tape.mark', { tapeId: 't', n: i + 1 })),
+  );
+  const everyOne = Array.from({ length: count }, (_, i) => i + 1);
+  const settled = async () =>
+    (await one.get('t'))!.version + (await bus.listDeadLetters({ group: 'saga-tape' })).length === count + 1;
+  await waitFor(settled, 'every message applied or dead-lettered', 60_000);
+  expect(await bus.listDeadLetters({ group: 'saga-tape' })).toEqual([]);
+  const instance = await one.get('t');
+  expect([...instance!.data.seen].sort((a, b) => a - b)).toEqual(everyOne);
+  expect(instance!.version).toBe(count + 1);
+  await waitFor(() => marked.length >= count, 'every message published', 30_000);
+  expect([...marked].sort((a, b) => a - b)).toEqual(everyOne);
+}, 90_000);

@@ -5,9 +5,11 @@ import { EventStore } from '../eventstore/store.js';
 import { uuidv7 } from '../ids/uuidv7.js';
 import { silentLogger } from '../logging/logger.js';
 import type { Message } from '../messaging/envelope.js';
+import { SagaConcurrencyError } from '../outbox/errors.js';
 import { createOutbox } from '../outbox/outbox.js';
 import { sleep, waitFor } from '../testing/wait.js';
 import { VirtualClock } from '../time/clock.js';
+import { defineSaga } from './define-saga.js';
 import { SagaTransitionError, SagaUnknownInstanceError } from './errors.js';
 import { orderContracts, orderSaga } from './fixtures/order-saga.js';
 import { tallyContracts, tallySaga } from './fixtures/tally-saga.js';
@@ -234,5 +236,53 @@ describe('order saga on the memory store and bus', () => {
     await s.until('20 additions', async () => (await two.get('t'))?.data.count === 20);
     expect(await one.get('t')).toMatchObject({ data: { total: 210, count: 20 }, version: 21 });
     expect(await s.bus.listDeadLetters({ group: 'saga-tally' })).toEqual([]);
+  });
+
+  it('reruns a message that keeps losing the race on its instance far past the outbox maxRetries, until its time limit', async () => {
+    // The system clock: the handler's time limit is what ends the reruns here.
+    const bus = await createBus({
+      url: `memory://saga-${uuidv7()}`,
+      service: 'shop',
+      logger: silentLogger,
+      contracts: tallyContracts,
+    });
+    closers.push(() => bus.close());
+    const store = new EventStore(new MemoryEventStoreBackend(), { logger: silentLogger });
+    closers.push(() => store.close());
+    const outbox = await createOutbox({ store, bus, logger: silentLogger, maxRetries: 3 });
+    closers.push(() => outbox.close());
+    let runs = 0;
+    const stuck = defineSaga({
+      name: 'stuck',
+      contracts: tallyContracts,
+      startedBy: ['tally.opened'],
+      initial: () => ({ status: 'open', data: {} }),
+      id: { 'tally.opened': (m) => m.data.tallyId },
+      // As if another message of the instance committed first, every time.
+      started: () => {
+        runs++;
+        throw new SagaConcurrencyError('stuck', 't', 0);
+      },
+      states: { open: {} },
+    });
+    const running = await startSaga(stuck, {
+      outbox,
+      logger: silentLogger,
+      subscribe: { handlerTimeoutMs: 500, maxAttempts: 1 },
+    });
+    closers.push(() => running.close());
+    await bus.publish('tally.opened', { tallyId: 't' });
+    await waitFor(
+      async () => (await bus.listDeadLetters({ group: 'saga-stuck' })).length === 1,
+      'the dead letter',
+    );
+    const [dead] = await bus.listDeadLetters({ group: 'saga-stuck' });
+    expect(dead!.reason.kind).toBe('timeout');
+    // More reruns than the outbox's maxRetries (3) would allow…
+    expect(runs).toBeGreaterThan(4);
+    // …and none after the attempt timed out: the unit of work is not left retrying in the background.
+    const atTimeout = runs;
+    await sleep(400);
+    expect(runs).toBe(atTimeout);
   });
 });

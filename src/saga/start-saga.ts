@@ -3,6 +3,7 @@ import { type Logger, stderrLogger } from '../logging/logger.js';
 import type { Bus, SubscribeOptions, Subscription } from '../messaging/bus.js';
 import type { Contracts, TypeOf } from '../messaging/contracts.js';
 import type { Message } from '../messaging/envelope.js';
+import type { HandlerUnitOfWork } from '../messaging/transactional.js';
 import type { Outbox } from '../outbox/outbox.js';
 import type { SagaRow, SagaStatus } from '../outbox/storage.js';
 import type { UnitOfWork } from '../outbox/unit-of-work.js';
@@ -27,6 +28,16 @@ export interface StartSagaOptions<BC extends Contracts> {
   /** Where ignored messages are logged (debug). @default warnings and errors to stderr */
   readonly logger?: Logger;
 }
+
+/**
+ * Reruns of a message that lost the race on its instance (`SagaConcurrencyError`), each after a
+ * jittered pause growing to 100 ms (the outbox's). Far more than the outbox's `maxRetries`: a lost race
+ * on an instance means another message of it committed, so rerunning always makes progress, and under
+ * sustained contention (many messages of one instance on several processes) a message may lose many
+ * times in a row. The handler's time limit (`handlerTimeoutMs`) ends the reruns sooner: the attempt
+ * then fails as any timed-out attempt does.
+ */
+const SAGA_CONFLICT_RETRIES = 1000;
 
 /** A saga instance as stored. */
 export interface SagaInstance<S extends string = string, D = unknown> {
@@ -65,7 +76,8 @@ export interface RunningSaga<S extends string = string, D = unknown> {
  * applied in a unit of work of `outbox` (the transactional inbox: a redelivered message has no
  * effect), its instance loaded and saved with optimistic concurrency, its messages and timeouts
  * committed with its state. Two processes may run the same saga on one database: a message that
- * loses a race on an instance is run again by the outbox.
+ * loses a race on an instance is run again by the outbox, up to 1000 times (with
+ * pauses growing to 100 ms) within the handler's time limit (`handlerTimeoutMs`).
  *
  * @example
  * const outbox = await createOutbox({ store, bus });
@@ -90,13 +102,25 @@ export async function startSaga<
   const group = options.group ?? `saga-${definition.name}`;
   const logger = options.logger ?? stderrLogger;
   const now = () => outbox.clock.now();
-  const handle = async (message: Message, { work }: { readonly work: UnitOfWork<BC> }) => {
+  const handle = async (
+    message: Message,
+    context: { readonly work: UnitOfWork<BC>; readonly signal: AbortSignal },
+  ) => {
+    // Each rerun after a lost race starts here: stop once the attempt timed out or lost its claim.
+    const { signal, work } = context;
+    if (signal.aborted) throw signal.reason;
     const outcome = await applySagaMessage(definition as never, work as never, message, now);
     if (outcome.kind === 'ignored') {
       logger.debug(
         `saga "${definition.name}" ignored message ${message.id} (${message.type}) for instance "${outcome.id}": ${outcome.reason}`,
       );
     }
+  };
+  const unitOfWork: HandlerUnitOfWork<UnitOfWork> = {
+    runHandler: (consumer, messageId, run) =>
+      (outbox as unknown as Outbox).runHandler(consumer, messageId, run, {
+        maxRetries: SAGA_CONFLICT_RETRIES,
+      }),
   };
   const subscriptions: Subscription[] = [];
   try {
@@ -105,7 +129,7 @@ export async function startSaga<
         await (bus as unknown as Bus).subscribe(type, handle as never, {
           ...options.subscribe,
           group,
-          unitOfWork: outbox as unknown as Outbox,
+          unitOfWork,
         }),
       );
     }
