@@ -45,6 +45,8 @@ export const DEFAULT_RELAY_OPTIONS = Object.freeze({
 } satisfies Required<RelayOptions>);
 
 const MAX_RETRY_DELAY_MS = 60_000;
+/** Publishes remembered at most by id (in flight, or confirmed after their attempt timed out). */
+const MAX_REMEMBERED_SENDS = 10_000;
 /** While the broker is unreachable: first delay, cap. */
 const UNREACHABLE_DELAY_MS = 200;
 const MAX_UNREACHABLE_DELAY_MS = 30_000;
@@ -91,6 +93,8 @@ export class Relay {
   /** Callers of `flush`, resolved when a round finds nothing due. */
   #idleWaiters: (() => void)[] = [];
   #delivered = 0;
+  /** Publishes still in flight, by message id (see {@link #send}). */
+  readonly #sending = new Map<string, Promise<void>>();
 
   constructor(
     storage: OutboxStorage,
@@ -188,7 +192,7 @@ export class Relay {
           return;
         }
         try {
-          await this.#withTimeout(this.#transport.publish(envelope));
+          await this.#withTimeout(this.#send(row.id, envelope));
           done.push(row.seq);
           reachable = true;
         } catch (error) {
@@ -200,6 +204,7 @@ export class Relay {
     );
     if (done.length > 0) {
       this.#delivered += await this.#storage.delivered(this.owner, done);
+      for (const row of rows) if (done.includes(row.seq)) this.#sending.delete(row.id);
     }
     if (unreachable !== undefined && !reachable) {
       this.#unreachable++;
@@ -238,6 +243,28 @@ export class Relay {
       `outbox: message ${row.id} refused (attempt ${attempts}): ${reason}; retrying in ${delay} ms`,
     );
     await this.#storage.retry(this.owner, row.seq, reason, now + jitter(delay), true);
+  }
+
+  /**
+   * Publishes `envelope`, unless a publish of the same message by this relay is still in flight (a
+   * transport holding it for re-sending after its attempt timed out here): then waits for that one,
+   * so that a slow or unreachable broker does not collect one copy per retry.
+   */
+  #send(id: string, envelope: Envelope): Promise<void> {
+    let sending = this.#sending.get(id);
+    if (sending === undefined) {
+      sending = this.#transport.publish(envelope);
+      this.#sending.set(id, sending);
+      // A publish that failed is forgotten, so that the next attempt sends again. One that succeeded
+      // is kept until its row is deleted: an attempt that timed out before the confirm came is then
+      // settled by the next one without a second copy.
+      sending.catch(() => this.#sending.delete(id));
+      if (this.#sending.size > MAX_REMEMBERED_SENDS) {
+        const oldest = this.#sending.keys().next().value;
+        if (oldest !== undefined) this.#sending.delete(oldest);
+      }
+    }
+    return sending;
   }
 
   #withTimeout(publish: Promise<void>): Promise<void> {

@@ -39,6 +39,7 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
         transport?: (t: Transport) => Transport;
         maxAttempts?: number;
         inboxRetentionMs?: number;
+        publishTimeoutMs?: number;
       } = {},
     ) {
       const base = await createBus({
@@ -64,7 +65,11 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
         logger: silentLogger,
         ...(options.clock === undefined ? {} : { clock: options.clock }),
         ...(options.inboxRetentionMs === undefined ? {} : { inboxRetentionMs: options.inboxRetentionMs }),
-        relay: { retryDelayMs: 10, maxAttempts: options.maxAttempts ?? 3 },
+        relay: {
+          retryDelayMs: 10,
+          maxAttempts: options.maxAttempts ?? 3,
+          ...(options.publishTimeoutMs === undefined ? {} : { publishTimeoutMs: options.publishTimeoutMs }),
+        },
       });
       closers.push(() => outbox.close());
       const received: Message[] = [];
@@ -205,6 +210,38 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
           }),
         ).rejects.toMatchObject({ code: 'MESSAGE_INVALID' });
         expect(await store.readStream('order-c')).toEqual([]);
+      });
+
+      it('does not publish a message again while its first publish is still in flight', async () => {
+        // A broker that takes its time: the relay's attempt times out, the transport still holds the
+        // publish. Retrying must wait for it, not hand the transport one more copy per attempt.
+        let release!: () => void;
+        const gate = new Promise<void>((resolve) => {
+          release = resolve;
+        });
+        const calls: string[] = [];
+        const { outbox, received } = await setup({
+          publishTimeoutMs: 30,
+          transport: (t) =>
+            Object.assign(Object.create(t) as Transport, {
+              publish: (envelope: Envelope) => {
+                calls.push(envelope.id);
+                return calls.length === 1 ? gate.then(() => t.publish(envelope)) : t.publish(envelope);
+              },
+            }),
+        });
+        await outbox.unitOfWork((work) => work.publish('order.placed', { orderId: 'slow' }));
+        await waitFor(
+          async () => (await outbox.backlog()).pending === 1 && calls.length === 1,
+          'the first attempt',
+        );
+        await new Promise((resolve) => setTimeout(resolve, 700));
+        release();
+        await waitFor(() => received.length === 1, 'the message');
+        await waitFor(async () => (await outbox.backlog()).pending === 0, 'the outbox to empty');
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        expect(calls).toHaveLength(1);
+        expect(received).toHaveLength(1);
       });
 
       it('keeps the commit order of one key', async () => {
