@@ -205,6 +205,42 @@ describe('createTestHarness', () => {
     expect(harness.consumed.none('order.placed')).toBe(true);
   });
 
+  it('a select that gives up while a handler still waits for virtual time rejects with its own timeout, naming it', async () => {
+    const harness = await start({
+      realTimeoutMs: 300,
+      subscriptionDefaults: { handlerTimeoutMs: 30_000, maxAttempts: 2 },
+      setup: async ({ bus }) => {
+        await bus.subscribe(
+          'order.placed',
+          (_msg, { signal }) =>
+            new Promise<void>((_, reject) => signal.addEventListener('abort', () => reject(signal.reason))),
+        );
+      },
+    });
+    await harness.bus.publish('order.placed', { orderId: '6c' });
+    const begin = harness.clock.now();
+
+    // Attempt 1 times out at 30 s, attempt 2 starts at 31 s and would time out at 61 s.
+    const error = await harness.deadLettered.select('order.placed', { timeoutMs: 45_000 }).catch((e) => e);
+
+    expect(isFerryError(error) && error.code).toBe('SELECT_TIMEOUT');
+    expect(error.message).toContain('"order.placed" within 45000 ms of virtual time, found 0');
+    expect(error.message).toContain('deadLettered holds nothing');
+    expect(error.message).toContain('still in flight: order.placed (attempt 2) in group orders');
+    expect(harness.clock.now() - begin).toBeLessThanOrEqual(45_000);
+
+    const eventually = await harness
+      .eventually(() => harness.deadLettered.count() > 0, { timeoutMs: 1_000, what: 'a dead letter' })
+      .catch((e) => e);
+    expect(isFerryError(eventually) && eventually.code).toBe('HARNESS_TIMEOUT');
+    expect(eventually.message).toContain('still in flight: order.placed (attempt 2) in group orders');
+
+    // Nothing was lost: a longer wait sees attempt 2 time out.
+    const dead = await harness.deadLettered.select('order.placed');
+    expect(dead).toMatchObject({ attempts: 2, reason: { kind: 'timeout' } });
+    expect(harness.clock.now() - begin).toBe(61_000);
+  });
+
   it('settle does not move time, so it reports a handler waiting for virtual time', async () => {
     const harness = await start({
       realTimeoutMs: 200,

@@ -92,7 +92,12 @@ export interface TestHarnessOptions<C extends Contracts = NoContracts> {
    * @default 100
    */
   readonly stallMs?: number;
-  /** Longest real wait of `settle` and `close` for work in flight, in ms. @default 5000 */
+  /**
+   * Longest real wait, in ms, of `settle` and `close` for work in flight, and of a `select`,
+   * `selectAll` or `eventually` that reached its `timeoutMs` of virtual time with handlers still in
+   * flight (they may be doing real I/O) before it gives up.
+   * @default 5000
+   */
   readonly realTimeoutMs?: number;
   /** @default silent */
   readonly logger?: Logger;
@@ -129,8 +134,12 @@ type Quiet = 'found' | 'idle' | 'stalled';
  * each step everything that can run without time runs (deliveries, handlers, the relay), then the
  * clock jumps to the next timer (a retry delay, a saga timeout, a scheduled message, a relay poll).
  * A wait stops at the first step where its condition holds, so `clock.now()` tells when it happened,
- * and gives up `timeoutMs` of virtual time after it began. `settle()`, `all()`, `count()` and
- * `none()` never move time. Real time passes only while handlers do real I/O.
+ * and gives up `timeoutMs` of virtual time after it began: when the next timer is due past that
+ * limit, it does not move time to it. If handlers are still in flight then, it gives them up to
+ * `realTimeoutMs` of real time (they may be doing real I/O), and otherwise rejects with its own
+ * timeout error (`SELECT_TIMEOUT`, `HARNESS_TIMEOUT`), which names them: a handler waiting for
+ * virtual time past the limit (a time limit, a sleep on the clock) does not end there. `settle()`,
+ * `all()`, `count()` and `none()` never move time. Real time passes only while handlers do real I/O.
  */
 export class TestHarness<C extends Contracts = NoContracts> {
   readonly bus: Bus<C>;
@@ -230,8 +239,8 @@ export class TestHarness<C extends Contracts = NoContracts> {
 
   /**
    * Resolves once `condition` holds, moving virtual time as `select` does, up to `timeoutMs` of it;
-   * rejects with a `FerryError` of code `HARNESS_TIMEOUT` naming `what` otherwise. For conditions no
-   * list records, such as a saga's state.
+   * rejects with a `FerryError` of code `HARNESS_TIMEOUT` naming `what` (and the deliveries still in
+   * flight) otherwise. For conditions no list records, such as a saga's state.
    */
   async eventually(
     condition: () => boolean | Promise<boolean>,
@@ -241,11 +250,23 @@ export class TestHarness<C extends Contracts = NoContracts> {
     if (await this.waitUntil(condition, timeoutMs)) return;
     throw new FerryError(
       'HARNESS_TIMEOUT',
-      `eventually: ${options.what ?? 'the condition'} did not hold within ${timeoutMs} ms of virtual time`,
+      `eventually: ${options.what ?? 'the condition'} did not hold within ${timeoutMs} ms of virtual time${this.inFlightNote()}`,
     );
   }
 
-  /** @internal How lists wait: true once `found` holds, false when `timeoutMs` of virtual time passed. */
+  /**
+   * @internal What a wait that gave up says of the deliveries still in flight (empty when none): a
+   * wait gives up with some in flight only after waiting `realTimeoutMs` of real time for them.
+   */
+  inFlightNote(): string {
+    if (this.#inFlight.size === 0) return '';
+    return ` (still in flight: ${this.#describeInFlight()}, unfinished after ${this.#realTimeoutMs} ms of real time: waiting for virtual time past the limit, or for real I/O)`;
+  }
+
+  /**
+   * @internal How lists wait: true once `found` holds, false when the next step is past `timeoutMs`
+   * of virtual time and what is in flight did not end within `realTimeoutMs` of real time.
+   */
   async waitUntil(found: () => boolean | Promise<boolean>, timeoutMs: number): Promise<boolean> {
     const limit = this.clock.now() + timeoutMs;
     for (;;) {
@@ -253,8 +274,9 @@ export class TestHarness<C extends Contracts = NoContracts> {
       if (state === 'found') return true;
       const next = this.clock.nextDue;
       if (next === undefined || next > limit) {
-        // Nothing left to move time to: what is in flight may still be doing real I/O.
-        if (state === 'stalled') state = await this.#quiet(found, undefined);
+        // Nothing left to move time to: what is in flight may still be doing real I/O. If it does
+        // not end in time, the wait gives up as a wait (its caller's timeout error), not as a stall.
+        if (state === 'stalled') state = await this.#quiet(found, undefined, 'give-up');
         if (state === 'found') return true;
         const after = this.clock.nextDue;
         if (after === undefined || after > limit) return (await found()) === true;
@@ -296,11 +318,13 @@ export class TestHarness<C extends Contracts = NoContracts> {
   /**
    * Runs what can run without moving time. Resolves `found` once `found` holds, `idle` once nothing is
    * in flight, `stalled` when deliveries in flight made no progress for `stallMs`; without `stallMs`,
-   * waits for them up to `realTimeoutMs`, then throws.
+   * waits for them up to `realTimeoutMs`, then throws a `HarnessStalledError` (`onTimeout: 'throw'`)
+   * or resolves `stalled` (`'give-up'`).
    */
   async #quiet(
     found: (() => boolean | Promise<boolean>) | undefined,
     stallMs: number | undefined,
+    onTimeout: 'throw' | 'give-up' = 'throw',
   ): Promise<Quiet> {
     const deadline = Date.now() + this.#realTimeoutMs;
     for (;;) {
@@ -326,6 +350,7 @@ export class TestHarness<C extends Contracts = NoContracts> {
         for (const delivery of this.#inFlight.keys()) this.#waitingForTime.add(delivery);
         return 'stalled';
       }
+      if (onTimeout === 'give-up') return 'stalled';
       throw new HarnessStalledError(
         `settle: still in flight after ${this.#realTimeoutMs} ms of real time: ${this.#describeInFlight()}${flushed ? '' : '; the outbox relay has not finished its round'}. A handler waiting for virtual time ends only when time moves: use advance(ms) or select.`,
       );
@@ -425,11 +450,12 @@ export async function createTestHarness<C extends Contracts = NoContracts>(
 
   let harness: TestHarness<C> | undefined;
   const wait = (found: () => boolean, timeoutMs: number) => harness!.waitUntil(found, timeoutMs);
+  const inFlight = () => harness!.inFlightNote();
   const lists = {
-    published: new MessageList<PublishedRecord>('published', wait),
-    consumed: new MessageList<ConsumedRecord>('consumed', wait),
-    failed: new MessageList<FailedRecord>('failed', wait),
-    deadLettered: new MessageList<DeadLetteredRecord>('deadLettered', wait),
+    published: new MessageList<PublishedRecord>('published', wait, inFlight),
+    consumed: new MessageList<ConsumedRecord>('consumed', wait, inFlight),
+    failed: new MessageList<FailedRecord>('failed', wait, inFlight),
+    deadLettered: new MessageList<DeadLetteredRecord>('deadLettered', wait, inFlight),
   };
   const transport = new RecordingTransport(inner, {
     published(envelope) {

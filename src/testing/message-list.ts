@@ -28,7 +28,13 @@ export const DEFAULT_SELECT_OPTIONS = Object.freeze({ timeoutMs: 60_000 } satisf
 /** How a list waits: the harness's `waitUntil`, which moves virtual time while `found` is false. */
 export type Waiter = (found: () => boolean, timeoutMs: number) => Promise<boolean>;
 
-/** A `select` found no matching record in time; its message lists what the list held. */
+/** What a wait that gave up says of the work still in flight: empty, or a clause to append. */
+export type InFlightNote = () => string;
+
+/**
+ * A `select` found no matching record in time; its message lists what the list held and names the
+ * deliveries still in flight when it gave up.
+ */
 export class SelectTimeoutError extends FerryError {
   constructor(message: string) {
     super('SELECT_TIMEOUT', message);
@@ -52,11 +58,13 @@ export class MessageList<R extends Recorded> {
   readonly #name: string;
   readonly #records: R[] = [];
   readonly #wait: Waiter;
+  readonly #inFlight: InFlightNote;
 
   /** @internal Lists are created by the harness. */
-  constructor(name: string, wait: Waiter) {
+  constructor(name: string, wait: Waiter, inFlight: InFlightNote = () => '') {
     this.#name = name;
     this.#wait = wait;
+    this.#inFlight = inFlight;
   }
 
   /** @internal */
@@ -84,7 +92,10 @@ export class MessageList<R extends Recorded> {
   /**
    * The first record `filter` selects, already there or arriving while it waits (see
    * {@link SelectOptions.timeoutMs}). Rejects with a {@link SelectTimeoutError} listing what the list
-   * held when none came.
+   * held when none came, never with the harness's `HARNESS_STALLED`: when the limit comes with
+   * handlers still in flight, it waits for them up to the harness's `realTimeoutMs` of real time (they
+   * may be doing real I/O), then rejects naming them (a handler waiting for virtual time past the
+   * limit, such as its own time limit, does not end there).
    */
   async select(filter: RecordFilter<R>, options: SelectOptions = {}): Promise<R> {
     const [first] = await this.selectAll(filter, { ...options, count: 1 });
@@ -112,7 +123,7 @@ export class MessageList<R extends Recorded> {
     if (!found() && !(await this.#wait(found, timeoutMs))) {
       const matching = this.#records.filter(test).length;
       throw new SelectTimeoutError(
-        `${this.#name}: expected ${count === 1 ? 'a record' : `${count} records`} matching ${describe(filter)} within ${timeoutMs} ms of virtual time, found ${matching}; ${this.#name} holds ${this.#describeRecords()}`,
+        `${this.#name}: expected ${count === 1 ? 'a record' : `${count} records`} matching ${describe(filter)} within ${timeoutMs} ms of virtual time, found ${matching}${this.#inFlight()}; ${this.#name} holds ${this.#describeRecords()}`,
       );
     }
     return this.#records.filter(test);
