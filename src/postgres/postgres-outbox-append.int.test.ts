@@ -169,6 +169,37 @@ describe('PostgreSQL outbox.append (appendWithMessages) in the group commit', ()
     expect(count[0].n).toBe(3);
   });
 
+  it('wakes the relays after a commit that enqueued, alone or in a batch, not after one that enqueued nothing', async () => {
+    const backend = await open();
+    const storage = backend.outboxStorage();
+    let woken = 0;
+    const stop = storage.watch(() => woken++);
+    cleanups.push(async () => stop());
+    // The LISTEN session wakes its listeners for 750 ms once it is up, and a NOTIFY comes back to it
+    // as well: count only what comes after each step has settled.
+    await sleep(1000);
+    const stored = events('OrderPlaced');
+    let mark = woken;
+    await storage.appendWithMessages('order-1', stored, 'no_stream', [message()]);
+    expect(woken).toBeGreaterThan(mark);
+    await sleep(300);
+    mark = woken;
+    await storage.appendWithMessages('order-1', stored, 'no_stream', [message()]);
+    await storage.appendWithMessages('order-2', events('A'), 'no_stream', []);
+    await sleep(300);
+    expect(woken).toBe(mark);
+    await together(
+      backend,
+      Array.from({ length: 4 }, (_, i) => ({
+        stream: `order-b${i}`,
+        events: events('A'),
+        expected: 'no_stream' as const,
+        messages: [message()],
+      })),
+    );
+    expect(woken).toBeGreaterThan(mark);
+  });
+
   it('keeps per-key seq order in call order within a batch', async () => {
     const backend = await open();
     const c = await client();
