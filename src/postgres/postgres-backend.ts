@@ -552,6 +552,12 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
     const ids = events.map((e) => e.id);
     const kind = typeof expected === 'number' ? 'exact' : expected;
     const exact = typeof expected === 'number' ? expected : null;
+    if (statement === this.#sql.appendInTransaction) {
+      // In the caller's transaction a unique violation aborts it, so a retried append (every id
+      // stored) could not be told from a conflict afterwards: look for its events first.
+      const settled = await this.#resolveConflict(db, streamId, ids, expected);
+      if (settled !== undefined) return settled;
+    }
     for (let attempt = 1; ; attempt++) {
       let rows: { position: bigint; version: bigint }[];
       try {

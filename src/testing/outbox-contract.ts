@@ -244,6 +244,22 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
         expect(received).toHaveLength(1);
       });
 
+      it('treats a retried work.append (every event id stored) as store.append does: a no-op', async () => {
+        const { store, outbox } = await setup();
+        const id = uuidv7();
+        const first = await outbox.unitOfWork((work) =>
+          work.append('order-r', [{ id, type: 'OrderPlaced', data: {} }], { expectedVersion: 'no_stream' }),
+        );
+        let runs = 0;
+        const again = await outbox.unitOfWork(async (work) => {
+          runs++;
+          return work.append('order-r', [{ id, type: 'OrderPlaced', data: {} }]);
+        });
+        expect(runs).toBe(1);
+        expect(again.nextExpectedVersion).toBe(first.nextExpectedVersion);
+        expect(await store.readStream('order-r')).toHaveLength(1);
+      });
+
       it('keeps the commit order of one key', async () => {
         const { outbox, received } = await setup();
         // Units of work run concurrently (on PostgreSQL they commit in any order): the order to keep
