@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { isDeepStrictEqual } from 'node:util';
 
 /** A pending timeout of an instance: the id of its scheduled outbox message (to cancel it) and its type. */
 export interface StoredTimeout {
@@ -31,16 +32,27 @@ export function parseSagaState(saga: string, id: string, text: string): StoredSa
 }
 
 /**
- * Where `value` would not come back as it is from a JSON round trip (a Date, a Map, a class
- * instance, NaN, a function, a bigint…), as a path such as `data.placedAt`; `undefined` when it
- * would. `undefined` members of objects are accepted: JSON drops them, which reads back the same.
+ * Where `value` would not come back deeply equal (`isDeepStrictEqual`) from a JSON round trip, as a
+ * path such as `data.placedAt`; `undefined` when it would. Names the usual culprits (a Date, a Map, a
+ * class instance, NaN, -0, a function, a bigint, an `undefined` member, which JSON drops), then
+ * compares the round trip itself, so that nothing else slips through (symbol keys, extra properties
+ * of an array, an object without prototype).
  */
-export function jsonProblem(value: unknown, path: string, depth = 0): string | undefined {
+export function jsonProblem(value: unknown, path: string): string | undefined {
+  const named = namedJsonProblem(value, path, 0);
+  if (named !== undefined) return named;
+  return isDeepStrictEqual(JSON.parse(JSON.stringify(value)), value)
+    ? undefined
+    : `${path} (does not read back equal from JSON)`;
+}
+
+function namedJsonProblem(value: unknown, path: string, depth: number): string | undefined {
   switch (typeof value) {
     case 'string':
     case 'boolean':
       return undefined;
     case 'number':
+      if (Object.is(value, -0)) return `${path} (-0, which JSON reads back as 0)`;
       return Number.isFinite(value) ? undefined : `${path} (${value})`;
     case 'object':
       break;
@@ -51,18 +63,19 @@ export function jsonProblem(value: unknown, path: string, depth = 0): string | u
   if (depth > 100) return `${path} (nested too deep)`;
   if (Array.isArray(value)) {
     for (let i = 0; i < value.length; i++) {
-      const problem = jsonProblem(value[i], `${path}[${i}]`, depth + 1);
+      const problem = namedJsonProblem(value[i], `${path}[${i}]`, depth + 1);
       if (problem !== undefined) return problem;
     }
     return undefined;
   }
   const proto = Object.getPrototypeOf(value);
-  if (proto !== Object.prototype && proto !== null) {
+  if (proto === null) return `${path} (an object without prototype)`;
+  if (proto !== Object.prototype) {
     return `${path} (a ${(value as object).constructor?.name ?? 'class instance'})`;
   }
   for (const [key, member] of Object.entries(value)) {
-    if (member === undefined) continue;
-    const problem = jsonProblem(member, `${path}.${key}`, depth + 1);
+    if (member === undefined) return `${path}.${key} (undefined: JSON drops the property)`;
+    const problem = namedJsonProblem(member, `${path}.${key}`, depth + 1);
     if (problem !== undefined) return problem;
   }
   return undefined;
