@@ -5,6 +5,9 @@
  * One unit of work = append one event to a stream + one message. Arms:
  *   outbox         `outbox.unitOfWork(w => { w.append(…); w.publish(…) })`; the relay publishes after
  *                  the commit (claim → publish with confirms → delete)
+ *   outbox-append  `outbox.append(stream, [event], { expectedVersion, messages: [message] })`: the
+ *                  same, on the storage's fast path, which shares commits with concurrent calls (the
+ *                  store's group commit); the relay publishes after the commit
  *   direct-append  `await store.append(…)` then `await bus.publish(…)`: what a service writes without
  *                  an outbox (the store's group commit); the baseline of the ratio and of the target
  *   direct-tx      `await outbox.unitOfWork(w => w.append(…))` then `await bus.publish(…)`: the same
@@ -58,8 +61,8 @@ const payload = {
   total: 59.9,
 };
 
-type Arm = 'outbox' | 'direct-append' | 'direct-tx';
-const ARMS: readonly Arm[] = ['outbox', 'direct-append', 'direct-tx'];
+type Arm = 'outbox' | 'outbox-append' | 'direct-append' | 'direct-tx';
+const ARMS: readonly Arm[] = ['outbox', 'outbox-append', 'direct-append', 'direct-tx'];
 const TYPE = 'bench.order.placed';
 
 interface BenchData {
@@ -232,6 +235,13 @@ async function unit(env: Env, arm: Arm, streamId: string, expectedVersion: numbe
       });
       return performance.now();
     }
+    case 'outbox-append': {
+      await env.outbox.append(streamId, [event], {
+        expectedVersion: expected,
+        messages: [{ type: TYPE, data, options }],
+      });
+      return performance.now();
+    }
     case 'direct-append': {
       await env.store.append(streamId, [event], { expectedVersion: expected });
       const at = performance.now();
@@ -357,6 +367,7 @@ const wanted = (name: string) =>
 interface ThroughputRuns {
   readonly rates: Record<Arm, number[]>;
   readonly ratios: number[];
+  readonly appendRatios: number[];
   readonly txRatios: number[];
 }
 
@@ -370,9 +381,16 @@ async function main(): Promise<void> {
   );
   const tp = new Map<number, ThroughputRuns>();
   for (const c of CONCURRENCIES) {
-    tp.set(c, { rates: { outbox: [], 'direct-append': [], 'direct-tx': [] }, ratios: [], txRatios: [] });
+    tp.set(c, {
+      rates: { outbox: [], 'outbox-append': [], 'direct-append': [], 'direct-tx': [] },
+      ratios: [],
+      appendRatios: [],
+      txRatios: [],
+    });
   }
-  const lat: LatencyRuns = { results: { outbox: [], 'direct-append': [], 'direct-tx': [] } };
+  const lat: LatencyRuns = {
+    results: { outbox: [], 'outbox-append': [], 'direct-append': [], 'direct-tx': [] },
+  };
   for (let run = 1; run <= RUNS; run++) {
     const env = await openEnv();
     try {
@@ -389,9 +407,10 @@ async function main(): Promise<void> {
         const runs = tp.get(c)!;
         for (const arm of ARMS) runs.rates[arm].push(got[arm]);
         runs.ratios.push(got.outbox / got['direct-append']);
+        runs.appendRatios.push(got['outbox-append'] / got['direct-append']);
         runs.txRatios.push(got.outbox / got['direct-tx']);
         progress(
-          `outbox-throughput-${c} run ${run}/${RUNS}: outbox ${round(got.outbox)} msg/s, store.append + publish ${round(got['direct-append'])} (ratio ${round(got.outbox / got['direct-append'], 2)}), transaction + publish ${round(got['direct-tx'])} (ratio ${round(got.outbox / got['direct-tx'], 2)})`,
+          `outbox-throughput-${c} run ${run}/${RUNS}: outbox.append ${round(got['outbox-append'])} msg/s (ratio ${round(got['outbox-append'] / got['direct-append'], 2)}), unit of work ${round(got.outbox)} (ratio ${round(got.outbox / got['direct-append'], 2)}), store.append + publish ${round(got['direct-append'])}, transaction + publish ${round(got['direct-tx'])} (unit of work's ratio ${round(got.outbox / got['direct-tx'], 2)})`,
         );
       }
       if (wanted('outbox-latency')) {
@@ -420,6 +439,26 @@ async function main(): Promise<void> {
     if (!wanted(`outbox-throughput-${c}`)) continue;
     const runs = tp.get(c)!;
     const ratio = median(runs.ratios);
+    const appendRatio = median(runs.appendRatios);
+    report({
+      case: `outbox-append-throughput-${c}`,
+      unit: 'msg/s',
+      producers: c,
+      messages: Math.ceil(MESSAGES / c) * c,
+      poolSize: POOL,
+      keyed: KEYED,
+      measured: 'outbox.append(stream, [event], { expectedVersion, messages: [message] }) until consumed',
+      ferry: round(median(runs.rates['outbox-append'])),
+      baseline: 'store.append, then bus.publish after the commit',
+      baselineValue: round(median(runs.rates['direct-append'])),
+      ratio: round(appendRatio, 3),
+      target: `>= ${TARGET_RATIO}x`,
+      pass: appendRatio >= TARGET_RATIO,
+      runs: RUNS,
+    });
+    summary.push(
+      `outbox-append-throughput-${c}: outbox.append ${round(median(runs.rates['outbox-append']))} msg/s vs ${round(median(runs.rates['direct-append']))} (store.append + publish): ${round(appendRatio, 2)}x, target >= ${TARGET_RATIO}x ${appendRatio >= TARGET_RATIO ? 'met' : 'MISSED'}`,
+    );
     report({
       case: `outbox-throughput-${c}`,
       unit: 'msg/s',
@@ -445,6 +484,31 @@ async function main(): Promise<void> {
   if (wanted('outbox-latency')) {
     const m = (arm: Arm, f: keyof LatencyResult) => round(median(lat.results[arm].map((r) => r[f])), 2);
     const p99 = m('outbox', 'p99');
+    const appendP99 = m('outbox-append', 'p99');
+    report({
+      case: 'outbox-append-latency',
+      unit: 'ms',
+      rate: RATE,
+      messages: Math.round(RATE * SECONDS),
+      poolSize: POOL,
+      keyed: KEYED,
+      measured: 'commit (outbox.append resolved) -> consumer handler',
+      ferryP50: m('outbox-append', 'p50'),
+      ferryP99: appendP99,
+      ferryMax: m('outbox-append', 'max'),
+      ferryEndToEndP50: m('outbox-append', 'e2eP50'),
+      ferryEndToEndP99: m('outbox-append', 'e2eP99'),
+      baseline: 'store.append, then bus.publish: publish start (after the commit) -> consumer handler',
+      baselineP50: m('direct-append', 'p50'),
+      baselineP99: m('direct-append', 'p99'),
+      baselineEndToEndP99: m('direct-append', 'e2eP99'),
+      target: `p99 < ${TARGET_P99_MS} ms`,
+      pass: appendP99 < TARGET_P99_MS,
+      runs: RUNS,
+    });
+    summary.push(
+      `outbox-append-latency at ${RATE} msg/s: outbox.append commit -> handler p50 ${m('outbox-append', 'p50')} ms, p99 ${appendP99} ms (target < ${TARGET_P99_MS} ms ${appendP99 < TARGET_P99_MS ? 'met' : 'MISSED'}); unit start -> handler p99 ${m('outbox-append', 'e2eP99')} ms`,
+    );
     report({
       case: 'outbox-latency',
       unit: 'ms',
