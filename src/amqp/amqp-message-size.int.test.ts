@@ -1,6 +1,10 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import { MemoryEventStoreBackend } from '../eventstore/memory/memory-backend.js';
+import { EventStore } from '../eventstore/store.js';
 import type { Logger } from '../logging/logger.js';
+import { Bus } from '../messaging/bus.js';
 import { type Envelope, JSON_CONTENT_TYPE, newMessageId, nowIso } from '../messaging/envelope.js';
+import { createOutbox } from '../outbox/outbox.js';
 import { createTestVhost } from '../testing/rabbitmq.js';
 import {
   AmqpTransport,
@@ -79,6 +83,28 @@ describe('RabbitMQ message size', () => {
     expect(ms).toBeLessThan(5000);
     expect(t.status().publishes).toMatchObject({ inFlight: 0, waiting: 0 });
     expect(reconnects()).toBe(0);
+  }, 60_000);
+
+  it('refuses a message too large when an outbox writes it, as publish would later, keeping nothing', async () => {
+    const t = await transport({ maxMessageBytes: 1000 });
+    const fits = 'x'.repeat(998);
+    t.check(envelope(fits));
+    expect(() => t.check(envelope(`${fits}y`))).toThrow(
+      expect.objectContaining({ code: 'MESSAGE_TOO_LARGE' }),
+    );
+    const bus = new Bus(t, { service: 'files', logger });
+    const store = new EventStore(new MemoryEventStoreBackend());
+    const outbox = await createOutbox({ store, bus, logger, relay: false });
+    cleanups.push(() => outbox.close());
+    const error = await outbox
+      .unitOfWork(async (work) => {
+        await work.append('file-1', [{ type: 'Uploaded', data: {} }]);
+        await work.publish('file.uploaded', `${fits}y`);
+      })
+      .catch((e: unknown) => e);
+    expect(isMessageTooLargeError(error)).toBe(true);
+    expect(await store.readStream('file-1')).toEqual([]);
+    expect(await outbox.backlog()).toMatchObject({ pending: 0 });
   }, 60_000);
 
   it('rejects a message over the broker limit without sending it, and later publishes go through', async () => {

@@ -18,6 +18,7 @@ import { classifyConnectionError } from './connection-refusal.js';
 import { AmqpConsumer } from './consumer.js';
 import { listDeadLetters, replayDeadLetters } from './dead-letters.js';
 import { isInequivalentQueueError } from './inequivalent-queue-error.js';
+import { MessageTooLargeError } from './message-too-large-error.js';
 import { ConfirmPublisher, type PublisherStats } from './publisher.js';
 import { declareExchange, deleteSubscriptionQueues, type QueueTypeMismatch } from './topology.js';
 import {
@@ -255,6 +256,18 @@ export class AmqpTransport implements Transport {
     if (connection === undefined || this.#state !== 'ready') return;
     this.#logger.warn(`${reason}; reconnecting to recover`);
     connection.close().catch(() => {});
+  }
+
+  check(envelope: Envelope): void {
+    assertEnvelopeLimits(envelope);
+    const { content, options } = encodeEnvelope(envelope);
+    if (content.length > this.#publisher.maxMessageBytes) {
+      throw new MessageTooLargeError(
+        (options.messageId as string | undefined) ?? envelope.id,
+        content.length,
+        this.#publisher.maxMessageBytes,
+      );
+    }
   }
 
   publish(envelope: Envelope): Promise<void> {

@@ -275,7 +275,10 @@ export class Bus<C extends Contracts = NoContracts> {
       await validate(schema, type, data);
       await validateDeliveredForm(schema, type, data);
     }
-    return this.#envelope(type, data, options);
+    const envelope = this.#envelope(type, data, options);
+    // What the transport would refuse for the message itself (its encoded size on RabbitMQ).
+    this.transport.check?.(envelope);
+    return envelope;
   }
 
   #envelope(type: string, data: unknown, options: PublishOptions | undefined): Envelope {

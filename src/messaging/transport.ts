@@ -147,6 +147,12 @@ export interface Transport {
   connect(): Promise<void>;
   /** Resolves once the message is stored by the transport, rejects with a typed error otherwise. */
   publish(envelope: Envelope): Promise<void>;
+  /**
+   * Throws what `publish` would reject `envelope` itself with (encoding, size), without sending it:
+   * for messages checked now and sent later (the outbox). Optional: a transport without it has no
+   * such limits beyond the bus's own checks.
+   */
+  check?(envelope: Envelope): void;
   subscribe(spec: SubscriptionSpec, handler: DeliveryHandler): Promise<TransportSubscription>;
   listDeadLetters(group: string, options: { readonly limit: number }): Promise<DeadLetter[]>;
   /** Sends dead letters back to the subscription they failed in, with a fresh attempt count. */
