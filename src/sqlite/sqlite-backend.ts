@@ -14,12 +14,14 @@ import type {
 import type { DurableIdempotencyStoreOptions } from '../http/server/durable-idempotency.js';
 import type { Inbox } from '../inbox/inbox.js';
 import type { DurableInboxOptions } from '../inbox/lease.js';
+import { UnitOfWorkUnsupportedError } from '../outbox/errors.js';
 import type { OutboxInsert } from '../outbox/storage.js';
 import { type AppendOutcome, appendRows, prepareAppendStatements } from './sqlite-append.js';
 import { SqliteIdempotencyStore } from './sqlite-idempotency-store.js';
 import { SqliteInbox } from './sqlite-inbox.js';
 import { SqliteOutboxStorage } from './sqlite-outbox.js';
 import { ms } from './sqlite-outbox-sql.js';
+import { SQLITE_MEMORY_HAS_NO_UNITS_OF_WORK } from './sqlite-unit-of-work.js';
 import { DEFAULT_BUSY_TIMEOUT_MS, DRIVER_BUSY_TIMEOUT_MS, whileBusy } from './store-busy.js';
 
 /** Options of {@link SqliteEventStoreBackend}. */
@@ -671,9 +673,10 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
   /**
    * The outbox, transactional inbox marks and saga rows in this file, for `createOutbox` and units of
    * work (the same instance on every call; usable once `open()` has resolved). Units of work run on a
-   * second connection to the file, so a `:memory:` database refuses them (`INVALID_OPTIONS`).
+   * second connection to the file, so a `:memory:` database has none (`UNIT_OF_WORK_UNSUPPORTED`).
    */
   outboxStorage(): SqliteOutboxStorage {
+    if (this.#path === ':memory:') throw new UnitOfWorkUnsupportedError(SQLITE_MEMORY_HAS_NO_UNITS_OF_WORK);
     this.#outbox ??= new SqliteOutboxStorage({
       path: this.#path,
       busyTimeoutMs: this.#busyTimeoutMs,

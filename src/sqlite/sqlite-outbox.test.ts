@@ -4,11 +4,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { isInvalidOptionsError } from '../errors/ferry-error.js';
+import { createBus } from '../connect/create-bus.js';
 import { isEventStoreClosedError } from '../eventstore/errors.js';
 import { prepareAppend } from '../eventstore/prepare-append.js';
 import { EventStore } from '../eventstore/store.js';
+import { silentLogger } from '../logging/logger.js';
 import { isUnitOfWorkUnsupportedError } from '../outbox/errors.js';
+import { createOutbox } from '../outbox/outbox.js';
 import { isOutboxCapable, type OutboxInsert, type StorageTransaction } from '../outbox/storage.js';
 import { onLines, spawnFixture } from '../testing/child-process.js';
 import { waitFor } from '../testing/wait.js';
@@ -312,19 +314,24 @@ describe('SQLite outbox storage', () => {
     await waitFor(holder.released, 'the other process to report its commit');
   }, 20_000);
 
-  it("refuses units of work on ':memory:' (one connection only) with INVALID_OPTIONS", async () => {
+  it("has no outbox on ':memory:' (one connection only): UNIT_OF_WORK_UNSUPPORTED at once", async () => {
     const backend = new SqliteEventStoreBackend({ path: ':memory:' });
     await backend.open();
     cleanups.push(() => backend.close());
-    let ran = false;
-    const error = await backend
-      .outboxStorage()
-      .transaction(async () => {
-        ran = true;
-      })
-      .catch((e: unknown) => e);
-    expect(isInvalidOptionsError(error)).toBe(true);
-    expect(ran).toBe(false);
+    expect(() => backend.outboxStorage()).toThrow(
+      expect.objectContaining({ code: 'UNIT_OF_WORK_UNSUPPORTED' }),
+    );
+    const bus = await createBus({
+      url: `memory://sqlite-mem-${Date.now()}`,
+      service: 'svc',
+      logger: silentLogger,
+    });
+    cleanups.push(() => bus.close());
+    await expect(
+      createOutbox({ store: new EventStore(backend), bus, logger: silentLogger }),
+    ).rejects.toMatchObject({
+      code: 'UNIT_OF_WORK_UNSUPPORTED',
+    });
   });
 
   it('rejects units of work before open() and after close() with EVENT_STORE_CLOSED', async () => {

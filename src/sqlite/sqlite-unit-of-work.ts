@@ -1,5 +1,5 @@
 import type Database from 'better-sqlite3';
-import { FerryError, InvalidOptionsError } from '../errors/ferry-error.js';
+import { FerryError } from '../errors/ferry-error.js';
 import { EventStoreClosedError } from '../eventstore/errors.js';
 import type { AppendResult, ExpectedVersion, PreparedEvent } from '../eventstore/types.js';
 import { SagaConcurrencyError, UnitOfWorkUnsupportedError } from '../outbox/errors.js';
@@ -17,6 +17,10 @@ import {
 import { DRIVER_BUSY_TIMEOUT_MS, whileBusy } from './store-busy.js';
 
 /** What units of work need from the backend that owns them. */
+/** Why a `:memory:` SQLite store has no outbox. */
+export const SQLITE_MEMORY_HAS_NO_UNITS_OF_WORK =
+  "units of work need a SQLite file: a ':memory:' database has one connection only (use a file, a temporary one in tests, or the memory event store)";
+
 export interface SqliteUnitOfWorkHost {
   readonly path: string;
   readonly busyTimeoutMs: number;
@@ -106,9 +110,7 @@ export class SqliteUnitsOfWork {
     if (this.#host.path === ':memory:') {
       // A private in-memory database cannot be opened by a second connection, and on the store's
       // one a unit of work held open across awaits would take in every other write and read.
-      throw new InvalidOptionsError(
-        "units of work need a SQLite file: a ':memory:' database has one connection only (use a file, a temporary one in tests, or the memory event store)",
-      );
+      throw new UnitOfWorkUnsupportedError(SQLITE_MEMORY_HAS_NO_UNITS_OF_WORK);
     }
     const c = await this.#connection();
     const { busyTimeoutMs } = this.#host;
