@@ -15,5 +15,8 @@ const CONNECTION_FAILURE_CODES = new Set([
 export function isConnectionFailure(error: unknown): boolean {
   const { code, message } = (error ?? {}) as { code?: string; message?: string };
   // pg reports a dropped socket as a plain Error without a code.
-  return CONNECTION_FAILURE_CODES.has(code ?? '') || /^Connection terminated/.test(message ?? '');
+  return (
+    CONNECTION_FAILURE_CODES.has(code ?? '') ||
+    /^Connection terminated|^Client has encountered a connection error/.test(message ?? '')
+  );
 }

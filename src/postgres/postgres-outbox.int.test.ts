@@ -172,7 +172,11 @@ describe('PostgreSQL outbox storage', () => {
     const backend = await open(newSchema(), 2);
     const storage = backend.outboxStorage();
     const killed = storage.transaction((tx) => tx.query('SELECT pg_terminate_backend(pg_backend_pid())'));
-    await expect(killed).rejects.toThrow();
+    // A typed error, saying nothing was committed (the connection broke before COMMIT).
+    await expect(killed).rejects.toMatchObject({
+      code: 'STORE_UNAVAILABLE',
+      message: expect.stringMatching(/was not committed/),
+    });
     for (let i = 0; i < 4; i++) {
       await storage.transaction((tx) => tx.enqueue([message()]));
     }

@@ -1,5 +1,6 @@
 import type { Pool, PoolClient } from 'pg';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
+import { StoreUnavailableError } from '../eventstore/errors.js';
 import type { AppendResult, ExpectedVersion, PreparedEvent } from '../eventstore/types.js';
 import type { Logger } from '../logging/logger.js';
 import {
@@ -135,8 +136,18 @@ export class PostgresOutboxStorage implements OutboxStorage {
   }
 
   async transaction<T>(work: (tx: StorageTransaction) => Promise<T>): Promise<T> {
-    const client = await this.#pool.connect();
+    let client: PoolClient;
+    try {
+      client = await this.#pool.connect();
+    } catch (error) {
+      throw new StoreUnavailableError(
+        'postgres',
+        `could not start a unit of work: ${(error as Error).message}`,
+        { cause: error },
+      );
+    }
     let broken: Error | undefined;
+    let committing = false;
     // The pool listens for errors of idle clients only: a connection lost while the work runs would
     // otherwise be an uncaught 'error' event. The statement running on it rejects as well.
     const lost = (error: Error) => {
@@ -159,6 +170,7 @@ export class PostgresOutboxStorage implements OutboxStorage {
         throw error;
       }
       tx.end();
+      committing = true;
       const committed = await client.query('COMMIT');
       // PostgreSQL answers COMMIT of a transaction a failed statement aborted with ROLLBACK, no error:
       // `work` resolved after catching that statement's error, and nothing of it was kept.
@@ -170,6 +182,15 @@ export class PostgresOutboxStorage implements OutboxStorage {
       return result;
     } catch (error) {
       if (broken === undefined && isConnectionFailure(error)) broken = error as Error;
+      if (isConnectionFailure(error)) {
+        throw new StoreUnavailableError(
+          'postgres',
+          committing
+            ? `the database connection failed while a unit of work committed: whether it committed is unknown (${(error as Error).message})`
+            : `the database connection failed during a unit of work, which was not committed (${(error as Error).message})`,
+          { cause: error },
+        );
+      }
       throw error;
     } finally {
       // A client whose connection failed (or whose ROLLBACK did) is destroyed, not pooled.
