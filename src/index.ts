@@ -251,9 +251,11 @@ export type {
 export { whenDecided } from './messaging/transport.js';
 export type { WireMessage } from './messaging/wire.js';
 export {
+  isOutboxClosedError,
   isSagaConcurrencyError,
   isUnitOfWorkRolledBackError,
   isUnitOfWorkUnsupportedError,
+  OutboxClosedError,
   SagaConcurrencyError,
   UnitOfWorkRolledBackError,
   UnitOfWorkUnsupportedError,

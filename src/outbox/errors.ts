@@ -47,3 +47,11 @@ export class UnitOfWorkRolledBackError extends FerryError {
   }
 }
 export const isUnitOfWorkRolledBackError = errorGuard<UnitOfWorkRolledBackError>('UNIT_OF_WORK_ROLLED_BACK');
+
+/** The outbox was closed: no more units of work, appends or redrives through it. */
+export class OutboxClosedError extends FerryError {
+  constructor() {
+    super('OUTBOX_CLOSED', 'the outbox is closed');
+  }
+}
+export const isOutboxClosedError = errorGuard<OutboxClosedError>('OUTBOX_CLOSED');

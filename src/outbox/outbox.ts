@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import { positiveIntegerOption } from '../errors/integer-option.js';
 import { MemoryEventStoreBackend } from '../eventstore/memory/memory-backend.js';
@@ -15,7 +16,7 @@ import type { Bus } from '../messaging/bus.js';
 import type { Contracts, NoContracts } from '../messaging/contracts.js';
 import type { HandlerUnitOfWork } from '../messaging/transactional.js';
 import { type Clock, type ClockTimer, systemClock } from '../time/clock.js';
-import { UnitOfWorkRolledBackError, UnitOfWorkUnsupportedError } from './errors.js';
+import { OutboxClosedError, UnitOfWorkRolledBackError, UnitOfWorkUnsupportedError } from './errors.js';
 import { guarded, lostRace } from './guarded-transaction.js';
 import { MemoryOutboxStorage } from './memory-outbox-storage.js';
 import {
@@ -57,6 +58,12 @@ export interface UnitOfWorkOptions {
 
 /** Bound of {@link UnitOfWorkOptions.maxRetries}: each rerun pauses up to 100 ms, so about 8 minutes at most. */
 const MAX_RETRIES_PER_CALL = 10_000;
+
+/**
+ * The unit of work the caller runs in, if any: a unit of work opened inside another on the same
+ * storage is refused rather than deadlocked (SQLite, memory) or committed apart (PostgreSQL).
+ */
+const openUnits = new AsyncLocalStorage<{ readonly storage: OutboxStorage; open: boolean }>();
 
 /** How often marks past retention are deleted, and how many per statement. */
 const PRUNE_INTERVAL_MS = 60_000;
@@ -140,7 +147,15 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
     work: (work: UnitOfWork<C>) => Promise<T>,
     options: UnitOfWorkOptions = {},
   ): Promise<T> {
-    if (this.#closing !== undefined) throw new UnitOfWorkUnsupportedError('the outbox is closed');
+    if (this.#closing !== undefined) throw new OutboxClosedError();
+    const outer = openUnits.getStore();
+    if (outer?.open === true && outer.storage === this.storage) {
+      // On SQLite and memory it would wait forever for the outer one; on PostgreSQL it would commit
+      // on its own, whatever the outer one does.
+      throw new UnitOfWorkUnsupportedError(
+        'a unit of work cannot be opened inside another on the same store: use the work object you have (in a handler subscribed with unitOfWork, context.work)',
+      );
+    }
     const maxRetries = options.maxRetries ?? this.#maxRetries;
     if (!Number.isInteger(maxRetries) || maxRetries < 0 || maxRetries > MAX_RETRIES_PER_CALL) {
       throw new InvalidOptionsError(`maxRetries must be an integer from 0 to ${MAX_RETRIES_PER_CALL}`);
@@ -159,14 +174,16 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
               this.bus,
               this.clock,
             );
+            const frame = { storage: this.storage, open: true };
             try {
-              const value = await work(unit);
+              const value = await openUnits.run(frame, () => work(unit));
               // One rule on every backend: a write that failed dooms the unit of work, even if the
               // work caught its error (PostgreSQL would roll it back at commit anyway).
               if (failure !== undefined) throw new UnitOfWorkRolledBackError({ cause: failure.error });
               dueNow = unit.dueNow;
               return value;
             } finally {
+              frame.open = false;
               unit.end();
             }
           });
@@ -206,7 +223,7 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
     events: readonly EventData[],
     options: AppendOptions & { readonly messages?: readonly OutboxMessage<C>[] } = {},
   ): Promise<AppendResult & { readonly messageIds: readonly string[] }> {
-    if (this.#closing !== undefined) throw new UnitOfWorkUnsupportedError('the outbox is closed');
+    if (this.#closing !== undefined) throw new OutboxClosedError();
     const prepared = prepareAppend(streamId, events, options.expectedVersion);
     const messages = options.messages ?? [];
     if (!Array.isArray(messages)) throw new InvalidOptionsError('messages must be an array');

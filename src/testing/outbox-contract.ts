@@ -260,6 +260,31 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
         expect(await store.readStream('order-r')).toHaveLength(1);
       });
 
+      it('refuses a unit of work opened inside another on the same store, and one after close', async () => {
+        const { store, outbox, received } = await setup();
+        const inner = await outbox
+          .unitOfWork(async (work) => {
+            await work.append('order-n', [{ type: 'OrderPlaced', data: {} }]);
+            const nested = await outbox
+              .unitOfWork((w) => w.publish('order.placed', { orderId: 'inner' }))
+              .catch((e: unknown) => e);
+            await work.publish('order.placed', { orderId: 'outer' });
+            return nested;
+          })
+          .catch((e: unknown) => e);
+        expect(inner).toMatchObject({ code: 'UNIT_OF_WORK_UNSUPPORTED' });
+        await waitFor(() => received.length === 1, 'the outer message');
+        expect((received[0]!.data as { orderId: string }).orderId).toBe('outer');
+        expect(await store.readStream('order-n')).toHaveLength(1);
+        // After the outer one ended, a new unit of work is fine, even from code it started.
+        await outbox.unitOfWork((w) => w.publish('order.placed', { orderId: 'after' }));
+        await outbox.close();
+        await expect(outbox.unitOfWork(async () => {})).rejects.toMatchObject({ code: 'OUTBOX_CLOSED' });
+        await expect(outbox.append('order-n', [{ type: 'X', data: {} }])).rejects.toMatchObject({
+          code: 'OUTBOX_CLOSED',
+        });
+      });
+
       it('keeps the commit order of one key', async () => {
         const { outbox, received } = await setup();
         // Units of work run concurrently (on PostgreSQL they commit in any order): the order to keep
