@@ -374,7 +374,9 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
 
   /**
    * Resolves once this process's relay has found nothing due: every message committed before the call
-   * and due is published or set aside. For tests and orderly shutdown; resolves at once without a relay.
+   * and due is published, set aside as failed, or waiting for a retry after a refusal (retry delays
+   * are not waited out: see `backlog().pending`). For tests and orderly shutdown; resolves at once
+   * without a relay.
    */
   flush(): Promise<void> {
     return this.#relay?.idle() ?? Promise.resolve();
