@@ -1,11 +1,10 @@
 import pg from 'pg';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { isConcurrencyError } from '../eventstore/errors.js';
-import { prepareAppend } from '../eventstore/prepare-append.js';
 import type { AppendResult, ExpectedVersion, PreparedEvent } from '../eventstore/types.js';
-import { uuidv7 } from '../ids/uuidv7.js';
 import { silentLogger } from '../logging/logger.js';
 import type { OutboxInsert } from '../outbox/storage.js';
+import { OUTBOX_T0, outboxTestRow, preparedTestEvents } from '../testing/outbox-rows.js';
 import { dropSchemas, postgresTestUrl, testSchemaName } from '../testing/postgres.js';
 import { sleep } from '../testing/wait.js';
 import { PostgresEventStoreBackend } from './postgres-backend.js';
@@ -22,7 +21,7 @@ afterEach(async () => {
 });
 afterAll(() => dropSchemas(schemas));
 
-const T0 = Date.UTC(2026, 0, 1);
+const T0 = OUTBOX_T0;
 
 async function open(schema?: string): Promise<PostgresEventStoreBackend> {
   if (schema === undefined) {
@@ -47,16 +46,9 @@ async function client(): Promise<pg.Client> {
   return c;
 }
 
-function message(key?: string, id = uuidv7()): OutboxInsert {
-  return { id, key: key ?? id, envelope: JSON.stringify({ id }), dueAt: T0, createdAt: T0 };
-}
+const message = (key?: string, id?: string): OutboxInsert => outboxTestRow(key, OUTBOX_T0, id);
 
-const events = (...types: string[]): readonly PreparedEvent[] =>
-  prepareAppend(
-    'ignored',
-    types.map((type) => ({ type, data: {} })),
-    undefined,
-  ).events;
+const events = preparedTestEvents;
 
 interface Call {
   readonly stream: string;

@@ -2,12 +2,11 @@ import pg from 'pg';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { isFerryError } from '../errors/ferry-error.js';
 import { isConcurrencyError } from '../eventstore/errors.js';
-import { prepareAppend } from '../eventstore/prepare-append.js';
 import { EventStore } from '../eventstore/store.js';
-import { uuidv7 } from '../ids/uuidv7.js';
 import { silentLogger } from '../logging/logger.js';
 import { isSagaConcurrencyError } from '../outbox/errors.js';
 import { isOutboxCapable, type OutboxInsert, type OutboxStorage } from '../outbox/storage.js';
+import { OUTBOX_T0, outboxTestRow, preparedTestEvents } from '../testing/outbox-rows.js';
 import { dropSchemas, postgresTestUrl, testSchemaName } from '../testing/postgres.js';
 import { sleep, waitFor } from '../testing/wait.js';
 import { PostgresEventStoreBackend } from './postgres-backend.js';
@@ -19,7 +18,7 @@ afterEach(async () => {
 });
 afterAll(() => dropSchemas(schemas));
 
-const T0 = Date.UTC(2026, 0, 1);
+const T0 = OUTBOX_T0;
 
 function newSchema(): string {
   const schema = testSchemaName('pgobx');
@@ -46,16 +45,9 @@ async function client(): Promise<pg.Client> {
   return c;
 }
 
-function message(key?: string, id = uuidv7()): OutboxInsert {
-  return { id, key: key ?? id, envelope: JSON.stringify({ id }), dueAt: T0, createdAt: T0 };
-}
+const message = (key?: string, id?: string): OutboxInsert => outboxTestRow(key, OUTBOX_T0, id);
 
-const events = (...types: string[]) =>
-  prepareAppend(
-    'ignored',
-    types.map((type) => ({ type, data: {} })),
-    undefined,
-  ).events;
+const events = preparedTestEvents;
 
 /** A promise and the function that resolves it. */
 function gate(): { opened: Promise<void>; open: () => void } {
@@ -283,7 +275,8 @@ describe('PostgreSQL outbox storage', () => {
             'relay',
             rows.map((r) => r.seq),
           );
-        } else if (!writing) {
+        } else if (!writing && (await relayStorage.backlog(T0)).pending === 0) {
+          // A claim that raced the last commits came back empty: stop only once nothing is left.
           return;
         } else {
           await sleep(1);

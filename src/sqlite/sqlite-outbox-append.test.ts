@@ -4,10 +4,9 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { isConcurrencyError } from '../eventstore/errors.js';
-import { prepareAppend } from '../eventstore/prepare-append.js';
 import type { AppendResult, ExpectedVersion, PreparedEvent } from '../eventstore/types.js';
-import { uuidv7 } from '../ids/uuidv7.js';
 import type { OutboxInsert } from '../outbox/storage.js';
+import { OUTBOX_T0, outboxTestRow, preparedTestEvents } from '../testing/outbox-rows.js';
 import { sleep } from '../testing/wait.js';
 import { SqliteEventStoreBackend } from './sqlite-backend.js';
 import { isStoreBusyError } from './store-busy.js';
@@ -42,18 +41,11 @@ function reader(path: string): Database.Database {
   return db;
 }
 
-const T0 = Date.UTC(2026, 0, 1);
+const _T0 = OUTBOX_T0;
 
-function message(key?: string, id = uuidv7()): OutboxInsert {
-  return { id, key: key ?? id, envelope: JSON.stringify({ id }), dueAt: T0, createdAt: T0 };
-}
+const message = (key?: string, id?: string): OutboxInsert => outboxTestRow(key, OUTBOX_T0, id);
 
-const events = (...types: string[]): readonly PreparedEvent[] =>
-  prepareAppend(
-    'ignored',
-    types.map((type) => ({ type, data: {} })),
-    undefined,
-  ).events;
+const events = preparedTestEvents;
 
 interface Call {
   readonly stream: string;

@@ -1,10 +1,9 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { isConcurrencyError } from '../eventstore/errors.js';
-import { prepareAppend } from '../eventstore/prepare-append.js';
 import type { EventStore } from '../eventstore/store.js';
-import { uuidv7 } from '../ids/uuidv7.js';
 import { isSagaConcurrencyError } from '../outbox/errors.js';
-import type { OutboxInsert, OutboxStorage, SagaRow } from '../outbox/storage.js';
+import type { OutboxStorage, SagaRow } from '../outbox/storage.js';
+import { OUTBOX_T0, outboxTestRow, preparedTestEvents } from './outbox-rows.js';
 
 /** What the outbox storage contract needs. */
 export interface OutboxStorageHarness {
@@ -22,25 +21,9 @@ export interface OutboxStorageUnderTest {
   close(): Promise<void>;
 }
 
-const T0 = Date.UTC(2026, 0, 1);
-
-function message(key?: string, dueAt = T0, id = uuidv7()): OutboxInsert {
-  return {
-    id,
-    key: key ?? id,
-    envelope: JSON.stringify({ id, type: 'test.sent', data: { key } }),
-    dueAt,
-    createdAt: T0,
-  };
-}
-
-function events(...types: string[]) {
-  return prepareAppend(
-    'ignored',
-    types.map((type) => ({ type, data: { type } })),
-    undefined,
-  ).events;
-}
+const T0 = OUTBOX_T0;
+const message = outboxTestRow;
+const events = preparedTestEvents;
 
 async function rejection(promise: Promise<unknown>): Promise<unknown> {
   return promise.then(
