@@ -30,13 +30,19 @@
  * --only <case> (`outbox-throughput` for both concurrencies). Database from FERRY_BENCH_POSTGRES_URL,
  * broker from FERRY_BENCH_AMQP_URL. Each run uses a fresh schema and a fresh vhost, deleted after it.
  *
- * `createOutbox` is not a public export yet, so this script runs Ferry from source (one copy of the
- * library: the outbox, the store and the bus must come from the same one).
+ * Ferry comes from the built package (`npm run bench:outbox` builds it first), as in the other benches.
  */
 import { randomUUID } from 'node:crypto';
-import { type Bus, createBus, createEventStore, type EventStore, silentLogger } from '../src/index.js';
-import { createOutbox, type Outbox } from '../src/outbox/outbox.js';
-import type { OutboxStorage } from '../src/outbox/storage.js';
+import {
+  type Bus,
+  createBus,
+  createEventStore,
+  createOutbox,
+  type EventStore,
+  type Outbox,
+  type OutboxStorage,
+  silentLogger,
+} from 'ferry';
 import { createTestVhost, type TestVhost } from '../src/testing/rabbitmq.js';
 import { argValue, hasFlag, median, progress, report, round } from './support.js';
 
