@@ -23,6 +23,8 @@ let mode: 'flaky-once' | 'slow' | 'down' | 'ok' = 'flaky-once';
 let charges = 0;
 const payments = Fastify(ferryFastifyOptions({ logger: silentLogger }));
 ferryFastify(payments, { idempotency: { store: new MemoryIdempotencyStore() }, logger: silentLogger });
+/** Called when payments stops a slow charge at its deadline. */
+let paymentsStopped: () => void = () => {};
 payments.post('/charges', async (request, reply) => {
   const key = request.headers['idempotency-key'];
   if (mode === 'flaky-once') {
@@ -36,6 +38,7 @@ payments.post('/charges', async (request, reply) => {
     await new Promise((_, reject) =>
       request.ferry.signal.addEventListener('abort', () => {
         say('payments', `stopped: ${(request.ferry.signal.reason as Error).message}`);
+        paymentsStopped();
         reject(request.ferry.signal.reason);
       }),
     );
@@ -94,7 +97,13 @@ async function checkout(step: string, title: string): Promise<void> {
 
 await checkout('retry', 'Retry: payments answers 503 once; the POST is retried with the same key');
 mode = 'slow';
+const stopped = new Promise<void>((resolve) => {
+  paymentsStopped = resolve;
+});
 await checkout('deadline', 'Deadline: payments is slow; the 300 ms budget shrinks at each hop');
+// The 504 can reach the client a moment before payments' own timer fires on a busy machine: let
+// payments tell its part of the story before the next one starts.
+await Promise.race([stopped, new Promise((resolve) => setTimeout(resolve, 2000))]);
 mode = 'down';
 for (let i = 1; i <= 3; i++) await checkout(`down-${i}`, `Breaker: payments is down (${i})`);
 console.log('\n— Afterwards');
