@@ -1,5 +1,5 @@
-import { createHash } from 'node:crypto';
 import { isDeepStrictEqual } from 'node:util';
+import { nameUuid } from '../ids/name-uuid.js';
 
 /** A pending timeout of an instance: the id of its scheduled outbox message (to cancel it) and its type. */
 export interface StoredTimeout {
@@ -87,11 +87,5 @@ function namedJsonProblem(value: unknown, path: string, depth: number): string |
  * so a consumer's inbox drops the duplicate.
  */
 export function undoMessageId(saga: string, id: string, step: string): string {
-  const hash = createHash('sha256')
-    .update(JSON.stringify(['ferry-saga-undo', saga, id, step]))
-    .digest();
-  hash[6] = (hash[6]! & 0x0f) | 0x80;
-  hash[8] = (hash[8]! & 0x3f) | 0x80;
-  const hex = hash.subarray(0, 16).toString('hex');
-  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+  return nameUuid('ferry-saga-undo', saga, id, step);
 }
