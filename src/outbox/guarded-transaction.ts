@@ -1,25 +1,36 @@
 import { isConcurrencyError } from '../eventstore/errors.js';
-import { isSagaConcurrencyError, isUnitOfWorkRolledBackError } from './errors.js';
+import { isSagaConcurrencyError, isUnitOfWorkRolledBackError, UnitOfWorkRolledBackError } from './errors.js';
 import type { StorageTransaction } from './storage.js';
 
-/** `tx`, reporting every call that rejects to `failed` (the rejection still reaches the caller). */
+/**
+ * `tx`, reporting the first call that rejects to `failed` (the rejection still reaches the caller).
+ * Once a call failed the unit of work is doomed, so every later call rejects at once with
+ * `UnitOfWorkRolledBackError` naming that first failure as its cause, on every backend (PostgreSQL
+ * would otherwise answer "current transaction is aborted", SQLite would go on).
+ */
 export function guarded(tx: StorageTransaction, failed: (error: unknown) => void): StorageTransaction {
-  const watch = <T>(promise: Promise<T>): Promise<T> =>
-    promise.catch((error: unknown) => {
-      failed(error);
+  let first: { readonly error: unknown } | undefined;
+  const watch = <T>(call: () => Promise<T>): Promise<T> => {
+    if (first !== undefined) return Promise.reject(new UnitOfWorkRolledBackError({ cause: first.error }));
+    return call().catch((error: unknown) => {
+      if (first === undefined) {
+        first = { error };
+        failed(error);
+      }
       throw error;
     });
+  };
   return {
     get client() {
       return tx.client;
     },
-    append: (streamId, events, expected) => watch(tx.append(streamId, events, expected)),
-    query: (sql, params) => watch(tx.query(sql, params)),
-    enqueue: (messages) => watch(tx.enqueue(messages)),
-    cancel: (ids, now) => watch(tx.cancel(ids, now)),
-    markHandled: (consumer, messageId, now) => watch(tx.markHandled(consumer, messageId, now)),
-    loadSaga: (saga, id) => watch(tx.loadSaga(saga, id)),
-    saveSaga: (row, expected) => watch(tx.saveSaga(row, expected)),
+    append: (streamId, events, expected) => watch(() => tx.append(streamId, events, expected)),
+    query: (sql, params) => watch(() => tx.query(sql, params)),
+    enqueue: (messages) => watch(() => tx.enqueue(messages)),
+    cancel: (ids, now) => watch(() => tx.cancel(ids, now)),
+    markHandled: (consumer, messageId, now) => watch(() => tx.markHandled(consumer, messageId, now)),
+    loadSaga: (saga, id) => watch(() => tx.loadSaga(saga, id)),
+    saveSaga: (row, expected) => watch(() => tx.saveSaga(row, expected)),
   };
 }
 

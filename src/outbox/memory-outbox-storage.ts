@@ -356,8 +356,18 @@ class MemoryTransaction implements StorageTransaction {
       // version conflicts are refused), then checked again at commit against what landed meanwhile.
       const [result] = await dryRun(this.#events, streamId, events, expected);
       if (result !== undefined) return result;
-    } else if (!expectedVersionHolds(expected, current)) {
-      throw new ConcurrencyError(streamId, expected, current);
+    } else {
+      // The stream as this transaction sees it: the committed events and its own, as in a database.
+      const stored = new Set((await this.#events.readStream(streamId, {})).map((e) => e.id));
+      const seen = events.filter((e) => stored.has(e.id) || added.ids.has(e.id)).map((e) => e.id);
+      if (seen.length === events.length) {
+        return {
+          nextExpectedVersion: current,
+          position: this.#events.lastPosition() + BigInt(this.#appended),
+        };
+      }
+      if (seen.length > 0) throw new DuplicateEventIdError(streamId, seen);
+      if (!expectedVersionHolds(expected, current)) throw new ConcurrencyError(streamId, expected, current);
     }
     // At commit the stream must still be where this transaction saw it.
     this.appends.push({ streamId, events, expected: current });

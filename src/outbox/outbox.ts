@@ -11,6 +11,7 @@ import type {
   ExpectedVersion,
   PreparedEvent,
 } from '../eventstore/types.js';
+import { nameUuid } from '../ids/name-uuid.js';
 import { type Logger, stderrLogger } from '../logging/logger.js';
 import type { Bus } from '../messaging/bus.js';
 import type { Contracts, NoContracts } from '../messaging/contracts.js';
@@ -148,14 +149,7 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
     options: UnitOfWorkOptions = {},
   ): Promise<T> {
     if (this.#closing !== undefined) throw new OutboxClosedError();
-    const outer = openUnits.getStore();
-    if (outer?.open === true && outer.storage === this.storage) {
-      // On SQLite and memory it would wait forever for the outer one; on PostgreSQL it would commit
-      // on its own, whatever the outer one does.
-      throw new UnitOfWorkUnsupportedError(
-        'a unit of work cannot be opened inside another on the same store: use the work object you have (in a handler subscribed with unitOfWork, context.work)',
-      );
-    }
+    this.#assertNotNested('a unit of work');
     const maxRetries = options.maxRetries ?? this.#maxRetries;
     if (!Number.isInteger(maxRetries) || maxRetries < 0 || maxRetries > MAX_RETRIES_PER_CALL) {
       throw new InvalidOptionsError(`maxRetries must be an integer from 0 to ${MAX_RETRIES_PER_CALL}`);
@@ -163,7 +157,7 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
     this.#inFlight++;
     try {
       for (let attempt = 0; ; attempt++) {
-        let dueNow = 0;
+        let enqueued = 0;
         try {
           const result = await this.storage.transaction(async (tx) => {
             let failure: { readonly error: unknown } | undefined;
@@ -180,14 +174,15 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
               // One rule on every backend: a write that failed dooms the unit of work, even if the
               // work caught its error (PostgreSQL would roll it back at commit anyway).
               if (failure !== undefined) throw new UnitOfWorkRolledBackError({ cause: failure.error });
-              dueNow = unit.dueNow;
+              enqueued = unit.enqueued;
               return value;
             } finally {
               frame.open = false;
               unit.end();
             }
           });
-          if (dueNow > 0) this.#relay?.notify();
+          // Scheduled rows too: the relay sets its next wake-up from the earliest due row.
+          if (enqueued > 0) this.#relay?.notify();
           return result;
         } catch (error) {
           if (!lostRace(error) || attempt >= maxRetries) {
@@ -224,16 +219,22 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
     options: AppendOptions & { readonly messages?: readonly OutboxMessage<C>[] } = {},
   ): Promise<AppendResult & { readonly messageIds: readonly string[] }> {
     if (this.#closing !== undefined) throw new OutboxClosedError();
+    this.#assertNotNested('outbox.append');
     const prepared = prepareAppend(streamId, events, options.expectedVersion);
     const messages = options.messages ?? [];
     if (!Array.isArray(messages)) throw new InvalidOptionsError('messages must be an array');
     const now = this.clock.now();
     const rows: OutboxInsert[] = [];
-    for (const message of messages) {
+    // Message ids follow from the events' (unless given): a retry of a stored append (same event ids)
+    // names the messages its first call wrote, rather than new ones that are never sent.
+    const eventIds = prepared.events.map((e) => e.id).join(',');
+    for (const [index, message] of messages.entries()) {
       if (typeof message !== 'object' || message === null) {
         throw new InvalidOptionsError('each message must be an object { type, data, options? }');
       }
-      rows.push(await outboxRow(this.bus, message.type, message.data, message.options ?? {}, now, now));
+      const options = message.options ?? {};
+      const id = options.id ?? nameUuid('ferry-outbox-append', streamId, eventIds, String(index));
+      rows.push(await outboxRow(this.bus, message.type, message.data, { ...options, id }, now, now));
     }
     const result =
       this.storage.appendWithMessages === undefined
@@ -241,6 +242,20 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
         : await this.storage.appendWithMessages(streamId, prepared.events, prepared.expected, rows);
     if (rows.length > 0) this.#relay?.notify();
     return { ...result, messageIds: rows.map((row) => row.id) };
+  }
+
+  /**
+   * Refuses a transaction opened inside a unit of work on the same storage: on SQLite and memory it
+   * would wait forever for the outer one; on PostgreSQL it would commit on its own, whatever the
+   * outer one does.
+   */
+  #assertNotNested(what: string): void {
+    const outer = openUnits.getStore();
+    if (outer?.open === true && outer.storage === this.storage) {
+      throw new UnitOfWorkUnsupportedError(
+        `${what} cannot be opened inside a unit of work on the same store: use the work object you have (in a handler subscribed with unitOfWork, context.work)`,
+      );
+    }
   }
 
   /** {@link append} on a storage without a fast path: a transaction of its own. */
@@ -342,6 +357,7 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
 
   /** Sends failed messages again (as new: attempts from 0). Resolves how many were failed and are now pending. */
   async redrive(ids: readonly string[]): Promise<number> {
+    if (this.#closing !== undefined) throw new OutboxClosedError();
     checkIds(ids);
     const count = await this.storage.redrive(ids, this.clock.now());
     if (count > 0) this.#relay?.notify();
@@ -350,6 +366,7 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
 
   /** Deletes failed messages for good (logged), letting the messages of their keys behind them go. */
   async discard(ids: readonly string[]): Promise<number> {
+    if (this.#closing !== undefined) throw new OutboxClosedError();
     checkIds(ids);
     const count = await this.storage.discard(ids);
     if (count > 0) {

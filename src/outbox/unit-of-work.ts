@@ -44,8 +44,8 @@ export class UnitOfWork<C extends Contracts = NoContracts> {
   readonly tx: StorageTransaction;
   readonly #bus: Bus<C>;
   readonly #clock: Clock;
-  /** Outbox rows written by this unit of work, due now: the relay is woken at commit when > 0. */
-  dueNow = 0;
+  /** Outbox rows written by this unit of work (scheduled ones too): the relay is woken at commit when > 0. */
+  enqueued = 0;
   #ended = false;
 
   /** @internal Use `outbox.unitOfWork`. */
@@ -177,7 +177,7 @@ export class UnitOfWork<C extends Contracts = NoContracts> {
     const row = await outboxRow(this.#bus, type, data, options, dueAt, now);
     this.#assertOpen();
     await this.tx.enqueue([row]);
-    if (dueAt <= now) this.dueNow++;
+    this.enqueued++;
     return row.id;
   }
 }

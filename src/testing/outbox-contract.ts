@@ -40,6 +40,7 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
         maxAttempts?: number;
         inboxRetentionMs?: number;
         publishTimeoutMs?: number;
+        pollIntervalMs?: number;
       } = {},
     ) {
       const base = await createBus({
@@ -69,6 +70,7 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
           retryDelayMs: 10,
           maxAttempts: options.maxAttempts ?? 3,
           ...(options.publishTimeoutMs === undefined ? {} : { publishTimeoutMs: options.publishTimeoutMs }),
+          ...(options.pollIntervalMs === undefined ? {} : { pollIntervalMs: options.pollIntervalMs }),
         },
       });
       closers.push(() => outbox.close());
@@ -127,6 +129,10 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
             await work
               .append('order-9', [{ type: 'Again', data: {} }], { expectedVersion: 'no_stream' })
               .catch(() => {});
+            // Every later write rejects at once, naming the first failure, on every backend.
+            const later = await work.publish('order.placed', { orderId: '9b' }).catch((e: unknown) => e);
+            expect(later).toMatchObject({ code: 'UNIT_OF_WORK_ROLLED_BACK' });
+            expect(isConcurrencyError((later as Error).cause)).toBe(true);
           })
           .catch((e: unknown) => e);
         expect(error).toMatchObject({ code: 'UNIT_OF_WORK_ROLLED_BACK' });
@@ -187,7 +193,9 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
         const { store, outbox, received } = await setup();
         const id = uuidv7();
         const message = { type: 'order.placed' as const, data: { orderId: 'b' } };
-        await outbox.append('order-b', [{ id, type: 'OrderPlaced', data: {} }], { messages: [message] });
+        const first = await outbox.append('order-b', [{ id, type: 'OrderPlaced', data: {} }], {
+          messages: [message],
+        });
         const conflict = await outbox
           .append('order-b', [{ type: 'OrderPlaced', data: {} }], {
             expectedVersion: 'no_stream',
@@ -199,10 +207,13 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
           messages: [message],
         });
         expect(retry.nextExpectedVersion).toBe(0);
+        // The retry names the message its first call wrote, not a new one that is never sent.
+        expect(retry.messageIds).toEqual(first.messageIds);
         await outbox.flush();
         await waitFor(() => received.length >= 1, 'the first message');
         await new Promise((resolve) => setTimeout(resolve, 50));
         expect(received).toHaveLength(1);
+        expect(received[0]!.id).toBe(first.messageIds[0]);
         expect(await store.readStream('order-b')).toHaveLength(1);
         await expect(
           outbox.append('order-c', [{ type: 'OrderPlaced', data: {} }], {
@@ -273,6 +284,11 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
           })
           .catch((e: unknown) => e);
         expect(inner).toMatchObject({ code: 'UNIT_OF_WORK_UNSUPPORTED' });
+        const appendInside = await outbox
+          .unitOfWork(() => outbox.append('order-n2', [{ type: 'OrderPlaced', data: {} }]))
+          .catch((e: unknown) => e);
+        expect(appendInside).toMatchObject({ code: 'UNIT_OF_WORK_UNSUPPORTED' });
+        expect(await store.readStream('order-n2')).toEqual([]);
         await waitFor(() => received.length === 1, 'the outer message');
         expect((received[0]!.data as { orderId: string }).orderId).toBe('outer');
         expect(await store.readStream('order-n')).toHaveLength(1);
@@ -283,6 +299,39 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
         await expect(outbox.append('order-n', [{ type: 'X', data: {} }])).rejects.toMatchObject({
           code: 'OUTBOX_CLOSED',
         });
+        await expect(outbox.redrive(['x'])).rejects.toMatchObject({ code: 'OUTBOX_CLOSED' });
+        await expect(outbox.discard(['x'])).rejects.toMatchObject({ code: 'OUTBOX_CLOSED' });
+      });
+
+      it('refuses at once an append repeating an event id this unit of work appended', async () => {
+        const { store, outbox } = await setup();
+        const id = uuidv7();
+        const error = await outbox
+          .unitOfWork(async (work) => {
+            await work.append('order-d', [{ id, type: 'OrderPlaced', data: {} }]);
+            const second = await work
+              .append('order-d', [
+                { id, type: 'OrderPlaced', data: {} },
+                { type: 'Extra', data: {} },
+              ])
+              .catch((e: unknown) => e);
+            expect(second).toMatchObject({ code: 'DUPLICATE_EVENT_ID' });
+          })
+          .catch((e: unknown) => e);
+        expect(error).toMatchObject({ code: 'UNIT_OF_WORK_ROLLED_BACK' });
+        expect(await store.readStream('order-d')).toEqual([]);
+      });
+
+      it('publishes a scheduled message when it falls due, not at the next safety poll', async () => {
+        const { outbox, received } = await setup({ pollIntervalMs: 60_000 });
+        // Let the relay go idle first, sleeping until its (long) poll.
+        await outbox.flush();
+        const scheduledAt = Date.now();
+        await outbox.unitOfWork((work) =>
+          work.schedule('order.placed', { orderId: 'timer' }, { delayMs: 200 }),
+        );
+        await waitFor(() => received.length === 1, 'the scheduled message', 5000);
+        expect(Date.now() - scheduledAt).toBeGreaterThanOrEqual(195);
       });
 
       it('keeps the commit order of one key', async () => {
