@@ -1,0 +1,97 @@
+/**
+ * The catalog over HTTP: `POST /products` (operators only, with the admin token) and
+ * `GET /products/:id`. Every error is a problem+json document (ferry/fastify).
+ */
+import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import {
+  CommandHandler,
+  type EventStore,
+  HttpProblemError,
+  isConcurrencyError,
+  type Outbox,
+  validateRequest,
+} from 'ferry';
+import { z } from 'zod';
+import type { ShopContracts } from '../contracts.js';
+import { productDecider, productStream, productView } from './product.js';
+
+export const newProduct = z.strictObject({
+  name: z.string().trim().min(1).max(200),
+  price: z.number().int().nonnegative().max(100_000_000), // cents
+  stock: z.number().int().nonnegative().max(1_000_000_000),
+});
+export type NewProduct = z.infer<typeof newProduct> & { readonly id?: string };
+export type ProductView = ReturnType<typeof productView>;
+
+export function catalog(store: EventStore, outbox: Outbox<ShopContracts>) {
+  const products = new CommandHandler(store, productDecider);
+
+  return {
+    /** Adds a product; with an `id` already taken, returns that product unchanged (seeding twice is harmless). */
+    async add(input: NewProduct): Promise<{ created: boolean; product: ProductView }> {
+      const productId = input.id ?? randomUUID();
+      const { name, price, stock } = input;
+      try {
+        await outbox.append(
+          productStream(productId),
+          [{ type: 'ProductAdded', data: { productId, name, price, stock } }],
+          {
+            expectedVersion: 'no_stream',
+            messages: [
+              {
+                type: 'inventory.updated',
+                data: { productId, stock, reserved: 0 },
+                options: { key: productId },
+              },
+            ],
+          },
+        );
+        return { created: true, product: { id: productId, name, price, stock, reserved: 0 } };
+      } catch (error) {
+        if (!isConcurrencyError(error) || input.id === undefined) throw error;
+        const existing = await this.get(productId);
+        if (existing === undefined) throw error;
+        return { created: false, product: existing };
+      }
+    },
+
+    async get(productId: string): Promise<ProductView | undefined> {
+      const { state } = await products.load(productStream(productId));
+      return state.exists ? productView(productId, state) : undefined;
+    },
+  };
+}
+
+export type Catalog = ReturnType<typeof catalog>;
+
+export function catalogRoutes(app: FastifyInstance, catalog: Catalog, adminToken: string | undefined): void {
+  app.post('/products', async (request, reply) => {
+    requireAdmin(request, adminToken);
+    const input = await validateRequest(newProduct, request.body, 'body');
+    const { product } = await catalog.add(input);
+    return reply
+      .code(201)
+      .header('location', `/products/${encodeURIComponent(product.id)}`)
+      .send(product);
+  });
+
+  app.get<{ Params: { id: string } }>('/products/:id', async (request) => {
+    const product = await catalog.get(request.params.id);
+    if (product === undefined) throw new HttpProblemError(404, undefined, { detail: 'No such product.' });
+    return product;
+  });
+}
+
+/** 401 unless the request carries `Authorization: Bearer <adminToken>`; always 401 when no token is set. */
+function requireAdmin(request: FastifyRequest, adminToken: string | undefined): void {
+  const given = /^Bearer (.+)$/.exec(request.headers.authorization ?? '')?.[1];
+  // Hashes of equal length, so the comparison takes the same time whatever was sent.
+  const digest = (s: string) => createHash('sha256').update(s).digest();
+  if (!adminToken || given === undefined || !timingSafeEqual(digest(given), digest(adminToken))) {
+    throw new HttpProblemError(401, undefined, {
+      detail: 'This operation needs the admin token: Authorization: Bearer <token>.',
+      headers: { 'www-authenticate': 'Bearer' },
+    });
+  }
+}

@@ -1,0 +1,147 @@
+/**
+ * The saga's commands to inventory: reserve, release and commit an order's stock. Each runs in a unit
+ * of work of the transactional inbox, so the inbox mark, every product's events, the order's record
+ * and the replies commit together or not at all: an order holds all its units or none, even when it
+ * spans several products, and a redelivered message has no effect.
+ *
+ * Every product append expects the version its decision was made on, so two orders racing for the
+ * last unit cannot both get it: the loser's unit of work runs again and sees the stock as it is.
+ */
+import { CommandHandler, decideEvents, type EventStore, fold, type UnitOfWork } from 'ferry';
+import type { ShopContracts } from '../contracts.js';
+import {
+  type Line,
+  mergeLines,
+  type OrderStockCommand,
+  type OrderStockEvent,
+  type OrderStockState,
+  orderStockDecider,
+  orderStockStream,
+} from './order-stock.js';
+import {
+  type ProductCommand,
+  type ProductEvent,
+  type ProductState,
+  productDecider,
+  productStream,
+  productView,
+} from './product.js';
+
+type Work = UnitOfWork<ShopContracts>;
+
+const expected = (version: number) => (version === -1 ? ('no_stream' as const) : version);
+
+export function stockHandlers(store: EventStore) {
+  const products = new CommandHandler(store, productDecider);
+  const orders = new CommandHandler(store, orderStockDecider);
+
+  /** Decides `command` for a product, appends it in `work` and announces the product's new stock. */
+  async function changeProduct(work: Work, productId: string, command: ProductCommand): Promise<void> {
+    const { state, version } = await products.load(productStream(productId));
+    await appendProduct(work, productId, version, state, decideEvents(productDecider, command, state));
+  }
+
+  async function appendProduct(
+    work: Work,
+    productId: string,
+    version: number,
+    state: ProductState,
+    events: readonly ProductEvent[],
+  ): Promise<void> {
+    if (events.length === 0) return;
+    await work.append(productStream(productId), [...events], { expectedVersion: expected(version) });
+    const after = productView(productId, fold(productDecider, events, state));
+    await work.publish(
+      'inventory.updated',
+      { productId, stock: after.stock, reserved: after.reserved },
+      { key: productId },
+    );
+  }
+
+  /** Appends what the order's record decides, expecting the version `loaded` was read at. */
+  async function record(
+    work: Work,
+    orderId: string,
+    loaded: { readonly state: OrderStockState; readonly version: number },
+    command: OrderStockCommand,
+  ): Promise<readonly OrderStockEvent[]> {
+    const events = decideEvents(orderStockDecider, command, loaded.state);
+    if (events.length > 0) {
+      await work.append(orderStockStream(orderId), [...events], {
+        expectedVersion: expected(loaded.version),
+      });
+    }
+    return events;
+  }
+
+  return {
+    /** Reserves every line of the order, or none and replies `inventory.unavailable` naming a short product. */
+    async reserve(work: Work, orderId: string, items: readonly Line[]): Promise<void> {
+      const order = await orders.load(orderStockStream(orderId));
+      if (order.state.status !== 'none') return replyAgain(work, orderId, order.state);
+      // Decide for every product before writing anything: one short product and nothing is reserved.
+      const lines = mergeLines(items);
+      const plans: { line: Line; state: ProductState; version: number; events: readonly ProductEvent[] }[] =
+        [];
+      for (const line of lines) {
+        const { state, version } = await products.load(productStream(line.productId));
+        let events: readonly ProductEvent[];
+        try {
+          events = decideEvents(productDecider, { type: 'Reserve', orderId, quantity: line.quantity }, state);
+        } catch {
+          // Out of stock, or no such product: the order cannot have it either way.
+          await record(work, orderId, order, {
+            type: 'RecordUnavailable',
+            orderId,
+            productId: line.productId,
+          });
+          await work.publish(
+            'inventory.unavailable',
+            { orderId, productId: line.productId },
+            { key: orderId },
+          );
+          return;
+        }
+        plans.push({ line, state, version, events });
+      }
+      for (const plan of plans)
+        await appendProduct(work, plan.line.productId, plan.version, plan.state, plan.events);
+      await record(work, orderId, order, { type: 'RecordReserved', orderId, lines });
+      await work.publish('inventory.reserved', { orderId }, { key: orderId });
+    },
+
+    /** Gives back what the order holds (or, once sold, what it bought); harmless when it holds nothing. */
+    async release(work: Work, orderId: string): Promise<void> {
+      const order = await orders.load(orderStockStream(orderId));
+      const recorded = await record(work, orderId, order, { type: 'Release', orderId });
+      if (recorded.length === 0 || order.state.status === 'none') return; // nothing held
+      const sold = order.state.status === 'committed';
+      for (const line of order.state.lines) {
+        await changeProduct(
+          work,
+          line.productId,
+          sold ? { type: 'Return', orderId, quantity: line.quantity } : { type: 'Release', orderId },
+        );
+      }
+    },
+
+    /** Turns the order's reservation into a sale. */
+    async commit(work: Work, orderId: string): Promise<void> {
+      const order = await orders.load(orderStockStream(orderId));
+      const recorded = await record(work, orderId, order, { type: 'Commit', orderId });
+      if (recorded.length === 0) return; // not reserved: committed already, released, or unknown
+      for (const line of order.state.lines)
+        await changeProduct(work, line.productId, { type: 'Commit', orderId });
+    },
+  };
+}
+
+/** A reserve sent again for an order already decided gets the same answer, and changes nothing. */
+async function replyAgain(work: Work, orderId: string, state: OrderStockState): Promise<void> {
+  if (state.status === 'reserved' || state.status === 'committed') {
+    await work.publish('inventory.reserved', { orderId }, { key: orderId });
+  } else if (state.status === 'unavailable' && state.shortOf !== undefined) {
+    await work.publish('inventory.unavailable', { orderId, productId: state.shortOf }, { key: orderId });
+  }
+  // Released before the reserve came: the order is cancelled already and wants no answer.
+}
