@@ -1,0 +1,120 @@
+/**
+ * A simulated external payment provider (think Stripe's test mode), as its own HTTP service with its
+ * own ledger. The order id is the idempotency key: charging an order again answers the charge it
+ * already has, so an order is never charged twice, whatever the caller retries or redelivers.
+ *
+ *   POST /charges {orderId, amount, paymentMethod?}  → 201 {chargeId, orderId, amount}
+ *        paymentMethod 'tok_visa' (default) succeeds, 'tok_chargeDeclined' (or any other) → 402
+ *   POST /charges/:orderId/refund                    → 200 {chargeId, orderId, amount, refunded}; 404 without a charge
+ *   GET  /charges                                    → the ledger [{chargeId, orderId, amount, refunded}]
+ *
+ * The fault switch (`setFaults`) delays charge and refund calls and fails a share of them with 503;
+ * the ledger view never fails.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import Fastify from 'fastify';
+import { HttpProblemError, type Logger, stderrLogger, validateRequest } from 'ferry';
+import { ferryFastify, ferryFastifyOptions } from 'ferry/fastify';
+import { z } from 'zod';
+import { FaultSwitch, type Faults, NO_FAULTS } from './faults.js';
+import { type Charge, Ledger } from './ledger.js';
+
+export interface PaymentProviderOptions {
+  /** @default 0 (a free port) */
+  readonly port?: number;
+  /** @default '127.0.0.1' */
+  readonly host?: string;
+  /** SQLite file of the ledger. @default ':memory:' (lost when the provider stops) */
+  readonly file?: string;
+  /** @default no faults */
+  readonly faults?: Faults;
+  /** Draws which calls fail (tests pass a fixed one). @default Math.random */
+  readonly random?: () => number;
+  /** @default warnings and errors to stderr */
+  readonly logger?: Logger;
+}
+
+export interface PaymentProvider {
+  readonly url: string;
+  /** Applies from the next charge or refund call. */
+  setFaults(faults: Faults): void;
+  faults(): Faults;
+  /** The ledger, oldest charge first. */
+  charges(): Charge[];
+  close(): Promise<void>;
+}
+
+const chargeRequest = z.object({
+  orderId: z.string().min(1).max(200),
+  amount: z.number().int().nonnegative(),
+  paymentMethod: z.string().max(200).default('tok_visa'),
+});
+
+/** Payment methods that succeed; `tok_chargeDeclined` and anything unknown is declined. */
+const ACCEPTED_METHODS = new Set(['tok_visa', 'tok_mastercard']);
+
+const view = ({ chargeId, orderId, amount }: Charge) => ({ chargeId, orderId, amount });
+
+export async function startPaymentProvider(options: PaymentProviderOptions = {}): Promise<PaymentProvider> {
+  const logger = options.logger ?? stderrLogger;
+  const ledger = new Ledger(options.file);
+  const faults = new FaultSwitch(options.faults ?? NO_FAULTS, options.random);
+  const app = Fastify(ferryFastifyOptions({ logger }));
+  ferryFastify(app, { logger });
+
+  /** What the fault switch does to one call, drawn when it arrives. */
+  async function suffer(): Promise<void> {
+    const { delayMs, fail } = faults.draw();
+    if (delayMs > 0) await sleep(delayMs);
+    if (fail) throw new HttpProblemError(503, 'Payment provider unavailable', { detail: 'Injected fault.' });
+  }
+
+  app.post('/charges', async (request, reply) => {
+    const { orderId, amount, paymentMethod } = await validateRequest(chargeRequest, request.body, 'body');
+    await suffer();
+    const existing = ledger.find(orderId);
+    if (existing !== undefined) {
+      if (existing.amount !== amount) {
+        throw new HttpProblemError(422, 'Idempotency key reused', {
+          detail: `Order ${orderId} was charged ${existing.amount}, not ${amount}.`,
+        });
+      }
+      return reply.code(201).header('idempotent-replayed', 'true').send(view(existing));
+    }
+    if (!ACCEPTED_METHODS.has(paymentMethod)) {
+      throw new HttpProblemError(402, 'Card declined', {
+        detail: 'The payment method was declined.',
+        extensions: {
+          declineCode: paymentMethod === 'tok_chargeDeclined' ? 'card_declined' : 'invalid_token',
+        },
+      });
+    }
+    return reply.code(201).send(view(ledger.charge(orderId, amount)));
+  });
+
+  app.post<{ Params: { orderId: string } }>('/charges/:orderId/refund', async (request) => {
+    await suffer();
+    const charge = ledger.refund(request.params.orderId);
+    if (charge === undefined) {
+      throw new HttpProblemError(404, 'No charge', { detail: 'This order has no charge to refund.' });
+    }
+    return charge;
+  });
+
+  app.get('/charges', async () => ledger.all());
+
+  await app.listen({ port: options.port ?? 0, host: options.host ?? '127.0.0.1' });
+  const address = app.server.address();
+  const port = typeof address === 'object' && address !== null ? address.port : options.port;
+  let closing: Promise<void> | undefined;
+  return {
+    url: `http://${options.host ?? '127.0.0.1'}:${port}`,
+    setFaults: (next) => faults.set(next),
+    faults: () => faults.get(),
+    charges: () => ledger.all(),
+    close: () => {
+      closing ??= app.close().then(() => ledger.close());
+      return closing;
+    },
+  };
+}
