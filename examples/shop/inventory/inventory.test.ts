@@ -1,0 +1,320 @@
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  type Bus,
+  createBus,
+  createEventStore,
+  createOutbox,
+  type DataIn,
+  type EventStore,
+  type Message,
+  type Outbox,
+  silentLogger,
+} from 'ferry';
+import { waitFor } from 'ferry/testing';
+import { afterEach, describe, expect, it } from 'vitest';
+import { type ShopContracts, shopContracts } from '../contracts.js';
+import { type InventoryService, startInventoryService } from './service.js';
+
+const ADMIN = 'test-admin-token';
+
+interface Setup {
+  bus: Bus<ShopContracts>;
+  store: EventStore;
+  outbox: Outbox<ShopContracts>;
+  inventory: InventoryService;
+  /** Replies and updates inventory published, in arrival order. */
+  seen: Message[];
+  /** Publishes a command to inventory and waits until inventory has handled it (`times` deliveries of its id). */
+  send<K extends 'inventory.reserve' | 'inventory.release' | 'inventory.commit'>(
+    type: K,
+    data: DataIn<ShopContracts, K>,
+    options?: { id?: string; times?: number },
+  ): Promise<void>;
+  of(type: string, orderId?: string): Message[];
+  close(): Promise<void>;
+}
+
+const orderIdOf = (m: Message) => (m.data as { orderId: string }).orderId;
+
+const opened: Setup[] = [];
+afterEach(async () => {
+  await Promise.all(opened.splice(0).map((s) => s.close()));
+});
+
+async function setup(storeUrl = `memory://inventory-${randomUUID()}`): Promise<Setup> {
+  const store = await createEventStore({ url: storeUrl });
+  const handled = new Map<string, number>();
+  const bus = await createBus({
+    url: `memory://inventory-${randomUUID()}`,
+    service: 'inventory',
+    contracts: shopContracts,
+    logger: silentLogger,
+    // Counts the deliveries inventory finished (its unit of work committed, or the message was a duplicate).
+    middleware: [
+      (next, { group }) =>
+        async (message) => {
+          await next(message);
+          if (group === 'inventory') handled.set(message.id, (handled.get(message.id) ?? 0) + 1);
+        },
+    ],
+  });
+  const outbox = await createOutbox({ store, bus, logger: silentLogger });
+  const seen: Message[] = [];
+  const watch = await Promise.all(
+    ['inventory.reserved', 'inventory.unavailable', 'inventory.updated'].map((type) =>
+      bus.subscribe(type, (m) => void seen.push(m as Message), { group: 'test', concurrency: 100 }),
+    ),
+  );
+  const inventory = await startInventoryService({
+    bus,
+    store,
+    outbox,
+    adminToken: ADMIN,
+    logger: silentLogger,
+  });
+  const setup: Setup = {
+    bus,
+    store,
+    outbox,
+    inventory,
+    seen,
+    async send(type, data, { id = randomUUID(), times = 1 } = {}) {
+      await bus.publish(type, data, { id });
+      await waitFor(() => (handled.get(id) ?? 0) >= times, `${type} ${id} handled`);
+    },
+    of: (type, orderId) =>
+      seen.filter(
+        (m) =>
+          m.type === type && (orderId === undefined || (m.data as { orderId?: string }).orderId === orderId),
+      ),
+    async close() {
+      await inventory.close();
+      await Promise.all(watch.map((s) => s.close()));
+      await outbox.close();
+      await bus.close();
+      await store.close();
+    },
+  };
+  opened.push(setup);
+  return setup;
+}
+
+async function product(s: Setup, id: string) {
+  const res = await fetch(`${s.inventory.url}/products/${id}`);
+  expect(res.status).toBe(200);
+  return (await res.json()) as { id: string; name: string; price: number; stock: number; reserved: number };
+}
+
+const createProduct = (
+  s: Setup,
+  body: unknown,
+  headers: Record<string, string> = { authorization: `Bearer ${ADMIN}` },
+) =>
+  fetch(`${s.inventory.url}/products`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: JSON.stringify(body),
+  });
+
+/** Waits until every inventory message sent so far is handled and every reply published. */
+async function settled(s: Setup, condition: () => boolean, what: string) {
+  await waitFor(condition, what, 20_000);
+  await s.outbox.flush();
+}
+
+describe('inventory over HTTP', () => {
+  it('creates a product with the admin token and reads it back', async () => {
+    const s = await setup();
+    const res = await createProduct(s, { name: 'Green tea', price: 450, stock: 20 });
+    expect(res.status).toBe(201);
+    const created = (await res.json()) as { id: string };
+    expect(created).toEqual({
+      id: expect.any(String),
+      name: 'Green tea',
+      price: 450,
+      stock: 20,
+      reserved: 0,
+    });
+    expect(await product(s, created.id)).toEqual(created);
+    await settled(s, () => s.of('inventory.updated').length === 1, 'inventory.updated of the new product');
+    expect(s.of('inventory.updated')[0]?.data).toEqual({ productId: created.id, stock: 20, reserved: 0 });
+  });
+
+  it('refuses to create a product without the admin token, and stores nothing', async () => {
+    const s = await setup();
+    for (const headers of [{}, { authorization: 'Bearer wrong' }, { authorization: ADMIN }]) {
+      const res = await createProduct(s, { name: 'Tea', price: 1, stock: 1 }, headers);
+      expect(res.status).toBe(401);
+      expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+    }
+    const events = [];
+    for await (const e of s.store.readAll()) events.push(e);
+    expect(events).toEqual([]);
+  });
+
+  it('answers 400 for bad products and 404 for unknown ones', async () => {
+    const s = await setup();
+    for (const body of [
+      { name: 'Tea', price: 1.5, stock: 1 },
+      { name: '', price: 1, stock: 1 },
+      { name: 'Tea', price: 1, stock: -1 },
+      { name: 'Tea', price: 1 },
+    ]) {
+      const res = await createProduct(s, body);
+      expect(res.status, JSON.stringify(body)).toBe(400);
+      expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+    }
+    const res = await fetch(`${s.inventory.url}/products/nope`);
+    expect(res.status).toBe(404);
+    expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+  });
+
+  it('seeds products by id, and seeding again changes nothing', async () => {
+    const s = await setup();
+    await s.inventory.seed([{ id: 'tea', name: 'Tea', price: 450, stock: 5 }]);
+    await s.inventory.seed([{ id: 'tea', name: 'Other', price: 1, stock: 99 }]);
+    expect(await product(s, 'tea')).toEqual({ id: 'tea', name: 'Tea', price: 450, stock: 5, reserved: 0 });
+  });
+});
+
+describe('inventory stock over the bus', () => {
+  it('never oversells: 100 concurrent orders of 1 for 20 in stock reserve exactly 20', async () => {
+    const s = await setup();
+    await s.inventory.seed([{ id: 'p', name: 'Tea', price: 450, stock: 20 }]);
+    const orders = Array.from({ length: 100 }, (_, i) => `o-${i}`);
+    await Promise.all(
+      orders.map((orderId) =>
+        s.bus.publish('inventory.reserve', { orderId, items: [{ productId: 'p', quantity: 1 }] }),
+      ),
+    );
+    const answered = () => s.of('inventory.reserved').length + s.of('inventory.unavailable').length;
+    await settled(s, () => answered() === 100, 'an answer to every reserve');
+    const reserved = s.of('inventory.reserved').map(orderIdOf);
+    expect(reserved).toHaveLength(20);
+    expect(s.of('inventory.unavailable')).toHaveLength(80);
+    expect(new Set(reserved).size).toBe(20);
+    expect(await product(s, 'p')).toMatchObject({ stock: 0, reserved: 20 });
+
+    // 12 orders confirmed, 8 cancelled: 12 sold, 8 back on sale.
+    for (const orderId of reserved.slice(0, 12)) await s.bus.publish('inventory.commit', { orderId });
+    for (const orderId of reserved.slice(12)) await s.bus.publish('inventory.release', { orderId });
+    // Releasing orders that never got stock changes nothing.
+    for (const orderId of orders.filter((o) => !reserved.includes(o)).slice(0, 10)) {
+      await s.bus.publish('inventory.release', { orderId });
+    }
+    await waitFor(async () => (await product(s, 'p')).reserved === 0, 'every reservation settled');
+    expect(await product(s, 'p')).toMatchObject({ stock: 8, reserved: 0 });
+    await s.outbox.flush();
+    expect(s.of('inventory.updated').at(-1)?.data).toEqual({ productId: 'p', stock: 8, reserved: 0 });
+  });
+
+  it('reserves once for a redelivered reserve, and answers a re-sent one again without reserving', async () => {
+    const s = await setup();
+    await s.inventory.seed([{ id: 'p', name: 'Tea', price: 450, stock: 5 }]);
+    const data = { orderId: 'o1', items: [{ productId: 'p', quantity: 2 }] };
+    const id = randomUUID();
+    await s.send('inventory.reserve', data, { id });
+    await s.send('inventory.reserve', data, { id, times: 2 }); // the same message, delivered again
+    await s.outbox.flush();
+    expect(s.of('inventory.reserved', 'o1')).toHaveLength(1);
+    expect(await product(s, 'p')).toMatchObject({ stock: 3, reserved: 2 });
+    await s.send('inventory.reserve', data); // the saga sending its command again: answered, not reserved again
+    await settled(s, () => s.of('inventory.reserved', 'o1').length === 2, 'the second answer');
+    expect(await product(s, 'p')).toMatchObject({ stock: 3, reserved: 2 });
+  });
+
+  it('releases harmlessly twice, and a release before its reserve leaves nothing held', async () => {
+    const s = await setup();
+    await s.inventory.seed([{ id: 'p', name: 'Tea', price: 450, stock: 5 }]);
+    await s.send('inventory.reserve', { orderId: 'o1', items: [{ productId: 'p', quantity: 2 }] });
+    await s.send('inventory.release', { orderId: 'o1' });
+    expect(await product(s, 'p')).toMatchObject({ stock: 5, reserved: 0 });
+    await s.send('inventory.release', { orderId: 'o1' });
+    expect(await product(s, 'p')).toMatchObject({ stock: 5, reserved: 0 });
+    // The saga gave up on o2 before its reserve arrived: the late reserve holds nothing.
+    await s.send('inventory.release', { orderId: 'o2' });
+    await s.send('inventory.reserve', { orderId: 'o2', items: [{ productId: 'p', quantity: 1 }] });
+    expect(await product(s, 'p')).toEqual({ id: 'p', name: 'Tea', price: 450, stock: 5, reserved: 0 });
+    await s.outbox.flush();
+    expect(s.of('inventory.reserved', 'o2')).toEqual([]);
+  });
+
+  it('commits once, and a cancelled sale goes back on sale once', async () => {
+    const s = await setup();
+    await s.inventory.seed([{ id: 'p', name: 'Tea', price: 450, stock: 5 }]);
+    await s.send('inventory.reserve', { orderId: 'o1', items: [{ productId: 'p', quantity: 2 }] });
+    await s.send('inventory.commit', { orderId: 'o1' });
+    await s.send('inventory.commit', { orderId: 'o1' });
+    expect(await product(s, 'p')).toMatchObject({ stock: 3, reserved: 0 });
+    await s.send('inventory.release', { orderId: 'o1' }); // the customer cancels the confirmed order
+    await s.send('inventory.release', { orderId: 'o1' });
+    expect(await product(s, 'p')).toMatchObject({ stock: 5, reserved: 0 });
+    await s.send('inventory.commit', { orderId: 'o1' });
+    expect(await product(s, 'p')).toMatchObject({ stock: 5, reserved: 0 });
+  });
+
+  it('reserves nothing of a multi-product order when one product is short', async () => {
+    const s = await setup();
+    await s.inventory.seed([
+      { id: 'a', name: 'A', price: 1, stock: 10 },
+      { id: 'b', name: 'B', price: 1, stock: 10 },
+      { id: 'c', name: 'C', price: 1, stock: 1 },
+    ]);
+    const order = (c: number) => [
+      { productId: 'a', quantity: 3 },
+      { productId: 'c', quantity: c },
+      { productId: 'b', quantity: 3 },
+    ];
+    await s.send('inventory.reserve', { orderId: 'o1', items: order(2) });
+    await settled(s, () => s.of('inventory.unavailable', 'o1').length === 1, 'unavailable');
+    expect(s.of('inventory.unavailable', 'o1')[0]?.data).toEqual({ orderId: 'o1', productId: 'c' });
+    for (const id of ['a', 'b']) expect(await product(s, id)).toMatchObject({ stock: 10, reserved: 0 });
+    expect(await product(s, 'c')).toMatchObject({ stock: 1, reserved: 0 });
+    // An unknown product is unavailable too.
+    await s.send('inventory.reserve', { orderId: 'o2', items: [{ productId: 'ghost', quantity: 1 }] });
+    await settled(s, () => s.of('inventory.unavailable', 'o2').length === 1, 'unavailable');
+    // With enough of every product, the order holds them all.
+    await s.send('inventory.reserve', { orderId: 'o3', items: order(1) });
+    await settled(s, () => s.of('inventory.reserved', 'o3').length === 1, 'reserved');
+    for (const id of ['a', 'b']) expect(await product(s, id)).toMatchObject({ stock: 7, reserved: 3 });
+    expect(await product(s, 'c')).toMatchObject({ stock: 0, reserved: 1 });
+    // Releasing it gives every product back.
+    await s.send('inventory.release', { orderId: 'o3' });
+    for (const id of ['a', 'b']) expect(await product(s, id)).toMatchObject({ stock: 10, reserved: 0 });
+    expect(await product(s, 'c')).toMatchObject({ stock: 1, reserved: 0 });
+  });
+
+  it('works the same on a SQLite file', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'shop-inventory-'));
+    try {
+      const s = await setup(`sqlite:${join(dir, 'inventory.db')}`);
+      await s.inventory.seed([{ id: 'p', name: 'Tea', price: 450, stock: 20 }]);
+      const orders = Array.from({ length: 30 }, (_, i) => `o-${i}`);
+      await Promise.all(
+        orders.map((orderId) =>
+          s.bus.publish('inventory.reserve', { orderId, items: [{ productId: 'p', quantity: 1 }] }),
+        ),
+      );
+      await settled(
+        s,
+        () => s.of('inventory.reserved').length + s.of('inventory.unavailable').length === 30,
+        'every answer',
+      );
+      expect(s.of('inventory.reserved')).toHaveLength(20);
+      expect(await product(s, 'p')).toMatchObject({ stock: 0, reserved: 20 });
+      const [first] = s.of('inventory.reserved').map(orderIdOf);
+      const commit = randomUUID();
+      await s.send('inventory.commit', { orderId: first! }, { id: commit });
+      await s.send('inventory.commit', { orderId: first! }, { id: commit, times: 2 });
+      await s.send('inventory.commit', { orderId: first! });
+      expect(await product(s, 'p')).toMatchObject({ stock: 0, reserved: 19 });
+      await s.close();
+      opened.splice(opened.indexOf(s), 1);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
