@@ -1,0 +1,61 @@
+/** `POST /users` and `GET /users/:id`; every error is a problem+json document (ferry/fastify). */
+import { randomUUID } from 'node:crypto';
+import type { FastifyInstance } from 'fastify';
+import { CommandHandler, type EventStore, HttpProblemError, type Outbox, validateRequest } from 'ferry';
+import { z } from 'zod';
+import type { ShopContracts } from '../contracts.js';
+import {
+  EmailTakenError,
+  emailDecider,
+  emailStream,
+  normalizeEmail,
+  type User,
+  userDecider,
+  userStream,
+} from './user.js';
+
+export const newUser = z.strictObject({
+  name: z.string().trim().min(1).max(200),
+  email: z.string().trim().max(254).pipe(z.email()),
+});
+
+export function userRoutes(app: FastifyInstance, store: EventStore, outbox: Outbox<ShopContracts>): void {
+  const users = new CommandHandler(store, userDecider);
+  const emails = new CommandHandler(store, emailDecider);
+
+  app.post('/users', async (request, reply) => {
+    const { name, email } = await validateRequest(newUser, request.body, 'body');
+    const user: User = { id: randomUUID(), name, email, createdAt: new Date().toISOString() };
+    try {
+      // The claim, the user and user.created commit together; a claim lost to a concurrent
+      // registration reruns the unit of work, which then finds the address taken.
+      await outbox.unitOfWork(async (work) => {
+        await emails.handleIn(work, emailStream(email), {
+          type: 'Claim',
+          email: normalizeEmail(email),
+          userId: user.id,
+        });
+        await users.handleIn(work, userStream(user.id), { type: 'Register', ...user });
+        await work.publish(
+          'user.created',
+          { userId: user.id, name, email, createdAt: user.createdAt },
+          { key: user.id },
+        );
+      });
+    } catch (error) {
+      if (error instanceof EmailTakenError) {
+        throw new HttpProblemError(409, undefined, {
+          detail: 'A user with this email is registered already.',
+        });
+      }
+      throw error;
+    }
+    return reply.code(201).header('location', `/users/${user.id}`).send(user);
+  });
+
+  app.get<{ Params: { id: string } }>('/users/:id', async (request) => {
+    const { state } = await users.load(userStream(request.params.id));
+    if (state.user === undefined) throw new HttpProblemError(404, undefined, { detail: 'No such user.' });
+    return state.user;
+  });
+}
