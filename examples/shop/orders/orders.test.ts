@@ -1,0 +1,361 @@
+/**
+ * The orders service over HTTP, on a memory bus and a memory store, with small fakes answering for
+ * inventory and payments as those services do (by message). Each test gets its own broker and store.
+ */
+import { randomUUID } from 'node:crypto';
+import { createBus, createEventStore, createOutbox, type EventStore, silentLogger } from 'ferry';
+import { waitFor } from 'ferry/testing';
+import { afterEach, describe, expect, it } from 'vitest';
+import { shopContracts } from '../contracts.js';
+import { type OrdersService, startOrdersService } from './service.js';
+
+interface Shop {
+  readonly url: string;
+  readonly store: EventStore;
+  /** Commands the fakes received, by type, as order ids. */
+  readonly received: Record<string, string[]>;
+  /** Stock the fake inventory holds, by product. */
+  readonly stock: Map<string, number>;
+}
+
+const closers: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  for (const close of closers.splice(0).reverse()) await close();
+});
+
+async function startShop(options: { sagaTimeoutMs?: number } = {}): Promise<Shop> {
+  const name = `orders-test-${randomUUID()}`;
+  const bus = await createBus({
+    url: `memory://${name}`,
+    service: 'orders',
+    contracts: shopContracts,
+    logger: silentLogger,
+  });
+  const store = await createEventStore({ url: `memory://${name}` });
+  const outbox = await createOutbox({ store, bus, logger: silentLogger });
+  closers.push(
+    () => store.close(),
+    () => bus.close(),
+    () => outbox.close(),
+  );
+
+  const received: Record<string, string[]> = {};
+  const note = (type: string, orderId: string) => {
+    received[type] = [...(received[type] ?? []), orderId];
+  };
+  const stock = new Map([
+    ['tea', 10],
+    ['mug', 3],
+  ]);
+  // Fake inventory: reserves when every item is in stock.
+  await bus.subscribe(
+    'inventory.reserve',
+    async ({ data }) => {
+      note('inventory.reserve', data.orderId);
+      const short = data.items.find((item) => (stock.get(item.productId) ?? 0) < item.quantity);
+      if (short !== undefined) {
+        await bus.publish('inventory.unavailable', { orderId: data.orderId, productId: short.productId });
+        return;
+      }
+      for (const item of data.items) stock.set(item.productId, stock.get(item.productId)! - item.quantity);
+      await bus.publish('inventory.reserved', { orderId: data.orderId });
+    },
+    { group: 'inventory' },
+  );
+  for (const type of [
+    'inventory.release',
+    'inventory.commit',
+    'payment.refund',
+    'order.cancellation-requested',
+  ] as const) {
+    await bus.subscribe(type, ({ data }) => note(type, (data as { orderId: string }).orderId), {
+      group: 'fakes',
+    });
+  }
+  // Fake payments: the payment method says what happens; `tok_silent` never answers.
+  await bus.subscribe(
+    'payment.charge',
+    async ({ data }) => {
+      note('payment.charge', data.orderId);
+      const { orderId, amount, paymentMethod } = data;
+      if (paymentMethod === 'tok_visa') {
+        await bus.publish('payment.processed', { orderId, chargeId: `ch_${orderId}`, amount });
+      } else if (paymentMethod === 'tok_chargeDeclined') {
+        await bus.publish('payment.declined', { orderId, reason: 'payment_declined' });
+      } else if (paymentMethod === 'tok_unavailable') {
+        await bus.publish('payment.declined', { orderId, reason: 'payment_unavailable' });
+      }
+    },
+    { group: 'payments' },
+  );
+
+  const users = new Set(['u-1']);
+  const products = new Map<string, { id: string; price: number }>([
+    ['tea', { id: 'tea', price: 450 }],
+    ['mug', { id: 'mug', price: 1200 }],
+    ['ghost', { id: 'ghost', price: Number.NaN }],
+  ]);
+  const service: OrdersService = await startOrdersService({
+    bus,
+    store,
+    outbox,
+    logger: silentLogger,
+    sagaTimeoutMs: options.sagaTimeoutMs ?? 30_000,
+    lookups: {
+      findUser: async (id) => (users.has(id) ? { id } : undefined),
+      findProduct: async (id) => products.get(id),
+    },
+  });
+  closers.push(() => service.close());
+  return { url: service.url, store, received, stock };
+}
+
+async function call(
+  shop: Shop,
+  method: string,
+  path: string,
+  body?: unknown,
+  headers: Record<string, string> = {},
+) {
+  const res = await fetch(`${shop.url}${path}`, {
+    method,
+    headers: body === undefined ? headers : { 'content-type': 'application/json', ...headers },
+    ...(body === undefined ? {} : { body: typeof body === 'string' ? body : JSON.stringify(body) }),
+  });
+  const text = await res.text();
+  return { status: res.status, headers: res.headers, body: text === '' ? undefined : JSON.parse(text) };
+}
+
+const order = (paymentMethod?: string, items = [{ productId: 'tea', quantity: 2 }]) => ({
+  userId: 'u-1',
+  items,
+  ...(paymentMethod === undefined ? {} : { paymentMethod }),
+});
+
+async function place(shop: Shop, body: unknown): Promise<string> {
+  const res = await call(shop, 'POST', '/orders', body);
+  expect(res.status).toBe(201);
+  return res.body.id;
+}
+
+/** Waits until the order is confirmed or cancelled, and returns it. */
+async function settled(shop: Shop, id: string) {
+  let view: { status: string; reason?: string; items: unknown; history: { event: string }[] } | undefined;
+  await waitFor(async () => {
+    view = (await call(shop, 'GET', `/orders/${id}`)).body;
+    return view?.status !== 'pending';
+  }, `order ${id} to end`);
+  return view!;
+}
+
+async function storedOrders(store: EventStore): Promise<number> {
+  let n = 0;
+  for await (const _ of store.readAll({ types: ['OrderPlaced'] })) n++;
+  return n;
+}
+
+describe('orders service', () => {
+  it('places an order, answers 201 pending with its total, and confirms it', async () => {
+    const shop = await startShop();
+    const res = await call(
+      shop,
+      'POST',
+      '/orders',
+      order(undefined, [
+        { productId: 'tea', quantity: 2 },
+        { productId: 'mug', quantity: 1 },
+      ]),
+    );
+    expect(res.status).toBe(201);
+    expect(res.body).toMatchObject({
+      userId: 'u-1',
+      status: 'pending',
+      total: 2100,
+      paymentMethod: 'tok_visa',
+    });
+    expect(res.headers.get('location')).toBe(`/orders/${res.body.id}`);
+
+    const view = await settled(shop, res.body.id);
+    expect(view).toMatchObject({ id: res.body.id, status: 'confirmed', total: 2100 });
+    expect(view.reason).toBeUndefined();
+    expect(view.items).toEqual([
+      { productId: 'tea', quantity: 2, price: 450 },
+      { productId: 'mug', quantity: 1, price: 1200 },
+    ]);
+    expect(view.history.map((h: { event: string }) => h.event)).toEqual(['placed', 'confirmed']);
+    await waitFor(() => shop.received['inventory.commit']?.length === 1, 'the stock committed');
+    expect(shop.received['payment.charge']).toEqual([res.body.id]);
+    expect(shop.received['inventory.release']).toBeUndefined();
+  });
+
+  it('cancels out_of_stock when inventory cannot reserve, charging nothing', async () => {
+    const shop = await startShop();
+    const id = await place(shop, order('tok_visa', [{ productId: 'mug', quantity: 4 }]));
+    const view = await settled(shop, id);
+    expect(view).toMatchObject({ status: 'cancelled', reason: 'out_of_stock' });
+    expect(view.history.at(-1)).toMatchObject({ event: 'cancelled', reason: 'out_of_stock' });
+    expect(shop.received['payment.charge']).toBeUndefined();
+  });
+
+  for (const [method, reason] of [
+    ['tok_chargeDeclined', 'payment_declined'],
+    ['tok_unavailable', 'payment_unavailable'],
+  ] as const) {
+    it(`cancels ${reason} and releases the stock when payments says so`, async () => {
+      const shop = await startShop();
+      const id = await place(shop, order(method));
+      expect(await settled(shop, id)).toMatchObject({ status: 'cancelled', reason });
+      await waitFor(() => shop.received['inventory.release']?.length === 1, 'the stock released');
+      expect(shop.received['inventory.commit']).toBeUndefined();
+    });
+  }
+
+  it('cancels timeout when payments never answers, releasing stock and refunding', async () => {
+    const shop = await startShop({ sagaTimeoutMs: 300 });
+    const id = await place(shop, order('tok_silent'));
+    expect(await settled(shop, id)).toMatchObject({ status: 'cancelled', reason: 'timeout' });
+    await waitFor(
+      () => shop.received['inventory.release']?.length === 1 && shop.received['payment.refund']?.length === 1,
+      'release and refund',
+    );
+  });
+
+  it('cancels a pending order at the customer’s request, harmlessly twice', async () => {
+    const shop = await startShop();
+    const id = await place(shop, order('tok_silent'));
+    await waitFor(() => shop.received['payment.charge']?.length === 1, 'the charge');
+    const first = await call(shop, 'POST', `/orders/${id}/cancel`);
+    expect(first.status).toBe(202);
+    expect(first.body).toMatchObject({ id, cancellationRequested: true });
+    expect((await call(shop, 'POST', `/orders/${id}/cancel`)).status).toBe(202);
+    expect(await settled(shop, id)).toMatchObject({ status: 'cancelled', reason: 'cancelled_by_customer' });
+    await waitFor(
+      () => shop.received['inventory.release']?.length === 1 && shop.received['payment.refund']?.length === 1,
+      'release and refund',
+    );
+    expect(shop.received['order.cancellation-requested']).toEqual([id]);
+  });
+
+  it('cancels a confirmed order: refund and release; again is harmless', async () => {
+    const shop = await startShop();
+    const id = await place(shop, order());
+    expect(await settled(shop, id)).toMatchObject({ status: 'confirmed' });
+    expect((await call(shop, 'POST', `/orders/${id}/cancel`)).status).toBe(202);
+    await waitFor(
+      async () => (await call(shop, 'GET', `/orders/${id}`)).body.status === 'cancelled',
+      'cancelled',
+    );
+    const view = (await call(shop, 'GET', `/orders/${id}`)).body;
+    expect(view).toMatchObject({ status: 'cancelled', reason: 'cancelled_by_customer' });
+    expect(view.history.map((h: { event: string }) => h.event)).toEqual([
+      'placed',
+      'confirmed',
+      'cancellation_requested',
+      'cancelled',
+    ]);
+    await waitFor(
+      () => shop.received['inventory.release']?.length === 1 && shop.received['payment.refund']?.length === 1,
+      'release and refund',
+    );
+    const again = await call(shop, 'POST', `/orders/${id}/cancel`);
+    expect(again.status).toBe(202);
+    expect(again.body).toMatchObject({ status: 'cancelled', reason: 'cancelled_by_customer' });
+    expect(shop.received['order.cancellation-requested']).toEqual([id]);
+  });
+
+  it('answers 404 for an unknown order, to read or to cancel', async () => {
+    const shop = await startShop();
+    for (const path of [`/orders/${randomUUID()}`, '/orders/not-an-id', `/orders/${'x'.repeat(90)}`]) {
+      const res = await call(shop, 'GET', path);
+      expect(res.status).toBe(404);
+      expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+    }
+    expect((await call(shop, 'POST', `/orders/${randomUUID()}/cancel`)).status).toBe(404);
+    expect((await call(shop, 'POST', '/orders/nope/cancel')).status).toBe(404);
+  });
+
+  it('refuses bad input with 400 problem+json and stores nothing', async () => {
+    const shop = await startShop();
+    const bad: unknown[] = [
+      {},
+      { userId: 42, items: [{ productId: 'tea', quantity: 1 }] },
+      { userId: 'u-1', items: [] },
+      { userId: 'u-1', items: 'tea' },
+      { userId: 'u-1', items: [{ productId: 'tea', quantity: 1.5 }] },
+      { userId: 'u-1', items: [{ productId: 'tea', quantity: 0 }] },
+      { userId: 'u-1', items: [{ productId: 'tea', quantity: -1 }] },
+      { userId: 'u-1', items: [{ productId: 'tea', quantity: '2' }] },
+      { userId: 'u-1', items: [{ productId: 'tea', quantity: 1 }], paymentMethod: 7 },
+      {
+        userId: 'u-1',
+        items: [
+          { productId: 'tea', quantity: 1 },
+          { productId: 'tea', quantity: 1 },
+        ],
+      },
+      [1, 2],
+      null,
+      '{"userId": "u-1", "items": [',
+      '{"userId":"u-1","items":[{"productId":"tea","quantity":1}],"__proto__":{"admin":true}}',
+    ];
+    for (const body of bad) {
+      const res = await call(shop, 'POST', '/orders', body === null ? 'null' : body);
+      expect(res.status, JSON.stringify(body)).toBe(400);
+      expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+    }
+    const text = await fetch(`${shop.url}/orders`, {
+      method: 'POST',
+      headers: { 'content-type': 'text/plain' },
+      body: 'hi',
+    });
+    // Fastify reads text/plain as a string, which fails validation; a type it has no parser for is 415.
+    expect(text.status).toBe(400);
+    const xml = await fetch(`${shop.url}/orders`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/xml' },
+      body: '<order/>',
+    });
+    expect(xml.status).toBe(415);
+    expect(xml.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+    const huge = await call(shop, 'POST', '/orders', { ...order(), pad: 'x'.repeat(2_000_000) });
+    expect(huge.status).toBe(413);
+    expect(await storedOrders(shop.store)).toBe(0);
+  });
+
+  it('refuses an unknown user or product with 422 naming it, and stores nothing', async () => {
+    const shop = await startShop();
+    const user = await call(shop, 'POST', '/orders', { ...order(), userId: 'u-404' });
+    expect(user.status).toBe(422);
+    expect(user.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+    expect(user.body).toMatchObject({ title: 'Unknown user', userId: 'u-404' });
+
+    const products = await call(
+      shop,
+      'POST',
+      '/orders',
+      order(undefined, [
+        { productId: 'tea', quantity: 1 },
+        { productId: 'kettle', quantity: 1 },
+        { productId: 'ghost', quantity: 1 },
+      ]),
+    );
+    expect(products.status).toBe(422);
+    expect(products.body).toMatchObject({ title: 'Unknown product', productIds: ['kettle', 'ghost'] });
+    expect(await storedOrders(shop.store)).toBe(0);
+  });
+
+  it('replays the first answer to a repeated Idempotency-Key; another body with it gets 422', async () => {
+    const shop = await startShop();
+    const key = { 'idempotency-key': randomUUID() };
+    const first = await call(shop, 'POST', '/orders', order(), key);
+    const second = await call(shop, 'POST', '/orders', order(), key);
+    expect(first.status).toBe(201);
+    expect(second.status).toBe(201);
+    expect(second.body).toEqual(first.body);
+    expect(second.headers.get('idempotent-replayed')).toBe('true');
+    const other = await call(shop, 'POST', '/orders', order('tok_chargeDeclined'), key);
+    expect(other.status).toBe(422);
+    expect(other.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+    expect(await storedOrders(shop.store)).toBe(1);
+  });
+});

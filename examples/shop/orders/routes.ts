@@ -1,0 +1,162 @@
+/**
+ * The HTTP side of orders: place an order (stored with its `order.created` in one commit), read it
+ * with its history, and ask to cancel it. Errors are problems (RFC 9457) through Ferry's middleware.
+ */
+import { randomUUID } from 'node:crypto';
+import type { FastifyInstance } from 'fastify';
+import {
+  type CommandHandler,
+  decideEvents,
+  type EventStore,
+  fold,
+  HttpProblemError,
+  type Outbox,
+  validateRequest,
+} from 'ferry';
+import { z } from 'zod';
+import { orderItem, type ShopContracts } from '../contracts.js';
+import {
+  type OrderCommand,
+  type OrderEvent,
+  type OrderState,
+  orderDecider,
+  type PricedItem,
+} from './order.js';
+
+/**
+ * How orders checks what a request names. The wiring passes calls to the users and inventory
+ * services (ServiceClient, answering `undefined` on 404); tests pass functions.
+ */
+export interface OrderLookups {
+  findUser(id: string): Promise<{ readonly id: string } | undefined>;
+  findProduct(id: string): Promise<{ readonly id: string; readonly price: number } | undefined>;
+}
+
+export interface OrderRoutesDeps {
+  readonly store: EventStore;
+  readonly outbox: Outbox<ShopContracts>;
+  readonly commands: CommandHandler<OrderCommand, OrderEvent, OrderState>;
+  readonly lookups: OrderLookups;
+}
+
+const PlaceOrder = z.object({
+  userId: z.string().min(1).max(200),
+  items: z
+    .array(orderItem)
+    .min(1)
+    .max(100)
+    .refine((items) => new Set(items.map((i) => i.productId)).size === items.length, {
+      message: 'each product may appear once',
+    }),
+  paymentMethod: z.string().min(1).max(100).optional(),
+});
+
+/** Order ids are UUIDs: anything else is unknown, and never reaches the store. */
+const ORDER_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+export const orderStream = (id: string) => `order-${id}`;
+
+export function orderRoutes(app: FastifyInstance, deps: OrderRoutesDeps): void {
+  const { store, outbox, commands } = deps;
+
+  app.post('/orders', async (request, reply) => {
+    const body = await validateRequest(PlaceOrder, request.body, 'body');
+    const items = await priceItems(deps.lookups, body.userId, body.items);
+    const id = randomUUID();
+    const paymentMethod = body.paymentMethod ?? 'tok_visa';
+    const command = { type: 'Place', userId: body.userId, items, paymentMethod } as const;
+    const events = decideEvents(orderDecider, command, orderDecider.initialState());
+    const state = fold(orderDecider, events);
+    // The order and the message that starts its saga commit together, or neither does.
+    await outbox.append(orderStream(id), events, {
+      expectedVersion: 'no_stream',
+      messages: [
+        {
+          type: 'order.created',
+          data: { orderId: id, userId: body.userId, items, total: state.total, paymentMethod },
+          options: { key: id },
+        },
+      ],
+    });
+    return reply
+      .code(201)
+      .header('location', `/orders/${id}`)
+      .send({ id, userId: body.userId, items, total: state.total, paymentMethod, status: 'pending' });
+  });
+
+  app.get<{ Params: { id: string } }>('/orders/:id', async (request) => {
+    const view = await readOrder(store, request.params.id);
+    if (view === undefined) throw notFound(request.params.id);
+    return view;
+  });
+
+  app.post<{ Params: { id: string } }>('/orders/:id/cancel', async (request, reply) => {
+    const { id } = request.params;
+    if (!ORDER_ID.test(id) || (await commands.load(orderStream(id))).version < 0) throw notFound(id);
+    // The request is recorded once, and the saga told in the same commit; asking again changes nothing.
+    await outbox.unitOfWork(async (work) => {
+      const { events } = await commands.handleIn(work, orderStream(id), { type: 'RequestCancellation' });
+      if (events.length > 0) await work.publish('order.cancellation-requested', { orderId: id }, { key: id });
+    });
+    return reply.code(202).send(await readOrder(store, id));
+  });
+}
+
+/** Checks the user and the products, and prices the items from the catalog. */
+async function priceItems(
+  lookups: OrderLookups,
+  userId: string,
+  items: readonly { productId: string; quantity: number }[],
+): Promise<PricedItem[]> {
+  const [user, products] = await Promise.all([
+    lookups.findUser(userId),
+    Promise.all(items.map((item) => lookups.findProduct(item.productId))),
+  ]);
+  if (user === undefined) {
+    throw new HttpProblemError(422, 'Unknown user', { detail: `No user ${userId}.`, extensions: { userId } });
+  }
+  const unknown = items.filter((_, i) => !hasPrice(products[i])).map((item) => item.productId);
+  if (unknown.length > 0) {
+    throw new HttpProblemError(422, 'Unknown product', {
+      detail: `No product with a price: ${unknown.join(', ')}.`,
+      extensions: { productIds: unknown },
+    });
+  }
+  return items.map((item, i) => ({ ...item, price: (products[i] as { price: number }).price }));
+}
+
+function hasPrice(product: { readonly price: unknown } | undefined): boolean {
+  return product !== undefined && Number.isSafeInteger(product.price) && (product.price as number) >= 0;
+}
+
+/** The order as the API shows it: its state, and its history from the stored events. */
+async function readOrder(store: EventStore, id: string) {
+  if (!ORDER_ID.test(id)) return undefined;
+  const recorded = await store.readStream(orderStream(id));
+  if (recorded.length === 0) return undefined;
+  const events = recorded.map((e) => ({ type: e.type, data: e.data }) as OrderEvent);
+  const state = fold(orderDecider, events);
+  return {
+    id,
+    userId: state.userId,
+    items: state.items,
+    total: state.total,
+    paymentMethod: state.paymentMethod,
+    status: state.status,
+    ...(state.reason === undefined ? {} : { reason: state.reason }),
+    ...(state.cancellationRequested && state.status !== 'cancelled' ? { cancellationRequested: true } : {}),
+    history: recorded.map((e) => ({
+      event: HISTORY_NAMES[e.type as OrderEvent['type']],
+      at: e.time,
+      ...(e.type === 'OrderCancelled' ? { reason: (e.data as { reason: string }).reason } : {}),
+    })),
+  };
+}
+
+const HISTORY_NAMES: Record<OrderEvent['type'], string> = {
+  OrderPlaced: 'placed',
+  OrderConfirmed: 'confirmed',
+  CancellationRequested: 'cancellation_requested',
+  OrderCancelled: 'cancelled',
+};
+
+const notFound = (id: string) => new HttpProblemError(404, 'Unknown order', { detail: `No order ${id}.` });

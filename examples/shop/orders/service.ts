@@ -1,0 +1,92 @@
+/**
+ * The orders service as a module: its routes, its saga, and the handlers that bring the saga's
+ * outcome back into the Order aggregate. The caller owns the bus, store and outbox (and closes them);
+ * `main` and the gateway wire it from the environment.
+ */
+import Fastify from 'fastify';
+import {
+  type Bus,
+  CommandHandler,
+  type EventStore,
+  type IdempotencyStore,
+  type Logger,
+  MemoryIdempotencyStore,
+  type Outbox,
+  startSaga,
+} from 'ferry';
+import { ferryFastify, ferryFastifyOptions } from 'ferry/fastify';
+import type { ShopContracts } from '../contracts.js';
+import { orderDecider } from './order.js';
+import { createOrderSaga, DEFAULT_ORDER_SAGA_OPTIONS } from './order-saga.js';
+import { type OrderLookups, orderRoutes, orderStream } from './routes.js';
+
+export interface OrdersServiceOptions {
+  readonly bus: Bus<ShopContracts>;
+  readonly store: EventStore;
+  /** The outbox on `store` and `bus`: orders, their messages and the saga's state commit through it. */
+  readonly outbox: Outbox<ShopContracts>;
+  readonly lookups: OrderLookups;
+  /** @default 0 (a free port) */
+  readonly port?: number;
+  /** @default '127.0.0.1' */
+  readonly host?: string;
+  /** Time until a still-pending order is cancelled with reason `timeout`. @default 30_000 */
+  readonly sagaTimeoutMs?: number;
+  /** Where answers to `Idempotency-Key` are kept; use a durable one across restarts. @default in memory */
+  readonly idempotencyStore?: IdempotencyStore;
+  /** @default stderr */
+  readonly logger?: Logger;
+}
+
+export interface OrdersService {
+  /** The base URL, e.g. `http://127.0.0.1:40123`. */
+  readonly url: string;
+  /** Stops the HTTP server, the saga and the handlers (the bus, store and outbox stay open). */
+  close(): Promise<void>;
+}
+
+export async function startOrdersService(options: OrdersServiceOptions): Promise<OrdersService> {
+  const { bus, store, outbox } = options;
+  const commands = new CommandHandler(store, orderDecider);
+  const saga = await startSaga(
+    createOrderSaga({ timeoutMs: options.sagaTimeoutMs ?? DEFAULT_ORDER_SAGA_OPTIONS.timeoutMs }),
+    { outbox, ...(options.logger === undefined ? {} : { logger: options.logger }) },
+  );
+  // The saga's outcome, applied to the aggregate; each message once (transactional inbox).
+  const outcomes = [
+    await bus.subscribe(
+      'order.confirmed',
+      async (m, { work }) => {
+        await commands.handleIn(work, orderStream(m.data.orderId), { type: 'Confirm' });
+      },
+      { group: 'orders', unitOfWork: outbox },
+    ),
+    await bus.subscribe(
+      'order.cancelled',
+      async (m, { work }) => {
+        await commands.handleIn(work, orderStream(m.data.orderId), { type: 'Cancel', reason: m.data.reason });
+      },
+      { group: 'orders', unitOfWork: outbox },
+    ),
+  ];
+
+  const ferry = {
+    idempotency: { store: options.idempotencyStore ?? new MemoryIdempotencyStore() },
+    ...(options.logger === undefined ? {} : { logger: options.logger }),
+  };
+  const app = Fastify({ ...ferryFastifyOptions(ferry), bodyLimit: 1_048_576 });
+  ferryFastify(app, ferry);
+  orderRoutes(app, { store, outbox, commands, lookups: options.lookups });
+  const host = options.host ?? '127.0.0.1';
+  await app.listen({ port: options.port ?? 0, host });
+  const address = app.server.address();
+  const port = typeof address === 'object' && address !== null ? address.port : options.port;
+
+  return {
+    url: `http://${host}:${port}`,
+    async close() {
+      await app.close();
+      await Promise.all([saga.close(), ...outcomes.map((s) => s.close())]);
+    },
+  };
+}
