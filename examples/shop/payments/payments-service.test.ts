@@ -1,0 +1,202 @@
+import { randomUUID } from 'node:crypto';
+import {
+  type Bus,
+  createBus,
+  createOutbox,
+  EventStore,
+  MemoryEventStoreBackend,
+  type Message,
+  type Outbox,
+  silentLogger,
+} from 'ferry';
+import { sleep, waitFor } from 'ferry/testing';
+import { afterEach, describe, expect, it } from 'vitest';
+import { type ShopContracts, shopContracts } from '../contracts.js';
+import { type PaymentProvider, startPaymentProvider } from '../payment-provider/provider.js';
+import { type PaymentsService, startPaymentsService } from './payments-service.js';
+
+interface World {
+  readonly bus: Bus<ShopContracts>;
+  readonly store: EventStore;
+  readonly outbox: Outbox<ShopContracts>;
+  readonly provider: PaymentProvider;
+  readonly payments: PaymentsService;
+  /** Replies payments published (`payment.*` but the commands), in order. */
+  readonly replies: Message[];
+}
+
+const closers: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  for (const close of closers.splice(0).reverse()) await close();
+});
+
+async function world(options: { giveUpAfterMs?: number } = {}): Promise<World> {
+  const provider = await startPaymentProvider({ logger: silentLogger });
+  closers.push(() => provider.close());
+  const bus = await createBus({
+    url: `memory://payments-${randomUUID()}`,
+    service: 'payments',
+    contracts: shopContracts,
+    logger: silentLogger,
+  });
+  closers.push(() => bus.close());
+  const store = new EventStore(new MemoryEventStoreBackend());
+  const outbox = await createOutbox({ store, bus, logger: silentLogger });
+  closers.push(() => outbox.close());
+  const replies: Message[] = [];
+  const sub = await bus.subscribe(
+    'payment.*',
+    (message) => {
+      if (message.type !== 'payment.charge' && message.type !== 'payment.refund') replies.push(message);
+    },
+    { group: 'observer' },
+  );
+  closers.push(() => sub.close());
+  const payments = await startPaymentsService({
+    bus,
+    store,
+    outbox,
+    providerUrl: provider.url,
+    logger: silentLogger,
+    ...options,
+  });
+  closers.push(() => payments.close());
+  return { bus, store, outbox, provider, payments, replies };
+}
+
+const summary = (replies: Message[]) => replies.map((m) => ({ type: m.type, data: m.data }));
+
+/** Lets redeliveries and late replies land, so that "exactly once" is not just "not yet twice". */
+async function settle(w: World): Promise<void> {
+  await sleep(200);
+  await w.outbox.flush();
+  await sleep(50);
+}
+
+describe('payments service', () => {
+  it('charges an order and answers payment.processed once', async () => {
+    const w = await world();
+    await w.bus.publish('payment.charge', { orderId: 'o-1', amount: 900, paymentMethod: 'tok_visa' });
+    await waitFor(() => w.replies.length > 0, 'a reply');
+    await settle(w);
+    const [charge] = w.provider.charges();
+    expect(w.provider.charges()).toEqual([
+      { chargeId: expect.any(String), orderId: 'o-1', amount: 900, refunded: false },
+    ]);
+    expect(summary(w.replies)).toEqual([
+      { type: 'payment.processed', data: { orderId: 'o-1', chargeId: charge!.chargeId, amount: 900 } },
+    ]);
+  });
+
+  it('handles a redelivered payment.charge once: one charge, one payment.processed', async () => {
+    const w = await world();
+    const id = randomUUID();
+    const data = { orderId: 'o-2', amount: 500, paymentMethod: 'tok_visa' };
+    await Promise.all([
+      w.bus.publish('payment.charge', data, { id }),
+      w.bus.publish('payment.charge', data, { id }),
+    ]);
+    await waitFor(() => w.replies.length > 0, 'a reply');
+    await w.bus.publish('payment.charge', data, { id }); // and once more, after the first was handled
+    await settle(w);
+    expect(w.provider.charges()).toHaveLength(1);
+    expect(summary(w.replies)).toEqual([
+      {
+        type: 'payment.processed',
+        data: { orderId: 'o-2', chargeId: w.provider.charges()[0]!.chargeId, amount: 500 },
+      },
+    ]);
+  });
+
+  it('answers the same charge sent again as a new command with the first outcome, charging once', async () => {
+    const w = await world();
+    const data = { orderId: 'o-3', amount: 500, paymentMethod: 'tok_visa' };
+    await w.bus.publish('payment.charge', data);
+    await waitFor(() => w.replies.length === 1, 'the first reply');
+    await w.bus.publish('payment.charge', data);
+    await waitFor(() => w.replies.length === 2, 'the second reply');
+    expect(w.provider.charges()).toHaveLength(1);
+    expect(w.replies[1]!.data).toEqual(w.replies[0]!.data);
+  });
+
+  it('answers payment.declined payment_declined for a declined card, with no charge', async () => {
+    const w = await world();
+    await w.bus.publish('payment.charge', {
+      orderId: 'o-4',
+      amount: 500,
+      paymentMethod: 'tok_chargeDeclined',
+    });
+    await waitFor(() => w.replies.length > 0, 'a reply');
+    await settle(w);
+    expect(summary(w.replies)).toEqual([
+      { type: 'payment.declined', data: { orderId: 'o-4', reason: 'payment_declined' } },
+    ]);
+    expect(w.provider.charges()).toEqual([]);
+  });
+
+  it('gives up on a provider that stays unavailable: payment.declined payment_unavailable, no charge', async () => {
+    const w = await world({ giveUpAfterMs: 1500 });
+    w.provider.setFaults({ failureRate: 1, latencyMs: 0 });
+    await w.bus.publish('payment.charge', { orderId: 'o-5', amount: 500, paymentMethod: 'tok_visa' });
+    await waitFor(() => w.replies.length > 0, 'a reply');
+    expect(summary(w.replies)[0]).toEqual({
+      type: 'payment.declined',
+      data: { orderId: 'o-5', reason: 'payment_unavailable' },
+    });
+    expect(w.provider.charges()).toEqual([]);
+    // Once the provider is back, the safety refund it queued finds nothing to refund: still no charge.
+    w.provider.setFaults({ failureRate: 0, latencyMs: 0 });
+    await waitFor(() => w.replies.some((m) => m.type === 'payment.refunded'), 'the safety refund', 20_000);
+    expect(w.provider.charges()).toEqual([]);
+  });
+
+  it('keeps trying while the provider recovers within the give-up time', async () => {
+    const w = await world({ giveUpAfterMs: 20_000 });
+    w.provider.setFaults({ failureRate: 1, latencyMs: 0 });
+    await w.bus.publish('payment.charge', { orderId: 'o-6', amount: 500, paymentMethod: 'tok_visa' });
+    await sleep(700);
+    expect(w.replies).toEqual([]);
+    w.provider.setFaults({ failureRate: 0, latencyMs: 0 });
+    await waitFor(() => w.replies.length > 0, 'a reply', 15_000);
+    expect(summary(w.replies)).toEqual([
+      { type: 'payment.processed', data: { orderId: 'o-6', chargeId: expect.any(String), amount: 500 } },
+    ]);
+    expect(w.provider.charges()).toHaveLength(1);
+  });
+
+  it('refunds a charge: refunded in the ledger, payment.refunded with the charge id', async () => {
+    const w = await world();
+    await w.bus.publish('payment.charge', { orderId: 'o-7', amount: 800, paymentMethod: 'tok_visa' });
+    await waitFor(() => w.replies.length === 1, 'payment.processed');
+    await w.bus.publish('payment.refund', { orderId: 'o-7' });
+    await waitFor(() => w.replies.length === 2, 'payment.refunded');
+    await settle(w);
+    const [charge] = w.provider.charges();
+    expect(charge).toMatchObject({ orderId: 'o-7', refunded: true });
+    expect(summary(w.replies)[1]).toEqual({
+      type: 'payment.refunded',
+      data: { orderId: 'o-7', chargeId: charge!.chargeId },
+    });
+    expect(w.replies).toHaveLength(2);
+  });
+
+  it('answers a refund without a charge with payment.refunded, harmlessly', async () => {
+    const w = await world();
+    await w.bus.publish('payment.refund', { orderId: 'o-8' });
+    await waitFor(() => w.replies.length > 0, 'payment.refunded');
+    await settle(w);
+    expect(summary(w.replies)).toEqual([{ type: 'payment.refunded', data: { orderId: 'o-8' } }]);
+    expect(w.provider.charges()).toEqual([]);
+  });
+
+  it('never charges an order whose refund came before its charge', async () => {
+    const w = await world();
+    await w.bus.publish('payment.refund', { orderId: 'o-9' });
+    await waitFor(() => w.replies.length > 0, 'payment.refunded');
+    await w.bus.publish('payment.charge', { orderId: 'o-9', amount: 100, paymentMethod: 'tok_visa' });
+    await settle(w);
+    await waitFor(async () => (await w.outbox.backlog()).pending === 0, 'the outbox drained');
+    expect(w.provider.charges().filter((c) => !c.refunded)).toEqual([]);
+    expect(summary(w.replies)).toEqual([{ type: 'payment.refunded', data: { orderId: 'o-9' } }]);
+  });
+});

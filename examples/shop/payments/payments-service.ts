@@ -1,0 +1,172 @@
+/**
+ * The payments service: takes `payment.charge` and `payment.refund` from the order saga, charges and
+ * refunds at the payment provider over HTTP, and answers `payment.processed`, `payment.declined` or
+ * `payment.refunded`.
+ *
+ * Each message is handled in two steps. First, outside any transaction, the provider call: it may
+ * take seconds (retries, backoff, a slow provider), and a unit of work on SQLite holds the store's
+ * write lock for its whole run. The call is idempotent (the order id is the key), so a redelivery
+ * simply calls again and gets the same charge. Then one unit of work with the transactional inbox
+ * mark records the outcome and writes the reply to the outbox: a message already marked publishes
+ * nothing again.
+ */
+import {
+  type Bus,
+  createOutbox,
+  type EventStore,
+  type Logger,
+  type Message,
+  type Outbox,
+  stderrLogger,
+  type UnitOfWork,
+} from 'ferry';
+import type { ShopContracts } from '../contracts.js';
+import { loadPayment, type PaymentEvent, type PaymentState, paymentStream } from './payment-state.js';
+import { type ChargeOutcome, ProviderClient } from './provider-client.js';
+
+export interface PaymentsServiceOptions {
+  readonly bus: Bus<ShopContracts>;
+  readonly store: EventStore;
+  /** The store's outbox; one is created (and closed with the service) when not given. */
+  readonly outbox?: Outbox<ShopContracts>;
+  /** Base URL of the payment provider. */
+  readonly providerUrl: string;
+  /**
+   * How long after a `payment.charge` was sent payments keeps trying an unavailable provider (its
+   * retries, and calls the open breaker refuses) before it answers `payment.declined` with reason
+   * `payment_unavailable`. @default 30000
+   */
+  readonly giveUpAfterMs?: number;
+  /** Subscription group: instances of the service share it. @default 'payments' */
+  readonly group?: string;
+  /** Per-attempt timeout of provider calls, in ms. @default 5000 */
+  readonly attemptTimeoutMs?: number;
+  /** @default warnings and errors to stderr */
+  readonly logger?: Logger;
+}
+
+export const DEFAULT_PAYMENTS_OPTIONS = Object.freeze({
+  giveUpAfterMs: 30_000,
+  group: 'payments',
+  attemptTimeoutMs: 5000,
+});
+
+export interface PaymentsService {
+  /** Stops taking messages (a charge still retrying is abandoned, and redelivered later). */
+  close(): Promise<void>;
+}
+
+type Work = UnitOfWork<ShopContracts>;
+type ChargeMessage = Message<{ orderId: string; amount: number; paymentMethod: string }, 'payment.charge'>;
+
+export async function startPaymentsService(options: PaymentsServiceOptions): Promise<PaymentsService> {
+  const { bus, store } = options;
+  const giveUpAfterMs = options.giveUpAfterMs ?? DEFAULT_PAYMENTS_OPTIONS.giveUpAfterMs;
+  const group = options.group ?? DEFAULT_PAYMENTS_OPTIONS.group;
+  const logger = options.logger ?? stderrLogger;
+  const outbox = options.outbox ?? (await createOutbox({ store, bus, logger }));
+  const attemptTimeoutMs = options.attemptTimeoutMs ?? DEFAULT_PAYMENTS_OPTIONS.attemptTimeoutMs;
+  const provider = new ProviderClient(options.providerUrl, { attemptTimeoutMs });
+  const stopping = new AbortController();
+  // The inbox marks are per (group, pattern), as `subscribe(…, { unitOfWork })` names them.
+  const chargeConsumer = JSON.stringify([group, 'payment.charge']);
+  const refundConsumer = JSON.stringify([group, 'payment.refund']);
+
+  /** The order's charge: the provider call, then the outcome and its reply in one unit of work. */
+  async function handleCharge(message: ChargeMessage, signal: AbortSignal): Promise<void> {
+    const { orderId } = message.data;
+    const state = await loadPayment(store, orderId);
+    let outcome: ChargeOutcome | undefined;
+    if (state.refunded) {
+      // A refund came first (the saga gave up waiting): whatever an earlier delivery of this
+      // charge took at the provider must not stay taken.
+      await provider.refund(orderId, signal);
+    } else if (state.charged === undefined && state.declined === undefined) {
+      // Counted from when the charge was sent, so that a redelivery after a crash does not start over.
+      const sentAt = Math.min(Date.now(), Date.parse(message.time) || Date.now());
+      outcome = await provider.charge(message.data, sentAt + giveUpAfterMs, signal);
+    }
+    await outbox.runHandler(chargeConsumer, message.id, async (work) => {
+      if (outcome !== undefined) {
+        // Against the version read before the call: a refund recorded meanwhile fails this with a
+        // ConcurrencyError, and the redelivery takes the refund path above.
+        await work.append(paymentStream(orderId), [eventOf(outcome)], { expectedVersion: state.version });
+      }
+      await reply(work, orderId, outcome, state);
+    });
+  }
+
+  async function reply(work: Work, orderId: string, outcome: ChargeOutcome | undefined, state: PaymentState) {
+    if (outcome?.kind === 'charged') {
+      await work.publish('payment.processed', {
+        orderId,
+        chargeId: outcome.chargeId,
+        amount: outcome.amount,
+      });
+    } else if (outcome?.kind === 'declined') {
+      await work.publish('payment.declined', { orderId, reason: 'payment_declined' });
+    } else if (outcome?.kind === 'unavailable') {
+      logger.warn(`payments: provider unavailable for ${giveUpAfterMs} ms, order ${orderId} not charged`);
+      await work.publish('payment.declined', { orderId, reason: 'payment_unavailable' });
+      // An attempt whose answer was lost (a timeout) may still have charged: refund it once the
+      // provider is back, so that a cancelled order never keeps a charge.
+      await work.publish('payment.refund', { orderId });
+    } else if (state.refunded) {
+      // Nothing to answer: the order was compensated before its charge arrived.
+    } else if (state.charged !== undefined) {
+      // The same command sent again (a new message id): the first outcome stands.
+      await work.publish('payment.processed', { orderId, ...state.charged });
+    } else if (state.declined !== undefined) {
+      await work.publish('payment.declined', { orderId, reason: state.declined });
+    }
+  }
+
+  const charges = await bus.subscribe(
+    'payment.charge',
+    (message, { signal }) => handleCharge(message, AbortSignal.any([signal, stopping.signal])),
+    // The handler may retry the provider for giveUpAfterMs: give it that, and a last attempt's time.
+    { group, handlerTimeoutMs: giveUpAfterMs + 2 * attemptTimeoutMs },
+  );
+
+  const refunds = await bus.subscribe(
+    'payment.refund',
+    async (message, { signal }) => {
+      const { orderId } = message.data;
+      const chargeId = await provider.refund(orderId, AbortSignal.any([signal, stopping.signal]));
+      await outbox.runHandler(refundConsumer, message.id, async (work) => {
+        const data = chargeId === undefined ? {} : { chargeId };
+        await work.append(paymentStream(orderId), [{ type: 'PaymentRefunded', data }], {
+          expectedVersion: 'any',
+        });
+        await work.publish('payment.refunded', { orderId, ...data });
+      });
+    },
+    // A refund must happen: keep trying an unavailable provider for about 45 minutes (backoff
+    // doubling from 1 s to 60 s), then the message waits in the dead-letter queue for an operator.
+    { group, maxAttempts: 50 },
+  );
+
+  let closing: Promise<void> | undefined;
+  return {
+    close() {
+      closing ??= (async () => {
+        stopping.abort(new Error('the payments service is closing'));
+        await Promise.all([charges.close(), refunds.close()]);
+        await provider.close();
+        if (options.outbox === undefined) await outbox.close();
+      })();
+      return closing;
+    },
+  };
+}
+
+function eventOf(outcome: ChargeOutcome): PaymentEvent {
+  switch (outcome.kind) {
+    case 'charged':
+      return { type: 'PaymentCharged', data: { chargeId: outcome.chargeId, amount: outcome.amount } };
+    case 'declined':
+      return { type: 'PaymentDeclined', data: { reason: 'payment_declined' } };
+    case 'unavailable':
+      return { type: 'PaymentDeclined', data: { reason: 'payment_unavailable' } };
+  }
+}

@@ -1,0 +1,107 @@
+/**
+ * The provider, seen from payments: a ServiceClient (per-attempt timeout, retries with backoff on
+ * 503 and timeouts, a breaker, the order id as idempotency key), and a charge that keeps trying
+ * until a deadline before it calls the provider unavailable.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import {
+  isBulkheadFullError,
+  isCircuitOpenError,
+  isConnectionError,
+  isHttpError,
+  isRetryBudgetExhaustedError,
+  isTimeoutError,
+  ServiceClient,
+} from 'ferry';
+
+export type ChargeOutcome =
+  | { readonly kind: 'charged'; readonly chargeId: string; readonly amount: number }
+  | { readonly kind: 'declined' }
+  | { readonly kind: 'unavailable' };
+
+interface ChargeView {
+  readonly chargeId: string;
+  readonly amount: number;
+}
+
+/** Failures that say the provider cannot answer now, as opposed to an answer. */
+function isUnavailable(error: unknown): boolean {
+  if (isHttpError(error)) return error.status >= 500 || error.status === 408 || error.status === 429;
+  return (
+    isConnectionError(error) ||
+    isTimeoutError(error) ||
+    isCircuitOpenError(error) ||
+    isRetryBudgetExhaustedError(error) ||
+    isBulkheadFullError(error)
+  );
+}
+
+/** Pause between two rounds of calls: until the breaker lets a probe through, else a short backoff. */
+function pauseAfter(error: unknown, round: number): number {
+  if (isCircuitOpenError(error) && error.retryAt !== undefined)
+    return Math.max(50, error.retryAt - Date.now());
+  return Math.min(2000, 100 * 2 ** round) * (0.5 + Math.random() / 2);
+}
+
+export class ProviderClient {
+  readonly http: ServiceClient;
+
+  constructor(url: string, options: { readonly attemptTimeoutMs?: number } = {}) {
+    this.http = new ServiceClient(url, {
+      name: 'payment-provider',
+      timeout: options.attemptTimeoutMs ?? 5000,
+      retry: { maxAttempts: 3 },
+      // Opens after 10 calls in 10 s of which half failed; probes again after 5 s, so that orders
+      // go through soon after the provider is back.
+      breaker: { minimumVolume: 10, errorThresholdPercentage: 50, resetTimeoutMs: 5000 },
+    });
+  }
+
+  /**
+   * Charges the order (idempotent at the provider: the order id is the key). Keeps trying while the
+   * provider is unavailable, up to `giveUpAt` (epoch ms; at least one call is made), then resolves
+   * `unavailable`. Any other failure (a 4xx but 402) rejects: it is a bug, not a decline.
+   */
+  async charge(
+    command: { readonly orderId: string; readonly amount: number; readonly paymentMethod: string },
+    giveUpAt: number,
+    signal: AbortSignal,
+  ): Promise<ChargeOutcome> {
+    for (let round = 0; ; round++) {
+      try {
+        const charge = await this.http.post<ChargeView>('/charges', command, {
+          idempotencyKey: command.orderId,
+          // A message that waited longer than the give-up time still gets one real try.
+          deadline: Math.max(1000, giveUpAt - Date.now()),
+          signal,
+        });
+        return { kind: 'charged', chargeId: charge.chargeId, amount: charge.amount };
+      } catch (error) {
+        if (isHttpError(error) && error.status === 402) return { kind: 'declined' };
+        if (signal.aborted || !isUnavailable(error)) throw error;
+        const pause = pauseAfter(error, round);
+        if (Date.now() + pause >= giveUpAt) return { kind: 'unavailable' };
+        await sleep(pause, undefined, { signal });
+      }
+    }
+  }
+
+  /** Refunds the order's charge; resolves its id, or `undefined` when the provider has no charge for it. */
+  async refund(orderId: string, signal: AbortSignal): Promise<string | undefined> {
+    try {
+      const charge = await this.http.post<ChargeView>(
+        `/charges/${encodeURIComponent(orderId)}/refund`,
+        undefined,
+        { idempotencyKey: `refund-${orderId}`, signal },
+      );
+      return charge.chargeId;
+    } catch (error) {
+      if (isHttpError(error) && error.status === 404) return undefined;
+      throw error;
+    }
+  }
+
+  close(): Promise<void> {
+    return this.http.close();
+  }
+}
