@@ -1,7 +1,11 @@
 import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import {
   type Bus,
   createBus,
+  createEventStore,
   createOutbox,
   EventStore,
   MemoryEventStoreBackend,
@@ -30,7 +34,8 @@ afterEach(async () => {
   for (const close of closers.splice(0).reverse()) await close();
 });
 
-async function world(options: { giveUpAfterMs?: number } = {}): Promise<World> {
+async function world(options: { giveUpAfterMs?: number; store?: EventStore } = {}): Promise<World> {
+  const { store = new EventStore(new MemoryEventStoreBackend()), ...serviceOptions } = options;
   const provider = await startPaymentProvider({ logger: silentLogger });
   closers.push(() => provider.close());
   const bus = await createBus({
@@ -40,7 +45,6 @@ async function world(options: { giveUpAfterMs?: number } = {}): Promise<World> {
     logger: silentLogger,
   });
   closers.push(() => bus.close());
-  const store = new EventStore(new MemoryEventStoreBackend());
   const outbox = await createOutbox({ store, bus, logger: silentLogger });
   closers.push(() => outbox.close());
   const replies: Message[] = [];
@@ -58,7 +62,7 @@ async function world(options: { giveUpAfterMs?: number } = {}): Promise<World> {
     outbox,
     providerUrl: provider.url,
     logger: silentLogger,
-    ...options,
+    ...serviceOptions,
   });
   closers.push(() => payments.close());
   return { bus, store, outbox, provider, payments, replies };
@@ -198,5 +202,28 @@ describe('payments service', () => {
     await waitFor(async () => (await w.outbox.backlog()).pending === 0, 'the outbox drained');
     expect(w.provider.charges().filter((c) => !c.refunded)).toEqual([]);
     expect(summary(w.replies)).toEqual([{ type: 'payment.refunded', data: { orderId: 'o-9' } }]);
+  });
+
+  it('runs on a SQLite store, charges in flight concurrently with a slow provider', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'payments-'));
+    closers.push(async () => rmSync(dir, { recursive: true, force: true }));
+    const store = await createEventStore({ url: `sqlite:${join(dir, 'payments.db')}` });
+    closers.push(() => store.close());
+    const w = await world({ store });
+    w.provider.setFaults({ failureRate: 0, latencyMs: 200 });
+    const orders = ['s-1', 's-2', 's-3', 's-4', 's-5'];
+    await Promise.all(
+      orders.map((orderId) =>
+        w.bus.publish('payment.charge', { orderId, amount: 100, paymentMethod: 'tok_visa' }),
+      ),
+    );
+    await waitFor(() => w.replies.length === orders.length, 'every reply');
+    expect(new Set(w.replies.map((m) => m.type))).toEqual(new Set(['payment.processed']));
+    expect(
+      w.provider
+        .charges()
+        .map((c) => c.orderId)
+        .sort(),
+    ).toEqual(orders);
   });
 });
