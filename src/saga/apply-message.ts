@@ -37,7 +37,7 @@ export type SagaWork = Pick<UnitOfWork, 'tx' | 'publish' | 'schedule' | 'cancel'
 // biome-ignore lint/suspicious/noExplicitAny: the runtime serves every saga whatever its types
 type AnySaga = SagaDefinition<any, string, any, string, any>;
 type AnyContext = SagaContext<never, string, unknown>;
-type AnyHandler = (saga: AnyContext, message: Message) => void | Promise<void>;
+type AnyHandler = (saga: AnyContext, message: Message) => unknown;
 
 /**
  * Applies `message` to its saga instance inside the unit of work `work`: finds the instance,

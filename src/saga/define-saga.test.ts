@@ -1,5 +1,6 @@
 import { describe, expect, expectTypeOf, it } from 'vitest';
 import { z } from 'zod';
+import { sagaSpec } from '../testing/saga-spec.js';
 import { defineSaga } from './define-saga.js';
 import { orderContracts, orderSaga } from './fixtures/order-saga.js';
 
@@ -9,6 +10,25 @@ const contracts = {
 };
 
 describe('defineSaga', () => {
+  it('takes one-line handlers that return the chained saga', async () => {
+    const oneLiners = defineSaga({
+      name: 'job',
+      contracts,
+      startedBy: ['job.started'],
+      initial: (m) => ({ status: 'running', data: { jobId: m.data.jobId } }),
+      started: (saga) => saga.schedule('finish', { delayMs: 1000 }),
+      id: { 'job.started': (m) => m.data.jobId, 'job.finished': (m) => m.data.jobId },
+      states: {
+        running: { 'job.finished': (saga) => saga.cancelTimeout('finish').to('done').complete() },
+        done: {},
+      },
+    });
+    await sagaSpec(oneLiners)
+      .given([{ type: 'job.started', data: { jobId: 'j-1' } }])
+      .when({ type: 'job.finished', data: { jobId: 'j-1', ok: true } })
+      .then({ status: 'done', completed: true, published: [] });
+  });
+
   it('types statuses from states, data from initial, messages from contracts', () => {
     const saga = defineSaga({
       name: 'job',

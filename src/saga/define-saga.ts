@@ -16,11 +16,14 @@ export interface SagaTimeoutData {
 /** The message a saga handler gets for type `K` of contracts `C`. */
 export type SagaMessage<C extends Contracts, K extends string> = Message<DataOut<C, K>, K>;
 
-/** A handler of one message type in one status: changes the instance through `saga`. */
+/**
+ * A handler of one message type in one status: changes the instance through `saga`. What it returns
+ * is ignored (awaited when it is a promise), so a one-line arrow may return the chained `saga`.
+ */
 export type SagaHandler<C extends Contracts, S extends string, D, M> = (
   saga: SagaContext<C, S, D>,
   message: M,
-) => void | Promise<void>;
+) => unknown;
 
 /**
  * The handlers of one status, by message type: the types of the contracts, and the saga's own
@@ -65,7 +68,7 @@ export interface SagaOptions<
   readonly started?: (
     saga: SagaContext<C, NoInfer<S>, NoInfer<D>>,
     message: SagaMessage<C, Start>,
-  ) => void | Promise<void>;
+  ) => unknown;
   /**
    * Correlation: for each message type the saga handles (its own timeouts aside), the id of the
    * instance the message belongs to. Every type in `startedBy` and in `states` needs one.
