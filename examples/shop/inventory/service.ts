@@ -28,6 +28,16 @@ export interface InventoryServiceOptions {
   readonly port?: number;
   /** @default '127.0.0.1' */
   readonly host?: string;
+  /**
+   * Commands of each kind (reserve, release, commit) handled at once. Orders compete for the same
+   * products, and on PostgreSQL parallel units of work that touch one product lose races to each
+   * other: each lost race reruns the unit (the outbox's `maxRetries`), then waits for the bus's
+   * retry delay. One at a time per instance avoids that; raise it together with the outbox's
+   * `maxRetries` when orders spread over many products. (On SQLite and memory, units of work run
+   * one at a time per process whatever this says.)
+   * @default 1
+   */
+  readonly concurrency?: number;
   /** For the HTTP server's problems (5xx). @default stderr */
   readonly logger?: Logger;
 }
@@ -47,7 +57,11 @@ export const INVENTORY_GROUP = 'inventory';
 export async function startInventoryService(options: InventoryServiceOptions): Promise<InventoryService> {
   const { bus, store, outbox } = options;
   const stock = stockHandlers(store);
-  const subscribeOptions = { unitOfWork: outbox, group: INVENTORY_GROUP };
+  const subscribeOptions = {
+    unitOfWork: outbox,
+    group: INVENTORY_GROUP,
+    concurrency: options.concurrency ?? 1,
+  };
   const subscriptions = [
     await bus.subscribe(
       'inventory.reserve',
