@@ -1,7 +1,14 @@
 /** `POST /users` and `GET /users/:id`; every error is a problem+json document (ferry/fastify). */
 import { randomUUID } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
-import { CommandHandler, type EventStore, HttpProblemError, type Outbox, validateRequest } from 'ferry';
+import {
+  bulkhead,
+  CommandHandler,
+  type EventStore,
+  HttpProblemError,
+  type Outbox,
+  validateRequest,
+} from 'ferry';
 import { z } from 'zod';
 import type { ShopContracts } from '../contracts.js';
 import {
@@ -22,6 +29,10 @@ export const newUser = z.strictObject({
 export function userRoutes(app: FastifyInstance, store: EventStore, outbox: Outbox<ShopContracts>): void {
   const users = new CommandHandler(store, userDecider);
   const emails = new CommandHandler(store, emailDecider);
+  // A unit of work holds a connection of the store's pool (PostgreSQL: 10) while handleIn reads the
+  // streams through another: with as many registrations in flight as the pool has connections, each
+  // would wait for a second one that never comes free. A few at a time, the others queued.
+  const writes = bulkhead({ maxConcurrent: 4, maxQueue: 1000 });
 
   app.post('/users', async (request, reply) => {
     const { name, email } = await validateRequest(newUser, request.body, 'body');
@@ -29,19 +40,21 @@ export function userRoutes(app: FastifyInstance, store: EventStore, outbox: Outb
     try {
       // The claim, the user and user.created commit together; a claim lost to a concurrent
       // registration reruns the unit of work, which then finds the address taken.
-      await outbox.unitOfWork(async (work) => {
-        await emails.handleIn(work, emailStream(email), {
-          type: 'Claim',
-          email: normalizeEmail(email),
-          userId: user.id,
-        });
-        await users.handleIn(work, userStream(user.id), { type: 'Register', ...user });
-        await work.publish(
-          'user.created',
-          { userId: user.id, name, email, createdAt: user.createdAt },
-          { key: user.id },
-        );
-      });
+      await writes.execute(() =>
+        outbox.unitOfWork(async (work) => {
+          await emails.handleIn(work, emailStream(email), {
+            type: 'Claim',
+            email: normalizeEmail(email),
+            userId: user.id,
+          });
+          await users.handleIn(work, userStream(user.id), { type: 'Register', ...user });
+          await work.publish(
+            'user.created',
+            { userId: user.id, name, email, createdAt: user.createdAt },
+            { key: user.id },
+          );
+        }),
+      );
     } catch (error) {
       if (error instanceof EmailTakenError) {
         throw new HttpProblemError(409, undefined, {

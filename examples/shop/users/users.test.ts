@@ -2,49 +2,9 @@ import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createBus, createEventStore, createOutbox, type Message, silentLogger } from 'ferry';
 import { waitFor } from 'ferry/testing';
-import { afterEach, describe, expect, it } from 'vitest';
-import { shopContracts } from '../contracts.js';
-import { startUsersService } from './service.js';
-
-const cleanups: (() => Promise<void>)[] = [];
-afterEach(async () => {
-  for (const close of cleanups.splice(0).reverse()) await close();
-});
-
-async function setup(storeUrl = `memory://users-${randomUUID()}`) {
-  const store = await createEventStore({ url: storeUrl });
-  const bus = await createBus({
-    url: `memory://users-${randomUUID()}`,
-    service: 'users',
-    contracts: shopContracts,
-    logger: silentLogger,
-  });
-  const outbox = await createOutbox({ store, bus, logger: silentLogger });
-  const created: Message[] = [];
-  const sub = await bus.subscribe('user.created', (m) => void created.push(m as Message), { group: 'test' });
-  const users = await startUsersService({ bus, store, outbox, logger: silentLogger });
-  cleanups.push(async () => {
-    await users.close();
-    await sub.close();
-    await outbox.close();
-    await bus.close();
-    await store.close();
-  });
-  const post = (body: unknown, contentType = 'application/json') =>
-    fetch(`${users.url}/users`, {
-      method: 'POST',
-      headers: { 'content-type': contentType },
-      body: typeof body === 'string' ? body : JSON.stringify(body),
-    });
-  const events = async () => {
-    const all = [];
-    for await (const e of store.readAll()) all.push(e);
-    return all;
-  };
-  return { users, outbox, created, post, events };
-}
+import { describe, expect, it } from 'vitest';
+import { cleanups, setup } from './test-kit.js';
 
 describe('users', () => {
   it('registers a user, reads it back and publishes user.created', async () => {
