@@ -48,9 +48,17 @@ describe('inventory over HTTP', () => {
       expect(res.status, JSON.stringify(body)).toBe(400);
       expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
     }
-    const res = await fetch(`${s.inventory.url}/products/nope`);
-    expect(res.status).toBe(404);
-    expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+    const proto = await fetch(`${s.inventory.url}/products`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${ADMIN}` },
+      body: '{"name":"Tea","price":1,"stock":1,"__proto__":{"stock":5}}',
+    });
+    expect(proto.status).toBe(400);
+    for (const id of ['nope', '%00']) {
+      const res = await fetch(`${s.inventory.url}/products/${id}`);
+      expect(res.status, id).toBe(404);
+      expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+    }
   });
 
   it('seeds products by id, and seeding again changes nothing', async () => {

@@ -109,3 +109,7 @@ export function productView(id: string, state: ProductState) {
 }
 
 export const productStream = (productId: string): string => `product-${productId}`;
+
+/** Whether `id` can name a product at all: the store refuses stream ids with control characters. */
+export const isProductId = (id: string): boolean =>
+  id.length > 0 && id.length <= 200 && !/\p{Cc}|\p{Cs}/u.test(id); // Cs: a lone surrogate

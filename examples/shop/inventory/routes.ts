@@ -14,7 +14,7 @@ import {
 } from 'ferry';
 import { z } from 'zod';
 import type { ShopContracts } from '../contracts.js';
-import { productDecider, productStream, productView } from './product.js';
+import { isProductId, productDecider, productStream, productView } from './product.js';
 
 export const newProduct = z.strictObject({
   name: z.string().trim().min(1).max(200),
@@ -57,6 +57,7 @@ export function catalog(store: EventStore, outbox: Outbox<ShopContracts>) {
     },
 
     async get(productId: string): Promise<ProductView | undefined> {
+      if (!isProductId(productId)) return undefined;
       const { state } = await products.load(productStream(productId));
       return state.exists ? productView(productId, state) : undefined;
     },

@@ -15,6 +15,7 @@ import {
   EmailTakenError,
   emailDecider,
   emailStream,
+  isUserId,
   normalizeEmail,
   type User,
   userDecider,
@@ -67,7 +68,8 @@ export function userRoutes(app: FastifyInstance, store: EventStore, outbox: Outb
   });
 
   app.get<{ Params: { id: string } }>('/users/:id', async (request) => {
-    const { state } = await users.load(userStream(request.params.id));
+    const { id } = request.params;
+    const state = isUserId(id) ? (await users.load(userStream(id))).state : {};
     if (state.user === undefined) throw new HttpProblemError(404, undefined, { detail: 'No such user.' });
     return state.user;
   });

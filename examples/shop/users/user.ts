@@ -54,4 +54,8 @@ export const emailDecider: Decider<EmailCommand, EmailEvent, EmailState> = {
 export const normalizeEmail = (email: string): string => email.trim().toLowerCase();
 
 export const userStream = (userId: string): string => `user-${userId}`;
+
+/** Whether `id` can name a user at all: the store refuses stream ids with control characters. */
+export const isUserId = (id: string): boolean =>
+  id.length > 0 && id.length <= 200 && !/\p{Cc}|\p{Cs}/u.test(id); // Cs: a lone surrogate
 export const emailStream = (email: string): string => `user-email-${normalizeEmail(email)}`;

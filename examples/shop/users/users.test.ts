@@ -78,9 +78,11 @@ describe('users', () => {
 
   it('answers 404 for an unknown user', async () => {
     const s = await setup();
-    const res = await fetch(`${s.users.url}/users/${randomUUID()}`);
-    expect(res.status).toBe(404);
-    expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+    for (const id of [randomUUID(), '%00']) {
+      const res = await fetch(`${s.users.url}/users/${id}`);
+      expect(res.status, id).toBe(404);
+      expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+    }
   });
 
   it('works the same on a SQLite file', async () => {
