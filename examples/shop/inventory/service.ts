@@ -3,10 +3,12 @@
  * commits over the bus. It keeps everything as events in `store` (memory, SQLite or PostgreSQL alike)
  * and publishes through `outbox`, whose transactions also mark each command handled.
  */
+
 import Fastify from 'fastify';
 import type { Bus, EventStore, Logger, Outbox } from 'ferry';
 import { ferryFastify, ferryFastifyOptions } from 'ferry/fastify';
 import type { ShopContracts } from '../contracts.js';
+import { listen } from '../listen.js';
 import {
   type Catalog,
   catalogRoutes,
@@ -85,17 +87,16 @@ export async function startInventoryService(options: InventoryServiceOptions): P
   const app = Fastify({ ...ferryFastifyOptions(ferry), bodyLimit: 64 * 1024 });
   ferryFastify(app, ferry);
   catalogRoutes(app, catalog, options.adminToken);
+  let url: string;
   try {
-    await app.listen({ port: options.port ?? 0, host: options.host ?? '127.0.0.1' });
+    url = await listen(app, options);
   } catch (error) {
     await Promise.all(subscriptions.map((s) => s.close()));
     throw error;
   }
-  const address = app.server.address();
-  const port = typeof address === 'object' && address !== null ? address.port : options.port;
 
   return {
-    url: `http://${options.host ?? '127.0.0.1'}:${port}`,
+    url,
     catalog,
     async seed(products) {
       const added: ProductView[] = [];

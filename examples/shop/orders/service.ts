@@ -3,6 +3,7 @@
  * outcome back into the Order aggregate. The caller owns the bus, store and outbox (and closes them);
  * `main` and the gateway wire it from the environment.
  */
+
 import Fastify from 'fastify';
 import {
   type Bus,
@@ -16,6 +17,7 @@ import {
 } from 'ferry';
 import { ferryFastify, ferryFastifyOptions } from 'ferry/fastify';
 import type { ShopContracts } from '../contracts.js';
+import { listen } from '../listen.js';
 import { orderDecider } from './order.js';
 import { createOrderSaga, DEFAULT_ORDER_SAGA_OPTIONS } from './order-saga.js';
 import { type OrderLookups, orderRoutes, orderStream } from './routes.js';
@@ -77,13 +79,10 @@ export async function startOrdersService(options: OrdersServiceOptions): Promise
   const app = Fastify({ ...ferryFastifyOptions(ferry), bodyLimit: 1_048_576 });
   ferryFastify(app, ferry);
   orderRoutes(app, { store, outbox, commands, lookups: options.lookups });
-  const host = options.host ?? '127.0.0.1';
-  await app.listen({ port: options.port ?? 0, host });
-  const address = app.server.address();
-  const port = typeof address === 'object' && address !== null ? address.port : options.port;
+  const url = await listen(app, options);
 
   return {
-    url: `http://${host}:${port}`,
+    url,
     async close() {
       await app.close();
       await Promise.all([saga.close(), ...outcomes.map((s) => s.close())]);

@@ -11,11 +11,13 @@
  * The fault switch (`setFaults`) delays charge and refund calls and fails a share of them with 503;
  * the ledger view never fails.
  */
+
 import { setTimeout as sleep } from 'node:timers/promises';
 import Fastify from 'fastify';
 import { HttpProblemError, type Logger, stderrLogger, validateRequest } from 'ferry';
 import { ferryFastify, ferryFastifyOptions } from 'ferry/fastify';
 import { z } from 'zod';
+import { listen } from '../listen.js';
 import { FaultSwitch, type Faults, NO_FAULTS } from './faults.js';
 import { type Charge, Ledger } from './ledger.js';
 
@@ -103,12 +105,10 @@ export async function startPaymentProvider(options: PaymentProviderOptions = {})
 
   app.get('/charges', async () => ledger.all());
 
-  await app.listen({ port: options.port ?? 0, host: options.host ?? '127.0.0.1' });
-  const address = app.server.address();
-  const port = typeof address === 'object' && address !== null ? address.port : options.port;
+  const url = await listen(app, options);
   let closing: Promise<void> | undefined;
   return {
-    url: `http://${options.host ?? '127.0.0.1'}:${port}`,
+    url,
     setFaults: (next) => faults.set(next),
     faults: () => faults.get(),
     charges: () => ledger.all(),

@@ -3,10 +3,12 @@
  * through the outbox, in the registration's transaction. Keeps everything as events in `store`
  * (memory, SQLite or PostgreSQL alike).
  */
+
 import Fastify from 'fastify';
 import type { Bus, EventStore, Logger, Outbox } from 'ferry';
 import { ferryFastify, ferryFastifyOptions } from 'ferry/fastify';
 import type { ShopContracts } from '../contracts.js';
+import { listen } from '../listen.js';
 import { userRoutes } from './routes.js';
 
 export interface UsersServiceOptions {
@@ -34,12 +36,9 @@ export async function startUsersService(options: UsersServiceOptions): Promise<U
   const app = Fastify({ ...ferryFastifyOptions(ferry), bodyLimit: 16 * 1024 });
   ferryFastify(app, ferry);
   userRoutes(app, options.store, options.outbox);
-  const host = options.host ?? '127.0.0.1';
-  await app.listen({ port: options.port ?? 0, host });
-  const address = app.server.address();
-  const port = typeof address === 'object' && address !== null ? address.port : options.port;
+  const url = await listen(app, options);
   return {
-    url: `http://${host}:${port}`,
+    url,
     close: () => app.close(),
   };
 }
