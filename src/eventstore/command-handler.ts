@@ -5,7 +5,14 @@ import { type Decider, type DeciderEvent, decideEvents } from './decider.js';
 import { isConcurrencyError } from './errors.js';
 import { SnapshotNotSerializableError } from './snapshot-errors.js';
 import type { EventStore } from './store.js';
-import type { AppendOptions, AppendResult, EventData, PendingEvent, RecordedEvent } from './types.js';
+import type {
+  AppendOptions,
+  AppendResult,
+  EventData,
+  PendingEvent,
+  ReadStreamOptions,
+  RecordedEvent,
+} from './types.js';
 
 /** When {@link CommandHandler} saves snapshots. */
 export interface CommandHandlerSnapshotOptions {
@@ -94,6 +101,11 @@ export interface EventAppender {
     events: readonly EventData[],
     options?: AppendOptions,
   ): Promise<AppendResult & { readonly events: readonly PendingEvent[] }>;
+  /**
+   * Reads a stream in the same transaction (a unit of work's `readStream`): `handleIn` loads through
+   * it, so that it needs no second database connection. @default the store's `readStream`
+   */
+  readStream?(streamId: string, options?: ReadStreamOptions): Promise<RecordedEvent[]>;
 }
 
 /** What {@link CommandHandler.handleIn} did, inside a transaction not yet committed. */
@@ -176,8 +188,17 @@ export class CommandHandler<C, E extends DeciderEvent, S> {
    * snapshots are on), then every event after it, folded with `evolve`.
    */
   async load(streamId: string): Promise<LoadResult<S>> {
+    return this.#load(streamId, undefined);
+  }
+
+  /** {@link load}, reading the events through `read` when given (a unit of work's transaction). */
+  async #load(
+    streamId: string,
+    read: ((streamId: string, options: ReadStreamOptions) => Promise<RecordedEvent[]>) | undefined,
+  ): Promise<LoadResult<S>> {
     let start: LoadResult<S> | undefined;
-    if (this.#snapshots !== undefined) {
+    // Through a transaction, snapshots (read through the store, on another connection) are skipped.
+    if (this.#snapshots !== undefined && read === undefined) {
       const snapshot = await this.#store.loadSnapshot<unknown>(streamId);
       if (
         snapshot !== undefined &&
@@ -198,7 +219,8 @@ export class CommandHandler<C, E extends DeciderEvent, S> {
       }
     }
     start ??= { state: this.#decider.initialState(), version: -1 };
-    const events = await this.#store.readStream(streamId, { fromVersion: start.version + 1 });
+    const from = { fromVersion: start.version + 1 };
+    const events = await (read === undefined ? this.#store.readStream(streamId, from) : read(streamId, from));
     return this.#fold(start.state, start.version, events);
   }
 
@@ -245,8 +267,9 @@ export class CommandHandler<C, E extends DeciderEvent, S> {
    * `work`, a unit of work (`outbox.unitOfWork(work => orders.handleIn(work, id, command))`), so
    * that the events commit together with what else the unit of work writes and publishes. A race
    * lost to another writer rejects with `ConcurrencyError` at once (no retry here: the transaction
-   * is the caller's, and `outbox.unitOfWork` runs the whole unit again). Snapshots are not saved on
-   * this path; loads still use them.
+   * is the caller's, and `outbox.unitOfWork` runs the whole unit again). When `work` can read
+   * (`work.readStream`, as a unit of work can), the stream is loaded in its transaction, without a
+   * second database connection, and snapshots are neither read nor saved on this path.
    *
    * @example
    * await outbox.unitOfWork(async (work) => {
@@ -260,7 +283,7 @@ export class CommandHandler<C, E extends DeciderEvent, S> {
     command: C,
     options: Pick<HandleOptions, 'metadata'> = {},
   ): Promise<PendingCommandResult<S>> {
-    const loaded = await this.load(streamId);
+    const loaded = await this.#load(streamId, work.readStream?.bind(work));
     const decided = decideEvents(this.#decider, command, loaded.state);
     if (decided.length === 0) {
       return { state: loaded.state, events: [], nextExpectedVersion: loaded.version };

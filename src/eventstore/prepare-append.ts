@@ -2,7 +2,7 @@ import { currentContext } from '../context/context.js';
 import { uuidv7 } from '../ids/uuidv7.js';
 import { InvalidEventError } from './errors.js';
 import { EVENT_LIMITS, encodeJson, JsonEncodingProblem, nameProblem } from './event-encoding.js';
-import type { EventData, ExpectedVersion, PreparedEvent } from './types.js';
+import type { EventData, ExpectedVersion, PreparedEvent, ReadStreamOptions } from './types.js';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 /** Most events in one append. */
@@ -122,4 +122,31 @@ function prepareEvent(event: EventData, index: number): PreparedEvent {
     data,
     metadata: encodedMetadata as Record<string, unknown>,
   };
+}
+
+/**
+ * Checks the arguments of a stream read (else `InvalidEventError`, `INVALID_EVENT`): the stream id,
+ * `fromVersion` and `limit` non-negative safe integers, `direction` 'forward' or 'backward'.
+ */
+export function assertReadStream(streamId: string, options: ReadStreamOptions): void {
+  assertStreamId(streamId);
+  if (options.fromVersion !== undefined && !isCount(options.fromVersion)) {
+    throw new InvalidEventError(
+      `fromVersion must be a non-negative safe integer, not ${show(options.fromVersion)}`,
+    );
+  }
+  if (options.limit !== undefined && !isCount(options.limit)) {
+    throw new InvalidEventError(`limit must be a non-negative safe integer, not ${show(options.limit)}`);
+  }
+  if (
+    options.direction !== undefined &&
+    options.direction !== 'forward' &&
+    options.direction !== 'backward'
+  ) {
+    throw new InvalidEventError(`direction must be 'forward' or 'backward', not ${show(options.direction)}`);
+  }
+}
+
+function isCount(value: unknown): value is number {
+  return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
 }

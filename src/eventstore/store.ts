@@ -5,7 +5,7 @@ import { type Logger, stderrLogger } from '../logging/logger.js';
 import type { EventStoreBackend, Snapshot } from './backend.js';
 import { EventStoreClosedError, InvalidEventError } from './errors.js';
 import { EVENT_LIMITS, encodeJson, JsonEncodingProblem, nameProblem } from './event-encoding.js';
-import { assertStreamId, prepareAppend, show } from './prepare-append.js';
+import { assertReadStream, assertStreamId, prepareAppend, show } from './prepare-append.js';
 import { type EventHandler, EventSubscription, type EventSubscriptionOptions } from './subscription.js';
 import type {
   AppendOptions,
@@ -81,24 +81,7 @@ export class EventStore {
    */
   async readStream(streamId: string, options: ReadStreamOptions = {}): Promise<RecordedEvent[]> {
     this.#assertOpen();
-    assertStreamId(streamId);
-    if (options.fromVersion !== undefined && !isCount(options.fromVersion)) {
-      throw new InvalidEventError(
-        `fromVersion must be a non-negative safe integer, not ${show(options.fromVersion)}`,
-      );
-    }
-    if (options.limit !== undefined && !isCount(options.limit)) {
-      throw new InvalidEventError(`limit must be a non-negative safe integer, not ${show(options.limit)}`);
-    }
-    if (
-      options.direction !== undefined &&
-      options.direction !== 'forward' &&
-      options.direction !== 'backward'
-    ) {
-      throw new InvalidEventError(
-        `direction must be 'forward' or 'backward', not ${show(options.direction)}`,
-      );
-    }
+    assertReadStream(streamId, options);
     return this.backend.readStream(streamId, options);
   }
 

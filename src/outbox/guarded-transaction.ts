@@ -25,6 +25,7 @@ export function guarded(tx: StorageTransaction, failed: (error: unknown) => void
       return tx.client;
     },
     append: (streamId, events, expected) => watch(() => tx.append(streamId, events, expected)),
+    readStream: (streamId, options) => watch(() => tx.readStream(streamId, options)),
     query: (sql, params) => watch(() => tx.query(sql, params)),
     enqueue: (messages) => watch(() => tx.enqueue(messages)),
     cancel: (ids, now) => watch(() => tx.cancel(ids, now)),

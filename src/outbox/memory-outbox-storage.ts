@@ -1,7 +1,13 @@
 import { ConcurrencyError, DuplicateEventIdError } from '../eventstore/errors.js';
 import { MemoryEventStoreBackend } from '../eventstore/memory/memory-backend.js';
-import type { AppendResult, ExpectedVersion, PreparedEvent } from '../eventstore/types.js';
-import { expectedVersionHolds } from '../eventstore/versions.js';
+import type {
+  AppendResult,
+  ExpectedVersion,
+  PreparedEvent,
+  ReadStreamOptions,
+  RecordedEvent,
+} from '../eventstore/types.js';
+import { expectedVersionHolds, selectStreamEvents } from '../eventstore/versions.js';
 import { SagaConcurrencyError, UnitOfWorkUnsupportedError } from './errors.js';
 import type {
   OutboxBacklog,
@@ -381,6 +387,33 @@ class MemoryTransaction implements StorageTransaction {
       nextExpectedVersion: current + events.length,
       position: this.#events.lastPosition() + BigInt(this.#appended),
     };
+  }
+
+  async readStream(streamId: string, options: ReadStreamOptions): Promise<RecordedEvent[]> {
+    this.#open();
+    // The committed events, then this transaction's own appends, as a database shows them to it.
+    const events = await this.#events.readStream(streamId, {});
+    let position = this.#events.lastPosition();
+    const time = new Date().toISOString();
+    for (const append of this.appends) {
+      const first = (append.expected as number) + 1;
+      for (const [i, e] of append.events.entries()) {
+        position += 1n;
+        if (append.streamId !== streamId) continue;
+        events.push({
+          streamId,
+          version: first + i,
+          position,
+          id: e.id,
+          type: e.type,
+          // A fresh copy, as every read gives.
+          data: JSON.parse(JSON.stringify(e.data ?? null)),
+          metadata: JSON.parse(JSON.stringify(e.metadata)),
+          time,
+        });
+      }
+    }
+    return selectStreamEvents(events, options);
   }
 
   async query(): Promise<Record<string, unknown>[]> {

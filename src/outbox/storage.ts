@@ -1,4 +1,10 @@
-import type { AppendResult, ExpectedVersion, PreparedEvent } from '../eventstore/types.js';
+import type {
+  AppendResult,
+  ExpectedVersion,
+  PreparedEvent,
+  ReadStreamOptions,
+  RecordedEvent,
+} from '../eventstore/types.js';
 
 /**
  * What the outbox, the transactional inbox and sagas need from a store's database. Implemented by
@@ -97,6 +103,12 @@ export interface StorageTransaction {
     events: readonly PreparedEvent[],
     expected: ExpectedVersion,
   ): Promise<AppendResult>;
+  /**
+   * The events of a stream as this transaction sees them: committed ones and its own appends, on the
+   * transaction's own connection (no second pooled connection, which units of work in flight could
+   * exhaust). Options as the store's `readStream`.
+   */
+  readStream(streamId: string, options: ReadStreamOptions): Promise<RecordedEvent[]>;
   /**
    * Runs the caller's SQL in the transaction (`?` placeholders on SQLite, `$1` on PostgreSQL) and
    * resolves its rows (none for a statement that returns none). Rejects on memory.

@@ -1,6 +1,13 @@
 import { InvalidOptionsError } from '../errors/ferry-error.js';
-import { prepareAppend } from '../eventstore/prepare-append.js';
-import type { AppendOptions, AppendResult, EventData, PendingEvent } from '../eventstore/types.js';
+import { assertReadStream, prepareAppend } from '../eventstore/prepare-append.js';
+import type {
+  AppendOptions,
+  AppendResult,
+  EventData,
+  PendingEvent,
+  ReadStreamOptions,
+  RecordedEvent,
+} from '../eventstore/types.js';
 import type { Bus, PublishOptions } from '../messaging/bus.js';
 import type { Contracts, DataIn, NoContracts, TypeOf } from '../messaging/contracts.js';
 import type { Clock } from '../time/clock.js';
@@ -100,6 +107,17 @@ export class UnitOfWork<C extends Contracts = NoContracts> {
         }),
       ),
     };
+  }
+
+  /**
+   * The events of a stream as this unit of work sees them: committed ones and its own appends, read on
+   * the transaction's own connection (on PostgreSQL `store.readStream` would take a second pooled
+   * connection, which units of work in flight can exhaust). Checked as `store.readStream`.
+   */
+  async readStream(streamId: string, options: ReadStreamOptions = {}): Promise<RecordedEvent[]> {
+    this.#assertOpen();
+    assertReadStream(streamId, options);
+    return this.tx.readStream(streamId, options);
   }
 
   /**

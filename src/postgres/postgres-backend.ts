@@ -634,19 +634,20 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
   }
 
   async readStream(streamId: string, options: ReadStreamOptions): Promise<RecordedEvent[]> {
+    return this.#readStreamOn(this.#db, streamId, options);
+  }
+
+  /** {@link readStream} on `db`: the pool, or a unit of work's client (which sees its own appends). */
+  async #readStreamOn(db: Queryable, streamId: string, options: ReadStreamOptions): Promise<RecordedEvent[]> {
     const limit = options.limit ?? null;
     const { rows } =
       options.direction === 'backward'
-        ? await this.#db.query<EventRow>(this.#sql.readStreamBackward, [
+        ? await db.query<EventRow>(this.#sql.readStreamBackward, [
             streamId,
             options.fromVersion ?? Number.MAX_SAFE_INTEGER,
             limit,
           ])
-        : await this.#db.query<EventRow>(this.#sql.readStreamForward, [
-            streamId,
-            options.fromVersion ?? 0,
-            limit,
-          ]);
+        : await db.query<EventRow>(this.#sql.readStreamForward, [streamId, options.fromVersion ?? 0, limit]);
     return rows.map(toEvent);
   }
 
@@ -932,6 +933,7 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
       notifyIntervalMs: this.#notifyIntervalMs,
       append: (client, streamId, events, expected) =>
         this.#append(client, this.#sql.appendInTransaction, streamId, events, expected),
+      readStream: (client, streamId, options) => this.#readStreamOn(client, streamId, options),
       appended: (position) => {
         if (position > this.#lastAppended) this.#lastAppended = position;
         this.#notifier?.notify();

@@ -1,7 +1,13 @@
 import type { Pool, PoolClient } from 'pg';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import { StoreUnavailableError } from '../eventstore/errors.js';
-import type { AppendResult, ExpectedVersion, PreparedEvent } from '../eventstore/types.js';
+import type {
+  AppendResult,
+  ExpectedVersion,
+  PreparedEvent,
+  ReadStreamOptions,
+  RecordedEvent,
+} from '../eventstore/types.js';
 import type { Logger } from '../logging/logger.js';
 import {
   SagaConcurrencyError,
@@ -37,6 +43,12 @@ export interface PostgresOutboxOptions {
     events: readonly PreparedEvent[],
     expected: ExpectedVersion,
   ) => Promise<AppendResult>;
+  /** The backend's read of one stream, on the unit of work's client. */
+  readonly readStream: (
+    client: PoolClient,
+    streamId: string,
+    options: ReadStreamOptions,
+  ) => Promise<RecordedEvent[]>;
   /** After a commit that appended events up to `position`: wakes the store's subscribers. */
   readonly appended: (position: bigint) => void;
   /**
@@ -342,6 +354,9 @@ class PostgresStorageTransaction implements StorageTransaction {
       throw new UnitOfWorkUnsupportedError('the unit of work has ended: its handle can no longer be used');
     }
     return this.#client;
+  }
+  readStream(streamId: string, options: ReadStreamOptions): Promise<RecordedEvent[]> {
+    return this.#options.readStream(this.#open(), streamId, options);
   }
 
   async append(

@@ -21,6 +21,13 @@ import { SqliteIdempotencyStore } from './sqlite-idempotency-store.js';
 import { SqliteInbox } from './sqlite-inbox.js';
 import { SqliteOutboxStorage } from './sqlite-outbox.js';
 import { ms } from './sqlite-outbox-sql.js';
+import {
+  EVENT_COLUMNS,
+  type EventRow,
+  prepareReadStream,
+  readStreamWith,
+  toRecordedEvent,
+} from './sqlite-read-stream.js';
 import { SQLITE_MEMORY_HAS_NO_UNITS_OF_WORK } from './sqlite-unit-of-work.js';
 import { DEFAULT_BUSY_TIMEOUT_MS, DRIVER_BUSY_TIMEOUT_MS, whileBusy } from './store-busy.js';
 
@@ -174,16 +181,6 @@ const MIGRATIONS: readonly { readonly version: number; readonly name: string; re
 ];
 
 // Integers come back as bigint (`defaultSafeIntegers`): positions stay exact; versions are converted.
-interface EventRow {
-  position: bigint;
-  stream_id: string;
-  version: bigint;
-  id: string;
-  type: string;
-  data: string;
-  metadata: string;
-  time: string;
-}
 interface ParkedRow {
   subscription: string;
   position: bigint;
@@ -200,18 +197,11 @@ interface SnapshotRow {
   time: string;
 }
 
-const EVENT_COLUMNS = 'position, stream_id, version, id, type, data, metadata, time';
-
 /** Prepared once per connection in `open()`. */
 function prepareStatements(db: Database.Database) {
   return {
     ...prepareAppendStatements(db),
-    readForward: db.prepare<[string, number, number], EventRow>(
-      `SELECT ${EVENT_COLUMNS} FROM ferry_events WHERE stream_id = ? AND version >= ? ORDER BY version LIMIT ?`,
-    ),
-    readBackward: db.prepare<[string, number, number], EventRow>(
-      `SELECT ${EVENT_COLUMNS} FROM ferry_events WHERE stream_id = ? AND version <= ? ORDER BY version DESC LIMIT ?`,
-    ),
+    ...prepareReadStream(db),
     readAfter: db.prepare<[bigint, number], EventRow>(
       `SELECT ${EVENT_COLUMNS} FROM ferry_events WHERE position > ? ORDER BY position LIMIT ?`,
     ),
@@ -507,13 +497,7 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
   }
 
   async readStream(streamId: string, options: ReadStreamOptions): Promise<RecordedEvent[]> {
-    const s = this.#ready();
-    const limit = options.limit ?? -1; // LIMIT -1: no limit
-    const rows =
-      options.direction === 'backward'
-        ? s.readBackward.all(streamId, options.fromVersion ?? Number.MAX_SAFE_INTEGER, limit)
-        : s.readForward.all(streamId, options.fromVersion ?? 0, limit);
-    return rows.map(toRecordedEvent);
+    return readStreamWith(this.#ready(), streamId, options);
   }
 
   async readAfter(
@@ -731,17 +715,4 @@ function migrate(db: Database.Database): void {
       record.run(migration.version, migration.name, new Date().toISOString());
     }
   }).immediate();
-}
-
-function toRecordedEvent(row: EventRow): RecordedEvent {
-  return {
-    streamId: row.stream_id,
-    version: Number(row.version),
-    position: row.position,
-    id: row.id,
-    type: row.type,
-    data: JSON.parse(row.data),
-    metadata: JSON.parse(row.metadata),
-    time: row.time,
-  };
 }

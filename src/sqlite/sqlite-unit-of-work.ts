@@ -1,7 +1,13 @@
 import type Database from 'better-sqlite3';
 import { FerryError } from '../errors/ferry-error.js';
 import { EventStoreClosedError } from '../eventstore/errors.js';
-import type { AppendResult, ExpectedVersion, PreparedEvent } from '../eventstore/types.js';
+import type {
+  AppendResult,
+  ExpectedVersion,
+  PreparedEvent,
+  ReadStreamOptions,
+  RecordedEvent,
+} from '../eventstore/types.js';
 import { SagaConcurrencyError, UnitOfWorkUnsupportedError } from '../outbox/errors.js';
 import type { OutboxInsert, SagaRow, StorageTransaction } from '../outbox/storage.js';
 import { type AppendOutcome, appendRows, prepareAppendStatements } from './sqlite-append.js';
@@ -14,6 +20,7 @@ import {
   SCHEDULED,
   toSagaRow,
 } from './sqlite-outbox-sql.js';
+import { prepareReadStream, readStreamWith } from './sqlite-read-stream.js';
 import { DRIVER_BUSY_TIMEOUT_MS, whileBusy } from './store-busy.js';
 
 /** What units of work need from the backend that owns them. */
@@ -41,6 +48,7 @@ function prepareConnection(db: Database.Database) {
   );
   return {
     db,
+    read: prepareReadStream(db),
     // Inside the open transaction, better-sqlite3 runs these as SAVEPOINTs: one that throws (a version
     // conflict, a message id already in the outbox) leaves nothing of itself, and the caller may go on.
     append: db.transaction((streamId: string, events: readonly PreparedEvent[], expected: ExpectedVersion) =>
@@ -248,6 +256,10 @@ class SqliteStorageTransaction implements StorageTransaction {
     if (statement.reader) return statement.all(...params);
     statement.run(...params);
     return [];
+  }
+
+  async readStream(streamId: string, options: ReadStreamOptions): Promise<RecordedEvent[]> {
+    return readStreamWith(this.#open().read, streamId, options);
   }
 
   async enqueue(messages: readonly OutboxInsert[]): Promise<void> {

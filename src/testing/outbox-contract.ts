@@ -1,11 +1,10 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { createBus } from '../connect/create-bus.js';
-import { CommandHandler } from '../eventstore/command-handler.js';
+import { CommandHandler, type EventAppender } from '../eventstore/command-handler.js';
 import type { Decider } from '../eventstore/decider.js';
 import { isConcurrencyError } from '../eventstore/errors.js';
 import type { EventStore } from '../eventstore/store.js';
-import type { ReadStreamOptions } from '../eventstore/types.js';
 import { uuidv7 } from '../ids/uuidv7.js';
 import { silentLogger } from '../logging/logger.js';
 import { Bus } from '../messaging/bus.js';
@@ -446,11 +445,14 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
         await store.append('counter-1', [{ type: 'Added', data: { n: 10 } }]);
         // The first load misses the last append (as if it was read just before another writer's
         // commit): the append expecting that version fails in the database and the unit runs again.
-        const handler = counter(staleOnce(store));
+        const handler = counter(store);
         let runs = 0;
         const total = await outbox.unitOfWork(async (work) => {
           runs++;
-          const result = await handler.handleIn(work, 'counter-1', { type: 'Add', n: 2 });
+          const result = await handler.handleIn(runs === 1 ? staleReads(work) : work, 'counter-1', {
+            type: 'Add',
+            n: 2,
+          });
           await work.publish('order.placed', { orderId: `total-${result.state.total}` });
           return result.state.total;
         });
@@ -459,6 +461,43 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
         await waitFor(() => received.length === 1, 'the message');
         expect(received.map((m) => (m.data as { orderId: string }).orderId)).toEqual(['total-13']);
         expect((await handler.load('counter-1')).state.total).toBe(13);
+      });
+
+      it('reads in the unit of work: committed events and its own appends, unseen outside until commit', async () => {
+        const { store, outbox } = await setup();
+        await store.append('order-rs', [{ type: 'OrderPlaced', data: { n: 1 } }]);
+        await outbox.unitOfWork(async (work) => {
+          await work.append('order-rs', [{ type: 'ItemAdded', data: { n: 2 } }], { expectedVersion: 0 });
+          const inside = await work.readStream('order-rs');
+          expect(inside.map((e) => [e.version, e.type, e.data])).toEqual([
+            [0, 'OrderPlaced', { n: 1 }],
+            [1, 'ItemAdded', { n: 2 }],
+          ]);
+          expect(
+            (await work.readStream('order-rs', { direction: 'backward', limit: 1 })).map((e) => e.type),
+          ).toEqual(['ItemAdded']);
+          expect(await store.readStream('order-rs')).toHaveLength(1);
+          await expect(work.readStream('order-rs', { limit: -1 })).rejects.toMatchObject({
+            code: 'INVALID_EVENT',
+          });
+        });
+        expect(await store.readStream('order-rs')).toHaveLength(2);
+      });
+
+      it('runs many command handlers in concurrent units of work without a second connection each', async () => {
+        // On PostgreSQL a unit of work holds a pooled connection; loading through the store would take
+        // another, and as many units as connections would wait for each other until the pool gives up.
+        const { store, outbox } = await setup();
+        const handler = counter(store);
+        const totals = await Promise.all(
+          Array.from({ length: 24 }, (_, i) =>
+            outbox.unitOfWork(
+              async (work) =>
+                (await handler.handleIn(work, `counter-c${i}`, { type: 'Add', n: i })).state.total,
+            ),
+          ),
+        );
+        expect(totals).toEqual(Array.from({ length: 24 }, (_, i) => i));
       });
 
       it('appends nothing when the unit of work rolls back', async () => {
@@ -475,16 +514,12 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
     });
 
     /** `store`, whose first `readStream` misses the stream's last event. */
-    function staleOnce(store: EventStore): EventStore {
-      let first = true;
-      return Object.assign(Object.create(store) as EventStore, {
-        readStream: async (streamId: string, options?: ReadStreamOptions) => {
-          const events = await store.readStream(streamId, options);
-          if (!first) return events;
-          first = false;
-          return events.slice(0, -1);
-        },
-      });
+    /** `work`, whose reads miss the stream's last event. */
+    function staleReads(work: EventAppender): EventAppender {
+      return {
+        append: (streamId, events, options) => work.append(streamId, events, options),
+        readStream: async (streamId, options) => (await work.readStream!(streamId, options)).slice(0, -1),
+      };
     }
 
     /** A CommandHandler factory for a decider, per store. */
