@@ -3,6 +3,7 @@ import { describeThrown } from '../errors/describe-thrown.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import { type Decider, type DeciderEvent, decideEvents } from './decider.js';
 import { isConcurrencyError } from './errors.js';
+import { pauseAfterLostRace } from './lost-race-pause.js';
 import { SnapshotNotSerializableError } from './snapshot-errors.js';
 import type { EventStore } from './store.js';
 import type {
@@ -247,8 +248,7 @@ export class CommandHandler<C, E extends DeciderEvent, S> {
         ));
       } catch (error) {
         if (!isConcurrencyError(error) || attempt >= this.#maxRetries) throw error;
-        // Full jitter, so that writers who lost the same race do not collide again in step.
-        await new Promise((resolve) => setTimeout(resolve, Math.random() * Math.min(100, 5 * 2 ** attempt)));
+        await pauseAfterLostRace(attempt);
         continue;
       }
       // Read back rather than rebuild: positions, ids, metadata and time are the store's to say.

@@ -147,6 +147,7 @@ export function assertReadStream(streamId: string, options: ReadStreamOptions): 
   }
 }
 
-function isCount(value: unknown): value is number {
+/** A non-negative safe integer (a version, a count). */
+export function isCount(value: unknown): value is number {
   return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
 }

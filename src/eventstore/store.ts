@@ -5,7 +5,7 @@ import { type Logger, stderrLogger } from '../logging/logger.js';
 import type { EventStoreBackend, Snapshot } from './backend.js';
 import { EventStoreClosedError, InvalidEventError } from './errors.js';
 import { EVENT_LIMITS, encodeJson, JsonEncodingProblem, nameProblem } from './event-encoding.js';
-import { assertReadStream, assertStreamId, prepareAppend, show } from './prepare-append.js';
+import { assertReadStream, assertStreamId, isCount, prepareAppend, show } from './prepare-append.js';
 import { type EventHandler, EventSubscription, type EventSubscriptionOptions } from './subscription.js';
 import type {
   AppendOptions,
@@ -227,8 +227,4 @@ export class EventStore {
     })();
     return this.#closing;
   }
-}
-
-function isCount(value: unknown): value is number {
-  return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
 }

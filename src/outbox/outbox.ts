@@ -1,6 +1,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import { positiveIntegerOption } from '../errors/integer-option.js';
+import { pauseAfterLostRace } from '../eventstore/lost-race-pause.js';
 import { MemoryEventStoreBackend } from '../eventstore/memory/memory-backend.js';
 import { prepareAppend } from '../eventstore/prepare-append.js';
 import type { EventStore } from '../eventstore/store.js';
@@ -188,9 +189,7 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
           if (!lostRace(error) || attempt >= maxRetries) {
             throw error;
           }
-          await new Promise((resolve) =>
-            setTimeout(resolve, Math.random() * Math.min(100, 5 * 2 ** attempt)),
-          );
+          await pauseAfterLostRace(attempt);
         }
       }
     } finally {
