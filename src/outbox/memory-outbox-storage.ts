@@ -109,9 +109,9 @@ export class MemoryOutboxStorage implements OutboxStorage {
     messages: readonly OutboxInsert[],
   ): Promise<AppendResult> {
     return this.transaction(async (tx) => {
-      const stored = await dryRun(this.#events, streamId, events, expected);
+      const stored = this.#events.checkAppend(streamId, events, expected);
       // Every id stored already: a retry, which writes and enqueues nothing.
-      if (stored[0] !== undefined) return stored[0];
+      if (stored !== undefined) return stored;
       const result = await tx.append(streamId, events, expected);
       if (messages.length > 0) await tx.enqueue(messages);
       return result;
@@ -360,7 +360,7 @@ class MemoryTransaction implements StorageTransaction {
     if (added === undefined) {
       // Checked now as the database would (a retried append of stored ids is a no-op, duplicates and
       // version conflicts are refused), then checked again at commit against what landed meanwhile.
-      const [result] = await dryRun(this.#events, streamId, events, expected);
+      const result = this.#events.checkAppend(streamId, events, expected);
       if (result !== undefined) return result;
     } else {
       // The stream as this transaction sees it: the committed events and its own, as in a database.
@@ -471,27 +471,4 @@ class MemoryTransaction implements StorageTransaction {
     }
     this.sagaWrites.set(key, row);
   }
-}
-
-/**
- * What appending would do now, without writing: the recorded result when every id is stored (a
- * retry), nothing when the append would write; throws the error the append would throw.
- */
-async function dryRun(
-  events: MemoryEventStoreBackend,
-  streamId: string,
-  batch: readonly PreparedEvent[],
-  expected: ExpectedVersion,
-): Promise<[AppendResult | undefined]> {
-  const stored = await events.readStream(streamId, {});
-  const existing = batch.map((e) => stored.find((r) => r.id === e.id));
-  if (existing.every((r) => r !== undefined)) {
-    const last = existing[existing.length - 1]!;
-    return [{ nextExpectedVersion: last.version, position: last.position }];
-  }
-  const current = stored.length - 1;
-  const duplicates = existing.filter((r) => r !== undefined).map((r) => r.id);
-  if (duplicates.length > 0) throw new DuplicateEventIdError(streamId, duplicates);
-  if (!expectedVersionHolds(expected, current)) throw new ConcurrencyError(streamId, expected, current);
-  return [undefined];
 }

@@ -84,24 +84,10 @@ export class MemoryEventStoreBackend implements EventStoreBackend {
       | { readonly written: true; readonly current: number }
     )[] = [];
     for (const { streamId, events, expected } of appends) {
-      const stream = this.#streams.get(streamId) ?? [];
       const pending = added.get(streamId);
-      const existing = events.map((e) => stream.find((r) => r.id === e.id));
-      if (pending === undefined && existing.every((r) => r !== undefined)) {
-        const last = existing[existing.length - 1]!;
-        plans.push({
-          written: false,
-          result: { nextExpectedVersion: last.version, position: last.position },
-        });
-        continue;
-      }
-      const duplicates = events
-        .filter((e, i) => existing[i] !== undefined || pending?.ids.has(e.id) === true)
-        .map((e) => e.id);
-      if (duplicates.length > 0) throw new DuplicateEventIdError(streamId, duplicates);
-      const current = stream.length - 1 + (pending?.count ?? 0);
-      if (!expectedVersionHolds(expected, current)) throw new ConcurrencyError(streamId, expected, current);
-      plans.push({ written: true, current });
+      const plan = this.#plan(streamId, events, expected, pending);
+      plans.push(plan);
+      if (!plan.written) continue;
       const entry = pending ?? { ids: new Set<string>(), count: 0 };
       for (const e of events) entry.ids.add(e.id);
       entry.count += events.length;
@@ -136,6 +122,44 @@ export class MemoryEventStoreBackend implements EventStoreBackend {
       });
     }
     return results;
+  }
+
+  /**
+   * What appending would do now, without writing: the recorded result when every id is stored (a
+   * retry, which writes nothing), `undefined` when the append would write. Throws what the append
+   * would throw (`DuplicateEventIdError`, `ConcurrencyError`).
+   */
+  checkAppend(
+    streamId: string,
+    events: readonly PreparedEvent[],
+    expected: ExpectedVersion,
+  ): AppendResult | undefined {
+    const plan = this.#plan(streamId, events, expected, undefined);
+    return plan.written ? undefined : plan.result;
+  }
+
+  /** One append of {@link appendAll} checked against the stream plus `pending`, what the call adds before it. */
+  #plan(
+    streamId: string,
+    events: readonly PreparedEvent[],
+    expected: ExpectedVersion,
+    pending: { readonly ids: ReadonlySet<string>; readonly count: number } | undefined,
+  ):
+    | { readonly written: false; readonly result: AppendResult }
+    | { readonly written: true; readonly current: number } {
+    const stream = this.#streams.get(streamId) ?? [];
+    const existing = events.map((e) => stream.find((r) => r.id === e.id));
+    if (pending === undefined && existing.every((r) => r !== undefined)) {
+      const last = existing[existing.length - 1]!;
+      return { written: false, result: { nextExpectedVersion: last.version, position: last.position } };
+    }
+    const duplicates = events
+      .filter((e, i) => existing[i] !== undefined || pending?.ids.has(e.id) === true)
+      .map((e) => e.id);
+    if (duplicates.length > 0) throw new DuplicateEventIdError(streamId, duplicates);
+    const current = stream.length - 1 + (pending?.count ?? 0);
+    if (!expectedVersionHolds(expected, current)) throw new ConcurrencyError(streamId, expected, current);
+    return { written: true, current };
   }
 
   /** Position of the last event appended, 0n when there is none. */
