@@ -1,0 +1,29 @@
+import { createServer } from 'node:net';
+import { describe, expect, it } from 'vitest';
+import { freePorts } from './free-port.js';
+
+const listen = (port: number): Promise<() => Promise<void>> =>
+  new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen({ port, host: '127.0.0.1', exclusive: true }, () =>
+      resolve(() => new Promise((done) => server.close(() => done()))),
+    );
+  });
+
+describe('freePorts', () => {
+  it('returns n distinct ports that can then be listened on', async () => {
+    const ports = await freePorts(6);
+    expect(ports).toHaveLength(6);
+    expect(new Set(ports).size).toBe(6);
+    for (const port of ports) expect(port > 0 && port < 65_536).toBe(true);
+    const closers = await Promise.all(ports.map(listen));
+    await Promise.all(closers.map((close) => close()));
+  });
+
+  it('returns nothing for 0 and refuses a negative or fractional count', async () => {
+    expect(await freePorts(0)).toEqual([]);
+    await expect(freePorts(-1)).rejects.toThrow(RangeError);
+    await expect(freePorts(1.5)).rejects.toThrow(RangeError);
+  });
+});

@@ -1,0 +1,36 @@
+import { createServer, type Server } from 'node:net';
+
+const HOST = '127.0.0.1';
+
+function listenOnAnyPort(server: Server): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ port: 0, host: HOST, exclusive: true }, () => {
+      const address = server.address();
+      if (typeof address === 'object' && address !== null) resolve(address.port);
+      else reject(new Error(`no port from ${String(address)}`));
+    });
+  });
+}
+
+const close = (server: Server): Promise<void> =>
+  new Promise((resolve) => {
+    if (server.listening) server.close(() => resolve());
+    else resolve();
+  });
+
+/**
+ * `n` distinct TCP ports free on 127.0.0.1 right now: the kernel picks each (bind to port 0), all
+ * are held open together so they differ, then all are released. Give them to processes that start
+ * soon after: another program could take one in between, in which case that process fails to
+ * listen, exits, and the supervisor retries it on the same port.
+ */
+export async function freePorts(n: number): Promise<number[]> {
+  if (!Number.isInteger(n) || n < 0) throw new RangeError(`freePorts needs an integer >= 0, not ${n}`);
+  const servers = Array.from({ length: n }, () => createServer());
+  try {
+    return await Promise.all(servers.map(listenOnAnyPort));
+  } finally {
+    await Promise.all(servers.map(close));
+  }
+}
