@@ -52,7 +52,14 @@ export const shopContracts = {
   'inventory.release': z.object({ orderId: id }),
   /** Turns the order's reservation into a sale (the order is confirmed). */
   'inventory.commit': z.object({ orderId: id }),
-  'inventory.updated': z.object({ productId: id, stock: z.number().int(), reserved: z.number().int() }),
+  /** A product's stock changed (or it was added): its price, what can still be ordered, the version of its stream. */
+  'inventory.updated': z.object({
+    productId: id,
+    price: money,
+    stock: z.number().int(),
+    reserved: z.number().int(),
+    version: z.number().int().nonnegative(),
+  }),
 
   // payments: commands from the saga, and replies
   'payment.charge': z.object({ orderId: id, amount: money, paymentMethod: z.string() }),

@@ -2,8 +2,8 @@
  * The catalog over HTTP: `POST /products` (operators only, with the admin token) and
  * `GET /products/:id`. Every error is a problem+json document (ferry/fastify).
  */
-import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { randomUUID } from 'node:crypto';
+import type { FastifyInstance } from 'fastify';
 import {
   CommandHandler,
   type EventStore,
@@ -13,6 +13,7 @@ import {
   validateRequest,
 } from 'ferry';
 import { z } from 'zod';
+import { requireAdmin } from '../admin-token.js';
 import type { ShopContracts } from '../contracts.js';
 import { isProductId, productDecider, productStream, productView } from './product.js';
 
@@ -41,8 +42,7 @@ export function catalog(store: EventStore, outbox: Outbox<ShopContracts>) {
             messages: [
               {
                 type: 'inventory.updated',
-                data: { productId, stock, reserved: 0 },
-                options: { key: productId },
+                data: { productId, price, stock, reserved: 0, version: 0 },
               },
             ],
           },
@@ -82,17 +82,4 @@ export function catalogRoutes(app: FastifyInstance, catalog: Catalog, adminToken
     if (product === undefined) throw new HttpProblemError(404, undefined, { detail: 'No such product.' });
     return product;
   });
-}
-
-/** 401 unless the request carries `Authorization: Bearer <adminToken>`; always 401 when no token is set. */
-function requireAdmin(request: FastifyRequest, adminToken: string | undefined): void {
-  const given = /^Bearer (.+)$/.exec(request.headers.authorization ?? '')?.[1];
-  // Hashes of equal length, so the comparison takes the same time whatever was sent.
-  const digest = (s: string) => createHash('sha256').update(s).digest();
-  if (!adminToken || given === undefined || !timingSafeEqual(digest(given), digest(adminToken))) {
-    throw new HttpProblemError(401, undefined, {
-      detail: 'This operation needs the admin token: Authorization: Bearer <token>.',
-      headers: { 'www-authenticate': 'Bearer' },
-    });
-  }
 }

@@ -85,7 +85,7 @@ export async function startInventoryService(options: InventoryServiceOptions): P
   const catalog = openCatalog(store, outbox);
   const ferry = options.logger === undefined ? {} : { logger: options.logger };
   const app = Fastify({ ...ferryFastifyOptions(ferry), bodyLimit: 64 * 1024 });
-  ferryFastify(app, ferry);
+  ferryFastify(app, { ...ferry, health: { checks: { outbox: outbox.healthCheck() } } });
   catalogRoutes(app, catalog, options.adminToken);
   let url: string;
   try {

@@ -51,11 +51,15 @@ export function stockHandlers(store: EventStore) {
     if (events.length === 0) return;
     await work.append(productStream(productId), [...events], { expectedVersion: expected(version) });
     const after = productView(productId, fold(productDecider, events, state));
-    await work.publish(
-      'inventory.updated',
-      { productId, stock: after.stock, reserved: after.reserved },
-      { key: productId },
-    );
+    // Without a key: a hot product's updates must not queue behind each other in the outbox (one
+    // per relay round); `version` lets a consumer drop an update older than one it has.
+    await work.publish('inventory.updated', {
+      productId,
+      price: after.price,
+      stock: after.stock,
+      reserved: after.reserved,
+      version: version + events.length,
+    });
   }
 
   /** Appends what the order's record decides, expecting the version `loaded` was read at. */

@@ -30,6 +30,10 @@ import {
 export interface OrderLookups {
   findUser(id: string): Promise<{ readonly id: string } | undefined>;
   findProduct(id: string): Promise<{ readonly id: string; readonly price: number } | undefined>;
+  /** Told of each `user.created` (a local read model may keep it, sparing a call later). */
+  userCreated?(id: string): void;
+  /** Told of each `inventory.updated`. */
+  productUpdated?(id: string, price: number): void;
 }
 
 export interface OrderRoutesDeps {

@@ -72,20 +72,40 @@ export async function startOrdersService(options: OrdersServiceOptions): Promise
     ),
   ];
 
+  // The facts other services publish, as the tutorial's OrderService listens to `user.created`:
+  // they keep the lookups' read model warm. Losing one costs a synchronous call later, no more.
+  const { lookups } = options;
+  const facts = [
+    await bus.subscribe(
+      'user.created',
+      (m) => {
+        lookups.userCreated?.(m.data.userId);
+      },
+      { group: 'orders' },
+    ),
+    await bus.subscribe(
+      'inventory.updated',
+      (m) => {
+        lookups.productUpdated?.(m.data.productId, m.data.price);
+      },
+      { group: 'orders' },
+    ),
+  ];
+
   const ferry = {
     idempotency: { store: options.idempotencyStore ?? new MemoryIdempotencyStore() },
     ...(options.logger === undefined ? {} : { logger: options.logger }),
   };
   const app = Fastify({ ...ferryFastifyOptions(ferry), bodyLimit: 1_048_576 });
-  ferryFastify(app, ferry);
-  orderRoutes(app, { store, outbox, commands, lookups: options.lookups });
+  ferryFastify(app, { ...ferry, health: { checks: { outbox: outbox.healthCheck() } } });
+  orderRoutes(app, { store, outbox, commands, lookups });
   const url = await listen(app, options);
 
   return {
     url,
     async close() {
       await app.close();
-      await Promise.all([saga.close(), ...outcomes.map((s) => s.close())]);
+      await Promise.all([saga.close(), ...[...outcomes, ...facts].map((s) => s.close())]);
     },
   };
 }

@@ -1,11 +1,11 @@
 /** The provider's fault switch: a share of calls fails with 503, after a delay. */
 import { z } from 'zod';
 
-export const faultsSchema = z.object({
-  /** Share of charge and refund calls answered 503, from 0 (none) to 1 (all). */
-  failureRate: z.number().min(0).max(1),
-  /** Delay before every charge and refund call is answered (a slow provider), in ms. */
-  latencyMs: z.number().int().min(0).max(60_000),
+export const faultsSchema = z.strictObject({
+  /** Share of charge and refund calls answered 503, from 0 (none) to 1 (all). @default 0 */
+  failureRate: z.number().min(0).max(1).default(0),
+  /** Delay before every charge and refund call is answered (a slow provider), in ms. @default 0 */
+  latencyMs: z.number().int().min(0).max(60_000).default(0),
 });
 export type Faults = z.infer<typeof faultsSchema>;
 

@@ -7,18 +7,22 @@
  *        paymentMethod 'tok_visa' (default) succeeds, 'tok_chargeDeclined' (or any other) → 402
  *   POST /charges/:orderId/refund                    → 200 {chargeId, orderId, amount, refunded}; 404 without a charge
  *   GET  /charges                                    → the ledger [{chargeId, orderId, amount, refunded}]
+ *   GET  /faults, PUT /faults {failureRate, latencyMs} → the fault switch (from the next call)
+ *
+ * With `adminToken` set, the ledger and the fault switch require `Authorization: Bearer <token>`.
  *
  * The fault switch (`setFaults`) delays charge and refund calls and fails a share of them with 503;
  * the ledger view never fails.
  */
 
 import { setTimeout as sleep } from 'node:timers/promises';
-import Fastify from 'fastify';
+import Fastify, { type FastifyRequest } from 'fastify';
 import { HttpProblemError, type Logger, stderrLogger, validateRequest } from 'ferry';
 import { ferryFastify, ferryFastifyOptions } from 'ferry/fastify';
 import { z } from 'zod';
+import { requireAdmin } from '../admin-token.js';
 import { listen } from '../listen.js';
-import { FaultSwitch, type Faults, NO_FAULTS } from './faults.js';
+import { FaultSwitch, type Faults, faultsSchema, NO_FAULTS } from './faults.js';
 import { type Charge, Ledger } from './ledger.js';
 
 export interface PaymentProviderOptions {
@@ -32,6 +36,8 @@ export interface PaymentProviderOptions {
   readonly faults?: Faults;
   /** Draws which calls fail (tests pass a fixed one). @default Math.random */
   readonly random?: () => number;
+  /** Token the ledger and fault routes require. @default none: those routes are open (tests) */
+  readonly adminToken?: string;
   /** @default warnings and errors to stderr */
   readonly logger?: Logger;
 }
@@ -62,7 +68,7 @@ export async function startPaymentProvider(options: PaymentProviderOptions = {})
   const ledger = new Ledger(options.file);
   const faults = new FaultSwitch(options.faults ?? NO_FAULTS, options.random);
   const app = Fastify(ferryFastifyOptions({ logger }));
-  ferryFastify(app, { logger });
+  ferryFastify(app, { logger, health: {} });
 
   /** What the fault switch does to one call, drawn when it arrives. */
   async function suffer(): Promise<void> {
@@ -103,7 +109,22 @@ export async function startPaymentProvider(options: PaymentProviderOptions = {})
     return charge;
   });
 
-  app.get('/charges', async () => ledger.all());
+  const operator = (request: FastifyRequest) => {
+    if (options.adminToken !== undefined) requireAdmin(request, options.adminToken);
+  };
+  app.get('/charges', async (request) => {
+    operator(request);
+    return ledger.all();
+  });
+  app.get('/faults', async (request) => {
+    operator(request);
+    return faults.get();
+  });
+  app.put('/faults', async (request) => {
+    operator(request);
+    faults.set(await validateRequest(faultsSchema, request.body, 'body'));
+    return faults.get();
+  });
 
   const url = await listen(app, options);
   let closing: Promise<void> | undefined;

@@ -10,6 +10,7 @@
  * mark records the outcome and writes the reply to the outbox: a message already marked publishes
  * nothing again.
  */
+import Fastify from 'fastify';
 import {
   type Bus,
   createOutbox,
@@ -20,7 +21,9 @@ import {
   stderrLogger,
   type UnitOfWork,
 } from 'ferry';
+import { ferryFastify, ferryFastifyOptions } from 'ferry/fastify';
 import type { ShopContracts } from '../contracts.js';
+import { listen } from '../listen.js';
 import { loadPayment, type PaymentEvent, type PaymentState, paymentStream } from './payment-state.js';
 import { type ChargeOutcome, ProviderClient } from './provider-client.js';
 
@@ -41,6 +44,10 @@ export interface PaymentsServiceOptions {
   readonly group?: string;
   /** Per-attempt timeout of provider calls, in ms. @default 5000 */
   readonly attemptTimeoutMs?: number;
+  /** Port of the health endpoint (`GET /health/ready`, `/health/live`). @default 0 (a free port) */
+  readonly port?: number;
+  /** @default '127.0.0.1' */
+  readonly host?: string;
   /** @default warnings and errors to stderr */
   readonly logger?: Logger;
 }
@@ -52,6 +59,8 @@ export const DEFAULT_PAYMENTS_OPTIONS = Object.freeze({
 });
 
 export interface PaymentsService {
+  /** Base URL of the health endpoint: payments has no other HTTP route. */
+  readonly url: string;
   /** Stops taking messages (a charge still retrying is abandoned, and redelivered later). */
   close(): Promise<void>;
 }
@@ -146,11 +155,27 @@ export async function startPaymentsService(options: PaymentsServiceOptions): Pro
     { group, maxAttempts: 50 },
   );
 
+  // Ready while the outbox's database answers and its relay keeps up; the provider's breaker too.
+  const app = Fastify(ferryFastifyOptions({ logger }));
+  ferryFastify(app, {
+    logger,
+    health: { checks: { outbox: outbox.healthCheck() }, breakers: () => provider.http.breakers() },
+  });
+  let url: string;
+  try {
+    url = await listen(app, options);
+  } catch (error) {
+    await Promise.all([charges.close(), refunds.close()]);
+    throw error;
+  }
+
   let closing: Promise<void> | undefined;
   return {
+    url,
     close() {
       closing ??= (async () => {
         stopping.abort(new Error('the payments service is closing'));
+        await app.close();
         await Promise.all([charges.close(), refunds.close()]);
         await provider.close();
         if (options.outbox === undefined) await outbox.close();

@@ -34,7 +34,7 @@ export interface UsersService {
 export async function startUsersService(options: UsersServiceOptions): Promise<UsersService> {
   const ferry = options.logger === undefined ? {} : { logger: options.logger };
   const app = Fastify({ ...ferryFastifyOptions(ferry), bodyLimit: 16 * 1024 });
-  ferryFastify(app, ferry);
+  ferryFastify(app, { ...ferry, health: { checks: { outbox: options.outbox.healthCheck() } } });
   userRoutes(app, options.store, options.outbox);
   const url = await listen(app, options);
   return {

@@ -1,0 +1,359 @@
+/**
+ * The embedded shop end to end, through the gateway only: one process, SQLite files in a temporary
+ * folder, the in-memory bus. What a user of `npm start` relies on.
+ */
+import { randomUUID } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { silentLogger } from 'ferry';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CATALOG } from '../catalog.js';
+import { type EmbeddedShop, startEmbeddedShop } from '../embedded.js';
+import { ledgerProblems, type OrderView, ShopClient } from './shop-client.js';
+
+let dir: string;
+let shop: EmbeddedShop;
+let client: ShopClient;
+const opened: { shop: EmbeddedShop; dir: string }[] = [];
+
+async function openShop(tuning: { orderTimeoutMs?: number; paymentGiveUpMs?: number }) {
+  const dir = await mkdtemp(join(tmpdir(), 'ferry-shop-e2e-'));
+  const shop = await startEmbeddedShop({
+    dataDir: dir,
+    port: 0,
+    logger: () => silentLogger,
+    broker: `shop-${randomUUID()}`,
+    ...tuning,
+  });
+  opened.push({ shop, dir });
+  return { shop, dir, client: new ShopClient(shop.url, shop.adminToken) };
+}
+
+beforeAll(async () => {
+  // A short give-up time, so that the unavailable path ends within a test.
+  ({ shop, dir, client } = await openShop({ paymentGiveUpMs: 1500 }));
+});
+
+afterAll(async () => {
+  for (const { shop, dir } of opened.splice(0)) {
+    await shop.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+describe('the embedded shop', () => {
+  it('is healthy once started, with its catalog seeded and an admin token generated', async () => {
+    const health = await client.call<{ status: string }>('GET', '/health');
+    expect(health.status).toBe(200);
+    expect(health.body.status).toBe('ok');
+    expect(shop.adminTokenGenerated).toBe(true);
+    for (const product of CATALOG) {
+      expect(await client.product(product.id)).toMatchObject({ id: product.id, price: product.price });
+    }
+  });
+
+  it('confirms an order: stock sold, one charge of the total at the provider', async () => {
+    const user = await client.createUser();
+    const before = await client.product('green-tea');
+    const placed = await client.order(user.id, [{ productId: 'green-tea', quantity: 2 }]);
+    expect(placed).toMatchObject({ status: 'pending', total: 900, userId: user.id });
+    const order = await client.settled(placed.id);
+    expect(order.status).toBe('confirmed');
+    expect(order.history.map((h) => h.event)).toEqual(['placed', 'confirmed']);
+    expect(await client.product('green-tea')).toMatchObject({ stock: before.stock - 2, reserved: 0 });
+    expect(ledgerProblems([order], await client.charges())).toEqual([]);
+    expect((await client.charges()).filter((c) => c.orderId === order.id)).toHaveLength(1);
+  });
+
+  it('cancels a declined order (payment_declined): stock back, nothing charged', async () => {
+    const user = await client.createUser();
+    const product = await client.addProduct(5);
+    const placed = await client.order(
+      user.id,
+      [{ productId: product.id, quantity: 2 }],
+      'tok_chargeDeclined',
+    );
+    const order = await client.settled(placed.id);
+    expect(order).toMatchObject({ status: 'cancelled', reason: 'payment_declined' });
+    await expectStock(product.id, { stock: 5, reserved: 0 });
+    expect(ledgerProblems([order], await client.charges())).toEqual([]);
+  });
+
+  it('cancels an order it cannot fill (out_of_stock), taking nothing', async () => {
+    const user = await client.createUser();
+    const product = await client.addProduct(1);
+    const order = await client.settled(
+      (await client.order(user.id, [{ productId: product.id, quantity: 2 }])).id,
+    );
+    expect(order).toMatchObject({ status: 'cancelled', reason: 'out_of_stock' });
+    expect(await client.product(product.id)).toMatchObject({ stock: 1, reserved: 0 });
+  });
+
+  it('lets a customer cancel a confirmed order: refunded, stock back; cancelling again is harmless', async () => {
+    const user = await client.createUser();
+    const product = await client.addProduct(4);
+    const order = await client.settled(
+      (await client.order(user.id, [{ productId: product.id, quantity: 3 }])).id,
+    );
+    expect(order.status).toBe('confirmed');
+    await client.expect(202, 'POST', `/orders/${order.id}/cancel`);
+    const cancelled = await waitForStatus(order.id, 'cancelled');
+    expect(cancelled.reason).toBe('cancelled_by_customer');
+    await client.expect(202, 'POST', `/orders/${order.id}/cancel`);
+    await expectStock(product.id, { stock: 4, reserved: 0 });
+    await expectRefunded(order.id);
+    expect((await client.getOrder(order.id)).history.filter((h) => h.event === 'cancelled')).toHaveLength(1);
+  });
+
+  it('gives up on an unavailable provider (payment_unavailable) and keeps no charge', async () => {
+    const user = await client.createUser();
+    const product = await client.addProduct(3);
+    await client.setFaults({ failureRate: 1 });
+    try {
+      const order = await client.settled(
+        (await client.order(user.id, [{ productId: product.id, quantity: 1 }])).id,
+      );
+      expect(order).toMatchObject({ status: 'cancelled', reason: 'payment_unavailable' });
+    } finally {
+      await client.setFaults({ failureRate: 0 });
+    }
+    await expectStock(product.id, { stock: 3, reserved: 0 });
+  });
+
+  it('cancels an order still pending at its deadline (timeout) and refunds the late charge', async () => {
+    // A shop whose orders time out after 1.5 s, and a provider that answers after 2.5 s: the
+    // charge lands after the deadline, and is refunded.
+    const { client } = await openShop({ orderTimeoutMs: 1500 });
+    const user = await client.createUser();
+    const product = await client.addProduct(3);
+    await client.setFaults({ latencyMs: 2500 });
+    const order = await client.settled(
+      (await client.order(user.id, [{ productId: product.id, quantity: 1 }])).id,
+    );
+    expect(order).toMatchObject({ status: 'cancelled', reason: 'timeout' });
+    await waitForCondition(async () =>
+      (await client.charges()).some((c) => c.orderId === order.id && c.refunded),
+    );
+    await waitForCondition(async () => {
+      const p = await client.product(product.id);
+      return p.stock === 3 && p.reserved === 0;
+    });
+  });
+
+  it('replays a POST /orders with the same Idempotency-Key, and refuses the key with another body (422)', async () => {
+    const user = await client.createUser();
+    const key = { 'idempotency-key': randomUUID() };
+    const first = await client.order(user.id, [{ productId: 'ceramic-mug', quantity: 1 }], undefined, key);
+    const again = await client.call<OrderView>(
+      'POST',
+      '/orders',
+      { userId: user.id, items: [{ productId: 'ceramic-mug', quantity: 1 }] },
+      key,
+    );
+    expect(again.status).toBe(201);
+    expect(again.body.id).toBe(first.id);
+    const other = await client.call(
+      'POST',
+      '/orders',
+      { userId: user.id, items: [{ productId: 'ceramic-mug', quantity: 2 }] },
+      key,
+    );
+    expect(other.status).toBe(422);
+    expect(other.type).toContain('application/problem+json');
+    expect((await client.settled(first.id)).status).toBe('confirmed');
+    expect((await client.charges()).filter((c) => c.orderId === first.id)).toHaveLength(1);
+  });
+
+  it('never oversells: 100 concurrent orders of 1 against 20 in stock', async () => {
+    const product = await client.addProduct(20);
+    const users = await Promise.all(Array.from({ length: 10 }, (_, i) => client.createUser(`U${i}`)));
+    const placed = await Promise.all(
+      Array.from({ length: 100 }, (_, i) =>
+        client.order((users[i % users.length] as { id: string }).id, [
+          { productId: product.id, quantity: 1 },
+        ]),
+      ),
+    );
+    const orders = await Promise.all(placed.map((o) => client.settled(o.id, 60_000)));
+    const confirmed = orders.filter((o) => o.status === 'confirmed');
+    expect(confirmed).toHaveLength(20);
+    expect(orders.filter((o) => o.status === 'cancelled').map((o) => o.reason)).toEqual(
+      Array(80).fill('out_of_stock'),
+    );
+    expect(await client.product(product.id)).toMatchObject({ stock: 0, reserved: 0 });
+    expect(ledgerProblems(orders, await client.charges())).toEqual([]);
+  }, 90_000);
+
+  describe('operator routes', () => {
+    it('refuse a missing or wrong token with 401 and change nothing', async () => {
+      for (const headers of [{}, { authorization: 'Bearer wrong' }, { authorization: shop.adminToken }]) {
+        const put = await client.call('PUT', '/admin/faults/payment-provider', { failureRate: 1 }, headers);
+        expect(put.status).toBe(401);
+        expect(put.type).toContain('application/problem+json');
+        expect((await client.call('GET', '/admin/payment-provider/charges', undefined, headers)).status).toBe(
+          401,
+        );
+        expect(
+          (await client.call('POST', '/products', { name: 'x', price: 1, stock: 1 }, headers)).status,
+        ).toBe(401);
+      }
+      expect(
+        await client.expect(200, 'GET', '/admin/faults/payment-provider', undefined, client.admin),
+      ).toEqual({
+        failureRate: 0,
+        latencyMs: 0,
+      });
+    });
+
+    it('refuse a fault switch out of range with 400', async () => {
+      for (const faults of [
+        { failureRate: 1.5 },
+        { failureRate: -1 },
+        { latencyMs: -5 },
+        { failureRate: 'all' },
+        { odd: 1 },
+      ]) {
+        const answer = await client.call('PUT', '/admin/faults/payment-provider', faults, client.admin);
+        expect(answer.status, JSON.stringify(faults)).toBe(400);
+      }
+    });
+  });
+
+  describe('bad input: 4xx problem+json, nothing stored, never a 5xx', () => {
+    it.each([
+      ['malformed JSON', '{"userId": ', 400],
+      ['a wrong type', { userId: 42, items: [] }, 400],
+      ['no items', { items: [] }, 400],
+      ['a fractional quantity', { items: [{ productId: 'green-tea', quantity: 1.5 }] }, 400],
+      ['a zero quantity', { items: [{ productId: 'green-tea', quantity: 0 }] }, 400],
+      ['a negative quantity', { items: [{ productId: 'green-tea', quantity: -1 }] }, 400],
+      ['an unknown product', { items: [{ productId: 'no-such-product', quantity: 1 }] }, 422],
+      ['an unknown user', { userId: 'no-such-user', items: [{ productId: 'green-tea', quantity: 1 }] }, 422],
+      [
+        'a __proto__ key',
+        '{"userId":"u","items":[{"productId":"green-tea","quantity":1}],"__proto__":{"x":1}}',
+        400,
+      ],
+    ] as const)('POST /orders with %s', async (_what, body, status) => {
+      const user = await client.createUser();
+      const before = {
+        orders: ordersStored(),
+        stock: await client.product('green-tea'),
+        charges: (await client.charges()).length,
+      };
+      const payload =
+        typeof body === 'string'
+          ? body.replace('"u"', JSON.stringify(user.id))
+          : { userId: user.id, ...body };
+      const answer = await client.call('POST', '/orders', payload);
+      expect(answer.status).toBe(status);
+      expect(answer.type).toContain('application/problem+json');
+      await expectNothingOrdered(before);
+    });
+
+    it('refuses a non-JSON content type (415) and a 2 MB body (413)', async () => {
+      const user = await client.createUser();
+      const orders = ordersStored();
+      const text = await client.call('POST', '/orders', 'userId=x', { 'content-type': 'text/plain' });
+      expect(text.status).toBe(415);
+      expect(text.type).toContain('application/problem+json');
+      const huge = await client.call('POST', '/orders', {
+        userId: user.id,
+        items: [{ productId: 'green-tea', quantity: 1 }],
+        note: 'x'.repeat(2 * 1024 * 1024),
+      });
+      expect(huge.status).toBe(413);
+      expect(huge.type).toContain('application/problem+json');
+      expect(ordersStored()).toBe(orders);
+    });
+
+    it('answers 404 problems for unknown orders, users, products and routes', async () => {
+      for (const path of [
+        '/orders/not-an-id',
+        `/orders/${randomUUID()}`,
+        `/users/${randomUUID()}`,
+        '/products/none',
+        '/nowhere',
+      ]) {
+        const answer = await client.call('GET', path);
+        expect(answer.status, path).toBe(404);
+        expect(answer.type, path).toContain('application/problem+json');
+      }
+      expect((await client.call('POST', `/orders/${randomUUID()}/cancel`)).status).toBe(404);
+    });
+
+    it('refuses bad users: malformed email 400, taken email 409', async () => {
+      expect((await client.call('POST', '/users', { name: 'A', email: 'not-an-email' })).status).toBe(400);
+      const email = `dup-${randomUUID()}@example.com`;
+      await client.expect(201, 'POST', '/users', { name: 'A', email });
+      const again = await client.call('POST', '/users', { name: 'B', email });
+      expect(again.status).toBe(409);
+      expect(again.type).toContain('application/problem+json');
+    });
+  });
+});
+
+async function expectStock(productId: string, expected: { stock: number; reserved: number }): Promise<void> {
+  // Releases travel as messages after the order's end: wait for them.
+  let last: unknown;
+  try {
+    await waitForCondition(async () => {
+      const product = await client.product(productId);
+      last = product;
+      return product.stock === expected.stock && product.reserved === expected.reserved;
+    });
+  } catch {
+    expect(last).toMatchObject(expected);
+  }
+}
+
+async function expectRefunded(orderId: string): Promise<void> {
+  await waitForCondition(async () =>
+    (await client.charges()).some((c) => c.orderId === orderId && c.refunded),
+  );
+}
+
+/** Orders placed so far, counted in orders' SQLite file (read-only). */
+function ordersStored(): number {
+  const db = new Database(join(dir, 'orders.db'), { readonly: true });
+  try {
+    const row = db.prepare("SELECT count(*) AS n FROM ferry_events WHERE type = 'OrderPlaced'").get() as {
+      n: number;
+    };
+    return Number(row.n);
+  } finally {
+    db.close();
+  }
+}
+
+async function expectNothingOrdered(before: {
+  orders: number;
+  stock: { stock: number; reserved: number };
+  charges: number;
+}) {
+  expect(ordersStored()).toBe(before.orders);
+  expect(await client.product('green-tea')).toMatchObject({
+    stock: before.stock.stock,
+    reserved: before.stock.reserved,
+  });
+  expect((await client.charges()).length).toBe(before.charges);
+}
+
+async function waitForStatus(id: string, status: OrderView['status']): Promise<OrderView> {
+  let order: OrderView | undefined;
+  await waitForCondition(async () => {
+    order = await client.getOrder(id);
+    return order.status === status;
+  });
+  return order as OrderView;
+}
+
+async function waitForCondition(condition: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error('timed out');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}

@@ -1,0 +1,131 @@
+/**
+ * The whole shop in one process: every service on its own SQLite file under `dataDir`, one
+ * in-memory bus between them, the gateway on `port`. Nothing to install, and durable: an order
+ * answered 201 is in orders' SQLite file with the message that starts its saga, so it completes
+ * after a crash and a restart.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Logger } from 'ferry';
+import { CATALOG } from './catalog.js';
+import { type RunningService, type ServiceName, startService, type Topology } from './runtime.js';
+
+export interface EmbeddedShopOptions {
+  readonly dataDir: string;
+  /** The gateway's port; 0 takes a free one. */
+  readonly port: number;
+  readonly host?: string;
+  /** Unset: one is generated on first start and kept in `dataDir/admin-token`. */
+  readonly adminToken?: string | undefined;
+  readonly logger: (service: ServiceName) => Logger;
+  /** The in-memory broker's name (tests run several shops in one process). @default 'shop' */
+  readonly broker?: string;
+  readonly orderTimeoutMs?: number;
+  readonly paymentGiveUpMs?: number;
+}
+
+export interface EmbeddedShop {
+  /** The gateway's URL. */
+  readonly url: string;
+  readonly adminToken: string;
+  /** Whether the token was generated (and so may be shown) rather than set by the operator. */
+  readonly adminTokenGenerated: boolean;
+  readonly services: ReadonlyMap<ServiceName, RunningService>;
+  /** Stops the gateway first, then the services, then the provider. */
+  close(): Promise<void>;
+}
+
+/** Services in start order: a service's callees before it, the gateway last. */
+const START_ORDER: readonly ServiceName[] = ['payment-provider', 'users', 'inventory', 'orders', 'payments'];
+
+export async function startEmbeddedShop(options: EmbeddedShopOptions): Promise<EmbeddedShop> {
+  await mkdir(options.dataDir, { recursive: true });
+  const { token, generated } = await adminToken(options.dataDir, options.adminToken);
+  const services = new Map<ServiceName, RunningService>();
+  const urlOf = (name: ServiceName) => services.get(name)?.url ?? '';
+  const topology = (): Topology => ({
+    users: [urlOf('users')],
+    inventory: [urlOf('inventory')],
+    orders: [urlOf('orders')],
+    payments: [urlOf('payments')],
+    paymentProvider: urlOf('payment-provider'),
+  });
+  const infrastructure = {
+    mode: 'embedded',
+    dataDir: options.dataDir,
+    ...(options.broker === undefined ? {} : { broker: options.broker }),
+  } as const;
+
+  async function closeAll(): Promise<void> {
+    for (const name of ['gateway', ...[...START_ORDER].reverse()] as ServiceName[]) {
+      const service = services.get(name);
+      services.delete(name);
+      await service?.close().catch((error: unknown) => {
+        options.logger(name).error(`closing: ${error instanceof Error ? error.message : String(error)}`);
+      });
+    }
+  }
+
+  try {
+    for (const name of START_ORDER) {
+      const settings = {
+        infrastructure,
+        adminToken: token,
+        logger: options.logger(name),
+        port: 0,
+        topology,
+        ...(options.host === undefined ? {} : { host: options.host }),
+        ...(options.orderTimeoutMs === undefined ? {} : { orderTimeoutMs: options.orderTimeoutMs }),
+        ...(options.paymentGiveUpMs === undefined ? {} : { paymentGiveUpMs: options.paymentGiveUpMs }),
+      };
+      services.set(name, await startService(name, settings));
+    }
+    // Seeded once: products whose id is taken are left as they are (a restart changes nothing).
+    await services.get('inventory')?.seed?.(CATALOG);
+    services.set(
+      'gateway',
+      await startService('gateway', {
+        infrastructure,
+        adminToken: token,
+        logger: options.logger('gateway'),
+        port: options.port,
+        topology,
+        ...(options.host === undefined ? {} : { host: options.host }),
+      }),
+    );
+  } catch (error) {
+    await closeAll();
+    throw error;
+  }
+
+  let closing: Promise<void> | undefined;
+  return {
+    url: urlOf('gateway'),
+    adminToken: token,
+    adminTokenGenerated: generated,
+    services,
+    close: () => {
+      closing ??= closeAll();
+      return closing;
+    },
+  };
+}
+
+/** The operator's token: the one given, else the one generated on first start (kept, mode 0600). */
+async function adminToken(
+  dataDir: string,
+  given: string | undefined,
+): Promise<{ token: string; generated: boolean }> {
+  if (given !== undefined && given !== '') return { token: given, generated: false };
+  const file = join(dataDir, 'admin-token');
+  try {
+    const kept = (await readFile(file, 'utf8')).trim();
+    if (kept !== '') return { token: kept, generated: true };
+  } catch {
+    // First start.
+  }
+  const token = randomBytes(18).toString('base64url');
+  await writeFile(file, `${token}\n`, { mode: 0o600 });
+  return { token, generated: true };
+}

@@ -1,0 +1,186 @@
+/**
+ * The gateway: the shop's one public port. It forwards the public API to the services over
+ * ServiceClient (each service one or more instances), answers `GET /health` once every service is
+ * ready, and serves the operator's routes behind the admin token.
+ *
+ *   POST /users, GET /users/:id                     → users
+ *   POST /products (admin), GET /products/:id       → inventory
+ *   POST /orders, GET /orders/:id, POST /orders/:id/cancel → orders (Idempotency-Key passed on)
+ *   GET  /health                                    → 200 when every service is ready, else 503
+ *   PUT|GET /admin/faults/payment-provider (admin)  → the provider's fault switch
+ *   GET  /admin/payment-provider/charges (admin)    → the provider's ledger
+ *
+ * The gateway parses every body itself (JSON only, 1 MB at most, `__proto__` refused), so that a
+ * malformed request gets its 4xx problem here and never reaches a service.
+ */
+import Fastify, { type FastifyReply, type FastifyRequest } from 'fastify';
+import { createHealth, HttpProblemError, type Logger, type ServiceResponse } from 'ferry';
+import { ferryFastify, ferryFastifyOptions } from 'ferry/fastify';
+import { requireAdmin } from '../admin-token.js';
+import { listen } from '../listen.js';
+import { Upstream } from '../upstream.js';
+
+/** Base URLs of the services' instances. */
+export interface ServiceUrls {
+  readonly users: readonly string[];
+  readonly inventory: readonly string[];
+  readonly orders: readonly string[];
+  readonly payments: readonly string[];
+  readonly paymentProvider: string;
+}
+
+export interface GatewayOptions {
+  readonly services: ServiceUrls;
+  /** `Authorization: Bearer <adminToken>` opens the admin routes; unset, they answer 401. */
+  readonly adminToken: string | undefined;
+  /** @default 3000 */
+  readonly port?: number;
+  /** @default '127.0.0.1' */
+  readonly host?: string;
+  /** @default stderr */
+  readonly logger?: Logger;
+}
+
+export interface Gateway {
+  readonly url: string;
+  close(): Promise<void>;
+}
+
+/** Response headers a service's answer keeps on its way out. */
+const PASSED_HEADERS = ['location', 'idempotent-replayed', 'retry-after', 'www-authenticate'] as const;
+
+export async function startGateway(options: GatewayOptions): Promise<Gateway> {
+  const { services } = options;
+  const upstreams = {
+    users: new Upstream('users', services.users),
+    inventory: new Upstream('inventory', services.inventory),
+    orders: new Upstream('orders', services.orders),
+    payments: new Upstream('payments', services.payments),
+    paymentProvider: new Upstream('payment-provider', [services.paymentProvider]),
+  };
+  const all = Object.values(upstreams);
+
+  const ferry = options.logger === undefined ? {} : { logger: options.logger };
+  const app = Fastify({ ...ferryFastifyOptions(ferry), bodyLimit: 1_048_576 });
+  ferryFastify(app, ferry);
+
+  /** Forwards the request to `upstream` at `path` and answers with what it answered. */
+  async function forward(
+    upstream: Upstream,
+    request: FastifyRequest,
+    reply: FastifyReply,
+    path: string,
+    init: { readonly authorization?: boolean } = {},
+  ): Promise<FastifyReply> {
+    const key = request.headers['idempotency-key'];
+    const headers: Record<string, string> = {};
+    if (init.authorization === true && request.headers.authorization !== undefined) {
+      headers.authorization = request.headers.authorization;
+    }
+    let response: ServiceResponse;
+    try {
+      response = await upstream.request({
+        method: request.method,
+        path,
+        ...(request.method === 'GET' ? {} : { body: request.body ?? {} }),
+        ...(typeof key === 'string' ? { idempotencyKey: key } : {}),
+        headers,
+        // Metrics and breakers by route, not by id.
+        route: request.routeOptions.url ?? path,
+      });
+    } catch (error) {
+      throw new HttpProblemError(503, 'Service unavailable', {
+        detail: `The ${upstream.name} service cannot be reached just now; try again.`,
+        headers: { 'retry-after': '1' },
+        cause: error,
+      });
+    }
+    reply.code(response.status);
+    for (const name of PASSED_HEADERS) {
+      const value = response.headers[name];
+      if (typeof value === 'string') reply.header(name, value);
+    }
+    const type = response.headers['content-type'];
+    if (typeof type === 'string') reply.header('content-type', type);
+    const body = response.body;
+    if (body === undefined || body === null || body === '') return reply.send();
+    return reply.send(typeof body === 'string' ? body : JSON.stringify(body));
+  }
+
+  const id = (request: FastifyRequest) => encodeURIComponent((request.params as { id: string }).id);
+
+  app.post('/users', (request, reply) => forward(upstreams.users, request, reply, '/users'));
+  app.get('/users/:id', (request, reply) =>
+    forward(upstreams.users, request, reply, `/users/${id(request)}`),
+  );
+  app.post('/products', (request, reply) =>
+    forward(upstreams.inventory, request, reply, '/products', { authorization: true }),
+  );
+  app.get('/products/:id', (request, reply) =>
+    forward(upstreams.inventory, request, reply, `/products/${id(request)}`),
+  );
+  app.post('/orders', (request, reply) => forward(upstreams.orders, request, reply, '/orders'));
+  app.get('/orders/:id', (request, reply) =>
+    forward(upstreams.orders, request, reply, `/orders/${id(request)}`),
+  );
+  app.post('/orders/:id/cancel', (request, reply) =>
+    forward(upstreams.orders, request, reply, `/orders/${id(request)}/cancel`),
+  );
+
+  // Operator routes: checked here, and by the provider again (it gets the same token).
+  const admin = { authorization: true } as const;
+  app.get('/admin/faults/payment-provider', (request, reply) => {
+    requireAdmin(request, options.adminToken);
+    return forward(upstreams.paymentProvider, request, reply, '/faults', admin);
+  });
+  app.put('/admin/faults/payment-provider', (request, reply) => {
+    requireAdmin(request, options.adminToken);
+    return forward(upstreams.paymentProvider, request, reply, '/faults', admin);
+  });
+  app.get('/admin/payment-provider/charges', (request, reply) => {
+    requireAdmin(request, options.adminToken);
+    return forward(upstreams.paymentProvider, request, reply, '/charges', admin);
+  });
+
+  // Ready when every instance of every service says it is ready.
+  const health = createHealth({
+    checks: Object.fromEntries(
+      all.flatMap((upstream) =>
+        upstream.clients.map((client) => [
+          client.name,
+          async (signal: AbortSignal) => {
+            await client.get('/health/ready', {
+              signal,
+              retry: false,
+              timeout: 1000,
+            });
+          },
+        ]),
+      ),
+    ),
+    timeoutMs: 1500,
+    cacheMs: 500,
+  });
+  app.get('/health', async (_request, reply) => {
+    const report = await health.ready();
+    return reply
+      .code(report.status === 'ok' ? 200 : 503)
+      .header('cache-control', 'no-store')
+      .send(report);
+  });
+
+  let url: string;
+  try {
+    url = await listen(app, { port: options.port ?? 3000, host: options.host });
+  } catch (error) {
+    await Promise.all(all.map((u) => u.close()));
+    throw error;
+  }
+  return {
+    url,
+    async close() {
+      await app.close();
+      await Promise.all(all.map((u) => u.close()));
+    },
+  };
+}

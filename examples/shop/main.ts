@@ -1,0 +1,76 @@
+/**
+ * `npm start`: the shop on embedded defaults — one process, SQLite files under FERRY_DATA_DIR
+ * (./data), the in-memory bus, the gateway on PORT (3000). Stops cleanly on SIGINT / SIGTERM.
+ */
+import { relative } from 'node:path';
+import { startEmbeddedShop } from './embedded.js';
+import { readSettings, SettingsError, shopLogger } from './settings.js';
+
+async function main(): Promise<void> {
+  const settings = readSettings();
+  const log = shopLogger('shop', settings.logLevel);
+  log.info(`starting the shop (embedded) with its data in ${settings.dataDir}`);
+  const shop = await startEmbeddedShop({
+    dataDir: settings.dataDir,
+    port: settings.port,
+    adminToken: settings.adminToken,
+    logger: (service) => shopLogger(service, settings.logLevel),
+  });
+
+  const url = shop.url.replace('127.0.0.1', 'localhost');
+  const near = relative(process.cwd(), settings.dataDir) || '.';
+  const dir = near.startsWith('..') ? settings.dataDir : near;
+  const token = shop.adminTokenGenerated
+    ? `${shop.adminToken}   (generated, kept in ${dir}/admin-token; set FERRY_ADMIN_TOKEN to choose one)`
+    : '(the value of FERRY_ADMIN_TOKEN)';
+  process.stdout.write(
+    [
+      '',
+      `Ferry shop (embedded) is ready at ${url}`,
+      `  data:        ${dir}/ (one SQLite file per service) · bus: in memory, no broker`,
+      `  admin token: ${token}`,
+      '',
+      'Try it:',
+      `  curl -s -X POST ${url}/users -H 'content-type: application/json' \\`,
+      `       -d '{"name":"Ada","email":"ada@example.com"}'`,
+      `  curl -s -X POST ${url}/orders -H 'content-type: application/json' \\`,
+      `       -d '{"userId":"<id from above>","items":[{"productId":"green-tea","quantity":2}]}'`,
+      `  curl -s ${url}/orders/<order id>`,
+      '',
+      'Ctrl-C stops it; orders in flight complete after the next start.',
+      '',
+    ].join('\n'),
+  );
+
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info(`${signal}: stopping`);
+    // Whatever happens, gone within 10 s: what is committed is in the SQLite files.
+    setTimeout(() => {
+      log.warn('still stopping after 10 s: exiting anyway');
+      process.exit(1);
+    }, 10_000).unref();
+    shop.close().then(
+      () => process.exit(0),
+      (error: unknown) => {
+        log.error(`stopping failed: ${error instanceof Error ? error.message : String(error)}`);
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+}
+
+main().catch((error: unknown) => {
+  const message = error instanceof SettingsError || error instanceof Error ? error.message : String(error);
+  process.stderr.write(`The shop could not start: ${message}\n`);
+  if ((error as { code?: string }).code === 'EADDRINUSE') {
+    process.stderr.write(
+      'Another program uses that port: set PORT to another one, e.g. PORT=3001 npm start\n',
+    );
+  }
+  process.exit(1);
+});

@@ -1,0 +1,224 @@
+/**
+ * How one service of the shop starts, whatever the mode: its own store (a SQLite file in embedded
+ * mode, its own PostgreSQL schema in distributed mode), its own bus connection (the in-memory broker
+ * or RabbitMQ), its outbox, then the service itself. Embedded mode calls {@link startService} for
+ * every service in one process; distributed mode once per process.
+ */
+import { join } from 'node:path';
+import {
+  type Bus,
+  createBus,
+  createEventStore,
+  createIdempotencyStore,
+  createOutbox,
+  type EventStore,
+  type Logger,
+  type Outbox,
+} from 'ferry';
+import { type ShopContracts, shopContracts } from './contracts.js';
+import { startGateway } from './gateway/gateway.js';
+import { startInventoryService } from './inventory/service.js';
+import { serviceLookups } from './orders/lookups.js';
+import { startOrdersService } from './orders/service.js';
+import { startPaymentProvider } from './payment-provider/provider.js';
+import { startPaymentsService } from './payments/payments-service.js';
+import { redact } from './settings.js';
+import { Upstream } from './upstream.js';
+import { startUsersService } from './users/service.js';
+
+export const SERVICES = ['payment-provider', 'users', 'inventory', 'orders', 'payments', 'gateway'] as const;
+export type ServiceName = (typeof SERVICES)[number];
+
+/** Where the services' instances answer: what the gateway and the callers between services use. */
+export interface Topology {
+  readonly users: readonly string[];
+  readonly inventory: readonly string[];
+  readonly orders: readonly string[];
+  readonly payments: readonly string[];
+  readonly paymentProvider: string;
+}
+
+/** Embedded: SQLite files and the in-memory bus. Distributed: PostgreSQL schemas and RabbitMQ. */
+export type Infrastructure =
+  | {
+      readonly mode: 'embedded';
+      readonly dataDir: string;
+      /** The in-memory broker's name: one per shop in a process. @default 'shop' */
+      readonly broker?: string;
+    }
+  | {
+      readonly mode: 'distributed';
+      readonly dataDir: string;
+      readonly busUrl: string;
+      readonly dbUrl: string;
+    };
+
+export interface ServiceSettings {
+  readonly infrastructure: Infrastructure;
+  readonly adminToken: string | undefined;
+  readonly logger: Logger;
+  /** The port this service listens on (the gateway's is fixed; the others may take 0, a free one). */
+  readonly port: number;
+  readonly host?: string;
+  /** Where the other services are (the gateway, orders and payments call them). */
+  readonly topology: () => Topology;
+  /** Orders: time until a pending order is cancelled (`timeout`). @default 30000 */
+  readonly orderTimeoutMs?: number;
+  /** Payments: how long an unavailable provider is retried before `payment_unavailable`. @default 30000 */
+  readonly paymentGiveUpMs?: number;
+}
+
+export interface RunningService {
+  readonly name: ServiceName;
+  readonly url: string;
+  /** Inventory only: adds products whose id is not taken yet. */
+  readonly seed?: (products: readonly SeedProduct[]) => Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface SeedProduct {
+  readonly id: string;
+  readonly name: string;
+  readonly price: number;
+  readonly stock: number;
+}
+
+/** The event store URL of `service`: its own SQLite file, or its own PostgreSQL schema. */
+export function storeUrl(infrastructure: Infrastructure, service: string): string {
+  if (infrastructure.mode === 'embedded') return `sqlite:${join(infrastructure.dataDir, `${service}.db`)}`;
+  const url = new URL(infrastructure.dbUrl);
+  url.searchParams.set('schema', `shop_${service.replaceAll('-', '_')}`);
+  return url.toString();
+}
+
+/** The bus URL: one in-memory broker per process, or RabbitMQ. */
+export function busUrl(infrastructure: Infrastructure): string {
+  return infrastructure.mode === 'embedded'
+    ? `memory://${infrastructure.broker ?? 'shop'}`
+    : infrastructure.busUrl;
+}
+
+interface Plumbing {
+  readonly store: EventStore;
+  readonly bus: Bus<ShopContracts>;
+  readonly outbox: Outbox<ShopContracts>;
+  close(): Promise<void>;
+}
+
+/** Opens `service`'s store, bus and outbox; closes what it opened if a later step fails. */
+async function plumbing(service: string, settings: ServiceSettings): Promise<Plumbing> {
+  const { infrastructure, logger } = settings;
+  const url = storeUrl(infrastructure, service);
+  logger.info(`opening the event store at ${redact(url)}`);
+  const store = await createEventStore({ url, logger });
+  let bus: Bus<ShopContracts> | undefined;
+  try {
+    bus = await createBus({ url: busUrl(infrastructure), service, contracts: shopContracts, logger });
+    const outbox = await createOutbox({ store, bus, logger });
+    return {
+      store,
+      bus,
+      outbox,
+      async close() {
+        await outbox.close();
+        await bus?.close();
+        await store.close();
+      },
+    };
+  } catch (error) {
+    await bus?.close();
+    await store.close();
+    throw error;
+  }
+}
+
+/** Starts `name` on its own plumbing; `close()` stops it and closes the plumbing. */
+export async function startService(name: ServiceName, settings: ServiceSettings): Promise<RunningService> {
+  const { logger, adminToken, port } = settings;
+  const listen = { port, ...(settings.host === undefined ? {} : { host: settings.host }) };
+
+  if (name === 'payment-provider') {
+    const provider = await startPaymentProvider({
+      ...listen,
+      file: join(settings.infrastructure.dataDir, 'payment-provider.db'),
+      ...(adminToken === undefined ? {} : { adminToken }),
+      logger,
+    });
+    return { name, url: provider.url, close: () => provider.close() };
+  }
+
+  if (name === 'gateway') {
+    const gateway = await startGateway({ ...listen, services: settings.topology(), adminToken, logger });
+    return { name, url: gateway.url, close: () => gateway.close() };
+  }
+
+  const p = await plumbing(name, settings);
+  const { bus, store, outbox } = p;
+  try {
+    switch (name) {
+      case 'users': {
+        const users = await startUsersService({ ...listen, bus, store, outbox, logger });
+        return { name, url: users.url, close: after(users, p) };
+      }
+      case 'inventory': {
+        const inventory = await startInventoryService({ ...listen, bus, store, outbox, adminToken, logger });
+        return {
+          name,
+          url: inventory.url,
+          seed: async (products) => {
+            await inventory.seed(products);
+          },
+          close: after(inventory, p),
+        };
+      }
+      case 'orders': {
+        const topology = settings.topology();
+        const users = new Upstream('users', topology.users);
+        const inventory = new Upstream('inventory', topology.inventory);
+        const idempotencyStore = await createIdempotencyStore({ eventStore: store, namespace: 'orders' });
+        const orders = await startOrdersService({
+          ...listen,
+          bus,
+          store,
+          outbox,
+          lookups: serviceLookups(users, inventory),
+          idempotencyStore,
+          ...(settings.orderTimeoutMs === undefined ? {} : { sagaTimeoutMs: settings.orderTimeoutMs }),
+          logger,
+        });
+        return {
+          name,
+          url: orders.url,
+          close: async () => {
+            await orders.close();
+            await Promise.all([users.close(), inventory.close(), idempotencyStore.close()]);
+            await p.close();
+          },
+        };
+      }
+      case 'payments': {
+        const payments = await startPaymentsService({
+          ...listen,
+          bus,
+          store,
+          outbox,
+          providerUrl: settings.topology().paymentProvider,
+          ...(settings.paymentGiveUpMs === undefined ? {} : { giveUpAfterMs: settings.paymentGiveUpMs }),
+          logger,
+        });
+        return { name, url: payments.url, close: after(payments, p) };
+      }
+    }
+  } catch (error) {
+    await p.close();
+    throw error;
+  }
+}
+
+/** Closes the service, then its plumbing. */
+function after(service: { close(): Promise<void> }, p: Plumbing): () => Promise<void> {
+  return async () => {
+    await service.close();
+    await p.close();
+  };
+}

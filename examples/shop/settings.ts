@@ -1,0 +1,77 @@
+/**
+ * The shop's settings, from the environment only:
+ *
+ *   PORT               the gateway's port (default 3000)
+ *   FERRY_DATA_DIR     embedded mode: where the SQLite files live (default ./data)
+ *   FERRY_BUS_URL      distributed mode: RabbitMQ, e.g. amqp://guest:guest@127.0.0.1:5672
+ *   FERRY_DB_URL       distributed mode: PostgreSQL, e.g. postgres://postgres@127.0.0.1:5432/postgres
+ *   FERRY_ADMIN_TOKEN  operator token for the admin routes (embedded mode generates one when unset)
+ *   LOG_LEVEL          debug | info | warn | error (default info)
+ *
+ * Credentials in the URLs never reach a log line: {@link redact} masks them.
+ */
+import { resolve } from 'node:path';
+import type { Logger } from 'ferry';
+
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
+const LEVELS: readonly LogLevel[] = ['debug', 'info', 'warn', 'error'];
+
+export interface ShopSettings {
+  readonly port: number;
+  readonly dataDir: string;
+  readonly busUrl: string | undefined;
+  readonly dbUrl: string | undefined;
+  readonly adminToken: string | undefined;
+  readonly logLevel: LogLevel;
+}
+
+/** A setting with a value the shop cannot use; the message names the variable and what it takes. */
+export class SettingsError extends Error {
+  override readonly name = 'SettingsError';
+}
+
+export function readSettings(env: NodeJS.ProcessEnv = process.env): ShopSettings {
+  const port = env.PORT === undefined || env.PORT === '' ? 3000 : Number(env.PORT);
+  if (!Number.isInteger(port) || port < 0 || port > 65_535) {
+    throw new SettingsError(`PORT must be a port number (0-65535), not ${JSON.stringify(env.PORT)}`);
+  }
+  const level = (env.LOG_LEVEL || 'info').toLowerCase();
+  if (!LEVELS.includes(level as LogLevel)) {
+    throw new SettingsError(
+      `LOG_LEVEL must be one of ${LEVELS.join(', ')}, not ${JSON.stringify(env.LOG_LEVEL)}`,
+    );
+  }
+  return {
+    port,
+    dataDir: resolve(env.FERRY_DATA_DIR || './data'),
+    busUrl: env.FERRY_BUS_URL || undefined,
+    dbUrl: env.FERRY_DB_URL || undefined,
+    adminToken: env.FERRY_ADMIN_TOKEN || undefined,
+    logLevel: level as LogLevel,
+  };
+}
+
+/** `url` with its password (and any token in the query) replaced by `***`, for log lines. */
+export function redact(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password !== '') parsed.password = '***';
+    for (const key of [...parsed.searchParams.keys()]) {
+      if (/pass|secret|token|key/i.test(key)) parsed.searchParams.set(key, '***');
+    }
+    return parsed.toString();
+  } catch {
+    return '<unparseable URL>';
+  }
+}
+
+/** One line per entry on stderr, `time level [service] message`, at `level` and above. */
+export function shopLogger(service: string, level: LogLevel): Logger {
+  const min = LEVELS.indexOf(level);
+  const at = (l: LogLevel) => (message: string, fields?: Record<string, unknown>) => {
+    if (LEVELS.indexOf(l) < min) return;
+    const tail = fields !== undefined && Object.keys(fields).length > 0 ? ` ${JSON.stringify(fields)}` : '';
+    process.stderr.write(`${new Date().toISOString()} ${l.padEnd(5)} [${service}] ${message}${tail}\n`);
+  };
+  return { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') };
+}
