@@ -8,7 +8,6 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'ferry';
-import { CATALOG } from './catalog.js';
 import { type RunningService, type ServiceName, startService, type Topology } from './runtime.js';
 
 export interface EmbeddedShopOptions {
@@ -81,8 +80,6 @@ export async function startEmbeddedShop(options: EmbeddedShopOptions): Promise<E
       };
       services.set(name, await startService(name, settings));
     }
-    // Seeded once: products whose id is taken are left as they are (a restart changes nothing).
-    await services.get('inventory')?.seed?.(CATALOG);
     services.set(
       'gateway',
       await startService('gateway', {

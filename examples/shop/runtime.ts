@@ -4,6 +4,7 @@
  * or RabbitMQ), its outbox, then the service itself. Embedded mode calls {@link startService} for
  * every service in one process; distributed mode once per process.
  */
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   type Bus,
@@ -15,6 +16,7 @@ import {
   type Logger,
   type Outbox,
 } from 'ferry';
+import { CATALOG } from './catalog.js';
 import { type ShopContracts, shopContracts } from './contracts.js';
 import { startGateway } from './gateway/gateway.js';
 import { startInventoryService } from './inventory/service.js';
@@ -71,16 +73,7 @@ export interface ServiceSettings {
 export interface RunningService {
   readonly name: ServiceName;
   readonly url: string;
-  /** Inventory only: adds products whose id is not taken yet. */
-  readonly seed?: (products: readonly SeedProduct[]) => Promise<void>;
   close(): Promise<void>;
-}
-
-export interface SeedProduct {
-  readonly id: string;
-  readonly name: string;
-  readonly price: number;
-  readonly stock: number;
 }
 
 /** The event store URL of `service`: its own SQLite file, or its own PostgreSQL schema. */
@@ -138,6 +131,7 @@ export async function startService(name: ServiceName, settings: ServiceSettings)
   const listen = { port, ...(settings.host === undefined ? {} : { host: settings.host }) };
 
   if (name === 'payment-provider') {
+    await mkdir(settings.infrastructure.dataDir, { recursive: true });
     const provider = await startPaymentProvider({
       ...listen,
       file: join(settings.infrastructure.dataDir, 'payment-provider.db'),
@@ -162,14 +156,9 @@ export async function startService(name: ServiceName, settings: ServiceSettings)
       }
       case 'inventory': {
         const inventory = await startInventoryService({ ...listen, bus, store, outbox, adminToken, logger });
-        return {
-          name,
-          url: inventory.url,
-          seed: async (products) => {
-            await inventory.seed(products);
-          },
-          close: after(inventory, p),
-        };
+        // Seeded on first start: products whose id is taken are left as they are.
+        await inventory.seed(CATALOG);
+        return { name, url: inventory.url, close: after(inventory, p) };
       }
       case 'orders': {
         const topology = settings.topology();

@@ -1,0 +1,141 @@
+/**
+ * `npm run start:distributed`: every service of the shop in a process of its own, on RabbitMQ
+ * (FERRY_BUS_URL) and PostgreSQL (FERRY_DB_URL, one schema per service), supervised: a process
+ * that dies is restarted with backoff; SIGTERM or Ctrl-C stops them all within 10 s.
+ *
+ *   npm run start:distributed -- --instances payments=2 --instances orders=2
+ */
+import { fileURLToPath } from 'node:url';
+import { type Logger, stderrLogger } from 'ferry';
+import { SERVICES, type ServiceName, type Topology } from './runtime.js';
+import { readSettings, redact, SettingsError, shopLogger } from './settings.js';
+import { freePorts } from './supervisor/free-port.js';
+import { InstancesArgumentError, parseInstances } from './supervisor/instances.js';
+import { type Supervisor, startSupervisor } from './supervisor/supervisor.js';
+
+export const DEFAULT_BUS_URL = 'amqp://guest:guest@127.0.0.1:5672';
+export const DEFAULT_DB_URL = 'postgres://postgres@127.0.0.1:5432/postgres';
+
+/** Services with HTTP instances the gateway or others call; the gateway and provider run once. */
+const SCALABLE: readonly ServiceName[] = ['users', 'inventory', 'orders', 'payments'];
+
+export interface DistributedShopOptions {
+  readonly argv: readonly string[];
+  readonly env: NodeJS.ProcessEnv;
+  readonly logger?: Logger;
+  /** Where the children's output goes. @default the process's */
+  readonly stdout?: NodeJS.WritableStream;
+  readonly stderr?: NodeJS.WritableStream;
+}
+
+export interface DistributedShop {
+  readonly url: string;
+  readonly supervisor: Supervisor;
+  readonly topology: Topology;
+  stop(): Promise<void>;
+}
+
+/** Starts the supervised processes; resolves once they are spawned (not yet ready: see GET /health). */
+export async function startDistributedShop(options: DistributedShopOptions): Promise<DistributedShop> {
+  const settings = readSettings(options.env);
+  const { instances, rest } = parseInstances(options.argv, SCALABLE);
+  if (rest.length > 0)
+    throw new SettingsError(`unknown arguments: ${rest.join(' ')} (only --instances name=n)`);
+  const busUrl = settings.busUrl ?? DEFAULT_BUS_URL;
+  const dbUrl = settings.dbUrl ?? DEFAULT_DB_URL;
+  const log = options.logger ?? stderrLogger;
+  log.info(`bus ${redact(busUrl)}, database ${redact(dbUrl)}`);
+
+  const counts: Record<ServiceName, number> = { ...instances, gateway: 1, 'payment-provider': 1 };
+  const ports = new Map<ServiceName, number[]>();
+  const total = SERVICES.filter((s) => s !== 'gateway').reduce((n, s) => n + counts[s], 0);
+  const free = await freePorts(total);
+  for (const service of SERVICES) {
+    if (service !== 'gateway') ports.set(service, free.splice(0, counts[service]));
+  }
+  const urls = (service: ServiceName) => (ports.get(service) ?? []).map((p) => `http://127.0.0.1:${p}`);
+  const topology: Topology = {
+    users: urls('users'),
+    inventory: urls('inventory'),
+    orders: urls('orders'),
+    payments: urls('payments'),
+    paymentProvider: urls('payment-provider')[0] as string,
+  };
+  const entry = fileURLToPath(new URL('./service-main.ts', import.meta.url));
+  const supervisor = startSupervisor({
+    logger: log,
+    ...(options.stdout === undefined ? {} : { stdout: options.stdout as never }),
+    ...(options.stderr === undefined ? {} : { stderr: options.stderr as never }),
+    processes: SERVICES.map((service) => ({
+      name: service,
+      instances: counts[service],
+      command: process.execPath,
+      args: ['--conditions=ferry-source', '--import', 'tsx', entry],
+      env: (instance: number) => ({
+        ...options.env,
+        SHOP_SERVICE: service,
+        SHOP_PORT: String(service === 'gateway' ? settings.port : ports.get(service)?.[instance]),
+        SHOP_TOPOLOGY: JSON.stringify(topology),
+        FERRY_BUS_URL: busUrl,
+        FERRY_DB_URL: dbUrl,
+      }),
+    })),
+  });
+  return {
+    url: `http://127.0.0.1:${settings.port}`,
+    supervisor,
+    topology,
+    stop: () => supervisor.stop(),
+  };
+}
+
+async function main(): Promise<void> {
+  const settings = readSettings();
+  const log = shopLogger('supervisor', settings.logLevel);
+  if (settings.adminToken === undefined) {
+    log.warn('FERRY_ADMIN_TOKEN is not set: the admin routes answer 401 (set it to use them)');
+  }
+  const shop = await startDistributedShop({ argv: process.argv.slice(2), env: process.env, logger: log });
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info(`${signal}: stopping every service (at most 10 s)`);
+    shop.stop().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  // Ready once the gateway says every service is.
+  const deadline = Date.now() + 120_000;
+  for (;;) {
+    if (stopping) return;
+    try {
+      if ((await fetch(`${shop.url}/health`)).status === 200) break;
+    } catch {
+      // Not listening yet.
+    }
+    if (Date.now() > deadline) {
+      log.warn(`not every service is ready after 120 s: see the lines above, and ${shop.url}/health`);
+      return;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+  const url = shop.url.replace('127.0.0.1', 'localhost');
+  process.stdout.write(
+    `\nFerry shop (distributed) is ready at ${url}: ${shop.supervisor.status().length} processes, bus ${redact(settings.busUrl ?? DEFAULT_BUS_URL)}\n` +
+      `  Try: curl -s ${url}/health\n  Ctrl-C stops every service.\n\n`,
+  );
+}
+
+if (process.argv[1] !== undefined && fileURLToPath(import.meta.url) === process.argv[1]) {
+  main().catch((error: unknown) => {
+    const known = error instanceof SettingsError || error instanceof InstancesArgumentError;
+    process.stderr.write(
+      `The shop could not start: ${error instanceof Error ? error.message : String(error)}\n`,
+    );
+    process.exit(known ? 2 : 1);
+  });
+}
