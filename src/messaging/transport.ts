@@ -136,6 +136,20 @@ export interface ReplayOptions {
   readonly limit?: number;
 }
 
+/** What {@link Transport.publishTracked} returns: the confirm, and the settlement that follows it. */
+export interface TrackedPublish {
+  /** Resolves or rejects as {@link Transport.publish} does. */
+  readonly confirmed: Promise<void>;
+  /**
+   * Resolves once every queue the message was routed to has settled its copy: its handler succeeded
+   * and the delivery was acked, it was dead-lettered (expired messages included) or dropped, or its
+   * queue was deleted with it. A copy waiting in its queue, being handled or waiting for a retry is
+   * not settled. Never rejects; never resolves when `confirmed` rejects, nor when the process ends
+   * first.
+   */
+  readonly settled: Promise<void>;
+}
+
 /**
  * A message transport: the one interface every backend (memory, RabbitMQ, …) implements and the
  * contract suite in `ferry/testing` checks. Transports know nothing of schemas, middleware or context.
@@ -147,6 +161,20 @@ export interface Transport {
   connect(): Promise<void>;
   /** Resolves once the message is stored by the transport, rejects with a typed error otherwise. */
   publish(envelope: Envelope): Promise<void>;
+  /**
+   * Publishes as `publish` does, and tells when the message is settled everywhere it was routed.
+   * Only for a transport whose confirm does not outlive the process, since it holds messages in
+   * process memory (the memory transport): the outbox then keeps a message's row until it is
+   * settled, so that a process that dies before its consumers handled it loses nothing (the row is
+   * published again after the restart). A transport that stores messages durably (RabbitMQ) leaves
+   * it out: its confirm is enough.
+   *
+   * @example
+   * const { confirmed, settled } = transport.publishTracked!(envelope);
+   * await confirmed; // taken, in memory
+   * await settled; // handled (or dead-lettered) by every subscription it reached
+   */
+  publishTracked?(envelope: Envelope): TrackedPublish;
   /**
    * Throws what `publish` would reject `envelope` itself with (encoding, size), without sending it:
    * for messages checked now and sent later (the outbox). Optional: a transport without it has no

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
+import type { FerryError } from '../../errors/ferry-error.js';
 import { InvalidOptionsError } from '../../errors/ferry-error.js';
-import { type Clock, systemClock } from '../../time/clock.js';
+import { type Clock, type ClockTimer, systemClock } from '../../time/clock.js';
 import { Deque } from '../deque.js';
 import { type Envelope, type Message, toMessage } from '../envelope.js';
 import { PublishNackedError, SubscriptionInUseError, UnroutableError } from '../errors.js';
@@ -17,11 +18,13 @@ import {
   type OutcomeListener,
   type ReplayOptions,
   type SubscriptionSpec,
+  type TrackedPublish,
   type TransportSubscription,
   whenDecided,
 } from '../transport.js';
 import { decodeWireMessage, typeOf, type WireMessage } from '../wire.js';
 import { copyOfSnapshot, type DataSnapshot, jsonOfSnapshot, snapshotData } from './data-snapshot.js';
+import { Settlement } from './settlement.js';
 
 /** Options of an in-memory broker. */
 export interface MemoryBrokerOptions {
@@ -48,16 +51,23 @@ export const DEFAULT_MEMORY_BROKER_OPTIONS = Object.freeze({
 
 /**
  * A Ferry message as published (its `data` read from the snapshot, copied for each delivery, never
- * from the envelope) with its attempt number, or foreign bytes.
+ * from the envelope) with its attempt number and, for a tracked publish, its settlement (shared by
+ * the copies of every queue it was routed to), or foreign bytes.
  */
 type Entry =
   | {
       readonly envelope: Envelope;
       readonly data: DataSnapshot;
       readonly attempt: number;
+      readonly settlement: Settlement | undefined;
       readonly wire?: undefined;
     }
-  | { readonly envelope?: undefined; readonly data?: undefined; readonly wire: WireMessage };
+  | {
+      readonly envelope?: undefined;
+      readonly data?: undefined;
+      readonly settlement?: undefined;
+      readonly wire: WireMessage;
+    };
 
 interface MemoryConsumer {
   readonly handler: DeliveryHandler;
@@ -75,7 +85,7 @@ interface Queue {
   next: number;
   scheduled: boolean;
   /** Retries waiting out their delay, which belong to the queue as a delay queue's messages do. */
-  delayed: number;
+  readonly delayed: Map<ClockTimer, Entry>;
   deleted: boolean;
 }
 
@@ -121,6 +131,8 @@ class Handoff implements OutcomeListener {
 }
 
 const RESOLVED = Promise.resolve();
+/** The settlement of a publish that was refused: there is none. */
+const NEVER = new Promise<void>(() => {});
 /** What happens to a delivery whose handler broke its contract and threw: back in the queue, as an unacked one would. */
 const REQUEUE: Outcome = Object.freeze({ action: 'retry', attempt: 1, delayMs: 0 });
 /** Deliveries started by one pump before it yields, so synchronous handlers cannot starve I/O. */
@@ -180,7 +192,26 @@ export class MemoryBroker {
     } catch (error) {
       return Promise.reject(error);
     }
-    return this.#route(envelope.type, envelope.id, { envelope, data, attempt: 1 });
+    return this.#route(envelope.type, envelope.id, { envelope, data, attempt: 1, settlement: undefined });
+  }
+
+  /**
+   * {@link publish}, and the settlement of each copy: `settled` resolves once every queue the message
+   * was routed to acked it, dead-lettered it, or was deleted with it (see `Transport.publishTracked`).
+   */
+  publishTracked(envelope: Envelope): TrackedPublish {
+    let data: DataSnapshot;
+    try {
+      data = snapshotData(envelope.type, envelope.data);
+    } catch (error) {
+      return { confirmed: Promise.reject(error), settled: NEVER };
+    }
+    const queues = this.#targets(envelope.type, envelope.id);
+    if (!Array.isArray(queues)) return { confirmed: Promise.reject(queues), settled: NEVER };
+    const settlement = new Settlement(queues.length);
+    const entry: Entry = { envelope, data, attempt: 1, settlement };
+    for (const queue of queues) this.#enqueue(queue, entry);
+    return { confirmed: RESOLVED, settled: settlement.settled };
   }
 
   /** Takes bytes as a producer that knows nothing of Ferry sends them; they are decoded at delivery. */
@@ -189,19 +220,26 @@ export class MemoryBroker {
   }
 
   #route(type: string, id: string, entry: Entry): Promise<void> {
+    const queues = this.#targets(type, id);
+    if (!Array.isArray(queues)) return Promise.reject(queues);
+    for (const queue of queues) this.#enqueue(queue, entry);
+    return RESOLVED;
+  }
+
+  /** The queues a message of `type` goes to, or why it cannot be taken (no queue, one full). */
+  #targets(type: string, id: string): readonly Queue[] | FerryError {
     let queues = this.#routes.get(type);
     if (queues === undefined) {
       queues = [...this.#queues.values()].filter((q) => q.matches(type));
       this.#routes.set(type, queues);
     }
-    if (queues.length === 0) return Promise.reject(new UnroutableError(type, id));
+    if (queues.length === 0) return new UnroutableError(type, id);
     for (const queue of queues) {
       if (queue.buffer.length >= this.#maxQueueLength) {
-        return Promise.reject(new PublishNackedError(id, `queue of group "${queue.group}" is full`));
+        return new PublishNackedError(id, `queue of group "${queue.group}" is full`);
       }
     }
-    for (const queue of queues) this.#enqueue(queue, entry);
-    return RESOLVED;
+    return queues;
   }
 
   #enqueue(queue: Queue, entry: Entry): void {
@@ -277,21 +315,30 @@ export class MemoryBroker {
     consumer.inFlight.end();
     if (outcome.action === 'retry') {
       const next: Entry = entry.envelope
-        ? { envelope: entry.envelope, data: entry.data, attempt: outcome.attempt }
+        ? {
+            envelope: entry.envelope,
+            data: entry.data,
+            attempt: outcome.attempt,
+            settlement: entry.settlement,
+          }
         : entry;
-      if (outcome.delayMs <= 0) this.#enqueue(queue, next);
+      // Its queue was deleted while it was being handled: gone with it.
+      if (queue.deleted) entry.settlement?.copySettled();
+      else if (outcome.delayMs <= 0) this.#enqueue(queue, next);
       else {
-        queue.delayed++;
         // Unref'd: a pending retry must not keep a finished process alive; in memory it is lost at exit anyway.
-        this.clock
-          .setTimeout(() => {
-            queue.delayed--;
-            if (!queue.deleted) this.#enqueue(queue, next);
-          }, outcome.delayMs)
-          .unref?.();
+        const timer = this.clock.setTimeout(() => {
+          queue.delayed.delete(timer);
+          if (!queue.deleted) this.#enqueue(queue, next);
+        }, outcome.delayMs);
+        timer.unref?.();
+        queue.delayed.set(timer, next);
       }
-    } else if (outcome.action === 'dead-letter') {
-      this.#storeDeadLetter(queue, entry, delivery, outcome.reason, outcome.attempts);
+    } else {
+      if (outcome.action === 'dead-letter') {
+        this.#storeDeadLetter(queue, entry, delivery, outcome.reason, outcome.attempts);
+      }
+      entry.settlement?.copySettled();
     }
     if (!consumer.closed) this.#schedule(queue);
   }
@@ -313,8 +360,11 @@ export class MemoryBroker {
       attempts,
       deadLetteredAt: new Date(this.clock.now()).toISOString(),
       body: entry.wire ? Buffer.from(entry.wire.body).toString('utf8') : jsonOfSnapshot(entry.data),
-      // The publisher's object is not kept: listings and replays read the snapshot.
-      entry: envelope ? { envelope: { ...envelope, data: null }, data: entry.data, attempt: 1 } : entry,
+      // The publisher's object is not kept: listings and replays read the snapshot. A replay is a new
+      // message for the queue: the original publish was settled by the dead-lettering.
+      entry: envelope
+        ? { envelope: { ...envelope, data: null }, data: entry.data, attempt: 1, settlement: undefined }
+        : entry,
       ...(envelope
         ? { envelope: { ...envelope, data: null } }
         : delivery.ok
@@ -338,7 +388,14 @@ export class MemoryBroker {
     queue.deleted = true;
     this.#queues.delete(key);
     this.#routes.clear();
-    return queue.buffer.length + queue.delayed;
+    const discarded = queue.buffer.length + queue.delayed.size;
+    for (const entry of queue.buffer.drain()) entry.settlement?.copySettled();
+    for (const [timer, entry] of queue.delayed) {
+      timer.cancel();
+      entry.settlement?.copySettled();
+    }
+    queue.delayed.clear();
+    return discarded;
   }
 
   /** Attaches a consumer to the subscription's queue, creating the queue on first use. */
@@ -354,7 +411,7 @@ export class MemoryBroker {
         consumers: [],
         next: 0,
         scheduled: false,
-        delayed: 0,
+        delayed: new Map(),
         deleted: false,
       };
       this.#queues.set(key, queue);

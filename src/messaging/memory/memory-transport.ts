@@ -5,11 +5,15 @@ import type {
   DeliveryHandler,
   ReplayOptions,
   SubscriptionSpec,
+  TrackedPublish,
   Transport,
   TransportSubscription,
 } from '../transport.js';
 import type { WireMessage } from '../wire.js';
 import { MemoryBroker } from './memory-broker.js';
+
+/** The settlement of a publish that was refused: there is none. */
+const NEVER = new Promise<void>(() => {});
 
 /** Options of the in-memory transport. */
 export interface MemoryTransportOptions {
@@ -19,7 +23,9 @@ export interface MemoryTransportOptions {
 
 /**
  * The embedded transport: a connection to a {@link MemoryBroker} in this process. Use it for
- * development, tests and single-process deployments; nothing survives the process.
+ * development, tests and single-process deployments; nothing survives the process. It tracks the
+ * settlement of what it publishes (`publishTracked`), so the outbox keeps each message's row until
+ * its consumers are done with it: a process that dies first publishes it again after the restart.
  */
 export class MemoryTransport implements Transport {
   readonly name = 'memory';
@@ -35,6 +41,11 @@ export class MemoryTransport implements Transport {
   publish(envelope: Envelope): Promise<void> {
     if (this.#closed) return Promise.reject(new BusClosedError('transport'));
     return this.broker.publish(envelope);
+  }
+
+  publishTracked(envelope: Envelope): TrackedPublish {
+    if (this.#closed) return { confirmed: Promise.reject(new BusClosedError('transport')), settled: NEVER };
+    return this.broker.publishTracked(envelope);
   }
 
   /** Publishes bytes as a producer that knows nothing of Ferry would (for tests of foreign producers). */
