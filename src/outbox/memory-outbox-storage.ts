@@ -30,7 +30,14 @@ interface StoredRow {
   dueAt: number;
   leaseOwner: string | undefined;
   leaseUntil: number;
+  /** Published and held by `leaseOwner` until its message is settled (see `OutboxStorage.hold`). */
+  held: boolean;
   lastError: string | undefined;
+}
+
+/** Held by a relay whose lease runs: published, and no longer holding back the rows of its key. */
+function isHeld(row: StoredRow, now: number): boolean {
+  return row.held && row.leaseUntil >= now;
 }
 
 /**
@@ -135,6 +142,7 @@ export class MemoryOutboxStorage implements OutboxStorage {
         dueAt: m.dueAt,
         leaseOwner: undefined,
         leaseUntil: 0,
+        held: false,
         lastError: undefined,
       };
       this.#rows.set(row.seq, row);
@@ -178,13 +186,14 @@ export class MemoryOutboxStorage implements OutboxStorage {
     const seenKeys = new Set<string>();
     for (const row of this.#rows.values()) {
       if (out.length >= limit) break;
-      if (seenKeys.has(row.key)) continue;
-      // The oldest row of its key, whatever its state: only it may go.
+      if (seenKeys.has(row.key) || isHeld(row, now)) continue;
+      // The oldest row of its key not held, whatever its state: only it may go.
       seenKeys.add(row.key);
       if (row.state !== 'pending' || row.dueAt > now) continue;
       if (row.leaseOwner !== undefined && row.leaseOwner !== owner && row.leaseUntil >= now) continue;
       row.leaseOwner = owner;
       row.leaseUntil = now + leaseMs;
+      row.held = false;
       out.push(toRow(row));
     }
     return out;
@@ -201,9 +210,21 @@ export class MemoryOutboxStorage implements OutboxStorage {
     return count;
   }
 
+  async hold(owner: string, seqs: readonly bigint[], until: number): Promise<bigint[]> {
+    const held: bigint[] = [];
+    for (const seq of seqs) {
+      const row = this.#rows.get(seq);
+      if (row?.leaseOwner !== owner || row.state !== 'pending') continue;
+      row.held = true;
+      row.leaseUntil = until;
+      held.push(seq);
+    }
+    return held;
+  }
+
   async retry(owner: string, seq: bigint, error: string, dueAt: number, counted: boolean): Promise<void> {
     const row = this.#rows.get(seq);
-    if (row?.leaseOwner !== owner) return;
+    if (row?.leaseOwner !== owner || row.held) return;
     if (counted) row.attempts++;
     row.lastError = error;
     row.dueAt = dueAt;
@@ -213,7 +234,7 @@ export class MemoryOutboxStorage implements OutboxStorage {
 
   async fail(owner: string, seq: bigint, error: string): Promise<void> {
     const row = this.#rows.get(seq);
-    if (row?.leaseOwner !== owner) return;
+    if (row?.leaseOwner !== owner || row.held) return;
     row.attempts++;
     row.lastError = error;
     row.state = 'failed';
@@ -256,10 +277,15 @@ export class MemoryOutboxStorage implements OutboxStorage {
 
   async backlog(now: number): Promise<OutboxBacklog> {
     let pending = 0;
+    let held = 0;
     let failed = 0;
     let scheduled = 0;
     let oldest: number | undefined;
     for (const row of this.#rows.values()) {
+      if (isHeld(row, now)) {
+        held++;
+        continue;
+      }
       if (row.state === 'failed') failed++;
       else if (isScheduled(row) && row.dueAt > now) {
         scheduled++;
@@ -268,14 +294,14 @@ export class MemoryOutboxStorage implements OutboxStorage {
       const since = isScheduled(row) ? row.dueAt : row.createdAt;
       if (oldest === undefined || since < oldest) oldest = since;
     }
-    return { pending, failed, scheduled, oldestWaitingSince: oldest };
+    return { pending, held, failed, scheduled, oldestWaitingSince: oldest };
   }
 
   async nextDue(now: number): Promise<number | undefined> {
     let next: number | undefined;
     const seenKeys = new Set<string>();
     for (const row of this.#rows.values()) {
-      if (seenKeys.has(row.key)) continue;
+      if (seenKeys.has(row.key) || isHeld(row, now)) continue;
       seenKeys.add(row.key);
       if (row.state !== 'pending') continue;
       if (row.leaseOwner !== undefined && row.leaseUntil >= now) continue;

@@ -42,14 +42,27 @@ export interface OutboxStorage {
   /**
    * Leases up to `limit` deliverable rows to `owner` until `now + leaseMs`, in `seq` order, and
    * returns them. A row is deliverable when it is `pending`, due (`dueAt <= now`), not leased by
-   * anyone (or its lease ended before `now`, or `owner` holds it), and no row of the same key with a
-   * lower `seq` remains (pending, failed or leased): at most one row per key is returned, the
-   * oldest, so that a key's rows go out one at a time in commit order. Several owners calling at once
-   * never get the same row.
+   * anyone (or its lease ended before `now`, or `owner` leases it; a held row, see {@link hold}, not
+   * even to its holder until its lease ends), and no row of the same key with a lower `seq` remains
+   * (pending, failed or leased) other than rows held by a relay whose lease runs: at most one row per
+   * key is returned, the oldest not held, so that a key's rows go out one at a time in commit order.
+   * Several owners calling at once never get the same row.
    */
   claim(owner: string, now: number, limit: number, leaseMs: number): Promise<OutboxRow[]>;
-  /** Deletes the rows `owner` still leases among `seqs` (they were published). Resolves how many. */
+  /**
+   * Deletes the rows `owner` still leases or holds among `seqs` (they were published, or settled).
+   * Resolves how many.
+   */
   delivered(owner: string, seqs: readonly bigint[]): Promise<number>;
+  /**
+   * Holds rows `owner` published, until their messages are settled (a transport that keeps messages
+   * in process memory only, see `Transport.publishTracked`): each row among `seqs` that `owner`
+   * leases or holds stays in the outbox, held by `owner` until `until` (called again to renew).
+   * `claim` hands a held row to no one, `owner` included, until that time passes (its relay died:
+   * the row goes out again); it no longer holds back the rows of its key behind it. `delivered`
+   * deletes it once settled. Resolves the seqs now held (not those another relay took over).
+   */
+  hold(owner: string, seqs: readonly bigint[], until: number): Promise<bigint[]>;
   /**
    * Ends `owner`'s lease on row `seq` after a failed attempt: `attempts` + 1 when `counted` (the
    * broker refused the message; not when it could not be reached), `lastError` set, due again at
@@ -67,12 +80,12 @@ export interface OutboxStorage {
   redrive(ids: readonly string[], now: number): Promise<number>;
   /** Deletes the failed rows among `ids`. Resolves how many. */
   discard(ids: readonly string[]): Promise<number>;
-  /** Pending, failed and scheduled rows (see {@link OutboxBacklog}), and since when the oldest waits. */
+  /** Pending, held, failed and scheduled rows (see {@link OutboxBacklog}), and since when the oldest waits. */
   backlog(now: number): Promise<OutboxBacklog>;
   /**
    * When the relay should look next: the earliest `dueAt` among the rows `claim` could hand out once
-   * due (pending, not leased at `now`, the oldest row of their key), if any. Rows behind an older row
-   * of their key do not count: they wait for it.
+   * due (pending, not leased at `now`, the oldest row of their key not held), if any. Rows behind an
+   * older row of their key do not count: they wait for it.
    */
   nextDue(now: number): Promise<number | undefined>;
   /** Scheduled rows not yet due (see {@link OutboxBacklog}), soonest first, optionally of one key. */
@@ -169,18 +182,21 @@ export interface OutboxRow {
 
 /**
  * What waits in an outbox. A row is _scheduled_ when it was written to be published later
- * (`dueAt > createdAt`) and has not been attempted yet (no `lastError`); every other row not failed
- * is pending, whether due now or waiting for a retry.
+ * (`dueAt > createdAt`) and has not been attempted yet (no `lastError`); a row is _held_ when it was
+ * published and a relay holds it until its message is settled (see {@link OutboxStorage.hold}), its
+ * lease running; every other row not failed is pending, whether due now or waiting for a retry.
  */
 export interface OutboxBacklog {
   /** Rows pending: due, or waiting for a retry. */
   readonly pending: number;
+  /** Rows published and held until their messages are settled. */
+  readonly held: number;
   readonly failed: number;
   /** Scheduled rows not yet due. */
   readonly scheduled: number;
   /**
    * Since when the longest-waiting row pending or failed has been waiting: its due time for a
-   * scheduled row, its creation otherwise.
+   * scheduled row, its creation otherwise. Held rows do not count: they are published.
    */
   readonly oldestWaitingSince: number | undefined;
 }

@@ -5,6 +5,17 @@ const SAGA_COLUMNS = 'saga, id, state, version, status, updated_at';
 /** A lease is held while `lease_until >= now`; a claim may take rows whose lease ended before `now`. */
 const NOT_LEASED = (now: string) => `(lease_until IS NULL OR lease_until < ${now})`;
 
+/**
+ * A row held until its message is settled (`OutboxStorage.hold`) has `held:` before its holder's name
+ * in `lease_owner`: no column of its own, so no migration. `HELD('p.', '$2')`: row `p` is held by a
+ * relay whose lease runs at `$2`.
+ */
+const HELD = (alias: string, now: string) =>
+  `(coalesce(${alias}lease_owner, '') LIKE 'held:%' AND ${alias}lease_until >= ${now})`;
+/** The oldest row of its key not held, whatever the state of the others: only it may go. */
+const KEY_HEAD = (s: string, now: string) =>
+  `NOT EXISTS (SELECT 1 FROM ${s}.outbox p WHERE p.key = o.key AND p.seq < o.seq AND NOT ${HELD('p.', now)})`;
+
 /** The outbox storage's statements, with the quoted schema name filled in once. */
 /**
  * A message scheduled for later (`work.schedule`) and not yet attempted: what `scheduled()` lists and
@@ -16,17 +27,17 @@ export function outboxStatements(s: string) {
   return {
     /**
      * One statement, so one short transaction: the oldest row of each key (no row of the key with a
-     * lower seq, whatever its state), due and not leased, locked with SKIP LOCKED so that relays
-     * claiming at once pass each other's rows by. A row another relay leased meanwhile is checked
-     * again on its new version (its lease excludes it). A later row of a key whose oldest row is
-     * locked by another claim is excluded by the NOT EXISTS, which still sees that row.
+     * lower seq, whatever its state, but held ones), due and not leased, locked with SKIP LOCKED so
+     * that relays claiming at once pass each other's rows by. A row another relay leased meanwhile is
+     * checked again on its new version (its lease excludes it). A later row of a key whose oldest row
+     * is locked by another claim is excluded by the NOT EXISTS, which still sees that row.
      */
     claim: `
       WITH c AS (
         SELECT seq FROM ${s}.outbox o
         WHERE state = 'pending' AND due_at <= $2
           AND (lease_until IS NULL OR lease_until < $2 OR lease_owner = $1)
-          AND NOT EXISTS (SELECT 1 FROM ${s}.outbox p WHERE p.key = o.key AND p.seq < o.seq)
+          AND ${KEY_HEAD(s, '$2')}
         ORDER BY seq LIMIT $3
         FOR UPDATE SKIP LOCKED
       )
@@ -35,7 +46,11 @@ export function outboxStatements(s: string) {
       RETURNING ${OUTBOX_COLUMNS.split(', ')
         .map((c) => `o.${c}`)
         .join(', ')}`,
-    delivered: `DELETE FROM ${s}.outbox WHERE seq = ANY($2::bigint[]) AND lease_owner = $1`,
+    delivered: `DELETE FROM ${s}.outbox WHERE seq = ANY($2::bigint[]) AND lease_owner IN ($1, 'held:' || $1)`,
+    hold: `
+      UPDATE ${s}.outbox SET lease_owner = 'held:' || $1, lease_until = $3
+      WHERE seq = ANY($2::bigint[]) AND lease_owner IN ($1, 'held:' || $1) AND state = 'pending'
+      RETURNING seq`,
     retry: `
       UPDATE ${s}.outbox SET attempts = attempts + $5::int, last_error = $3, due_at = $4, lease_owner = NULL, lease_until = NULL
       WHERE seq = $2 AND lease_owner = $1 AND state = 'pending'`,
@@ -48,17 +63,17 @@ export function outboxStatements(s: string) {
       WHERE id = ANY($1::text[]) AND state = 'failed'`,
     discard: `DELETE FROM ${s}.outbox WHERE id = ANY($1::text[]) AND state = 'failed'`,
     backlog: `
-      SELECT count(*) FILTER (WHERE state = 'pending' AND NOT (${SCHEDULED} AND due_at > $1))::float8 AS pending,
+      SELECT count(*) FILTER (WHERE state = 'pending' AND NOT ${HELD('', '$1')} AND NOT (${SCHEDULED} AND due_at > $1))::float8 AS pending,
+             count(*) FILTER (WHERE ${HELD('', '$1')})::float8 AS held,
              count(*) FILTER (WHERE state = 'failed')::float8 AS failed,
              count(*) FILTER (WHERE state = 'pending' AND ${SCHEDULED} AND due_at > $1)::float8 AS scheduled,
              min(CASE WHEN ${SCHEDULED} THEN due_at ELSE created_at END)
-               FILTER (WHERE NOT (state = 'pending' AND ${SCHEDULED} AND due_at > $1))::float8 AS oldest
+               FILTER (WHERE NOT (state = 'pending' AND ${SCHEDULED} AND due_at > $1) AND NOT ${HELD('', '$1')})::float8 AS oldest
       FROM ${s}.outbox`,
     // Only the oldest row of a key can be claimed: rows waiting behind it do not make the relay look sooner.
     nextDue: `
       SELECT min(due_at)::float8 AS due FROM ${s}.outbox o
-      WHERE state = 'pending' AND ${NOT_LEASED('$1')}
-        AND NOT EXISTS (SELECT 1 FROM ${s}.outbox p WHERE p.key = o.key AND p.seq < o.seq)`,
+      WHERE state = 'pending' AND ${NOT_LEASED('$1')} AND ${KEY_HEAD(s, '$1')}`,
     scheduled: `
       SELECT ${OUTBOX_COLUMNS} FROM ${s}.outbox
       WHERE state = 'pending' AND ${SCHEDULED} AND due_at > $1 AND ($3::text IS NULL OR key = $3)

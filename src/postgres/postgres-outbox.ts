@@ -247,6 +247,16 @@ export class PostgresOutboxStorage implements OutboxStorage {
     return result.rowCount ?? 0;
   }
 
+  async hold(owner: string, seqs: readonly bigint[], until: number): Promise<bigint[]> {
+    if (seqs.length === 0) return [];
+    const { rows } = await this.#pool.query<{ seq: bigint }>(this.#sql.hold, [
+      owner,
+      seqs.map(String),
+      ms(until),
+    ]);
+    return rows.map((row) => BigInt(row.seq));
+  }
+
   async retry(owner: string, seq: bigint, error: string, dueAt: number, counted: boolean): Promise<void> {
     await this.#pool.query(this.#sql.retry, [owner, String(seq), error, ms(dueAt), counted ? 1 : 0]);
   }
@@ -280,6 +290,7 @@ export class PostgresOutboxStorage implements OutboxStorage {
   async backlog(now: number): Promise<OutboxBacklog> {
     const { rows } = await this.#pool.query<{
       pending: number;
+      held: number;
       failed: number;
       scheduled: number;
       oldest: number | null;
@@ -287,6 +298,7 @@ export class PostgresOutboxStorage implements OutboxStorage {
     const row = rows[0]!;
     return {
       pending: row.pending,
+      held: row.held,
       failed: row.failed,
       scheduled: row.scheduled,
       oldestWaitingSince: row.oldest ?? undefined,

@@ -60,8 +60,15 @@ export const NOT_LEASED = '(lease_until IS NULL OR lease_until < @now)';
  * `cancel` may delete. A plain message, or one waiting for a retry, is not.
  */
 export const SCHEDULED = '(due_at > created_at AND last_error IS NULL)';
-/** The oldest row of its key, whatever the state of the others: only it may go. */
-export const KEY_HEAD = 'NOT EXISTS (SELECT 1 FROM ferry_outbox p WHERE p.key = o.key AND p.seq < o.seq)';
+/**
+ * A row held until its message is settled (`OutboxStorage.hold`) has `held:` before its holder's name
+ * in `lease_owner`: no column of its own, so no migration. `held('p.')`: row `p` is held by a relay
+ * whose lease runs at `@now`.
+ */
+export const held = (alias: string) =>
+  `(coalesce(${alias}lease_owner, '') LIKE 'held:%' AND ${alias}lease_until >= @now)`;
+/** The oldest row of its key not held, whatever the state of the others: only it may go. */
+export const KEY_HEAD = `NOT EXISTS (SELECT 1 FROM ferry_outbox p WHERE p.key = o.key AND p.seq < o.seq AND NOT ${held('p.')})`;
 /** What `claim` may hand to `@owner` at `@now`. */
 export const DELIVERABLE = `state = 'pending' AND due_at <= @now
   AND (lease_until IS NULL OR lease_until < @now OR lease_owner = @owner) AND ${KEY_HEAD}`;

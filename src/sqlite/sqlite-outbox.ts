@@ -11,6 +11,7 @@ import type {
 } from '../outbox/storage.js';
 import {
   DELIVERABLE,
+  held,
   jsonList,
   KEY_HEAD,
   ms,
@@ -67,9 +68,18 @@ function prepareStatements(db: Database.Database) {
       )
       .pluck(),
     claim: db.transaction((params: ClaimParams) => claim.all(params)),
-    delivered: db.prepare<[string, string]>(
-      'DELETE FROM ferry_outbox WHERE lease_owner = ? AND seq IN (SELECT value FROM json_each(?))',
+    delivered: db.prepare<[{ owner: string; seqs: string }]>(
+      `DELETE FROM ferry_outbox WHERE lease_owner IN (@owner, 'held:' || @owner)
+       AND seq IN (SELECT value FROM json_each(@seqs))`,
     ),
+    hold: db
+      .prepare<[{ owner: string; seqs: string; until: number }], bigint>(
+        `UPDATE ferry_outbox SET lease_owner = 'held:' || @owner, lease_until = @until
+         WHERE lease_owner IN (@owner, 'held:' || @owner) AND state = 'pending'
+           AND seq IN (SELECT value FROM json_each(@seqs))
+         RETURNING seq`,
+      )
+      .pluck(),
     retry: db.prepare<[number, string, number, string, bigint]>(
       `UPDATE ferry_outbox SET attempts = attempts + ?, last_error = ?, due_at = ?, lease_owner = NULL, lease_until = NULL
        WHERE lease_owner = ? AND seq = ? AND state = 'pending'`,
@@ -90,13 +100,14 @@ function prepareStatements(db: Database.Database) {
     ),
     backlog: db.prepare<
       [{ now: number }],
-      { pending: bigint; failed: bigint; scheduled: bigint; oldest: bigint | null }
+      { pending: bigint; held: bigint; failed: bigint; scheduled: bigint; oldest: bigint | null }
     >(
-      `SELECT count(*) FILTER (WHERE state = 'pending' AND NOT (${SCHEDULED} AND due_at > @now)) AS pending,
+      `SELECT count(*) FILTER (WHERE state = 'pending' AND NOT ${held('')} AND NOT (${SCHEDULED} AND due_at > @now)) AS pending,
+              count(*) FILTER (WHERE ${held('')}) AS held,
               count(*) FILTER (WHERE state = 'failed') AS failed,
               count(*) FILTER (WHERE state = 'pending' AND ${SCHEDULED} AND due_at > @now) AS scheduled,
               min(CASE WHEN ${SCHEDULED} THEN due_at ELSE created_at END)
-                FILTER (WHERE NOT (state = 'pending' AND ${SCHEDULED} AND due_at > @now)) AS oldest
+                FILTER (WHERE NOT (state = 'pending' AND ${SCHEDULED} AND due_at > @now) AND NOT ${held('')}) AS oldest
        FROM ferry_outbox`,
     ),
     // Only the oldest row of a key can be claimed: rows waiting behind it do not make the relay look sooner.
@@ -199,7 +210,13 @@ export class SqliteOutboxStorage implements OutboxStorage {
 
   async delivered(owner: string, seqs: readonly bigint[]): Promise<number> {
     if (seqs.length === 0) return 0;
-    return (await this.#write((s) => s.delivered.run(owner, jsonList(seqs)))).changes;
+    return (await this.#write((s) => s.delivered.run({ owner, seqs: jsonList(seqs) }))).changes;
+  }
+
+  async hold(owner: string, seqs: readonly bigint[], until: number): Promise<bigint[]> {
+    if (seqs.length === 0) return [];
+    const params = { owner, seqs: jsonList(seqs), until: ms(until) };
+    return this.#write((s) => s.hold.all(params));
   }
 
   async retry(owner: string, seq: bigint, error: string, dueAt: number, counted: boolean): Promise<void> {
@@ -229,6 +246,7 @@ export class SqliteOutboxStorage implements OutboxStorage {
     const row = this.#ready().backlog.get({ now: ms(now) })!;
     return {
       pending: Number(row.pending),
+      held: Number(row.held),
       failed: Number(row.failed),
       scheduled: Number(row.scheduled),
       oldestWaitingSince: row.oldest === null ? undefined : Number(row.oldest),

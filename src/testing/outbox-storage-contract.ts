@@ -200,6 +200,63 @@ export function testOutboxStorage(name: string, harness: OutboxStorageHarness): 
       expect(backlog).toMatchObject({ pending: 1, failed: 1, scheduled: 0, oldestWaitingSince: T0 });
     });
 
+    it('holds a published row until delivered: renewed, handed to no one, not holding back its key', async () => {
+      const { storage } = await open();
+      // k1 was written earlier than the rest: it would be the oldest waiting, were it not held.
+      const k1 = { ...message('k'), createdAt: T0 - 500, dueAt: T0 - 500 };
+      const k2 = message('k');
+      const k3 = message('k');
+      await storage.transaction((tx) => tx.enqueue([k1, k2, k3]));
+      const [r1] = await storage.claim('relay-a', T0, 10, 30_000);
+      expect(r1?.id).toBe(k1.id);
+      // Only the holder's rows are held.
+      expect(await storage.hold('relay-b', [r1!.seq], T0 + 1000)).toEqual([]);
+      expect(await storage.hold('relay-a', [r1!.seq, 424242n], T0 + 1000)).toEqual([r1!.seq]);
+      expect(await storage.backlog(T0 + 10)).toEqual({
+        pending: 2,
+        held: 1,
+        failed: 0,
+        scheduled: 0,
+        oldestWaitingSince: T0,
+      });
+      // Its key goes on behind it, in order; the held row goes to no one, its holder included.
+      expect((await storage.claim('relay-a', T0 + 10, 10, 30_000)).map((r) => r.id)).toEqual([k2.id]);
+      expect(await storage.claim('relay-b', T0 + 10, 10, 30_000)).toEqual([]);
+      expect(await storage.nextDue(T0 + 10)).toBeUndefined();
+      // A held row is neither retried nor failed: it was published.
+      await storage.retry('relay-a', r1!.seq, 'late', T0 + 50, true);
+      await storage.fail('relay-a', r1!.seq, 'late');
+      expect(await storage.failed(10)).toEqual([]);
+      // Renewed: still held past its first lease.
+      expect(await storage.hold('relay-a', [r1!.seq], T0 + 2000)).toEqual([r1!.seq]);
+      expect(await storage.claim('relay-b', T0 + 1500, 10, 30_000)).toEqual([]);
+      expect((await storage.backlog(T0 + 1500)).held).toBe(1);
+      // Settled: delivered deletes it.
+      expect(await storage.delivered('relay-a', [r1!.seq])).toBe(1);
+      expect(await storage.backlog(T0 + 1500)).toMatchObject({ pending: 2, held: 0 });
+    });
+
+    it('hands a held row out again once its lease ends (its relay died), before its key goes on', async () => {
+      const { storage } = await open();
+      const k1 = message('k');
+      const k2 = message('k');
+      await storage.transaction((tx) => tx.enqueue([k1, k2]));
+      const [r1] = await storage.claim('relay-a', T0, 10, 30_000);
+      await storage.hold('relay-a', [r1!.seq], T0 + 1000);
+      expect(await storage.backlog(T0 + 1000)).toMatchObject({ pending: 1, held: 1 });
+      // Past the lease: pending again, due, and the oldest of its key again.
+      expect(await storage.backlog(T0 + 1001)).toMatchObject({ pending: 2, held: 0, oldestWaitingSince: T0 });
+      expect(await storage.nextDue(T0 + 1001)).toBe(T0);
+      const [again] = await storage.claim('relay-b', T0 + 1001, 10, 30_000);
+      expect(again).toMatchObject({ id: k1.id, attempts: 0 });
+      // The dead relay's late calls touch nothing of it.
+      expect(await storage.hold('relay-a', [r1!.seq], T0 + 5000)).toEqual([]);
+      expect(await storage.delivered('relay-a', [r1!.seq])).toBe(0);
+      await storage.hold('relay-b', [again!.seq], T0 + 2000);
+      expect((await storage.claim('relay-b', T0 + 1002, 10, 30_000)).map((r) => r.id)).toEqual([k2.id]);
+      expect(await storage.delivered('relay-b', [again!.seq])).toBe(1);
+    });
+
     it('does not count a retry of a message the broker could not be reached for', async () => {
       const { storage } = await open();
       await storage.transaction((tx) => tx.enqueue([message()]));
