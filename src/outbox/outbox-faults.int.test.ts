@@ -149,7 +149,13 @@ describe('transactional outbox on PostgreSQL and RabbitMQ under faults', () => {
     for await (const event of store.readAll()) streams.add((event.data as { i: number }).i);
     expect(new Set(published.map((m) => (m.data as { i: number }).i))).toEqual(streams);
     expect(ids.size).toBe(streams.size);
-    expect(await outbox.backlog()).toEqual({ pending: 0, failed: 0, scheduled: 0, oldestAgeMs: 0 });
+    expect(await outbox.backlog()).toEqual({
+      pending: 0,
+      awaitingSettlement: 0,
+      failed: 0,
+      scheduled: 0,
+      oldestAgeMs: 0,
+    });
   }, 60_000);
 
   it('delivers every message of a relay SIGKILLed mid-stream at least once, in order per key', async () => {
@@ -210,7 +216,13 @@ describe('transactional outbox on PostgreSQL and RabbitMQ under faults', () => {
     }
     // Each key committed 0, 1, 2, … one after the other: what was delivered is a prefix, in order.
     for (const ns of byKey.values()) expect(ns).toEqual(ns.map((_, i) => i));
-    expect(await outbox.backlog()).toEqual({ pending: 0, failed: 0, scheduled: 0, oldestAgeMs: 0 });
+    expect(await outbox.backlog()).toEqual({
+      pending: 0,
+      awaitingSettlement: 0,
+      failed: 0,
+      scheduled: 0,
+      oldestAgeMs: 0,
+    });
   }, 60_000);
 
   it('re-sends a message confirmed by a relay SIGKILLed before it deleted the row, and the inbox applies it once', async () => {
@@ -312,7 +324,13 @@ describe('transactional outbox on PostgreSQL and RabbitMQ under faults', () => {
     const delivered = unique(arrivals);
     expect(ids.filter((id) => !delivered.has(id))).toEqual([]);
     await outbox.flush();
-    expect(await outbox.backlog()).toEqual({ pending: 0, failed: 0, scheduled: 0, oldestAgeMs: 0 });
+    expect(await outbox.backlog()).toEqual({
+      pending: 0,
+      awaitingSettlement: 0,
+      failed: 0,
+      scheduled: 0,
+      oldestAgeMs: 0,
+    });
   }, 90_000);
 
   it('publishes with two relays on one outbox each message once, in commit order per key', async () => {

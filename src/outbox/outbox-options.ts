@@ -6,7 +6,7 @@ import type { Bus } from '../messaging/bus.js';
 import type { Contracts, NoContracts } from '../messaging/contracts.js';
 import type { Clock } from '../time/clock.js';
 import { MAX_TIMER_MS } from '../time/max-timer.js';
-import { DEFAULT_RELAY_OPTIONS, type RelayOptions } from './relay.js';
+import { DEFAULT_HELD_LEASE_MS, DEFAULT_RELAY_OPTIONS, type RelayOptions } from './relay.js';
 
 /** Options of {@link createOutbox}. */
 export interface OutboxOptions<C extends Contracts = NoContracts> {
@@ -41,12 +41,21 @@ export const DEFAULT_OUTBOX_OPTIONS = Object.freeze({
   inboxRetentionMs: 7 * 24 * 3_600_000,
 });
 
-/** Relay options with defaults applied and values checked. @throws InvalidOptionsError */
-export function relayOptions(options: RelayOptions): Required<RelayOptions> {
+/**
+ * Relay options with defaults applied and values checked; `tracked`: the transport tracks settlements
+ * (`Transport.publishTracked`), which makes the default lease shorter when rows are held.
+ * @throws InvalidOptionsError
+ */
+export function relayOptions(options: RelayOptions, tracked: boolean): Required<RelayOptions> {
   const d = DEFAULT_RELAY_OPTIONS;
+  if (options.holdUntilSettled !== undefined && typeof options.holdUntilSettled !== 'boolean') {
+    throw new InvalidOptionsError('relay.holdUntilSettled must be a boolean');
+  }
+  const holdUntilSettled = options.holdUntilSettled ?? d.holdUntilSettled;
+  const leaseMs = holdUntilSettled && tracked ? DEFAULT_HELD_LEASE_MS : d.leaseMs;
   return {
     batchSize: positiveIntegerOption('relay.batchSize', options.batchSize, d.batchSize, 10_000),
-    leaseMs: positiveIntegerOption('relay.leaseMs', options.leaseMs, d.leaseMs, MAX_TIMER_MS),
+    leaseMs: positiveIntegerOption('relay.leaseMs', options.leaseMs, leaseMs, MAX_TIMER_MS),
     publishTimeoutMs: positiveIntegerOption(
       'relay.publishTimeoutMs',
       options.publishTimeoutMs,
@@ -66,6 +75,7 @@ export function relayOptions(options: RelayOptions): Required<RelayOptions> {
       d.retryDelayMs,
       MAX_TIMER_MS,
     ),
+    holdUntilSettled,
   };
 }
 

@@ -37,13 +37,21 @@ export interface ScheduledOutboxMessage {
 export interface OutboxBacklogReport {
   /** Messages due and not yet published, or waiting for a retry. */
   readonly pending: number;
+  /**
+   * Messages published and kept until their consumers settle them (handled, dead-lettered): with a
+   * transport that holds messages in process memory only (the memory transport), the outbox keeps
+   * each row until then, so that a crash loses nothing (`RelayOptions.holdUntilSettled`). Always 0
+   * with a durable broker.
+   */
+  readonly awaitingSettlement: number;
   /** Messages set aside after the broker kept refusing them (see `failed()`). */
   readonly failed: number;
   /** Messages scheduled for later (`work.schedule`), not yet due. */
   readonly scheduled: number;
   /**
    * How long the longest-waiting message pending or failed has waited, in ms (a scheduled message
-   * from its due time, any other from its creation); 0 when there is none.
+   * from its due time, any other from its creation); 0 when there is none. Messages awaiting
+   * settlement do not count: they were published.
    */
   readonly oldestAgeMs: number;
 }

@@ -122,7 +122,7 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
         options.bus.transport,
         this.clock,
         this.#logger,
-        relayOptions(options.relay ?? {}),
+        relayOptions(options.relay ?? {}, typeof options.bus.transport.publishTracked === 'function'),
       );
     }
   }
@@ -297,12 +297,16 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
     }, options);
   }
 
-  /** Messages waiting, failed and scheduled, and the age of the oldest: for health checks and metrics. */
+  /**
+   * Messages waiting, awaiting settlement, failed and scheduled, and the age of the oldest waiting: for
+   * health checks and metrics.
+   */
   async backlog(): Promise<OutboxBacklogReport> {
     const now = this.clock.now();
     const b = await this.storage.backlog(now);
     return {
       pending: b.pending,
+      awaitingSettlement: b.held,
       failed: b.failed,
       scheduled: b.scheduled,
       oldestAgeMs: b.oldestWaitingSince === undefined ? 0 : Math.max(0, now - b.oldestWaitingSince),
@@ -313,6 +317,7 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
    * A readiness check for the server's health middleware (`checks: { outbox: outbox.healthCheck() }`):
    * fails while more than `maxFailed` messages are set aside as failed, or while the oldest message
    * due has waited longer than `maxAgeMs` (the relay is stuck or the broker has been unreachable).
+   * Messages published and awaiting settlement by their consumers (memory transport) do not count.
    */
   healthCheck(
     options: { readonly maxAgeMs?: number; readonly maxFailed?: number } = {},
@@ -392,7 +397,8 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
    * Resolves once this process's relay has found nothing due: every message committed before the call
    * and due is published, set aside as failed, or waiting for a retry after a refusal (retry delays
    * are not waited out: see `backlog().pending`). For tests and orderly shutdown; resolves at once
-   * without a relay.
+   * without a relay. Published is published: a message held until its consumers settle it (memory
+   * transport, see `backlog().awaitingSettlement`) is not waited for.
    */
   flush(): Promise<void> {
     return this.#relay?.idle() ?? Promise.resolve();
@@ -405,8 +411,9 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
 
   /**
    * Waits for units of work in flight, then stops the relay after its round in flight (what it
-   * published is marked; what it did not stays in the outbox for the next start). Does not close the
-   * store or the bus. Idempotent.
+   * published is marked; what it did not stays in the outbox for the next start). Messages published
+   * and not yet settled by their consumers (memory transport) stay in the outbox too, and go out again
+   * once their lease ends (`leaseMs`). Does not close the store or the bus. Idempotent.
    */
   close(): Promise<void> {
     this.#closing ??= (async () => {

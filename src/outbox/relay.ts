@@ -3,7 +3,7 @@ import { FerryError, isFerryError } from '../errors/ferry-error.js';
 import { uuidv7 } from '../ids/uuidv7.js';
 import type { Logger } from '../logging/logger.js';
 import type { Envelope } from '../messaging/envelope.js';
-import type { Transport } from '../messaging/transport.js';
+import type { TrackedPublish, Transport } from '../messaging/transport.js';
 import type { Clock, ClockTimer } from '../time/clock.js';
 import type { OutboxRow, OutboxStorage } from './storage.js';
 
@@ -13,7 +13,10 @@ export interface RelayOptions {
   readonly batchSize?: number;
   /**
    * How long a taken row is this relay's alone; past it (a relay that died), another relay takes
-   * it over and publishes it again (a duplicate consumers' inboxes drop). @default 30000
+   * it over and publishes it again (a duplicate consumers' inboxes drop). A row held until its
+   * message is settled (see `holdUntilSettled`) has its lease renewed every third of it while this
+   * relay lives: after a crash its message goes out again once the lease ends, within `leaseMs`.
+   * @default 30000, or 10000 ({@link DEFAULT_HELD_LEASE_MS}) when rows are held until settled
    */
   readonly leaseMs?: number;
   /** Longest wait for one publish to be confirmed before it counts as a failed attempt. @default 10000 */
@@ -33,6 +36,17 @@ export interface RelayOptions {
   readonly maxAttempts?: number;
   /** First retry delay of a refused message, doubled each attempt (with jitter) up to 60 s. @default 1000 */
   readonly retryDelayMs?: number;
+  /**
+   * With a transport that holds messages in process memory only (the memory transport: see
+   * `Transport.publishTracked`), keep each row after the confirm, held, until its message is settled
+   * by every subscription it reached (handled and acked, dead-lettered, or its queue deleted); held
+   * rows are deleted in batches as their settlements arrive. A process that dies first leaves the
+   * row in the outbox, and a relay publishes it again once its lease ends (consumers' inboxes drop
+   * the duplicate). The round does not wait for settlements, and a held row does not hold back the
+   * next row of its key: that one goes out after the confirm, in commit order. `false` deletes rows
+   * at the confirm, as with a durable broker; unused with such a broker. @default true
+   */
+  readonly holdUntilSettled?: boolean;
 }
 
 export const DEFAULT_RELAY_OPTIONS = Object.freeze({
@@ -42,11 +56,20 @@ export const DEFAULT_RELAY_OPTIONS = Object.freeze({
   pollIntervalMs: 1000,
   maxAttempts: 10,
   retryDelayMs: 1000,
+  holdUntilSettled: true,
 } satisfies Required<RelayOptions>);
+
+/**
+ * The default lease when rows are held until settled: shorter than a durable broker's, since it is how
+ * long the messages of a process that died wait before they go out again; a live relay renews it.
+ */
+export const DEFAULT_HELD_LEASE_MS = 10_000;
 
 const MAX_RETRY_DELAY_MS = 60_000;
 /** Publishes remembered at most by id (in flight, or confirmed after their attempt timed out). */
 const MAX_REMEMBERED_SENDS = 10_000;
+/** Most seqs per statement when held rows are renewed or deleted. */
+const HELD_BATCH = 1000;
 /** While the broker is unreachable: first delay, cap. */
 const UNREACHABLE_DELAY_MS = 200;
 const MAX_UNREACHABLE_DELAY_MS = 30_000;
@@ -73,6 +96,14 @@ function isTransient(error: unknown): boolean {
  * Publishes committed outbox rows to the bus's transport, with confirms, in commit order per key,
  * deletes them once confirmed, and retries with backoff; sets aside as failed what the broker keeps
  * refusing. Several relays (instances of a service) may share one outbox: rows are leased.
+ *
+ * With a transport that holds messages in process memory only (`Transport.publishTracked`), a
+ * confirmed row is held rather than deleted: it stays in the outbox, its lease renewed every third
+ * of `leaseMs`, until the transport says its message was settled everywhere it was routed; the
+ * settled rows are then deleted in batches at the start of a round. Rounds do not wait for
+ * settlements. A held row no longer holds back its key: the next row of the key is published after
+ * the confirm, as with a durable broker (the transport keeps them in order); if the process dies,
+ * its held rows go out again, oldest first per key, once their lease ends.
  */
 export class Relay {
   readonly owner = `relay-${uuidv7()}`;
@@ -81,6 +112,10 @@ export class Relay {
   readonly #clock: Clock;
   readonly #logger: Logger;
   readonly #o: Required<RelayOptions>;
+  /** Whether confirmed rows are held until settled. */
+  readonly #holds: boolean;
+  /** How often held rows have their lease renewed. */
+  readonly #renewEveryMs: number;
   #running = false;
   #stopped = false;
   #woken = false;
@@ -93,8 +128,14 @@ export class Relay {
   /** Callers of `flush`, resolved when a round finds nothing due. */
   #idleWaiters: (() => void)[] = [];
   #delivered = 0;
-  /** Publishes still in flight, by message id (see {@link #send}). */
+  /** Publishes still in flight, or held until settled, by message id (see {@link #send}). */
   readonly #sending = new Map<string, Promise<void>>();
+  /** Rows this relay holds until their messages are settled: seq to message id. */
+  readonly #held = new Map<bigint, string>();
+  /** Rows whose messages were settled, deleted at the start of the next round. */
+  readonly #settled = new Set<bigint>();
+  /** When the held rows' leases are renewed next. */
+  #renewAt = 0;
 
   constructor(
     storage: OutboxStorage,
@@ -108,6 +149,8 @@ export class Relay {
     this.#clock = clock;
     this.#logger = logger;
     this.#o = options;
+    this.#holds = options.holdUntilSettled && typeof transport.publishTracked === 'function';
+    this.#renewEveryMs = Math.max(1, Math.floor(options.leaseMs / 3));
   }
 
   /** Messages published and removed from the outbox by this relay. */
@@ -125,14 +168,13 @@ export class Relay {
   /** Something was committed: look at once. */
   notify(): void {
     this.#woken = true;
-    const wake = this.#wake;
-    if (wake !== undefined) {
-      this.#wake = undefined;
-      wake();
-    }
+    this.#wakeUp();
   }
 
-  /** Resolves once a round of the relay found nothing due (everything due was sent or set aside). */
+  /**
+   * Resolves once a round of the relay found nothing due (everything due was sent or set aside).
+   * Held rows do not count: their messages were sent.
+   */
   idle(): Promise<void> {
     if (!this.#running) return Promise.resolve();
     return new Promise((resolve) => {
@@ -141,15 +183,36 @@ export class Relay {
     });
   }
 
-  /** Stops after the round in flight (its publishes confirmed or failed, their rows settled). */
+  /**
+   * Stops after the round in flight (its publishes confirmed or failed, their rows settled), and
+   * deletes the held rows whose settlements arrived. The others stay in the outbox, leased until
+   * their lease ends, and go out again then.
+   */
   async stop(): Promise<void> {
     this.#stopped = true;
     this.#unwatch?.();
     this.#timer?.cancel();
     this.notify();
     await this.#loop;
+    try {
+      await this.#removeSettled();
+    } catch (error) {
+      this.#logger.warn(
+        `outbox relay: could not delete settled messages at stop (${describeThrown(error).message}); they go out again after the restart`,
+      );
+    }
+    this.#held.clear();
+    this.#settled.clear();
     this.#running = false;
     for (const resolve of this.#idleWaiters.splice(0)) resolve();
+  }
+
+  #wakeUp(): void {
+    const wake = this.#wake;
+    if (wake !== undefined) {
+      this.#wake = undefined;
+      wake();
+    }
   }
 
   async #run(): Promise<void> {
@@ -157,6 +220,8 @@ export class Relay {
       this.#woken = false;
       let rows: OutboxRow[] = [];
       try {
+        await this.#removeSettled();
+        await this.#renewHeld();
         rows = await this.#storage.claim(this.owner, this.#clock.now(), this.#o.batchSize, this.#o.leaseMs);
         if (rows.length > 0) await this.#publish(rows);
       } catch (error) {
@@ -175,7 +240,7 @@ export class Relay {
   }
 
   async #publish(rows: readonly OutboxRow[]): Promise<void> {
-    const done: bigint[] = [];
+    const done: OutboxRow[] = [];
     let reachable = false;
     let unreachable: unknown;
     await Promise.all(
@@ -192,8 +257,8 @@ export class Relay {
           return;
         }
         try {
-          await this.#withTimeout(this.#send(row.id, envelope));
-          done.push(row.seq);
+          await this.#withTimeout(this.#send(row, envelope));
+          done.push(row);
           reachable = true;
         } catch (error) {
           if (isTransient(error)) unreachable = error;
@@ -203,8 +268,14 @@ export class Relay {
       }),
     );
     if (done.length > 0) {
-      this.#delivered += await this.#storage.delivered(this.owner, done);
-      for (const row of rows) if (done.includes(row.seq)) this.#sending.delete(row.id);
+      if (this.#holds) await this.#hold(done);
+      else {
+        this.#delivered += await this.#storage.delivered(
+          this.owner,
+          done.map((row) => row.seq),
+        );
+        for (const row of done) this.#sending.delete(row.id);
+      }
     }
     if (unreachable !== undefined && !reachable) {
       this.#unreachable++;
@@ -216,6 +287,83 @@ export class Relay {
     } else if (reachable) {
       if (this.#unreachable > 0) this.#logger.info('outbox relay: the broker takes messages again');
       this.#unreachable = 0;
+    }
+  }
+
+  /**
+   * Holds confirmed rows until their messages are settled; those settled already are deleted at the
+   * start of the next round with the others.
+   */
+  async #hold(confirmed: readonly OutboxRow[]): Promise<void> {
+    const rows = confirmed.filter((row) => !this.#settled.has(row.seq));
+    if (rows.length === 0) return;
+    const now = this.#clock.now();
+    if (this.#held.size === 0) this.#renewAt = now + this.#renewEveryMs;
+    const held = new Set(
+      await this.#storage.hold(
+        this.owner,
+        rows.map((row) => row.seq),
+        now + this.#o.leaseMs,
+      ),
+    );
+    for (const row of rows) {
+      if (held.has(row.seq)) this.#held.set(row.seq, row.id);
+      // Taken over by another relay (our lease ran out): it publishes it again.
+      else this.#sending.delete(row.id);
+    }
+  }
+
+  /** A held row's message was settled everywhere: its row goes at the start of the next round. */
+  #onSettled(seq: bigint): void {
+    if (this.#stopped) return;
+    this.#settled.add(seq);
+    // Wakes a sleeping relay without making the round look at the outbox again and again: a
+    // settlement changes nothing the claim could find.
+    this.#wakeUp();
+  }
+
+  /** Deletes the rows whose messages were settled, in batches. */
+  async #removeSettled(): Promise<void> {
+    if (this.#settled.size === 0) return;
+    const seqs = [...this.#settled];
+    this.#settled.clear();
+    for (let i = 0; i < seqs.length; i += HELD_BATCH) {
+      const batch = seqs.slice(i, i + HELD_BATCH);
+      try {
+        this.#delivered += await this.#storage.delivered(this.owner, batch);
+      } catch (error) {
+        // Deleted at the next round; held meanwhile.
+        for (const seq of seqs.slice(i)) this.#settled.add(seq);
+        throw error;
+      }
+      for (const seq of batch) {
+        const id = this.#held.get(seq);
+        this.#held.delete(seq);
+        if (id !== undefined) this.#sending.delete(id);
+      }
+    }
+  }
+
+  /** Renews the lease of the rows held, every third of `leaseMs`. */
+  async #renewHeld(): Promise<void> {
+    if (this.#held.size === 0) return;
+    const now = this.#clock.now();
+    if (now < this.#renewAt) return;
+    this.#renewAt = now + this.#renewEveryMs;
+    const seqs = [...this.#held.keys()];
+    for (let i = 0; i < seqs.length; i += HELD_BATCH) {
+      const batch = seqs.slice(i, i + HELD_BATCH);
+      const kept = new Set(await this.#storage.hold(this.owner, batch, now + this.#o.leaseMs));
+      for (const seq of batch) {
+        if (kept.has(seq)) continue;
+        // Taken over after our lease ran out (this process stalled): the other relay sends it again.
+        this.#logger.warn(
+          `outbox relay: held message ${this.#held.get(seq)} was taken over by another relay`,
+        );
+        const id = this.#held.get(seq);
+        this.#held.delete(seq);
+        if (id !== undefined) this.#sending.delete(id);
+      }
     }
   }
 
@@ -250,14 +398,21 @@ export class Relay {
    * transport holding it for re-sending after its attempt timed out here): then waits for that one,
    * so that a slow or unreachable broker does not collect one copy per retry.
    */
-  #send(id: string, envelope: Envelope): Promise<void> {
+  #send(row: OutboxRow, envelope: Envelope): Promise<void> {
+    const id = row.id;
     let sending = this.#sending.get(id);
     if (sending === undefined) {
-      sending = this.#transport.publish(envelope);
+      if (this.#holds) {
+        const tracked: TrackedPublish = this.#transport.publishTracked!(envelope);
+        const seq = row.seq;
+        tracked.settled.then(() => this.#onSettled(seq));
+        sending = tracked.confirmed;
+      } else sending = this.#transport.publish(envelope);
       this.#sending.set(id, sending);
       // A publish that failed is forgotten, so that the next attempt sends again. One that succeeded
       // is kept until its row is deleted: an attempt that timed out before the confirm came is then
-      // settled by the next one without a second copy.
+      // settled by the next one without a second copy (nor is a held row this relay takes again
+      // after a stall past its lease).
       sending.catch(() => this.#sending.delete(id));
       if (this.#sending.size > MAX_REMEMBERED_SENDS) {
         const oldest = this.#sending.keys().next().value;
@@ -287,6 +442,7 @@ export class Relay {
 
   async #sleepUntilNext(): Promise<void> {
     let delay = this.#o.pollIntervalMs;
+    if (this.#held.size > 0) delay = Math.max(0, Math.min(delay, this.#renewAt - this.#clock.now()));
     try {
       const now = this.#clock.now();
       const next = await this.#storage.nextDue(now);
@@ -294,7 +450,8 @@ export class Relay {
     } catch {
       // Poll instead.
     }
-    if (this.#woken || this.#stopped) return;
+    // A settlement that came meanwhile is deleted at once.
+    if (this.#woken || this.#stopped || this.#settled.size > 0) return;
     await this.#sleep(delay);
   }
 

@@ -40,6 +40,8 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
         inboxRetentionMs?: number;
         publishTimeoutMs?: number;
         pollIntervalMs?: number;
+        leaseMs?: number;
+        holdUntilSettled?: boolean;
       } = {},
     ) {
       const base = await createBus({
@@ -70,6 +72,8 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
           maxAttempts: options.maxAttempts ?? 3,
           ...(options.publishTimeoutMs === undefined ? {} : { publishTimeoutMs: options.publishTimeoutMs }),
           ...(options.pollIntervalMs === undefined ? {} : { pollIntervalMs: options.pollIntervalMs }),
+          ...(options.leaseMs === undefined ? {} : { leaseMs: options.leaseMs }),
+          ...(options.holdUntilSettled === undefined ? {} : { holdUntilSettled: options.holdUntilSettled }),
         },
       });
       closers.push(() => outbox.close());
@@ -102,7 +106,15 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
           data: { orderId: '1' },
         });
         expect(await store.readStream('order-1')).toHaveLength(1);
-        expect(await outbox.backlog()).toEqual({ pending: 0, failed: 0, scheduled: 0, oldestAgeMs: 0 });
+        // Deleted once confirmed, or (memory bus) once its subscriptions settled it.
+        await waitFor(async () => (await outbox.backlog()).awaitingSettlement === 0, 'the row deleted');
+        expect(await outbox.backlog()).toEqual({
+          pending: 0,
+          awaitingSettlement: 0,
+          failed: 0,
+          scheduled: 0,
+          oldestAgeMs: 0,
+        });
       });
 
       it('publishes nothing and keeps nothing of a unit of work that throws', async () => {
@@ -233,11 +245,9 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
         const { outbox, received } = await setup({
           publishTimeoutMs: 30,
           transport: (t) =>
-            Object.assign(Object.create(t) as Transport, {
-              publish: (envelope: Envelope) => {
-                calls.push(envelope.id);
-                return calls.length === 1 ? gate.then(() => t.publish(envelope)) : t.publish(envelope);
-              },
+            aroundPublish(t, (envelope, send) => {
+              calls.push(envelope.id);
+              return calls.length === 1 ? gate.then(send) : send();
             }),
         });
         await outbox.unitOfWork((work) => work.publish('order.placed', { orderId: 'slow' }));
@@ -374,12 +384,11 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
         const { outbox, received } = await setup({
           maxAttempts: 2,
           transport: (t) =>
-            Object.assign(Object.create(t) as Transport, {
-              publish: (envelope: Envelope) =>
-                refuse && (envelope.data as { orderId: string }).orderId === 'poison'
-                  ? Promise.reject(new UnroutableError(envelope.type, envelope.id))
-                  : t.publish(envelope),
-            }),
+            aroundPublish(t, (envelope, send) =>
+              refuse && (envelope.data as { orderId: string }).orderId === 'poison'
+                ? Promise.reject(new UnroutableError(envelope.type, envelope.id))
+                : send(),
+            ),
         });
         const poison = await outbox.unitOfWork((work) =>
           work.publish('order.placed', { orderId: 'poison' }, { key: 'k' }),
@@ -394,6 +403,8 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
         expect(failed!.error).toMatch(/no subscription matches/);
         await waitFor(() => received.length === 1, "the other key's message");
         expect(received.map((m) => (m.data as { orderId: string }).orderId)).toEqual(['other']);
+        // 'other' leaves the pending ones once the relay has marked it published.
+        await waitFor(async () => (await outbox.backlog()).pending === 1, 'the other key marked');
         expect(await outbox.backlog()).toMatchObject({ failed: 1, pending: 1 });
         await expect(outbox.healthCheck()()).rejects.toThrow(/1 outbox message\(s\) failed/);
         await outbox.healthCheck({ maxFailed: 1 })();
@@ -405,6 +416,137 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
           'poison',
           'behind',
         ]);
+      });
+    });
+
+    describe('messages held until settled (memory bus)', () => {
+      // The memory bus holds messages in process memory only: a row deleted at the confirm would be
+      // lost with the process if it died before the handlers ran. So the row stays until every
+      // subscription the message reached settled it (and goes out again after a crash).
+      const orderId = (m: Message) => (m.data as { orderId: string }).orderId;
+
+      /** A subscription of group `inventory` whose handler waits at `slow` until released. */
+      async function slowInventory(bus: Bus<{ 'order.placed': z.ZodObject<{ orderId: z.ZodString }> }>) {
+        let release!: () => void;
+        const gate = new Promise<void>((resolve) => {
+          release = resolve;
+        });
+        const entered: string[] = [];
+        await bus.subscribe(
+          'order.placed',
+          async (m) => {
+            entered.push(m.data.orderId);
+            if (m.data.orderId === 'slow') await gate;
+          },
+          { group: 'inventory', concurrency: 4 },
+        );
+        return { entered, release };
+      }
+
+      it('keeps a published row until its handlers are done, while other keys and its own key go on', async () => {
+        const { bus, outbox, received } = await setup();
+        const { entered, release } = await slowInventory(bus);
+        await outbox.unitOfWork((work) => work.publish('order.placed', { orderId: 'slow' }, { key: 'k' }));
+        await waitFor(() => entered.includes('slow'), 'the slow handler');
+        await waitFor(async () => (await outbox.backlog()).awaitingSettlement === 1, 'the row held');
+        // A round of the relay later (one that deletes what was settled), it is still there.
+        await outbox.flush();
+        expect(await outbox.backlog()).toMatchObject({ pending: 0, awaitingSettlement: 1, oldestAgeMs: 0 });
+        await outbox.healthCheck({ maxAgeMs: 1 })();
+
+        await outbox.unitOfWork((work) => work.publish('order.placed', { orderId: 'other' }, { key: 'o' }));
+        await outbox.unitOfWork((work) => work.publish('order.placed', { orderId: 'behind' }, { key: 'k' }));
+        await waitFor(
+          () => entered.includes('other') && entered.includes('behind'),
+          'the other messages handled while the slow one is not',
+        );
+        expect(received.map(orderId)).toEqual(['slow', 'other', 'behind']);
+        await waitFor(
+          async () => (await outbox.backlog()).awaitingSettlement === 1,
+          'only the slow one held',
+        );
+
+        release();
+        await waitFor(async () => (await outbox.backlog()).awaitingSettlement === 0, 'the row deleted');
+        expect(await outbox.backlog()).toMatchObject({ pending: 0, awaitingSettlement: 0, failed: 0 });
+      });
+
+      it('keeps a row whose handler failed and waits for a retry; a dead letter or a deleted queue settles it', async () => {
+        const { bus, outbox } = await setup();
+        const backoff = { initialDelayMs: 600_000, factor: 1, maxDelayMs: 600_000 };
+        const failures: string[] = [];
+        const retrying = await bus.subscribe(
+          'order.placed',
+          async (m) => {
+            if (m.data.orderId !== 'retry') return;
+            failures.push(m.data.orderId);
+            throw new Error('not yet');
+          },
+          { group: 'retrying', maxAttempts: 2, backoff },
+        );
+        await bus.subscribe(
+          'order.placed',
+          async (m) => {
+            if (m.data.orderId === 'poison') throw new Error('never');
+          },
+          { group: 'strict', maxAttempts: 1 },
+        );
+
+        await outbox.unitOfWork((work) => work.publish('order.placed', { orderId: 'poison' }));
+        await waitFor(
+          async () => (await bus.listDeadLetters({ group: 'strict' })).length === 1,
+          'the dead letter',
+        );
+        await waitFor(
+          async () => (await outbox.backlog()).awaitingSettlement === 0,
+          'the dead letter settled',
+        );
+
+        await outbox.unitOfWork((work) => work.publish('order.placed', { orderId: 'retry' }));
+        await waitFor(() => failures.length === 1, 'the first attempt');
+        await waitFor(async () => (await outbox.backlog()).awaitingSettlement === 1, 'the row held');
+        await outbox.flush();
+        // Waiting for its retry (10 minutes away): not settled.
+        expect(await outbox.backlog()).toMatchObject({ pending: 0, awaitingSettlement: 1 });
+
+        await retrying.close();
+        expect(
+          await bus.deleteSubscription('order.placed', { group: 'retrying', maxAttempts: 2, backoff }),
+        ).toBe(1);
+        await waitFor(async () => (await outbox.backlog()).awaitingSettlement === 0, 'the row deleted');
+        expect(await outbox.backlog()).toMatchObject({ pending: 0, awaitingSettlement: 0, failed: 0 });
+      });
+
+      it('leaves a row not yet settled in the outbox at close, for the next relay once its lease ends', async () => {
+        const { bus, store, outbox, received } = await setup({ leaseMs: 300 });
+        const { entered, release } = await slowInventory(bus);
+        const id = await outbox.unitOfWork((work) => work.publish('order.placed', { orderId: 'slow' }));
+        await waitFor(() => entered.includes('slow'), 'the slow handler');
+        await waitFor(async () => (await outbox.backlog()).awaitingSettlement === 1, 'the row held');
+        await outbox.close();
+        expect(await outbox.backlog()).toMatchObject({ awaitingSettlement: 1 });
+
+        const next = await createOutbox({
+          store,
+          bus,
+          logger: silentLogger,
+          relay: { leaseMs: 300, pollIntervalMs: 50 },
+        });
+        closers.push(() => next.close());
+        await waitFor(() => received.filter((m) => m.id === id).length === 2, 'the message sent again');
+        release();
+        await waitFor(async () => (await next.backlog()).awaitingSettlement === 0, 'the row deleted');
+        expect(await next.backlog()).toMatchObject({ pending: 0, awaitingSettlement: 0 });
+      });
+
+      it('deletes rows at the confirm with holdUntilSettled: false', async () => {
+        const { bus, outbox } = await setup({ holdUntilSettled: false });
+        const { entered, release } = await slowInventory(bus);
+        await outbox.unitOfWork((work) => work.publish('order.placed', { orderId: 'slow' }));
+        await waitFor(() => entered.includes('slow'), 'the slow handler');
+        await outbox.flush();
+        expect(await outbox.backlog()).toMatchObject({ pending: 0, awaitingSettlement: 0 });
+        release();
       });
     });
 
@@ -609,4 +751,31 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
       });
     });
   });
+}
+
+/**
+ * `t` with each publish, tracked ones (`publishTracked`) too, going through `around`, which calls
+ * `send` to hand the message to `t`.
+ */
+function aroundPublish(
+  t: Transport,
+  around: (envelope: Envelope, send: () => Promise<void>) => Promise<void>,
+): Transport {
+  const wrapped = Object.create(t) as Transport;
+  wrapped.publish = (envelope) => around(envelope, () => t.publish(envelope));
+  if (t.publishTracked !== undefined) {
+    wrapped.publishTracked = (envelope) => {
+      let settle!: () => void;
+      const settled = new Promise<void>((resolve) => {
+        settle = resolve;
+      });
+      const confirmed = around(envelope, () => {
+        const tracked = t.publishTracked!(envelope);
+        void tracked.settled.then(settle);
+        return tracked.confirmed;
+      });
+      return { confirmed, settled };
+    };
+  }
+  return wrapped;
 }

@@ -8,6 +8,7 @@ import {
   type PendingOutcome,
   type ReplayOptions,
   type SubscriptionSpec,
+  type TrackedPublish,
   type Transport,
   type TransportSubscription,
   whenDecided,
@@ -31,12 +32,25 @@ export interface TransportObserver {
 export class RecordingTransport implements Transport {
   readonly name: string;
   readonly inner: Transport;
+  /** The inner transport's, recording as `publish` does: present when it has one. */
+  readonly publishTracked?: (envelope: Envelope) => TrackedPublish;
   readonly #observer: TransportObserver;
 
   constructor(inner: Transport, observer: TransportObserver) {
     this.inner = inner;
     this.name = inner.name;
     this.#observer = observer;
+    if (typeof inner.publishTracked === 'function') {
+      const publishTracked = inner.publishTracked.bind(inner);
+      this.publishTracked = (envelope) => {
+        const copy = jsonCopy(envelope);
+        const tracked = publishTracked(envelope);
+        const confirmed = tracked.confirmed.then(() => {
+          if (copy !== undefined) this.#observer.published(copy);
+        });
+        return { confirmed, settled: tracked.settled };
+      };
+    }
   }
 
   connect(): Promise<void> {
@@ -44,13 +58,7 @@ export class RecordingTransport implements Transport {
   }
 
   async publish(envelope: Envelope): Promise<void> {
-    // Copied now: the publisher may change its objects once publish returns.
-    let copy: Envelope | undefined;
-    try {
-      copy = JSON.parse(JSON.stringify(envelope)) as Envelope;
-    } catch {
-      // Not JSON: the transport refuses it below.
-    }
+    const copy = jsonCopy(envelope);
     await this.inner.publish(envelope);
     if (copy !== undefined) this.#observer.published(copy);
   }
@@ -103,5 +111,14 @@ export class RecordingTransport implements Transport {
 
   close(timeoutMs: number): Promise<void> {
     return this.inner.close(timeoutMs);
+  }
+}
+
+/** Copied now: the publisher may change its objects once publish returns. Not JSON: the transport refuses it. */
+function jsonCopy(envelope: Envelope): Envelope | undefined {
+  try {
+    return JSON.parse(JSON.stringify(envelope)) as Envelope;
+  } catch {
+    return undefined;
   }
 }
