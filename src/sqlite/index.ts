@@ -6,4 +6,12 @@ export {
 export { SqliteIdempotencyStore } from './sqlite-idempotency-store.js';
 export { SqliteInbox } from './sqlite-inbox.js';
 export { SqliteOutboxStorage } from './sqlite-outbox.js';
+export {
+  DEFAULT_SQLITE_UNIT_OF_WORK_BATCH,
+  type SqliteUnitOfWorkBatchOptions,
+} from './sqlite-unit-of-work.js';
 export { isStoreBusyError, StoreBusyError } from './store-busy.js';
+export {
+  isUnitOfWorkOutcomeUnknownError,
+  UnitOfWorkOutcomeUnknownError,
+} from './unit-of-work-outcome-unknown.js';

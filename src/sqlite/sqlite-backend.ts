@@ -28,21 +28,35 @@ import {
   readStreamWith,
   toRecordedEvent,
 } from './sqlite-read-stream.js';
-import { SQLITE_MEMORY_HAS_NO_UNITS_OF_WORK } from './sqlite-unit-of-work.js';
+import {
+  DEFAULT_SQLITE_UNIT_OF_WORK_BATCH,
+  SQLITE_MEMORY_HAS_NO_UNITS_OF_WORK,
+  type SqliteUnitOfWorkBatchOptions,
+} from './sqlite-unit-of-work.js';
 import { DEFAULT_BUSY_TIMEOUT_MS, DRIVER_BUSY_TIMEOUT_MS, whileBusy } from './store-busy.js';
+import { type StoreWrite, WriteLock } from './write-lock.js';
 
 /** Options of {@link SqliteEventStoreBackend}. */
 export interface SqliteBackendOptions {
   /** Database file, created with its parent directories if missing; `:memory:` for a private in-memory database. */
   readonly path: string;
   /**
-   * How long a write waits for another process's write lock before failing with `StoreBusyError`
-   * (`STORE_BUSY`). The wait is asynchronous: the event loop keeps running. @default 5000
+   * How long a write waits for the file's write lock, held by another process or by a batch of this
+   * process's units of work, before failing with `StoreBusyError` (`STORE_BUSY`). The wait is
+   * asynchronous: the event loop keeps running. @default 5000
    */
   readonly busyTimeoutMs?: number;
+  /**
+   * How many units of work share one transaction and one commit (group commit; see
+   * `SqliteUnitsOfWork`). @default { maxUnits: 64, maxOpenMs: 10 }
+   */
+  readonly unitOfWorkBatch?: SqliteUnitOfWorkBatchOptions;
 }
 
-export const DEFAULT_SQLITE_BACKEND_OPTIONS = Object.freeze({ busyTimeoutMs: DEFAULT_BUSY_TIMEOUT_MS });
+export const DEFAULT_SQLITE_BACKEND_OPTIONS = Object.freeze({
+  busyTimeoutMs: DEFAULT_BUSY_TIMEOUT_MS,
+  unitOfWorkBatch: DEFAULT_SQLITE_UNIT_OF_WORK_BATCH,
+});
 
 /** How often watchers look for commits made by other connections to the same file. */
 const DATA_VERSION_POLL_MS = 100;
@@ -293,6 +307,9 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
   readonly name = 'sqlite';
   readonly #path: string;
   readonly #busyTimeoutMs: number;
+  readonly #unitOfWorkBatch: Required<SqliteUnitOfWorkBatchOptions>;
+  /** This process's turn at the file's write lock, shared with its units of work and other stores on it. */
+  readonly #lock: WriteLock;
   readonly #watchers = new Set<() => void>();
   #opening: Promise<void> | undefined;
   #db: Database.Database | undefined;
@@ -304,6 +321,7 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
   /** An append, or a batch, is being settled: new appends queue. */
   #flushing = false;
   #groupCommits = 0;
+  #unitOfWorkCommits = 0;
   #closed = false;
   #poller: NodeJS.Timeout | undefined;
   #dataVersion = 0n;
@@ -317,8 +335,19 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
     if (!Number.isInteger(busyTimeoutMs) || busyTimeoutMs < 0) {
       throw new InvalidOptionsError('busyTimeoutMs must be a non-negative integer');
     }
+    const batch = options.unitOfWorkBatch ?? {};
+    const { maxUnits = DEFAULT_SQLITE_UNIT_OF_WORK_BATCH.maxUnits } = batch;
+    const { maxOpenMs = DEFAULT_SQLITE_UNIT_OF_WORK_BATCH.maxOpenMs } = batch;
+    if (!Number.isInteger(maxUnits) || maxUnits < 1) {
+      throw new InvalidOptionsError('unitOfWorkBatch.maxUnits must be a positive integer');
+    }
+    if (!Number.isInteger(maxOpenMs) || maxOpenMs < 0) {
+      throw new InvalidOptionsError('unitOfWorkBatch.maxOpenMs must be a non-negative integer');
+    }
     this.#path = path;
     this.#busyTimeoutMs = busyTimeoutMs;
+    this.#unitOfWorkBatch = { maxUnits, maxOpenMs };
+    this.#lock = new WriteLock(path);
   }
 
   /** Opens the file (creating it and its directories) and applies pending migrations. Idempotent. */
@@ -341,16 +370,22 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
       // asynchronously, as writes do, for up to busyTimeoutMs in all, then fails with STORE_BUSY.
       const deadline = Date.now() + this.#busyTimeoutMs;
       const whileLocked = <T>(step: () => T) => whileBusy(Math.max(0, deadline - Date.now()), step);
-      // WAL lets readers run beside the writer. Switching a file to it needs the file to itself, so it
-      // fails with SQLITE_BUSY while another connection holds any lock on a file not yet in WAL.
-      await whileLocked(() => db.pragma('journal_mode = WAL'));
-      // FULL syncs the WAL on every commit, so an append that resolved survives a power cut, not only
-      // a crash of the process.
-      await whileLocked(() => db.pragma('synchronous = FULL'));
-      if (this.#closed) throw new EventStoreClosedError();
-      await whileLocked(() => migrate(db));
-      if (this.#closed) throw new EventStoreClosedError();
-      statements = await whileLocked(() => prepareStatements(db));
+      // Another store of this process opening the same file waits here rather than polling.
+      const release = await this.#lock.acquire(this.#busyTimeoutMs);
+      try {
+        // WAL lets readers run beside the writer. Switching a file to it needs the file to itself, so
+        // it fails with SQLITE_BUSY while another connection holds any lock on a file not yet in WAL.
+        await whileLocked(() => db.pragma('journal_mode = WAL'));
+        // FULL syncs the WAL on every commit, so an append that resolved survives a power cut, not
+        // only a crash of the process.
+        await whileLocked(() => db.pragma('synchronous = FULL'));
+        if (this.#closed) throw new EventStoreClosedError();
+        await whileLocked(() => migrate(db));
+        if (this.#closed) throw new EventStoreClosedError();
+        statements = await whileLocked(() => prepareStatements(db));
+      } finally {
+        release();
+      }
     } catch (error) {
       db.close();
       throw error;
@@ -383,9 +418,12 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
     if (this.#watchers.size > 0) this.#startPolling();
   }
 
-  /** Runs a write (or a read) on this connection, waiting asynchronously while another holds the lock. */
+  /**
+   * Runs a write on this connection in this process's turn at the file (after units of work of the
+   * batch under way), then waiting asynchronously while another process holds the lock.
+   */
   #busy<T>(operation: (statements: Statements) => T): Promise<T> {
-    return whileBusy(this.#busyTimeoutMs, () => operation(this.#ready()));
+    return this.#lock.write(this.#busyTimeoutMs, () => operation(this.#ready()));
   }
 
   #ready(): Statements {
@@ -447,25 +485,25 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
   }
 
   /**
-   * Commits the oldest {@link MAX_BATCH_APPENDS} appends of the queue; what queues meanwhile goes
-   * next. One at a time, so that appends to a stream apply in call order even while another process
-   * holds the lock.
+   * Commits the oldest {@link MAX_BATCH_APPENDS} appends of the queue once this process's turn at the
+   * file came (after a batch of units of work under way); what queues after that goes next. One at a
+   * time, so that appends to a stream apply in call order even while another process holds the lock.
    */
   async #flush(): Promise<void> {
-    const batch = this.#queue.splice(0, MAX_BATCH_APPENDS);
-    if (batch.length === 1) {
-      const [a] = batch as [QueuedAppend];
-      await this.#appendAlone(a.streamId, a.events, a.expected, a.messages).then(a.resolve, a.reject);
-      this.#flushed();
-      return;
-    }
+    let batch: QueuedAppend[] | undefined;
     try {
-      const outcomes = await this.#busy(() => this.#appendBatch!.immediate(batch));
-      this.#groupCommits++;
+      const outcomes = await this.#busy((): BatchOutcome[] => {
+        // Taken once this process's turn at the file came: appends queued while it waited join in.
+        batch ??= this.#queue.splice(0, MAX_BATCH_APPENDS);
+        if (batch.length > 1) return this.#appendBatch!.immediate(batch);
+        const a = batch[0]!;
+        return [{ result: this.#append!.immediate(a.streamId, a.events, a.expected, a.messages) }];
+      });
+      if (batch!.length > 1) this.#groupCommits++;
       let written = false;
       let enqueued = false;
       for (const [i, outcome] of outcomes.entries()) {
-        const a = batch[i]!;
+        const a = batch![i]!;
         if ('error' in outcome) {
           a.reject(outcome.error);
           continue;
@@ -480,7 +518,9 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
       if (written) queueMicrotask(() => this.#notify());
       if (enqueued) this.#outbox?.announce();
     } catch (error) {
-      // Nothing committed: the lock stayed taken, the commit failed or the store closed.
+      // Nothing committed: the lock stayed taken, the commit failed, the store closed, or the one
+      // append of the batch was refused.
+      batch ??= this.#queue.splice(0, MAX_BATCH_APPENDS);
       for (const a of batch) a.reject(error);
     }
     this.#flushed();
@@ -489,6 +529,11 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
   /** How many batches of two or more appends committed as one transaction; for tests and benchmarks. */
   get groupCommits(): number {
     return this.#groupCommits;
+  }
+
+  /** How many transactions of units of work committed (each one or more of them); for tests and benchmarks. */
+  get unitOfWorkCommits(): number {
+    return this.#unitOfWorkCommits;
   }
 
   #flushed(): void {
@@ -639,10 +684,15 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
     );
   }
 
+  /** Writes of the inbox and idempotency store on this connection, in this process's turn at the file. */
+  #writes(): StoreWrite {
+    return (operation) => this.#lock.write(this.#busyTimeoutMs, operation);
+  }
+
   /** An inbox in this database, for idempotent consumers of the message bus. Needs `open()` first. */
   inbox(options: DurableInboxOptions = {}): Inbox {
     this.#ready();
-    return new SqliteInbox(this.#db!, options, this.#busyTimeoutMs);
+    return new SqliteInbox(this.#db!, options, this.#writes());
   }
 
   /**
@@ -651,7 +701,7 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
    */
   idempotencyStore(options: DurableIdempotencyStoreOptions = {}): SqliteIdempotencyStore {
     this.#ready();
-    return new SqliteIdempotencyStore(this.#db!, options, this.#busyTimeoutMs);
+    return new SqliteIdempotencyStore(this.#db!, options, this.#writes());
   }
 
   /**
@@ -664,6 +714,9 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
     this.#outbox ??= new SqliteOutboxStorage({
       path: this.#path,
       busyTimeoutMs: this.#busyTimeoutMs,
+      lock: this.#lock,
+      batch: this.#unitOfWorkBatch,
+      committed: () => void this.#unitOfWorkCommits++,
       ready: () => void this.#ready(),
       connection: () => {
         this.#ready();

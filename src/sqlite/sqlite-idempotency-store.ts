@@ -10,6 +10,7 @@ import {
 } from '../http/server/durable-idempotency.js';
 import type { IdempotencyBeginResult, IdempotencyStore, StoredResponse } from '../http/server/idempotency.js';
 import { DEFAULT_BUSY_TIMEOUT_MS, whileBusy } from './store-busy.js';
+import type { StoreWrite } from './write-lock.js';
 
 /** Which claim of a key a statement acts on; `claim: null` for whoever holds it. */
 interface Held {
@@ -53,7 +54,7 @@ export class SqliteIdempotencyStore implements IdempotencyStore {
   readonly #leaseMs: number;
   readonly #ttlMs: number;
   readonly #cleanupIntervalMs: number;
-  readonly #busyTimeoutMs: number;
+  readonly #write: StoreWrite;
   readonly #find: Database.Statement<[string, string], Row>;
   readonly #claim: Database.Transaction<
     (key: string, fingerprint: string, token: string) => IdempotencyBeginResult
@@ -64,18 +65,22 @@ export class SqliteIdempotencyStore implements IdempotencyStore {
   #cleanedAt = 0;
   #cleaning: Promise<number> | undefined;
 
-  /** Use `SqliteEventStoreBackend.idempotencyStore()`, which shares the store's connection and migrated schema. */
+  /**
+   * Use `SqliteEventStoreBackend.idempotencyStore()`, which shares the store's connection, its
+   * migrated schema and its turns at the file's write lock (`write`).
+   */
   constructor(
     db: Database.Database,
     options: DurableIdempotencyStoreOptions = {},
-    busyTimeoutMs: number = DEFAULT_BUSY_TIMEOUT_MS,
+    write: number | StoreWrite = DEFAULT_BUSY_TIMEOUT_MS,
   ) {
     const o = resolveDurableIdempotencyStoreOptions(options);
     this.#namespace = o.namespace;
     this.#leaseMs = o.leaseMs;
     this.#ttlMs = o.ttlMs;
     this.#cleanupIntervalMs = o.cleanupIntervalMs;
-    this.#busyTimeoutMs = busyTimeoutMs;
+    // A number: the busy timeout of a connection on its own, outside its store's turns at the file.
+    this.#write = typeof write === 'number' ? (operation) => whileBusy(write, operation) : write;
     // Times and statuses are small integers: plain numbers, whatever the connection's default.
     this.#find = db
       .prepare<[string, string], Row>(
@@ -165,6 +170,6 @@ export class SqliteIdempotencyStore implements IdempotencyStore {
   }
 
   #busy<T>(operation: () => T): Promise<T> {
-    return whileBusy(this.#busyTimeoutMs, operation);
+    return this.#write(operation);
   }
 }

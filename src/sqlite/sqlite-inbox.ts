@@ -8,6 +8,7 @@ import {
   resolveDurableInboxOptions,
 } from '../inbox/lease.js';
 import { DEFAULT_BUSY_TIMEOUT_MS, whileBusy } from './store-busy.js';
+import type { StoreWrite } from './write-lock.js';
 
 type Look = { claimed: true } | { claimed: false; done: boolean };
 
@@ -17,7 +18,7 @@ type Look = { claimed: true } | { claimed: false; done: boolean };
  */
 export class SqliteInbox implements Inbox {
   readonly #leaseMs: number;
-  readonly #busyTimeoutMs: number;
+  readonly #write: StoreWrite;
   readonly #retentionMs: number;
   readonly #look: Database.Transaction<(key: string, token: string, now: number) => Look>;
   readonly #renew: Database.Statement<[number, string, string]>;
@@ -26,14 +27,18 @@ export class SqliteInbox implements Inbox {
   readonly #cleanUp: Database.Statement<[number]>;
   #cleanedAt = 0;
 
-  /** Use `SqliteEventStoreBackend.inbox()`, which shares the store's connection and migrated schema. */
+  /**
+   * Use `SqliteEventStoreBackend.inbox()`, which shares the store's connection, its
+   * migrated schema and its turns at the file's write lock (`write`).
+   */
   constructor(
     db: Database.Database,
     options: DurableInboxOptions = {},
-    busyTimeoutMs: number = DEFAULT_BUSY_TIMEOUT_MS,
+    write: number | StoreWrite = DEFAULT_BUSY_TIMEOUT_MS,
   ) {
     const o = resolveDurableInboxOptions(options);
-    this.#busyTimeoutMs = busyTimeoutMs;
+    // A number: the busy timeout of a connection on its own, outside its store's turns at the file.
+    this.#write = typeof write === 'number' ? (operation) => whileBusy(write, operation) : write;
     this.#leaseMs = o.leaseMs;
     this.#retentionMs = o.retentionMs;
     const find = db.prepare<[string], { state: string; lease_until: bigint | null }>(
@@ -82,7 +87,7 @@ export class SqliteInbox implements Inbox {
   }
 
   #busy<T>(operation: () => T): Promise<T> {
-    return whileBusy(this.#busyTimeoutMs, operation);
+    return this.#write(operation);
   }
 
   #forgetOld(): void {

@@ -25,7 +25,6 @@ import {
   toSagaRow,
 } from './sqlite-outbox-sql.js';
 import { type SqliteUnitOfWorkHost, SqliteUnitsOfWork } from './sqlite-unit-of-work.js';
-import { whileBusy } from './store-busy.js';
 
 /** What the storage needs from the backend that owns it. */
 export interface SqliteOutboxHost extends SqliteUnitOfWorkHost {
@@ -169,7 +168,7 @@ export class SqliteOutboxStorage implements OutboxStorage {
   }
 
   #write<T>(operation: (s: Statements) => T): Promise<T> {
-    return whileBusy(this.#host.busyTimeoutMs, () => operation(this.#ready()));
+    return this.#host.lock.write(this.#host.busyTimeoutMs, () => operation(this.#ready()));
   }
 
   transaction<T>(work: (tx: StorageTransaction) => Promise<T>): Promise<T> {

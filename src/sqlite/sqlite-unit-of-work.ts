@@ -1,96 +1,90 @@
-import type Database from 'better-sqlite3';
 import { FerryError } from '../errors/ferry-error.js';
-import { EventStoreClosedError } from '../eventstore/errors.js';
-import type {
-  AppendResult,
-  ExpectedVersion,
-  PreparedEvent,
-  ReadStreamOptions,
-  RecordedEvent,
-} from '../eventstore/types.js';
-import { SagaConcurrencyError, UnitOfWorkUnsupportedError } from '../outbox/errors.js';
-import type { OutboxInsert, SagaRow, StorageTransaction } from '../outbox/storage.js';
-import { type AppendOutcome, appendRows, prepareAppendStatements } from './sqlite-append.js';
+import { EventStoreClosedError, isEventStoreClosedError } from '../eventstore/errors.js';
+import { UnitOfWorkUnsupportedError } from '../outbox/errors.js';
+import type { StorageTransaction } from '../outbox/storage.js';
 import {
-  jsonList,
-  ms,
-  NOT_LEASED,
-  SAGA_COLUMNS,
-  type SagaDbRow,
-  SCHEDULED,
-  toSagaRow,
-} from './sqlite-outbox-sql.js';
-import { prepareReadStream, readStreamWith } from './sqlite-read-stream.js';
+  type Connection,
+  prepareConnection,
+  SqliteStorageTransaction,
+} from './sqlite-storage-transaction.js';
 import { DRIVER_BUSY_TIMEOUT_MS, whileBusy } from './store-busy.js';
+import { UnitOfWorkOutcomeUnknownError } from './unit-of-work-outcome-unknown.js';
+import type { ReleaseWriteLock, WriteLock } from './write-lock.js';
 
-/** What units of work need from the backend that owns them. */
 /** Why a `:memory:` SQLite store has no outbox. */
 export const SQLITE_MEMORY_HAS_NO_UNITS_OF_WORK =
   "units of work need a SQLite file: a ':memory:' database has one connection only (use a file, a temporary one in tests, or the memory event store)";
 
+/** How many units of work of one process share a transaction, and so one commit. */
+export interface SqliteUnitOfWorkBatchOptions {
+  /** Most units of work in one transaction; 1 gives each its own. @default 64 */
+  readonly maxUnits?: number;
+  /**
+   * Once the transaction has been open this long, no further unit of work joins it (the one running
+   * finishes first): what waits meanwhile goes in the next, after the store's writes that queued. @default 10
+   */
+  readonly maxOpenMs?: number;
+}
+
+export const DEFAULT_SQLITE_UNIT_OF_WORK_BATCH = Object.freeze({ maxUnits: 64, maxOpenMs: 10 });
+
+/** What units of work need from the backend that owns them. */
 export interface SqliteUnitOfWorkHost {
   readonly path: string;
   readonly busyTimeoutMs: number;
+  /** This process's turn at the file's write lock, shared with the store's own writes. */
+  readonly lock: WriteLock;
+  readonly batch: Required<SqliteUnitOfWorkBatchOptions>;
   /** Throws `EventStoreClosedError` while the backend is not open. */
   readonly ready: () => void;
   /** After a commit that appended events: wakes the store's watchers, as an append does. */
   readonly appended: () => void;
+  /** After each commit, with how many units of work it committed (for tests and benchmarks). */
+  readonly committed?: (units: number) => void;
 }
 
-/** Most statements of the caller's SQL kept prepared per connection. */
-const QUERY_CACHE_SIZE = 100;
+/** The savepoint of each unit of work in its batch's transaction. */
+const SAVEPOINT = 'ferry_unit_of_work';
 
-/** The unit-of-work connection and what is prepared on it. */
-function prepareConnection(db: Database.Database) {
-  const append = prepareAppendStatements(db);
-  const enqueue = db.prepare<[string, string, string, number, number]>(
-    'INSERT INTO ferry_outbox (id, key, envelope, created_at, due_at) VALUES (?, ?, ?, ?, ?)',
-  );
-  return {
-    db,
-    read: prepareReadStream(db),
-    // Inside the open transaction, better-sqlite3 runs these as SAVEPOINTs: one that throws (a version
-    // conflict, a message id already in the outbox) leaves nothing of itself, and the caller may go on.
-    append: db.transaction((streamId: string, events: readonly PreparedEvent[], expected: ExpectedVersion) =>
-      appendRows(append, streamId, events, expected),
-    ),
-    enqueue: db.transaction((messages: readonly OutboxInsert[]) => {
-      for (const m of messages) enqueue.run(m.id, m.key, m.envelope, ms(m.createdAt), ms(m.dueAt));
-    }),
-    cancel: db
-      .prepare<[{ ids: string; now: number }], string>(
-        `DELETE FROM ferry_outbox WHERE state = 'pending' AND ${SCHEDULED} AND ${NOT_LEASED}
-         AND id IN (SELECT value FROM json_each(@ids)) RETURNING id`,
-      )
-      .pluck(),
-    markHandled: db.prepare<[string, string, number]>(
-      `INSERT INTO ferry_inbox_done (consumer, message_id, handled_at) VALUES (?, ?, ?)
-       ON CONFLICT (consumer, message_id) DO NOTHING`,
-    ),
-    loadSaga: db.prepare<[string, string], SagaDbRow>(
-      `SELECT ${SAGA_COLUMNS} FROM ferry_sagas WHERE saga = ? AND id = ?`,
-    ),
-    insertSaga: db.prepare<[string, string, string, number, string, number]>(
-      `INSERT INTO ferry_sagas (saga, id, state, version, status, updated_at) VALUES (?, ?, ?, ?, ?, ?)
-       ON CONFLICT (saga, id) DO NOTHING`,
-    ),
-    updateSaga: db.prepare<[string, number, string, number, string, string, number]>(
-      'UPDATE ferry_sagas SET state = ?, version = ?, status = ?, updated_at = ? WHERE saga = ? AND id = ? AND version = ?',
-    ),
-    queries: new Map<string, Database.Statement<unknown[], Record<string, unknown>>>(),
-  };
+interface QueuedUnit {
+  readonly work: (tx: StorageTransaction) => Promise<unknown>;
+  readonly resolve: (value: unknown) => void;
+  readonly reject: (error: unknown) => void;
 }
 
-type Connection = ReturnType<typeof prepareConnection>;
+/**
+ * What became of one unit of work of a batch: it ended well and waits for the commit; it failed and
+ * its savepoint was rolled back (the batch goes on); or the batch's transaction was no longer there
+ * at its end (the batch ends).
+ */
+type UnitOutcome =
+  | { readonly done: true; readonly result: unknown; readonly appended: boolean }
+  | { readonly done: false; readonly error: unknown; readonly ended: boolean };
 
 /**
  * Units of work of a SQLite event store, on a second connection to its file of their own: a unit of
- * work holds SQLite's write lock (BEGIN IMMEDIATE) across the awaits of its callback, and on its own
- * connection nothing else of the store (group commit, reads, subscriptions, inboxes) can see its
- * uncommitted writes or land inside it. Units of work of one process run one at a time, in call
- * order; the store's own writes meanwhile wait for the lock as they wait for another process's (up
- * to `busyTimeoutMs`, then `STORE_BUSY`), so keep units of work short, and inside one write through
- * its handle only: a `store.append` awaited there waits for the unit of work's own lock and fails.
+ * work holds SQLite's write lock across the awaits of its callback, and on its own connection nothing
+ * else of the store (group commit, reads, subscriptions, inboxes) can see its uncommitted writes or
+ * land inside it.
+ *
+ * Group commit: units of work of one process run one at a time, in call order, each in a SAVEPOINT
+ * of a shared transaction (BEGIN IMMEDIATE … COMMIT): those called while one runs join the
+ * transaction (up to `batch.maxUnits`, while it has been open less than `batch.maxOpenMs`), and one
+ * commit, one WAL sync, serves them all. Each sees the writes of those before it, as if they ran
+ * alone. A unit that throws has its savepoint rolled back and rejects at once; the others commit. A
+ * unit resolves only once the commit succeeded; a failed commit rejects every unit of the batch with
+ * its error. A unit whose SQL ended the transaction (COMMIT, ROLLBACK) rejects with
+ * `UNIT_OF_WORK_ROLLED_BACK`; the units of its batch that ran before it, whose writes may or may not
+ * have been kept, with `UNIT_OF_WORK_OUTCOME_UNKNOWN` (never rerun as a lost race); the batch ends
+ * there and the units after it go in the next.
+ *
+ * The store's own writes to the file from this process (appends, relay, inboxes, checkpoints…) wait
+ * for their turn between batches on the file's {@link WriteLock}, in the order they asked, instead of
+ * polling SQLite; writers of other processes meet SQLite's lock and wait up to `busyTimeoutMs`, then
+ * fail with `STORE_BUSY`. Keep units of work short, and inside one write through its handle only: a
+ * `store.append` awaited there waits for the unit of work's own lock and fails after `busyTimeoutMs`.
+ * Nor may a unit of work wait for the result of another one called before it: that result comes with
+ * the commit of their shared batch, which waits for the unit.
  *
  * Unlike PostgreSQL, a call that fails inside a unit of work (a version conflict, a message id the
  * outbox holds, a statement of the caller's) leaves nothing of itself and the transaction open: work
@@ -99,8 +93,10 @@ type Connection = ReturnType<typeof prepareConnection>;
 export class SqliteUnitsOfWork {
   readonly #host: SqliteUnitOfWorkHost;
   #opening: Promise<Connection> | undefined;
-  /** The tail of the queue of units of work. */
-  #last: Promise<unknown> = Promise.resolve();
+  readonly #queue: QueuedUnit[] = [];
+  #draining = false;
+  /** The lock of the batch under way, let go by `close()` whatever its units still do. */
+  #release: ReleaseWriteLock | undefined;
   #closed = false;
 
   constructor(host: SqliteUnitOfWorkHost) {
@@ -108,12 +104,86 @@ export class SqliteUnitsOfWork {
   }
 
   run<T>(work: (tx: StorageTransaction) => Promise<T>): Promise<T> {
-    const run = this.#last.then(() => this.#run(work));
-    this.#last = run.catch(() => {});
-    return run;
+    return new Promise<T>((resolve, reject) => {
+      this.#queue.push({ work, resolve: resolve as (value: unknown) => void, reject });
+      if (this.#draining) return;
+      this.#draining = true;
+      void this.#drain();
+    });
   }
 
-  async #run<T>(work: (tx: StorageTransaction) => Promise<T>): Promise<T> {
+  async #drain(): Promise<void> {
+    try {
+      while (this.#queue.length > 0) await this.#batch();
+    } catch (error) {
+      for (const unit of this.#queue.splice(0)) unit.reject(error);
+    } finally {
+      this.#draining = false;
+    }
+  }
+
+  /** One transaction: the units waiting when it begins, and those that queue while it runs. */
+  async #batch(): Promise<void> {
+    const waiting = this.#queue.length;
+    let c: Connection;
+    let release: ReleaseWriteLock;
+    try {
+      ({ c, release } = await this.#begin());
+    } catch (error) {
+      // Nothing ran: those who waited for this transaction fail with what kept it from beginning.
+      for (const unit of this.#queue.splice(0, waiting)) unit.reject(error);
+      return;
+    }
+    this.#release = release;
+    const { maxUnits, maxOpenMs } = this.#host.batch;
+    const openedAt = performance.now();
+    const done: { readonly unit: QueuedUnit; readonly result: unknown }[] = [];
+    let appended = false;
+    let ran = 0;
+    let ended: unknown;
+    try {
+      while (
+        ended === undefined &&
+        this.#queue.length > 0 &&
+        ran < maxUnits &&
+        (ran === 0 || performance.now() - openedAt < maxOpenMs)
+      ) {
+        const unit = this.#queue.shift()!;
+        ran++;
+        const outcome = await this.#runUnit(c, unit);
+        if (outcome.done) {
+          done.push({ unit, result: outcome.result });
+          appended ||= outcome.appended;
+          continue;
+        }
+        unit.reject(outcome.error);
+        if (outcome.ended) ended = outcome.error;
+      }
+      if (ended !== undefined || done.length === 0) {
+        rollback(c);
+        for (const d of done) d.unit.reject(this.#lostWith(ended));
+        return;
+      }
+      try {
+        this.#check();
+        // A COMMIT that meets SQLITE_BUSY leaves the transaction open and may be tried again.
+        await whileBusy(this.#host.busyTimeoutMs, () => c.db.exec('COMMIT'));
+      } catch (error) {
+        rollback(c);
+        for (const d of done) d.unit.reject(error);
+        return;
+      }
+    } finally {
+      this.#release = undefined;
+      release();
+    }
+    this.#host.committed?.(done.length);
+    if (appended) this.#host.appended();
+    for (const d of done) d.unit.resolve(d.result);
+  }
+
+  /** The connection, this process's turn at the file, then SQLite's write lock: BEGIN IMMEDIATE. */
+  async #begin(): Promise<{ c: Connection; release: ReleaseWriteLock }> {
     this.#check();
     if (this.#host.path === ':memory:') {
       // A private in-memory database cannot be opened by a second connection, and on the store's
@@ -121,33 +191,69 @@ export class SqliteUnitsOfWork {
       throw new UnitOfWorkUnsupportedError(SQLITE_MEMORY_HAS_NO_UNITS_OF_WORK);
     }
     const c = await this.#connection();
-    const { busyTimeoutMs } = this.#host;
-    await whileBusy(busyTimeoutMs, () => {
-      this.#check();
-      c.db.exec('BEGIN IMMEDIATE');
-    });
-    const tx = new SqliteStorageTransaction(c, () => this.#check());
-    let result: T;
+    const { busyTimeoutMs, lock } = this.#host;
+    const started = Date.now();
+    const release = await lock.acquire(busyTimeoutMs);
     try {
-      result = await work(tx);
-      tx.end();
-      this.#check();
-      if (!c.db.inTransaction) {
-        // The caller's SQL ended it (COMMIT, ROLLBACK), or SQLite rolled it back after an error.
-        throw new FerryError(
-          'UNIT_OF_WORK_ROLLED_BACK',
-          'the unit of work was no longer open at its end (its SQL ended the transaction, or SQLite rolled it back after an error): what was kept is not known',
-        );
-      }
-      // A COMMIT that meets SQLITE_BUSY leaves the transaction open and may be tried again.
-      await whileBusy(busyTimeoutMs, () => c.db.exec('COMMIT'));
+      await whileBusy(Math.max(0, busyTimeoutMs - (Date.now() - started)), () => {
+        this.#check();
+        c.db.exec('BEGIN IMMEDIATE');
+      });
     } catch (error) {
-      tx.end();
-      rollback(c.db);
+      release();
       throw error;
     }
-    if (tx.appended) this.#host.appended();
-    return result;
+    return { c, release };
+  }
+
+  async #runUnit(c: Connection, unit: QueuedUnit): Promise<UnitOutcome> {
+    try {
+      this.#check();
+      c.db.exec(`SAVEPOINT ${SAVEPOINT}`);
+    } catch (error) {
+      return { done: false, error, ended: true };
+    }
+    const tx = new SqliteStorageTransaction(c, () => this.#check());
+    let result: unknown;
+    try {
+      result = await unit.work(tx);
+    } catch (error) {
+      tx.end();
+      // Its savepoint rolled back alone: the units before it stay in the transaction.
+      if (c.db.open && c.db.inTransaction && tryExec(c, `ROLLBACK TO ${SAVEPOINT}; RELEASE ${SAVEPOINT}`)) {
+        return { done: false, error, ended: false };
+      }
+      return { done: false, error, ended: true };
+    }
+    tx.end();
+    try {
+      this.#check();
+    } catch (error) {
+      return { done: false, error, ended: true };
+    }
+    // Not in a transaction: the caller's SQL ended it (COMMIT, ROLLBACK), or SQLite rolled it back
+    // after an error. No savepoint to release: its SQL ended it and began another.
+    if (!c.db.inTransaction || !tryExec(c, `RELEASE ${SAVEPOINT}`)) {
+      return {
+        done: false,
+        ended: true,
+        error: new FerryError(
+          'UNIT_OF_WORK_ROLLED_BACK',
+          'the unit of work was no longer open at its end (its SQL ended the transaction, or SQLite rolled it back after an error): what was kept is not known',
+        ),
+      };
+    }
+    return { done: true, result, appended: tx.appended };
+  }
+
+  /**
+   * What the units that ended well before `cause` ended the batch's transaction learn: closing the
+   * connection rolled it back; anything else may have committed it.
+   */
+  #lostWith(cause: unknown): unknown {
+    return isEventStoreClosedError(cause)
+      ? new EventStoreClosedError()
+      : new UnitOfWorkOutcomeUnknownError(cause);
   }
 
   #check(): void {
@@ -182,115 +288,28 @@ export class SqliteUnitsOfWork {
     }
   }
 
-  /** Closes the connection; a unit of work still open is rolled back. The backend's `close()` calls it. */
+  /**
+   * Closes the connection; the batch still open is rolled back (its units reject with
+   * `EVENT_STORE_CLOSED`) and the file's lock let go at once. The backend's `close()` calls it.
+   */
   async close(): Promise<void> {
     this.#closed = true;
     const c = await this.#opening?.catch(() => undefined);
     c?.db.close();
+    this.#release?.();
   }
 }
 
-function rollback(db: Database.Database): void {
+function tryExec(c: Connection, sql: string): boolean {
   try {
-    if (db.open && db.inTransaction) db.exec('ROLLBACK');
+    c.db.exec(sql);
+    return true;
   } catch {
-    // The connection rolls back when it closes; the caller gets the error that ended the work.
+    return false;
   }
 }
 
-/**
- * The handle of one unit of work. Every call runs at once, synchronously, on the unit of work's
- * connection, inside its transaction.
- */
-class SqliteStorageTransaction implements StorageTransaction {
-  /**
-   * The unit of work's `better-sqlite3` Database (its transaction is open: do not BEGIN, COMMIT or
-   * ROLLBACK on it). It reads integers as `bigint` (`defaultSafeIntegers`).
-   */
-  readonly client: Database.Database;
-  /** Whether an append wrote events. */
-  appended = false;
-  readonly #c: Connection;
-  readonly #check: () => void;
-  #ended = false;
-
-  constructor(c: Connection, check: () => void) {
-    this.#c = c;
-    this.client = c.db;
-    this.#check = check;
-  }
-
-  end(): void {
-    this.#ended = true;
-  }
-
-  #open(): Connection {
-    if (this.#ended) throw new UnitOfWorkUnsupportedError('this unit of work has ended');
-    this.#check();
-    return this.#c;
-  }
-
-  async append(
-    streamId: string,
-    events: readonly PreparedEvent[],
-    expected: ExpectedVersion,
-  ): Promise<AppendResult> {
-    const outcome: AppendOutcome = this.#open().append(streamId, events, expected);
-    this.appended ||= outcome.written;
-    return { nextExpectedVersion: outcome.nextExpectedVersion, position: outcome.position };
-  }
-
-  /**
-   * Runs one statement of the caller's (`?` placeholders), in the transaction. Rows come back as plain
-   * objects, integers as `bigint` (the store's connections read them so, to keep positions exact):
-   * convert with `Number()` where they fit. Resolves no rows for a statement that returns none.
-   */
-  async query(sql: string, params: readonly unknown[] = []): Promise<Record<string, unknown>[]> {
-    const c = this.#open();
-    let statement = c.queries.get(sql);
-    if (statement === undefined) {
-      statement = c.db.prepare<unknown[], Record<string, unknown>>(sql);
-      if (c.queries.size >= QUERY_CACHE_SIZE) c.queries.clear();
-      c.queries.set(sql, statement);
-    }
-    if (statement.reader) return statement.all(...params);
-    statement.run(...params);
-    return [];
-  }
-
-  async readStream(streamId: string, options: ReadStreamOptions): Promise<RecordedEvent[]> {
-    return readStreamWith(this.#open().read, streamId, options);
-  }
-
-  async enqueue(messages: readonly OutboxInsert[]): Promise<void> {
-    this.#open().enqueue(messages);
-  }
-
-  async cancel(ids: readonly string[], now: number): Promise<string[]> {
-    const c = this.#open();
-    if (ids.length === 0) return [];
-    const deleted = new Set(c.cancel.all({ ids: jsonList(ids), now: ms(now) }));
-    return [...new Set(ids)].filter((id) => deleted.has(id));
-  }
-
-  async markHandled(consumer: string, messageId: string, now: number): Promise<boolean> {
-    // SQLite serialises writers, so a concurrent holder of the same mark has committed or rolled back.
-    return this.#open().markHandled.run(consumer, messageId, ms(now)).changes === 1;
-  }
-
-  async loadSaga(saga: string, id: string): Promise<SagaRow | undefined> {
-    const row = this.#open().loadSaga.get(saga, id);
-    return row === undefined ? undefined : toSagaRow(row);
-  }
-
-  async saveSaga(row: SagaRow, expectedVersion: number): Promise<void> {
-    const c = this.#open();
-    const { saga, id, state, version, status } = row;
-    const updatedAt = ms(row.updatedAt);
-    const written =
-      expectedVersion === 0
-        ? c.insertSaga.run(saga, id, state, version, status, updatedAt)
-        : c.updateSaga.run(state, version, status, updatedAt, saga, id, expectedVersion);
-    if (written.changes === 0) throw new SagaConcurrencyError(saga, id, expectedVersion);
-  }
+function rollback(c: Connection): void {
+  // The connection rolls back when it closes; the caller gets the error that ended the work.
+  if (c.db.open && c.db.inTransaction) tryExec(c, 'ROLLBACK');
 }

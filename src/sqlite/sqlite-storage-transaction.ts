@@ -1,0 +1,180 @@
+import type Database from 'better-sqlite3';
+import type {
+  AppendResult,
+  ExpectedVersion,
+  PreparedEvent,
+  ReadStreamOptions,
+  RecordedEvent,
+} from '../eventstore/types.js';
+import { SagaConcurrencyError, UnitOfWorkUnsupportedError } from '../outbox/errors.js';
+import type { OutboxInsert, SagaRow, StorageTransaction } from '../outbox/storage.js';
+import { type AppendOutcome, appendRows, prepareAppendStatements } from './sqlite-append.js';
+import {
+  jsonList,
+  ms,
+  NOT_LEASED,
+  SAGA_COLUMNS,
+  type SagaDbRow,
+  SCHEDULED,
+  toSagaRow,
+} from './sqlite-outbox-sql.js';
+import { prepareReadStream, type ReadStreamStatements, readStreamWith } from './sqlite-read-stream.js';
+
+/** Most statements of the caller's SQL kept prepared per connection. */
+const QUERY_CACHE_SIZE = 100;
+
+/** The units of work's connection and what is prepared on it. */
+export interface Connection {
+  readonly db: Database.Database;
+  readonly read: ReadStreamStatements;
+  readonly append: Database.Transaction<
+    (streamId: string, events: readonly PreparedEvent[], expected: ExpectedVersion) => AppendOutcome
+  >;
+  readonly enqueue: Database.Transaction<(messages: readonly OutboxInsert[]) => void>;
+  readonly cancel: Database.Statement<[{ ids: string; now: number }], string>;
+  readonly markHandled: Database.Statement<[string, string, number]>;
+  readonly loadSaga: Database.Statement<[string, string], SagaDbRow>;
+  readonly insertSaga: Database.Statement<[string, string, string, number, string, number]>;
+  readonly updateSaga: Database.Statement<[string, number, string, number, string, string, number]>;
+  /** The caller's SQL (`query`), prepared once. */
+  readonly queries: Map<string, Database.Statement<unknown[], Record<string, unknown>>>;
+}
+
+export function prepareConnection(db: Database.Database): Connection {
+  const append = prepareAppendStatements(db);
+  const enqueue = db.prepare<[string, string, string, number, number]>(
+    'INSERT INTO ferry_outbox (id, key, envelope, created_at, due_at) VALUES (?, ?, ?, ?, ?)',
+  );
+  return {
+    db,
+    read: prepareReadStream(db),
+    // Inside the open transaction, better-sqlite3 runs these as SAVEPOINTs: one that throws (a version
+    // conflict, a message id already in the outbox) leaves nothing of itself, and the caller may go on.
+    append: db.transaction((streamId: string, events: readonly PreparedEvent[], expected: ExpectedVersion) =>
+      appendRows(append, streamId, events, expected),
+    ),
+    enqueue: db.transaction((messages: readonly OutboxInsert[]) => {
+      for (const m of messages) enqueue.run(m.id, m.key, m.envelope, ms(m.createdAt), ms(m.dueAt));
+    }),
+    cancel: db
+      .prepare<[{ ids: string; now: number }], string>(
+        `DELETE FROM ferry_outbox WHERE state = 'pending' AND ${SCHEDULED} AND ${NOT_LEASED}
+         AND id IN (SELECT value FROM json_each(@ids)) RETURNING id`,
+      )
+      .pluck(),
+    markHandled: db.prepare<[string, string, number]>(
+      `INSERT INTO ferry_inbox_done (consumer, message_id, handled_at) VALUES (?, ?, ?)
+       ON CONFLICT (consumer, message_id) DO NOTHING`,
+    ),
+    loadSaga: db.prepare<[string, string], SagaDbRow>(
+      `SELECT ${SAGA_COLUMNS} FROM ferry_sagas WHERE saga = ? AND id = ?`,
+    ),
+    insertSaga: db.prepare<[string, string, string, number, string, number]>(
+      `INSERT INTO ferry_sagas (saga, id, state, version, status, updated_at) VALUES (?, ?, ?, ?, ?, ?)
+       ON CONFLICT (saga, id) DO NOTHING`,
+    ),
+    updateSaga: db.prepare<[string, number, string, number, string, string, number]>(
+      'UPDATE ferry_sagas SET state = ?, version = ?, status = ?, updated_at = ? WHERE saga = ? AND id = ? AND version = ?',
+    ),
+    queries: new Map<string, Database.Statement<unknown[], Record<string, unknown>>>(),
+  };
+}
+
+/**
+ * The handle of one unit of work. Every call runs at once, synchronously, on the units of work's
+ * connection, inside the unit's SAVEPOINT of its batch's transaction.
+ */
+export class SqliteStorageTransaction implements StorageTransaction {
+  /**
+   * The unit of work's `better-sqlite3` Database. Its transaction is open and may hold other units
+   * of work of the same batch: do not BEGIN, COMMIT or ROLLBACK on it, nor RELEASE the unit's own
+   * SAVEPOINT (`ferry_unit_of_work`); savepoints of your own are fine. It reads integers as `bigint`
+   * (`defaultSafeIntegers`).
+   */
+  readonly client: Database.Database;
+  /** Whether an append wrote events. */
+  appended = false;
+  readonly #c: Connection;
+  readonly #check: () => void;
+  #ended = false;
+
+  constructor(c: Connection, check: () => void) {
+    this.#c = c;
+    this.client = c.db;
+    this.#check = check;
+  }
+
+  end(): void {
+    this.#ended = true;
+  }
+
+  #open(): Connection {
+    if (this.#ended) throw new UnitOfWorkUnsupportedError('this unit of work has ended');
+    this.#check();
+    return this.#c;
+  }
+
+  async append(
+    streamId: string,
+    events: readonly PreparedEvent[],
+    expected: ExpectedVersion,
+  ): Promise<AppendResult> {
+    const outcome: AppendOutcome = this.#open().append(streamId, events, expected);
+    this.appended ||= outcome.written;
+    return { nextExpectedVersion: outcome.nextExpectedVersion, position: outcome.position };
+  }
+
+  /**
+   * Runs one statement of the caller's (`?` placeholders), in the transaction. Rows come back as plain
+   * objects, integers as `bigint` (the store's connections read them so, to keep positions exact):
+   * convert with `Number()` where they fit. Resolves no rows for a statement that returns none.
+   */
+  async query(sql: string, params: readonly unknown[] = []): Promise<Record<string, unknown>[]> {
+    const c = this.#open();
+    let statement = c.queries.get(sql);
+    if (statement === undefined) {
+      statement = c.db.prepare<unknown[], Record<string, unknown>>(sql);
+      if (c.queries.size >= QUERY_CACHE_SIZE) c.queries.clear();
+      c.queries.set(sql, statement);
+    }
+    if (statement.reader) return statement.all(...params);
+    statement.run(...params);
+    return [];
+  }
+
+  async readStream(streamId: string, options: ReadStreamOptions): Promise<RecordedEvent[]> {
+    return readStreamWith(this.#open().read, streamId, options);
+  }
+
+  async enqueue(messages: readonly OutboxInsert[]): Promise<void> {
+    this.#open().enqueue(messages);
+  }
+
+  async cancel(ids: readonly string[], now: number): Promise<string[]> {
+    const c = this.#open();
+    if (ids.length === 0) return [];
+    const deleted = new Set(c.cancel.all({ ids: jsonList(ids), now: ms(now) }));
+    return [...new Set(ids)].filter((id) => deleted.has(id));
+  }
+
+  async markHandled(consumer: string, messageId: string, now: number): Promise<boolean> {
+    // SQLite serialises writers, so a concurrent holder of the same mark has committed or rolled back.
+    return this.#open().markHandled.run(consumer, messageId, ms(now)).changes === 1;
+  }
+
+  async loadSaga(saga: string, id: string): Promise<SagaRow | undefined> {
+    const row = this.#open().loadSaga.get(saga, id);
+    return row === undefined ? undefined : toSagaRow(row);
+  }
+
+  async saveSaga(row: SagaRow, expectedVersion: number): Promise<void> {
+    const c = this.#open();
+    const { saga, id, state, version, status } = row;
+    const updatedAt = ms(row.updatedAt);
+    const written =
+      expectedVersion === 0
+        ? c.insertSaga.run(saga, id, state, version, status, updatedAt)
+        : c.updateSaga.run(state, version, status, updatedAt, saga, id, expectedVersion);
+    if (written.changes === 0) throw new SagaConcurrencyError(saga, id, expectedVersion);
+  }
+}
