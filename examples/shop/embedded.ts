@@ -78,8 +78,10 @@ export async function startEmbeddedShop(options: EmbeddedShopOptions): Promise<E
         ...(options.orderTimeoutMs === undefined ? {} : { orderTimeoutMs: options.orderTimeoutMs }),
         ...(options.paymentGiveUpMs === undefined ? {} : { paymentGiveUpMs: options.paymentGiveUpMs }),
       };
-      services.set(name, await startService(name, settings));
+      services.set(name, await startService(name, { ...settings, seedCatalog: false }));
     }
+    // Once orders listens to `inventory.updated`.
+    await services.get('inventory')?.seed?.();
     services.set(
       'gateway',
       await startService('gateway', {

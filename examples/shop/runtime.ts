@@ -66,6 +66,11 @@ export interface ServiceSettings {
   readonly topology: () => Topology;
   /** Orders: time until a pending order is cancelled (`timeout`). @default 30000 */
   readonly orderTimeoutMs?: number;
+  /**
+   * Inventory: seed the catalog as it starts. Embedded mode seeds once every service is up instead,
+   * so that `inventory.updated` finds its subscribers at once. @default true
+   */
+  readonly seedCatalog?: boolean;
   /** Payments: how long an unavailable provider is retried before `payment_unavailable`. @default 30000 */
   readonly paymentGiveUpMs?: number;
 }
@@ -73,6 +78,8 @@ export interface ServiceSettings {
 export interface RunningService {
   readonly name: ServiceName;
   readonly url: string;
+  /** Inventory: adds the catalog's products whose id is not taken yet. */
+  readonly seed?: () => Promise<void>;
   close(): Promise<void>;
 }
 
@@ -157,8 +164,11 @@ export async function startService(name: ServiceName, settings: ServiceSettings)
       case 'inventory': {
         const inventory = await startInventoryService({ ...listen, bus, store, outbox, adminToken, logger });
         // Seeded on first start: products whose id is taken are left as they are.
-        await inventory.seed(CATALOG);
-        return { name, url: inventory.url, close: after(inventory, p) };
+        const seed = async () => {
+          await inventory.seed(CATALOG);
+        };
+        if (settings.seedCatalog !== false) await seed();
+        return { name, url: inventory.url, seed, close: after(inventory, p) };
       }
       case 'orders': {
         const topology = settings.topology();

@@ -106,6 +106,7 @@ export async function startPaymentsService(options: PaymentsServiceOptions): Pro
   }
 
   async function reply(work: Work, orderId: string, outcome: ChargeOutcome | undefined, state: PaymentState) {
+    if (outcome !== undefined) logger.info(`order ${orderId}: ${outcome.kind}`);
     if (outcome?.kind === 'charged') {
       await work.publish('payment.processed', {
         orderId,
