@@ -245,6 +245,7 @@ export type {
   PendingOutcome,
   ReplayOptions,
   SubscriptionSpec,
+  TrackedPublish,
   Transport,
   TransportSubscription,
 } from './messaging/transport.js';
@@ -272,7 +273,12 @@ export {
   type ScheduledOutboxMessage,
   type UnitOfWorkOptions,
 } from './outbox/outbox.js';
-export { DEFAULT_RELAY_OPTIONS, OutboxPublishTimeoutError, type RelayOptions } from './outbox/relay.js';
+export {
+  DEFAULT_HELD_LEASE_MS,
+  DEFAULT_RELAY_OPTIONS,
+  OutboxPublishTimeoutError,
+  type RelayOptions,
+} from './outbox/relay.js';
 export {
   isOutboxCapable,
   type OutboxBacklog,
