@@ -49,4 +49,29 @@ describe('the distributed shop under faults', () => {
       expect(output, label).toMatch(new RegExp(`${label}\\s*\\|.*order .*: (charged|declined)`));
     }
   }, 300_000);
+
+  it('stops every process within 10 s, with orders in flight', async () => {
+    const shop = await openShop('distributed');
+    opened.push(shop);
+    const catalog = await chaosCatalog(shop.client);
+    const supervisor = shop.distributed!.supervisor;
+    const pids = supervisor.status().map((s) => s.pid as number);
+    let stoppedInMs = 0;
+    await placeOrders(shop.client, catalog, 60, async () => {
+      const started = Date.now();
+      await supervisor.stop();
+      stoppedInMs = Date.now() - started;
+    });
+    expect(stoppedInMs).toBeLessThan(10_000);
+    for (const pid of pids) expect(isAlive(pid), `pid ${pid}`).toBe(false);
+  }, 300_000);
 });
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
