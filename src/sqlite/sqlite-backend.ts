@@ -48,7 +48,7 @@ export interface SqliteBackendOptions {
   readonly busyTimeoutMs?: number;
   /**
    * How many units of work share one transaction and one commit (group commit; see
-   * `SqliteUnitsOfWork`). @default { maxUnits: 64, maxOpenMs: 10 }
+   * `SqliteUnitsOfWork`). @default { maxUnits: 64, maxOpenMs: 5 }
    */
   readonly unitOfWorkBatch?: SqliteUnitOfWorkBatchOptions;
 }
@@ -433,10 +433,10 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
 
   /**
    * Group commit: an append commits at once unless another is still being settled (its promise not
-   * yet resolved, or waiting for another process's lock); those called meanwhile (concurrent writers
-   * resuming together) queue, then commit together in call order, each in a SAVEPOINT of one
-   * transaction: one commit (one WAL sync) serves them all, and an append that fails leaves the
-   * others in. A writer alone never waits for anything.
+   * yet resolved, or waiting for the file's lock: this process's units of work, or another process);
+   * those called meanwhile (concurrent writers resuming together) queue, then commit together in call
+   * order, each in a SAVEPOINT of one transaction: one commit (one WAL sync) serves them all, and an
+   * append that fails leaves the others in. A writer alone waits for nothing else.
    */
   append(
     streamId: string,
@@ -453,35 +453,15 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
     expected: ExpectedVersion,
     messages: readonly OutboxInsert[],
   ): Promise<AppendResult> {
-    if (!this.#flushing) {
-      this.#flushing = true;
-      const appended = this.#appendAlone(streamId, events, expected, messages);
-      void appended.then(
-        () => this.#flushed(),
-        () => this.#flushed(),
-      );
-      return appended;
-    }
     return new Promise<AppendResult>((resolve, reject) => {
       this.#queue.push({ streamId, events, expected, messages, resolve, reject });
-      if (!this.#flushing) {
-        this.#flushing = true;
-        queueMicrotask(() => void this.#flush());
-      }
+      if (this.#flushing) return;
+      this.#flushing = true;
+      // At once: a writer alone commits within this call when this process's turn at the file is
+      // free; while it waits for the turn (units of work holding the file), those called meanwhile
+      // join its transaction.
+      void this.#flush();
     });
-  }
-
-  async #appendAlone(
-    streamId: string,
-    events: readonly PreparedEvent[],
-    expected: ExpectedVersion,
-    messages: readonly OutboxInsert[],
-  ): Promise<AppendResult> {
-    // BEGIN IMMEDIATE takes the write lock before the checks, so no other writer can slip in between.
-    const result = await this.#busy(() => this.#append!.immediate(streamId, events, expected, messages));
-    if (result.written) queueMicrotask(() => this.#notify());
-    if (result.written && messages.length > 0) this.#outbox?.announce();
-    return { nextExpectedVersion: result.nextExpectedVersion, position: result.position };
   }
 
   /**
@@ -496,6 +476,7 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
         // Taken once this process's turn at the file came: appends queued while it waited join in.
         batch ??= this.#queue.splice(0, MAX_BATCH_APPENDS);
         if (batch.length > 1) return this.#appendBatch!.immediate(batch);
+        // BEGIN IMMEDIATE takes the write lock before the checks: no other writer slips in between.
         const a = batch[0]!;
         return [{ result: this.#append!.immediate(a.streamId, a.events, a.expected, a.messages) }];
       });

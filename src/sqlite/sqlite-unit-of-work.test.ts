@@ -366,6 +366,29 @@ describe("SQLite units of work and the store's writes: turns at the file", () =>
     expect(unitsWhenWritten!).toBeLessThanOrEqual(50 + 4 * 8);
   }, 60_000);
 
+  it('commits the appends called while a batch holds the file together, in one transaction after it', async () => {
+    const { backend, path } = await openBackend();
+    const storage = backend.outboxStorage();
+    const g = gate();
+    const unit = storage.transaction(async (tx) => {
+      await tx.append('unit', events(), 'no_stream');
+      g.opened();
+      await g.released;
+    });
+    await g.open;
+    const appends = range(10).map((i) => backend.append(`s-${i}`, events(), 'no_stream'));
+    // What is committed when the first append resolves: all ten, its transaction's.
+    const seenByFirst = appends[0]!.then(() => committedStreams(path));
+    await settle();
+    expect(committedStreams(path)).toEqual([]);
+    g.release();
+    await unit;
+    const results = await Promise.all(appends);
+    expect(results.map((r) => r.position)).toEqual(range(10).map((i) => BigInt(i + 2)));
+    expect(await seenByFirst).toEqual(['unit', ...range(10).map((i) => `s-${i}`)]);
+    expect(backend.groupCommits).toBe(1);
+  });
+
   it('gives units of work their turn within a stream of appends', async () => {
     const { backend } = await openBackend();
     const storage = backend.outboxStorage();

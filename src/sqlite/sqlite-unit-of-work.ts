@@ -21,12 +21,12 @@ export interface SqliteUnitOfWorkBatchOptions {
   readonly maxUnits?: number;
   /**
    * Once the transaction has been open this long, no further unit of work joins it (the one running
-   * finishes first): what waits meanwhile goes in the next, after the store's writes that queued. @default 10
+   * finishes first): what waits meanwhile goes in the next, after the store's writes that queued. @default 5
    */
   readonly maxOpenMs?: number;
 }
 
-export const DEFAULT_SQLITE_UNIT_OF_WORK_BATCH = Object.freeze({ maxUnits: 64, maxOpenMs: 10 });
+export const DEFAULT_SQLITE_UNIT_OF_WORK_BATCH = Object.freeze({ maxUnits: 64, maxOpenMs: 5 });
 
 /** What units of work need from the backend that owns them. */
 export interface SqliteUnitOfWorkHost {
