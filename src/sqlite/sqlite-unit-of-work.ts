@@ -140,7 +140,8 @@ export class SqliteUnitsOfWork {
     const done: { readonly unit: QueuedUnit; readonly result: unknown }[] = [];
     let appended = false;
     let ran = 0;
-    let ended: unknown;
+    /** Why the batch's transaction is no longer there, once a unit found it gone. */
+    let ended: { readonly error: unknown } | undefined;
     try {
       while (
         ended === undefined &&
@@ -157,11 +158,11 @@ export class SqliteUnitsOfWork {
           continue;
         }
         unit.reject(outcome.error);
-        if (outcome.ended) ended = outcome.error;
+        if (outcome.ended) ended = { error: outcome.error };
       }
       if (ended !== undefined || done.length === 0) {
         rollback(c);
-        for (const d of done) d.unit.reject(this.#lostWith(ended));
+        for (const d of done) d.unit.reject(this.#lostWith(ended?.error));
         return;
       }
       try {
