@@ -15,8 +15,9 @@
  * Each shop starts from its sources (`--conditions=ferry-source --import tsx`) on a free port, with
  * a user and a product of stock 10,000,000 created through the gateway. A case: warm-up (`--warmup`
  * s, its orders left to end), then autocannon with 32 connections POSTing one order of one item for
- * `--duration` s. Reported: orders/s (2xx answers per second), p50/p99 latency, the non-2xx answers
- * (a 503 is the shop shedding load) and connection errors; for the shops, every 201's order is then
+ * `--duration` s (`--products N`: N such products, the orders naming each in turn). Reported:
+ * orders/s (2xx answers per second), p50/p99 latency, the non-2xx answers (a 503 is the shop
+ * shedding load) and connection errors; for the shops, every 201's order is then
  * read back (GET /orders/:id, 16 at a time, oldest first) until it is confirmed or cancelled, and
  * `terminalAfterMs` is the time from the end of the load until the last of them ended (the time of
  * its terminal event in its history), `null` when some were still pending at `--cap` s (counted in
@@ -58,6 +59,7 @@ const DURATION_S = argValue('duration', 10);
 const WARMUP_S = argValue('warmup', 2);
 const CAP_MS = argValue('cap', 120) * 1000;
 const CPU_PROF = hasFlag('cpu-prof');
+const PRODUCTS = Math.max(1, argValue('products', 1));
 const NO_BASELINE = hasFlag('no-baseline');
 const CONNECTIONS = 32;
 const POLL_CONCURRENCY = 16;
@@ -87,6 +89,8 @@ interface CannonRequest {
   readonly headers: Record<string, string>;
   readonly body: string;
   readonly onResponse?: (status: number, body: string) => void;
+  /** Called before each request: what it answers is sent. */
+  readonly setupRequest?: (request: CannonRequest) => CannonRequest;
 }
 interface CannonResult {
   /** Seconds, as autocannon measured them. */
@@ -271,14 +275,23 @@ interface Load {
 
 const ID = /"id"\s*:\s*"([^"]+)"/;
 
-/** autocannon, `CONNECTIONS` connections for `seconds`, POST /orders with `body`. */
-async function load(origin: string, body: string, seconds: number, collectIds: boolean): Promise<Load> {
+/** autocannon, `CONNECTIONS` connections for `seconds`, POST /orders with each of `bodies` in turn. */
+async function load(
+  origin: string,
+  bodies: readonly string[],
+  seconds: number,
+  collectIds: boolean,
+): Promise<Load> {
   const ids: string[] = [];
+  let next = 0;
   const request: CannonRequest = {
     method: 'POST',
     path: '/orders',
     headers: { 'content-type': 'application/json' },
-    body,
+    body: bodies[0]!,
+    ...(bodies.length > 1
+      ? { setupRequest: (r: CannonRequest) => ({ ...r, body: bodies[next++ % bodies.length]! }) }
+      : {}),
     ...(collectIds
       ? {
           onResponse: (status: number, answer: string) => {
@@ -445,8 +458,8 @@ async function toyRun(): Promise<Load> {
     const origin = `http://127.0.0.1:${TOY_PORT}`;
     await waitFor(toy, origin, 15_000);
     const body = JSON.stringify({ userId: 'bench-user', items: [{ productId: 'green-tea', quantity: 1 }] });
-    if (WARMUP_S > 0) await load(origin, body, WARMUP_S, false);
-    return await load(origin, body, DURATION_S, false);
+    if (WARMUP_S > 0) await load(origin, [body], WARMUP_S, false);
+    return await load(origin, [body], DURATION_S, false);
   } finally {
     await toy.stop();
   }
@@ -556,23 +569,26 @@ async function shopRun(mode: 'embedded' | 'distributed', label: string): Promise
       name: 'Bench',
       email: `bench-${Date.now()}@example.com`,
     });
-    const product = await expect201(
-      origin,
-      '/products',
-      { name: 'Bench tea', price: 450, stock: 10_000_000 },
-      { authorization: `Bearer ${adminToken}` },
-    );
-    const body = JSON.stringify({ userId: user.id, items: [{ productId: product.id, quantity: 1 }] });
+    const bodies: string[] = [];
+    for (let i = 0; i < PRODUCTS; i++) {
+      const product = await expect201(
+        origin,
+        '/products',
+        { name: `Bench tea ${i + 1}`, price: 450, stock: 10_000_000 },
+        { authorization: `Bearer ${adminToken}` },
+      );
+      bodies.push(JSON.stringify({ userId: user.id, items: [{ productId: product.id, quantity: 1 }] }));
+    }
     pool = new Pool(origin, { connections: POLL_CONCURRENCY });
     if (WARMUP_S > 0) {
-      const warm = await load(origin, body, WARMUP_S, true);
+      const warm = await load(origin, bodies, WARMUP_S, true);
       const settled = await drain(pool, warm.ids, warm.endedAt);
       progress(
         `${label}: warm-up ${warm.accepted} orders, ${round(warm.ordersPerSec)}/s, ended ${settled.terminalAfterMs ?? `— ${settled.pendingAtCap} pending at the cap`} ms after`,
       );
     }
     const loadStartUs = hrUs();
-    const measured = await load(origin, body, DURATION_S, true);
+    const measured = await load(origin, bodies, DURATION_S, true);
     const loadEndUs = hrUs();
     const settled = await drain(pool, measured.ids, measured.endedAt);
     const drainEndUs = hrUs();
@@ -608,6 +624,7 @@ interface CpuProfile {
   readonly nodes: readonly {
     readonly id: number;
     readonly callFrame: { readonly functionName: string; readonly url: string; readonly lineNumber: number };
+    readonly children?: readonly number[];
   }[];
   readonly startTime: number;
   readonly samples: readonly number[];
@@ -623,6 +640,37 @@ function area(url: string, functionName: string): string {
   const local = /\/(src|examples\/shop)\/([^/]+)/.exec(url);
   if (local !== null) return `${local[1] === 'src' ? 'ferry' : 'shop'} ${local[2]}`;
   return url;
+}
+
+const AWAITED = ' (after an await)';
+
+/**
+ * Who a sample works for: the outermost shop folder on its stack, or the outbox relay (inclusive
+ * time). Code resumed after an `await` has no caller on its stack: without a shop folder or the
+ * relay on it, it counts by its outermost frame of Ferry or of a package.
+ */
+function owners(profile: CpuProfile): Map<number, string> {
+  const nodes = new Map(profile.nodes.map((n) => [n.id, n]));
+  const labels = new Map<number, string>();
+  const root = profile.nodes[0];
+  if (root === undefined) return labels;
+  const stack: [number, string | undefined][] = [[root.id, undefined]];
+  for (let next = stack.pop(); next !== undefined; next = stack.pop()) {
+    const [id, inherited] = next;
+    const node = nodes.get(id)!;
+    const { url, functionName } = node.callFrame;
+    const shop = /examples\/shop\/([^/]+)\//.exec(url)?.[1];
+    const own = url.includes('/src/outbox/relay') ? 'ferry outbox relay' : shop && `shop ${shop}`;
+    // A shop folder or the relay deeper down says more than a frame of Ferry's resumed after an await.
+    const label =
+      inherited !== undefined && !(own && inherited.endsWith(AWAITED))
+        ? inherited
+        : (own ??
+          (url !== '' && !url.startsWith('node:') ? `${area(url, functionName)}${AWAITED}` : undefined));
+    labels.set(id, label ?? area(url, functionName));
+    for (const child of node.children ?? []) stack.push([child, label]);
+  }
+  return labels;
 }
 
 function shortUrl(url: string): string {
@@ -649,9 +697,11 @@ async function summarizeProfiles(
     await cp(join(dir, file), kept);
     const profile = JSON.parse(await readFile(kept, 'utf8')) as CpuProfile;
     const frames = new Map(profile.nodes.map((n) => [n.id, n.callFrame]));
+    const ownerOf = owners(profile);
     for (const [name, from, to] of windows) {
       const byFunction = new Map<string, number>();
       const byArea = new Map<string, number>();
+      const byOwner = new Map<string, number>();
       let total = 0;
       let idle = 0;
       let t = profile.startTime;
@@ -668,6 +718,8 @@ async function summarizeProfiles(
         }
         const where = area(frame.url, frame.functionName);
         byArea.set(where, (byArea.get(where) ?? 0) + us);
+        const owner = ownerOf.get(profile.samples[i]!) ?? '(unknown)';
+        byOwner.set(owner, (byOwner.get(owner) ?? 0) + us);
         const fn = `${frame.functionName || '(anonymous)'} ${shortUrl(frame.url)}:${frame.lineNumber + 1}`;
         byFunction.set(fn, (byFunction.get(fn) ?? 0) + us);
       }
@@ -681,7 +733,8 @@ async function summarizeProfiles(
           .join('\n');
       process.stderr.write(
         `  … ${label} ${file.replace(/-\d+\.cpuprofile$/, '')} during ${name}: busy ${round(busy / 1000)} ms of ${round(total / 1000)} ms (${round((100 * busy) / total)}% of one core)\n` +
-          `    by area (share of busy time):\n${top(byArea, 15)}\n    top functions (self time):\n${top(byFunction, 25)}\n`,
+          `    by owner (inclusive):\n${top(byOwner, 12)}\n` +
+          `    by area (self time):\n${top(byArea, 15)}\n    top functions (self time):\n${top(byFunction, 25)}\n`,
       );
     }
   }
@@ -783,6 +836,7 @@ function summarize(name: CaseName, lines: readonly RunLine[]): Record<string, un
   const settings = {
     connections: CONNECTIONS,
     durationS: DURATION_S,
+    ...(name === 'toy' || PRODUCTS === 1 ? {} : { products: PRODUCTS }),
     runs: lines.length,
     load1: lines.map((l) => l.load1),
     ...(CPU_PROF ? { profiled: true } : {}),
