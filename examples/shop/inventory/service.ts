@@ -58,7 +58,7 @@ export const INVENTORY_GROUP = 'inventory';
 
 export async function startInventoryService(options: InventoryServiceOptions): Promise<InventoryService> {
   const { bus, store, outbox } = options;
-  const stock = stockHandlers(store);
+  const stock = stockHandlers();
   const subscribeOptions = {
     unitOfWork: outbox,
     group: INVENTORY_GROUP,

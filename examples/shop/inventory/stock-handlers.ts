@@ -7,7 +7,7 @@
  * Every product append expects the version its decision was made on, so two orders racing for the
  * last unit cannot both get it: the loser's unit of work runs again and sees the stock as it is.
  */
-import { CommandHandler, decideEvents, type EventStore, fold, type UnitOfWork } from 'ferry';
+import { decideEvents, fold, type UnitOfWork } from 'ferry';
 import type { ShopContracts } from '../contracts.js';
 import {
   type Line,
@@ -31,13 +31,68 @@ type Work = UnitOfWork<ShopContracts>;
 
 const expected = (version: number) => (version === -1 ? ('no_stream' as const) : version);
 
-export function stockHandlers(store: EventStore) {
-  const products = new CommandHandler(store, productDecider);
-  const orders = new CommandHandler(store, orderStockDecider);
+/**
+ * Reads a stream inside the unit of work (its transaction sees what earlier units of the same commit
+ * wrote, so that units sharing a commit do not decide on stale versions) and folds it.
+ */
+async function loadIn<S, E extends { type: string; data: unknown }>(
+  work: Work,
+  decider: { initialState(): S; evolve(state: S, event: E): S },
+  streamId: string,
+): Promise<{ state: S; version: number }> {
+  const events = await work.readStream(streamId);
+  const state = events.reduce(
+    (s, e) => decider.evolve(s, { type: e.type, data: e.data } as E),
+    decider.initialState(),
+  );
+  return { state, version: events.length - 1 };
+}
+
+/**
+ * Products' states as last read, so that a product ordered all day is not folded from its first
+ * event on every order: a load reads from the cached version on, and uses the cache only if the
+ * event stored at that version is still the one it was built from (a commit that failed after the
+ * read leaves another event, or none, there: then the whole stream is read again).
+ */
+class ProductCache {
+  readonly #entries = new Map<string, { state: ProductState; version: number; lastId: string }>();
+
+  async load(work: Work, productId: string): Promise<{ state: ProductState; version: number }> {
+    const streamId = productStream(productId);
+    const cached = this.#entries.get(productId);
+    let state: ProductState;
+    let version: number;
+    let lastId: string | undefined;
+    const tail = cached === undefined ? [] : await work.readStream(streamId, { fromVersion: cached.version });
+    if (cached !== undefined && tail[0]?.id === cached.lastId) {
+      state = tail
+        .slice(1)
+        .reduce((s, e) => productDecider.evolve(s, e as unknown as ProductEvent), cached.state);
+      version = cached.version + tail.length - 1;
+      lastId = tail.at(-1)?.id;
+    } else {
+      const events = await work.readStream(streamId);
+      state = events.reduce(
+        (s, e) => productDecider.evolve(s, e as unknown as ProductEvent),
+        productDecider.initialState(),
+      );
+      version = events.length - 1;
+      lastId = events.at(-1)?.id;
+    }
+    if (lastId !== undefined) {
+      if (this.#entries.size >= 10_000) this.#entries.delete(this.#entries.keys().next().value as string);
+      this.#entries.set(productId, { state, version, lastId });
+    }
+    return { state, version };
+  }
+}
+
+export function stockHandlers() {
+  const products = new ProductCache();
 
   /** Decides `command` for a product, appends it in `work` and announces the product's new stock. */
   async function changeProduct(work: Work, productId: string, command: ProductCommand): Promise<void> {
-    const { state, version } = await products.load(productStream(productId));
+    const { state, version } = await products.load(work, productId);
     await appendProduct(work, productId, version, state, decideEvents(productDecider, command, state));
   }
 
@@ -81,14 +136,14 @@ export function stockHandlers(store: EventStore) {
   return {
     /** Reserves every line of the order, or none and replies `inventory.unavailable` naming a short product. */
     async reserve(work: Work, orderId: string, items: readonly Line[]): Promise<void> {
-      const order = await orders.load(orderStockStream(orderId));
+      const order = await loadIn(work, orderStockDecider, orderStockStream(orderId));
       if (order.state.status !== 'none') return replyAgain(work, orderId, order.state);
       // Decide for every product before writing anything: one short product and nothing is reserved.
       const lines = mergeLines(items);
       const plans: { line: Line; state: ProductState; version: number; events: readonly ProductEvent[] }[] =
         [];
       for (const line of lines) {
-        const { state, version } = await products.load(productStream(line.productId));
+        const { state, version } = await products.load(work, line.productId);
         let events: readonly ProductEvent[];
         try {
           events = decideEvents(productDecider, { type: 'Reserve', orderId, quantity: line.quantity }, state);
@@ -116,7 +171,7 @@ export function stockHandlers(store: EventStore) {
 
     /** Gives back what the order holds (or, once sold, what it bought); harmless when it holds nothing. */
     async release(work: Work, orderId: string): Promise<void> {
-      const order = await orders.load(orderStockStream(orderId));
+      const order = await loadIn(work, orderStockDecider, orderStockStream(orderId));
       const recorded = await record(work, orderId, order, { type: 'Release', orderId });
       if (recorded.length === 0 || order.state.status === 'none') return; // nothing held
       const sold = order.state.status === 'committed';
@@ -131,7 +186,7 @@ export function stockHandlers(store: EventStore) {
 
     /** Turns the order's reservation into a sale. */
     async commit(work: Work, orderId: string): Promise<void> {
-      const order = await orders.load(orderStockStream(orderId));
+      const order = await loadIn(work, orderStockDecider, orderStockStream(orderId));
       const recorded = await record(work, orderId, order, { type: 'Commit', orderId });
       if (recorded.length === 0) return; // not reserved: committed already, released, or unknown
       for (const line of order.state.lines)

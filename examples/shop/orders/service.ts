@@ -83,6 +83,16 @@ export async function startOrdersService(options: OrdersServiceOptions): Promise
       },
       { group: 'orders' },
     ),
+    // Refunds end the compensations the saga sent and no longer waits for: logged for the operator.
+    await bus.subscribe(
+      'payment.refunded',
+      (m) => {
+        options.logger?.info(
+          `order ${m.data.orderId}: refunded${m.data.chargeId === undefined ? ' (nothing was charged)' : ` ${m.data.chargeId}`}`,
+        );
+      },
+      { group: 'orders' },
+    ),
     await bus.subscribe(
       'inventory.updated',
       (m) => {
