@@ -79,6 +79,9 @@ async function openFerry(path: string, arm: Arm): Promise<Env> {
     logger: silentLogger,
   });
   const outbox = await createOutbox({ store, bus, logger: silentLogger, relay: false });
+  // Opens the units' connection before the clock starts: the baseline's is open too. (Its opening
+  // needs the event loop, which appenders awaiting only uncontended appends would never yield.)
+  await outbox.unitOfWork((work) => work.append('warm', [{ type: 'Warm', data: {} }]));
   return { store, outbox, bus };
 }
 
