@@ -192,6 +192,25 @@ const MIGRATIONS: readonly { readonly version: number; readonly name: string; re
       );
       CREATE INDEX ferry_sagas_status ON ferry_sagas (saga, status, updated_at);`,
   },
+  {
+    version: 7,
+    name: 'outbox indexes that keep held rows out of the relay reads',
+    // A relay's claim, and its look for the next due row, read rows not marked `held:` (pending ones
+    // by seq, and by due time) and held ones by the end of their hold, never the held rows as such;
+    // a row's key head is found by seeking each kind by key. The WHERE terms are those of
+    // sqlite-outbox-sql.ts (MARKED, UNMARKED): a query uses a partial index only when it states them.
+    sql: `
+      CREATE INDEX ferry_outbox_ready ON ferry_outbox (seq)
+        WHERE state = 'pending' AND coalesce(lease_owner, '') NOT LIKE 'held:%';
+      CREATE INDEX ferry_outbox_ready_due ON ferry_outbox (due_at)
+        WHERE state = 'pending' AND coalesce(lease_owner, '') NOT LIKE 'held:%';
+      CREATE INDEX ferry_outbox_unheld_key ON ferry_outbox (key, seq)
+        WHERE coalesce(lease_owner, '') NOT LIKE 'held:%';
+      CREATE INDEX ferry_outbox_held ON ferry_outbox (lease_until)
+        WHERE coalesce(lease_owner, '') LIKE 'held:%';
+      CREATE INDEX ferry_outbox_held_key ON ferry_outbox (key, lease_until)
+        WHERE coalesce(lease_owner, '') LIKE 'held:%';`,
+  },
 ];
 
 // Integers come back as bigint (`defaultSafeIntegers`): positions stay exact; versions are converted.

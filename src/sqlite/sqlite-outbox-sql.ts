@@ -67,8 +67,62 @@ export const SCHEDULED = '(due_at > created_at AND last_error IS NULL)';
  */
 export const held = (alias: string) =>
   `(coalesce(${alias}lease_owner, '') LIKE 'held:%' AND ${alias}lease_until >= @now)`;
-/** The oldest row of its key not held, whatever the state of the others: only it may go. */
-export const KEY_HEAD = `NOT EXISTS (SELECT 1 FROM ferry_outbox p WHERE p.key = o.key AND p.seq < o.seq AND NOT ${held('p.')})`;
-/** What `claim` may hand to `@owner` at `@now`. */
-export const DELIVERABLE = `state = 'pending' AND due_at <= @now
-  AND (lease_until IS NULL OR lease_until < @now OR lease_owner = @owner) AND ${KEY_HEAD}`;
+/**
+ * `lease_owner` says `held:` (`OutboxStorage.hold`), whether or not the hold still runs; never NULL.
+ * The partial indexes of migration 7 are defined by these very expressions: a query uses one only
+ * where it states the same term, so keep them unchanged.
+ */
+export const MARKED = "coalesce(lease_owner, '') LIKE 'held:%'";
+export const UNMARKED = "coalesce(lease_owner, '') NOT LIKE 'held:%'";
+/**
+ * The oldest row of its key not held, whatever the state of the others: only it may go. `held(p)`
+ * fails for an unmarked row, or a marked one whose hold ended before `@now`: each kind has an index
+ * by key of its own (migration 7), so the check seeks instead of stepping over the key's held rows.
+ */
+export const KEY_HEAD = `NOT EXISTS (SELECT 1 FROM ferry_outbox p INDEXED BY ferry_outbox_unheld_key
+    WHERE p.key = o.key AND p.seq < o.seq AND coalesce(p.lease_owner, '') NOT LIKE 'held:%')
+  AND NOT EXISTS (SELECT 1 FROM ferry_outbox p INDEXED BY ferry_outbox_held_key
+    WHERE p.key = o.key AND p.lease_until < @now AND coalesce(p.lease_owner, '') LIKE 'held:%' AND p.seq < o.seq)`;
+
+/**
+ * The rows `claim` may hand to `@owner` at `@now`, as disjoint SELECTs of `columns` (alias `o`) to
+ * join with UNION ALL: pending, due (`dueAt <= @now`), not leased by another (or the lease ended), and
+ * {@link KEY_HEAD}. Split by the `held:` mark so that none reads the rows held now:
+ * 1. unmarked rows, in `seq` order from `ferry_outbox_ready` (pending rows not marked);
+ * 2. marked rows whose hold ended (a relay that died), from `ferry_outbox_held` by `lease_until`;
+ * 3. marked rows without a `lease_until` (`hold` always sets one; the contract lets them go);
+ * 4. rows `@owner` leases under a `held:` name of its own (no relay's name is): skipped at once otherwise.
+ */
+export const deliverable = (columns: string): string[] =>
+  (
+    [
+      [
+        'INDEXED BY ferry_outbox_ready',
+        `state = 'pending' AND ${UNMARKED} AND (lease_until IS NULL OR lease_until < @now OR lease_owner = @owner)`,
+      ],
+      ['INDEXED BY ferry_outbox_held', `${MARKED} AND lease_until < @now AND state = 'pending'`],
+      ['INDEXED BY ferry_outbox_held', `${MARKED} AND lease_until IS NULL AND state = 'pending'`],
+      // The constant term is tested once, before any row is read.
+      [
+        'NOT INDEXED',
+        "@owner LIKE 'held:%' AND lease_owner = @owner AND lease_until >= @now AND state = 'pending'",
+      ],
+    ] as const
+  ).map(
+    ([index, where]) =>
+      `SELECT ${columns} FROM ferry_outbox o ${index} WHERE ${where} AND due_at <= @now AND ${KEY_HEAD}`,
+  );
+
+/**
+ * The earliest `due_at` among rows `claim` could hand out once due: pending, not leased at `@now`,
+ * {@link KEY_HEAD}. The unmarked rows are read in `due_at` order up to the first that qualifies; the
+ * marked ones whose hold ended (a relay that died) are few.
+ */
+export const NEXT_DUE = `SELECT min(due) FROM (
+  SELECT (SELECT due_at FROM ferry_outbox o INDEXED BY ferry_outbox_ready_due
+          WHERE state = 'pending' AND ${UNMARKED} AND ${NOT_LEASED} AND ${KEY_HEAD}
+          ORDER BY due_at LIMIT 1) AS due
+  UNION ALL SELECT min(due_at) FROM ferry_outbox o INDEXED BY ferry_outbox_held
+    WHERE ${MARKED} AND lease_until < @now AND state = 'pending' AND ${KEY_HEAD}
+  UNION ALL SELECT min(due_at) FROM ferry_outbox o INDEXED BY ferry_outbox_held
+    WHERE ${MARKED} AND lease_until IS NULL AND state = 'pending' AND ${KEY_HEAD})`;

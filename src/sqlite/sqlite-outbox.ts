@@ -10,12 +10,11 @@ import type {
   StorageTransaction,
 } from '../outbox/storage.js';
 import {
-  DELIVERABLE,
+  deliverable,
   held,
   jsonList,
-  KEY_HEAD,
   ms,
-  NOT_LEASED,
+  NEXT_DUE,
   OUTBOX_COLUMNS,
   type OutboxDbRow,
   SAGA_COLUMNS,
@@ -57,14 +56,12 @@ interface ClaimParams {
 function prepareStatements(db: Database.Database) {
   const claim = db.prepare<[ClaimParams], OutboxDbRow>(
     `UPDATE ferry_outbox SET lease_owner = @owner, lease_until = @until
-     WHERE seq IN (SELECT seq FROM ferry_outbox o WHERE ${DELIVERABLE} ORDER BY seq LIMIT @limit)
+     WHERE seq IN (${deliverable('seq').join(' UNION ALL ')} ORDER BY 1 LIMIT @limit)
      RETURNING ${OUTBOX_COLUMNS}`,
   );
   return {
     anyDeliverable: db
-      .prepare<[{ owner: string; now: number }], bigint>(
-        `SELECT 1 FROM ferry_outbox o WHERE ${DELIVERABLE} LIMIT 1`,
-      )
+      .prepare<[{ owner: string; now: number }], bigint>(`${deliverable('1').join(' UNION ALL ')} LIMIT 1`)
       .pluck(),
     claim: db.transaction((params: ClaimParams) => claim.all(params)),
     delivered: db.prepare<[{ owner: string; seqs: string }]>(
@@ -110,11 +107,7 @@ function prepareStatements(db: Database.Database) {
        FROM ferry_outbox`,
     ),
     // Only the oldest row of a key can be claimed: rows waiting behind it do not make the relay look sooner.
-    nextDue: db
-      .prepare<[{ now: number }], bigint | null>(
-        `SELECT min(due_at) FROM ferry_outbox o WHERE state = 'pending' AND ${NOT_LEASED} AND ${KEY_HEAD}`,
-      )
-      .pluck(),
+    nextDue: db.prepare<[{ now: number }], bigint | null>(NEXT_DUE).pluck(),
     scheduled: db.prepare<[{ now: number; limit: number; key: string | null }], OutboxDbRow>(
       `SELECT ${OUTBOX_COLUMNS} FROM ferry_outbox
        WHERE state = 'pending' AND ${SCHEDULED} AND due_at > @now AND (@key IS NULL OR key = @key)
