@@ -18,7 +18,7 @@ import {
 } from 'ferry';
 import { CATALOG } from './catalog.js';
 import { type ShopContracts, shopContracts } from './contracts.js';
-import { startGateway } from './gateway/gateway.js';
+import { type ServiceUrls, startGateway } from './gateway/gateway.js';
 import { startInventoryService } from './inventory/service.js';
 import { serviceLookups } from './orders/lookups.js';
 import { startOrdersService } from './orders/service.js';
@@ -32,13 +32,7 @@ export const SERVICES = ['payment-provider', 'users', 'inventory', 'orders', 'pa
 export type ServiceName = (typeof SERVICES)[number];
 
 /** Where the services' instances answer: what the gateway and the callers between services use. */
-export interface Topology {
-  readonly users: readonly string[];
-  readonly inventory: readonly string[];
-  readonly orders: readonly string[];
-  readonly payments: readonly string[];
-  readonly paymentProvider: string;
-}
+export type Topology = ServiceUrls;
 
 /** Embedded: SQLite files and the in-memory bus. Distributed: PostgreSQL schemas and RabbitMQ. */
 export type Infrastructure =

@@ -9,12 +9,12 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import Database from 'better-sqlite3';
 import { waitFor } from 'ferry/testing';
 import { afterEach, describe, expect, it } from 'vitest';
 import { freePorts } from '../supervisor/free-port.js';
 import { chaosCatalog, expectEverythingAddsUp, placeOrders } from './chaos-kit.js';
 import { ShopClient } from './shop-client.js';
+import { sqliteStoredOrders } from './shops.js';
 
 const MAIN = fileURLToPath(new URL('../main.ts', import.meta.url));
 const TOKEN = 'chaos-admin-token';
@@ -54,20 +54,6 @@ async function startShop(dataDir: string, port: number): Promise<ChildProcess> {
   return child;
 }
 
-/** Every order stored in orders' SQLite file, answered or not. */
-function storedOrders(dataDir: string): string[] {
-  const db = new Database(join(dataDir, 'orders.db'), { readonly: true });
-  try {
-    return (
-      db.prepare("SELECT stream_id FROM ferry_events WHERE type = 'OrderPlaced'").all() as {
-        stream_id: string;
-      }[]
-    ).map((row) => row.stream_id.slice('order-'.length));
-  } finally {
-    db.close();
-  }
-}
-
 describe('the embedded shop, SIGKILLed with 200 orders in flight', () => {
   it('finishes every stored order after a restart, with the books balanced', async () => {
     const dataDir = await mkdtemp(join(tmpdir(), 'ferry-shop-chaos-'));
@@ -88,7 +74,7 @@ describe('the embedded shop, SIGKILLed with 200 orders in flight', () => {
     expect(accepted.length).toBeLessThan(200);
 
     shop = await startShop(dataDir, port as number);
-    const stored = storedOrders(dataDir);
+    const stored = sqliteStoredOrders(dataDir);
     // Every order answered 201 was stored (durable before its answer).
     expect(stored).toEqual(expect.arrayContaining(accepted));
     const orders = await expectEverythingAddsUp(client, stored, catalog);

@@ -44,6 +44,19 @@ export interface ShopUnderTest {
 const TOKEN = 'e2e-admin-token';
 const PG_ADMIN_URL = process.env.FERRY_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 
+/** Ids of every order stored in the embedded shop's data folder (orders' SQLite file, read-only). */
+export function sqliteStoredOrders(dataDir: string): string[] {
+  const db = new Database(join(dataDir, 'orders.db'), { readonly: true });
+  try {
+    const rows = db.prepare("SELECT stream_id FROM ferry_events WHERE type = 'OrderPlaced'").all() as {
+      stream_id: string;
+    }[];
+    return rows.map((row) => row.stream_id.slice('order-'.length));
+  } finally {
+    db.close();
+  }
+}
+
 export async function openShop(mode: Mode, tuning: ShopTuning = {}): Promise<ShopUnderTest> {
   return mode === 'embedded' ? openEmbedded(tuning) : openDistributed(tuning);
 }
@@ -62,18 +75,7 @@ async function openEmbedded(tuning: ShopTuning): Promise<ShopUnderTest> {
   return {
     mode: 'embedded',
     client: new ShopClient(shop.url, TOKEN),
-    async storedOrders() {
-      const db = new Database(join(dir, 'orders.db'), { readonly: true });
-      try {
-        return (
-          db.prepare("SELECT stream_id FROM ferry_events WHERE type = 'OrderPlaced'").all() as {
-            stream_id: string;
-          }[]
-        ).map((row) => row.stream_id.slice('order-'.length));
-      } finally {
-        db.close();
-      }
-    },
+    storedOrders: async () => sqliteStoredOrders(dir),
     output: () => '',
     async close() {
       await shop.close();
