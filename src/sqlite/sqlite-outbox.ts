@@ -164,6 +164,25 @@ export class SqliteOutboxStorage implements OutboxStorage {
     return this.#host.lock.write(this.#host.busyTimeoutMs, () => operation(this.#ready()));
   }
 
+  /**
+   * The relay's bookkeeping (claims, holds, deletes after delivery, retry times), committed without
+   * waiting for the disk: `synchronous = NORMAL` for that commit, FULL again after it. A crash of the
+   * process loses none of it (WAL). A power cut may lose the last of it: then a message is published
+   * again, which consumers' inboxes drop; none is lost, since a row only leaves the outbox by a
+   * delete. The store's next commit (FULL) syncs the WAL, these frames with it.
+   */
+  #bookkeeping<T>(operation: (s: Statements) => T): Promise<T> {
+    return this.#write((s) => {
+      const db = this.#host.connection();
+      db.pragma('synchronous = NORMAL');
+      try {
+        return operation(s);
+      } finally {
+        db.pragma('synchronous = FULL');
+      }
+    });
+  }
+
   transaction<T>(work: (tx: StorageTransaction) => Promise<T>): Promise<T> {
     return this.#units.run(work);
   }
@@ -196,23 +215,23 @@ export class SqliteOutboxStorage implements OutboxStorage {
     // A read first: in WAL it never waits, and most calls of an idle relay end here.
     if (this.#ready().anyDeliverable.get({ owner, now: at }) === undefined) return [];
     const params = { owner, now: at, limit, until: at + ms(leaseMs) };
-    const rows = await this.#write((s) => s.claim.immediate(params));
+    const rows = await this.#bookkeeping((s) => s.claim.immediate(params));
     return rows.map(toOutboxRow).sort((a, b) => (a.seq < b.seq ? -1 : a.seq > b.seq ? 1 : 0));
   }
 
   async delivered(owner: string, seqs: readonly bigint[]): Promise<number> {
     if (seqs.length === 0) return 0;
-    return (await this.#write((s) => s.delivered.run({ owner, seqs: jsonList(seqs) }))).changes;
+    return (await this.#bookkeeping((s) => s.delivered.run({ owner, seqs: jsonList(seqs) }))).changes;
   }
 
   async hold(owner: string, seqs: readonly bigint[], until: number): Promise<bigint[]> {
     if (seqs.length === 0) return [];
     const params = { owner, seqs: jsonList(seqs), until: ms(until) };
-    return this.#write((s) => s.hold.all(params));
+    return this.#bookkeeping((s) => s.hold.all(params));
   }
 
   async retry(owner: string, seq: bigint, error: string, dueAt: number, counted: boolean): Promise<void> {
-    await this.#write((s) => s.retry.run(counted ? 1 : 0, error, ms(dueAt), owner, seq));
+    await this.#bookkeeping((s) => s.retry.run(counted ? 1 : 0, error, ms(dueAt), owner, seq));
   }
 
   async fail(owner: string, seq: bigint, error: string): Promise<void> {
