@@ -743,15 +743,8 @@ async function summarizeProfiles(
 
 // ── main ──────────────────────────────────────────────────────────────────────────────────────────
 
-interface RunLine {
-  readonly ordersPerSec: number;
-  readonly p50Ms: number;
-  readonly p99Ms: number;
-  readonly accepted: number;
-  readonly non2xx: number;
-  readonly errors: number;
-  readonly timeouts: number;
-  readonly statusCodes: Record<string, number>;
+/** One run of a case as reported: the load's figures (without its ids and end time), then the shop's. */
+interface RunLine extends Omit<Load, 'ids' | 'endedAt'> {
   readonly terminalAfterMs?: number | null;
   readonly pendingAtCap?: number;
   readonly confirmed?: number;
