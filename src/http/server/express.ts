@@ -5,7 +5,13 @@ import { isFerryError } from '../../errors/ferry-error.js';
 import { HTTP_HEADER, PROBLEM_CONTENT_TYPE } from '../headers.js';
 import { BodyHash, hashBodyAsRead, holdRestOfBody } from './body-fingerprint.js';
 import { createHealth, DEFAULT_HEALTH_PATH, type HealthReport, type HealthRouteOptions } from './health.js';
-import { IdempotencyGuard, type IdempotencyOptions, replayStoredResponse, sha256Hex } from './idempotency.js';
+import {
+  IdempotencyGuard,
+  type IdempotencyOptions,
+  jsonBodySha256,
+  replayStoredResponse,
+  sha256Hex,
+} from './idempotency.js';
 import {
   bodyTooLargeProblem,
   HttpProblemError,
@@ -152,8 +158,9 @@ export interface FerryIdempotencyOptions extends IdempotencyOptions, ProblemOpti
  * after it began sending, a stream its client left) or larger than `maxStoredBodyBytes` holds the
  * key for the store's lease.
  *
- * Use it after the body parser. The fingerprint hashes the raw body when {@link ferryContext} ran
- * before the parser, and the parsed body re-serialized otherwise. A body no parser read (the
+ * Use it after the body parser. A JSON body counts as its data (members in any order, any spacing:
+ * see `jsonBodySha256`); any other body as its raw bytes when {@link ferryContext} ran before the
+ * parser, and as the parsed body re-serialized otherwise. A body no parser read (the
  * handler reads the request stream itself) is received in full before the handler runs, at most
  * `maxHeldBodyBytes` of it, hashed, and handed to the handler unchanged.
  */
@@ -172,6 +179,7 @@ export function ferryIdempotency(options: FerryIdempotencyOptions): RequestHandl
           url: req.originalUrl,
           headers: req.headers,
           bodySha256: sha256,
+          jsonSha256: jsonBodySha256(req.headers['content-type'], req.body),
           scope: options.scope?.(req),
         }),
       )

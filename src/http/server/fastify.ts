@@ -4,7 +4,12 @@ import { BodyHash, hashBodyAsRead, holdRestOfBody } from './body-fingerprint.js'
 import { ferryClientErrors } from './client-errors.js';
 import { fromFastifyError, problemOptionsOf, sendProblem } from './fastify-errors.js';
 import { createHealth, DEFAULT_HEALTH_PATH, type HealthReport, type HealthRouteOptions } from './health.js';
-import { IdempotencyGuard, type IdempotencyOptions, replayStoredResponse } from './idempotency.js';
+import {
+  IdempotencyGuard,
+  type IdempotencyOptions,
+  jsonBodySha256,
+  replayStoredResponse,
+} from './idempotency.js';
 import { HttpProblemError, type ProblemOptions, stderrProblemLogger } from './problem.js';
 import {
   DeadlineExceededError,
@@ -53,6 +58,8 @@ export interface FerryFastifyOptions extends RequestContextOptions, ProblemOptio
 
 interface IdempotencyState {
   readonly hash: BodyHash;
+  /** Of the body as the JSON parser made it, before validation could change it (see preValidation). */
+  jsonSha256?: string | undefined;
   /** The claimed key, once the handler may run. */
   key?: string;
   claim?: string | undefined;
@@ -192,6 +199,13 @@ function installIdempotency(
     done(null, payload);
   });
 
+  // The parsed body, before a route schema's validation coerces it, fills in defaults or drops members.
+  app.addHook('preValidation', (request, _reply, done) => {
+    const state = states.get(request);
+    if (state !== undefined) state.jsonSha256 = jsonBodySha256(request.headers['content-type'], request.body);
+    done();
+  });
+
   app.addHook('preHandler', (request, reply, done) => {
     const state = states.get(request);
     if (state === undefined) {
@@ -206,6 +220,7 @@ function installIdempotency(
           url: request.url,
           headers: request.headers,
           bodySha256: state.hash.digest(),
+          jsonSha256: state.jsonSha256,
           scope: scope?.(request),
         }),
       )

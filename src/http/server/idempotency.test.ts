@@ -12,6 +12,7 @@ import { listenFastify, listenNode } from './fixtures/listen.js';
 import {
   IdempotencyGuard,
   isReplayableStatus,
+  jsonBodySha256,
   MemoryIdempotencyStore,
   parseIdempotencyKey,
   requestFingerprint,
@@ -135,6 +136,36 @@ describe('IdempotencyGuard', () => {
     expect(requestFingerprint('post', '/a?x=1', sha256Hex('{}'))).toBe(
       'POST /a?x=1 sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a',
     );
+  });
+
+  it('fingerprints a JSON body by its canonical JSON, any other by its raw bytes', async () => {
+    const guard = new IdempotencyGuard({ store: new MemoryIdempotencyStore() });
+    const json = { 'content-type': 'application/json; charset=utf-8', 'idempotency-key': 'k' };
+    const begin = (headers: Record<string, string>, body: unknown, bodySha256 = sha256Hex('raw')) =>
+      guard.begin({
+        method: 'POST',
+        url: '/x',
+        headers,
+        bodySha256,
+        jsonSha256: jsonBodySha256(headers['content-type'], body),
+      });
+    expect((await begin(json, { a: 1, b: [1, 2] }, sha256Hex('{"a":1,"b":[1,2]}'))).action).toBe('run');
+    // Another spelling of the same data (other raw bytes): the same request, still running.
+    expect(await begin(json, { b: [1, 2], a: 1 }, sha256Hex('{ "b":[1,2], "a":1 }'))).toMatchObject({
+      action: 'reject',
+      error: { status: 409 },
+    });
+    expect(await begin(json, { a: 1, b: [2, 1] })).toMatchObject({
+      action: 'reject',
+      error: { status: 422 },
+    });
+    expect(jsonBodySha256('application/problem+json', { a: 1 })).toBe(sha256Hex('{"a":1}'));
+    // Not JSON, or not what a JSON parser makes: the raw bytes count.
+    expect(jsonBodySha256('text/plain', { a: 1 })).toBeUndefined();
+    expect(jsonBodySha256(undefined, { a: 1 })).toBeUndefined();
+    expect(jsonBodySha256('application/json', '{"a":1}')).toBeUndefined();
+    expect(jsonBodySha256('application/json', new Date())).toBeUndefined();
+    expect(jsonBodySha256('application/json', undefined)).toBeUndefined();
   });
 
   it('stores final answers and releases the key for those worth retrying', async () => {
@@ -361,20 +392,29 @@ describe.each([
     expect(endpoints.calls).toBe(2);
   });
 
-  it('fingerprints the raw body: the same JSON spelled differently is another request', async () => {
+  it('fingerprints a JSON body as its data: members in another order or spacing are the same body, an array in another order is not', async () => {
     await setup();
     const send = async (body: string) => {
       const response = await request(`${url}/orders`, {
         method: 'POST',
-        headers: { 'content-type': 'application/json', 'idempotency-key': 'key-raw' },
+        headers: { 'content-type': 'application/json', 'idempotency-key': 'key-json' },
         body,
       });
       await response.body.dump();
       return { status: response.statusCode, replayed: response.headers['idempotent-replayed'] };
     };
-    expect(await send('{"sku":"A"}')).toEqual({ status: 201, replayed: undefined });
-    expect(await send('{"sku":"A"}')).toEqual({ status: 201, replayed: 'true' });
-    expect((await send('{ "sku": "A" }')).status).toBe(422);
+    const first = '{"sku":"A","lines":[{"id":1,"qty":2},{"id":2,"qty":1}]}';
+    expect(await send(first)).toEqual({ status: 201, replayed: undefined });
+    expect(await send(first)).toEqual({ status: 201, replayed: 'true' });
+    expect(await send('{ "lines": [ {"qty":2, "id":1}, {"qty":1,"id":2} ], "sku": "\\u0041" }')).toEqual({
+      status: 201,
+      replayed: 'true',
+    });
+    expect((await send('{"sku":"A","lines":[{"id":2,"qty":1},{"id":1,"qty":2}]}')).status).toBe(422);
+    expect((await send('{"sku":"A","lines":[{"id":1,"qty":2},{"id":2,"qty":1}],"note":null}')).status).toBe(
+      422,
+    );
+    expect(endpoints.calls).toBe(1);
   });
 
   it('runs requests without a key as usual', async () => {
@@ -725,6 +765,35 @@ describe('Idempotency-Key with fastify.inject and a pass-through parser', () => 
     expect(first.json()).toEqual({ run: 1, body: 'abc' });
     expect((await send('abc')).headers['idempotent-replayed']).toBe('true');
     expect((await send('abd')).statusCode).toBe(422);
+    expect(runs).toBe(1);
+  });
+});
+
+describe('Idempotency-Key with fastify and a route schema', () => {
+  it('fingerprints the body as sent, before validation fills in defaults or coerces it', async () => {
+    let runs = 0;
+    const app = Fastify();
+    ferryFastify(app, { idempotency: { store: new MemoryIdempotencyStore() }, logger: silent });
+    const schema = {
+      body: {
+        type: 'object',
+        properties: { sku: { type: 'string' }, qty: { type: 'integer', default: 1 } },
+      },
+    };
+    app.post('/orders', { schema }, async (req) => ({ run: ++runs, body: req.body }));
+    closers.push(() => app.close());
+    const send = (payload: string) =>
+      app.inject({
+        method: 'POST',
+        url: '/orders',
+        headers: { 'content-type': 'application/json', 'idempotency-key': 'schema-1' },
+        payload,
+      });
+    expect((await send('{"sku":"A"}')).json()).toEqual({ run: 1, body: { sku: 'A', qty: 1 } });
+    expect((await send(' {"sku" : "A"}')).headers['idempotent-replayed']).toBe('true');
+    // The handler would see the same data, but the client sent other data.
+    expect((await send('{"sku":"A","qty":1}')).statusCode).toBe(422);
+    expect((await send('{"sku":"A","qty":"1"}')).statusCode).toBe(422);
     expect(runs).toBe(1);
   });
 });

@@ -2,6 +2,8 @@ import { createHash } from 'node:crypto';
 import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
 import { InvalidOptionsError } from '../../errors/ferry-error.js';
 import { HTTP_HEADER } from '../headers.js';
+import { isJson } from '../response-body.js';
+import { canonicalJson } from './canonical-json.js';
 import { HttpProblemError } from './problem.js';
 import type { CapturedResponse } from './response-capture.js';
 
@@ -109,6 +111,20 @@ export function requestFingerprint(method: string, path: string, bodySha256: str
   return `${method.toUpperCase()} ${path} sha256:${bodySha256}`;
 }
 
+/**
+ * SHA-256 (hex) of the {@link canonicalJson} of a parsed body, for {@link IdempotentRequest}'s
+ * `jsonSha256`: `undefined` unless `contentType` is JSON (`application/json`, `…+json`) and `body`
+ * is plain JSON data (what a JSON parser makes, not a string it left unparsed nor a stream).
+ */
+export function jsonBodySha256(
+  contentType: string | string[] | undefined,
+  body: unknown,
+): string | undefined {
+  if (!isJson(contentType) || typeof body !== 'object' || body === null) return undefined;
+  const canonical = canonicalJson(body);
+  return canonical === undefined ? undefined : sha256Hex(canonical);
+}
+
 /** Response headers as Node and the frameworks return them. */
 export type ResponseHeaders = Readonly<Record<string, string | number | readonly string[] | undefined>>;
 
@@ -137,6 +153,12 @@ export interface IdempotentRequest {
    * byte received, whoever reads them (the adapters see to it, see `maxHeldBodyBytes`).
    */
   readonly bodySha256: string;
+  /**
+   * {@link jsonBodySha256} of the body a JSON parser read: when set, it stands for the body in the
+   * fingerprint instead of `bodySha256`, so that the same data sent again with its members in
+   * another order, or other spacing, is the same request (an array in another order is not).
+   */
+  readonly jsonSha256?: string | undefined;
   /** Whose keys these are (e.g. the authenticated account): keys of different scopes never meet. */
   readonly scope?: string | undefined;
 }
@@ -194,7 +216,10 @@ export class IdempotencyGuard {
         }),
       };
     }
-    const fingerprint = requestFingerprint(request.method, request.url, request.bodySha256);
+    const fingerprint =
+      request.jsonSha256 === undefined
+        ? requestFingerprint(request.method, request.url, request.bodySha256)
+        : `${request.method.toUpperCase()} ${request.url} json-sha256:${request.jsonSha256}`;
     // Length-prefixed, so that no scope and key can spell another pair's stored key.
     const storedKey = request.scope === undefined ? key : `${request.scope.length}:${request.scope}:${key}`;
     const result = await this.#store.begin(storedKey, fingerprint);
