@@ -90,6 +90,37 @@ describe('defineSaga', () => {
     expect(orderSaga.timeoutType).toBe('saga.order.timeout');
   });
 
+  it('started by several types: the start message narrows by its type', async () => {
+    const saga = defineSaga({
+      name: 'job',
+      contracts,
+      startedBy: ['job.started', 'job.finished'],
+      initial: (m) => {
+        expectTypeOf(m.type).toEqualTypeOf<'job.started' | 'job.finished'>();
+        // Without a distributive SagaMessage, m.data is a union not tied to m.type: `ok` would not compile.
+        return m.type === 'job.finished'
+          ? { status: m.data.ok ? 'done' : 'failed', data: { early: true } }
+          : { status: 'running', data: { early: false } };
+      },
+      started: (s, m) => {
+        if (m.type === 'job.finished') {
+          expectTypeOf(m.data).toEqualTypeOf<{ jobId: string; ok: boolean }>();
+          s.complete();
+        }
+      },
+      id: { 'job.started': (m) => m.data.jobId, 'job.finished': (m) => m.data.jobId },
+      states: { running: { 'job.finished': (s) => s.to('done').complete() }, done: {}, failed: {} },
+    });
+    await sagaSpec(saga)
+      .given([])
+      .when({ type: 'job.finished', data: { jobId: 'j-1', ok: false } })
+      .then({ status: 'failed', data: { early: true }, completed: true });
+    await sagaSpec(saga)
+      .given([{ type: 'job.finished', data: { jobId: 'j-1', ok: true } }])
+      .when({ type: 'job.started', data: { jobId: 'j-1' } })
+      .thenIgnored('completed');
+  });
+
   it('refuses a handled type without correlation, a bad name, an unknown policy', () => {
     const base = {
       name: 'job',

@@ -13,8 +13,13 @@ export interface SagaTimeoutData {
   readonly name: string;
 }
 
-/** The message a saga handler gets for type `K` of contracts `C`. */
-export type SagaMessage<C extends Contracts, K extends string> = Message<DataOut<C, K>, K>;
+/**
+ * The message a saga handler gets for type `K` of contracts `C`. For a union of types (a saga
+ * `startedBy` several), a union of messages: checking `message.type` narrows `message.data`.
+ */
+export type SagaMessage<C extends Contracts, K extends string> = K extends unknown
+  ? Message<DataOut<C, K>, K>
+  : never;
 
 /**
  * A handler of one message type in one status: changes the instance through `saga`. What it returns

@@ -135,6 +135,21 @@ describe('order saga', () => {
       });
   });
 
+  it('a cancel that comes before the order.created: cancels at once, and the creation reserves nothing', async () => {
+    // Two queues and competing instances: the customer's cancel may be handled first.
+    await sagaSpec(saga)
+      .given([])
+      .when(cancelRequest)
+      .then({
+        status: 'cancelled',
+        completed: true,
+        timeouts: [],
+        published: [cancelled('cancelled_by_customer')],
+      });
+    await sagaSpec(saga).given([cancelRequest]).when(created).thenIgnored('completed');
+    await sagaSpec(saga).given([cancelRequest, created]).when(cancelRequest).thenIgnored('completed');
+  });
+
   it('a second cancel request of a cancelled order is harmless', async () => {
     await sagaSpec(saga)
       .given([created, reserved, cancelRequest])

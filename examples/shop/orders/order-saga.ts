@@ -11,6 +11,8 @@
  *
  * An order cancelled while a reply is still due stays in `cancelled` (not completed) until the
  * reply comes: a late reservation is released, a late charge refunded, then the instance completes.
+ * A customer's cancel handled before `order.created` (they travel on different queues) starts the
+ * instance cancelled and completed: the creation then finds it completed, and nothing is reserved.
  */
 import { defineSaga, type SagaContext } from 'ferry';
 import { type CancelReason, type ShopContracts, shopContracts } from '../contracts.js';
@@ -40,12 +42,25 @@ export function createOrderSaga(options: OrderSagaOptions = {}) {
   return defineSaga({
     name: 'order',
     contracts: shopContracts,
-    startedBy: ['order.created'],
-    initial: (m) => ({
-      status: 'reserving',
-      data: { total: m.data.total, paymentMethod: m.data.paymentMethod, awaiting: null } as OrderSagaData,
-    }),
+    // A customer's cancel may reach the saga before the order's creation (two queues, competing
+    // instances): it starts the instance too, so that it is never lost (see `started`).
+    startedBy: ['order.created', 'order.cancellation-requested'],
+    initial: (m) =>
+      m.type === 'order.created'
+        ? {
+            status: 'reserving',
+            data: {
+              total: m.data.total,
+              paymentMethod: m.data.paymentMethod,
+              awaiting: null,
+            } as OrderSagaData,
+          }
+        : { status: 'cancelled', data: { total: 0, paymentMethod: '', awaiting: null } as OrderSagaData },
     started: (saga, m) => {
+      if (m.type === 'order.cancellation-requested') {
+        saga.publish('order.cancelled', { orderId: saga.id, reason: 'cancelled_by_customer' }).complete();
+        return;
+      }
       const items = m.data.items.map(({ productId, quantity }) => ({ productId, quantity }));
       saga
         .send('inventory.reserve', { orderId: saga.id, items })
