@@ -154,9 +154,12 @@ export interface FerryIdempotencyOptions extends IdempotencyOptions, ProblemOpti
  * first response (with `idempotent-replayed: true`) without running the handler; the same key with
  * another request is refused with 422, and while the first still runs with 409. The key is held
  * until the handler ends its response, even when the client has left by then: that response is
- * stored (a 5xx releases the key instead). A response never ended (a hung handler, one failing
- * after it began sending, a stream its client left) or larger than `maxStoredBodyBytes` holds the
- * key for the store's lease.
+ * stored (a 5xx releases the key instead) before it goes out, its end held until then, so that a
+ * retry sent once the client has it replays it. When the store fails to keep it, the client gets a
+ * 500 problem (`IDEMPOTENCY_STORE_FAILED`) instead, or, when part of a streamed answer had left,
+ * a connection closed before the answer's end; the key then stays held for the store's lease. A
+ * response never ended (a hung handler, one failing after it began sending, a stream its client
+ * left) or larger than `maxStoredBodyBytes` (sent, not stored) holds the key for the store's lease.
  *
  * Use it after the body parser. A JSON body counts as its data (members in any order, any spacing:
  * see `jsonBodySha256`); any other body as its raw bytes when {@link ferryContext} ran before the
@@ -197,15 +200,18 @@ export function ferryIdempotency(options: FerryIdempotencyOptions): RequestHandl
           case 'run': {
             const { key, claim } = decision;
             // The handler ends its response whether or not the client is still there: a client that
-            // left does not end the claim, the handler does.
-            captureResponse(res, guard.maxStoredBodyBytes, (response) => {
-              guard.finishCaptured(key, response, claim).catch((error: unknown) =>
-                logger.error('idempotency store failed', {
-                  correlationId: ferryContextOf(req)?.correlationId,
-                  key,
-                  error: error instanceof Error ? error.message : String(error),
-                }),
-              );
+            // left does not end the claim, the handler does. The answer is stored before its end
+            // leaves, so that a client that has it finds it stored.
+            captureResponse(res, guard.maxStoredBodyBytes, {
+              settle: (response) =>
+                guard.settleBeforeSending(key, response, claim, (error) =>
+                  logger.error('idempotency store failed', {
+                    correlationId: ferryContextOf(req)?.correlationId,
+                    key,
+                    error: error instanceof Error ? error.message : String(error),
+                  }),
+                ),
+              refuse: (error) => sendProblem(req, res, error, options),
             });
             next();
             return;

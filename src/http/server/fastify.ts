@@ -1,5 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { runWithContext } from '../../context/context.js';
+import { HTTP_HEADER, PROBLEM_CONTENT_TYPE } from '../headers.js';
 import { BodyHash, hashBodyAsRead, holdRestOfBody } from './body-fingerprint.js';
 import { ferryClientErrors } from './client-errors.js';
 import { fromFastifyError, problemOptionsOf, sendProblem } from './fastify-errors.js';
@@ -10,7 +11,13 @@ import {
   jsonBodySha256,
   replayStoredResponse,
 } from './idempotency.js';
-import { HttpProblemError, type ProblemOptions, stderrProblemLogger } from './problem.js';
+import {
+  HttpProblemError,
+  type ProblemOptions,
+  problemFromError,
+  renderProblem,
+  stderrProblemLogger,
+} from './problem.js';
 import {
   DeadlineExceededError,
   openRequestScope,
@@ -39,7 +46,9 @@ export interface FerryFastifyOptions extends RequestContextOptions, ProblemOptio
   /**
    * Honour `Idempotency-Key` on POST and PATCH with this store. `scope` names whose keys a request's
    * are (e.g. the account your `onRequest` authentication found): without it, two callers sending
-   * the same key share one stored answer. It runs in `preHandler`. @default off
+   * the same key share one stored answer. It runs in `preHandler`. An answer is stored before it
+   * goes out; a 500 problem (`IDEMPOTENCY_STORE_FAILED`) replaces one the store failed to keep, or,
+   * when part of a streamed answer had left, the connection closes before its end. @default off
    */
   readonly idempotency?: IdempotencyOptions & {
     readonly scope?: (request: FastifyRequest) => string | undefined;
@@ -170,6 +179,12 @@ function installIdempotency(
 ): void {
   const states = new WeakMap<FastifyRequest, IdempotencyState>();
   const logger = problemOptions.logger ?? stderrProblemLogger;
+  const reportStoreFailure = (request: FastifyRequest, key: string, error: unknown) =>
+    logger.error('idempotency store failed', {
+      correlationId: request.ferry?.correlationId,
+      key,
+      error: error instanceof Error ? error.message : String(error),
+    });
   // Ends a claim once: with the handler's answer, or releasing the key. Never rejects.
   const settle = (
     request: FastifyRequest,
@@ -179,13 +194,7 @@ function installIdempotency(
     const key = state.key;
     if (key === undefined || state.settled) return Promise.resolve();
     state.settled = true;
-    return work(key, state.claim).catch((error: unknown) =>
-      logger.error('idempotency store failed', {
-        correlationId: request.ferry?.correlationId,
-        key,
-        error: error instanceof Error ? error.message : String(error),
-      }),
-    );
+    return work(key, state.claim).catch((error: unknown) => reportStoreFailure(request, key, error));
   };
 
   // The fingerprint needs the raw body, which Fastify does not keep: hash it as it is read, whoever
@@ -248,14 +257,23 @@ function installIdempotency(
             // Held until the handler's answer ends, whatever the client does meanwhile: a retry
             // arriving before gets 409, one arriving after gets the answer. The answer is taken
             // from the raw response, where every way of sending it ends up: Fastify's send of any
-            // payload (a stream too), an error's problem, a hijacked reply written by hand. Storing
-            // it there, synchronously, also leaves Fastify's send synchronous: an async onSend hook
-            // would leave `reply.sent` false while it waits, and an async handler that calls
-            // `reply.send` without returning the reply then has Fastify send a second time.
+            // payload (a stream too), an error's problem, a hijacked reply written by hand; and it
+            // is stored before its end leaves, so that a client that has it finds it stored. Held
+            // there, not in an async onSend hook, Fastify's send stays synchronous (`reply.sent`
+            // is true once it ended the response): an async handler that calls `reply.send`
+            // without returning the reply would otherwise have Fastify send a second time.
             state.key = decision.key;
             state.claim = decision.claim;
-            captureResponse(reply.raw, guard.maxStoredBodyBytes, (response) => {
-              void settle(request, state, (key, claim) => guard.finishCaptured(key, response, claim));
+            captureResponse(reply.raw, guard.maxStoredBodyBytes, {
+              settle: (response) => {
+                const key = state.key;
+                if (key === undefined || state.settled) return Promise.resolve();
+                state.settled = true;
+                return guard.settleBeforeSending(key, response, state.claim, (error) =>
+                  reportStoreFailure(request, key, error),
+                );
+              },
+              refuse: (error) => sendRawProblem(request, reply, error, problemOptions),
             });
             done();
             return;
@@ -321,6 +339,38 @@ function isPromiseLike(value: unknown): value is PromiseLike<unknown> {
   return (
     typeof value === 'object' && value !== null && typeof (value as { then?: unknown }).then === 'function'
   );
+}
+
+/**
+ * Answers with a problem on the raw response, past Fastify's send (whose hooks already ran on the
+ * answer this replaces): with the request's correlation id and trace, as every answer has them.
+ */
+function sendRawProblem(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  error: unknown,
+  options: ProblemOptions,
+): void {
+  const raw = reply.raw;
+  for (const name of [HTTP_HEADER.correlationId, HTTP_HEADER.traceparent]) {
+    const value = reply.getHeader(name);
+    if (value !== undefined) raw.setHeader(name, value);
+  }
+  const response = problemFromError(
+    error,
+    {
+      method: request.method,
+      path: request.url.split('?', 1)[0] ?? '/',
+      context: request.ferry ?? undefined,
+    },
+    options,
+  );
+  const body = renderProblem(response.problem);
+  raw.statusCode = response.status;
+  for (const [name, value] of Object.entries(response.headers)) raw.setHeader(name, value);
+  raw.setHeader('content-type', PROBLEM_CONTENT_TYPE);
+  raw.setHeader('content-length', Buffer.byteLength(body));
+  raw.end(body);
 }
 
 /** Refuses a request that arrived while the instance closes: another instance should take it. */

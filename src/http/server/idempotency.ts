@@ -77,9 +77,9 @@ export interface IdempotencyOptions {
   /**
    * Most bytes of an answer kept for replay. The answer is taken as it is written to the response,
    * however it is sent (a serialized object, a Buffer, a stream, a hijacked reply written by hand).
-   * A larger one cannot be replayed, yet its handler must not run again: its key stays held, and
-   * retries get 409, until the store's lease runs out (as when the client leaves in the middle of
-   * a streamed answer, which then never ends). A 5xx releases the key whatever its size.
+   * A larger one is sent but cannot be replayed, yet its handler must not run again: its key stays
+   * held, and retries get 409, until the store's lease runs out (as when the client leaves in the
+   * middle of a streamed answer, which then never ends). A 5xx releases the key whatever its size.
    * @default 1_048_576 (1 MiB)
    */
   readonly maxStoredBodyBytes?: number;
@@ -168,7 +168,8 @@ export interface IdempotentRequest {
  * without any framework: the same key with the same request replays the first response; with
  * another request it is refused with 422; while the first is running, with 409. The key is held
  * until the handler has answered (stored) or failed (released), even when the client left before;
- * a handler that does neither holds it for the store's lease.
+ * a handler that does neither holds it for the store's lease. The adapters store the answer before
+ * it leaves ({@link settleBeforeSending}): once a client has it, a retry replays it.
  */
 export class IdempotencyGuard {
   readonly #store: IdempotencyStore;
@@ -279,6 +280,29 @@ export class IdempotencyGuard {
     }
   }
 
+  /**
+   * Ends a claimed key with the answer about to be sent ({@link finishCaptured}), which the adapters
+   * hold until this resolves: a request arriving once the client has the answer finds it stored.
+   * Every failure of the store is given to `report`. When the answer was to be stored and could not
+   * be, rejects with the problem to send instead ({@link answerNotStoredProblem}): the client must
+   * not get an answer no retry could replay. When the key was to be released (the answer is an
+   * error the client may retry) and could not be, resolves: the answer goes out, and its key stays
+   * held until the store's lease runs out.
+   */
+  async settleBeforeSending(
+    key: string,
+    response: CapturedResponse,
+    claim: string | undefined,
+    report: (error: unknown) => void,
+  ): Promise<void> {
+    try {
+      await this.finishCaptured(key, response, claim);
+    } catch (error) {
+      report(error);
+      if (isReplayableStatus(response.status)) throw answerNotStoredProblem(error);
+    }
+  }
+
   /** Releases a claimed key without a response. */
   abandon(key: string, claim?: string): Promise<void> {
     return this.#store.abandon(key, claim);
@@ -294,6 +318,20 @@ export class IdempotencyGuard {
     if (typeof body === 'string') return { status, headers: kept, body };
     return { status, headers: kept, body: Buffer.from(body).toString('base64'), encoding: 'base64' };
   }
+}
+
+/**
+ * Sent instead of an answer the store failed to keep (500, `IDEMPOTENCY_STORE_FAILED`; the store's
+ * error as `cause`, never sent). The request did run: its key stays held until the store's lease
+ * runs out, so that a retry gets 409 meanwhile, not a second run.
+ */
+export function answerNotStoredProblem(cause: unknown): HttpProblemError {
+  return new HttpProblemError(500, 'Answer not recorded', {
+    detail:
+      'The request was processed, but its answer could not be recorded for this Idempotency-Key; retrying with the key gets 409 until its lease ends.',
+    extensions: { code: 'IDEMPOTENCY_STORE_FAILED' },
+    cause,
+  });
 }
 
 /** Statuses that are a final answer to the request, so that a retry gets the same one. */
