@@ -4,16 +4,10 @@
  * Every service imports its schemas from here, so that producer and consumer agree on the data.
  */
 import { z } from 'zod';
+import { printableText } from './text.js';
 
-/** Lone surrogates (malformed UTF-16); with the u flag a surrogate pair is one code point. */
-const LONE_SURROGATE = /\p{Surrogate}/u;
 /** An id the stores can hold in a stream id: no control characters, no lone surrogates. */
-const id = z
-  .string()
-  .min(1)
-  .max(200)
-  .refine((value) => !/\p{Cc}/u.test(value), 'must not contain control characters')
-  .refine((value) => !LONE_SURROGATE.test(value), 'must not contain lone surrogates');
+const id = printableText(200);
 const money = z.number().int().nonnegative(); // cents
 export const orderItem = z.object({ productId: id, quantity: z.number().int().positive().max(1000) });
 export const pricedItem = orderItem.extend({ price: money });

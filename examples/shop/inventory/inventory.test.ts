@@ -49,6 +49,8 @@ describe('inventory over HTTP', () => {
       { name: '', price: 1, stock: 1 },
       { name: 'Tea', price: 1, stock: -1 },
       { name: 'Tea', price: 1 },
+      { name: 'Tea\u0000', price: 1, stock: 1 },
+      { name: 'Tea \ud800', price: 1, stock: 1 },
     ]) {
       const res = await createProduct(s, body);
       expect(res.status, JSON.stringify(body)).toBe(400);
@@ -65,6 +67,18 @@ describe('inventory over HTTP', () => {
       expect(res.status, id).toBe(404);
       expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
     }
+  });
+
+  it('takes a body of up to 1 MB, as every public POST does, and refuses 2 MB with 413', async () => {
+    const s = await setup();
+    const post = (spaces: number) =>
+      fetch(`${s.inventory.url}/products`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${ADMIN}` },
+        body: `{"name":"Tea","price":1,"stock":1}${' '.repeat(spaces)}`,
+      });
+    expect((await post(1_000_000)).status).toBe(201);
+    expect((await post(2 * 1024 * 1024)).status).toBe(413);
   });
 
   it('seeds products by id, and seeding again changes nothing', async () => {

@@ -15,10 +15,11 @@ import {
 import { z } from 'zod';
 import { requireAdmin } from '../admin-token.js';
 import type { ShopContracts } from '../contracts.js';
+import { printable } from '../text.js';
 import { isProductId, productDecider, productStream, productView } from './product.js';
 
 export const newProduct = z.strictObject({
-  name: z.string().trim().min(1).max(200),
+  name: printable(z.string().trim().min(1).max(200)),
   price: z.number().int().nonnegative().max(100_000_000), // cents
   stock: z.number().int().nonnegative().max(1_000_000_000),
 });
@@ -66,8 +67,11 @@ export function catalog(store: EventStore, outbox: Outbox<ShopContracts>) {
 
 export type Catalog = ReturnType<typeof catalog>;
 
+/** What the README promises every public POST: a JSON body of up to 1 MB. */
+const BODY_LIMIT = 1_048_576;
+
 export function catalogRoutes(app: FastifyInstance, catalog: Catalog, adminToken: string | undefined): void {
-  app.post('/products', async (request, reply) => {
+  app.post('/products', { bodyLimit: BODY_LIMIT }, async (request, reply) => {
     requireAdmin(request, adminToken);
     const input = await validateRequest(newProduct, request.body, 'body');
     const { product } = await catalog.add(input);

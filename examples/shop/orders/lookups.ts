@@ -48,21 +48,35 @@ export function serviceLookups(
     async findUser(id) {
       const known = knownUsers.get(id);
       if (known !== undefined) return known;
-      const user = await find<{ id: string }>(users, `/users/${encodeURIComponent(id)}`);
+      const path = pathTo('/users/', id);
+      const user = path === undefined ? undefined : await find<{ id: string }>(users, path);
       return user === undefined ? undefined : remember(knownUsers, id, { id: user.id });
     },
     async findProduct(id) {
       const known = knownProducts.get(id);
       if (known !== undefined) return known;
-      const product = await find<{ id: string; price: number }>(
-        inventory,
-        `/products/${encodeURIComponent(id)}`,
-      );
+      const path = pathTo('/products/', id);
+      const product =
+        path === undefined ? undefined : await find<{ id: string; price: number }>(inventory, path);
       return product === undefined
         ? undefined
         : remember(knownProducts, id, { id: product.id, price: product.price });
     },
   };
+}
+
+/**
+ * `prefix` and the id as one path segment; `undefined` for an id no URL can name (a lone surrogate,
+ * which encodeURIComponent throws on), so that such an id is unknown rather than a 500. Ids the
+ * URL would read as steps (`.`, `..`) are unknown too.
+ */
+function pathTo(prefix: string, id: string): string | undefined {
+  if (id === '' || id === '.' || id === '..') return undefined;
+  try {
+    return prefix + encodeURIComponent(id);
+  } catch {
+    return undefined;
+  }
 }
 
 const describe = (error: unknown) => (error instanceof Error ? error.message : String(error));

@@ -263,6 +263,35 @@ describe('orders service', () => {
     expect(shop.received['order.cancellation-requested']).toEqual([id]);
   });
 
+  it('cancels whatever body comes with the request, none under a JSON content type included', async () => {
+    const shop = await startShop();
+    const id = await place(shop, order('tok_silent'));
+    const bodies: [string, Record<string, string>, string | undefined][] = [
+      ['JSON content type, empty body', { 'content-type': 'application/json' }, undefined],
+      ['JSON content type, empty string', { 'content-type': 'application/json' }, ''],
+      ['a JSON object', { 'content-type': 'application/json' }, '{"reason":"changed my mind"}'],
+      ['malformed JSON', { 'content-type': 'application/json' }, '{"reason":'],
+      ['text', { 'content-type': 'text/plain' }, 'please'],
+      ['no content type', {}, 'please'],
+      [
+        'with an idempotency key',
+        { 'content-type': 'application/json', 'idempotency-key': randomUUID() },
+        '',
+      ],
+    ];
+    for (const [what, headers, body] of bodies) {
+      const res = await fetch(`${shop.url}/orders/${id}/cancel`, {
+        method: 'POST',
+        headers,
+        ...(body === undefined ? {} : { body }),
+      });
+      expect(res.status, what).toBe(202);
+      expect(await res.json(), what).toMatchObject({ id });
+    }
+    expect(await settled(shop, id)).toMatchObject({ status: 'cancelled', reason: 'cancelled_by_customer' });
+    expect((await call(shop, 'POST', `/orders/${randomUUID()}/cancel`, '')).status).toBe(404);
+  });
+
   it('answers 404 for an unknown order, to read or to cancel', async () => {
     const shop = await startShop();
     for (const path of [`/orders/${randomUUID()}`, '/orders/not-an-id', `/orders/${'x'.repeat(90)}`]) {
@@ -297,12 +326,26 @@ describe('orders service', () => {
       null,
       '{"userId": "u-1", "items": [',
       '{"userId":"u-1","items":[{"productId":"tea","quantity":1}],"__proto__":{"admin":true}}',
+      // Text the stores cannot keep, nor a URL carry: refused here, not a 500 from the store or a lookup.
+      { ...order(), paymentMethod: 'tok_visa\u0000' },
+      '{"userId":"u-1","items":[{"productId":"tea","quantity":1}],"paymentMethod":"\\ud800"}',
+      { ...order(), paymentMethod: 'tok\nvisa' },
+      { ...order(), userId: 'u-1\u0000' },
+      '{"userId":"\\udc00","items":[{"productId":"tea","quantity":1}]}',
+      // Nested 5000 levels deep, as an object and as an array.
+      `${'{"a":'.repeat(5000)}1${'}'.repeat(5000)}`,
+      `${'['.repeat(5000)}${']'.repeat(5000)}`,
+      `{"userId":"u-1","items":[${'['.repeat(5000)}${']'.repeat(5000)}]}`,
     ];
     for (const body of bad) {
       const res = await call(shop, 'POST', '/orders', body === null ? 'null' : body);
-      expect(res.status, JSON.stringify(body)).toBe(400);
+      expect(res.status, JSON.stringify(body).slice(0, 200)).toBe(400);
       expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
     }
+    const deepWithKey = await call(shop, 'POST', '/orders', `${'['.repeat(5000)}${']'.repeat(5000)}`, {
+      'idempotency-key': randomUUID(),
+    });
+    expect(deepWithKey.status).toBe(400);
     const text = await fetch(`${shop.url}/orders`, {
       method: 'POST',
       headers: { 'content-type': 'text/plain' },
@@ -353,6 +396,17 @@ describe('orders service', () => {
     expect(second.status).toBe(201);
     expect(second.body).toEqual(first.body);
     expect(second.headers.get('idempotent-replayed')).toBe('true');
+    // The same data with its members in another order is the same body.
+    const reordered = await call(
+      shop,
+      'POST',
+      '/orders',
+      `{"items":[{"quantity":2,"productId":"tea"}], "userId":"u-1"}`,
+      key,
+    );
+    expect(reordered.status).toBe(201);
+    expect(reordered.body).toEqual(first.body);
+    expect(reordered.headers.get('idempotent-replayed')).toBe('true');
     const other = await call(shop, 'POST', '/orders', order('tok_chargeDeclined'), key);
     expect(other.status).toBe(422);
     expect(other.headers.get('content-type')).toMatch(/^application\/problem\+json/);

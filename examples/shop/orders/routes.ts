@@ -15,6 +15,7 @@ import {
 } from 'ferry';
 import { z } from 'zod';
 import { orderItem, type ShopContracts } from '../contracts.js';
+import { printableText } from '../text.js';
 import {
   type OrderCommand,
   type OrderEvent,
@@ -44,7 +45,7 @@ export interface OrderRoutesDeps {
 }
 
 const PlaceOrder = z.object({
-  userId: z.string().min(1).max(200),
+  userId: printableText(200),
   items: z
     .array(orderItem)
     .min(1)
@@ -52,7 +53,7 @@ const PlaceOrder = z.object({
     .refine((items) => new Set(items.map((i) => i.productId)).size === items.length, {
       message: 'each product may appear once',
     }),
-  paymentMethod: z.string().min(1).max(100).optional(),
+  paymentMethod: printableText(100).optional(),
 });
 
 /** Order ids are UUIDs: anything else is unknown, and never reaches the store. */
@@ -93,15 +94,23 @@ export function orderRoutes(app: FastifyInstance, deps: OrderRoutesDeps): void {
     return view;
   });
 
-  app.post<{ Params: { id: string } }>('/orders/:id/cancel', async (request, reply) => {
-    const { id } = request.params;
-    if (!ORDER_ID.test(id) || (await commands.load(orderStream(id))).version < 0) throw notFound(id);
-    // The request is recorded once, and the saga told in the same commit; asking again changes nothing.
-    await outbox.unitOfWork(async (work) => {
-      const { events } = await commands.handleIn(work, orderStream(id), { type: 'RequestCancellation' });
-      if (events.length > 0) await work.publish('order.cancellation-requested', { orderId: id }, { key: id });
+  // Cancelling takes no body: whatever comes with it (nothing under a JSON content type, malformed
+  // JSON, another type) is read, within the body limit, and ignored.
+  app.register(async (noBody) => {
+    noBody.removeAllContentTypeParsers();
+    noBody.addContentTypeParser('*', { parseAs: 'buffer' }, (_request, _body, done) => done(null, undefined));
+    noBody.post<{ Params: { id: string } }>('/orders/:id/cancel', async (request, reply) => {
+      const { id } = request.params;
+      if (!ORDER_ID.test(id) || (await commands.load(orderStream(id))).version < 0) throw notFound(id);
+      // The request is recorded once, and the saga told in the same commit; asking again changes nothing.
+      await outbox.unitOfWork(async (work) => {
+        const { events } = await commands.handleIn(work, orderStream(id), { type: 'RequestCancellation' });
+        if (events.length > 0) {
+          await work.publish('order.cancellation-requested', { orderId: id }, { key: id });
+        }
+      });
+      return reply.code(202).send(await readOrder(store, id));
     });
-    return reply.code(202).send(await readOrder(store, id));
   });
 }
 

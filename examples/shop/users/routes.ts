@@ -11,6 +11,7 @@ import {
 } from 'ferry';
 import { z } from 'zod';
 import type { ShopContracts } from '../contracts.js';
+import { printable } from '../text.js';
 import {
   EmailTakenError,
   emailDecider,
@@ -23,9 +24,12 @@ import {
 } from './user.js';
 
 export const newUser = z.strictObject({
-  name: z.string().trim().min(1).max(200),
+  name: printable(z.string().trim().min(1).max(200)),
   email: z.string().trim().max(254).pipe(z.email()),
 });
+
+/** What the README promises every public POST: a JSON body of up to 1 MB. */
+const BODY_LIMIT = 1_048_576;
 
 export function userRoutes(app: FastifyInstance, store: EventStore, outbox: Outbox<ShopContracts>): void {
   const users = new CommandHandler(store, userDecider);
@@ -35,7 +39,7 @@ export function userRoutes(app: FastifyInstance, store: EventStore, outbox: Outb
   // would wait for a second one that never comes free. A few at a time, the others queued.
   const writes = bulkhead({ maxConcurrent: 4, maxQueue: 1000 });
 
-  app.post('/users', async (request, reply) => {
+  app.post('/users', { bodyLimit: BODY_LIMIT }, async (request, reply) => {
     const { name, email } = await validateRequest(newUser, request.body, 'body');
     const user: User = { id: randomUUID(), name, email, createdAt: new Date().toISOString() };
     try {

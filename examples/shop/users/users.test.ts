@@ -64,6 +64,16 @@ describe('users', () => {
       ['unknown field', { name: 'Ann', email: 'ann@example.com', admin: true }],
       ['__proto__ key', '{"name":"Ann","email":"ann@example.com","__proto__":{"admin":true}}'],
       ['malformed JSON', '{"name": "Ann",'],
+      // Text the event store cannot keep: refused here, not a 500 from the store.
+      ['NUL in the name', { name: 'A\u0000nn', email: 'ann@example.com' }],
+      ['a lone surrogate in the name', '{"name":"Ann \\ud800","email":"ann@example.com"}'],
+      ['a line break inside the name', { name: 'An\nn', email: 'ann@example.com' }],
+      ['an escape sequence in the name', { name: '\u001b[2JAnn', email: 'ann@example.com' }],
+      ['NUL in the email', { name: 'Ann', email: 'ann\u0000@example.com' }],
+      // Nested 5000 levels deep, as an object and as an array.
+      ['a deeply nested object', `${'{"a":'.repeat(5000)}1${'}'.repeat(5000)}`],
+      ['a deeply nested array', `${'['.repeat(5000)}${']'.repeat(5000)}`],
+      ['a deeply nested name', `{"name":${'['.repeat(5000)}${']'.repeat(5000)},"email":"ann@example.com"}`],
     ];
     for (const [what, body] of bad) {
       const res = await s.post(body);
@@ -74,6 +84,25 @@ describe('users', () => {
     expect(notJson.status).toBe(415);
     expect(notJson.headers.get('content-type')).toMatch(/^application\/problem\+json/);
     expect(await s.events()).toEqual([]);
+    // Still serving after all of it.
+    expect((await s.post({ name: 'Ann', email: 'ann@example.com' })).status).toBe(201);
+  });
+
+  it('takes a body of up to 1 MB, as every public POST does, and refuses 2 MB with 413', async () => {
+    const s = await setup();
+    const padded = (email: string, bytes: number) => `{"name":"Ann","email":"${email}"}${' '.repeat(bytes)}`;
+    expect((await s.post(padded('big@example.com', 1_000_000))).status).toBe(201);
+    const huge = await s.post(padded('huge@example.com', 2 * 1024 * 1024));
+    expect(huge.status).toBe(413);
+    expect(huge.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+    expect((await s.events()).filter((e) => e.type === 'UserRegistered')).toHaveLength(1);
+  });
+
+  it('keeps names in any script, emoji included', async () => {
+    const s = await setup();
+    const res = await s.post({ name: 'Zoë 王 🙂', email: 'zoe@example.com' });
+    expect(res.status).toBe(201);
+    expect(await res.json()).toMatchObject({ name: 'Zoë 王 🙂' });
   });
 
   it('answers 404 for an unknown user', async () => {
