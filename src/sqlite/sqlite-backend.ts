@@ -211,6 +211,20 @@ const MIGRATIONS: readonly { readonly version: number; readonly name: string; re
       CREATE INDEX ferry_outbox_held_key ON ferry_outbox (key, lease_until)
         WHERE coalesce(lease_owner, '') LIKE 'held:%';`,
   },
+  {
+    version: 8,
+    name: 'outbox indexes that keep rows due later out of the claim',
+    // Migration 7's ferry_outbox_ready held every pending row by seq, those due later too: a claim
+    // stepped over every scheduled message (a saga's deadline, a retry's wait) ahead of the first
+    // due one, on every call. Rows due at once (due_at <= created_at) are now read by seq, rows due
+    // later by due_at, up to now. The WHERE terms are those of sqlite-outbox-sql.ts (AT_ONCE, LATER).
+    sql: `
+      DROP INDEX ferry_outbox_ready;
+      CREATE INDEX ferry_outbox_now ON ferry_outbox (seq)
+        WHERE state = 'pending' AND coalesce(lease_owner, '') NOT LIKE 'held:%' AND due_at <= created_at;
+      CREATE INDEX ferry_outbox_later ON ferry_outbox (due_at)
+        WHERE state = 'pending' AND coalesce(lease_owner, '') NOT LIKE 'held:%' AND due_at > created_at;`,
+  },
 ];
 
 // Integers come back as bigint (`defaultSafeIntegers`): positions stay exact; versions are converted.

@@ -69,10 +69,16 @@ export const held = (alias: string) =>
   `(coalesce(${alias}lease_owner, '') LIKE 'held:%' AND ${alias}lease_until >= @now)`;
 /**
  * `lease_owner` says `held:` (`OutboxStorage.hold`), whether or not the hold still runs; never NULL.
- * The partial indexes of migration 7 are defined by these very expressions: a query uses one only
+ * The partial indexes of migrations 7 and 8 are defined by these very expressions: a query uses one only
  * where it states the same term, so keep them unchanged.
  */
 export const MARKED = "coalesce(lease_owner, '') LIKE 'held:%'";
+/**
+ * A row due when it was written (a plain message) or later (scheduled, or put back for a retry): the
+ * partial indexes of migration 8 split the pending rows by these very terms.
+ */
+export const AT_ONCE = 'due_at <= created_at';
+export const LATER = 'due_at > created_at';
 export const UNMARKED = "coalesce(lease_owner, '') NOT LIKE 'held:%'";
 /**
  * The oldest row of its key not held, whatever the state of the others: only it may go. `held(p)`
@@ -88,17 +94,23 @@ export const KEY_HEAD = `NOT EXISTS (SELECT 1 FROM ferry_outbox p INDEXED BY fer
  * The rows `claim` may hand to `@owner` at `@now`, as disjoint SELECTs of `columns` (alias `o`) to
  * join with UNION ALL: pending, due (`dueAt <= @now`), not leased by another (or the lease ended), and
  * {@link KEY_HEAD}. Split by the `held:` mark so that none reads the rows held now:
- * 1. unmarked rows, in `seq` order from `ferry_outbox_ready` (pending rows not marked);
- * 2. marked rows whose hold ended (a relay that died), from `ferry_outbox_held` by `lease_until`;
- * 3. marked rows without a `lease_until` (`hold` always sets one; the contract lets them go);
- * 4. rows `@owner` leases under a `held:` name of its own (no relay's name is): skipped at once otherwise.
+ * 1. unmarked rows due at once ({@link AT_ONCE}), in `seq` order from `ferry_outbox_now`;
+ * 2. unmarked rows due later (scheduled, or waiting for a retry), from `ferry_outbox_later` by
+ *    `due_at` up to `@now`: the read stops at the first not yet due, however many wait;
+ * 3. marked rows whose hold ended (a relay that died), from `ferry_outbox_held` by `lease_until`;
+ * 4. marked rows without a `lease_until` (`hold` always sets one; the contract lets them go);
+ * 5. rows `@owner` leases under a `held:` name of its own (no relay's name is): skipped at once otherwise.
  */
 export const deliverable = (columns: string): string[] =>
   (
     [
       [
-        'INDEXED BY ferry_outbox_ready',
-        `state = 'pending' AND ${UNMARKED} AND (lease_until IS NULL OR lease_until < @now OR lease_owner = @owner)`,
+        'INDEXED BY ferry_outbox_now',
+        `state = 'pending' AND ${UNMARKED} AND ${AT_ONCE} AND (lease_until IS NULL OR lease_until < @now OR lease_owner = @owner)`,
+      ],
+      [
+        'INDEXED BY ferry_outbox_later',
+        `state = 'pending' AND ${UNMARKED} AND ${LATER} AND (lease_until IS NULL OR lease_until < @now OR lease_owner = @owner)`,
       ],
       ['INDEXED BY ferry_outbox_held', `${MARKED} AND lease_until < @now AND state = 'pending'`],
       ['INDEXED BY ferry_outbox_held', `${MARKED} AND lease_until IS NULL AND state = 'pending'`],

@@ -58,7 +58,8 @@ export function prepareConnection(db: Database.Database): Connection {
     }),
     cancel: db
       .prepare<[{ ids: string; now: number }], string>(
-        `DELETE FROM ferry_outbox WHERE state = 'pending' AND ${SCHEDULED} AND ${NOT_LEASED}
+        // `+state`: found by id, not by a scan of the pending rows through ferry_outbox_due.
+        `DELETE FROM ferry_outbox WHERE +state = 'pending' AND ${SCHEDULED} AND ${NOT_LEASED}
          AND id IN (SELECT value FROM json_each(@ids)) RETURNING id`,
       )
       .pluck(),
