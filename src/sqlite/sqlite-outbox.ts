@@ -61,7 +61,9 @@ function prepareStatements(db: Database.Database) {
     db.prepare<[{ owner: string; now: number }], bigint>(`${query} LIMIT 1`).pluck(),
   );
   const oldestOfKind = kinds.map((query) =>
-    db.prepare<[{ owner: string; now: number; limit: number }], bigint>(`${query} ORDER BY 1 LIMIT @limit`).pluck(),
+    db
+      .prepare<[{ owner: string; now: number; limit: number }], bigint>(`${query} ORDER BY 1 LIMIT @limit`)
+      .pluck(),
   );
   const lease = db.prepare<[{ owner: string; until: number; seqs: string }], OutboxDbRow>(
     `UPDATE ferry_outbox SET lease_owner = @owner, lease_until = @until
