@@ -120,10 +120,21 @@ export interface FerryErrorsOptions extends ProblemOptions {}
  * (too large), 400 (malformed JSON, a body cut short or of the wrong length) and 415 (unsupported
  * encoding or charset); a path parameter that is not valid percent-encoding to 400;
  * `HttpProblemError` to its status; a passed deadline to 504; anything else to 500 without
- * internals. Use it last.
+ * internals. Use it last. An error after the answer was ended is only logged: it cannot change the
+ * answer, and Express's final handler would destroy the connection (cutting off an answer still
+ * held while `ferryIdempotency` stores it).
  */
 export function ferryErrors(options: FerryErrorsOptions = {}): ErrorRequestHandler {
   return (error, req, res, next) => {
+    if (res.writableEnded) {
+      (options.logger ?? stderrProblemLogger).error('error after the response was sent', {
+        correlationId: ferryContextOf(req)?.correlationId,
+        method: req.method,
+        path: req.path,
+        error: error instanceof Error ? error.message : String(error),
+      });
+      return;
+    }
     if (res.headersSent) {
       // Too late for a problem document: let Express close the connection.
       next(error);

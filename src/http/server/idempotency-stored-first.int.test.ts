@@ -139,6 +139,11 @@ async function startFastify(store: IdempotencyStore, runs: Runs, logger: Problem
     count(runs, 'fail');
     throw new Error('database down');
   });
+  app.post('/fail-after', async (_req, reply) => {
+    reply.code(201).send({ order: count(runs, 'fail-after') });
+    await Promise.resolve();
+    throw new Error('failed after answering');
+  });
   return listenFastify(app, closers);
 }
 
@@ -166,6 +171,11 @@ async function startExpress(store: IdempotencyStore, runs: Runs, logger: Problem
   app.post('/fail', () => {
     count(runs, 'fail');
     throw new Error('database down');
+  });
+  app.post('/fail-after', async (_req, res) => {
+    res.status(201).json({ order: count(runs, 'fail-after') });
+    await Promise.resolve();
+    throw new Error('failed after answering');
   });
   app.use(ferryErrors({ logger }));
   return listenNode(createServer(app), closers);
@@ -239,7 +249,7 @@ function postThenRetryAtOnce(url: string, key: string, streamed: boolean): Promi
 }
 
 describe.each(backends)('Idempotency-Key on the $name store: stored before it is sent', (backend) => {
-  describe.each(frameworks)('with $name', ({ start, routes }) => {
+  describe.each(frameworks)('with $name', ({ name, start, routes }) => {
     async function setup(logger: ProblemLogger = silent) {
       const store = new SlowStore(await backend.open());
       const runs: Runs = {};
@@ -272,6 +282,24 @@ describe.each(backends)('Idempotency-Key on the $name store: stored before it is
       expect(first.status).toBe(500);
       expect(retry.status).toBe(500);
       expect(runs.fail).toBe(2);
+    });
+
+    it('sends the answer of a handler that failed after answering, and replays it', async () => {
+      const logged: unknown[] = [];
+      const { runs, url } = await setup({ error: (_message, fields) => logged.push(fields) });
+      const first = await post(`${url}/fail-after`, 'after-1');
+      expect([first.status, first.body]).toEqual([201, '{"order":1}']);
+      const retry = await post(`${url}/fail-after`, 'after-1');
+      expect([retry.status, retry.headers['idempotent-replayed'], retry.body]).toEqual([
+        201,
+        'true',
+        '{"order":1}',
+      ]);
+      expect(runs['fail-after']).toBe(1);
+      // Fastify logs it with its own logger.
+      if (name === 'express') {
+        expect(logged).toContainEqual(expect.objectContaining({ error: 'failed after answering' }));
+      }
     });
 
     it('answers 500 instead of an answer the store failed to keep, and holds the key', async () => {
