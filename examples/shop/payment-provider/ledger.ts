@@ -2,6 +2,10 @@
  * The provider's ledger: one charge per order at most, kept in SQLite (a file, or `:memory:`).
  * A file, because the provider stands for a system outside the shop: it must outlive a restart of
  * the shop's processes, or a charge redelivered after a crash would find no trace of the first one.
+ *
+ * A refund of an order without a charge voids the order: a charge request still on its way (slow,
+ * or retried by a caller that gave up waiting) must not be taken after its refund was asked for, or
+ * it would stay taken for an order that was cancelled. Voids are kept apart from the charges.
  */
 import { randomUUID } from 'node:crypto';
 import Database from 'better-sqlite3';
@@ -27,6 +31,16 @@ const toCharge = (row: Row): Charge => ({
   refunded: row.refunded === 1,
 });
 
+/** What a charge request met: a new charge, the order's charge already taken, a decline, a void. */
+export type ChargeAttempt =
+  | { readonly kind: 'taken' | 'existing'; readonly charge: Charge }
+  | { readonly kind: 'declined' | 'voided' };
+
+/** What a refund did: the order's charge refunded (now or before), or the order voided (no charge). */
+export type RefundOutcome =
+  | { readonly kind: 'refunded'; readonly charge: Charge }
+  | { readonly kind: 'voided' };
+
 export class Ledger {
   readonly #db: Database.Database;
 
@@ -40,6 +54,10 @@ export class Ledger {
       charge_id TEXT NOT NULL UNIQUE,
       amount INTEGER NOT NULL,
       refunded INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE IF NOT EXISTS voids (
+      order_id TEXT PRIMARY KEY,
+      voided_at INTEGER NOT NULL
     )`);
   }
 
@@ -48,21 +66,47 @@ export class Ledger {
     return row && toCharge(row);
   }
 
-  /** Takes a charge for the order; the caller has checked that there is none yet (the order id is UNIQUE). */
-  charge(orderId: string, amount: number): Charge {
-    const chargeId = `ch_${randomUUID().replaceAll('-', '')}`;
-    this.#db
-      .prepare('INSERT INTO charges (order_id, charge_id, amount) VALUES (?, ?, ?)')
-      .run(orderId, chargeId, amount);
-    return { chargeId, orderId, amount, refunded: false };
+  /** Whether a refund found no charge for the order: it can never be charged. */
+  isVoided(orderId: string): boolean {
+    return this.#db.prepare('SELECT 1 FROM voids WHERE order_id = ?').get(orderId) !== undefined;
   }
 
-  /** Marks the order's charge refunded (again: no change). `undefined` when there is no charge. */
-  refund(orderId: string): Charge | undefined {
-    this.#db.prepare('UPDATE charges SET refunded = 1 WHERE order_id = ?').run(orderId);
-    return this.find(orderId);
+  /**
+   * Charges the order, in one transaction: a voided order is refused, an order with a charge gets
+   * that charge back, a new one is taken only when `accepted` (the payment method is good).
+   */
+  charge(orderId: string, amount: number, accepted: boolean): ChargeAttempt {
+    return this.#db
+      .transaction((): ChargeAttempt => {
+        if (this.isVoided(orderId)) return { kind: 'voided' };
+        const existing = this.find(orderId);
+        if (existing !== undefined) return { kind: 'existing', charge: existing };
+        if (!accepted) return { kind: 'declined' };
+        const chargeId = `ch_${randomUUID().replaceAll('-', '')}`;
+        this.#db
+          .prepare('INSERT INTO charges (order_id, charge_id, amount) VALUES (?, ?, ?)')
+          .run(orderId, chargeId, amount);
+        return { kind: 'taken', charge: { chargeId, orderId, amount, refunded: false } };
+      })
+      .immediate();
   }
 
+  /** Refunds the order's charge (again: no change), or voids the order when it has none, in one transaction. */
+  refund(orderId: string): RefundOutcome {
+    return this.#db
+      .transaction((): RefundOutcome => {
+        this.#db.prepare('UPDATE charges SET refunded = 1 WHERE order_id = ?').run(orderId);
+        const charge = this.find(orderId);
+        if (charge !== undefined) return { kind: 'refunded', charge };
+        this.#db
+          .prepare('INSERT OR IGNORE INTO voids (order_id, voided_at) VALUES (?, ?)')
+          .run(orderId, Date.now());
+        return { kind: 'voided' };
+      })
+      .immediate();
+  }
+
+  /** The charges, oldest first (voids are not charges). */
   all(): Charge[] {
     return (this.#db.prepare('SELECT * FROM charges ORDER BY seq').all() as Row[]).map(toCharge);
   }

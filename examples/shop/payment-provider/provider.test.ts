@@ -74,17 +74,44 @@ describe('payment provider', () => {
     expect(provider.charges()).toEqual([]);
   });
 
-  it('refunds a charge, idempotently; 404 when the order has no charge', async () => {
+  it('refunds a charge, idempotently', async () => {
     const provider = await start();
     const charge = await post(provider, '/charges', { orderId: 'o-4', amount: 700 });
     const refund = await post(provider, '/charges/o-4/refund');
     expect(refund.status).toBe(200);
     expect(refund.body).toEqual({ ...charge.body, refunded: true });
     expect((await post(provider, '/charges/o-4/refund')).body).toEqual(refund.body);
-    expect((await post(provider, '/charges/nope/refund')).status).toBe(404);
     // A refunded order is not charged again either.
     expect((await post(provider, '/charges', { orderId: 'o-4', amount: 700 })).body).toEqual(charge.body);
     expect(provider.charges()).toEqual([{ ...charge.body, refunded: true }]);
+  });
+
+  it('voids an order refunded before any charge: a later charge is refused with 409 order_voided', async () => {
+    const provider = await start();
+    const refund = await post(provider, '/charges/o-v/refund');
+    expect(refund).toMatchObject({ status: 200, body: { orderId: 'o-v', voided: true } });
+    expect((await post(provider, '/charges/o-v/refund')).body).toEqual(refund.body);
+    const charge = await post(provider, '/charges', { orderId: 'o-v', amount: 700 });
+    expect(charge.status).toBe(409);
+    expect(charge.type).toMatch(/^application\/problem\+json/);
+    expect(charge.body).toMatchObject({ status: 409, code: 'order_voided' });
+    // Voids are not charges: the ledger lists none.
+    expect(provider.charges()).toEqual([]);
+  });
+
+  it('refuses a charge still waiting out its latency when its order is voided meanwhile', async () => {
+    const provider = await start();
+    provider.setFaults({ failureRate: 0, latencyMs: 1000 });
+    const slow = post(provider, '/charges', { orderId: 'o-late', amount: 300 });
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    provider.setFaults({ failureRate: 0, latencyMs: 0 });
+    expect((await post(provider, '/charges/o-late/refund')).body).toEqual({
+      orderId: 'o-late',
+      voided: true,
+    });
+    expect(provider.charges()).toEqual([]);
+    expect(await slow).toMatchObject({ status: 409, body: { code: 'order_voided' } });
+    expect(provider.charges()).toEqual([]);
   });
 
   it('lists the ledger over HTTP', async () => {
@@ -131,15 +158,17 @@ describe('payment provider', () => {
     expect(provider.faults()).toEqual({ failureRate: 0, latencyMs: 0 });
   });
 
-  it('keeps its ledger in a file across restarts', async () => {
+  it('keeps its ledger, voids included, in a file across restarts', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'provider-'));
     try {
       const file = join(dir, 'ledger.db');
       const first = await startPaymentProvider({ file, logger: silentLogger });
       const charge = await post(first, '/charges', { orderId: 'o-7', amount: 300 });
+      await post(first, '/charges/o-void/refund');
       await first.close();
       const second = await start({ file });
       expect((await post(second, '/charges', { orderId: 'o-7', amount: 300 })).body).toEqual(charge.body);
+      expect((await post(second, '/charges', { orderId: 'o-void', amount: 300 })).status).toBe(409);
       expect(second.charges()).toHaveLength(1);
     } finally {
       await Promise.all(open.splice(0).map((p) => p.close()));

@@ -4,15 +4,19 @@
  * already has, so an order is never charged twice, whatever the caller retries or redelivers.
  *
  *   POST /charges {orderId, amount, paymentMethod?}  → 201 {chargeId, orderId, amount}
- *        paymentMethod 'tok_visa' (default) succeeds, 'tok_chargeDeclined' (or any other) → 402
- *   POST /charges/:orderId/refund                    → 200 {chargeId, orderId, amount, refunded}; 404 without a charge
+ *        paymentMethod 'tok_visa' (default) succeeds, 'tok_chargeDeclined' (or any other) → 402;
+ *        409 {code: 'order_voided'} for an order voided by an earlier refund
+ *   POST /charges/:orderId/refund                    → 200 {chargeId, orderId, amount, refunded};
+ *        without a charge, the order is voided: 200 {orderId, voided: true}, and it is never charged
  *   GET  /charges                                    → the ledger [{chargeId, orderId, amount, refunded}]
  *   GET  /faults, PUT /faults {failureRate, latencyMs} → the fault switch (from the next call)
  *
  * With `adminToken` set, the ledger and the fault switch require `Authorization: Bearer <token>`.
  *
  * The fault switch (`setFaults`) delays charge and refund calls and fails a share of them with 503;
- * the ledger view never fails.
+ * the ledger view never fails. A call is decided after its delay, in one transaction of the ledger:
+ * a charge request that was still waiting when its order was refunded (voided) is refused, so a
+ * cancelled order never keeps a charge, whatever order the calls land in.
  */
 
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -79,34 +83,39 @@ export async function startPaymentProvider(options: PaymentProviderOptions = {})
 
   app.post('/charges', async (request, reply) => {
     const { orderId, amount, paymentMethod } = await validateRequest(chargeRequest, request.body, 'body');
+    // Decided after the delay: a refund that voided the order meanwhile wins.
     await suffer();
-    const existing = ledger.find(orderId);
-    if (existing !== undefined) {
-      if (existing.amount !== amount) {
-        throw new HttpProblemError(422, 'Idempotency key reused', {
-          detail: `Order ${orderId} was charged ${existing.amount}, not ${amount}.`,
+    const attempt = ledger.charge(orderId, amount, ACCEPTED_METHODS.has(paymentMethod));
+    switch (attempt.kind) {
+      case 'voided':
+        throw new HttpProblemError(409, 'Order voided', {
+          detail: `Order ${orderId} was refunded before it was charged: it is never charged.`,
+          extensions: { code: 'order_voided' },
         });
-      }
-      return reply.code(201).header('idempotent-replayed', 'true').send(view(existing));
+      case 'existing':
+        if (attempt.charge.amount !== amount) {
+          throw new HttpProblemError(422, 'Idempotency key reused', {
+            detail: `Order ${orderId} was charged ${attempt.charge.amount}, not ${amount}.`,
+          });
+        }
+        return reply.code(201).header('idempotent-replayed', 'true').send(view(attempt.charge));
+      case 'declined':
+        throw new HttpProblemError(402, 'Card declined', {
+          detail: 'The payment method was declined.',
+          extensions: {
+            declineCode: paymentMethod === 'tok_chargeDeclined' ? 'card_declined' : 'invalid_token',
+          },
+        });
+      case 'taken':
+        return reply.code(201).send(view(attempt.charge));
     }
-    if (!ACCEPTED_METHODS.has(paymentMethod)) {
-      throw new HttpProblemError(402, 'Card declined', {
-        detail: 'The payment method was declined.',
-        extensions: {
-          declineCode: paymentMethod === 'tok_chargeDeclined' ? 'card_declined' : 'invalid_token',
-        },
-      });
-    }
-    return reply.code(201).send(view(ledger.charge(orderId, amount)));
   });
 
   app.post<{ Params: { orderId: string } }>('/charges/:orderId/refund', async (request) => {
+    const { orderId } = request.params;
     await suffer();
-    const charge = ledger.refund(request.params.orderId);
-    if (charge === undefined) {
-      throw new HttpProblemError(404, 'No charge', { detail: 'This order has no charge to refund.' });
-    }
-    return charge;
+    const outcome = ledger.refund(orderId);
+    return outcome.kind === 'refunded' ? outcome.charge : { orderId, voided: true };
   });
 
   const operator = (request: FastifyRequest) => {

@@ -193,15 +193,55 @@ describe('payments service', () => {
     expect(w.provider.charges()).toEqual([]);
   });
 
-  it('never charges an order whose refund came before its charge', async () => {
+  it('never charges an order whose refund came before its charge, and answers the charge', async () => {
     const w = await world();
     await w.bus.publish('payment.refund', { orderId: 'o-9' });
     await waitFor(() => w.replies.length > 0, 'payment.refunded');
     await w.bus.publish('payment.charge', { orderId: 'o-9', amount: 100, paymentMethod: 'tok_visa' });
+    await waitFor(() => w.replies.length > 1, 'the answer to the charge');
     await settle(w);
     await waitFor(async () => (await w.outbox.backlog()).pending === 0, 'the outbox drained');
-    expect(w.provider.charges().filter((c) => !c.refunded)).toEqual([]);
-    expect(summary(w.replies)).toEqual([{ type: 'payment.refunded', data: { orderId: 'o-9' } }]);
+    expect(w.provider.charges()).toEqual([]);
+    // The answer ends a saga that cancelled the order at its deadline and waits for the charge's.
+    expect(summary(w.replies)).toEqual([
+      { type: 'payment.refunded', data: { orderId: 'o-9' } },
+      { type: 'payment.declined', data: { orderId: 'o-9', reason: 'payment_unavailable' } },
+    ]);
+  });
+
+  it('answers payment.declined, charging nothing, when the provider refuses a voided order', async () => {
+    const w = await world();
+    // A refund that reached the provider first, as one sent at the saga's deadline may.
+    await fetch(`${w.provider.url}/charges/o-10/refund`, { method: 'POST' });
+    await w.bus.publish('payment.charge', { orderId: 'o-10', amount: 100, paymentMethod: 'tok_visa' });
+    await waitFor(() => w.replies.length > 0, 'a reply');
+    await settle(w);
+    expect(summary(w.replies)).toEqual([
+      { type: 'payment.declined', data: { orderId: 'o-10', reason: 'payment_unavailable' } },
+    ]);
+    expect(w.provider.charges()).toEqual([]);
+  });
+
+  it('never keeps a charge that lands at the provider after payments gave up on it', async () => {
+    // Payments gives up (at its one real try's 1 s), answers payment_unavailable and sends a safety
+    // refund; the provider, faster again, takes the refund at once, then the charge it was still
+    // holding (2 s of latency, drawn when it arrived) lands: it must be refused, not kept.
+    const w = await world({ giveUpAfterMs: 300 });
+    w.provider.setFaults({ failureRate: 0, latencyMs: 2000 });
+    const started = Date.now();
+    await w.bus.publish('payment.charge', { orderId: 'o-11', amount: 100, paymentMethod: 'tok_visa' });
+    await sleep(400);
+    w.provider.setFaults({ failureRate: 0, latencyMs: 0 });
+    await waitFor(() => w.replies.some((m) => m.type === 'payment.refunded'), 'the safety refund');
+    expect(Date.now() - started).toBeLessThan(1900); // the refund came before the charge
+    expect(summary(w.replies)).toEqual([
+      { type: 'payment.declined', data: { orderId: 'o-11', reason: 'payment_unavailable' } },
+      { type: 'payment.refunded', data: { orderId: 'o-11' } },
+    ]);
+    // Everything settles: the charge held by the provider has landed since.
+    await sleep(Math.max(0, started + 2500 - Date.now()));
+    await settle(w);
+    expect(w.provider.charges().filter((c) => c.orderId === 'o-11' && !c.refunded)).toEqual([]);
   });
 
   it('runs on a SQLite store, charges in flight concurrently with a slow provider', async () => {

@@ -88,7 +88,8 @@ export async function startPaymentsService(options: PaymentsServiceOptions): Pro
     let outcome: ChargeOutcome | undefined;
     if (state.refunded) {
       // A refund came first (the saga gave up waiting): whatever an earlier delivery of this
-      // charge took at the provider must not stay taken.
+      // charge took at the provider must not stay taken, and nothing may be taken later (the
+      // provider voids an order refunded without a charge).
       await provider.refund(orderId, signal);
     } else if (state.charged === undefined && state.declined === undefined) {
       // Counted from when the charge was sent, so that a redelivery after a crash does not start over.
@@ -115,6 +116,11 @@ export async function startPaymentsService(options: PaymentsServiceOptions): Pro
       });
     } else if (outcome?.kind === 'declined') {
       await work.publish('payment.declined', { orderId, reason: 'payment_declined' });
+    } else if (outcome?.kind === 'voided') {
+      // Refunded before it was charged (the saga's deadline or a give-up sent the refund while this
+      // charge was retrying): not charged, and it never will be. The saga, already cancelled and
+      // waiting for this answer, ends.
+      await work.publish('payment.declined', { orderId, reason: 'payment_unavailable' });
     } else if (outcome?.kind === 'unavailable') {
       logger.warn(`payments: provider unavailable for ${giveUpAfterMs} ms, order ${orderId} not charged`);
       await work.publish('payment.declined', { orderId, reason: 'payment_unavailable' });
@@ -122,7 +128,12 @@ export async function startPaymentsService(options: PaymentsServiceOptions): Pro
       // provider is back, so that a cancelled order never keeps a charge.
       await work.publish('payment.refund', { orderId });
     } else if (state.refunded) {
-      // Nothing to answer: the order was compensated before its charge arrived.
+      // The order was compensated before its charge was handled: not charged (the refund above
+      // voided it, or refunded what an earlier delivery took). A saga still waiting for the charge's
+      // answer (cancelled at its deadline) gets one, and ends; an outcome already answered stands.
+      if (state.charged === undefined && state.declined === undefined) {
+        await work.publish('payment.declined', { orderId, reason: 'payment_unavailable' });
+      }
     } else if (state.charged !== undefined) {
       // The same command sent again (a new message id): the first outcome stands.
       await work.publish('payment.processed', { orderId, ...state.charged });
@@ -192,6 +203,7 @@ function eventOf(outcome: ChargeOutcome): PaymentEvent {
       return { type: 'PaymentCharged', data: { chargeId: outcome.chargeId, amount: outcome.amount } };
     case 'declined':
       return { type: 'PaymentDeclined', data: { reason: 'payment_declined' } };
+    case 'voided':
     case 'unavailable':
       return { type: 'PaymentDeclined', data: { reason: 'payment_unavailable' } };
   }

@@ -14,9 +14,14 @@ import {
   ServiceClient,
 } from 'ferry';
 
+/**
+ * How a charge ended: `voided` when the provider refused it because the order was refunded before
+ * it was charged (a refund sent after a give-up or a deadline landed first): not charged, ever.
+ */
 export type ChargeOutcome =
   | { readonly kind: 'charged'; readonly chargeId: string; readonly amount: number }
   | { readonly kind: 'declined' }
+  | { readonly kind: 'voided' }
   | { readonly kind: 'unavailable' };
 
 interface ChargeView {
@@ -60,7 +65,8 @@ export class ProviderClient {
   /**
    * Charges the order (idempotent at the provider: the order id is the key). Keeps trying while the
    * provider is unavailable, up to `giveUpAt` (epoch ms; at least one call is made), then resolves
-   * `unavailable`. Any other failure (a 4xx but 402) rejects: it is a bug, not a decline.
+   * `unavailable`. A 409 `order_voided` resolves `voided`. Any other failure (another 4xx) rejects:
+   * it is a bug, not a decline.
    */
   async charge(
     command: { readonly orderId: string; readonly amount: number; readonly paymentMethod: string },
@@ -78,6 +84,9 @@ export class ProviderClient {
         return { kind: 'charged', chargeId: charge.chargeId, amount: charge.amount };
       } catch (error) {
         if (isHttpError(error) && error.status === 402) return { kind: 'declined' };
+        if (isHttpError(error) && error.status === 409 && error.problem?.code === 'order_voided') {
+          return { kind: 'voided' };
+        }
         if (signal.aborted || !isUnavailable(error)) throw error;
         const pause = pauseAfter(error, round);
         if (Date.now() + pause >= giveUpAt) return { kind: 'unavailable' };
@@ -86,19 +95,17 @@ export class ProviderClient {
     }
   }
 
-  /** Refunds the order's charge; resolves its id, or `undefined` when the provider has no charge for it. */
+  /**
+   * Refunds the order's charge; resolves its id, or `undefined` when the provider had no charge for
+   * it (the provider then voids the order: a charge request still on its way is refused).
+   */
   async refund(orderId: string, signal: AbortSignal): Promise<string | undefined> {
-    try {
-      const charge = await this.http.post<ChargeView>(
-        `/charges/${encodeURIComponent(orderId)}/refund`,
-        undefined,
-        { idempotencyKey: `refund-${orderId}`, signal },
-      );
-      return charge.chargeId;
-    } catch (error) {
-      if (isHttpError(error) && error.status === 404) return undefined;
-      throw error;
-    }
+    const answer = await this.http.post<{ readonly chargeId?: string }>(
+      `/charges/${encodeURIComponent(orderId)}/refund`,
+      undefined,
+      { idempotencyKey: `refund-${orderId}`, signal },
+    );
+    return answer.chargeId;
   }
 
   close(): Promise<void> {
