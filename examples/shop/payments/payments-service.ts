@@ -35,9 +35,12 @@ export interface PaymentsServiceOptions {
   /** Base URL of the payment provider. */
   readonly providerUrl: string;
   /**
-   * How long after a `payment.charge` was sent payments keeps trying an unavailable provider (its
-   * retries, and calls the open breaker refuses) before it answers `payment.declined` with reason
-   * `payment_unavailable`. @default 30000
+   * How long after a `payment.charge` was sent (its message's time, not the order's) payments may
+   * keep trying an unavailable provider (its retries, and calls the open breaker refuses) before it
+   * answers `payment.declined` with reason `payment_unavailable`. No try starts later, and a try
+   * still running then is cut unless that leaves it less than 1 s (a charge handled after that time
+   * gets one try of 1 s). It gives up sooner when its next try could not start in time (the breaker's
+   * 5 s pause, the backoff). @default 30000
    */
   readonly giveUpAfterMs?: number;
   /** Subscription group: instances of the service share it. @default 'payments' */
