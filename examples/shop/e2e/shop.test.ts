@@ -243,6 +243,24 @@ describe.each<Mode>(['embedded', 'distributed'])('the %s shop', (mode) => {
         '{"userId":"u","items":[{"productId":"green-tea","quantity":1}],"__proto__":{"x":1}}',
         400,
       ],
+      [
+        'a NUL in the payment method',
+        { items: [{ productId: 'green-tea', quantity: 1 }], paymentMethod: 'tok_visa\u0000' },
+        400,
+      ],
+      [
+        'a lone surrogate in the payment method',
+        '{"userId":"u","items":[{"productId":"green-tea","quantity":1}],"paymentMethod":"\\ud800"}',
+        400,
+      ],
+      ['a NUL in the user id', { userId: 'u\u0000', items: [{ productId: 'green-tea', quantity: 1 }] }, 400],
+      [
+        'a lone surrogate as the user id',
+        '{"userId":"\\ud800","items":[{"productId":"green-tea","quantity":1}]}',
+        400,
+      ],
+      ['an object nested 5000 levels deep', `${'{"a":'.repeat(5000)}1${'}'.repeat(5000)}`, 400],
+      ['an array nested 5000 levels deep', `${'['.repeat(5000)}${']'.repeat(5000)}`, 400],
     ] as const)('POST /orders with %s', async (_what, body, status) => {
       const user = await client.createUser();
       const before = {
@@ -294,6 +312,88 @@ describe.each<Mode>(['embedded', 'distributed'])('the %s shop', (mode) => {
         expect(answer.type, path).toContain('application/problem+json');
       }
       expect((await client.call('POST', `/orders/${randomUUID()}/cancel`)).status).toBe(404);
+    });
+
+    it('refuses users with text the store cannot keep, or nested 5000 levels deep, with 400; takes 1 MB bodies', async () => {
+      for (const body of [
+        { name: 'A\u0000da', email: `nul-${randomUUID()}@example.com` },
+        `{"name":"Ada \\ud800","email":"surrogate-${randomUUID()}@example.com"}`,
+        `${'{"a":'.repeat(5000)}1${'}'.repeat(5000)}`,
+        `${'['.repeat(5000)}${']'.repeat(5000)}`,
+      ]) {
+        const answer = await client.call('POST', '/users', body);
+        expect(answer.status, JSON.stringify(body).slice(0, 60)).toBe(400);
+        expect(answer.type).toContain('application/problem+json');
+      }
+      // The README's 1 MB: spaces after the JSON count towards it.
+      const padded = `{"name":"Ada","email":"big-${randomUUID()}@example.com"}${' '.repeat(1_000_000)}`;
+      expect((await client.call('POST', '/users', padded)).status).toBe(201);
+      const huge = await postEarlyAnswer(
+        `${client.url}/users`,
+        `{"name":"Ada"}${' '.repeat(2 * 1024 * 1024)}`,
+      );
+      expect(huge.status).toBe(413);
+      expect(huge.type).toContain('application/problem+json');
+      await client.createUser();
+    });
+
+    it('cancels an order whatever body comes with the request (none under a JSON content type)', async () => {
+      const user = await client.createUser();
+      const order = await client.order(user.id, [{ productId: 'green-tea', quantity: 1 }]);
+      const empty = await client.call('POST', `/orders/${order.id}/cancel`, '');
+      expect(empty.status).toBe(202);
+      expect((await client.call('POST', `/orders/${order.id}/cancel`, '{"reason":')).status).toBe(202);
+      expect((await waitForStatus(order.id, 'cancelled')).reason).toBe('cancelled_by_customer');
+    });
+
+    it('replays POST /orders with the same Idempotency-Key and the same body with its members in another order', async () => {
+      const user = await client.createUser();
+      const key = { 'idempotency-key': randomUUID() };
+      const items = [{ productId: 'ceramic-mug', quantity: 1 }];
+      const first = await client.call<OrderView>('POST', '/orders', { userId: user.id, items }, key);
+      expect(first.status).toBe(201);
+      let again = await client.call<OrderView>('POST', '/orders', { items, userId: user.id }, key);
+      for (let i = 0; again.status === 409 && i < 50; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        again = await client.call<OrderView>('POST', '/orders', { items, userId: user.id }, key);
+      }
+      expect(again.status).toBe(201);
+      expect(again.body.id).toBe(first.body.id);
+      const reordered = await client.call(
+        'POST',
+        '/orders',
+        { userId: user.id, items: [...items, { productId: 'green-tea', quantity: 1 }].reverse() },
+        key,
+      );
+      expect(reordered.status).toBe(422);
+    });
+
+    it('relays operator problems with the path called, and refuses a token that is not ASCII with 401', async () => {
+      const faults = await client.call(
+        'PUT',
+        '/admin/faults/payment-provider',
+        { failureRate: 5 },
+        client.admin,
+      );
+      expect(faults.status).toBe(400);
+      expect(faults.body).toMatchObject({ instance: '/admin/faults/payment-provider' });
+      for (const [method, path] of [
+        ['GET', '/admin/faults/payment-provider'],
+        ['PUT', '/admin/faults/payment-provider'],
+        ['GET', '/admin/payment-provider/charges'],
+      ] as const) {
+        const answer = await client.call(method, path, method === 'PUT' ? { failureRate: 1 } : undefined, {
+          authorization: 'Bearer \u00fc',
+        });
+        expect(answer.status, `${method} ${path}`).toBe(401);
+        expect(answer.body).toMatchObject({ instance: path });
+      }
+      expect(
+        await client.expect(200, 'GET', '/admin/faults/payment-provider', undefined, client.admin),
+      ).toEqual({
+        failureRate: 0,
+        latencyMs: 0,
+      });
     });
 
     it('refuses bad users: malformed email 400, taken email 409', async () => {

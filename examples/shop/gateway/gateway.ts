@@ -10,8 +10,9 @@
  *   PUT|GET /admin/faults/payment-provider (admin)  → the provider's fault switch
  *   GET  /admin/payment-provider/charges (admin)    → the provider's ledger
  *
- * The gateway parses every body itself (JSON only, 1 MB at most, `__proto__` refused), so that a
- * malformed request gets its 4xx problem here and never reaches a service.
+ * The gateway checks every body itself (JSON only, 1 MB at most, `__proto__` refused), so that a
+ * malformed request gets its 4xx problem here and never reaches a service, and passes it on as it
+ * came. A problem a service answers names, as its `instance`, the path the client called.
  */
 import Fastify, { type FastifyReply, type FastifyRequest } from 'fastify';
 import { createHealth, HttpProblemError, type Logger, type ServiceResponse } from 'ferry';
@@ -46,6 +47,11 @@ export interface Gateway {
   close(): Promise<void>;
 }
 
+/** A JSON body as it came: checked, and passed on without being serialized again. */
+class JsonBody {
+  constructor(readonly text: string) {}
+}
+
 /** Response headers a service's answer keeps on its way out. */
 const PASSED_HEADERS = ['location', 'idempotent-replayed', 'retry-after', 'www-authenticate'] as const;
 
@@ -63,6 +69,18 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const ferry = options.logger === undefined ? {} : { logger: options.logger };
   const app = Fastify({ ...ferryFastifyOptions(ferry), bodyLimit: 1_048_576 });
   ferryFastify(app, ferry);
+  // JSON only (any other type is a 415 here), checked by Fastify's own parser and kept as text:
+  // parsing is not recursive but serializing is, and a body nested some thousands of levels deep
+  // would overflow the stack on its way to the service.
+  const checkJson = app.getDefaultJsonParser('error', 'error');
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+    const text = typeof body === 'string' ? body : body.toString('utf8');
+    checkJson(request, text, (error) => {
+      if (error) done(error);
+      else done(null, new JsonBody(text));
+    });
+  });
 
   /** Forwards the request to `upstream` at `path` and answers with what it answered. */
   async function forward(
@@ -77,12 +95,14 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     if (init.authorization === true && request.headers.authorization !== undefined) {
       headers.authorization = request.headers.authorization;
     }
+    const body = request.method !== 'GET' && request.body instanceof JsonBody ? request.body.text : undefined;
+    if (body !== undefined) headers['content-type'] = 'application/json';
     let response: ServiceResponse;
     try {
       response = await upstream.request({
         method: request.method,
         path,
-        ...(request.method === 'GET' ? {} : { body: request.body ?? {} }),
+        ...(body === undefined ? {} : { body }),
         ...(typeof key === 'string' ? { idempotencyKey: key } : {}),
         headers,
         // Metrics and breakers by route, not by id.
@@ -102,9 +122,9 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     }
     const type = response.headers['content-type'];
     if (typeof type === 'string') reply.header('content-type', type);
-    const body = response.body;
-    if (body === undefined || body === null || body === '') return reply.send();
-    return reply.send(typeof body === 'string' ? body : JSON.stringify(body));
+    const answer = isProblem(type) ? calledPath(response.body, request) : response.body;
+    if (answer === undefined || answer === null || answer === '') return reply.send();
+    return reply.send(typeof answer === 'string' ? answer : JSON.stringify(answer));
   }
 
   const id = (request: FastifyRequest) => encodeURIComponent((request.params as { id: string }).id);
@@ -123,9 +143,15 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   app.get('/orders/:id', (request, reply) =>
     forward(upstreams.orders, request, reply, `/orders/${id(request)}`),
   );
-  app.post('/orders/:id/cancel', (request, reply) =>
-    forward(upstreams.orders, request, reply, `/orders/${id(request)}/cancel`),
-  );
+  // Cancelling takes no body: whatever comes with it (nothing under a JSON content type, malformed
+  // JSON, another type) is read, within the body limit, and not passed on.
+  app.register(async (noBody) => {
+    noBody.removeAllContentTypeParsers();
+    noBody.addContentTypeParser('*', { parseAs: 'buffer' }, (_request, _body, done) => done(null, undefined));
+    noBody.post('/orders/:id/cancel', (request, reply) =>
+      forward(upstreams.orders, request, reply, `/orders/${id(request)}/cancel`),
+    );
+  });
 
   // Operator routes: checked here, and by the provider again (it gets the same token).
   const admin = { authorization: true } as const;
@@ -183,4 +209,16 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       await Promise.all(all.map((u) => u.close()));
     },
   };
+}
+
+const isProblem = (type: unknown) =>
+  typeof type === 'string' && type.split(';', 1)[0]?.trim().toLowerCase() === 'application/problem+json';
+
+/**
+ * A service's problem with the path the client called as its `instance`: the provider's would name
+ * `/faults` for `/admin/faults/payment-provider`.
+ */
+function calledPath(body: unknown, request: FastifyRequest): unknown {
+  if (typeof body !== 'object' || body === null || Array.isArray(body) || !('instance' in body)) return body;
+  return { ...body, instance: request.url.split('?', 1)[0] };
 }

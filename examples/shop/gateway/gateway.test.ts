@@ -1,0 +1,206 @@
+/**
+ * The gateway in front of a real users service and payment provider, and a stand-in for the other
+ * services that records what reaches it: what the gateway refuses itself, what it passes on, and
+ * how it relays the answers.
+ */
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { connect } from 'node:net';
+import { silentLogger } from 'ferry';
+import { afterEach, describe, expect, it } from 'vitest';
+import { startPaymentProvider } from '../payment-provider/provider.js';
+import { setup as startUsers } from '../users/test-kit.js';
+import { type Gateway, startGateway } from './gateway.js';
+
+const closers: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  for (const close of closers.splice(0).reverse()) await close();
+});
+
+interface Received {
+  readonly method: string;
+  readonly url: string;
+  readonly type: string | undefined;
+  readonly body: string;
+}
+
+/** Orders, inventory and payments as one stand-in: records each request; 202 for a cancel, else a 400 problem. */
+async function standIn(): Promise<{ url: string; received: Received[] }> {
+  const received: Received[] = [];
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (chunk: Buffer) => chunks.push(chunk));
+    req.on('end', () => {
+      const url = req.url ?? '';
+      received.push({
+        method: req.method ?? '',
+        url,
+        type: req.headers['content-type'],
+        body: Buffer.concat(chunks).toString('utf8'),
+      });
+      if (url.endsWith('/cancel')) {
+        res.writeHead(202, { 'content-type': 'application/json' }).end('{"status":"pending"}');
+        return;
+      }
+      res
+        .writeHead(400, { 'content-type': 'application/problem+json' })
+        .end(JSON.stringify({ type: 'about:blank', title: 'Bad Request', status: 400, instance: url }));
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  closers.push(() => new Promise((resolve) => server.close(() => resolve())));
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, received };
+}
+
+async function startShopFront(providerToken = 'admin-token') {
+  const users = await startUsers();
+  const others = await standIn();
+  const provider = await startPaymentProvider({ adminToken: providerToken, logger: silentLogger });
+  closers.push(() => provider.close());
+  const gateway: Gateway = await startGateway({
+    services: {
+      users: [users.users.url],
+      inventory: [others.url],
+      orders: [others.url],
+      payments: [others.url],
+      paymentProvider: provider.url,
+    },
+    adminToken: 'admin-token',
+    port: 0,
+    logger: silentLogger,
+  });
+  closers.push(() => gateway.close());
+  const call = async (method: string, path: string, body?: string, headers: Record<string, string> = {}) => {
+    const res = await fetch(`${gateway.url}${path}`, {
+      method,
+      headers: body === undefined ? headers : { 'content-type': 'application/json', ...headers },
+      ...(body === undefined ? {} : { body }),
+    });
+    const text = await res.text();
+    return {
+      status: res.status,
+      type: res.headers.get('content-type') ?? '',
+      body: (text === '' ? undefined : JSON.parse(text)) as Record<string, unknown> | undefined,
+    };
+  };
+  return { gateway, users, received: others.received, call };
+}
+
+const DEEP = [`${'{"a":'.repeat(5000)}1${'}'.repeat(5000)}`, `${'['.repeat(5000)}${']'.repeat(5000)}`];
+
+describe('the gateway', () => {
+  it('passes a JSON body on as it came, however deeply nested: the service answers, never a 503', async () => {
+    const shop = await startShopFront();
+    for (const body of DEEP) {
+      const user = await shop.call('POST', '/users', body);
+      expect(user.status).toBe(400);
+      expect(user.type).toMatch(/^application\/problem\+json/);
+      const order = await shop.call('POST', '/orders', body, { 'idempotency-key': 'k-1' });
+      expect(order.status).toBe(400);
+      expect(shop.received.at(-1)).toEqual({
+        method: 'POST',
+        url: '/orders',
+        type: 'application/json',
+        body,
+      });
+    }
+    const spaced = '{ "items" : [], "userId" : "u" }';
+    await shop.call('POST', '/orders', spaced);
+    expect(shop.received.at(-1)?.body).toBe(spaced);
+    // The users service is still well.
+    expect((await shop.call('POST', '/users', '{"name":"Ann","email":"ann@example.com"}')).status).toBe(201);
+  });
+
+  it('refuses what is not JSON, malformed or too large itself: nothing reaches a service', async () => {
+    const shop = await startShopFront();
+    expect((await shop.call('POST', '/orders', 'userId=u', { 'content-type': 'text/plain' })).status).toBe(
+      415,
+    );
+    expect((await shop.call('POST', '/orders', '{"userId":')).status).toBe(400);
+    expect((await shop.call('POST', '/orders', '')).status).toBe(400);
+    expect((await shop.call('POST', '/orders', '{"__proto__":{"x":1}}')).status).toBe(400);
+    const huge = await shop.call('POST', '/orders', `{"pad":"${'x'.repeat(2 * 1024 * 1024)}"}`);
+    expect(huge.status).toBe(413);
+    expect(huge.type).toMatch(/^application\/problem\+json/);
+    expect(shop.received).toEqual([]);
+  });
+
+  it('cancels whatever body comes with the request, and passes none on', async () => {
+    const shop = await startShopFront();
+    const id = '0b7e6f5c-1c1a-4d0e-9d7e-3d2f1a0b9c8d';
+    for (const [body, headers] of [
+      ['', {}],
+      ['{"reason":"changed my mind"}', {}],
+      ['{"reason":', {}],
+      ['please', { 'content-type': 'text/plain' }],
+    ] as const) {
+      const answer = await shop.call('POST', `/orders/${id}/cancel`, body, headers);
+      expect(answer.status, body).toBe(202);
+    }
+    const bare = await fetch(`${shop.gateway.url}/orders/${id}/cancel`, { method: 'POST' });
+    expect(bare.status).toBe(202);
+    expect(shop.received).toHaveLength(5);
+    for (const request of shop.received) {
+      expect(request).toEqual({ method: 'POST', url: `/orders/${id}/cancel`, type: undefined, body: '' });
+    }
+  });
+
+  it('relays problems with the path the client called as their instance', async () => {
+    const shop = await startShopFront();
+    const admin = { authorization: 'Bearer admin-token' };
+    const faults = await shop.call('PUT', '/admin/faults/payment-provider', '{"failureRate":5}', admin);
+    expect(faults.status).toBe(400);
+    expect(faults.type).toMatch(/^application\/problem\+json/);
+    expect(faults.body).toMatchObject({ status: 400, instance: '/admin/faults/payment-provider' });
+    const order = await shop.call('POST', '/orders?dryRun=1', '{}');
+    expect(order.body).toMatchObject({ instance: '/orders' });
+    const user = await shop.call('GET', '/users/nobody');
+    expect(user.status).toBe(404);
+    expect(user.body).toMatchObject({ instance: '/users/nobody' });
+    // Answers that are not problems go out as they came.
+    expect((await shop.call('GET', '/admin/faults/payment-provider', undefined, admin)).body).toEqual({
+      failureRate: 0,
+      latencyMs: 0,
+    });
+  });
+
+  it("relays the provider's own refusal with the gateway's path", async () => {
+    const shop = await startShopFront('another-token');
+    const charges = await shop.call('GET', '/admin/payment-provider/charges', undefined, {
+      authorization: 'Bearer admin-token',
+    });
+    expect(charges.status).toBe(401);
+    expect(charges.body).toMatchObject({ status: 401, instance: '/admin/payment-provider/charges' });
+  });
+
+  it('refuses a bearer token that is not ASCII with 401 on every operator route, and keeps serving', async () => {
+    const shop = await startShopFront();
+    const { port } = new URL(shop.gateway.url);
+    const routes = [
+      ['GET', '/admin/faults/payment-provider'],
+      ['PUT', '/admin/faults/payment-provider'],
+      ['GET', '/admin/payment-provider/charges'],
+    ] as const;
+    // As curl sends it (UTF-8 bytes), and as a Latin-1 client does (one byte).
+    for (const encoding of ['utf8', 'latin1'] as const) {
+      for (const [method, path] of routes) {
+        const head = `${method} ${path} HTTP/1.1\r\nhost: gateway\r\nauthorization: Bearer ü\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}`;
+        const answer = await new Promise<string>((resolve, reject) => {
+          const socket = connect(Number(port), '127.0.0.1', () => socket.write(Buffer.from(head, encoding)));
+          let text = '';
+          socket.on('data', (chunk: Buffer) => {
+            text += chunk.toString('latin1');
+          });
+          socket.on('end', () => resolve(text));
+          socket.on('error', reject);
+        });
+        expect(answer.split('\r\n', 1)[0], `${encoding} ${method} ${path}`).toBe('HTTP/1.1 401 Unauthorized');
+      }
+    }
+    const fetched = await shop.call('GET', '/admin/payment-provider/charges', undefined, {
+      authorization: 'Bearer \u00fc',
+    });
+    expect(fetched.status).toBe(401);
+    expect((await shop.call('GET', '/users/nobody')).status).toBe(404);
+  });
+});
