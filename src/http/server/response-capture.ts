@@ -62,7 +62,7 @@ export function captureResponse(res: ServerResponse, maxBodyBytes: number, gate:
   /** Headers set before the handler ran (the correlation id…): a refusal keeps them. */
   const kept = new Set(res.getHeaderNames());
 
-  const { writeHead, write, end, flushHeaders, setHeader, setHeaders, appendHeader, removeHeader } = res;
+  const { writeHead, write, end, flushHeaders } = res;
   const headersSent = inheritedGetter(res, 'headersSent');
   const writableEnded = inheritedGetter(res, 'writableEnded');
   const forward = <T>(call: () => T): T => {
@@ -126,15 +126,18 @@ export function captureResponse(res: ServerResponse, maxBodyBytes: number, gate:
   } as ServerResponse['writeHead'];
 
   // After `writeHead`, and after `end`, Node refuses header changes; a held head must too.
-  const guarded = <F extends (...args: never[]) => unknown>(original: F, verb: string): F =>
-    function headerChange(this: ServerResponse, ...args: Parameters<F>) {
+  const changes = { setHeader: 'set', setHeaders: 'set', appendHeader: 'append', removeHeader: 'remove' };
+  for (const [name, verb] of Object.entries(changes)) {
+    const original: unknown = (res as unknown as Record<string, unknown>)[name];
+    if (typeof original !== 'function') continue;
+    (res as unknown as Record<string, unknown>)[name] = function headerChange(
+      this: ServerResponse,
+      ...args: unknown[]
+    ): unknown {
       if (!passing() && headHeld()) throw headersSentError(verb);
       return original.apply(this, args);
-    } as F;
-  res.setHeader = guarded(setHeader, 'set');
-  res.setHeaders = guarded(setHeaders, 'set');
-  res.appendHeader = guarded(appendHeader, 'append');
-  res.removeHeader = guarded(removeHeader, 'remove');
+    };
+  }
 
   res.write = function writeCaptured(this: ServerResponse, chunk: unknown, ...rest: unknown[]): boolean {
     const call = () => forward(() => (write as (...a: unknown[]) => boolean).call(this, chunk, ...rest));
@@ -194,7 +197,13 @@ export function captureResponse(res: ServerResponse, maxBodyBytes: number, gate:
           res.destroy();
           return;
         }
-        for (const next of after.splice(0)) next();
+        for (const next of after.splice(0)) {
+          try {
+            next();
+          } catch {
+            // What Node refuses after the end (a write of no bytes, say) had nobody to tell by now.
+          }
+        }
       },
       (error: unknown) => {
         phase = 'done';
@@ -235,7 +244,7 @@ function inheritedGetter(object: object, name: string): (this: unknown) => unkno
     const getter = Object.getOwnPropertyDescriptor(proto, name)?.get;
     if (getter !== undefined) return getter;
   }
-  throw new Error(`no getter ${name} on the response`);
+  return () => false;
 }
 
 /** `writeHead`'s headers (an object, or a flat `[name, value, …]` list) with lower-case names. */
