@@ -213,13 +213,18 @@ const MIGRATIONS: readonly { readonly version: number; readonly name: string; re
   },
   {
     version: 8,
-    name: 'outbox indexes that keep rows due later out of the claim',
+    name: 'outbox indexes that keep rows due later out of the claim, and no index no query uses',
     // Migration 7's ferry_outbox_ready held every pending row by seq, those due later too: a claim
     // stepped over every scheduled message (a saga's deadline, a retry's wait) ahead of the first
     // due one, on every call. Rows due at once (due_at <= created_at) are now read by seq, rows due
     // later by due_at, up to now. The WHERE terms are those of sqlite-outbox-sql.ts (AT_ONCE, LATER).
+    // Migration 6's indexes by (key, seq) and (state, due_at) served no query any more, and cost
+    // every write of a row: the failed rows, which the operator lists, get a small index of their own.
     sql: `
       DROP INDEX ferry_outbox_ready;
+      DROP INDEX ferry_outbox_key;
+      DROP INDEX ferry_outbox_due;
+      CREATE INDEX ferry_outbox_failed ON ferry_outbox (seq) WHERE state = 'failed';
       CREATE INDEX ferry_outbox_now ON ferry_outbox (seq)
         WHERE state = 'pending' AND coalesce(lease_owner, '') NOT LIKE 'held:%' AND due_at <= created_at;
       CREATE INDEX ferry_outbox_later ON ferry_outbox (due_at)

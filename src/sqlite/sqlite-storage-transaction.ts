@@ -58,7 +58,7 @@ export function prepareConnection(db: Database.Database): Connection {
     }),
     cancel: db
       .prepare<[{ ids: string; now: number }], string>(
-        // `+state`: found by id, not by a scan of the pending rows through ferry_outbox_due.
+        // `+state`: found by id, never by a scan of the pending rows through an index on state.
         `DELETE FROM ferry_outbox WHERE +state = 'pending' AND ${SCHEDULED} AND ${NOT_LEASED}
          AND id IN (SELECT value FROM json_each(@ids)) RETURNING id`,
       )
