@@ -1,5 +1,5 @@
 import { InvalidOptionsError } from '../errors/ferry-error.js';
-import { positiveIntegerOption } from '../errors/integer-option.js';
+import { integerOption, positiveIntegerOption } from '../errors/integer-option.js';
 import type { EventStore } from '../eventstore/store.js';
 import type { Logger } from '../logging/logger.js';
 import type { Bus } from '../messaging/bus.js';
@@ -76,6 +76,7 @@ export function relayOptions(options: RelayOptions, tracked: boolean): Required<
       MAX_TIMER_MS,
     ),
     holdUntilSettled,
+    lingerMs: integerOption('relay.lingerMs', options.lingerMs, d.lingerMs, 0, 1000),
   };
 }
 

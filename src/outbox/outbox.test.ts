@@ -1,4 +1,4 @@
-import { expect, it } from 'vitest';
+import { afterEach, expect, it, vi } from 'vitest';
 import { createBus } from '../connect/create-bus.js';
 import { isConcurrencyError } from '../eventstore/errors.js';
 import { MemoryEventStoreBackend } from '../eventstore/memory/memory-backend.js';
@@ -6,7 +6,10 @@ import { EventStore } from '../eventstore/store.js';
 import { uuidv7 } from '../ids/uuidv7.js';
 import { silentLogger } from '../logging/logger.js';
 import { testOutbox } from '../testing/outbox-contract.js';
+import { MemoryOutboxStorage } from './memory-outbox-storage.js';
 import { createOutbox } from './outbox.js';
+
+afterEach(() => vi.restoreAllMocks());
 
 testOutbox('memory', { createStore: async () => new EventStore(new MemoryEventStoreBackend()) });
 
@@ -45,5 +48,46 @@ it('takes maxRetries per unit of work (and per handler run), in place of the out
     await outbox.close();
     await store.close();
     await bus.close();
+  }
+});
+
+it('lets commits gather for lingerMs before a round, so that one claim takes the messages of many', async () => {
+  const claim = vi.spyOn(MemoryOutboxStorage.prototype, 'claim');
+  const bus = await createBus({
+    url: `memory://outbox-${uuidv7()}`,
+    service: 'orders',
+    logger: silentLogger,
+  });
+  const store = new EventStore(new MemoryEventStoreBackend(), { logger: silentLogger });
+  const received: number[] = [];
+  await bus.subscribe('order.placed', (m) => {
+    received.push((m.data as { n: number }).n);
+  });
+  const outbox = await createOutbox({ store, bus, logger: silentLogger, relay: { lingerMs: 50 } });
+  try {
+    await outbox.flush();
+    claim.mockClear();
+    // Forty commits, one after the other, each of which wakes the relay.
+    for (let n = 0; n < 40; n++) {
+      await outbox.unitOfWork((work) => work.publish('order.placed', { n }));
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    await outbox.flush();
+    await vi.waitFor(() => expect(received).toHaveLength(40));
+    expect(received).toEqual([...received].sort((a, b) => a - b));
+    const rounds = await Promise.all(claim.mock.results.map((r) => r.value as Promise<unknown[]>));
+    // Without the pause each commit would start a round of its own.
+    expect(rounds.filter((rows) => rows.length > 0).length).toBeLessThanOrEqual(3);
+  } finally {
+    await outbox.close();
+    await store.close();
+    await bus.close();
+  }
+  for (const lingerMs of [-1, 1.5, 1001]) {
+    await expect(
+      createOutbox({ store, bus, logger: silentLogger, relay: { lingerMs } }),
+    ).rejects.toMatchObject({
+      code: 'INVALID_OPTIONS',
+    });
   }
 });

@@ -107,7 +107,11 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
         });
         expect(await store.readStream('order-1')).toHaveLength(1);
         // Deleted once confirmed, or (memory bus) once its subscriptions settled it.
-        await waitFor(async () => (await outbox.backlog()).awaitingSettlement === 0, 'the row deleted');
+        // (Received does not mean settled: the relay may still hold the row, or not yet have held it.)
+        await waitFor(async () => {
+          const { pending, awaitingSettlement } = await outbox.backlog();
+          return pending === 0 && awaitingSettlement === 0;
+        }, 'the row deleted');
         expect(await outbox.backlog()).toEqual({
           pending: 0,
           awaitingSettlement: 0,
@@ -490,7 +494,11 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
         );
 
         release();
-        await waitFor(async () => (await outbox.backlog()).awaitingSettlement === 0, 'the row deleted');
+        // (Received does not mean settled: the relay may still hold the row, or not yet have held it.)
+        await waitFor(async () => {
+          const { pending, awaitingSettlement } = await outbox.backlog();
+          return pending === 0 && awaitingSettlement === 0;
+        }, 'the row deleted');
         expect(await outbox.backlog()).toMatchObject({ pending: 0, awaitingSettlement: 0, failed: 0 });
       });
 
@@ -536,7 +544,11 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
         expect(
           await bus.deleteSubscription('order.placed', { group: 'retrying', maxAttempts: 2, backoff }),
         ).toBe(1);
-        await waitFor(async () => (await outbox.backlog()).awaitingSettlement === 0, 'the row deleted');
+        // (Received does not mean settled: the relay may still hold the row, or not yet have held it.)
+        await waitFor(async () => {
+          const { pending, awaitingSettlement } = await outbox.backlog();
+          return pending === 0 && awaitingSettlement === 0;
+        }, 'the row deleted');
         expect(await outbox.backlog()).toMatchObject({ pending: 0, awaitingSettlement: 0, failed: 0 });
       });
 
