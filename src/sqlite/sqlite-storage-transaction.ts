@@ -38,7 +38,20 @@ export interface Connection {
   readonly updateSaga: Database.Statement<[string, number, string, number, string, string, number]>;
   /** The caller's SQL (`query`), prepared once. */
   readonly queries: Map<string, Database.Statement<unknown[], Record<string, unknown>>>;
+  /**
+   * A batch's BEGIN IMMEDIATE and COMMIT, and each unit's savepoint and its release, prepared once
+   * (`db.exec` compiles its SQL on every call).
+   */
+  readonly control: {
+    readonly begin: Database.Statement;
+    readonly commit: Database.Statement;
+    readonly savepoint: Database.Statement;
+    readonly release: Database.Statement;
+  };
 }
+
+/** The savepoint each unit of work of a batch runs in: one that throws rolls back alone. */
+export const UNIT_SAVEPOINT = 'ferry_unit_of_work';
 
 export function prepareConnection(db: Database.Database): Connection {
   const append = prepareAppendStatements(db);
@@ -78,6 +91,12 @@ export function prepareConnection(db: Database.Database): Connection {
       'UPDATE ferry_sagas SET state = ?, version = ?, status = ?, updated_at = ? WHERE saga = ? AND id = ? AND version = ?',
     ),
     queries: new Map<string, Database.Statement<unknown[], Record<string, unknown>>>(),
+    control: {
+      begin: db.prepare('BEGIN IMMEDIATE'),
+      commit: db.prepare('COMMIT'),
+      savepoint: db.prepare(`SAVEPOINT ${UNIT_SAVEPOINT}`),
+      release: db.prepare(`RELEASE ${UNIT_SAVEPOINT}`),
+    },
   };
 }
 

@@ -1,3 +1,4 @@
+import type Database from 'better-sqlite3';
 import { FerryError } from '../errors/ferry-error.js';
 import { EventStoreClosedError, isEventStoreClosedError } from '../eventstore/errors.js';
 import { UnitOfWorkUnsupportedError } from '../outbox/errors.js';
@@ -6,6 +7,7 @@ import {
   type Connection,
   prepareConnection,
   SqliteStorageTransaction,
+  UNIT_SAVEPOINT,
 } from './sqlite-storage-transaction.js';
 import { DRIVER_BUSY_TIMEOUT_MS, whileBusy } from './store-busy.js';
 import { UnitOfWorkOutcomeUnknownError } from './unit-of-work-outcome-unknown.js';
@@ -44,7 +46,7 @@ export interface SqliteUnitOfWorkHost {
 }
 
 /** The savepoint of each unit of work in its batch's transaction. */
-const SAVEPOINT = 'ferry_unit_of_work';
+const SAVEPOINT = UNIT_SAVEPOINT;
 
 interface QueuedUnit {
   readonly work: (tx: StorageTransaction) => Promise<unknown>;
@@ -168,7 +170,7 @@ export class SqliteUnitsOfWork {
       try {
         this.#check();
         // A COMMIT that meets SQLITE_BUSY leaves the transaction open and may be tried again.
-        await whileBusy(this.#host.busyTimeoutMs, () => c.db.exec('COMMIT'));
+        await whileBusy(this.#host.busyTimeoutMs, () => c.control.commit.run());
       } catch (error) {
         rollback(c);
         for (const d of done) d.unit.reject(error);
@@ -198,7 +200,7 @@ export class SqliteUnitsOfWork {
     try {
       await whileBusy(Math.max(0, busyTimeoutMs - (Date.now() - started)), () => {
         this.#check();
-        c.db.exec('BEGIN IMMEDIATE');
+        c.control.begin.run();
       });
     } catch (error) {
       release();
@@ -210,7 +212,7 @@ export class SqliteUnitsOfWork {
   async #runUnit(c: Connection, unit: QueuedUnit): Promise<UnitOutcome> {
     try {
       this.#check();
-      c.db.exec(`SAVEPOINT ${SAVEPOINT}`);
+      c.control.savepoint.run();
     } catch (error) {
       return { done: false, error, ended: true };
     }
@@ -234,7 +236,7 @@ export class SqliteUnitsOfWork {
     }
     // Not in a transaction: the caller's SQL ended it (COMMIT, ROLLBACK), or SQLite rolled it back
     // after an error. No savepoint to release: its SQL ended it and began another.
-    if (!c.db.inTransaction || !tryExec(c, `RELEASE ${SAVEPOINT}`)) {
+    if (!c.db.inTransaction || !tryRun(c.control.release)) {
       return {
         done: false,
         ended: true,
@@ -298,6 +300,15 @@ export class SqliteUnitsOfWork {
     const c = await this.#opening?.catch(() => undefined);
     c?.db.close();
     this.#release?.();
+  }
+}
+
+function tryRun(statement: Database.Statement): boolean {
+  try {
+    statement.run();
+    return true;
+  } catch {
+    return false;
   }
 }
 
