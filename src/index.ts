@@ -94,7 +94,9 @@ export {
   isConnectionError,
   isHttpError,
   isInvalidResponseBodyError,
+  isRequestBodyNotSerializableError,
   type ProblemDetails,
+  RequestBodyNotSerializableError,
 } from './http/errors.js';
 export { HTTP_HEADER, PROBLEM_CONTENT_TYPE } from './http/headers.js';
 export {

@@ -3,7 +3,7 @@ import { runWithContext } from '../context/context.js';
 import { isBulkheadFullError, isCircuitOpenError, isTimeoutError } from '../resilience/errors.js';
 import { FaultServer } from '../testing/fault-server.js';
 import { parseRetryAfter, routeOfPath, ServiceClient, type ServiceClientOptions } from './client.js';
-import { isHttpError, isInvalidResponseBodyError } from './errors.js';
+import { isHttpError, isInvalidResponseBodyError, isRequestBodyNotSerializableError } from './errors.js';
 import { rejection } from './fixtures/rejection.js';
 
 const cleanups: (() => Promise<unknown>)[] = [];
@@ -39,6 +39,21 @@ describe('ServiceClient', () => {
     expect(request!.headers['x-correlation-id']).toMatch(/^[0-9a-f-]{36}$/);
     expect(request!.headers.traceparent).toMatch(TRACEPARENT);
     expect(request!.headers['idempotency-key']).toBeUndefined();
+  });
+
+  it('refuses a body JSON cannot carry with a typed error, and sends nothing', async () => {
+    const s = await server();
+    const c = client(s);
+    let deep: unknown = 1;
+    for (let i = 0; i < 20_000; i++) deep = [deep];
+    const cyclic: Record<string, unknown> = {};
+    cyclic.self = cyclic;
+    for (const body of [deep, cyclic, { n: 1n }, () => 1]) {
+      const error = await rejection(c.post('/orders', body));
+      expect(isRequestBodyNotSerializableError(error), String(error)).toBe(true);
+      expect(error).toMatchObject({ code: 'REQUEST_BODY_NOT_SERIALIZABLE' });
+    }
+    expect(s.requests).toHaveLength(0);
   });
 
   it('propagates the ambient correlation id and continues the ambient trace', async () => {

@@ -14,7 +14,12 @@ import { DEFAULT_RETRY, retry } from '../resilience/retry.js';
 import { MAX_TIMER_MS } from '../time/max-timer.js';
 import { type ClientEventMap, ClientEvents } from './client-events.js';
 import { type CollectedResponse, collectResponse } from './collect-response.js';
-import { ConnectionError, HttpError, InvalidResponseBodyError } from './errors.js';
+import {
+  ConnectionError,
+  HttpError,
+  InvalidResponseBodyError,
+  RequestBodyNotSerializableError,
+} from './errors.js';
 import { HTTP_HEADER } from './headers.js';
 import { outgoingHeaders } from './outgoing-headers.js';
 import { decodeBody, MALFORMED_JSON, parseRetryAfter, problemOf } from './response-body.js';
@@ -315,7 +320,7 @@ export class ServiceClient {
     if (requestBody !== undefined) {
       if (typeof requestBody === 'string' || requestBody instanceof Uint8Array) payload = requestBody;
       else {
-        payload = JSON.stringify(requestBody);
+        payload = serializeBody(requestBody, `${method} ${requestPath}`);
         headers['content-type'] ??= 'application/json';
       }
     }
@@ -740,4 +745,17 @@ function linkSignals(a: AbortSignal, b: AbortSignal): LinkedSignal {
   a.addEventListener('abort', onA, { once: true });
   b.addEventListener('abort', onB, { once: true });
   return { signal: controller.signal, unlink };
+}
+
+/** The JSON text of a request body. @throws RequestBodyNotSerializableError */
+function serializeBody(body: unknown, request: string): string {
+  let text: string | undefined;
+  try {
+    text = JSON.stringify(body);
+  } catch (error) {
+    throw new RequestBodyNotSerializableError(request, error);
+  }
+  if (text === undefined)
+    throw new RequestBodyNotSerializableError(request, `${typeof body} has no JSON form`);
+  return text;
 }

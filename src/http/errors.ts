@@ -66,6 +66,23 @@ export class InvalidResponseBodyError extends FerryError {
 export const isInvalidResponseBodyError = errorGuard<InvalidResponseBodyError>('INVALID_RESPONSE_BODY');
 
 /**
+ * A request body given as a value could not be sent as JSON (a BigInt, a cycle, nesting too deep
+ * for `JSON.stringify`, or nothing JSON can say): nothing was sent. `cause` is the serializer's error.
+ */
+export class RequestBodyNotSerializableError extends FerryError {
+  constructor(request: string, cause: unknown) {
+    super(
+      'REQUEST_BODY_NOT_SERIALIZABLE',
+      `${request}: the request body cannot be sent as JSON (${cause instanceof Error ? cause.message : String(cause)})`,
+      { cause },
+    );
+  }
+}
+export const isRequestBodyNotSerializableError = errorGuard<RequestBodyNotSerializableError>(
+  'REQUEST_BODY_NOT_SERIALIZABLE',
+);
+
+/**
  * The exchange failed below HTTP: the connection was refused, reset or closed before the whole
  * answer arrived, the host was not found… `errorCode` is the underlying code (`ECONNREFUSED`,
  * `ECONNRESET`, `UND_ERR_SOCKET`, …) and `cause` the original error.
