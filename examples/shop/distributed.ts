@@ -1,20 +1,30 @@
 /**
  * `npm run start:distributed`: every service of the shop in a process of its own, on RabbitMQ
  * (FERRY_BUS_URL) and PostgreSQL (FERRY_DB_URL, one schema per service), supervised: a process
- * that dies is restarted with backoff; SIGTERM or Ctrl-C stops them all within 10 s.
+ * that dies is restarted with backoff; SIGTERM or Ctrl-C stops them all within 10 s, and so does
+ * the end of the npm process that started it. Settings are checked before anything starts; a
+ * process that exits with a configuration error (code 2: refused credentials, say) stops the shop,
+ * which exits with that code.
  *
  *   npm run start:distributed -- --instances payments=2 --instances orders=2
  */
 import { fileURLToPath } from 'node:url';
 import { type Logger, stderrLogger } from 'ferry';
 import { SERVICES, type ServiceName, type Topology } from './runtime.js';
-import { readSettings, redact, SettingsError, shopLogger } from './settings.js';
+import {
+  CONFIGURATION_ERROR_EXIT_CODE,
+  readDistributedSettings,
+  readSettings,
+  redact,
+  SettingsError,
+  shopLogger,
+} from './settings.js';
 import { freePorts } from './supervisor/free-port.js';
 import { InstancesArgumentError, parseInstances } from './supervisor/instances.js';
 import { type Supervisor, startSupervisor } from './supervisor/supervisor.js';
+import { watchParentPid } from './supervisor/watch-parent-pid.js';
 
-export const DEFAULT_BUS_URL = 'amqp://guest:guest@127.0.0.1:5672';
-export const DEFAULT_DB_URL = 'postgres://postgres@127.0.0.1:5432/postgres';
+export { DEFAULT_BUS_URL, DEFAULT_DB_URL } from './settings.js';
 
 /** Services with HTTP instances the gateway or others call; the gateway and provider run once. */
 const SCALABLE: readonly ServiceName[] = ['users', 'inventory', 'orders', 'payments'];
@@ -35,14 +45,18 @@ export interface DistributedShop {
   stop(): Promise<void>;
 }
 
-/** Starts the supervised processes; resolves once they are spawned (not yet ready: see GET /health). */
+/**
+ * Starts the supervised processes; resolves once they are spawned (not yet ready: see GET /health).
+ * Throws SettingsError or InstancesArgumentError, before starting anything, for a setting or an
+ * argument it cannot use.
+ */
 export async function startDistributedShop(options: DistributedShopOptions): Promise<DistributedShop> {
   const settings = readSettings(options.env);
+  // The services read these too: checked here, a bad one stops the shop before it starts.
+  const { busUrl, dbUrl } = readDistributedSettings(options.env);
   const { instances, rest } = parseInstances(options.argv, SCALABLE);
   if (rest.length > 0)
     throw new SettingsError(`unknown arguments: ${rest.join(' ')} (only --instances name=n)`);
-  const busUrl = settings.busUrl ?? DEFAULT_BUS_URL;
-  const dbUrl = settings.dbUrl ?? DEFAULT_DB_URL;
   const log = options.logger ?? stderrLogger;
   log.info(`bus ${redact(busUrl)}, database ${redact(dbUrl)}`);
 
@@ -64,6 +78,7 @@ export async function startDistributedShop(options: DistributedShopOptions): Pro
   const entry = fileURLToPath(new URL('./service-main.ts', import.meta.url));
   const supervisor = startSupervisor({
     logger: log,
+    fatalExitCodes: [CONFIGURATION_ERROR_EXIT_CODE],
     ...(options.stdout === undefined ? {} : { stdout: options.stdout as never }),
     ...(options.stderr === undefined ? {} : { stderr: options.stderr as never }),
     processes: SERVICES.map((service) => ({
@@ -90,6 +105,8 @@ export async function startDistributedShop(options: DistributedShopOptions): Pro
 }
 
 async function main(): Promise<void> {
+  // Read before the (slow) start: an npm gone meanwhile is then noticed too.
+  const parentPid = process.ppid;
   const settings = readSettings();
   const log = shopLogger('supervisor', settings.logLevel);
   if (settings.adminToken === undefined) {
@@ -108,6 +125,19 @@ async function main(): Promise<void> {
   };
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
+  // npm relays SIGTERM and SIGINT (the script `exec`s node), but a SIGKILLed npm relays nothing,
+  // nor does a shell left between npm and node (yarn, pnpm, a script without `exec`).
+  if (process.env.npm_lifecycle_event !== undefined) {
+    watchParentPid(() => stop('the npm process that started the shop is gone'), { parentPid });
+  }
+  void shop.supervisor.waitForExit().then((exit) => {
+    if (exit.reason !== 'fatal-exit') return;
+    stopping = true;
+    process.stderr.write(
+      `The shop stopped: ${exit.label} exited with code ${exit.code}, a configuration error (its own line above says which); every service is stopped\n`,
+    );
+    process.exit(exit.code);
+  });
   // Ready once the gateway says every service is.
   const deadline = Date.now() + 120_000;
   for (;;) {
@@ -125,7 +155,7 @@ async function main(): Promise<void> {
   }
   const url = shop.url.replace('127.0.0.1', 'localhost');
   process.stdout.write(
-    `\nFerry shop (distributed) is ready at ${url}: ${shop.supervisor.status().length} processes, bus ${redact(settings.busUrl ?? DEFAULT_BUS_URL)}\n` +
+    `\nFerry shop (distributed) is ready at ${url}: ${shop.supervisor.status().length} processes, bus ${redact(readDistributedSettings().busUrl)}\n` +
       `  Try: curl -s ${url}/health\n  Ctrl-C stops every service.\n\n`,
   );
 }
@@ -136,6 +166,6 @@ if (process.argv[1] !== undefined && fileURLToPath(import.meta.url) === process.
     process.stderr.write(
       `The shop could not start: ${error instanceof Error ? error.message : String(error)}\n`,
     );
-    process.exit(known ? 2 : 1);
+    process.exit(known ? CONFIGURATION_ERROR_EXIT_CODE : 1);
   });
 }

@@ -1,12 +1,16 @@
 /**
  * `npm start`: the shop on embedded defaults — one process, SQLite files under FERRY_DATA_DIR
- * (./data), the in-memory bus, the gateway on PORT (3000). Stops cleanly on SIGINT / SIGTERM.
+ * (./data), the in-memory bus, the gateway on PORT (3000). Stops cleanly on SIGINT / SIGTERM, and
+ * when the npm process that started it ends.
  */
 import { relative } from 'node:path';
 import { startEmbeddedShop } from './embedded.js';
-import { readSettings, SettingsError, shopLogger } from './settings.js';
+import { CONFIGURATION_ERROR_EXIT_CODE, readSettings, SettingsError, shopLogger } from './settings.js';
+import { watchParentPid } from './supervisor/watch-parent-pid.js';
 
 async function main(): Promise<void> {
+  // Read before the (slow) start: an npm gone meanwhile is then noticed too.
+  const parentPid = process.ppid;
   const settings = readSettings();
   const log = shopLogger('shop', settings.logLevel);
   log.info(`starting the shop (embedded) with its data in ${settings.dataDir}`);
@@ -62,6 +66,11 @@ async function main(): Promise<void> {
   };
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
+  // npm relays SIGTERM and SIGINT (the script `exec`s node), but a SIGKILLed npm relays nothing,
+  // nor does a shell left between npm and node (yarn, pnpm, a script without `exec`).
+  if (process.env.npm_lifecycle_event !== undefined) {
+    watchParentPid(() => stop('the npm process that started the shop is gone'), { parentPid });
+  }
 }
 
 main().catch((error: unknown) => {
@@ -72,5 +81,5 @@ main().catch((error: unknown) => {
       'Another program uses that port: set PORT to another one, e.g. PORT=3001 npm start\n',
     );
   }
-  process.exit(1);
+  process.exit(error instanceof SettingsError ? CONFIGURATION_ERROR_EXIT_CODE : 1);
 });

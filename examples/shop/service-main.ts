@@ -8,12 +8,28 @@
  *   FERRY_BUS_URL, FERRY_DB_URL, FERRY_ADMIN_TOKEN, FERRY_DATA_DIR, LOG_LEVEL  as for the shop
  *   SHOP_ORDER_TIMEOUT_MS, SHOP_PAYMENT_GIVE_UP_MS  optional tuning (30000 each by default)
  *
+ * A configuration error (a setting it cannot use, credentials RabbitMQ refuses, a PostgreSQL
+ * database or role that does not exist) ends it with one line saying which, and exit code 2: the
+ * supervisor then stops the shop instead of starting the process again and again.
+ *
  * It stops cleanly on SIGTERM or SIGINT (the HTTP server first, then its subscriptions, outbox, bus
  * and store), and exits when the supervisor dies.
  */
 
+import {
+  isBrokerAccessRefusedError,
+  isBrokerPermissionDeniedError,
+  isBrokerTlsMismatchError,
+  isBrokerVhostNotFoundError,
+} from 'ferry/amqp';
 import { SERVICES, type ServiceName, startService, type Topology } from './runtime.js';
-import { readSettings, SettingsError, shopLogger } from './settings.js';
+import {
+  CONFIGURATION_ERROR_EXIT_CODE,
+  readDistributedSettings,
+  readSettings,
+  SettingsError,
+  shopLogger,
+} from './settings.js';
 import { exitWithParent } from './supervisor/exit-with-parent.js';
 
 function required(name: string): string {
@@ -22,36 +38,69 @@ function required(name: string): string {
   return value;
 }
 
-function optionalMs(name: string): number | undefined {
-  const value = process.env[name];
-  if (value === undefined || value === '') return undefined;
-  const ms = Number(value);
-  if (!Number.isInteger(ms) || ms < 1)
-    throw new SettingsError(`${name} must be a positive integer (ms), not ${value}`);
-  return ms;
+function port(name: string): number {
+  const value = required(name);
+  const port = /^\d+$/.test(value) ? Number(value) : Number.NaN;
+  if (!(port >= 0 && port <= 65_535)) {
+    throw new SettingsError(`${name} must be a port number (0-65535), not ${JSON.stringify(value)}`);
+  }
+  return port;
+}
+
+function topology(): Topology {
+  try {
+    return JSON.parse(required('SHOP_TOPOLOGY')) as Topology;
+  } catch (error) {
+    if (error instanceof SettingsError) throw error;
+    throw new SettingsError(`SHOP_TOPOLOGY must be JSON: ${(error as Error).message}`);
+  }
+}
+
+/** PostgreSQL's SQLSTATEs for a database that does not exist and a login it refuses. */
+const REFUSED_BY_POSTGRES = new Set(['3D000', '28000', '28P01']);
+
+/**
+ * Whether `error` is one that starting the process again cannot fix: a setting, credentials or a
+ * virtual host RabbitMQ refuses, a database or role PostgreSQL does not know. Its message says
+ * which; the process exits with {@link CONFIGURATION_ERROR_EXIT_CODE} and the supervisor stops.
+ */
+function isConfigurationError(error: unknown): boolean {
+  if (
+    error instanceof SettingsError ||
+    isBrokerAccessRefusedError(error) ||
+    isBrokerVhostNotFoundError(error) ||
+    isBrokerPermissionDeniedError(error) ||
+    isBrokerTlsMismatchError(error)
+  )
+    return true;
+  for (let cause = error; cause instanceof Error; cause = cause.cause) {
+    const code = (cause as { code?: unknown }).code;
+    if (typeof code === 'string' && REFUSED_BY_POSTGRES.has(code)) return true;
+  }
+  return false;
 }
 
 async function main(): Promise<void> {
   const settings = readSettings();
+  const distributed = readDistributedSettings();
   const name = required('SHOP_SERVICE') as ServiceName;
   if (!SERVICES.includes(name)) throw new SettingsError(`SHOP_SERVICE must be one of ${SERVICES.join(', ')}`);
   const log = shopLogger(name, settings.logLevel);
-  const topology = JSON.parse(required('SHOP_TOPOLOGY')) as Topology;
-  const port = name === 'gateway' ? settings.port : Number(required('SHOP_PORT'));
-  const orderTimeoutMs = optionalMs('SHOP_ORDER_TIMEOUT_MS');
-  const paymentGiveUpMs = optionalMs('SHOP_PAYMENT_GIVE_UP_MS');
+  const urls = topology();
+  const listenOn = name === 'gateway' ? settings.port : port('SHOP_PORT');
+  const { orderTimeoutMs, paymentGiveUpMs } = distributed;
 
   const service = await startService(name, {
     infrastructure: {
       mode: 'distributed',
       dataDir: settings.dataDir,
-      busUrl: required('FERRY_BUS_URL'),
-      dbUrl: required('FERRY_DB_URL'),
+      busUrl: distributed.busUrl,
+      dbUrl: distributed.dbUrl,
     },
     adminToken: settings.adminToken,
     logger: log,
-    port,
-    topology: () => topology,
+    port: listenOn,
+    topology: () => urls,
     ...(orderTimeoutMs === undefined ? {} : { orderTimeoutMs }),
     ...(paymentGiveUpMs === undefined ? {} : { paymentGiveUpMs }),
   });
@@ -80,5 +129,5 @@ main().catch((error: unknown) => {
   process.stderr.write(
     `${process.env.SHOP_SERVICE ?? 'service'} could not start: ${error instanceof Error ? error.message : String(error)}\n`,
   );
-  process.exit(1);
+  process.exit(isConfigurationError(error) ? CONFIGURATION_ERROR_EXIT_CODE : 1);
 });

@@ -7,8 +7,12 @@
  *   FERRY_DB_URL       distributed mode: PostgreSQL, e.g. postgres://postgres@127.0.0.1:5432/postgres
  *   FERRY_ADMIN_TOKEN  operator token for the admin routes (embedded mode generates one when unset)
  *   LOG_LEVEL          debug | info | warn | error (default info)
+ *   SHOP_ORDER_TIMEOUT_MS, SHOP_PAYMENT_GIVE_UP_MS  distributed mode: the saga's deadline and
+ *                      payments' give-up time, in ms (30000 each by default)
  *
- * Credentials in the URLs never reach a log line: {@link redact} masks them.
+ * A value the shop cannot use stops it at once with a {@link SettingsError} naming the variable, and
+ * exit code {@link CONFIGURATION_ERROR_EXIT_CODE}. Credentials in the URLs never reach a log line:
+ * {@link redact} masks them.
  */
 import { resolve } from 'node:path';
 import type { Logger } from 'ferry';
@@ -30,6 +34,28 @@ export class SettingsError extends Error {
   override readonly name = 'SettingsError';
 }
 
+/**
+ * Exit code of a shop process stopped by its configuration (a setting, refused credentials, a
+ * database that does not exist): starting it again as it is cannot help, so the supervisor does not.
+ */
+export const CONFIGURATION_ERROR_EXIT_CODE = 2;
+
+export const DEFAULT_BUS_URL = 'amqp://guest:guest@127.0.0.1:5672';
+export const DEFAULT_DB_URL = 'postgres://postgres@127.0.0.1:5432/postgres';
+
+/** What the distributed shop reads on top of {@link ShopSettings}, checked. */
+export interface DistributedSettings {
+  readonly busUrl: string;
+  readonly dbUrl: string;
+  /** Unset: the orders service's default. */
+  readonly orderTimeoutMs: number | undefined;
+  /** Unset: the payments service's default. */
+  readonly paymentGiveUpMs: number | undefined;
+}
+
+/** Node's longest timer: a longer delay fires at once. */
+const MAX_TIMER_MS = 2_147_483_647;
+
 export function readSettings(env: NodeJS.ProcessEnv = process.env): ShopSettings {
   const port = env.PORT === undefined || env.PORT === '' ? 3000 : Number(env.PORT);
   if (!Number.isInteger(port) || port < 0 || port > 65_535) {
@@ -49,6 +75,44 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env): ShopSettings
     adminToken: env.FERRY_ADMIN_TOKEN || undefined,
     logLevel: level as LogLevel,
   };
+}
+
+/** The distributed shop's settings, checked up front by the supervisor and by each service. */
+export function readDistributedSettings(env: NodeJS.ProcessEnv = process.env): DistributedSettings {
+  return {
+    busUrl: url(env, 'FERRY_BUS_URL', DEFAULT_BUS_URL, ['amqp:', 'amqps:']),
+    dbUrl: url(env, 'FERRY_DB_URL', DEFAULT_DB_URL, ['postgres:', 'postgresql:']),
+    orderTimeoutMs: milliseconds(env, 'SHOP_ORDER_TIMEOUT_MS'),
+    paymentGiveUpMs: milliseconds(env, 'SHOP_PAYMENT_GIVE_UP_MS'),
+  };
+}
+
+function milliseconds(env: NodeJS.ProcessEnv, name: string): number | undefined {
+  const value = env[name];
+  if (value === undefined || value === '') return undefined;
+  const ms = /^\d+$/.test(value) ? Number(value) : Number.NaN;
+  if (!(ms >= 1 && ms <= MAX_TIMER_MS)) {
+    throw new SettingsError(
+      `${name} must be a whole number of milliseconds from 1 to ${MAX_TIMER_MS}, not ${JSON.stringify(value)}`,
+    );
+  }
+  return ms;
+}
+
+function url(env: NodeJS.ProcessEnv, name: string, fallback: string, schemes: readonly string[]): string {
+  const value = env[name] || fallback;
+  let parsed: URL | undefined;
+  try {
+    parsed = new URL(value);
+  } catch {
+    // Said below, without the value: it may hold a password.
+  }
+  if (parsed === undefined || !schemes.includes(parsed.protocol)) {
+    throw new SettingsError(
+      `${name} must be a URL starting with ${schemes.map((s) => `${s}//`).join(' or ')}, not ${parsed === undefined ? 'something unparseable' : redact(value)}`,
+    );
+  }
+  return value;
 }
 
 /** `url` with its password (and any token in the query) replaced by `***`, for log lines. */

@@ -9,5 +9,13 @@ export type { ParsedInstances } from './instances.js';
 export { InstancesArgumentError, MAX_INSTANCES, parseInstances } from './instances.js';
 export type { RestartBackoffOptions } from './restart-backoff.js';
 export { DEFAULT_RESTART_BACKOFF } from './restart-backoff.js';
-export type { InstanceStatus, ProcessSpec, Supervisor, SupervisorOptions } from './supervisor.js';
+export type {
+  InstanceStatus,
+  ProcessSpec,
+  Supervisor,
+  SupervisorExit,
+  SupervisorOptions,
+} from './supervisor.js';
 export { DEFAULT_SUPERVISOR, startSupervisor } from './supervisor.js';
+export type { WatchParentPidOptions } from './watch-parent-pid.js';
+export { DEFAULT_WATCH_PARENT_PID, watchParentPid } from './watch-parent-pid.js';

@@ -25,6 +25,10 @@ export interface InstanceContext {
   readonly backoff: RestartBackoff;
   readonly stdout: Writable;
   readonly stderr: Writable;
+  /** Exit codes after which the instance is not started again. */
+  readonly fatalExitCodes: ReadonlySet<number>;
+  /** Told of an exit with one of `fatalExitCodes` (outside a stop): the supervisor stops the rest. */
+  readonly onFatalExit: (instance: SupervisedInstance, code: number) => void;
 }
 
 const seconds = (ms: number): string => `${(ms / 1000).toFixed(1)} s`;
@@ -118,6 +122,15 @@ export class SupervisedInstance {
     if (this.#stopping) {
       context.logger.info(`${who} ${how(code, signal)} on stop`, fields);
       this.#exited?.();
+      return;
+    }
+    if (code !== null && context.fatalExitCodes.has(code)) {
+      context.logger.error(
+        `${who} ${how(code, signal)} after ${seconds(uptimeMs)}, which says starting it again cannot help: ` +
+          'not restarted; stopping every process',
+        fields,
+      );
+      context.onFatalExit(this, code);
       return;
     }
     this.#streak = uptimeMs >= context.backoff.resetAfterMs ? 1 : this.#streak + 1;

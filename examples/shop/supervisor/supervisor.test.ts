@@ -267,6 +267,47 @@ describe('startSupervisor', () => {
     ).toBe(true);
   });
 
+  it('does not restart an instance that exits with one of fatalExitCodes: it stops every other and waitForExit() says which', async () => {
+    const { supervisor, logger, stdout } = start({
+      processes: [
+        node('users', 'forever.mjs', { instances: 2 }),
+        node('orders', 'crash.mjs', { env: () => ({ EXIT_CODE: '2', STAY_MS: '300', CRASHES: '0' }) }),
+      ],
+      backoff: { initialDelayMs: 10, ...noJitter },
+      fatalExitCodes: [2],
+    });
+    await waitFor(() => stdout.lines().filter((line) => line.includes('ready')).length === 2, 'users ready');
+    const exit = await supervisor.waitForExit();
+    expect(exit).toEqual({ reason: 'fatal-exit', label: 'orders', code: 2 });
+    expect(supervisor.status().map(({ label, running, restarts }) => ({ label, running, restarts }))).toEqual(
+      [
+        { label: 'users#0', running: false, restarts: 0 },
+        { label: 'users#1', running: false, restarts: 0 },
+        { label: 'orders', running: false, restarts: 0 },
+      ],
+    );
+    expect(logger.messages('error')).toEqual([
+      expect.stringMatching(
+        /^orders \(pid \d+\) exited with code 2 after \d+\.\d s, which says starting it again cannot help: not restarted; stopping every process$/,
+      ),
+    ]);
+    expect(logger.messages('warn')).toEqual([]);
+    await new Promise((resolve) => setTimeout(resolve, 100)); // past the restart a backoff would bring
+    expect(logger.messages('info').filter((message) => message.includes('started'))).toHaveLength(3);
+  });
+
+  it('restarts an exit with any other code, and says waitForExit() "stopped" after stop()', async () => {
+    const { supervisor, logger } = start({
+      processes: [node('orders', 'crash.mjs', { env: () => ({ EXIT_CODE: '1' }) })],
+      backoff: { initialDelayMs: 10, ...noJitter },
+      fatalExitCodes: [2],
+    });
+    await waitFor(() => supervisor.status()[0]!.restarts >= 2, 'two restarts');
+    expect(logger.messages('error')).toEqual([]);
+    await supervisor.stop();
+    expect(await supervisor.waitForExit()).toEqual({ reason: 'stopped' });
+  });
+
   it('keeps retrying a command that cannot be started, and still stops', async () => {
     const { supervisor, logger } = start({
       processes: [
@@ -286,7 +327,7 @@ describe('startSupervisor', () => {
     await supervisor.stop();
   });
 
-  it('refuses duplicate or malformed names, instance counts below 1 and a bad stop timeout', () => {
+  it('refuses duplicate or malformed names, instance counts below 1, a bad stop timeout and bad fatal exit codes', () => {
     const spec = node('users', 'forever.mjs');
     const refused = (options: SupervisorOptions): unknown => {
       try {
@@ -302,5 +343,7 @@ describe('startSupervisor', () => {
     expect(isInvalidOptionsError(refused({ processes: [{ ...spec, instances: 1.5 }] }))).toBe(true);
     expect(isInvalidOptionsError(refused({ processes: [spec], stopTimeoutMs: -1 }))).toBe(true);
     expect(isInvalidOptionsError(refused({ processes: [spec], backoff: { jitter: 2 } }))).toBe(true);
+    expect(isInvalidOptionsError(refused({ processes: [spec], fatalExitCodes: [0] }))).toBe(true);
+    expect(isInvalidOptionsError(refused({ processes: [spec], fatalExitCodes: [2.5] }))).toBe(true);
   });
 });

@@ -43,10 +43,25 @@ export interface SupervisorOptions {
   readonly stdout?: Writable | undefined;
   /** Receives the children's stderr, line by line, prefixed. @default process.stderr */
   readonly stderr?: Writable | undefined;
+  /**
+   * Exit codes that say starting the program again cannot help (the shop's services exit with 2 on
+   * a configuration error): an instance that exits with one is not restarted, and the supervisor
+   * stops every other instance, as stop() does; waitForExit() then tells which and why.
+   * @default [] (every exit is restarted)
+   */
+  readonly fatalExitCodes?: readonly number[] | undefined;
 }
 
 /** Defaults of {@link SupervisorOptions}. */
-export const DEFAULT_SUPERVISOR = Object.freeze({ stopTimeoutMs: 9000 });
+export const DEFAULT_SUPERVISOR = Object.freeze({
+  stopTimeoutMs: 9000,
+  fatalExitCodes: [] as readonly number[],
+});
+
+/** How a supervisor ended: stop() was called, or an instance exited with one of `fatalExitCodes`. */
+export type SupervisorExit =
+  | { readonly reason: 'stopped' }
+  | { readonly reason: 'fatal-exit'; readonly label: string; readonly code: number };
 
 /** One instance as the supervisor sees it now. */
 export interface InstanceStatus {
@@ -71,8 +86,12 @@ export interface Supervisor {
    * return the same promise.
    */
   stop(): Promise<void>;
-  /** Resolves when a stop() has finished; the supervisor never ends on its own. */
-  waitForExit(): Promise<void>;
+  /**
+   * Resolves once every child has exited for good: after stop(), or after an instance exited with
+   * one of `fatalExitCodes` and the others were stopped. Without fatal exit codes, the supervisor
+   * never ends on its own.
+   */
+  waitForExit(): Promise<SupervisorExit>;
   /**
    * Sends `signal` to one instance, as a crash or an operator would (chaos tests SIGKILL one and
    * expect it back). False when that instance has no running child at the moment. Throws
@@ -121,8 +140,8 @@ function plans(processes: readonly ProcessSpec[]): InstancePlan[] {
 
 /**
  * Starts every instance of every process and keeps them running: an instance that exits, with any
- * code or signal, is started again after a backoff that grows while it keeps crashing and resets
- * once it has stayed up. Output is copied line by line to the supervisor's stdout and stderr, each
+ * code or signal but one of `fatalExitCodes`, is started again after a backoff that grows while it
+ * keeps crashing and resets once it has stayed up; an exit with a fatal code stops them all. Output is copied line by line to the supervisor's stdout and stderr, each
  * line prefixed with the instance's label.
  *
  * Children share the supervisor's process group. If the supervisor is SIGKILLed it cannot stop
@@ -141,21 +160,33 @@ export function startSupervisor(options: SupervisorOptions): Supervisor {
   if (!(stopTimeoutMs >= 0) || !Number.isFinite(stopTimeoutMs)) {
     throw new InvalidOptionsError(`stopTimeoutMs must be a finite number >= 0, not ${stopTimeoutMs}`);
   }
+  const fatalExitCodes = options.fatalExitCodes ?? DEFAULT_SUPERVISOR.fatalExitCodes;
+  for (const code of fatalExitCodes) {
+    if (!Number.isInteger(code) || code < 1 || code > 255) {
+      throw new InvalidOptionsError(`fatalExitCodes must be integers from 1 to 255, not ${code}`);
+    }
+  }
+  let why: SupervisorExit = { reason: 'stopped' };
+  let stopped: Promise<void> | undefined;
+  let exited: (exit: SupervisorExit) => void = () => {};
+  const exit = new Promise<SupervisorExit>((resolve) => {
+    exited = resolve;
+  });
   const context = {
     logger: options.logger ?? stderrLogger,
     backoff: restartBackoff(options.backoff),
     stdout: options.stdout ?? process.stdout,
     stderr: options.stderr ?? process.stderr,
+    fatalExitCodes: new Set(fatalExitCodes),
+    onFatalExit(instance: SupervisedInstance, code: number) {
+      if (stopped !== undefined) return;
+      why = { reason: 'fatal-exit', label: instance.plan.label, code };
+      void supervisor.stop();
+    },
   };
   const instances = plans(options.processes).map((plan) => new SupervisedInstance(plan, context));
-  let stopped: Promise<void> | undefined;
-  let exited: () => void = () => {};
-  const exit = new Promise<void>((resolve) => {
-    exited = resolve;
-  });
-  for (const instance of instances) instance.start();
 
-  return {
+  const supervisor: Supervisor = {
     status: () =>
       instances.map(({ plan, pid, running, restarts }) => ({
         name: plan.name,
@@ -168,7 +199,7 @@ export function startSupervisor(options: SupervisorOptions): Supervisor {
     stop() {
       stopped ??= Promise.all(instances.map((instance) => instance.stop(stopTimeoutMs))).then(() => {
         context.logger.info('supervisor stopped: every child has exited');
-        exited();
+        exited(why);
       });
       return stopped;
     },
@@ -180,4 +211,6 @@ export function startSupervisor(options: SupervisorOptions): Supervisor {
       return found.kill(signal);
     },
   };
+  for (const instance of instances) instance.start();
+  return supervisor;
 }

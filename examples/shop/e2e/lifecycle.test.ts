@@ -1,0 +1,330 @@
+/**
+ * The shop's life as an operator meets it: stopped through npm (whose SIGTERM reaches the shell it
+ * ran the script in, not the shop), stopped with orders in flight, and refusing a configuration it
+ * cannot use with one line and exit code 2 instead of being restarted forever.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createTestVhost, rabbitmqBaseUrl, type TestVhost, waitFor } from 'ferry/testing';
+import pg from 'pg';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { freePorts } from '../supervisor/free-port.js';
+import { chaosCatalog, expectEverythingAddsUp, placeOrders } from './chaos-kit.js';
+import { ShopClient } from './shop-client.js';
+import { sqliteStoredOrders } from './shops.js';
+
+const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+const entry = (name: string) => fileURLToPath(new URL(`../${name}`, import.meta.url));
+const TOKEN = 'lifecycle-admin-token';
+const PG_ADMIN_URL = process.env.FERRY_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+
+interface Launched {
+  readonly child: ChildProcess;
+  /** stdout and stderr, interleaved as they came. */
+  output(): string;
+  /** Resolves with the exit code (null when killed by a signal). */
+  readonly exit: Promise<number | null>;
+}
+
+const launched: Launched[] = [];
+const dirs: string[] = [];
+
+afterEach(async () => {
+  for (const { child } of launched.splice(0)) {
+    // Whatever is left of each process group: the test has failed already.
+    if (child.pid !== undefined && (await groupMembers(child.pid)).length > 0) {
+      try {
+        process.kill(-child.pid, 'SIGKILL');
+      } catch {
+        // Gone meanwhile.
+      }
+    }
+  }
+  for (const dir of dirs.splice(0)) await rm(dir, { recursive: true, force: true });
+});
+
+/** The environment of a shell that runs npm: none of the npm_* variables of an `npm test` around us. */
+function cleanEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [key, value] of Object.entries(process.env)) if (!/^npm_/i.test(key)) env[key] = value;
+  return { ...env, LOG_LEVEL: 'warn', FERRY_ADMIN_TOKEN: TOKEN, ...extra };
+}
+
+/** Starts `command` in a process group of its own (so that the test can find all it started). */
+function launch(command: string, args: readonly string[], env: NodeJS.ProcessEnv): Launched {
+  const child = spawn(command, args, { cwd: ROOT, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  const keep = (chunk: Buffer) => {
+    output = (output + chunk.toString()).slice(-100_000);
+  };
+  child.stdout?.on('data', keep);
+  child.stderr?.on('data', keep);
+  const exit = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const started = { child, output: () => output, exit };
+  launched.push(started);
+  return started;
+}
+
+const shop = (file: string, env: NodeJS.ProcessEnv) =>
+  launch(process.execPath, ['--conditions=ferry-source', '--import', 'tsx', entry(file)], env);
+
+/** Live (not zombie) processes of process group `pgid`, from /proc. */
+async function groupMembers(pgid: number): Promise<number[]> {
+  const members: number[] = [];
+  for (const name of await readdir('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    const stat = await readFile(`/proc/${name}/stat`, 'utf8').catch(() => '');
+    // pid (comm) state ppid pgrp …: comm may hold spaces, so split after its closing parenthesis.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    if (fields[0] !== 'Z' && Number(fields[2]) === pgid) members.push(Number(name));
+  }
+  return members;
+}
+
+function portIsFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.once('error', () => resolve(false));
+    server.listen({ port, host: '127.0.0.1', exclusive: true }, () => server.close(() => resolve(true)));
+  });
+}
+
+async function untilHealthy(started: Launched, port: number, timeoutMs: number): Promise<void> {
+  await waitFor(
+    async () => {
+      if (started.child.exitCode !== null) throw new Error(`exited: ${started.output()}`);
+      return (await fetch(`http://127.0.0.1:${port}/health`).catch(() => undefined))?.status === 200;
+    },
+    () => `the shop to be ready on port ${port}; its output:\n${started.output().slice(-5000)}`,
+    timeoutMs,
+  );
+}
+
+/** After `signal` to the npm process: nothing it started is left, and the port is free, within 10 s. */
+async function expectGoneWithin10s(started: Launched, port: number): Promise<void> {
+  const pgid = started.child.pid as number;
+  const deadline = Date.now() + 10_000;
+  let left: number[] = [];
+  let free = false;
+  while (Date.now() < deadline) {
+    left = await groupMembers(pgid);
+    free = await portIsFree(port);
+    if (left.length === 0 && free) return;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  const commands = await Promise.all(
+    left.map(
+      async (pid) =>
+        `${pid} ${(await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')).replaceAll('\0', ' ')}`,
+    ),
+  );
+  expect({ left: commands, portFree: free, output: started.output().slice(-3000) }).toEqual({
+    left: [],
+    portFree: true,
+    output: expect.any(String),
+  });
+}
+
+async function tempDir(): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'ferry-shop-lifecycle-'));
+  dirs.push(dir);
+  return dir;
+}
+
+describe('npm start', () => {
+  it.each(['SIGTERM', 'SIGINT', 'SIGKILL'] as const)(
+    'stops the whole shop when the npm process gets %s: the port is free and no process is left within 10 s',
+    async (signal) => {
+      const [port] = (await freePorts(1)) as [number];
+      const npm = launch('npm', ['start'], cleanEnv({ FERRY_DATA_DIR: await tempDir(), PORT: String(port) }));
+      await untilHealthy(npm, port, 60_000);
+      npm.child.kill(signal);
+      await expectGoneWithin10s(npm, port);
+    },
+    90_000,
+  );
+});
+
+describe('the embedded shop, SIGTERMed with 50 orders in flight', () => {
+  it('exits 0 well within 5 s, and every order answered 201 ends after a restart on the same data', async () => {
+    const dataDir = await tempDir();
+    const [port] = (await freePorts(1)) as [number];
+    const env = cleanEnv({ FERRY_DATA_DIR: dataDir, PORT: String(port) });
+    let running = shop('main.ts', env);
+    await untilHealthy(running, port, 60_000);
+    const client = new ShopClient(`http://127.0.0.1:${port}`, TOKEN);
+    const catalog = await chaosCatalog(client);
+
+    let stopped: { code: number | null; ms: number } | undefined;
+    const { accepted } = await placeOrders(
+      client,
+      catalog,
+      50,
+      async () => {
+        const started = Date.now();
+        running.child.kill('SIGTERM');
+        stopped = { code: await running.exit, ms: Date.now() - started };
+      },
+      50,
+    );
+    expect(stopped, running.output()).toEqual({ code: 0, ms: expect.any(Number) });
+    expect(stopped?.ms, running.output()).toBeLessThan(5000);
+    expect(running.output()).not.toContain('exiting anyway');
+    expect(accepted.length).toBeGreaterThan(0);
+
+    running = shop('main.ts', env);
+    await untilHealthy(running, port, 60_000);
+    const stored = sqliteStoredOrders(dataDir);
+    expect(stored).toEqual(expect.arrayContaining(accepted));
+    await expectEverythingAddsUp(client, stored, catalog);
+    running.child.kill('SIGTERM');
+    expect(await running.exit).toBe(0);
+  }, 240_000);
+});
+
+describe('the distributed shop', () => {
+  let vhost: TestVhost;
+  let database: string;
+  let dbUrl: string;
+
+  beforeAll(async () => {
+    vhost = await createTestVhost('ferry-shop-lifecycle');
+    database = `ferry_lifecycle_${randomUUID().slice(0, 8)}`;
+    const admin = new pg.Client({ connectionString: PG_ADMIN_URL });
+    await admin.connect();
+    await admin.query(`CREATE DATABASE ${database}`);
+    await admin.end();
+    const url = new URL(PG_ADMIN_URL);
+    url.pathname = `/${database}`;
+    dbUrl = url.toString();
+  }, 60_000);
+
+  afterAll(async () => {
+    await vhost?.dispose();
+    if (database === undefined) return;
+    const admin = new pg.Client({ connectionString: PG_ADMIN_URL });
+    await admin.connect();
+    await admin.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`);
+    await admin.end();
+  }, 60_000);
+
+  const distributedEnv = async (extra: Record<string, string> = {}) => {
+    const [port] = (await freePorts(1)) as [number];
+    const env = cleanEnv({
+      FERRY_DATA_DIR: await tempDir(),
+      PORT: String(port),
+      FERRY_BUS_URL: vhost.url,
+      FERRY_DB_URL: dbUrl,
+      ...extra,
+    });
+    return { port, env };
+  };
+
+  it.each(['SIGTERM', 'SIGINT'] as const)(
+    'npm run start:distributed stops every process when the npm process gets %s',
+    async (signal) => {
+      const { port, env } = await distributedEnv();
+      const npm = launch('npm', ['run', 'start:distributed'], env);
+      await untilHealthy(npm, port, 150_000);
+      npm.child.kill(signal);
+      await expectGoneWithin10s(npm, port);
+    },
+    240_000,
+  );
+
+  it.each([
+    ['SHOP_ORDER_TIMEOUT_MS', 'abc'],
+    ['SHOP_PAYMENT_GIVE_UP_MS', '0'],
+    ['PORT', '-1'],
+  ])(
+    'refuses %s=%s before starting anything: one line naming it, exit code 2',
+    async (name, value) => {
+      const { env } = await distributedEnv({ [name]: value });
+      const supervisor = shop('distributed.ts', env);
+      expect(await supervisor.exit).toBe(2);
+      const lines = supervisor.output().trim().split('\n');
+      expect(lines).toEqual([
+        expect.stringMatching(new RegExp(`^The shop could not start: ${name} must be .*${value}`)),
+      ]);
+    },
+    60_000,
+  );
+
+  it('refuses a bad --instances the same way', async () => {
+    const { env } = await distributedEnv();
+    const supervisor = launch(
+      process.execPath,
+      ['--conditions=ferry-source', '--import', 'tsx', entry('distributed.ts'), '--instances', 'payments=0'],
+      env,
+    );
+    expect(await supervisor.exit).toBe(2);
+    expect(supervisor.output().trim().split('\n')).toEqual([
+      expect.stringMatching(/^The shop could not start: --instances: the count of 'payments' must be/),
+    ]);
+  }, 60_000);
+
+  it.each([
+    ['SHOP_ORDER_TIMEOUT_MS', '-5', 'orders'],
+    ['SHOP_PAYMENT_GIVE_UP_MS', 'soon', 'payments'],
+  ])(
+    'a service given %s=%s exits with code 2 and one line naming it',
+    async (name, value, service) => {
+      const { env } = await distributedEnv({
+        [name]: value,
+        SHOP_SERVICE: service,
+        SHOP_PORT: '0',
+        SHOP_TOPOLOGY: '{}',
+      });
+      const main = shop('service-main.ts', env);
+      expect(await main.exit).toBe(2);
+      expect(main.output()).toBe(
+        `${service} could not start: ${name} must be a whole number of milliseconds from 1 to 2147483647, not "${value}"\n`,
+      );
+    },
+    60_000,
+  );
+
+  it('a service whose PostgreSQL database does not exist exits with code 2, saying so', async () => {
+    const missing = `ferry_missing_${randomUUID().slice(0, 8)}`;
+    const url = new URL(dbUrl);
+    url.pathname = `/${missing}`;
+    const { env } = await distributedEnv({
+      FERRY_DB_URL: url.toString(),
+      SHOP_SERVICE: 'users',
+      SHOP_PORT: '0',
+      SHOP_TOPOLOGY: '{}',
+    });
+    const main = shop('service-main.ts', env);
+    expect(await main.exit).toBe(2);
+    expect(main.output()).toMatch(
+      new RegExp(`^users could not start: .*database "${missing}" does not exist\\n$`),
+    );
+  }, 60_000);
+
+  it('with a wrong RabbitMQ password, says the broker refused the login (never the password) and stops with code 2 instead of restarting', async () => {
+    const password = `wrong-${randomUUID()}`;
+    const busUrl = new URL(rabbitmqBaseUrl());
+    busUrl.password = password;
+    const { port, env } = await distributedEnv({ FERRY_BUS_URL: busUrl.toString() });
+    const supervisor = shop('distributed.ts', env);
+    const code = await Promise.race([
+      supervisor.exit,
+      new Promise((resolve) => setTimeout(() => resolve('still running after 150 s'), 150_000)),
+    ]);
+    const output = supervisor.output();
+    expect(code, output).toBe(2);
+    expect(output).toMatch(
+      /\| \w+ could not start: RabbitMQ at amqps?:\/\/[^@\s]*:\*\*\*@\S* refused the login/,
+    );
+    expect(output).toMatch(/The shop stopped: \w+ exited with code 2, a configuration error/);
+    expect(output).not.toContain(password);
+    expect(output).not.toContain('ETIMEDOUT');
+    expect(output).not.toMatch(/restart \d+ in/);
+    await expectGoneWithin10s(supervisor, port);
+  }, 200_000);
+});

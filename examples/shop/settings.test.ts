@@ -1,0 +1,59 @@
+import { describe, expect, it } from 'vitest';
+import { DEFAULT_BUS_URL, DEFAULT_DB_URL, readDistributedSettings, SettingsError } from './settings.js';
+
+const refusal = (env: NodeJS.ProcessEnv): string => {
+  try {
+    readDistributedSettings(env);
+  } catch (error) {
+    expect(error).toBeInstanceOf(SettingsError);
+    return (error as Error).message;
+  }
+  throw new Error(`accepted ${JSON.stringify(env)}`);
+};
+
+describe('readDistributedSettings', () => {
+  it('takes the defaults, and whole milliseconds from 1 up to the longest timer', () => {
+    expect(readDistributedSettings({})).toEqual({
+      busUrl: DEFAULT_BUS_URL,
+      dbUrl: DEFAULT_DB_URL,
+      orderTimeoutMs: undefined,
+      paymentGiveUpMs: undefined,
+    });
+    expect(
+      readDistributedSettings({
+        FERRY_BUS_URL: 'amqps://u:p@rabbit:5671/shop',
+        FERRY_DB_URL: 'postgresql://db/shop',
+        SHOP_ORDER_TIMEOUT_MS: '1',
+        SHOP_PAYMENT_GIVE_UP_MS: '2147483647',
+      }),
+    ).toEqual({
+      busUrl: 'amqps://u:p@rabbit:5671/shop',
+      dbUrl: 'postgresql://db/shop',
+      orderTimeoutMs: 1,
+      paymentGiveUpMs: 2_147_483_647,
+    });
+  });
+
+  it.each(['SHOP_ORDER_TIMEOUT_MS', 'SHOP_PAYMENT_GIVE_UP_MS'])(
+    'refuses a %s that is not a whole number of milliseconds from 1 to 2147483647, naming it',
+    (name) => {
+      for (const value of ['abc', '-5', '0', '1.5', '1e3', ' 30', '2147483648', '0x10']) {
+        expect(refusal({ [name]: value })).toBe(
+          `${name} must be a whole number of milliseconds from 1 to 2147483647, not ${JSON.stringify(value)}`,
+        );
+      }
+    },
+  );
+
+  it('refuses a bus or database URL of another scheme, or none, without printing its password', () => {
+    expect(refusal({ FERRY_BUS_URL: 'http://guest:s3cret@127.0.0.1:5672' })).toBe(
+      'FERRY_BUS_URL must be a URL starting with amqp:// or amqps://, not http://guest:***@127.0.0.1:5672/',
+    );
+    expect(refusal({ FERRY_DB_URL: 'mysql://root:s3cret@db/shop' })).toBe(
+      'FERRY_DB_URL must be a URL starting with postgres:// or postgresql://, not mysql://root:***@db/shop',
+    );
+    expect(refusal({ FERRY_DB_URL: 's3cret@localhost' })).toBe(
+      'FERRY_DB_URL must be a URL starting with postgres:// or postgresql://, not something unparseable',
+    );
+  });
+});
