@@ -110,14 +110,9 @@ export function fromFastifyError(thrown: unknown): unknown {
   return thrown;
 }
 
-/** Answers with the problem `error` maps to. */
-export function sendProblem(
-  reply: FastifyReply,
-  request: FastifyRequest,
-  error: unknown,
-  options: ProblemOptions,
-): void {
-  const response = problemFromError(
+/** The problem answer `error` maps to, for `request`. */
+export function problemResponseOf(request: FastifyRequest, error: unknown, options: ProblemOptions) {
+  return problemFromError(
     error,
     {
       method: request.method,
@@ -126,6 +121,16 @@ export function sendProblem(
     },
     options,
   );
+}
+
+/** Answers with the problem `error` maps to. */
+export function sendProblem(
+  reply: FastifyReply,
+  request: FastifyRequest,
+  error: unknown,
+  options: ProblemOptions,
+): void {
+  const response = problemResponseOf(request, error, options);
   reply
     .code(response.status)
     .headers(response.headers)

@@ -3,7 +3,7 @@ import { runWithContext } from '../../context/context.js';
 import { HTTP_HEADER, PROBLEM_CONTENT_TYPE } from '../headers.js';
 import { BodyHash, hashBodyAsRead, holdRestOfBody } from './body-fingerprint.js';
 import { ferryClientErrors } from './client-errors.js';
-import { fromFastifyError, problemOptionsOf, sendProblem } from './fastify-errors.js';
+import { fromFastifyError, problemOptionsOf, problemResponseOf, sendProblem } from './fastify-errors.js';
 import { createHealth, DEFAULT_HEALTH_PATH, type HealthReport, type HealthRouteOptions } from './health.js';
 import {
   IdempotencyGuard,
@@ -14,7 +14,6 @@ import {
 import {
   HttpProblemError,
   type ProblemOptions,
-  problemFromError,
   renderProblem,
   stderrProblemLogger,
 } from './problem.js';
@@ -356,15 +355,7 @@ function sendRawProblem(
     const value = reply.getHeader(name);
     if (value !== undefined) raw.setHeader(name, value);
   }
-  const response = problemFromError(
-    error,
-    {
-      method: request.method,
-      path: request.url.split('?', 1)[0] ?? '/',
-      context: request.ferry ?? undefined,
-    },
-    options,
-  );
+  const response = problemResponseOf(request, error, options);
   const body = renderProblem(response.problem);
   raw.statusCode = response.status;
   for (const [name, value] of Object.entries(response.headers)) raw.setHeader(name, value);
