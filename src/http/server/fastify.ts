@@ -11,12 +11,7 @@ import {
   jsonBodySha256,
   replayStoredResponse,
 } from './idempotency.js';
-import {
-  HttpProblemError,
-  type ProblemOptions,
-  renderProblem,
-  stderrProblemLogger,
-} from './problem.js';
+import { HttpProblemError, type ProblemOptions, renderProblem, stderrProblemLogger } from './problem.js';
 import {
   DeadlineExceededError,
   openRequestScope,
