@@ -111,6 +111,22 @@ describe('the gateway', () => {
     expect((await shop.call('POST', '/users', '{"name":"Ann","email":"ann@example.com"}')).status).toBe(201);
   });
 
+  it("ignores a client's x-deadline-ms: a request is never cut short (nor /health failed) by one", async () => {
+    const shop = await startShopFront();
+    for (const deadline of ['0', '1', '5']) {
+      const user = await shop.call(
+        'POST',
+        '/users',
+        JSON.stringify({ name: 'Dee', email: `dee${deadline}@example.com` }),
+        { 'x-deadline-ms': deadline },
+      );
+      expect(user.status, `x-deadline-ms: ${deadline}`).toBe(201);
+      expect((await shop.call('GET', '/health', undefined, { 'x-deadline-ms': deadline })).status).not.toBe(
+        504,
+      );
+    }
+  });
+
   it('refuses what is not JSON, malformed or too large itself: nothing reaches a service', async () => {
     const shop = await startShopFront();
     expect((await shop.call('POST', '/orders', 'userId=u', { 'content-type': 'text/plain' })).status).toBe(

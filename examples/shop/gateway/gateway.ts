@@ -66,7 +66,13 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   };
   const all = Object.values(upstreams);
 
-  const ferry = options.logger === undefined ? {} : { logger: options.logger };
+  // The public edge: a client's x-deadline-ms is not ours to honour. Taken as the deadline, a short
+  // one cut the call to a service that went on to store (and charge) an order the client was told
+  // to try again; the gateway's own time limits apply instead.
+  const ferry = {
+    trustDeadline: false,
+    ...(options.logger === undefined ? {} : { logger: options.logger }),
+  };
   const app = Fastify({ ...ferryFastifyOptions(ferry), bodyLimit: 1_048_576 });
   ferryFastify(app, ferry);
   // JSON only (any other type is a 415 here), checked by Fastify's own parser and kept as text:
