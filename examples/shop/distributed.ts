@@ -19,7 +19,7 @@ import {
   SettingsError,
   shopLogger,
 } from './settings.js';
-import { freePorts } from './supervisor/free-port.js';
+import { freePorts, isPortFree } from './supervisor/free-port.js';
 import { InstancesArgumentError, parseInstances } from './supervisor/instances.js';
 import { type Supervisor, startSupervisor } from './supervisor/supervisor.js';
 import { watchParentPid } from './supervisor/watch-parent-pid.js';
@@ -108,6 +108,13 @@ async function main(): Promise<void> {
   // Read before the (slow) start: an npm gone meanwhile is then noticed too.
   const parentPid = process.ppid;
   const settings = readSettings();
+  // Checked before anything starts: the gateway would fail to listen and be restarted forever,
+  // while the other program's answers to GET /health passed for the shop being ready.
+  if (!(await isPortFree(settings.port))) {
+    throw new SettingsError(
+      `PORT ${settings.port} is in use by another program: set PORT to another one, e.g. PORT=3001 npm run start:distributed`,
+    );
+  }
   const log = shopLogger('supervisor', settings.logLevel);
   if (settings.adminToken === undefined) {
     log.warn('FERRY_ADMIN_TOKEN is not set: the admin routes answer 401 (set it to use them)');

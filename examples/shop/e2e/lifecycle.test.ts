@@ -6,6 +6,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { createServer as createHttpServer } from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -254,6 +255,25 @@ describe('the distributed shop', () => {
     },
     60_000,
   );
+
+  it('refuses a PORT another program answers on, before starting anything (it passed for the gateway)', async () => {
+    const { port, env } = await distributedEnv();
+    const other = createHttpServer((_req, res) => res.end('{"status":"ok"}'));
+    await new Promise<void>((resolve) => other.listen(port, '127.0.0.1', resolve));
+    try {
+      const supervisor = launch(
+        process.execPath,
+        ['--conditions=ferry-source', '--import', 'tsx', entry('distributed.ts')],
+        env,
+      );
+      expect(await supervisor.exit).toBe(2);
+      expect(supervisor.output().trim().split('\n')).toEqual([
+        `The shop could not start: PORT ${port} is in use by another program: set PORT to another one, e.g. PORT=3001 npm run start:distributed`,
+      ]);
+    } finally {
+      await new Promise((resolve) => other.close(resolve));
+    }
+  }, 60_000);
 
   it('refuses a bad --instances the same way', async () => {
     const { env } = await distributedEnv();

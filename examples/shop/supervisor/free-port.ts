@@ -34,3 +34,23 @@ export async function freePorts(n: number): Promise<number[]> {
     await Promise.all(servers.map(close));
   }
 }
+
+/**
+ * Resolves whether `port` on 127.0.0.1 is free right now (bound and released at once). Another
+ * program answering on the port would otherwise pass for the shop's own gateway.
+ */
+export async function isPortFree(port: number): Promise<boolean> {
+  const server = createServer();
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ port, host: HOST, exclusive: true }, () => resolve());
+    });
+    return true;
+  } catch (error) {
+    if ((error as { code?: string }).code === 'EADDRINUSE') return false;
+    throw error;
+  } finally {
+    await close(server);
+  }
+}
