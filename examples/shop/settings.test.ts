@@ -1,5 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_BUS_URL, DEFAULT_DB_URL, readDistributedSettings, SettingsError } from './settings.js';
+import {
+  DEFAULT_BUS_URL,
+  DEFAULT_DB_URL,
+  readDistributedSettings,
+  readSettings,
+  SettingsError,
+} from './settings.js';
 
 const refusal = (env: NodeJS.ProcessEnv): string => {
   try {
@@ -55,5 +61,23 @@ describe('readDistributedSettings', () => {
     expect(refusal({ FERRY_DB_URL: 's3cret@localhost' })).toBe(
       'FERRY_DB_URL must be a URL starting with postgres:// or postgresql://, not something unparseable',
     );
+  });
+});
+
+describe('readSettings', () => {
+  it('takes an admin token a client can send back, and refuses one it cannot, never printing it', () => {
+    expect(readSettings({ FERRY_ADMIN_TOKEN: 'tok_9f8A-._~+/=' }).adminToken).toBe('tok_9f8A-._~+/=');
+    expect(readSettings({ FERRY_ADMIN_TOKEN: '' }).adminToken).toBeUndefined();
+    for (const token of ['tök-secret', 'two words', 'x'.repeat(1025), 'tab\there']) {
+      let message = '';
+      try {
+        readSettings({ FERRY_ADMIN_TOKEN: token });
+      } catch (error) {
+        expect(error).toBeInstanceOf(SettingsError);
+        message = (error as Error).message;
+      }
+      expect(message).toMatch(/^FERRY_ADMIN_TOKEN must be 1 to 1024 visible ASCII characters/);
+      expect(message).not.toContain(token.slice(0, 8));
+    }
   });
 });

@@ -67,12 +67,20 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env): ShopSettings
       `LOG_LEVEL must be one of ${LEVELS.join(', ')}, not ${JSON.stringify(env.LOG_LEVEL)}`,
     );
   }
+  const adminToken = env.FERRY_ADMIN_TOKEN || undefined;
+  // What a client can send back in `Authorization: Bearer …`: visible ASCII (a header's bytes are
+  // compared, so other characters never match as typed), short enough for a request's headers.
+  if (adminToken !== undefined && !/^[\x21-\x7e]{1,1024}$/.test(adminToken)) {
+    throw new SettingsError(
+      `FERRY_ADMIN_TOKEN must be 1 to 1024 visible ASCII characters (no spaces), a ${adminToken.length}-character value is not`,
+    );
+  }
   return {
     port,
     dataDir: resolve(env.FERRY_DATA_DIR || './data'),
     busUrl: env.FERRY_BUS_URL || undefined,
     dbUrl: env.FERRY_DB_URL || undefined,
-    adminToken: env.FERRY_ADMIN_TOKEN || undefined,
+    adminToken,
     logLevel: level as LogLevel,
   };
 }
