@@ -109,6 +109,11 @@ describe('the gateway', () => {
     expect(shop.received.at(-1)?.body).toBe(spaced);
     // The users service is still well.
     expect((await shop.call('POST', '/users', '{"name":"Ann","email":"ann@example.com"}')).status).toBe(201);
+    const utf8 = await shop.call('POST', '/users', '{"name":"Zoë","email":"zoe@example.com"}', {
+      'content-type': 'application/json; charset=UTF-8',
+    });
+    expect(utf8.status).toBe(201);
+    expect(utf8.body?.name).toBe('Zoë');
   });
 
   it("ignores a client's x-deadline-ms: a request is never cut short (nor /health failed) by one", async () => {
@@ -132,6 +137,16 @@ describe('the gateway', () => {
     expect((await shop.call('POST', '/orders', 'userId=u', { 'content-type': 'text/plain' })).status).toBe(
       415,
     );
+    for (const headers of [
+      { 'content-type': 'application/json; charset=latin1' },
+      { 'content-type': 'application/json; charset="utf-16"' },
+      { 'content-encoding': 'gzip' },
+      { 'content-encoding': 'bogus' },
+    ]) {
+      const refused = await shop.call('POST', '/orders', '{"userId":"u","items":[]}', headers);
+      expect(refused.status, JSON.stringify(headers)).toBe(415);
+      expect(refused.type).toMatch(/^application\/problem\+json/);
+    }
     expect((await shop.call('POST', '/orders', '{"userId":')).status).toBe(400);
     expect((await shop.call('POST', '/orders', '')).status).toBe(400);
     expect((await shop.call('POST', '/orders', '{"__proto__":{"x":1}}')).status).toBe(400);

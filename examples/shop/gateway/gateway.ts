@@ -81,6 +81,16 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const checkJson = app.getDefaultJsonParser('error', 'error');
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+    // JSON is UTF-8 (RFC 8259), sent as it is: another charset would be read as UTF-8 and mangled
+    // (é stored as U+FFFD), a compressed body taken for malformed JSON.
+    if (!isPlainUtf8(request.headers['content-type'], request.headers['content-encoding'])) {
+      done(
+        new HttpProblemError(415, undefined, {
+          detail: 'Send JSON as UTF-8 text (charset utf-8 or none), without a content-encoding.',
+        }),
+      );
+      return;
+    }
     const text = typeof body === 'string' ? body : body.toString('utf8');
     checkJson(request, text, (error) => {
       if (error) done(error);
@@ -227,4 +237,11 @@ const isProblem = (type: unknown) =>
 function calledPath(body: unknown, request: FastifyRequest): unknown {
   if (typeof body !== 'object' || body === null || Array.isArray(body) || !('instance' in body)) return body;
   return { ...body, instance: request.url.split('?', 1)[0] };
+}
+
+/** A JSON body in UTF-8 (`charset=utf-8` or none) and not encoded (`identity` or none). */
+function isPlainUtf8(type: string | undefined, encoding: string | undefined): boolean {
+  if (encoding !== undefined && encoding.trim().toLowerCase() !== 'identity') return false;
+  const charset = /;\s*charset\s*=\s*"?([^";\s]*)"?/i.exec(type ?? '')?.[1]?.toLowerCase();
+  return charset === undefined || charset === 'utf-8' || charset === 'utf8';
 }
