@@ -28,7 +28,8 @@ export class Upstream {
     this.#clients = urls.map(
       (url, i) =>
         new ServiceClient(url, {
-          name: urls.length === 1 ? name : `${name}#${i + 1}`,
+          // Numbered from 0, as the supervisor names the processes (orders#0, orders#1).
+          name: urls.length === 1 ? name : `${name}#${i}`,
           timeout: options.timeoutMs ?? 10_000,
           // Many callers at once (the gateway under load): keep a pool of connections per instance.
           connections: 64,
