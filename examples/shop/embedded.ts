@@ -5,10 +5,11 @@
  * after a crash and a restart.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { access, constants, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'ferry';
 import { type RunningService, type ServiceName, startService, type Topology } from './runtime.js';
+import { SettingsError } from './settings.js';
 
 export interface EmbeddedShopOptions {
   readonly dataDir: string;
@@ -39,7 +40,7 @@ export interface EmbeddedShop {
 const START_ORDER: readonly ServiceName[] = ['payment-provider', 'users', 'inventory', 'orders', 'payments'];
 
 export async function startEmbeddedShop(options: EmbeddedShopOptions): Promise<EmbeddedShop> {
-  await mkdir(options.dataDir, { recursive: true });
+  await usableDataDir(options.dataDir);
   const { token, generated } = await adminToken(options.dataDir, options.adminToken);
   const services = new Map<ServiceName, RunningService>();
   const urlOf = (name: ServiceName) => services.get(name)?.url ?? '';
@@ -127,4 +128,16 @@ async function adminToken(
   const token = randomBytes(18).toString('base64url');
   await writeFile(file, `${token}\n`, { mode: 0o600 });
   return { token, generated: true };
+}
+
+/** Creates the data folder if needed; one the shop cannot write to is a setting to change. */
+async function usableDataDir(dir: string): Promise<void> {
+  try {
+    await mkdir(dir, { recursive: true });
+    await access(dir, constants.W_OK);
+  } catch (error) {
+    throw new SettingsError(
+      `FERRY_DATA_DIR ${dir} cannot be used: ${(error as Error).message.replace(/^[A-Z]+: /, '')}`,
+    );
+  }
 }

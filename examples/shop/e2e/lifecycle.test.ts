@@ -5,7 +5,7 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer as createHttpServer } from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -149,6 +149,17 @@ describe('npm start', () => {
     },
     90_000,
   );
+});
+
+describe('the embedded shop, given a data folder it cannot use', () => {
+  it('stops at once with code 2 and one line naming FERRY_DATA_DIR', async () => {
+    const file = join(await tempDir(), 'a-file');
+    await writeFile(file, 'not a folder');
+    const [port] = (await freePorts(1)) as [number];
+    const main = shop('main.ts', cleanEnv({ FERRY_DATA_DIR: join(file, 'data'), PORT: String(port) }));
+    expect(await main.exit).toBe(2);
+    expect(main.output()).toMatch(/^The shop could not start: FERRY_DATA_DIR \S+ cannot be used: /);
+  }, 60_000);
 });
 
 describe('the embedded shop, SIGTERMed with 50 orders in flight', () => {
