@@ -62,8 +62,7 @@ export class Upstream {
         return await client.request<T>(init);
       } catch (error) {
         // A refused connection or an open breaker: nothing was sent, another instance may take it.
-        const notSent =
-          (isConnectionError(error) && error.errorCode === 'ECONNREFUSED') || isCircuitOpenError(error);
+        const notSent = nothingWasSent(error);
         const unreachable = notSent || isConnectionError(error);
         if (!(notSent || (repeatable && unreachable)) || i + 1 >= this.#clients.length) throw error;
       }
@@ -73,4 +72,9 @@ export class Upstream {
   async close(): Promise<void> {
     await Promise.all(this.#clients.map((c) => c.close()));
   }
+}
+
+/** A refused connection or an open breaker: the request never reached the service. */
+export function nothingWasSent(error: unknown): boolean {
+  return (isConnectionError(error) && error.errorCode === 'ECONNREFUSED') || isCircuitOpenError(error);
 }

@@ -132,6 +132,44 @@ describe('the gateway', () => {
     }
   });
 
+  it('says 504 "may have been carried out" for a POST sent and not answered in time, 503 "try again" for one never sent', async () => {
+    const slow = createServer((req, res) => {
+      req.resume();
+      setTimeout(() => res.writeHead(201, { 'content-type': 'application/json' }).end('{}'), 1500).unref();
+    });
+    await new Promise<void>((resolve) => slow.listen(0, '127.0.0.1', resolve));
+    closers.push(() => new Promise((resolve) => slow.close(() => resolve())));
+    const slowUrl = `http://127.0.0.1:${(slow.address() as AddressInfo).port}`;
+    const gone = 'http://127.0.0.1:1';
+    const gateway = await startGateway({
+      services: {
+        users: [gone],
+        inventory: [slowUrl],
+        orders: [slowUrl],
+        payments: [gone],
+        paymentProvider: gone,
+      },
+      adminToken: undefined,
+      port: 0,
+      serviceTimeoutMs: 300,
+      logger: silentLogger,
+    });
+    closers.push(() => gateway.close());
+    const post = (path: string) =>
+      fetch(`${gateway.url}${path}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: '{"userId":"u","items":[{"productId":"p","quantity":1}]}',
+      });
+    const unknown = await post('/orders');
+    expect(unknown.status).toBe(504);
+    expect(unknown.headers.get('retry-after')).toBeNull();
+    expect(((await unknown.json()) as { detail: string }).detail).toMatch(/may have been carried out/);
+    const refused = await post('/users');
+    expect(refused.status).toBe(503);
+    expect(((await refused.json()) as { detail: string }).detail).toMatch(/try again/);
+  });
+
   it('refuses what is not JSON, malformed or too large itself: nothing reaches a service', async () => {
     const shop = await startShopFront();
     expect((await shop.call('POST', '/orders', 'userId=u', { 'content-type': 'text/plain' })).status).toBe(

@@ -19,7 +19,7 @@ import { createHealth, HttpProblemError, type Logger, type ServiceResponse } fro
 import { ferryFastify, ferryFastifyOptions } from 'ferry/fastify';
 import { requireAdmin } from '../admin-token.js';
 import { listen } from '../listen.js';
-import { Upstream } from '../upstream.js';
+import { nothingWasSent, Upstream } from '../upstream.js';
 
 /** Base URLs of the services' instances. */
 export interface ServiceUrls {
@@ -38,6 +38,8 @@ export interface GatewayOptions {
   readonly port?: number;
   /** @default '127.0.0.1' */
   readonly host?: string;
+  /** Per-attempt time limit of the calls to the services. @default 10000 */
+  readonly serviceTimeoutMs?: number;
   /** @default stderr */
   readonly logger?: Logger;
 }
@@ -57,12 +59,13 @@ const PASSED_HEADERS = ['location', 'idempotent-replayed', 'retry-after', 'www-a
 
 export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const { services } = options;
+  const limits = options.serviceTimeoutMs === undefined ? {} : { timeoutMs: options.serviceTimeoutMs };
   const upstreams = {
-    users: new Upstream('users', services.users),
-    inventory: new Upstream('inventory', services.inventory),
-    orders: new Upstream('orders', services.orders),
-    payments: new Upstream('payments', services.payments),
-    paymentProvider: new Upstream('payment-provider', [services.paymentProvider]),
+    users: new Upstream('users', services.users, limits),
+    inventory: new Upstream('inventory', services.inventory, limits),
+    orders: new Upstream('orders', services.orders, limits),
+    payments: new Upstream('payments', services.payments, limits),
+    paymentProvider: new Upstream('payment-provider', [services.paymentProvider], limits),
   };
   const all = Object.values(upstreams);
 
@@ -125,6 +128,14 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
         route: request.routeOptions.url ?? path,
       });
     } catch (error) {
+      // Sent, and no answer in time: what the service did is not known. A POST may have been
+      // carried out (an order stored, and charged later): "try again" would invite a second one.
+      if (request.method !== 'GET' && !nothingWasSent(error)) {
+        throw new HttpProblemError(504, 'Gateway Timeout', {
+          detail: `The ${upstream.name} service did not answer in time: the request may have been carried out. Send it again with the same Idempotency-Key to get its outcome, or look it up before trying again.`,
+          cause: error,
+        });
+      }
       throw new HttpProblemError(503, 'Service unavailable', {
         detail: `The ${upstream.name} service cannot be reached just now; try again.`,
         headers: { 'retry-after': '1' },
