@@ -185,6 +185,20 @@ describe('the gateway', () => {
       expect(refused.status, JSON.stringify(headers)).toBe(415);
       expect(refused.type).toMatch(/^application\/problem\+json/);
     }
+    const notUtf8 = await fetch(`${shop.gateway.url}/users`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      // {"name":"<0xff>","email":"a@b.co"}: a byte no UTF-8 text has.
+      body: Buffer.concat([
+        Buffer.from('{"name":"'),
+        Buffer.from([0xff]),
+        Buffer.from('","email":"a@b.co"}'),
+      ]),
+    });
+    expect(notUtf8.status).toBe(400);
+    expect(((await notUtf8.json()) as { detail: string }).detail).toBe(
+      'The request body is not valid UTF-8.',
+    );
     expect((await shop.call('POST', '/orders', '{"userId":')).status).toBe(400);
     expect((await shop.call('POST', '/orders', '')).status).toBe(400);
     expect((await shop.call('POST', '/orders', '{"__proto__":{"x":1}}')).status).toBe(400);

@@ -54,6 +54,8 @@ class JsonBody {
   constructor(readonly text: string) {}
 }
 
+const STRICT_UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false });
+
 /** Response headers a service's answer keeps on its way out. */
 const PASSED_HEADERS = ['location', 'idempotent-replayed', 'retry-after', 'www-authenticate'] as const;
 
@@ -83,7 +85,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   // would overflow the stack on its way to the service.
   const checkJson = app.getDefaultJsonParser('error', 'error');
   app.removeAllContentTypeParsers();
-  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (request, body, done) => {
     // JSON is UTF-8 (RFC 8259), sent as it is: another charset would be read as UTF-8 and mangled
     // (é stored as U+FFFD), a compressed body taken for malformed JSON.
     if (!isPlainUtf8(request.headers['content-type'], request.headers['content-encoding'])) {
@@ -94,7 +96,14 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       );
       return;
     }
-    const text = typeof body === 'string' ? body : body.toString('utf8');
+    let text: string;
+    try {
+      // Strictly: bytes that are not UTF-8 would otherwise be kept as U+FFFD.
+      text = typeof body === 'string' ? body : STRICT_UTF8.decode(body);
+    } catch {
+      done(new HttpProblemError(400, undefined, { detail: 'The request body is not valid UTF-8.' }));
+      return;
+    }
     checkJson(request, text, (error) => {
       if (error) done(error);
       else done(null, new JsonBody(text));
