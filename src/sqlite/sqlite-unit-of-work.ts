@@ -1,4 +1,3 @@
-import type Database from 'better-sqlite3';
 import { FerryError } from '../errors/ferry-error.js';
 import { EventStoreClosedError, isEventStoreClosedError } from '../eventstore/errors.js';
 import { UnitOfWorkUnsupportedError } from '../outbox/errors.js';
@@ -44,9 +43,6 @@ export interface SqliteUnitOfWorkHost {
   /** After each commit, with how many units of work it committed (for tests and benchmarks). */
   readonly committed?: (units: number) => void;
 }
-
-/** The savepoint of each unit of work in its batch's transaction. */
-const SAVEPOINT = UNIT_SAVEPOINT;
 
 interface QueuedUnit {
   readonly work: (tx: StorageTransaction) => Promise<unknown>;
@@ -223,7 +219,11 @@ export class SqliteUnitsOfWork {
     } catch (error) {
       tx.end();
       // Its savepoint rolled back alone: the units before it stay in the transaction.
-      if (c.db.open && c.db.inTransaction && tryExec(c, `ROLLBACK TO ${SAVEPOINT}; RELEASE ${SAVEPOINT}`)) {
+      if (
+        c.db.open &&
+        c.db.inTransaction &&
+        succeeds(() => c.db.exec(`ROLLBACK TO ${UNIT_SAVEPOINT}; RELEASE ${UNIT_SAVEPOINT}`))
+      ) {
         return { done: false, error, ended: false };
       }
       return { done: false, error, ended: true };
@@ -236,7 +236,7 @@ export class SqliteUnitsOfWork {
     }
     // Not in a transaction: the caller's SQL ended it (COMMIT, ROLLBACK), or SQLite rolled it back
     // after an error. No savepoint to release: its SQL ended it and began another.
-    if (!c.db.inTransaction || !tryRun(c.control.release)) {
+    if (!c.db.inTransaction || !succeeds(() => c.control.release.run())) {
       return {
         done: false,
         ended: true,
@@ -303,18 +303,10 @@ export class SqliteUnitsOfWork {
   }
 }
 
-function tryRun(statement: Database.Statement): boolean {
+/** Runs a statement that may fail because the transaction is gone: whether it ran. */
+function succeeds(statement: () => unknown): boolean {
   try {
-    statement.run();
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-function tryExec(c: Connection, sql: string): boolean {
-  try {
-    c.db.exec(sql);
+    statement();
     return true;
   } catch {
     return false;
@@ -323,5 +315,5 @@ function tryExec(c: Connection, sql: string): boolean {
 
 function rollback(c: Connection): void {
   // The connection rolls back when it closes; the caller gets the error that ended the work.
-  if (c.db.open && c.db.inTransaction) tryExec(c, 'ROLLBACK');
+  if (c.db.open && c.db.inTransaction) succeeds(() => c.db.exec('ROLLBACK'));
 }
