@@ -40,6 +40,8 @@ export interface DistributedShopOptions {
 
 export interface DistributedShop {
   readonly url: string;
+  /** The broker the services use (credentials in it: {@link redact} before printing). */
+  readonly busUrl: string;
   readonly supervisor: Supervisor;
   readonly topology: Topology;
   stop(): Promise<void>;
@@ -98,6 +100,7 @@ export async function startDistributedShop(options: DistributedShopOptions): Pro
   });
   return {
     url: `http://127.0.0.1:${settings.port}`,
+    busUrl,
     supervisor,
     topology,
     stop: () => supervisor.stop(),
@@ -162,7 +165,7 @@ async function main(): Promise<void> {
   }
   const url = shop.url.replace('127.0.0.1', 'localhost');
   process.stdout.write(
-    `\nFerry shop (distributed) is ready at ${url}: ${shop.supervisor.status().length} processes, bus ${redact(readDistributedSettings().busUrl)}\n` +
+    `\nFerry shop (distributed) is ready at ${url}: ${shop.supervisor.status().length} processes, bus ${redact(shop.busUrl)}\n` +
       `  Try: curl -s ${url}/health\n  Ctrl-C stops every service.\n\n`,
   );
 }

@@ -99,7 +99,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     let text: string;
     try {
       // Strictly: bytes that are not UTF-8 would otherwise be kept as U+FFFD.
-      text = typeof body === 'string' ? body : STRICT_UTF8.decode(body);
+      text = STRICT_UTF8.decode(body as Buffer);
     } catch {
       done(new HttpProblemError(400, undefined, { detail: 'The request body is not valid UTF-8.' }));
       return;

@@ -2,10 +2,11 @@ import { createServer, type Server } from 'node:net';
 
 const HOST = '127.0.0.1';
 
-function listenOnAnyPort(server: Server): Promise<number> {
+/** Listens on `port` of 127.0.0.1 (0: one the kernel picks), alone; resolves the port. */
+function listenOn(server: Server, port: number): Promise<number> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen({ port: 0, host: HOST, exclusive: true }, () => {
+    server.listen({ port, host: HOST, exclusive: true }, () => {
       const address = server.address();
       if (typeof address === 'object' && address !== null) resolve(address.port);
       else reject(new Error(`no port from ${String(address)}`));
@@ -29,7 +30,7 @@ export async function freePorts(n: number): Promise<number[]> {
   if (!Number.isInteger(n) || n < 0) throw new RangeError(`freePorts needs an integer >= 0, not ${n}`);
   const servers = Array.from({ length: n }, () => createServer());
   try {
-    return await Promise.all(servers.map(listenOnAnyPort));
+    return await Promise.all(servers.map((server) => listenOn(server, 0)));
   } finally {
     await Promise.all(servers.map(close));
   }
@@ -42,10 +43,7 @@ export async function freePorts(n: number): Promise<number[]> {
 export async function isPortFree(port: number): Promise<boolean> {
   const server = createServer();
   try {
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen({ port, host: HOST, exclusive: true }, () => resolve());
-    });
+    await listenOn(server, port);
     return true;
   } catch (error) {
     if ((error as { code?: string }).code === 'EADDRINUSE') return false;
