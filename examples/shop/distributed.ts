@@ -22,7 +22,7 @@ import {
 import { freePorts, isPortFree } from './supervisor/free-port.js';
 import { InstancesArgumentError, parseInstances } from './supervisor/instances.js';
 import { type Supervisor, startSupervisor } from './supervisor/supervisor.js';
-import { watchParentPid } from './supervisor/watch-parent-pid.js';
+import { stopWhenNpmIsGone } from './supervisor/watch-parent-pid.js';
 
 export { DEFAULT_BUS_URL, DEFAULT_DB_URL } from './settings.js';
 
@@ -135,11 +135,7 @@ async function main(): Promise<void> {
   };
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
-  // npm relays SIGTERM and SIGINT (the script `exec`s node), but a SIGKILLed npm relays nothing,
-  // nor does a shell left between npm and node (yarn, pnpm, a script without `exec`).
-  if (process.env.npm_lifecycle_event !== undefined) {
-    watchParentPid(() => stop('the npm process that started the shop is gone'), { parentPid });
-  }
+  stopWhenNpmIsGone(stop, parentPid);
   void shop.supervisor.waitForExit().then((exit) => {
     if (exit.reason !== 'fatal-exit') return;
     stopping = true;

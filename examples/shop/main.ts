@@ -6,7 +6,7 @@
 import { relative } from 'node:path';
 import { startEmbeddedShop } from './embedded.js';
 import { CONFIGURATION_ERROR_EXIT_CODE, readSettings, SettingsError, shopLogger } from './settings.js';
-import { watchParentPid } from './supervisor/watch-parent-pid.js';
+import { stopWhenNpmIsGone } from './supervisor/watch-parent-pid.js';
 
 async function main(): Promise<void> {
   // Read before the (slow) start: an npm gone meanwhile is then noticed too.
@@ -66,11 +66,7 @@ async function main(): Promise<void> {
   };
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
-  // npm relays SIGTERM and SIGINT (the script `exec`s node), but a SIGKILLed npm relays nothing,
-  // nor does a shell left between npm and node (yarn, pnpm, a script without `exec`).
-  if (process.env.npm_lifecycle_event !== undefined) {
-    watchParentPid(() => stop('the npm process that started the shop is gone'), { parentPid });
-  }
+  stopWhenNpmIsGone(stop, parentPid);
 }
 
 main().catch((error: unknown) => {

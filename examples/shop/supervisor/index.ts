@@ -18,4 +18,4 @@ export type {
 } from './supervisor.js';
 export { DEFAULT_SUPERVISOR, startSupervisor } from './supervisor.js';
 export type { WatchParentPidOptions } from './watch-parent-pid.js';
-export { DEFAULT_WATCH_PARENT_PID, watchParentPid } from './watch-parent-pid.js';
+export { DEFAULT_WATCH_PARENT_PID, stopWhenNpmIsGone, watchParentPid } from './watch-parent-pid.js';

@@ -41,3 +41,14 @@ export function watchParentPid(onParentGone: () => unknown, options: WatchParent
   timer.unref();
   return () => clearInterval(timer);
 }
+
+/**
+ * When npm started this process (`npm start`, `npm run …`): calls `stop` once that npm is gone.
+ * npm relays SIGTERM and SIGINT (the scripts `exec` node), but a SIGKILLed npm relays nothing, nor
+ * does a shell left between npm and node (yarn, pnpm, a script without `exec`). Started by hand,
+ * the process runs on after its shell.
+ */
+export function stopWhenNpmIsGone(stop: (reason: string) => void, parentPid: number): void {
+  if (process.env.npm_lifecycle_event === undefined) return;
+  watchParentPid(() => stop('the npm process that started the shop is gone'), { parentPid });
+}
