@@ -408,6 +408,11 @@ describe('transactional outbox on PostgreSQL and RabbitMQ under faults', () => {
     await sql(outbox, `CREATE TABLE "${schema}".reserved (message_id text, n int)`);
     const deliveries = new Map<string, number>();
     let applied = 0;
+    // While a close is under way, handlers wait between their insert and their commit, so that the
+    // connection always goes with units of work in flight (rabbitmqctl can take longer than the
+    // consumer needs for every message: a close of an idle consumer would test nothing).
+    let gate: Promise<void> | undefined;
+    let atGate = 0;
     await consumerBus.subscribe(
       'order.placed',
       async (m, { work }) => {
@@ -415,8 +420,12 @@ describe('transactional outbox on PostgreSQL and RabbitMQ under faults', () => {
           m.id,
           (m.data as { n: number }).n,
         ]);
-        // Some handlers are always between their insert and their commit when the connection goes.
-        await sleep(5);
+        if (gate === undefined) await sleep(5);
+        else {
+          atGate++;
+          await gate;
+          atGate--;
+        }
         applied++;
       },
       { group: 'inventory', unitOfWork: outbox, concurrency: 16, middleware: [counting(deliveries)] },
@@ -428,7 +437,15 @@ describe('transactional outbox on PostgreSQL and RabbitMQ under faults', () => {
     const closes: number[] = [];
     for (const share of [0.2, 0.45, 0.7]) {
       await waitFor(() => applied >= share * 2000, 'the consumer to make progress', 30_000);
+      let open = () => {};
+      gate = new Promise<void>((resolve) => {
+        open = resolve;
+      });
+      await waitFor(() => atGate > 0, 'a unit of work held open', 30_000);
+      await sleep(100); // the others running arrive at the gate too
       closes.push(await v.closeConnections('fault test'));
+      gate = undefined;
+      open();
     }
     expect(closes.every((n) => n > 0)).toBe(true);
     await waitFor(
