@@ -314,6 +314,16 @@ describe('RabbitMQ transport when a process is SIGKILLed', () => {
       await new Promise<void>((resolve) => onLines(first, (line) => line === 'ready' && resolve()));
       first.kill('SIGKILL');
       await once(first, 'exit');
+      // The broker learns of the death a moment later: a message published before that could go to
+      // the dead consumer and come back redelivered, counted once without any worker running it.
+      const probe = await amqp.connect(v.url);
+      cleanups.push(() => probe.close());
+      const probeChannel = await probe.createChannel();
+      await waitFor(
+        async () => (await probeChannel.checkQueue('ferry:worker:job.run')).consumerCount === 0,
+        'the broker to drop the killed worker’s consumer',
+        30_000,
+      );
       await producer.publish('job.run', { poison: true }, { id: 'poison-pill' });
       const good = Array.from({ length: 7 }, (_, i) => `job-${i}`);
       for (const id of good) await producer.publish('job.run', {}, { id });
