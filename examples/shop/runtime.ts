@@ -77,6 +77,9 @@ export interface RunningService {
   close(): Promise<void>;
 }
 
+/** Stock commands of each kind inventory handles at once in embedded mode (see `startService`). */
+const EMBEDDED_STOCK_CONCURRENCY = 32;
+
 /** The event store URL of `service`: its own SQLite file, or its own PostgreSQL schema. */
 export function storeUrl(infrastructure: Infrastructure, service: string): string {
   if (infrastructure.mode === 'embedded') return `sqlite:${join(infrastructure.dataDir, `${service}.db`)}`;
@@ -156,7 +159,18 @@ export async function startService(name: ServiceName, settings: ServiceSettings)
         return { name, url: users.url, close: after(users, p) };
       }
       case 'inventory': {
-        const inventory = await startInventoryService({ ...listen, bus, store, outbox, adminToken, logger });
+        const inventory = await startInventoryService({
+          ...listen,
+          bus,
+          store,
+          outbox,
+          adminToken,
+          logger,
+          // On SQLite the units of work run one at a time whatever this says, each seeing those before
+          // it: several at once lose no races, and they share a commit (one disk sync) instead of one
+          // each. On PostgreSQL they would race for the same products: one at a time there.
+          ...(settings.infrastructure.mode === 'embedded' ? { concurrency: EMBEDDED_STOCK_CONCURRENCY } : {}),
+        });
         // Seeded on first start: products whose id is taken are left as they are.
         const seed = async () => {
           await inventory.seed(CATALOG);

@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
 import { isInvalidOptionsError } from '../errors/ferry-error.js';
 import { testIdempotencyStore } from '../testing/idempotency-store-contract.js';
 import { waitFor } from '../testing/wait.js';
@@ -48,6 +48,81 @@ testIdempotencyStore(
 );
 
 describe('SqliteIdempotencyStore', () => {
+  it('commits a claim without waiting for the disk, and an answer with the connection’s FULL sync', async () => {
+    const store = (await open(join(dir, `sync-${++files}.db`))).idempotencyStore({ namespace: 'sync' });
+    const scratch = new Database(':memory:');
+    const statements = Object.getPrototypeOf(scratch.prepare('SELECT 1')) as Database.Statement;
+    scratch.close();
+    const run = vi.spyOn(statements, 'run');
+    try {
+      const begun = await store.begin('k-1', 'f-1');
+      expect(begun).toMatchObject({ state: 'new' });
+      await store.complete('k-1', answer, begun.state === 'new' ? begun.claim : undefined);
+      const writes = run.mock.contexts
+        .map((statement) => (statement as Database.Statement).source.trim())
+        .map((source) =>
+          source.startsWith('PRAGMA') ? source : /^(INSERT|UPDATE|BEGIN|COMMIT)\b/i.exec(source)?.[1],
+        )
+        .filter((source) => source !== undefined);
+      // (The sweep of expired keys, a DELETE of its own, may run too.) The claim (INSERT) commits under NORMAL, FULL comes back before the answer (UPDATE) is written.
+      expect(writes).toEqual([
+        'PRAGMA synchronous = NORMAL',
+        'BEGIN',
+        'INSERT',
+        'COMMIT',
+        'PRAGMA synchronous = 2',
+        'BEGIN',
+        'UPDATE',
+        'COMMIT',
+      ]);
+    } finally {
+      run.mockRestore();
+    }
+    // Both held: a replay answers what was stored.
+    expect(await store.begin('k-1', 'f-1')).toMatchObject({ state: 'replay', response: { status: 201 } });
+  });
+
+  it('stores the answers of concurrent requests in one commit, each resolving once it is kept', async () => {
+    const store = (await open(join(dir, `answers-${++files}.db`))).idempotencyStore({ namespace: 'answers' });
+    const keys = Array.from({ length: 20 }, (_, i) => `k-${i}`);
+    const claims = await Promise.all(keys.map((key) => store.begin(key, `f-${key}`)));
+    const scratch = new Database(':memory:');
+    const statements = Object.getPrototypeOf(scratch.prepare('SELECT 1')) as Database.Statement;
+    scratch.close();
+    const run = vi.spyOn(statements, 'run');
+    try {
+      await Promise.all(
+        keys.map((key, i) => {
+          const claim = claims[i]!;
+          return store.complete(
+            key,
+            { ...answer, body: key },
+            claim.state === 'new' ? claim.claim : undefined,
+          );
+        }),
+      );
+      const commits = run.mock.contexts.filter((statement) =>
+        /^COMMIT\b/i.test((statement as Database.Statement).source.trim()),
+      );
+      expect(commits).toHaveLength(1);
+    } finally {
+      run.mockRestore();
+    }
+    for (const key of keys) {
+      expect(await store.begin(key, `f-${key}`)).toMatchObject({ state: 'replay', response: { body: key } });
+    }
+    // One answer whose claim was lost changes nothing and keeps no other one out.
+    const late = await store.begin('k-late', 'f');
+    const other = await store.begin('k-other', 'f');
+    await Promise.all([
+      store.complete('k-late', answer, 'not-its-claim'),
+      store.complete('k-other', answer, other.state === 'new' ? other.claim : undefined),
+    ]);
+    expect(late).toMatchObject({ state: 'new' });
+    expect(await store.begin('k-late', 'f')).toMatchObject({ state: 'in-progress' });
+    expect(await store.begin('k-other', 'f')).toMatchObject({ state: 'replay' });
+  });
+
   it('keeps the keys of one namespace apart from another on the same file', async () => {
     const backend = await open(join(dir, `namespaces-${++files}.db`));
     const orders = backend.idempotencyStore({ namespace: 'orders' });

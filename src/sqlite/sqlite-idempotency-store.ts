@@ -28,6 +28,14 @@ interface Row {
   expires_at: number;
 }
 
+type AnswerColumns = Held & StoredResponseColumns & { expiresAt: number };
+
+interface QueuedAnswer {
+  readonly answer: AnswerColumns;
+  readonly resolve: () => void;
+  readonly reject: (error: unknown) => void;
+}
+
 /** A row's answer to a request, or `undefined` when the row is no answer (gone, or lapsed). */
 function answerOf(
   row: Row | undefined,
@@ -56,10 +64,10 @@ export class SqliteIdempotencyStore implements IdempotencyStore {
   readonly #cleanupIntervalMs: number;
   readonly #write: StoreWrite;
   readonly #find: Database.Statement<[string, string], Row>;
-  readonly #claim: Database.Transaction<
-    (key: string, fingerprint: string, token: string) => IdempotencyBeginResult
-  >;
-  readonly #complete: Database.Statement<[Held & StoredResponseColumns & { expiresAt: number }]>;
+  readonly #claim: (key: string, fingerprint: string, token: string) => IdempotencyBeginResult;
+  /** Answers of one turn of the event loop, stored together: one commit, one disk sync. */
+  readonly #completeAll: Database.Transaction<(answers: readonly AnswerColumns[]) => unknown[]>;
+  readonly #answers: QueuedAnswer[] = [];
   readonly #abandon: Database.Statement<[Held]>;
   readonly #cleanUp: Database.Statement<[number, number]>;
   #cleanedAt = 0;
@@ -94,19 +102,33 @@ export class SqliteIdempotencyStore implements IdempotencyStore {
          status = NULL, headers = NULL, body = NULL, encoding = NULL, expires_at = excluded.expires_at`,
     );
     // Under BEGIN IMMEDIATE: no other connection writes between the look and the claim.
-    this.#claim = db.transaction((key: string, fingerprint: string, token: string) => {
-      const now = Date.now();
-      const answer = answerOf(this.#find.get(this.#namespace, key), fingerprint, now);
-      if (answer !== undefined) return answer;
-      take.run(this.#namespace, key, fingerprint, token, now + this.#leaseMs);
-      return { state: 'new', claim: token };
-    });
+    const claim = db.transaction(
+      (key: string, fingerprint: string, token: string): IdempotencyBeginResult => {
+        const now = Date.now();
+        const answer = answerOf(this.#find.get(this.#namespace, key), fingerprint, now);
+        if (answer !== undefined) return answer;
+        take.run(this.#namespace, key, fingerprint, token, now + this.#leaseMs);
+        return { state: 'new', claim: token };
+      },
+    );
+    this.#claim = withoutDiskSync(db, claim);
     // Without a claim (a store user that does not keep them), whoever holds the key.
     const held =
       'namespace = @namespace AND key = @key AND status IS NULL AND (@claim IS NULL OR claim = @claim)';
-    this.#complete = db.prepare(
+    const complete = db.prepare<[AnswerColumns]>(
       `UPDATE ferry_idempotency SET status = @status, headers = @headers, body = @body, encoding = @encoding,
          claim = NULL, expires_at = @expiresAt WHERE ${held}`,
+    );
+    // A statement that fails is undone alone (SQLite's statement rollback): the others commit.
+    this.#completeAll = db.transaction((answers: readonly AnswerColumns[]) =>
+      answers.map((answer) => {
+        try {
+          complete.run(answer);
+          return undefined;
+        } catch (error) {
+          return error ?? new Error('the answer could not be stored');
+        }
+      }),
     );
     this.#abandon = db.prepare(`DELETE FROM ferry_idempotency WHERE ${held}`);
     this.#cleanUp = db.prepare(
@@ -122,14 +144,43 @@ export class SqliteIdempotencyStore implements IdempotencyStore {
     const answer = answerOf(found, fingerprint, Date.now());
     if (answer !== undefined) return answer;
     const token = randomUUID();
-    return this.#busy(() => this.#claim.immediate(key, fingerprint, token));
+    return this.#busy(() => this.#claim(key, fingerprint, token));
   }
 
-  async complete(key: string, response: StoredResponse, claim?: string): Promise<void> {
+  /**
+   * Stores the answer, with the connection's disk sync, before resolving. The answers of concurrent
+   * requests completed in the same turn of the event loop commit together (one sync for all of
+   * them): each resolves once that commit succeeded, or rejects with what kept its answer out.
+   */
+  complete(key: string, response: StoredResponse, claim?: string): Promise<void> {
     const columns = storedResponseToColumns(response);
-    const expiresAt = Date.now() + this.#ttlMs;
-    const held = { namespace: this.#namespace, key, claim: claim ?? null };
-    await this.#busy(() => this.#complete.run({ ...held, ...columns, expiresAt }));
+    const answer = {
+      namespace: this.#namespace,
+      key,
+      claim: claim ?? null,
+      ...columns,
+      expiresAt: Date.now() + this.#ttlMs,
+    };
+    return new Promise<void>((resolve, reject) => {
+      this.#answers.push({ answer, resolve, reject });
+      if (this.#answers.length === 1) setImmediate(() => void this.#storeAnswers());
+    });
+  }
+
+  async #storeAnswers(): Promise<void> {
+    const queued = this.#answers.splice(0);
+    let outcomes: unknown[];
+    try {
+      outcomes = await this.#busy(() => this.#completeAll.immediate(queued.map((q) => q.answer)));
+    } catch (error) {
+      for (const q of queued) q.reject(error);
+      return;
+    }
+    for (const [i, q] of queued.entries()) {
+      const error = outcomes[i];
+      if (error === undefined) q.resolve();
+      else q.reject(error);
+    }
   }
 
   async abandon(key: string, claim?: string): Promise<void> {
@@ -172,4 +223,31 @@ export class SqliteIdempotencyStore implements IdempotencyStore {
   #busy<T>(operation: () => T): Promise<T> {
     return this.#write(operation);
   }
+}
+
+/**
+ * Runs `transaction` (BEGIN IMMEDIATE) with `synchronous = NORMAL` for its commit, the connection's
+ * own setting again after it: a claim does not wait for the disk. A crash of the process loses none
+ * of it (WAL). A power cut may lose the last claims, and with them nothing a claim protects: the work
+ * it guarded died with the machine, and a lapsed claim is taken over and run again anyway. A claim
+ * whose work writes to the same file is synced with that write's commit (FULL syncs the whole WAL);
+ * answers (`complete`) are committed with the connection's setting, before they are sent.
+ */
+function withoutDiskSync<A extends unknown[], R>(
+  db: Database.Database,
+  transaction: Database.Transaction<(...args: A) => R>,
+): (...args: A) => R {
+  const setting = Number(db.pragma('synchronous', { simple: true }));
+  // NORMAL (1) or less already: nothing to lower. Settings are 0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA.
+  if (!(setting > 1)) return (...args) => transaction.immediate(...args);
+  const lower = db.prepare('PRAGMA synchronous = NORMAL');
+  const restore = db.prepare(`PRAGMA synchronous = ${setting}`);
+  return (...args) => {
+    lower.run();
+    try {
+      return transaction.immediate(...args);
+    } finally {
+      restore.run();
+    }
+  };
 }
