@@ -31,6 +31,11 @@ describe('createEventStore', () => {
     expect(message).toContain('127.0.0.1:1');
     expect(message).not.toContain('s3cr');
     expect(String((cause as Error).message)).toMatch(/ECONNREFUSED/);
+    // Said once: the backend names the store and where, createEventStore does not say it again.
+    expect(message.match(/could not open/g)).toHaveLength(1);
+    expect(message).toMatch(
+      /^could not open the postgres event store at postgres:\/\/ferry:\*+@127\.0\.0\.1:1\//,
+    );
   });
 
   it('rejects with STORE_UNAVAILABLE when the SQLite file cannot be created', async () => {

@@ -1,6 +1,6 @@
 import { InvalidOptionsError, isFerryError } from '../errors/ferry-error.js';
 import type { EventStoreBackend } from '../eventstore/backend.js';
-import { StoreUnavailableError } from '../eventstore/errors.js';
+import { isStoreUnavailableError, StoreUnavailableError } from '../eventstore/errors.js';
 import { MemoryEventStoreBackend } from '../eventstore/memory/memory-backend.js';
 import { EventStore } from '../eventstore/store.js';
 import type { Logger } from '../logging/logger.js';
@@ -36,6 +36,12 @@ export async function createEventStore(options: CreateEventStoreOptions): Promis
   try {
     await backend.open();
   } catch (error) {
+    // A backend that says itself where it could not open: passed on, any password masked.
+    if (isStoreUnavailableError(error)) {
+      throw new StoreUnavailableError(error.backend, masked(error.message, options.url), {
+        cause: error.cause,
+      });
+    }
     // The backend's own typed errors (invalid options…) already carry a stable code.
     if (isFerryError(error)) throw error;
     const where = options.url === undefined ? '' : ` at ${redactUrl(options.url)}`;

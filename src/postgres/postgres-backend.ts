@@ -7,7 +7,7 @@ import type {
   ReadAfterResult,
   Snapshot,
 } from '../eventstore/backend.js';
-import { ConcurrencyError, DuplicateEventIdError } from '../eventstore/errors.js';
+import { ConcurrencyError, DuplicateEventIdError, StoreUnavailableError } from '../eventstore/errors.js';
 import { describeTransaction, type OpenTransaction, ReadHeldBackError } from '../eventstore/held-back.js';
 import { prepareAppend } from '../eventstore/prepare-append.js';
 import type {
@@ -224,11 +224,11 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
       await migrate(pool, this.schema);
     } catch (error) {
       await pool.end().catch(() => {});
-      throw new Error(
-        `could not open the event store at ${redactUrl(this.#url)}: ${(error as Error).message}`,
-        {
-          cause: error,
-        },
+      // Typed, so that createEventStore passes it on as it is instead of saying where a second time.
+      throw new StoreUnavailableError(
+        'postgres',
+        `could not open the postgres event store at ${redactUrl(this.#url)}: ${(error as Error).message}`,
+        { cause: error },
       );
     }
     this.#pool = pool;
