@@ -128,6 +128,7 @@ export {
   type IdempotencyStore,
   type IdempotentRequest,
   isReplayableStatus,
+  jsonBodySha256,
   MemoryIdempotencyStore,
   type MemoryIdempotencyStoreOptions,
   parseIdempotencyKey,

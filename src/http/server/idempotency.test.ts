@@ -3,6 +3,7 @@ import express from 'express';
 import Fastify from 'fastify';
 import { request } from 'undici';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import * as root from '../../index.js';
 import { isTimeoutError } from '../../resilience/errors.js';
 import { ServiceClient } from '../client.js';
 import { isHttpError } from '../errors.js';
@@ -166,6 +167,9 @@ describe('IdempotencyGuard', () => {
     expect(jsonBodySha256('application/json', '{"a":1}')).toBeUndefined();
     expect(jsonBodySha256('application/json', new Date())).toBeUndefined();
     expect(jsonBodySha256('application/json', undefined)).toBeUndefined();
+    // An adapter for another framework gets it from the package's root, beside IdempotencyGuard.
+    expect(root.jsonBodySha256).toBe(jsonBodySha256);
+    expect(root.IdempotencyGuard).toBe(IdempotencyGuard);
   });
 
   it('stores final answers and releases the key for those worth retrying', async () => {
