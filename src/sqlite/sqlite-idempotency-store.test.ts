@@ -121,6 +121,14 @@ describe('SqliteIdempotencyStore', () => {
     expect(late).toMatchObject({ state: 'new' });
     expect(await store.begin('k-late', 'f')).toMatchObject({ state: 'in-progress' });
     expect(await store.begin('k-other', 'f')).toMatchObject({ state: 'replay' });
+    // A response that cannot be stored rejects (never throws at the call) and keeps no other out.
+    const bad = store.complete('k-bad', { status: 200, headers: {}, body: undefined as unknown as string });
+    const good = await store.begin('k-good', 'f');
+    await Promise.all([
+      expect(bad).rejects.toThrow(),
+      store.complete('k-good', answer, good.state === 'new' ? good.claim : undefined),
+    ]);
+    expect(await store.begin('k-good', 'f')).toMatchObject({ state: 'replay' });
   });
 
   it('keeps the keys of one namespace apart from another on the same file', async () => {

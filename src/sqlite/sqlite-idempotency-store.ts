@@ -153,15 +153,15 @@ export class SqliteIdempotencyStore implements IdempotencyStore {
    * them): each resolves once that commit succeeded, or rejects with what kept its answer out.
    */
   complete(key: string, response: StoredResponse, claim?: string): Promise<void> {
-    const columns = storedResponseToColumns(response);
-    const answer = {
-      namespace: this.#namespace,
-      key,
-      claim: claim ?? null,
-      ...columns,
-      expiresAt: Date.now() + this.#ttlMs,
-    };
+    // In the executor: a response that cannot be stored rejects, as from an async function.
     return new Promise<void>((resolve, reject) => {
+      const answer = {
+        namespace: this.#namespace,
+        key,
+        claim: claim ?? null,
+        ...storedResponseToColumns(response),
+        expiresAt: Date.now() + this.#ttlMs,
+      };
       this.#answers.push({ answer, resolve, reject });
       if (this.#answers.length === 1) setImmediate(() => void this.#storeAnswers());
     });
