@@ -167,8 +167,8 @@ export async function startService(name: ServiceName, settings: ServiceSettings)
           adminToken,
           logger,
           // On SQLite the units of work run one at a time whatever this says, each seeing those before
-          // it: several at once lose no races, and they share a commit (one disk sync) instead of one
-          // each. On PostgreSQL they would race for the same products: one at a time there.
+          // it: more at once share a commit (one disk sync) instead of one each. On PostgreSQL each
+          // holds a pooled connection (10): the service's default there.
           ...(settings.infrastructure.mode === 'embedded' ? { concurrency: EMBEDDED_STOCK_CONCURRENCY } : {}),
         });
         // Seeded on first start: products whose id is taken are left as they are.

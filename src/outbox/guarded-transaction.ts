@@ -27,6 +27,7 @@ export function guarded(tx: StorageTransaction, failed: (error: unknown) => void
     append: (streamId, events, expected) => watch(() => tx.append(streamId, events, expected)),
     readStream: (streamId, options) => watch(() => tx.readStream(streamId, options)),
     query: (sql, params) => watch(() => tx.query(sql, params)),
+    lock: (keys) => watch(() => tx.lock(keys)),
     enqueue: (messages) => watch(() => tx.enqueue(messages)),
     cancel: (ids, now) => watch(() => tx.cancel(ids, now)),
     markHandled: (consumer, messageId, now) => watch(() => tx.markHandled(consumer, messageId, now)),

@@ -474,6 +474,11 @@ class MemoryTransaction implements StorageTransaction {
     return out;
   }
 
+  /** Units of work run one at a time here: none can hold a key this one wants. */
+  async lock(_keys: readonly string[]): Promise<void> {
+    this.#open();
+  }
+
   async markHandled(consumer: string, messageId: string, now: number): Promise<boolean> {
     this.#open();
     const key = JSON.stringify([consumer, messageId]);

@@ -129,6 +129,12 @@ export interface StorageTransaction {
   query(sql: string, params?: readonly unknown[]): Promise<Record<string, unknown>[]>;
   /** The driver's handle (a `pg` client, a `better-sqlite3` database), `undefined` on memory. */
   readonly client: unknown;
+  /**
+   * Holds `keys` (distinct, sorted) until the transaction ends: another transaction locking one of
+   * them waits for this one to commit or roll back. Where transactions of a process run one at a
+   * time (memory, SQLite, whose write lock also keeps other processes out), there is nothing to wait for.
+   */
+  lock(keys: readonly string[]): Promise<void>;
   /** Adds rows to the outbox, in order (their `seq` increases in this order). */
   enqueue(messages: readonly OutboxInsert[]): Promise<void>;
   /**

@@ -15,6 +15,9 @@ import { MAX_TIMER_MS } from '../time/max-timer.js';
 import { outboxRow } from './outbox-row.js';
 import type { StorageTransaction } from './storage.js';
 
+const MAX_LOCK_KEYS = 1000;
+const MAX_LOCK_KEY_LENGTH = 1000;
+
 /** Options of {@link UnitOfWork.publish}. */
 export interface OutboxPublishOptions extends PublishOptions {
   /**
@@ -130,6 +133,31 @@ export class UnitOfWork<C extends Contracts = NoContracts> {
   ): Promise<R[]> {
     this.#assertOpen();
     return this.tx.query(sql, params) as Promise<R[]>;
+  }
+
+  /**
+   * Holds `keys` until this unit of work ends: a unit of work of any process locking one of them
+   * meanwhile waits for this one to commit or roll back, so units that read, decide and write the
+   * same thing (a hot aggregate's stream) take turns instead of losing races to each other
+   * (`ConcurrencyError` and a rerun). Lock before reading what the keys guard, and everything in one
+   * call: keys are taken in a fixed order, so units locking several cannot wait for each other in a
+   * circle. PostgreSQL: transaction-level advisory locks per store schema. Memory and SQLite: units of
+   * work already run one at a time, so there is nothing to wait for. Keys are non-empty strings of at
+   * most 1,000 characters, at most 1,000 per call (`InvalidOptionsError` otherwise).
+   */
+  async lock(...keys: readonly string[]): Promise<void> {
+    this.#assertOpen();
+    if (keys.length === 0 || keys.length > MAX_LOCK_KEYS) {
+      throw new InvalidOptionsError(`lock takes 1 to ${MAX_LOCK_KEYS} keys, not ${keys.length}`);
+    }
+    for (const key of keys) {
+      if (typeof key !== 'string' || key.length === 0 || key.length > MAX_LOCK_KEY_LENGTH) {
+        throw new InvalidOptionsError(
+          `a lock key must be a non-empty string of at most ${MAX_LOCK_KEY_LENGTH} characters`,
+        );
+      }
+    }
+    await this.tx.lock([...new Set(keys)].sort());
   }
 
   /**

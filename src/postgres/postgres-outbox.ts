@@ -421,6 +421,13 @@ class PostgresStorageTransaction implements StorageTransaction {
     return [...new Set(ids)].filter((id) => deleted.has(id));
   }
 
+  /** Transaction-level advisory locks on (schema, key), taken in key order: released at COMMIT or ROLLBACK. */
+  async lock(keys: readonly string[]): Promise<void> {
+    const client = this.#open();
+    if (keys.length === 0) return;
+    await client.query(this.#sql.lockKeys, [`ferry-lock:${this.#options.schema}:`, keys]);
+  }
+
   async markHandled(consumer: string, messageId: string, now: number): Promise<boolean> {
     // ON CONFLICT waits for a concurrent transaction inserting the same mark, then does nothing
     // if it committed: exactly one of them gets true.

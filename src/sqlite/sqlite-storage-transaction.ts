@@ -177,6 +177,14 @@ export class SqliteStorageTransaction implements StorageTransaction {
     return [...new Set(ids)].filter((id) => deleted.has(id));
   }
 
+  /**
+   * Units of work of a process run one at a time, and SQLite's write lock, held from BEGIN IMMEDIATE,
+   * keeps other processes' out: none can hold a key this one wants.
+   */
+  async lock(_keys: readonly string[]): Promise<void> {
+    this.#open();
+  }
+
   async markHandled(consumer: string, messageId: string, now: number): Promise<boolean> {
     // SQLite serialises writers, so a concurrent holder of the same mark has committed or rolled back.
     return this.#open().markHandled.run(consumer, messageId, ms(now)).changes === 1;

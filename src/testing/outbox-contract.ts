@@ -681,6 +681,43 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
         expect(totals).toEqual(Array.from({ length: 24 }, (_, i) => i));
       });
 
+      it('makes units of work that lock the same key take turns: none loses a race, none is rerun', async () => {
+        // Each reads the stream, waits (other units run meanwhile wherever they can), then appends at
+        // the version it read. Without the lock, on PostgreSQL, all but one would lose the race.
+        const { store, outbox } = await setup();
+        await store.append('hot-1', [{ type: 'Opened', data: {} }]);
+        let runs = 0;
+        let inside = 0;
+        let most = 0;
+        await Promise.all(
+          Array.from({ length: 12 }, (_, i) =>
+            outbox.unitOfWork(
+              async (work) => {
+                runs++;
+                await work.lock('hot-1', 'hot-1', `other-${i}`);
+                inside++;
+                most = Math.max(most, inside);
+                const version = (await work.readStream('hot-1')).length - 1;
+                await new Promise((resolve) => setTimeout(resolve, 5));
+                await work.append('hot-1', [{ type: 'Taken', data: { i } }], { expectedVersion: version });
+                inside--;
+              },
+              { maxRetries: 0 },
+            ),
+          ),
+        );
+        expect(runs).toBe(12);
+        expect(most).toBe(1);
+        expect(await store.readStream('hot-1')).toHaveLength(13);
+        // Keys that are not strings, or none at all, are refused before anything is locked.
+        await outbox.unitOfWork(async (work) => {
+          await expect(work.lock()).rejects.toMatchObject({ code: 'INVALID_OPTIONS' });
+          await expect(work.lock('')).rejects.toMatchObject({ code: 'INVALID_OPTIONS' });
+          await expect(work.lock(42 as unknown as string)).rejects.toMatchObject({ code: 'INVALID_OPTIONS' });
+          await expect(work.lock('x'.repeat(1001))).rejects.toMatchObject({ code: 'INVALID_OPTIONS' });
+        });
+      });
+
       it('appends nothing when the unit of work rolls back', async () => {
         const { store, outbox } = await setup();
         const handler = counter(store);

@@ -32,12 +32,11 @@ export interface InventoryServiceOptions {
   readonly host?: string;
   /**
    * Commands of each kind (reserve, release, commit) handled at once. Orders compete for the same
-   * products, and on PostgreSQL parallel units of work that touch one product lose races to each
-   * other: each lost race reruns the unit (the outbox's `maxRetries`), then waits for the bus's
-   * retry delay. One at a time per instance avoids that; raise it together with the outbox's
-   * `maxRetries` when orders spread over many products. (On SQLite and memory, units of work run
-   * one at a time per process whatever this says.)
-   * @default 1
+   * products: each unit of work locks the order's record, then its products (`work.lock`), so on
+   * PostgreSQL units on one product take turns instead of losing races, and those on other products
+   * run beside them. (On SQLite and memory, units of work run one at a time per process whatever
+   * this says; several at once share a commit.)
+   * @default 4
    */
   readonly concurrency?: number;
   /** For the HTTP server's problems (5xx). @default stderr */
@@ -53,6 +52,9 @@ export interface InventoryService {
   close(): Promise<void>;
 }
 
+/** Stock commands of each kind handled at once by default (see `InventoryServiceOptions.concurrency`). */
+export const DEFAULT_STOCK_CONCURRENCY = 4;
+
 /** The consumer group of inventory's subscriptions, whatever service name the bus has. */
 export const INVENTORY_GROUP = 'inventory';
 
@@ -62,7 +64,7 @@ export async function startInventoryService(options: InventoryServiceOptions): P
   const subscribeOptions = {
     unitOfWork: outbox,
     group: INVENTORY_GROUP,
-    concurrency: options.concurrency ?? 1,
+    concurrency: options.concurrency ?? DEFAULT_STOCK_CONCURRENCY,
   };
   const subscriptions = [
     await bus.subscribe(

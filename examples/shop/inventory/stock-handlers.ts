@@ -136,10 +136,11 @@ export function stockHandlers() {
   return {
     /** Reserves every line of the order, or none and replies `inventory.unavailable` naming a short product. */
     async reserve(work: Work, orderId: string, items: readonly Line[]): Promise<void> {
+      const lines = mergeLines(items);
+      await lockStreams(work, orderId, lines);
       const order = await loadIn(work, orderStockDecider, orderStockStream(orderId));
       if (order.state.status !== 'none') return replyAgain(work, orderId, order.state);
       // Decide for every product before writing anything: one short product and nothing is reserved.
-      const lines = mergeLines(items);
       const plans: { line: Line; state: ProductState; version: number; events: readonly ProductEvent[] }[] =
         [];
       for (const line of lines) {
@@ -171,7 +172,7 @@ export function stockHandlers() {
 
     /** Gives back what the order holds (or, once sold, what it bought); harmless when it holds nothing. */
     async release(work: Work, orderId: string): Promise<void> {
-      const order = await loadIn(work, orderStockDecider, orderStockStream(orderId));
+      const order = await lockAndLoad(work, orderId);
       const recorded = await record(work, orderId, order, { type: 'Release', orderId });
       if (recorded.length === 0 || order.state.status === 'none') return; // nothing held
       const sold = order.state.status === 'committed';
@@ -186,13 +187,33 @@ export function stockHandlers() {
 
     /** Turns the order's reservation into a sale. */
     async commit(work: Work, orderId: string): Promise<void> {
-      const order = await loadIn(work, orderStockDecider, orderStockStream(orderId));
+      const order = await lockAndLoad(work, orderId);
       const recorded = await record(work, orderId, order, { type: 'Commit', orderId });
       if (recorded.length === 0) return; // not reserved: committed already, released, or unknown
       for (const line of order.state.lines)
         await changeProduct(work, line.productId, { type: 'Commit', orderId });
     },
   };
+}
+
+/**
+ * Takes turns with the other units of work on the order's record, then on its products (on PostgreSQL
+ * with several commands at once, units on a hot product would otherwise lose races and run again).
+ * The order first, its products then in one call, whatever the command: no two units can each hold
+ * what the other waits for.
+ */
+async function lockStreams(work: Work, orderId: string, lines: readonly Line[]): Promise<void> {
+  await work.lock(orderStockStream(orderId));
+  if (lines.length > 0) await work.lock(...lines.map((line) => productStream(line.productId)));
+}
+
+/** The order's record, read once this unit holds it and the products it names. */
+async function lockAndLoad(work: Work, orderId: string) {
+  await work.lock(orderStockStream(orderId));
+  const order = await loadIn(work, orderStockDecider, orderStockStream(orderId));
+  const lines = order.state.status === 'none' ? [] : order.state.lines;
+  if (lines.length > 0) await work.lock(...lines.map((line) => productStream(line.productId)));
+  return order;
 }
 
 /** A reserve sent again for an order already decided gets the same answer, and changes nothing. */

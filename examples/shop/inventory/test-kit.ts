@@ -32,6 +32,8 @@ export interface Setup {
     options?: { id?: string; times?: number },
   ): Promise<void>;
   of(type: string, orderId?: string): Message[];
+  /** Deliveries to inventory whose handler failed (a lost race past `maxRetries`, say), so far. */
+  failures(): number;
   close(): Promise<void>;
 }
 
@@ -48,6 +50,7 @@ export async function setup(
 ): Promise<Setup> {
   const store = await createEventStore({ url: storeUrl });
   const handled = new Map<string, number>();
+  let failures = 0;
   const bus = await createBus({
     url: `memory://inventory-${randomUUID()}`,
     service: 'inventory',
@@ -57,7 +60,12 @@ export async function setup(
     middleware: [
       (next, { group }) =>
         async (message) => {
-          await next(message);
+          try {
+            await next(message);
+          } catch (error) {
+            if (group === 'inventory') failures++;
+            throw error;
+          }
           if (group === 'inventory') handled.set(message.id, (handled.get(message.id) ?? 0) + 1);
         },
     ],
@@ -92,6 +100,7 @@ export async function setup(
       await bus.publish(type, data, { id });
       await waitFor(() => (handled.get(id) ?? 0) >= times, `${type} ${id} handled`);
     },
+    failures: () => failures,
     of: (type, orderId) =>
       seen.filter(
         (m) =>
