@@ -1,4 +1,3 @@
-import { AsyncLocalStorage } from 'node:async_hooks';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import { positiveIntegerOption } from '../errors/integer-option.js';
 import { pauseAfterLostRace } from '../eventstore/lost-race-pause.js';
@@ -21,6 +20,7 @@ import { type Clock, type ClockTimer, systemClock } from '../time/clock.js';
 import { OutboxClosedError, UnitOfWorkRolledBackError, UnitOfWorkUnsupportedError } from './errors.js';
 import { guarded, lostRace } from './guarded-transaction.js';
 import { MemoryOutboxStorage } from './memory-outbox-storage.js';
+import { insideUnitOf, openUnits } from './open-units.js';
 import {
   checkIds,
   checkLimit,
@@ -60,12 +60,6 @@ export interface UnitOfWorkOptions {
 
 /** Bound of {@link UnitOfWorkOptions.maxRetries}: each rerun pauses up to 100 ms, so about 8 minutes at most. */
 const MAX_RETRIES_PER_CALL = 10_000;
-
-/**
- * The unit of work the caller runs in, if any: a unit of work opened inside another on the same
- * storage is refused rather than deadlocked (SQLite, memory) or committed apart (PostgreSQL).
- */
-const openUnits = new AsyncLocalStorage<{ readonly storage: OutboxStorage; open: boolean }>();
 
 /** How often marks past retention are deleted, and how many per statement. */
 const PRUNE_INTERVAL_MS = 60_000;
@@ -249,8 +243,7 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
    * outer one does.
    */
   #assertNotNested(what: string): void {
-    const outer = openUnits.getStore();
-    if (outer?.open === true && outer.storage === this.storage) {
+    if (insideUnitOf(this.storage)) {
       throw new UnitOfWorkUnsupportedError(
         `${what} cannot be opened inside a unit of work on the same store: use the work object you have (in a handler subscribed with unitOfWork, context.work)`,
       );

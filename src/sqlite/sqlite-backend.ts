@@ -15,6 +15,7 @@ import type { DurableIdempotencyStoreOptions } from '../http/server/durable-idem
 import type { Inbox } from '../inbox/inbox.js';
 import type { DurableInboxOptions } from '../inbox/lease.js';
 import { UnitOfWorkUnsupportedError } from '../outbox/errors.js';
+import { insideUnitOf } from '../outbox/open-units.js';
 import type { OutboxInsert } from '../outbox/storage.js';
 import { type AppendOutcome, appendRows, prepareAppendStatements } from './sqlite-append.js';
 import { SqliteIdempotencyStore } from './sqlite-idempotency-store.js';
@@ -481,6 +482,15 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
     events: readonly PreparedEvent[],
     expected: ExpectedVersion,
   ): Promise<AppendResult> {
+    // It would wait for the write lock that very unit of work holds until it ends: STORE_BUSY after
+    // busyTimeoutMs, with nothing written. Said at once instead.
+    if (insideUnitOf(this.#outbox)) {
+      return Promise.reject(
+        new UnitOfWorkUnsupportedError(
+          'store.append inside a unit of work on the same SQLite store would wait for the write lock the unit of work holds: append through the unit of work (work.append, or handleIn)',
+        ),
+      );
+    }
     return this.#enqueue(streamId, events, expected, []);
   }
 

@@ -314,6 +314,30 @@ describe('SQLite outbox storage', () => {
     await waitFor(holder.released, 'the other process to report its commit');
   }, 20_000);
 
+  it('refuses store.append inside a unit of work on the same store at once, instead of waiting for its own lock', async () => {
+    // Must not be lost: the unit of work itself, which goes on and commits what it wrote through work.
+    const { store } = await openBackend(undefined, 5000);
+    const bus = await createBus({
+      url: `memory://sqlite-nested-${++files}`,
+      service: 's',
+      logger: silentLogger,
+    });
+    cleanups.push(() => bus.close());
+    const outbox = await createOutbox({ store, bus, logger: silentLogger, relay: false });
+    cleanups.push(() => outbox.close());
+    await outbox.unitOfWork(async (work) => {
+      // Not STORE_BUSY after busyTimeoutMs (5 s), waiting for the lock this very unit holds.
+      const error = await store.append('nested', [{ type: 'Inside', data: {} }]).catch((e: unknown) => e);
+      expect(isUnitOfWorkUnsupportedError(error)).toBe(true);
+      expect((error as Error).message).toMatch(/work\.append/);
+      await work.append('nested', [{ type: 'ThroughWork', data: {} }]);
+    });
+    expect((await store.readStream('nested')).map((e) => e.type)).toEqual(['ThroughWork']);
+    // Outside a unit of work (and after one ended) the store appends as ever.
+    await store.append('nested', [{ type: 'Outside', data: {} }]);
+    expect(await store.readStream('nested')).toHaveLength(2);
+  });
+
   it("has no outbox on ':memory:' (one connection only): UNIT_OF_WORK_UNSUPPORTED at once", async () => {
     const backend = new SqliteEventStoreBackend({ path: ':memory:' });
     await backend.open();
