@@ -5,9 +5,10 @@
  * after a crash and a restart.
  */
 import { randomBytes } from 'node:crypto';
-import { access, constants, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { access, constants, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'ferry';
+import { makeDataDir } from './data-dir.js';
 import { type RunningService, type ServiceName, startService, type Topology } from './runtime.js';
 import { SettingsError } from './settings.js';
 
@@ -133,7 +134,7 @@ async function adminToken(
 /** Creates the data folder if needed; one the shop cannot write to is a setting to change. */
 async function usableDataDir(dir: string): Promise<void> {
   try {
-    await mkdir(dir, { recursive: true });
+    await makeDataDir(dir);
     await access(dir, constants.W_OK);
   } catch (error) {
     throw new SettingsError(

@@ -4,7 +4,6 @@
  * or RabbitMQ), its outbox, then the service itself. Embedded mode calls {@link startService} for
  * every service in one process; distributed mode once per process.
  */
-import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   type Bus,
@@ -18,6 +17,7 @@ import {
 } from 'ferry';
 import { CATALOG } from './catalog.js';
 import { type ShopContracts, shopContracts } from './contracts.js';
+import { makeDataDir } from './data-dir.js';
 import { type ServiceUrls, startGateway } from './gateway/gateway.js';
 import { startInventoryService } from './inventory/service.js';
 import { serviceLookups } from './orders/lookups.js';
@@ -135,7 +135,7 @@ export async function startService(name: ServiceName, settings: ServiceSettings)
   const listen = { port, ...(settings.host === undefined ? {} : { host: settings.host }) };
 
   if (name === 'payment-provider') {
-    await mkdir(settings.infrastructure.dataDir, { recursive: true });
+    await makeDataDir(settings.infrastructure.dataDir);
     const provider = await startPaymentProvider({
       ...listen,
       file: join(settings.infrastructure.dataDir, 'payment-provider.db'),

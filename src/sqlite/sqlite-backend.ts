@@ -1,4 +1,3 @@
-import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type Database from 'better-sqlite3';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
@@ -17,6 +16,7 @@ import type { DurableInboxOptions } from '../inbox/lease.js';
 import { UnitOfWorkUnsupportedError } from '../outbox/errors.js';
 import { insideUnitOf } from '../outbox/open-units.js';
 import type { OutboxInsert } from '../outbox/storage.js';
+import { makeDirectory } from './make-directory.js';
 import { type AppendOutcome, appendRows, prepareAppendStatements } from './sqlite-append.js';
 import { SqliteIdempotencyStore } from './sqlite-idempotency-store.js';
 import { SqliteInbox } from './sqlite-inbox.js';
@@ -399,7 +399,7 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
   async #open(): Promise<void> {
     const { default: Driver } = await import('better-sqlite3');
     if (this.#closed) throw new EventStoreClosedError();
-    if (this.#path !== ':memory:') mkdirSync(dirname(this.#path), { recursive: true });
+    if (this.#path !== ':memory:') makeDirectory(dirname(this.#path));
     const db = new Driver(this.#path, { timeout: Math.min(this.#busyTimeoutMs, DRIVER_BUSY_TIMEOUT_MS) });
     let statements: Statements;
     try {

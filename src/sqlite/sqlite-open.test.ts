@@ -33,6 +33,17 @@ async function openInAnotherProcess(path: string, startAt: number): Promise<stri
 }
 
 describe('opening a new SQLite file', () => {
+  it('makes the folders of a new file, and fails to open where a folder cannot be made instead of hanging', async () => {
+    const nested = join(dir, 'a', 'b', 'c', 'store.db');
+    const backend = new SqliteEventStoreBackend({ path: nested });
+    await backend.open();
+    await backend.close();
+    // /proc answers ENOENT to new entries: Node's recursive mkdir tried again forever there.
+    for (const path of ['/proc/ferry-no-such/store.db', '/proc/ferry-no-such/deeper/store.db']) {
+      const error = await new SqliteEventStoreBackend({ path }).open().catch((e: unknown) => e);
+      expect((error as NodeJS.ErrnoException).code).toBe('ENOENT');
+    }
+  });
   it('lets several processes open one new file at once: each migrates or waits, then appends', async () => {
     // Rounds of processes released at one instant on a new file each: the switch to WAL and the
     // migrations race. Every process must open and append.

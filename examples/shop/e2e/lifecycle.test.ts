@@ -152,14 +152,27 @@ describe('npm start', () => {
 });
 
 describe('the embedded shop, given a data folder it cannot use', () => {
-  it('stops at once with code 2 and one line naming FERRY_DATA_DIR', async () => {
-    const file = join(await tempDir(), 'a-file');
-    await writeFile(file, 'not a folder');
-    const [port] = (await freePorts(1)) as [number];
-    const main = shop('main.ts', cleanEnv({ FERRY_DATA_DIR: join(file, 'data'), PORT: String(port) }));
-    expect(await main.exit).toBe(2);
-    expect(main.output()).toMatch(/^The shop could not start: FERRY_DATA_DIR \S+ cannot be used: /);
-  }, 60_000);
+  it.each([
+    [
+      'under a file',
+      async () => {
+        const file = join(await tempDir(), 'a-file');
+        await writeFile(file, 'not a folder');
+        return join(file, 'data');
+      },
+    ],
+    // Node's recursive mkdir tries again forever there: the shop hung without a word.
+    ['under /proc, which answers ENOENT to new entries', async () => '/proc/ferry-no-such/data'],
+  ])(
+    'stops at once with code 2 and one line naming FERRY_DATA_DIR (%s)',
+    async (_, dataDir) => {
+      const [port] = (await freePorts(1)) as [number];
+      const main = shop('main.ts', cleanEnv({ FERRY_DATA_DIR: await dataDir(), PORT: String(port) }));
+      expect(await main.exit).toBe(2);
+      expect(main.output()).toMatch(/^The shop could not start: FERRY_DATA_DIR \S+ cannot be used: /);
+    },
+    60_000,
+  );
 });
 
 describe('the embedded shop, SIGTERMed with 50 orders in flight', () => {
