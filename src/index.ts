@@ -179,6 +179,7 @@ export {
   requestContextOptionsOf,
   type Traceparent,
 } from './http/server/request-context.js';
+export { nameUuid } from './ids/name-uuid.js';
 export { ClaimLostError, isClaimLostError } from './inbox/claim-lost-error.js';
 export type { Inbox, InboxClaim, MemoryInboxOptions } from './inbox/inbox.js';
 export { DEFAULT_MEMORY_INBOX_OPTIONS, MemoryInbox } from './inbox/inbox.js';

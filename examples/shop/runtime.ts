@@ -77,6 +77,9 @@ export interface RunningService {
   close(): Promise<void>;
 }
 
+/** How long an Idempotency-Key of POST /orders stays held by a request that never answered. */
+const ORDER_KEY_LEASE_MS = 30_000;
+
 /** Stock commands of each kind inventory handles at once in embedded mode (see `startService`). */
 const EMBEDDED_STOCK_CONCURRENCY = 32;
 
@@ -182,7 +185,13 @@ export async function startService(name: ServiceName, settings: ServiceSettings)
         const topology = settings.topology();
         const users = new Upstream('users', topology.users);
         const inventory = new Upstream('inventory', topology.inventory);
-        const idempotencyStore = await createIdempotencyStore({ eventStore: store, namespace: 'orders' });
+        const idempotencyStore = await createIdempotencyStore({
+          eventStore: store,
+          namespace: 'orders',
+          // A request whose process died keeps its key held this long (409 meanwhile), then a retry runs
+          // it again and finds the order its key names. Placing an order takes well under this.
+          leaseMs: ORDER_KEY_LEASE_MS,
+        });
         const orders = await startOrdersService({
           ...listen,
           bus,

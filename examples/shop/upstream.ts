@@ -13,7 +13,7 @@ import {
 } from 'ferry';
 
 export interface UpstreamOptions {
-  /** Per-attempt timeout, ms. @default 10000 */
+  /** Time limit of a call, ms, its retries included (each attempt's limit too). @default 10000 */
   readonly timeoutMs?: number;
 }
 
@@ -30,7 +30,9 @@ export class Upstream {
         new ServiceClient(url, {
           // Numbered from 0, as the supervisor names the processes (orders#0, orders#1).
           name: urls.length === 1 ? name : `${name}#${i}`,
+          // A caller waits this long at most: retries fit in what a failed attempt left, not after it.
           timeout: options.timeoutMs ?? 10_000,
+          deadline: options.timeoutMs ?? 10_000,
           // Many callers at once (the gateway under load): keep a pool of connections per instance.
           connections: 64,
           // The gateway answers for the service: 4xx are the caller's business, not a failure here.

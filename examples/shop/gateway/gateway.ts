@@ -38,7 +38,7 @@ export interface GatewayOptions {
   readonly port?: number;
   /** @default '127.0.0.1' */
   readonly host?: string;
-  /** Per-attempt time limit of the calls to the services. @default 10000 */
+  /** Time limit of a call to a service, its retries included. @default 10000 */
   readonly serviceTimeoutMs?: number;
   /** @default stderr */
   readonly logger?: Logger;

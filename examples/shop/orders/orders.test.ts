@@ -3,7 +3,14 @@
  * inventory and payments as those services do (by message). Each test gets its own broker and store.
  */
 import { randomUUID } from 'node:crypto';
-import { createBus, createEventStore, createOutbox, type EventStore, silentLogger } from 'ferry';
+import {
+  createBus,
+  createEventStore,
+  createOutbox,
+  type EventStore,
+  type IdempotencyStore,
+  silentLogger,
+} from 'ferry';
 import { waitFor } from 'ferry/testing';
 import { afterEach, describe, expect, it } from 'vitest';
 import { shopContracts } from '../contracts.js';
@@ -23,7 +30,9 @@ afterEach(async () => {
   for (const close of closers.splice(0).reverse()) await close();
 });
 
-async function startShop(options: { sagaTimeoutMs?: number } = {}): Promise<Shop> {
+async function startShop(
+  options: { sagaTimeoutMs?: number; idempotencyStore?: IdempotencyStore } = {},
+): Promise<Shop> {
   const name = `orders-test-${randomUUID()}`;
   const bus = await createBus({
     url: `memory://${name}`,
@@ -101,6 +110,7 @@ async function startShop(options: { sagaTimeoutMs?: number } = {}): Promise<Shop
     outbox,
     logger: silentLogger,
     sagaTimeoutMs: options.sagaTimeoutMs ?? 30_000,
+    ...(options.idempotencyStore === undefined ? {} : { idempotencyStore: options.idempotencyStore }),
     lookups: {
       findUser: async (id) => (users.has(id) ? { id } : undefined),
       findProduct: async (id) => products.get(id),
@@ -411,5 +421,34 @@ describe('orders service', () => {
     expect(other.status).toBe(422);
     expect(other.headers.get('content-type')).toMatch(/^application\/problem\+json/);
     expect(await storedOrders(shop.store)).toBe(1);
+  });
+
+  it('places one order per Idempotency-Key even when the answer of the first request was lost', async () => {
+    // As after a crash between the order's commit and its answer's, once the claim lapsed: the key
+    // store remembers nothing, so every request with the key runs again. Must not happen: a second
+    // order (and a second charge) for one key.
+    const forgetful: IdempotencyStore = {
+      begin: async () => ({ state: 'new' }),
+      complete: async () => {},
+      abandon: async () => {},
+    };
+    const shop = await startShop({ idempotencyStore: forgetful });
+    const key = { 'idempotency-key': randomUUID() };
+    const first = await call(shop, 'POST', '/orders', order(), key);
+    const again = await call(shop, 'POST', '/orders', order(), key);
+    expect(first.status).toBe(201);
+    expect(again.status).toBe(201);
+    expect(again.body).toEqual(first.body);
+    expect(again.headers.get('idempotent-replayed')).toBe('true');
+    expect(again.headers.get('location')).toBe(`/orders/${first.body.id}`);
+    const other = await call(shop, 'POST', '/orders', order('tok_chargeDeclined'), key);
+    expect(other.status).toBe(422);
+    expect(other.body).toMatchObject({ code: 'IDEMPOTENCY_KEY_MISMATCH' });
+    expect(await storedOrders(shop.store)).toBe(1);
+    await waitFor(() => (shop.received['payment.charge'] ?? []).length === 1, 'the one charge');
+    // Without a key, each request is an order of its own.
+    await place(shop, order());
+    await place(shop, order());
+    expect(await storedOrders(shop.store)).toBe(3);
   });
 });

@@ -3,13 +3,15 @@
  * with its history, and ask to cancel it. Errors are problems (RFC 9457) through Ferry's middleware.
  */
 import { randomUUID } from 'node:crypto';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply } from 'fastify';
 import {
   type CommandHandler,
   decideEvents,
   type EventStore,
   fold,
   HttpProblemError,
+  isConcurrencyError,
+  nameUuid,
   type Outbox,
   validateRequest,
 } from 'ferry';
@@ -66,27 +68,65 @@ export function orderRoutes(app: FastifyInstance, deps: OrderRoutesDeps): void {
   app.post('/orders', async (request, reply) => {
     const body = await validateRequest(PlaceOrder, request.body, 'body');
     const items = await priceItems(deps.lookups, body.userId, body.items);
-    const id = randomUUID();
+    // The Idempotency-Key names the order (the gateway always sends one): a request run again after
+    // its answer was lost (the process died between the order's commit and the answer's) finds the
+    // order it placed instead of placing a second one.
+    const key = request.headers['idempotency-key'];
+    const id = typeof key === 'string' ? nameUuid('shop-order', key) : randomUUID();
     const paymentMethod = body.paymentMethod ?? 'tok_visa';
     const command = { type: 'Place', userId: body.userId, items, paymentMethod } as const;
     const events = decideEvents(orderDecider, command, orderDecider.initialState());
     const state = fold(orderDecider, events);
-    // The order and the message that starts its saga commit together, or neither does.
-    await outbox.append(orderStream(id), events, {
-      expectedVersion: 'no_stream',
-      messages: [
-        {
-          type: 'order.created',
-          data: { orderId: id, userId: body.userId, items, total: state.total, paymentMethod },
-          options: { key: id },
-        },
-      ],
-    });
+    try {
+      // The order and the message that starts its saga commit together, or neither does.
+      await outbox.append(orderStream(id), events, {
+        expectedVersion: 'no_stream',
+        messages: [
+          {
+            type: 'order.created',
+            data: { orderId: id, userId: body.userId, items, total: state.total, paymentMethod },
+            options: { key: id },
+          },
+        ],
+      });
+    } catch (error) {
+      if (typeof key !== 'string' || !isConcurrencyError(error)) throw error;
+      return placedBefore(reply, id, { userId: body.userId, items, paymentMethod });
+    }
     return reply
       .code(201)
       .header('location', `/orders/${id}`)
       .send({ id, userId: body.userId, items, total: state.total, paymentMethod, status: 'pending' });
   });
+
+  /** The first answer for an order its key placed before, or 422 if the key then placed another. */
+  async function placedBefore(
+    reply: FastifyReply,
+    id: string,
+    asked: { readonly userId: string; readonly items: readonly PricedItem[]; readonly paymentMethod: string },
+  ) {
+    const placed = (await commands.load(orderStream(id))).state;
+    const same =
+      placed.userId === asked.userId &&
+      placed.paymentMethod === asked.paymentMethod &&
+      placed.items.length === asked.items.length &&
+      placed.items.every(
+        (item, i) =>
+          item.productId === asked.items[i]?.productId && item.quantity === asked.items[i]?.quantity,
+      );
+    if (!same) {
+      throw new HttpProblemError(422, 'Idempotency key reused', {
+        detail: 'This Idempotency-Key placed another order.',
+        extensions: { code: 'IDEMPOTENCY_KEY_MISMATCH' },
+      });
+    }
+    const { userId, items, total, paymentMethod } = placed;
+    return reply
+      .code(201)
+      .header('location', `/orders/${id}`)
+      .header('idempotent-replayed', 'true')
+      .send({ id, userId, items, total, paymentMethod, status: 'pending' });
+  }
 
   app.get<{ Params: { id: string } }>('/orders/:id', async (request) => {
     const view = await readOrder(store, request.params.id);
