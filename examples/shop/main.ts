@@ -6,12 +6,19 @@
 import { relative } from 'node:path';
 import { startEmbeddedShop } from './embedded.js';
 import { CONFIGURATION_ERROR_EXIT_CODE, readSettings, SettingsError, shopLogger } from './settings.js';
+import { isPortFree } from './supervisor/free-port.js';
 import { stopWhenNpmIsGone } from './supervisor/watch-parent-pid.js';
 
 async function main(): Promise<void> {
   // Read before the (slow) start: an npm gone meanwhile is then noticed too.
   const parentPid = process.ppid;
   const settings = readSettings();
+  // Checked before anything starts: every service would start, then the gateway fail to listen.
+  if (settings.port !== 0 && !(await isPortFree(settings.port))) {
+    throw new SettingsError(
+      `PORT ${settings.port} is in use by another program: set PORT to another one, e.g. PORT=3001 npm start`,
+    );
+  }
   const log = shopLogger('shop', settings.logLevel);
   log.info(`starting the shop (embedded) with its data in ${settings.dataDir}`);
   const shop = await startEmbeddedShop({
@@ -72,10 +79,12 @@ async function main(): Promise<void> {
 main().catch((error: unknown) => {
   const message = error instanceof SettingsError || error instanceof Error ? error.message : String(error);
   process.stderr.write(`The shop could not start: ${message}\n`);
-  if ((error as { code?: string }).code === 'EADDRINUSE') {
+  // Taken between the check and the listen: a setting all the same.
+  const portTaken = (error as { code?: string }).code === 'EADDRINUSE';
+  if (portTaken) {
     process.stderr.write(
       'Another program uses that port: set PORT to another one, e.g. PORT=3001 npm start\n',
     );
   }
-  process.exit(error instanceof SettingsError ? CONFIGURATION_ERROR_EXIT_CODE : 1);
+  process.exit(error instanceof SettingsError || portTaken ? CONFIGURATION_ERROR_EXIT_CODE : 1);
 });

@@ -175,6 +175,26 @@ describe('the embedded shop, given a data folder it cannot use', () => {
   );
 });
 
+describe('the embedded shop, given a PORT another program listens on', () => {
+  it('stops before starting anything, with code 2 and one line naming PORT', async () => {
+    const [port] = (await freePorts(1)) as [number];
+    const other = createHttpServer((_req, res) => res.end('{"status":"ok"}'));
+    await new Promise<void>((resolve) => other.listen(port, '127.0.0.1', resolve));
+    try {
+      const dataDir = await tempDir();
+      const main = shop('main.ts', cleanEnv({ FERRY_DATA_DIR: dataDir, PORT: String(port) }));
+      expect(await main.exit).toBe(2);
+      expect(main.output().trim().split('\n')).toEqual([
+        `The shop could not start: PORT ${port} is in use by another program: set PORT to another one, e.g. PORT=3001 npm start`,
+      ]);
+      // Nothing was started: no service opened its store.
+      expect(await readdir(dataDir)).toEqual([]);
+    } finally {
+      await new Promise((resolve) => other.close(resolve));
+    }
+  }, 60_000);
+});
+
 describe('the embedded shop, SIGTERMed with 50 orders in flight', () => {
   it('exits 0 well within 5 s, and every order answered 201 ends after a restart on the same data', async () => {
     const dataDir = await tempDir();
