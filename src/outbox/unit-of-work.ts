@@ -143,7 +143,8 @@ export class UnitOfWork<C extends Contracts = NoContracts> {
    * call: keys are taken in a fixed order, so units locking several cannot wait for each other in a
    * circle. PostgreSQL: transaction-level advisory locks per store schema. Memory and SQLite: units of
    * work already run one at a time, so there is nothing to wait for. Keys are non-empty strings of at
-   * most 1,000 characters, at most 1,000 per call (`InvalidOptionsError` otherwise).
+   * most 1,000 characters without NUL (PostgreSQL text has none), at most 1,000 per call
+   * (`InvalidOptionsError` otherwise, on every backend).
    */
   async lock(...keys: readonly string[]): Promise<void> {
     this.#assertOpen();
@@ -151,9 +152,14 @@ export class UnitOfWork<C extends Contracts = NoContracts> {
       throw new InvalidOptionsError(`lock takes 1 to ${MAX_LOCK_KEYS} keys, not ${keys.length}`);
     }
     for (const key of keys) {
-      if (typeof key !== 'string' || key.length === 0 || key.length > MAX_LOCK_KEY_LENGTH) {
+      if (
+        typeof key !== 'string' ||
+        key.length === 0 ||
+        key.length > MAX_LOCK_KEY_LENGTH ||
+        key.includes('\u0000')
+      ) {
         throw new InvalidOptionsError(
-          `a lock key must be a non-empty string of at most ${MAX_LOCK_KEY_LENGTH} characters`,
+          `a lock key must be a non-empty string of at most ${MAX_LOCK_KEY_LENGTH} characters, without NUL`,
         );
       }
     }

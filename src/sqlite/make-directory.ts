@@ -1,5 +1,5 @@
 import { mkdirSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
+import { dirname } from 'node:path';
 
 /**
  * `mkdir -p`, one level at a time. Node's own recursive mkdir never returns for a path under a
@@ -7,7 +7,8 @@ import { dirname, resolve } from 'node:path';
  * level is made at most twice, and the error of the level that cannot be made is thrown.
  */
 export function makeDirectory(path: string): void {
-  const dir = resolve(path);
+  // As written, not normalized: `a/missing/../b` needs `a/missing` as SQLite opens it.
+  const dir = path;
   try {
     mkdirSync(dir);
   } catch (error) {

@@ -34,10 +34,12 @@ async function openInAnotherProcess(path: string, startAt: number): Promise<stri
 
 describe('opening a new SQLite file', () => {
   it('makes the folders of a new file, and fails to open where a folder cannot be made instead of hanging', async () => {
-    const nested = join(dir, 'a', 'b', 'c', 'store.db');
-    const backend = new SqliteEventStoreBackend({ path: nested });
-    await backend.open();
-    await backend.close();
+    // `..` after a folder that does not exist yet: SQLite opens the path as written, so it needs it.
+    for (const nested of [join(dir, 'a', 'b', 'c', 'store.db'), `${dir}/x/missing/../y/store.db`]) {
+      const backend = new SqliteEventStoreBackend({ path: nested });
+      await backend.open();
+      await backend.close();
+    }
     // /proc answers ENOENT to new entries: Node's recursive mkdir tried again forever there.
     for (const path of ['/proc/ferry-no-such/store.db', '/proc/ferry-no-such/deeper/store.db']) {
       const error = await new SqliteEventStoreBackend({ path }).open().catch((e: unknown) => e);

@@ -162,6 +162,35 @@ export function testIdempotencyStore(
       }
     });
 
+    it('refuses a response it could not replay as it was, keeping the key held for a good one', async () => {
+      const { store } = await harness.create();
+      const key = freshKey('bad-answer');
+      const claim = claimOf(await store.begin(key, 'f'));
+      const ok = { status: 201, headers: { 'content-type': 'application/json' }, body: '{}' };
+      for (const bad of [
+        { ...ok, status: Number.NaN },
+        { ...ok, status: 200.5 },
+        { ...ok, status: 1000 },
+        { ...ok, status: '200' },
+        { ...ok, headers: null },
+        { ...ok, headers: { 'x-n': 1 } },
+        { ...ok, body: 42 },
+        { ...ok, encoding: 'hex' },
+        { ...ok, body: 'not base64!', encoding: 'base64' },
+        null,
+      ]) {
+        await expect(
+          store.complete(key, bad as unknown as StoredResponse, claim),
+          JSON.stringify(bad),
+        ).rejects.toMatchObject({
+          code: 'INVALID_OPTIONS',
+        });
+      }
+      expect(await store.begin(key, 'f')).toEqual({ state: 'in-progress' });
+      await store.complete(key, ok, claim);
+      expect(await store.begin(key, 'f')).toMatchObject({ state: 'replay', response: { status: 201 } });
+    });
+
     it('frees an abandoned key for the next request, whatever its fingerprint', async () => {
       const { store } = await harness.create();
       const key = freshKey('abandon');

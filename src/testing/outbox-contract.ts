@@ -715,6 +715,9 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
           await expect(work.lock('')).rejects.toMatchObject({ code: 'INVALID_OPTIONS' });
           await expect(work.lock(42 as unknown as string)).rejects.toMatchObject({ code: 'INVALID_OPTIONS' });
           await expect(work.lock('x'.repeat(1001))).rejects.toMatchObject({ code: 'INVALID_OPTIONS' });
+          // PostgreSQL text cannot hold NUL: refused alike on every backend, never a raw driver error.
+          await expect(work.lock('a\u0000b')).rejects.toMatchObject({ code: 'INVALID_OPTIONS' });
+          await work.lock('x'.repeat(1000), 'é ☃ \u{1F600}');
         });
       });
 

@@ -1,6 +1,6 @@
 import { InvalidOptionsError } from '../../errors/ferry-error.js';
 import { positiveIntegerOption } from '../../errors/integer-option.js';
-import type { IdempotencyBeginResult, StoredResponse } from './idempotency.js';
+import { assertStoredResponse, type IdempotencyBeginResult, type StoredResponse } from './idempotency.js';
 
 /** Options of the idempotency stores kept in a database (SQLite, PostgreSQL). */
 export interface DurableIdempotencyStoreOptions {
@@ -72,7 +72,9 @@ export interface StoredResponseColumns {
   readonly encoding: 'utf8' | 'base64' | null;
 }
 
+/** Checks `response` first ({@link assertStoredResponse}). */
 export function storedResponseToColumns(response: StoredResponse): StoredResponseColumns {
+  assertStoredResponse(response);
   const encoding = response.encoding ?? null;
   return {
     status: response.status,

@@ -16,6 +16,34 @@ export interface StoredResponse {
   readonly encoding?: 'utf8' | 'base64';
 }
 
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+
+/**
+ * Throws `InvalidOptionsError` unless `response` is one a store can keep and replay as it was: an
+ * integer status from 100 to 999 (what Node sends), headers of string values, a string body,
+ * `encoding` `utf8` or `base64` (then the body valid base64) or none. Every store checks what
+ * `complete` is given, so that an answer is never taken as kept while nothing, or something else,
+ * was stored.
+ */
+export function assertStoredResponse(response: StoredResponse): void {
+  const fail = (what: string): never => {
+    throw new InvalidOptionsError(`an idempotency store cannot keep this response: ${what}`);
+  };
+  if (typeof response !== 'object' || response === null) fail('it is not an object');
+  const { status, headers, body, encoding } = response;
+  if (!Number.isInteger(status) || status < 100 || status > 999)
+    fail('status must be an integer from 100 to 999, as Node sends it');
+  if (typeof headers !== 'object' || headers === null || Array.isArray(headers))
+    fail('headers must be an object');
+  for (const value of Object.values(headers))
+    if (typeof value !== 'string') fail('header values must be strings');
+  if (typeof body !== 'string') fail('body must be a string');
+  if (encoding !== undefined && encoding !== 'utf8' && encoding !== 'base64') {
+    fail("encoding must be 'utf8' or 'base64'");
+  }
+  if (encoding === 'base64' && !BASE64.test(body)) fail('body is not valid base64');
+}
+
 /** What the store says about a key when a request carrying it arrives. */
 export type IdempotencyBeginResult =
   /**

@@ -1,5 +1,10 @@
 import { positiveIntegerOption } from '../../errors/integer-option.js';
-import type { IdempotencyBeginResult, IdempotencyStore, StoredResponse } from './idempotency.js';
+import {
+  assertStoredResponse,
+  type IdempotencyBeginResult,
+  type IdempotencyStore,
+  type StoredResponse,
+} from './idempotency.js';
 
 /** Options of a {@link MemoryIdempotencyStore}. */
 export interface MemoryIdempotencyStoreOptions {
@@ -75,6 +80,7 @@ export class MemoryIdempotencyStore implements IdempotencyStore {
   }
 
   async complete(key: string, response: StoredResponse, claim?: string): Promise<void> {
+    assertStoredResponse(response);
     const entry = this.#entries.get(key);
     if (entry === undefined || entry.response !== undefined) return;
     // A lapsed claim still completes while nobody took the key over: its answer is the one to replay.
