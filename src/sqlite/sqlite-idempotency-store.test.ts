@@ -82,6 +82,18 @@ describe('SqliteIdempotencyStore', () => {
     expect(await store.begin('k-1', 'f-1')).toMatchObject({ state: 'replay', response: { status: 201 } });
   });
 
+  it('rejects every call once its store is closed with EVENT_STORE_CLOSED, an answer queued at close too', async () => {
+    const backend = await open(join(dir, `closed-${++files}.db`));
+    const store = backend.idempotencyStore({ namespace: 'closed' });
+    const begun = await store.begin('k', 'f');
+    const queued = store.complete('k', answer, begun.state === 'new' ? begun.claim : undefined);
+    await backend.close();
+    await expect(queued).rejects.toMatchObject({ code: 'EVENT_STORE_CLOSED' });
+    await expect(store.begin('k2', 'f')).rejects.toMatchObject({ code: 'EVENT_STORE_CLOSED' });
+    await expect(store.complete('k', answer)).rejects.toMatchObject({ code: 'EVENT_STORE_CLOSED' });
+    await expect(store.abandon('k')).rejects.toMatchObject({ code: 'EVENT_STORE_CLOSED' });
+  });
+
   it('stores the answers of concurrent requests in one commit, each resolving once it is kept', async () => {
     const store = (await open(join(dir, `answers-${++files}.db`))).idempotencyStore({ namespace: 'answers' });
     const keys = Array.from({ length: 20 }, (_, i) => `k-${i}`);

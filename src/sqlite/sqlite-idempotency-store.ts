@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type Database from 'better-sqlite3';
+import { EventStoreClosedError } from '../eventstore/errors.js';
 import {
   answerOfLiveRow,
   type DurableIdempotencyStoreOptions,
@@ -62,6 +63,7 @@ export class SqliteIdempotencyStore implements IdempotencyStore {
   readonly #leaseMs: number;
   readonly #ttlMs: number;
   readonly #cleanupIntervalMs: number;
+  readonly #db: Database.Database;
   readonly #write: StoreWrite;
   readonly #find: Database.Statement<[string, string], Row>;
   readonly #claim: (key: string, fingerprint: string, token: string) => IdempotencyBeginResult;
@@ -83,6 +85,7 @@ export class SqliteIdempotencyStore implements IdempotencyStore {
     write: number | StoreWrite = DEFAULT_BUSY_TIMEOUT_MS,
   ) {
     const o = resolveDurableIdempotencyStoreOptions(options);
+    this.#db = db;
     this.#namespace = o.namespace;
     this.#leaseMs = o.leaseMs;
     this.#ttlMs = o.ttlMs;
@@ -221,7 +224,11 @@ export class SqliteIdempotencyStore implements IdempotencyStore {
   }
 
   #busy<T>(operation: () => T): Promise<T> {
-    return this.#write(operation);
+    return this.#write(() => {
+      // Closed with its store: said as the store says it, not as the driver's bare TypeError.
+      if (!this.#db.open) throw new EventStoreClosedError();
+      return operation();
+    });
   }
 }
 
