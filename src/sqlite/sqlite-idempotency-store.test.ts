@@ -70,7 +70,7 @@ describe('SqliteIdempotencyStore', () => {
         'BEGIN',
         'INSERT',
         'COMMIT',
-        'PRAGMA synchronous = 2',
+        'PRAGMA synchronous = FULL',
         'BEGIN',
         'UPDATE',
         'COMMIT',

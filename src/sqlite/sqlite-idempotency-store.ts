@@ -11,6 +11,7 @@ import {
 } from '../http/server/durable-idempotency.js';
 import type { IdempotencyBeginResult, IdempotencyStore, StoredResponse } from '../http/server/idempotency.js';
 import { DEFAULT_BUSY_TIMEOUT_MS, whileBusy } from './store-busy.js';
+import { withoutDiskSync } from './without-disk-sync.js';
 import type { StoreWrite } from './write-lock.js';
 
 /** Which claim of a key a statement acts on; `claim: null` for whoever holds it. */
@@ -114,7 +115,11 @@ export class SqliteIdempotencyStore implements IdempotencyStore {
         return { state: 'new', claim: token };
       },
     );
-    this.#claim = withoutDiskSync(db, claim);
+    // A claim commits without waiting for the disk: a power cut loses only claims whose work died
+    // with the machine (a lapsed claim is taken over and run again anyway), and one whose work
+    // writes to this file is synced with that work's commit. Answers commit with FULL, before sent.
+    const relaxed = withoutDiskSync(db);
+    this.#claim = (key, fingerprint, token) => relaxed(() => claim.immediate(key, fingerprint, token));
     // Without a claim (a store user that does not keep them), whoever holds the key.
     const held =
       'namespace = @namespace AND key = @key AND status IS NULL AND (@claim IS NULL OR claim = @claim)';
@@ -230,31 +235,4 @@ export class SqliteIdempotencyStore implements IdempotencyStore {
       return operation();
     });
   }
-}
-
-/**
- * Runs `transaction` (BEGIN IMMEDIATE) with `synchronous = NORMAL` for its commit, the connection's
- * own setting again after it: a claim does not wait for the disk. A crash of the process loses none
- * of it (WAL). A power cut may lose the last claims, and with them nothing a claim protects: the work
- * it guarded died with the machine, and a lapsed claim is taken over and run again anyway. A claim
- * whose work writes to the same file is synced with that write's commit (FULL syncs the whole WAL);
- * answers (`complete`) are committed with the connection's setting, before they are sent.
- */
-function withoutDiskSync<A extends unknown[], R>(
-  db: Database.Database,
-  transaction: Database.Transaction<(...args: A) => R>,
-): (...args: A) => R {
-  const setting = Number(db.pragma('synchronous', { simple: true }));
-  // NORMAL (1) or less already: nothing to lower. Settings are 0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA.
-  if (!(setting > 1)) return (...args) => transaction.immediate(...args);
-  const lower = db.prepare('PRAGMA synchronous = NORMAL');
-  const restore = db.prepare(`PRAGMA synchronous = ${setting}`);
-  return (...args) => {
-    lower.run();
-    try {
-      return transaction.immediate(...args);
-    } finally {
-      restore.run();
-    }
-  };
 }

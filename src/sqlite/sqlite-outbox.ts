@@ -24,6 +24,7 @@ import {
   toSagaRow,
 } from './sqlite-outbox-sql.js';
 import { type SqliteUnitOfWorkHost, SqliteUnitsOfWork } from './sqlite-unit-of-work.js';
+import { withoutDiskSync } from './without-disk-sync.js';
 
 /** What the storage needs from the backend that owns it. */
 export interface SqliteOutboxHost extends SqliteUnitOfWorkHost {
@@ -137,9 +138,7 @@ function prepareStatements(db: Database.Database) {
        ORDER BY updated_at, id LIMIT @limit`,
     ),
     dataVersion: db.prepare<[], bigint>('PRAGMA data_version').pluck(),
-    // Prepared once: `db.pragma()` compiles its statement on every call.
-    syncNormal: db.prepare('PRAGMA synchronous = NORMAL'),
-    syncFull: db.prepare('PRAGMA synchronous = FULL'),
+    withoutDiskSync: withoutDiskSync(db),
   };
 }
 
@@ -190,14 +189,7 @@ export class SqliteOutboxStorage implements OutboxStorage {
    * delete. The store's next commit (FULL) syncs the WAL, these frames with it.
    */
   #bookkeeping<T>(operation: (s: Statements) => T): Promise<T> {
-    return this.#write((s) => {
-      s.syncNormal.run();
-      try {
-        return operation(s);
-      } finally {
-        s.syncFull.run();
-      }
-    });
+    return this.#write((s) => s.withoutDiskSync(() => operation(s)));
   }
 
   transaction<T>(work: (tx: StorageTransaction) => Promise<T>): Promise<T> {
