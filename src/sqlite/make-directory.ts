@@ -6,9 +6,8 @@ import { dirname } from 'node:path';
  * directory that refuses new entries with ENOENT (`/proc/nope`): it tries again forever. Here each
  * level is made at most twice, and the error of the level that cannot be made is thrown.
  */
-export function makeDirectory(path: string): void {
+export function makeDirectory(dir: string): void {
   // As written, not normalized: `a/missing/../b` needs `a/missing` as SQLite opens it.
-  const dir = path;
   try {
     mkdirSync(dir);
   } catch (error) {

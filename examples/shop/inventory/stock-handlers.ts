@@ -137,7 +137,8 @@ export function stockHandlers() {
     /** Reserves every line of the order, or none and replies `inventory.unavailable` naming a short product. */
     async reserve(work: Work, orderId: string, items: readonly Line[]): Promise<void> {
       const lines = mergeLines(items);
-      await lockStreams(work, orderId, lines);
+      await work.lock(orderStockStream(orderId));
+      await lockProducts(work, lines);
       const order = await loadIn(work, orderStockDecider, orderStockStream(orderId));
       if (order.state.status !== 'none') return replyAgain(work, orderId, order.state);
       // Decide for every product before writing anything: one short product and nothing is reserved.
@@ -197,13 +198,12 @@ export function stockHandlers() {
 }
 
 /**
- * Takes turns with the other units of work on the order's record, then on its products (on PostgreSQL
- * with several commands at once, units on a hot product would otherwise lose races and run again).
- * The order first, its products then in one call, whatever the command: no two units can each hold
- * what the other waits for.
+ * Takes turns with the other units of work on an order's products, in one call (on PostgreSQL with
+ * several commands at once, units on a hot product would otherwise lose races and run again). Every
+ * command locks the order's record first, then its products: no two units can each hold what the
+ * other waits for.
  */
-async function lockStreams(work: Work, orderId: string, lines: readonly Line[]): Promise<void> {
-  await work.lock(orderStockStream(orderId));
+async function lockProducts(work: Work, lines: readonly Line[]): Promise<void> {
   if (lines.length > 0) await work.lock(...lines.map((line) => productStream(line.productId)));
 }
 
@@ -211,8 +211,7 @@ async function lockStreams(work: Work, orderId: string, lines: readonly Line[]):
 async function lockAndLoad(work: Work, orderId: string) {
   await work.lock(orderStockStream(orderId));
   const order = await loadIn(work, orderStockDecider, orderStockStream(orderId));
-  const lines = order.state.status === 'none' ? [] : order.state.lines;
-  if (lines.length > 0) await work.lock(...lines.map((line) => productStream(line.productId)));
+  await lockProducts(work, order.state.status === 'none' ? [] : order.state.lines);
   return order;
 }
 
