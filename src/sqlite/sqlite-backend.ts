@@ -359,6 +359,9 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
   #queue: QueuedAppend[] = [];
   /** An append, or a batch, is being settled: new appends queue. */
   #flushing = false;
+  /** `close()` calls waiting for the appends already called to be committed. */
+  #whenFlushed: (() => void)[] = [];
+  #closing: Promise<void> | undefined;
   #groupCommits = 0;
   #unitOfWorkCommits = 0;
   #closed = false;
@@ -471,11 +474,12 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
   }
 
   /**
-   * Group commit: an append commits at once unless another is still being settled (its promise not
-   * yet resolved, or waiting for the file's lock: this process's units of work, or another process);
-   * those called meanwhile (concurrent writers resuming together) queue, then commit together in call
-   * order, each in a SAVEPOINT of one transaction: one commit (one WAL sync) serves them all, and an
-   * append that fails leaves the others in. A writer alone waits for nothing else.
+   * Group commit: an append commits at the end of the event loop's turn it was called in (its check
+   * phase), or when this process's turn at the file comes if it is taken (units of work), with every
+   * append called meanwhile and those called while an earlier batch is still being settled (waiting
+   * for another process's lock): together in call order, each in a SAVEPOINT of one transaction, so
+   * that one commit (one WAL sync) serves them all, and an append that fails leaves the others in. A
+   * writer alone waits for nothing but the end of its turn.
    */
   append(
     streamId: string,
@@ -505,10 +509,13 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
       this.#queue.push({ streamId, events, expected, messages, resolve, reject });
       if (this.#flushing) return;
       this.#flushing = true;
-      // At once: a writer alone commits within this call when this process's turn at the file is
-      // free; while it waits for the turn (units of work holding the file), those called meanwhile
-      // join its transaction.
-      void this.#flush();
+      // While the file is taken (a batch of units of work), in line for it at once: what is called
+      // until its turn comes joins in. Otherwise at the end of this turn of the event loop, so that
+      // the appends of every callback of the turn (the requests that arrived together) share one
+      // commit, one disk sync: committing the first at once would block the loop for its sync while
+      // the others wait, then commit each of them alone.
+      if (this.#lock.taken) void this.#flush();
+      else setImmediate(() => void this.#flush());
     });
   }
 
@@ -567,7 +574,10 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
 
   #flushed(): void {
     if (this.#queue.length > 0) queueMicrotask(() => void this.#flush());
-    else this.#flushing = false;
+    else {
+      this.#flushing = false;
+      for (const resolve of this.#whenFlushed.splice(0)) resolve();
+    }
   }
 
   async readStream(streamId: string, options: ReadStreamOptions): Promise<RecordedEvent[]> {
@@ -759,8 +769,15 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
   }
 
   /** Stops watching for other connections' appends and closes the database. Idempotent. */
-  async close(): Promise<void> {
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  async #close(): Promise<void> {
     if (this.#closed) return;
+    // Appends already called (their commit waits for the end of their turn) are committed first.
+    while (this.#flushing) await new Promise<void>((resolve) => this.#whenFlushed.push(resolve));
     this.#closed = true;
     this.#stopPolling();
     this.#watchers.clear();

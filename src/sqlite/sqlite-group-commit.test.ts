@@ -38,13 +38,46 @@ describe('SQLite group commit', () => {
       Array.from({ length: 64 }, (_, i) => backend.append(`s-${i}`, [event({ i })], 'no_stream')),
     );
     expect(results.map((r) => r.nextExpectedVersion)).toEqual(Array.from({ length: 64 }, () => 0));
-    // Positions follow call order: the first append went at once, the 63 others in one batch.
+    // Positions follow call order: all 64 in one batch, at the end of the turn they were called in.
     expect(results.map((r) => r.position)).toEqual(Array.from({ length: 64 }, (_, i) => BigInt(i + 1)));
     expect(backend.groupCommits).toBe(1);
     for (const [i, r] of results.entries()) {
       const [stored] = await backend.readStream(`s-${i}`, {});
       expect(stored).toMatchObject({ position: r.position, data: { i } });
     }
+  });
+
+  it('commits appends called in separate callbacks of one event-loop turn together (requests that arrived together)', async () => {
+    const { backend } = await openBackend();
+    // Eight callbacks of one turn (as eight requests read in one poll): before, the first committed
+    // within its call, alone, and each of the others in a commit of its own.
+    const results = await Promise.all(
+      Array.from(
+        { length: 8 },
+        (_, i) =>
+          new Promise<AppendResult>((resolve, reject) =>
+            setImmediate(() => backend.append(`t-${i}`, [event({ i })], 'no_stream').then(resolve, reject)),
+          ),
+      ),
+    );
+    expect(results.map((r) => r.position)).toEqual(Array.from({ length: 8 }, (_, i) => BigInt(i + 1)));
+    expect(backend.groupCommits).toBe(1);
+  });
+
+  it('commits the appends called before close() before it closes', async () => {
+    const { backend, path } = await openBackend();
+    const appended = Promise.all([
+      backend.append('last', [event({ n: 1 })], 'no_stream'),
+      backend.append('last', [event({ n: 2 })], 0),
+    ]);
+    await backend.close();
+    expect((await appended).map((r) => r.nextExpectedVersion)).toEqual([0, 1]);
+    const db = new Database(path, { readonly: true });
+    cleanup.push(() => db.close());
+    expect(db.prepare('SELECT count(*) FROM ferry_events').pluck().get()).toBe(2);
+    await expect(backend.append('after', [event()], 'no_stream')).rejects.toMatchObject({
+      code: 'EVENT_STORE_CLOSED',
+    });
   });
 
   it('fails exactly the appends whose expected version or ids do not hold, and commits the others', async () => {

@@ -103,6 +103,26 @@ describe('SQLite units of work: group commit', () => {
     expect(await storage.backlog(Date.now())).toMatchObject({ pending: 40 });
   });
 
+  it('commits units of work called in separate callbacks of one event-loop turn together', async () => {
+    const { backend } = await openBackend();
+    const storage = backend.outboxStorage();
+    // As messages handed to handlers in one turn: before, the first began its transaction at once and
+    // committed alone when nothing else was queued by its end.
+    await Promise.all(
+      range(6).map(
+        (i) =>
+          new Promise<unknown>((resolve, reject) =>
+            setImmediate(() =>
+              storage
+                .transaction((tx) => tx.append(`u-${i}`, events({ i }), 'no_stream'))
+                .then(resolve, reject),
+            ),
+          ),
+      ),
+    );
+    expect(backend.unitOfWorkCommits).toBe(1);
+  });
+
   it('resolves a unit of work only with the commit of its batch; until then nobody sees its writes', async () => {
     const { backend, path } = await openBackend();
     const storage = backend.outboxStorage();

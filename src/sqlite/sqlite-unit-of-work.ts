@@ -106,7 +106,9 @@ export class SqliteUnitsOfWork {
       this.#queue.push({ work, resolve: resolve as (value: unknown) => void, reject });
       if (this.#draining) return;
       this.#draining = true;
-      void this.#drain();
+      // At the end of this turn of the event loop: units of work called in the same turn (messages
+      // delivered together) share the transaction, and one disk sync.
+      setImmediate(() => void this.#drain());
     });
   }
 

@@ -59,6 +59,11 @@ export class WriteLock {
     return this.#key;
   }
 
+  /** Whether a connection of this process holds the lock or waits for it. */
+  get taken(): boolean {
+    return held.has(this.#file);
+  }
+
   /** Takes the lock now if nobody holds or waits for it. */
   tryAcquire(): ReleaseWriteLock | undefined {
     const key = this.#file;
