@@ -1,8 +1,8 @@
-import { dirname } from 'node:path';
+import { dirname, sep } from 'node:path';
 import type Database from 'better-sqlite3';
-import { InvalidOptionsError } from '../errors/ferry-error.js';
+import { InvalidOptionsError, isFerryError } from '../errors/ferry-error.js';
 import type { EventStoreBackend, ParkedEvent, ReadAfterResult, Snapshot } from '../eventstore/backend.js';
-import { EventStoreClosedError } from '../eventstore/errors.js';
+import { EventStoreClosedError, StoreUnavailableError } from '../eventstore/errors.js';
 import type {
   AppendResult,
   ExpectedVersion,
@@ -374,6 +374,10 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
     if (typeof path !== 'string' || path.length === 0) {
       throw new InvalidOptionsError('the SQLite backend needs a path');
     }
+    // SQLite would open a file named after the last folder (`./data/` as `./data`).
+    if (path.endsWith('/') || path.endsWith(sep)) {
+      throw new InvalidOptionsError(`the SQLite backend needs a file's path, not a folder's: ${path}`);
+    }
     if (!Number.isInteger(busyTimeoutMs) || busyTimeoutMs < 0) {
       throw new InvalidOptionsError('busyTimeoutMs must be a non-negative integer');
     }
@@ -399,7 +403,28 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
     return this.#opening;
   }
 
+  /**
+   * Errors of the file system and of SQLite (a folder that cannot be made, a file that is not a
+   * database) as `StoreUnavailableError`, naming the file; Ferry's own (`STORE_BUSY`,
+   * `EVENT_STORE_CLOSED`) as they are.
+   */
   async #open(): Promise<void> {
+    try {
+      await this.#openFile();
+    } catch (error) {
+      if (isFerryError(error)) throw error;
+      const reason = error instanceof Error ? error.message : String(error);
+      throw new StoreUnavailableError(
+        'sqlite',
+        `could not open the sqlite event store at ${this.#path}: ${reason}`,
+        {
+          cause: error,
+        },
+      );
+    }
+  }
+
+  async #openFile(): Promise<void> {
     const { default: Driver } = await import('better-sqlite3');
     if (this.#closed) throw new EventStoreClosedError();
     if (this.#path !== ':memory:') makeDirectory(dirname(this.#path));

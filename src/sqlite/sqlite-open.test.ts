@@ -1,5 +1,5 @@
 import { once } from 'node:events';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -43,7 +43,33 @@ describe('opening a new SQLite file', () => {
     // /proc answers ENOENT to new entries: Node's recursive mkdir tried again forever there.
     for (const path of ['/proc/ferry-no-such/store.db', '/proc/ferry-no-such/deeper/store.db']) {
       const error = await new SqliteEventStoreBackend({ path }).open().catch((e: unknown) => e);
-      expect((error as NodeJS.ErrnoException).code).toBe('ENOENT');
+      expect(error).toMatchObject({ code: 'STORE_UNAVAILABLE', backend: 'sqlite' });
+      expect(((error as Error).cause as NodeJS.ErrnoException).code).toBe('ENOENT');
+    }
+  });
+
+  it('fails to open with STORE_UNAVAILABLE naming the file, the cause kept, where the file cannot be', async () => {
+    writeFileSync(join(dir, 'plain-file'), '');
+    writeFileSync(join(dir, 'not-a-database.db'), 'plain text, not SQLite\n'.repeat(100));
+    mkdirSync(join(dir, 'a-folder.db'));
+    for (const [path, cause] of [
+      [join(dir, 'plain-file', 'store.db'), /ENOTDIR|SQLITE_CANTOPEN/],
+      [join(dir, 'not-a-database.db'), /not a database/],
+      [join(dir, 'a-folder.db'), /unable to open|directory/i],
+    ] as const) {
+      const error = await new SqliteEventStoreBackend({ path }).open().catch((e: unknown) => e);
+      expect(error, path).toMatchObject({ code: 'STORE_UNAVAILABLE', backend: 'sqlite' });
+      expect((error as Error).message).toContain(`could not open the sqlite event store at ${path}: `);
+      const reason = (error as Error).cause as NodeJS.ErrnoException;
+      expect(`${reason.code} ${reason.message}`).toMatch(cause);
+    }
+  });
+
+  it("refuses a path ending in a folder's slash (SQLite opened a file named after the folder)", () => {
+    for (const path of [`${dir}/t/`, './data/']) {
+      expect(() => new SqliteEventStoreBackend({ path })).toThrow(
+        expect.objectContaining({ code: 'INVALID_OPTIONS' }),
+      );
     }
   });
   it('lets several processes open one new file at once: each migrates or waits, then appends', async () => {
