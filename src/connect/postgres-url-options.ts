@@ -19,4 +19,9 @@ export interface PostgresUrlOptions {
   readonly horizonWaitMs?: number;
   /** A transaction open longer than this that holds reads in global order back is logged. @default 10000 */
   readonly longTransactionWarnMs?: number;
+  /**
+   * Longest a statement may run, waiting for a lock included, before PostgreSQL cancels it (error
+   * code `57014`); migrations at open have no limit. `0` for none. @default 30000
+   */
+  readonly statementTimeoutMs?: number;
 }

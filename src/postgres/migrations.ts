@@ -157,6 +157,9 @@ export async function migrate(
   const quoted = `"${schema}"`;
   const client = await pool.connect();
   try {
+    // No limit for migrations (an index built on a large table, another process's migration waited
+    // for); the pool's own limit again once done.
+    await client.query('SET statement_timeout = 0');
     await client.query('SELECT pg_advisory_lock(hashtext($1))', [`ferry-migrations:${schema}`]);
     try {
       await client.query(`CREATE SCHEMA IF NOT EXISTS ${quoted}`);
@@ -193,6 +196,11 @@ export async function migrate(
       await client.query('SELECT pg_advisory_unlock(hashtext($1))', [`ferry-migrations:${schema}`]);
     }
   } finally {
-    client.release();
+    // Back to the pool's limit, or the connection is dropped rather than pooled without one.
+    const reset = await client.query('RESET statement_timeout').then(
+      () => true,
+      () => false,
+    );
+    client.release(!reset);
   }
 }

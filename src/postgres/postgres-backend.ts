@@ -66,6 +66,13 @@ export interface PostgresBackendOptions {
    * warning (its pid, application and age), again every minute while it lasts. @default 10000
    */
   readonly longTransactionWarnMs?: number;
+  /**
+   * Longest a statement of the store's connections may run, waiting for a lock included (a row
+   * another transaction is writing, `work.lock`), before PostgreSQL cancels it: the call rejects with
+   * its error (code `57014`, query_canceled) and a unit of work rolls back, instead of waiting without
+   * end behind a stuck transaction. Migrations at open have no limit. `0` for none. @default 30000
+   */
+  readonly statementTimeoutMs?: number;
   /** @default warnings and errors to stderr */
   readonly logger?: Logger;
 }
@@ -76,9 +83,12 @@ export const DEFAULT_POSTGRES_BACKEND_OPTIONS = Object.freeze({
   notifyIntervalMs: 2,
   horizonWaitMs: 5000,
   longTransactionWarnMs: 10_000,
+  statementTimeoutMs: 30_000,
 });
 
 const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,40}$/;
+/** PostgreSQL's largest `statement_timeout`, in ms. */
+const MAX_TIMEOUT_MS = 2_147_483_647;
 /**
  * How long `readAfter` waits, at most, for this process's own last append to become final
  * (read-your-writes); never longer than `horizonWaitMs`, the wait of a read for the same transactions.
@@ -150,6 +160,7 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
   readonly #logger: Logger;
   readonly #horizonWaitMs: number;
   readonly #longTransactionWarnMs: number;
+  readonly #statementTimeoutMs: number;
   readonly #sql: ReturnType<typeof statements>;
   readonly #valuesStatements = new Map<number, Statement>();
   #pool: Pool | undefined;
@@ -187,6 +198,13 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
     if (!(o.longTransactionWarnMs > 0))
       throw new InvalidOptionsError('longTransactionWarnMs must be more than 0');
     this.#longTransactionWarnMs = o.longTransactionWarnMs;
+    if (
+      !Number.isSafeInteger(o.statementTimeoutMs) ||
+      o.statementTimeoutMs < 0 ||
+      o.statementTimeoutMs > MAX_TIMEOUT_MS
+    )
+      throw new InvalidOptionsError('statementTimeoutMs must be an integer from 0 (no limit) to 2147483647');
+    this.#statementTimeoutMs = o.statementTimeoutMs;
     this.#logger = o.logger ?? stderrLogger;
     this.#sql = statements(`"${o.schema}"`);
   }
@@ -204,6 +222,7 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
       max: this.#poolSize,
       connectionTimeoutMillis: 10_000,
       application_name: 'ferry',
+      ...(this.#statementTimeoutMs > 0 ? { statement_timeout: this.#statementTimeoutMs } : {}),
       // Times come back in UTC, so the text form converts to RFC 3339 without a Date.
       options: '-c TimeZone=UTC',
       // For this pool only (the application's global type parsers stay untouched): int8 as bigint,

@@ -1,0 +1,101 @@
+import pg from 'pg';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { silentLogger } from '../logging/logger.js';
+import { dropSchemas, postgresTestUrl, testSchemaName } from '../testing/postgres.js';
+import { PostgresEventStoreBackend } from './postgres-backend.js';
+
+const schemas: string[] = [];
+const cleanups: (() => Promise<unknown>)[] = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+afterAll(() => dropSchemas(schemas));
+
+function backendFor(schema: string, statementTimeoutMs: number): PostgresEventStoreBackend {
+  schemas.push(schema);
+  const backend = new PostgresEventStoreBackend({
+    url: postgresTestUrl(),
+    schema,
+    poolSize: 2,
+    statementTimeoutMs,
+    logger: silentLogger,
+  });
+  cleanups.push(() => backend.close());
+  return backend;
+}
+
+/** Another session of the server: another process, as far as the store can tell. */
+async function otherSession(): Promise<pg.Client> {
+  const client = new pg.Client({ connectionString: postgresTestUrl() });
+  await client.connect();
+  cleanups.push(() => client.end());
+  return client;
+}
+
+const event = { id: crypto.randomUUID(), type: 'Tick', data: {}, metadata: {} };
+
+describe('PostgreSQL statement time limit', () => {
+  it.each([400, 1200])(
+    'cancels a statement waiting for a lock after statementTimeoutMs (%i ms), then works on',
+    async (limit) => {
+      const schema = testSchemaName('stmt_timeout');
+      const backend = backendFor(schema, limit);
+      await backend.open();
+      const storage = backend.outboxStorage();
+      // A unit of work elsewhere holds the key, and never ends by itself.
+      const stuck = await otherSession();
+      await stuck.query('BEGIN');
+      await stuck.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [`ferry-lock:${schema}:k`]);
+
+      const started = performance.now();
+      const error = await storage.transaction((work) => work.lock(['k'])).catch((e: unknown) => e);
+      const waited = performance.now() - started;
+      expect(error).toMatchObject({ code: '57014' });
+      expect(waited).toBeGreaterThanOrEqual(limit - 20);
+      expect(waited).toBeLessThan(limit + 1000);
+
+      // Its connection went back to the pool in order: the key, once free, is taken; appends go on.
+      await stuck.query('ROLLBACK');
+      await storage.transaction((work) => work.lock(['k']));
+      await expect(backend.append('s', [event], 'no_stream')).resolves.toMatchObject({
+        nextExpectedVersion: 0,
+      });
+    },
+    20_000,
+  );
+
+  it("gives migrations no limit (another process's migration is waited for), then pools connections with it", async () => {
+    const schema = testSchemaName('stmt_timeout');
+    const backend = backendFor(schema, 300);
+    // Another process migrating the same schema holds its migration lock for longer than the limit.
+    const migrating = await otherSession();
+    await migrating.query('SELECT pg_advisory_lock(hashtext($1))', [`ferry-migrations:${schema}`]);
+    const opening = backend.open();
+    await new Promise((resolve) => setTimeout(resolve, 800));
+    await migrating.query('SELECT pg_advisory_unlock(hashtext($1))', [`ferry-migrations:${schema}`]);
+    await opening;
+    // Both pooled connections (the one that migrated among them) have the limit.
+    const limits = await Promise.all(
+      [0, 1].map(() =>
+        backend.outboxStorage().transaction(async (work) => {
+          const rows = await work.query('SHOW statement_timeout');
+          await work.query('SELECT pg_sleep(0.05)');
+          return rows[0]?.statement_timeout;
+        }),
+      ),
+    );
+    expect(limits).toEqual(['300ms', '300ms']);
+  }, 20_000);
+
+  it('refuses a limit that is not an integer from 0 to 2147483647', () => {
+    for (const statementTimeoutMs of [-1, 1.5, Number.NaN, 2 ** 31]) {
+      expect(
+        () => new PostgresEventStoreBackend({ url: postgresTestUrl(), statementTimeoutMs }),
+        String(statementTimeoutMs),
+      ).toThrow(expect.objectContaining({ code: 'INVALID_OPTIONS' }));
+    }
+    expect(
+      () => new PostgresEventStoreBackend({ url: postgresTestUrl(), statementTimeoutMs: 0 }),
+    ).not.toThrow();
+  });
+});
