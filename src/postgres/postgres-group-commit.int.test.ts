@@ -1,11 +1,12 @@
 import { randomUUID } from 'node:crypto';
-import pg from 'pg';
+import type pg from 'pg';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { isConcurrencyError, isDuplicateEventIdError } from '../eventstore/errors.js';
 import { EventStore } from '../eventstore/store.js';
 import type { AppendResult, ExpectedVersion, PreparedEvent, RecordedEvent } from '../eventstore/types.js';
 import { silentLogger } from '../logging/logger.js';
 import { dropSchemas, postgresTestUrl, testSchemaName } from '../testing/postgres.js';
+import { otherSession } from './fixtures/other-session.js';
 import { PostgresEventStoreBackend } from './postgres-backend.js';
 
 const schemas: string[] = [];
@@ -24,12 +25,7 @@ async function openBackend(): Promise<PostgresEventStoreBackend> {
   return backend;
 }
 
-async function client(): Promise<pg.Client> {
-  const c = new pg.Client({ connectionString: postgresTestUrl() });
-  await c.connect();
-  cleanup.push(() => c.end());
-  return c;
-}
+const client = () => otherSession(cleanup);
 
 const event = (data: unknown = {}, id: string = randomUUID()): PreparedEvent => ({
   id,

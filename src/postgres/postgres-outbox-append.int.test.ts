@@ -1,4 +1,4 @@
-import pg from 'pg';
+import type pg from 'pg';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { isConcurrencyError } from '../eventstore/errors.js';
 import type { AppendResult, ExpectedVersion, PreparedEvent } from '../eventstore/types.js';
@@ -7,6 +7,7 @@ import type { OutboxInsert } from '../outbox/storage.js';
 import { OUTBOX_T0, outboxTestRow, preparedTestEvents } from '../testing/outbox-rows.js';
 import { dropSchemas, postgresTestUrl, testSchemaName } from '../testing/postgres.js';
 import { sleep } from '../testing/wait.js';
+import { otherSession } from './fixtures/other-session.js';
 import { PostgresEventStoreBackend } from './postgres-backend.js';
 
 /*
@@ -39,12 +40,7 @@ async function open(schema?: string): Promise<PostgresEventStoreBackend> {
   return backend;
 }
 
-async function client(): Promise<pg.Client> {
-  const c = new pg.Client({ connectionString: postgresTestUrl() });
-  await c.connect();
-  cleanups.push(() => c.end());
-  return c;
-}
+const client = () => otherSession(cleanups);
 
 const message = (key?: string, id?: string): OutboxInsert => outboxTestRow(key, OUTBOX_T0, id);
 

@@ -1,4 +1,4 @@
-import pg from 'pg';
+import type pg from 'pg';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { isFerryError } from '../errors/ferry-error.js';
 import { isConcurrencyError } from '../eventstore/errors.js';
@@ -9,6 +9,7 @@ import { isOutboxCapable, type OutboxInsert, type OutboxStorage } from '../outbo
 import { OUTBOX_T0, outboxTestRow, preparedTestEvents } from '../testing/outbox-rows.js';
 import { dropSchemas, postgresTestUrl, testSchemaName } from '../testing/postgres.js';
 import { sleep, waitFor } from '../testing/wait.js';
+import { otherSession } from './fixtures/other-session.js';
 import { PostgresEventStoreBackend } from './postgres-backend.js';
 
 const schemas: string[] = [];
@@ -38,12 +39,7 @@ async function open(schema: string, poolSize = 6): Promise<PostgresEventStoreBac
   return backend;
 }
 
-async function client(): Promise<pg.Client> {
-  const c = new pg.Client({ connectionString: postgresTestUrl() });
-  await c.connect();
-  cleanups.push(() => c.end());
-  return c;
-}
+const client = () => otherSession(cleanups);
 
 const message = (key?: string, id?: string): OutboxInsert => outboxTestRow(key, OUTBOX_T0, id);
 

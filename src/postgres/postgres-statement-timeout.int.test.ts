@@ -1,7 +1,7 @@
-import pg from 'pg';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { silentLogger } from '../logging/logger.js';
 import { dropSchemas, postgresTestUrl, testSchemaName } from '../testing/postgres.js';
+import { otherSession } from './fixtures/other-session.js';
 import { PostgresEventStoreBackend } from './postgres-backend.js';
 
 const schemas: string[] = [];
@@ -24,14 +24,6 @@ function backendFor(schema: string, statementTimeoutMs: number): PostgresEventSt
   return backend;
 }
 
-/** Another session of the server: another process, as far as the store can tell. */
-async function otherSession(): Promise<pg.Client> {
-  const client = new pg.Client({ connectionString: postgresTestUrl() });
-  await client.connect();
-  cleanups.push(() => client.end());
-  return client;
-}
-
 const event = { id: crypto.randomUUID(), type: 'Tick', data: {}, metadata: {} };
 
 describe('PostgreSQL statement time limit', () => {
@@ -43,7 +35,7 @@ describe('PostgreSQL statement time limit', () => {
       await backend.open();
       const storage = backend.outboxStorage();
       // A unit of work elsewhere holds the key, and never ends by itself.
-      const stuck = await otherSession();
+      const stuck = await otherSession(cleanups);
       await stuck.query('BEGIN');
       await stuck.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [`ferry-lock:${schema}:k`]);
 
@@ -68,7 +60,7 @@ describe('PostgreSQL statement time limit', () => {
     const schema = testSchemaName('stmt_timeout');
     const backend = backendFor(schema, 300);
     // Another process migrating the same schema holds its migration lock for longer than the limit.
-    const migrating = await otherSession();
+    const migrating = await otherSession(cleanups);
     await migrating.query('SELECT pg_advisory_lock(hashtext($1))', [`ferry-migrations:${schema}`]);
     const opening = backend.open();
     await new Promise((resolve) => setTimeout(resolve, 800));
