@@ -409,6 +409,14 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
    * once their lease ends (`leaseMs`). Does not close the store or the bus. Idempotent.
    */
   close(): Promise<void> {
+    // It would wait for the very unit of work it is called from to end: forever.
+    if (insideUnitOf(this.storage)) {
+      return Promise.reject(
+        new UnitOfWorkUnsupportedError(
+          'outbox.close() cannot be called inside a unit of work of the same outbox: it waits for units of work in flight to end, that one too',
+        ),
+      );
+    }
     this.#closing ??= (async () => {
       this.#pruneTimer?.cancel();
       await this.#pruning;

@@ -186,10 +186,13 @@ export class Relay {
    */
   idle(): Promise<void> {
     if (!this.#running) return Promise.resolve();
-    return new Promise((resolve) => {
+    // The relay's timers keep no process alive, but a caller waiting for it must: without this, a
+    // script's `await outbox.flush()` ended the process (exit 13) before the round it waited for.
+    const keepAlive = setInterval(() => {}, 2 ** 30);
+    return new Promise<void>((resolve) => {
       this.#idleWaiters.push(resolve);
       this.notify();
-    });
+    }).finally(() => clearInterval(keepAlive));
   }
 
   /**

@@ -801,7 +801,9 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
 
   async #close(): Promise<void> {
     if (this.#closed) return;
-    // Appends already called (their commit waits for the end of their turn) are committed first.
+    // Appends called before close() are committed first: those still on their way here (an
+    // `outbox.append` preparing its messages) by the end of this turn, then every batch queued.
+    await new Promise<void>((resolve) => setImmediate(resolve));
     while (this.#flushing) await new Promise<void>((resolve) => this.#whenFlushed.push(resolve));
     this.#closed = true;
     this.#stopPolling();

@@ -82,13 +82,17 @@ describe('SqliteIdempotencyStore', () => {
     expect(await store.begin('k-1', 'f-1')).toMatchObject({ state: 'replay', response: { status: 201 } });
   });
 
-  it('rejects every call once its store is closed with EVENT_STORE_CLOSED, an answer queued at close too', async () => {
-    const backend = await open(join(dir, `closed-${++files}.db`));
+  it('stores an answer queued before its store closes, then rejects every call with EVENT_STORE_CLOSED', async () => {
+    const path = join(dir, `closed-${++files}.db`);
+    const backend = await open(path);
     const store = backend.idempotencyStore({ namespace: 'closed' });
     const begun = await store.begin('k', 'f');
     const queued = store.complete('k', answer, begun.state === 'new' ? begun.claim : undefined);
     await backend.close();
-    await expect(queued).rejects.toMatchObject({ code: 'EVENT_STORE_CLOSED' });
+    // Like the appends called before close(): kept, so that a retry gets the answer.
+    await expect(queued).resolves.toBeUndefined();
+    const reopened = (await open(path)).idempotencyStore({ namespace: 'closed' });
+    expect(await reopened.begin('k', 'f')).toMatchObject({ state: 'replay', response: answer });
     await expect(store.begin('k2', 'f')).rejects.toMatchObject({ code: 'EVENT_STORE_CLOSED' });
     await expect(store.complete('k', answer)).rejects.toMatchObject({ code: 'EVENT_STORE_CLOSED' });
     await expect(store.abandon('k')).rejects.toMatchObject({ code: 'EVENT_STORE_CLOSED' });

@@ -3,8 +3,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { createBus } from '../connect/create-bus.js';
 import { isConcurrencyError } from '../eventstore/errors.js';
+import { EventStore } from '../eventstore/store.js';
 import type { AppendResult, ExpectedVersion, PreparedEvent } from '../eventstore/types.js';
+import { silentLogger } from '../logging/logger.js';
+import { createOutbox } from '../outbox/outbox.js';
 import type { OutboxInsert } from '../outbox/storage.js';
 import { OUTBOX_T0, outboxTestRow, preparedTestEvents } from '../testing/outbox-rows.js';
 import { sleep } from '../testing/wait.js';
@@ -54,7 +58,7 @@ interface Call {
   readonly messages: readonly OutboxInsert[];
 }
 
-/** Calls made in one tick: the first commits at once, the others together behind it. */
+/** Calls made in one tick: they commit together at its end. */
 function together(storage: ReturnType<SqliteEventStoreBackend['outboxStorage']>, calls: readonly Call[]) {
   return Promise.allSettled(
     calls.map((c) => storage.appendWithMessages(c.stream, c.events, c.expected, c.messages)),
@@ -181,5 +185,30 @@ describe('SQLite outbox.append (appendWithMessages) in the group commit', () => 
     // Once the lock is free, the next call commits with its row.
     await storage.appendWithMessages('order-9', events('A'), 'no_stream', [message('customer-1')]);
     expect(outboxIds(db)).toHaveLength(1);
+  });
+});
+
+describe('outbox.append as the store closes', () => {
+  it('commits an outbox.append called just before store.close(), its message with it', async () => {
+    const { backend, path } = await open();
+    const store = new EventStore(backend, { logger: silentLogger });
+    const bus = await createBus({
+      url: `memory://outbox-close-${++files}`,
+      service: 'orders',
+      logger: silentLogger,
+    });
+    cleanups.push(() => bus.close());
+    const outbox = await createOutbox({ store, bus, logger: silentLogger, relay: false });
+    // Its messages are prepared before it reaches the store: before, close() had closed it by then
+    // and the append rejected with EVENT_STORE_CLOSED, nothing written.
+    const appended = outbox.append('order-1', [{ type: 'OrderPlaced', data: {} }], {
+      messages: [{ type: 'order.created', data: { id: 1 } }],
+    });
+    await store.close();
+    await expect(appended).resolves.toMatchObject({ nextExpectedVersion: 0 });
+    const db = reader(path);
+    expect(db.prepare('SELECT count(*) FROM ferry_events').pluck().get()).toBe(1n);
+    expect(outboxIds(db)).toEqual((await appended).messageIds);
+    await outbox.close();
   });
 });

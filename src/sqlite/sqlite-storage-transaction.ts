@@ -1,4 +1,5 @@
 import type Database from 'better-sqlite3';
+import { FerryError } from '../errors/ferry-error.js';
 import type {
   AppendResult,
   ExpectedVersion,
@@ -48,6 +49,17 @@ export interface Connection {
     readonly savepoint: Database.Statement;
     readonly release: Database.Statement;
   };
+}
+
+/**
+ * A unit of work whose transaction is gone: its SQL ended it (COMMIT, ROLLBACK), or SQLite rolled it
+ * back after an error. What it wrote before may have been committed.
+ */
+export function transactionEnded(): FerryError {
+  return new FerryError(
+    'UNIT_OF_WORK_ROLLED_BACK',
+    'the unit of work was no longer open (its SQL ended the transaction, or SQLite rolled it back after an error): what was kept is not known, and nothing more is written',
+  );
 }
 
 /** The savepoint each unit of work of a batch runs in: one that throws rolls back alone. */
@@ -131,6 +143,9 @@ export class SqliteStorageTransaction implements StorageTransaction {
   #open(): Connection {
     if (this.#ended) throw new UnitOfWorkUnsupportedError('this unit of work has ended');
     this.#check();
+    // The caller's SQL ended the batch's transaction (COMMIT, ROLLBACK): what came next would be
+    // written outside any transaction, kept whatever becomes of the unit of work.
+    if (!this.#c.db.inTransaction) throw transactionEnded();
     return this.#c;
   }
 

@@ -219,6 +219,41 @@ describe('SQLite units of work: group commit', () => {
     },
   );
 
+  it.each(['ROLLBACK', 'COMMIT'])(
+    'writes nothing more for a unit whose SQL ran %s: its later calls reject, its messages are not enqueued',
+    async (sql) => {
+      const { backend, path } = await openBackend();
+      const storage = backend.outboxStorage();
+      const later: unknown[] = [];
+      const settled = await Promise.allSettled([
+        storage.transaction(async (tx) => {
+          await tx.query(sql);
+          // Each caught: before, each ran outside any transaction and was kept, a message sent.
+          for (const call of [
+            () => tx.append('after', events(), 'no_stream'),
+            () => tx.enqueue([message('m-after')]),
+            () => tx.query('CREATE TABLE after_end (x)'),
+            () => tx.markHandled('consumer', 'message-after', Date.now()),
+          ]) {
+            later.push(await call().catch((error: unknown) => error));
+          }
+        }),
+      ]);
+      expect(isUnitOfWorkRolledBackError(reason(settled[0]))).toBe(true);
+      expect(later.map((outcome) => isUnitOfWorkRolledBackError(outcome))).toEqual([true, true, true, true]);
+      expect(committedStreams(path)).toEqual([]);
+      expect(await storage.backlog(Date.now())).toMatchObject({ pending: 0 });
+      const db = new Database(path, { readonly: true });
+      try {
+        expect(db.prepare("SELECT count(*) FROM sqlite_master WHERE name = 'after_end'").pluck().get()).toBe(
+          0,
+        );
+      } finally {
+        db.close();
+      }
+    },
+  );
+
   it('rejects every unit of the batch with the error of a COMMIT the disk refused, and keeps none of them', async () => {
     const path = join(dir, `units-${++files}.db`);
     const fixture = fileURLToPath(new URL('./fixtures/commit-on-full-disk.ts', import.meta.url));

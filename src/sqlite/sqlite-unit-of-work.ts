@@ -1,4 +1,3 @@
-import { FerryError } from '../errors/ferry-error.js';
 import { EventStoreClosedError, isEventStoreClosedError } from '../eventstore/errors.js';
 import { UnitOfWorkUnsupportedError } from '../outbox/errors.js';
 import type { StorageTransaction } from '../outbox/storage.js';
@@ -6,6 +5,7 @@ import {
   type Connection,
   prepareConnection,
   SqliteStorageTransaction,
+  transactionEnded,
   UNIT_SAVEPOINT,
 } from './sqlite-storage-transaction.js';
 import { DRIVER_BUSY_TIMEOUT_MS, whileBusy } from './store-busy.js';
@@ -242,10 +242,7 @@ export class SqliteUnitsOfWork {
       return {
         done: false,
         ended: true,
-        error: new FerryError(
-          'UNIT_OF_WORK_ROLLED_BACK',
-          'the unit of work was no longer open at its end (its SQL ended the transaction, or SQLite rolled it back after an error): what was kept is not known',
-        ),
+        error: transactionEnded(),
       };
     }
     return { done: true, result, appended: tx.appended };

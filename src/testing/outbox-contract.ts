@@ -302,6 +302,9 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
           .catch((e: unknown) => e);
         expect(appendInside).toMatchObject({ code: 'UNIT_OF_WORK_UNSUPPORTED' });
         expect(await store.readStream('order-n2')).toEqual([]);
+        // close() from inside waited for that very unit of work to end: forever.
+        const closeInside = await outbox.unitOfWork(() => outbox.close()).catch((e: unknown) => e);
+        expect(closeInside).toMatchObject({ code: 'UNIT_OF_WORK_UNSUPPORTED' });
         await waitFor(() => received.length === 1, 'the outer message');
         expect((received[0]!.data as { orderId: string }).orderId).toBe('outer');
         expect(await store.readStream('order-n')).toHaveLength(1);

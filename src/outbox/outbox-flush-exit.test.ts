@@ -1,0 +1,36 @@
+import { once } from 'node:events';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, describe, expect, it } from 'vitest';
+import { onLines, spawnFixture } from '../testing/child-process.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'ferry-flush-exit-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+const fixture = fileURLToPath(new URL('./fixtures/flush-and-exit.ts', import.meta.url));
+
+describe('outbox.flush() in a script with nothing else to keep the process alive', () => {
+  it.each([
+    ['memory://', 'memory'],
+    [`sqlite:${join(dir, 'flush.db')}`, 'sqlite'],
+  ])(
+    'waits for the round it asked for, then the script goes on and ends by itself (%s)',
+    async (url) => {
+      const child = spawnFixture(fixture, { FERRY_STORE_URL: url });
+      const lines: string[] = [];
+      onLines(child, (line) => lines.push(line));
+      const [code] = (await once(child, 'exit')) as [number | null];
+      // Before, the process ended while flush() waited (exit 13, an unsettled top-level await), its
+      // message not yet published and nothing after the flush run.
+      expect(lines).toEqual([
+        'flushed, published 1',
+        expect.stringMatching(/^closed, handled [01]$/),
+        'exit 0',
+      ]);
+      expect(code).toBe(0);
+    },
+    30_000,
+  );
+});
