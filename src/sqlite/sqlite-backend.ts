@@ -16,6 +16,7 @@ import type { DurableInboxOptions } from '../inbox/lease.js';
 import { UnitOfWorkUnsupportedError } from '../outbox/errors.js';
 import { insideUnitOf } from '../outbox/open-units.js';
 import type { OutboxInsert } from '../outbox/storage.js';
+import { atEndOfTurn, endOfTurn } from '../time/end-of-turn.js';
 import { makeDirectory } from './make-directory.js';
 import { type AppendOutcome, appendRows, prepareAppendStatements } from './sqlite-append.js';
 import { SqliteIdempotencyStore } from './sqlite-idempotency-store.js';
@@ -540,7 +541,7 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
       // commit, one disk sync: committing the first at once would block the loop for its sync while
       // the others wait, then commit each of them alone.
       if (this.#lock.taken) void this.#flush();
-      else setImmediate(() => void this.#flush());
+      else atEndOfTurn(() => void this.#flush());
     });
   }
 
@@ -803,7 +804,7 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
     if (this.#closed) return;
     // Appends called before close() are committed first: those still on their way here (an
     // `outbox.append` preparing its messages) by the end of this turn, then every batch queued.
-    await new Promise<void>((resolve) => setImmediate(resolve));
+    await endOfTurn();
     while (this.#flushing) await new Promise<void>((resolve) => this.#whenFlushed.push(resolve));
     this.#closed = true;
     this.#stopPolling();

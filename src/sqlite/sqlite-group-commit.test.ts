@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
 import { isConcurrencyError, isDuplicateEventIdError } from '../eventstore/errors.js';
 import type { AppendResult, ExpectedVersion, PreparedEvent } from '../eventstore/types.js';
 import { SqliteEventStoreBackend } from './sqlite-backend.js';
@@ -78,6 +78,34 @@ describe('SQLite group commit', () => {
     await expect(backend.append('after', [event()], 'no_stream')).rejects.toMatchObject({
       code: 'EVENT_STORE_CLOSED',
     });
+  });
+
+  it("commits and closes under a test's fake timers (installed after Ferry loaded)", async () => {
+    const { backend, path } = await openBackend();
+    const idempotency = backend.idempotencyStore({ namespace: 'faked' });
+    const claim = await idempotency.begin('key', 'fingerprint');
+    const realTimeout = globalThis.setTimeout;
+    vi.useFakeTimers();
+    try {
+      const answer = { status: 201, headers: {}, body: '{}', encoding: 'utf8' } as const;
+      const work = Promise.all([
+        backend.append('faked', [event({ n: 1 })], 'no_stream'),
+        backend.append('faked', [event({ n: 2 })], 0),
+        backend.outboxStorage().transaction((tx) => tx.append('unit', [event()], 'no_stream')),
+        idempotency.complete('key', answer, claim.state === 'new' ? claim.claim : undefined),
+      ]).then(() => backend.close());
+      // Before, the commits waited for a faked setImmediate: they never came.
+      const outcome = await Promise.race([
+        work.then(() => 'done'),
+        new Promise((resolve) => realTimeout(() => resolve('stuck'), 5000)),
+      ]);
+      expect(outcome).toBe('done');
+    } finally {
+      vi.useRealTimers();
+    }
+    const db = new Database(path, { readonly: true });
+    cleanup.push(() => db.close());
+    expect(db.prepare('SELECT count(*) FROM ferry_events').pluck().get()).toBe(3);
   });
 
   it('fails exactly the appends whose expected version or ids do not hold, and commits the others', async () => {

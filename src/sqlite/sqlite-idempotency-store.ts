@@ -10,6 +10,7 @@ import {
   storedResponseToColumns,
 } from '../http/server/durable-idempotency.js';
 import type { IdempotencyBeginResult, IdempotencyStore, StoredResponse } from '../http/server/idempotency.js';
+import { atEndOfTurn, endOfTurn } from '../time/end-of-turn.js';
 import { DEFAULT_BUSY_TIMEOUT_MS, whileBusy } from './store-busy.js';
 import { withoutDiskSync } from './without-disk-sync.js';
 import type { StoreWrite } from './write-lock.js';
@@ -171,7 +172,7 @@ export class SqliteIdempotencyStore implements IdempotencyStore {
         expiresAt: Date.now() + this.#ttlMs,
       };
       this.#answers.push({ answer, resolve, reject });
-      if (this.#answers.length === 1) setImmediate(() => void this.#storeAnswers());
+      if (this.#answers.length === 1) atEndOfTurn(() => void this.#storeAnswers());
     });
   }
 
@@ -215,7 +216,7 @@ export class SqliteIdempotencyStore implements IdempotencyStore {
       const { changes } = await this.#busy(() => this.#cleanUp.run(before, IDEMPOTENCY_CLEANUP_BATCH));
       deleted += changes;
       if (changes < IDEMPOTENCY_CLEANUP_BATCH) return deleted;
-      await new Promise((resolve) => setImmediate(resolve));
+      await endOfTurn();
     }
   }
 

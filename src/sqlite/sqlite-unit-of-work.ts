@@ -1,6 +1,7 @@
 import { EventStoreClosedError, isEventStoreClosedError } from '../eventstore/errors.js';
 import { UnitOfWorkUnsupportedError } from '../outbox/errors.js';
 import type { StorageTransaction } from '../outbox/storage.js';
+import { atEndOfTurn } from '../time/end-of-turn.js';
 import {
   type Connection,
   prepareConnection,
@@ -108,7 +109,7 @@ export class SqliteUnitsOfWork {
       this.#draining = true;
       // At the end of this turn of the event loop: units of work called in the same turn (messages
       // delivered together) share the transaction, and one disk sync.
-      setImmediate(() => void this.#drain());
+      atEndOfTurn(() => void this.#drain());
     });
   }
 

@@ -1,4 +1,5 @@
 import { errorGuard, FerryError, InvalidOptionsError } from '../errors/ferry-error.js';
+import { endOfTurn } from './end-of-turn.js';
 
 /** A timer armed by a {@link Clock}. */
 export interface ClockTimer {
@@ -82,16 +83,12 @@ interface Entry {
   readonly callback: () => void;
 }
 
-// Captured at load so that a test which installs fake timers afterwards cannot freeze the drain.
-const realSetImmediate = globalThis.setImmediate;
-
 /**
  * Resolves once every queued promise continuation has run: microtasks always drain before the
- * event loop reaches its check phase, however deep the chain.
+ * event loop reaches its check phase, however deep the chain. Fake timers installed by a test after
+ * Ferry loaded cannot freeze it.
  */
-function settle(): Promise<void> {
-  return new Promise((resolve) => realSetImmediate(resolve));
-}
+const settle = endOfTurn;
 
 function checkDuration(ms: number, what: string): void {
   if (!Number.isFinite(ms)) throw new InvalidOptionsError(`${what} must be a finite number of ms, got ${ms}`);
