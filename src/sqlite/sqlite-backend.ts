@@ -801,7 +801,6 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
   }
 
   async #close(): Promise<void> {
-    if (this.#closed) return;
     // Appends called before close() are committed first: those still on their way here (an
     // `outbox.append` preparing its messages) by the end of this turn, then every batch queued.
     await endOfTurn();
