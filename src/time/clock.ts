@@ -83,13 +83,6 @@ interface Entry {
   readonly callback: () => void;
 }
 
-/**
- * Resolves once every queued promise continuation has run: microtasks always drain before the
- * event loop reaches its check phase, however deep the chain. Fake timers installed by a test after
- * Ferry loaded cannot freeze it.
- */
-const settle = endOfTurn;
-
 function checkDuration(ms: number, what: string): void {
   if (!Number.isFinite(ms)) throw new InvalidOptionsError(`${what} must be a finite number of ms, got ${ms}`);
 }
@@ -177,7 +170,7 @@ export class VirtualClock implements Clock {
       let instant = Number.NaN;
       let firedAtInstant = 0;
       for (;;) {
-        await settle();
+        await endOfTurn();
         const next = this.#timers[0];
         if (next === undefined || next.due > target) break;
         if (next.due === instant) firedAtInstant++;
@@ -188,7 +181,7 @@ export class VirtualClock implements Clock {
         this.#fire(next);
       }
       this.#now = target;
-      await settle();
+      await endOfTurn();
     });
   }
 
@@ -202,7 +195,7 @@ export class VirtualClock implements Clock {
     }
     return this.#enqueue(async () => {
       for (let fired = 0; ; fired++) {
-        await settle();
+        await endOfTurn();
         const next = this.#timers[0];
         if (next === undefined) return;
         if (fired === limit) throw new VirtualClockRunawayError(limit, this.#timers.length, 'in runAll');
