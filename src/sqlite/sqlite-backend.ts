@@ -36,6 +36,7 @@ import {
   type SqliteUnitOfWorkBatchOptions,
 } from './sqlite-unit-of-work.js';
 import { DEFAULT_BUSY_TIMEOUT_MS, DRIVER_BUSY_TIMEOUT_MS, whileBusy } from './store-busy.js';
+import { type CommitSync, WalSync } from './wal-sync.js';
 import { type StoreWrite, WriteLock } from './write-lock.js';
 
 /** Options of {@link SqliteEventStoreBackend}. */
@@ -369,6 +370,8 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
   #poller: NodeJS.Timeout | undefined;
   #dataVersion = 0n;
   #outbox: SqliteOutboxStorage | undefined;
+  /** The WAL's disk syncs, off the event loop; none for `:memory:`. */
+  #walSync: WalSync | undefined;
 
   constructor(options: SqliteBackendOptions) {
     const { path, busyTimeoutMs = DEFAULT_SQLITE_BACKEND_OPTIONS.busyTimeoutMs } = options;
@@ -444,9 +447,10 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
         // WAL lets readers run beside the writer. Switching a file to it needs the file to itself, so
         // it fails with SQLITE_BUSY while another connection holds any lock on a file not yet in WAL.
         await whileLocked(() => db.pragma('journal_mode = WAL'));
-        // FULL syncs the WAL on every commit, so an append that resolved survives a power cut, not
-        // only a crash of the process.
-        await whileLocked(() => db.pragma('synchronous = FULL'));
+        // NORMAL: COMMIT writes the WAL without waiting for the disk (a crash of the process loses
+        // nothing); what must survive a power cut then waits for a sync of the WAL on the thread pool
+        // (WalSync) before it resolves, so the event loop is not blocked for the disk.
+        await whileLocked(() => db.pragma('synchronous = NORMAL'));
         if (this.#closed) throw new EventStoreClosedError();
         await whileLocked(() => migrate(db));
         if (this.#closed) throw new EventStoreClosedError();
@@ -460,6 +464,15 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
     }
     this.#db = db;
     this.#statements = statements;
+    if (this.#path !== ':memory:') {
+      this.#walSync = new WalSync(this.#path, () => {
+        try {
+          return this.#statements?.dataVersion.get();
+        } catch {
+          return undefined;
+        }
+      });
+    }
     // An append and its outbox rows (`outbox.append`), which only an append that wrote inserts: both
     // in the append's own transaction, or its SAVEPOINT in a batch. One writer at a time, so each
     // row's seq follows commit order.
@@ -562,12 +575,17 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
         return [{ result: this.#append!.immediate(a.streamId, a.events, a.expected, a.messages) }];
       });
       if (batch!.length > 1) this.#groupCommits++;
+      const synced = await this.#afterCommit();
       let written = false;
       let enqueued = false;
       for (const [i, outcome] of outcomes.entries()) {
         const a = batch![i]!;
         if ('error' in outcome) {
           a.reject(outcome.error);
+          continue;
+        }
+        if (synced !== undefined) {
+          a.reject(synced);
           continue;
         }
         written ||= outcome.result.written;
@@ -586,6 +604,40 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
       for (const a of batch) a.reject(error);
     }
     this.#flushed();
+  }
+
+  /**
+   * Waits for a disk sync of the WAL begun after the commit just made: what failed it (as
+   * `StoreUnavailableError`: the commit is in the file, but may not outlive a power cut), or
+   * `undefined`.
+   */
+  async #afterCommit(): Promise<unknown> {
+    try {
+      await this.#walSync?.afterCommit();
+      return undefined;
+    } catch (error) {
+      return walSyncFailed(this.#path, error);
+    }
+  }
+
+  /** The WAL syncs as the inbox, the idempotency store and units of work wait for them. */
+  #commitSync(): CommitSync {
+    return {
+      afterCommit: async () => {
+        const failed = await this.#afterCommit();
+        if (failed !== undefined) throw failed;
+      },
+      durable: () => this.#durable(),
+    };
+  }
+
+  /** Before what was read leaves the file: waits for a sync covering every commit it could see. */
+  #durable(): Promise<void> {
+    return (
+      this.#walSync?.durable().catch((error: unknown) => {
+        throw walSyncFailed(this.#path, error);
+      }) ?? Promise.resolve()
+    );
   }
 
   /** How many batches of two or more appends committed as one transaction; for tests and benchmarks. */
@@ -607,7 +659,9 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
   }
 
   async readStream(streamId: string, options: ReadStreamOptions): Promise<RecordedEvent[]> {
-    return readStreamWith(this.#ready(), streamId, options);
+    const events = readStreamWith(this.#ready(), streamId, options);
+    if (events.length > 0) await this.#durable();
+    return events;
   }
 
   async readAfter(
@@ -620,6 +674,7 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
       types === undefined
         ? s.readAfter.all(after, limit)
         : s.readAfterTyped.all(after, JSON.stringify(types), limit);
+    if (rows.length > 0) await this.#durable();
     return { events: rows.map(toRecordedEvent), held: false };
   }
 
@@ -757,7 +812,7 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
   /** An inbox in this database, for idempotent consumers of the message bus. Needs `open()` first. */
   inbox(options: DurableInboxOptions = {}): Inbox {
     this.#ready();
-    return new SqliteInbox(this.#db!, options, this.#writes());
+    return new SqliteInbox(this.#db!, options, this.#writes(), this.#commitSync());
   }
 
   /**
@@ -766,7 +821,7 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
    */
   idempotencyStore(options: DurableIdempotencyStoreOptions = {}): SqliteIdempotencyStore {
     this.#ready();
-    return new SqliteIdempotencyStore(this.#db!, options, this.#writes());
+    return new SqliteIdempotencyStore(this.#db!, options, this.#writes(), this.#commitSync());
   }
 
   /**
@@ -782,6 +837,7 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
       lock: this.#lock,
       batch: this.#unitOfWorkBatch,
       committed: () => void this.#unitOfWorkCommits++,
+      ...this.#commitSync(),
       ready: () => void this.#ready(),
       connection: () => {
         this.#ready();
@@ -810,10 +866,21 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
     this.#watchers.clear();
     await this.#opening?.catch(() => {});
     await this.#outbox?.close();
+    await this.#walSync?.close();
     this.#db?.close();
     this.#db = undefined;
     this.#statements = undefined;
   }
+}
+
+/** A WAL sync that failed: the commits it was to cover are in the file, but may not outlive a power cut. */
+function walSyncFailed(path: string, cause: unknown): StoreUnavailableError {
+  const reason = cause instanceof Error ? cause.message : String(cause);
+  return new StoreUnavailableError(
+    'sqlite',
+    `committed to ${path}, but the disk sync of its write-ahead log failed (${reason}): whether it outlives a power cut is unknown`,
+    { cause },
+  );
 }
 
 /**

@@ -12,6 +12,7 @@ import {
 import type { IdempotencyBeginResult, IdempotencyStore, StoredResponse } from '../http/server/idempotency.js';
 import { atEndOfTurn, endOfTurn } from '../time/end-of-turn.js';
 import { DEFAULT_BUSY_TIMEOUT_MS, whileBusy } from './store-busy.js';
+import { type CommitSync, SYNCED_IN_COMMIT } from './wal-sync.js';
 import { withoutDiskSync } from './without-disk-sync.js';
 import type { StoreWrite } from './write-lock.js';
 
@@ -74,6 +75,7 @@ export class SqliteIdempotencyStore implements IdempotencyStore {
   readonly #answers: QueuedAnswer[] = [];
   readonly #abandon: Database.Statement<[Held]>;
   readonly #cleanUp: Database.Statement<[number, number]>;
+  readonly #sync: CommitSync;
   #cleanedAt = 0;
   #cleaning: Promise<number> | undefined;
 
@@ -85,7 +87,9 @@ export class SqliteIdempotencyStore implements IdempotencyStore {
     db: Database.Database,
     options: DurableIdempotencyStoreOptions = {},
     write: number | StoreWrite = DEFAULT_BUSY_TIMEOUT_MS,
+    sync: CommitSync = SYNCED_IN_COMMIT,
   ) {
+    this.#sync = sync;
     const o = resolveDurableIdempotencyStoreOptions(options);
     this.#db = db;
     this.#namespace = o.namespace;
@@ -151,7 +155,11 @@ export class SqliteIdempotencyStore implements IdempotencyStore {
     // Replays and refusals need no write lock: a plain read answers them.
     const found = await this.#busy(() => this.#find.get(this.#namespace, key));
     const answer = answerOf(found, fingerprint, Date.now());
-    if (answer !== undefined) return answer;
+    // A replay sends only an answer that outlives a power cut.
+    if (answer !== undefined) {
+      if (answer.state === 'replay') await this.#sync.durable();
+      return answer;
+    }
     const token = randomUUID();
     return this.#busy(() => this.#claim(key, fingerprint, token));
   }
@@ -181,6 +189,7 @@ export class SqliteIdempotencyStore implements IdempotencyStore {
     let outcomes: unknown[];
     try {
       outcomes = await this.#busy(() => this.#completeAll.immediate(queued.map((q) => q.answer)));
+      await this.#sync.afterCommit();
     } catch (error) {
       for (const q of queued) q.reject(error);
       return;

@@ -8,6 +8,7 @@ import {
   resolveDurableInboxOptions,
 } from '../inbox/lease.js';
 import { DEFAULT_BUSY_TIMEOUT_MS, whileBusy } from './store-busy.js';
+import { type CommitSync, SYNCED_IN_COMMIT } from './wal-sync.js';
 import type { StoreWrite } from './write-lock.js';
 
 type Look = { claimed: true } | { claimed: false; done: boolean };
@@ -25,6 +26,7 @@ export class SqliteInbox implements Inbox {
   readonly #complete: Database.Statement<[number, string, string]>;
   readonly #abandon: Database.Statement<[string, string]>;
   readonly #cleanUp: Database.Statement<[number]>;
+  readonly #sync: CommitSync;
   #cleanedAt = 0;
 
   /**
@@ -35,7 +37,9 @@ export class SqliteInbox implements Inbox {
     db: Database.Database,
     options: DurableInboxOptions = {},
     write: number | StoreWrite = DEFAULT_BUSY_TIMEOUT_MS,
+    sync: CommitSync = SYNCED_IN_COMMIT,
   ) {
+    this.#sync = sync;
     const o = resolveDurableInboxOptions(options);
     // A number: the busy timeout of a connection on its own, outside its store's turns at the file.
     this.#write = typeof write === 'number' ? (operation) => whileBusy(write, operation) : write;
@@ -80,8 +84,12 @@ export class SqliteInbox implements Inbox {
     return leasedClaim(key, this.#leaseMs, {
       renew: async () =>
         (await this.#busy(() => this.#renew.run(Date.now() + this.#leaseMs, key, token))).changes === 1,
-      complete: async () =>
-        (await this.#busy(() => this.#complete.run(Date.now(), key, token))).changes === 1,
+      // Marked done once that survives a power cut: the message is acked only after.
+      complete: async () => {
+        const marked = (await this.#busy(() => this.#complete.run(Date.now(), key, token))).changes === 1;
+        await this.#sync.afterCommit();
+        return marked;
+      },
       release: () => this.#busy(() => this.#abandon.run(key, token)),
     });
   }

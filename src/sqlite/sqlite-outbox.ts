@@ -24,10 +24,14 @@ import {
   toSagaRow,
 } from './sqlite-outbox-sql.js';
 import { type SqliteUnitOfWorkHost, SqliteUnitsOfWork } from './sqlite-unit-of-work.js';
-import { withoutDiskSync } from './without-disk-sync.js';
 
 /** What the storage needs from the backend that owns it. */
 export interface SqliteOutboxHost extends SqliteUnitOfWorkHost {
+  /**
+   * Resolves once every commit to the file this process could have read so far survived a disk
+   * sync: what a claim read is published only then.
+   */
+  readonly durable: () => Promise<void>;
   /** The store's open connection; throws `EventStoreClosedError` while the backend is not open. */
   readonly connection: () => Database.Database;
   /**
@@ -138,7 +142,6 @@ function prepareStatements(db: Database.Database) {
        ORDER BY updated_at, id LIMIT @limit`,
     ),
     dataVersion: db.prepare<[], bigint>('PRAGMA data_version').pluck(),
-    withoutDiskSync: withoutDiskSync(db),
   };
 }
 
@@ -182,14 +185,21 @@ export class SqliteOutboxStorage implements OutboxStorage {
   }
 
   /**
-   * The relay's bookkeeping (claims, holds, deletes after delivery, retry times), committed without
-   * waiting for the disk: `synchronous = NORMAL` for that commit, FULL again after it. A crash of the
-   * process loses none of it (WAL). A power cut may lose the last of it: then a message is published
-   * again, which consumers' inboxes drop; none is lost, since a row only leaves the outbox by a
-   * delete. The store's next commit (FULL) syncs the WAL, these frames with it.
+   * The relay's bookkeeping (claims, holds, deletes after delivery, retry times): committed, as every
+   * commit on the store's connections (`synchronous = NORMAL`), without waiting for the disk, and
+   * not waiting for a sync either. A crash of the process loses none of it (WAL). A power cut may
+   * lose the last of it: then a message is published again, which consumers' inboxes drop; none is
+   * lost, since a row only leaves the outbox by a delete. The next sync of the WAL covers it.
    */
   #bookkeeping<T>(operation: (s: Statements) => T): Promise<T> {
-    return this.#write((s) => s.withoutDiskSync(() => operation(s)));
+    return this.#write(operation);
+  }
+
+  /** A row set aside as failed, redriven or discarded: resolves once that survives a power cut. */
+  async #durableWrite<T>(operation: (s: Statements) => T): Promise<T> {
+    const result = await this.#write(operation);
+    await this.#host.afterCommit();
+    return result;
   }
 
   transaction<T>(work: (tx: StorageTransaction) => Promise<T>): Promise<T> {
@@ -225,6 +235,8 @@ export class SqliteOutboxStorage implements OutboxStorage {
     if (!this.#ready().anyDeliverable({ owner, now: at })) return [];
     const params = { owner, now: at, limit, until: at + ms(leaseMs) };
     const rows = await this.#bookkeeping((s) => s.claim.immediate(params));
+    // Published only once the commits that wrote them survive a power cut.
+    if (rows.length > 0) await this.#host.durable();
     return rows.map(toOutboxRow).sort((a, b) => (a.seq < b.seq ? -1 : a.seq > b.seq ? 1 : 0));
   }
 
@@ -244,7 +256,7 @@ export class SqliteOutboxStorage implements OutboxStorage {
   }
 
   async fail(owner: string, seq: bigint, error: string): Promise<void> {
-    await this.#write((s) => s.fail.run(error, owner, seq));
+    await this.#durableWrite((s) => s.fail.run(error, owner, seq));
   }
 
   async failed(limit: number): Promise<OutboxRow[]> {
@@ -254,12 +266,12 @@ export class SqliteOutboxStorage implements OutboxStorage {
 
   async redrive(ids: readonly string[], now: number): Promise<number> {
     if (ids.length === 0) return 0;
-    return (await this.#write((s) => s.redrive.run(ms(now), jsonList(ids)))).changes;
+    return (await this.#durableWrite((s) => s.redrive.run(ms(now), jsonList(ids)))).changes;
   }
 
   async discard(ids: readonly string[]): Promise<number> {
     if (ids.length === 0) return 0;
-    return (await this.#write((s) => s.discard.run(jsonList(ids)))).changes;
+    return (await this.#durableWrite((s) => s.discard.run(jsonList(ids)))).changes;
   }
 
   async backlog(now: number): Promise<OutboxBacklog> {

@@ -43,6 +43,11 @@ export interface SqliteUnitOfWorkHost {
   readonly appended: () => void;
   /** After each commit, with how many units of work it committed (for tests and benchmarks). */
   readonly committed?: (units: number) => void;
+  /**
+   * After a commit: resolves once a disk sync of the file's WAL begun after it ended (the connection
+   * commits with `synchronous = NORMAL`); rejects when that sync failed.
+   */
+  readonly afterCommit: () => Promise<void>;
 }
 
 interface QueuedUnit {
@@ -179,6 +184,13 @@ export class SqliteUnitsOfWork {
       this.#release = undefined;
       release();
     }
+    // The file is free for the next batch while the disk syncs this one.
+    try {
+      await this.#host.afterCommit();
+    } catch (error) {
+      for (const d of done) d.unit.reject(error);
+      return;
+    }
     this.#host.committed?.(done.length);
     if (appended) this.#host.appended();
     for (const d of done) d.unit.resolve(d.result);
@@ -280,8 +292,9 @@ export class SqliteUnitsOfWork {
     const db = new Driver(path, { timeout: Math.min(busyTimeoutMs, DRIVER_BUSY_TIMEOUT_MS) });
     try {
       db.defaultSafeIntegers(true);
-      // Per connection: a unit of work that resolved survives a power cut, as an append does.
-      await whileBusy(busyTimeoutMs, () => db.pragma('synchronous = FULL'));
+      // Per connection, as the store's: COMMIT does not wait for the disk; a unit of work resolves
+      // once a sync of the WAL begun after its commit ended (host.afterCommit), as an append does.
+      await whileBusy(busyTimeoutMs, () => db.pragma('synchronous = NORMAL'));
       const c = await whileBusy(busyTimeoutMs, () => prepareConnection(db));
       this.#check();
       return c;

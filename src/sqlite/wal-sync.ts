@@ -1,0 +1,133 @@
+import fs from 'node:fs';
+
+const noop = () => {};
+
+/** The syncs of a store's file, as its inbox, idempotency store and units of work wait for them. */
+export interface CommitSync {
+  /** After a commit that must survive a power cut (see {@link WalSync.afterCommit}). */
+  readonly afterCommit: () => Promise<void>;
+  /** Before what was read leaves the file (see {@link WalSync.durable}). */
+  readonly durable: () => Promise<void>;
+}
+
+/** For a connection that syncs in COMMIT (`synchronous = FULL`): nothing to wait for. */
+export const SYNCED_IN_COMMIT: CommitSync = Object.freeze({
+  afterCommit: () => Promise.resolve(),
+  durable: () => Promise.resolve(),
+});
+
+/**
+ * The disk syncs of a SQLite file's write-ahead log, on Node's thread pool rather than in COMMIT.
+ *
+ * The store's connections commit with `synchronous = NORMAL`: COMMIT writes the transaction's frames
+ * to the WAL (a crash of the process loses none of them) and returns without waiting for the disk.
+ * What must survive a power cut waits for {@link afterCommit}: an `fdatasync` of the WAL file that
+ * began after the commit, run in the background, so the event loop keeps serving while the disk
+ * works. Calls made while a sync runs share the next one: under load one sync serves every commit of
+ * its time, whatever their connection or batch. (SQLite itself syncs the WAL before a checkpoint
+ * copies it into the database, and the database before the WAL is reused.)
+ *
+ * What leaves the file (rows a relay publishes, events a subscription hands out, a stream read)
+ * first waits for {@link durable}: nothing, unless a commit of this process or of another connection
+ * to the file (`PRAGMA data_version`) came after the last sync began. So nothing is published, handed
+ * out or answered that a power cut could still take back.
+ */
+export class WalSync {
+  readonly #path: string;
+  readonly #dataVersion: () => bigint | undefined;
+  #fd: Promise<number> | undefined;
+  /** Commits of this process that asked for a sync. */
+  #commits = 0;
+  /** What the last completed sync covers: commits of this process, and the file's data version. */
+  #synced: Covered = { commits: 0, version: undefined };
+  /** The sync under way, and what it covers. */
+  #running: { readonly done: Promise<void>; readonly covers: Covered } | undefined;
+  /** The sync that starts once the running one ends, shared by every call made meanwhile. */
+  #next: Promise<void> | undefined;
+  #closed = false;
+
+  /**
+   * @param databasePath the database file; its WAL is the file beside it, `-wal` added.
+   * @param dataVersion `PRAGMA data_version` of a connection to the file that stays open (it changes
+   *   when another connection commits); `undefined` while there is none.
+   */
+  constructor(databasePath: string, dataVersion: () => bigint | undefined) {
+    this.#path = `${databasePath}-wal`;
+    this.#dataVersion = dataVersion;
+  }
+
+  /** After a commit that must survive a power cut: resolves once a sync begun after this call ended. */
+  afterCommit(): Promise<void> {
+    this.#commits++;
+    return this.#sync();
+  }
+
+  /**
+   * Before what was read from the file leaves it: resolves at once when no commit came after the
+   * last sync began, else once a sync that covers them ended.
+   */
+  durable(): Promise<void> {
+    const now: Covered = { commits: this.#commits, version: this.#dataVersion() };
+    if (covers(this.#synced, now)) return Promise.resolve();
+    if (this.#running !== undefined && covers(this.#running.covers, now)) return this.#running.done;
+    return this.#sync();
+  }
+
+  #sync(): Promise<void> {
+    if (this.#closed) return Promise.resolve();
+    if (this.#next !== undefined) return this.#next;
+    if (this.#running === undefined) return this.#start();
+    const next = this.#running.done.then(noop, noop).then(() => {
+      this.#next = undefined;
+      return this.#start();
+    });
+    this.#next = next;
+    return next;
+  }
+
+  #start(): Promise<void> {
+    const covered: Covered = { commits: this.#commits, version: this.#dataVersion() };
+    const done = this.#datasync().then(() => {
+      if (covered.commits >= this.#synced.commits) this.#synced = covered;
+    });
+    const running = { done, covers: covered };
+    this.#running = running;
+    done.then(noop, noop).then(() => {
+      if (this.#running === running) this.#running = undefined;
+    });
+    return done;
+  }
+
+  async #datasync(): Promise<void> {
+    this.#fd ??= new Promise<number>((resolve, reject) =>
+      fs.open(this.#path, 'r', (error, fd) => (error ? reject(error) : resolve(fd))),
+    ).catch((error: unknown) => {
+      this.#fd = undefined;
+      throw error;
+    });
+    const fd = await this.#fd;
+    await new Promise<void>((resolve, reject) =>
+      fs.fdatasync(fd, (error) => (error ? reject(error) : resolve())),
+    );
+  }
+
+  /** Waits for the syncs under way, then lets go of the WAL file. Later calls resolve at once. */
+  async close(): Promise<void> {
+    await this.#next?.catch(noop);
+    await this.#running?.done.catch(noop);
+    this.#closed = true;
+    const fd = await this.#fd?.catch(() => undefined);
+    this.#fd = undefined;
+    if (fd !== undefined) await new Promise<void>((resolve) => fs.close(fd, () => resolve()));
+  }
+}
+
+interface Covered {
+  readonly commits: number;
+  readonly version: bigint | undefined;
+}
+
+/** Whether a sync that covered `synced` covers `now` too. */
+function covers(synced: Covered, now: Covered): boolean {
+  return synced.commits >= now.commits && synced.version === now.version;
+}
