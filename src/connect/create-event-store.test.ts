@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -52,6 +52,13 @@ describe('createEventStore', () => {
     expect(JSON.stringify({ ...(error as object), message: (error as Error).message })).not.toContain(
       'hunter22',
     );
+  });
+
+  it('refuses sqlite://<path> with INVALID_OPTIONS: sqlite://./x.db opened /x.db at the root of the file system', async () => {
+    const error = await rejection(createEventStore({ url: 'sqlite://./ferry-root-test.db' }));
+    expect(isInvalidOptionsError(error)).toBe(true);
+    expect((error as Error).message).toMatch(/sqlite:<path>/);
+    expect(existsSync('/ferry-root-test.db')).toBe(false);
   });
 
   it('opens a reachable store', async () => {

@@ -80,8 +80,15 @@ async function backendFromUrl(url: string, options: CreateEventStoreOptions): Pr
     case 'memory':
       return MemoryEventStoreBackend.named(url.slice('memory://'.length).replace(/\/+$/, '') || 'default');
     case 'sqlite': {
+      const path = url.slice('sqlite:'.length);
+      // `sqlite://./x.db` would open /x.db at the root of the file system (`//` is `/`).
+      if (path.startsWith('//')) {
+        throw new InvalidOptionsError(
+          `unsupported event store URL ${redactUrl(url)}: a SQLite URL is sqlite:<path> (sqlite:./data/events.db, sqlite:/var/lib/app/events.db), without //`,
+        );
+      }
       const { SqliteEventStoreBackend } = await import('../sqlite/sqlite-backend.js');
-      return new SqliteEventStoreBackend({ path: url.slice('sqlite:'.length) });
+      return new SqliteEventStoreBackend({ path });
     }
     case 'postgres':
     case 'postgresql': {

@@ -1,3 +1,4 @@
+import { realpathSync } from 'node:fs';
 import { dirname, sep } from 'node:path';
 import type Database from 'better-sqlite3';
 import { InvalidOptionsError, isFerryError } from '../errors/ferry-error.js';
@@ -465,7 +466,9 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
     this.#db = db;
     this.#statements = statements;
     if (this.#path !== ':memory:') {
-      this.#walSync = new WalSync(this.#path, () => {
+      // Where SQLite keeps the WAL: beside the file a symbolic link points to, and not moved by a
+      // later process.chdir() when the path is relative.
+      this.#walSync = new WalSync(realpathSync(this.#path), () => {
         try {
           return this.#statements?.dataVersion.get();
         } catch {
@@ -857,6 +860,23 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
   }
 
   async #close(): Promise<void> {
+    // A disk that does not answer a sync within busyTimeoutMs: what waits for it rejects with
+    // STORE_UNAVAILABLE (committed, outcome after a power cut unknown), and close() goes on.
+    const giveUp = setTimeout(
+      () =>
+        this.#walSync?.abandon(
+          new Error(`no disk sync of the write-ahead log ended within ${this.#busyTimeoutMs} ms of close()`),
+        ),
+      this.#busyTimeoutMs,
+    );
+    try {
+      await this.#closeFile();
+    } finally {
+      clearTimeout(giveUp);
+    }
+  }
+
+  async #closeFile(): Promise<void> {
     // Appends called before close() are committed first: those still on their way here (an
     // `outbox.append` preparing its messages) by the end of this turn, then every batch queued.
     await endOfTurn();

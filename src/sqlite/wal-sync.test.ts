@@ -6,7 +6,7 @@
  * is seen before and after its sync.
  */
 import { randomUUID } from 'node:crypto';
-import fs, { mkdtempSync, readlinkSync, rmSync } from 'node:fs';
+import fs, { mkdtempSync, readlinkSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -218,6 +218,68 @@ describe('SQLite commits wait for a sync of the WAL off the event loop', () => {
     held.releaseAll();
     // In the file: a retry of the same append is told the stream exists; a new one goes through.
     await expect(backend.append('s-1', [event()], 0)).resolves.toMatchObject({ nextExpectedVersion: 1 });
+  });
+
+  it('syncs the WAL beside the file a symbolic link names (SQLite keeps it there), not beside the link', async () => {
+    const real = join(dir, `real-${++files}.db`);
+    const link = join(dir, `link-${files}.db`);
+    await openBackend(real).then(({ backend }) => backend.close());
+    symlinkSync(real, link);
+    // A file where the link's WAL would be: it was synced instead, and the append resolved.
+    writeFileSync(`${link}-wal`, '');
+    const { backend } = await openBackend(link);
+    const held = holdSyncs();
+    const appended = backend.append('s-1', [event()], 'no_stream');
+    await vi.waitFor(() => expect(held.syncs).toHaveLength(1));
+    expect(held.syncs[0]!.path).toBe(`${real}-wal`);
+    held.releaseAll();
+    await expect(appended).resolves.toMatchObject({ nextExpectedVersion: 0 });
+  });
+
+  it('syncs the WAL of a relative path where it was opened, after a process.chdir()', async () => {
+    const home = process.cwd();
+    const elsewhere = mkdtempSync(join(dir, 'elsewhere-'));
+    const name = `relative-${++files}.db`;
+    process.chdir(dir);
+    let backend: SqliteEventStoreBackend;
+    try {
+      ({ backend } = await openBackend(name));
+      process.chdir(elsewhere);
+      // Where the relative path now points: synced instead of the store's WAL, or ENOENT.
+      writeFileSync(join(elsewhere, `${name}-wal`), '');
+    } catch (error) {
+      process.chdir(home);
+      throw error;
+    }
+    try {
+      const held = holdSyncs();
+      const appended = backend.append('s-1', [event()], 'no_stream');
+      await vi.waitFor(() => expect(held.syncs).toHaveLength(1));
+      expect(held.syncs[0]!.path).toBe(join(realpathSync(dir), `${name}-wal`));
+      held.releaseAll();
+      await expect(appended).resolves.toMatchObject({ nextExpectedVersion: 0 });
+    } finally {
+      process.chdir(home);
+    }
+  });
+
+  it('gives up on a disk that never answers a sync busyTimeoutMs into close(): STORE_UNAVAILABLE, and close() ends', async () => {
+    const path = join(dir, `hung-${++files}.db`);
+    const backend = new SqliteEventStoreBackend({ path, busyTimeoutMs: 300 });
+    await backend.open();
+    const held = holdSyncs(); // Never released: a sync that hangs.
+    const appended = backend.append('s-1', [event()], 'no_stream');
+    const outcome = appended.catch((error: unknown) => error);
+    await vi.waitFor(() => expect(held.syncs).toHaveLength(1));
+    const started = Date.now();
+    await backend.close();
+    expect(Date.now() - started).toBeLessThan(3000);
+    const error = await outcome;
+    expect(error).toMatchObject({ code: 'STORE_UNAVAILABLE' });
+    expect((error as Error).message).toMatch(/power cut is unknown/);
+    vi.mocked(fs.fdatasync).mockRestore();
+    // It was committed: the file has it.
+    expect(committed(path, 's-1')).toBe(1);
   });
 
   it('stores an idempotent answer before resolving, and replays it only once synced', async () => {

@@ -45,9 +45,13 @@ export class WalSync {
   /** The sync that starts once the running one ends, shared by every call made meanwhile. */
   #next: Promise<void> | undefined;
   #closed = false;
+  /** Set by {@link abandon}: every sync waited for, and every later one, rejects with it. */
+  #abandoned: Error | undefined;
+  readonly #abandonment = new Set<(error: Error) => void>();
 
   /**
-   * @param databasePath the database file; its WAL is the file beside it, `-wal` added.
+   * @param databasePath the database file as SQLite opened it, symbolic links resolved and absolute
+   *   (`realpathSync`): its WAL is the file beside it, `-wal` added.
    * @param dataVersion `PRAGMA data_version` of a connection to the file that stays open (it changes
    *   when another connection commits); `undefined` while there is none.
    */
@@ -74,6 +78,7 @@ export class WalSync {
   }
 
   #sync(): Promise<void> {
+    if (this.#abandoned !== undefined) return Promise.reject(this.#abandoned);
     if (this.#closed) return Promise.resolve();
     if (this.#next !== undefined) return this.#next;
     if (this.#running === undefined) return this.#start();
@@ -87,7 +92,7 @@ export class WalSync {
 
   #start(): Promise<void> {
     const covered: Covered = { commits: this.#commits, version: this.#dataVersion() };
-    const done = this.#datasync().then(() => {
+    const done = this.#abandonable(this.#datasync()).then(() => {
       if (covered.commits >= this.#synced.commits) this.#synced = covered;
     });
     const running = { done, covers: covered };
@@ -96,6 +101,23 @@ export class WalSync {
       if (this.#running === running) this.#running = undefined;
     });
     return done;
+  }
+
+  /** `sync`, or the error of {@link abandon} if that comes first. */
+  #abandonable(sync: Promise<void>): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.#abandonment.add(reject);
+      sync.then(resolve, reject).finally(() => this.#abandonment.delete(reject));
+    });
+  }
+
+  /**
+   * Gives up on the syncs under way (a disk that does not answer): those waiting for them, and every
+   * later call, reject with `error`. The backend's `close()` calls it when they outlast its limit.
+   */
+  abandon(error: Error): void {
+    this.#abandoned ??= error;
+    for (const reject of [...this.#abandonment]) reject(error);
   }
 
   async #datasync(): Promise<void> {
@@ -111,14 +133,22 @@ export class WalSync {
     );
   }
 
-  /** Waits for the syncs under way, then lets go of the WAL file. Later calls resolve at once. */
+  /**
+   * Waits for the syncs under way (or their {@link abandon}), then lets go of the WAL file (not
+   * before a sync that hangs ends: its descriptor is the kernel's until then). Later calls resolve
+   * at once.
+   */
   async close(): Promise<void> {
     await this.#next?.catch(noop);
     await this.#running?.done.catch(noop);
     this.#closed = true;
-    const fd = await this.#fd?.catch(() => undefined);
+    const fd = this.#fd;
     this.#fd = undefined;
-    if (fd !== undefined) await new Promise<void>((resolve) => fs.close(fd, () => resolve()));
+    const closeFd = (descriptor: number | undefined) => {
+      if (descriptor !== undefined) fs.close(descriptor, noop);
+    };
+    if (this.#abandoned === undefined) closeFd(await fd?.catch(() => undefined));
+    else void fd?.then(closeFd, noop); // Closed once the hung open or sync lets go.
   }
 }
 
