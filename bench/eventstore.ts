@@ -12,7 +12,8 @@
  *   pg-append-64-writers  single-event appends, 64 concurrent writers each on its own stream, with expected
  *                         versions (concurrent appends share a commit: group commit); baseline: raw INSERT into
  *                         the equivalent table, one INSERT per commit, 64 writers on a pg.Pool of 16 connections
- *   sqlite-append         single-event appends on SQLite (WAL, synchronous=FULL); baseline: raw better-sqlite3 INSERT
+ *   sqlite-append         single-event appends on SQLite (WAL; each resolves once its commit is synced to disk,
+ *                         off the event loop); baseline: raw better-sqlite3 INSERT with synchronous=FULL
  *   sqlite-append-64-writers  64 concurrent writers each appending single events to its own stream; baseline:
  *                         64 writers doing one raw better-sqlite3 INSERT per commit
  *

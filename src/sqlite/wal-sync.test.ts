@@ -314,14 +314,20 @@ describe('SQLite commits wait for a sync of the WAL off the event loop', () => {
 });
 
 describe('WalSync', () => {
-  it('shares one sync among the calls made while another runs, and never resolves on one begun before', async () => {
+  /** A WalSync of a new file in WAL mode (its -wal written), open until the test ends. */
+  function walSyncOfNewFile(dataVersion: () => bigint): WalSync {
     const path = join(dir, `bare-${++files}.db`);
     const db = new Database(path);
     db.pragma('journal_mode = WAL');
     db.exec('CREATE TABLE t (x)');
     cleanups.push(async () => db.close());
-    const sync = new WalSync(path, () => 0n);
+    const sync = new WalSync(path, dataVersion);
     cleanups.push(() => sync.close());
+    return sync;
+  }
+
+  it('shares one sync among the calls made while another runs, and never resolves on one begun before', async () => {
+    const sync = walSyncOfNewFile(() => 0n);
     const held = holdSyncs();
     const first = sync.afterCommit();
     await vi.waitFor(() => expect(held.syncs).toHaveLength(1));
@@ -340,14 +346,8 @@ describe('WalSync', () => {
   });
 
   it('syncs for durable() when another connection committed (data version) since the last sync began', async () => {
-    const path = join(dir, `bare-${++files}.db`);
-    const db = new Database(path);
-    db.pragma('journal_mode = WAL');
-    db.exec('CREATE TABLE t (x)');
-    cleanups.push(async () => db.close());
     let version = 1n;
-    const sync = new WalSync(path, () => version);
-    cleanups.push(() => sync.close());
+    const sync = walSyncOfNewFile(() => version);
     await sync.durable(); // The first look: nothing known to be synced yet.
     const syncs = vi.spyOn(fs, 'fdatasync');
     await sync.durable();
