@@ -282,6 +282,29 @@ describe('SQLite commits wait for a sync of the WAL off the event loop', () => {
     expect(committed(path, 's-1')).toBe(1);
   });
 
+  it('gives up on nothing when close() takes longer than busyTimeoutMs but every sync ends in time', async () => {
+    const path = join(dir, `slow-${++files}.db`);
+    const backend = new SqliteEventStoreBackend({ path, busyTimeoutMs: 300 });
+    await backend.open();
+    const fdatasync = fs.fdatasync;
+    // Each sync takes 150 ms; appends keep arriving for 700 ms while close() waits for them.
+    vi.spyOn(fs, 'fdatasync').mockImplementation(((fd: number, callback: (error: Error | null) => void) => {
+      setTimeout(() => fdatasync(fd, callback), 150);
+    }) as typeof fs.fdatasync);
+    const appends: Promise<unknown>[] = [backend.append('s-0', [event()], 'no_stream')];
+    const closed = backend.close();
+    for (let i = 1; i <= 7; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      appends.push(backend.append(`s-${i}`, [event()], 'no_stream'));
+    }
+    await closed;
+    const outcomes = await Promise.allSettled(appends);
+    // Those called before the queue ran dry were committed and synced; none was given up on.
+    const failures = outcomes.flatMap((o) => (o.status === 'rejected' ? [o.reason] : []));
+    for (const failure of failures) expect(failure).toMatchObject({ code: 'EVENT_STORE_CLOSED' });
+    expect(outcomes.filter((o) => o.status === 'fulfilled').length).toBeGreaterThanOrEqual(4);
+  });
+
   it('stores an idempotent answer before resolving, and replays it only once synced', async () => {
     const { backend } = await openBackend();
     const store = backend.idempotencyStore({ namespace: 'sync' });

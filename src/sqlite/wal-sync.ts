@@ -40,8 +40,8 @@ export class WalSync {
   #commits = 0;
   /** What the last completed sync covers: commits of this process, and the file's data version. */
   #synced: Covered = { commits: 0, version: undefined };
-  /** The sync under way, and what it covers. */
-  #running: { readonly done: Promise<void>; readonly covers: Covered } | undefined;
+  /** The sync under way, what it covers, and when it began (`performance.now()`). */
+  #running: { readonly done: Promise<void>; readonly covers: Covered; readonly since: number } | undefined;
   /** The sync that starts once the running one ends, shared by every call made meanwhile. */
   #next: Promise<void> | undefined;
   #closed = false;
@@ -95,7 +95,7 @@ export class WalSync {
     const done = this.#abandonable(this.#datasync()).then(() => {
       if (covered.commits >= this.#synced.commits) this.#synced = covered;
     });
-    const running = { done, covers: covered };
+    const running = { done, covers: covered, since: performance.now() };
     this.#running = running;
     done.then(noop, noop).then(() => {
       if (this.#running === running) this.#running = undefined;
@@ -109,6 +109,11 @@ export class WalSync {
       this.#abandonment.add(reject);
       sync.then(resolve, reject).finally(() => this.#abandonment.delete(reject));
     });
+  }
+
+  /** How long the sync under way has been running, in ms; 0 when none is. */
+  runningFor(): number {
+    return this.#running === undefined ? 0 : performance.now() - this.#running.since;
   }
 
   /**
