@@ -1,5 +1,5 @@
 /**
- * `npm run bench:sqlite-units` — units of work on a SQLite file (WAL, synchronous=FULL) against the
+ * `npm run bench:sqlite-units` — units of work on a SQLite file (WAL, synced off the event loop) against the
  * same transaction done by hand with better-sqlite3, in one process run.
  *
  * One unit of work = append one event to a stream (its expected version checked) + one outbox message:
