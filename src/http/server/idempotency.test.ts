@@ -113,6 +113,38 @@ describe('MemoryIdempotencyStore', () => {
     expect(store.size).toBeLessThanOrEqual(6);
   });
 
+  it('forgets expired answers even behind a key still in flight', async () => {
+    vi.useFakeTimers();
+    const store = new MemoryIdempotencyStore({ ttlMs: 1000, leaseMs: 60_000 });
+    const answer = { status: 200, headers: {}, body: '{}' };
+    expect((await store.begin('slow', 'f')).state).toBe('new');
+    for (const key of ['a', 'b']) {
+      const begun = await store.begin(key, 'f');
+      await store.complete(key, answer, begun.state === 'new' ? begun.claim : undefined);
+    }
+    vi.advanceTimersByTime(1001);
+    await store.begin('c', 'f');
+    // 'a' and 'b' expired: only the key in flight and the new one are remembered.
+    expect(store.size).toBe(2);
+    expect((await store.begin('slow', 'f')).state).toBe('in-progress');
+    expect((await store.begin('a', 'f')).state).toBe('new');
+  });
+
+  it('keeps the newest answers that fit beside the keys in flight', async () => {
+    const store = new MemoryIdempotencyStore({ maxEntries: 3 });
+    const answer = { status: 200, headers: {}, body: '{}' };
+    for (const key of ['slow', 'slower']) expect((await store.begin(key, 'f')).state).toBe('new');
+    for (const key of ['d', 'e', 'g']) {
+      const begun = await store.begin(key, 'f');
+      await store.complete(key, answer, begun.state === 'new' ? begun.claim : undefined);
+    }
+    expect(store.size).toBe(3);
+    expect((await store.begin('g', 'f')).state).toBe('replay');
+    expect((await store.begin('slow', 'f')).state).toBe('in-progress');
+    expect((await store.begin('slower', 'f')).state).toBe('in-progress');
+    expect((await store.begin('d', 'f')).state).toBe('new');
+  });
+
   it('rejects nonsensical options', () => {
     expect(() => new MemoryIdempotencyStore({ ttlMs: 0 })).toThrow(/ttlMs/);
     expect(() => new MemoryIdempotencyStore({ maxEntries: 0 })).toThrow(/maxEntries/);

@@ -35,17 +35,27 @@ interface Entry {
   readonly fingerprint: string;
   /** Names this claim of the key, so that a lapsed one cannot end the next. */
   readonly claim: string;
-  response: StoredResponse | undefined;
   /** End of the lease while in flight, of the memory once completed. */
-  expiresAt: number;
+  readonly expiresAt: number;
+}
+
+interface Answer extends Entry {
+  readonly response: StoredResponse;
 }
 
 /**
  * An {@link IdempotencyStore} in process memory, bounded in time and size. Right for one instance;
  * several instances behind a load balancer need a shared store.
+ *
+ * Keys in flight and answered keys are kept apart, each in the order its time began (every lease
+ * lasts `leaseMs`, every answer `ttlMs`): both end in that order, so what has expired, or the oldest
+ * answers beyond `maxEntries`, are dropped from the front without stepping over anything.
  */
 export class MemoryIdempotencyStore implements IdempotencyStore {
-  readonly #entries = new Map<string, Entry>();
+  /** Keys whose handler runs (or ran out its lease unanswered), oldest lease first. */
+  readonly #held = new Map<string, Entry>();
+  /** Answered keys, oldest answer first. */
+  readonly #answers = new Map<string, Answer>();
   readonly #ttlMs: number;
   readonly #leaseMs: number;
   readonly #maxEntries: number;
@@ -58,57 +68,68 @@ export class MemoryIdempotencyStore implements IdempotencyStore {
     this.#maxEntries = positiveIntegerOption('maxEntries', options.maxEntries, d.maxEntries);
   }
 
-  /** Keys currently remembered (expired ones included until touched or evicted). */
+  /** Keys currently remembered: answered, or held by a handler. */
   get size(): number {
-    return this.#entries.size;
+    return this.#held.size + this.#answers.size;
   }
 
   async begin(key: string, fingerprint: string): Promise<IdempotencyBeginResult> {
     const now = Date.now();
-    const entry = this.#entries.get(key);
-    if (entry !== undefined && entry.expiresAt > now) {
-      if (entry.fingerprint !== fingerprint) return { state: 'mismatch' };
-      return entry.response === undefined
-        ? { state: 'in-progress' }
-        : { state: 'replay', response: entry.response };
+    const answer = this.#answers.get(key);
+    if (answer !== undefined && answer.expiresAt > now) {
+      return answer.fingerprint === fingerprint
+        ? { state: 'replay', response: answer.response }
+        : { state: 'mismatch' };
     }
-    this.#entries.delete(key);
+    const held = this.#held.get(key);
+    if (held !== undefined && held.expiresAt > now) {
+      return held.fingerprint === fingerprint ? { state: 'in-progress' } : { state: 'mismatch' };
+    }
+    this.#answers.delete(key);
+    this.#held.delete(key);
     const claim = String(++this.#claims);
-    this.#entries.set(key, { fingerprint, claim, response: undefined, expiresAt: now + this.#leaseMs });
+    this.#held.set(key, { fingerprint, claim, expiresAt: now + this.#leaseMs });
     this.#evict(now);
     return { state: 'new', claim };
   }
 
   async complete(key: string, response: StoredResponse, claim?: string): Promise<void> {
     assertStoredResponse(response);
-    const entry = this.#entries.get(key);
-    if (entry === undefined || entry.response !== undefined) return;
+    const entry = this.#held.get(key);
+    if (entry === undefined) return;
     // A lapsed claim still completes while nobody took the key over: its answer is the one to replay.
     if (claim !== undefined && entry.claim !== claim) return;
-    entry.response = response;
-    entry.expiresAt = Date.now() + this.#ttlMs;
-    // Re-inserted, so that eviction (oldest first) reaches it last.
-    this.#entries.delete(key);
-    this.#entries.set(key, entry);
+    const now = Date.now();
+    this.#held.delete(key);
+    this.#answers.set(key, {
+      fingerprint: entry.fingerprint,
+      claim: entry.claim,
+      response,
+      expiresAt: now + this.#ttlMs,
+    });
+    this.#evict(now);
   }
 
   async abandon(key: string, claim?: string): Promise<void> {
-    const entry = this.#entries.get(key);
-    if (entry === undefined || entry.response !== undefined) return;
-    if (claim === undefined || entry.claim === claim) this.#entries.delete(key);
+    const entry = this.#held.get(key);
+    if (entry === undefined) return;
+    if (claim === undefined || entry.claim === claim) this.#held.delete(key);
   }
 
   /**
-   * Drops expired entries from the oldest end and, beyond `maxEntries`, the oldest answers. A key
-   * whose handler is still running is never dropped before its lease ends: forgetting it would let
-   * a duplicate run the handler a second time, at once. Held keys are bounded by the requests in
-   * flight and their lease, so they may take the store past `maxEntries` for that long.
+   * Drops the leases that ended and the answers that expired, then, beyond `maxEntries`, the oldest
+   * answers. A key whose handler is still running is never dropped before its lease ends: forgetting
+   * it would let a duplicate run the handler a second time, at once. Held keys are bounded by the
+   * requests in flight and their lease, so they may take the store past `maxEntries` for that long.
    */
   #evict(now: number): void {
-    for (const [key, entry] of this.#entries) {
-      const held = entry.response === undefined && entry.expiresAt > now;
-      if (entry.expiresAt > now && this.#entries.size <= this.#maxEntries) break;
-      if (!held) this.#entries.delete(key);
+    for (const [key, entry] of this.#held) {
+      if (entry.expiresAt > now) break;
+      this.#held.delete(key);
+    }
+    for (const [key, answer] of this.#answers) {
+      if (answer.expiresAt > now && this.size <= this.#maxEntries) break;
+      this.#answers.delete(key);
     }
   }
 }
