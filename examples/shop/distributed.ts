@@ -10,6 +10,7 @@
  */
 import { fileURLToPath } from 'node:url';
 import { type Logger, stderrLogger } from 'ferry';
+import { usableDataDir } from './data-dir.js';
 import { SERVICES, type ServiceName, type Topology } from './runtime.js';
 import {
   CONFIGURATION_ERROR_EXIT_CODE,
@@ -59,6 +60,9 @@ export async function startDistributedShop(options: DistributedShopOptions): Pro
   const { instances, rest } = parseInstances(options.argv, SCALABLE);
   if (rest.length > 0)
     throw new SettingsError(`unknown arguments: ${rest.join(' ')} (only --instances name=n)`);
+  // The payment provider keeps its ledger there: refused by that process alone, the shop would
+  // start every other service and then stop.
+  await usableDataDir(settings.dataDir);
   const log = options.logger ?? stderrLogger;
   log.info(`bus ${redact(busUrl)}, database ${redact(dbUrl)}`);
 

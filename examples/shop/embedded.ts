@@ -5,12 +5,11 @@
  * after a crash and a restart.
  */
 import { randomBytes } from 'node:crypto';
-import { access, constants, readFile, writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'ferry';
-import { makeDataDir } from './data-dir.js';
+import { usableDataDir } from './data-dir.js';
 import { type RunningService, type ServiceName, startService, type Topology } from './runtime.js';
-import { SettingsError } from './settings.js';
 
 export interface EmbeddedShopOptions {
   readonly dataDir: string;
@@ -129,16 +128,4 @@ async function adminToken(
   const token = randomBytes(18).toString('base64url');
   await writeFile(file, `${token}\n`, { mode: 0o600 });
   return { token, generated: true };
-}
-
-/** Creates the data folder if needed; one the shop cannot write to is a setting to change. */
-async function usableDataDir(dir: string): Promise<void> {
-  try {
-    await makeDataDir(dir);
-    await access(dir, constants.W_OK);
-  } catch (error) {
-    throw new SettingsError(
-      `FERRY_DATA_DIR ${dir} cannot be used: ${(error as Error).message.replace(/^[A-Z]+: /, '')}`,
-    );
-  }
 }

@@ -17,7 +17,7 @@ import {
 } from 'ferry';
 import { CATALOG } from './catalog.js';
 import { type ShopContracts, shopContracts } from './contracts.js';
-import { makeDataDir } from './data-dir.js';
+import { usableDataDir } from './data-dir.js';
 import { type ServiceUrls, startGateway } from './gateway/gateway.js';
 import { startInventoryService } from './inventory/service.js';
 import { serviceLookups } from './orders/lookups.js';
@@ -138,7 +138,7 @@ export async function startService(name: ServiceName, settings: ServiceSettings)
   const listen = { port, ...(settings.host === undefined ? {} : { host: settings.host }) };
 
   if (name === 'payment-provider') {
-    await makeDataDir(settings.infrastructure.dataDir);
+    await usableDataDir(settings.infrastructure.dataDir);
     const provider = await startPaymentProvider({
       ...listen,
       file: join(settings.infrastructure.dataDir, 'payment-provider.db'),

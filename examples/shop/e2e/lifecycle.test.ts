@@ -163,6 +163,9 @@ describe('the embedded shop, given a data folder it cannot use', () => {
     ],
     // Node's recursive mkdir tries again forever there: the shop hung without a word.
     ['under /proc, which answers ENOENT to new entries', async () => '/proc/ferry-no-such/data'],
+    // Both passed the check and failed when SQLite opened its file: exit 1, the variable unnamed.
+    ['a regular file', regularFile],
+    ['a folder that takes no new files (/proc)', async () => '/proc'],
   ])(
     'stops at once with code 2 and one line naming FERRY_DATA_DIR (%s)',
     async (_, dataDir) => {
@@ -174,6 +177,13 @@ describe('the embedded shop, given a data folder it cannot use', () => {
     60_000,
   );
 });
+
+/** A regular file, given as the data folder. */
+async function regularFile(): Promise<string> {
+  const file = join(await tempDir(), 'a-file');
+  await writeFile(file, 'not a folder');
+  return file;
+}
 
 describe('the embedded shop, given a PORT another program listens on', () => {
   it('stops before starting anything, with code 2 and one line naming PORT', async () => {
@@ -280,6 +290,23 @@ describe('the distributed shop', () => {
       await expectGoneWithin10s(npm, port);
     },
     240_000,
+  );
+
+  // The provider's ledger is kept there: refused by that process alone, it was restarted forever.
+  it.each([
+    ['a regular file', regularFile],
+    ['a folder that takes no new files (/proc)', async () => '/proc'],
+  ])(
+    'refuses a FERRY_DATA_DIR that is %s before starting anything: one line naming it, exit code 2',
+    async (_, dataDir) => {
+      const { env } = await distributedEnv({ FERRY_DATA_DIR: await dataDir() });
+      const supervisor = shop('distributed.ts', env);
+      expect(await supervisor.exit).toBe(2);
+      expect(supervisor.output().trim().split('\n')).toEqual([
+        expect.stringMatching(/^The shop could not start: FERRY_DATA_DIR \S+ cannot be used: /),
+      ]);
+    },
+    60_000,
   );
 
   it.each([
