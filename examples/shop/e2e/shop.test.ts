@@ -166,6 +166,26 @@ describe.each<Mode>(['embedded', 'distributed'])('the %s shop', (mode) => {
     expect((await client.charges()).filter((c) => c.orderId === first.id)).toHaveLength(1);
   });
 
+  it('does not spend an Idempotency-Key on a refused POST /orders: the corrected body with it is placed', async () => {
+    const user = await client.createUser();
+    const key = { 'idempotency-key': randomUUID() };
+    const refused = await client.call(
+      'POST',
+      '/orders',
+      { userId: user.id, items: [{ productId: 'ceramic-mug', quantity: 0 }] },
+      key,
+    );
+    expect(refused.status).toBe(400);
+    const placed = await client.call<OrderView>(
+      'POST',
+      '/orders',
+      { userId: user.id, items: [{ productId: 'ceramic-mug', quantity: 1 }] },
+      key,
+    );
+    expect(placed.status).toBe(201);
+    expect((await client.settled(placed.body.id)).status).toBe('confirmed');
+  });
+
   it('never oversells: 100 concurrent orders of 1 against 20 in stock', async () => {
     const product = await client.addProduct(20);
     const users = await Promise.all(Array.from({ length: 10 }, (_, i) => client.createUser(`U${i}`)));

@@ -423,6 +423,35 @@ describe('orders service', () => {
     expect(await storedOrders(shop.store)).toBe(1);
   });
 
+  // As Stripe does: a request refused for what it says did nothing, so its key is not spent on it.
+  it.each([
+    ['400: a quantity of 0', { ...order(), items: [{ productId: 'tea', quantity: 0 }] }, 400],
+    ['400: no items', { ...order(), items: [] }, 400],
+    ['422: an unknown user', { ...order(), userId: 'ghost' }, 422],
+    ['422: an unknown product', order(undefined, [{ productId: 'ghost', quantity: 1 }]), 422],
+  ])(
+    'does not spend an Idempotency-Key on a request refused (%s): corrected, it is placed',
+    async (_, bad, status) => {
+      const shop = await startShop();
+      const key = { 'idempotency-key': randomUUID() };
+      const refused = await call(shop, 'POST', '/orders', bad, key);
+      expect(refused.status).toBe(status);
+      expect(refused.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+      const corrected = await call(shop, 'POST', '/orders', order(), key);
+      expect(corrected.status).toBe(201);
+      expect(corrected.headers.get('idempotent-replayed')).toBeNull();
+      // The key now holds the order placed: replayed, and another body refused.
+      const again = await call(shop, 'POST', '/orders', order(), key);
+      expect([again.status, again.body.id, again.headers.get('idempotent-replayed')]).toEqual([
+        201,
+        corrected.body.id,
+        'true',
+      ]);
+      expect((await call(shop, 'POST', '/orders', bad, key)).status).toBe(status === 400 ? 400 : 422);
+      expect(await storedOrders(shop.store)).toBe(1);
+    },
+  );
+
   it('places one order per Idempotency-Key even when the answer of the first request was lost', async () => {
     // As after a crash between the order's commit and its answer's, once the claim lapsed: the key
     // store remembers nothing, so every request with the key runs again. Must not happen: a second
