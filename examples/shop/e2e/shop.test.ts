@@ -312,6 +312,21 @@ describe.each<Mode>(['embedded', 'distributed'])('the %s shop', (mode) => {
       expect(await ordersStored()).toBe(orders);
     });
 
+    it('refuses a cancel whose body is not JSON (415) or malformed (400), and leaves the order as it was', async () => {
+      const user = await client.createUser();
+      const order = await client.order(user.id, [{ productId: 'green-tea', quantity: 1 }]);
+      expect((await client.settled(order.id)).status).toBe('confirmed');
+      const text = await client.call('POST', `/orders/${order.id}/cancel`, 'please', {
+        'content-type': 'text/plain',
+      });
+      const malformed = await client.call('POST', `/orders/${order.id}/cancel`, '{"reason":');
+      expect([text.status, malformed.status]).toEqual([415, 400]);
+      expect(text.type).toContain('application/problem+json');
+      const after = await client.getOrder(order.id);
+      expect(after.status).toBe('confirmed');
+      expect(after.history.map((h) => h.event)).toEqual(['placed', 'confirmed']);
+    });
+
     it('answers 404 problems for unknown orders, users, products and routes', async () => {
       for (const path of [
         '/orders/not-an-id',

@@ -212,14 +212,14 @@ describe('the gateway', () => {
     expect(shop.received).toEqual([]);
   });
 
-  it('cancels whatever body comes with the request, and passes none on', async () => {
+  it('cancels with no body or a JSON one, and passes none on', async () => {
     const shop = await startShopFront();
     const id = '0b7e6f5c-1c1a-4d0e-9d7e-3d2f1a0b9c8d';
     for (const [body, headers] of [
       ['', {}],
+      ['', { 'content-type': 'text/plain' }],
       ['{"reason":"changed my mind"}', {}],
-      ['{"reason":', {}],
-      ['please', { 'content-type': 'text/plain' }],
+      ['{}', { 'content-type': 'application/json; charset=utf-8' }],
     ] as const) {
       const answer = await shop.call('POST', `/orders/${id}/cancel`, body, headers);
       expect(answer.status, body).toBe(202);
@@ -230,6 +230,26 @@ describe('the gateway', () => {
     for (const request of shop.received) {
       expect(request).toEqual({ method: 'POST', url: `/orders/${id}/cancel`, type: undefined, body: '' });
     }
+  });
+
+  // As every other route: a body the gateway cannot read as JSON is refused, and nothing cancelled.
+  it.each([
+    ['malformed JSON', '{"reason":', {}, 400],
+    ['a __proto__ key', '{"__proto__":{"x":1}}', {}, 400],
+    ['text', 'please', { 'content-type': 'text/plain' }, 415],
+    ['latin1 JSON', '{"reason":"caf\u00e9"}', { 'content-type': 'application/json; charset=latin1' }, 415],
+    ['a gzip content-encoding', '{}', { 'content-encoding': 'gzip' }, 415],
+  ])('refuses a cancel with %s, and passes nothing on', async (_, body, headers, status) => {
+    const shop = await startShopFront();
+    const answer = await shop.call(
+      'POST',
+      '/orders/0b7e6f5c-1c1a-4d0e-9d7e-3d2f1a0b9c8d/cancel',
+      body,
+      headers,
+    );
+    expect(answer.status).toBe(status);
+    expect(answer.type).toMatch(/^application\/problem\+json/);
+    expect(shop.received).toEqual([]);
   });
 
   it('relays problems with the path the client called as their instance', async () => {

@@ -85,7 +85,11 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   // would overflow the stack on its way to the service.
   const checkJson = app.getDefaultJsonParser('error', 'error');
   app.removeAllContentTypeParsers();
-  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (request, body, done) => {
+  const parseJson = (
+    request: FastifyRequest,
+    body: Buffer | string,
+    done: (error: Error | null, body?: unknown) => void,
+  ): void => {
     // JSON is UTF-8 (RFC 8259), sent as it is: another charset would be read as UTF-8 and mangled
     // (é stored as U+FFFD), a compressed body taken for malformed JSON.
     if (!isPlainUtf8(request.headers['content-type'], request.headers['content-encoding'])) {
@@ -108,7 +112,8 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       if (error) done(error);
       else done(null, new JsonBody(text));
     });
-  });
+  };
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, parseJson);
 
   /** Forwards the request to `upstream` at `path` and answers with what it answered. */
   async function forward(
@@ -179,11 +184,16 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   app.get('/orders/:id', (request, reply) =>
     forward(upstreams.orders, request, reply, `/orders/${id(request)}`),
   );
-  // Cancelling takes no body: whatever comes with it (nothing under a JSON content type, malformed
-  // JSON, another type) is read, within the body limit, and not passed on.
+  // Cancelling takes no body: none (under any content type or none), or JSON as every other route
+  // takes it, which is checked and not passed on. Anything else is refused as elsewhere.
   app.register(async (noBody) => {
     noBody.removeAllContentTypeParsers();
-    noBody.addContentTypeParser('*', { parseAs: 'buffer' }, (_request, _body, done) => done(null, undefined));
+    noBody.addContentTypeParser('*', { parseAs: 'buffer' }, (request, body, done) => {
+      if ((body as Buffer).length === 0) done(null, undefined);
+      else if (mediaType(request.headers['content-type']) === 'application/json')
+        parseJson(request, body, (error) => done(error, undefined));
+      else done(new HttpProblemError(415, undefined, { detail: 'Send no body, or JSON.' }));
+    });
     noBody.post('/orders/:id/cancel', (request, reply) =>
       forward(upstreams.orders, request, reply, `/orders/${id(request)}/cancel`),
     );
@@ -258,6 +268,8 @@ function calledPath(body: unknown, request: FastifyRequest): unknown {
   if (typeof body !== 'object' || body === null || Array.isArray(body) || !('instance' in body)) return body;
   return { ...body, instance: request.url.split('?', 1)[0] };
 }
+
+const mediaType = (type: string | undefined) => type?.split(';', 1)[0]?.trim().toLowerCase();
 
 /** A JSON body in UTF-8 (`charset=utf-8` or none) and not encoded (`identity` or none). */
 function isPlainUtf8(type: string | undefined, encoding: string | undefined): boolean {
