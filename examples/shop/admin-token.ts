@@ -7,7 +7,8 @@ const digest = (s: string) => createHash('sha256').update(s).digest();
 
 /** Whether `authorization` is `Bearer <adminToken>`; never true when no token is set. */
 export function isAdmin(authorization: string | undefined, adminToken: string | undefined): boolean {
-  const given = /^Bearer (.+)$/.exec(authorization ?? '')?.[1];
+  // The scheme's name is case-insensitive (RFC 9110 §11.1): `bearer` and `BEARER` are `Bearer`.
+  const given = /^Bearer +(.+)$/i.exec(authorization ?? '')?.[1];
   // Hashes of equal length, so the comparison takes the same time whatever was sent.
   return !!adminToken && given !== undefined && timingSafeEqual(digest(given), digest(adminToken));
 }

@@ -227,6 +227,18 @@ describe.each<Mode>(['embedded', 'distributed'])('the %s shop', (mode) => {
       });
     });
 
+    it('take the token under the scheme written in any case (bearer, BEARER), as HTTP says', async () => {
+      for (const scheme of ['bearer', 'BEARER']) {
+        const authorization = { authorization: `${scheme} ${client.adminToken}` };
+        expect(
+          (await client.call('GET', '/admin/faults/payment-provider', undefined, authorization)).status,
+        ).toBe(200);
+        expect(
+          (await client.call('GET', '/admin/payment-provider/charges', undefined, authorization)).status,
+        ).toBe(200);
+      }
+    });
+
     it('refuse a fault switch out of range with 400', async () => {
       for (const faults of [
         { failureRate: 1.5 },
