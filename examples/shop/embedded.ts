@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import type { Logger } from 'ferry';
 import { usableDataDir } from './data-dir.js';
 import { type RunningService, type ServiceName, startService, type Topology } from './runtime.js';
+import { isSendableToken, SettingsError } from './settings.js';
 
 export interface EmbeddedShopOptions {
   readonly dataDir: string;
@@ -119,11 +120,21 @@ async function adminToken(
 ): Promise<{ token: string; generated: boolean }> {
   if (given !== undefined && given !== '') return { token: given, generated: false };
   const file = join(dataDir, 'admin-token');
+  let kept = '';
   try {
-    const kept = (await readFile(file, 'utf8')).trim();
-    if (kept !== '') return { token: kept, generated: true };
+    kept = (await readFile(file, 'utf8')).trim();
   } catch {
     // First start.
+  }
+  if (kept !== '') {
+    // Edited by hand, it is held to the rule FERRY_ADMIN_TOKEN is: otherwise no request could open
+    // the admin routes with it.
+    if (!isSendableToken(kept)) {
+      throw new SettingsError(
+        `the admin token kept in ${file} must be 1 to 1024 visible ASCII characters (no spaces): correct it, delete the file to have one generated, or set FERRY_ADMIN_TOKEN`,
+      );
+    }
+    return { token: kept, generated: true };
   }
   const token = randomBytes(18).toString('base64url');
   await writeFile(file, `${token}\n`, { mode: 0o600 });

@@ -80,4 +80,17 @@ describe('readSettings', () => {
       expect(message).not.toContain(token.slice(0, 8));
     }
   });
+
+  it('takes PORT as digits from 0 to 65535, and refuses anything else naming it', () => {
+    expect(readSettings({}).port).toBe(3000);
+    expect(readSettings({ PORT: '' }).port).toBe(3000);
+    expect(readSettings({ PORT: '0' }).port).toBe(0);
+    expect(readSettings({ PORT: '8080' }).port).toBe(8080);
+    expect(readSettings({ PORT: '65535' }).port).toBe(65_535);
+    for (const value of ['1e4', '0x50', ' 80', '3000.0', '-1', '65536', '80a', '+80', '000000080']) {
+      expect(() => readSettings({ PORT: value }), value).toThrow(
+        new SettingsError(`PORT must be a port number (0-65535), not ${JSON.stringify(value)}`),
+      );
+    }
+  });
 });

@@ -57,7 +57,13 @@ export interface DistributedSettings {
 const MAX_TIMER_MS = 2_147_483_647;
 
 export function readSettings(env: NodeJS.ProcessEnv = process.env): ShopSettings {
-  const port = env.PORT === undefined || env.PORT === '' ? 3000 : Number(env.PORT);
+  // Digits only: Number() would take `1e4`, ` 80 `, `0x50` or `3000.0` for a port.
+  const port =
+    env.PORT === undefined || env.PORT === ''
+      ? 3000
+      : /^\d{1,5}$/.test(env.PORT)
+        ? Number(env.PORT)
+        : Number.NaN;
   if (!Number.isInteger(port) || port < 0 || port > 65_535) {
     throw new SettingsError(`PORT must be a port number (0-65535), not ${JSON.stringify(env.PORT)}`);
   }
@@ -70,7 +76,7 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env): ShopSettings
   const adminToken = env.FERRY_ADMIN_TOKEN || undefined;
   // What a client can send back in `Authorization: Bearer …`: visible ASCII (a header's bytes are
   // compared, so other characters never match as typed), short enough for a request's headers.
-  if (adminToken !== undefined && !/^[\x21-\x7e]{1,1024}$/.test(adminToken)) {
+  if (adminToken !== undefined && !isSendableToken(adminToken)) {
     throw new SettingsError(
       `FERRY_ADMIN_TOKEN must be 1 to 1024 visible ASCII characters (no spaces), a ${adminToken.length}-character value is not`,
     );
@@ -84,6 +90,9 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env): ShopSettings
     logLevel: level as LogLevel,
   };
 }
+
+/** Whether a client can send `token` back in `Authorization: Bearer …` as it is. */
+export const isSendableToken = (token: string): boolean => /^[\x21-\x7e]{1,1024}$/.test(token);
 
 /** The distributed shop's settings, checked up front by the supervisor and by each service. */
 export function readDistributedSettings(env: NodeJS.ProcessEnv = process.env): DistributedSettings {

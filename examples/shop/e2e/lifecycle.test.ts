@@ -178,6 +178,22 @@ describe('the embedded shop, given a data folder it cannot use', () => {
   );
 });
 
+describe('the embedded shop, given an admin-token file edited into a token no client can send', () => {
+  it('stops at once with code 2 and one line naming the file, not printing what it holds', async () => {
+    const dataDir = await tempDir();
+    await writeFile(join(dataDir, 'admin-token'), 'two words\n');
+    const [port] = (await freePorts(1)) as [number];
+    const main = shop(
+      'main.ts',
+      cleanEnv({ FERRY_DATA_DIR: dataDir, PORT: String(port), FERRY_ADMIN_TOKEN: '' }),
+    );
+    expect(await main.exit).toBe(2);
+    expect(main.output().trim().split('\n')).toEqual([
+      `The shop could not start: the admin token kept in ${join(dataDir, 'admin-token')} must be 1 to 1024 visible ASCII characters (no spaces): correct it, delete the file to have one generated, or set FERRY_ADMIN_TOKEN`,
+    ]);
+  }, 60_000);
+});
+
 /** A regular file, given as the data folder. */
 async function regularFile(): Promise<string> {
   const file = join(await tempDir(), 'a-file');
