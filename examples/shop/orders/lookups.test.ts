@@ -1,5 +1,6 @@
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { HttpProblemError } from 'ferry';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Upstream } from '../upstream.js';
 import { serviceLookups } from './lookups.js';
@@ -52,5 +53,24 @@ describe('order lookups over HTTP', () => {
       await expect(lookups.findProduct(id), JSON.stringify(id)).resolves.toBeUndefined();
     }
     expect(asked).toEqual([]);
+  });
+
+  it('answers 503 for a service it cannot reach, without telling the client where that service lives', async () => {
+    const server = createServer();
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as AddressInfo).port;
+    await new Promise((resolve) => server.close(resolve));
+    const gone = new Upstream('users', [`http://127.0.0.1:${port}`], { timeoutMs: 2000 });
+    closers.push(() => gone.close());
+    const error = await serviceLookups(gone, gone)
+      .findUser('u-1')
+      .then(
+        () => undefined,
+        (e: unknown) => e as HttpProblemError,
+      );
+    expect(error).toBeInstanceOf(HttpProblemError);
+    expect(error?.status).toBe(503);
+    expect(error?.detail).toBe('users cannot be reached; the order was not placed, try again.');
+    expect(JSON.stringify(error?.toProblem())).not.toContain(String(port));
   });
 });

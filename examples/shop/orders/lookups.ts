@@ -31,7 +31,8 @@ export function serviceLookups(
     try {
       response = await upstream.request<V>({ method: 'GET', path });
     } catch (error) {
-      throw unavailable(`${upstream.name} cannot be reached (${describe(error)})`, error);
+      // The cause (with the instance's address) goes to the log, not to the client.
+      throw unavailable(`${upstream.name} cannot be reached`, error);
     }
     if (response.status === 404) return undefined;
     if (response.status !== 200) throw unavailable(`${upstream.name} answered ${response.status}`);
@@ -78,8 +79,6 @@ function pathTo(prefix: string, id: string): string | undefined {
     return undefined;
   }
 }
-
-const describe = (error: unknown) => (error instanceof Error ? error.message : String(error));
 
 /** 503 with Retry-After: the order was not placed, and trying again shortly is the right move. */
 function unavailable(detail: string, cause?: unknown): HttpProblemError {

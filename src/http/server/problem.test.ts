@@ -222,6 +222,39 @@ describe('problem documents', () => {
     expect(logger.entries).toHaveLength(1);
   });
 
+  it('logs the cause of a 5xx HttpProblemError, and nothing for one without a cause or a 4xx', () => {
+    const logger = new RecordingLogger();
+    const req = { method: 'POST', path: '/orders', context: { correlationId: 'c2' } };
+    const cause = new Error('connect ECONNREFUSED 10.0.0.7:4100');
+    const answer = problemFromError(
+      new HttpProblemError(503, 'Dependency unavailable', { detail: 'users cannot be reached', cause }),
+      req,
+      { logger },
+    );
+    expect(answer.problem).toEqual({
+      type: 'about:blank',
+      title: 'Dependency unavailable',
+      status: 503,
+      detail: 'users cannot be reached',
+      instance: '/orders',
+      correlationId: 'c2',
+    });
+    expect(logger.entries).toEqual([
+      {
+        message: '503 Dependency unavailable while serving a request',
+        fields: {
+          correlationId: 'c2',
+          method: 'POST',
+          path: '/orders',
+          error: 'Error: connect ECONNREFUSED 10.0.0.7:4100',
+        },
+      },
+    ]);
+    problemFromError(new HttpProblemError(503), req, { logger });
+    problemFromError(new HttpProblemError(422, undefined, { cause }), req, { logger });
+    expect(logger.entries).toHaveLength(1);
+  });
+
   it('answers 500 and logs whatever was thrown, even a value that cannot be described plainly', () => {
     const logger = new RecordingLogger();
     const req = { method: 'GET', path: '/p', context: { correlationId: 'c1' } };

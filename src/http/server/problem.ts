@@ -217,6 +217,18 @@ export function problemFromError(
     ...(correlationId === undefined ? {} : { correlationId }),
   };
   if (isHttpProblemError(error)) {
+    // A 5xx thrown with what caused it: the client reads the problem, the operator the cause.
+    if (error.status >= 500 && error.cause !== undefined) {
+      (options.logger ?? stderrProblemLogger).error(
+        `${error.status} ${error.title} while serving a request`,
+        {
+          correlationId,
+          method: request.method,
+          path: request.path,
+          error: describe(error.cause).error,
+        },
+      );
+    }
     return { status: error.status, headers: error.headers, problem: error.toProblem(extra) };
   }
   if (isRequestValidationError(error)) {
