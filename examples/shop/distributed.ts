@@ -10,7 +10,7 @@
  */
 import { fileURLToPath } from 'node:url';
 import { type Logger, stderrLogger } from 'ferry';
-import { usableDataDir } from './data-dir.js';
+import { lockDataDir, usableDataDir } from './data-dir.js';
 import { SERVICES, type ServiceName, type Topology } from './runtime.js';
 import {
   CONFIGURATION_ERROR_EXIT_CODE,
@@ -63,6 +63,23 @@ export async function startDistributedShop(options: DistributedShopOptions): Pro
   // The payment provider keeps its ledger there: refused by that process alone, the shop would
   // start every other service and then stop.
   await usableDataDir(settings.dataDir);
+  const unlock = await lockDataDir(settings.dataDir);
+  try {
+    return await spawnServices(options, settings.port, busUrl, dbUrl, instances, unlock);
+  } catch (error) {
+    await unlock();
+    throw error;
+  }
+}
+
+async function spawnServices(
+  options: DistributedShopOptions,
+  port: number,
+  busUrl: string,
+  dbUrl: string,
+  instances: Record<(typeof SCALABLE)[number], number>,
+  unlock: () => Promise<void>,
+): Promise<DistributedShop> {
   const log = options.logger ?? stderrLogger;
   log.info(`bus ${redact(busUrl)}, database ${redact(dbUrl)}`);
 
@@ -95,7 +112,7 @@ export async function startDistributedShop(options: DistributedShopOptions): Pro
       env: (instance: number) => ({
         ...options.env,
         SHOP_SERVICE: service,
-        SHOP_PORT: String(service === 'gateway' ? settings.port : ports.get(service)?.[instance]),
+        SHOP_PORT: String(service === 'gateway' ? port : ports.get(service)?.[instance]),
         SHOP_TOPOLOGY: JSON.stringify(topology),
         FERRY_BUS_URL: busUrl,
         FERRY_DB_URL: dbUrl,
@@ -103,11 +120,11 @@ export async function startDistributedShop(options: DistributedShopOptions): Pro
     })),
   });
   return {
-    url: `http://127.0.0.1:${settings.port}`,
+    url: `http://127.0.0.1:${port}`,
     busUrl,
     supervisor,
     topology,
-    stop: () => supervisor.stop(),
+    stop: () => supervisor.stop().finally(unlock),
   };
 }
 

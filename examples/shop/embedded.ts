@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'ferry';
-import { usableDataDir } from './data-dir.js';
+import { lockDataDir, usableDataDir } from './data-dir.js';
 import { type RunningService, type ServiceName, startService, type Topology } from './runtime.js';
 import { isSendableToken, SettingsError } from './settings.js';
 
@@ -42,7 +42,15 @@ const START_ORDER: readonly ServiceName[] = ['payment-provider', 'users', 'inven
 
 export async function startEmbeddedShop(options: EmbeddedShopOptions): Promise<EmbeddedShop> {
   await usableDataDir(options.dataDir);
-  const { token, generated } = await adminToken(options.dataDir, options.adminToken);
+  const unlock = await lockDataDir(options.dataDir);
+  let token: string;
+  let generated: boolean;
+  try {
+    ({ token, generated } = await adminToken(options.dataDir, options.adminToken));
+  } catch (error) {
+    await unlock();
+    throw error;
+  }
   const services = new Map<ServiceName, RunningService>();
   const urlOf = (name: ServiceName) => services.get(name)?.url ?? '';
   const topology = (): Topology => ({
@@ -97,6 +105,7 @@ export async function startEmbeddedShop(options: EmbeddedShopOptions): Promise<E
     );
   } catch (error) {
     await closeAll();
+    await unlock();
     throw error;
   }
 
@@ -107,7 +116,7 @@ export async function startEmbeddedShop(options: EmbeddedShopOptions): Promise<E
     adminTokenGenerated: generated,
     services,
     close: () => {
-      closing ??= closeAll();
+      closing ??= closeAll().finally(unlock);
       return closing;
     },
   };

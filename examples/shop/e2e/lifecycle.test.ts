@@ -194,6 +194,30 @@ describe('the embedded shop, given an admin-token file edited into a token no cl
   }, 60_000);
 });
 
+describe('the embedded shop, given a data folder another shop runs on', () => {
+  it('stops with code 2 and one line naming FERRY_DATA_DIR and that shop; takes the folder once that shop is SIGKILLed', async () => {
+    const dataDir = await tempDir();
+    const [port, other] = (await freePorts(2)) as [number, number];
+    const first = shop('main.ts', cleanEnv({ FERRY_DATA_DIR: dataDir, PORT: String(port) }));
+    await untilHealthy(first, port, 60_000);
+    const second = shop('main.ts', cleanEnv({ FERRY_DATA_DIR: dataDir, PORT: String(other) }));
+    expect(await second.exit).toBe(2);
+    expect(second.output().trim().split('\n')).toEqual([
+      `The shop could not start: FERRY_DATA_DIR ${dataDir} is in use by another shop (process ${first.child.pid}): stop it, or set FERRY_DATA_DIR to another folder`,
+    ]);
+    // The first runs on, untouched.
+    expect((await fetch(`http://127.0.0.1:${port}/health`)).status).toBe(200);
+    first.child.kill('SIGKILL');
+    await first.exit;
+    const third = shop('main.ts', cleanEnv({ FERRY_DATA_DIR: dataDir, PORT: String(other) }));
+    await untilHealthy(third, other, 60_000);
+    third.child.kill('SIGTERM');
+    expect(await third.exit).toBe(0);
+    // Released on the way out.
+    expect(await readdir(dataDir)).not.toContain('shop.pid');
+  }, 180_000);
+});
+
 /** A regular file, given as the data folder. */
 async function regularFile(): Promise<string> {
   const file = join(await tempDir(), 'a-file');
