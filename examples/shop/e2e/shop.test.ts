@@ -377,12 +377,14 @@ describe.each<Mode>(['embedded', 'distributed'])('the %s shop', (mode) => {
       await client.createUser();
     });
 
-    it('cancels an order whatever body comes with the request (none under a JSON content type)', async () => {
+    it('cancels an order with no body (even under a JSON content type) or a JSON one', async () => {
       const user = await client.createUser();
       const order = await client.order(user.id, [{ productId: 'green-tea', quantity: 1 }]);
       const empty = await client.call('POST', `/orders/${order.id}/cancel`, '');
       expect(empty.status).toBe(202);
-      expect((await client.call('POST', `/orders/${order.id}/cancel`, '{"reason":')).status).toBe(202);
+      expect(
+        (await client.call('POST', `/orders/${order.id}/cancel`, { reason: 'changed my mind' })).status,
+      ).toBe(202);
       expect((await waitForStatus(order.id, 'cancelled')).reason).toBe('cancelled_by_customer');
     });
 
