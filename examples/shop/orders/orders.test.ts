@@ -31,7 +31,7 @@ afterEach(async () => {
 });
 
 async function startShop(
-  options: { sagaTimeoutMs?: number; idempotencyStore?: IdempotencyStore } = {},
+  options: { sagaTimeoutMs?: number; idempotencyStore?: IdempotencyStore; lookupMs?: number } = {},
 ): Promise<Shop> {
   const name = `orders-test-${randomUUID()}`;
   const bus = await createBus({
@@ -112,7 +112,12 @@ async function startShop(
     sagaTimeoutMs: options.sagaTimeoutMs ?? 30_000,
     ...(options.idempotencyStore === undefined ? {} : { idempotencyStore: options.idempotencyStore }),
     lookups: {
-      findUser: async (id) => (users.has(id) ? { id } : undefined),
+      findUser: async (id) => {
+        // As a call to the users service takes its time.
+        if (options.lookupMs !== undefined)
+          await new Promise((resolve) => setTimeout(resolve, options.lookupMs));
+        return users.has(id) ? { id } : undefined;
+      },
       findProduct: async (id) => products.get(id),
     },
   });
@@ -451,6 +456,20 @@ describe('orders service', () => {
       expect(await storedOrders(shop.store)).toBe(1);
     },
   );
+
+  it('places the corrected order sent while the refused one is still being checked with the same key', async () => {
+    // The refused request once held the key while it looked the user up: the corrected one, arriving
+    // meanwhile, was told 422 "Idempotency key reused" — a final answer for a key that was not spent.
+    const shop = await startShop({ lookupMs: 150 });
+    const key = { 'idempotency-key': randomUUID() };
+    const refused = call(shop, 'POST', '/orders', { ...order(), userId: 'ghost' }, key);
+    await new Promise((resolve) => setTimeout(resolve, 30));
+    const corrected = call(shop, 'POST', '/orders', order(), key);
+    expect((await refused).status).toBe(422);
+    expect((await refused).body).toMatchObject({ title: 'Unknown user' });
+    expect((await corrected).status).toBe(201);
+    expect(await storedOrders(shop.store)).toBe(1);
+  });
 
   it('places one order per Idempotency-Key even when the answer of the first request was lost', async () => {
     // As after a crash between the order's commit and its answer's, once the claim lapsed: the key

@@ -65,19 +65,23 @@ export const orderStream = (id: string) => `order-${id}`;
 export function orderRoutes(app: FastifyInstance, deps: OrderRoutesDeps): void {
   const { store, outbox, commands } = deps;
 
-  // Checked before the Idempotency-Key is claimed (Ferry's middleware claims it in preHandler): a
-  // request refused, here (400) or for an unknown user or product (422), does not hold its key, and
-  // the same key with the body corrected places the order.
+  // The body, the user and the products are checked before the Idempotency-Key is claimed (Ferry's
+  // middleware claims it in preHandler): a request refused (400, or 422 for an unknown user or
+  // product) never holds its key, not even while it is being checked, and the same key with the body
+  // corrected places the order.
+  const priced = new WeakMap<object, PricedItem[]>();
   app.post<{ Body: z.infer<typeof PlaceOrder> }>(
     '/orders',
     {
       preValidation: async (request) => {
-        request.body = await validateRequest(PlaceOrder, request.body, 'body');
+        const body = await validateRequest(PlaceOrder, request.body, 'body');
+        request.body = body;
+        priced.set(request, await priceItems(deps.lookups, body.userId, body.items));
       },
     },
     async (request, reply) => {
       const body = request.body;
-      const items = await priceItems(deps.lookups, body.userId, body.items);
+      const items = priced.get(request) as PricedItem[];
       // The Idempotency-Key names the order (the gateway always sends one): a request run again after
       // its answer was lost (the process died between the order's commit and the answer's) finds the
       // order it placed instead of placing a second one.
