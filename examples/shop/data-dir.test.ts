@@ -1,9 +1,9 @@
-import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { LOCK_FILE, lockDataDir } from './data-dir.js';
+import { LOCK_FILE, lockDataDir, processStartTime, usableDataDir } from './data-dir.js';
 import { SettingsError } from './settings.js';
 
 const dirs: string[] = [];
@@ -27,27 +27,36 @@ async function running(command: string, args: string[]): Promise<number> {
   return child.pid as number;
 }
 
+/** The lock this process writes: its id and when it started. */
+const mine = async () => `${process.pid} ${await processStartTime(process.pid)}\n`;
+
 describe('lockDataDir', () => {
   it('claims a folder, and releases it', async () => {
     const dir = await dataDir();
     const release = await lockDataDir(dir);
-    expect(await readFile(join(dir, LOCK_FILE), 'utf8')).toBe(`${process.pid}\n`);
+    expect(await readFile(join(dir, LOCK_FILE), 'utf8')).toBe(await mine());
     await release();
     await expect(readFile(join(dir, LOCK_FILE))).rejects.toMatchObject({ code: 'ENOENT' });
   });
 
-  it('refuses a folder another live Node process holds, naming the variable and the process', async () => {
-    const dir = await dataDir();
-    const pid = await running(process.execPath, ['-e', 'setTimeout(() => {}, 60_000)']);
-    await writeFile(join(dir, LOCK_FILE), `${pid}\n`);
-    const refusal = lockDataDir(dir);
-    await expect(refusal).rejects.toBeInstanceOf(SettingsError);
-    await expect(refusal).rejects.toThrow(
-      `FERRY_DATA_DIR ${dir} is in use by another shop (process ${pid}): stop it, or set FERRY_DATA_DIR to another folder`,
-    );
-    // Left as it was: the other shop's.
-    expect(await readFile(join(dir, LOCK_FILE), 'utf8')).toBe(`${pid}\n`);
-  });
+  it.each([
+    ['with when it started', async (pid: number) => `${pid} ${await processStartTime(pid)}\n`],
+    ['as an earlier version wrote it (the process id alone)', async (pid: number) => `${pid}\n`],
+  ])(
+    'refuses a folder another live shop holds, written %s, naming the variable and the process',
+    async (_, lock) => {
+      const dir = await dataDir();
+      const pid = await running(process.execPath, ['-e', 'setTimeout(() => {}, 60_000)']);
+      await writeFile(join(dir, LOCK_FILE), await lock(pid));
+      const refusal = lockDataDir(dir);
+      await expect(refusal).rejects.toBeInstanceOf(SettingsError);
+      await expect(refusal).rejects.toThrow(
+        `FERRY_DATA_DIR ${dir} is in use by another shop (process ${pid}): stop it, or set FERRY_DATA_DIR to another folder`,
+      );
+      // Left as it was: the other shop's.
+      expect(await readFile(join(dir, LOCK_FILE), 'utf8')).toBe(await lock(pid));
+    },
+  );
 
   it.each([
     [
@@ -63,12 +72,17 @@ describe('lockDataDir', () => {
       'this very process (restarted with the same pid, as pid 1 in a container)',
       async () => String(process.pid),
     ],
+    // Its id reused by another Node process (another shop, on another folder): not the one that wrote it.
+    [
+      'a process whose id is now a live Node process started at another time',
+      async () => `${await running(process.execPath, ['-e', 'setTimeout(() => {}, 60_000)'])} 1`,
+    ],
     ['nothing readable', async () => 'garbage'],
   ])('takes over a lock left by %s', async (_, holder) => {
     const dir = await dataDir();
     await writeFile(join(dir, LOCK_FILE), `${await holder()}\n`);
     const release = await lockDataDir(dir);
-    expect(await readFile(join(dir, LOCK_FILE), 'utf8')).toBe(`${process.pid}\n`);
+    expect(await readFile(join(dir, LOCK_FILE), 'utf8')).toBe(await mine());
     await release();
   });
 
@@ -78,5 +92,41 @@ describe('lockDataDir', () => {
     await writeFile(join(dir, LOCK_FILE), '999999\n');
     await release();
     expect(await readFile(join(dir, LOCK_FILE), 'utf8')).toBe('999999\n');
+  });
+
+  it.each([
+    ['a folder', (file: string) => execFileSync('mkdir', [file])],
+    // Read, it would block for ever.
+    ['a FIFO', (file: string) => execFileSync('mkfifo', [file])],
+  ])('refuses a lock that is %s, naming the variable and the file', async (_, make) => {
+    const dir = await dataDir();
+    make(join(dir, LOCK_FILE));
+    await expect(lockDataDir(dir)).rejects.toThrow(
+      new SettingsError(
+        `FERRY_DATA_DIR ${dir} cannot be used: ${join(dir, LOCK_FILE)} is not a file: remove it`,
+      ),
+    );
+  });
+});
+
+describe('a data folder on a full disk', () => {
+  it('is refused naming the variable, and no empty lock is left in it', async () => {
+    const dir = await dataDir();
+    // A file system of 64 KiB, filled: new empty files still fit (free inodes), a byte does not.
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', dir]);
+    try {
+      await writeFile(join(dir, 'fill'), Buffer.alloc(64 * 1024)).catch(() => {});
+      await expect(usableDataDir(dir)).rejects.toThrow(
+        new SettingsError(`FERRY_DATA_DIR ${dir} cannot be used: no space left on device, write`),
+      );
+      const lock = lockDataDir(dir);
+      await expect(lock).rejects.toBeInstanceOf(SettingsError);
+      await expect(lock).rejects.toThrow(
+        `FERRY_DATA_DIR ${dir} cannot be used: shop.pid cannot be written (no space left on device, write)`,
+      );
+      expect((await readdir(dir)).sort()).toEqual(['fill']);
+    } finally {
+      execFileSync('umount', [dir]);
+    }
   });
 });

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { SettingsError } from './settings.js';
 
@@ -15,8 +15,12 @@ export async function usableDataDir(dir: string): Promise<void> {
     await makeDataDir(dir);
     if (!(await stat(dir)).isDirectory()) throw new Error('it is not a folder');
     const probe = join(dir, `.ferry-write-test-${process.pid}-${randomBytes(4).toString('hex')}`);
-    await writeFile(probe, '', { flag: 'wx' });
-    await rm(probe, { force: true });
+    // A byte, not an empty file: a full disk still takes new empty files.
+    try {
+      await writeFile(probe, 'x', { flag: 'wx' });
+    } finally {
+      await rm(probe, { force: true }).catch(() => {});
+    }
   } catch (error) {
     throw new SettingsError(
       `FERRY_DATA_DIR ${dir} cannot be used: ${(error as Error).message.replace(/^[A-Z]+: /, '')}`,
@@ -53,13 +57,17 @@ export const LOCK_FILE = 'shop.pid';
 
 /**
  * Claims the data folder for this process, as PostgreSQL's postmaster.pid does: two shops on one
- * folder would each relay and run sagas from the same files. A lock left by a process that is gone
- * (SIGKILLed, its machine restarted) is taken over. Resolves with the release; throws a
- * {@link SettingsError} naming FERRY_DATA_DIR and the other process while it runs.
+ * folder would each relay and run sagas from the same files. The file holds the process id and, on
+ * Linux, when that process started, so that a lock left by a process that is gone (SIGKILLed, its
+ * machine restarted) is taken over even when its id now belongs to another process. Resolves with
+ * the release; throws a {@link SettingsError} naming FERRY_DATA_DIR while another shop holds it, or
+ * when the lock cannot be written (a full disk) or is not a file.
  */
 export async function lockDataDir(dir: string): Promise<() => Promise<void>> {
   const file = join(dir, LOCK_FILE);
-  const mine = `${process.pid}\n`;
+  const started = await processStartTime(process.pid);
+  const mine = `${process.pid}${started === undefined ? '' : ` ${started}`}\n`;
+  const unusable = (why: string) => new SettingsError(`FERRY_DATA_DIR ${dir} cannot be used: ${why}`);
   for (let attempt = 0; ; attempt++) {
     try {
       await writeFile(file, mine, { flag: 'wx' });
@@ -68,29 +76,56 @@ export async function lockDataDir(dir: string): Promise<() => Promise<void>> {
         if ((await readFile(file, 'utf8').catch(() => '')) === mine) await rm(file, { force: true });
       };
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST' || attempt === 3) throw error;
+      const { code, message } = error as NodeJS.ErrnoException;
+      if (code !== 'EEXIST' || attempt === 3) {
+        // Created and not written (ENOSPC): an empty lock is not left behind.
+        if (code !== 'EEXIST') await rm(file, { force: true }).catch(() => {});
+        throw unusable(`${LOCK_FILE} cannot be written (${message.replace(/^[A-Z]+: /, '')})`);
+      }
     }
-    const holder = Number((await readFile(file, 'utf8').catch(() => '')).trim());
-    if (await isOtherLiveNode(holder)) {
+    // A folder or a FIFO would be read forever or not at all.
+    const kind = await lstat(file).catch(() => undefined);
+    if (kind !== undefined && !kind.isFile()) {
+      throw unusable(`${join(dir, LOCK_FILE)} is not a file: remove it`);
+    }
+    const [pid, start] = (await readFile(file, 'utf8').catch(() => '')).trim().split(/\s+/).map(Number);
+    if (await isOtherShop(pid, start)) {
       throw new SettingsError(
-        `FERRY_DATA_DIR ${dir} is in use by another shop (process ${holder}): stop it, or set FERRY_DATA_DIR to another folder`,
+        `FERRY_DATA_DIR ${dir} is in use by another shop (process ${pid}): stop it, or set FERRY_DATA_DIR to another folder`,
       );
     }
     // Left by a process that is gone (or unreadable): removed, and claimed again; of two shops
     // doing this at once, one claims it and the other finds it held.
-    await rm(file, { force: true });
+    await rm(file, { force: true }).catch((error: Error) => {
+      throw unusable(`${LOCK_FILE} was left by a shop that is gone and cannot be removed (${error.message})`);
+    });
   }
 }
 
-/** Whether `pid` is a running Node process other than this one (a reused pid is not a shop). */
-async function isOtherLiveNode(pid: number): Promise<boolean> {
-  if (!Number.isSafeInteger(pid) || pid <= 0 || pid === process.pid) return false;
+/**
+ * Whether process `pid` runs and is the one that wrote the lock: started at `start` when the lock
+ * says when (and /proc can tell), else a Node process other than this one.
+ */
+async function isOtherShop(pid: number | undefined, start: number | undefined): Promise<boolean> {
+  if (pid === undefined || !Number.isSafeInteger(pid) || pid <= 0 || pid === process.pid) return false;
   try {
     process.kill(pid, 0);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'EPERM') return false;
   }
+  const actual = await processStartTime(pid);
+  if (start !== undefined && Number.isSafeInteger(start) && actual !== undefined) return actual === start;
   const command = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => undefined);
   // Where /proc cannot tell (another system), a live process is taken for the shop.
   return command === undefined || /node/i.test(command);
+}
+
+/** When process `pid` started, in clock ticks since boot (/proc/pid/stat's 22nd field); Linux only. */
+export async function processStartTime(pid: number): Promise<number | undefined> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined);
+  if (stat === undefined) return undefined;
+  // After the command's name, in parentheses (which may hold spaces and parentheses itself).
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const ticks = Number(fields[19]);
+  return Number.isSafeInteger(ticks) ? ticks : undefined;
 }
