@@ -14,13 +14,14 @@ import { lockDataDir, usableDataDir } from './data-dir.js';
 import { SERVICES, type ServiceName, type Topology } from './runtime.js';
 import {
   CONFIGURATION_ERROR_EXIT_CODE,
+  checkPortUsable,
   readDistributedSettings,
   readSettings,
   redact,
   SettingsError,
   shopLogger,
 } from './settings.js';
-import { freePorts, isPortFree } from './supervisor/free-port.js';
+import { freePorts } from './supervisor/free-port.js';
 import { InstancesArgumentError, parseInstances } from './supervisor/instances.js';
 import { type Supervisor, startSupervisor } from './supervisor/supervisor.js';
 import { stopWhenNpmIsGone } from './supervisor/watch-parent-pid.js';
@@ -55,6 +56,10 @@ export interface DistributedShop {
  */
 export async function startDistributedShop(options: DistributedShopOptions): Promise<DistributedShop> {
   const settings = readSettings(options.env);
+  // The supervisor tells when the shop is ready by asking the gateway on PORT: it must know it.
+  if (settings.port === 0) {
+    throw new SettingsError('PORT must be a port number from 1 to 65535 in distributed mode, not "0"');
+  }
   // The services read these too: checked here, a bad one stops the shop before it starts.
   const { busUrl, dbUrl } = readDistributedSettings(options.env);
   const { instances, rest } = parseInstances(options.argv, SCALABLE);
@@ -134,11 +139,7 @@ async function main(): Promise<void> {
   const settings = readSettings();
   // Checked before anything starts: the gateway would fail to listen and be restarted forever,
   // while the other program's answers to GET /health passed for the shop being ready.
-  if (!(await isPortFree(settings.port))) {
-    throw new SettingsError(
-      `PORT ${settings.port} is in use by another program: set PORT to another one, e.g. PORT=3001 npm run start:distributed`,
-    );
-  }
+  await checkPortUsable(settings.port, 'npm run start:distributed');
   const log = shopLogger('supervisor', settings.logLevel);
   if (settings.adminToken === undefined) {
     log.warn('FERRY_ADMIN_TOKEN is not set: the admin routes answer 401 (set it to use them)');

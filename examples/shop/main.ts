@@ -5,8 +5,13 @@
  */
 import { relative } from 'node:path';
 import { startEmbeddedShop } from './embedded.js';
-import { CONFIGURATION_ERROR_EXIT_CODE, readSettings, SettingsError, shopLogger } from './settings.js';
-import { isPortFree } from './supervisor/free-port.js';
+import {
+  CONFIGURATION_ERROR_EXIT_CODE,
+  checkPortUsable,
+  readSettings,
+  SettingsError,
+  shopLogger,
+} from './settings.js';
 import { stopWhenNpmIsGone } from './supervisor/watch-parent-pid.js';
 
 async function main(): Promise<void> {
@@ -14,11 +19,7 @@ async function main(): Promise<void> {
   const parentPid = process.ppid;
   const settings = readSettings();
   // Checked before anything starts: every service would start, then the gateway fail to listen.
-  if (settings.port !== 0 && !(await isPortFree(settings.port))) {
-    throw new SettingsError(
-      `PORT ${settings.port} is in use by another program: set PORT to another one, e.g. PORT=3001 npm start`,
-    );
-  }
+  await checkPortUsable(settings.port, 'npm start');
   const log = shopLogger('shop', settings.logLevel);
   log.info(`starting the shop (embedded) with its data in ${settings.dataDir}`);
   const shop = await startEmbeddedShop({

@@ -16,6 +16,7 @@
  */
 import { resolve } from 'node:path';
 import type { Logger } from 'ferry';
+import { isPortFree } from './supervisor/free-port.js';
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 const LEVELS: readonly LogLevel[] = ['debug', 'info', 'warn', 'error'];
@@ -155,4 +156,27 @@ export function shopLogger(service: string, level: LogLevel): Logger {
     process.stderr.write(`${new Date().toISOString()} ${l.padEnd(5)} [${service}] ${message}${tail}\n`);
   };
   return { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') };
+}
+
+/**
+ * Stops the start, as a setting, when the gateway could not listen on `port`: another program
+ * listens there, or this user may not bind it (ports below 1024 without the privilege). `command`
+ * is how the shop was started, for the example in the message.
+ */
+export async function checkPortUsable(port: number, command: string): Promise<void> {
+  if (port === 0) return;
+  let free: boolean;
+  try {
+    free = await isPortFree(port);
+  } catch (error) {
+    if ((error as { code?: string }).code !== 'EACCES') throw error;
+    throw new SettingsError(
+      `PORT ${port} may not be used by this user (ports below 1024 need privileges): set PORT to another one, e.g. PORT=3001 ${command}`,
+    );
+  }
+  if (!free) {
+    throw new SettingsError(
+      `PORT ${port} is in use by another program: set PORT to another one, e.g. PORT=3001 ${command}`,
+    );
+  }
 }

@@ -5,7 +5,7 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer as createHttpServer } from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -245,6 +245,33 @@ describe('the embedded shop, given a PORT another program listens on', () => {
   }, 60_000);
 });
 
+describe('the embedded shop, run by a user who may not bind its PORT', () => {
+  it('stops before starting anything, with code 2 and one line naming PORT', async () => {
+    const dataDir = await tempDir();
+    await chmod(dataDir, 0o777);
+    // Not root: port 80 needs a privilege this user lacks (it got exit 1 and a bare "listen EACCES").
+    const child = spawn(
+      process.execPath,
+      ['--conditions=ferry-source', '--import', 'tsx', entry('main.ts')],
+      {
+        cwd: ROOT,
+        env: cleanEnv({ FERRY_DATA_DIR: dataDir, PORT: '80', HOME: dataDir }),
+        uid: 65534,
+        gid: 65534,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    let output = '';
+    child.stdout.on('data', (chunk: Buffer) => (output += chunk));
+    child.stderr.on('data', (chunk: Buffer) => (output += chunk));
+    const code = await new Promise((resolve) => child.once('exit', resolve));
+    expect(output.trim().split('\n')).toEqual([
+      'The shop could not start: PORT 80 may not be used by this user (ports below 1024 need privileges): set PORT to another one, e.g. PORT=3001 npm start',
+    ]);
+    expect(code).toBe(2);
+  }, 60_000);
+});
+
 describe('the embedded shop, SIGTERMed with 50 orders in flight', () => {
   it('exits 0 well within 5 s, and every order answered 201 ends after a restart on the same data', async () => {
     const dataDir = await tempDir();
@@ -353,6 +380,8 @@ describe('the distributed shop', () => {
     ['SHOP_ORDER_TIMEOUT_MS', 'abc'],
     ['SHOP_PAYMENT_GIVE_UP_MS', '0'],
     ['PORT', '-1'],
+    // The supervisor waits for the gateway on PORT: on a port the kernel picks it never said ready.
+    ['PORT', '0'],
   ])(
     'refuses %s=%s before starting anything: one line naming it, exit code 2',
     async (name, value) => {

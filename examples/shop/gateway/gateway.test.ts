@@ -252,6 +252,51 @@ describe('the gateway', () => {
     expect(shop.received).toEqual([]);
   });
 
+  it('says in GET /health why an instance is not ready, never where it lives', async () => {
+    const users = await startUsers();
+    const others = await standIn(); // answers 400 to /health/ready
+    const silent = createServer(() => {}); // never answers
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    closers.push(() => {
+      silent.closeAllConnections();
+      return new Promise((resolve) => silent.close(() => resolve()));
+    });
+    const closed = createServer();
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+    const closedPort = (closed.address() as AddressInfo).port;
+    await new Promise((resolve) => closed.close(resolve));
+    const urls = {
+      users: [users.users.url],
+      inventory: [`http://127.0.0.1:${closedPort}`],
+      orders: [others.url],
+      payments: [`http://127.0.0.1:${(silent.address() as AddressInfo).port}`],
+      paymentProvider: others.url,
+    };
+    const gateway = await startGateway({
+      services: urls,
+      adminToken: undefined,
+      port: 0,
+      logger: silentLogger,
+    });
+    closers.push(() => gateway.close());
+    const health = await fetch(`${gateway.url}/health`);
+    expect(health.status).toBe(503);
+    const text = await health.text();
+    for (const url of Object.values(urls).flat()) expect(text).not.toContain(new URL(url).host);
+    expect(text).not.toContain('127.0.0.1');
+    expect(
+      Object.values(JSON.parse(text).checks as Record<string, { error?: string }>)
+        .map((c) => c.error)
+        .sort(),
+    ).toEqual([
+      'answered 400',
+      'answered 400',
+      'cannot be reached',
+      'did not answer within 1000 ms',
+      undefined,
+    ]);
+  });
+
   it('relays problems with the path the client called as their instance', async () => {
     const shop = await startShopFront();
     const admin = { authorization: 'Bearer admin-token' };

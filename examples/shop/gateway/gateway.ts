@@ -15,7 +15,14 @@
  * came. A problem a service answers names, as its `instance`, the path the client called.
  */
 import Fastify, { type FastifyReply, type FastifyRequest } from 'fastify';
-import { createHealth, HttpProblemError, type Logger, type ServiceResponse } from 'ferry';
+import {
+  createHealth,
+  HttpProblemError,
+  isFerryError,
+  isHttpError,
+  type Logger,
+  type ServiceResponse,
+} from 'ferry';
 import { ferryFastify, ferryFastifyOptions } from 'ferry/fastify';
 import { requireAdmin } from '../admin-token.js';
 import { listen } from '../listen.js';
@@ -221,11 +228,16 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
         upstream.clients.map((client) => [
           client.name,
           async (signal: AbortSignal) => {
-            await client.get('/health/ready', {
-              signal,
-              retry: false,
-              timeout: 1000,
-            });
+            try {
+              await client.get('/health/ready', {
+                signal,
+                retry: false,
+                timeout: 1000,
+              });
+            } catch (error) {
+              // The report is public: it says what failed, not where the instance lives.
+              throw new Error(notReady(error));
+            }
           },
         ]),
       ),
@@ -255,6 +267,13 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       await Promise.all(all.map((u) => u.close()));
     },
   };
+}
+
+/** Why an instance is not ready, in words that name no address. */
+function notReady(error: unknown): string {
+  if (isHttpError(error)) return `answered ${error.status}`;
+  if (isFerryError(error) && error.code === 'TIMEOUT') return 'did not answer within 1000 ms';
+  return 'cannot be reached';
 }
 
 const isProblem = (type: unknown) =>
