@@ -21,7 +21,8 @@ async function main(): Promise<void> {
   // Checked before anything starts: every service would start, then the gateway fail to listen.
   await checkPortUsable(settings.port, 'npm start');
   const log = shopLogger('shop', settings.logLevel);
-  log.info(`starting the shop (embedded) with its data in ${settings.dataDir}`);
+  // Nothing said before the start: a refusal is then the one line the shop prints, whatever the
+  // LOG_LEVEL, and the banner below names the data folder.
   const shop = await startEmbeddedShop({
     dataDir: settings.dataDir,
     port: settings.port,

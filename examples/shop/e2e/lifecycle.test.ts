@@ -183,9 +183,10 @@ describe('the embedded shop, given an admin-token file edited into a token no cl
     const dataDir = await tempDir();
     await writeFile(join(dataDir, 'admin-token'), 'two words\n');
     const [port] = (await freePorts(1)) as [number];
+    // At the default LOG_LEVEL (info): nothing else is said before the refusal.
     const main = shop(
       'main.ts',
-      cleanEnv({ FERRY_DATA_DIR: dataDir, PORT: String(port), FERRY_ADMIN_TOKEN: '' }),
+      cleanEnv({ FERRY_DATA_DIR: dataDir, PORT: String(port), FERRY_ADMIN_TOKEN: '', LOG_LEVEL: 'info' }),
     );
     expect(await main.exit).toBe(2);
     expect(main.output().trim().split('\n')).toEqual([
