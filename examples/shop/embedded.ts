@@ -132,8 +132,14 @@ async function adminToken(
   let kept = '';
   try {
     kept = (await readFile(file, 'utf8')).trim();
-  } catch {
-    // First start.
+  } catch (error) {
+    // ENOENT: the first start. Anything else (a folder by that name) is the operator's to mend.
+    const { code, message } = error as NodeJS.ErrnoException;
+    if (code !== 'ENOENT') {
+      throw new SettingsError(
+        `the admin token file ${file} cannot be read (${message.replace(/^[A-Z]+: /, '')}): make it a file, delete it to have one generated, or set FERRY_ADMIN_TOKEN`,
+      );
+    }
   }
   if (kept !== '') {
     // Edited by hand, it is held to the rule FERRY_ADMIN_TOKEN is: otherwise no request could open

@@ -5,7 +5,7 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { chmod, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer as createHttpServer } from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -176,6 +176,26 @@ describe('the embedded shop, given a data folder it cannot use', () => {
     },
     60_000,
   );
+});
+
+describe('the embedded shop, given an admin-token that is a folder', () => {
+  it('stops at once with code 2 and one line naming the file', async () => {
+    const dataDir = await tempDir();
+    await mkdir(join(dataDir, 'admin-token'));
+    const [port] = (await freePorts(1)) as [number];
+    const main = shop(
+      'main.ts',
+      cleanEnv({ FERRY_DATA_DIR: dataDir, PORT: String(port), FERRY_ADMIN_TOKEN: '' }),
+    );
+    expect(await main.exit).toBe(2);
+    expect(main.output().trim().split('\n')).toEqual([
+      expect.stringMatching(
+        new RegExp(
+          `^The shop could not start: the admin token file ${join(dataDir, 'admin-token')} cannot be read \\(`,
+        ),
+      ),
+    ]);
+  }, 60_000);
 });
 
 describe('the embedded shop, given an admin-token file edited into a token no client can send', () => {

@@ -205,7 +205,15 @@ describe('the gateway', () => {
     );
     expect((await shop.call('POST', '/orders', '{"userId":')).status).toBe(400);
     expect((await shop.call('POST', '/orders', '')).status).toBe(400);
-    expect((await shop.call('POST', '/orders', '{"__proto__":{"x":1}}')).status).toBe(400);
+    const proto = await shop.call('POST', '/orders', '{"__proto__":{"x":1}}');
+    expect(proto.status).toBe(400);
+    // Said as it is: the body is JSON, with a member the gateway refuses.
+    expect(proto.body?.detail).toBe(
+      'The request body has a member named __proto__, or constructor.prototype: neither is accepted.',
+    );
+    expect((await shop.call('POST', '/orders', '{"userId":')).body?.detail).toBe(
+      'The request body is not valid JSON.',
+    );
     const huge = await shop.call('POST', '/orders', `{"pad":"${'x'.repeat(2 * 1024 * 1024)}"}`);
     expect(huge.status).toBe(413);
     expect(huge.type).toMatch(/^application\/problem\+json/);
@@ -236,6 +244,7 @@ describe('the gateway', () => {
   it.each([
     ['malformed JSON', '{"reason":', {}, 400],
     ['a __proto__ key', '{"__proto__":{"x":1}}', {}, 400],
+    ['a constructor.prototype member', '{"constructor":{"prototype":1}}', {}, 400],
     ['text', 'please', { 'content-type': 'text/plain' }, 415],
     ['latin1 JSON', '{"reason":"caf\u00e9"}', { 'content-type': 'application/json; charset=latin1' }, 415],
     ['a gzip content-encoding', '{}', { 'content-encoding': 'gzip' }, 415],

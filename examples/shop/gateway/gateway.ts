@@ -116,8 +116,9 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       return;
     }
     checkJson(request, text, (error) => {
-      if (error) done(error);
-      else done(null, new JsonBody(text));
+      if (error === null) done(null, new JsonBody(text));
+      else if (isJson(text)) done(forbiddenMemberProblem());
+      else done(error);
     });
   };
   app.addContentTypeParser('application/json', { parseAs: 'buffer' }, parseJson);
@@ -286,6 +287,21 @@ const isProblem = (type: unknown) =>
 function calledPath(body: unknown, request: FastifyRequest): unknown {
   if (typeof body !== 'object' || body === null || Array.isArray(body) || !('instance' in body)) return body;
   return { ...body, instance: request.url.split('?', 1)[0] };
+}
+
+/** Valid JSON that Fastify's parser refused all the same: it has a member that could reach a prototype. */
+const forbiddenMemberProblem = () =>
+  new HttpProblemError(400, undefined, {
+    detail: 'The request body has a member named __proto__, or constructor.prototype: neither is accepted.',
+  });
+
+function isJson(text: string): boolean {
+  try {
+    JSON.parse(text);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 const mediaType = (type: string | undefined) => type?.split(';', 1)[0]?.trim().toLowerCase();
