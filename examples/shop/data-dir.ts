@@ -22,9 +22,7 @@ export async function usableDataDir(dir: string): Promise<void> {
       await rm(probe, { force: true }).catch(() => {});
     }
   } catch (error) {
-    throw new SettingsError(
-      `FERRY_DATA_DIR ${dir} cannot be used: ${(error as Error).message.replace(/^[A-Z]+: /, '')}`,
-    );
+    throw new SettingsError(`FERRY_DATA_DIR ${dir} cannot be used: ${withoutErrorCode(error)}`);
   }
 }
 
@@ -76,17 +74,17 @@ export async function lockDataDir(dir: string): Promise<() => Promise<void>> {
         if ((await readFile(file, 'utf8').catch(() => '')) === mine) await rm(file, { force: true });
       };
     } catch (error) {
-      const { code, message } = error as NodeJS.ErrnoException;
+      const { code } = error as NodeJS.ErrnoException;
       if (code !== 'EEXIST' || attempt === 3) {
         // Created and not written (ENOSPC): an empty lock is not left behind.
         if (code !== 'EEXIST') await rm(file, { force: true }).catch(() => {});
-        throw unusable(`${LOCK_FILE} cannot be written (${message.replace(/^[A-Z]+: /, '')})`);
+        throw unusable(`${LOCK_FILE} cannot be written (${withoutErrorCode(error)})`);
       }
     }
     // A folder or a FIFO would be read forever or not at all.
     const kind = await lstat(file).catch(() => undefined);
     if (kind !== undefined && !kind.isFile()) {
-      throw unusable(`${join(dir, LOCK_FILE)} is not a file: remove it`);
+      throw unusable(`${file} is not a file: remove it`);
     }
     const [pid, start] = (await readFile(file, 'utf8').catch(() => '')).trim().split(/\s+/).map(Number);
     if (await isOtherShop(pid, start)) {
@@ -129,3 +127,6 @@ export async function processStartTime(pid: number): Promise<number | undefined>
   const ticks = Number(fields[19]);
   return Number.isSafeInteger(ticks) ? ticks : undefined;
 }
+
+/** A file system error's message without its leading code (`ENOSPC: no space left…` → `no space left…`). */
+export const withoutErrorCode = (error: unknown): string => (error as Error).message.replace(/^[A-Z]+: /, '');

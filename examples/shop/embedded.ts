@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'ferry';
-import { lockDataDir, usableDataDir } from './data-dir.js';
+import { lockDataDir, usableDataDir, withoutErrorCode } from './data-dir.js';
 import { type RunningService, type ServiceName, startService, type Topology } from './runtime.js';
 import { isSendableToken, SettingsError } from './settings.js';
 
@@ -134,10 +134,9 @@ async function adminToken(
     kept = (await readFile(file, 'utf8')).trim();
   } catch (error) {
     // ENOENT: the first start. Anything else (a folder by that name) is the operator's to mend.
-    const { code, message } = error as NodeJS.ErrnoException;
-    if (code !== 'ENOENT') {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') {
       throw new SettingsError(
-        `the admin token file ${file} cannot be read (${message.replace(/^[A-Z]+: /, '')}): make it a file, delete it to have one generated, or set FERRY_ADMIN_TOKEN`,
+        `the admin token file ${file} cannot be read (${withoutErrorCode(error)}): make it a file, delete it to have one generated, or set FERRY_ADMIN_TOKEN`,
       );
     }
   }

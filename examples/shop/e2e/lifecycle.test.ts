@@ -57,8 +57,19 @@ function cleanEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
 }
 
 /** Starts `command` in a process group of its own (so that the test can find all it started). */
-function launch(command: string, args: readonly string[], env: NodeJS.ProcessEnv): Launched {
-  const child = spawn(command, args, { cwd: ROOT, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+function launch(
+  command: string,
+  args: readonly string[],
+  env: NodeJS.ProcessEnv,
+  user: { readonly uid?: number; readonly gid?: number } = {},
+): Launched {
+  const child = spawn(command, args, {
+    cwd: ROOT,
+    env,
+    detached: true,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    ...user,
+  });
   let output = '';
   const keep = (chunk: Buffer) => {
     output = (output + chunk.toString()).slice(-100_000);
@@ -71,8 +82,8 @@ function launch(command: string, args: readonly string[], env: NodeJS.ProcessEnv
   return started;
 }
 
-const shop = (file: string, env: NodeJS.ProcessEnv) =>
-  launch(process.execPath, ['--conditions=ferry-source', '--import', 'tsx', entry(file)], env);
+const shop = (file: string, env: NodeJS.ProcessEnv, user?: { readonly uid: number; readonly gid: number }) =>
+  launch(process.execPath, ['--conditions=ferry-source', '--import', 'tsx', entry(file)], env, user);
 
 /** Live (not zombie) processes of process group `pgid`, from /proc. */
 async function groupMembers(pgid: number): Promise<number[]> {
@@ -271,25 +282,12 @@ describe('the embedded shop, run by a user who may not bind its PORT', () => {
     const dataDir = await tempDir();
     await chmod(dataDir, 0o777);
     // Not root: port 80 needs a privilege this user lacks (it got exit 1 and a bare "listen EACCES").
-    const child = spawn(
-      process.execPath,
-      ['--conditions=ferry-source', '--import', 'tsx', entry('main.ts')],
-      {
-        cwd: ROOT,
-        env: cleanEnv({ FERRY_DATA_DIR: dataDir, PORT: '80', HOME: dataDir }),
-        uid: 65534,
-        gid: 65534,
-        stdio: ['ignore', 'pipe', 'pipe'],
-      },
-    );
-    let output = '';
-    child.stdout.on('data', (chunk: Buffer) => (output += chunk));
-    child.stderr.on('data', (chunk: Buffer) => (output += chunk));
-    const code = await new Promise((resolve) => child.once('exit', resolve));
-    expect(output.trim().split('\n')).toEqual([
+    const nobody = { uid: 65534, gid: 65534 };
+    const main = shop('main.ts', cleanEnv({ FERRY_DATA_DIR: dataDir, PORT: '80', HOME: dataDir }), nobody);
+    expect(await main.exit).toBe(2);
+    expect(main.output().trim().split('\n')).toEqual([
       'The shop could not start: PORT 80 may not be used by this user (ports below 1024 need privileges): set PORT to another one, e.g. PORT=3001 npm start',
     ]);
-    expect(code).toBe(2);
   }, 60_000);
 });
 

@@ -233,7 +233,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
               await client.get('/health/ready', {
                 signal,
                 retry: false,
-                timeout: 1000,
+                timeout: READY_TIMEOUT_MS,
               });
             } catch (error) {
               // The report is public: it says what failed, not where the instance lives.
@@ -270,15 +270,18 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   };
 }
 
+/** How long `GET /health` waits for each instance's readiness. */
+const READY_TIMEOUT_MS = 1000;
+
 /** Why an instance is not ready, in words that name no address. */
 function notReady(error: unknown): string {
   if (isHttpError(error)) return `answered ${error.status}`;
-  if (isFerryError(error) && error.code === 'TIMEOUT') return 'did not answer within 1000 ms';
+  if (isFerryError(error) && error.code === 'TIMEOUT') return `did not answer within ${READY_TIMEOUT_MS} ms`;
   return 'cannot be reached';
 }
 
 const isProblem = (type: unknown) =>
-  typeof type === 'string' && type.split(';', 1)[0]?.trim().toLowerCase() === 'application/problem+json';
+  typeof type === 'string' && mediaType(type) === 'application/problem+json';
 
 /**
  * A service's problem with the path the client called as its `instance`: the provider's would name

@@ -216,18 +216,20 @@ export function problemFromError(
     instance: request.path,
     ...(correlationId === undefined ? {} : { correlationId }),
   };
+  /** One line for the operator, with what identifies the request. */
+  const report = (message: string, described: { error: string; stack?: string }) =>
+    (options.logger ?? stderrProblemLogger).error(message, {
+      correlationId,
+      method: request.method,
+      path: request.path,
+      ...described,
+    });
   if (isHttpProblemError(error)) {
     // A 5xx thrown with what caused it: the client reads the problem, the operator the cause.
     if (error.status >= 500 && error.cause !== undefined) {
-      (options.logger ?? stderrProblemLogger).error(
-        `${error.status} ${error.title} while serving a request`,
-        {
-          correlationId,
-          method: request.method,
-          path: request.path,
-          error: describe(error.cause).error,
-        },
-      );
+      report(`${error.status} ${error.title} while serving a request`, {
+        error: describe(error.cause).error,
+      });
     }
     return { status: error.status, headers: error.headers, problem: error.toProblem(extra) };
   }
@@ -257,20 +259,10 @@ export function problemFromError(
   }
   const dependency = dependencyProblem(error, extra);
   if (dependency !== undefined) {
-    (options.logger ?? stderrProblemLogger).error('a dependency failed while serving a request', {
-      correlationId,
-      method: request.method,
-      path: request.path,
-      error: describe(error).error,
-    });
+    report('a dependency failed while serving a request', { error: describe(error).error });
     return dependency;
   }
-  (options.logger ?? stderrProblemLogger).error('unexpected error while serving a request', {
-    correlationId,
-    method: request.method,
-    path: request.path,
-    ...describe(error),
-  });
+  report('unexpected error while serving a request', describe(error));
   return respond(problem(500, 'Internal Server Error', extra));
 }
 
