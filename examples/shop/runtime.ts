@@ -18,6 +18,7 @@ import {
 import { CATALOG } from './catalog.js';
 import { type ShopContracts, shopContracts } from './contracts.js';
 import { usableDataDir } from './data-dir.js';
+import { firstReady } from './first-ready.js';
 import { type ServiceUrls, startGateway } from './gateway/gateway.js';
 import { startInventoryService } from './inventory/service.js';
 import { serviceLookups } from './orders/lookups.js';
@@ -61,8 +62,9 @@ export interface ServiceSettings {
   /** Orders: time until a pending order is cancelled (`timeout`). @default 30000 */
   readonly orderTimeoutMs?: number;
   /**
-   * Inventory: seed the catalog as it starts. Embedded mode seeds once every service is up instead,
-   * so that `inventory.updated` finds its subscribers at once. @default true
+   * Inventory: seed the catalog as it starts, once an orders instance is ready (waited for up to 30 s).
+   * Embedded mode seeds once every service is up instead: either way `inventory.updated` finds its
+   * subscribers at once. @default true
    */
   readonly seedCatalog?: boolean;
   /** Payments: how long an unavailable provider is retried before `payment_unavailable`. @default 30000 */
@@ -76,6 +78,9 @@ export interface RunningService {
   readonly seed?: () => Promise<void>;
   close(): Promise<void>;
 }
+
+/** Distributed: how long inventory waits for orders to be ready before it seeds the catalog. */
+const SEED_WAIT_MS = 30_000;
 
 /** How long an Idempotency-Key of POST /orders stays held by a request that never answered. */
 const ORDER_KEY_LEASE_MS = 30_000;
@@ -178,7 +183,20 @@ export async function startService(name: ServiceName, settings: ServiceSettings)
         const seed = async () => {
           await inventory.seed(CATALOG);
         };
-        if (settings.seedCatalog !== false) await seed();
+        if (settings.seedCatalog !== false) {
+          // Distributed: orders binds its queue to `inventory.updated` as it starts, in a process of
+          // its own. Seeded before that, the messages are refused as unroutable and retried (a warning
+          // each on a fresh broker): wait for an orders instance to be ready first, not for ever.
+          if (
+            settings.infrastructure.mode === 'distributed' &&
+            !(await firstReady('orders', settings.topology().orders, { withinMs: SEED_WAIT_MS }))
+          ) {
+            logger.info(
+              `orders is not ready after ${SEED_WAIT_MS / 1000} s: seeding the catalog now (its inventory.updated messages wait in the outbox until orders subscribes)`,
+            );
+          }
+          await seed();
+        }
         return { name, url: inventory.url, seed, close: after(inventory, p) };
       }
       case 'orders': {
