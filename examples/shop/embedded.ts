@@ -26,12 +26,18 @@ export interface EmbeddedShopOptions {
   readonly paymentGiveUpMs?: number;
 }
 
+export type AdminTokenSource = 'FERRY_ADMIN_TOKEN' | 'generated' | 'file';
+
 export interface EmbeddedShop {
   /** The gateway's URL. */
   readonly url: string;
   readonly adminToken: string;
-  /** Whether the token was generated (and so may be shown) rather than set by the operator. */
-  readonly adminTokenGenerated: boolean;
+  /**
+   * Where the token comes from: `FERRY_ADMIN_TOKEN` (the operator's: never shown), `generated` on this
+   * start, or the data folder's `admin-token` file (generated on an earlier start, or written there by
+   * hand). Only the last two may be shown.
+   */
+  readonly adminTokenSource: AdminTokenSource;
   readonly services: ReadonlyMap<ServiceName, RunningService>;
   /** Stops the gateway first, then the services, then the provider. */
   close(): Promise<void>;
@@ -44,9 +50,9 @@ export async function startEmbeddedShop(options: EmbeddedShopOptions): Promise<E
   await usableDataDir(options.dataDir);
   const unlock = await lockDataDir(options.dataDir);
   let token: string;
-  let generated: boolean;
+  let source: AdminTokenSource;
   try {
-    ({ token, generated } = await adminToken(options.dataDir, options.adminToken));
+    ({ token, source } = await adminToken(options.dataDir, options.adminToken));
   } catch (error) {
     await unlock();
     throw error;
@@ -113,7 +119,7 @@ export async function startEmbeddedShop(options: EmbeddedShopOptions): Promise<E
   return {
     url: urlOf('gateway'),
     adminToken: token,
-    adminTokenGenerated: generated,
+    adminTokenSource: source,
     services,
     close: () => {
       closing ??= closeAll().finally(unlock);
@@ -126,8 +132,8 @@ export async function startEmbeddedShop(options: EmbeddedShopOptions): Promise<E
 async function adminToken(
   dataDir: string,
   given: string | undefined,
-): Promise<{ token: string; generated: boolean }> {
-  if (given !== undefined && given !== '') return { token: given, generated: false };
+): Promise<{ token: string; source: AdminTokenSource }> {
+  if (given !== undefined && given !== '') return { token: given, source: 'FERRY_ADMIN_TOKEN' };
   const file = join(dataDir, 'admin-token');
   let kept = '';
   try {
@@ -148,9 +154,9 @@ async function adminToken(
         `the admin token kept in ${file} must be 1 to 1024 visible ASCII characters (no spaces): correct it, delete the file to have one generated, or set FERRY_ADMIN_TOKEN`,
       );
     }
-    return { token: kept, generated: true };
+    return { token: kept, source: 'file' };
   }
   const token = randomBytes(18).toString('base64url');
   await writeFile(file, `${token}\n`, { mode: 0o600 });
-  return { token, generated: true };
+  return { token, source: 'generated' };
 }

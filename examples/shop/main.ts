@@ -33,9 +33,11 @@ async function main(): Promise<void> {
   const url = shop.url.replace('127.0.0.1', 'localhost');
   const near = relative(process.cwd(), settings.dataDir) || '.';
   const dir = near.startsWith('..') ? settings.dataDir : near;
-  const token = shop.adminTokenGenerated
-    ? `${shop.adminToken}   (generated, kept in ${dir}/admin-token; set FERRY_ADMIN_TOKEN to choose one)`
-    : '(the value of FERRY_ADMIN_TOKEN)';
+  const token = {
+    generated: `${shop.adminToken}   (generated, kept in ${dir}/admin-token; set FERRY_ADMIN_TOKEN to choose one)`,
+    file: `${shop.adminToken}   (from ${dir}/admin-token; set FERRY_ADMIN_TOKEN to choose another)`,
+    FERRY_ADMIN_TOKEN: '(the value of FERRY_ADMIN_TOKEN)',
+  }[shop.adminTokenSource];
   process.stdout.write(
     [
       '',

@@ -226,6 +226,44 @@ describe('the embedded shop, given an admin-token file edited into a token no cl
   }, 60_000);
 });
 
+describe('the embedded shop without FERRY_ADMIN_TOKEN', () => {
+  /** Starts main.ts on `dataDir`, returns its banner's admin token line, and stops it. */
+  async function bannerTokenLine(dataDir: string): Promise<string> {
+    const [port] = (await freePorts(1)) as [number];
+    const main = shop(
+      'main.ts',
+      cleanEnv({ FERRY_DATA_DIR: dataDir, PORT: String(port), FERRY_ADMIN_TOKEN: '' }),
+    );
+    await waitFor(
+      async () => {
+        if (main.child.exitCode !== null) throw new Error(`exited: ${main.output()}`);
+        return /admin token: .*\n/.test(main.output());
+      },
+      () => `the banner; the output:\n${main.output()}`,
+      60_000,
+    );
+    main.child.kill('SIGTERM');
+    expect(await main.exit).toBe(0);
+    return /admin token: (.*)\n/.exec(main.output())?.[1] ?? '';
+  }
+
+  it('says where the token it prints comes from: generated on the first start, then the file, a hand-written one included', async () => {
+    const dataDir = await tempDir();
+    const first = await bannerTokenLine(dataDir);
+    const token = (await readFile(join(dataDir, 'admin-token'), 'utf8')).trim();
+    expect(first).toBe(
+      `${token}   (generated, kept in ${dataDir}/admin-token; set FERRY_ADMIN_TOKEN to choose one)`,
+    );
+    expect(await bannerTokenLine(dataDir)).toBe(
+      `${token}   (from ${dataDir}/admin-token; set FERRY_ADMIN_TOKEN to choose another)`,
+    );
+    await writeFile(join(dataDir, 'admin-token'), 'written-by-hand\n');
+    expect(await bannerTokenLine(dataDir)).toBe(
+      `written-by-hand   (from ${dataDir}/admin-token; set FERRY_ADMIN_TOKEN to choose another)`,
+    );
+  }, 120_000);
+});
+
 describe('the embedded shop, given a data folder another shop runs on', () => {
   it('stops with code 2 and one line naming FERRY_DATA_DIR and that shop; takes the folder once that shop is SIGKILLed', async () => {
     const dataDir = await tempDir();
