@@ -1,3 +1,4 @@
+import { resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
   DEFAULT_BUS_URL,
@@ -78,6 +79,19 @@ describe('readSettings', () => {
       }
       expect(message).toMatch(/^FERRY_ADMIN_TOKEN must be 1 to 1024 visible ASCII characters/);
       expect(message).not.toContain(token.slice(0, 8));
+    }
+  });
+
+  it('takes FERRY_DATA_DIR as a path (./data when unset or empty), and refuses one with a space at an end', () => {
+    expect(readSettings({}).dataDir).toBe(resolve('./data'));
+    expect(readSettings({ FERRY_DATA_DIR: '' }).dataDir).toBe(resolve('./data'));
+    expect(readSettings({ FERRY_DATA_DIR: '/var/lib/my shop' }).dataDir).toBe('/var/lib/my shop');
+    for (const value of ['   ', ' /tmp/shop', '/tmp/shop ', '/tmp/shop\n', '\t']) {
+      expect(() => readSettings({ FERRY_DATA_DIR: value }), value).toThrow(
+        new SettingsError(
+          `FERRY_DATA_DIR must not start or end with a space, tab or line break, not ${JSON.stringify(value)} (unset it for ./data)`,
+        ),
+      );
     }
   });
 

@@ -82,9 +82,16 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env): ShopSettings
       `FERRY_ADMIN_TOKEN must be 1 to 1024 visible ASCII characters (no spaces), a ${adminToken.length}-character value is not`,
     );
   }
+  // A folder named by spaces, or with a space at an end, is a typing slip far more often than meant.
+  const dataDir = env.FERRY_DATA_DIR || './data';
+  if (dataDir.trim() !== dataDir) {
+    throw new SettingsError(
+      `FERRY_DATA_DIR must not start or end with a space, tab or line break, not ${JSON.stringify(dataDir)} (unset it for ./data)`,
+    );
+  }
   return {
     port,
-    dataDir: resolve(env.FERRY_DATA_DIR || './data'),
+    dataDir: resolve(dataDir),
     busUrl: env.FERRY_BUS_URL || undefined,
     dbUrl: env.FERRY_DB_URL || undefined,
     adminToken,
