@@ -8,6 +8,11 @@
  *                     repository), `npm install` there once (cached in the OS temp dir, keyed by a
  *                     hash of its files), `node app.js` on its fixed port 3000; its orders answer 201
  *                     with what was sent and never end, so it has no time to terminal
+ *   toy.durable       the same app.js with one change: createOrder also INSERTs the order into a
+ *                     SQLite file (better-sqlite3, WAL, synchronous FULL: synced before the 201), the
+ *                     naive way to keep each order durably; a second baseline, informational (the
+ *                     shops' `ratio` and target stay against the toy; their `ratioToDurableToy` is
+ *                     against this one). The file goes under --data-root, as the shops' do
  *   shop.embedded     `examples/shop/main.ts`: one process, SQLite files in a fresh FERRY_DATA_DIR
  *   shop.distributed  `examples/shop/distributed.ts`: supervised processes on a fresh PostgreSQL
  *                     database (CREATE DATABASE ferry_bench_…, dropped after) and a fresh RabbitMQ
@@ -30,8 +35,8 @@
  * pendingAtCap are sums over the runs, so that no run's failure is hidden; `perRun` has each run.
  *
  * Options: --runs N (default 3), --duration S (default 10), --warmup S (default 2), --cap S (time
- * allowed for the orders to end, default 120), --only embedded|distributed|toy (a shop case still
- * runs the toy as its baseline, unless --no-baseline), --cpu-prof (profiles every shop process and
+ * allowed for the orders to end, default 120), --only embedded|distributed|toy|toy.durable (a shop
+ * case still runs both toys as its baselines, unless --no-baseline), --cpu-prof (profiles every shop process and
  * prints where the time goes during the load and after it; the profiles are kept in the OS temp
  * dir), --data-root DIR (where the shops' data dirs are made, default the OS temp dir; /dev/shm
  * shows the embedded shop without the disk's fsyncs). Environment: FERRY_BENCH_POSTGRES_URL (the
@@ -68,7 +73,8 @@ const TARGET_RATIO = 1.0;
 const TARGET_TERMINAL_MS = 30_000;
 const STOP_TIMEOUT_MS = 15_000;
 
-const CASES = ['toy', 'embedded', 'distributed'] as const;
+const CASES = ['toy', 'toy.durable', 'embedded', 'distributed'] as const;
+const isToy = (name: CaseName) => name === 'toy' || name === 'toy.durable';
 type CaseName = (typeof CASES)[number];
 const argString = (name: string) =>
   process.argv.includes(`--${name}`) ? process.argv[process.argv.indexOf(`--${name}`) + 1] : undefined;
@@ -450,19 +456,73 @@ async function installToy(): Promise<string> {
   return dir;
 }
 
-async function toyRun(): Promise<Load> {
+/**
+ * The toy's app.js, changed to keep each order: `createOrder` INSERTs it into a SQLite file before it
+ * returns (WAL, synchronous FULL: the commit is synced), with the better-sqlite3 this repository uses.
+ */
+async function writeDurableToy(dir: string): Promise<string> {
+  const app = await readFile(join(dir, 'app.js'), 'utf8');
+  const anchor = 'this.orders.set(order.id, order);';
+  if (app.split(anchor).length !== 2) {
+    throw new Error(
+      `the mini-project's app.js no longer has one "${anchor}": toy.durable cannot be made from it`,
+    );
+  }
+  const sqlite = createRequire(import.meta.url).resolve('better-sqlite3');
+  const header = [
+    `const __Database = require(${JSON.stringify(sqlite)});`,
+    'const __db = new __Database(process.env.TOY_DB);',
+    "__db.pragma('journal_mode = WAL');",
+    "__db.pragma('synchronous = FULL');",
+    "__db.exec('CREATE TABLE IF NOT EXISTS orders (id TEXT PRIMARY KEY, body TEXT NOT NULL)');",
+    "const __insertOrder = __db.prepare('INSERT INTO orders (id, body) VALUES (?, ?)');",
+    '',
+  ].join('\n');
+  const durable =
+    header + app.replace(anchor, `${anchor} __insertOrder.run(order.id, JSON.stringify(order));`);
+  const file = join(dir, 'app-durable.js');
+  await writeFile(file, durable);
+  return 'app-durable.js';
+}
+
+async function toyRun(durable: boolean): Promise<Load> {
   const dir = await installToy();
   await ensurePortFree(TOY_PORT);
-  const toy = startNode('toy', ['app.js'], dir, process.env);
+  let env = process.env;
+  let script = 'app.js';
+  if (durable) {
+    const data = await tempDir('ferry-bench-toy-durable-', DATA_ROOT);
+    env = { ...process.env, TOY_DB: join(data.path, 'orders.db') };
+    script = await writeDurableToy(dir);
+  }
+  const toy = startNode(durable ? 'toy.durable' : 'toy', [script], dir, env);
+  let result: Load;
+  let warmedUp = 0;
   try {
     const origin = `http://127.0.0.1:${TOY_PORT}`;
     await waitFor(toy, origin, 15_000);
     const body = JSON.stringify({ userId: 'bench-user', items: [{ productId: 'green-tea', quantity: 1 }] });
-    if (WARMUP_S > 0) await load(origin, [body], WARMUP_S, false);
-    return await load(origin, [body], DURATION_S, false);
+    if (WARMUP_S > 0) warmedUp = (await load(origin, [body], WARMUP_S, false)).accepted;
+    result = await load(origin, [body], DURATION_S, false);
   } finally {
     await toy.stop();
   }
+  if (durable) {
+    // Every 201 of the durable toy is a row of its file: else it would be measured doing less.
+    const Database = createRequire(import.meta.url)('better-sqlite3') as new (
+      file: string,
+      options: { readonly: boolean },
+    ) => { prepare(sql: string): { pluck(): { get(): number } }; close(): void };
+    const db = new Database(env.TOY_DB as string, { readonly: true });
+    const rows = db.prepare('SELECT count(*) FROM orders').pluck().get();
+    db.close();
+    if (rows < warmedUp + result.accepted) {
+      throw new Error(
+        `toy.durable answered ${warmedUp + result.accepted} orders 201 but its file holds ${rows}`,
+      );
+    }
+  }
+  return result;
 }
 
 // ── the shops ─────────────────────────────────────────────────────────────────────────────────────
@@ -753,10 +813,17 @@ interface RunLine extends Omit<Load, 'ids' | 'endedAt'> {
   readonly pollFailures?: number;
   readonly shopWarnings?: number;
   readonly ratio: number | null;
+  /** Shops, when toy.durable ran in the same run: orders/s over its orders/s. */
+  readonly ratioToDurableToy?: number;
   readonly load1: number;
 }
 
-function runLine(result: Load | ShopRun, toy: Load | undefined, load1: number): RunLine {
+function runLine(
+  result: Load | ShopRun,
+  toy: Load | undefined,
+  durableToy: Load | undefined,
+  load1: number,
+): RunLine {
   const common = {
     ordersPerSec: round(result.ordersPerSec),
     p50Ms: result.p50Ms,
@@ -768,6 +835,9 @@ function runLine(result: Load | ShopRun, toy: Load | undefined, load1: number): 
     statusCodes: result.statusCodes,
     ratio:
       toy === undefined || toy.ordersPerSec === 0 ? null : round(result.ordersPerSec / toy.ordersPerSec, 3),
+    ...(durableToy === undefined || durableToy.ordersPerSec === 0
+      ? {}
+      : { ratioToDurableToy: round(result.ordersPerSec / durableToy.ordersPerSec, 3) }),
     load1: round(load1, 2),
   };
   if (!('pendingAtCap' in result)) return common;
@@ -793,7 +863,8 @@ function describeRun(name: string, run: number, line: RunLine): string {
   return (
     `${name} run ${run}/${RUNS}: ${line.ordersPerSec} orders/s, p50 ${line.p50Ms} ms, p99 ${line.p99Ms} ms, ` +
     `${line.accepted} accepted, ${line.non2xx} non-2xx, ${line.errors} errors` +
-    `${line.ratio === null ? '' : `, ${line.ratio}x the toy`}${end} (load ${line.load1})`
+    `${line.ratio === null ? '' : `, ${line.ratio}x the toy`}` +
+    `${line.ratioToDurableToy === undefined ? '' : `, ${line.ratioToDurableToy}x the durable toy`}${end} (load ${line.load1})`
   );
 }
 
@@ -808,8 +879,15 @@ function summarize(name: CaseName, lines: readonly RunLine[]): Record<string, un
   }
   const ratios = lines.map((l) => l.ratio).filter((r): r is number => r !== null);
   const ratio = ratios.length === lines.length && ratios.length > 0 ? round(median(ratios), 3) : null;
+  const durableRatios = lines.flatMap((l) =>
+    l.ratioToDurableToy === undefined ? [] : [l.ratioToDurableToy],
+  );
+  const ratioToDurableToy =
+    durableRatios.length === lines.length && durableRatios.length > 0
+      ? round(median(durableRatios), 3)
+      : null;
   const base = {
-    case: name === 'toy' ? 'toy' : `shop.${name}`,
+    case: isToy(name) ? name : `shop.${name}`,
     unit: 'orders/s',
     ordersPerSec: round(med((l) => l.ordersPerSec)),
     p50Ms: round(
@@ -829,19 +907,22 @@ function summarize(name: CaseName, lines: readonly RunLine[]): Record<string, un
   const settings = {
     connections: CONNECTIONS,
     durationS: DURATION_S,
-    ...(name === 'toy' || PRODUCTS === 1 ? {} : { products: PRODUCTS }),
+    ...(isToy(name) || PRODUCTS === 1 ? {} : { products: PRODUCTS }),
     runs: lines.length,
     load1: lines.map((l) => l.load1),
     ...(CPU_PROF ? { profiled: true } : {}),
     perRun: lines,
   };
-  if (name === 'toy') {
+  if (isToy(name)) {
     return {
       ...base,
       terminalAfterMs: null,
       pendingAtCap: null,
-      ratio: null,
-      note: 'the toy answers 201 with what was sent; its orders never end',
+      ratio: name === 'toy' ? null : ratio,
+      note:
+        name === 'toy'
+          ? 'the toy answers 201 with what was sent; its orders never end'
+          : 'the toy with each order INSERTed into SQLite (synchronous FULL) before its 201; ratio: against the toy',
       ...settings,
     };
   }
@@ -861,6 +942,7 @@ function summarize(name: CaseName, lines: readonly RunLine[]): Record<string, un
     cancelled: round(med((l) => l.cancelled ?? 0)),
     reasons: lines.map((l) => l.reasons ?? {}),
     ratio,
+    ratioToDurableToy,
     baseline: 'the toy (tutorial mini-project), same run',
     target:
       name === 'embedded'
@@ -876,24 +958,33 @@ async function main(): Promise<void> {
     throw new Error(`--only takes ${CASES.join(', ')}, not ${only}`);
   }
   const cases = CASES.filter(
-    (c) => only === undefined || c === only || (c === 'toy' && only !== undefined && !NO_BASELINE),
-  ).filter((c) => !(c === 'toy' && NO_BASELINE));
+    (c) => only === undefined || c === only || (isToy(c) && only !== undefined && !NO_BASELINE),
+  ).filter((c) => !(isToy(c) && NO_BASELINE && c !== only));
   const [load1, load5] = loadavg();
   process.stderr.write(
     `ferry bench:shop — ${cases.join(', ')}; ${RUNS} runs of ${DURATION_S} s at ${CONNECTIONS} connections, medians reported; load average ${round(load1!, 2)} (5 min ${round(load5!, 2)})\n`,
   );
   if (load1! >= 2)
     progress(`the machine is busy (load ${round(load1!, 2)} on 2 cores): figures will be low and noisy`);
-  const lines: Record<CaseName, RunLine[]> = { toy: [], embedded: [], distributed: [] };
+  const lines: Record<CaseName, RunLine[]> = { toy: [], 'toy.durable': [], embedded: [], distributed: [] };
   for (let run = 1; run <= RUNS; run++) {
     let toy: Load | undefined;
+    let durableToy: Load | undefined;
     for (const name of cases) {
       const load1AtStart = loadavg()[0]!;
-      const result = name === 'toy' ? await toyRun() : await shopRun(name, `shop.${name} run ${run}`);
+      const result = isToy(name)
+        ? await toyRun(name === 'toy.durable')
+        : await shopRun(name, `shop.${name} run ${run}`);
       if (name === 'toy') toy = result;
-      const line = runLine(result, name === 'toy' ? undefined : toy, load1AtStart);
+      if (name === 'toy.durable') durableToy = result;
+      const line = runLine(
+        result,
+        name === 'toy' ? undefined : toy,
+        isToy(name) ? undefined : durableToy,
+        load1AtStart,
+      );
       lines[name].push(line);
-      progress(describeRun(name === 'toy' ? 'toy' : `shop.${name}`, run, line));
+      progress(describeRun(isToy(name) ? name : `shop.${name}`, run, line));
     }
   }
   for (const name of cases) report(summarize(name, lines[name]));
