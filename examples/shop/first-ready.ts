@@ -13,8 +13,8 @@ export interface FirstReadyOptions {
 }
 
 /**
- * Resolves `true` once any of `urls` (the instances of `service`) answers `GET /health/ready` with 200 (each asked with a 1 s time
- * limit, no retry), `false` when none has within `withinMs`.
+ * Resolves `true` once any of `urls` (the instances of `service`) answers `GET /health/ready` with
+ * 200 (each asked with a 1 s time limit, no retry), `false` when none has within `withinMs`.
  */
 export async function firstReady(
   service: string,
