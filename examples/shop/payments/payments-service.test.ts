@@ -34,7 +34,9 @@ afterEach(async () => {
   for (const close of closers.splice(0).reverse()) await close();
 });
 
-async function world(options: { giveUpAfterMs?: number; store?: EventStore } = {}): Promise<World> {
+async function world(
+  options: { giveUpAfterMs?: number; attemptTimeoutMs?: number; store?: EventStore } = {},
+): Promise<World> {
   const { store = new EventStore(new MemoryEventStoreBackend()), ...serviceOptions } = options;
   const provider = await startPaymentProvider({ logger: silentLogger });
   closers.push(() => provider.close());
@@ -167,6 +169,53 @@ describe('payments service', () => {
     ]);
     expect(w.provider.charges()).toHaveLength(1);
   });
+
+  it('hears a provider slower than 5 s: one try may run until the give-up time', async () => {
+    const w = await world({ giveUpAfterMs: 20_000 });
+    w.provider.setFaults({ failureRate: 0, latencyMs: 6000 });
+    const started = Date.now();
+    await w.bus.publish('payment.charge', { orderId: 'o-slow', amount: 500, paymentMethod: 'tok_visa' });
+    await waitFor(() => w.replies.length > 0, 'a reply', 15_000);
+    expect(summary(w.replies)).toEqual([
+      { type: 'payment.processed', data: { orderId: 'o-slow', chargeId: expect.any(String), amount: 500 } },
+    ]);
+    // One try, answered after the provider's 6 s: not cut and tried again (each try paying the latency).
+    expect(Date.now() - started).toBeLessThan(9000);
+    expect(w.provider.charges()).toEqual([expect.objectContaining({ orderId: 'o-slow', refunded: false })]);
+  }, 20_000);
+
+  it('refunds what a cut try charged as soon as it gives up, though the charges opened the breaker', async () => {
+    // Tries cut at 300 ms against a provider answering in 1 s: twelve orders open the charges'
+    // breaker and give up at 2 s, each charge taken at the provider all the same. Their safety
+    // refunds must reach the provider at once, not wait for the breaker (5 s, and again after each
+    // failed probe) and the redeliveries' backoff.
+    const w = await world({ giveUpAfterMs: 2000, attemptTimeoutMs: 300 });
+    w.provider.setFaults({ failureRate: 0, latencyMs: 1000 });
+    const orders = Array.from({ length: 12 }, (_, i) => `o-cut-${i}`);
+    await Promise.all(
+      orders.map((orderId) =>
+        w.bus.publish('payment.charge', { orderId, amount: 100, paymentMethod: 'tok_visa' }),
+      ),
+    );
+    await waitFor(
+      () => w.replies.filter((m) => m.type === 'payment.declined').length === orders.length,
+      'every order given up',
+      15_000,
+    );
+    expect(new Set(w.replies.map((m) => (m.data as { reason?: string }).reason))).toEqual(
+      new Set(['payment_unavailable']),
+    );
+    const gaveUp = Date.now();
+    await waitFor(
+      () => w.replies.filter((m) => m.type === 'payment.refunded').length === orders.length,
+      'every safety refund',
+      30_000,
+    );
+    // A refund sent at once lands one latency later (1 s), give or take the last give-ups.
+    expect(Date.now() - gaveUp).toBeLessThan(3500);
+    await sleep(1200); // charges still held by the provider land
+    expect(w.provider.charges().filter((c) => !c.refunded)).toEqual([]);
+  }, 60_000);
 
   it('refunds a charge: refunded in the ledger, payment.refunded with the charge id', async () => {
     const w = await world();

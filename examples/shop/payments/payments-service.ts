@@ -45,8 +45,13 @@ export interface PaymentsServiceOptions {
   readonly giveUpAfterMs?: number;
   /** Subscription group: instances of the service share it. @default 'payments' */
   readonly group?: string;
-  /** Per-attempt timeout of provider calls, in ms. @default 5000 */
+  /**
+   * Time limit of one charge try at the provider, ms. @default none: a try may run until the give-up
+   * time, so that a slow provider's answer is heard (a try cut short may be taken all the same)
+   */
   readonly attemptTimeoutMs?: number;
+  /** Time limit of one refund call at the provider, its tries included, ms. @default 30000 */
+  readonly refundTimeoutMs?: number;
   /** Port of the health endpoint (`GET /health/ready`, `/health/live`). @default 0 (a free port) */
   readonly port?: number;
   /** @default '127.0.0.1' */
@@ -58,7 +63,6 @@ export interface PaymentsServiceOptions {
 export const DEFAULT_PAYMENTS_OPTIONS = Object.freeze({
   giveUpAfterMs: 30_000,
   group: 'payments',
-  attemptTimeoutMs: 5000,
 });
 
 export interface PaymentsService {
@@ -77,8 +81,10 @@ export async function startPaymentsService(options: PaymentsServiceOptions): Pro
   const group = options.group ?? DEFAULT_PAYMENTS_OPTIONS.group;
   const logger = options.logger ?? stderrLogger;
   const outbox = options.outbox ?? (await createOutbox({ store, bus, logger }));
-  const attemptTimeoutMs = options.attemptTimeoutMs ?? DEFAULT_PAYMENTS_OPTIONS.attemptTimeoutMs;
-  const provider = new ProviderClient(options.providerUrl, { attemptTimeoutMs });
+  const provider = new ProviderClient(options.providerUrl, {
+    attemptTimeoutMs: options.attemptTimeoutMs,
+    refundTimeoutMs: options.refundTimeoutMs,
+  });
   const stopping = new AbortController();
   // The inbox marks are per (group, pattern), as `subscribe(…, { unitOfWork })` names them.
   const chargeConsumer = JSON.stringify([group, 'payment.charge']);
@@ -148,8 +154,9 @@ export async function startPaymentsService(options: PaymentsServiceOptions): Pro
   const charges = await bus.subscribe(
     'payment.charge',
     (message, { signal }) => handleCharge(message, AbortSignal.any([signal, stopping.signal])),
-    // The handler may retry the provider for giveUpAfterMs: give it that, and a last attempt's time.
-    { group, handlerTimeoutMs: giveUpAfterMs + 2 * attemptTimeoutMs },
+    // The handler may try the provider for giveUpAfterMs (a late message: one try of 1 s), then
+    // records the outcome: give it that, and time to spare.
+    { group, handlerTimeoutMs: giveUpAfterMs + 10_000 },
   );
 
   const refunds = await bus.subscribe(
@@ -167,7 +174,8 @@ export async function startPaymentsService(options: PaymentsServiceOptions): Pro
     },
     // A refund must happen: keep trying an unavailable provider for about 45 minutes (backoff
     // doubling from 1 s to 60 s), then the message waits in the dead-letter queue for an operator.
-    { group, maxAttempts: 50 },
+    // Each delivery's call may take refundTimeoutMs; the record after it, a few seconds more.
+    { group, maxAttempts: 50, handlerTimeoutMs: provider.refundTimeoutMs + 10_000 },
   );
 
   // Ready while the outbox's database answers and its relay keeps up; the provider's breaker too.

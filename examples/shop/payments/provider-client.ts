@@ -1,7 +1,8 @@
 /**
- * The provider, seen from payments: a ServiceClient (per-attempt timeout, retries with backoff on
- * 503 and timeouts, a breaker, the order id as idempotency key), and a charge that keeps trying
- * until a deadline before it calls the provider unavailable.
+ * The provider, seen from payments: a ServiceClient for charges (retries with backoff on 503 and
+ * timeouts, a breaker, the order id as idempotency key), and a charge that keeps trying until a
+ * deadline before it calls the provider unavailable; refunds on a client of their own, without a
+ * breaker, so that the charges' open breaker never holds a refund back.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
@@ -48,17 +49,42 @@ function pauseAfter(error: unknown, round: number): number {
   return Math.min(2000, 100 * 2 ** round) * (0.5 + Math.random() / 2);
 }
 
-export class ProviderClient {
-  readonly http: ServiceClient;
+export interface ProviderClientOptions {
+  /**
+   * Time limit of one charge try, ms. @default none: a try may run until the charge's give-up time
+   * (a provider may be slow; a try cut short may still be taken, unseen, and need a refund)
+   */
+  readonly attemptTimeoutMs?: number | undefined;
+  /** Time limit of one refund call (its tries included), ms. @default 30000 */
+  readonly refundTimeoutMs?: number | undefined;
+}
 
-  constructor(url: string, options: { readonly attemptTimeoutMs?: number } = {}) {
+export const DEFAULT_REFUND_TIMEOUT_MS = 30_000;
+
+export class ProviderClient {
+  /** Charges: behind the breaker. */
+  readonly http: ServiceClient;
+  /** Refunds: no breaker (they are few, and must reach the provider as soon as it takes calls). */
+  readonly #refunds: ServiceClient;
+  readonly #attemptTimeoutMs: number | undefined;
+  readonly #refundTimeoutMs: number;
+
+  constructor(url: string, options: ProviderClientOptions = {}) {
+    this.#attemptTimeoutMs = options.attemptTimeoutMs;
+    this.#refundTimeoutMs = options.refundTimeoutMs ?? DEFAULT_REFUND_TIMEOUT_MS;
     this.http = new ServiceClient(url, {
       name: 'payment-provider',
-      timeout: options.attemptTimeoutMs ?? 5000,
       retry: { maxAttempts: 3 },
       // Opens after 10 calls in 10 s of which half failed; probes again after 5 s, so that orders
       // go through soon after the provider is back.
       breaker: { minimumVolume: 10, errorThresholdPercentage: 50, resetTimeoutMs: 5000 },
+    });
+    this.#refunds = new ServiceClient(url, {
+      name: 'payment-provider refunds',
+      timeout: this.#refundTimeoutMs,
+      deadline: this.#refundTimeoutMs,
+      retry: { maxAttempts: 3 },
+      breaker: false,
     });
   }
 
@@ -75,10 +101,12 @@ export class ProviderClient {
   ): Promise<ChargeOutcome> {
     for (let round = 0; ; round++) {
       try {
+        // A message that waited longer than the give-up time still gets one real try.
+        const left = Math.max(1000, giveUpAt - Date.now());
         const charge = await this.http.post<ChargeView>('/charges', command, {
           idempotencyKey: command.orderId,
-          // A message that waited longer than the give-up time still gets one real try.
-          deadline: Math.max(1000, giveUpAt - Date.now()),
+          deadline: left,
+          timeout: Math.min(left, this.#attemptTimeoutMs ?? left),
           signal,
         });
         return { kind: 'charged', chargeId: charge.chargeId, amount: charge.amount };
@@ -100,7 +128,7 @@ export class ProviderClient {
    * it (the provider then voids the order: a charge request still on its way is refused).
    */
   async refund(orderId: string, signal: AbortSignal): Promise<string | undefined> {
-    const answer = await this.http.post<{ readonly chargeId?: string }>(
+    const answer = await this.#refunds.post<{ readonly chargeId?: string }>(
       `/charges/${encodeURIComponent(orderId)}/refund`,
       undefined,
       { idempotencyKey: `refund-${orderId}`, signal },
@@ -108,7 +136,12 @@ export class ProviderClient {
     return answer.chargeId;
   }
 
-  close(): Promise<void> {
-    return this.http.close();
+  /** How long one refund call may take: the refund handler's time limit is set from it. */
+  get refundTimeoutMs(): number {
+    return this.#refundTimeoutMs;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([this.http.close(), this.#refunds.close()]);
   }
 }
