@@ -7,7 +7,12 @@ import type {
   ReadAfterResult,
   Snapshot,
 } from '../eventstore/backend.js';
-import { ConcurrencyError, DuplicateEventIdError, StoreUnavailableError } from '../eventstore/errors.js';
+import {
+  ConcurrencyError,
+  DuplicateEventIdError,
+  EventStoreClosedError,
+  StoreUnavailableError,
+} from '../eventstore/errors.js';
 import { describeTransaction, type OpenTransaction, ReadHeldBackError } from '../eventstore/held-back.js';
 import { prepareAppend } from '../eventstore/prepare-append.js';
 import type {
@@ -178,6 +183,10 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
   /** When to look again for a long transaction holding reads back. */
   #nextHeldCheck = 0;
   #closed = false;
+  /** Set once the pool is ending: what reaches it then is refused with `EventStoreClosedError`. */
+  #ended = false;
+  /** close() waiting for the appends called before it to settle. */
+  #idleWaiters: (() => void)[] = [];
 
   constructor(options: PostgresBackendOptions) {
     const o = { ...DEFAULT_POSTGRES_BACKEND_OPTIONS, ...options };
@@ -283,6 +292,10 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
     messages: readonly OutboxInsert[],
   ): Promise<AppendResult> {
     return new Promise<AppendResult>((resolve, reject) => {
+      if (this.#ended) {
+        reject(new EventStoreClosedError());
+        return;
+      }
       const append: QueuedAppend =
         messages.length > 0
           ? { streamId, events, expected, messages, resolve, reject }
@@ -319,6 +332,9 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
           else this.#streamsInFlight.set(stream, left);
         }
         this.#drain();
+        if (this.#queue.length === 0 && this.#batchesInFlight === 0) {
+          for (const wake of this.#idleWaiters.splice(0)) wake();
+        }
       });
   }
 
@@ -948,6 +964,7 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
       schema: this.schema,
       url: this.#url,
       pool: () => this.#db,
+      ended: () => this.#ended,
       logger: this.#logger,
       notifyIntervalMs: this.#notifyIntervalMs,
       append: (client, streamId, events, expected) =>
@@ -963,9 +980,18 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
     return this.#outbox;
   }
 
+  /**
+   * Commits the appends called before it (`outbox.append` too), then closes the outbox, the notifier
+   * and the pool; units of work running finish first (the pool waits for their connections). What
+   * comes later, a unit of work not yet connected included, rejects with `EventStoreClosedError`.
+   */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    while (this.#queue.length > 0 || this.#batchesInFlight > 0) {
+      await new Promise<void>((resolve) => this.#idleWaiters.push(resolve));
+    }
+    this.#ended = true;
     await this.#outbox?.close();
     await this.#notifier?.close();
     await this.#pool?.end();

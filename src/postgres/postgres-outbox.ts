@@ -1,6 +1,6 @@
 import type { Pool, PoolClient } from 'pg';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
-import { StoreUnavailableError } from '../eventstore/errors.js';
+import { EventStoreClosedError, StoreUnavailableError } from '../eventstore/errors.js';
 import type {
   AppendResult,
   ExpectedVersion,
@@ -33,6 +33,8 @@ export interface PostgresOutboxOptions {
   readonly url: string;
   /** The backend's pool; throws while the backend is not open. */
   readonly pool: () => Pool;
+  /** Whether the backend's pool is ending (closed): a unit of work that cannot start then says so. */
+  readonly ended?: () => boolean;
   readonly logger: Logger;
   /** Least time between two NOTIFYs announcing outbox rows to other processes. */
   readonly notifyIntervalMs: number;
@@ -152,6 +154,7 @@ export class PostgresOutboxStorage implements OutboxStorage {
     try {
       client = await this.#pool.connect();
     } catch (error) {
+      if (this.#options.ended?.()) throw new EventStoreClosedError();
       throw new StoreUnavailableError(
         'postgres',
         `could not start a unit of work: ${(error as Error).message}`,
