@@ -109,7 +109,8 @@ export class EventSubscription {
   #wake: (() => void) | undefined;
   #woken = false;
   #unwatch: (() => void) | undefined;
-  #idleReads = 0;
+  /** Reads the loop has begun, numbered from 1: caughtUp() waits for one begun after its call. */
+  #reads = 0;
   #idleWaiters: { after: number; resolve: () => void }[] = [];
   /** Identifies this instance in the lease: host, process (see {@link deadOnThisHost}) and a unique id. */
   readonly #owner = leaseOwner(process.pid, uuidv7());
@@ -211,7 +212,7 @@ export class EventSubscription {
       // Replays run here, between batches, so that the handler never runs twice at once.
       if (this.#replayAsked || Date.now() >= this.#nextReplayLook) await this.#replayRequested();
       if (this.#closed || !this.#holds()) break;
-      const readStarted = this.#idleReads;
+      const read = ++this.#reads;
       this.#woken = false;
       const { events, held } = await this.#retrying('read events', () =>
         this.#backend.readAfter(this.#position, this.#options.batchSize, undefined),
@@ -232,7 +233,7 @@ export class EventSubscription {
         continue;
       }
       heldRounds = 0;
-      this.#markIdle(readStarted);
+      this.#markIdle(read);
       if (!this.#woken) await this.#sleep(this.#options.idlePollMs);
     }
     if (!this.#closed && !this.#holds()) {
@@ -435,10 +436,10 @@ export class EventSubscription {
     });
   }
 
-  #markIdle(readStarted: number): void {
-    this.#idleReads = Math.max(this.#idleReads + 1, readStarted);
-    const ready = this.#idleWaiters.filter((w) => w.after < this.#idleReads);
-    this.#idleWaiters = this.#idleWaiters.filter((w) => w.after >= this.#idleReads);
+  /** Read number `read` found nothing more: it answers the caughtUp() calls made before it began. */
+  #markIdle(read: number): void {
+    const ready = this.#idleWaiters.filter((w) => w.after < read);
+    this.#idleWaiters = this.#idleWaiters.filter((w) => w.after >= read);
     for (const waiter of ready) waiter.resolve();
   }
 
@@ -451,7 +452,8 @@ export class EventSubscription {
    */
   caughtUp(): Promise<void> {
     if (this.#closed) return Promise.resolve();
-    const after = this.#idleReads;
+    // A read already under way may have begun before what the caller appended was final.
+    const after = this.#reads;
     this.#wakeUp();
     let waiter: { after: number; resolve: () => void } | undefined;
     const own = new Promise<void>((resolve) => {

@@ -540,6 +540,29 @@ export function testEventStore(name: string, harness: EventStoreHarness): void {
       await sub.close();
     });
 
+    it('resolves caughtUp() only once every event appended before the call was handled, while appends keep the loop reading', async () => {
+      // A read the loop had begun before the call, and that then found nothing more, resolved it:
+      // on PostgreSQL the events of appends committed together just before were still unhandled.
+      const store = await open();
+      const seen = new Set<number>();
+      const sub = store.subscribe({ name: 'barrier' }, (e) => {
+        seen.add((e.data as { i: number }).i);
+      });
+      await sub.caughtUp();
+      for (let round = 0; round < 20; round++) {
+        const base = round * 50;
+        await Promise.all(
+          Array.from({ length: 50 }, (_, k) =>
+            store.append(`b-${k % 5}`, [{ type: 'B', data: { i: base + k } }]),
+          ),
+        );
+        await sub.caughtUp();
+        const missing = Array.from({ length: 50 }, (_, k) => base + k).filter((i) => !seen.has(i));
+        expect({ round, missing }).toEqual({ round, missing: [] });
+      }
+      await sub.close();
+    });
+
     it('retries a failing handler, parks the event after its limit and goes on; parked events replay', async () => {
       const store = await open();
       await store.append('p', [
