@@ -258,10 +258,12 @@ export type { WireMessage } from './messaging/wire.js';
 export {
   isOutboxClosedError,
   isSagaConcurrencyError,
+  isUnitOfWorkOutcomeUnknownError,
   isUnitOfWorkRolledBackError,
   isUnitOfWorkUnsupportedError,
   OutboxClosedError,
   SagaConcurrencyError,
+  UnitOfWorkOutcomeUnknownError,
   UnitOfWorkRolledBackError,
   UnitOfWorkUnsupportedError,
 } from './outbox/errors.js';

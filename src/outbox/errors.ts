@@ -55,3 +55,33 @@ export class OutboxClosedError extends FerryError {
   }
 }
 export const isOutboxClosedError = errorGuard<OutboxClosedError>('OUTBOX_CLOSED');
+
+/**
+ * A unit of work whose outcome is not known, so it is not run again for you: find out (a
+ * transactional inbox's mark tells on the redelivery), or write it again idempotently.
+ * - `batch` (SQLite): it ended well, but another unit of work of the same batch (they share one
+ *   transaction, each in a savepoint) ended that transaction before the commit: its SQL ran COMMIT or
+ *   ROLLBACK, or SQLite rolled it back after an error. `cause` is that unit's error.
+ * - `own-sql` (SQLite, PostgreSQL): its own SQL (`work.query`) ended the transaction (or SQLite
+ *   rolled it back after an error): a COMMIT kept what it wrote before (with the units of its batch
+ *   on SQLite), a ROLLBACK did not. Nothing of it after that statement is written, and none of its
+ *   later calls runs: each rejects with this error.
+ */
+export class UnitOfWorkOutcomeUnknownError extends FerryError {
+  readonly reason: 'batch' | 'own-sql';
+  constructor(cause: unknown, reason: 'batch' | 'own-sql' = 'batch') {
+    super(
+      'UNIT_OF_WORK_OUTCOME_UNKNOWN',
+      reason === 'batch'
+        ? 'another unit of work of the same batch ended the shared transaction before the commit (its SQL ran COMMIT or ROLLBACK, or SQLite rolled it back after an error): what this one wrote may or may not have been kept'
+        : "the unit of work's transaction ended before its commit, by its own SQL (COMMIT or ROLLBACK) or by SQLite after an error: what it wrote before that was kept by a COMMIT, not otherwise, and nothing after it is written",
+      cause === undefined ? {} : { cause },
+    );
+    this.reason = reason;
+  }
+}
+
+/** True when `error` is a {@link UnitOfWorkOutcomeUnknownError}. */
+export const isUnitOfWorkOutcomeUnknownError = errorGuard<UnitOfWorkOutcomeUnknownError>(
+  'UNIT_OF_WORK_OUTCOME_UNKNOWN',
+);

@@ -1,5 +1,10 @@
 import { isConcurrencyError } from '../eventstore/errors.js';
-import { isSagaConcurrencyError, isUnitOfWorkRolledBackError, UnitOfWorkRolledBackError } from './errors.js';
+import {
+  isSagaConcurrencyError,
+  isUnitOfWorkOutcomeUnknownError,
+  isUnitOfWorkRolledBackError,
+  UnitOfWorkRolledBackError,
+} from './errors.js';
 import type { StorageTransaction } from './storage.js';
 
 /**
@@ -11,7 +16,7 @@ import type { StorageTransaction } from './storage.js';
 export function guarded(tx: StorageTransaction, failed: (error: unknown) => void): StorageTransaction {
   let first: { readonly error: unknown } | undefined;
   const watch = <T>(call: () => Promise<T>): Promise<T> => {
-    if (first !== undefined) return Promise.reject(new UnitOfWorkRolledBackError({ cause: first.error }));
+    if (first !== undefined) return Promise.reject(doomedBy(first.error));
     return call().catch((error: unknown) => {
       if (first === undefined) {
         first = { error };
@@ -34,6 +39,14 @@ export function guarded(tx: StorageTransaction, failed: (error: unknown) => void
     loadSaga: (saga, id) => watch(() => tx.loadSaga(saga, id)),
     saveSaga: (row, expected) => watch(() => tx.saveSaga(row, expected)),
   };
+}
+
+/**
+ * What a unit of work whose call failed with `error` rejects with, and its later calls: rolled back,
+ * unless its transaction ended before the commit (its own SQL's COMMIT kept what came before).
+ */
+export function doomedBy(error: unknown): Error {
+  return isUnitOfWorkOutcomeUnknownError(error) ? error : new UnitOfWorkRolledBackError({ cause: error });
 }
 
 /** A unit of work that lost a race to another writer (even if the work caught the error). */

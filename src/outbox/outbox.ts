@@ -17,8 +17,8 @@ import type { Bus } from '../messaging/bus.js';
 import type { Contracts, NoContracts } from '../messaging/contracts.js';
 import type { HandlerUnitOfWork } from '../messaging/transactional.js';
 import { type Clock, type ClockTimer, systemClock } from '../time/clock.js';
-import { OutboxClosedError, UnitOfWorkRolledBackError, UnitOfWorkUnsupportedError } from './errors.js';
-import { guarded, lostRace } from './guarded-transaction.js';
+import { isUnitOfWorkOutcomeUnknownError, OutboxClosedError, UnitOfWorkUnsupportedError } from './errors.js';
+import { doomedBy, guarded, lostRace } from './guarded-transaction.js';
 import { MemoryOutboxStorage } from './memory-outbox-storage.js';
 import { insideUnitOf, openUnits } from './open-units.js';
 import {
@@ -165,10 +165,18 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
             );
             const frame = { storage: this.storage, open: true };
             try {
-              const value = await openUnits.run(frame, () => work(unit));
+              let value: T;
+              try {
+                value = await openUnits.run(frame, () => work(unit));
+              } catch (error) {
+                // Its own SQL ended the transaction: throwing no longer undoes what came before.
+                if (failure !== undefined && isUnitOfWorkOutcomeUnknownError(failure.error))
+                  throw failure.error;
+                throw error;
+              }
               // One rule on every backend: a write that failed dooms the unit of work, even if the
               // work caught its error (PostgreSQL would roll it back at commit anyway).
-              if (failure !== undefined) throw new UnitOfWorkRolledBackError({ cause: failure.error });
+              if (failure !== undefined) throw doomedBy(failure.error);
               enqueued = unit.enqueued;
               return value;
             } finally {

@@ -11,6 +11,7 @@ import type {
 import type { Logger } from '../logging/logger.js';
 import {
   SagaConcurrencyError,
+  UnitOfWorkOutcomeUnknownError,
   UnitOfWorkRolledBackError,
   UnitOfWorkUnsupportedError,
 } from '../outbox/errors.js';
@@ -345,6 +346,8 @@ class PostgresStorageTransaction implements StorageTransaction {
   readonly #sql: ReturnType<typeof outboxStatements>;
   readonly #options: PostgresOutboxOptions;
   #ended = false;
+  /** Set once the caller's SQL ended the transaction: every later call rejects with it. */
+  #endedBySql: UnitOfWorkOutcomeUnknownError | undefined;
   /** The last position appended, once the transaction appended events. */
   lastPosition: bigint | undefined;
   enqueued = false;
@@ -368,6 +371,7 @@ class PostgresStorageTransaction implements StorageTransaction {
     if (this.#ended) {
       throw new UnitOfWorkUnsupportedError('the unit of work has ended: its handle can no longer be used');
     }
+    if (this.#endedBySql !== undefined) throw this.#endedBySql;
     return this.#client;
   }
   readStream(streamId: string, options: ReadStreamOptions): Promise<RecordedEvent[]> {
@@ -385,9 +389,28 @@ class PostgresStorageTransaction implements StorageTransaction {
     return result;
   }
 
+  /**
+   * The caller's SQL. The server says after each statement whether a transaction is still open
+   * (ReadyForQuery's status): one the SQL ended (COMMIT, ROLLBACK) fails the unit of work with
+   * `UnitOfWorkOutcomeUnknownError`, and nothing more of it runs, rather than in autocommit.
+   */
   async query(sql: string, params: readonly unknown[] = []): Promise<Record<string, unknown>[]> {
-    const { rows } = await this.#open().query(sql, params as unknown[]);
-    return rows ?? [];
+    const client = this.#open();
+    let status: string | undefined;
+    const ready = (message: { status?: string }) => {
+      status = message.status;
+    };
+    client.connection.on('readyForQuery', ready);
+    try {
+      const { rows } = await client.query(sql, params as unknown[]);
+      if (status === 'I') {
+        this.#endedBySql = new UnitOfWorkOutcomeUnknownError(undefined, 'own-sql');
+        throw this.#endedBySql;
+      }
+      return rows ?? [];
+    } finally {
+      client.connection.off('readyForQuery', ready);
+    }
   }
 
   /**

@@ -1,5 +1,5 @@
 import type Database from 'better-sqlite3';
-import { FerryError } from '../errors/ferry-error.js';
+import type { FerryError } from '../errors/ferry-error.js';
 import type {
   AppendResult,
   ExpectedVersion,
@@ -7,7 +7,11 @@ import type {
   ReadStreamOptions,
   RecordedEvent,
 } from '../eventstore/types.js';
-import { SagaConcurrencyError, UnitOfWorkUnsupportedError } from '../outbox/errors.js';
+import {
+  SagaConcurrencyError,
+  UnitOfWorkOutcomeUnknownError,
+  UnitOfWorkUnsupportedError,
+} from '../outbox/errors.js';
 import type { OutboxInsert, SagaRow, StorageTransaction } from '../outbox/storage.js';
 import { type AppendOutcome, appendRows, prepareAppendStatements } from './sqlite-append.js';
 import {
@@ -56,10 +60,7 @@ export interface Connection {
  * back after an error. What it wrote before may have been committed.
  */
 export function transactionEnded(): FerryError {
-  return new FerryError(
-    'UNIT_OF_WORK_ROLLED_BACK',
-    'the unit of work was no longer open (its SQL ended the transaction, or SQLite rolled it back after an error): what was kept is not known, and nothing more is written',
-  );
+  return new UnitOfWorkOutcomeUnknownError(undefined, 'own-sql');
 }
 
 /** The savepoint each unit of work of a batch runs in: one that throws rolls back alone. */
@@ -174,6 +175,9 @@ export class SqliteStorageTransaction implements StorageTransaction {
     }
     if (statement.reader) return statement.all(...params);
     statement.run(...params);
+    // Its SQL ended the batch's transaction (COMMIT, ROLLBACK): the unit of work fails here, as on
+    // PostgreSQL, and every later call of it too (see #open).
+    if (!c.db.inTransaction) throw transactionEnded();
     return [];
   }
 

@@ -284,6 +284,46 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
         expect(await store.readStream('order-r')).toHaveLength(1);
       });
 
+      it.each(['COMMIT', 'ROLLBACK'])(
+        'fails a unit of work whose own SQL runs %s with UNIT_OF_WORK_OUTCOME_UNKNOWN, writing nothing of it after that, not even when it throws',
+        async (sql) => {
+          const { store, outbox, received } = await setup();
+          const later: unknown[] = [];
+          const outcome = await outbox
+            .unitOfWork(async (work) => {
+              await work.append('order-sql', [{ type: 'OrderPlaced', data: {} }], {
+                expectedVersion: 'no_stream',
+              });
+              await work.publish('order.placed', { orderId: 'before' });
+              later.push(await work.query(sql).catch((e: unknown) => e));
+              // PostgreSQL ran these in autocommit after the caller's COMMIT, kept though the unit threw.
+              later.push(
+                await work
+                  .append('order-after', [{ type: 'OrderPlaced', data: {} }])
+                  .catch((e: unknown) => e),
+              );
+              later.push(await work.publish('order.placed', { orderId: 'after' }).catch((e: unknown) => e));
+              throw new Error('the caller gives up');
+            })
+            .catch((e: unknown) => e);
+          if ((later[0] as { code?: string }).code === 'UNIT_OF_WORK_UNSUPPORTED') {
+            // The memory backend runs no SQL: the unit of work is refused whole.
+            expect(await store.readStream('order-sql')).toEqual([]);
+            return;
+          }
+          expect(outcome).toMatchObject({ code: 'UNIT_OF_WORK_OUTCOME_UNKNOWN', reason: 'own-sql' });
+          expect(later).toEqual([outcome, outcome, outcome]);
+          expect(await store.readStream('order-after')).toEqual([]);
+          // What came before the statement: kept by a COMMIT, not by a ROLLBACK.
+          expect(await store.readStream('order-sql')).toHaveLength(sql === 'COMMIT' ? 1 : 0);
+          await outbox.flush();
+          await new Promise((resolve) => setTimeout(resolve, 100));
+          expect(received.map((m) => (m.data as { orderId: string }).orderId)).toEqual(
+            sql === 'COMMIT' ? ['before'] : [],
+          );
+        },
+      );
+
       it('refuses a unit of work opened inside another on the same store, and one after close', async () => {
         const { store, outbox, received } = await setup();
         const inner = await outbox
