@@ -28,6 +28,7 @@ import type { Inbox } from '../inbox/inbox.js';
 import type { DurableInboxOptions } from '../inbox/lease.js';
 import { type Logger, stderrLogger } from '../logging/logger.js';
 import type { OutboxCapable, OutboxInsert } from '../outbox/storage.js';
+import { endOfTurn } from '../time/end-of-turn.js';
 import { redactUrl } from '../url/redact-url.js';
 import {
   batchAppendStatement,
@@ -183,6 +184,8 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
   /** When to look again for a long transaction holding reads back. */
   #nextHeldCheck = 0;
   #closed = false;
+  /** Set once close() began (after the turn it was called in): new appends are refused. */
+  #closing = false;
   /** Set once the pool is ending: what reaches it then is refused with `EventStoreClosedError`. */
   #ended = false;
   /** close() waiting for the appends called before it to settle. */
@@ -292,7 +295,7 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
     messages: readonly OutboxInsert[],
   ): Promise<AppendResult> {
     return new Promise<AppendResult>((resolve, reject) => {
-      if (this.#ended) {
+      if (this.#closing) {
         reject(new EventStoreClosedError());
         return;
       }
@@ -964,6 +967,7 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
       schema: this.schema,
       url: this.#url,
       pool: () => this.#db,
+      closing: () => this.#closing,
       ended: () => this.#ended,
       logger: this.#logger,
       notifyIntervalMs: this.#notifyIntervalMs,
@@ -981,14 +985,19 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
   }
 
   /**
-   * Commits the appends called before it (`outbox.append` too), then closes the outbox, the notifier
-   * and the pool; units of work running finish first (the pool waits for their connections). What
-   * comes later, a unit of work not yet connected included, rejects with `EventStoreClosedError`.
+   * Commits the appends called before it (`outbox.append` too: those called in the same turn of the
+   * event loop, on their way here, included) and waits for the units of work called before it, then
+   * closes the outbox, the notifier and the pool. Every later call rejects with
+   * `EventStoreClosedError`.
    */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    while (this.#queue.length > 0 || this.#batchesInFlight > 0) {
+    await endOfTurn();
+    this.#closing = true;
+    for (;;) {
+      await this.#outbox?.whenIdle();
+      if (this.#queue.length === 0 && this.#batchesInFlight === 0) break;
       await new Promise<void>((resolve) => this.#idleWaiters.push(resolve));
     }
     this.#ended = true;

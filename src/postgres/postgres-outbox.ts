@@ -34,7 +34,9 @@ export interface PostgresOutboxOptions {
   readonly url: string;
   /** The backend's pool; throws while the backend is not open. */
   readonly pool: () => Pool;
-  /** Whether the backend's pool is ending (closed): a unit of work that cannot start then says so. */
+  /** Whether the backend is closing: units of work called from then on are refused. */
+  readonly closing?: () => boolean;
+  /** Whether the backend's pool is ending (closed): what would reach it is refused. */
   readonly ended?: () => boolean;
   readonly logger: Logger;
   /** Least time between two NOTIFYs announcing outbox rows to other processes. */
@@ -126,6 +128,9 @@ export class PostgresOutboxStorage implements OutboxStorage {
   readonly #sql: ReturnType<typeof outboxStatements>;
   #notifier: Notifier | undefined;
   #closed = false;
+  /** Units of work begun and not yet ended; what {@link whenIdle} waits for. */
+  #units = 0;
+  #idleWaiters: (() => void)[] = [];
 
   /** Use `PostgresEventStoreBackend.outboxStorage()`. */
   constructor(options: PostgresOutboxOptions) {
@@ -134,7 +139,14 @@ export class PostgresOutboxStorage implements OutboxStorage {
   }
 
   get #pool(): Pool {
+    // After close, pg would say "Cannot use a pool after calling end on the pool", with no code.
+    if (this.#options.ended?.()) throw new EventStoreClosedError();
     return this.#options.pool();
+  }
+
+  /** Resolves once no unit of work is running (the backend's close() waits for those called before it). */
+  async whenIdle(): Promise<void> {
+    while (this.#units > 0) await new Promise<void>((resolve) => this.#idleWaiters.push(resolve));
   }
 
   /** Wake-ups of relays, created with the first use (the pool exists only once the backend is open). */
@@ -151,6 +163,16 @@ export class PostgresOutboxStorage implements OutboxStorage {
   }
 
   async transaction<T>(work: (tx: StorageTransaction) => Promise<T>): Promise<T> {
+    if (this.#options.closing?.()) throw new EventStoreClosedError();
+    this.#units++;
+    try {
+      return await this.#transaction(work);
+    } finally {
+      if (--this.#units === 0) for (const wake of this.#idleWaiters.splice(0)) wake();
+    }
+  }
+
+  async #transaction<T>(work: (tx: StorageTransaction) => Promise<T>): Promise<T> {
     let client: PoolClient;
     try {
       client = await this.#pool.connect();
@@ -390,26 +412,49 @@ class PostgresStorageTransaction implements StorageTransaction {
   }
 
   /**
-   * The caller's SQL. The server says after each statement whether a transaction is still open
-   * (ReadyForQuery's status): one the SQL ended (COMMIT, ROLLBACK) fails the unit of work with
-   * `UnitOfWorkOutcomeUnknownError`, and nothing more of it runs, rather than in autocommit.
+   * The caller's SQL. What the server answers tells whether it ended the unit's transaction: the
+   * tag of each statement (COMMIT: `COMMIT`, `END`, `COMMIT AND CHAIN`; ROLLBACK: `ROLLBACK`, `ABORT`,
+   * `ROLLBACK AND CHAIN`, and `ROLLBACK TO SAVEPOINT`, which does not end it) and the transaction
+   * status after the last (idle). One that did fails the unit of work with
+   * `UnitOfWorkOutcomeUnknownError`, and nothing more of it runs, in autocommit or in a transaction
+   * the SQL began.
    */
   async query(sql: string, params: readonly unknown[] = []): Promise<Record<string, unknown>[]> {
     const client = this.#open();
     let status: string | undefined;
+    const tags: string[] = [];
     const ready = (message: { status?: string }) => {
       status = message.status;
     };
+    const complete = (message: { text?: string }) => {
+      if (message.text !== undefined) tags.push(message.text);
+    };
     client.connection.on('readyForQuery', ready);
+    client.connection.on('commandComplete', complete);
+    const ended = () => {
+      const commits = tags.filter((t) => t === 'COMMIT' || t === 'PREPARE TRANSACTION').length;
+      const rollbacks = tags.filter((t) => t === 'ROLLBACK').length;
+      const toSavepoint = sql.match(/\brollback\s+(?:work\s+|transaction\s+)?to\b/gi)?.length ?? 0;
+      return status === 'I' || commits > 0 || rollbacks > toSavepoint;
+    };
+    const endedBySql = (cause?: unknown) => {
+      this.#endedBySql = new UnitOfWorkOutcomeUnknownError(cause, 'own-sql');
+      return this.#endedBySql;
+    };
     try {
-      const { rows } = await client.query(sql, params as unknown[]);
-      if (status === 'I') {
-        this.#endedBySql = new UnitOfWorkOutcomeUnknownError(undefined, 'own-sql');
-        throw this.#endedBySql;
+      let rows: Record<string, unknown>[] | undefined;
+      try {
+        ({ rows } = await client.query(sql, params as unknown[]));
+      } catch (error) {
+        // `COMMIT; SELECT 1/0`: the COMMIT kept what came before, whatever failed after it.
+        if (ended()) throw endedBySql(error);
+        throw error;
       }
+      if (ended()) throw endedBySql();
       return rows ?? [];
     } finally {
       client.connection.off('readyForQuery', ready);
+      client.connection.off('commandComplete', complete);
     }
   }
 

@@ -1,0 +1,112 @@
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { createBus } from '../connect/create-bus.js';
+import { EventStore } from '../eventstore/store.js';
+import { silentLogger } from '../logging/logger.js';
+import type { Message } from '../messaging/envelope.js';
+import { createOutbox } from '../outbox/outbox.js';
+import { dropSchemas, postgresTestUrl, testSchemaName } from '../testing/postgres.js';
+import { PostgresEventStoreBackend } from './postgres-backend.js';
+
+const schemas: string[] = [];
+const cleanups: (() => Promise<unknown>)[] = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => {});
+});
+afterAll(() => dropSchemas(schemas));
+
+async function setup(poolSize = 10) {
+  const schema = testSchemaName('ownsql');
+  schemas.push(schema);
+  const backend = new PostgresEventStoreBackend({
+    url: postgresTestUrl(),
+    schema,
+    poolSize,
+    logger: silentLogger,
+  });
+  await backend.open();
+  const store = new EventStore(backend);
+  cleanups.push(() => store.close());
+  const bus = await createBus({ url: `memory://ownsql-${schema}`, service: 'svc', logger: silentLogger });
+  cleanups.push(() => bus.close());
+  const received: Message[] = [];
+  await bus.subscribe('#', (m) => void received.push(m), { group: 'audit' });
+  const outbox = await createOutbox({ store, bus, logger: silentLogger });
+  cleanups.push(() => outbox.close());
+  return { store, outbox, received };
+}
+
+describe('PostgreSQL units of work whose own SQL ends the transaction', () => {
+  it.each([
+    ['COMMIT; BEGIN', 1],
+    ['COMMIT AND CHAIN', 1],
+    ['END; BEGIN', 1],
+    ['ROLLBACK; BEGIN', 0],
+    ['ROLLBACK AND CHAIN', 0],
+    ['COMMIT; SELECT 1/0', 1],
+  ])(
+    'sees %s end it (a new transaction begun by the SQL too): OUTCOME_UNKNOWN, nothing of it after',
+    async (sql, kept) => {
+      // Before, a transaction the SQL began hid the end: the rest of the unit went into it, a
+      // ROLLBACK's earlier writes were lost while the unit resolved, a COMMIT's split it in two.
+      const { store, outbox, received } = await setup();
+      const later: unknown[] = [];
+      const outcome = await outbox
+        .unitOfWork(async (work) => {
+          await work.append('before', [{ type: 'E', data: {} }], { expectedVersion: 'no_stream' });
+          later.push(await work.query(sql).catch((e: unknown) => e));
+          later.push(await work.append('after', [{ type: 'E', data: {} }]).catch((e: unknown) => e));
+          later.push(await work.query('SELECT 1').catch((e: unknown) => e));
+          return 'resolved';
+        })
+        .catch((e: unknown) => e);
+      expect(outcome).toMatchObject({ code: 'UNIT_OF_WORK_OUTCOME_UNKNOWN', reason: 'own-sql' });
+      expect(later).toEqual([outcome, outcome, outcome]);
+      expect(await store.readStream('before')).toHaveLength(kept);
+      expect(await store.readStream('after')).toEqual([]);
+      await outbox.flush();
+      expect(received).toEqual([]);
+    },
+  );
+
+  it('lets the SQL roll back to a savepoint of its own: the unit of work commits whole', async () => {
+    const { store, outbox } = await setup();
+    await outbox.unitOfWork(async (work) => {
+      await work.append('kept', [{ type: 'E', data: {} }], { expectedVersion: 'no_stream' });
+      await work.query('SAVEPOINT mine; CREATE TEMP TABLE scratch (x int); ROLLBACK TO SAVEPOINT mine');
+      await work.query('SAVEPOINT again');
+      await work.query('ROLLBACK TRANSACTION TO again');
+      await work.append('kept', [{ type: 'E', data: {} }], { expectedVersion: 0 });
+    });
+    expect(await store.readStream('kept')).toHaveLength(2);
+  });
+});
+
+describe('PostgreSQL close()', () => {
+  it('waits for the units of work called before it; later calls, outbox reads included, reject with EVENT_STORE_CLOSED', async () => {
+    // Before: units still waiting for a pooled connection were cut, and after close the outbox's
+    // reads rejected with pg's "Cannot use a pool after calling end on the pool", with no code.
+    const { store, outbox } = await setup(2);
+    const units = Array.from({ length: 8 }, (_, i) =>
+      outbox.unitOfWork(async (work) => {
+        await work.append(`u-${i}`, [{ type: 'E', data: {} }], { expectedVersion: 'no_stream' });
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }),
+    );
+    const closing = store.close();
+    // Called in the turn of close() they would still go in (on their way, as appends are); later, not.
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    const late = await Promise.allSettled([
+      outbox.unitOfWork((work) => work.append('late', [{ type: 'E', data: {} }])),
+      outbox.append('late-append', [{ type: 'E', data: {} }]),
+    ]);
+    await closing;
+    expect((await Promise.allSettled(units)).map((r) => r.status)).toEqual(Array(8).fill('fulfilled'));
+    expect(late).toEqual([
+      { status: 'rejected', reason: expect.objectContaining({ code: 'EVENT_STORE_CLOSED' }) },
+      { status: 'rejected', reason: expect.objectContaining({ code: 'EVENT_STORE_CLOSED' }) },
+    ]);
+    for (const read of [() => outbox.backlog(), () => outbox.failed(), () => outbox.scheduled()]) {
+      await expect(read()).rejects.toMatchObject({ code: 'EVENT_STORE_CLOSED' });
+    }
+  });
+});
