@@ -167,7 +167,15 @@ export async function startService(name: ServiceName, settings: ServiceSettings)
         return { name, url: users.url, close: after(users, p) };
       }
       case 'inventory': {
+        // Not ready (GET /health/ready 503, and so the gateway's /health) until the catalog it seeds
+        // as it starts is in: a client told the shop is ready finds the products.
+        let seeded = settings.seedCatalog === false;
         const inventory = await startInventoryService({
+          readiness: {
+            catalog: () => {
+              if (!seeded) throw new Error('the catalog is being seeded');
+            },
+          },
           ...listen,
           bus,
           store,
@@ -196,6 +204,7 @@ export async function startService(name: ServiceName, settings: ServiceSettings)
             );
           }
           await seed();
+          seeded = true;
         }
         return { name, url: inventory.url, seed, close: after(inventory, p) };
       }

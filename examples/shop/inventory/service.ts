@@ -5,7 +5,7 @@
  */
 
 import Fastify from 'fastify';
-import type { Bus, EventStore, Logger, Outbox } from 'ferry';
+import type { Bus, EventStore, HealthCheck, Logger, Outbox } from 'ferry';
 import { ferryFastify, ferryFastifyOptions } from 'ferry/fastify';
 import type { ShopContracts } from '../contracts.js';
 import { listen } from '../listen.js';
@@ -41,6 +41,8 @@ export interface InventoryServiceOptions {
   readonly concurrency?: number;
   /** For the HTTP server's problems (5xx). @default stderr */
   readonly logger?: Logger;
+  /** More checks of `GET /health/ready`, beside the outbox's (the runtime's: the catalog seeded). */
+  readonly readiness?: Readonly<Record<string, HealthCheck>>;
 }
 
 export interface InventoryService {
@@ -87,7 +89,10 @@ export async function startInventoryService(options: InventoryServiceOptions): P
   const catalog = openCatalog(store, outbox);
   const ferry = options.logger === undefined ? {} : { logger: options.logger };
   const app = Fastify({ ...ferryFastifyOptions(ferry), bodyLimit: 64 * 1024 });
-  ferryFastify(app, { ...ferry, health: { checks: { outbox: outbox.healthCheck() } } });
+  ferryFastify(app, {
+    ...ferry,
+    health: { checks: { outbox: outbox.healthCheck(), ...options.readiness } },
+  });
   catalogRoutes(app, catalog, options.adminToken);
   let url: string;
   try {
