@@ -54,6 +54,7 @@ import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
+import Database from 'better-sqlite3';
 import pg from 'pg';
 import { Pool } from 'undici';
 import { createTestVhost } from '../src/testing/rabbitmq.js';
@@ -509,12 +510,8 @@ async function toyRun(durable: boolean): Promise<Load> {
   }
   if (durable) {
     // Every 201 of the durable toy is a row of its file: else it would be measured doing less.
-    const Database = createRequire(import.meta.url)('better-sqlite3') as new (
-      file: string,
-      options: { readonly: boolean },
-    ) => { prepare(sql: string): { pluck(): { get(): number } }; close(): void };
     const db = new Database(env.TOY_DB as string, { readonly: true });
-    const rows = db.prepare('SELECT count(*) FROM orders').pluck().get();
+    const rows = db.prepare<[], number>('SELECT count(*) FROM orders').pluck().get() ?? 0;
     db.close();
     if (rows < warmedUp + result.accepted) {
       throw new Error(
@@ -877,15 +874,13 @@ function summarize(name: CaseName, lines: readonly RunLine[]): Record<string, un
       statusCodes[code] = (statusCodes[code] ?? 0) + count;
     }
   }
-  const ratios = lines.map((l) => l.ratio).filter((r): r is number => r !== null);
-  const ratio = ratios.length === lines.length && ratios.length > 0 ? round(median(ratios), 3) : null;
-  const durableRatios = lines.flatMap((l) =>
-    l.ratioToDurableToy === undefined ? [] : [l.ratioToDurableToy],
-  );
-  const ratioToDurableToy =
-    durableRatios.length === lines.length && durableRatios.length > 0
-      ? round(median(durableRatios), 3)
-      : null;
+  /** The median of a per-run ratio, when every run has one. */
+  const medianRatio = (pick: (l: RunLine) => number | null | undefined) => {
+    const ratios = lines.map(pick).filter((r): r is number => r !== null && r !== undefined);
+    return ratios.length === lines.length && ratios.length > 0 ? round(median(ratios), 3) : null;
+  };
+  const ratio = medianRatio((l) => l.ratio);
+  const ratioToDurableToy = medianRatio((l) => l.ratioToDurableToy);
   const base = {
     case: isToy(name) ? name : `shop.${name}`,
     unit: 'orders/s',
