@@ -1,3 +1,5 @@
+// Where `ferry/sqlite` has always exported it from; `ferry` exports it too (PostgreSQL raises it as well).
+export { isUnitOfWorkOutcomeUnknownError, UnitOfWorkOutcomeUnknownError } from '../outbox/errors.js';
 export {
   DEFAULT_SQLITE_BACKEND_OPTIONS,
   type SqliteBackendOptions,
@@ -11,7 +13,3 @@ export {
   type SqliteUnitOfWorkBatchOptions,
 } from './sqlite-unit-of-work.js';
 export { isStoreBusyError, StoreBusyError } from './store-busy.js';
-export {
-  isUnitOfWorkOutcomeUnknownError,
-  UnitOfWorkOutcomeUnknownError,
-} from './unit-of-work-outcome-unknown.js';

@@ -1,5 +1,4 @@
 import type Database from 'better-sqlite3';
-import type { FerryError } from '../errors/ferry-error.js';
 import type {
   AppendResult,
   ExpectedVersion,
@@ -59,7 +58,7 @@ export interface Connection {
  * A unit of work whose transaction is gone: its SQL ended it (COMMIT, ROLLBACK), or SQLite rolled it
  * back after an error. What it wrote before may have been committed.
  */
-export function transactionEnded(): FerryError {
+export function transactionEnded(): UnitOfWorkOutcomeUnknownError {
   return new UnitOfWorkOutcomeUnknownError(undefined, 'own-sql');
 }
 

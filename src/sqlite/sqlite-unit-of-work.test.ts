@@ -11,11 +11,11 @@ import { isConcurrencyError, isEventStoreClosedError } from '../eventstore/error
 import { prepareAppend } from '../eventstore/prepare-append.js';
 import { EventStore } from '../eventstore/store.js';
 import { silentLogger } from '../logging/logger.js';
+import { isUnitOfWorkOutcomeUnknownError } from '../outbox/errors.js';
 import { createOutbox } from '../outbox/outbox.js';
 import type { OutboxInsert } from '../outbox/storage.js';
 import { type SqliteBackendOptions, SqliteEventStoreBackend } from './sqlite-backend.js';
 import { DEFAULT_SQLITE_UNIT_OF_WORK_BATCH as DEFAULT_BATCH } from './sqlite-unit-of-work.js';
-import { isUnitOfWorkOutcomeUnknownError } from './unit-of-work-outcome-unknown.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ferry-sqlite-units-'));
 let files = 0;

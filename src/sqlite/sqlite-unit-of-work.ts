@@ -1,5 +1,5 @@
 import { EventStoreClosedError, isEventStoreClosedError } from '../eventstore/errors.js';
-import { UnitOfWorkUnsupportedError } from '../outbox/errors.js';
+import { UnitOfWorkOutcomeUnknownError, UnitOfWorkUnsupportedError } from '../outbox/errors.js';
 import type { StorageTransaction } from '../outbox/storage.js';
 import { atEndOfTurn } from '../time/end-of-turn.js';
 import {
@@ -10,7 +10,7 @@ import {
   UNIT_SAVEPOINT,
 } from './sqlite-storage-transaction.js';
 import { DRIVER_BUSY_TIMEOUT_MS, whileBusy } from './store-busy.js';
-import { UnitOfWorkOutcomeUnknownError } from './unit-of-work-outcome-unknown.js';
+
 import type { ReleaseWriteLock, WriteLock } from './write-lock.js';
 
 /** Why a `:memory:` SQLite store has no outbox. */
