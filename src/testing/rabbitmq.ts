@@ -1,17 +1,13 @@
-import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { promisify } from 'node:util';
-
-const run = promisify(execFile);
+import { runKillable } from './run-killable.js';
 
 /** Broker of the integration tests, from the environment; the default is the local RabbitMQ. */
 export function rabbitmqBaseUrl(): string {
   return process.env.FERRY_TEST_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
 }
 
-async function rabbitmqctl(...args: string[]): Promise<string> {
-  const { stdout } = await run('rabbitmqctl', args, { timeout: 60_000 });
-  return stdout;
+function rabbitmqctl(...args: string[]): Promise<string> {
+  return runKillable('rabbitmqctl', args, 60_000);
 }
 
 /** A RabbitMQ virtual host of one's own, so that one test's faults never hit another's connections. */
