@@ -219,6 +219,11 @@ export class EventStore {
     return this.backend.inbox(options);
   }
 
+  /** True once `close()` has been called: every later call rejects with `EventStoreClosedError`. */
+  get closed(): boolean {
+    return this.#closing !== undefined;
+  }
+
   /** Stops every subscription (after the event each is handling), then closes the backend. Idempotent. */
   close(): Promise<void> {
     this.#closing ??= (async () => {

@@ -1,5 +1,6 @@
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import { positiveIntegerOption } from '../errors/integer-option.js';
+import { EventStoreClosedError } from '../eventstore/errors.js';
 import { pauseAfterLostRace } from '../eventstore/lost-race-pause.js';
 import { MemoryEventStoreBackend } from '../eventstore/memory/memory-backend.js';
 import { prepareAppend } from '../eventstore/prepare-append.js';
@@ -143,7 +144,7 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
     work: (work: UnitOfWork<C>) => Promise<T>,
     options: UnitOfWorkOptions = {},
   ): Promise<T> {
-    if (this.#closing !== undefined) throw new OutboxClosedError();
+    this.#assertOpen();
     this.#assertNotNested('a unit of work');
     const maxRetries = options.maxRetries ?? this.#maxRetries;
     if (!Number.isInteger(maxRetries) || maxRetries < 0 || maxRetries > MAX_RETRIES_PER_CALL) {
@@ -219,7 +220,7 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
     events: readonly EventData[],
     options: AppendOptions & { readonly messages?: readonly OutboxMessage<C>[] } = {},
   ): Promise<AppendResult & { readonly messageIds: readonly string[] }> {
-    if (this.#closing !== undefined) throw new OutboxClosedError();
+    this.#assertOpen();
     this.#assertNotNested('outbox.append');
     const prepared = prepareAppend(streamId, events, options.expectedVersion);
     const messages = options.messages ?? [];
@@ -250,6 +251,16 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
    * would wait forever for the outer one; on PostgreSQL it would commit on its own, whatever the
    * outer one does.
    */
+  /** Refuses a write once this outbox is closing, or its store is (on every backend alike). */
+  #assertOpen(): void {
+    if (this.#closing !== undefined) throw new OutboxClosedError();
+    this.#assertStoreOpen();
+  }
+
+  #assertStoreOpen(): void {
+    if (this.#store.closed) throw new EventStoreClosedError();
+  }
+
   #assertNotNested(what: string): void {
     if (insideUnitOf(this.storage)) {
       throw new UnitOfWorkUnsupportedError(
@@ -303,6 +314,7 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
    * health checks and metrics.
    */
   async backlog(): Promise<OutboxBacklogReport> {
+    this.#assertStoreOpen();
     const now = this.clock.now();
     const b = await this.storage.backlog(now);
     return {
@@ -344,6 +356,7 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
 
   /** Messages the relay set aside (the broker kept refusing them), oldest first. */
   async failed(limit = 100): Promise<FailedOutboxMessage[]> {
+    this.#assertStoreOpen();
     checkLimit(limit);
     const rows = await this.storage.failed(limit);
     return rows.map((row) => {
@@ -362,7 +375,7 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
 
   /** Sends failed messages again (as new: attempts from 0). Resolves how many were failed and are now pending. */
   async redrive(ids: readonly string[]): Promise<number> {
-    if (this.#closing !== undefined) throw new OutboxClosedError();
+    this.#assertOpen();
     checkIds(ids);
     const count = await this.storage.redrive(ids, this.clock.now());
     if (count > 0) this.#relay?.notify();
@@ -371,7 +384,7 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
 
   /** Deletes failed messages for good (logged), letting the messages of their keys behind them go. */
   async discard(ids: readonly string[]): Promise<number> {
-    if (this.#closing !== undefined) throw new OutboxClosedError();
+    this.#assertOpen();
     checkIds(ids);
     const count = await this.storage.discard(ids);
     if (count > 0) {
@@ -385,6 +398,7 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
   async scheduled(
     options: { readonly key?: string; readonly limit?: number } = {},
   ): Promise<ScheduledOutboxMessage[]> {
+    this.#assertStoreOpen();
     const limit = options.limit ?? 100;
     checkLimit(limit);
     const rows = await this.storage.scheduled(this.clock.now(), limit, options.key);

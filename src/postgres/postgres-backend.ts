@@ -946,7 +946,7 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
 
   /** An inbox in this schema, for idempotent consumers of the message bus. Needs `open()` first. */
   inbox(options: DurableInboxOptions = {}): Inbox {
-    return new PostgresInbox(this.#db, this.schema, options);
+    return new PostgresInbox(this.#db, this.schema, options, () => this.#ended);
   }
 
   /**
@@ -954,7 +954,7 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
    * across restarts. Needs `open()` first; closing the backend closes it.
    */
   idempotencyStore(options: DurableIdempotencyStoreOptions = {}): PostgresIdempotencyStore {
-    return new PostgresIdempotencyStore(this.#db, this.schema, options);
+    return new PostgresIdempotencyStore(this.#db, this.schema, options, () => this.#ended);
   }
 
   /**

@@ -54,6 +54,7 @@ testIdempotencyStore(
           await backend.close();
           return (await open(schema)).idempotencyStore(options);
         },
+        close: () => backend.close(),
       };
     },
   },

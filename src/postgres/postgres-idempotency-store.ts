@@ -9,6 +9,7 @@ import {
 } from '../http/server/durable-idempotency.js';
 import type { IdempotencyBeginResult, IdempotencyStore, StoredResponse } from '../http/server/idempotency.js';
 import { isConnectionFailure } from './connection-failure.js';
+import { queryUnlessEnded } from './query-unless-ended.js';
 
 interface Row extends QueryResultRow {
   fingerprint: string;
@@ -46,11 +47,22 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
   readonly #cleanupIntervalMs: number;
   #cleanedAt = 0;
   #cleaning: Promise<number> | undefined;
+  readonly #ended: () => boolean;
 
-  /** Use `PostgresEventStoreBackend.idempotencyStore()`, which shares the store's pool and migrated schema. */
-  constructor(pool: Pool, schema: string, options: DurableIdempotencyStoreOptions = {}) {
+  /**
+   * Use `PostgresEventStoreBackend.idempotencyStore()`, which shares the store's pool and migrated
+   * schema; `ended` tells when the backend has ended the pool (every call then rejects with
+   * `EventStoreClosedError`).
+   */
+  constructor(
+    pool: Pool,
+    schema: string,
+    options: DurableIdempotencyStoreOptions = {},
+    ended: () => boolean = () => false,
+  ) {
     const o = resolveDurableIdempotencyStoreOptions(options);
     this.#pool = pool;
+    this.#ended = ended;
     this.#table = `"${schema}".idempotency`;
     this.#namespace = o.namespace;
     this.#leaseMs = o.leaseMs;
@@ -150,7 +162,7 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
   ): Promise<QueryResult<R>> {
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.#pool.query<R>(text, values as unknown[]);
+        return await queryUnlessEnded<R>(this.#pool, this.#ended, text, values);
       } catch (error) {
         if (attempt >= ATTEMPTS || !isConnectionFailure(error)) throw error;
         await new Promise((resolve) => setTimeout(resolve, 100 * attempt));

@@ -70,6 +70,7 @@ testInbox(
           await client.end();
           return rows[0] === undefined ? undefined : rows[0].left === null ? null : Number(rows[0].left);
         },
+        close: () => backend.close(),
       };
     },
   },

@@ -1,4 +1,4 @@
-import type { Pool } from 'pg';
+import type { Pool, QueryResult, QueryResultRow } from 'pg';
 import type { Inbox, InboxClaim } from '../inbox/inbox.js';
 import {
   type DurableInboxOptions,
@@ -6,6 +6,7 @@ import {
   leasedClaim,
   resolveDurableInboxOptions,
 } from '../inbox/lease.js';
+import { queryUnlessEnded } from './query-unless-ended.js';
 
 const CLEANUP_EVERY_MS = 600_000;
 
@@ -27,12 +28,23 @@ export class PostgresInbox implements Inbox {
   readonly #table: string;
   readonly #leaseMs: number;
   readonly #retentionMs: number;
+  readonly #ended: () => boolean;
   #cleanedAt = 0;
 
-  /** Use `PostgresEventStoreBackend.inbox()`, which shares the store's pool and migrated schema. */
-  constructor(pool: Pool, schema: string, options: DurableInboxOptions = {}) {
+  /**
+   * Use `PostgresEventStoreBackend.inbox()`, which shares the store's pool and migrated schema;
+   * `ended` tells when the backend has ended the pool (every call then rejects with
+   * `EventStoreClosedError`).
+   */
+  constructor(
+    pool: Pool,
+    schema: string,
+    options: DurableInboxOptions = {},
+    ended: () => boolean = () => false,
+  ) {
     const o = resolveDurableInboxOptions(options);
     this.#pool = pool;
+    this.#ended = ended;
     this.#table = `"${schema}".inbox`;
     this.#leaseMs = o.leaseMs;
     this.#retentionMs = o.retentionMs;
@@ -41,7 +53,7 @@ export class PostgresInbox implements Inbox {
   async begin(key: string): Promise<InboxClaim | null> {
     this.#cleanUp();
     for (let round = 0; ; round++) {
-      const claimed = await this.#pool.query(
+      const claimed = await this.#query(
         `INSERT INTO ${this.#table} (key, state, lease_until) VALUES ($1, 'processing', now() + $2 * interval '1 millisecond')
          ON CONFLICT (key) DO UPDATE SET lease_until = EXCLUDED.lease_until
            WHERE ${this.#table}.state = 'processing' AND ${this.#table}.lease_until < now()
@@ -50,7 +62,7 @@ export class PostgresInbox implements Inbox {
       );
       const fence = (claimed.rows[0] as { fence: string } | undefined)?.fence;
       if (fence !== undefined) return this.#claim(key, fence);
-      const { rows } = await this.#pool.query<{ state: string }>(
+      const { rows } = await this.#query<{ state: string }>(
         `SELECT state FROM ${this.#table} WHERE key = $1`,
         [key],
       );
@@ -65,7 +77,7 @@ export class PostgresInbox implements Inbox {
     const mine = `key = $1 AND state = 'processing' AND ${FENCE} = $2`;
     return leasedClaim(key, this.#leaseMs, {
       renew: async () => {
-        const { rows } = await this.#pool.query<{ fence: string }>(
+        const { rows } = await this.#query<{ fence: string }>(
           `UPDATE ${this.#table} SET lease_until = now() + $3 * interval '1 millisecond' WHERE ${mine}
            RETURNING ${FENCE} AS fence`,
           [key, fence, this.#leaseMs],
@@ -75,13 +87,13 @@ export class PostgresInbox implements Inbox {
         return true;
       },
       complete: async () => {
-        const done = await this.#pool.query(
+        const done = await this.#query(
           `UPDATE ${this.#table} SET state = 'done', processed_at = now(), lease_until = NULL WHERE ${mine}`,
           [key, fence],
         );
         return done.rowCount === 1;
       },
-      release: () => this.#pool.query(`DELETE FROM ${this.#table} WHERE ${mine}`, [key, fence]),
+      release: () => this.#query(`DELETE FROM ${this.#table} WHERE ${mine}`, [key, fence]),
     });
   }
 
@@ -90,13 +102,18 @@ export class PostgresInbox implements Inbox {
     const now = Date.now();
     if (now - this.#cleanedAt < CLEANUP_EVERY_MS) return;
     this.#cleanedAt = now;
-    this.#pool
-      .query(
-        `DELETE FROM ${this.#table} WHERE state = 'done' AND processed_at < now() - $1 * interval '1 millisecond'`,
-        [this.#retentionMs],
-      )
-      .catch(() => {
-        this.#cleanedAt = 0;
-      });
+    this.#query(
+      `DELETE FROM ${this.#table} WHERE state = 'done' AND processed_at < now() - $1 * interval '1 millisecond'`,
+      [this.#retentionMs],
+    ).catch(() => {
+      this.#cleanedAt = 0;
+    });
+  }
+
+  #query<R extends QueryResultRow = QueryResultRow>(
+    text: string,
+    values: readonly unknown[],
+  ): Promise<QueryResult<R>> {
+    return queryUnlessEnded<R>(this.#pool, this.#ended, text, values);
   }
 }

@@ -80,33 +80,3 @@ describe('PostgreSQL units of work whose own SQL ends the transaction', () => {
     expect(await store.readStream('kept')).toHaveLength(2);
   });
 });
-
-describe('PostgreSQL close()', () => {
-  it('waits for the units of work called before it; later calls, outbox reads included, reject with EVENT_STORE_CLOSED', async () => {
-    // Before: units still waiting for a pooled connection were cut, and after close the outbox's
-    // reads rejected with pg's "Cannot use a pool after calling end on the pool", with no code.
-    const { store, outbox } = await setup(2);
-    const units = Array.from({ length: 8 }, (_, i) =>
-      outbox.unitOfWork(async (work) => {
-        await work.append(`u-${i}`, [{ type: 'E', data: {} }], { expectedVersion: 'no_stream' });
-        await new Promise((resolve) => setTimeout(resolve, 50));
-      }),
-    );
-    const closing = store.close();
-    // Called in the turn of close() they would still go in (on their way, as appends are); later, not.
-    await new Promise((resolve) => setTimeout(resolve, 10));
-    const late = await Promise.allSettled([
-      outbox.unitOfWork((work) => work.append('late', [{ type: 'E', data: {} }])),
-      outbox.append('late-append', [{ type: 'E', data: {} }]),
-    ]);
-    await closing;
-    expect((await Promise.allSettled(units)).map((r) => r.status)).toEqual(Array(8).fill('fulfilled'));
-    expect(late).toEqual([
-      { status: 'rejected', reason: expect.objectContaining({ code: 'EVENT_STORE_CLOSED' }) },
-      { status: 'rejected', reason: expect.objectContaining({ code: 'EVENT_STORE_CLOSED' }) },
-    ]);
-    for (const read of [() => outbox.backlog(), () => outbox.failed(), () => outbox.scheduled()]) {
-      await expect(read()).rejects.toMatchObject({ code: 'EVENT_STORE_CLOSED' });
-    }
-  });
-});

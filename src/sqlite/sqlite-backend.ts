@@ -367,6 +367,8 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
   #closing: Promise<void> | undefined;
   #groupCommits = 0;
   #unitOfWorkCommits = 0;
+  /** Set once close() has let the turn it was called in end: appends called from then on are refused. */
+  #refusing = false;
   #closed = false;
   #poller: NodeJS.Timeout | undefined;
   #dataVersion = 0n;
@@ -547,6 +549,7 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
     expected: ExpectedVersion,
     messages: readonly OutboxInsert[],
   ): Promise<AppendResult> {
+    if (this.#refusing) return Promise.reject(new EventStoreClosedError());
     return new Promise<AppendResult>((resolve, reject) => {
       this.#queue.push({ streamId, events, expected, messages, resolve, reject });
       if (this.#flushing) return;
@@ -884,8 +887,16 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
   async #closeFile(): Promise<void> {
     // Appends called before close() are committed first: those still on their way here (an
     // `outbox.append` preparing its messages) by the end of this turn, then every batch queued.
+    // Then every later call is refused, and the units of work called before close() end as they
+    // would have (they take turns at the file with those appends).
     await endOfTurn();
-    while (this.#flushing) await new Promise<void>((resolve) => this.#whenFlushed.push(resolve));
+    this.#refusing = true;
+    await Promise.all([
+      this.#outbox?.drain(),
+      (async () => {
+        while (this.#flushing) await new Promise<void>((resolve) => this.#whenFlushed.push(resolve));
+      })(),
+    ]);
     this.#closed = true;
     this.#stopPolling();
     this.#watchers.clear();

@@ -41,6 +41,7 @@ testIdempotencyStore(
           await backend.close();
           return (await open(path)).idempotencyStore(options);
         },
+        close: () => backend.close(),
       };
     },
   },

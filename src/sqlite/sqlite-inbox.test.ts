@@ -55,6 +55,7 @@ testInbox(
               ? null
               : row.lease_until - Date.now();
         },
+        close: () => backend.close(),
       };
     },
   },

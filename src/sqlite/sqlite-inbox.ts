@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type Database from 'better-sqlite3';
+import { EventStoreClosedError } from '../eventstore/errors.js';
 import type { Inbox, InboxClaim } from '../inbox/inbox.js';
 import {
   type DurableInboxOptions,
@@ -27,6 +28,7 @@ export class SqliteInbox implements Inbox {
   readonly #abandon: Database.Statement<[string, string]>;
   readonly #cleanUp: Database.Statement<[number]>;
   readonly #sync: CommitSync;
+  readonly #db: Database.Database;
   #cleanedAt = 0;
 
   /**
@@ -40,6 +42,7 @@ export class SqliteInbox implements Inbox {
     sync: CommitSync = SYNCED_IN_COMMIT,
   ) {
     this.#sync = sync;
+    this.#db = db;
     const o = resolveDurableInboxOptions(options);
     // A number: the busy timeout of a connection on its own, outside its store's turns at the file.
     this.#write = typeof write === 'number' ? (operation) => whileBusy(write, operation) : write;
@@ -95,7 +98,11 @@ export class SqliteInbox implements Inbox {
   }
 
   #busy<T>(operation: () => T): Promise<T> {
-    return this.#write(operation);
+    return this.#write(() => {
+      // Closed with its store: said as the store says it, not as the driver's bare TypeError.
+      if (!this.#db.open) throw new EventStoreClosedError();
+      return operation();
+    });
   }
 
   #forgetOld(): void {

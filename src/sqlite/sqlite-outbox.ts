@@ -351,6 +351,11 @@ export class SqliteOutboxStorage implements OutboxStorage {
     this.#poller = undefined;
   }
 
+  /** Refuses new units of work and waits for those called before; the backend's `close()` calls it. */
+  drain(): Promise<void> {
+    return this.#units.drain();
+  }
+
   /** Stops watching and closes the unit-of-work connection; the backend's `close()` calls it. */
   async close(): Promise<void> {
     this.#stopPolling();

@@ -102,14 +102,34 @@ export class SqliteUnitsOfWork {
   /** The lock of the batch under way, let go by `close()` whatever its units still do. */
   #release: ReleaseWriteLock | undefined;
   #closed = false;
+  /** Set by {@link drain}: units of work called from then on are refused. */
+  #refusing = false;
+  /** Units of work called and not yet settled; what {@link drain} waits for. */
+  #inFlight = 0;
+  #idleWaiters: (() => void)[] = [];
 
   constructor(host: SqliteUnitOfWorkHost) {
     this.#host = host;
   }
 
   run<T>(work: (tx: StorageTransaction) => Promise<T>): Promise<T> {
+    if (this.#refusing || this.#closed) return Promise.reject(new EventStoreClosedError());
+    this.#inFlight++;
+    const settled = () => {
+      if (--this.#inFlight === 0) for (const wake of this.#idleWaiters.splice(0)) wake();
+    };
     return new Promise<T>((resolve, reject) => {
-      this.#queue.push({ work, resolve: resolve as (value: unknown) => void, reject });
+      this.#queue.push({
+        work,
+        resolve: (value) => {
+          settled();
+          resolve(value as T);
+        },
+        reject: (error) => {
+          settled();
+          reject(error);
+        },
+      });
       if (this.#draining) return;
       this.#draining = true;
       // At the end of this turn of the event loop: units of work called in the same turn (messages
@@ -305,7 +325,16 @@ export class SqliteUnitsOfWork {
   }
 
   /**
-   * Closes the connection; the batch still open is rolled back (its units reject with
+   * Refuses units of work from now on (`EVENT_STORE_CLOSED`) and resolves once those called before
+   * have ended, committed or failed as they would have. The backend's `close()` calls it first.
+   */
+  async drain(): Promise<void> {
+    this.#refusing = true;
+    while (this.#inFlight > 0) await new Promise<void>((resolve) => this.#idleWaiters.push(resolve));
+  }
+
+  /**
+   * Closes the connection; a batch still open (only when `close()` came without {@link drain}) is rolled back (its units reject with
    * `EVENT_STORE_CLOSED`) and the file's lock let go at once. The backend's `close()` calls it.
    */
   async close(): Promise<void> {

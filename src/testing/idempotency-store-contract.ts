@@ -1,6 +1,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { isInvalidOptionsError } from '../errors/ferry-error.js';
+import { isEventStoreClosedError } from '../eventstore/errors.js';
 import {
   DEFAULT_MAX_STORED_BODY_BYTES,
   type IdempotencyBeginResult,
@@ -28,6 +29,8 @@ export interface IdempotencyStoreUnderTest {
   sibling?(options?: IdempotencyStoreContractOptions): Promise<IdempotencyStore>;
   /** Closes this store's connection and opens a new one on the same storage (a restart): durable stores only. */
   restart?(): Promise<IdempotencyStore>;
+  /** Closes the storage this store lives on (its event store backend): durable stores only. */
+  close?(): Promise<void>;
 }
 
 const json: StoredResponse = {
@@ -302,6 +305,18 @@ export function testIdempotencyStore(
     });
 
     if (!features.durable) return;
+
+    it('after its storage is closed, rejects every call with EventStoreClosedError', async () => {
+      const underTest = await harness.create();
+      const key = freshKey('closed');
+      const claim = claimOf(await underTest.store.begin(key, 'f'));
+      await underTest.close!();
+      await expect(underTest.store.begin(freshKey('after-close'), 'f')).rejects.toSatisfy(
+        isEventStoreClosedError,
+      );
+      await expect(underTest.store.complete(key, json, claim)).rejects.toSatisfy(isEventStoreClosedError);
+      await expect(underTest.store.abandon(key, claim)).rejects.toSatisfy(isEventStoreClosedError);
+    });
 
     it('is shared by every instance on the same storage: held by one, in progress for the others, then replayed', async () => {
       const underTest = await harness.create();

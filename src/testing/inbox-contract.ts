@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { isInvalidOptionsError } from '../errors/ferry-error.js';
+import { isEventStoreClosedError } from '../eventstore/errors.js';
 import { isClaimLostError } from '../inbox/claim-lost-error.js';
 import type { Inbox } from '../inbox/inbox.js';
 import type { DurableInboxOptions } from '../inbox/lease.js';
@@ -21,6 +22,8 @@ export interface InboxUnderTest {
   expireLease?(key: string): Promise<void>;
   /** Milliseconds left on the stored lease of `key` (`null`: no lease stored, `undefined`: no row). */
   leaseLeft?(key: string): Promise<number | null | undefined>;
+  /** Closes the storage the inbox lives on (its event store backend), when the inbox is durable. */
+  close?(): Promise<void>;
 }
 
 async function settleSoon<T>(promise: Promise<T>, ms = 150): Promise<{ settled: boolean; value?: T }> {
@@ -97,6 +100,18 @@ export function testInbox(
     });
 
     if (!features.durable) return;
+
+    it('after its storage is closed, rejects begin and complete with EventStoreClosedError', async () => {
+      const underTest = await harness.create();
+      const held = await underTest.inbox.begin('held-at-close');
+      expect(held).not.toBeNull();
+      await underTest.close!();
+      await expect(underTest.inbox.begin('after-close')).rejects.toSatisfy(isEventStoreClosedError);
+      await expect(held!.complete()).rejects.toSatisfy(isEventStoreClosedError);
+      // Releasing returns nothing to reject with: it must not throw, nor leave an unhandled rejection.
+      expect(() => held!.abandon()).not.toThrow();
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    });
 
     it('tells a holder whose lease lapsed and was taken over, and leaves the new claim alone', async () => {
       // The holder renews every second; the takeover below happens well before its first renewal.

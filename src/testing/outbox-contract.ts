@@ -324,6 +324,39 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
         },
       );
 
+      it('store.close() waits for the units of work called before it; later calls, outbox reads included, reject with EVENT_STORE_CLOSED', async () => {
+        // PostgreSQL cut units still waiting for a pooled connection; SQLite rolled back the batch
+        // open at close(), its units rejecting with nothing kept. Both now let them end as they would.
+        const { store, outbox } = await setup();
+        // 12: more than a PostgreSQL pool holds by default, so that some wait for a connection.
+        const units = Array.from({ length: 12 }, (_, i) =>
+          outbox.unitOfWork(async (work) => {
+            await work.append(`u-${i}`, [{ type: 'OrderPlaced', data: {} }], {
+              expectedVersion: 'no_stream',
+            });
+            await work.publish('order.placed', { orderId: `u-${i}` });
+            await new Promise((resolve) => setTimeout(resolve, 30));
+          }),
+        );
+        await new Promise((resolve) => setTimeout(resolve, 10));
+        const closing = store.close();
+        // Called in the turn of close() they would still go in (on their way, as appends are); later, not.
+        await new Promise((resolve) => setTimeout(resolve, 10));
+        const late = await Promise.allSettled([
+          outbox.unitOfWork((work) => work.append('late', [{ type: 'OrderPlaced', data: {} }])),
+          outbox.append('late-append', [{ type: 'OrderPlaced', data: {} }]),
+        ]);
+        await closing;
+        expect((await Promise.allSettled(units)).map((r) => r.status)).toEqual(Array(12).fill('fulfilled'));
+        expect(late).toEqual([
+          { status: 'rejected', reason: expect.objectContaining({ code: 'EVENT_STORE_CLOSED' }) },
+          { status: 'rejected', reason: expect.objectContaining({ code: 'EVENT_STORE_CLOSED' }) },
+        ]);
+        for (const read of [() => outbox.backlog(), () => outbox.failed(), () => outbox.scheduled()]) {
+          await expect(read()).rejects.toMatchObject({ code: 'EVENT_STORE_CLOSED' });
+        }
+      });
+
       it('refuses a unit of work opened inside another on the same store, and one after close', async () => {
         const { store, outbox, received } = await setup();
         const inner = await outbox
