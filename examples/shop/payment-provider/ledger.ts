@@ -58,7 +58,27 @@ export class Ledger {
     CREATE TABLE IF NOT EXISTS voids (
       order_id TEXT PRIMARY KEY,
       voided_at INTEGER NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS settings (
+      name TEXT PRIMARY KEY,
+      value TEXT NOT NULL
     )`);
+  }
+
+  /** A setting kept with the ledger (the fault switch), as JSON; `undefined` when never set. */
+  setting(name: string): unknown {
+    const row = this.#db.prepare('SELECT value FROM settings WHERE name = ?').get(name) as
+      | { value: string }
+      | undefined;
+    return row === undefined ? undefined : JSON.parse(row.value);
+  }
+
+  saveSetting(name: string, value: unknown): void {
+    this.#db
+      .prepare(
+        'INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value',
+      )
+      .run(name, JSON.stringify(value));
   }
 
   find(orderId: string): Charge | undefined {

@@ -175,4 +175,32 @@ describe('payment provider', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+
+  it('keeps its fault switch in the ledger file: a restarted provider fails as the operator set it', async () => {
+    // Before, a provider restarted by the supervisor came back with no faults: orders confirmed
+    // while the operator's switch said every call fails.
+    const dir = mkdtempSync(join(tmpdir(), 'provider-'));
+    try {
+      const file = join(dir, 'ledger.db');
+      const first = await startPaymentProvider({ file, logger: silentLogger });
+      const put = await fetch(`${first.url}/faults`, {
+        method: 'PUT',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ failureRate: 1, latencyMs: 5 }),
+      });
+      expect(put.status).toBe(200);
+      await first.close();
+      const second = await start({ file });
+      expect(second.faults()).toEqual({ failureRate: 1, latencyMs: 5 });
+      expect((await post(second, '/charges', { orderId: 'o-f', amount: 300 })).status).toBe(503);
+      second.setFaults({ failureRate: 0, latencyMs: 0 });
+      await second.close();
+      const third = await start({ file });
+      expect(third.faults()).toEqual({ failureRate: 0, latencyMs: 0 });
+      expect((await post(third, '/charges', { orderId: 'o-f', amount: 300 })).status).toBe(201);
+    } finally {
+      await Promise.all(open.splice(0).map((p) => p.close()));
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });

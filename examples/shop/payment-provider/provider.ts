@@ -70,7 +70,14 @@ const view = ({ chargeId, orderId, amount }: Charge) => ({ chargeId, orderId, am
 export async function startPaymentProvider(options: PaymentProviderOptions = {}): Promise<PaymentProvider> {
   const logger = options.logger ?? stderrLogger;
   const ledger = new Ledger(options.file);
-  const faults = new FaultSwitch(options.faults ?? NO_FAULTS, options.random);
+  // The switch is kept with the ledger: a provider restarted (by the supervisor, or the whole shop)
+  // goes on failing as the operator set it, until they set it otherwise.
+  const faults = new FaultSwitch(options.faults ?? storedFaults(ledger) ?? NO_FAULTS, options.random);
+  const setFaults = (next: Faults): Faults => {
+    faults.set(next);
+    ledger.saveSetting(FAULTS_SETTING, faults.get());
+    return faults.get();
+  };
   const app = Fastify(ferryFastifyOptions({ logger }));
   ferryFastify(app, { logger, health: {} });
 
@@ -131,15 +138,14 @@ export async function startPaymentProvider(options: PaymentProviderOptions = {})
   });
   app.put('/faults', async (request) => {
     operator(request);
-    faults.set(await validateRequest(faultsSchema, request.body, 'body'));
-    return faults.get();
+    return setFaults(await validateRequest(faultsSchema, request.body, 'body'));
   });
 
   const url = await listen(app, options);
   let closing: Promise<void> | undefined;
   return {
     url,
-    setFaults: (next) => faults.set(next),
+    setFaults: (next) => void setFaults(next),
     faults: () => faults.get(),
     charges: () => ledger.all(),
     close: () => {
@@ -147,4 +153,12 @@ export async function startPaymentProvider(options: PaymentProviderOptions = {})
       return closing;
     },
   };
+}
+
+const FAULTS_SETTING = 'faults';
+
+/** The fault switch as an operator last set it on this ledger; `undefined` if never (or unreadable). */
+function storedFaults(ledger: Ledger): Faults | undefined {
+  const parsed = faultsSchema.safeParse(ledger.setting(FAULTS_SETTING));
+  return parsed.success ? parsed.data : undefined;
 }
