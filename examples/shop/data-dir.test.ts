@@ -27,6 +27,26 @@ async function running(command: string, args: string[]): Promise<number> {
   return child.pid as number;
 }
 
+/**
+ * A Node process that has exited and that its parent never reaps: the parent (a shell that then
+ * becomes `sleep`) lives until the test ends.
+ */
+async function zombie(): Promise<number> {
+  const parent = spawn('sh', ['-c', `"${process.execPath}" -e 0 & echo $!; exec sleep 60`], {
+    stdio: ['ignore', 'pipe', 'ignore'],
+  });
+  children.push(parent);
+  const pid = Number(
+    await new Promise<string>((resolve) => parent.stdout!.once('data', (d) => resolve(String(d)))),
+  );
+  for (let i = 0; i < 200; i++) {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    if (stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z')) return pid;
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+  throw new Error(`process ${pid} did not become a zombie`);
+}
+
 /** The lock this process writes: its id and when it started. */
 const mine = async () => `${process.pid} ${await processStartTime(process.pid)}\n`;
 
@@ -76,6 +96,15 @@ describe('lockDataDir', () => {
     [
       'a process whose id is now a live Node process started at another time',
       async () => `${await running(process.execPath, ['-e', 'setTimeout(() => {}, 60_000)'])} 1`,
+    ],
+    // Killed, and not yet reaped by its parent (an init that reaps slowly, or none): kill(pid, 0)
+    // still finds it. Before, the shop was refused as "in use by another shop".
+    [
+      'a shop killed and not yet reaped (a zombie, with the start time it wrote)',
+      async () => {
+        const pid = await zombie();
+        return `${pid} ${await processStartTime(pid)}`;
+      },
     ],
     ['nothing readable', async () => 'garbage'],
   ])('takes over a lock left by %s', async (_, holder) => {

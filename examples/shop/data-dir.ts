@@ -111,7 +111,10 @@ async function isOtherShop(pid: number | undefined, start: number | undefined): 
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'EPERM') return false;
   }
-  const actual = await processStartTime(pid);
+  const stat = await processStat(pid);
+  // Exited, not yet reaped by its parent (a shop SIGKILLed under an init that reaps slowly): gone.
+  if (stat?.state === 'Z' || stat?.state === 'X') return false;
+  const actual = stat?.startTicks;
   if (start !== undefined && Number.isSafeInteger(start) && actual !== undefined) return actual === start;
   const command = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => undefined);
   // Where /proc cannot tell (another system), a live process is taken for the shop.
@@ -120,12 +123,19 @@ async function isOtherShop(pid: number | undefined, start: number | undefined): 
 
 /** When process `pid` started, in clock ticks since boot (/proc/pid/stat's 22nd field); Linux only. */
 export async function processStartTime(pid: number): Promise<number | undefined> {
+  return (await processStat(pid))?.startTicks;
+}
+
+/** Process `pid`'s state letter (`R`, `S`, `Z`…) and start time, from /proc/pid/stat; Linux only. */
+async function processStat(
+  pid: number,
+): Promise<{ state: string; startTicks: number | undefined } | undefined> {
   const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined);
   if (stat === undefined) return undefined;
   // After the command's name, in parentheses (which may hold spaces and parentheses itself).
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   const ticks = Number(fields[19]);
-  return Number.isSafeInteger(ticks) ? ticks : undefined;
+  return { state: fields[0] ?? '', startTicks: Number.isSafeInteger(ticks) ? ticks : undefined };
 }
 
 /** A file system error's message without its leading code (`ENOSPC: no space left…` → `no space left…`). */
