@@ -3,6 +3,7 @@ import type { Inbox } from '../inbox/inbox.js';
 import type { DurableInboxOptions } from '../inbox/lease.js';
 import { type Logger, stderrLogger } from '../logging/logger.js';
 import type { EventStoreBackend, Snapshot } from './backend.js';
+import { closingInbox } from './closing-inbox.js';
 import { EventStoreClosedError, InvalidEventError } from './errors.js';
 import { EVENT_LIMITS, encodeJson, JsonEncodingProblem, nameProblem } from './event-encoding.js';
 import { assertReadStream, assertStreamId, isCount, prepareAppend, show } from './prepare-append.js';
@@ -38,6 +39,7 @@ export class EventStore {
   readonly backend: EventStoreBackend;
   readonly #logger: Logger;
   readonly #subscriptions = new Set<EventSubscription>();
+  readonly #dependents = new Set<CloseDependent>();
   #closing: Promise<void> | undefined;
 
   constructor(backend: EventStoreBackend, options: EventStoreOptions = {}) {
@@ -216,7 +218,16 @@ export class EventStore {
    */
   inbox(options?: DurableInboxOptions): Inbox {
     this.#assertOpen();
-    return this.backend.inbox(options);
+    return closingInbox(this.backend.inbox(options), () => this.closed);
+  }
+
+  /**
+   * @internal What `close()` ends before it closes the backend (an outbox: its units of work called
+   * before close(), then its relay), and asks first whether it may close at all (not from inside one
+   * of those units of work, which it would wait for).
+   */
+  closeWith(dependent: CloseDependent): void {
+    this.#dependents.add(dependent);
   }
 
   /** True once `close()` has been called: every later call rejects with `EventStoreClosedError`. */
@@ -224,12 +235,28 @@ export class EventStore {
     return this.#closing !== undefined;
   }
 
-  /** Stops every subscription (after the event each is handling), then closes the backend. Idempotent. */
+  /**
+   * Stops every subscription (after the event each is handling), closes the outboxes made on this
+   * store (after the units of work called before, retries included), then closes the backend.
+   * Idempotent. Rejects, closing nothing, when called inside a unit of work of one of its outboxes.
+   */
   close(): Promise<void> {
+    for (const dependent of this.#dependents) {
+      const refusal = dependent.refuseClose();
+      if (refusal !== undefined) return Promise.reject(refusal);
+    }
     this.#closing ??= (async () => {
       await Promise.all([...this.#subscriptions].map((s) => s.close()));
+      await Promise.all([...this.#dependents].map((d) => d.close()));
       await this.backend.close();
     })();
     return this.#closing;
   }
+}
+
+/** @internal Something made on a store that must end before its backend closes: see `EventStore.closeWith`. */
+export interface CloseDependent {
+  /** Why the store may not close now (`undefined`: it may). */
+  refuseClose(): Error | undefined;
+  close(): Promise<void>;
 }

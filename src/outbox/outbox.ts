@@ -91,6 +91,8 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
   #pruning: Promise<void> | undefined;
   #pruneAgain = false;
   #closing: Promise<void> | undefined;
+  /** Set when the store's close() closes this outbox. */
+  #storeClosing = false;
   #inFlight = 0;
   #drained: (() => void) | undefined;
 
@@ -111,6 +113,22 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
       options.inboxRetentionMs,
       DEFAULT_OUTBOX_OPTIONS.inboxRetentionMs,
     );
+    // Closing the store closes this outbox first: the units of work called before (their retries
+    // too) end on an open store, and the relay stops rather than retrying on a closed one.
+    options.store.closeWith({
+      refuseClose: () =>
+        insideUnitOf(storage)
+          ? new UnitOfWorkUnsupportedError(
+              'store.close() cannot be called inside a unit of work on the same store: it waits for the units of work called before it to end, that one too',
+            )
+          : undefined,
+      close: () => {
+        // From here (once the store's subscriptions have ended: a handler of theirs may still run a
+        // unit of work), units of work and appends are refused as the store's.
+        this.#storeClosing = true;
+        return this.close();
+      },
+    });
     if (options.relay !== false) {
       this.#relay = new Relay(
         storage,
@@ -222,6 +240,20 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
   ): Promise<AppendResult & { readonly messageIds: readonly string[] }> {
     this.#assertOpen();
     this.#assertNotNested('outbox.append');
+    // Counted as a unit of work: close() (the store's too) waits for it.
+    this.#inFlight++;
+    try {
+      return await this.#append(streamId, events, options);
+    } finally {
+      if (--this.#inFlight === 0) this.#drained?.();
+    }
+  }
+
+  async #append(
+    streamId: string,
+    events: readonly EventData[],
+    options: AppendOptions & { readonly messages?: readonly OutboxMessage<C>[] },
+  ): Promise<AppendResult & { readonly messageIds: readonly string[] }> {
     const prepared = prepareAppend(streamId, events, options.expectedVersion);
     const messages = options.messages ?? [];
     if (!Array.isArray(messages)) throw new InvalidOptionsError('messages must be an array');
@@ -251,10 +283,10 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
    * would wait forever for the outer one; on PostgreSQL it would commit on its own, whatever the
    * outer one does.
    */
-  /** Refuses a write once this outbox is closing, or its store is (on every backend alike). */
+  /** Refuses a write once its store is closing it (on every backend alike), or this outbox is closing. */
   #assertOpen(): void {
+    if (this.#storeClosing) throw new EventStoreClosedError();
     if (this.#closing !== undefined) throw new OutboxClosedError();
-    this.#assertStoreOpen();
   }
 
   #assertStoreOpen(): void {
@@ -416,6 +448,7 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
    * transport, see `backlog().awaitingSettlement`) is not waited for.
    */
   flush(): Promise<void> {
+    if (this.#store.closed) return Promise.reject(new EventStoreClosedError());
     return this.#relay?.idle() ?? Promise.resolve();
   }
 

@@ -338,15 +338,23 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
             await new Promise((resolve) => setTimeout(resolve, 30));
           }),
         );
+        const settled = units.map(() => false);
+        for (const [i, unit] of units.entries()) {
+          const mark = () => {
+            settled[i] = true;
+          };
+          void unit.then(mark, mark);
+        }
         await new Promise((resolve) => setTimeout(resolve, 10));
-        const closing = store.close();
+        // Every unit called before it has settled by then (the memory backend's close() did not wait).
+        const closing = store.close().then(() => [...settled]);
         // Called in the turn of close() they would still go in (on their way, as appends are); later, not.
         await new Promise((resolve) => setTimeout(resolve, 10));
         const late = await Promise.allSettled([
           outbox.unitOfWork((work) => work.append('late', [{ type: 'OrderPlaced', data: {} }])),
           outbox.append('late-append', [{ type: 'OrderPlaced', data: {} }]),
         ]);
-        await closing;
+        expect(await closing).toEqual(Array(12).fill(true));
         expect((await Promise.allSettled(units)).map((r) => r.status)).toEqual(Array(12).fill('fulfilled'));
         expect(late).toEqual([
           { status: 'rejected', reason: expect.objectContaining({ code: 'EVENT_STORE_CLOSED' }) },
@@ -355,6 +363,75 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
         for (const read of [() => outbox.backlog(), () => outbox.failed(), () => outbox.scheduled()]) {
           await expect(read()).rejects.toMatchObject({ code: 'EVENT_STORE_CLOSED' });
         }
+      });
+
+      it('store.close() lets a unit of work called before it run again after a lost race, and commit', async () => {
+        // Before, SQLite and PostgreSQL refused the retry (EVENT_STORE_CLOSED): the unit was lost.
+        const { store, outbox } = await setup();
+        await store.append('race', [{ type: 'OrderPlaced', data: {} }], { expectedVersion: 'no_stream' });
+        let runs = 0;
+        let firstRun!: () => void;
+        const ran = new Promise<void>((resolve) => {
+          firstRun = resolve;
+        });
+        const unit = outbox.unitOfWork(async (work) => {
+          runs++;
+          if (runs === 1) firstRun();
+          // Its first run read the stream before another writer's append: it expects no stream.
+          await work.append('race', [{ type: 'OrderPlaced', data: { mine: true } }], {
+            expectedVersion: runs === 1 ? 'no_stream' : 0,
+          });
+          return runs;
+        });
+        await ran;
+        const closing = store.close();
+        expect(await unit).toBe(2);
+        await closing;
+        await expect(outbox.flush()).rejects.toMatchObject({ code: 'EVENT_STORE_CLOSED' });
+      });
+
+      it("after store.close(), the store's inbox refuses to begin and to complete with EVENT_STORE_CLOSED", async () => {
+        // Before, the memory backend's inbox (shared by every store on it) went on working.
+        const { store } = await setup();
+        const inbox = store.inbox();
+        const held = await inbox.begin('held-at-close');
+        expect(held).not.toBeNull();
+        await store.close();
+        await expect(inbox.begin('after-close')).rejects.toMatchObject({ code: 'EVENT_STORE_CLOSED' });
+        await expect(held!.complete()).rejects.toMatchObject({ code: 'EVENT_STORE_CLOSED' });
+        expect(() => held!.abandon()).not.toThrow();
+      });
+
+      it('store.close() lets a subscription handler in progress run its unit of work, and commit', async () => {
+        const { store, outbox } = await setup();
+        let entered!: () => void;
+        const inHandler = new Promise<void>((resolve) => {
+          entered = resolve;
+        });
+        const done: string[] = [];
+        store.subscribe({ name: 'projection', from: 'start' }, async (event) => {
+          if (event.streamId !== 's-1') return;
+          entered();
+          await new Promise((resolve) => setTimeout(resolve, 50));
+          await outbox.unitOfWork((work) =>
+            work.append('projected-s-1', [{ type: 'OrderPlaced', data: {} }]),
+          );
+          done.push(event.streamId);
+        });
+        await store.append('s-1', [{ type: 'OrderPlaced', data: {} }]);
+        await inHandler;
+        await store.close();
+        expect(done).toEqual(['s-1']);
+      });
+
+      it('refuses store.close() inside one of its units of work, closing nothing', async () => {
+        // Before, on SQLite and PostgreSQL, it waited for that very unit of work: forever.
+        const { store, outbox } = await setup();
+        const refusal = await outbox.unitOfWork(() => store.close()).catch((e: unknown) => e);
+        expect(refusal).toMatchObject({ code: 'UNIT_OF_WORK_UNSUPPORTED' });
+        expect(store.closed).toBe(false);
+        await outbox.unitOfWork((work) => work.append('after', [{ type: 'OrderPlaced', data: {} }]));
+        expect(await store.readStream('after')).toHaveLength(1);
       });
 
       it('refuses a unit of work opened inside another on the same store, and one after close', async () => {
