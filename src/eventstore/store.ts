@@ -2,10 +2,12 @@ import { InvalidOptionsError } from '../errors/ferry-error.js';
 import type { Inbox } from '../inbox/inbox.js';
 import type { DurableInboxOptions } from '../inbox/lease.js';
 import { type Logger, stderrLogger } from '../logging/logger.js';
+import { keepingAlive } from '../time/keep-alive.js';
 import type { EventStoreBackend, Snapshot } from './backend.js';
 import { closingInbox } from './closing-inbox.js';
 import { EventStoreClosedError, InvalidEventError } from './errors.js';
 import { EVENT_LIMITS, encodeJson, JsonEncodingProblem, nameProblem } from './event-encoding.js';
+import { insideHandlerOf } from './handler-frame.js';
 import { assertReadStream, assertStreamId, isCount, prepareAppend, show } from './prepare-append.js';
 import { type EventHandler, EventSubscription, type EventSubscriptionOptions } from './subscription.js';
 import type {
@@ -41,6 +43,8 @@ export class EventStore {
   readonly #subscriptions = new Set<EventSubscription>();
   readonly #dependents = new Set<CloseDependent>();
   #closing: Promise<void> | undefined;
+  /** While close() waits for the subscriptions' handlers in progress, which may still use the store. */
+  #drainingSubscriptions = false;
 
   constructor(backend: EventStoreBackend, options: EventStoreOptions = {}) {
     this.backend = backend;
@@ -48,7 +52,15 @@ export class EventStore {
   }
 
   #assertOpen(): void {
-    if (this.#closing !== undefined) throw new EventStoreClosedError();
+    if (this.refusing) throw new EventStoreClosedError();
+  }
+
+  /**
+   * @internal Whether a call now is refused: once `close()` has been called, except from inside a
+   * handler of this store's subscriptions while close() waits for them.
+   */
+  get refusing(): boolean {
+    return this.#closing !== undefined && !(this.#drainingSubscriptions && insideHandlerOf(this.backend));
   }
 
   /**
@@ -245,11 +257,16 @@ export class EventStore {
       const refusal = dependent.refuseClose();
       if (refusal !== undefined) return Promise.reject(refusal);
     }
-    this.#closing ??= (async () => {
-      await Promise.all([...this.#subscriptions].map((s) => s.close()));
+    this.#closing ??= keepingAlive(async () => {
+      this.#drainingSubscriptions = true;
+      try {
+        await Promise.all([...this.#subscriptions].map((s) => s.close()));
+      } finally {
+        this.#drainingSubscriptions = false;
+      }
       await Promise.all([...this.#dependents].map((d) => d.close()));
       await this.backend.close();
-    })();
+    });
     return this.#closing;
   }
 }

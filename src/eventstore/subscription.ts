@@ -13,6 +13,7 @@ import {
 import { TimeoutError } from '../resilience/errors.js';
 import { MAX_TIMER_MS } from '../time/max-timer.js';
 import type { EventStoreBackend, ParkedEvent } from './backend.js';
+import { subscriptionHandlerFrame } from './handler-frame.js';
 import type { RecordedEvent } from './types.js';
 
 /** Options of {@link EventStore.subscribe}. */
@@ -338,7 +339,7 @@ export class EventSubscription {
     const controller = new AbortController();
     const context: EventHandlerContext = { signal: controller.signal, attempt };
     const running = runWithContext({ correlationId, messageId: event.id }, async () =>
-      this.#handler(event, context),
+      subscriptionHandlerFrame.run(this.#backend, () => this.#handler(event, context)),
     );
     let timer: NodeJS.Timeout | undefined;
     const expired = new Promise<never>((_, reject) => {

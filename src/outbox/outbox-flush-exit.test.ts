@@ -34,3 +34,24 @@ describe('outbox.flush() in a script with nothing else to keep the process alive
     30_000,
   );
 });
+
+describe('store.close() in a script with nothing else to keep the process alive', () => {
+  const closeFixture = fileURLToPath(new URL('./fixtures/close-and-exit.ts', import.meta.url));
+  it.each([
+    ['memory://', 'memory'],
+    [`sqlite:${join(dir, 'close.db')}`, 'sqlite'],
+  ])(
+    'waits for the outbox writes called before it and resolves; the script goes on and ends by itself (%s)',
+    async (url) => {
+      const child = spawnFixture(closeFixture, { FERRY_STORE_URL: url });
+      const lines: string[] = [];
+      onLines(child, (line) => lines.push(line));
+      const [code] = (await once(child, 'exit')) as [number | null];
+      // Before, the process ended while close() waited for the relay's round (unref'd timers): exit 13,
+      // close() never resolved, nothing after it run.
+      expect(lines).toEqual(['closed, writes fulfilled fulfilled', 'exit 0']);
+      expect(code).toBe(0);
+    },
+    30_000,
+  );
+});

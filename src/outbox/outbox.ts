@@ -18,6 +18,7 @@ import type { Bus } from '../messaging/bus.js';
 import type { Contracts, NoContracts } from '../messaging/contracts.js';
 import type { HandlerUnitOfWork } from '../messaging/transactional.js';
 import { type Clock, type ClockTimer, systemClock } from '../time/clock.js';
+import { keepingAlive } from '../time/keep-alive.js';
 import { isUnitOfWorkOutcomeUnknownError, OutboxClosedError, UnitOfWorkUnsupportedError } from './errors.js';
 import { doomedBy, guarded, lostRace } from './guarded-transaction.js';
 import { MemoryOutboxStorage } from './memory-outbox-storage.js';
@@ -285,12 +286,12 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
    */
   /** Refuses a write once its store is closing it (on every backend alike), or this outbox is closing. */
   #assertOpen(): void {
-    if (this.#storeClosing) throw new EventStoreClosedError();
+    if (this.#storeClosing || this.#store.refusing) throw new EventStoreClosedError();
     if (this.#closing !== undefined) throw new OutboxClosedError();
   }
 
   #assertStoreOpen(): void {
-    if (this.#store.closed) throw new EventStoreClosedError();
+    if (this.#store.refusing) throw new EventStoreClosedError();
   }
 
   #assertNotNested(what: string): void {
@@ -448,7 +449,7 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
    * transport, see `backlog().awaitingSettlement`) is not waited for.
    */
   flush(): Promise<void> {
-    if (this.#store.closed) return Promise.reject(new EventStoreClosedError());
+    if (this.#store.refusing) return Promise.reject(new EventStoreClosedError());
     return this.#relay?.idle() ?? Promise.resolve();
   }
 
@@ -472,7 +473,7 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
         ),
       );
     }
-    this.#closing ??= (async () => {
+    this.#closing ??= keepingAlive(async () => {
       this.#pruneTimer?.cancel();
       await this.#pruning;
       if (this.#inFlight > 0) {
@@ -481,7 +482,7 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
         });
       }
       await this.#relay?.stop();
-    })();
+    });
     return this.#closing;
   }
 

@@ -5,6 +5,7 @@ import type { Logger } from '../logging/logger.js';
 import type { Envelope } from '../messaging/envelope.js';
 import type { TrackedPublish, Transport } from '../messaging/transport.js';
 import type { Clock, ClockTimer } from '../time/clock.js';
+import { keepingAlive } from '../time/keep-alive.js';
 import type { OutboxRow, OutboxStorage } from './storage.js';
 
 /** Options of the relay that publishes committed outbox rows. */
@@ -188,11 +189,13 @@ export class Relay {
     if (!this.#running) return Promise.resolve();
     // The relay's timers keep no process alive, but a caller waiting for it must: without this, a
     // script's `await outbox.flush()` ended the process (exit 13) before the round it waited for.
-    const keepAlive = setInterval(() => {}, 2 ** 30);
-    return new Promise<void>((resolve) => {
-      this.#idleWaiters.push(resolve);
-      this.notify();
-    }).finally(() => clearInterval(keepAlive));
+    return keepingAlive(
+      () =>
+        new Promise<void>((resolve) => {
+          this.#idleWaiters.push(resolve);
+          this.notify();
+        }),
+    );
   }
 
   /**

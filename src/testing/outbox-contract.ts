@@ -402,7 +402,7 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
         expect(() => held!.abandon()).not.toThrow();
       });
 
-      it('store.close() lets a subscription handler in progress run its unit of work, and commit', async () => {
+      it('store.close() lets a subscription handler in progress use the store and run its unit of work; other calls meanwhile are refused', async () => {
         const { store, outbox } = await setup();
         let entered!: () => void;
         const inHandler = new Promise<void>((resolve) => {
@@ -412,7 +412,9 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
         store.subscribe({ name: 'projection', from: 'start' }, async (event) => {
           if (event.streamId !== 's-1') return;
           entered();
-          await new Promise((resolve) => setTimeout(resolve, 50));
+          await new Promise((resolve) => setTimeout(resolve, 100));
+          // It may still read the store and write through the outbox.
+          expect(await store.readStream('s-1')).toHaveLength(1);
           await outbox.unitOfWork((work) =>
             work.append('projected-s-1', [{ type: 'OrderPlaced', data: {} }]),
           );
@@ -420,7 +422,18 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
         });
         await store.append('s-1', [{ type: 'OrderPlaced', data: {} }]);
         await inHandler;
-        await store.close();
+        const closing = store.close();
+        // Calls from anywhere else, made while close() waits for that handler, are refused.
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        const late = await Promise.allSettled([
+          outbox.unitOfWork((work) => work.append('late', [{ type: 'OrderPlaced', data: {} }])),
+          outbox.append('late-append', [{ type: 'OrderPlaced', data: {} }]),
+          store.readStream('s-1'),
+        ]);
+        expect(
+          late.map((r) => (r.status === 'rejected' ? (r.reason as { code?: string }).code : r.status)),
+        ).toEqual(['EVENT_STORE_CLOSED', 'EVENT_STORE_CLOSED', 'EVENT_STORE_CLOSED']);
+        await closing;
         expect(done).toEqual(['s-1']);
       });
 
