@@ -30,6 +30,30 @@ async function main(): Promise<void> {
     logger: (service) => shopLogger(service, settings.logLevel),
   });
 
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info(`${signal}: stopping`);
+    // Whatever happens, gone within 10 s: what is committed is in the SQLite files.
+    setTimeout(() => {
+      log.warn('still stopping after 10 s: exiting anyway');
+      process.exit(1);
+    }, 10_000).unref();
+    shop.close().then(
+      () => process.exit(0),
+      (error: unknown) => {
+        log.error(`stopping failed: ${error instanceof Error ? error.message : String(error)}`);
+        process.exit(1);
+      },
+    );
+  };
+  // Before the banner: a SIGTERM sent as soon as it is read (a test, a supervisor) must stop the shop
+  // cleanly, not find the default action (killed by the signal, exit code null).
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  stopWhenNpmIsGone(stop, parentPid);
+
   const url = shop.url.replace('127.0.0.1', 'localhost');
   const near = relative(process.cwd(), settings.dataDir) || '.';
   const dir = near.startsWith('..') ? settings.dataDir : near;
@@ -56,28 +80,6 @@ async function main(): Promise<void> {
       '',
     ].join('\n'),
   );
-
-  let stopping = false;
-  const stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    log.info(`${signal}: stopping`);
-    // Whatever happens, gone within 10 s: what is committed is in the SQLite files.
-    setTimeout(() => {
-      log.warn('still stopping after 10 s: exiting anyway');
-      process.exit(1);
-    }, 10_000).unref();
-    shop.close().then(
-      () => process.exit(0),
-      (error: unknown) => {
-        log.error(`stopping failed: ${error instanceof Error ? error.message : String(error)}`);
-        process.exit(1);
-      },
-    );
-  };
-  process.on('SIGINT', () => stop('SIGINT'));
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  stopWhenNpmIsGone(stop, parentPid);
 }
 
 main().catch((error: unknown) => {

@@ -104,8 +104,6 @@ async function main(): Promise<void> {
     ...(orderTimeoutMs === undefined ? {} : { orderTimeoutMs }),
     ...(paymentGiveUpMs === undefined ? {} : { paymentGiveUpMs }),
   });
-  log.info(`ready at ${service.url}`);
-
   let stopping: Promise<void> | undefined;
   const stop = (why: string) => {
     stopping ??= (async () => {
@@ -123,6 +121,8 @@ async function main(): Promise<void> {
   process.on('SIGTERM', () => void stop('SIGTERM'));
   process.on('SIGINT', () => void stop('SIGINT'));
   exitWithParent({ onParentGone: () => stop('the supervisor is gone') });
+  // Said once a SIGTERM would stop it cleanly.
+  log.info(`ready at ${service.url}`);
 }
 
 main().catch((error: unknown) => {
