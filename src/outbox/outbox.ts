@@ -21,6 +21,7 @@ import { type Clock, type ClockTimer, systemClock } from '../time/clock.js';
 import { keepingAlive } from '../time/keep-alive.js';
 import { isUnitOfWorkOutcomeUnknownError, OutboxClosedError, UnitOfWorkUnsupportedError } from './errors.js';
 import { doomedBy, guarded, lostRace } from './guarded-transaction.js';
+import { InFlight } from './in-flight.js';
 import { MemoryOutboxStorage } from './memory-outbox-storage.js';
 import { insideUnitOf, openUnits } from './open-units.js';
 import {
@@ -92,10 +93,8 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
   #pruning: Promise<void> | undefined;
   #pruneAgain = false;
   #closing: Promise<void> | undefined;
-  /** Set when the store's close() closes this outbox. */
-  #storeClosing = false;
-  #inFlight = 0;
-  #drained: (() => void) | undefined;
+  /** Units of work and appends under way: close() waits for them. */
+  readonly #inFlight = new InFlight();
 
   /** Use {@link createOutbox}. */
   constructor(storage: OutboxStorage, options: OutboxOptions<C>) {
@@ -123,12 +122,7 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
               'store.close() cannot be called inside a unit of work on the same store: it waits for the units of work called before it to end, that one too',
             )
           : undefined,
-      close: () => {
-        // From here (once the store's subscriptions have ended: a handler of theirs may still run a
-        // unit of work), units of work and appends are refused as the store's.
-        this.#storeClosing = true;
-        return this.close();
-      },
+      close: () => this.close(),
     });
     if (options.relay !== false) {
       this.#relay = new Relay(
@@ -169,7 +163,7 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
     if (!Number.isInteger(maxRetries) || maxRetries < 0 || maxRetries > MAX_RETRIES_PER_CALL) {
       throw new InvalidOptionsError(`maxRetries must be an integer from 0 to ${MAX_RETRIES_PER_CALL}`);
     }
-    this.#inFlight++;
+    const leave = this.#inFlight.enter();
     try {
       for (let attempt = 0; ; attempt++) {
         let enqueued = 0;
@@ -215,7 +209,7 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
         }
       }
     } finally {
-      if (--this.#inFlight === 0) this.#drained?.();
+      leave();
     }
   }
 
@@ -242,12 +236,7 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
     this.#assertOpen();
     this.#assertNotNested('outbox.append');
     // Counted as a unit of work: close() (the store's too) waits for it.
-    this.#inFlight++;
-    try {
-      return await this.#append(streamId, events, options);
-    } finally {
-      if (--this.#inFlight === 0) this.#drained?.();
-    }
+    return this.#inFlight.run(() => this.#append(streamId, events, options));
   }
 
   async #append(
@@ -286,7 +275,7 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
    */
   /** Refuses a write once its store is closing it (on every backend alike), or this outbox is closing. */
   #assertOpen(): void {
-    if (this.#storeClosing || this.#store.refusing) throw new EventStoreClosedError();
+    if (this.#store.refusing) throw new EventStoreClosedError();
     if (this.#closing !== undefined) throw new OutboxClosedError();
   }
 
@@ -476,11 +465,7 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
     this.#closing ??= keepingAlive(async () => {
       this.#pruneTimer?.cancel();
       await this.#pruning;
-      if (this.#inFlight > 0) {
-        await new Promise<void>((resolve) => {
-          this.#drained = resolve;
-        });
-      }
+      await this.#inFlight.idle();
       await this.#relay?.stop();
     });
     return this.#closing;

@@ -15,6 +15,7 @@ import {
   UnitOfWorkRolledBackError,
   UnitOfWorkUnsupportedError,
 } from '../outbox/errors.js';
+import { InFlight } from '../outbox/in-flight.js';
 import type {
   OutboxBacklog,
   OutboxInsert,
@@ -129,8 +130,7 @@ export class PostgresOutboxStorage implements OutboxStorage {
   #notifier: Notifier | undefined;
   #closed = false;
   /** Units of work begun and not yet ended; what {@link whenIdle} waits for. */
-  #units = 0;
-  #idleWaiters: (() => void)[] = [];
+  readonly #units = new InFlight();
 
   /** Use `PostgresEventStoreBackend.outboxStorage()`. */
   constructor(options: PostgresOutboxOptions) {
@@ -145,8 +145,8 @@ export class PostgresOutboxStorage implements OutboxStorage {
   }
 
   /** Resolves once no unit of work is running (the backend's close() waits for those called before it). */
-  async whenIdle(): Promise<void> {
-    while (this.#units > 0) await new Promise<void>((resolve) => this.#idleWaiters.push(resolve));
+  whenIdle(): Promise<void> {
+    return this.#units.idle();
   }
 
   /** Wake-ups of relays, created with the first use (the pool exists only once the backend is open). */
@@ -164,12 +164,7 @@ export class PostgresOutboxStorage implements OutboxStorage {
 
   async transaction<T>(work: (tx: StorageTransaction) => Promise<T>): Promise<T> {
     if (this.#options.closing?.()) throw new EventStoreClosedError();
-    this.#units++;
-    try {
-      return await this.#transaction(work);
-    } finally {
-      if (--this.#units === 0) for (const wake of this.#idleWaiters.splice(0)) wake();
-    }
+    return this.#units.run(() => this.#transaction(work));
   }
 
   async #transaction<T>(work: (tx: StorageTransaction) => Promise<T>): Promise<T> {

@@ -1,5 +1,6 @@
 import { EventStoreClosedError, isEventStoreClosedError } from '../eventstore/errors.js';
 import { UnitOfWorkOutcomeUnknownError, UnitOfWorkUnsupportedError } from '../outbox/errors.js';
+import { InFlight } from '../outbox/in-flight.js';
 import type { StorageTransaction } from '../outbox/storage.js';
 import { atEndOfTurn } from '../time/end-of-turn.js';
 import {
@@ -10,7 +11,6 @@ import {
   UNIT_SAVEPOINT,
 } from './sqlite-storage-transaction.js';
 import { DRIVER_BUSY_TIMEOUT_MS, whileBusy } from './store-busy.js';
-
 import type { ReleaseWriteLock, WriteLock } from './write-lock.js';
 
 /** Why a `:memory:` SQLite store has no outbox. */
@@ -105,8 +105,7 @@ export class SqliteUnitsOfWork {
   /** Set by {@link drain}: units of work called from then on are refused. */
   #refusing = false;
   /** Units of work called and not yet settled; what {@link drain} waits for. */
-  #inFlight = 0;
-  #idleWaiters: (() => void)[] = [];
+  readonly #inFlight = new InFlight();
 
   constructor(host: SqliteUnitOfWorkHost) {
     this.#host = host;
@@ -114,10 +113,7 @@ export class SqliteUnitsOfWork {
 
   run<T>(work: (tx: StorageTransaction) => Promise<T>): Promise<T> {
     if (this.#refusing || this.#closed) return Promise.reject(new EventStoreClosedError());
-    this.#inFlight++;
-    const settled = () => {
-      if (--this.#inFlight === 0) for (const wake of this.#idleWaiters.splice(0)) wake();
-    };
+    const settled = this.#inFlight.enter();
     return new Promise<T>((resolve, reject) => {
       this.#queue.push({
         work,
@@ -330,7 +326,7 @@ export class SqliteUnitsOfWork {
    */
   async drain(): Promise<void> {
     this.#refusing = true;
-    while (this.#inFlight > 0) await new Promise<void>((resolve) => this.#idleWaiters.push(resolve));
+    await this.#inFlight.idle();
   }
 
   /**
