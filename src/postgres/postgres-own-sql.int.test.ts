@@ -14,15 +14,10 @@ afterEach(async () => {
 });
 afterAll(() => dropSchemas(schemas));
 
-async function setup(poolSize = 10) {
+async function setup() {
   const schema = testSchemaName('ownsql');
   schemas.push(schema);
-  const backend = new PostgresEventStoreBackend({
-    url: postgresTestUrl(),
-    schema,
-    poolSize,
-    logger: silentLogger,
-  });
+  const backend = new PostgresEventStoreBackend({ url: postgresTestUrl(), schema, logger: silentLogger });
   await backend.open();
   const store = new EventStore(backend);
   cleanups.push(() => store.close());
