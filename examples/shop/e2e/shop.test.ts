@@ -171,6 +171,29 @@ describe.each<Mode>(['embedded', 'distributed'])('the %s shop', (mode) => {
     expect((await client.charges()).filter((c) => c.orderId === first.id)).toHaveLength(1);
   });
 
+  it('names the Idempotency-Key it used for a POST /orders sent without one: sent again with it, the order is not placed twice', async () => {
+    const user = await client.createUser();
+    const body = JSON.stringify({ userId: user.id, items: [{ productId: 'ceramic-mug', quantity: 1 }] });
+    const post = (headers: Record<string, string> = {}) =>
+      fetch(`${client.url}/orders`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', ...headers },
+        body,
+      });
+    const first = await post();
+    expect(first.status).toBe(201);
+    const placed = (await first.json()) as OrderView;
+    const key = first.headers.get('idempotency-key');
+    expect(key).not.toBeNull();
+    // What a client does after a 504 or a 5xx: the same request with the key the answer named.
+    const again = await post({ 'idempotency-key': key as string });
+    expect(again.status).toBe(201);
+    expect(again.headers.get('idempotent-replayed')).toBe('true');
+    expect(((await again.json()) as OrderView).id).toBe(placed.id);
+    expect((await client.settled(placed.id)).status).toBe('confirmed');
+    expect((await client.charges()).filter((c) => c.orderId === placed.id)).toHaveLength(1);
+  });
+
   it('does not spend an Idempotency-Key on a refused POST /orders: the corrected body with it is placed', async () => {
     const user = await client.createUser();
     const key = { 'idempotency-key': randomUUID() };

@@ -133,7 +133,9 @@ describe('the gateway', () => {
   });
 
   it('says 504 "may have been carried out" for a POST sent and not answered within the time limit, 503 "try again" for one never sent', async () => {
+    const keys: (string | undefined)[] = [];
     const slow = createServer((req, res) => {
+      keys.push(req.headers['idempotency-key'] as string | undefined);
       req.resume();
       setTimeout(() => res.writeHead(201, { 'content-type': 'application/json' }).end('{}'), 6000).unref();
     });
@@ -169,9 +171,78 @@ describe('the gateway', () => {
     expect(unknown.status).toBe(504);
     expect(unknown.headers.get('retry-after')).toBeNull();
     expect(((await unknown.json()) as { detail: string }).detail).toMatch(/may have been carried out/);
+    // The client sent no key: the answer names the one the gateway sent (every attempt the same),
+    // so that the client can send the order again with it and learn its outcome.
+    const made = unknown.headers.get('idempotency-key');
+    expect(made).toMatch(/^[0-9a-f-]{36}$/);
+    expect(keys.length).toBeGreaterThan(0);
+    expect(new Set(keys)).toEqual(new Set([made]));
+    // A client's own key is sent as it came, and not echoed.
+    const keyed = await fetch(`${gateway.url}/orders`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'idempotency-key': 'client-key-1' },
+      body: '{"userId":"u","items":[{"productId":"p","quantity":1}]}',
+    });
+    expect(keyed.status).toBe(504);
+    expect(keyed.headers.get('idempotency-key')).toBeNull();
+    expect(keys.at(-1)).toBe('client-key-1');
     const refused = await post('/users');
     expect(refused.status).toBe(503);
     expect(((await refused.json()) as { detail: string }).detail).toMatch(/try again/);
+  });
+
+  it("names the key it sent in a passed-on answer to a POST /orders that came without one (500 'Answer not recorded')", async () => {
+    const keys: (string | undefined)[] = [];
+    const orders = createServer((req, res) => {
+      keys.push(req.headers['idempotency-key'] as string | undefined);
+      req.resume();
+      res.writeHead(500, { 'content-type': 'application/problem+json' }).end(
+        JSON.stringify({
+          type: 'about:blank',
+          title: 'Answer not recorded',
+          status: 500,
+          code: 'IDEMPOTENCY_STORE_FAILED',
+        }),
+      );
+    });
+    await new Promise<void>((resolve) => orders.listen(0, '127.0.0.1', resolve));
+    closers.push(() => new Promise((resolve) => orders.close(() => resolve())));
+    const ordersUrl = `http://127.0.0.1:${(orders.address() as AddressInfo).port}`;
+    const gone = 'http://127.0.0.1:1';
+    const gateway = await startGateway({
+      services: {
+        users: [gone],
+        inventory: [gone],
+        orders: [ordersUrl],
+        payments: [gone],
+        paymentProvider: gone,
+      },
+      adminToken: undefined,
+      port: 0,
+      logger: silentLogger,
+    });
+    closers.push(() => gateway.close());
+    const post = (headers: Record<string, string> = {}) =>
+      fetch(`${gateway.url}/orders`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', ...headers },
+        body: '{"userId":"u","items":[{"productId":"p","quantity":1}]}',
+      });
+    const first = await post();
+    expect(first.status).toBe(500);
+    expect(((await first.json()) as { code: string }).code).toBe('IDEMPOTENCY_STORE_FAILED');
+    const made = first.headers.get('idempotency-key');
+    expect(made).toMatch(/^[0-9a-f-]{36}$/);
+    expect(keys).toEqual([made]);
+    // Each request without a key gets a key of its own.
+    const second = await post();
+    expect(second.headers.get('idempotency-key')).not.toBe(made);
+    expect(keys.at(-1)).toBe(second.headers.get('idempotency-key'));
+    await second.arrayBuffer();
+    const keyed = await post({ 'idempotency-key': made as string });
+    expect(keyed.headers.get('idempotency-key')).toBeNull();
+    expect(keys.at(-1)).toBe(made);
+    await keyed.arrayBuffer();
   });
 
   it('refuses what is not JSON, malformed or too large itself: nothing reaches a service', async () => {

@@ -14,6 +14,7 @@
  * malformed request gets its 4xx problem here and never reaches a service, and passes it on as it
  * came. A problem a service answers names, as its `instance`, the path the client called.
  */
+import { randomUUID } from 'node:crypto';
 import Fastify, { type FastifyReply, type FastifyRequest } from 'fastify';
 import {
   createHealth,
@@ -129,9 +130,15 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     request: FastifyRequest,
     reply: FastifyReply,
     path: string,
-    init: { readonly authorization?: boolean } = {},
+    init: { readonly authorization?: boolean; readonly keyed?: boolean } = {},
   ): Promise<FastifyReply> {
-    const key = request.headers['idempotency-key'];
+    const sent = request.headers['idempotency-key'];
+    // A service that honours keys always gets one. One the gateway made is named in its answer
+    // (whatever the answer), so that a client that sent none can still send the request again
+    // with it after a 504 or a 5xx, and learn its outcome instead of placing a second order.
+    const made = init.keyed === true && typeof sent !== 'string' ? randomUUID() : undefined;
+    const key = made ?? sent;
+    const named: Record<string, string> = made === undefined ? {} : { 'idempotency-key': made };
     const headers: Record<string, string> = {};
     if (init.authorization === true && request.headers.authorization !== undefined) {
       headers.authorization = request.headers.authorization;
@@ -154,17 +161,19 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       // carried out (an order stored, and charged later): "try again" would invite a second one.
       if (request.method !== 'GET' && !nothingWasSent(error)) {
         throw new HttpProblemError(504, 'Gateway Timeout', {
-          detail: `The ${upstream.name} service did not answer in time: the request may have been carried out. Send it again with the same Idempotency-Key to get its outcome, or look it up before trying again.`,
+          detail: `The ${upstream.name} service did not answer in time: the request may have been carried out. Send it again with the same Idempotency-Key${made === undefined ? '' : ' (the one this answer names: you sent none)'} to get its outcome, or look it up before trying again.`,
+          headers: named,
           cause: error,
         });
       }
       throw new HttpProblemError(503, 'Service unavailable', {
         detail: `The ${upstream.name} service cannot be reached just now; try again.`,
-        headers: { 'retry-after': '1' },
+        headers: { 'retry-after': '1', ...named },
         cause: error,
       });
     }
     reply.code(response.status);
+    if (made !== undefined) reply.header('idempotency-key', made);
     for (const name of PASSED_HEADERS) {
       const value = response.headers[name];
       if (typeof value === 'string') reply.header(name, value);
@@ -188,7 +197,9 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   app.get('/products/:id', (request, reply) =>
     forward(upstreams.inventory, request, reply, `/products/${id(request)}`),
   );
-  app.post('/orders', (request, reply) => forward(upstreams.orders, request, reply, '/orders'));
+  app.post('/orders', (request, reply) =>
+    forward(upstreams.orders, request, reply, '/orders', { keyed: true }),
+  );
   app.get('/orders/:id', (request, reply) =>
     forward(upstreams.orders, request, reply, `/orders/${id(request)}`),
   );
