@@ -1,7 +1,9 @@
+import { once } from 'node:events';
+import { connect, type Socket } from 'node:net';
 import Fastify from 'fastify';
 import { Agent, request } from 'undici';
 import { afterEach, describe, expect, it } from 'vitest';
-import { listen } from './listen.js';
+import { BODY_GRACE_MS, listen } from './listen.js';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const agents: Agent[] = [];
@@ -32,5 +34,74 @@ describe('listen', () => {
       expect(await answer.body.json()).toEqual({ ok: true });
     }
     expect(await closed).toBeLessThan(2000);
+  });
+
+  it('cuts at close the connections that never sent a whole request, or its body, and answers the request being handled', async () => {
+    const app = Fastify();
+    const handled: string[] = [];
+    app.get('/slow', async () => {
+      await sleep(300);
+      return { ok: true };
+    });
+    app.post('/orders', async () => {
+      handled.push('order');
+      return { placed: true };
+    });
+    const url = await listen(app);
+    const { port } = new URL(url);
+    const open = async (bytes: string): Promise<Socket> => {
+      const socket = connect(Number(port), '127.0.0.1');
+      await once(socket, 'connect');
+      if (bytes !== '') socket.write(bytes);
+      socket.on('error', () => {});
+      return socket;
+    };
+    const silent = await open(''); // a browser's preconnect
+    const halfHead = await open('GET /slow HTTP/1.1\r\nHost: x\r\n');
+    const halfBody = await open(
+      'POST /orders HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: 20\r\n\r\n{"a":',
+    );
+    const agent = new Agent({ keepAliveTimeout: 600_000, keepAliveMaxTimeout: 600_000 });
+    agents.push(agent);
+    const inFlight = request(`${url}/slow`, { dispatcher: agent });
+    await sleep(100);
+
+    const started = Date.now();
+    const closedAt = (socket: Socket) => once(socket, 'close').then(() => Date.now() - started);
+    const cuts = Promise.all([silent, halfHead, halfBody].map(closedAt));
+    const closed = app.close().then(() => Date.now() - started);
+    const answer = await inFlight;
+    expect(answer.statusCode).toBe(200);
+    expect(await answer.body.json()).toEqual({ ok: true });
+    const [silentCut, halfHeadCut, halfBodyCut] = await cuts;
+    // Nothing asked: cut at once. A body still arriving: given its grace, then cut.
+    expect(silentCut).toBeLessThan(BODY_GRACE_MS / 2);
+    expect(halfHeadCut).toBeLessThan(BODY_GRACE_MS / 2);
+    expect(halfBodyCut).toBeGreaterThanOrEqual(BODY_GRACE_MS - 50);
+    expect(halfBodyCut).toBeLessThan(BODY_GRACE_MS + 1000);
+    expect(await closed).toBeLessThan(BODY_GRACE_MS + 1500);
+    expect(handled).toEqual([]);
+  });
+
+  it('takes in, at close, a request body that arrives within its grace', async () => {
+    const app = Fastify();
+    app.post('/orders', async (request) => ({ placed: request.body }));
+    const url = await listen(app);
+    const socket = connect(Number(new URL(url).port), '127.0.0.1');
+    await once(socket, 'connect');
+    socket.write(
+      'POST /orders HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: 7\r\n\r\n{"a"',
+    );
+    const received: Buffer[] = [];
+    socket.on('data', (chunk: Buffer) => received.push(chunk));
+    await sleep(100);
+    const closed = app.close();
+    await sleep(BODY_GRACE_MS / 2);
+    socket.write(':1}');
+    await once(socket, 'close');
+    await closed;
+    const text = Buffer.concat(received).toString('utf8');
+    expect(text).toMatch(/^HTTP\/1\.1 200 /);
+    expect(text).toContain('{"placed":{"a":1}}');
   });
 });

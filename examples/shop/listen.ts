@@ -1,3 +1,5 @@
+import type { IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 
 /** Where a service listens: `port` 0 (the default) takes a free one; loopback unless `host` says otherwise. */
@@ -6,22 +8,52 @@ export interface ListenOptions {
   readonly host?: string | undefined;
 }
 
-/** While closing, how often connections that have gone idle since the last sweep are closed. */
+/** While closing, how often connections that carry no request being handled are closed. */
 const IDLE_SWEEP_MS = 100;
+/**
+ * While closing, how long a request whose body is still arriving is given to finish sending it.
+ * No handler has run for it yet (Fastify runs a handler once the body is in): cut, it did nothing.
+ */
+export const BODY_GRACE_MS = 1000;
 
 /**
  * Starts `app` listening and resolves its base URL (`http://host:port`, the port actually taken).
  *
  * Its `close()` then ends in the time its requests in flight take, not a keep-alive's (72 s in
- * Fastify): Node's `server.close()` closes the connections idle at that moment, but one whose
- * answer was still on its way stays open until its client lets go. So, from the moment the app
- * closes, each answer says `Connection: close`, and connections that have gone idle are closed.
+ * Fastify) nor a silent client's: Node's `server.close()` closes the connections idle at that
+ * moment, but one whose answer was still on its way stays open until its client lets go, and one
+ * that has sent nothing yet, or part of a request, until its client sends the rest. So, from the
+ * moment the app closes, each answer says `Connection: close`, and every 100 ms the connections with
+ * no request being handled are closed: idle ones, ones that have not sent a whole request head, and
+ * ones whose request body has not all arrived {@link BODY_GRACE_MS} after the close began.
  */
 export async function listen(app: FastifyInstance, options: ListenOptions = {}): Promise<string> {
   const host = options.host ?? '127.0.0.1';
+  // Each open connection, with the request it carries until that request's answer is out.
+  const connections = new Map<Socket, IncomingMessage | undefined>();
+  app.server.on('connection', (socket: Socket) => {
+    connections.set(socket, undefined);
+    socket.once('close', () => connections.delete(socket));
+  });
+  app.server.on('request', (request: IncomingMessage, response) => {
+    const socket = request.socket;
+    if (!connections.has(socket)) return;
+    connections.set(socket, request);
+    response.once('finish', () => {
+      if (connections.get(socket) === request && !socket.destroyed) connections.set(socket, undefined);
+    });
+  });
   let sweep: NodeJS.Timeout | undefined;
+  const cutUnhandled = (since: number) => {
+    const bodyLate = Date.now() - since >= BODY_GRACE_MS;
+    for (const [socket, request] of connections) {
+      if (request === undefined || (!request.complete && bodyLate)) socket.destroy();
+    }
+  };
   app.addHook('preClose', async () => {
-    sweep = setInterval(() => app.server.closeIdleConnections(), IDLE_SWEEP_MS);
+    const since = Date.now();
+    cutUnhandled(since);
+    sweep = setInterval(() => cutUnhandled(since), IDLE_SWEEP_MS);
     sweep.unref();
   });
   app.addHook('onSend', async (_request, reply) => {

@@ -5,9 +5,10 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { once } from 'node:events';
 import { chmod, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer as createHttpServer } from 'node:http';
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -160,6 +161,35 @@ describe('npm start', () => {
     },
     90_000,
   );
+});
+
+describe('the embedded shop, SIGTERMed while clients hold connections that sent nothing or part of a request', () => {
+  it('cuts them and exits 0 in a second or two, not after its 10 s limit', async () => {
+    const [port] = (await freePorts(1)) as [number];
+    const running = shop('main.ts', cleanEnv({ FERRY_DATA_DIR: await tempDir(), PORT: String(port) }));
+    await untilHealthy(running, port, 60_000);
+    const held = await Promise.all(
+      [
+        '',
+        'POST /orders HTTP/1.1\r\nHost: x\r\n',
+        'POST /orders HTTP/1.1\r\ncontent-type: application/json\r\ncontent-length: 50\r\n\r\n{',
+      ].map(async (bytes) => {
+        const socket = connect(port, '127.0.0.1');
+        socket.on('error', () => {});
+        await once(socket, 'connect');
+        if (bytes !== '') socket.write(bytes);
+        return socket;
+      }),
+    );
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const started = Date.now();
+    running.child.kill('SIGTERM');
+    const code = await running.exit;
+    expect({ code, ms: Date.now() - started }, running.output()).toEqual({ code: 0, ms: expect.any(Number) });
+    expect(Date.now() - started, running.output()).toBeLessThan(4000);
+    expect(running.output()).not.toContain('exiting anyway');
+    for (const socket of held) socket.destroy();
+  }, 90_000);
 });
 
 describe('the embedded shop, given a data folder it cannot use', () => {
