@@ -46,6 +46,19 @@ describe('createEventStore', () => {
     expect((error as Error).cause).toBeInstanceOf(Error);
   });
 
+  it('masks a password given as ?password= (which pg takes) in what it rejects with, a real server refusing the role', async () => {
+    const error = await rejection(
+      createEventStore({
+        url: 'postgres://ferry_no_such_role@127.0.0.1:5432/test?password=Cl3arPw-9&schema=masked',
+      }),
+    );
+    expect(isStoreUnavailableError(error)).toBe(true);
+    const { message } = error as Error;
+    expect(message).toMatch(/ferry_no_such_role/);
+    expect(message).toContain('password=***');
+    expect(message).not.toContain('Cl3arPw');
+  });
+
   it('rejects a URL it cannot parse with INVALID_OPTIONS, without quoting the password', async () => {
     const error = await rejection(createEventStore({ url: 'postgres://ferry:hunter22@[bad/test' }));
     expect(isInvalidOptionsError(error)).toBe(true);

@@ -4,7 +4,7 @@ import { isStoreUnavailableError, StoreUnavailableError } from '../eventstore/er
 import { MemoryEventStoreBackend } from '../eventstore/memory/memory-backend.js';
 import { EventStore } from '../eventstore/store.js';
 import type { Logger } from '../logging/logger.js';
-import { redactUrl } from '../url/redact-url.js';
+import { redactUrl, urlSecrets } from '../url/redact-url.js';
 import type { PostgresUrlOptions } from './postgres-url-options.js';
 
 /** Options of {@link createEventStore}. Give a `url` or a `backend`. */
@@ -55,22 +55,11 @@ export async function createEventStore(options: CreateEventStoreOptions): Promis
   return new EventStore(backend, options.logger === undefined ? {} : { logger: options.logger });
 }
 
-/** `text` with the URL's password, if any, replaced by `***`, in case the driver quoted it. */
+/** `text` with the URL's secrets (password, secret query parameters) replaced by `***`, in case the driver quoted them. */
 function masked(text: string, url: string | undefined): string {
   if (url === undefined) return text;
-  let password = '';
-  try {
-    password = new URL(url).password;
-  } catch {
-    return text;
-  }
-  if (password === '') return text;
-  let out = text.replaceAll(password, '***');
-  try {
-    out = out.replaceAll(decodeURIComponent(password), '***');
-  } catch {
-    // A malformed escape: the raw form is masked already.
-  }
+  let out = text;
+  for (const secret of urlSecrets(url)) out = out.replaceAll(secret, '***');
   return out;
 }
 

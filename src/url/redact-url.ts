@@ -1,8 +1,19 @@
 /**
- * Masks the password of a URL so it can appear in logs and errors. Works on text that does not parse
- * as a URL too (`user:secret@host` without a scheme), since that is exactly what a typo produces.
+ * Query parameters whose values are secrets (`?password=`, which pg reads as the password,
+ * `?token=`, `?api_key=`…): masked like the password of the authority.
+ */
+const SECRET_PARAMETER = /([?&][^=&#]*(?:pass|pwd|secret|token|key)[^=&#]*=)([^&#]*)/gi;
+
+/**
+ * Masks the password of a URL so it can appear in logs and errors, and the values of query
+ * parameters that hold secrets ({@link SECRET_PARAMETER}). Works on text that does not parse as a URL
+ * too (`user:secret@host` without a scheme), since that is exactly what a typo produces.
  */
 export function redactUrl(url: string): string {
+  return redactAuthority(url).replace(SECRET_PARAMETER, (_, name: string) => `${name}***`);
+}
+
+function redactAuthority(url: string): string {
   const scheme = url.indexOf('://');
   const authority = scheme >= 0 ? scheme + 3 : 0;
   const at = url.indexOf('@', authority);
@@ -10,4 +21,32 @@ export function redactUrl(url: string): string {
   const colon = url.indexOf(':', authority);
   if (colon < 0 || colon > at) return url;
   return `${url.slice(0, colon)}:***${url.slice(url.lastIndexOf('@'))}`;
+}
+
+/**
+ * The secrets a URL carries (its password and the values of its secret query parameters), raw and
+ * percent-decoded: what to mask in a driver's message that may quote them.
+ */
+export function urlSecrets(url: string): string[] {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return [];
+  }
+  const raw = [parsed.password];
+  for (const match of parsed.search.matchAll(SECRET_PARAMETER)) raw.push(match[2] ?? '');
+  const secrets = new Set<string>();
+  for (const secret of raw) {
+    if (secret === '') continue;
+    secrets.add(secret);
+    try {
+      secrets.add(decodeURIComponent(secret.replaceAll('+', ' ')));
+      secrets.add(decodeURIComponent(secret));
+    } catch {
+      // A malformed escape: the raw form is masked.
+    }
+  }
+  // Longest first, so that a secret holding another is masked whole.
+  return [...secrets].filter((s) => s !== '').sort((a, b) => b.length - a.length);
 }
