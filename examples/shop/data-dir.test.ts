@@ -159,3 +159,23 @@ describe('a data folder on a full disk', () => {
     }
   });
 });
+
+describe('a data folder on a disk with little room left', () => {
+  it('is refused naming the variable and the space when under the minimum asked, taken otherwise', async () => {
+    const dir = await dataDir();
+    // 1 MiB: a byte fits, the shop's SQLite files and their logs do not.
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', dir]);
+    try {
+      await expect(usableDataDir(dir, { minFreeBytes: 32 * 1024 * 1024 })).rejects.toThrow(
+        new SettingsError(
+          `FERRY_DATA_DIR ${dir} cannot be used: its disk has 1.0 MiB free, the shop needs at least 32 MiB`,
+        ),
+      );
+      await expect(usableDataDir(dir, { minFreeBytes: 512 * 1024 })).resolves.toBeUndefined();
+      await expect(usableDataDir(dir)).resolves.toBeUndefined();
+      expect(await readdir(dir)).toEqual([]);
+    } finally {
+      execFileSync('umount', [dir]);
+    }
+  });
+});

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { lstat, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, readFile, rm, stat, statfs, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { SettingsError } from './settings.js';
 
@@ -10,7 +10,13 @@ import { SettingsError } from './settings.js';
  * before any service opens a SQLite file there (whose own error names neither the variable nor
  * the folder, and which a supervisor would restart forever).
  */
-export async function usableDataDir(dir: string): Promise<void> {
+export async function usableDataDir(
+  dir: string,
+  options: {
+    /** Refused with less free space than this for an unprivileged process (`statfs`). @default 0 */
+    readonly minFreeBytes?: number;
+  } = {},
+): Promise<void> {
   try {
     await makeDataDir(dir);
     if (!(await stat(dir)).isDirectory()) throw new Error('it is not a folder');
@@ -21,10 +27,18 @@ export async function usableDataDir(dir: string): Promise<void> {
     } finally {
       await rm(probe, { force: true }).catch(() => {});
     }
+    const min = options.minFreeBytes ?? 0;
+    if (min > 0) {
+      const { bavail, bsize } = await statfs(dir);
+      const free = bavail * bsize;
+      if (free < min) throw new Error(`its disk has ${mib(free)} free, the shop needs at least ${mib(min)}`);
+    }
   } catch (error) {
     throw new SettingsError(`FERRY_DATA_DIR ${dir} cannot be used: ${withoutErrorCode(error)}`);
   }
 }
+
+const mib = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(bytes < 10 * 1024 * 1024 ? 1 : 0)} MiB`;
 
 /**
  * Makes `dir` and its missing parents, from the nearest one that exists down. Not Node's recursive

@@ -43,11 +43,16 @@ export interface EmbeddedShop {
   close(): Promise<void>;
 }
 
+/** Free space the data folder's disk must have for the shop to start. */
+export const MIN_FREE_BYTES = 32 * 1024 * 1024;
+
 /** Services in start order: a service's callees before it, the gateway last. */
 const START_ORDER: readonly ServiceName[] = ['payment-provider', 'users', 'inventory', 'orders', 'payments'];
 
 export async function startEmbeddedShop(options: EmbeddedShopOptions): Promise<EmbeddedShop> {
-  await usableDataDir(options.dataDir);
+  // Room for the services' SQLite files and their write-ahead logs: with less, one of them fails
+  // while the shop starts ("database or disk is full", "disk I/O error"), the variable unnamed.
+  await usableDataDir(options.dataDir, { minFreeBytes: MIN_FREE_BYTES });
   const unlock = await lockDataDir(options.dataDir);
   let token: string;
   let source: AdminTokenSource;

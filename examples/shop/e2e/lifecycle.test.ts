@@ -3,7 +3,7 @@
  * ran the script in, not the shop), stopped with orders in flight, and refusing a configuration it
  * cannot use with one line and exit code 2 instead of being restarted forever.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { chmod, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
@@ -217,6 +217,24 @@ describe('the embedded shop, given a data folder it cannot use', () => {
     },
     60_000,
   );
+});
+
+describe('the embedded shop, given a data folder on a disk with 1 MiB free', () => {
+  it('stops at once with code 2 and one line naming FERRY_DATA_DIR and the space, leaving no file there', async () => {
+    const dir = await tempDir();
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', dir]);
+    try {
+      const [port] = (await freePorts(1)) as [number];
+      const main = shop('main.ts', cleanEnv({ FERRY_DATA_DIR: dir, PORT: String(port) }));
+      expect(await main.exit, main.output()).toBe(2);
+      expect(main.output().trim().split('\n')).toEqual([
+        `The shop could not start: FERRY_DATA_DIR ${dir} cannot be used: its disk has 1.0 MiB free, the shop needs at least 32 MiB`,
+      ]);
+      expect(await readdir(dir)).toEqual([]);
+    } finally {
+      execFileSync('umount', [dir]);
+    }
+  }, 60_000);
 });
 
 describe('the embedded shop, given an admin-token that is a folder', () => {
