@@ -17,7 +17,7 @@ import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { freePorts } from '../supervisor/free-port.js';
 import { chaosCatalog, expectEverythingAddsUp, placeOrders } from './chaos-kit.js';
-import { ShopClient } from './shop-client.js';
+import { type Answer, ShopClient } from './shop-client.js';
 import { sqliteStoredOrders } from './shops.js';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
@@ -235,6 +235,80 @@ describe('the embedded shop, given a data folder on a disk with 1 MiB free', () 
       execFileSync('umount', [dir]);
     }
   }, 60_000);
+});
+
+describe('the embedded shop, when its disk fills while it runs', () => {
+  it('answers 507 STORAGE_FULL (then 503 "failing" once the gateway stops calling), never a 201 for an order it did not keep; takes orders again once there is room', async () => {
+    const dir = await tempDir();
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=40m', 'tmpfs', dir]);
+    let running: Launched | undefined;
+    try {
+      const [port] = (await freePorts(1)) as [number];
+      running = shop('main.ts', cleanEnv({ FERRY_DATA_DIR: dir, PORT: String(port) }));
+      await untilHealthy(running, port, 60_000);
+      const client = new ShopClient(`http://127.0.0.1:${port}`, TOKEN);
+      const user = await client.createUser();
+      const order = (key: string) =>
+        client.call<{ id: string; code?: string; detail?: string }>(
+          'POST',
+          '/orders',
+          { userId: user.id, items: [{ productId: 'green-tea', quantity: 1 }] },
+          { 'idempotency-key': key },
+        );
+      expect((await order('before')).status).toBe(201);
+      // Fills the disk (dd stops at ENOSPC).
+      try {
+        execFileSync('dd', ['if=/dev/zero', `of=${join(dir, 'filler')}`, 'bs=64k'], { stdio: 'ignore' });
+      } catch {
+        // No space left on device: what it was for.
+      }
+      const statuses: number[] = [];
+      const answers: { status: number; code?: string | undefined; detail?: string | undefined }[] = [];
+      for (let i = 0; i < 30; i++) {
+        const answer = await order(`full-${i}`);
+        statuses.push(answer.status);
+        answers.push({ status: answer.status, code: answer.body.code, detail: answer.body.detail });
+      }
+      expect(statuses).not.toContain(201);
+      expect(statuses).not.toContain(500);
+      expect(answers[0]).toMatchObject({ status: 507, code: 'STORAGE_FULL' });
+      for (const answer of answers) {
+        if (answer.status === 507) expect(answer.code).toBe('STORAGE_FULL');
+        else {
+          expect(answer.status).toBe(503);
+          expect(answer.detail).toMatch(/orders service is failing just now/);
+        }
+      }
+
+      await rm(join(dir, 'filler'));
+      // Room again: the breaker closes within its reset time, the same keys place their orders.
+      let placed: Answer | undefined;
+      await waitFor(
+        async () => {
+          placed = await order('full-0');
+          if (placed.status === 201) return true;
+          await new Promise((resolve) => setTimeout(resolve, 250));
+          return false;
+        },
+        () => `an order to be taken once the disk has room; last answer ${JSON.stringify(placed)}`,
+        20_000,
+      );
+      const ids = [(placed as Answer<{ id: string }>).body.id];
+      for (let i = 1; i < 30; i++) {
+        const again = await order(`full-${i}`);
+        expect(again.status).toBe(201);
+        ids.push((again.body as { id: string }).id);
+      }
+      expect(new Set(ids).size).toBe(30);
+      for (const id of ids) expect((await client.settled(id)).status).toBe('confirmed');
+      running.child.kill('SIGTERM');
+      expect(await running.exit).toBe(0);
+    } finally {
+      running?.child.kill('SIGKILL');
+      await running?.exit;
+      execFileSync('umount', ['-l', dir]);
+    }
+  }, 180_000);
 });
 
 describe('the embedded shop, given an admin-token that is a folder', () => {

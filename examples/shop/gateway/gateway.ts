@@ -19,6 +19,7 @@ import Fastify, { type FastifyReply, type FastifyRequest } from 'fastify';
 import {
   createHealth,
   HttpProblemError,
+  isCircuitOpenError,
   isFerryError,
   isHttpError,
   type Logger,
@@ -167,7 +168,9 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
         });
       }
       throw new HttpProblemError(503, 'Service unavailable', {
-        detail: `The ${upstream.name} service cannot be reached just now; try again.`,
+        detail: isCircuitOpenError(error)
+          ? `The ${upstream.name} service is failing just now (its last answers were errors); try again shortly.`
+          : `The ${upstream.name} service cannot be reached just now; try again.`,
         headers: { 'retry-after': '1', ...named },
         cause: error,
       });
@@ -288,6 +291,7 @@ const READY_TIMEOUT_MS = 1000;
 function notReady(error: unknown): string {
   if (isHttpError(error)) return `answered ${error.status}`;
   if (isFerryError(error) && error.code === 'TIMEOUT') return `did not answer within ${READY_TIMEOUT_MS} ms`;
+  if (isCircuitOpenError(error)) return 'failing: its last answers were errors';
   return 'cannot be reached';
 }
 

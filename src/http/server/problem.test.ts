@@ -222,6 +222,35 @@ describe('problem documents', () => {
     expect(logger.entries).toHaveLength(1);
   });
 
+  it('answers 507 STORAGE_FULL for a write that failed for want of room, as the error or a cause of it, and logs it', () => {
+    const req = { method: 'POST', path: '/orders', context: { correlationId: 'c9' } };
+    const sqliteFull = Object.assign(new Error('database or disk is full'), { code: 'SQLITE_FULL' });
+    const pgFull = Object.assign(new Error('could not extend file'), { code: '53100' });
+    const noSpace = Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+    for (const error of [sqliteFull, noSpace, new Error('append failed', { cause: pgFull })]) {
+      const logger = new RecordingLogger();
+      const answer = problemFromError(error, req, { logger });
+      expect(answer.status).toBe(507);
+      expect(answer.problem).toEqual({
+        type: 'about:blank',
+        title: 'Insufficient Storage',
+        status: 507,
+        detail: 'The server has no room left to store what this request needs; try again later.',
+        code: 'STORAGE_FULL',
+        instance: '/orders',
+        correlationId: 'c9',
+      });
+      expect(logger.entries.map((e) => e.message)).toEqual(['storage full while serving a request']);
+      expect(String(logger.entries[0]?.fields?.error)).toMatch(/full|ENOSPC|append failed/);
+    }
+    // Other codes, and causes past a few levels, are not taken for it.
+    const busy = Object.assign(new Error('database is locked'), { code: 'SQLITE_BUSY' });
+    expect(problemFromError(busy, req, { logger: new RecordingLogger() }).status).toBe(500);
+    let deep: Error = sqliteFull;
+    for (let i = 0; i < 5; i++) deep = new Error('wrapped', { cause: deep });
+    expect(problemFromError(deep, req, { logger: new RecordingLogger() }).status).toBe(500);
+  });
+
   it('logs the cause of a 5xx HttpProblemError, and nothing for one without a cause or a 4xx', () => {
     const logger = new RecordingLogger();
     const req = { method: 'POST', path: '/orders', context: { correlationId: 'c2' } };

@@ -203,7 +203,8 @@ const CLIENT_CLOSED_REQUEST = 499;
 /**
  * Maps an error to the problem sent to the client: {@link HttpProblemError} as it says,
  * {@link RequestValidationError} to 400 with `errors: [{ path, message }]`, a passed deadline to 504,
- * anything else to 500 with a generic title. The message and stack of an unexpected error never
+ * a write that failed for want of room (SQLite `SQLITE_FULL`, `ENOSPC`, PostgreSQL `53100`, as the
+ * error or a cause of it) to 507 `STORAGE_FULL`, anything else to 500 with a generic title. The message and stack of an unexpected error never
  * reach the client; they are logged with the correlation id instead.
  */
 export function problemFromError(
@@ -262,8 +263,39 @@ export function problemFromError(
     report('a dependency failed while serving a request', { error: describe(error).error });
     return dependency;
   }
+  if (isStorageFull(error)) {
+    report('storage full while serving a request', describe(error));
+    return respond(
+      problem(507, undefined, {
+        ...extra,
+        code: 'STORAGE_FULL',
+        detail: 'The server has no room left to store what this request needs; try again later.',
+      }),
+    );
+  }
   report('unexpected error while serving a request', describe(error));
   return respond(problem(500, 'Internal Server Error', extra));
+}
+
+/**
+ * Codes that say a write failed for want of room: SQLite's `SQLITE_FULL` (better-sqlite3's
+ * `code`), the file system's `ENOSPC` and `EDQUOT`, PostgreSQL's `53100` (disk_full).
+ */
+const STORAGE_FULL_CODES = new Set(['SQLITE_FULL', 'ENOSPC', 'EDQUOT', '53100']);
+
+/** `error`, or one of its causes (a few deep), failed for want of room on the disk. */
+function isStorageFull(error: unknown): boolean {
+  let current = error;
+  for (let depth = 0; depth < 5 && typeof current === 'object' && current !== null; depth++) {
+    try {
+      const { code, cause } = current as { code?: unknown; cause?: unknown };
+      if (typeof code === 'string' && STORAGE_FULL_CODES.has(code)) return true;
+      current = cause;
+    } catch {
+      return false; // A hostile getter: not ours to read further.
+    }
+  }
+  return false;
 }
 
 /**
