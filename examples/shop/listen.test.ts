@@ -104,4 +104,31 @@ describe('listen', () => {
     expect(text).toMatch(/^HTTP\/1\.1 200 /);
     expect(text).toContain('{"placed":{"a":1}}');
   });
+
+  it('sends, at close, the answers to every request pipelined on a connection whose handler ran', async () => {
+    const app = Fastify();
+    const handled: number[] = [];
+    app.post<{ Body: { n: number } }>('/orders', async (request) => {
+      await sleep(200 - request.body.n * 100); // the second ends first: its answer waits for the first's
+      handled.push(request.body.n);
+      return { placed: request.body.n };
+    });
+    const url = await listen(app);
+    const socket = connect(Number(new URL(url).port), '127.0.0.1');
+    await once(socket, 'connect');
+    const received: Buffer[] = [];
+    socket.on('data', (chunk: Buffer) => received.push(chunk));
+    const post = (n: number) =>
+      `POST /orders HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: 7\r\n\r\n{"n":${n}}`;
+    socket.write(post(1) + post(2));
+    await sleep(50);
+    await app.close();
+    if (!socket.destroyed) await once(socket, 'close');
+    const text = Buffer.concat(received).toString('utf8');
+    expect(handled.sort()).toEqual([1, 2]);
+    // Both answers, in order (then the connection is closed).
+    expect(text.match(/HTTP\/1\.1 200 /g)).toHaveLength(2);
+    expect(text.indexOf('{"placed":1}')).toBeLessThan(text.indexOf('{"placed":2}'));
+    expect(text.indexOf('{"placed":1}')).toBeGreaterThan(0);
+  });
 });

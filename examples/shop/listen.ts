@@ -1,4 +1,4 @@
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 
@@ -23,31 +23,32 @@ export const BODY_GRACE_MS = 1000;
  * Fastify) nor a silent client's: Node's `server.close()` closes the connections idle at that
  * moment, but one whose answer was still on its way stays open until its client lets go, and one
  * that has sent nothing yet, or part of a request, until its client sends the rest. So, from the
- * moment the app closes, each answer says `Connection: close`, and every 100 ms the connections with
- * no request being handled are closed: idle ones, ones that have not sent a whole request head, and
+ * moment the app closes, the last answer on each connection says `Connection: close` (one pipelined
+ * behind it keeps it open), and every 100 ms the connections with no request being handled are closed: idle ones, ones that have not sent a whole request head, and
  * ones whose request body has not all arrived {@link BODY_GRACE_MS} after the close began.
  */
 export async function listen(app: FastifyInstance, options: ListenOptions = {}): Promise<string> {
   const host = options.host ?? '127.0.0.1';
-  // Each open connection, with the request it carries until that request's answer is out.
-  const connections = new Map<Socket, IncomingMessage | undefined>();
+  // Each open connection, with its requests whose answers are not out yet (several when a client
+  // pipelines them: Node runs their handlers at once and sends their answers in order).
+  const connections = new Map<Socket, Set<IncomingMessage>>();
   app.server.on('connection', (socket: Socket) => {
-    connections.set(socket, undefined);
+    connections.set(socket, new Set());
     socket.once('close', () => connections.delete(socket));
   });
-  app.server.on('request', (request: IncomingMessage, response) => {
-    const socket = request.socket;
-    if (!connections.has(socket)) return;
-    connections.set(socket, request);
-    response.once('finish', () => {
-      if (connections.get(socket) === request && !socket.destroyed) connections.set(socket, undefined);
-    });
+  app.server.on('request', (request: IncomingMessage, response: ServerResponse) => {
+    const pending = connections.get(request.socket);
+    if (pending === undefined) return;
+    pending.add(request);
+    response.once('close', () => pending.delete(request));
   });
   let sweep: NodeJS.Timeout | undefined;
   const cutUnhandled = (since: number) => {
     const bodyLate = Date.now() - since >= BODY_GRACE_MS;
-    for (const [socket, request] of connections) {
-      if (request === undefined || (!request.complete && bodyLate)) socket.destroy();
+    for (const [socket, pending] of connections) {
+      if (pending.size === 0 || (bodyLate && [...pending].every((request) => !request.complete))) {
+        socket.destroy();
+      }
     }
   };
   app.addHook('preClose', async () => {
@@ -56,8 +57,12 @@ export async function listen(app: FastifyInstance, options: ListenOptions = {}):
     sweep = setInterval(() => cutUnhandled(since), IDLE_SWEEP_MS);
     sweep.unref();
   });
-  app.addHook('onSend', async (_request, reply) => {
-    if (sweep !== undefined) reply.header('connection', 'close');
+  app.addHook('onSend', async (request, reply) => {
+    if (sweep === undefined) return;
+    // Only the last answer on its connection says `close`: Node ends the connection after an answer
+    // that does, and an answer to a request pipelined behind it, whose handler ran, would be lost.
+    const pending = connections.get(request.raw.socket);
+    if (pending === undefined || pending.size <= 1) reply.header('connection', 'close');
   });
   app.addHook('onClose', async () => {
     clearInterval(sweep);
