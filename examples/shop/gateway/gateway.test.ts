@@ -191,7 +191,7 @@ describe('the gateway', () => {
     expect(((await refused.json()) as { detail: string }).detail).toMatch(/try again/);
   });
 
-  it("names the key it sent in a passed-on answer to a POST /orders that came without one (500 'Answer not recorded')", async () => {
+  it("names the key it made in every answer to a POST /orders that came without one: passed on (500 'Answer not recorded'), or its own refusal", async () => {
     const keys: (string | undefined)[] = [];
     const orders = createServer((req, res) => {
       keys.push(req.headers['idempotency-key'] as string | undefined);
@@ -243,6 +243,24 @@ describe('the gateway', () => {
     expect(keyed.headers.get('idempotency-key')).toBeNull();
     expect(keys.at(-1)).toBe(made);
     await keyed.arrayBuffer();
+    // The gateway's own refusals name a key too: every answer to a key-less POST /orders does.
+    const sentToOrders = keys.length;
+    for (const [body, type, status] of [
+      ['{"userId":', 'application/json', 400],
+      ['{"__proto__":{"x":1}}', 'application/json', 400],
+      ['userId=u', 'text/plain', 415],
+      [`{"pad":"${'x'.repeat(2 * 1024 * 1024)}"}`, 'application/json', 413],
+    ] as const) {
+      const refused = await fetch(`${gateway.url}/orders`, {
+        method: 'POST',
+        headers: { 'content-type': type },
+        body,
+      });
+      expect(refused.status, body.slice(0, 20)).toBe(status);
+      expect(refused.headers.get('idempotency-key'), body.slice(0, 20)).toMatch(/^[0-9a-f-]{36}$/);
+      await refused.arrayBuffer();
+    }
+    expect(keys).toHaveLength(sentToOrders);
   });
 
   it('refuses what is not JSON, malformed or too large itself: nothing reaches a service', async () => {

@@ -125,21 +125,19 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   };
   app.addContentTypeParser('application/json', { parseAs: 'buffer' }, parseJson);
 
+  /** The Idempotency-Key the gateway made for a request that came without one. */
+  const madeKeys = new WeakMap<FastifyRequest, string>();
+
   /** Forwards the request to `upstream` at `path` and answers with what it answered. */
   async function forward(
     upstream: Upstream,
     request: FastifyRequest,
     reply: FastifyReply,
     path: string,
-    init: { readonly authorization?: boolean; readonly keyed?: boolean } = {},
+    init: { readonly authorization?: boolean } = {},
   ): Promise<FastifyReply> {
-    const sent = request.headers['idempotency-key'];
-    // A service that honours keys always gets one. One the gateway made is named in its answer
-    // (whatever the answer), so that a client that sent none can still send the request again
-    // with it after a 504 or a 5xx, and learn its outcome instead of placing a second order.
-    const made = init.keyed === true && typeof sent !== 'string' ? randomUUID() : undefined;
-    const key = made ?? sent;
-    const named: Record<string, string> = made === undefined ? {} : { 'idempotency-key': made };
+    const made = madeKeys.get(request);
+    const key = made ?? request.headers['idempotency-key'];
     const headers: Record<string, string> = {};
     if (init.authorization === true && request.headers.authorization !== undefined) {
       headers.authorization = request.headers.authorization;
@@ -163,7 +161,6 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       if (request.method !== 'GET' && !nothingWasSent(error)) {
         throw new HttpProblemError(504, 'Gateway Timeout', {
           detail: `The ${upstream.name} service did not answer in time: the request may have been carried out. Send it again with the same Idempotency-Key${made === undefined ? '' : ' (the one this answer names: you sent none)'} to get its outcome, or look it up before trying again.`,
-          headers: named,
           cause: error,
         });
       }
@@ -171,12 +168,11 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
         detail: isCircuitOpenError(error)
           ? `The ${upstream.name} service is failing just now (its last answers were errors); try again shortly.`
           : `The ${upstream.name} service cannot be reached just now; try again.`,
-        headers: { 'retry-after': '1', ...named },
+        headers: { 'retry-after': '1' },
         cause: error,
       });
     }
     reply.code(response.status);
-    if (made !== undefined) reply.header('idempotency-key', made);
     for (const name of PASSED_HEADERS) {
       const value = response.headers[name];
       if (typeof value === 'string') reply.header(name, value);
@@ -200,8 +196,22 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   app.get('/products/:id', (request, reply) =>
     forward(upstreams.inventory, request, reply, `/products/${id(request)}`),
   );
-  app.post('/orders', (request, reply) =>
-    forward(upstreams.orders, request, reply, '/orders', { keyed: true }),
+  // Orders honours keys, so it always gets one: one the gateway made (the client sent none) is named
+  // in every answer to the request, its own refusals (400, 413, 415) included, so that a client
+  // can send the order again with it after a 504 or a 5xx and learn its outcome instead of placing
+  // a second one.
+  app.post(
+    '/orders',
+    {
+      onRequest: async (request) => {
+        if (typeof request.headers['idempotency-key'] !== 'string') madeKeys.set(request, randomUUID());
+      },
+      onSend: async (request, reply) => {
+        const made = madeKeys.get(request);
+        if (made !== undefined) reply.header('idempotency-key', made);
+      },
+    },
+    (request, reply) => forward(upstreams.orders, request, reply, '/orders'),
   );
   app.get('/orders/:id', (request, reply) =>
     forward(upstreams.orders, request, reply, `/orders/${id(request)}`),
