@@ -65,6 +65,23 @@ describe('readDistributedSettings', () => {
   });
 });
 
+describe('a variable set to the empty string', () => {
+  it('counts as unset, for every setting: its default applies', () => {
+    const empty = {
+      PORT: '',
+      FERRY_DATA_DIR: '',
+      FERRY_BUS_URL: '',
+      FERRY_DB_URL: '',
+      FERRY_ADMIN_TOKEN: '',
+      LOG_LEVEL: '',
+      SHOP_ORDER_TIMEOUT_MS: '',
+      SHOP_PAYMENT_GIVE_UP_MS: '',
+    };
+    expect(readSettings(empty)).toEqual(readSettings({}));
+    expect(readDistributedSettings(empty)).toEqual(readDistributedSettings({}));
+  });
+});
+
 describe('readSettings', () => {
   it('takes an admin token a client can send back, and refuses one it cannot, never printing it', () => {
     expect(readSettings({ FERRY_ADMIN_TOKEN: 'tok_9f8A-._~+/=' }).adminToken).toBe('tok_9f8A-._~+/=');
