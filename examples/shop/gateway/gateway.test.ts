@@ -145,8 +145,8 @@ describe('the gateway', () => {
     const gone = 'http://127.0.0.1:1';
     const gateway = await startGateway({
       services: {
-        users: [gone],
-        inventory: [slowUrl],
+        users: [slowUrl],
+        inventory: [gone],
         orders: [slowUrl],
         payments: [gone],
         paymentProvider: gone,
@@ -186,7 +186,23 @@ describe('the gateway', () => {
     expect(keyed.status).toBe(504);
     expect(keyed.headers.get('idempotency-key')).toBeNull();
     expect(keys.at(-1)).toBe('client-key-1');
-    const refused = await post('/users');
+    expect(((await keyed.json()) as { detail: string }).detail).toMatch(
+      /Send it again with the same Idempotency-Key to get its outcome/,
+    );
+    // Each route says what a client may do next: only orders honours an Idempotency-Key.
+    const cancel = await fetch(`${gateway.url}/orders/0b7e6f5c-1c1a-4d0e-9d7e-3d2f1a0b9c8d/cancel`, {
+      method: 'POST',
+    });
+    expect(cancel.status).toBe(504);
+    const cancelDetail = ((await cancel.json()) as { detail: string }).detail;
+    expect(cancelDetail).toMatch(/Asking again is harmless\.$/);
+    expect(cancelDetail).not.toMatch(/Idempotency-Key/);
+    const user = await post('/users');
+    expect(user.status).toBe(504);
+    expect(((await user.json()) as { detail: string }).detail).toMatch(
+      /may have been carried out\. Sent again, it answers 409 if the user was registered\.$/,
+    );
+    const refused = await post('/products');
     expect(refused.status).toBe(503);
     expect(((await refused.json()) as { detail: string }).detail).toMatch(/try again/);
   });

@@ -134,7 +134,11 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     request: FastifyRequest,
     reply: FastifyReply,
     path: string,
-    init: { readonly authorization?: boolean } = {},
+    init: {
+      readonly authorization?: boolean;
+      /** What a client may do after a 504 to this route (the request may have been carried out). */
+      readonly afterTimeout?: string;
+    } = {},
   ): Promise<FastifyReply> {
     const made = madeKeys.get(request);
     const key = made ?? request.headers['idempotency-key'];
@@ -160,7 +164,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       // carried out (an order stored, and charged later): "try again" would invite a second one.
       if (request.method !== 'GET' && !nothingWasSent(error)) {
         throw new HttpProblemError(504, 'Gateway Timeout', {
-          detail: `The ${upstream.name} service did not answer in time: the request may have been carried out. Send it again with the same Idempotency-Key${made === undefined ? '' : ' (the one this answer names: you sent none)'} to get its outcome, or look it up before trying again.`,
+          detail: `The ${upstream.name} service did not answer in time: the request may have been carried out. ${init.afterTimeout ?? 'Look it up before sending it again.'}`,
           cause: error,
         });
       }
@@ -186,7 +190,11 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
 
   const id = (request: FastifyRequest) => encodeURIComponent((request.params as { id: string }).id);
 
-  app.post('/users', (request, reply) => forward(upstreams.users, request, reply, '/users'));
+  app.post('/users', (request, reply) =>
+    forward(upstreams.users, request, reply, '/users', {
+      afterTimeout: 'Sent again, it answers 409 if the user was registered.',
+    }),
+  );
   app.get('/users/:id', (request, reply) =>
     forward(upstreams.users, request, reply, `/users/${id(request)}`),
   );
@@ -211,7 +219,10 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
         if (made !== undefined) reply.header('idempotency-key', made);
       },
     },
-    (request, reply) => forward(upstreams.orders, request, reply, '/orders'),
+    (request, reply) =>
+      forward(upstreams.orders, request, reply, '/orders', {
+        afterTimeout: `Send it again with the same Idempotency-Key${madeKeys.has(request) ? ' (the one this answer names: you sent none)' : ''} to get its outcome, or look it up before trying again.`,
+      }),
   );
   app.get('/orders/:id', (request, reply) =>
     forward(upstreams.orders, request, reply, `/orders/${id(request)}`),
@@ -227,7 +238,9 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       else done(new HttpProblemError(415, undefined, { detail: 'Send no body, or JSON.' }));
     });
     noBody.post('/orders/:id/cancel', (request, reply) =>
-      forward(upstreams.orders, request, reply, `/orders/${id(request)}/cancel`),
+      forward(upstreams.orders, request, reply, `/orders/${id(request)}/cancel`, {
+        afterTimeout: 'Asking again is harmless.',
+      }),
     );
   });
 
@@ -239,7 +252,10 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   });
   app.put('/admin/faults/payment-provider', (request, reply) => {
     requireAdmin(request, options.adminToken);
-    return forward(upstreams.paymentProvider, request, reply, '/faults', admin);
+    return forward(upstreams.paymentProvider, request, reply, '/faults', {
+      ...admin,
+      afterTimeout: 'Setting it again is harmless.',
+    });
   });
   app.get('/admin/payment-provider/charges', (request, reply) => {
     requireAdmin(request, options.adminToken);
