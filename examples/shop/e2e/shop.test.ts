@@ -145,6 +145,14 @@ describe.each<Mode>(['embedded', 'distributed'])('the %s shop', (mode) => {
     });
   }, 120_000);
 
+  it('shows an order with the members of its items in the order the 201 had them, in both modes', async () => {
+    const user = await client.createUser();
+    const placed = await client.order(user.id, [{ productId: 'green-tea', quantity: 2 }]);
+    const text = await (await fetch(`${client.url}/orders/${placed.id}`)).text();
+    expect(text).toContain('"items":[{"productId":"green-tea","quantity":2,"price":450}]');
+    await client.settled(placed.id);
+  });
+
   it('replays a POST /orders with the same Idempotency-Key, and refuses the key with another body (422)', async () => {
     const user = await client.createUser();
     const key = { 'idempotency-key': randomUUID() };

@@ -206,7 +206,8 @@ async function readOrder(store: EventStore, id: string) {
   return {
     id,
     userId: state.userId,
-    items: state.items,
+    // Members in one order whatever the store: PostgreSQL's jsonb gives them back sorted its own way.
+    items: state.items.map(({ productId, quantity, price }) => ({ productId, quantity, price })),
     total: state.total,
     paymentMethod: state.paymentMethod,
     status: state.status,
