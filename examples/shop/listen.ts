@@ -24,8 +24,9 @@ export const BODY_GRACE_MS = 1000;
  * moment, but one whose answer was still on its way stays open until its client lets go, and one
  * that has sent nothing yet, or part of a request, until its client sends the rest. So, from the
  * moment the app closes, the last answer on each connection says `Connection: close` (one pipelined
- * behind it keeps it open), and every 100 ms the connections with no request being handled are closed: idle ones, ones that have not sent a whole request head, and
- * ones whose request body has not all arrived {@link BODY_GRACE_MS} after the close began.
+ * behind it keeps it open), and every 100 ms the connections with no request being handled are
+ * closed: idle ones, ones that have not sent a whole request head, and ones whose request body has
+ * not all arrived {@link BODY_GRACE_MS} after the close began.
  */
 export async function listen(app: FastifyInstance, options: ListenOptions = {}): Promise<string> {
   const host = options.host ?? '127.0.0.1';

@@ -275,7 +275,7 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
    */
   /** Refuses a write once its store is closing it (on every backend alike), or this outbox is closing. */
   #assertOpen(): void {
-    if (this.#store.refusing) throw new EventStoreClosedError();
+    this.#assertStoreOpen();
     if (this.#closing !== undefined) throw new OutboxClosedError();
   }
 

@@ -48,5 +48,5 @@ export function urlSecrets(url: string): string[] {
     }
   }
   // Longest first, so that a secret holding another is masked whole.
-  return [...secrets].filter((s) => s !== '').sort((a, b) => b.length - a.length);
+  return [...secrets].sort((a, b) => b.length - a.length);
 }

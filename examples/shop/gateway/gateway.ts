@@ -140,8 +140,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       readonly afterTimeout?: string;
     } = {},
   ): Promise<FastifyReply> {
-    const made = madeKeys.get(request);
-    const key = made ?? request.headers['idempotency-key'];
+    const key = madeKeys.get(request) ?? request.headers['idempotency-key'];
     const headers: Record<string, string> = {};
     if (init.authorization === true && request.headers.authorization !== undefined) {
       headers.authorization = request.headers.authorization;

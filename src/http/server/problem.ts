@@ -204,8 +204,9 @@ const CLIENT_CLOSED_REQUEST = 499;
  * Maps an error to the problem sent to the client: {@link HttpProblemError} as it says,
  * {@link RequestValidationError} to 400 with `errors: [{ path, message }]`, a passed deadline to 504,
  * a write that failed for want of room (SQLite `SQLITE_FULL`, `ENOSPC`, PostgreSQL `53100`, as the
- * error or a cause of it) to 507 `STORAGE_FULL`, anything else to 500 with a generic title. The message and stack of an unexpected error never
- * reach the client; they are logged with the correlation id instead.
+ * error or a cause of it) to 507 `STORAGE_FULL`, anything else to 500 with a generic title. The
+ * message and stack of an unexpected error never reach the client; they are logged with the
+ * correlation id instead.
  */
 export function problemFromError(
   error: unknown,
