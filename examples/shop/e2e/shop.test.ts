@@ -297,6 +297,12 @@ describe.each<Mode>(['embedded', 'distributed'])('the %s shop', (mode) => {
       ['a fractional quantity', { items: [{ productId: 'green-tea', quantity: 1.5 }] }, 400],
       ['a zero quantity', { items: [{ productId: 'green-tea', quantity: 0 }] }, 400],
       ['a negative quantity', { items: [{ productId: 'green-tea', quantity: -1 }] }, 400],
+      [
+        'a misspelled member (paymentmethod)',
+        { items: [{ productId: 'green-tea', quantity: 1 }], paymentmethod: 'tok_chargeDeclined' },
+        400,
+      ],
+      ['a price in an item', { items: [{ productId: 'green-tea', quantity: 1, price: 0.01 }] }, 400],
       ['an unknown product', { items: [{ productId: 'no-such-product', quantity: 1 }] }, 422],
       ['an unknown user', { userId: 'no-such-user', items: [{ productId: 'green-tea', quantity: 1 }] }, 422],
       [
@@ -388,6 +394,21 @@ describe.each<Mode>(['embedded', 'distributed'])('the %s shop', (mode) => {
         expect(answer.type, path).toContain('application/problem+json');
       }
       expect((await client.call('POST', `/orders/${randomUUID()}/cancel`)).status).toBe(404);
+    });
+
+    it('answers a route asked with a method it does not serve with 405 naming the methods in Allow', async () => {
+      for (const [method, path, allow] of [
+        ['GET', '/orders', 'POST'],
+        ['DELETE', `/orders/${randomUUID()}`, 'GET, HEAD'],
+        ['GET', `/orders/${randomUUID()}/cancel`, 'POST'],
+        ['PUT', '/users', 'POST'],
+        ['PATCH', '/admin/faults/payment-provider', 'GET, HEAD, PUT'],
+      ] as const) {
+        const answer = await fetch(`${client.url}${path}`, { method });
+        expect(answer.status, `${method} ${path}`).toBe(405);
+        expect(answer.headers.get('allow'), `${method} ${path}`).toBe(allow);
+        expect(answer.headers.get('content-type')).toContain('application/problem+json');
+      }
     });
 
     it('refuses users with text the store cannot keep, or nested 5000 levels deep, with 400; takes 1 MB bodies', async () => {

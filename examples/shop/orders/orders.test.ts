@@ -330,6 +330,12 @@ describe('orders service', () => {
       { userId: 'u-1', items: [{ productId: 'tea', quantity: -1 }] },
       { userId: 'u-1', items: [{ productId: 'tea', quantity: '2' }] },
       { userId: 'u-1', items: [{ productId: 'tea', quantity: 1 }], paymentMethod: 7 },
+      // A member the shop does not know, likely a misspelling: ignored, it would have charged the
+      // default card instead of the one meant, or set nothing the client thinks it set.
+      { userId: 'u-1', items: [{ productId: 'tea', quantity: 1 }], paymentmethod: 'tok_chargeDeclined' },
+      { userId: 'u-1', items: [{ productId: 'tea', quantity: 1 }], total: 0 },
+      { userId: 'u-1', items: [{ productId: 'tea', quantity: 1, price: 0 }] },
+      { userId: 'u-1', items: [{ productId: 'tea', qty: 2, quantity: 1 }] },
       {
         userId: 'u-1',
         items: [
@@ -377,6 +383,24 @@ describe('orders service', () => {
     expect(xml.headers.get('content-type')).toMatch(/^application\/problem\+json/);
     const huge = await call(shop, 'POST', '/orders', { ...order(), pad: 'x'.repeat(2_000_000) });
     expect(huge.status).toBe(413);
+    expect(await storedOrders(shop.store)).toBe(0);
+  });
+
+  it('refuses a member it does not know with 400 naming it: a misspelling charges nothing', async () => {
+    const shop = await startShop();
+    const typo = await call(shop, 'POST', '/orders', { ...order(), paymentmethod: 'tok_chargeDeclined' });
+    expect(typo.status).toBe(400);
+    expect(typo.body).toMatchObject({
+      errors: [{ path: 'body', message: 'Unrecognized key: "paymentmethod"' }],
+    });
+    const inItem = await call(shop, 'POST', '/orders', {
+      ...order(),
+      items: [{ productId: 'tea', quantity: 1, price: 0.01 }],
+    });
+    expect(inItem.status).toBe(400);
+    expect(inItem.body).toMatchObject({
+      errors: [{ path: 'body.items.0', message: 'Unrecognized key: "price"' }],
+    });
     expect(await storedOrders(shop.store)).toBe(0);
   });
 

@@ -46,10 +46,12 @@ export interface OrderRoutesDeps {
   readonly lookups: OrderLookups;
 }
 
-const PlaceOrder = z.object({
+// Strict: a member the shop does not know is refused, not ignored; a misspelled `paymentMethod`
+// would otherwise charge the default card, and a `price` or `total` look as if they had been taken.
+const PlaceOrder = z.strictObject({
   userId: printableText(200),
   items: z
-    .array(orderItem)
+    .array(z.strictObject(orderItem.shape))
     .min(1)
     .max(100)
     .refine((items) => new Set(items.map((i) => i.productId)).size === items.length, {

@@ -20,6 +20,7 @@ import {
   requestContextOptionsOf,
 } from './request-context.js';
 import { captureResponse } from './response-capture.js';
+import { RouteMethods } from './route-methods.js';
 
 export { ferryClientErrors } from './client-errors.js';
 export {
@@ -49,7 +50,10 @@ export interface FerryFastifyOptions extends RequestContextOptions, ProblemOptio
   };
   /** Register `GET <path>/live` and `GET <path>/ready`. @default off */
   readonly health?: HealthRouteOptions;
-  /** Answer unknown routes with a 404 problem (`setNotFoundHandler`). @default true */
+  /**
+   * Answer unknown routes with a problem (`setNotFoundHandler`): 405 with `Allow` when routes
+   * registered after this call serve the path under other methods, else 404. @default true
+   */
   readonly notFound?: boolean;
   /**
    * Answer what Node's HTTP parser refuses (431, 400, 408) with problems, through
@@ -134,11 +138,22 @@ export function ferryFastify(app: FastifyInstance, options: FerryFastifyOptions 
   });
 
   if (options.notFound ?? true) {
+    const routes = new RouteMethods({
+      caseSensitive: app.initialConfig.caseSensitive,
+      ignoreTrailingSlash: app.initialConfig.ignoreTrailingSlash,
+    });
+    app.addHook('onRoute', (route) => routes.add(route.url, route.method));
     app.setNotFoundHandler((request, reply) => {
+      const allowed = routes.allowed(request.raw.url ?? '/');
       sendProblem(
         reply,
         request,
-        new HttpProblemError(404, undefined, { detail: 'No such resource.' }),
+        allowed.length > 0 && !allowed.includes(request.method)
+          ? new HttpProblemError(405, undefined, {
+              detail: `This resource answers ${allowed.join(', ')}.`,
+              headers: { allow: allowed.join(', ') },
+            })
+          : new HttpProblemError(404, undefined, { detail: 'No such resource.' }),
         problemOptions,
       );
     });

@@ -218,6 +218,45 @@ describe('fastify framework errors', () => {
     expectProblem(await sendRaw(base, get('/tenants')), 500);
   });
 
+  it('answers a path served under other methods with 405 and Allow, an unknown one with 404', async () => {
+    const app = Fastify({ ...ferryFastifyOptions(), ignoreTrailingSlash: true });
+    ferryFastify(app, { logger: new RecordingLogger() });
+    app.post('/orders', async () => ({ ok: true }));
+    app.get('/orders/:id', async () => ({ ok: true }));
+    app.delete('/orders/:id', async () => ({ ok: true }));
+    await app.register(
+      async (child) => {
+        child.put('/faults', async () => ({ ok: true }));
+      },
+      { prefix: '/admin' },
+    );
+    const base = await listenFastify(app, closers);
+    const refused = await fetch(`${base}/orders?page=2`);
+    expect(refused.status).toBe(405);
+    expect(refused.headers.get('allow')).toBe('POST');
+    expect(refused.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+    expect(await refused.json()).toMatchObject({
+      status: 405,
+      title: 'Method Not Allowed',
+      detail: 'This resource answers POST.',
+      instance: '/orders',
+    });
+    const patch = await fetch(`${base}/orders/7/`, { method: 'PATCH' });
+    expect([patch.status, patch.headers.get('allow')]).toEqual([405, 'DELETE, GET, HEAD']);
+    const prefixed = await fetch(`${base}/admin/faults`);
+    expect([prefixed.status, prefixed.headers.get('allow')]).toEqual([405, 'PUT']);
+    // HEAD of a GET route is served; paths nothing serves stay 404 under any method.
+    expect((await fetch(`${base}/orders/7`, { method: 'HEAD' })).status).toBe(200);
+    for (const [method, path] of [
+      ['GET', '/nowhere'],
+      ['DELETE', '/orders/7/cancel'],
+      ['GET', '/admin'],
+    ] as const) {
+      const answer = await fetch(`${base}${path}`, { method });
+      expect([answer.status, answer.headers.get('allow')], `${method} ${path}`).toEqual([404, null]);
+    }
+  });
+
   it('answers an empty JSON body with 400', async () => {
     await start();
     const answer = await sendRaw(
