@@ -12,6 +12,9 @@ describe('pathPattern', () => {
     ['/orders/:id/cancel', '/orders/42/cancel', true],
     ['/orders/:id(^\\d+$)', '/orders/42', true],
     ['/flights/:from-:to', '/flights/lhr-jfk', true],
+    ['/flights/:from-:to', '/flights/lhr', false],
+    ['/v/:a.:b', '/v/1.2', true],
+    ['/v/:a]:b', '/v/1]2', true],
     ['/files/*', '/files/a/b/c', true],
     ['/files/*', '/file', false],
     ['/time::now', '/time:now', true],
@@ -19,6 +22,13 @@ describe('pathPattern', () => {
     ['/a+(b)', '/a+(b)', true],
   ])('%s matches %s: %s', (url, path, matches) => {
     expect(pathPattern(url).test(path)).toBe(matches);
+  });
+
+  it('ends a parameter at the character after it, so parameters sharing a segment never backtrack', () => {
+    // Lazy `[^/]+?` between four parameters backtracks over a long segment for minutes (a ReDoS on
+    // the 404 path); a class excluding the next literal cannot.
+    expect(pathPattern('/x/:a-:b-:c.:d').source).toBe('^\\/x\\/[^/\\-]+-[^/\\-]+-[^/.]+\\.[^/]+$');
+    expect(pathPattern('/x/:a-:b-:c.:d').test(`/x/${'-'.repeat(8000)}/`)).toBe(false);
   });
 
   it('ignores case when the router does', () => {

@@ -45,8 +45,9 @@ export class RouteMethods {
 }
 
 /**
- * A route URL as a regular expression over paths: `:name` (and `:name(regex)`) one non-empty
- * segment or part of one, `*` anything, `::` a literal colon, the rest literally.
+ * A route URL as a regular expression over paths: `:name` (and `:name(regex)`, its regex not
+ * checked) one non-empty segment or part of one, `*` anything, `::` a literal colon, the rest
+ * literally.
  */
 export function pathPattern(url: string, caseSensitive = true): RegExp {
   let source = '';
@@ -59,7 +60,13 @@ export function pathPattern(url: string, caseSensitive = true): RegExp {
       i++;
       while (i < url.length && /[\w$]/.test(url[i] as string)) i++;
       if (url[i] === '(') i = endOfGroup(url, i);
-      source += '[^/]+?';
+      // A parameter ends at the next slash, or at the literal character after it (`:from-:to`), as
+      // in the router: no backtracking between two parameters of one segment.
+      const next = url[i];
+      source +=
+        next === undefined || next === '/' || next === ':' || next === '*'
+          ? '[^/]+'
+          : `[^/${next.replace(/[\]\\^-]/g, '\\$&')}]+`;
     } else if (char === '*') {
       source += '.*';
       i++;
