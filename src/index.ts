@@ -389,5 +389,6 @@ export {
   type VirtualClockOptions,
   VirtualClockRunawayError,
 } from './time/clock.js';
+export { redactUrl } from './url/redact-url.js';
 export type { StandardSchemaV1 } from './validation/standard-schema.js';
 export type { ValidationIssue } from './validation/validation-issue.js';

@@ -9,7 +9,7 @@
  *   npm run start:distributed -- --instances payments=2 --instances orders=2
  */
 import { fileURLToPath } from 'node:url';
-import { type Logger, stderrLogger } from 'ferry';
+import { type Logger, redactUrl, stderrLogger } from 'ferry';
 import { lockDataDir, usableDataDir } from './data-dir.js';
 import { SERVICES, type ServiceName, type Topology } from './runtime.js';
 import {
@@ -17,7 +17,6 @@ import {
   checkPortUsable,
   readDistributedSettings,
   readSettings,
-  redact,
   SettingsError,
   shopLogger,
 } from './settings.js';
@@ -42,7 +41,7 @@ export interface DistributedShopOptions {
 
 export interface DistributedShop {
   readonly url: string;
-  /** The broker the services use (credentials in it: {@link redact} before printing). */
+  /** The broker the services use (credentials in it: `redactUrl` before printing). */
   readonly busUrl: string;
   readonly supervisor: Supervisor;
   readonly topology: Topology;
@@ -86,7 +85,7 @@ async function spawnServices(
   unlock: () => Promise<void>,
 ): Promise<DistributedShop> {
   const log = options.logger ?? stderrLogger;
-  log.info(`bus ${redact(busUrl)}, database ${redact(dbUrl)}`);
+  log.info(`bus ${redactUrl(busUrl)}, database ${redactUrl(dbUrl)}`);
 
   const counts: Record<ServiceName, number> = { ...instances, gateway: 1, 'payment-provider': 1 };
   const ports = new Map<ServiceName, number[]>();
@@ -183,7 +182,7 @@ async function main(): Promise<void> {
   }
   const url = shop.url.replace('127.0.0.1', 'localhost');
   process.stdout.write(
-    `\nFerry shop (distributed) is ready at ${url}: ${shop.supervisor.status().length} processes, bus ${redact(shop.busUrl)}\n` +
+    `\nFerry shop (distributed) is ready at ${url}: ${shop.supervisor.status().length} processes, bus ${redactUrl(shop.busUrl)}\n` +
       `  Try: curl -s ${url}/health\n  Ctrl-C stops every service.\n\n`,
   );
 }

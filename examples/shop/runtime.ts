@@ -14,6 +14,7 @@ import {
   type EventStore,
   type Logger,
   type Outbox,
+  redactUrl,
 } from 'ferry';
 import { CATALOG } from './catalog.js';
 import { type ShopContracts, shopContracts } from './contracts.js';
@@ -25,7 +26,6 @@ import { serviceLookups } from './orders/lookups.js';
 import { startOrdersService } from './orders/service.js';
 import { startPaymentProvider } from './payment-provider/provider.js';
 import { startPaymentsService } from './payments/payments-service.js';
-import { redact } from './settings.js';
 import { Upstream } from './upstream.js';
 import { startUsersService } from './users/service.js';
 
@@ -114,7 +114,7 @@ interface Plumbing {
 async function plumbing(service: string, settings: ServiceSettings): Promise<Plumbing> {
   const { infrastructure, logger } = settings;
   const url = storeUrl(infrastructure, service);
-  logger.info(`opening the event store at ${redact(url)}`);
+  logger.info(`opening the event store at ${redactUrl(url)}`);
   const store = await createEventStore({ url, logger });
   let bus: Bus<ShopContracts> | undefined;
   try {

@@ -54,10 +54,14 @@ describe('readDistributedSettings', () => {
 
   it('refuses a bus or database URL of another scheme, or none, without printing its password', () => {
     expect(refusal({ FERRY_BUS_URL: 'http://guest:s3cret@127.0.0.1:5672' })).toBe(
-      'FERRY_BUS_URL must be a URL starting with amqp:// or amqps://, not http://guest:***@127.0.0.1:5672/',
+      'FERRY_BUS_URL must be a URL starting with amqp:// or amqps://, not http://guest:***@127.0.0.1:5672',
     );
     expect(refusal({ FERRY_DB_URL: 'mysql://root:s3cret@db/shop' })).toBe(
       'FERRY_DB_URL must be a URL starting with postgres:// or postgresql://, not mysql://root:***@db/shop',
+    );
+    // Secrets in the query too, whatever the parameter is called (pg reads ?password=, some ?pwd=).
+    expect(refusal({ FERRY_DB_URL: 'mysql://db/shop?pwd=s3cret&sslmode=require&api_key=k3y' })).toBe(
+      'FERRY_DB_URL must be a URL starting with postgres:// or postgresql://, not mysql://db/shop?pwd=***&sslmode=require&api_key=***',
     );
     expect(refusal({ FERRY_DB_URL: 's3cret@localhost' })).toBe(
       'FERRY_DB_URL must be a URL starting with postgres:// or postgresql://, not something unparseable',

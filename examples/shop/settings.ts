@@ -12,10 +12,10 @@
  *
  * A value the shop cannot use stops it at once with a {@link SettingsError} naming the variable, and
  * exit code {@link CONFIGURATION_ERROR_EXIT_CODE}. Credentials in the URLs never reach a log line:
- * {@link redact} masks them.
+ * `redactUrl` masks them.
  */
 import { resolve } from 'node:path';
-import type { Logger } from 'ferry';
+import { type Logger, redactUrl } from 'ferry';
 import { isPortFree } from './supervisor/free-port.js';
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
@@ -134,24 +134,10 @@ function url(env: NodeJS.ProcessEnv, name: string, fallback: string, schemes: re
   }
   if (parsed === undefined || !schemes.includes(parsed.protocol)) {
     throw new SettingsError(
-      `${name} must be a URL starting with ${schemes.map((s) => `${s}//`).join(' or ')}, not ${parsed === undefined ? 'something unparseable' : redact(value)}`,
+      `${name} must be a URL starting with ${schemes.map((s) => `${s}//`).join(' or ')}, not ${parsed === undefined ? 'something unparseable' : redactUrl(value)}`,
     );
   }
   return value;
-}
-
-/** `url` with its password (and any token in the query) replaced by `***`, for log lines. */
-export function redact(url: string): string {
-  try {
-    const parsed = new URL(url);
-    if (parsed.password !== '') parsed.password = '***';
-    for (const key of [...parsed.searchParams.keys()]) {
-      if (/pass|secret|token|key/i.test(key)) parsed.searchParams.set(key, '***');
-    }
-    return parsed.toString();
-  } catch {
-    return '<unparseable URL>';
-  }
 }
 
 /** One line per entry on stderr, `time level [service] message`, at `level` and above. */
