@@ -5,6 +5,7 @@
  * confirmed order and none for a cancelled one; stock + reserved + sold = the starting stock.
  */
 import { afterEach, describe, expect, it } from 'vitest';
+import { isAlive } from '../supervisor/test-kit.js';
 import { chaosCatalog, expectEverythingAddsUp, placeOrders } from './chaos-kit.js';
 import { openShop, type ShopUnderTest } from './shops.js';
 
@@ -66,12 +67,3 @@ describe('the distributed shop under faults', () => {
     for (const pid of pids) expect(isAlive(pid), `pid ${pid}`).toBe(false);
   }, 300_000);
 });
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
