@@ -1,6 +1,8 @@
 import { once } from 'node:events';
 import { connect, type Socket } from 'node:net';
+import { PassThrough } from 'node:stream';
 import Fastify from 'fastify';
+import { ferryFastify, ferryFastifyOptions } from 'ferry/fastify';
 import { Agent, request } from 'undici';
 import { afterEach, describe, expect, it } from 'vitest';
 import { BODY_GRACE_MS, listen } from './listen.js';
@@ -131,4 +133,68 @@ describe('listen', () => {
     expect(text.indexOf('{"placed":1}')).toBeLessThan(text.indexOf('{"placed":2}'));
     expect(text.indexOf('{"placed":1}')).toBeGreaterThan(0);
   });
+
+  it.each([
+    ['Fastify as it comes', () => Fastify()],
+    [
+      'the services’ setup (ferryFastify)',
+      () => {
+        const app = Fastify({ ...ferryFastifyOptions() });
+        ferryFastify(app);
+        return app;
+      },
+    ],
+  ])(
+    'runs no handler for a request sent behind an answer marked close, while it is being written: %s',
+    async (_setup, make) => {
+      const app = make();
+      const handled: string[] = [];
+      let answerGate: () => void = () => {};
+      const gate = new Promise<void>((resolve) => {
+        answerGate = resolve;
+      });
+      app.get('/stream', async (_request, reply) => {
+        await gate;
+        // The body trickles: the answer, marked close, is still being written when the next request lands.
+        const body = new PassThrough();
+        body.write('first part;');
+        setTimeout(() => body.end('last part'), 400);
+        return reply.type('text/plain').send(body);
+      });
+      app.post('/orders', async () => {
+        handled.push('order');
+        return { placed: true };
+      });
+      const url = await listen(app);
+      const socket = connect(Number(new URL(url).port), '127.0.0.1');
+      await once(socket, 'connect');
+      socket.on('error', () => {});
+      const received: Buffer[] = [];
+      let sentBehind = false;
+      socket.on('data', (chunk: Buffer) => {
+        received.push(chunk);
+        const text = Buffer.concat(received).toString('utf8');
+        if (!sentBehind && /\r\nconnection: close\r\n/i.test(text) && text.includes('first part;')) {
+          sentBehind = true;
+          socket.write(
+            'POST /orders HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}',
+          );
+        }
+      });
+      socket.write('GET /stream HTTP/1.1\r\nHost: x\r\n\r\n');
+      await sleep(50);
+      const closed = app.close();
+      await sleep(50);
+      answerGate();
+      if (!socket.destroyed) await once(socket, 'close');
+      await closed;
+      const text = Buffer.concat(received).toString('utf8');
+      expect(sentBehind).toBe(true);
+      // The answer marked close arrived whole; the request behind it was not carried out (and so not
+      // answered: the connection closed, which tells its client it may send it elsewhere).
+      expect(text).toContain('last part');
+      expect(handled).toEqual([]);
+      expect(text.match(/HTTP\/1\.1 /g)).toHaveLength(1);
+    },
+  );
 });

@@ -26,7 +26,10 @@ export const BODY_GRACE_MS = 1000;
  * moment the app closes, the last answer on each connection says `Connection: close` (one pipelined
  * behind it keeps it open), and every 100 ms the connections with no request being handled are
  * closed: idle ones, ones that have not sent a whole request head, and ones whose request body has
- * not all arrived {@link BODY_GRACE_MS} after the close began.
+ * not all arrived {@link BODY_GRACE_MS} after the close began. A request a client sends behind an
+ * answer marked close, while that answer is still being written, runs no handler: arriving after the
+ * close began, it is refused by Fastify (`return503OnClosing`) or by ferryFastify (503), and that
+ * refusal is lost with the connection; either way its client sees no answer for what was not done.
  */
 export async function listen(app: FastifyInstance, options: ListenOptions = {}): Promise<string> {
   const host = options.host ?? '127.0.0.1';
