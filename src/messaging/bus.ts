@@ -27,6 +27,7 @@ import { BusClosedError, describeThrown, MessageValidationError } from './errors
 import { expiryOf, isExpired } from './expiry.js';
 import {
   type Decide,
+  HandlerRun,
   HandlerTimeouts,
   isHandlerTimeoutError,
   neverAbortedSignal,
@@ -370,14 +371,24 @@ export class Bus<C extends Contracts = NoContracts> {
       unitOfWork === undefined
         ? (message) => inner(message, HANDLER_CONTEXT)
         : async (message) => {
-            await unitOfWork.runHandler(consumer, message.id, (work) =>
-              inner(message, {
+            // The limit times the handler, not its wait for a turn: units of work run one at a time
+            // per process on SQLite and memory (and wait for a pooled connection on PostgreSQL).
+            const context = currentContext();
+            const timed = context instanceof HandlerRun ? context : undefined;
+            timed?.pauseLimit();
+            await unitOfWork.runHandler(consumer, message.id, async (work) => {
+              timed?.resumeLimit();
+              await inner(message, {
                 get signal() {
                   return HANDLER_CONTEXT.signal;
                 },
                 work,
-              }),
-            );
+              });
+              // Past its limit the attempt has failed (and may be dead-lettered): its unit of work
+              // rolls back rather than commit what a retry or a dead letter says was not done.
+              const signal = HANDLER_CONTEXT.signal;
+              if (signal.aborted) throw signal.reason;
+            });
           },
       spec,
     );

@@ -51,9 +51,10 @@ export class HandlerRun implements FerryContext, PendingOutcome {
   readonly messageId: string;
   /**
    * The context's deadline, in real time (`Date.now()`): outgoing HTTP calls, retries and bulkheads
-   * inside the handler read it against real time, whatever clock the bus runs on.
+   * inside the handler read it against real time, whatever clock the bus runs on. Moved on by
+   * {@link resumeLimit}.
    */
-  readonly deadline: number;
+  deadline: number;
   /** Neighbours in a {@link RunList} (private: a handler reads this object as its context). */
   #older: HandlerRun | undefined = undefined;
   #newer: HandlerRun | undefined = undefined;
@@ -68,8 +69,13 @@ export class HandlerRun implements FerryContext, PendingOutcome {
   #listener: OutcomeListener | undefined = undefined;
   /** Set while the attempt waits for an earlier delivery's outcome instead of running the handler. */
   #waiting = false;
+  /** The limits this run is timed by: what {@link pauseLimit} takes it out of. */
+  readonly #timeouts: HandlerTimeouts;
+  /** The limit is paused: the run is out of its limits' list until {@link resumeLimit}. */
+  #paused = false;
 
-  constructor(message: Message, deadline: number) {
+  constructor(message: Message, deadline: number, timeouts: HandlerTimeouts) {
+    this.#timeouts = timeouts;
     this.correlationId = message.correlationid;
     this.messageId = message.id;
     this.deadline = deadline;
@@ -133,6 +139,32 @@ export class HandlerRun implements FerryContext, PendingOutcome {
     this.#decide = decide;
   }
 
+  /** Whether the limit is paused ({@link pauseLimit}): the run is not to be listed. */
+  get limitPaused(): boolean {
+    return this.#paused;
+  }
+
+  /**
+   * Stops the clock of this run's limit while the attempt waits for its turn at a resource that
+   * serves one caller at a time (a transactional handler's unit of work on SQLite or memory, which
+   * run one at a time per process): that wait is not the handler's time. Does nothing once the
+   * limit has passed.
+   */
+  pauseLimit(): void {
+    if (this.#paused || this.#reason !== undefined) return;
+    this.#paused = true;
+    this.#timeouts.pause(this);
+  }
+
+  /** Starts the limit again, whole, from now (and the context's `deadline` with it). */
+  resumeLimit(): void {
+    if (!this.#paused) return;
+    this.#paused = false;
+    // Not raced yet (the race lists it), or decided already: nothing to list.
+    if (this.#state !== PENDING || this.#decide === undefined) return;
+    this.#timeouts.resume(this);
+  }
+
   /** Says whether the attempt is now waiting for an earlier delivery's outcome (an inbox claim). */
   waitingForEarlierDelivery(waiting: boolean): void {
     this.#waiting = waiting;
@@ -184,7 +216,7 @@ export class HandlerTimeouts {
   }
 
   start(message: Message): HandlerRun {
-    const run = new HandlerRun(message, Date.now() + this.timeoutMs);
+    const run = new HandlerRun(message, Date.now() + this.timeoutMs, this);
     if (this.#clock !== undefined) this.#dues!.set(run, this.#clock.now() + this.timeoutMs);
     return run;
   }
@@ -196,8 +228,10 @@ export class HandlerTimeouts {
    */
   race(run: HandlerRun, work: PromiseLike<unknown>, decide: Decide): PendingOutcome {
     run.begin(decide);
-    HandlerRun.append(this.#pending, run);
-    if (!this.#armed) this.#arm(this.#dueOf(run));
+    if (!run.limitPaused) {
+      HandlerRun.append(this.#pending, run);
+      if (!this.#armed) this.#arm(this.#dueOf(run));
+    }
     work.then(
       () => {
         HandlerRun.unlink(this.#pending, run);
@@ -209,6 +243,22 @@ export class HandlerTimeouts {
       },
     );
     return run;
+  }
+
+  /** Takes `run` out of the runs whose limit can pass, until {@link resume}. */
+  pause(run: HandlerRun): void {
+    HandlerRun.unlink(this.#pending, run);
+  }
+
+  /**
+   * Gives `run` its whole limit again from now, as the newest run: its due is the latest of all, so
+   * the list stays in the order the limits pass.
+   */
+  resume(run: HandlerRun): void {
+    run.deadline = Date.now() + this.timeoutMs;
+    if (this.#clock !== undefined) this.#dues!.set(run, this.#clock.now() + this.timeoutMs);
+    HandlerRun.append(this.#pending, run);
+    if (!this.#armed) this.#arm(this.#dueOf(run));
   }
 
   #dueOf(run: HandlerRun): number {

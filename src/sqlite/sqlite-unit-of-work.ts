@@ -1,3 +1,4 @@
+import { AsyncResource } from 'node:async_hooks';
 import { EventStoreClosedError, isEventStoreClosedError } from '../eventstore/errors.js';
 import { UnitOfWorkOutcomeUnknownError, UnitOfWorkUnsupportedError } from '../outbox/errors.js';
 import { InFlight } from '../outbox/in-flight.js';
@@ -116,7 +117,10 @@ export class SqliteUnitsOfWork {
     const settled = this.#inFlight.enter();
     return new Promise<T>((resolve, reject) => {
       this.#queue.push({
-        work,
+        // Run in the caller's async context, not the one that drains the queue (the first caller's):
+        // the message a handler's unit of work belongs to, its signal and deadline, and any
+        // AsyncLocalStorage of the application's (a trace) stay its own in a shared transaction.
+        work: AsyncResource.bind(work),
         resolve: (value) => {
           settled();
           resolve(value as T);

@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { createBus } from '../connect/create-bus.js';
+import { currentContext } from '../context/context.js';
 import { CommandHandler, type EventAppender } from '../eventstore/command-handler.js';
 import type { Decider } from '../eventstore/decider.js';
 import { isConcurrencyError } from '../eventstore/errors.js';
@@ -969,6 +970,94 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
           return runs.length === 2;
         }, 'the run after retention');
         expect(runs).toEqual(['first', 'after retention']);
+      });
+
+      it('runs each handler in its own message context, however many share a transaction', async () => {
+        // SQLite and memory run the units of work called in one turn in one transaction.
+        const { bus, outbox, received } = await setup();
+        const seen: [string, string | undefined][] = [];
+        await bus.subscribe(
+          'order.placed',
+          async (message, { work }) => {
+            if (message.data.orderId.endsWith('-next')) return;
+            seen.push([message.id, currentContext()?.messageId]);
+            await work.publish('order.placed', { orderId: `${message.data.orderId}-next` });
+          },
+          { group: 'inventory', unitOfWork: outbox, concurrency: 10 },
+        );
+        const sent = Array.from({ length: 10 }, () => uuidv7());
+        await Promise.all(
+          sent.map((id, n) =>
+            bus.publish('order.placed', { orderId: `c${n}` }, { id, correlationId: `corr-${n}` }),
+          ),
+        );
+        await waitFor(
+          () =>
+            received.filter((m) => (m.data as { orderId: string }).orderId.endsWith('-next')).length === 10,
+          'every handler to publish',
+        );
+        expect(seen.every(([id, contextId]) => id === contextId)).toBe(true);
+        for (let n = 0; n < 10; n++) {
+          const next = received.find((m) => (m.data as { orderId: string }).orderId === `c${n}-next`);
+          expect([next?.causationid, next?.correlationid]).toEqual([sent[n], `corr-${n}`]);
+        }
+      });
+
+      it('times a handler from the start of its unit of work: waiting for its turn does not count', async () => {
+        // SQLite and memory run units of work one at a time per process: with ten handlers of 100 ms
+        // delivered at once, the last waits 900 ms for its turn, more than its 400 ms limit.
+        const { bus, store, outbox } = await setup();
+        let runs = 0;
+        const budgets: number[] = [];
+        await bus.subscribe(
+          'order.placed',
+          async (message, { work }) => {
+            runs++;
+            // The context's deadline, which calls made by the handler honour, moves with the limit.
+            budgets.push((currentContext()?.deadline ?? 0) - Date.now());
+            await work.append(`stock-${message.data.orderId}`, [{ type: 'Reserved', data: {} }]);
+            await new Promise((resolve) => setTimeout(resolve, 100));
+          },
+          { group: 'inventory', unitOfWork: outbox, concurrency: 10, handlerTimeoutMs: 400, maxAttempts: 1 },
+        );
+        for (let n = 0; n < 10; n++) await bus.publish('order.placed', { orderId: `t${n}` });
+        await waitFor(
+          async () =>
+            (await Promise.all(Array.from({ length: 10 }, (_, n) => store.readStream(`stock-t${n}`)))).every(
+              (e) => e.length === 1,
+            ),
+          'every handler to commit',
+          10_000,
+        );
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        expect(runs).toBe(10);
+        expect(await bus.listDeadLetters({ group: 'inventory' })).toEqual([]);
+        expect(Math.min(...budgets)).toBeGreaterThan(300);
+      });
+
+      it('rolls back the unit of work of a handler that ran past its limit: a dead letter means not done', async () => {
+        const { bus, store, outbox } = await setup();
+        let finished = 0;
+        await bus.subscribe(
+          'order.placed',
+          async (message, { work }) => {
+            await work.append(`stock-${message.data.orderId}`, [{ type: 'Reserved', data: {} }]);
+            // Ignores its signal, and ends after its limit.
+            await new Promise((resolve) => setTimeout(resolve, 300));
+            finished++;
+          },
+          { group: 'inventory', unitOfWork: outbox, handlerTimeoutMs: 100, maxAttempts: 1 },
+        );
+        await bus.publish('order.placed', { orderId: 'late' });
+        await waitFor(
+          async () => (await bus.listDeadLetters({ group: 'inventory' })).length === 1,
+          'the dead letter',
+        );
+        await waitFor(() => finished === 1, 'the handler to end');
+        await outbox.flush();
+        expect(await store.readStream('stock-late')).toEqual([]);
+        const [dead] = await bus.listDeadLetters({ group: 'inventory' });
+        expect(dead?.reason.kind).toBe('timeout');
       });
 
       it('rolls the mark back with the handler, so the retry runs it again', async () => {
