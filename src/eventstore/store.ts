@@ -2,6 +2,8 @@ import { InvalidOptionsError } from '../errors/ferry-error.js';
 import type { Inbox } from '../inbox/inbox.js';
 import type { DurableInboxOptions } from '../inbox/lease.js';
 import { type Logger, stderrLogger } from '../logging/logger.js';
+import { UnitOfWorkUnsupportedError } from '../outbox/errors.js';
+import { insideUnitOnBackend } from '../outbox/open-units.js';
 import { keepingAlive } from '../time/keep-alive.js';
 import type { EventStoreBackend, Snapshot } from './backend.js';
 import { closingInbox } from './closing-inbox.js';
@@ -85,6 +87,11 @@ export class EventStore {
   ): Promise<AppendResult> {
     this.#assertOpen();
     const prepared = prepareAppend(streamId, events, options.expectedVersion);
+    if (insideUnitOnBackend(this.backend)) {
+      throw new UnitOfWorkUnsupportedError(
+        'store.append inside a unit of work on the same store would commit apart from it, whether or not the unit of work commits (on SQLite it would wait for the lock the unit of work holds): append through the unit of work (work.append, or handleIn)',
+      );
+    }
     return this.backend.append(streamId, prepared.events, prepared.expected);
   }
 

@@ -4,13 +4,25 @@ import type { OutboxStorage } from './storage.js';
 /**
  * The unit of work the caller runs in, if any (`outbox.unitOfWork` runs its callback in a frame, and
  * closes it when the callback settles): a unit of work opened inside another on the same storage is
- * refused rather than deadlocked (SQLite, memory) or committed apart (PostgreSQL), and so is a SQLite
- * store's own append, which would wait for the unit's write lock.
+ * refused rather than deadlocked (SQLite, memory) or committed apart (PostgreSQL), and so is the
+ * store's own append (`store.append`), which would commit apart from the unit of work (or, on SQLite,
+ * wait for its write lock).
  */
-export const openUnits = new AsyncLocalStorage<{ readonly storage: OutboxStorage; open: boolean }>();
+export const openUnits = new AsyncLocalStorage<{
+  readonly storage: OutboxStorage;
+  /** The event store backend the unit of work writes to. */
+  readonly backend: object;
+  open: boolean;
+}>();
 
 /** Whether the caller runs inside a unit of work still open on `storage`. */
 export function insideUnitOf(storage: OutboxStorage | undefined): boolean {
   const outer = openUnits.getStore();
   return storage !== undefined && outer?.open === true && outer.storage === storage;
+}
+
+/** Whether the caller runs inside a unit of work still open on the store of `backend`. */
+export function insideUnitOnBackend(backend: object): boolean {
+  const outer = openUnits.getStore();
+  return outer?.open === true && outer.backend === backend;
 }

@@ -177,7 +177,7 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
               this.bus,
               this.clock,
             );
-            const frame = { storage: this.storage, open: true };
+            const frame = { storage: this.storage, backend: this.#store.backend, open: true };
             try {
               let value: T;
               try {

@@ -466,6 +466,22 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
           .catch((e: unknown) => e);
         expect(appendInside).toMatchObject({ code: 'UNIT_OF_WORK_UNSUPPORTED' });
         expect(await store.readStream('order-n2')).toEqual([]);
+        // store.append would commit apart from the unit of work (PostgreSQL, memory) or wait for its
+        // lock (SQLite): refused on every backend, and the unit of work that goes on to fail keeps nothing.
+        let storeAppend: unknown;
+        const failed = await outbox
+          .unitOfWork(async (work) => {
+            storeAppend = await store
+              .append('order-n3', [{ type: 'OrderPlaced', data: {} }])
+              .catch((e: unknown) => e);
+            await work.append('order-n4', [{ type: 'OrderPlaced', data: {} }]);
+            throw new Error('business rule failed: roll back');
+          })
+          .catch((e: unknown) => e);
+        expect(storeAppend).toMatchObject({ code: 'UNIT_OF_WORK_UNSUPPORTED' });
+        expect(failed).toMatchObject({ message: 'business rule failed: roll back' });
+        expect(await store.readStream('order-n3')).toEqual([]);
+        expect(await store.readStream('order-n4')).toEqual([]);
         // close() from inside waited for that very unit of work to end: forever.
         const closeInside = await outbox.unitOfWork(() => outbox.close()).catch((e: unknown) => e);
         expect(closeInside).toMatchObject({ code: 'UNIT_OF_WORK_UNSUPPORTED' });
