@@ -13,6 +13,7 @@ import {
 import { TimeoutError } from '../resilience/errors.js';
 import { MAX_TIMER_MS } from '../time/max-timer.js';
 import type { EventStoreBackend, ParkedEvent } from './backend.js';
+import { nameProblem } from './event-encoding.js';
 import { subscriptionHandlerFrame } from './handler-frame.js';
 import type { RecordedEvent } from './types.js';
 
@@ -138,8 +139,13 @@ export class EventSubscription {
     handler: EventHandler,
     logger: Logger,
   ) {
-    if (typeof options.name !== 'string' || options.name.length === 0 || options.name.length > 200) {
-      throw new InvalidOptionsError('a subscription needs a name of 1 to 200 characters');
+    // No NUL nor lone surrogate either, as for stream ids: PostgreSQL refuses the one and would turn
+    // the other into U+FFFD, so that two names would share one checkpoint and lease.
+    const nameIs = nameProblem(options.name, 200);
+    if (nameIs !== undefined) {
+      throw new InvalidOptionsError(
+        `a subscription needs a name of 1 to 200 characters, without NUL or lone surrogates: the name ${nameIs}`,
+      );
     }
     this.name = options.name;
     this.#replayQueue = replayQueueName(options.name);

@@ -1,3 +1,4 @@
+import { nameProblem } from '../eventstore/event-encoding.js';
 import type { Message } from '../messaging/envelope.js';
 import type { SagaRow } from '../outbox/storage.js';
 import type { UnitOfWork } from '../outbox/unit-of-work.js';
@@ -147,13 +148,16 @@ function instanceIdOf(definition: AnySaga, message: Message): string {
     }
     id = correlate(message);
   }
-  if (typeof id !== 'string' || id.length === 0 || id.length > 500) {
+  // No NUL nor lone surrogate either: PostgreSQL refuses the one and turns the other into U+FFFD,
+  // which would make two instances one.
+  const problem = nameProblem(id, 500);
+  if (problem !== undefined) {
     throw new SagaDefinitionError(
       definition.name,
-      `the id of message ${message.id} ("${message.type}") must be a non-empty string of at most 500 characters`,
+      `the id of message ${message.id} ("${message.type}") must be a non-empty string of at most 500 characters, without NUL or lone surrogates: it ${problem}`,
     );
   }
-  return id;
+  return id as string;
 }
 
 /** Carries out the handler's effects in order, cancels what completion leaves pending, saves the state. */

@@ -171,6 +171,24 @@ describe('order saga on the memory store and bus', () => {
     expect(await s.saga.instances()).toEqual([]);
   });
 
+  it('dead-letters at once a message whose instance id PostgreSQL could not keep apart (NUL, lone surrogate)', async () => {
+    const s = await setup();
+    for (const orderId of ['o-\u0000', 'o-\uD800']) {
+      await s.bus.publish('order.placed', { orderId, total: 40 }).catch(() => {});
+    }
+    await s.until(
+      'the dead letters',
+      async () => (await s.bus.listDeadLetters({ group: 'saga-order' })).length === 2,
+    );
+    for (const letter of await s.bus.listDeadLetters({ group: 'saga-order' })) {
+      expect(letter.attempts).toBe(1);
+      expect(letter.reason.message).toMatch(
+        /without NUL or lone surrogates: it contains (NUL|a lone surrogate)/,
+      );
+    }
+    expect(await s.saga.instances()).toEqual([]);
+  });
+
   it('dead-letters an invalid transition at once, with the typed error text', async () => {
     const s = await setup();
     await s.bus.publish('order.placed', { orderId: 'o-6', total: 40 });

@@ -521,6 +521,20 @@ export function testEventStore(name: string, harness: EventStoreHarness): void {
       await sub3.close();
     });
 
+    it('refuses a subscription name every backend cannot keep apart: empty, too long, NUL, lone surrogate', async () => {
+      // PostgreSQL refused NUL on every lease claim (the subscription never started) and turned lone
+      // surrogates into U+FFFD, so that 'p-\uD800' took over 'p-\uDBFF''s checkpoint and skipped history.
+      const store = await open();
+      for (const name of ['', 'x'.repeat(201), 'p-\u0000', 'p-\uD800', 'p-\uDBFF', '\uDC00p']) {
+        expect(() => store.subscribe({ name }, () => {}), JSON.stringify(name)).toThrow(
+          expect.objectContaining({ code: 'INVALID_OPTIONS' }),
+        );
+      }
+      const ok = store.subscribe({ name: 'p-\uD83D\uDE00 projector' }, () => {});
+      await ok.caughtUp();
+      await ok.close();
+    });
+
     it("starts at the end with from: 'end' and filters by type", async () => {
       const store = await open();
       await store.append('s', [{ type: 'Old', data: 1 }]);
