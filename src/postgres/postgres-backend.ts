@@ -108,6 +108,15 @@ const PENDING_END_REUSE_MS = 10_000;
 /** Least time between two warnings about the same long transaction. */
 const LONG_TRANSACTION_REPEAT_MS = 60_000;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+/**
+ * How often an `any` append goes again after another writer took the version it was about to use.
+ * Each loss means another append made progress, so a hot stream is not stuck, but one append may
+ * keep losing to many writers (two processes, hundreds of appends): from the third loss on it pauses
+ * a jittered moment, up to 20 ms, so that the others get out of its way.
+ */
+const MAX_ANY_RACES = 1000;
+const afterLostRace = (losses: number) =>
+  losses < 3 ? Promise.resolve() : sleep(Math.random() * Math.min(20, 2 * losses));
 interface EventRow extends QueryResultRow {
   position: bigint;
   stream_id: string;
@@ -426,7 +435,10 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
         // Its ids were stored already (a retry with `any`), or another writer won the version.
         const settled = await this.#resolveConflict(this.#db, streamId, ids, expected);
         if (settled !== undefined) return settled;
-        if (expected === 'any' && constraint === 'events_stream_version' && ++raced < 10) continue;
+        if (expected === 'any' && constraint === 'events_stream_version' && ++raced < MAX_ANY_RACES) {
+          await afterLostRace(raced);
+          continue;
+        }
         throw new ConcurrencyError(streamId, expected, await this.#currentVersion(this.#db, streamId));
       }
       if (rows.length === 0) {
@@ -631,7 +643,10 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
         const settled = await this.#resolveConflict(db, streamId, ids, expected);
         if (settled !== undefined) return settled;
         // A concurrent writer took the version an 'any' append was about to use: go again.
-        if (expected === 'any' && constraint === 'events_stream_version' && attempt < 10) continue;
+        if (expected === 'any' && constraint === 'events_stream_version' && attempt < MAX_ANY_RACES) {
+          await afterLostRace(attempt);
+          continue;
+        }
         throw new ConcurrencyError(streamId, expected, await this.#currentVersion(db, streamId));
       }
       if (rows.length === 0) {
