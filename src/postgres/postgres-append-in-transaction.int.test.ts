@@ -96,3 +96,36 @@ describe('appendInTransaction on the PostgreSQL backend', () => {
     });
   });
 });
+
+describe('appendInTransaction: positions within one transaction', () => {
+  it('gives each result a bigint position, the last of the append, as EventStore.append does', async () => {
+    const { store, backend, client } = await openStore();
+    await client.query('BEGIN');
+    const first = await backend.appendInTransaction(client, 'p', [ok(), ok()], 'no_stream');
+    const second = await backend.appendInTransaction(client, 'p', [ok()], 1);
+    await client.query('COMMIT');
+    expect(typeof first.position).toBe('bigint');
+    expect(second.position - first.position).toBe(1n);
+    const stored = await store.readStream('p');
+    expect(stored.map((e) => e.position)).toEqual([first.position - 1n, first.position, second.position]);
+  });
+
+  it('refuses the append that would take one transaction past 65536 events, before sending it', async () => {
+    const { store, backend, client } = await openStore();
+    const many = (n: number) => Array.from({ length: n }, () => ok());
+    await client.query('BEGIN');
+    for (let i = 0; i < 6; i++) await backend.appendInTransaction(client, `big-${i}`, many(10_000));
+    await backend.appendInTransaction(client, 'big-6', many(5_536));
+    // One more event would take a position of the next transaction id's.
+    const refused = await backend.appendInTransaction(client, 'big-7', many(1)).catch((e: unknown) => e);
+    expect(isInvalidEventError(refused)).toBe(true);
+    expect(String(refused)).toContain('at most 65536 events');
+    // The caller's transaction is intact: it commits what came before.
+    await client.query('COMMIT');
+    expect(await store.readStream('big-6')).toHaveLength(5_536);
+    expect(await store.readStream('big-7')).toEqual([]);
+    const positions = (await store.readStream('big-0')).map((e) => e.position >> 16n);
+    const last = (await store.readStream('big-6')).map((e) => e.position >> 16n);
+    expect(new Set([...positions, ...last]).size).toBe(1);
+  }, 120_000);
+});

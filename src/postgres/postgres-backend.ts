@@ -11,6 +11,7 @@ import {
   ConcurrencyError,
   DuplicateEventIdError,
   EventStoreClosedError,
+  InvalidEventError,
   StoreUnavailableError,
 } from '../eventstore/errors.js';
 import { describeTransaction, type OpenTransaction, ReadHeldBackError } from '../eventstore/held-back.js';
@@ -607,6 +608,15 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
       // stored) could not be told from a conflict afterwards: look for its events first.
       const settled = await this.#resolveConflict(db, streamId, ids, expected);
       if (settled !== undefined) return settled;
+      // A position is the transaction id << 16 plus the event's index in the transaction: past 65536
+      // events, one transaction's positions would run into the next transaction id's.
+      const { rows } = await db.query<{ n: number }>(this.#sql.eventsInTransaction);
+      const held = Number(rows[0]?.n ?? 0);
+      if (held + events.length > EVENTS_PER_TRANSACTION) {
+        throw new InvalidEventError(
+          `one transaction holds at most ${EVENTS_PER_TRANSACTION} events: this one has ${held}, and the append brings ${events.length} (nothing was sent)`,
+        );
+      }
     }
     for (let attempt = 1; ; attempt++) {
       let rows: { position: bigint; version: bigint }[];
@@ -654,9 +664,14 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
         if (settled !== undefined) return settled;
         throw new ConcurrencyError(streamId, expected, await this.#currentVersion(db, streamId));
       }
-      let last = rows[0]!;
-      for (const row of rows) if (row.position > last.position) last = row;
-      return { nextExpectedVersion: Number(last.version), position: last.position };
+      // BigInt(): on a caller's client (appendInTransaction) pg gives int8 as a string.
+      let last = BigInt(rows[0]!.position);
+      let version = rows[0]!.version;
+      for (const row of rows) {
+        const position = BigInt(row.position);
+        if (position > last) [last, version] = [position, row.version];
+      }
+      return { nextExpectedVersion: Number(version), position: last };
     }
   }
 
@@ -678,7 +693,7 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
         rows.map((r) => r.id),
       );
     const last = rows.find((r) => r.id === ids[ids.length - 1]) ?? rows[rows.length - 1]!;
-    return { nextExpectedVersion: Number(last.version), position: last.position };
+    return { nextExpectedVersion: Number(last.version), position: BigInt(last.position) };
   }
 
   async #currentVersion(db: Queryable, streamId: string): Promise<number> {
@@ -1033,6 +1048,8 @@ interface Statement {
 const MAX_VALUES_ROWS = 32;
 /** Most appends committed together: with at most {@link MAX_VALUES_ROWS} events each, far below 65,536 positions. */
 const MAX_BATCH_APPENDS = 64;
+/** Positions are the transaction id << 16 plus the index: at most this many events per transaction. */
+const EVENTS_PER_TRANSACTION = 65_536;
 /**
  * Batches (or lone appends) being committed at once: one, the classic leader/follower group commit.
  * A lone append goes at once; those called while a commit is in flight go together next. With two
@@ -1094,6 +1111,10 @@ function arrayAppendStatements(s: string) {
   const tx = `WITH tx AS MATERIALIZED (SELECT txid_current() << 16 AS base)`;
   return {
     appendArrays: { name: `ferry-append-arrays-${s}`, text: tx + insert('', '') } satisfies Statement,
+    eventsInTransaction: {
+      name: `ferry-events-in-tx-${s}`,
+      text: `${tx} SELECT count(*)::int4 AS n FROM ${s}.events, tx WHERE position >= tx.base AND position < tx.base + 65536`,
+    } satisfies Statement,
     appendInTransaction: {
       name: `ferry-append-tx-${s}`,
       text: `${tx}, used AS (
