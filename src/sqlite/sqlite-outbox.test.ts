@@ -84,10 +84,16 @@ describe('SQLite outbox storage', () => {
         [],
       );
       await tx.enqueue([message('m-1')]);
-      // A statement that returns rows resolves them, integers as bigint.
-      return tx.query('SELECT id, total FROM read_orders WHERE id = ?', ['order-1']);
+      // A statement that returns rows resolves them, integers as numbers (as PostgreSQL's integer
+      // columns: the same handler code on both), a bigint only past what a number holds exactly.
+      await tx.query('INSERT INTO read_orders (id, total) VALUES (?, ?)', ['huge', 2n ** 60n]);
+      return tx.query('SELECT id, total, total * 2 AS twice FROM read_orders ORDER BY id');
     });
-    expect(rows).toEqual([{ id: 'order-1', total: 42n }]);
+    expect(rows).toEqual([
+      { id: 'huge', total: 2n ** 60n, twice: 2n ** 61n },
+      { id: 'order-1', total: 42, twice: 84 },
+    ]);
+    await storage.transaction((tx) => tx.query("DELETE FROM read_orders WHERE id = 'huge'"));
 
     const boom = new Error('boom');
     const thrown = await storage
@@ -106,7 +112,7 @@ describe('SQLite outbox storage', () => {
     const after = await storage.transaction((tx) =>
       tx.query('SELECT id, total FROM read_orders ORDER BY id'),
     );
-    expect(after).toEqual([{ id: 'order-1', total: 42n }]);
+    expect(after).toEqual([{ id: 'order-1', total: 42 }]);
     expect((await storage.claim('relay', T0, 10, 30_000)).map((r) => r.id)).toEqual(['m-1']);
   });
 

@@ -161,8 +161,8 @@ export class SqliteStorageTransaction implements StorageTransaction {
 
   /**
    * Runs one statement of the caller's (`?` placeholders), in the transaction. Rows come back as plain
-   * objects, integers as `bigint` (the store's connections read them so, to keep positions exact):
-   * convert with `Number()` where they fit. Resolves no rows for a statement that returns none.
+   * objects, integers as numbers, as PostgreSQL's `integer` columns do (a `bigint` only beyond
+   * ±2^53, which a number cannot hold exactly). Resolves no rows for a statement that returns none.
    */
   async query(sql: string, params: readonly unknown[] = []): Promise<Record<string, unknown>[]> {
     const c = this.#open();
@@ -172,7 +172,9 @@ export class SqliteStorageTransaction implements StorageTransaction {
       if (c.queries.size >= QUERY_CACHE_SIZE) c.queries.clear();
       c.queries.set(sql, statement);
     }
-    if (statement.reader) return statement.all(...params);
+    // The store's connections read integers as bigint (positions stay exact); the caller's rows get
+    // numbers, so that the same handler code runs on SQLite and on PostgreSQL.
+    if (statement.reader) return statement.all(...params).map(withSafeNumbers);
     statement.run(...params);
     // Its SQL ended the batch's transaction (COMMIT, ROLLBACK): the unit of work fails here, as on
     // PostgreSQL, and every later call of it too (see #open).
@@ -223,4 +225,16 @@ export class SqliteStorageTransaction implements StorageTransaction {
         : c.updateSaga.run(state, version, status, updatedAt, saga, id, expectedVersion);
     if (written.changes === 0) throw new SagaConcurrencyError(saga, id, expectedVersion);
   }
+}
+
+const MIN_SAFE = BigInt(Number.MIN_SAFE_INTEGER);
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+
+/** `row` with each bigint a number that can hold it exactly turned into that number. */
+function withSafeNumbers(row: Record<string, unknown>): Record<string, unknown> {
+  for (const key in row) {
+    const value = row[key];
+    if (typeof value === 'bigint' && value >= MIN_SAFE && value <= MAX_SAFE) row[key] = Number(value);
+  }
+  return row;
 }
