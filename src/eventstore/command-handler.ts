@@ -158,9 +158,13 @@ export class CommandHandler<C, E extends DeciderEvent, S> {
           `snapshots.every must be a positive integer, not ${String(snapshots.every)}`,
         );
       }
-      if (!Number.isInteger(snapshots.schemaVersion) || snapshots.schemaVersion < 0) {
+      if (
+        !Number.isInteger(snapshots.schemaVersion) ||
+        snapshots.schemaVersion < 0 ||
+        snapshots.schemaVersion > 2_147_483_647
+      ) {
         throw new InvalidOptionsError(
-          `snapshots.schemaVersion must be a non-negative integer, not ${String(snapshots.schemaVersion)}`,
+          `snapshots.schemaVersion must be an integer from 0 to 2147483647, not ${String(snapshots.schemaVersion)}`,
         );
       }
       if ((snapshots.serialize === undefined) !== (snapshots.deserialize === undefined)) {

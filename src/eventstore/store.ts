@@ -161,6 +161,8 @@ export class EventStore {
     );
     try {
       for (;;) {
+        // An iterator begun before close() reads no further batch after it, on every backend.
+        this.#assertOpen();
         const { events, held } = await this.backend.readAfter(after, batchSize, options.types);
         for (const event of events) {
           if (end !== undefined && event.position > end) return;
@@ -187,7 +189,13 @@ export class EventStore {
    */
   subscribe(options: EventSubscriptionOptions, handler: EventHandler): EventSubscription {
     this.#assertOpen();
-    const subscription = new EventSubscription(this.backend, options, handler, this.#logger);
+    const subscription = new EventSubscription(
+      this.backend,
+      options,
+      handler,
+      this.#logger,
+      () => this.refusing,
+    );
     this.#subscriptions.add(subscription);
     void subscription.done.finally(() => this.#subscriptions.delete(subscription));
     return subscription;
@@ -211,9 +219,14 @@ export class EventStore {
       throw new InvalidEventError(
         `snapshot version must be a non-negative safe integer, not ${show(snapshot.version)}`,
       );
-    if (!Number.isSafeInteger(snapshot.schemaVersion))
+    // PostgreSQL keeps it in an integer column: the same range on every backend.
+    if (
+      !Number.isInteger(snapshot.schemaVersion) ||
+      snapshot.schemaVersion < -2_147_483_648 ||
+      snapshot.schemaVersion > 2_147_483_647
+    )
       throw new InvalidEventError(
-        `snapshot schemaVersion must be a safe integer, not ${show(snapshot.schemaVersion)}`,
+        `snapshot schemaVersion must be an integer from -2147483648 to 2147483647, not ${show(snapshot.schemaVersion)}`,
       );
     const state = encodeJson(snapshot.state ?? null);
     if (state instanceof JsonEncodingProblem)

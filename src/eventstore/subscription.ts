@@ -13,6 +13,7 @@ import {
 import { TimeoutError } from '../resilience/errors.js';
 import { MAX_TIMER_MS } from '../time/max-timer.js';
 import type { EventStoreBackend, ParkedEvent } from './backend.js';
+import { EventStoreClosedError } from './errors.js';
 import { nameProblem } from './event-encoding.js';
 import { subscriptionHandlerFrame } from './handler-frame.js';
 import type { RecordedEvent } from './types.js';
@@ -99,6 +100,7 @@ const HELD_POLL_MS = [5, 10, 20, 50, 100];
 export class EventSubscription {
   readonly name: string;
   readonly #backend: EventStoreBackend;
+  readonly #storeRefusing: () => boolean;
   readonly #handler: EventHandler;
   readonly #logger: Logger;
   readonly #types: ReadonlySet<string> | undefined;
@@ -138,7 +140,10 @@ export class EventSubscription {
     options: EventSubscriptionOptions,
     handler: EventHandler,
     logger: Logger,
+    /** Whether its store refuses calls (closed): then lag(), parked() and replayParked() reject. */
+    storeRefusing: () => boolean = () => false,
   ) {
+    this.#storeRefusing = storeRefusing;
     // No NUL nor lone surrogate either, as for stream ids: PostgreSQL refuses the one and would turn
     // the other into U+FFFD, so that two names would share one checkpoint and lease.
     const nameIs = nameProblem(options.name, 200);
@@ -508,13 +513,20 @@ export class EventSubscription {
    * active one (`0n` before any was stored).
    */
   async lag(): Promise<SubscriptionLag> {
+    this.#assertStoreOpen();
     const position = this.#holds() ? this.#position : ((await this.#backend.loadCheckpoint(this.name)) ?? 0n);
     return { position, behind: await this.#backend.countAfter(position) };
   }
 
   /** Events this subscription parked, oldest first. */
-  parked(limit = 100): Promise<ParkedEvent[]> {
+  async parked(limit = 100): Promise<ParkedEvent[]> {
+    this.#assertStoreOpen();
     return this.#backend.listParked(this.name, limit);
+  }
+
+  /** After `store.close()`, every backend says so the same way. */
+  #assertStoreOpen(): void {
+    if (this.#storeRefusing()) throw new EventStoreClosedError();
   }
 
   /**
@@ -528,6 +540,7 @@ export class EventSubscription {
    * `exclusive: false`, like live events, a replay may reach one instance or several.
    */
   async replayParked(positions?: readonly bigint[]): Promise<number> {
+    this.#assertStoreOpen();
     const wanted = positions === undefined ? undefined : new Set(positions);
     const requested = new Set<bigint>();
     for (const parked of await this.#backend.listParked(this.name, Number.MAX_SAFE_INTEGER)) {

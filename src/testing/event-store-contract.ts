@@ -286,6 +286,15 @@ export function testEventStore(name: string, harness: EventStoreHarness): void {
           'state',
           store.saveSnapshot({ streamId: 'ok', version: 0, schemaVersion: 1, state: { s: '\uD800' } }),
         ],
+        // PostgreSQL's integer column: refused everywhere, not a raw 22003 there and stored elsewhere.
+        [
+          'schemaVersion',
+          store.saveSnapshot({ streamId: 'ok', version: 0, schemaVersion: 2 ** 40, state: {} }),
+        ],
+        [
+          'schemaVersion',
+          store.saveSnapshot({ streamId: 'ok', version: 0, schemaVersion: 2 ** 31, state: {} }),
+        ],
       ];
       for (const [field, attempt] of refused) {
         const error = await rejection(attempt);
@@ -533,6 +542,33 @@ export function testEventStore(name: string, harness: EventStoreHarness): void {
       const ok = store.subscribe({ name: 'p-\uD83D\uDE00 projector' }, () => {});
       await ok.caughtUp();
       await ok.close();
+    });
+
+    it('refuses after close() with EVENT_STORE_CLOSED what was begun before: a readAll iterator, a subscription’s lag, parked and replay', async () => {
+      // Memory went on answering, PostgreSQL rejected with pg's plain "Cannot use a pool after calling end".
+      const store = await open();
+      await store.append('pre', [
+        { type: 'E', data: 1 },
+        { type: 'E', data: 2 },
+        { type: 'E', data: 3 },
+      ]);
+      const iterator = store.readAll({ batchSize: 1 });
+      expect((await iterator.next()).value?.data).toBe(1);
+      const sub = store.subscribe({ name: 'closing' }, () => {});
+      await sub.caughtUp();
+      await store.close();
+      const outcomes = await Promise.allSettled([
+        iterator.next(),
+        sub.lag(),
+        sub.parked(),
+        sub.replayParked(),
+      ]);
+      for (const [i, outcome] of outcomes.entries()) {
+        expect(outcome.status, `call ${i}`).toBe('rejected');
+        expect((outcome as PromiseRejectedResult).reason, `call ${i}`).toMatchObject({
+          code: 'EVENT_STORE_CLOSED',
+        });
+      }
     });
 
     it("starts at the end with from: 'end' and filters by type", async () => {
