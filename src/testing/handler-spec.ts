@@ -7,6 +7,7 @@ import type { UnitOfWork } from '../outbox/unit-of-work.js';
 import { createTestHarness, type TestHarness, type TestHarnessParts } from './harness.js';
 import {
   assertDeepEqual,
+  assertMatcher,
   describeMatcher,
   type ErrorMatcher,
   matches,
@@ -148,6 +149,7 @@ class HandlerSpecRun<C extends Contracts, K extends TypeOf<C>> implements Handle
   }
 
   async thenThrows(matcher: ErrorMatcher): Promise<void> {
+    assertMatcher(matcher);
     const outcome = await this.#run();
     if (outcome.error === undefined) {
       throw new AssertionError({

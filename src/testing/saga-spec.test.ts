@@ -77,6 +77,25 @@ describe('sagaSpec', () => {
       .when(reserved)
       .thenThrows(/saga "order" has no instance "o-1"/);
     await sagaSpec(orderSaga).given([]).when(reserved).thenThrows(isSagaUnknownInstanceError);
+    // An error code, as the README's errors name them.
+    await sagaSpec(orderSaga)
+      .given([placed])
+      .when({ type: 'payment.charged', data: { orderId: 'o-1' } })
+      .thenThrows('SAGA_INVALID_TRANSITION');
+    await expect(
+      sagaSpec(orderSaga).given([]).when(reserved).thenThrows('SAGA_INVALID_TRANSITION'),
+    ).rejects.toThrow(/which does not match the code "SAGA_INVALID_TRANSITION"/);
+  });
+
+  it('refuses a matcher of no known kind with INVALID_OPTIONS, before running anything', async () => {
+    for (const matcher of [42, {}, null, '']) {
+      await expect(
+        sagaSpec(orderSaga)
+          .given([])
+          .when(placed)
+          .thenThrows(matcher as never),
+      ).rejects.toMatchObject({ code: 'INVALID_OPTIONS' });
+    }
   });
 
   it('fails with an AssertionError when the saga is not as expected', async () => {

@@ -20,7 +20,7 @@ import type { SagaDefinition } from '../saga/define-saga.js';
 import { parseSagaState } from '../saga/saga-state.js';
 import { instanceOf, type SagaInstance } from '../saga/start-saga.js';
 import { VirtualClock } from '../time/clock.js';
-import { describeMatcher, type ErrorMatcher, matches } from './spec-assertions.js';
+import { assertMatcher, describeMatcher, type ErrorMatcher, matches } from './spec-assertions.js';
 
 /**
  * One message of a {@link sagaSpec}: a contract message (`id` optional), or `{ timeout: name }` for
@@ -158,6 +158,7 @@ class SagaSpecRun<C extends Contracts, S extends string, D> implements SagaSpecW
   }
 
   async thenThrows(matcher: ErrorMatcher): Promise<void> {
+    assertMatcher(matcher);
     const result = await this.#run();
     if (result.ok) {
       throw new AssertionError({
