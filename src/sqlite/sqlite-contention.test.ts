@@ -89,4 +89,28 @@ describe('SQLite under another process holding the write lock', () => {
       expect(longestStallMs, name).toBeLessThan(250);
     }
   }, 30_000);
+
+  it('bounds by busyTimeoutMs, and reports whole, the wait of writes queued behind one that waits on another process', async () => {
+    // A lease claim (a subscription starting) and an append called together while another process
+    // holds the lock: the append waited its turn here until the other process let go, then failed.
+    const { backend, path } = await openBackend(400);
+    await holdWriteLock(path, 6000, cleanups);
+    const started = Date.now();
+    const outcomes = await Promise.allSettled([
+      backend.claimSubscription('projector', 'me', 10_000),
+      backend.append('s', [{ id: 'e-1', type: 'A', data: 1, metadata: {} }], 'any'),
+      backend.saveCheckpoint('projector', 1n),
+    ]);
+    const waited = Date.now() - started;
+    for (const outcome of outcomes) {
+      expect(outcome.status).toBe('rejected');
+      const reason = (outcome as PromiseRejectedResult).reason;
+      expect(isStoreBusyError(reason)).toBe(true);
+      // It says how long it waited in all, its turn here included (it said "for 5 ms").
+      expect(reason.waitedMs).toBeGreaterThanOrEqual(390);
+      expect(String(reason.message)).toContain(`for ${reason.waitedMs} ms`);
+    }
+    // Each waited at most its own busyTimeoutMs, not the other process's 6 s.
+    expect(waited).toBeLessThan(2000);
+  }, 30_000);
 });

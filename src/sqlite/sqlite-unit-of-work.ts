@@ -229,10 +229,14 @@ export class SqliteUnitsOfWork {
     const started = Date.now();
     const release = await lock.acquire(busyTimeoutMs);
     try {
-      await whileBusy(Math.max(0, busyTimeoutMs - (Date.now() - started)), () => {
-        this.#check();
-        c.control.begin.run();
-      });
+      await whileBusy(
+        busyTimeoutMs,
+        () => {
+          this.#check();
+          c.control.begin.run();
+        },
+        started,
+      );
     } catch (error) {
       release();
       throw error;

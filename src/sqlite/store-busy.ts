@@ -33,11 +33,11 @@ function isBusy(error: unknown): boolean {
 
 /**
  * Runs `operation` (a synchronous driver call, a whole transaction), trying again with backoff while
- * another connection holds the lock, for up to `totalMs`: the event loop runs between tries.
+ * another connection holds the lock, for up to `totalMs` counted from `started` (a caller that
+ * waited for its turn first passes when it began): the event loop runs between tries.
  * @throws StoreBusyError when the lock is still held after `totalMs`.
  */
-export async function whileBusy<T>(totalMs: number, operation: () => T): Promise<T> {
-  const started = Date.now();
+export async function whileBusy<T>(totalMs: number, operation: () => T, started = Date.now()): Promise<T> {
   for (let round = 0; ; round++) {
     try {
       return operation();

@@ -104,7 +104,8 @@ export class WriteLock {
     const started = Date.now();
     const release = this.tryAcquire() ?? (await this.acquire(totalMs));
     try {
-      return await whileBusy(Math.max(0, totalMs - (Date.now() - started)), operation);
+      // One budget for both waits; the error says how long the write waited in all.
+      return await whileBusy(totalMs, operation, started);
     } finally {
       release();
     }
