@@ -266,7 +266,10 @@ export class MemoryEventStoreBackend implements EventStoreBackend {
     return this.#inbox;
   }
 
-  async close(): Promise<void> {
-    this.#watchers.clear();
-  }
+  /**
+   * Nothing to release. A named backend is shared by every store opened on `memory://name` in the
+   * process: closing one store leaves the others' watchers (each subscription removes its own when
+   * it closes), so their subscriptions still wake at once.
+   */
+  async close(): Promise<void> {}
 }
