@@ -28,8 +28,9 @@ export function prepareAppend(
   assertStreamId(streamId);
   const expectedVersion = expected === undefined ? 'any' : expected;
   assertExpectedVersion(expectedVersion);
-  if (!Array.isArray(events) || events.length === 0)
-    throw new InvalidEventError('append needs at least one event');
+  if (!Array.isArray(events))
+    throw new InvalidEventError(`append takes an array of events, not ${show(events)}`);
+  if (events.length === 0) throw new InvalidEventError('append needs at least one event');
   if (events.length > MAX_APPEND_EVENTS)
     throw new InvalidEventError(`append takes at most ${MAX_APPEND_EVENTS} events at once`);
   const prepared = events.map((event, i) => prepareEvent(event, i));

@@ -86,6 +86,7 @@ export class EventStore {
     options: AppendOptions = {},
   ): Promise<AppendResult> {
     this.#assertOpen();
+    assertOptionsObject('append', options);
     const prepared = prepareAppend(streamId, events, options.expectedVersion);
     if (insideUnitOnBackend(this.backend)) {
       throw new UnitOfWorkUnsupportedError(
@@ -102,6 +103,7 @@ export class EventStore {
    */
   async readStream(streamId: string, options: ReadStreamOptions = {}): Promise<RecordedEvent[]> {
     this.#assertOpen();
+    assertOptionsObject('readStream', options);
     assertReadStream(streamId, options);
     return this.backend.readStream(streamId, options);
   }
@@ -120,6 +122,7 @@ export class EventStore {
    */
   async *readAll(options: ReadAllOptions = {}): AsyncGenerator<RecordedEvent, void, undefined> {
     this.#assertOpen();
+    assertOptionsObject('readAll', options);
     const batchSize = options.batchSize ?? 500;
     if (!isCount(batchSize) || batchSize < 1)
       throw new InvalidOptionsError(`batchSize must be a positive safe integer, not ${show(batchSize)}`);
@@ -296,4 +299,11 @@ export interface CloseDependent {
   /** Why the store may not close now (`undefined`: it may). */
   refuseClose(): Error | undefined;
   close(): Promise<void>;
+}
+
+/** Options given as `null`, an array or a primitive: said plainly, not a TypeError from deep inside. */
+function assertOptionsObject(call: string, options: unknown): void {
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+    throw new InvalidOptionsError(`${call} options must be an object (or left out), not ${show(options)}`);
+  }
 }

@@ -530,6 +530,23 @@ export function testEventStore(name: string, harness: EventStoreHarness): void {
       await sub3.close();
     });
 
+    it('refuses options that are not an object, and events that are not an array, with typed errors', async () => {
+      const store = await open();
+      const code = (attempt: Promise<unknown>) =>
+        attempt.then(
+          () => 'resolved',
+          (e: unknown) => (e as { code?: string }).code ?? String(e),
+        );
+      expect(await code(store.append('s', [{ type: 'E', data: 1 }], null as never))).toBe('INVALID_OPTIONS');
+      expect(await code(store.readStream('s', null as never))).toBe('INVALID_OPTIONS');
+      expect(await code(store.readAll(null as never).next())).toBe('INVALID_OPTIONS');
+      expect(await code(store.append('s', 'E' as never))).toBe('INVALID_EVENT');
+      expect(await store.append('s', { type: 'E', data: 1 } as never).catch((e: Error) => e.message)).toMatch(
+        /an array of events/,
+      );
+      expect(await store.readStream('s')).toEqual([]);
+    });
+
     it('refuses a subscription name every backend cannot keep apart: empty, too long, NUL, lone surrogate', async () => {
       // PostgreSQL refused NUL on every lease claim (the subscription never started) and turned lone
       // surrogates into U+FFFD, so that 'p-\uD800' took over 'p-\uDBFF''s checkpoint and skipped history.
