@@ -1,6 +1,11 @@
 import { AssertionError } from 'node:assert';
-import { describe, expect, it } from 'vitest';
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
+import { createEventStore } from '../connect/create-event-store.js';
 import type { EventStore } from '../eventstore/store.js';
 import { handlerSpec, type SpecHandler } from './handler-spec.js';
 
@@ -83,5 +88,42 @@ describe('handlerSpec', () => {
     await expect(async () => {
       await when;
     }).rejects.toThrow(/not a promise/);
+  });
+});
+
+describe('handlerSpec on a store of your choosing', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ferry-handler-spec-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  const stores: EventStore[] = [];
+  const sqlite = async () => {
+    const store = await createEventStore({ url: `sqlite:${join(dir, `${randomUUID()}.db`)}` });
+    stores.push(store);
+    return store;
+  };
+
+  /** The README's transactional inbox: its own SQL, then a message, in one unit of work. */
+  const reserve: SpecHandler<C> = async (message, { work }) => {
+    if (message.type !== 'payment.captured') return;
+    await work.query('UPDATE stock SET reserved = reserved + 1 WHERE order_id = ?', [message.data.orderId]);
+    const [row] = await work.query('SELECT reserved FROM stock WHERE order_id = ?', [message.data.orderId]);
+    await work.publish('order.confirmed', { orderId: message.data.orderId, total: row?.reserved as number });
+  };
+
+  it('runs a handler that uses work.query on SQLite (the memory store has no SQL), and closes the store after', async () => {
+    await handlerSpec<C>(() => reserve, { contracts, store: sqlite })
+      .given(async ({ outbox }) => {
+        await outbox.unitOfWork(async (work) => {
+          await work.query('CREATE TABLE stock (order_id TEXT PRIMARY KEY, reserved INTEGER NOT NULL)');
+          await work.query("INSERT INTO stock VALUES ('42', 0)");
+        });
+      })
+      .when({ type: 'payment.captured', data: { orderId: '42' } })
+      .then({ published: [{ type: 'order.confirmed', data: { orderId: '42', total: 1 } }], appended: {} });
+    expect(stores).toHaveLength(1);
+    expect(stores[0]!.closed).toBe(true);
+    // On the default memory store the same handler cannot run: it says why.
+    await handlerSpec<C>(() => reserve, { contracts })
+      .when({ type: 'payment.captured', data: { orderId: '42' } })
+      .thenThrows('UNIT_OF_WORK_UNSUPPORTED');
   });
 });

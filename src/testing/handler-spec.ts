@@ -1,5 +1,6 @@
 import { AssertionError } from 'node:assert';
 import { randomUUID } from 'node:crypto';
+import type { EventStore } from '../eventstore/store.js';
 import type { EventData } from '../eventstore/types.js';
 import type { HandlerContext, MessageFor, PublishOptions } from '../messaging/bus.js';
 import type { Contracts, DataIn, NoContracts, TypeOf } from '../messaging/contracts.js';
@@ -26,6 +27,12 @@ export interface HandlerSpecOptions<C extends Contracts> {
   /** @default 'handler-spec' */
   readonly service?: string;
   readonly contracts?: C;
+  /**
+   * Opens the event store of each run (closed after it): a SQLite one for a handler that runs its own
+   * SQL through `work.query`, e.g. `() => createEventStore({ url: \`sqlite:${dir}/${randomUUID()}.db\` })`.
+   * @default a new in-memory store
+   */
+  readonly store?: () => EventStore | Promise<EventStore>;
 }
 
 /** The state before the message: events by stream id, or a function that sets it up. */
@@ -173,8 +180,11 @@ class HandlerSpecRun<C extends Contracts, K extends TypeOf<C>> implements Handle
   async #run(): Promise<Outcome> {
     const type = this.#message.type;
     let harness: TestHarness<C> | undefined;
+    let store: EventStore | undefined;
     try {
+      store = await this.#options.store?.();
       harness = await createTestHarness<C>({
+        ...(store === undefined ? {} : { store }),
         service: this.#options.service ?? 'handler-spec',
         ...(this.#options.contracts === undefined ? {} : { contracts: this.#options.contracts }),
         setup: async (parts) => {
@@ -220,6 +230,7 @@ class HandlerSpecRun<C extends Contracts, K extends TypeOf<C>> implements Handle
       };
     } finally {
       await harness?.close();
+      await store?.close();
     }
   }
 }

@@ -101,6 +101,12 @@ export interface TestHarnessOptions<C extends Contracts = NoContracts> {
   readonly realTimeoutMs?: number;
   /** @default silent */
   readonly logger?: Logger;
+  /**
+   * The event store the harness's outbox and units of work use: a SQLite one (`createEventStore({
+   * url: 'sqlite:…' })`) for handlers that run their own SQL through `work.query`, which the memory
+   * store has not. The harness does not close a store it was given. @default a new in-memory store
+   */
+  readonly store?: EventStore;
 }
 
 export const DEFAULT_TEST_HARNESS_OPTIONS = Object.freeze({
@@ -162,6 +168,7 @@ export class TestHarness<C extends Contracts = NoContracts> {
   readonly deadLettered: MessageList<DeadLetteredRecord>;
 
   readonly #stallMs: number;
+  readonly #ownsStore: boolean;
   readonly #realTimeoutMs: number;
   readonly #inFlight = new Map<Delivery, SubscriptionSpec>();
   /** Deliveries already taken to wait for virtual time: the next steps do not wait for them again. */
@@ -175,9 +182,10 @@ export class TestHarness<C extends Contracts = NoContracts> {
   constructor(
     parts: TestHarnessParts<C> & { readonly url: string },
     lists: Pick<TestHarness<C>, 'published' | 'consumed' | 'failed' | 'deadLettered'>,
-    options: { readonly stallMs: number; readonly realTimeoutMs: number },
+    options: { readonly stallMs: number; readonly realTimeoutMs: number; readonly ownsStore?: boolean },
   ) {
     ({ bus: this.bus, store: this.store, outbox: this.outbox, clock: this.clock, url: this.url } = parts);
+    this.#ownsStore = options.ownsStore ?? true;
     ({
       published: this.published,
       consumed: this.consumed,
@@ -310,7 +318,7 @@ export class TestHarness<C extends Contracts = NoContracts> {
       await this.#closeCatchAll?.();
       await this.#drive(this.bus.close());
       await this.#drive(this.outbox.close());
-      await this.store.close();
+      if (this.#ownsStore) await this.store.close();
     })();
     return this.#closing;
   }
@@ -521,7 +529,7 @@ export async function createTestHarness<C extends Contracts = NoContracts>(
       ? {}
       : { subscriptionDefaults: options.subscriptionDefaults }),
   });
-  const store = new EventStore(new MemoryEventStoreBackend());
+  const store = options.store ?? new EventStore(new MemoryEventStoreBackend());
   const outbox = await createOutbox<C>({
     store,
     bus,
@@ -529,7 +537,10 @@ export async function createTestHarness<C extends Contracts = NoContracts>(
     logger,
     ...(options.relay === undefined ? {} : { relay: options.relay }),
   });
-  harness = new TestHarness<C>({ bus, store, outbox, clock, url: `memory://${name}` }, lists, o);
+  harness = new TestHarness<C>({ bus, store, outbox, clock, url: `memory://${name}` }, lists, {
+    ...o,
+    ownsStore: options.store === undefined,
+  });
   if (o.acceptUnrouted) {
     // Straight on the broker's transport: not one of the bus's subscriptions, so never recorded.
     const catchAll = await inner.subscribe(
