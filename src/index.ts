@@ -257,11 +257,13 @@ export { whenDecided } from './messaging/transport.js';
 export type { WireMessage } from './messaging/wire.js';
 export {
   isOutboxClosedError,
+  isOutboxUnhealthyError,
   isSagaConcurrencyError,
   isUnitOfWorkOutcomeUnknownError,
   isUnitOfWorkRolledBackError,
   isUnitOfWorkUnsupportedError,
   OutboxClosedError,
+  OutboxUnhealthyError,
   SagaConcurrencyError,
   UnitOfWorkOutcomeUnknownError,
   UnitOfWorkRolledBackError,

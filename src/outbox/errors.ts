@@ -24,6 +24,23 @@ export class SagaConcurrencyError extends FerryError {
 }
 export const isSagaConcurrencyError = errorGuard<SagaConcurrencyError>('SAGA_CONCURRENCY_CONFLICT');
 
+/**
+ * What {@link Outbox.healthCheck} fails with: messages set aside as failed beyond `maxFailed`, or the
+ * oldest message due waiting longer than `maxAgeMs` (the relay is stuck or the broker unreachable).
+ */
+export class OutboxUnhealthyError extends FerryError {
+  readonly failed: number;
+  readonly pending: number;
+  readonly oldestAgeMs: number;
+  constructor(message: string, backlog: { failed: number; pending: number; oldestAgeMs: number }) {
+    super('OUTBOX_UNHEALTHY', message);
+    this.failed = backlog.failed;
+    this.pending = backlog.pending;
+    this.oldestAgeMs = backlog.oldestAgeMs;
+  }
+}
+export const isOutboxUnhealthyError = errorGuard<OutboxUnhealthyError>('OUTBOX_UNHEALTHY');
+
 /** A unit of work on a store whose backend cannot run one (or `work.query` on the memory backend). */
 export class UnitOfWorkUnsupportedError extends FerryError {
   constructor(message: string) {

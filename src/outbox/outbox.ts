@@ -19,7 +19,12 @@ import type { Contracts, NoContracts } from '../messaging/contracts.js';
 import type { HandlerUnitOfWork } from '../messaging/transactional.js';
 import { type Clock, type ClockTimer, systemClock } from '../time/clock.js';
 import { keepingAlive } from '../time/keep-alive.js';
-import { isUnitOfWorkOutcomeUnknownError, OutboxClosedError, UnitOfWorkUnsupportedError } from './errors.js';
+import {
+  isUnitOfWorkOutcomeUnknownError,
+  OutboxClosedError,
+  OutboxUnhealthyError,
+  UnitOfWorkUnsupportedError,
+} from './errors.js';
 import { doomedBy, guarded, lostRace } from './guarded-transaction.js';
 import { InFlight } from './in-flight.js';
 import { MemoryOutboxStorage } from './memory-outbox-storage.js';
@@ -366,11 +371,15 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
     return async () => {
       const backlog = await this.backlog();
       if (backlog.failed > maxFailed) {
-        throw new Error(`${backlog.failed} outbox message(s) failed and set aside: see outbox.failed()`);
+        throw new OutboxUnhealthyError(
+          `${backlog.failed} outbox message(s) failed and set aside: see outbox.failed()`,
+          backlog,
+        );
       }
       if (backlog.oldestAgeMs > maxAgeMs) {
-        throw new Error(
+        throw new OutboxUnhealthyError(
           `the oldest outbox message has waited ${backlog.oldestAgeMs} ms (${backlog.pending} pending): is the relay running and the broker reachable?`,
+          backlog,
         );
       }
     };

@@ -617,6 +617,11 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
         await waitFor(async () => (await outbox.backlog()).pending === 1, 'the other key marked');
         expect(await outbox.backlog()).toMatchObject({ failed: 1, pending: 1 });
         await expect(outbox.healthCheck()()).rejects.toThrow(/1 outbox message\(s\) failed/);
+        await expect(outbox.healthCheck()()).rejects.toMatchObject({
+          code: 'OUTBOX_UNHEALTHY',
+          failed: 1,
+          pending: 1,
+        });
         await outbox.healthCheck({ maxFailed: 1 })();
         refuse = false;
         expect(await outbox.redrive([poison])).toBe(1);
