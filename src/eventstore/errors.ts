@@ -67,3 +67,15 @@ export class StoreUnavailableError extends FerryError {
   }
 }
 export const isStoreUnavailableError = errorGuard<StoreUnavailableError>('STORE_UNAVAILABLE');
+
+/**
+ * A unit of work on a store whose backend cannot run one (or `work.query` on the memory backend), or
+ * a call a unit of work cannot take: one nested in another, `store.append` inside one.
+ */
+export class UnitOfWorkUnsupportedError extends FerryError {
+  constructor(message: string) {
+    super('UNIT_OF_WORK_UNSUPPORTED', message);
+  }
+}
+export const isUnitOfWorkUnsupportedError =
+  errorGuard<UnitOfWorkUnsupportedError>('UNIT_OF_WORK_UNSUPPORTED');

@@ -2,14 +2,13 @@ import { InvalidOptionsError } from '../errors/ferry-error.js';
 import type { Inbox } from '../inbox/inbox.js';
 import type { DurableInboxOptions } from '../inbox/lease.js';
 import { type Logger, stderrLogger } from '../logging/logger.js';
-import { UnitOfWorkUnsupportedError } from '../outbox/errors.js';
-import { insideUnitOnBackend } from '../outbox/open-units.js';
 import { keepingAlive } from '../time/keep-alive.js';
 import type { EventStoreBackend, Snapshot } from './backend.js';
 import { closingInbox } from './closing-inbox.js';
-import { EventStoreClosedError, InvalidEventError } from './errors.js';
+import { EventStoreClosedError, InvalidEventError, UnitOfWorkUnsupportedError } from './errors.js';
 import { EVENT_LIMITS, encodeJson, JsonEncodingProblem, nameProblem } from './event-encoding.js';
 import { insideHandlerOf } from './handler-frame.js';
+import { insideUnitOnBackend } from './open-units.js';
 import { assertReadStream, assertStreamId, isCount, prepareAppend, show } from './prepare-append.js';
 import { type EventHandler, EventSubscription, type EventSubscriptionOptions } from './subscription.js';
 import type {
@@ -169,6 +168,7 @@ export class EventStore {
         const { events, held } = await this.backend.readAfter(after, batchSize, options.types);
         for (const event of events) {
           if (end !== undefined && event.position > end) return;
+          this.#assertOpen();
           yield event;
         }
         if (events.length > 0) after = events[events.length - 1]!.position;

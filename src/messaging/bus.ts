@@ -378,16 +378,25 @@ export class Bus<C extends Contracts = NoContracts> {
             timed?.pauseLimit();
             await unitOfWork.runHandler(consumer, message.id, async (work) => {
               timed?.resumeLimit();
-              await inner(message, {
-                get signal() {
-                  return HANDLER_CONTEXT.signal;
-                },
-                work,
-              });
-              // Past its limit the attempt has failed (and may be dead-lettered): its unit of work
-              // rolls back rather than commit what a retry or a dead letter says was not done.
               const signal = HANDLER_CONTEXT.signal;
+              // Past its limit the attempt has failed (and may be dead-lettered): its unit of work
+              // rolls back then, rather than commit what a retry or a dead letter says was not done,
+              // and without waiting for a handler that ignores its signal (on SQLite and memory its
+              // open unit would hold every other unit of the process). What the handler still does
+              // through `work` afterwards is refused: the unit has ended.
+              await untilAborted(
+                inner(message, {
+                  get signal() {
+                    return HANDLER_CONTEXT.signal;
+                  },
+                  work,
+                }),
+                signal,
+              );
               if (signal.aborted) throw signal.reason;
+              // It returned within its limit: the wait for the commit (shared with the other units of
+              // a SQLite batch) is not its time, and its attempt no longer times out.
+              timed?.pauseLimit();
             });
           },
       spec,
@@ -631,4 +640,26 @@ const MAX_DEAD_LETTER_LISTING = 10_000;
 
 function isThenable(value: unknown): value is PromiseLike<unknown> {
   return typeof (value as PromiseLike<unknown> | undefined)?.then === 'function';
+}
+
+/** `work`'s outcome, or `signal`'s reason as soon as it aborts, whichever comes first. */
+function untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) {
+    work.catch(() => {});
+    return Promise.reject(signal.reason);
+  }
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    work.then(
+      (value) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(value);
+      },
+      (error: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(error);
+      },
+    );
+  });
 }

@@ -1,3 +1,4 @@
+import { AsyncResource } from 'node:async_hooks';
 import type { FerryContext } from '../context/context.js';
 import { errorGuard, FerryError } from '../errors/ferry-error.js';
 import { type Clock, systemClock } from '../time/clock.js';
@@ -208,8 +209,15 @@ export class HandlerTimeouts {
    */
   readonly #dues: WeakMap<HandlerRun, number> | undefined;
   #armed = false;
+  /**
+   * `#expire`, bound to the async context the subscription was made in: a timer armed from inside a
+   * handler's unit of work (when its limit resumes) must not run the expiry, and what it sets off
+   * (the next delivery, in the freed slot), inside that unit of work's context.
+   */
+  readonly #onTimer: () => void;
 
   constructor(timeoutMs: number, clock: Clock = systemClock) {
+    this.#onTimer = AsyncResource.bind(() => this.#expire());
     this.timeoutMs = timeoutMs;
     this.#clock = clock === systemClock ? undefined : clock;
     this.#dues = this.#clock === undefined ? undefined : new WeakMap();
@@ -273,8 +281,8 @@ export class HandlerTimeouts {
     this.#armed = true;
     const delay = Math.max(0, due - this.#now());
     // Unref'd: a hung handler must not keep a closing process alive on its own.
-    if (this.#clock === undefined) setTimeout(() => this.#expire(), delay).unref();
-    else this.#clock.setTimeout(() => this.#expire(), delay).unref?.();
+    if (this.#clock === undefined) setTimeout(this.#onTimer, delay).unref();
+    else this.#clock.setTimeout(this.#onTimer, delay).unref?.();
   }
 
   #expire(): void {

@@ -41,14 +41,8 @@ export class OutboxUnhealthyError extends FerryError {
 }
 export const isOutboxUnhealthyError = errorGuard<OutboxUnhealthyError>('OUTBOX_UNHEALTHY');
 
-/** A unit of work on a store whose backend cannot run one (or `work.query` on the memory backend). */
-export class UnitOfWorkUnsupportedError extends FerryError {
-  constructor(message: string) {
-    super('UNIT_OF_WORK_UNSUPPORTED', message);
-  }
-}
-export const isUnitOfWorkUnsupportedError =
-  errorGuard<UnitOfWorkUnsupportedError>('UNIT_OF_WORK_UNSUPPORTED');
+// Defined beside the event store, which refuses `store.append` inside a unit of work with it.
+export { isUnitOfWorkUnsupportedError, UnitOfWorkUnsupportedError } from '../eventstore/errors.js';
 
 /**
  * The database rolled the unit of work back at commit: one of its statements failed and the work

@@ -3,6 +3,7 @@ import { positiveIntegerOption } from '../errors/integer-option.js';
 import { EventStoreClosedError } from '../eventstore/errors.js';
 import { pauseAfterLostRace } from '../eventstore/lost-race-pause.js';
 import { MemoryEventStoreBackend } from '../eventstore/memory/memory-backend.js';
+import { insideUnitOf, openUnits } from '../eventstore/open-units.js';
 import { prepareAppend } from '../eventstore/prepare-append.js';
 import type { EventStore } from '../eventstore/store.js';
 import type {
@@ -28,7 +29,6 @@ import {
 import { doomedBy, guarded, lostRace } from './guarded-transaction.js';
 import { InFlight } from './in-flight.js';
 import { MemoryOutboxStorage } from './memory-outbox-storage.js';
-import { insideUnitOf, openUnits } from './open-units.js';
 import {
   checkIds,
   checkLimit,

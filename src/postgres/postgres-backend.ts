@@ -608,15 +608,6 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
       // stored) could not be told from a conflict afterwards: look for its events first.
       const settled = await this.#resolveConflict(db, streamId, ids, expected);
       if (settled !== undefined) return settled;
-      // A position is the transaction id << 16 plus the event's index in the transaction: past 65536
-      // events, one transaction's positions would run into the next transaction id's.
-      const { rows } = await db.query<{ n: number }>(this.#sql.eventsInTransaction);
-      const held = Number(rows[0]?.n ?? 0);
-      if (held + events.length > EVENTS_PER_TRANSACTION) {
-        throw new InvalidEventError(
-          `one transaction holds at most ${EVENTS_PER_TRANSACTION} events: this one has ${held}, and the append brings ${events.length} (nothing was sent)`,
-        );
-      }
     }
     for (let attempt = 1; ; attempt++) {
       let rows: { position: bigint; version: bigint }[];
@@ -662,6 +653,8 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
       if (rows.length === 0) {
         const settled = await this.#resolveConflict(db, streamId, ids, expected);
         if (settled !== undefined) return settled;
+        if (statement === this.#sql.appendInTransaction)
+          await this.#assertRoomInTransaction(db, events.length);
         throw new ConcurrencyError(streamId, expected, await this.#currentVersion(db, streamId));
       }
       // BigInt(): on a caller's client (appendInTransaction) pg gives int8 as a string.
@@ -676,6 +669,21 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
   }
 
   /** After a refused append: the original result when every id is already stored, an error when some are. */
+  /**
+   * A position is the transaction id << 16 plus the event's index in the transaction: past 65536
+   * events, one transaction's positions would run into the next transaction id's. The append
+   * statement writes nothing then (as for a failed expected version); this tells which it was.
+   */
+  async #assertRoomInTransaction(db: Queryable, adding: number): Promise<void> {
+    const { rows } = await db.query<{ n: number }>(this.#sql.eventsInTransaction);
+    const held = Number(rows[0]?.n ?? 0);
+    if (held + adding > EVENTS_PER_TRANSACTION) {
+      throw new InvalidEventError(
+        `one transaction holds at most ${EVENTS_PER_TRANSACTION} events: this one has ${held}, and the append brings ${adding} (nothing was written)`,
+      );
+    }
+  }
+
   async #resolveConflict(
     db: Queryable,
     streamId: string,
@@ -1101,12 +1109,12 @@ function valuesAppendStatement(s: string, rows: number): Statement {
  * count the positions that transaction already used.
  */
 function arrayAppendStatements(s: string) {
-  const insert = (offset: string, from: string) => `
+  const insert = (offset: string, from: string, room = '') => `
       INSERT INTO ${s}.events (position, stream_id, version, id, type, data, metadata)
       SELECT tx.base ${offset} + e.ord - 1, $1, cur.v + e.ord, e.id, e.type, e.data::jsonb, e.metadata::jsonb
       FROM ${CURRENT_VERSION(s)}, tx${from},
            unnest($4::uuid[], $5::text[], $6::text[], $7::text[]) WITH ORDINALITY AS e(id, type, data, metadata, ord)
-      WHERE ${EXPECTED_CHECK}
+      WHERE ${EXPECTED_CHECK}${room}
       RETURNING position, version`;
   const tx = `WITH tx AS MATERIALIZED (SELECT txid_current() << 16 AS base)`;
   return {
@@ -1119,7 +1127,7 @@ function arrayAppendStatements(s: string) {
       name: `ferry-append-tx-${s}`,
       text: `${tx}, used AS (
         SELECT count(*) AS n FROM ${s}.events, tx WHERE position >= tx.base AND position < tx.base + 65536
-      )${insert('+ used.n', ', used')}`,
+      )${insert('+ used.n', ', used', ' AND used.n + cardinality($4::uuid[]) <= 65536')}`,
     } satisfies Statement,
   };
 }

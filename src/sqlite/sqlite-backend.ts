@@ -4,6 +4,7 @@ import type Database from 'better-sqlite3';
 import { InvalidOptionsError, isFerryError } from '../errors/ferry-error.js';
 import type { EventStoreBackend, ParkedEvent, ReadAfterResult, Snapshot } from '../eventstore/backend.js';
 import { EventStoreClosedError, StoreUnavailableError } from '../eventstore/errors.js';
+import { insideUnitOf } from '../eventstore/open-units.js';
 import type {
   AppendResult,
   ExpectedVersion,
@@ -15,7 +16,6 @@ import type { DurableIdempotencyStoreOptions } from '../http/server/durable-idem
 import type { Inbox } from '../inbox/inbox.js';
 import type { DurableInboxOptions } from '../inbox/lease.js';
 import { UnitOfWorkUnsupportedError } from '../outbox/errors.js';
-import { insideUnitOf } from '../outbox/open-units.js';
 import type { OutboxInsert } from '../outbox/storage.js';
 import { atEndOfTurn, endOfTurn } from '../time/end-of-turn.js';
 import { makeDirectory } from './make-directory.js';

@@ -8,6 +8,7 @@ import { z } from 'zod';
 import { createEventStore } from '../connect/create-event-store.js';
 import type { EventStore } from '../eventstore/store.js';
 import { handlerSpec, type SpecHandler } from './handler-spec.js';
+import { createTestHarness } from './harness.js';
 
 const contracts = {
   'payment.captured': z.object({ orderId: z.string() }),
@@ -121,6 +122,10 @@ describe('handlerSpec on a store of your choosing', () => {
       .then({ published: [{ type: 'order.confirmed', data: { orderId: '42', total: 1 } }], appended: {} });
     expect(stores).toHaveLength(1);
     expect(stores[0]!.closed).toBe(true);
+    // createTestHarness takes an open store, and says so when given a function.
+    await expect(
+      createTestHarness({ service: 's', store: sqlite as unknown as EventStore }),
+    ).rejects.toMatchObject({ code: 'INVALID_OPTIONS' });
     // On the default memory store the same handler cannot run: it says why.
     await handlerSpec<C>(() => reserve, { contracts })
       .when({ type: 'payment.captured', data: { orderId: '42' } })

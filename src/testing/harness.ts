@@ -529,6 +529,11 @@ export async function createTestHarness<C extends Contracts = NoContracts>(
       ? {}
       : { subscriptionDefaults: options.subscriptionDefaults }),
   });
+  if (options.store !== undefined && !(options.store instanceof EventStore)) {
+    throw new InvalidOptionsError(
+      'store must be an open EventStore (createEventStore), not a function or other value',
+    );
+  }
   const store = options.store ?? new EventStore(new MemoryEventStoreBackend());
   const outbox = await createOutbox<C>({
     store,

@@ -1081,6 +1081,82 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
         expect(dead?.reason.kind).toBe('timeout');
       });
 
+      it('frees the slot of a handler past its limit for the next messages, which run and commit', async () => {
+        // The next deliveries ran in the open unit of work's context and were refused as nested.
+        const { bus, store, outbox } = await setup();
+        const ran: string[] = [];
+        await bus.subscribe(
+          'order.placed',
+          async (message, { work }) => {
+            const { orderId } = message.data;
+            ran.push(orderId);
+            await work.append(`stock-${orderId}`, [{ type: 'Reserved', data: {} }]);
+            if (orderId === 'slow') await new Promise((resolve) => setTimeout(resolve, 800)); // ignores its signal
+          },
+          { group: 'inventory', unitOfWork: outbox, concurrency: 1, handlerTimeoutMs: 300, maxAttempts: 1 },
+        );
+        for (const orderId of ['slow', 'b', 'c']) await bus.publish('order.placed', { orderId });
+        await waitFor(
+          async () =>
+            (await store.readStream('stock-c')).length === 1 &&
+            (await store.readStream('stock-b')).length === 1,
+          'b and c to commit',
+        );
+        expect(ran).toEqual(['slow', 'b', 'c']);
+        const dead = await bus.listDeadLetters({ group: 'inventory' });
+        expect(
+          dead.map((d) => [(d.envelope?.data as { orderId?: string } | undefined)?.orderId, d.reason.kind]),
+        ).toEqual([['slow', 'timeout']]);
+        expect(await store.readStream('stock-slow')).toEqual([]);
+      });
+
+      it('rolls back at its limit the unit of work of a handler that never ends, freeing the store for the others', async () => {
+        const { bus, store, outbox } = await setup();
+        await bus.subscribe(
+          'order.placed',
+          async (message, { work }) => {
+            await work.append(`stock-${message.data.orderId}`, [{ type: 'Reserved', data: {} }]);
+            await new Promise(() => {}); // never ends, never looks at its signal
+          },
+          { group: 'inventory', unitOfWork: outbox, handlerTimeoutMs: 200, maxAttempts: 1 },
+        );
+        await bus.publish('order.placed', { orderId: 'hung' });
+        await waitFor(
+          async () => (await bus.listDeadLetters({ group: 'inventory' })).length === 1,
+          'the dead letter',
+        );
+        // SQLite and memory run one unit of work at a time: the hung one held every other.
+        await outbox.unitOfWork((work) => work.append('after', [{ type: 'Later', data: {} }]));
+        expect(await store.readStream('after')).toHaveLength(1);
+        expect(await store.readStream('stock-hung')).toEqual([]);
+      });
+
+      it('never times out a handler that returned within its limit, whatever its commit waits for', async () => {
+        // On SQLite the units delivered together share a commit: a slow one delayed the fast one's,
+        // which was then dead-lettered as a timeout while its effects committed.
+        const { bus, store, outbox } = await setup();
+        await bus.subscribe(
+          'order.placed',
+          async (message, { work }) => {
+            await work.append(`stock-${message.data.orderId}`, [{ type: 'Reserved', data: {} }]);
+            if (message.data.orderId === 'slow') await new Promise((resolve) => setTimeout(resolve, 250));
+          },
+          { group: 'inventory', unitOfWork: outbox, concurrency: 2, handlerTimeoutMs: 100, maxAttempts: 1 },
+        );
+        await Promise.all(['fast', 'slow'].map((orderId) => bus.publish('order.placed', { orderId })));
+        await waitFor(
+          async () => (await bus.listDeadLetters({ group: 'inventory' })).length === 1,
+          'the dead letter',
+        );
+        await new Promise((resolve) => setTimeout(resolve, 400));
+        const dead = await bus.listDeadLetters({ group: 'inventory' });
+        expect(dead.map((d) => (d.envelope?.data as { orderId?: string } | undefined)?.orderId)).toEqual([
+          'slow',
+        ]);
+        expect(await store.readStream('stock-fast')).toHaveLength(1);
+        expect(await store.readStream('stock-slow')).toEqual([]);
+      });
+
       it('rolls the mark back with the handler, so the retry runs it again', async () => {
         const { bus, store, outbox } = await setup();
         let runs = 0;
