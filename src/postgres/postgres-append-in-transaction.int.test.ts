@@ -110,7 +110,7 @@ describe('appendInTransaction: positions within one transaction', () => {
     expect(stored.map((e) => e.position)).toEqual([first.position - 1n, first.position, second.position]);
   });
 
-  it('refuses the append that would take one transaction past 65536 events, before sending it', async () => {
+  it('refuses the append that would take one transaction past 65536 events, writing nothing of it', async () => {
     const { store, backend, client } = await openStore();
     const many = (n: number) => Array.from({ length: n }, () => ok());
     await client.query('BEGIN');
