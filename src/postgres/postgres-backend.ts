@@ -116,8 +116,17 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
  * a jittered moment, up to 20 ms, so that the others get out of its way.
  */
 const MAX_ANY_RACES = 1000;
-const afterLostRace = (losses: number) =>
-  losses < 3 ? Promise.resolve() : sleep(Math.random() * Math.min(20, 2 * losses));
+
+/** Whether an append that lost the race for a version goes again: `any` ones do, after their pause. */
+async function goesAgainAfterLostRace(
+  expected: ExpectedVersion,
+  constraint: string | undefined,
+  losses: number,
+): Promise<boolean> {
+  if (expected !== 'any' || constraint !== 'events_stream_version' || losses >= MAX_ANY_RACES) return false;
+  if (losses >= 3) await sleep(Math.random() * Math.min(20, 2 * losses));
+  return true;
+}
 interface EventRow extends QueryResultRow {
   position: bigint;
   stream_id: string;
@@ -436,10 +445,7 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
         // Its ids were stored already (a retry with `any`), or another writer won the version.
         const settled = await this.#resolveConflict(this.#db, streamId, ids, expected);
         if (settled !== undefined) return settled;
-        if (expected === 'any' && constraint === 'events_stream_version' && ++raced < MAX_ANY_RACES) {
-          await afterLostRace(raced);
-          continue;
-        }
+        if (await goesAgainAfterLostRace(expected, constraint, ++raced)) continue;
         throw new ConcurrencyError(streamId, expected, await this.#currentVersion(this.#db, streamId));
       }
       if (rows.length === 0) {
@@ -644,10 +650,7 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
         const settled = await this.#resolveConflict(db, streamId, ids, expected);
         if (settled !== undefined) return settled;
         // A concurrent writer took the version an 'any' append was about to use: go again.
-        if (expected === 'any' && constraint === 'events_stream_version' && attempt < MAX_ANY_RACES) {
-          await afterLostRace(attempt);
-          continue;
-        }
+        if (await goesAgainAfterLostRace(expected, constraint, attempt)) continue;
         throw new ConcurrencyError(streamId, expected, await this.#currentVersion(db, streamId));
       }
       if (rows.length === 0) {
@@ -1117,17 +1120,19 @@ function arrayAppendStatements(s: string) {
       WHERE ${EXPECTED_CHECK}${room}
       RETURNING position, version`;
   const tx = `WITH tx AS MATERIALIZED (SELECT txid_current() << 16 AS base)`;
+  // The events this transaction appended so far: its positions run from tx.base.
+  const used = `SELECT count(*)::int4 AS n FROM ${s}.events, tx
+        WHERE position >= tx.base AND position < tx.base + ${EVENTS_PER_TRANSACTION}`;
   return {
     appendArrays: { name: `ferry-append-arrays-${s}`, text: tx + insert('', '') } satisfies Statement,
-    eventsInTransaction: {
-      name: `ferry-events-in-tx-${s}`,
-      text: `${tx} SELECT count(*)::int4 AS n FROM ${s}.events, tx WHERE position >= tx.base AND position < tx.base + 65536`,
-    } satisfies Statement,
+    eventsInTransaction: { name: `ferry-events-in-tx-${s}`, text: `${tx} ${used}` } satisfies Statement,
     appendInTransaction: {
       name: `ferry-append-tx-${s}`,
-      text: `${tx}, used AS (
-        SELECT count(*) AS n FROM ${s}.events, tx WHERE position >= tx.base AND position < tx.base + 65536
-      )${insert('+ used.n', ', used', ' AND used.n + cardinality($4::uuid[]) <= 65536')}`,
+      text: `${tx}, used AS (${used})${insert(
+        '+ used.n',
+        ', used',
+        ` AND used.n + cardinality($4::uuid[]) <= ${EVENTS_PER_TRANSACTION}`,
+      )}`,
     } satisfies Statement,
   };
 }
