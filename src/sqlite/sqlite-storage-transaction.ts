@@ -162,7 +162,7 @@ export class SqliteStorageTransaction implements StorageTransaction {
   /**
    * Runs one statement of the caller's (`?` placeholders), in the transaction. Rows come back as plain
    * objects, integers as numbers, as PostgreSQL's `integer` columns do (a `bigint` only beyond
-   * ±2^53, which a number cannot hold exactly). Resolves no rows for a statement that returns none.
+   * ±(2^53−1), which a number cannot hold exactly). Resolves no rows for a statement that returns none.
    */
   async query(sql: string, params: readonly unknown[] = []): Promise<Record<string, unknown>[]> {
     const c = this.#open();

@@ -199,6 +199,26 @@ describe('deciderSpec', () => {
       const failure = assertionFrom(() => whenConfirmed().thenThrows(/out of stock/));
       expect(failure.message).toContain('which does not match the message pattern /out of stock/');
     });
+
+    it('passes with an error code string', () => {
+      whenConfirmed().thenThrows('ORDER_CONFIRMED');
+      expect(() => whenConfirmed().thenThrows('ORDER_EMPTY')).toThrow(AssertionError);
+    });
+
+    it('refuses a matcher of no known kind before deciding, whether or not decide throws', () => {
+      // As handlerSpec and sagaSpec do: a spec whose matcher can never match is the test's mistake,
+      // said as such, not an assertion about decide.
+      for (const spec of [whenConfirmed, () => deciderSpec(orderDecider).given([placed]).when(addPear)]) {
+        let refusal: unknown;
+        try {
+          spec().thenThrows(42 as never);
+        } catch (error) {
+          refusal = error;
+        }
+        expect(refusal).toMatchObject({ code: 'INVALID_OPTIONS' });
+        expect(refusal).not.toBeInstanceOf(AssertionError);
+      }
+    });
   });
 
   describe('thenState', () => {

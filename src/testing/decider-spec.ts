@@ -2,6 +2,7 @@ import { AssertionError } from 'node:assert';
 import { type Decider, type DeciderEvent, decideEvents, fold } from '../eventstore/decider.js';
 import {
   assertDeepEqual,
+  assertMatcher,
   describeMatcher,
   type ErrorMatcher,
   matches,
@@ -84,6 +85,7 @@ class DeciderSpecRun<C, E extends DeciderEvent, S> implements DeciderSpecWhen<E,
   }
 
   thenThrows(matcher: ErrorMatcher): void {
+    assertMatcher(matcher);
     const { outcome } = this.#run();
     if (outcome.ok) {
       throw new AssertionError({
