@@ -115,12 +115,14 @@ export class SqliteUnitsOfWork {
   run<T>(work: (tx: StorageTransaction) => Promise<T>): Promise<T> {
     if (this.#refusing || this.#closed) return Promise.reject(new EventStoreClosedError());
     const settled = this.#inFlight.enter();
+    // Run in the caller's async context, not the one that drains the queue (the first caller's):
+    // the message a handler's unit of work belongs to, its signal and deadline, and any
+    // AsyncLocalStorage of the application's (a trace) stay its own in a shared transaction.
+    // (Not `AsyncResource.bind`: it makes two deprecation wrappers per call, 1 % of the shop's time.)
+    const caller = new AsyncResource('FerrySqliteUnitOfWork');
     return new Promise<T>((resolve, reject) => {
       this.#queue.push({
-        // Run in the caller's async context, not the one that drains the queue (the first caller's):
-        // the message a handler's unit of work belongs to, its signal and deadline, and any
-        // AsyncLocalStorage of the application's (a trace) stay its own in a shared transaction.
-        work: AsyncResource.bind(work),
+        work: (tx) => caller.runInAsyncScope(work, undefined, tx),
         resolve: (value) => {
           settled();
           resolve(value as T);
