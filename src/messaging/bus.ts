@@ -573,6 +573,7 @@ export class Bus<C extends Contracts = NoContracts> {
   listDeadLetters(
     options: { readonly group?: string | undefined; readonly limit?: number | undefined } = {},
   ): Promise<DeadLetter[]> {
+    if (this.#closing !== undefined) return Promise.reject(new BusClosedError());
     const limit = options.limit ?? 100;
     if (!Number.isInteger(limit) || limit < 1 || limit > MAX_DEAD_LETTER_LISTING) {
       return Promise.reject(
@@ -593,6 +594,7 @@ export class Bus<C extends Contracts = NoContracts> {
       readonly limit?: number;
     } = {},
   ): Promise<number> {
+    if (this.#closing !== undefined) return Promise.reject(new BusClosedError());
     const { group, ...rest } = options;
     return this.transport.replayDeadLetters(group ?? this.service, rest);
   }

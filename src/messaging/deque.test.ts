@@ -75,4 +75,15 @@ describe('Deque', () => {
     expect(deque.length).toBe(2000);
     expect(deque.drain()).toEqual(Array.from({ length: 2000 }, (_, i) => 3000 + i));
   });
+
+  it('puts items back before the first, in their order, after shifts', () => {
+    const deque = new Deque<number>();
+    for (let i = 0; i < 10; i++) deque.push(i);
+    for (let i = 0; i < 4; i++) deque.shift();
+    deque.unshiftAll([2, 3]);
+    deque.unshiftAll([]);
+    expect(deque.length).toBe(8);
+    expect(deque.peek()).toBe(2);
+    expect(deque.drain()).toEqual([2, 3, 4, 5, 6, 7, 8, 9]);
+  });
 });

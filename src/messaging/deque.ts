@@ -30,6 +30,13 @@ export class Deque<T> {
     return item;
   }
 
+  /** Puts `items` before the first item, in their order. */
+  unshiftAll(items: readonly T[]): void {
+    if (items.length === 0) return;
+    this.#items = [...items, ...this.#items.slice(this.#head)];
+    this.#head = 0;
+  }
+
   /** Removes every item, returning them in order. */
   drain(): T[] {
     const items = this.#items.slice(this.#head) as T[];

@@ -33,12 +33,12 @@ interface WellFormedCheck {
 }
 
 function assertShortString(field: string, value: string): void {
-  if (typeof value !== 'string') return;
+  if (typeof value !== 'string') {
+    throw new InvalidOptionsError(`${field} must be a string, not ${describeType(value)}`);
+  }
   if (value === '') throw new InvalidOptionsError(`${field} must not be empty`);
   // A lone surrogate has no UTF-8 form: RabbitMQ would carry U+FFFD instead, another id.
-  if (!(value as unknown as WellFormedCheck).isWellFormed()) {
-    throw new InvalidOptionsError(`${field} must not contain a lone surrogate`);
-  }
+  if (!isWellFormed(value)) throw new InvalidOptionsError(`${field} must not contain a lone surrogate`);
   if (value.length <= 85) return;
   const bytes = value.length > MAX_ID_BYTES ? value.length : Buffer.byteLength(value);
   if (bytes > MAX_ID_BYTES) {
@@ -48,15 +48,30 @@ function assertShortString(field: string, value: string): void {
   }
 }
 
+/** Whether `text` has a UTF-8 form: no lone surrogate, which RabbitMQ would carry as U+FFFD. */
+export function isWellFormed(text: string): boolean {
+  return (text as unknown as WellFormedCheck).isWellFormed();
+}
+
+function describeType(value: unknown): string {
+  return value === null ? 'null' : Array.isArray(value) ? 'an array' : `a ${typeof value}`;
+}
+
 function assertHeaders(headers: Readonly<Record<string, string>>): void {
   let units = 0;
   for (const name of Object.keys(headers)) {
+    const value = headers[name];
+    // Two names differing only in their lone surrogates would be one header on RabbitMQ.
+    if (!isWellFormed(name) || (typeof value === 'string' && !isWellFormed(value))) {
+      throw new InvalidOptionsError(
+        `header "${name.slice(0, 40)}" must not contain a lone surrogate in its name or value (it has no UTF-8 form)`,
+      );
+    }
     if (name.length > 85 && Buffer.byteLength(name) > MAX_ID_BYTES) {
       throw new InvalidOptionsError(
         `header name "${name.slice(0, 40)}…" must be at most ${MAX_ID_BYTES} bytes of UTF-8 (an AMQP short string)`,
       );
     }
-    const value = headers[name];
     units += HEADER_OVERHEAD_BYTES + name.length + (typeof value === 'string' ? value.length : 0);
   }
   if (units * 3 <= MAX_HEADERS_BYTES) return;

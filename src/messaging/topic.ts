@@ -1,3 +1,4 @@
+import { isWellFormed } from './envelope-limits.js';
 import { InvalidTopicError } from './errors.js';
 
 const MAX_TOPIC_BYTES = 255;
@@ -5,6 +6,9 @@ const WORD = /^[^.*#\s]+$/;
 
 function checkLength(topic: string): void {
   if (topic.length === 0) throw new InvalidTopicError(topic, 'it is empty');
+  // RabbitMQ would route it as another topic, with U+FFFD in place of the surrogate.
+  if (!isWellFormed(topic))
+    throw new InvalidTopicError(topic, 'it contains a lone surrogate (no UTF-8 form)');
   if (Buffer.byteLength(topic) > MAX_TOPIC_BYTES) {
     throw new InvalidTopicError(topic, `it is longer than ${MAX_TOPIC_BYTES} bytes`);
   }

@@ -763,5 +763,78 @@ export function testTransport(name: string, harness: TransportHarness, features:
       await b.close();
       expect(isBusClosedError(await b.publish(type, { n: 3 }).catch((e: unknown) => e))).toBe(true);
     });
+
+    it('gives up on a handler still running at close after closeTimeoutMs: its message goes to the next subscriber', async () => {
+      // Must not be lost: the message whose handler never finished (RabbitMQ requeues what a closed
+      // channel held; the embedded broker must too).
+      const p = unique();
+      const b = await bus(`svc-${p}`);
+      const type = `${p}.stuck`;
+      let firstRuns = 0;
+      const sub = await b.subscribe(
+        type,
+        async () => {
+          firstRuns++;
+          await new Promise(() => {}); // never settles
+        },
+        { concurrency: 1, handlerTimeoutMs: 0 },
+      );
+      await b.publish(type, { n: 1 }, { id: `${p}-stuck` });
+      await waitFor(() => firstRuns === 1, 'the handler to start');
+      const started = Date.now();
+      await sub.close();
+      // The contract's buses close after 2 s.
+      expect(Date.now() - started).toBeGreaterThanOrEqual(1900);
+      const later: { id: string; n: number }[] = [];
+      await b.subscribe(type, async (m) => void later.push({ id: m.id, n: (m.data as { n: number }).n }), {
+        handlerTimeoutMs: 0,
+      });
+      await waitFor(() => later.length === 1, 'the message the stuck handler held, delivered again');
+      expect(later).toEqual([{ id: `${p}-stuck`, n: 1 }]);
+      await sleep(200);
+      expect(later).toHaveLength(1);
+    });
+
+    it('refuses dead-letter listings and replays once closed, with BUS_CLOSED', async () => {
+      const p = unique();
+      const b = await bus(`svc-${p}`);
+      await b.close();
+      expect(isBusClosedError(await b.listDeadLetters().catch((e: unknown) => e))).toBe(true);
+      expect(isBusClosedError(await b.replayDeadLetters().catch((e: unknown) => e))).toBe(true);
+      expect(isBusClosedError(await b.deleteSubscription(`${p}.x`).catch((e: unknown) => e))).toBe(true);
+    });
+
+    it('refuses what RabbitMQ cannot carry as given, alike everywhere: ids that are not strings, lone surrogates', async () => {
+      const p = unique();
+      const b = await bus(`svc-${p}`);
+      const type = `${p}.odd`;
+      const got: unknown[] = [];
+      await b.subscribe(type, async (m) => void got.push(m.id));
+      const refused = async (publish: () => Promise<void>): Promise<unknown> =>
+        publish().then(
+          () => 'published',
+          (e: unknown) => (e as { code?: string }).code,
+        );
+      for (const id of [123, { id: 'x' }, ['a']] as unknown as string[]) {
+        expect(await refused(() => b.publish(type, {}, { id }))).toBe('INVALID_OPTIONS');
+        expect(await refused(() => b.publish(type, {}, { correlationId: id }))).toBe('INVALID_OPTIONS');
+        expect(await refused(() => b.publish(type, {}, { causationId: id }))).toBe('INVALID_OPTIONS');
+      }
+      const lone = '\ud800';
+      expect(await refused(() => b.publish(`${p}.odd${lone}`, {}))).toBe('INVALID_TOPIC');
+      expect(await refused(() => b.publish(type, {}, { headers: { [`x${lone}`]: 'v' } }))).toBe(
+        'INVALID_OPTIONS',
+      );
+      expect(await refused(() => b.publish(type, {}, { headers: { h: `v${lone}` } }))).toBe(
+        'INVALID_OPTIONS',
+      );
+      await expect(b.subscribe(`${p}.${lone}`, async () => {})).rejects.toMatchObject({
+        code: 'INVALID_TOPIC',
+      });
+      // Well-formed text of any script goes through as it is.
+      await b.publish(type, {}, { id: `${p}-😀`, headers: { h: 'é😀' } });
+      await waitFor(() => got.length === 1, 'the well-formed message');
+      expect(got).toEqual([`${p}-😀`]);
+    });
   });
 }

@@ -73,6 +73,11 @@ interface MemoryConsumer {
   readonly handler: DeliveryHandler;
   readonly concurrency: number;
   readonly inFlight: InFlight;
+  /**
+   * What it holds, by delivery: a close that gives up on its handlers puts these back in the queue,
+   * as RabbitMQ does with a closed channel's unacknowledged messages.
+   */
+  readonly holding: Map<Delivery, Entry>;
   closed: boolean;
 }
 
@@ -287,6 +292,7 @@ export class MemoryBroker {
     }
     const message = toMessage(entry.envelope, entry.attempt, copyOfSnapshot(entry.data));
     const handoff = new Handoff(this.#settler, queue, consumer, entry, message);
+    consumer.holding.set(handoff, entry);
     let result: DeliveryResult;
     try {
       result = consumer.handler(handoff);
@@ -298,6 +304,7 @@ export class MemoryBroker {
 
   #deliverWire(queue: Queue, consumer: MemoryConsumer, entry: Entry & { readonly wire: WireMessage }): void {
     const delivery = decodeWireMessage(entry.wire, this.clock);
+    consumer.holding.set(delivery, entry);
     let result: DeliveryResult;
     try {
       result = consumer.handler(delivery);
@@ -312,6 +319,9 @@ export class MemoryBroker {
   }
 
   #settle(queue: Queue, consumer: MemoryConsumer, entry: Entry, delivery: Delivery, outcome: Outcome): void {
+    // Put back in the queue when its consumer's close gave up on it: what the handler decided since
+    // is not carried out, as an ack on a closed RabbitMQ channel is not.
+    if (!consumer.holding.delete(delivery)) return;
     consumer.inFlight.end();
     if (outcome.action === 'retry') {
       const next: Entry = entry.envelope
@@ -421,6 +431,7 @@ export class MemoryBroker {
       handler,
       concurrency: spec.concurrency,
       inFlight: new InFlight(),
+      holding: new Map(),
       closed: false,
     };
     queue.consumers.push(consumer);
@@ -429,13 +440,24 @@ export class MemoryBroker {
     return { close: (timeoutMs) => this.#detach(q, consumer, timeoutMs) };
   }
 
-  /** Stops deliveries to `consumer`, then waits up to `timeoutMs` for its handlers in flight. */
+  /**
+   * Stops deliveries to `consumer`, then waits up to `timeoutMs` for its handlers in flight. What they
+   * still hold then goes back to the head of the queue, in the order they took it, for the next
+   * consumer (as RabbitMQ requeues a closed channel's unacknowledged messages): the message is handled
+   * again, never lost.
+   */
   async #detach(queue: Queue, consumer: MemoryConsumer, timeoutMs: number): Promise<void> {
     if (consumer.closed) return;
     consumer.closed = true;
     const index = queue.consumers.indexOf(consumer);
     if (index >= 0) queue.consumers.splice(index, 1);
     await consumer.inFlight.idle(timeoutMs, this.clock);
+    if (consumer.holding.size > 0) {
+      const held = [...consumer.holding.values()];
+      consumer.holding.clear();
+      if (queue.deleted) for (const entry of held) entry.settlement?.copySettled();
+      else queue.buffer.unshiftAll(held);
+    }
     // What the closed consumer did not take goes to the remaining competitors.
     this.#schedule(queue);
   }

@@ -60,14 +60,17 @@ export class MemoryTransport implements Transport {
   }
 
   async listDeadLetters(group: string, options: { readonly limit: number }): Promise<DeadLetter[]> {
+    if (this.#closed) throw new BusClosedError('transport');
     return this.broker.listDeadLetters(group, options.limit);
   }
 
   async deleteSubscription(spec: SubscriptionSpec): Promise<number> {
+    if (this.#closed) throw new BusClosedError('transport');
     return this.broker.deleteQueue(spec.group, spec.pattern);
   }
 
   async replayDeadLetters(group: string, options: ReplayOptions): Promise<number> {
+    if (this.#closed) throw new BusClosedError('transport');
     return this.broker.replayDeadLetters(group, options);
   }
 
