@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { FerryError } from '../../errors/ferry-error.js';
 import { InvalidOptionsError } from '../../errors/ferry-error.js';
+import { integerOption } from '../../errors/integer-option.js';
 import { type Clock, type ClockTimer, systemClock } from '../../time/clock.js';
 import { Deque } from '../deque.js';
 import { type Envelope, type Message, toMessage } from '../envelope.js';
@@ -48,6 +49,26 @@ export const DEFAULT_MEMORY_BROKER_OPTIONS = Object.freeze({
   maxQueueLength: 1_000_000,
   clock: systemClock,
 } satisfies Required<MemoryBrokerOptions>);
+
+/**
+ * The options with defaults filled in, or `INVALID_OPTIONS` naming the first bad one. A bus on
+ * RabbitMQ checks its `memory` options with it too, so that a bad value is found before the URL is
+ * switched to `memory://`.
+ */
+export function resolveMemoryBrokerOptions(options: MemoryBrokerOptions): Required<MemoryBrokerOptions> {
+  if (typeof options !== 'object' || options === null) {
+    throw new InvalidOptionsError('memory broker options must be an object');
+  }
+  const d = DEFAULT_MEMORY_BROKER_OPTIONS;
+  const clock = options.clock ?? d.clock;
+  if (typeof clock?.now !== 'function' || typeof clock.setTimeout !== 'function') {
+    throw new InvalidOptionsError('clock must be a Clock (systemClock, a VirtualClock)');
+  }
+  return {
+    maxQueueLength: integerOption('maxQueueLength', options.maxQueueLength, d.maxQueueLength, 1),
+    clock,
+  };
+}
 
 /**
  * A Ferry message as published (its `data` read from the snapshot, copied for each delivery, never
@@ -165,8 +186,7 @@ export class MemoryBroker {
     this.#settle(queue, consumer, entry, delivery, outcome);
 
   constructor(options: MemoryBrokerOptions = {}) {
-    const o = { ...DEFAULT_MEMORY_BROKER_OPTIONS, ...options };
-    if (!(o.maxQueueLength >= 1)) throw new InvalidOptionsError('maxQueueLength must be at least 1');
+    const o = resolveMemoryBrokerOptions(options);
     this.#maxQueueLength = o.maxQueueLength;
     this.clock = o.clock;
   }

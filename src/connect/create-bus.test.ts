@@ -1,0 +1,44 @@
+import { randomUUID } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { silentLogger } from '../logging/logger.js';
+import { createBus } from './create-bus.js';
+
+describe('createBus options of the other transport', () => {
+  it('checks amqp options on a memory:// bus, so a bad value shows before the URL is switched', async () => {
+    const url = `memory://options-${randomUUID()}`;
+    for (const amqp of [{ publishWindow: 0 }, { queueType: 'lazy' }, { heartbeatSeconds: -1 }]) {
+      await expect(
+        createBus({ url, service: 'svc', logger: silentLogger, amqp: amqp as never }),
+      ).rejects.toMatchObject({ code: 'INVALID_OPTIONS' });
+    }
+    // Good ones are accepted and unused: the same options serve both URLs.
+    const bus = await createBus({
+      url,
+      service: 'svc',
+      logger: silentLogger,
+      amqp: { publishWindow: 10, queueType: 'classic' },
+    });
+    await bus.close();
+  });
+
+  it('checks memory options on an amqp:// bus before connecting', async () => {
+    // Port 1: nothing listens, so only the option check can answer at once.
+    const url = 'amqp://guest:guest@127.0.0.1:1';
+    for (const memory of [{ maxQueueLength: 0 }, { maxQueueLength: 1.5 }, { clock: {} }]) {
+      await expect(
+        createBus({ url, service: 'svc', logger: silentLogger, memory: memory as never }),
+      ).rejects.toMatchObject({ code: 'INVALID_OPTIONS' });
+    }
+  });
+
+  it('refuses a fractional maxQueueLength on a memory bus', async () => {
+    await expect(
+      createBus({
+        url: `memory://options-${randomUUID()}`,
+        service: 'svc',
+        logger: silentLogger,
+        memory: { maxQueueLength: 2.5 },
+      }),
+    ).rejects.toMatchObject({ code: 'INVALID_OPTIONS', message: expect.stringContaining('maxQueueLength') });
+  });
+});
