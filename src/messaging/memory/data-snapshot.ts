@@ -1,5 +1,12 @@
 import { encodeData } from '../wire.js';
-import { compileShapePlan, MISS, type PlanHelpers, type ShapePlan } from './shape-plan.js';
+import {
+  compileShapePlan,
+  MEMBER_BYTES,
+  MISS,
+  type PlanHelpers,
+  type ShapePlan,
+  STRING_BYTES_PER_UNIT,
+} from './shape-plan.js';
 
 /**
  * A published `data` taken at publish time, in the form a transport that sends bytes would store:
@@ -13,11 +20,19 @@ export class DataSnapshot {
   readonly #value: unknown;
   readonly #copy: (value: never) => unknown;
   readonly #encoded: boolean;
+  /** At least the bytes of {@link json} in UTF-8, counted while copying (see {@link bytes}). */
+  readonly bytesAtMost: number;
 
-  constructor(value: unknown, copy: (value: never) => unknown, encoded: boolean) {
+  constructor(value: unknown, copy: (value: never) => unknown, encoded: boolean, bytesAtMost: number) {
     this.#value = value;
     this.#copy = copy;
     this.#encoded = encoded;
+    this.bytesAtMost = bytesAtMost;
+  }
+
+  /** The bytes of {@link json} in UTF-8: counted only when {@link bytesAtMost} is over a limit. */
+  bytes(): number {
+    return Buffer.byteLength(this.json());
   }
 
   /** A fresh copy for one delivery: what `JSON.parse` of {@link json} gives. */
@@ -50,7 +65,12 @@ const OMITTED: unique symbol = Symbol('omitted');
  */
 function plainCopy(value: unknown, depth: number, inherited: boolean): unknown {
   const type = typeof value;
-  if (type === 'string' || type === 'boolean') return value;
+  if (type === 'string') {
+    report.bound += STRING_BYTES_PER_UNIT * (value as string).length + MEMBER_BYTES;
+    return value;
+  }
+  report.bound += MEMBER_BYTES;
+  if (type === 'boolean') return value;
   // `+ 0` turns -0 into 0, as JSON does.
   if (type === 'number') return Number.isFinite(value) ? (value as number) + 0 : null;
   if (type === 'object') return value === null ? null : containerCopy(value as object, depth, inherited);
@@ -98,7 +118,11 @@ function objectCopy(object: Record<string, unknown>, depth: number, inherited: b
     if (key === '__proto__') return NOT_PLAIN;
     const item = object[key];
     const type = typeof item;
-    if (type === 'string' || type === 'boolean') out[key] = item;
+    report.bound += STRING_BYTES_PER_UNIT * key.length + MEMBER_BYTES;
+    if (type === 'string') {
+      out[key] = item;
+      report.bound += STRING_BYTES_PER_UNIT * (item as string).length;
+    } else if (type === 'boolean') out[key] = item;
     else if (type === 'number') out[key] = Number.isFinite(item) ? (item as number) + 0 : null;
     else if (type === 'object') {
       if (item === null) out[key] = null;
@@ -180,8 +204,12 @@ function finishGeneric(
   return out;
 }
 
-/** Set by a plan's copier when part of the data strayed from the plan. */
-const report = { strayed: false };
+/**
+ * `strayed`: set by a plan's copier when part of the data strayed from the plan. `bound`: what the
+ * copiers count, at least the bytes of the data's JSON (6 per UTF-16 unit of strings and keys, 32
+ * per member), so that the exact size is computed only for data that may be over a limit.
+ */
+const report = { strayed: false, bound: 0 };
 const helpers: PlanHelpers = {
   copy: (value, depth) => plainCopy(value, depth, false),
   finish: finishGeneric,
@@ -245,9 +273,12 @@ export function snapshotData(type: string, data: unknown): DataSnapshot {
   const plan = plans?.plan;
   // Saved and restored: a getter of the data may publish, and so take a snapshot, meanwhile.
   const outer = report.strayed;
+  const outerBound = report.bound;
   report.strayed = false;
+  report.bound = 0;
   let copy: unknown = MISS;
   let planned = false;
+  let bound = 0;
   try {
     if (plan !== undefined) {
       copy = plan.copy(data);
@@ -259,15 +290,20 @@ export function snapshotData(type: string, data: unknown): DataSnapshot {
     copy = NOT_PLAIN;
   } finally {
     report.strayed = outer;
+    bound = report.bound;
+    report.bound = outerBound;
   }
-  if (copy === NOT_PLAIN) return new DataSnapshot(encodeData(type, data), parse, true);
+  if (copy === NOT_PLAIN) {
+    const json = encodeData(type, data);
+    return new DataSnapshot(json, parse, true, 3 * json.length);
+  }
   if (typeof copy !== 'object' || copy === null)
-    return new DataSnapshot(copy === OMITTED ? null : copy, same, false);
+    return new DataSnapshot(copy === OMITTED ? null : copy, same, false, bound);
   if (planned) {
     // Only a run of strays replans: an odd message of another shape now and then does not.
     plans!.unplanned = 0;
-    return new DataSnapshot(copy, plan!.clone, false);
+    return new DataSnapshot(copy, plan!.clone, false, bound);
   }
   if (plans !== undefined) unplanned(plans, copy);
-  return new DataSnapshot(copy, cloneGeneric, false);
+  return new DataSnapshot(copy, cloneGeneric, false, bound);
 }

@@ -5,7 +5,12 @@ import { integerOption } from '../../errors/integer-option.js';
 import { type Clock, type ClockTimer, systemClock } from '../../time/clock.js';
 import { Deque } from '../deque.js';
 import { type Envelope, type Message, toMessage } from '../envelope.js';
-import { PublishNackedError, SubscriptionInUseError, UnroutableError } from '../errors.js';
+import {
+  MessageTooLargeError,
+  PublishNackedError,
+  SubscriptionInUseError,
+  UnroutableError,
+} from '../errors.js';
 import { InFlight } from '../in-flight.js';
 import { compilePattern } from '../topic.js';
 import {
@@ -43,10 +48,17 @@ export interface MemoryBrokerOptions {
    * @default systemClock
    */
   readonly clock?: Clock;
+  /**
+   * Largest encoded body (the JSON of `data`, in UTF-8) a publish takes; a larger one rejects at once
+   * with `MESSAGE_TOO_LARGE`, as on RabbitMQ (the same option and default there), so that a message
+   * too large for the broker is found in development. @default 134217728
+   */
+  readonly maxMessageBytes?: number;
 }
 
 export const DEFAULT_MEMORY_BROKER_OPTIONS = Object.freeze({
   maxQueueLength: 1_000_000,
+  maxMessageBytes: 134_217_728,
   clock: systemClock,
 } satisfies Required<MemoryBrokerOptions>);
 
@@ -66,6 +78,7 @@ export function resolveMemoryBrokerOptions(options: MemoryBrokerOptions): Requir
   }
   return {
     maxQueueLength: integerOption('maxQueueLength', options.maxQueueLength, d.maxQueueLength, 1),
+    maxMessageBytes: integerOption('maxMessageBytes', options.maxMessageBytes, d.maxMessageBytes, 1),
     clock,
   };
 }
@@ -180,6 +193,7 @@ export class MemoryBroker {
   readonly #routes = new Map<string, Queue[]>();
   readonly #deadLetters = new Map<string, StoredDeadLetter[]>();
   readonly #maxQueueLength: number;
+  readonly #maxMessageBytes: number;
   /** The clock its retry delays and close timeouts run on (see {@link MemoryBrokerOptions.clock}). */
   readonly clock: Clock;
   readonly #settler: Settler = (queue, consumer, entry, delivery, outcome) =>
@@ -188,6 +202,7 @@ export class MemoryBroker {
   constructor(options: MemoryBrokerOptions = {}) {
     const o = resolveMemoryBrokerOptions(options);
     this.#maxQueueLength = o.maxQueueLength;
+    this.#maxMessageBytes = o.maxMessageBytes;
     this.clock = o.clock;
   }
 
@@ -213,7 +228,7 @@ export class MemoryBroker {
   publish(envelope: Envelope): Promise<void> {
     let data: DataSnapshot;
     try {
-      data = snapshotData(envelope.type, envelope.data);
+      data = this.#snapshot(envelope);
     } catch (error) {
       return Promise.reject(error);
     }
@@ -227,7 +242,7 @@ export class MemoryBroker {
   publishTracked(envelope: Envelope): TrackedPublish {
     let data: DataSnapshot;
     try {
-      data = snapshotData(envelope.type, envelope.data);
+      data = this.#snapshot(envelope);
     } catch (error) {
       return { confirmed: Promise.reject(error), settled: NEVER };
     }
@@ -237,6 +252,25 @@ export class MemoryBroker {
     const entry: Entry = { envelope, data, attempt: 1, settlement };
     for (const queue of queues) this.#enqueue(queue, entry);
     return { confirmed: RESOLVED, settled: settlement.settled };
+  }
+
+  /** `data` as published, or `MESSAGE_NOT_SERIALIZABLE`, or `MESSAGE_TOO_LARGE` past `maxMessageBytes`. */
+  #snapshot(envelope: Envelope): DataSnapshot {
+    const data = snapshotData(envelope.type, envelope.data);
+    if (data.bytesAtMost > this.#maxMessageBytes) {
+      const size = data.bytes();
+      if (size > this.#maxMessageBytes)
+        throw new MessageTooLargeError(envelope.id, size, this.#maxMessageBytes);
+    }
+    return data;
+  }
+
+  /**
+   * Throws what `publish` would reject `envelope`'s data with (`MESSAGE_NOT_SERIALIZABLE`,
+   * `MESSAGE_TOO_LARGE`), without publishing it: for an outbox, which checks now and sends later.
+   */
+  check(envelope: Envelope): void {
+    this.#snapshot(envelope);
   }
 
   /** Takes bytes as a producer that knows nothing of Ferry sends them; they are decoded at delivery. */

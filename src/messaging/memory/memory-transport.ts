@@ -1,4 +1,5 @@
 import type { Envelope } from '../envelope.js';
+import { assertEnvelopeLimits } from '../envelope-limits.js';
 import { BusClosedError } from '../errors.js';
 import type {
   DeadLetter,
@@ -40,12 +41,29 @@ export class MemoryTransport implements Transport {
 
   publish(envelope: Envelope): Promise<void> {
     if (this.#closed) return Promise.reject(new BusClosedError('transport'));
+    try {
+      // Envelopes that did not come through the bus are held to the same limits, as on RabbitMQ.
+      assertEnvelopeLimits(envelope);
+    } catch (error) {
+      return Promise.reject(error);
+    }
     return this.broker.publish(envelope);
   }
 
   publishTracked(envelope: Envelope): TrackedPublish {
     if (this.#closed) return { confirmed: Promise.reject(new BusClosedError('transport')), settled: NEVER };
+    try {
+      assertEnvelopeLimits(envelope);
+    } catch (error) {
+      return { confirmed: Promise.reject(error), settled: NEVER };
+    }
     return this.broker.publishTracked(envelope);
+  }
+
+  /** Throws what `publish` would reject `envelope` with (limits, encoding, size), without publishing it. */
+  check(envelope: Envelope): void {
+    assertEnvelopeLimits(envelope);
+    this.broker.check(envelope);
   }
 
   /** Publishes bytes as a producer that knows nothing of Ferry would (for tests of foreign producers). */

@@ -17,6 +17,14 @@
 export type GenericCopy = (value: unknown, depth: number) => unknown;
 
 /** What a plan's copier needs from the generic one. */
+/** Most bytes of JSON one UTF-16 unit of a string takes: `\u001f` for a control character. */
+export const STRING_BYTES_PER_UNIT = 6;
+/**
+ * Bytes of JSON counted for each member of an object or array besides its key's and its string's:
+ * quotes, colon and comma, and a number (at most 24 characters), `true`, `false` or `null`.
+ */
+export const MEMBER_BYTES = 32;
+
 export interface PlanHelpers {
   /** The generic copier. */
   readonly copy: GenericCopy;
@@ -31,8 +39,12 @@ export interface PlanHelpers {
   readonly notPlain: symbol;
   readonly omitted: symbol;
   readonly maxLength: number;
-  /** Set to `true` when a container does not follow the plan (its copy made by the generic copier). */
-  readonly report: { strayed: boolean };
+  /**
+   * `strayed`: set to `true` when a container does not follow the plan (its copy made by the generic
+   * copier). `bound`: grown by every copier by at least the bytes of JSON its part takes (see
+   * `data-snapshot.ts`), so that the size of a snapshot is counted only when it may be too large.
+   */
+  readonly report: { strayed: boolean; bound: number };
 }
 
 /**
@@ -137,6 +149,12 @@ class Generator {
     ];
     switch (shape.kind) {
       case 'string':
+        return [
+          `if (typeof ${value} === 'string') { ${target} = ${value}; report.bound += ${STRING_BYTES_PER_UNIT} * ${value}.length; } else {`,
+          generic,
+          ...check,
+          '}',
+        ];
       case 'boolean':
         return [
           `if (typeof ${value} === '${shape.kind}') ${target} = ${value}; else {`,
@@ -186,6 +204,7 @@ class Generator {
       '  if (!Array.isArray(value) || Object.getPrototypeOf(value) !== Array.prototype) return MISS;',
       "  if (value.length > MAX_LENGTH || typeof value.toJSON === 'function') return MISS;",
       '  const length = value.length;',
+      `  report.bound += ${MEMBER_BYTES} * length + 2;`,
       '  const out = new Array(length);',
       '  for (let i = 0; i < length; i++) {',
       '    const item = value[i];',
@@ -245,6 +264,7 @@ class Generator {
       '  let n = 0;',
       '  for (const key in value) if (key !== keys[n++]) return MISS;',
       `  if (n !== ${keys.length}) return MISS;`,
+      `  report.bound += ${keys.reduce((sum, key) => sum + STRING_BYTES_PER_UNIT * key.length + MEMBER_BYTES, 2)};`,
       ...statements.map((line) => `  ${line}`),
       `  return ${literal((i) => `c${i}`)};`,
       '}',
