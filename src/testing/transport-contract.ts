@@ -490,6 +490,35 @@ export function testTransport(name: string, harness: TransportHarness, features:
       expect(await b.deleteSubscription(`${p}.never.*`, { group })).toBe(0);
     });
 
+    it('deleting a subscription with other retry options leaves the retries of its own delays, which reach it if made again', async () => {
+      // The same on every transport: RabbitMQ finds delay queues by the delays it is given.
+      const p = unique();
+      const b = await bus(`svc-${p}`);
+      const group = `redo-${p}`;
+      const pattern = `${p}.item.*`;
+      const own = { group, backoff: { initialDelayMs: 1500, factor: 1, maxDelayMs: 1500 }, maxAttempts: 2 };
+      const runs: { n: number; attempt: number }[] = [];
+      const handler = async (m: Message) => {
+        runs.push({ n: m.data as number, attempt: m.attempt });
+        if (m.attempt === 1) throw new Error('waits in a delay queue');
+      };
+      const sub = await b.subscribe(pattern, handler, own);
+      await b.publish(`${p}.item.added`, 1);
+      await waitFor(() => runs.length === 1, 'the first attempt');
+      await sleep(200);
+      await sub.close();
+      // Other delays: the retry waiting out 1500 ms is not found, nor counted.
+      const other = { group, backoff: { initialDelayMs: 700, factor: 1, maxDelayMs: 700 }, maxAttempts: 2 };
+      expect(await b.deleteSubscription(pattern, other)).toBe(0);
+      // Made again before the retry is due: the retry reaches it.
+      await b.subscribe(pattern, handler, own);
+      await waitFor(() => runs.length === 2, 'the retry left in its delay queue', 5000);
+      expect(runs).toEqual([
+        { n: 1, attempt: 1 },
+        { n: 1, attempt: 2 },
+      ]);
+    });
+
     it('gives every payload the outcome of a JSON round trip: the same data, or MESSAGE_NOT_SERIALIZABLE at publish', async () => {
       // Must not happen: an embedded bus handing handlers what a distributed one never could.
       const p = unique();

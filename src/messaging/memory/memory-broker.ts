@@ -116,6 +116,8 @@ interface MemoryConsumer {
 }
 
 interface Queue {
+  /** `group` and `pattern`, joined by a NUL. */
+  readonly key: string;
   readonly group: string;
   readonly pattern: string;
   readonly matches: (type: string) => boolean;
@@ -123,8 +125,6 @@ interface Queue {
   readonly consumers: MemoryConsumer[];
   next: number;
   scheduled: boolean;
-  /** Retries waiting out their delay, which belong to the queue as a delay queue's messages do. */
-  readonly delayed: Map<ClockTimer, Entry>;
   deleted: boolean;
 }
 
@@ -192,6 +192,8 @@ export class MemoryBroker {
   readonly #queues = new Map<string, Queue>();
   readonly #routes = new Map<string, Queue[]>();
   readonly #deadLetters = new Map<string, StoredDeadLetter[]>();
+  /** Retries waiting out their delay, by queue key: they belong to the subscription, not to one queue. */
+  readonly #delayed = new Map<string, Map<ClockTimer, { readonly entry: Entry; readonly delayMs: number }>>();
   readonly #maxQueueLength: number;
   readonly #maxMessageBytes: number;
   /** The clock its retry delays and close timeouts run on (see {@link MemoryBrokerOptions.clock}). */
@@ -390,13 +392,7 @@ export class MemoryBroker {
       if (queue.deleted) entry.settlement?.copySettled();
       else if (outcome.delayMs <= 0) this.#enqueue(queue, next);
       else {
-        // Unref'd: a pending retry must not keep a finished process alive; in memory it is lost at exit anyway.
-        const timer = this.clock.setTimeout(() => {
-          queue.delayed.delete(timer);
-          if (!queue.deleted) this.#enqueue(queue, next);
-        }, outcome.delayMs);
-        timer.unref?.();
-        queue.delayed.set(timer, next);
+        this.#delay(queue.key, next, outcome.delayMs);
       }
     } else {
       if (outcome.action === 'dead-letter') {
@@ -443,22 +439,61 @@ export class MemoryBroker {
     list.push(stored);
   }
 
-  /** Deletes a subscription's queue and what it holds, delayed retries included; resolves how many messages that was. */
-  deleteQueue(group: string, pattern: string): number {
+  /**
+   * Holds a retry for `delayMs`, then puts it in the queue that then has `key`, as a RabbitMQ delay
+   * queue (one per subscription and delay, outliving the subscription's queue) dead-letters it to the
+   * queue's name: with none, it is dropped.
+   */
+  #delay(key: string, entry: Entry, delayMs: number): void {
+    let waiting = this.#delayed.get(key);
+    if (waiting === undefined) {
+      waiting = new Map();
+      this.#delayed.set(key, waiting);
+    }
+    const held = waiting;
+    // Unref'd: a pending retry must not keep a finished process alive; in memory it is lost at exit anyway.
+    const timer = this.clock.setTimeout(() => {
+      held.delete(timer);
+      if (held.size === 0 && this.#delayed.get(key) === held) this.#delayed.delete(key);
+      const queue = this.#queues.get(key);
+      if (queue !== undefined) this.#enqueue(queue, entry);
+      else entry.settlement?.copySettled();
+    }, delayMs);
+    timer.unref?.();
+    held.set(timer, { entry, delayMs });
+  }
+
+  /**
+   * Deletes a subscription's queue and what it holds, and its retries waiting out one of
+   * `retryDelays` (on RabbitMQ: the delay queues of those delays); resolves how many messages that
+   * was. Retries waiting out another delay (a subscription made with other options) are left, as
+   * RabbitMQ leaves the delay queues it was not told of: they go to the subscription's queue if it is
+   * made again before they are due, else they are dropped.
+   */
+  deleteQueue(group: string, pattern: string, retryDelays: readonly number[]): number {
     const key = `${group}\u0000${pattern}`;
     const queue = this.#queues.get(key);
-    if (queue === undefined) return 0;
-    if (queue.consumers.length > 0) throw new SubscriptionInUseError(group, pattern);
-    queue.deleted = true;
-    this.#queues.delete(key);
-    this.#routes.clear();
-    const discarded = queue.buffer.length + queue.delayed.size;
-    for (const entry of queue.buffer.drain()) entry.settlement?.copySettled();
-    for (const [timer, entry] of queue.delayed) {
-      timer.cancel();
-      entry.settlement?.copySettled();
+    if (queue !== undefined && queue.consumers.length > 0) throw new SubscriptionInUseError(group, pattern);
+    let discarded = 0;
+    if (queue !== undefined) {
+      queue.deleted = true;
+      this.#queues.delete(key);
+      this.#routes.clear();
+      discarded += queue.buffer.length;
+      for (const entry of queue.buffer.drain()) entry.settlement?.copySettled();
     }
-    queue.delayed.clear();
+    const waiting = this.#delayed.get(key);
+    if (waiting !== undefined) {
+      const delays = new Set(retryDelays);
+      for (const [timer, { entry, delayMs }] of waiting) {
+        if (!delays.has(delayMs)) continue;
+        timer.cancel();
+        waiting.delete(timer);
+        entry.settlement?.copySettled();
+        discarded++;
+      }
+      if (waiting.size === 0) this.#delayed.delete(key);
+    }
     return discarded;
   }
 
@@ -468,6 +503,7 @@ export class MemoryBroker {
     let queue = this.#queues.get(key);
     if (queue === undefined) {
       queue = {
+        key,
         group: spec.group,
         pattern: spec.pattern,
         matches: compilePattern(spec.pattern),
@@ -475,7 +511,6 @@ export class MemoryBroker {
         consumers: [],
         next: 0,
         scheduled: false,
-        delayed: new Map(),
         deleted: false,
       };
       this.#queues.set(key, queue);

@@ -84,7 +84,7 @@ export class MemoryTransport implements Transport {
 
   async deleteSubscription(spec: SubscriptionSpec): Promise<number> {
     if (this.#closed) throw new BusClosedError('transport');
-    return this.broker.deleteQueue(spec.group, spec.pattern);
+    return this.broker.deleteQueue(spec.group, spec.pattern, spec.retryDelays);
   }
 
   async replayDeadLetters(group: string, options: ReplayOptions): Promise<number> {
