@@ -1,5 +1,4 @@
 import { spawnSync } from 'node:child_process';
-import { afterEach, describe, expect, it } from 'vitest';
 import { runWithContext } from '../context/context.js';
 import { isInvalidOptionsError } from '../errors/ferry-error.js';
 import { isConcurrencyError, isDuplicateEventIdError, isInvalidEventError } from '../eventstore/errors.js';
@@ -7,6 +6,7 @@ import type { EventStore } from '../eventstore/store.js';
 import { leaseOwner } from '../eventstore/subscription.js';
 import type { RecordedEvent } from '../eventstore/types.js';
 import { uuidv7 } from '../ids/uuidv7.js';
+import { vitest } from './vitest-api.js';
 import { waitFor } from './wait.js';
 
 /** What the contract suite needs: a fresh, empty, open store per call, isolated from every other. */
@@ -35,6 +35,7 @@ const FAST = { initialDelayMs: 10, factor: 2, maxDelayMs: 40 };
  * The event store contract: one suite every backend (memory, SQLite, PostgreSQL) must pass.
  */
 export function testEventStore(name: string, harness: EventStoreHarness): void {
+  const { afterEach, describe, expect, it } = vitest('testEventStore');
   describe(`event store contract: ${name}`, () => {
     const stores: EventStore[] = [];
     afterEach(async () => {

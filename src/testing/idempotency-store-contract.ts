@@ -1,5 +1,4 @@
 import { randomBytes, randomUUID } from 'node:crypto';
-import { describe, expect, it } from 'vitest';
 import { isInvalidOptionsError } from '../errors/ferry-error.js';
 import { isEventStoreClosedError } from '../eventstore/errors.js';
 import {
@@ -9,6 +8,7 @@ import {
   type StoredResponse,
   storedBody,
 } from '../http/server/idempotency.js';
+import { vitest } from './vitest-api.js';
 import { sleep } from './wait.js';
 
 /** Options the contract gives a store; `undefined` values stand for the store's defaults. */
@@ -59,6 +59,7 @@ export function testIdempotencyStore(
   harness: IdempotencyStoreHarness,
   features: { readonly durable: boolean },
 ): void {
+  const { describe, expect, it } = vitest('testIdempotencyStore');
   describe(`idempotency store contract: ${name}`, () => {
     it('claims a fresh key, then answers in-progress for the same request and mismatch for another', async () => {
       const { store } = await harness.create();

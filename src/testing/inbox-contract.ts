@@ -1,9 +1,9 @@
-import { describe, expect, it } from 'vitest';
 import { isInvalidOptionsError } from '../errors/ferry-error.js';
 import { isEventStoreClosedError } from '../eventstore/errors.js';
 import { isClaimLostError } from '../inbox/claim-lost-error.js';
 import type { Inbox } from '../inbox/inbox.js';
 import type { DurableInboxOptions } from '../inbox/lease.js';
+import { vitest } from './vitest-api.js';
 import { waitFor } from './wait.js';
 
 /** What the inbox contract suite needs. */
@@ -47,6 +47,7 @@ export function testInbox(
   harness: InboxHarness,
   features: { readonly durable: boolean },
 ): void {
+  const { describe, expect, it } = vitest('testInbox');
   describe(`inbox contract: ${name}`, () => {
     it('claims a key once; after complete, the key is a duplicate', async () => {
       const { inbox } = await harness.create();

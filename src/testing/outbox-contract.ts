@@ -1,4 +1,3 @@
-import { afterEach, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { createBus } from '../connect/create-bus.js';
 import { currentContext } from '../context/context.js';
@@ -14,6 +13,7 @@ import { UnroutableError } from '../messaging/errors.js';
 import type { Transport } from '../messaging/transport.js';
 import { createOutbox } from '../outbox/outbox.js';
 import { VirtualClock } from '../time/clock.js';
+import { vitest } from './vitest-api.js';
 import { waitFor } from './wait.js';
 
 /** What the outbox contract suite needs: a fresh, empty, open store per call. */
@@ -27,6 +27,7 @@ export interface OutboxHarness {
  * bus. Every backend (memory, SQLite, PostgreSQL) must pass it.
  */
 export function testOutbox(name: string, harness: OutboxHarness): void {
+  const { afterEach, describe, expect, it } = vitest('testOutbox');
   describe(`outbox contract: ${name}`, () => {
     const closers: (() => Promise<void>)[] = [];
     afterEach(async () => {

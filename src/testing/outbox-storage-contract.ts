@@ -1,9 +1,9 @@
-import { afterEach, describe, expect, it } from 'vitest';
 import { isConcurrencyError } from '../eventstore/errors.js';
 import type { EventStore } from '../eventstore/store.js';
 import { isSagaConcurrencyError } from '../outbox/errors.js';
 import type { OutboxStorage, SagaRow } from '../outbox/storage.js';
 import { OUTBOX_T0, outboxTestRow, preparedTestEvents } from './outbox-rows.js';
+import { vitest } from './vitest-api.js';
 
 /** What the outbox storage contract needs. */
 export interface OutboxStorageHarness {
@@ -39,6 +39,7 @@ async function rejection(promise: Promise<unknown>): Promise<unknown> {
  * saga rows. Every backend (memory, SQLite, PostgreSQL) must pass it.
  */
 export function testOutboxStorage(name: string, harness: OutboxStorageHarness): void {
+  const { afterEach, describe, expect, it } = vitest('testOutboxStorage');
   describe(`outbox storage contract: ${name}`, () => {
     const opened: OutboxStorageUnderTest[] = [];
     afterEach(async () => {

@@ -1,5 +1,4 @@
 import { randomUUID } from 'node:crypto';
-import { afterEach, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { createBus } from '../connect/create-bus.js';
 import { MemoryInbox } from '../inbox/inbox.js';
@@ -10,6 +9,7 @@ import type { Message } from '../messaging/envelope.js';
 import { isBusClosedError, isUnroutableError } from '../messaging/errors.js';
 import type { Transport } from '../messaging/transport.js';
 import type { WireMessage } from '../messaging/wire.js';
+import { vitest } from './vitest-api.js';
 import { sleep, waitFor } from './wait.js';
 
 /** What the contract suite needs from a transport under test. */
@@ -34,6 +34,7 @@ const FAST_RETRY = { initialDelayMs: 40, factor: 2, maxDelayMs: 200 };
  * share a broker.
  */
 export function testTransport(name: string, harness: TransportHarness, features: TransportFeatures): void {
+  const { afterEach, describe, expect, it } = vitest('testTransport');
   describe(`transport contract: ${name}`, () => {
     const buses: Bus<Contracts>[] = [];
     afterEach(async () => {
