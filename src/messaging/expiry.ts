@@ -15,7 +15,7 @@ const MAX_TIME_MS = 8.64e15;
  * rolls impossible dates over ('2999-02-30' becomes March 2nd). A leap second (`:60`) is read as the
  * instant after second 59.
  */
-function rfc3339ToMs(text: string): number {
+export function rfc3339ToMs(text: string): number {
   const m = RFC_3339.exec(text);
   if (m === null) return Number.NaN;
   const [year, month, day, hour, minute, second] = m.slice(1, 7).map(Number) as [

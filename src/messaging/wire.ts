@@ -1,6 +1,7 @@
 import { type Clock, systemClock } from '../time/clock.js';
 import { type Envelope, JSON_CONTENT_TYPE, newMessageId, toMessage } from './envelope.js';
 import { MessageNotSerializableError } from './errors.js';
+import { rfc3339ToMs } from './expiry.js';
 import type { Delivery } from './transport.js';
 
 /** Header names Ferry reserves on the wire. */
@@ -117,6 +118,11 @@ function userHeaders(
   return out;
 }
 
+/** `text` in quotes, cut to 64 characters: for a reason that names a bad value. */
+function quoted(text: string): string {
+  return JSON.stringify(text.length > 64 ? `${text.slice(0, 64)}…` : text);
+}
+
 /**
  * Decodes a wire message into a delivery. Ferry's own messages carry their CloudEvents attributes in
  * properties and headers; a plain producer's message (JSON body, `messageId`, `timestamp`, routing key)
@@ -139,6 +145,15 @@ export function decodeWireMessage(wire: WireMessage, clock: Clock = systemClock)
     return { ok: false, attempt, reason: `body is not valid JSON: ${(error as Error).message}` };
   }
   const headers = wire.headers;
+  // A time no reader can take (CloudEvents: RFC 3339): an expiry that cannot be read may have passed.
+  const time = str(headers?.[HEADER.time]);
+  if (time !== undefined && Number.isNaN(rfc3339ToMs(time))) {
+    return { ok: false, attempt, reason: `${HEADER.time} ${quoted(time)} is not an RFC 3339 time` };
+  }
+  const expiresat = str(headers?.[HEADER.expiresat]);
+  if (expiresat !== undefined && Number.isNaN(rfc3339ToMs(expiresat))) {
+    return { ok: false, attempt, reason: `${HEADER.expiresat} ${quoted(expiresat)} is not an RFC 3339 time` };
+  }
   const id = wire.messageId || newMessageId(clock.now());
   const envelope: { -readonly [P in keyof Envelope]: Envelope[P] } = {
     specversion: '1.0',
@@ -146,7 +161,7 @@ export function decodeWireMessage(wire: WireMessage, clock: Clock = systemClock)
     source: wire.appId || 'unknown',
     type: typeOf(wire),
     time:
-      str(headers?.[HEADER.time]) ??
+      time ??
       (wire.timestamp !== undefined
         ? timestampToIso(wire.timestamp, clock)
         : new Date(clock.now()).toISOString()),
@@ -156,7 +171,6 @@ export function decodeWireMessage(wire: WireMessage, clock: Clock = systemClock)
   };
   const causationid = str(headers?.[HEADER.causationid]);
   if (causationid !== undefined) envelope.causationid = causationid;
-  const expiresat = str(headers?.[HEADER.expiresat]);
   if (expiresat !== undefined) envelope.expiresat = expiresat;
   const extra = userHeaders(headers);
   if (extra !== undefined) envelope.headers = extra;

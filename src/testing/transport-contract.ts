@@ -375,6 +375,51 @@ export function testTransport(name: string, harness: TransportHarness, features:
       expect(handled).toEqual([{ ok: true }]);
     });
 
+    it('dead-letters a raw message whose time or expiry is not RFC 3339, and routes raw messages by their routing key', async () => {
+      const p = unique();
+      const b = await bus(`svc-${p}`);
+      const type = `${p}.raw`;
+      const handled: string[] = [];
+      await b.subscribe(type, async (m) => void handled.push(m.id));
+      const body = Buffer.from('{}');
+      await harness.publishRaw({
+        routingKey: type,
+        body,
+        messageId: 'bad-time',
+        headers: { 'cloudEvents:time': 'yesterday' },
+      });
+      await harness.publishRaw({
+        routingKey: type,
+        body,
+        messageId: 'bad-expiry',
+        headers: { 'cloudEvents:expiresat': '2000-01-01T00:00:00' }, // no offset: whose midnight?
+      });
+      await harness.publishRaw({
+        routingKey: type,
+        body,
+        messageId: 'good',
+        headers: {
+          'cloudEvents:time': '2026-01-02T03:04:05+01:00',
+          'cloudEvents:expiresat': '2999-01-01T00:00:00Z',
+        },
+      });
+      // A type header naming another type does not change where the broker routes it.
+      await harness.publishRaw({
+        routingKey: type,
+        body,
+        messageId: 'renamed',
+        headers: { 'x-ferry-routing-key': `${p}.other` },
+      });
+      await waitFor(() => handled.length === 2, 'the two valid messages');
+      await waitFor(async () => (await b.listDeadLetters()).length === 2, 'two dead letters');
+      const dead = await b.listDeadLetters();
+      expect(dead.map((d) => [d.reason.kind, d.reason.message])).toEqual([
+        ['malformed', 'cloudEvents:time "yesterday" is not an RFC 3339 time'],
+        ['malformed', 'cloudEvents:expiresat "2000-01-01T00:00:00" is not an RFC 3339 time'],
+      ]);
+      expect(handled.sort()).toEqual(['good', 'renamed']);
+    });
+
     it('wraps messages of plain producers into envelopes', async () => {
       const p = unique();
       const b = await bus(`svc-${p}`);

@@ -277,7 +277,8 @@ export class MemoryBroker {
 
   /** Takes bytes as a producer that knows nothing of Ferry sends them; they are decoded at delivery. */
   publishRaw(wire: WireMessage): Promise<void> {
-    return this.#route(typeOf(wire), wire.messageId ?? '(no id)', { wire });
+    // Routed by its routing key, as RabbitMQ routes it; its type (a header may name another) is read at delivery.
+    return this.#route(wire.routingKey, wire.messageId ?? '(no id)', { wire });
   }
 
   #route(type: string, id: string, entry: Entry): Promise<void> {
