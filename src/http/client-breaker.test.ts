@@ -3,7 +3,7 @@ import { runWithContext } from '../context/context.js';
 import { isCircuitOpenError, isTimeoutError } from '../resilience/errors.js';
 import { FaultServer } from '../testing/fault-server.js';
 import { ServiceClient, type ServiceClientOptions } from './client.js';
-import { isConnectionError, isHttpError } from './errors.js';
+import { isConnectionError, isHttpError, isInvalidRequestError } from './errors.js';
 import { rejection } from './fixtures/rejection.js';
 
 // A breaker must open for the target's failures and for nothing else: not for the caller's own
@@ -85,6 +85,33 @@ describe('ServiceClient breaker counts only the target', () => {
     }
     expect(s.requests).toHaveLength(0);
     expect(c.breakers()[0]!.state).toBe('closed');
+  });
+
+  it('refuses a content-length not matching the body, or Expect, with INVALID_REQUEST: not sent, retried nor counted', async () => {
+    const s = await server();
+    // Retries on, and a POST made safe to retry by its key: the refusal must still not be retried.
+    const c = client(s, { retry: { maxAttempts: 3, backoff: () => 1 } });
+    const attempts: number[] = [];
+    c.on('attempt', (event) => attempts.push(event.attempt));
+    const bad = [{ 'Content-Length': '3' }, { 'content-length': '0' }, { Expect: '100-continue' }];
+    for (let i = 0; i < 10; i++) {
+      const headers = bad[i % bad.length]!;
+      const error = await rejection(c.post('/x', { a: 1 }, { headers, idempotencyKey: `k-${i}` }));
+      expect(isInvalidRequestError(error), String(error)).toBe(true);
+      expect((error as Error).message).toMatch(/content-length|Expect/);
+    }
+    // A GET declaring a body it does not have.
+    expect(await rejection(c.get('/x', { headers: { 'content-length': '5' } }))).toMatchObject({
+      code: 'INVALID_REQUEST',
+    });
+    expect(s.requests).toHaveLength(0);
+    expect(attempts).toEqual([]);
+    expect(c.breakers().every((breaker) => breaker.state === 'closed')).toBe(true);
+    // The healthy origin is still called; a content-length that is the body's goes through.
+    expect(await c.get('/x')).toMatchObject({ ok: true });
+    const body = JSON.stringify({ a: 1 });
+    await c.post('/x', { a: 1 }, { headers: { 'content-length': String(Buffer.byteLength(body)) } });
+    expect(s.requests.map((request) => request.body)).toEqual(['', body]);
   });
 
   it('replaces an ambient correlation id that is not a valid header value, and calls', async () => {

@@ -17,11 +17,13 @@ import { type CollectedResponse, collectResponse } from './collect-response.js';
 import {
   ConnectionError,
   HttpError,
+  InvalidRequestError,
   InvalidResponseBodyError,
   RequestBodyNotSerializableError,
 } from './errors.js';
 import { HTTP_HEADER } from './headers.js';
 import { outgoingHeaders } from './outgoing-headers.js';
+import { checkBodyHeaders } from './request-body.js';
 import { decodeBody, MALFORMED_JSON, parseRetryAfter, problemOf } from './response-body.js';
 import { routeOfPath } from './route-of-path.js';
 
@@ -143,6 +145,19 @@ const CONNECTION_CODES = new Set([
   'UND_ERR_CLOSED',
   'UND_ERR_HEADERS_TIMEOUT',
   'UND_ERR_BODY_TIMEOUT',
+]);
+
+/**
+ * What undici (or Node) refuses before sending anything: a request that cannot be sent as given.
+ * The body headers are checked before undici sees them (checkBodyHeaders); their codes stay here for
+ * a dispatcher of the caller's.
+ */
+const REFUSED_BEFORE_SENDING_CODES = new Set([
+  'UND_ERR_INVALID_ARG',
+  'UND_ERR_NOT_SUPPORTED',
+  'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH',
+  'ERR_INVALID_ARG_TYPE',
+  'ERR_INVALID_CHAR',
 ]);
 
 function errorCode(error: unknown): string | undefined {
@@ -325,6 +340,7 @@ export class ServiceClient {
       }
     }
     const path = withQuery(requestPath, init.query);
+    checkBodyHeaders(headers, payload, `${method} ${this.origin}${path}`);
     const statuses = settings?.statuses ?? DEFAULT_SERVICE_CLIENT_OPTIONS.retry.statuses;
     const maxRetryAfterMs = settings?.maxRetryAfterMs ?? DEFAULT_SERVICE_CLIENT_OPTIONS.retry.maxRetryAfterMs;
     const attemptTimeout = init.timeout ?? this.#options.timeout ?? DEFAULT_SERVICE_CLIENT_OPTIONS.timeout;
@@ -344,7 +360,7 @@ export class ServiceClient {
       }
       if (isFerryError(error)) throw error; // ours: TIMEOUT, RESPONSE_TOO_LARGE, CLIENT_CLOSED…
       const code = errorCode(error);
-      if (code === 'UND_ERR_INVALID_ARG' || code === 'ERR_INVALID_ARG_TYPE' || code === 'ERR_INVALID_CHAR') {
+      if (code !== undefined && REFUSED_BEFORE_SENDING_CODES.has(code)) {
         // Never sent: a local mistake, not the target's failure, and no retry would fix it.
         const invalid = new InvalidRequestError(`${method} ${this.origin}${path}`, error);
         notCounted.add(invalid);
@@ -662,14 +678,6 @@ export class ClientClosedError extends FerryError {
   }
 }
 
-/** The request could not be sent as given (e.g. a header value with a line break); nothing was sent. */
-export class InvalidRequestError extends FerryError {
-  constructor(what: string, cause: unknown) {
-    const reason = cause instanceof Error ? `: ${cause.message}` : '';
-    super('INVALID_REQUEST', `${what} cannot be sent${reason}`, { cause });
-  }
-}
-export const isInvalidRequestError = errorGuard<InvalidRequestError>('INVALID_REQUEST');
 export const isClientClosedError = errorGuard<ClientClosedError>('CLIENT_CLOSED');
 
 function bodyOfResponse(response: ServiceResponse): unknown {

@@ -97,3 +97,21 @@ export class ConnectionError extends FerryError {
   }
 }
 export const isConnectionError = errorGuard<ConnectionError>('CONNECTION_ERROR');
+
+/**
+ * The request could not be sent as given (a header value with a line break, a `content-length` that
+ * is not the body's, an `Expect` header…); nothing was sent. `reason` is a sentence saying what is
+ * wrong, or the error that refused it (kept as `cause`).
+ */
+export class InvalidRequestError extends FerryError {
+  constructor(what: string, reason: unknown) {
+    const why =
+      reason instanceof Error ? `: ${reason.message}` : typeof reason === 'string' ? `: ${reason}` : '';
+    super(
+      'INVALID_REQUEST',
+      `${what} cannot be sent${why}`,
+      typeof reason === 'string' ? {} : { cause: reason },
+    );
+  }
+}
+export const isInvalidRequestError = errorGuard<InvalidRequestError>('INVALID_REQUEST');
