@@ -1,3 +1,4 @@
+import { Readable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { runWithContext } from '../context/context.js';
 import { isBulkheadFullError, isCircuitOpenError, isTimeoutError } from '../resilience/errors.js';
@@ -54,6 +55,78 @@ describe('ServiceClient', () => {
       expect(error).toMatchObject({ code: 'REQUEST_BODY_NOT_SERIALIZABLE' });
     }
     expect(s.requests).toHaveLength(0);
+  });
+
+  it('sends an ArrayBuffer and every view of one as its bytes, application/octet-stream unless told otherwise', async () => {
+    const s = await server();
+    const c = client(s);
+    const ascii = (text: string): ArrayBuffer => new TextEncoder().encode(text).buffer as ArrayBuffer;
+    const bodies: [unknown, string][] = [
+      [ascii('ab'), 'ab'],
+      [new DataView(ascii('..cd..'), 2, 2), 'cd'],
+      [new Uint16Array(ascii('efgh')), 'efgh'],
+      [new Int32Array(ascii('....ijkl....'), 4, 1), 'ijkl'],
+      [new Float64Array(ascii('mnopqrst')), 'mnopqrst'],
+      [new Uint8ClampedArray(ascii('uv')), 'uv'],
+      [new BigUint64Array(ascii('01234567')), '01234567'],
+      [new Uint8Array(ascii('..wx'), 2), 'wx'],
+      [Buffer.from('yz'), 'yz'],
+    ];
+    for (const [body] of bodies) await c.post('/bytes', body);
+    expect(s.requests.map((request) => request.body)).toEqual(bodies.map(([, text]) => text));
+    for (const request of s.requests)
+      expect(request.headers['content-type']).toBe('application/octet-stream');
+    await c.put('/bytes', new Uint16Array(ascii('png!')), { headers: { 'Content-Type': 'image/png' } });
+    expect(s.requests[bodies.length]).toMatchObject({
+      body: 'png!',
+      headers: { 'content-type': 'image/png' },
+    });
+  });
+
+  it('refuses a stream, Blob, FormData, Map… body naming its type, and sends nothing', async () => {
+    const s = await server();
+    const c = client(s);
+    const bodies: [unknown, string][] = [
+      [Readable.from(['x']), 'Readable'],
+      [new ReadableStream(), 'ReadableStream'],
+      [new Blob(['x']), 'Blob'],
+      [new FormData(), 'FormData'],
+      [new URLSearchParams('a=1'), 'URLSearchParams'],
+      [new Map([['a', 1]]), 'Map'],
+      [new Set([1]), 'Set'],
+      [Promise.resolve({ a: 1 }), 'Promise'],
+      [(function* () {})(), 'Generator'],
+    ];
+    for (const [body, kind] of bodies) {
+      const error = await rejection(c.post('/orders', body));
+      expect(isRequestBodyNotSerializableError(error), `${kind}: ${String(error)}`).toBe(true);
+      expect((error as Error).message).toContain(kind);
+    }
+    expect(s.requests).toHaveLength(0);
+    // A value with toJSON is what toJSON says, whatever its class; a plain class, its fields.
+    class Money {
+      constructor(readonly cents: number) {}
+      toJSON(): string {
+        return `${this.cents / 100} EUR`;
+      }
+    }
+    class Tags extends Set<string> {
+      toJSON(): string[] {
+        return [...this];
+      }
+    }
+    class Line {
+      constructor(readonly sku: string) {}
+    }
+    await c.post('/orders', { total: new Money(250), tags: new Tags(['gift']), line: new Line('tea') });
+    await c.post('/orders', new Tags(['a', 'b']));
+    await c.post('/orders', new Date(0));
+    expect(s.requests.map((request) => request.body)).toEqual([
+      '{"total":"2.5 EUR","tags":["gift"],"line":{"sku":"tea"}}',
+      '["a","b"]',
+      '"1970-01-01T00:00:00.000Z"',
+    ]);
+    expect(s.requests[0]!.headers['content-type']).toBe('application/json');
   });
 
   it('propagates the ambient correlation id and continues the ambient trace', async () => {

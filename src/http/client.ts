@@ -14,16 +14,10 @@ import { DEFAULT_RETRY, retry } from '../resilience/retry.js';
 import { MAX_TIMER_MS } from '../time/max-timer.js';
 import { type ClientEventMap, ClientEvents } from './client-events.js';
 import { type CollectedResponse, collectResponse } from './collect-response.js';
-import {
-  ConnectionError,
-  HttpError,
-  InvalidRequestError,
-  InvalidResponseBodyError,
-  RequestBodyNotSerializableError,
-} from './errors.js';
+import { ConnectionError, HttpError, InvalidRequestError, InvalidResponseBodyError } from './errors.js';
 import { HTTP_HEADER } from './headers.js';
 import { outgoingHeaders } from './outgoing-headers.js';
-import { checkBodyHeaders } from './request-body.js';
+import { checkBodyHeaders, encodeRequestBody } from './request-body.js';
 import { decodeBody, MALFORMED_JSON, parseRetryAfter, problemOf } from './response-body.js';
 import { routeOfPath } from './route-of-path.js';
 
@@ -119,7 +113,11 @@ export interface CallOptions {
 export interface RequestInit extends CallOptions {
   readonly method: string;
   readonly path: string;
-  /** A plain value is sent as JSON; a string or bytes as they are. */
+  /**
+   * A string is sent as it is; bytes (Buffer, any typed array, DataView, ArrayBuffer) as they are,
+   * `application/octet-stream` unless a header says otherwise; anything else as JSON. Streams, Blob,
+   * FormData, Map, Set and other objects JSON cannot say are refused (`REQUEST_BODY_NOT_SERIALIZABLE`).
+   */
   readonly body?: unknown;
 }
 
@@ -331,14 +329,7 @@ export class ServiceClient {
     const safeToRetry = IDEMPOTENT_METHODS.has(method) || idempotencyKey !== undefined;
     // An explicit x-deadline-ms is sent as given; otherwise each attempt sends what is left.
     const sendDeadline = headers[HTTP_HEADER.deadline] === undefined;
-    let payload: string | Uint8Array | undefined;
-    if (requestBody !== undefined) {
-      if (typeof requestBody === 'string' || requestBody instanceof Uint8Array) payload = requestBody;
-      else {
-        payload = serializeBody(requestBody, `${method} ${requestPath}`);
-        headers['content-type'] ??= 'application/json';
-      }
-    }
+    const payload = encodeRequestBody(requestBody, headers, `${method} ${requestPath}`);
     const path = withQuery(requestPath, init.query);
     checkBodyHeaders(headers, payload, `${method} ${this.origin}${path}`);
     const statuses = settings?.statuses ?? DEFAULT_SERVICE_CLIENT_OPTIONS.retry.statuses;
@@ -753,17 +744,4 @@ function linkSignals(a: AbortSignal, b: AbortSignal): LinkedSignal {
   a.addEventListener('abort', onA, { once: true });
   b.addEventListener('abort', onB, { once: true });
   return { signal: controller.signal, unlink };
-}
-
-/** The JSON text of a request body. @throws RequestBodyNotSerializableError */
-function serializeBody(body: unknown, request: string): string {
-  let text: string | undefined;
-  try {
-    text = JSON.stringify(body);
-  } catch (error) {
-    throw new RequestBodyNotSerializableError(request, error);
-  }
-  if (text === undefined)
-    throw new RequestBodyNotSerializableError(request, `${typeof body} has no JSON form`);
-  return text;
 }

@@ -67,7 +67,9 @@ export const isInvalidResponseBodyError = errorGuard<InvalidResponseBodyError>('
 
 /**
  * A request body given as a value could not be sent as JSON (a BigInt, a cycle, nesting too deep
- * for `JSON.stringify`, or nothing JSON can say): nothing was sent. `cause` is the serializer's error.
+ * for `JSON.stringify`, or nothing JSON can say), or is an object the client does not send (a
+ * stream, a Blob, FormData, a Map…, named in the message): nothing was sent. `cause` is the
+ * serializer's error, or a sentence saying why.
  */
 export class RequestBodyNotSerializableError extends FerryError {
   constructor(request: string, cause: unknown) {

@@ -1,4 +1,92 @@
-import { InvalidRequestError } from './errors.js';
+import { InvalidRequestError, RequestBodyNotSerializableError } from './errors.js';
+
+const OCTET_STREAM = 'application/octet-stream';
+const JSON_TYPE = 'application/json';
+
+/**
+ * What a call's body is sent as, setting its `content-type` unless the caller did: a string as it
+ * is (no content type added), bytes (a Buffer, any typed array, a DataView, an ArrayBuffer) as
+ * themselves (`application/octet-stream`), anything else as JSON (`application/json`; a value with
+ * `toJSON`, such as a Date or a class of yours, as what that returns).
+ *
+ * Refuses before anything is sent, rather than sending what `JSON.stringify` makes of it (`{}`, or
+ * a stream's internal state): a body it cannot write, and at the top level an object that is no JSON
+ * value (without `toJSON`): streams, which a retry could not send again, Blob, FormData,
+ * URLSearchParams, Map, Set and other iterables, a Promise. Nested values are not inspected: they
+ * are left to `JSON.stringify` (a Map inside an object is sent as `{}`).
+ *
+ * @param headers every name in lower case; `content-type` is set here when missing
+ * @throws RequestBodyNotSerializableError
+ */
+export function encodeRequestBody(
+  body: unknown,
+  headers: Record<string, string>,
+  request: string,
+): string | Uint8Array | undefined {
+  if (body === undefined || typeof body === 'string') return body;
+  if (typeof body === 'object' && body !== null) {
+    const bytes = bytesOf(body);
+    if (bytes !== undefined) {
+      headers['content-type'] ??= OCTET_STREAM;
+      return bytes;
+    }
+    if (typeof (body as { toJSON?: unknown }).toJSON !== 'function') {
+      const refusal = refusalOf(body);
+      if (refusal !== undefined) throw new RequestBodyNotSerializableError(request, refusal);
+    }
+  }
+  const text = serializeBody(body, request);
+  headers['content-type'] ??= JSON_TYPE;
+  return text;
+}
+
+/** The bytes of a binary body, without copying them; `undefined` for any other object. */
+function bytesOf(body: object): Uint8Array | undefined {
+  if (body instanceof Uint8Array) return body;
+  if (ArrayBuffer.isView(body)) return new Uint8Array(body.buffer, body.byteOffset, body.byteLength);
+  if (body instanceof ArrayBuffer || body instanceof SharedArrayBuffer) return new Uint8Array(body);
+  return undefined;
+}
+
+/** Why an object without `toJSON` cannot be the body, or `undefined` when JSON says what it is. */
+function refusalOf(body: object): string | undefined {
+  const candidate = body as { pipe?: unknown; on?: unknown; getReader?: unknown; then?: unknown };
+  if (
+    (typeof candidate.pipe === 'function' && typeof candidate.on === 'function') ||
+    typeof candidate.getReader === 'function'
+  ) {
+    return `a stream (${kindOf(body)}) cannot be sent: a retry could not send it again; read it into a Buffer first`;
+  }
+  if (typeof Blob === 'function' && body instanceof Blob) {
+    return `a ${kindOf(body)} cannot be sent: send its bytes (await blob.arrayBuffer())`;
+  }
+  if (typeof candidate.then === 'function') return `a ${kindOf(body)} cannot be sent: await it first`;
+  if (!Array.isArray(body) && (Symbol.iterator in body || Symbol.asyncIterator in body)) {
+    return `a ${kindOf(body)} is not a JSON value (JSON.stringify would send {}): convert it first, e.g. Object.fromEntries(map) or [...set]`;
+  }
+  return undefined;
+}
+
+/** The name of an object's kind: its tag (Map, Blob, Generator…), else its class (Readable…). */
+function kindOf(body: object): string {
+  const tag = Object.prototype.toString.call(body).slice(8, -1);
+  if (tag !== 'Object') return tag;
+  const name = (body.constructor as { name?: unknown } | undefined)?.name;
+  return typeof name === 'string' && name !== '' ? name : tag;
+}
+
+/** The JSON text of a request body. @throws RequestBodyNotSerializableError */
+function serializeBody(body: unknown, request: string): string {
+  let text: string | undefined;
+  try {
+    text = JSON.stringify(body);
+  } catch (error) {
+    throw new RequestBodyNotSerializableError(request, error);
+  }
+  if (text === undefined)
+    throw new RequestBodyNotSerializableError(request, `${typeof body} has no JSON form`);
+  return text;
+}
 
 /**
  * Refuses headers about the body that undici would refuse once the call is under way, where the
