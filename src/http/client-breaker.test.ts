@@ -146,6 +146,43 @@ describe('ServiceClient breaker counts only the target', () => {
   });
 });
 
+describe('ServiceClient breaker opening during a call', () => {
+  /** A call whose first attempt got 503 and which waits its backoff while two others open the breaker. */
+  async function callWhileTheBreakerOpens<T>(call: (c: ServiceClient) => Promise<T>) {
+    const s = await server();
+    s.setDefault({ status: 503 });
+    const c = client(s, {
+      retry: { maxAttempts: 3, backoff: () => 300 },
+      breaker: { minimumVolume: 3, errorThresholdPercentage: 50, resetTimeoutMs: 60_000 },
+    });
+    const refused: string[] = [];
+    c.on('rejection', (event) => refused.push(`${event.path} ${event.reason}`));
+    const outcome = call(c).then(
+      (value) => ({ value }),
+      (error: unknown) => ({ error }),
+    );
+    while (s.requests.length === 0) await new Promise((resolve) => setTimeout(resolve, 5));
+    for (let i = 0; i < 2; i++) await rejection(c.get('/other', { retry: false }));
+    expect(c.breakers()[0]!.state).toBe('open');
+    return { s, c, refused, outcome: await outcome };
+  }
+
+  it('ends the call with what its last attempt got, not CIRCUIT_OPEN "not made"', async () => {
+    const { s, c, refused, outcome } = await callWhileTheBreakerOpens((c) => c.get('/orders'));
+    expect('error' in outcome && isHttpError(outcome.error) && outcome.error.status).toBe(503);
+    expect(s.requests.filter((request) => request.path === '/orders')).toHaveLength(1);
+    expect(refused).toContain('/orders CIRCUIT_OPEN');
+    // A call refused at its first attempt was not made: CIRCUIT_OPEN.
+    const open = await rejection(c.get('/orders'));
+    expect(isCircuitOpenError(open) && (open as Error).message).toMatch(/not made/);
+  });
+
+  it('resolves request() with the answer its last attempt got', async () => {
+    const { outcome } = await callWhileTheBreakerOpens((c) => c.request({ method: 'GET', path: '/orders' }));
+    expect(outcome).toMatchObject({ value: { status: 503 } });
+  });
+});
+
 describe('ServiceClient connection failures', () => {
   it('rejects with a typed CONNECTION_ERROR carrying the cause, retried, and counted by the breaker', async () => {
     const gone = await FaultServer.start();

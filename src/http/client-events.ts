@@ -15,6 +15,8 @@ export interface ClientEventMap {
    * The client refused the call, or gave it up, without an answer to report: `CIRCUIT_OPEN`,
    * `BULKHEAD_FULL`, `RETRY_BUDGET_EXHAUSTED`, or `deadline` when it had passed before the call.
    * Error statuses are `response` events; timeouts and connection errors reject the call itself.
+   * A retry refused by the budget (`RETRY_BUDGET_EXHAUSTED`) or by a breaker opened during the call
+   * (`CIRCUIT_OPEN`) ends the call with its last attempt's outcome, which `error` then holds.
    */
   rejection: { client: string; method: string; path: string; reason: string; error?: unknown };
 }

@@ -533,6 +533,16 @@ export class ServiceClient {
             }
             return error;
           },
+          // Likewise when the breaker, opened by other calls during this one's backoff, refuses its
+          // retry: the target was called, and CIRCUIT_OPEN would say the call was not made.
+          onRetryRefused: ({ refusal, error }) => {
+            if (this.#events.listens('rejection')) {
+              const call = retryable.get(error as object) ?? { method: '', path: '' };
+              const reason = isFerryError(refusal) ? refusal.code : 'refused';
+              this.#events.emit('rejection', { client: this.name, ...call, reason, error });
+            }
+            return error;
+          },
           onRetry: ({ attempt, delayMs, error }) => {
             if (!this.#events.listens('retry')) return;
             const call = retryable.get(error as object) ?? { method: '', path: '' };

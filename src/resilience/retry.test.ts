@@ -125,6 +125,35 @@ describe('retry', () => {
     expect(defaultShouldRetry(new Error('ECONNRESET'))).toBe(true);
   });
 
+  it('rejects with what onRetryRefused returns when a retry is refused, told the refusal and the error before it', async () => {
+    const down = new Error('503');
+    const open = new CircuitOpenError('db', 123);
+    const told: unknown[] = [];
+    const onRetryRefused = (info: unknown) => {
+      told.push(info);
+      return (info as { error: unknown }).error;
+    };
+    const policy = retry({ maxAttempts: 4, backoff: constantBackoff(10), onRetryRefused });
+    // The attempt ran and failed; the breaker refused the retry (its fn never ran).
+    const fn = vi.fn(async ({ attempt }: PolicyContext) => {
+      throw attempt === 1 ? down : open;
+    });
+    const result = track(policy.execute(fn));
+    await vi.runAllTimersAsync();
+    expect(result.error).toBe(down);
+    expect(fn).toHaveBeenCalledTimes(2);
+    expect(told).toEqual([{ attempt: 2, refusal: open, error: down }]);
+    // A first attempt refused is no retry: it ends with the refusal, unseen by the hook.
+    const refused = track(policy.execute(flaky(5, open).fn));
+    await vi.runAllTimersAsync();
+    expect(refused.error).toBe(open);
+    expect(told).toHaveLength(1);
+    // Without the hook, the refusal ends the execution, as before.
+    const plain = track(retry({ backoff: constantBackoff(10) }).execute(fn));
+    await vi.runAllTimersAsync();
+    expect(plain.error).toBe(open);
+  });
+
   it('waits at least an error retryAfterMs hint (HTTP Retry-After)', async () => {
     const busy = Object.assign(new Error('503'), { retryAfterMs: 2000 });
     const { fn } = flaky(1, busy);

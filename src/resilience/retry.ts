@@ -47,6 +47,20 @@ export interface RetryOptions {
    * count or log the refusal here. @default a {@link RetryBudgetExhaustedError} whose cause is the error
    */
   readonly onBudgetExhausted?: (info: { readonly attempt: number; readonly error: unknown }) => unknown;
+  /**
+   * What the execution rejects with when a policy inside this one refused a retry before it ran
+   * (`CIRCUIT_OPEN`, `BULKHEAD_FULL`, `RETRY_BUDGET_EXHAUSTED`: say a breaker that other calls'
+   * failures opened during the wait), given that retry's attempt number, the refusal and the error
+   * of the attempt before it. Return that error to hand the caller what its attempts really got,
+   * rather than a refusal saying the call was not made; the execution ends either way. A first
+   * attempt refused is not a retry: it ends with its refusal.
+   * @default undefined (the refusal, which the default `shouldRetry` does not retry)
+   */
+  readonly onRetryRefused?: (info: {
+    readonly attempt: number;
+    readonly refusal: unknown;
+    readonly error: unknown;
+  }) => unknown;
 }
 
 const REFUSED_CODES: ReadonlySet<string> = new Set([
@@ -60,7 +74,12 @@ const REFUSED_CODES: ReadonlySet<string> = new Set([
  * would only be refused again, and adds load where the system is shedding it.
  */
 export function defaultShouldRetry(error: unknown): boolean {
-  return !(isFerryError(error) && REFUSED_CODES.has(error.code));
+  return !isRefusal(error);
+}
+
+/** A call that a breaker, bulkhead or budget refused: it never ran. */
+function isRefusal(error: unknown): boolean {
+  return isFerryError(error) && REFUSED_CODES.has(error.code);
 }
 
 /** Defaults of {@link retry}: 3 attempts, full-jitter exponential backoff from 100 ms to 10 s. */
@@ -85,6 +104,9 @@ export class RetryPolicy implements Policy {
   readonly #maxDelayMs: number;
   readonly #onRetry: ((info: RetryInfo) => void) | undefined;
   readonly #onBudgetExhausted: ((info: { attempt: number; error: unknown }) => unknown) | undefined;
+  readonly #onRetryRefused:
+    | ((info: { attempt: number; refusal: unknown; error: unknown }) => unknown)
+    | undefined;
 
   /** @throws {@link InvalidOptionsError} when an option is out of range. */
   constructor(options: RetryOptions = {}) {
@@ -105,6 +127,7 @@ export class RetryPolicy implements Policy {
     this.#maxDelayMs = Math.min(maxDelayMs, MAX_TIMER_MS);
     this.#onRetry = options.onRetry;
     this.#onBudgetExhausted = options.onBudgetExhausted;
+    this.#onRetryRefused = options.onRetryRefused;
   }
 
   /**
@@ -151,6 +174,9 @@ export class RetryPolicy implements Policy {
       try {
         return await invoke(fn, context);
       } catch (next) {
+        if (this.#onRetryRefused !== undefined && isRefusal(next)) {
+          throw this.#onRetryRefused({ attempt: attempt + 1, refusal: next, error });
+        }
         error = next;
       }
     }
