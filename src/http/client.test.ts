@@ -206,6 +206,31 @@ describe('ServiceClient', () => {
     expect(s.requests[3]!.headers['content-type']).toBe('application/vnd.x+json');
   });
 
+  it('refuses an idempotency key the server would not read as sent, and sends nothing', async () => {
+    const s = await server();
+    s.setDefault({ status: 503 });
+    const c = client(s);
+    const bad = ['', 'x'.repeat(256), 'a\nb', 'a\u0000b', 'tab\there', 'caf\u00e9', ' lead', 'trail ', '""'];
+    for (const key of bad) {
+      const error = await rejection(c.post('/orders', { sku: 'tea' }, { idempotencyKey: key }));
+      expect(error, JSON.stringify(key)).toMatchObject({ code: 'INVALID_OPTIONS' });
+      expect((error as Error).message).toMatch(/idempotencyKey must be 1 to 255/);
+    }
+    for (const key of ['', 'x'.repeat(256)]) {
+      const error = await rejection(c.post('/orders', {}, { headers: { 'Idempotency-Key': key } }));
+      expect(error).toMatchObject({
+        code: 'INVALID_REQUEST',
+        message: expect.stringMatching(/Idempotency-Key/),
+      });
+    }
+    expect(s.requests).toHaveLength(0);
+    // 255 characters, surrounding quotes not counted (as the server reads it), spaces inside.
+    s.setDefault({ status: 201, body: {} });
+    const good = ['x'.repeat(255), `"${'y'.repeat(255)}"`, 'order 42', 'a-b_c.d:e/f'];
+    for (const key of good) await c.post('/orders', {}, { idempotencyKey: key });
+    expect(s.requests.map((request) => request.headers['idempotency-key'])).toEqual(good);
+  });
+
   it('does not retry a POST without an idempotency key when retries are off for it', async () => {
     const s = await server();
     s.enqueue({ status: 503 });

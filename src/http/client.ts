@@ -16,7 +16,7 @@ import { type ClientEventMap, ClientEvents } from './client-events.js';
 import { type CollectedResponse, collectResponse } from './collect-response.js';
 import { ConnectionError, HttpError, InvalidRequestError, InvalidResponseBodyError } from './errors.js';
 import { HTTP_HEADER } from './headers.js';
-import { outgoingHeaders } from './outgoing-headers.js';
+import { isValidIdempotencyKey, outgoingHeaders } from './outgoing-headers.js';
 import { checkBodyHeaders, encodeRequestBody } from './request-body.js';
 import { decodeBody, MALFORMED_JSON, parseRetryAfter, problemOf } from './response-body.js';
 import { routeOfPath } from './route-of-path.js';
@@ -97,7 +97,9 @@ export interface CallOptions {
   readonly retry?: false | ClientRetryOptions;
   /**
    * Makes a POST or PATCH safe to retry: the server stores the first response under this key. With
-   * retries on, the client generates one when none is given.
+   * retries on, the client generates one when none is given. 1 to 255 printable ASCII characters,
+   * spaces only inside (surrounding double quotes not counted), as the server middleware reads it;
+   * another is refused with `INVALID_OPTIONS` (an `Idempotency-Key` header, with `INVALID_REQUEST`).
    */
   readonly idempotencyKey?: string;
   /**
@@ -321,7 +323,20 @@ export class ServiceClient {
 
     const settings = init.retry === undefined ? this.#retrySettings : retrySettingsOf(init.retry);
     const headers = outgoingHeaders(context, this.#options.headers, init.headers);
-    let idempotencyKey = init.idempotencyKey ?? headers[HTTP_HEADER.idempotencyKey];
+    // A key the server would refuse (or read as another) must not make a POST look safe to retry.
+    if (init.idempotencyKey !== undefined && !isValidIdempotencyKey(init.idempotencyKey)) {
+      throw new InvalidOptionsError(
+        `idempotencyKey must be 1 to 255 printable ASCII characters (spaces only inside), not ${describeKey(init.idempotencyKey)}`,
+      );
+    }
+    const keyHeader = headers[HTTP_HEADER.idempotencyKey];
+    if (keyHeader !== undefined && !isValidIdempotencyKey(keyHeader)) {
+      throw new InvalidRequestError(
+        `${method} ${this.origin}${requestPath}`,
+        `the Idempotency-Key header must hold 1 to 255 printable ASCII characters (spaces only inside), not ${describeKey(keyHeader)}`,
+      );
+    }
+    let idempotencyKey = init.idempotencyKey ?? keyHeader;
     if (idempotencyKey === undefined && settings !== undefined && (method === 'POST' || method === 'PATCH')) {
       idempotencyKey = uuidv7();
     }
@@ -703,6 +718,14 @@ function withQuery(path: string, query: CallOptions['query']): string {
   const text = params.toString();
   if (text === '') return path;
   return `${path}${path.includes('?') ? '&' : '?'}${text}`;
+}
+
+/** A refused key, for a message: quoted, cut after 40 characters. */
+function describeKey(key: unknown): string {
+  if (typeof key !== 'string') return `a ${typeof key}`;
+  return key.length > 40
+    ? `${JSON.stringify(key.slice(0, 40))}… (${key.length} characters)`
+    : JSON.stringify(key);
 }
 
 function validateTimes(options: ServiceClientOptions | CallOptions): void {

@@ -35,3 +35,17 @@ function assignLowerCase(target: Record<string, string>, source: Readonly<Record
     if (value !== undefined) target[name.toLowerCase()] = value;
   }
 }
+
+/** 1 to 255 printable ASCII characters, spaces only inside (HTTP trims them at the ends). */
+const IDEMPOTENCY_KEY = /^[\x21-\x7e](?:[\x20-\x7e]{0,253}[\x21-\x7e])?$/;
+
+/**
+ * Whether `value` can be sent as an `Idempotency-Key` and arrives as the same key: 1 to 255
+ * printable ASCII characters, spaces only inside; surrounding double quotes (a structured-field
+ * string, as the IETF draft writes it) are not counted, as the server middleware reads the key.
+ */
+export function isValidIdempotencyKey(value: unknown): value is string {
+  if (typeof value !== 'string') return false;
+  const quoted = value.length >= 2 && value.startsWith('"') && value.endsWith('"');
+  return IDEMPOTENCY_KEY.test(quoted ? value.slice(1, -1) : value);
+}
