@@ -471,6 +471,42 @@ describe('ServiceClient', () => {
     expect(s.requests).toHaveLength(4);
   });
 
+  it('appends the query before a #fragment, and never sends the fragment', async () => {
+    const s = await server();
+    const c = client(s);
+    await c.get('/p#frag', { query: { x: 1 } });
+    await c.get('/q?a=1#f?not=query', { query: { x: 2 } });
+    await c.get('/r#only-a-fragment');
+    await c.request({ method: 'GET', path: '/s?b=2#f' });
+    expect(s.requests.map((request) => request.path)).toEqual(['/p?x=1', '/q?a=1&x=2', '/r', '/s?b=2']);
+  });
+
+  it('joins the path of its base URL before every path, and refuses one with a query or fragment', async () => {
+    const s = await server();
+    for (const base of [`${s.url}/api`, `${s.url}/api/`]) {
+      const c = new ServiceClient(base, { retry: false });
+      cleanups.push(() => c.close());
+      await c.get('/orders/7', { query: { full: true } });
+    }
+    const v2 = new ServiceClient(`${s.url}/api/v2`, { retry: false });
+    cleanups.push(() => v2.close());
+    await v2.request({ method: 'POST', path: '/orders#x', body: {} });
+    expect(s.requests.map((request) => request.path)).toEqual([
+      '/api/orders/7?full=true',
+      '/api/orders/7?full=true',
+      '/api/v2/orders',
+    ]);
+    const error = await rejection(v2.get('http://elsewhere.example/orders'));
+    expect(error).toMatchObject({
+      code: 'INVALID_REQUEST',
+      message: expect.stringMatching(/must start with "\/"/),
+    });
+    expect(await rejection(v2.get('orders'))).toMatchObject({ code: 'INVALID_REQUEST' });
+    expect(s.requests).toHaveLength(3);
+    expect(() => new ServiceClient(`${s.url}/api?v=2`)).toThrow(/query or fragment/);
+    expect(() => new ServiceClient(`${s.url}/api#x`)).toThrow(/query or fragment/);
+  });
+
   it('refuses invalid options', () => {
     expect(() => new ServiceClient('not a url')).toThrow(/absolute/);
     expect(() => new ServiceClient('ftp://host')).toThrow(/http/);

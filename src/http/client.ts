@@ -18,6 +18,7 @@ import { ConnectionError, HttpError, InvalidRequestError, InvalidResponseBodyErr
 import { HTTP_HEADER } from './headers.js';
 import { isValidIdempotencyKey, outgoingHeaders } from './outgoing-headers.js';
 import { checkBodyHeaders, encodeRequestBody } from './request-body.js';
+import { basePathOf, pathOfCall, requestTarget } from './request-target.js';
 import { decodeBody, MALFORMED_JSON, parseRetryAfter, problemOf } from './response-body.js';
 import { routeOfPath } from './route-of-path.js';
 
@@ -107,7 +108,7 @@ export interface CallOptions {
    * with segments that look like ids (digits, UUIDs, 16+ hex digits) read as `:id`.
    */
   readonly route?: string;
-  /** Query parameters, appended to the path. */
+  /** Query parameters, appended to the path (before its `#fragment`, which is never sent). */
   readonly query?: Readonly<Record<string, string | number | boolean | undefined>>;
 }
 
@@ -182,6 +183,8 @@ function errorCode(error: unknown): string | undefined {
 export class ServiceClient {
   readonly name: string;
   readonly origin: string;
+  /** The path of the base URL, without its trailing `/`, joined before every call's path. */
+  readonly #basePath: string;
   readonly #options: ServiceClientOptions;
   readonly #budget: RetryBudget | undefined;
   readonly #bulkhead: (Policy & { stats(): { running: number; queued: number } }) | undefined;
@@ -204,6 +207,11 @@ export class ServiceClient {
   readonly #closing = new AbortController();
   readonly #closingOptions: ExecuteOptions;
 
+  /**
+   * @param baseUrl an absolute http(s) URL; its path, if any, is a prefix of every call's path
+   * (`http://host/api` and `/orders` call `/api/orders`). A query or fragment is refused.
+   * @throws InvalidOptionsError
+   */
   constructor(baseUrl: string, options: ServiceClientOptions = {}) {
     // Every call waiting in the bulkhead or in backoff listens to it.
     setMaxListeners(0, this.#closing.signal);
@@ -219,7 +227,14 @@ export class ServiceClient {
     if (url.protocol !== 'http:' && url.protocol !== 'https:') {
       throw new InvalidOptionsError(`ServiceClient speaks http and https, not ${url.protocol}`);
     }
+    const basePath = basePathOf(url);
+    if (basePath === undefined) {
+      throw new InvalidOptionsError(
+        `ServiceClient needs a base URL without a query or fragment, not ${JSON.stringify(baseUrl)}`,
+      );
+    }
     this.origin = url.origin;
+    this.#basePath = basePath;
     this.name = options.name ?? url.origin;
     this.#options = options;
     validateTimes(options);
@@ -345,7 +360,8 @@ export class ServiceClient {
     // An explicit x-deadline-ms is sent as given; otherwise each attempt sends what is left.
     const sendDeadline = headers[HTTP_HEADER.deadline] === undefined;
     const payload = encodeRequestBody(requestBody, headers, `${method} ${requestPath}`);
-    const path = withQuery(requestPath, init.query);
+    const callPath = pathOfCall(requestPath, `${method} ${this.origin}${this.#basePath}${requestPath}`);
+    const path = requestTarget(this.#basePath, callPath, init.query);
     checkBodyHeaders(headers, payload, `${method} ${this.origin}${path}`);
     const statuses = settings?.statuses ?? DEFAULT_SERVICE_CLIENT_OPTIONS.retry.statuses;
     const maxRetryAfterMs = settings?.maxRetryAfterMs ?? DEFAULT_SERVICE_CLIENT_OPTIONS.retry.maxRetryAfterMs;
@@ -462,7 +478,7 @@ export class ServiceClient {
       );
     };
 
-    const breakerName = this.#breakerName(method, init.route, requestPath);
+    const breakerName = this.#breakerName(method, init.route, callPath);
     const policy =
       init.retry === undefined ? this.#chain(breakerName) : this.#buildChain(breakerName, settings);
     // The policies wait (bulkhead queue, backoff) on a signal that close() aborts too; the attempt
@@ -708,16 +724,6 @@ function isFailure(error: unknown): boolean {
 
 function isHttpError(error: unknown): error is HttpError {
   return isFerryError(error) && error.code === 'HTTP_ERROR';
-}
-
-function withQuery(path: string, query: CallOptions['query']): string {
-  if (query === undefined) return path;
-  const params = new URLSearchParams();
-  for (const [key, value] of Object.entries(query))
-    if (value !== undefined) params.append(key, String(value));
-  const text = params.toString();
-  if (text === '') return path;
-  return `${path}${path.includes('?') ? '&' : '?'}${text}`;
 }
 
 /** A refused key, for a message: quoted, cut after 40 characters. */
