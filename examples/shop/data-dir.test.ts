@@ -3,7 +3,7 @@ import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { LOCK_FILE, lockDataDir, processStartTime, usableDataDir } from './data-dir.js';
+import { diskRoomCheck, LOCK_FILE, lockDataDir, processStartTime, usableDataDir } from './data-dir.js';
 import { SettingsError } from './settings.js';
 
 const dirs: string[] = [];
@@ -177,5 +177,16 @@ describe('a data folder on a disk with little room left', () => {
     } finally {
       execFileSync('umount', [dir]);
     }
+  });
+});
+
+describe('diskRoomCheck', () => {
+  it('passes while the disk has the room asked for, and fails saying how much is free when it has not', async () => {
+    const dir = await dataDir();
+    await expect(diskRoomCheck(dir, 1)()).resolves.toBeUndefined();
+    // More than any disk here has.
+    await expect(diskRoomCheck(dir, Number.MAX_SAFE_INTEGER)()).rejects.toThrow(
+      /^the data folder's disk has \d+(\.\d)? MiB free, less than the \d+ MiB the shop needs to keep orders$/,
+    );
   });
 });

@@ -38,6 +38,29 @@ export async function usableDataDir(
   }
 }
 
+/**
+ * Free space under which the running shop says it is not ready: half of what it needs to start, so
+ * that `GET /health` fails before the SQLite writes do.
+ */
+export const RUNNING_MIN_FREE_BYTES = 16 * 1024 * 1024;
+
+/**
+ * A readiness check (`GET /health`) that fails while the data folder's disk has less than
+ * `minFreeBytes` free: the services' SQLite writes then fail (507 `STORAGE_FULL`), and an operator
+ * looking at the health report learns why.
+ */
+export function diskRoomCheck(dir: string, minFreeBytes: number): () => Promise<void> {
+  return async () => {
+    const { bavail, bsize } = await statfs(dir);
+    const free = bavail * bsize;
+    if (free < minFreeBytes) {
+      throw new Error(
+        `the data folder's disk has ${mib(free)} free, less than the ${mib(minFreeBytes)} the shop needs to keep orders`,
+      );
+    }
+  };
+}
+
 const mib = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(bytes < 10 * 1024 * 1024 ? 1 : 0)} MiB`;
 
 /**

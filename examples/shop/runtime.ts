@@ -18,7 +18,7 @@ import {
 } from 'ferry';
 import { CATALOG } from './catalog.js';
 import { type ShopContracts, shopContracts } from './contracts.js';
-import { usableDataDir } from './data-dir.js';
+import { diskRoomCheck, RUNNING_MIN_FREE_BYTES, usableDataDir } from './data-dir.js';
 import { firstReady } from './first-ready.js';
 import { type ServiceUrls, startGateway } from './gateway/gateway.js';
 import { startInventoryService } from './inventory/service.js';
@@ -154,7 +154,17 @@ export async function startService(name: ServiceName, settings: ServiceSettings)
   }
 
   if (name === 'gateway') {
-    const gateway = await startGateway({ ...listen, services: settings.topology(), adminToken, logger });
+    const { infrastructure } = settings;
+    const gateway = await startGateway({
+      ...listen,
+      services: settings.topology(),
+      adminToken,
+      logger,
+      // Embedded, every service keeps its SQLite file there: a full disk fails every order.
+      ...(infrastructure.mode === 'embedded'
+        ? { readiness: { disk: diskRoomCheck(infrastructure.dataDir, RUNNING_MIN_FREE_BYTES) } }
+        : {}),
+    });
     return { name, url: gateway.url, close: () => gateway.close() };
   }
 

@@ -272,6 +272,16 @@ describe('the embedded shop, when its disk fills while it runs', () => {
       expect(statuses).not.toContain(201);
       expect(statuses).not.toContain(500);
       expect(answers[0]).toMatchObject({ status: 507, code: 'STORAGE_FULL' });
+      // The health report says why, for the operator (it answered 200 while every order failed).
+      const sick = await client.call<{
+        status: string;
+        checks: Record<string, { status: string; error?: string }>;
+      }>('GET', '/health');
+      expect(sick.status).toBe(503);
+      expect(sick.body.checks.disk).toMatchObject({
+        status: 'fail',
+        error: expect.stringMatching(/^the data folder's disk has 0\.0 MiB free, less than the 16 MiB/),
+      });
       for (const answer of answers) {
         if (answer.status === 507) expect(answer.code).toBe('STORAGE_FULL');
         else {
@@ -301,6 +311,11 @@ describe('the embedded shop, when its disk fills while it runs', () => {
       }
       expect(new Set(ids).size).toBe(30);
       for (const id of ids) expect((await client.settled(id)).status).toBe('confirmed');
+      await waitFor(
+        async () => (await client.call('GET', '/health')).status === 200,
+        'GET /health to answer 200 again once the disk has room',
+        10_000,
+      );
       running.child.kill('SIGTERM');
       expect(await running.exit).toBe(0);
     } finally {

@@ -51,6 +51,8 @@ export interface GatewayOptions {
   readonly serviceTimeoutMs?: number;
   /** @default stderr */
   readonly logger?: Logger;
+  /** Checks of `GET /health` besides the services' readiness (the embedded shop's: room on its disk). */
+  readonly readiness?: Readonly<Record<string, () => Promise<void>>>;
 }
 
 export interface Gateway {
@@ -263,25 +265,28 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
 
   // Ready when every instance of every service says it is ready.
   const health = createHealth({
-    checks: Object.fromEntries(
-      all.flatMap((upstream) =>
-        upstream.clients.map((client) => [
-          client.name,
-          async (signal: AbortSignal) => {
-            try {
-              await client.get('/health/ready', {
-                signal,
-                retry: false,
-                timeout: READY_TIMEOUT_MS,
-              });
-            } catch (error) {
-              // The report is public: it says what failed, not where the instance lives.
-              throw new Error(notReady(error));
-            }
-          },
-        ]),
+    checks: {
+      ...Object.fromEntries(
+        all.flatMap((upstream) =>
+          upstream.clients.map((client) => [
+            client.name,
+            async (signal: AbortSignal) => {
+              try {
+                await client.get('/health/ready', {
+                  signal,
+                  retry: false,
+                  timeout: READY_TIMEOUT_MS,
+                });
+              } catch (error) {
+                // The report is public: it says what failed, not where the instance lives.
+                throw new Error(notReady(error));
+              }
+            },
+          ]),
+        ),
       ),
-    ),
+      ...options.readiness,
+    },
     timeoutMs: 1500,
     cacheMs: 500,
   });
