@@ -703,7 +703,8 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
         streamId,
         rows.map((r) => r.id),
       );
-    const last = rows.find((r) => r.id === ids[ids.length - 1]) ?? rows[rows.length - 1]!;
+    // The latest of them: what their append returned, in whatever order they come again.
+    const last = rows.reduce((a, b) => (BigInt(b.version) > BigInt(a.version) ? b : a));
     return { nextExpectedVersion: Number(last.version), position: BigInt(last.position) };
   }
 

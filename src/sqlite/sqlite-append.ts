@@ -45,7 +45,9 @@ export function appendRows(
   );
   const duplicates = events.filter((e) => found.has(e.id)).map((e) => e.id);
   if (duplicates.length === events.length) {
-    const last = found.get(events[events.length - 1]!.id)!;
+    // The latest of them: what their append returned, in whatever order they come again.
+    let last = found.get(events[0]!.id)!;
+    for (const row of found.values()) if (Number(row.version) > Number(last.version)) last = row;
     return { nextExpectedVersion: Number(last.version), position: last.position, written: false };
   }
   if (duplicates.length > 0) throw new DuplicateEventIdError(streamId, duplicates);

@@ -152,6 +152,8 @@ export function testEventStore(name: string, harness: EventStoreHarness): void {
       const again = await store.append('pay', batch);
       expect(retried).toEqual(first);
       expect(again).toEqual(first);
+      // In another order, still the original result (the latest of them), not the last one's.
+      expect(await store.append('pay', [...batch].reverse())).toEqual(first);
       expect(await store.readStream('pay')).toHaveLength(2);
       // The same id in another stream is another event.
       await store.append('other', [{ id: ids[0]!, type: 'Paid', data: {} }]);

@@ -150,7 +150,8 @@ export class MemoryEventStoreBackend implements EventStoreBackend {
     const stream = this.#streams.get(streamId) ?? [];
     const existing = events.map((e) => stream.find((r) => r.id === e.id));
     if (pending === undefined && existing.every((r) => r !== undefined)) {
-      const last = existing[existing.length - 1]!;
+      // The latest of them: what their append returned, in whatever order they come again.
+      const last = existing.reduce((a, b) => (b!.version > a!.version ? b : a))!;
       return { written: false, result: { nextExpectedVersion: last.version, position: last.position } };
     }
     const duplicates = events
