@@ -469,9 +469,9 @@ export class MemoryBroker {
    * `retryDelays` (on RabbitMQ: the delay queues of those delays); resolves how many messages that
    * was. Retries waiting out another delay (a subscription made with other options) are left, as
    * RabbitMQ leaves the delay queues it was not told of: they go to the subscription's queue if it is
-   * made again before they are due, else they are dropped.
+   * made again before they are due, else they are dropped. Without `retryDelays`, every retry waiting.
    */
-  deleteQueue(group: string, pattern: string, retryDelays: readonly number[]): number {
+  deleteQueue(group: string, pattern: string, retryDelays?: readonly number[]): number {
     const key = `${group}\u0000${pattern}`;
     const queue = this.#queues.get(key);
     if (queue !== undefined && queue.consumers.length > 0) throw new SubscriptionInUseError(group, pattern);
@@ -485,9 +485,9 @@ export class MemoryBroker {
     }
     const waiting = this.#delayed.get(key);
     if (waiting !== undefined) {
-      const delays = new Set(retryDelays);
+      const delays = retryDelays === undefined ? undefined : new Set(retryDelays);
       for (const [timer, { entry, delayMs }] of waiting) {
-        if (!delays.has(delayMs)) continue;
+        if (delays !== undefined && !delays.has(delayMs)) continue;
         timer.cancel();
         waiting.delete(timer);
         entry.settlement?.copySettled();
