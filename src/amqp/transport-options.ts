@@ -2,6 +2,7 @@ import { InvalidOptionsError } from '../errors/ferry-error.js';
 import { integerOption } from '../errors/integer-option.js';
 import type { Logger } from '../logging/logger.js';
 import type { AmqpUrlOptions } from '../messaging/amqp-url-options.js';
+import { isWellFormed } from '../messaging/envelope-limits.js';
 
 /**
  * Options of the RabbitMQ transport: the ones a bus URL passes on ({@link AmqpUrlOptions}, written
@@ -48,8 +49,15 @@ export function resolveAmqpOptions(options: AmqpTransportOptions): ResolvedAmqpO
     );
   }
   const exchange = options.exchange ?? d.exchange;
-  if (typeof exchange !== 'string' || exchange === '' || Buffer.byteLength(exchange) > 255) {
-    throw new InvalidOptionsError('exchange must be a non-empty string of at most 255 bytes');
+  if (
+    typeof exchange !== 'string' ||
+    exchange === '' ||
+    Buffer.byteLength(exchange) > 255 ||
+    !isWellFormed(exchange)
+  ) {
+    throw new InvalidOptionsError(
+      'exchange must be a non-empty string of at most 255 bytes of UTF-8, without lone surrogates',
+    );
   }
   const connectionName = options.connectionName ?? d.connectionName;
   if (typeof connectionName !== 'string') throw new InvalidOptionsError('connectionName must be a string');

@@ -6,7 +6,15 @@ import { createBus } from './create-bus.js';
 describe('createBus options of the other transport', () => {
   it('checks amqp options on a memory:// bus, so a bad value shows before the URL is switched', async () => {
     const url = `memory://options-${randomUUID()}`;
-    for (const amqp of [{ publishWindow: 0 }, { queueType: 'lazy' }, { heartbeatSeconds: -1 }]) {
+    for (const amqp of [
+      { publishWindow: 0 },
+      { queueType: 'lazy' },
+      { heartbeatSeconds: -1 },
+      { exchange: 'ex\ud800' },
+      5,
+      null,
+      'x',
+    ]) {
       await expect(
         createBus({ url, service: 'svc', logger: silentLogger, amqp: amqp as never }),
       ).rejects.toMatchObject({ code: 'INVALID_OPTIONS' });

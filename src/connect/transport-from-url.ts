@@ -30,6 +30,9 @@ export async function transportFromUrl(
   logger: Logger,
 ): Promise<Transport> {
   if (options.memory !== undefined) resolveMemoryBrokerOptions(options.memory);
+  if (options.amqp !== undefined && (typeof options.amqp !== 'object' || options.amqp === null)) {
+    throw new InvalidOptionsError('amqp options must be an object');
+  }
   const scheme = url.slice(0, Math.max(0, url.indexOf(':'))).toLowerCase();
   switch (scheme) {
     case 'memory': {

@@ -285,6 +285,15 @@ export class Bus<C extends Contracts = NoContracts> {
   #envelope(type: string, data: unknown, options: PublishOptions | undefined): Envelope {
     const context = currentContext();
     const now = this.#clock === undefined ? Date.now() : this.#clock.now();
+    if (
+      options !== undefined &&
+      (options.id === null || options.correlationId === null || options.causationId === null)
+    ) {
+      // `??` would take null for "not given"; the README says a non-string is refused.
+      throw new InvalidOptionsError(
+        'id, correlationId and causationId must be strings: leave one out for its default, not null',
+      );
+    }
     const id = options?.id ?? newMessageId(now);
     const envelope: { -readonly [P in keyof Envelope]: Envelope[P] } = {
       specversion: '1.0',

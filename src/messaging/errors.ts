@@ -20,7 +20,8 @@ export const isMessageValidationError = errorGuard<MessageValidationError>('MESS
 export class InvalidTopicError extends FerryError {
   readonly topic: string;
   constructor(topic: string, reason: string) {
-    super('INVALID_TOPIC', `invalid topic "${topic}": ${reason}`);
+    // JSON-quoted: a lone surrogate or a control character shows as its escape, not as U+FFFD.
+    super('INVALID_TOPIC', `invalid topic ${JSON.stringify(topic)}: ${reason}`);
     this.topic = topic;
   }
 }

@@ -118,6 +118,27 @@ function userHeaders(
   return out;
 }
 
+/** Why a message cannot be taken, as a value (not thrown). */
+class Refusal {
+  constructor(readonly reason: string) {}
+}
+
+/** The RFC 3339 text of time header `name`, `undefined` without one, a {@link Refusal} for anything else. */
+function timeHeader(
+  headers: Readonly<Record<string, unknown>> | undefined,
+  name: string,
+): string | Refusal | undefined {
+  const value = headers?.[name];
+  if (value === undefined || value === null) return undefined;
+  const text = str(value);
+  if (text === undefined) {
+    const kind = Array.isArray(value) ? 'an array' : `a ${typeof value}`;
+    return new Refusal(`${name} is ${kind}, not an RFC 3339 time`);
+  }
+  if (Number.isNaN(rfc3339ToMs(text))) return new Refusal(`${name} ${quoted(text)} is not an RFC 3339 time`);
+  return text;
+}
+
 /** `text` in quotes, cut to 64 characters: for a reason that names a bad value. */
 function quoted(text: string): string {
   return JSON.stringify(text.length > 64 ? `${text.slice(0, 64)}…` : text);
@@ -145,15 +166,11 @@ export function decodeWireMessage(wire: WireMessage, clock: Clock = systemClock)
     return { ok: false, attempt, reason: `body is not valid JSON: ${(error as Error).message}` };
   }
   const headers = wire.headers;
-  // A time no reader can take (CloudEvents: RFC 3339): an expiry that cannot be read may have passed.
-  const time = str(headers?.[HEADER.time]);
-  if (time !== undefined && Number.isNaN(rfc3339ToMs(time))) {
-    return { ok: false, attempt, reason: `${HEADER.time} ${quoted(time)} is not an RFC 3339 time` };
-  }
-  const expiresat = str(headers?.[HEADER.expiresat]);
-  if (expiresat !== undefined && Number.isNaN(rfc3339ToMs(expiresat))) {
-    return { ok: false, attempt, reason: `${HEADER.expiresat} ${quoted(expiresat)} is not an RFC 3339 time` };
-  }
+  // A time no reader can take (CloudEvents: RFC 3339 text): an expiry that cannot be read may have passed.
+  const time = timeHeader(headers, HEADER.time);
+  if (time instanceof Refusal) return { ok: false, attempt, reason: time.reason };
+  const expiresat = timeHeader(headers, HEADER.expiresat);
+  if (expiresat instanceof Refusal) return { ok: false, attempt, reason: expiresat.reason };
   const id = wire.messageId || newMessageId(clock.now());
   const envelope: { -readonly [P in keyof Envelope]: Envelope[P] } = {
     specversion: '1.0',

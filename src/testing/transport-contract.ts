@@ -403,6 +403,13 @@ export function testTransport(name: string, harness: TransportHarness, features:
           'cloudEvents:expiresat': '2999-01-01T00:00:00Z',
         },
       });
+      // A time that is not text cannot be read either (a number: seconds or milliseconds?).
+      await harness.publishRaw({
+        routingKey: type,
+        body,
+        messageId: 'number-expiry',
+        headers: { 'cloudEvents:expiresat': 946684800000 },
+      });
       // A type header naming another type does not change where the broker routes it.
       await harness.publishRaw({
         routingKey: type,
@@ -411,11 +418,12 @@ export function testTransport(name: string, harness: TransportHarness, features:
         headers: { 'x-ferry-routing-key': `${p}.other` },
       });
       await waitFor(() => handled.length === 2, 'the two valid messages');
-      await waitFor(async () => (await b.listDeadLetters()).length === 2, 'two dead letters');
+      await waitFor(async () => (await b.listDeadLetters()).length === 3, 'three dead letters');
       const dead = await b.listDeadLetters();
       expect(dead.map((d) => [d.reason.kind, d.reason.message])).toEqual([
         ['malformed', 'cloudEvents:time "yesterday" is not an RFC 3339 time'],
         ['malformed', 'cloudEvents:expiresat "2000-01-01T00:00:00" is not an RFC 3339 time'],
+        ['malformed', 'cloudEvents:expiresat is a number, not an RFC 3339 time'],
       ]);
       expect(handled.sort()).toEqual(['good', 'renamed']);
     });
@@ -890,13 +898,15 @@ export function testTransport(name: string, harness: TransportHarness, features:
           () => 'published',
           (e: unknown) => (e as { code?: string }).code,
         );
-      for (const id of [123, { id: 'x' }, ['a']] as unknown as string[]) {
+      for (const id of [123, { id: 'x' }, ['a'], null] as unknown as string[]) {
         expect(await refused(() => b.publish(type, {}, { id }))).toBe('INVALID_OPTIONS');
         expect(await refused(() => b.publish(type, {}, { correlationId: id }))).toBe('INVALID_OPTIONS');
         expect(await refused(() => b.publish(type, {}, { causationId: id }))).toBe('INVALID_OPTIONS');
       }
       const lone = '\ud800';
       expect(await refused(() => b.publish(`${p}.odd${lone}`, {}))).toBe('INVALID_TOPIC');
+      // The message shows which character it is.
+      await expect(b.publish(`${p}.odd${lone}`, {})).rejects.toThrow(`${p}.odd\\ud800`);
       expect(await refused(() => b.publish(type, {}, { headers: { [`x${lone}`]: 'v' } }))).toBe(
         'INVALID_OPTIONS',
       );
