@@ -2,7 +2,7 @@ import type { ChannelModel } from 'amqplib';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import { type Logger, stderrLogger } from '../logging/logger.js';
 import type { Envelope } from '../messaging/envelope.js';
-import { assertEnvelopeLimits } from '../messaging/envelope-limits.js';
+import { assertEnvelope } from '../messaging/envelope-limits.js';
 import { BrokerConnectionError, BusClosedError } from '../messaging/errors.js';
 import type {
   DeadLetter,
@@ -261,7 +261,7 @@ export class AmqpTransport implements Transport {
   // A bound field, not a method: it reaches the publisher's private state even when called through an
   // object that inherits from the transport (a wrapper made with Object.create, as tests do).
   readonly check = (envelope: Envelope): void => {
-    assertEnvelopeLimits(envelope);
+    assertEnvelope(envelope);
     const { content, options } = encodeEnvelope(envelope);
     if (content.length > this.#publisher.maxMessageBytes) {
       throw new MessageTooLargeError(
@@ -277,7 +277,7 @@ export class AmqpTransport implements Transport {
     let encoded: ReturnType<typeof encodeEnvelope>;
     try {
       // Envelopes that did not come through the bus are held to the same limits.
-      assertEnvelopeLimits(envelope);
+      assertEnvelope(envelope);
       encoded = encodeEnvelope(envelope);
     } catch (error) {
       return Promise.reject(error);

@@ -2,7 +2,7 @@ import { InvalidOptionsError } from '../errors/ferry-error.js';
 import { integerOption } from '../errors/integer-option.js';
 import type { Logger } from '../logging/logger.js';
 import type { AmqpUrlOptions } from '../messaging/amqp-url-options.js';
-import { isWellFormed } from '../messaging/envelope-limits.js';
+import { isWellFormed } from '../messaging/well-formed.js';
 
 /**
  * Options of the RabbitMQ transport: the ones a bus URL passes on ({@link AmqpUrlOptions}, written

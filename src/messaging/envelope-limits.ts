@@ -1,5 +1,9 @@
 import { InvalidOptionsError } from '../errors/ferry-error.js';
-import type { Envelope } from './envelope.js';
+import { type Envelope, JSON_CONTENT_TYPE } from './envelope.js';
+import { rfc3339ToMs } from './expiry.js';
+import { assertMessageType } from './topic.js';
+import { isWellFormed } from './well-formed.js';
+import { isJsonContentType } from './wire.js';
 
 /**
  * Most UTF-8 bytes of a message id, correlation id or causation id: AMQP carries them as short
@@ -27,9 +31,45 @@ export function assertEnvelopeLimits(envelope: Envelope): void {
   if (envelope.headers !== undefined) assertHeaders(envelope.headers);
 }
 
-/** `String.prototype.isWellFormed` (Node 20), not yet in TypeScript's ES2023 library. */
-interface WellFormedCheck {
-  isWellFormed(): boolean;
+/** The last `time` found well-formed: messages published within one millisecond share it. */
+let lastGoodTime = '';
+
+/**
+ * Throws, naming the field, for an envelope whose attributes a transport would carry other than as
+ * given, or not at all: what the bus builds always passes, but an envelope handed to a transport
+ * directly (an outbox relay, a custom producer) must be refused alike on memory and RabbitMQ. The
+ * checks of {@link assertEnvelopeLimits} included. Cheap on the publish path: types and times
+ * already seen are not parsed again.
+ */
+export function assertEnvelope(envelope: Envelope): void {
+  if (envelope.specversion !== '1.0') {
+    throw new InvalidOptionsError(`specversion must be '1.0', not ${JSON.stringify(envelope.specversion)}`);
+  }
+  assertMessageType(envelope.type);
+  assertShortString('source', envelope.source);
+  if (envelope.time !== lastGoodTime) {
+    assertTime('time', envelope.time);
+    lastGoodTime = envelope.time;
+  }
+  if (envelope.expiresat !== undefined) assertTime('expiresat', envelope.expiresat);
+  const contentType = envelope.datacontenttype;
+  if (
+    contentType !== JSON_CONTENT_TYPE &&
+    (typeof contentType !== 'string' || !isJsonContentType(contentType))
+  ) {
+    throw new InvalidOptionsError(
+      `datacontenttype must be a JSON media type (data travels as JSON), not ${JSON.stringify(contentType)}`,
+    );
+  }
+  assertEnvelopeLimits(envelope);
+}
+
+function assertTime(field: string, value: unknown): void {
+  if (typeof value !== 'string' || Number.isNaN(rfc3339ToMs(value))) {
+    throw new InvalidOptionsError(
+      `${field} must be an RFC 3339 time, not ${typeof value === 'string' ? JSON.stringify(value.slice(0, 64)) : describeType(value)}`,
+    );
+  }
 }
 
 function assertShortString(field: string, value: string): void {
@@ -46,11 +86,6 @@ function assertShortString(field: string, value: string): void {
       `${field} must be at most ${MAX_ID_BYTES} bytes of UTF-8 (an AMQP short string); it has ${Buffer.byteLength(value)}`,
     );
   }
-}
-
-/** Whether `text` has a UTF-8 form: no lone surrogate, which RabbitMQ would carry as U+FFFD. */
-export function isWellFormed(text: string): boolean {
-  return (text as unknown as WellFormedCheck).isWellFormed();
 }
 
 function describeType(value: unknown): string {
@@ -72,7 +107,12 @@ function assertHeaders(headers: Readonly<Record<string, string>>): void {
         `header name "${name.slice(0, 40)}…" must be at most ${MAX_ID_BYTES} bytes of UTF-8 (an AMQP short string)`,
       );
     }
-    units += HEADER_OVERHEAD_BYTES + name.length + (typeof value === 'string' ? value.length : 0);
+    // RabbitMQ hands a number or a boolean back as text, and memory would hand it back as it is.
+    if (typeof value !== 'string')
+      throw new InvalidOptionsError(
+        `header "${name.slice(0, 40)}" must be a string, not ${describeType(value)}`,
+      );
+    units += HEADER_OVERHEAD_BYTES + name.length + value.length;
   }
   if (units * 3 <= MAX_HEADERS_BYTES) return;
   let bytes = units;

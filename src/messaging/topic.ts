@@ -1,4 +1,4 @@
-import { isWellFormed } from './envelope-limits.js';
+import { isWellFormed } from './well-formed.js';
 import { InvalidTopicError } from './errors.js';
 
 const MAX_TOPIC_BYTES = 255;

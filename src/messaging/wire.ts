@@ -72,7 +72,7 @@ export function encodeData(type: string, data: unknown): string {
   return json ?? 'null';
 }
 
-function isJsonContentType(contentType: string): boolean {
+export function isJsonContentType(contentType: string): boolean {
   const base = (contentType.split(';')[0] ?? '').trim().toLowerCase();
   return base === 'application/json' || base === 'text/json' || base.endsWith('+json');
 }

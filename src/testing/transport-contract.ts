@@ -5,7 +5,7 @@ import { MemoryInbox } from '../inbox/inbox.js';
 import { silentLogger } from '../logging/logger.js';
 import type { Bus } from '../messaging/bus.js';
 import type { Contracts, NoContracts } from '../messaging/contracts.js';
-import type { Message } from '../messaging/envelope.js';
+import type { Envelope, Message } from '../messaging/envelope.js';
 import { isBusClosedError, isUnroutableError } from '../messaging/errors.js';
 import type { Transport } from '../messaging/transport.js';
 import type { WireMessage } from '../messaging/wire.js';
@@ -920,6 +920,67 @@ export function testTransport(name: string, harness: TransportHarness, features:
       await b.publish(type, {}, { id: `${p}-😀`, headers: { h: 'é😀' } });
       await waitFor(() => got.length === 1, 'the well-formed message');
       expect(got).toEqual([`${p}-😀`]);
+    });
+
+    it('refuses an envelope handed to the transport directly that it would carry other than as given, alike everywhere', async () => {
+      const p = unique();
+      const b = await bus(`svc-${p}`);
+      const got: Message[] = [];
+      await b.subscribe(`${p}.#`, async (m) => void got.push(m));
+      const transport = harness.createTransport();
+      await transport.connect();
+      try {
+        const good: Envelope = {
+          specversion: '1.0',
+          id: `${p}-good`,
+          source: 'producer',
+          type: `${p}.direct`,
+          time: '2026-12-04T10:00:00.000Z',
+          datacontenttype: 'application/json',
+          data: { n: 1 },
+          correlationid: `${p}-good`,
+        };
+        const refusal = async (changes: Record<string, unknown>): Promise<unknown> =>
+          transport.publish({ ...good, ...changes, id: `${p}-${randomUUID()}` } as Envelope).then(
+            () => 'published',
+            (e: unknown) => (e as { code?: string }).code,
+          );
+        expect(await refusal({ specversion: '2.0' })).toBe('INVALID_OPTIONS');
+        expect(await refusal({ time: 'yesterday' })).toBe('INVALID_OPTIONS');
+        expect(await refusal({ time: 1_700_000_000_000 })).toBe('INVALID_OPTIONS');
+        expect(await refusal({ expiresat: 'never' })).toBe('INVALID_OPTIONS');
+        expect(await refusal({ datacontenttype: 'text/plain' })).toBe('INVALID_OPTIONS');
+        expect(await refusal({ source: '' })).toBe('INVALID_OPTIONS');
+        expect(await refusal({ source: 'svc\ud800' })).toBe('INVALID_OPTIONS');
+        expect(await refusal({ type: `${p}.bad\ud800` })).toBe('INVALID_TOPIC');
+        expect(await refusal({ type: `${p}.*` })).toBe('INVALID_TOPIC');
+        expect(await refusal({ headers: { n: 5 } })).toBe('INVALID_OPTIONS');
+        await expect(transport.publish({ ...good, time: 'yesterday' })).rejects.toThrow(
+          /time must be an RFC 3339 time/,
+        );
+        // None of them reached the subscriber; a well-formed envelope arrives as it was given.
+        await transport.publish({
+          ...good,
+          datacontenttype: 'application/cloudevents+json',
+          headers: { h: 'v' },
+          expiresat: '2999-01-01T00:00:00Z',
+        });
+        await waitFor(() => got.length === 1, 'the well-formed envelope');
+        await sleep(100);
+        expect(got).toHaveLength(1);
+        expect(got[0]).toMatchObject({
+          id: `${p}-good`,
+          source: 'producer',
+          type: `${p}.direct`,
+          time: '2026-12-04T10:00:00.000Z',
+          datacontenttype: 'application/cloudevents+json',
+          data: { n: 1 },
+          headers: { h: 'v' },
+          expiresat: '2999-01-01T00:00:00Z',
+        });
+      } finally {
+        await transport.close(2000);
+      }
     });
   });
 }

@@ -1,5 +1,5 @@
 import type { Envelope } from '../envelope.js';
-import { assertEnvelopeLimits } from '../envelope-limits.js';
+import { assertEnvelope } from '../envelope-limits.js';
 import { BusClosedError } from '../errors.js';
 import type {
   DeadLetter,
@@ -43,7 +43,7 @@ export class MemoryTransport implements Transport {
     if (this.#closed) return Promise.reject(new BusClosedError('transport'));
     try {
       // Envelopes that did not come through the bus are held to the same limits, as on RabbitMQ.
-      assertEnvelopeLimits(envelope);
+      assertEnvelope(envelope);
     } catch (error) {
       return Promise.reject(error);
     }
@@ -53,7 +53,7 @@ export class MemoryTransport implements Transport {
   publishTracked(envelope: Envelope): TrackedPublish {
     if (this.#closed) return { confirmed: Promise.reject(new BusClosedError('transport')), settled: NEVER };
     try {
-      assertEnvelopeLimits(envelope);
+      assertEnvelope(envelope);
     } catch (error) {
       return { confirmed: Promise.reject(error), settled: NEVER };
     }
@@ -62,7 +62,7 @@ export class MemoryTransport implements Transport {
 
   /** Throws what `publish` would reject `envelope` with (limits, encoding, size), without publishing it. */
   check(envelope: Envelope): void {
-    assertEnvelopeLimits(envelope);
+    assertEnvelope(envelope);
     this.broker.check(envelope);
   }
 
