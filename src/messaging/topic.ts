@@ -1,5 +1,5 @@
-import { isWellFormed } from './well-formed.js';
 import { InvalidTopicError } from './errors.js';
+import { isWellFormed } from './well-formed.js';
 
 const MAX_TOPIC_BYTES = 255;
 const WORD = /^[^.*#\s]+$/;
