@@ -74,6 +74,18 @@ describe('createEventStore', () => {
     expect(existsSync('/ferry-root-test.db')).toBe(false);
   });
 
+  it('checks postgres options on a sqlite: or memory:// store too, so a bad value shows before the URL is switched', async () => {
+    for (const url of ['memory://opts', `sqlite:${join(dir, 'opts.db')}`]) {
+      for (const postgres of [{ poolSize: 1 }, { schema: 'Bad-Name' }, { statementTimeoutMs: -1 }, 5]) {
+        const error = await rejection(createEventStore({ url, postgres: postgres as { poolSize: number } }));
+        expect(isInvalidOptionsError(error), `${url} ${JSON.stringify(postgres)}`).toBe(true);
+      }
+      const store = await createEventStore({ url, postgres: { poolSize: 4, schema: 'shop_orders' } });
+      await store.close();
+    }
+    expect(existsSync(join(dir, 'opts.db'))).toBe(true);
+  });
+
   it('opens a reachable store', async () => {
     const store = await createEventStore({ url: `sqlite:${join(dir, 'ok.db')}` });
     await store.append('s', [{ type: 'A', data: 1 }]);

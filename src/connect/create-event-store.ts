@@ -32,6 +32,8 @@ export async function createEventStore(options: CreateEventStoreOptions): Promis
   if ((options.url === undefined) === (options.backend === undefined)) {
     throw new InvalidOptionsError('createEventStore needs exactly one of `url` and `backend`');
   }
+  // Checked whatever the URL, so that a bad value shows before the URL is switched to PostgreSQL.
+  if (options.postgres !== undefined) await checkPostgresOptions(options.postgres);
   const backend = options.backend ?? (await backendFromUrl(options.url!, options));
   try {
     await backend.open();
@@ -53,6 +55,15 @@ export async function createEventStore(options: CreateEventStoreOptions): Promis
     );
   }
   return new EventStore(backend, options.logger === undefined ? {} : { logger: options.logger });
+}
+
+/** Throws what the PostgreSQL backend would throw for `postgres`, without connecting (nor loading pg). */
+async function checkPostgresOptions(postgres: PostgresUrlOptions): Promise<void> {
+  if (typeof postgres !== 'object' || postgres === null || Array.isArray(postgres)) {
+    throw new InvalidOptionsError('postgres options must be an object');
+  }
+  const { PostgresEventStoreBackend } = await import('../postgres/postgres-backend.js');
+  new PostgresEventStoreBackend({ ...postgres, url: 'postgres://localhost/unused' });
 }
 
 /** `text` with the URL's secrets (password, secret query parameters) replaced by `***`, in case the driver quoted them. */
