@@ -390,13 +390,16 @@ class MemoryTransaction implements StorageTransaction {
       if (result !== undefined) return result;
     } else {
       // The stream as this transaction sees it: the committed events and its own, as in a database.
-      const stored = new Set((await this.#events.readStream(streamId, {})).map((e) => e.id));
-      const seen = events.filter((e) => stored.has(e.id) || added.ids.has(e.id)).map((e) => e.id);
+      const visible = new Map((await this.readStream(streamId, {})).map((e) => [e.id, e]));
+      const seen = events.filter((e) => visible.has(e.id)).map((e) => e.id);
       if (seen.length === events.length) {
-        return {
-          nextExpectedVersion: current,
-          position: this.#events.lastPosition() + BigInt(this.#appended),
-        };
+        // A retry: what the append of the latest of them returned, as the databases answer.
+        let last: RecordedEvent | undefined;
+        for (const id of seen) {
+          const e = visible.get(id)!;
+          if (last === undefined || e.version > last.version) last = e;
+        }
+        return { nextExpectedVersion: last!.version, position: last!.position };
       }
       if (seen.length > 0) throw new DuplicateEventIdError(streamId, seen);
       if (!expectedVersionHolds(expected, current)) throw new ConcurrencyError(streamId, expected, current);

@@ -286,6 +286,36 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
         expect(await store.readStream('order-r')).toHaveLength(1);
       });
 
+      it('a work.append of ids stored already, earlier in the same unit or before it, returns what their append returned', async () => {
+        const { store, outbox } = await setup();
+        const [a, b, c] = [uuidv7(), uuidv7(), uuidv7()];
+        const first = await outbox.unitOfWork((work) =>
+          work.append('order-u', [{ id: a, type: 'OrderPlaced', data: {} }], {
+            expectedVersion: 'no_stream',
+          }),
+        );
+        const seen = await outbox.unitOfWork(async (work) => {
+          const second = await work.append('order-u', [{ id: b, type: 'OrderPaid', data: {} }]);
+          const third = await work.append('order-u', [{ id: c, type: 'OrderShipped', data: {} }]);
+          // Again, in this unit: a (committed before it), b and c (its own), in another order.
+          return {
+            second,
+            third,
+            a: await work.append('order-u', [{ id: a, type: 'OrderPlaced', data: {} }]),
+            b: await work.append('order-u', [{ id: b, type: 'OrderPaid', data: {} }]),
+            cb: await work.append('order-u', [
+              { id: c, type: 'OrderShipped', data: {} },
+              { id: b, type: 'OrderPaid', data: {} },
+            ]),
+          };
+        });
+        expect(seen.a.nextExpectedVersion).toBe(first.nextExpectedVersion);
+        expect(seen.a.position).toBe(first.position);
+        expect(seen.b.nextExpectedVersion).toBe(seen.second.nextExpectedVersion);
+        expect(seen.cb.nextExpectedVersion).toBe(seen.third.nextExpectedVersion);
+        expect((await store.readStream('order-u')).map((e) => e.id)).toEqual([a, b, c]);
+      });
+
       it.each(['COMMIT', 'ROLLBACK'])(
         'fails a unit of work whose own SQL runs %s with UNIT_OF_WORK_OUTCOME_UNKNOWN, writing nothing of it after that, not even when it throws',
         async (sql) => {
