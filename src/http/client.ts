@@ -21,6 +21,7 @@ import { checkBodyHeaders, encodeRequestBody } from './request-body.js';
 import { basePathOf, pathOfCall, requestTarget } from './request-target.js';
 import { decodeBody, MALFORMED_JSON, parseRetryAfter, problemOf } from './response-body.js';
 import { routeOfPath } from './route-of-path.js';
+import { loadedUndici, loadUndici } from './undici-module.js';
 
 /** Retry settings of a client or a call. */
 export interface ClientRetryOptions {
@@ -249,6 +250,9 @@ export class ServiceClient {
     this.#dispatcher = options.dispatcher;
     this.#retrySettings = retrySettingsOf(options.retry);
     this.#maxResponseBytes = options.maxResponseBytes ?? DEFAULT_SERVICE_CLIENT_OPTIONS.maxResponseBytes;
+    // Loaded now rather than by the first call, which waits for it otherwise (see #call); a failed
+    // load is reported by the calls.
+    if (options.dispatcher === undefined) loadUndici().catch(() => {});
   }
 
   /** Subscribes to `attempt`, `retry`, `response`, `breaker` (state changes) and `rejection` events. */
@@ -312,6 +316,38 @@ export class ServiceClient {
     }
   }
 
+  /**
+   * Runs `begin` once undici is loaded, for a call made while it is still loading (the first calls
+   * of a process): the call's clock (timeout, the client's deadline) then measures the call, not the
+   * load, which takes 100 ms or more. The caller's signal still ends the wait at once.
+   */
+  #onceLoaded(
+    signal: AbortSignal | undefined,
+    begin: () => Promise<ServiceResponse>,
+  ): Promise<ServiceResponse> {
+    if (signal === undefined) return loadUndici().then(begin);
+    if (signal.aborted) return Promise.reject(signal.reason);
+    return new Promise((resolve, reject) => {
+      const onAbort = (): void => reject(signal.reason);
+      signal.addEventListener('abort', onAbort, { once: true });
+      loadUndici().then(
+        () => {
+          signal.removeEventListener('abort', onAbort);
+          if (signal.aborted) return;
+          try {
+            resolve(begin());
+          } catch (error) {
+            reject(error);
+          }
+        },
+        (error: unknown) => {
+          signal.removeEventListener('abort', onAbort);
+          reject(error);
+        },
+      );
+    });
+  }
+
   #start(
     method: string,
     requestPath: string,
@@ -323,18 +359,9 @@ export class ServiceClient {
     const init: CallOptions = options ?? NO_OPTIONS;
     if (init.timeout !== undefined || init.deadline !== undefined) validateTimes(init);
     const context = currentContext();
-    const now = Date.now();
     const deadlineMs = init.deadline ?? this.#options.deadline;
-    let deadline = deadlineMs === undefined ? undefined : now + deadlineMs;
-    if (context?.deadline !== undefined && (deadline === undefined || context.deadline < deadline)) {
-      deadline = context.deadline;
-    }
-    if (deadline !== undefined && deadline <= now) {
-      if (this.#events.listens('rejection')) {
-        this.#events.emit('rejection', { client: this.name, method, path: requestPath, reason: 'deadline' });
-      }
-      throw new TimeoutError(deadlineMs ?? 0, `${method} ${requestPath} (deadline already passed)`);
-    }
+    /** When the call must be over (epoch ms), set as its clock starts (see begin). */
+    let deadline: number | undefined;
 
     const settings = init.retry === undefined ? this.#retrySettings : retrySettingsOf(init.retry);
     const headers = outgoingHeaders(context, this.#options.headers, init.headers);
@@ -478,50 +505,73 @@ export class ServiceClient {
       );
     };
 
-    const breakerName = this.#breakerName(method, init.route, callPath);
-    const policy =
-      init.retry === undefined ? this.#chain(breakerName) : this.#buildChain(breakerName, settings);
-    // The policies wait (bulkhead queue, backoff) on a signal that close() aborts too; the attempt
-    // itself listens to the caller's signal only, so that close() lets calls in flight finish.
-    let link: LinkedSignal | undefined;
-    let executeOptions: ExecuteOptions;
-    if (signal === undefined) {
-      executeOptions =
-        deadline === undefined ? this.#closingOptions : { deadline, signal: this.#closing.signal };
-    } else {
-      link = linkSignals(signal, this.#closing.signal);
-      executeOptions = deadline === undefined ? { signal: link.signal } : { deadline, signal: link.signal };
-    }
-    let result = policy.execute(attempt, executeOptions);
-    if (link !== undefined) {
-      const { unlink } = link;
-      result = result.then(
-        (value) => {
-          unlink();
-          return value;
-        },
-        (error: unknown) => {
-          unlink();
-          throw error;
-        },
-      );
-    }
-    // Without a `rejection` listener, get/post/… return the policy's promise as it is: no extra hop.
-    if (throwOnStatus && !this.#events.listens('rejection')) return result;
-    return result.then(undefined, (error: unknown) => {
-      if (isHttpError(error) && !throwOnStatus) {
-        return { status: error.status, headers: error.headers, body: error.body };
+    // Everything above is read now, as the call is made (its body, headers, context); the clock
+    // starts here, or once undici is loaded for the first calls of a process.
+    const begin = (): Promise<ServiceResponse> => {
+      const now = Date.now();
+      deadline = deadlineMs === undefined ? undefined : now + deadlineMs;
+      if (context?.deadline !== undefined && (deadline === undefined || context.deadline < deadline)) {
+        deadline = context.deadline;
       }
-      if (
-        isFerryError(error) &&
-        error.code !== 'HTTP_ERROR' &&
-        error.code !== 'TIMEOUT' &&
-        this.#events.listens('rejection')
-      ) {
-        this.#events.emit('rejection', { client: this.name, method, path, reason: error.code, error });
+      if (deadline !== undefined && deadline <= now) {
+        if (this.#events.listens('rejection')) {
+          this.#events.emit('rejection', {
+            client: this.name,
+            method,
+            path: requestPath,
+            reason: 'deadline',
+          });
+        }
+        throw new TimeoutError(deadlineMs ?? 0, `${method} ${requestPath} (deadline already passed)`);
       }
-      throw error;
-    });
+      const breakerName = this.#breakerName(method, init.route, callPath);
+      const policy =
+        init.retry === undefined ? this.#chain(breakerName) : this.#buildChain(breakerName, settings);
+      // The policies wait (bulkhead queue, backoff) on a signal that close() aborts too; the attempt
+      // itself listens to the caller's signal only, so that close() lets calls in flight finish.
+      let link: LinkedSignal | undefined;
+      let executeOptions: ExecuteOptions;
+      if (signal === undefined) {
+        executeOptions =
+          deadline === undefined ? this.#closingOptions : { deadline, signal: this.#closing.signal };
+      } else {
+        link = linkSignals(signal, this.#closing.signal);
+        executeOptions = deadline === undefined ? { signal: link.signal } : { deadline, signal: link.signal };
+      }
+      let result = policy.execute(attempt, executeOptions);
+      if (link !== undefined) {
+        const { unlink } = link;
+        result = result.then(
+          (value) => {
+            unlink();
+            return value;
+          },
+          (error: unknown) => {
+            unlink();
+            throw error;
+          },
+        );
+      }
+      // Without a `rejection` listener, get/post/… return the policy's promise as it is: no extra hop.
+      if (throwOnStatus && !this.#events.listens('rejection')) return result;
+      return result.then(undefined, (error: unknown) => {
+        if (isHttpError(error) && !throwOnStatus) {
+          return { status: error.status, headers: error.headers, body: error.body };
+        }
+        if (
+          isFerryError(error) &&
+          error.code !== 'HTTP_ERROR' &&
+          error.code !== 'TIMEOUT' &&
+          this.#events.listens('rejection')
+        ) {
+          this.#events.emit('rejection', { client: this.name, method, path, reason: error.code, error });
+        }
+        throw error;
+      });
+    };
+    if (this.#dispatcher === undefined && loadedUndici() === undefined)
+      return this.#onceLoaded(signal, begin);
+    return begin();
   }
 
   /** The policies of a breaker key with the client's retry settings, built once. */
@@ -650,16 +700,7 @@ export class ServiceClient {
     };
     if (body !== undefined) options.body = body;
     const limits = { maxBytes: this.#maxResponseBytes, timeoutMs, timeoutError, signal };
-    if (dispatcher !== undefined) return collectResponse(dispatcher, options, limits);
-    // The first call loads undici: the time that takes counts against its limit (an abort meanwhile
-    // rejects it as soon as the pool is there).
-    const started = Date.now();
-    return this.#createPool().then((pool) =>
-      collectResponse(pool, options, {
-        ...limits,
-        timeoutMs: Math.max(1, timeoutMs - (Date.now() - started)),
-      }),
-    );
+    return collectResponse(dispatcher ?? this.#pool(), options, limits);
   }
 
   #closedError(): ClientClosedError {
@@ -668,12 +709,11 @@ export class ServiceClient {
     return error;
   }
 
-  async #createPool(): Promise<Pool> {
-    const { Pool } = await import('undici');
-    if (this.#closed) throw this.#closedError();
-    // Check again: another call may have created it while this one awaited the import.
-    if (this.#dispatcher !== undefined) return this.#dispatcher as Pool;
-    const pool = new Pool(this.origin, {
+  /** The client's pool, created by the first dispatch (#call made sure undici is loaded). */
+  #pool(): Pool {
+    const undici = loadedUndici();
+    if (undici === undefined) throw new Error('ServiceClient: undici is not loaded yet');
+    const pool = new undici.Pool(this.origin, {
       connections: this.#options.connections ?? DEFAULT_SERVICE_CLIENT_OPTIONS.connections,
       keepAliveTimeout: 10_000,
       // Each attempt's own timer bounds it (see collectResponse): undici's are off.
