@@ -6,7 +6,7 @@ const JSON_TYPE = 'application/json';
 /**
  * What a call's body is sent as, setting its `content-type` unless the caller did: a string as it
  * is (no content type added), bytes (a Buffer, any typed array, a DataView, an ArrayBuffer) as
- * themselves (`application/octet-stream`), anything else as JSON (`application/json`; a value with
+ * a copy of themselves taken now (`application/octet-stream`), anything else as JSON (`application/json`; a value with
  * `toJSON`, such as a Date or a class of yours, as what that returns).
  *
  * Refuses before anything is sent, rather than sending what `JSON.stringify` makes of it (`{}`, or
@@ -40,11 +40,18 @@ export function encodeRequestBody(
   return text;
 }
 
-/** The bytes of a binary body, without copying them; `undefined` for any other object. */
+/**
+ * A copy of the bytes of a binary body, `undefined` for any other object. Copied as the call is
+ * made: the caller may reuse its buffer at once, and every attempt must send what the call was given.
+ */
 function bytesOf(body: object): Uint8Array | undefined {
-  if (body instanceof Uint8Array) return body;
-  if (ArrayBuffer.isView(body)) return new Uint8Array(body.buffer, body.byteOffset, body.byteLength);
-  if (body instanceof ArrayBuffer || body instanceof SharedArrayBuffer) return new Uint8Array(body);
+  // Buffer.from copies a view's bytes (but would share an ArrayBuffer's memory: hence the view).
+  if (ArrayBuffer.isView(body)) {
+    return Buffer.from(new Uint8Array(body.buffer, body.byteOffset, body.byteLength));
+  }
+  if (body instanceof ArrayBuffer || body instanceof SharedArrayBuffer) {
+    return Buffer.from(new Uint8Array(body));
+  }
   return undefined;
 }
 

@@ -1,0 +1,57 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { FaultServer } from '../testing/fault-server.js';
+import { ServiceClient, type ServiceClientOptions } from './client.js';
+
+const cleanups: (() => Promise<unknown>)[] = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => {});
+});
+
+async function server(): Promise<FaultServer> {
+  const s = await FaultServer.start();
+  cleanups.push(() => s.close());
+  return s;
+}
+
+function client(s: FaultServer, options: ServiceClientOptions = {}): ServiceClient {
+  const c = new ServiceClient(s.url, { retry: { maxAttempts: 2, backoff: () => 20 }, ...options });
+  cleanups.push(() => c.close());
+  return c;
+}
+
+describe('ServiceClient byte bodies', () => {
+  it('sends on every attempt the bytes the body held when the call was made', async () => {
+    const s = await server();
+    const c = client(s);
+    const bodies: [string, () => { body: unknown; bytes: Uint8Array }][] = [
+      ['ArrayBuffer', () => withBytes(new ArrayBuffer(4))],
+      ['DataView', () => withBytes(new DataView(new ArrayBuffer(6), 1, 4))],
+      ['Uint8Array', () => withBytes(new Uint8Array(4))],
+      ['Uint16Array', () => withBytes(new Uint16Array(2))],
+      ['Buffer', () => withBytes(Buffer.alloc(4))],
+    ];
+    for (const [kind, make] of bodies) {
+      const { body, bytes } = make();
+      bytes.set([0x61, 0x62, 0x63, 0x64]); // "abcd"
+      s.clear().enqueue({ status: 503 }, { status: 200, body: {} });
+      // The caller reuses its buffer at once, and again while the call waits to retry.
+      const off = c.on('retry', () => bytes.fill(0x7a));
+      const call = c.put('/bytes', body);
+      bytes.fill(0x78);
+      await call;
+      off();
+      expect(
+        s.requests.map((request) => request.body),
+        kind,
+      ).toEqual(['abcd', 'abcd']);
+    }
+  });
+});
+
+/** A body and a byte view of its memory (what a caller holding the buffer can change). */
+function withBytes(body: ArrayBuffer | ArrayBufferView): { body: unknown; bytes: Uint8Array } {
+  const bytes = ArrayBuffer.isView(body)
+    ? new Uint8Array(body.buffer, body.byteOffset, body.byteLength)
+    : new Uint8Array(body);
+  return { body, bytes };
+}
