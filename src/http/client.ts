@@ -16,7 +16,7 @@ import { type ClientEventMap, ClientEvents } from './client-events.js';
 import { type CollectedResponse, collectResponse } from './collect-response.js';
 import { ConnectionError, HttpError, InvalidRequestError, InvalidResponseBodyError } from './errors.js';
 import { HTTP_HEADER } from './headers.js';
-import { isValidIdempotencyKey, outgoingHeaders } from './outgoing-headers.js';
+import { isValidIdempotencyKey, outgoingHeaders, unquotedIdempotencyKey } from './outgoing-headers.js';
 import { checkBodyHeaders, encodeRequestBody } from './request-body.js';
 import { basePathOf, pathOfCall, requestTarget } from './request-target.js';
 import { decodeBody, MALFORMED_JSON, parseRetryAfter, problemOf } from './response-body.js';
@@ -64,7 +64,10 @@ export interface ServiceClientOptions {
       });
   /** Bounds concurrent calls and those waiting; `false` turns it off. @default { maxConcurrent: 256, maxQueue: 1024 } */
   readonly bulkhead?: false | { readonly maxConcurrent?: number; readonly maxQueue?: number };
-  /** Headers sent with every request. */
+  /**
+   * Headers sent with every request. An `Idempotency-Key` is refused (`INVALID_OPTIONS`): one key
+   * for every call would have the server answer each with the first one's response.
+   */
   readonly headers?: Readonly<Record<string, string>>;
   /** Keep-alive connections to the origin. @default 64 */
   readonly connections?: number;
@@ -101,7 +104,8 @@ export interface CallOptions {
    * Makes a POST or PATCH safe to retry: the server stores the first response under this key. With
    * retries on, the client generates one when none is given. 1 to 255 printable ASCII characters,
    * spaces only inside (surrounding double quotes not counted), as the server middleware reads it;
-   * another is refused with `INVALID_OPTIONS` (an `Idempotency-Key` header, with `INVALID_REQUEST`).
+   * another is refused with `INVALID_OPTIONS` (an `Idempotency-Key` header, with `INVALID_REQUEST`),
+   * and so is a call whose `Idempotency-Key` header holds another key (`INVALID_REQUEST`).
    */
   readonly idempotencyKey?: string;
   /**
@@ -240,6 +244,7 @@ export class ServiceClient {
     this.name = options.name ?? url.origin;
     this.#options = options;
     validateTimes(options);
+    refuseSharedIdempotencyKey(options.headers);
     this.#budget =
       options.retryBudget === false
         ? undefined
@@ -377,6 +382,16 @@ export class ServiceClient {
       throw new InvalidRequestError(
         `${method} ${this.origin}${requestPath}`,
         `the Idempotency-Key header must hold 1 to 255 printable ASCII characters (spaces only inside), not ${describeKey(keyHeader)}`,
+      );
+    }
+    if (
+      keyHeader !== undefined &&
+      init.idempotencyKey !== undefined &&
+      unquotedIdempotencyKey(keyHeader) !== unquotedIdempotencyKey(init.idempotencyKey)
+    ) {
+      throw new InvalidRequestError(
+        `${method} ${this.origin}${requestPath}`,
+        `its Idempotency-Key header, ${describeKey(keyHeader)}, is not its idempotencyKey, ${describeKey(init.idempotencyKey)}: give one of them`,
       );
     }
     let idempotencyKey = init.idempotencyKey ?? keyHeader;
@@ -773,6 +788,21 @@ function describeKey(key: unknown): string {
   return key.length > 40
     ? `${JSON.stringify(key.slice(0, 40))}… (${key.length} characters)`
     : JSON.stringify(key);
+}
+
+/**
+ * The client's headers go with every call: an Idempotency-Key among them would make the server
+ * answer every POST with the response stored for the first. @throws InvalidOptionsError
+ */
+function refuseSharedIdempotencyKey(headers: Readonly<Record<string, string>> | undefined): void {
+  if (headers === undefined) return;
+  for (const name in headers) {
+    if (name.toLowerCase() === HTTP_HEADER.idempotencyKey) {
+      throw new InvalidOptionsError(
+        'ServiceClient headers must not hold an Idempotency-Key: every call would send the same one, and the server would answer each with the response stored for the first. Give each call its own (the call option idempotencyKey), or let the client make one per call',
+      );
+    }
+  }
 }
 
 function validateTimes(options: ServiceClientOptions | CallOptions): void {

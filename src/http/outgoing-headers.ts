@@ -45,7 +45,10 @@ const IDEMPOTENCY_KEY = /^[\x21-\x7e](?:[\x20-\x7e]{0,253}[\x21-\x7e])?$/;
  * string, as the IETF draft writes it) are not counted, as the server middleware reads the key.
  */
 export function isValidIdempotencyKey(value: unknown): value is string {
-  if (typeof value !== 'string') return false;
-  const quoted = value.length >= 2 && value.startsWith('"') && value.endsWith('"');
-  return IDEMPOTENCY_KEY.test(quoted ? value.slice(1, -1) : value);
+  return typeof value === 'string' && IDEMPOTENCY_KEY.test(unquotedIdempotencyKey(value));
+}
+
+/** An `Idempotency-Key` as the server middleware reads it: without surrounding double quotes. */
+export function unquotedIdempotencyKey(value: string): string {
+  return value.length >= 2 && value.startsWith('"') && value.endsWith('"') ? value.slice(1, -1) : value;
 }
