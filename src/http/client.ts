@@ -125,7 +125,8 @@ export interface RequestInit extends CallOptions {
    * A string is sent as it is; bytes (Buffer, any typed array, DataView, ArrayBuffer) as they are
    * when the call is made (copied: changing them afterwards changes no attempt),
    * `application/octet-stream` unless a header says otherwise; anything else as JSON. Streams, Blob,
-   * FormData, Map, Set and other objects JSON cannot say are refused (`REQUEST_BODY_NOT_SERIALIZABLE`).
+   * FormData, Map, Set, Response, Request, Error and other objects JSON cannot say (or a `toJSON()`
+   * returning one) are refused (`REQUEST_BODY_NOT_SERIALIZABLE`).
    */
   readonly body?: unknown;
 }

@@ -68,7 +68,8 @@ export const isInvalidResponseBodyError = errorGuard<InvalidResponseBodyError>('
 /**
  * A request body given as a value could not be sent as JSON (a BigInt, a cycle, nesting too deep
  * for `JSON.stringify`, or nothing JSON can say), or is an object the client does not send (a
- * stream, a Blob, FormData, a Map…, named in the message): nothing was sent. `cause` is the
+ * stream, a Blob, FormData, a Map, a Response, an Error…, itself or as its `toJSON()` returned it,
+ * named in the message with what to send instead): nothing was sent. `cause` is the
  * serializer's error, or a sentence saying why.
  */
 export class RequestBodyNotSerializableError extends FerryError {

@@ -1,6 +1,8 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { FaultServer } from '../testing/fault-server.js';
 import { ServiceClient, type ServiceClientOptions } from './client.js';
+import { isRequestBodyNotSerializableError } from './errors.js';
+import { rejection } from './fixtures/rejection.js';
 
 const cleanups: (() => Promise<unknown>)[] = [];
 afterEach(async () => {
@@ -45,6 +47,58 @@ describe('ServiceClient byte bodies', () => {
         kind,
       ).toEqual(['abcd', 'abcd']);
     }
+  });
+});
+
+describe('ServiceClient JSON bodies', () => {
+  it('refuses an object whose toJSON() gives a Map or Set, which JSON would send as {}', async () => {
+    const s = await server();
+    const c = client(s);
+    class Inventory {
+      constructor(readonly stock: Map<string, number>) {}
+      toJSON(): Map<string, number> {
+        return this.stock;
+      }
+    }
+    const tagged = { toJSON: () => new Set(['gift']) };
+    for (const [body, kind] of [
+      [new Inventory(new Map([['tea', 3]])), 'Map'],
+      [tagged, 'Set'],
+    ] as const) {
+      const error = await rejection(c.post('/stock', body));
+      expect(isRequestBodyNotSerializableError(error), `${kind}: ${String(error)}`).toBe(true);
+      expect((error as Error).message).toMatch(new RegExp(`toJSON\\(\\).*${kind}`));
+    }
+    expect(s.requests).toHaveLength(0);
+    // A toJSON() giving a JSON value is sent as that value, as before.
+    class Tags extends Set<string> {
+      toJSON(): string[] {
+        return [...this];
+      }
+    }
+    await c.post('/tags', new Tags(['a']));
+    await c.post('/when', { toJSON: () => ({ at: new Date(0) }) });
+    expect(s.requests.map((request) => request.body)).toEqual(['["a"]', '{"at":"1970-01-01T00:00:00.000Z"}']);
+  });
+
+  it('refuses a Response, a Request or an Error, saying what to send instead', async () => {
+    const s = await server();
+    const c = client(s);
+    class OrderRefused extends Error {
+      readonly code = 'OUT_OF_STOCK';
+    }
+    const bodies: [unknown, RegExp][] = [
+      [new Response('{"a":1}'), /Response.*response\.json\(\)/],
+      [new Request('http://127.0.0.1/x', { method: 'POST', body: '{}' }), /Request.*request\.json\(\)/],
+      [new Error('boom'), /Error.*message/],
+      [new OrderRefused('no tea'), /OrderRefused.*message/],
+    ];
+    for (const [body, message] of bodies) {
+      const error = await rejection(c.post('/x', body));
+      expect(isRequestBodyNotSerializableError(error), String(error)).toBe(true);
+      expect((error as Error).message).toMatch(message);
+    }
+    expect(s.requests).toHaveLength(0);
   });
 });
 

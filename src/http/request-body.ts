@@ -11,9 +11,10 @@ const JSON_TYPE = 'application/json';
  *
  * Refuses before anything is sent, rather than sending what `JSON.stringify` makes of it (`{}`, or
  * a stream's internal state): a body it cannot write, and at the top level an object that is no JSON
- * value (without `toJSON`): streams, which a retry could not send again, Blob, FormData,
- * URLSearchParams, Map, Set and other iterables, a Promise. Nested values are not inspected: they
- * are left to `JSON.stringify` (a Map inside an object is sent as `{}`).
+ * value (itself, or what its `toJSON()` returns): streams, which a retry could not send again, Blob,
+ * FormData, URLSearchParams, Map, Set and other iterables, a Promise, a fetch Response or Request,
+ * an Error. Nested values are not inspected: they are left to `JSON.stringify` (a Map inside an
+ * object is sent as `{}`).
  *
  * @param headers every name in lower case; `content-type` is set here when missing
  * @throws RequestBodyNotSerializableError
@@ -30,10 +31,19 @@ export function encodeRequestBody(
       headers['content-type'] ??= OCTET_STREAM;
       return bytes;
     }
-    if (typeof (body as { toJSON?: unknown }).toJSON !== 'function') {
-      const refusal = refusalOf(body);
-      if (refusal !== undefined) throw new RequestBodyNotSerializableError(request, refusal);
+    if (typeof (body as { toJSON?: unknown }).toJSON === 'function') {
+      // What toJSON() gives is checked as the body itself would be, as JSON.stringify hands it over.
+      const text = serializeBody(body, request, (value) => {
+        const refusal = typeof value === 'object' && value !== null ? refusalOf(value) : undefined;
+        return refusal === undefined
+          ? undefined
+          : `toJSON() of the body (${kindOf(body)}) returned what JSON cannot say: ${refusal}`;
+      });
+      headers['content-type'] ??= JSON_TYPE;
+      return text;
     }
+    const refusal = refusalOf(body);
+    if (refusal !== undefined) throw new RequestBodyNotSerializableError(request, refusal);
   }
   const text = serializeBody(body, request);
   headers['content-type'] ??= JSON_TYPE;
@@ -68,26 +78,58 @@ function refusalOf(body: object): string | undefined {
     return `a ${kindOf(body)} cannot be sent: send its bytes (await blob.arrayBuffer())`;
   }
   if (typeof candidate.then === 'function') return `a ${kindOf(body)} cannot be sent: await it first`;
+  // Their fields are not own enumerable properties: JSON.stringify would send {} (an Error, {} or
+  // just its own extra fields, such as a code, without its message).
+  const tag = Object.prototype.toString.call(body).slice(8, -1);
+  if (tag === 'Response' || tag === 'Request') {
+    const name = tag.toLowerCase();
+    return `a ${tag} is not a JSON value (JSON.stringify would send {}): send its content instead, e.g. await ${name}.json(), ${name}.text() or ${name}.arrayBuffer()`;
+  }
+  if (tag === 'Error' || body instanceof Error) {
+    return `an error (${kindOf(body)}) is not a JSON value (JSON.stringify would send {}, without its message): send the fields you mean, e.g. { name: error.name, message: error.message }`;
+  }
   if (!Array.isArray(body) && (Symbol.iterator in body || Symbol.asyncIterator in body)) {
     return `a ${kindOf(body)} is not a JSON value (JSON.stringify would send {}): convert it first, e.g. Object.fromEntries(map) or [...set]`;
   }
   return undefined;
 }
 
-/** The name of an object's kind: its tag (Map, Blob, Generator…), else its class (Readable…). */
+/** The name of an object's kind: its tag (Map, Blob, Generator…), else its class (Readable, an Error's…). */
 function kindOf(body: object): string {
   const tag = Object.prototype.toString.call(body).slice(8, -1);
-  if (tag !== 'Object') return tag;
+  if (tag !== 'Object' && tag !== 'Error') return tag;
   const name = (body.constructor as { name?: unknown } | undefined)?.name;
   return typeof name === 'string' && name !== '' ? name : tag;
 }
 
-/** The JSON text of a request body. @throws RequestBodyNotSerializableError */
-function serializeBody(body: unknown, request: string): string {
+/**
+ * The JSON text of a request body. `refuse`, when given, is shown the top-level value as
+ * JSON.stringify writes it (what the body's toJSON() returned) and says why it cannot be sent.
+ * @throws RequestBodyNotSerializableError
+ */
+function serializeBody(
+  body: unknown,
+  request: string,
+  refuse?: (value: unknown) => string | undefined,
+): string {
   let text: string | undefined;
+  let refusal: string | undefined;
   try {
-    text = JSON.stringify(body);
+    if (refuse === undefined) {
+      text = JSON.stringify(body);
+    } else {
+      let top = true;
+      // The replacer sees the top-level value first, after toJSON(): toJSON() runs once, as ever.
+      text = JSON.stringify(body, (_key, value: unknown) => {
+        if (!top) return value;
+        top = false;
+        refusal = refuse(value);
+        if (refusal !== undefined) throw new RequestBodyNotSerializableError(request, refusal);
+        return value;
+      });
+    }
   } catch (error) {
+    if (refusal !== undefined) throw error;
     throw new RequestBodyNotSerializableError(request, error);
   }
   if (text === undefined)
