@@ -1,0 +1,64 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { FaultServer } from '../testing/fault-server.js';
+import { ServiceClient } from './client.js';
+import { isInvalidRequestError } from './errors.js';
+import { rejection } from './fixtures/rejection.js';
+
+const cleanups: (() => Promise<unknown>)[] = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => {});
+});
+
+async function server(): Promise<FaultServer> {
+  const s = await FaultServer.start();
+  cleanups.push(() => s.close());
+  return s;
+}
+
+function client(url: string): ServiceClient {
+  const c = new ServiceClient(url, { retry: false });
+  cleanups.push(() => c.close());
+  return c;
+}
+
+describe('ServiceClient request target', () => {
+  it('refuses a path with characters that are not printable ASCII, saying to encode them, and sends nothing', async () => {
+    const s = await server();
+    const c = client(s.url);
+    for (const path of ['/users/café', '/users/日本', '/search?q=crème', '/a b', '/tab\there', '/x\u007f']) {
+      const error = await rejection(c.get(path));
+      expect(isInvalidRequestError(error), `${JSON.stringify(path)}: ${String(error)}`).toBe(true);
+      expect((error as Error).message).toMatch(/encodeURIComponent/);
+    }
+    expect(s.requests).toHaveLength(0);
+    // Encoded, they are sent as they are; a fragment, never sent, is not checked.
+    await c.get(`/users/${encodeURIComponent('café')}#naïve`);
+    expect(s.requests.map((request) => request.path)).toEqual(['/users/caf%C3%A9']);
+  });
+
+  it("joins the query option to the path's own query with &", async () => {
+    const s = await server();
+    const c = client(`${s.url}/api`);
+    await c.get('/orders?status=open', { query: { page: 2, q: 'a&b' } });
+    await c.get('/orders', { query: { page: 3 } });
+    expect(s.requests.map((request) => request.path)).toEqual([
+      '/api/orders?status=open&page=2&q=a%26b',
+      '/api/orders?page=3',
+    ]);
+  });
+
+  it('joins a base URL ending in slashes and a path with one slash between them', async () => {
+    const s = await server();
+    for (const base of [`${s.url}/api/`, `${s.url}/api//`, `${s.url}/api///`]) {
+      await client(base).get('/orders');
+    }
+    for (const base of [`${s.url}/`, `${s.url}//`]) await client(base).get('/orders');
+    expect(s.requests.map((request) => request.path)).toEqual([
+      '/api/orders',
+      '/api/orders',
+      '/api/orders',
+      '/orders',
+      '/orders',
+    ]);
+  });
+});
