@@ -71,7 +71,11 @@ export interface ServiceClientOptions {
   readonly headers?: Readonly<Record<string, string>>;
   /** Keep-alive connections to the origin. @default 64 */
   readonly connections?: number;
-  /** Largest response body read; a larger one fails the call with `RESPONSE_TOO_LARGE`. @default 16777216 (16 MiB) */
+  /**
+   * Largest response body read. A 2xx answer's larger body fails the call with `RESPONSE_TOO_LARGE`;
+   * another answer is handled by its status as ever, its body cut there (`bodyTruncated`).
+   * @default 16777216 (16 MiB)
+   */
   readonly maxResponseBytes?: number;
   /** A dispatcher of your own (an undici Agent, a mock…) instead of the client's pool. */
   readonly dispatcher?: Dispatcher;
@@ -136,6 +140,11 @@ export interface ServiceResponse<T = unknown> {
   readonly status: number;
   readonly headers: Readonly<Record<string, string | string[] | undefined>>;
   readonly body: T;
+  /**
+   * Set (true) on an answer that is not a 2xx whose body was larger than `maxResponseBytes`: `body`
+   * is its start only, as text.
+   */
+  readonly bodyTruncated?: boolean;
 }
 
 const NO_OPTIONS: CallOptions = Object.freeze({});
@@ -441,7 +450,9 @@ export class ServiceClient {
     };
     const answered = (response: CollectedResponse, n: number, started: number): ServiceResponse => {
       const status = response.statusCode;
-      let body = decodeBody(response);
+      const truncated = response.bodyTruncated === true;
+      // A body cut short is text: JSON cut short may still parse, as something the server never said.
+      let body = truncated ? response.body.toString('utf8') : decodeBody(response);
       if (this.#events.listens('response')) {
         this.#events.emit('response', {
           client: this.name,
@@ -471,6 +482,7 @@ export class ServiceClient {
           body,
           problem: problemOf(response.headers, body),
           retryAfterMs: parseRetryAfter(response.headers['retry-after']),
+          bodyTruncated: truncated,
         });
         if (
           safeToRetry &&
@@ -483,7 +495,9 @@ export class ServiceClient {
         }
         throw error;
       }
-      return { status, headers: response.headers, body };
+      return truncated
+        ? { status, headers: response.headers, body, bodyTruncated: true }
+        : { status, headers: response.headers, body };
     };
     const attempt = ({ attempt: n }: PolicyContext): Promise<ServiceResponse> => {
       if (this.#events.listens('attempt'))
@@ -573,7 +587,8 @@ export class ServiceClient {
       if (throwOnStatus && !this.#events.listens('rejection')) return result;
       return result.then(undefined, (error: unknown) => {
         if (isHttpError(error) && !throwOnStatus) {
-          return { status: error.status, headers: error.headers, body: error.body };
+          const { status, headers, body, bodyTruncated } = error;
+          return bodyTruncated ? { status, headers, body, bodyTruncated } : { status, headers, body };
         }
         if (
           isFerryError(error) &&

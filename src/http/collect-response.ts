@@ -6,10 +6,13 @@ import { FerryError } from '../errors/ferry-error.js';
 export interface CollectedResponse {
   readonly statusCode: number;
   readonly headers: IncomingHttpHeaders;
+  /** The body; for an answer that is not a 2xx, its first `maxBytes` bytes at most. */
   readonly body: Buffer;
+  /** Set when `body` is only the start of a larger body that is not a 2xx answer's. */
+  readonly bodyTruncated?: true;
 }
 
-/** The response body is larger than the client accepts; the connection was aborted. */
+/** A 2xx response body is larger than the client accepts; the connection was aborted. */
 export class ResponseTooLargeError extends FerryError {
   readonly limit: number;
   constructor(limit: number) {
@@ -20,7 +23,11 @@ export class ResponseTooLargeError extends FerryError {
 
 /** How one exchange is bounded. */
 export interface CollectLimits {
-  /** Largest body read; past it the request is aborted with {@link ResponseTooLargeError}. */
+  /**
+   * Largest body read. Past it the request is aborted: a 2xx answer rejects with
+   * {@link ResponseTooLargeError} (the data asked for is not there), any other resolves with the
+   * bytes read up to the limit and `bodyTruncated` (its status says what happened).
+   */
   readonly maxBytes: number;
   /**
    * Time allowed from dispatch to the last body byte, waits in the dispatcher's queue included.
@@ -117,22 +124,40 @@ class CollectingHandler implements Dispatcher.DispatchHandler {
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
     if (this.#settled) return;
-    this.#size += chunk.length;
-    if (this.#size > this.#limits.maxBytes) {
+    const { maxBytes } = this.#limits;
+    if (this.#size + chunk.length > maxBytes) {
       this.#controller ??= controller;
-      this.giveUp(new ResponseTooLargeError(this.#limits.maxBytes));
+      const status = this.#statusCode;
+      if (status >= 200 && status < 300) {
+        this.giveUp(new ResponseTooLargeError(maxBytes));
+        return;
+      }
+      // An error answer is told by its status: keep what fits, and read no more of it.
+      this.#chunks.push(chunk.subarray(0, maxBytes - this.#size));
+      this.#size = maxBytes;
+      this.#answer(true);
+      controller.abort(new ExchangeAbortedError());
       return;
     }
+    this.#size += chunk.length;
     this.#chunks.push(chunk);
   }
 
   onResponseEnd(): void {
     if (this.#settled) return;
+    this.#answer(false);
+  }
+
+  #answer(truncated: boolean): void {
     this.#settle();
     const chunks = this.#chunks;
     const body =
       chunks.length === 0 ? EMPTY : chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, this.#size);
-    this.#resolve({ statusCode: this.#statusCode, headers: this.#headers, body });
+    this.#resolve(
+      truncated
+        ? { statusCode: this.#statusCode, headers: this.#headers, body, bodyTruncated: true }
+        : { statusCode: this.#statusCode, headers: this.#headers, body },
+    );
   }
 
   onResponseError(_controller: Dispatcher.DispatchController, error: Error): void {
@@ -144,8 +169,8 @@ class CollectingHandler implements Dispatcher.DispatchHandler {
 
 /**
  * Sends a request through `dispatcher` and resolves the whole response, within `limits`: rejects
- * past `maxBytes`, at `timeoutMs` after this call, or when the signal aborts — each at once, with
- * the request aborted.
+ * past `maxBytes` (a 2xx answer; another is cut there), at `timeoutMs` after this call, or when the
+ * signal aborts — each at once, with the request aborted.
  */
 export function collectResponse(
   dispatcher: Dispatcher,

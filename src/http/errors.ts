@@ -23,6 +23,11 @@ export class HttpError extends FerryError {
   readonly problem: ProblemDetails | undefined;
   /** From `Retry-After`, when the server sent one: how long it asked us to wait. */
   readonly retryAfterMs: number | undefined;
+  /**
+   * True when the body was larger than the client's `maxResponseBytes`: `body` is its start only
+   * (as text, when cut JSON no longer parses), and `problem` is then undefined.
+   */
+  readonly bodyTruncated: boolean;
 
   constructor(init: {
     status: number;
@@ -32,6 +37,7 @@ export class HttpError extends FerryError {
     body: unknown;
     problem?: ProblemDetails | undefined;
     retryAfterMs?: number | undefined;
+    bodyTruncated?: boolean | undefined;
   }) {
     const summary = init.problem?.title ?? (typeof init.body === 'string' ? init.body.slice(0, 200) : '');
     super('HTTP_ERROR', `${init.method} ${init.url} answered ${init.status}${summary ? `: ${summary}` : ''}`);
@@ -42,6 +48,7 @@ export class HttpError extends FerryError {
     this.body = init.body;
     this.problem = init.problem;
     this.retryAfterMs = init.retryAfterMs;
+    this.bodyTruncated = init.bodyTruncated === true;
   }
 }
 export const isHttpError = errorGuard<HttpError>('HTTP_ERROR');
