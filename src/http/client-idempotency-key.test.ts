@@ -1,8 +1,13 @@
+import Fastify from 'fastify';
 import { afterEach, describe, expect, it } from 'vitest';
 import { isInvalidOptionsError } from '../errors/ferry-error.js';
 import { FaultServer } from '../testing/fault-server.js';
 import { ServiceClient, type ServiceClientOptions } from './client.js';
+import { type HttpError, isHttpError } from './errors.js';
 import { rejection } from './fixtures/rejection.js';
+import { ferryFastify } from './server/fastify.js';
+import { listenFastify } from './server/fixtures/listen.js';
+import { MemoryIdempotencyStore } from './server/memory-idempotency-store.js';
 
 const cleanups: (() => Promise<unknown>)[] = [];
 afterEach(async () => {
@@ -48,5 +53,82 @@ describe('ServiceClient Idempotency-Key', () => {
     await c.post('/orders', {}, { idempotencyKey: 'order-3', headers: { 'idempotency-key': 'order-3' } });
     await c.post('/orders', {}, { idempotencyKey: 'order-4', headers: { 'Idempotency-Key': '"order-4"' } });
     expect(s.requests.map((request) => request.headers['idempotency-key'])).toEqual(['order-3', '"order-4"']);
+  });
+});
+
+/** A service charging once per Idempotency-Key (the server middleware), each charge taking `ms`. */
+async function chargingService(ms: number): Promise<{ url: string; runs: () => number }> {
+  const app = Fastify();
+  ferryFastify(app, { idempotency: { store: new MemoryIdempotencyStore() }, logger: { error: () => {} } });
+  let runs = 0;
+  app.post('/charge', async (request, reply) => {
+    const run = ++runs;
+    await new Promise((resolve) => setTimeout(resolve, ms));
+    reply.code(201);
+    return { charge: run, received: request.body };
+  });
+  const url = await listenFastify(app, cleanups);
+  return { url, runs: () => runs };
+}
+
+describe('ServiceClient and a key still in progress (409 IDEMPOTENCY_KEY_IN_USE)', () => {
+  it("retries after the Retry-After the server asks, and gets the first request's answer", async () => {
+    const service = await chargingService(300);
+    const c = new ServiceClient(service.url, { retry: { maxAttempts: 3, backoff: () => 10 } });
+    cleanups.push(() => c.close());
+    const retried: unknown[] = [];
+    c.on('retry', (event) => retried.push(event.error));
+    const first = c.post('/charge', { amount: 10 }, { idempotencyKey: 'charge-1' });
+    await expect.poll(service.runs).toBe(1);
+    const started = Date.now();
+    const second = await c.post('/charge', { amount: 10 }, { idempotencyKey: 'charge-1' });
+    expect(Date.now() - started).toBeGreaterThanOrEqual(950); // Retry-After: 1
+    expect(second).toEqual({ charge: 1, received: { amount: 10 } });
+    expect(await first).toEqual(second);
+    expect(service.runs()).toBe(1);
+    expect(retried).toHaveLength(1);
+    expect(retried[0]).toMatchObject({
+      status: 409,
+      problem: { code: 'IDEMPOTENCY_KEY_IN_USE' },
+      retryAfterMs: 1000,
+    });
+    // request() likewise resolves the answer of the retry.
+    const third = c.post('/charge', { amount: 20 }, { idempotencyKey: 'charge-2' });
+    await expect.poll(service.runs).toBe(2);
+    const answer = await c.request({
+      method: 'POST',
+      path: '/charge',
+      body: { amount: 20 },
+      idempotencyKey: 'charge-2',
+    });
+    expect(answer).toMatchObject({ status: 201, body: { charge: 2 } });
+    await third;
+  });
+
+  it('gives up with the 409 when retries are off, spent, or the deadline would pass', async () => {
+    const service = await chargingService(2000);
+    const c = new ServiceClient(service.url, { retry: { maxAttempts: 2, backoff: () => 10 } });
+    cleanups.push(() => c.close());
+    void c.post('/charge', {}, { idempotencyKey: 'slow-1', retry: false }).catch(() => {});
+    await expect.poll(service.runs).toBe(1);
+    const inUse = (error: unknown): boolean =>
+      isHttpError(error) && (error as HttpError).problem?.code === 'IDEMPOTENCY_KEY_IN_USE';
+    let attempts = 0;
+    c.on('attempt', () => attempts++);
+    let started = Date.now();
+    expect(inUse(await rejection(c.post('/charge', {}, { idempotencyKey: 'slow-1', retry: false })))).toBe(
+      true,
+    );
+    expect(attempts).toBe(1);
+    expect(inUse(await rejection(c.post('/charge', {}, { idempotencyKey: 'slow-1', deadline: 800 })))).toBe(
+      true,
+    );
+    expect(attempts).toBe(2);
+    expect(Date.now() - started).toBeLessThan(500);
+    started = Date.now();
+    expect(inUse(await rejection(c.post('/charge', {}, { idempotencyKey: 'slow-1' })))).toBe(true);
+    expect(attempts).toBe(4);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(950);
+    expect(service.runs()).toBe(1);
   });
 });

@@ -31,7 +31,11 @@ export interface ClientRetryOptions {
   readonly backoff?: Backoff;
   /** Longest `Retry-After` honoured; a longer one ends the retries. @default 30000 */
   readonly maxRetryAfterMs?: number;
-  /** Statuses retried (for requests that are safe to retry). @default [408, 429, 502, 503, 504] */
+  /**
+   * Statuses retried (for requests that are safe to retry). A 409 with the problem code
+   * `IDEMPOTENCY_KEY_IN_USE` (the server middleware's answer while a request with the same key
+   * still runs) is retried too, whatever this says. @default [408, 429, 502, 503, 504]
+   */
   readonly statuses?: readonly number[];
 }
 
@@ -148,6 +152,9 @@ export interface ServiceResponse<T = unknown> {
 }
 
 const NO_OPTIONS: CallOptions = Object.freeze({});
+
+/** The problem `code` of a 409 saying a request with the same Idempotency-Key is still running. */
+const KEY_IN_USE_CODE = 'IDEMPOTENCY_KEY_IN_USE';
 
 const IDEMPOTENT_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
 /** Errors raised before anything was sent: safe to retry whatever the method. */
@@ -472,8 +479,17 @@ export class ServiceClient {
         }
         body = response.body.toString('utf8');
       }
+      // The idempotency middleware's answer while a request with this key still runs (see
+      // server/idempotency.ts): once it ends, a retry gets its stored answer.
+      const keyInUse =
+        status === 409 &&
+        idempotencyKey !== undefined &&
+        problemOf(response.headers, body)?.code === KEY_IN_USE_CODE;
       // get/post/… reject anything but a 2xx (redirects are not followed); request() only what it retries.
-      if ((status < 200 || status >= 300) && (throwOnStatus || status >= 500 || statuses.includes(status))) {
+      if (
+        (status < 200 || status >= 300) &&
+        (throwOnStatus || status >= 500 || statuses.includes(status) || keyInUse)
+      ) {
         const error = new HttpError({
           status,
           method,
@@ -486,7 +502,7 @@ export class ServiceClient {
         });
         if (
           safeToRetry &&
-          statuses.includes(status) &&
+          (statuses.includes(status) || keyInUse) &&
           (error.retryAfterMs === undefined || error.retryAfterMs <= maxRetryAfterMs) &&
           // The target already retried its own dependency: retrying here would multiply the load.
           response.headers[HTTP_HEADER.noRetry] === undefined
