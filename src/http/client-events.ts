@@ -1,5 +1,6 @@
 /** What a {@link ServiceClient} reports; no logging happens unless someone listens. */
 export interface ClientEventMap {
+  /** An attempt is being sent (one the deadline left no time for is not). */
   attempt: { client: string; method: string; path: string; attempt: number };
   response: {
     client: string;
@@ -13,8 +14,10 @@ export interface ClientEventMap {
   breaker: { client: string; breaker: string; from: string; to: string };
   /**
    * The client refused the call, or gave it up, without an answer to report: `CIRCUIT_OPEN`,
-   * `BULKHEAD_FULL`, `RETRY_BUDGET_EXHAUSTED`, or `deadline` when it had passed before the call.
-   * Error statuses are `response` events; timeouts and connection errors reject the call itself.
+   * `BULKHEAD_FULL`, `RETRY_BUDGET_EXHAUSTED`, or `deadline` when it passed before an attempt could
+   * be sent (before the call, in the bulkhead queue, or waiting to retry; `error` is then the
+   * `TIMEOUT` the call rejects with). Error statuses are `response` events; an attempt's timeout
+   * (cut short by the deadline or not) and connection errors reject the call itself.
    * A retry refused by the budget (`RETRY_BUDGET_EXHAUSTED`) or by a breaker opened during the call
    * (`CIRCUIT_OPEN`) ends the call with its last attempt's outcome, which `error` then holds.
    */

@@ -224,6 +224,8 @@ export class ServiceClient {
    * successes.
    */
   readonly #notCounted = new WeakSet<object>();
+  /** Timeouts of attempts in flight (their own limit, or the deadline's); other TIMEOUTs are deadlines passed before an attempt. */
+  readonly #attemptTimeouts = new WeakSet<object>();
   readonly #maxResponseBytes: number;
   #closed = false;
   /** Aborted by close(), with CLIENT_CLOSED: ends the waits in the bulkhead queue and in backoff. */
@@ -428,6 +430,7 @@ export class ServiceClient {
     const attemptTimeout = init.timeout ?? this.#options.timeout ?? DEFAULT_SERVICE_CLIENT_OPTIONS.timeout;
     const retryable = this.#retryable;
     const notCounted = this.#notCounted;
+    const attemptTimeouts = this.#attemptTimeouts;
     const call = { method, path };
     const signal = init.signal;
 
@@ -516,8 +519,6 @@ export class ServiceClient {
         : { status, headers: response.headers, body };
     };
     const attempt = ({ attempt: n }: PolicyContext): Promise<ServiceResponse> => {
-      if (this.#events.listens('attempt'))
-        this.#events.emit('attempt', { client: this.name, method, path, attempt: n });
       // The attempt's own timer bounds it from here (pool queue included) to the last body byte;
       // what is left of the deadline bounds it too, and then its end is the caller's, not the target's.
       let limit = attemptTimeout;
@@ -525,6 +526,7 @@ export class ServiceClient {
       if (deadline !== undefined) {
         const left = deadline - Date.now();
         if (left <= 0) {
+          // Not sent, so no `attempt` event: the call ends with a `rejection` (see below).
           const expired = new TimeoutError(deadlineMs ?? 0, `${method} ${this.origin}${path} (deadline)`);
           notCounted.add(expired);
           return Promise.reject(expired);
@@ -535,12 +537,15 @@ export class ServiceClient {
           cutByDeadline = true;
         }
       }
+      if (this.#events.listens('attempt'))
+        this.#events.emit('attempt', { client: this.name, method, path, attempt: n });
       const started = this.#events.listens('response') ? performance.now() : 0;
       const timeoutError = (): Error => {
         const timedOut = new TimeoutError(
           cutByDeadline ? (deadlineMs ?? limit) : limit,
           `${method} ${this.origin}${path}${cutByDeadline ? ' (deadline)' : ''}`,
         );
+        attemptTimeouts.add(timedOut);
         if (cutByDeadline) notCounted.add(timedOut);
         else if (safeToRetry) retryable.set(timedOut, call);
         return timedOut;
@@ -561,15 +566,20 @@ export class ServiceClient {
         deadline = context.deadline;
       }
       if (deadline !== undefined && deadline <= now) {
+        const passed = new TimeoutError(
+          deadlineMs ?? 0,
+          `${method} ${requestPath} (deadline already passed)`,
+        );
         if (this.#events.listens('rejection')) {
           this.#events.emit('rejection', {
             client: this.name,
             method,
-            path: requestPath,
+            path,
             reason: 'deadline',
+            error: passed,
           });
         }
-        throw new TimeoutError(deadlineMs ?? 0, `${method} ${requestPath} (deadline already passed)`);
+        throw passed;
       }
       const breakerName = this.#breakerName(method, init.route, callPath);
       const policy =
@@ -606,13 +616,15 @@ export class ServiceClient {
           const { status, headers, body, bodyTruncated } = error;
           return bodyTruncated ? { status, headers, body, bodyTruncated } : { status, headers, body };
         }
-        if (
-          isFerryError(error) &&
-          error.code !== 'HTTP_ERROR' &&
-          error.code !== 'TIMEOUT' &&
-          this.#events.listens('rejection')
-        ) {
-          this.#events.emit('rejection', { client: this.name, method, path, reason: error.code, error });
+        if (isFerryError(error) && error.code !== 'HTTP_ERROR' && this.#events.listens('rejection')) {
+          if (error.code !== 'TIMEOUT') {
+            this.#events.emit('rejection', { client: this.name, method, path, reason: error.code, error });
+          } else if (!attemptTimeouts.has(error) && !(signal?.aborted && error === signal.reason)) {
+            // No attempt in flight timed out: the deadline passed before one could be sent (in the
+            // bulkhead queue, or waiting to retry). A timeout of the caller's own (its signal's
+            // reason) is not ours to report.
+            this.#events.emit('rejection', { client: this.name, method, path, reason: 'deadline', error });
+          }
         }
         throw error;
       });

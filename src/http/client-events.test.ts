@@ -1,0 +1,96 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { runWithContext } from '../context/context.js';
+import { isTimeoutError, TimeoutError } from '../resilience/errors.js';
+import { FaultServer } from '../testing/fault-server.js';
+import { ServiceClient, type ServiceClientOptions } from './client.js';
+import { rejection } from './fixtures/rejection.js';
+
+const cleanups: (() => Promise<unknown>)[] = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => {});
+});
+
+async function server(): Promise<FaultServer> {
+  const s = await FaultServer.start();
+  cleanups.push(() => s.close());
+  return s;
+}
+
+/** A client whose events are written, in order, into the returned list. */
+function observed(url: string, options: ServiceClientOptions = {}): { c: ServiceClient; seen: string[] } {
+  const c = new ServiceClient(url, { retry: { maxAttempts: 3, backoff: () => 10 }, ...options });
+  cleanups.push(() => c.close());
+  const seen: string[] = [];
+  c.on('attempt', (e) => seen.push(`attempt ${e.path} #${e.attempt}`));
+  c.on('response', (e) => seen.push(`response ${e.path} ${e.status}`));
+  c.on('retry', (e) => seen.push(`retry ${e.path} #${e.attempt}`));
+  c.on('rejection', (e) =>
+    seen.push(
+      `rejection ${e.method} ${e.path} ${e.reason} ${isTimeoutError(e.error) ? 'TIMEOUT' : String(e.error)}`,
+    ),
+  );
+  return { c, seen };
+}
+
+// A call that ends because its deadline passed before an attempt could be sent is a call the client
+// gave up without an answer: a `rejection` (reason `deadline`, the TIMEOUT as `error`), whichever
+// wait the deadline passed in, and no `attempt` for what was never sent.
+describe('ServiceClient events of a call ended by its deadline', () => {
+  it('before the call', async () => {
+    const s = await server();
+    const { c, seen } = observed(`${s.url}/api`);
+    const error = await rejection(
+      runWithContext({ correlationId: 'c', deadline: Date.now() - 1 }, () =>
+        c.get('/orders', { query: { page: 2 } }),
+      ),
+    );
+    expect(isTimeoutError(error)).toBe(true);
+    expect(seen).toEqual(['rejection GET /api/orders?page=2 deadline TIMEOUT']);
+  });
+
+  it('in the bulkhead queue', async () => {
+    const s = await server();
+    s.route('GET', '/slow', { status: 200, delayMs: 300, body: {} });
+    const { c, seen } = observed(s.url, { bulkhead: { maxConcurrent: 1, maxQueue: 1 } });
+    const running = c.get('/slow');
+    expect(isTimeoutError(await rejection(c.get('/queued', { deadline: 100 })))).toBe(true);
+    await running;
+    expect(seen).toEqual([
+      'attempt /slow #1',
+      'rejection GET /queued deadline TIMEOUT',
+      'response /slow 200',
+    ]);
+  });
+
+  it('between attempts', async () => {
+    const s = await server();
+    s.setDefault({ status: 503 });
+    const { c, seen } = observed(s.url);
+    // The process is busy while the call waits to retry (a long GC pause, CPU-bound work) until
+    // the deadline has passed.
+    c.on('retry', () => {
+      const until = Date.now() + 250;
+      while (Date.now() < until) {}
+    });
+    expect(isTimeoutError(await rejection(c.get('/flaky', { deadline: 200 })))).toBe(true);
+    expect(seen).toEqual([
+      'attempt /flaky #1',
+      'response /flaky 503',
+      'retry /flaky #1',
+      'rejection GET /flaky deadline TIMEOUT',
+    ]);
+    expect(s.requests).toHaveLength(1);
+  });
+
+  it('not for a timeout of an attempt in flight, nor for a caller aborting with a TimeoutError of its own', async () => {
+    const s = await server();
+    s.setDefault({ hang: true });
+    const { c, seen } = observed(s.url, { retry: false });
+    expect(isTimeoutError(await rejection(c.get('/slow', { timeout: 50 })))).toBe(true);
+    expect(isTimeoutError(await rejection(c.get('/cut', { deadline: 50 })))).toBe(true);
+    const controller = new AbortController();
+    setTimeout(() => controller.abort(new TimeoutError(50, "the caller's own work")), 50);
+    expect(isTimeoutError(await rejection(c.get('/aborted', { signal: controller.signal })))).toBe(true);
+    expect(seen).toEqual(['attempt /slow #1', 'attempt /cut #1', 'attempt /aborted #1']);
+  });
+});
