@@ -47,7 +47,6 @@ import {
   type TransportSubscription,
   whenDecided,
 } from './transport.js';
-import { isReservedHeader } from './wire.js';
 
 /** Defaults applied to every subscription of a bus unless the subscription overrides them. */
 export interface SubscriptionDefaults {
@@ -140,7 +139,10 @@ export interface PublishOptions {
   readonly correlationId?: string;
   /** @default the id of the message being handled, when publishing from a handler */
   readonly causationId?: string;
-  /** Application headers (names starting with `x-ferry-` or `cloudEvents:` are reserved). */
+  /**
+   * Application headers. Reserved (refused with `INVALID_OPTIONS`): `CC` and `BCC`, which RabbitMQ
+   * routes by, and names starting with `x-` or `cloudEvents:` in any case.
+   */
   readonly headers?: Readonly<Record<string, string>>;
   /**
    * Time after which the message must not be handled: a subscriber that gets it later dead-letters
@@ -311,9 +313,6 @@ export class Bus<C extends Contracts = NoContracts> {
       // Copied, as a transport sending bytes would: later changes by the publisher are not sent.
       const headers: Record<string, string> = {};
       for (const name of Object.keys(options.headers)) {
-        if (isReservedHeader(name)) {
-          throw new InvalidOptionsError(`header "${name}" is reserved by Ferry or the broker`);
-        }
         // An object key, not a header: assigning it would set a prototype and lose the header.
         if (name === '__proto__') throw new InvalidOptionsError('header "__proto__" cannot be carried');
         const value = options.headers[name];

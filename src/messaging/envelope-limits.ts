@@ -20,8 +20,31 @@ export const MAX_HEADERS_BYTES = 32_768;
 export const HEADER_OVERHEAD_BYTES = 6;
 
 /**
+ * Names RabbitMQ reads itself, exactly as it reads them (its header lookup is case-sensitive): `CC`
+ * and `BCC` route copies of the message to more queues (sender-selected distribution), and a string
+ * there makes the broker close the channel.
+ */
+const ROUTING_HEADERS = new Set(['CC', 'BCC']);
+/**
+ * Namespaces Ferry or RabbitMQ own, in any case: `x-` (Ferry's `x-ferry-*`, the broker's `x-death`,
+ * `x-delivery-count`, `x-match`, plugins' `x-delay`…) and `cloudEvents:` (the CloudEvents attributes
+ * on the wire). Case-insensitive so that `X-Ferry-Attempt` is refused as `x-ferry-attempt` is, rather
+ * than carried by one transport and confused with Ferry's own by a reader that ignores case. The `i`
+ * flag without `u` folds ASCII letters only.
+ */
+const RESERVED_PREFIX = /^(?:x-|cloudevents:)/i;
+
+/**
+ * True for a header name an application cannot publish: one RabbitMQ routes by (`CC`, `BCC`) or one
+ * of the namespaces Ferry and the broker own (`x-*`, `cloudEvents:*`, in any case).
+ */
+export function isReservedHeader(name: string): boolean {
+  return ROUTING_HEADERS.has(name) || RESERVED_PREFIX.test(name);
+}
+
+/**
  * Throws `INVALID_OPTIONS`, naming the field and the limit, for an envelope no transport can carry
- * alike. Cheap on the publish path: a string of at most 85 UTF-16 units is at most 255 bytes, and
+ * alike, or whose headers use a reserved name ({@link isReservedHeader}). Cheap on the publish path: a string of at most 85 UTF-16 units is at most 255 bytes, and
  * one longer than the limit in units is longer in bytes, so bytes are counted only in between.
  */
 export function assertEnvelopeLimits(envelope: Envelope): void {
@@ -96,6 +119,9 @@ function assertHeaders(headers: Readonly<Record<string, string>>): void {
   let units = 0;
   for (const name of Object.keys(headers)) {
     const value = headers[name];
+    if (isReservedHeader(name)) {
+      throw new InvalidOptionsError(`header "${name.slice(0, 40)}" is reserved by Ferry or the broker`);
+    }
     // Two names differing only in their lone surrogates would be one header on RabbitMQ.
     if (!isWellFormed(name) || (typeof value === 'string' && !isWellFormed(value))) {
       throw new InvalidOptionsError(

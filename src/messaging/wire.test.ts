@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { Message } from './envelope.js';
 import type { Delivery } from './transport.js';
-import { attemptOf, decodeWireMessage, HEADER, isReservedHeader, typeOf, type WireMessage } from './wire.js';
+import { attemptOf, decodeWireMessage, HEADER, typeOf, type WireMessage } from './wire.js';
 
 const json = (value: unknown): Buffer => Buffer.from(JSON.stringify(value));
 
@@ -265,26 +265,27 @@ describe('typeOf', () => {
   });
 });
 
-describe('isReservedHeader', () => {
-  it.each([
-    'x-ferry-attempt',
-    'x-ferry-routing-key',
-    'x-ferry-whatever',
-    'cloudEvents:time',
-    'cloudEvents:custom',
-    'x-death',
-    'x-first-death-exchange',
-    'x-last-death-queue',
-  ])('reserves %s', (name) => {
-    expect(isReservedHeader(name)).toBe(true);
+describe('headers of a received message', () => {
+  it("hands handlers the application's headers, not Ferry's nor the broker's", () => {
+    const delivery = decodeWireMessage({
+      body: Buffer.from('{}'),
+      routingKey: 'order.paid',
+      headers: {
+        'x-ferry-attempt': 2,
+        'x-ferry-whatever': 'w',
+        'cloudEvents:custom': 'c',
+        'x-death': [],
+        'x-first-death-exchange': 'e',
+        'x-last-death-queue': 'q',
+        'x-delivery-count': 3,
+        CC: Buffer.from('q'),
+        tenant: 'acme',
+        // A plain producer's own x- header: refused at publish by Ferry, but its producer's to send.
+        'x-request-id': 'r-1',
+      },
+    });
+    expect(delivery.ok && delivery.message.headers).toEqual({ tenant: 'acme', 'x-request-id': 'r-1' });
   });
-
-  it.each(['tenant', 'x-tenant', 'ferry-attempt', 'traceparent', 'cloudevents-time'])(
-    'leaves %s to applications',
-    (name) => {
-      expect(isReservedHeader(name)).toBe(false);
-    },
-  );
 });
 
 describe('expiresat', () => {

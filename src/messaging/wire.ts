@@ -34,7 +34,7 @@ export interface WireMessage {
   readonly headers?: Readonly<Record<string, unknown>> | undefined;
 }
 
-const RESERVED_PREFIXES = [
+const TRANSPORT_PREFIXES = [
   'x-ferry-',
   'cloudEvents:',
   'x-death',
@@ -42,16 +42,18 @@ const RESERVED_PREFIXES = [
   'x-last-death',
   'x-delivery-count',
 ];
-/**
- * Names RabbitMQ reads itself: `CC` and `BCC` route the message to more queues (and a string there
- * makes the broker close the channel), `x-delivery-count` is the broker's count on quorum queues.
- */
-const RESERVED_NAMES = new Set(['CC', 'BCC']);
+/** Names RabbitMQ reads itself: `CC` and `BCC` route the message to more queues. */
+const ROUTING_HEADERS = new Set(['CC', 'BCC']);
 
-/** True for header names Ferry or the broker own; applications cannot set them. */
-export function isReservedHeader(name: string): boolean {
-  if (RESERVED_NAMES.has(name)) return true;
-  for (const prefix of RESERVED_PREFIXES) if (name.startsWith(prefix)) return true;
+/**
+ * True for the headers of a received message that are Ferry's or the broker's, not the
+ * application's: they are not handed to handlers. Publishing refuses more (`isReservedHeader` of
+ * envelope-limits: every `x-*` and `cloudEvents:*` in any case); a plain producer's other `x-`
+ * headers (`x-request-id`) still reach handlers.
+ */
+function isTransportHeader(name: string): boolean {
+  if (ROUTING_HEADERS.has(name)) return true;
+  for (const prefix of TRANSPORT_PREFIXES) if (name.startsWith(prefix)) return true;
   return false;
 }
 
@@ -108,7 +110,7 @@ function userHeaders(
   if (headers === undefined) return undefined;
   let out: Record<string, string> | undefined;
   for (const name in headers) {
-    if (isReservedHeader(name)) continue;
+    if (isTransportHeader(name)) continue;
     const value = headers[name];
     const text = typeof value === 'number' || typeof value === 'boolean' ? String(value) : str(value);
     if (text === undefined) continue;

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { createBus } from '../connect/create-bus.js';
+import { isInvalidOptionsError } from '../errors/ferry-error.js';
 import { MemoryInbox } from '../inbox/inbox.js';
 import { silentLogger } from '../logging/logger.js';
 import type { Bus } from '../messaging/bus.js';
@@ -885,6 +886,62 @@ export function testTransport(name: string, harness: TransportHarness, features:
       expect(isBusClosedError(await b.listDeadLetters().catch((e: unknown) => e))).toBe(true);
       expect(isBusClosedError(await b.replayDeadLetters().catch((e: unknown) => e))).toBe(true);
       expect(isBusClosedError(await b.deleteSubscription(`${p}.x`).catch((e: unknown) => e))).toBe(true);
+    });
+
+    it('refuses reserved header names alike everywhere, through the bus and straight to the transport: CC, BCC, x-* and cloudEvents:* in any case', async () => {
+      // Must not happen: a CC header routing copies to other queues (or closing the channel) on
+      // RabbitMQ while the embedded broker carries it, or an X-Ferry-Attempt taken by one transport.
+      const p = unique();
+      const b = await bus(`svc-${p}`);
+      const type = `${p}.hdr`;
+      const got: Message[] = [];
+      await b.subscribe(type, async (m) => void got.push(m));
+      const reserved = [
+        'CC',
+        'BCC',
+        'x-ferry-attempt',
+        'X-Ferry-Attempt',
+        'x-match',
+        'X-Death',
+        'x-tenant',
+        'cloudEvents:time',
+        'CLOUDEVENTS:TIME',
+      ];
+      const transport = harness.createTransport();
+      await transport.connect();
+      try {
+        for (const name of reserved) {
+          const viaBus = await b.publish(type, {}, { headers: { [name]: 'q' } }).then(
+            () => 'published',
+            (e: unknown) => e,
+          );
+          expect(isInvalidOptionsError(viaBus), name).toBe(true);
+          const envelope: Envelope = {
+            specversion: '1.0',
+            id: `${p}-${name}`,
+            source: 'raw',
+            type,
+            time: new Date().toISOString(),
+            datacontenttype: 'application/json',
+            data: {},
+            correlationid: `${p}-${name}`,
+            headers: { [name]: 'q' },
+          };
+          const direct = await transport.publish(envelope).then(
+            () => 'published',
+            (e: unknown) => e,
+          );
+          expect(isInvalidOptionsError(direct), `${name} straight to the transport`).toBe(true);
+          expect((direct as Error).message).toContain(name);
+        }
+      } finally {
+        await transport.close(1000);
+      }
+      // RabbitMQ reads CC and BCC exactly so: other spellings are the application's own headers.
+      await b.publish(type, {}, { id: `${p}-ok`, headers: { cc: 'me', Bcc: 'you', 'xx-y': 'z' } });
+      await waitFor(() => got.length === 1, 'the message with ordinary headers');
+      await sleep(200);
+      expect(got.map((m) => [m.id, m.headers])).toEqual([[`${p}-ok`, { cc: 'me', Bcc: 'you', 'xx-y': 'z' }]]);
     });
 
     it('refuses what RabbitMQ cannot carry as given, alike everywhere: ids that are not strings, lone surrogates', async () => {

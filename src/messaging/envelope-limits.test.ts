@@ -1,0 +1,82 @@
+import { describe, expect, it } from 'vitest';
+import { isInvalidOptionsError } from '../errors/ferry-error.js';
+import type { Envelope } from './envelope.js';
+import { assertEnvelopeLimits, isReservedHeader } from './envelope-limits.js';
+
+const envelope = (headers: Record<string, string>): Envelope => ({
+  specversion: '1.0',
+  id: 'm-1',
+  source: 'test',
+  type: 'order.created',
+  time: new Date(0).toISOString(),
+  datacontenttype: 'application/json',
+  data: {},
+  correlationid: 'm-1',
+  headers,
+});
+
+describe('isReservedHeader', () => {
+  it.each([
+    'x-ferry-attempt',
+    'x-ferry-routing-key',
+    'X-Ferry-Attempt',
+    'X-FERRY-REASON',
+    'x-death',
+    'X-Death',
+    'x-first-death-exchange',
+    'x-last-death-queue',
+    'x-delivery-count',
+    'x-match',
+    'x-delay',
+    'x-tenant',
+    'X-',
+    'cloudEvents:time',
+    'cloudevents:time',
+    'CLOUDEVENTS:expiresat',
+    'CloudEvents:custom',
+    'CC',
+    'BCC',
+  ])('reserves %s', (name) => {
+    expect(isReservedHeader(name)).toBe(true);
+  });
+
+  it.each([
+    'tenant',
+    'ferry-attempt',
+    'traceparent',
+    'cloudevents-time',
+    'cloudEvents',
+    'xx-tenant',
+    'x_tenant',
+    // RabbitMQ reads CC and BCC exactly so: these route nothing.
+    'cc',
+    'Cc',
+    'bcc',
+    'Bcc',
+    'CCx',
+    // Only ASCII letters fold: U+017F (long s) is not an s.
+    'cloudevent\u017f:time',
+  ])('leaves %s to applications', (name) => {
+    expect(isReservedHeader(name)).toBe(false);
+  });
+});
+
+describe('assertEnvelopeLimits', () => {
+  it.each(['CC', 'BCC', 'x-ferry-attempt', 'X-Ferry-Attempt', 'x-match', 'CloudEvents:time'])(
+    'refuses the reserved header %s with INVALID_OPTIONS naming it',
+    (name) => {
+      let error: unknown;
+      try {
+        assertEnvelopeLimits(envelope({ tenant: 'acme', [name]: 'v' }));
+      } catch (e) {
+        error = e;
+      }
+      expect(isInvalidOptionsError(error), String(error)).toBe(true);
+      expect((error as Error).message).toBe(`header "${name}" is reserved by Ferry or the broker`);
+    },
+  );
+
+  it('takes headers of other names', () => {
+    expect(() => assertEnvelopeLimits(envelope({ tenant: 'acme', cc: 'me', X_Trace: 't' }))).not.toThrow();
+  });
+});
