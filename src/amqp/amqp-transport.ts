@@ -1,6 +1,7 @@
 import type { ChannelModel } from 'amqplib';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import { type Logger, stderrLogger } from '../logging/logger.js';
+import { assertCloseTimeout } from '../messaging/close-timeout.js';
 import type { Envelope } from '../messaging/envelope.js';
 import { assertEnvelope } from '../messaging/envelope-limits.js';
 import { BrokerConnectionError, BusClosedError } from '../messaging/errors.js';
@@ -20,6 +21,7 @@ import { listDeadLetters, replayDeadLetters } from './dead-letters.js';
 import { isInequivalentQueueError } from './inequivalent-queue-error.js';
 import { MessageTooLargeError } from './message-too-large-error.js';
 import { ConfirmPublisher, type PublisherStats } from './publisher.js';
+import { settledWithin } from './settled-within.js';
 import { declareExchange, deleteSubscriptionQueues, type QueueTypeMismatch } from './topology.js';
 import {
   type AmqpTransportOptions,
@@ -64,6 +66,7 @@ export class AmqpTransport implements Transport {
   #state: State = 'idle';
   #recovery: Promise<void> | undefined;
   #wakeUp: (() => void) | undefined;
+  #closing: Promise<void> | undefined;
 
   constructor(options: AmqpTransportOptions) {
     if (typeof options.url !== 'string' || !/^amqps?:\/\//i.test(options.url)) {
@@ -333,15 +336,44 @@ export class AmqpTransport implements Transport {
     return replayDeadLetters(await this.#readyConnection(), this.#publisher, group, options, this.#logger);
   }
 
-  async close(timeoutMs: number): Promise<void> {
+  /**
+   * Closes every subscription (waiting for their handlers), waits for unconfirmed publishes, then
+   * closes the connection, all within `timeoutMs` (a finite number of ms, else `INVALID_OPTIONS`).
+   * A broker that stops answering without closing TCP (a network partition) never confirms the
+   * close: past the timeout the socket is dropped instead, and the broker requeues what it held.
+   */
+  close(timeoutMs: number): Promise<void> {
+    try {
+      assertCloseTimeout(timeoutMs, 'timeoutMs');
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    this.#closing ??= this.#close(timeoutMs);
+    return this.#closing;
+  }
+
+  async #close(timeoutMs: number): Promise<void> {
     if (this.#state === 'closed') return;
+    const deadline = Date.now() + timeoutMs;
     const consumers = [...this.#consumers];
     await Promise.all(consumers.map((c) => c.close(timeoutMs)));
-    await this.#publisher.close(timeoutMs);
+    await this.#publisher.close(Math.max(0, deadline - Date.now()));
     this.#state = 'closed';
     this.#wakeUp?.();
     const connection = this.#connection;
     this.#connection = undefined;
-    await connection?.close().catch(() => {});
+    if (connection !== undefined && !(await settledWithin(connection.close(), deadline - Date.now()))) {
+      dropSocket(connection);
+    }
   }
+}
+
+/**
+ * Destroys the socket of a connection whose close the broker did not confirm in time. With an
+ * error, so that amqplib tears the connection down as for any socket failure (its channels closed,
+ * its heartbeat timers stopped) instead of waiting for the broker's close-ok forever.
+ */
+function dropSocket(connection: ChannelModel): void {
+  const stream = (connection.connection as { stream?: { destroy?: (error: Error) => void } }).stream;
+  stream?.destroy?.(new Error('the broker did not confirm the close in time'));
 }

@@ -15,6 +15,7 @@ import { decodeWireMessage, HEADER, typeOf } from '../messaging/wire.js';
 import { republishOptions, wireMessageOf } from './codec.js';
 import { DEAD_LETTER_HEADER } from './dead-letters.js';
 import type { ConfirmPublisher } from './publisher.js';
+import { settledWithin } from './settled-within.js';
 import {
   declareSubscription,
   type QueueType,
@@ -384,19 +385,25 @@ export class AmqpConsumer {
     this.#inFlight.end();
   }
 
-  /** Cancels the consumer, waits up to `timeoutMs` for handlers in flight, then closes the channel. */
+  /**
+   * Cancels the consumer, waits for handlers in flight, then closes the channel, all within
+   * `timeoutMs`: a broker that stops answering without closing TCP (a network partition) never
+   * confirms the cancel or the close, so neither is waited for past the timeout. A channel left
+   * closing then goes with its connection; the broker requeues what it held either way.
+   */
   async close(timeoutMs: number): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
     clearInterval(this.#watch);
     this.#context.onClosed(this);
+    const deadline = Date.now() + timeoutMs;
     const channel = this.#channel;
     if (channel !== undefined && this.#consumerTag !== undefined) {
-      await channel.cancel(this.#consumerTag).catch(() => {});
+      await settledWithin(channel.cancel(this.#consumerTag), timeoutMs);
     }
-    await this.#inFlight.idle(timeoutMs);
+    await this.#inFlight.idle(Math.max(0, deadline - Date.now()));
     this.#channel = undefined;
-    if (channel !== undefined) await channel.close().catch(() => {});
+    if (channel !== undefined) await settledWithin(channel.close(), deadline - Date.now());
   }
 }
 

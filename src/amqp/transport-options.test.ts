@@ -72,4 +72,14 @@ describe('AmqpTransport options', () => {
       resolveAmqpOptions({ url: URL, heartbeatSeconds: 0, maxRedeliveries: 0, queueType: 'classic' }),
     ).toMatchObject({ heartbeatSeconds: 0, maxRedeliveries: 0, queueType: 'classic' });
   });
+
+  it.each([Number.NaN, -1, Number.POSITIVE_INFINITY, '10'])(
+    'close(%s) rejects with INVALID_OPTIONS',
+    async (timeoutMs) => {
+      const transport = new AmqpTransport({ url: URL, logger: silentLogger });
+      const error = await transport.close(timeoutMs as never).catch((e: unknown) => e);
+      expect(isInvalidOptionsError(error), String(error)).toBe(true);
+      expect((error as Error).message).toMatch(/^timeoutMs /);
+    },
+  );
 });

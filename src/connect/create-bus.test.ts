@@ -50,3 +50,31 @@ describe('createBus options of the other transport', () => {
     ).rejects.toMatchObject({ code: 'INVALID_OPTIONS', message: expect.stringContaining('maxQueueLength') });
   });
 });
+
+describe('createBus closeTimeoutMs', () => {
+  it.each([Number.NaN, -1, Number.POSITIVE_INFINITY, 2 ** 31, '10', null])(
+    'refuses %s with INVALID_OPTIONS on every transport, before connecting',
+    async (closeTimeoutMs) => {
+      for (const url of [`memory://close-${randomUUID()}`, 'amqp://guest:guest@127.0.0.1:1']) {
+        await expect(
+          createBus({ url, service: 'svc', logger: silentLogger, closeTimeoutMs: closeTimeoutMs as never }),
+        ).rejects.toMatchObject({
+          code: 'INVALID_OPTIONS',
+          message: expect.stringMatching(/^closeTimeoutMs /),
+        });
+      }
+    },
+  );
+
+  it('takes 0 and fractions (close without waiting, or for part of a millisecond)', async () => {
+    for (const closeTimeoutMs of [0, 0.5, 2 ** 31 - 1]) {
+      const bus = await createBus({
+        url: `memory://close-${randomUUID()}`,
+        service: 'svc',
+        logger: silentLogger,
+        closeTimeoutMs,
+      });
+      await bus.close();
+    }
+  });
+});

@@ -11,6 +11,7 @@ import { type Clock, systemClock } from '../time/clock.js';
 import { MAX_TIMER_MS } from '../time/max-timer.js';
 import type { StandardSchemaV1 } from '../validation/standard-schema.js';
 import type { AmqpUrlOptions } from './amqp-url-options.js';
+import { assertCloseTimeout } from './close-timeout.js';
 import {
   type Contracts,
   type DataIn,
@@ -104,7 +105,11 @@ export interface BusOptions<C extends Contracts = NoContracts> {
   /** Handler middleware applied to every subscription, first = outermost. */
   readonly middleware?: readonly HandlerMiddleware[];
   readonly subscriptionDefaults?: SubscriptionDefaults;
-  /** Longest wait for in-flight handlers and unconfirmed publishes on close. @default 10000 */
+  /**
+   * Longest wait of `close` in all: for handlers in flight, unconfirmed publishes and the broker's
+   * replies (a broker that stops answering cannot hold it longer). A finite number of ms from 0 to
+   * 2^31-1, else `INVALID_OPTIONS`. @default 10000
+   */
   readonly closeTimeoutMs?: number;
   /** @default warnings and errors to stderr */
   readonly logger?: Logger;
@@ -229,7 +234,10 @@ export class Bus<C extends Contracts = NoContracts> {
     this.#contracts = new Map(Object.entries(options.contracts ?? {}) as [string, StandardSchemaV1][]);
     this.#middleware = [...(options.inbox ? [idempotent(options.inbox)] : []), ...(options.middleware ?? [])];
     this.#defaults = { ...DEFAULT_SUBSCRIPTION_OPTIONS, ...options.subscriptionDefaults };
-    this.#closeTimeoutMs = options.closeTimeoutMs ?? 10_000;
+    // `??` would take null for "not given": only an absent (or undefined) option takes the default.
+    const closeTimeoutMs = options.closeTimeoutMs === undefined ? 10_000 : options.closeTimeoutMs;
+    assertCloseTimeout(closeTimeoutMs);
+    this.#closeTimeoutMs = closeTimeoutMs;
     this.#logger = options.logger ?? stderrLogger;
     this.#clock = options.clock === undefined || options.clock === systemClock ? undefined : options.clock;
   }
@@ -609,14 +617,17 @@ export class Bus<C extends Contracts = NoContracts> {
 
   /**
    * Stops every subscription (waiting for handlers in flight), waits for unconfirmed publishes, then
-   * closes the transport. Publishing after `close` rejects with `BUS_CLOSED`. Idempotent.
+   * closes the transport, all within `closeTimeoutMs`: what the handlers took of it is not given
+   * again to the publishes. Publishing after `close` rejects with `BUS_CLOSED`. Idempotent.
    */
   close(): Promise<void> {
     this.#closing ??= (async () => {
+      const clock = this.#clock ?? systemClock;
+      const deadline = clock.now() + this.#closeTimeoutMs;
       const subscriptions = [...this.#subscriptions];
       this.#subscriptions.clear();
       await Promise.all(subscriptions.map((s) => s.close(this.#closeTimeoutMs)));
-      await this.transport.close(this.#closeTimeoutMs);
+      await this.transport.close(Math.max(0, deadline - clock.now()));
     })();
     return this.#closing;
   }
