@@ -17,7 +17,7 @@ import { redactUrl } from '../url/redact-url.js';
 import { encodeEnvelope } from './codec.js';
 import { classifyConnectionError } from './connection-refusal.js';
 import { AmqpConsumer } from './consumer.js';
-import { listDeadLetters, replayDeadLetters } from './dead-letters.js';
+import { deadLetterTurn, listDeadLetters, replayDeadLetters } from './dead-letters.js';
 import { isInequivalentQueueError } from './inequivalent-queue-error.js';
 import { MessageTooLargeError } from './message-too-large-error.js';
 import { ConfirmPublisher, type PublisherStats } from './publisher.js';
@@ -324,16 +324,33 @@ export class AmqpTransport implements Transport {
     return this.#connection;
   }
 
-  async listDeadLetters(group: string, options: { readonly limit: number }): Promise<DeadLetter[]> {
-    return listDeadLetters(await this.#readyConnection(), group, options.limit);
+  /** Waits for the listings and replays of the group asked for before it in this process (see {@link deadLetterTurn}). */
+  listDeadLetters(group: string, options: { readonly limit: number }): Promise<DeadLetter[]> {
+    return deadLetterTurn(this.#brokerKey(), group, async () =>
+      listDeadLetters(await this.#readyConnection(), group, options.limit),
+    );
   }
 
   async deleteSubscription(spec: SubscriptionSpec): Promise<number> {
     return deleteSubscriptionQueues(await this.#readyConnection(), spec);
   }
 
-  async replayDeadLetters(group: string, options: ReplayOptions): Promise<number> {
-    return replayDeadLetters(await this.#readyConnection(), this.#publisher, group, options, this.#logger);
+  /** Waits for the listings and replays of the group asked for before it in this process (see {@link deadLetterTurn}). */
+  replayDeadLetters(group: string, options: ReplayOptions): Promise<number> {
+    return deadLetterTurn(this.#brokerKey(), group, async () =>
+      replayDeadLetters(await this.#readyConnection(), this.#publisher, group, options, this.#logger),
+    );
+  }
+
+  /**
+   * The broker and vhost of the URL, without credentials: transports of one process on the same
+   * vhost share their dead-letter turns. Another spelling of the host (a name, its address) is
+   * another key.
+   */
+  #brokerKey(): string {
+    const url = new URL(this.#url);
+    const port = url.port || (url.protocol.toLowerCase() === 'amqps:' ? '5671' : '5672');
+    return `${url.hostname}:${port}${url.pathname.length <= 1 ? '/' : url.pathname}`;
   }
 
   /**

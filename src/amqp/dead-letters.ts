@@ -1,5 +1,6 @@
 import type { Channel, ChannelModel, GetMessage } from 'amqplib';
 import type { Logger } from '../logging/logger.js';
+import { KeyedTurns } from '../messaging/keyed-turns.js';
 import type { DeadLetter, DeadLetterReason, ReplayOptions } from '../messaging/transport.js';
 import { decodeWireMessage, HEADER, typeOf } from '../messaging/wire.js';
 import { republishOptions, wireMessageOf } from './codec.js';
@@ -28,6 +29,20 @@ const REASON_KINDS = new Set<DeadLetterReason['kind']>([
   'timeout',
   'expired',
 ]);
+
+/** Listings and replays of this process, by broker and dead-letter queue. */
+const turns = new KeyedTurns();
+
+/**
+ * Runs `task` (a listing or a replay of `group`'s dead letters on the broker `broker` names) once the
+ * listings and replays of that queue asked for before it in this process have ended. Both fetch
+ * letters unacknowledged and hand some back: side by side, one would find the letters the other
+ * holds missing (a replay reporting 0, a listing coming back short or reordered). Processes do not
+ * take turns with each other.
+ */
+export function deadLetterTurn<T>(broker: string, group: string, task: () => Promise<T>): Promise<T> {
+  return turns.run(`${broker}\u0000${deadLetterQueueName(group)}`, task);
+}
 
 function text(value: unknown): string | undefined {
   if (typeof value === 'string') return value;
@@ -124,7 +139,8 @@ async function untilDepth(connection: ChannelModel, queue: string, atLeast: numb
 /**
  * Sends selected dead letters back to the queue of the subscription that gave up on them, attempt
  * count reset. Each is removed from the dead-letter queue only after the broker confirmed the copy.
- * Scans at most the messages present at the start, so letters that fail again are not replayed twice.
+ * Scans at most the messages present at the start, so letters that fail again are not replayed twice;
+ * the letters it fetched and left are back in the queue when it resolves.
  */
 export async function replayDeadLetters(
   connection: ChannelModel,
@@ -138,11 +154,13 @@ export async function replayDeadLetters(
   if (present === 0) return 0;
   const wanted = options.deadLetterIds === undefined ? undefined : new Set(options.deadLetterIds);
   const limit = options.limit ?? Number.POSITIVE_INFINITY;
-  return withChannel(connection, async (channel) => {
+  let fetched = 0;
+  const replayed = await withChannel(connection, async (channel) => {
     let replayed = 0;
     for (let i = 0; i < present && replayed < limit && (wanted === undefined || wanted.size > 0); i++) {
       const message = await channel.get(queue, { noAck: false });
       if (message === false) break;
+      fetched++;
       const h = (message.properties.headers ?? {}) as Record<string, unknown>;
       const id = text(h[DEAD_LETTER_HEADER.id]) ?? '';
       if (wanted !== undefined && !wanted.has(id)) continue; // left unacknowledged: back in the queue on close
@@ -170,4 +188,8 @@ export async function replayDeadLetters(
     }
     return replayed;
   });
+  // What was fetched and not replayed went back as the channel closed, which a quorum queue shows a
+  // moment later: the next listing or replay must find it there.
+  if (fetched > replayed) await untilDepth(connection, queue, present - replayed);
+  return replayed;
 }
