@@ -1,5 +1,4 @@
 import type { ChannelModel } from 'amqplib';
-import { InvalidOptionsError } from '../errors/ferry-error.js';
 import { type Logger, stderrLogger } from '../logging/logger.js';
 import { assertCloseTimeout } from '../messaging/close-timeout.js';
 import type { Envelope } from '../messaging/envelope.js';
@@ -14,6 +13,7 @@ import type {
   TransportSubscription,
 } from '../messaging/transport.js';
 import { redactUrl } from '../url/redact-url.js';
+import { assertAmqpUrl } from './amqp-url.js';
 import { encodeEnvelope } from './codec.js';
 import { classifyConnectionError } from './connection-refusal.js';
 import { AmqpConsumer } from './consumer.js';
@@ -69,11 +69,7 @@ export class AmqpTransport implements Transport {
   #closing: Promise<void> | undefined;
 
   constructor(options: AmqpTransportOptions) {
-    if (typeof options.url !== 'string' || !/^amqps?:\/\//i.test(options.url)) {
-      throw new InvalidOptionsError(
-        'AmqpTransport needs a url of the form amqp://user:password@host:5672/vhost',
-      );
-    }
+    assertAmqpUrl(options.url);
     this.#url = options.url;
     this.#options = resolveAmqpOptions(options);
     this.#logger = options.logger ?? stderrLogger;
