@@ -73,6 +73,33 @@ describe.each(['memory', 'amqp'] as const)('publish limits of ids and headers (%
   }, 30_000);
 });
 
+describe('dead letters of the largest messages (amqp)', () => {
+  it('carry the largest application headers with a reason and stack cut at 4,000 characters of 3-byte UTF-8', async () => {
+    // Must not happen: a dead-lettered copy whose header table (the application's headers plus the
+    // reason, the stack and Ferry's own) is too large to encode, so the message is never settled.
+    const bus = await createBus({ url: await amqpUrl(), service: 'limits', logger: silentLogger });
+    cleanups.push(() => bus.close());
+    await bus.subscribe(
+      'limit.x',
+      async () => {
+        throw new Error('因'.repeat(10_000));
+      },
+      { group: 'limits', maxAttempts: 1 },
+    );
+    const value = 'é'.repeat((MAX_HEADERS_BYTES - HEADER_OVERHEAD_BYTES - 1) / 2);
+    await bus.publish('limit.x', {}, { id: 'big', headers: { h: value } });
+    await waitFor(
+      async () => (await bus.listDeadLetters({ group: 'limits' })).length === 1,
+      'the dead letter',
+    );
+    const [dead] = await bus.listDeadLetters({ group: 'limits' });
+    expect(dead!.envelope?.headers).toEqual({ h: value });
+    expect(dead!.reason.message).toBe(`${'因'.repeat(3999)}…`);
+    expect(dead!.reason.stack).toMatch(/^Error: 因+…$/);
+    expect(dead!.reason.stack!.length).toBe(4000);
+  });
+});
+
 describe('RabbitMQ transport publish of an envelope that did not come through the bus', () => {
   it('refuses an id over 255 bytes with INVALID_OPTIONS', async () => {
     const transport = new AmqpTransport({ url: await amqpUrl(), logger: silentLogger });

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Channel, ChannelModel, ConsumeMessage, Message } from 'amqplib';
 import type { Logger } from '../logging/logger.js';
+import { cutReason } from '../messaging/dead-letter-reason.js';
 import { InFlight } from '../messaging/in-flight.js';
 import {
   type DeadLetterReason,
@@ -41,10 +42,8 @@ export interface ConsumerContext {
 
 /** How long a message whose retry could not be scheduled is held before it is requeued. */
 const REQUEUE_DELAY_MS = 1000;
-const MAX_ERROR_CHARS = 1000;
 /** How often an idle consumer looks for redelivered messages another process left untried. */
 const REDELIVERED_CHECK_MS = 10_000;
-const MAX_STACK_CHARS = 4000;
 
 /**
  * One subscription on RabbitMQ: its own channel with prefetch = concurrency, its queue, delay queues
@@ -337,6 +336,7 @@ export class AmqpConsumer {
     attempts: number,
   ): Promise<void> {
     const previous = message.properties.headers as Record<string, unknown> | undefined;
+    const cut = cutReason(reason);
     const headers: Record<string, unknown> = {
       [HEADER.routingKey]: delivery.ok ? delivery.message.type : typeOf(wireMessageOf(message)),
       [DEAD_LETTER_HEADER.exchange]: previous?.[DEAD_LETTER_HEADER.exchange] ?? message.fields.exchange,
@@ -344,13 +344,12 @@ export class AmqpConsumer {
       [DEAD_LETTER_HEADER.pattern]: this.spec.pattern,
       [DEAD_LETTER_HEADER.queue]: this.topology.queue,
       [DEAD_LETTER_HEADER.kind]: reason.kind,
-      [DEAD_LETTER_HEADER.error]: reason.message.slice(0, MAX_ERROR_CHARS),
+      [DEAD_LETTER_HEADER.error]: cut.message,
       [DEAD_LETTER_HEADER.attempts]: attempts,
       [DEAD_LETTER_HEADER.at]: new Date().toISOString(),
       [DEAD_LETTER_HEADER.id]: randomUUID(),
     };
-    if (reason.stack !== undefined)
-      headers[DEAD_LETTER_HEADER.stack] = reason.stack.slice(0, MAX_STACK_CHARS);
+    if (cut.stack !== undefined) headers[DEAD_LETTER_HEADER.stack] = cut.stack;
     return this.#context.publisher.publish(
       '',
       this.topology.deadLetterQueue,

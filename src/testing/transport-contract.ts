@@ -405,6 +405,35 @@ export function testTransport(name: string, harness: TransportHarness, features:
       expect(byName('undefined').reason.message).toContain('undefined');
     });
 
+    it('cuts a long dead-letter reason at 4,000 characters, the same way everywhere', async () => {
+      // Must not happen: a 10,000-character error kept whole by one transport and cut at another length
+      // (or in the middle of a character) by another.
+      const p = unique();
+      const b = await bus(`svc-${p}`);
+      const long = 'x'.repeat(10_000);
+      // An emoji (two UTF-16 units) across the cut: cut before it, never between its halves.
+      const straddling = `${'y'.repeat(3998)}😀${'z'.repeat(6000)}`;
+      await b.subscribe(
+        `${p}.#`,
+        async (m) => {
+          throw new Error(m.type.endsWith('long') ? long : straddling);
+        },
+        { maxAttempts: 1 },
+      );
+      await b.publish(`${p}.long`, {});
+      await b.publish(`${p}.straddling`, {});
+      await waitFor(async () => (await b.listDeadLetters()).length === 2, 'both dead letters');
+      const dead = await b.listDeadLetters();
+      const reason = (type: string) => dead.find((d) => d.routingKey === type)!.reason;
+      expect(reason(`${p}.long`).message).toBe(`${'x'.repeat(3999)}…`);
+      expect(reason(`${p}.straddling`).message).toBe(`${'y'.repeat(3998)}…`);
+      for (const d of dead) {
+        expect(d.reason.kind).toBe('handler-error');
+        expect(d.reason.stack!.length).toBeLessThanOrEqual(4000);
+        expect(d.reason.stack).toMatch(/^Error: (x+|y+)…$/);
+      }
+    });
+
     it('dead-letters a body that is not JSON and keeps consuming', async () => {
       const p = unique();
       const service = `svc-${p}`;

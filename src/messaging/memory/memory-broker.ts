@@ -3,6 +3,7 @@ import type { FerryError } from '../../errors/ferry-error.js';
 import { InvalidOptionsError } from '../../errors/ferry-error.js';
 import { integerOption } from '../../errors/integer-option.js';
 import { type Clock, type ClockTimer, systemClock } from '../../time/clock.js';
+import { cutReason } from '../dead-letter-reason.js';
 import { Deque } from '../deque.js';
 import { type Envelope, type Message, toMessage } from '../envelope.js';
 import {
@@ -417,7 +418,7 @@ export class MemoryBroker {
       group: queue.group,
       pattern: queue.pattern,
       routingKey: envelope?.type ?? (entry.wire ? typeOf(entry.wire) : ''),
-      reason,
+      reason: cutReason(reason),
       attempts,
       deadLetteredAt: new Date(this.clock.now()).toISOString(),
       body: entry.wire ? Buffer.from(entry.wire.body).toString('utf8') : jsonOfSnapshot(entry.data),
