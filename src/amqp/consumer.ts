@@ -45,6 +45,11 @@ const REQUEUE_DELAY_MS = 1000;
 /** How often an idle consumer looks for redelivered messages another process left untried. */
 const REDELIVERED_CHECK_MS = 10_000;
 
+/** A handler run still deciding; `abandoned` once the consumer's close stopped waiting for it. */
+interface Undecided {
+  abandoned: boolean;
+}
+
 /**
  * One subscription on RabbitMQ: its own channel with prefetch = concurrency, its queue, delay queues
  * and the group's dead-letter queue. A message is acknowledged only after its outcome is safe: the
@@ -58,6 +63,8 @@ export class AmqpConsumer {
   #channel: Channel | undefined;
   #consumerTag: string | undefined;
   readonly #inFlight = new InFlight();
+  /** Handler runs whose outcome is not known yet. */
+  readonly #undecided = new Set<Undecided>();
   #closed = false;
   /** Handlers of subscription-queue deliveries running now. */
   #running = 0;
@@ -172,8 +179,21 @@ export class AmqpConsumer {
   #run(channel: Channel, message: Message): Promise<void> {
     this.#inFlight.begin();
     const delivery = decodeWireMessage(wireMessageOf(message));
+    const run: Undecided = { abandoned: false };
+    this.#undecided.add(run);
     return new Promise((resolve) => {
+      const ignored = (): boolean => {
+        this.#undecided.delete(run);
+        if (!run.abandoned) return false;
+        this.#context.logger.debug(
+          `ignored the outcome of message ${String(message.properties.messageId)} on queue ${this.topology.queue}: its subscription closed without waiting for it, and it went back to the queue`,
+        );
+        this.#done();
+        resolve();
+        return true;
+      };
       const broken = (error: unknown) => {
+        if (ignored()) return;
         this.#context.logger.error(`handler chain failed unexpectedly on queue ${this.topology.queue}`, {
           error: String(error),
         });
@@ -190,7 +210,9 @@ export class AmqpConsumer {
       }
       whenDecided(
         result,
-        (outcome) => void this.#settle(channel, message, delivery, outcome).then(resolve),
+        (outcome) => {
+          if (!ignored()) void this.#settle(channel, message, delivery, outcome).then(resolve);
+        },
         broken,
       );
     });
@@ -386,7 +408,8 @@ export class AmqpConsumer {
 
   /**
    * Cancels the consumer, waits for handlers in flight, then closes the channel, all within
-   * `timeoutMs`: a broker that stops answering without closing TCP (a network partition) never
+   * `timeoutMs`. A handler still deciding then is abandoned: its late outcome is ignored (no retry,
+   * no dead letter, no ack), and its message goes back to the queue with the channel. A broker that stops answering without closing TCP (a network partition) never
    * confirms the cancel or the close, so neither is waited for past the timeout. A channel left
    * closing then goes with its connection; the broker requeues what it held either way.
    */
@@ -401,6 +424,10 @@ export class AmqpConsumer {
       await settledWithin(channel.cancel(this.#consumerTag), timeoutMs);
     }
     await this.#inFlight.idle(Math.max(0, deadline - Date.now()));
+    // Given up on: what these handlers decide from now on is not carried out. Their messages go back
+    // to the queue as the channel closes; a retry or dead letter besides would be a copy too many.
+    for (const run of this.#undecided) run.abandoned = true;
+    this.#undecided.clear();
     this.#channel = undefined;
     if (channel !== undefined) await settledWithin(channel.close(), deadline - Date.now());
   }

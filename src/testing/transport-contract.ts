@@ -958,6 +958,61 @@ export function testTransport(name: string, harness: TransportHarness, features:
       expect(later).toHaveLength(1);
     });
 
+    it('ignores what a handler close gave up on decides later: no retry, no dead letter, and the next subscriber gets the message once', async () => {
+      // Must not happen: the late throw of an abandoned handler dead-lettering the message, or
+      // scheduling a retry, while the message itself went back to its queue (a copy too many).
+      const p = unique();
+      const b = await bus(`svc-${p}`);
+      const type = `${p}.late`;
+      const fast = { initialDelayMs: 50, factor: 1, maxDelayMs: 50 };
+      // One group would dead-letter at the first failure, the other would retry.
+      const groups = { [`dl-${p}`]: 1, [`retry-${p}`]: 2 };
+      let release!: () => void;
+      const gate = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      let started = 0;
+      const subs = [];
+      for (const [group, maxAttempts] of Object.entries(groups)) {
+        subs.push(
+          await b.subscribe(
+            type,
+            async () => {
+              started++;
+              await gate;
+              throw new Error('decided after close gave up');
+            },
+            { group, maxAttempts, backoff: fast, handlerTimeoutMs: 0, concurrency: 1 },
+          ),
+        );
+      }
+      await b.publish(type, { n: 1 }, { id: `${p}-late` });
+      await waitFor(() => started === 2, 'both handlers to start');
+      await Promise.all(subs.map((sub) => sub.close()));
+      release();
+      await sleep(300);
+      const later: Record<string, { id: string; attempt: number }[]> = {};
+      for (const [group, maxAttempts] of Object.entries(groups)) {
+        const got: { id: string; attempt: number }[] = [];
+        later[group] = got;
+        await b.subscribe(type, async (m) => void got.push({ id: m.id, attempt: m.attempt }), {
+          group,
+          maxAttempts,
+          backoff: fast,
+          handlerTimeoutMs: 0,
+        });
+      }
+      await waitFor(
+        () => Object.values(later).every((got) => got.length >= 1),
+        'the message in both groups again',
+      );
+      // Past the retry delay: a retry scheduled by the late throw would show up now as attempt 2.
+      await sleep(500);
+      const once = [{ id: `${p}-late`, attempt: 1 }];
+      expect(later).toEqual({ [`dl-${p}`]: once, [`retry-${p}`]: once });
+      for (const group of Object.keys(groups)) expect(await b.listDeadLetters({ group }), group).toEqual([]);
+    });
+
     it('refuses dead-letter listings and replays once closed, with BUS_CLOSED', async () => {
       const p = unique();
       const b = await bus(`svc-${p}`);
