@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { cutReason, cutText, MAX_REASON_CHARS } from './dead-letter-reason.js';
-import { isWellFormed } from './envelope-limits.js';
+import { isWellFormed } from './well-formed.js';
 
 describe('cutText', () => {
   it('keeps text of at most 4,000 UTF-16 units as it is', () => {

@@ -26,20 +26,23 @@ export const HEADER_OVERHEAD_BYTES = 6;
  */
 const ROUTING_HEADERS = new Set(['CC', 'BCC']);
 /**
- * Namespaces Ferry or RabbitMQ own, in any case: `x-` (Ferry's `x-ferry-*`, the broker's `x-death`,
- * `x-delivery-count`, `x-match`, plugins' `x-delay`…) and `cloudEvents:` (the CloudEvents attributes
- * on the wire). Case-insensitive so that `X-Ferry-Attempt` is refused as `x-ferry-attempt` is, rather
- * than carried by one transport and confused with Ferry's own by a reader that ignores case. The `i`
- * flag without `u` folds ASCII letters only.
+ * Names Ferry or RabbitMQ own, in any case: Ferry's `x-ferry-*` and the CloudEvents attributes on the
+ * wire (`cloudEvents:*`), the broker's `x-death`, `x-first-death-*`, `x-last-death-*`,
+ * `x-delivery-count`, the delayed-message plugin's `x-delay`, the shovel's and federation's
+ * `x-received-from`. Case-insensitive so that `X-Ferry-Attempt` is refused as `x-ferry-attempt` is,
+ * rather than carried by one transport and confused with Ferry's own by a reader that ignores case.
+ * Other `x-` names (`x-tenant`, `x-request-id`) are the application's. The `i` flag without `u`
+ * folds ASCII letters only.
  */
-const RESERVED_PREFIX = /^(?:x-|cloudevents:)/i;
+const RESERVED_NAME =
+  /^(?:x-ferry-|cloudevents:|x-death$|x-first-death|x-last-death|x-delivery-count$|x-delay$|x-received-from$)/i;
 
 /**
- * True for a header name an application cannot publish: one RabbitMQ routes by (`CC`, `BCC`) or one
- * of the namespaces Ferry and the broker own (`x-*`, `cloudEvents:*`, in any case).
+ * True for a header name an application cannot publish: one RabbitMQ routes by (`CC`, `BCC`), or one
+ * Ferry, the broker or its plugins read (`x-ferry-*`, `cloudEvents:*`, `x-death`…, in any case).
  */
 export function isReservedHeader(name: string): boolean {
-  return ROUTING_HEADERS.has(name) || RESERVED_PREFIX.test(name);
+  return ROUTING_HEADERS.has(name) || RESERVED_NAME.test(name);
 }
 
 /**
