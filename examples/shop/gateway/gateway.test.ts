@@ -469,4 +469,74 @@ describe('the gateway', () => {
     expect(fetched.status).toBe(401);
     expect((await shop.call('GET', '/users/nobody')).status).toBe(404);
   });
+  it('refuses an Idempotency-Key a service could not be sent with 400 IDEMPOTENCY_KEY_INVALID on POST /orders, and passes no key to the routes that take none', async () => {
+    const shop = await startShopFront();
+    const order = '{"userId":"u","items":[{"productId":"p","quantity":1}]}';
+    const reachedBefore = shop.received.length;
+    for (const key of ['k'.repeat(256), '', ' ', 'caf\u00e9', 'a\tb']) {
+      const refused = await shop.call('POST', '/orders', order, { 'idempotency-key': key });
+      expect(refused.status, JSON.stringify(key)).toBe(400);
+      expect(refused.type).toMatch(/^application\/problem\+json/);
+      expect(refused.body).toMatchObject({ code: 'IDEMPOTENCY_KEY_INVALID' });
+    }
+    // Nothing reached orders; a key of 255 characters, or quoted, does.
+    expect(shop.received).toHaveLength(reachedBefore);
+    expect((await shop.call('POST', '/orders', order, { 'idempotency-key': 'k'.repeat(255) })).status).toBe(
+      400,
+    );
+    expect((await shop.call('POST', '/orders', order, { 'idempotency-key': '"quoted key"' })).status).toBe(
+      400,
+    );
+    expect(shop.received).toHaveLength(reachedBefore + 2);
+    // Routes that take no key answer as without one (they were 503 and 504, the call refused unsent).
+    const long = { 'idempotency-key': 'k'.repeat(300) };
+    const user = await shop.call('POST', '/users', '{"name":"Ada","email":"ada@example.com"}', long);
+    expect(user.status).toBe(201);
+    expect((await shop.call('GET', `/users/${String(user.body?.id)}`, undefined, long)).status).toBe(200);
+    expect((await shop.call('GET', '/products/green-tea', undefined, long)).status).toBe(400);
+    expect((await shop.call('POST', '/orders/o-1/cancel', undefined, long)).status).toBe(202);
+  });
+
+  it('checks the operator token before the body: 401 for a malformed, non-JSON or forbidden body sent without it', async () => {
+    const shop = await startShopFront();
+    for (const [body, type] of [
+      ['{"failureRate":', 'application/json'],
+      ['failureRate=1', 'text/plain'],
+      ['{"__proto__":{"x":1}}', 'application/json'],
+    ] as const) {
+      for (const authorization of [undefined, 'Bearer wrong']) {
+        const res = await fetch(`${shop.gateway.url}/admin/faults/payment-provider`, {
+          method: 'PUT',
+          headers: { 'content-type': type, ...(authorization === undefined ? {} : { authorization }) },
+          body,
+        });
+        expect(res.status, `${body} ${authorization}`).toBe(401);
+        expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+        await res.arrayBuffer();
+      }
+    }
+    // With the token, the body is checked as before.
+    const malformed = await shop.call('PUT', '/admin/faults/payment-provider', '{"failureRate":', {
+      authorization: 'Bearer admin-token',
+    });
+    expect(malformed.status).toBe(400);
+    const faults = await shop.call('GET', '/admin/faults/payment-provider', undefined, {
+      authorization: 'Bearer admin-token',
+    });
+    expect(faults.status).toBe(200);
+  });
+
+  it("answers HEAD with the GET's headers, its content-length included", async () => {
+    const shop = await startShopFront();
+    const user = await shop.call('POST', '/users', '{"name":"Bo","email":"bo@example.com"}');
+    for (const path of [`/users/${String(user.body?.id)}`, '/users/nobody']) {
+      const get = await fetch(`${shop.gateway.url}${path}`);
+      const text = await get.text();
+      const head = await fetch(`${shop.gateway.url}${path}`, { method: 'HEAD' });
+      expect(head.status, path).toBe(get.status);
+      expect(head.headers.get('content-type'), path).toBe(get.headers.get('content-type'));
+      expect(head.headers.get('content-length'), path).toBe(String(Buffer.byteLength(text)));
+      expect(await head.text()).toBe('');
+    }
+  });
 });

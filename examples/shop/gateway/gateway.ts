@@ -22,6 +22,7 @@ import {
   isCircuitOpenError,
   isFerryError,
   isHttpError,
+  isValidIdempotencyKey,
   type Logger,
   type ServiceResponse,
 } from 'ferry';
@@ -140,9 +141,14 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       readonly authorization?: boolean;
       /** What a client may do after a 504 to this route (the request may have been carried out). */
       readonly afterTimeout?: string;
+      /** Pass the request's Idempotency-Key on (or the one the gateway made): only orders takes one. */
+      readonly idempotencyKey?: boolean;
     } = {},
   ): Promise<FastifyReply> {
-    const key = madeKeys.get(request) ?? request.headers['idempotency-key'];
+    const key =
+      init.idempotencyKey === true
+        ? (madeKeys.get(request) ?? request.headers['idempotency-key'])
+        : undefined;
     const headers: Record<string, string> = {};
     if (init.authorization === true && request.headers.authorization !== undefined) {
       headers.authorization = request.headers.authorization;
@@ -152,7 +158,8 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     let response: ServiceResponse;
     try {
       response = await upstream.request({
-        method: request.method,
+        // HEAD is answered from the GET's answer (Fastify drops its body and keeps its length).
+        method: request.method === 'HEAD' ? 'GET' : request.method,
         path,
         ...(body === undefined ? {} : { body }),
         ...(typeof key === 'string' ? { idempotencyKey: key } : {}),
@@ -213,7 +220,16 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     '/orders',
     {
       onRequest: async (request) => {
-        if (typeof request.headers['idempotency-key'] !== 'string') madeKeys.set(request, randomUUID());
+        const sent = request.headers['idempotency-key'];
+        if (typeof sent !== 'string') madeKeys.set(request, randomUUID());
+        else if (!isValidIdempotencyKey(sent)) {
+          // Refused here, with what a key may hold: the services could not be sent it as it is.
+          throw new HttpProblemError(400, undefined, {
+            detail:
+              'The Idempotency-Key header must hold 1 to 255 printable ASCII characters, spaces only inside (surrounding double quotes are not counted).',
+            extensions: { code: 'IDEMPOTENCY_KEY_INVALID' },
+          });
+        }
       },
       onSend: async (request, reply) => {
         const made = madeKeys.get(request);
@@ -222,6 +238,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     },
     (request, reply) =>
       forward(upstreams.orders, request, reply, '/orders', {
+        idempotencyKey: true,
         afterTimeout: `Send it again with the same Idempotency-Key${madeKeys.has(request) ? ' (the one this answer names: you sent none)' : ''} to get its outcome, or look it up before trying again.`,
       }),
   );
@@ -245,23 +262,25 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     );
   });
 
-  // Operator routes: checked here, and by the provider again (it gets the same token).
+  // Operator routes: checked here, and by the provider again (it gets the same token). The token is
+  // checked as the request arrives, before its body is read: a caller without it learns nothing of
+  // what the body should be (401, not 400 or 415).
   const admin = { authorization: true } as const;
-  app.get('/admin/faults/payment-provider', (request, reply) => {
-    requireAdmin(request, options.adminToken);
-    return forward(upstreams.paymentProvider, request, reply, '/faults', admin);
-  });
-  app.put('/admin/faults/payment-provider', (request, reply) => {
-    requireAdmin(request, options.adminToken);
-    return forward(upstreams.paymentProvider, request, reply, '/faults', {
+  const operatorOnly = {
+    onRequest: async (request: FastifyRequest) => requireAdmin(request, options.adminToken),
+  };
+  app.get('/admin/faults/payment-provider', operatorOnly, (request, reply) =>
+    forward(upstreams.paymentProvider, request, reply, '/faults', admin),
+  );
+  app.put('/admin/faults/payment-provider', operatorOnly, (request, reply) =>
+    forward(upstreams.paymentProvider, request, reply, '/faults', {
       ...admin,
       afterTimeout: 'Setting it again is harmless.',
-    });
-  });
-  app.get('/admin/payment-provider/charges', (request, reply) => {
-    requireAdmin(request, options.adminToken);
-    return forward(upstreams.paymentProvider, request, reply, '/charges', admin);
-  });
+    }),
+  );
+  app.get('/admin/payment-provider/charges', operatorOnly, (request, reply) =>
+    forward(upstreams.paymentProvider, request, reply, '/charges', admin),
+  );
 
   // Ready when every instance of every service says it is ready.
   const health = createHealth({
