@@ -1,4 +1,4 @@
-import { STATUS_CODES } from 'node:http';
+import { type IncomingMessage, type ServerResponse, STATUS_CODES } from 'node:http';
 import type { Server } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { PROBLEM_CONTENT_TYPE } from '../headers.js';
@@ -19,7 +19,8 @@ const installed = new WeakSet<Server>();
 
 /**
  * Answers what Node's HTTP parser refuses before any framework sees the request (headers too large
- * 431, a malformed request or a body cut short 400, a request too slow to arrive 408) with an
+ * 431, a malformed request or a body cut short 400, a request too slow to arrive 408, an `Expect`
+ * other than `100-continue` 417) with an
  * `application/problem+json` document, as every other error answer, instead of Node's empty answer
  * (or Fastify's plain JSON). The response is written on the raw socket when it is still writable
  * and no response to an earlier request on it has started, then the connection is closed, as Node
@@ -49,6 +50,20 @@ export function ferryClientErrors(server: Server): void {
       );
     }
     socket.destroy(error);
+  });
+  // An Expect other than 100-continue: Node answers 417 with an empty body unless someone listens.
+  server.on('checkExpectation', (_request: IncomingMessage, response: ServerResponse) => {
+    const body = renderProblem(
+      problem(417, undefined, {
+        detail: 'The server meets no expectation but 100-continue: send the request without Expect.',
+      }),
+    );
+    response.shouldKeepAlive = false;
+    response.writeHead(417, {
+      'content-type': PROBLEM_CONTENT_TYPE,
+      'content-length': Buffer.byteLength(body),
+    });
+    response.end(body);
   });
 }
 

@@ -136,6 +136,17 @@ describe.each(harnesses)('framework errors from $name, on a raw connection', (ha
     expectProblem(await sendRaw(url, post('/orders', { 'content-length': 'abc' })), 400);
   });
 
+  it('answers an Expect header other than 100-continue with 417, and 100-continue as usual', async () => {
+    await start();
+    const answer = await sendRaw(
+      url,
+      post('/orders', { 'content-type': 'application/json', 'content-length': 2, expect: 'weird' }, '{}'),
+    );
+    expect(expectProblem(answer, 417)).toMatchObject({ title: 'Expectation Failed' });
+    expect(answer.headers.connection).toBe('close');
+    expect((await sendRaw(url, get('/orders/1'))).status).toBe(200);
+  });
+
   it('answers a body cut short by the client with 400', async () => {
     await start();
     const answer = await sendRaw(
