@@ -319,6 +319,18 @@ describe('the gateway', () => {
     expect((await shop.call('POST', '/orders', '{"userId":')).body?.detail).toBe(
       'The request body is not valid JSON.',
     );
+    // A repeated member: JSON.parse would keep the last (999 ordered, the declined card charged).
+    for (const body of [
+      '{"userId":"u","items":[{"productId":"p","quantity":1,"quantity":999}]}',
+      '{"userId":"u","items":[],"paymentMethod":"tok_visa","paymentMethod":"tok_chargeDeclined"}',
+      '{"userId":"u","\\u0075serId":"v","items":[]}',
+    ]) {
+      const repeated = await shop.call('POST', '/orders', body);
+      expect(repeated.status, body).toBe(400);
+      expect(repeated.body?.detail, body).toMatch(
+        /^The request body has the member "(quantity|paymentMethod|userId)" twice in one object/,
+      );
+    }
     const huge = await shop.call('POST', '/orders', `{"pad":"${'x'.repeat(2 * 1024 * 1024)}"}`);
     expect(huge.status).toBe(413);
     expect(huge.type).toMatch(/^application\/problem\+json/);

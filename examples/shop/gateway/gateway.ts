@@ -30,6 +30,7 @@ import { ferryFastify, ferryFastifyOptions } from 'ferry/fastify';
 import { requireAdmin } from '../admin-token.js';
 import { listen } from '../listen.js';
 import { nothingWasSent, Upstream } from '../upstream.js';
+import { firstDuplicateMember } from './duplicate-members.js';
 
 /** Base URLs of the services' instances. */
 export interface ServiceUrls {
@@ -121,8 +122,18 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       return;
     }
     checkJson(request, text, (error) => {
-      if (error === null) done(null, new JsonBody(text));
-      else if (isJson(text)) done(forbiddenMemberProblem());
+      if (error === null) {
+        // JSON.parse keeps the last of a repeated member without a word: refused, as unknown ones are.
+        const repeated = firstDuplicateMember(text);
+        if (repeated === undefined) done(null, new JsonBody(text));
+        else {
+          done(
+            new HttpProblemError(400, undefined, {
+              detail: `The request body has the member ${JSON.stringify(repeated.slice(0, 64))} twice in one object: send each member once.`,
+            }),
+          );
+        }
+      } else if (isJson(text)) done(forbiddenMemberProblem());
       else done(error);
     });
   };
