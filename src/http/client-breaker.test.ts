@@ -1,32 +1,18 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { runWithContext } from '../context/context.js';
 import { isCircuitOpenError, isTimeoutError } from '../resilience/errors.js';
 import { FaultServer } from '../testing/fault-server.js';
-import { ServiceClient, type ServiceClientOptions } from './client.js';
+import { ServiceClient } from './client.js';
 import { isConnectionError, isHttpError, isInvalidRequestError } from './errors.js';
+import { clientKit } from './fixtures/client-kit.js';
 import { rejection } from './fixtures/rejection.js';
 
 // A breaker must open for the target's failures and for nothing else: not for the caller's own
 // abort, not for a deadline the caller chose, not for a request that could not be sent.
 
-const cleanups: (() => Promise<unknown>)[] = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => {});
-});
-
-async function server(): Promise<FaultServer> {
-  const s = await FaultServer.start();
-  cleanups.push(() => s.close());
-  return s;
-}
-
 const BREAKER = { minimumVolume: 5, errorThresholdPercentage: 50, resetTimeoutMs: 60_000 } as const;
 
-function client(s: FaultServer, options: ServiceClientOptions = {}): ServiceClient {
-  const c = new ServiceClient(s.url, { retry: false, breaker: BREAKER, ...options });
-  cleanups.push(() => c.close());
-  return c;
-}
+const { cleanups, server, client } = clientKit({ retry: false, breaker: BREAKER });
 
 describe('ServiceClient breaker counts only the target', () => {
   it("does not count the caller's aborts", async () => {

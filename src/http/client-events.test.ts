@@ -1,25 +1,15 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { runWithContext } from '../context/context.js';
 import { isTimeoutError, TimeoutError } from '../resilience/errors.js';
-import { FaultServer } from '../testing/fault-server.js';
-import { ServiceClient, type ServiceClientOptions } from './client.js';
+import type { ServiceClient, ServiceClientOptions } from './client.js';
+import { clientKit } from './fixtures/client-kit.js';
 import { rejection } from './fixtures/rejection.js';
 
-const cleanups: (() => Promise<unknown>)[] = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => {});
-});
-
-async function server(): Promise<FaultServer> {
-  const s = await FaultServer.start();
-  cleanups.push(() => s.close());
-  return s;
-}
+const { server, client } = clientKit({ retry: { maxAttempts: 3, backoff: () => 10 } });
 
 /** A client whose events are written, in order, into the returned list. */
 function observed(url: string, options: ServiceClientOptions = {}): { c: ServiceClient; seen: string[] } {
-  const c = new ServiceClient(url, { retry: { maxAttempts: 3, backoff: () => 10 }, ...options });
-  cleanups.push(() => c.close());
+  const c = client(url, options);
   const seen: string[] = [];
   c.on('attempt', (e) => seen.push(`attempt ${e.path} #${e.attempt}`));
   c.on('response', (e) => seen.push(`response ${e.path} ${e.status}`));

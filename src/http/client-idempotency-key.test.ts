@@ -1,30 +1,15 @@
 import Fastify from 'fastify';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { isInvalidOptionsError } from '../errors/ferry-error.js';
-import { FaultServer } from '../testing/fault-server.js';
-import { ServiceClient, type ServiceClientOptions } from './client.js';
+import { ServiceClient } from './client.js';
 import { type HttpError, isHttpError } from './errors.js';
+import { clientKit } from './fixtures/client-kit.js';
 import { rejection } from './fixtures/rejection.js';
 import { ferryFastify } from './server/fastify.js';
 import { listenFastify } from './server/fixtures/listen.js';
 import { MemoryIdempotencyStore } from './server/memory-idempotency-store.js';
 
-const cleanups: (() => Promise<unknown>)[] = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => {});
-});
-
-async function server(): Promise<FaultServer> {
-  const s = await FaultServer.start();
-  cleanups.push(() => s.close());
-  return s;
-}
-
-function client(s: FaultServer, options: ServiceClientOptions = {}): ServiceClient {
-  const c = new ServiceClient(s.url, { retry: { maxAttempts: 3, backoff: () => 10 }, ...options });
-  cleanups.push(() => c.close());
-  return c;
-}
+const { cleanups, server, client } = clientKit({ retry: { maxAttempts: 3, backoff: () => 10 } });
 
 describe('ServiceClient Idempotency-Key', () => {
   it('refuses one in the client headers, which every call would share', () => {

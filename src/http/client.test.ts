@@ -1,31 +1,14 @@
 import { Readable } from 'node:stream';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { runWithContext } from '../context/context.js';
 import { isBulkheadFullError, isCircuitOpenError, isTimeoutError } from '../resilience/errors.js';
 import { FaultServer } from '../testing/fault-server.js';
-import { parseRetryAfter, routeOfPath, ServiceClient, type ServiceClientOptions } from './client.js';
+import { parseRetryAfter, routeOfPath, ServiceClient } from './client.js';
 import { isHttpError, isInvalidResponseBodyError, isRequestBodyNotSerializableError } from './errors.js';
+import { clientKit } from './fixtures/client-kit.js';
 import { rejection } from './fixtures/rejection.js';
 
-const cleanups: (() => Promise<unknown>)[] = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => {});
-});
-
-async function server(): Promise<FaultServer> {
-  const s = await FaultServer.start();
-  cleanups.push(() => s.close());
-  return s;
-}
-
-function client(s: FaultServer, options: ServiceClientOptions = {}): ServiceClient {
-  const c = new ServiceClient(s.url, {
-    retry: { maxAttempts: 3, backoff: () => 10 },
-    ...options,
-  });
-  cleanups.push(() => c.close());
-  return c;
-}
+const { cleanups, server, client } = clientKit({ retry: { maxAttempts: 3, backoff: () => 10 } });
 
 const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
 

@@ -1,29 +1,12 @@
-import { afterEach, describe, expect, it } from 'vitest';
-import { FaultServer } from '../testing/fault-server.js';
-import { ServiceClient, type ServiceClientOptions } from './client.js';
+import { describe, expect, it } from 'vitest';
 import { type HttpError, isHttpError } from './errors.js';
+import { clientKit } from './fixtures/client-kit.js';
 import { rejection } from './fixtures/rejection.js';
 
-const cleanups: (() => Promise<unknown>)[] = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => {});
+const { server, client } = clientKit({
+  maxResponseBytes: 1000,
+  retry: { maxAttempts: 3, backoff: () => 10 },
 });
-
-async function server(): Promise<FaultServer> {
-  const s = await FaultServer.start();
-  cleanups.push(() => s.close());
-  return s;
-}
-
-function client(s: FaultServer, options: ServiceClientOptions = {}): ServiceClient {
-  const c = new ServiceClient(s.url, {
-    maxResponseBytes: 1000,
-    retry: { maxAttempts: 3, backoff: () => 10 },
-    ...options,
-  });
-  cleanups.push(() => c.close());
-  return c;
-}
 
 const BIG = 'x'.repeat(10_000);
 

@@ -1,25 +1,9 @@
-import { afterEach, describe, expect, it } from 'vitest';
-import { FaultServer } from '../testing/fault-server.js';
-import { ServiceClient, type ServiceClientOptions } from './client.js';
+import { describe, expect, it } from 'vitest';
 import { isRequestBodyNotSerializableError } from './errors.js';
+import { clientKit } from './fixtures/client-kit.js';
 import { rejection } from './fixtures/rejection.js';
 
-const cleanups: (() => Promise<unknown>)[] = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => {});
-});
-
-async function server(): Promise<FaultServer> {
-  const s = await FaultServer.start();
-  cleanups.push(() => s.close());
-  return s;
-}
-
-function client(s: FaultServer, options: ServiceClientOptions = {}): ServiceClient {
-  const c = new ServiceClient(s.url, { retry: { maxAttempts: 2, backoff: () => 20 }, ...options });
-  cleanups.push(() => c.close());
-  return c;
-}
+const { server, client } = clientKit({ retry: { maxAttempts: 2, backoff: () => 20 } });
 
 describe('ServiceClient byte bodies', () => {
   it('sends on every attempt the bytes the body held when the call was made', async () => {

@@ -1,25 +1,9 @@
-import { afterEach, describe, expect, it } from 'vitest';
-import { FaultServer } from '../testing/fault-server.js';
-import { ServiceClient } from './client.js';
+import { describe, expect, it } from 'vitest';
 import { isInvalidRequestError } from './errors.js';
+import { clientKit } from './fixtures/client-kit.js';
 import { rejection } from './fixtures/rejection.js';
 
-const cleanups: (() => Promise<unknown>)[] = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => {});
-});
-
-async function server(): Promise<FaultServer> {
-  const s = await FaultServer.start();
-  cleanups.push(() => s.close());
-  return s;
-}
-
-function client(url: string): ServiceClient {
-  const c = new ServiceClient(url, { retry: false });
-  cleanups.push(() => c.close());
-  return c;
-}
+const { server, client } = clientKit({ retry: false });
 
 describe('ServiceClient request target', () => {
   it('refuses a path with characters that are not printable ASCII, saying to encode them, and sends nothing', async () => {
