@@ -318,6 +318,10 @@ export class Bus<C extends Contracts = NoContracts> {
     const causationid = options?.causationId ?? context?.messageId;
     if (causationid !== undefined) envelope.causationid = causationid;
     if (options?.headers !== undefined) {
+      if (!isPlainRecord(options.headers)) {
+        // A Map, a Headers, a string: Object.keys would lose or garble what it holds.
+        throw new InvalidOptionsError('headers must be a plain object of strings ({ name: value })');
+      }
       // Copied, as a transport sending bytes would: later changes by the publisher are not sent.
       const headers: Record<string, string> = {};
       for (const name of Object.keys(options.headers)) {
@@ -683,4 +687,11 @@ function untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
       },
     );
   });
+}
+
+/** A plain object (`{}` or `Object.create(null)`), not an array, a Map, a string or null. */
+function isPlainRecord(value: unknown): value is Readonly<Record<string, string>> {
+  if (typeof value !== 'object' || value === null) return false;
+  const proto = Object.getPrototypeOf(value);
+  return proto === Object.prototype || proto === null;
 }

@@ -40,4 +40,9 @@ describe('cutReason', () => {
       message: `${'m'.repeat(3999)}…`,
     });
   });
+
+  it('carries a lone surrogate as U+FFFD, as RabbitMQ does, on every transport', () => {
+    expect(cutText('bad \ud800 input')).toBe('bad \ufffd input');
+    expect(cutText('pair \ud83d\ude00 kept')).toBe('pair \ud83d\ude00 kept');
+  });
 });

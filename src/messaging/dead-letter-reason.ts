@@ -8,10 +8,13 @@ import type { DeadLetterReason } from './transport.js';
 export const MAX_REASON_CHARS = 4000;
 
 /**
- * `text` itself when it has at most `max` UTF-16 units, else its start ending in `…`, `max` units
- * at most, never cut between the two halves of a surrogate pair (a lone half has no UTF-8 form).
+ * `full` itself when it has at most `max` UTF-16 units, else its start ending in `…`, `max` units
+ * at most, never cut between the two halves of a surrogate pair (a lone half has no UTF-8 form);
+ * lone surrogates become U+FFFD, as RabbitMQ carries them.
  */
-export function cutText(text: string, max = MAX_REASON_CHARS): string {
+export function cutText(full: string, max = MAX_REASON_CHARS): string {
+  // A lone surrogate has no UTF-8 form: RabbitMQ carries U+FFFD in its place, and so does memory.
+  const text = (full as unknown as { toWellFormed(): string }).toWellFormed();
   if (text.length <= max) return text;
   let end = max - 1;
   const last = text.charCodeAt(end - 1);

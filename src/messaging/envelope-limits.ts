@@ -54,7 +54,13 @@ export function assertEnvelopeLimits(envelope: Envelope): void {
   assertShortString('id', envelope.id);
   if (envelope.correlationid !== envelope.id) assertShortString('correlationId', envelope.correlationid);
   if (envelope.causationid !== undefined) assertShortString('causationId', envelope.causationid);
-  if (envelope.headers !== undefined) assertHeaders(envelope.headers);
+  if (envelope.headers !== undefined) {
+    const headers = envelope.headers as unknown;
+    if (typeof headers !== 'object' || headers === null || Array.isArray(headers)) {
+      throw new InvalidOptionsError(`headers must be an object of strings, not ${describeType(headers)}`);
+    }
+    assertHeaders(envelope.headers);
+  }
 }
 
 /** The last `time` found well-formed: messages published within one millisecond share it. */
@@ -75,6 +81,13 @@ export function assertEnvelope(envelope: Envelope): void {
   assertShortString('source', envelope.source);
   if (envelope.time !== lastGoodTime) {
     assertTime('time', envelope.time);
+    // RabbitMQ carries the time as a timestamp in ms from 1970: another form would arrive rewritten.
+    const ms = rfc3339ToMs(envelope.time);
+    if (ms < 0 || new Date(ms).toISOString() !== envelope.time) {
+      throw new InvalidOptionsError(
+        `time must be a UTC time from 1970 on with milliseconds, as Date.toISOString() writes it (${ms < 0 ? '1970-01-01T00:00:00.000Z or later' : new Date(ms).toISOString()}), not ${JSON.stringify(envelope.time.slice(0, 64))}`,
+      );
+    }
     lastGoodTime = envelope.time;
   }
   if (envelope.expiresat !== undefined) assertTime('expiresat', envelope.expiresat);

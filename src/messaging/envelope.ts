@@ -81,7 +81,13 @@ export function toMessage<T, K extends string>(
     attempt,
   };
   if (envelope.causationid !== undefined) message.causationid = envelope.causationid;
-  if (envelope.headers !== undefined) message.headers = { ...envelope.headers };
+  // No headers and empty headers are one thing, as RabbitMQ carries them: the field is left out.
+  if (envelope.headers !== undefined) {
+    for (const _ in envelope.headers) {
+      message.headers = { ...envelope.headers };
+      break;
+    }
+  }
   if (envelope.expiresat !== undefined) message.expiresat = envelope.expiresat;
   return message;
 }

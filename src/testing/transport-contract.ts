@@ -1148,6 +1148,19 @@ export function testTransport(name: string, harness: TransportHarness, features:
         expect(await refusal({ type: `${p}.bad\ud800` })).toBe('INVALID_TOPIC');
         expect(await refusal({ type: `${p}.*` })).toBe('INVALID_TOPIC');
         expect(await refusal({ headers: { n: 5 } })).toBe('INVALID_OPTIONS');
+        expect(await refusal({ headers: null })).toBe('INVALID_OPTIONS');
+        // RabbitMQ carries the time as ms from 1970: another form would arrive rewritten.
+        expect(await refusal({ time: '2026-12-04T10:00:00+05:30' })).toBe('INVALID_OPTIONS');
+        expect(await refusal({ time: '2026-12-04T10:00:00.123456Z' })).toBe('INVALID_OPTIONS');
+        expect(await refusal({ time: '2026-12-04t10:00:00.000z' })).toBe('INVALID_OPTIONS');
+        expect(await refusal({ time: '1969-12-31T23:59:59.000Z' })).toBe('INVALID_OPTIONS');
+        expect(() => transport.check?.({ ...good, time: '1969-12-31T23:59:59.000Z' })).toThrow(/1970/);
+        // Headers that are not a plain object, through the bus, are refused too (a Map was lost).
+        for (const headers of [new Map([['a', 'b']]), 'acme', null, ['a']]) {
+          await expect(
+            b.publish(`${p}.direct`, {}, { headers: headers as unknown as Record<string, string> }),
+          ).rejects.toMatchObject({ code: 'INVALID_OPTIONS' });
+        }
         await expect(transport.publish({ ...good, time: 'yesterday' })).rejects.toThrow(
           /time must be an RFC 3339 time/,
         );
@@ -1158,9 +1171,14 @@ export function testTransport(name: string, harness: TransportHarness, features:
           headers: { h: 'v' },
           expiresat: '2999-01-01T00:00:00Z',
         });
-        await waitFor(() => got.length === 1, 'the well-formed envelope');
+        // Empty headers arrive as none, as RabbitMQ carries them.
+        await b.publish(`${p}.direct`, { n: 2 }, { id: `${p}-empty`, headers: {} });
+        await waitFor(() => got.length === 2, 'the well-formed envelope and the message with empty headers');
         await sleep(100);
-        expect(got).toHaveLength(1);
+        expect(got).toHaveLength(2);
+        const empty = got.find((m) => m.id === `${p}-empty`);
+        expect(empty && 'headers' in empty).toBe(false);
+        got.splice(got.indexOf(empty as Message), 1);
         expect(got[0]).toMatchObject({
           id: `${p}-good`,
           source: 'producer',
