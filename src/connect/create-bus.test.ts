@@ -29,6 +29,36 @@ describe('createBus options of the other transport', () => {
     await bus.close();
   });
 
+  it('checks subscriptionDefaults before connecting: a bad default refused every later subscribe', async () => {
+    const url = 'amqp://guest:guest@127.0.0.1:1';
+    for (const subscriptionDefaults of [
+      { handlerTimeoutMs: -1 },
+      { handlerTimeoutMs: Number.NaN },
+      { handlerTimeoutMs: '100' },
+      { handlerTimeoutMs: 2 ** 31 },
+      { concurrency: 0 },
+      { maxAttempts: 0 },
+    ]) {
+      await expect(
+        createBus({
+          url,
+          service: 'svc',
+          logger: silentLogger,
+          subscriptionDefaults: subscriptionDefaults as never,
+        }),
+        JSON.stringify(subscriptionDefaults),
+      ).rejects.toMatchObject({ code: 'INVALID_OPTIONS' });
+    }
+    const bus = await createBus({
+      url: `memory://defaults-${randomUUID()}`,
+      service: 'svc',
+      logger: silentLogger,
+      subscriptionDefaults: { handlerTimeoutMs: 0, concurrency: 4, maxAttempts: 1 },
+    });
+    await (await bus.subscribe('a.b', async () => {})).close();
+    await bus.close();
+  });
+
   it('checks memory options on an amqp:// bus before connecting', async () => {
     // Port 1: nothing listens, so only the option check can answer at once.
     const url = 'amqp://guest:guest@127.0.0.1:1';

@@ -234,6 +234,9 @@ export class Bus<C extends Contracts = NoContracts> {
     this.#contracts = new Map(Object.entries(options.contracts ?? {}) as [string, StandardSchemaV1][]);
     this.#middleware = [...(options.inbox ? [idempotent(options.inbox)] : []), ...(options.middleware ?? [])];
     this.#defaults = { ...DEFAULT_SUBSCRIPTION_OPTIONS, ...options.subscriptionDefaults };
+    // Checked now: a bad default would otherwise refuse every later subscribe.
+    this.#spec('subscription.defaults', {});
+    assertHandlerTimeout(this.#defaults.handlerTimeoutMs);
     // `??` would take null for "not given": only an absent (or undefined) option takes the default.
     const closeTimeoutMs = options.closeTimeoutMs === undefined ? 10_000 : options.closeTimeoutMs;
     assertCloseTimeout(closeTimeoutMs);
@@ -371,11 +374,7 @@ export class Bus<C extends Contracts = NoContracts> {
     const spec = this.#spec(pattern, options);
     const { group } = spec;
     const timeoutMs = options.handlerTimeoutMs ?? this.#defaults.handlerTimeoutMs;
-    if (!Number.isInteger(timeoutMs) || timeoutMs < 0 || timeoutMs > MAX_TIMER_MS) {
-      throw new InvalidOptionsError(
-        `handlerTimeoutMs must be an integer from 0 (no limit) to ${MAX_TIMER_MS}`,
-      );
-    }
+    assertHandlerTimeout(timeoutMs);
     const inner = handler as (
       message: Message,
       context: HandlerContext & { readonly work?: unknown },
@@ -694,4 +693,10 @@ function isPlainRecord(value: unknown): value is Readonly<Record<string, string>
   if (typeof value !== 'object' || value === null) return false;
   const proto = Object.getPrototypeOf(value);
   return proto === Object.prototype || proto === null;
+}
+
+function assertHandlerTimeout(timeoutMs: number): void {
+  if (!Number.isInteger(timeoutMs) || timeoutMs < 0 || timeoutMs > MAX_TIMER_MS) {
+    throw new InvalidOptionsError(`handlerTimeoutMs must be an integer from 0 (no limit) to ${MAX_TIMER_MS}`);
+  }
 }
