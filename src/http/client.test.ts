@@ -488,6 +488,18 @@ describe('ServiceClient', () => {
     expect(s.requests).toHaveLength(3);
     expect(() => new ServiceClient(`${s.url}/api?v=2`)).toThrow(/query or fragment/);
     expect(() => new ServiceClient(`${s.url}/api#x`)).toThrow(/query or fragment/);
+    // Credentials in it were dropped without a word: refused, the password never quoted.
+    for (const base of ['http://alice:s3cret@127.0.0.1:9', 'http://alice@127.0.0.1:9']) {
+      let error: unknown;
+      try {
+        new ServiceClient(base);
+      } catch (e) {
+        error = e;
+      }
+      expect((error as { code?: string }).code).toBe('INVALID_OPTIONS');
+      expect((error as Error).message).toMatch(/without credentials/);
+      expect((error as Error).message).not.toContain('s3cret');
+    }
   });
 
   it('refuses invalid options', () => {

@@ -252,6 +252,12 @@ export class ServiceClient {
     if (url.protocol !== 'http:' && url.protocol !== 'https:') {
       throw new InvalidOptionsError(`ServiceClient speaks http and https, not ${url.protocol}`);
     }
+    if (url.username !== '' || url.password !== '') {
+      // Never sent (undici ignores them) and never quoted here: the URL holds a password.
+      throw new InvalidOptionsError(
+        `ServiceClient needs a base URL without credentials (user:password@), not one for ${url.origin}: send them in an Authorization header (options.headers)`,
+      );
+    }
     const basePath = basePathOf(url);
     if (basePath === undefined) {
       throw new InvalidOptionsError(

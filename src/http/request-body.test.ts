@@ -62,7 +62,13 @@ describe('ServiceClient JSON bodies', () => {
     }
     await c.post('/tags', new Tags(['a']));
     await c.post('/when', { toJSON: () => ({ at: new Date(0) }) });
-    expect(s.requests.map((request) => request.body)).toEqual(['["a"]', '{"at":"1970-01-01T00:00:00.000Z"}']);
+    // A String object is its text in JSON, as a Number object is its number: sent, not refused.
+    await c.post('/text', new String('abc'));
+    expect(s.requests.map((request) => request.body)).toEqual([
+      '["a"]',
+      '{"at":"1970-01-01T00:00:00.000Z"}',
+      '"abc"',
+    ]);
   });
 
   it('refuses a Response, a Request or an Error, saying what to send instead', async () => {

@@ -88,7 +88,12 @@ function refusalOf(body: object): string | undefined {
   if (tag === 'Error' || body instanceof Error) {
     return `an error (${kindOf(body)}) is not a JSON value (JSON.stringify would send {}, without its message): send the fields you mean, e.g. { name: error.name, message: error.message }`;
   }
-  if (!Array.isArray(body) && (Symbol.iterator in body || Symbol.asyncIterator in body)) {
+  // A String object is iterable and JSON writes its text: it goes as "abc", as new Number(5) goes as 5.
+  if (
+    !Array.isArray(body) &&
+    !(body instanceof String) &&
+    (Symbol.iterator in body || Symbol.asyncIterator in body)
+  ) {
     return `a ${kindOf(body)} is not a JSON value (JSON.stringify would send {}): convert it first, e.g. Object.fromEntries(map) or [...set]`;
   }
   return undefined;
