@@ -145,8 +145,9 @@ export interface PublishOptions {
   /** @default the id of the message being handled, when publishing from a handler */
   readonly causationId?: string;
   /**
-   * Application headers. Reserved (refused with `INVALID_OPTIONS`): `CC` and `BCC`, which RabbitMQ
-   * routes by, and names starting with `x-` or `cloudEvents:` in any case.
+   * Application headers, a plain object of strings. Reserved (refused with `INVALID_OPTIONS`): `CC`
+   * and `BCC`, which RabbitMQ routes by, and the names Ferry, the broker and its plugins read, in any
+   * case (`x-ferry-*`, `cloudEvents:*`, `x-death`…, as the README lists them).
    */
   readonly headers?: Readonly<Record<string, string>>;
   /**

@@ -80,9 +80,8 @@ export function assertEnvelope(envelope: Envelope): void {
   assertMessageType(envelope.type);
   assertShortString('source', envelope.source);
   if (envelope.time !== lastGoodTime) {
-    assertTime('time', envelope.time);
+    const ms = assertTime('time', envelope.time);
     // RabbitMQ carries the time as a timestamp in ms from 1970: another form would arrive rewritten.
-    const ms = rfc3339ToMs(envelope.time);
     if (ms < 0 || new Date(ms).toISOString() !== envelope.time) {
       throw new InvalidOptionsError(
         `time must be a UTC time from 1970 on with milliseconds, as Date.toISOString() writes it (${ms < 0 ? '1970-01-01T00:00:00.000Z or later' : new Date(ms).toISOString()}), not ${JSON.stringify(envelope.time.slice(0, 64))}`,
@@ -103,12 +102,15 @@ export function assertEnvelope(envelope: Envelope): void {
   assertEnvelopeLimits(envelope);
 }
 
-function assertTime(field: string, value: unknown): void {
-  if (typeof value !== 'string' || Number.isNaN(rfc3339ToMs(value))) {
+/** Epoch ms of `value`, an RFC 3339 time; throws `INVALID_OPTIONS` naming `field` for anything else. */
+function assertTime(field: string, value: unknown): number {
+  const ms = typeof value === 'string' ? rfc3339ToMs(value) : Number.NaN;
+  if (Number.isNaN(ms)) {
     throw new InvalidOptionsError(
       `${field} must be an RFC 3339 time, not ${typeof value === 'string' ? JSON.stringify(value.slice(0, 64)) : describeType(value)}`,
     );
   }
+  return ms;
 }
 
 function assertShortString(field: string, value: string): void {

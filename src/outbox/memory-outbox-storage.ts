@@ -355,8 +355,8 @@ class MemoryTransaction implements StorageTransaction {
   readonly cancelled = new Set<string>();
   readonly marks = new Map<string, number>();
   readonly sagaWrites = new Map<string, SagaRow>();
-  /** Events this transaction appends, by stream: ids and count, to check later appends against. */
-  readonly #added = new Map<string, { ids: Set<string>; count: number }>();
+  /** How many events this transaction appends, by stream: where its later appends land. */
+  readonly #added = new Map<string, number>();
   readonly #storage: MemoryOutboxStorage;
   readonly #events: MemoryEventStoreBackend;
   #closed = false;
@@ -382,7 +382,7 @@ class MemoryTransaction implements StorageTransaction {
   ): Promise<AppendResult> {
     this.#open();
     const added = this.#added.get(streamId);
-    const current = this.#events.currentVersion(streamId) + (added?.count ?? 0);
+    const current = this.#events.currentVersion(streamId) + (added ?? 0);
     if (added === undefined) {
       // Checked now as the database would (a retried append of stored ids is a no-op, duplicates and
       // version conflicts are refused), then checked again at commit against what landed meanwhile.
@@ -406,10 +406,7 @@ class MemoryTransaction implements StorageTransaction {
     }
     // At commit the stream must still be where this transaction saw it.
     this.appends.push({ streamId, events, expected: current });
-    const entry = added ?? { ids: new Set<string>(), count: 0 };
-    for (const e of events) entry.ids.add(e.id);
-    entry.count += events.length;
-    this.#added.set(streamId, entry);
+    this.#added.set(streamId, (added ?? 0) + events.length);
     this.#appended += events.length;
     // Where the events land if no append outside a unit of work commits first.
     return {
