@@ -52,6 +52,52 @@ const malformed: [string, string, RegExp][] = [
     `amqp://guest:${PASSWORD}@127.0.0.1/v%zzh`,
     /virtual host .*percent-escape/,
   ],
+  // amqplib reads heartbeat, channelMax, frameMax, maxFrameSize and locale from the query: a value it
+  // cannot use failed every connect (a TypeError, or the broker dropping the socket) and surfaced as
+  // BROKER_UNAVAILABLE only after the whole connect timeout; others were misread or ignored.
+  [
+    'heartbeat that is not a number',
+    `amqp://guest:${PASSWORD}@127.0.0.1/vh?heartbeat=abc`,
+    /heartbeat .*must be seconds.*"abc"/,
+  ],
+  ['an empty heartbeat', `amqp://guest:${PASSWORD}@127.0.0.1/vh?heartbeat=`, /heartbeat .*must be/],
+  ['a negative heartbeat', `amqp://guest:${PASSWORD}@127.0.0.1/vh?heartbeat=-1`, /heartbeat .*must be/],
+  [
+    'heartbeat with a unit (read as seconds)',
+    `amqp://guest:${PASSWORD}@127.0.0.1/vh?heartbeat=30m`,
+    /heartbeat .*must be/,
+  ],
+  ['a heartbeat over 65535', `amqp://guest:${PASSWORD}@127.0.0.1/vh?heartbeat=65536`, /heartbeat .*must be/],
+  [
+    'channelMax that is not a number',
+    `amqp://guest:${PASSWORD}@127.0.0.1/vh?channelMax=x`,
+    /channelMax .*must be/,
+  ],
+  [
+    'frameMax under the protocol minimum',
+    `amqp://guest:${PASSWORD}@127.0.0.1/vh?frameMax=4095`,
+    /frameMax .*4096/,
+  ],
+  [
+    'maxFrameSize that is not a number',
+    `amqp://guest:${PASSWORD}@127.0.0.1/vh?maxFrameSize=x`,
+    /maxFrameSize .*must be/,
+  ],
+  [
+    "RabbitMQ's connection_timeout (amqplib ignores it)",
+    `amqp://guest:${PASSWORD}@127.0.0.1/vh?connection_timeout=5000`,
+    /does not read \("connection_timeout"\).*heartbeat, channelMax, frameMax, maxFrameSize, locale.*connectTimeoutMs/,
+  ],
+  [
+    'a misspelt heartbeat',
+    `amqp://guest:${PASSWORD}@127.0.0.1/vh?hearbeat=5`,
+    /does not read \("hearbeat"\)/,
+  ],
+  [
+    'a parameter given twice',
+    `amqp://guest:${PASSWORD}@127.0.0.1/vh?heartbeat=5&heartbeat=abc`,
+    /heartbeat more than once/,
+  ],
 ];
 
 describe('AmqpTransport URL', () => {
@@ -88,8 +134,24 @@ describe('AmqpTransport URL', () => {
       'AMQPS://user:p%40ss%2Fw%C3%B6rd@rabbit.example:5671/%2F',
       'amqp://guest:guest@[::1]:5672/',
       'amqp://guest:guest@host:65535/v?heartbeat=5',
+      'amqp://guest:guest@host/v?heartbeat=0&channelMax=0&frameMax=0&maxFrameSize=0&locale=en_US',
+      'amqp://guest:guest@host/v?heartbeat=65535&channelMax=65535&frameMax=4096&maxFrameSize=4294967295',
+      'amqp://guest:guest@host/v?',
     ]) {
       expect(() => new AmqpTransport({ url, logger: silentLogger })).not.toThrow();
     }
+  });
+
+  it('never quotes the value of a secret-looking query parameter it refuses', () => {
+    const url = `amqp://guest:guest@127.0.0.1/vh?api_key=${PASSWORD}`;
+    let thrown: unknown;
+    try {
+      new AmqpTransport({ url, logger: silentLogger });
+    } catch (error) {
+      thrown = error;
+    }
+    expect(isInvalidOptionsError(thrown)).toBe(true);
+    expect((thrown as Error).message).toContain('("api_key")');
+    expect(everything(thrown)).not.toContain(PASSWORD);
   });
 });
