@@ -72,6 +72,27 @@ describe('ServiceClient events of a call ended by its deadline', () => {
     expect(s.requests).toHaveLength(1);
   });
 
+  it('when a retry is not made because its wait would end past the deadline', async () => {
+    const s = await server();
+    s.setDefault({ status: 503 });
+    const { c, seen } = observed(s.url, { retry: { maxAttempts: 3, backoff: () => 400 } });
+    // The call ends with the attempt's own answer (not a TIMEOUT: the deadline has not passed), and
+    // the rejection says why there was no retry.
+    const error = await rejection(c.get('/flaky', { deadline: 300 }));
+    expect((error as { status?: number }).status).toBe(503);
+    expect(seen).toEqual([
+      'attempt /flaky #1',
+      'response /flaky 503',
+      `rejection GET /flaky deadline ${String(error)}`,
+    ]);
+    expect(s.requests).toHaveLength(1);
+    // request() hands the answer back, and says the same.
+    seen.length = 0;
+    const answer = await c.request({ method: 'GET', path: '/again', deadline: 300 });
+    expect(answer.status).toBe(503);
+    expect(seen.at(-1)).toMatch(/^rejection GET \/again deadline /);
+  });
+
   it('not for a timeout of an attempt in flight, nor for a caller aborting with a TimeoutError of its own', async () => {
     const s = await server();
     s.setDefault({ hang: true });

@@ -19,7 +19,8 @@ export interface ClientEventMap {
    * `TIMEOUT` the call rejects with). Error statuses are `response` events; an attempt's timeout
    * (cut short by the deadline or not) and connection errors reject the call itself.
    * A retry refused by the budget (`RETRY_BUDGET_EXHAUSTED`) or by a breaker opened during the call
-   * (`CIRCUIT_OPEN`) ends the call with its last attempt's outcome, which `error` then holds.
+   * (`CIRCUIT_OPEN`), or not made because its wait would end past the deadline (`deadline`), ends the
+   * call with its last attempt's outcome, which `error` then holds.
    */
   rejection: { client: string; method: string; path: string; reason: string; error?: unknown };
 }

@@ -690,6 +690,13 @@ export class ServiceClient {
             }
             return error;
           },
+          // A retry whose wait would end past the deadline is not made: the call ends with its last
+          // attempt's outcome, and `rejection` listeners are told why there was no retry.
+          onDeadlineReached: ({ error }) => {
+            if (!this.#events.listens('rejection')) return;
+            const call = retryable.get(error as object) ?? { method: '', path: '' };
+            this.#events.emit('rejection', { client: this.name, ...call, reason: 'deadline', error });
+          },
           onRetry: ({ attempt, delayMs, error }) => {
             if (!this.#events.listens('retry')) return;
             const call = retryable.get(error as object) ?? { method: '', path: '' };

@@ -307,6 +307,30 @@ describe('retry', () => {
       await expect(retry().execute(fn, { deadline: Date.now() + 5000 })).rejects.toBe(busy);
       expect(fn).toHaveBeenCalledTimes(1);
     });
+    it('tells onDeadlineReached, not onRetry, of a retry given up for the deadline', async () => {
+      const onRetry = vi.fn();
+      const onDeadlineReached = vi.fn();
+      const busy = Object.assign(new Error('busy'), { retryAfterMs: 10_000 });
+      const fn = vi.fn().mockRejectedValueOnce(new Error('first')).mockRejectedValue(busy);
+      const policy = retry({ maxAttempts: 5, backoff: constantBackoff(10), onRetry, onDeadlineReached });
+      const result = track(policy.execute(fn, { deadline: Date.now() + 1000 }));
+      await vi.advanceTimersByTimeAsync(10);
+      expect(result.error).toBe(busy);
+      expect(fn).toHaveBeenCalledTimes(2);
+      expect(onRetry).toHaveBeenCalledTimes(1);
+      expect(onDeadlineReached).toHaveBeenCalledTimes(1);
+      expect(onDeadlineReached).toHaveBeenCalledWith({ attempt: 2, delayMs: 10_000, error: busy });
+      // Without a deadline, or with time left, it is never called.
+      onDeadlineReached.mockClear();
+      const undated = track(
+        retry({ maxAttempts: 2, backoff: constantBackoff(1), onDeadlineReached }).execute(() => {
+          throw new Error('down');
+        }),
+      );
+      await vi.advanceTimersByTimeAsync(1);
+      expect((undated.error as Error).message).toBe('down');
+      expect(onDeadlineReached).not.toHaveBeenCalled();
+    });
 
     it('passes the deadline on to the function context', async () => {
       const { fn, calls } = flaky(0);

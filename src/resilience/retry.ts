@@ -42,6 +42,12 @@ export interface RetryOptions {
   /** Called before each wait, e.g. to log or count retries. @default undefined */
   readonly onRetry?: (info: RetryInfo) => void;
   /**
+   * Called instead of `onRetry` when a retry is given up because its wait (`delayMs`, a Retry-After
+   * hint included) would end past the caller's deadline; the execution then rejects with `error`,
+   * the last attempt's. @default undefined
+   */
+  readonly onDeadlineReached?: (info: RetryInfo) => void;
+  /**
    * What the execution rejects with when the budget refuses a retry, given the failed attempt and its
    * error. Return that error itself to hand the caller the outcome it really got (as Envoy does);
    * count or log the refusal here. @default a {@link RetryBudgetExhaustedError} whose cause is the error
@@ -103,6 +109,7 @@ export class RetryPolicy implements Policy {
   readonly #budget: RetryBudget | undefined;
   readonly #maxDelayMs: number;
   readonly #onRetry: ((info: RetryInfo) => void) | undefined;
+  readonly #onDeadlineReached: ((info: RetryInfo) => void) | undefined;
   readonly #onBudgetExhausted: ((info: { attempt: number; error: unknown }) => unknown) | undefined;
   readonly #onRetryRefused:
     | ((info: { attempt: number; refusal: unknown; error: unknown }) => unknown)
@@ -126,6 +133,7 @@ export class RetryPolicy implements Policy {
     this.#budget = options.budget;
     this.#maxDelayMs = Math.min(maxDelayMs, MAX_TIMER_MS);
     this.#onRetry = options.onRetry;
+    this.#onDeadlineReached = options.onDeadlineReached;
     this.#onBudgetExhausted = options.onBudgetExhausted;
     this.#onRetryRefused = options.onRetryRefused;
   }
@@ -160,7 +168,10 @@ export class RetryPolicy implements Policy {
       if (attempt >= this.#maxAttempts || signal.aborted || !this.#shouldRetry(error, attempt)) throw error;
       previousBackoff = this.#backoff(attempt, previousBackoff);
       const delayMs = this.#delay(previousBackoff, error);
-      if (deadline !== undefined && Date.now() + delayMs > deadline) throw error;
+      if (deadline !== undefined && Date.now() + delayMs > deadline) {
+        this.#onDeadlineReached?.({ attempt, delayMs, error });
+        throw error;
+      }
       if (this.#budget !== undefined && !this.#budget.tryRetry()) {
         if (this.#onBudgetExhausted !== undefined) throw this.#onBudgetExhausted({ attempt, error });
         throw new RetryBudgetExhaustedError(attempt, error);
