@@ -23,7 +23,7 @@ import {
   validateDeliveredForm,
 } from './contracts.js';
 import { type Envelope, JSON_CONTENT_TYPE, type Message, newMessageId, nowIso } from './envelope.js';
-import { assertEnvelopeLimits } from './envelope-limits.js';
+import { assertEnvelopeLimits, isPlainHeaders } from './envelope-limits.js';
 import { BusClosedError, describeThrown, MessageValidationError } from './errors.js';
 import { expiryOf, isExpired } from './expiry.js';
 import {
@@ -322,7 +322,7 @@ export class Bus<C extends Contracts = NoContracts> {
     const causationid = options?.causationId ?? context?.messageId;
     if (causationid !== undefined) envelope.causationid = causationid;
     if (options?.headers !== undefined) {
-      if (!isPlainRecord(options.headers)) {
+      if (!isPlainHeaders(options.headers)) {
         // A Map, a Headers, a string: Object.keys would lose or garble what it holds.
         throw new InvalidOptionsError('headers must be a plain object of strings ({ name: value })');
       }
@@ -687,13 +687,6 @@ function untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
       },
     );
   });
-}
-
-/** A plain object (`{}` or `Object.create(null)`), not an array, a Map, a string or null. */
-function isPlainRecord(value: unknown): value is Readonly<Record<string, string>> {
-  if (typeof value !== 'object' || value === null) return false;
-  const proto = Object.getPrototypeOf(value);
-  return proto === Object.prototype || proto === null;
 }
 
 function assertHandlerTimeout(timeoutMs: number): void {

@@ -45,6 +45,13 @@ export function isReservedHeader(name: string): boolean {
   return ROUTING_HEADERS.has(name) || RESERVED_NAME.test(name);
 }
 
+/** A plain object (`{}` or `Object.create(null)`), not an array, a Map, a string or null. */
+export function isPlainHeaders(value: unknown): value is Readonly<Record<string, string>> {
+  if (typeof value !== 'object' || value === null) return false;
+  const proto = Object.getPrototypeOf(value);
+  return proto === Object.prototype || proto === null;
+}
+
 /**
  * Throws `INVALID_OPTIONS`, naming the field and the limit, for an envelope no transport can carry
  * alike, or whose headers use a reserved name ({@link isReservedHeader}). Cheap on the publish path: a string of at most 85 UTF-16 units is at most 255 bytes, and
@@ -56,8 +63,11 @@ export function assertEnvelopeLimits(envelope: Envelope): void {
   if (envelope.causationid !== undefined) assertShortString('causationId', envelope.causationid);
   if (envelope.headers !== undefined) {
     const headers = envelope.headers as unknown;
-    if (typeof headers !== 'object' || headers === null || Array.isArray(headers)) {
-      throw new InvalidOptionsError(`headers must be an object of strings, not ${describeType(headers)}`);
+    if (!isPlainHeaders(headers)) {
+      // A Map or a class instance would pass as an object and lose what it holds (Object.keys).
+      throw new InvalidOptionsError(
+        `headers must be a plain object of strings ({ name: value }), not ${describeType(headers)}`,
+      );
     }
     assertHeaders(envelope.headers);
   }

@@ -1149,6 +1149,9 @@ export function testTransport(name: string, harness: TransportHarness, features:
         expect(await refusal({ type: `${p}.*` })).toBe('INVALID_TOPIC');
         expect(await refusal({ headers: { n: 5 } })).toBe('INVALID_OPTIONS');
         expect(await refusal({ headers: null })).toBe('INVALID_OPTIONS');
+        // Not a plain object: its entries would be lost (Object.keys of a Map is empty).
+        expect(await refusal({ headers: new Map([['h', 'v']]) })).toBe('INVALID_OPTIONS');
+        expect(await refusal({ headers: new (class Headers {})() })).toBe('INVALID_OPTIONS');
         // RabbitMQ carries the time as ms from 1970: another form would arrive rewritten.
         expect(await refusal({ time: '2026-12-04T10:00:00+05:30' })).toBe('INVALID_OPTIONS');
         expect(await refusal({ time: '2026-12-04T10:00:00.123456Z' })).toBe('INVALID_OPTIONS');
