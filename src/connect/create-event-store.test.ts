@@ -86,6 +86,40 @@ describe('createEventStore', () => {
     expect(existsSync(join(dir, 'opts.db'))).toBe(true);
   });
 
+  it('refuses backend options in a PostgreSQL URL (pg ignored them) and a schema named twice, before connecting', async () => {
+    for (const query of [
+      'poolSize=2',
+      'statementTimeoutMs=500',
+      'notifyIntervalMs=5',
+      'horizonWaitMs=1',
+      'longTransactionWarnMs=1',
+    ]) {
+      const url = `postgres://postgres:${'Secr3t'}@127.0.0.1:1/db?${query}`;
+      const error = await createEventStore({ url }).then(
+        () => new Error('opened'),
+        (e: unknown) => e,
+      );
+      expect(isInvalidOptionsError(error), String(error)).toBe(true);
+      expect((error as Error).message).toMatch(/not read from the URL: give it as createEventStore/);
+      expect((error as Error).message).not.toContain('Secr3t');
+    }
+    const twice = await createEventStore({
+      url: 'postgres://postgres@127.0.0.1:1/db?schema=a',
+      postgres: { schema: 'b' },
+    }).then(
+      () => new Error('opened'),
+      (e: unknown) => e,
+    );
+    expect(isInvalidOptionsError(twice)).toBe(true);
+    expect((twice as Error).message).toMatch(/names schema "a" and the postgres option "b"/);
+  });
+
+  it('refuses options that are not an object with INVALID_OPTIONS, not a TypeError', async () => {
+    for (const options of [undefined, null, 'sqlite:x.db', []]) {
+      await expect(createEventStore(options as never)).rejects.toMatchObject({ code: 'INVALID_OPTIONS' });
+    }
+  });
+
   it('opens a reachable store', async () => {
     const store = await createEventStore({ url: `sqlite:${join(dir, 'ok.db')}` });
     await store.append('s', [{ type: 'A', data: 1 }]);

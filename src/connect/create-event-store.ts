@@ -29,6 +29,11 @@ export interface CreateEventStoreOptions {
  * be opened, and with `InvalidOptionsError` for a URL it cannot use.
  */
 export async function createEventStore(options: CreateEventStoreOptions): Promise<EventStore> {
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+    throw new InvalidOptionsError(
+      "createEventStore needs options: { url } ('sqlite:…', 'postgres://…', 'memory://') or { backend }",
+    );
+  }
   if ((options.url === undefined) === (options.backend === undefined)) {
     throw new InvalidOptionsError('createEventStore needs exactly one of `url` and `backend`');
   }
@@ -56,6 +61,15 @@ export async function createEventStore(options: CreateEventStoreOptions): Promis
   }
   return new EventStore(backend, options.logger === undefined ? {} : { logger: options.logger });
 }
+
+/** Options of the PostgreSQL backend other than `schema`: given in `postgres`, never in the URL. */
+const BACKEND_OPTION_NAMES = [
+  'poolSize',
+  'notifyIntervalMs',
+  'horizonWaitMs',
+  'longTransactionWarnMs',
+  'statementTimeoutMs',
+] as const satisfies readonly (keyof PostgresUrlOptions)[];
 
 /** Throws what the PostgreSQL backend would throw for `postgres`, without connecting (nor loading pg). */
 async function checkPostgresOptions(postgres: PostgresUrlOptions): Promise<void> {
@@ -101,8 +115,21 @@ async function backendFromUrl(url: string, options: CreateEventStoreOptions): Pr
         // Node's own error would quote the URL, password included.
         throw new InvalidOptionsError(`invalid PostgreSQL URL ${redactUrl(url)}`);
       }
+      // Ferry's other options are not read from the URL (pg would ignore them): said, not dropped.
+      for (const name of BACKEND_OPTION_NAMES) {
+        if (parsed.searchParams.has(name)) {
+          throw new InvalidOptionsError(
+            `the PostgreSQL URL ${redactUrl(url)} sets ${name}, which is not read from the URL: give it as createEventStore({ url, postgres: { ${name} } }) (only schema may be in the URL)`,
+          );
+        }
+      }
       const schema = parsed.searchParams.get('schema');
       parsed.searchParams.delete('schema');
+      if (schema !== null && options.postgres?.schema !== undefined && options.postgres.schema !== schema) {
+        throw new InvalidOptionsError(
+          `the PostgreSQL URL ${redactUrl(url)} names schema ${JSON.stringify(schema)} and the postgres option ${JSON.stringify(options.postgres.schema)}: give one`,
+        );
+      }
       return new PostgresEventStoreBackend({
         ...(schema === null ? {} : { schema }),
         ...options.postgres,

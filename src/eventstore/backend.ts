@@ -76,8 +76,15 @@ export interface EventStoreBackend {
   /**
    * Up to `limit` events with a position above `after`, in position order, restricted to `types` when
    * given. Returns only final positions: no event can later appear at a position below the last one returned.
+   * A backend that waits before answering (PostgreSQL, for this process's own commits to become
+   * final) stops waiting when `signal` aborts, rejecting with its reason.
    */
-  readAfter(after: bigint, limit: number, types: readonly string[] | undefined): Promise<ReadAfterResult>;
+  readAfter(
+    after: bigint,
+    limit: number,
+    types: readonly string[] | undefined,
+    signal?: AbortSignal,
+  ): Promise<ReadAfterResult>;
   /** The highest position that is final now: a subscription from `'end'` starts after it. */
   horizon(options?: HorizonOptions): Promise<bigint>;
   /** Final events with a position above `position` (a subscription's lag). */

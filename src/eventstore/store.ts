@@ -6,11 +6,12 @@ import { keepingAlive } from '../time/keep-alive.js';
 import type { EventStoreBackend, Snapshot } from './backend.js';
 import { closingInbox } from './closing-inbox.js';
 import { EventStoreClosedError, InvalidEventError, UnitOfWorkUnsupportedError } from './errors.js';
-import { EVENT_LIMITS, encodeJson, JsonEncodingProblem, nameProblem } from './event-encoding.js';
+import { encodeJson, JsonEncodingProblem } from './event-encoding.js';
 import { insideHandlerOf } from './handler-frame.js';
 import { insideUnitOnBackend } from './open-units.js';
 import { assertReadStream, assertStreamId, isCount, prepareAppend, show } from './prepare-append.js';
 import { type EventHandler, EventSubscription, type EventSubscriptionOptions } from './subscription.js';
+import { assertEventTypes } from './subscription-options.js';
 import type {
   AppendOptions,
   AppendResult,
@@ -44,6 +45,8 @@ export class EventStore {
   readonly #subscriptions = new Set<EventSubscription>();
   readonly #dependents = new Set<CloseDependent>();
   #closing: Promise<void> | undefined;
+  /** readAll() calls under way: close() ends their waits. */
+  readonly #reads = new Set<AbortController>();
   /** While close() waits for the subscriptions' handlers in progress, which may still use the store. */
   #drainingSubscriptions = false;
 
@@ -129,15 +132,7 @@ export class EventStore {
     if (from !== undefined && (typeof from !== 'bigint' || from < 0n || from > MAX_POSITION)) {
       throw new InvalidOptionsError(`fromPosition must be a bigint from 0n to 2^63-1, not ${show(from)}`);
     }
-    if (options.types !== undefined) {
-      if (!Array.isArray(options.types))
-        throw new InvalidOptionsError(`types must be an array of event types, not ${show(options.types)}`);
-      for (const type of options.types) {
-        const problem = nameProblem(type, EVENT_LIMITS.typeLength);
-        if (problem !== undefined)
-          throw new InvalidOptionsError(`the type ${show(type)} in types ${problem}`);
-      }
-    }
+    if (options.types !== undefined) assertEventTypes(options.types);
     let after = from === undefined || from === 0n ? 0n : from - 1n;
     // The end is fixed now (the backend's horizon(): every event committed before this call is at or
     // below it) but waited for only when needed: what readAfter returns is final and is yielded at
@@ -147,6 +142,8 @@ export class EventStore {
     // (READ_HELD_BACK) naming the oldest such transaction, rather than end early as if complete.
     // Events committed before that transaction began are read before it is waited for.
     const stop = new AbortController();
+    // close() aborts it too: a read waiting for held-back positions ends with the store.
+    this.#reads.add(stop);
     const endCall = this.backend.horizon({ fresh: true, signal: stop.signal });
     let end: bigint | undefined;
     let endError: unknown;
@@ -165,7 +162,7 @@ export class EventStore {
       for (;;) {
         // An iterator begun before close() reads no further batch after it, on every backend.
         this.#assertOpen();
-        const { events, held } = await this.backend.readAfter(after, batchSize, options.types);
+        const { events, held } = await this.backend.readAfter(after, batchSize, options.types, stop.signal);
         for (const event of events) {
           if (end !== undefined && event.position > end) return;
           this.#assertOpen();
@@ -179,9 +176,15 @@ export class EventStore {
         if (!endSettled) await endCall.catch(() => {});
         if (endError !== undefined) throw endError;
       }
+    } catch (error) {
+      // Whatever the backend made of a close under way (pg: "Cannot use a pool after calling end"),
+      // the read ends as every call on a closed store does.
+      if (this.closed) throw new EventStoreClosedError();
+      throw error;
     } finally {
       // Done (or given up by the caller) before the end was needed: stop waiting for it.
       stop.abort();
+      this.#reads.delete(stop);
     }
   }
 
@@ -217,6 +220,11 @@ export class EventStore {
    */
   async saveSnapshot<S>(snapshot: Omit<Snapshot<S>, 'time'>): Promise<void> {
     this.#assertOpen();
+    if (typeof snapshot !== 'object' || snapshot === null || Array.isArray(snapshot)) {
+      throw new InvalidOptionsError(
+        `saveSnapshot needs { streamId, version, schemaVersion, state }, not ${show(snapshot)}`,
+      );
+    }
     assertStreamId(snapshot.streamId);
     if (!isCount(snapshot.version))
       throw new InvalidEventError(
@@ -281,6 +289,7 @@ export class EventStore {
       if (refusal !== undefined) return Promise.reject(refusal);
     }
     this.#closing ??= keepingAlive(async () => {
+      for (const read of this.#reads) read.abort(new EventStoreClosedError());
       this.#drainingSubscriptions = true;
       try {
         await Promise.all([...this.#subscriptions].map((s) => s.close()));

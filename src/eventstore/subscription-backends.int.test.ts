@@ -235,6 +235,101 @@ describe.each(storages)('subscriptions on %s', (_name, storage) => {
     });
   });
 
+  describe('options', () => {
+    it('refuses, before anything starts, options no backend could run alike', async () => {
+      const store = await (await opener())();
+      const bad: [Record<string, unknown>, RegExp][] = [
+        // 0 spun the event loop (memory, SQLite) or hung close (PostgreSQL); the others failed on
+        // PostgreSQL only, retried for ever.
+        [{ batchSize: 0 }, /batchSize/],
+        [{ batchSize: -1 }, /batchSize/],
+        [{ batchSize: 1.5 }, /batchSize/],
+        [{ batchSize: 'x' }, /batchSize/],
+        [{ batchSize: Number.NaN }, /batchSize/],
+        // Past a timer's range the lease was renewed in a tight loop here, refused by PostgreSQL there.
+        [{ leaseMs: 2 ** 33 }, /leaseMs/],
+        [{ leaseMs: 2 ** 31 }, /leaseMs/],
+        [{ leaseMs: 99 }, /leaseMs/],
+        [{ maxAttempts: 0 }, /maxAttempts/],
+        [{ maxAttempts: 1e9 }, /maxAttempts/],
+        [{ idlePollMs: 0 }, /idlePollMs/],
+        [{ idlePollMs: Number.POSITIVE_INFINITY }, /idlePollMs/],
+        [{ from: 'middle' }, /from must be 'start' or 'end'/],
+        [{ types: 'T' }, /types must be an array/],
+        [{ types: [''] }, /in types/],
+        [{ exclusive: 'no' }, /exclusive must be true or false/],
+        [{ backoff: null }, /backoff must be an object/],
+      ];
+      for (const [options, reason] of bad) {
+        let thrown: unknown;
+        try {
+          store.subscribe({ name: 'bad', ...options }, () => {});
+        } catch (error) {
+          thrown = error;
+        }
+        expect((thrown as { code?: string })?.code, JSON.stringify(options)).toBe('INVALID_OPTIONS');
+        expect((thrown as Error).message).toMatch(reason);
+      }
+      // A handler that is not a function parked every event, all looking healthy.
+      expect(() => store.subscribe({ name: 'bad' }, null as never)).toThrow(/handler function/);
+      expect(() => store.subscribe(null as never, () => {})).toThrow(/subscribe options must be an object/);
+      // The bounds themselves are taken.
+      const ok = store.subscribe(
+        {
+          name: 'edges',
+          batchSize: 1,
+          leaseMs: 2 ** 31 - 1,
+          maxAttempts: 10_000,
+          idlePollMs: 1,
+          types: ['T'],
+        },
+        () => {},
+      );
+      await ok.close();
+    });
+  });
+
+  describe('close() called by its own handler', () => {
+    it('sub.close() and store.close() do not wait for the handler that calls them; its event is handled again on the next run', async () => {
+      for (const which of ['subscription', 'store'] as const) {
+        const open = await opener();
+        const store = await open();
+        const name = `self-close-${which}`;
+        await store.append(`s-${which}`, [
+          { type: 'A', data: 1 },
+          { type: 'Stop', data: 2 },
+          { type: 'A', data: 3 },
+        ]);
+        const handled: number[] = [];
+        let closedAfterMs = -1;
+        const sub = store.subscribe({ name, handlerTimeoutMs: 20_000 }, async (event) => {
+          if (event.type === 'Stop' && closedAfterMs < 0) {
+            const started = Date.now();
+            await (which === 'subscription' ? sub.close() : store.close());
+            closedAfterMs = Date.now() - started;
+            return;
+          }
+          handled.push(event.data as number);
+        });
+        await waitFor(() => closedAfterMs >= 0, 'close() to resolve inside the handler', 5000);
+        // It used to wait for its own handler until handlerTimeoutMs.
+        expect(closedAfterMs).toBeLessThan(5000);
+        expect(handled).toEqual([1]);
+        await sub.done;
+        if (which === 'store') expect(store.closed).toBe(true);
+        // The event whose handler closed it is not past the checkpoint: the next run handles it.
+        const again = which === 'store' ? await open() : store;
+        const seen: number[] = [];
+        const next = again.subscribe({ name }, (event) => {
+          seen.push(event.data as number);
+        });
+        await next.caughtUp();
+        expect(seen).toEqual([2, 3]);
+        await next.close();
+      }
+    });
+  });
+
   describe('a standby instance', () => {
     it("answers caughtUp() and lag() for the subscription, from the active instance's stored checkpoint", async () => {
       const open = await opener();

@@ -11,11 +11,11 @@ import {
   exponentialDelays,
 } from '../resilience/backoff.js';
 import { TimeoutError } from '../resilience/errors.js';
-import { MAX_TIMER_MS } from '../time/max-timer.js';
 import type { EventStoreBackend, ParkedEvent } from './backend.js';
 import { EventStoreClosedError } from './errors.js';
 import { nameProblem } from './event-encoding.js';
-import { subscriptionHandlerFrame } from './handler-frame.js';
+import { type HandlerFrame, insideOwnHandler, subscriptionHandlerFrame } from './handler-frame.js';
+import { assertSubscriptionOptions } from './subscription-options.js';
 import type { RecordedEvent } from './types.js';
 
 /** Options of {@link EventStore.subscribe}. */
@@ -134,6 +134,12 @@ export class EventSubscription {
   #nextReplayLook = 0;
   /** Resolves when the loop has stopped. */
   readonly done: Promise<void>;
+  /** What handlers of this subscription run in (see {@link insideOwnHandler}). */
+  readonly #frame: HandlerFrame;
+  /** Ends the attempt in progress, for close() called by its handler. */
+  #abandonAttempt: (() => void) | undefined;
+  /** Aborted by close(): ends a backend's wait (PostgreSQL: held-back positions) at once. */
+  readonly #stopping = new AbortController();
 
   constructor(
     backend: EventStoreBackend,
@@ -144,6 +150,7 @@ export class EventSubscription {
     storeRefusing: () => boolean = () => false,
   ) {
     this.#storeRefusing = storeRefusing;
+    assertSubscriptionOptions(options, handler);
     // No NUL nor lone surrogate either, as for stream ids: PostgreSQL refuses the one and would turn
     // the other into U+FFFD, so that two names would share one checkpoint and lease.
     const nameIs = nameProblem(options.name, 200);
@@ -155,21 +162,12 @@ export class EventSubscription {
     this.name = options.name;
     this.#replayQueue = replayQueueName(options.name);
     this.#backend = backend;
+    this.#frame = { backend, subscription: this };
     this.#handler = handler;
     this.#logger = logger;
     this.#types = options.types === undefined ? undefined : new Set(options.types);
     const { name: _name, types: _types, ...rest } = options;
     this.#options = { ...DEFAULT_EVENT_SUBSCRIPTION_OPTIONS, ...rest };
-    if (!Number.isInteger(this.#options.maxAttempts) || this.#options.maxAttempts < 1) {
-      throw new InvalidOptionsError('maxAttempts must be a positive integer');
-    }
-    if (!Number.isInteger(this.#options.leaseMs) || this.#options.leaseMs < 100) {
-      throw new InvalidOptionsError('leaseMs must be an integer of at least 100');
-    }
-    const timeout = this.#options.handlerTimeoutMs;
-    if (!Number.isInteger(timeout) || timeout < 1 || timeout > MAX_TIMER_MS) {
-      throw new InvalidOptionsError(`handlerTimeoutMs must be an integer from 1 to ${MAX_TIMER_MS}`);
-    }
     this.#delays = exponentialDelays(this.#options.backoff, this.#options.maxAttempts - 1);
     this.done = this.#run();
   }
@@ -215,7 +213,9 @@ export class EventSubscription {
     const saved = await this.#retrying('load its checkpoint', () => this.#backend.loadCheckpoint(this.name));
     if (saved !== undefined) this.#position = saved;
     else if (this.#options.from === 'end') {
-      this.#position = await this.#retrying('find the end', () => this.#backend.horizon());
+      this.#position = await this.#retrying('find the end', () =>
+        this.#backend.horizon({ signal: this.#stopping.signal }),
+      );
       this.#dirty = true;
       await this.#saveCheckpoint();
     } else this.#position = 0n;
@@ -227,7 +227,7 @@ export class EventSubscription {
       const read = ++this.#reads;
       this.#woken = false;
       const { events, held } = await this.#retrying('read events', () =>
-        this.#backend.readAfter(this.#position, this.#options.batchSize, undefined),
+        this.#backend.readAfter(this.#position, this.#options.batchSize, undefined, this.#stopping.signal),
       );
       for (const event of events) {
         if (this.#closed || !this.#holds()) break;
@@ -349,8 +349,13 @@ export class EventSubscription {
     const limit = this.#options.handlerTimeoutMs;
     const controller = new AbortController();
     const context: EventHandlerContext = { signal: controller.signal, attempt };
+    // close() called by this very handler cannot wait for it (it would wait for itself): it ends
+    // the attempt there, the event not past the checkpoint.
+    const closedFromInside = new Promise<never>((_, reject) => {
+      this.#abandonAttempt = () => reject(new SubscriptionClosed());
+    });
     const running = runWithContext({ correlationId, messageId: event.id }, async () =>
-      subscriptionHandlerFrame.run(this.#backend, () => this.#handler(event, context)),
+      subscriptionHandlerFrame.run(this.#frame, () => this.#handler(event, context)),
     );
     let timer: NodeJS.Timeout | undefined;
     const expired = new Promise<never>((_, reject) => {
@@ -364,8 +369,9 @@ export class EventSubscription {
       }, limit);
     });
     try {
-      await Promise.race([running, expired]);
+      await Promise.race([running, expired, closedFromInside]);
     } catch (error) {
+      if (error instanceof SubscriptionClosed) throw error;
       if (controller.signal.aborted) {
         const started = Date.now() - limit;
         running.then(
@@ -376,6 +382,7 @@ export class EventSubscription {
       throw error;
     } finally {
       clearTimeout(timer);
+      this.#abandonAttempt = undefined;
     }
   }
 
@@ -390,6 +397,7 @@ export class EventSubscription {
         await this.#attempt(event, attempt);
         return;
       } catch (error) {
+        if (error instanceof SubscriptionClosed) throw error;
         lastError = error;
         if (attempt <= this.#delays.length) await this.#sleep(this.#delays[attempt - 1]!, true);
         if (this.#closed) throw new SubscriptionClosed();
@@ -492,11 +500,11 @@ export class EventSubscription {
     for (let round = 0; !this.#closed && !settled(); round++) {
       if (!this.#holds()) {
         try {
-          target ??= await this.#backend.horizon();
+          target ??= await this.#backend.horizon({ signal: this.#stopping.signal });
           const checkpoint = (await this.#backend.loadCheckpoint(this.name)) ?? 0n;
           if (checkpoint >= target) return;
           // Positions are not contiguous (PostgreSQL skips some): look for an event up to the target.
-          const { events } = await this.#backend.readAfter(checkpoint, 1, undefined);
+          const { events } = await this.#backend.readAfter(checkpoint, 1, undefined, this.#stopping.signal);
           const next = events[0];
           if (next === undefined || next.position > target) return;
         } catch {
@@ -585,6 +593,7 @@ export class EventSubscription {
           await this.#attempt(request.event, 1);
           succeeded = true;
         } catch (error) {
+          if (error instanceof SubscriptionClosed) throw error;
           this.#logger.warn(
             `subscription "${this.name}": replay of parked event ${request.event.id} failed again: ${describeThrown(error).message}`,
           );
@@ -598,10 +607,17 @@ export class EventSubscription {
     }
   }
 
-  /** Stops after the event being handled, keeping the checkpoint of what was handled. */
+  /**
+   * Stops after the event being handled, keeping the checkpoint of what was handled. Called by the
+   * subscription's own handler (directly or through `store.close()`), it does not wait for that
+   * handler, which would be waiting for it: the subscription stops at once, and that event, not
+   * past the checkpoint, is handled again when the subscription next runs.
+   */
   async close(): Promise<void> {
     this.#closed = true;
+    this.#stopping.abort(new EventStoreClosedError());
     this.#wake?.();
+    if (insideOwnHandler(this)) this.#abandonAttempt?.();
     await this.done.catch(() => {});
   }
 }

@@ -735,6 +735,7 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
     after: bigint,
     limit: number,
     types: readonly string[] | undefined,
+    signal?: AbortSignal,
   ): Promise<ReadAfterResult> {
     const deadline = Date.now() + Math.min(OWN_WRITES_WAIT_MS, this.#horizonWaitMs);
     for (;;) {
@@ -756,7 +757,9 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
         Date.now() < deadline
       ) {
         this.#checkHeldBack();
+        signal?.throwIfAborted();
         await new Promise((resolve) => setTimeout(resolve, 10));
+        signal?.throwIfAborted();
         continue;
       }
       // Positions at or above the horizon may still be preceded by a commit in progress: not yet.

@@ -17,13 +17,13 @@ afterEach(async () => {
 });
 afterAll(() => dropSchemas(schemas));
 
-async function openStore(): Promise<EventStore> {
+async function openStore(horizonWaitMs = 600): Promise<EventStore> {
   const schema = testSchemaName('heldback');
   schemas.push(schema);
   const backend = new PostgresEventStoreBackend({
     url: postgresTestUrl(),
     schema,
-    horizonWaitMs: 600,
+    horizonWaitMs,
     logger: silentLogger,
   });
   await backend.open();
@@ -110,5 +110,49 @@ describe('PostgreSQL reads while a transaction is idle in another database', () 
     await waitFor(() => seen.length === 2, 'event 2 handled once the transaction ended');
     expect(seen).toEqual([1, 2]);
     await subscription.close();
+  });
+
+  // close() stops what waits for the held-back positions: it used to wait out horizonWaitMs (or the
+  // 5 s own-writes wait), and a read cut by the pool's end rejected with pg's own error.
+  it('close() ends a readAll waiting for them with EVENT_STORE_CLOSED, at once', async () => {
+    const store = await openStore(30_000);
+    await store.append('s1', [{ type: 'T', data: 'before' }]);
+    await openTransactionInAnotherDatabase();
+    await store.append('s1', [{ type: 'T', data: 'after' }]);
+    const got: unknown[] = [];
+    const reading = (async () => {
+      for await (const event of store.readAll()) got.push(event.data);
+    })().then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    await waitFor(() => got.length === 1, 'the event committed before the transaction');
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const started = Date.now();
+    await store.close();
+    const error = await reading;
+    expect(Date.now() - started).toBeLessThan(2000);
+    expect(got).toEqual(['before']);
+    expect((error as { code?: string })?.code, String(error)).toBe('EVENT_STORE_CLOSED');
+  });
+
+  it('close() stops subscriptions from start and from end waiting for them within a second', async () => {
+    for (const from of ['start', 'end'] as const) {
+      const store = await openStore(30_000);
+      await store.append('s1', [{ type: 'T', data: 1 }]);
+      await openTransactionInAnotherDatabase();
+      await store.append('s1', [{ type: 'T', data: 2 }]);
+      const handled: unknown[] = [];
+      const sub = store.subscribe({ name: `held-${from}` }, (event) => {
+        handled.push(event.data);
+      });
+      if (from === 'start') await waitFor(() => handled.length === 1, 'the event before the transaction');
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const started = Date.now();
+      await store.close();
+      expect(Date.now() - started, from).toBeLessThan(1000);
+      await sub.done;
+      expect(handled).toEqual(from === 'start' ? [1] : []);
+    }
   });
 });

@@ -543,6 +543,11 @@ export function testEventStore(name: string, harness: EventStoreHarness): void {
       expect(await code(store.append('s', [{ type: 'E', data: 1 }], null as never))).toBe('INVALID_OPTIONS');
       expect(await code(store.readStream('s', null as never))).toBe('INVALID_OPTIONS');
       expect(await code(store.readAll(null as never).next())).toBe('INVALID_OPTIONS');
+      expect(await code(store.saveSnapshot(null as never))).toBe('INVALID_OPTIONS');
+      expect(await code(store.saveSnapshot(undefined as never))).toBe('INVALID_OPTIONS');
+      expect(await code(Promise.resolve().then(() => store.subscribe(null as never, () => {})))).toBe(
+        'INVALID_OPTIONS',
+      );
       expect(await code(store.append('s', 'E' as never))).toBe('INVALID_EVENT');
       expect(await store.append('s', { type: 'E', data: 1 } as never).catch((e: Error) => e.message)).toMatch(
         /an array of events/,
