@@ -66,7 +66,13 @@ export async function applySagaMessage(
       throw new SagaUnknownInstanceError(name, id, message.type);
     }
     const first = definition.initial(message);
-    const state: StoredSagaState = { status: first?.status, data: first?.data, timeouts: {}, undo: [] };
+    const state: StoredSagaState = {
+      status: first?.status,
+      data: first?.data,
+      timeouts: {},
+      undo: [],
+      recorded: 0,
+    };
     const saga = contextOf(definition, id, state);
     if (!Object.hasOwn(definition.states, state.status)) {
       throw new SagaDefinitionError(
@@ -203,7 +209,7 @@ async function commit(
     }
   }
   if (saga.completed) for (const timeout of Object.keys(timeouts)) await cancel(timeout);
-  const state: StoredSagaState = { status, data, timeouts, undo: saga.undo };
+  const state: StoredSagaState = { status, data, timeouts, undo: saga.undo, recorded: saga.recorded };
   const version = row?.version ?? 0;
   await work.tx.saveSaga(
     {

@@ -53,6 +53,7 @@ export class SagaContext<C extends Contracts, S extends string, D> {
   #status: S;
   #data: D;
   #undo: UndoStep[];
+  #recorded: number;
   readonly #pending: Set<string>;
   #completed = false;
   /** @internal */
@@ -66,6 +67,7 @@ export class SagaContext<C extends Contracts, S extends string, D> {
     this.#status = state.status as S;
     this.#data = state.data as D;
     this.#undo = [...state.undo];
+    this.#recorded = state.recorded;
     this.#pending = new Set(Object.keys(state.timeouts));
   }
 
@@ -87,6 +89,11 @@ export class SagaContext<C extends Contracts, S extends string, D> {
   /** @internal The undo steps recorded, oldest first. */
   get undo(): readonly UndoStep[] {
     return this.#undo;
+  }
+
+  /** @internal How many steps the instance recorded in its life, this handler's included. */
+  get recorded(): number {
+    return this.#recorded;
   }
 
   /**
@@ -191,14 +198,18 @@ export class SagaContext<C extends Contracts, S extends string, D> {
     if (undo === null || typeof undo !== 'object' || typeof undo.type !== 'string') {
       throw new SagaDefinitionError(this.saga, `the undo of step "${step}" needs a message type and data`);
     }
-    this.#undo = [...this.#undo.filter((u) => u.step !== step), { step, type: undo.type, data: undo.data }];
+    this.#recorded++;
+    const recorded: UndoStep = { step, type: undo.type, data: undo.data, recording: this.#recorded };
+    this.#undo = [...this.#undo.filter((u) => u.step !== step), recorded];
     return this;
   }
 
   /**
    * Publishes the undo messages of the steps done, most recent first, each with a message id derived
-   * from (saga, instance id, step), so that a compensation run again sends the same ids and
-   * consumers' inboxes drop the duplicates; then forgets the steps. Undo handlers must be idempotent.
+   * from (saga, instance id, step, and which recording of a step it is), so that a compensation run
+   * again (a retried or redelivered message) sends the same ids and consumers' inboxes drop the
+   * duplicates, while a step recorded again after a compensation gets an id of its own; then forgets
+   * the steps. Undo handlers must be idempotent.
    *
    * @example 'payment.declined': (saga) => saga.compensate().to('cancelled').complete()
    */
@@ -209,7 +220,7 @@ export class SagaContext<C extends Contracts, S extends string, D> {
         kind: 'publish',
         type: undo.type,
         data: undo.data,
-        options: { id: undoMessageId(this.saga, this.id, undo.step) },
+        options: { id: undoMessageId(this.saga, this.id, undo.step, undo.recording) },
       });
     }
     this.#undo = [];

@@ -3,7 +3,8 @@ import { z } from 'zod';
 import { sagaSpec } from '../testing/saga-spec.js';
 import { defineSaga } from './define-saga.js';
 import { isSagaDefinitionError } from './errors.js';
-import { jsonProblem } from './saga-state.js';
+import { SagaContext } from './saga-context.js';
+import { jsonProblem, parseSagaState, undoMessageId } from './saga-state.js';
 
 describe('jsonProblem: saga data must read back deeply equal from JSON', () => {
   it('accepts plain JSON data', () => {
@@ -53,5 +54,23 @@ describe('jsonProblem: saga data must read back deeply equal from JSON', () => {
       .given([])
       .when(start)
       .then({ status: 'on', data: { n: 0 } });
+  });
+});
+
+describe('undo message ids', () => {
+  it('keeps the id of a step stored without a recording, and numbers the next recordings after it', () => {
+    const stored = JSON.stringify({
+      status: 'charging',
+      data: {},
+      timeouts: {},
+      undo: [{ step: 'stock', type: 'stock.release', data: { orderId: 'o-1' } }],
+    });
+    const state = parseSagaState('order', 'o-1', stored);
+    expect(state.recorded).toBe(0);
+    const saga = new SagaContext('order', 'o-1', new Set(['charging']), state);
+    saga.compensate().done('stock', { type: 'stock.release', data: { orderId: 'o-1' } } as never);
+    expect(saga.effects).toMatchObject([{ options: { id: undoMessageId('order', 'o-1', 'stock') } }]);
+    expect(saga.undo).toMatchObject([{ step: 'stock', recording: 1 }]);
+    expect(saga.recorded).toBe(1);
   });
 });

@@ -12,6 +12,11 @@ export interface UndoStep {
   readonly step: string;
   readonly type: string;
   readonly data: unknown;
+  /**
+   * Which recording of a step in the instance this is (1 for its first `done`, counted over every
+   * step), part of the undo message id. Absent on steps stored before it was kept.
+   */
+  readonly recording?: number;
 }
 
 /** What a saga instance keeps in `SagaRow.state`, as JSON text. */
@@ -20,6 +25,8 @@ export interface StoredSagaState {
   readonly data: unknown;
   readonly timeouts: Readonly<Record<string, StoredTimeout>>;
   readonly undo: readonly UndoStep[];
+  /** How many times a step was recorded (`done`) in the instance's life: numbers the next recording. */
+  readonly recorded: number;
 }
 
 /** Reads `SagaRow.state`; throws on a row that is not a saga state (written by something else). */
@@ -28,7 +35,13 @@ export function parseSagaState(saga: string, id: string, text: string): StoredSa
   if (value === null || typeof value !== 'object' || typeof value.status !== 'string') {
     throw new Error(`saga "${saga}" instance "${id}": the stored state is not a saga state`);
   }
-  return { status: value.status, data: value.data, timeouts: value.timeouts ?? {}, undo: value.undo ?? [] };
+  const undo = value.undo ?? [];
+  // Never below a step's own number, so that a later recording cannot take an id already used.
+  const recorded = Math.max(
+    typeof value.recorded === 'number' ? value.recorded : 0,
+    ...undo.map((u) => u.recording ?? 0),
+  );
+  return { status: value.status, data: value.data, timeouts: value.timeouts ?? {}, undo, recorded };
 }
 
 /**
@@ -82,10 +95,15 @@ function namedJsonProblem(value: unknown, path: string, depth: number): string |
 }
 
 /**
- * A message id that depends only on (saga, instance id, step): a UUID (version 8, "custom") built
- * from the SHA-256 of the three. An undo published again by a re-run compensation has the same id,
- * so a consumer's inbox drops the duplicate.
+ * The id of a step's undo message: a UUID (version 8, "custom") built from the SHA-256 of (saga,
+ * instance id, step, recording). A compensation run again (a retried or redelivered message) loads
+ * the same recording and sends the same id, so a consumer's inbox drops the duplicate; a step
+ * recorded again after a compensation, or replaced, has a new recording and so a new id, which the
+ * inbox does not take for the earlier undo. A step stored without a recording (by an earlier
+ * version) keeps the id it had: (saga, instance id, step).
  */
-export function undoMessageId(saga: string, id: string, step: string): string {
-  return nameUuid('ferry-saga-undo', saga, id, step);
+export function undoMessageId(saga: string, id: string, step: string, recording?: number): string {
+  return recording === undefined
+    ? nameUuid('ferry-saga-undo', saga, id, step)
+    : nameUuid('ferry-saga-undo', saga, id, step, String(recording));
 }

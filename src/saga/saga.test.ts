@@ -12,6 +12,7 @@ import { VirtualClock } from '../time/clock.js';
 import { defineSaga } from './define-saga.js';
 import { SagaTransitionError, SagaUnknownInstanceError } from './errors.js';
 import { orderContracts, orderSaga } from './fixtures/order-saga.js';
+import { retrySaga } from './fixtures/retry-saga.js';
 import { tallyContracts, tallySaga } from './fixtures/tally-saga.js';
 import { undoMessageId } from './saga-state.js';
 import { startSaga } from './start-saga.js';
@@ -21,7 +22,8 @@ afterEach(async () => {
   for (const close of closers.splice(0).reverse()) await close();
 });
 
-async function setup() {
+/** The bus, store and outbox of a service, without a saga. */
+async function service() {
   const clock = new VirtualClock({ start: Date.now() });
   const bus = await createBus({
     url: `memory://saga-${uuidv7()}`,
@@ -38,8 +40,6 @@ async function setup() {
   closers.push(() => outbox.close());
   const received: Message[] = [];
   await bus.subscribe('#', (m) => void received.push(m), { group: 'audit' });
-  const saga = await startSaga(orderSaga, { outbox, logger: silentLogger });
-  closers.push(() => saga.close());
   const sent = (type: string) => received.filter((m) => m.type === type);
   // The relay sleeps 0 ms on the clock between two rows of one key: a virtual clock must let it run.
   const until = (what: string, condition: () => boolean | Promise<boolean>) =>
@@ -47,7 +47,15 @@ async function setup() {
       await clock.advance(0);
       return condition();
     }, what);
-  return { clock, bus, backend, store, outbox, saga, received, sent, until };
+  return { clock, bus, backend, store, outbox, received, sent, until };
+}
+
+/** A service running the order saga. */
+async function setup() {
+  const s = await service();
+  const saga = await startSaga(orderSaga, { outbox: s.outbox, logger: silentLogger });
+  closers.push(() => saga.close());
+  return { ...s, saga };
 }
 
 type Setup = Awaited<ReturnType<typeof setup>>;
@@ -108,7 +116,7 @@ describe('order saga on the memory store and bus', () => {
     await s.until('order.cancelled', () => s.sent('order.cancelled').length === 1);
     const release = s.sent('stock.release');
     expect(release.map((m) => [m.id, m.data])).toEqual([
-      [undoMessageId('order', 'o-3', 'stock'), { orderId: 'o-3' }],
+      [undoMessageId('order', 'o-3', 'stock', 1), { orderId: 'o-3' }],
     ]);
     // Same key (the saga id): the undo goes out before the cancellation.
     const types = s.received.filter((m) => m.type !== 'order.placed').map((m) => m.type);
@@ -123,6 +131,68 @@ describe('order saga on the memory store and bus', () => {
     expect(await s.outbox.scheduled()).toEqual([]);
   });
 
+  it('gives a step recorded again after a compensation an undo id of its own, so an inbox takes both undos', async () => {
+    const s = await service();
+    const retry = await startSaga(retrySaga, { outbox: s.outbox, logger: silentLogger });
+    closers.push(() => retry.close());
+    // The stock service: releases once per message id, through its transactional inbox.
+    let released = 0;
+    await s.bus.subscribe(
+      'stock.release',
+      async () => {
+        released++;
+      },
+      { group: 'stock', unitOfWork: s.outbox },
+    );
+    await s.bus.publish('order.placed', { orderId: 'o-7', total: 40 });
+    await s.until('the instance', async () => (await retry.get('o-7')) !== undefined);
+    for (const round of [1, 2]) {
+      await s.bus.publish('stock.reserved', { orderId: 'o-7' });
+      await s.until('charging', async () => (await retry.get('o-7'))?.status === 'charging');
+      await s.bus.publish('payment.declined', { orderId: 'o-7' });
+      await s.until(`release ${round}`, () => released === round);
+    }
+    expect(s.sent('stock.release').map((m) => m.id)).toEqual([
+      undoMessageId('retry', 'o-7', 'stock', 1),
+      undoMessageId('retry', 'o-7', 'stock', 2),
+    ]);
+    expect(await retry.get('o-7')).toMatchObject({ status: 'reserving', data: { tries: 2 }, steps: [] });
+  });
+
+  it('sends the same undo id when the compensating message is run again after a failure', async () => {
+    const s = await service();
+    let failures = 1;
+    const flaky = defineSaga({
+      ...retrySaga,
+      name: 'flaky',
+      states: {
+        ...retrySaga.states,
+        charging: {
+          ...retrySaga.states.charging,
+          'payment.declined': (saga) => {
+            saga.compensate().to('reserving', { tries: saga.state.data.tries + 1 });
+            if (failures-- > 0) throw new Error('the handler fails after compensating');
+          },
+        },
+      },
+    });
+    const running = await startSaga(flaky, {
+      outbox: s.outbox,
+      logger: silentLogger,
+      subscribe: { backoff: { initialDelayMs: 0, maxDelayMs: 0 } },
+    });
+    closers.push(() => running.close());
+    await s.bus.publish('order.placed', { orderId: 'o-8', total: 40 });
+    await s.until('the instance', async () => (await running.get('o-8')) !== undefined);
+    await s.bus.publish('stock.reserved', { orderId: 'o-8' });
+    await s.until('charging', async () => (await running.get('o-8'))?.status === 'charging');
+    await s.bus.publish('payment.declined', { orderId: 'o-8' });
+    await s.until('reserving again', async () => (await running.get('o-8'))?.status === 'reserving');
+    await s.until('the release', () => s.sent('stock.release').length === 1);
+    expect(failures).toBe(-1);
+    expect(s.sent('stock.release').map((m) => m.id)).toEqual([undoMessageId('flaky', 'o-8', 'stock', 1)]);
+  });
+
   it('compensates when the payment timeout fires, on the virtual clock', async () => {
     const s = await setup();
     await placeAndReserve(s, 'o-4');
@@ -133,7 +203,7 @@ describe('order saga on the memory store and bus', () => {
     await s.until('order.cancelled', () => s.sent('order.cancelled').length === 1);
     expect(s.sent('saga.order.timeout')).toHaveLength(1);
     expect(s.sent('order.cancelled')[0]!.data).toEqual({ orderId: 'o-4', reason: 'payment timed out' });
-    expect(s.sent('stock.release').map((m) => m.id)).toEqual([undoMessageId('order', 'o-4', 'stock')]);
+    expect(s.sent('stock.release').map((m) => m.id)).toEqual([undoMessageId('order', 'o-4', 'stock', 1)]);
     expect(await s.saga.get('o-4')).toMatchObject({ status: 'cancelled', completed: true, timeouts: [] });
     // A reply after the timeout: the instance is completed, onCompleted is 'ignore'.
     await s.bus.publish('payment.charged', { orderId: 'o-4' });

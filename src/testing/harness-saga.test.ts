@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { orderContracts, orderSaga } from '../saga/fixtures/order-saga.js';
+import { retrySaga } from '../saga/fixtures/retry-saga.js';
 import { startSaga } from '../saga/start-saga.js';
 import { createTestHarness, type TestHarness } from './harness.js';
 
@@ -58,5 +59,44 @@ describe('test harness with a saga', () => {
     await harness.advance(60_000);
     expect(harness.published.none('saga.order.timeout')).toBe(true);
     expect(harness.published.none('order.cancelled')).toBe(true);
+  });
+
+  it('releases every reservation of a step done again after a compensation: the inbox takes each undo', async () => {
+    let released = 0;
+    const harness = await createTestHarness({
+      service: 'shop',
+      contracts: orderContracts,
+      setup: async ({ bus, outbox }) => {
+        await startSaga(retrySaga, { outbox });
+        // The stock service: releases once per message id, through its transactional inbox.
+        await bus.subscribe(
+          'stock.release',
+          async () => {
+            released++;
+          },
+          { group: 'stock', unitOfWork: outbox },
+        );
+      },
+    });
+    harnesses.push(harness);
+    await harness.bus.publish('order.placed', { orderId: 'o-3', total: 40 });
+    for (const type of [
+      'stock.reserved',
+      'payment.declined',
+      'stock.reserved',
+      'payment.declined',
+    ] as const) {
+      await harness.bus.publish(type, { orderId: 'o-3' });
+      await harness.settle();
+    }
+    await harness.advance(5_000);
+
+    const ids = harness.published.all('stock.release').map((p) => p.message.id);
+    expect(ids).toHaveLength(2);
+    expect(new Set(ids).size).toBe(2);
+    expect(released).toBe(2);
+    expect(await harness.sagaInstances('retry', 'active')).toMatchObject([
+      { id: 'o-3', state: { status: 'reserving', data: { tries: 2 } } },
+    ]);
   });
 });

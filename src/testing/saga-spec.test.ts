@@ -135,11 +135,18 @@ describe('sagaSpec', () => {
       .given([])
       .when({ type: 'clock.started', data: { id: 'c' } })
       .thenThrows(/data\.at \(a Date\)/);
-    const a = undoMessageId('order', 'o-1', 'stock');
+    const a = undoMessageId('order', 'o-1', 'stock', 1);
     expect(a).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-8[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
-    expect(undoMessageId('order', 'o-1', 'stock')).toBe(a);
+    expect(undoMessageId('order', 'o-1', 'stock', 1)).toBe(a);
+    // Another instance, another step, the same step recorded again, a step stored without a recording.
     expect(
-      new Set([a, undoMessageId('order', 'o-2', 'stock'), undoMessageId('order', 'o-1', 'payment')]).size,
-    ).toBe(3);
+      new Set([
+        a,
+        undoMessageId('order', 'o-2', 'stock', 1),
+        undoMessageId('order', 'o-1', 'payment', 1),
+        undoMessageId('order', 'o-1', 'stock', 2),
+        undoMessageId('order', 'o-1', 'stock'),
+      ]).size,
+    ).toBe(5);
   });
 });
