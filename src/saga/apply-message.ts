@@ -1,4 +1,6 @@
+import { isFerryError } from '../errors/ferry-error.js';
 import { nameProblem } from '../eventstore/event-encoding.js';
+import type { PublishOptions } from '../messaging/bus.js';
 import type { Message } from '../messaging/envelope.js';
 import type { SagaRow } from '../outbox/storage.js';
 import type { UnitOfWork } from '../outbox/unit-of-work.js';
@@ -10,7 +12,13 @@ import {
   SagaUnknownInstanceError,
 } from './errors.js';
 import { SagaContext } from './saga-context.js';
-import { jsonProblem, parseSagaState, type StoredSagaState, type StoredTimeout } from './saga-state.js';
+import {
+  jsonProblem,
+  parseSagaState,
+  type StoredSagaState,
+  type StoredTimeout,
+  undoMessageId,
+} from './saga-state.js';
 
 /** Header of a timeout scheduled with a contract type: `["<saga>","<timeout name>"]`, to recognise it when it fires. */
 export const TIMEOUT_HEADER = 'ferry-saga-timeout';
@@ -35,6 +43,12 @@ export type SagaIgnoredReason =
 /** The part of a unit of work a saga uses. */
 export type SagaWork = Pick<UnitOfWork, 'tx' | 'publish' | 'schedule' | 'cancel'>;
 
+/**
+ * Checks a message as publishing it through the unit of work's bus would (`bus.envelopeOf`),
+ * without sending it: rejects with the bus's error when it would be refused.
+ */
+export type SagaMessageCheck = (type: string, data: unknown, options: PublishOptions) => Promise<unknown>;
+
 // biome-ignore lint/suspicious/noExplicitAny: the runtime serves every saga whatever its types
 type AnySaga = SagaDefinition<any, string, any, string, any>;
 type AnyContext = SagaContext<never, string, unknown>;
@@ -45,13 +59,15 @@ type AnyHandler = (saga: AnyContext, message: Message) => unknown;
  * starts it, runs the status's handler, or applies the definition's policy; then carries out the
  * handler's effects (messages, timeouts) and saves the state against the version it loaded (a
  * concurrent change rejects with `SagaConcurrencyError`, and the outbox runs the unit again). The
- * one code path of `startSaga` and `sagaSpec`.
+ * undo messages of the steps the handler recorded are checked with `check` first. The one code path
+ * of `startSaga` and `sagaSpec`.
  */
 export async function applySagaMessage(
   definition: AnySaga,
   work: SagaWork,
   message: Message,
   now: () => number,
+  check: SagaMessageCheck,
 ): Promise<SagaOutcome> {
   const { name } = definition;
   const timeout = timeoutOf(definition, message);
@@ -81,7 +97,7 @@ export async function applySagaMessage(
       );
     }
     if (definition.started !== undefined) await (definition.started as AnyHandler)(saga, message);
-    await commit(definition, work, saga, {}, undefined, now);
+    await commit(definition, work, saga, {}, undefined, now, check);
     return { kind: 'started', id, completed: saga.completed };
   }
 
@@ -104,7 +120,7 @@ export async function applySagaMessage(
   if (handler === undefined) {
     if (timeout !== undefined) {
       // A status that does not handle it: the saga moved on. Saved, so that it is no longer listed.
-      await commit(definition, work, saga, timeouts, row, now);
+      await commit(definition, work, saga, timeouts, row, now, check);
       return ignored(id, 'stale-timeout');
     }
     if (definition.startedBy.includes(message.type)) return ignored(id, 'duplicate-start');
@@ -112,7 +128,7 @@ export async function applySagaMessage(
     throw new SagaTransitionError(name, id, stored.status, message.type);
   }
   await handler(saga, message);
-  await commit(definition, work, saga, timeouts, row, now);
+  await commit(definition, work, saga, timeouts, row, now, check);
   return { kind: 'applied', id, completed: saga.completed };
 }
 
@@ -174,8 +190,24 @@ async function commit(
   loaded: Readonly<Record<string, StoredTimeout>>,
   row: SagaRow | undefined,
   now: () => number,
+  check: SagaMessageCheck,
 ): Promise<void> {
   const { name } = definition;
+  for (const undo of saga.recordedHere) {
+    try {
+      // As the compensation will send it: a refusal then would be retried and dead-lettered, and
+      // the step never undone.
+      await check(undo.type, undo.data, { id: undoMessageId(name, saga.id, undo.step, undo.recording) });
+    } catch (error) {
+      // Only what Ferry refuses on purpose; anything else (a schema that threw) fails as it would in `send`.
+      if (!isFerryError(error)) throw error;
+      throw new SagaDefinitionError(
+        name,
+        `instance "${saga.id}": the undo message of step "${undo.step}" could not be sent: ${error.message}`,
+        { cause: error },
+      );
+    }
+  }
   const { status, data } = saga.state;
   const problem = jsonProblem(data, 'data');
   if (problem !== undefined) {

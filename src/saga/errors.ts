@@ -1,4 +1,4 @@
-import { errorGuard, FerryError } from '../errors/ferry-error.js';
+import { errorGuard, FerryError, type FerryErrorOptions } from '../errors/ferry-error.js';
 
 /**
  * A message arrived for a saga instance whose current status has no handler for its type (an
@@ -77,15 +77,16 @@ export const isSagaCompletedError = errorGuard<SagaCompletedError>('SAGA_COMPLET
 
 /**
  * A saga handler asked for something its definition does not allow: a status not in `states`, a
- * step recorded with a malformed undo message, a state that does not survive a JSON round trip.
- * A bug in the saga, not in the message: dead-lettered at once (`retryable` is false).
+ * step recorded with a malformed undo message (one its contract, or the bus, would refuse: `cause`
+ * is that refusal), a state that does not survive a JSON round trip. A bug in the saga, not in the
+ * message: dead-lettered at once (`retryable` is false).
  */
 export class SagaDefinitionError extends FerryError {
   readonly saga: string;
   /** Tells the bus to dead-letter the message without further attempts. */
   readonly retryable = false;
-  constructor(saga: string, message: string) {
-    super('SAGA_DEFINITION', `saga "${saga}": ${message}`);
+  constructor(saga: string, message: string, options: FerryErrorOptions = {}) {
+    super('SAGA_DEFINITION', `saga "${saga}": ${message}`, options);
     this.saga = saga;
   }
 }

@@ -54,6 +54,7 @@ export class SagaContext<C extends Contracts, S extends string, D> {
   #data: D;
   #undo: UndoStep[];
   #recorded: number;
+  readonly #recordedHere: UndoStep[] = [];
   readonly #pending: Set<string>;
   #completed = false;
   /** @internal */
@@ -94,6 +95,11 @@ export class SagaContext<C extends Contracts, S extends string, D> {
   /** @internal How many steps the instance recorded in its life, this handler's included. */
   get recorded(): number {
     return this.#recorded;
+  }
+
+  /** @internal Every step this handler recorded, in order (replaced or compensated since included): their undo messages are checked. */
+  get recordedHere(): readonly UndoStep[] {
+    return this.#recordedHere;
   }
 
   /**
@@ -186,7 +192,10 @@ export class SagaContext<C extends Contracts, S extends string, D> {
 
   /**
    * Records that `step` was done, and the message that undoes it, for {@link compensate}. A step
-   * name is unique in an instance: recording it again replaces its undo message.
+   * name is unique in an instance: recording it again replaces its undo message. The undo message is
+   * checked when the handler returns, as `send` checks a message (type, contract, its JSON form,
+   * limits), and refused with `SagaDefinitionError`, dead-lettered at once: a message that could not
+   * be sent must not wait for the compensation to fail.
    *
    * @example saga.done('stock', { type: 'stock.release', data: { orderId: saga.id } });
    */
@@ -200,6 +209,7 @@ export class SagaContext<C extends Contracts, S extends string, D> {
     }
     this.#recorded++;
     const recorded: UndoStep = { step, type: undo.type, data: undo.data, recording: this.#recorded };
+    this.#recordedHere.push(recorded);
     this.#undo = [...this.#undo.filter((u) => u.step !== step), recorded];
     return this;
   }

@@ -193,6 +193,43 @@ describe('order saga on the memory store and bus', () => {
     expect(s.sent('stock.release').map((m) => m.id)).toEqual([undoMessageId('flaky', 'o-8', 'stock', 1)]);
   });
 
+  it('dead-letters at once a step recorded with an undo message its contract refuses, and keeps the instance as it was', async () => {
+    const s = await service();
+    const sloppy = defineSaga({
+      ...retrySaga,
+      name: 'sloppy',
+      states: {
+        ...retrySaga.states,
+        reserving: {
+          'stock.reserved': (saga) => {
+            // What TypeScript refuses, as plain JavaScript (or a cast) would pass it: orderId is a string.
+            const undo = { type: 'stock.release', data: { orderId: 42 } } as unknown as {
+              type: 'stock.release';
+              data: { orderId: string };
+            };
+            saga.done('stock', undo).to('charging');
+          },
+        },
+      },
+    });
+    const running = await startSaga(sloppy, { outbox: s.outbox, logger: silentLogger });
+    closers.push(() => running.close());
+    await s.bus.publish('order.placed', { orderId: 'o-9', total: 40 });
+    await s.until('the instance', async () => (await running.get('o-9')) !== undefined);
+    await s.bus.publish('stock.reserved', { orderId: 'o-9' });
+    await s.until(
+      'a dead letter',
+      async () => (await s.bus.listDeadLetters({ group: 'saga-sloppy' })).length === 1,
+    );
+    const [letter] = await s.bus.listDeadLetters({ group: 'saga-sloppy' });
+    expect(letter!.attempts).toBe(1);
+    expect(letter!.envelope?.type).toBe('stock.reserved');
+    expect(letter!.reason.message).toMatch(
+      /^saga "sloppy": instance "o-9": the undo message of step "stock" could not be sent: message of type "stock\.release" failed its schema: orderId/,
+    );
+    expect(await running.get('o-9')).toMatchObject({ status: 'reserving', steps: [], version: 1 });
+  });
+
   it('compensates when the payment timeout fires, on the virtual clock', async () => {
     const s = await setup();
     await placeAndReserve(s, 'o-4');

@@ -1,6 +1,6 @@
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import { type Logger, stderrLogger } from '../logging/logger.js';
-import type { Bus, SubscribeOptions, Subscription } from '../messaging/bus.js';
+import type { Bus, PublishOptions, SubscribeOptions, Subscription } from '../messaging/bus.js';
 import type { Contracts, TypeOf } from '../messaging/contracts.js';
 import type { Message } from '../messaging/envelope.js';
 import type { HandlerUnitOfWork } from '../messaging/transactional.js';
@@ -102,6 +102,9 @@ export async function startSaga<
   const group = options.group ?? `saga-${definition.name}`;
   const logger = options.logger ?? stderrLogger;
   const now = () => outbox.clock.now();
+  // The outbox's bus: the one its units of work publish through, compensations included.
+  const check = (type: string, data: unknown, publishOptions: PublishOptions) =>
+    outbox.bus.envelopeOf(type as never, data as never, publishOptions);
   const handle = async (
     message: Message,
     context: { readonly work: UnitOfWork<BC>; readonly signal: AbortSignal },
@@ -109,7 +112,7 @@ export async function startSaga<
     // Each rerun after a lost race starts here: stop once the attempt timed out or lost its claim.
     const { signal, work } = context;
     if (signal.aborted) throw signal.reason;
-    const outcome = await applySagaMessage(definition as never, work as never, message, now);
+    const outcome = await applySagaMessage(definition as never, work as never, message, now, check);
     if (outcome.kind === 'ignored') {
       logger.debug(
         `saga "${definition.name}" ignored message ${message.id} (${message.type}) for instance "${outcome.id}": ${outcome.reason}`,

@@ -1,9 +1,16 @@
 import { AssertionError } from 'node:assert';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
+import { isMessageValidationError } from '../messaging/errors.js';
 import { defineSaga } from '../saga/define-saga.js';
-import { isSagaDefinitionError, isSagaTransitionError, isSagaUnknownInstanceError } from '../saga/errors.js';
+import {
+  isSagaDefinitionError,
+  isSagaTransitionError,
+  isSagaUnknownInstanceError,
+  type SagaDefinitionError,
+} from '../saga/errors.js';
 import { orderSaga } from '../saga/fixtures/order-saga.js';
+import { retrySaga } from '../saga/fixtures/retry-saga.js';
 import { undoMessageId } from '../saga/saga-state.js';
 import { sagaSpec } from './saga-spec.js';
 
@@ -148,5 +155,41 @@ describe('sagaSpec', () => {
         undoMessageId('order', 'o-1', 'stock'),
       ]).size,
     ).toBe(5);
+  });
+
+  it('refuses a step recorded with an undo message that could not be sent, as the runtime does', async () => {
+    const withUndo = (undo: unknown) =>
+      defineSaga({
+        ...retrySaga,
+        name: 'sloppy',
+        states: {
+          ...retrySaga.states,
+          reserving: {
+            'stock.reserved': (saga) => {
+              saga.done('stock', undo as { type: 'stock.release'; data: { orderId: string } }).to('charging');
+            },
+          },
+        },
+      });
+    const given = [{ type: 'order.placed', data: { orderId: 'o-1', total: 40 } }] as const;
+    // Data its contract refuses (orderId must be a string), a type the bus refuses.
+    await sagaSpec(withUndo({ type: 'stock.release', data: { orderId: 42 } }))
+      .given(given)
+      .when(reserved)
+      .thenThrows(
+        (error: unknown) =>
+          isSagaDefinitionError(error) &&
+          isMessageValidationError((error as SagaDefinitionError).cause) &&
+          /undo message of step "stock" could not be sent/.test(error.message),
+      );
+    await sagaSpec(withUndo({ type: 'Stock Release!', data: { orderId: 'o-1' } }))
+      .given(given)
+      .when(reserved)
+      .thenThrows(isSagaDefinitionError);
+    // A valid one is accepted.
+    await sagaSpec(withUndo({ type: 'stock.release', data: { orderId: 'o-1' } }))
+      .given(given)
+      .when(reserved)
+      .then({ status: 'charging', steps: ['stock'] });
   });
 });

@@ -243,8 +243,12 @@ class SagaSpecRun<C extends Contracts, S extends string, D> implements SagaSpecW
     const published: SagaSpecSent[] = [];
     const scheduled: SagaSpecSent[] = [];
     const outcome = await outbox.unitOfWork((work) =>
-      applySagaMessage(this.#definition as never, recording(work, published, scheduled), message, () =>
-        clock.now(),
+      applySagaMessage(
+        this.#definition as never,
+        recording(work, published, scheduled),
+        message,
+        () => clock.now(),
+        (type, data, options) => outbox.bus.envelopeOf(type as never, data as never, options),
       ),
     );
     if (outcome.id !== undefined) state.lastId = outcome.id;
