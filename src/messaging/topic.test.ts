@@ -88,6 +88,7 @@ describe('assertMessageType', () => {
     ['a space', 'order created'],
     ['a tab', 'order.\tcreated'],
     ['a newline', 'order.created\n'],
+    ['NUL', 'order\u0000placed'],
     ['more than 255 bytes', `a.${'b'.repeat(254)}`],
     ['more than 255 bytes of multi-byte characters', 'é'.repeat(128)],
   ])('rejects %s with INVALID_TOPIC', (_, type) => {
@@ -121,6 +122,7 @@ describe('assertPattern', () => {
     ['# glued to a word', 'order#'],
     ['**', 'a.**'],
     ['whitespace', 'a. b'],
+    ['NUL', 'order.\u0000'],
     ['more than 255 bytes', `#.${'x'.repeat(254)}`],
   ])('rejects %s with INVALID_TOPIC', (_, pattern) => {
     const error = thrown(() => assertPattern(pattern));

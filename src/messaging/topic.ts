@@ -9,6 +9,8 @@ function checkLength(topic: string): void {
   // RabbitMQ would route it as another topic, with U+FFFD in place of the surrogate.
   if (!isWellFormed(topic))
     throw new InvalidTopicError(topic, 'it contains a lone surrogate (no UTF-8 form)');
+  // PostgreSQL text holds no NUL: an outbox relay could not record the broker's refusal of it.
+  if (topic.includes('\u0000')) throw new InvalidTopicError(topic, 'it contains NUL');
   if (Buffer.byteLength(topic) > MAX_TOPIC_BYTES) {
     throw new InvalidTopicError(topic, `it is longer than ${MAX_TOPIC_BYTES} bytes`);
   }
@@ -18,7 +20,7 @@ const validTypes = new Set<string>();
 
 /**
  * Throws unless `type` is a publishable message type: dot-separated non-empty words without
- * wildcards or whitespace. Valid types are remembered, so the check is a set lookup on the hot path.
+ * wildcards, whitespace, NUL or lone surrogates, at most 255 bytes of UTF-8. Valid types are remembered, so the check is a set lookup on the hot path.
  */
 export function assertMessageType(type: string): void {
   if (validTypes.has(type)) return;

@@ -9,6 +9,7 @@ import type {
 } from '../eventstore/types.js';
 import { expectedVersionHolds, selectStreamEvents } from '../eventstore/versions.js';
 import { SagaConcurrencyError, UnitOfWorkUnsupportedError } from './errors.js';
+import { storableText } from './storable-text.js';
 import type {
   OutboxBacklog,
   OutboxInsert,
@@ -226,7 +227,7 @@ export class MemoryOutboxStorage implements OutboxStorage {
     const row = this.#rows.get(seq);
     if (row?.leaseOwner !== owner || row.held) return;
     if (counted) row.attempts++;
-    row.lastError = error;
+    row.lastError = storableText(error);
     row.dueAt = dueAt;
     row.leaseOwner = undefined;
     row.leaseUntil = 0;
@@ -236,7 +237,7 @@ export class MemoryOutboxStorage implements OutboxStorage {
     const row = this.#rows.get(seq);
     if (row?.leaseOwner !== owner || row.held) return;
     row.attempts++;
-    row.lastError = error;
+    row.lastError = storableText(error);
     row.state = 'failed';
     row.leaseOwner = undefined;
     row.leaseUntil = 0;

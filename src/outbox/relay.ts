@@ -6,6 +6,7 @@ import type { Envelope } from '../messaging/envelope.js';
 import type { TrackedPublish, Transport } from '../messaging/transport.js';
 import type { Clock, ClockTimer } from '../time/clock.js';
 import { keepingAlive } from '../time/keep-alive.js';
+import { storableText } from './storable-text.js';
 import type { OutboxRow, OutboxStorage } from './storage.js';
 
 /** Options of the relay that publishes committed outbox rows. */
@@ -281,7 +282,7 @@ export class Relay {
           await this.#storage.fail(
             this.owner,
             row.seq,
-            `stored envelope is not JSON: ${describeThrown(error).message}`,
+            storableText(`stored envelope is not JSON: ${describeThrown(error).message}`),
           );
           return;
         }
@@ -397,7 +398,8 @@ export class Relay {
   }
 
   async #settleFailure(row: OutboxRow, error: unknown): Promise<void> {
-    const reason = describeThrown(error).message;
+    // Recorded as the row's error: a text the storage cannot keep would fail the recording itself.
+    const reason = storableText(describeThrown(error).message);
     const now = this.#clock.now();
     if (isTransient(error)) {
       const delay = Math.min(

@@ -16,6 +16,7 @@ import {
   UnitOfWorkUnsupportedError,
 } from '../outbox/errors.js';
 import { InFlight } from '../outbox/in-flight.js';
+import { storableText } from '../outbox/storable-text.js';
 import type {
   OutboxBacklog,
   OutboxInsert,
@@ -279,11 +280,17 @@ export class PostgresOutboxStorage implements OutboxStorage {
   }
 
   async retry(owner: string, seq: bigint, error: string, dueAt: number, counted: boolean): Promise<void> {
-    await this.#pool.query(this.#sql.retry, [owner, String(seq), error, ms(dueAt), counted ? 1 : 0]);
+    await this.#pool.query(this.#sql.retry, [
+      owner,
+      String(seq),
+      storableText(error),
+      ms(dueAt),
+      counted ? 1 : 0,
+    ]);
   }
 
   async fail(owner: string, seq: bigint, error: string): Promise<void> {
-    await this.#pool.query(this.#sql.fail, [owner, String(seq), error]);
+    await this.#pool.query(this.#sql.fail, [owner, String(seq), storableText(error)]);
   }
 
   async failed(limit: number): Promise<OutboxRow[]> {

@@ -1,5 +1,6 @@
 import type Database from 'better-sqlite3';
 import type { AppendResult, ExpectedVersion, PreparedEvent } from '../eventstore/types.js';
+import { storableText } from '../outbox/storable-text.js';
 import type {
   OutboxBacklog,
   OutboxInsert,
@@ -252,11 +253,11 @@ export class SqliteOutboxStorage implements OutboxStorage {
   }
 
   async retry(owner: string, seq: bigint, error: string, dueAt: number, counted: boolean): Promise<void> {
-    await this.#bookkeeping((s) => s.retry.run(counted ? 1 : 0, error, ms(dueAt), owner, seq));
+    await this.#bookkeeping((s) => s.retry.run(counted ? 1 : 0, storableText(error), ms(dueAt), owner, seq));
   }
 
   async fail(owner: string, seq: bigint, error: string): Promise<void> {
-    await this.#durableWrite((s) => s.fail.run(error, owner, seq));
+    await this.#durableWrite((s) => s.fail.run(storableText(error), owner, seq));
   }
 
   async failed(limit: number): Promise<OutboxRow[]> {

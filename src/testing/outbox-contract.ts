@@ -665,6 +665,52 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
       });
     });
 
+    describe('what no backend can keep', () => {
+      it('refuses a message type with NUL, as bus.publish does, before anything is written', async () => {
+        const { bus, store, outbox } = await setup();
+        const type = 'order\u0000placed' as 'order.placed';
+        await expect(bus.publish(type, { orderId: '1' })).rejects.toMatchObject({ code: 'INVALID_TOPIC' });
+        await expect(
+          outbox.unitOfWork(async (work) => {
+            await work.append('order-nul', [{ type: 'OrderPlaced', data: {} }]);
+            await work.publish(type, { orderId: '1' });
+          }),
+        ).rejects.toMatchObject({ code: 'INVALID_TOPIC' });
+        await expect(
+          outbox.append('order-nul', [{ type: 'OrderPlaced', data: {} }], {
+            messages: [{ type, data: { orderId: '1' } }],
+          }),
+        ).rejects.toMatchObject({ code: 'INVALID_TOPIC' });
+        expect(await store.readStream('order-nul')).toEqual([]);
+        expect(await outbox.backlog()).toMatchObject({ pending: 0, failed: 0, scheduled: 0 });
+      });
+
+      it('sets aside a message refused with NUL in the error text, and deletes the other keys once sent', async () => {
+        // PostgreSQL refused to record such a refusal, forever: the message was never set aside,
+        // flush() never resolved, and the rows of other keys sent meanwhile were never deleted.
+        const { outbox, received } = await setup({
+          maxAttempts: 2,
+          transport: (t) =>
+            aroundPublish(t, (envelope, send) =>
+              (envelope.data as { orderId: string }).orderId === 'poison'
+                ? Promise.reject(new Error('refused: "order\u0000placed"'))
+                : send(),
+            ),
+        });
+        const poison = await outbox.unitOfWork((work) =>
+          work.publish('order.placed', { orderId: 'poison' }, { key: 'k' }),
+        );
+        await outbox.unitOfWork((work) => work.publish('order.placed', { orderId: 'other' }));
+        await outbox.flush();
+        await waitFor(async () => (await outbox.failed()).length === 1, 'the message set aside');
+        const [failed] = await outbox.failed();
+        expect(failed).toMatchObject({ id: poison, attempts: 2, error: 'refused: "order\uFFFDplaced"' });
+        await waitFor(() => received.length === 1, "the other key's message");
+        await waitFor(async () => (await outbox.backlog()).pending === 0, 'the other key deleted');
+        expect(await outbox.backlog()).toMatchObject({ pending: 0, awaitingSettlement: 0, failed: 1 });
+      });
+    });
+
     describe('messages held until settled (memory bus)', () => {
       // The memory bus holds messages in process memory only: a row deleted at the confirm would be
       // lost with the process if it died before the handlers ran. So the row stays until every

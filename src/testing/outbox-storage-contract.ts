@@ -201,6 +201,19 @@ export function testOutboxStorage(name: string, harness: OutboxStorageHarness): 
       expect(backlog).toMatchObject({ pending: 1, failed: 1, scheduled: 0, oldestWaitingSince: T0 });
     });
 
+    it('keeps an error text with NUL or a lone surrogate, alike on every backend (U+FFFD for each)', async () => {
+      // PostgreSQL refused the NUL on every try: the relay could never record the refusal.
+      const { storage } = await open();
+      const row = message('k');
+      await storage.transaction((tx) => tx.enqueue([row]));
+      const [r1] = await storage.claim('relay-a', T0, 1, 30_000);
+      await storage.retry('relay-a', r1!.seq, 'type "a\u0000b" \uD800', T0 + 10, true);
+      const [again] = await storage.claim('relay-a', T0 + 10, 1, 30_000);
+      expect(again).toMatchObject({ id: row.id, attempts: 1, lastError: 'type "a\uFFFDb" \uFFFD' });
+      await storage.fail('relay-a', again!.seq, 'x\u0000');
+      expect((await storage.failed(10))[0]).toMatchObject({ id: row.id, lastError: 'x\uFFFD' });
+    });
+
     it('holds a published row until delivered: renewed, handed to no one, not holding back its key', async () => {
       const { storage } = await open();
       // k1 was written earlier than the rest: it would be the oldest waiting, were it not held.

@@ -1,0 +1,16 @@
+/** `String.prototype.toWellFormed` (Node 20), not yet in TypeScript's ES2023 library. */
+interface ToWellFormed {
+  toWellFormed(): string;
+}
+
+/**
+ * `text` as every outbox storage can keep it, and keeps it alike: NUL and lone surrogates as U+FFFD.
+ * PostgreSQL refuses a NUL in text (`invalid byte sequence for encoding "UTF8": 0x00`), so an error
+ * text holding one could never be recorded: the relay would retry recording it forever, and the
+ * message would never be set aside. A lone surrogate has no UTF-8 form: PostgreSQL and SQLite would
+ * store U+FFFD for it, the memory store the surrogate itself.
+ */
+export function storableText(text: string): string {
+  const wellFormed = (text as unknown as ToWellFormed).toWellFormed();
+  return wellFormed.includes('\u0000') ? wellFormed.replaceAll('\u0000', '\uFFFD') : wellFormed;
+}
