@@ -259,6 +259,8 @@ export type {
 export { whenDecided } from './messaging/transport.js';
 export type { WireMessage } from './messaging/wire.js';
 export {
+  DuplicateMessageIdError,
+  isDuplicateMessageIdError,
   isOutboxClosedError,
   isOutboxUnhealthyError,
   isSagaConcurrencyError,

@@ -82,6 +82,21 @@ describe('assertEnvelopeLimits', () => {
     },
   );
 
+  it.each([
+    ['id', { id: 'm\u0000', correlationid: 'c-1' }],
+    ['correlationId', { correlationid: 'c\u0000' }],
+    ['causationId', { causationid: '\u0000' }],
+  ])('refuses NUL in %s with INVALID_OPTIONS (PostgreSQL text cannot hold it)', (field, ids) => {
+    let error: unknown;
+    try {
+      assertEnvelopeLimits({ ...envelope({}), ...ids });
+    } catch (e) {
+      error = e;
+    }
+    expect(isInvalidOptionsError(error), String(error)).toBe(true);
+    expect((error as Error).message).toBe(`${field} must not contain NUL`);
+  });
+
   it('takes headers of other names', () => {
     expect(() =>
       assertEnvelopeLimits(envelope({ tenant: 'acme', cc: 'me', X_Trace: 't', 'x-tenant': 'a' })),

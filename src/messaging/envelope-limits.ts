@@ -130,6 +130,8 @@ function assertShortString(field: string, value: string): void {
   if (value === '') throw new InvalidOptionsError(`${field} must not be empty`);
   // A lone surrogate has no UTF-8 form: RabbitMQ would carry U+FFFD instead, another id.
   if (!isWellFormed(value)) throw new InvalidOptionsError(`${field} must not contain a lone surrogate`);
+  // PostgreSQL text cannot hold NUL: an id is a column of the outbox and of the inbox's marks.
+  if (value.includes('\u0000')) throw new InvalidOptionsError(`${field} must not contain NUL`);
   if (value.length <= 85) return;
   const bytes = value.length > MAX_ID_BYTES ? value.length : Buffer.byteLength(value);
   if (bytes > MAX_ID_BYTES) {

@@ -59,6 +59,26 @@ export class UnitOfWorkRolledBackError extends FerryError {
 }
 export const isUnitOfWorkRolledBackError = errorGuard<UnitOfWorkRolledBackError>('UNIT_OF_WORK_ROLLED_BACK');
 
+/**
+ * A message id already in the outbox: the same explicit `id` given twice in a unit of work (or an
+ * `outbox.append`), or given while the row of an earlier message with that id is still there (not
+ * yet published, waiting for a retry, scheduled or set aside as failed). Nothing of the unit of work
+ * or the append was kept. Once the earlier message was published and its row deleted, the id is
+ * accepted again (consumers' inboxes would then drop the new message as a duplicate).
+ */
+export class DuplicateMessageIdError extends FerryError {
+  readonly id: string;
+  constructor(id: string, options: FerryErrorOptions = {}) {
+    super(
+      'DUPLICATE_MESSAGE_ID',
+      `the outbox already holds a message with id ${JSON.stringify(id.slice(0, 255))}: give each message its own id`,
+      options,
+    );
+    this.id = id;
+  }
+}
+export const isDuplicateMessageIdError = errorGuard<DuplicateMessageIdError>('DUPLICATE_MESSAGE_ID');
+
 /** The outbox was closed: no more units of work, appends or redrives through it. */
 export class OutboxClosedError extends FerryError {
   constructor() {

@@ -8,7 +8,7 @@ import type {
   RecordedEvent,
 } from '../eventstore/types.js';
 import { expectedVersionHolds, selectStreamEvents } from '../eventstore/versions.js';
-import { SagaConcurrencyError, UnitOfWorkUnsupportedError } from './errors.js';
+import { DuplicateMessageIdError, SagaConcurrencyError, UnitOfWorkUnsupportedError } from './errors.js';
 import { storableText } from './storable-text.js';
 import type {
   OutboxBacklog,
@@ -453,7 +453,7 @@ class MemoryTransaction implements StorageTransaction {
     this.#open();
     for (const m of messages) {
       if (this.#storage.hasId(m.id) || this.enqueued.some((e) => e.id === m.id)) {
-        throw new UnitOfWorkUnsupportedError(`the outbox already holds message id ${m.id}`);
+        throw new DuplicateMessageIdError(m.id);
       }
       this.enqueued.push(m);
     }

@@ -20,12 +20,16 @@ export async function outboxRow<C extends Contracts>(
   now: number,
 ): Promise<OutboxInsert> {
   const { key, ...publishOptions } = options;
+  // No NUL: PostgreSQL text cannot hold it, and the key is a column of the outbox on every store.
   if (
     key !== undefined &&
-    (typeof key !== 'string' || key.length === 0 || key.length > MAX_OUTBOX_KEY_LENGTH)
+    (typeof key !== 'string' ||
+      key.length === 0 ||
+      key.length > MAX_OUTBOX_KEY_LENGTH ||
+      key.includes('\u0000'))
   ) {
     throw new InvalidOptionsError(
-      `key must be a non-empty string of at most ${MAX_OUTBOX_KEY_LENGTH} characters`,
+      `key must be a non-empty string of at most ${MAX_OUTBOX_KEY_LENGTH} characters, without NUL`,
     );
   }
   const envelope = await bus.envelopeOf(type as TypeOf<C>, data as DataIn<C, TypeOf<C>>, publishOptions);

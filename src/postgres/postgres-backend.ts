@@ -40,6 +40,7 @@ import {
   type QueuedAppend,
 } from './batch-append.js';
 import { isConnectionFailure } from './connection-failure.js';
+import { duplicateMessageId } from './duplicate-message-id.js';
 import { migrate } from './migrations.js';
 import { Notifier } from './notifier.js';
 import { PostgresIdempotencyStore } from './postgres-idempotency-store.js';
@@ -439,6 +440,13 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
         if (isConnectionFailure(error) && ++broken < 3) {
           await sleep(100 * broken);
           continue;
+        }
+        const duplicate = duplicateMessageId(error, append.messages ?? []);
+        if (duplicate !== undefined) {
+          // A retry after a lost connection of an append that did commit finds its rows too.
+          const settled = await this.#resolveConflict(this.#db, streamId, ids, expected);
+          if (settled !== undefined) return settled;
+          throw duplicate;
         }
         const { code, constraint } = error as { code?: string; constraint?: string };
         if (code !== '23505' || !constraint?.startsWith('events_')) throw error;

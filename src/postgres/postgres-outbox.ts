@@ -27,6 +27,7 @@ import type {
   StorageTransaction,
 } from '../outbox/storage.js';
 import { isConnectionFailure } from './connection-failure.js';
+import { duplicateMessageId } from './duplicate-message-id.js';
 import { Notifier } from './notifier.js';
 import { outboxStatements } from './postgres-outbox-sql.js';
 
@@ -476,13 +477,17 @@ class PostgresStorageTransaction implements StorageTransaction {
     const keys = [...new Set(messages.filter((m) => m.key !== m.id).map((m) => m.key))];
     if (keys.length > 0)
       await client.query(this.#sql.lockKeys, [`ferry-outbox:${this.#options.schema}:`, keys]);
-    await client.query(this.#sql.enqueue, [
-      messages.map((m) => m.id),
-      messages.map((m) => m.key),
-      messages.map((m) => m.envelope),
-      messages.map((m) => ms(m.createdAt)),
-      messages.map((m) => ms(m.dueAt)),
-    ]);
+    try {
+      await client.query(this.#sql.enqueue, [
+        messages.map((m) => m.id),
+        messages.map((m) => m.key),
+        messages.map((m) => m.envelope),
+        messages.map((m) => ms(m.createdAt)),
+        messages.map((m) => ms(m.dueAt)),
+      ]);
+    } catch (error) {
+      throw duplicateMessageId(error, messages) ?? error;
+    }
     this.enqueued = true;
   }
 

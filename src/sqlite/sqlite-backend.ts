@@ -23,7 +23,7 @@ import { type AppendOutcome, appendRows, prepareAppendStatements } from './sqlit
 import { SqliteIdempotencyStore } from './sqlite-idempotency-store.js';
 import { SqliteInbox } from './sqlite-inbox.js';
 import { SqliteOutboxStorage } from './sqlite-outbox.js';
-import { ms } from './sqlite-outbox-sql.js';
+import { INSERT_OUTBOX_ROW, insertOutboxRow } from './sqlite-outbox-sql.js';
 import {
   EVENT_COLUMNS,
   type EventRow,
@@ -301,9 +301,7 @@ function prepareStatements(db: Database.Database) {
       'INSERT OR REPLACE INTO ferry_snapshots (stream_id, version, schema_version, state, time) VALUES (?, ?, ?, ?, ?)',
     ),
     dataVersion: db.prepare<[], bigint>('PRAGMA data_version').pluck(),
-    enqueue: db.prepare<[string, string, string, number, number]>(
-      'INSERT INTO ferry_outbox (id, key, envelope, created_at, due_at) VALUES (?, ?, ?, ?, ?)',
-    ),
+    enqueue: db.prepare<[string, string, string, number, number]>(INSERT_OUTBOX_ROW),
   };
 }
 
@@ -484,8 +482,7 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
     const append = db.transaction<AppendRows>((streamId, events, expected, messages) => {
       const outcome = appendRows(statements, streamId, events, expected);
       if (outcome.written) {
-        for (const m of messages)
-          statements.enqueue.run(m.id, m.key, m.envelope, ms(m.createdAt), ms(m.dueAt));
+        for (const m of messages) insertOutboxRow(statements.enqueue, m);
       }
       return outcome;
     });

@@ -1,4 +1,6 @@
-import type { OutboxRow, SagaRow, SagaStatus } from '../outbox/storage.js';
+import type Database from 'better-sqlite3';
+import { DuplicateMessageIdError } from '../outbox/errors.js';
+import type { OutboxInsert, OutboxRow, SagaRow, SagaStatus } from '../outbox/storage.js';
 
 // Integers come back as bigint (`defaultSafeIntegers`); times and counts are converted to numbers.
 export interface OutboxDbRow {
@@ -45,6 +47,28 @@ export const toSagaRow = (row: SagaDbRow): SagaRow => ({
 
 /** Times go into INTEGER columns: a fractional clock reading is taken down to its millisecond. */
 export const ms = (time: number): number => Math.floor(time);
+
+/** The statement that inserts an outbox row, as {@link insertOutboxRow} runs it. */
+export const INSERT_OUTBOX_ROW =
+  'INSERT INTO ferry_outbox (id, key, envelope, created_at, due_at) VALUES (?, ?, ?, ?, ?)';
+
+/**
+ * Inserts `m` with `insert` ({@link INSERT_OUTBOX_ROW}): a message id already in the outbox (its only
+ * unique column but the seq) is `DuplicateMessageIdError`, as on every backend.
+ */
+export function insertOutboxRow(
+  insert: Database.Statement<[string, string, string, number, number]>,
+  m: OutboxInsert,
+): void {
+  try {
+    insert.run(m.id, m.key, m.envelope, ms(m.createdAt), ms(m.dueAt));
+  } catch (error) {
+    if ((error as { code?: unknown }).code === 'SQLITE_CONSTRAINT_UNIQUE') {
+      throw new DuplicateMessageIdError(m.id, { cause: error });
+    }
+    throw error;
+  }
+}
 
 /** Ids or seqs as a JSON array, for `IN (SELECT value FROM json_each(?))`; bigints stay exact. */
 export const jsonList = (values: readonly (string | bigint)[]): string =>

@@ -132,7 +132,10 @@ describe('SQLite outbox storage', () => {
       await tx.query('INSERT INTO seen (id) VALUES (?)', ['a']);
       await expect(tx.query('INSERT INTO seen (id) VALUES (?), (?)', ['b', 'a'])).rejects.toThrow(/UNIQUE/);
       // A batch with one id the outbox holds: none of the batch is kept, not even the rows before it.
-      await expect(tx.enqueue([message('fresh'), message('taken')])).rejects.toThrow(/UNIQUE/);
+      await expect(tx.enqueue([message('fresh'), message('taken')])).rejects.toMatchObject({
+        code: 'DUPLICATE_MESSAGE_ID',
+        id: 'taken',
+      });
       await expect(tx.append('s', events('B', 'C'), 'no_stream')).rejects.toThrow();
       await expect(
         tx.saveSaga({ saga: 'order', id: 's', state: '{}', version: 1, status: 'active', updatedAt: T0 }, 0),

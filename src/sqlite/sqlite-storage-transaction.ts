@@ -14,6 +14,8 @@ import {
 import type { OutboxInsert, SagaRow, StorageTransaction } from '../outbox/storage.js';
 import { type AppendOutcome, appendRows, prepareAppendStatements } from './sqlite-append.js';
 import {
+  INSERT_OUTBOX_ROW,
+  insertOutboxRow,
   jsonList,
   ms,
   NOT_LEASED,
@@ -67,9 +69,7 @@ export const UNIT_SAVEPOINT = 'ferry_unit_of_work';
 
 export function prepareConnection(db: Database.Database): Connection {
   const append = prepareAppendStatements(db);
-  const enqueue = db.prepare<[string, string, string, number, number]>(
-    'INSERT INTO ferry_outbox (id, key, envelope, created_at, due_at) VALUES (?, ?, ?, ?, ?)',
-  );
+  const enqueue = db.prepare<[string, string, string, number, number]>(INSERT_OUTBOX_ROW);
   return {
     db,
     read: prepareReadStream(db),
@@ -79,7 +79,7 @@ export function prepareConnection(db: Database.Database): Connection {
       appendRows(append, streamId, events, expected),
     ),
     enqueue: db.transaction((messages: readonly OutboxInsert[]) => {
-      for (const m of messages) enqueue.run(m.id, m.key, m.envelope, ms(m.createdAt), ms(m.dueAt));
+      for (const m of messages) insertOutboxRow(enqueue, m);
     }),
     cancel: db
       .prepare<[{ ids: string; now: number }], string>(
