@@ -1,4 +1,4 @@
-import type { Pool, PoolClient, QueryResultRow } from 'pg';
+import type { CustomTypesConfig, Pool, PoolClient, QueryResultRow } from 'pg';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import type {
   EventStoreBackend,
@@ -190,6 +190,8 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
   readonly #sql: ReturnType<typeof statements>;
   readonly #valuesStatements = new Map<number, Statement>();
   #pool: Pool | undefined;
+  /** The type parsers of `work.query` (see {@link open}). */
+  #ownSqlTypes: CustomTypesConfig | undefined;
   #notifier: Notifier | undefined;
   #outbox: PostgresOutboxStorage | undefined;
   #lastAppended = 0n;
@@ -249,6 +251,23 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
   async open(): Promise<void> {
     if (this.#pool !== undefined) return;
     const pg = (await import('pg')).default;
+    const poolTypes = {
+      getTypeParser: ((oid: number, format?: string) =>
+        oid === INT8_OID
+          ? (value: string) => BigInt(value)
+          : oid === TIMESTAMPTZ_OID
+            ? utcTextToIso
+            : pg.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
+    };
+    // The service's own SQL (`work.query`) gets int8 as the application's pg gives it (a string
+    // unless it set a parser of its own), as the README says: a bigint there would make a row
+    // (a `count(*)`) that JSON cannot carry. Ferry's own queries keep bigint positions.
+    this.#ownSqlTypes = {
+      getTypeParser: ((oid: number, format?: string) =>
+        oid === INT8_OID
+          ? pg.types.getTypeParser(oid, format as 'text')
+          : poolTypes.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
+    };
     const pool = new pg.Pool({
       connectionString: this.#url,
       max: this.#poolSize,
@@ -259,14 +278,7 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
       options: '-c TimeZone=UTC',
       // For this pool only (the application's global type parsers stay untouched): int8 as bigint,
       // timestamptz as an ISO string, avoiding a Date per row.
-      types: {
-        getTypeParser: ((oid: number, format?: string) =>
-          oid === INT8_OID
-            ? (value: string) => BigInt(value)
-            : oid === TIMESTAMPTZ_OID
-              ? utcTextToIso
-              : pg.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
-      },
+      types: poolTypes,
     });
     pool.on('error', (error) =>
       this.#logger.warn('an idle PostgreSQL connection failed', { error: error.message }),
@@ -1027,6 +1039,7 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
       append: (client, streamId, events, expected) =>
         this.#append(client, this.#sql.appendInTransaction, streamId, events, expected),
       readStream: (client, streamId, options) => this.#readStreamOn(client, streamId, options),
+      ownSqlTypes: () => this.#ownSqlTypes,
       appended: (position) => {
         if (position > this.#lastAppended) this.#lastAppended = position;
         this.#notifier?.notify();

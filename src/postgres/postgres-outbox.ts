@@ -1,4 +1,4 @@
-import type { Pool, PoolClient } from 'pg';
+import type { CustomTypesConfig, Pool, PoolClient } from 'pg';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import { EventStoreClosedError, StoreUnavailableError } from '../eventstore/errors.js';
 import type {
@@ -51,6 +51,8 @@ export interface PostgresOutboxOptions {
     events: readonly PreparedEvent[],
     expected: ExpectedVersion,
   ) => Promise<AppendResult>;
+  /** The type parsers of the caller's SQL (`work.query`), once the backend is open. */
+  readonly ownSqlTypes?: () => CustomTypesConfig | undefined;
   /** The backend's read of one stream, on the unit of work's client. */
   readonly readStream: (
     client: PoolClient,
@@ -447,7 +449,12 @@ class PostgresStorageTransaction implements StorageTransaction {
     try {
       let rows: Record<string, unknown>[] | undefined;
       try {
-        ({ rows } = await client.query(sql, params as unknown[]));
+        const types = this.#options.ownSqlTypes?.();
+        ({ rows } = await client.query(
+          types === undefined
+            ? { text: sql, values: params as unknown[] }
+            : { text: sql, values: params as unknown[], types },
+        ));
       } catch (error) {
         // `COMMIT; SELECT 1/0`: the COMMIT kept what came before, whatever failed after it.
         if (ended()) throw endedBySql(error);

@@ -75,3 +75,27 @@ describe('PostgreSQL units of work whose own SQL ends the transaction', () => {
     expect(await store.readStream('kept')).toHaveLength(2);
   });
 });
+
+describe('PostgreSQL work.query rows', () => {
+  it('gives bigint and numeric columns as strings (pg’s default), so a count(*) can be published; positions stay bigint', async () => {
+    // A bigint or count(*) came back as a BigInt (the pool's parser for Ferry's own positions), so
+    // publishing it failed with MESSAGE_NOT_SERIALIZABLE, unlike the README's promise and SQLite.
+    const { store, outbox, received } = await setup();
+    const row = await outbox.unitOfWork(async (work) => {
+      await work.query(
+        'CREATE TEMP TABLE nums (b bigint, n numeric, i integer, t timestamptz) ON COMMIT DROP',
+      );
+      await work.query('INSERT INTO nums VALUES ($1, $2, $3, $4)', [5, '1.5', 7, '2026-01-02T03:04:05.678Z']);
+      const [r] = await work.query('SELECT b, n, i, t, (SELECT count(*) FROM nums) AS c FROM nums');
+      await work.publish('nums.counted', { count: r!.c });
+      return r;
+    });
+    expect(row).toEqual({ b: '5', n: '1.5', i: 7, t: '2026-01-02T03:04:05.678Z', c: '1' });
+    await outbox.flush();
+    expect(received.map((m) => m.data)).toEqual([{ count: '1' }]);
+    // Ferry's own reads keep their bigint positions.
+    const appended = await outbox.unitOfWork((work) => work.append('s', [{ type: 'E', data: {} }]));
+    expect(typeof appended.position).toBe('bigint');
+    expect(typeof (await store.readStream('s'))[0]!.position).toBe('bigint');
+  });
+});
