@@ -16,6 +16,7 @@
  * and store), and exits when the supervisor dies.
  */
 
+import { isInvalidOptionsError } from 'ferry';
 import {
   isBrokerAccessRefusedError,
   isBrokerPermissionDeniedError,
@@ -67,6 +68,9 @@ const REFUSED_BY_POSTGRES = new Set(['3D000', '28000', '28P01']);
 function isConfigurationError(error: unknown): boolean {
   if (
     error instanceof SettingsError ||
+    // A URL or option Ferry refuses before connecting (a malformed bus URL, a query parameter it
+    // does not read): starting again gives the same refusal.
+    isInvalidOptionsError(error) ||
     isBrokerAccessRefusedError(error) ||
     isBrokerVhostNotFoundError(error) ||
     isBrokerPermissionDeniedError(error) ||
@@ -76,6 +80,8 @@ function isConfigurationError(error: unknown): boolean {
   for (let cause = error; cause instanceof Error; cause = cause.cause) {
     const code = (cause as { code?: unknown }).code;
     if (typeof code === 'string' && REFUSED_BY_POSTGRES.has(code)) return true;
+    // pg's own error (no code) for `sslmode` asking TLS of a server without it.
+    if (cause.message === 'The server does not support SSL connections') return true;
   }
   return false;
 }

@@ -67,6 +67,20 @@ describe('readDistributedSettings', () => {
       'FERRY_DB_URL must be a URL starting with postgres:// or postgresql://, not something unparseable',
     );
   });
+
+  // Every service would refuse it as it starts (exit 1, restarted for ever): said once, up front.
+  it('refuses a bus URL the bus would refuse, before anything starts, without printing its password', () => {
+    expect(refusal({ FERRY_BUS_URL: 'amqp://guest:S3cr3t%zz@127.0.0.1:5672/shop' })).toMatch(
+      /^FERRY_BUS_URL: the password of the bus URL amqp:\/\/guest:\*\*\*@127\.0\.0\.1:5672\/shop has a malformed percent-escape/,
+    );
+    expect(refusal({ FERRY_BUS_URL: 'amqp://guest:guest@127.0.0.1:5672/shop?hearbeat=30' })).toMatch(
+      /^FERRY_BUS_URL: the bus URL .* has a query parameter amqplib does not read \("hearbeat"\)/,
+    );
+    expect(
+      readDistributedSettings({ FERRY_BUS_URL: 'amqp://guest:guest@127.0.0.1:5672/shop?heartbeat=30' })
+        .busUrl,
+    ).toBe('amqp://guest:guest@127.0.0.1:5672/shop?heartbeat=30');
+  });
 });
 
 describe('a variable set to the empty string', () => {

@@ -15,7 +15,8 @@
  * `redactUrl` masks them.
  */
 import { resolve } from 'node:path';
-import { type Logger, redactUrl } from 'ferry';
+import { isInvalidOptionsError, type Logger, redactUrl } from 'ferry';
+import { assertAmqpUrl } from 'ferry/amqp';
 import { isPortFree } from './supervisor/free-port.js';
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
@@ -136,6 +137,16 @@ function url(env: NodeJS.ProcessEnv, name: string, fallback: string, schemes: re
     throw new SettingsError(
       `${name} must be a URL starting with ${schemes.map((s) => `${s}//`).join(' or ')}, not ${parsed === undefined ? 'something unparseable' : redactUrl(value)}`,
     );
+  }
+  if (parsed.protocol.startsWith('amqp')) {
+    // What the bus would refuse in every service (a bad percent-escape, a query parameter amqplib
+    // does not read): said once, before anything starts. The message masks the password.
+    try {
+      assertAmqpUrl(value);
+    } catch (error) {
+      if (isInvalidOptionsError(error)) throw new SettingsError(`${name}: ${error.message}`);
+      throw error;
+    }
   }
   return value;
 }

@@ -3,6 +3,7 @@ export {
   type AmqpTransportOptions,
   DEFAULT_AMQP_TRANSPORT_OPTIONS,
 } from './amqp-transport.js';
+export { assertAmqpUrl } from './amqp-url.js';
 export { MessageEncodingError } from './codec.js';
 export {
   BrokerAccessRefusedError,

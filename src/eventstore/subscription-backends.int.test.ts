@@ -289,6 +289,25 @@ describe.each(storages)('subscriptions on %s', (_name, storage) => {
     });
   });
 
+  it('parks an event whose handler throws an error with NUL and a lone surrogate, alike on every backend', async () => {
+    const store = await (await opener())();
+    await store.append('nul', [
+      { type: 'Bad', data: 1 },
+      { type: 'Good', data: 2 },
+    ]);
+    const handled: string[] = [];
+    const sub = store.subscribe({ name: 'nul-error', maxAttempts: 2, backoff: FAST }, (event) => {
+      if (event.type === 'Bad') throw new Error('bad\u0000byte \ud800 here');
+      handled.push(event.type);
+    });
+    // PostgreSQL refused the NUL: parking was retried for ever and the subscription never went on.
+    await sub.caughtUp();
+    expect(handled).toEqual(['Good']);
+    const [parked] = await sub.parked();
+    expect(parked?.error).toContain('bad\ufffdbyte \ufffd here');
+    await sub.close();
+  });
+
   describe('close() called by its own handler', () => {
     it('sub.close() and store.close() do not wait for the handler that calls them; its event is handled again on the next run', async () => {
       for (const which of ['subscription', 'store'] as const) {

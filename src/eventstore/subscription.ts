@@ -3,6 +3,7 @@ import { hostname } from 'node:os';
 import { runWithContext } from '../context/context.js';
 import { describeThrown } from '../errors/describe-thrown.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
+import { storableText } from '../errors/storable-text.js';
 import { uuidv7 } from '../ids/uuidv7.js';
 import type { Logger } from '../logging/logger.js';
 import {
@@ -410,7 +411,8 @@ export class EventSubscription {
     const parked: ParkedEvent = {
       subscription: this.name,
       event,
-      error: stack || message,
+      // A NUL in the handler's error would keep PostgreSQL from parking the event, for ever.
+      error: storableText(stack || message),
       attempts: this.#delays.length + 1,
       parkedAt: new Date().toISOString(),
     };

@@ -1,3 +1,4 @@
+import { storableText } from '../errors/storable-text.js';
 import { ConcurrencyError, DuplicateEventIdError } from '../eventstore/errors.js';
 import { MemoryEventStoreBackend } from '../eventstore/memory/memory-backend.js';
 import type {
@@ -9,7 +10,6 @@ import type {
 } from '../eventstore/types.js';
 import { expectedVersionHolds, selectStreamEvents } from '../eventstore/versions.js';
 import { DuplicateMessageIdError, SagaConcurrencyError, UnitOfWorkUnsupportedError } from './errors.js';
-import { storableText } from './storable-text.js';
 import type {
   OutboxBacklog,
   OutboxInsert,

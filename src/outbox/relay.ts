@@ -1,12 +1,12 @@
 import { describeThrown } from '../errors/describe-thrown.js';
 import { FerryError, isFerryError } from '../errors/ferry-error.js';
+import { storableText } from '../errors/storable-text.js';
 import { uuidv7 } from '../ids/uuidv7.js';
 import type { Logger } from '../logging/logger.js';
 import type { Envelope } from '../messaging/envelope.js';
 import type { TrackedPublish, Transport } from '../messaging/transport.js';
 import type { Clock, ClockTimer } from '../time/clock.js';
 import { keepingAlive } from '../time/keep-alive.js';
-import { storableText } from './storable-text.js';
 import type { OutboxRow, OutboxStorage } from './storage.js';
 
 /** Options of the relay that publishes committed outbox rows. */

@@ -1,5 +1,6 @@
 import type { CustomTypesConfig, Pool, PoolClient } from 'pg';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
+import { storableText } from '../errors/storable-text.js';
 import { EventStoreClosedError, StoreUnavailableError } from '../eventstore/errors.js';
 import type {
   AppendResult,
@@ -16,7 +17,6 @@ import {
   UnitOfWorkUnsupportedError,
 } from '../outbox/errors.js';
 import { InFlight } from '../outbox/in-flight.js';
-import { storableText } from '../outbox/storable-text.js';
 import type {
   OutboxBacklog,
   OutboxInsert,

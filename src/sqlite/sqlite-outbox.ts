@@ -1,6 +1,6 @@
 import type Database from 'better-sqlite3';
+import { storableText } from '../errors/storable-text.js';
 import type { AppendResult, ExpectedVersion, PreparedEvent } from '../eventstore/types.js';
-import { storableText } from '../outbox/storable-text.js';
 import type {
   OutboxBacklog,
   OutboxInsert,

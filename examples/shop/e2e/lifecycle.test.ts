@@ -578,6 +578,30 @@ describe('the distributed shop', () => {
     60_000,
   );
 
+  // Every service refused it as it started, with exit code 1: the supervisor restarted them for ever.
+  it('refuses a FERRY_BUS_URL the bus would refuse before starting anything: one line naming it, exit code 2', async () => {
+    const { env } = await distributedEnv({ FERRY_BUS_URL: 'amqp://guest:S3cr3t%zz@127.0.0.1:5672/shop' });
+    const supervisor = shop('distributed.ts', env);
+    expect(await supervisor.exit).toBe(2);
+    expect(supervisor.output().trim().split('\n')).toEqual([
+      expect.stringMatching(
+        /^The shop could not start: FERRY_BUS_URL: the password of the bus URL .*:\*\*\*@/,
+      ),
+    ]);
+    expect(supervisor.output()).not.toContain('S3cr3t');
+  }, 60_000);
+
+  it('stops every process with exit code 2 when the services refuse the FERRY_DB_URL as a configuration error', async () => {
+    const { env } = await distributedEnv();
+    const db = new URL(env.FERRY_DB_URL as string);
+    db.searchParams.set('poolSize', '2');
+    const supervisor = shop('distributed.ts', { ...env, FERRY_DB_URL: db.toString() });
+    expect(await supervisor.exit, supervisor.output()).toBe(2);
+    expect(supervisor.output()).toMatch(/poolSize, which is not read from the URL/);
+    expect(supervisor.output()).toMatch(/exited with code 2 .*not restarted; stopping every process/);
+    expect(supervisor.output().match(/could not start/g)?.length ?? 0).toBeLessThan(8);
+  }, 90_000);
+
   it.each([
     ['SHOP_ORDER_TIMEOUT_MS', 'abc'],
     ['SHOP_PAYMENT_GIVE_UP_MS', '0'],

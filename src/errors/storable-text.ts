@@ -4,10 +4,10 @@ interface ToWellFormed {
 }
 
 /**
- * `text` as every outbox storage can keep it, and keeps it alike: NUL and lone surrogates as U+FFFD.
+ * `text` as every storage can keep it, and keeps it alike: NUL and lone surrogates as U+FFFD.
  * PostgreSQL refuses a NUL in text (`invalid byte sequence for encoding "UTF8": 0x00`), so an error
  * text holding one could never be recorded: the relay would retry recording it forever, and the
- * message would never be set aside. A lone surrogate has no UTF-8 form: PostgreSQL and SQLite would
+ * message would never be set aside; a subscription could never park its event. A lone surrogate has no UTF-8 form: PostgreSQL and SQLite would
  * store U+FFFD for it, the memory store the surrogate itself.
  */
 export function storableText(text: string): string {
