@@ -404,13 +404,16 @@ export class Bus<C extends Contracts = NoContracts> {
               // and without waiting for a handler that ignores its signal (on SQLite and memory its
               // open unit would hold every other unit of the process). What the handler still does
               // through `work` afterwards is refused: the unit has ended.
+              // A handler may be synchronous (it is typed `Promise<void> | void`): what it returns
+              // or throws becomes a promise here.
               await untilAborted(
-                inner(message, {
-                  get signal() {
-                    return HANDLER_CONTEXT.signal;
-                  },
-                  work,
-                }),
+                (async () =>
+                  inner(message, {
+                    get signal() {
+                      return HANDLER_CONTEXT.signal;
+                    },
+                    work,
+                  }))(),
                 signal,
               );
               if (signal.aborted) throw signal.reason;

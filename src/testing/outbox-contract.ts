@@ -1135,6 +1135,26 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
         expect(next?.causationid).toBe(id);
       });
 
+      it('takes a synchronous handler, as its type allows (it failed every attempt)', async () => {
+        const { bus, outbox } = await setup();
+        const runs: string[] = [];
+        await bus.subscribe(
+          'order.placed',
+          (message) => {
+            runs.push(message.data.orderId);
+          },
+          { group: 'inventory', unitOfWork: outbox },
+        );
+        // Its unit of work commits, with its mark: the same message again has no effect.
+        const id = uuidv7();
+        await bus.publish('order.placed', { orderId: 'sync' }, { id });
+        await waitFor(() => runs.length === 1, 'the synchronous handler to run');
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        await bus.publish('order.placed', { orderId: 'sync' }, { id });
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        expect(runs).toEqual(['sync']);
+      });
+
       it('forgets marks past inboxRetentionMs, deleting them in the background', async () => {
         const clock = new VirtualClock({ start: Date.now() });
         const { bus, outbox } = await setup({ clock, inboxRetentionMs: 10_000 });
