@@ -139,12 +139,22 @@ export class Relay {
   /** Callers of `flush`, resolved when a round finds nothing due. */
   #idleWaiters: (() => void)[] = [];
   #delivered = 0;
-  /** Publishes still in flight, or held until settled, by message id (see {@link #send}). */
-  readonly #sending = new Map<string, Promise<void>>();
+  /**
+   * Publishes still in flight, or held until settled, by row (see {@link #send}): by seq, not by message
+   * id, since a later row may reuse the id of an earlier message (a deliberate re-publish), and must
+   * be sent, and tracked, on its own.
+   */
+  readonly #sending = new Map<bigint, Promise<void>>();
   /** Rows this relay holds until their messages are settled: seq to message id. */
   readonly #held = new Map<bigint, string>();
-  /** Rows whose messages were settled, deleted at the start of the next round. */
+  /** Held rows whose messages were settled, deleted at the start of the next round. */
   readonly #settled = new Set<bigint>();
+  /**
+   * Rows whose messages were settled while this relay did not hold them: before their hold (a quick
+   * handler), or while waiting for another attempt after one that timed out before its confirm.
+   * They are deleted once their row is confirmed and held; until then they cannot be (not leased).
+   */
+  readonly #settledEarly = new Set<bigint>();
   /** When the held rows' leases are renewed next. */
   #renewAt = 0;
 
@@ -219,6 +229,7 @@ export class Relay {
     }
     this.#held.clear();
     this.#settled.clear();
+    this.#settledEarly.clear();
     this.#running = false;
     for (const resolve of this.#idleWaiters.splice(0)) resolve();
   }
@@ -304,7 +315,7 @@ export class Relay {
           this.owner,
           done.map((row) => row.seq),
         );
-        for (const row of done) this.#sending.delete(row.id);
+        for (const row of done) this.#sending.delete(row.seq);
       }
     }
     if (unreachable !== undefined && !reachable) {
@@ -321,14 +332,20 @@ export class Relay {
   }
 
   /**
-   * Holds confirmed rows until their messages are settled; those settled already are deleted at the
-   * start of the next round with the others.
+   * Holds confirmed rows until their messages are settled; those settled already (leased by this
+   * round's claim) are deleted at the start of the next round with the others.
    */
   async #hold(confirmed: readonly OutboxRow[]): Promise<void> {
-    const rows = confirmed.filter((row) => !this.#settled.has(row.seq));
-    if (rows.length === 0) return;
     const now = this.#clock.now();
     if (this.#held.size === 0) this.#renewAt = now + this.#renewEveryMs;
+    const rows: OutboxRow[] = [];
+    for (const row of confirmed) {
+      if (this.#settledEarly.delete(row.seq)) {
+        this.#held.set(row.seq, row.id);
+        this.#settled.add(row.seq);
+      } else rows.push(row);
+    }
+    if (rows.length === 0) return;
     const held = new Set(
       await this.#storage.hold(
         this.owner,
@@ -337,15 +354,25 @@ export class Relay {
       ),
     );
     for (const row of rows) {
-      if (held.has(row.seq)) this.#held.set(row.seq, row.id);
-      // Taken over by another relay (our lease ran out): it publishes it again.
-      else this.#sending.delete(row.id);
+      if (held.has(row.seq)) {
+        this.#held.set(row.seq, row.id);
+        // Settled while the hold was being written.
+        if (this.#settledEarly.delete(row.seq)) this.#settled.add(row.seq);
+      } else {
+        // Taken over by another relay (our lease ran out): it publishes it again.
+        this.#sending.delete(row.seq);
+        this.#settledEarly.delete(row.seq);
+      }
     }
   }
 
   /** A held row's message was settled everywhere: its row goes at the start of the next round. */
   #onSettled(seq: bigint): void {
     if (this.#stopped) return;
+    if (!this.#held.has(seq)) {
+      this.#settledEarly.add(seq);
+      return;
+    }
     this.#settled.add(seq);
     // Wakes a sleeping relay without making the round look at the outbox again and again: a
     // settlement changes nothing the claim could find.
@@ -367,9 +394,8 @@ export class Relay {
         throw error;
       }
       for (const seq of batch) {
-        const id = this.#held.get(seq);
         this.#held.delete(seq);
-        if (id !== undefined) this.#sending.delete(id);
+        this.#sending.delete(seq);
       }
     }
   }
@@ -390,9 +416,8 @@ export class Relay {
         this.#logger.warn(
           `outbox relay: held message ${this.#held.get(seq)} was taken over by another relay`,
         );
-        const id = this.#held.get(seq);
         this.#held.delete(seq);
-        if (id !== undefined) this.#sending.delete(id);
+        this.#sending.delete(seq);
       }
     }
   }
@@ -425,29 +450,31 @@ export class Relay {
   }
 
   /**
-   * Publishes `envelope`, unless a publish of the same message by this relay is still in flight (a
+   * Publishes `envelope`, unless a publish of the same row by this relay is still in flight (a
    * transport holding it for re-sending after its attempt timed out here): then waits for that one,
    * so that a slow or unreachable broker does not collect one copy per retry.
    */
   #send(row: OutboxRow, envelope: Envelope): Promise<void> {
-    const id = row.id;
-    let sending = this.#sending.get(id);
+    const seq = row.seq;
+    let sending = this.#sending.get(seq);
     if (sending === undefined) {
       if (this.#holds) {
         const tracked: TrackedPublish = this.#transport.publishTracked!(envelope);
-        const seq = row.seq;
         tracked.settled.then(() => this.#onSettled(seq));
         sending = tracked.confirmed;
       } else sending = this.#transport.publish(envelope);
-      this.#sending.set(id, sending);
+      this.#sending.set(seq, sending);
       // A publish that failed is forgotten, so that the next attempt sends again. One that succeeded
       // is kept until its row is deleted: an attempt that timed out before the confirm came is then
       // settled by the next one without a second copy (nor is a held row this relay takes again
       // after a stall past its lease).
-      sending.catch(() => this.#sending.delete(id));
+      sending.catch(() => this.#sending.delete(seq));
       if (this.#sending.size > MAX_REMEMBERED_SENDS) {
         const oldest = this.#sending.keys().next().value;
-        if (oldest !== undefined) this.#sending.delete(oldest);
+        if (oldest !== undefined) {
+          this.#sending.delete(oldest);
+          this.#settledEarly.delete(oldest);
+        }
       }
     }
     return sending;
