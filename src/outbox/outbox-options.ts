@@ -77,6 +77,13 @@ export function relayOptions(options: RelayOptions, tracked: boolean): Required<
     ),
     holdUntilSettled,
     lingerMs: integerOption('relay.lingerMs', options.lingerMs, d.lingerMs, 0, 1000),
+    settleOnCloseMs: integerOption(
+      'relay.settleOnCloseMs',
+      options.settleOnCloseMs,
+      d.settleOnCloseMs,
+      0,
+      MAX_TIMER_MS,
+    ),
   };
 }
 

@@ -6,6 +6,7 @@ import { EventStore } from '../eventstore/store.js';
 import { uuidv7 } from '../ids/uuidv7.js';
 import { silentLogger } from '../logging/logger.js';
 import { testOutbox } from '../testing/outbox-contract.js';
+import { VirtualClock } from '../time/clock.js';
 import { MemoryOutboxStorage } from './memory-outbox-storage.js';
 import { createOutbox } from './outbox.js';
 
@@ -89,5 +90,53 @@ it('lets commits gather for lingerMs before a round, so that one claim takes the
     ).rejects.toMatchObject({
       code: 'INVALID_OPTIONS',
     });
+  }
+});
+
+it('bounds the wait of close for settlements by settleOnCloseMs of real time, under a virtual clock nobody moves', async () => {
+  const clock = new VirtualClock();
+  const bus = await createBus({
+    url: `memory://outbox-${uuidv7()}`,
+    service: 'orders',
+    logger: silentLogger,
+    closeTimeoutMs: 0,
+  });
+  const store = new EventStore(new MemoryEventStoreBackend(), { logger: silentLogger });
+  const entered: number[] = [];
+  // A handler that never ends: its message is never settled.
+  await bus.subscribe('order.placed', (m) => {
+    entered.push((m.data as { n: number }).n);
+    return new Promise<void>(() => {});
+  });
+  const outbox = await createOutbox({
+    store,
+    bus,
+    clock,
+    logger: silentLogger,
+    relay: { settleOnCloseMs: 300 },
+  });
+  try {
+    await outbox.unitOfWork((work) => work.publish('order.placed', { n: 1 }));
+    await vi.waitFor(async () => expect((await outbox.backlog()).awaitingSettlement).toBe(1));
+    expect(entered).toEqual([1]);
+    const started = Date.now();
+    await outbox.close();
+    expect(Date.now() - started).toBeGreaterThanOrEqual(290);
+    expect(Date.now() - started).toBeLessThan(3000);
+    expect(await outbox.backlog()).toMatchObject({ awaitingSettlement: 1 });
+  } finally {
+    await outbox.close();
+    await store.close();
+    await bus.close();
+  }
+  for (const settleOnCloseMs of [-1, 1.5, 2 ** 31]) {
+    await expect(
+      createOutbox({
+        store: new EventStore(new MemoryEventStoreBackend()),
+        bus,
+        logger: silentLogger,
+        relay: { settleOnCloseMs },
+      }),
+    ).rejects.toMatchObject({ code: 'INVALID_OPTIONS' });
   }
 });

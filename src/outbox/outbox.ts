@@ -458,9 +458,10 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
 
   /**
    * Waits for units of work in flight, then stops the relay after its round in flight (what it
-   * published is marked; what it did not stays in the outbox for the next start). Messages published
-   * and not yet settled by their consumers (memory transport) stay in the outbox too, and go out again
-   * once their lease ends (`leaseMs`). Does not close the store or the bus. Idempotent.
+   * published is marked; what it did not stays in the outbox for the next start). With the memory
+   * transport it then waits up to `relay.settleOnCloseMs` for the messages it published to be settled
+   * by their consumers, deleting their rows; those still unsettled stay in the outbox (logged), and go
+   * out again once their lease ends (`leaseMs`). Does not close the store or the bus. Idempotent.
    */
   close(): Promise<void> {
     // It would wait for the very unit of work it is called from to end: forever.

@@ -57,6 +57,16 @@ export interface RelayOptions {
    * @default 2
    */
   readonly lingerMs?: number;
+  /**
+   * With rows held until settled (see `holdUntilSettled`): how long `outbox.close()` waits, after the
+   * relay's last round, for the messages this relay published to be settled, deleting their rows as
+   * the settlements arrive (leases still renewed), so that an orderly shutdown leaves nothing handled
+   * to be sent again after the restart. What is still unsettled then (a handler that does not end, a
+   * message nobody consumes any more) stays in the outbox, logged, and goes out again once its lease
+   * ends. Time of the outbox's clock, and never more than this much real time. `0` does not wait.
+   * @default 5000
+   */
+  readonly settleOnCloseMs?: number;
 }
 
 export const DEFAULT_RELAY_OPTIONS = Object.freeze({
@@ -68,6 +78,7 @@ export const DEFAULT_RELAY_OPTIONS = Object.freeze({
   retryDelayMs: 1000,
   holdUntilSettled: true,
   lingerMs: 2,
+  settleOnCloseMs: 5000,
 } satisfies Required<RelayOptions>);
 
 /**
@@ -129,6 +140,8 @@ export class Relay {
   readonly #renewEveryMs: number;
   #running = false;
   #stopped = false;
+  /** Stopped, and done with settlements: later ones are ignored. */
+  #ended = false;
   #woken = false;
   #wake: (() => void) | undefined;
   #timer: ClockTimer | undefined;
@@ -210,9 +223,9 @@ export class Relay {
   }
 
   /**
-   * Stops after the round in flight (its publishes confirmed or failed, their rows settled), and
-   * deletes the held rows whose settlements arrived. The others stay in the outbox, leased until
-   * their lease ends, and go out again then.
+   * Stops after the round in flight (its publishes confirmed or failed, their rows settled), then
+   * waits up to `settleOnCloseMs` for the held rows' messages to be settled, deleting those rows. The
+   * others stay in the outbox, leased until their lease ends, and go out again then.
    */
   async stop(): Promise<void> {
     this.#stopped = true;
@@ -221,17 +234,64 @@ export class Relay {
     this.notify();
     await this.#loop;
     try {
+      await this.#awaitSettlements();
       await this.#removeSettled();
     } catch (error) {
       this.#logger.warn(
         `outbox relay: could not delete settled messages at stop (${describeThrown(error).message}); they go out again after the restart`,
       );
     }
+    if (this.#held.size > 0) {
+      this.#logger.warn(
+        `outbox relay: ${this.#held.size} published message(s) not settled within ${this.#o.settleOnCloseMs} ms of close stay in the outbox; they go out again once their lease ends (within ${this.#o.leaseMs} ms), and consumers' inboxes drop what was handled`,
+      );
+    }
+    this.#ended = true;
     this.#held.clear();
     this.#settled.clear();
     this.#settledEarly.clear();
     this.#running = false;
     for (const resolve of this.#idleWaiters.splice(0)) resolve();
+  }
+
+  /**
+   * At stop: until every held row's message is settled, or `settleOnCloseMs` passed (of the clock, or
+   * of real time, whichever ends first: a virtual clock nobody moves must not keep close waiting),
+   * deletes the settled rows as they come and renews the leases of the others.
+   */
+  async #awaitSettlements(): Promise<void> {
+    const limit = this.#o.settleOnCloseMs;
+    if (this.#held.size === 0 || limit === 0) return;
+    let expired = false;
+    const expire = () => {
+      expired = true;
+      this.#wakeUp();
+    };
+    const timer = this.#clock.setTimeout(expire, limit);
+    const realTimer = setTimeout(expire, limit);
+    try {
+      for (;;) {
+        await this.#removeSettled();
+        if (this.#held.size === 0 || expired) return;
+        await this.#renewHeld();
+        if (this.#held.size === 0 || this.#settled.size > 0) continue;
+        if (expired) return;
+        await new Promise<void>((resolve) => {
+          const renewal = this.#clock.setTimeout(
+            () => this.#wakeUp(),
+            Math.max(0, this.#renewAt - this.#clock.now()),
+          );
+          this.#wake = () => {
+            renewal.cancel();
+            resolve();
+          };
+        });
+      }
+    } finally {
+      this.#wake = undefined;
+      timer.cancel();
+      clearTimeout(realTimer);
+    }
   }
 
   #wakeUp(): void {
@@ -368,7 +428,8 @@ export class Relay {
 
   /** A held row's message was settled everywhere: its row goes at the start of the next round. */
   #onSettled(seq: bigint): void {
-    if (this.#stopped) return;
+    // Also while stopping: stop() waits for the settlements of what this relay published.
+    if (this.#ended) return;
     if (!this.#held.has(seq)) {
       this.#settledEarly.add(seq);
       return;

@@ -6,7 +6,7 @@ import type { Decider } from '../eventstore/decider.js';
 import { isConcurrencyError } from '../eventstore/errors.js';
 import type { EventStore } from '../eventstore/store.js';
 import { uuidv7 } from '../ids/uuidv7.js';
-import { silentLogger } from '../logging/logger.js';
+import { type Logger, silentLogger } from '../logging/logger.js';
 import { Bus } from '../messaging/bus.js';
 import type { Envelope, Message } from '../messaging/envelope.js';
 import { UnroutableError } from '../messaging/errors.js';
@@ -45,6 +45,8 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
         pollIntervalMs?: number;
         leaseMs?: number;
         holdUntilSettled?: boolean;
+        settleOnCloseMs?: number;
+        logger?: Logger;
       } = {},
     ) {
       const base = await createBus({
@@ -67,7 +69,7 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
       const outbox = await createOutbox({
         store,
         bus,
-        logger: silentLogger,
+        logger: options.logger ?? silentLogger,
         ...(options.clock === undefined ? {} : { clock: options.clock }),
         ...(options.inboxRetentionMs === undefined ? {} : { inboxRetentionMs: options.inboxRetentionMs }),
         relay: {
@@ -77,6 +79,7 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
           ...(options.pollIntervalMs === undefined ? {} : { pollIntervalMs: options.pollIntervalMs }),
           ...(options.leaseMs === undefined ? {} : { leaseMs: options.leaseMs }),
           ...(options.holdUntilSettled === undefined ? {} : { holdUntilSettled: options.holdUntilSettled }),
+          ...(options.settleOnCloseMs === undefined ? {} : { settleOnCloseMs: options.settleOnCloseMs }),
         },
       });
       closers.push(() => outbox.close());
@@ -935,14 +938,62 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
         ]);
       });
 
-      it('leaves a row not yet settled in the outbox at close, for the next relay once its lease ends', async () => {
+      it('waits at close for what its relay published to be settled, and deletes those rows', async () => {
+        // An orderly close must not leave handled messages in the outbox: the next start would send
+        // them again, which RabbitMQ (a durable broker: rows deleted at the confirm) does not.
         const { bus, store, outbox, received } = await setup({ leaseMs: 300 });
+        await bus.subscribe('order.placed', () => new Promise<void>((resolve) => setTimeout(resolve, 200)), {
+          group: 'inventory',
+        });
+        await outbox.unitOfWork((work) => work.publish('order.placed', { orderId: 'before' }));
+        await waitFor(() => received.length === 1, 'the first message');
+        // A unit of work in flight when close is called (units run one at a time here).
+        let release!: () => void;
+        const gate = new Promise<void>((resolve) => {
+          release = resolve;
+        });
+        const unit = outbox.unitOfWork(async (work) => {
+          await work.publish('order.placed', { orderId: 'in-flight' });
+          await gate;
+        });
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        const closing = outbox.close();
+        release();
+        await unit;
+        await closing;
+        // What the last round sent (the unit's message, if it went before the stop) was handled.
+        expect(await outbox.backlog()).toMatchObject({ awaitingSettlement: 0 });
+
+        const next = await createOutbox({
+          store,
+          bus,
+          logger: silentLogger,
+          relay: { leaseMs: 300, pollIntervalMs: 50 },
+        });
+        closers.push(() => next.close());
+        // Past the lease of any row left held: each message is delivered once.
+        await new Promise((resolve) => setTimeout(resolve, 700));
+        await next.flush();
+        await waitFor(() => received.length >= 2, 'both messages');
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        expect(received.map(orderId)).toEqual(['before', 'in-flight']);
+      });
+
+      it('leaves a row not yet settled in the outbox at close, for the next relay once its lease ends', async () => {
+        const warnings: string[] = [];
+        const logger: Logger = { ...silentLogger, warn: (message: string) => warnings.push(message) };
+        const { bus, store, outbox, received } = await setup({ leaseMs: 300, settleOnCloseMs: 200, logger });
         const { entered, release } = await slowInventory(bus);
         const id = await outbox.unitOfWork((work) => work.publish('order.placed', { orderId: 'slow' }));
         await waitFor(() => entered.includes('slow'), 'the slow handler');
         await waitFor(async () => (await outbox.backlog()).awaitingSettlement === 1, 'the row held');
+        const closing = Date.now();
         await outbox.close();
+        // Waited for settlements up to settleOnCloseMs, not for the handler that does not end.
+        expect(Date.now() - closing).toBeGreaterThanOrEqual(190);
+        expect(Date.now() - closing).toBeLessThan(2000);
         expect(await outbox.backlog()).toMatchObject({ awaitingSettlement: 1 });
+        expect(warnings.filter((w) => w.includes('not settled'))).toHaveLength(1);
 
         const next = await createOutbox({
           store,
