@@ -119,7 +119,15 @@ async function plumbing(service: string, settings: ServiceSettings): Promise<Plu
   let bus: Bus<ShopContracts> | undefined;
   try {
     bus = await createBus({ url: busUrl(infrastructure), service, contracts: shopContracts, logger });
-    const outbox = await createOutbox({ store, bus, logger });
+    const outbox = await createOutbox({
+      store,
+      bus,
+      logger,
+      // Embedded, every service closes in one process, one after the other: a relay waiting at close
+      // for its messages to be settled would wait for services already closed (5 s each). Rows not
+      // yet settled stay in the outbox and go out again at the next start; inboxes drop the copies.
+      ...(infrastructure.mode === 'embedded' ? { relay: { settleOnCloseMs: 0 } } : {}),
+    });
     return {
       store,
       bus,
