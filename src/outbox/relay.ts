@@ -1,6 +1,5 @@
 import { describeThrown } from '../errors/describe-thrown.js';
 import { FerryError, isFerryError } from '../errors/ferry-error.js';
-import { storableText } from '../errors/storable-text.js';
 import { uuidv7 } from '../ids/uuidv7.js';
 import type { Logger } from '../logging/logger.js';
 import type { Envelope } from '../messaging/envelope.js';
@@ -353,7 +352,7 @@ export class Relay {
           await this.#storage.fail(
             this.owner,
             row.seq,
-            storableText(`stored envelope is not JSON: ${describeThrown(error).message}`),
+            `stored envelope is not JSON: ${describeThrown(error).message}`,
           );
           return;
         }
@@ -484,8 +483,8 @@ export class Relay {
   }
 
   async #settleFailure(row: OutboxRow, error: unknown): Promise<void> {
-    // Recorded as the row's error: a text the storage cannot keep would fail the recording itself.
-    const reason = storableText(describeThrown(error).message);
+    // Recorded as the row's error: every outbox storage keeps it as it can (storableText).
+    const reason = describeThrown(error).message;
     const now = this.#clock.now();
     if (isTransient(error)) {
       const delay = Math.min(

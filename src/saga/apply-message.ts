@@ -1,6 +1,6 @@
 import { isFerryError } from '../errors/ferry-error.js';
 import { nameProblem } from '../eventstore/event-encoding.js';
-import type { PublishOptions } from '../messaging/bus.js';
+import type { Bus, PublishOptions } from '../messaging/bus.js';
 import type { Message } from '../messaging/envelope.js';
 import type { SagaRow } from '../outbox/storage.js';
 import type { UnitOfWork } from '../outbox/unit-of-work.js';
@@ -48,6 +48,11 @@ export type SagaWork = Pick<UnitOfWork, 'tx' | 'publish' | 'schedule' | 'cancel'
  * without sending it: rejects with the bus's error when it would be refused.
  */
 export type SagaMessageCheck = (type: string, data: unknown, options: PublishOptions) => Promise<unknown>;
+
+/** The check of what `outbox`'s units of work publish through (compensations included): its bus. */
+export function outboxMessageCheck(outbox: { readonly bus: Pick<Bus, 'envelopeOf'> }): SagaMessageCheck {
+  return (type, data, options) => outbox.bus.envelopeOf(type as never, data as never, options);
+}
 
 // biome-ignore lint/suspicious/noExplicitAny: the runtime serves every saga whatever its types
 type AnySaga = SagaDefinition<any, string, any, string, any>;

@@ -1,13 +1,13 @@
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import { type Logger, stderrLogger } from '../logging/logger.js';
-import type { Bus, PublishOptions, SubscribeOptions, Subscription } from '../messaging/bus.js';
+import type { Bus, SubscribeOptions, Subscription } from '../messaging/bus.js';
 import type { Contracts, TypeOf } from '../messaging/contracts.js';
 import type { Message } from '../messaging/envelope.js';
 import type { HandlerUnitOfWork } from '../messaging/transactional.js';
 import type { Outbox } from '../outbox/outbox.js';
 import type { SagaRow, SagaStatus } from '../outbox/storage.js';
 import type { UnitOfWork } from '../outbox/unit-of-work.js';
-import { applySagaMessage } from './apply-message.js';
+import { applySagaMessage, outboxMessageCheck } from './apply-message.js';
 import type { SagaDefinition } from './define-saga.js';
 import { parseSagaState, type StoredSagaState } from './saga-state.js';
 
@@ -102,9 +102,7 @@ export async function startSaga<
   const group = options.group ?? `saga-${definition.name}`;
   const logger = options.logger ?? stderrLogger;
   const now = () => outbox.clock.now();
-  // The outbox's bus: the one its units of work publish through, compensations included.
-  const check = (type: string, data: unknown, publishOptions: PublishOptions) =>
-    outbox.bus.envelopeOf(type as never, data as never, publishOptions);
+  const check = outboxMessageCheck(outbox);
   const handle = async (
     message: Message,
     context: { readonly work: UnitOfWork<BC>; readonly signal: AbortSignal },

@@ -816,6 +816,21 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
       // subscription the message reached settled it (and goes out again after a crash).
       const orderId = (m: Message) => (m.data as { orderId: string }).orderId;
 
+      /** Another outbox on `store` and `bus`, as after a restart: short leases, quick polls. */
+      async function nextRelay(
+        store: EventStore,
+        bus: Bus<{ 'order.placed': z.ZodObject<{ orderId: z.ZodString }> }>,
+      ) {
+        const next = await createOutbox({
+          store,
+          bus,
+          logger: silentLogger,
+          relay: { leaseMs: 300, pollIntervalMs: 50 },
+        });
+        closers.push(() => next.close());
+        return next;
+      }
+
       /** A subscription of group `inventory` whose handler waits at `slow` until released. */
       async function slowInventory(bus: Bus<{ 'order.placed': z.ZodObject<{ orderId: z.ZodString }> }>) {
         let release!: () => void;
@@ -964,13 +979,7 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
         // What the last round sent (the unit's message, if it went before the stop) was handled.
         expect(await outbox.backlog()).toMatchObject({ awaitingSettlement: 0 });
 
-        const next = await createOutbox({
-          store,
-          bus,
-          logger: silentLogger,
-          relay: { leaseMs: 300, pollIntervalMs: 50 },
-        });
-        closers.push(() => next.close());
+        const next = await nextRelay(store, bus);
         // Past the lease of any row left held: each message is delivered once.
         await new Promise((resolve) => setTimeout(resolve, 700));
         await next.flush();
@@ -995,13 +1004,7 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
         expect(await outbox.backlog()).toMatchObject({ awaitingSettlement: 1 });
         expect(warnings.filter((w) => w.includes('not settled'))).toHaveLength(1);
 
-        const next = await createOutbox({
-          store,
-          bus,
-          logger: silentLogger,
-          relay: { leaseMs: 300, pollIntervalMs: 50 },
-        });
-        closers.push(() => next.close());
+        const next = await nextRelay(store, bus);
         await waitFor(() => received.filter((m) => m.id === id).length === 2, 'the message sent again');
         release();
         await waitFor(async () => {

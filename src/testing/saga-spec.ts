@@ -12,6 +12,7 @@ import { createOutbox, type Outbox } from '../outbox/outbox.js';
 import type { UnitOfWork } from '../outbox/unit-of-work.js';
 import {
   applySagaMessage,
+  outboxMessageCheck,
   type SagaIgnoredReason,
   type SagaOutcome,
   type SagaWork,
@@ -248,7 +249,7 @@ class SagaSpecRun<C extends Contracts, S extends string, D> implements SagaSpecW
         recording(work, published, scheduled),
         message,
         () => clock.now(),
-        (type, data, options) => outbox.bus.envelopeOf(type as never, data as never, options),
+        outboxMessageCheck(outbox),
       ),
     );
     if (outcome.id !== undefined) state.lastId = outcome.id;
