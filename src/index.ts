@@ -286,12 +286,8 @@ export {
   type ScheduledOutboxMessage,
   type UnitOfWorkOptions,
 } from './outbox/outbox.js';
-export {
-  DEFAULT_HELD_LEASE_MS,
-  DEFAULT_RELAY_OPTIONS,
-  OutboxPublishTimeoutError,
-  type RelayOptions,
-} from './outbox/relay.js';
+export { OutboxPublishTimeoutError } from './outbox/relay.js';
+export { DEFAULT_HELD_LEASE_MS, DEFAULT_RELAY_OPTIONS, type RelayOptions } from './outbox/relay-options.js';
 export {
   isOutboxCapable,
   type OutboxBacklog,

@@ -14,7 +14,7 @@ import { dropSchemas, postgresTestUrl, testSchemaName } from '../testing/postgre
 import { createTestVhost, type TestVhost } from '../testing/rabbitmq.js';
 import { sleep, waitFor } from '../testing/wait.js';
 import { createOutbox, type Outbox } from './outbox.js';
-import type { RelayOptions } from './relay.js';
+import type { RelayOptions } from './relay-options.js';
 
 const schemas: string[] = [];
 const cleanups: (() => Promise<unknown>)[] = [];

@@ -6,7 +6,7 @@ import type { Bus } from '../messaging/bus.js';
 import type { Contracts, NoContracts } from '../messaging/contracts.js';
 import type { Clock } from '../time/clock.js';
 import { MAX_TIMER_MS } from '../time/max-timer.js';
-import { DEFAULT_HELD_LEASE_MS, DEFAULT_RELAY_OPTIONS, type RelayOptions } from './relay.js';
+import { DEFAULT_HELD_LEASE_MS, DEFAULT_RELAY_OPTIONS, type RelayOptions } from './relay-options.js';
 
 /** Options of {@link createOutbox}. */
 export interface OutboxOptions<C extends Contracts = NoContracts> {

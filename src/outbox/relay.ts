@@ -6,91 +6,13 @@ import type { Envelope } from '../messaging/envelope.js';
 import type { TrackedPublish, Transport } from '../messaging/transport.js';
 import type { Clock, ClockTimer } from '../time/clock.js';
 import { keepingAlive } from '../time/keep-alive.js';
+import { HeldRows } from './held-rows.js';
+import type { RelayOptions } from './relay-options.js';
 import type { OutboxRow, OutboxStorage } from './storage.js';
-
-/** Options of the relay that publishes committed outbox rows. */
-export interface RelayOptions {
-  /** Rows taken per round (one per key). @default 256 */
-  readonly batchSize?: number;
-  /**
-   * How long a taken row is this relay's alone; past it (a relay that died), another relay takes
-   * it over and publishes it again (a duplicate consumers' inboxes drop). A row held until its
-   * message is settled (see `holdUntilSettled`) has its lease renewed every third of it while this
-   * relay lives: after a crash its message goes out again once the lease ends, within `leaseMs`.
-   * @default 30000, or 10000 ({@link DEFAULT_HELD_LEASE_MS}) when rows are held until settled
-   */
-  readonly leaseMs?: number;
-  /** Longest wait for one publish to be confirmed before it counts as a failed attempt. @default 10000 */
-  readonly publishTimeoutMs?: number;
-  /**
-   * Safety net: how often the relay looks for rows it was not told about (rows committed by a process
-   * whose wake-up it missed). Commits of this process wake it at once, and so do commits of other
-   * processes where the database can say so (PostgreSQL LISTEN/NOTIFY, SQLite's data version).
-   * @default 1000
-   */
-  readonly pollIntervalMs?: number;
-  /**
-   * Attempts of a message the broker refuses (unroutable, too large, nacked, or any error that is
-   * not the broker being unreachable) before it is set aside as failed; a broker that cannot be
-   * reached is waited for without limit, with backoff. @default 10
-   */
-  readonly maxAttempts?: number;
-  /** First retry delay of a refused message, doubled each attempt (with jitter) up to 60 s. @default 1000 */
-  readonly retryDelayMs?: number;
-  /**
-   * With a transport that holds messages in process memory only (the memory transport: see
-   * `Transport.publishTracked`), keep each row after the confirm, held, until its message is settled
-   * by every subscription it reached (handled and acked, dead-lettered, or its queue deleted); held
-   * rows are deleted in batches as their settlements arrive. A process that dies first leaves the
-   * row in the outbox, and a relay publishes it again once its lease ends (consumers' inboxes drop
-   * the duplicate). The round does not wait for settlements, and a held row does not hold back the
-   * next row of its key: that one goes out after the confirm, in commit order. `false` deletes rows
-   * at the confirm, as with a durable broker; unused with such a broker. @default true
-   */
-  readonly holdUntilSettled?: boolean;
-  /**
-   * How long a woken relay lets commits gather before its next round, when the last round did not
-   * find a full batch waiting: under load, one round takes the messages of many commits instead of
-   * one each, and each round's bookkeeping (a claim, a hold, a delete: a commit each) is shared by
-   * all of them. Adds at most this much to a message's way out. `0` starts a round at every wake-up.
-   * @default 2
-   */
-  readonly lingerMs?: number;
-  /**
-   * With rows held until settled (see `holdUntilSettled`): how long `outbox.close()` waits, after the
-   * relay's last round, for the messages this relay published to be settled, deleting their rows as
-   * the settlements arrive (leases still renewed), so that an orderly shutdown leaves nothing handled
-   * to be sent again after the restart. What is still unsettled then (a handler that does not end, a
-   * message nobody consumes any more) stays in the outbox, logged, and goes out again once its lease
-   * ends. Time of the outbox's clock, and never more than this much real time. `0` does not wait.
-   * @default 5000
-   */
-  readonly settleOnCloseMs?: number;
-}
-
-export const DEFAULT_RELAY_OPTIONS = Object.freeze({
-  batchSize: 256,
-  leaseMs: 30_000,
-  publishTimeoutMs: 10_000,
-  pollIntervalMs: 1000,
-  maxAttempts: 10,
-  retryDelayMs: 1000,
-  holdUntilSettled: true,
-  lingerMs: 2,
-  settleOnCloseMs: 5000,
-} satisfies Required<RelayOptions>);
-
-/**
- * The default lease when rows are held until settled: shorter than a durable broker's, since it is how
- * long the messages of a process that died wait before they go out again; a live relay renews it.
- */
-export const DEFAULT_HELD_LEASE_MS = 10_000;
 
 const MAX_RETRY_DELAY_MS = 60_000;
 /** Publishes remembered at most by id (in flight, or confirmed after their attempt timed out). */
 const MAX_REMEMBERED_SENDS = 10_000;
-/** Most seqs per statement when held rows are renewed or deleted. */
-const HELD_BATCH = 1000;
 /** While the broker is unreachable: first delay, cap. */
 const UNREACHABLE_DELAY_MS = 200;
 const MAX_UNREACHABLE_DELAY_MS = 30_000;
@@ -135,8 +57,7 @@ export class Relay {
   readonly #o: Required<RelayOptions>;
   /** Whether confirmed rows are held until settled. */
   readonly #holds: boolean;
-  /** How often held rows have their lease renewed. */
-  readonly #renewEveryMs: number;
+  readonly #held: HeldRows;
   #running = false;
   #stopped = false;
   /** Stopped, and done with settlements: later ones are ignored. */
@@ -157,18 +78,6 @@ export class Relay {
    * be sent, and tracked, on its own.
    */
   readonly #sending = new Map<bigint, Promise<void>>();
-  /** Rows this relay holds until their messages are settled: seq to message id. */
-  readonly #held = new Map<bigint, string>();
-  /** Held rows whose messages were settled, deleted at the start of the next round. */
-  readonly #settled = new Set<bigint>();
-  /**
-   * Rows whose messages were settled while this relay did not hold them: before their hold (a quick
-   * handler), or while waiting for another attempt after one that timed out before its confirm.
-   * They are deleted once their row is confirmed and held; until then they cannot be (not leased).
-   */
-  readonly #settledEarly = new Set<bigint>();
-  /** When the held rows' leases are renewed next. */
-  #renewAt = 0;
 
   constructor(
     storage: OutboxStorage,
@@ -183,7 +92,14 @@ export class Relay {
     this.#logger = logger;
     this.#o = options;
     this.#holds = options.holdUntilSettled && typeof transport.publishTracked === 'function';
-    this.#renewEveryMs = Math.max(1, Math.floor(options.leaseMs / 3));
+    this.#held = new HeldRows({
+      storage,
+      owner: this.owner,
+      clock,
+      logger,
+      leaseMs: options.leaseMs,
+      released: (seq) => this.#sending.delete(seq),
+    });
   }
 
   /** Messages published and removed from the outbox by this relay. */
@@ -247,8 +163,6 @@ export class Relay {
     }
     this.#ended = true;
     this.#held.clear();
-    this.#settled.clear();
-    this.#settledEarly.clear();
     this.#running = false;
     for (const resolve of this.#idleWaiters.splice(0)) resolve();
   }
@@ -272,13 +186,13 @@ export class Relay {
       for (;;) {
         await this.#removeSettled();
         if (this.#held.size === 0 || expired) return;
-        await this.#renewHeld();
-        if (this.#held.size === 0 || this.#settled.size > 0) continue;
+        await this.#held.renew();
+        if (this.#held.size === 0 || this.#held.anySettled) continue;
         if (expired) return;
         await new Promise<void>((resolve) => {
           const renewal = this.#clock.setTimeout(
             () => this.#wakeUp(),
-            Math.max(0, this.#renewAt - this.#clock.now()),
+            Math.max(0, this.#held.renewAt - this.#clock.now()),
           );
           this.#wake = () => {
             renewal.cancel();
@@ -310,7 +224,7 @@ export class Relay {
       let rows: OutboxRow[] = [];
       try {
         await this.#removeSettled();
-        await this.#renewHeld();
+        await this.#held.renew();
         rows = await this.#storage.claim(this.owner, this.#clock.now(), this.#o.batchSize, this.#o.leaseMs);
         if (rows.length > 0) await this.#publish(rows);
       } catch (error) {
@@ -368,7 +282,7 @@ export class Relay {
       }),
     );
     if (done.length > 0) {
-      if (this.#holds) await this.#hold(done);
+      if (this.#holds) await this.#held.hold(done);
       else {
         this.#delivered += await this.#storage.delivered(
           this.owner,
@@ -390,96 +304,17 @@ export class Relay {
     }
   }
 
-  /**
-   * Holds confirmed rows until their messages are settled; those settled already (leased by this
-   * round's claim) are deleted at the start of the next round with the others.
-   */
-  async #hold(confirmed: readonly OutboxRow[]): Promise<void> {
-    const now = this.#clock.now();
-    if (this.#held.size === 0) this.#renewAt = now + this.#renewEveryMs;
-    const rows: OutboxRow[] = [];
-    for (const row of confirmed) {
-      if (this.#settledEarly.delete(row.seq)) {
-        this.#held.set(row.seq, row.id);
-        this.#settled.add(row.seq);
-      } else rows.push(row);
-    }
-    if (rows.length === 0) return;
-    const held = new Set(
-      await this.#storage.hold(
-        this.owner,
-        rows.map((row) => row.seq),
-        now + this.#o.leaseMs,
-      ),
-    );
-    for (const row of rows) {
-      if (held.has(row.seq)) {
-        this.#held.set(row.seq, row.id);
-        // Settled while the hold was being written.
-        if (this.#settledEarly.delete(row.seq)) this.#settled.add(row.seq);
-      } else {
-        // Taken over by another relay (our lease ran out): it publishes it again.
-        this.#sending.delete(row.seq);
-        this.#settledEarly.delete(row.seq);
-      }
-    }
-  }
-
   /** A held row's message was settled everywhere: its row goes at the start of the next round. */
   #onSettled(seq: bigint): void {
     // Also while stopping: stop() waits for the settlements of what this relay published.
     if (this.#ended) return;
-    if (!this.#held.has(seq)) {
-      this.#settledEarly.add(seq);
-      return;
-    }
-    this.#settled.add(seq);
     // Wakes a sleeping relay without making the round look at the outbox again and again: a
     // settlement changes nothing the claim could find.
-    this.#wakeUp();
+    if (this.#held.settle(seq)) this.#wakeUp();
   }
 
-  /** Deletes the rows whose messages were settled, in batches. */
   async #removeSettled(): Promise<void> {
-    if (this.#settled.size === 0) return;
-    const seqs = [...this.#settled];
-    this.#settled.clear();
-    for (let i = 0; i < seqs.length; i += HELD_BATCH) {
-      const batch = seqs.slice(i, i + HELD_BATCH);
-      try {
-        this.#delivered += await this.#storage.delivered(this.owner, batch);
-      } catch (error) {
-        // Deleted at the next round; held meanwhile.
-        for (const seq of seqs.slice(i)) this.#settled.add(seq);
-        throw error;
-      }
-      for (const seq of batch) {
-        this.#held.delete(seq);
-        this.#sending.delete(seq);
-      }
-    }
-  }
-
-  /** Renews the lease of the rows held, every third of `leaseMs`. */
-  async #renewHeld(): Promise<void> {
-    if (this.#held.size === 0) return;
-    const now = this.#clock.now();
-    if (now < this.#renewAt) return;
-    this.#renewAt = now + this.#renewEveryMs;
-    const seqs = [...this.#held.keys()];
-    for (let i = 0; i < seqs.length; i += HELD_BATCH) {
-      const batch = seqs.slice(i, i + HELD_BATCH);
-      const kept = new Set(await this.#storage.hold(this.owner, batch, now + this.#o.leaseMs));
-      for (const seq of batch) {
-        if (kept.has(seq)) continue;
-        // Taken over after our lease ran out (this process stalled): the other relay sends it again.
-        this.#logger.warn(
-          `outbox relay: held message ${this.#held.get(seq)} was taken over by another relay`,
-        );
-        this.#held.delete(seq);
-        this.#sending.delete(seq);
-      }
-    }
+    this.#delivered += await this.#held.removeSettled();
   }
 
   async #settleFailure(row: OutboxRow, error: unknown): Promise<void> {
@@ -533,7 +368,7 @@ export class Relay {
         const oldest = this.#sending.keys().next().value;
         if (oldest !== undefined) {
           this.#sending.delete(oldest);
-          this.#settledEarly.delete(oldest);
+          this.#held.forget(oldest);
         }
       }
     }
@@ -561,7 +396,7 @@ export class Relay {
   /** Sleeps until woken, due or polled; resolves whether it was woken (by a commit or a settlement). */
   async #sleepUntilNext(): Promise<boolean> {
     let delay = this.#o.pollIntervalMs;
-    if (this.#held.size > 0) delay = Math.max(0, Math.min(delay, this.#renewAt - this.#clock.now()));
+    if (this.#held.size > 0) delay = Math.max(0, Math.min(delay, this.#held.renewAt - this.#clock.now()));
     try {
       const now = this.#clock.now();
       const next = await this.#storage.nextDue(now);
@@ -570,7 +405,7 @@ export class Relay {
       // Poll instead.
     }
     // A settlement that came meanwhile is deleted at once.
-    if (this.#woken || this.#stopped || this.#settled.size > 0) return true;
+    if (this.#woken || this.#stopped || this.#held.anySettled) return true;
     return this.#sleep(delay);
   }
 

@@ -13,7 +13,7 @@ import { MemoryTransport } from '../messaging/memory/memory-transport.js';
 import type { HandlerMiddleware } from '../messaging/middleware.js';
 import { ACK, type DeadLetterReason, type Delivery, type SubscriptionSpec } from '../messaging/transport.js';
 import { createOutbox, type Outbox } from '../outbox/outbox.js';
-import type { RelayOptions } from '../outbox/relay.js';
+import type { RelayOptions } from '../outbox/relay-options.js';
 import type { SagaStatus } from '../outbox/storage.js';
 import { VirtualClock } from '../time/clock.js';
 import { DEFAULT_SELECT_OPTIONS, MessageList, type SelectOptions } from './message-list.js';
