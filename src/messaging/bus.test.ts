@@ -397,6 +397,37 @@ describe('close', () => {
       expect(error).toMatchObject({ code: 'BUS_CLOSED' });
     }
   });
+
+  it('takes publishes only while it waits for the handlers in flight: a handler it gave up on gets BUS_CLOSED', async () => {
+    const bus = await open({ closeTimeoutMs: 50 });
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    let started = false;
+    let published: unknown;
+    await bus.subscribe(
+      'order.created',
+      async () => {
+        started = true;
+        await gate;
+        published = await bus.publish('order.created', {}).then(
+          () => 'published',
+          (error: unknown) => error,
+        );
+      },
+      { handlerTimeoutMs: 0 },
+    );
+    await bus.publish('order.created', {});
+    await waitFor(() => started, 'the handler to start');
+    const closing = bus.close();
+    // Outside any handler too, while close waits.
+    await expect(bus.publish('order.created', {})).resolves.toBeUndefined();
+    await closing;
+    release();
+    await waitFor(() => published !== undefined, 'the abandoned handler to publish');
+    expect(isBusClosedError(published)).toBe(true);
+  });
 });
 
 describe('close while subscribing', () => {

@@ -226,6 +226,11 @@ export class Bus<C extends Contracts = NoContracts> {
   readonly #clock: Clock | undefined;
   readonly #subscriptions = new Set<TransportSubscription>();
   #closing: Promise<void> | undefined;
+  /**
+   * Set once `close` has stopped waiting for the handlers in flight. Until then `publish` takes
+   * messages although `close` began: a handler that close waits for must be able to finish its work.
+   */
+  #publishingClosed = false;
 
   /** Use {@link createBus}, which also connects the transport. */
   constructor(transport: Transport, options: BusOptions<C>) {
@@ -250,9 +255,10 @@ export class Bus<C extends Contracts = NoContracts> {
    * Publishes a message. Resolves once the transport has stored it durably (on RabbitMQ: a publisher
    * confirm for a persistent message routed to at least one queue); rejects with a typed error
    * otherwise (`UNROUTABLE`, `PUBLISH_NACKED`, `PUBLISH_NOT_CONFIRMED`, `MESSAGE_INVALID`, `BUS_CLOSED`).
+   * While `close` waits for the handlers in flight it still takes messages (see {@link close}).
    */
   publish<K extends TypeOf<C>>(type: K, data: DataIn<C, K>, options?: PublishOptions): Promise<void> {
-    if (this.#closing !== undefined) return Promise.reject(new BusClosedError());
+    if (this.#publishingClosed) return Promise.reject(new BusClosedError());
     try {
       assertMessageType(type);
       const schema = this.#contracts.size === 0 ? undefined : this.#contracts.get(type);
@@ -625,7 +631,10 @@ export class Bus<C extends Contracts = NoContracts> {
   /**
    * Stops every subscription (waiting for handlers in flight), waits for unconfirmed publishes, then
    * closes the transport, all within `closeTimeoutMs`: what the handlers took of it is not given
-   * again to the publishes. Publishing after `close` rejects with `BUS_CLOSED`. Idempotent.
+   * again to the publishes. `subscribe`, the dead-letter calls and `deleteSubscription` reject with
+   * `BUS_CLOSED` as soon as `close` is called; `publish` still takes messages while `close` waits for
+   * the handlers in flight (they may publish as they finish, and `close` then waits for those
+   * confirms too), and rejects with `BUS_CLOSED` from the end of that wait on. Idempotent.
    */
   close(): Promise<void> {
     this.#closing ??= (async () => {
@@ -633,7 +642,12 @@ export class Bus<C extends Contracts = NoContracts> {
       const deadline = clock.now() + this.#closeTimeoutMs;
       const subscriptions = [...this.#subscriptions];
       this.#subscriptions.clear();
-      await Promise.all(subscriptions.map((s) => s.close(this.#closeTimeoutMs)));
+      try {
+        await Promise.all(subscriptions.map((s) => s.close(this.#closeTimeoutMs)));
+      } finally {
+        // Handlers still running now were given up on: their messages go back to their queues.
+        this.#publishingClosed = true;
+      }
       await this.transport.close(Math.max(0, deadline - clock.now()));
     })();
     return this.#closing;

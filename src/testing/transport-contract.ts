@@ -927,6 +927,58 @@ export function testTransport(name: string, harness: TransportHarness, features:
       expect(isBusClosedError(await b.publish(type, { n: 3 }).catch((e: unknown) => e))).toBe(true);
     });
 
+    it('lets a handler in flight at close publish: close waits for it, the message it publishes is delivered, and the original is neither retried nor dead-lettered', async () => {
+      // Must not happen: an orderly shutdown failing the handlers it waits for with BUS_CLOSED, so
+      // that the message is retried or dead-lettered and its side effects run again.
+      const p = unique();
+      const b = await bus(`svc-${p}`);
+      const other = await bus(`other-${p}`);
+      const type = `${p}.order`;
+      const followUp = `${p}.paid`;
+      const group = `pay-${p}`;
+      const fast = { initialDelayMs: 50, factor: 1, maxDelayMs: 50 };
+      const paid: string[] = [];
+      await other.subscribe(followUp, async (m) => void paid.push(m.causationid ?? ''), { group: `w-${p}` });
+      let release!: () => void;
+      const gate = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      let runs = 0;
+      let published: unknown = 'not reached';
+      await b.subscribe(
+        type,
+        async () => {
+          runs++;
+          await gate;
+          published = await b.publish(followUp, {}).then(
+            () => 'ok',
+            (e: unknown) => e,
+          );
+        },
+        { group, maxAttempts: 2, backoff: fast, handlerTimeoutMs: 0 },
+      );
+      await other.publish(type, {}, { id: `${p}-order` });
+      await waitFor(() => runs === 1, 'the handler to start');
+      const closing = b.close();
+      release();
+      await closing;
+      expect(published).toBe('ok');
+      await waitFor(() => paid.length === 1, 'the message the handler published during close');
+      expect(paid).toEqual([`${p}-order`]);
+      // Past the retry delay: a failed attempt would come back to the next subscriber of the group.
+      const later: number[] = [];
+      await other.subscribe(type, async (m) => void later.push(m.attempt), {
+        group,
+        maxAttempts: 2,
+        backoff: fast,
+      });
+      await sleep(400);
+      expect(later).toEqual([]);
+      expect(await other.listDeadLetters({ group })).toEqual([]);
+      // Once close is done, publish is refused.
+      expect(isBusClosedError(await b.publish(followUp, {}).catch((e: unknown) => e))).toBe(true);
+    });
+
     it('gives up on a handler still running at close after closeTimeoutMs: its message goes to the next subscriber', async () => {
       // Must not be lost: the message whose handler never finished (RabbitMQ requeues what a closed
       // channel held; the embedded broker must too).
