@@ -44,7 +44,7 @@ export function testTransport(name: string, harness: TransportHarness, features:
 
     async function bus<C extends Contracts = NoContracts>(
       service: string,
-      extra: { contracts?: C; inbox?: MemoryInbox } = {},
+      extra: { contracts?: C; inbox?: MemoryInbox; closeTimeoutMs?: number } = {},
     ): Promise<Bus<C>> {
       const b = await createBus<C>({
         transport: harness.createTransport(),
@@ -1008,6 +1008,40 @@ export function testTransport(name: string, harness: TransportHarness, features:
       expect(later).toEqual([{ id: `${p}-stuck`, n: 1 }]);
       await sleep(200);
       expect(later).toHaveLength(1);
+    });
+
+    it('dead-letters a message whose handler never ends once maxRedeliveries (5) subscribers in a row gave it back at close, with reason redelivered', async () => {
+      // Must not happen: a message that hangs every handler handed to each new subscriber for ever
+      // (RabbitMQ counts what a closed channel gave back; the embedded broker must too).
+      const p = unique();
+      const b = await bus(`svc-${p}`, { closeTimeoutMs: 100 });
+      const type = `${p}.poison`;
+      const group = `g-${p}`;
+      let runs = 0;
+      const hang = async () => {
+        runs++;
+        await new Promise(() => {}); // never settles
+      };
+      const options = { group, concurrency: 1, handlerTimeoutMs: 0 };
+      // The first delivery and 5 counted redeliveries each run the handler, which close gives up on.
+      for (let k = 0; k < 6; k++) {
+        const sub = await b.subscribe(type, hang, options);
+        if (k === 0) await b.publish(type, { n: 1 }, { id: `${p}-poison` });
+        await waitFor(() => runs === k + 1, `run ${k + 1} of the handler`);
+        await sub.close();
+      }
+      // The next subscriber to take it moves it to the dead letters without running it.
+      await b.subscribe(type, hang, options);
+      await waitFor(async () => (await b.listDeadLetters({ group })).length === 1, 'the dead letter');
+      await sleep(200);
+      expect(runs).toBe(6);
+      const dead = await b.listDeadLetters({ group });
+      expect(dead).toHaveLength(1);
+      expect(dead[0]).toMatchObject({
+        reason: { kind: 'redelivered' },
+        attempts: 1,
+        envelope: { id: `${p}-poison`, data: { n: 1 } },
+      });
     });
 
     it('ignores what a handler close gave up on decides later: no retry, no dead letter, and the next subscriber gets the message once', async () => {

@@ -55,11 +55,19 @@ export interface MemoryBrokerOptions {
    * too large for the broker is found in development. @default 134217728
    */
   readonly maxMessageBytes?: number;
+  /**
+   * Times in a row a message may go back to its queue because its subscriber closed without waiting
+   * for its handler (past `closeTimeoutMs`); the next subscriber to take it then moves it to the
+   * dead-letter queue with reason kind `redelivered`, as on RabbitMQ (the same option and default
+   * there). The count restarts once a handler has settled the message. @default 5
+   */
+  readonly maxRedeliveries?: number;
 }
 
 export const DEFAULT_MEMORY_BROKER_OPTIONS = Object.freeze({
   maxQueueLength: 1_000_000,
   maxMessageBytes: 134_217_728,
+  maxRedeliveries: 5,
   clock: systemClock,
 } satisfies Required<MemoryBrokerOptions>);
 
@@ -80,6 +88,7 @@ export function resolveMemoryBrokerOptions(options: MemoryBrokerOptions): Requir
   return {
     maxQueueLength: integerOption('maxQueueLength', options.maxQueueLength, d.maxQueueLength, 1),
     maxMessageBytes: integerOption('maxMessageBytes', options.maxMessageBytes, d.maxMessageBytes, 1),
+    maxRedeliveries: integerOption('maxRedeliveries', options.maxRedeliveries, d.maxRedeliveries, 0),
     clock,
   };
 }
@@ -87,7 +96,9 @@ export function resolveMemoryBrokerOptions(options: MemoryBrokerOptions): Requir
 /**
  * A Ferry message as published (its `data` read from the snapshot, copied for each delivery, never
  * from the envelope) with its attempt number and, for a tracked publish, its settlement (shared by
- * the copies of every queue it was routed to), or foreign bytes.
+ * the copies of every queue it was routed to), or foreign bytes. `redeliveries` counts the times in
+ * a row a closing consumer gave it back unsettled (absent: none), as RabbitMQ's
+ * `x-ferry-redeliveries` does.
  */
 type Entry =
   | {
@@ -96,12 +107,14 @@ type Entry =
       readonly attempt: number;
       readonly settlement: Settlement | undefined;
       readonly wire?: undefined;
+      readonly redeliveries?: number;
     }
   | {
       readonly envelope?: undefined;
       readonly data?: undefined;
       readonly settlement?: undefined;
       readonly wire: WireMessage;
+      readonly redeliveries?: number;
     };
 
 interface MemoryConsumer {
@@ -197,6 +210,7 @@ export class MemoryBroker {
   readonly #delayed = new Map<string, Map<ClockTimer, { readonly entry: Entry; readonly delayMs: number }>>();
   readonly #maxQueueLength: number;
   readonly #maxMessageBytes: number;
+  readonly #maxRedeliveries: number;
   /** The clock its retry delays and close timeouts run on (see {@link MemoryBrokerOptions.clock}). */
   readonly clock: Clock;
   readonly #settler: Settler = (queue, consumer, entry, delivery, outcome) =>
@@ -206,6 +220,7 @@ export class MemoryBroker {
     const o = resolveMemoryBrokerOptions(options);
     this.#maxQueueLength = o.maxQueueLength;
     this.#maxMessageBytes = o.maxMessageBytes;
+    this.#maxRedeliveries = o.maxRedeliveries;
     this.clock = o.clock;
   }
 
@@ -338,6 +353,11 @@ export class MemoryBroker {
       }
       if (consumer === undefined) return;
       const entry = queue.buffer.shift()!;
+      if (entry.redeliveries !== undefined && entry.redeliveries > this.#maxRedeliveries) {
+        // As on RabbitMQ, the consumer that takes it next moves it to the dead letters unhandled.
+        this.#deadLetterRedelivered(queue, entry, entry.redeliveries);
+        continue;
+      }
       consumer.inFlight.begin();
       this.#deliver(queue, consumer, entry);
     }
@@ -382,6 +402,7 @@ export class MemoryBroker {
     if (!consumer.holding.delete(delivery)) return;
     consumer.inFlight.end();
     if (outcome.action === 'retry') {
+      // A fresh entry: a handler settled it, so its redeliveries in a row start again from zero.
       const next: Entry = entry.envelope
         ? {
             envelope: entry.envelope,
@@ -389,7 +410,7 @@ export class MemoryBroker {
             attempt: outcome.attempt,
             settlement: entry.settlement,
           }
-        : entry;
+        : withoutRedeliveries(entry);
       // Its queue was deleted while it was being handled: gone with it.
       if (queue.deleted) entry.settlement?.copySettled();
       else if (outcome.delayMs <= 0) this.#enqueue(queue, next);
@@ -403,6 +424,21 @@ export class MemoryBroker {
       entry.settlement?.copySettled();
     }
     if (!consumer.closed) this.#schedule(queue);
+  }
+
+  /** Dead-letters a message closing consumers gave back `redeliveries` times in a row. */
+  #deadLetterRedelivered(queue: Queue, entry: Entry, redeliveries: number): void {
+    const delivery: Delivery =
+      entry.wire === undefined
+        ? { ok: true, message: toMessage(entry.envelope, entry.attempt, null) }
+        : decodeWireMessage(entry.wire, this.clock);
+    const reason: DeadLetterReason = {
+      kind: 'redelivered',
+      message: `delivered ${redeliveries} times in a row to a subscriber that closed without waiting for its handler (past closeTimeoutMs) before settling it`,
+    };
+    const attempts = delivery.ok ? delivery.message.attempt : delivery.attempt;
+    this.#storeDeadLetter(queue, entry, delivery, reason, attempts);
+    entry.settlement?.copySettled();
   }
 
   #storeDeadLetter(
@@ -426,7 +462,7 @@ export class MemoryBroker {
       // message for the queue: the original publish was settled by the dead-lettering.
       entry: envelope
         ? { envelope: { ...envelope, data: null }, data: entry.data, attempt: 1, settlement: undefined }
-        : entry,
+        : withoutRedeliveries(entry),
       ...(envelope
         ? { envelope: { ...envelope, data: null } }
         : delivery.ok
@@ -544,7 +580,8 @@ export class MemoryBroker {
     if (index >= 0) queue.consumers.splice(index, 1);
     await consumer.inFlight.idle(timeoutMs, this.clock);
     if (consumer.holding.size > 0) {
-      const held = [...consumer.holding.values()];
+      // Each counted as a redelivery, as RabbitMQ's consumers count what a closed channel gave back.
+      const held = [...consumer.holding.values()].map(redelivered);
       consumer.holding.clear();
       if (queue.deleted) for (const entry of held) entry.settlement?.copySettled();
       else queue.buffer.unshiftAll(held);
@@ -588,6 +625,16 @@ export class MemoryBroker {
     this.#deadLetters.set(group, kept);
     return replayed;
   }
+}
+
+/** `entry` given back once more by a consumer that stopped before settling it. */
+function redelivered(entry: Entry): Entry {
+  return { ...entry, redeliveries: (entry.redeliveries ?? 0) + 1 };
+}
+
+/** `entry` with its redeliveries in a row forgotten: a handler settled it, or it was dead-lettered. */
+function withoutRedeliveries(entry: Entry & { readonly wire: WireMessage }): Entry {
+  return entry.redeliveries === undefined ? entry : { wire: entry.wire };
 }
 
 function stripAttempt(message: Message): Envelope {
