@@ -4,6 +4,7 @@ import { KeyedTurns } from '../messaging/keyed-turns.js';
 import type { DeadLetter, DeadLetterReason, ReplayOptions } from '../messaging/transport.js';
 import { decodeWireMessage, HEADER, typeOf } from '../messaging/wire.js';
 import { republishOptions, wireMessageOf } from './codec.js';
+import { handBack } from './hand-back.js';
 import type { ConfirmPublisher } from './publisher.js';
 import { deadLetterQueueName } from './topology.js';
 
@@ -100,9 +101,8 @@ function toDeadLetter(message: GetMessage, group: string): DeadLetter {
  * Reads up to `limit` dead letters of `group` without removing them: they are fetched unacknowledged,
  * then handed back. A quorum queue puts returned messages at its back, so handing back only the
  * first `limit` would rotate the queue (each listing another slice, replays by position picking
- * other letters): every letter (up to {@link MAX_ROTATION}) is fetched and handed back in order, which
- * leaves the order as it was. Quorum queues take returned messages back asynchronously, so this waits
- * (briefly) until the queue holds them again; otherwise a list right after a list could come back short.
+ * other letters): every letter (up to {@link MAX_ROTATION}) is fetched and handed back in order (see
+ * {@link handBack}), which leaves the order as it was.
  */
 export async function listDeadLetters(
   connection: ChannelModel,
@@ -112,35 +112,30 @@ export async function listDeadLetters(
   const queue = deadLetterQueueName(group);
   const before = await depth(connection, queue);
   if (before === 0 || limit <= 0) return [];
-  const out = await withChannel(connection, async (channel) => {
+  return withChannel(connection, async (channel) => {
     const got: DeadLetter[] = [];
-    for (let fetched = 0; fetched < Math.max(limit, Math.min(before, MAX_ROTATION)); fetched++) {
+    const fetched: GetMessage[] = [];
+    while (fetched.length < Math.max(limit, Math.min(before, MAX_ROTATION))) {
       const message = await channel.get(queue, { noAck: false });
       if (message === false) break;
+      fetched.push(message);
       if (got.length < limit) got.push(toDeadLetter(message, group));
     }
-    channel.nackAll(true);
+    await handBack(connection, channel, queue, fetched);
     return got;
   });
-  await untilDepth(connection, queue, before);
-  return out;
 }
 
-/** Most dead letters a listing fetches to hand them back in order (a larger queue rotates). */
+/** Most dead letters a listing or replay fetches to hand them back in order (a larger queue rotates). */
 const MAX_ROTATION = 10_000;
-
-async function untilDepth(connection: ChannelModel, queue: string, atLeast: number): Promise<void> {
-  const deadline = Date.now() + 2000;
-  while (Date.now() < deadline && (await depth(connection, queue)) < atLeast) {
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
 
 /**
  * Sends selected dead letters back to the queue of the subscription that gave up on them, attempt
  * count reset. Each is removed from the dead-letter queue only after the broker confirmed the copy.
- * Scans at most the messages present at the start, so letters that fail again are not replayed twice;
- * the letters it fetched and left are back in the queue when it resolves.
+ * Scans at most the messages present at the start, so letters that fail again are not replayed twice.
+ * The letters it fetched and left are back in the queue, in their order, when it resolves: once it
+ * leaves one, it fetches the rest of the queue (up to {@link MAX_ROTATION}) to hand it all back in
+ * order, as a listing does.
  */
 export async function replayDeadLetters(
   connection: ChannelModel,
@@ -154,42 +149,55 @@ export async function replayDeadLetters(
   if (present === 0) return 0;
   const wanted = options.deadLetterIds === undefined ? undefined : new Set(options.deadLetterIds);
   const limit = options.limit ?? Number.POSITIVE_INFINITY;
-  let fetched = 0;
-  const replayed = await withChannel(connection, async (channel) => {
+  return withChannel(connection, async (channel) => {
     let replayed = 0;
-    for (let i = 0; i < present && replayed < limit && (wanted === undefined || wanted.size > 0); i++) {
+    const left: GetMessage[] = [];
+    for (let fetched = 0; fetched < present; fetched++) {
+      const searching = replayed < limit && (wanted === undefined || wanted.size > 0);
+      if (!searching && (left.length === 0 || fetched >= MAX_ROTATION)) break;
       const message = await channel.get(queue, { noAck: false });
       if (message === false) break;
-      fetched++;
-      const h = (message.properties.headers ?? {}) as Record<string, unknown>;
-      const id = text(h[DEAD_LETTER_HEADER.id]) ?? '';
-      if (wanted !== undefined && !wanted.has(id)) continue; // left unacknowledged: back in the queue on close
-      const target = text(h[DEAD_LETTER_HEADER.queue]);
-      if (target === undefined) {
-        logger.warn(`dead letter ${id} in ${queue} does not say which queue it came from; left in place`);
-        continue;
+      const id = text(message.properties.headers?.[DEAD_LETTER_HEADER.id]) ?? '';
+      if (!searching || (wanted !== undefined && !wanted.has(id))) {
+        left.push(message);
+      } else if (await replayOne(publisher, queue, message, id, logger)) {
+        channel.ack(message);
+        wanted?.delete(id);
+        replayed++;
+      } else {
+        left.push(message);
       }
-      const options = republishOptions(message, { [HEADER.attempt]: 1 });
-      const headers = options.headers as Record<string, unknown>;
-      for (const name of Object.values(DEAD_LETTER_HEADER)) {
-        if (name !== DEAD_LETTER_HEADER.exchange) delete headers[name];
-      }
-      try {
-        await publisher.publish('', target, message.content, options);
-      } catch (error) {
-        logger.warn(`could not replay dead letter ${id} to ${target}; left in place`, {
-          error: String(error),
-        });
-        continue;
-      }
-      channel.ack(message);
-      wanted?.delete(id);
-      replayed++;
     }
+    // Until handed back, the letters left are held by this channel: if it or the connection closes
+    // first, the broker puts them back itself (out of order, but none lost).
+    await handBack(connection, channel, queue, left);
     return replayed;
   });
-  // What was fetched and not replayed went back as the channel closed, which a quorum queue shows a
-  // moment later: the next listing or replay must find it there.
-  if (fetched > replayed) await untilDepth(connection, queue, present - replayed);
-  return replayed;
+}
+
+/** Publishes `message`'s copy to its subscription's queue: true once the broker confirmed it. */
+async function replayOne(
+  publisher: ConfirmPublisher,
+  queue: string,
+  message: GetMessage,
+  id: string,
+  logger: Logger,
+): Promise<boolean> {
+  const target = text(message.properties.headers?.[DEAD_LETTER_HEADER.queue]);
+  if (target === undefined) {
+    logger.warn(`dead letter ${id} in ${queue} does not say which queue it came from; left in place`);
+    return false;
+  }
+  const options = republishOptions(message, { [HEADER.attempt]: 1 });
+  const headers = options.headers as Record<string, unknown>;
+  for (const name of Object.values(DEAD_LETTER_HEADER)) {
+    if (name !== DEAD_LETTER_HEADER.exchange) delete headers[name];
+  }
+  try {
+    await publisher.publish('', target, message.content, options);
+    return true;
+  } catch (error) {
+    logger.warn(`could not replay dead letter ${id} to ${target}; left in place`, { error: String(error) });
+    return false;
+  }
 }
