@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { isInvalidOptionsError } from '../errors/ferry-error.js';
 import type { Envelope } from './envelope.js';
-import { assertEnvelopeLimits, isReservedHeader } from './envelope-limits.js';
+import { assertEnvelopeLimits } from './envelope-limits.js';
 
 const envelope = (headers: Record<string, string>): Envelope => ({
   specversion: '1.0',
@@ -13,58 +13,6 @@ const envelope = (headers: Record<string, string>): Envelope => ({
   data: {},
   correlationid: 'm-1',
   headers,
-});
-
-describe('isReservedHeader', () => {
-  it.each([
-    'x-ferry-attempt',
-    'x-ferry-routing-key',
-    'X-Ferry-Attempt',
-    'X-FERRY-REASON',
-    'x-death',
-    'X-Death',
-    'x-first-death-exchange',
-    'x-last-death-queue',
-    'x-delivery-count',
-    'x-delay',
-    'X-Delay',
-    'x-received-from',
-    'cloudEvents:time',
-    'cloudevents:time',
-    'CLOUDEVENTS:expiresat',
-    'CloudEvents:custom',
-    'CC',
-    'BCC',
-  ])('reserves %s', (name) => {
-    expect(isReservedHeader(name)).toBe(true);
-  });
-
-  it.each([
-    'tenant',
-    'ferry-attempt',
-    'traceparent',
-    'cloudevents-time',
-    'cloudEvents',
-    'xx-tenant',
-    'x_tenant',
-    // Other x- names are the application's (x-match is read from bindings, not messages).
-    'x-tenant',
-    'X-Request-Id',
-    'x-match',
-    'x-deathly',
-    'x-delays',
-    'X-',
-    // RabbitMQ reads CC and BCC exactly so: these route nothing.
-    'cc',
-    'Cc',
-    'bcc',
-    'Bcc',
-    'CCx',
-    // Only ASCII letters fold: U+017F (long s) is not an s.
-    'cloudevent\u017f:time',
-  ])('leaves %s to applications', (name) => {
-    expect(isReservedHeader(name)).toBe(false);
-  });
 });
 
 describe('assertEnvelopeLimits', () => {

@@ -1,6 +1,7 @@
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import { type Envelope, JSON_CONTENT_TYPE } from './envelope.js';
 import { rfc3339ToMs } from './expiry.js';
+import { isReservedHeader } from './reserved-headers.js';
 import { assertMessageType } from './topic.js';
 import { isWellFormed } from './well-formed.js';
 import { isJsonContentType } from './wire.js';
@@ -18,32 +19,6 @@ export const MAX_ID_BYTES = 255;
 export const MAX_HEADERS_BYTES = 32_768;
 /** What AMQP adds to each header in its table: the name's length, a type tag, the value's length. */
 export const HEADER_OVERHEAD_BYTES = 6;
-
-/**
- * Names RabbitMQ reads itself, exactly as it reads them (its header lookup is case-sensitive): `CC`
- * and `BCC` route copies of the message to more queues (sender-selected distribution), and a string
- * there makes the broker close the channel.
- */
-const ROUTING_HEADERS = new Set(['CC', 'BCC']);
-/**
- * Names Ferry or RabbitMQ own, in any case: Ferry's `x-ferry-*` and the CloudEvents attributes on the
- * wire (`cloudEvents:*`), the broker's `x-death`, `x-first-death-*`, `x-last-death-*`,
- * `x-delivery-count`, the delayed-message plugin's `x-delay`, the shovel's and federation's
- * `x-received-from`. Case-insensitive so that `X-Ferry-Attempt` is refused as `x-ferry-attempt` is,
- * rather than carried by one transport and confused with Ferry's own by a reader that ignores case.
- * Other `x-` names (`x-tenant`, `x-request-id`) are the application's. The `i` flag without `u`
- * folds ASCII letters only.
- */
-const RESERVED_NAME =
-  /^(?:x-ferry-|cloudevents:|x-death$|x-first-death|x-last-death|x-delivery-count$|x-delay$|x-received-from$)/i;
-
-/**
- * True for a header name an application cannot publish: one RabbitMQ routes by (`CC`, `BCC`), or one
- * Ferry, the broker or its plugins read (`x-ferry-*`, `cloudEvents:*`, `x-death`…, in any case).
- */
-export function isReservedHeader(name: string): boolean {
-  return ROUTING_HEADERS.has(name) || RESERVED_NAME.test(name);
-}
 
 /** A plain object (`{}` or `Object.create(null)`), not an array, a Map, a string or null. */
 export function isPlainHeaders(value: unknown): value is Readonly<Record<string, string>> {

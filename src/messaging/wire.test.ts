@@ -286,6 +286,31 @@ describe('headers of a received message', () => {
     });
     expect(delivery.ok && delivery.message.headers).toEqual({ tenant: 'acme', 'x-request-id': 'r-1' });
   });
+
+  it('keeps from handlers exactly the names publishing refuses: not those that only start like one', () => {
+    const own = {
+      'x-deathly': 'a',
+      'x-death-note': 'b',
+      'x-delivery-count2': 'c',
+      'x-delivery-countdown': 'd',
+      'x-delays': 'e',
+      'x-received-from-app': 'f',
+    };
+    const delivery = decodeWireMessage({
+      body: Buffer.from('{}'),
+      routingKey: 'order.paid',
+      headers: {
+        ...own,
+        // Reserved in any case, as publishing refuses them.
+        'X-Ferry-Attempt': 2,
+        'CloudEvents:custom': 'c',
+        'X-Death': 'd',
+        'x-delay': 500,
+        'x-received-from': 'shovel',
+      },
+    });
+    expect(delivery.ok && delivery.message.headers).toEqual(own);
+  });
 });
 
 describe('expiresat', () => {

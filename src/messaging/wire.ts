@@ -2,6 +2,7 @@ import { type Clock, systemClock } from '../time/clock.js';
 import { type Envelope, JSON_CONTENT_TYPE, newMessageId, toMessage } from './envelope.js';
 import { MessageNotSerializableError } from './errors.js';
 import { rfc3339ToMs } from './expiry.js';
+import { isReservedHeader } from './reserved-headers.js';
 import type { Delivery } from './transport.js';
 
 /** Header names Ferry reserves on the wire. */
@@ -32,29 +33,6 @@ export interface WireMessage {
   readonly appId?: string | undefined;
   readonly correlationId?: string | undefined;
   readonly headers?: Readonly<Record<string, unknown>> | undefined;
-}
-
-const TRANSPORT_PREFIXES = [
-  'x-ferry-',
-  'cloudEvents:',
-  'x-death',
-  'x-first-death',
-  'x-last-death',
-  'x-delivery-count',
-];
-/** Names RabbitMQ reads itself: `CC` and `BCC` route the message to more queues. */
-const ROUTING_HEADERS = new Set(['CC', 'BCC']);
-
-/**
- * True for the headers of a received message that are Ferry's or the broker's, not the
- * application's: they are not handed to handlers. Publishing refuses more (`isReservedHeader` of
- * envelope-limits: every `x-*` and `cloudEvents:*` in any case); a plain producer's other `x-`
- * headers (`x-request-id`) still reach handlers.
- */
-function isTransportHeader(name: string): boolean {
-  if (ROUTING_HEADERS.has(name)) return true;
-  for (const prefix of TRANSPORT_PREFIXES) if (name.startsWith(prefix)) return true;
-  return false;
 }
 
 /**
@@ -110,7 +88,9 @@ function userHeaders(
   if (headers === undefined) return undefined;
   let out: Record<string, string> | undefined;
   for (const name in headers) {
-    if (isTransportHeader(name)) continue;
+    // Exactly the names publishing refuses: a plain producer's other `x-` headers (`x-request-id`,
+    // `x-deathly`) are the application's and reach handlers.
+    if (isReservedHeader(name)) continue;
     const value = headers[name];
     const text = typeof value === 'number' || typeof value === 'boolean' ? String(value) : str(value);
     if (text === undefined) continue;

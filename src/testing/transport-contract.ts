@@ -1216,6 +1216,39 @@ export function testTransport(name: string, harness: TransportHarness, features:
       expect(got.map((m) => [m.id, m.headers])).toEqual([[`${p}-ok`, ordinary]]);
     });
 
+    it('carries headers whose names only start like a reserved one (x-deathly, x-delivery-count2), first and retried deliveries alike', async () => {
+      // Must not happen: a header publish accepted, reaching handlers on one transport and silently
+      // dropped on another (RabbitMQ's decoder stripped every name starting with x-death).
+      const p = unique();
+      const b = await bus(`svc-${p}`);
+      const type = `${p}.hdr`;
+      const headers = {
+        'x-deathly': 'a',
+        'x-death-note': 'b',
+        'X-Death-Note': 'c',
+        'x-delivery-count2': 'd',
+        'x-delivery-countdown': 'e',
+        'x-delays': 'f',
+        'x-received-from-app': 'g',
+        'x-tenant': 'acme',
+      };
+      const got: Message[] = [];
+      await b.subscribe(
+        type,
+        async (m) => {
+          got.push(m);
+          if (m.attempt === 1) throw new Error('once more, through the retry path');
+        },
+        { maxAttempts: 2, backoff: { initialDelayMs: 50, factor: 1, maxDelayMs: 50 } },
+      );
+      await b.publish(type, {}, { id: `${p}-h`, headers });
+      await waitFor(() => got.length === 2, 'the first and the retried delivery');
+      expect(got.map((m) => [m.attempt, m.headers])).toEqual([
+        [1, headers],
+        [2, headers],
+      ]);
+    });
+
     it('refuses what RabbitMQ cannot carry as given, alike everywhere: ids that are not strings, lone surrogates', async () => {
       const p = unique();
       const b = await bus(`svc-${p}`);
