@@ -195,6 +195,13 @@ describe('subscribe', () => {
     ['maxAttempts above 100', { maxAttempts: 101 }],
     ['fractional maxAttempts', { maxAttempts: 2.5 }],
     ['a backoff factor below 1', { backoff: { factor: 0.5 } }],
+    ['a retry delay of 2^31 ms', { backoff: { initialDelayMs: 2 ** 31, maxDelayMs: 2 ** 31 } }],
+    ['a retry delay of 1e15 ms', { backoff: { initialDelayMs: 1e15, factor: 1, maxDelayMs: 1e15 } }],
+    [
+      'an infinite retry delay',
+      { backoff: { initialDelayMs: 1000, maxDelayMs: Number.POSITIVE_INFINITY }, maxAttempts: 100 },
+    ],
+    ['a NaN retry delay', { backoff: { initialDelayMs: 0, factor: Number.POSITIVE_INFINITY } }],
   ])('rejects %s with INVALID_OPTIONS', async (_, options) => {
     const bus = await open();
     const error = await rejection(bus.subscribe('order.created', () => {}, options));
@@ -205,6 +212,13 @@ describe('subscribe', () => {
     expect(isInvalidOptionsError(await rejection(open({ subscriptionDefaults: { maxAttempts: 0 } })))).toBe(
       true,
     );
+    expect(
+      isInvalidOptionsError(
+        await rejection(
+          open({ subscriptionDefaults: { backoff: { initialDelayMs: 2 ** 31, maxDelayMs: 2 ** 31 } } }),
+        ),
+      ),
+    ).toBe(true);
     const bus = await open({ subscriptionDefaults: { maxAttempts: 2 } });
     expect(
       isInvalidOptionsError(await rejection(bus.subscribe('order.created', () => {}, { maxAttempts: 0 }))),

@@ -483,12 +483,9 @@ export class Bus<C extends Contracts = NoContracts> {
     if (!Number.isInteger(maxAttempts) || maxAttempts < 1 || maxAttempts > 100) {
       throw new InvalidOptionsError('maxAttempts must be an integer from 1 to 100');
     }
-    return {
-      group,
-      pattern,
-      concurrency,
-      retryDelays: exponentialDelays(options.backoff ?? this.#defaults.backoff, maxAttempts - 1),
-    };
+    const retryDelays = exponentialDelays(options.backoff ?? this.#defaults.backoff, maxAttempts - 1);
+    assertRetryDelays(retryDelays);
+    return { group, pattern, concurrency, retryDelays };
   }
 
   /** Turns a delivery into an outcome: validation, then the handler chain inside the message's context. */
@@ -704,6 +701,20 @@ function untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
       },
     );
   });
+}
+
+/**
+ * Every retry delay a subscription would use must be a whole number of ms that both a timer and
+ * RabbitMQ's `x-message-ttl` take as given: a longer one fired at once on `memory://` (Node runs a
+ * timer past 2^31-1 ms immediately) while RabbitMQ waited it out, or was refused by the broker as
+ * an inequivalent queue. Refused alike on every transport, before anything is declared.
+ */
+function assertRetryDelays(delays: readonly number[]): void {
+  const retry = delays.findIndex((delay) => !Number.isInteger(delay) || delay < 0 || delay > MAX_TIMER_MS);
+  if (retry === -1) return;
+  throw new InvalidOptionsError(
+    `backoff gives retry ${retry + 1} a delay of ${String(delays[retry])} ms, but retry delays must be whole ms from 0 to ${MAX_TIMER_MS} (2^31-1, about 24.8 days): lower backoff.maxDelayMs or initialDelayMs`,
+  );
 }
 
 function assertHandlerTimeout(timeoutMs: number): void {

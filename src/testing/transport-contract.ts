@@ -1149,6 +1149,54 @@ export function testTransport(name: string, harness: TransportHarness, features:
       for (const group of Object.keys(groups)) expect(await b.listDeadLetters({ group }), group).toEqual([]);
     });
 
+    it('refuses retry delays past 2^31-1 ms alike everywhere, at subscribe and in subscriptionDefaults, and takes 2^31-1 ms itself', async () => {
+      // Must not happen: a delay of 2^31 ms retried at once by one transport (a timer that overflows)
+      // and waited out by another, or one transport subscribing where another fails with a broker error.
+      const p = unique();
+      const b = await bus(`svc-${p}`);
+      const constant = (ms: number) => ({ initialDelayMs: ms, factor: 1, maxDelayMs: ms });
+      for (const ms of [2 ** 31, 1e15, Number.POSITIVE_INFINITY]) {
+        const refused = await b
+          .subscribe(`${p}.job`, async () => {}, { maxAttempts: 2, backoff: constant(ms) })
+          .then(
+            () => 'subscribed',
+            (e: unknown) => e,
+          );
+        expect(isInvalidOptionsError(refused), `a delay of ${ms} ms`).toBe(true);
+        expect((refused as Error).message).toContain('2147483647');
+        const defaults = await createBus({
+          transport: harness.createTransport(),
+          service: `svc-${p}`,
+          logger: silentLogger,
+          subscriptionDefaults: { maxAttempts: 2, backoff: constant(ms) },
+        }).then(
+          async (made) => {
+            await made.close();
+            return 'made';
+          },
+          (e: unknown) => e,
+        );
+        expect(isInvalidOptionsError(defaults), `a default delay of ${ms} ms`).toBe(true);
+      }
+      // Growing delays are checked as they come out: the fourth retry would wait 2^31 ms.
+      const growing = { initialDelayMs: 2 ** 28, factor: 2, maxDelayMs: Number.POSITIVE_INFINITY };
+      const refused = await b
+        .subscribe(`${p}.job`, async () => {}, { maxAttempts: 5, backoff: growing })
+        .then(
+          () => 'subscribed',
+          (e: unknown) => e,
+        );
+      expect(isInvalidOptionsError(refused)).toBe(true);
+      const sub = await b.subscribe(`${p}.job`, async () => {}, { maxAttempts: 4, backoff: growing });
+      await sub.close();
+      const longest = await b.subscribe(`${p}.job`, async () => {}, {
+        group: `longest-${p}`,
+        maxAttempts: 2,
+        backoff: constant(2 ** 31 - 1),
+      });
+      await longest.close();
+    });
+
     it('refuses dead-letter listings and replays once closed, with BUS_CLOSED', async () => {
       const p = unique();
       const b = await bus(`svc-${p}`);
