@@ -18,6 +18,7 @@ import { encodeEnvelope } from './codec.js';
 import { classifyConnectionError } from './connection-refusal.js';
 import { AmqpConsumer } from './consumer.js';
 import { deadLetterTurn, listDeadLetters, replayDeadLetters } from './dead-letters.js';
+import { isInequivalentExchangeError } from './inequivalent-exchange-error.js';
 import { isInequivalentQueueError } from './inequivalent-queue-error.js';
 import { MessageTooLargeError } from './message-too-large-error.js';
 import { ConfirmPublisher, type PublisherStats } from './publisher.js';
@@ -148,10 +149,12 @@ export class AmqpTransport implements Transport {
       } catch (error) {
         await connection?.close().catch(() => {});
         if (this.#closed) return;
-        // Refused credentials, a missing vhost or missing permissions do not heal by waiting: the
-        // first connect fails at once; a recovering connection keeps trying (they may be fixed
-        // while the service runs) but says what is wrong.
-        const permanent = await classifyConnectionError(error, this.#url, this.displayUrl);
+        // Refused credentials, a missing vhost, missing permissions or an exchange that exists with
+        // other properties do not heal by waiting: the first connect fails at once; a recovering
+        // connection keeps trying (they may be fixed while the service runs) but says what is wrong.
+        const permanent = isInequivalentExchangeError(error)
+          ? error
+          : await classifyConnectionError(error, this.#url, this.displayUrl);
         if (this.#closed) return;
         if (permanent !== undefined && deadline !== undefined) {
           this.#state = 'closed';

@@ -16,6 +16,10 @@ export {
   isBrokerVhostNotFoundError,
 } from './connection-refusal.js';
 export { DEAD_LETTER_HEADER } from './dead-letters.js';
+export {
+  InequivalentExchangeError,
+  isInequivalentExchangeError,
+} from './inequivalent-exchange-error.js';
 export { InequivalentQueueError, isInequivalentQueueError } from './inequivalent-queue-error.js';
 export { isMessageTooLargeError, MessageTooLargeError } from './message-too-large-error.js';
 export type { QueueType } from './topology.js';

@@ -3,6 +3,7 @@ import type { Channel, ChannelModel } from 'amqplib';
 import { InvalidTopicError, SubscriptionInUseError } from '../messaging/errors.js';
 import { assertGroup, assertPattern } from '../messaging/topic.js';
 import type { SubscriptionSpec } from '../messaging/transport.js';
+import { InequivalentExchangeError } from './inequivalent-exchange-error.js';
 import { InequivalentQueueError } from './inequivalent-queue-error.js';
 
 /** Queue type of subscription, delay and dead-letter queues. */
@@ -125,9 +126,20 @@ function delayQueueArguments(queueType: QueueType, delay: number, target: string
   return args;
 }
 
-/** Declares the exchange every message is published to: durable, topic. */
+/** RabbitMQ's reply code for a declare that does not match what exists. */
+const PRECONDITION_FAILED = 406;
+
+/**
+ * Declares the exchange every message is published to: durable, topic. One that exists with other
+ * properties (another type, not durable) fails with `INEQUIVALENT_EXCHANGE`, which waiting cannot fix.
+ */
 export async function declareExchange(channel: Channel, exchange: string): Promise<void> {
-  await channel.assertExchange(exchange, 'topic', { durable: true });
+  try {
+    await channel.assertExchange(exchange, 'topic', { durable: true });
+  } catch (error) {
+    if ((error as { code?: unknown }).code !== PRECONDITION_FAILED) throw error;
+    throw new InequivalentExchangeError(exchange, brokerText(error as Error), { cause: error });
+  }
 }
 
 /** A queue that exists as the other queue type than the one asked for; it is used as it is. */
@@ -173,8 +185,6 @@ export async function declareSubscription(
     await declarer.close();
   }
 }
-
-const PRECONDITION_FAILED = 406;
 
 /**
  * Declares queues as one type, falling back to the other. RabbitMQ refuses a declare whose arguments
