@@ -77,6 +77,8 @@ export class AmqpConsumer {
   #tryAgain = false;
   readonly #held: { readonly channel: Channel; readonly message: Message }[] = [];
   #watch: ReturnType<typeof setInterval> | undefined;
+  /** Messages waiting out {@link REQUEUE_DELAY_MS} before they are given back, still held. */
+  #requeuing = 0;
 
   constructor(spec: SubscriptionSpec, handler: DeliveryHandler, context: ConsumerContext) {
     this.spec = spec;
@@ -392,7 +394,9 @@ export class AmqpConsumer {
   }
 
   #requeueLater(channel: Channel, message: Message): void {
+    this.#requeuing++;
     setTimeout(() => {
+      this.#requeuing--;
       if (channel !== this.#channel) return;
       try {
         channel.nack(message, false, true);
@@ -409,9 +413,10 @@ export class AmqpConsumer {
   /**
    * Cancels the consumer, waits for handlers in flight, then closes the channel, all within
    * `timeoutMs`. A handler still deciding then is abandoned: its late outcome is ignored (no retry,
-   * no dead letter, no ack), and its message goes back to the queue with the channel. A broker that stops answering without closing TCP (a network partition) never
-   * confirms the cancel or the close, so neither is waited for past the timeout. A channel left
-   * closing then goes with its connection; the broker requeues what it held either way.
+   * no dead letter, no ack), and its message goes back to the queue, given back before the channel
+   * closes. A broker that stops answering without closing TCP (a network partition) never confirms
+   * the cancel or the close, so neither is waited for past the timeout. A channel left closing then
+   * goes with its connection; the broker requeues what it held either way.
    */
   async close(timeoutMs: number): Promise<void> {
     if (this.#closed) return;
@@ -425,11 +430,24 @@ export class AmqpConsumer {
     }
     await this.#inFlight.idle(Math.max(0, deadline - Date.now()));
     // Given up on: what these handlers decide from now on is not carried out. Their messages go back
-    // to the queue as the channel closes; a retry or dead letter besides would be a copy too many.
+    // to the queue (below); a retry or dead letter besides would be a copy too many.
     for (const run of this.#undecided) run.abandoned = true;
     this.#undecided.clear();
     this.#channel = undefined;
-    if (channel !== undefined) await settledWithin(channel.close(), deadline - Date.now());
+    if (channel === undefined) return;
+    if (this.#inFlight.count > 0 || this.#held.length > 0 || this.#requeuing > 0) {
+      // Given back before the close rather than by it: a quorum queue counts a cancelled consumer
+      // until the messages it holds are back, and takes back those of a closed channel only some
+      // time after confirming the close (a confirmation that a handler using up the timeout leaves
+      // no time to wait for anyway). The nack reaches the broker before anything this process sends
+      // next: a deleteSubscription right after close was refused with SUBSCRIPTION_IN_USE.
+      try {
+        channel.nackAll(true);
+      } catch {
+        // The channel closed meanwhile: the broker requeued what it held.
+      }
+    }
+    await settledWithin(channel.close(), deadline - Date.now());
   }
 }
 
