@@ -31,6 +31,21 @@ describe('ServiceClient request target', () => {
     ]);
   });
 
+  it('adds no empty pair to a query the path leaves open, or to an empty one before a fragment', async () => {
+    const s = await server();
+    const c = client(s.url);
+    for (const path of ['/p?', '/p?#top', '/p?a=1&', '/p?a=1&#top', '/p?a=1']) {
+      await c.get(path, { query: { x: 1 } });
+    }
+    expect(s.requests.map((request) => request.path)).toEqual([
+      '/p?x=1',
+      '/p?x=1',
+      '/p?a=1&x=1',
+      '/p?a=1&x=1',
+      '/p?a=1&x=1',
+    ]);
+  });
+
   it('joins a base URL ending in slashes and a path with one slash between them', async () => {
     const s = await server();
     for (const base of [`${s.url}/api/`, `${s.url}/api//`, `${s.url}/api///`]) {

@@ -46,7 +46,10 @@ function withQuery(path: string, query: Query | undefined): string {
     if (value !== undefined) params.append(key, String(value));
   const text = params.toString();
   if (text === '') return path;
-  return `${path}${path.includes('?') ? '&' : '?'}${text}`;
+  if (!path.includes('?')) return `${path}?${text}`;
+  // A query the path leaves open (`/p?`, `/p?a=1&`) takes the parameters as they are: no empty pair.
+  const last = path.charCodeAt(path.length - 1);
+  return last === 63 /* ? */ || last === 38 /* & */ ? `${path}${text}` : `${path}&${text}`;
 }
 
 /**
