@@ -105,3 +105,45 @@ describe('ServiceClient events of a call ended by its deadline', () => {
     expect(seen).toEqual(['attempt /slow #1', 'attempt /cut #1', 'attempt /aborted #1']);
   });
 });
+
+// A call whose attempt was sent and failed was made: it ends with that failure, told by `attempt`
+// (and `response`, when there was an answer) events, never by a `rejection`, which says the client
+// refused the call or gave it up.
+describe('ServiceClient events of a call whose attempt failed', () => {
+  /** A client whose events are listed, a rejection as its reason and the code of its error. */
+  function listed(url: string, options: ServiceClientOptions = {}): { c: ServiceClient; seen: string[] } {
+    const c = client(url, options);
+    const seen: string[] = [];
+    c.on('attempt', (e) => seen.push(`attempt ${e.path} #${e.attempt}`));
+    c.on('response', (e) => seen.push(`response ${e.path} ${e.status}`));
+    c.on('rejection', (e) =>
+      seen.push(`rejection ${e.path} ${e.reason} ${(e.error as { code?: string } | undefined)?.code}`),
+    );
+    return { c, seen };
+  }
+
+  it('with a 2xx body that is not the JSON it claims', async () => {
+    const s = await server();
+    s.enqueue({ status: 200, body: '{not json', headers: { 'content-type': 'application/json' } });
+    const { c, seen } = listed(s.url, { retry: false });
+    expect(await rejection(c.get('/x'))).toMatchObject({ code: 'INVALID_RESPONSE_BODY', status: 200 });
+    expect(seen).toEqual(['attempt /x #1', 'response /x 200']);
+  });
+
+  it('with a 2xx body larger than maxResponseBytes, or a connection error', async () => {
+    const s = await server();
+    s.enqueue({ status: 200, body: 'x'.repeat(100) }, { reset: true });
+    const { c, seen } = listed(s.url, { retry: false, maxResponseBytes: 10 });
+    expect(await rejection(c.get('/big'))).toMatchObject({ code: 'RESPONSE_TOO_LARGE' });
+    expect(await rejection(c.get('/reset'))).toMatchObject({ code: 'CONNECTION_ERROR' });
+    expect(seen).toEqual(['attempt /big #1', 'attempt /reset #1']);
+  });
+
+  it('once only, with the refusal as reason, when its retry is refused', async () => {
+    const s = await server();
+    s.enqueue({ reset: true });
+    const { c, seen } = listed(s.url, { retryBudget: { ratio: 0, minRetriesPerSecond: 0 } });
+    expect(await rejection(c.get('/reset'))).toMatchObject({ code: 'CONNECTION_ERROR' });
+    expect(seen).toEqual(['attempt /reset #1', 'rejection /reset RETRY_BUDGET_EXHAUSTED CONNECTION_ERROR']);
+  });
+});

@@ -16,8 +16,11 @@ export interface ClientEventMap {
    * The client refused the call, or gave it up, without an answer to report: `CIRCUIT_OPEN`,
    * `BULKHEAD_FULL`, `RETRY_BUDGET_EXHAUSTED`, or `deadline` when it passed before an attempt could
    * be sent (before the call, in the bulkhead queue, or waiting to retry; `error` is then the
-   * `TIMEOUT` the call rejects with). Error statuses are `response` events; an attempt's timeout
-   * (cut short by the deadline or not) and connection errors reject the call itself.
+   * `TIMEOUT` the call rejects with), or `CLIENT_CLOSED` for a call close() ended while it waited
+   * (to start, in the bulkhead queue, or to retry). What an attempt that was sent ends with is the
+   * call's own failure, never a rejection: an error status (a `response` event), a 2xx body too
+   * large or not the JSON it claims (after its `response` event), the attempt's timeout (cut short
+   * by the deadline or not), a connection error.
    * A retry refused by the budget (`RETRY_BUDGET_EXHAUSTED`) or by a breaker opened during the call
    * (`CIRCUIT_OPEN`), or not made because its wait would end past the deadline (`deadline`), ends the
    * call with its last attempt's outcome, which `error` then holds.

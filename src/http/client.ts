@@ -224,8 +224,12 @@ export class ServiceClient {
    * successes.
    */
   readonly #notCounted = new WeakSet<object>();
-  /** Timeouts of attempts in flight (their own limit, or the deadline's); other TIMEOUTs are deadlines passed before an attempt. */
-  readonly #attemptTimeouts = new WeakSet<object>();
+  /**
+   * Errors that attempts sent ended with (their timeout, the deadline's, a connection error, a body
+   * too large or not the JSON it claims…): the call's own failure, never a `rejection`. Other
+   * TIMEOUTs are deadlines passed before an attempt.
+   */
+  readonly #attemptFailures = new WeakSet<object>();
   readonly #maxResponseBytes: number;
   #closed = false;
   /** Aborted by close(), with CLIENT_CLOSED: ends the waits in the bulkhead queue and in backoff. */
@@ -436,7 +440,7 @@ export class ServiceClient {
     const attemptTimeout = init.timeout ?? this.#options.timeout ?? DEFAULT_SERVICE_CLIENT_OPTIONS.timeout;
     const retryable = this.#retryable;
     const notCounted = this.#notCounted;
-    const attemptTimeouts = this.#attemptTimeouts;
+    const attemptFailures = this.#attemptFailures;
     const call = { method, path };
     const signal = init.signal;
 
@@ -449,12 +453,17 @@ export class ServiceClient {
         notCounted.add(error);
         throw error;
       }
-      if (isFerryError(error)) throw error; // ours: TIMEOUT, RESPONSE_TOO_LARGE, CLIENT_CLOSED…
+      if (isFerryError(error)) {
+        // Ours: TIMEOUT, RESPONSE_TOO_LARGE, CLIENT_CLOSED…
+        attemptFailures.add(error);
+        throw error;
+      }
       const code = errorCode(error);
       if (code !== undefined && REFUSED_BEFORE_SENDING_CODES.has(code)) {
         // Never sent: a local mistake, not the target's failure, and no retry would fix it.
         const invalid = new InvalidRequestError(`${method} ${this.origin}${path}`, error);
         notCounted.add(invalid);
+        attemptFailures.add(invalid);
         throw invalid;
       }
       // Below HTTP (refused, reset, closed mid-answer…): one typed error, the original as its cause.
@@ -462,6 +471,7 @@ export class ServiceClient {
       if (code !== undefined && CONNECTION_CODES.has(code) && (safeToRetry || NOT_SENT_CODES.has(code))) {
         retryable.set(broken, call);
       }
+      attemptFailures.add(broken);
       throw broken;
     };
     const answered = (response: CollectedResponse, n: number, started: number): ServiceResponse => {
@@ -484,7 +494,10 @@ export class ServiceClient {
         // keeps its broken body as text (the status already says what went wrong).
         if (status < 300) {
           const text = response.body.toString('utf8', 0, 4000);
-          throw new InvalidResponseBodyError(`${method} ${this.origin}${path}`, status, text);
+          const invalid = new InvalidResponseBodyError(`${method} ${this.origin}${path}`, status, text);
+          // The target answered (a `response` event said so): the call fails, nothing refused it.
+          attemptFailures.add(invalid);
+          throw invalid;
         }
         body = response.body.toString('utf8');
       }
@@ -525,6 +538,9 @@ export class ServiceClient {
         : { status, headers: response.headers, body };
     };
     const attempt = ({ attempt: n }: PolicyContext): Promise<ServiceResponse> => {
+      // Closed while the call waited to start (undici loading): not sent, so no `attempt` event,
+      // and the call ends with a `rejection` (CLIENT_CLOSED).
+      if (this.#closed) return Promise.reject(this.#closedError());
       // The attempt's own timer bounds it from here (pool queue included) to the last body byte;
       // what is left of the deadline bounds it too, and then its end is the caller's, not the target's.
       let limit = attemptTimeout;
@@ -551,7 +567,6 @@ export class ServiceClient {
           cutByDeadline ? (deadlineMs ?? limit) : limit,
           `${method} ${this.origin}${path}${cutByDeadline ? ' (deadline)' : ''}`,
         );
-        attemptTimeouts.add(timedOut);
         if (cutByDeadline) notCounted.add(timedOut);
         else if (safeToRetry) retryable.set(timedOut, call);
         return timedOut;
@@ -622,10 +637,17 @@ export class ServiceClient {
           const { status, headers, body, bodyTruncated } = error;
           return bodyTruncated ? { status, headers, body, bodyTruncated } : { status, headers, body };
         }
-        if (isFerryError(error) && error.code !== 'HTTP_ERROR' && this.#events.listens('rejection')) {
+        // What an attempt sent ended with is the call's failure, not a refusal (nor is an answer's
+        // status; a refused retry was reported by the retry policy's hooks, with that error).
+        if (
+          isFerryError(error) &&
+          error.code !== 'HTTP_ERROR' &&
+          !attemptFailures.has(error) &&
+          this.#events.listens('rejection')
+        ) {
           if (error.code !== 'TIMEOUT') {
             this.#events.emit('rejection', { client: this.name, method, path, reason: error.code, error });
-          } else if (!attemptTimeouts.has(error) && !(signal?.aborted && error === signal.reason)) {
+          } else if (!(signal?.aborted && error === signal.reason)) {
             // No attempt in flight timed out: the deadline passed before one could be sent (in the
             // bulkhead queue, or waiting to retry). A timeout of the caller's own (its signal's
             // reason) is not ours to report.
@@ -763,7 +785,6 @@ export class ServiceClient {
     timeoutError: () => Error,
     signal: AbortSignal | undefined,
   ): Promise<CollectedResponse> {
-    if (this.#closed) return Promise.reject(this.#closedError());
     const dispatcher = this.#dispatcher;
     const options: Dispatcher.DispatchOptions = {
       origin: this.origin,
