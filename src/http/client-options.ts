@@ -1,0 +1,154 @@
+import type { Dispatcher } from 'undici';
+import { InvalidOptionsError } from '../errors/ferry-error.js';
+import type { Backoff } from '../resilience/backoff.js';
+import type { RetryBudgetOptions } from '../resilience/budget.js';
+import type { CircuitBreakerOptions } from '../resilience/circuit-breaker.js';
+import { MAX_TIMER_MS } from '../time/max-timer.js';
+import { HTTP_HEADER } from './headers.js';
+
+/** Retry settings of a client or a call. */
+export interface ClientRetryOptions {
+  /** Attempts in all, the first included. @default 3 */
+  readonly maxAttempts?: number;
+  /** Wait before each retry. @default exponential, full jitter, 100 ms doubling up to 5 s */
+  readonly backoff?: Backoff;
+  /** Longest `Retry-After` honoured; a longer one ends the retries. @default 30000 */
+  readonly maxRetryAfterMs?: number;
+  /**
+   * Statuses retried (for requests that are safe to retry). A 409 with the problem code
+   * `IDEMPOTENCY_KEY_IN_USE` (the server middleware's answer while a request with the same key
+   * still runs) is retried too, whatever this says. @default [408, 429, 502, 503, 504]
+   */
+  readonly statuses?: readonly number[];
+}
+
+/** Options of a {@link ServiceClient}; every one but `name` and the pool's can be overridden per call. */
+export interface ServiceClientOptions {
+  /** Names the target in errors and events. @default the origin */
+  readonly name?: string;
+  /** Per-attempt timeout in ms. @default 5000 */
+  readonly timeout?: number;
+  /** Overall budget of a call in ms, retries and waits included; an ambient deadline may shorten it. @default none */
+  readonly deadline?: number;
+  /** `false` turns retries off. @default { maxAttempts: 3 } for requests that are safe to retry */
+  readonly retry?: false | ClientRetryOptions;
+  /** Retries may add at most this share of requests (`false`: unlimited). @default { ratio: 0.2, minRetriesPerSecond: 10 } */
+  readonly retryBudget?: false | RetryBudgetOptions;
+  /**
+   * Circuit breakers, one per target: per origin, or per route (method and path template, see the
+   * call option `route`). `false` turns them off. Connection errors, timeouts, 5xx and 429 count as
+   * failures; other 4xx do not. @default { key: 'origin' } with the breaker's defaults
+   */
+  readonly breaker?:
+    | false
+    | (Omit<CircuitBreakerOptions, 'isFailure' | 'name'> & {
+        readonly key?: 'origin' | 'route';
+        /**
+         * Most route breakers kept (with `key: 'route'`). Beyond it the oldest closed one is
+         * forgotten; when every one is open, new routes share the origin's breaker. @default 1000
+         */
+        readonly maxRoutes?: number;
+      });
+  /** Bounds concurrent calls and those waiting; `false` turns it off. @default { maxConcurrent: 256, maxQueue: 1024 } */
+  readonly bulkhead?: false | { readonly maxConcurrent?: number; readonly maxQueue?: number };
+  /**
+   * Headers sent with every request. An `Idempotency-Key` is refused (`INVALID_OPTIONS`): one key
+   * for every call would have the server answer each with the first one's response.
+   */
+  readonly headers?: Readonly<Record<string, string>>;
+  /** Keep-alive connections to the origin. @default 64 */
+  readonly connections?: number;
+  /**
+   * Largest response body read. A 2xx answer's larger body fails the call with `RESPONSE_TOO_LARGE`;
+   * another answer is handled by its status as ever, its body cut there (`bodyTruncated`).
+   * @default 16777216 (16 MiB)
+   */
+  readonly maxResponseBytes?: number;
+  /** A dispatcher of your own (an undici Agent, a mock…) instead of the client's pool. */
+  readonly dispatcher?: Dispatcher;
+}
+
+export const DEFAULT_SERVICE_CLIENT_OPTIONS = Object.freeze({
+  timeout: 5000,
+  retry: Object.freeze({
+    maxAttempts: 3,
+    maxRetryAfterMs: 30_000,
+    statuses: Object.freeze([408, 429, 502, 503, 504]),
+  }),
+  retryBudget: Object.freeze({ ratio: 0.2, minRetriesPerSecond: 10 }),
+  bulkhead: Object.freeze({ maxConcurrent: 256, maxQueue: 1024 }),
+  connections: 64,
+  maxResponseBytes: 16 * 1024 * 1024,
+  maxRoutes: 1000,
+});
+
+/** Options of one call. */
+export interface CallOptions {
+  readonly headers?: Readonly<Record<string, string>>;
+  /** Per-attempt timeout in ms. */
+  readonly timeout?: number;
+  /** Overall budget in ms. */
+  readonly deadline?: number;
+  readonly signal?: AbortSignal;
+  readonly retry?: false | ClientRetryOptions;
+  /**
+   * Makes a POST or PATCH safe to retry: the server stores the first response under this key. With
+   * retries on, the client generates one when none is given. 1 to 255 printable ASCII characters,
+   * spaces only inside (surrounding double quotes not counted), as the server middleware reads it;
+   * another is refused with `INVALID_OPTIONS` (an `Idempotency-Key` header, with `INVALID_REQUEST`),
+   * and so is a call whose `Idempotency-Key` header holds another key (`INVALID_REQUEST`).
+   */
+  readonly idempotencyKey?: string;
+  /**
+   * Path template for per-route breakers, e.g. `/users/:id`. Default: the path without its query,
+   * with segments that look like ids (digits, UUIDs, 16+ hex digits) read as `:id`.
+   */
+  readonly route?: string;
+  /** Query parameters, appended to the path (before its `#fragment`, which is never sent). */
+  readonly query?: Readonly<Record<string, string | number | boolean | undefined>>;
+}
+
+/** Retry settings with the defaults applied. */
+export type RetrySettings = Required<Omit<ClientRetryOptions, 'backoff'>> & { readonly backoff?: Backoff };
+
+/** @throws InvalidOptionsError */
+export function retrySettingsOf(options: false | ClientRetryOptions | undefined): RetrySettings | undefined {
+  if (options === false) return undefined;
+  const settings = { ...DEFAULT_SERVICE_CLIENT_OPTIONS.retry, ...options };
+  if (!Number.isInteger(settings.maxAttempts) || settings.maxAttempts < 1 || settings.maxAttempts > 100) {
+    throw new InvalidOptionsError('retry.maxAttempts must be an integer from 1 to 100');
+  }
+  return settings;
+}
+
+/**
+ * The client's headers go with every call: an Idempotency-Key among them would make the server
+ * answer every POST with the response stored for the first. @throws InvalidOptionsError
+ */
+export function refuseSharedIdempotencyKey(headers: Readonly<Record<string, string>> | undefined): void {
+  if (headers === undefined) return;
+  for (const name in headers) {
+    if (name.toLowerCase() === HTTP_HEADER.idempotencyKey) {
+      throw new InvalidOptionsError(
+        'ServiceClient headers must not hold an Idempotency-Key: every call would send the same one, and the server would answer each with the response stored for the first. Give each call its own (the call option idempotencyKey), or let the client make one per call',
+      );
+    }
+  }
+}
+
+/** @throws InvalidOptionsError */
+export function validateTimes(options: ServiceClientOptions | CallOptions): void {
+  for (const name of ['timeout', 'deadline'] as const) {
+    const value = options[name];
+    if (value !== undefined && !(typeof value === 'number' && value > 0 && value <= MAX_TIMER_MS)) {
+      throw new InvalidOptionsError(
+        `${name} must be a number of milliseconds in (0, ${MAX_TIMER_MS}], not ${String(value)}`,
+      );
+    }
+  }
+  if (!('breaker' in options)) return;
+  const maxRoutes = options.breaker === false ? undefined : options.breaker?.maxRoutes;
+  if (maxRoutes !== undefined && !(Number.isInteger(maxRoutes) && maxRoutes > 0)) {
+    throw new InvalidOptionsError('breaker.maxRoutes must be a positive integer');
+  }
+}
