@@ -1,8 +1,9 @@
 import type { Dispatcher } from 'undici';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
+import { integerOption, positiveIntegerOption } from '../errors/integer-option.js';
 import type { Backoff } from '../resilience/backoff.js';
 import type { RetryBudgetOptions } from '../resilience/budget.js';
-import type { CircuitBreakerOptions } from '../resilience/circuit-breaker.js';
+import { CircuitBreaker, type CircuitBreakerOptions } from '../resilience/circuit-breaker.js';
 import { MAX_TIMER_MS } from '../time/max-timer.js';
 import { HTTP_HEADER } from './headers.js';
 
@@ -12,19 +13,20 @@ export interface ClientRetryOptions {
   readonly maxAttempts?: number;
   /** Wait before each retry. @default exponential, full jitter, 100 ms doubling up to 5 s */
   readonly backoff?: Backoff;
-  /** Longest `Retry-After` honoured; a longer one ends the retries. @default 30000 */
+  /** Longest `Retry-After` honoured, in ms from 0 to 2^31 − 1; a longer one ends the retries. @default 30000 */
   readonly maxRetryAfterMs?: number;
   /**
    * Statuses retried (for requests that are safe to retry). A 409 with the problem code
    * `IDEMPOTENCY_KEY_IN_USE` (the server middleware's answer while a request with the same key
-   * still runs) is retried too, whatever this says. @default [408, 429, 502, 503, 504]
+   * still runs) is retried too, whatever this says. Integers from 100 to 599.
+   * @default [408, 429, 502, 503, 504]
    */
   readonly statuses?: readonly number[];
 }
 
 /** Options of a {@link ServiceClient}; every one but `name` and the pool's can be overridden per call. */
 export interface ServiceClientOptions {
-  /** Names the target in errors and events. @default the origin */
+  /** Names the target in errors and events; not empty. @default the origin */
   readonly name?: string;
   /** Per-attempt timeout in ms. @default 5000 */
   readonly timeout?: number;
@@ -56,12 +58,12 @@ export interface ServiceClientOptions {
    * for every call would have the server answer each with the first one's response.
    */
   readonly headers?: Readonly<Record<string, string>>;
-  /** Keep-alive connections to the origin. @default 64 */
+  /** Keep-alive connections to the origin, an integer of at least 1. @default 64 */
   readonly connections?: number;
   /**
    * Largest response body read. A 2xx answer's larger body fails the call with `RESPONSE_TOO_LARGE`;
-   * another answer is handled by its status as ever, its body cut there (`bodyTruncated`).
-   * @default 16777216 (16 MiB)
+   * another answer is handled by its status as ever, its body cut there (`bodyTruncated`). An
+   * integer of at least 1. @default 16777216 (16 MiB)
    */
   readonly maxResponseBytes?: number;
   /** A dispatcher of your own (an undici Agent, a mock…) instead of the client's pool. */
@@ -111,14 +113,99 @@ export interface CallOptions {
 /** Retry settings with the defaults applied. */
 export type RetrySettings = Required<Omit<ClientRetryOptions, 'backoff'>> & { readonly backoff?: Backoff };
 
-/** @throws InvalidOptionsError */
+/** What the client reads of its own options, checked. */
+export interface ClientSettings {
+  readonly name: string;
+  readonly connections: number;
+  readonly maxResponseBytes: number;
+}
+
+/**
+ * The client's settings, its options checked as it is made: a value that would lift a limit
+ * (`maxResponseBytes: NaN`, `connections: 0`, which undici reads as unlimited) or fail every call
+ * later (a breaker setting its breakers, built by the first calls, would refuse) is refused here.
+ * The retry settings are checked by {@link retrySettingsOf}, the budget's and the bulkhead's by their
+ * constructors, which the client calls at once.
+ * @throws InvalidOptionsError naming the option and what it accepts
+ */
+export function clientSettingsOf(options: ServiceClientOptions, origin: string): ClientSettings {
+  const name = options.name === undefined ? origin : options.name;
+  if (typeof name !== 'string' || name === '') {
+    throw new InvalidOptionsError(`name must be a non-empty string, not ${describeValue(name)}`);
+  }
+  for (const group of ['retryBudget', 'breaker', 'bulkhead'] as const) checkGroup(group, options[group]);
+  validateTimes(options);
+  checkBreaker(options.breaker, name);
+  const d = DEFAULT_SERVICE_CLIENT_OPTIONS;
+  return {
+    name,
+    connections: positiveIntegerOption('connections', options.connections, d.connections),
+    maxResponseBytes: positiveIntegerOption('maxResponseBytes', options.maxResponseBytes, d.maxResponseBytes),
+  };
+}
+
+/**
+ * The client's breaker settings are those of every breaker it builds as calls need them: a breaker
+ * built now with them refuses what those would, once, rather than every call.
+ */
+function checkBreaker(breaker: ServiceClientOptions['breaker'], name: string): void {
+  if (breaker === undefined || breaker === false) return;
+  const { key, maxRoutes, ...settings } = breaker;
+  if (key !== undefined && key !== 'origin' && key !== 'route') {
+    throw new InvalidOptionsError(`breaker.key must be 'origin' or 'route', not ${describeValue(key)}`);
+  }
+  integerOption('breaker.maxRoutes', maxRoutes, DEFAULT_SERVICE_CLIENT_OPTIONS.maxRoutes, 1);
+  // isFailure and isIgnored are the client's own (see ServiceClient#breaker), whatever was given.
+  new CircuitBreaker({ ...settings, name, isFailure: () => true, isIgnored: () => false });
+}
+
+/** A nested group of options is `false` (turned off), an object, or left out. */
+function checkGroup(name: string, value: unknown): void {
+  if (value !== undefined && value !== false && (typeof value !== 'object' || value === null)) {
+    throw new InvalidOptionsError(`${name} must be false or an object, not ${describeValue(value)}`);
+  }
+}
+
+/**
+ * The retry settings of the client or of a call, defaults applied.
+ * @throws InvalidOptionsError naming the option and what it accepts
+ */
 export function retrySettingsOf(options: false | ClientRetryOptions | undefined): RetrySettings | undefined {
   if (options === false) return undefined;
-  const settings = { ...DEFAULT_SERVICE_CLIENT_OPTIONS.retry, ...options };
-  if (!Number.isInteger(settings.maxAttempts) || settings.maxAttempts < 1 || settings.maxAttempts > 100) {
-    throw new InvalidOptionsError('retry.maxAttempts must be an integer from 1 to 100');
+  checkGroup('retry', options);
+  const d = DEFAULT_SERVICE_CLIENT_OPTIONS.retry;
+  const maxAttempts = integerOption('retry.maxAttempts', options?.maxAttempts, d.maxAttempts, 1, 100);
+  const maxRetryAfterMs = options?.maxRetryAfterMs ?? d.maxRetryAfterMs;
+  if (!(typeof maxRetryAfterMs === 'number' && maxRetryAfterMs >= 0 && maxRetryAfterMs <= MAX_TIMER_MS)) {
+    throw new InvalidOptionsError(
+      `retry.maxRetryAfterMs must be a number of milliseconds in [0, ${MAX_TIMER_MS}], not ${describeValue(maxRetryAfterMs)}`,
+    );
   }
-  return settings;
+  const statuses = options?.statuses ?? d.statuses;
+  if (!Array.isArray(statuses) || !statuses.every(isStatus)) {
+    throw new InvalidOptionsError(
+      `retry.statuses must be an array of HTTP statuses (integers from 100 to 599), not ${describeValue(statuses)}`,
+    );
+  }
+  const backoff = options?.backoff;
+  if (backoff === undefined) return { maxAttempts, maxRetryAfterMs, statuses };
+  if (typeof backoff !== 'function') {
+    throw new InvalidOptionsError(
+      `retry.backoff must be a function (attempt, previousDelayMs) => ms, such as exponentialBackoff(), not ${describeValue(backoff)}`,
+    );
+  }
+  return { maxAttempts, maxRetryAfterMs, statuses, backoff };
+}
+
+function isStatus(status: unknown): boolean {
+  return Number.isInteger(status) && (status as number) >= 100 && (status as number) <= 599;
+}
+
+/** A refused value, for a message: strings quoted, anything else as `String` writes it. */
+function describeValue(value: unknown): string {
+  if (typeof value === 'string') return JSON.stringify(value);
+  if (Array.isArray(value)) return `[${value.map(describeValue).join(', ')}]`;
+  return String(value);
 }
 
 /**
@@ -145,10 +232,5 @@ export function validateTimes(options: ServiceClientOptions | CallOptions): void
         `${name} must be a number of milliseconds in (0, ${MAX_TIMER_MS}], not ${String(value)}`,
       );
     }
-  }
-  if (!('breaker' in options)) return;
-  const maxRoutes = options.breaker === false ? undefined : options.breaker?.maxRoutes;
-  if (maxRoutes !== undefined && !(Number.isInteger(maxRoutes) && maxRoutes > 0)) {
-    throw new InvalidOptionsError('breaker.maxRoutes must be a positive integer');
   }
 }

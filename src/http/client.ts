@@ -14,6 +14,7 @@ import { DEFAULT_RETRY, retry } from '../resilience/retry.js';
 import { type ClientEventMap, ClientEvents } from './client-events.js';
 import {
   type CallOptions,
+  clientSettingsOf,
   DEFAULT_SERVICE_CLIENT_OPTIONS,
   type RetrySettings,
   refuseSharedIdempotencyKey,
@@ -140,6 +141,7 @@ export class ServiceClient {
    */
   readonly #attemptFailures = new WeakSet<object>();
   readonly #maxResponseBytes: number;
+  readonly #connections: number;
   #closed = false;
   /** Aborted by close(), with CLIENT_CLOSED: ends the waits in the bulkhead queue and in backoff. */
   readonly #closing = new AbortController();
@@ -179,9 +181,11 @@ export class ServiceClient {
     }
     this.origin = url.origin;
     this.#basePath = basePath;
-    this.name = options.name ?? url.origin;
+    const settings = clientSettingsOf(options, url.origin);
+    this.name = settings.name;
+    this.#connections = settings.connections;
+    this.#maxResponseBytes = settings.maxResponseBytes;
     this.#options = options;
-    validateTimes(options);
     refuseSharedIdempotencyKey(options.headers);
     this.#budget =
       options.retryBudget === false
@@ -193,7 +197,6 @@ export class ServiceClient {
         : bulkhead({ ...DEFAULT_SERVICE_CLIENT_OPTIONS.bulkhead, ...options.bulkhead });
     this.#dispatcher = options.dispatcher;
     this.#retrySettings = retrySettingsOf(options.retry);
-    this.#maxResponseBytes = options.maxResponseBytes ?? DEFAULT_SERVICE_CLIENT_OPTIONS.maxResponseBytes;
     // Loaded now rather than by the first call, which waits for it otherwise (see #call); a failed
     // load is reported by the calls.
     if (options.dispatcher === undefined) loadUndici().catch(() => {});
@@ -717,7 +720,7 @@ export class ServiceClient {
     const undici = loadedUndici();
     if (undici === undefined) throw new Error('ServiceClient: undici is not loaded yet');
     const pool = new undici.Pool(this.origin, {
-      connections: this.#options.connections ?? DEFAULT_SERVICE_CLIENT_OPTIONS.connections,
+      connections: this.#connections,
       keepAliveTimeout: 10_000,
       // Each attempt's own timer bounds it (see collectResponse): undici's are off.
       headersTimeout: 0,

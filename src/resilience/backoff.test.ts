@@ -46,6 +46,7 @@ describe('exponentialDelays', () => {
     ['a NaN factor', { factor: Number.NaN }],
     ['maxDelayMs below initialDelayMs', { initialDelayMs: 5000, maxDelayMs: 1000 }],
     ['a NaN maxDelayMs', { maxDelayMs: Number.NaN }],
+    ['a factor given as a string', { factor: '2' as unknown as number }],
   ])('rejects %s with INVALID_OPTIONS', (_, options) => {
     let error: unknown;
     try {
@@ -117,6 +118,8 @@ describe('exponentialBackoff', () => {
     ['maxDelayMs below initialDelayMs', { initialDelayMs: 500, maxDelayMs: 100 }],
     ['an infinite maxDelayMs', { maxDelayMs: Number.POSITIVE_INFINITY }],
     ['an unknown jitter', { jitter: 'equal' as 'full' }],
+    ['a random that is no function', { random: 0.5 as unknown as () => number }],
+    ['an initialDelayMs given as a string', { initialDelayMs: '100' as unknown as number }],
   ])('rejects %s with INVALID_OPTIONS', (_, options) => {
     expect(isInvalidOptionsError(invalid(() => exponentialBackoff(options)))).toBe(true);
   });
@@ -146,10 +149,14 @@ describe('decorrelatedJitter', () => {
     expect(DEFAULT_DECORRELATED_JITTER).toMatchObject({ initialDelayMs: 100, maxDelayMs: 10_000 });
   });
 
-  it('rejects maxDelayMs below initialDelayMs', () => {
+  it('rejects maxDelayMs below initialDelayMs, and a random that is no function', () => {
     expect(
       isInvalidOptionsError(invalid(() => decorrelatedJitter({ initialDelayMs: 10, maxDelayMs: 5 }))),
     ).toBe(true);
+    const random = 0.5 as unknown as () => number;
+    expect(isInvalidOptionsError(invalid(() => decorrelatedJitter({ random })))).toBe(true);
+    const initialDelayMs = '100' as unknown as number;
+    expect(isInvalidOptionsError(invalid(() => decorrelatedJitter({ initialDelayMs })))).toBe(true);
   });
 });
 

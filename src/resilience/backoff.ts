@@ -19,9 +19,14 @@ export const DEFAULT_EXPONENTIAL_BACKOFF = Object.freeze({
 /** The delays before retries 1..`retries`, e.g. 1s, 2s, 4s, 8s with the defaults and 4 retries. */
 export function exponentialDelays(options: ExponentialBackoffOptions, retries: number): number[] {
   const { initialDelayMs, factor, maxDelayMs } = { ...DEFAULT_EXPONENTIAL_BACKOFF, ...options };
-  if (!(initialDelayMs >= 0) || !(factor >= 1) || !(maxDelayMs >= initialDelayMs)) {
+  if (
+    !areNumbers(initialDelayMs, factor, maxDelayMs) ||
+    !(initialDelayMs >= 0) ||
+    !(factor >= 1) ||
+    !(maxDelayMs >= initialDelayMs)
+  ) {
     throw new InvalidOptionsError(
-      'backoff needs initialDelayMs >= 0, factor >= 1 and maxDelayMs >= initialDelayMs',
+      'backoff needs numbers: initialDelayMs >= 0, factor >= 1 and maxDelayMs >= initialDelayMs',
     );
   }
   const delays: number[] = [];
@@ -78,6 +83,7 @@ export function exponentialBackoff(options: ExponentialBackoffStrategyOptions = 
     ...options,
   };
   if (
+    !areNumbers(initialDelayMs, factor, maxDelayMs) ||
     !(initialDelayMs >= 0) ||
     !(factor >= 1) ||
     !(maxDelayMs >= initialDelayMs) ||
@@ -92,6 +98,9 @@ export function exponentialBackoff(options: ExponentialBackoffStrategyOptions = 
     throw new InvalidOptionsError(
       `exponentialBackoff jitter must be 'full' or 'none', not ${String(jitter)}`,
     );
+  }
+  if (typeof random !== 'function') {
+    throw new InvalidOptionsError(`exponentialBackoff random must be a function, not ${String(random)}`);
   }
   return (attempt) => {
     const capped = Math.min(maxDelayMs, initialDelayMs * factor ** Math.max(0, attempt - 1));
@@ -123,15 +132,28 @@ export const DEFAULT_DECORRELATED_JITTER = Object.freeze({
  */
 export function decorrelatedJitter(options: DecorrelatedJitterOptions = {}): Backoff {
   const { initialDelayMs, maxDelayMs, random } = { ...DEFAULT_DECORRELATED_JITTER, ...options };
-  if (!(initialDelayMs >= 0) || !(maxDelayMs >= initialDelayMs) || !Number.isFinite(maxDelayMs)) {
+  if (
+    !areNumbers(initialDelayMs, maxDelayMs) ||
+    !(initialDelayMs >= 0) ||
+    !(maxDelayMs >= initialDelayMs) ||
+    !Number.isFinite(maxDelayMs)
+  ) {
     throw new InvalidOptionsError(
       'decorrelatedJitter needs initialDelayMs >= 0 and a finite maxDelayMs >= initialDelayMs',
     );
+  }
+  if (typeof random !== 'function') {
+    throw new InvalidOptionsError(`decorrelatedJitter random must be a function, not ${String(random)}`);
   }
   return (_attempt, previousDelayMs) => {
     const upper = Math.max(initialDelayMs, previousDelayMs) * 3;
     return Math.round(Math.min(maxDelayMs, initialDelayMs + random() * (upper - initialDelayMs)));
   };
+}
+
+/** Numbers only: a string passes the range checks by coercion, and `'100' * 2` is a number again. */
+function areNumbers(...values: unknown[]): boolean {
+  return values.every((value) => typeof value === 'number');
 }
 
 /** The same delay before every retry. */

@@ -99,6 +99,7 @@ describe('RetryBudget', () => {
     ['a NaN minRetriesPerSecond', { minRetriesPerSecond: Number.NaN }],
     ['a zero windowMs', { windowMs: 0 }],
     ['an infinite windowMs', { windowMs: Number.POSITIVE_INFINITY }],
+    ['a now that is no function', { now: 0 as unknown as () => number }],
   ])('rejects %s with INVALID_OPTIONS', (_, options) => {
     expect(() => new RetryBudget(options)).toThrow(expect.objectContaining({ code: 'INVALID_OPTIONS' }));
     let error: unknown;

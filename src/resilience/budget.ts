@@ -82,6 +82,9 @@ export class RetryBudget {
     if (!(windowMs >= 1) || !Number.isFinite(windowMs)) {
       throw new InvalidOptionsError(`RetryBudget windowMs must be a finite number >= 1, not ${windowMs}`);
     }
+    if (typeof now !== 'function') {
+      throw new InvalidOptionsError(`RetryBudget now must be a function, not ${String(now)}`);
+    }
     const buckets = Math.min(MAX_BUCKETS, Math.max(1, Math.round(windowMs / 1000)));
     this.#ratio = ratio;
     this.#floor = minRetriesPerSecond;

@@ -347,6 +347,16 @@ describe('CircuitBreaker', () => {
     ['a negative resetTimeoutMs', { resetTimeoutMs: -1 }],
     ['zero halfOpenMaxCalls', { halfOpenMaxCalls: 0 }],
     ['an empty name', { name: '' }],
+    ['a name that is no string', { name: 5 as unknown as string }],
+    ['an errorThresholdPercentage of 150', { errorThresholdPercentage: 150 }],
+    [
+      'an errorThresholdPercentage given as a string',
+      { errorThresholdPercentage: '50' as unknown as number },
+    ],
+    ['a negative minimumVolume', { minimumVolume: -1 }],
+    ['a NaN resetTimeoutMs', { resetTimeoutMs: Number.NaN }],
+    ['a slowCallDurationMs given as a string', { slowCallDurationMs: '5' as unknown as number }],
+    ['an isIgnored that is no function', { isIgnored: true as unknown as () => boolean }],
   ])('rejects %s with INVALID_OPTIONS', (_, options) => {
     let error: unknown;
     try {

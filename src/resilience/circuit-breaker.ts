@@ -532,8 +532,14 @@ function validate(o: Required<Omit<CircuitBreakerOptions, 'initialState'>>): voi
   const check = (ok: boolean, what: string, value: unknown): void => {
     if (!ok) throw new InvalidOptionsError(`circuit breaker ${what}, not ${String(value)}`);
   };
+  // Numbers only: a string would pass the range checks by coercion, and be compared as a string.
+  const isNumber = (value: unknown): value is number => typeof value === 'number';
   check(typeof o.name === 'string' && o.name !== '', 'name must be a non-empty string', o.name);
-  check(o.windowMs > 0 && Number.isFinite(o.windowMs), 'windowMs must be a finite number > 0', o.windowMs);
+  check(
+    isNumber(o.windowMs) && o.windowMs > 0 && Number.isFinite(o.windowMs),
+    'windowMs must be a finite number > 0',
+    o.windowMs,
+  );
   check(
     Number.isInteger(o.buckets) && o.buckets >= 1 && o.buckets <= 1000,
     'buckets must be in 1..1000',
@@ -545,18 +551,26 @@ function validate(o: Required<Omit<CircuitBreakerOptions, 'initialState'>>): voi
     o.minimumVolume,
   );
   check(
-    o.errorThresholdPercentage > 0 && o.errorThresholdPercentage <= 100,
+    isNumber(o.errorThresholdPercentage) &&
+      o.errorThresholdPercentage > 0 &&
+      o.errorThresholdPercentage <= 100,
     'errorThresholdPercentage must be in (0, 100]',
     o.errorThresholdPercentage,
   );
   check(
-    o.slowCallThresholdPercentage > 0 && o.slowCallThresholdPercentage <= 100,
+    isNumber(o.slowCallThresholdPercentage) &&
+      o.slowCallThresholdPercentage > 0 &&
+      o.slowCallThresholdPercentage <= 100,
     'slowCallThresholdPercentage must be in (0, 100]',
     o.slowCallThresholdPercentage,
   );
-  check(o.slowCallDurationMs >= 0, 'slowCallDurationMs must be >= 0', o.slowCallDurationMs);
   check(
-    o.resetTimeoutMs >= 0 && Number.isFinite(o.resetTimeoutMs),
+    isNumber(o.slowCallDurationMs) && o.slowCallDurationMs >= 0,
+    'slowCallDurationMs must be a number >= 0',
+    o.slowCallDurationMs,
+  );
+  check(
+    isNumber(o.resetTimeoutMs) && o.resetTimeoutMs >= 0 && Number.isFinite(o.resetTimeoutMs),
     'resetTimeoutMs must be finite and >= 0',
     o.resetTimeoutMs,
   );
@@ -566,6 +580,7 @@ function validate(o: Required<Omit<CircuitBreakerOptions, 'initialState'>>): voi
     o.halfOpenMaxCalls,
   );
   check(typeof o.isFailure === 'function', 'isFailure must be a function', o.isFailure);
+  check(typeof o.isIgnored === 'function', 'isIgnored must be a function', o.isIgnored);
   check(typeof o.now === 'function', 'now must be a function', o.now);
 }
 

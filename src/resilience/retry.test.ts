@@ -358,6 +358,12 @@ describe('retry', () => {
     ['unlimited attempts', { maxAttempts: Number.POSITIVE_INFINITY }],
     ['a fractional maxAttempts', { maxAttempts: 2.5 }],
     ['a negative maxDelayMs', { maxDelayMs: -1 }],
+    ['a NaN maxDelayMs', { maxDelayMs: Number.NaN }],
+    ['a maxDelayMs given as a string', { maxDelayMs: '5' as unknown as number }],
+    ['a backoff that is no function', { backoff: 5 as unknown as () => number }],
+    ['an onRetry that is no function', { onRetry: 'log' as unknown as () => void }],
+    ['an onBudgetExhausted that is no function', { onBudgetExhausted: {} as () => unknown }],
+    ['a budget that is no RetryBudget', { budget: 0.2 as unknown as RetryBudget }],
   ])('rejects %s with INVALID_OPTIONS', (_, options) => {
     let error: unknown;
     try {

@@ -121,11 +121,25 @@ export class RetryPolicy implements Policy {
     if (!Number.isInteger(maxAttempts) || maxAttempts < 1 || maxAttempts > 100) {
       throw new InvalidOptionsError(`retry maxAttempts must be an integer in 1..100, not ${maxAttempts}`);
     }
-    if (!(maxDelayMs >= 0)) {
+    if (typeof maxDelayMs !== 'number' || !(maxDelayMs >= 0)) {
       throw new InvalidOptionsError(`retry maxDelayMs must be a number >= 0, not ${maxDelayMs}`);
     }
     if (typeof backoff !== 'function' || typeof shouldRetry !== 'function') {
       throw new InvalidOptionsError('retry backoff and shouldRetry must be functions');
+    }
+    // Checked now: each is called only once an attempt has failed, where a TypeError would replace
+    // the attempt's error.
+    for (const hook of ['onRetry', 'onDeadlineReached', 'onBudgetExhausted', 'onRetryRefused'] as const) {
+      if (options[hook] !== undefined && typeof options[hook] !== 'function') {
+        throw new InvalidOptionsError(`retry ${hook} must be a function, not ${String(options[hook])}`);
+      }
+    }
+    const budget = options.budget as Partial<RetryBudget> | undefined;
+    if (
+      budget !== undefined &&
+      (typeof budget?.recordRequest !== 'function' || typeof budget.tryRetry !== 'function')
+    ) {
+      throw new InvalidOptionsError(`retry budget must be a RetryBudget, not ${String(budget)}`);
     }
     this.#maxAttempts = maxAttempts;
     this.#backoff = backoff;

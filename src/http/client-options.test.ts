@@ -1,0 +1,107 @@
+import { describe, expect, it } from 'vitest';
+import { isInvalidOptionsError } from '../errors/ferry-error.js';
+import { ServiceClient, type ServiceClientOptions } from './client.js';
+
+/** What `new ServiceClient` threw with these options (undefined when it made a client). */
+function refusal(options: unknown): unknown {
+  try {
+    void new ServiceClient('http://127.0.0.1:1', options as ServiceClientOptions).close();
+  } catch (error) {
+    return error;
+  }
+  return undefined;
+}
+
+describe('ServiceClient options', () => {
+  // Each of these lifted a limit or was accepted only to fail every call later.
+  it.each([
+    [
+      'maxResponseBytes: NaN',
+      { maxResponseBytes: Number.NaN },
+      /maxResponseBytes must be an integer at least 1/,
+    ],
+    ['maxResponseBytes: Infinity', { maxResponseBytes: Number.POSITIVE_INFINITY }, /maxResponseBytes/],
+    ['maxResponseBytes: 0', { maxResponseBytes: 0 }, /maxResponseBytes/],
+    ['maxResponseBytes: -1', { maxResponseBytes: -1 }, /maxResponseBytes/],
+    ['maxResponseBytes: 1.5', { maxResponseBytes: 1.5 }, /maxResponseBytes/],
+    ['maxResponseBytes: "1000"', { maxResponseBytes: '1000' }, /maxResponseBytes/],
+    ['connections: 0', { connections: 0 }, /connections must be an integer at least 1, not 0/],
+    ['connections: -1', { connections: -1 }, /connections/],
+    ['connections: NaN', { connections: Number.NaN }, /connections/],
+    ['connections: 2.5', { connections: 2.5 }, /connections/],
+    ['name: ""', { name: '' }, /name must be a non-empty string, not ""/],
+    ['name: 5', { name: 5 }, /name must be a non-empty string, not 5/],
+    ['name: null', { name: null }, /name must be a non-empty string, not null/],
+    [
+      'breaker: { errorThresholdPercentage: 150 }',
+      { breaker: { errorThresholdPercentage: 150 } },
+      /errorThresholdPercentage must be in \(0, 100\]/,
+    ],
+    ['breaker: { minimumVolume: -1 }', { breaker: { minimumVolume: -1 } }, /minimumVolume/],
+    ['breaker: { resetTimeoutMs: NaN }', { breaker: { resetTimeoutMs: Number.NaN } }, /resetTimeoutMs/],
+    ['breaker: { buckets: 0 }', { breaker: { buckets: 0 } }, /buckets/],
+    [
+      'breaker: { key: "routes" }',
+      { breaker: { key: 'routes' } },
+      /breaker.key must be 'origin' or 'route', not "routes"/,
+    ],
+    [
+      'breaker: { maxRoutes: 0 }',
+      { breaker: { maxRoutes: 0 } },
+      /breaker.maxRoutes must be an integer at least 1/,
+    ],
+    ['breaker: "route"', { breaker: 'route' }, /breaker must be false or an object/],
+    ['retry: { backoff: 5 }', { retry: { backoff: 5 } }, /retry.backoff must be a function/],
+    [
+      'retry',
+      { retry: { maxRetryAfterMs: Number.NaN } },
+      /retry.maxRetryAfterMs must be a number of milliseconds in \[0, /,
+    ],
+    ['retry: { maxRetryAfterMs: -1 }', { retry: { maxRetryAfterMs: -1 } }, /retry.maxRetryAfterMs/],
+    ['retry: { maxRetryAfterMs: 2 ** 31 }', { retry: { maxRetryAfterMs: 2 ** 31 } }, /retry.maxRetryAfterMs/],
+    [
+      'retry: { maxAttempts: 0 }',
+      { retry: { maxAttempts: 0 } },
+      /retry.maxAttempts must be an integer from 1 to 100, not 0/,
+    ],
+    [
+      'retry: { statuses: 503 }',
+      { retry: { statuses: 503 } },
+      /retry.statuses must be an array of HTTP statuses/,
+    ],
+    ['retry: { statuses: [503, 5030] }', { retry: { statuses: [503, 5030] } }, /retry.statuses/],
+    ['retry: true', { retry: true }, /retry must be false or an object/],
+    ['retryBudget: { ratio: NaN }', { retryBudget: { ratio: Number.NaN } }, /ratio/],
+    ['retryBudget: 0.2', { retryBudget: 0.2 }, /retryBudget must be false or an object/],
+    ['bulkhead: { maxConcurrent: 0 }', { bulkhead: { maxConcurrent: 0 } }, /maxConcurrent/],
+    ['bulkhead: { maxQueue: -1 }', { bulkhead: { maxQueue: -1 } }, /maxQueue/],
+  ])('refuses %s in the constructor', (_, options, message) => {
+    const error = refusal(options);
+    expect(isInvalidOptionsError(error), String(error)).toBe(true);
+    expect((error as Error).message).toMatch(message);
+  });
+
+  it('takes the values at the edges of their ranges', () => {
+    for (const options of [
+      { maxResponseBytes: 1, connections: 1, name: 'users' },
+      { breaker: { key: 'route', maxRoutes: 1, errorThresholdPercentage: 100, minimumVolume: 1 } },
+      { retry: { maxAttempts: 100, maxRetryAfterMs: 0, statuses: [] } },
+      { retry: { maxAttempts: 1, maxRetryAfterMs: 2 ** 31 - 1, statuses: [100, 599], backoff: () => 0 } },
+      { retry: false, retryBudget: false, breaker: false, bulkhead: false },
+      { bulkhead: { maxConcurrent: 1, maxQueue: 0 }, retryBudget: { ratio: 0, minRetriesPerSecond: 0 } },
+    ] as const) {
+      expect(refusal(options), JSON.stringify(options)).toBeUndefined();
+    }
+  });
+
+  it('checks the retry settings of a call as the client does', async () => {
+    const c = new ServiceClient('http://127.0.0.1:1', { breaker: false });
+    try {
+      const error = await c.get('/x', { retry: { maxRetryAfterMs: Number.NaN } }).catch((e: unknown) => e);
+      expect(isInvalidOptionsError(error)).toBe(true);
+      expect((error as Error).message).toMatch(/retry.maxRetryAfterMs/);
+    } finally {
+      await c.close();
+    }
+  });
+});
