@@ -259,6 +259,13 @@ describe.each(storages)('subscriptions on %s', (_name, storage) => {
         [{ types: [''] }, /in types/],
         [{ exclusive: 'no' }, /exclusive must be true or false/],
         [{ backoff: null }, /backoff must be an object/],
+        // Past a timer's range the retry fired at once: an event meant to wait was parked at once.
+        [{ backoff: { initialDelayMs: 2 ** 31, maxDelayMs: 2 ** 31 } }, /retry 1 a delay of 2147483648 ms/],
+        [
+          { backoff: { initialDelayMs: 1000, maxDelayMs: Number.POSITIVE_INFINITY }, maxAttempts: 100 },
+          /retry/,
+        ],
+        [{ backoff: { initialDelayMs: 0, factor: Number.POSITIVE_INFINITY } }, /retry 2 a delay of NaN/],
       ];
       for (const [options, reason] of bad) {
         let thrown: unknown;
@@ -282,6 +289,7 @@ describe.each(storages)('subscriptions on %s', (_name, storage) => {
           maxAttempts: 10_000,
           idlePollMs: 1,
           types: ['T'],
+          backoff: { initialDelayMs: 1, maxDelayMs: 2 ** 31 - 1 },
         },
         () => {},
       );

@@ -16,7 +16,7 @@ import type { EventStoreBackend, ParkedEvent } from './backend.js';
 import { EventStoreClosedError } from './errors.js';
 import { nameProblem } from './event-encoding.js';
 import { type HandlerFrame, insideOwnHandler, subscriptionHandlerFrame } from './handler-frame.js';
-import { assertSubscriptionOptions } from './subscription-options.js';
+import { assertRetryDelays, assertSubscriptionOptions } from './subscription-options.js';
 import type { RecordedEvent } from './types.js';
 
 /** Options of {@link EventStore.subscribe}. */
@@ -170,6 +170,7 @@ export class EventSubscription {
     const { name: _name, types: _types, ...rest } = options;
     this.#options = { ...DEFAULT_EVENT_SUBSCRIPTION_OPTIONS, ...rest };
     this.#delays = exponentialDelays(this.#options.backoff, this.#options.maxAttempts - 1);
+    assertRetryDelays(this.#delays);
     this.done = this.#run();
   }
 
