@@ -180,4 +180,37 @@ describe('sagaSpec', () => {
       .when(reserved)
       .then({ status: 'charging', steps: ['stock'] });
   });
+
+  it('checks what was published as consumers receive it: its JSON form, as createTestHarness records it', async () => {
+    const contracts = {
+      'order.placed': z.object({ orderId: z.string() }),
+      'stock.reserve': z.looseObject({ orderId: z.string() }),
+    };
+    const dated = defineSaga({
+      name: 'dated-send',
+      contracts,
+      startedBy: ['order.placed'],
+      initial: () => ({ status: 'reserving', data: {} }),
+      started: (saga) =>
+        saga.send('stock.reserve', { orderId: saga.id, requestedAt: new Date(0), note: undefined }),
+      id: { 'order.placed': (m) => m.data.orderId },
+      states: { reserving: {} },
+    });
+    const when = sagaSpec(dated)
+      .given([])
+      .when({ type: 'order.placed', data: { orderId: 'o-1' } });
+    await when.then({
+      published: [
+        { type: 'stock.reserve', data: { orderId: 'o-1', requestedAt: '1970-01-01T00:00:00.000Z' } },
+      ],
+    });
+    // The object the saga passed is not what is sent.
+    await expect(
+      when.then({
+        published: [
+          { type: 'stock.reserve', data: { orderId: 'o-1', requestedAt: new Date(0), note: undefined } },
+        ],
+      }),
+    ).rejects.toThrow(AssertionError);
+  });
 });

@@ -34,6 +34,7 @@ export type SagaSpecMessage<C extends Contracts> =
 /** A message the saga published or scheduled during `when`. */
 export interface SagaSpecSent {
   readonly type: string;
+  /** As consumers receive it: its JSON form (a Date as its ISO string, undefined members left out). */
   readonly data: unknown;
 }
 
@@ -293,7 +294,11 @@ class SagaSpecRun<C extends Contracts, S extends string, D> implements SagaSpecW
   }
 }
 
-/** The unit of work, recording what the saga publishes and schedules. */
+/**
+ * The unit of work, recording what the saga publishes and schedules as consumers receive it: the
+ * outbox stores and the transport carries the JSON form of the data (a Date as its ISO string,
+ * undefined members left out), which is also what `createTestHarness` records.
+ */
 function recording(
   work: UnitOfWork<Contracts>,
   published: SagaSpecSent[],
@@ -302,15 +307,25 @@ function recording(
   return {
     tx: work.tx,
     publish: (type, data, options) => {
-      published.push({ type, data });
+      published.push({ type, data: wireForm(data) });
       return work.publish(type, data, options);
     },
     schedule: (type, data, options) => {
-      scheduled.push({ type, data });
+      scheduled.push({ type, data: wireForm(data) });
       return work.schedule(type, data, options);
     },
     cancel: (ids) => work.cancel(ids),
   };
+}
+
+/** `data` after a JSON round trip; as it is when JSON cannot carry it (the publish then rejects). */
+function wireForm(data: unknown): unknown {
+  try {
+    const json = JSON.stringify(data);
+    return json === undefined ? data : JSON.parse(json);
+  } catch {
+    return data;
+  }
 }
 
 function assertDeepEqual(actual: unknown, expected: unknown, summary: string, operator: string): void {
