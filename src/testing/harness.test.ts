@@ -241,6 +241,39 @@ describe('createTestHarness', () => {
     expect(harness.clock.now() - begin).toBe(61_000);
   });
 
+  // The known limit the README states: the harness cannot tell real I/O from a wait for virtual time,
+  // so past stallMs it moves time, past the handler's own limit too; a longer stallMs avoids it.
+  it.each([
+    ['the default stallMs (100 ms) times it out and retries it', undefined],
+    ['a stallMs longer than the I/O (1 s) lets it run once', 1_000],
+  ] as const)('a handler awaiting 600 ms of real I/O: %s', async (_, stallMs) => {
+    let runs = 0;
+    const harness = await start({
+      ...(stallMs === undefined ? {} : { stallMs }),
+      subscriptionDefaults: { handlerTimeoutMs: 30_000, maxAttempts: 2 },
+      setup: async ({ bus }) => {
+        await bus.subscribe('order.placed', async (msg) => {
+          runs++;
+          await new Promise((resolve) => setTimeout(resolve, 600));
+          await bus.publish('order.confirmed', { orderId: msg.data.orderId });
+        });
+      },
+    });
+    await harness.bus.publish('order.placed', { orderId: '6d' });
+    await harness.published.select('order.confirmed');
+    await harness.advance(60_000);
+    await harness.settle();
+
+    if (stallMs === undefined) {
+      expect(harness.failed.all().map((f) => isHandlerTimeoutError(f.error))).toEqual([true, true]);
+      expect(runs).toBe(2);
+    } else {
+      expect(harness.failed.count()).toBe(0);
+      expect(runs).toBe(1);
+      expect(harness.published.count('order.confirmed')).toBe(1);
+    }
+  });
+
   it('settle does not move time, so it reports a handler waiting for virtual time', async () => {
     const harness = await start({
       realTimeoutMs: 200,

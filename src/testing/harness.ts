@@ -88,7 +88,9 @@ export interface TestHarnessOptions<C extends Contracts = NoContracts> {
   readonly acceptUnrouted?: boolean;
   /**
    * How long, in real ms, a handler in flight may make no progress before `advance` and `select`
-   * take it to be waiting for virtual time (a time limit, a sleep on the clock) and move the clock.
+   * take it to be waiting for virtual time (a time limit, a sleep on the clock) and move the clock,
+   * past the handler's own `handlerTimeoutMs` too: a handler awaiting real I/O longer than this is
+   * timed out and retried. Set it above the real I/O of the handlers under test.
    * @default 100
    */
   readonly stallMs?: number;
@@ -146,6 +148,11 @@ type Quiet = 'found' | 'idle' | 'stalled';
  * timeout error (`SELECT_TIMEOUT`, `HARNESS_TIMEOUT`), which names them: a handler waiting for
  * virtual time past the limit (a time limit, a sleep on the clock) does not end there. `settle()`,
  * `all()`, `count()` and `none()` never move time. Real time passes only while handlers do real I/O.
+ *
+ * A handler in flight that records nothing for `stallMs` of real time is taken to wait for the clock,
+ * and time moves on, past its own `handlerTimeoutMs` too: it cannot be told from one awaiting real
+ * I/O, and holding time at each limit would cost every timed-out attempt `realTimeoutMs` of real
+ * time. A handler whose real I/O takes longer than `stallMs` is therefore timed out and retried.
  */
 export class TestHarness<C extends Contracts = NoContracts> {
   readonly bus: Bus<C>;
