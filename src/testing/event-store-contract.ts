@@ -23,9 +23,19 @@ async function rejection(promise: Promise<unknown>): Promise<unknown> {
   );
 }
 
+/** No case reads more than this: a read that goes on past it (one that never ends) fails instead. */
+const MAX_COLLECTED = 10_000;
+
 async function collect<T>(iterable: AsyncIterable<T>): Promise<T[]> {
   const out: T[] = [];
-  for await (const item of iterable) out.push(item);
+  for await (const item of iterable) {
+    out.push(item);
+    if (out.length > MAX_COLLECTED) {
+      throw new Error(
+        `the read went on past ${MAX_COLLECTED} events, more than the case wrote: it does not end`,
+      );
+    }
+  }
   return out;
 }
 
@@ -471,8 +481,12 @@ export function testEventStore(name: string, harness: EventStoreHarness): void {
     it('lets 50 writers race on one stream: versions contiguous, nothing lost or doubled, losers get ConcurrencyError', async () => {
       const store = await open();
       let conflicts = 0;
+      // Each conflict of a writer means another writer appended between its read and its append, so
+      // with 49 others it loses at most 49 times. A backend that hands back a stale version (such as a
+      // backward read that reads forward) would otherwise keep it retrying for ever, and on an
+      // in-process backend without yielding to the timers that end a test: bounded, it fails here.
       const writers = Array.from({ length: 50 }, async (_, w) => {
-        for (;;) {
+        for (let attempt = 1; ; attempt++) {
           const events = await store.readStream('hot', { direction: 'backward', limit: 1 });
           const expectedVersion = events.length === 0 ? ('no_stream' as const) : events[0]!.version;
           try {
@@ -481,10 +495,20 @@ export function testEventStore(name: string, harness: EventStoreHarness): void {
           } catch (error) {
             if (!isConcurrencyError(error)) throw error;
             conflicts++;
+            if (attempt >= 50) {
+              throw new Error(
+                `writer ${w} conflicted ${attempt} times in a row (last expected version ${expectedVersion}, ` +
+                  `actual ${String(error.actual)}): with 49 other writers it can lose at most 49 times; ` +
+                  `does readStream({ direction: 'backward', limit: 1 }) return the last event?`,
+              );
+            }
           }
         }
       });
-      await Promise.all(writers);
+      // Every writer ends (bounded above) before the store is closed; the first failure is reported.
+      const outcomes = await Promise.allSettled(writers);
+      const failure = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
+      if (failure !== undefined) throw failure.reason;
       const events = await store.readStream('hot');
       expect(events.map((e) => e.version)).toEqual(Array.from({ length: 50 }, (_, i) => i));
       expect(events.map((e) => (e.data as { w: number }).w).sort((a, b) => a - b)).toEqual(
