@@ -1,7 +1,7 @@
 import { isConcurrencyError } from '../eventstore/errors.js';
 import type { EventStore } from '../eventstore/store.js';
 import { isSagaConcurrencyError } from '../outbox/errors.js';
-import type { OutboxStorage, SagaRow } from '../outbox/storage.js';
+import type { OutboxStorage, SagaRow, SagaStatus } from '../outbox/storage.js';
 import { OUTBOX_T0, outboxTestRow, preparedTestEvents } from './outbox-rows.js';
 import { vitest } from './vitest-api.js';
 
@@ -158,6 +158,58 @@ export function testOutboxStorage(name: string, harness: OutboxStorageHarness): 
       const second = await storage.claim('relay-b', T0, 10, 30_000);
       expect(second.map((r) => r.id)).toEqual([a2.id]);
       expect(second[0]!.seq > first[1]!.seq).toBe(true);
+    });
+
+    it('leases at most `limit` rows per claim, the oldest first, leaving the rest to other relays', async () => {
+      // A relay's batchSize is its claim's limit: a storage ignoring it leased every due row at once.
+      const { storage } = await open();
+      const a1 = message('a');
+      const a2 = message('a');
+      const [b, c, d, e] = ['b', 'c', 'd', 'e'].map((key) => message(key));
+      await storage.transaction((tx) => tx.enqueue([a1, a2, b!, c!, d!, e!]));
+      const claim = async (owner: string, limit: number) =>
+        (await storage.claim(owner, T0, limit, 30_000)).map((r) => r.id);
+      // a2 waits behind a1: it is not handed out, nor does it count against the limit.
+      expect(await claim('relay-a', 2), 'claim, limit 2').toEqual([a1.id, b!.id]);
+      expect(await claim('relay-b', 2), 'another relay, limit 2').toEqual([c!.id, d!.id]);
+      expect(await claim('relay-c', 1), 'a third relay, limit 1').toEqual([e!.id]);
+      expect(await claim('relay-d', 10), 'a fourth relay').toEqual([]);
+      expect(await storage.backlog(T0)).toMatchObject({ pending: 6 });
+    });
+
+    it('lists at most `limit` failed rows, oldest first', async () => {
+      const { storage } = await open();
+      const rows = ['f1', 'f2', 'f3'].map((key) => message(key));
+      await storage.transaction((tx) => tx.enqueue(rows));
+      const claimed = await storage.claim('relay-a', T0, 10, 30_000);
+      expect(claimed).toHaveLength(3);
+      // Failed newest first: the list still goes by age (commit order), not by when each failed.
+      for (const row of [...claimed].reverse()) await storage.fail('relay-a', row.seq, 'unroutable');
+      const ids = rows.map((r) => r.id);
+      const failed = async (limit: number) => (await storage.failed(limit)).map((r) => r.id);
+      expect(await failed(1), 'failed(1)').toEqual(ids.slice(0, 1));
+      expect(await failed(2), 'failed(2)').toEqual(ids.slice(0, 2));
+      expect(await failed(10), 'failed(10)').toEqual(ids);
+    });
+
+    it('lists at most `limit` saga instances, oldest first, of the status asked for', async () => {
+      const { storage } = await open();
+      // Saved in neither age nor id order, so that only the age (updatedAt) gives the order expected.
+      const rows: SagaRow[] = [
+        { ...saga('m-mid', 1), updatedAt: T0 + 20 },
+        { ...saga('a-new', 1), updatedAt: T0 + 30 },
+        { ...saga('z-old', 1), updatedAt: T0 + 10 },
+        { ...saga('c-done', 1), updatedAt: T0 + 5, status: 'completed' },
+        { ...saga('b-done', 1), updatedAt: T0 + 25, status: 'completed' },
+      ];
+      for (const row of rows) await storage.transaction((tx) => tx.saveSaga(row, 0));
+      const ids = async (limit: number, status?: SagaStatus) =>
+        (await storage.sagas('order', limit, status)).map((r) => r.id);
+      expect(await ids(1)).toEqual(['c-done']);
+      expect(await ids(3)).toEqual(['c-done', 'z-old', 'm-mid']);
+      expect(await ids(10)).toEqual(['c-done', 'z-old', 'm-mid', 'b-done', 'a-new']);
+      expect(await ids(2, 'active')).toEqual(['z-old', 'm-mid']);
+      expect(await ids(1, 'completed')).toEqual(['c-done']);
     });
 
     it('gives a row whose lease ended to another relay, and ignores the old holder afterwards', async () => {
