@@ -336,13 +336,18 @@ export class MemoryOutboxStorage implements OutboxStorage {
   async sagas(saga: string, limit: number, status?: SagaStatus): Promise<SagaRow[]> {
     return [...this.#sagas.values()]
       .filter((r) => r.saga === saga && (status === undefined || r.status === status))
-      .sort((a, b) => a.updatedAt - b.updatedAt)
+      .sort((a, b) => a.updatedAt - b.updatedAt || byCodePoint(a.id, b.id))
       .slice(0, limit);
   }
 
   watch(): () => void {
     return () => {};
   }
+}
+
+/** The order of SQLite's BINARY and PostgreSQL's "C" collation: UTF-8 bytes, so code points. */
+function byCodePoint(a: string, b: string): number {
+  return Buffer.compare(Buffer.from(a), Buffer.from(b));
 }
 
 function sagaKey(saga: string, id: string): string {

@@ -94,7 +94,11 @@ export interface OutboxStorage {
   /** Deletes up to `limit` inbox marks made before `before`. Resolves how many. */
   pruneHandled(before: number, limit: number): Promise<number>;
 
-  /** Saga instances of `saga`, optionally only those with `status`, up to `limit`, oldest first. */
+  /**
+   * Saga instances of `saga`, optionally only those with `status`, up to `limit`, least recently
+   * updated first; those updated at the same ms by id, in code point order (as SQLite's BINARY and
+   * PostgreSQL's "C" collation sort).
+   */
   sagas(saga: string, limit: number, status?: SagaStatus): Promise<SagaRow[]>;
 
   /**

@@ -85,7 +85,7 @@ export function outboxStatements(s: string) {
     sagas: `
       SELECT ${SAGA_COLUMNS} FROM ${s}.sagas
       WHERE saga = $1 AND ($3::text IS NULL OR status = $3)
-      ORDER BY updated_at, id LIMIT $2`,
+      ORDER BY updated_at, id COLLATE "C" LIMIT $2`,
 
     // Inside a unit of work.
     /**

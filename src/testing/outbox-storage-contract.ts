@@ -212,6 +212,15 @@ export function testOutboxStorage(name: string, harness: OutboxStorageHarness): 
       expect(await ids(1, 'completed')).toEqual(['c-done']);
     });
 
+    it('lists saga instances saved at the same time by id, in code point order, alike on every store', async () => {
+      const { storage } = await open();
+      // Saved in neither order; a language collation would put '_' or 'B' elsewhere.
+      for (const id of ['b', 'é', 'B', '_', 'a', '😀', 'Z'])
+        await storage.transaction((tx) => tx.saveSaga({ ...saga(id, 1), updatedAt: T0 }, 0));
+      const listed = (await storage.sagas('order', 10)).map((r) => r.id);
+      expect(listed).toEqual(['B', 'Z', '_', 'a', 'b', 'é', '😀']);
+    });
+
     it('gives a row whose lease ended to another relay, and ignores the old holder afterwards', async () => {
       const { storage } = await open();
       const m = message();
