@@ -146,6 +146,99 @@ export function testTransport(name: string, harness: TransportHarness, features:
       });
     }
 
+    it('runs the handlers of a single-concurrency subscriber one at a time, in publish order', async () => {
+      // Must not happen: a transport that takes more deliveries at once than the subscription's
+      // concurrency, so that handlers of a concurrency 1 subscriber overlap and a later message,
+      // quicker to handle, finishes first.
+      const p = unique();
+      const b = await bus(`svc-${p}`);
+      const type = `${p}.one`;
+      const n = 8;
+      let running = 0;
+      let most = 0;
+      const started: number[] = [];
+      const finished: number[] = [];
+      let release!: () => void;
+      const gate = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      await b.subscribe(
+        type,
+        async (m) => {
+          const { i } = m.data as { i: number };
+          running++;
+          most = Math.max(most, running);
+          started.push(i);
+          await gate;
+          // Later messages take less time: handlers that overlapped would finish in reverse.
+          await sleep((n - i) * 5);
+          finished.push(i);
+          running--;
+        },
+        { concurrency: 1 },
+      );
+      try {
+        for (let i = 0; i < n; i++) await b.publish(type, { i });
+        await waitFor(() => started.length >= 1, 'the first handler to start');
+        // Every message waits while the first handler holds the only slot.
+        await sleep(200);
+        expect(started, 'handlers started while the first one ran').toHaveLength(1);
+      } finally {
+        release();
+      }
+      await waitFor(() => finished.length >= n, 'every message');
+      await sleep(100);
+      expect(most).toBe(1);
+      const inOrder = Array.from({ length: n }, (_, i) => i);
+      if (features.orderedPerPublisher) expect(finished).toEqual(inOrder);
+      else expect([...finished].sort((x, y) => x - y)).toEqual(inOrder);
+    });
+
+    it('runs as many handlers of a subscription at once as its concurrency when that many messages wait, and never more', async () => {
+      // Must not happen: a transport that ignores the subscription's concurrency either way, running
+      // every waiting message at once or one at a time.
+      const p = unique();
+      const b = await bus(`svc-${p}`);
+      const type = `${p}.some`;
+      const concurrency = 3;
+      const n = 3 * concurrency;
+      let running = 0;
+      let most = 0;
+      let done = 0;
+      let release!: () => void;
+      const gate = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      await b.subscribe(
+        type,
+        async () => {
+          running++;
+          most = Math.max(most, running);
+          await gate;
+          await sleep(20);
+          running--;
+          done++;
+        },
+        { concurrency },
+      );
+      try {
+        for (let i = 0; i < n; i++) await b.publish(type, { i });
+        await waitFor(
+          () => running >= concurrency,
+          () => `${concurrency} handlers running at once (${running} are)`,
+        );
+        // The other messages wait while every slot is held.
+        await sleep(200);
+        expect(running).toBe(concurrency);
+      } finally {
+        release();
+      }
+      await waitFor(() => done >= n, 'every message');
+      await sleep(100);
+      expect(done).toBe(n);
+      expect(most).toBe(concurrency);
+    });
+
     it('hands handlers a CloudEvents envelope and carries headers', async () => {
       const p = unique();
       const b = await bus(`svc-${p}`);
@@ -389,6 +482,45 @@ export function testTransport(name: string, harness: TransportHarness, features:
       expect(handled).toEqual([messageIds[20], messageIds[3], messageIds[35], messageIds[0]]);
       // Every letter is either still a dead letter or was handled, once.
       expect([...(await listed()), ...handled].sort()).toEqual([...messageIds].sort());
+    });
+
+    it('replays at most limit dead letters, the first listed, and leaves the others listed in their order', async () => {
+      // Must not happen: a replay given a limit sending back every letter of the group.
+      const p = unique();
+      const group = `dl-${p}`;
+      const b = await bus(`svc-${p}`);
+      const type = `${p}.job.failed`;
+      let fail = true;
+      const handled: string[] = [];
+      await b.subscribe(
+        type,
+        async (m) => {
+          if (fail) throw new Error('no');
+          handled.push(m.id);
+        },
+        { group, maxAttempts: 1, concurrency: 1 },
+      );
+      for (let i = 0; i < 3; i++) await b.publish(type, { i }, { id: `${p}-${i}` });
+      await waitFor(async () => (await b.listDeadLetters({ group })).length === 3, 'the dead letters');
+      const listed = async () => (await b.listDeadLetters({ group })).map((d) => d.envelope?.id);
+      const messageIds = await listed();
+      expect(messageIds).toEqual([`${p}-0`, `${p}-1`, `${p}-2`]);
+      fail = false;
+
+      expect(await b.replayDeadLetters({ group, limit: 1 })).toBe(1);
+      expect(await listed()).toEqual(messageIds.slice(1));
+      await waitFor(() => handled.length >= 1, 'the replayed message');
+      await sleep(200);
+      expect(handled).toEqual([messageIds[0]]);
+
+      // With ids too, the limit still holds: one of the two asked for.
+      const ids = (await b.listDeadLetters({ group })).map((d) => d.deadLetterId);
+      expect(await b.replayDeadLetters({ group, deadLetterIds: ids, limit: 1 })).toBe(1);
+      const left = await listed();
+      expect(left).toHaveLength(1);
+      await waitFor(() => handled.length >= 2, 'the second replayed message');
+      await sleep(200);
+      expect([...handled, ...left].sort()).toEqual([...messageIds].sort());
     });
 
     it('counts anything a handler throws as a handler failure: retried, then dead-lettered as handler-error', async () => {
