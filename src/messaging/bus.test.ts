@@ -898,4 +898,20 @@ describe('publish and listing options', () => {
     }
     expect(await bus.listDeadLetters({ limit: undefined })).toEqual([]);
   });
+
+  it('refuses a replay limit that is not a positive integer, and ids that are not strings', async () => {
+    const bus = await open();
+    // 0, -1 and NaN replayed nothing without a word.
+    for (const limit of [0, -1, 1.5, Number.NaN, Number.POSITIVE_INFINITY]) {
+      const refused = await rejection(bus.replayDeadLetters({ limit }));
+      expect(isInvalidOptionsError(refused), String(limit)).toBe(true);
+      expect((refused as Error).message).toContain('limit');
+    }
+    for (const deadLetterIds of ['abc', [1], null]) {
+      const refused = await rejection(bus.replayDeadLetters({ deadLetterIds: deadLetterIds as never }));
+      expect(isInvalidOptionsError(refused), JSON.stringify(deadLetterIds)).toBe(true);
+    }
+    expect(await bus.replayDeadLetters({ limit: 1 })).toBe(0);
+    expect(await bus.replayDeadLetters({ deadLetterIds: [] })).toBe(0);
+  });
 });

@@ -622,6 +622,16 @@ export class Bus<C extends Contracts = NoContracts> {
   ): Promise<number> {
     if (this.#closing !== undefined) return Promise.reject(new BusClosedError());
     const { group, ...rest } = options;
+    // A limit of 0, -1 or NaN replayed nothing and said nothing; 1.5 was taken as it came.
+    if (rest.limit !== undefined && !(Number.isSafeInteger(rest.limit) && rest.limit >= 1)) {
+      return Promise.reject(
+        new InvalidOptionsError(`limit must be a positive integer, not ${String(rest.limit)}`),
+      );
+    }
+    const ids = rest.deadLetterIds;
+    if (ids !== undefined && !(Array.isArray(ids) && ids.every((id) => typeof id === 'string'))) {
+      return Promise.reject(new InvalidOptionsError('deadLetterIds must be an array of strings'));
+    }
     return this.transport.replayDeadLetters(group ?? this.service, rest);
   }
 
