@@ -186,6 +186,20 @@ describe('ServiceClient connection failures', () => {
     for (let i = 0; i < 3; i++) await rejection(c.get('/x'));
     expect(c.breakers()[0]!.state).toBe('open');
   });
+
+  it("leaves out of the count what the caller's breaker.isIgnored says, besides its own", async () => {
+    // isIgnored was accepted by the type and dropped: connection errors still opened the breaker.
+    const gone = await FaultServer.start();
+    const url = gone.url;
+    await gone.close();
+    const c = new ServiceClient(url, {
+      retry: false,
+      breaker: { ...BREAKER, isIgnored: (error) => isConnectionError(error) },
+    });
+    cleanups.push(() => c.close());
+    for (let i = 0; i < 8; i++) expect(isConnectionError(await rejection(c.get('/x')))).toBe(true);
+    expect(c.breakers()[0]!.state).toBe('closed');
+  });
 });
 
 describe('ServiceClient retries that do not multiply', () => {

@@ -40,6 +40,7 @@ describe('ServiceClient options', () => {
     ['breaker: { minimumVolume: -1 }', { breaker: { minimumVolume: -1 } }, /minimumVolume/],
     ['breaker: { resetTimeoutMs: NaN }', { breaker: { resetTimeoutMs: Number.NaN } }, /resetTimeoutMs/],
     ['breaker: { buckets: 0 }', { breaker: { buckets: 0 } }, /buckets/],
+    ['breaker: { isIgnored: "x" }', { breaker: { isIgnored: 'x' as never } }, /isIgnored/],
     [
       'breaker: { key: "routes" }',
       { breaker: { key: 'routes' } },

@@ -39,7 +39,9 @@ export interface ServiceClientOptions {
   /**
    * Circuit breakers, one per target: per origin, or per route (method and path template, see the
    * call option `route`). `false` turns them off. Connection errors, timeouts, 5xx and 429 count as
-   * failures; other 4xx do not. @default { key: 'origin' } with the breaker's defaults
+   * failures; other 4xx do not. `isIgnored(error)` returning true leaves an error out of the count
+   * (besides what the client never counts: aborts, deadlines, refusals of its own).
+   * @default { key: 'origin' } with the breaker's defaults
    */
   readonly breaker?:
     | false
@@ -155,8 +157,8 @@ function checkBreaker(breaker: ServiceClientOptions['breaker'], name: string): v
     throw new InvalidOptionsError(`breaker.key must be 'origin' or 'route', not ${describeValue(key)}`);
   }
   integerOption('breaker.maxRoutes', maxRoutes, DEFAULT_SERVICE_CLIENT_OPTIONS.maxRoutes, 1);
-  // isFailure and isIgnored are the client's own (see ServiceClient#breaker), whatever was given.
-  new CircuitBreaker({ ...settings, name, isFailure: () => true, isIgnored: () => false });
+  // isFailure is the client's own (see ServiceClient#breaker); a given isIgnored is added to its own.
+  new CircuitBreaker({ ...settings, name, isFailure: () => true });
 }
 
 /** A nested group of options is `false` (turned off), an object, or left out. */

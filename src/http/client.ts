@@ -672,13 +672,20 @@ export class ServiceClient {
   #breaker(name: string): CircuitBreaker {
     let breaker = this.#breakers.get(name);
     if (breaker === undefined) {
-      const { key: _key, maxRoutes: _maxRoutes, ...settings } = this.#options.breaker || {};
+      const {
+        key: _key,
+        maxRoutes: _maxRoutes,
+        isIgnored: ignored,
+        ...settings
+      } = this.#options.breaker || {};
       const notCounted = this.#notCounted;
       breaker = new CircuitBreaker({
         ...settings,
         name,
         isFailure,
-        isIgnored: (error) => typeof error !== 'object' || error === null || notCounted.has(error),
+        // What the client never counts, and what the caller's isIgnored leaves out.
+        isIgnored: (error) =>
+          typeof error !== 'object' || error === null || notCounted.has(error) || ignored?.(error) === true,
       });
       breaker.onStateChange((change) =>
         this.#events.emit('breaker', { client: this.name, breaker: name, ...change }),

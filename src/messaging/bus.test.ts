@@ -907,7 +907,13 @@ describe('publish and listing options', () => {
       expect(isInvalidOptionsError(refused), String(limit)).toBe(true);
       expect((refused as Error).message).toContain('limit');
     }
-    for (const deadLetterIds of ['abc', [1], null]) {
+    for (const deadLetterIds of [
+      'abc',
+      [1],
+      null,
+      new Array(3),
+      Object.assign(new Array(3), { 0: 'a', 2: 'b' }),
+    ]) {
       const refused = await rejection(bus.replayDeadLetters({ deadLetterIds: deadLetterIds as never }));
       expect(isInvalidOptionsError(refused), JSON.stringify(deadLetterIds)).toBe(true);
     }

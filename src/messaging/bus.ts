@@ -629,7 +629,8 @@ export class Bus<C extends Contracts = NoContracts> {
       );
     }
     const ids = rest.deadLetterIds;
-    if (ids !== undefined && !(Array.isArray(ids) && ids.every((id) => typeof id === 'string'))) {
+    // A loop, not every(): every() skips the holes of a sparse array (new Array(3)).
+    if (ids !== undefined && !(Array.isArray(ids) && allStrings(ids))) {
       return Promise.reject(new InvalidOptionsError('deadLetterIds must be an array of strings'));
     }
     return this.transport.replayDeadLetters(group ?? this.service, rest);
@@ -686,6 +687,11 @@ function isTimeout(error: unknown): boolean {
 
 /** Most dead letters one listing returns. */
 const MAX_DEAD_LETTER_LISTING = 10_000;
+
+function allStrings(values: readonly unknown[]): boolean {
+  for (let i = 0; i < values.length; i++) if (typeof values[i] !== 'string') return false;
+  return true;
+}
 
 function isThenable(value: unknown): value is PromiseLike<unknown> {
   return typeof (value as PromiseLike<unknown> | undefined)?.then === 'function';
