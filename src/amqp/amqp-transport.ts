@@ -1,4 +1,5 @@
 import type { ChannelModel } from 'amqplib';
+import { isFerryError } from '../errors/ferry-error.js';
 import { type Logger, stderrLogger } from '../logging/logger.js';
 import { assertCloseTimeout } from '../messaging/close-timeout.js';
 import type { Envelope } from '../messaging/envelope.js';
@@ -325,9 +326,14 @@ export class AmqpTransport implements Transport {
 
   /** Waits for the listings and replays of the group asked for before it in this process (see {@link deadLetterTurn}). */
   listDeadLetters(group: string, options: { readonly limit: number }): Promise<DeadLetter[]> {
-    return deadLetterTurn(this.#brokerKey(), group, async () =>
-      listDeadLetters(await this.#readyConnection(), group, options.limit),
-    );
+    return deadLetterTurn(this.#brokerKey(), group, async () => {
+      const connection = await this.#readyConnection();
+      try {
+        return await listDeadLetters(connection, group, options.limit);
+      } catch (error) {
+        throw this.#cutShort(error, connection, `listing the dead letters of ${group}`);
+      }
+    });
   }
 
   async deleteSubscription(spec: SubscriptionSpec): Promise<number> {
@@ -336,9 +342,31 @@ export class AmqpTransport implements Transport {
 
   /** Waits for the listings and replays of the group asked for before it in this process (see {@link deadLetterTurn}). */
   replayDeadLetters(group: string, options: ReplayOptions): Promise<number> {
-    return deadLetterTurn(this.#brokerKey(), group, async () =>
-      replayDeadLetters(await this.#readyConnection(), this.#publisher, group, options, this.#logger),
-    );
+    return deadLetterTurn(this.#brokerKey(), group, async () => {
+      const connection = await this.#readyConnection();
+      const progress = { replayed: 0 };
+      try {
+        return await replayDeadLetters(connection, this.#publisher, group, options, this.#logger, progress);
+      } catch (error) {
+        const what = `replaying the dead letters of ${group} (${progress.replayed} replayed)`;
+        throw this.#cutShort(error, connection, what);
+      }
+    });
+  }
+
+  /**
+   * The error of a listing or replay on `connection` that failed with `error`: amqplib's own ("Channel
+   * ended", "Channel closed") become `BUS_CLOSED` when the transport closed that connection, and
+   * `BROKER_UNAVAILABLE` when it was lost. The letters the channel held went back to the queue.
+   */
+  #cutShort(error: unknown, connection: ChannelModel, what: string): unknown {
+    if (isFerryError(error) || connection === this.#connection) return error;
+    const held = 'the letters it held went back to the dead-letter queue, none lost, perhaps out of order';
+    const detail = `the connection closed while ${what}; ${held}`;
+    if (this.#closing !== undefined || this.#state === 'closed') {
+      return new BusClosedError('transport', { detail, cause: error });
+    }
+    return new BrokerConnectionError(`lost the RabbitMQ connection while ${what}; ${held}`, { cause: error });
   }
 
   /**

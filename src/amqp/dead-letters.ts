@@ -135,7 +135,8 @@ const MAX_ROTATION = 10_000;
  * Scans at most the messages present at the start, so letters that fail again are not replayed twice.
  * The letters it fetched and left are back in the queue, in their order, when it resolves: once it
  * leaves one, it fetches the rest of the queue (up to {@link MAX_ROTATION}) to hand it all back in
- * order, as a listing does.
+ * order, as a listing does. `progress.replayed` counts the letters replayed so far, for a caller
+ * whose replay the loss of the channel cuts short.
  */
 export async function replayDeadLetters(
   connection: ChannelModel,
@@ -143,6 +144,7 @@ export async function replayDeadLetters(
   group: string,
   options: ReplayOptions,
   logger: Logger,
+  progress: { replayed: number } = { replayed: 0 },
 ): Promise<number> {
   const queue = deadLetterQueueName(group);
   const present = await depth(connection, queue);
@@ -164,6 +166,7 @@ export async function replayDeadLetters(
         channel.ack(message);
         wanted?.delete(id);
         replayed++;
+        progress.replayed = replayed;
       } else {
         left.push(message);
       }

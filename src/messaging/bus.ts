@@ -33,6 +33,7 @@ import {
   isHandlerTimeoutError,
   neverAbortedSignal,
 } from './handler-timeouts.js';
+import { InFlight } from './in-flight.js';
 import type { MemoryBrokerOptions } from './memory/memory-broker.js';
 import { composeMiddleware, type HandlerMiddleware, idempotent, type MessageHandler } from './middleware.js';
 import { assertGroup, assertMessageType, assertPattern } from './topic.js';
@@ -226,6 +227,8 @@ export class Bus<C extends Contracts = NoContracts> {
   readonly #clock: Clock | undefined;
   readonly #subscriptions = new Set<TransportSubscription>();
   #closing: Promise<void> | undefined;
+  /** Listings and replays of dead letters under way: `close` waits for them as for handlers. */
+  readonly #deadLetterCalls = new InFlight();
   /**
    * Set once `close` has stopped waiting for the handlers in flight. Until then `publish` takes
    * messages although `close` began: a handler that close waits for must be able to finish its work.
@@ -606,7 +609,22 @@ export class Bus<C extends Contracts = NoContracts> {
         new InvalidOptionsError(`limit must be an integer from 1 to ${MAX_DEAD_LETTER_LISTING}`),
       );
     }
-    return this.transport.listDeadLetters(options.group ?? this.service, { limit });
+    return this.#deadLetterCall(() =>
+      this.transport.listDeadLetters(options.group ?? this.service, { limit }),
+    );
+  }
+
+  /**
+   * Runs a listing or replay that `close` waits for (within `closeTimeoutMs`): cut short, it would
+   * leave the letters it fetched back in the queue out of order on RabbitMQ.
+   */
+  async #deadLetterCall<T>(call: () => Promise<T>): Promise<T> {
+    this.#deadLetterCalls.begin();
+    try {
+      return await call();
+    } finally {
+      this.#deadLetterCalls.end();
+    }
   }
 
   /**
@@ -633,16 +651,18 @@ export class Bus<C extends Contracts = NoContracts> {
     if (ids !== undefined && !(Array.isArray(ids) && allStrings(ids))) {
       return Promise.reject(new InvalidOptionsError('deadLetterIds must be an array of strings'));
     }
-    return this.transport.replayDeadLetters(group ?? this.service, rest);
+    return this.#deadLetterCall(() => this.transport.replayDeadLetters(group ?? this.service, rest));
   }
 
   /**
    * Stops every subscription (waiting for handlers in flight), waits for unconfirmed publishes, then
    * closes the transport, all within `closeTimeoutMs`: what the handlers took of it is not given
-   * again to the publishes. `subscribe`, the dead-letter calls and `deleteSubscription` reject with
-   * `BUS_CLOSED` as soon as `close` is called; `publish` still takes messages while `close` waits for
-   * the handlers in flight (they may publish as they finish, and `close` then waits for those
-   * confirms too), and rejects with `BUS_CLOSED` from the end of that wait on. Idempotent.
+   * again to the publishes. Dead-letter listings and replays already under way are waited for as
+   * handlers are; one still running when the wait ends rejects with `BUS_CLOSED`. `subscribe`, the
+   * dead-letter calls and `deleteSubscription` reject with `BUS_CLOSED` as soon as `close` is
+   * called; `publish` still takes messages while `close` waits for the handlers in flight (they may
+   * publish as they finish, and `close` then waits for those confirms too), and rejects with
+   * `BUS_CLOSED` from the end of that wait on. Idempotent.
    */
   close(): Promise<void> {
     this.#closing ??= (async () => {
@@ -651,7 +671,11 @@ export class Bus<C extends Contracts = NoContracts> {
       const subscriptions = [...this.#subscriptions];
       this.#subscriptions.clear();
       try {
-        await Promise.all(subscriptions.map((s) => s.close(this.#closeTimeoutMs)));
+        await Promise.all([
+          ...subscriptions.map((s) => s.close(this.#closeTimeoutMs)),
+          // Listings and replays already under way end first (a replay may still publish).
+          this.#deadLetterCalls.idle(this.#closeTimeoutMs, clock),
+        ]);
       } finally {
         // Handlers still running now were given up on: their messages go back to their queues.
         this.#publishingClosed = true;

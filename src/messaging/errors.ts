@@ -99,8 +99,13 @@ export const isMessageNotSerializableError =
 
 /** The bus or subscription was closed; the operation was not performed. */
 export class BusClosedError extends FerryError {
-  constructor(what = 'bus') {
-    super('BUS_CLOSED', `the ${what} is closed`);
+  /** `detail` says what became of an operation that the close cut short. */
+  constructor(what = 'bus', options: { readonly detail?: string; readonly cause?: unknown } = {}) {
+    super(
+      'BUS_CLOSED',
+      `the ${what} is closed${options.detail === undefined ? '' : `: ${options.detail}`}`,
+      options.cause === undefined ? {} : { cause: options.cause },
+    );
   }
 }
 export const isBusClosedError = errorGuard<BusClosedError>('BUS_CLOSED');

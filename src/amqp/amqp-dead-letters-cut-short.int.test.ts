@@ -1,0 +1,146 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { createBus } from '../connect/create-bus.js';
+import { isFerryError } from '../errors/ferry-error.js';
+import { silentLogger } from '../logging/logger.js';
+import type { Bus } from '../messaging/bus.js';
+import type { Contracts } from '../messaging/contracts.js';
+import { createTestVhost, type TestVhost } from '../testing/rabbitmq.js';
+import { sleep, waitFor } from '../testing/wait.js';
+
+const cleanups: (() => Promise<unknown>)[] = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => {});
+});
+
+async function vhost(): Promise<TestVhost> {
+  const v = await createTestVhost('ferry-dl-cut');
+  cleanups.push(() => v.dispose());
+  return v;
+}
+
+async function bus(url: string, closeTimeoutMs = 10_000): Promise<Bus<Contracts>> {
+  const b = await createBus({
+    url,
+    service: 'dl',
+    logger: silentLogger,
+    closeTimeoutMs,
+    amqp: { reconnect: { initialDelayMs: 50, maxDelayMs: 500 } },
+  });
+  cleanups.push(() => b.close());
+  return b as Bus<Contracts>;
+}
+
+const group = 'cut';
+const options = { group, maxAttempts: 1 };
+
+/** Dead-letters `n` messages `{ i }` of `group` in order, then stops the subscription. */
+async function deadLetter(b: Bus<Contracts>, n: number): Promise<void> {
+  const sub = await b.subscribe(
+    'dl.*',
+    async () => {
+      throw new Error('no');
+    },
+    options,
+  );
+  for (let i = 0; i < n; i++) await b.publish('dl.x', { i });
+  await waitFor(
+    async () => (await b.listDeadLetters({ group, limit: 1000 })).length === n,
+    'all dead-lettered',
+  );
+  await sub.close();
+}
+
+async function numbers(url: string): Promise<number[]> {
+  const b = await bus(url);
+  const letters = await b.listDeadLetters({ group, limit: 1000 });
+  await b.close();
+  return letters.map((letter) => (letter.envelope?.data as { i: number } | undefined)?.i ?? -1);
+}
+
+const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+const N = 120;
+
+describe.each([
+  ['memory', async () => `memory://dl-cut-${Math.random().toString(36).slice(2)}`],
+  ['RabbitMQ (quorum)', async () => (await vhost()).url],
+])('bus.close during a dead-letter call on %s', (_name, makeUrl) => {
+  it('lets a listing under way finish, and leaves the dead letters in their order', async () => {
+    const url = await makeUrl();
+    const b = await bus(url);
+    await deadLetter(b, N);
+    const listing = b.listDeadLetters({ group, limit: 1000 });
+    await sleep(15);
+    await b.close();
+    expect((await listing).length).toBe(N);
+    expect(await numbers(url)).toEqual(range(N));
+  }, 60_000);
+
+  it('lets a replay by ids under way finish, and leaves the letters it did not replay in their order', async () => {
+    const url = await makeUrl();
+    const b = await bus(url);
+    await deadLetter(b, N);
+    const dead = await b.listDeadLetters({ group, limit: 1000 });
+    const ids = dead.filter((_, k) => k % 10 === 5).map((letter) => letter.deadLetterId);
+    const replay = b.replayDeadLetters({ group, deadLetterIds: ids });
+    await sleep(15);
+    await b.close();
+    expect(await replay).toBe(ids.length);
+    expect(await numbers(url)).toEqual(range(N).filter((i) => i % 10 !== 5));
+    // The replayed letters wait in the subscription's queue: nothing lost.
+    const again = await bus(url);
+    const seen: number[] = [];
+    await again.subscribe('dl.*', async (m) => void seen.push((m.data as { i: number }).i), options);
+    await waitFor(async () => seen.length === ids.length, 'the replayed letters handled');
+    expect(seen.sort((x, y) => x - y)).toEqual(range(N).filter((i) => i % 10 === 5));
+  }, 60_000);
+});
+
+describe('RabbitMQ dead-letter calls cut short', () => {
+  it('a replay that bus.close gives up on (closeTimeoutMs) rejects with BUS_CLOSED and loses no letter', async () => {
+    const { url } = await vhost();
+    const b = await bus(url, 0);
+    await deadLetter(b, N);
+    const dead = await b.listDeadLetters({ group, limit: 1000 });
+    const ids = dead.filter((_, k) => k % 10 === 5).map((letter) => letter.deadLetterId);
+    const replay = b.replayDeadLetters({ group, deadLetterIds: ids }).then(
+      (count) => ({ count }),
+      (error: unknown) => ({ error }),
+    );
+    await sleep(15);
+    await b.close();
+    const outcome = await replay;
+    expect('error' in outcome && isFerryError(outcome.error) && outcome.error.code).toBe('BUS_CLOSED');
+    const match = /\((\d+) replayed\)/.exec('error' in outcome ? String(outcome.error) : '');
+    expect(match).not.toBeNull();
+    const replayed = Number(match?.[1]);
+    // Out of order perhaps (the broker put back what the channel held), but every letter not replayed is there.
+    const left = await numbers(url);
+    expect(left.length).toBe(N - replayed);
+    expect(new Set(left).size).toBe(left.length);
+  }, 60_000);
+
+  it('a listing cut by a connection loss rejects with BROKER_UNAVAILABLE and loses no letter', async () => {
+    const v = await vhost();
+    const b = await bus(v.url);
+    await deadLetter(b, 300);
+    let error: unknown;
+    for (let attempt = 0; attempt < 6 && error === undefined; attempt++) {
+      const listing = b.listDeadLetters({ group, limit: 1000 }).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      await sleep(attempt * 20);
+      await v.closeConnections('dead-letter listing fault test');
+      error = await listing;
+      if (error === undefined) await sleep(500);
+    }
+    expect(error).toBeDefined();
+    expect(isFerryError(error) && error.code).toBe('BROKER_UNAVAILABLE');
+    // Every letter is back (on a quorum queue perhaps in another order).
+    await waitFor(
+      async () => (await b.listDeadLetters({ group, limit: 1000 })).length === 300,
+      'all letters back',
+    );
+    expect(new Set(await numbers(v.url))).toEqual(new Set(range(300)));
+  }, 90_000);
+});
