@@ -434,10 +434,11 @@ export function testTransport(name: string, harness: TransportHarness, features:
       expect(await listed(b2.listDeadLetters({ group }))).toEqual(messageIds.slice(5));
     });
 
-    it('replays dead letters chosen by id and leaves the others where they were, in their order', async () => {
-      // Must not happen: the letters a replay by id passes over coming back in another order (RabbitMQ
-      // quorum queues: handed back all at once, or by a closing channel), or any letter lost or kept
-      // twice. More letters than RabbitMQ 3.x takes back in order at once (about 32).
+    /**
+     * `n` messages dead-lettered in order by a subscriber of a new group that fails until `succeed()`,
+     * then records what it handles in `handled`.
+     */
+    async function deadLettered(n: number) {
       const p = unique();
       const group = `dl-${p}`;
       const b = await bus(`svc-${p}`);
@@ -452,18 +453,29 @@ export function testTransport(name: string, harness: TransportHarness, features:
         },
         { group, maxAttempts: 1, concurrency: 1 },
       );
-      const n = 40;
       for (let i = 0; i < n; i++) await b.publish(type, { i }, { id: `${p}-${i}` });
       await waitFor(
         async () => (await b.listDeadLetters({ group, limit: n })).length === n,
         'the dead letters',
       );
+      const listed = async () => (await b.listDeadLetters({ group, limit: n })).map((d) => d.envelope?.id);
+      const succeed = () => {
+        fail = false;
+      };
+      return { p, b, group, handled, listed, succeed };
+    }
+
+    it('replays dead letters chosen by id and leaves the others where they were, in their order', async () => {
+      // Must not happen: the letters a replay by id passes over coming back in another order (RabbitMQ
+      // quorum queues: handed back all at once, or by a closing channel), or any letter lost or kept
+      // twice. More letters than RabbitMQ 3.x takes back in order at once (about 32).
+      const n = 40;
+      const { p, b, group, handled, listed, succeed } = await deadLettered(n);
       const letters = await b.listDeadLetters({ group, limit: n });
       const messageIds = letters.map((d) => d.envelope?.id);
       expect(messageIds).toEqual(Array.from({ length: n }, (_, i) => `${p}-${i}`));
       const idOf = (i: number) => letters[i]!.deadLetterId;
-      const listed = async () => (await b.listDeadLetters({ group, limit: n })).map((d) => d.envelope?.id);
-      fail = false;
+      succeed();
 
       expect(await b.replayDeadLetters({ group, deadLetterIds: [idOf(20)] })).toBe(1);
       expect(await listed()).toEqual(messageIds.filter((_, i) => i !== 20));
@@ -486,26 +498,10 @@ export function testTransport(name: string, harness: TransportHarness, features:
 
     it('replays at most limit dead letters, the first listed, and leaves the others listed in their order', async () => {
       // Must not happen: a replay given a limit sending back every letter of the group.
-      const p = unique();
-      const group = `dl-${p}`;
-      const b = await bus(`svc-${p}`);
-      const type = `${p}.job.failed`;
-      let fail = true;
-      const handled: string[] = [];
-      await b.subscribe(
-        type,
-        async (m) => {
-          if (fail) throw new Error('no');
-          handled.push(m.id);
-        },
-        { group, maxAttempts: 1, concurrency: 1 },
-      );
-      for (let i = 0; i < 3; i++) await b.publish(type, { i }, { id: `${p}-${i}` });
-      await waitFor(async () => (await b.listDeadLetters({ group })).length === 3, 'the dead letters');
-      const listed = async () => (await b.listDeadLetters({ group })).map((d) => d.envelope?.id);
+      const { p, b, group, handled, listed, succeed } = await deadLettered(3);
       const messageIds = await listed();
       expect(messageIds).toEqual([`${p}-0`, `${p}-1`, `${p}-2`]);
-      fail = false;
+      succeed();
 
       expect(await b.replayDeadLetters({ group, limit: 1 })).toBe(1);
       expect(await listed()).toEqual(messageIds.slice(1));
