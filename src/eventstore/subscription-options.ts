@@ -40,19 +40,6 @@ export function assertSubscriptionOptions(options: unknown, handler: unknown): v
   }
 }
 
-/**
- * Every retry delay of a subscription must be a whole number of ms a timer takes as given: past
- * 2^31-1 ms Node fires a timer at once, so an event meant to wait days was retried immediately and
- * parked. Checked on the delays computed, so `maxDelayMs: Infinity` with few attempts is fine.
- */
-export function assertRetryDelays(delays: readonly number[]): void {
-  const retry = delays.findIndex((delay) => !Number.isInteger(delay) || delay < 0 || delay > MAX_TIMER_MS);
-  if (retry === -1) return;
-  throw new InvalidOptionsError(
-    `backoff gives retry ${retry + 1} a delay of ${String(delays[retry])} ms, but retry delays must be whole ms from 0 to ${MAX_TIMER_MS} (2^31-1, about 24.8 days): lower backoff.maxDelayMs or initialDelayMs`,
-  );
-}
-
 /** `types` of a read or a subscription: an array of valid event types. */
 export function assertEventTypes(types: unknown): void {
   if (!Array.isArray(types)) {

@@ -7,6 +7,7 @@ import { storableText } from '../errors/storable-text.js';
 import { uuidv7 } from '../ids/uuidv7.js';
 import type { Logger } from '../logging/logger.js';
 import {
+  assertRetryDelays,
   DEFAULT_EXPONENTIAL_BACKOFF,
   type ExponentialBackoffOptions,
   exponentialDelays,
@@ -16,7 +17,7 @@ import type { EventStoreBackend, ParkedEvent } from './backend.js';
 import { EventStoreClosedError } from './errors.js';
 import { nameProblem } from './event-encoding.js';
 import { type HandlerFrame, insideOwnHandler, subscriptionHandlerFrame } from './handler-frame.js';
-import { assertRetryDelays, assertSubscriptionOptions } from './subscription-options.js';
+import { assertSubscriptionOptions } from './subscription-options.js';
 import type { RecordedEvent } from './types.js';
 
 /** Options of {@link EventStore.subscribe}. */

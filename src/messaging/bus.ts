@@ -3,6 +3,7 @@ import { InvalidOptionsError } from '../errors/ferry-error.js';
 import type { Inbox } from '../inbox/inbox.js';
 import { type Logger, stderrLogger } from '../logging/logger.js';
 import {
+  assertRetryDelays,
   DEFAULT_EXPONENTIAL_BACKOFF,
   type ExponentialBackoffOptions,
   exponentialDelays,
@@ -741,20 +742,6 @@ function untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
       },
     );
   });
-}
-
-/**
- * Every retry delay a subscription would use must be a whole number of ms that both a timer and
- * RabbitMQ's `x-message-ttl` take as given: a longer one fired at once on `memory://` (Node runs a
- * timer past 2^31-1 ms immediately) while RabbitMQ waited it out, or was refused by the broker as
- * an inequivalent queue. Refused alike on every transport, before anything is declared.
- */
-function assertRetryDelays(delays: readonly number[]): void {
-  const retry = delays.findIndex((delay) => !Number.isInteger(delay) || delay < 0 || delay > MAX_TIMER_MS);
-  if (retry === -1) return;
-  throw new InvalidOptionsError(
-    `backoff gives retry ${retry + 1} a delay of ${String(delays[retry])} ms, but retry delays must be whole ms from 0 to ${MAX_TIMER_MS} (2^31-1, about 24.8 days): lower backoff.maxDelayMs or initialDelayMs`,
-  );
 }
 
 function assertHandlerTimeout(timeoutMs: number): void {

@@ -1,4 +1,5 @@
 import { InvalidOptionsError } from '../errors/ferry-error.js';
+import { MAX_TIMER_MS } from '../time/max-timer.js';
 
 /** Exponential backoff without jitter: `initialDelayMs * factor^(n-1)`, capped at `maxDelayMs`. */
 export interface ExponentialBackoffOptions {
@@ -34,6 +35,21 @@ export function exponentialDelays(options: ExponentialBackoffOptions, retries: n
     delays.push(Math.round(Math.min(maxDelayMs, initialDelayMs * factor ** n)));
   }
   return delays;
+}
+
+/**
+ * Throws `INVALID_OPTIONS` unless every retry delay is a whole number of ms that a timer takes as
+ * given, 0 to 2^31-1: Node fires a longer timer at once, so a retry meant to wait days ran
+ * immediately and the message or event was given up on (and RabbitMQ refuses such an
+ * `x-message-ttl`). Checked on the delays {@link exponentialDelays} computed, so `maxDelayMs:
+ * Infinity` with few retries is fine. Bus and event store subscriptions check theirs with it.
+ */
+export function assertRetryDelays(delays: readonly number[]): void {
+  const retry = delays.findIndex((delay) => !Number.isInteger(delay) || delay < 0 || delay > MAX_TIMER_MS);
+  if (retry === -1) return;
+  throw new InvalidOptionsError(
+    `backoff gives retry ${retry + 1} a delay of ${String(delays[retry])} ms, but retry delays must be whole ms from 0 to ${MAX_TIMER_MS} (2^31-1, about 24.8 days): lower backoff.maxDelayMs or initialDelayMs`,
+  );
 }
 
 /**
