@@ -1,11 +1,11 @@
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { createBus } from '../connect/create-bus.js';
 import type { FerryError } from '../errors/ferry-error.js';
 import { silentLogger } from '../logging/logger.js';
 import { isBrokerConnectionError } from '../messaging/errors.js';
 import { createTestVhost } from '../testing/rabbitmq.js';
 import { isBrokerTlsMismatchError } from './connection-refusal.js';
+import { connectFailure as busConnectFailure } from './fixtures/connect-failure.js';
 
 const cleanups: (() => Promise<unknown>)[] = [];
 afterEach(async () => {
@@ -13,24 +13,8 @@ afterEach(async () => {
 });
 
 /** How the first connect fails, and how long it took. */
-async function connectFailure(
-  url: string,
-  connectTimeoutMs: number,
-): Promise<{ error: unknown; ms: number }> {
-  const started = Date.now();
-  const error = await createBus({
-    url,
-    service: 'timeout',
-    logger: silentLogger,
-    amqp: { connectTimeoutMs },
-  }).then(
-    async (bus) => {
-      await bus.close();
-      return new Error('connected');
-    },
-    (e: unknown) => e,
-  );
-  return { error, ms: Date.now() - started };
+function connectFailure(url: string, connectTimeoutMs: number): Promise<{ error: unknown; ms: number }> {
+  return busConnectFailure({ url, service: 'timeout', logger: silentLogger, amqp: { connectTimeoutMs } });
 }
 
 /** A TCP server that accepts connections and never says a word, as a hung broker or a proxy would. */

@@ -12,6 +12,7 @@ import {
   isBrokerPermissionDeniedError,
   isBrokerVhostNotFoundError,
 } from './connection-refusal.js';
+import { connectFailure as busConnectFailure } from './fixtures/connect-failure.js';
 
 const run = promisify(execFile);
 const rabbitmqctl = (...args: string[]) => run('rabbitmqctl', args, { timeout: 60_000 });
@@ -40,16 +41,8 @@ function urlFor(name: string, pass: string, vhostName: string): string {
 }
 
 /** How createBus fails, and how long it took. */
-async function connectFailure(url: string): Promise<{ error: unknown; ms: number }> {
-  const started = Date.now();
-  const error = await createBus({ url, service: 'refused', logger: silentLogger }).then(
-    async (bus) => {
-      await bus.close();
-      return new Error('connected');
-    },
-    (e: unknown) => e,
-  );
-  return { error, ms: Date.now() - started };
+function connectFailure(url: string): Promise<{ error: unknown; ms: number }> {
+  return busConnectFailure({ url, service: 'refused', logger: silentLogger });
 }
 
 describe('RabbitMQ connection refusals fail fast', () => {

@@ -5,6 +5,7 @@ import type { FerryError } from '../errors/ferry-error.js';
 import { type Logger, silentLogger } from '../logging/logger.js';
 import { createTestVhost, type TestVhost } from '../testing/rabbitmq.js';
 import { waitFor } from '../testing/wait.js';
+import { connectFailure as busConnectFailure } from './fixtures/connect-failure.js';
 import { isInequivalentExchangeError } from './inequivalent-exchange-error.js';
 
 const cleanups: (() => Promise<unknown>)[] = [];
@@ -29,21 +30,13 @@ async function withChannel(url: string, declare: (channel: amqp.Channel) => Prom
 }
 
 /** How createBus fails, and how long it took: the connect timeout is long, so waiting shows. */
-async function connectFailure(url: string, exchange?: string): Promise<{ error: unknown; ms: number }> {
-  const started = Date.now();
-  const error = await createBus({
+function connectFailure(url: string, exchange?: string): Promise<{ error: unknown; ms: number }> {
+  return busConnectFailure({
     url,
     service: 'mismatch',
     logger: silentLogger,
     amqp: { connectTimeoutMs: 10_000, ...(exchange === undefined ? {} : { exchange }) },
-  }).then(
-    async (bus) => {
-      await bus.close();
-      return new Error('connected');
-    },
-    (e: unknown) => e,
-  );
-  return { error, ms: Date.now() - started };
+  });
 }
 
 describe('an exchange that exists with other properties', () => {

@@ -388,29 +388,14 @@ export function testTransport(name: string, harness: TransportHarness, features:
       // Must not happen: a listing that holds the letters (RabbitMQ: fetched, not yet handed back)
       // while a replay looks for them and reports 0, a listing that comes back short or shuffled, a
       // letter replayed twice.
-      const p = unique();
-      const group = `dl-${p}`;
-      const b1 = await bus(`svc-${p}`);
-      const b2 = await bus(`svc-${p}`);
-      const type = `${p}.job.failed`;
-      let fail = true;
-      const handled: string[] = [];
-      await b1.subscribe(
-        type,
-        async (m) => {
-          if (fail) throw new Error('no');
-          handled.push(m.id);
-        },
-        { group, maxAttempts: 1 },
-      );
       const n = 6;
-      for (let i = 0; i < n; i++) await b1.publish(type, { i }, { id: `${p}-${i}` });
-      await waitFor(async () => (await b1.listDeadLetters({ group })).length === n, 'the dead letters');
+      const { p, b: b1, group, handled, succeed } = await deadLettered(n);
+      const b2 = await bus(`svc-${p}`);
       const letters = await b1.listDeadLetters({ group });
       const ids = letters.map((d) => d.deadLetterId);
       const messageIds = letters.map((d) => d.envelope?.id);
       expect(messageIds).toEqual(Array.from({ length: n }, (_, i) => `${p}-${i}`));
-      fail = false;
+      succeed();
       const listed = (list: Promise<{ envelope?: { id: string } }[]>) =>
         list.then((dead) => dead.map((d) => d.envelope?.id));
       const [l1, r1, l2, r2, r3, l3] = await Promise.all([
