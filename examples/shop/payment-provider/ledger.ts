@@ -43,6 +43,12 @@ export type RefundOutcome =
 
 export class Ledger {
   readonly #db: Database.Database;
+  // Prepared once: better-sqlite3 compiles a statement's SQL on every prepare().
+  readonly #statements: ReturnType<typeof prepare>;
+  readonly #charge: Database.Transaction<
+    (orderId: string, amount: number, accepted: boolean) => ChargeAttempt
+  >;
+  readonly #refund: Database.Transaction<(orderId: string) => RefundOutcome>;
 
   /** @param file a SQLite file, or `:memory:` for a ledger that lives as long as the process. */
   constructor(file = ':memory:') {
@@ -63,32 +69,46 @@ export class Ledger {
       name TEXT PRIMARY KEY,
       value TEXT NOT NULL
     )`);
+    const s = prepare(this.#db);
+    this.#statements = s;
+    this.#charge = this.#db.transaction(
+      (orderId: string, amount: number, accepted: boolean): ChargeAttempt => {
+        if (this.isVoided(orderId)) return { kind: 'voided' };
+        const existing = this.find(orderId);
+        if (existing !== undefined) return { kind: 'existing', charge: existing };
+        if (!accepted) return { kind: 'declined' };
+        const chargeId = `ch_${randomUUID().replaceAll('-', '')}`;
+        s.insertCharge.run(orderId, chargeId, amount);
+        return { kind: 'taken', charge: { chargeId, orderId, amount, refunded: false } };
+      },
+    );
+    this.#refund = this.#db.transaction((orderId: string): RefundOutcome => {
+      s.markRefunded.run(orderId);
+      const charge = this.find(orderId);
+      if (charge !== undefined) return { kind: 'refunded', charge };
+      s.insertVoid.run(orderId, Date.now());
+      return { kind: 'voided' };
+    });
   }
 
   /** A setting kept with the ledger (the fault switch), as JSON; `undefined` when never set. */
   setting(name: string): unknown {
-    const row = this.#db.prepare('SELECT value FROM settings WHERE name = ?').get(name) as
-      | { value: string }
-      | undefined;
+    const row = this.#statements.setting.get(name);
     return row === undefined ? undefined : JSON.parse(row.value);
   }
 
   saveSetting(name: string, value: unknown): void {
-    this.#db
-      .prepare(
-        'INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value',
-      )
-      .run(name, JSON.stringify(value));
+    this.#statements.saveSetting.run(name, JSON.stringify(value));
   }
 
   find(orderId: string): Charge | undefined {
-    const row = this.#db.prepare('SELECT * FROM charges WHERE order_id = ?').get(orderId) as Row | undefined;
+    const row = this.#statements.findCharge.get(orderId);
     return row && toCharge(row);
   }
 
   /** Whether a refund found no charge for the order: it can never be charged. */
   isVoided(orderId: string): boolean {
-    return this.#db.prepare('SELECT 1 FROM voids WHERE order_id = ?').get(orderId) !== undefined;
+    return this.#statements.findVoid.get(orderId) !== undefined;
   }
 
   /**
@@ -96,42 +116,39 @@ export class Ledger {
    * that charge back, a new one is taken only when `accepted` (the payment method is good).
    */
   charge(orderId: string, amount: number, accepted: boolean): ChargeAttempt {
-    return this.#db
-      .transaction((): ChargeAttempt => {
-        if (this.isVoided(orderId)) return { kind: 'voided' };
-        const existing = this.find(orderId);
-        if (existing !== undefined) return { kind: 'existing', charge: existing };
-        if (!accepted) return { kind: 'declined' };
-        const chargeId = `ch_${randomUUID().replaceAll('-', '')}`;
-        this.#db
-          .prepare('INSERT INTO charges (order_id, charge_id, amount) VALUES (?, ?, ?)')
-          .run(orderId, chargeId, amount);
-        return { kind: 'taken', charge: { chargeId, orderId, amount, refunded: false } };
-      })
-      .immediate();
+    return this.#charge.immediate(orderId, amount, accepted);
   }
 
   /** Refunds the order's charge (again: no change), or voids the order when it has none, in one transaction. */
   refund(orderId: string): RefundOutcome {
-    return this.#db
-      .transaction((): RefundOutcome => {
-        this.#db.prepare('UPDATE charges SET refunded = 1 WHERE order_id = ?').run(orderId);
-        const charge = this.find(orderId);
-        if (charge !== undefined) return { kind: 'refunded', charge };
-        this.#db
-          .prepare('INSERT OR IGNORE INTO voids (order_id, voided_at) VALUES (?, ?)')
-          .run(orderId, Date.now());
-        return { kind: 'voided' };
-      })
-      .immediate();
+    return this.#refund.immediate(orderId);
   }
 
   /** The charges, oldest first (voids are not charges). */
   all(): Charge[] {
-    return (this.#db.prepare('SELECT * FROM charges ORDER BY seq').all() as Row[]).map(toCharge);
+    return this.#statements.allCharges.all().map(toCharge);
   }
 
   close(): void {
     this.#db.close();
   }
+}
+
+function prepare(db: Database.Database) {
+  return {
+    setting: db.prepare<[string], { value: string }>('SELECT value FROM settings WHERE name = ?'),
+    saveSetting: db.prepare<[string, string]>(
+      'INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value',
+    ),
+    findCharge: db.prepare<[string], Row>('SELECT * FROM charges WHERE order_id = ?'),
+    findVoid: db.prepare<[string], unknown>('SELECT 1 FROM voids WHERE order_id = ?'),
+    insertCharge: db.prepare<[string, string, number]>(
+      'INSERT INTO charges (order_id, charge_id, amount) VALUES (?, ?, ?)',
+    ),
+    markRefunded: db.prepare<[string]>('UPDATE charges SET refunded = 1 WHERE order_id = ?'),
+    insertVoid: db.prepare<[string, number]>(
+      'INSERT OR IGNORE INTO voids (order_id, voided_at) VALUES (?, ?)',
+    ),
+    allCharges: db.prepare<[], Row>('SELECT * FROM charges ORDER BY seq'),
+  };
 }
