@@ -20,7 +20,7 @@ const installed = new WeakSet<Server>();
 /**
  * Answers what Node's HTTP parser refuses before any framework sees the request (headers too large
  * 431, a malformed request or a body cut short 400, a request too slow to arrive 408, an `Expect`
- * other than `100-continue` 417) with an
+ * other than `100-continue` 417, an HTTP/1.1 request without `Host` 400) with an
  * `application/problem+json` document, as every other error answer, instead of Node's empty answer
  * (or Fastify's plain JSON). The response is written on the raw socket when it is still writable
  * and no response to an earlier request on it has started, then the connection is closed, as Node
@@ -51,6 +51,7 @@ export function ferryClientErrors(server: Server): void {
     }
     socket.destroy(error);
   });
+  refuseMissingHost(server);
   // An Expect other than 100-continue: Node answers 417 with an empty body unless someone listens.
   server.on('checkExpectation', (_request: IncomingMessage, response: ServerResponse) => {
     const body = renderProblem(
@@ -65,6 +66,39 @@ export function ferryClientErrors(server: Server): void {
     });
     response.end(body);
   });
+}
+
+/**
+ * An HTTP/1.1 request without `Host` (RFC 9112 3.2: answered 400): Node answers it with an empty
+ * 400 of its own when `requireHostHeader` is on (its default), before any `request` listener runs.
+ * Here the server's own check is turned off and the same check made where the server hands the
+ * request to its listeners, answering a problem document instead; a server created with
+ * `requireHostHeader: false` keeps taking such requests.
+ */
+function refuseMissingHost(server: Server): void {
+  // `requireHostHeader` is on http.Server since Node 20, not in its typings.
+  const http = server as Server & { requireHostHeader?: boolean };
+  if (http.requireHostHeader !== true) return;
+  http.requireHostHeader = false;
+  const emit = server.emit;
+  server.emit = function (this: Server, event: string | symbol, ...args: unknown[]): boolean {
+    if (event === 'request') {
+      const [request, response] = args as [IncomingMessage, ServerResponse];
+      if (request.httpVersion === '1.1' && request.headers.host === undefined) {
+        const body = renderProblem(
+          problem(400, undefined, { detail: 'An HTTP/1.1 request must have a Host header.' }),
+        );
+        response.shouldKeepAlive = false;
+        response.writeHead(400, {
+          'content-type': PROBLEM_CONTENT_TYPE,
+          'content-length': Buffer.byteLength(body),
+        });
+        response.end(body);
+        return true;
+      }
+    }
+    return Reflect.apply(emit, this, [event, ...args]) as boolean;
+  } as Server['emit'];
 }
 
 /** Node's own test before it writes its error answer: a response already on the wire would be corrupted. */

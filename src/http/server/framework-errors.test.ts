@@ -136,6 +136,18 @@ describe.each(harnesses)('framework errors from $name, on a raw connection', (ha
     expectProblem(await sendRaw(url, post('/orders', { 'content-length': 'abc' })), 400);
   });
 
+  it('answers an HTTP/1.1 request without Host with 400, and serves HTTP/1.0 without it', async () => {
+    await start();
+    const answer = await sendRaw(url, 'GET /orders/1 HTTP/1.1\r\nconnection: close\r\n\r\n');
+    expect(expectProblem(answer, 400)).toMatchObject({
+      title: 'Bad Request',
+      detail: 'An HTTP/1.1 request must have a Host header.',
+    });
+    expect(answer.headers.connection).toBe('close');
+    expect((await sendRaw(url, 'GET /orders/1 HTTP/1.0\r\n\r\n')).status).toBe(200);
+    expect((await sendRaw(url, get('/orders/1'))).status).toBe(200);
+  });
+
   it('answers an Expect header other than 100-continue with 417, and 100-continue as usual', async () => {
     await start();
     const answer = await sendRaw(
