@@ -154,6 +154,26 @@ describe('createIdempotencyStore', () => {
     await events.close();
   });
 
+  it.each([
+    ['memory', () => 'memory://'],
+    ['sqlite', databases.sqlite],
+    ['postgres', databases.postgres],
+  ])('deletes expired keys on demand with deleteExpired() (%s)', async (_kind, makeUrl) => {
+    const store = await createIdempotencyStore({ url: makeUrl(), ttlMs: 200, logger: silentLogger });
+    closers.push(() => store.close());
+    const answer = { status: 201, headers: {}, body: '{}' };
+    for (const key of ['a', 'b']) {
+      const begun = await store.begin(key, 'f');
+      await store.complete(key, answer, begun.state === 'new' ? begun.claim : undefined);
+    }
+    expect(await store.deleteExpired()).toBe(0);
+    expect((await store.begin('a', 'f')).state).toBe('replay');
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    expect(await store.deleteExpired()).toBe(2);
+    expect(await store.deleteExpired()).toBe(0);
+    expect((await store.begin('a', 'f')).state).toBe('new');
+  });
+
   it('refuses bad options before opening anything, and an unreachable database as STORE_UNAVAILABLE', async () => {
     await expect(createIdempotencyStore({})).rejects.toSatisfy(isInvalidOptionsError);
     const events = await createEventStore({ url: 'memory://' });

@@ -31,13 +31,20 @@ export interface CreateIdempotencyStoreOptions extends DurableIdempotencyStoreOp
 
 /** An idempotency store that {@link createIdempotencyStore} opened. */
 export interface OpenIdempotencyStore extends IdempotencyStore {
+  /**
+   * Deletes every expired key (answers past `ttlMs`, claims past their lease) now, as the store does
+   * in the background every `cleanupIntervalMs`. Resolves the number of keys deleted.
+   */
+  deleteExpired(): Promise<number>;
   /** Closes the database opened for the store (nothing when it came with `eventStore`). Idempotent. */
   close(): Promise<void>;
 }
 
 /** What the SQLite and PostgreSQL backends offer (duck-typed: connect/ names no adapter's type). */
 interface WithIdempotencyStore {
-  idempotencyStore(options: DurableIdempotencyStoreOptions): IdempotencyStore;
+  idempotencyStore(options: DurableIdempotencyStoreOptions): IdempotencyStore & {
+    deleteExpired(): Promise<number>;
+  };
 }
 
 function hasIdempotencyStore(backend: unknown): backend is WithIdempotencyStore {
@@ -80,6 +87,7 @@ export async function createIdempotencyStore(
     begin: (key, fingerprint) => store.begin(key, fingerprint),
     complete: (key, response, claim) => store.complete(key, response, claim),
     abandon: (key, claim) => store.abandon(key, claim),
+    deleteExpired: () => store.deleteExpired(),
     close: () => {
       closing ??= eventStore === undefined ? owned.close() : Promise.resolve();
       return closing;

@@ -19,8 +19,8 @@ export interface MemoryIdempotencyStoreOptions {
    */
   readonly leaseMs?: number | undefined;
   /**
-   * Most answers kept; the oldest are forgotten first beyond it. A key whose handler is still
-   * running is never forgotten before its lease ends. @default 10_000
+   * Most answers kept; the oldest are forgotten first beyond it. Keys whose handler is still running
+   * are not counted, and never forgotten before their lease ends. @default 10_000
    */
   readonly maxEntries?: number | undefined;
 }
@@ -117,10 +117,22 @@ export class MemoryIdempotencyStore implements IdempotencyStore {
   }
 
   /**
-   * Drops the leases that ended and the answers that expired, then, beyond `maxEntries`, the oldest
-   * answers. A key whose handler is still running is never dropped before its lease ends: forgetting
-   * it would let a duplicate run the handler a second time, at once. Held keys are bounded by the
-   * requests in flight and their lease, so they may take the store past `maxEntries` for that long.
+   * Forgets every expired key (answers past `ttlMs`, claims past their lease) now, rather than at the
+   * next `begin` or `complete`. Resolves the number of keys forgotten.
+   */
+  async deleteExpired(): Promise<number> {
+    const before = this.size;
+    this.#evict(Date.now());
+    return before - this.size;
+  }
+
+  /**
+   * Drops the leases that ended and the answers that expired, then, beyond `maxEntries` answers, the
+   * oldest answers. A key whose handler is still running is never dropped before its lease ends:
+   * forgetting it would let a duplicate run the handler a second time, at once. Held keys are not
+   * counted against `maxEntries` (were they, as many slow handlers as `maxEntries` would have every
+   * fresh answer forgotten at once, and its retry run again): they are bounded by the requests in
+   * flight and their lease.
    */
   #evict(now: number): void {
     for (const [key, entry] of this.#held) {
@@ -128,7 +140,7 @@ export class MemoryIdempotencyStore implements IdempotencyStore {
       this.#held.delete(key);
     }
     for (const [key, answer] of this.#answers) {
-      if (answer.expiresAt > now && this.size <= this.#maxEntries) break;
+      if (answer.expiresAt > now && this.#answers.size <= this.#maxEntries) break;
       this.#answers.delete(key);
     }
   }

@@ -60,6 +60,8 @@ const THROWN: Record<string, () => Error> = {
       headers: { 'retry-after': '5' },
     }),
   '/crash': () => new Error(SECRET),
+  // A handler building a header from request data: the problem cannot be sent as written.
+  '/bad-header': () => new HttpProblemError(409, 'Order exists', { headers: { location: '/orders/a\nb' } }),
   '/crash-ferry': () => new FerryError('SOMETHING_INTERNAL', SECRET),
   '/upstream': upstreamError,
   '/exposed': exposedError,
@@ -199,6 +201,31 @@ describe('problem documents', () => {
       field: 'a',
     });
     expect(() => new HttpProblemError(200)).toThrow(/400 to 599/);
+  });
+
+  it('HttpProblemError refuses headers HTTP does not allow, naming the header, not its value', () => {
+    const bad: Record<string, unknown>[] = [
+      { location: '/orders/a\nb' },
+      { location: 'a\r\nset-cookie: x=1' },
+      { 'bad name': 'x' },
+      { '': 'x' },
+      { 'retry-after': 5 },
+    ];
+    for (const headers of bad) {
+      const made = (() => {
+        try {
+          return new HttpProblemError(409, undefined, { headers: headers as Record<string, string> });
+        } catch (error) {
+          return error;
+        }
+      })();
+      expect(made, JSON.stringify(headers)).toMatchObject({ code: 'INVALID_OPTIONS' });
+      expect(String(made)).not.toContain('/orders');
+    }
+    expect(() => new HttpProblemError(409, undefined, { headers: 'x' as never })).toThrow(/object/);
+    expect(new HttpProblemError(503, undefined, { headers: { 'retry-after': '5' } }).headers).toEqual({
+      'retry-after': '5',
+    });
   });
 
   it('maps errors without a framework, and lets mapError handle domain errors', () => {
@@ -542,6 +569,17 @@ describe.each(harnesses)('problems from $name', (harness) => {
     });
     expect(String(logger.entries[0]?.fields?.error)).toContain('hunter2');
     expect(String(logger.entries[0]?.fields?.stack)).toContain('problem.test.ts');
+  });
+
+  it('answers a problem built with a header HTTP does not allow with a 500 problem, and logs why', async () => {
+    await start();
+    const res = await call(`${url}/bad-header`, { headers: { 'x-correlation-id': 'corr-hdr' } });
+    expect(res.status).toBe(500);
+    expect(res.headers['content-type']).toBe('application/problem+json');
+    expect(res.headers.location).toBeUndefined();
+    expect(res.body).toMatchObject({ status: 500, instance: '/bad-header', correlationId: 'corr-hdr' });
+    expect(logger.entries).toHaveLength(1);
+    expect(String(logger.entries[0]?.fields?.error)).toContain('"location"');
   });
 });
 

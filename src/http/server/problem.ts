@@ -1,4 +1,4 @@
-import { STATUS_CODES } from 'node:http';
+import { STATUS_CODES, validateHeaderName, validateHeaderValue } from 'node:http';
 import type { FerryContext } from '../../context/context.js';
 import { describeThrown } from '../../errors/describe-thrown.js';
 import { errorGuard, FerryError, InvalidOptionsError, isFerryError } from '../../errors/ferry-error.js';
@@ -58,7 +58,11 @@ export interface HttpProblemInit {
   readonly detail?: string;
   /** Extension members added to the problem document. */
   readonly extensions?: Readonly<Record<string, unknown>>;
-  /** Response headers, e.g. `Retry-After` for a 503 or `Allow` for a 405. */
+  /**
+   * Response headers, e.g. `Retry-After` for a 503 or `Allow` for a 405. A name or value HTTP does not
+   * allow (a line break from request data, say) makes the constructor throw `INVALID_OPTIONS`: such a
+   * problem could not be sent as written.
+   */
   readonly headers?: Readonly<Record<string, string>>;
   readonly cause?: unknown;
 }
@@ -91,7 +95,7 @@ export class HttpProblemError extends FerryError {
     this.type = init.type ?? 'about:blank';
     this.detail = init.detail;
     this.extensions = init.extensions ?? {};
-    this.headers = init.headers ?? {};
+    this.headers = checkedHeaders(init.headers);
   }
 
   /** The problem document, with `instance` and extra extension members. */
@@ -105,6 +109,29 @@ export class HttpProblemError extends FerryError {
   }
 }
 export const isHttpProblemError = errorGuard<HttpProblemError>('HTTP_PROBLEM');
+
+/** A problem's headers as Node will write them: names and values HTTP allows, values strings. */
+function checkedHeaders(
+  headers: Readonly<Record<string, string>> | undefined,
+): Readonly<Record<string, string>> {
+  if (headers === undefined) return {};
+  if (typeof headers !== 'object' || headers === null || Array.isArray(headers)) {
+    throw new InvalidOptionsError("a problem's headers must be an object of header names to strings");
+  }
+  for (const [name, value] of Object.entries(headers)) {
+    try {
+      validateHeaderName(name);
+      if (typeof value !== 'string') throw new TypeError('not a string');
+      validateHeaderValue(name, value);
+    } catch {
+      // The value is not quoted: it may come from a request, or hold what is not for logs.
+      throw new InvalidOptionsError(
+        `a problem's header ${JSON.stringify(name)} must be a valid HTTP header name with a string value HTTP allows (no line breaks or control characters)`,
+      );
+    }
+  }
+  return headers;
+}
 
 /** A request (body, query, params or headers) does not satisfy its schema. Mapped to 400. */
 export class RequestValidationError extends FerryError {
