@@ -283,6 +283,12 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
     pool.on('error', (error) =>
       this.#logger.warn('an idle PostgreSQL connection failed', { error: error.message }),
     );
+    // The pool listens for the errors of its idle clients only. A connection that fails while
+    // checked out, or just as the pool hands it over (pg reads a FATAL message in the same chunk as
+    // the ReadyForQuery that completed the hand-over, before its user could listen), would raise an
+    // 'error' event nobody listens for, and end the process. Every client listens for its whole
+    // life: a statement running on it rejects, the next one fails, and the pool drops it on release.
+    pool.on('connect', (client) => client.on('error', ignoreClientError));
     try {
       await migrate(pool, this.schema);
     } catch (error) {
@@ -426,7 +432,15 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
           : await this.#appendWithMessagesRetrying(append),
       );
     } catch (error) {
-      append.reject(error);
+      append.reject(
+        isConnectionFailure(error)
+          ? new StoreUnavailableError(
+              'postgres',
+              `the database connection failed on every attempt of an append: whether it was stored is unknown (${(error as Error).message})`,
+              { cause: error },
+            )
+          : error,
+      );
     }
   }
 
@@ -1230,3 +1244,6 @@ function statements(s: string) {
         SET version = EXCLUDED.version, schema_version = EXCLUDED.schema_version, state = EXCLUDED.state, time = EXCLUDED.time`,
   };
 }
+
+/** A pooled client's connection failed: its user meets the failure through its statements. */
+function ignoreClientError(): void {}
