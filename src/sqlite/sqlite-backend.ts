@@ -37,7 +37,7 @@ import {
   type SqliteUnitOfWorkBatchOptions,
 } from './sqlite-unit-of-work.js';
 import { DEFAULT_BUSY_TIMEOUT_MS, DRIVER_BUSY_TIMEOUT_MS, whileBusy } from './store-busy.js';
-import { type CommitSync, WalSync } from './wal-sync.js';
+import { type CommitSync, DatabaseFileMovedError, WalSync } from './wal-sync.js';
 import { type StoreWrite, WriteLock } from './write-lock.js';
 
 /** Options of {@link SqliteEventStoreBackend}. */
@@ -455,6 +455,9 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
         if (this.#closed) throw new EventStoreClosedError();
         await whileLocked(() => migrate(db));
         if (this.#closed) throw new EventStoreClosedError();
+        // A file this process may only read: SQLite opens it read-only without a word, and every
+        // write would fail later, untyped. A page changed in a transaction rolled back says so now.
+        if (this.#path !== ':memory:') await whileLocked(() => probeWritable(db));
         statements = await whileLocked(() => prepareStatements(db));
       } finally {
         release();
@@ -908,12 +911,32 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
 
 /** A WAL sync that failed: the commits it was to cover are in the file, but may not outlive a power cut. */
 function walSyncFailed(path: string, cause: unknown): StoreUnavailableError {
+  if (cause instanceof DatabaseFileMovedError) {
+    return new StoreUnavailableError('sqlite', `committed, but ${cause.message}`, { cause });
+  }
   const reason = cause instanceof Error ? cause.message : String(cause);
   return new StoreUnavailableError(
     'sqlite',
     `committed to ${path}, but the disk sync of its write-ahead log failed (${reason}): whether it outlives a power cut is unknown`,
     { cause },
   );
+}
+
+/**
+ * Throws when the connection cannot write (SQLite opened a file the process may only read): a page
+ * changed (the header's user_version set to what it holds) in a transaction rolled back.
+ */
+function probeWritable(db: Database.Database): void {
+  const version = Number(db.pragma('user_version', { simple: true }));
+  db.exec('BEGIN IMMEDIATE');
+  try {
+    db.pragma(`user_version = ${version}`);
+  } catch (error) {
+    if (!String((error as { code?: unknown }).code).startsWith('SQLITE_READONLY')) throw error;
+    throw new Error(`the file is read-only for this process (${(error as Error).message})`, { cause: error });
+  } finally {
+    if (db.inTransaction) db.exec('ROLLBACK');
+  }
 }
 
 /**

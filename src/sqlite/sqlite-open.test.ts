@@ -1,5 +1,6 @@
+import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -46,6 +47,41 @@ describe('opening a new SQLite file', () => {
       expect(error).toMatchObject({ code: 'STORE_UNAVAILABLE', backend: 'sqlite' });
       expect(((error as Error).cause as NodeJS.ErrnoException).code).toBe('ENOENT');
     }
+  });
+
+  it('fails to open with STORE_UNAVAILABLE a file the process may only read (it opened, and every write failed untyped)', async () => {
+    // A folder the other user may enter and write (SQLite makes the -wal and -shm there).
+    const folder = mkdtempSync(join(tmpdir(), 'ferry-sqlite-shared-'));
+    chmodSync(folder, 0o777);
+    cleanups.push(async () => rmSync(folder, { recursive: true, force: true }));
+    const path = join(folder, 'store.db');
+    const backend = new SqliteEventStoreBackend({ path });
+    await backend.open();
+    await new EventStore(backend).append('before', [{ type: 'Opened', data: {} }]);
+    await backend.close();
+    chmodSync(path, 0o444);
+    // Root writes whatever the mode: the fixture then runs as nobody.
+    const asOther =
+      process.getuid?.() === 0 ? ['--reuid=65534', '--regid=65534', '--clear-groups'] : undefined;
+    const child =
+      asOther === undefined
+        ? spawnFixture(openFixture, { FERRY_SQLITE_PATH: path, FERRY_START_AT: '0' })
+        : spawn('setpriv', [...asOther, process.execPath, '--import', 'tsx', openFixture], {
+            env: { ...process.env, FERRY_SQLITE_PATH: path, FERRY_START_AT: '0' },
+            stdio: ['ignore', 'pipe', 'inherit'],
+          });
+    const lines: string[] = [];
+    onLines(child, (line) => void lines.push(line));
+    await once(child, 'exit');
+    expect(lines.join('\n')).toMatch(
+      /^failed STORE_UNAVAILABLE could not open the sqlite event store at .*: the file is read-only for this process/,
+    );
+    // Nothing was written: the file opens as it was for a process that may write it.
+    chmodSync(path, 0o644);
+    const reopened = new SqliteEventStoreBackend({ path });
+    await reopened.open();
+    cleanups.push(() => reopened.close());
+    expect((await reopened.readStream('before', {})).map((e) => e.type)).toEqual(['Opened']);
   });
 
   it('fails to open with STORE_UNAVAILABLE naming the file, the cause kept, where the file cannot be', async () => {

@@ -220,6 +220,33 @@ describe('SQLite commits wait for a sync of the WAL off the event loop', () => {
     await expect(backend.append('s-1', [event()], 0)).resolves.toMatchObject({ nextExpectedVersion: 1 });
   });
 
+  it.each([
+    ['deleted', (path: string) => fs.rmSync(path)],
+    [
+      'replaced by another file',
+      (path: string) => {
+        writeFileSync(`${path}.new`, '');
+        fs.renameSync(`${path}.new`, path);
+      },
+    ],
+  ])(
+    'rejects what commits once the database file was %s, and everything after: it would be lost at close',
+    async (_how, move) => {
+      const { backend, path } = await openBackend();
+      await expect(backend.append('before', [event()], 'no_stream')).resolves.toMatchObject({
+        nextExpectedVersion: 0,
+      });
+      move(path);
+      for (const stream of ['after-1', 'after-2']) {
+        const error = await backend.append(stream, [event()], 'no_stream').catch((e: unknown) => e);
+        expect(error, stream).toMatchObject({ code: 'STORE_UNAVAILABLE', backend: 'sqlite' });
+        expect(String((error as Error).message)).toMatch(/deleted or replaced since the store opened it/);
+      }
+      // Nor is anything read handed out from the file that will be lost.
+      await expect(backend.readStream('before', {})).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE' });
+    },
+  );
+
   it('syncs the WAL beside the file a symbolic link names (SQLite keeps it there), not beside the link', async () => {
     const real = join(dir, `real-${++files}.db`);
     const link = join(dir, `link-${files}.db`);

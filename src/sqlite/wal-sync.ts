@@ -2,6 +2,19 @@ import fs from 'node:fs';
 
 const noop = () => {};
 
+/**
+ * The database file at the store's path is no longer the one its connections opened (deleted, or
+ * replaced by another): what they commit goes to a file nobody can open again, lost at close.
+ */
+export class DatabaseFileMovedError extends Error {
+  constructor(path: string) {
+    super(
+      `${path} was deleted or replaced since the store opened it: what the store writes now goes to a file that no longer has that path, and is lost when it closes`,
+    );
+    this.name = 'DatabaseFileMovedError';
+  }
+}
+
 /** The syncs of a store's file, as its inbox, idempotency store and units of work wait for them. */
 export interface CommitSync {
   /** After a commit that must survive a power cut (see {@link WalSync.afterCommit}). */
@@ -34,6 +47,9 @@ export const SYNCED_IN_COMMIT: CommitSync = Object.freeze({
  */
 export class WalSync {
   readonly #path: string;
+  readonly #databasePath: string;
+  /** The database file the connections opened (device and inode), when it could be read. */
+  readonly #identity: { readonly dev: number; readonly ino: number } | undefined;
   readonly #dataVersion: () => bigint | undefined;
   #fd: Promise<number> | undefined;
   /** Commits of this process that asked for a sync. */
@@ -57,7 +73,14 @@ export class WalSync {
    */
   constructor(databasePath: string, dataVersion: () => bigint | undefined) {
     this.#path = `${databasePath}-wal`;
+    this.#databasePath = databasePath;
     this.#dataVersion = dataVersion;
+    try {
+      const { dev, ino } = fs.statSync(databasePath);
+      this.#identity = { dev, ino };
+    } catch {
+      this.#identity = undefined;
+    }
   }
 
   /** After a commit that must survive a power cut: resolves once a sync begun after this call ended. */
@@ -133,8 +156,28 @@ export class WalSync {
       throw error;
     });
     const fd = await this.#fd;
-    await new Promise<void>((resolve, reject) =>
-      fs.fdatasync(fd, (error) => (error ? reject(error) : resolve())),
+    const [, moved] = await Promise.all([
+      new Promise<void>((resolve, reject) =>
+        fs.fdatasync(fd, (error) => (error ? reject(error) : resolve())),
+      ),
+      this.#moved(),
+    ]);
+    if (moved) {
+      // Every later sync fails the same way: nothing written from now on can be kept.
+      const error = new DatabaseFileMovedError(this.#databasePath);
+      this.abandon(error);
+      throw error;
+    }
+  }
+
+  /** Whether the file at the database's path is not the one opened (gone, or another in its place). */
+  #moved(): Promise<boolean> {
+    const identity = this.#identity;
+    if (identity === undefined) return Promise.resolve(false);
+    return new Promise((resolve) =>
+      fs.stat(this.#databasePath, (error, stats) =>
+        resolve(error ? error.code === 'ENOENT' : stats.dev !== identity.dev || stats.ino !== identity.ino),
+      ),
     );
   }
 
