@@ -22,6 +22,7 @@ import {
   HttpProblemError,
   isHttpProblemError,
   isRequestValidationError,
+  type Problem,
   type ProblemLogger,
   problem,
   problemFromError,
@@ -52,6 +53,19 @@ const OrderInput = z.object({ sku: z.string().min(1), quantity: z.number().int()
 const SECRET = 'db password is hunter2';
 
 /** Routes that throw, by path, the same on both frameworks. */
+/** Mapped by the harnesses' mapError, each in a way that cannot be sent. */
+class MapMe extends Error {
+  constructor(readonly how: 'throws' | 'status' | 'bigint') {
+    super(`map me: ${how}, ${SECRET}`);
+  }
+}
+function mapError(error: unknown): Problem | undefined {
+  if (!(error instanceof MapMe)) return undefined;
+  if (error.how === 'throws') throw new Error(`mapError failed: ${SECRET}`);
+  if (error.how === 'status') return { ...problem(404), status: 1000 };
+  return problem(409, undefined, { id: 42n });
+}
+
 const THROWN: Record<string, () => Error> = {
   '/conflict': () =>
     new HttpProblemError(409, 'Order already shipped', {
@@ -60,6 +74,11 @@ const THROWN: Record<string, () => Error> = {
       headers: { 'retry-after': '5' },
     }),
   '/crash': () => new Error(SECRET),
+  // Errors the harness's mapError maps badly: it throws, gives a status HTTP has no room for, a BigInt.
+  '/map-throws': () => new MapMe('throws'),
+  '/map-status': () => new MapMe('status'),
+  '/map-bigint': () => new MapMe('bigint'),
+  '/bigint-extension': () => new HttpProblemError(409, 'Order exists', { extensions: { id: 42n } }),
   // A handler building a header from request data: the problem cannot be sent as written.
   '/bad-header': () => new HttpProblemError(409, 'Order exists', { headers: { location: '/orders/a\nb' } }),
   '/crash-ferry': () => new FerryError('SOMETHING_INTERNAL', SECRET),
@@ -97,7 +116,7 @@ const harnesses: Harness[] = [
     name: 'fastify',
     async start(logger) {
       const app: FastifyInstance = Fastify({ bodyLimit: 1024 });
-      ferryFastify(app, { logger });
+      ferryFastify(app, { logger, mapError });
       app.post('/orders', async (req) => validateRequest(OrderInput, req.body, 'body'));
       app.post(
         '/schema',
@@ -161,7 +180,7 @@ const harnesses: Harness[] = [
         await new Promise((_, reject) => signal?.addEventListener('abort', () => reject(signal.reason)));
       });
       app.use(ferryNotFound());
-      app.use(ferryErrors({ logger }));
+      app.use(ferryErrors({ logger, mapError }));
       const server = createServer(app);
       return listenNode(server, closers);
     },
@@ -210,6 +229,8 @@ describe('problem documents', () => {
       { 'bad name': 'x' },
       { '': 'x' },
       { 'retry-after': 5 },
+      { trailer: 'x-checksum' },
+      { 'Transfer-Encoding': 'chunked' },
     ];
     for (const headers of bad) {
       const made = (() => {
@@ -569,6 +590,31 @@ describe.each(harnesses)('problems from $name', (harness) => {
     });
     expect(String(logger.entries[0]?.fields?.error)).toContain('hunter2');
     expect(String(logger.entries[0]?.fields?.stack)).toContain('problem.test.ts');
+  });
+
+  it('answers 500 without internals, and logs both errors, when mapError throws or maps to what cannot be sent', async () => {
+    await start();
+    for (const path of ['/map-throws', '/map-status', '/map-bigint', '/bigint-extension']) {
+      const res = await call(`${url}${path}`, { headers: { 'x-correlation-id': 'corr-map' } });
+      expect(res.status, path).toBe(500);
+      expect(res.headers['content-type'], path).toBe('application/problem+json');
+      expect(res.body, path).toEqual({
+        type: 'about:blank',
+        title: 'Internal Server Error',
+        status: 500,
+        instance: path,
+        correlationId: 'corr-map',
+      });
+      expect(res.text, path).not.toContain('hunter2');
+    }
+    expect(logger.entries).toHaveLength(4);
+    expect(String(logger.entries[0]?.fields?.error)).toMatch(
+      /mapError failed.*while answering.*map me: throws/,
+    );
+    expect(String(logger.entries[1]?.fields?.error)).toMatch(
+      /status must be an integer from 400 to 599, got 1000/,
+    );
+    expect(String(logger.entries[3]?.fields?.error)).toMatch(/BigInt/);
   });
 
   it('answers a problem built with a header HTTP does not allow with a 500 problem, and logs why', async () => {

@@ -60,8 +60,9 @@ export interface HttpProblemInit {
   readonly extensions?: Readonly<Record<string, unknown>>;
   /**
    * Response headers, e.g. `Retry-After` for a 503 or `Allow` for a 405. A name or value HTTP does not
-   * allow (a line break from request data, say) makes the constructor throw `INVALID_OPTIONS`: such a
-   * problem could not be sent as written.
+   * allow (a line break from request data, say), or `Transfer-Encoding` or `Trailer` (the problem is
+   * sent whole, with its length), makes the constructor throw `INVALID_OPTIONS`: such a problem could
+   * not be sent as written. `Content-Type` and `Content-Length` are the server's: yours are replaced.
    */
   readonly headers?: Readonly<Record<string, string>>;
   readonly cause?: unknown;
@@ -110,6 +111,9 @@ export class HttpProblemError extends FerryError {
 }
 export const isHttpProblemError = errorGuard<HttpProblemError>('HTTP_PROBLEM');
 
+/** How a response's body is framed: a problem is sent whole, with its Content-Length. */
+const FRAMING_HEADERS = new Set(['transfer-encoding', 'trailer']);
+
 /** A problem's headers as Node will write them: names and values HTTP allows, values strings. */
 function checkedHeaders(
   headers: Readonly<Record<string, string>> | undefined,
@@ -119,6 +123,11 @@ function checkedHeaders(
     throw new InvalidOptionsError("a problem's headers must be an object of header names to strings");
   }
   for (const [name, value] of Object.entries(headers)) {
+    if (FRAMING_HEADERS.has(name.toLowerCase())) {
+      throw new InvalidOptionsError(
+        `a problem's header ${JSON.stringify(name)} is the server's to set: the problem is sent whole, with its length`,
+      );
+    }
     try {
       validateHeaderName(name);
       if (typeof value !== 'string') throw new TypeError('not a string');
@@ -253,6 +262,46 @@ export function problemFromError(
       path: request.path,
       ...described,
     });
+  let failure: unknown;
+  try {
+    const response = mapError(error, request, options, extra, report);
+    failure = unsendable(response);
+    if (failure === undefined) return response;
+  } catch (thrown) {
+    failure = thrown;
+  }
+  // A mapError that threw or made a problem that cannot be sent (a status outside 400-599, a member
+  // JSON cannot write): the client gets the 500 any unexpected error gets, the operator both errors.
+  report('the error handler could not answer with the problem it made for an error', {
+    ...describe(failure),
+    error: `${describe(failure).error} (while answering ${describe(error).error})`,
+  });
+  return respond(problem(500, 'Internal Server Error', extra));
+}
+
+/** What makes a mapped answer impossible to send as it is, or `undefined`. */
+function unsendable(response: ProblemResponse): Error | undefined {
+  const { status } = response;
+  if (!Number.isInteger(status) || status < 400 || status > 599) {
+    return new InvalidOptionsError(
+      `a problem's status must be an integer from 400 to 599, got ${String(status)}`,
+    );
+  }
+  try {
+    renderProblem(response.problem);
+    return undefined;
+  } catch (error) {
+    return error instanceof Error ? error : new Error(String(error));
+  }
+}
+
+function mapError(
+  error: unknown,
+  request: ProblemRequest,
+  options: ProblemOptions,
+  extra: ProblemExtra,
+  report: (message: string, described: { error: string; stack?: string }) => void,
+): ProblemResponse {
   if (isHttpProblemError(error)) {
     // A 5xx thrown with what caused it: the client reads the problem, the operator the cause.
     if (error.status >= 500 && error.cause !== undefined) {
