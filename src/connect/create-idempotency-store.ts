@@ -33,7 +33,8 @@ export interface CreateIdempotencyStoreOptions extends DurableIdempotencyStoreOp
 export interface OpenIdempotencyStore extends IdempotencyStore {
   /**
    * Deletes every expired key (answers past `ttlMs`, claims past their lease) now, as the store does
-   * in the background every `cleanupIntervalMs`. Resolves the number of keys deleted.
+   * in the background every `cleanupIntervalMs`. Resolves the number of keys deleted;
+   * a call made while one runs joins it, and resolves its count.
    */
   deleteExpired(): Promise<number>;
   /** Closes the database opened for the store (nothing when it came with `eventStore`). Idempotent. */

@@ -119,7 +119,8 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
   /**
    * Deletes every expired key (answers past `ttlMs`, claims past their lease) of every namespace,
    * a few hundred rows per statement, skipping rows other transactions hold: no lock is held for
-   * long. `begin` runs it in the background every `cleanupIntervalMs`. Resolves the number deleted.
+   * long. `begin` runs it in the background every `cleanupIntervalMs`. Resolves the number deleted;
+   * a call made while one runs joins it, and resolves its count.
    */
   deleteExpired(): Promise<number> {
     this.#cleaning ??= this.#deleteExpired().finally(() => {

@@ -1,4 +1,4 @@
-import { realpathSync } from 'node:fs';
+import { accessSync, constants, realpathSync } from 'node:fs';
 import { dirname, sep } from 'node:path';
 import type Database from 'better-sqlite3';
 import { InvalidOptionsError, isFerryError } from '../errors/ferry-error.js';
@@ -432,7 +432,10 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
   async #openFile(): Promise<void> {
     const { default: Driver } = await import('better-sqlite3');
     if (this.#closed) throw new EventStoreClosedError();
-    if (this.#path !== ':memory:') makeDirectory(dirname(this.#path));
+    if (this.#path !== ':memory:') {
+      makeDirectory(dirname(this.#path));
+      refuseReadOnlyFile(this.#path);
+    }
     const db = new Driver(this.#path, { timeout: Math.min(this.#busyTimeoutMs, DRIVER_BUSY_TIMEOUT_MS) });
     let statements: Statements;
     try {
@@ -920,6 +923,24 @@ function walSyncFailed(path: string, cause: unknown): StoreUnavailableError {
     `committed to ${path}, but the disk sync of its write-ahead log failed (${reason}): whether it outlives a power cut is unknown`,
     { cause },
   );
+}
+
+/**
+ * Throws when `path` is a file this process may not write, before SQLite opens it: SQLite would
+ * open it read-only and make the -wal and -shm files beside it as this process's user, which its
+ * owner may then be unable to write, shutting the owner out of its own store.
+ */
+function refuseReadOnlyFile(path: string): void {
+  try {
+    accessSync(path, constants.W_OK);
+  } catch (error) {
+    const { code } = error as NodeJS.ErrnoException;
+    if (code === 'ENOENT') return; // A new file: SQLite makes it.
+    if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') {
+      throw new Error(`the file is read-only for this process (${code})`, { cause: error });
+    }
+    throw error;
+  }
 }
 
 /**

@@ -209,7 +209,7 @@ export class SqliteIdempotencyStore implements IdempotencyStore {
    * Deletes every expired key (answers past `ttlMs`, claims past their lease) of every namespace,
    * in batches of a few hundred rows, each its own short write, letting the event loop and other
    * connections run between them. `begin` runs it in the background every `cleanupIntervalMs`.
-   * Resolves the number of keys deleted.
+   * Resolves the number of keys deleted; a call made while one runs joins it, and resolves its count.
    */
   deleteExpired(): Promise<number> {
     this.#cleaning ??= this.#deleteExpired().finally(() => {

@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -76,6 +76,10 @@ describe('opening a new SQLite file', () => {
     expect(lines.join('\n')).toMatch(
       /^failed STORE_UNAVAILABLE could not open the sqlite event store at .*: the file is read-only for this process/,
     );
+    // Refused before SQLite opened it: no -wal or -shm of the other user's left beside it, which its
+    // owner might not be allowed to write (shutting the owner out of its own store).
+    expect(existsSync(`${path}-wal`)).toBe(false);
+    expect(existsSync(`${path}-shm`)).toBe(false);
     // Nothing was written: the file opens as it was for a process that may write it.
     chmodSync(path, 0o644);
     const reopened = new SqliteEventStoreBackend({ path });
