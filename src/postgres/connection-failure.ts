@@ -1,3 +1,5 @@
+import { StoreUnavailableError } from '../eventstore/errors.js';
+
 /** Connection-level failures: the statement may or may not have run, and the connection is gone. */
 const CONNECTION_FAILURE_CODES = new Set([
   'ECONNRESET',
@@ -18,5 +20,19 @@ export function isConnectionFailure(error: unknown): boolean {
   return (
     CONNECTION_FAILURE_CODES.has(code ?? '') ||
     /^Connection terminated|^Client has encountered a connection error/.test(message ?? '')
+  );
+}
+
+/**
+ * `error` as callers meet it once no attempt is left: a connection failure as `StoreUnavailableError`
+ * (`STORE_UNAVAILABLE`, the driver's error as `cause`), saying what it interrupted, whose outcome
+ * is unknown; any other error as it is.
+ */
+export function unavailableIfConnectionFailed(error: unknown, what: string): unknown {
+  if (!isConnectionFailure(error)) return error;
+  return new StoreUnavailableError(
+    'postgres',
+    `the database connection failed ${what}: whether it took effect is unknown (${(error as Error).message})`,
+    { cause: error },
   );
 }

@@ -39,7 +39,7 @@ import {
   exactVersion,
   type QueuedAppend,
 } from './batch-append.js';
-import { isConnectionFailure } from './connection-failure.js';
+import { isConnectionFailure, unavailableIfConnectionFailed } from './connection-failure.js';
 import { duplicateMessageId } from './duplicate-message-id.js';
 import { migrate } from './migrations.js';
 import { Notifier } from './notifier.js';
@@ -432,15 +432,7 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
           : await this.#appendWithMessagesRetrying(append),
       );
     } catch (error) {
-      append.reject(
-        isConnectionFailure(error)
-          ? new StoreUnavailableError(
-              'postgres',
-              `the database connection failed on every attempt of an append: whether it was stored is unknown (${(error as Error).message})`,
-              { cause: error },
-            )
-          : error,
-      );
+      append.reject(unavailableIfConnectionFailed(error, 'on every attempt of an append'));
     }
   }
 

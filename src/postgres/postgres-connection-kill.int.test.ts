@@ -3,6 +3,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createBus } from '../connect/create-bus.js';
 import { createEventStore } from '../connect/create-event-store.js';
+import { createIdempotencyStore } from '../connect/create-idempotency-store.js';
 import { isFerryError } from '../errors/ferry-error.js';
 import type { EventStore } from '../eventstore/store.js';
 import { silentLogger } from '../logging/logger.js';
@@ -11,7 +12,8 @@ import { postgresTestUrl } from '../testing/postgres.js';
 
 /**
  * Connections killed by the server (pg_terminate_backend) at any moment: while a unit of work holds
- * one, while the pool hands a new one over, while a store migrates. What must hold: the process
+ * one, while the pool hands a new one over, while a store migrates, under inbox and idempotency
+ * statements. What must hold: the process
  * lives (pg raised an 'error' event nobody listened for, which ended it), every failure is a typed
  * STORE_UNAVAILABLE, and every append or unit of work that resolved is stored.
  * The test has a database of its own, so that its kills hit no other test.
@@ -37,7 +39,7 @@ afterAll(async () => {
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 describe('PostgreSQL connections killed by the server', () => {
-  it('never end the process: units of work, appends and opening stores fail typed, and nothing that resolved is lost', async () => {
+  it('never end the process: units of work, appends, inbox and idempotency calls and opening stores fail typed, and nothing that resolved is lost', async () => {
     const store = await createEventStore({ url: dbUrl('kills'), logger: silentLogger });
     const bus = await createBus({ url: 'memory://', service: 'kills', logger: silentLogger });
     const outbox = await createOutbox({ store, bus, relay: false, logger: silentLogger });
@@ -55,7 +57,7 @@ describe('PostgreSQL connections killed by the server', () => {
     let kills = 0;
     const killer = (async () => {
       while (killing) {
-        await sleep(5 + Math.random() * 40);
+        await sleep(20 + Math.random() * 60);
         const { rowCount } = await admin.query(
           'SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()',
           [database],
@@ -88,6 +90,30 @@ describe('PostgreSQL connections killed by the server', () => {
         }
       }
     })();
+    const inbox = store.inbox();
+    const inboxes = (async () => {
+      for (let i = 0; Date.now() < until; i++) {
+        try {
+          const claim = await inbox.begin(`message-${i}`);
+          await claim?.complete();
+        } catch (error) {
+          failed(error);
+        }
+      }
+    })();
+    const idempotency = await createIdempotencyStore({ eventStore: store });
+    const keys = (async () => {
+      for (let i = 0; Date.now() < until; i++) {
+        try {
+          const begun = await idempotency.begin(`key-${i}`, 'f');
+          if (begun.state === 'new') {
+            await idempotency.complete(`key-${i}`, { status: 201, headers: {}, body: '{}' }, begun.claim);
+          }
+        } catch (error) {
+          failed(error);
+        }
+      }
+    })();
     let opening = 0;
     const opens = (async () => {
       for (let i = 0; Date.now() < until; i++) {
@@ -103,13 +129,17 @@ describe('PostgreSQL connections killed by the server', () => {
         }
       }
     })();
-    await Promise.all([...units, appends, opens]);
+    await Promise.all([...units, appends, inboxes, keys, opens]);
     killing = false;
     await killer;
+    // The last kills reach the pool's idle connections a moment later: reads before that may meet one.
+    await sleep(300);
 
-    expect(unexpected).toEqual([]);
-    expect(kills).toBeGreaterThan(20);
-    expect(stored.length).toBeGreaterThan(20);
+    expect(
+      unexpected.map((e) => `${(e as Error).name} ${(e as { code?: string }).code}: ${(e as Error).message}`),
+    ).toEqual([]);
+    expect(kills).toBeGreaterThan(10);
+    expect(stored.length).toBeGreaterThanOrEqual(5);
     expect(opening).toBeGreaterThan(3);
     for (const stream of stored) {
       const events = await store.readStream(stream);

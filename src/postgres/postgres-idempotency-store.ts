@@ -8,7 +8,7 @@ import {
   storedResponseToColumns,
 } from '../http/server/durable-idempotency.js';
 import type { IdempotencyBeginResult, IdempotencyStore, StoredResponse } from '../http/server/idempotency.js';
-import { isConnectionFailure } from './connection-failure.js';
+import { isConnectionFailure, unavailableIfConnectionFailed } from './connection-failure.js';
 import { queryUnlessEnded } from './query-unless-ended.js';
 
 interface Row extends QueryResultRow {
@@ -165,7 +165,13 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
       try {
         return await queryUnlessEnded<R>(this.#pool, this.#ended, text, values);
       } catch (error) {
-        if (attempt >= ATTEMPTS || !isConnectionFailure(error)) throw error;
+        if (!isConnectionFailure(error)) throw error;
+        if (attempt >= ATTEMPTS) {
+          throw unavailableIfConnectionFailed(
+            error,
+            `on each of ${ATTEMPTS} attempts of an idempotency statement`,
+          );
+        }
         await new Promise((resolve) => setTimeout(resolve, 100 * attempt));
       }
     }

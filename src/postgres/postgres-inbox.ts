@@ -6,6 +6,7 @@ import {
   leasedClaim,
   resolveDurableInboxOptions,
 } from '../inbox/lease.js';
+import { unavailableIfConnectionFailed } from './connection-failure.js';
 import { queryUnlessEnded } from './query-unless-ended.js';
 
 const CLEANUP_EVERY_MS = 600_000;
@@ -110,10 +111,15 @@ export class PostgresInbox implements Inbox {
     });
   }
 
-  #query<R extends QueryResultRow = QueryResultRow>(
+  /** A statement; a connection that fails under it rejects `STORE_UNAVAILABLE`, its outcome unknown. */
+  async #query<R extends QueryResultRow = QueryResultRow>(
     text: string,
     values: readonly unknown[],
   ): Promise<QueryResult<R>> {
-    return queryUnlessEnded<R>(this.#pool, this.#ended, text, values);
+    try {
+      return await queryUnlessEnded<R>(this.#pool, this.#ended, text, values);
+    } catch (error) {
+      throw unavailableIfConnectionFailed(error, 'under an inbox statement');
+    }
   }
 }
