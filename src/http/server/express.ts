@@ -125,7 +125,7 @@ export interface FerryErrorsOptions extends ProblemOptions {}
  * held while `ferryIdempotency` stores it).
  */
 export function ferryErrors(options: FerryErrorsOptions = {}): ErrorRequestHandler {
-  return (error, req, res, next) => {
+  return (error, req, res, _next) => {
     if (res.writableEnded) {
       (options.logger ?? stderrProblemLogger).error('error after the response was sent', {
         correlationId: ferryContextOf(req)?.correlationId,
@@ -136,8 +136,15 @@ export function ferryErrors(options: FerryErrorsOptions = {}): ErrorRequestHandl
       return;
     }
     if (res.headersSent) {
-      // Too late for a problem document: let Express close the connection.
-      next(error);
+      // Too late for a problem document: logged, and the connection closed (as Express would, after
+      // printing the stack to stderr), so that the client does not take a cut answer for whole.
+      (options.logger ?? stderrProblemLogger).error('error after the response had begun; connection closed', {
+        correlationId: ferryContextOf(req)?.correlationId,
+        method: req.method,
+        path: req.path,
+        error: error instanceof Error ? error.message : String(error),
+      });
+      req.socket.destroy();
       return;
     }
     sendProblem(req, res, fromExpressError(error), options);

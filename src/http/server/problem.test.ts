@@ -55,7 +55,7 @@ const SECRET = 'db password is hunter2';
 /** Routes that throw, by path, the same on both frameworks. */
 /** Mapped by the harnesses' mapError, each in a way that cannot be sent. */
 class MapMe extends Error {
-  constructor(readonly how: 'throws' | 'status' | 'bigint') {
+  constructor(readonly how: 'throws' | 'status' | 'bigint' | 'tojson' | 'string' | 'untitled') {
     super(`map me: ${how}, ${SECRET}`);
   }
 }
@@ -63,6 +63,11 @@ function mapError(error: unknown): Problem | undefined {
   if (!(error instanceof MapMe)) return undefined;
   if (error.how === 'throws') throw new Error(`mapError failed: ${SECRET}`);
   if (error.how === 'status') return { ...problem(404), status: 1000 };
+  // JSON would write something else than the problem: its own body, a bare string, no title.
+  if (error.how === 'tojson')
+    return { ...problem(409), toJSON: () => ({ status: 200, leaked: SECRET }) } as Problem;
+  if (error.how === 'string') return SECRET as unknown as Problem;
+  if (error.how === 'untitled') return { ...problem(409), title: null } as unknown as Problem;
   return problem(409, undefined, { id: 42n });
 }
 
@@ -78,6 +83,9 @@ const THROWN: Record<string, () => Error> = {
   '/map-throws': () => new MapMe('throws'),
   '/map-status': () => new MapMe('status'),
   '/map-bigint': () => new MapMe('bigint'),
+  '/map-tojson': () => new MapMe('tojson'),
+  '/map-string': () => new MapMe('string'),
+  '/map-untitled': () => new MapMe('untitled'),
   '/bigint-extension': () => new HttpProblemError(409, 'Order exists', { extensions: { id: 42n } }),
   // A handler building a header from request data: the problem cannot be sent as written.
   '/bad-header': () => new HttpProblemError(409, 'Order exists', { headers: { location: '/orders/a\nb' } }),
@@ -247,6 +255,33 @@ describe('problem documents', () => {
     expect(new HttpProblemError(503, undefined, { headers: { 'retry-after': '5' } }).headers).toEqual({
       'retry-after': '5',
     });
+  });
+
+  it('HttpProblemError keeps the headers it checked, whatever becomes of the object it was given', () => {
+    const headers: Record<string, string> = { 'retry-after': '5' };
+    let reads = 0;
+    Object.defineProperty(headers, 'x-read', {
+      enumerable: true,
+      get: () => (++reads === 1 ? 'fine' : 'a\r\nset-cookie: x=1'),
+    });
+    const error = new HttpProblemError(503, undefined, { headers });
+    headers.trailer = 'x-checksum';
+    headers.location = '/orders/a\nb';
+    expect(error.headers).toEqual({ 'retry-after': '5', 'x-read': 'fine' });
+    expect(error.headers['x-read']).toBe('fine');
+    expect(Object.isFrozen(error.headers)).toBe(true);
+  });
+
+  it('logs the cause of a 5xx HttpProblemError that mapError maps to, as of one thrown', () => {
+    const logger = new RecordingLogger();
+    const req = { method: 'GET', path: '/p', context: { correlationId: 'c1' } };
+    const mapped = problemFromError(new Error('orders table locked'), req, {
+      logger,
+      mapError: (e) => new HttpProblemError(503, undefined, { cause: e, headers: { 'retry-after': '2' } }),
+    });
+    expect(mapped).toMatchObject({ status: 503, headers: { 'retry-after': '2' } });
+    expect(logger.entries).toHaveLength(1);
+    expect(String(logger.entries[0]?.fields?.error)).toContain('orders table locked');
   });
 
   it('maps errors without a framework, and lets mapError handle domain errors', () => {
@@ -594,7 +629,8 @@ describe.each(harnesses)('problems from $name', (harness) => {
 
   it('answers 500 without internals, and logs both errors, when mapError throws or maps to what cannot be sent', async () => {
     await start();
-    for (const path of ['/map-throws', '/map-status', '/map-bigint', '/bigint-extension']) {
+    const paths = ['/map-throws', '/map-status', '/map-bigint', '/bigint-extension'];
+    for (const path of [...paths, '/map-tojson', '/map-string', '/map-untitled']) {
       const res = await call(`${url}${path}`, { headers: { 'x-correlation-id': 'corr-map' } });
       expect(res.status, path).toBe(500);
       expect(res.headers['content-type'], path).toBe('application/problem+json');
@@ -607,7 +643,7 @@ describe.each(harnesses)('problems from $name', (harness) => {
       });
       expect(res.text, path).not.toContain('hunter2');
     }
-    expect(logger.entries).toHaveLength(4);
+    expect(logger.entries).toHaveLength(7);
     expect(String(logger.entries[0]?.fields?.error)).toMatch(
       /mapError failed.*while answering.*map me: throws/,
     );
@@ -615,6 +651,11 @@ describe.each(harnesses)('problems from $name', (harness) => {
       /status must be an integer from 400 to 599, got 1000/,
     );
     expect(String(logger.entries[3]?.fields?.error)).toMatch(/BigInt/);
+    for (const entry of logger.entries.slice(4)) {
+      expect(String(entry.fields?.error)).toMatch(
+        /a problem must be an object with a string type and title|a problem's status must be/,
+      );
+    }
   });
 
   it('answers a problem built with a header HTTP does not allow with a 500 problem, and logs why', async () => {
@@ -661,5 +702,28 @@ describe('fastify specifics', () => {
     expect(inside.headers['x-correlation-id']).toBe('in');
     const outside = await call(`${url}/outside`, { headers: { 'x-correlation-id': 'out' } });
     expect(outside.body).toEqual({ ambient: null });
+  });
+});
+
+describe('express specifics', () => {
+  it('logs an error raised after the answer began, and closes the connection rather than end a cut answer', async () => {
+    const logger = new RecordingLogger();
+    const app = express();
+    app.use(ferryContext());
+    app.get('/stream', async (_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.write('partial');
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      throw new Error(SECRET);
+    });
+    app.use(ferryErrors({ logger }));
+    const url = await listenNode(createServer(app), closers);
+    const response = await request(`${url}/stream`, { headers: { 'x-correlation-id': 'corr-late' } });
+    expect(response.statusCode).toBe(200);
+    await expect(response.body.text()).rejects.toThrow();
+    expect(logger.entries).toHaveLength(1);
+    expect(logger.entries[0]?.message).toMatch(/after the response had begun/);
+    expect(logger.entries[0]?.fields).toMatchObject({ correlationId: 'corr-late', path: '/stream' });
+    expect(String(logger.entries[0]?.fields?.error)).toContain('hunter2');
   });
 });

@@ -122,6 +122,8 @@ function checkedHeaders(
   if (typeof headers !== 'object' || headers === null || Array.isArray(headers)) {
     throw new InvalidOptionsError("a problem's headers must be an object of header names to strings");
   }
+  // A copy, each value read once: what was checked is what is sent, whatever becomes of `headers`.
+  const copy: Record<string, string> = {};
   for (const [name, value] of Object.entries(headers)) {
     if (FRAMING_HEADERS.has(name.toLowerCase())) {
       throw new InvalidOptionsError(
@@ -138,8 +140,9 @@ function checkedHeaders(
         `a problem's header ${JSON.stringify(name)} must be a valid HTTP header name with a string value HTTP allows (no line breaks or control characters)`,
       );
     }
+    copy[name] = value;
   }
-  return headers;
+  return Object.freeze(copy);
 }
 
 /** A request (body, query, params or headers) does not satisfy its schema. Mapped to 400. */
@@ -264,9 +267,9 @@ export function problemFromError(
     });
   let failure: unknown;
   try {
-    const response = mapError(error, request, options, extra, report);
-    failure = unsendable(response);
-    if (failure === undefined) return response;
+    const response = sendable(mapError(error, request, options, extra, report));
+    if (!(response instanceof Error)) return response;
+    failure = response;
   } catch (thrown) {
     failure = thrown;
   }
@@ -279,20 +282,52 @@ export function problemFromError(
   return respond(problem(500, 'Internal Server Error', extra));
 }
 
-/** What makes a mapped answer impossible to send as it is, or `undefined`. */
-function unsendable(response: ProblemResponse): Error | undefined {
+/**
+ * The answer as it will be sent: its problem as JSON writes it (a plain copy, so that what was checked
+ * is what is sent, whatever a `toJSON` or getter would do the next time), or an error saying why it
+ * cannot be sent: a status outside 400-599, a member JSON cannot write, a document that is not a
+ * problem (not an object, `type` or `title` not a string, a `status` other than the answer's).
+ */
+function sendable(response: ProblemResponse): ProblemResponse | Error {
   const { status } = response;
   if (!Number.isInteger(status) || status < 400 || status > 599) {
     return new InvalidOptionsError(
       `a problem's status must be an integer from 400 to 599, got ${String(status)}`,
     );
   }
+  let written: unknown;
   try {
-    renderProblem(response.problem);
-    return undefined;
+    written = JSON.parse(renderProblem(response.problem));
   } catch (error) {
     return error instanceof Error ? error : new Error(String(error));
   }
+  const doc = written as Partial<Record<keyof Problem, unknown>> | null;
+  if (
+    typeof doc !== 'object' ||
+    doc === null ||
+    Array.isArray(doc) ||
+    typeof doc.type !== 'string' ||
+    typeof doc.title !== 'string' ||
+    doc.status !== status
+  ) {
+    return new InvalidOptionsError(
+      `a problem must be an object with a string type and title and the answer's status (${status})`,
+    );
+  }
+  return { ...response, problem: doc as Problem };
+}
+
+/** An `HttpProblemError` thrown or mapped to: as it says; a 5xx with a cause logs that cause. */
+function thrownProblem(
+  error: HttpProblemError,
+  extra: ProblemExtra,
+  report: (message: string, described: { error: string; stack?: string }) => void,
+): ProblemResponse {
+  // A 5xx with what caused it: the client reads the problem, the operator the cause.
+  if (error.status >= 500 && error.cause !== undefined) {
+    report(`${error.status} ${error.title} while serving a request`, { error: describe(error.cause).error });
+  }
+  return { status: error.status, headers: error.headers, problem: error.toProblem(extra) };
 }
 
 function mapError(
@@ -302,15 +337,7 @@ function mapError(
   extra: ProblemExtra,
   report: (message: string, described: { error: string; stack?: string }) => void,
 ): ProblemResponse {
-  if (isHttpProblemError(error)) {
-    // A 5xx thrown with what caused it: the client reads the problem, the operator the cause.
-    if (error.status >= 500 && error.cause !== undefined) {
-      report(`${error.status} ${error.title} while serving a request`, {
-        error: describe(error.cause).error,
-      });
-    }
-    return { status: error.status, headers: error.headers, problem: error.toProblem(extra) };
-  }
+  if (isHttpProblemError(error)) return thrownProblem(error, extra, report);
   if (isRequestValidationError(error)) {
     return respond(
       problem(400, undefined, {
@@ -323,9 +350,7 @@ function mapError(
   }
   const mapped = options.mapError?.(error);
   if (mapped !== undefined) {
-    if (isHttpProblemError(mapped)) {
-      return { status: mapped.status, headers: mapped.headers, problem: mapped.toProblem(extra) };
-    }
+    if (isHttpProblemError(mapped)) return thrownProblem(mapped, extra, report);
     return respond({ ...mapped, ...extra });
   }
   if (deadlinePassed(error, request.context)) {
