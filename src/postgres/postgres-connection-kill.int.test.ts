@@ -9,6 +9,7 @@ import type { EventStore } from '../eventstore/store.js';
 import { silentLogger } from '../logging/logger.js';
 import { createOutbox } from '../outbox/outbox.js';
 import { postgresTestUrl } from '../testing/postgres.js';
+import { sleep } from '../testing/wait.js';
 
 /**
  * Connections killed by the server (pg_terminate_backend) at any moment: while a unit of work holds
@@ -35,8 +36,6 @@ afterAll(async () => {
   await admin.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`);
   await admin.end();
 });
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 describe('PostgreSQL connections killed by the server', () => {
   it('never end the process: units of work, appends, inbox and idempotency calls and opening stores fail typed, and nothing that resolved is lost', async () => {

@@ -53,19 +53,24 @@ export function ferryClientErrors(server: Server): void {
   });
   refuseMissingHost(server);
   // An Expect other than 100-continue: Node answers 417 with an empty body unless someone listens.
-  server.on('checkExpectation', (_request: IncomingMessage, response: ServerResponse) => {
-    const body = renderProblem(
-      problem(417, undefined, {
-        detail: 'The server meets no expectation but 100-continue: send the request without Expect.',
-      }),
-    );
-    response.shouldKeepAlive = false;
-    response.writeHead(417, {
-      'content-type': PROBLEM_CONTENT_TYPE,
-      'content-length': Buffer.byteLength(body),
-    });
-    response.end(body);
+  server.on('checkExpectation', (_request: IncomingMessage, response: ServerResponse) =>
+    answerAndClose(
+      response,
+      417,
+      'The server meets no expectation but 100-continue: send the request without Expect.',
+    ),
+  );
+}
+
+/** Answers a request Node hands over with a problem of `status`, then closes the connection. */
+function answerAndClose(response: ServerResponse, status: number, detail: string): void {
+  const body = renderProblem(problem(status, undefined, { detail }));
+  response.shouldKeepAlive = false;
+  response.writeHead(status, {
+    'content-type': PROBLEM_CONTENT_TYPE,
+    'content-length': Buffer.byteLength(body),
   });
+  response.end(body);
 }
 
 /**
@@ -85,15 +90,7 @@ function refuseMissingHost(server: Server): void {
     if (event === 'request') {
       const [request, response] = args as [IncomingMessage, ServerResponse];
       if (request.httpVersion === '1.1' && request.headers.host === undefined) {
-        const body = renderProblem(
-          problem(400, undefined, { detail: 'An HTTP/1.1 request must have a Host header.' }),
-        );
-        response.shouldKeepAlive = false;
-        response.writeHead(400, {
-          'content-type': PROBLEM_CONTENT_TYPE,
-          'content-length': Buffer.byteLength(body),
-        });
-        response.end(body);
+        answerAndClose(response, 400, 'An HTTP/1.1 request must have a Host header.');
         return true;
       }
     }

@@ -126,24 +126,22 @@ export interface FerryErrorsOptions extends ProblemOptions {}
  */
 export function ferryErrors(options: FerryErrorsOptions = {}): ErrorRequestHandler {
   return (error, req, res, _next) => {
-    if (res.writableEnded) {
-      (options.logger ?? stderrProblemLogger).error('error after the response was sent', {
+    /** What came too late for a problem document: for the operator only. */
+    const logLate = (message: string) =>
+      (options.logger ?? stderrProblemLogger).error(message, {
         correlationId: ferryContextOf(req)?.correlationId,
         method: req.method,
         path: req.path,
         error: error instanceof Error ? error.message : String(error),
       });
+    if (res.writableEnded) {
+      logLate('error after the response was sent');
       return;
     }
     if (res.headersSent) {
       // Too late for a problem document: logged, and the connection closed (as Express would, after
       // printing the stack to stderr), so that the client does not take a cut answer for whole.
-      (options.logger ?? stderrProblemLogger).error('error after the response had begun; connection closed', {
-        correlationId: ferryContextOf(req)?.correlationId,
-        method: req.method,
-        path: req.path,
-        error: error instanceof Error ? error.message : String(error),
-      });
+      logLate('error after the response had begun; connection closed');
       req.socket.destroy();
       return;
     }

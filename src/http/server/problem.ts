@@ -275,9 +275,10 @@ export function problemFromError(
   }
   // A mapError that threw or made a problem that cannot be sent (a status outside 400-599, a member
   // JSON cannot write): the client gets the 500 any unexpected error gets, the operator both errors.
+  const described = describe(failure);
   report('the error handler could not answer with the problem it made for an error', {
-    ...describe(failure),
-    error: `${describe(failure).error} (while answering ${describe(error).error})`,
+    ...described,
+    error: `${described.error} (while answering ${describe(error).error})`,
   });
   return respond(problem(500, 'Internal Server Error', extra));
 }
