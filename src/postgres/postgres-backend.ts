@@ -1,4 +1,4 @@
-import type { CustomTypesConfig, Pool, PoolClient, QueryResultRow } from 'pg';
+import type { CustomTypesConfig, Pool, PoolClient, QueryResult, QueryResultRow } from 'pg';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import type {
   EventStoreBackend,
@@ -46,6 +46,7 @@ import { Notifier } from './notifier.js';
 import { PostgresIdempotencyStore } from './postgres-idempotency-store.js';
 import { PostgresInbox } from './postgres-inbox.js';
 import { PostgresOutboxStorage } from './postgres-outbox.js';
+import { storeQuery } from './store-query.js';
 
 /** Options of the PostgreSQL event store backend. */
 export interface PostgresBackendOptions {
@@ -109,6 +110,8 @@ const OWN_WRITES_WAIT_MS = 5000;
 const PENDING_END_REUSE_MS = 10_000;
 /** Least time between two warnings about the same long transaction. */
 const LONG_TRANSACTION_REPEAT_MS = 60_000;
+/** Attempts of a statement outside appends (each safe to run twice) whose connection fails. */
+const STATEMENT_ATTEMPTS = 3;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 /**
  * How often an `any` append goes again after another writer took the version it was about to use.
@@ -740,21 +743,36 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
   }
 
   async readStream(streamId: string, options: ReadStreamOptions): Promise<RecordedEvent[]> {
-    return this.#readStreamOn(this.#db, streamId, options);
+    const { rows } = await this.#query<EventRow>(...this.#readStreamStatement(streamId, options));
+    return rows.map(toEvent);
   }
 
-  /** {@link readStream} on `db`: the pool, or a unit of work's client (which sees its own appends). */
+  /** {@link readStream} on a unit of work's client, which sees its own appends. */
   async #readStreamOn(db: Queryable, streamId: string, options: ReadStreamOptions): Promise<RecordedEvent[]> {
-    const limit = options.limit ?? null;
-    const { rows } =
-      options.direction === 'backward'
-        ? await db.query<EventRow>(this.#sql.readStreamBackward, [
-            streamId,
-            options.fromVersion ?? Number.MAX_SAFE_INTEGER,
-            limit,
-          ])
-        : await db.query<EventRow>(this.#sql.readStreamForward, [streamId, options.fromVersion ?? 0, limit]);
+    const { rows } = await db.query<EventRow>(...this.#readStreamStatement(streamId, options));
     return rows.map(toEvent);
+  }
+
+  #readStreamStatement(streamId: string, options: ReadStreamOptions): [string, unknown[]] {
+    const limit = options.limit ?? null;
+    return options.direction === 'backward'
+      ? [this.#sql.readStreamBackward, [streamId, options.fromVersion ?? Number.MAX_SAFE_INTEGER, limit]]
+      : [this.#sql.readStreamForward, [streamId, options.fromVersion ?? 0, limit]];
+  }
+
+  /**
+   * A statement on the pool outside appends and units of work (reads, checkpoints, leases, parked
+   * events, snapshots; each is safe to run twice): on a connection that fails it goes again on a
+   * fresh one, up to three attempts, then rejects `STORE_UNAVAILABLE`.
+   */
+  #query<R extends QueryResultRow = QueryResultRow>(
+    text: string,
+    values: readonly unknown[] = [],
+  ): Promise<QueryResult<R>> {
+    return storeQuery<R>(this.#db, () => this.#ended, text, values, {
+      what: 'an event store statement',
+      attempts: STATEMENT_ATTEMPTS,
+    });
   }
 
   async readAfter(
@@ -765,7 +783,7 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
   ): Promise<ReadAfterResult> {
     const deadline = Date.now() + Math.min(OWN_WRITES_WAIT_MS, this.#horizonWaitMs);
     for (;;) {
-      const { rows } = await this.#db.query<EventRow & { horizon: bigint }>(this.#sql.readAfter, [
+      const { rows } = await this.#query<EventRow & { horizon: bigint }>(this.#sql.readAfter, [
         after,
         limit,
         types ?? null,
@@ -820,7 +838,7 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
     // An end nobody retried for a while is stale: what was committed since exists now.
     if (pending !== undefined && Date.now() > pending.retryUntil) pending = this.#pendingEnd = undefined;
     if (pending === undefined) {
-      const { rows } = await this.#db.query<{ xmax: string; xip: string[] }>(this.#sql.snapshot);
+      const { rows } = await this.#query<{ xmax: string; xip: string[] }>(this.#sql.snapshot);
       pending = {
         end: (BigInt(rows[0]!.xmax) << 16n) - 1n,
         open: rows[0]!.xip,
@@ -837,7 +855,7 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
     for (let round = 0; ; round++) {
       signal?.throwIfAborted();
       if (pending.open.length > 0) {
-        const { rows } = await this.#db.query<{ xid: string }>(this.#sql.stillOpen, [pending.open]);
+        const { rows } = await this.#query<{ xid: string }>(this.#sql.stillOpen, [pending.open]);
         pending.open = rows.map((r) => r.xid);
       }
       if (pending.open.length === 0) {
@@ -870,7 +888,7 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
 
   /** The oldest of `xids` still open (of every open transaction when null), with its session. */
   async #openTransaction(xids: readonly string[] | null): Promise<OpenTransaction | undefined> {
-    const { rows } = await this.#db.query<{
+    const { rows } = await this.#query<{
       xid: string;
       pid: number | null;
       application_name: string | null;
@@ -921,7 +939,7 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
   }
 
   async countAfter(position: bigint): Promise<number> {
-    const { rows } = await this.#db.query<{ count: bigint }>(this.#sql.countAfter, [position]);
+    const { rows } = await this.#query<{ count: bigint }>(this.#sql.countAfter, [position]);
     return Number(rows[0]!.count);
   }
 
@@ -931,12 +949,12 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
   }
 
   async loadCheckpoint(subscription: string): Promise<bigint | undefined> {
-    const { rows } = await this.#db.query<{ position: bigint }>(this.#sql.loadCheckpoint, [subscription]);
+    const { rows } = await this.#query<{ position: bigint }>(this.#sql.loadCheckpoint, [subscription]);
     return rows[0]?.position;
   }
 
   async saveCheckpoint(subscription: string, position: bigint): Promise<void> {
-    await this.#db.query(this.#sql.saveCheckpoint, [subscription, position]);
+    await this.#query(this.#sql.saveCheckpoint, [subscription, position]);
   }
 
   async claimSubscription(
@@ -946,7 +964,7 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
     replacing?: string,
   ): Promise<string> {
     // The database's clock, the one every process sharing the lease sees.
-    const { rows } = await this.#db.query<{ owner: string }>(this.#sql.claimSubscription, [
+    const { rows } = await this.#query<{ owner: string }>(this.#sql.claimSubscription, [
       subscription,
       owner,
       ttlMs,
@@ -956,11 +974,11 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
   }
 
   async releaseSubscription(subscription: string, owner: string): Promise<void> {
-    await this.#db.query(this.#sql.releaseSubscription, [subscription, owner]);
+    await this.#query(this.#sql.releaseSubscription, [subscription, owner]);
   }
 
   async park(parked: ParkedEvent): Promise<void> {
-    await this.#db.query(this.#sql.park, [
+    await this.#query(this.#sql.park, [
       parked.subscription,
       parked.event.position,
       parked.error,
@@ -970,7 +988,7 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
   }
 
   async listParked(subscription: string, limit: number): Promise<ParkedEvent[]> {
-    const { rows } = await this.#db.query<
+    const { rows } = await this.#query<
       EventRow & { subscription: string; error: string; attempts: number; parked_at: string }
     >(this.#sql.listParked, [subscription, Math.min(limit, 1_000_000)]);
     return rows.map((row) => ({
@@ -983,11 +1001,11 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
   }
 
   async unpark(subscription: string, position: bigint): Promise<void> {
-    await this.#db.query(this.#sql.unpark, [subscription, position]);
+    await this.#query(this.#sql.unpark, [subscription, position]);
   }
 
   async loadSnapshot(streamId: string): Promise<Snapshot | undefined> {
-    const { rows } = await this.#db.query<{
+    const { rows } = await this.#query<{
       stream_id: string;
       version: bigint;
       schema_version: number;
@@ -1006,7 +1024,7 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
   }
 
   async saveSnapshot(snapshot: Snapshot): Promise<void> {
-    await this.#db.query(this.#sql.saveSnapshot, [
+    await this.#query(this.#sql.saveSnapshot, [
       snapshot.streamId,
       snapshot.version,
       snapshot.schemaVersion,

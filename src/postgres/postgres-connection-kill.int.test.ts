@@ -14,7 +14,7 @@ import { sleep } from '../testing/wait.js';
 /**
  * Connections killed by the server (pg_terminate_backend) at any moment: while a unit of work holds
  * one, while the pool hands a new one over, while a store migrates, under inbox and idempotency
- * statements. What must hold: the process
+ * statements and reads. What must hold: the process
  * lives (pg raised an 'error' event nobody listened for, which ended it), every failure is a typed
  * STORE_UNAVAILABLE, and every append or unit of work that resolved is stored.
  * The test has a database of its own, so that its kills hit no other test.
@@ -38,7 +38,7 @@ afterAll(async () => {
 });
 
 describe('PostgreSQL connections killed by the server', () => {
-  it('never end the process: units of work, appends, inbox and idempotency calls and opening stores fail typed, and nothing that resolved is lost', async () => {
+  it('never end the process: units of work, appends, reads, inbox and idempotency calls and opening stores fail typed, and nothing that resolved is lost', async () => {
     const store = await createEventStore({ url: dbUrl('kills'), logger: silentLogger });
     const bus = await createBus({ url: 'memory://', service: 'kills', logger: silentLogger });
     const outbox = await createOutbox({ store, bus, relay: false, logger: silentLogger });
@@ -113,6 +113,24 @@ describe('PostgreSQL connections killed by the server', () => {
         }
       }
     })();
+    // Reads of every kind the store and the outbox offer: a stream, the global order, the outbox's
+    // backlog and failed rows. Each goes again on a fresh connection; what fails is STORE_UNAVAILABLE.
+    let reads = 0;
+    const readers = (async () => {
+      for (let i = 0; Date.now() < until; i++) {
+        try {
+          await store.readStream(`append-${Math.max(0, i - 5)}`);
+          for await (const _ of store.readAll({ batchSize: 100 })) {
+            // read to the end
+          }
+          await outbox.backlog();
+          await outbox.failed(10);
+          reads++;
+        } catch (error) {
+          failed(error);
+        }
+      }
+    })();
     let opening = 0;
     const opens = (async () => {
       for (let i = 0; Date.now() < until; i++) {
@@ -128,7 +146,7 @@ describe('PostgreSQL connections killed by the server', () => {
         }
       }
     })();
-    await Promise.all([...units, appends, inboxes, keys, opens]);
+    await Promise.all([...units, appends, inboxes, keys, readers, opens]);
     killing = false;
     await killer;
     // The last kills reach the pool's idle connections a moment later: reads before that may meet one.
@@ -140,6 +158,7 @@ describe('PostgreSQL connections killed by the server', () => {
     expect(kills).toBeGreaterThan(10);
     expect(stored.length).toBeGreaterThanOrEqual(5);
     expect(opening).toBeGreaterThan(3);
+    expect(reads).toBeGreaterThan(3);
     for (const stream of stored) {
       const events = await store.readStream(stream);
       expect(

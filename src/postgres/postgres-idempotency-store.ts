@@ -8,8 +8,7 @@ import {
   storedResponseToColumns,
 } from '../http/server/durable-idempotency.js';
 import type { IdempotencyBeginResult, IdempotencyStore, StoredResponse } from '../http/server/idempotency.js';
-import { isConnectionFailure, unavailableIfConnectionFailed } from './connection-failure.js';
-import { queryUnlessEnded } from './query-unless-ended.js';
+import { storeQuery } from './store-query.js';
 
 interface Row extends QueryResultRow {
   fingerprint: string;
@@ -161,19 +160,9 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
     text: string,
     values: readonly unknown[],
   ): Promise<QueryResult<R>> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await queryUnlessEnded<R>(this.#pool, this.#ended, text, values);
-      } catch (error) {
-        if (!isConnectionFailure(error)) throw error;
-        if (attempt >= ATTEMPTS) {
-          throw unavailableIfConnectionFailed(
-            error,
-            `on each of ${ATTEMPTS} attempts of an idempotency statement`,
-          );
-        }
-        await new Promise((resolve) => setTimeout(resolve, 100 * attempt));
-      }
-    }
+    return storeQuery<R>(this.#pool, this.#ended, text, values, {
+      what: 'an idempotency statement',
+      attempts: ATTEMPTS,
+    });
   }
 }

@@ -6,8 +6,7 @@ import {
   leasedClaim,
   resolveDurableInboxOptions,
 } from '../inbox/lease.js';
-import { unavailableIfConnectionFailed } from './connection-failure.js';
-import { queryUnlessEnded } from './query-unless-ended.js';
+import { storeQuery } from './store-query.js';
 
 const CLEANUP_EVERY_MS = 600_000;
 
@@ -116,10 +115,6 @@ export class PostgresInbox implements Inbox {
     text: string,
     values: readonly unknown[],
   ): Promise<QueryResult<R>> {
-    try {
-      return await queryUnlessEnded<R>(this.#pool, this.#ended, text, values);
-    } catch (error) {
-      throw unavailableIfConnectionFailed(error, 'under an inbox statement');
-    }
+    return storeQuery<R>(this.#pool, this.#ended, text, values, { what: 'an inbox statement' });
   }
 }

@@ -1,4 +1,4 @@
-import type { CustomTypesConfig, Pool, PoolClient } from 'pg';
+import type { CustomTypesConfig, Pool, PoolClient, QueryResult, QueryResultRow } from 'pg';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import { storableText } from '../errors/storable-text.js';
 import { EventStoreClosedError, StoreUnavailableError } from '../eventstore/errors.js';
@@ -30,6 +30,7 @@ import { isConnectionFailure } from './connection-failure.js';
 import { duplicateMessageId } from './duplicate-message-id.js';
 import { Notifier } from './notifier.js';
 import { outboxStatements } from './postgres-outbox-sql.js';
+import { storeQuery } from './store-query.js';
 
 /** What the storage needs from the backend that owns it. */
 export interface PostgresOutboxOptions {
@@ -148,6 +149,24 @@ export class PostgresOutboxStorage implements OutboxStorage {
     return this.#options.pool();
   }
 
+  /** A read of the relay's or an operator's: on a failed connection again, up to three attempts, then `STORE_UNAVAILABLE`. */
+  #read<R extends QueryResultRow = QueryResultRow>(
+    text: string,
+    values: readonly unknown[],
+  ): Promise<QueryResult<R>> {
+    return storeQuery<R>(this.#pool, this.#ended, text, values, { what: 'an outbox read', attempts: 3 });
+  }
+
+  /** A write outside units of work: on a failed connection `STORE_UNAVAILABLE` at once, its outcome unknown. */
+  #write<R extends QueryResultRow = QueryResultRow>(
+    text: string,
+    values: readonly unknown[],
+  ): Promise<QueryResult<R>> {
+    return storeQuery<R>(this.#pool, this.#ended, text, values, { what: 'an outbox statement' });
+  }
+
+  readonly #ended = (): boolean => this.#options.ended?.() ?? false;
+
   /** Resolves once no unit of work is running (the backend's close() waits for those called before it). */
   whenIdle(): Promise<void> {
     return this.#units.idle();
@@ -257,53 +276,38 @@ export class PostgresOutboxStorage implements OutboxStorage {
   }
 
   async claim(owner: string, now: number, limit: number, leaseMs: number): Promise<OutboxRow[]> {
-    const { rows } = await this.#pool.query<OutboxDbRow>(this.#sql.claim, [
-      owner,
-      ms(now),
-      limit,
-      ms(leaseMs),
-    ]);
+    const { rows } = await this.#write<OutboxDbRow>(this.#sql.claim, [owner, ms(now), limit, ms(leaseMs)]);
     return rows.map(toOutboxRow).sort((a, b) => (a.seq < b.seq ? -1 : a.seq > b.seq ? 1 : 0));
   }
 
   async delivered(owner: string, seqs: readonly bigint[]): Promise<number> {
     if (seqs.length === 0) return 0;
-    const result = await this.#pool.query(this.#sql.delivered, [owner, seqs.map(String)]);
+    const result = await this.#write(this.#sql.delivered, [owner, seqs.map(String)]);
     return result.rowCount ?? 0;
   }
 
   async hold(owner: string, seqs: readonly bigint[], until: number): Promise<bigint[]> {
     if (seqs.length === 0) return [];
-    const { rows } = await this.#pool.query<{ seq: bigint }>(this.#sql.hold, [
-      owner,
-      seqs.map(String),
-      ms(until),
-    ]);
+    const { rows } = await this.#write<{ seq: bigint }>(this.#sql.hold, [owner, seqs.map(String), ms(until)]);
     return rows.map((row) => BigInt(row.seq));
   }
 
   async retry(owner: string, seq: bigint, error: string, dueAt: number, counted: boolean): Promise<void> {
-    await this.#pool.query(this.#sql.retry, [
-      owner,
-      String(seq),
-      storableText(error),
-      ms(dueAt),
-      counted ? 1 : 0,
-    ]);
+    await this.#write(this.#sql.retry, [owner, String(seq), storableText(error), ms(dueAt), counted ? 1 : 0]);
   }
 
   async fail(owner: string, seq: bigint, error: string): Promise<void> {
-    await this.#pool.query(this.#sql.fail, [owner, String(seq), storableText(error)]);
+    await this.#write(this.#sql.fail, [owner, String(seq), storableText(error)]);
   }
 
   async failed(limit: number): Promise<OutboxRow[]> {
-    const { rows } = await this.#pool.query<OutboxDbRow>(this.#sql.failed, [limit]);
+    const { rows } = await this.#read<OutboxDbRow>(this.#sql.failed, [limit]);
     return rows.map(toOutboxRow);
   }
 
   async redrive(ids: readonly string[], now: number): Promise<number> {
     if (ids.length === 0) return 0;
-    const result = await this.#pool.query(this.#sql.redrive, [ids, ms(now)]);
+    const result = await this.#write(this.#sql.redrive, [ids, ms(now)]);
     const count = result.rowCount ?? 0;
     if (count > 0 && !this.#closed) this.#wakeUps.notify();
     return count;
@@ -311,7 +315,7 @@ export class PostgresOutboxStorage implements OutboxStorage {
 
   async discard(ids: readonly string[]): Promise<number> {
     if (ids.length === 0) return 0;
-    const result = await this.#pool.query(this.#sql.discard, [ids]);
+    const result = await this.#write(this.#sql.discard, [ids]);
     const count = result.rowCount ?? 0;
     // The key a failed row held may go on.
     if (count > 0 && !this.#closed) this.#wakeUps.notify();
@@ -319,7 +323,7 @@ export class PostgresOutboxStorage implements OutboxStorage {
   }
 
   async backlog(now: number): Promise<OutboxBacklog> {
-    const { rows } = await this.#pool.query<{
+    const { rows } = await this.#read<{
       pending: number;
       held: number;
       failed: number;
@@ -337,22 +341,22 @@ export class PostgresOutboxStorage implements OutboxStorage {
   }
 
   async nextDue(now: number): Promise<number | undefined> {
-    const { rows } = await this.#pool.query<{ due: number | null }>(this.#sql.nextDue, [ms(now)]);
+    const { rows } = await this.#read<{ due: number | null }>(this.#sql.nextDue, [ms(now)]);
     return rows[0]?.due ?? undefined;
   }
 
   async scheduled(now: number, limit: number, key?: string): Promise<OutboxRow[]> {
-    const { rows } = await this.#pool.query<OutboxDbRow>(this.#sql.scheduled, [ms(now), limit, key ?? null]);
+    const { rows } = await this.#read<OutboxDbRow>(this.#sql.scheduled, [ms(now), limit, key ?? null]);
     return rows.map(toOutboxRow);
   }
 
   async pruneHandled(before: number, limit: number): Promise<number> {
-    const result = await this.#pool.query(this.#sql.pruneHandled, [ms(before), limit]);
+    const result = await this.#write(this.#sql.pruneHandled, [ms(before), limit]);
     return result.rowCount ?? 0;
   }
 
   async sagas(saga: string, limit: number, status?: SagaStatus): Promise<SagaRow[]> {
-    const { rows } = await this.#pool.query<SagaDbRow>(this.#sql.sagas, [saga, limit, status ?? null]);
+    const { rows } = await this.#read<SagaDbRow>(this.#sql.sagas, [saga, limit, status ?? null]);
     return rows.map(toSagaRow);
   }
 
