@@ -1,4 +1,4 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createBus } from '../connect/create-bus.js';
 import { isFerryError } from '../errors/ferry-error.js';
 import type { Logger } from '../logging/logger.js';
@@ -6,6 +6,7 @@ import type { Bus } from '../messaging/bus.js';
 import type { Contracts } from '../messaging/contracts.js';
 import { waitFor } from '../testing/wait.js';
 import { type RabbitNode, startRabbitNode } from './fixtures/rabbit-node.js';
+import { deferCleanups } from './fixtures/test-vhosts.js';
 import type { QueueType } from './topology.js';
 
 // The broker itself goes down here, so these tests run on a RabbitMQ node of their own (started
@@ -18,10 +19,7 @@ afterAll(async () => {
   await node?.destroy();
 }, 120_000);
 
-const cleanups: (() => Promise<unknown>)[] = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => {});
-});
+const defer = deferCleanups();
 
 /** Counts the transport's reports of a lost connection and of a recovery, and keeps nothing else. */
 function countingLogger(): Logger & { readonly lost: () => number; readonly recovered: () => number } {
@@ -55,7 +53,7 @@ async function bus(service: string, queueType: QueueType, logger: Logger): Promi
       confirmTimeoutMs: 180_000,
     },
   });
-  cleanups.push(() => b.close());
+  defer(() => b.close());
   return b as Bus<Contracts>;
 }
 

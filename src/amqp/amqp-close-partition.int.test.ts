@@ -1,24 +1,21 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createBus } from '../connect/create-bus.js';
 import { silentLogger } from '../logging/logger.js';
 import { isPublishNotConfirmedError } from '../messaging/errors.js';
 import { FaultProxy } from '../testing/fault-proxy.js';
-import { createTestVhost, rabbitmqBaseUrl } from '../testing/rabbitmq.js';
+import { rabbitmqBaseUrl } from '../testing/rabbitmq.js';
 import { sleep, waitFor } from '../testing/wait.js';
 import { AmqpTransport } from './amqp-transport.js';
+import { testVhosts } from './fixtures/test-vhosts.js';
 
-const cleanups: (() => Promise<unknown>)[] = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => {});
-});
+const { vhost, defer } = testVhosts('ferry-close');
 
 /** A vhost of its own, reached through a proxy that can cut the network without closing TCP. */
 async function behindProxy(): Promise<{ url: string; proxy: FaultProxy }> {
-  const v = await createTestVhost('ferry-close');
-  cleanups.push(() => v.dispose());
+  const v = await vhost();
   const base = new URL(rabbitmqBaseUrl());
   const proxy = await FaultProxy.start({ host: base.hostname, port: Number(base.port) || 5672 });
-  cleanups.push(() => proxy.close());
+  defer(() => proxy.close());
   const url = new URL(v.url);
   url.hostname = '127.0.0.1';
   url.port = String(proxy.port);
@@ -47,7 +44,7 @@ describe('closing while the broker stops answering (network partition, TCP left 
       closeTimeoutMs: 1000,
       amqp,
     });
-    cleanups.push(() => bus.close());
+    defer(() => bus.close());
     let started = 0;
     await bus.subscribe(
       'job.run',
@@ -79,7 +76,7 @@ describe('closing while the broker stops answering (network partition, TCP left 
       closeTimeoutMs: 800,
       amqp,
     });
-    cleanups.push(() => bus.close());
+    defer(() => bus.close());
     const sub = await bus.subscribe('job.run', async () => {});
     const got: string[] = [];
     await bus.subscribe('job.run', async (m) => void got.push(m.id), { group: 'other' });
@@ -96,7 +93,7 @@ describe('closing while the broker stops answering (network partition, TCP left 
   it('AmqpTransport.close(timeoutMs) finishes in time and drops the connection', async () => {
     const { url, proxy } = await behindProxy();
     const transport = new AmqpTransport({ url, logger: silentLogger, ...amqp });
-    cleanups.push(() => transport.close(0));
+    defer(() => transport.close(0));
     await transport.connect();
     await transport.subscribe({ group: 'g', pattern: 'job.run', concurrency: 1, retryDelays: [] }, () => ({
       action: 'ack',

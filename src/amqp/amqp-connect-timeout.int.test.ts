@@ -1,16 +1,13 @@
 import net from 'node:net';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { FerryError } from '../errors/ferry-error.js';
 import { silentLogger } from '../logging/logger.js';
 import { isBrokerConnectionError } from '../messaging/errors.js';
-import { createTestVhost } from '../testing/rabbitmq.js';
 import { isBrokerTlsMismatchError } from './connection-refusal.js';
 import { connectFailure as busConnectFailure } from './fixtures/connect-failure.js';
+import { testVhosts } from './fixtures/test-vhosts.js';
 
-const cleanups: (() => Promise<unknown>)[] = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => {});
-});
+const { vhost, defer } = testVhosts('ferry-tls');
 
 /** How the first connect fails, and how long it took. */
 function connectFailure(url: string, connectTimeoutMs: number): Promise<{ error: unknown; ms: number }> {
@@ -25,7 +22,7 @@ async function silentServer(): Promise<number> {
     socket.on('error', () => {});
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  cleanups.push(async () => {
+  defer(async () => {
     for (const socket of sockets) socket.destroy();
     await new Promise((resolve) => server.close(resolve));
   });
@@ -73,8 +70,7 @@ describe('RabbitMQ first connect within connectTimeoutMs', () => {
   );
 
   it('fails at once with BROKER_TLS_MISMATCH for amqps:// to the plain AMQP port, instead of retrying', async () => {
-    const v = await createTestVhost('ferry-tls');
-    cleanups.push(() => v.dispose());
+    const v = await vhost();
     const url = v.url.replace(/^amqp:/, 'amqps:');
     const { error, ms } = await connectFailure(url, 20_000);
     expect(isBrokerTlsMismatchError(error), String(error)).toBe(true);

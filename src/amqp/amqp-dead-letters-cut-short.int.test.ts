@@ -1,22 +1,13 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createBus } from '../connect/create-bus.js';
 import { isFerryError } from '../errors/ferry-error.js';
 import { silentLogger } from '../logging/logger.js';
 import type { Bus } from '../messaging/bus.js';
 import type { Contracts } from '../messaging/contracts.js';
-import { createTestVhost, type TestVhost } from '../testing/rabbitmq.js';
 import { sleep, waitFor } from '../testing/wait.js';
+import { testVhosts } from './fixtures/test-vhosts.js';
 
-const cleanups: (() => Promise<unknown>)[] = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => {});
-});
-
-async function vhost(): Promise<TestVhost> {
-  const v = await createTestVhost('ferry-dl-cut');
-  cleanups.push(() => v.dispose());
-  return v;
-}
+const { vhost, defer } = testVhosts('ferry-dl-cut');
 
 async function bus(url: string, closeTimeoutMs = 10_000): Promise<Bus<Contracts>> {
   const b = await createBus({
@@ -26,7 +17,7 @@ async function bus(url: string, closeTimeoutMs = 10_000): Promise<Bus<Contracts>
     closeTimeoutMs,
     amqp: { reconnect: { initialDelayMs: 50, maxDelayMs: 500 } },
   });
-  cleanups.push(() => b.close());
+  defer(() => b.close());
   return b as Bus<Contracts>;
 }
 

@@ -1,23 +1,19 @@
 import amqp, { type ChannelModel } from 'amqplib';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createBus } from '../connect/create-bus.js';
 import { isInvalidOptionsError } from '../errors/ferry-error.js';
 import { silentLogger } from '../logging/logger.js';
 import type { Envelope } from '../messaging/envelope.js';
 import { HEADER_OVERHEAD_BYTES, MAX_HEADERS_BYTES } from '../messaging/envelope-limits.js';
-import { createTestVhost } from '../testing/rabbitmq.js';
 import { waitFor } from '../testing/wait.js';
 import { AmqpTransport } from './amqp-transport.js';
+import { testVhosts } from './fixtures/test-vhosts.js';
 import { ConfirmPublisher } from './publisher.js';
 
-const cleanups: (() => Promise<unknown>)[] = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => {});
-});
+const { vhost, defer } = testVhosts('ferry-limits');
 
 async function amqpUrl(): Promise<string> {
-  const v = await createTestVhost('ferry-limits');
-  cleanups.push(() => v.dispose());
+  const v = await vhost();
   return v.url;
 }
 
@@ -50,7 +46,7 @@ describe.each(['memory', 'amqp'] as const)('publish limits of ids and headers (%
   it('refuses ids over 255 bytes and headers over the table budget with INVALID_OPTIONS, and delivers what fits', async () => {
     const url = kind === 'memory' ? 'memory://limits' : await amqpUrl();
     const bus = await createBus({ url, service: 'limits', logger: silentLogger });
-    cleanups.push(() => bus.close());
+    defer(() => bus.close());
     const got: string[] = [];
     await bus.subscribe('limit.x', async (m) => void got.push(m.id), { group: 'limits' });
     for (const [field, options] of refused) {
@@ -78,7 +74,7 @@ describe('dead letters of the largest messages (amqp)', () => {
     // Must not happen: a dead-lettered copy whose header table (the application's headers plus the
     // reason, the stack and Ferry's own) is too large to encode, so the message is never settled.
     const bus = await createBus({ url: await amqpUrl(), service: 'limits', logger: silentLogger });
-    cleanups.push(() => bus.close());
+    defer(() => bus.close());
     await bus.subscribe(
       'limit.x',
       async () => {
@@ -103,7 +99,7 @@ describe('dead letters of the largest messages (amqp)', () => {
 describe('RabbitMQ transport publish of an envelope that did not come through the bus', () => {
   it('refuses an id over 255 bytes with INVALID_OPTIONS', async () => {
     const transport = new AmqpTransport({ url: await amqpUrl(), logger: silentLogger });
-    cleanups.push(() => transport.close(1000));
+    defer(() => transport.close(1000));
     await transport.connect();
     const envelope: Envelope = {
       specversion: '1.0',
@@ -122,7 +118,7 @@ describe('RabbitMQ transport publish of an envelope that did not come through th
 
   it('ConfirmPublisher turns properties amqplib cannot encode into INVALID_OPTIONS', async () => {
     const connection: ChannelModel = await amqp.connect(await amqpUrl());
-    cleanups.push(() => connection.close());
+    defer(() => connection.close());
     const publisher = new ConfirmPublisher({
       window: 10,
       maxBuffered: 100,
@@ -130,7 +126,7 @@ describe('RabbitMQ transport publish of an envelope that did not come through th
       maxMessageBytes: 1_000_000,
       onChannelFailure: () => {},
     });
-    cleanups.push(() => publisher.close(100));
+    defer(() => publisher.close(100));
     const channel = await publisher.attach(connection);
     publisher.resume(channel);
     for (const options of [{ messageId: 'x'.repeat(300) }, { headers: { h: 'v'.repeat(70_000) } }]) {

@@ -1,23 +1,14 @@
 import amqp from 'amqplib';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createBus } from '../connect/create-bus.js';
 import type { FerryError } from '../errors/ferry-error.js';
 import { type Logger, silentLogger } from '../logging/logger.js';
-import { createTestVhost, type TestVhost } from '../testing/rabbitmq.js';
 import { waitFor } from '../testing/wait.js';
 import { connectFailure as busConnectFailure } from './fixtures/connect-failure.js';
+import { testVhosts } from './fixtures/test-vhosts.js';
 import { isInequivalentExchangeError } from './inequivalent-exchange-error.js';
 
-const cleanups: (() => Promise<unknown>)[] = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => {});
-});
-
-async function vhost(): Promise<TestVhost> {
-  const v = await createTestVhost('ferry-exchange');
-  cleanups.push(() => v.dispose());
-  return v;
-}
+const { vhost, defer } = testVhosts('ferry-exchange');
 
 /** Runs `declare` on a plain amqplib channel of the vhost, as another application would. */
 async function withChannel(url: string, declare: (channel: amqp.Channel) => Promise<unknown>): Promise<void> {
@@ -78,7 +69,7 @@ describe('an exchange that exists with other properties', () => {
       logger,
       amqp: { reconnect: { initialDelayMs: 50, maxDelayMs: 200 } },
     });
-    cleanups.push(() => bus.close());
+    defer(() => bus.close());
     const got: string[] = [];
     await bus.subscribe('job.run', async (m) => void got.push(m.id));
     await withChannel(v.url, async (channel) => {

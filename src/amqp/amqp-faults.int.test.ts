@@ -3,26 +3,17 @@ import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import amqp from 'amqplib';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createBus } from '../connect/create-bus.js';
 import { MemoryInbox } from '../inbox/inbox.js';
 import { silentLogger } from '../logging/logger.js';
 import type { Bus } from '../messaging/bus.js';
 import type { Contracts } from '../messaging/contracts.js';
 import { onLines, spawnFixture } from '../testing/child-process.js';
-import { createTestVhost, type TestVhost } from '../testing/rabbitmq.js';
 import { sleep, waitFor } from '../testing/wait.js';
+import { testVhosts } from './fixtures/test-vhosts.js';
 
-const cleanups: (() => Promise<unknown>)[] = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => {});
-});
-
-async function vhost(): Promise<TestVhost> {
-  const v = await createTestVhost('ferry-fault');
-  cleanups.push(() => v.dispose());
-  return v;
-}
+const { vhost, defer } = testVhosts('ferry-fault');
 
 async function bus(url: string, service: string, inbox?: MemoryInbox): Promise<Bus<Contracts>> {
   const b = await createBus({
@@ -32,7 +23,7 @@ async function bus(url: string, service: string, inbox?: MemoryInbox): Promise<B
     ...(inbox ? { inbox } : {}),
     amqp: { reconnect: { initialDelayMs: 50, maxDelayMs: 500 } },
   });
-  cleanups.push(() => b.close());
+  defer(() => b.close());
   return b as Bus<Contracts>;
 }
 
@@ -102,7 +93,7 @@ describe('RabbitMQ transport under connection faults', () => {
     const malformed: string[] = [];
     async function produce(from: number): Promise<void> {
       const connection = await amqp.connect(v.url);
-      cleanups.push(() => connection.close());
+      defer(() => connection.close());
       const channel = await connection.createConfirmChannel();
       for (let i = from; i < from + 100; i++) {
         const messageId = randomUUID();
@@ -150,7 +141,7 @@ const fixture = (name: string) => fileURLToPath(new URL(`./fixtures/${name}`, im
 
 function startFixture(name: string, env: Record<string, string>): ChildProcess {
   const child = spawnFixture(fixture(name), env);
-  cleanups.push(async () => {
+  defer(async () => {
     if (child.exitCode === null) child.kill('SIGKILL');
   });
   return child;
@@ -247,7 +238,7 @@ describe('RabbitMQ transport when a process is SIGKILLed', () => {
         });
       };
       start();
-      cleanups.push(async () => {
+      defer(async () => {
         stopping = true;
       });
       await waitFor(() => ready, 'the worker to subscribe', 30_000);
@@ -284,7 +275,7 @@ describe('RabbitMQ transport when a process is SIGKILLed', () => {
       expect(dead[0]!.routingKey).toBe('job.run');
       // Nothing left behind: no copy waits in the subscription queue or the redelivered queue.
       const connection = await amqp.connect(v.url);
-      cleanups.push(() => connection.close());
+      defer(() => connection.close());
       const channel = await connection.createChannel();
       for (const queue of ['ferry:worker:job.run', 'ferry:worker:job.run:redelivered']) {
         const { messageCount } = await channel.checkQueue(queue).catch(() => ({ messageCount: 0 }));
@@ -317,7 +308,7 @@ describe('RabbitMQ transport when a process is SIGKILLed', () => {
       // The broker learns of the death a moment later: a message published before that could go to
       // the dead consumer and come back redelivered, counted once without any worker running it.
       const probe = await amqp.connect(v.url);
-      cleanups.push(() => probe.close());
+      defer(() => probe.close());
       const probeChannel = await probe.createChannel();
       await waitFor(
         async () => (await probeChannel.checkQueue('ferry:worker:job.run')).consumerCount === 0,
@@ -345,7 +336,7 @@ describe('RabbitMQ transport when a process is SIGKILLed', () => {
         });
       };
       run();
-      cleanups.push(async () => {
+      defer(async () => {
         stopping = true;
       });
       await waitFor(
@@ -361,7 +352,7 @@ describe('RabbitMQ transport when a process is SIGKILLed', () => {
       expect(deaths).toBe(3);
       expect(Object.fromEntries(handled)).toEqual(Object.fromEntries(good.map((id) => [id, 1])));
       const connection = await amqp.connect(v.url);
-      cleanups.push(() => connection.close());
+      defer(() => connection.close());
       const channel = await connection.createChannel();
       for (const queue of ['ferry:worker:job.run', 'ferry:worker:job.run:redelivered']) {
         expect((await channel.checkQueue(queue)).messageCount, queue).toBe(0);

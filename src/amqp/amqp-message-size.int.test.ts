@@ -1,22 +1,19 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { MemoryEventStoreBackend } from '../eventstore/memory/memory-backend.js';
 import { EventStore } from '../eventstore/store.js';
 import type { Logger } from '../logging/logger.js';
 import { Bus } from '../messaging/bus.js';
 import { type Envelope, JSON_CONTENT_TYPE, newMessageId, nowIso } from '../messaging/envelope.js';
 import { createOutbox } from '../outbox/outbox.js';
-import { createTestVhost } from '../testing/rabbitmq.js';
 import {
   AmqpTransport,
   type AmqpTransportOptions,
   DEFAULT_AMQP_TRANSPORT_OPTIONS,
 } from './amqp-transport.js';
+import { testVhosts } from './fixtures/test-vhosts.js';
 import { isMessageTooLargeError } from './message-too-large-error.js';
 
-const cleanups: (() => Promise<unknown>)[] = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => {});
-});
+const { vhost, defer } = testVhosts('ferry-size');
 
 /** RabbitMQ's default max_message_size (3.8+), which the local broker reports. */
 const BROKER_LIMIT = 134_217_728;
@@ -32,16 +29,15 @@ const logger: Logger = {
 const reconnects = () => warnings.filter((w) => w.startsWith('lost the RabbitMQ connection')).length;
 
 async function transport(options: Omit<AmqpTransportOptions, 'url' | 'logger'> = {}): Promise<AmqpTransport> {
-  const v = await createTestVhost('ferry-size');
-  cleanups.push(() => v.dispose());
+  const v = await vhost();
   warnings = [];
   const t = new AmqpTransport({ url: v.url, logger, ...options });
-  cleanups.push(() => t.close(1000));
+  defer(() => t.close(1000));
   await t.connect();
   const bound = await t.subscribe({ group: 'sink', pattern: '#', concurrency: 10, retryDelays: [] }, () => ({
     action: 'ack',
   }));
-  cleanups.push(() => bound.close(1000));
+  defer(() => bound.close(1000));
   return t;
 }
 
@@ -95,7 +91,7 @@ describe('RabbitMQ message size', () => {
     const bus = new Bus(t, { service: 'files', logger });
     const store = new EventStore(new MemoryEventStoreBackend());
     const outbox = await createOutbox({ store, bus, logger, relay: false });
-    cleanups.push(() => outbox.close());
+    defer(() => outbox.close());
     const error = await outbox
       .unitOfWork(async (work) => {
         await work.append('file-1', [{ type: 'Uploaded', data: {} }]);

@@ -1,5 +1,5 @@
 import amqp from 'amqplib';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createBus } from '../connect/create-bus.js';
 import { silentLogger } from '../logging/logger.js';
 import type { Bus } from '../messaging/bus.js';
@@ -10,25 +10,16 @@ import {
   isPublishNotConfirmedError,
 } from '../messaging/errors.js';
 import { FaultProxy } from '../testing/fault-proxy.js';
-import { createTestVhost, type TestVhost } from '../testing/rabbitmq.js';
 import { AmqpTransport, type AmqpTransportOptions } from './amqp-transport.js';
+import { testVhosts } from './fixtures/test-vhosts.js';
 
-const cleanups: (() => Promise<unknown>)[] = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => {});
-});
-
-async function vhost(): Promise<TestVhost> {
-  const v = await createTestVhost('ferry-publish');
-  cleanups.push(() => v.dispose());
-  return v;
-}
+const { vhost, defer } = testVhosts('ferry-publish');
 
 /** A vhost reached through a fault proxy. */
 async function proxied(): Promise<{ proxy: FaultProxy; url: string }> {
   const v = await vhost();
   const proxy = await FaultProxy.start({ host: '127.0.0.1', port: 5672 });
-  cleanups.push(() => proxy.close());
+  defer(() => proxy.close());
   const url = new URL(v.url);
   url.port = String(proxy.port);
   return { proxy, url: url.toString() };
@@ -45,7 +36,7 @@ async function bus(
     amqp: amqpOptions,
     closeTimeoutMs: 500,
   });
-  cleanups.push(() => b.close());
+  defer(() => b.close());
   return b as Bus<Contracts>;
 }
 
@@ -72,7 +63,7 @@ describe('publishing on RabbitMQ', () => {
     const b = await bus(v.url);
     // A queue that holds one message and refuses more: the broker nacks the second publish.
     const connection = await amqp.connect(v.url);
-    cleanups.push(() => connection.close());
+    defer(() => connection.close());
     const channel = await connection.createChannel();
     await channel.assertQueue('full', {
       durable: true,
@@ -126,7 +117,7 @@ describe('publishing on RabbitMQ', () => {
     const { proxy, url } = await proxied();
     const transport = new AmqpTransport({ url, logger: silentLogger, publishWindow: 10_000 });
     const b = await createBus({ transport, service: 'publisher', logger: silentLogger, closeTimeoutMs: 500 });
-    cleanups.push(() => b.close());
+    defer(() => b.close());
     const received = new Set<number>();
     await b.subscribe('big.#', (m) => void received.add((m.data as { i: number }).i), { concurrency: 50 });
     proxy.blackhole();

@@ -1,27 +1,18 @@
 import { execFile } from 'node:child_process';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createBus } from '../connect/create-bus.js';
 import { silentLogger } from '../logging/logger.js';
 import type { Bus } from '../messaging/bus.js';
 import type { Contracts } from '../messaging/contracts.js';
 import { isInvalidTopicError } from '../messaging/errors.js';
-import { createTestVhost, type TestVhost } from '../testing/rabbitmq.js';
 import { sleep, waitFor } from '../testing/wait.js';
+import { testVhosts } from './fixtures/test-vhosts.js';
 
-const cleanups: (() => Promise<unknown>)[] = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => {});
-});
-
-async function vhost(): Promise<TestVhost> {
-  const v = await createTestVhost('ferry-names');
-  cleanups.push(() => v.dispose());
-  return v;
-}
+const { vhost, defer } = testVhosts('ferry-names');
 
 async function bus(url: string): Promise<Bus<Contracts>> {
   const b = await createBus({ url, service: 'billing', logger: silentLogger, closeTimeoutMs: 500 });
-  cleanups.push(() => b.close());
+  defer(() => b.close());
   return b as Bus<Contracts>;
 }
 

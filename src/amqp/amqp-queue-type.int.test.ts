@@ -1,24 +1,15 @@
 import amqp from 'amqplib';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createBus } from '../connect/create-bus.js';
 import type { Logger } from '../logging/logger.js';
 import type { Bus } from '../messaging/bus.js';
-import { createTestVhost, type TestVhost } from '../testing/rabbitmq.js';
 import { waitFor } from '../testing/wait.js';
 import type { AmqpTransportOptions } from './amqp-transport.js';
+import { testVhosts } from './fixtures/test-vhosts.js';
 import { isInequivalentQueueError } from './inequivalent-queue-error.js';
 import { deadLetterQueueName, type QueueType, subscriptionTopology } from './topology.js';
 
-const cleanups: (() => Promise<unknown>)[] = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => {});
-});
-
-async function vhost(): Promise<TestVhost> {
-  const v = await createTestVhost('ferry-queue-type');
-  cleanups.push(() => v.dispose());
-  return v;
-}
+const { vhost, defer } = testVhosts('ferry-queue-type');
 
 interface Recorded {
   readonly level: 'warn' | 'error';
@@ -46,7 +37,7 @@ async function bus(url: string, amqpOptions: AmqpOptions, logger: Logger): Promi
     logger,
     amqp: { ...amqpOptions, reconnect: { initialDelayMs: 50, maxDelayMs: 500 } },
   });
-  cleanups.push(() => b.close());
+  defer(() => b.close());
   return b;
 }
 
@@ -191,7 +182,7 @@ describe('RabbitMQ queue type', () => {
   it('refuses with INEQUIVALENT_QUEUE a queue whose other arguments differ, and keeps working', async () => {
     const v = await vhost();
     const raw = await amqp.connect(v.url);
-    cleanups.push(() => raw.close());
+    defer(() => raw.close());
     const channel = await raw.createChannel();
     await channel.assertQueue(topology.queue, {
       durable: true,
@@ -226,7 +217,7 @@ describe('RabbitMQ queue type', () => {
 
     // Something else replaces the delay queue (nothing consumes it, so Ferry does not notice yet).
     const raw = await amqp.connect(v.url);
-    cleanups.push(() => raw.close());
+    defer(() => raw.close());
     const channel = await raw.createChannel();
     const delayQueue = topology.retryQueues.get(100)!;
     await channel.deleteQueue(delayQueue);

@@ -1,20 +1,16 @@
 import amqp, { type ChannelModel } from 'amqplib';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { isPublishNackedError } from '../messaging/errors.js';
-import { createTestVhost } from '../testing/rabbitmq.js';
+import { testVhosts } from './fixtures/test-vhosts.js';
 import { ConfirmPublisher } from './publisher.js';
 
-const cleanups: (() => Promise<unknown>)[] = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => {});
-});
+const { vhost, defer } = testVhosts('ferry-publisher');
 
 describe('ConfirmPublisher', () => {
   it('stops re-sending a publish the broker answers by closing the channel, after three sends', async () => {
-    const v = await createTestVhost('ferry-publisher');
-    cleanups.push(() => v.dispose());
+    const v = await vhost();
     const connection: ChannelModel = await amqp.connect(v.url);
-    cleanups.push(() => connection.close());
+    defer(() => connection.close());
     let channelsClosed = 0;
     // As the transport does after a channel failure: a new channel, then everything unconfirmed re-sent.
     const recover = async () => {
@@ -28,7 +24,7 @@ describe('ConfirmPublisher', () => {
       maxMessageBytes: 1_000_000,
       onChannelFailure: () => void recover(),
     });
-    cleanups.push(() => publisher.close(100));
+    defer(() => publisher.close(100));
     const channel = await publisher.attach(connection);
     await channel.assertExchange('real', 'topic', { durable: false });
     await channel.assertQueue('sink', { durable: false });
