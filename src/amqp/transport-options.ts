@@ -1,3 +1,4 @@
+import { describeValue } from '../errors/describe-value.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import { integerOption } from '../errors/integer-option.js';
 import type { Logger } from '../logging/logger.js';
@@ -44,9 +45,7 @@ export function resolveAmqpOptions(options: AmqpTransportOptions): ResolvedAmqpO
   const d = DEFAULT_AMQP_TRANSPORT_OPTIONS;
   const queueType = options.queueType ?? d.queueType;
   if (queueType !== 'quorum' && queueType !== 'classic') {
-    throw new InvalidOptionsError(
-      `queueType must be 'quorum' or 'classic', not ${JSON.stringify(queueType)}`,
-    );
+    throw new InvalidOptionsError(`queueType must be 'quorum' or 'classic', not ${describeValue(queueType)}`);
   }
   const exchange = options.exchange ?? d.exchange;
   if (

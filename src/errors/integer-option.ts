@@ -1,3 +1,4 @@
+import { describeValue } from './describe-value.js';
 import { InvalidOptionsError } from './ferry-error.js';
 
 /**
@@ -14,7 +15,7 @@ export function integerOption(
   if (value === undefined) return fallback;
   if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
     const range = max === Number.MAX_SAFE_INTEGER ? `at least ${min}` : `from ${min} to ${max}`;
-    throw new InvalidOptionsError(`${name} must be an integer ${range}, not ${String(value)}`);
+    throw new InvalidOptionsError(`${name} must be an integer ${range}, not ${describeValue(value)}`);
   }
   return value;
 }

@@ -1,5 +1,6 @@
 import { isDeepStrictEqual } from 'node:util';
 import { describeThrown } from '../errors/describe-thrown.js';
+import { describeValue } from '../errors/describe-value.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import { type Decider, type DeciderEvent, decideEvents } from './decider.js';
 import { isConcurrencyError } from './errors.js';
@@ -150,12 +151,14 @@ export class CommandHandler<C, E extends DeciderEvent, S> {
     }
     const { maxRetries = DEFAULT_COMMAND_HANDLER_OPTIONS.maxRetries, snapshots, onSnapshotError } = options;
     if (!Number.isInteger(maxRetries) || maxRetries < 0) {
-      throw new InvalidOptionsError(`maxRetries must be a non-negative integer, not ${String(maxRetries)}`);
+      throw new InvalidOptionsError(
+        `maxRetries must be a non-negative integer, not ${describeValue(maxRetries)}`,
+      );
     }
     if (snapshots !== undefined) {
       if (!Number.isInteger(snapshots.every) || snapshots.every < 1) {
         throw new InvalidOptionsError(
-          `snapshots.every must be a positive integer, not ${String(snapshots.every)}`,
+          `snapshots.every must be a positive integer, not ${describeValue(snapshots.every)}`,
         );
       }
       if (
@@ -164,7 +167,7 @@ export class CommandHandler<C, E extends DeciderEvent, S> {
         snapshots.schemaVersion > 2_147_483_647
       ) {
         throw new InvalidOptionsError(
-          `snapshots.schemaVersion must be an integer from 0 to 2147483647, not ${String(snapshots.schemaVersion)}`,
+          `snapshots.schemaVersion must be an integer from 0 to 2147483647, not ${describeValue(snapshots.schemaVersion)}`,
         );
       }
       if ((snapshots.serialize === undefined) !== (snapshots.deserialize === undefined)) {

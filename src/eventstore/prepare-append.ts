@@ -1,4 +1,5 @@
 import { currentContext } from '../context/context.js';
+import { describeValue } from '../errors/describe-value.js';
 import { uuidv7 } from '../ids/uuidv7.js';
 import { InvalidEventError } from './errors.js';
 import { EVENT_LIMITS, encodeJson, JsonEncodingProblem, nameProblem } from './event-encoding.js';
@@ -29,7 +30,7 @@ export function prepareAppend(
   const expectedVersion = expected === undefined ? 'any' : expected;
   assertExpectedVersion(expectedVersion);
   if (!Array.isArray(events))
-    throw new InvalidEventError(`append takes an array of events, not ${show(events)}`);
+    throw new InvalidEventError(`append takes an array of events, not ${describeValue(events)}`);
   if (events.length === 0) throw new InvalidEventError('append needs at least one event');
   if (events.length > MAX_APPEND_EVENTS)
     throw new InvalidEventError(`append takes at most ${MAX_APPEND_EVENTS} events at once`);
@@ -40,27 +41,17 @@ export function prepareAppend(
   return { events: prepared, expected: expectedVersion };
 }
 
-/** A value for an error message: strings JSON-quoted (so lone surrogates and NUL show), cut short. */
-export function show(value: unknown): string {
-  let text: string;
-  if (typeof value === 'string') text = JSON.stringify(value);
-  else if (typeof value === 'bigint') text = `${value}n`;
-  else if (typeof value === 'number' || typeof value === 'boolean' || value == null) text = String(value);
-  else
-    text = Array.isArray(value) ? 'an array' : typeof value === 'object' ? 'an object' : `a ${typeof value}`;
-  return text.length > 80 ? `${text.slice(0, 77)}...` : text;
-}
-
 export function assertStreamId(streamId: string): void {
   const problem = nameProblem(streamId, EVENT_LIMITS.streamIdLength);
-  if (problem !== undefined) throw new InvalidEventError(`the stream id ${show(streamId)} ${problem}`);
+  if (problem !== undefined)
+    throw new InvalidEventError(`the stream id ${describeValue(streamId)} ${problem}`);
 }
 
 function assertExpectedVersion(expected: ExpectedVersion): void {
   if (expected === 'any' || expected === 'no_stream' || expected === 'stream_exists') return;
   if (typeof expected === 'number' && Number.isSafeInteger(expected) && expected >= -1) return;
   throw new InvalidEventError(
-    `expectedVersion must be 'any', 'no_stream', 'stream_exists' or a version (a safe integer, -1 for no stream), not ${show(expected)}`,
+    `expectedVersion must be 'any', 'no_stream', 'stream_exists' or a version (a safe integer, -1 for no stream), not ${describeValue(expected)}`,
   );
 }
 
@@ -74,7 +65,7 @@ function plainMetadata(
   metadata: unknown,
 ): { readonly plain: Record<string, unknown> } | { readonly not: string } {
   if (typeof metadata !== 'object' || metadata === null || Array.isArray(metadata))
-    return { not: show(metadata) };
+    return { not: describeValue(metadata) };
   const name = (Object.getPrototypeOf(metadata) as { constructor?: { name?: unknown } } | null)?.constructor
     ?.name;
   const what = typeof name === 'string' && name !== '' && name !== 'Object' ? `a ${name}` : 'an object';
@@ -84,7 +75,7 @@ function plainMetadata(
     typeof value === 'object' && value !== null ? Object.getPrototypeOf(value) : undefined;
   if (!Array.isArray(value) && (proto === Object.prototype || proto === null))
     return { plain: value as Record<string, unknown> };
-  return { not: value === metadata ? what : `${what} whose toJSON gives ${show(value)}` };
+  return { not: value === metadata ? what : `${what} whose toJSON gives ${describeValue(value)}` };
 }
 
 /** Fills in id and metadata, with the ambient correlation and causation ids, and encodes the event. */
@@ -93,9 +84,9 @@ function prepareEvent(event: EventData, index: number): PreparedEvent {
     throw new InvalidEventError(`event ${index} is not an object`);
   const typeProblem = nameProblem(event.type, EVENT_LIMITS.typeLength);
   if (typeProblem !== undefined)
-    throw new InvalidEventError(`event ${index}: its type ${show(event.type)} ${typeProblem}`);
+    throw new InvalidEventError(`event ${index}: its type ${describeValue(event.type)} ${typeProblem}`);
   if (event.id !== undefined && (typeof event.id !== 'string' || !UUID.test(event.id))) {
-    throw new InvalidEventError(`event ${index}: its id ${show(event.id)} is not a UUID`);
+    throw new InvalidEventError(`event ${index}: its id ${describeValue(event.id)} is not a UUID`);
   }
   const own = event.metadata === undefined ? { plain: {} } : plainMetadata(event.metadata);
   if ('not' in own) {
@@ -133,18 +124,22 @@ export function assertReadStream(streamId: string, options: ReadStreamOptions): 
   assertStreamId(streamId);
   if (options.fromVersion !== undefined && !isCount(options.fromVersion)) {
     throw new InvalidEventError(
-      `fromVersion must be a non-negative safe integer, not ${show(options.fromVersion)}`,
+      `fromVersion must be a non-negative safe integer, not ${describeValue(options.fromVersion)}`,
     );
   }
   if (options.limit !== undefined && !isCount(options.limit)) {
-    throw new InvalidEventError(`limit must be a non-negative safe integer, not ${show(options.limit)}`);
+    throw new InvalidEventError(
+      `limit must be a non-negative safe integer, not ${describeValue(options.limit)}`,
+    );
   }
   if (
     options.direction !== undefined &&
     options.direction !== 'forward' &&
     options.direction !== 'backward'
   ) {
-    throw new InvalidEventError(`direction must be 'forward' or 'backward', not ${show(options.direction)}`);
+    throw new InvalidEventError(
+      `direction must be 'forward' or 'backward', not ${describeValue(options.direction)}`,
+    );
   }
 }
 

@@ -1,3 +1,4 @@
+import { describeValue } from '../errors/describe-value.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import type { Inbox } from '../inbox/inbox.js';
 import type { DurableInboxOptions } from '../inbox/lease.js';
@@ -9,7 +10,7 @@ import { EventStoreClosedError, InvalidEventError, UnitOfWorkUnsupportedError } 
 import { encodeJson, JsonEncodingProblem } from './event-encoding.js';
 import { insideHandlerOf } from './handler-frame.js';
 import { insideUnitOnBackend } from './open-units.js';
-import { assertReadStream, assertStreamId, isCount, prepareAppend, show } from './prepare-append.js';
+import { assertReadStream, assertStreamId, isCount, prepareAppend } from './prepare-append.js';
 import { type EventHandler, EventSubscription, type EventSubscriptionOptions } from './subscription.js';
 import { assertEventTypes } from './subscription-options.js';
 import type {
@@ -127,10 +128,14 @@ export class EventStore {
     assertOptionsObject('readAll', options);
     const batchSize = options.batchSize ?? 500;
     if (!isCount(batchSize) || batchSize < 1)
-      throw new InvalidOptionsError(`batchSize must be a positive safe integer, not ${show(batchSize)}`);
+      throw new InvalidOptionsError(
+        `batchSize must be a positive safe integer, not ${describeValue(batchSize)}`,
+      );
     const from = options.fromPosition;
     if (from !== undefined && (typeof from !== 'bigint' || from < 0n || from > MAX_POSITION)) {
-      throw new InvalidOptionsError(`fromPosition must be a bigint from 0n to 2^63-1, not ${show(from)}`);
+      throw new InvalidOptionsError(
+        `fromPosition must be a bigint from 0n to 2^63-1, not ${describeValue(from)}`,
+      );
     }
     if (options.types !== undefined) assertEventTypes(options.types);
     let after = from === undefined || from === 0n ? 0n : from - 1n;
@@ -222,13 +227,13 @@ export class EventStore {
     this.#assertOpen();
     if (typeof snapshot !== 'object' || snapshot === null || Array.isArray(snapshot)) {
       throw new InvalidOptionsError(
-        `saveSnapshot needs { streamId, version, schemaVersion, state }, not ${show(snapshot)}`,
+        `saveSnapshot needs { streamId, version, schemaVersion, state }, not ${describeValue(snapshot)}`,
       );
     }
     assertStreamId(snapshot.streamId);
     if (!isCount(snapshot.version))
       throw new InvalidEventError(
-        `snapshot version must be a non-negative safe integer, not ${show(snapshot.version)}`,
+        `snapshot version must be a non-negative safe integer, not ${describeValue(snapshot.version)}`,
       );
     // PostgreSQL keeps it in an integer column: the same range on every backend.
     if (
@@ -237,11 +242,13 @@ export class EventStore {
       snapshot.schemaVersion > 2_147_483_647
     )
       throw new InvalidEventError(
-        `snapshot schemaVersion must be an integer from -2147483648 to 2147483647, not ${show(snapshot.schemaVersion)}`,
+        `snapshot schemaVersion must be an integer from -2147483648 to 2147483647, not ${describeValue(snapshot.schemaVersion)}`,
       );
     const state = encodeJson(snapshot.state ?? null);
     if (state instanceof JsonEncodingProblem)
-      throw new InvalidEventError(`snapshot state of stream ${show(snapshot.streamId)}: ${state.message}`);
+      throw new InvalidEventError(
+        `snapshot state of stream ${describeValue(snapshot.streamId)}: ${state.message}`,
+      );
     return this.backend.saveSnapshot({
       streamId: snapshot.streamId,
       version: snapshot.version,
@@ -313,6 +320,8 @@ export interface CloseDependent {
 /** Options given as `null`, an array or a primitive: said plainly, not a TypeError from deep inside. */
 function assertOptionsObject(call: string, options: unknown): void {
   if (typeof options !== 'object' || options === null || Array.isArray(options)) {
-    throw new InvalidOptionsError(`${call} options must be an object (or left out), not ${show(options)}`);
+    throw new InvalidOptionsError(
+      `${call} options must be an object (or left out), not ${describeValue(options)}`,
+    );
   }
 }

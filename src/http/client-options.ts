@@ -1,4 +1,5 @@
 import type { Dispatcher } from 'undici';
+import { describeValue } from '../errors/describe-value.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import { integerOption, positiveIntegerOption } from '../errors/integer-option.js';
 import type { Backoff } from '../resilience/backoff.js';
@@ -204,12 +205,6 @@ function isStatus(status: unknown): boolean {
 }
 
 /** A refused value, for a message: strings quoted, anything else as `String` writes it. */
-function describeValue(value: unknown): string {
-  if (typeof value === 'string') return JSON.stringify(value);
-  if (Array.isArray(value)) return `[${value.map(describeValue).join(', ')}]`;
-  return String(value);
-}
-
 /**
  * The client's headers go with every call: an Idempotency-Key among them would make the server
  * answer every POST with the response stored for the first. @throws InvalidOptionsError
@@ -231,7 +226,7 @@ export function validateTimes(options: ServiceClientOptions | CallOptions): void
     const value = options[name];
     if (value !== undefined && !(typeof value === 'number' && value > 0 && value <= MAX_TIMER_MS)) {
       throw new InvalidOptionsError(
-        `${name} must be a number of milliseconds in (0, ${MAX_TIMER_MS}], not ${String(value)}`,
+        `${name} must be a number of milliseconds in (0, ${MAX_TIMER_MS}], not ${describeValue(value)}`,
       );
     }
   }

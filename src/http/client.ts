@@ -1,6 +1,7 @@
 import { setMaxListeners } from 'node:events';
 import type { Dispatcher, Pool } from 'undici';
 import { currentContext } from '../context/context.js';
+import { describeValue } from '../errors/describe-value.js';
 import { errorGuard, FerryError, InvalidOptionsError, isFerryError } from '../errors/ferry-error.js';
 import { uuidv7 } from '../ids/uuidv7.js';
 import { exponentialBackoff } from '../resilience/backoff.js';
@@ -161,7 +162,7 @@ export class ServiceClient {
       url = new URL(baseUrl);
     } catch {
       throw new InvalidOptionsError(
-        `ServiceClient needs an absolute http(s) URL, not ${JSON.stringify(baseUrl)}`,
+        `ServiceClient needs an absolute http(s) URL, not ${describeValue(baseUrl)}`,
       );
     }
     if (url.protocol !== 'http:' && url.protocol !== 'https:') {
@@ -176,7 +177,7 @@ export class ServiceClient {
     const basePath = basePathOf(url);
     if (basePath === undefined) {
       throw new InvalidOptionsError(
-        `ServiceClient needs a base URL without a query or fragment, not ${JSON.stringify(baseUrl)}`,
+        `ServiceClient needs a base URL without a query or fragment, not ${describeValue(baseUrl)}`,
       );
     }
     this.origin = url.origin;

@@ -1,4 +1,5 @@
 import { currentContext, type FerryContext, runWithContext } from '../context/context.js';
+import { describeValue } from '../errors/describe-value.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import type { Inbox } from '../inbox/inbox.js';
 import { type Logger, stderrLogger } from '../logging/logger.js';
@@ -644,7 +645,7 @@ export class Bus<C extends Contracts = NoContracts> {
     // A limit of 0, -1 or NaN replayed nothing and said nothing; 1.5 was taken as it came.
     if (rest.limit !== undefined && !(Number.isSafeInteger(rest.limit) && rest.limit >= 1)) {
       return Promise.reject(
-        new InvalidOptionsError(`limit must be a positive integer, not ${String(rest.limit)}`),
+        new InvalidOptionsError(`limit must be a positive integer, not ${describeValue(rest.limit)}`),
       );
     }
     const ids = rest.deadLetterIds;

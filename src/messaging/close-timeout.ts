@@ -1,3 +1,4 @@
+import { describeValue } from '../errors/describe-value.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import { MAX_TIMER_MS } from '../time/max-timer.js';
 
@@ -9,7 +10,7 @@ import { MAX_TIMER_MS } from '../time/max-timer.js';
 export function assertCloseTimeout(value: unknown, name = 'closeTimeoutMs'): asserts value is number {
   if (typeof value !== 'number' || !Number.isFinite(value) || value < 0 || value > MAX_TIMER_MS) {
     throw new InvalidOptionsError(
-      `${name} must be a finite number of ms from 0 to ${MAX_TIMER_MS}, not ${typeof value === 'string' ? JSON.stringify(value) : String(value)}`,
+      `${name} must be a finite number of ms from 0 to ${MAX_TIMER_MS}, not ${describeValue(value)}`,
     );
   }
 }

@@ -1,3 +1,4 @@
+import { describeValue } from '../errors/describe-value.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import { type Envelope, JSON_CONTENT_TYPE } from './envelope.js';
 import { rfc3339ToMs } from './expiry.js';
@@ -60,7 +61,7 @@ let lastGoodTime = '';
  */
 export function assertEnvelope(envelope: Envelope): void {
   if (envelope.specversion !== '1.0') {
-    throw new InvalidOptionsError(`specversion must be '1.0', not ${JSON.stringify(envelope.specversion)}`);
+    throw new InvalidOptionsError(`specversion must be '1.0', not ${describeValue(envelope.specversion)}`);
   }
   assertMessageType(envelope.type);
   assertShortString('source', envelope.source);
@@ -81,7 +82,7 @@ export function assertEnvelope(envelope: Envelope): void {
     (typeof contentType !== 'string' || !isJsonContentType(contentType))
   ) {
     throw new InvalidOptionsError(
-      `datacontenttype must be a JSON media type (data travels as JSON), not ${JSON.stringify(contentType)}`,
+      `datacontenttype must be a JSON media type (data travels as JSON), not ${describeValue(contentType)}`,
     );
   }
   assertEnvelopeLimits(envelope);

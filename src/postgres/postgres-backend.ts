@@ -228,11 +228,13 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
     this.schema = o.schema;
     this.#url = o.url;
     this.#poolSize = o.poolSize;
-    if (!(o.notifyIntervalMs >= 0)) throw new InvalidOptionsError('notifyIntervalMs must be 0 or more');
+    if (!(typeof o.notifyIntervalMs === 'number' && o.notifyIntervalMs >= 0))
+      throw new InvalidOptionsError('notifyIntervalMs must be 0 or more');
     this.#notifyIntervalMs = o.notifyIntervalMs;
-    if (!(o.horizonWaitMs >= 0)) throw new InvalidOptionsError('horizonWaitMs must be 0 or more');
+    if (!(typeof o.horizonWaitMs === 'number' && o.horizonWaitMs >= 0))
+      throw new InvalidOptionsError('horizonWaitMs must be 0 or more');
     this.#horizonWaitMs = o.horizonWaitMs;
-    if (!(o.longTransactionWarnMs > 0))
+    if (!(typeof o.longTransactionWarnMs === 'number' && o.longTransactionWarnMs > 0))
       throw new InvalidOptionsError('longTransactionWarnMs must be more than 0');
     this.#longTransactionWarnMs = o.longTransactionWarnMs;
     if (

@@ -1,3 +1,4 @@
+import { describeValue } from '../errors/describe-value.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import { MAX_TIMER_MS } from '../time/max-timer.js';
 
@@ -112,11 +113,13 @@ export function exponentialBackoff(options: ExponentialBackoffStrategyOptions = 
   }
   if (jitter !== 'full' && jitter !== 'none') {
     throw new InvalidOptionsError(
-      `exponentialBackoff jitter must be 'full' or 'none', not ${String(jitter)}`,
+      `exponentialBackoff jitter must be 'full' or 'none', not ${describeValue(jitter)}`,
     );
   }
   if (typeof random !== 'function') {
-    throw new InvalidOptionsError(`exponentialBackoff random must be a function, not ${String(random)}`);
+    throw new InvalidOptionsError(
+      `exponentialBackoff random must be a function, not ${describeValue(random)}`,
+    );
   }
   return (attempt) => {
     const capped = Math.min(maxDelayMs, initialDelayMs * factor ** Math.max(0, attempt - 1));
@@ -159,7 +162,9 @@ export function decorrelatedJitter(options: DecorrelatedJitterOptions = {}): Bac
     );
   }
   if (typeof random !== 'function') {
-    throw new InvalidOptionsError(`decorrelatedJitter random must be a function, not ${String(random)}`);
+    throw new InvalidOptionsError(
+      `decorrelatedJitter random must be a function, not ${describeValue(random)}`,
+    );
   }
   return (_attempt, previousDelayMs) => {
     const upper = Math.max(initialDelayMs, previousDelayMs) * 3;
@@ -174,8 +179,8 @@ function areNumbers(...values: unknown[]): boolean {
 
 /** The same delay before every retry. */
 export function constantBackoff(delayMs: number): Backoff {
-  if (!(delayMs >= 0) || !Number.isFinite(delayMs)) {
-    throw new InvalidOptionsError(`constantBackoff needs a finite delay >= 0, not ${delayMs}`);
+  if (!Number.isFinite(delayMs) || !(delayMs >= 0)) {
+    throw new InvalidOptionsError(`constantBackoff needs a finite delay >= 0, not ${describeValue(delayMs)}`);
   }
   return () => delayMs;
 }

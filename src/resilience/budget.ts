@@ -1,3 +1,4 @@
+import { describeValue } from '../errors/describe-value.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 
 /** Options of {@link RetryBudget}. */
@@ -71,19 +72,23 @@ export class RetryBudget {
   /** @throws {@link InvalidOptionsError} when an option is out of range. */
   constructor(options: RetryBudgetOptions = {}) {
     const { ratio, minRetriesPerSecond, windowMs, now } = { ...DEFAULT_RETRY_BUDGET, ...options };
-    if (!(ratio >= 0) || !Number.isFinite(ratio)) {
-      throw new InvalidOptionsError(`RetryBudget ratio must be a finite number >= 0, not ${ratio}`);
-    }
-    if (!(minRetriesPerSecond >= 0) || !Number.isFinite(minRetriesPerSecond)) {
+    if (!Number.isFinite(ratio) || !(ratio >= 0)) {
       throw new InvalidOptionsError(
-        `RetryBudget minRetriesPerSecond must be a finite number >= 0, not ${minRetriesPerSecond}`,
+        `RetryBudget ratio must be a finite number >= 0, not ${describeValue(ratio)}`,
       );
     }
-    if (!(windowMs >= 1) || !Number.isFinite(windowMs)) {
-      throw new InvalidOptionsError(`RetryBudget windowMs must be a finite number >= 1, not ${windowMs}`);
+    if (!Number.isFinite(minRetriesPerSecond) || !(minRetriesPerSecond >= 0)) {
+      throw new InvalidOptionsError(
+        `RetryBudget minRetriesPerSecond must be a finite number >= 0, not ${describeValue(minRetriesPerSecond)}`,
+      );
+    }
+    if (!Number.isFinite(windowMs) || !(windowMs >= 1)) {
+      throw new InvalidOptionsError(
+        `RetryBudget windowMs must be a finite number >= 1, not ${describeValue(windowMs)}`,
+      );
     }
     if (typeof now !== 'function') {
-      throw new InvalidOptionsError(`RetryBudget now must be a function, not ${String(now)}`);
+      throw new InvalidOptionsError(`RetryBudget now must be a function, not ${describeValue(now)}`);
     }
     const buckets = Math.min(MAX_BUCKETS, Math.max(1, Math.round(windowMs / 1000)));
     this.#ratio = ratio;

@@ -1,3 +1,4 @@
+import { describeValue } from '../errors/describe-value.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import { MAX_TIMER_MS } from '../time/max-timer.js';
 import { contextOf, invoke } from './compose.js';
@@ -72,10 +73,14 @@ export class Bulkhead implements Policy {
   constructor(options: BulkheadOptions = {}) {
     const { maxConcurrent, maxQueue } = { ...DEFAULT_BULKHEAD, ...options };
     if (!Number.isInteger(maxConcurrent) || maxConcurrent < 1) {
-      throw new InvalidOptionsError(`bulkhead maxConcurrent must be an integer >= 1, not ${maxConcurrent}`);
+      throw new InvalidOptionsError(
+        `bulkhead maxConcurrent must be an integer >= 1, not ${describeValue(maxConcurrent)}`,
+      );
     }
     if (!(Number.isInteger(maxQueue) || maxQueue === Number.POSITIVE_INFINITY) || maxQueue < 0) {
-      throw new InvalidOptionsError(`bulkhead maxQueue must be an integer >= 0, not ${maxQueue}`);
+      throw new InvalidOptionsError(
+        `bulkhead maxQueue must be an integer >= 0, not ${describeValue(maxQueue)}`,
+      );
     }
     this.#maxConcurrent = maxConcurrent;
     this.#maxQueue = maxQueue;

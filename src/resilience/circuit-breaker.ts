@@ -1,3 +1,4 @@
+import { describeValue } from '../errors/describe-value.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import { contextOf } from './compose.js';
 import { CircuitOpenError } from './errors.js';
@@ -530,7 +531,7 @@ function slotOf(bucket: number, size: number): number {
 
 function validate(o: Required<Omit<CircuitBreakerOptions, 'initialState'>>): void {
   const check = (ok: boolean, what: string, value: unknown): void => {
-    if (!ok) throw new InvalidOptionsError(`circuit breaker ${what}, not ${String(value)}`);
+    if (!ok) throw new InvalidOptionsError(`circuit breaker ${what}, not ${describeValue(value)}`);
   };
   // Numbers only: a string would pass the range checks by coercion, and be compared as a string.
   const isNumber = (value: unknown): value is number => typeof value === 'number';

@@ -1,3 +1,4 @@
+import { describeValue } from '../errors/describe-value.js';
 import { InvalidOptionsError, isFerryError } from '../errors/ferry-error.js';
 import { MAX_TIMER_MS } from '../time/max-timer.js';
 import { type Backoff, exponentialBackoff } from './backoff.js';
@@ -119,10 +120,14 @@ export class RetryPolicy implements Policy {
   constructor(options: RetryOptions = {}) {
     const { maxAttempts, backoff, shouldRetry, maxDelayMs } = { ...DEFAULT_RETRY, ...options };
     if (!Number.isInteger(maxAttempts) || maxAttempts < 1 || maxAttempts > 100) {
-      throw new InvalidOptionsError(`retry maxAttempts must be an integer in 1..100, not ${maxAttempts}`);
+      throw new InvalidOptionsError(
+        `retry maxAttempts must be an integer in 1..100, not ${describeValue(maxAttempts)}`,
+      );
     }
     if (typeof maxDelayMs !== 'number' || !(maxDelayMs >= 0)) {
-      throw new InvalidOptionsError(`retry maxDelayMs must be a number >= 0, not ${maxDelayMs}`);
+      throw new InvalidOptionsError(
+        `retry maxDelayMs must be a number >= 0, not ${describeValue(maxDelayMs)}`,
+      );
     }
     if (typeof backoff !== 'function' || typeof shouldRetry !== 'function') {
       throw new InvalidOptionsError('retry backoff and shouldRetry must be functions');
@@ -131,7 +136,9 @@ export class RetryPolicy implements Policy {
     // the attempt's error.
     for (const hook of ['onRetry', 'onDeadlineReached', 'onBudgetExhausted', 'onRetryRefused'] as const) {
       if (options[hook] !== undefined && typeof options[hook] !== 'function') {
-        throw new InvalidOptionsError(`retry ${hook} must be a function, not ${String(options[hook])}`);
+        throw new InvalidOptionsError(
+          `retry ${hook} must be a function, not ${describeValue(options[hook])}`,
+        );
       }
     }
     const budget = options.budget as Partial<RetryBudget> | undefined;
@@ -139,7 +146,7 @@ export class RetryPolicy implements Policy {
       budget !== undefined &&
       (typeof budget?.recordRequest !== 'function' || typeof budget.tryRetry !== 'function')
     ) {
-      throw new InvalidOptionsError(`retry budget must be a RetryBudget, not ${String(budget)}`);
+      throw new InvalidOptionsError(`retry budget must be a RetryBudget, not ${describeValue(budget)}`);
     }
     this.#maxAttempts = maxAttempts;
     this.#backoff = backoff;

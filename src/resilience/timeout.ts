@@ -1,3 +1,4 @@
+import { describeValue } from '../errors/describe-value.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import { MAX_TIMER_MS } from '../time/max-timer.js';
 import { type DeadlineContext, invoke } from './compose.js';
@@ -23,7 +24,9 @@ export class TimeoutPolicy implements Policy {
   constructor(options: TimeoutOptions) {
     const ms = options?.ms;
     if (typeof ms !== 'number' || !(ms > 0) || ms > MAX_TIMER_MS) {
-      throw new InvalidOptionsError(`timeout ms must be a number in (0, ${MAX_TIMER_MS}], not ${String(ms)}`);
+      throw new InvalidOptionsError(
+        `timeout ms must be a number in (0, ${MAX_TIMER_MS}], not ${describeValue(ms)}`,
+      );
     }
     this.#ms = ms;
   }

@@ -1,6 +1,7 @@
 import { STATUS_CODES, validateHeaderName, validateHeaderValue } from 'node:http';
 import type { FerryContext } from '../../context/context.js';
 import { describeThrown } from '../../errors/describe-thrown.js';
+import { describeValue } from '../../errors/describe-value.js';
 import { errorGuard, FerryError, InvalidOptionsError, isFerryError } from '../../errors/ferry-error.js';
 import type { StandardSchemaV1 } from '../../validation/standard-schema.js';
 import { toValidationIssues, type ValidationIssue } from '../../validation/validation-issue.js';
@@ -293,7 +294,7 @@ function sendable(response: ProblemResponse): ProblemResponse | Error {
   const { status } = response;
   if (!Number.isInteger(status) || status < 400 || status > 599) {
     return new InvalidOptionsError(
-      `a problem's status must be an integer from 400 to 599, got ${String(status)}`,
+      `a problem's status must be an integer from 400 to 599, got ${describeValue(status)}`,
     );
   }
   let written: unknown;

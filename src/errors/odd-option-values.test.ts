@@ -1,0 +1,95 @@
+import { describe, expect, it } from 'vitest';
+import { createBus } from '../connect/create-bus.js';
+import { ServiceClient } from '../http/client.js';
+import { silentLogger } from '../logging/logger.js';
+import { constantBackoff, exponentialBackoff } from '../resilience/backoff.js';
+import { RetryBudget } from '../resilience/budget.js';
+import { Bulkhead } from '../resilience/bulkhead.js';
+import { CircuitBreaker } from '../resilience/circuit-breaker.js';
+import { RetryPolicy } from '../resilience/retry.js';
+import { TimeoutPolicy } from '../resilience/timeout.js';
+import { isInvalidOptionsError } from './ferry-error.js';
+
+/**
+ * Option values no type allows, as JavaScript callers or parsed settings pass them: an object
+ * without a prototype (from Object.create(null) or some parsers), one whose toString throws, a
+ * symbol. Each must be refused with INVALID_OPTIONS naming the option; describing them in the
+ * message threw a TypeError ("Cannot convert object to primitive value") instead.
+ */
+const odd: [string, unknown][] = [
+  ['an object without a prototype', Object.create(null)],
+  [
+    'an object whose toString throws',
+    {
+      toString: () => {
+        throw new Error('boom');
+      },
+    },
+  ],
+  ['a symbol', Symbol('s')],
+];
+
+const constructors: [string, (value: never) => unknown][] = [
+  ['ServiceClient name', (name) => new ServiceClient('http://127.0.0.1:1', { name })],
+  ['ServiceClient timeout', (timeout) => new ServiceClient('http://127.0.0.1:1', { timeout })],
+  ['ServiceClient connections', (connections) => new ServiceClient('http://127.0.0.1:1', { connections })],
+  [
+    'ServiceClient retry.backoff',
+    (backoff) => new ServiceClient('http://127.0.0.1:1', { retry: { backoff } }),
+  ],
+  ['ServiceClient base URL', (url) => new ServiceClient(url)],
+  ['exponentialBackoff jitter', (jitter) => exponentialBackoff({ jitter })],
+  ['constantBackoff', (delay) => constantBackoff(delay)],
+  ['RetryPolicy maxAttempts', (maxAttempts) => new RetryPolicy({ maxAttempts })],
+  ['RetryPolicy onRetry', (onRetry) => new RetryPolicy({ onRetry })],
+  ['RetryBudget ratio', (ratio) => new RetryBudget({ ratio })],
+  ['Bulkhead maxConcurrent', (maxConcurrent) => new Bulkhead({ maxConcurrent })],
+  ['CircuitBreaker resetTimeoutMs', (resetTimeoutMs) => new CircuitBreaker({ resetTimeoutMs })],
+  ['TimeoutPolicy ms', (ms) => new TimeoutPolicy({ ms })],
+];
+
+describe('odd option values', () => {
+  for (const [option, make] of constructors) {
+    it.each(odd)(`${option}: refuses %s with INVALID_OPTIONS`, (_, value) => {
+      let error: unknown;
+      try {
+        make(value as never);
+      } catch (e) {
+        error = e;
+      }
+      expect(isInvalidOptionsError(error), String((error as Error)?.message)).toBe(true);
+    });
+  }
+
+  it.each(odd)(
+    'createBus closeTimeoutMs and amqp queueType: refuse %s with INVALID_OPTIONS',
+    async (_, value) => {
+      for (const options of [
+        { url: 'memory://', service: 's', logger: silentLogger, closeTimeoutMs: value },
+        { url: 'amqp://127.0.0.1:1', service: 's', logger: silentLogger, amqp: { queueType: value } },
+      ]) {
+        const error = await createBus(options as never).then(
+          async (bus) => {
+            await bus.close();
+            return undefined;
+          },
+          (e: unknown) => e,
+        );
+        expect(isInvalidOptionsError(error), String((error as Error)?.message)).toBe(true);
+      }
+    },
+  );
+
+  it('names a long array by its first items, not all of them', () => {
+    let message = '';
+    try {
+      new ServiceClient('http://127.0.0.1:1', {
+        retry: { statuses: Array.from({ length: 300 }, (_, i) => `x${i}`) as never },
+      });
+    } catch (e) {
+      message = (e as Error).message;
+    }
+    expect(message).toMatch(/^retry\.statuses must be an array of HTTP statuses/);
+    expect(message.length).toBeLessThan(250);
+  });
+});
