@@ -101,6 +101,15 @@ describe('RabbitMQ queue names', () => {
     const tooLong = `order.${'p'.repeat(250)}`;
     const attempt = await b.subscribe(tooLong, () => {}).catch((error: unknown) => error);
     expect(isInvalidTopicError(attempt)).toBe(true);
+    // The dead-letter calls refuse a group subscribe refuses, as in memory (amqplib threw a TypeError
+    // for a queue name past 255 bytes).
+    const longGroup = 'x'.repeat(240);
+    expect(isInvalidTopicError(await b.listDeadLetters({ group: longGroup }).catch((e: unknown) => e))).toBe(
+      true,
+    );
+    expect(
+      isInvalidTopicError(await b.replayDeadLetters({ group: longGroup }).catch((e: unknown) => e)),
+    ).toBe(true);
     expect((await queueNames(v.url)).sort()).toEqual(before.sort());
   });
 

@@ -18,7 +18,7 @@ import { assertAmqpUrl } from './amqp-url.js';
 import { encodeEnvelope } from './codec.js';
 import { classifyConnectionError } from './connection-refusal.js';
 import { AmqpConsumer } from './consumer.js';
-import { deadLetterTurn, listDeadLetters, replayDeadLetters } from './dead-letters.js';
+import { deadLetterTurn, listDeadLetters, type ReplayProgress, replayDeadLetters } from './dead-letters.js';
 import { isInequivalentExchangeError } from './inequivalent-exchange-error.js';
 import { isInequivalentQueueError } from './inequivalent-queue-error.js';
 import { MessageTooLargeError } from './message-too-large-error.js';
@@ -344,11 +344,14 @@ export class AmqpTransport implements Transport {
   replayDeadLetters(group: string, options: ReplayOptions): Promise<number> {
     return deadLetterTurn(this.#brokerKey(), group, async () => {
       const connection = await this.#readyConnection();
-      const progress = { replayed: 0 };
+      const progress: ReplayProgress = { replayed: 0, sending: false };
       try {
         return await replayDeadLetters(connection, this.#publisher, group, options, this.#logger, progress);
       } catch (error) {
-        const what = `replaying the dead letters of ${group} (${progress.replayed} replayed)`;
+        const inFlight = progress.sending
+          ? ', and the letter being sent back may have gone out too, although it is still listed'
+          : '';
+        const what = `replaying the dead letters of ${group} (${progress.replayed} replayed${inFlight})`;
         throw this.#cutShort(error, connection, what);
       }
     });

@@ -129,14 +129,22 @@ export async function listDeadLetters(
 /** Most dead letters a listing or replay fetches to hand them back in order (a larger queue rotates). */
 const MAX_ROTATION = 10_000;
 
+/** How far a replay got, for the error of one the loss of its channel cuts short. */
+export interface ReplayProgress {
+  /** Letters sent back, confirmed by the broker and removed from the dead-letter queue. */
+  replayed: number;
+  /** A letter is being sent back: it may have gone out although the cut keeps it listed. */
+  sending: boolean;
+}
+
 /**
  * Sends selected dead letters back to the queue of the subscription that gave up on them, attempt
  * count reset. Each is removed from the dead-letter queue only after the broker confirmed the copy.
  * Scans at most the messages present at the start, so letters that fail again are not replayed twice.
  * The letters it fetched and left are back in the queue, in their order, when it resolves: once it
  * leaves one, it fetches the rest of the queue (up to {@link MAX_ROTATION}) to hand it all back in
- * order, as a listing does. `progress.replayed` counts the letters replayed so far, for a caller
- * whose replay the loss of the channel cuts short.
+ * order, as a listing does. `progress` says how far it got, for a caller whose replay the loss of
+ * the channel cuts short.
  */
 export async function replayDeadLetters(
   connection: ChannelModel,
@@ -144,7 +152,7 @@ export async function replayDeadLetters(
   group: string,
   options: ReplayOptions,
   logger: Logger,
-  progress: { replayed: number } = { replayed: 0 },
+  progress: ReplayProgress = { replayed: 0, sending: false },
 ): Promise<number> {
   const queue = deadLetterQueueName(group);
   const present = await depth(connection, queue);
@@ -162,12 +170,17 @@ export async function replayDeadLetters(
       const id = text(message.properties.headers?.[DEAD_LETTER_HEADER.id]) ?? '';
       if (!searching || (wanted !== undefined && !wanted.has(id))) {
         left.push(message);
-      } else if (await replayOne(publisher, queue, message, id, logger)) {
-        channel.ack(message);
-        wanted?.delete(id);
-        replayed++;
-        progress.replayed = replayed;
       } else {
+        progress.sending = true;
+        if (await replayOne(publisher, queue, message, id, logger)) {
+          channel.ack(message);
+          wanted?.delete(id);
+          replayed++;
+          progress.replayed = replayed;
+          progress.sending = false;
+          continue;
+        }
+        progress.sending = false;
         left.push(message);
       }
     }

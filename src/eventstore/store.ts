@@ -1,5 +1,6 @@
 import { describeValue } from '../errors/describe-value.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
+import { assertOptionsObject } from '../errors/options-object.js';
 import type { Inbox } from '../inbox/inbox.js';
 import type { DurableInboxOptions } from '../inbox/lease.js';
 import { type Logger, stderrLogger } from '../logging/logger.js';
@@ -315,13 +316,4 @@ export interface CloseDependent {
   /** Why the store may not close now (`undefined`: it may). */
   refuseClose(): Error | undefined;
   close(): Promise<void>;
-}
-
-/** Options given as `null`, an array or a primitive: said plainly, not a TypeError from deep inside. */
-function assertOptionsObject(call: string, options: unknown): void {
-  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
-    throw new InvalidOptionsError(
-      `${call} options must be an object (or left out), not ${describeValue(options)}`,
-    );
-  }
 }

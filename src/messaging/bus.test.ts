@@ -232,6 +232,34 @@ describe('subscribe', () => {
       isInvalidTopicError(await rejection(bus.subscribe('order.*', () => {}, { group: 'audit:eu' }))),
     ).toBe(true);
   });
+
+  it('refuses in the dead-letter calls the groups subscribe refuses (INVALID_TOPIC), rather than list none', async () => {
+    const bus = await open();
+    for (const group of ['audit:eu', 'x'.repeat(101), 'x'.repeat(240), '']) {
+      expect(isInvalidTopicError(await rejection(bus.listDeadLetters({ group }))), group).toBe(true);
+      expect(isInvalidTopicError(await rejection(bus.replayDeadLetters({ group }))), group).toBe(true);
+    }
+    expect(await bus.listDeadLetters({ group: 'x'.repeat(100) })).toEqual([]);
+  });
+
+  it('refuses options that are not an object, and middleware that is not a list of functions, with INVALID_OPTIONS', async () => {
+    const bus = await open();
+    const refusals = [
+      bus.publish('order.created', {}, null as never),
+      bus.publish('order.created', {}, 'urgent' as never),
+      bus.subscribe('order.*', () => {}, null as never),
+      bus.subscribe('order.*', () => {}, { middleware: 'x' as never }),
+      bus.subscribe('order.*', () => {}, { middleware: [undefined] as never }),
+      bus.deleteSubscription('order.*', null as never),
+      bus.listDeadLetters(null as never),
+      bus.replayDeadLetters([] as never),
+      createBus({ url: 'memory://', service: 'svc', logger: silentLogger, middleware: (() => {}) as never }),
+    ];
+    for (const [i, refusal] of refusals.entries()) {
+      const error = await rejection(refusal);
+      expect(isInvalidOptionsError(error), `${i}: ${String(error)}`).toBe(true);
+    }
+  });
 });
 
 describe('context', () => {

@@ -1,6 +1,7 @@
 import { currentContext, type FerryContext, runWithContext } from '../context/context.js';
 import { describeValue } from '../errors/describe-value.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
+import { assertFunctionList, assertOptionsObject } from '../errors/options-object.js';
 import type { Inbox } from '../inbox/inbox.js';
 import { type Logger, stderrLogger } from '../logging/logger.js';
 import {
@@ -243,6 +244,7 @@ export class Bus<C extends Contracts = NoContracts> {
     this.service = options.service;
     this.transport = transport;
     this.#contracts = new Map(Object.entries(options.contracts ?? {}) as [string, StandardSchemaV1][]);
+    assertFunctionList('middleware', options.middleware);
     this.#middleware = [...(options.inbox ? [idempotent(options.inbox)] : []), ...(options.middleware ?? [])];
     this.#defaults = { ...DEFAULT_SUBSCRIPTION_OPTIONS, ...options.subscriptionDefaults };
     // Checked now: a bad default would otherwise refuse every later subscribe.
@@ -266,6 +268,7 @@ export class Bus<C extends Contracts = NoContracts> {
     if (this.#publishingClosed) return Promise.reject(new BusClosedError());
     try {
       assertMessageType(type);
+      assertOptionsObject('publish', options);
       const schema = this.#contracts.size === 0 ? undefined : this.#contracts.get(type);
       if (schema !== undefined) {
         const checked = validate(schema, type, data);
@@ -296,6 +299,7 @@ export class Bus<C extends Contracts = NoContracts> {
     options?: PublishOptions,
   ): Promise<Envelope> {
     assertMessageType(type);
+    assertOptionsObject('publish', options);
     const schema = this.#contracts.size === 0 ? undefined : this.#contracts.get(type);
     if (schema !== undefined) {
       await validate(schema, type, data);
@@ -383,6 +387,8 @@ export class Bus<C extends Contracts = NoContracts> {
     options: SubscribeOptions & { readonly unitOfWork?: HandlerUnitOfWork<unknown> } = {},
   ): Promise<Subscription> {
     if (this.#closing !== undefined) throw new BusClosedError();
+    assertOptionsObject('subscribe', options);
+    assertFunctionList('middleware', options.middleware);
     const spec = this.#spec(pattern, options);
     const { group } = spec;
     const timeoutMs = options.handlerTimeoutMs ?? this.#defaults.handlerTimeoutMs;
@@ -473,6 +479,7 @@ export class Bus<C extends Contracts = NoContracts> {
     options: Pick<SubscribeOptions, 'group' | 'maxAttempts' | 'backoff'> = {},
   ): Promise<number> {
     if (this.#closing !== undefined) throw new BusClosedError();
+    assertOptionsObject('deleteSubscription', options);
     return this.transport.deleteSubscription(this.#spec(pattern, options));
   }
 
@@ -605,6 +612,14 @@ export class Bus<C extends Contracts = NoContracts> {
     options: { readonly group?: string | undefined; readonly limit?: number | undefined } = {},
   ): Promise<DeadLetter[]> {
     if (this.#closing !== undefined) return Promise.reject(new BusClosedError());
+    try {
+      assertOptionsObject('listDeadLetters', options);
+      // A group subscribe refuses has no dead letters: said so, not an empty listing (in memory) or
+      // the driver's TypeError (RabbitMQ).
+      if (options.group !== undefined) assertGroup(options.group);
+    } catch (error) {
+      return Promise.reject(error);
+    }
     const limit = options.limit ?? 100;
     if (!Number.isInteger(limit) || limit < 1 || limit > MAX_DEAD_LETTER_LISTING) {
       return Promise.reject(
@@ -641,6 +656,12 @@ export class Bus<C extends Contracts = NoContracts> {
     } = {},
   ): Promise<number> {
     if (this.#closing !== undefined) return Promise.reject(new BusClosedError());
+    try {
+      assertOptionsObject('replayDeadLetters', options);
+      if (options.group !== undefined) assertGroup(options.group);
+    } catch (error) {
+      return Promise.reject(error);
+    }
     const { group, ...rest } = options;
     // A limit of 0, -1 or NaN replayed nothing and said nothing; 1.5 was taken as it came.
     if (rest.limit !== undefined && !(Number.isSafeInteger(rest.limit) && rest.limit >= 1)) {

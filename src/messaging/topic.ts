@@ -1,3 +1,4 @@
+import { describeValue } from '../errors/describe-value.js';
 import { InvalidTopicError } from './errors.js';
 import { isWellFormed } from './well-formed.js';
 
@@ -24,7 +25,8 @@ const validTypes = new Set<string>();
  */
 export function assertMessageType(type: string): void {
   if (validTypes.has(type)) return;
-  if (typeof type !== 'string') throw new InvalidTopicError(String(type), 'a message type must be a string');
+  if (typeof type !== 'string')
+    throw new InvalidTopicError(describeValue(type), 'a message type must be a string');
   checkLength(type);
   for (const word of type.split('.')) {
     if (!WORD.test(word)) {
@@ -39,7 +41,8 @@ export function assertMessageType(type: string): void {
 
 /** Throws unless `pattern` is a valid subscription pattern (words, `*` or `#`, dot-separated). */
 export function assertPattern(pattern: string): void {
-  if (typeof pattern !== 'string') throw new InvalidTopicError(String(pattern), 'a pattern must be a string');
+  if (typeof pattern !== 'string')
+    throw new InvalidTopicError(describeValue(pattern), 'a pattern must be a string');
   checkLength(pattern);
   for (const word of pattern.split('.')) {
     if (word !== '*' && word !== '#' && !WORD.test(word)) {
@@ -85,7 +88,7 @@ const GROUP = /^[A-Za-z0-9_-]{1,100}$/;
 export function assertGroup(group: string): void {
   if (typeof group !== 'string' || !GROUP.test(group)) {
     throw new InvalidTopicError(
-      String(group),
+      typeof group === 'string' ? group : describeValue(group),
       'a group (and a service name) is 1-100 letters, digits, "_" or "-"',
     );
   }

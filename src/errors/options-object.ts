@@ -1,0 +1,29 @@
+import { describeValue } from './describe-value.js';
+import { InvalidOptionsError } from './ferry-error.js';
+
+/**
+ * Options given as `null`, an array or a primitive: said plainly (`INVALID_OPTIONS`, naming the
+ * call), not a TypeError from deep inside. `undefined` passes: the call's defaults apply.
+ */
+export function assertOptionsObject(call: string, options: unknown): void {
+  if (options === undefined) return;
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+    throw new InvalidOptionsError(
+      `${call} options must be an object (or left out), not ${describeValue(options)}`,
+    );
+  }
+}
+
+/** An optional list of functions (middleware, hooks): `undefined` passes. @throws InvalidOptionsError */
+export function assertFunctionList(name: string, list: unknown): void {
+  if (list === undefined) return;
+  if (!Array.isArray(list)) {
+    throw new InvalidOptionsError(`${name} must be an array of functions, not ${describeValue(list)}`);
+  }
+  // A loop, not every(): every() skips the holes of a sparse array.
+  for (let i = 0; i < list.length; i++) {
+    if (typeof list[i] !== 'function') {
+      throw new InvalidOptionsError(`${name}[${i}] must be a function, not ${describeValue(list[i])}`);
+    }
+  }
+}
