@@ -1,6 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import { describeValue } from './describe-value.js';
 
+/** [1, <hole>, 3] */
+function holey(): unknown[] {
+  const array = [1, 2, 3];
+  delete array[1];
+  return array;
+}
+
 describe('describeValue', () => {
   it.each([
     ['a string, quoted', 'x', '"x"'],
@@ -12,7 +19,7 @@ describe('describeValue', () => {
     ['null', null, 'null'],
     ['undefined', undefined, 'undefined'],
     ['an array, with its items', [200, 'x', null], '[200, "x", null]'],
-    ['a hole in an array', [1, , 3], '[1, empty, 3]'],
+    ['a hole in an array', holey(), '[1, empty, 3]'],
     ['an array in an array, by kind', [[1]], '[an array]'],
     ['an object', { password: 'secret' }, 'an object'],
     ['an object without a prototype', Object.create(null), 'an object'],
