@@ -28,6 +28,8 @@ async function publishRaw(wire: WireMessage): Promise<void> {
   if (wire.messageId !== undefined) options.messageId = wire.messageId;
   if (wire.timestamp !== undefined) options.timestamp = wire.timestamp;
   if (wire.contentType !== undefined) options.contentType = wire.contentType;
+  if (wire.correlationId !== undefined) options.correlationId = wire.correlationId;
+  if (wire.appId !== undefined) options.appId = wire.appId;
   if (wire.headers !== undefined) options.headers = wire.headers;
   channel.publish('ferry.events', wire.routingKey, Buffer.from(wire.body), options);
   await channel.waitForConfirms();

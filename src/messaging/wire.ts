@@ -122,6 +122,15 @@ function timeHeader(
 }
 
 /** `text` in quotes, cut to 64 characters: for a reason that names a bad value. */
+/** Which of the message's id, correlation id, causation id and type holds NUL, if one does. */
+function withNul(wire: WireMessage, headers: WireMessage['headers']): string | undefined {
+  if (wire.messageId?.includes('\u0000')) return 'message id';
+  if (wire.correlationId?.includes('\u0000')) return 'correlation id';
+  if (str(headers?.[HEADER.causationid])?.includes('\u0000')) return 'causation id';
+  if (typeOf(wire).includes('\u0000')) return 'message type';
+  return undefined;
+}
+
 function quoted(text: string): string {
   return JSON.stringify(text.length > 64 ? `${text.slice(0, 64)}…` : text);
 }
@@ -153,6 +162,11 @@ export function decodeWireMessage(wire: WireMessage, clock: Clock = systemClock)
   if (time instanceof Refusal) return { ok: false, attempt, reason: time.reason };
   const expiresat = timeHeader(headers, HEADER.expiresat);
   if (expiresat instanceof Refusal) return { ok: false, attempt, reason: expiresat.reason };
+  // What publishing refuses (PostgreSQL text, where the inbox and the outbox keep ids and types,
+  // holds no NUL): a plain producer's message with it would fail every attempt on a PostgreSQL inbox.
+  const nul = withNul(wire, headers);
+  if (nul !== undefined)
+    return { ok: false, attempt, reason: `the ${nul} holds NUL, which Ferry's stores cannot keep` };
   const id = wire.messageId || newMessageId(clock.now());
   const envelope: { -readonly [P in keyof Envelope]: Envelope[P] } = {
     specversion: '1.0',

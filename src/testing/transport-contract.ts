@@ -671,6 +671,40 @@ export function testTransport(name: string, harness: TransportHarness, features:
       expect(handled.sort()).toEqual(['good', 'renamed']);
     });
 
+    it('dead-letters at once a raw message whose id, correlation id or causation id holds NUL, as publishing refuses them', async () => {
+      // PostgreSQL text holds no NUL: on a PostgreSQL inbox such a message failed every attempt with
+      // the database's "invalid byte sequence", then went to the dead letters as a handler error.
+      const p = unique();
+      const b = await bus(`svc-${p}`);
+      const type = `${p}.raw`;
+      const handled: string[] = [];
+      let runs = 0;
+      await b.subscribe(type, async (m) => {
+        runs++;
+        handled.push(m.id);
+      });
+      const body = Buffer.from('{}');
+      await harness.publishRaw({ routingKey: type, body, messageId: 'nul\u0000id' });
+      await harness.publishRaw({ routingKey: type, body, messageId: 'nul-corr', correlationId: 'c\u0000' });
+      await harness.publishRaw({
+        routingKey: type,
+        body,
+        messageId: 'nul-cause',
+        headers: { 'cloudEvents:causationid': 'x\u0000y' },
+      });
+      await harness.publishRaw({ routingKey: type, body, messageId: 'good' });
+      await waitFor(async () => (await b.listDeadLetters()).length === 3, 'three dead letters');
+      const dead = await b.listDeadLetters();
+      expect(dead.map((d) => [d.reason.kind, d.reason.message, d.attempts])).toEqual([
+        ['malformed', "the message id holds NUL, which Ferry's stores cannot keep", 1],
+        ['malformed', "the correlation id holds NUL, which Ferry's stores cannot keep", 1],
+        ['malformed', "the causation id holds NUL, which Ferry's stores cannot keep", 1],
+      ]);
+      await waitFor(() => handled.length === 1, 'the valid message');
+      expect(handled).toEqual(['good']);
+      expect(runs).toBe(1);
+    });
+
     it('wraps messages of plain producers into envelopes', async () => {
       const p = unique();
       const b = await bus(`svc-${p}`);
