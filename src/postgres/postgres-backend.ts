@@ -151,12 +151,33 @@ const PARKED_EVENT_COLUMNS = EVENT_COLUMNS.split(', ')
 const INT8_OID = 20;
 const TIMESTAMPTZ_OID = 1184;
 
-/** `2026-11-30 10:12:13.123456+00` (UTC session) to `2026-11-30T10:12:13.123Z`. */
-export function utcTextToIso(text: string): string {
-  const match = /^(\d{4,}-\d\d-\d\d) (\d\d:\d\d:\d\d)(?:\.(\d{1,6}))?\+00$/.exec(text);
-  if (match === null) return new Date(text).toISOString();
-  return `${match[1]}T${match[2]}.${(match[3] ?? '').padEnd(3, '0').slice(0, 3)}Z`;
+/**
+ * PostgreSQL's `timestamptz` text in a UTC session as an RFC 3339 time in UTC, never throwing:
+ * `2026-11-30 10:12:13.123456+00` to `2026-11-30T10:12:13.123Z` with `digits` 3 (milliseconds, as
+ * the other stores give event times), or to `…13.123456Z` with 6 (all PostgreSQL keeps: the
+ * service's own SQL); at least three fraction digits either way. `infinity` and `-infinity` as
+ * PostgreSQL writes them; a BC date or a year past 9999 with ISO 8601's expanded year
+ * (`-000043-03-15T…`, year 0 being 1 BC). Text in another time zone (a session the caller's SQL
+ * set) is read as Date reads it, and text nothing reads is returned as it is.
+ */
+export function utcTextToIso(text: string, digits: 3 | 6 = 3): string {
+  if (text === 'infinity' || text === '-infinity') return text;
+  const match = /^(\d{4,})-(\d\d-\d\d) (\d\d:\d\d:\d\d)(?:\.(\d{1,6}))?\+00( BC)?$/.exec(text);
+  if (match === null) {
+    const ms = Date.parse(text);
+    return Number.isNaN(ms) ? text : new Date(ms).toISOString();
+  }
+  const fraction = (match[4] ?? '').padEnd(3, '0').slice(0, digits);
+  const year = match[5] === undefined ? Number(match[1]) : 1 - Number(match[1]);
+  const isoYear =
+    year >= 0 && year <= 9999
+      ? String(year).padStart(4, '0')
+      : `${year < 0 ? '-' : '+'}${String(Math.abs(year)).padStart(6, '0')}`;
+  return `${isoYear}-${match[2]}T${match[3]}.${fraction}Z`;
 }
+
+/** {@link utcTextToIso} with every digit PostgreSQL keeps, for the service's own SQL. */
+const utcTextToIsoMicros = (text: string): string => utcTextToIso(text, 6);
 
 function toEvent(row: EventRow): RecordedEvent {
   return {
@@ -261,7 +282,7 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
         oid === INT8_OID
           ? (value: string) => BigInt(value)
           : oid === TIMESTAMPTZ_OID
-            ? utcTextToIso
+            ? (value: string) => utcTextToIso(value)
             : pg.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
     };
     // The service's own SQL (`work.query`) gets int8 as the application's pg gives it (a string
@@ -271,7 +292,9 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
       getTypeParser: ((oid: number, format?: string) =>
         oid === INT8_OID
           ? pg.types.getTypeParser(oid, format as 'text')
-          : poolTypes.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
+          : oid === TIMESTAMPTZ_OID
+            ? utcTextToIsoMicros
+            : poolTypes.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
     };
     const pool = new pg.Pool({
       connectionString: this.#url,

@@ -98,4 +98,29 @@ describe('PostgreSQL work.query rows', () => {
     expect(typeof appended.position).toBe('bigint');
     expect(typeof (await store.readStream('s'))[0]!.position).toBe('bigint');
   });
+
+  it('reads every timestamptz PostgreSQL holds: microseconds kept, infinity, BC dates and years past 9999', async () => {
+    // A row holding 'infinity' (a valid_until without end) failed the whole query with a RangeError,
+    // and microseconds were cut to milliseconds.
+    const { outbox } = await setup();
+    const rows = await outbox.unitOfWork((work) =>
+      work.query(
+        `SELECT t FROM (VALUES (1, '2026-01-02 03:04:05.678912+00'::timestamptz), (2, 'infinity'), (3, '-infinity'),
+           (4, '0044-03-15 12:00:00+00 BC'), (5, '12345-06-07 08:09:10.5+00'), (6, '2026-01-02 03:04:05+00')) AS v(n, t)
+         ORDER BY n`,
+      ),
+    );
+    const times = rows.map((r) => r.t);
+    expect(times).toEqual([
+      '2026-01-02T03:04:05.678912Z',
+      'infinity',
+      '-infinity',
+      '-000043-03-15T12:00:00.000Z',
+      '+012345-06-07T08:09:10.500Z',
+      '2026-01-02T03:04:05.000Z',
+    ]);
+    // Each finite one is the instant PostgreSQL holds, as Date reads it.
+    expect(new Date(times[3] as string).getUTCFullYear()).toBe(-43);
+    expect(new Date(times[4] as string).getUTCFullYear()).toBe(12345);
+  });
 });

@@ -8,6 +8,21 @@ describe('utcTextToIso', () => {
     expect(utcTextToIso('2026-11-30 10:12:13+00')).toBe('2026-11-30T10:12:13.000Z');
   });
 
+  it('keeps microseconds when asked for six digits, and at least three digits', () => {
+    expect(utcTextToIso('2026-11-30 10:12:13.123456+00', 6)).toBe('2026-11-30T10:12:13.123456Z');
+    expect(utcTextToIso('2026-11-30 10:12:13.1+00', 6)).toBe('2026-11-30T10:12:13.100Z');
+    expect(utcTextToIso('2026-11-30 10:12:13.1234+00', 6)).toBe('2026-11-30T10:12:13.1234Z');
+  });
+
+  it('gives infinity as it is, BC dates and years past 9999 as ISO expanded years, and never throws', () => {
+    expect(utcTextToIso('infinity')).toBe('infinity');
+    expect(utcTextToIso('-infinity')).toBe('-infinity');
+    expect(utcTextToIso('0001-01-01 00:00:00+00 BC')).toBe('0000-01-01T00:00:00.000Z');
+    expect(utcTextToIso('4713-01-01 00:00:00+00 BC')).toBe('-004712-01-01T00:00:00.000Z');
+    expect(utcTextToIso('294276-12-31 23:59:59.999999+00')).toBe('+294276-12-31T23:59:59.999Z');
+    expect(utcTextToIso('not a time')).toBe('not a time');
+  });
+
   it('falls back to Date parsing for anything else', () => {
     expect(utcTextToIso('2026-11-30 11:12:13.5+01')).toBe('2026-11-30T10:12:13.500Z');
   });
