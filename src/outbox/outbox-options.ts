@@ -93,8 +93,25 @@ export function checkLimit(limit: number): void {
   }
 }
 
-export function checkIds(ids: readonly string[]): void {
-  if (!Array.isArray(ids) || ids.some((id) => typeof id !== 'string')) {
-    throw new InvalidOptionsError('ids must be an array of message ids');
+/**
+ * The message ids of `ids` a store can hold: an array of strings (`INVALID_OPTIONS` naming `call`
+ * otherwise, holes of a sparse array included), without those holding NUL. No message has such an
+ * id (publishing refuses it) and PostgreSQL text cannot hold one, so they name nothing, alike on
+ * every store.
+ */
+export function lookupIds(call: string, ids: readonly string[]): string[] {
+  if (!Array.isArray(ids)) throw new InvalidOptionsError(`${call} takes an array of message ids`);
+  const kept: string[] = [];
+  // A loop, not some(): some() skips the holes of a sparse array.
+  for (let i = 0; i < ids.length; i++) {
+    const id = ids[i];
+    if (typeof id !== 'string') throw new InvalidOptionsError(`${call} takes an array of message ids`);
+    if (!id.includes('\u0000')) kept.push(id);
   }
+  return kept;
+}
+
+/** An id or key holding NUL names nothing: no store holds one (see {@link lookupIds}). */
+export function namesNothing(key: string): boolean {
+  return key.includes('\u0000');
 }

@@ -1,3 +1,4 @@
+import { describeValue } from '../errors/describe-value.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import { positiveIntegerOption } from '../errors/integer-option.js';
 import { EventStoreClosedError } from '../eventstore/errors.js';
@@ -30,9 +31,10 @@ import { doomedBy, guarded, lostRace } from './guarded-transaction.js';
 import { InFlight } from './in-flight.js';
 import { MemoryOutboxStorage } from './memory-outbox-storage.js';
 import {
-  checkIds,
   checkLimit,
   DEFAULT_OUTBOX_OPTIONS,
+  lookupIds,
+  namesNothing,
   type OutboxOptions,
   relayOptions,
 } from './outbox-options.js';
@@ -407,8 +409,7 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
   /** Sends failed messages again (as new: attempts from 0). Resolves how many were failed and are now pending. */
   async redrive(ids: readonly string[]): Promise<number> {
     this.#assertOpen();
-    checkIds(ids);
-    const count = await this.storage.redrive(ids, this.clock.now());
+    const count = await this.storage.redrive(lookupIds('redrive', ids), this.clock.now());
     if (count > 0) this.#relay?.notify();
     return count;
   }
@@ -416,8 +417,7 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
   /** Deletes failed messages for good (logged), letting the messages of their keys behind them go. */
   async discard(ids: readonly string[]): Promise<number> {
     this.#assertOpen();
-    checkIds(ids);
-    const count = await this.storage.discard(ids);
+    const count = await this.storage.discard(lookupIds('discard', ids));
     if (count > 0) {
       this.#logger.warn(`outbox: discarded ${count} failed message(s): ${ids.join(', ')}`);
       this.#relay?.notify();
@@ -432,7 +432,12 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
     this.#assertStoreOpen();
     const limit = options.limit ?? 100;
     checkLimit(limit);
-    const rows = await this.storage.scheduled(this.clock.now(), limit, options.key);
+    const key = options.key;
+    if (key !== undefined && typeof key !== 'string') {
+      throw new InvalidOptionsError(`scheduled key must be a string, not ${describeValue(key)}`);
+    }
+    if (key !== undefined && namesNothing(key)) return [];
+    const rows = await this.storage.scheduled(this.clock.now(), limit, key);
     return rows.map((row) => {
       const envelope = parseEnvelope(row);
       return { id: row.id, key: row.key, type: envelope.type, dueAt: new Date(row.dueAt), envelope };

@@ -12,6 +12,7 @@ import type { Bus, PublishOptions } from '../messaging/bus.js';
 import type { Contracts, DataIn, NoContracts, TypeOf } from '../messaging/contracts.js';
 import type { Clock } from '../time/clock.js';
 import { MAX_TIMER_MS } from '../time/max-timer.js';
+import { lookupIds } from './outbox-options.js';
 import { outboxRow } from './outbox-row.js';
 import type { StorageTransaction } from './storage.js';
 
@@ -217,10 +218,7 @@ export class UnitOfWork<C extends Contracts = NoContracts> {
    */
   async cancel(ids: readonly string[]): Promise<string[]> {
     this.#assertOpen();
-    if (!Array.isArray(ids) || ids.some((id) => typeof id !== 'string')) {
-      throw new InvalidOptionsError('cancel takes an array of message ids');
-    }
-    return this.tx.cancel(ids, this.#clock.now());
+    return this.tx.cancel(lookupIds('cancel', ids), this.#clock.now());
   }
 
   async #enqueue(type: string, data: unknown, options: OutboxPublishOptions, dueAt: number): Promise<string> {

@@ -136,3 +136,21 @@ it('sustained contention on one instance (two processes, ten handlers each, defa
   await waitFor(() => marked.length >= count, 'every message published', 30_000);
   expect([...marked].sort((a, b) => a - b)).toEqual(everyOne);
 }, 90_000);
+
+it('finds no instance by an id holding NUL, as on the other stores (PostgreSQL text cannot hold one)', async () => {
+  // running.get rejected with PostgreSQL's raw "invalid byte sequence"; memory and SQLite found none.
+  const schema = testSchemaName('saga');
+  schemas.push(schema);
+  const bus = await createBus({
+    url: `memory://saga-pg-${uuidv7()}`,
+    service: 'tally',
+    logger: silentLogger,
+    contracts: tallyContracts,
+  });
+  closers.push(() => bus.close());
+  const outbox = await createOutbox({ store: await open(schema), bus, logger: silentLogger });
+  closers.push(() => outbox.close());
+  const saga = await startSaga(tallySaga, { outbox, logger: silentLogger });
+  closers.push(() => saga.close());
+  expect(await saga.get('t\u0000')).toBeUndefined();
+});

@@ -5,6 +5,7 @@ import type { Contracts, TypeOf } from '../messaging/contracts.js';
 import type { Message } from '../messaging/envelope.js';
 import type { HandlerUnitOfWork } from '../messaging/transactional.js';
 import type { Outbox } from '../outbox/outbox.js';
+import { namesNothing } from '../outbox/outbox-options.js';
 import type { SagaRow, SagaStatus } from '../outbox/storage.js';
 import type { UnitOfWork } from '../outbox/unit-of-work.js';
 import { applySagaMessage, outboxMessageCheck } from './apply-message.js';
@@ -152,6 +153,8 @@ export async function startSaga<
       return rows.map((row) => instanceOf<S, D>(row));
     },
     async get(id) {
+      // No instance has such an id (starting one refuses it), and PostgreSQL text cannot hold it.
+      if (typeof id === 'string' && namesNothing(id)) return undefined;
       const row = await storage.transaction((tx) => tx.loadSaga(definition.name, id));
       return row === undefined ? undefined : instanceOf<S, D>(row);
     },

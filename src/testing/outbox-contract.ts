@@ -717,6 +717,28 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
         expect(await outbox.backlog()).toMatchObject({ pending: 0, failed: 0, scheduled: 0 });
       });
 
+      it('finds nothing by an id or key holding NUL, alike on every store: no message has one', async () => {
+        // PostgreSQL rejected these lookups with its raw "invalid byte sequence" (and a unit of work
+        // cancelling such an id was lost), where memory and SQLite found nothing.
+        const { store, outbox } = await setup();
+        const ids = ['a\u0000b'];
+        expect(await outbox.redrive(ids)).toBe(0);
+        expect(await outbox.discard(ids)).toBe(0);
+        expect(await outbox.scheduled({ key: 'a\u0000b' })).toEqual([]);
+        const cancelled = await outbox.unitOfWork(async (work) => {
+          await work.append('order-nul-lookup', [{ type: 'OrderPlaced', data: {} }]);
+          return work.cancel(ids);
+        });
+        expect(cancelled).toEqual([]);
+        expect((await store.readStream('order-nul-lookup')).map((e) => e.type)).toEqual(['OrderPlaced']);
+        await expect(outbox.redrive([undefined] as never)).rejects.toMatchObject({ code: 'INVALID_OPTIONS' });
+        // biome-ignore lint/suspicious/noSparseArray: the hole is the point
+        await expect(outbox.discard([, 'x'] as never)).rejects.toMatchObject({ code: 'INVALID_OPTIONS' });
+        await expect(outbox.scheduled({ key: 5 as never })).rejects.toMatchObject({
+          code: 'INVALID_OPTIONS',
+        });
+      });
+
       it('refuses a message id the outbox holds with DUPLICATE_MESSAGE_ID, keeping nothing; accepts it again once sent', async () => {
         const { store, outbox, received } = await setup();
         const id = uuidv7();
