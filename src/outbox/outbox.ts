@@ -447,7 +447,9 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
   /**
    * Resolves once this process's relay has found nothing due: every message committed before the call
    * and due is published, set aside as failed, or waiting for a retry after a refusal (retry delays
-   * are not waited out: see `backlog().pending`). For tests and orderly shutdown; resolves at once
+   * are not waited out: see `backlog().pending`), or leased by another process's relay (or behind
+   * one of its key that is: that relay publishes it, or this one once the lease ends; also counted
+   * in `backlog().pending`). For tests and orderly shutdown; resolves at once
    * without a relay. Published is published: a message held until its consumers settle it (memory
    * transport, see `backlog().awaitingSettlement`) is not waited for.
    */
