@@ -32,9 +32,8 @@ async function open(schema: string): Promise<EventStore> {
   return store;
 }
 
-it('two processes on one PostgreSQL database apply every message of one instance: conflicts are retried, none lost', async () => {
-  const schema = testSchemaName('saga');
-  schemas.push(schema);
+/** A memory bus for the tally saga, closed after the test. */
+async function tallyBus() {
   const bus = await createBus({
     url: `memory://saga-pg-${uuidv7()}`,
     service: 'tally',
@@ -42,6 +41,13 @@ it('two processes on one PostgreSQL database apply every message of one instance
     contracts: tallyContracts,
   });
   closers.push(() => bus.close());
+  return bus;
+}
+
+it('two processes on one PostgreSQL database apply every message of one instance: conflicts are retried, none lost', async () => {
+  const schema = testSchemaName('saga');
+  schemas.push(schema);
+  const bus = await tallyBus();
   const running = [];
   for (let i = 0; i < 2; i++) {
     const outbox = await createOutbox({
@@ -141,13 +147,7 @@ it('finds no instance by an id holding NUL, as on the other stores (PostgreSQL t
   // running.get rejected with PostgreSQL's raw "invalid byte sequence"; memory and SQLite found none.
   const schema = testSchemaName('saga');
   schemas.push(schema);
-  const bus = await createBus({
-    url: `memory://saga-pg-${uuidv7()}`,
-    service: 'tally',
-    logger: silentLogger,
-    contracts: tallyContracts,
-  });
-  closers.push(() => bus.close());
+  const bus = await tallyBus();
   const outbox = await createOutbox({ store: await open(schema), bus, logger: silentLogger });
   closers.push(() => outbox.close());
   const saga = await startSaga(tallySaga, { outbox, logger: silentLogger });
