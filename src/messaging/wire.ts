@@ -121,7 +121,6 @@ function timeHeader(
   return text;
 }
 
-/** `text` in quotes, cut to 64 characters: for a reason that names a bad value. */
 /** Which of the message's id, correlation id, causation id and type holds NUL, if one does. */
 function withNul(wire: WireMessage, headers: WireMessage['headers']): string | undefined {
   if (wire.messageId?.includes('\u0000')) return 'message id';
@@ -131,6 +130,7 @@ function withNul(wire: WireMessage, headers: WireMessage['headers']): string | u
   return undefined;
 }
 
+/** `text` in quotes, cut to 64 characters: for a reason that names a bad value. */
 function quoted(text: string): string {
   return JSON.stringify(text.length > 64 ? `${text.slice(0, 64)}…` : text);
 }
