@@ -120,6 +120,20 @@ describe('createEventStore', () => {
     }
   });
 
+  it('refuses an option it does not read, naming it, before opening anything: a misspelt or misplaced one was dropped without a word', async () => {
+    const path = join(dir, 'unknown-option.db');
+    for (const [options, named] of [
+      [{ url: `sqlite:${path}`, sqlite: { busyTimeoutMs: 100 } }, '"sqlite"'],
+      [{ url: `sqlite:${path}`, postgres: { poolsize: 4 } }, '"poolsize"'],
+      [{ url: `sqlite:${path}`, logger: undefined, schema: 'x' }, '"schema"'],
+    ] as const) {
+      const error = await rejection(createEventStore(options as never));
+      expect(isInvalidOptionsError(error), String(error)).toBe(true);
+      expect((error as Error).message).toContain(named);
+    }
+    expect(existsSync(path)).toBe(false);
+  });
+
   it('opens a reachable store', async () => {
     const store = await createEventStore({ url: `sqlite:${join(dir, 'ok.db')}` });
     await store.append('s', [{ type: 'A', data: 1 }]);

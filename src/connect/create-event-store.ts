@@ -1,4 +1,5 @@
 import { InvalidOptionsError, isFerryError } from '../errors/ferry-error.js';
+import { refuseUnknownKeys } from '../errors/options-object.js';
 import type { EventStoreBackend } from '../eventstore/backend.js';
 import { isStoreUnavailableError, StoreUnavailableError } from '../eventstore/errors.js';
 import { MemoryEventStoreBackend } from '../eventstore/memory/memory-backend.js';
@@ -34,6 +35,7 @@ export async function createEventStore(options: CreateEventStoreOptions): Promis
       "createEventStore needs options: { url } ('sqlite:…', 'postgres://…', 'memory://') or { backend }",
     );
   }
+  refuseUnknownKeys('createEventStore', options, ['url', 'backend', 'postgres', 'logger']);
   if ((options.url === undefined) === (options.backend === undefined)) {
     throw new InvalidOptionsError('createEventStore needs exactly one of `url` and `backend`');
   }
@@ -76,6 +78,7 @@ async function checkPostgresOptions(postgres: PostgresUrlOptions): Promise<void>
   if (typeof postgres !== 'object' || postgres === null || Array.isArray(postgres)) {
     throw new InvalidOptionsError('postgres options must be an object');
   }
+  refuseUnknownKeys('createEventStore postgres', postgres, ['schema', ...BACKEND_OPTION_NAMES]);
   const { PostgresEventStoreBackend } = await import('../postgres/postgres-backend.js');
   new PostgresEventStoreBackend({ ...postgres, url: 'postgres://localhost/unused' });
 }

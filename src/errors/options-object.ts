@@ -27,3 +27,18 @@ export function assertFunctionList(name: string, list: unknown): void {
     }
   }
 }
+
+/**
+ * Refuses a key of `options` that `call` does not read (`INVALID_OPTIONS`, naming it and the keys it
+ * takes): a misspelt or misplaced option (`busyTimeout`, `sqlite: { … }`) would otherwise be dropped
+ * without a word, and its default used.
+ */
+export function refuseUnknownKeys(call: string, options: object, known: readonly string[]): void {
+  for (const key of Object.keys(options)) {
+    if (!known.includes(key)) {
+      throw new InvalidOptionsError(
+        `${call} has no option ${describeValue(key)}: it takes ${known.join(', ')}`,
+      );
+    }
+  }
+}
