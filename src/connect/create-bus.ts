@@ -1,14 +1,34 @@
 import { InvalidOptionsError } from '../errors/ferry-error.js';
+import { assertOptionsObject, refuseUnknownKeys } from '../errors/options-object.js';
 import { stderrLogger } from '../logging/logger.js';
 import { Bus, type BusOptions } from '../messaging/bus.js';
 import type { Contracts, NoContracts } from '../messaging/contracts.js';
 import { transportFromUrl } from './transport-from-url.js';
+
+/** What {@link createBus} reads: anything else is a misspelt or misplaced option, refused. */
+const BUS_OPTION_NAMES = [
+  'url',
+  'transport',
+  'service',
+  'contracts',
+  'inbox',
+  'middleware',
+  'subscriptionDefaults',
+  'closeTimeoutMs',
+  'logger',
+  'amqp',
+  'memory',
+  'clock',
+] as const satisfies readonly (keyof BusOptions)[];
 
 /**
  * Creates a connected bus. The transport comes from `options.transport`, or from the scheme of
  * `options.url`; an adapter's driver (amqplib) is loaded only when its scheme is used.
  */
 export async function createBus<C extends Contracts = NoContracts>(options: BusOptions<C>): Promise<Bus<C>> {
+  if (options === undefined) throw new InvalidOptionsError('createBus needs options: { url, service }');
+  assertOptionsObject('createBus', options);
+  refuseUnknownKeys('createBus', options, BUS_OPTION_NAMES);
   if ((options.url === undefined) === (options.transport === undefined)) {
     throw new InvalidOptionsError('createBus needs exactly one of `url` and `transport`');
   }

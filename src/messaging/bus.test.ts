@@ -92,6 +92,21 @@ describe('createBus', () => {
     expect((error as Error).message).not.toContain('s3cret');
   });
 
+  it('refuses an option it does not read, naming it, and options that are not an object (INVALID_OPTIONS)', async () => {
+    // A misspelt or misplaced option (closeTimeout, rabbitmq: { … }) was dropped without a word.
+    for (const [options, named] of [
+      [{ url: 'memory://', service: 'svc', logger: silentLogger, closeTimeout: 10 }, '"closeTimeout"'],
+      [{ url: 'memory://', service: 'svc', logger: silentLogger, rabbitmq: { prefetch: 1 } }, '"rabbitmq"'],
+    ] as const) {
+      const error = await rejection(createBus(options as never));
+      expect(isInvalidOptionsError(error), String(error)).toBe(true);
+      expect((error as Error).message).toContain(named);
+    }
+    for (const options of [undefined, null, 'memory://', []]) {
+      expect(isInvalidOptionsError(await rejection(createBus(options as never))), String(options)).toBe(true);
+    }
+  });
+
   it('rejects an invalid service name', async () => {
     const error = await rejection(
       createBus({ url: 'memory://', service: 'orders.v2', logger: silentLogger }),
