@@ -152,29 +152,48 @@ const INT8_OID = 20;
 const TIMESTAMPTZ_OID = 1184;
 
 /**
- * PostgreSQL's `timestamptz` text in a UTC session as an RFC 3339 time in UTC, never throwing:
- * `2026-11-30 10:12:13.123456+00` to `2026-11-30T10:12:13.123Z` with `digits` 3 (milliseconds, as
- * the other stores give event times), or to `…13.123456Z` with 6 (all PostgreSQL keeps: the
- * service's own SQL); at least three fraction digits either way. `infinity` and `-infinity` as
- * PostgreSQL writes them; a BC date or a year past 9999 with ISO 8601's expanded year
- * (`-000043-03-15T…`, year 0 being 1 BC). Text in another time zone (a session the caller's SQL
- * set) is read as Date reads it, and text nothing reads is returned as it is.
+ * PostgreSQL's `timestamptz` text (DateStyle ISO, which every pooled connection sets) as an RFC 3339
+ * time in UTC, never throwing: `2026-11-30 10:12:13.123456+00` to `2026-11-30T10:12:13.123Z` with
+ * `digits` 3 (milliseconds, as the other stores give event times), or to `…13.123456Z` with 6 (all
+ * PostgreSQL keeps: the service's own SQL); at least three fraction digits either way. Any offset
+ * (a session time zone the caller's SQL set, an offset with seconds of a historical zone) is taken
+ * off; `infinity` and `-infinity` as PostgreSQL writes them; a BC date or a year past 9999 with ISO
+ * 8601's expanded year (`-000043-03-15T…`, year 0 being 1 BC). Text in another DateStyle (which a
+ * caller's `SET DateStyle` would give) is returned as it is, never read as another date.
  */
 export function utcTextToIso(text: string, digits: 3 | 6 = 3): string {
+  const utc = UTC_TEXT.exec(text);
+  if (utc !== null) return `${utc[1]}T${utc[2]}.${(utc[3] ?? '').padEnd(3, '0').slice(0, digits)}Z`;
   if (text === 'infinity' || text === '-infinity') return text;
-  const match = /^(\d{4,})-(\d\d-\d\d) (\d\d:\d\d:\d\d)(?:\.(\d{1,6}))?\+00( BC)?$/.exec(text);
-  if (match === null) {
-    const ms = Date.parse(text);
-    return Number.isNaN(ms) ? text : new Date(ms).toISOString();
+  const m = ISO_TEXT.exec(text);
+  if (m === null) return text;
+  const [, y, mo, d, h, mi, sec, fraction, sign, oh, om, os, bc] = m;
+  const digitsOf = (fraction ?? '').padEnd(3, '0').slice(0, digits);
+  if (Number(oh) + Number(om ?? 0) + Number(os ?? 0) === 0) {
+    // UTC: as written, whatever the year (Date holds only ±275,759).
+    const year = bc === undefined ? Number(y) : 1 - Number(y);
+    const isoYear =
+      year >= 0 && year <= 9999
+        ? String(year).padStart(4, '0')
+        : `${year < 0 ? '-' : '+'}${String(Math.abs(year)).padStart(6, '0')}`;
+    return `${isoYear}-${mo}-${d}T${h}:${mi}:${sec}.${digitsOf}Z`;
   }
-  const fraction = (match[4] ?? '').padEnd(3, '0').slice(0, digits);
-  const year = match[5] === undefined ? Number(match[1]) : 1 - Number(match[1]);
-  const isoYear =
-    year >= 0 && year <= 9999
-      ? String(year).padStart(4, '0')
-      : `${year < 0 ? '-' : '+'}${String(Math.abs(year)).padStart(6, '0')}`;
-  return `${isoYear}-${match[2]}T${match[3]}.${fraction}Z`;
+  const date = new Date(0);
+  date.setUTCFullYear(bc === undefined ? Number(y) : 1 - Number(y), Number(mo) - 1, Number(d));
+  date.setUTCHours(Number(h), Number(mi), Number(sec), 0);
+  const offsetMs = (Number(oh) * 3600 + Number(om ?? 0) * 60 + Number(os ?? 0)) * 1000;
+  const ms = date.getTime() - (sign === '-' ? -offsetMs : offsetMs);
+  // Past the years Date holds (±275,759): as it is.
+  if (Number.isNaN(ms)) return text;
+  const iso = new Date(ms).toISOString();
+  return `${iso.slice(0, -4)}${digitsOf}Z`;
 }
+
+/** The common case, read without a Date: UTC, a four-digit year of our era. */
+const UTC_TEXT = /^(\d{4}-\d\d-\d\d) (\d\d:\d\d:\d\d)(?:\.(\d{1,6}))?\+00$/;
+/** DateStyle ISO output of a timestamptz: any year, any offset (hours, minutes, seconds), BC. */
+const ISO_TEXT =
+  /^(\d{4,})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)(?:\.(\d{1,6}))?([+-])(\d\d)(?::(\d\d))?(?::(\d\d))?( BC)?$/;
 
 /** {@link utcTextToIso} with every digit PostgreSQL keeps, for the service's own SQL. */
 const utcTextToIsoMicros = (text: string): string => utcTextToIso(text, 6);
@@ -303,7 +322,7 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
       application_name: 'ferry',
       ...(this.#statementTimeoutMs > 0 ? { statement_timeout: this.#statementTimeoutMs } : {}),
       // Times come back in UTC, so the text form converts to RFC 3339 without a Date.
-      options: '-c TimeZone=UTC',
+      options: '-c TimeZone=UTC -c DateStyle=ISO',
       // For this pool only (the application's global type parsers stay untouched): int8 as bigint,
       // timestamptz as an ISO string, avoiding a Date per row.
       types: poolTypes,

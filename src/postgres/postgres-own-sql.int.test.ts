@@ -1,3 +1,5 @@
+import { randomUUID } from 'node:crypto';
+import pg from 'pg';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { createBus } from '../connect/create-bus.js';
 import { EventStore } from '../eventstore/store.js';
@@ -122,5 +124,67 @@ describe('PostgreSQL work.query rows', () => {
     // Each finite one is the instant PostgreSQL holds, as Date reads it.
     expect(new Date(times[3] as string).getUTCFullYear()).toBe(-43);
     expect(new Date(times[4] as string).getUTCFullYear()).toBe(12345);
+  });
+
+  it('reads times right whatever DateStyle the database or a unit of work sets, and takes other session time zones off', async () => {
+    // With ALTER DATABASE … SET datestyle = 'SQL, DMY', events appended on 2026-12-04 read back as
+    // 2026-04-12 (day and month swapped), silently; a SET LOCAL TIME ZONE cut microseconds.
+    const database = `ferry_datestyle_${randomUUID().replaceAll('-', '').slice(0, 10)}`;
+    const admin = new pg.Client({ connectionString: postgresTestUrl() });
+    await admin.connect();
+    await admin.query(`CREATE DATABASE ${database}`);
+    await admin.query(`ALTER DATABASE ${database} SET datestyle = 'SQL, DMY'`);
+    cleanups.push(async () => {
+      await admin.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`);
+      await admin.end();
+    });
+    const url = new URL(postgresTestUrl());
+    url.pathname = `/${database}`;
+    const backend = new PostgresEventStoreBackend({
+      url: url.toString(),
+      schema: 'ds',
+      logger: silentLogger,
+    });
+    await backend.open();
+    const store = new EventStore(backend);
+    cleanups.push(() => store.close());
+    const bus = await createBus({
+      url: `memory://datestyle-${database}`,
+      service: 'svc',
+      logger: silentLogger,
+    });
+    cleanups.push(() => bus.close());
+    const outbox = await createOutbox({ store, bus, logger: silentLogger });
+    cleanups.push(() => outbox.close());
+
+    await store.append('dated', [{ type: 'Dated', data: {} }]);
+    const [read] = await store.readStream('dated');
+    // Stamped now: read back as the same instant (a swapped day and month is months away).
+    expect(read!.time).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+    expect(Math.abs(Date.parse(read!.time) - Date.now())).toBeLessThan(60_000);
+    const all: string[] = [];
+    for await (const event of store.readAll()) all.push(event.time);
+    expect(all).toEqual([read!.time]);
+
+    const [row] = await outbox.unitOfWork((work) =>
+      work.query(
+        "SELECT '2024-01-02 03:04:05.678912+00'::timestamptz AS t, '1900-01-01 00:00:00+00'::timestamptz AS old",
+      ),
+    );
+    expect(row).toEqual({ t: '2024-01-02T03:04:05.678912Z', old: '1900-01-01T00:00:00.000Z' });
+    const [zoned] = await outbox.unitOfWork(async (work) => {
+      await work.query("SET LOCAL TIME ZONE 'Asia/Kolkata'");
+      await work.query("SET LOCAL DateStyle = 'ISO'");
+      return work.query(
+        "SELECT '2024-01-02 03:04:05.678912+00'::timestamptz AS t, '1900-01-01 00:00:00+00'::timestamptz AS old",
+      );
+    });
+    expect(zoned).toEqual({ t: '2024-01-02T03:04:05.678912Z', old: '1900-01-01T00:00:00.000Z' });
+    // Another DateStyle set by the unit's own SQL: the text as PostgreSQL wrote it, never another date.
+    const [sqlStyle] = await outbox.unitOfWork(async (work) => {
+      await work.query("SET LOCAL DateStyle = 'SQL, DMY'");
+      return work.query("SELECT '2024-01-02 03:04:05+00'::timestamptz AS t");
+    });
+    expect(sqlStyle!.t).toBe('02/01/2024 03:04:05 UTC');
   });
 });
