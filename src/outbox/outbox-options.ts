@@ -4,6 +4,7 @@ import type { EventStore } from '../eventstore/store.js';
 import type { Logger } from '../logging/logger.js';
 import type { Bus } from '../messaging/bus.js';
 import type { Contracts, NoContracts } from '../messaging/contracts.js';
+import { isWellFormed } from '../messaging/well-formed.js';
 import type { Clock } from '../time/clock.js';
 import { MAX_TIMER_MS } from '../time/max-timer.js';
 import { DEFAULT_HELD_LEASE_MS, DEFAULT_RELAY_OPTIONS, type RelayOptions } from './relay-options.js';
@@ -95,9 +96,8 @@ export function checkLimit(limit: number): void {
 
 /**
  * The message ids of `ids` a store can hold: an array of strings (`INVALID_OPTIONS` naming `call`
- * otherwise, holes of a sparse array included), without those holding NUL. No message has such an
- * id (publishing refuses it) and PostgreSQL text cannot hold one, so they name nothing, alike on
- * every store.
+ * otherwise, holes of a sparse array included), without those that name nothing (see
+ * {@link namesNothing}), alike on every store.
  */
 export function lookupIds(call: string, ids: readonly string[]): string[] {
   if (!Array.isArray(ids)) throw new InvalidOptionsError(`${call} takes an array of message ids`);
@@ -106,12 +106,16 @@ export function lookupIds(call: string, ids: readonly string[]): string[] {
   for (let i = 0; i < ids.length; i++) {
     const id = ids[i];
     if (typeof id !== 'string') throw new InvalidOptionsError(`${call} takes an array of message ids`);
-    if (!id.includes('\u0000')) kept.push(id);
+    if (!namesNothing(id)) kept.push(id);
   }
   return kept;
 }
 
-/** An id or key holding NUL names nothing: no store holds one (see {@link lookupIds}). */
+/**
+ * An id or key holding NUL or a lone surrogate names nothing: publishing refuses such ids and the
+ * outbox such keys, PostgreSQL text cannot hold NUL, and it would take a lone surrogate as U+FFFD,
+ * finding (and cancelling) a message whose id holds that character instead.
+ */
 export function namesNothing(key: string): boolean {
-  return key.includes('\u0000');
+  return key.includes('\u0000') || !isWellFormed(key);
 }

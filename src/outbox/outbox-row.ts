@@ -1,6 +1,7 @@
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import type { Bus } from '../messaging/bus.js';
 import type { Contracts, DataIn, TypeOf } from '../messaging/contracts.js';
+import { isWellFormed } from '../messaging/well-formed.js';
 import type { OutboxInsert } from './storage.js';
 import type { OutboxPublishOptions } from './unit-of-work.js';
 
@@ -20,16 +21,18 @@ export async function outboxRow<C extends Contracts>(
   now: number,
 ): Promise<OutboxInsert> {
   const { key, ...publishOptions } = options;
-  // No NUL: PostgreSQL text cannot hold it, and the key is a column of the outbox on every store.
+  // No NUL (PostgreSQL text cannot hold it) nor lone surrogate (PostgreSQL would keep U+FFFD, merging
+  // 'k-\uD800' and 'k-\uDBFF'): the key is a column of the outbox on every store.
   if (
     key !== undefined &&
     (typeof key !== 'string' ||
       key.length === 0 ||
       key.length > MAX_OUTBOX_KEY_LENGTH ||
-      key.includes('\u0000'))
+      key.includes('\u0000') ||
+      !isWellFormed(key))
   ) {
     throw new InvalidOptionsError(
-      `key must be a non-empty string of at most ${MAX_OUTBOX_KEY_LENGTH} characters, without NUL`,
+      `key must be a non-empty string of at most ${MAX_OUTBOX_KEY_LENGTH} characters, without NUL or lone surrogates`,
     );
   }
   const envelope = await bus.envelopeOf(type as TypeOf<C>, data as DataIn<C, TypeOf<C>>, publishOptions);

@@ -1,5 +1,9 @@
+import { rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createBus } from '../connect/create-bus.js';
+import { createEventStore } from '../connect/create-event-store.js';
 import { MemoryEventStoreBackend } from '../eventstore/memory/memory-backend.js';
 import { EventStore } from '../eventstore/store.js';
 import { uuidv7 } from '../ids/uuidv7.js';
@@ -395,4 +399,35 @@ describe('order saga on the memory store and bus', () => {
     await sleep(400);
     expect(runs).toBe(atTimeout);
   });
+});
+
+describe('a running saga’s get', () => {
+  it.each(['memory', 'sqlite'])(
+    'refuses an id that is not a string with INVALID_OPTIONS and finds nothing by an id no instance can have, on %s',
+    async (url) => {
+      // On SQLite a symbol, an object or an array reached the driver: raw TypeError or RangeError.
+      const bus = await createBus({
+        url: `memory://saga-get-${uuidv7()}`,
+        service: 'shop',
+        logger: silentLogger,
+      });
+      closers.push(() => bus.close());
+      const path = join(tmpdir(), `ferry-saga-get-${uuidv7()}.db`);
+      closers.push(async () => {
+        for (const suffix of ['', '-wal', '-shm']) rmSync(`${path}${suffix}`, { force: true });
+      });
+      const store = await createEventStore({
+        url: url === 'memory' ? `memory://saga-get-${uuidv7()}` : `sqlite:${path}`,
+      });
+      closers.push(() => store.close());
+      const outbox = await createOutbox({ store, bus, logger: silentLogger });
+      closers.push(() => outbox.close());
+      const saga = await startSaga(orderSaga, { outbox, logger: silentLogger });
+      closers.push(() => saga.close());
+      for (const id of [Symbol('s'), Object.create(null), { a: 1 }, [1, 2], 5, undefined]) {
+        await expect(saga.get(id as never)).rejects.toMatchObject({ code: 'INVALID_OPTIONS' });
+      }
+      for (const id of ['o-\u0000', 'o-\uD800', 'unknown']) expect(await saga.get(id)).toBeUndefined();
+    },
+  );
 });

@@ -1,3 +1,4 @@
+import { describeValue } from '../errors/describe-value.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import { type Logger, stderrLogger } from '../logging/logger.js';
 import type { Bus, SubscribeOptions, Subscription } from '../messaging/bus.js';
@@ -153,8 +154,11 @@ export async function startSaga<
       return rows.map((row) => instanceOf<S, D>(row));
     },
     async get(id) {
+      if (typeof id !== 'string') {
+        throw new InvalidOptionsError(`a saga instance id is a string, not ${describeValue(id)}`);
+      }
       // No instance has such an id (starting one refuses it), and PostgreSQL text cannot hold it.
-      if (typeof id === 'string' && namesNothing(id)) return undefined;
+      if (namesNothing(id)) return undefined;
       const row = await storage.transaction((tx) => tx.loadSaga(definition.name, id));
       return row === undefined ? undefined : instanceOf<S, D>(row);
     },

@@ -739,6 +739,27 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
         });
       });
 
+      it('finds nothing by an id or key holding a lone surrogate, and refuses such a key: not the message whose id holds U+FFFD', async () => {
+        // PostgreSQL took 'sid-\uD800' as 'sid-\uFFFD': work.cancel deleted that message and
+        // resolved [], scheduled({ key }) listed it; memory and SQLite found nothing.
+        const { outbox } = await setup();
+        const id = await outbox.unitOfWork((work) =>
+          work.schedule(
+            'order.placed',
+            { orderId: 'replacement' },
+            { delayMs: 60_000, id: 'sid-\uFFFD', key: 'key-\uFFFD' },
+          ),
+        );
+        expect(await outbox.scheduled({ key: 'key-\uD800' })).toEqual([]);
+        expect(await outbox.unitOfWork((work) => work.cancel(['sid-\uD800']))).toEqual([]);
+        expect(await outbox.redrive(['sid-\uDBFF'])).toBe(0);
+        expect(await outbox.discard(['sid-\uDBFF'])).toBe(0);
+        expect((await outbox.scheduled()).map((s) => [s.id, s.key])).toEqual([[id, 'key-\uFFFD']]);
+        await expect(
+          outbox.unitOfWork((work) => work.publish('order.placed', { orderId: '1' }, { key: 'key-\uD800' })),
+        ).rejects.toMatchObject({ code: 'INVALID_OPTIONS' });
+      });
+
       it('refuses a message id the outbox holds with DUPLICATE_MESSAGE_ID, keeping nothing; accepts it again once sent', async () => {
         const { store, outbox, received } = await setup();
         const id = uuidv7();
