@@ -1,3 +1,4 @@
+import { describeValue } from '../errors/describe-value.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import { assertOptionsObject, refuseUnknownKeys } from '../errors/options-object.js';
 import { stderrLogger } from '../logging/logger.js';
@@ -29,6 +30,9 @@ export async function createBus<C extends Contracts = NoContracts>(options: BusO
   if (options === undefined) throw new InvalidOptionsError('createBus needs options: { url, service }');
   assertOptionsObject('createBus', options);
   refuseUnknownKeys('createBus', options, BUS_OPTION_NAMES);
+  if (options.url !== undefined && typeof options.url !== 'string') {
+    throw new InvalidOptionsError(`createBus url must be a string, not ${describeValue(options.url)}`);
+  }
   if ((options.url === undefined) === (options.transport === undefined)) {
     throw new InvalidOptionsError('createBus needs exactly one of `url` and `transport`');
   }

@@ -1,3 +1,4 @@
+import { describeValue } from '../errors/describe-value.js';
 import { InvalidOptionsError, isFerryError } from '../errors/ferry-error.js';
 import { refuseUnknownKeys } from '../errors/options-object.js';
 import type { EventStoreBackend } from '../eventstore/backend.js';
@@ -36,6 +37,9 @@ export async function createEventStore(options: CreateEventStoreOptions): Promis
     );
   }
   refuseUnknownKeys('createEventStore', options, ['url', 'backend', 'postgres', 'logger']);
+  if (options.url !== undefined && typeof options.url !== 'string') {
+    throw new InvalidOptionsError(`createEventStore url must be a string, not ${describeValue(options.url)}`);
+  }
   if ((options.url === undefined) === (options.backend === undefined)) {
     throw new InvalidOptionsError('createEventStore needs exactly one of `url` and `backend`');
   }

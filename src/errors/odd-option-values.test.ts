@@ -1,14 +1,16 @@
 import { describe, expect, it } from 'vitest';
 import { createBus } from '../connect/create-bus.js';
+import { createEventStore } from '../connect/create-event-store.js';
 import { ServiceClient } from '../http/client.js';
 import { silentLogger } from '../logging/logger.js';
+import { PostgresEventStoreBackend } from '../postgres/postgres-backend.js';
 import { constantBackoff, exponentialBackoff } from '../resilience/backoff.js';
 import { RetryBudget } from '../resilience/budget.js';
 import { Bulkhead } from '../resilience/bulkhead.js';
 import { CircuitBreaker } from '../resilience/circuit-breaker.js';
 import { RetryPolicy } from '../resilience/retry.js';
 import { TimeoutPolicy } from '../resilience/timeout.js';
-import { isInvalidOptionsError } from './ferry-error.js';
+import { isFerryError, isInvalidOptionsError } from './ferry-error.js';
 
 /**
  * Option values no type allows, as JavaScript callers or parsed settings pass them: an object
@@ -46,6 +48,11 @@ const constructors: [string, (value: never) => unknown][] = [
   ['Bulkhead maxConcurrent', (maxConcurrent) => new Bulkhead({ maxConcurrent })],
   ['CircuitBreaker resetTimeoutMs', (resetTimeoutMs) => new CircuitBreaker({ resetTimeoutMs })],
   ['TimeoutPolicy ms', (ms) => new TimeoutPolicy({ ms })],
+  [
+    'PostgresEventStoreBackend schema',
+    (schema) =>
+      new PostgresEventStoreBackend({ url: 'postgres://127.0.0.1:1/x', schema, logger: silentLogger }),
+  ],
 ];
 
 describe('odd option values', () => {
@@ -79,6 +86,58 @@ describe('odd option values', () => {
       }
     },
   );
+
+  it.each([
+    ...odd,
+    ['a number', 5] as [string, unknown],
+    ['an array', ['memory://']] as [string, unknown],
+    ['a string', 'abc'] as [string, unknown],
+  ])(
+    'createBus and createEventStore: refuse %s as url with INVALID_OPTIONS, and createBus the same as subscriptionDefaults',
+    async (_, value) => {
+      // url.indexOf is not a function (TypeError), before.
+      for (const make of [
+        () => createBus({ url: value, service: 's', logger: silentLogger } as never),
+        () => createEventStore({ url: value } as never),
+        // An object of any prototype is options; anything else is not.
+        ...(typeof value === 'object' && !Array.isArray(value)
+          ? []
+          : [
+              () =>
+                createBus({
+                  url: 'memory://',
+                  service: 's',
+                  logger: silentLogger,
+                  subscriptionDefaults: value,
+                } as never),
+            ]),
+      ]) {
+        const error = await make().then(
+          async (made) => {
+            await made.close();
+            return undefined;
+          },
+          (e: unknown) => e,
+        );
+        expect(isInvalidOptionsError(error), String((error as Error)?.message)).toBe(true);
+      }
+    },
+  );
+
+  it('quotes at most a short part of a huge string given as url or service', async () => {
+    const huge = `x${'y'.repeat(5_000_000)}`;
+    for (const options of [
+      { url: huge, service: 's', logger: silentLogger },
+      { url: 'memory://', service: huge, logger: silentLogger },
+    ]) {
+      const error = await createBus(options).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(isFerryError(error), String(error).slice(0, 200)).toBe(true);
+      expect((error as Error).message.length).toBeLessThan(2000);
+    }
+  });
 
   it('names a long array by its first items, not all of them', () => {
     let message = '';

@@ -246,6 +246,7 @@ export class Bus<C extends Contracts = NoContracts> {
     this.#contracts = new Map(Object.entries(options.contracts ?? {}) as [string, StandardSchemaV1][]);
     assertFunctionList('middleware', options.middleware);
     this.#middleware = [...(options.inbox ? [idempotent(options.inbox)] : []), ...(options.middleware ?? [])];
+    assertOptionsObject('subscriptionDefaults', options.subscriptionDefaults);
     this.#defaults = { ...DEFAULT_SUBSCRIPTION_OPTIONS, ...options.subscriptionDefaults };
     // Checked now: a bad default would otherwise refuse every later subscribe.
     this.#spec('subscription.defaults', {});

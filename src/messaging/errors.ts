@@ -21,7 +21,9 @@ export class InvalidTopicError extends FerryError {
   readonly topic: string;
   constructor(topic: string, reason: string) {
     // JSON-quoted: a lone surrogate or a control character shows as its escape, not as U+FFFD.
-    super('INVALID_TOPIC', `invalid topic ${JSON.stringify(topic)}: ${reason}`);
+    // Cut past 300 characters (a topic holds at most 255 bytes): a megabyte string is not quoted whole.
+    const shown = topic.length > 300 ? `${topic.slice(0, 300)}…` : topic;
+    super('INVALID_TOPIC', `invalid topic ${JSON.stringify(shown)}: ${reason}`);
     this.topic = topic;
   }
 }

@@ -258,7 +258,7 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
 
   constructor(options: PostgresBackendOptions) {
     const o = { ...DEFAULT_POSTGRES_BACKEND_OPTIONS, ...options };
-    if (!SCHEMA_NAME.test(o.schema)) {
+    if (typeof o.schema !== 'string' || !SCHEMA_NAME.test(o.schema)) {
       throw new InvalidOptionsError(
         'schema must be 1-41 lower-case letters, digits or "_", not starting with a digit',
       );

@@ -10,8 +10,13 @@ const SECRET_PARAMETER = /([?&][^=&#]*(?:pass|pwd|secret|token|key)[^=&#]*=)([^&
  * too (`user:secret@host` without a scheme), since that is exactly what a typo produces.
  */
 export function redactUrl(url: string): string {
-  return redactAuthority(url).replace(SECRET_PARAMETER, (_, name: string) => `${name}***`);
+  const redacted = redactAuthority(url).replace(SECRET_PARAMETER, (_, name: string) => `${name}***`);
+  // For a message: a megabyte of text given as a URL is not quoted whole.
+  return redacted.length > MAX_SHOWN ? `${redacted.slice(0, MAX_SHOWN)}…` : redacted;
 }
+
+/** Longest redacted URL given back: URLs longer than this are cut (after masking). */
+const MAX_SHOWN = 1000;
 
 function redactAuthority(url: string): string {
   const scheme = url.indexOf('://');
