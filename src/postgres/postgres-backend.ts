@@ -150,6 +150,7 @@ const PARKED_EVENT_COLUMNS = EVENT_COLUMNS.split(', ')
   .join(', ');
 const INT8_OID = 20;
 const TIMESTAMPTZ_OID = 1184;
+const TIMESTAMPTZ_ARRAY_OID = 1185;
 
 /**
  * PostgreSQL's `timestamptz` text (DateStyle ISO, which every pooled connection sets) as an RFC 3339
@@ -197,6 +198,22 @@ const ISO_TEXT =
 
 /** {@link utcTextToIso} with every digit PostgreSQL keeps, for the service's own SQL. */
 const utcTextToIsoMicros = (text: string): string => utcTextToIso(text, 6);
+
+/**
+ * A PostgreSQL array's text, its non-null items read by `item`, with pg's own array parser: pg-types
+ * 2 exposes it as `{ create(source, transform).parse() }`, its type declarations as a function.
+ */
+function parseArray(
+  types: { readonly arrayParser: unknown },
+  source: string,
+  item: (text: string) => unknown,
+): unknown[] {
+  const transform = (entry: string | null) => (entry === null ? null : item(entry));
+  const parser = types.arrayParser as
+    | ((source: string, transform: (entry: string | null) => unknown) => unknown[])
+    | { create(source: string, transform: (entry: string | null) => unknown): { parse(): unknown[] } };
+  return typeof parser === 'function' ? parser(source, transform) : parser.create(source, transform).parse();
+}
 
 function toEvent(row: EventRow): RecordedEvent {
   return {
@@ -313,7 +330,9 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
           ? pg.types.getTypeParser(oid, format as 'text')
           : oid === TIMESTAMPTZ_OID
             ? utcTextToIsoMicros
-            : poolTypes.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
+            : oid === TIMESTAMPTZ_ARRAY_OID
+              ? (value: string) => parseArray(pg.types, value, utcTextToIsoMicros)
+              : poolTypes.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
     };
     const pool = new pg.Pool({
       connectionString: this.#url,

@@ -121,6 +121,16 @@ describe('PostgreSQL work.query rows', () => {
       '+012345-06-07T08:09:10.500Z',
       '2026-01-02T03:04:05.000Z',
     ]);
+    // Arrays of them too (pg's own parser gave Date objects: infinity as null, microseconds cut).
+    const [array] = await outbox.unitOfWork((work) =>
+      work.query(
+        "SELECT ARRAY['2024-01-02 03:04:05.678912+00', 'infinity', NULL, '0044-03-15 12:00:00+00 BC']::timestamptz[] AS a, '{}'::timestamptz[] AS e",
+      ),
+    );
+    expect(array).toEqual({
+      a: ['2024-01-02T03:04:05.678912Z', 'infinity', null, '-000043-03-15T12:00:00.000Z'],
+      e: [],
+    });
     // Each finite one is the instant PostgreSQL holds, as Date reads it.
     expect(new Date(times[3] as string).getUTCFullYear()).toBe(-43);
     expect(new Date(times[4] as string).getUTCFullYear()).toBe(12345);
