@@ -117,14 +117,18 @@ describe('PostgreSQL connections killed by the server', () => {
     // backlog and failed rows. Each goes again on a fresh connection; what fails is STORE_UNAVAILABLE.
     let reads = 0;
     const readers = (async () => {
+      const kinds = [
+        () => store.readStream(`append-${Math.floor(Math.random() * 20)}`),
+        async () => {
+          let n = 0;
+          for await (const _ of store.readAll({ batchSize: 100 })) if (++n >= 200) break;
+        },
+        () => outbox.backlog(),
+        () => outbox.failed(10),
+      ];
       for (let i = 0; Date.now() < until; i++) {
         try {
-          await store.readStream(`append-${Math.max(0, i - 5)}`);
-          for await (const _ of store.readAll({ batchSize: 100 })) {
-            // read to the end
-          }
-          await outbox.backlog();
-          await outbox.failed(10);
+          await kinds[i % kinds.length]!();
           reads++;
         } catch (error) {
           failed(error);
