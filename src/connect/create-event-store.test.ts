@@ -134,6 +134,17 @@ describe('createEventStore', () => {
     expect(existsSync(path)).toBe(false);
   });
 
+  it('takes an option given as undefined as left out: { schema: process.env.SCHEMA } with the variable unset', async () => {
+    // schema and poolSize given as undefined were refused ("schema must be 1-41 lower-case letters…").
+    const store = await createEventStore({
+      url: `sqlite:${join(dir, 'undefined-options.db')}`,
+      // JavaScript callers (and settings read from the environment) pass undefined; the types say optional.
+      postgres: { schema: undefined, poolSize: undefined, statementTimeoutMs: undefined } as never,
+      logger: undefined as never,
+    });
+    await store.close();
+  });
+
   it('opens a reachable store', async () => {
     const store = await createEventStore({ url: `sqlite:${join(dir, 'ok.db')}` });
     await store.append('s', [{ type: 'A', data: 1 }]);

@@ -42,3 +42,16 @@ export function refuseUnknownKeys(call: string, options: object, known: readonly
     }
   }
 }
+
+/**
+ * `options` without its members set to `undefined`, so that spreading it over defaults keeps the
+ * default: `{ schema: process.env.SCHEMA }` with the variable unset means the default schema, as
+ * leaving the option out does.
+ */
+export function definedOptions<T extends object>(options: T): Partial<T> {
+  const out: Partial<T> = {};
+  for (const key of Object.keys(options) as (keyof T)[]) {
+    if (options[key] !== undefined) out[key] = options[key];
+  }
+  return out;
+}

@@ -107,6 +107,17 @@ describe('createBus', () => {
     }
   });
 
+  it('takes a subscription default given as undefined as left out, as subscribe takes its own', async () => {
+    // { concurrency: undefined } was refused ("concurrency must be an integer from 1 to 65535").
+    const bus = await createBus({
+      url: 'memory://',
+      service: 'svc',
+      logger: silentLogger,
+      subscriptionDefaults: { concurrency: undefined, maxAttempts: undefined } as never,
+    });
+    await bus.close();
+  });
+
   it('rejects an invalid service name', async () => {
     const error = await rejection(
       createBus({ url: 'memory://', service: 'orders.v2', logger: silentLogger }),

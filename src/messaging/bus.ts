@@ -1,7 +1,7 @@
 import { currentContext, type FerryContext, runWithContext } from '../context/context.js';
 import { describeValue } from '../errors/describe-value.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
-import { assertFunctionList, assertOptionsObject } from '../errors/options-object.js';
+import { assertFunctionList, assertOptionsObject, definedOptions } from '../errors/options-object.js';
 import type { Inbox } from '../inbox/inbox.js';
 import { type Logger, stderrLogger } from '../logging/logger.js';
 import {
@@ -247,7 +247,10 @@ export class Bus<C extends Contracts = NoContracts> {
     assertFunctionList('middleware', options.middleware);
     this.#middleware = [...(options.inbox ? [idempotent(options.inbox)] : []), ...(options.middleware ?? [])];
     assertOptionsObject('subscriptionDefaults', options.subscriptionDefaults);
-    this.#defaults = { ...DEFAULT_SUBSCRIPTION_OPTIONS, ...options.subscriptionDefaults };
+    this.#defaults = {
+      ...DEFAULT_SUBSCRIPTION_OPTIONS,
+      ...definedOptions(options.subscriptionDefaults ?? {}),
+    };
     // Checked now: a bad default would otherwise refuse every later subscribe.
     this.#spec('subscription.defaults', {});
     assertHandlerTimeout(this.#defaults.handlerTimeoutMs);

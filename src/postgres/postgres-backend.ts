@@ -1,5 +1,6 @@
 import type { CustomTypesConfig, Pool, PoolClient, QueryResult, QueryResultRow } from 'pg';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
+import { definedOptions } from '../errors/options-object.js';
 import type {
   EventStoreBackend,
   HorizonOptions,
@@ -274,7 +275,7 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
   #idleWaiters: (() => void)[] = [];
 
   constructor(options: PostgresBackendOptions) {
-    const o = { ...DEFAULT_POSTGRES_BACKEND_OPTIONS, ...options };
+    const o = { ...DEFAULT_POSTGRES_BACKEND_OPTIONS, ...definedOptions(options), url: options.url };
     if (typeof o.schema !== 'string' || !SCHEMA_NAME.test(o.schema)) {
       throw new InvalidOptionsError(
         'schema must be 1-41 lower-case letters, digits or "_", not starting with a digit',
