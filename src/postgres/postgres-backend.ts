@@ -320,7 +320,9 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
           ? (value: string) => BigInt(value)
           : oid === TIMESTAMPTZ_OID
             ? (value: string) => utcTextToIso(value)
-            : pg.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
+            : oid === TIMESTAMPTZ_ARRAY_OID
+              ? (value: string) => parseArray(pg.types, value, (item) => utcTextToIso(item))
+              : pg.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
     };
     // The service's own SQL (`work.query`) gets int8 as the application's pg gives it (a string
     // unless it set a parser of its own), as the README says: a bigint there would make a row

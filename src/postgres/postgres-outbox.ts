@@ -32,6 +32,12 @@ import { Notifier } from './notifier.js';
 import { outboxStatements } from './postgres-outbox-sql.js';
 import { storeQuery } from './store-query.js';
 
+/**
+ * The session settings by which Ferry reads what PostgreSQL sends (times), back to the connection's
+ * own (DateStyle ISO and TimeZone UTC, set when it opened).
+ */
+const RESET_SESSION_SETTINGS = 'RESET DateStyle; RESET TimeZone; RESET IntervalStyle';
+
 /** What the storage needs from the backend that owns it. */
 export interface PostgresOutboxOptions {
   readonly schema: string;
@@ -249,8 +255,17 @@ export class PostgresOutboxStorage implements OutboxStorage {
       }
       throw error;
     } finally {
-      // A client whose connection failed (or whose ROLLBACK did) is destroyed, not pooled.
       client.off('error', lost);
+      // A SET of the caller's SQL (not SET LOCAL) stays on the connection: the settings Ferry reads
+      // times by go back to what the connection began with, before another unit or read gets it.
+      if (broken === undefined && tx.mayHaveSet) {
+        try {
+          await client.query(RESET_SESSION_SETTINGS);
+        } catch (error) {
+          broken = error as Error;
+        }
+      }
+      // A client whose connection failed (or whose ROLLBACK or reset did) is destroyed, not pooled.
       client.release(broken);
     }
   }
@@ -382,6 +397,8 @@ class PostgresStorageTransaction implements StorageTransaction {
   /** The last position appended, once the transaction appended events. */
   lastPosition: bigint | undefined;
   enqueued = false;
+  /** The caller's SQL ran a SET (or could have: its code had the client): settings to reset. */
+  mayHaveSet = false;
 
   constructor(client: PoolClient, sql: ReturnType<typeof outboxStatements>, options: PostgresOutboxOptions) {
     this.#client = client;
@@ -390,6 +407,7 @@ class PostgresStorageTransaction implements StorageTransaction {
   }
 
   get client(): PoolClient {
+    this.mayHaveSet = true;
     return this.#client;
   }
 
@@ -467,6 +485,7 @@ class PostgresStorageTransaction implements StorageTransaction {
       if (ended()) throw endedBySql();
       return rows ?? [];
     } finally {
+      if (tags.some((t) => t === 'SET' || t === 'RESET')) this.mayHaveSet = true;
       client.connection.off('readyForQuery', ready);
       client.connection.off('commandComplete', complete);
     }

@@ -196,5 +196,32 @@ describe('PostgreSQL work.query rows', () => {
       return work.query("SELECT '2024-01-02 03:04:05+00'::timestamptz AS t");
     });
     expect(sqlStyle!.t).toBe('02/01/2024 03:04:05 UTC');
+    // A plain SET (not LOCAL) stays on the pooled connection: Ferry resets it before the connection
+    // serves another unit or read (event times read back as '04/12/2026 20:35:56.889606 UTC').
+    await outbox.unitOfWork(async (work) => {
+      await work.query("SET DateStyle = 'SQL, DMY'");
+      await work.query("SET TIME ZONE 'America/St_Johns'");
+    });
+    await outbox.unitOfWork(async (work) => {
+      work.client; // the driver's handle: what its code set is not seen
+      await work.query("SET DateStyle = 'German'");
+    });
+    for (let i = 0; i < 12; i++) {
+      // Every pooled connection in turn.
+      const [again] = await store.readStream('dated');
+      expect(again!.time).toBe(read!.time);
+      const [own] = await outbox.unitOfWork((work) =>
+        work.query("SELECT '2024-01-02 03:04:05.678912+00'::timestamptz AS t"),
+      );
+      expect(own).toEqual({ t: '2024-01-02T03:04:05.678912Z' });
+    }
+    // work.client reads with the store's parsers: times as ISO strings (milliseconds), arrays alike.
+    const viaClient = await outbox.unitOfWork(async (work) => {
+      const { rows } = await (work.client as pg.PoolClient).query(
+        "SELECT ARRAY['infinity', '2024-01-02 03:04:05.678912+00']::timestamptz[] AS a",
+      );
+      return rows[0];
+    });
+    expect(viaClient).toEqual({ a: ['infinity', '2024-01-02T03:04:05.678Z'] });
   });
 });
