@@ -1,3 +1,6 @@
+import { describeValue } from './describe-value.js';
+import { InvalidOptionsError } from './ferry-error.js';
+
 /** `String.prototype.toWellFormed` (Node 20), not yet in TypeScript's ES2023 library. */
 interface ToWellFormed {
   toWellFormed(): string;
@@ -13,4 +16,16 @@ interface ToWellFormed {
 export function storableText(text: string): string {
   const wellFormed = (text as unknown as ToWellFormed).toWellFormed();
   return wellFormed.includes('\u0000') ? wellFormed.replaceAll('\u0000', '\uFFFD') : wellFormed;
+}
+
+/**
+ * Refuses a key (a message id, an inbox or idempotency key, a consumer name) that the stores would
+ * not keep apart alike: not a string, or holding NUL (PostgreSQL text cannot hold it) or a lone
+ * surrogate (PostgreSQL would take it as U+FFFD, the key of another message). @throws InvalidOptionsError
+ */
+export function assertStorableKey(what: string, value: unknown): asserts value is string {
+  if (typeof value === 'string' && !value.includes('\u0000') && storableText(value) === value) return;
+  throw new InvalidOptionsError(
+    `${what} must be a string without NUL or lone surrogates, which the stores cannot keep apart, not ${describeValue(value)}`,
+  );
 }

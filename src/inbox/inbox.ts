@@ -1,4 +1,5 @@
 import { positiveIntegerOption } from '../errors/integer-option.js';
+import { assertStorableKey } from '../errors/storable-text.js';
 import { ClaimLostError } from './claim-lost-error.js';
 
 /**
@@ -76,6 +77,7 @@ export class MemoryInbox implements Inbox {
   }
 
   async begin(key: string): Promise<InboxClaim | null> {
+    assertStorableKey('an inbox key', key);
     for (;;) {
       const at = this.#processed.get(key);
       if (at !== undefined) {

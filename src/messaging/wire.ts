@@ -4,6 +4,7 @@ import { MessageNotSerializableError } from './errors.js';
 import { rfc3339ToMs } from './expiry.js';
 import { isReservedHeader } from './reserved-headers.js';
 import type { Delivery } from './transport.js';
+import { isWellFormed } from './well-formed.js';
 
 /** Header names Ferry reserves on the wire. */
 export const HEADER = Object.freeze({
@@ -121,13 +122,20 @@ function timeHeader(
   return text;
 }
 
-/** Which of the message's id, correlation id, causation id and type holds NUL, if one does. */
+/**
+ * Which of the message's id, correlation id, causation id and type holds NUL or a lone surrogate, if
+ * one does (RabbitMQ carries a lone surrogate as U+FFFD; `MemoryTransport.publishRaw` as it is).
+ */
 function withNul(wire: WireMessage, headers: WireMessage['headers']): string | undefined {
-  if (wire.messageId?.includes('\u0000')) return 'message id';
-  if (wire.correlationId?.includes('\u0000')) return 'correlation id';
-  if (str(headers?.[HEADER.causationid])?.includes('\u0000')) return 'causation id';
-  if (typeOf(wire).includes('\u0000')) return 'message type';
+  if (unkeepable(wire.messageId)) return 'message id';
+  if (unkeepable(wire.correlationId)) return 'correlation id';
+  if (unkeepable(str(headers?.[HEADER.causationid]))) return 'causation id';
+  if (unkeepable(typeOf(wire))) return 'message type';
   return undefined;
+}
+
+function unkeepable(text: string | undefined): boolean {
+  return text !== undefined && (text.includes('\u0000') || !isWellFormed(text));
 }
 
 /** `text` in quotes, cut to 64 characters: for a reason that names a bad value. */
@@ -166,7 +174,11 @@ export function decodeWireMessage(wire: WireMessage, clock: Clock = systemClock)
   // holds no NUL): a plain producer's message with it would fail every attempt on a PostgreSQL inbox.
   const nul = withNul(wire, headers);
   if (nul !== undefined)
-    return { ok: false, attempt, reason: `the ${nul} holds NUL, which Ferry's stores cannot keep` };
+    return {
+      ok: false,
+      attempt,
+      reason: `the ${nul} holds NUL or a lone surrogate, which Ferry's stores cannot keep`,
+    };
   const id = wire.messageId || newMessageId(clock.now());
   const envelope: { -readonly [P in keyof Envelope]: Envelope[P] } = {
     specversion: '1.0',

@@ -1,6 +1,7 @@
 import { describeValue } from '../errors/describe-value.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import { positiveIntegerOption } from '../errors/integer-option.js';
+import { assertStorableKey } from '../errors/storable-text.js';
 import { EventStoreClosedError } from '../eventstore/errors.js';
 import { pauseAfterLostRace } from '../eventstore/lost-race-pause.js';
 import { MemoryEventStoreBackend } from '../eventstore/memory/memory-backend.js';
@@ -331,6 +332,12 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
     handle: (work: UnitOfWork<C>) => Promise<void>,
     options: UnitOfWorkOptions = {},
   ): Promise<boolean> {
+    try {
+      assertStorableKey('a consumer name', consumer);
+      assertStorableKey('a message id', messageId);
+    } catch (error) {
+      return Promise.reject(error);
+    }
     return this.unitOfWork(async (work) => {
       if (!(await work.tx.markHandled(consumer, messageId, this.clock.now()))) return false;
       await handle(work);

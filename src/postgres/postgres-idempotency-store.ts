@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Pool, QueryResult, QueryResultRow } from 'pg';
+import { assertStorableKey } from '../errors/storable-text.js';
 import {
   answerOfLiveRow,
   type DurableIdempotencyStoreOptions,
@@ -70,6 +71,7 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
   }
 
   async begin(key: string, fingerprint: string): Promise<IdempotencyBeginResult> {
+    assertStorableKey('an idempotency key', key);
     this.#sweepNow();
     const token = randomUUID();
     const t = this.#table;

@@ -1,4 +1,5 @@
 import type { Pool, QueryResult, QueryResultRow } from 'pg';
+import { assertStorableKey } from '../errors/storable-text.js';
 import type { Inbox, InboxClaim } from '../inbox/inbox.js';
 import {
   type DurableInboxOptions,
@@ -51,6 +52,7 @@ export class PostgresInbox implements Inbox {
   }
 
   async begin(key: string): Promise<InboxClaim | null> {
+    assertStorableKey('an inbox key', key);
     this.#cleanUp();
     for (let round = 0; ; round++) {
       const claimed = await this.#query(

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type Database from 'better-sqlite3';
+import { assertStorableKey } from '../errors/storable-text.js';
 import { EventStoreClosedError } from '../eventstore/errors.js';
 import {
   answerOfLiveRow,
@@ -151,6 +152,7 @@ export class SqliteIdempotencyStore implements IdempotencyStore {
   }
 
   async begin(key: string, fingerprint: string): Promise<IdempotencyBeginResult> {
+    assertStorableKey('an idempotency key', key);
     this.#sweepNow();
     // Replays and refusals need no write lock: a plain read answers them.
     const found = await this.#busy(() => this.#find.get(this.#namespace, key));

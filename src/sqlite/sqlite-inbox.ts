@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type Database from 'better-sqlite3';
+import { assertStorableKey } from '../errors/storable-text.js';
 import { EventStoreClosedError } from '../eventstore/errors.js';
 import type { Inbox, InboxClaim } from '../inbox/inbox.js';
 import {
@@ -73,6 +74,7 @@ export class SqliteInbox implements Inbox {
   }
 
   async begin(key: string): Promise<InboxClaim | null> {
+    assertStorableKey('an inbox key', key);
     this.#forgetOld();
     for (let round = 0; ; round++) {
       const token = randomUUID();

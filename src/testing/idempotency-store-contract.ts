@@ -73,6 +73,19 @@ export function testIdempotencyStore(
       expect((await store.begin(freshKey('unrelated'), 'POST /orders sha256:a')).state).toBe('new');
     });
 
+    it('refuses a key no store keeps apart (not a string, NUL, a lone surrogate) with INVALID_OPTIONS', async () => {
+      // PostgreSQL took 'k-\uD800' as 'k-\uFFFD' and replayed that key's answer; NUL failed raw.
+      const { store } = await harness.create();
+      const key = freshKey('twin');
+      const begun = await store.begin(`${key}\uFFFD`, 'POST /orders sha256:a');
+      expect(begun.state).toBe('new');
+      for (const odd of [`${key}\uD800`, `${key}\u0000`, 5]) {
+        await expect(store.begin(odd as string, 'POST /orders sha256:a')).rejects.toMatchObject({
+          code: 'INVALID_OPTIONS',
+        });
+      }
+    });
+
     it('replays the completed response to the same request, and refuses it to another', async () => {
       const { store } = await harness.create();
       const key = freshKey('replay');

@@ -58,6 +58,18 @@ export function testInbox(
       expect(await inbox.begin('g|p|m-2')).not.toBeNull();
     });
 
+    it('refuses a key no store keeps apart (not a string, NUL, a lone surrogate) with INVALID_OPTIONS', async () => {
+      // PostgreSQL took 'k-\uD800' as 'k-\uFFFD': a message already handled under that key was
+      // skipped; NUL failed with the database's raw error. Memory and SQLite took them as new.
+      const { inbox } = await harness.create();
+      const claim = await inbox.begin('g|p|k-\uFFFD');
+      await claim!.complete();
+      for (const key of ['g|p|k-\uD800', 'g|p|k-\u0000', 5]) {
+        await expect(inbox.begin(key as string)).rejects.toMatchObject({ code: 'INVALID_OPTIONS' });
+      }
+      expect(await inbox.begin('g|p|k-\uFFFD')).toBeNull();
+    });
+
     it('lets an abandoned key be claimed again', async () => {
       const { inbox } = await harness.create();
       const claim = await inbox.begin('k');

@@ -758,6 +758,21 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
         await expect(
           outbox.unitOfWork((work) => work.publish('order.placed', { orderId: '1' }, { key: 'key-\uD800' })),
         ).rejects.toMatchObject({ code: 'INVALID_OPTIONS' });
+        // The transactional inbox: PostgreSQL took 'm-\uD800' as the handled 'm-\uFFFD' and skipped it.
+        let runs = 0;
+        expect(await outbox.runHandler('c', 'm-\uFFFD', async () => void runs++)).toBe(true);
+        for (const [consumer, messageId] of [
+          ['c', 'm-\uD800'],
+          ['c', 'm-\u0000'],
+          ['c-\uDBFF', 'm-1'],
+        ] as const) {
+          await expect(outbox.runHandler(consumer, messageId, async () => void runs++)).rejects.toMatchObject(
+            {
+              code: 'INVALID_OPTIONS',
+            },
+          );
+        }
+        expect(runs).toBe(1);
       });
 
       it('refuses a message id the outbox holds with DUPLICATE_MESSAGE_ID, keeping nothing; accepts it again once sent', async () => {

@@ -696,9 +696,13 @@ export function testTransport(name: string, harness: TransportHarness, features:
       await waitFor(async () => (await b.listDeadLetters()).length === 3, 'three dead letters');
       const dead = await b.listDeadLetters();
       expect(dead.map((d) => [d.reason.kind, d.reason.message, d.attempts])).toEqual([
-        ['malformed', "the message id holds NUL, which Ferry's stores cannot keep", 1],
-        ['malformed', "the correlation id holds NUL, which Ferry's stores cannot keep", 1],
-        ['malformed', "the causation id holds NUL, which Ferry's stores cannot keep", 1],
+        ['malformed', "the message id holds NUL or a lone surrogate, which Ferry's stores cannot keep", 1],
+        [
+          'malformed',
+          "the correlation id holds NUL or a lone surrogate, which Ferry's stores cannot keep",
+          1,
+        ],
+        ['malformed', "the causation id holds NUL or a lone surrogate, which Ferry's stores cannot keep", 1],
       ]);
       await waitFor(() => handled.length === 1, 'the valid message');
       expect(handled).toEqual(['good']);

@@ -1,4 +1,5 @@
 import { positiveIntegerOption } from '../../errors/integer-option.js';
+import { assertStorableKey } from '../../errors/storable-text.js';
 import {
   assertStoredResponse,
   type IdempotencyBeginResult,
@@ -74,6 +75,7 @@ export class MemoryIdempotencyStore implements IdempotencyStore {
   }
 
   async begin(key: string, fingerprint: string): Promise<IdempotencyBeginResult> {
+    assertStorableKey('an idempotency key', key);
     const now = Date.now();
     const answer = this.#answers.get(key);
     if (answer !== undefined && answer.expiresAt > now) {
