@@ -115,16 +115,21 @@ describe('RabbitMQ dead-letter calls cut short', () => {
     const b = await bus(v.url);
     await deadLetter(b, 300);
     let error: unknown;
-    // rabbitmqctl may take longer to close the connections than the listing takes (a busy machine):
-    // the cut is tried again until one lands while the listing runs.
-    for (let attempt = 0; attempt < 15 && error === undefined; attempt++) {
-      const listing = b.listDeadLetters({ group, limit: 1000 }).then(
-        () => undefined,
-        (e: unknown) => e,
-      );
-      await sleep((attempt % 5) * 20);
-      await v.closeConnections('dead-letter listing fault test');
-      error = await listing;
+    // rabbitmqctl takes from half a second to seconds to close the connections (longer than a
+    // listing on a busy machine): listings run back to back until its close has landed, so that it
+    // cuts one of them. Tried again should the close land in the instant between two.
+    for (let attempt = 0; attempt < 5 && error === undefined; attempt++) {
+      let closed = false;
+      const closing = v.closeConnections('dead-letter listing fault test').finally(() => {
+        closed = true;
+      });
+      while (!closed && error === undefined) {
+        error = await b.listDeadLetters({ group, limit: 1000 }).then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+      }
+      await closing;
       if (error === undefined) await sleep(500);
     }
     expect(error).toBeDefined();
