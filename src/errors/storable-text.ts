@@ -1,9 +1,10 @@
 import { describeValue } from './describe-value.js';
 import { InvalidOptionsError } from './ferry-error.js';
 
-/** `String.prototype.toWellFormed` (Node 20), not yet in TypeScript's ES2023 library. */
-interface ToWellFormed {
+/** `String.prototype.toWellFormed` and `isWellFormed` (Node 20), not yet in TypeScript's ES2023 library. */
+interface WellFormed {
   toWellFormed(): string;
+  isWellFormed(): boolean;
 }
 
 /**
@@ -14,8 +15,16 @@ interface ToWellFormed {
  * store U+FFFD for it, the memory store the surrogate itself.
  */
 export function storableText(text: string): string {
-  const wellFormed = (text as unknown as ToWellFormed).toWellFormed();
+  const wellFormed = (text as unknown as WellFormed).toWellFormed();
   return wellFormed.includes('\u0000') ? wellFormed.replaceAll('\u0000', '\uFFFD') : wellFormed;
+}
+
+/**
+ * Whether every store keeps `text` as it is ({@link storableText} would change nothing): no NUL, no
+ * lone surrogate. Without copying the text.
+ */
+export function isStorableText(text: string): boolean {
+  return !text.includes('\u0000') && (text as unknown as WellFormed).isWellFormed();
 }
 
 /**
@@ -24,7 +33,7 @@ export function storableText(text: string): string {
  * surrogate (PostgreSQL would take it as U+FFFD, the key of another message). @throws InvalidOptionsError
  */
 export function assertStorableKey(what: string, value: unknown): asserts value is string {
-  if (typeof value === 'string' && !value.includes('\u0000') && storableText(value) === value) return;
+  if (typeof value === 'string' && isStorableText(value)) return;
   throw new InvalidOptionsError(
     `${what} must be a string without NUL or lone surrogates, which the stores cannot keep apart, not ${describeValue(value)}`,
   );

@@ -616,14 +616,8 @@ export class Bus<C extends Contracts = NoContracts> {
     options: { readonly group?: string | undefined; readonly limit?: number | undefined } = {},
   ): Promise<DeadLetter[]> {
     if (this.#closing !== undefined) return Promise.reject(new BusClosedError());
-    try {
-      assertOptionsObject('listDeadLetters', options);
-      // A group subscribe refuses has no dead letters: said so, not an empty listing (in memory) or
-      // the driver's TypeError (RabbitMQ).
-      if (options.group !== undefined) assertGroup(options.group);
-    } catch (error) {
-      return Promise.reject(error);
-    }
+    const refused = refusedDeadLetterOptions('listDeadLetters', options);
+    if (refused !== undefined) return Promise.reject(refused);
     const limit = options.limit ?? 100;
     if (!Number.isInteger(limit) || limit < 1 || limit > MAX_DEAD_LETTER_LISTING) {
       return Promise.reject(
@@ -660,12 +654,8 @@ export class Bus<C extends Contracts = NoContracts> {
     } = {},
   ): Promise<number> {
     if (this.#closing !== undefined) return Promise.reject(new BusClosedError());
-    try {
-      assertOptionsObject('replayDeadLetters', options);
-      if (options.group !== undefined) assertGroup(options.group);
-    } catch (error) {
-      return Promise.reject(error);
-    }
+    const refused = refusedDeadLetterOptions('replayDeadLetters', options);
+    if (refused !== undefined) return Promise.reject(refused);
     const { group, ...rest } = options;
     // A limit of 0, -1 or NaN replayed nothing and said nothing; 1.5 was taken as it came.
     if (rest.limit !== undefined && !(Number.isSafeInteger(rest.limit) && rest.limit >= 1)) {
@@ -773,5 +763,20 @@ function untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
 function assertHandlerTimeout(timeoutMs: number): void {
   if (!Number.isInteger(timeoutMs) || timeoutMs < 0 || timeoutMs > MAX_TIMER_MS) {
     throw new InvalidOptionsError(`handlerTimeoutMs must be an integer from 0 (no limit) to ${MAX_TIMER_MS}`);
+  }
+}
+
+/**
+ * Why a dead-letter call's options are refused, or `undefined`: not an object, or a group subscribe
+ * refuses (it has no dead letters: said so, not an empty listing in memory or the driver's
+ * TypeError on RabbitMQ).
+ */
+function refusedDeadLetterOptions(call: string, options: { readonly group?: string | undefined }): unknown {
+  try {
+    assertOptionsObject(call, options);
+    if (options.group !== undefined) assertGroup(options.group);
+    return undefined;
+  } catch (error) {
+    return error;
   }
 }

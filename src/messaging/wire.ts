@@ -1,10 +1,10 @@
+import { isStorableText } from '../errors/storable-text.js';
 import { type Clock, systemClock } from '../time/clock.js';
 import { type Envelope, JSON_CONTENT_TYPE, newMessageId, toMessage } from './envelope.js';
 import { MessageNotSerializableError } from './errors.js';
 import { rfc3339ToMs } from './expiry.js';
 import { isReservedHeader } from './reserved-headers.js';
 import type { Delivery } from './transport.js';
-import { isWellFormed } from './well-formed.js';
 
 /** Header names Ferry reserves on the wire. */
 export const HEADER = Object.freeze({
@@ -135,7 +135,7 @@ function withNul(wire: WireMessage, headers: WireMessage['headers']): string | u
 }
 
 function unkeepable(text: string | undefined): boolean {
-  return text !== undefined && (text.includes('\u0000') || !isWellFormed(text));
+  return text !== undefined && !isStorableText(text);
 }
 
 /** `text` in quotes, cut to 64 characters: for a reason that names a bad value. */

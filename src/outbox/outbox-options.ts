@@ -1,10 +1,10 @@
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import { integerOption, positiveIntegerOption } from '../errors/integer-option.js';
+import { isStorableText } from '../errors/storable-text.js';
 import type { EventStore } from '../eventstore/store.js';
 import type { Logger } from '../logging/logger.js';
 import type { Bus } from '../messaging/bus.js';
 import type { Contracts, NoContracts } from '../messaging/contracts.js';
-import { isWellFormed } from '../messaging/well-formed.js';
 import type { Clock } from '../time/clock.js';
 import { MAX_TIMER_MS } from '../time/max-timer.js';
 import { DEFAULT_HELD_LEASE_MS, DEFAULT_RELAY_OPTIONS, type RelayOptions } from './relay-options.js';
@@ -117,5 +117,5 @@ export function lookupIds(call: string, ids: readonly string[]): string[] {
  * finding (and cancelling) a message whose id holds that character instead.
  */
 export function namesNothing(key: string): boolean {
-  return key.includes('\u0000') || !isWellFormed(key);
+  return !isStorableText(key);
 }

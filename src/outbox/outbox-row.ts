@@ -1,7 +1,7 @@
 import { InvalidOptionsError } from '../errors/ferry-error.js';
+import { isStorableText } from '../errors/storable-text.js';
 import type { Bus } from '../messaging/bus.js';
 import type { Contracts, DataIn, TypeOf } from '../messaging/contracts.js';
-import { isWellFormed } from '../messaging/well-formed.js';
 import type { OutboxInsert } from './storage.js';
 import type { OutboxPublishOptions } from './unit-of-work.js';
 
@@ -28,8 +28,7 @@ export async function outboxRow<C extends Contracts>(
     (typeof key !== 'string' ||
       key.length === 0 ||
       key.length > MAX_OUTBOX_KEY_LENGTH ||
-      key.includes('\u0000') ||
-      !isWellFormed(key))
+      !isStorableText(key))
   ) {
     throw new InvalidOptionsError(
       `key must be a non-empty string of at most ${MAX_OUTBOX_KEY_LENGTH} characters, without NUL or lone surrogates`,
