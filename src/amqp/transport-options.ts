@@ -1,6 +1,7 @@
 import { describeValue } from '../errors/describe-value.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import { integerOption } from '../errors/integer-option.js';
+import { knownOptions, refuseUnknownKeys } from '../errors/options-object.js';
 import type { Logger } from '../logging/logger.js';
 import type { AmqpUrlOptions } from '../messaging/amqp-url-options.js';
 import { isWellFormed } from '../messaging/well-formed.js';
@@ -41,7 +42,28 @@ const MAX_TIMER_MS = 2_147_483_647;
  * The options with defaults filled in (an explicit `undefined` takes the default), or
  * `INVALID_OPTIONS` naming the first bad one, before anything connects.
  */
+/** The keys of {@link AmqpUrlOptions}: what `createBus`'s `amqp` takes. */
+export const AMQP_URL_OPTION_NAMES = [
+  'exchange',
+  'queueType',
+  'publishWindow',
+  'maxBufferedPublishes',
+  'maxMessageBytes',
+  'confirmTimeoutMs',
+  'connectTimeoutMs',
+  'reconnect',
+  'maxRedeliveries',
+  'heartbeatSeconds',
+  'connectionName',
+] as const satisfies readonly (keyof AmqpUrlOptions)[];
+
+/**
+ * `options` checked and completed with the defaults. A key the transport does not read (a misspelt
+ * `queuetype`, `reconnect: { initialDelay }`) is refused, not dropped for its default.
+ */
 export function resolveAmqpOptions(options: AmqpTransportOptions): ResolvedAmqpOptions {
+  refuseUnknownKeys('the amqp transport', options, [...AMQP_URL_OPTION_NAMES, 'url', 'logger']);
+  const reconnect = knownOptions('amqp reconnect', options.reconnect, ['initialDelayMs', 'maxDelayMs']);
   const d = DEFAULT_AMQP_TRANSPORT_OPTIONS;
   const queueType = options.queueType ?? d.queueType;
   if (queueType !== 'quorum' && queueType !== 'classic') {
@@ -62,14 +84,14 @@ export function resolveAmqpOptions(options: AmqpTransportOptions): ResolvedAmqpO
   if (typeof connectionName !== 'string') throw new InvalidOptionsError('connectionName must be a string');
   const initialDelayMs = integerOption(
     'reconnect.initialDelayMs',
-    options.reconnect?.initialDelayMs,
+    reconnect.initialDelayMs,
     d.reconnect.initialDelayMs,
     1,
     MAX_TIMER_MS,
   );
   const maxDelayMs = integerOption(
     'reconnect.maxDelayMs',
-    options.reconnect?.maxDelayMs,
+    reconnect.maxDelayMs,
     d.reconnect.maxDelayMs,
     1,
     MAX_TIMER_MS,

@@ -7,11 +7,41 @@ import { InvalidOptionsError } from './ferry-error.js';
  */
 export function assertOptionsObject(call: string, options: unknown): void {
   if (options === undefined) return;
-  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+  if (typeof options !== 'object' || options === null || Array.isArray(options) || isBoxed(options)) {
     throw new InvalidOptionsError(
       `${call} options must be an object (or left out), not ${describeValue(options)}`,
     );
   }
+}
+
+/**
+ * `new String('abc')` and its kin: objects whose keys are a string's characters or nothing, never
+ * options (one was taken as options with every default).
+ */
+function isBoxed(value: object): boolean {
+  return (
+    value instanceof String ||
+    value instanceof Number ||
+    value instanceof Boolean ||
+    value instanceof Symbol ||
+    value instanceof BigInt
+  );
+}
+
+/**
+ * Options of `call` as it reads them: an object (or left out: `{}`), no key it does not read
+ * ({@link refuseUnknownKeys}), members set to `undefined` left out ({@link definedOptions}).
+ * @throws InvalidOptionsError
+ */
+export function knownOptions<T extends object>(
+  call: string,
+  options: T | undefined,
+  known: readonly string[],
+): Partial<T> {
+  assertOptionsObject(call, options);
+  if (options === undefined) return {};
+  refuseUnknownKeys(call, options, known);
+  return definedOptions(options);
 }
 
 /** An optional list of functions (middleware, hooks): `undefined` passes. @throws InvalidOptionsError */

@@ -266,6 +266,10 @@ describe.each(storages)('subscriptions on %s', (_name, storage) => {
           /retry/,
         ],
         [{ backoff: { initialDelayMs: 0, factor: Number.POSITIVE_INFINITY } }, /retry 2 a delay of NaN/],
+        // Misspelt, these were dropped without a word and the default used.
+        [{ batchsize: 10 }, /^subscribe has no option "batchsize": it takes name, from, types, batchSize, /],
+        [{ handlerTimeout: 10 }, /^subscribe has no option "handlerTimeout"/],
+        [{ backoff: { initialDelay: 5000 } }, /^backoff has no option "initialDelay"/],
       ];
       for (const [options, reason] of bad) {
         let thrown: unknown;
@@ -294,6 +298,40 @@ describe.each(storages)('subscriptions on %s', (_name, storage) => {
         () => {},
       );
       await ok.close();
+    });
+
+    it('takes an option set to undefined as left out, and handles every event', async () => {
+      const store = await (await opener())();
+      await store.append('u-1', [
+        { type: 'T', data: 1 },
+        { type: 'T', data: 2 },
+      ]);
+      const got: unknown[] = [];
+      // `batchSize: undefined` replaced the default and spun the event loop for ever (nothing handled,
+      // no timer ran); the others replaced theirs with undefined too.
+      const sub = store.subscribe(
+        {
+          name: 'undefined-options',
+          batchSize: undefined,
+          maxAttempts: undefined,
+          backoff: undefined,
+          idlePollMs: undefined,
+          leaseMs: undefined,
+          handlerTimeoutMs: undefined,
+          exclusive: undefined,
+          from: undefined,
+          types: undefined,
+        } as never,
+        (e) => {
+          got.push(e.data);
+        },
+      );
+      await waitFor(
+        () => got.length === 2,
+        () => `handled ${got.length} of 2`,
+      );
+      expect(got).toEqual([1, 2]);
+      await sub.close();
     });
   });
 

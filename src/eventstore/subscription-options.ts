@@ -1,11 +1,27 @@
 import { describeValue } from '../errors/describe-value.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
+import { refuseUnknownKeys } from '../errors/options-object.js';
 import { MAX_TIMER_MS } from '../time/max-timer.js';
 import { EVENT_LIMITS, nameProblem } from './event-encoding.js';
 import { isCount } from './prepare-append.js';
+import type { EventSubscriptionOptions } from './subscription.js';
 
 /** Most tries per event before it is parked: the retry delays are computed up front. */
 export const MAX_SUBSCRIPTION_ATTEMPTS = 10_000;
+
+/** What {@link EventStore.subscribe} reads. */
+export const EVENT_SUBSCRIPTION_OPTION_NAMES = [
+  'name',
+  'from',
+  'types',
+  'batchSize',
+  'maxAttempts',
+  'backoff',
+  'idlePollMs',
+  'exclusive',
+  'leaseMs',
+  'handlerTimeoutMs',
+] as const satisfies readonly (keyof EventSubscriptionOptions)[];
 
 /**
  * Checks what {@link EventStore.subscribe} is given before anything starts, alike on every backend:
@@ -23,6 +39,8 @@ export function assertSubscriptionOptions(options: unknown, handler: unknown): v
   if (typeof handler !== 'function') {
     throw new InvalidOptionsError(`subscribe needs a handler function, not ${describeValue(handler)}`);
   }
+  // A misspelt key (`batchsize`, `handlerTimeout`) would otherwise be dropped for its default.
+  refuseUnknownKeys('subscribe', options, EVENT_SUBSCRIPTION_OPTION_NAMES);
   const o = options as Record<string, unknown>;
   if (o.from !== undefined && o.from !== 'start' && o.from !== 'end') {
     throw new InvalidOptionsError(`from must be 'start' or 'end', not ${describeValue(o.from)}`);

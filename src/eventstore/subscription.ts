@@ -3,6 +3,7 @@ import { hostname } from 'node:os';
 import { runWithContext } from '../context/context.js';
 import { describeThrown } from '../errors/describe-thrown.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
+import { definedOptions } from '../errors/options-object.js';
 import { storableText } from '../errors/storable-text.js';
 import { uuidv7 } from '../ids/uuidv7.js';
 import type { Logger } from '../logging/logger.js';
@@ -168,7 +169,9 @@ export class EventSubscription {
     this.#handler = handler;
     this.#logger = logger;
     this.#types = options.types === undefined ? undefined : new Set(options.types);
-    const { name: _name, types: _types, ...rest } = options;
+    // An option set to `undefined` is left out: spread over the defaults it would replace one (a
+    // `batchSize: undefined` spun the event loop for ever).
+    const { name: _name, types: _types, ...rest } = definedOptions(options);
     this.#options = { ...DEFAULT_EVENT_SUBSCRIPTION_OPTIONS, ...rest };
     this.#delays = exponentialDelays(this.#options.backoff, this.#options.maxAttempts - 1);
     assertRetryDelays(this.#delays);

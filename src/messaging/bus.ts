@@ -1,7 +1,12 @@
 import { currentContext, type FerryContext, runWithContext } from '../context/context.js';
 import { describeValue } from '../errors/describe-value.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
-import { assertFunctionList, assertOptionsObject, definedOptions } from '../errors/options-object.js';
+import {
+  assertFunctionList,
+  assertOptionsObject,
+  knownOptions,
+  refuseUnknownKeys,
+} from '../errors/options-object.js';
 import type { Inbox } from '../inbox/inbox.js';
 import { type Logger, stderrLogger } from '../logging/logger.js';
 import {
@@ -77,6 +82,24 @@ export const DEFAULT_SUBSCRIPTION_OPTIONS = Object.freeze({
   backoff: DEFAULT_EXPONENTIAL_BACKOFF,
   handlerTimeoutMs: 30_000,
 });
+
+/**
+ * The keys of {@link SubscriptionDefaults} and of `subscribe`'s options: any other is a misspelt or
+ * misplaced option (`maxAttempt`, `timeoutMs`), refused rather than dropped for its default.
+ */
+const SUBSCRIPTION_DEFAULT_KEYS = [
+  'concurrency',
+  'maxAttempts',
+  'backoff',
+  'handlerTimeoutMs',
+] as const satisfies readonly (keyof SubscriptionDefaults)[];
+const SUBSCRIBE_KEYS = [
+  ...SUBSCRIPTION_DEFAULT_KEYS,
+  'group',
+  'middleware',
+  'onExpired',
+  'unitOfWork',
+] as const satisfies readonly (keyof TransactionalSubscribeOptions<unknown>)[];
 
 /** What a handler gets besides its message. */
 export interface HandlerContext {
@@ -246,10 +269,9 @@ export class Bus<C extends Contracts = NoContracts> {
     this.#contracts = new Map(Object.entries(options.contracts ?? {}) as [string, StandardSchemaV1][]);
     assertFunctionList('middleware', options.middleware);
     this.#middleware = [...(options.inbox ? [idempotent(options.inbox)] : []), ...(options.middleware ?? [])];
-    assertOptionsObject('subscriptionDefaults', options.subscriptionDefaults);
     this.#defaults = {
       ...DEFAULT_SUBSCRIPTION_OPTIONS,
-      ...definedOptions(options.subscriptionDefaults ?? {}),
+      ...knownOptions('subscriptionDefaults', options.subscriptionDefaults, SUBSCRIPTION_DEFAULT_KEYS),
     };
     // Checked now: a bad default would otherwise refuse every later subscribe.
     this.#spec('subscription.defaults', {});
@@ -392,6 +414,7 @@ export class Bus<C extends Contracts = NoContracts> {
   ): Promise<Subscription> {
     if (this.#closing !== undefined) throw new BusClosedError();
     assertOptionsObject('subscribe', options);
+    refuseUnknownKeys('subscribe', options, SUBSCRIBE_KEYS);
     assertFunctionList('middleware', options.middleware);
     const spec = this.#spec(pattern, options);
     const { group } = spec;
@@ -484,6 +507,8 @@ export class Bus<C extends Contracts = NoContracts> {
   ): Promise<number> {
     if (this.#closing !== undefined) throw new BusClosedError();
     assertOptionsObject('deleteSubscription', options);
+    // Any of subscribe's: the options a subscription was made with may be passed as they are.
+    refuseUnknownKeys('deleteSubscription', options, SUBSCRIBE_KEYS);
     return this.transport.deleteSubscription(this.#spec(pattern, options));
   }
 

@@ -1,5 +1,6 @@
 import { describeValue } from '../errors/describe-value.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
+import { knownOptions } from '../errors/options-object.js';
 import { MAX_TIMER_MS } from '../time/max-timer.js';
 
 /** Exponential backoff without jitter: `initialDelayMs * factor^(n-1)`, capped at `maxDelayMs`. */
@@ -18,9 +19,15 @@ export const DEFAULT_EXPONENTIAL_BACKOFF = Object.freeze({
   maxDelayMs: 60_000,
 } satisfies Required<ExponentialBackoffOptions>);
 
+const EXPONENTIAL_BACKOFF_KEYS = Object.keys(DEFAULT_EXPONENTIAL_BACKOFF);
+
 /** The delays before retries 1..`retries`, e.g. 1s, 2s, 4s, 8s with the defaults and 4 retries. */
 export function exponentialDelays(options: ExponentialBackoffOptions, retries: number): number[] {
-  const { initialDelayMs, factor, maxDelayMs } = { ...DEFAULT_EXPONENTIAL_BACKOFF, ...options };
+  // A string, or a misspelt key (`initialDelay`), would otherwise leave every delay at its default.
+  const { initialDelayMs, factor, maxDelayMs } = {
+    ...DEFAULT_EXPONENTIAL_BACKOFF,
+    ...knownOptions('backoff', options, EXPONENTIAL_BACKOFF_KEYS),
+  };
   if (
     !areNumbers(initialDelayMs, factor, maxDelayMs) ||
     !(initialDelayMs >= 0) ||
@@ -97,7 +104,7 @@ export const DEFAULT_EXPONENTIAL_BACKOFF_STRATEGY = Object.freeze({
 export function exponentialBackoff(options: ExponentialBackoffStrategyOptions = {}): Backoff {
   const { initialDelayMs, factor, maxDelayMs, jitter, random } = {
     ...DEFAULT_EXPONENTIAL_BACKOFF_STRATEGY,
-    ...options,
+    ...knownOptions('exponentialBackoff', options, Object.keys(DEFAULT_EXPONENTIAL_BACKOFF_STRATEGY)),
   };
   if (
     !areNumbers(initialDelayMs, factor, maxDelayMs) ||
@@ -150,7 +157,10 @@ export const DEFAULT_DECORRELATED_JITTER = Object.freeze({
  * Grows about as fast as exponential backoff while keeping clients apart.
  */
 export function decorrelatedJitter(options: DecorrelatedJitterOptions = {}): Backoff {
-  const { initialDelayMs, maxDelayMs, random } = { ...DEFAULT_DECORRELATED_JITTER, ...options };
+  const { initialDelayMs, maxDelayMs, random } = {
+    ...DEFAULT_DECORRELATED_JITTER,
+    ...knownOptions('decorrelatedJitter', options, Object.keys(DEFAULT_DECORRELATED_JITTER)),
+  };
   if (
     !areNumbers(initialDelayMs, maxDelayMs) ||
     !(initialDelayMs >= 0) ||

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { FerryError } from '../../errors/ferry-error.js';
 import { InvalidOptionsError } from '../../errors/ferry-error.js';
 import { integerOption } from '../../errors/integer-option.js';
+import { refuseUnknownKeys } from '../../errors/options-object.js';
 import { type Clock, type ClockTimer, systemClock } from '../../time/clock.js';
 import { cutReason } from '../dead-letter-reason.js';
 import { Deque } from '../deque.js';
@@ -80,6 +81,13 @@ export function resolveMemoryBrokerOptions(options: MemoryBrokerOptions): Requir
   if (typeof options !== 'object' || options === null) {
     throw new InvalidOptionsError('memory broker options must be an object');
   }
+  // A misspelt key (`maxQueueLenght`) is refused, not dropped for its default.
+  refuseUnknownKeys('the memory broker', options, [
+    'maxQueueLength',
+    'maxMessageBytes',
+    'maxRedeliveries',
+    'clock',
+  ]);
   const d = DEFAULT_MEMORY_BROKER_OPTIONS;
   const clock = options.clock ?? d.clock;
   if (typeof clock?.now !== 'function' || typeof clock.setTimeout !== 'function') {

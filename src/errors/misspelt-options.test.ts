@@ -1,0 +1,181 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { AmqpTransport } from '../amqp/amqp-transport.js';
+import { createBus } from '../connect/create-bus.js';
+import { silentLogger } from '../logging/logger.js';
+import type { Bus } from '../messaging/bus.js';
+import { MemoryBroker } from '../messaging/memory/memory-broker.js';
+import { decorrelatedJitter, exponentialBackoff, exponentialDelays } from '../resilience/backoff.js';
+import { isInvalidOptionsError } from './ferry-error.js';
+
+/**
+ * Options nested one level down (a subscription's `backoff`, the bus's `subscriptionDefaults`,
+ * `amqp`, `memory`): a misspelt key, or a string where an object goes, was dropped without a word
+ * and its default used — a subscription meant to retry every 5 s retried after 1 s, 2 s, 4 s… Each is
+ * now refused with INVALID_OPTIONS naming the key and what the call takes.
+ */
+function refusal(run: () => unknown): Error {
+  try {
+    run();
+  } catch (error) {
+    if (!isInvalidOptionsError(error)) throw error;
+    return error;
+  }
+  throw new Error('expected INVALID_OPTIONS, got nothing');
+}
+
+async function asyncRefusal(run: () => Promise<unknown>): Promise<Error> {
+  const error = await run().then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  if (error === undefined) throw new Error('expected INVALID_OPTIONS, got nothing');
+  if (!isInvalidOptionsError(error)) throw error;
+  return error;
+}
+
+const buses: Bus[] = [];
+afterEach(async () => {
+  await Promise.all(buses.splice(0).map((bus) => bus.close()));
+});
+
+let n = 0;
+async function memoryBus(options: Record<string, unknown> = {}): Promise<Bus> {
+  const bus = await createBus({
+    url: `memory://misspelt-${process.pid}-${n++}`,
+    service: 'svc',
+    logger: silentLogger,
+    ...options,
+  });
+  buses.push(bus);
+  return bus;
+}
+
+describe('backoff options', () => {
+  it('exponentialDelays refuses a misspelt key, a string and a boxed string', () => {
+    expect(refusal(() => exponentialDelays({ initialDelay: 5000 } as never, 3)).message).toBe(
+      'backoff has no option "initialDelay": it takes initialDelayMs, factor, maxDelayMs',
+    );
+    expect(refusal(() => exponentialDelays('abc' as never, 3)).message).toMatch(
+      /backoff options must be an object/,
+    );
+    expect(refusal(() => exponentialDelays(new String('abc') as never, 3)).message).toMatch(
+      /backoff options must be an object/,
+    );
+  });
+
+  it('exponentialDelays takes a key set to undefined as left out', () => {
+    expect(exponentialDelays({ initialDelayMs: 500, factor: undefined } as never, 3)).toEqual([
+      500, 1000, 2000,
+    ]);
+  });
+
+  it('exponentialBackoff and decorrelatedJitter refuse a misspelt key', () => {
+    expect(refusal(() => exponentialBackoff({ jiter: 'none' } as never)).message).toMatch(
+      /^exponentialBackoff has no option "jiter": it takes initialDelayMs, factor, maxDelayMs, jitter, random$/,
+    );
+    expect(refusal(() => decorrelatedJitter({ maxDelay: 10 } as never)).message).toMatch(
+      /^decorrelatedJitter has no option "maxDelay"/,
+    );
+    // Still the documented defaults when a key is undefined.
+    expect(exponentialBackoff({ jitter: 'none', factor: undefined } as never)(3, 0)).toBe(400);
+  });
+});
+
+describe('bus subscriptions', () => {
+  it('subscribe refuses a misspelt option and a backoff that is not an object', async () => {
+    const bus = await memoryBus();
+    expect(
+      (await asyncRefusal(() => bus.subscribe('a.b', () => {}, { maxAttempt: 2 } as never))).message,
+    ).toMatch(
+      /^subscribe has no option "maxAttempt": it takes concurrency, maxAttempts, backoff, handlerTimeoutMs, group, middleware, onExpired, unitOfWork$/,
+    );
+    expect(
+      (await asyncRefusal(() => bus.subscribe('a.b', () => {}, { backoff: 'abc' } as never))).message,
+    ).toMatch(/backoff options must be an object/);
+    expect(
+      (await asyncRefusal(() => bus.subscribe('a.b', () => {}, { backoff: { initialDelay: 5000 } } as never)))
+        .message,
+    ).toMatch(/backoff has no option "initialDelay"/);
+  });
+
+  it('a subscription refused for its options takes no message; corrected, it gets every one', async () => {
+    const bus = await memoryBus();
+    await asyncRefusal(() => bus.subscribe('a.b', () => {}, { group: 'g', timeoutMs: 5 } as never));
+    const got: unknown[] = [];
+    await bus.subscribe('a.b', (m) => void got.push(m.data), { group: 'g', handlerTimeoutMs: 5000 });
+    await bus.publish('a.b', 1);
+    await expect.poll(() => got).toEqual([1]);
+  });
+
+  it('deleteSubscription takes the options the subscription was made with, and refuses others', async () => {
+    const bus = await memoryBus();
+    const options = {
+      group: 'g',
+      maxAttempts: 2,
+      concurrency: 3,
+      handlerTimeoutMs: 100,
+      onExpired: 'drop',
+    } as const;
+    const sub = await bus.subscribe('a.b', () => {}, options);
+    await sub.close();
+    await expect(bus.deleteSubscription('a.b', options)).resolves.toBe(0);
+    expect((await asyncRefusal(() => bus.deleteSubscription('a.b', { grup: 'g' } as never))).message).toMatch(
+      /^deleteSubscription has no option "grup"/,
+    );
+  });
+
+  it('createBus refuses a misspelt subscriptionDefaults key, a boxed string, a string backoff', async () => {
+    expect((await asyncRefusal(() => memoryBus({ subscriptionDefaults: { maxAttempt: 2 } }))).message).toBe(
+      'subscriptionDefaults has no option "maxAttempt": it takes concurrency, maxAttempts, backoff, handlerTimeoutMs',
+    );
+    expect(
+      (await asyncRefusal(() => memoryBus({ subscriptionDefaults: new String('abc') }))).message,
+    ).toMatch(/subscriptionDefaults options must be an object/);
+    expect(
+      (await asyncRefusal(() => memoryBus({ subscriptionDefaults: { backoff: 'abc' } }))).message,
+    ).toMatch(/backoff options must be an object/);
+  });
+});
+
+describe('transport options', () => {
+  it('createBus refuses a misspelt amqp key, on a memory URL too (checked before deployment)', async () => {
+    expect((await asyncRefusal(() => memoryBus({ amqp: { queuetype: 'classic' } }))).message).toMatch(
+      /^createBus amqp has no option "queuetype": it takes exchange, queueType, /,
+    );
+    // url and logger are the bus's own: inside amqp they would be ignored.
+    expect((await asyncRefusal(() => memoryBus({ amqp: { url: 'amqp://elsewhere' } }))).message).toMatch(
+      /^createBus amqp has no option "url"/,
+    );
+    expect((await asyncRefusal(() => memoryBus({ amqp: { reconnect: { initialDelay: 10 } } }))).message).toBe(
+      'amqp reconnect has no option "initialDelay": it takes initialDelayMs, maxDelayMs',
+    );
+    expect((await asyncRefusal(() => memoryBus({ amqp: { reconnect: 'fast' } }))).message).toMatch(
+      /amqp reconnect options must be an object/,
+    );
+  });
+
+  it('AmqpTransport refuses a misspelt key when made directly', () => {
+    expect(
+      refusal(() => new AmqpTransport({ url: 'amqp://127.0.0.1:1', publishwindow: 5 } as never)).message,
+    ).toMatch(/^the amqp transport has no option "publishwindow": it takes /);
+    // Its own options, given as documented, are taken.
+    expect(
+      () =>
+        new AmqpTransport({
+          url: 'amqp://127.0.0.1:1',
+          logger: silentLogger,
+          exchange: 'x',
+          reconnect: { initialDelayMs: 10, maxDelayMs: undefined } as never,
+        }),
+    ).not.toThrow();
+  });
+
+  it('the memory broker refuses a misspelt key', async () => {
+    expect(refusal(() => new MemoryBroker({ maxQueueLenght: 5 } as never)).message).toBe(
+      'the memory broker has no option "maxQueueLenght": it takes maxQueueLength, maxMessageBytes, maxRedeliveries, clock',
+    );
+    expect((await asyncRefusal(() => memoryBus({ memory: { maxRedelivery: 1 } }))).message).toMatch(
+      /^the memory broker has no option "maxRedelivery"/,
+    );
+  });
+});
