@@ -5,6 +5,12 @@ import { silentLogger } from '../logging/logger.js';
 import type { Bus } from '../messaging/bus.js';
 import { MemoryBroker } from '../messaging/memory/memory-broker.js';
 import { decorrelatedJitter, exponentialBackoff, exponentialDelays } from '../resilience/backoff.js';
+import { RetryBudget } from '../resilience/budget.js';
+import { Bulkhead } from '../resilience/bulkhead.js';
+import { CircuitBreaker } from '../resilience/circuit-breaker.js';
+import { RetryPolicy } from '../resilience/retry.js';
+import { TimeoutPolicy } from '../resilience/timeout.js';
+import { VirtualClock } from '../time/clock.js';
 import { isInvalidOptionsError } from './ferry-error.js';
 
 /**
@@ -177,5 +183,52 @@ describe('transport options', () => {
     expect((await asyncRefusal(() => memoryBus({ memory: { maxRedelivery: 1 } }))).message).toMatch(
       /^the memory broker has no option "maxRedelivery"/,
     );
+  });
+});
+
+describe('resilience policies', () => {
+  it('refuse a key they do not read, naming it (opossum and cockatiel spell some of them so)', () => {
+    expect(refusal(() => new CircuitBreaker({ failureThreshold: 5 } as never)).message).toMatch(
+      /^circuit breaker has no option "failureThreshold": it takes name, windowMs, buckets, minimumVolume, /,
+    );
+    expect(refusal(() => new RetryPolicy({ retries: 5 } as never)).message).toMatch(
+      /^retry has no option "retries": it takes maxAttempts, backoff, shouldRetry, budget, /,
+    );
+    expect(refusal(() => new RetryBudget({ percent: 0.1 } as never)).message).toMatch(
+      /^RetryBudget has no option "percent"/,
+    );
+    expect(refusal(() => new Bulkhead({ maxConcurrency: 2 } as never)).message).toBe(
+      'bulkhead has no option "maxConcurrency": it takes maxConcurrent, maxQueue',
+    );
+    expect(refusal(() => new TimeoutPolicy({ ms: 100, timeoutMs: 50 } as never)).message).toBe(
+      'timeout has no option "timeoutMs": it takes ms',
+    );
+    expect(refusal(() => new VirtualClock({ startAt: 0 } as never)).message).toMatch(
+      /^VirtualClock has no option "startAt"/,
+    );
+  });
+
+  it('take a key set to undefined as left out: the documented default applies', async () => {
+    // These were refused ("must be an integer in 1..100, not undefined") though createBus and
+    // createEventStore take `undefined` as left out.
+    let attempts = 0;
+    const retry = new RetryPolicy({
+      maxAttempts: undefined,
+      backoff: undefined,
+      shouldRetry: undefined,
+      maxDelayMs: undefined,
+    } as never);
+    await retry
+      .execute(async () => {
+        attempts++;
+        throw new Error('down');
+      })
+      .catch(() => {});
+    expect(attempts).toBe(3);
+    const bulkhead = new Bulkhead({ maxConcurrent: undefined, maxQueue: undefined } as never);
+    expect(bulkhead.stats()).toEqual({ running: 0, queued: 0 });
+    expect(() => new RetryBudget({ ratio: undefined, now: undefined } as never)).not.toThrow();
+    expect(new CircuitBreaker({ resetTimeoutMs: undefined, now: undefined } as never).state).toBe('closed');
+    expect(new VirtualClock({ start: undefined } as never).now()).toBe(Date.UTC(2026, 0, 1));
   });
 });

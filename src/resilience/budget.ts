@@ -1,5 +1,6 @@
 import { describeValue } from '../errors/describe-value.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
+import { knownOptions } from '../errors/options-object.js';
 
 /** Options of {@link RetryBudget}. */
 export interface RetryBudgetOptions {
@@ -71,7 +72,10 @@ export class RetryBudget {
 
   /** @throws {@link InvalidOptionsError} when an option is out of range. */
   constructor(options: RetryBudgetOptions = {}) {
-    const { ratio, minRetriesPerSecond, windowMs, now } = { ...DEFAULT_RETRY_BUDGET, ...options };
+    const { ratio, minRetriesPerSecond, windowMs, now } = {
+      ...DEFAULT_RETRY_BUDGET,
+      ...knownOptions('RetryBudget', options, Object.keys(DEFAULT_RETRY_BUDGET)),
+    };
     if (!Number.isFinite(ratio) || !(ratio >= 0)) {
       throw new InvalidOptionsError(
         `RetryBudget ratio must be a finite number >= 0, not ${describeValue(ratio)}`,

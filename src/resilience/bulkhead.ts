@@ -1,5 +1,6 @@
 import { describeValue } from '../errors/describe-value.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
+import { knownOptions } from '../errors/options-object.js';
 import { MAX_TIMER_MS } from '../time/max-timer.js';
 import { contextOf, invoke } from './compose.js';
 import { BulkheadFullError, TimeoutError } from './errors.js';
@@ -71,7 +72,10 @@ export class Bulkhead implements Policy {
 
   /** @throws {@link InvalidOptionsError} when an option is out of range. */
   constructor(options: BulkheadOptions = {}) {
-    const { maxConcurrent, maxQueue } = { ...DEFAULT_BULKHEAD, ...options };
+    const { maxConcurrent, maxQueue } = {
+      ...DEFAULT_BULKHEAD,
+      ...knownOptions('bulkhead', options, Object.keys(DEFAULT_BULKHEAD)),
+    };
     if (!Number.isInteger(maxConcurrent) || maxConcurrent < 1) {
       throw new InvalidOptionsError(
         `bulkhead maxConcurrent must be an integer >= 1, not ${describeValue(maxConcurrent)}`,

@@ -1,5 +1,6 @@
 import { describeValue } from '../errors/describe-value.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
+import { knownOptions } from '../errors/options-object.js';
 import { contextOf } from './compose.js';
 import { CircuitOpenError } from './errors.js';
 import type { ExecuteOptions, Policy, PolicyContext } from './policy.js';
@@ -187,7 +188,10 @@ export class CircuitBreaker implements Policy {
 
   /** @throws {@link InvalidOptionsError} when an option is out of range or `initialState` is malformed. */
   constructor(options: CircuitBreakerOptions = {}) {
-    const o = { ...DEFAULT_CIRCUIT_BREAKER, ...options };
+    const o = {
+      ...DEFAULT_CIRCUIT_BREAKER,
+      ...knownOptions('circuit breaker', options, [...Object.keys(DEFAULT_CIRCUIT_BREAKER), 'initialState']),
+    };
     validate(o);
     this.#name = o.name;
     this.#minimumVolume = o.minimumVolume;

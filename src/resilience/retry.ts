@@ -1,5 +1,6 @@
 import { describeValue } from '../errors/describe-value.js';
 import { InvalidOptionsError, isFerryError } from '../errors/ferry-error.js';
+import { knownOptions } from '../errors/options-object.js';
 import { MAX_TIMER_MS } from '../time/max-timer.js';
 import { type Backoff, exponentialBackoff } from './backoff.js';
 import type { RetryBudget } from './budget.js';
@@ -97,6 +98,19 @@ export const DEFAULT_RETRY = Object.freeze({
   maxDelayMs: 30_000,
 });
 
+/** What {@link RetryPolicy} reads: any other key is refused. */
+const RETRY_OPTION_NAMES = [
+  'maxAttempts',
+  'backoff',
+  'shouldRetry',
+  'budget',
+  'maxDelayMs',
+  'onRetry',
+  'onDeadlineReached',
+  'onBudgetExhausted',
+  'onRetryRefused',
+] as const satisfies readonly (keyof RetryOptions)[];
+
 /**
  * Runs a function again when it fails, after a backoff wait: at most `maxAttempts` attempts, never
  * past the caller's deadline, within a shared {@link RetryBudget} if given, and never once the
@@ -118,7 +132,10 @@ export class RetryPolicy implements Policy {
 
   /** @throws {@link InvalidOptionsError} when an option is out of range. */
   constructor(options: RetryOptions = {}) {
-    const { maxAttempts, backoff, shouldRetry, maxDelayMs } = { ...DEFAULT_RETRY, ...options };
+    const { maxAttempts, backoff, shouldRetry, maxDelayMs } = {
+      ...DEFAULT_RETRY,
+      ...knownOptions('retry', options, RETRY_OPTION_NAMES),
+    };
     if (!Number.isInteger(maxAttempts) || maxAttempts < 1 || maxAttempts > 100) {
       throw new InvalidOptionsError(
         `retry maxAttempts must be an integer in 1..100, not ${describeValue(maxAttempts)}`,

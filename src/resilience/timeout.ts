@@ -1,5 +1,6 @@
 import { describeValue } from '../errors/describe-value.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
+import { knownOptions } from '../errors/options-object.js';
 import { MAX_TIMER_MS } from '../time/max-timer.js';
 import { type DeadlineContext, invoke } from './compose.js';
 import { TimeoutError } from './errors.js';
@@ -22,7 +23,7 @@ export class TimeoutPolicy implements Policy {
 
   /** @throws {@link InvalidOptionsError} unless `ms` is in (0, 2^31 - 1]. */
   constructor(options: TimeoutOptions) {
-    const ms = options?.ms;
+    const { ms } = knownOptions('timeout', options, ['ms']);
     if (typeof ms !== 'number' || !(ms > 0) || ms > MAX_TIMER_MS) {
       throw new InvalidOptionsError(
         `timeout ms must be a number in (0, ${MAX_TIMER_MS}], not ${describeValue(ms)}`,

@@ -1,4 +1,5 @@
 import { errorGuard, FerryError, InvalidOptionsError } from '../errors/ferry-error.js';
+import { knownOptions } from '../errors/options-object.js';
 import { endOfTurn } from './end-of-turn.js';
 
 /** A timer armed by a {@link Clock}. */
@@ -106,7 +107,10 @@ export class VirtualClock implements Clock {
   #queue: Promise<unknown> = Promise.resolve();
 
   constructor(options: VirtualClockOptions = {}) {
-    const { start, limit } = { ...DEFAULT_VIRTUAL_CLOCK_OPTIONS, ...options };
+    const { start, limit } = {
+      ...DEFAULT_VIRTUAL_CLOCK_OPTIONS,
+      ...knownOptions('VirtualClock', options, Object.keys(DEFAULT_VIRTUAL_CLOCK_OPTIONS)),
+    };
     checkDuration(start, 'start');
     if (!Number.isInteger(limit) || limit < 1) {
       throw new InvalidOptionsError(`limit must be a positive integer, got ${limit}`);
