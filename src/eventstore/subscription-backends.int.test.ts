@@ -235,6 +235,26 @@ describe.each(storages)('subscriptions on %s', (_name, storage) => {
     });
   });
 
+  describe("from: 'end'", () => {
+    it('closed at once after it starts, it keeps the end it started at: what is appended before it runs again reaches it', async () => {
+      const store = await (await opener())();
+      await store.append('end-1', [{ type: 'T', data: 0 }]);
+      const got: unknown[] = [];
+      const handler = (e: { data: unknown }) => {
+        got.push(e.data);
+      };
+      // On PostgreSQL a close within a few ms of subscribe stored no checkpoint (finding the end
+      // was cut short); the next start took the end as it was then, and the event appended
+      // meanwhile never reached the subscription.
+      await store.subscribe({ name: 'end-close', from: 'end' }, handler).close();
+      await store.append('end-1', [{ type: 'T', data: 1 }]);
+      const again = store.subscribe({ name: 'end-close', from: 'end' }, handler);
+      await again.caughtUp();
+      await again.close();
+      expect(got).toEqual([1]);
+    });
+  });
+
   describe('options', () => {
     it('refuses, before anything starts, options no backend could run alike', async () => {
       const store = await (await opener())();

@@ -219,9 +219,10 @@ export class EventSubscription {
     const saved = await this.#retrying('load its checkpoint', () => this.#backend.loadCheckpoint(this.name));
     if (saved !== undefined) this.#position = saved;
     else if (this.#options.from === 'end') {
-      this.#position = await this.#retrying('find the end', () =>
-        this.#backend.horizon({ signal: this.#stopping.signal }),
-      );
+      // Found and stored even when close comes meanwhile (close waits for it): cut short, the
+      // subscription kept no checkpoint, and its next start took the end as it was then, skipping
+      // what was appended in between. A failure while closing still ends it.
+      this.#position = await this.#retrying('find the end', () => this.#backend.horizon());
       this.#dirty = true;
       await this.#saveCheckpoint();
     } else this.#position = 0n;
