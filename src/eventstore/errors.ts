@@ -45,10 +45,10 @@ export class InvalidEventError extends FerryError {
 }
 export const isInvalidEventError = errorGuard<InvalidEventError>('INVALID_EVENT');
 
-/** The event store was closed. */
+/** The event store was closed (or, from `caughtUp()`, the subscription). */
 export class EventStoreClosedError extends FerryError {
-  constructor() {
-    super('EVENT_STORE_CLOSED', 'the event store is closed');
+  constructor(message = 'the event store is closed') {
+    super('EVENT_STORE_CLOSED', message);
   }
 }
 export const isEventStoreClosedError = errorGuard<EventStoreClosedError>('EVENT_STORE_CLOSED');

@@ -464,6 +464,53 @@ describe.each(storages)('subscriptions on %s', (_name, storage) => {
     });
   });
 
+  describe('caughtUp() and close', () => {
+    it('a caughtUp() waiting when the subscription closes, or made after, rejects: it never reports a stopped subscription caught up', async () => {
+      const store = await (await opener())();
+      for (let i = 0; i < 5; i++) await store.append('cu-1', [{ type: 'T', data: i }]);
+      let handled = 0;
+      const sub = store.subscribe({ name: 'cu-close', batchSize: 1 }, async () => {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        handled++;
+      });
+      await waitFor(() => handled >= 1, 'one event handled');
+      // It resolved, with four events still behind, and a readiness gate took it for caught up.
+      const waiting = sub.caughtUp().then(
+        () => 'resolved',
+        (error: { code?: string }) => error.code,
+      );
+      await sub.close();
+      expect(await waiting).toBe('EVENT_STORE_CLOSED');
+      await expect(sub.caughtUp()).rejects.toMatchObject({
+        code: 'EVENT_STORE_CLOSED',
+        message: 'subscription "cu-close" is closed: it did not catch up',
+      });
+      expect(handled).toBeLessThan(5);
+      expect((await sub.lag()).behind).toBe(5 - handled);
+    });
+
+    it("a standby's caughtUp() rejects when the standby closes before the checkpoint passes", async () => {
+      const open = await opener();
+      const [a, b] = [await open(), await open()];
+      await a.append('cu-2', [{ type: 'T', data: 0 }]);
+      let release: () => void = () => {};
+      const stuck = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      const active = a.subscribe({ name: 'cu-standby', leaseMs: 2000 }, () => stuck);
+      await waitFor(() => active.active, 'the first instance to take the lease');
+      const standby = b.subscribe({ name: 'cu-standby', leaseMs: 2000 }, () => {});
+      const waiting = standby.caughtUp().then(
+        () => 'resolved',
+        (error: { code?: string }) => error.code,
+      );
+      await standby.close();
+      expect(await waiting).toBe('EVENT_STORE_CLOSED');
+      release();
+      await active.close();
+    });
+  });
+
   describe('replayParked', () => {
     /** A read-modify-write projection (a running total) that notes how many handlers run at once. */
     function projection() {

@@ -118,7 +118,7 @@ export class EventSubscription {
   #unwatch: (() => void) | undefined;
   /** Reads the loop has begun, numbered from 1: caughtUp() waits for one begun after its call. */
   #reads = 0;
-  #idleWaiters: { after: number; resolve: () => void }[] = [];
+  #idleWaiters: IdleWaiter[] = [];
   /** Identifies this instance in the lease: host, process (see {@link deadOnThisHost}) and a unique id. */
   readonly #owner = leaseOwner(process.pid, uuidv7());
   /** Holds the lease (exclusive) or runs regardless (not exclusive). */
@@ -209,7 +209,10 @@ export class EventSubscription {
         }
       }
       this.#leading = false;
-      this.#markIdle(Number.POSITIVE_INFINITY);
+      // Closed before they were caught up: said so, not resolved as if they were.
+      const waiters = this.#idleWaiters;
+      this.#idleWaiters = [];
+      for (const waiter of waiters) waiter.reject(this.#notCaughtUp());
     }
   }
 
@@ -475,17 +478,19 @@ export class EventSubscription {
    * Resolves once the subscription has handled everything that was final when this was called,
    * whichever instance runs it: on the active one, once its loop completed a read, begun after the
    * call, that found nothing more; on a standby (exclusive), once the checkpoint stored by the
-   * active instance has passed every event that was final at the call. Resolves at once when closed.
+   * active instance has passed every event that was final at the call. Rejects with
+   * `EventStoreClosedError` (`EVENT_STORE_CLOSED`) when the subscription closes before that, and at
+   * once when it is closed: a readiness check must not take a stopped subscription for a caught-up one.
    * For readiness checks, tests and start-up.
    */
   caughtUp(): Promise<void> {
-    if (this.#closed) return Promise.resolve();
+    if (this.#closed) return Promise.reject(this.#notCaughtUp());
     // A read already under way may have begun before what the caller appended was final.
     const after = this.#reads;
     this.#wakeUp();
-    let waiter: { after: number; resolve: () => void } | undefined;
-    const own = new Promise<void>((resolve) => {
-      waiter = { after, resolve };
+    let waiter: IdleWaiter | undefined;
+    const own = new Promise<void>((resolve, reject) => {
+      waiter = { after, resolve, reject };
       this.#idleWaiters.push(waiter);
     });
     if (!this.#options.exclusive) return own;
@@ -500,8 +505,8 @@ export class EventSubscription {
 
   /**
    * Polls the stored checkpoint until no event final at the call lies beyond it, while this instance
-   * is not the active one (the active one's own loop answers then). Never rejects: an unreachable
-   * store is asked again.
+   * is not the active one (the active one's own loop answers then). An unreachable store is asked
+   * again; rejects only when the subscription closes first.
    */
   async #checkpointReaches(settled: () => boolean): Promise<void> {
     let target: bigint | undefined;
@@ -521,6 +526,11 @@ export class EventSubscription {
       }
       await new Promise<void>((resolve) => setTimeout(resolve, Math.min(250, 10 * 2 ** round)).unref());
     }
+    if (this.#closed) throw this.#notCaughtUp();
+  }
+
+  #notCaughtUp(): EventStoreClosedError {
+    return new EventStoreClosedError(`subscription "${this.name}" is closed: it did not catch up`);
   }
 
   /**
@@ -636,6 +646,13 @@ export class EventSubscription {
  */
 function replayQueueName(name: string): string {
   return `${name}\u001freplay`.padEnd(201, '\u001f');
+}
+
+/** A caughtUp() call waiting for a read, begun after `after`, that finds nothing more. */
+interface IdleWaiter {
+  readonly after: number;
+  readonly resolve: () => void;
+  readonly reject: (error: Error) => void;
 }
 
 /** Unwinds the loop when the subscription closes mid-operation; never escapes the class. */
