@@ -558,6 +558,19 @@ describe('ServiceClient close', () => {
     await closing;
     expect(s.requests.map((r) => r.path)).toEqual(['/slow']);
   });
+
+  it('closes once however often it is called: a second close resolves (two shutdown hooks)', async () => {
+    const s = await FaultServer.start();
+    cleanups.push(() => s.close());
+    s.enqueue({ status: 200, body: { ok: true } });
+    const c = new ServiceClient(s.url, { retry: false });
+    await c.get('/');
+    await c.close();
+    // It rejected with undici's ClientDestroyedError; unawaited, that ended the process.
+    await expect(c.close()).resolves.toBeUndefined();
+    await expect(Promise.all([c.close(), c.close()])).resolves.toEqual([undefined, undefined]);
+    await expect(c.get('/')).rejects.toMatchObject({ code: 'CLIENT_CLOSED' });
+  });
 });
 
 describe('ServiceClient response size', () => {

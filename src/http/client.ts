@@ -144,6 +144,7 @@ export class ServiceClient {
   readonly #maxResponseBytes: number;
   readonly #connections: number;
   #closed = false;
+  #closePromise: Promise<void> | undefined;
   /** Aborted by close(), with CLIENT_CLOSED: ends the waits in the bulkhead queue and in backoff. */
   readonly #closing = new AbortController();
   readonly #closingOptions: ExecuteOptions;
@@ -739,10 +740,15 @@ export class ServiceClient {
   }
 
   /** Closes the connection pool (a dispatcher passed in options is left to its owner). */
-  async close(): Promise<void> {
-    this.#closed = true;
-    if (!this.#closing.signal.aborted) this.#closing.abort(this.#closedError());
-    if (this.#options.dispatcher === undefined) await (this.#dispatcher as Pool | undefined)?.close();
+  close(): Promise<void> {
+    // One close for every call: a second one (two shutdown hooks) rejected with undici's raw
+    // ClientDestroyedError, and unawaited it ended the process.
+    this.#closePromise ??= (async () => {
+      this.#closed = true;
+      if (!this.#closing.signal.aborted) this.#closing.abort(this.#closedError());
+      if (this.#options.dispatcher === undefined) await (this.#dispatcher as Pool | undefined)?.close();
+    })();
+    return this.#closePromise;
   }
 }
 
