@@ -12,6 +12,7 @@ import { compose } from '../resilience/compose.js';
 import { TimeoutError } from '../resilience/errors.js';
 import type { ExecuteOptions, Policy, PolicyContext } from '../resilience/policy.js';
 import { DEFAULT_RETRY, retry } from '../resilience/retry.js';
+import { maskSecretParameters } from '../url/redact-url.js';
 import { type ClientEventMap, ClientEvents } from './client-events.js';
 import {
   type CallOptions,
@@ -313,6 +314,14 @@ export class ServiceClient {
     let deadline: number | undefined;
 
     const settings = init.retry === undefined ? this.#retrySettings : retrySettingsOf(init.retry);
+    if (typeof requestPath !== 'string') {
+      // It threw a TypeError ("path.charCodeAt is not a function") from deep inside.
+      throw new InvalidRequestError(
+        `${method} ${this.origin}`,
+        `the path must be a string starting with "/", not ${describeValue(requestPath)}`,
+      );
+    }
+    const shownRequestPath = maskSecretParameters(requestPath);
     const headers = outgoingHeaders(context, this.#options.headers, init.headers);
     // A key the server would refuse (or read as another) must not make a POST look safe to retry.
     if (init.idempotencyKey !== undefined && !isValidIdempotencyKey(init.idempotencyKey)) {
@@ -323,7 +332,7 @@ export class ServiceClient {
     const keyHeader = headers[HTTP_HEADER.idempotencyKey];
     if (keyHeader !== undefined && !isValidIdempotencyKey(keyHeader)) {
       throw new InvalidRequestError(
-        `${method} ${this.origin}${requestPath}`,
+        `${method} ${this.origin}${shownRequestPath}`,
         `the Idempotency-Key header must hold 1 to 255 printable ASCII characters (spaces only inside), not ${describeKey(keyHeader)}`,
       );
     }
@@ -333,7 +342,7 @@ export class ServiceClient {
       unquotedIdempotencyKey(keyHeader) !== unquotedIdempotencyKey(init.idempotencyKey)
     ) {
       throw new InvalidRequestError(
-        `${method} ${this.origin}${requestPath}`,
+        `${method} ${this.origin}${shownRequestPath}`,
         `its Idempotency-Key header, ${describeKey(keyHeader)}, is not its idempotencyKey, ${describeKey(init.idempotencyKey)}: give one of them`,
       );
     }
@@ -345,17 +354,22 @@ export class ServiceClient {
     const safeToRetry = IDEMPOTENT_METHODS.has(method) || idempotencyKey !== undefined;
     // An explicit x-deadline-ms is sent as given; otherwise each attempt sends what is left.
     const sendDeadline = headers[HTTP_HEADER.deadline] === undefined;
-    const payload = encodeRequestBody(requestBody, headers, `${method} ${requestPath}`);
-    const callPath = pathOfCall(requestPath, `${method} ${this.origin}${this.#basePath}${requestPath}`);
+    const payload = encodeRequestBody(requestBody, headers, `${method} ${shownRequestPath}`);
+    const callPath = pathOfCall(requestPath, `${method} ${this.origin}${this.#basePath}${shownRequestPath}`);
     const path = requestTarget(this.#basePath, callPath, init.query);
-    checkBodyHeaders(headers, payload, `${method} ${this.origin}${path}`);
+    // What errors and events show of the call: the values of secret query parameters (`?api_key=`,
+    // `?token=`) masked, since errors and events end up in logs (the server middleware logs a
+    // failed dependency's error). The request itself goes to `path`.
+    const shownPath = maskSecretParameters(path);
+    const target = `${method} ${this.origin}${shownPath}`;
+    checkBodyHeaders(headers, payload, target);
     const statuses = settings?.statuses ?? DEFAULT_SERVICE_CLIENT_OPTIONS.retry.statuses;
     const maxRetryAfterMs = settings?.maxRetryAfterMs ?? DEFAULT_SERVICE_CLIENT_OPTIONS.retry.maxRetryAfterMs;
     const attemptTimeout = init.timeout ?? this.#options.timeout ?? DEFAULT_SERVICE_CLIENT_OPTIONS.timeout;
     const retryable = this.#retryable;
     const notCounted = this.#notCounted;
     const attemptFailures = this.#attemptFailures;
-    const call = { method, path };
+    const call = { method, path: shownPath };
     const signal = init.signal;
 
     // A chain of callbacks rather than an async function: every call goes through here, and the
@@ -375,13 +389,13 @@ export class ServiceClient {
       const code = errorCode(error);
       if (code !== undefined && REFUSED_BEFORE_SENDING_CODES.has(code)) {
         // Never sent: a local mistake, not the target's failure, and no retry would fix it.
-        const invalid = new InvalidRequestError(`${method} ${this.origin}${path}`, error);
+        const invalid = new InvalidRequestError(target, error);
         notCounted.add(invalid);
         attemptFailures.add(invalid);
         throw invalid;
       }
       // Below HTTP (refused, reset, closed mid-answer…): one typed error, the original as its cause.
-      const broken = new ConnectionError(`${method} ${this.origin}${path}`, error, code);
+      const broken = new ConnectionError(target, error, code);
       if (code !== undefined && CONNECTION_CODES.has(code) && (safeToRetry || NOT_SENT_CODES.has(code))) {
         retryable.set(broken, call);
       }
@@ -397,7 +411,7 @@ export class ServiceClient {
         this.#events.emit('response', {
           client: this.name,
           method,
-          path,
+          path: shownPath,
           attempt: n,
           status,
           durationMs: performance.now() - started,
@@ -408,7 +422,7 @@ export class ServiceClient {
         // keeps its broken body as text (the status already says what went wrong).
         if (status < 300) {
           const text = response.body.toString('utf8', 0, 4000);
-          const invalid = new InvalidResponseBodyError(`${method} ${this.origin}${path}`, status, text);
+          const invalid = new InvalidResponseBodyError(target, status, text);
           // The target answered (a `response` event said so): the call fails, nothing refused it.
           attemptFailures.add(invalid);
           throw invalid;
@@ -429,7 +443,7 @@ export class ServiceClient {
         const error = new HttpError({
           status,
           method,
-          url: `${this.origin}${path}`,
+          url: `${this.origin}${shownPath}`,
           headers: response.headers,
           body,
           problem: problemOf(response.headers, body),
@@ -463,7 +477,7 @@ export class ServiceClient {
         const left = deadline - Date.now();
         if (left <= 0) {
           // Not sent, so no `attempt` event: the call ends with a `rejection` (see below).
-          const expired = new TimeoutError(deadlineMs ?? 0, `${method} ${this.origin}${path} (deadline)`);
+          const expired = new TimeoutError(deadlineMs ?? 0, `${target} (deadline)`);
           notCounted.add(expired);
           return Promise.reject(expired);
         }
@@ -474,12 +488,12 @@ export class ServiceClient {
         }
       }
       if (this.#events.listens('attempt'))
-        this.#events.emit('attempt', { client: this.name, method, path, attempt: n });
+        this.#events.emit('attempt', { client: this.name, method, path: shownPath, attempt: n });
       const started = this.#events.listens('response') ? performance.now() : 0;
       const timeoutError = (): Error => {
         const timedOut = new TimeoutError(
           cutByDeadline ? (deadlineMs ?? limit) : limit,
-          `${method} ${this.origin}${path}${cutByDeadline ? ' (deadline)' : ''}`,
+          `${target}${cutByDeadline ? ' (deadline)' : ''}`,
         );
         if (cutByDeadline) notCounted.add(timedOut);
         else if (safeToRetry) retryable.set(timedOut, call);
@@ -503,13 +517,13 @@ export class ServiceClient {
       if (deadline !== undefined && deadline <= now) {
         const passed = new TimeoutError(
           deadlineMs ?? 0,
-          `${method} ${requestPath} (deadline already passed)`,
+          `${method} ${shownRequestPath} (deadline already passed)`,
         );
         if (this.#events.listens('rejection')) {
           this.#events.emit('rejection', {
             client: this.name,
             method,
-            path,
+            path: shownPath,
             reason: 'deadline',
             error: passed,
           });
@@ -560,12 +574,24 @@ export class ServiceClient {
           this.#events.listens('rejection')
         ) {
           if (error.code !== 'TIMEOUT') {
-            this.#events.emit('rejection', { client: this.name, method, path, reason: error.code, error });
+            this.#events.emit('rejection', {
+              client: this.name,
+              method,
+              path: shownPath,
+              reason: error.code,
+              error,
+            });
           } else if (!(signal?.aborted && error === signal.reason)) {
             // No attempt in flight timed out: the deadline passed before one could be sent (in the
             // bulkhead queue, or waiting to retry). A timeout of the caller's own (its signal's
             // reason) is not ours to report.
-            this.#events.emit('rejection', { client: this.name, method, path, reason: 'deadline', error });
+            this.#events.emit('rejection', {
+              client: this.name,
+              method,
+              path: shownPath,
+              reason: 'deadline',
+              error,
+            });
           }
         }
         throw error;

@@ -15,6 +15,15 @@ export function redactUrl(url: string): string {
   return redacted.length > MAX_SHOWN ? `${redacted.slice(0, MAX_SHOWN)}…` : redacted;
 }
 
+/**
+ * `text` (a request path with its query, a URL without credentials) with the values of its secret
+ * query parameters masked ({@link SECRET_PARAMETER}), nothing else changed and nothing cut: what
+ * ServiceClient shows of a call's target in its errors and events.
+ */
+export function maskSecretParameters(text: string): string {
+  return text.replace(SECRET_PARAMETER, (_, name: string) => `${name}***`);
+}
+
 /** Longest redacted URL given back: URLs longer than this are cut (after masking). */
 const MAX_SHOWN = 1000;
 
