@@ -106,3 +106,76 @@ describe('ServiceClient options', () => {
     }
   });
 });
+
+describe('ServiceClient options it does not read, and its headers', () => {
+  // Each was accepted: a misspelt option dropped for its default, headers that failed every call.
+  it.each([
+    [
+      'a misspelt option',
+      { timeOut: 100 },
+      /^ServiceClient has no option "timeOut": it takes name, timeout, /,
+    ],
+    ['a misspelt retry option', { retry: { maxAttempt: 5 } }, /^retry has no option "maxAttempt"/],
+    [
+      'a breaker option from opossum',
+      { breaker: { failureThreshold: 3 } },
+      /has no option "failureThreshold"/,
+    ],
+    [
+      'a misspelt bulkhead option',
+      { bulkhead: { maxConcurrency: 3 } },
+      /^bulkhead has no option "maxConcurrency"/,
+    ],
+    [
+      'headers as a string (sent as headers 0, 1…)',
+      { headers: 'xy' },
+      /ServiceClient headers options must be an object/,
+    ],
+    [
+      'a header value with a line break',
+      { headers: { 'x-tenant': 'a\r\nx-injected: 1' } },
+      /x-tenant must be a string without line breaks/,
+    ],
+    ['a header value that is not a string', { headers: { 'x-n': 5 } }, /x-n must be a string/],
+    ['a header name with a space', { headers: { 'x tenant': 'a' } }, /"x tenant" is not a header name/],
+    ['transfer-encoding', { headers: { 'Transfer-Encoding': 'chunked' } }, /must not hold Transfer-Encoding/],
+    ['expect', { headers: { expect: '100-continue' } }, /must not hold expect/],
+    ['content-length', { headers: { 'content-length': '5' } }, /must not hold content-length/],
+    ['an Idempotency-Key', { headers: { 'Idempotency-Key': 'k' } }, /must not hold an Idempotency-Key/],
+  ])('refuses %s with INVALID_OPTIONS as it is made', (_what, options, message) => {
+    const error = refusal(options);
+    expect(isInvalidOptionsError(error), String(error)).toBe(true);
+    expect((error as Error).message).toMatch(message);
+  });
+
+  it('takes headers it can send with every call, an undefined one left out', () => {
+    expect(
+      refusal({ headers: { authorization: 'Bearer t', 'x-tenant': 'café', 'x-u': undefined } }),
+    ).toBeUndefined();
+    expect(refusal({ name: 'users', timeout: undefined })).toBeUndefined();
+  });
+
+  it("refuses a call option it does not read (a POST sent without its misspelt idempotency key), request()'s own taken", async () => {
+    const c = new ServiceClient('http://127.0.0.1:1', { breaker: false, retry: false });
+    try {
+      const error = await c.post('/x', {}, { idempotencykey: 'k' } as never).catch((e: unknown) => e);
+      expect(isInvalidOptionsError(error), String(error)).toBe(true);
+      expect((error as Error).message).toMatch(
+        /^the call has no option "idempotencykey": it takes headers, timeout, /,
+      );
+      const other = await c
+        .request({ method: 'GET', path: '/x', timeOut: 5 } as never)
+        .catch((e: unknown) => e);
+      expect((other as Error).message).toMatch(
+        /^request has no option "timeOut": it takes method, path, body, headers/,
+      );
+      // request()'s method, path and body are its own: the call is made (and finds nothing there).
+      const made = await c
+        .request({ method: 'POST', path: '/x', body: {}, timeout: 500 })
+        .catch((e: unknown) => e);
+      expect((made as { code?: string }).code).toBe('CONNECTION_ERROR');
+    } finally {
+      await c.close();
+    }
+  });
+});

@@ -2,6 +2,7 @@ import type { Dispatcher } from 'undici';
 import { describeValue } from '../errors/describe-value.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import { integerOption, positiveIntegerOption } from '../errors/integer-option.js';
+import { assertOptionsObject, refuseUnknownKeys } from '../errors/options-object.js';
 import type { Backoff } from '../resilience/backoff.js';
 import type { RetryBudgetOptions } from '../resilience/budget.js';
 import { CircuitBreaker, type CircuitBreakerOptions } from '../resilience/circuit-breaker.js';
@@ -132,6 +133,8 @@ export interface ClientSettings {
  * @throws InvalidOptionsError naming the option and what it accepts
  */
 export function clientSettingsOf(options: ServiceClientOptions, origin: string): ClientSettings {
+  assertOptionsObject('ServiceClient', options);
+  refuseUnknownKeys('ServiceClient', options, CLIENT_OPTION_NAMES);
   const name = options.name === undefined ? origin : options.name;
   if (typeof name !== 'string' || name === '') {
     throw new InvalidOptionsError(`name must be a non-empty string, not ${describeValue(name)}`);
@@ -162,6 +165,56 @@ function checkBreaker(breaker: ServiceClientOptions['breaker'], name: string): v
   new CircuitBreaker({ ...settings, name, isFailure: () => true });
 }
 
+/**
+ * What the client, its `retry` and a call read: any other key is a misspelt or misplaced option
+ * (`timeOut`, `idempotencykey`: a POST sent without its key), refused rather than dropped.
+ */
+const CLIENT_OPTION_NAMES = [
+  'name',
+  'timeout',
+  'deadline',
+  'retry',
+  'retryBudget',
+  'breaker',
+  'bulkhead',
+  'headers',
+  'connections',
+  'maxResponseBytes',
+  'dispatcher',
+] as const satisfies readonly (keyof ServiceClientOptions)[];
+const RETRY_OPTION_NAMES = [
+  'maxAttempts',
+  'backoff',
+  'maxRetryAfterMs',
+  'statuses',
+] as const satisfies readonly (keyof ClientRetryOptions)[];
+const CALL_OPTION_NAMES = new Set<string>([
+  'headers',
+  'timeout',
+  'deadline',
+  'signal',
+  'retry',
+  'idempotencyKey',
+  'route',
+  'query',
+] satisfies (keyof CallOptions)[]);
+
+/** What `request(init)` reads besides a call's options. */
+const REQUEST_INIT_NAMES = new Set(['method', 'path', 'body']);
+
+/**
+ * Refuses a key a call does not read (`request` also takes `method`, `path` and `body`): a loop over
+ * the keys given, a few ns a call. @throws InvalidOptionsError
+ */
+export function refuseUnknownCallOptions(options: object, requestInit: boolean): void {
+  for (const key in options) {
+    if (CALL_OPTION_NAMES.has(key) || (requestInit && REQUEST_INIT_NAMES.has(key))) continue;
+    if (!Object.hasOwn(options, key)) continue;
+    const known = [...(requestInit ? REQUEST_INIT_NAMES : []), ...CALL_OPTION_NAMES];
+    refuseUnknownKeys(requestInit ? 'request' : 'the call', options, known);
+  }
+}
+
 /** A nested group of options is `false` (turned off), an object, or left out. */
 function checkGroup(name: string, value: unknown): void {
   if (value !== undefined && value !== false && (typeof value !== 'object' || value === null)) {
@@ -176,6 +229,7 @@ function checkGroup(name: string, value: unknown): void {
 export function retrySettingsOf(options: false | ClientRetryOptions | undefined): RetrySettings | undefined {
   if (options === false) return undefined;
   checkGroup('retry', options);
+  if (options !== undefined) refuseUnknownKeys('retry', options, RETRY_OPTION_NAMES);
   const d = DEFAULT_SERVICE_CLIENT_OPTIONS.retry;
   const maxAttempts = integerOption('retry.maxAttempts', options?.maxAttempts, d.maxAttempts, 1, 100);
   const maxRetryAfterMs = options?.maxRetryAfterMs ?? d.maxRetryAfterMs;
@@ -204,15 +258,50 @@ function isStatus(status: unknown): boolean {
   return Number.isInteger(status) && (status as number) >= 100 && (status as number) <= 599;
 }
 
-/** A refused value, for a message: strings quoted, anything else as `String` writes it. */
+/** An HTTP field name (RFC 9110 token). */
+const FIELD_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+/** A field value Node sends as it is: no control character but tab (no CR, LF or NUL). */
+const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
 /**
- * The client's headers go with every call: an Idempotency-Key among them would make the server
- * answer every POST with the response stored for the first. @throws InvalidOptionsError
+ * Headers that cannot go with every call: the ones undici refuses on any request, and a
+ * `content-length`, which is each body's own (the client sets it).
  */
-export function refuseSharedIdempotencyKey(headers: Readonly<Record<string, string>> | undefined): void {
+const NOT_CLIENT_HEADERS = new Set([
+  'transfer-encoding',
+  'upgrade',
+  'keep-alive',
+  'expect',
+  'content-length',
+]);
+
+/**
+ * The client's headers go with every call, so they are checked as the client is made: a value
+ * undici would refuse (a line break, a bad name, `transfer-encoding`…) failed every call with
+ * `INVALID_REQUEST` instead, and a string was sent as headers `0`, `1`…. An Idempotency-Key among
+ * them would make the server answer every POST with the response stored for the first.
+ * @throws InvalidOptionsError
+ */
+export function checkClientHeaders(headers: unknown): void {
   if (headers === undefined) return;
-  for (const name in headers) {
-    if (name.toLowerCase() === HTTP_HEADER.idempotencyKey) {
+  assertOptionsObject('ServiceClient headers', headers);
+  for (const name of Object.keys(headers as object)) {
+    const value = (headers as Record<string, unknown>)[name];
+    if (value === undefined) continue;
+    const lower = name.toLowerCase();
+    if (!FIELD_NAME.test(name)) {
+      throw new InvalidOptionsError(`ServiceClient headers: ${describeValue(name)} is not a header name`);
+    }
+    if (typeof value !== 'string' || !FIELD_VALUE.test(value)) {
+      throw new InvalidOptionsError(
+        `ServiceClient headers: ${name} must be a string without line breaks or control characters, not ${describeValue(value)}`,
+      );
+    }
+    if (NOT_CLIENT_HEADERS.has(lower)) {
+      throw new InvalidOptionsError(
+        `ServiceClient headers must not hold ${name}: it cannot go with every call (the client sets what each needs)`,
+      );
+    }
+    if (lower === HTTP_HEADER.idempotencyKey) {
       throw new InvalidOptionsError(
         'ServiceClient headers must not hold an Idempotency-Key: every call would send the same one, and the server would answer each with the response stored for the first. Give each call its own (the call option idempotencyKey), or let the client make one per call',
       );

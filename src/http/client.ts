@@ -3,6 +3,7 @@ import type { Dispatcher, Pool } from 'undici';
 import { currentContext } from '../context/context.js';
 import { describeValue } from '../errors/describe-value.js';
 import { errorGuard, FerryError, InvalidOptionsError, isFerryError } from '../errors/ferry-error.js';
+import { assertOptionsObject } from '../errors/options-object.js';
 import { uuidv7 } from '../ids/uuidv7.js';
 import { exponentialBackoff } from '../resilience/backoff.js';
 import { RetryBudget } from '../resilience/budget.js';
@@ -16,10 +17,11 @@ import { maskSecretParameters } from '../url/redact-url.js';
 import { type ClientEventMap, ClientEvents } from './client-events.js';
 import {
   type CallOptions,
+  checkClientHeaders,
   clientSettingsOf,
   DEFAULT_SERVICE_CLIENT_OPTIONS,
   type RetrySettings,
-  refuseSharedIdempotencyKey,
+  refuseUnknownCallOptions,
   retrySettingsOf,
   type ServiceClientOptions,
   validateTimes,
@@ -189,7 +191,7 @@ export class ServiceClient {
     this.#connections = settings.connections;
     this.#maxResponseBytes = settings.maxResponseBytes;
     this.#options = options;
-    refuseSharedIdempotencyKey(options.headers);
+    checkClientHeaders(options.headers);
     this.#budget =
       options.retryBudget === false
         ? undefined
@@ -307,6 +309,11 @@ export class ServiceClient {
   ): Promise<ServiceResponse> {
     if (this.#closed) throw new ClientClosedError(this.name);
     const init: CallOptions = options ?? NO_OPTIONS;
+    if (init !== NO_OPTIONS) {
+      assertOptionsObject('the call', init);
+      // request(init) passes its init as the options: method, path and body are its own.
+      refuseUnknownCallOptions(init, !throwOnStatus);
+    }
     if (init.timeout !== undefined || init.deadline !== undefined) validateTimes(init);
     const context = currentContext();
     const deadlineMs = init.deadline ?? this.#options.deadline;
