@@ -236,14 +236,15 @@ export class EventStore {
       throw new InvalidEventError(
         `snapshot version must be a non-negative safe integer, not ${describeValue(snapshot.version)}`,
       );
-    // PostgreSQL keeps it in an integer column: the same range on every backend.
+    // PostgreSQL keeps it in an integer column: the same range on every backend, from 0 as
+    // CommandHandler's `snapshots.schemaVersion`.
     if (
       !Number.isInteger(snapshot.schemaVersion) ||
-      snapshot.schemaVersion < -2_147_483_648 ||
+      snapshot.schemaVersion < 0 ||
       snapshot.schemaVersion > 2_147_483_647
     )
       throw new InvalidEventError(
-        `snapshot schemaVersion must be an integer from -2147483648 to 2147483647, not ${describeValue(snapshot.schemaVersion)}`,
+        `snapshot schemaVersion must be an integer from 0 to 2147483647, not ${describeValue(snapshot.schemaVersion)}`,
       );
     const state = encodeJson(snapshot.state ?? null);
     if (state instanceof JsonEncodingProblem)

@@ -512,6 +512,45 @@ describe.each(storages)('subscriptions on %s', (_name, storage) => {
   });
 
   describe('replayParked', () => {
+    it('closed mid-replay, rejects saying how many succeeded and how many wait; those are replayed at the next run', async () => {
+      const open = await opener();
+      const store = await open();
+      for (let i = 0; i < 3; i++) await store.append('rp-1', [{ type: 'T', data: i }]);
+      let failing = true;
+      const started: unknown[] = [];
+      const succeeded: unknown[] = [];
+      const handler = async (e: { data: unknown }) => {
+        if (failing) throw new Error('down');
+        started.push(e.data);
+        await new Promise((resolve) => setTimeout(resolve, 150));
+        succeeded.push(e.data);
+      };
+      const name = { name: 'rp-close', maxAttempts: 1 };
+      const sub = store.subscribe(name, handler);
+      await sub.caughtUp();
+      expect(await sub.parked()).toHaveLength(3);
+      failing = false;
+      const replaying = sub.replayParked().then(
+        (n) => ({ n }),
+        (error: Error & { code?: string }) => ({ code: error.code, message: error.message }),
+      );
+      await waitFor(() => started.length === 2, 'the second replay to start');
+      // The second is in its handler: close waits for it.
+      await sub.close();
+      // It resolved 1 (the second, in flight at close, succeeded after the count), as if all were tried.
+      expect(await replaying).toEqual({
+        code: 'EVENT_STORE_CLOSED',
+        message:
+          'subscription "rp-close" closed before it replayed every parked event asked for: 2 of 3 succeeded, 1 not yet tried stay marked and are replayed when the subscription runs again',
+      });
+      expect(succeeded).toEqual([0, 1]);
+      // Nothing is lost: the one not tried is replayed when the subscription runs again.
+      const again = store.subscribe(name, handler);
+      await waitFor(async () => (await again.parked()).length === 0, 'the last replay after the restart');
+      expect(succeeded).toEqual([0, 1, 2]);
+      await again.close();
+    });
+
     /** A read-modify-write projection (a running total) that notes how many handlers run at once. */
     function projection() {
       const p = { total: 0, running: 0, mostAtOnce: 0, broken: true, calls: 0 };

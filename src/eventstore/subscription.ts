@@ -561,8 +561,9 @@ export class EventSubscription {
    * (this one, or another process when this one stands by) hands them to its handler between two
    * batches, oldest first, one attempt each, never beside a live event. Each that succeeds is
    * removed from the parked list; one that fails again stays parked. Resolves, once all were tried,
-   * the number that succeeded; when this instance closes first, what was tried so far (the rest stays
-   * marked and is replayed by whichever instance runs the subscription next). With
+   * the number that succeeded; when this instance closes first, rejects with `EventStoreClosedError`
+   * (`EVENT_STORE_CLOSED`) saying how many succeeded and how many were not tried yet (those stay
+   * marked and are replayed by whichever instance runs the subscription next). With
    * `exclusive: false`, like live events, a replay may reach one instance or several.
    */
   async replayParked(positions?: readonly bigint[]): Promise<number> {
@@ -583,6 +584,9 @@ export class EventSubscription {
       const queued = await this.#backend.listParked(this.#replayQueue, Number.MAX_SAFE_INTEGER);
       pending = queued.filter((q) => requested.has(q.event.position)).length;
     }
+    // Closed meanwhile: the replay in flight ends (or is given up) before the count, so that it is
+    // counted as it ended. Not from the subscription's own handler, which the loop waits for.
+    if (this.#closed && !insideOwnHandler(this)) await this.done.catch(() => {});
     const queued = new Set(
       (await this.#backend.listParked(this.#replayQueue, Number.MAX_SAFE_INTEGER)).map(
         (q) => q.event.position,
@@ -591,7 +595,16 @@ export class EventSubscription {
     const still = new Set(
       (await this.#backend.listParked(this.name, Number.MAX_SAFE_INTEGER)).map((p) => p.event.position),
     );
-    return [...requested].filter((position) => !queued.has(position) && !still.has(position)).length;
+    const succeeded = [...requested].filter((position) => !queued.has(position) && !still.has(position));
+    const untried = [...requested].filter((position) => queued.has(position)).length;
+    if (untried > 0) {
+      // Closed first: resolving would say every one was tried. They stay marked in the store, and the
+      // active instance replays them when it runs (this one, started again, or another).
+      throw new EventStoreClosedError(
+        `subscription "${this.name}" closed before it replayed every parked event asked for: ${succeeded.length} of ${requested.size} succeeded, ${untried} not yet tried stay marked and are replayed when the subscription runs again`,
+      );
+    }
+    return succeeded.length;
   }
 
   /** Replays what {@link replayParked} marked, in position order, while this instance holds the subscription. */

@@ -308,6 +308,8 @@ export function testEventStore(name: string, harness: EventStoreHarness): void {
           'schemaVersion',
           store.saveSnapshot({ streamId: 'ok', version: 0, schemaVersion: 2 ** 31, state: {} }),
         ],
+        // From 0, as CommandHandler's snapshots.schemaVersion: -1 was stored and loaded back.
+        ['schemaVersion', store.saveSnapshot({ streamId: 'ok', version: 0, schemaVersion: -1, state: {} })],
       ];
       for (const [field, attempt] of refused) {
         const error = await rejection(attempt);
