@@ -13,8 +13,10 @@ import {
   sha256Hex,
 } from './idempotency.js';
 import {
+  badPathEncodingProblem,
   bodyTooLargeProblem,
   HttpProblemError,
+  isDecodablePath,
   malformedJsonProblem,
   type ProblemOptions,
   problemFromError,
@@ -152,7 +154,12 @@ export function ferryErrors(options: FerryErrorsOptions = {}): ErrorRequestHandl
 /** Answers any request that reached it with a 404 problem; use it after the routes. */
 export function ferryNotFound(options: ProblemOptions = {}): RequestHandler {
   return (req, res) => {
-    sendProblem(req, res, new HttpProblemError(404, undefined, { detail: 'No such resource.' }), options);
+    // A path that is not valid percent-encoding is the client's mistake (400), as Fastify answers
+    // it; Express finds it only when a route decodes a parameter from it, and fell through to 404.
+    const problem = isDecodablePath(req.path)
+      ? new HttpProblemError(404, undefined, { detail: 'No such resource.' })
+      : badPathEncodingProblem();
+    sendProblem(req, res, problem, options);
   };
 }
 
@@ -320,11 +327,7 @@ function fromExpressError(error: unknown): unknown {
       });
   }
   // The router decodes path parameters and throws this URIError, with a status but not `expose`.
-  if (error instanceof URIError && (status === 400 || statusCode === 400)) {
-    return new HttpProblemError(400, undefined, {
-      detail: 'The request path is not valid percent-encoding.',
-    });
-  }
+  if (error instanceof URIError && (status === 400 || statusCode === 400)) return badPathEncodingProblem();
   // http-errors marks what is meant for the client with `expose`; a status on any other error may
   // come from a call this service made, and is not ours to echo.
   const code = typeof status === 'number' ? status : statusCode;

@@ -2,6 +2,7 @@ import type { FastifyError, FastifyReply, FastifyRequest, FastifyServerOptions }
 import { isFerryError } from '../../errors/ferry-error.js';
 import { PROBLEM_CONTENT_TYPE } from '../headers.js';
 import {
+  badPathEncodingProblem,
   bodyTooLargeProblem,
   HttpProblemError,
   malformedJsonProblem,
@@ -90,9 +91,7 @@ export function fromFastifyError(thrown: unknown): unknown {
     case 'FST_ERR_CTP_EMPTY_JSON_BODY':
       return malformedJsonProblem();
     case 'FST_ERR_BAD_URL':
-      return new HttpProblemError(400, undefined, {
-        detail: 'The request path is not valid percent-encoding.',
-      });
+      return badPathEncodingProblem();
     case 'FST_ERR_MAX_PARAM_LENGTH':
       return new HttpProblemError(414, undefined, {
         detail: 'A segment of the request path is longer than this server accepts.',

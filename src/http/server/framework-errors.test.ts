@@ -124,6 +124,19 @@ describe.each(harnesses)('framework errors from $name, on a raw connection', (ha
     expect(logger.entries).toEqual([]);
   });
 
+  it('answers a path that is not valid percent-encoding with 400 where no route matches it (Express said 404)', async () => {
+    await start();
+    for (const path of ['/orders%ZZ', '/%c0', '/nowhere/%E0%A4%A', '/x%']) {
+      const body = expectProblem(await sendRaw(url, get(path)), 400);
+      expect(body, path).toMatchObject({ detail: 'The request path is not valid percent-encoding.' });
+    }
+    // An unknown path that decodes is still 404, escapes and all.
+    for (const path of ['/nowhere', '/nowhere/%E2%82%AC', '/%25']) {
+      expectProblem(await sendRaw(url, get(path)), 404);
+    }
+    expect(logger.entries).toEqual([]);
+  });
+
   it('answers headers larger than the server accepts with 431', async () => {
     await start();
     const answer = await sendRaw(url, get('/orders/1', `x-big: ${'a'.repeat(20_000)}\r\n`));

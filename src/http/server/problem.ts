@@ -199,6 +199,22 @@ export function malformedJsonProblem(): HttpProblemError {
   return new HttpProblemError(400, undefined, { detail: 'The request body is not valid JSON.' });
 }
 
+/** The request path is not valid percent-encoding (`/orders%ZZ`, `/%c0`). */
+export function badPathEncodingProblem(): HttpProblemError {
+  return new HttpProblemError(400, undefined, { detail: 'The request path is not valid percent-encoding.' });
+}
+
+/** Whether `path` (without its query) decodes: every `%` escape well formed, the bytes UTF-8. */
+export function isDecodablePath(path: string): boolean {
+  if (!path.includes('%')) return true;
+  try {
+    decodeURIComponent(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** Where unexpected errors are reported; compatible with console, pino and Ferry's `Logger`. */
 export interface ProblemLogger {
   error(message: string, fields?: Record<string, unknown>): void;
