@@ -77,12 +77,15 @@ const BACKEND_OPTION_NAMES = [
   'statementTimeoutMs',
 ] as const satisfies readonly (keyof PostgresUrlOptions)[];
 
+/** What `postgres` (of createEventStore, createIdempotencyStore) takes. */
+export const POSTGRES_URL_OPTION_NAMES: readonly string[] = ['schema', ...BACKEND_OPTION_NAMES];
+
 /** Throws what the PostgreSQL backend would throw for `postgres`, without connecting (nor loading pg). */
 async function checkPostgresOptions(postgres: PostgresUrlOptions): Promise<void> {
   if (typeof postgres !== 'object' || postgres === null || Array.isArray(postgres)) {
     throw new InvalidOptionsError('postgres options must be an object');
   }
-  refuseUnknownKeys('createEventStore postgres', postgres, ['schema', ...BACKEND_OPTION_NAMES]);
+  refuseUnknownKeys('createEventStore postgres', postgres, POSTGRES_URL_OPTION_NAMES);
   const { PostgresEventStoreBackend } = await import('../postgres/postgres-backend.js');
   new PostgresEventStoreBackend({ ...postgres, url: 'postgres://localhost/unused' });
 }

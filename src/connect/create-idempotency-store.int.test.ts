@@ -187,6 +187,23 @@ describe('createIdempotencyStore', () => {
     await expect(
       createIdempotencyStore({ url: `sqlite:${path}`, ttlMs: undefined, namespace: 7 as unknown as string }),
     ).rejects.toSatisfy(isInvalidOptionsError);
+    // Misspelt, these were dropped (`namespce`: every service shared the default namespace), or
+    // refused in createEventStore's name.
+    await expect(
+      createIdempotencyStore({ url: `sqlite:${path}`, namespce: 'a' } as never),
+    ).rejects.toMatchObject({
+      code: 'INVALID_OPTIONS',
+      message: expect.stringMatching(/^createIdempotencyStore has no option "namespce": it takes url, /),
+    });
+    await expect(
+      createIdempotencyStore({ url: 'postgres://127.0.0.1:1/x', postgres: { poolsize: 2 } } as never),
+    ).rejects.toMatchObject({
+      code: 'INVALID_OPTIONS',
+      message: expect.stringMatching(/^createIdempotencyStore postgres has no option "poolsize"/),
+    });
+    await expect(createIdempotencyStore('memory://' as never)).rejects.toMatchObject({
+      code: 'INVALID_OPTIONS',
+    });
     const { existsSync } = await import('node:fs');
     expect(existsSync(path)).toBe(false);
     await expect(

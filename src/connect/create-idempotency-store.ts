@@ -1,4 +1,5 @@
 import { InvalidOptionsError } from '../errors/ferry-error.js';
+import { assertOptionsObject, refuseUnknownKeys } from '../errors/options-object.js';
 import type { EventStore } from '../eventstore/store.js';
 import {
   type DurableIdempotencyStoreOptions,
@@ -7,7 +8,7 @@ import {
 import type { IdempotencyStore } from '../http/server/idempotency.js';
 import { MemoryIdempotencyStore } from '../http/server/memory-idempotency-store.js';
 import type { Logger } from '../logging/logger.js';
-import { createEventStore } from './create-event-store.js';
+import { createEventStore, POSTGRES_URL_OPTION_NAMES } from './create-event-store.js';
 import type { PostgresUrlOptions } from './postgres-url-options.js';
 
 /** Options of {@link createIdempotencyStore}: a `url` or an `eventStore`, and the store's own options. */
@@ -63,9 +64,27 @@ function hasIdempotencyStore(backend: unknown): backend is WithIdempotencyStore 
  * ferryFastify(app, { idempotency: { store: idempotency } });
  * app.addHook('onClose', () => idempotency.close());
  */
+const IDEMPOTENCY_STORE_OPTION_NAMES = [
+  'url',
+  'eventStore',
+  'postgres',
+  'logger',
+  'ttlMs',
+  'leaseMs',
+  'namespace',
+  'cleanupIntervalMs',
+] as const satisfies readonly (keyof CreateIdempotencyStoreOptions)[];
+
 export async function createIdempotencyStore(
   options: CreateIdempotencyStoreOptions,
 ): Promise<OpenIdempotencyStore> {
+  assertOptionsObject('createIdempotencyStore', options);
+  // A misspelt key (`namespce`, `postgres: { poolsize }`) is refused, named by this call.
+  refuseUnknownKeys('createIdempotencyStore', options, IDEMPOTENCY_STORE_OPTION_NAMES);
+  if (options.postgres !== undefined) {
+    assertOptionsObject('createIdempotencyStore postgres', options.postgres);
+    refuseUnknownKeys('createIdempotencyStore postgres', options.postgres, POSTGRES_URL_OPTION_NAMES);
+  }
   if ((options.url === undefined) === (options.eventStore === undefined)) {
     throw new InvalidOptionsError('createIdempotencyStore needs exactly one of `url` and `eventStore`');
   }
