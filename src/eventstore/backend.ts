@@ -49,6 +49,13 @@ export interface HorizonOptions {
   readonly fresh?: boolean;
   /** Stops waiting for the end to be final; the call then rejects with the signal's reason. */
   readonly signal?: AbortSignal;
+  /**
+   * `false`: no wait for transactions still open; the answer is the last position final now, before
+   * the first event any of them could still add (an end no later than the waited one, so a
+   * subscription starting there misses nothing). A backend whose end is always final at once may
+   * ignore it. @default true
+   */
+  readonly wait?: boolean;
 }
 
 /**

@@ -222,10 +222,7 @@ export class EventSubscription {
     const saved = await this.#retrying('load its checkpoint', () => this.#backend.loadCheckpoint(this.name));
     if (saved !== undefined) this.#position = saved;
     else if (this.#options.from === 'end') {
-      // Found and stored even when close comes meanwhile (close waits for it): cut short, the
-      // subscription kept no checkpoint, and its next start took the end as it was then, skipping
-      // what was appended in between. A failure while closing still ends it.
-      this.#position = await this.#retrying('find the end', () => this.#backend.horizon());
+      this.#position = await this.#startingEnd();
       this.#dirty = true;
       await this.#saveCheckpoint();
     } else this.#position = 0n;
@@ -262,6 +259,32 @@ export class EventSubscription {
       this.#logger.warn(
         `subscription "${this.name}" lost its lease (another instance may run it now); standing by`,
       );
+    }
+  }
+
+  /**
+   * Where a `from: 'end'` subscription without a checkpoint starts. Closed while it waits for the end
+   * to be final (PostgreSQL: transactions open then), it takes the last position final now instead,
+   * and stores that: cut short without a checkpoint, its next start took the end as it was then and
+   * skipped what was appended in between. (It may then hand out again events committed just before
+   * it started; never miss one.)
+   */
+  async #startingEnd(): Promise<bigint> {
+    try {
+      return await this.#retrying('find the end', () =>
+        this.#backend.horizon({ signal: this.#stopping.signal }),
+      );
+    } catch (error) {
+      if (!(error instanceof SubscriptionClosed)) throw error;
+      try {
+        return await this.#backend.horizon({ wait: false });
+      } catch (cause) {
+        this.#logger.warn(
+          `subscription "${this.name}" closed before it stored its starting position, and could not find one: its next start begins at the end as it is then`,
+          { error: describeThrown(cause).message },
+        );
+        throw error;
+      }
     }
   }
 

@@ -15,7 +15,12 @@ import {
   InvalidEventError,
   StoreUnavailableError,
 } from '../eventstore/errors.js';
-import { describeTransaction, type OpenTransaction, ReadHeldBackError } from '../eventstore/held-back.js';
+import {
+  describeTransaction,
+  isReadHeldBackError,
+  type OpenTransaction,
+  ReadHeldBackError,
+} from '../eventstore/held-back.js';
 import { prepareAppend } from '../eventstore/prepare-append.js';
 import type {
   AppendResult,
@@ -899,7 +904,15 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
    * this call's own, never one fixed earlier; `signal` stops the wait (the promise rejects).
    */
   async horizon(options: HorizonOptions = {}): Promise<bigint> {
-    const { fresh = false, signal } = options;
+    const { fresh = false, signal, wait = true } = options;
+    if (!wait) {
+      // Final now: every position below the oldest transaction still open (its events, and those of
+      // any later one, come at or above its xid's positions).
+      const { rows } = await this.#query<{ xmax: string; xip: string[] }>(this.#sql.snapshot);
+      const open = rows[0]!.xip.map((xid) => BigInt(xid));
+      const oldest = open.length === 0 ? BigInt(rows[0]!.xmax) : open.reduce((a, b) => (a < b ? a : b));
+      return (oldest << 16n) - 1n;
+    }
     let pending = fresh ? undefined : this.#pendingEnd;
     // An end nobody retried for a while is stale: what was committed since exists now.
     if (pending !== undefined && Date.now() > pending.retryUntil) pending = this.#pendingEnd = undefined;
@@ -917,6 +930,21 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
       }
     }
     pending.retryUntil = Number.POSITIVE_INFINITY;
+    try {
+      return await this.#waitForEnd(pending, signal);
+    } catch (error) {
+      // Aborted, or the connection lost: not an end to share with later calls. Left in place (its
+      // reuse time unbounded), every later call took this old end as the store's end, for good.
+      if (!isReadHeldBackError(error) && this.#pendingEnd === pending) this.#pendingEnd = undefined;
+      throw error;
+    }
+  }
+
+  /** Waits for the transactions open at `pending`'s snapshot, up to `horizonWaitMs` (see {@link horizon}). */
+  async #waitForEnd(
+    pending: { readonly end: bigint; open: string[]; retryUntil: number },
+    signal: AbortSignal | undefined,
+  ): Promise<bigint> {
     const started = Date.now();
     for (let round = 0; ; round++) {
       signal?.throwIfAborted();

@@ -37,6 +37,12 @@ async function openStore(options: Options = {}, logger: Logger = silentLogger) {
   return { store, backend };
 }
 
+async function collectPositions(store: EventStore): Promise<bigint[]> {
+  const positions: bigint[] = [];
+  for await (const event of store.readAll()) positions.push(event.position);
+  return positions;
+}
+
 /** `BEGIN; SELECT txid_current()` on its own connection, left open. */
 async function openTransaction(applicationName = 'ferry-test-blocker') {
   const client = new pg.Client({ connectionString: postgresTestUrl(), application_name: applicationName });
@@ -172,6 +178,32 @@ describe('PostgreSQL reads around a transaction open elsewhere', () => {
     expect(seen).toEqual(['During:4', 'After:5']);
     // The start could not be fixed while the blocker was open: the subscription said so and retried.
     expect(logger.warnings.some((w) => w.includes('from-end') && w.includes('find the end'))).toBe(true);
+    await sub.close();
+  });
+
+  it('an end whose wait was aborted is not the end later calls get: they see what was committed since', async () => {
+    const { store, backend } = await openStore({ horizonWaitMs: 30_000 });
+    await store.append('h-1', [{ type: 'T', data: 1 }]);
+    const blocker = await openTransaction();
+    // Committed after the blocker began: the end now lies past it, and waits for it.
+    await store.append('h-2', [{ type: 'T', data: 'x' }]);
+    const aborted = new AbortController();
+    const waiting = backend.horizon({ signal: aborted.signal }).catch((error: unknown) => error);
+    await sleep(50);
+    aborted.abort(new Error('stop'));
+    expect(await waiting).toEqual(new Error('stop'));
+    await blocker.commit();
+    await store.append('h-1', [{ type: 'T', data: 2 }]);
+    // The aborted call's end stayed shared with no time limit: every later horizon() (a subscription's
+    // start, a standby's caughtUp) answered it for good, and a subscription's reads stopped there.
+    const last = (await collectPositions(store)).at(-1)!;
+    expect(await backend.horizon()).toBeGreaterThanOrEqual(last);
+    const got: unknown[] = [];
+    const sub = store.subscribe({ name: 'after-abort' }, (e) => {
+      got.push(e.data);
+    });
+    await sub.caughtUp();
+    expect(got).toEqual([1, 'x', 2]);
     await sub.close();
   });
 
