@@ -909,8 +909,9 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
       // Final now: every position below the oldest transaction still open (its events, and those of
       // any later one, come at or above its xid's positions).
       const { rows } = await this.#query<{ xmax: string; xip: string[] }>(this.#sql.snapshot);
-      const open = rows[0]!.xip.map((xid) => BigInt(xid));
-      const oldest = open.length === 0 ? BigInt(rows[0]!.xmax) : open.reduce((a, b) => (a < b ? a : b));
+      // Open transactions are below xmax: the oldest of them, else xmax.
+      let oldest = BigInt(rows[0]!.xmax);
+      for (const xid of rows[0]!.xip) if (BigInt(xid) < oldest) oldest = BigInt(xid);
       return (oldest << 16n) - 1n;
     }
     let pending = fresh ? undefined : this.#pendingEnd;
