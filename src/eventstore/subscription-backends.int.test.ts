@@ -512,6 +512,32 @@ describe.each(storages)('subscriptions on %s', (_name, storage) => {
   });
 
   describe('replayParked', () => {
+    it('cut by store.close(), rejects saying the replay did not finish (it said only "the event store is closed")', async () => {
+      const store = await (await opener())();
+      for (let i = 0; i < 3; i++) await store.append('rp-2', [{ type: 'T', data: i }]);
+      let failing = true;
+      const started: unknown[] = [];
+      const sub = store.subscribe({ name: 'rp-store-close', maxAttempts: 1 }, async (e) => {
+        if (failing) throw new Error('down');
+        started.push(e.data);
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      });
+      await sub.caughtUp();
+      failing = false;
+      const replaying = sub.replayParked().then(
+        (n) => ({ n }),
+        (error: Error & { code?: string }) => ({ code: error.code, message: error.message }),
+      );
+      await waitFor(() => started.length === 1, 'the first replay to start');
+      await store.close();
+      expect(await replaying).toMatchObject({
+        code: 'EVENT_STORE_CLOSED',
+        message: expect.stringMatching(
+          /^subscription "rp-store-close" closed before it replayed every parked event asked for.* stay marked and are replayed when the subscription runs again$/,
+        ),
+      });
+    });
+
     it('closed mid-replay, rejects saying how many succeeded and how many wait; those are replayed at the next run', async () => {
       const open = await opener();
       const store = await open();

@@ -99,3 +99,33 @@ describe('deadOnThisHost', () => {
     expect(deadOnThisHost('a-name-without-a-process')).toBe(false);
   });
 });
+
+describe('calls that poll the store settle at the close', () => {
+  it('replayParked() waiting when the subscription closes has settled once close() resolved (it waited on a timer that kept nothing alive)', async () => {
+    const store = new EventStore(new MemoryEventStoreBackend(), { logger: recordingLogger() });
+    for (let i = 0; i < 6; i++) await store.append(`rp-${i}`, [{ type: 'A', data: i }]);
+    let failing = true;
+    const sub = store.subscribe({ name: 'rp-settle', maxAttempts: 1 }, async () => {
+      if (failing) throw new Error('down');
+      await sleep(100);
+    });
+    await sub.caughtUp();
+    failing = false;
+    let state = 'pending';
+    const replaying = sub.replayParked().then(
+      (n) => {
+        state = `resolved ${n}`;
+      },
+      (error: { code?: string }) => {
+        state = `rejected ${error.code}`;
+      },
+    );
+    await sleep(250);
+    await sub.close();
+    // A script awaiting it next exited with the promise unsettled (exit code 13).
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(state).toBe('rejected EVENT_STORE_CLOSED');
+    await replaying;
+    await store.close();
+  });
+});

@@ -547,9 +547,29 @@ export class EventSubscription {
           // The store is unreachable for now: ask again.
         }
       }
-      await new Promise<void>((resolve) => setTimeout(resolve, Math.min(250, 10 * 2 ** round)).unref());
+      await this.#pause(Math.min(250, 10 * 2 ** round));
     }
     if (this.#closed) throw this.#notCaughtUp();
+  }
+
+  /**
+   * Waits `ms` without keeping the process alive, or less: it ends when the subscription closes, so
+   * that a call polling the store (a standby's caughtUp, replayParked) settles at the close, not on a
+   * timer a process may exit before.
+   */
+  #pause(ms: number): Promise<void> {
+    const signal = this.#stopping.signal;
+    if (signal.aborted) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        signal.removeEventListener('abort', done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      timer.unref();
+      signal.addEventListener('abort', done, { once: true });
+    });
   }
 
   #notCaughtUp(): EventStoreClosedError {
@@ -603,21 +623,32 @@ export class EventSubscription {
     this.#wakeUp();
     let pending = requested.size;
     for (let round = 0; pending > 0 && !this.#closed; round++) {
-      await new Promise<void>((resolve) => setTimeout(resolve, Math.min(250, 5 * 2 ** round)).unref());
+      await this.#pause(Math.min(250, 5 * 2 ** round));
+      if (this.#closed) break;
       const queued = await this.#backend.listParked(this.#replayQueue, Number.MAX_SAFE_INTEGER);
       pending = queued.filter((q) => requested.has(q.event.position)).length;
     }
     // Closed meanwhile: the replay in flight ends (or is given up) before the count, so that it is
     // counted as it ended. Not from the subscription's own handler, which the loop waits for.
     if (this.#closed && !insideOwnHandler(this)) await this.done.catch(() => {});
-    const queued = new Set(
-      (await this.#backend.listParked(this.#replayQueue, Number.MAX_SAFE_INTEGER)).map(
-        (q) => q.event.position,
-      ),
-    );
-    const still = new Set(
-      (await this.#backend.listParked(this.name, Number.MAX_SAFE_INTEGER)).map((p) => p.event.position),
-    );
+    let queued: Set<bigint>;
+    let still: Set<bigint>;
+    try {
+      queued = new Set(
+        (await this.#backend.listParked(this.#replayQueue, Number.MAX_SAFE_INTEGER)).map(
+          (q) => q.event.position,
+        ),
+      );
+      still = new Set(
+        (await this.#backend.listParked(this.name, Number.MAX_SAFE_INTEGER)).map((p) => p.event.position),
+      );
+    } catch (error) {
+      if (!this.#closed) throw error;
+      // The store closed with the subscription: what became of each is in the store, not known here.
+      throw new EventStoreClosedError(
+        `subscription "${this.name}" closed before it replayed every parked event asked for, and its store closed too: how many of the ${requested.size} succeeded is not known; those not yet tried stay marked and are replayed when the subscription runs again`,
+      );
+    }
     const succeeded = [...requested].filter((position) => !queued.has(position) && !still.has(position));
     const untried = [...requested].filter((position) => queued.has(position)).length;
     if (untried > 0) {
