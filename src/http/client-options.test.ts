@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { isInvalidOptionsError } from '../errors/ferry-error.js';
 import { ServiceClient, type ServiceClientOptions } from './client.js';
+import { DEFAULT_SERVICE_CLIENT_OPTIONS } from './client-options.js';
 
 /** What `new ServiceClient` threw with these options (undefined when it made a client). */
 function refusal(options: unknown): unknown {
@@ -134,9 +135,19 @@ describe('ServiceClient options it does not read, and its headers', () => {
     [
       'a header value with a line break',
       { headers: { 'x-tenant': 'a\r\nx-injected: 1' } },
-      /x-tenant must be a string without line breaks/,
+      /x-tenant holds a line break or control character \(U\+000D at index 1 of 16; the value is not shown/,
     ],
-    ['a header value that is not a string', { headers: { 'x-n': 5 } }, /x-n must be a string/],
+    ['a header value that is not a string', { headers: { 'x-n': 5 } }, /x-n must be a string, not a number/],
+    [
+      'headers as a Map (never sent)',
+      { headers: new Map([['authorization', 'Bearer t']]) },
+      /must be a plain object of header names and string values/,
+    ],
+    [
+      'headers as a Headers (failed every call)',
+      { headers: new Headers({ authorization: 'Bearer t' }) },
+      /must be a plain object/,
+    ],
     ['a header name with a space', { headers: { 'x tenant': 'a' } }, /"x tenant" is not a header name/],
     ['transfer-encoding', { headers: { 'Transfer-Encoding': 'chunked' } }, /must not hold Transfer-Encoding/],
     ['expect', { headers: { expect: '100-continue' } }, /must not hold expect/],
@@ -146,6 +157,16 @@ describe('ServiceClient options it does not read, and its headers', () => {
     const error = refusal(options);
     expect(isInvalidOptionsError(error), String(error)).toBe(true);
     expect((error as Error).message).toMatch(message);
+  });
+
+  it('does not quote a header value it refuses: it may be a credential', () => {
+    const error = refusal({ headers: { authorization: 'Bearer sk_live_SECRET\n' } }) as Error;
+    expect(isInvalidOptionsError(error)).toBe(true);
+    expect(error.message).not.toContain('sk_live_SECRET');
+  });
+
+  it('takes the exported defaults spread into its options (maxRoutes sat beside them, refused)', () => {
+    expect(refusal({ ...DEFAULT_SERVICE_CLIENT_OPTIONS, timeout: 1000 })).toBeUndefined();
   });
 
   it('takes headers it can send with every call, an undefined one left out', () => {
@@ -174,6 +195,15 @@ describe('ServiceClient options it does not read, and its headers', () => {
         .request({ method: 'POST', path: '/x', body: {}, timeout: 500 })
         .catch((e: unknown) => e);
       expect((made as { code?: string }).code).toBe('CONNECTION_ERROR');
+      // A call's headers as a Map were dropped without a word.
+      const mapped = await c
+        .get('/x', { headers: new Map([['x-a', 'b']]) as never })
+        .catch((e: unknown) => e);
+      expect(isInvalidOptionsError(mapped), String(mapped)).toBe(true);
+      // request() without a method, or with one that is not a string: a TypeError thrown at the caller.
+      for (const init of [{ path: '/x' }, { method: 5, path: '/x' }, null]) {
+        await expect(c.request(init as never)).rejects.toMatchObject({ code: 'INVALID_REQUEST' });
+      }
     } finally {
       await c.close();
     }

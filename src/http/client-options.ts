@@ -85,7 +85,8 @@ export const DEFAULT_SERVICE_CLIENT_OPTIONS = Object.freeze({
   bulkhead: Object.freeze({ maxConcurrent: 256, maxQueue: 1024 }),
   connections: 64,
   maxResponseBytes: 16 * 1024 * 1024,
-  maxRoutes: 1000,
+  // Under `breaker`, where the option goes: the defaults spread into options are options the client takes.
+  breaker: Object.freeze({ maxRoutes: 1000 }),
 });
 
 /** Options of one call. */
@@ -160,7 +161,7 @@ function checkBreaker(breaker: ServiceClientOptions['breaker'], name: string): v
   if (key !== undefined && key !== 'origin' && key !== 'route') {
     throw new InvalidOptionsError(`breaker.key must be 'origin' or 'route', not ${describeValue(key)}`);
   }
-  integerOption('breaker.maxRoutes', maxRoutes, DEFAULT_SERVICE_CLIENT_OPTIONS.maxRoutes, 1);
+  integerOption('breaker.maxRoutes', maxRoutes, DEFAULT_SERVICE_CLIENT_OPTIONS.breaker.maxRoutes, 1);
   // isFailure is the client's own (see ServiceClient#breaker); a given isIgnored is added to its own.
   new CircuitBreaker({ ...settings, name, isFailure: () => true });
 }
@@ -260,8 +261,6 @@ function isStatus(status: unknown): boolean {
 
 /** An HTTP field name (RFC 9110 token). */
 const FIELD_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
-/** A field value Node sends as it is: no control character but tab (no CR, LF or NUL). */
-const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
 /**
  * Headers that cannot go with every call: the ones undici refuses on any request, and a
  * `content-length`, which is each body's own (the client sets it).
@@ -283,7 +282,7 @@ const NOT_CLIENT_HEADERS = new Set([
  */
 export function checkClientHeaders(headers: unknown): void {
   if (headers === undefined) return;
-  assertOptionsObject('ServiceClient headers', headers);
+  assertPlainHeaders('ServiceClient headers', headers);
   for (const name of Object.keys(headers as object)) {
     const value = (headers as Record<string, unknown>)[name];
     if (value === undefined) continue;
@@ -291,9 +290,14 @@ export function checkClientHeaders(headers: unknown): void {
     if (!FIELD_NAME.test(name)) {
       throw new InvalidOptionsError(`ServiceClient headers: ${describeValue(name)} is not a header name`);
     }
-    if (typeof value !== 'string' || !FIELD_VALUE.test(value)) {
+    // The value is not quoted: it may be a credential (a token read with its trailing newline).
+    if (typeof value !== 'string') {
+      throw new InvalidOptionsError(`ServiceClient headers: ${name} must be a string, not a ${typeof value}`);
+    }
+    const control = value.search(/[^\t\x20-\x7e\x80-\xff]/);
+    if (control >= 0) {
       throw new InvalidOptionsError(
-        `ServiceClient headers: ${name} must be a string without line breaks or control characters, not ${describeValue(value)}`,
+        `ServiceClient headers: ${name} holds a line break or control character (U+${value.charCodeAt(control).toString(16).toUpperCase().padStart(4, '0')} at index ${control} of ${value.length}; the value is not shown, it may be a secret)`,
       );
     }
     if (NOT_CLIENT_HEADERS.has(lower)) {
@@ -306,6 +310,20 @@ export function checkClientHeaders(headers: unknown): void {
         'ServiceClient headers must not hold an Idempotency-Key: every call would send the same one, and the server would answer each with the response stored for the first. Give each call its own (the call option idempotencyKey), or let the client make one per call',
       );
     }
+  }
+}
+
+/**
+ * Headers are a plain object of names and values: a `Headers` or a `Map` has none of its own to
+ * read (a Map's were never sent, a Headers failed every call). @throws InvalidOptionsError
+ */
+export function assertPlainHeaders(name: string, headers: unknown): void {
+  assertOptionsObject(name, headers);
+  const prototype = Object.getPrototypeOf(headers);
+  if (prototype !== Object.prototype && prototype !== null) {
+    throw new InvalidOptionsError(
+      `${name} must be a plain object of header names and string values, not ${describeValue(headers)} (a Headers or a Map: pass Object.fromEntries(headers))`,
+    );
   }
 }
 

@@ -60,6 +60,21 @@ describe('ServiceClient: secrets in the query of a call', () => {
     expect(broken.message).not.toContain(SECRET);
   });
 
+  it('are masked in the refusal of a path without its "/", and under encoded or other secret names', async () => {
+    const c = client('http://127.0.0.1:9');
+    const refused = (await rejection(c.get(`charges?api_key=${SECRET}`))) as Error;
+    expect(refused).toMatchObject({ code: 'INVALID_REQUEST' });
+    expect(refused.message).not.toContain(SECRET);
+    for (const name of ['toke%6E', 'X-Amz-Signature', 'sig', 'auth', 'jwt', 'session']) {
+      const s = await server();
+      s.enqueue({ status: 500 });
+      const error = (await rejection(
+        client(s, { retry: false }).get(`/f?${name}=${SECRET}&page=2`),
+      )) as Error;
+      expect(error.message, name).toBe(`GET ${s.url}/f?${name}=***&page=2 answered 500`);
+    }
+  });
+
   it('refuses a path that is not a string with INVALID_REQUEST (it threw a TypeError)', async () => {
     const c = client('http://127.0.0.1:9');
     for (const path of [123, null, Symbol('p'), {}]) {

@@ -16,6 +16,7 @@ import { DEFAULT_RETRY, retry } from '../resilience/retry.js';
 import { maskSecretParameters } from '../url/redact-url.js';
 import { type ClientEventMap, ClientEvents } from './client-events.js';
 import {
+  assertPlainHeaders,
   type CallOptions,
   checkClientHeaders,
   clientSettingsOf,
@@ -247,6 +248,18 @@ export class ServiceClient {
    * when there is none: connection failure, timeout, open breaker, full bulkhead, spent budget.
    */
   request<T = unknown>(init: RequestInit): Promise<ServiceResponse<T>> {
+    // Checked here, as a rejection: `init.method.toUpperCase()` threw a TypeError at the caller.
+    if (typeof init !== 'object' || init === null || typeof init.method !== 'string' || init.method === '') {
+      const method = typeof init === 'object' && init !== null ? init.method : undefined;
+      return Promise.reject(
+        new InvalidRequestError(
+          `request to ${this.origin}`,
+          typeof init !== 'object' || init === null
+            ? `request takes { method, path, … }, not ${describeValue(init)}`
+            : `the method must be a non-empty string, not ${describeValue(method)}`,
+        ),
+      );
+    }
     return this.#call(init.method.toUpperCase(), init.path, init.body, init, false) as Promise<
       ServiceResponse<T>
     >;
@@ -313,6 +326,7 @@ export class ServiceClient {
       assertOptionsObject('the call', init);
       // request(init) passes its init as the options: method, path and body are its own.
       refuseUnknownCallOptions(init, !throwOnStatus);
+      if (init.headers !== undefined) assertPlainHeaders('the call headers', init.headers);
     }
     if (init.timeout !== undefined || init.deadline !== undefined) validateTimes(init);
     const context = currentContext();
@@ -692,7 +706,7 @@ export class ServiceClient {
       return name;
     }
     // A breaker per route must not grow without bound: forget the least recently used closed one.
-    const maxRoutes = options.maxRoutes ?? DEFAULT_SERVICE_CLIENT_OPTIONS.maxRoutes;
+    const maxRoutes = options.maxRoutes ?? DEFAULT_SERVICE_CLIENT_OPTIONS.breaker.maxRoutes;
     if (this.#breakers.size < maxRoutes) return name;
     for (const [oldName, breaker] of this.#breakers) {
       if (oldName !== this.name && breaker.state === 'closed') {

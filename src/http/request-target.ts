@@ -1,3 +1,4 @@
+import { maskSecretParameters } from '../url/redact-url.js';
 import { InvalidRequestError } from './errors.js';
 
 /** A call's query parameters (`CallOptions.query`); `undefined` values are left out. */
@@ -19,7 +20,8 @@ export function pathOfCall(path: string, request: string): string {
   if (path.charCodeAt(0) !== 47 /* / */) {
     throw new InvalidRequestError(
       request,
-      `the path must start with "/", not ${JSON.stringify(path.slice(0, 80))}`,
+      // Masked as the rest of the message is: a path without its "/" may still carry `?api_key=`.
+      `the path must start with "/", not ${JSON.stringify(maskSecretParameters(path).slice(0, 80))}`,
     );
   }
   const fragment = path.indexOf('#');
