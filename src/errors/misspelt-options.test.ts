@@ -232,3 +232,28 @@ describe('resilience policies', () => {
     expect(new VirtualClock({ start: undefined } as never).now()).toBe(Date.UTC(2026, 0, 1));
   });
 });
+
+describe('options made with Object.create(defaults)', () => {
+  it('have their inherited keys checked and read, as own ones are', async () => {
+    // An inherited misspelt key was dropped without a word while an inherited valid one was read.
+    expect(refusal(() => new CircuitBreaker(Object.create({ failureThreshold: 3 }))).message).toMatch(
+      /^circuit breaker has no option "failureThreshold"/,
+    );
+    const bus = await memoryBus();
+    expect(
+      (await asyncRefusal(() => bus.subscribe('a.b', () => {}, Object.create({ maxAttempt: 2 })))).message,
+    ).toMatch(/^subscribe has no option "maxAttempt"/);
+    const inherited = new Bulkhead(Object.create({ maxConcurrent: 1 }));
+    const release: (() => void)[] = [];
+    void inherited.execute(() => new Promise<void>((resolve) => release.push(resolve)));
+    expect(inherited.stats()).toEqual({ running: 1, queued: 0 });
+    await expect(inherited.execute(async () => 1)).rejects.toMatchObject({ code: 'BULKHEAD_FULL' });
+    for (const r of release) r();
+  });
+
+  it('a boxed primitive is named as such', () => {
+    expect(refusal(() => exponentialDelays(new Number(5) as never, 1)).message).toBe(
+      'backoff options must be an object (or left out), not a boxed number (new Number(…))',
+    );
+  });
+});

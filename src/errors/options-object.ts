@@ -8,9 +8,10 @@ import { InvalidOptionsError } from './ferry-error.js';
 export function assertOptionsObject(call: string, options: unknown): void {
   if (options === undefined) return;
   if (typeof options !== 'object' || options === null || Array.isArray(options) || isBoxed(options)) {
-    throw new InvalidOptionsError(
-      `${call} options must be an object (or left out), not ${describeValue(options)}`,
-    );
+    const given = isBoxed(options as object)
+      ? `a boxed ${typeof (options as { valueOf(): unknown }).valueOf()} (new ${(options as object).constructor.name}(…))`
+      : describeValue(options);
+    throw new InvalidOptionsError(`${call} options must be an object (or left out), not ${given}`);
   }
 }
 
@@ -64,7 +65,8 @@ export function assertFunctionList(name: string, list: unknown): void {
  * without a word, and its default used.
  */
 export function refuseUnknownKeys(call: string, options: object, known: readonly string[]): void {
-  for (const key of Object.keys(options)) {
+  // Inherited enumerable keys too (options made with Object.create(defaults)): they are read as well.
+  for (const key in options) {
     if (!known.includes(key)) {
       throw new InvalidOptionsError(
         `${call} has no option ${describeValue(key)}: it takes ${known.join(', ')}`,
@@ -80,7 +82,8 @@ export function refuseUnknownKeys(call: string, options: object, known: readonly
  */
 export function definedOptions<T extends object>(options: T): Partial<T> {
   const out: Partial<T> = {};
-  for (const key of Object.keys(options) as (keyof T)[]) {
+  // Inherited enumerable keys too, as reading `options.key` would see them.
+  for (const key in options) {
     if (options[key] !== undefined) out[key] = options[key];
   }
   return out;

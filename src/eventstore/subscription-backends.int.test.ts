@@ -304,6 +304,13 @@ describe.each(storages)('subscriptions on %s', (_name, storage) => {
       // A handler that is not a function parked every event, all looking healthy.
       expect(() => store.subscribe({ name: 'bad' }, null as never)).toThrow(/handler function/);
       expect(() => store.subscribe(null as never, () => {})).toThrow(/subscribe options must be an object/);
+      // A boxed number with a name was taken; an inherited misspelt key was dropped.
+      expect(() => store.subscribe(Object.assign(new Number(1), { name: 'n' }) as never, () => {})).toThrow(
+        /not a boxed number/,
+      );
+      expect(() => store.subscribe(Object.create({ name: 'i', batchsize: 3 }), () => {})).toThrow(
+        /has no option "batchsize"/,
+      );
       // The bounds themselves are taken.
       const ok = store.subscribe(
         {

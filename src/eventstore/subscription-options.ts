@@ -1,6 +1,6 @@
 import { describeValue } from '../errors/describe-value.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
-import { refuseUnknownKeys } from '../errors/options-object.js';
+import { assertOptionsObject, refuseUnknownKeys } from '../errors/options-object.js';
 import { MAX_TIMER_MS } from '../time/max-timer.js';
 import { EVENT_LIMITS, nameProblem } from './event-encoding.js';
 import { isCount } from './prepare-append.js';
@@ -36,6 +36,7 @@ export function assertSubscriptionOptions(options: unknown, handler: unknown): v
       `subscribe options must be an object with a name, not ${describeValue(options)}`,
     );
   }
+  assertOptionsObject('subscribe', options);
   if (typeof handler !== 'function') {
     throw new InvalidOptionsError(`subscribe needs a handler function, not ${describeValue(handler)}`);
   }

@@ -209,8 +209,8 @@ const REQUEST_INIT_NAMES = new Set(['method', 'path', 'body']);
  */
 export function refuseUnknownCallOptions(options: object, requestInit: boolean): void {
   for (const key in options) {
+    // Inherited keys too: the call reads them.
     if (CALL_OPTION_NAMES.has(key) || (requestInit && REQUEST_INIT_NAMES.has(key))) continue;
-    if (!Object.hasOwn(options, key)) continue;
     const known = [...(requestInit ? REQUEST_INIT_NAMES : []), ...CALL_OPTION_NAMES];
     refuseUnknownKeys(requestInit ? 'request' : 'the call', options, known);
   }
