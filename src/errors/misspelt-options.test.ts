@@ -1,9 +1,11 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { AmqpTransport } from '../amqp/amqp-transport.js';
 import { createBus } from '../connect/create-bus.js';
+import { createEventStore } from '../connect/create-event-store.js';
 import { silentLogger } from '../logging/logger.js';
 import type { Bus } from '../messaging/bus.js';
 import { MemoryBroker } from '../messaging/memory/memory-broker.js';
+import { createOutbox } from '../outbox/outbox.js';
 import { decorrelatedJitter, exponentialBackoff, exponentialDelays } from '../resilience/backoff.js';
 import { RetryBudget } from '../resilience/budget.js';
 import { Bulkhead } from '../resilience/bulkhead.js';
@@ -255,5 +257,82 @@ describe('options made with Object.create(defaults)', () => {
     expect(refusal(() => exponentialDelays(new Number(5) as never, 1)).message).toBe(
       'backoff options must be an object (or left out), not a boxed number (new Number(…))',
     );
+  });
+});
+
+describe('call options users misspell most', () => {
+  it('store.append, readStream and readAll refuse a key they do not read (expectedVerison lost the concurrency check)', async () => {
+    const store = await createEventStore({
+      url: `memory://misspelt-append-${process.pid}`,
+      logger: silentLogger,
+    });
+    try {
+      await store.append('s-1', [{ type: 'T', data: 1 }]);
+      // The append went through, its version unchecked.
+      await expect(
+        store.append('s-1', [{ type: 'T', data: 2 }], { expectedVerison: 5 } as never),
+      ).rejects.toMatchObject({
+        code: 'INVALID_OPTIONS',
+        message: 'append has no option "expectedVerison": it takes expectedVersion',
+      });
+      expect(await store.readStream('s-1')).toHaveLength(1);
+      await expect(store.readStream('s-1', { from: 1 } as never)).rejects.toMatchObject({
+        message: expect.stringMatching(/^readStream has no option "from"/),
+      });
+      await expect(store.readAll({ fromVersion: 1n } as never).next()).rejects.toMatchObject({
+        message: expect.stringMatching(/^readAll has no option "fromVersion"/),
+      });
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('publish, work.publish and outbox.append refuse a key they do not read (ttl never expired, kye lost the order)', async () => {
+    const bus = await memoryBus();
+    await expect(bus.publish('a.b', 1, { ttl: 5 } as never)).rejects.toMatchObject({
+      message: expect.stringMatching(
+        /^publish has no option "ttl": it takes id, correlationId, causationId, headers, expiresAt, ttlMs$/,
+      ),
+    });
+    const store = await createEventStore({
+      url: `memory://misspelt-outbox-${process.pid}`,
+      logger: silentLogger,
+    });
+    const outbox = await createOutbox({ store, bus, relay: false, logger: silentLogger });
+    try {
+      await expect(
+        outbox.unitOfWork((work) => work.publish('a.b', 1, { kye: 'order-1' } as never)),
+      ).rejects.toMatchObject({
+        message: expect.stringMatching(/^work.publish has no option "kye": it takes .*, key$/),
+      });
+      await expect(
+        outbox.append('s-1', [{ type: 'T', data: 1 }], {
+          expectedVersion: 'no_stream',
+          mesages: [],
+        } as never),
+      ).rejects.toMatchObject({
+        message: 'outbox.append has no option "mesages": it takes expectedVersion, messages',
+      });
+      await expect(
+        outbox.append('s-1', [{ type: 'T', data: 1 }], {
+          messages: [{ type: 'a.b', data: 1, option: {} }],
+        } as never),
+      ).rejects.toMatchObject({
+        message: expect.stringMatching(/^outbox.append messages\[0\] has no option "option"/),
+      });
+      await expect(
+        outbox.unitOfWork((work) =>
+          work.append('s-2', [{ type: 'T', data: 1 }], { expectedVerison: 0 } as never),
+        ),
+      ).rejects.toMatchObject({
+        message: 'work.append has no option "expectedVerison": it takes expectedVersion',
+      });
+      // Nothing of the refused calls was written.
+      expect(await store.readStream('s-1')).toEqual([]);
+      expect((await outbox.backlog()).pending).toBe(0);
+    } finally {
+      await outbox.close();
+      await store.close();
+    }
   });
 });

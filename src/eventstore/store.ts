@@ -1,6 +1,6 @@
 import { describeValue } from '../errors/describe-value.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
-import { assertOptionsObject } from '../errors/options-object.js';
+import { assertOptionsObject, refuseUnknownKeys } from '../errors/options-object.js';
 import type { Inbox } from '../inbox/inbox.js';
 import type { DurableInboxOptions } from '../inbox/lease.js';
 import { type Logger, stderrLogger } from '../logging/logger.js';
@@ -91,6 +91,7 @@ export class EventStore {
   ): Promise<AppendResult> {
     this.#assertOpen();
     assertOptionsObject('append', options);
+    refuseUnknownKeys('append', options, ['expectedVersion']);
     const prepared = prepareAppend(streamId, events, options.expectedVersion);
     if (insideUnitOnBackend(this.backend)) {
       throw new UnitOfWorkUnsupportedError(
@@ -108,6 +109,7 @@ export class EventStore {
   async readStream(streamId: string, options: ReadStreamOptions = {}): Promise<RecordedEvent[]> {
     this.#assertOpen();
     assertOptionsObject('readStream', options);
+    refuseUnknownKeys('readStream', options, ['fromVersion', 'limit', 'direction']);
     assertReadStream(streamId, options);
     return this.backend.readStream(streamId, options);
   }
@@ -127,6 +129,7 @@ export class EventStore {
   async *readAll(options: ReadAllOptions = {}): AsyncGenerator<RecordedEvent, void, undefined> {
     this.#assertOpen();
     assertOptionsObject('readAll', options);
+    refuseUnknownKeys('readAll', options, ['fromPosition', 'types', 'batchSize']);
     const batchSize = options.batchSize ?? 500;
     if (!isCount(batchSize) || batchSize < 1)
       throw new InvalidOptionsError(

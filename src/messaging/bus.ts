@@ -187,6 +187,16 @@ export interface PublishOptions {
   readonly ttlMs?: number;
 }
 
+/** What `publish` reads (`work.publish` adds `key`): a misspelt `ttl` would never expire the message. */
+export const PUBLISH_OPTION_NAMES = [
+  'id',
+  'correlationId',
+  'causationId',
+  'headers',
+  'expiresAt',
+  'ttlMs',
+] as const satisfies readonly (keyof PublishOptions)[];
+
 /** Options of one `subscribe`. */
 export interface SubscribeOptions extends SubscriptionDefaults {
   /**
@@ -295,6 +305,7 @@ export class Bus<C extends Contracts = NoContracts> {
     try {
       assertMessageType(type);
       assertOptionsObject('publish', options);
+      if (options !== undefined) refuseUnknownKeys('publish', options, PUBLISH_OPTION_NAMES);
       const schema = this.#contracts.size === 0 ? undefined : this.#contracts.get(type);
       if (schema !== undefined) {
         const checked = validate(schema, type, data);
@@ -326,6 +337,7 @@ export class Bus<C extends Contracts = NoContracts> {
   ): Promise<Envelope> {
     assertMessageType(type);
     assertOptionsObject('publish', options);
+    if (options !== undefined) refuseUnknownKeys('publish', options, PUBLISH_OPTION_NAMES);
     const schema = this.#contracts.size === 0 ? undefined : this.#contracts.get(type);
     if (schema !== undefined) {
       await validate(schema, type, data);

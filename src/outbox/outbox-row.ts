@@ -1,6 +1,8 @@
 import { InvalidOptionsError } from '../errors/ferry-error.js';
+import { assertOptionsObject, refuseUnknownKeys } from '../errors/options-object.js';
 import { isStorableText } from '../errors/storable-text.js';
 import type { Bus } from '../messaging/bus.js';
+import { PUBLISH_OPTION_NAMES } from '../messaging/bus.js';
 import type { Contracts, DataIn, TypeOf } from '../messaging/contracts.js';
 import type { OutboxInsert } from './storage.js';
 import type { OutboxPublishOptions } from './unit-of-work.js';
@@ -20,6 +22,9 @@ export async function outboxRow<C extends Contracts>(
   dueAt: number,
   now: number,
 ): Promise<OutboxInsert> {
+  // A misspelt `kye` would lose the per-key order without a word.
+  assertOptionsObject('work.publish', options);
+  refuseUnknownKeys('work.publish', options, [...PUBLISH_OPTION_NAMES, 'key']);
   const { key, ...publishOptions } = options;
   // No NUL (PostgreSQL text cannot hold it) nor lone surrogate (PostgreSQL would keep U+FFFD, merging
   // 'k-\uD800' and 'k-\uDBFF'): the key is a column of the outbox on every store.

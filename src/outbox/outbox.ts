@@ -1,6 +1,7 @@
 import { describeValue } from '../errors/describe-value.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import { positiveIntegerOption } from '../errors/integer-option.js';
+import { knownOptions, refuseUnknownKeys } from '../errors/options-object.js';
 import { assertStorableKey } from '../errors/storable-text.js';
 import { EventStoreClosedError } from '../eventstore/errors.js';
 import { pauseAfterLostRace } from '../eventstore/lost-race-pause.js';
@@ -252,6 +253,7 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
     events: readonly EventData[],
     options: AppendOptions & { readonly messages?: readonly OutboxMessage<C>[] },
   ): Promise<AppendResult & { readonly messageIds: readonly string[] }> {
+    knownOptions('outbox.append', options, ['expectedVersion', 'messages']);
     const prepared = prepareAppend(streamId, events, options.expectedVersion);
     const messages = options.messages ?? [];
     if (!Array.isArray(messages)) throw new InvalidOptionsError('messages must be an array');
@@ -264,6 +266,7 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
       if (typeof message !== 'object' || message === null) {
         throw new InvalidOptionsError('each message must be an object { type, data, options? }');
       }
+      refuseUnknownKeys(`outbox.append messages[${index}]`, message, ['type', 'data', 'options']);
       const options = message.options ?? {};
       const id = options.id ?? nameUuid('ferry-outbox-append', streamId, eventIds, String(index));
       rows.push(await outboxRow(this.bus, message.type, message.data, { ...options, id }, now, now));
