@@ -511,20 +511,27 @@ describe('the gateway', () => {
 
   it('checks the operator token before the body: 401 for a malformed, non-JSON or forbidden body sent without it', async () => {
     const shop = await startShopFront();
-    for (const [body, type] of [
-      ['{"failureRate":', 'application/json'],
-      ['failureRate=1', 'text/plain'],
-      ['{"__proto__":{"x":1}}', 'application/json'],
+    // POST /products (catalog management) answered 400, 413 or 415 from its body without the token.
+    for (const [method, path] of [
+      ['PUT', '/admin/faults/payment-provider'],
+      ['POST', '/products'],
     ] as const) {
-      for (const authorization of [undefined, 'Bearer wrong']) {
-        const res = await fetch(`${shop.gateway.url}/admin/faults/payment-provider`, {
-          method: 'PUT',
-          headers: { 'content-type': type, ...(authorization === undefined ? {} : { authorization }) },
-          body,
-        });
-        expect(res.status, `${body} ${authorization}`).toBe(401);
-        expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
-        await res.arrayBuffer();
+      for (const [body, type] of [
+        ['{"failureRate":', 'application/json'],
+        ['failureRate=1', 'text/plain'],
+        ['{"__proto__":{"x":1}}', 'application/json'],
+        [`{"name":"${'x'.repeat(1_200_000)}"}`, 'application/json'],
+      ] as const) {
+        for (const authorization of [undefined, 'Bearer wrong']) {
+          const res = await fetch(`${shop.gateway.url}${path}`, {
+            method,
+            headers: { 'content-type': type, ...(authorization === undefined ? {} : { authorization }) },
+            body,
+          });
+          expect(res.status, `${method} ${path} ${body.slice(0, 30)} ${authorization}`).toBe(401);
+          expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+          await res.arrayBuffer();
+        }
       }
     }
     // With the token, the body is checked as before.

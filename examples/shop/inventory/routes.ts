@@ -71,15 +71,19 @@ export type Catalog = ReturnType<typeof catalog>;
 const BODY_LIMIT = 1_048_576;
 
 export function catalogRoutes(app: FastifyInstance, catalog: Catalog, adminToken: string | undefined): void {
-  app.post('/products', { bodyLimit: BODY_LIMIT }, async (request, reply) => {
-    requireAdmin(request, adminToken);
-    const input = await validateRequest(newProduct, request.body, 'body');
-    const { product } = await catalog.add(input);
-    return reply
-      .code(201)
-      .header('location', `/products/${encodeURIComponent(product.id)}`)
-      .send(product);
-  });
+  // The token before the body: a caller without it gets 401 whatever it sends.
+  app.post(
+    '/products',
+    { bodyLimit: BODY_LIMIT, onRequest: async (request) => requireAdmin(request, adminToken) },
+    async (request, reply) => {
+      const input = await validateRequest(newProduct, request.body, 'body');
+      const { product } = await catalog.add(input);
+      return reply
+        .code(201)
+        .header('location', `/products/${encodeURIComponent(product.id)}`)
+        .send(product);
+    },
+  );
 
   app.get<{ Params: { id: string } }>('/products/:id', async (request) => {
     const product = await catalog.get(request.params.id);

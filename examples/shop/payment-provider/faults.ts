@@ -9,6 +9,12 @@ export const faultsSchema = z.strictObject({
 });
 export type Faults = z.infer<typeof faultsSchema>;
 
+/** What `PUT /faults` takes: a setting left out keeps its value (`{"failureRate":0}` keeps the latency). */
+export const faultsUpdateSchema = z.strictObject({
+  failureRate: z.number().min(0).max(1).optional(),
+  latencyMs: z.number().int().min(0).max(60_000).optional(),
+});
+
 export const NO_FAULTS: Faults = Object.freeze({ failureRate: 0, latencyMs: 0 });
 
 export class FaultSwitch {

@@ -151,6 +151,29 @@ describe('payment provider', () => {
     expect((await post(provider, '/charges', { orderId: 'o-6', amount: 1 })).status).toBe(201);
   });
 
+  it('PUT /faults changes the settings it names and keeps the one left out', async () => {
+    const provider = await start();
+    const put = async (body: unknown) => {
+      const res = await fetch(`${provider.url}/faults`, {
+        method: 'PUT',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
+      return { status: res.status, body: await res.json() };
+    };
+    expect(await put({ failureRate: 0.5, latencyMs: 100 })).toEqual({
+      status: 200,
+      body: { failureRate: 0.5, latencyMs: 100 },
+    });
+    // It answered { failureRate: 0, latencyMs: 5 }: the failure rate reset without being named.
+    expect(await put({ latencyMs: 5 })).toEqual({ status: 200, body: { failureRate: 0.5, latencyMs: 5 } });
+    // The README's session turns the failures off this way: the latency stays as the operator set it.
+    expect(await put({ failureRate: 0 })).toEqual({ status: 200, body: { failureRate: 0, latencyMs: 5 } });
+    expect(await put({})).toEqual({ status: 200, body: { failureRate: 0, latencyMs: 5 } });
+    expect((await put({ latencyMs: -1 })).status).toBe(400);
+    expect(provider.faults()).toEqual({ failureRate: 0, latencyMs: 5 });
+  });
+
   it('refuses a fault setting out of range', async () => {
     const provider = await start();
     expect(() => provider.setFaults({ failureRate: 2, latencyMs: 0 })).toThrow();

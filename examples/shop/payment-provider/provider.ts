@@ -26,7 +26,7 @@ import { ferryFastify, ferryFastifyOptions } from 'ferry/fastify';
 import { z } from 'zod';
 import { requireAdmin } from '../admin-token.js';
 import { listen } from '../listen.js';
-import { FaultSwitch, type Faults, faultsSchema, NO_FAULTS } from './faults.js';
+import { FaultSwitch, type Faults, faultsSchema, faultsUpdateSchema, NO_FAULTS } from './faults.js';
 import { type Charge, Ledger } from './ledger.js';
 
 export interface PaymentProviderOptions {
@@ -138,7 +138,13 @@ export async function startPaymentProvider(options: PaymentProviderOptions = {})
   });
   app.put('/faults', async (request) => {
     operator(request);
-    return setFaults(await validateRequest(faultsSchema, request.body, 'body'));
+    // A setting left out keeps its value: it was reset to 0 ({"latencyMs":5} cleared the failure rate).
+    const update = await validateRequest(faultsUpdateSchema, request.body, 'body');
+    const now = faults.get();
+    return setFaults({
+      failureRate: update.failureRate ?? now.failureRate,
+      latencyMs: update.latencyMs ?? now.latencyMs,
+    });
   });
 
   const url = await listen(app, options);
