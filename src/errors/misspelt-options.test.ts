@@ -1,7 +1,18 @@
+import Fastify from 'fastify';
 import { afterEach, describe, expect, it } from 'vitest';
 import { AmqpTransport } from '../amqp/amqp-transport.js';
 import { createBus } from '../connect/create-bus.js';
 import { createEventStore } from '../connect/create-event-store.js';
+import {
+  ferryContext,
+  ferryErrors,
+  ferryHealth,
+  ferryIdempotency,
+  ferryNotFound,
+} from '../http/server/express.js';
+import { ferryFastify } from '../http/server/fastify.js';
+import { ferryFastifyOptions } from '../http/server/fastify-errors.js';
+import { MemoryIdempotencyStore } from '../http/server/memory-idempotency-store.js';
 import { silentLogger } from '../logging/logger.js';
 import type { Bus } from '../messaging/bus.js';
 import { MemoryBroker } from '../messaging/memory/memory-broker.js';
@@ -333,6 +344,54 @@ describe('call options users misspell most', () => {
     } finally {
       await outbox.close();
       await store.close();
+    }
+  });
+});
+
+describe('server middleware options', () => {
+  it('refuse a key they do not read (idempotncy left idempotency off: duplicate POSTs ran twice)', async () => {
+    const app = Fastify();
+    try {
+      expect(
+        refusal(() => ferryFastify(app, { idempotncy: { store: new MemoryIdempotencyStore() } } as never))
+          .message,
+      ).toMatch(/^ferryFastify has no option "idempotncy": it takes /);
+      expect(
+        refusal(() => ferryFastify(app, { idempotency: { stor: new MemoryIdempotencyStore() } } as never))
+          .message,
+      ).toMatch(/^ferryFastify idempotency has no option "stor"/);
+      expect(refusal(() => ferryFastify(app, { health: { check: {} } } as never)).message).toMatch(
+        /^ferryFastify health has no option "check"/,
+      );
+      expect(refusal(() => ferryFastifyOptions({ trustDeadlines: false } as never)).message).toMatch(
+        /^ferryFastifyOptions has no option "trustDeadlines"/,
+      );
+      expect(refusal(() => ferryContext({ maxDeadline: 5 } as never)).message).toMatch(
+        /^ferryContext has no option "maxDeadline"/,
+      );
+      expect(refusal(() => ferryErrors({ log: console } as never)).message).toMatch(
+        /^ferryErrors has no option "log"/,
+      );
+      expect(refusal(() => ferryNotFound({ log: console } as never)).message).toMatch(
+        /^ferryNotFound has no option "log"/,
+      );
+      expect(refusal(() => ferryHealth({ check: {} } as never)).message).toMatch(
+        /^ferryHealth has no option "check"/,
+      );
+      expect(
+        refusal(() => ferryIdempotency({ store: new MemoryIdempotencyStore(), scopes: () => 'a' } as never))
+          .message,
+      ).toMatch(/^ferryIdempotency has no option "scopes"/);
+      // One options object for both, as the README writes it: taken by each.
+      const ferry = {
+        idempotency: { store: new MemoryIdempotencyStore() },
+        trustDeadline: false,
+        logger: console,
+      };
+      expect(() => ferryFastifyOptions(ferry)).not.toThrow();
+      expect(() => ferryFastify(app, ferry)).not.toThrow();
+    } finally {
+      await app.close();
     }
   });
 });

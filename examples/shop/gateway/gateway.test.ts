@@ -151,7 +151,7 @@ describe('the gateway', () => {
         payments: [gone],
         paymentProvider: gone,
       },
-      adminToken: undefined,
+      adminToken: 'admin-token',
       port: 0,
       serviceTimeoutMs: 1200,
       logger: silentLogger,
@@ -202,7 +202,12 @@ describe('the gateway', () => {
     expect(((await user.json()) as { detail: string }).detail).toMatch(
       /may have been carried out\. Sent again, it answers 409 if the user was registered\.$/,
     );
-    const refused = await post('/products');
+    // The operator's catalog route, with the token (without it: 401 before anything is sent).
+    const refused = await fetch(`${gateway.url}/products`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: 'Bearer admin-token' },
+      body: '{"name":"P","price":1,"stock":1}',
+    });
     expect(refused.status).toBe(503);
     expect(((await refused.json()) as { detail: string }).detail).toMatch(/try again/);
   });

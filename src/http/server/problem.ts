@@ -215,6 +215,29 @@ export function isDecodablePath(path: string): boolean {
   }
 }
 
+/**
+ * The option names of the server middleware, for refusing a misspelt one (`idempotncy` left
+ * idempotency off, duplicate POSTs ran twice). The same options object often goes to
+ * `ferryFastifyOptions` and `ferryFastify`: both take every name either reads.
+ */
+export const SERVER_OPTION_NAMES = {
+  context: ['maxDeadlineMs', 'minDeadlineMs', 'trustDeadline', 'logger', 'mapError'],
+  problem: ['logger', 'mapError'],
+  idempotency: ['store', 'methods', 'replayHeaders', 'maxHeldBodyBytes', 'maxStoredBodyBytes', 'scope'],
+  health: ['checks', 'breakers', 'timeoutMs', 'cacheMs', 'path'],
+  fastify: [
+    'maxDeadlineMs',
+    'minDeadlineMs',
+    'trustDeadline',
+    'logger',
+    'mapError',
+    'idempotency',
+    'health',
+    'notFound',
+    'clientErrors',
+  ],
+} as const;
+
 /** Where unexpected errors are reported; compatible with console, pino and Ferry's `Logger`. */
 export interface ProblemLogger {
   error(message: string, fields?: Record<string, unknown>): void;
