@@ -23,6 +23,7 @@ import { Bulkhead } from '../resilience/bulkhead.js';
 import { CircuitBreaker } from '../resilience/circuit-breaker.js';
 import { RetryPolicy } from '../resilience/retry.js';
 import { TimeoutPolicy } from '../resilience/timeout.js';
+import { startSaga } from '../saga/start-saga.js';
 import { VirtualClock } from '../time/clock.js';
 import { isInvalidOptionsError } from './ferry-error.js';
 
@@ -392,6 +393,44 @@ describe('server middleware options', () => {
       expect(() => ferryFastify(app, ferry)).not.toThrow();
     } finally {
       await app.close();
+    }
+  });
+});
+
+describe('outbox and saga options', () => {
+  it('createOutbox (and its relay), unitOfWork and startSaga refuse a key they do not read', async () => {
+    const bus = await memoryBus();
+    const store = await createEventStore({
+      url: `memory://misspelt-saga-${process.pid}`,
+      logger: silentLogger,
+    });
+    try {
+      await expect(createOutbox({ store, bus, maxRetry: 3 } as never)).rejects.toMatchObject({
+        message: expect.stringMatching(
+          /^createOutbox has no option "maxRetry": it takes store, bus, relay, /,
+        ),
+      });
+      await expect(createOutbox({ store, bus, relay: { batchsize: 5 } } as never)).rejects.toMatchObject({
+        message: expect.stringMatching(/^createOutbox relay has no option "batchsize"/),
+      });
+      await expect(createOutbox(undefined as never)).rejects.toMatchObject({ code: 'INVALID_OPTIONS' });
+      const outbox = await createOutbox({ store, bus, relay: false, logger: silentLogger });
+      try {
+        await expect(outbox.unitOfWork(async () => 1, { maxRetry: 0 } as never)).rejects.toMatchObject({
+          message: 'unitOfWork has no option "maxRetry": it takes maxRetries',
+        });
+        await expect(
+          startSaga({} as never, { outbox, subscibe: { concurrency: 1 } } as never),
+        ).rejects.toMatchObject({
+          message: expect.stringMatching(
+            /^startSaga has no option "subscibe": it takes outbox, bus, group, subscribe, logger$/,
+          ),
+        });
+      } finally {
+        await outbox.close();
+      }
+    } finally {
+      await store.close();
     }
   });
 });

@@ -1,7 +1,7 @@
 import { describeValue } from '../errors/describe-value.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import { positiveIntegerOption } from '../errors/integer-option.js';
-import { knownOptions, refuseUnknownKeys } from '../errors/options-object.js';
+import { assertOptionsObject, knownOptions, refuseUnknownKeys } from '../errors/options-object.js';
 import { assertStorableKey } from '../errors/storable-text.js';
 import { EventStoreClosedError } from '../eventstore/errors.js';
 import { pauseAfterLostRace } from '../eventstore/lost-race-pause.js';
@@ -49,6 +49,7 @@ import {
 } from './outbox-reports.js';
 import { outboxRow } from './outbox-row.js';
 import { Relay } from './relay.js';
+import type { RelayOptions } from './relay-options.js';
 import { isOutboxCapable, type OutboxInsert, type OutboxStorage } from './storage.js';
 import { UnitOfWork } from './unit-of-work.js';
 
@@ -107,6 +108,11 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
 
   /** Use {@link createOutbox}. */
   constructor(storage: OutboxStorage, options: OutboxOptions<C>) {
+    // A misspelt key (`relay: { batchsize }`, `maxRetry`) would be dropped for its default.
+    refuseUnknownKeys('createOutbox', options, OUTBOX_OPTION_NAMES);
+    if (typeof options.relay === 'object' && options.relay !== null) {
+      refuseUnknownKeys('createOutbox relay', options.relay, RELAY_OPTION_NAMES);
+    }
     this.storage = storage;
     this.bus = options.bus;
     this.#store = options.store;
@@ -168,6 +174,7 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
   ): Promise<T> {
     this.#assertOpen();
     this.#assertNotNested('a unit of work');
+    knownOptions('unitOfWork', options, ['maxRetries']);
     const maxRetries = options.maxRetries ?? this.#maxRetries;
     if (!Number.isInteger(maxRetries) || maxRetries < 0 || maxRetries > MAX_RETRIES_PER_CALL) {
       throw new InvalidOptionsError(`maxRetries must be an integer from 0 to ${MAX_RETRIES_PER_CALL}`);
@@ -539,9 +546,33 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
  * Opens the outbox of `store` for `bus` and starts its relay. The store must be on a backend with an
  * outbox: memory, SQLite or PostgreSQL (else `UNIT_OF_WORK_UNSUPPORTED`).
  */
+/** What {@link createOutbox} and its `relay` read. */
+const OUTBOX_OPTION_NAMES = [
+  'store',
+  'bus',
+  'relay',
+  'maxRetries',
+  'inboxRetentionMs',
+  'clock',
+  'logger',
+] as const satisfies readonly (keyof OutboxOptions)[];
+const RELAY_OPTION_NAMES = [
+  'batchSize',
+  'leaseMs',
+  'publishTimeoutMs',
+  'pollIntervalMs',
+  'maxAttempts',
+  'retryDelayMs',
+  'holdUntilSettled',
+  'lingerMs',
+  'settleOnCloseMs',
+] as const satisfies readonly (keyof RelayOptions)[];
+
 export async function createOutbox<C extends Contracts = NoContracts>(
   options: OutboxOptions<C>,
 ): Promise<Outbox<C>> {
+  assertOptionsObject('createOutbox', options);
+  if (options === undefined) throw new InvalidOptionsError('createOutbox needs options: { store, bus }');
   const backend = options.store.backend;
   let storage: OutboxStorage;
   if (isOutboxCapable(backend)) storage = backend.outboxStorage();
