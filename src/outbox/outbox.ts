@@ -542,10 +542,6 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
   }
 }
 
-/**
- * Opens the outbox of `store` for `bus` and starts its relay. The store must be on a backend with an
- * outbox: memory, SQLite or PostgreSQL (else `UNIT_OF_WORK_UNSUPPORTED`).
- */
 /** What {@link createOutbox} and its `relay` read. */
 const OUTBOX_OPTION_NAMES = [
   'store',
@@ -568,6 +564,10 @@ const RELAY_OPTION_NAMES = [
   'settleOnCloseMs',
 ] as const satisfies readonly (keyof RelayOptions)[];
 
+/**
+ * Opens the outbox of `store` for `bus` and starts its relay. The store must be on a backend with an
+ * outbox: memory, SQLite or PostgreSQL (else `UNIT_OF_WORK_UNSUPPORTED`).
+ */
 export async function createOutbox<C extends Contracts = NoContracts>(
   options: OutboxOptions<C>,
 ): Promise<Outbox<C>> {
