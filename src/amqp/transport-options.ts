@@ -5,6 +5,7 @@ import { knownOptions, refuseUnknownKeys } from '../errors/options-object.js';
 import type { Logger } from '../logging/logger.js';
 import type { AmqpUrlOptions } from '../messaging/amqp-url-options.js';
 import { isWellFormed } from '../messaging/well-formed.js';
+import { MAX_TIMER_MS } from '../time/max-timer.js';
 
 /**
  * Options of the RabbitMQ transport: the ones a bus URL passes on ({@link AmqpUrlOptions}, written
@@ -35,13 +36,6 @@ export const DEFAULT_AMQP_TRANSPORT_OPTIONS: ResolvedAmqpOptions = Object.freeze
   connectionName: 'ferry',
 });
 
-/** The longest delay a timer takes (2^31 - 1 ms); Node fires a longer one at once. */
-const MAX_TIMER_MS = 2_147_483_647;
-
-/**
- * The options with defaults filled in (an explicit `undefined` takes the default), or
- * `INVALID_OPTIONS` naming the first bad one, before anything connects.
- */
 /** The keys of {@link AmqpUrlOptions}: what `createBus`'s `amqp` takes. */
 export const AMQP_URL_OPTION_NAMES = [
   'exchange',
@@ -58,8 +52,9 @@ export const AMQP_URL_OPTION_NAMES = [
 ] as const satisfies readonly (keyof AmqpUrlOptions)[];
 
 /**
- * `options` checked and completed with the defaults. A key the transport does not read (a misspelt
- * `queuetype`, `reconnect: { initialDelay }`) is refused, not dropped for its default.
+ * The options with defaults filled in (an explicit `undefined` takes the default), or
+ * `INVALID_OPTIONS` naming the first bad one, before anything connects. A key the transport does not
+ * read (a misspelt `queuetype`, `reconnect: { initialDelay }`) is refused, not dropped for its default.
  */
 export function resolveAmqpOptions(options: AmqpTransportOptions): ResolvedAmqpOptions {
   refuseUnknownKeys('the amqp transport', options, [...AMQP_URL_OPTION_NAMES, 'url', 'logger']);

@@ -1,6 +1,6 @@
 import { describeValue } from '../errors/describe-value.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
-import { assertOptionsObject, refuseUnknownKeys } from '../errors/options-object.js';
+import { checkOptions } from '../errors/options-object.js';
 import { stderrLogger } from '../logging/logger.js';
 import { Bus, type BusOptions } from '../messaging/bus.js';
 import type { Contracts, NoContracts } from '../messaging/contracts.js';
@@ -28,8 +28,7 @@ const BUS_OPTION_NAMES = [
  */
 export async function createBus<C extends Contracts = NoContracts>(options: BusOptions<C>): Promise<Bus<C>> {
   if (options === undefined) throw new InvalidOptionsError('createBus needs options: { url, service }');
-  assertOptionsObject('createBus', options);
-  refuseUnknownKeys('createBus', options, BUS_OPTION_NAMES);
+  checkOptions('createBus', options, BUS_OPTION_NAMES);
   if (options.url !== undefined && typeof options.url !== 'string') {
     throw new InvalidOptionsError(`createBus url must be a string, not ${describeValue(options.url)}`);
   }

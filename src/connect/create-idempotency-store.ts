@@ -1,5 +1,5 @@
 import { InvalidOptionsError } from '../errors/ferry-error.js';
-import { assertOptionsObject, refuseUnknownKeys } from '../errors/options-object.js';
+import { checkOptions } from '../errors/options-object.js';
 import type { EventStore } from '../eventstore/store.js';
 import {
   type DurableIdempotencyStoreOptions,
@@ -53,17 +53,7 @@ function hasIdempotencyStore(backend: unknown): backend is WithIdempotencyStore 
   return typeof (backend as Partial<WithIdempotencyStore>).idempotencyStore === 'function';
 }
 
-/**
- * Opens an HTTP idempotency store shared by every instance of a service and kept across restarts
- * (SQLite, PostgreSQL), for services with or without an event store. The driver (better-sqlite3,
- * pg) is loaded only when its URL is used. Rejects like `createEventStore` when the database cannot
- * be opened (`STORE_UNAVAILABLE`, the password masked), and with `InvalidOptionsError` for bad options.
- *
- * @example
- * const idempotency = await createIdempotencyStore({ url: process.env.DATABASE_URL! });
- * ferryFastify(app, { idempotency: { store: idempotency } });
- * app.addHook('onClose', () => idempotency.close());
- */
+/** What {@link createIdempotencyStore} reads. */
 const IDEMPOTENCY_STORE_OPTION_NAMES = [
   'url',
   'eventStore',
@@ -75,16 +65,23 @@ const IDEMPOTENCY_STORE_OPTION_NAMES = [
   'cleanupIntervalMs',
 ] as const satisfies readonly (keyof CreateIdempotencyStoreOptions)[];
 
+/**
+ * Opens an HTTP idempotency store shared by every instance of a service and kept across restarts
+ * (SQLite, PostgreSQL), for services with or without an event store. The driver (better-sqlite3,
+ * pg) is loaded only when its URL is used. Rejects like `createEventStore` when the database cannot
+ * be opened (`STORE_UNAVAILABLE`, the password masked), and with `InvalidOptionsError` for bad options.
+ *
+ * @example
+ * const idempotency = await createIdempotencyStore({ url: process.env.DATABASE_URL! });
+ * ferryFastify(app, { idempotency: { store: idempotency } });
+ * app.addHook('onClose', () => idempotency.close());
+ */
 export async function createIdempotencyStore(
   options: CreateIdempotencyStoreOptions,
 ): Promise<OpenIdempotencyStore> {
-  assertOptionsObject('createIdempotencyStore', options);
   // A misspelt key (`namespce`, `postgres: { poolsize }`) is refused, named by this call.
-  refuseUnknownKeys('createIdempotencyStore', options, IDEMPOTENCY_STORE_OPTION_NAMES);
-  if (options.postgres !== undefined) {
-    assertOptionsObject('createIdempotencyStore postgres', options.postgres);
-    refuseUnknownKeys('createIdempotencyStore postgres', options.postgres, POSTGRES_URL_OPTION_NAMES);
-  }
+  checkOptions('createIdempotencyStore', options, IDEMPOTENCY_STORE_OPTION_NAMES);
+  checkOptions('createIdempotencyStore postgres', options.postgres, POSTGRES_URL_OPTION_NAMES);
   if ((options.url === undefined) === (options.eventStore === undefined)) {
     throw new InvalidOptionsError('createIdempotencyStore needs exactly one of `url` and `eventStore`');
   }

@@ -1,6 +1,6 @@
 import { AMQP_URL_OPTION_NAMES, resolveAmqpOptions } from '../amqp/transport-options.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
-import { assertOptionsObject, refuseUnknownKeys } from '../errors/options-object.js';
+import { checkOptions } from '../errors/options-object.js';
 import type { Logger } from '../logging/logger.js';
 import type { AmqpUrlOptions } from '../messaging/amqp-url-options.js';
 import {
@@ -31,9 +31,8 @@ export async function transportFromUrl(
   logger: Logger,
 ): Promise<Transport> {
   if (options.memory !== undefined) resolveMemoryBrokerOptions(options.memory);
-  assertOptionsObject('amqp', options.amqp);
   // `url` and `logger` are the bus's own: inside `amqp` they would be ignored.
-  if (options.amqp !== undefined) refuseUnknownKeys('createBus amqp', options.amqp, AMQP_URL_OPTION_NAMES);
+  checkOptions('createBus amqp', options.amqp, AMQP_URL_OPTION_NAMES);
   const scheme = url.slice(0, Math.max(0, url.indexOf(':'))).toLowerCase();
   switch (scheme) {
     case 'memory': {

@@ -30,8 +30,18 @@ function isBoxed(value: object): boolean {
 }
 
 /**
+ * Checks options `call` reads as they are: an object or left out ({@link assertOptionsObject}), no
+ * key it does not read ({@link refuseUnknownKeys}). Copies nothing: for calls on a hot path.
+ * @throws InvalidOptionsError
+ */
+export function checkOptions(call: string, options: unknown, known: readonly string[]): void {
+  assertOptionsObject(call, options);
+  if (options !== undefined) refuseUnknownKeys(call, options as object, known);
+}
+
+/**
  * Options of `call` as it reads them: an object (or left out: `{}`), no key it does not read
- * ({@link refuseUnknownKeys}), members set to `undefined` left out ({@link definedOptions}).
+ * ({@link checkOptions}), members set to `undefined` left out ({@link definedOptions}).
  * @throws InvalidOptionsError
  */
 export function knownOptions<T extends object>(
@@ -39,10 +49,8 @@ export function knownOptions<T extends object>(
   options: T | undefined,
   known: readonly string[],
 ): Partial<T> {
-  assertOptionsObject(call, options);
-  if (options === undefined) return {};
-  refuseUnknownKeys(call, options, known);
-  return definedOptions(options);
+  checkOptions(call, options, known);
+  return options === undefined ? {} : definedOptions(options);
 }
 
 /** An optional list of functions (middleware, hooks): `undefined` passes. @throws InvalidOptionsError */

@@ -1,6 +1,6 @@
 import { describeValue } from '../errors/describe-value.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
-import { assertOptionsObject, refuseUnknownKeys } from '../errors/options-object.js';
+import { checkOptions } from '../errors/options-object.js';
 import type { Inbox } from '../inbox/inbox.js';
 import type { DurableInboxOptions } from '../inbox/lease.js';
 import { type Logger, stderrLogger } from '../logging/logger.js';
@@ -90,8 +90,7 @@ export class EventStore {
     options: AppendOptions = {},
   ): Promise<AppendResult> {
     this.#assertOpen();
-    assertOptionsObject('append', options);
-    refuseUnknownKeys('append', options, ['expectedVersion']);
+    checkOptions('append', options, ['expectedVersion']);
     const prepared = prepareAppend(streamId, events, options.expectedVersion);
     if (insideUnitOnBackend(this.backend)) {
       throw new UnitOfWorkUnsupportedError(
@@ -108,8 +107,7 @@ export class EventStore {
    */
   async readStream(streamId: string, options: ReadStreamOptions = {}): Promise<RecordedEvent[]> {
     this.#assertOpen();
-    assertOptionsObject('readStream', options);
-    refuseUnknownKeys('readStream', options, ['fromVersion', 'limit', 'direction']);
+    checkOptions('readStream', options, ['fromVersion', 'limit', 'direction']);
     assertReadStream(streamId, options);
     return this.backend.readStream(streamId, options);
   }
@@ -128,8 +126,7 @@ export class EventStore {
    */
   async *readAll(options: ReadAllOptions = {}): AsyncGenerator<RecordedEvent, void, undefined> {
     this.#assertOpen();
-    assertOptionsObject('readAll', options);
-    refuseUnknownKeys('readAll', options, ['fromPosition', 'types', 'batchSize']);
+    checkOptions('readAll', options, ['fromPosition', 'types', 'batchSize']);
     const batchSize = options.batchSize ?? 500;
     if (!isCount(batchSize) || batchSize < 1)
       throw new InvalidOptionsError(

@@ -2,7 +2,7 @@ import type { Dispatcher } from 'undici';
 import { describeValue } from '../errors/describe-value.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import { integerOption, positiveIntegerOption } from '../errors/integer-option.js';
-import { assertOptionsObject, refuseUnknownKeys } from '../errors/options-object.js';
+import { assertOptionsObject, checkOptions, refuseUnknownKeys } from '../errors/options-object.js';
 import type { Backoff } from '../resilience/backoff.js';
 import type { RetryBudgetOptions } from '../resilience/budget.js';
 import { CircuitBreaker, type CircuitBreakerOptions } from '../resilience/circuit-breaker.js';
@@ -134,8 +134,7 @@ export interface ClientSettings {
  * @throws InvalidOptionsError naming the option and what it accepts
  */
 export function clientSettingsOf(options: ServiceClientOptions, origin: string): ClientSettings {
-  assertOptionsObject('ServiceClient', options);
-  refuseUnknownKeys('ServiceClient', options, CLIENT_OPTION_NAMES);
+  checkOptions('ServiceClient', options, CLIENT_OPTION_NAMES);
   const name = options.name === undefined ? origin : options.name;
   if (typeof name !== 'string' || name === '') {
     throw new InvalidOptionsError(`name must be a non-empty string, not ${describeValue(name)}`);

@@ -4,8 +4,8 @@ import { InvalidOptionsError } from '../errors/ferry-error.js';
 import {
   assertFunctionList,
   assertOptionsObject,
+  checkOptions,
   knownOptions,
-  refuseUnknownKeys,
 } from '../errors/options-object.js';
 import type { Inbox } from '../inbox/inbox.js';
 import { type Logger, stderrLogger } from '../logging/logger.js';
@@ -304,8 +304,7 @@ export class Bus<C extends Contracts = NoContracts> {
     if (this.#publishingClosed) return Promise.reject(new BusClosedError());
     try {
       assertMessageType(type);
-      assertOptionsObject('publish', options);
-      if (options !== undefined) refuseUnknownKeys('publish', options, PUBLISH_OPTION_NAMES);
+      checkOptions('publish', options, PUBLISH_OPTION_NAMES);
       const schema = this.#contracts.size === 0 ? undefined : this.#contracts.get(type);
       if (schema !== undefined) {
         const checked = validate(schema, type, data);
@@ -336,8 +335,7 @@ export class Bus<C extends Contracts = NoContracts> {
     options?: PublishOptions,
   ): Promise<Envelope> {
     assertMessageType(type);
-    assertOptionsObject('publish', options);
-    if (options !== undefined) refuseUnknownKeys('publish', options, PUBLISH_OPTION_NAMES);
+    checkOptions('publish', options, PUBLISH_OPTION_NAMES);
     const schema = this.#contracts.size === 0 ? undefined : this.#contracts.get(type);
     if (schema !== undefined) {
       await validate(schema, type, data);
@@ -425,8 +423,7 @@ export class Bus<C extends Contracts = NoContracts> {
     options: SubscribeOptions & { readonly unitOfWork?: HandlerUnitOfWork<unknown> } = {},
   ): Promise<Subscription> {
     if (this.#closing !== undefined) throw new BusClosedError();
-    assertOptionsObject('subscribe', options);
-    refuseUnknownKeys('subscribe', options, SUBSCRIBE_KEYS);
+    checkOptions('subscribe', options, SUBSCRIBE_KEYS);
     assertFunctionList('middleware', options.middleware);
     const spec = this.#spec(pattern, options);
     const { group } = spec;
@@ -518,9 +515,8 @@ export class Bus<C extends Contracts = NoContracts> {
     options: Pick<SubscribeOptions, 'group' | 'maxAttempts' | 'backoff'> = {},
   ): Promise<number> {
     if (this.#closing !== undefined) throw new BusClosedError();
-    assertOptionsObject('deleteSubscription', options);
     // Any of subscribe's: the options a subscription was made with may be passed as they are.
-    refuseUnknownKeys('deleteSubscription', options, SUBSCRIBE_KEYS);
+    checkOptions('deleteSubscription', options, SUBSCRIBE_KEYS);
     return this.transport.deleteSubscription(this.#spec(pattern, options));
   }
 

@@ -1,5 +1,5 @@
 import { InvalidOptionsError } from '../errors/ferry-error.js';
-import { assertOptionsObject, refuseUnknownKeys } from '../errors/options-object.js';
+import { checkOptions } from '../errors/options-object.js';
 import { isStorableText } from '../errors/storable-text.js';
 import type { Bus } from '../messaging/bus.js';
 import { PUBLISH_OPTION_NAMES } from '../messaging/bus.js';
@@ -14,6 +14,9 @@ export const MAX_OUTBOX_KEY_LENGTH = 500;
  * The outbox row of a message: its envelope checked and built by the bus as `publish` would (id,
  * time, correlation and causation from the ambient context), due at `dueAt`.
  */
+/** What `work.publish` reads: `publish`'s options and the outbox's `key`. */
+const OUTBOX_PUBLISH_OPTION_NAMES = [...PUBLISH_OPTION_NAMES, 'key'];
+
 export async function outboxRow<C extends Contracts>(
   bus: Bus<C>,
   type: string,
@@ -23,8 +26,7 @@ export async function outboxRow<C extends Contracts>(
   now: number,
 ): Promise<OutboxInsert> {
   // A misspelt `kye` would lose the per-key order without a word.
-  assertOptionsObject('work.publish', options);
-  refuseUnknownKeys('work.publish', options, [...PUBLISH_OPTION_NAMES, 'key']);
+  checkOptions('work.publish', options, OUTBOX_PUBLISH_OPTION_NAMES);
   const { key, ...publishOptions } = options;
   // No NUL (PostgreSQL text cannot hold it) nor lone surrogate (PostgreSQL would keep U+FFFD, merging
   // 'k-\uD800' and 'k-\uDBFF'): the key is a column of the outbox on every store.

@@ -1,7 +1,7 @@
 import { describeValue } from '../errors/describe-value.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import { positiveIntegerOption } from '../errors/integer-option.js';
-import { assertOptionsObject, knownOptions, refuseUnknownKeys } from '../errors/options-object.js';
+import { assertOptionsObject, checkOptions, refuseUnknownKeys } from '../errors/options-object.js';
 import { assertStorableKey } from '../errors/storable-text.js';
 import { EventStoreClosedError } from '../eventstore/errors.js';
 import { pauseAfterLostRace } from '../eventstore/lost-race-pause.js';
@@ -174,7 +174,7 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
   ): Promise<T> {
     this.#assertOpen();
     this.#assertNotNested('a unit of work');
-    knownOptions('unitOfWork', options, ['maxRetries']);
+    checkOptions('unitOfWork', options, ['maxRetries']);
     const maxRetries = options.maxRetries ?? this.#maxRetries;
     if (!Number.isInteger(maxRetries) || maxRetries < 0 || maxRetries > MAX_RETRIES_PER_CALL) {
       throw new InvalidOptionsError(`maxRetries must be an integer from 0 to ${MAX_RETRIES_PER_CALL}`);
@@ -260,7 +260,7 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
     events: readonly EventData[],
     options: AppendOptions & { readonly messages?: readonly OutboxMessage<C>[] },
   ): Promise<AppendResult & { readonly messageIds: readonly string[] }> {
-    knownOptions('outbox.append', options, ['expectedVersion', 'messages']);
+    checkOptions('outbox.append', options, ['expectedVersion', 'messages']);
     const prepared = prepareAppend(streamId, events, options.expectedVersion);
     const messages = options.messages ?? [];
     if (!Array.isArray(messages)) throw new InvalidOptionsError('messages must be an array');

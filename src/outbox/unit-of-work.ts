@@ -1,5 +1,5 @@
 import { InvalidOptionsError } from '../errors/ferry-error.js';
-import { knownOptions } from '../errors/options-object.js';
+import { checkOptions } from '../errors/options-object.js';
 import { assertReadStream, prepareAppend } from '../eventstore/prepare-append.js';
 import type {
   AppendOptions,
@@ -96,7 +96,7 @@ export class UnitOfWork<C extends Contracts = NoContracts> {
     options: AppendOptions = {},
   ): Promise<UnitOfWorkAppendResult> {
     this.#assertOpen();
-    knownOptions('work.append', options, ['expectedVersion']);
+    checkOptions('work.append', options, ['expectedVersion']);
     const prepared = prepareAppend(streamId, events, options.expectedVersion);
     const result = await this.tx.append(streamId, prepared.events, prepared.expected);
     const first = result.nextExpectedVersion - prepared.events.length + 1;
@@ -122,7 +122,7 @@ export class UnitOfWork<C extends Contracts = NoContracts> {
    */
   async readStream(streamId: string, options: ReadStreamOptions = {}): Promise<RecordedEvent[]> {
     this.#assertOpen();
-    knownOptions('work.readStream', options, ['fromVersion', 'limit', 'direction']);
+    checkOptions('work.readStream', options, ['fromVersion', 'limit', 'direction']);
     assertReadStream(streamId, options);
     return this.tx.readStream(streamId, options);
   }

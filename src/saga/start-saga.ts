@@ -1,6 +1,6 @@
 import { describeValue } from '../errors/describe-value.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
-import { assertOptionsObject, refuseUnknownKeys } from '../errors/options-object.js';
+import { checkOptions } from '../errors/options-object.js';
 import { type Logger, stderrLogger } from '../logging/logger.js';
 import type { Bus, SubscribeOptions, Subscription } from '../messaging/bus.js';
 import type { Contracts, TypeOf } from '../messaging/contracts.js';
@@ -97,9 +97,8 @@ export async function startSaga<
   S extends string,
   D,
 >(definition: SagaDefinition<C, N, Start, S, D>, options: StartSagaOptions<BC>): Promise<RunningSaga<S, D>> {
-  assertOptionsObject('startSaga', options);
   // A misspelt `subscibe` or `grup` would be dropped for its default.
-  refuseUnknownKeys('startSaga', options ?? {}, ['outbox', 'bus', 'group', 'subscribe', 'logger']);
+  checkOptions('startSaga', options, ['outbox', 'bus', 'group', 'subscribe', 'logger']);
   const { outbox } = options;
   if (outbox === undefined || typeof outbox.unitOfWork !== 'function') {
     throw new InvalidOptionsError('startSaga needs an outbox (createOutbox)');

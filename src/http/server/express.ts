@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { ErrorRequestHandler, Request, RequestHandler } from 'express';
 import { runWithContext } from '../../context/context.js';
 import { isFerryError } from '../../errors/ferry-error.js';
-import { knownOptions } from '../../errors/options-object.js';
+import { checkOptions } from '../../errors/options-object.js';
 import { HTTP_HEADER, PROBLEM_CONTENT_TYPE } from '../headers.js';
 import { BodyHash, hashBodyAsRead, holdRestOfBody } from './body-fingerprint.js';
 import { createHealth, DEFAULT_HEALTH_PATH, type HealthReport, type HealthRouteOptions } from './health.js';
@@ -72,7 +72,7 @@ export interface FerryContextOptions extends RequestContextOptions, ProblemOptio
  * app.use(ferryErrors());
  */
 export function ferryContext(options: FerryContextOptions = {}): RequestHandler {
-  knownOptions('ferryContext', options, SERVER_OPTION_NAMES.context);
+  checkOptions('ferryContext', options, SERVER_OPTION_NAMES.context);
   const contextOptions: RequestContextOptions = requestContextOptionsOf(options);
   return (req, res, next) => {
     const scope = openRequestScope(req, res, contextOptions);
@@ -130,7 +130,7 @@ export interface FerryErrorsOptions extends ProblemOptions {}
  * held while `ferryIdempotency` stores it).
  */
 export function ferryErrors(options: FerryErrorsOptions = {}): ErrorRequestHandler {
-  knownOptions('ferryErrors', options, SERVER_OPTION_NAMES.problem);
+  checkOptions('ferryErrors', options, SERVER_OPTION_NAMES.problem);
   return (error, req, res, _next) => {
     /** What came too late for a problem document: for the operator only. */
     const logLate = (message: string) =>
@@ -157,7 +157,7 @@ export function ferryErrors(options: FerryErrorsOptions = {}): ErrorRequestHandl
 
 /** Answers any request that reached it with a 404 problem; use it after the routes. */
 export function ferryNotFound(options: ProblemOptions = {}): RequestHandler {
-  knownOptions('ferryNotFound', options, SERVER_OPTION_NAMES.problem);
+  checkOptions('ferryNotFound', options, SERVER_OPTION_NAMES.problem);
   return (req, res) => {
     // A path that is not valid percent-encoding is the client's mistake (400), as Fastify answers
     // it; Express finds it only when a route decodes a parameter from it, and fell through to 404.
@@ -196,7 +196,7 @@ export interface FerryIdempotencyOptions extends IdempotencyOptions, ProblemOpti
  * `maxHeldBodyBytes` of it, hashed, and handed to the handler unchanged.
  */
 export function ferryIdempotency(options: FerryIdempotencyOptions): RequestHandler {
-  knownOptions('ferryIdempotency', options, [
+  checkOptions('ferryIdempotency', options, [
     ...SERVER_OPTION_NAMES.idempotency,
     ...SERVER_OPTION_NAMES.problem,
   ]);
@@ -291,7 +291,7 @@ export interface FerryHealthOptions extends HealthRouteOptions {}
  * app.use(ferryHealth({ checks: { db: () => pool.query('select 1') }, breakers: () => users.breakers() }));
  */
 export function ferryHealth(options: FerryHealthOptions = {}): RequestHandler {
-  knownOptions('ferryHealth', options, SERVER_OPTION_NAMES.health);
+  checkOptions('ferryHealth', options, SERVER_OPTION_NAMES.health);
   const health = createHealth(options);
   const path = options.path ?? DEFAULT_HEALTH_PATH;
   const answer = (res: ServerResponse, report: HealthReport) => {

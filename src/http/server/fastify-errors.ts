@@ -1,6 +1,6 @@
 import type { FastifyError, FastifyReply, FastifyRequest, FastifyServerOptions } from 'fastify';
 import { isFerryError } from '../../errors/ferry-error.js';
-import { knownOptions } from '../../errors/options-object.js';
+import { checkOptions } from '../../errors/options-object.js';
 import { PROBLEM_CONTENT_TYPE } from '../headers.js';
 import {
   badPathEncodingProblem,
@@ -44,7 +44,7 @@ export type FerryFastifyServerSettings = Required<
  */
 export function ferryFastifyOptions(options: FerryFastifyServerOptions = {}): FerryFastifyServerSettings {
   // Every name ferryFastify takes: the same options object usually goes to both.
-  knownOptions('ferryFastifyOptions', options, SERVER_OPTION_NAMES.fastify);
+  checkOptions('ferryFastifyOptions', options, SERVER_OPTION_NAMES.fastify);
   const problemOptions = problemOptionsOf(options);
   const contextOptions = requestContextOptionsOf(options);
   const frameworkErrors = (error: FastifyError, request: FastifyRequest, reply: FastifyReply): void => {

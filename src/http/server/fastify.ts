@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { runWithContext } from '../../context/context.js';
-import { knownOptions } from '../../errors/options-object.js';
+import { checkOptions } from '../../errors/options-object.js';
 import { HTTP_HEADER, PROBLEM_CONTENT_TYPE } from '../headers.js';
 import { BodyHash, hashBodyAsRead, holdRestOfBody } from './body-fingerprint.js';
 import { ferryClientErrors } from './client-errors.js';
@@ -101,12 +101,12 @@ type RouteHandler = (this: FastifyInstance, request: FastifyRequest, reply: Fast
  * app.post('/orders', async (request) => placeOrder(request.body, { signal: request.ferry.signal }));
  */
 export function ferryFastify(app: FastifyInstance, options: FerryFastifyOptions = {}): void {
-  knownOptions('ferryFastify', options, SERVER_OPTION_NAMES.fastify);
+  checkOptions('ferryFastify', options, SERVER_OPTION_NAMES.fastify);
   if (typeof options.idempotency === 'object' && options.idempotency !== null) {
-    knownOptions('ferryFastify idempotency', options.idempotency, SERVER_OPTION_NAMES.idempotency);
+    checkOptions('ferryFastify idempotency', options.idempotency, SERVER_OPTION_NAMES.idempotency);
   }
   if (typeof options.health === 'object' && options.health !== null) {
-    knownOptions('ferryFastify health', options.health, SERVER_OPTION_NAMES.health);
+    checkOptions('ferryFastify health', options.health, SERVER_OPTION_NAMES.health);
   }
   const problemOptions = problemOptionsOf(options);
   const contextOptions: RequestContextOptions = requestContextOptionsOf(options);
