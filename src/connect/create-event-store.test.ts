@@ -151,4 +151,23 @@ describe('createEventStore', () => {
     expect(await store.readStream('s')).toHaveLength(1);
     await store.close();
   });
+
+  it('store.inbox() refuses an option it does not read on every backend, memory too', async () => {
+    // The memory inbox reads no option: a misspelt one passed tests on memory and was then dropped
+    // for its default on SQLite and PostgreSQL in production.
+    for (const url of [`memory://inbox-options-${process.pid}`, `sqlite:${join(dir, 'inbox-options.db')}`]) {
+      const store = await createEventStore({ url });
+      try {
+        expect(() => store.inbox({ leaseMS: 300_000 } as never), url).toThrow(
+          /store.inbox has no option "leaseMS": it takes leaseMs, retentionMs/,
+        );
+        expect(() => store.inbox(null as never), url).toThrow(
+          expect.objectContaining({ code: 'INVALID_OPTIONS' }),
+        );
+        expect(store.inbox({ leaseMs: undefined, retentionMs: 60_000 })).toBeDefined();
+      } finally {
+        await store.close();
+      }
+    }
+  });
 });

@@ -521,6 +521,40 @@ describe('CommandHandler', () => {
       expect(isInvalidOptionsError(error)).toBe(true);
     });
 
+    it('refuses an option it does not read, naming it, and takes undefined as left out', async () => {
+      const store = newStore();
+      // A misspelt maxRetries would otherwise give the default 3 retries without a word.
+      expect(() => new CommandHandler(store, orderDecider, { maxRetry: 0 } as never)).toThrow(
+        /CommandHandler has no option "maxRetry": it takes maxRetries, snapshots, onSnapshotError/,
+      );
+      expect(
+        () =>
+          new CommandHandler(store, orderDecider, {
+            snapshots: { every: 1, schemaVersion: 1, evry: 5 },
+          } as never),
+      ).toThrow(/snapshots has no option "evry"/);
+      expect(() => new CommandHandler(store, orderDecider, null as never)).toThrow(/must be an object/);
+      const orders = new CommandHandler(store, orderDecider, { maxRetries: undefined } as never);
+      const handled = orders.handle('order-options-1', place, { metdata: { by: 'ops' } } as never);
+      await expect(handled).rejects.toMatchObject({
+        code: 'INVALID_OPTIONS',
+        message: expect.stringMatching(/CommandHandler.handle has no option "metdata"/),
+      });
+      await expect(orders.handle('order-options-1', place, null as never)).rejects.toMatchObject({
+        code: 'INVALID_OPTIONS',
+      });
+      // Nothing appended by the refused calls; the handler itself works with maxRetries left out.
+      expect(await store.readStream('order-options-1')).toEqual([]);
+      await expect(orders.handle('order-options-1', place)).resolves.toMatchObject({
+        nextExpectedVersion: 0,
+      });
+      const work = { append: vi.fn() };
+      await expect(
+        orders.handleIn(work as never, 'order-options-2', place, { signal: AbortSignal.timeout(5) } as never),
+      ).rejects.toMatchObject({ code: 'INVALID_OPTIONS' });
+      expect(work.append).not.toHaveBeenCalled();
+    });
+
     it('rejects a decider whose initialState is a value rather than a function', () => {
       const decider = {
         ...orderDecider,

@@ -2,6 +2,7 @@ import { isDeepStrictEqual } from 'node:util';
 import { describeThrown } from '../errors/describe-thrown.js';
 import { describeValue } from '../errors/describe-value.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
+import { checkOptions, knownOptions } from '../errors/options-object.js';
 import { type Decider, type DeciderEvent, decideEvents } from './decider.js';
 import { isConcurrencyError } from './errors.js';
 import { pauseAfterLostRace } from './lost-race-pause.js';
@@ -64,6 +65,11 @@ export interface CommandHandlerOptions {
    */
   readonly onSnapshotError?: (error: unknown, streamId: string) => void;
 }
+
+const COMMAND_HANDLER_OPTION_NAMES = ['maxRetries', 'snapshots', 'onSnapshotError'];
+const SNAPSHOT_OPTION_NAMES = ['every', 'schemaVersion', 'serialize', 'deserialize'];
+const HANDLE_OPTION_NAMES = ['metadata', 'signal'];
+const HANDLE_IN_OPTION_NAMES = ['metadata'];
 
 /** Defaults of {@link CommandHandlerOptions}. */
 export const DEFAULT_COMMAND_HANDLER_OPTIONS = Object.freeze({ maxRetries: 3 });
@@ -149,13 +155,18 @@ export class CommandHandler<C, E extends DeciderEvent, S> {
     ) {
       throw new InvalidOptionsError('a decider needs the functions initialState, evolve and decide');
     }
-    const { maxRetries = DEFAULT_COMMAND_HANDLER_OPTIONS.maxRetries, snapshots, onSnapshotError } = options;
+    const {
+      maxRetries = DEFAULT_COMMAND_HANDLER_OPTIONS.maxRetries,
+      snapshots,
+      onSnapshotError,
+    } = knownOptions('CommandHandler', options, COMMAND_HANDLER_OPTION_NAMES);
     if (!Number.isInteger(maxRetries) || maxRetries < 0) {
       throw new InvalidOptionsError(
         `maxRetries must be a non-negative integer, not ${describeValue(maxRetries)}`,
       );
     }
     if (snapshots !== undefined) {
+      checkOptions('CommandHandler snapshots', snapshots, SNAPSHOT_OPTION_NAMES);
       if (!Number.isInteger(snapshots.every) || snapshots.every < 1) {
         throw new InvalidOptionsError(
           `snapshots.every must be a positive integer, not ${describeValue(snapshots.every)}`,
@@ -239,6 +250,7 @@ export class CommandHandler<C, E extends DeciderEvent, S> {
    * append that takes the stream past a multiple of `snapshots.every`, it saves a snapshot.
    */
   async handle(streamId: string, command: C, options: HandleOptions = {}): Promise<CommandResult<S>> {
+    checkOptions('CommandHandler.handle', options, HANDLE_OPTION_NAMES);
     for (let attempt = 0; ; attempt++) {
       options.signal?.throwIfAborted();
       const loaded = await this.load(streamId);
@@ -290,6 +302,7 @@ export class CommandHandler<C, E extends DeciderEvent, S> {
     command: C,
     options: Pick<HandleOptions, 'metadata'> = {},
   ): Promise<PendingCommandResult<S>> {
+    checkOptions('CommandHandler.handleIn', options, HANDLE_IN_OPTION_NAMES);
     const loaded = await this.#load(streamId, work.readStream?.bind(work));
     const decided = decideEvents(this.#decider, command, loaded.state);
     if (decided.length === 0) {

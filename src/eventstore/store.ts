@@ -2,7 +2,7 @@ import { describeValue } from '../errors/describe-value.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import { checkOptions } from '../errors/options-object.js';
 import type { Inbox } from '../inbox/inbox.js';
-import type { DurableInboxOptions } from '../inbox/lease.js';
+import { DURABLE_INBOX_OPTION_NAMES, type DurableInboxOptions } from '../inbox/lease.js';
 import { type Logger, stderrLogger } from '../logging/logger.js';
 import { keepingAlive } from '../time/keep-alive.js';
 import type { EventStoreBackend, Snapshot } from './backend.js';
@@ -270,6 +270,9 @@ export class EventStore {
    */
   inbox(options?: DurableInboxOptions): Inbox {
     this.#assertOpen();
+    // Here too, not only where a durable backend reads them: the memory inbox takes none of them,
+    // and a misspelt option must fail in tests on memory as it would in production on SQLite.
+    checkOptions('store.inbox', options, DURABLE_INBOX_OPTION_NAMES);
     return closingInbox(this.backend.inbox(options), () => this.closed);
   }
 

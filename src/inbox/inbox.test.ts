@@ -128,6 +128,16 @@ describe('MemoryInbox', () => {
     expect(inbox.size).toBe(11);
   });
 
+  it('refuses an option it does not read, naming it', () => {
+    // maxEntry (for maxEntries) kept the default 100,000 keys without a word.
+    expect(() => new MemoryInbox({ maxEntry: 10 } as never)).toThrow(
+      /MemoryInbox has no option "maxEntry": it takes maxEntries, ttlMs/,
+    );
+    expect(() => new MemoryInbox(null as never)).toThrow(
+      expect.objectContaining({ code: 'INVALID_OPTIONS' }),
+    );
+  });
+
   it('refuses a ttlMs or maxEntries that is not a positive integer', () => {
     for (const bad of [0, -1, 1.5, Number.NaN, Number.POSITIVE_INFINITY, '10' as unknown as number]) {
       expect(() => new MemoryInbox({ ttlMs: bad }), `ttlMs ${String(bad)}`).toThrow(

@@ -1,4 +1,5 @@
 import { positiveIntegerOption } from '../errors/integer-option.js';
+import { checkOptions } from '../errors/options-object.js';
 import { assertStorableKey } from '../errors/storable-text.js';
 import { ClaimLostError } from './claim-lost-error.js';
 
@@ -66,6 +67,7 @@ export class MemoryInbox implements Inbox {
   readonly #ttlMs: number;
 
   constructor(options: MemoryInboxOptions = {}) {
+    checkOptions('MemoryInbox', options, ['maxEntries', 'ttlMs']);
     const d = DEFAULT_MEMORY_INBOX_OPTIONS;
     this.#maxEntries = positiveIntegerOption('maxEntries', options.maxEntries, d.maxEntries);
     this.#ttlMs = positiveIntegerOption('ttlMs', options.ttlMs, d.ttlMs);

@@ -1,4 +1,5 @@
 import { positiveIntegerOption } from '../errors/integer-option.js';
+import { checkOptions } from '../errors/options-object.js';
 import { MAX_TIMER_MS } from '../time/max-timer.js';
 import { ClaimLostError } from './claim-lost-error.js';
 import type { InboxClaim } from './inbox.js';
@@ -19,10 +20,14 @@ export const DEFAULT_DURABLE_INBOX_OPTIONS = Object.freeze({
   retentionMs: 7 * 24 * 3_600_000,
 } satisfies Required<DurableInboxOptions>);
 
+/** The keys of {@link DurableInboxOptions}. @internal */
+export const DURABLE_INBOX_OPTION_NAMES: readonly string[] = ['leaseMs', 'retentionMs'];
+
 /** Durable inbox options with defaults applied and values checked. @throws InvalidOptionsError */
 export function resolveDurableInboxOptions(
   options: DurableInboxOptions = {},
 ): Required<{ [K in keyof DurableInboxOptions]: number }> {
+  checkOptions('inbox', options, DURABLE_INBOX_OPTION_NAMES);
   const d = DEFAULT_DURABLE_INBOX_OPTIONS;
   return {
     leaseMs: positiveIntegerOption('leaseMs', options.leaseMs, d.leaseMs, MAX_TIMER_MS),

@@ -228,6 +228,11 @@ describe('subscribe', () => {
       { backoff: { initialDelayMs: 1000, maxDelayMs: Number.POSITIVE_INFINITY }, maxAttempts: 100 },
     ],
     ['a NaN retry delay', { backoff: { initialDelayMs: 0, factor: Number.POSITIVE_INFINITY } }],
+    // null was taken as "left out" (the default) here, where the event store refuses it.
+    ['concurrency null', { concurrency: null as never }],
+    ['maxAttempts null', { maxAttempts: null as never }],
+    ['handlerTimeoutMs null', { handlerTimeoutMs: null as never }],
+    ['backoff null', { backoff: null as never }],
   ])('rejects %s with INVALID_OPTIONS', async (_, options) => {
     const bus = await open();
     const error = await rejection(bus.subscribe('order.created', () => {}, options));
@@ -951,6 +956,39 @@ describe('publish and listing options', () => {
       );
     }
     expect(await bus.listDeadLetters({ limit: undefined })).toEqual([]);
+  });
+
+  it('refuses a misspelt dead-letter option rather than list or replay another selection', async () => {
+    const bus = await open();
+    await bus.subscribe(
+      'job.failing',
+      () => {
+        throw new Error('broken');
+      },
+      { maxAttempts: 1 },
+    );
+    await bus.publish('job.failing', { n: 1 });
+    await bus.publish('job.failing', { n: 2 });
+    await waitFor(async () => (await bus.listDeadLetters()).length === 2, 'two dead letters');
+    const [first] = await bus.listDeadLetters();
+    // deadLetterId (for deadLetterIds) replayed every letter of the group; grop another group's.
+    for (const [call, options, named] of [
+      ['replayDeadLetters', { deadLetterId: [first!.deadLetterId] }, '"deadLetterId"'],
+      ['replayDeadLetters', { grop: 'svc', limit: 1 }, '"grop"'],
+      ['listDeadLetters', { limt: 1 }, '"limt"'],
+    ] as const) {
+      const refused = await rejection(
+        call === 'listDeadLetters'
+          ? bus.listDeadLetters(options as never)
+          : bus.replayDeadLetters(options as never),
+      );
+      expect(isInvalidOptionsError(refused), String(refused)).toBe(true);
+      expect((refused as Error).message).toContain(`${call} has no option ${named}`);
+    }
+    // Nothing replayed: both letters still there.
+    expect(await bus.listDeadLetters()).toHaveLength(2);
+    // A group given as null is refused, as subscribe refuses it.
+    expect(await rejection(bus.listDeadLetters({ group: null as never }))).toBeDefined();
   });
 
   it('refuses a replay limit that is not a positive integer, and ids that are not strings', async () => {

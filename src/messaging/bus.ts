@@ -1,12 +1,7 @@
 import { currentContext, type FerryContext, runWithContext } from '../context/context.js';
 import { describeValue } from '../errors/describe-value.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
-import {
-  assertFunctionList,
-  assertOptionsObject,
-  checkOptions,
-  knownOptions,
-} from '../errors/options-object.js';
+import { assertFunctionList, checkOptions, knownOptions } from '../errors/options-object.js';
 import type { Inbox } from '../inbox/inbox.js';
 import { type Logger, stderrLogger } from '../logging/logger.js';
 import {
@@ -427,7 +422,7 @@ export class Bus<C extends Contracts = NoContracts> {
     assertFunctionList('middleware', options.middleware);
     const spec = this.#spec(pattern, options);
     const { group } = spec;
-    const timeoutMs = options.handlerTimeoutMs ?? this.#defaults.handlerTimeoutMs;
+    const timeoutMs = orDefault(options.handlerTimeoutMs, this.#defaults.handlerTimeoutMs);
     assertHandlerTimeout(timeoutMs);
     const inner = handler as (
       message: Message,
@@ -522,17 +517,20 @@ export class Bus<C extends Contracts = NoContracts> {
 
   #spec(pattern: string, options: SubscribeOptions): SubscriptionSpec {
     assertPattern(pattern);
-    const group = options.group ?? this.service;
+    const group = orDefault(options.group, this.service);
     assertGroup(group);
-    const concurrency = options.concurrency ?? this.#defaults.concurrency;
-    const maxAttempts = options.maxAttempts ?? this.#defaults.maxAttempts;
+    const concurrency = orDefault(options.concurrency, this.#defaults.concurrency);
+    const maxAttempts = orDefault(options.maxAttempts, this.#defaults.maxAttempts);
     if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 65_535) {
       throw new InvalidOptionsError('concurrency must be an integer from 1 to 65535');
     }
     if (!Number.isInteger(maxAttempts) || maxAttempts < 1 || maxAttempts > 100) {
       throw new InvalidOptionsError('maxAttempts must be an integer from 1 to 100');
     }
-    const retryDelays = exponentialDelays(options.backoff ?? this.#defaults.backoff, maxAttempts - 1);
+    const retryDelays = exponentialDelays(
+      orDefault(options.backoff, this.#defaults.backoff),
+      maxAttempts - 1,
+    );
     assertRetryDelays(retryDelays);
     return { group, pattern, concurrency, retryDelays };
   }
@@ -649,7 +647,7 @@ export class Bus<C extends Contracts = NoContracts> {
     options: { readonly group?: string | undefined; readonly limit?: number | undefined } = {},
   ): Promise<DeadLetter[]> {
     if (this.#closing !== undefined) return Promise.reject(new BusClosedError());
-    const refused = refusedDeadLetterOptions('listDeadLetters', options);
+    const refused = refusedDeadLetterOptions('listDeadLetters', options, ['group', 'limit']);
     if (refused !== undefined) return Promise.reject(refused);
     const limit = options.limit ?? 100;
     if (!Number.isInteger(limit) || limit < 1 || limit > MAX_DEAD_LETTER_LISTING) {
@@ -687,7 +685,11 @@ export class Bus<C extends Contracts = NoContracts> {
     } = {},
   ): Promise<number> {
     if (this.#closing !== undefined) return Promise.reject(new BusClosedError());
-    const refused = refusedDeadLetterOptions('replayDeadLetters', options);
+    const refused = refusedDeadLetterOptions('replayDeadLetters', options, [
+      'group',
+      'deadLetterIds',
+      'limit',
+    ]);
     if (refused !== undefined) return Promise.reject(refused);
     const { group, ...rest } = options;
     // A limit of 0, -1 or NaN replayed nothing and said nothing; 1.5 was taken as it came.
@@ -793,6 +795,14 @@ function untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
   });
 }
 
+/**
+ * `given`, or `fallback` when it is left out (undefined). Not `??`: that took `null` for "left out"
+ * (`concurrency: null` ran with the default) where the event store and the rest of the bus refuse it.
+ */
+function orDefault<T>(given: T | undefined, fallback: T): T {
+  return given === undefined ? fallback : given;
+}
+
 function assertHandlerTimeout(timeoutMs: number): void {
   if (!Number.isInteger(timeoutMs) || timeoutMs < 0 || timeoutMs > MAX_TIMER_MS) {
     throw new InvalidOptionsError(`handlerTimeoutMs must be an integer from 0 (no limit) to ${MAX_TIMER_MS}`);
@@ -804,9 +814,14 @@ function assertHandlerTimeout(timeoutMs: number): void {
  * refuses (it has no dead letters: said so, not an empty listing in memory or the driver's
  * TypeError on RabbitMQ).
  */
-function refusedDeadLetterOptions(call: string, options: { readonly group?: string | undefined }): unknown {
+function refusedDeadLetterOptions(
+  call: string,
+  options: { readonly group?: string | undefined },
+  known: readonly string[],
+): unknown {
   try {
-    assertOptionsObject(call, options);
+    // A misspelt key (`deadLetterId`, `grop`) would replay every letter, or another group's.
+    checkOptions(call, options, known);
     if (options.group !== undefined) assertGroup(options.group);
     return undefined;
   } catch (error) {

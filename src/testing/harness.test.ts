@@ -355,4 +355,42 @@ describe('createTestHarness', () => {
     const published = await harness.published.select('order.placed');
     expect(published.message.time).toBe('2030-01-01T00:00:00.000Z');
   });
+
+  it('refuses an option it does not read, naming it; undefined takes the default', async () => {
+    // A misspelt stallMs would otherwise leave the default 100 ms, and handlers doing slower real
+    // I/O timed out without a word.
+    await expect(
+      createTestHarness<C>({ service: 'orders', contracts, stallMS: 2_000 } as never),
+    ).rejects.toMatchObject({
+      code: 'INVALID_OPTIONS',
+      message: expect.stringMatching(/createTestHarness has no option "stallMS": it takes service, /),
+    });
+    // Left unset (an environment variable read into it) is left out: the default applies.
+    const harness = await start({ stallMs: undefined, realTimeoutMs: undefined } as never);
+    await harness.bus.publish('order.placed', { orderId: '1' });
+
+    // A misspelt timeout waited the default 60 s of virtual time instead of the one meant.
+    await expect(harness.published.select('order.placed', { timeout: 5 } as never)).rejects.toMatchObject({
+      code: 'INVALID_OPTIONS',
+      message: expect.stringMatching(/published.select has no option "timeout": it takes timeoutMs/),
+    });
+    await expect(harness.consumed.selectAll('order.placed', { cuont: 2 } as never)).rejects.toMatchObject({
+      code: 'INVALID_OPTIONS',
+      message: expect.stringMatching(/consumed.selectAll has no option "cuont"/),
+    });
+    await expect(harness.eventually(() => true, { timeout: 5 } as never)).rejects.toMatchObject({
+      code: 'INVALID_OPTIONS',
+      message: expect.stringMatching(/eventually has no option "timeout": it takes timeoutMs, what/),
+    });
+    expect((await harness.published.select('order.placed')).message.data).toEqual({ orderId: '1' });
+  });
+
+  it.each([Number.NaN, Number.POSITIVE_INFINITY, -1, '5'])(
+    'eventually refuses timeoutMs %s rather than waiting for ever',
+    async (timeoutMs) => {
+      const harness = await start();
+      const waited = harness.eventually(() => false, { timeoutMs: timeoutMs as number });
+      await expect(waited).rejects.toMatchObject({ code: 'INVALID_OPTIONS' });
+    },
+  );
 });

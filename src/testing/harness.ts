@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { createBus } from '../connect/create-bus.js';
 import { currentContext } from '../context/context.js';
 import { FerryError, InvalidOptionsError } from '../errors/ferry-error.js';
+import { checkOptions, knownOptions } from '../errors/options-object.js';
 import { MemoryEventStoreBackend } from '../eventstore/memory/memory-backend.js';
 import { EventStore } from '../eventstore/store.js';
 import { type Logger, silentLogger } from '../logging/logger.js';
@@ -16,7 +17,7 @@ import { createOutbox, type Outbox } from '../outbox/outbox.js';
 import type { RelayOptions } from '../outbox/relay-options.js';
 import type { SagaStatus } from '../outbox/storage.js';
 import { VirtualClock } from '../time/clock.js';
-import { DEFAULT_SELECT_OPTIONS, MessageList, type SelectOptions } from './message-list.js';
+import { checkedTimeoutMs, MessageList, type SelectOptions } from './message-list.js';
 import { RecordingTransport } from './recording-transport.js';
 
 /** A message the harness's transport accepted (from `bus.publish` or the outbox relay), as JSON. */
@@ -110,6 +111,20 @@ export interface TestHarnessOptions<C extends Contracts = NoContracts> {
    */
   readonly store?: EventStore;
 }
+
+const TEST_HARNESS_OPTION_NAMES = [
+  'service',
+  'contracts',
+  'clock',
+  'setup',
+  'subscriptionDefaults',
+  'relay',
+  'acceptUnrouted',
+  'stallMs',
+  'realTimeoutMs',
+  'logger',
+  'store',
+];
 
 export const DEFAULT_TEST_HARNESS_OPTIONS = Object.freeze({
   acceptUnrouted: true,
@@ -261,7 +276,8 @@ export class TestHarness<C extends Contracts = NoContracts> {
     condition: () => boolean | Promise<boolean>,
     options: SelectOptions & { readonly what?: string } = {},
   ): Promise<void> {
-    const timeoutMs = options.timeoutMs ?? DEFAULT_SELECT_OPTIONS.timeoutMs;
+    checkOptions('eventually', options, ['timeoutMs', 'what']);
+    const timeoutMs = checkedTimeoutMs(options.timeoutMs);
     if (await this.waitUntil(condition, timeoutMs)) return;
     throw new FerryError(
       'HARNESS_TIMEOUT',
@@ -449,8 +465,14 @@ export class TestHarness<C extends Contracts = NoContracts> {
  * await harness.close();
  */
 export async function createTestHarness<C extends Contracts = NoContracts>(
-  options: TestHarnessOptions<C>,
+  given: TestHarnessOptions<C>,
 ): Promise<TestHarness<C>> {
+  // Checked, and members set to undefined left out (their defaults apply), as every Ferry call does.
+  const options = knownOptions(
+    'createTestHarness',
+    given,
+    TEST_HARNESS_OPTION_NAMES,
+  ) as TestHarnessOptions<C>;
   const o = { ...DEFAULT_TEST_HARNESS_OPTIONS, ...options };
   for (const name of ['stallMs', 'realTimeoutMs'] as const) {
     if (!Number.isInteger(o[name]) || o[name] < 1) {

@@ -192,6 +192,10 @@ export function testInbox(
       }
       const underTest = await harness.create();
       await expect(underTest.sibling!({ leaseMs: 0 })).rejects.toSatisfy(isInvalidOptionsError);
+      // A misspelt option was dropped for its default (a 30 s lease where 5 min was meant).
+      await expect(harness.create({ leaseMS: 300_000 } as never)).rejects.toThrow(
+        /inbox has no option "leaseMS": it takes leaseMs, retentionMs/,
+      );
     });
 
     it('is shared by every instance on the same storage', async () => {

@@ -1,5 +1,7 @@
 import { inspect } from 'node:util';
+import { describeValue } from '../errors/describe-value.js';
 import { errorGuard, FerryError, InvalidOptionsError } from '../errors/ferry-error.js';
+import { checkOptions } from '../errors/options-object.js';
 import { compilePattern } from '../messaging/topic.js';
 
 /** Something a {@link MessageList} holds: every record names the message type it is about. */
@@ -24,6 +26,22 @@ export interface SelectOptions {
 }
 
 export const DEFAULT_SELECT_OPTIONS = Object.freeze({ timeoutMs: 60_000 } satisfies Required<SelectOptions>);
+
+/**
+ * A wait's `timeoutMs` (its default when left out). NaN or Infinity would never end a wait that has
+ * timers to move the clock to (the relay polls for ever).
+ * @internal
+ * @throws InvalidOptionsError
+ */
+export function checkedTimeoutMs(given: number | undefined): number {
+  const timeoutMs = given ?? DEFAULT_SELECT_OPTIONS.timeoutMs;
+  if (typeof timeoutMs !== 'number' || !Number.isFinite(timeoutMs) || timeoutMs < 0) {
+    throw new InvalidOptionsError(
+      `timeoutMs must be a finite number of ms from 0, got ${describeValue(timeoutMs)}`,
+    );
+  }
+  return timeoutMs;
+}
 
 /** How a list waits: the harness's `waitUntil`, which moves virtual time while `found` is false. */
 export type Waiter = (found: () => boolean, timeoutMs: number) => Promise<boolean>;
@@ -98,6 +116,7 @@ export class MessageList<R extends Recorded> {
    * limit, such as its own time limit, does not end there).
    */
   async select(filter: RecordFilter<R>, options: SelectOptions = {}): Promise<R> {
+    checkOptions(`${this.#name}.select`, options, ['timeoutMs']);
     const [first] = await this.selectAll(filter, { ...options, count: 1 });
     return first!;
   }
@@ -110,11 +129,9 @@ export class MessageList<R extends Recorded> {
     filter: RecordFilter<R>,
     options: SelectOptions & { readonly count?: number } = {},
   ): Promise<R[]> {
-    const timeoutMs = options.timeoutMs ?? DEFAULT_SELECT_OPTIONS.timeoutMs;
+    checkOptions(`${this.#name}.selectAll`, options, ['timeoutMs', 'count']);
+    const timeoutMs = checkedTimeoutMs(options.timeoutMs);
     const count = options.count ?? 1;
-    if (!Number.isFinite(timeoutMs) || timeoutMs < 0) {
-      throw new InvalidOptionsError(`timeoutMs must be a finite number of ms from 0, got ${timeoutMs}`);
-    }
     if (!Number.isInteger(count) || count < 1) {
       throw new InvalidOptionsError(`count must be a positive integer, got ${count}`);
     }

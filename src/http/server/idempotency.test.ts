@@ -153,6 +153,10 @@ describe('MemoryIdempotencyStore', () => {
     expect(() => new MemoryIdempotencyStore({ ttlMs: 0 })).toThrow(/ttlMs/);
     expect(() => new MemoryIdempotencyStore({ maxEntries: 0 })).toThrow(/maxEntries/);
     expect(() => new MemoryIdempotencyStore({ leaseMs: 0 })).toThrow(/leaseMs/);
+    // A misspelt ttl kept answers 24 h where minutes were meant, without a word.
+    expect(() => new MemoryIdempotencyStore({ ttl: 60_000 } as never)).toThrow(
+      /MemoryIdempotencyStore has no option "ttl": it takes ttlMs, leaseMs, maxEntries/,
+    );
     expect(() => new IdempotencyGuard({ store: new MemoryIdempotencyStore(), maxHeldBodyBytes: -1 })).toThrow(
       /maxHeldBodyBytes/,
     );

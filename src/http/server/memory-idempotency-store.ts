@@ -1,4 +1,5 @@
 import { positiveIntegerOption } from '../../errors/integer-option.js';
+import { checkOptions } from '../../errors/options-object.js';
 import { assertStorableKey } from '../../errors/storable-text.js';
 import {
   assertStoredResponse,
@@ -63,6 +64,7 @@ export class MemoryIdempotencyStore implements IdempotencyStore {
   #claims = 0;
 
   constructor(options: MemoryIdempotencyStoreOptions = {}) {
+    checkOptions('MemoryIdempotencyStore', options, ['ttlMs', 'leaseMs', 'maxEntries']);
     const d = DEFAULT_MEMORY_IDEMPOTENCY_STORE_OPTIONS;
     this.#ttlMs = positiveIntegerOption('ttlMs', options.ttlMs, d.ttlMs);
     this.#leaseMs = positiveIntegerOption('leaseMs', options.leaseMs, d.leaseMs);
