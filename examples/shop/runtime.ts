@@ -82,6 +82,16 @@ export interface RunningService {
 /** Distributed: how long inventory waits for orders to be ready before it seeds the catalog. */
 const SEED_WAIT_MS = 30_000;
 
+/**
+ * The outbox relay in distributed mode. Its lease is how long the messages of a process that died
+ * between publishing them and deleting their rows wait before its restarted process (or another
+ * instance) sends them again: the library's 30 s for a durable broker equals the order's deadline,
+ * so an order whose command or reply was caught in that window ended `timeout` (1 or 2 in 20 when
+ * orders and payments were killed together); 10 s leaves it time to complete. Each publish is
+ * allowed 5 s, well within the lease, so a live relay never has its rows taken over.
+ */
+export const DISTRIBUTED_RELAY_OPTIONS = Object.freeze({ leaseMs: 10_000, publishTimeoutMs: 5_000 });
+
 /** How long an Idempotency-Key of POST /orders stays held by a request that never answered. */
 const ORDER_KEY_LEASE_MS = 30_000;
 
@@ -126,7 +136,7 @@ async function plumbing(service: string, settings: ServiceSettings): Promise<Plu
       // Embedded, every service closes in one process, one after the other: a relay waiting at close
       // for its messages to be settled would wait for services already closed (5 s each). Rows not
       // yet settled stay in the outbox and go out again at the next start; inboxes drop the copies.
-      ...(infrastructure.mode === 'embedded' ? { relay: { settleOnCloseMs: 0 } } : {}),
+      relay: infrastructure.mode === 'embedded' ? { settleOnCloseMs: 0 } : DISTRIBUTED_RELAY_OPTIONS,
     });
     return {
       store,

@@ -1,0 +1,17 @@
+import { describe, expect, it } from 'vitest';
+import { DEFAULT_ORDER_SAGA_OPTIONS } from './orders/order-saga.js';
+import { DISTRIBUTED_RELAY_OPTIONS } from './runtime.js';
+import { DEFAULT_RESTART_BACKOFF } from './supervisor/index.js';
+
+describe('the distributed outbox relay', () => {
+  it('sends again the messages of a process that died well within the order deadline', () => {
+    // A process killed between publishing and deleting its outbox rows: the supervisor restarts it
+    // (first delay), and its relay sends them again once their lease ends. With the library's 30 s
+    // lease that took the whole order deadline, and the order ended `timeout`.
+    const resent = DEFAULT_RESTART_BACKOFF.initialDelayMs + DISTRIBUTED_RELAY_OPTIONS.leaseMs;
+    expect(resent).toBeLessThanOrEqual(DEFAULT_ORDER_SAGA_OPTIONS.timeoutMs / 2);
+    // A live relay's publish ends (confirmed or timed out) before its lease: no other relay takes
+    // rows it is still sending.
+    expect(DISTRIBUTED_RELAY_OPTIONS.publishTimeoutMs).toBeLessThan(DISTRIBUTED_RELAY_OPTIONS.leaseMs);
+  });
+});
