@@ -1,7 +1,7 @@
 import type { Message as AmqpMessage, Options } from 'amqplib';
 import { type Envelope, JSON_CONTENT_TYPE } from '../messaging/envelope.js';
 import { MessageNotSerializableError } from '../messaging/errors.js';
-import { encodeData, HEADER, type WireMessage } from '../messaging/wire.js';
+import { asPublished, encodeData, HEADER, type WireMessage } from '../messaging/wire.js';
 
 /**
  * `data` cannot be encoded as JSON (a BigInt, a cycle…): the messaging core's
@@ -63,8 +63,25 @@ export function encodeEnvelope(envelope: Envelope): EncodedMessage {
   return { content: Buffer.from(json), options };
 }
 
-/** Reads an amqplib message into the transport-neutral wire form. */
+/**
+ * True when `message` came from a publisher, through an exchange, rather than from Ferry itself:
+ * Ferry sends its retries, replays and counted redeliveries to a queue through the default exchange
+ * (`''`, which delay queues dead-letter to as well), and only those may carry its retry headers.
+ */
+export function fromPublisher(message: AmqpMessage): boolean {
+  return message.fields.exchange !== '';
+}
+
+/**
+ * Reads an amqplib message into the transport-neutral wire form; a publisher's without Ferry's retry
+ * headers ({@link asPublished}): a plain producer cannot set its attempt or its type that way.
+ */
 export function wireMessageOf(message: AmqpMessage): WireMessage {
+  const wire = wireFormOf(message);
+  return fromPublisher(message) ? asPublished(wire) : wire;
+}
+
+function wireFormOf(message: AmqpMessage): WireMessage {
   const p = message.properties;
   return {
     body: message.content,
@@ -87,10 +104,12 @@ const BROKER_HEADERS = ['x-death', 'x-first-death-exchange', 'x-first-death-queu
  */
 export function republishOptions(message: AmqpMessage, headers: Record<string, unknown>): Options.Publish {
   const p = message.properties;
-  const merged: Record<string, unknown> = {
-    ...(p.headers as Record<string, unknown> | undefined),
-    ...headers,
-  };
+  // A publisher's copy of Ferry's retry headers is not carried on: the copy sent goes through the
+  // default exchange, where they would be believed.
+  const own = fromPublisher(message)
+    ? asPublished(wireFormOf(message)).headers
+    : (p.headers as Record<string, unknown> | undefined);
+  const merged: Record<string, unknown> = { ...own, ...headers };
   for (const name of BROKER_HEADERS) delete merged[name];
   for (const name of Object.keys(merged)) if (name.startsWith('x-last-death')) delete merged[name];
   const options: Options.Publish = { persistent: true, mandatory: true, headers: merged };

@@ -13,7 +13,7 @@ import {
   whenDecided,
 } from '../messaging/transport.js';
 import { decodeWireMessage, HEADER, typeOf } from '../messaging/wire.js';
-import { republishOptions, wireMessageOf } from './codec.js';
+import { fromPublisher, republishOptions, wireMessageOf } from './codec.js';
 import { DEAD_LETTER_HEADER } from './dead-letters.js';
 import type { ConfirmPublisher } from './publisher.js';
 import { settledWithin } from './settled-within.js';
@@ -453,6 +453,8 @@ export class AmqpConsumer {
 
 /** Redeliveries counted so far: the header Ferry sets on the copy it sends back to the queue. */
 function redeliveriesOf(message: Message): number {
+  // A publisher's own copy of the header counts for nothing (see wireMessageOf).
+  if (fromPublisher(message)) return 0;
   const value = (message.properties.headers as Record<string, unknown> | undefined)?.[HEADER.redeliveries];
   const n = typeof value === 'number' ? value : Number(value);
   return Number.isInteger(n) && n > 0 ? n : 0;

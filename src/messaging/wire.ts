@@ -1,9 +1,11 @@
+import { isUtf8 } from 'node:buffer';
 import { isStorableText } from '../errors/storable-text.js';
 import { type Clock, systemClock } from '../time/clock.js';
 import { type Envelope, JSON_CONTENT_TYPE, newMessageId, toMessage } from './envelope.js';
 import { MessageNotSerializableError } from './errors.js';
 import { rfc3339ToMs } from './expiry.js';
 import { isReservedHeader } from './reserved-headers.js';
+import { assertMessageType } from './topic.js';
 import type { Delivery } from './transport.js';
 
 /** Header names Ferry reserves on the wire. */
@@ -18,6 +20,30 @@ export const HEADER = Object.freeze({
   /** Deliveries in a row that ended with the consumer stopping before it settled the message. */
   redeliveries: 'x-ferry-redeliveries',
 });
+
+/**
+ * `wire` as it reaches a queue for the first time, from a publisher: without the headers only
+ * Ferry's own retries, replays and redeliveries carry (attempt, original routing key, redeliveries
+ * in a row). A plain producer's copy of them, or headers forwarded from a message it consumed,
+ * would otherwise set the message's attempt, or give it a type its routing key does not say (and
+ * the subscription's pattern does not match).
+ */
+export function asPublished(wire: WireMessage): WireMessage {
+  const headers = wire.headers;
+  if (
+    headers === undefined ||
+    !(HEADER.attempt in headers || HEADER.routingKey in headers || HEADER.redeliveries in headers)
+  ) {
+    return wire;
+  }
+  const {
+    [HEADER.attempt]: _attempt,
+    [HEADER.routingKey]: _routingKey,
+    [HEADER.redeliveries]: _redeliveries,
+    ...rest
+  } = headers;
+  return { ...wire, headers: rest };
+}
 
 /**
  * A message as bytes plus broker properties: the common form of what arrives from RabbitMQ, from a
@@ -134,6 +160,16 @@ function withNul(wire: WireMessage, headers: WireMessage['headers']): string | u
   return undefined;
 }
 
+/** Why `type` is not a message type `publish` would take, or `undefined` when it is one. */
+function invalidType(type: string): string | undefined {
+  try {
+    assertMessageType(type);
+    return undefined;
+  } catch (error) {
+    return `the message type is not valid: ${(error as Error).message}`;
+  }
+}
+
 function unkeepable(text: string | undefined): boolean {
   return text !== undefined && !isStorableText(text);
 }
@@ -150,12 +186,20 @@ function quoted(text: string): string {
  * is not JSON yields a failed delivery with the reason, never an exception. A message without a time
  * of its own is stamped with `clock`'s now.
  */
-export function decodeWireMessage(wire: WireMessage, clock: Clock = systemClock): Delivery {
-  const attempt = attemptOf(wire.headers);
+export function decodeWireMessage(
+  wire: WireMessage,
+  clock: Clock = systemClock,
+  /** The attempt, when the transport keeps it outside the message: @default its attempt header, or 1 */
+  attemptGiven?: number,
+): Delivery {
+  const attempt = attemptGiven ?? attemptOf(wire.headers);
   if (wire.contentType !== undefined && !isJsonContentType(wire.contentType)) {
     return { ok: false, attempt, reason: `unsupported content type "${wire.contentType}" (expected JSON)` };
   }
   if (wire.body.byteLength === 0) return { ok: false, attempt, reason: 'empty body (expected JSON)' };
+  // JSON text is UTF-8 (RFC 8259, 8.1): bytes that are not would reach the handler altered (U+FFFD).
+  if (!isUtf8(wire.body))
+    return { ok: false, attempt, reason: 'body is not valid UTF-8 (JSON text must be)' };
   let data: unknown;
   try {
     data = JSON.parse(
@@ -179,12 +223,17 @@ export function decodeWireMessage(wire: WireMessage, clock: Clock = systemClock)
       attempt,
       reason: `the ${nul} holds NUL or a lone surrogate, which Ferry's stores cannot keep`,
     };
+  const type = typeOf(wire);
+  // A routing key publish would refuse as a type (`a b`, `a..b`, `a.*`): the memory transport can
+  // never deliver one, and a handler or an outbox passing it on would be refused.
+  const badType = invalidType(type);
+  if (badType !== undefined) return { ok: false, attempt, reason: badType };
   const id = wire.messageId || newMessageId(clock.now());
   const envelope: { -readonly [P in keyof Envelope]: Envelope[P] } = {
     specversion: '1.0',
     id,
     source: wire.appId || 'unknown',
-    type: typeOf(wire),
+    type,
     time:
       time ??
       (wire.timestamp !== undefined

@@ -623,7 +623,11 @@ export function testTransport(name: string, harness: TransportHarness, features:
       const b = await bus(`svc-${p}`);
       const type = `${p}.raw`;
       const handled: string[] = [];
-      await b.subscribe(type, async (m) => void handled.push(m.id));
+      const types: string[] = [];
+      await b.subscribe(type, async (m) => {
+        handled.push(m.id);
+        types.push(m.type);
+      });
       const body = Buffer.from('{}');
       await harness.publishRaw({
         routingKey: type,
@@ -669,6 +673,74 @@ export function testTransport(name: string, harness: TransportHarness, features:
         ['malformed', 'cloudEvents:expiresat is a number, not an RFC 3339 time'],
       ]);
       expect(handled.sort()).toEqual(['good', 'renamed']);
+      // Nor the type: a plain producer's copy of Ferry's header named a type the pattern does not match.
+      expect(types).toEqual([type, type]);
+    });
+
+    it("takes a plain producer's message as a first delivery whatever Ferry headers it carries: its attempts are counted from 1 and it is dead-lettered after maxAttempts", async () => {
+      // The memory transport decoded a raw message at attempt 1 every time: one that failed was
+      // retried for ever, never dead-lettered. A producer's x-ferry-attempt set its attempt (99: no
+      // retry) and x-ferry-routing-key its type.
+      const p = unique();
+      const b = await bus(`svc-${p}`);
+      const type = `${p}.raw`;
+      const seen: [string, string, number][] = [];
+      await b.subscribe(
+        type,
+        async (m) => {
+          seen.push([m.id, m.type, m.attempt]);
+          throw new Error('always');
+        },
+        { maxAttempts: 3, backoff: { initialDelayMs: 10, maxDelayMs: 10 } },
+      );
+      await harness.publishRaw({
+        routingKey: type,
+        body: Buffer.from('{"n":1}'),
+        messageId: 'forged',
+        headers: {
+          'x-ferry-attempt': 99,
+          'x-ferry-routing-key': `${p}.admin`,
+          'x-ferry-redeliveries': 50,
+          'x-app': 'kept',
+        },
+      });
+      await waitFor(async () => (await b.listDeadLetters()).length === 1, 'the dead letter');
+      expect(seen).toEqual([
+        ['forged', type, 1],
+        ['forged', type, 2],
+        ['forged', type, 3],
+      ]);
+      const [dead] = await b.listDeadLetters();
+      expect(dead).toMatchObject({ routingKey: type, attempts: 3, reason: { kind: 'handler-error' } });
+      // Replayed, it starts again from attempt 1, with its type and its own headers.
+      expect(await b.replayDeadLetters()).toBe(1);
+      await waitFor(() => seen.length >= 4, 'the replayed message');
+      expect(seen[3]).toEqual(['forged', type, 1]);
+    });
+
+    it('dead-letters a raw message whose routing key is not a valid message type, or whose body is not UTF-8', async () => {
+      const p = unique();
+      const b = await bus(`svc-${p}`);
+      const handled: string[] = [];
+      await b.subscribe(`${p}.*`, async (m) => void handled.push(m.id));
+      await harness.publishRaw({ routingKey: `${p}.a b`, body: Buffer.from('{}'), messageId: 'space' });
+      await harness.publishRaw({ routingKey: `${p}.*`, body: Buffer.from('{}'), messageId: 'star' });
+      // "\xff\xfe": handled as two U+FFFD, the data altered without a word.
+      await harness.publishRaw({
+        routingKey: `${p}.x`,
+        body: Buffer.from([0x22, 0xff, 0xfe, 0x22]),
+        messageId: 'latin',
+      });
+      await harness.publishRaw({ routingKey: `${p}.x`, body: Buffer.from('"é"'), messageId: 'good' });
+      await waitFor(async () => (await b.listDeadLetters()).length === 3, 'three dead letters');
+      await waitFor(() => handled.length === 1, 'the valid message');
+      expect(handled).toEqual(['good']);
+      const dead = (await b.listDeadLetters()).map((d) => [d.routingKey, d.reason.kind, d.reason.message]);
+      expect(dead.sort()).toEqual([
+        [`${p}.*`, 'malformed', expect.stringMatching(/^the message type is not valid: .*"\*"/)],
+        [`${p}.a b`, 'malformed', expect.stringMatching(/^the message type is not valid: .*"a b"/)],
+        [`${p}.x`, 'malformed', 'body is not valid UTF-8 (JSON text must be)'],
+      ]);
     });
 
     it('dead-letters at once a raw message whose id, correlation id or causation id holds NUL, as publishing refuses them', async () => {
@@ -1243,6 +1315,33 @@ export function testTransport(name: string, harness: TransportHarness, features:
         attempts: 1,
         envelope: { id: `${p}-poison`, data: { n: 1 } },
       });
+    });
+
+    it("counts a plain producer's message given back at close from its first delivery, whatever redeliveries header it carries", async () => {
+      // Must not happen: a producer's copy of x-ferry-redeliveries (50) dead-lettering the message as
+      // redelivered the first time a subscriber gave it back.
+      const p = unique();
+      const b = await bus(`svc-${p}`, { closeTimeoutMs: 100 });
+      const type = `${p}.raw`;
+      const group = `g-${p}`;
+      let runs = 0;
+      const hang = async () => {
+        runs++;
+        await new Promise(() => {}); // never settles
+      };
+      const options = { group, concurrency: 1, handlerTimeoutMs: 0 };
+      const first = await b.subscribe(type, hang, options);
+      await harness.publishRaw({
+        routingKey: type,
+        body: Buffer.from('{}'),
+        messageId: `${p}-raw`,
+        headers: { 'x-ferry-redeliveries': 50 },
+      });
+      await waitFor(() => runs === 1, 'the first run');
+      await first.close();
+      await b.subscribe(type, hang, options);
+      await waitFor(() => runs === 2, 'the message run again by the next subscriber');
+      expect(await b.listDeadLetters({ group })).toEqual([]);
     });
 
     it('ignores what a handler close gave up on decides later: no retry, no dead letter, and the next subscriber gets the message once', async () => {

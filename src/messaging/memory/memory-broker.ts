@@ -30,7 +30,7 @@ import {
   type TransportSubscription,
   whenDecided,
 } from '../transport.js';
-import { decodeWireMessage, typeOf, type WireMessage } from '../wire.js';
+import { asPublished, decodeWireMessage, typeOf, type WireMessage } from '../wire.js';
 import { copyOfSnapshot, type DataSnapshot, jsonOfSnapshot, snapshotData } from './data-snapshot.js';
 import { Settlement } from './settlement.js';
 
@@ -122,6 +122,8 @@ type Entry =
       readonly data?: undefined;
       readonly settlement?: undefined;
       readonly wire: WireMessage;
+      /** Absent: 1 (a retry sets it; the bytes' own attempt header is never read). */
+      readonly attempt?: number;
       readonly redeliveries?: number;
     };
 
@@ -302,7 +304,8 @@ export class MemoryBroker {
   /** Takes bytes as a producer that knows nothing of Ferry sends them; they are decoded at delivery. */
   publishRaw(wire: WireMessage): Promise<void> {
     // Routed by its routing key, as RabbitMQ routes it; its type (a header may name another) is read at delivery.
-    return this.#route(wire.routingKey, wire.messageId ?? '(no id)', { wire });
+    // As RabbitMQ takes it from a publisher: Ferry's own retry headers are not the producer's to set.
+    return this.#route(wire.routingKey, wire.messageId ?? '(no id)', { wire: asPublished(wire) });
   }
 
   #route(type: string, id: string, entry: Entry): Promise<void> {
@@ -389,7 +392,7 @@ export class MemoryBroker {
   }
 
   #deliverWire(queue: Queue, consumer: MemoryConsumer, entry: Entry & { readonly wire: WireMessage }): void {
-    const delivery = decodeWireMessage(entry.wire, this.clock);
+    const delivery = decodeWireMessage(entry.wire, this.clock, entry.attempt ?? 1);
     consumer.holding.set(delivery, entry);
     let result: DeliveryResult;
     try {
@@ -418,7 +421,9 @@ export class MemoryBroker {
             attempt: outcome.attempt,
             settlement: entry.settlement,
           }
-        : withoutRedeliveries(entry);
+        : // Its attempt counted here: the bytes were decoded at attempt 1 every time, and a failing
+          // plain producer's message was retried for ever, never dead-lettered.
+          { wire: entry.wire, attempt: outcome.attempt };
       // Its queue was deleted while it was being handled: gone with it.
       if (queue.deleted) entry.settlement?.copySettled();
       else if (outcome.delayMs <= 0) this.#enqueue(queue, next);
@@ -439,7 +444,7 @@ export class MemoryBroker {
     const delivery: Delivery =
       entry.wire === undefined
         ? { ok: true, message: toMessage(entry.envelope, entry.attempt, null) }
-        : decodeWireMessage(entry.wire, this.clock);
+        : decodeWireMessage(entry.wire, this.clock, entry.attempt ?? 1);
     const reason: DeadLetterReason = {
       kind: 'redelivered',
       message: `delivered ${redeliveries} times in a row to a subscriber that closed without waiting for its handler (past closeTimeoutMs) before settling it`,
@@ -470,7 +475,7 @@ export class MemoryBroker {
       // message for the queue: the original publish was settled by the dead-lettering.
       entry: envelope
         ? { envelope: { ...envelope, data: null }, data: entry.data, attempt: 1, settlement: undefined }
-        : withoutRedeliveries(entry),
+        : { wire: entry.wire },
       ...(envelope
         ? { envelope: { ...envelope, data: null } }
         : delivery.ok
@@ -638,11 +643,6 @@ export class MemoryBroker {
 /** `entry` given back once more by a consumer that stopped before settling it. */
 function redelivered(entry: Entry): Entry {
   return { ...entry, redeliveries: (entry.redeliveries ?? 0) + 1 };
-}
-
-/** `entry` with its redeliveries in a row forgotten: a handler settled it, or it was dead-lettered. */
-function withoutRedeliveries(entry: Entry & { readonly wire: WireMessage }): Entry {
-  return entry.redeliveries === undefined ? entry : { wire: entry.wire };
 }
 
 function stripAttempt(message: Message): Envelope {
