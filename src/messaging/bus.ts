@@ -274,10 +274,10 @@ export class Bus<C extends Contracts = NoContracts> {
     this.#contracts = new Map(Object.entries(options.contracts ?? {}) as [string, StandardSchemaV1][]);
     assertFunctionList('middleware', options.middleware);
     this.#middleware = [...(options.inbox ? [idempotent(options.inbox)] : []), ...(options.middleware ?? [])];
-    this.#defaults = {
+    this.#defaults = Object.freeze({
       ...DEFAULT_SUBSCRIPTION_OPTIONS,
       ...knownOptions('subscriptionDefaults', options.subscriptionDefaults, SUBSCRIPTION_DEFAULT_KEYS),
-    };
+    });
     // Checked now: a bad default would otherwise refuse every later subscribe.
     this.#spec('subscription.defaults', {});
     assertHandlerTimeout(this.#defaults.handlerTimeoutMs);
@@ -287,6 +287,11 @@ export class Bus<C extends Contracts = NoContracts> {
     this.#closeTimeoutMs = closeTimeoutMs;
     this.#logger = options.logger ?? stderrLogger;
     this.#clock = options.clock === undefined || options.clock === systemClock ? undefined : options.clock;
+  }
+
+  /** The subscription defaults in force: the bus's `subscriptionDefaults` over Ferry's. */
+  get subscriptionDefaults(): Readonly<Required<SubscriptionDefaults>> {
+    return this.#defaults;
   }
 
   /**

@@ -73,6 +73,11 @@ export async function applySagaMessage(
   message: Message,
   now: () => number,
   check: SagaMessageCheck,
+  /**
+   * The subscription's attempts: a message for an unknown instance is tried again until the last of
+   * them, since its start may not have committed yet. @default 1 (onUnknown applies at once)
+   */
+  attempts = 1,
 ): Promise<SagaOutcome> {
   const { name } = definition;
   const timeout = timeoutOf(definition, message);
@@ -83,6 +88,12 @@ export async function applySagaMessage(
   if (row === undefined) {
     if (timeout !== undefined) return ignored(id, 'stale-timeout');
     if (!definition.startedBy.includes(message.type)) {
+      // On PostgreSQL a reply published right after the start message (same key: it goes out once
+      // the start is confirmed, not handled) was handled beside it, found no instance and was
+      // dead-lettered, the instance left waiting for it for good.
+      if (message.attempt < attempts) {
+        throw new SagaUnknownInstanceError(name, id, message.type, { retryable: true });
+      }
       if (policy(definition.onUnknown, 'dead-letter') === 'ignore') return ignored(id, 'unknown-instance');
       throw new SagaUnknownInstanceError(name, id, message.type);
     }

@@ -32,21 +32,24 @@ export class SagaTransitionError extends FerryError {
 export const isSagaTransitionError = errorGuard<SagaTransitionError>('SAGA_INVALID_TRANSITION');
 
 /**
- * A message that does not start the saga arrived for an instance that does not exist (or a start
- * message whose instance exists but is completed, see {@link SagaCompletedError}), and the
- * definition's `onUnknown` is `'dead-letter'`. Dead-lettered at once (`retryable` is false).
+ * A message that does not start the saga arrived for an instance that does not exist. Its start may
+ * not have committed yet (handled at the same moment on another subscription, or still on its way on
+ * another queue): before the subscription's last attempt the error is `retryable` and the message
+ * is tried again after the subscription's backoff; at the last one the definition's `onUnknown`
+ * applies, and with `'dead-letter'` this error (`retryable` false) dead-letters the message.
  */
 export class SagaUnknownInstanceError extends FerryError {
   readonly saga: string;
   readonly id: string;
   readonly messageType: string;
-  /** Tells the bus to dead-letter the message without further attempts. */
-  readonly retryable = false;
-  constructor(saga: string, id: string, messageType: string) {
+  /** False: the bus dead-letters the message without further attempts. */
+  readonly retryable: boolean;
+  constructor(saga: string, id: string, messageType: string, options: { readonly retryable?: boolean } = {}) {
     super('SAGA_UNKNOWN_INSTANCE', `saga "${saga}" has no instance "${id}" for a message "${messageType}"`);
     this.saga = saga;
     this.id = id;
     this.messageType = messageType;
+    this.retryable = options.retryable ?? false;
   }
 }
 /** True when `error` is a {@link SagaUnknownInstanceError}, from any copy of Ferry. */

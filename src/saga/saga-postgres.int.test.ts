@@ -75,6 +75,49 @@ it('two processes on one PostgreSQL database apply every message of one instance
   expect(await bus.listDeadLetters({ group: 'saga-tally' })).toEqual([]);
 });
 
+it('applies a message handled before its instance was committed (sent right after the start): tried again, not dead-lettered', async () => {
+  // Must not be lost: the tally.add of each instance. Published after tally.opened with the same key,
+  // it goes out once tally.opened is confirmed, not handled, and is handled beside it on PostgreSQL:
+  // it found no instance, was dead-lettered at once, and the instance never counted it.
+  const schema = testSchemaName('saga');
+  schemas.push(schema);
+  const bus = await tallyBus();
+  const outbox = await createOutbox({ store: await open(schema), bus, logger: silentLogger });
+  closers.push(() => outbox.close());
+  // Its start takes a moment (it sends its first commands, checks them): the race is then lost often.
+  const slowStart = defineSaga({
+    ...tallySaga,
+    started: () => new Promise((resolve) => setTimeout(resolve, 10)),
+  } as typeof tallySaga);
+  const saga = await startSaga(slowStart, {
+    outbox,
+    logger: silentLogger,
+    subscribe: { backoff: { initialDelayMs: 20, maxDelayMs: 100 } },
+  });
+  closers.push(() => saga.close());
+  const ids = Array.from({ length: 40 }, (_, i) => `early-${i}`);
+  for (const tallyId of ids) {
+    await outbox.unitOfWork(async (work) => {
+      await work.publish('tally.opened', { tallyId }, { key: tallyId });
+      await work.publish('tally.add', { tallyId, n: 1 }, { key: tallyId });
+    });
+  }
+  let missing: string[] = [];
+  await waitFor(
+    async () => {
+      const counted = new Set(
+        (await saga.instances({ limit: 100 })).filter((i) => i.data.count === 1).map((i) => i.id),
+      );
+      missing = ids.filter((id) => !counted.has(id));
+      return missing.length === 0;
+    },
+    () => `every instance to count its addition (${missing.join(', ')} did not)`,
+    20_000,
+  );
+  expect(await saga.instances({ limit: 100 })).toHaveLength(ids.length);
+  expect(await bus.listDeadLetters({ group: 'saga-tally' })).toEqual([]);
+});
+
 const tapeContracts = {
   'tape.opened': z.object({ tapeId: z.string() }),
   'tape.mark': z.object({ tapeId: z.string(), n: z.number() }),

@@ -251,20 +251,63 @@ describe('order saga on the memory store and bus', () => {
     expect(await s.bus.listDeadLetters({ group: 'saga-order' })).toEqual([]);
   });
 
-  it('dead-letters a message for an unknown instance at once', async () => {
-    const s = await setup();
+  it("dead-letters a message for an unknown instance after the subscription's attempts (its start may not have committed yet)", async () => {
+    const s = await service();
+    const saga = await startSaga(orderSaga, {
+      outbox: s.outbox,
+      logger: silentLogger,
+      subscribe: { maxAttempts: 3, backoff: { initialDelayMs: 10, maxDelayMs: 10 } },
+    });
+    closers.push(() => saga.close());
     await s.bus.publish('stock.reserved', { orderId: 'nobody' });
-    await s.until(
-      'a dead letter',
-      async () => (await s.bus.listDeadLetters({ group: 'saga-order' })).length === 1,
-    );
+    // The retry delays run on the bus's virtual clock.
+    await waitFor(async () => {
+      await s.clock.advance(10);
+      return (await s.bus.listDeadLetters({ group: 'saga-order' })).length === 1;
+    }, 'a dead letter');
     const [letter] = await s.bus.listDeadLetters({ group: 'saga-order' });
     expect(letter).toMatchObject({
-      attempts: 1,
+      attempts: 3,
       reason: { message: new SagaUnknownInstanceError('order', 'nobody', 'stock.reserved').message },
     });
     expect(letter!.envelope?.type).toBe('stock.reserved');
-    expect(await s.saga.instances()).toEqual([]);
+    expect(await saga.instances()).toEqual([]);
+  });
+
+  it("with onUnknown 'ignore', ignores a message for an unknown instance only at its last attempt, not before its start may have committed", async () => {
+    const s = await service();
+    const attempts: number[] = [];
+    const saga = await startSaga(defineSaga({ ...orderSaga, onUnknown: 'ignore' } as typeof orderSaga), {
+      outbox: s.outbox,
+      logger: silentLogger,
+      subscribe: {
+        maxAttempts: 3,
+        backoff: { initialDelayMs: 10, maxDelayMs: 10 },
+        middleware: [
+          (next) => async (message) => {
+            attempts.push(message.attempt);
+            return next(message);
+          },
+        ],
+      },
+    });
+    closers.push(() => saga.close());
+    await s.bus.publish('stock.reserved', { orderId: 'nobody-yet' });
+    await waitFor(async () => {
+      await s.clock.advance(10);
+      return attempts.length === 3;
+    }, 'the last attempt');
+    await s.clock.advance(100);
+    await sleep(50);
+    expect(attempts).toEqual([1, 2, 3]);
+    expect(await s.bus.listDeadLetters({ group: 'saga-order' })).toEqual([]);
+  });
+
+  it("refuses a group inside subscribe (it was dropped for saga-<name>), pointing to startSaga's own", async () => {
+    const s = await service();
+    await expect(
+      startSaga(orderSaga, { outbox: s.outbox, subscribe: { group: 'orders-saga' } as never }),
+    ).rejects.toMatchObject({ code: 'INVALID_OPTIONS', message: expect.stringMatching(/own group option/) });
   });
 
   it('dead-letters at once a message whose instance id PostgreSQL could not keep apart (NUL, lone surrogate)', async () => {

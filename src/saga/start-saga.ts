@@ -2,7 +2,12 @@ import { describeValue } from '../errors/describe-value.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import { checkOptions } from '../errors/options-object.js';
 import { type Logger, stderrLogger } from '../logging/logger.js';
-import type { Bus, SubscribeOptions, Subscription } from '../messaging/bus.js';
+import {
+  type Bus,
+  DEFAULT_SUBSCRIPTION_OPTIONS,
+  type SubscribeOptions,
+  type Subscription,
+} from '../messaging/bus.js';
 import type { Contracts, TypeOf } from '../messaging/contracts.js';
 import type { Message } from '../messaging/envelope.js';
 import type { HandlerUnitOfWork } from '../messaging/transactional.js';
@@ -108,6 +113,18 @@ export async function startSaga<
   const logger = options.logger ?? stderrLogger;
   const now = () => outbox.clock.now();
   const check = outboxMessageCheck(outbox);
+  if (
+    options.subscribe !== undefined &&
+    typeof options.subscribe === 'object' &&
+    'group' in options.subscribe
+  ) {
+    // It was dropped for `saga-<name>` without a word.
+    throw new InvalidOptionsError("startSaga's subscribe takes no group: give startSaga's own group option");
+  }
+  const attempts =
+    options.subscribe?.maxAttempts ??
+    bus.subscriptionDefaults?.maxAttempts ??
+    DEFAULT_SUBSCRIPTION_OPTIONS.maxAttempts;
   const handle = async (
     message: Message,
     context: { readonly work: UnitOfWork<BC>; readonly signal: AbortSignal },
@@ -115,7 +132,7 @@ export async function startSaga<
     // Each rerun after a lost race starts here: stop once the attempt timed out or lost its claim.
     const { signal, work } = context;
     if (signal.aborted) throw signal.reason;
-    const outcome = await applySagaMessage(definition as never, work as never, message, now, check);
+    const outcome = await applySagaMessage(definition as never, work as never, message, now, check, attempts);
     if (outcome.kind === 'ignored') {
       logger.debug(
         `saga "${definition.name}" ignored message ${message.id} (${message.type}) for instance "${outcome.id}": ${outcome.reason}`,
