@@ -140,3 +140,40 @@ it('bounds the wait of close for settlements by settleOnCloseMs of real time, un
     ).rejects.toMatchObject({ code: 'INVALID_OPTIONS' });
   }
 });
+
+it('refuses a missing store or bus, a relay that is neither options nor false, and a unit of work that is not a function (INVALID_OPTIONS, not a TypeError)', async () => {
+  const bus = await createBus({
+    url: `memory://outbox-${uuidv7()}`,
+    service: 'orders',
+    logger: silentLogger,
+  });
+  const store = new EventStore(new MemoryEventStoreBackend(), { logger: silentLogger });
+  try {
+    for (const [options, named] of [
+      [{ store: undefined, bus }, /needs store: an event store/],
+      [{ store: {}, bus }, /needs store: an event store/],
+      [{ store, bus: undefined }, /needs bus: a bus/],
+      [{ store, bus: {} }, /needs bus: a bus/],
+      // true was taken as the relay's defaults.
+      [{ store, bus, relay: true }, /relay options must be an object/],
+      [{ store, bus, relay: 'on' }, /relay options must be an object/],
+    ] as const) {
+      await expect(createOutbox({ ...options, logger: silentLogger } as never)).rejects.toMatchObject({
+        code: 'INVALID_OPTIONS',
+        message: expect.stringMatching(named),
+      });
+    }
+    const outbox = await createOutbox({ store, bus, logger: silentLogger, relay: false });
+    try {
+      await expect(outbox.unitOfWork('x' as never)).rejects.toMatchObject({
+        code: 'INVALID_OPTIONS',
+        message: expect.stringMatching(/unitOfWork needs a function/),
+      });
+    } finally {
+      await outbox.close();
+    }
+  } finally {
+    await store.close();
+    await bus.close();
+  }
+});

@@ -174,6 +174,9 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
   ): Promise<T> {
     this.#assertOpen();
     this.#assertNotNested('a unit of work');
+    if (typeof work !== 'function') {
+      throw new InvalidOptionsError(`unitOfWork needs a function (work) => …, not ${describeValue(work)}`);
+    }
     checkOptions('unitOfWork', options, ['maxRetries']);
     const maxRetries = options.maxRetries ?? this.#maxRetries;
     if (!Number.isInteger(maxRetries) || maxRetries < 0 || maxRetries > MAX_RETRIES_PER_CALL) {
@@ -573,6 +576,21 @@ export async function createOutbox<C extends Contracts = NoContracts>(
 ): Promise<Outbox<C>> {
   assertOptionsObject('createOutbox', options);
   if (options === undefined) throw new InvalidOptionsError('createOutbox needs options: { store, bus }');
+  // Checked here: left out, they failed with a TypeError from deep inside.
+  if (typeof options.store?.backend !== 'object' || typeof options.store.closeWith !== 'function') {
+    throw new InvalidOptionsError(
+      `createOutbox needs store: an event store (createEventStore), not ${describeValue(options.store)}`,
+    );
+  }
+  if (typeof options.bus?.transport?.publish !== 'function') {
+    throw new InvalidOptionsError(
+      `createOutbox needs bus: a bus (createBus), not ${describeValue(options.bus)}`,
+    );
+  }
+  if (options.relay !== undefined && options.relay !== false) {
+    // `relay: true` was taken as the defaults; a string or a number as well.
+    assertOptionsObject('createOutbox relay', options.relay);
+  }
   const backend = options.store.backend;
   let storage: OutboxStorage;
   if (isOutboxCapable(backend)) storage = backend.outboxStorage();

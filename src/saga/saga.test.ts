@@ -303,6 +303,17 @@ describe('order saga on the memory store and bus', () => {
     expect(await s.bus.listDeadLetters({ group: 'saga-order' })).toEqual([]);
   });
 
+  it('refuses what is not a saga definition, and an instance status it does not have (it listed nothing)', async () => {
+    const s = await setup();
+    await expect(startSaga({} as never, { outbox: s.outbox })).rejects.toMatchObject({
+      code: 'INVALID_OPTIONS',
+      message: expect.stringMatching(/needs a saga definition/),
+    });
+    for (const query of [{ status: 'bogus' }, { status: 'Active' }, { stauts: 'active' }]) {
+      await expect(s.saga.instances(query as never)).rejects.toMatchObject({ code: 'INVALID_OPTIONS' });
+    }
+  });
+
   it("refuses a group inside subscribe (it was dropped for saga-<name>), pointing to startSaga's own", async () => {
     const s = await service();
     await expect(

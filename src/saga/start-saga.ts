@@ -104,6 +104,11 @@ export async function startSaga<
 >(definition: SagaDefinition<C, N, Start, S, D>, options: StartSagaOptions<BC>): Promise<RunningSaga<S, D>> {
   // A misspelt `subscibe` or `grup` would be dropped for its default.
   checkOptions('startSaga', options, ['outbox', 'bus', 'group', 'subscribe', 'logger']);
+  if (typeof definition !== 'object' || definition === null || !Array.isArray(definition.handledTypes)) {
+    throw new InvalidOptionsError(
+      `startSaga needs a saga definition (defineSaga), not ${describeValue(definition)}`,
+    );
+  }
   const { outbox } = options;
   if (outbox === undefined || typeof outbox.unitOfWork !== 'function') {
     throw new InvalidOptionsError('startSaga needs an outbox (createOutbox)');
@@ -166,6 +171,13 @@ export async function startSaga<
     name: definition.name,
     subscriptions,
     async instances(query = {}) {
+      checkOptions('instances', query, ['status', 'limit']);
+      // 'bogus' (or 'Active') listed nothing, as if no instance had that status.
+      if (query.status !== undefined && query.status !== 'active' && query.status !== 'completed') {
+        throw new InvalidOptionsError(
+          `status must be 'active' or 'completed' (or left out for both), not ${describeValue(query.status)}`,
+        );
+      }
       const limit = query.limit ?? 100;
       if (!Number.isInteger(limit) || limit < 1 || limit > 10_000) {
         throw new InvalidOptionsError('limit must be an integer from 1 to 10000');
