@@ -362,3 +362,34 @@ describe('RabbitMQ transport when a process is SIGKILLed', () => {
     120_000,
   );
 });
+
+describe('RabbitMQ transport when an operator deletes queues', () => {
+  it('declares a deleted dead-letter queue again and dead-letters into it, rather than rerun the message every 10 s', async () => {
+    // Must not be lost: the failing message, which must end in the dead-letter queue.
+    const v = await vhost();
+    const consumer = await bus(v.url, 'dlq-gone');
+    let runs = 0;
+    await consumer.subscribe(
+      'job.failing',
+      async () => {
+        runs++;
+        throw new Error('always');
+      },
+      { maxAttempts: 1 },
+    );
+    const connection = await amqp.connect(v.url);
+    defer(() => connection.close());
+    const channel = await connection.createChannel();
+    await channel.deleteQueue('ferry:dlq-gone:dead-letter');
+    await consumer.publish('job.failing', { n: 1 }, { id: 'lost-dlq' });
+    await waitFor(
+      // A listing cut by the reconnect rejects (BROKER_CONNECTION): asked again.
+      async () =>
+        (await consumer.listDeadLetters().catch(() => [])).some((d) => d.envelope?.id === 'lost-dlq'),
+      () => `the message dead-lettered into the declared-again queue (${runs} runs)`,
+      20_000,
+    );
+    // Run again at most once more (given back when the subscription was attached again), not every 10 s.
+    expect(runs).toBeLessThanOrEqual(2);
+  }, 30_000);
+});

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Channel, ChannelModel, ConsumeMessage, Message } from 'amqplib';
 import type { Logger } from '../logging/logger.js';
 import { cutReason } from '../messaging/dead-letter-reason.js';
+import { isUnroutableError } from '../messaging/errors.js';
 import { InFlight } from '../messaging/in-flight.js';
 import {
   type DeadLetterReason,
@@ -232,6 +233,7 @@ export class AmqpConsumer {
         { error: String(error) },
       );
       this.#requeueLater(channel, message);
+      this.#redeclareIfGone(error);
     } finally {
       this.#done();
     }
@@ -280,6 +282,7 @@ export class AmqpConsumer {
         { error: String(error) },
       );
       this.#requeueLater(channel, message);
+      this.#redeclareIfGone(error);
     } finally {
       this.#done();
     }
@@ -391,6 +394,18 @@ export class AmqpConsumer {
     } catch {
       // The channel closed under us: same as above.
     }
+  }
+
+  /**
+   * A move refused as unroutable: a queue of the subscription (its dead-letter, retry or redelivered
+   * queue) was deleted under it, by an operator or a policy. The subscription is attached again, which
+   * declares its queues again; without it the message was run again every 10 s, for ever.
+   */
+  #redeclareIfGone(error: unknown): void {
+    if (!isUnroutableError(error) || this.#closed) return;
+    this.#context.onChannelFailure(
+      `a queue of the subscription to ${JSON.stringify(this.spec.pattern)} in group "${this.spec.group}" is gone (deleted?)`,
+    );
   }
 
   #requeueLater(channel: Channel, message: Message): void {
