@@ -63,6 +63,30 @@ export function testTransport(name: string, harness: TransportHarness, features:
       return `t${randomUUID().slice(0, 8)}`;
     }
 
+    /**
+     * A bus whose `close` gives up on handlers after 100 ms, and a handler that never ends (its runs
+     * counted), subscribed one at a time in a group of its own: what a closing subscriber gives back.
+     */
+    async function abandoning(word: string) {
+      const p = unique();
+      const b = await bus(`svc-${p}`, { closeTimeoutMs: 100 });
+      const group = `g-${p}`;
+      const counted = { runs: 0 };
+      const hang = async () => {
+        counted.runs++;
+        await new Promise(() => {}); // never settles
+      };
+      return {
+        p,
+        b,
+        type: `${p}.${word}`,
+        group,
+        counted,
+        hang,
+        options: { group, concurrency: 1, handlerTimeoutMs: 0 },
+      };
+    }
+
     it('matches topics with AMQP semantics: * is one word, # is zero or more', async () => {
       const p = unique();
       const b = await bus(`svc-${p}`);
@@ -1286,28 +1310,19 @@ export function testTransport(name: string, harness: TransportHarness, features:
     it('dead-letters a message whose handler never ends once maxRedeliveries (5) subscribers in a row gave it back at close, with reason redelivered', async () => {
       // Must not happen: a message that hangs every handler handed to each new subscriber for ever
       // (RabbitMQ counts what a closed channel gave back; the embedded broker must too).
-      const p = unique();
-      const b = await bus(`svc-${p}`, { closeTimeoutMs: 100 });
-      const type = `${p}.poison`;
-      const group = `g-${p}`;
-      let runs = 0;
-      const hang = async () => {
-        runs++;
-        await new Promise(() => {}); // never settles
-      };
-      const options = { group, concurrency: 1, handlerTimeoutMs: 0 };
+      const { p, b, type, group, counted, hang, options } = await abandoning('poison');
       // The first delivery and 5 counted redeliveries each run the handler, which close gives up on.
       for (let k = 0; k < 6; k++) {
         const sub = await b.subscribe(type, hang, options);
         if (k === 0) await b.publish(type, { n: 1 }, { id: `${p}-poison` });
-        await waitFor(() => runs === k + 1, `run ${k + 1} of the handler`);
+        await waitFor(() => counted.runs === k + 1, `run ${k + 1} of the handler`);
         await sub.close();
       }
       // The next subscriber to take it moves it to the dead letters without running it.
       await b.subscribe(type, hang, options);
       await waitFor(async () => (await b.listDeadLetters({ group })).length === 1, 'the dead letter');
       await sleep(200);
-      expect(runs).toBe(6);
+      expect(counted.runs).toBe(6);
       const dead = await b.listDeadLetters({ group });
       expect(dead).toHaveLength(1);
       expect(dead[0]).toMatchObject({
@@ -1320,16 +1335,7 @@ export function testTransport(name: string, harness: TransportHarness, features:
     it("counts a plain producer's message given back at close from its first delivery, whatever redeliveries header it carries", async () => {
       // Must not happen: a producer's copy of x-ferry-redeliveries (50) dead-lettering the message as
       // redelivered the first time a subscriber gave it back.
-      const p = unique();
-      const b = await bus(`svc-${p}`, { closeTimeoutMs: 100 });
-      const type = `${p}.raw`;
-      const group = `g-${p}`;
-      let runs = 0;
-      const hang = async () => {
-        runs++;
-        await new Promise(() => {}); // never settles
-      };
-      const options = { group, concurrency: 1, handlerTimeoutMs: 0 };
+      const { p, b, type, group, counted, hang, options } = await abandoning('raw');
       const first = await b.subscribe(type, hang, options);
       await harness.publishRaw({
         routingKey: type,
@@ -1337,10 +1343,10 @@ export function testTransport(name: string, harness: TransportHarness, features:
         messageId: `${p}-raw`,
         headers: { 'x-ferry-redeliveries': 50 },
       });
-      await waitFor(() => runs === 1, 'the first run');
+      await waitFor(() => counted.runs === 1, 'the first run');
       await first.close();
       await b.subscribe(type, hang, options);
-      await waitFor(() => runs === 2, 'the message run again by the next subscriber');
+      await waitFor(() => counted.runs === 2, 'the message run again by the next subscriber');
       expect(await b.listDeadLetters({ group })).toEqual([]);
     });
 
