@@ -118,11 +118,7 @@ export async function startSaga<
   const logger = options.logger ?? stderrLogger;
   const now = () => outbox.clock.now();
   const check = outboxMessageCheck(outbox);
-  if (
-    options.subscribe !== undefined &&
-    typeof options.subscribe === 'object' &&
-    'group' in options.subscribe
-  ) {
+  if ((options.subscribe as { readonly group?: unknown } | undefined)?.group !== undefined) {
     // It was dropped for `saga-<name>` without a word.
     throw new InvalidOptionsError("startSaga's subscribe takes no group: give startSaga's own group option");
   }

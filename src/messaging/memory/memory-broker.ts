@@ -303,8 +303,8 @@ export class MemoryBroker {
 
   /** Takes bytes as a producer that knows nothing of Ferry sends them; they are decoded at delivery. */
   publishRaw(wire: WireMessage): Promise<void> {
-    // Routed by its routing key, as RabbitMQ routes it; its type (a header may name another) is read at delivery.
-    // As RabbitMQ takes it from a publisher: Ferry's own retry headers are not the producer's to set.
+    // Routed by its routing key, its type, as RabbitMQ routes it; decoded at delivery. Taken as RabbitMQ
+    // takes a publisher's message: Ferry's own retry headers are not the producer's to set.
     return this.#route(wire.routingKey, wire.messageId ?? '(no id)', { wire: asPublished(wire) });
   }
 
