@@ -12,6 +12,7 @@ import type { Contracts } from '../messaging/contracts.js';
 import { onLines, spawnFixture } from '../testing/child-process.js';
 import { sleep, waitFor } from '../testing/wait.js';
 import { testVhosts } from './fixtures/test-vhosts.js';
+import { subscriptionQueueName } from './topology.js';
 
 const { vhost, defer } = testVhosts('ferry-fault');
 
@@ -391,5 +392,42 @@ describe('RabbitMQ transport when an operator deletes queues', () => {
     );
     // Run again at most once more (given back when the subscription was attached again), not every 10 s.
     expect(runs).toBeLessThanOrEqual(2);
+  }, 30_000);
+});
+
+describe('RabbitMQ transport and messages sent straight to a queue', () => {
+  it('refuses a type header naming a type the subscription pattern does not match (dead-lettered malformed)', async () => {
+    // Must not happen: a message handed to an `sq.*` handler as `admin.drop-all`. Must not be lost:
+    // the message, which must end in the dead-letter queue with the reason.
+    const v = await vhost();
+    const consumer = await bus(v.url, 'sq');
+    const handled: string[] = [];
+    await consumer.subscribe('sq.*', async (m) => void handled.push(`${m.id}:${m.type}`));
+    const connection = await amqp.connect(v.url);
+    defer(() => connection.close());
+    const channel = await connection.createConfirmChannel();
+    const queue = subscriptionQueueName('sq', 'sq.*');
+    await channel.checkQueue(queue);
+    channel.sendToQueue(queue, Buffer.from('{}'), {
+      messageId: 'forged-type',
+      headers: { 'x-ferry-routing-key': 'admin.drop-all' },
+    });
+    channel.sendToQueue(queue, Buffer.from('{}'), {
+      messageId: 'own-type',
+      headers: { 'x-ferry-routing-key': 'sq.ok' },
+    });
+    await channel.waitForConfirms();
+    await waitFor(() => handled.length === 1, 'the message whose type matches');
+    await waitFor(
+      async () => (await consumer.listDeadLetters()).length === 1,
+      'the forged one dead-lettered',
+      10_000,
+    );
+    const [dead] = await consumer.listDeadLetters();
+    expect(dead!.reason).toMatchObject({
+      kind: 'malformed',
+      message: `the message type "admin.drop-all" does not match the subscription's pattern "sq.*"`,
+    });
+    expect(handled).toEqual(['own-type:sq.ok']);
   }, 30_000);
 });

@@ -102,7 +102,16 @@ const BROKER_HEADERS = ['x-death', 'x-first-death-exchange', 'x-first-death-queu
  * message to a delay queue or a dead-letter queue. The broker's death records are dropped so that
  * headers do not grow with every retry.
  */
-export function republishOptions(message: AmqpMessage, headers: Record<string, unknown>): Options.Publish {
+export function republishOptions(
+  message: AmqpMessage,
+  headers: Record<string, unknown>,
+  /**
+   * The id and time the delivery was given, for a message that came without its own (a plain
+   * producer's without `messageId` or `timestamp`): kept on the copy, so that its retries, its dead
+   * letter and the inbox see one message, not a new one at every attempt.
+   */
+  given?: { readonly id: string; readonly time: string },
+): Options.Publish {
   const p = message.properties;
   // A publisher's copy of Ferry's retry headers is not carried on: the copy sent goes through the
   // default exchange, where they would be believed.
@@ -116,7 +125,10 @@ export function republishOptions(message: AmqpMessage, headers: Record<string, u
   if (p.contentType !== undefined) options.contentType = p.contentType as string;
   if (p.contentEncoding !== undefined) options.contentEncoding = p.contentEncoding as string;
   if (p.messageId !== undefined) options.messageId = p.messageId as string;
+  else if (given !== undefined) options.messageId = given.id;
   if (p.timestamp !== undefined) options.timestamp = p.timestamp as number;
+  else if (given !== undefined && merged[HEADER.time] === undefined)
+    options.timestamp = Date.parse(given.time);
   if (p.appId !== undefined) options.appId = p.appId as string;
   if (p.correlationId !== undefined) options.correlationId = p.correlationId as string;
   if (p.type !== undefined) options.type = p.type as string;

@@ -4,6 +4,7 @@ import type { Logger } from '../logging/logger.js';
 import { cutReason } from '../messaging/dead-letter-reason.js';
 import { isUnroutableError } from '../messaging/errors.js';
 import { InFlight } from '../messaging/in-flight.js';
+import { compilePattern } from '../messaging/topic.js';
 import {
   type DeadLetterReason,
   type Delivery,
@@ -58,6 +59,7 @@ interface Undecided {
  */
 export class AmqpConsumer {
   readonly spec: SubscriptionSpec;
+  readonly #matches: (type: string) => boolean;
   readonly topology: SubscriptionTopology;
   readonly #handler: DeliveryHandler;
   readonly #context: ConsumerContext;
@@ -83,6 +85,7 @@ export class AmqpConsumer {
 
   constructor(spec: SubscriptionSpec, handler: DeliveryHandler, context: ConsumerContext) {
     this.spec = spec;
+    this.#matches = compilePattern(spec.pattern);
     this.topology = subscriptionTopology(spec);
     this.#handler = handler;
     this.#context = context;
@@ -181,7 +184,7 @@ export class AmqpConsumer {
   /** Runs the handler on `message` and settles it; resolves once it is settled (or left to requeue). */
   #run(channel: Channel, message: Message): Promise<void> {
     this.#inFlight.begin();
-    const delivery = decodeWireMessage(wireMessageOf(message));
+    const delivery = this.#decode(message);
     const run: Undecided = { abandoned: false };
     this.#undecided.add(run);
     return new Promise((resolve) => {
@@ -223,8 +226,9 @@ export class AmqpConsumer {
 
   async #settle(channel: Channel, message: Message, delivery: Delivery, outcome: Outcome): Promise<void> {
     try {
-      if (outcome.action === 'retry') await this.#scheduleRetry(message, outcome.attempt, outcome.delayMs);
-      else if (outcome.action === 'dead-letter')
+      if (outcome.action === 'retry') {
+        await this.#scheduleRetry(message, delivery, outcome.attempt, outcome.delayMs);
+      } else if (outcome.action === 'dead-letter')
         await this.#deadLetter(message, delivery, outcome.reason, outcome.attempts);
       this.#ack(channel, message);
     } catch (error) {
@@ -250,9 +254,9 @@ export class AmqpConsumer {
     this.#inFlight.begin();
     const redeliveries = redeliveriesOf(message) + 1;
     const limit = this.#context.maxRedeliveries;
+    const delivery = this.#decode(message);
     try {
       if (redeliveries > limit) {
-        const delivery = decodeWireMessage(wireMessageOf(message));
         const attempts = delivery.ok ? delivery.message.attempt : delivery.attempt;
         const reason: DeadLetterReason = {
           kind: 'redelivered',
@@ -271,7 +275,7 @@ export class AmqpConsumer {
           '',
           target,
           message.content,
-          republishOptions(message, headers),
+          republishOptions(message, headers, identityOf(delivery)),
         );
       }
       this.#ack(channel, message);
@@ -337,7 +341,7 @@ export class AmqpConsumer {
     } while (this.#tryAgain);
   }
 
-  #scheduleRetry(message: Message, attempt: number, delayMs: number): Promise<void> {
+  #scheduleRetry(message: Message, delivery: Delivery, attempt: number, delayMs: number): Promise<void> {
     // A delay that is not one of the declared levels (a changed configuration) falls back to the
     // nearest longer one, or straight back into the queue.
     let queue = this.topology.retryQueues.get(delayMs);
@@ -353,7 +357,28 @@ export class AmqpConsumer {
       [HEADER.routingKey]: typeOf(wireMessageOf(message)),
       [HEADER.redeliveries]: 0,
     };
-    return this.#context.publisher.publish('', queue, message.content, republishOptions(message, headers));
+    return this.#context.publisher.publish(
+      '',
+      queue,
+      message.content,
+      republishOptions(message, headers, identityOf(delivery)),
+    );
+  }
+
+  /**
+   * The delivery `message` makes. One that came through the default exchange (a retry, a replay, a
+   * counted redelivery, or a message sent straight to the queue) may name its type in a header: a
+   * type the subscription's pattern does not match is refused, as its routing key would never have
+   * brought it here.
+   */
+  #decode(message: Message): Delivery {
+    const delivery = decodeWireMessage(wireMessageOf(message));
+    if (!delivery.ok || fromPublisher(message) || this.#matches(delivery.message.type)) return delivery;
+    return {
+      ok: false,
+      attempt: delivery.message.attempt,
+      reason: `the message type ${JSON.stringify(delivery.message.type)} does not match the subscription's pattern ${JSON.stringify(this.spec.pattern)}`,
+    };
   }
 
   #deadLetter(
@@ -381,7 +406,7 @@ export class AmqpConsumer {
       '',
       this.topology.deadLetterQueue,
       message.content,
-      republishOptions(message, headers),
+      republishOptions(message, headers, identityOf(delivery)),
     );
   }
 
@@ -464,6 +489,11 @@ export class AmqpConsumer {
     }
     await settledWithin(channel.close(), deadline - Date.now());
   }
+}
+
+/** The id and time a delivery was given, kept on the copies Ferry sends of it. */
+function identityOf(delivery: Delivery): { readonly id: string; readonly time: string } | undefined {
+  return delivery.ok ? { id: delivery.message.id, time: delivery.message.time } : undefined;
 }
 
 /** Redeliveries counted so far: the header Ferry sets on the copy it sends back to the queue. */

@@ -276,6 +276,9 @@ describe('subscribe', () => {
   it('refuses options that are not an object, and middleware that is not a list of functions, with INVALID_OPTIONS', async () => {
     const bus = await open();
     const refusals = [
+      // Without a handler every message was dead-lettered ("inner is not a function").
+      bus.subscribe('order.*', null as never),
+      bus.subscribe('order.*', 'handle' as never),
       bus.publish('order.created', {}, null as never),
       bus.publish('order.created', {}, 'urgent' as never),
       bus.subscribe('order.*', () => {}, null as never),

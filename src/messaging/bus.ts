@@ -423,6 +423,10 @@ export class Bus<C extends Contracts = NoContracts> {
     options: SubscribeOptions & { readonly unitOfWork?: HandlerUnitOfWork<unknown> } = {},
   ): Promise<Subscription> {
     if (this.#closing !== undefined) throw new BusClosedError();
+    // Without it every message was dead-lettered as a handler error ("inner is not a function").
+    if (typeof handler !== 'function') {
+      throw new InvalidOptionsError(`subscribe needs a handler function, not ${describeValue(handler)}`);
+    }
     checkOptions('subscribe', options, SUBSCRIBE_KEYS);
     assertFunctionList('middleware', options.middleware);
     const spec = this.#spec(pattern, options);

@@ -742,6 +742,34 @@ export function testTransport(name: string, harness: TransportHarness, features:
       expect(seen[3]).toEqual(['forged', type, 1]);
     });
 
+    it('gives a raw message without an id or a time of its own one id and one time, kept through its retries and its dead letter', async () => {
+      // Must not happen: a new id at every attempt, so that an inbox took each retry for another
+      // message (a hung first run and its retry ran side by side, both to the end).
+      const p = unique();
+      const b = await bus(`svc-${p}`);
+      const type = `${p}.raw`;
+      const seen: [string, string, number][] = [];
+      await b.subscribe(
+        type,
+        async (m) => {
+          seen.push([m.id, m.time, m.attempt]);
+          throw new Error('always');
+        },
+        { maxAttempts: 3, backoff: { initialDelayMs: 10, maxDelayMs: 10 } },
+      );
+      await harness.publishRaw({ routingKey: type, body: Buffer.from('{"n":1}') });
+      await waitFor(async () => (await b.listDeadLetters()).length === 1, 'the dead letter');
+      expect(seen.map(([, , attempt]) => attempt)).toEqual([1, 2, 3]);
+      const [[id, time]] = seen as [[string, string, number]];
+      expect(seen).toEqual([
+        [id, time, 1],
+        [id, time, 2],
+        [id, time, 3],
+      ]);
+      const [dead] = await b.listDeadLetters();
+      expect(dead!.envelope).toMatchObject({ id, time });
+    });
+
     it('dead-letters a raw message whose routing key is not a valid message type, or whose body is not UTF-8', async () => {
       const p = unique();
       const b = await bus(`svc-${p}`);

@@ -6,7 +6,7 @@ import { refuseUnknownKeys } from '../../errors/options-object.js';
 import { type Clock, type ClockTimer, systemClock } from '../../time/clock.js';
 import { cutReason } from '../dead-letter-reason.js';
 import { Deque } from '../deque.js';
-import { type Envelope, type Message, toMessage } from '../envelope.js';
+import { type Envelope, type Message, newMessageId, toMessage } from '../envelope.js';
 import {
   MessageTooLargeError,
   PublishNackedError,
@@ -303,9 +303,19 @@ export class MemoryBroker {
 
   /** Takes bytes as a producer that knows nothing of Ferry sends them; they are decoded at delivery. */
   publishRaw(wire: WireMessage): Promise<void> {
+    const refused = refusedWire(wire);
+    if (refused !== undefined) return Promise.reject(new InvalidOptionsError(`publishRaw: ${refused}`));
+    // One without an id or a time of its own gets them once, here: its retries, its dead letter and
+    // the inbox see one message (it got a new id at every attempt), as on RabbitMQ.
+    const now = this.clock.now();
+    const stamped: WireMessage = {
+      ...wire,
+      messageId: wire.messageId || newMessageId(now),
+      timestamp: wire.timestamp ?? now,
+    };
     // Routed by its routing key, its type, as RabbitMQ routes it; decoded at delivery. Taken as RabbitMQ
     // takes a publisher's message: Ferry's own retry headers are not the producer's to set.
-    return this.#route(wire.routingKey, wire.messageId ?? '(no id)', { wire: asPublished(wire) });
+    return this.#route(wire.routingKey, wire.messageId ?? '(no id)', { wire: asPublished(stamped) });
   }
 
   #route(type: string, id: string, entry: Entry): Promise<void> {
@@ -638,6 +648,22 @@ export class MemoryBroker {
     this.#deadLetters.set(group, kept);
     return replayed;
   }
+}
+
+/** Why `wire` is not a wire message (what a broker could carry), or `undefined`: it crashed the delivery loop. */
+function refusedWire(wire: WireMessage): string | undefined {
+  if (typeof wire !== 'object' || wire === null) return 'a wire message must be an object';
+  if (!(wire.body instanceof Uint8Array)) return 'body must be bytes (a Buffer or a Uint8Array)';
+  if (typeof wire.routingKey !== 'string') return 'routingKey must be a string';
+  const headers: unknown = wire.headers;
+  if (headers !== undefined && (typeof headers !== 'object' || headers === null || Array.isArray(headers))) {
+    return 'headers must be an object';
+  }
+  for (const key of ['contentType', 'messageId', 'appId', 'correlationId'] as const) {
+    if (wire[key] !== undefined && typeof wire[key] !== 'string') return `${key} must be a string`;
+  }
+  if (wire.timestamp !== undefined && !Number.isFinite(wire.timestamp)) return 'timestamp must be a number';
+  return undefined;
 }
 
 /** `entry` given back once more by a consumer that stopped before settling it. */
