@@ -431,3 +431,32 @@ describe('RabbitMQ transport and messages sent straight to a queue', () => {
     expect(handled).toEqual(['own-type:sq.ok']);
   }, 30_000);
 });
+
+describe('RabbitMQ transport and plain messages without an id', () => {
+  it('keeps the id it gives a message without one when the connection is lost mid-run, so the inbox runs it once', async () => {
+    // Must not happen: the broker gives the message back after the connection loss and it comes
+    // under another id, so the inbox runs it beside its first run (both to the end). Must not be
+    // lost: the message, handled to the end once.
+    const v = await vhost();
+    const consumer = await bus(v.url, 'idless', new MemoryInbox());
+    const ids: string[] = [];
+    let completed = 0;
+    await consumer.subscribe('idless.job', async (m) => {
+      ids.push(m.id);
+      await sleep(1500);
+      completed++;
+    });
+    const connection = await amqp.connect(v.url);
+    defer(() => connection.close().catch(() => {}));
+    const channel = await connection.createConfirmChannel();
+    channel.publish('ferry.events', 'idless.job', Buffer.from('{"n":1}'), { persistent: true });
+    await channel.waitForConfirms();
+    await waitFor(() => ids.length === 1, 'the first run');
+    await sleep(300);
+    expect(await v.closeConnections('fault test')).toBeGreaterThanOrEqual(1);
+    await waitFor(() => completed >= 1, 'the run to end', 20_000);
+    await sleep(2500);
+    expect(completed).toBe(1);
+    expect(new Set(ids).size).toBe(1);
+  }, 40_000);
+});

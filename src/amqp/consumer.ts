@@ -166,8 +166,46 @@ export class AmqpConsumer {
       });
       return;
     }
+    if (needsIdentity(message)) {
+      // A plain producer's message without an id or a time: given them durably before it runs.
+      this.#moving++;
+      void this.#stamp(channel, message).then(() => {
+        if (--this.#moving === 0) this.#wakeIdle();
+      });
+      return;
+    }
     if (this.#trying) this.#held.push({ channel, message });
     else this.#start(channel, message);
+  }
+
+  /**
+   * Sends `message` back to the end of its queue with the id and time it is given now, then acks
+   * it: the copy runs under them, and so do its retries and its dead letter. Given only in memory,
+   * they were lost when the broker itself gave the message back (a closed connection, a crash):
+   * it came again under another id, and the inbox ran it beside its first run.
+   */
+  async #stamp(channel: Channel, message: Message): Promise<void> {
+    this.#inFlight.begin();
+    try {
+      const delivery = this.#decode(message);
+      const headers = { [HEADER.routingKey]: typeOf(wireMessageOf(message)) };
+      await this.#context.publisher.publish(
+        '',
+        this.topology.queue,
+        message.content,
+        republishOptions(message, headers, identityOf(delivery)),
+      );
+      this.#ack(channel, message);
+    } catch (error) {
+      this.#context.logger.warn(
+        `could not give an id to a message without one on queue ${this.topology.queue}; it will be delivered again`,
+        { error: String(error) },
+      );
+      this.#requeueLater(channel, message);
+      this.#redeclareIfGone(error);
+    } finally {
+      this.#done();
+    }
   }
 
   #start(channel: Channel, message: Message): void {
@@ -489,6 +527,23 @@ export class AmqpConsumer {
     }
     await settledWithin(channel.close(), deadline - Date.now());
   }
+}
+
+/**
+ * A publisher's message that carries no id, or no time (neither a timestamp nor a time header), and
+ * whose body can be read: Ferry would give it a new one at every delivery.
+ */
+function needsIdentity(message: Message): boolean {
+  if (!fromPublisher(message)) return false;
+  const p = message.properties;
+  if (
+    p.messageId &&
+    (p.timestamp !== undefined ||
+      (p.headers as Record<string, unknown> | undefined)?.[HEADER.time] !== undefined)
+  ) {
+    return false;
+  }
+  return true;
 }
 
 /** The id and time a delivery was given, kept on the copies Ferry sends of it. */

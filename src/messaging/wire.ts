@@ -84,11 +84,18 @@ export function isJsonContentType(contentType: string): boolean {
   return base === 'application/json' || base === 'text/json' || base.endsWith('+json');
 }
 
-/** Seconds before 5138 AD stay below 1e11, milliseconds after March 1973 stay above it. */
+/** The last millisecond RFC 3339 can write (a later one is an extended year, `+275760-…`). */
+const LAST_RFC3339_MS = Date.UTC(9999, 11, 31, 23, 59, 59, 999);
+
+/**
+ * Seconds before 5138 AD stay below 1e11, milliseconds after March 1973 stay above it. A time
+ * outside 1970 to 9999, which `publish` refuses and no RFC 3339 text can say, is taken as absent:
+ * the message is stamped with `clock`'s now, as one without a timestamp is.
+ */
 function timestampToIso(timestamp: number, clock: Clock): string {
   const ms = timestamp < 1e11 ? timestamp * 1000 : timestamp;
-  const date = new Date(ms);
-  return Number.isNaN(date.getTime()) ? new Date(clock.now()).toISOString() : date.toISOString();
+  const usable = Number.isFinite(ms) && ms >= 0 && ms <= LAST_RFC3339_MS;
+  return new Date(usable ? ms : clock.now()).toISOString();
 }
 
 function str(value: unknown): string | undefined {

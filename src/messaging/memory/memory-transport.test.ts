@@ -40,4 +40,23 @@ describe('MemoryTransport.publishRaw', () => {
     await vi.waitFor(() => expect(handled).toEqual([{ a: 1 }]));
     await bus.close();
   });
+
+  it('stamps with the time of publishRaw a timestamp no RFC 3339 time can say (before 1970, past 9999)', async () => {
+    const own = new MemoryBroker();
+    const transport = new MemoryTransport({ broker: own });
+    const bus = await createBus({ service: 'raw', transport, logger: silentLogger });
+    const times: string[] = [];
+    await bus.subscribe('raw.t', (m) => void times.push(m.time));
+    const before = Date.now();
+    // -1 arrived as 1969-12-31T23:59:59.000Z, 8.64e15 as +275760-09-13T00:00:00.000Z.
+    for (const timestamp of [-1, 8.64e15]) {
+      await transport.publishRaw({ routingKey: 'raw.t', body: Buffer.from('{}'), timestamp });
+    }
+    await vi.waitFor(() => expect(times).toHaveLength(2));
+    for (const time of times) {
+      expect(time).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+      expect(Date.parse(time)).toBeGreaterThanOrEqual(before - 1000);
+    }
+    await bus.close();
+  });
 });
