@@ -1,7 +1,7 @@
 import type { Message as AmqpMessage, Options } from 'amqplib';
 import { type Envelope, JSON_CONTENT_TYPE } from '../messaging/envelope.js';
 import { MessageNotSerializableError } from '../messaging/errors.js';
-import { asPublished, encodeData, HEADER, type WireMessage } from '../messaging/wire.js';
+import { encodeData, HEADER, type WireMessage, withoutRetryHeaders } from '../messaging/wire.js';
 
 /**
  * `data` cannot be encoded as JSON (a BigInt, a cycle…): the messaging core's
@@ -74,15 +74,11 @@ export function fromPublisher(message: AmqpMessage): boolean {
 
 /**
  * Reads an amqplib message into the transport-neutral wire form; a publisher's without Ferry's retry
- * headers ({@link asPublished}): a plain producer cannot set its attempt or its type that way.
+ * headers ({@link withoutRetryHeaders}): a plain producer cannot set its attempt or its type that way.
  */
 export function wireMessageOf(message: AmqpMessage): WireMessage {
-  const wire = wireFormOf(message);
-  return fromPublisher(message) ? asPublished(wire) : wire;
-}
-
-function wireFormOf(message: AmqpMessage): WireMessage {
   const p = message.properties;
+  const headers = p.headers as Record<string, unknown> | undefined;
   return {
     body: message.content,
     routingKey: message.fields.routingKey,
@@ -91,7 +87,7 @@ function wireFormOf(message: AmqpMessage): WireMessage {
     timestamp: p.timestamp as number | undefined,
     appId: p.appId as string | undefined,
     correlationId: p.correlationId as string | undefined,
-    headers: p.headers as Record<string, unknown> | undefined,
+    headers: fromPublisher(message) ? withoutRetryHeaders(headers) : headers,
   };
 }
 
@@ -115,9 +111,8 @@ export function republishOptions(
   const p = message.properties;
   // A publisher's copy of Ferry's retry headers is not carried on: the copy sent goes through the
   // default exchange, where they would be believed.
-  const own = fromPublisher(message)
-    ? asPublished(wireFormOf(message)).headers
-    : (p.headers as Record<string, unknown> | undefined);
+  const headersIn = p.headers as Record<string, unknown> | undefined;
+  const own = fromPublisher(message) ? withoutRetryHeaders(headersIn) : headersIn;
   const merged: Record<string, unknown> = { ...own, ...headers };
   for (const name of BROKER_HEADERS) delete merged[name];
   for (const name of Object.keys(merged)) if (name.startsWith('x-last-death')) delete merged[name];

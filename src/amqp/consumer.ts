@@ -530,8 +530,8 @@ export class AmqpConsumer {
 }
 
 /**
- * A publisher's message that carries no id, or no time (neither a timestamp nor a time header), and
- * whose body can be read: Ferry would give it a new one at every delivery.
+ * A publisher's message that carries no id, or no time (neither a timestamp nor a time header):
+ * Ferry would give it a new one at every delivery.
  */
 function needsIdentity(message: Message): boolean {
   if (!fromPublisher(message)) return false;

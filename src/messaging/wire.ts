@@ -29,12 +29,17 @@ export const HEADER = Object.freeze({
  * the subscription's pattern does not match).
  */
 export function asPublished(wire: WireMessage): WireMessage {
-  const headers = wire.headers;
+  const headers = withoutRetryHeaders(wire.headers);
+  return headers === wire.headers ? wire : { ...wire, headers };
+}
+
+/** `headers` without Ferry's retry headers (see {@link asPublished}); the same object when it has none. */
+export function withoutRetryHeaders<H extends Readonly<Record<string, unknown>> | undefined>(headers: H): H {
   if (
     headers === undefined ||
     !(HEADER.attempt in headers || HEADER.routingKey in headers || HEADER.redeliveries in headers)
   ) {
-    return wire;
+    return headers;
   }
   const {
     [HEADER.attempt]: _attempt,
@@ -42,7 +47,7 @@ export function asPublished(wire: WireMessage): WireMessage {
     [HEADER.redeliveries]: _redeliveries,
     ...rest
   } = headers;
-  return { ...wire, headers: rest };
+  return rest as H;
 }
 
 /**

@@ -1,7 +1,7 @@
 import { describeValue } from '../errors/describe-value.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import { positiveIntegerOption } from '../errors/integer-option.js';
-import { assertOptionsObject, checkOptions, refuseUnknownKeys } from '../errors/options-object.js';
+import { checkOptions, refuseUnknownKeys } from '../errors/options-object.js';
 import { assertStorableKey } from '../errors/storable-text.js';
 import { EventStoreClosedError } from '../eventstore/errors.js';
 import { pauseAfterLostRace } from '../eventstore/lost-race-pause.js';
@@ -106,13 +106,8 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
   /** Units of work and appends under way: close() waits for them. */
   readonly #inFlight = new InFlight();
 
-  /** Use {@link createOutbox}. */
+  /** Use {@link createOutbox}, which checks the options. */
   constructor(storage: OutboxStorage, options: OutboxOptions<C>) {
-    // A misspelt key (`relay: { batchsize }`, `maxRetry`) would be dropped for its default.
-    refuseUnknownKeys('createOutbox', options, OUTBOX_OPTION_NAMES);
-    if (typeof options.relay === 'object' && options.relay !== null) {
-      refuseUnknownKeys('createOutbox relay', options.relay, RELAY_OPTION_NAMES);
-    }
     this.storage = storage;
     this.bus = options.bus;
     this.#store = options.store;
@@ -574,7 +569,8 @@ const RELAY_OPTION_NAMES = [
 export async function createOutbox<C extends Contracts = NoContracts>(
   options: OutboxOptions<C>,
 ): Promise<Outbox<C>> {
-  assertOptionsObject('createOutbox', options);
+  // A misspelt key (`relay: { batchsize }`, `maxRetry`) would be dropped for its default.
+  checkOptions('createOutbox', options, OUTBOX_OPTION_NAMES);
   if (options === undefined) throw new InvalidOptionsError('createOutbox needs options: { store, bus }');
   // Checked here: left out, they failed with a TypeError from deep inside.
   if (typeof options.store?.backend !== 'object' || typeof options.store.closeWith !== 'function') {
@@ -589,7 +585,7 @@ export async function createOutbox<C extends Contracts = NoContracts>(
   }
   if (options.relay !== undefined && options.relay !== false) {
     // `relay: true` was taken as the defaults; a string or a number as well.
-    assertOptionsObject('createOutbox relay', options.relay);
+    checkOptions('createOutbox relay', options.relay, RELAY_OPTION_NAMES);
   }
   const backend = options.store.backend;
   let storage: OutboxStorage;
