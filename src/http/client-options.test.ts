@@ -1,3 +1,5 @@
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { isInvalidOptionsError } from '../errors/ferry-error.js';
 import { ServiceClient, type ServiceClientOptions } from './client.js';
@@ -53,6 +55,17 @@ describe('ServiceClient options', () => {
       /breaker.maxRoutes must be an integer at least 1/,
     ],
     ['breaker: "route"', { breaker: 'route' }, /breaker must be false or an object/],
+    // The client counts failures its own way and names its breakers: both were dropped.
+    [
+      'breaker: { isFailure }',
+      { breaker: { isFailure: () => false } },
+      /breaker.isFailure is not read by ServiceClient.*breaker.isIgnored/,
+    ],
+    ['breaker: { name }', { breaker: { name: 'mine' } }, /breaker.name is not read by ServiceClient/],
+    // Every call failed with a ConnectionError (opening the breaker), or an untyped Error for null.
+    ['dispatcher: {}', { dispatcher: {} }, /dispatcher must be an undici Dispatcher.*not an object/],
+    ['dispatcher: "agent"', { dispatcher: 'agent' }, /dispatcher must be an undici Dispatcher/],
+    ['dispatcher: null', { dispatcher: null }, /dispatcher must be an undici Dispatcher.*not null/],
     ['retry: { backoff: 5 }', { retry: { backoff: 5 } }, /retry.backoff must be a function/],
     [
       'retry',
@@ -206,6 +219,54 @@ describe('ServiceClient options it does not read, and its headers', () => {
       }
     } finally {
       await c.close();
+    }
+  });
+
+  it('refuses a call query that is not a plain object of scalars, and a signal that is not an AbortSignal, sending nothing', async () => {
+    const seen: string[] = [];
+    const server = createServer((request, response) => {
+      seen.push(request.url ?? '');
+      response.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const c = new ServiceClient(`http://127.0.0.1:${(server.address() as AddressInfo).port}`, {
+      retry: false,
+    });
+    try {
+      const refused: [unknown, RegExp][] = [
+        // Went out with no query at all.
+        [
+          { query: new URLSearchParams({ status: 'open' }) },
+          /the call query must be a plain object.*URLSearchParams/,
+        ],
+        [{ query: new Map([['status', 'open']]) }, /the call query must be a plain object/],
+        // Went out as ?0=s&1=t&….
+        [{ query: 'status=open' }, /the call query options must be an object/],
+        [{ query: null }, /the call query options must be an object/],
+        [
+          { query: { ids: [1, 2] } },
+          /query parameter "ids" must be a string, a finite number, a boolean or undefined/,
+        ],
+        [{ query: { page: Number.NaN } }, /query parameter "page"/],
+        // A raw TypeError.
+        [{ signal: {} }, /the call signal must be an AbortSignal, not an object/],
+        [{ signal: null }, /the call signal must be an AbortSignal, not null/],
+      ];
+      for (const [options, message] of refused) {
+        const error = await c.get('/orders', options as never).catch((e: unknown) => e);
+        expect(isInvalidOptionsError(error), String(error)).toBe(true);
+        expect((error as Error).message).toMatch(message);
+      }
+      expect(seen).toEqual([]);
+      await c.get('/orders', {
+        query: { status: 'open', page: 2, all: true, none: undefined },
+        signal: new AbortController().signal,
+      });
+      await c.get('/orders', { query: Object.assign(Object.create(null), { a: 'b' }) });
+      expect(seen).toEqual(['/orders?status=open&page=2&all=true', '/orders?a=b']);
+    } finally {
+      await c.close();
+      server.close();
     }
   });
 });

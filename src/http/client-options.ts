@@ -142,6 +142,7 @@ export function clientSettingsOf(options: ServiceClientOptions, origin: string):
   for (const group of ['retryBudget', 'breaker', 'bulkhead'] as const) checkGroup(group, options[group]);
   validateTimes(options);
   checkBreaker(options.breaker, name);
+  checkDispatcher(options.dispatcher);
   const d = DEFAULT_SERVICE_CLIENT_OPTIONS;
   return {
     name,
@@ -151,12 +152,41 @@ export function clientSettingsOf(options: ServiceClientOptions, origin: string):
 }
 
 /**
+ * A dispatcher is anything with undici's `dispatch`: another value failed every call with a
+ * `ConnectionError` that opened the breaker as if the target were down. @throws InvalidOptionsError
+ */
+function checkDispatcher(dispatcher: unknown): void {
+  if (dispatcher === undefined) return;
+  if (
+    typeof dispatcher !== 'object' ||
+    dispatcher === null ||
+    typeof (dispatcher as { dispatch?: unknown }).dispatch !== 'function'
+  ) {
+    throw new InvalidOptionsError(
+      `dispatcher must be an undici Dispatcher (an Agent, a Pool, a MockAgent…: an object with a dispatch method), not ${describeValue(dispatcher)}`,
+    );
+  }
+}
+
+/**
  * The client's breaker settings are those of every breaker it builds as calls need them: a breaker
  * built now with them refuses what those would, once, rather than every call.
  */
 function checkBreaker(breaker: ServiceClientOptions['breaker'], name: string): void {
   if (breaker === undefined || breaker === false) return;
   const { key, maxRoutes, ...settings } = breaker;
+  // The client's breakers count failures its own way and are named after it and their route: a
+  // given isFailure or name would be dropped (500s still opened a breaker told they were no failure).
+  if ('isFailure' in settings) {
+    throw new InvalidOptionsError(
+      'breaker.isFailure is not read by ServiceClient: its breakers count connection errors, timeouts, 5xx and 429; leave errors out with breaker.isIgnored',
+    );
+  }
+  if ('name' in settings) {
+    throw new InvalidOptionsError(
+      "breaker.name is not read by ServiceClient: its breakers are named after the client's name (and their route); set the client's name",
+    );
+  }
   if (key !== undefined && key !== 'origin' && key !== 'route') {
     throw new InvalidOptionsError(`breaker.key must be 'origin' or 'route', not ${describeValue(key)}`);
   }
@@ -324,6 +354,42 @@ export function assertPlainHeaders(name: string, headers: unknown): void {
       `${name} must be a plain object of header names and string values, not ${describeValue(headers)} (a Headers or a Map: pass Object.fromEntries(headers))`,
     );
   }
+}
+
+/**
+ * A call's `query` is a plain object of names and strings, numbers or booleans (`undefined` left
+ * out): a `URLSearchParams` or a `Map` has no members of its own and went out as no query at all, a
+ * string as `?0=s&1=t…`, an array or object member as its `String()`. @throws InvalidOptionsError
+ */
+export function checkQuery(query: unknown): void {
+  assertOptionsObject('the call query', query);
+  const prototype = Object.getPrototypeOf(query);
+  if (prototype !== Object.prototype && prototype !== null) {
+    throw new InvalidOptionsError(
+      `the call query must be a plain object of parameter names and values, not ${describeValue(query)} (a URLSearchParams or a Map: pass Object.fromEntries(params), or put the query in the path)`,
+    );
+  }
+  for (const name of Object.keys(query as object)) {
+    const value = (query as Record<string, unknown>)[name];
+    const kind = typeof value;
+    if (
+      value === undefined ||
+      kind === 'string' ||
+      kind === 'boolean' ||
+      (kind === 'number' && Number.isFinite(value))
+    ) {
+      continue;
+    }
+    throw new InvalidOptionsError(
+      `the call query parameter ${JSON.stringify(name)} must be a string, a finite number, a boolean or undefined, not ${describeValue(value)}`,
+    );
+  }
+}
+
+/** A call's `signal` is an AbortSignal: anything else failed the call with a TypeError. @throws InvalidOptionsError */
+export function checkSignal(signal: unknown): void {
+  if (signal instanceof AbortSignal) return;
+  throw new InvalidOptionsError(`the call signal must be an AbortSignal, not ${describeValue(signal)}`);
 }
 
 /** @throws InvalidOptionsError */

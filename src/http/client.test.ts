@@ -1,3 +1,4 @@
+import { type AddressInfo, createServer as createNetServer } from 'node:net';
 import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { runWithContext } from '../context/context.js';
@@ -231,6 +232,35 @@ describe('ServiceClient', () => {
     expect(s.requests).toHaveLength(2);
   });
 
+  it('retries an answer that is not HTTP as a connection error when safe, and a POST without a key never', async () => {
+    // Answers each request on a connection with `answers[n]`, then a good 200.
+    const answers = ['HTTP/1.1 abc\r\n\r\n', 'HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n'];
+    let requests = 0;
+    const raw = createNetServer((socket) => {
+      socket.on('error', () => {});
+      socket.on('data', () => {
+        const garbage = answers[requests++ % 3];
+        if (garbage !== undefined) socket.end(garbage);
+        else
+          socket.write(
+            'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{"ok":true}',
+          );
+      });
+    });
+    await new Promise<void>((resolve) => raw.listen(0, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise<void>((resolve) => raw.close(() => resolve())));
+    const c = new ServiceClient(`http://127.0.0.1:${(raw.address() as AddressInfo).port}`, {
+      retry: { maxAttempts: 3, backoff: () => 1 },
+      breaker: false,
+    });
+    cleanups.push(() => c.close());
+    expect(await c.get('/garbled')).toEqual({ ok: true });
+    expect(requests).toBe(3);
+    const error = await rejection(c.post('/pay', { amount: 5 }, { retry: false }));
+    expect(error).toMatchObject({ code: 'CONNECTION_ERROR', errorCode: 'HPE_INVALID_RESPONSE' });
+    expect(requests).toBe(4);
+  });
+
   it('times out each attempt, retrying what is safe', async () => {
     const s = await server();
     s.enqueue({ hang: true }, { status: 200, body: { ok: true } });
@@ -351,6 +381,19 @@ describe('ServiceClient', () => {
     expect(await first).toEqual({ ok: true });
     expect(await second).toEqual({ ok: true });
     expect(c.bulkheadStats()).toEqual({ running: 0, queued: 0 });
+  });
+
+  it('counts calls made without retries as traffic the retry budget is a share of', async () => {
+    const s = await server();
+    const c = client(s, { retryBudget: { ratio: 0.5, minRetriesPerSecond: 0 } });
+    // Four calls without retries: the budget's share of five requests is 2.5 retries.
+    await c.get('/a', { retry: false });
+    await c.post('/b', {}, { retry: false });
+    await c.get('/c', { retry: { maxAttempts: 1 } });
+    await c.get('/d', { retry: false });
+    s.enqueue({ status: 503 }, { status: 503 });
+    expect(await c.get('/x')).toMatchObject({ ok: true });
+    expect(s.requests).toHaveLength(7);
   });
 
   it('stops retrying when the retry budget is spent', async () => {

@@ -19,6 +19,8 @@ import {
   assertPlainHeaders,
   type CallOptions,
   checkClientHeaders,
+  checkQuery,
+  checkSignal,
   clientSettingsOf,
   DEFAULT_SERVICE_CLIENT_OPTIONS,
   type RetrySettings,
@@ -98,6 +100,16 @@ const REFUSED_BEFORE_SENDING_CODES = new Set([
   'ERR_INVALID_ARG_TYPE',
   'ERR_INVALID_CHAR',
 ]);
+
+/**
+ * An answer that is not HTTP (a bad status line, a bad chunk size…): undici's `HTTPParserError`,
+ * whose `code` (llhttp's `HPE_…`) it often leaves unset. Retried as a connection error when safe: a
+ * proxy or server answering garbage once may answer the next attempt.
+ */
+function parserErrorCode(error: unknown): string | undefined {
+  return (error as { name?: unknown }).name === 'HTTPParserError' ? HTTP_PARSER_ERROR_CODE : undefined;
+}
+const HTTP_PARSER_ERROR_CODE = 'HPE_INVALID_RESPONSE';
 
 function errorCode(error: unknown): string | undefined {
   const code = (error as { code?: unknown } | null)?.code;
@@ -327,6 +339,8 @@ export class ServiceClient {
       // request(init) passes its init as the options: method, path and body are its own.
       refuseUnknownCallOptions(init, !throwOnStatus);
       if (init.headers !== undefined) assertPlainHeaders('the call headers', init.headers);
+      if (init.query !== undefined) checkQuery(init.query);
+      if (init.signal !== undefined) checkSignal(init.signal);
     }
     if (init.timeout !== undefined || init.deadline !== undefined) validateTimes(init);
     const context = currentContext();
@@ -407,7 +421,7 @@ export class ServiceClient {
         attemptFailures.add(error);
         throw error;
       }
-      const code = errorCode(error);
+      const code = errorCode(error) ?? parserErrorCode(error);
       if (code !== undefined && REFUSED_BEFORE_SENDING_CODES.has(code)) {
         // Never sent: a local mistake, not the target's failure, and no retry would fix it.
         const invalid = new InvalidRequestError(target, error);
@@ -417,7 +431,11 @@ export class ServiceClient {
       }
       // Below HTTP (refused, reset, closed mid-answer…): one typed error, the original as its cause.
       const broken = new ConnectionError(target, error, code);
-      if (code !== undefined && CONNECTION_CODES.has(code) && (safeToRetry || NOT_SENT_CODES.has(code))) {
+      if (
+        code !== undefined &&
+        (CONNECTION_CODES.has(code) || code.startsWith('HPE_')) &&
+        (safeToRetry || NOT_SENT_CODES.has(code))
+      ) {
         retryable.set(broken, call);
       }
       attemptFailures.add(broken);
@@ -554,6 +572,9 @@ export class ServiceClient {
       const breakerName = this.#breakerName(method, init.route, callPath);
       const policy =
         init.retry === undefined ? this.#chain(breakerName) : this.#buildChain(breakerName, settings);
+      // The retry policy records each call it runs in the budget; a call without one (retries off,
+      // one attempt) is traffic too, which the budget's share is of.
+      if (settings === undefined || settings.maxAttempts <= 1) this.#budget?.recordRequest();
       // The policies wait (bulkhead queue, backoff) on a signal that close() aborts too; the attempt
       // itself listens to the caller's signal only, so that close() lets calls in flight finish.
       let link: LinkedSignal | undefined;

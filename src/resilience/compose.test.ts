@@ -77,6 +77,20 @@ describe('compose', () => {
     ).rejects.toThrow('sync');
   });
 
+  it('refuses what is not a policy when composing, not at every execution', () => {
+    for (const [bad, message] of [
+      [{}, /argument 1 is an object$/],
+      [null, /argument 1 is null$/],
+      [undefined, /argument 1 is undefined$/],
+      [timeout, /argument 1 is a function \(a policy factory not called\? timeout\(1000\), not timeout\)/],
+    ] as const) {
+      expect(() => compose(retry(), bad as never)).toThrow(
+        expect.objectContaining({ code: 'INVALID_OPTIONS', message: expect.stringMatching(message) }),
+      );
+    }
+    expect(() => compose(null as never)).toThrow(expect.objectContaining({ code: 'INVALID_OPTIONS' }));
+  });
+
   it('timeout outside retry bounds all the attempts together', async () => {
     let attempts = 0;
     const policy = compose(timeout({ ms: 1000 }), retry({ maxAttempts: 10, backoff: constantBackoff(100) }));

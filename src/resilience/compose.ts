@@ -1,4 +1,6 @@
 import { setMaxListeners } from 'node:events';
+import { describeValue } from '../errors/describe-value.js';
+import { InvalidOptionsError } from '../errors/ferry-error.js';
 import type { ExecuteOptions, Policy, PolicyContext } from './policy.js';
 
 /**
@@ -68,9 +70,23 @@ export const noop: Policy = Object.freeze({
  * const overall = compose(timeout({ ms: 2000 }), retry({ maxAttempts: 3 }));   // 2 s for all of them
  */
 export function compose(...policies: readonly Policy[]): Policy {
+  policies.forEach(checkPolicy);
   if (policies.length === 0) return noop;
   if (policies.length === 1) return policies[0]!;
   return new ComposedPolicy(policies);
+}
+
+/**
+ * A policy is an object with `execute`: anything else (`timeout` not called, `null`) failed every
+ * execution with a TypeError. @throws InvalidOptionsError
+ */
+function checkPolicy(policy: unknown, index: number): void {
+  if (typeof (policy as { execute?: unknown } | null | undefined)?.execute === 'function') return;
+  const hint =
+    typeof policy === 'function' ? ' (a policy factory not called? timeout(1000), not timeout)' : '';
+  throw new InvalidOptionsError(
+    `compose takes policies (objects with an execute method): argument ${index} is ${describeValue(policy)}${hint}`,
+  );
 }
 
 class ComposedPolicy implements Policy {

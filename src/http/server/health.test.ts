@@ -168,6 +168,25 @@ describe('createHealth', () => {
     expect(() => createHealth({ cacheMs: -1 })).toThrow(/cacheMs/);
   });
 
+  it('refuses a check that is not a function and breakers that are not a function, when set up', () => {
+    // Readiness failed for ever, or every probe got a 500.
+    for (const [options, message] of [
+      [{ checks: { db: 'SELECT 1' } }, /health check "db" must be a function .*not "SELECT 1"/],
+      [{ checks: [() => 1] }, /health checks must be an object of named check functions/],
+      [{ breakers: [] }, /health breakers must be a function giving breakers/],
+    ] as const) {
+      for (const setUp of [
+        () => createHealth(options as never),
+        () => ferryHealth(options as never),
+        () => ferryFastify(Fastify(), { health: options as never }),
+      ]) {
+        expect(setUp).toThrow(
+          expect.objectContaining({ code: 'INVALID_OPTIONS', message: expect.stringMatching(message) }),
+        );
+      }
+    }
+  });
+
   it('is not ready while a breaker is open or isolated', async () => {
     for (const state of ['open', 'isolated']) {
       const report = await createHealth({ breakers: () => [{ name: 'users', state }] }).ready();

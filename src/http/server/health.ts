@@ -1,3 +1,4 @@
+import { describeValue } from '../../errors/describe-value.js';
 import { InvalidOptionsError } from '../../errors/ferry-error.js';
 import { MAX_TIMER_MS } from '../../time/max-timer.js';
 
@@ -52,6 +53,35 @@ export interface Health {
   ready(): Promise<HealthReport>;
 }
 
+/**
+ * Checks are functions and `breakers` one giving breakers: a string check failed readiness for
+ * ever, and breakers given as an array answered every readiness probe with a 500.
+ * @throws InvalidOptionsError
+ */
+function checkHealthSources(options: HealthOptions): void {
+  const checks: unknown = options.checks;
+  if (checks !== undefined) {
+    if (typeof checks !== 'object' || checks === null || Array.isArray(checks)) {
+      throw new InvalidOptionsError(
+        `health checks must be an object of named check functions, not ${describeValue(checks)}`,
+      );
+    }
+    for (const [name, check] of Object.entries(checks)) {
+      if (typeof check !== 'function') {
+        throw new InvalidOptionsError(
+          `health check ${JSON.stringify(name)} must be a function (signal) => Promise, e.g. () => pool.query('SELECT 1'), not ${describeValue(check)}`,
+        );
+      }
+    }
+  }
+  const breakers: unknown = options.breakers;
+  if (breakers !== undefined && typeof breakers !== 'function') {
+    throw new InvalidOptionsError(
+      `health breakers must be a function giving breakers, e.g. () => client.breakers(), not ${describeValue(breakers)}`,
+    );
+  }
+}
+
 const FAILING_BREAKER_STATES = new Set(['open', 'isolated']);
 
 /**
@@ -70,6 +100,7 @@ export function createHealth(options: HealthOptions = {}): Health {
   if (!Number.isFinite(cacheMs) || cacheMs < 0) {
     throw new InvalidOptionsError(`cacheMs must be a non-negative number, got ${cacheMs}`);
   }
+  checkHealthSources(options);
   const checks = Object.entries(options.checks ?? {}).map(
     ([name, check]) => [name, new SharedCheck(check, timeoutMs, cacheMs)] as const,
   );

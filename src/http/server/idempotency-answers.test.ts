@@ -365,4 +365,23 @@ describe('IdempotencyGuard options', () => {
       () => new IdempotencyGuard({ store: new MemoryIdempotencyStore(), maxStoredBodyBytes: -1 }),
     ).toThrow(/maxStoredBodyBytes/);
   });
+
+  // Each was taken at setup, then answered every request carrying a key with a 500 (or threw a TypeError).
+  it.each([
+    ['no store', { store: undefined }, /idempotency.store must be an IdempotencyStore .*not undefined/],
+    ['store: {}', { store: {} }, /idempotency.store must be an IdempotencyStore .*not an object/],
+    ['scope: a string', { scope: 'tenant' }, /idempotency.scope must be a function .*not "tenant"/],
+    ['methods: a string', { methods: 'POST' }, /idempotency.methods must be an array of strings, not "POST"/],
+    ['replayHeaders: [1]', { replayHeaders: [1] }, /idempotency.replayHeaders must be an array of strings/],
+  ])('refuses %s when set up, in ferryFastify and ferryIdempotency', (_name, given, message) => {
+    const options = { store: new MemoryIdempotencyStore(), ...given } as never;
+    for (const setUp of [
+      () => ferryFastify(Fastify(), { idempotency: options }),
+      () => ferryIdempotency(options),
+    ]) {
+      expect(setUp).toThrow(
+        expect.objectContaining({ code: 'INVALID_OPTIONS', message: expect.stringMatching(message) }),
+      );
+    }
+  });
 });

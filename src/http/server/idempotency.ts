@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
+import { describeValue } from '../../errors/describe-value.js';
 import { InvalidOptionsError } from '../../errors/ferry-error.js';
 import { HTTP_HEADER } from '../headers.js';
 import { isJson } from '../response-body.js';
@@ -199,6 +200,41 @@ export interface IdempotentRequest {
  * a handler that does neither holds it for the store's lease. The adapters store the answer before
  * it leaves ({@link settleBeforeSending}): once a client has it, a retry replays it.
  */
+/**
+ * What the guard reads of its options, checked as the middleware is set up: a missing or wrong
+ * store, or a scope that is not a function, answered every request carrying a key with a 500 (every
+ * POST a retrying `ServiceClient` sends carries one), and a string `methods` threw a TypeError.
+ * @throws InvalidOptionsError
+ */
+function checkGuardOptions(options: IdempotencyOptions): void {
+  const store = options.store as Partial<IdempotencyStore> | null | undefined;
+  if (
+    typeof store !== 'object' ||
+    store === null ||
+    typeof store.begin !== 'function' ||
+    typeof store.complete !== 'function' ||
+    typeof store.abandon !== 'function'
+  ) {
+    throw new InvalidOptionsError(
+      `idempotency.store must be an IdempotencyStore (begin, complete and abandon: new MemoryIdempotencyStore(), or createIdempotencyStore({ url })), not ${describeValue(store)}`,
+    );
+  }
+  for (const name of ['methods', 'replayHeaders'] as const) {
+    const list = options[name];
+    if (list !== undefined && !(Array.isArray(list) && list.every((item) => typeof item === 'string'))) {
+      throw new InvalidOptionsError(
+        `idempotency.${name} must be an array of strings, not ${describeValue(list)}`,
+      );
+    }
+  }
+  const scope = (options as { readonly scope?: unknown }).scope;
+  if (scope !== undefined && typeof scope !== 'function') {
+    throw new InvalidOptionsError(
+      `idempotency.scope must be a function of the request giving whose keys these are, not ${describeValue(scope)}`,
+    );
+  }
+}
+
 export class IdempotencyGuard {
   readonly #store: IdempotencyStore;
   readonly #methods: ReadonlySet<string>;
@@ -209,6 +245,7 @@ export class IdempotencyGuard {
   readonly maxStoredBodyBytes: number;
 
   constructor(options: IdempotencyOptions) {
+    checkGuardOptions(options);
     this.#store = options.store;
     this.#methods = new Set((options.methods ?? DEFAULT_IDEMPOTENT_METHODS).map((m) => m.toUpperCase()));
     // The body is kept as it was sent, so its content coding (a compression plugin's) goes with it.
