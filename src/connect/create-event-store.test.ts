@@ -76,12 +76,25 @@ describe('createEventStore', () => {
 
   it('checks postgres options on a sqlite: or memory:// store too, so a bad value shows before the URL is switched', async () => {
     for (const url of ['memory://opts', `sqlite:${join(dir, 'opts.db')}`]) {
-      for (const postgres of [{ poolSize: 1 }, { schema: 'Bad-Name' }, { statementTimeoutMs: -1 }, 5]) {
+      for (const postgres of [
+        { poolSize: 1 },
+        { schema: 'Bad-Name' },
+        { statementTimeoutMs: -1 },
+        5,
+        // Past a timer's range Node fires at once: a NOTIFY every 1 ms, not the interval asked for.
+        { notifyIntervalMs: 2 ** 31 },
+        { notifyIntervalMs: Number.POSITIVE_INFINITY },
+        { notifyIntervalMs: -1 },
+        { notifyIntervalMs: Number.NaN },
+      ]) {
         const error = await rejection(createEventStore({ url, postgres: postgres as { poolSize: number } }));
         expect(isInvalidOptionsError(error), `${url} ${JSON.stringify(postgres)}`).toBe(true);
       }
       const store = await createEventStore({ url, postgres: { poolSize: 4, schema: 'shop_orders' } });
       await store.close();
+      for (const notifyIntervalMs of [0, 2.5, 2 ** 31 - 1]) {
+        await (await createEventStore({ url, postgres: { notifyIntervalMs } })).close();
+      }
     }
     expect(existsSync(join(dir, 'opts.db'))).toBe(true);
   });

@@ -10,7 +10,7 @@ export interface PostgresUrlOptions {
   readonly schema?: string;
   /** Connections in the pool. @default 10 */
   readonly poolSize?: number;
-  /** Least time between two NOTIFYs that wake subscribers in other processes. @default 2 */
+  /** Least time between two NOTIFYs that wake subscribers in other processes, from 0 to 2147483647. @default 2 */
   readonly notifyIntervalMs?: number;
   /**
    * Longest wait for transactions open elsewhere in the cluster when finding the end of the global

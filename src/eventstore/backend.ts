@@ -111,8 +111,19 @@ export interface EventStoreBackend {
    * the claim succeeded, `''` when unknown. The lease makes one instance at a time run a name.
    */
   claimSubscription(subscription: string, owner: string, ttlMs: number, replacing?: string): Promise<string>;
-  /** Gives up the lease if `owner` holds it. */
+  /**
+   * Gives up the lease if `owner` holds it, and then tells {@link watchLeases} listeners so (before
+   * it resolves, where that takes a write: a NOTIFY).
+   */
   releaseSubscription(subscription: string, owner: string): Promise<void>;
+  /**
+   * Calls `listener` with a subscription's name when its lease was given up by
+   * {@link releaseSubscription}: through this backend, through others on the same storage in this
+   * process, and through other processes where the backend can tell (PostgreSQL: LISTEN/NOTIFY).
+   * Standbys claim the lease then instead of on their next poll. Returns an unsubscribe function.
+   * Optional: without it, standbys find a released lease on their poll only.
+   */
+  watchLeases?(listener: (subscription: string) => void): () => void;
 
   park(parked: ParkedEvent): Promise<void>;
   listParked(subscription: string, limit: number): Promise<ParkedEvent[]>;

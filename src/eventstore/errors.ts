@@ -39,8 +39,8 @@ export const isDuplicateEventIdError = errorGuard<DuplicateEventIdError>('DUPLIC
 
 /** An append or read with invalid arguments (empty stream id, bad UUID, non-JSON data…). Nothing was written. */
 export class InvalidEventError extends FerryError {
-  constructor(message: string) {
-    super('INVALID_EVENT', message);
+  constructor(message: string, options: FerryErrorOptions = {}) {
+    super('INVALID_EVENT', message, options);
   }
 }
 export const isInvalidEventError = errorGuard<InvalidEventError>('INVALID_EVENT');

@@ -3,6 +3,8 @@
  * accept and refuse the same things and read back the same values.
  */
 
+import { describeThrown } from '../errors/describe-thrown.js';
+
 /** Limits on what an event store accepts, the same on every backend. */
 export const EVENT_LIMITS = {
   /** UTF-16 code units in a stream id. */
@@ -14,7 +16,15 @@ export const EVENT_LIMITS = {
    * nested some thousands deep (its stack limit); a lower, fixed bound is the same everywhere.
    */
   depth: 100,
+  /**
+   * UTF-8 bytes in one string or key of data, metadata and snapshot state: PostgreSQL's jsonb holds
+   * strings shorter than 2^28 bytes ("string too long to represent as jsonb string").
+   */
+  jsonStringBytes: 268_435_455,
 } as const;
+
+/** A string of at most this many UTF-16 code units is within {@link EVENT_LIMITS.jsonStringBytes}: one unit is at most 3 bytes of UTF-8. */
+const SURELY_SHORT_ENOUGH = Math.floor(EVENT_LIMITS.jsonStringBytes / 3);
 
 // With the u flag a surrogate pair is one code point: only lone surrogates match.
 const LONE_SURROGATE = /\p{Surrogate}/u;
@@ -38,9 +48,24 @@ function stringProblem(value: string): string | undefined {
   return undefined;
 }
 
-/** A value that cannot be stored as JSON; `message` says where and why. */
+/** A value that cannot be stored as JSON; `message` says where and why, `cause` what was thrown, if anything. */
 export class JsonEncodingProblem {
-  constructor(readonly message: string) {}
+  constructor(
+    readonly message: string,
+    readonly cause?: unknown,
+  ) {}
+}
+
+/** Why a string (a value or a key) of data cannot be stored, or undefined when it can. */
+function jsonStringProblem(value: string): string | undefined {
+  // Counting bytes reads the whole string: only for those that may be too long.
+  if (value.length > SURELY_SHORT_ENOUGH) {
+    const bytes = Buffer.byteLength(value, 'utf8');
+    if (bytes > EVENT_LIMITS.jsonStringBytes) {
+      return `is ${bytes} bytes long in UTF-8, more than the ${EVENT_LIMITS.jsonStringBytes} a string may have`;
+    }
+  }
+  return stringProblem(value);
 }
 
 /**
@@ -48,15 +73,15 @@ export class JsonEncodingProblem {
  * string, undefined object members disappear, NaN and Infinity become null, a Map becomes {} and so
  * on, as `JSON.stringify` has it). Returns a {@link JsonEncodingProblem} for what JSON cannot hold
  * or what a backend would refuse or change: BigInt, cycles, a top-level value with no JSON form
- * (function, symbol, `toJSON` returning undefined), strings or keys with NUL or lone surrogates,
- * nesting deeper than {@link EVENT_LIMITS.depth}.
+ * (function, symbol, `toJSON` returning undefined), strings or keys with NUL or lone surrogates or
+ * longer than {@link EVENT_LIMITS.jsonStringBytes} in UTF-8, nesting deeper than {@link EVENT_LIMITS.depth}.
  */
 export function encodeJson(value: unknown): unknown {
   let json: string | undefined;
   try {
     json = JSON.stringify(value);
   } catch (error) {
-    return new JsonEncodingProblem(`cannot be encoded as JSON: ${(error as Error).message}`);
+    return new JsonEncodingProblem(`cannot be encoded as JSON: ${describeThrown(error).message}`, error);
   }
   if (json === undefined) return new JsonEncodingProblem(`is ${describe(value)}, which has no JSON form`);
   const copy: unknown = JSON.parse(json);
@@ -66,7 +91,7 @@ export function encodeJson(value: unknown): unknown {
 
 function walk(value: unknown, path: string, depth: number): string | undefined {
   if (typeof value === 'string') {
-    const problem = stringProblem(value);
+    const problem = jsonStringProblem(value);
     return problem === undefined ? undefined : `${where(path)} ${problem}`;
   }
   if (typeof value !== 'object' || value === null) return undefined;
@@ -79,7 +104,7 @@ function walk(value: unknown, path: string, depth: number): string | undefined {
     return undefined;
   }
   for (const [key, child] of Object.entries(value)) {
-    const keyProblem = stringProblem(key);
+    const keyProblem = jsonStringProblem(key);
     if (keyProblem !== undefined) return `${where(path)} has a key that ${keyProblem}`;
     const problem = walk(child, `${path}.${JSON.stringify(key).slice(1, -1)}`, depth + 1);
     if (problem !== undefined) return problem;

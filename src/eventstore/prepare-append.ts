@@ -1,4 +1,5 @@
 import { currentContext } from '../context/context.js';
+import { describeThrown } from '../errors/describe-thrown.js';
 import { describeValue } from '../errors/describe-value.js';
 import { uuidv7 } from '../ids/uuidv7.js';
 import { InvalidEventError } from './errors.js';
@@ -78,6 +79,31 @@ function plainMetadata(
   return { not: value === metadata ? what : `${what} whose toJSON gives ${describeValue(value)}` };
 }
 
+/**
+ * The event's own metadata members, or `InvalidEventError` naming `metadata`: also when its `toJSON`
+ * or a getter throws, as for data (that error the cause), not the thrown error itself.
+ */
+function ownMetadata(event: EventData, index: number): [string, unknown][] {
+  if (event.metadata === undefined) return [];
+  let own: ReturnType<typeof plainMetadata>;
+  let entries: [string, unknown][];
+  try {
+    own = plainMetadata(event.metadata);
+    entries = 'plain' in own ? Object.entries(own.plain) : [];
+  } catch (error) {
+    throw new InvalidEventError(
+      `event ${index} (${event.type}): metadata: cannot be encoded as JSON: ${describeThrown(error).message}`,
+      { cause: error },
+    );
+  }
+  if ('not' in own) {
+    throw new InvalidEventError(
+      `event ${index} (${event.type}): metadata must be a plain object, not ${own.not}`,
+    );
+  }
+  return entries;
+}
+
 /** Fills in id and metadata, with the ambient correlation and causation ids, and encodes the event. */
 function prepareEvent(event: EventData, index: number): PreparedEvent {
   if (typeof event !== 'object' || event === null)
@@ -88,12 +114,7 @@ function prepareEvent(event: EventData, index: number): PreparedEvent {
   if (event.id !== undefined && (typeof event.id !== 'string' || !UUID.test(event.id))) {
     throw new InvalidEventError(`event ${index}: its id ${describeValue(event.id)} is not a UUID`);
   }
-  const own = event.metadata === undefined ? { plain: {} } : plainMetadata(event.metadata);
-  if ('not' in own) {
-    throw new InvalidEventError(
-      `event ${index} (${event.type}): metadata must be a plain object, not ${own.not}`,
-    );
-  }
+  const own = ownMetadata(event, index);
   const context = currentContext();
   const ambient: [string, unknown][] = [];
   if (context !== undefined) {
@@ -101,13 +122,17 @@ function prepareEvent(event: EventData, index: number): PreparedEvent {
     if (context.messageId !== undefined) ambient.push(['causationId', context.messageId]);
   }
   // fromEntries defines own properties: a `__proto__` key stays a key, as in JSON, and sets no prototype.
-  const metadata = Object.fromEntries([...ambient, ...Object.entries(own.plain)]);
+  const metadata = Object.fromEntries([...ambient, ...own]);
   const data = encodeJson(event.data === undefined ? null : event.data);
   if (data instanceof JsonEncodingProblem)
-    throw new InvalidEventError(`event ${index} (${event.type}): data: ${data.message}`);
+    throw new InvalidEventError(`event ${index} (${event.type}): data: ${data.message}`, {
+      cause: data.cause,
+    });
   const encodedMetadata = encodeJson(metadata);
   if (encodedMetadata instanceof JsonEncodingProblem)
-    throw new InvalidEventError(`event ${index} (${event.type}): metadata: ${encodedMetadata.message}`);
+    throw new InvalidEventError(`event ${index} (${event.type}): metadata: ${encodedMetadata.message}`, {
+      cause: encodedMetadata.cause,
+    });
   return {
     id: event.id?.toLowerCase() ?? uuidv7(),
     type: event.type,

@@ -250,6 +250,7 @@ export class EventStore {
     if (state instanceof JsonEncodingProblem)
       throw new InvalidEventError(
         `snapshot state of stream ${describeValue(snapshot.streamId)}: ${state.message}`,
+        { cause: state.cause },
       );
     return this.backend.saveSnapshot({
       streamId: snapshot.streamId,

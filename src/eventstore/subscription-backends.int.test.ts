@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { isInvalidOptionsError } from '../errors/ferry-error.js';
 import type { Logger } from '../logging/logger.js';
 import { PostgresEventStoreBackend } from '../postgres/postgres-backend.js';
 import { isTimeoutError } from '../resilience/errors.js';
@@ -468,6 +469,75 @@ describe.each(storages)('subscriptions on %s', (_name, storage) => {
       expect(handledA).toHaveLength(31);
       expect((await standby.lag()).behind).toBe(0);
       expect(handledB).toEqual([]);
+    });
+
+    it('takes over at once when the active instance closes, not on its next try a second later', async () => {
+      const open = await opener();
+      const first = await open();
+      const standingBy: string[] = [];
+      const second = await open({ ...quiet(), info: (message) => void standingBy.push(message) });
+      await first.append('s', [{ type: 'E', data: 0 }]);
+      const active = first.subscribe({ name: 'takeover' }, () => {});
+      await active.caughtUp();
+      let handledAt = 0;
+      second.subscribe({ name: 'takeover' }, (event) => {
+        if (event.data === 1) handledAt = Date.now();
+      });
+      // Its claim failed: it waits for its next try, a fifth of leaseMs (10 s) but at most 1 s, from now.
+      await waitFor(
+        () => standingBy.some((m) => m.includes('standing by')),
+        'the second instance to stand by',
+      );
+      await new Promise((resolve) => setTimeout(resolve, 100)); // PostgreSQL: its LISTEN connection is up
+      await active.close();
+      const closed = Date.now();
+      await second.append('s', [{ type: 'E', data: 1 }]);
+      await waitFor(() => handledAt > 0, 'the standby to take over and handle the event');
+      // Before, about 900 ms: the standby claimed only on its poll. Generous for a loaded machine.
+      expect(handledAt - closed).toBeLessThan(400);
+    });
+  });
+
+  describe('parked() and replayParked() arguments', () => {
+    it('refuses a limit or positions the backends would each read their own way, with INVALID_OPTIONS', async () => {
+      const store = await (await opener())();
+      for (let i = 0; i < 4; i++) await store.append('s', [{ type: 'E', data: i }]);
+      const sub = store.subscribe({ name: 'args', maxAttempts: 1 }, () => {
+        throw new Error('fails');
+      });
+      await sub.caughtUp();
+      // Before: memory sliced from the end (-1: 3 events) or gave [], SQLite all 4 or SQLITE_MISMATCH,
+      // PostgreSQL raw driver errors.
+      for (const limit of [-1, 1.5, Number.NaN, null, '2', 2n, Number.POSITIVE_INFINITY, 2 ** 53]) {
+        const error = await sub.parked(limit as number).then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+        expect(isInvalidOptionsError(error), String(limit)).toBe(true);
+      }
+      expect(await sub.parked()).toHaveLength(4);
+      expect(await sub.parked(undefined)).toHaveLength(4);
+      expect(await sub.parked(3)).toHaveLength(3);
+      expect(await sub.parked(0)).toEqual([]);
+      // Before: a TypeError (not iterable), or a string's characters taken for positions.
+      const position = (await sub.parked(1))[0]!.event.position;
+      for (const positions of [
+        null,
+        5,
+        'all',
+        position,
+        new Set([position]),
+        [Number(position)],
+        [position, '2'],
+      ]) {
+        const error = await sub.replayParked(positions as bigint[]).then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+        expect(isInvalidOptionsError(error), String(positions)).toBe(true);
+      }
+      expect(await sub.parked()).toHaveLength(4); // nothing was marked for replay
+      expect(await sub.replayParked([])).toBe(0);
     });
   });
 

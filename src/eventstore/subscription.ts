@@ -2,6 +2,7 @@ import { readlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { runWithContext } from '../context/context.js';
 import { describeThrown } from '../errors/describe-thrown.js';
+import { describeValue } from '../errors/describe-value.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import { definedOptions } from '../errors/options-object.js';
 import { storableText } from '../errors/storable-text.js';
@@ -18,6 +19,7 @@ import type { EventStoreBackend, ParkedEvent } from './backend.js';
 import { EventStoreClosedError } from './errors.js';
 import { nameProblem } from './event-encoding.js';
 import { type HandlerFrame, insideOwnHandler, subscriptionHandlerFrame } from './handler-frame.js';
+import { isCount } from './prepare-append.js';
 import { assertSubscriptionOptions } from './subscription-options.js';
 import type { RecordedEvent } from './types.js';
 
@@ -129,6 +131,10 @@ export class EventSubscription {
   /** Bumped per scheduled renewal, so that a renewal still in flight from an earlier lease schedules nothing. */
   #renewals = 0;
   #standingBy = false;
+  /** A lease of this name was given up since this standby last claimed: claim again without waiting. */
+  #leaseFreed = false;
+  /** Ends a standby's wait (see {@link #standBy}). */
+  #leaseWake: (() => void) | undefined;
   /** Where replays of parked events wait for the active loop (see {@link replayParked}). */
   readonly #replayQueue: string;
   /** A replay was asked of this instance: look at the queue before the next read. */
@@ -190,6 +196,14 @@ export class EventSubscription {
 
   async #run(): Promise<void> {
     this.#unwatch = this.#backend.watch(() => this.#wakeUp());
+    // A clean close gives the lease up: a standby hears of it and takes over at once, not on its poll.
+    const unwatchLeases = this.#options.exclusive
+      ? this.#backend.watchLeases?.((name) => {
+          if (name !== this.name) return;
+          this.#leaseFreed = true;
+          this.#leaseWake?.();
+        })
+      : undefined;
     try {
       while (!this.#closed) {
         if (this.#options.exclusive) await this.#acquire();
@@ -200,6 +214,7 @@ export class EventSubscription {
       if (!(error instanceof SubscriptionClosed)) throw error;
     } finally {
       this.#unwatch?.();
+      unwatchLeases?.();
       clearTimeout(this.#renewTimer);
       if (this.#holds()) {
         // What was handled before close keeps its checkpoint; an event interrupted by close is not past it.
@@ -303,6 +318,7 @@ export class EventSubscription {
     for (;;) {
       if (this.#closed) throw new SubscriptionClosed();
       const started = Date.now();
+      this.#leaseFreed = false;
       let claimed = false;
       try {
         let holder = await this.#backend.claimSubscription(this.name, this.#owner, leaseMs);
@@ -333,7 +349,7 @@ export class EventSubscription {
         this.#logger.info(`subscription "${this.name}" runs in another instance; standing by`);
       }
       // A standby's caughtUp() and lag() follow the stored checkpoint instead (see #checkpointReaches).
-      await this.#sleep(Math.min(1000, leaseMs / 5), true);
+      await this.#standBy(Math.min(1000, leaseMs / 5));
     }
   }
 
@@ -490,6 +506,29 @@ export class EventSubscription {
     });
   }
 
+  /**
+   * A standby's wait before it claims the lease again: `ms`, or until the lease of this name is given
+   * up (a clean close, told by the backend's `watchLeases`; a backend without it is only polled), or
+   * close. Appends do not end it: a standby has nothing to read.
+   */
+  #standBy(ms: number): Promise<void> {
+    if (this.#closed || this.#leaseFreed) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(done, ms);
+      this.#wake = () => {
+        if (this.#closed) done();
+      };
+      this.#leaseWake = done;
+      function done(): void {
+        clearTimeout(timer);
+        resolve();
+      }
+    }).finally(() => {
+      this.#wake = undefined;
+      this.#leaseWake = undefined;
+    });
+  }
+
   /** Read number `read` found nothing more: it answers the caughtUp() calls made before it began. */
   #markIdle(read: number): void {
     const ready = this.#idleWaiters.filter((w) => w.after < read);
@@ -587,9 +626,18 @@ export class EventSubscription {
     return { position, behind: await this.#backend.countAfter(position) };
   }
 
-  /** Events this subscription parked, oldest first. */
+  /**
+   * Events this subscription parked, oldest first: at most `limit`, a non-negative safe integer
+   * (else `InvalidOptionsError`, `INVALID_OPTIONS`, on every backend). @default 100
+   */
   async parked(limit = 100): Promise<ParkedEvent[]> {
     this.#assertStoreOpen();
+    // Checked here, not by the backends: they disagreed (a raw driver error, a slice from the end).
+    if (!isCount(limit)) {
+      throw new InvalidOptionsError(
+        `parked() takes a limit that is a non-negative safe integer, not ${describeValue(limit)}`,
+      );
+    }
     return this.#backend.listParked(this.name, limit);
   }
 
@@ -607,10 +655,12 @@ export class EventSubscription {
    * the number that succeeded; when this instance closes first, rejects with `EventStoreClosedError`
    * (`EVENT_STORE_CLOSED`) saying how many succeeded and how many were not tried yet (those stay
    * marked and are replayed by whichever instance runs the subscription next). With
-   * `exclusive: false`, like live events, a replay may reach one instance or several.
+   * `exclusive: false`, like live events, a replay may reach one instance or several. `positions`,
+   * when given, is an array of bigints (else `InvalidOptionsError`, `INVALID_OPTIONS`).
    */
   async replayParked(positions?: readonly bigint[]): Promise<number> {
     this.#assertStoreOpen();
+    assertPositions(positions);
     const wanted = positions === undefined ? undefined : new Set(positions);
     const requested = new Set<bigint>();
     for (const parked of await this.#backend.listParked(this.name, Number.MAX_SAFE_INTEGER)) {
@@ -713,6 +763,22 @@ export class EventSubscription {
  */
 function replayQueueName(name: string): string {
   return `${name}\u001freplay`.padEnd(201, '\u001f');
+}
+
+/** `replayParked`'s positions: absent or an array of bigints (a number never matches a position). */
+function assertPositions(positions: unknown): void {
+  if (positions === undefined) return;
+  if (!Array.isArray(positions)) {
+    throw new InvalidOptionsError(
+      `replayParked() takes an array of positions (bigints) or nothing, not ${describeValue(positions)}`,
+    );
+  }
+  const bad = positions.findIndex((position) => typeof position !== 'bigint');
+  if (bad !== -1) {
+    throw new InvalidOptionsError(
+      `replayParked() takes positions that are bigints, not ${describeValue(positions[bad])}`,
+    );
+  }
 }
 
 /** A caughtUp() call waiting for a read, begun after `after`, that finds nothing more. */

@@ -177,3 +177,39 @@ it('refuses a missing store or bus, a relay that is neither options nor false, a
     await bus.close();
   }
 });
+
+it('refuses a clock without now or setTimeout (INVALID_OPTIONS) and starts nothing when any option is refused', async () => {
+  // A clock without setTimeout failed with a TypeError once the relay had started, and the relay's
+  // next round ended the process with an uncaught exception.
+  const claim = vi.spyOn(MemoryOutboxStorage.prototype, 'claim');
+  const bus = await createBus({
+    url: `memory://outbox-${uuidv7()}`,
+    service: 'orders',
+    logger: silentLogger,
+  });
+  const store = new EventStore(new MemoryEventStoreBackend(), { logger: silentLogger });
+  const closeWith = vi.spyOn(store, 'closeWith');
+  const setTimeout = vi.fn(() => ({ cancel: () => {} }));
+  try {
+    for (const options of [
+      { clock: { now: () => Date.now() } },
+      { clock: { setTimeout } },
+      { clock: 'system' },
+      { clock: null },
+      { clock: { now: () => Date.now(), setTimeout }, relay: { lingerMs: -1 } },
+      { clock: { now: () => Date.now(), setTimeout }, maxRetries: -1 },
+    ]) {
+      await expect(
+        createOutbox({ store, bus, logger: silentLogger, ...options } as never),
+      ).rejects.toMatchObject({ code: 'INVALID_OPTIONS' });
+    }
+    await new Promise((resolve) => globalThis.setTimeout(resolve, 50));
+    expect(claim).not.toHaveBeenCalled();
+    expect(setTimeout).not.toHaveBeenCalled();
+    // Nor did the store learn of an outbox that does not exist.
+    expect(closeWith).not.toHaveBeenCalled();
+  } finally {
+    await store.close();
+    await bus.close();
+  }
+});

@@ -123,6 +123,11 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
       options.inboxRetentionMs,
       DEFAULT_OUTBOX_OPTIONS.inboxRetentionMs,
     );
+    // Every option is checked before the store learns of this outbox: one refused leaves nothing behind.
+    const relay =
+      options.relay === false
+        ? undefined
+        : relayOptions(options.relay ?? {}, typeof options.bus.transport.publishTracked === 'function');
     // Closing the store closes this outbox first: the units of work called before (their retries
     // too) end on an open store, and the relay stops rather than retrying on a closed one.
     options.store.closeWith({
@@ -134,14 +139,8 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
           : undefined,
       close: () => this.close(),
     });
-    if (options.relay !== false) {
-      this.#relay = new Relay(
-        storage,
-        options.bus.transport,
-        this.clock,
-        this.#logger,
-        relayOptions(options.relay ?? {}, typeof options.bus.transport.publishTracked === 'function'),
-      );
+    if (relay !== undefined) {
+      this.#relay = new Relay(storage, options.bus.transport, this.clock, this.#logger, relay);
     }
   }
 
@@ -307,6 +306,19 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
     }
   }
 
+  /**
+   * Refuses, alike on every backend, a call that writes apart from the unit of work it is called in,
+   * or waits for the relay: on SQLite it would wait for the write lock that unit holds (flush forever,
+   * redrive and discard until STORE_BUSY), where PostgreSQL and memory went on.
+   */
+  #assertOutsideUnit(what: string): void {
+    if (insideUnitOf(this.storage)) {
+      throw new UnitOfWorkUnsupportedError(
+        `${what} cannot be called inside a unit of work on the same store: it would wait for that unit to end (SQLite's write lock); call it after the unit of work`,
+      );
+    }
+  }
+
   /** {@link append} on a storage without a fast path: a transaction of its own. */
   async #appendInTransaction(
     streamId: string,
@@ -421,17 +433,25 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
     });
   }
 
-  /** Sends failed messages again (as new: attempts from 0). Resolves how many were failed and are now pending. */
+  /**
+   * Sends failed messages again (as new: attempts from 0). Resolves how many were failed and are now
+   * pending. Not inside a unit of work on the same store (`UNIT_OF_WORK_UNSUPPORTED`).
+   */
   async redrive(ids: readonly string[]): Promise<number> {
     this.#assertOpen();
+    this.#assertOutsideUnit('outbox.redrive()');
     const count = await this.storage.redrive(lookupIds('redrive', ids), this.clock.now());
     if (count > 0) this.#relay?.notify();
     return count;
   }
 
-  /** Deletes failed messages for good (logged), letting the messages of their keys behind them go. */
+  /**
+   * Deletes failed messages for good (logged), letting the messages of their keys behind them go. Not
+   * inside a unit of work on the same store (`UNIT_OF_WORK_UNSUPPORTED`).
+   */
   async discard(ids: readonly string[]): Promise<number> {
     this.#assertOpen();
+    this.#assertOutsideUnit('outbox.discard()');
     const count = await this.storage.discard(lookupIds('discard', ids));
     if (count > 0) {
       this.#logger.warn(`outbox: discarded ${count} failed message(s): ${ids.join(', ')}`);
@@ -466,10 +486,16 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
    * one of its key that is: that relay publishes it, or this one once the lease ends; also counted
    * in `backlog().pending`). For tests and orderly shutdown; resolves at once
    * without a relay. Published is published: a message held until its consumers settle it (memory
-   * transport, see `backlog().awaitingSettlement`) is not waited for.
+   * transport, see `backlog().awaitingSettlement`) is not waited for. Called inside a unit of work on
+   * the same store, it rejects with `UNIT_OF_WORK_UNSUPPORTED` (on SQLite it would wait for that unit).
    */
   flush(): Promise<void> {
     if (this.#store.refusing) return Promise.reject(new EventStoreClosedError());
+    try {
+      this.#assertOutsideUnit('outbox.flush()');
+    } catch (error) {
+      return Promise.reject(error);
+    }
     return this.#relay?.idle() ?? Promise.resolve();
   }
 
@@ -586,6 +612,20 @@ export async function createOutbox<C extends Contracts = NoContracts>(
   if (options.relay !== undefined && options.relay !== false) {
     // `relay: true` was taken as the defaults; a string or a number as well.
     checkOptions('createOutbox relay', options.relay, RELAY_OPTION_NAMES);
+  }
+  // The relay and the inbox retention arm their timers with it: a clock without setTimeout started
+  // the relay, then failed with a TypeError, and the relay's next round ended the process.
+  const clock = options.clock;
+  if (
+    clock !== undefined &&
+    (typeof clock !== 'object' ||
+      clock === null ||
+      typeof clock.now !== 'function' ||
+      typeof clock.setTimeout !== 'function')
+  ) {
+    throw new InvalidOptionsError(
+      `clock must be a Clock { now, setTimeout } (systemClock, a VirtualClock), not ${describeValue(clock)}`,
+    );
   }
   const backend = options.store.backend;
   let storage: OutboxStorage;

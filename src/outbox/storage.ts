@@ -191,8 +191,9 @@ export interface OutboxRow {
 }
 
 /**
- * What waits in an outbox. A row is _scheduled_ when it was written to be published later
- * (`dueAt > createdAt`) and has not been attempted yet (no `lastError`); a row is _held_ when it was
+ * What waits in an outbox. A row is _scheduled_ when it was written by `work.schedule`
+ * (`dueAt > createdAt`: one due at once is written as created 1 ms before) and has not been attempted
+ * yet (no `lastError`); a row is _held_ when it was
  * published and a relay holds it until its message is settled (see {@link OutboxStorage.hold}), its
  * lease running; every other row not failed is pending, whether due now or waiting for a retry.
  */

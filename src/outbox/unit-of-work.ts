@@ -11,6 +11,7 @@ import type {
 } from '../eventstore/types.js';
 import type { Bus, PublishOptions } from '../messaging/bus.js';
 import type { Contracts, DataIn, NoContracts, TypeOf } from '../messaging/contracts.js';
+import { expiryOf } from '../messaging/expiry.js';
 import type { Clock } from '../time/clock.js';
 import { MAX_TIMER_MS } from '../time/max-timer.js';
 import { lookupIds } from './outbox-options.js';
@@ -33,7 +34,7 @@ export interface OutboxPublishOptions extends PublishOptions {
 export interface ScheduleOptions extends OutboxPublishOptions {
   /** Delay from now, in ms (an integer from 0 to 2^31 - 1). Give this or `at`. */
   readonly delayMs?: number;
-  /** When to publish. Give this or `delayMs`. */
+  /** When to publish (one past is due at once). Give this or `delayMs`. */
   readonly at?: Date;
 }
 
@@ -187,7 +188,8 @@ export class UnitOfWork<C extends Contracts = NoContracts> {
   /**
    * Writes a message to the outbox to be published later (`delayMs` or `at`): a durable timer that
    * survives restarts and fires once, on whichever instance's relay gets to it first. Cancel it with
-   * {@link cancel} (in a later unit of work) before it is due. Resolves the message id.
+   * {@link cancel} (in a later unit of work) until a relay attempts it. A `ttlMs` counts from the due
+   * time; the envelope's `time` is now, as `publish` fixes it. Resolves the message id.
    */
   async schedule<K extends TypeOf<C>>(
     type: K,
@@ -195,7 +197,7 @@ export class UnitOfWork<C extends Contracts = NoContracts> {
     options: ScheduleOptions,
   ): Promise<string> {
     const now = this.#clock.now();
-    const { delayMs, at } = options;
+    const { delayMs, at } = options ?? {};
     if ((delayMs === undefined) === (at === undefined)) {
       throw new InvalidOptionsError('schedule needs exactly one of delayMs and at');
     }
@@ -211,23 +213,47 @@ export class UnitOfWork<C extends Contracts = NoContracts> {
       }
       dueAt = at.getTime();
     }
+    // Due at once (`delayMs: 0`, an `at` past): due now, and written as created 1 ms before, since a
+    // row is scheduled, so cancellable until attempted, by `dueAt > createdAt` (no column of its own):
+    // otherwise it looked like a plain message, which `cancel` leaves alone.
+    dueAt = Math.max(dueAt, now);
+    const createdAt = dueAt > now ? now : now - 1;
     const { delayMs: _d, at: _a, ...publishOptions } = options;
-    return this.#enqueue(type, data, publishOptions, dueAt);
+    // Published when due: its time to live counts from then, not from now (a ttlMs below the delay
+    // expired it before it went out).
+    if (publishOptions.ttlMs !== undefined) {
+      const { ttlMs: _t, ...rest } = publishOptions;
+      const expiresAt = expiryOf(publishOptions, dueAt);
+      return this.#enqueue(
+        type,
+        data,
+        expiresAt === undefined ? rest : { ...rest, expiresAt },
+        dueAt,
+        createdAt,
+      );
+    }
+    return this.#enqueue(type, data, publishOptions, dueAt, createdAt);
   }
 
   /**
-   * Cancels scheduled messages not yet sent (in this transaction: a rollback keeps them). Resolves
-   * the ids cancelled; an id already sent, being sent, or unknown is left out.
+   * Cancels scheduled messages not yet attempted, due or not (in this transaction: a rollback keeps
+   * them). Resolves the ids cancelled; an id already sent, being sent, waiting for a retry, of a plain
+   * message, or unknown is left out.
    */
   async cancel(ids: readonly string[]): Promise<string[]> {
     this.#assertOpen();
     return this.tx.cancel(lookupIds('cancel', ids), this.#clock.now());
   }
 
-  async #enqueue(type: string, data: unknown, options: OutboxPublishOptions, dueAt: number): Promise<string> {
+  async #enqueue(
+    type: string,
+    data: unknown,
+    options: OutboxPublishOptions,
+    dueAt: number,
+    createdAt = this.#clock.now(),
+  ): Promise<string> {
     this.#assertOpen();
-    const now = this.#clock.now();
-    const row = await outboxRow(this.#bus, type, data, options, dueAt, now);
+    const row = await outboxRow(this.#bus, type, data, options, dueAt, createdAt);
     this.#assertOpen();
     await this.tx.enqueue([row]);
     this.enqueued++;

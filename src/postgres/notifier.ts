@@ -14,6 +14,9 @@ export interface NotifierOptions {
 /** How long the answer to "does another process listen?" is trusted. */
 const LISTENERS_CHECK_MS = 500;
 
+/** Payload of a notification that a subscription's lease was given up: the prefix, then its name. */
+const LEASE_RELEASED = 'lease-released:';
+
 /**
  * Wake-ups through LISTEN/NOTIFY. NOTIFY is sent after an append has committed, from outside its
  * transaction: a NOTIFY inside the append would take PostgreSQL's global notification lock through
@@ -25,6 +28,7 @@ const LISTENERS_CHECK_MS = 500;
 export class Notifier {
   readonly #options: NotifierOptions;
   readonly #listeners = new Set<() => void>();
+  readonly #leaseListeners = new Set<(subscription: string) => void>();
   #client: Client | undefined;
   #connecting: Promise<void> | undefined;
   #sending = false;
@@ -106,10 +110,45 @@ export class Notifier {
   /** Calls `listener` on every wake-up. Starts listening on first use. Returns an unsubscribe function. */
   watch(listener: () => void): () => void {
     this.#listeners.add(listener);
-    if (this.#client === undefined && this.#connecting === undefined) this.#connecting = this.#listen();
+    this.#startListening();
     return () => {
       this.#listeners.delete(listener);
     };
+  }
+
+  /**
+   * Calls `listener` with a subscription's name when its lease was given up ({@link leaseReleased}),
+   * in this process or another that listens. Starts listening on first use.
+   */
+  watchLeases(listener: (subscription: string) => void): () => void {
+    this.#leaseListeners.add(listener);
+    this.#startListening();
+    return () => {
+      this.#leaseListeners.delete(listener);
+    };
+  }
+
+  /**
+   * Tells the standbys of `subscription`, here at once and in other processes by a NOTIFY, that its
+   * lease was given up. Sent whoever listens, and not coalesced: a release is rare, and a standby
+   * that missed it waits for its next poll. Never rejects.
+   */
+  async leaseReleased(subscription: string): Promise<void> {
+    this.#wakeLeases(subscription);
+    if (this.#closed) return;
+    await this.#options.pool
+      .query('SELECT pg_notify($1, $2)', [this.#options.channel, `${LEASE_RELEASED}${subscription}`])
+      .catch((error: Error) => this.#options.logger.debug('NOTIFY failed', { error: error.message }));
+  }
+
+  #startListening(): void {
+    if (this.#client === undefined && this.#connecting === undefined) this.#connecting = this.#listen();
+  }
+
+  #wakeLeases(subscription: string): void {
+    queueMicrotask(() => {
+      for (const listener of this.#leaseListeners) listener(subscription);
+    });
   }
 
   #wake(): void {
@@ -134,7 +173,11 @@ export class Notifier {
       });
       this.#scheduleReconnect();
     };
-    client.on('notification', () => this.#wake());
+    client.on('notification', (message) => {
+      const payload = message.payload ?? '';
+      if (payload.startsWith(LEASE_RELEASED)) this.#wakeLeases(payload.slice(LEASE_RELEASED.length));
+      else this.#wake();
+    });
     client.on('error', lost);
     client.on('end', () => lost());
     try {
@@ -184,5 +227,6 @@ export class Notifier {
     this.#client = undefined;
     await client?.end().catch(() => {});
     this.#listeners.clear();
+    this.#leaseListeners.clear();
   }
 }

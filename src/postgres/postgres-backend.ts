@@ -1,4 +1,5 @@
 import type { CustomTypesConfig, Pool, PoolClient, QueryResult, QueryResultRow } from 'pg';
+import { describeValue } from '../errors/describe-value.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import { definedOptions } from '../errors/options-object.js';
 import type {
@@ -36,6 +37,7 @@ import type { DurableInboxOptions } from '../inbox/lease.js';
 import { type Logger, stderrLogger } from '../logging/logger.js';
 import type { OutboxCapable, OutboxInsert } from '../outbox/storage.js';
 import { endOfTurn } from '../time/end-of-turn.js';
+import { MAX_TIMER_MS } from '../time/max-timer.js';
 import { redactUrl } from '../url/redact-url.js';
 import {
   batchAppendStatement,
@@ -47,6 +49,7 @@ import {
 } from './batch-append.js';
 import { isConnectionFailure, unavailableIfConnectionFailed } from './connection-failure.js';
 import { duplicateMessageId } from './duplicate-message-id.js';
+import { localTimeParser } from './local-time-text.js';
 import { migrate } from './migrations.js';
 import { Notifier } from './notifier.js';
 import { PostgresIdempotencyStore } from './postgres-idempotency-store.js';
@@ -65,7 +68,7 @@ export interface PostgresBackendOptions {
   /**
    * Least time between two NOTIFYs that wake subscribers in other processes while appends keep
    * coming: each NOTIFY is a small transaction of its own. The first append after a pause is
-   * announced at once. @default 2
+   * announced at once. From 0 to 2147483647 (a timer's range). @default 2
    */
   readonly notifyIntervalMs?: number;
   /**
@@ -291,8 +294,17 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
     this.schema = o.schema;
     this.#url = o.url;
     this.#poolSize = o.poolSize;
-    if (!(typeof o.notifyIntervalMs === 'number' && o.notifyIntervalMs >= 0))
-      throw new InvalidOptionsError('notifyIntervalMs must be 0 or more');
+    // A timer's range: past it Node fires at once (1 ms), the opposite of the interval asked for.
+    if (
+      !(
+        typeof o.notifyIntervalMs === 'number' &&
+        o.notifyIntervalMs >= 0 &&
+        o.notifyIntervalMs <= MAX_TIMER_MS
+      )
+    )
+      throw new InvalidOptionsError(
+        `notifyIntervalMs must be a number from 0 to ${MAX_TIMER_MS}, not ${describeValue(o.notifyIntervalMs)}`,
+      );
     this.#notifyIntervalMs = o.notifyIntervalMs;
     if (!(typeof o.horizonWaitMs === 'number' && o.horizonWaitMs >= 0))
       throw new InvalidOptionsError('horizonWaitMs must be 0 or more');
@@ -327,7 +339,11 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
             ? (value: string) => utcTextToIso(value)
             : oid === TIMESTAMPTZ_ARRAY_OID
               ? (value: string) => parseArray(pg.types, value, (item) => utcTextToIso(item))
-              : pg.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
+              : (localTimeParser(
+                  oid,
+                  (type) => pg.types.getTypeParser(type, 'text'),
+                  (value, item) => parseArray(pg.types, value, item),
+                ) ?? pg.types.getTypeParser(oid, format as 'text'))) as typeof pg.types.getTypeParser,
     };
     // The service's own SQL (`work.query`) gets int8 as the application's pg gives it (a string
     // unless it set a parser of its own), as the README says: a bigint there would make a row
@@ -1069,7 +1085,14 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
   }
 
   async releaseSubscription(subscription: string, owner: string): Promise<void> {
-    await this.#query(this.#sql.releaseSubscription, [subscription, owner]);
+    const { rowCount } = await this.#query(this.#sql.releaseSubscription, [subscription, owner]);
+    if (rowCount !== null && rowCount > 0) await this.#notifier?.leaseReleased(subscription);
+  }
+
+  /** Releases through this backend at once; through other processes and stores by LISTEN/NOTIFY. */
+  watchLeases(listener: (subscription: string) => void): () => void {
+    if (this.#notifier === undefined) throw new InvalidOptionsError('the PostgreSQL backend is not open');
+    return this.#notifier.watchLeases(listener);
   }
 
   async park(parked: ParkedEvent): Promise<void> {

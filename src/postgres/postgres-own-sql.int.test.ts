@@ -225,3 +225,71 @@ describe('PostgreSQL work.query rows', () => {
     expect(viaClient).toEqual({ a: ['infinity', '2024-01-02T03:04:05.678Z'] });
   });
 });
+
+describe('PostgreSQL timestamp and date values of a unit of work that sets another DateStyle', () => {
+  const local = (y: number, mo: number, d: number, h = 0, mi = 0, s = 0, ms = 0) =>
+    new Date(y, mo - 1, d, h, mi, s, ms);
+  it.each([
+    // [DateStyle, timestamp, date, timestamp in an array, timestamptz]
+    ['SQL', '01/02/2024 03:04:05.25', '01/02/2024', '01/02/2024 03:04:05', '01/02/2024 03:04:05.678912 UTC'],
+    [
+      'SQL, DMY',
+      '02/01/2024 03:04:05.25',
+      '02/01/2024',
+      '02/01/2024 03:04:05',
+      '02/01/2024 03:04:05.678912 UTC',
+    ],
+    [
+      'German',
+      '02.01.2024 03:04:05.25',
+      '02.01.2024',
+      '02.01.2024 03:04:05',
+      '02.01.2024 03:04:05.678912 UTC',
+    ],
+    [
+      'Postgres',
+      'Tue Jan 02 03:04:05.25 2024',
+      '01-02-2024',
+      'Tue Jan 02 03:04:05 2024',
+      'Tue Jan 02 03:04:05.678912 2024 UTC',
+    ],
+    [
+      'ISO',
+      local(2024, 1, 2, 3, 4, 5, 250),
+      local(2024, 1, 2),
+      local(2024, 1, 2, 3, 4, 5),
+      '2024-01-02T03:04:05.678912Z',
+    ],
+  ])(
+    'under DateStyle %s gives each as PostgreSQL writes it (pg reads ISO only), never null',
+    async (style, ts, d, item, tz) => {
+      // pg's parsers read DateStyle ISO only, and gave null for every other timestamp and date.
+      const { outbox } = await setup();
+      const select = `SELECT '2024-01-02 03:04:05.25'::timestamp AS ts, '2024-01-02'::date AS d,
+        ARRAY['2024-01-02 03:04:05'::timestamp, NULL] AS tsa, ARRAY['2024-01-02'::date] AS da,
+        ARRAY[ARRAY['2024-01-02'::date], ARRAY[NULL::date]] AS d2, 'infinity'::timestamp AS inf,
+        '-infinity'::date AS dinf, NULL::date AS none, '2024-01-02 03:04:05.678912+00'::timestamptz AS tz,
+        '03:04:05.5'::time AS t, '03:04:05+02'::timetz AS ttz`;
+      const [own, viaClient] = await outbox.unitOfWork(async (work) => {
+        await work.query(`SET LOCAL DateStyle = '${style}'`);
+        const { rows } = await (work.client as pg.PoolClient).query(select);
+        return [(await work.query(select))[0], rows[0]];
+      });
+      expect(own).toEqual({
+        ts,
+        d,
+        tsa: [item, null],
+        da: [d],
+        d2: [[d], [null]],
+        inf: Number.POSITIVE_INFINITY,
+        dinf: Number.NEGATIVE_INFINITY,
+        none: null,
+        tz,
+        t: '03:04:05.5',
+        ttz: '03:04:05+02',
+      });
+      // work.client has the store's parsers: the same, timestamptz aside (milliseconds there).
+      expect(viaClient).toMatchObject({ ts, d, tsa: [item, null], da: [d], d2: [[d], [null]] });
+    },
+  );
+});

@@ -18,6 +18,7 @@ import type { DurableInboxOptions } from '../inbox/lease.js';
 import { UnitOfWorkUnsupportedError } from '../outbox/errors.js';
 import type { OutboxInsert } from '../outbox/storage.js';
 import { atEndOfTurn, endOfTurn } from '../time/end-of-turn.js';
+import { announceLeaseRelease, watchLeaseReleases } from './lease-releases.js';
 import { makeDirectory } from './make-directory.js';
 import { type AppendOutcome, appendRows, prepareAppendStatements } from './sqlite-append.js';
 import { SqliteIdempotencyStore } from './sqlite-idempotency-store.js';
@@ -755,7 +756,13 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
   }
 
   async releaseSubscription(subscription: string, owner: string): Promise<void> {
-    await this.#busy((s) => s.releaseSubscription.run(subscription, owner));
+    const released = await this.#busy((s) => s.releaseSubscription.run(subscription, owner).changes === 1);
+    if (released) announceLeaseRelease(this.#lock.file, subscription);
+  }
+
+  /** Releases through any store of this process on the file, at once; other processes' are found by polling. */
+  watchLeases(listener: (subscription: string) => void): () => void {
+    return watchLeaseReleases(this.#lock.file, listener);
   }
 
   async park(parked: ParkedEvent): Promise<void> {

@@ -59,6 +59,11 @@ export class WriteLock {
     return this.#key;
   }
 
+  /** The file's key in this process: the same for every spelling of its path (a private one for `:memory:`). */
+  get file(): string {
+    return this.#file;
+  }
+
   /** Whether a connection of this process holds the lock or waits for it. */
   get taken(): boolean {
     return held.has(this.#file);

@@ -47,6 +47,8 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
         holdUntilSettled?: boolean;
         settleOnCloseMs?: number;
         logger?: Logger;
+        /** `false`: the outbox writes without relaying. */
+        relay?: false;
       } = {},
     ) {
       const base = await createBus({
@@ -72,7 +74,7 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
         logger: options.logger ?? silentLogger,
         ...(options.clock === undefined ? {} : { clock: options.clock }),
         ...(options.inboxRetentionMs === undefined ? {} : { inboxRetentionMs: options.inboxRetentionMs }),
-        relay: {
+        relay: options.relay ?? {
           retryDelayMs: 10,
           maxAttempts: options.maxAttempts ?? 3,
           ...(options.publishTimeoutMs === undefined ? {} : { publishTimeoutMs: options.publishTimeoutMs }),
@@ -626,6 +628,91 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
         await clock.advance(10_000);
         await outbox.flush();
         expect(received).toHaveLength(1);
+      });
+
+      it('cancels a scheduled message never attempted whatever its due time (delayMs 0, an at past), never a plain one', async () => {
+        // Due when written, it looked like a plain message: cancel left it out, and it went out later.
+        const { bus, store, outbox, received } = await setup({ relay: false });
+        const [now, past, soon, plain] = await outbox.unitOfWork(async (work) => [
+          await work.schedule('order.placed', { orderId: 'now' }, { delayMs: 0 }),
+          await work.schedule('order.placed', { orderId: 'past' }, { at: new Date(Date.now() - 60_000) }),
+          await work.schedule('order.placed', { orderId: 'soon' }, { delayMs: 1 }),
+          await work.publish('order.placed', { orderId: 'plain' }),
+        ]);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        // In the unit of work that wrote it too.
+        const inUnit = await outbox.unitOfWork(async (work) =>
+          work.cancel([await work.schedule('order.placed', { orderId: 'same unit' }, { delayMs: 0 })]),
+        );
+        expect(inUnit).toHaveLength(1);
+        const cancelled = await outbox.unitOfWork((work) => work.cancel([now!, past!, soon!, plain!]));
+        expect(cancelled.sort()).toEqual([now!, past!, soon!].sort());
+        const relay = await createOutbox({ store, bus, logger: silentLogger });
+        closers.push(() => relay.close());
+        await relay.flush();
+        await waitFor(() => received.length === 1, 'the plain message');
+        await relay.flush();
+        expect(received.map((m) => (m.data as { orderId: string }).orderId)).toEqual(['plain']);
+      });
+
+      it('counts the ttlMs of a scheduled message from its due time, not from when it was scheduled', async () => {
+        // Counted from the schedule, a ttlMs below the delay expired the message before it went out.
+        const clock = new VirtualClock({ start: Date.now() });
+        const { outbox, received } = await setup({ clock });
+        const start = clock.now();
+        const later = await outbox.unitOfWork((work) =>
+          work.schedule('order.placed', { orderId: 'later' }, { delayMs: 5000, ttlMs: 1000 }),
+        );
+        const at = await outbox.unitOfWork((work) =>
+          work.schedule('order.placed', { orderId: 'at' }, { at: new Date(start + 7000), ttlMs: 500 }),
+        );
+        // An at past is due now: its time to live counts from now.
+        const past = await outbox.unitOfWork((work) =>
+          work.schedule('order.placed', { orderId: 'past' }, { at: new Date(start - 60_000), ttlMs: 2000 }),
+        );
+        await waitFor(() => received.length === 1, 'the message due at once');
+        await clock.advance(7000);
+        await waitFor(() => received.length === 3, 'the scheduled messages');
+        const expiry = new Map(received.map((m) => [m.id, m.expiresat]));
+        expect(expiry.get(later)).toBe(new Date(start + 6000).toISOString());
+        expect(expiry.get(at)).toBe(new Date(start + 7500).toISOString());
+        expect(expiry.get(past)).toBe(new Date(start + 2000).toISOString());
+        // Its time stays when it was scheduled (the bus's clock: real time here, as the virtual start).
+        for (const m of received) expect(Math.abs(Date.parse(m.time) - start)).toBeLessThan(60_000);
+        // expiresAt and ttlMs together are refused as by publish, and so is a bad ttlMs.
+        await expect(
+          outbox.unitOfWork((work) =>
+            work.schedule('order.placed', { orderId: 'x' }, { delayMs: 1, ttlMs: 1, expiresAt: new Date() }),
+          ),
+        ).rejects.toMatchObject({ code: 'INVALID_OPTIONS' });
+        await expect(
+          outbox.unitOfWork((work) =>
+            work.schedule('order.placed', { orderId: 'x' }, { delayMs: 1, ttlMs: -1 }),
+          ),
+        ).rejects.toMatchObject({ code: 'INVALID_OPTIONS' });
+      });
+
+      it('refuses flush, redrive and discard inside a unit of work on the same store, at once (UNIT_OF_WORK_UNSUPPORTED)', async () => {
+        // On SQLite flush waited forever for the relay, whose round waited for the unit's write lock;
+        // redrive and discard failed with STORE_BUSY after 5 s; memory and PostgreSQL went on.
+        const { outbox, received } = await setup();
+        await outbox.unitOfWork((work) => work.publish('order.placed', { orderId: 'first' }));
+        const refused = await outbox.unitOfWork(async (work) => {
+          await work.publish('order.placed', { orderId: 'second' });
+          return Promise.all([
+            outbox.flush().catch((e: unknown) => e),
+            outbox.redrive(['x']).catch((e: unknown) => e),
+            outbox.discard(['x']).catch((e: unknown) => e),
+          ]);
+        });
+        expect(refused).toEqual([
+          expect.objectContaining({ code: 'UNIT_OF_WORK_UNSUPPORTED' }),
+          expect.objectContaining({ code: 'UNIT_OF_WORK_UNSUPPORTED' }),
+          expect.objectContaining({ code: 'UNIT_OF_WORK_UNSUPPORTED' }),
+        ]);
+        // The unit of work committed all the same.
+        await outbox.flush();
+        await waitFor(() => received.length === 2, 'both messages');
       });
 
       it('sets aside a message the broker keeps refusing, lets other keys flow, and redrives it', async () => {

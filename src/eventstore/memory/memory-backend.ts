@@ -47,6 +47,7 @@ export class MemoryEventStoreBackend implements EventStoreBackend {
   readonly #parked = new Map<string, Map<bigint, ParkedEvent>>();
   readonly #snapshots = new Map<string, string>();
   readonly #watchers = new Set<() => void>();
+  readonly #leaseWatchers = new Set<(subscription: string) => void>();
   #inbox: MemoryInbox | undefined;
 
   /** The process-wide store called `name` (`memory://name`), created on first use. */
@@ -229,7 +230,14 @@ export class MemoryEventStoreBackend implements EventStoreBackend {
   }
 
   async releaseSubscription(subscription: string, owner: string): Promise<void> {
-    if (this.#leases.get(subscription)?.owner === owner) this.#leases.delete(subscription);
+    if (this.#leases.get(subscription)?.owner !== owner) return;
+    this.#leases.delete(subscription);
+    for (const listener of this.#leaseWatchers) listener(subscription);
+  }
+
+  watchLeases(listener: (subscription: string) => void): () => void {
+    this.#leaseWatchers.add(listener);
+    return () => this.#leaseWatchers.delete(listener);
   }
 
   async park(parked: ParkedEvent): Promise<void> {
