@@ -140,4 +140,32 @@ describe('defineSaga', () => {
     expect(() => defineSaga({ ...base, id, startedBy: [] })).toThrow(/at least one message type/);
     expect(Object.keys(orderContracts)).toContain('stock.release');
   });
+
+  it('refuses an option it does not read, naming it, rather than keep the default policy', () => {
+    const base = {
+      name: 'job',
+      contracts,
+      startedBy: ['job.started'] as const,
+      initial: () => ({ status: 'running' as const, data: {} }),
+      id: { 'job.started': () => 'x', 'job.finished': () => 'x' },
+      states: { running: { 'job.finished': () => {} } },
+    };
+    // `onComplete` for onCompleted: a message for a completed instance was dropped, not dead-lettered.
+    expect(() => defineSaga({ ...base, onComplete: 'dead-letter' } as never)).toThrow(
+      expect.objectContaining({
+        code: 'INVALID_OPTIONS',
+        message: expect.stringMatching(
+          /^defineSaga has no option "onComplete": it takes name, contracts, startedBy, /,
+        ),
+      }),
+    );
+    expect(() => defineSaga({ ...base, id: { ...base.id, 'job.finshed': () => 'x' } } as never)).toThrow(
+      /has an id for "job.finshed" but neither starts with nor handles it/,
+    );
+    expect(() => defineSaga({ ...base, started: 'send' } as never)).toThrow(/started must be a function/);
+    expect(() => defineSaga({ ...base, id: undefined } as never)).toThrow(/needs id:/);
+    expect(() => defineSaga(undefined as never)).toThrow(
+      expect.objectContaining({ code: 'INVALID_OPTIONS' }),
+    );
+  });
 });

@@ -1,4 +1,5 @@
 import { InvalidOptionsError } from '../errors/ferry-error.js';
+import { checkOptions } from '../errors/options-object.js';
 import type { Contracts, DataOut, TypeOf } from '../messaging/contracts.js';
 import type { Message } from '../messaging/envelope.js';
 import { assertMessageType } from '../messaging/topic.js';
@@ -109,6 +110,18 @@ export interface SagaDefinition<
 
 const NAME = /^[A-Za-z0-9_-]{1,80}$/;
 const POLICIES: readonly unknown[] = ['dead-letter', 'ignore'];
+const SAGA_OPTION_NAMES = [
+  'name',
+  'contracts',
+  'startedBy',
+  'initial',
+  'started',
+  'id',
+  'states',
+  'onUnknown',
+  'onCompleted',
+  'onInvalid',
+];
 
 /**
  * Defines a saga (a process manager): a state machine with a persisted state per instance, driven by
@@ -153,7 +166,16 @@ export function defineSaga<
   S extends string,
   D,
 >(options: SagaOptions<C, N, Start, S, D>): SagaDefinition<C, N, Start, S, D> {
-  const { name } = options;
+  // A misspelt policy (`onComplete`) would otherwise be dropped and its default used without a word.
+  // A definition spread into a new one (`{ ...orderSaga, name: 'other' }`) brings its timeoutType
+  // and handledTypes: not options, but made anew below.
+  const {
+    timeoutType: _timeoutType,
+    handledTypes: _handledTypes,
+    ...own
+  } = (options ?? {}) as Partial<SagaDefinition<C, N, Start, S, D>>;
+  checkOptions('defineSaga', own, SAGA_OPTION_NAMES);
+  const { name } = options ?? {};
   if (typeof name !== 'string' || !NAME.test(name)) {
     throw new InvalidOptionsError(
       'a saga name must be 1 to 80 letters, digits, "_" or "-" (it names its group and timeout type)',
@@ -169,6 +191,12 @@ export function defineSaga<
   }
   if (typeof options.initial !== 'function') {
     throw new InvalidOptionsError(`saga "${name}" needs an initial(message) function`);
+  }
+  if (options.started !== undefined && typeof options.started !== 'function') {
+    throw new InvalidOptionsError(`saga "${name}": started must be a function (saga, message) => …`);
+  }
+  if (options.id === null || typeof options.id !== 'object' || Array.isArray(options.id)) {
+    throw new InvalidOptionsError(`saga "${name}" needs id: { [message type]: (message) => instance id }`);
   }
   if (
     options.states === null ||
@@ -198,6 +226,14 @@ export function defineSaga<
     if (type !== timeoutType && typeof (Object.hasOwn(ids, type) ? ids[type] : undefined) !== 'function') {
       throw new InvalidOptionsError(
         `saga "${name}" handles "${type}" but has no id for it: add id['${type}'] = (message) => instance id`,
+      );
+    }
+  }
+  // An id for a type the saga handles nowhere is never read: a misspelt type, or a handler left out.
+  for (const type in ids) {
+    if (!types.has(type)) {
+      throw new InvalidOptionsError(
+        `saga "${name}" has an id for "${type}" but neither starts with nor handles it: it takes ids for ${[...types].join(', ')}`,
       );
     }
   }

@@ -83,6 +83,58 @@ describe('handlerSpec', () => {
       });
   });
 
+  it('refuses a misspelt or ill-typed expectation with INVALID_OPTIONS instead of passing without a check', async () => {
+    const when = () =>
+      spec()
+        .given({ 'order-42': [{ type: 'OrderPlaced', data: { total: 5 } }] })
+        .when({ type: 'payment.captured', data: { orderId: '42' } });
+    // The handler published order.confirmed: a spec expecting nothing passed, the typo unread.
+    await expect(when().then({ publshed: [] } as never)).rejects.toMatchObject({
+      code: 'INVALID_OPTIONS',
+      message: 'handlerSpec then has no option "publshed": it takes published, appended',
+    });
+    await expect(when().then({ published: {} } as never)).rejects.toMatchObject({
+      code: 'INVALID_OPTIONS',
+      message: expect.stringMatching(/^handlerSpec then: published must be an array/),
+    });
+    await expect(when().then({ appended: [] } as never)).rejects.toMatchObject({
+      code: 'INVALID_OPTIONS',
+      message: expect.stringMatching(/^handlerSpec then: appended must be events by stream id/),
+    });
+  });
+
+  it('refuses misspelt or ill-typed options, given and when, naming them', () => {
+    const build = ({ store }: { store: EventStore }) => onPaymentCaptured(store);
+    const refused = (run: () => unknown, message: RegExp) =>
+      expect(run).toThrow(
+        expect.objectContaining({ code: 'INVALID_OPTIONS', message: expect.stringMatching(message) }),
+      );
+    refused(
+      () => handlerSpec<C>(build, { contracts, servce: 'x' } as never),
+      /^handlerSpec has no option "servce": it takes service, contracts, store$/,
+    );
+    refused(
+      () => handlerSpec<C>(build, { contracts, store: {} } as never),
+      /^handlerSpec store must be a function/,
+    );
+    refused(() => handlerSpec<C>(undefined as never), /^handlerSpec needs a build\(parts\) function/);
+    // A misspelt `options` (the message's id) was dropped, and a new id used.
+    refused(
+      () => spec().when({ type: 'payment.captured', data: { orderId: '1' }, option: { id: 'm-1' } } as never),
+      /^handlerSpec when has no option "option": it takes type, data, options$/,
+    );
+    refused(() => spec().when(undefined as never), /^handlerSpec when needs a message/);
+    // null was taken as no events at all; an event that is not in an array as stream characters.
+    refused(
+      () => spec().given(null as never),
+      /^handlerSpec given takes events by stream id or a setup function/,
+    );
+    refused(
+      () => spec().given({ 'order-1': { type: 'OrderPlaced', data: {} } } as never),
+      /^handlerSpec given: the events of stream "order-1" must be an array/,
+    );
+  });
+
   it('refuses to be awaited without then', async () => {
     // As a test that forgot `.then(…)` would, past the type check that catches it at compile time.
     const when: unknown = spec().when({ type: 'payment.captured', data: { orderId: '1' } });

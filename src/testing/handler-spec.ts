@@ -1,5 +1,8 @@
 import { AssertionError } from 'node:assert';
 import { randomUUID } from 'node:crypto';
+import { describeValue } from '../errors/describe-value.js';
+import { InvalidOptionsError } from '../errors/ferry-error.js';
+import { checkOptions, refuseUnknownKeys } from '../errors/options-object.js';
 import type { EventStore } from '../eventstore/store.js';
 import type { EventData } from '../eventstore/types.js';
 import type { HandlerContext, MessageFor, PublishOptions } from '../messaging/bus.js';
@@ -93,11 +96,51 @@ export function handlerSpec<C extends Contracts = NoContracts>(
   build: (parts: TestHarnessParts<C>) => SpecHandler<C>,
   options: HandlerSpecOptions<C> = {},
 ): HandlerSpec<C> {
+  // Checked as every Ferry call checks its options: a misspelt key would be dropped without a word.
+  if (typeof build !== 'function') {
+    throw new InvalidOptionsError(`handlerSpec needs a build(parts) function, not ${describeValue(build)}`);
+  }
+  checkOptions('handlerSpec', options, ['service', 'contracts', 'store']);
+  if (options.store !== undefined && typeof options.store !== 'function') {
+    throw new InvalidOptionsError(
+      `handlerSpec store must be a function that opens a store for each run, not ${describeValue(options.store)}`,
+    );
+  }
   const when =
     (given: HandlerSpecGiven<C> | undefined) =>
-    <K extends TypeOf<C>>(message: HandlerSpecMessage<C, K>): HandlerSpecWhen =>
-      new HandlerSpecRun(build, options, given, message);
-  return { given: (state) => ({ when: when(state) }), when: when(undefined) };
+    <K extends TypeOf<C>>(message: HandlerSpecMessage<C, K>): HandlerSpecWhen => {
+      if (typeof message !== 'object' || message === null || typeof message.type !== 'string') {
+        throw new InvalidOptionsError(
+          `handlerSpec when needs a message { type, data, options? }, not ${describeValue(message)}`,
+        );
+      }
+      refuseUnknownKeys('handlerSpec when', message, ['type', 'data', 'options']);
+      return new HandlerSpecRun(build, options, given, message);
+    };
+  return {
+    given: (state) => {
+      assertGiven(state);
+      return { when: when(state) };
+    },
+    when: when(undefined),
+  };
+}
+
+/** `given` is a setup function or events by stream id: anything else was taken as no events at all. */
+function assertGiven(state: unknown): void {
+  if (typeof state === 'function') return;
+  if (typeof state !== 'object' || state === null || Array.isArray(state)) {
+    throw new InvalidOptionsError(
+      `handlerSpec given takes events by stream id or a setup function, not ${describeValue(state)}`,
+    );
+  }
+  for (const [streamId, events] of Object.entries(state)) {
+    if (!Array.isArray(events)) {
+      throw new InvalidOptionsError(
+        `handlerSpec given: the events of stream ${describeValue(streamId)} must be an array, not ${describeValue(events)}`,
+      );
+    }
+  }
 }
 
 interface Outcome {
@@ -137,6 +180,22 @@ class HandlerSpecRun<C extends Contracts, K extends TypeOf<C>> implements Handle
   }
 
   async #then(expected: HandlerSpecExpectation): Promise<void> {
+    // A misspelt expectation (`publshed`) was not checked at all, and the spec passed whatever ran.
+    checkOptions('handlerSpec then', expected, ['published', 'appended']);
+    if (expected.published !== undefined && !Array.isArray(expected.published)) {
+      throw new InvalidOptionsError(
+        `handlerSpec then: published must be an array of { type, data }, not ${describeValue(expected.published)}`,
+      );
+    }
+    const { appended } = expected;
+    if (
+      appended !== undefined &&
+      (typeof appended !== 'object' || appended === null || Array.isArray(appended))
+    ) {
+      throw new InvalidOptionsError(
+        `handlerSpec then: appended must be events by stream id ({} for none), not ${describeValue(appended)}`,
+      );
+    }
     const outcome = await this.#run();
     if (outcome.error !== undefined) {
       const failure = new AssertionError({

@@ -306,6 +306,44 @@ describe('createTestHarness', () => {
     expect(strict.published.all()).toEqual([]);
   });
 
+  it('refuses acceptUnrouted or setup of the wrong type rather than take them as set', async () => {
+    // 'no' is truthy: the harness accepted every unrouted message the test meant to see refused.
+    await expect(start({ acceptUnrouted: 'no' as never })).rejects.toMatchObject({
+      code: 'INVALID_OPTIONS',
+      message: 'acceptUnrouted must be true or false, not "no"',
+    });
+    await expect(start({ setup: {} as never })).rejects.toMatchObject({
+      code: 'INVALID_OPTIONS',
+      message: expect.stringMatching(/^setup must be a function/),
+    });
+  });
+
+  it('consumed lists handler runs: a re-sent message the inbox drops as a duplicate is not one', async () => {
+    let runs = 0;
+    const harness = await start({
+      setup: async ({ bus, outbox }) => {
+        await bus.subscribe(
+          'order.placed',
+          async (m, { work }) => {
+            runs++;
+            await work.publish('order.confirmed', { orderId: m.data.orderId });
+          },
+          { unitOfWork: outbox },
+        );
+      },
+    });
+    await harness.bus.publish('order.placed', { orderId: '1' }, { id: 'same-id' });
+    await harness.bus.publish('order.placed', { orderId: '1' }, { id: 'same-id' });
+    await harness.bus.publish('order.placed', { orderId: '2' }, { id: 'other-id' });
+    await harness.settle();
+
+    expect(runs).toBe(2);
+    expect(harness.consumed.all('order.placed').map((c) => c.message.id)).toEqual(['same-id', 'other-id']);
+    expect(harness.published.count('order.confirmed')).toBe(2);
+    expect(harness.failed.count()).toBe(0);
+    expect(harness.deadLettered.count()).toBe(0);
+  });
+
   it('selectAll waits for several records; a predicate selects by content', async () => {
     const harness = await start({
       setup: async ({ bus }) => {

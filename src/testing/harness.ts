@@ -1,6 +1,8 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { randomUUID } from 'node:crypto';
 import { createBus } from '../connect/create-bus.js';
 import { currentContext } from '../context/context.js';
+import { describeValue } from '../errors/describe-value.js';
 import { FerryError, InvalidOptionsError } from '../errors/ferry-error.js';
 import { checkOptions, knownOptions } from '../errors/options-object.js';
 import { MemoryEventStoreBackend } from '../eventstore/memory/memory-backend.js';
@@ -112,6 +114,14 @@ export interface TestHarnessOptions<C extends Contracts = NoContracts> {
   readonly store?: EventStore;
 }
 
+/** What the recorder of one run of a handler chain learns from inside it. */
+interface HandlerRunNote {
+  /** The transactional inbox dropped the message as a duplicate: no handler ran. */
+  duplicate: boolean;
+}
+
+const handlerRuns = new AsyncLocalStorage<HandlerRunNote>();
+
 const TEST_HARNESS_OPTION_NAMES = [
   'service',
   'contracts',
@@ -178,7 +188,10 @@ export class TestHarness<C extends Contracts = NoContracts> {
   readonly url: string;
   /** Every message the transport accepted, outbox messages once the relay sent them. */
   readonly published: MessageList<PublishedRecord>;
-  /** Every handler run that succeeded within its time limit. */
+  /**
+   * Every handler run that succeeded within its time limit. A message the transactional inbox drops
+   * as a duplicate (its id already handled by the group) runs no handler and is not listed.
+   */
   readonly consumed: MessageList<ConsumedRecord>;
   /**
    * Every failed attempt, retried or not, once: its handler chain threw, or ran past
@@ -479,6 +492,23 @@ export async function createTestHarness<C extends Contracts = NoContracts>(
       throw new InvalidOptionsError(`${name} must be a positive integer of ms, got ${o[name]}`);
     }
   }
+  // `acceptUnrouted: 'no'` was truthy, so it accepted what the test meant to refuse.
+  if (typeof o.acceptUnrouted !== 'boolean') {
+    throw new InvalidOptionsError(
+      `acceptUnrouted must be true or false, not ${describeValue(o.acceptUnrouted)}`,
+    );
+  }
+  if (options.setup !== undefined && typeof options.setup !== 'function') {
+    throw new InvalidOptionsError(
+      `setup must be a function (parts) => …, not ${describeValue(options.setup)}`,
+    );
+  }
+  // Before the bus is created: refusing it after would leave the bus open.
+  if (options.store !== undefined && !(options.store instanceof EventStore)) {
+    throw new InvalidOptionsError(
+      'store must be an open EventStore (createEventStore), not a function or other value',
+    );
+  }
   const clock = options.clock ?? new VirtualClock({ start: Date.now() });
   if (!(clock instanceof VirtualClock)) throw new InvalidOptionsError('clock must be a VirtualClock');
   const logger = options.logger ?? silentLogger;
@@ -523,6 +553,7 @@ export async function createTestHarness<C extends Contracts = NoContracts>(
   // outcome, as a thrown error is), and whatever the handler does later is not recorded again.
   const recorder: HandlerMiddleware = (next, { group, pattern }) => {
     return async (message) => {
+      const run: HandlerRunNote = { duplicate: false };
       // The run's own signal: aborted only when its time limit passes (none without a limit).
       const signal = currentContext()?.signal;
       let recorded = false;
@@ -536,14 +567,14 @@ export async function createTestHarness<C extends Contracts = NoContracts>(
       const onAbort = () => record({ error: signal?.reason });
       signal?.addEventListener('abort', onAbort, { once: true });
       try {
-        await next(message);
+        await handlerRuns.run(run, next, message);
       } catch (error) {
         record({ error });
         throw error;
       } finally {
         signal?.removeEventListener('abort', onAbort);
       }
-      record(undefined);
+      if (!run.duplicate) record(undefined);
     };
   };
 
@@ -558,11 +589,6 @@ export async function createTestHarness<C extends Contracts = NoContracts>(
       ? {}
       : { subscriptionDefaults: options.subscriptionDefaults }),
   });
-  if (options.store !== undefined && !(options.store instanceof EventStore)) {
-    throw new InvalidOptionsError(
-      'store must be an open EventStore (createEventStore), not a function or other value',
-    );
-  }
   const store = options.store ?? new EventStore(new MemoryEventStoreBackend());
   const outbox = await createOutbox<C>({
     store,
@@ -571,6 +597,16 @@ export async function createTestHarness<C extends Contracts = NoContracts>(
     logger,
     ...(options.relay === undefined ? {} : { relay: options.relay }),
   });
+  // The inbox drops a duplicate inside the chain, past the recorder: runHandler resolves false and
+  // runs nothing. Told to the recorder of that run through its async context, so that `consumed`
+  // lists handler runs only (subscriptions and sagas with `unitOfWork: outbox` go through here).
+  const runHandler = outbox.runHandler.bind(outbox);
+  outbox.runHandler = async (...args) => {
+    const ran = await runHandler(...args);
+    const run = handlerRuns.getStore();
+    if (!ran && run !== undefined) run.duplicate = true;
+    return ran;
+  };
   harness = new TestHarness<C>({ bus, store, outbox, clock, url: `memory://${name}` }, lists, {
     ...o,
     ownsStore: options.store === undefined,

@@ -105,6 +105,44 @@ describe('sagaSpec', () => {
     }
   });
 
+  it('refuses a misspelt expectation or message key with INVALID_OPTIONS, naming it', async () => {
+    // Expected undefined under a misspelt key, the key was compared with nothing and the spec passed.
+    await expect(
+      sagaSpec(orderSaga)
+        .given([])
+        .when(placed)
+        .then({ complted: undefined } as never),
+    ).rejects.toMatchObject({
+      code: 'INVALID_OPTIONS',
+      message: expect.stringMatching(
+        /^sagaSpec then has no option "complted": it takes status, data, completed, /,
+      ),
+    });
+    // A misspelt `id` was dropped and a new id used, so a duplicate was not one.
+    expect(() =>
+      sagaSpec(orderSaga)
+        .given([])
+        .when({ ...placed, ID: 'm-1' } as never),
+    ).toThrow(
+      expect.objectContaining({
+        code: 'INVALID_OPTIONS',
+        message: 'sagaSpec when has no option "ID": it takes type, data, id',
+      }),
+    );
+    expect(() => sagaSpec(orderSaga).given([placed, { timeout: 'payment', id: 'x' } as never])).toThrow(
+      expect.objectContaining({
+        code: 'INVALID_OPTIONS',
+        message: 'sagaSpec given[1] has no option "id": it takes timeout',
+      }),
+    );
+    expect(() => sagaSpec(orderSaga).given(placed as never)).toThrow(
+      expect.objectContaining({
+        code: 'INVALID_OPTIONS',
+        message: expect.stringMatching(/^sagaSpec given takes an array/),
+      }),
+    );
+  });
+
   it('fails with an AssertionError when the saga is not as expected', async () => {
     const wrong = sagaSpec(orderSaga).given([placed]).when(reserved).then({ status: 'confirmed' });
     await expect(wrong).rejects.toThrow(AssertionError);

@@ -1,5 +1,8 @@
 import { AssertionError, deepStrictEqual } from 'node:assert';
 import { inspect } from 'node:util';
+import { describeValue } from '../errors/describe-value.js';
+import { InvalidOptionsError } from '../errors/ferry-error.js';
+import { checkOptions, refuseUnknownKeys } from '../errors/options-object.js';
 import { MemoryEventStoreBackend } from '../eventstore/memory/memory-backend.js';
 import { EventStore } from '../eventstore/store.js';
 import { silentLogger } from '../logging/logger.js';
@@ -91,10 +94,36 @@ export function sagaSpec<C extends Contracts, N extends string, Start extends Ty
   definition: SagaDefinition<C, N, Start, S, D>,
 ): SagaSpec<C, S, D> {
   return {
-    given: (history) => ({
-      when: (message) => new SagaSpecRun<C, S, D>(definition as never, history, message),
-    }),
+    given: (history) => {
+      if (!Array.isArray(history)) {
+        throw new InvalidOptionsError(
+          `sagaSpec given takes an array of messages, not ${describeValue(history)}`,
+        );
+      }
+      history.forEach((message, i) => {
+        assertSpecMessage(`sagaSpec given[${i}]`, message);
+      });
+      return {
+        when: (message) => {
+          assertSpecMessage('sagaSpec when', message);
+          return new SagaSpecRun<C, S, D>(definition as never, history, message);
+        },
+      };
+    },
   };
+}
+
+const EXPECTATION_NAMES = ['status', 'data', 'completed', 'published', 'scheduled', 'timeouts', 'steps'];
+
+/** A message `{ type, data, id? }` or `{ timeout }`: a misspelt `id` was dropped, and a new one used. */
+function assertSpecMessage(call: string, message: unknown): void {
+  if (typeof message !== 'object' || message === null || Array.isArray(message)) {
+    throw new InvalidOptionsError(
+      `${call} takes a message { type, data, id? } or { timeout }, not ${describeValue(message)}`,
+    );
+  }
+  if ('timeout' in message) refuseUnknownKeys(call, message, ['timeout']);
+  else refuseUnknownKeys(call, message, ['type', 'data', 'id']);
 }
 
 interface Result {
@@ -135,6 +164,8 @@ class SagaSpecRun<C extends Contracts, S extends string, D> implements SagaSpecW
   }
 
   async #then(expected: SagaSpecExpectation<S, D>): Promise<void> {
+    // A misspelt key expected to be undefined (`{ complted: undefined }`) passed whatever ran.
+    checkOptions('sagaSpec then', expected, EXPECTATION_NAMES);
     const result = await this.#run();
     if (!result.ok) throw unexpected(result.error, `the instance ${show(expected)}`, 'then');
     const { outcome, instance, published, scheduled } = result.value;
