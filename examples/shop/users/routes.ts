@@ -25,8 +25,26 @@ import {
 
 export const newUser = z.strictObject({
   name: printable(z.string().trim().min(1).max(200)),
-  email: z.string().trim().max(254).pipe(z.email()),
+  email: z.string().trim().max(254).pipe(z.email()).refine(fitsMailLimits, {
+    message: 'Invalid email address: a local part of at most 64 characters, domain labels of at most 63',
+  }),
 });
+
+/**
+ * What no mail server takes (RFC 5321 4.5.3.1.1, RFC 1035 2.3.4), which z.email() lets through: a
+ * local part over 64 octets, a domain label over 63.
+ */
+function fitsMailLimits(email: string): boolean {
+  const at = email.lastIndexOf('@');
+  const local = email.slice(0, at);
+  return (
+    Buffer.byteLength(local) <= 64 &&
+    email
+      .slice(at + 1)
+      .split('.')
+      .every((label) => label.length <= 63)
+  );
+}
 
 /** What the README promises every public POST: a JSON body of up to 1 MB. */
 const BODY_LIMIT = 1_048_576;

@@ -56,6 +56,9 @@ describe('users', () => {
     const bad: [string, unknown, string?][] = [
       ['malformed email', { name: 'Ann', email: 'not-an-email' }],
       ['email with spaces inside', { name: 'Ann', email: 'ann @example.com' }],
+      // Past what mail allows: a local part of 65 characters, a domain label of 64.
+      ['email with a long local part', { name: 'Ann', email: `${'x'.repeat(65)}@example.com` }],
+      ['email with a long domain label', { name: 'Ann', email: `ann@${'b'.repeat(64)}.example.com` }],
       ['missing name', { email: 'ann@example.com' }],
       ['missing email', { name: 'Ann' }],
       ['empty name', { name: '  ', email: 'ann@example.com' }],
@@ -84,8 +87,10 @@ describe('users', () => {
     expect(notJson.status).toBe(415);
     expect(notJson.headers.get('content-type')).toMatch(/^application\/problem\+json/);
     expect(await s.events()).toEqual([]);
-    // Still serving after all of it.
+    // Still serving after all of it; at the limits, an address is taken.
     expect((await s.post({ name: 'Ann', email: 'ann@example.com' })).status).toBe(201);
+    const atLimits = `${'x'.repeat(64)}@${'b'.repeat(63)}.example.com`;
+    expect((await s.post({ name: 'Bo', email: atLimits })).status).toBe(201);
   });
 
   it('takes a body of up to 1 MB, as every public POST does, and refuses 2 MB with 413', async () => {
