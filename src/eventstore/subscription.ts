@@ -133,8 +133,6 @@ export class EventSubscription {
   #standingBy = false;
   /** A lease of this name was given up since this standby last claimed: claim again without waiting. */
   #leaseFreed = false;
-  /** Ends a standby's wait (see {@link #standBy}). */
-  #leaseWake: (() => void) | undefined;
   /** Where replays of parked events wait for the active loop (see {@link replayParked}). */
   readonly #replayQueue: string;
   /** A replay was asked of this instance: look at the queue before the next read. */
@@ -201,7 +199,7 @@ export class EventSubscription {
       ? this.#backend.watchLeases?.((name) => {
           if (name !== this.name) return;
           this.#leaseFreed = true;
-          this.#leaseWake?.();
+          if (this.#standingBy) this.#wake?.();
         })
       : undefined;
     try {
@@ -448,7 +446,7 @@ export class EventSubscription {
       } catch (error) {
         if (error instanceof SubscriptionClosed) throw error;
         lastError = error;
-        if (attempt <= this.#delays.length) await this.#sleep(this.#delays[attempt - 1]!, true);
+        if (attempt <= this.#delays.length) await this.#sleep(this.#delays[attempt - 1]!, ONLY_CLOSE);
         if (this.#closed) throw new SubscriptionClosed();
       }
     }
@@ -478,7 +476,7 @@ export class EventSubscription {
         this.#logger.warn(`subscription "${this.name}" could not ${what}; retrying in ${delay} ms`, {
           error: describeThrown(error).message,
         });
-        await this.#sleep(delay, true);
+        await this.#sleep(delay, ONLY_CLOSE);
       }
     }
   }
@@ -488,14 +486,13 @@ export class EventSubscription {
     this.#wake?.();
   }
 
-  /** Sleeps until `ms` pass, a wake-up (unless `ignoreWakeUps`), or close. */
-  #sleep(ms: number, ignoreWakeUps = false): Promise<void> {
+  /** Sleeps until `ms` pass, close, or a wake-up `endsOn()` says ends it (every one by default). */
+  #sleep(ms: number, endsOn: () => boolean = ANY_WAKE_UP): Promise<void> {
     if (this.#closed) return Promise.resolve();
     return new Promise<void>((resolve) => {
       const timer = setTimeout(done, ms);
-      const closed = () => this.#closed;
       this.#wake = () => {
-        if (!ignoreWakeUps || closed()) done();
+        if (this.#closed || endsOn()) done();
       };
       function done(): void {
         clearTimeout(timer);
@@ -512,21 +509,8 @@ export class EventSubscription {
    * close. Appends do not end it: a standby has nothing to read.
    */
   #standBy(ms: number): Promise<void> {
-    if (this.#closed || this.#leaseFreed) return Promise.resolve();
-    return new Promise<void>((resolve) => {
-      const timer = setTimeout(done, ms);
-      this.#wake = () => {
-        if (this.#closed) done();
-      };
-      this.#leaseWake = done;
-      function done(): void {
-        clearTimeout(timer);
-        resolve();
-      }
-    }).finally(() => {
-      this.#wake = undefined;
-      this.#leaseWake = undefined;
-    });
+    if (this.#leaseFreed) return Promise.resolve();
+    return this.#sleep(ms, () => this.#leaseFreed);
   }
 
   /** Read number `read` found nothing more: it answers the caughtUp() calls made before it began. */
@@ -756,6 +740,11 @@ export class EventSubscription {
     await this.done.catch(() => {});
   }
 }
+
+/** Wake-ups (appends) end the sleep: the idle poll. */
+const ANY_WAKE_UP = (): boolean => true;
+/** Only close ends the sleep: a retry's backoff. */
+const ONLY_CLOSE = (): boolean => false;
 
 /**
  * The parked-events list, in the same store, where replays wait for the active instance: a name no

@@ -347,11 +347,25 @@ export function checkClientHeaders(headers: unknown): void {
  * read (a Map's were never sent, a Headers failed every call). @throws InvalidOptionsError
  */
 export function assertPlainHeaders(name: string, headers: unknown): void {
-  assertOptionsObject(name, headers);
-  const prototype = Object.getPrototypeOf(headers);
+  assertPlainObject(
+    name,
+    headers,
+    'header names and string values',
+    'a Headers or a Map: pass Object.fromEntries(headers)',
+  );
+}
+
+/**
+ * An object whose own members are what a call reads (`{}` or `Object.create(null)`): a class
+ * instance such as a `Map` keeps its entries elsewhere, which were never sent. `holding` says what
+ * its members are, `hint` what to pass instead. @throws InvalidOptionsError
+ */
+function assertPlainObject(name: string, value: unknown, holding: string, hint: string): void {
+  assertOptionsObject(name, value);
+  const prototype = Object.getPrototypeOf(value);
   if (prototype !== Object.prototype && prototype !== null) {
     throw new InvalidOptionsError(
-      `${name} must be a plain object of header names and string values, not ${describeValue(headers)} (a Headers or a Map: pass Object.fromEntries(headers))`,
+      `${name} must be a plain object of ${holding}, not ${describeValue(value)} (${hint})`,
     );
   }
 }
@@ -362,13 +376,12 @@ export function assertPlainHeaders(name: string, headers: unknown): void {
  * string as `?0=s&1=t…`, an array or object member as its `String()`. @throws InvalidOptionsError
  */
 export function checkQuery(query: unknown): void {
-  assertOptionsObject('the call query', query);
-  const prototype = Object.getPrototypeOf(query);
-  if (prototype !== Object.prototype && prototype !== null) {
-    throw new InvalidOptionsError(
-      `the call query must be a plain object of parameter names and values, not ${describeValue(query)} (a URLSearchParams or a Map: pass Object.fromEntries(params), or put the query in the path)`,
-    );
-  }
+  assertPlainObject(
+    'the call query',
+    query,
+    'parameter names and values',
+    'a URLSearchParams or a Map: pass Object.fromEntries(params), or put the query in the path',
+  );
   for (const name of Object.keys(query as object)) {
     const value = (query as Record<string, unknown>)[name];
     const kind = typeof value;

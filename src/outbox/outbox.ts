@@ -21,7 +21,7 @@ import { type Logger, stderrLogger } from '../logging/logger.js';
 import type { Bus } from '../messaging/bus.js';
 import type { Contracts, NoContracts } from '../messaging/contracts.js';
 import type { HandlerUnitOfWork } from '../messaging/transactional.js';
-import { type Clock, type ClockTimer, systemClock } from '../time/clock.js';
+import { assertClock, type Clock, type ClockTimer, systemClock } from '../time/clock.js';
 import { keepingAlive } from '../time/keep-alive.js';
 import {
   isUnitOfWorkOutcomeUnknownError,
@@ -615,18 +615,7 @@ export async function createOutbox<C extends Contracts = NoContracts>(
   }
   // The relay and the inbox retention arm their timers with it: a clock without setTimeout started
   // the relay, then failed with a TypeError, and the relay's next round ended the process.
-  const clock = options.clock;
-  if (
-    clock !== undefined &&
-    (typeof clock !== 'object' ||
-      clock === null ||
-      typeof clock.now !== 'function' ||
-      typeof clock.setTimeout !== 'function')
-  ) {
-    throw new InvalidOptionsError(
-      `clock must be a Clock { now, setTimeout } (systemClock, a VirtualClock), not ${describeValue(clock)}`,
-    );
-  }
+  if (options.clock !== undefined) assertClock(options.clock);
   const backend = options.store.backend;
   let storage: OutboxStorage;
   if (isOutboxCapable(backend)) storage = backend.outboxStorage();

@@ -219,20 +219,7 @@ export class UnitOfWork<C extends Contracts = NoContracts> {
     dueAt = Math.max(dueAt, now);
     const createdAt = dueAt > now ? now : now - 1;
     const { delayMs: _d, at: _a, ...publishOptions } = options;
-    // Published when due: its time to live counts from then, not from now (a ttlMs below the delay
-    // expired it before it went out).
-    if (publishOptions.ttlMs !== undefined) {
-      const { ttlMs: _t, ...rest } = publishOptions;
-      const expiresAt = expiryOf(publishOptions, dueAt);
-      return this.#enqueue(
-        type,
-        data,
-        expiresAt === undefined ? rest : { ...rest, expiresAt },
-        dueAt,
-        createdAt,
-      );
-    }
-    return this.#enqueue(type, data, publishOptions, dueAt, createdAt);
+    return this.#enqueue(type, data, expiringFromDue(publishOptions, dueAt), dueAt, createdAt);
   }
 
   /**
@@ -259,4 +246,15 @@ export class UnitOfWork<C extends Contracts = NoContracts> {
     this.enqueued++;
     return row.id;
   }
+}
+
+/**
+ * A scheduled message is published when due: its `ttlMs` counts from then, not from now (a ttlMs
+ * below the delay expired it before it went out), given to the envelope as the `expiresAt` it makes.
+ */
+function expiringFromDue(options: OutboxPublishOptions, dueAt: number): OutboxPublishOptions {
+  if (options.ttlMs === undefined) return options;
+  const { ttlMs: _t, ...rest } = options;
+  const expiresAt = expiryOf(options, dueAt);
+  return expiresAt === undefined ? rest : { ...rest, expiresAt };
 }

@@ -1,3 +1,5 @@
+import { processWideMap } from './process-wide.js';
+
 /**
  * Leases given up in this process, by SQLite file: every store of the process opened on a file hears
  * of a release through any of them, so that its standbys claim at once. Other processes have no such
@@ -5,14 +7,8 @@
  */
 type LeaseListener = (subscription: string) => void;
 
-/**
- * Shared by every copy of this module in the process (a package installed twice, test runners that
- * load modules per file), like the write locks: one list of listeners per file for the whole process.
- */
-const LISTENERS_KEY = Symbol.for('ferry.sqlite.lease-listeners');
-const registry = globalThis as { [LISTENERS_KEY]?: Map<string, Set<LeaseListener>> };
-if (registry[LISTENERS_KEY] === undefined) registry[LISTENERS_KEY] = new Map();
-const byFile: Map<string, Set<LeaseListener>> = registry[LISTENERS_KEY];
+/** One list of listeners per file for the whole process, like the write locks. */
+const byFile = processWideMap<string, Set<LeaseListener>>('ferry.sqlite.lease-listeners');
 
 /** Calls `listener` when a lease on the file `file` (a write lock's key) is given up in this process. */
 export function watchLeaseReleases(file: string, listener: LeaseListener): () => void {

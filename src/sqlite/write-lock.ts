@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { realpathSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
+import { processWideMap } from './process-wide.js';
 import { StoreBusyError, whileBusy } from './store-busy.js';
 
 /**
@@ -23,14 +24,8 @@ interface FileLock {
   readonly waiters: Waiter[];
 }
 
-/**
- * Shared by every copy of this module in the process (a package installed twice, test runners that
- * load modules per file): the locks must be one per file for the whole process.
- */
-const LOCKS_KEY = Symbol.for('ferry.sqlite.write-locks');
-const registry = globalThis as { [LOCKS_KEY]?: Map<string, FileLock> };
-if (registry[LOCKS_KEY] === undefined) registry[LOCKS_KEY] = new Map();
-const held: Map<string, FileLock> = registry[LOCKS_KEY];
+/** One lock per file for the whole process, whichever copy of this module takes it. */
+const held = processWideMap<string, FileLock>('ferry.sqlite.write-locks');
 
 /**
  * This process's turn at the write lock of one SQLite file: a FIFO shared by every connection of the

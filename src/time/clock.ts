@@ -1,3 +1,4 @@
+import { describeValue } from '../errors/describe-value.js';
 import { errorGuard, FerryError, InvalidOptionsError } from '../errors/ferry-error.js';
 import { knownOptions } from '../errors/options-object.js';
 import { endOfTurn } from './end-of-turn.js';
@@ -19,6 +20,19 @@ export interface Clock {
   now(): number;
   /** Runs `callback` once, `ms` milliseconds from now (a delay of 0 or less: as soon as possible). */
   setTimeout(callback: () => void, ms: number): ClockTimer;
+}
+
+/**
+ * Refuses what is not a {@link Clock} (an object with `now` and `setTimeout`), as it is given: one
+ * without `setTimeout` failed only once a timer was first armed. @throws InvalidOptionsError
+ */
+export function assertClock(clock: unknown): asserts clock is Clock {
+  const given = clock as Partial<Clock> | null | undefined;
+  if (typeof given?.now !== 'function' || typeof given.setTimeout !== 'function') {
+    throw new InvalidOptionsError(
+      `clock must be a Clock { now, setTimeout } (systemClock, a VirtualClock), not ${describeValue(clock)}`,
+    );
+  }
 }
 
 /** Real time: `Date.now` and Node's timers (looked up at each call, so fake timers still apply). */

@@ -3,7 +3,7 @@ import type { FerryError } from '../../errors/ferry-error.js';
 import { InvalidOptionsError } from '../../errors/ferry-error.js';
 import { integerOption } from '../../errors/integer-option.js';
 import { refuseUnknownKeys } from '../../errors/options-object.js';
-import { type Clock, type ClockTimer, systemClock } from '../../time/clock.js';
+import { assertClock, type Clock, type ClockTimer, systemClock } from '../../time/clock.js';
 import { cutReason } from '../dead-letter-reason.js';
 import { Deque } from '../deque.js';
 import { type Envelope, type Message, newMessageId, toMessage } from '../envelope.js';
@@ -90,9 +90,7 @@ export function resolveMemoryBrokerOptions(options: MemoryBrokerOptions): Requir
   ]);
   const d = DEFAULT_MEMORY_BROKER_OPTIONS;
   const clock = options.clock ?? d.clock;
-  if (typeof clock?.now !== 'function' || typeof clock.setTimeout !== 'function') {
-    throw new InvalidOptionsError('clock must be a Clock (systemClock, a VirtualClock)');
-  }
+  assertClock(clock);
   return {
     maxQueueLength: integerOption('maxQueueLength', options.maxQueueLength, d.maxQueueLength, 1),
     maxMessageBytes: integerOption('maxMessageBytes', options.maxMessageBytes, d.maxMessageBytes, 1),
