@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { freePorts } from './free-port.js';
@@ -19,6 +20,16 @@ describe('freePorts', () => {
     for (const port of ports) expect(port > 0 && port < 65_536).toBe(true);
     const closers = await Promise.all(ports.map(listen));
     await Promise.all(closers.map((close) => close()));
+  });
+
+  it('picks below the ephemeral range, where no outgoing connection takes a port before the listen', async () => {
+    // Linux's range; the test runs there (CI). An outgoing connection's local port, or another
+    // program's port 0, is always inside it.
+    const low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]);
+    const ports = await freePorts(20);
+    for (const port of ports) expect(port >= 20_000 && port < low).toBe(true);
+    // Random, not counted up from one place: two processes picking at once rarely meet.
+    expect(new Set(ports.map((port) => Math.floor(port / 100))).size).toBeGreaterThan(5);
   });
 
   it('returns nothing for 0 and refuses a negative or fractional count', async () => {
