@@ -1,13 +1,13 @@
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { describe, expect, it } from 'vitest';
-import { freePorts } from './free-port.js';
+import { freePorts, isPortFree } from './free-port.js';
 
-const listen = (port: number): Promise<() => Promise<void>> =>
+const listen = (port: number, host = '127.0.0.1'): Promise<() => Promise<void>> =>
   new Promise((resolve, reject) => {
     const server = createServer();
     server.once('error', reject);
-    server.listen({ port, host: '127.0.0.1', exclusive: true }, () =>
+    server.listen({ port, host, exclusive: true, ipv6Only: host.includes(':') }, () =>
       resolve(() => new Promise((done) => server.close(() => done()))),
     );
   });
@@ -18,7 +18,7 @@ describe('freePorts', () => {
     expect(ports).toHaveLength(6);
     expect(new Set(ports).size).toBe(6);
     for (const port of ports) expect(port > 0 && port < 65_536).toBe(true);
-    const closers = await Promise.all(ports.map(listen));
+    const closers = await Promise.all(ports.map((port) => listen(port)));
     await Promise.all(closers.map((close) => close()));
   });
 
@@ -36,5 +36,27 @@ describe('freePorts', () => {
     expect(await freePorts(0)).toEqual([]);
     await expect(freePorts(-1)).rejects.toThrow(RangeError);
     await expect(freePorts(1.5)).rejects.toThrow(RangeError);
+  });
+});
+
+describe('isPortFree', () => {
+  it('is false while another program listens on 127.0.0.1, true once it stopped', async () => {
+    const [port] = (await freePorts(1)) as [number];
+    expect(await isPortFree(port)).toBe(true);
+    const stop = await listen(port);
+    expect(await isPortFree(port)).toBe(false);
+    await stop();
+    expect(await isPortFree(port)).toBe(true);
+  });
+
+  it('is false while another program listens on ::1 only: localhost:PORT would reach it', async () => {
+    const [port] = (await freePorts(1)) as [number];
+    const stop = await listen(port, '::1');
+    try {
+      expect(await isPortFree(port)).toBe(false);
+    } finally {
+      await stop();
+    }
+    expect(await isPortFree(port)).toBe(true);
   });
 });

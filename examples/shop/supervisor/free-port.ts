@@ -83,16 +83,30 @@ async function holdOne(servers: Server[], high: number): Promise<number> {
 }
 
 /**
- * Resolves whether `port` on 127.0.0.1 is free right now (bound and released at once). Another
- * program answering on the port would otherwise pass for the shop's own gateway.
+ * Resolves whether `port` is free right now on the loopback addresses `localhost` names: 127.0.0.1,
+ * where the shop listens, and ::1 (bound and released at once). Another program answering on the
+ * port would otherwise pass for the shop's own gateway: a browser or curl given the printed
+ * `http://localhost:PORT` tries ::1 first. A machine without IPv6 loopback has only 127.0.0.1.
  */
 export async function isPortFree(port: number): Promise<boolean> {
+  return (await isFreeOn(port, HOST)) && (await isFreeOn(port, '::1'));
+}
+
+/** Codes of a machine that has no ::1 to bind: nothing can listen there either. */
+const NO_ADDRESS = new Set(['EADDRNOTAVAIL', 'EAFNOSUPPORT']);
+
+async function isFreeOn(port: number, host: string): Promise<boolean> {
   const server = createServer();
   try {
-    await listenOn(server, port);
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ port, host, exclusive: true, ipv6Only: host.includes(':') }, () => resolve());
+    });
     return true;
   } catch (error) {
-    if ((error as { code?: string }).code === 'EADDRINUSE') return false;
+    const code = (error as { code?: string }).code;
+    if (code === 'EADDRINUSE') return false;
+    if (host !== HOST && code !== undefined && NO_ADDRESS.has(code)) return true;
     throw error;
   } finally {
     await close(server);
