@@ -1,4 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
+import { StringDecoder } from 'node:string_decoder';
 
 /** Starts a TypeScript fixture in a child Node process (through tsx), its stdout piped, stderr inherited. */
 export function spawnFixture(path: string, env: Record<string, string>): ChildProcess {
@@ -8,16 +9,28 @@ export function spawnFixture(path: string, env: Record<string, string>): ChildPr
   });
 }
 
-/** Calls `onLine` for each line the child prints on stdout. */
+/**
+ * Calls `onLine` for each line the child prints on stdout (without its `\n` or `\r\n`), the last one
+ * too when the child ends without a line break after it.
+ */
 export function onLines(child: ChildProcess, onLine: (line: string) => void): void {
   let buffer = '';
-  child.stdout!.on('data', (chunk: Buffer) => {
-    buffer += chunk.toString('utf8');
+  // A character split across chunks is decoded whole.
+  const decoder = new StringDecoder('utf8');
+  const stdout = child.stdout!;
+  stdout.on('data', (chunk: Buffer) => {
+    buffer += decoder.write(chunk);
     let nl = buffer.indexOf('\n');
     while (nl >= 0) {
-      onLine(buffer.slice(0, nl));
+      onLine(buffer.slice(0, nl).replace(/\r$/, ''));
       buffer = buffer.slice(nl + 1);
       nl = buffer.indexOf('\n');
     }
+  });
+  // The last line, when the child ended without a line break after it.
+  stdout.on('end', () => {
+    buffer += decoder.end();
+    if (buffer !== '') onLine(buffer.replace(/\r$/, ''));
+    buffer = '';
   });
 }

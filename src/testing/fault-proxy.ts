@@ -8,8 +8,8 @@ interface Pair {
 /**
  * A TCP proxy that injects network faults between a client and a real server: `blackhole()` stops
  * reading in both directions while connections stay open (a partition, or a peer that stalls: the
- * kernel buffers fill and writers see TCP backpressure), `heal()` resumes, `reset()` destroys every
- * connection (a crash or a cut cable).
+ * kernel buffers fill and writers see TCP backpressure), `heal()` resumes, `reset()` resets every
+ * connection, both sides seeing `ECONNRESET` (a crash, or a middlebox dropping the flow).
  */
 export class FaultProxy {
   readonly #server: Server;
@@ -80,17 +80,24 @@ export class FaultProxy {
     }
   }
 
-  /** Destroys every open connection. */
+  /** Resets every open connection (TCP RST to the client and to the server: `ECONNRESET`, not an end). */
   reset(): void {
-    for (const { client, upstream } of this.#pairs) {
-      client.destroy();
-      upstream.destroy();
-    }
-    this.#pairs.clear();
+    this.#destroyAll((socket) => {
+      if (!socket.destroyed) socket.resetAndDestroy();
+    });
   }
 
+  /** Closes every open connection and stops listening. */
   async close(): Promise<void> {
-    this.reset();
+    this.#destroyAll((socket) => socket.destroy());
     await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+  }
+
+  #destroyAll(destroy: (socket: Socket) => void): void {
+    for (const { client, upstream } of this.#pairs) {
+      destroy(client);
+      destroy(upstream);
+    }
+    this.#pairs.clear();
   }
 }

@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import type { z } from 'zod';
 import { createBus } from '../connect/create-bus.js';
 import { currentContext } from '../context/context.js';
 import { CommandHandler, type EventAppender } from '../eventstore/command-handler.js';
@@ -14,7 +14,7 @@ import type { Transport } from '../messaging/transport.js';
 import { isDuplicateMessageIdError } from '../outbox/errors.js';
 import { createOutbox } from '../outbox/outbox.js';
 import { VirtualClock } from '../time/clock.js';
-import { vitest } from './vitest-api.js';
+import { vitest, zod } from './vitest-api.js';
 import { waitFor } from './wait.js';
 
 /** What the outbox contract suite needs: a fresh, empty, open store per call. */
@@ -29,6 +29,7 @@ export interface OutboxHarness {
  */
 export function testOutbox(name: string, harness: OutboxHarness): void {
   const { afterEach, describe, expect, it } = vitest('testOutbox');
+  const schema = zod('testOutbox').z;
   describe(`outbox contract: ${name}`, () => {
     const closers: (() => Promise<void>)[] = [];
     afterEach(async () => {
@@ -55,7 +56,7 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
         url: `memory://outbox-${uuidv7()}`,
         service: 'orders',
         logger: silentLogger,
-        contracts: { 'order.placed': z.object({ orderId: z.string() }) },
+        contracts: { 'order.placed': schema.object({ orderId: schema.string() }) },
       });
       closers.push(() => base.close());
       const bus: Bus<{ 'order.placed': z.ZodObject<{ orderId: z.ZodString }> }> =
@@ -64,7 +65,7 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
           : new Bus(options.transport(base.transport), {
               service: 'orders',
               logger: silentLogger,
-              contracts: { 'order.placed': z.object({ orderId: z.string() }) },
+              contracts: { 'order.placed': schema.object({ orderId: schema.string() }) },
             });
       const store = await harness.createStore();
       closers.push(() => store.close());

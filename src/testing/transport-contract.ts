@@ -1,5 +1,4 @@
 import { randomUUID } from 'node:crypto';
-import { z } from 'zod';
 import { createBus } from '../connect/create-bus.js';
 import { isInvalidOptionsError } from '../errors/ferry-error.js';
 import { MemoryInbox } from '../inbox/inbox.js';
@@ -10,7 +9,7 @@ import type { Envelope, Message } from '../messaging/envelope.js';
 import { isBusClosedError, isUnroutableError } from '../messaging/errors.js';
 import type { Transport } from '../messaging/transport.js';
 import type { WireMessage } from '../messaging/wire.js';
-import { vitest } from './vitest-api.js';
+import { vitest, zod } from './vitest-api.js';
 import { sleep, waitFor } from './wait.js';
 
 /** What the contract suite needs from a transport under test. */
@@ -36,6 +35,7 @@ const FAST_RETRY = { initialDelayMs: 40, factor: 2, maxDelayMs: 200 };
  */
 export function testTransport(name: string, harness: TransportHarness, features: TransportFeatures): void {
   const { afterEach, describe, expect, it } = vitest('testTransport');
+  const schema = zod('testTransport').z;
   describe(`transport contract: ${name}`, () => {
     const buses: Bus<Contracts>[] = [];
     afterEach(async () => {
@@ -860,7 +860,9 @@ export function testTransport(name: string, harness: TransportHarness, features:
     it('validates against contracts: rejects bad data at publish, dead-letters it at consume', async () => {
       const p = unique();
       const type = `${p}.order.placed`;
-      const contracts = { [type]: z.object({ orderId: z.string(), qty: z.number().int().positive() }) };
+      const contracts = {
+        [type]: schema.object({ orderId: schema.string(), qty: schema.number().int().positive() }),
+      };
       const b = await bus(`svc-${p}`, { contracts });
       const handled: unknown[] = [];
       await b.subscribe(type, async (m) => void handled.push(m.data));

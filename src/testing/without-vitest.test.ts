@@ -5,13 +5,15 @@ import { describe, expect, it } from 'vitest';
 const run = promisify(execFile);
 
 /**
- * Runs an ES module snippet in a fresh Node process where `vitest` cannot be resolved, as in a
- * project that did not install it (it is an optional peer), and `ferry` resolves to the sources.
+ * Runs an ES module snippet in a fresh Node process where `vitest` (or the `packages` named) cannot
+ * be resolved, as in a project that did not install them (optional peers), and `ferry` resolves to
+ * the sources.
  */
-async function withoutVitest(source: string): Promise<string> {
+async function withoutVitest(source: string, packages: readonly string[] = ['vitest']): Promise<string> {
   const hook = `export async function resolve(specifier, context, next) {
-    if (specifier === 'vitest' || specifier.startsWith('vitest/')) {
-      const error = new Error("Cannot find package 'vitest'");
+    const name = specifier.split('/')[0];
+    if (${JSON.stringify(packages)}.includes(name)) {
+      const error = new Error("Cannot find package '" + name + "'");
       error.code = 'ERR_MODULE_NOT_FOUND';
       throw error;
     }
@@ -67,5 +69,41 @@ describe('ferry/testing without vitest installed', () => {
       }
     `);
     expect(out).toBe('DEPENDENCY_MISSING true');
+  });
+});
+
+describe('ferry/testing without zod installed', () => {
+  it('loads, with vitest or without it: FaultServer works', async () => {
+    const probe = `
+      const { FaultServer } = await import('ferry/testing');
+      const server = await FaultServer.start();
+      server.setDefault({ status: 204 });
+      const answer = await fetch(server.url + '/x');
+      await server.close();
+      console.log(answer.status);
+    `;
+    expect(await withoutVitest(probe, ['zod'])).toBe('204');
+    expect(await withoutVitest(probe, ['zod', 'vitest'])).toBe('204');
+  });
+
+  it('the transport and outbox suites, which check contracts with zod, say what to install', async () => {
+    const out = await withoutVitest(
+      `
+      const { testTransport, testOutbox } = await import('ferry/testing');
+      for (const suite of [
+        () => testTransport('x', { createTransport() {}, publishRaw() {} }, { orderedPerPublisher: true }),
+        () => testOutbox('x', { createStore() {} }),
+      ]) {
+        try {
+          suite();
+          console.log('no error');
+        } catch (error) {
+          console.log(error.code, /npm install --save-dev zod/.test(error.message));
+        }
+      }
+    `,
+      ['zod'],
+    );
+    expect(out.split('\n')).toEqual(['DEPENDENCY_MISSING true', 'DEPENDENCY_MISSING true']);
   });
 });
