@@ -699,6 +699,41 @@ export function testEventStore(name: string, harness: EventStoreHarness): void {
       await sub.close();
     });
 
+    it('lists at most `limit` parked events, oldest first', async () => {
+      const store = await open();
+      await store.append(
+        'many-poisons',
+        [1, 2, 3].map((n) => ({ type: 'Poison', data: n })),
+      );
+      const sub = store.subscribe({ name: 'parks-three', maxAttempts: 1, backoff: FAST }, () => {
+        throw new Error('cannot project this');
+      });
+      await waitFor(async () => (await sub.parked()).length === 3, 'three parked events');
+      expect((await sub.parked(1)).map((p) => p.event.data)).toEqual([1]);
+      expect((await sub.parked(2)).map((p) => p.event.data)).toEqual([1, 2]);
+      expect(await sub.parked(0)).toEqual([]);
+      await sub.close();
+    });
+
+    it('wakes a live subscription on an append at once, not at its safety poll', async () => {
+      const store = await open();
+      await store.append('wake', [{ type: 'Before', data: 0 }]);
+      const seen: number[] = [];
+      // A poll this slow never delivers within the wait below: only the append's wake-up can.
+      const sub = store.subscribe(
+        { name: 'woken', idlePollMs: 120_000 },
+        (e) => void seen.push(e.data as number),
+      );
+      await waitFor(() => seen.length === 1, 'the catch-up');
+      await sub.caughtUp();
+      for (const n of [1, 2, 3]) {
+        await store.append('wake', [{ type: 'Live', data: n }]);
+        await waitFor(() => seen.length === n + 1, `live event ${n}, woken by its append`, 5_000);
+      }
+      expect(seen).toEqual([0, 1, 2, 3]);
+      await sub.close();
+    });
+
     it('keeps a parked event the same RecordedEvent the handler got live, field types included', async () => {
       const store = await open();
       await store.append('typed', [{ type: 'Poison', data: { n: 1 }, metadata: { tenant: 't1' } }]);
