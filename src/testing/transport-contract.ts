@@ -7,7 +7,7 @@ import type { Bus } from '../messaging/bus.js';
 import type { Contracts, NoContracts } from '../messaging/contracts.js';
 import type { Envelope, Message } from '../messaging/envelope.js';
 import { isBusClosedError, isUnroutableError } from '../messaging/errors.js';
-import type { Transport } from '../messaging/transport.js';
+import type { Outcome, Transport } from '../messaging/transport.js';
 import type { WireMessage } from '../messaging/wire.js';
 import { vitest, zod } from './vitest-api.js';
 import { sleep, waitFor } from './wait.js';
@@ -1692,6 +1692,55 @@ export function testTransport(name: string, harness: TransportHarness, features:
           headers: { h: 'v' },
           expiresat: '2999-01-01T00:00:00Z',
         });
+      } finally {
+        await transport.close(2000);
+      }
+    });
+
+    it('settles a tracked publish only once every queue it reached has handled its copy (transports with publishTracked)', async () => {
+      const transport = harness.createTransport();
+      // A transport without publishTracked keeps what it confirmed durably: its confirm is enough,
+      // and there is no settlement to check.
+      if (typeof transport.publishTracked !== 'function') return;
+      await transport.connect();
+      try {
+        const p = unique();
+        let release!: () => void;
+        const gate = new Promise<Outcome>((resolve) => {
+          release = () => resolve({ action: 'ack' });
+        });
+        const handled: string[] = [];
+        const spec = (group: string) => ({ group, pattern: `${p}.#`, concurrency: 1, retryDelays: [] });
+        await transport.subscribe(spec(`fast-${p}`), async () => {
+          handled.push('fast');
+          return { action: 'ack' };
+        });
+        await transport.subscribe(spec(`slow-${p}`), async () => {
+          handled.push('slow');
+          return gate;
+        });
+        const envelope: Envelope = {
+          specversion: '1.0',
+          id: `${p}-tracked`,
+          source: 'producer',
+          type: `${p}.tracked`,
+          time: new Date().toISOString(),
+          datacontenttype: 'application/json',
+          data: { n: 1 },
+          correlationid: `${p}-correlation`,
+        };
+        const { confirmed, settled } = transport.publishTracked(envelope);
+        let settledYet = false;
+        void settled.then(() => {
+          settledYet = true;
+        });
+        await confirmed;
+        await waitFor(() => handled.length === 2, 'both copies being handled');
+        await sleep(100);
+        // One copy handled, the other's handler still running: not settled.
+        expect(settledYet).toBe(false);
+        release();
+        await waitFor(() => settledYet, 'the settlement once the second copy was handled', 5_000);
       } finally {
         await transport.close(2000);
       }
