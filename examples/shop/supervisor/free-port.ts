@@ -4,11 +4,11 @@ import { createServer, type Server } from 'node:net';
 
 const HOST = '127.0.0.1';
 
-/** Listens on `port` of 127.0.0.1 (0: one the kernel picks), alone; resolves the port. */
-function listenOn(server: Server, port: number): Promise<number> {
+/** Listens on `port` of `host` (0: one the kernel picks), alone; resolves the port. */
+function listenOn(server: Server, port: number, host = HOST): Promise<number> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen({ port, host: HOST, exclusive: true }, () => {
+    server.listen({ port, host, exclusive: true, ipv6Only: host.includes(':') }, () => {
       const address = server.address();
       if (typeof address === 'object' && address !== null) resolve(address.port);
       else reject(new Error(`no port from ${String(address)}`));
@@ -98,10 +98,7 @@ const NO_ADDRESS = new Set(['EADDRNOTAVAIL', 'EAFNOSUPPORT']);
 async function isFreeOn(port: number, host: string): Promise<boolean> {
   const server = createServer();
   try {
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen({ port, host, exclusive: true, ipv6Only: host.includes(':') }, () => resolve());
-    });
+    await listenOn(server, port, host);
     return true;
   } catch (error) {
     const code = (error as { code?: string }).code;
