@@ -11,7 +11,7 @@
  *   memory-rss            RSS after 1,000,000 in-memory messages vs after the first 100,000
  *
  * Options: --runs N (default 7; the median is reported), --messages N (AMQP, default 30000),
- * --memory-messages N (default 1000000), --only <case> (a full name, or `amqp-publish-confirm` /
+ * --memory-messages N (default 1000000, at least 200000), --only <case> (a full name, or `amqp-publish-confirm` /
  * `amqp-end-to-end` for both queue types), --queue-types quorum,classic (the default: both, quorum
  * first). AMQP URL from FERRY_BENCH_AMQP_URL.
  * Each side of an AMQP case runs in a fresh vhost of its own, so that queues and clean-up of one
@@ -24,14 +24,34 @@ import amqp, { type ConfirmChannel } from 'amqplib';
 import { createBus, MemoryBroker, MemoryTransport, silentLogger } from 'ferry';
 import type { QueueType } from 'ferry/amqp';
 import { createTestVhost, type TestVhost } from '../src/testing/rabbitmq.js';
-import { argValue, countdown, median, progress, pump, report, round, secondsSince } from './support.js';
+import {
+  argValue,
+  countdown,
+  median,
+  onCleanup,
+  onlyCase,
+  progress,
+  pump,
+  report,
+  round,
+  runBenchmark,
+  secondsSince,
+} from './support.js';
 
 const RUNS = argValue('runs', 7);
 const AMQP_MESSAGES = argValue('messages', 30_000);
-const MEMORY_MESSAGES = argValue('memory-messages', 1_000_000);
+const MEMORY_MESSAGES = argValue('memory-messages', 1_000_000, 200_000);
 const WINDOW = 1000;
 const PREFETCH = 100;
-const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : undefined;
+const only = onlyCase([
+  'amqp-publish-confirm',
+  'amqp-end-to-end',
+  ...['quorum', 'classic'].flatMap((type) => [`amqp-publish-confirm-${type}`, `amqp-end-to-end-${type}`]),
+  'memory-async-handler',
+  'memory-rss',
+]);
+// The vhosts' permissions go to the user of the broker the benchmark connects to.
+if (process.env.FERRY_BENCH_AMQP_URL) process.env.FERRY_TEST_AMQP_URL = process.env.FERRY_BENCH_AMQP_URL;
 const QUEUE_TYPES = (
   process.argv.includes('--queue-types')
     ? (process.argv[process.argv.indexOf('--queue-types') + 1] ?? '').split(',')
@@ -201,7 +221,8 @@ const BATCH = 1000;
 const yieldToLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 /** In-memory: publish in batches, yielding between them, until every async handler ran. */
-async function ferryMemory(total: number, onProgress?: (handled: number) => void): Promise<number> {
+/** `onHandled` is called once every handler of the first `handled` messages ran (before the bus closes). */
+async function ferryMemory(total: number, onHandled?: (handled: number) => void): Promise<number> {
   const bus = await createBus({
     transport: new MemoryTransport({ broker: new MemoryBroker() }),
     service: 'bench',
@@ -212,7 +233,7 @@ async function ferryMemory(total: number, onProgress?: (handled: number) => void
     'bench.#',
     async () => {
       const n = handled.tick();
-      if (onProgress !== undefined && n % 100_000 === 0) onProgress(n);
+      if (onHandled !== undefined && (n % 100_000 === 0 || n === total)) onHandled(n);
     },
     { concurrency: 1000 },
   );
@@ -263,8 +284,13 @@ async function amqpCase(
   const rawRates: number[] = [];
   const sliceRatios: number[] = [];
   for (let run = 1; run <= RUNS; run++) {
-    const rawVhost = await createTestVhost('ferry-bench-raw');
-    const ferryVhost = await createTestVhost('ferry-bench-ferry');
+    const vhosts = await Promise.all(
+      ['ferry-bench-raw', 'ferry-bench-ferry'].map(async (prefix) => {
+        const vhost = await createTestVhost(prefix);
+        return { vhost, remove: onCleanup(`vhost ${vhost.name}`, () => vhost.dispose()) };
+      }),
+    );
+    const [rawVhost, ferryVhost] = vhosts.map((v) => v.vhost) as [TestVhost, TestVhost];
     try {
       const ferry = await makeFerry(vhostUrl(ferryVhost), queueType);
       const raw = await makeRaw(vhostUrl(rawVhost), queueType);
@@ -294,7 +320,7 @@ async function amqpCase(
         `${name} run ${run}/${RUNS}: ferry ${round(ferryRates.at(-1)!)} ${unit}, raw amqplib ${round(rawRates.at(-1)!)} ${unit}, ratio ${round(ferryRates.at(-1)! / rawRates.at(-1)!, 2)}`,
       );
     } finally {
-      await Promise.all([rawVhost.dispose(), ferryVhost.dispose()]);
+      await Promise.all(vhosts.map((v) => v.remove()));
     }
   }
   const ratio = median(sliceRatios);
@@ -329,8 +355,10 @@ async function main(): Promise<void> {
     const ferryRates: number[] = [];
     const emitterRates: number[] = [];
     for (let run = 1; run <= RUNS; run++) {
-      const f = await ferryMemory(MEMORY_MESSAGES);
+      // In turn first: the first of the two meets a heap the other has not grown yet.
+      let f = run % 2 === 1 ? await ferryMemory(MEMORY_MESSAGES) : 0;
       const e = await emitterMemory(MEMORY_MESSAGES);
+      if (run % 2 === 0) f = await ferryMemory(MEMORY_MESSAGES);
       ferryRates.push(f);
       emitterRates.push(e);
       progress(
@@ -357,7 +385,7 @@ async function main(): Promise<void> {
       const sample = await rssChild();
       samples.push(sample);
       progress(
-        `memory-rss run ${run}/${RUNS}: RSS ${round(sample.at100k)} MB at 100k, ${round(sample.atEnd)} MB at 1M`,
+        `memory-rss run ${run}/${RUNS}: RSS ${round(sample.at100k)} MB at 100,000, ${round(sample.atEnd)} MB at ${MEMORY_MESSAGES}`,
       );
     }
     const growth = median(samples.map((s) => s.atEnd - s.at100k));
@@ -389,11 +417,14 @@ async function rssChild(): Promise<{ at100k: number; atEnd: number }> {
 
 async function rssChildMain(): Promise<void> {
   let at100k = 0;
+  let atEnd = 0;
+  // Both samples while the bus is open: closing it could free what a leak holds.
   await ferryMemory(MEMORY_MESSAGES, (handled) => {
     if (handled === 100_000) at100k = process.memoryUsage.rss() / 2 ** 20;
+    if (handled === MEMORY_MESSAGES) atEnd = process.memoryUsage.rss() / 2 ** 20;
   });
-  process.stdout.write(`${JSON.stringify({ at100k, atEnd: process.memoryUsage.rss() / 2 ** 20 })}\n`);
+  process.stdout.write(`${JSON.stringify({ at100k, atEnd })}\n`);
 }
 
 if (process.argv.includes('--rss-child')) await rssChildMain();
-else await main();
+else await runBenchmark('bench:bus', main);

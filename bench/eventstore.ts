@@ -7,8 +7,8 @@
  *                         and into the anchor table with a unique (stream, version) key only
  *   pg-append-batch10     the same with 10 events per append; baseline: raw 10-row INSERT
  *   pg-readall            readAll over 200,000 events; baseline: raw keyset-paginated SELECT, same batch size
- *   pg-subscription-latency  commit -> handler of a live subscription in another store instance (LISTEN/NOTIFY);
- *                         baseline: raw LISTEN with the NOTIFY sent inside the inserting transaction
+ *   pg-subscription-latency  append called -> handler of a live subscription in another store instance
+ *                         (LISTEN/NOTIFY); baseline: raw BEGIN, INSERT, NOTIFY, COMMIT -> LISTEN handler
  *   pg-append-64-writers  single-event appends, 64 concurrent writers each on its own stream, with expected
  *                         versions (concurrent appends share a commit: group commit); baseline: raw INSERT into
  *                         the equivalent table, one INSERT per commit, 64 writers on a pg.Pool of 16 connections
@@ -19,6 +19,9 @@
  *
  * Options: --runs N (default 7, medians reported), --appends N (per PostgreSQL append run, default 6000),
  * --readall N (default 200000), --only <case>. Database from FERRY_BENCH_POSTGRES_URL.
+ *
+ * Both sides of a case start with their connections open (Ferry's store opens its pool when it is
+ * created; the raw pool opens its connections before the clock), and the sides go in turn first.
  */
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -27,16 +30,34 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { createEventStore, type EventStore, silentLogger } from 'ferry';
 import pg from 'pg';
-import { argValue, median, progress, report, round, secondsSince } from './support.js';
+import {
+  argValue,
+  median,
+  onCleanup,
+  onlyCase,
+  progress,
+  report,
+  round,
+  runBenchmark,
+  secondsSince,
+} from './support.js';
 
 const RUNS = argValue('runs', 7);
 const APPENDS = argValue('appends', 6000);
-const READALL = argValue('readall', 200_000);
+const READALL = argValue('readall', 200_000, 2000);
 const WRITERS = 8;
 const MANY_WRITERS = 64;
 /** Connections of the raw baseline's pool with 64 writers; Ferry's store keeps its own pool of 10. */
 const RAW_MANY_POOL = 16;
-const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : undefined;
+const only = onlyCase([
+  'pg-append-single',
+  'pg-append-64-writers',
+  'pg-append-batch10',
+  'pg-readall',
+  'pg-subscription-latency',
+  'sqlite-append',
+  'sqlite-append-64-writers',
+]);
 const url = process.env.FERRY_BENCH_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const payload = {
   orderId: 'order-000042',
@@ -47,13 +68,35 @@ const payload = {
 const meta = { correlationId: '01a22bd5-0000-7000-8000-000000000000' };
 
 const admin = new pg.Pool({ connectionString: url, max: 2 });
+// Registered first, so ended last: the schemas' drops (on the way out too) need it.
+onCleanup('the admin pool', () => admin.end());
+
+/** Drops of the schemas made and not yet dropped (also run on Ctrl-C or a failure). */
+const schemaDrops = new Map<string, () => Promise<void>>();
 
 function schemaName(): string {
-  return `bench_${randomUUID().replaceAll('-', '').slice(0, 10)}`;
+  const schema = `bench_${randomUUID().replaceAll('-', '').slice(0, 10)}`;
+  schemaDrops.set(
+    schema,
+    onCleanup(`schema ${schema}`, async () => {
+      await admin.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+    }),
+  );
+  return schema;
 }
 
 async function dropSchema(schema: string): Promise<void> {
-  await admin.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+  const drop = schemaDrops.get(schema);
+  schemaDrops.delete(schema);
+  await drop?.();
+}
+
+/** A raw pool with its `connections` open, as Ferry's store has its own open when created. */
+async function openPool(connections: number): Promise<pg.Pool> {
+  const pool = new pg.Pool({ connectionString: url, max: connections });
+  const clients = await Promise.all(Array.from({ length: connections }, () => pool.connect()));
+  for (const client of clients) client.release();
+  return pool;
 }
 
 /**
@@ -97,7 +140,7 @@ async function rawAppends(
 ): Promise<number> {
   const schema = schemaName();
   await rawTable(schema, equivalent);
-  const pool = new pg.Pool({ connectionString: url, max: connections });
+  const pool = await openPool(connections);
   const perWriter = Math.ceil(APPENDS / writers / batch);
   const values = Array.from({ length: batch }, (_, n) => {
     const o = n * 6;
@@ -151,34 +194,44 @@ async function fillReadAll(store: EventStore): Promise<void> {
   );
 }
 
-async function readAllCase(): Promise<{ ferry: number; raw: number }> {
+async function readAllCase(turn: number): Promise<{ ferry: number; raw: number }> {
   const schema = schemaName();
   const store = await createEventStore({ url, postgres: { schema }, logger: silentLogger });
   await fillReadAll(store);
-  let count = 0;
-  let start = performance.now();
-  for await (const _ of store.readAll({ batchSize: 500 })) count++;
-  const ferry = count / secondsSince(start);
   // Raw: keyset pagination over the same table, same batch size, rows parsed by pg the same way.
-  const pool = new pg.Pool({ connectionString: url, max: 2 });
-  let after = '0';
-  count = 0;
-  start = performance.now();
-  for (;;) {
-    const { rows } = await pool.query(
-      `SELECT position, stream_id, version, id, type, data, metadata, time FROM "${schema}".events WHERE position > $1 ORDER BY position LIMIT 500`,
-      [after],
-    );
-    count += rows.length;
-    if (rows.length < 500) break;
-    after = rows[rows.length - 1].position;
-  }
-  const raw = count / secondsSince(start);
+  const pool = await openPool(1);
+  const ferrySide = async () => {
+    let count = 0;
+    const start = performance.now();
+    for await (const _ of store.readAll({ batchSize: 500 })) count++;
+    return { count, rate: count / secondsSince(start) };
+  };
+  const rawSide = async () => {
+    let after = '0';
+    let count = 0;
+    const start = performance.now();
+    for (;;) {
+      const { rows } = await pool.query(
+        `SELECT position, stream_id, version, id, type, data, metadata, time FROM "${schema}".events WHERE position > $1 ORDER BY position LIMIT 500`,
+        [after],
+      );
+      count += rows.length;
+      if (rows.length < 500) break;
+      after = rows[rows.length - 1].position;
+    }
+    return { count, rate: count / secondsSince(start) };
+  };
+  const { ferry, raw } = await alternate(turn, ferrySide, rawSide);
   await pool.end();
   await store.close();
   await dropSchema(schema);
-  if (count !== READALL) throw new Error(`expected ${READALL} events, read ${count}`);
-  return { ferry, raw };
+  for (const [side, { count }] of [
+    ['Ferry', ferry],
+    ['raw', raw],
+  ] as const) {
+    if (count !== READALL) throw new Error(`${side} read ${count} events, expected ${READALL}`);
+  }
+  return { ferry: ferry.rate, raw: raw.rate };
 }
 
 function percentile(values: number[], p: number): number {
@@ -193,7 +246,7 @@ async function ferryLatency(): Promise<number[]> {
   const schema = schemaName();
   const writer = await createEventStore({ url, postgres: { schema }, logger: silentLogger });
   const reader = await createEventStore({ url, postgres: { schema }, logger: silentLogger });
-  const committedAt = new Map<string, number>();
+  const calledAt = new Map<string, number>();
   const handledAt = new Map<string, number>();
   const sub = reader.subscribe({ name: 'latency', idlePollMs: 60_000 }, (e) => {
     handledAt.set(e.id, performance.now());
@@ -208,15 +261,15 @@ async function ferryLatency(): Promise<number[]> {
   handledAt.clear();
   for (let i = 0; i < LATENCY_EVENTS; i++) {
     const id = randomUUID();
+    calledAt.set(id, performance.now());
     await writer.append(`lat-${i % 10}`, [{ id, type: 'Tick', data: { i } }]);
-    committedAt.set(id, performance.now());
     await sleep(2);
   }
   while (handledAt.size < LATENCY_EVENTS) await sleep(10);
   await writer.close();
   await reader.close();
   await dropSchema(schema);
-  return [...committedAt].map(([id, t]) => handledAt.get(id)! - t);
+  return [...calledAt].map(([id, t]) => handledAt.get(id)! - t);
 }
 
 async function rawLatency(): Promise<number[]> {
@@ -228,46 +281,63 @@ async function rawLatency(): Promise<number[]> {
   await listener.query(`LISTEN "${channel}"`);
   const handledAt = new Map<string, number>();
   listener.on('notification', (n) => handledAt.set(n.payload!, performance.now()));
-  const pool = new pg.Pool({ connectionString: url, max: 2 });
-  const committedAt = new Map<string, number>();
+  const pool = await openPool(1);
+  const append = async (stream: string, version: number, id: string) => {
+    const client = await pool.connect();
+    try {
+      await client.query('BEGIN');
+      await client.query(
+        `INSERT INTO "${schema}".raw_events (stream_id, version, id, type, data, metadata) VALUES ($1, $2, $3, 'Tick', '{}', '{}')`,
+        [stream, version, id],
+      );
+      await client.query('SELECT pg_notify($1, $2)', [channel, id]);
+      await client.query('COMMIT');
+    } finally {
+      client.release();
+    }
+  };
+  // Warm-up, not measured, as Ferry's side has.
+  for (let i = 0; i < 100; i++) {
+    await append('warm-up', i, randomUUID());
+    await sleep(10);
+  }
+  while (handledAt.size < 100) await sleep(10);
+  handledAt.clear();
+  const calledAt = new Map<string, number>();
   for (let i = 0; i < LATENCY_EVENTS; i++) {
     const id = randomUUID();
-    const client = await pool.connect();
-    await client.query('BEGIN');
-    await client.query(
-      `INSERT INTO "${schema}".raw_events (stream_id, version, id, type, data, metadata) VALUES ($1, $2, $3, 'Tick', '{}', '{}')`,
-      [`lat-${i % 10}`, Math.floor(i / 10), id],
-    );
-    await client.query('SELECT pg_notify($1, $2)', [channel, id]);
-    await client.query('COMMIT');
-    committedAt.set(id, performance.now());
-    client.release();
+    calledAt.set(id, performance.now());
+    await append(`lat-${i % 10}`, Math.floor(i / 10), id);
     await sleep(2);
   }
   while (handledAt.size < LATENCY_EVENTS) await sleep(10);
   await listener.end();
   await pool.end();
   await dropSchema(schema);
-  return [...committedAt].map(([id, t]) => handledAt.get(id)! - t);
+  return [...calledAt].map(([id, t]) => handledAt.get(id)! - t);
 }
 
 const SQLITE_APPENDS = 3000;
 
 /** `writers` concurrent writers, each appending to its own stream (one writer: the original case). */
-async function sqliteCase(writers = 1): Promise<{ ferry: number; raw: number }> {
+async function sqliteCase(turn: number, writers = 1): Promise<{ ferry: number; raw: number }> {
   const dir = mkdtempSync(join(tmpdir(), 'ferry-bench-'));
+  const removeDir = onCleanup(dir, () => rmSync(dir, { recursive: true, force: true }));
   const perWriter = Math.ceil(SQLITE_APPENDS / writers);
   const total = perWriter * writers;
-  try {
+  const ferrySide = async () => {
     const store = await createEventStore({ url: `sqlite:${join(dir, 'ferry.db')}`, logger: silentLogger });
-    let start = performance.now();
+    const start = performance.now();
     await concurrently(writers, perWriter, async (w, i) => {
       await store.append(`s-${w}`, [{ type: 'OrderPlaced', data: payload, metadata: meta }], {
         expectedVersion: i - 1,
       });
     });
-    const ferry = total / secondsSince(start);
+    const rate = total / secondsSince(start);
     await store.close();
+    return rate;
+  };
+  const rawSide = async () => {
     const db = new Database(join(dir, 'raw.db'));
     db.pragma('journal_mode = WAL');
     db.pragma('synchronous = FULL');
@@ -276,7 +346,7 @@ async function sqliteCase(writers = 1): Promise<{ ferry: number; raw: number }> 
     const insert = db.prepare(
       'INSERT INTO raw_events (stream_id, version, id, type, data, metadata, time) VALUES (?, ?, ?, ?, ?, ?, ?)',
     );
-    start = performance.now();
+    const start = performance.now();
     await concurrently(writers, perWriter, async (w, i) => {
       insert.run(
         `s-${w}`,
@@ -290,11 +360,14 @@ async function sqliteCase(writers = 1): Promise<{ ferry: number; raw: number }> 
       // The same turn of the event loop as an awaited append, so both sides pay for a promise.
       await Promise.resolve();
     });
-    const raw = total / secondsSince(start);
+    const rate = total / secondsSince(start);
     db.close();
-    return { ferry, raw };
+    return rate;
+  };
+  try {
+    return await alternate(turn, ferrySide, rawSide);
   } finally {
-    rmSync(dir, { recursive: true, force: true });
+    await removeDir();
   }
 }
 
@@ -334,8 +407,8 @@ async function ratioCase(
 }
 
 /** Alternates which side goes first, so neither always meets a warmer database. */
-async function alternate(r: () => number, ferry: () => Promise<number>, raw: () => Promise<number>) {
-  if (r() % 2 === 0) {
+async function alternate<T>(turn: number, ferry: () => Promise<T>, raw: () => Promise<T>) {
+  if (turn % 2 === 0) {
     const f = await ferry();
     return { ferry: f, raw: await raw() };
   }
@@ -390,7 +463,7 @@ async function main(): Promise<void> {
       'events/s',
       () =>
         alternate(
-          next,
+          next(),
           () => ferryAppends(1, MANY_WRITERS),
           () => rawAppends(1, true, MANY_WRITERS, RAW_MANY_POOL),
         ),
@@ -410,7 +483,7 @@ async function main(): Promise<void> {
       'events/s',
       () =>
         alternate(
-          next,
+          next(),
           () => ferryAppends(10),
           () => rawAppends(10),
         ),
@@ -418,7 +491,7 @@ async function main(): Promise<void> {
     );
   }
   if (!only || only === 'pg-readall') {
-    await ratioCase('pg-readall', undefined, 'raw keyset SELECT', 'events/s', readAllCase, {
+    await ratioCase('pg-readall', undefined, 'raw keyset SELECT', 'events/s', () => readAllCase(next()), {
       events: READALL,
     });
   }
@@ -428,8 +501,7 @@ async function main(): Promise<void> {
     const rawP50: number[] = [];
     const rawP99: number[] = [];
     for (let r = 1; r <= RUNS; r++) {
-      const f = await ferryLatency();
-      const b = await rawLatency();
+      const { ferry: f, raw: b } = await alternate(r, ferryLatency, rawLatency);
       ferryP50.push(percentile(f, 50));
       ferryP99.push(percentile(f, 99));
       rawP50.push(percentile(b, 50));
@@ -444,7 +516,8 @@ async function main(): Promise<void> {
       events: LATENCY_EVENTS,
       ferryP50: round(median(ferryP50), 2),
       ferryP99: round(median(ferryP99), 2),
-      baseline: 'raw LISTEN, NOTIFY inside the insert transaction',
+      measured: 'from the append called to the handler',
+      baseline: 'raw BEGIN, INSERT, NOTIFY, COMMIT on a pooled connection; LISTEN on another',
       baselineP50: round(median(rawP50), 2),
       baselineP99: round(median(rawP99), 2),
       runs: RUNS,
@@ -456,7 +529,7 @@ async function main(): Promise<void> {
       undefined,
       'raw better-sqlite3 INSERT',
       'appends/s',
-      () => sqliteCase(),
+      () => sqliteCase(next()),
       {
         appends: SQLITE_APPENDS,
       },
@@ -468,11 +541,10 @@ async function main(): Promise<void> {
       undefined,
       'raw better-sqlite3 INSERT, one per commit',
       'appends/s',
-      () => sqliteCase(MANY_WRITERS),
+      () => sqliteCase(next(), MANY_WRITERS),
       { writers: MANY_WRITERS, appends: SQLITE_APPENDS },
     );
   }
-  await admin.end();
 }
 
-await main();
+await runBenchmark('bench:eventstore', main);

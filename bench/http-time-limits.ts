@@ -7,14 +7,15 @@
  *
  * One JSON line per case on stdout (progress on stderr): the median time to the rejection over the
  * runs, how late that is (`lateMs`, median and worst), and the same for the baseline. A case passes
- * when Ferry's worst lateness is within 20 ms. All cases of a run go at once (they are timers, not
+ * when every Ferry call rejected with its TimeoutError (`TIMEOUT`), none before its limit, none more
+ * than 20 ms after it, and, for the deadline over retried attempts, after a second attempt. All cases of a run go at once (they are timers, not
  * load), so a run lasts as long as its longest limit. Options: --runs N (default 3), --max-ms N
  * (skip limits above it, default 30000).
  */
 import { createServer } from 'node:http';
-import { ServiceClient } from 'ferry';
+import { isTimeoutError, ServiceClient } from 'ferry';
 import { Pool } from 'undici';
-import { argValue, forkServer, median, progress, report, round } from './support.js';
+import { argValue, forkServer, median, progress, report, round, runBenchmark } from './support.js';
 
 const RUNS = argValue('runs', 3);
 const MAX_MS = argValue('max-ms', 30_000);
@@ -59,20 +60,35 @@ interface Case {
   readonly baseline: () => Promise<unknown>;
 }
 
-/** Milliseconds until `call` settles; negative when it resolved (the limit did not hold). */
-async function elapsed(call: () => Promise<unknown>): Promise<number> {
+interface Outcome {
+  /** Milliseconds until the call settled. */
+  readonly ms: number;
+  /** Whether it rejected as the limit requires: any rejection for the baseline, a TimeoutError for Ferry. */
+  readonly held: boolean;
+}
+
+async function elapsed(
+  call: () => Promise<unknown>,
+  expected: (error: unknown) => boolean,
+): Promise<Outcome> {
   const started = performance.now();
   try {
     await call();
-    return -(performance.now() - started);
-  } catch {
-    return performance.now() - started;
+    return { ms: performance.now() - started, held: false };
+  } catch (error) {
+    return { ms: performance.now() - started, held: expected(error) };
   }
 }
 
+/** A timer ends at or after its time; a call measured from just before it may show a fraction less. */
+const EARLY_SLACK_MS = 1;
+
 async function main(): Promise<void> {
-  const { child, origin } = await forkServer(import.meta.url);
+  const { origin, stop } = await forkServer(import.meta.url);
   const ferry = new ServiceClient(origin, { breaker: false, bulkhead: false, retryBudget: false });
+  /** Retries made per path: the deadline cases must have made a second attempt. */
+  const retries = new Map<string, number>();
+  ferry.on('retry', ({ path }) => retries.set(path, (retries.get(path) ?? 0) + 1));
   const undici = new Pool(origin, { connections: 64 });
   await ferry.get('/warm');
   await undici.request({ method: 'GET', path: '/warm' }).then((r) => r.body.text());
@@ -84,6 +100,7 @@ async function main(): Promise<void> {
   const cases: Case[] = [];
   for (const ms of LIMITS) {
     const late = `/late?ms=${ms + 1000}`;
+    const lateRetried = `/late?ms=${ms + 1000}&retried=${ms}`;
     cases.push(
       {
         name: `timeout-late-${ms}`,
@@ -109,7 +126,7 @@ async function main(): Promise<void> {
         name: `deadline-retried-${ms}`,
         limitMs: ms,
         ferry: () =>
-          ferry.get(late, {
+          ferry.get(lateRetried, {
             deadline: ms,
             timeout: Math.round(ms * 0.6),
             retry: { maxAttempts: 5, backoff: () => 10 },
@@ -119,42 +136,51 @@ async function main(): Promise<void> {
     );
   }
 
-  const results = new Map<string, { ferry: number[]; baseline: number[] }>(
+  const results = new Map<string, { ferry: Outcome[]; baseline: Outcome[] }>(
     cases.map((c) => [c.name, { ferry: [], baseline: [] }]),
   );
   for (let run = 1; run <= RUNS; run++) {
     progress(`run ${run}/${RUNS}: ${cases.length} cases at once, up to ${Math.max(...LIMITS) / 1000} s`);
     await Promise.all(
       cases.flatMap((c) => [
-        elapsed(c.ferry).then((ms) => results.get(c.name)!.ferry.push(ms)),
-        elapsed(c.baseline).then((ms) => results.get(c.name)!.baseline.push(ms)),
+        elapsed(c.ferry, isTimeoutError).then((o) => results.get(c.name)!.ferry.push(o)),
+        elapsed(c.baseline, () => true).then((o) => results.get(c.name)!.baseline.push(o)),
       ]),
     );
   }
   for (const c of cases) {
     const { ferry: f, baseline: b } = results.get(c.name)!;
-    const late = f.map((ms) => Math.abs(ms) - c.limitMs);
-    const baselineLate = b.map((ms) => Math.abs(ms) - c.limitMs);
+    const late = f.map((o) => o.ms - c.limitMs);
+    const baselineLate = b.map((o) => o.ms - c.limitMs);
+    const ferryHeld = f.every((o) => o.held);
+    const retried = c.name.startsWith('deadline-retried')
+      ? (retries.get(`/late?ms=${c.limitMs + 1000}&retried=${c.limitMs}`) ?? 0)
+      : undefined;
     report({
       case: c.name,
       limitMs: c.limitMs,
-      ferryMs: round(median(f.map(Math.abs)), 1),
-      ferryHeld: f.every((ms) => ms >= 0),
+      ferryMs: round(median(f.map((o) => o.ms)), 1),
+      ferryHeld,
       ferryLateMs: round(median(late), 1),
-      ferryWorstLateMs: round(Math.max(...late.map(Math.abs)), 1),
+      ferryWorstLateMs: round(Math.max(...late), 1),
+      ferryEarliestMs: round(Math.min(...late), 1),
+      ...(retried === undefined ? {} : { ferryRetries: retried }),
       baseline: 'raw undici Pool.request, headersTimeout/bodyTimeout = limit',
-      baselineMs: round(median(b.map(Math.abs)), 1),
-      baselineHeld: b.every((ms) => ms >= 0),
+      baselineMs: round(median(b.map((o) => o.ms)), 1),
+      baselineHeld: b.every((o) => o.held),
       baselineLateMs: round(median(baselineLate), 1),
-      target: `within ${TOLERANCE_MS} ms of the limit`,
-      pass: f.every((ms) => ms >= 0) && late.every((ms) => Math.abs(ms) <= TOLERANCE_MS),
+      target: `a TimeoutError, not before the limit and within ${TOLERANCE_MS} ms after it${retried === undefined ? '' : ', after a retry'}`,
+      pass:
+        ferryHeld &&
+        late.every((ms) => ms >= -EARLY_SLACK_MS && ms <= TOLERANCE_MS) &&
+        (retried === undefined || retried >= RUNS),
       runs: RUNS,
     });
   }
   await ferry.close();
   await undici.destroy();
-  child.kill();
+  await stop();
 }
 
 if (process.argv.includes('--serve')) serve();
-else await main();
+else await runBenchmark('bench:http-time-limits', main);

@@ -17,13 +17,24 @@ import { ConsecutiveBreaker, circuitBreaker as cockatielBreaker, handleAll } fro
 import { CircuitBreaker, ServiceClient } from 'ferry';
 import CircuitBreakerOpossum from 'opossum';
 import { Pool } from 'undici';
-import { argValue, forkServer, median, progress, pump, report, round, secondsSince } from './support.js';
+import {
+  argValue,
+  forkServer,
+  median,
+  onlyCase,
+  progress,
+  pump,
+  report,
+  round,
+  runBenchmark,
+  secondsSince,
+} from './support.js';
 
 const RUNS = argValue('runs', 5);
 const REQUESTS = argValue('requests', 20_000);
 const CALLS = argValue('calls', 2_000_000);
 const CONCURRENCY = 32;
-const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : undefined;
+const only = onlyCase(['http-get-32', 'breaker-overhead']);
 
 /** The server process: a small JSON answer, keep-alive. */
 function serve(): void {
@@ -149,7 +160,7 @@ async function breakerCase(): Promise<void> {
 }
 
 async function httpCase(): Promise<void> {
-  const { child, origin } = await forkServer(import.meta.url);
+  const { origin, stop } = await forkServer(import.meta.url);
   const all = clients(origin);
   try {
     const sides: [string, (clients: Clients, requests: number) => Promise<number>][] = [
@@ -191,6 +202,7 @@ async function httpCase(): Promise<void> {
       case: 'http-get-32',
       unit: 'req/s',
       requests: REQUESTS,
+      axiosOpossumRequests: REQUESTS / 5,
       concurrency: CONCURRENCY,
       slices: RUNS * 10,
       ferry: round(median(results.ferry!)),
@@ -205,13 +217,15 @@ async function httpCase(): Promise<void> {
     });
   } finally {
     await all.close();
-    child.kill();
+    await stop();
   }
 }
 
 if (process.argv.includes('--serve')) serve();
 else {
-  process.stderr.write(`ferry bench:http — ${RUNS} runs per case, medians reported\n`);
-  if (!only || only === 'http-get-32') await httpCase();
-  if (!only || only === 'breaker-overhead') await breakerCase();
+  await runBenchmark('bench:http', async () => {
+    process.stderr.write(`ferry bench:http — ${RUNS} runs per case, medians reported\n`);
+    if (!only || only === 'http-get-32') await httpCase();
+    if (!only || only === 'breaker-overhead') await breakerCase();
+  });
 }

@@ -25,7 +25,8 @@
  *
  * Options: --runs N (default 3, medians reported), --messages N (per throughput arm, default 3000),
  * --rate N (default 300), --seconds N (default 2), --pool N (the store's pool, default 10),
- * --batch N (relay batch size, default the relay's), --keyed (each message keyed by its stream),
+ * --batch N (relay batch size, default the relay's), --keyed (each outbox message keyed by its stream;
+ * the direct arms' bus.publish has no key, reported as `outboxKeyed`),
  * --profile (counts relay round trips: claims, rows per claim, publish and delete times),
  * --only <case> (`outbox-throughput` for both concurrencies). Database from FERRY_BENCH_POSTGRES_URL,
  * broker from FERRY_BENCH_AMQP_URL. Each run uses a fresh schema and a fresh vhost, deleted after it.
@@ -44,21 +45,37 @@ import {
   silentLogger,
 } from 'ferry';
 import { createTestVhost, type TestVhost } from '../src/testing/rabbitmq.js';
-import { argValue, hasFlag, median, progress, report, round } from './support.js';
+import {
+  argValue,
+  hasFlag,
+  median,
+  onCleanup,
+  onlyCase,
+  progress,
+  report,
+  round,
+  runBenchmark,
+} from './support.js';
 
 const RUNS = argValue('runs', 3);
 const MESSAGES = argValue('messages', 3000);
 const RATE = argValue('rate', 300);
 const SECONDS = argValue('seconds', 2);
 const POOL = argValue('pool', 10);
-const BATCH = argValue('batch', 0);
+const BATCH = argValue('batch', 0, 0);
 const KEYED = hasFlag('keyed');
 const PROFILE = hasFlag('profile');
 const CONCURRENCIES = [16, 64];
 const PREFETCH = 100;
 const TARGET_RATIO = 0.7;
 const TARGET_P99_MS = 20;
-const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : undefined;
+const only = onlyCase([
+  'outbox-throughput',
+  ...[16, 64].map((c) => `outbox-throughput-${c}`),
+  'outbox-latency',
+]);
+// The vhosts' permissions go to the user of the broker the benchmark connects to.
+if (process.env.FERRY_BENCH_AMQP_URL) process.env.FERRY_TEST_AMQP_URL = process.env.FERRY_BENCH_AMQP_URL;
 const pgUrl = process.env.FERRY_BENCH_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const payload = {
   orderId: 'order-000042',
@@ -100,6 +117,8 @@ function expect(tag: string, total: number): Expectation {
 interface Env {
   readonly schema: string;
   readonly vhost: TestVhost;
+  /** Drops the schema and deletes the vhost (also run on Ctrl-C or a failure). */
+  readonly remove: () => Promise<void>;
   readonly store: EventStore;
   readonly outbox: Outbox;
   readonly producer: Bus;
@@ -171,6 +190,13 @@ function vhostUrl(vhost: TestVhost): string {
 async function openEnv(): Promise<Env> {
   const schema = `bench_${randomUUID().replaceAll('-', '').slice(0, 10)}`;
   const vhost = await createTestVhost('ferry-bench-outbox');
+  const remove = onCleanup(`schema ${schema} and vhost ${vhost.name}`, async () => {
+    const pg = (await import('pg')).default;
+    const client = new pg.Client({ connectionString: pgUrl });
+    await client.connect();
+    await client.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`).finally(() => client.end());
+    await vhost.dispose();
+  });
   const store = await createEventStore({
     url: pgUrl,
     postgres: { schema, poolSize: POOL },
@@ -187,6 +213,7 @@ async function openEnv(): Promise<Env> {
   const env: Env = {
     schema,
     vhost,
+    remove,
     store,
     outbox,
     producer,
@@ -217,11 +244,7 @@ async function closeEnv(env: Env): Promise<void> {
     await env.consumer.close();
     await env.store.close();
   } finally {
-    const pg = (await import('pg')).default;
-    const client = new pg.Client({ connectionString: pgUrl });
-    await client.connect();
-    await client.query(`DROP SCHEMA IF EXISTS "${env.schema}" CASCADE`).finally(() => client.end());
-    await env.vhost.dispose();
+    await env.remove();
   }
 }
 
@@ -452,7 +475,7 @@ async function main(): Promise<void> {
       producers: c,
       messages: Math.ceil(MESSAGES / c) * c,
       poolSize: POOL,
-      keyed: KEYED,
+      outboxKeyed: KEYED,
       measured: 'outbox.append(stream, [event], { expectedVersion, messages: [message] }) until consumed',
       ferry: round(median(runs.rates['outbox-append'])),
       baseline: 'store.append, then bus.publish after the commit',
@@ -471,7 +494,7 @@ async function main(): Promise<void> {
       producers: c,
       messages: Math.ceil(MESSAGES / c) * c,
       poolSize: POOL,
-      keyed: KEYED,
+      outboxKeyed: KEYED,
       ferry: round(median(runs.rates.outbox)),
       baseline: 'store.append, then bus.publish after the commit',
       baselineValue: round(median(runs.rates['direct-append'])),
@@ -497,7 +520,7 @@ async function main(): Promise<void> {
       rate: RATE,
       messages: Math.round(RATE * SECONDS),
       poolSize: POOL,
-      keyed: KEYED,
+      outboxKeyed: KEYED,
       measured: 'commit (outbox.append resolved) -> consumer handler',
       ferryP50: m('outbox-append', 'p50'),
       ferryP99: appendP99,
@@ -521,7 +544,7 @@ async function main(): Promise<void> {
       rate: RATE,
       messages: Math.round(RATE * SECONDS),
       poolSize: POOL,
-      keyed: KEYED,
+      outboxKeyed: KEYED,
       measured: 'commit (unit of work resolved) -> consumer handler',
       ferryP50: m('outbox', 'p50'),
       ferryP99: p99,
@@ -549,4 +572,4 @@ async function main(): Promise<void> {
   process.stderr.write(`${summary.join('\n')}\n`);
 }
 
-await main();
+await runBenchmark('bench:outbox', main);

@@ -58,11 +58,21 @@ import Database from 'better-sqlite3';
 import pg from 'pg';
 import { Pool } from 'undici';
 import { createTestVhost } from '../src/testing/rabbitmq.js';
-import { argValue, hasFlag, median, progress, report, round } from './support.js';
+import {
+  argValue,
+  errorMessage,
+  hasFlag,
+  median,
+  onCleanup,
+  progress,
+  report,
+  round,
+  runBenchmark,
+} from './support.js';
 
 const RUNS = argValue('runs', 3);
 const DURATION_S = argValue('duration', 10);
-const WARMUP_S = argValue('warmup', 2);
+const WARMUP_S = argValue('warmup', 2, 0);
 const CAP_MS = argValue('cap', 120) * 1000;
 const CPU_PROF = hasFlag('cpu-prof');
 const PRODUCTS = Math.max(1, argValue('products', 1));
@@ -116,34 +126,7 @@ const autocannon = createRequire(import.meta.url)('autocannon') as (options: {
   requests: CannonRequest[];
 }) => Promise<CannonResult>;
 
-// ── cleanup ───────────────────────────────────────────────────────────────────────────────────────
-
-/** What to undo on the way out (children, temp dirs, database, vhost), last registered first. */
-const cleanups: { readonly what: string; readonly run: () => Promise<void> }[] = [];
-
-/** Registers `run`; the function returned runs it now (once) and unregisters it. */
-function onCleanup(what: string, run: () => Promise<void>): () => Promise<void> {
-  const entry = { what, run };
-  cleanups.push(entry);
-  return async () => {
-    const index = cleanups.indexOf(entry);
-    if (index < 0) return;
-    cleanups.splice(index, 1);
-    await run();
-  };
-}
-
-async function cleanUp(): Promise<void> {
-  for (let entry = cleanups.pop(); entry !== undefined; entry = cleanups.pop()) {
-    try {
-      await entry.run();
-    } catch (error) {
-      progress(`cleaning up ${entry.what} failed: ${message(error)}`);
-    }
-  }
-}
-
-const message = (error: unknown) => (error instanceof Error ? error.message : String(error));
+const message = errorMessage;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function tempDir(
@@ -924,9 +907,14 @@ function summarize(name: CaseName, lines: readonly RunLine[]): Record<string, un
   const times = lines.map((l) => l.terminalAfterMs ?? null);
   const allEnded = times.every((t) => t !== null);
   const worst = allEnded ? Math.max(...(times as number[])) : null;
+  // Every request answered 201 (a 503 is load shed, an error or timeout a lost request), every
+  // order followed to its end.
+  const clean = lines.every(
+    (l) => l.non2xx === 0 && l.errors === 0 && l.timeouts === 0 && l.pollFailures === 0,
+  );
   const pass =
     name === 'embedded'
-      ? ratio !== null && ratio >= TARGET_RATIO && worst !== null && worst <= TARGET_TERMINAL_MS
+      ? clean && ratio !== null && ratio >= TARGET_RATIO && worst !== null && worst <= TARGET_TERMINAL_MS
       : null;
   return {
     ...base,
@@ -985,22 +973,4 @@ async function main(): Promise<void> {
   for (const name of cases) report(summarize(name, lines[name]));
 }
 
-let interrupted = false;
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.on(signal, () => {
-    if (interrupted) return;
-    interrupted = true;
-    progress(`${signal}: stopping the children and removing what this run created`);
-    void cleanUp().finally(() => process.exit(signal === 'SIGINT' ? 130 : 143));
-  });
-}
-
-try {
-  await main();
-} catch (error) {
-  // Once interrupted, the children stopping is no failure to report.
-  if (!interrupted) process.stderr.write(`bench:shop failed: ${message(error)}\n`);
-  process.exitCode = 1;
-} finally {
-  await cleanUp();
-}
+await runBenchmark('bench:shop', main);

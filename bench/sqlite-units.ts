@@ -38,7 +38,17 @@ import {
   silentLogger,
 } from 'ferry';
 import { SqliteEventStoreBackend } from 'ferry/sqlite';
-import { argValue, median, progress, report, round, secondsSince } from './support.js';
+import {
+  argValue,
+  median,
+  onCleanup,
+  onlyCase,
+  progress,
+  report,
+  round,
+  runBenchmark,
+  secondsSince,
+} from './support.js';
 
 const RUNS = argValue('runs', 3);
 const UNITS = argValue('units', 3000);
@@ -46,7 +56,10 @@ const SECONDS = argValue('seconds', 2);
 const CONCURRENCIES = [1, 16, 64];
 const LATENCY_UNIT_CALLERS = 64;
 const LATENCY_APPENDERS = 8;
-const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : undefined;
+const only = onlyCase([
+  ...CONCURRENCIES.map((c) => `sqlite-units-${c}`),
+  'sqlite-append-latency-under-units',
+]);
 const wanted = (name: string) => !only || only === name;
 const TYPE = 'bench.order.placed';
 const payload = {
@@ -216,6 +229,7 @@ async function appendsUnderUnits(dir: string, arm: Arm): Promise<UnderUnits> {
 async function main(): Promise<void> {
   process.stderr.write(`ferry bench:sqlite-units — ${RUNS} runs, medians reported, ${UNITS} units per arm\n`);
   const dir = mkdtempSync(join(tmpdir(), 'ferry-bench-units-'));
+  const removeDir = onCleanup(dir, () => rmSync(dir, { recursive: true, force: true }));
   try {
     // Warm-up, not counted: the driver, the JIT and the file system's caches start cold.
     await ferryRate(dir, 'ferry', 16);
@@ -294,8 +308,8 @@ async function main(): Promise<void> {
       });
     }
   } finally {
-    rmSync(dir, { recursive: true, force: true });
+    await removeDir();
   }
 }
 
-await main();
+await runBenchmark('bench:sqlite-units', main);
