@@ -65,7 +65,9 @@ paymentsClient.on('response', (e) => {
 const orders = Fastify(ferryFastifyOptions({ logger: silentLogger }));
 ferryFastify(orders, { logger: silentLogger, health: { breakers: () => paymentsClient.breakers() } });
 orders.post('/orders', async (request) => {
-  say('orders', `placing an order [corr ${corr()}]`);
+  const left =
+    request.ferry.deadline === undefined ? '' : `, with ${request.ferry.deadline - Date.now()} ms left`;
+  say('orders', `placing an order${left} [corr ${corr()}]`);
   const charge = await paymentsClient.post<{ chargeId: string }>('/charges', request.body);
   return { orderId: 'A-1', ...charge };
 });

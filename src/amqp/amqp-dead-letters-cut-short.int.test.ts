@@ -4,6 +4,8 @@ import { isFerryError } from '../errors/ferry-error.js';
 import { silentLogger } from '../logging/logger.js';
 import type { Bus } from '../messaging/bus.js';
 import type { Contracts } from '../messaging/contracts.js';
+import { FaultProxy } from '../testing/fault-proxy.js';
+import { rabbitmqBaseUrl } from '../testing/rabbitmq.js';
 import { sleep, waitFor } from '../testing/wait.js';
 import { testVhosts } from './fixtures/test-vhosts.js';
 
@@ -141,4 +143,48 @@ describe('RabbitMQ dead-letter calls cut short', () => {
     );
     expect(new Set(await numbers(v.url))).toEqual(new Set(range(300)));
   }, 90_000);
+});
+
+describe('RabbitMQ replay cut by a network reset', () => {
+  it.each([10, 25, 40])(
+    'rejects BROKER_UNAVAILABLE, and every letter still listed is one it does not count as replayed, or the one its message says may still be (cut at %i ms)',
+    async (cutMs) => {
+      // Must not happen: a replay that never settles, a lost letter, or a letter counted as
+      // replayed (its copy sent) still listed without the message saying so (a second replay would
+      // then run it again unannounced).
+      const v = await vhost();
+      const base = new URL(rabbitmqBaseUrl());
+      const proxy = await FaultProxy.start({ host: base.hostname, port: Number(base.port) || 5672 });
+      defer(() => proxy.close());
+      const url = new URL(v.url);
+      url.hostname = '127.0.0.1';
+      url.port = String(proxy.port);
+      const b = await bus(url.toString());
+      await deadLetter(b, N);
+      const dead = await b.listDeadLetters({ group, limit: 1000 });
+      const ids = dead.filter((_, k) => k % 2 === 0).map((letter) => letter.deadLetterId);
+      const replay = b.replayDeadLetters({ group, deadLetterIds: ids }).then(
+        (count) => ({ count }),
+        (error: unknown) => ({ error }),
+      );
+      await sleep(cutMs);
+      proxy.reset();
+      const outcome = await Promise.race([replay, sleep(20_000).then(() => ({ hung: true }))]);
+      expect(outcome).not.toHaveProperty('hung');
+      const left = await numbers(v.url);
+      expect(new Set(left).size).toBe(left.length);
+      if ('count' in outcome) {
+        // Finished before the cut.
+        expect(left.length).toBe(N - outcome.count);
+        return;
+      }
+      const error = (outcome as { error: unknown }).error;
+      expect(isFerryError(error) && error.code, String(error)).toBe('BROKER_UNAVAILABLE');
+      const replayed = Number(/\((\d+) replayed/.exec(String(error))?.[1]);
+      const mayBeListed = /may have gone out too|possibly still listed/.test(String(error)) ? 1 : 0;
+      expect(left.length, String(error)).toBeGreaterThanOrEqual(N - replayed);
+      expect(left.length, String(error)).toBeLessThanOrEqual(N - replayed + mayBeListed);
+    },
+    60_000,
+  );
 });

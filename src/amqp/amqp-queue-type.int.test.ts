@@ -207,6 +207,83 @@ describe('RabbitMQ queue type', () => {
     expect(logger.lines).toEqual([]);
   });
 
+  it('leaves no bound queue behind when a subscription fails on one of its queues (its publishes stay unroutable)', async () => {
+    // Must not happen: messages of the failed subscription's pattern piling up, unconsumed and
+    // unbounded, in a queue bound to the exchange, while their publishes resolve.
+    const v = await vhost();
+    const raw = await amqp.connect(v.url);
+    defer(() => raw.close());
+    const channel = await raw.createChannel();
+    await channel.assertQueue(deadLetterQueueName('billing'), {
+      durable: true,
+      arguments: { 'x-queue-type': 'quorum', 'x-max-length': 10 },
+    });
+    const b = await bus(v.url, {}, recordingLogger());
+    const refused = await b.subscribe(PATTERN, async () => {}, SUBSCRIBE).catch((error: unknown) => error);
+    expect(refused).toMatchObject({ code: 'INEQUIVALENT_QUEUE', queue: deadLetterQueueName('billing') });
+    await expect(b.publish('order.created', {}, { id: 'nobody' })).rejects.toMatchObject({
+      code: 'UNROUTABLE',
+    });
+    expect((await channel.checkQueue(topology.queue)).messageCount).toBe(0);
+  });
+
+  it('declares again the queue of a subscription deleted while it ran, without cycling the connection under the others', async () => {
+    // Must not happen: the other subscription's message run twice (its delivery lost with a cycled
+    // connection). Must not be lost: the deleted subscription's later messages.
+    const v = await vhost();
+    const logger = recordingLogger();
+    const b = await bus(v.url, {}, logger);
+    const billing: string[] = [];
+    await b.subscribe(PATTERN, async (m) => void billing.push(m.id), SUBSCRIBE);
+    const audit: string[] = [];
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    await b.subscribe(
+      'audit.*',
+      async (m) => {
+        audit.push(m.id);
+        await released;
+      },
+      { group: 'audit' },
+    );
+    await b.publish('audit.slow', {}, { id: 'slow' });
+    await waitFor(() => audit.includes('slow'), 'the audit handler running');
+
+    const raw = await amqp.connect(v.url);
+    defer(() => raw.close());
+    const channel = await raw.createChannel();
+    await channel.deleteQueue(topology.queue);
+    const consumers = async (queue: string) => {
+      // A check of a missing queue closes its channel: one channel per check.
+      const check = await raw.createChannel();
+      check.on('error', () => {});
+      try {
+        return (await check.checkQueue(queue)).consumerCount;
+      } catch {
+        return 0;
+      } finally {
+        await check.close().catch(() => {});
+      }
+    };
+    await waitFor(
+      async () => (await consumers(topology.queue)) === 1,
+      'the deleted queue declared again and consumed',
+      10_000,
+    );
+    await b.publish('order.created', {}, { id: 'after' });
+    await waitFor(() => billing.includes('after'), 'a message published after the deletion handled');
+    release();
+    await b.publish('audit.next', {}, { id: 'next' });
+    await waitFor(() => audit.includes('next'), 'the audit subscription still consuming');
+    expect(audit).toEqual(['slow', 'next']);
+    expect(logger.lines.filter((l) => l.message.startsWith('lost the RabbitMQ connection'))).toEqual([]);
+    expect(logger.lines.map((l) => l.message)).toEqual([
+      `the broker cancelled the consumer of queue ${topology.queue}; declaring the queues of that subscription again`,
+    ]);
+  });
+
   it('drops, without a reconnect loop, a subscription whose queue was redeclared otherwise while it ran', async () => {
     const v = await vhost();
     const logger = recordingLogger();

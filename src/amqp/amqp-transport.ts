@@ -190,9 +190,13 @@ export class AmqpTransport implements Transport {
    * something else meanwhile) cannot attach however often the connection is recycled: it is dropped,
    * and said so, instead of holding every other subscription in a reconnect loop.
    */
-  async #reattach(consumer: AmqpConsumer, connection: ChannelModel): Promise<void> {
+  async #reattach(
+    consumer: AmqpConsumer,
+    connection: ChannelModel,
+    attach = () => consumer.attach(connection),
+  ): Promise<void> {
     try {
-      await consumer.attach(connection);
+      await attach();
     } catch (error) {
       if (!isInequivalentQueueError(error)) throw error;
       this.#logger.error(
@@ -253,6 +257,25 @@ export class AmqpTransport implements Transport {
     });
   }
 
+  /**
+   * A queue of one subscription was deleted while it ran: that subscription declares its queues
+   * again (and consumes again on a new channel, if the broker cancelled its consumer). The connection
+   * stays up, so the other subscriptions' handlers keep their deliveries. Should that fail on the
+   * live connection, the connection is cycled, as for a failed channel.
+   */
+  #recoverSubscription(consumer: AmqpConsumer, reason: string): void {
+    const connection = this.#connection;
+    if (connection === undefined || this.#state !== 'ready') return; // the reconnect attaches it
+    this.#logger.warn(`${reason}; declaring the queues of that subscription again`);
+    void this.#reattach(consumer, connection, () => consumer.recover(connection)).catch((error: unknown) => {
+      if (connection === this.#connection) {
+        this.#fail(
+          `${reason}, and declaring it again failed (${error instanceof Error ? error.message : String(error)})`,
+        );
+      }
+    });
+  }
+
   /** A channel failed on a live connection: recover by cycling the whole connection. */
   #fail(reason: string): void {
     const connection = this.#connection;
@@ -298,6 +321,7 @@ export class AmqpTransport implements Transport {
       publisher: this.#publisher,
       logger: this.#logger,
       onChannelFailure: (reason) => this.#fail(reason),
+      onQueueGone: (c, reason) => this.#recoverSubscription(c, reason),
       onClosed: (c) => this.#consumers.delete(c),
     });
     this.#consumers.add(consumer);
@@ -344,13 +368,15 @@ export class AmqpTransport implements Transport {
   replayDeadLetters(group: string, options: ReplayOptions): Promise<number> {
     return deadLetterTurn(this.#brokerKey(), group, async () => {
       const connection = await this.#readyConnection();
-      const progress: ReplayProgress = { replayed: 0, sending: false };
+      const progress: ReplayProgress = { replayed: 0, sending: false, removing: false };
       try {
         return await replayDeadLetters(connection, this.#publisher, group, options, this.#logger, progress);
       } catch (error) {
         const inFlight = progress.sending
           ? ', and the letter being sent back may have gone out too, although it is still listed'
-          : '';
+          : progress.removing
+            ? ', the last of them possibly still listed: its removal may not have reached the broker'
+            : '';
         const what = `replaying the dead letters of ${group} (${progress.replayed} replayed${inFlight})`;
         throw this.#cutShort(error, connection, what);
       }

@@ -15,6 +15,7 @@ import {
   whenDecided,
 } from '../messaging/transport.js';
 import { decodeWireMessage, HEADER, typeOf } from '../messaging/wire.js';
+import { closeChannel } from './close-channel.js';
 import { fromPublisher, republishOptions, wireMessageOf } from './codec.js';
 import { DEAD_LETTER_HEADER } from './dead-letters.js';
 import type { ConfirmPublisher } from './publisher.js';
@@ -38,6 +39,11 @@ export interface ConsumerContext {
   readonly logger: Logger;
   /** The consumer's channel failed on a live connection; the transport recovers the connection. */
   readonly onChannelFailure: (reason: string) => void;
+  /**
+   * A queue of this subscription is gone (deleted while it ran): the transport declares its queues
+   * again with {@link AmqpConsumer.recover}, leaving the connection and the other subscriptions alone.
+   */
+  readonly onQueueGone: (consumer: AmqpConsumer, reason: string) => void;
   /** The consumer closed for good and must not be re-attached. */
   readonly onClosed: (consumer: AmqpConsumer) => void;
 }
@@ -82,6 +88,12 @@ export class AmqpConsumer {
   #watch: ReturnType<typeof setInterval> | undefined;
   /** Messages waiting out {@link REQUEUE_DELAY_MS} before they are given back, still held. */
   #requeuing = 0;
+  /**
+   * Channels whose consumer the broker cancelled: kept open until the messages they delivered are
+   * settled (their acks go on the channel that delivered them), then closed.
+   */
+  readonly #retired = new Set<Channel>();
+  #recovering: Promise<void> | undefined;
 
   constructor(spec: SubscriptionSpec, handler: DeliveryHandler, context: ConsumerContext) {
     this.spec = spec;
@@ -122,12 +134,12 @@ export class AmqpConsumer {
       this.#watch.unref();
     } catch (error) {
       if (channel === this.#channel) this.#channel = undefined;
-      await channel.close().catch(() => {});
+      await closeChannel(channel);
       throw error;
     }
     if (this.#closed) {
       this.#channel = undefined;
-      await channel.close().catch(() => {});
+      await closeChannel(channel);
     }
   }
 
@@ -146,13 +158,42 @@ export class AmqpConsumer {
   /** Forgets the channel of a lost connection; unacknowledged messages come back from the broker. */
   detach(): void {
     this.#channel = undefined;
+    this.#retired.clear();
+  }
+
+  /**
+   * Declares the subscription's queues again on `connection` after one of them was deleted, and
+   * consumes again if the broker cancelled the consumer.
+   */
+  recover(connection: ChannelModel): Promise<void> {
+    // One at a time: two attaches would consume on two channels.
+    this.#recovering ??= (async () => {
+      if (this.#closed) return;
+      if (this.#channel === undefined) await this.attach(connection);
+      else
+        await declareSubscription(
+          connection,
+          this.#context.exchange,
+          this.spec,
+          this.topology,
+          this.#context,
+        );
+    })().finally(() => {
+      this.#recovering = undefined;
+    });
+    return this.#recovering;
   }
 
   #onMessage(channel: Channel, message: ConsumeMessage | null): void {
     if (message === null) {
-      // The broker cancelled the consumer, typically because the queue was deleted: redeclare it.
+      // The broker cancelled the consumer, typically because the queue was deleted: declare it again
+      // and consume on a new channel. The old one stays open until what it delivered is settled.
       if (channel === this.#channel && !this.#closed) {
-        this.#context.onChannelFailure(`the broker cancelled the consumer of queue ${this.topology.queue}`);
+        this.#channel = undefined;
+        this.#consumerTag = undefined;
+        this.#retired.add(channel);
+        this.#closeRetiredIfIdle();
+        this.#context.onQueueGone(this, `the broker cancelled the consumer of queue ${this.topology.queue}`);
       }
       return;
     }
@@ -466,7 +507,8 @@ export class AmqpConsumer {
    */
   #redeclareIfGone(error: unknown): void {
     if (!isUnroutableError(error) || this.#closed) return;
-    this.#context.onChannelFailure(
+    this.#context.onQueueGone(
+      this,
       `a queue of the subscription to ${JSON.stringify(this.spec.pattern)} in group "${this.spec.group}" is gone (deleted?)`,
     );
   }
@@ -475,17 +517,28 @@ export class AmqpConsumer {
     this.#requeuing++;
     setTimeout(() => {
       this.#requeuing--;
-      if (channel !== this.#channel) return;
-      try {
-        channel.nack(message, false, true);
-      } catch {
-        // Closed meanwhile: the broker requeues it anyway.
+      if (channel === this.#channel) {
+        try {
+          channel.nack(message, false, true);
+        } catch {
+          // Closed meanwhile: the broker requeues it anyway.
+        }
       }
+      // A retired channel gives it back as it closes.
+      this.#closeRetiredIfIdle();
     }, REQUEUE_DELAY_MS).unref();
   }
 
   #done(): void {
     this.#inFlight.end();
+    this.#closeRetiredIfIdle();
+  }
+
+  #closeRetiredIfIdle(): void {
+    if (this.#retired.size === 0) return;
+    if (this.#inFlight.count > 0 || this.#held.length > 0 || this.#requeuing > 0) return;
+    for (const channel of this.#retired) void closeChannel(channel);
+    this.#retired.clear();
   }
 
   /**
@@ -512,6 +565,8 @@ export class AmqpConsumer {
     for (const run of this.#undecided) run.abandoned = true;
     this.#undecided.clear();
     this.#channel = undefined;
+    for (const retired of this.#retired) void closeChannel(retired);
+    this.#retired.clear();
     if (channel === undefined) return;
     if (this.#inFlight.count > 0 || this.#held.length > 0 || this.#requeuing > 0) {
       // Given back before the close rather than by it: a quorum queue counts a cancelled consumer

@@ -3,6 +3,7 @@ import type { Logger } from '../logging/logger.js';
 import { KeyedTurns } from '../messaging/keyed-turns.js';
 import type { DeadLetter, DeadLetterReason, ReplayOptions } from '../messaging/transport.js';
 import { decodeWireMessage, HEADER, typeOf } from '../messaging/wire.js';
+import { closeChannel } from './close-channel.js';
 import { republishOptions, wireMessageOf } from './codec.js';
 import { handBack } from './hand-back.js';
 import type { ConfirmPublisher } from './publisher.js';
@@ -51,15 +52,29 @@ function text(value: unknown): string | undefined {
   return undefined;
 }
 
-/** Opens a channel on which unacknowledged gets go back to the queue when it closes. */
-async function withChannel<T>(connection: ChannelModel, fn: (channel: Channel) => Promise<T>): Promise<T> {
+/**
+ * Opens a channel on which unacknowledged gets go back to the queue when it closes. With
+ * `confirmClose`, a close the broker did not confirm (the connection dropped) rejects: what was sent
+ * on the channel last (acks) may not have reached it.
+ */
+async function withChannel<T>(
+  connection: ChannelModel,
+  fn: (channel: Channel) => Promise<T>,
+  confirmClose = false,
+): Promise<T> {
   const channel = await connection.createChannel();
   channel.on('error', () => {});
+  let result: T;
   try {
-    return await fn(channel);
-  } finally {
-    await channel.close().catch(() => {});
+    result = await fn(channel);
+  } catch (error) {
+    await closeChannel(channel);
+    throw error;
   }
+  if (!(await closeChannel(channel)) && confirmClose) {
+    throw new Error('the connection closed before the broker confirmed the close of the channel');
+  }
+  return result;
 }
 
 /** Messages in the queue, or 0 when it does not exist (no subscription of the group ever failed). */
@@ -135,6 +150,12 @@ export interface ReplayProgress {
   replayed: number;
   /** A letter is being sent back: it may have gone out although the cut keeps it listed. */
   sending: boolean;
+  /**
+   * The last letter counted in `replayed` was removed with an ack the broker has not answered yet
+   * (an ack has no reply; the channel's next round trip proves it arrived): a cut now may leave it
+   * listed, although its copy went out.
+   */
+  removing: boolean;
 }
 
 /**
@@ -152,43 +173,50 @@ export async function replayDeadLetters(
   group: string,
   options: ReplayOptions,
   logger: Logger,
-  progress: ReplayProgress = { replayed: 0, sending: false },
+  progress: ReplayProgress = { replayed: 0, sending: false, removing: false },
 ): Promise<number> {
   const queue = deadLetterQueueName(group);
   const present = await depth(connection, queue);
   if (present === 0) return 0;
   const wanted = options.deadLetterIds === undefined ? undefined : new Set(options.deadLetterIds);
   const limit = options.limit ?? Number.POSITIVE_INFINITY;
-  return withChannel(connection, async (channel) => {
-    let replayed = 0;
-    const left: GetMessage[] = [];
-    for (let fetched = 0; fetched < present; fetched++) {
-      const searching = replayed < limit && (wanted === undefined || wanted.size > 0);
-      if (!searching && (left.length === 0 || fetched >= MAX_ROTATION)) break;
-      const message = await channel.get(queue, { noAck: false });
-      if (message === false) break;
-      const id = text(message.properties.headers?.[DEAD_LETTER_HEADER.id]) ?? '';
-      if (!searching || (wanted !== undefined && !wanted.has(id))) {
-        left.push(message);
-      } else {
-        progress.sending = true;
-        if (await replayOne(publisher, queue, message, id, logger)) {
-          channel.ack(message);
-          wanted?.delete(id);
-          replayed++;
-          progress.replayed = replayed;
+  return withChannel(
+    connection,
+    async (channel) => {
+      let replayed = 0;
+      const left: GetMessage[] = [];
+      for (let fetched = 0; fetched < present; fetched++) {
+        const searching = replayed < limit && (wanted === undefined || wanted.size > 0);
+        if (!searching && (left.length === 0 || fetched >= MAX_ROTATION)) break;
+        const message = await channel.get(queue, { noAck: false });
+        // The broker answers a channel's frames in order: the acks sent before this get arrived.
+        progress.removing = false;
+        if (message === false) break;
+        const id = text(message.properties.headers?.[DEAD_LETTER_HEADER.id]) ?? '';
+        if (!searching || (wanted !== undefined && !wanted.has(id))) {
+          left.push(message);
+        } else {
+          progress.sending = true;
+          if (await replayOne(publisher, queue, message, id, logger)) {
+            channel.ack(message);
+            wanted?.delete(id);
+            replayed++;
+            progress.replayed = replayed;
+            progress.sending = false;
+            progress.removing = true;
+            continue;
+          }
           progress.sending = false;
-          continue;
+          left.push(message);
         }
-        progress.sending = false;
-        left.push(message);
       }
-    }
-    // Until handed back, the letters left are held by this channel: if it or the connection closes
-    // first, the broker puts them back itself (out of order, but none lost).
-    await handBack(connection, channel, queue, left);
-    return replayed;
-  });
+      // Until handed back, the letters left are held by this channel: if it or the connection closes
+      // first, the broker puts them back itself (out of order, but none lost).
+      await handBack(connection, channel, queue, left);
+      return replayed;
+    },
+    true,
+  );
 }
 
 /** Publishes `message`'s copy to its subscription's queue: true once the broker confirmed it. */

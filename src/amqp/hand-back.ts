@@ -1,4 +1,5 @@
 import type { Channel, ChannelModel, GetMessage } from 'amqplib';
+import { closeChannel } from './close-channel.js';
 
 /**
  * Most returns handed to the broker before waiting for the queue to show them. A quorum queue takes
@@ -44,7 +45,7 @@ export async function handBack(
       inOrder &&= shown;
     }
   } finally {
-    await probe?.close().catch(() => {});
+    if (probe !== undefined) await closeChannel(probe);
   }
 }
 

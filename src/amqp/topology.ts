@@ -3,6 +3,7 @@ import type { Channel, ChannelModel } from 'amqplib';
 import { InvalidTopicError, SubscriptionInUseError } from '../messaging/errors.js';
 import { assertGroup, assertPattern } from '../messaging/topic.js';
 import type { SubscriptionSpec } from '../messaging/transport.js';
+import { closeChannel } from './close-channel.js';
 import { InequivalentExchangeError } from './inequivalent-exchange-error.js';
 import { InequivalentQueueError } from './inequivalent-queue-error.js';
 
@@ -175,12 +176,14 @@ export async function declareSubscription(
   const declarer = new QueueDeclarer(connection, options);
   try {
     await declarer.declare(topology.queue, queueArguments);
-    await (await declarer.channel()).bindQueue(topology.queue, exchange, spec.pattern);
     for (const [delay, name] of topology.retryQueues) {
       await declarer.declare(name, (type) => delayQueueArguments(type, delay, topology.queue));
     }
     await declarer.declare(topology.redeliveredQueue, queueArguments);
     await declarer.declare(topology.deadLetterQueue, queueArguments);
+    // Bound last: a subscription that fails on one of its queues (INEQUIVALENT_QUEUE) leaves no
+    // queue collecting the pattern's messages for nobody, and its publishes stay unroutable.
+    await (await declarer.channel()).bindQueue(topology.queue, exchange, spec.pattern);
   } finally {
     await declarer.close();
   }
@@ -237,7 +240,7 @@ class QueueDeclarer {
   }
 
   async close(): Promise<void> {
-    await this.#channel?.close().catch(() => {});
+    if (this.#channel !== undefined) await closeChannel(this.#channel);
     this.#channel = undefined;
   }
 }
@@ -281,6 +284,6 @@ export async function deleteSubscriptionQueues(
     }
     return discarded;
   } finally {
-    await channel.close().catch(() => {});
+    await closeChannel(channel);
   }
 }

@@ -52,10 +52,14 @@ import { duplicateMessageId } from './duplicate-message-id.js';
 import { localTimeParser } from './local-time-text.js';
 import { migrate } from './migrations.js';
 import { Notifier } from './notifier.js';
+import { typedPoolWait } from './pool-wait.js';
 import { PostgresIdempotencyStore } from './postgres-idempotency-store.js';
 import { PostgresInbox } from './postgres-inbox.js';
 import { PostgresOutboxStorage } from './postgres-outbox.js';
 import { storeQuery } from './store-query.js';
+
+/** How long a statement waits for a free connection of the pool before STORE_UNAVAILABLE. */
+const CONNECT_TIMEOUT_MS = 10_000;
 
 /** Options of the PostgreSQL event store backend. */
 export interface PostgresBackendOptions {
@@ -361,7 +365,7 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
     const pool = new pg.Pool({
       connectionString: this.#url,
       max: this.#poolSize,
-      connectionTimeoutMillis: 10_000,
+      connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
       application_name: 'ferry',
       ...(this.#statementTimeoutMs > 0 ? { statement_timeout: this.#statementTimeoutMs } : {}),
       // Times come back in UTC, so the text form converts to RFC 3339 without a Date.
@@ -379,6 +383,7 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
     // 'error' event nobody listens for, and end the process. Every client listens for its whole
     // life: a statement running on it rejects, the next one fails, and the pool drops it on release.
     pool.on('connect', (client) => client.on('error', ignoreClientError));
+    typedPoolWait(pool, this.#poolSize, CONNECT_TIMEOUT_MS);
     try {
       await migrate(pool, this.schema);
     } catch (error) {

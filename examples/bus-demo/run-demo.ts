@@ -1,0 +1,30 @@
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { fileURLToPath } from 'node:url';
+
+/**
+ * Runs `npm run demo:bus`'s script in a child process with `env` added; with `interruptAt`, sends it
+ * SIGINT once its output contains that text. Resolves its exit code and output (stdout and stderr).
+ */
+export async function runDemo(
+  env: NodeJS.ProcessEnv = {},
+  interruptAt?: string,
+): Promise<{ code: number | null; out: string }> {
+  const child = spawn(
+    process.execPath,
+    ['--conditions=ferry-source', '--import', 'tsx', fileURLToPath(new URL('./main.ts', import.meta.url))],
+    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } },
+  );
+  let out = '';
+  const read = (chunk: Buffer) => {
+    out += chunk.toString('utf8');
+    if (interruptAt !== undefined && out.includes(interruptAt) && child.exitCode === null) {
+      interruptAt = undefined;
+      child.kill('SIGINT');
+    }
+  };
+  child.stdout.on('data', read);
+  child.stderr.on('data', read);
+  const [code] = (await once(child, 'exit')) as [number | null];
+  return { code, out };
+}
