@@ -284,6 +284,46 @@ describe('RabbitMQ queue type', () => {
     ]);
   });
 
+  it('declares again every queue of a subscription deleted at once, and still retries and dead-letters', async () => {
+    // Must not be lost: a message that fails (retried, then dead-lettered into the declared-again
+    // dead-letter queue) and one that succeeds, both published after the deletion.
+    const v = await vhost();
+    const logger = recordingLogger();
+    const b = await bus(v.url, {}, logger);
+    const handled: string[] = [];
+    await b.subscribe(
+      PATTERN,
+      async (m) => {
+        if (m.id === 'bad') throw new Error('always');
+        handled.push(m.id);
+      },
+      SUBSCRIBE,
+    );
+    const raw = await amqp.connect(v.url);
+    defer(() => raw.close());
+    const channel = await raw.createChannel();
+    for (const queue of QUEUES) await channel.deleteQueue(queue);
+    await waitFor(async () => {
+      const check = await raw.createChannel();
+      check.on('error', () => {});
+      const consumers = await check.checkQueue(topology.queue).then(
+        (ok) => ok.consumerCount,
+        () => 0,
+      );
+      await check.close().catch(() => {});
+      return consumers === 1;
+    }, 'the subscription queue declared again and consumed');
+    await b.publish('order.created', {}, { id: 'bad' });
+    await b.publish('order.created', {}, { id: 'good' });
+    await waitFor(() => handled.includes('good'), 'the good message handled');
+    await waitFor(
+      async () => (await b.listDeadLetters({ group: 'billing' })).some((d) => d.envelope?.id === 'bad'),
+      'the bad message dead-lettered',
+      15_000,
+    );
+    expect(logger.lines.filter((l) => l.message.startsWith('lost the RabbitMQ connection'))).toEqual([]);
+  });
+
   it('drops, without a reconnect loop, a subscription whose queue was redeclared otherwise while it ran', async () => {
     const v = await vhost();
     const logger = recordingLogger();

@@ -94,6 +94,7 @@ export class AmqpConsumer {
    */
   readonly #retired = new Set<Channel>();
   #recovering: Promise<void> | undefined;
+  #recoverAgain = false;
 
   constructor(spec: SubscriptionSpec, handler: DeliveryHandler, context: ConsumerContext) {
     this.spec = spec;
@@ -166,18 +167,26 @@ export class AmqpConsumer {
    * consumes again if the broker cancelled the consumer.
    */
   recover(connection: ChannelModel): Promise<void> {
-    // One at a time: two attaches would consume on two channels.
-    this.#recovering ??= (async () => {
-      if (this.#closed) return;
-      if (this.#channel === undefined) await this.attach(connection);
-      else
-        await declareSubscription(
-          connection,
-          this.#context.exchange,
-          this.spec,
-          this.topology,
-          this.#context,
-        );
+    // One at a time (two attaches would consume on two channels); asked again meanwhile, it runs once
+    // more after, so that a consumer cancelled during a declare-only round is attached again.
+    if (this.#recovering !== undefined) {
+      this.#recoverAgain = true;
+      return this.#recovering;
+    }
+    this.#recovering = (async () => {
+      do {
+        this.#recoverAgain = false;
+        if (this.#closed) return;
+        if (this.#channel === undefined) await this.attach(connection);
+        else
+          await declareSubscription(
+            connection,
+            this.#context.exchange,
+            this.spec,
+            this.topology,
+            this.#context,
+          );
+      } while (this.#recoverAgain);
     })().finally(() => {
       this.#recovering = undefined;
     });
