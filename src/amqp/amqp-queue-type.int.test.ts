@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { createBus } from '../connect/create-bus.js';
 import type { Logger } from '../logging/logger.js';
 import type { Bus } from '../messaging/bus.js';
-import { waitFor } from '../testing/wait.js';
+import { sleep, waitFor } from '../testing/wait.js';
 import type { AmqpTransportOptions } from './amqp-transport.js';
 import { testVhosts } from './fixtures/test-vhosts.js';
 import { isInequivalentQueueError } from './inequivalent-queue-error.js';
@@ -282,6 +282,55 @@ describe('RabbitMQ queue type', () => {
     expect(logger.lines.map((l) => l.message)).toEqual([
       `the broker cancelled the consumer of queue ${topology.queue}; declaring the queues of that subscription again`,
     ]);
+  });
+
+  it('recovers a subscription whose queue is deleted again and again, the connection left alone (classic queues)', async () => {
+    // Must not happen: another subscription's running handlers re-run (its deliveries lost with a
+    // cycled connection) because a queue vanished between its declare and its consume or bind.
+    // Classic queues: RabbitMQ 3.10 may close the whole connection (541 INTERNAL_ERROR,
+    // cluster_not_formed) when a quorum queue is declared while its deletion is under way (README).
+    const v = await vhost();
+    const logger = recordingLogger();
+    const b = await bus(v.url, { queueType: 'classic' }, logger);
+    const billing: string[] = [];
+    await b.subscribe(PATTERN, async (m) => void billing.push(m.id), SUBSCRIBE);
+    const runs = new Map<string, number>();
+    await b.subscribe(
+      'audit.*',
+      async (m) => {
+        runs.set(m.id, (runs.get(m.id) ?? 0) + 1);
+        await sleep(1500);
+      },
+      { group: 'audit', concurrency: 10 },
+    );
+    const audits = Array.from({ length: 10 }, (_, i) => `audit-${i}`);
+    for (const id of audits) await b.publish('audit.slow', {}, { id });
+    await waitFor(() => runs.size === audits.length, 'every audit handler running');
+
+    const raw = await amqp.connect(v.url);
+    defer(() => raw.close());
+    // Back to back for a second: some deletions land between a declare and its consume or bind.
+    const channel = await raw.createChannel();
+    for (const until = Date.now() + 1000; Date.now() < until; ) await channel.deleteQueue(topology.queue);
+    await waitFor(
+      async () => {
+        const check = await raw.createChannel();
+        check.on('error', () => {});
+        const consumers = await check.checkQueue(topology.queue).then(
+          (ok) => ok.consumerCount,
+          () => 0,
+        );
+        await check.close().catch(() => {});
+        return consumers === 1;
+      },
+      'the queue declared again and consumed',
+      10_000,
+    );
+    await b.publish('order.created', {}, { id: 'after' });
+    await waitFor(() => billing.includes('after'), 'a message published after the deletions handled', 15_000);
+    await sleep(2000); // the audit handlers end; a re-run would start now
+    expect([...runs.values()]).toEqual(audits.map(() => 1));
+    expect(logger.lines.filter((l) => l.message.startsWith('lost the RabbitMQ connection'))).toEqual([]);
   });
 
   it('declares again every queue of a subscription deleted at once, and still retries and dead-letters', async () => {

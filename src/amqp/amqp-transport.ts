@@ -49,6 +49,9 @@ export interface AmqpTransportStatus {
   readonly publishes: PublisherStats;
 }
 
+/** Tries of one subscription's recovery whose queue keeps vanishing (404) before the connection is cycled. */
+const RECOVER_ATTEMPTS = 10;
+
 /**
  * The RabbitMQ transport (amqplib). Topology: a durable topic exchange, a durable queue per
  * subscription bound with its pattern, delay queues per retry level and a dead-letter queue per group.
@@ -263,16 +266,21 @@ export class AmqpTransport implements Transport {
    * stays up, so the other subscriptions' handlers keep their deliveries. Should that fail on the
    * live connection, the connection is cycled, as for a failed channel.
    */
-  #recoverSubscription(consumer: AmqpConsumer, reason: string): void {
+  #recoverSubscription(consumer: AmqpConsumer, reason: string, attempt = 1): void {
     const connection = this.#connection;
     if (connection === undefined || this.#state !== 'ready') return; // the reconnect attaches it
-    this.#logger.warn(`${reason}; declaring the queues of that subscription again`);
+    if (attempt === 1) this.#logger.warn(`${reason}; declaring the queues of that subscription again`);
     void this.#reattach(consumer, connection, () => consumer.recover(connection)).catch((error: unknown) => {
-      if (connection === this.#connection) {
-        this.#fail(
-          `${reason}, and declaring it again failed (${error instanceof Error ? error.message : String(error)})`,
-        );
+      if (connection !== this.#connection) return;
+      // Deleted again between its declare and its consume or bind (404): that subscription alone
+      // tries again, a little later.
+      if ((error as { code?: unknown }).code === 404 && attempt < RECOVER_ATTEMPTS) {
+        setTimeout(() => this.#recoverSubscription(consumer, reason, attempt + 1), 50 * attempt).unref();
+        return;
       }
+      this.#fail(
+        `${reason}, and declaring it again failed (${error instanceof Error ? error.message : String(error)})`,
+      );
     });
   }
 

@@ -112,10 +112,13 @@ export class AmqpConsumer {
     channel.on('error', () => {
       // Reported through 'close' and the failing call; a listener keeps the error from crashing the process.
     });
+    // A channel the broker closes before it consumes (a 404: the queue deleted again meanwhile) fails
+    // this attach, which says so: it is no failure of a live consumer, to recover by a reconnect.
+    let consuming = false;
     try {
       await channel.prefetch(this.spec.concurrency);
       channel.on('close', () => {
-        if (channel !== this.#channel) return;
+        if (channel !== this.#channel || !consuming) return;
         this.#channel = undefined;
         if (!this.#closed)
           this.#context.onChannelFailure(`the channel of queue ${this.topology.queue} closed`);
@@ -129,6 +132,7 @@ export class AmqpConsumer {
         },
       );
       this.#consumerTag = consumerTag;
+      consuming = true;
       // Left over by a consumer that stopped during a trial, in this process or another.
       this.#tryRedelivered();
       this.#watch ??= setInterval(() => void this.#checkRedelivered(), REDELIVERED_CHECK_MS);
