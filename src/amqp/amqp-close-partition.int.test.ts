@@ -2,24 +2,17 @@ import { describe, expect, it } from 'vitest';
 import { createBus } from '../connect/create-bus.js';
 import { silentLogger } from '../logging/logger.js';
 import { isPublishNotConfirmedError } from '../messaging/errors.js';
-import { FaultProxy } from '../testing/fault-proxy.js';
-import { rabbitmqBaseUrl } from '../testing/rabbitmq.js';
+import type { FaultProxy } from '../testing/fault-proxy.js';
 import { sleep, waitFor } from '../testing/wait.js';
 import { AmqpTransport } from './amqp-transport.js';
+import { behindProxy as proxied } from './fixtures/behind-proxy.js';
 import { testVhosts } from './fixtures/test-vhosts.js';
 
 const { vhost, defer } = testVhosts('ferry-close');
 
 /** A vhost of its own, reached through a proxy that can cut the network without closing TCP. */
 async function behindProxy(): Promise<{ url: string; proxy: FaultProxy }> {
-  const v = await vhost();
-  const base = new URL(rabbitmqBaseUrl());
-  const proxy = await FaultProxy.start({ host: base.hostname, port: Number(base.port) || 5672 });
-  defer(() => proxy.close());
-  const url = new URL(v.url);
-  url.hostname = '127.0.0.1';
-  url.port = String(proxy.port);
-  return { url: url.toString(), proxy };
+  return proxied(await vhost(), defer);
 }
 
 /** How long `close` took, or `undefined` if it was still closing after `limitMs`. */

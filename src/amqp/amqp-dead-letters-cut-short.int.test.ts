@@ -4,9 +4,8 @@ import { isFerryError } from '../errors/ferry-error.js';
 import { silentLogger } from '../logging/logger.js';
 import type { Bus } from '../messaging/bus.js';
 import type { Contracts } from '../messaging/contracts.js';
-import { FaultProxy } from '../testing/fault-proxy.js';
-import { rabbitmqBaseUrl } from '../testing/rabbitmq.js';
 import { sleep, waitFor } from '../testing/wait.js';
+import { behindProxy } from './fixtures/behind-proxy.js';
 import { testVhosts } from './fixtures/test-vhosts.js';
 
 const { vhost, defer } = testVhosts('ferry-dl-cut');
@@ -153,13 +152,8 @@ describe('RabbitMQ replay cut by a network reset', () => {
       // replayed (its copy sent) still listed without the message saying so (a second replay would
       // then run it again unannounced).
       const v = await vhost();
-      const base = new URL(rabbitmqBaseUrl());
-      const proxy = await FaultProxy.start({ host: base.hostname, port: Number(base.port) || 5672 });
-      defer(() => proxy.close());
-      const url = new URL(v.url);
-      url.hostname = '127.0.0.1';
-      url.port = String(proxy.port);
-      const b = await bus(url.toString());
+      const { url, proxy } = await behindProxy(v, defer);
+      const b = await bus(url);
       await deadLetter(b, N);
       const dead = await b.listDeadLetters({ group, limit: 1000 });
       const ids = dead.filter((_, k) => k % 2 === 0).map((letter) => letter.deadLetterId);

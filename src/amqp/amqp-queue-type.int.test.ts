@@ -41,6 +41,19 @@ async function bus(url: string, amqpOptions: AmqpOptions, logger: Logger): Promi
   return b;
 }
 
+/** Consumers of `queue` (0 when it does not exist): a check of a missing queue closes its channel, so one channel per check. */
+async function consumersOf(connection: amqp.ChannelModel, queue: string): Promise<number> {
+  const check = await connection.createChannel();
+  check.on('error', () => {});
+  try {
+    return (await check.checkQueue(queue)).consumerCount;
+  } catch {
+    return 0;
+  } finally {
+    await check.close().catch(() => {});
+  }
+}
+
 const PATTERN = 'order.*';
 const SUBSCRIBE = { maxAttempts: 2, backoff: { initialDelayMs: 100, factor: 2, maxDelayMs: 100 } };
 const topology = subscriptionTopology({
@@ -255,20 +268,8 @@ describe('RabbitMQ queue type', () => {
     defer(() => raw.close());
     const channel = await raw.createChannel();
     await channel.deleteQueue(topology.queue);
-    const consumers = async (queue: string) => {
-      // A check of a missing queue closes its channel: one channel per check.
-      const check = await raw.createChannel();
-      check.on('error', () => {});
-      try {
-        return (await check.checkQueue(queue)).consumerCount;
-      } catch {
-        return 0;
-      } finally {
-        await check.close().catch(() => {});
-      }
-    };
     await waitFor(
-      async () => (await consumers(topology.queue)) === 1,
+      async () => (await consumersOf(raw, topology.queue)) === 1,
       'the deleted queue declared again and consumed',
       10_000,
     );
@@ -313,16 +314,7 @@ describe('RabbitMQ queue type', () => {
     const channel = await raw.createChannel();
     for (const until = Date.now() + 1000; Date.now() < until; ) await channel.deleteQueue(topology.queue);
     await waitFor(
-      async () => {
-        const check = await raw.createChannel();
-        check.on('error', () => {});
-        const consumers = await check.checkQueue(topology.queue).then(
-          (ok) => ok.consumerCount,
-          () => 0,
-        );
-        await check.close().catch(() => {});
-        return consumers === 1;
-      },
+      async () => (await consumersOf(raw, topology.queue)) === 1,
       'the queue declared again and consumed',
       10_000,
     );
@@ -352,16 +344,10 @@ describe('RabbitMQ queue type', () => {
     defer(() => raw.close());
     const channel = await raw.createChannel();
     for (const queue of QUEUES) await channel.deleteQueue(queue);
-    await waitFor(async () => {
-      const check = await raw.createChannel();
-      check.on('error', () => {});
-      const consumers = await check.checkQueue(topology.queue).then(
-        (ok) => ok.consumerCount,
-        () => 0,
-      );
-      await check.close().catch(() => {});
-      return consumers === 1;
-    }, 'the subscription queue declared again and consumed');
+    await waitFor(
+      async () => (await consumersOf(raw, topology.queue)) === 1,
+      'the subscription queue declared again and consumed',
+    );
     await b.publish('order.created', {}, { id: 'bad' });
     await b.publish('order.created', {}, { id: 'good' });
     await waitFor(() => handled.includes('good'), 'the good message handled');

@@ -1,9 +1,8 @@
 import amqp from 'amqplib';
 import { describe, expect, it } from 'vitest';
-import { FaultProxy } from '../testing/fault-proxy.js';
-import { rabbitmqBaseUrl } from '../testing/rabbitmq.js';
 import { sleep } from '../testing/wait.js';
 import { closeChannel } from './close-channel.js';
+import { behindProxy } from './fixtures/behind-proxy.js';
 import { testVhosts } from './fixtures/test-vhosts.js';
 
 const { vhost, defer } = testVhosts('ferry-close-channel');
@@ -12,13 +11,9 @@ describe('closeChannel', () => {
   it('resolves when the connection is lost while the close waits for the broker (amqplib alone never settles)', async () => {
     // Must not happen: a dead-letter listing or replay, a declare or a hand-back whose channel was
     // closing as the connection dropped, waiting forever (a replay that never resolved nor rejected).
-    const v = await vhost();
-    const base = new URL(rabbitmqBaseUrl());
-    const proxy = await FaultProxy.start({ host: base.hostname, port: Number(base.port) || 5672 });
-    defer(() => proxy.close());
-    const url = new URL(v.url);
-    url.hostname = '127.0.0.1';
-    url.port = String(proxy.port);
+    const proxied = await behindProxy(await vhost(), defer);
+    const { proxy } = proxied;
+    const url = new URL(proxied.url);
     url.searchParams.set('heartbeat', '0');
     const connection = await amqp.connect(url.toString());
     connection.on('error', () => {});
