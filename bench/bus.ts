@@ -23,12 +23,11 @@ import { EventEmitter } from 'node:events';
 import amqp, { type ConfirmChannel } from 'amqplib';
 import { createBus, MemoryBroker, MemoryTransport, silentLogger } from 'ferry';
 import type { QueueType } from 'ferry/amqp';
-import { createTestVhost, type TestVhost } from '../src/testing/rabbitmq.js';
 import {
   argValue,
+  benchVhost,
   countdown,
   median,
-  onCleanup,
   onlyCase,
   progress,
   pump,
@@ -50,8 +49,6 @@ const only = onlyCase([
   'memory-async-handler',
   'memory-rss',
 ]);
-// The vhosts' permissions go to the user of the broker the benchmark connects to.
-if (process.env.FERRY_BENCH_AMQP_URL) process.env.FERRY_TEST_AMQP_URL = process.env.FERRY_BENCH_AMQP_URL;
 const QUEUE_TYPES = (
   process.argv.includes('--queue-types')
     ? (process.argv[process.argv.indexOf('--queue-types') + 1] ?? '').split(',')
@@ -65,14 +62,6 @@ const payload = {
 };
 /** Raw clients serialise each message as the tutorial's publisher does: `Buffer.from(JSON.stringify(message))`. */
 const encode = () => Buffer.from(JSON.stringify(payload));
-
-function vhostUrl(vhost: TestVhost): string {
-  const base = process.env.FERRY_BENCH_AMQP_URL;
-  if (!base) return vhost.url;
-  const url = new URL(base);
-  url.pathname = `/${encodeURIComponent(vhost.name)}`;
-  return url.toString();
-}
 
 /** Raw amqplib, written as a careful user would: confirm channel, bounded window, honours drain. */
 function rawPublishAll(channel: ConfirmChannel, total: number): Promise<void> {
@@ -284,16 +273,13 @@ async function amqpCase(
   const rawRates: number[] = [];
   const sliceRatios: number[] = [];
   for (let run = 1; run <= RUNS; run++) {
-    const vhosts = await Promise.all(
-      ['ferry-bench-raw', 'ferry-bench-ferry'].map(async (prefix) => {
-        const vhost = await createTestVhost(prefix);
-        return { vhost, remove: onCleanup(`vhost ${vhost.name}`, () => vhost.dispose()) };
-      }),
-    );
-    const [rawVhost, ferryVhost] = vhosts.map((v) => v.vhost) as [TestVhost, TestVhost];
+    const [rawVhost, ferryVhost] = await Promise.all([
+      benchVhost('ferry-bench-raw'),
+      benchVhost('ferry-bench-ferry'),
+    ]);
     try {
-      const ferry = await makeFerry(vhostUrl(ferryVhost), queueType);
-      const raw = await makeRaw(vhostUrl(rawVhost), queueType);
+      const ferry = await makeFerry(ferryVhost.url, queueType);
+      const raw = await makeRaw(rawVhost.url, queueType);
       await ferry.slice(1000); // warm-up, not counted
       await raw.slice(1000);
       let ferrySeconds = 0;
@@ -320,7 +306,7 @@ async function amqpCase(
         `${name} run ${run}/${RUNS}: ferry ${round(ferryRates.at(-1)!)} ${unit}, raw amqplib ${round(rawRates.at(-1)!)} ${unit}, ratio ${round(ferryRates.at(-1)! / rawRates.at(-1)!, 2)}`,
       );
     } finally {
-      await Promise.all(vhosts.map((v) => v.remove()));
+      await Promise.all([rawVhost.remove(), ferryVhost.remove()]);
     }
   }
   const ratio = median(sliceRatios);

@@ -44,9 +44,9 @@ import {
   type OutboxStorage,
   silentLogger,
 } from 'ferry';
-import { createTestVhost, type TestVhost } from '../src/testing/rabbitmq.js';
 import {
   argValue,
+  benchVhost,
   hasFlag,
   median,
   onCleanup,
@@ -74,8 +74,6 @@ const only = onlyCase([
   ...[16, 64].map((c) => `outbox-throughput-${c}`),
   'outbox-latency',
 ]);
-// The vhosts' permissions go to the user of the broker the benchmark connects to.
-if (process.env.FERRY_BENCH_AMQP_URL) process.env.FERRY_TEST_AMQP_URL = process.env.FERRY_BENCH_AMQP_URL;
 const pgUrl = process.env.FERRY_BENCH_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const payload = {
   orderId: 'order-000042',
@@ -116,7 +114,6 @@ function expect(tag: string, total: number): Expectation {
 /** One run's schema, vhost, store, outbox and buses, shared by the cases of the run. */
 interface Env {
   readonly schema: string;
-  readonly vhost: TestVhost;
   /** Drops the schema and deletes the vhost (also run on Ctrl-C or a failure). */
   readonly remove: () => Promise<void>;
   readonly store: EventStore;
@@ -179,31 +176,26 @@ function instrument(storage: OutboxStorage, bus: Bus, profile: RelayProfile): vo
   };
 }
 
-function vhostUrl(vhost: TestVhost): string {
-  const base = process.env.FERRY_BENCH_AMQP_URL;
-  if (!base) return vhost.url;
-  const url = new URL(base);
-  url.pathname = `/${encodeURIComponent(vhost.name)}`;
-  return url.toString();
-}
-
 async function openEnv(): Promise<Env> {
   const schema = `bench_${randomUUID().replaceAll('-', '').slice(0, 10)}`;
-  const vhost = await createTestVhost('ferry-bench-outbox');
-  const remove = onCleanup(`schema ${schema} and vhost ${vhost.name}`, async () => {
+  const vhost = await benchVhost('ferry-bench-outbox');
+  const dropSchema = onCleanup(`schema ${schema}`, async () => {
     const pg = (await import('pg')).default;
     const client = new pg.Client({ connectionString: pgUrl });
     await client.connect();
     await client.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`).finally(() => client.end());
-    await vhost.dispose();
   });
+  const remove = async () => {
+    await dropSchema();
+    await vhost.remove();
+  };
   const store = await createEventStore({
     url: pgUrl,
     postgres: { schema, poolSize: POOL },
     logger: silentLogger,
   });
-  const producer = await createBus({ url: vhostUrl(vhost), service: 'bench', logger: silentLogger });
-  const consumer = await createBus({ url: vhostUrl(vhost), service: 'bench-consumer', logger: silentLogger });
+  const producer = await createBus({ url: vhost.url, service: 'bench', logger: silentLogger });
+  const consumer = await createBus({ url: vhost.url, service: 'bench-consumer', logger: silentLogger });
   const outbox = await createOutbox({
     store,
     bus: producer,
@@ -212,7 +204,6 @@ async function openEnv(): Promise<Env> {
   });
   const env: Env = {
     schema,
-    vhost,
     remove,
     store,
     outbox,

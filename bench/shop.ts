@@ -126,7 +126,6 @@ const autocannon = createRequire(import.meta.url)('autocannon') as (options: {
   requests: CannonRequest[];
 }) => Promise<CannonResult>;
 
-const message = errorMessage;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function tempDir(
@@ -221,7 +220,7 @@ async function ensurePortFree(port: number): Promise<void> {
     await once(server, 'listening');
   } catch (error) {
     throw new Error(
-      `port ${port} is in use (${message(error)}): the toy listens on ${port}, fixed in its app.js; ` +
+      `port ${port} is in use (${errorMessage(error)}): the toy listens on ${port}, fixed in its app.js; ` +
         `stop what listens there (ss -ltnp 'sport = :${port}') and run the benchmark again`,
     );
   }
@@ -413,7 +412,9 @@ async function installToy(): Promise<string> {
       readFile(join(TOY_SOURCE, 'app.js')),
     ]);
   } catch (error) {
-    throw new Error(`the mini-project is not at ${TOY_SOURCE} (set FERRY_BENCH_TOY_DIR): ${message(error)}`);
+    throw new Error(
+      `the mini-project is not at ${TOY_SOURCE} (set FERRY_BENCH_TOY_DIR): ${errorMessage(error)}`,
+    );
   }
   const key = createHash('sha256').update(pkg).update(app).digest('hex').slice(0, 12);
   const dir = join(tmpdir(), `ferry-bench-toy-${key}`);

@@ -1,6 +1,7 @@
 import { fork } from 'node:child_process';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
+import { createTestVhost } from '../src/testing/rabbitmq.js';
 
 /** Shared helpers of the benchmark scripts: windowed pumping, medians, JSON lines, progress, server processes. */
 
@@ -198,4 +199,15 @@ export async function runBenchmark(name: string, main: () => Promise<void>): Pro
   } finally {
     await cleanUp();
   }
+}
+
+/**
+ * A fresh RabbitMQ vhost on the broker of FERRY_BENCH_AMQP_URL (default FERRY_TEST_AMQP_URL's, then
+ * the local guest), its permissions given to that URL's user; deleted by `remove()`, or when the
+ * benchmark ends, fails or is interrupted.
+ */
+export async function benchVhost(prefix: string): Promise<{ readonly url: string; remove(): Promise<void> }> {
+  if (process.env.FERRY_BENCH_AMQP_URL) process.env.FERRY_TEST_AMQP_URL = process.env.FERRY_BENCH_AMQP_URL;
+  const vhost = await createTestVhost(prefix);
+  return { url: vhost.url, remove: onCleanup(`vhost ${vhost.name}`, () => vhost.dispose()) };
 }

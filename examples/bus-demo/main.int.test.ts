@@ -1,6 +1,9 @@
 import { afterEach, expect, it } from 'vitest';
 import { createTestVhost, type TestVhost } from '../../src/testing/rabbitmq.js';
-import { runDemo } from './run-demo.js';
+import { runExample } from '../run-example.js';
+
+const runDemo = (env: NodeJS.ProcessEnv, interruptAt?: string) =>
+  runExample(new URL('./main.ts', import.meta.url), env, interruptAt);
 
 let vhost: TestVhost | undefined;
 afterEach(async () => {

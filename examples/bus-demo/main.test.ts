@@ -1,5 +1,8 @@
 import { expect, it } from 'vitest';
-import { runDemo } from './run-demo.js';
+import { runExample } from '../run-example.js';
+
+const runDemo = (env: NodeJS.ProcessEnv, interruptAt?: string) =>
+  runExample(new URL('./main.ts', import.meta.url), env, interruptAt);
 
 it('npm run demo:bus tells the story it promises: a retry, a dead letter inspected and replayed, nothing left', async () => {
   const { code, out } = await runDemo({ BUS_URL: '' });

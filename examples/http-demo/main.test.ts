@@ -1,22 +1,8 @@
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
-import { fileURLToPath } from 'node:url';
 import { expect, it } from 'vitest';
+import { runExample } from '../run-example.js';
 
 it('npm run demo:http tells the story it promises: one charge, 504 at the deadline, then an open breaker', async () => {
-  const child = spawn(
-    process.execPath,
-    ['--conditions=ferry-source', '--import', 'tsx', fileURLToPath(new URL('./main.ts', import.meta.url))],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  let out = '';
-  child.stdout.on('data', (chunk: Buffer) => {
-    out += chunk.toString('utf8');
-  });
-  child.stderr.on('data', (chunk: Buffer) => {
-    out += chunk.toString('utf8');
-  });
-  const [code] = await once(child, 'exit');
+  const { code, out } = await runExample(new URL('./main.ts', import.meta.url));
   expect(code, out).toBe(0);
   const lines = out.split('\n');
   const section = (title: string) => {

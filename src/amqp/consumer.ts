@@ -547,9 +547,14 @@ export class AmqpConsumer {
     this.#closeRetiredIfIdle();
   }
 
+  /** Messages delivered to this consumer and not settled yet: running, held for a trial, or waiting to be given back. */
+  get #holdsMessages(): boolean {
+    return this.#inFlight.count > 0 || this.#held.length > 0 || this.#requeuing > 0;
+  }
+
   #closeRetiredIfIdle(): void {
     if (this.#retired.size === 0) return;
-    if (this.#inFlight.count > 0 || this.#held.length > 0 || this.#requeuing > 0) return;
+    if (this.#holdsMessages) return;
     for (const channel of this.#retired) void closeChannel(channel);
     this.#retired.clear();
   }
@@ -581,7 +586,7 @@ export class AmqpConsumer {
     for (const retired of this.#retired) void closeChannel(retired);
     this.#retired.clear();
     if (channel === undefined) return;
-    if (this.#inFlight.count > 0 || this.#held.length > 0 || this.#requeuing > 0) {
+    if (this.#holdsMessages) {
       // Given back before the close rather than by it: a quorum queue counts a cancelled consumer
       // until the messages it holds are back, and takes back those of a closed channel only some
       // time after confirming the close (a confirmation that a handler using up the timeout leaves

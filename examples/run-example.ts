@@ -3,16 +3,18 @@ import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 
 /**
- * Runs `npm run demo:bus`'s script in a child process with `env` added; with `interruptAt`, sends it
- * SIGINT once its output contains that text. Resolves its exit code and output (stdout and stderr).
+ * Runs the example `script` from its sources in a child process, as its npm script does, with `env`
+ * added; with `interruptAt`, sends it SIGINT once its output contains that text. Resolves its exit
+ * code and output (stdout and stderr).
  */
-export async function runDemo(
+export async function runExample(
+  script: URL,
   env: NodeJS.ProcessEnv = {},
   interruptAt?: string,
 ): Promise<{ code: number | null; out: string }> {
   const child = spawn(
     process.execPath,
-    ['--conditions=ferry-source', '--import', 'tsx', fileURLToPath(new URL('./main.ts', import.meta.url))],
+    ['--conditions=ferry-source', '--import', 'tsx', fileURLToPath(script)],
     { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } },
   );
   let out = '';
