@@ -2,6 +2,7 @@ import type { FastifyError, FastifyReply, FastifyRequest, FastifyServerOptions }
 import { isFerryError } from '../../errors/ferry-error.js';
 import { checkOptions } from '../../errors/options-object.js';
 import { PROBLEM_CONTENT_TYPE } from '../headers.js';
+import type { FerryFastifyOptions } from './fastify.js';
 import {
   badPathEncodingProblem,
   bodyTooLargeProblem,
@@ -17,7 +18,7 @@ import {
 } from './problem.js';
 import { openRequestScope, type RequestContextOptions, requestContextOptionsOf } from './request-context.js';
 
-/** Options of {@link ferryFastifyOptions}: those of `ferryFastify` that its answers need. */
+/** The options of `ferryFastify` that {@link ferryFastifyOptions} reads. */
 export interface FerryFastifyServerOptions extends RequestContextOptions, ProblemOptions {}
 
 /** The Fastify server options {@link ferryFastifyOptions} sets. */
@@ -42,7 +43,9 @@ export type FerryFastifyServerSettings = Required<
  * const app = Fastify({ ...ferryFastifyOptions(ferry), bodyLimit: 1_048_576 });
  * ferryFastify(app, ferry);
  */
-export function ferryFastifyOptions(options: FerryFastifyServerOptions = {}): FerryFastifyServerSettings {
+export function ferryFastifyOptions(
+  options: FerryFastifyServerOptions | FerryFastifyOptions = {},
+): FerryFastifyServerSettings {
   // Every name ferryFastify takes: the same options object usually goes to both.
   checkOptions('ferryFastifyOptions', options, SERVER_OPTION_NAMES.fastify);
   const problemOptions = problemOptionsOf(options);

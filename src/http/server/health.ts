@@ -16,8 +16,11 @@ export interface HealthReport {
   readonly checks: Readonly<Record<string, HealthCheckResult>>;
 }
 
-/** A readiness check: resolves when the dependency is usable, throws or rejects when it is not. */
-export type HealthCheck = (signal: AbortSignal) => Promise<void> | void;
+/**
+ * A readiness check: resolves when the dependency is usable, throws or rejects when it is not. What it
+ * resolves to is ignored (`() => pool.query('SELECT 1')` is a check).
+ */
+export type HealthCheck = (signal: AbortSignal) => unknown;
 
 /** Something with circuit breakers, e.g. `() => client.breakers()` of a `ServiceClient`. */
 export type BreakerSource = () => Iterable<{ readonly name: string; readonly state: string }>;
