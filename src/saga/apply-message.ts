@@ -175,7 +175,8 @@ function timeoutOf(definition: AnySaga, message: Message): string | undefined {
   }
 }
 
-function instanceIdOf(definition: AnySaga, message: Message): string {
+/** The id of the instance `message` belongs to; throws `SagaDefinitionError` when it has none. */
+export function instanceIdOf(definition: AnySaga, message: Message): string {
   let id: unknown;
   if (message.type === definition.timeoutType) {
     id = (message.data as { sagaId?: unknown } | null)?.sagaId;

@@ -15,8 +15,9 @@ import type { Outbox } from '../outbox/outbox.js';
 import { namesNothing } from '../outbox/outbox-options.js';
 import type { SagaRow, SagaStatus } from '../outbox/storage.js';
 import type { UnitOfWork } from '../outbox/unit-of-work.js';
-import { applySagaMessage, outboxMessageCheck } from './apply-message.js';
+import { applySagaMessage, instanceIdOf, outboxMessageCheck } from './apply-message.js';
 import type { SagaDefinition } from './define-saga.js';
+import { instanceTurns } from './instance-turns.js';
 import { parseSagaState, type StoredSagaState } from './saga-state.js';
 
 /** Options of {@link startSaga}. */
@@ -146,12 +147,20 @@ export async function startSaga<
         maxRetries: SAGA_CONFLICT_RETRIES,
       }),
   };
+  const oneAtATime = instanceTurns((message) => {
+    try {
+      return instanceIdOf(definition as never, message);
+    } catch {
+      return undefined;
+    }
+  });
   const subscriptions: Subscription[] = [];
   try {
     for (const type of definition.handledTypes) {
       subscriptions.push(
         await (bus as unknown as Bus).subscribe(type, handle as never, {
           ...options.subscribe,
+          middleware: [...(options.subscribe?.middleware ?? []), oneAtATime],
           group,
           unitOfWork,
         }),
