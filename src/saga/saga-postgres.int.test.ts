@@ -265,3 +265,31 @@ it("applies one instance's messages in the order they arrive, in one process", a
   await waitFor(async () => (await saga.get('t'))?.data.seen.length === 30, 'every mark', 20_000);
   expect((await saga.get('t'))?.data.seen).toEqual(Array.from({ length: 30 }, (_, i) => i + 1));
 });
+
+it('keeps the first start message first with two runners of the saga in one process (one outbox, two buses)', async () => {
+  // Each runner had turns of its own: 2 to 3 of 30 instances were started by the later message.
+  const schema = testSchemaName('saga');
+  schemas.push(schema);
+  const url = `memory://saga-pg-${uuidv7()}`;
+  const buses = [];
+  for (let i = 0; i < 2; i++) {
+    const bus = await createBus({ url, service: 'shop', logger: silentLogger, contracts: startContracts });
+    closers.push(() => bus.close());
+    buses.push(bus);
+  }
+  const [one, two] = buses as [(typeof buses)[0], (typeof buses)[0]];
+  const outbox = await createOutbox({ store: await open(schema), bus: one, logger: silentLogger });
+  closers.push(() => outbox.close());
+  const first = await startSaga(firstStartSaga, { outbox, logger: silentLogger });
+  closers.push(() => first.close());
+  const second = await startSaga(firstStartSaga, { outbox, bus: two, logger: silentLogger });
+  closers.push(() => second.close());
+  const ids = Array.from({ length: 30 }, (_, i) => `order-${i}`);
+  for (const orderId of ids) {
+    await one.publish('order.placed', { orderId, total: 1 });
+    await one.publish('order.placed', { orderId, total: 2 });
+  }
+  await waitFor(async () => (await first.instances({ limit: 100 })).length === ids.length, 'every order');
+  await outbox.flush();
+  for (const orderId of ids) expect((await first.get(orderId))?.data).toEqual({ total: 1 });
+});

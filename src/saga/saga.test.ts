@@ -2,6 +2,7 @@ import { rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { z } from 'zod';
 import { createBus } from '../connect/create-bus.js';
 import { createEventStore } from '../connect/create-event-store.js';
 import { MemoryEventStoreBackend } from '../eventstore/memory/memory-backend.js';
@@ -484,4 +485,88 @@ describe('a running saga’s get', () => {
       for (const id of ['o-\u0000', 'o-\uD800', 'unknown']) expect(await saga.get(id)).toBeUndefined();
     },
   );
+});
+
+describe("an instance's turn", () => {
+  const contracts = {
+    'tab.opened': z.object({ tabId: z.string(), total: z.number() }),
+    'tab.add': z.object({ tabId: z.string(), n: z.number() }),
+  };
+  /** Added to by `tab.add` handlers, each of which waits for `gate` first. */
+  const gates: { open: () => void; opened: Promise<void> }[] = [];
+  let addRuns = 0;
+  const tabSaga = defineSaga({
+    name: 'tab',
+    contracts,
+    startedBy: ['tab.opened'],
+    initial: (m) => ({ status: 'open', data: { total: m.data.total, added: [] as number[] } }),
+    id: { 'tab.opened': (m) => m.data.tabId, 'tab.add': (m) => m.data.tabId },
+    states: {
+      open: {
+        'tab.add': async (saga, m) => {
+          addRuns++;
+          await gates[0]?.opened;
+          saga.set({ ...saga.state.data, added: [...saga.state.data.added, m.data.n] });
+        },
+      },
+    },
+  });
+
+  async function tabService(closeTimeoutMs = 10_000) {
+    const url = `memory://saga-turn-${uuidv7()}`;
+    const bus = await createBus({ url, service: 'shop', logger: silentLogger, contracts, closeTimeoutMs });
+    closers.push(() => bus.close());
+    const store = new EventStore(new MemoryEventStoreBackend(), { logger: silentLogger });
+    closers.push(() => store.close());
+    const outbox = await createOutbox({ store, bus, logger: silentLogger });
+    closers.push(() => outbox.close());
+    return { url, bus, outbox };
+  }
+
+  it('comes in the order messages reach the saga, whatever its subscription middleware takes', async () => {
+    // The turn was taken inside the subscription's middleware: one that took longer for the first
+    // start message than for the second (a cache miss, then a hit) let the second start the instance.
+    const { bus, outbox } = await tabService();
+    const saga = await startSaga(tabSaga, {
+      outbox,
+      logger: silentLogger,
+      subscribe: {
+        middleware: [
+          (next) => async (m) =>
+            sleep((m.data as { total?: number }).total === 1 ? 20 : 1).then(() => next(m)),
+        ],
+      },
+    });
+    closers.push(() => saga.close());
+    const ids = Array.from({ length: 10 }, (_, i) => `tab-${i}`);
+    for (const tabId of ids) {
+      await bus.publish('tab.opened', { tabId, total: 1 });
+      await bus.publish('tab.opened', { tabId, total: 2 });
+    }
+    await waitFor(async () => (await saga.instances()).length === ids.length, 'every tab opened');
+    await sleep(50);
+    for (const tabId of ids) expect((await saga.get(tabId))?.data.total).toBe(1);
+  });
+
+  it('never comes, once the saga is closed, for a message close gave up on: it is handed back and handled by the next runner', async () => {
+    // Must not happen: a message handed back at close handled afterwards by the closed runner.
+    const { bus, outbox } = await tabService(200);
+    let open!: () => void;
+    gates.splice(0, gates.length, { open: () => open(), opened: new Promise<void>((r) => (open = r)) });
+    addRuns = 0;
+    const first = await startSaga(tabSaga, { outbox, logger: silentLogger });
+    await bus.publish('tab.opened', { tabId: 't', total: 0 });
+    await waitFor(async () => (await first.get('t')) !== undefined, 'the tab opened');
+    for (let n = 1; n <= 3; n++) await bus.publish('tab.add', { tabId: 't', n });
+    await waitFor(() => addRuns === 1, 'the first addition to run');
+    // Its handler is held: the other two wait for their turn when close gives up on all three.
+    await first.close();
+    gates[0]?.open();
+    await sleep(50);
+    expect(addRuns).toBe(1);
+    const next = await startSaga(tabSaga, { outbox, logger: silentLogger });
+    closers.push(() => next.close());
+    await waitFor(async () => (await next.get('t'))?.data.added.length === 3, 'every addition, once');
+    expect((await next.get('t'))?.data.added).toEqual([1, 2, 3]);
+  });
 });

@@ -147,20 +147,26 @@ export async function startSaga<
         maxRetries: SAGA_CONFLICT_RETRIES,
       }),
   };
-  const oneAtATime = instanceTurns((message) => {
-    try {
-      return instanceIdOf(definition as never, message);
-    } catch {
-      return undefined;
-    }
-  });
+  let closed = false;
+  const oneAtATime = instanceTurns(
+    outbox.storage,
+    definition.name,
+    (message) => {
+      try {
+        return instanceIdOf(definition as never, message);
+      } catch {
+        return undefined;
+      }
+    },
+    () => closed,
+  );
   const subscriptions: Subscription[] = [];
   try {
     for (const type of definition.handledTypes) {
       subscriptions.push(
         await (bus as unknown as Bus).subscribe(type, handle as never, {
           ...options.subscribe,
-          middleware: [...(options.subscribe?.middleware ?? []), oneAtATime],
+          middleware: [oneAtATime, ...(options.subscribe?.middleware ?? [])],
           group,
           unitOfWork,
         }),
@@ -200,7 +206,10 @@ export async function startSaga<
       return row === undefined ? undefined : instanceOf<S, D>(row);
     },
     close() {
-      closing ??= Promise.all(subscriptions.map((s) => s.close())).then(() => {});
+      // Once closed, a message still waiting for its instance's turn was handed back: not handled.
+      closing ??= Promise.all(subscriptions.map((s) => s.close())).then(() => {
+        closed = true;
+      });
       return closing;
     },
   };
