@@ -3,7 +3,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { waitFor } from 'ferry/testing';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
+import { productStream } from './product.js';
 import { ADMIN, createProduct, opened, orderIdOf, product, settled, setup } from './test-kit.js';
 
 describe('inventory over HTTP', () => {
@@ -228,5 +229,39 @@ describe('inventory stock over the bus', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('GET /products/:id', () => {
+  it("reads only the events appended since the product's last read, not its whole history", async () => {
+    // A product's stream grows by two events an order: folded from its first event on every read,
+    // a product with 3,000 orders took 22 ms to read (an idle one 0.7 ms), and longer each day.
+    const s = await setup();
+    const created = (await (await createProduct(s, { name: 'Tea', price: 450, stock: 1000 })).json()) as {
+      id: string;
+    };
+    const stream = productStream(created.id);
+    const history = Array.from({ length: 100 }, (_, i) => [
+      { type: 'StockReserved', data: { orderId: randomUUID(), quantity: 1 + (i % 3) } },
+    ]).flat();
+    for (const event of history) {
+      await s.store.append(stream, [event]);
+      await s.store.append(stream, [{ type: 'ReservationReleased', data: event.data }]);
+    }
+    let read = 0;
+    const readStream = s.store.readStream.bind(s.store);
+    vi.spyOn(s.store, 'readStream').mockImplementation(async (...args) => {
+      const events = await readStream(...args);
+      read += events.length;
+      return events;
+    });
+    expect(await product(s, created.id)).toMatchObject({ stock: 1000, reserved: 0 });
+    expect(read).toBe(201);
+    read = 0;
+    await s.store.append(stream, [{ type: 'StockReserved', data: { orderId: randomUUID(), quantity: 5 } }]);
+    await s.store.append(stream, [{ type: 'StockReserved', data: { orderId: randomUUID(), quantity: 2 } }]);
+    expect(await product(s, created.id)).toMatchObject({ stock: 993, reserved: 7 });
+    // The last event read before, to check it is still there, and the two after it.
+    expect(read).toBe(3);
   });
 });

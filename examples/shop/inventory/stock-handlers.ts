@@ -26,6 +26,7 @@ import {
   productStream,
   productView,
 } from './product.js';
+import { ProductCache } from './product-cache.js';
 
 type Work = UnitOfWork<ShopContracts>;
 
@@ -46,45 +47,6 @@ async function loadIn<S, E extends { type: string; data: unknown }>(
     decider.initialState(),
   );
   return { state, version: events.length - 1 };
-}
-
-/**
- * Products' states as last read, so that a product ordered all day is not folded from its first
- * event on every order: a load reads from the cached version on, and uses the cache only if the
- * event stored at that version is still the one it was built from (a commit that failed after the
- * read leaves another event, or none, there: then the whole stream is read again).
- */
-class ProductCache {
-  readonly #entries = new Map<string, { state: ProductState; version: number; lastId: string }>();
-
-  async load(work: Work, productId: string): Promise<{ state: ProductState; version: number }> {
-    const streamId = productStream(productId);
-    const cached = this.#entries.get(productId);
-    let state: ProductState;
-    let version: number;
-    let lastId: string | undefined;
-    const tail = cached === undefined ? [] : await work.readStream(streamId, { fromVersion: cached.version });
-    if (cached !== undefined && tail[0]?.id === cached.lastId) {
-      state = tail
-        .slice(1)
-        .reduce((s, e) => productDecider.evolve(s, e as unknown as ProductEvent), cached.state);
-      version = cached.version + tail.length - 1;
-      lastId = tail.at(-1)?.id;
-    } else {
-      const events = await work.readStream(streamId);
-      state = events.reduce(
-        (s, e) => productDecider.evolve(s, e as unknown as ProductEvent),
-        productDecider.initialState(),
-      );
-      version = events.length - 1;
-      lastId = events.at(-1)?.id;
-    }
-    if (lastId !== undefined) {
-      if (this.#entries.size >= 10_000) this.#entries.delete(this.#entries.keys().next().value as string);
-      this.#entries.set(productId, { state, version, lastId });
-    }
-    return { state, version };
-  }
 }
 
 export function stockHandlers() {
