@@ -21,15 +21,15 @@ export class SagaClosedBeforeTurnError extends Error {
 }
 
 /**
- * Messages of one saga instance handled one at a time in this process, in the order they reached
- * the saga's subscriptions: a subscription middleware, put before the subscription's own, for every
- * subscription of every runner of saga `name` on `storage` (an outbox's) in the process. On SQLite and memory units of work run
- * one at a time anyway; on PostgreSQL two start messages of one instance ran side by side and
- * whichever committed first won, so the later one published could start the instance and the first
- * be ignored as the duplicate. `idOf` gives the instance's id, or `undefined` (the message is handled
- * without waiting, and its unit of work reports what is wrong with it). The wait for a turn does not
- * count against the handler's time limit. A message whose turn comes once `closed()` says its runner
- * is closed (its close gave up on it and handed it back) is not handled.
+ * Messages of one saga instance handled one at a time, in the order they reached the saga's
+ * subscriptions, by every runner of saga `name` on `storage` (an outbox's: one per store object)
+ * in this process: a subscription middleware, put before the subscription's own. On SQLite and memory
+ * units of work run one at a time anyway; on PostgreSQL two start messages of one instance ran side by
+ * side and whichever committed first won, so the later one published could start the instance and the
+ * first be ignored as the duplicate. `idOf` gives the instance's id, or `undefined` (the message is
+ * handled without waiting, and its unit of work reports what is wrong with it). The wait for a turn
+ * does not count against the handler's time limit. A message whose turn comes once `closed()` says its
+ * runner is closed (its close gave up on it and handed it back) is not handled.
  */
 export function instanceTurns(
   storage: object,

@@ -322,6 +322,15 @@ describe('order saga on the memory store and bus', () => {
     ).rejects.toMatchObject({ code: 'INVALID_OPTIONS', message: expect.stringMatching(/own group option/) });
   });
 
+  it('refuses subscribe.middleware that is not a list of functions with INVALID_OPTIONS, as subscribe does', async () => {
+    const s = await service();
+    for (const middleware of [5, 'log', [5], {}]) {
+      await expect(
+        startSaga(orderSaga, { outbox: s.outbox, subscribe: { middleware } as never }),
+      ).rejects.toMatchObject({ code: 'INVALID_OPTIONS' });
+    }
+  });
+
   it('dead-letters at once a message whose instance id PostgreSQL could not keep apart (NUL, lone surrogate)', async () => {
     const s = await setup();
     for (const orderId of ['o-\u0000', 'o-\uD800']) {

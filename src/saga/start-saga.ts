@@ -160,13 +160,15 @@ export async function startSaga<
     },
     () => closed,
   );
+  const mine = options.subscribe?.middleware;
   const subscriptions: Subscription[] = [];
   try {
     for (const type of definition.handledTypes) {
       subscriptions.push(
         await (bus as unknown as Bus).subscribe(type, handle as never, {
           ...options.subscribe,
-          middleware: [oneAtATime, ...(options.subscribe?.middleware ?? [])],
+          // Not a list: passed on as it is, for the bus to refuse (INVALID_OPTIONS).
+          middleware: Array.isArray(mine) ? [oneAtATime, ...mine] : (mine ?? [oneAtATime]),
           group,
           unitOfWork,
         }),
