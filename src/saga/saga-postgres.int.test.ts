@@ -4,6 +4,8 @@ import { createBus } from '../connect/create-bus.js';
 import { EventStore } from '../eventstore/store.js';
 import { uuidv7 } from '../ids/uuidv7.js';
 import { silentLogger } from '../logging/logger.js';
+import type { Bus } from '../messaging/bus.js';
+import type { Contracts } from '../messaging/contracts.js';
 import { createOutbox } from '../outbox/outbox.js';
 import { PostgresEventStoreBackend } from '../postgres/postgres-backend.js';
 import { dropSchemas, postgresTestUrl, testSchemaName } from '../testing/postgres.js';
@@ -42,6 +44,26 @@ async function tallyBus() {
   });
   closers.push(() => bus.close());
   return bus;
+}
+
+/** A memory bus with `contracts`, closed after the test (`url`: a broker shared with another). */
+async function memoryBus<C extends Contracts>(
+  service: string,
+  contracts: C,
+  url = `memory://saga-pg-${uuidv7()}`,
+) {
+  const bus = await createBus({ url, service, logger: silentLogger, contracts });
+  closers.push(() => bus.close());
+  return bus;
+}
+
+/** An outbox for `bus` on a store of a schema of its own, closed after the test. */
+async function outboxOnFreshSchema<C extends Contracts>(bus: Bus<C>) {
+  const schema = testSchemaName('saga');
+  schemas.push(schema);
+  const outbox = await createOutbox({ store: await open(schema), bus, logger: silentLogger });
+  closers.push(() => outbox.close());
+  return outbox;
 }
 
 it('two processes on one PostgreSQL database apply every message of one instance: conflicts are retried, none lost', async () => {
@@ -219,17 +241,8 @@ const firstStartSaga = defineSaga({
 it('of two start messages of one instance published back to back, the first starts it and the second is the duplicate, as on SQLite and memory', async () => {
   // Handled side by side, whichever committed first won: 2 to 5 instances of 10 took the second
   // message's total, and sent it on. Must not happen: an instance started by the later message.
-  const schema = testSchemaName('saga');
-  schemas.push(schema);
-  const bus = await createBus({
-    url: `memory://saga-pg-${uuidv7()}`,
-    service: 'shop',
-    logger: silentLogger,
-    contracts: startContracts,
-  });
-  closers.push(() => bus.close());
-  const outbox = await createOutbox({ store: await open(schema), bus, logger: silentLogger });
-  closers.push(() => outbox.close());
+  const bus = await memoryBus('shop', startContracts);
+  const outbox = await outboxOnFreshSchema(bus);
   const saga = await startSaga(firstStartSaga, { outbox, logger: silentLogger });
   closers.push(() => saga.close());
   const reserved: { orderId: string; total: number }[] = [];
@@ -247,17 +260,8 @@ it('of two start messages of one instance published back to back, the first star
 
 it("applies one instance's messages in the order they arrive, in one process", async () => {
   // Ten handlers at once applied them in whatever order their units of work committed.
-  const schema = testSchemaName('saga');
-  schemas.push(schema);
-  const bus = await createBus({
-    url: `memory://saga-pg-${uuidv7()}`,
-    service: 'tape',
-    logger: silentLogger,
-    contracts: tapeContracts,
-  });
-  closers.push(() => bus.close());
-  const outbox = await createOutbox({ store: await open(schema), bus, logger: silentLogger });
-  closers.push(() => outbox.close());
+  const bus = await memoryBus('tape', tapeContracts);
+  const outbox = await outboxOnFreshSchema(bus);
   const saga = await startSaga(tapeSaga, { outbox, logger: silentLogger, subscribe: { concurrency: 10 } });
   closers.push(() => saga.close());
   await bus.publish('tape.opened', { tapeId: 't' });
@@ -268,18 +272,10 @@ it("applies one instance's messages in the order they arrive, in one process", a
 
 it('keeps the first start message first with two runners of the saga in one process (one outbox, two buses)', async () => {
   // Each runner had turns of its own: 2 to 3 of 30 instances were started by the later message.
-  const schema = testSchemaName('saga');
-  schemas.push(schema);
   const url = `memory://saga-pg-${uuidv7()}`;
-  const buses = [];
-  for (let i = 0; i < 2; i++) {
-    const bus = await createBus({ url, service: 'shop', logger: silentLogger, contracts: startContracts });
-    closers.push(() => bus.close());
-    buses.push(bus);
-  }
-  const [one, two] = buses as [(typeof buses)[0], (typeof buses)[0]];
-  const outbox = await createOutbox({ store: await open(schema), bus: one, logger: silentLogger });
-  closers.push(() => outbox.close());
+  const one = await memoryBus('shop', startContracts, url);
+  const two = await memoryBus('shop', startContracts, url);
+  const outbox = await outboxOnFreshSchema(one);
   const first = await startSaga(firstStartSaga, { outbox, logger: silentLogger });
   closers.push(() => first.close());
   const second = await startSaga(firstStartSaga, { outbox, bus: two, logger: silentLogger });
