@@ -448,6 +448,58 @@ describe('RabbitMQ transport and messages sent straight to a queue', () => {
   }, 30_000);
 });
 
+describe('RabbitMQ transport and plain messages over maxMessageBytes', () => {
+  it('retries, dead-letters and gives an id to a plain message the broker took though it is over maxMessageBytes, as memory does', async () => {
+    // Must not happen: a message no retry, dead letter or id could be published for (each move refused
+    // MessageTooLargeError), given back to its queue for ever. Must not be lost: each message, handled
+    // or in the dead letters.
+    const v = await vhost();
+    const consumer = await createBus({
+      url: v.url,
+      service: 'big',
+      logger: silentLogger,
+      amqp: { maxMessageBytes: 1000 },
+      subscriptionDefaults: { maxAttempts: 2, backoff: { initialDelayMs: 10, maxDelayMs: 10 } },
+    });
+    defer(() => consumer.close());
+    const runs: { type: string; id: string; attempt: number }[] = [];
+    await consumer.subscribe('big.#', async (m) => {
+      runs.push({ type: m.type, id: m.id, attempt: m.attempt });
+      if (m.type === 'big.failing') throw new Error('refused');
+    });
+    const connection = await amqp.connect(v.url);
+    defer(() => connection.close().catch(() => {}));
+    const channel = await connection.createConfirmChannel();
+    const body = (n: number) => Buffer.from(JSON.stringify({ pad: 'x'.repeat(2000), n }));
+    channel.publish('ferry.events', 'big.failing', body(1), { messageId: 'big-failing', persistent: true });
+    channel.publish('ferry.events', 'big.idless', body(2), { persistent: true });
+    channel.publish('ferry.events', 'big.malformed', Buffer.from(`{${'x'.repeat(2000)}`), {
+      messageId: 'big-malformed',
+      persistent: true,
+    });
+    await channel.waitForConfirms();
+    let letters: Awaited<ReturnType<typeof consumer.listDeadLetters>> = [];
+    await waitFor(async () => {
+      letters = await consumer.listDeadLetters({ group: 'big' });
+      return letters.length === 2;
+    }, 'two dead letters');
+    expect(letters.map((l) => [l.reason.kind, l.attempts]).sort()).toEqual([
+      ['handler-error', 2],
+      ['malformed', 1],
+    ]);
+    await waitFor(() => runs.some((r) => r.type === 'big.idless'), 'the message without an id to run');
+    expect(runs.filter((r) => r.type === 'big.failing').map((r) => r.attempt)).toEqual([1, 2]);
+    expect(runs.filter((r) => r.type === 'big.idless')).toHaveLength(1);
+    // A replay sends the letter back too.
+    const failed = letters.filter((l) => l.reason.kind === 'handler-error').map((l) => l.deadLetterId);
+    await consumer.replayDeadLetters({ group: 'big', deadLetterIds: failed });
+    await waitFor(
+      () => runs.filter((r) => r.type === 'big.failing').length === 4,
+      'the replayed letter to run',
+    );
+  }, 30_000);
+});
+
 describe('RabbitMQ transport and plain messages without an id', () => {
   it('keeps the id it gives a message without one when the connection is lost mid-run, so the inbox runs it once', async () => {
     // Must not happen: the broker gives the message back after the connection loss and it comes

@@ -236,7 +236,9 @@ export class AmqpConsumer {
    * Sends `message` back to the end of its queue with the id and time it is given now, then acks
    * it: the copy runs under them, and so do its retries and its dead letter. Given only in memory,
    * they were lost when the broker itself gave the message back (a closed connection, a crash):
-   * it came again under another id, and the inbox ran it beside its first run.
+   * it came again under another id, and the inbox ran it beside its first run. The copy and the ack
+   * are still two steps: a connection lost after the copy's confirm and before the ack gives the
+   * original back, to be given a second id (documented; only a producer's own id closes that).
    */
   async #stamp(channel: Channel, message: Message): Promise<void> {
     this.#inFlight.begin();
@@ -248,6 +250,7 @@ export class AmqpConsumer {
         this.topology.queue,
         message.content,
         republishOptions(message, headers, identityOf(delivery)),
+        true,
       );
       this.#ack(channel, message);
     } catch (error) {
@@ -368,6 +371,7 @@ export class AmqpConsumer {
           target,
           message.content,
           republishOptions(message, headers, identityOf(delivery)),
+          true,
         );
       }
       this.#ack(channel, message);
@@ -454,6 +458,7 @@ export class AmqpConsumer {
       queue,
       message.content,
       republishOptions(message, headers, identityOf(delivery)),
+      true,
     );
   }
 
@@ -499,6 +504,7 @@ export class AmqpConsumer {
       this.topology.deadLetterQueue,
       message.content,
       republishOptions(message, headers, identityOf(delivery)),
+      true,
     );
   }
 

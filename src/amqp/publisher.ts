@@ -24,6 +24,8 @@ interface Pending {
   settled: boolean;
   /** Times the broker closed the channel with an error while this publish was unconfirmed on it. */
   refusals: number;
+  /** A message the broker delivered, moved to another queue: held only to the broker's limit. */
+  readonly move: boolean;
 }
 
 /** A snapshot of the publisher. */
@@ -158,12 +160,21 @@ export class ConfirmPublisher {
     return Math.min(this.#options.maxMessageBytes, this.#brokerMaxMessageBytes);
   }
 
+  /**
+   * The largest body a publish may have: {@link maxMessageBytes}, or for a move of a message the broker
+   * delivered (a retry, a dead letter, a redelivery, an id given, a replay) the broker's limit only: it
+   * took that message once. A plain producer's message over `maxMessageBytes` could be handled but
+   * never retried nor dead-lettered, and came back for ever.
+   */
+  #limit(move: boolean): number {
+    return move ? this.#brokerMaxMessageBytes : this.maxMessageBytes;
+  }
+
   /** Why an unconfirmed publish must not be sent again, if it must not. */
   #refusal(pending: Pending, cause: Error | undefined): Error | undefined {
-    if (pending.content.length > this.maxMessageBytes) {
-      return new MessageTooLargeError(pending.messageId, pending.content.length, this.maxMessageBytes, {
-        cause,
-      });
+    const limit = this.#limit(pending.move);
+    if (pending.content.length > limit) {
+      return new MessageTooLargeError(pending.messageId, pending.content.length, limit, { cause });
     }
     if (pending.refusals >= MAX_REFUSALS) {
       return new PublishNackedError(
@@ -179,12 +190,22 @@ export class ConfirmPublisher {
     this.#channel = undefined;
   }
 
-  /** Publishes one message; resolves on the broker's confirm. */
-  publish(exchange: string, routingKey: string, content: Buffer, options: Options.Publish): Promise<void> {
+  /**
+   * Publishes one message; resolves on the broker's confirm. `move`: `content` is a message the broker
+   * delivered, sent on to another queue (held to the broker's limit only, not `maxMessageBytes`).
+   */
+  publish(
+    exchange: string,
+    routingKey: string,
+    content: Buffer,
+    options: Options.Publish,
+    move = false,
+  ): Promise<void> {
     if (this.#closed) return Promise.reject(new BusClosedError('publisher'));
     const messageId = (options.messageId as string | undefined) ?? '(no id)';
-    if (content.length > this.maxMessageBytes) {
-      return Promise.reject(new MessageTooLargeError(messageId, content.length, this.maxMessageBytes));
+    const limit = this.#limit(move);
+    if (content.length > limit) {
+      return Promise.reject(new MessageTooLargeError(messageId, content.length, limit));
     }
     if (this.pending >= this.#options.maxBuffered) {
       return Promise.reject(new PublishBufferFullError(this.#options.maxBuffered));
@@ -203,6 +224,7 @@ export class ConfirmPublisher {
         reject,
         settled: false,
         refusals: 0,
+        move,
       };
       if (this.#channel !== undefined && !this.#blocked && this.#waiting.length === 0 && this.#hasRoom()) {
         this.#send(pending);

@@ -2,6 +2,7 @@ import { isUtf8 } from 'node:buffer';
 import { isStorableText } from '../errors/storable-text.js';
 import { type Clock, systemClock } from '../time/clock.js';
 import { type Envelope, JSON_CONTENT_TYPE, newMessageId, toMessage } from './envelope.js';
+import { MAX_ID_BYTES } from './envelope-limits.js';
 import { MessageNotSerializableError } from './errors.js';
 import { rfc3339ToMs } from './expiry.js';
 import { isReservedHeader } from './reserved-headers.js';
@@ -172,6 +173,24 @@ function withNul(wire: WireMessage, headers: WireMessage['headers']): string | u
   return undefined;
 }
 
+/**
+ * Which of the message's id, correlation id and causation id is longer than publishing allows
+ * ({@link MAX_ID_BYTES} in UTF-8), with its length: `MemoryTransport.publishRaw` and a RabbitMQ
+ * header can carry one, and a handler's own publishes, which take its correlation id, were refused.
+ */
+function overlongId(wire: WireMessage, headers: WireMessage['headers']): string | undefined {
+  const ids: [string, string | undefined][] = [
+    ['message id', wire.messageId],
+    ['correlation id', wire.correlationId],
+    ['causation id', str(headers?.[HEADER.causationid])],
+  ];
+  for (const [name, id] of ids) {
+    const bytes = id === undefined ? 0 : Buffer.byteLength(id, 'utf8');
+    if (bytes > MAX_ID_BYTES) return `the ${name} is ${bytes} bytes long (at most ${MAX_ID_BYTES})`;
+  }
+  return undefined;
+}
+
 /** Why `type` is not a message type `publish` would take, or `undefined` when it is one. */
 function invalidType(type: string): string | undefined {
   try {
@@ -235,6 +254,8 @@ export function decodeWireMessage(
       attempt,
       reason: `the ${nul} holds NUL or a lone surrogate, which Ferry's stores cannot keep`,
     };
+  const overlong = overlongId(wire, headers);
+  if (overlong !== undefined) return { ok: false, attempt, reason: overlong };
   const type = typeOf(wire);
   // A routing key publish would refuse as a type (`a b`, `a..b`, `a.*`): the memory transport can
   // never deliver one, and a handler or an outbox passing it on would be refused.

@@ -830,6 +830,31 @@ export function testTransport(name: string, harness: TransportHarness, features:
       expect(runs).toBe(1);
     });
 
+    it('dead-letters at once a raw message whose causation id is over 255 bytes, as publishing refuses it', async () => {
+      // It reached the handler, whose own publishes (taking its ids) were all refused: a handler error
+      // on every attempt rather than one malformed letter.
+      const p = unique();
+      const b = await bus(`svc-${p}`);
+      const type = `${p}.raw`;
+      const handled: string[] = [];
+      await b.subscribe(type, async (m) => void handled.push(m.id));
+      const body = Buffer.from('{}');
+      await harness.publishRaw({
+        routingKey: type,
+        body,
+        messageId: 'long-cause',
+        headers: { 'cloudEvents:causationid': 'é'.repeat(128) },
+      });
+      await harness.publishRaw({ routingKey: type, body, messageId: 'good' });
+      await waitFor(async () => (await b.listDeadLetters()).length === 1, 'one dead letter');
+      const dead = await b.listDeadLetters();
+      expect(dead.map((d) => [d.reason.kind, d.reason.message, d.attempts])).toEqual([
+        ['malformed', 'the causation id is 256 bytes long (at most 255)', 1],
+      ]);
+      await waitFor(() => handled.length === 1, 'the valid message');
+      expect(handled).toEqual(['good']);
+    });
+
     it('wraps messages of plain producers into envelopes', async () => {
       const p = unique();
       const b = await bus(`svc-${p}`);

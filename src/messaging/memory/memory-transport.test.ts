@@ -59,4 +59,30 @@ describe('MemoryTransport.publishRaw', () => {
     }
     await bus.close();
   });
+
+  it('dead-letters a message id or correlation id over 255 bytes as malformed, which RabbitMQ cannot carry', async () => {
+    // Delivered, its handler's own publishes (taking its correlation id) were refused: a handler
+    // error on every attempt.
+    const own = new MemoryBroker();
+    const transport = new MemoryTransport({ broker: own });
+    const bus = await createBus({ service: 'raw', transport, logger: silentLogger });
+    const handled: string[] = [];
+    await bus.subscribe('raw.id', (m) => void handled.push(m.id));
+    const body = Buffer.from('{}');
+    await transport.publishRaw({ routingKey: 'raw.id', body, messageId: 'i'.repeat(256) });
+    await transport.publishRaw({
+      routingKey: 'raw.id',
+      body,
+      messageId: 'c',
+      correlationId: 'c'.repeat(300),
+    });
+    await transport.publishRaw({ routingKey: 'raw.id', body, messageId: 'i'.repeat(255) });
+    await vi.waitFor(async () => expect(await bus.listDeadLetters()).toHaveLength(2));
+    expect((await bus.listDeadLetters()).map((d) => [d.reason.kind, d.reason.message])).toEqual([
+      ['malformed', 'the message id is 256 bytes long (at most 255)'],
+      ['malformed', 'the correlation id is 300 bytes long (at most 255)'],
+    ]);
+    await vi.waitFor(() => expect(handled).toEqual(['i'.repeat(255)]));
+    await bus.close();
+  });
 });
