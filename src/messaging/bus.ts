@@ -52,6 +52,7 @@ import {
   type TransportSubscription,
   whenDecided,
 } from './transport.js';
+import { untilAborted } from './until-aborted.js';
 
 /** Defaults applied to every subscription of a bus unless the subscription overrides them. */
 export interface SubscriptionDefaults {
@@ -725,6 +726,15 @@ export class Bus<C extends Contracts = NoContracts> {
    * publish as they finish, and `close` then waits for those confirms too), and rejects with
    * `BUS_CLOSED` from the end of that wait on. Idempotent.
    */
+  /**
+   * @internal True once `close()` stopped waiting for the handlers in flight: those still running, or
+   * still waiting for a turn of their own, were given up on (their messages handed back) and must not
+   * start anything.
+   */
+  get handlersGivenUp(): boolean {
+    return this.#publishingClosed;
+  }
+
   close(): Promise<void> {
     this.#closing ??= (async () => {
       const clock = this.#clock ?? systemClock;
@@ -780,28 +790,6 @@ function allStrings(values: readonly unknown[]): boolean {
 
 function isThenable(value: unknown): value is PromiseLike<unknown> {
   return typeof (value as PromiseLike<unknown> | undefined)?.then === 'function';
-}
-
-/** `work`'s outcome, or `signal`'s reason as soon as it aborts, whichever comes first. */
-function untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) {
-    work.catch(() => {});
-    return Promise.reject(signal.reason);
-  }
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener('abort', onAbort, { once: true });
-    work.then(
-      (value) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(value);
-      },
-      (error: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(error);
-      },
-    );
-  });
 }
 
 /**

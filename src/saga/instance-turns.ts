@@ -3,6 +3,7 @@ import type { Message } from '../messaging/envelope.js';
 import { HandlerRun } from '../messaging/handler-timeouts.js';
 import { KeyedTurns } from '../messaging/keyed-turns.js';
 import type { HandlerMiddleware } from '../messaging/middleware.js';
+import { untilAborted } from '../messaging/until-aborted.js';
 
 /**
  * The turns of the runners of sagas on one store's outbox storage (one per store object): two runners
@@ -28,8 +29,9 @@ export class SagaClosedBeforeTurnError extends Error {
  * side and whichever committed first won, so the later one published could start the instance and the
  * first be ignored as the duplicate. `idOf` gives the instance's id, or `undefined` (the message is
  * handled without waiting, and its unit of work reports what is wrong with it). The wait for a turn
- * does not count against the handler's time limit. A message whose turn comes once `closed()` says its
- * runner is closed (its close gave up on it and handed it back) is not handled.
+ * does not count against the handler's time limit, and the turn ends with that limit. A message whose
+ * turn comes once `closed()` says its runner or bus is closed (its close gave up on it and handed it
+ * back) is not handled.
  */
 export function instanceTurns(
   storage: object,
@@ -52,7 +54,11 @@ export function instanceTurns(
     return ofStorage.run(JSON.stringify([name, id]), () => {
       timed?.resumeLimit();
       if (closed()) return Promise.reject(new SagaClosedBeforeTurnError(name));
-      return next(message);
+      // The turn ends with the attempt's limit, even if what runs inside ignores its signal (a
+      // subscription middleware stuck on a call without a timeout held the instance for good, and with
+      // its waiting messages the subscription's slots). A run that goes on past it finds its unit of
+      // work rolled back, and the saga refuses to start on an aborted signal.
+      return timed === undefined ? next(message) : untilAborted(next(message), timed.signal);
     });
   };
 }

@@ -529,7 +529,7 @@ describe("an instance's turn", () => {
     closers.push(() => store.close());
     const outbox = await createOutbox({ store, bus, logger: silentLogger });
     closers.push(() => outbox.close());
-    return { url, bus, outbox };
+    return { url, bus, store, outbox };
   }
 
   it('comes in the order messages reach the saga, whatever its subscription middleware takes', async () => {
@@ -574,6 +574,56 @@ describe("an instance's turn", () => {
     await sleep(50);
     expect(addRuns).toBe(1);
     const next = await startSaga(tabSaga, { outbox, logger: silentLogger });
+    closers.push(() => next.close());
+    await waitFor(async () => (await next.get('t'))?.data.added.length === 3, 'every addition, once');
+    expect((await next.get('t'))?.data.added).toEqual([1, 2, 3]);
+  });
+
+  it('ends with the attempt’s time limit, even when a middleware inside ignores its signal: the instance goes on', async () => {
+    // The turn was held as long as the middleware ran: for good when it never returned, and with it
+    // the instance's later messages (and, through their slots, other instances').
+    const { bus, outbox } = await tabService();
+    gates.splice(0);
+    const saga = await startSaga(tabSaga, {
+      outbox,
+      logger: silentLogger,
+      subscribe: {
+        handlerTimeoutMs: 200,
+        backoff: { initialDelayMs: 10, maxDelayMs: 10 },
+        middleware: [
+          (next) => (m) =>
+            (m.data as { n?: number }).n === 2 && m.attempt === 1 ? new Promise<void>(() => {}) : next(m),
+        ],
+      },
+    });
+    closers.push(() => saga.close());
+    await bus.publish('tab.opened', { tabId: 't', total: 0 });
+    for (let n = 1; n <= 3; n++) await bus.publish('tab.add', { tabId: 't', n });
+    await waitFor(async () => (await saga.get('t'))?.data.added.length === 3, 'every addition', 5_000);
+    expect((await saga.get('t'))?.data.added).toEqual([1, 3, 2]);
+  });
+
+  it('never comes for a message its bus’s close gave up on, the runner left open', async () => {
+    // Closing the bus (not the runner) handed the waiting messages back, then the runner handled them.
+    const { url, bus, store, outbox } = await tabService(200);
+    let open!: () => void;
+    gates.splice(0, gates.length, { open: () => open(), opened: new Promise<void>((r) => (open = r)) });
+    addRuns = 0;
+    const first = await startSaga(tabSaga, { outbox, logger: silentLogger });
+    closers.push(() => first.close());
+    await bus.publish('tab.opened', { tabId: 't', total: 0 });
+    await waitFor(async () => (await first.get('t')) !== undefined, 'the tab opened');
+    for (let n = 1; n <= 3; n++) await bus.publish('tab.add', { tabId: 't', n });
+    await waitFor(() => addRuns === 1, 'the first addition to run');
+    await bus.close();
+    gates[0]?.open();
+    await sleep(50);
+    expect(addRuns).toBe(1);
+    const nextBus = await createBus({ url, service: 'shop', logger: silentLogger, contracts });
+    closers.push(() => nextBus.close());
+    const nextOutbox = await createOutbox({ store, bus: nextBus, logger: silentLogger });
+    closers.push(() => nextOutbox.close());
+    const next = await startSaga(tabSaga, { outbox: nextOutbox, logger: silentLogger });
     closers.push(() => next.close());
     await waitFor(async () => (await next.get('t'))?.data.added.length === 3, 'every addition, once');
     expect((await next.get('t'))?.data.added).toEqual([1, 2, 3]);

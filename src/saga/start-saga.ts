@@ -158,7 +158,8 @@ export async function startSaga<
         return undefined;
       }
     },
-    () => closed,
+    // The runner's close, or its bus's, gave up on what still waits: handed back, not to be handled.
+    () => closed || (bus as unknown as Bus).handlersGivenUp,
   );
   const mine = options.subscribe?.middleware;
   const subscriptions: Subscription[] = [];
