@@ -717,6 +717,15 @@ export class Bus<C extends Contracts = NoContracts> {
   }
 
   /**
+   * @internal True once `close()` stopped waiting for the handlers in flight: those still running, or
+   * still waiting for a turn of their own, were given up on (their messages handed back) and must not
+   * start anything.
+   */
+  get handlersGivenUp(): boolean {
+    return this.#publishingClosed;
+  }
+
+  /**
    * Stops every subscription (waiting for handlers in flight), waits for unconfirmed publishes, then
    * closes the transport, all within `closeTimeoutMs`: what the handlers took of it is not given
    * again to the publishes. Dead-letter listings and replays already under way are waited for as
@@ -726,15 +735,6 @@ export class Bus<C extends Contracts = NoContracts> {
    * publish as they finish, and `close` then waits for those confirms too), and rejects with
    * `BUS_CLOSED` from the end of that wait on. Idempotent.
    */
-  /**
-   * @internal True once `close()` stopped waiting for the handlers in flight: those still running, or
-   * still waiting for a turn of their own, were given up on (their messages handed back) and must not
-   * start anything.
-   */
-  get handlersGivenUp(): boolean {
-    return this.#publishingClosed;
-  }
-
   close(): Promise<void> {
     this.#closing ??= (async () => {
       const clock = this.#clock ?? systemClock;
