@@ -156,6 +156,32 @@ describe('PostgreSQL outbox storage', () => {
     await expect(kept!.enqueue([message()])).rejects.toMatchObject({ code: 'UNIT_OF_WORK_UNSUPPORTED' });
   });
 
+  it('sends no further statement of a call under way when its unit of work ended: nothing of it commits after the ROLLBACK', async () => {
+    // An enqueue takes its key's lock, then inserts. Its unit ended (a handler past its time limit)
+    // while the lock was awaited: the INSERT went after the ROLLBACK, in autocommit, and the message
+    // was published though the unit's other writes were rolled back. Must not happen: the row kept.
+    const schema = newSchema();
+    const backend = await open(schema);
+    const storage = backend.outboxStorage();
+    const other = await client();
+    await other.query('BEGIN');
+    await other.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [`ferry-outbox:${schema}:k1`]);
+    let enqueue: Promise<void> | undefined;
+    const unit = storage.transaction(async (tx) => {
+      enqueue = tx.enqueue([message('k1')]);
+      enqueue.catch(() => {});
+      await sleep(100);
+      throw new Error('past its time limit');
+    });
+    await sleep(200);
+    // The lock is free: the enqueue's lock statement ends, then the unit's ROLLBACK runs.
+    await other.query('COMMIT');
+    await expect(unit).rejects.toThrow('past its time limit');
+    await expect(enqueue).rejects.toMatchObject({ code: 'UNIT_OF_WORK_UNSUPPORTED' });
+    await sleep(100);
+    expect(await drain(storage, 'relay')).toEqual([]);
+  });
+
   it('drops a connection that broke inside a unit of work and goes on with healthy ones', async () => {
     const backend = await open(newSchema(), 2);
     const storage = backend.outboxStorage();

@@ -401,11 +401,27 @@ class PostgresStorageTransaction implements StorageTransaction {
   mayHaveSet = false;
 
   constructor(client: PoolClient, sql: ReturnType<typeof outboxStatements>, options: PostgresOutboxOptions) {
-    this.#client = client;
     this.#sql = sql;
     this.#options = options;
+    // Every statement is checked, not only each call: a call of several statements (an append looks
+    // for its events, then inserts; an enqueue locks its keys, then inserts) that was under way when
+    // its unit of work ended (its handler past its time limit: rolled back) sent the rest after the
+    // ROLLBACK, in autocommit or in another unit's transaction on the pooled connection: a timed-out
+    // saga step's messages went out while its state change did not.
+    const query = (...args: unknown[]) => {
+      this.#assertUsable();
+      return (client.query as unknown as (...a: unknown[]) => unknown).apply(client, args);
+    };
+    this.#client = new Proxy(client, {
+      get: (target, property) => {
+        if (property === 'query') return query;
+        const value: unknown = Reflect.get(target, property, target);
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    });
   }
 
+  /** The unit's connection, every statement of which is refused once the unit of work has ended. */
   get client(): PoolClient {
     this.mayHaveSet = true;
     return this.#client;
@@ -417,11 +433,15 @@ class PostgresStorageTransaction implements StorageTransaction {
   }
 
   #open(): PoolClient {
+    this.#assertUsable();
+    return this.#client;
+  }
+
+  #assertUsable(): void {
     if (this.#ended) {
       throw new UnitOfWorkUnsupportedError('the unit of work has ended: its handle can no longer be used');
     }
     if (this.#endedBySql !== undefined) throw this.#endedBySql;
-    return this.#client;
   }
   readStream(streamId: string, options: ReadStreamOptions): Promise<RecordedEvent[]> {
     return this.#options.readStream(this.#open(), streamId, options);

@@ -9,7 +9,7 @@ import type { Contracts } from '../messaging/contracts.js';
 import { createOutbox } from '../outbox/outbox.js';
 import { PostgresEventStoreBackend } from '../postgres/postgres-backend.js';
 import { dropSchemas, postgresTestUrl, testSchemaName } from '../testing/postgres.js';
-import { waitFor } from '../testing/wait.js';
+import { sleep, waitFor } from '../testing/wait.js';
 import { defineSaga } from './define-saga.js';
 import { tallyContracts, tallyRuns, tallySaga } from './fixtures/tally-saga.js';
 import { startSaga } from './start-saga.js';
@@ -288,4 +288,45 @@ it('keeps the first start message first with two runners of the saga in one proc
   await waitFor(async () => (await first.instances({ limit: 100 })).length === ids.length, 'every order');
   await outbox.flush();
   for (const orderId of ids) expect((await first.get(orderId))?.data).toEqual({ total: 1 });
+});
+
+it("publishes nothing of a step that ran past its time limit: its retry's messages only, once", async () => {
+  // A handler that blocked the event loop past handlerTimeoutMs: its unit of work was rolled back
+  // while its outbox insert was under way, which then ran after the ROLLBACK, in autocommit. The
+  // step's state was applied once (by the retry) but its message went out twice, with two ids.
+  const bus = await memoryBus('tape', tapeContracts);
+  const outbox = await outboxOnFreshSchema(bus);
+  let blocked = false;
+  const slowOnce = defineSaga({
+    ...tapeSaga,
+    states: {
+      open: {
+        'tape.mark': (saga, m) => {
+          if (m.data.n === 2 && !blocked) {
+            blocked = true;
+            const until = Date.now() + 300;
+            while (Date.now() < until) {}
+          }
+          saga.set({ seen: [...saga.state.data.seen, m.data.n] }).publish('tape.marked', m.data);
+        },
+      },
+    },
+  } as typeof tapeSaga);
+  const saga = await startSaga(slowOnce, {
+    outbox,
+    logger: silentLogger,
+    subscribe: { handlerTimeoutMs: 100, backoff: { initialDelayMs: 30, factor: 1, maxDelayMs: 30 } },
+  });
+  closers.push(() => saga.close());
+  const marked: { n: number; id: string }[] = [];
+  await bus.subscribe('tape.marked', (m) => void marked.push({ n: m.data.n, id: m.id }), {
+    group: 'observer',
+  });
+  await bus.publish('tape.opened', { tapeId: 't' });
+  for (let n = 1; n <= 4; n++) await bus.publish('tape.mark', { tapeId: 't', n });
+  await waitFor(async () => (await saga.get('t'))?.data.seen.length === 4, 'every mark applied', 10_000);
+  await outbox.flush();
+  await sleep(200);
+  expect([...(await saga.get('t'))!.data.seen].sort()).toEqual([1, 2, 3, 4]);
+  expect(marked.map((m) => m.n).sort()).toEqual([1, 2, 3, 4]);
 });
