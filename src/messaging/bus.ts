@@ -444,6 +444,8 @@ export class Bus<C extends Contracts = NoContracts> {
     }
     // JSON-encoded so that no (group, pattern) can collide with another, as the inbox middleware's keys.
     const consumer = JSON.stringify([group, pattern]);
+    /** Its close stopped waiting for its handlers: those still waiting for a unit of work were given up on. */
+    let givenUp = false;
     const chain = composeMiddleware(
       [...this.#middleware, ...(options.middleware ?? [])],
       unitOfWork === undefined
@@ -456,6 +458,9 @@ export class Bus<C extends Contracts = NoContracts> {
             timed?.pauseLimit();
             await unitOfWork.runHandler(consumer, message.id, async (work) => {
               timed?.resumeLimit();
+              // Its turn came after a close gave up on it (its message handed back, to be handled
+              // again): it runs nothing, and its unit of work rolls back.
+              if (givenUp || this.#publishingClosed) throw new BusClosedError();
               const signal = HANDLER_CONTEXT.signal;
               // Past its limit the attempt has failed (and may be dead-lettered): its unit of work
               // rolls back then, rather than commit what a retry or a dead letter says was not done,
@@ -503,6 +508,7 @@ export class Bus<C extends Contracts = NoContracts> {
       close: async () => {
         this.#subscriptions.delete(transportSubscription);
         await transportSubscription.close(this.#closeTimeoutMs);
+        givenUp = true;
       },
     };
   }

@@ -213,3 +213,46 @@ it('refuses a clock without now or setTimeout (INVALID_OPTIONS) and starts nothi
     await bus.close();
   }
 });
+
+it.each(['bus', 'subscription'] as const)(
+  "runs no transactional handler whose unit of work's turn came after the %s's close gave up on it: its message is handled by the next consumer",
+  async (closed) => {
+    // Must not happen: the closed consumer running a handler whose message it handed back. Must not be
+    // lost: that message, handled once by the next consumer.
+    const url = `memory://outbox-${uuidv7()}`;
+    const store = new EventStore(new MemoryEventStoreBackend(), { logger: silentLogger });
+    const bus = await createBus({ url, service: 'orders', logger: silentLogger, closeTimeoutMs: 200 });
+    const outbox = await createOutbox({ store, bus, logger: silentLogger });
+    const runs: number[] = [];
+    let open!: () => void;
+    const gate = new Promise<void>((resolve) => {
+      open = resolve;
+    });
+    const handler = async (m: { data: unknown }) => {
+      const n = (m.data as { n: number }).n;
+      runs.push(n);
+      if (n === 1) await gate;
+    };
+    try {
+      const sub = await bus.subscribe('job.run', handler, { unitOfWork: outbox, concurrency: 2 });
+      await bus.publish('job.run', { n: 1 });
+      await bus.publish('job.run', { n: 2 });
+      await vi.waitFor(() => expect(runs).toEqual([1]));
+      // The second waits for the first's unit of work (one at a time on memory) when close gives up.
+      await (closed === 'bus' ? bus.close() : sub.close());
+      open();
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      expect(runs).toEqual([1]);
+      const next = await createBus({ url, service: 'orders', logger: silentLogger });
+      const nextOutbox = await createOutbox({ store, bus: next, logger: silentLogger });
+      await next.subscribe('job.run', handler, { unitOfWork: nextOutbox });
+      await vi.waitFor(() => expect(runs).toEqual([1, 2]));
+      await nextOutbox.close();
+      await next.close();
+    } finally {
+      await outbox.close();
+      await bus.close();
+      await store.close();
+    }
+  },
+);
