@@ -245,12 +245,10 @@ export class AmqpConsumer {
     try {
       const delivery = this.#decode(message);
       const headers = { [HEADER.routingKey]: typeOf(wireMessageOf(message)) };
-      await this.#context.publisher.publish(
-        '',
+      await this.#context.publisher.move(
         this.topology.queue,
         message.content,
         republishOptions(message, headers, identityOf(delivery)),
-        true,
       );
       this.#ack(channel, message);
     } catch (error) {
@@ -366,12 +364,10 @@ export class AmqpConsumer {
           [HEADER.redeliveries]: redeliveries,
           [HEADER.routingKey]: typeOf(wireMessageOf(message)),
         };
-        await this.#context.publisher.publish(
-          '',
+        await this.#context.publisher.move(
           target,
           message.content,
           republishOptions(message, headers, identityOf(delivery)),
-          true,
         );
       }
       this.#ack(channel, message);
@@ -453,12 +449,10 @@ export class AmqpConsumer {
       [HEADER.routingKey]: typeOf(wireMessageOf(message)),
       [HEADER.redeliveries]: 0,
     };
-    return this.#context.publisher.publish(
-      '',
+    return this.#context.publisher.move(
       queue,
       message.content,
       republishOptions(message, headers, identityOf(delivery)),
-      true,
     );
   }
 
@@ -499,12 +493,10 @@ export class AmqpConsumer {
       [DEAD_LETTER_HEADER.id]: randomUUID(),
     };
     if (cut.stack !== undefined) headers[DEAD_LETTER_HEADER.stack] = cut.stack;
-    return this.#context.publisher.publish(
-      '',
+    return this.#context.publisher.move(
       this.topology.deadLetterQueue,
       message.content,
       republishOptions(message, headers, identityOf(delivery)),
-      true,
     );
   }
 

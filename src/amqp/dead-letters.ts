@@ -238,7 +238,7 @@ async function replayOne(
     if (name !== DEAD_LETTER_HEADER.exchange) delete headers[name];
   }
   try {
-    await publisher.publish('', target, message.content, options, true);
+    await publisher.move(target, message.content, options);
     return true;
   } catch (error) {
     logger.warn(`could not replay dead letter ${id} to ${target}; left in place`, { error: String(error) });

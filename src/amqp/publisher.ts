@@ -190,16 +190,26 @@ export class ConfirmPublisher {
     this.#channel = undefined;
   }
 
+  /** Publishes one message; resolves on the broker's confirm. */
+  publish(exchange: string, routingKey: string, content: Buffer, options: Options.Publish): Promise<void> {
+    return this.#publish(exchange, routingKey, content, options, false);
+  }
+
   /**
-   * Publishes one message; resolves on the broker's confirm. `move`: `content` is a message the broker
-   * delivered, sent on to another queue (held to the broker's limit only, not `maxMessageBytes`).
+   * Sends a message the broker delivered on to `queue` (a retry, a dead letter, a redelivery, an id
+   * given, a replay), through the default exchange; resolves on the broker's confirm. Held to the
+   * broker's limit only, not `maxMessageBytes`.
    */
-  publish(
+  move(queue: string, content: Buffer, options: Options.Publish): Promise<void> {
+    return this.#publish('', queue, content, options, true);
+  }
+
+  #publish(
     exchange: string,
     routingKey: string,
     content: Buffer,
     options: Options.Publish,
-    move = false,
+    move: boolean,
   ): Promise<void> {
     if (this.#closed) return Promise.reject(new BusClosedError('publisher'));
     const messageId = (options.messageId as string | undefined) ?? '(no id)';
