@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { StringDecoder } from 'node:string_decoder';
 import { fileURLToPath } from 'node:url';
 
 /**
@@ -18,15 +19,16 @@ export async function runExample(
     { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } },
   );
   let out = '';
-  const read = (chunk: Buffer) => {
-    out += chunk.toString('utf8');
+  // One decoder per stream, as onLines (ferry/testing) has: a character split across chunks is decoded whole.
+  const reader = (decoder: StringDecoder) => (chunk: Buffer) => {
+    out += decoder.write(chunk);
     if (interruptAt !== undefined && out.includes(interruptAt) && child.exitCode === null) {
       interruptAt = undefined;
       child.kill('SIGINT');
     }
   };
-  child.stdout.on('data', read);
-  child.stderr.on('data', read);
+  child.stdout.on('data', reader(new StringDecoder('utf8')));
+  child.stderr.on('data', reader(new StringDecoder('utf8')));
   const [code] = (await once(child, 'exit')) as [number | null];
   return { code, out };
 }
