@@ -103,6 +103,14 @@ describe.each(['classic', 'quorum'] as const)('RabbitMQ broker restarted twice (
       if (i === firstRestartAt) restarting = restart().then(openGate);
       if (i === secondRestartAt) {
         await restarting;
+        // Both sides back on the broker first: a node stopped again before a side's reconnect
+        // (backing off up to 500 ms) made the two restarts one outage to that side.
+        await waitFor(
+          () => producerLog.recovered() >= 1 && consumerLog.recovered() >= 1,
+          () =>
+            `both sides reconnected after the first restart (producer ${producerLog.recovered()}, consumer ${consumerLog.recovered()})`,
+          60_000,
+        );
         restarting = restart();
       }
       if (i === afterRestarts) await restarting;
