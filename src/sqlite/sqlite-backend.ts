@@ -1,5 +1,5 @@
 import { accessSync, constants, realpathSync } from 'node:fs';
-import { dirname, sep } from 'node:path';
+import { resolve as absolutePath, dirname, sep } from 'node:path';
 import type Database from 'better-sqlite3';
 import { InvalidOptionsError, isFerryError } from '../errors/ferry-error.js';
 import type { EventStoreBackend, ParkedEvent, ReadAfterResult, Snapshot } from '../eventstore/backend.js';
@@ -475,13 +475,17 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
     if (this.#path !== ':memory:') {
       // Where SQLite keeps the WAL: beside the file a symbolic link points to, and not moved by a
       // later process.chdir() when the path is relative.
-      this.#walSync = new WalSync(realpathSync(this.#path), () => {
-        try {
-          return this.#statements?.dataVersion.get();
-        } catch {
-          return undefined;
-        }
-      });
+      this.#walSync = new WalSync(
+        realpathSync(this.#path),
+        () => {
+          try {
+            return this.#statements?.dataVersion.get();
+          } catch {
+            return undefined;
+          }
+        },
+        absolutePath(this.#path),
+      );
     }
     // An append and its outbox rows (`outbox.append`), which only an append that wrote inserts: both
     // in the append's own transaction, or its SAVEPOINT in a batch. One writer at a time, so each

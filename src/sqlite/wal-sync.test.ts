@@ -247,6 +247,46 @@ describe('SQLite commits wait for a sync of the WAL off the event loop', () => {
     },
   );
 
+  it.each([
+    [
+      'the link it was opened through is pointed at another store file',
+      () => {
+        const real = join(dir, `linked-${++files}.db`);
+        return { opened: join(dir, `link-to-${files}.db`), real, link: join(dir, `link-to-${files}.db`) };
+      },
+    ],
+    [
+      'a linked folder on its path is pointed at another folder (a deploy or restore switching `current`)',
+      () => {
+        const folder = mkdtempSync(join(dir, 'release-'));
+        const link = join(dir, `current-${++files}`);
+        return { opened: join(link, 'events.db'), real: folder, link };
+      },
+    ],
+  ])('rejects what commits once %s: the path no longer names the file written to', async (_how, layout) => {
+    const { opened, real, link } = layout();
+    symlinkSync(real, link);
+    const { backend } = await openBackend(opened);
+    await expect(backend.append('before', [event()], 'no_stream')).resolves.toMatchObject({
+      nextExpectedVersion: 0,
+    });
+    // Another store file (or a folder holding one) where the link now points, swapped in at once.
+    const other = real.endsWith('.db') ? `${real}.other` : mkdtempSync(join(dir, 'release-'));
+    const { backend: otherStore } = await openBackend(
+      real.endsWith('.db') ? other : join(other, 'events.db'),
+    );
+    await otherStore.close();
+    symlinkSync(other, `${link}.new`);
+    fs.renameSync(`${link}.new`, link);
+
+    const error = await backend.append('after', [event()], 'no_stream').catch((e: unknown) => e);
+    expect(error).toMatchObject({ code: 'STORE_UNAVAILABLE', backend: 'sqlite' });
+    expect(String((error as Error).message)).toContain(`${opened} was deleted or replaced`);
+    // Whoever opens the path now finds no such stream: the store must not have said it kept it.
+    const { backend: reopened } = await openBackend(opened);
+    await expect(reopened.readStream('after', {})).resolves.toEqual([]);
+  });
+
   it('syncs the WAL beside the file a symbolic link names (SQLite keeps it there), not beside the link', async () => {
     const real = join(dir, `real-${++files}.db`);
     const link = join(dir, `link-${files}.db`);

@@ -47,7 +47,8 @@ export const SYNCED_IN_COMMIT: CommitSync = Object.freeze({
  */
 export class WalSync {
   readonly #path: string;
-  readonly #databasePath: string;
+  /** The path the store was given, absolute: what must still name the file the connections opened. */
+  readonly #namedAs: string;
   /** The database file the connections opened (device and inode), when it could be read. */
   readonly #identity: { readonly dev: number; readonly ino: number } | undefined;
   readonly #dataVersion: () => bigint | undefined;
@@ -70,10 +71,13 @@ export class WalSync {
    *   (`realpathSync`): its WAL is the file beside it, `-wal` added.
    * @param dataVersion `PRAGMA data_version` of a connection to the file that stays open (it changes
    *   when another connection commits); `undefined` while there is none.
+   * @param namedAs the path the store was given, made absolute, links unresolved: the file must
+   *   stay the one it names (a link pointed elsewhere, as a restore or a deploy does, moves it as
+   *   surely as a file renamed over it). Defaults to `databasePath`.
    */
-  constructor(databasePath: string, dataVersion: () => bigint | undefined) {
+  constructor(databasePath: string, dataVersion: () => bigint | undefined, namedAs = databasePath) {
     this.#path = `${databasePath}-wal`;
-    this.#databasePath = databasePath;
+    this.#namedAs = namedAs;
     this.#dataVersion = dataVersion;
     try {
       const { dev, ino } = fs.statSync(databasePath);
@@ -164,18 +168,21 @@ export class WalSync {
     ]);
     if (moved) {
       // Every later sync fails the same way: nothing written from now on can be kept.
-      const error = new DatabaseFileMovedError(this.#databasePath);
+      const error = new DatabaseFileMovedError(this.#namedAs);
       this.abandon(error);
       throw error;
     }
   }
 
-  /** Whether the file at the database's path is not the one opened (gone, or another in its place). */
+  /**
+   * Whether the store's path no longer names the file opened (gone, another in its place, or a link
+   * on the way pointed elsewhere): `stat` follows the links as an opener of the path would.
+   */
   #moved(): Promise<boolean> {
     const identity = this.#identity;
     if (identity === undefined) return Promise.resolve(false);
     return new Promise((resolve) =>
-      fs.stat(this.#databasePath, (error, stats) =>
+      fs.stat(this.#namedAs, (error, stats) =>
         resolve(error ? error.code === 'ENOENT' : stats.dev !== identity.dev || stats.ino !== identity.ino),
       ),
     );
