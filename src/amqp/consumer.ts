@@ -278,6 +278,8 @@ export class AmqpConsumer {
   #run(channel: Channel, message: Message): Promise<void> {
     this.#inFlight.begin();
     const delivery = this.#decode(message);
+    // Taken before the handler, which could write to the message it is handed.
+    const given = identityOf(delivery);
     const run: Undecided = { abandoned: false };
     this.#undecided.add(run);
     return new Promise((resolve) => {
@@ -310,19 +312,24 @@ export class AmqpConsumer {
       whenDecided(
         result,
         (outcome) => {
-          if (!ignored()) void this.#settle(channel, message, delivery, outcome).then(resolve);
+          if (!ignored()) void this.#settle(channel, message, given, outcome).then(resolve);
         },
         broken,
       );
     });
   }
 
-  async #settle(channel: Channel, message: Message, delivery: Delivery, outcome: Outcome): Promise<void> {
+  async #settle(
+    channel: Channel,
+    message: Message,
+    given: Identity | undefined,
+    outcome: Outcome,
+  ): Promise<void> {
     try {
       if (outcome.action === 'retry') {
-        await this.#scheduleRetry(message, delivery, outcome.attempt, outcome.delayMs);
+        await this.#scheduleRetry(message, given, outcome.attempt, outcome.delayMs);
       } else if (outcome.action === 'dead-letter')
-        await this.#deadLetter(message, delivery, outcome.reason, outcome.attempts);
+        await this.#deadLetter(message, given, outcome.reason, outcome.attempts);
       this.#ack(channel, message);
     } catch (error) {
       this.#context.logger.warn(
@@ -358,7 +365,7 @@ export class AmqpConsumer {
         this.#context.logger.error(
           `message ${String(message.properties.messageId)} on queue ${this.topology.queue} went to the dead-letter queue: ${reason.message}`,
         );
-        await this.#deadLetter(message, delivery, reason, attempts);
+        await this.#deadLetter(message, identityOf(delivery), reason, attempts);
       } else {
         const headers = {
           [HEADER.redeliveries]: redeliveries,
@@ -433,7 +440,12 @@ export class AmqpConsumer {
     } while (this.#tryAgain);
   }
 
-  #scheduleRetry(message: Message, delivery: Delivery, attempt: number, delayMs: number): Promise<void> {
+  #scheduleRetry(
+    message: Message,
+    given: Identity | undefined,
+    attempt: number,
+    delayMs: number,
+  ): Promise<void> {
     // A delay that is not one of the declared levels (a changed configuration) falls back to the
     // nearest longer one, or straight back into the queue.
     let queue = this.topology.retryQueues.get(delayMs);
@@ -449,11 +461,7 @@ export class AmqpConsumer {
       [HEADER.routingKey]: typeOf(wireMessageOf(message)),
       [HEADER.redeliveries]: 0,
     };
-    return this.#context.publisher.move(
-      queue,
-      message.content,
-      republishOptions(message, headers, identityOf(delivery)),
-    );
+    return this.#context.publisher.move(queue, message.content, republishOptions(message, headers, given));
   }
 
   /**
@@ -472,16 +480,20 @@ export class AmqpConsumer {
     };
   }
 
+  /**
+   * Moves `message` to the dead-letter queue, with its original routing (read from the bytes, never
+   * from the message a handler was handed) and the id and time it was `given`.
+   */
   #deadLetter(
     message: Message,
-    delivery: Delivery,
+    given: Identity | undefined,
     reason: DeadLetterReason,
     attempts: number,
   ): Promise<void> {
     const previous = message.properties.headers as Record<string, unknown> | undefined;
     const cut = cutReason(reason);
     const headers: Record<string, unknown> = {
-      [HEADER.routingKey]: delivery.ok ? delivery.message.type : typeOf(wireMessageOf(message)),
+      [HEADER.routingKey]: typeOf(wireMessageOf(message)),
       [DEAD_LETTER_HEADER.exchange]: previous?.[DEAD_LETTER_HEADER.exchange] ?? message.fields.exchange,
       [DEAD_LETTER_HEADER.group]: this.spec.group,
       [DEAD_LETTER_HEADER.pattern]: this.spec.pattern,
@@ -496,7 +508,7 @@ export class AmqpConsumer {
     return this.#context.publisher.move(
       this.topology.deadLetterQueue,
       message.content,
-      republishOptions(message, headers, identityOf(delivery)),
+      republishOptions(message, headers, given),
     );
   }
 
@@ -618,7 +630,13 @@ function needsIdentity(message: Message): boolean {
 }
 
 /** The id and time a delivery was given, kept on the copies Ferry sends of it. */
-function identityOf(delivery: Delivery): { readonly id: string; readonly time: string } | undefined {
+/** The id and time a delivery was given, for copies of a message that came without its own. */
+interface Identity {
+  readonly id: string;
+  readonly time: string;
+}
+
+function identityOf(delivery: Delivery): Identity | undefined {
   return delivery.ok ? { id: delivery.message.id, time: delivery.message.time } : undefined;
 }
 

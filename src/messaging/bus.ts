@@ -563,14 +563,14 @@ export class Bus<C extends Contracts = NoContracts> {
     const logger = this.#logger;
     const clock = this.#clock;
 
-    const failed = (message: Message, error: unknown): Outcome => {
-      const attempt = message.attempt;
+    // Given the message's attempt, id and type as the run began (see Decide).
+    const failed = (attempt: number, id: string, type: string, error: unknown): Outcome => {
       if (attempt <= delays.length && !isFinal(error))
         return { action: 'retry', attempt: attempt + 1, delayMs: delays[attempt - 1]! };
       const reason = describeThrown(error);
       const kind = isTimeout(error) ? 'timeout' : 'handler-error';
       logger.warn(
-        `dead-lettering message ${message.id} (${message.type}) in group "${spec.group}" after ${attempt} attempts: ${reason.message}`,
+        `dead-lettering message ${id} (${type}) in group "${spec.group}" after ${attempt} attempts: ${reason.message}`,
       );
       return { action: 'dead-letter', reason: { kind, ...reason }, attempts: attempt };
     };
@@ -582,10 +582,12 @@ export class Bus<C extends Contracts = NoContracts> {
     };
 
     // One function for every run of the subscription: the run carries its message.
-    const decide: Decide = (message, failure) =>
-      failure === undefined ? ACK : failed(message, failure.error);
+    const decide: Decide = (attempt, id, type, failure) =>
+      failure === undefined ? ACK : failed(attempt, id, type, failure.error);
 
     const run = (message: Message): DeliveryResult => {
+      // Read before the handler can write to the message it is handed.
+      const { attempt, id, type } = message;
       let result: unknown;
       const handlerRun = timeouts?.start(message);
       const context: FerryContext = handlerRun ?? {
@@ -595,13 +597,13 @@ export class Bus<C extends Contracts = NoContracts> {
       try {
         result = runWithContext(context, chain, message);
       } catch (error) {
-        return failed(message, error);
+        return failed(attempt, id, type, error);
       }
       if (isThenable(result)) {
         if (handlerRun !== undefined) return timeouts!.race(handlerRun, result, decide);
         return Promise.resolve(result).then(
           () => ACK,
-          (error: unknown) => failed(message, error),
+          (error: unknown) => failed(attempt, id, type, error),
         );
       }
       return ACK;

@@ -30,10 +30,17 @@ interface RunList {
 }
 
 /**
- * The outcome of a run of `message`'s handler, given how it ended: `undefined` for success. One
- * function per subscription, instead of a closure per message.
+ * The outcome of a run of a message's handler, given how it ended: `undefined` for success. One
+ * function per subscription, instead of a closure per message. It is given the message's attempt, id
+ * and type as they were when the run started: a handler that writes to the message it was handed
+ * (readonly to TypeScript, not to JavaScript) cannot change how it is settled.
  */
-export type Decide = (message: Message, failure: { readonly error: unknown } | undefined) => Outcome;
+export type Decide = (
+  attempt: number,
+  id: string,
+  type: string,
+  failure: { readonly error: unknown } | undefined,
+) => Outcome;
 
 const PENDING = 0;
 const DECIDED = 1;
@@ -62,7 +69,9 @@ export class HandlerRun implements FerryContext, PendingOutcome {
   #listed = false;
   #controller: AbortController | undefined = undefined;
   #reason: HandlerTimeoutError | undefined = undefined;
-  readonly #message: Message;
+  /** The message's attempt and type when the run started (see {@link Decide}). */
+  readonly #attempt: number;
+  readonly #type: string;
   #decide: Decide | undefined = undefined;
   #state: RunState = PENDING;
   /** The outcome once `DECIDED`, what broke while deciding it once `BROKEN`. */
@@ -80,7 +89,8 @@ export class HandlerRun implements FerryContext, PendingOutcome {
     this.correlationId = message.correlationid;
     this.messageId = message.id;
     this.deadline = deadline;
-    this.#message = message;
+    this.#attempt = message.attempt;
+    this.#type = message.type;
   }
 
   /** Adds `run` as the newest of `list`. */
@@ -116,7 +126,7 @@ export class HandlerRun implements FerryContext, PendingOutcome {
     if (decide === undefined) return;
     this.#decide = undefined;
     try {
-      this.#result = decide(this.#message, failure);
+      this.#result = decide(this.#attempt, this.messageId, this.#type, failure);
       this.#state = DECIDED;
     } catch (error) {
       // The transport treats this as a broken handler chain.
@@ -230,7 +240,7 @@ export class HandlerTimeouts {
   }
 
   /**
-   * Decides `run` with `decide(message, undefined)` when `work` succeeds, `decide(message, { error })` when it fails
+   * Decides `run` with `decide(…, undefined)` when `work` succeeds, `decide(…, { error })` when it fails
    * or when the run's limit passes first (with a `HandlerTimeoutError`, its signal aborted), whether
    * or not the handler heeds the signal; the run is broken only if `decide` throws.
    */

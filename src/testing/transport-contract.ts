@@ -751,6 +751,54 @@ export function testTransport(name: string, harness: TransportHarness, features:
       expect([seen[3]![0], seen[3]![1], seen[3]![3]]).toEqual(['forged', type, 1]);
     });
 
+    it.each([
+      ['a published message, its handler timed', 'published', 5000],
+      ['a published message, its handler not timed', 'published', 0],
+      ["a plain producer's message without an id, its handler timed", 'raw', 5000],
+      ["a plain producer's message without an id, its handler not timed", 'raw', 0],
+    ] as const)(
+      'settles %s by what it was when delivered, whatever its handler writes to it: attempts counted, dead-lettered with its routing and id, replayed as it was',
+      async (_what, how, handlerTimeoutMs) => {
+        // Must not happen: a handler (JavaScript, or TypeScript through a cast) that writes to the
+        // readonly message it is handed makes it retry for ever without delay, or moves its dead
+        // letter (and so its replay) to another type.
+        const p = unique();
+        const b = await bus(`svc-${p}`);
+        const type = `${p}.placed`;
+        const seen: [string, string, number][] = [];
+        let fail = true;
+        await b.subscribe(
+          type,
+          async (m) => {
+            seen.push([m.id, m.type, m.attempt]);
+            if (!fail) return;
+            const writable = m as { -readonly [K in keyof Message]: Message[K] };
+            writable.attempt = 0;
+            writable.type = `${p}.renamed`;
+            writable.id = 'forged-id';
+            throw new Error('no');
+          },
+          { maxAttempts: 3, backoff: { initialDelayMs: 10, maxDelayMs: 10 }, handlerTimeoutMs },
+        );
+        if (how === 'published') await b.publish(type, { n: 1 }, { id: 'original-id' });
+        else await harness.publishRaw({ routingKey: type, body: Buffer.from('{"n":1}') });
+        await waitFor(async () => (await b.listDeadLetters()).length === 1, 'the dead letter');
+        const id = seen[0]![0];
+        if (how === 'published') expect(id).toBe('original-id');
+        expect(seen).toEqual([
+          [id, type, 1],
+          [id, type, 2],
+          [id, type, 3],
+        ]);
+        const [dead] = await b.listDeadLetters();
+        expect(dead).toMatchObject({ routingKey: type, attempts: 3, envelope: { id, type } });
+        fail = false;
+        expect(await b.replayDeadLetters()).toBe(1);
+        await waitFor(() => seen.length === 4, 'the replayed message');
+        expect(seen[3]).toEqual([id, type, 1]);
+      },
+    );
+
     it('gives a raw message without an id or a time of its own one id and one time, kept through its retries and its dead letter', async () => {
       // Must not happen: a new id at every attempt, so that an inbox took each retry for another
       // message (a hung first run and its retry ran side by side, both to the end).

@@ -440,7 +440,7 @@ export class MemoryBroker {
       }
     } else {
       if (outcome.action === 'dead-letter') {
-        this.#storeDeadLetter(queue, entry, delivery, outcome.reason, outcome.attempts);
+        this.#storeDeadLetter(queue, entry, outcome.reason, outcome.attempts);
       }
       entry.settlement?.copySettled();
     }
@@ -458,17 +458,11 @@ export class MemoryBroker {
       message: `delivered ${redeliveries} times in a row to a subscriber that closed without waiting for its handler (past closeTimeoutMs) before settling it`,
     };
     const attempts = delivery.ok ? delivery.message.attempt : delivery.attempt;
-    this.#storeDeadLetter(queue, entry, delivery, reason, attempts);
+    this.#storeDeadLetter(queue, entry, reason, attempts);
     entry.settlement?.copySettled();
   }
 
-  #storeDeadLetter(
-    queue: Queue,
-    entry: Entry,
-    delivery: Delivery,
-    reason: DeadLetterReason,
-    attempts: number,
-  ): void {
+  #storeDeadLetter(queue: Queue, entry: Entry, reason: DeadLetterReason, attempts: number): void {
     const envelope = entry.envelope;
     const stored: StoredDeadLetter = {
       deadLetterId: randomUUID(),
@@ -484,11 +478,7 @@ export class MemoryBroker {
       entry: envelope
         ? { envelope: { ...envelope, data: null }, data: entry.data, attempt: 1, settlement: undefined }
         : { wire: entry.wire },
-      ...(envelope
-        ? { envelope: { ...envelope, data: null } }
-        : delivery.ok
-          ? { envelope: stripAttempt(delivery.message) }
-          : {}),
+      ...(envelope ? { envelope: { ...envelope, data: null } } : this.#envelopeOfBytes(entry.wire)),
     };
     let list = this.#deadLetters.get(queue.group);
     if (list === undefined) {
@@ -496,6 +486,17 @@ export class MemoryBroker {
       this.#deadLetters.set(queue.group, list);
     }
     list.push(stored);
+  }
+
+  /**
+   * The envelope a plain producer's bytes decode to, for its dead letter: decoded again from the
+   * bytes (their id and time were given at publishRaw), never read from the message a handler was
+   * handed and could write to. Nothing for bytes that are not a message.
+   */
+  #envelopeOfBytes(wire: WireMessage | undefined): { envelope?: Envelope } {
+    if (wire === undefined) return {};
+    const delivery = decodeWireMessage(wire, this.clock, 1);
+    return delivery.ok ? { envelope: stripAttempt(delivery.message) } : {};
   }
 
   /**
