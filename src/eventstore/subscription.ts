@@ -251,8 +251,10 @@ export class EventSubscription {
       );
       for (const event of events) {
         if (this.#closed || !this.#holds()) break;
-        if (this.#types === undefined || this.#types.has(event.type)) await this.#handle(event);
-        this.#position = event.position;
+        // Read before the handler, which could write to the event it is handed.
+        const position = event.position;
+        if (this.#types === undefined || this.#types.has(event.type)) await this.#handle(event, position);
+        this.#position = position;
         this.#dirty = true;
       }
       // A lost lease leaves the checkpoint to the instance that took over.
@@ -391,6 +393,8 @@ export class EventSubscription {
    * subscription for good.
    */
   async #attempt(event: RecordedEvent, attempt: number): Promise<void> {
+    // What the messages below name, read before the handler could write to the event.
+    const { id, position } = event;
     const correlationId =
       typeof event.metadata.correlationId === 'string' ? event.metadata.correlationId : event.id;
     const limit = this.#options.handlerTimeoutMs;
@@ -409,7 +413,7 @@ export class EventSubscription {
       timer = setTimeout(() => {
         const error = new TimeoutError(
           limit,
-          `subscription "${this.name}" handler for event ${event.id} (position ${event.position})`,
+          `subscription "${this.name}" handler for event ${id} (position ${position})`,
         );
         controller.abort(error);
         reject(error);
@@ -422,8 +426,8 @@ export class EventSubscription {
       if (controller.signal.aborted) {
         const started = Date.now() - limit;
         running.then(
-          () => this.#logger.warn(this.#lateMessage(event, started, 'succeeded')),
-          () => this.#logger.warn(this.#lateMessage(event, started, 'failed')),
+          () => this.#logger.warn(this.#lateMessage(id, started, 'succeeded')),
+          () => this.#logger.warn(this.#lateMessage(id, started, 'failed')),
         );
       }
       throw error;
@@ -433,15 +437,17 @@ export class EventSubscription {
     }
   }
 
-  #lateMessage(event: RecordedEvent, started: number, outcome: string): string {
-    return `subscription "${this.name}": an attempt at event ${event.id} that ran past handlerTimeoutMs ${outcome} ${Date.now() - started} ms after it began; it was not waited for`;
+  #lateMessage(id: string, started: number, outcome: string): string {
+    return `subscription "${this.name}": an attempt at event ${id} that ran past handlerTimeoutMs ${outcome} ${Date.now() - started} ms after it began; it was not waited for`;
   }
 
-  async #handle(event: RecordedEvent): Promise<void> {
+  async #handle(read: RecordedEvent, position: bigint): Promise<void> {
     let lastError: unknown;
     for (let attempt = 1; attempt <= this.#delays.length + 1; attempt++) {
       try {
-        await this.#attempt(event, attempt);
+        // A handler may write to the event it is handed (readonly to TypeScript, not to JavaScript):
+        // a retry gets the event as stored, read again.
+        await this.#attempt(attempt === 1 ? read : await this.#asStored(read, position), attempt);
         return;
       } catch (error) {
         if (error instanceof SubscriptionClosed) throw error;
@@ -451,6 +457,8 @@ export class EventSubscription {
       }
     }
     const { message, stack } = describeThrown(lastError);
+    // Parked as stored, not as the last attempt's handler may have left it.
+    const event = await this.#asStored(read, position);
     this.#logger.warn(
       `subscription "${this.name}" parked event ${event.id} (${event.type}, position ${event.position}) after ${this.#delays.length + 1} attempts: ${message}`,
     );
@@ -463,6 +471,18 @@ export class EventSubscription {
       parkedAt: new Date().toISOString(),
     };
     await this.#retrying('park an event', () => this.#backend.park(parked));
+  }
+
+  /**
+   * The event at `position` (taken before any handler saw `read`) as the store holds it, read again;
+   * `read` itself if the store does not answer with it.
+   */
+  async #asStored(read: RecordedEvent, position: bigint): Promise<RecordedEvent> {
+    const { events } = await this.#retrying('read an event again', () =>
+      this.#backend.readAfter(position - 1n, 1, undefined, this.#stopping.signal),
+    );
+    const again = events[0];
+    return again !== undefined && again.position === position ? again : read;
   }
 
   /** Runs a storage operation until it succeeds (the database may be restarting) or the subscription closes. */

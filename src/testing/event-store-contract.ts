@@ -699,6 +699,49 @@ export function testEventStore(name: string, harness: EventStoreHarness): void {
       await sub.close();
     });
 
+    it('hands each attempt the event as stored, whatever a handler wrote to it: checkpoint, retries, parked copy and replay untouched', async () => {
+      // Must not happen: a handler (JavaScript, or TypeScript through a cast) that writes to the
+      // readonly event it is handed moves the checkpoint (position 0: everything handled again on the
+      // next wake), or hands its retries and the parked copy what it wrote.
+      const store = await open();
+      await store.append('scribbled', [
+        { type: 'Ok', data: { n: 1, tags: ['a'] } },
+        { type: 'Poison', data: { n: 2, tags: ['b'] } },
+      ]);
+      const seen: string[] = [];
+      let broken = true;
+      const sub = store.subscribe({ name: 'scribbler', maxAttempts: 2, backoff: FAST }, (e) => {
+        const data = e.data as { n: number; tags: string[] };
+        seen.push(`${e.type}:${data.n}:${data.tags.join()}:${e.position}`);
+        const writable = e as { -readonly [K in keyof RecordedEvent]: RecordedEvent[K] };
+        writable.position = 0n;
+        writable.type = 'Scribbled';
+        data.n = 99;
+        data.tags.push('scribbled');
+        if (e.streamId === 'scribbled' && broken && seen.length > 1) throw new Error('poison');
+      });
+      await waitFor(async () => (await sub.parked()).length === 1, 'the parked event');
+      const [ok, poison] = await store.readStream('scribbled');
+      expect(seen).toEqual([
+        `Ok:1:a:${ok!.position}`,
+        `Poison:2:b:${poison!.position}`,
+        `Poison:2:b:${poison!.position}`,
+      ]);
+      const [parked] = await sub.parked();
+      expect(parked!.event).toEqual(poison);
+      // The checkpoint is past both: a new event is the only one handled next.
+      await store.append('later', [{ type: 'Ok', data: { n: 3, tags: [] } }]);
+      await waitFor(() => seen.length === 4, 'the next event');
+      await sub.caughtUp();
+      expect(seen[3]).toMatch(/^Ok:3::/);
+      expect(await sub.lag()).toMatchObject({ behind: 0 });
+      broken = false;
+      expect(await sub.replayParked()).toBe(1);
+      expect(seen[4]).toBe(`Poison:2:b:${poison!.position}`);
+      expect(seen).toHaveLength(5);
+      await sub.close();
+    });
+
     it('lists at most `limit` parked events, oldest first', async () => {
       const store = await open();
       await store.append(
