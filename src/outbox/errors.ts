@@ -49,12 +49,11 @@ export { isUnitOfWorkUnsupportedError, UnitOfWorkUnsupportedError } from '../eve
  * caught that error and went on (PostgreSQL then answers COMMIT with ROLLBACK). Nothing of it was kept.
  */
 export class UnitOfWorkRolledBackError extends FerryError {
-  constructor(options: FerryErrorOptions = {}) {
-    super(
-      'UNIT_OF_WORK_ROLLED_BACK',
-      'the unit of work was rolled back: one of its statements failed (and its error was caught), so nothing of it was kept',
-      options,
-    );
+  constructor(
+    options: FerryErrorOptions = {},
+    message = 'the unit of work was rolled back: one of its statements failed (and its error was caught), so nothing of it was kept',
+  ) {
+    super('UNIT_OF_WORK_ROLLED_BACK', message, options);
   }
 }
 export const isUnitOfWorkRolledBackError = errorGuard<UnitOfWorkRolledBackError>('UNIT_OF_WORK_ROLLED_BACK');

@@ -49,6 +49,19 @@ export function doomedBy(error: unknown): Error {
   return isUnitOfWorkOutcomeUnknownError(error) ? error : new UnitOfWorkRolledBackError({ cause: error });
 }
 
+/**
+ * The error a unit of work rejects with when a call its callback did not wait for failed (see
+ * `UnitOfWork.untilCallsSettled`): rolled back, as if the callback had thrown it.
+ */
+export function unwaitedFailed(error: unknown): Error {
+  return isUnitOfWorkOutcomeUnknownError(error)
+    ? error
+    : new UnitOfWorkRolledBackError(
+        { cause: error },
+        'the unit of work was rolled back: a call its callback made and did not await (a forgotten await?) failed, so nothing of it was kept',
+      );
+}
+
 /** A unit of work that lost a race to another writer (even if the work caught the error). */
 export function lostRace(error: unknown): boolean {
   const race = (e: unknown) => isConcurrencyError(e) || isSagaConcurrencyError(e);

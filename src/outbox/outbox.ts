@@ -29,7 +29,7 @@ import {
   OutboxUnhealthyError,
   UnitOfWorkUnsupportedError,
 } from './errors.js';
-import { doomedBy, guarded, lostRace } from './guarded-transaction.js';
+import { doomedBy, guarded, lostRace, unwaitedFailed } from './guarded-transaction.js';
 import { InFlight } from './in-flight.js';
 import { MemoryOutboxStorage } from './memory-outbox-storage.js';
 import {
@@ -195,6 +195,8 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
               let value: T;
               try {
                 value = await openUnits.run(frame, () => work(unit));
+                const unwaited = await unit.untilCallsSettled();
+                if (unwaited !== undefined && failure === undefined) throw unwaitedFailed(unwaited.error);
               } catch (error) {
                 // Its own SQL ended the transaction: throwing no longer undoes what came before.
                 if (failure !== undefined && isUnitOfWorkOutcomeUnknownError(failure.error))

@@ -60,6 +60,8 @@ export class UnitOfWork<C extends Contracts = NoContracts> {
   /** Outbox rows written by this unit of work (scheduled ones too): the relay is woken at commit when > 0. */
   enqueued = 0;
   #ended = false;
+  /** Calls under way, each with its failure once it failed (see {@link untilCallsSettled}). */
+  readonly #calls = new Set<Call>();
 
   /** @internal Use `outbox.unitOfWork`. */
   constructor(tx: StorageTransaction, bus: Bus<C>, clock: Clock) {
@@ -71,6 +73,53 @@ export class UnitOfWork<C extends Contracts = NoContracts> {
   /** @internal */
   end(): void {
     this.#ended = true;
+  }
+
+  /**
+   * @internal Waits, once the callback resolved, for the calls it made and did not wait for (a
+   * forgotten `await`: `work.publish(…)` just before returning), and for any they make in turn, so
+   * that they belong to the commit instead of being refused after it (state kept, message lost).
+   * Resolves the first of their failures, if any, which the caller turns into a rollback: the
+   * callback never saw it. Their own promises are then marked handled, the error reaching the caller
+   * through the unit of work's rejection instead of as an unhandled rejection.
+   */
+  async untilCallsSettled(): Promise<{ readonly error: unknown } | undefined> {
+    let first: { readonly error: unknown } | undefined;
+    while (this.#calls.size > 0) {
+      const unwaited = [...this.#calls];
+      for (const call of unwaited) call.promise.catch(() => {});
+      await Promise.all(unwaited.map((call) => call.settled));
+      for (const call of unwaited) first ??= call.failure;
+    }
+    return first;
+  }
+
+  /** Counts `promise` among the calls under way until it settles, and resolves what it does. */
+  #track<T>(promise: Promise<T>): Promise<T> {
+    let settle!: () => void;
+    const call: Call = {
+      settled: new Promise<void>((resolve) => {
+        settle = resolve;
+      }),
+      failure: undefined,
+      promise: undefined as unknown as Promise<unknown>,
+    };
+    this.#calls.add(call);
+    const tracked = promise.then(
+      (value) => {
+        this.#calls.delete(call);
+        settle();
+        return value;
+      },
+      (error: unknown) => {
+        call.failure = { error };
+        this.#calls.delete(call);
+        settle();
+        throw error;
+      },
+    );
+    call.promise = tracked;
+    return tracked;
   }
 
   #assertOpen(): void {
@@ -91,10 +140,18 @@ export class UnitOfWork<C extends Contracts = NoContracts> {
    * expected version is enforced now (`ConcurrencyError` rejects here, and the unit of work should
    * then be rolled back by letting the error propagate).
    */
-  async append(
+  append(
     streamId: string,
     events: readonly EventData[],
     options: AppendOptions = {},
+  ): Promise<UnitOfWorkAppendResult> {
+    return this.#track(this.#append(streamId, events, options));
+  }
+
+  async #append(
+    streamId: string,
+    events: readonly EventData[],
+    options: AppendOptions,
   ): Promise<UnitOfWorkAppendResult> {
     this.#assertOpen();
     checkOptions('work.append', options, ['expectedVersion']);
@@ -121,7 +178,11 @@ export class UnitOfWork<C extends Contracts = NoContracts> {
    * the transaction's own connection (on PostgreSQL `store.readStream` would take a second pooled
    * connection, which units of work in flight can exhaust). Checked as `store.readStream`.
    */
-  async readStream(streamId: string, options: ReadStreamOptions = {}): Promise<RecordedEvent[]> {
+  readStream(streamId: string, options: ReadStreamOptions = {}): Promise<RecordedEvent[]> {
+    return this.#track(this.#readStream(streamId, options));
+  }
+
+  async #readStream(streamId: string, options: ReadStreamOptions): Promise<RecordedEvent[]> {
     this.#assertOpen();
     checkOptions('work.readStream', options, ['fromVersion', 'limit', 'direction']);
     assertReadStream(streamId, options);
@@ -136,8 +197,13 @@ export class UnitOfWork<C extends Contracts = NoContracts> {
     sql: string,
     params?: readonly unknown[],
   ): Promise<R[]> {
-    this.#assertOpen();
-    return this.tx.query(sql, params) as Promise<R[]>;
+    // Refused as the other calls are, with a rejection (it threw at the call).
+    return this.#track(
+      (async () => {
+        this.#assertOpen();
+        return (await this.tx.query(sql, params)) as R[];
+      })(),
+    );
   }
 
   /**
@@ -151,7 +217,11 @@ export class UnitOfWork<C extends Contracts = NoContracts> {
    * most 1,000 characters without NUL (PostgreSQL text has none), at most 1,000 per call
    * (`InvalidOptionsError` otherwise, on every backend).
    */
-  async lock(...keys: readonly string[]): Promise<void> {
+  lock(...keys: readonly string[]): Promise<void> {
+    return this.#track(this.#lock(keys));
+  }
+
+  async #lock(keys: readonly string[]): Promise<void> {
     this.#assertOpen();
     if (keys.length === 0 || keys.length > MAX_LOCK_KEYS) {
       throw new InvalidOptionsError(`lock takes 1 to ${MAX_LOCK_KEYS} keys, not ${keys.length}`);
@@ -177,12 +247,12 @@ export class UnitOfWork<C extends Contracts = NoContracts> {
    * envelope (id, time, correlation and causation from the ambient context) is fixed now, so a
    * re-send is the same message to consumers' inboxes. Resolves the message id.
    */
-  async publish<K extends TypeOf<C>>(
+  publish<K extends TypeOf<C>>(
     type: K,
     data: DataIn<C, K>,
     options: OutboxPublishOptions = {},
   ): Promise<string> {
-    return this.#enqueue(type, data, options, this.#clock.now());
+    return this.#track(this.#enqueue(type, data, options, this.#clock.now()));
   }
 
   /**
@@ -191,11 +261,11 @@ export class UnitOfWork<C extends Contracts = NoContracts> {
    * {@link cancel} (in a later unit of work) until a relay attempts it. A `ttlMs` counts from the due
    * time; the envelope's `time` is now, as `publish` fixes it. Resolves the message id.
    */
-  async schedule<K extends TypeOf<C>>(
-    type: K,
-    data: DataIn<C, K>,
-    options: ScheduleOptions,
-  ): Promise<string> {
+  schedule<K extends TypeOf<C>>(type: K, data: DataIn<C, K>, options: ScheduleOptions): Promise<string> {
+    return this.#track(this.#schedule(type, data, options));
+  }
+
+  async #schedule(type: string, data: unknown, options: ScheduleOptions): Promise<string> {
     const now = this.#clock.now();
     const { delayMs, at } = options ?? {};
     if ((delayMs === undefined) === (at === undefined)) {
@@ -227,7 +297,11 @@ export class UnitOfWork<C extends Contracts = NoContracts> {
    * them). Resolves the ids cancelled; an id already sent, being sent, waiting for a retry, of a plain
    * message, or unknown is left out.
    */
-  async cancel(ids: readonly string[]): Promise<string[]> {
+  cancel(ids: readonly string[]): Promise<string[]> {
+    return this.#track(this.#cancel(ids));
+  }
+
+  async #cancel(ids: readonly string[]): Promise<string[]> {
     this.#assertOpen();
     return this.tx.cancel(lookupIds('cancel', ids), this.#clock.now());
   }
@@ -257,4 +331,12 @@ function expiringFromDue(options: OutboxPublishOptions, dueAt: number): OutboxPu
   const { ttlMs: _t, ...rest } = options;
   const expiresAt = expiryOf(options, dueAt);
   return expiresAt === undefined ? rest : { ...rest, expiresAt };
+}
+
+/** A call of a unit of work under way (see {@link UnitOfWork.untilCallsSettled}). */
+interface Call {
+  readonly settled: Promise<void>;
+  failure: { readonly error: unknown } | undefined;
+  /** The promise the caller got. */
+  promise: Promise<unknown>;
 }

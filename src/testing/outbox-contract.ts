@@ -166,6 +166,51 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
         expect(await store.readStream('order-9')).toHaveLength(1);
       });
 
+      it('commits the calls a unit of work did not await with it (a forgotten await), and rolls back on one that failed', async () => {
+        // Must not happen: the state committed and the message of a forgotten `await` refused after
+        // the commit (lost for good, an unhandled rejection its only trace), or backends that differ.
+        const { store, outbox, received } = await setup();
+        const result = await outbox.unitOfWork(async (work) => {
+          void work.append('order-u1', [{ type: 'OrderPlaced', data: {} }], { expectedVersion: 'no_stream' });
+          // A call made by a call the callback did not await either.
+          void work.readStream('order-u1').then(() => work.publish('order.placed', { orderId: 'u1' }));
+          return 'done';
+        });
+        expect(result).toBe('done');
+        await waitFor(() => received.length === 1, 'the message of the forgotten await');
+        expect(received[0]).toMatchObject({ type: 'order.placed', data: { orderId: 'u1' } });
+        expect(await store.readStream('order-u1')).toHaveLength(1);
+
+        // One of them fails where the callback cannot see it: nothing of the unit is kept, and the
+        // unit of work says why (its cause the call's error), not an unhandled rejection.
+        const error = await outbox
+          .unitOfWork(async (work) => {
+            await work.append('order-u2', [{ type: 'OrderPlaced', data: {} }], {
+              expectedVersion: 'no_stream',
+            });
+            void work.publish('order.placed', { orderId: 42 } as never);
+          })
+          .catch((e: unknown) => e);
+        expect(error).toMatchObject({ code: 'UNIT_OF_WORK_ROLLED_BACK', cause: { code: 'MESSAGE_INVALID' } });
+        expect(String((error as Error).message)).toMatch(/did not await/);
+        expect(await store.readStream('order-u2')).toEqual([]);
+        await outbox.flush();
+        expect(received).toHaveLength(1);
+
+        // A call after the unit ended is refused, with a rejection (query threw at the call).
+        let lateCalls: (() => Promise<unknown>)[] = [];
+        await outbox.unitOfWork(async (work) => {
+          lateCalls = [() => work.publish('order.placed', { orderId: 'late' }), () => work.query('SELECT 1')];
+        });
+        for (const late of lateCalls) {
+          let call: Promise<unknown> | undefined;
+          expect(() => {
+            call = late();
+          }).not.toThrow();
+          await expect(call).rejects.toMatchObject({ code: 'INVALID_OPTIONS' });
+        }
+      });
+
       it('refuses a message its contract refuses, in the unit of work', async () => {
         const { outbox } = await setup();
         await expect(
