@@ -15,6 +15,39 @@ afterEach(async () => {
 });
 
 describe('listen', () => {
+  it('answers a client that sent its whole request, then closed its sending side (half-close), and then closes', async () => {
+    // Must not happen: the handler runs (an order placed) and the answer is never sent, as Node does
+    // by default (nc -N, socat and some proxies half-close after the request).
+    const app = Fastify();
+    const handled: string[] = [];
+    app.post('/orders', async (request) => {
+      await sleep(50);
+      handled.push(JSON.stringify(request.body));
+      return { placed: true };
+    });
+    app.get('/fast', async () => ({ ok: true }));
+    const url = new URL(await listen(app));
+    try {
+      for (const raw of [
+        'POST /orders HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 7\r\n\r\n{"n":1}',
+        'GET /fast HTTP/1.1\r\nHost: x\r\n\r\n',
+      ]) {
+        const socket = connect(Number(url.port), url.hostname);
+        await once(socket, 'connect');
+        socket.end(raw);
+        const chunks: Buffer[] = [];
+        socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+        await once(socket, 'close');
+        const answer = Buffer.concat(chunks).toString('utf8');
+        expect(answer, raw).toMatch(/^HTTP\/1\.1 200 OK\r\n/);
+        expect(answer, raw).toMatch(/\{"(placed|ok)":true\}$/);
+      }
+      expect(handled).toEqual(['{"n":1}']);
+    } finally {
+      await app.close();
+    }
+  });
+
   it('lets close() end once the answers in flight are out, without waiting on their keep-alive connections', async () => {
     const app = Fastify();
     app.get('/slow', async () => {

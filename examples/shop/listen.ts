@@ -33,6 +33,10 @@ export const BODY_GRACE_MS = 1000;
  */
 export async function listen(app: FastifyInstance, options: ListenOptions = {}): Promise<string> {
   const host = options.host ?? '127.0.0.1';
+  // A client may send its whole request and then close its sending side (nc -N, socat, some
+  // proxies): Node then drops the answer by default, although the handler runs (an order placed,
+  // its 201 never sent). Answered, then the connection ends.
+  (app.server as typeof app.server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
   // Each open connection, with its requests whose answers are not out yet (several when a client
   // pipelines them: Node runs their handlers at once and sends their answers in order).
   const connections = new Map<Socket, Set<IncomingMessage>>();

@@ -336,6 +336,20 @@ describe('the gateway', () => {
         /^The request body has the member "(quantity|paymentMethod|userId)" twice in one object/,
       );
     }
+    // A fraction too fine for a JSON number: JSON.parse reads it as whole (an order of 1 placed).
+    for (const [quantity, whole] of [
+      ['0.99999999999999999', 1],
+      ['2.9999999999999999', 3],
+      ['1.0000000000000001', 1],
+    ] as const) {
+      const body = `{"userId":"u","items":[{"productId":"p","quantity":${quantity}}]}`;
+      const rounded = await shop.call('POST', '/orders', body);
+      expect(rounded.status, body).toBe(400);
+      expect(rounded.type).toMatch(/^application\/problem\+json/);
+      expect(rounded.body?.detail, body).toBe(
+        `The request body has the number ${quantity}, a fraction too fine for a JSON number, which would be read as the whole number ${whole}: send whole numbers as such.`,
+      );
+    }
     const huge = await shop.call('POST', '/orders', `{"pad":"${'x'.repeat(2 * 1024 * 1024)}"}`);
     expect(huge.status).toBe(413);
     expect(huge.type).toMatch(/^application\/problem\+json/);

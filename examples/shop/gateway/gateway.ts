@@ -31,6 +31,7 @@ import { requireAdmin } from '../admin-token.js';
 import { listen } from '../listen.js';
 import { nothingWasSent, Upstream } from '../upstream.js';
 import { firstDuplicateMember } from './duplicate-members.js';
+import { firstRoundedFraction } from './rounded-fractions.js';
 
 /** Base URLs of the services' instances. */
 export interface ServiceUrls {
@@ -125,14 +126,21 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       if (error === null) {
         // JSON.parse keeps the last of a repeated member without a word: refused, as unknown ones are.
         const repeated = firstDuplicateMember(text);
-        if (repeated === undefined) done(null, new JsonBody(text));
-        else {
+        // JSON.parse rounds 0.99999999999999999 to 1: a fractional quantity or price would pass as whole.
+        const rounded = repeated === undefined ? firstRoundedFraction(text) : undefined;
+        if (repeated !== undefined) {
           done(
             new HttpProblemError(400, undefined, {
               detail: `The request body has the member ${JSON.stringify(repeated.slice(0, 64))} twice in one object: send each member once.`,
             }),
           );
-        }
+        } else if (rounded !== undefined) {
+          done(
+            new HttpProblemError(400, undefined, {
+              detail: `The request body has the number ${rounded.slice(0, 64)}, a fraction too fine for a JSON number, which would be read as the whole number ${Number(rounded)}: send whole numbers as such.`,
+            }),
+          );
+        } else done(null, new JsonBody(text));
       } else if (isJson(text)) done(forbiddenMemberProblem());
       else done(error);
     });
