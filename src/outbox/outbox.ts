@@ -211,6 +211,7 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
             } finally {
               frame.open = false;
               unit.end();
+              unit.forgetCalls();
             }
           });
           // Scheduled rows too: the relay sets its next wake-up from the earliest due row.

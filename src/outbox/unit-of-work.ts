@@ -94,6 +94,16 @@ export class UnitOfWork<C extends Contracts = NoContracts> {
     return first;
   }
 
+  /**
+   * @internal Once the unit of work ended otherwise (its callback threw, a write doomed it): the
+   * calls still under way fail as calls on an ended unit, and that is no news to anyone; their
+   * promises are marked handled, so that a forgotten `await` does not end the process with an
+   * unhandled rejection beside the unit of work's own.
+   */
+  forgetCalls(): void {
+    for (const call of this.#calls) call.promise.catch(() => {});
+  }
+
   /** Counts `promise` among the calls under way until it settles, and resolves what it does. */
   #track<T>(promise: Promise<T>): Promise<T> {
     let settle!: () => void;

@@ -197,6 +197,17 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
         await outbox.flush();
         expect(received).toHaveLength(1);
 
+        // A callback that throws with a call still under way: the unit rejects with its error, and the
+        // call, refused once the unit ended, is no unhandled rejection (it ended the process).
+        await expect(
+          outbox.unitOfWork(async (work) => {
+            void work.publish('order.placed', { orderId: 'u3' });
+            throw new Error('changed my mind');
+          }),
+        ).rejects.toThrow('changed my mind');
+        await outbox.flush();
+        expect(received).toHaveLength(1);
+
         // A call after the unit ended is refused, with a rejection (query threw at the call).
         let lateCalls: (() => Promise<unknown>)[] = [];
         await outbox.unitOfWork(async (work) => {
