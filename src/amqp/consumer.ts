@@ -629,13 +629,13 @@ function needsIdentity(message: Message): boolean {
   return true;
 }
 
-/** The id and time a delivery was given, kept on the copies Ferry sends of it. */
 /** The id and time a delivery was given, for copies of a message that came without its own. */
 interface Identity {
   readonly id: string;
   readonly time: string;
 }
 
+/** The id and time a delivery was given, kept on the copies Ferry sends of it. */
 function identityOf(delivery: Delivery): Identity | undefined {
   return delivery.ok ? { id: delivery.message.id, time: delivery.message.time } : undefined;
 }
