@@ -13,6 +13,7 @@ import type { Bus, PublishOptions } from '../messaging/bus.js';
 import type { Contracts, DataIn, NoContracts, TypeOf } from '../messaging/contracts.js';
 import { expiryOf } from '../messaging/expiry.js';
 import type { Clock } from '../time/clock.js';
+import { endOfTurn } from '../time/end-of-turn.js';
 import { MAX_TIMER_MS } from '../time/max-timer.js';
 import { lookupIds } from './outbox-options.js';
 import { outboxRow } from './outbox-row.js';
@@ -60,8 +61,12 @@ export class UnitOfWork<C extends Contracts = NoContracts> {
   /** Outbox rows written by this unit of work (scheduled ones too): the relay is woken at commit when > 0. */
   enqueued = 0;
   #ended = false;
-  /** Calls under way, each with its failure once it failed (see {@link untilCallsSettled}). */
+  /** Calls under way (see {@link untilCallsSettled}). */
   readonly #calls = new Set<Call>();
+  /** The callback has returned, and its calls not awaited are being waited for. */
+  #settling = false;
+  /** The first of those calls to fail. */
+  #unwaitedFailure: { readonly error: unknown } | undefined = undefined;
 
   /** @internal Use `outbox.unitOfWork`. */
   constructor(tx: StorageTransaction, bus: Bus<C>, clock: Clock) {
@@ -84,14 +89,20 @@ export class UnitOfWork<C extends Contracts = NoContracts> {
    * through the unit of work's rejection instead of as an unhandled rejection.
    */
   async untilCallsSettled(): Promise<{ readonly error: unknown } | undefined> {
-    let first: { readonly error: unknown } | undefined;
-    while (this.#calls.size > 0) {
-      const unwaited = [...this.#calls];
-      for (const call of unwaited) call.promise.catch(() => {});
-      await Promise.all(unwaited.map((call) => call.settled));
-      for (const call of unwaited) first ??= call.failure;
-    }
-    return first;
+    // Every call awaited (the usual case): nothing to wait for, not even a turn.
+    if (this.#calls.size === 0) return undefined;
+    this.#settling = true;
+    do {
+      while (this.#calls.size > 0) {
+        const unwaited = [...this.#calls];
+        for (const call of unwaited) call.promise.catch(() => {});
+        await Promise.all(unwaited.map((call) => call.settled));
+      }
+      // What those calls' continuations call next (`.then(() => work.publish(…))`) is called in
+      // promise continuations, every one of which has run by the end of this turn.
+      await endOfTurn();
+    } while (this.#calls.size > 0);
+    return this.#unwaitedFailure;
   }
 
   /**
@@ -111,7 +122,6 @@ export class UnitOfWork<C extends Contracts = NoContracts> {
       settled: new Promise<void>((resolve) => {
         settle = resolve;
       }),
-      failure: undefined,
       promise: undefined as unknown as Promise<unknown>,
     };
     this.#calls.add(call);
@@ -122,13 +132,16 @@ export class UnitOfWork<C extends Contracts = NoContracts> {
         return value;
       },
       (error: unknown) => {
-        call.failure = { error };
+        // Failed once the callback had returned: the callback cannot have seen it.
+        if (this.#settling) this.#unwaitedFailure ??= { error };
         this.#calls.delete(call);
         settle();
         throw error;
       },
     );
     call.promise = tracked;
+    // Made by a continuation of a call the callback did not await: reported through the unit.
+    if (this.#settling) tracked.catch(() => {});
     return tracked;
   }
 
@@ -346,7 +359,6 @@ function expiringFromDue(options: OutboxPublishOptions, dueAt: number): OutboxPu
 /** A call of a unit of work under way (see {@link UnitOfWork.untilCallsSettled}). */
 interface Call {
   readonly settled: Promise<void>;
-  failure: { readonly error: unknown } | undefined;
   /** The promise the caller got. */
   promise: Promise<unknown>;
 }

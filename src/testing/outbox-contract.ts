@@ -197,6 +197,33 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
         await outbox.flush();
         expect(received).toHaveLength(1);
 
+        // A chain of calls none of which was awaited, its last one failing: all of it rolled back.
+        const chained = await outbox
+          .unitOfWork(async (work) => {
+            void work
+              .append('order-u4', [{ type: 'OrderPlaced', data: {} }], { expectedVersion: 'no_stream' })
+              .then(() => work.publish('order.placed', { orderId: 'u4' }))
+              .then(() => work.publish('order.placed', { orderId: 4 } as never))
+              // The chain is the callback's own promise: the unit of work cannot mark it handled.
+              .catch(() => {});
+          })
+          .catch((e: unknown) => e);
+        expect(chained).toMatchObject({
+          code: 'UNIT_OF_WORK_ROLLED_BACK',
+          cause: { code: 'MESSAGE_INVALID' },
+        });
+        expect(await store.readStream('order-u4')).toEqual([]);
+        // The same chain, its last call valid: every call of it belongs to the commit, on every store.
+        await outbox.unitOfWork(async (work) => {
+          void work
+            .append('order-u5', [{ type: 'OrderPlaced', data: {} }], { expectedVersion: 'no_stream' })
+            .then(() => work.publish('order.placed', { orderId: 'u5' }))
+            .then(() => work.append('order-u5', [{ type: 'OrderPaid', data: {} }], { expectedVersion: 0 }));
+        });
+        expect((await store.readStream('order-u5')).map((e) => e.type)).toEqual(['OrderPlaced', 'OrderPaid']);
+        await waitFor(() => received.length === 2, 'the chained message');
+        expect(received[1]).toMatchObject({ data: { orderId: 'u5' } });
+
         // A callback that throws with a call still under way: the unit rejects with its error, and the
         // call, refused once the unit ended, is no unhandled rejection (it ended the process).
         await expect(
@@ -206,7 +233,7 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
           }),
         ).rejects.toThrow('changed my mind');
         await outbox.flush();
-        expect(received).toHaveLength(1);
+        expect(received).toHaveLength(2);
 
         // A call after the unit ended is refused, with a rejection (query threw at the call).
         let lateCalls: (() => Promise<unknown>)[] = [];

@@ -25,6 +25,11 @@ interface StoredEvent extends Omit<RecordedEvent, 'data' | 'metadata'> {
   readonly metadata: string;
 }
 
+/** A parked event as kept in memory, its event as {@link StoredEvent}. */
+interface StoredParkedEvent extends Omit<ParkedEvent, 'event'> {
+  readonly event: StoredEvent;
+}
+
 /** A fresh copy for each reader, as a database hands out: readers may change theirs freely. */
 function materialize(event: StoredEvent): RecordedEvent {
   return { ...event, data: JSON.parse(event.data), metadata: JSON.parse(event.metadata) };
@@ -44,7 +49,8 @@ export class MemoryEventStoreBackend implements EventStoreBackend {
   readonly #streams = new Map<string, StoredEvent[]>();
   readonly #checkpoints = new Map<string, bigint>();
   readonly #leases = new Map<string, { owner: string; expiresAt: number }>();
-  readonly #parked = new Map<string, Map<bigint, ParkedEvent>>();
+  /** Parked events by subscription and position, their events kept as JSON text (see {@link listParked}). */
+  readonly #parked = new Map<string, Map<bigint, StoredParkedEvent>>();
   readonly #snapshots = new Map<string, string>();
   readonly #watchers = new Set<() => void>();
   readonly #leaseWatchers = new Set<(subscription: string) => void>();
@@ -246,13 +252,23 @@ export class MemoryEventStoreBackend implements EventStoreBackend {
       list = new Map();
       this.#parked.set(parked.subscription, list);
     }
-    list.set(parked.event.position, parked);
+    const { event } = parked;
+    list.set(event.position, {
+      ...parked,
+      event: { ...event, data: JSON.stringify(event.data), metadata: JSON.stringify(event.metadata) },
+    });
   }
 
+  /**
+   * Fresh copies, as for every read: a handler replaying a parked event and writing to it changed
+   * the parked event itself (what the next listing and replay handed out), and a `position` written
+   * to made a replay that failed look done.
+   */
   async listParked(subscription: string, limit: number): Promise<ParkedEvent[]> {
     return [...(this.#parked.get(subscription)?.values() ?? [])]
       .sort((a, b) => (a.event.position < b.event.position ? -1 : 1))
-      .slice(0, limit);
+      .slice(0, limit)
+      .map((parked) => ({ ...parked, event: materialize(parked.event) }));
   }
 
   async unpark(subscription: string, position: bigint): Promise<void> {
