@@ -67,6 +67,8 @@ export class UnitOfWork<C extends Contracts = NoContracts> {
   #settling = false;
   /** The first of those calls to fail. */
   #unwaitedFailure: { readonly error: unknown } | undefined = undefined;
+  /** Calls that failed while the callback ran, to look at once it returned. */
+  readonly #failedEarly: { readonly promise: CallPromise<unknown>; readonly error: unknown }[] = [];
 
   /** @internal Use `outbox.unitOfWork`. */
   constructor(tx: StorageTransaction, bus: Bus<C>, clock: Clock) {
@@ -89,9 +91,17 @@ export class UnitOfWork<C extends Contracts = NoContracts> {
    * through the unit of work's rejection instead of as an unhandled rejection.
    */
   async untilCallsSettled(): Promise<{ readonly error: unknown } | undefined> {
-    // Every call awaited (the usual case): nothing to wait for, not even a turn.
-    if (this.#calls.size === 0) return undefined;
+    // A call that failed before the callback returned, its promise never looked at (`void
+    // work.lock('')`, an argument refused at once): nobody saw it fail.
+    for (const failed of this.#failedEarly) {
+      if (failed.promise.observed) continue;
+      this.#unwaitedFailure ??= { error: failed.error };
+      failed.promise.catch(() => {});
+    }
+    this.#failedEarly.length = 0;
     this.#settling = true;
+    // Every call awaited (the usual case): nothing to wait for, not even a turn.
+    if (this.#calls.size === 0) return this.#unwaitedFailure;
     do {
       while (this.#calls.size > 0) {
         const unwaited = [...this.#calls];
@@ -122,23 +132,27 @@ export class UnitOfWork<C extends Contracts = NoContracts> {
       settled: new Promise<void>((resolve) => {
         settle = resolve;
       }),
-      promise: undefined as unknown as Promise<unknown>,
+      promise: undefined as unknown as CallPromise<unknown>,
     };
     this.#calls.add(call);
-    const tracked = promise.then(
-      (value) => {
-        this.#calls.delete(call);
-        settle();
-        return value;
-      },
-      (error: unknown) => {
-        // Failed once the callback had returned: the callback cannot have seen it.
-        if (this.#settling) this.#unwaitedFailure ??= { error };
-        this.#calls.delete(call);
-        settle();
-        throw error;
-      },
-    );
+    const tracked: CallPromise<T> = new CallPromise<T>((resolve, reject) => {
+      promise.then(
+        (value) => {
+          this.#calls.delete(call);
+          settle();
+          resolve(value);
+        },
+        (error: unknown) => {
+          // Failed once the callback had returned: the callback cannot have seen it. Failed before:
+          // seen if the callback looked at the call's promise (see untilCallsSettled).
+          if (this.#settling) this.#unwaitedFailure ??= { error };
+          else this.#failedEarly.push({ promise: tracked, error });
+          this.#calls.delete(call);
+          settle();
+          reject(error);
+        },
+      );
+    });
     call.promise = tracked;
     // Made by a continuation of a call the callback did not await: reported through the unit.
     if (this.#settling) tracked.catch(() => {});
@@ -360,5 +374,28 @@ function expiringFromDue(options: OutboxPublishOptions, dueAt: number): OutboxPu
 interface Call {
   readonly settled: Promise<void>;
   /** The promise the caller got. */
-  promise: Promise<unknown>;
+  promise: CallPromise<unknown>;
+}
+
+/**
+ * The promise a call of a unit of work resolves: it knows whether anyone looked at it (`await`,
+ * `then`, `catch`, `finally` and `Promise.all` all call `then`), so that a call that failed unseen
+ * rolls the unit of work back instead of its failure going by as an unhandled rejection after the
+ * commit. What `then` makes is a plain promise.
+ */
+class CallPromise<T> extends Promise<T> {
+  static override get [Symbol.species](): PromiseConstructor {
+    return Promise;
+  }
+
+  observed = false;
+
+  // biome-ignore lint/suspicious/noThenProperty: a promise itself, which only notes that it was looked at
+  override then<R1 = T, R2 = never>(
+    onFulfilled?: ((value: T) => R1 | PromiseLike<R1>) | null,
+    onRejected?: ((reason: unknown) => R2 | PromiseLike<R2>) | null,
+  ): Promise<R1 | R2> {
+    this.observed = true;
+    return super.then(onFulfilled, onRejected);
+  }
 }

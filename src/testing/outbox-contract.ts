@@ -13,6 +13,7 @@ import { UnroutableError } from '../messaging/errors.js';
 import type { Transport } from '../messaging/transport.js';
 import { isDuplicateMessageIdError } from '../outbox/errors.js';
 import { createOutbox } from '../outbox/outbox.js';
+import type { UnitOfWork } from '../outbox/unit-of-work.js';
 import { VirtualClock } from '../time/clock.js';
 import { vitest, zod } from './vitest-api.js';
 import { waitFor } from './wait.js';
@@ -96,6 +97,12 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
       );
       return { bus: base, store, outbox, received };
     }
+
+    /** The calls of a unit of work the forgotten-await test leaves unawaited. */
+    type ForgottenCalls = Pick<
+      UnitOfWork<{ 'order.placed': z.ZodObject<{ orderId: z.ZodString }> }>,
+      'lock' | 'schedule' | 'cancel' | 'readStream'
+    >;
 
     describe('outbox', () => {
       it('publishes what a unit of work committed, with its envelope fixed in the unit of work', async () => {
@@ -196,6 +203,33 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
         expect(await store.readStream('order-u2')).toEqual([]);
         await outbox.flush();
         expect(received).toHaveLength(1);
+
+        // A call not awaited whose arguments are refused at once, before the callback returns: seen by
+        // nobody, it rolls the unit back too (it went by as an unhandled rejection after the commit).
+        for (const [name, refused] of [
+          ['lock', (work: ForgottenCalls) => work.lock('')],
+          [
+            'schedule',
+            (work: ForgottenCalls) => work.schedule('order.placed', { orderId: 'x' }, { delayMs: -5 }),
+          ],
+          ['cancel', (work: ForgottenCalls) => work.cancel(123 as never)],
+          ['readStream', (work: ForgottenCalls) => work.readStream('', {})],
+        ] as const) {
+          const early = await outbox
+            .unitOfWork(async (work) => {
+              await work.append(`order-early-${name}`, [{ type: 'OrderPlaced', data: {} }]);
+              void refused(work);
+            })
+            .catch((e: unknown) => e);
+          expect(early, name).toMatchObject({ code: 'UNIT_OF_WORK_ROLLED_BACK' });
+          expect(await store.readStream(`order-early-${name}`), name).toEqual([]);
+        }
+        // The same failure seen by the callback (caught) is the callback's to handle: committed.
+        await outbox.unitOfWork(async (work) => {
+          await work.append('order-early-seen', [{ type: 'OrderPlaced', data: {} }]);
+          await work.lock('').catch(() => {});
+        });
+        expect(await store.readStream('order-early-seen')).toHaveLength(1);
 
         // A chain of calls none of which was awaited, its last one failing: all of it rolled back.
         const chained = await outbox
