@@ -123,6 +123,7 @@ export class UnitOfWork<C extends Contracts = NoContracts> {
    */
   forgetCalls(): void {
     for (const call of this.#calls) call.promise.catch(() => {});
+    for (const failed of this.#failedEarly) failed.promise.catch(() => {});
   }
 
   /** Counts `promise` among the calls under way until it settles, and resolves what it does. */

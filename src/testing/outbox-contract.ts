@@ -263,6 +263,7 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
         await expect(
           outbox.unitOfWork(async (work) => {
             void work.publish('order.placed', { orderId: 'u3' });
+            void work.lock(''); // refused at once, never looked at
             throw new Error('changed my mind');
           }),
         ).rejects.toThrow('changed my mind');
