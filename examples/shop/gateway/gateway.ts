@@ -124,23 +124,9 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     }
     checkJson(request, text, (error) => {
       if (error === null) {
-        // JSON.parse keeps the last of a repeated member without a word: refused, as unknown ones are.
-        const repeated = firstDuplicateMember(text);
-        // JSON.parse rounds 0.99999999999999999 to 1: a fractional quantity or price would pass as whole.
-        const rounded = repeated === undefined ? firstRoundedFraction(text) : undefined;
-        if (repeated !== undefined) {
-          done(
-            new HttpProblemError(400, undefined, {
-              detail: `The request body has the member ${JSON.stringify(repeated.slice(0, 64))} twice in one object: send each member once.`,
-            }),
-          );
-        } else if (rounded !== undefined) {
-          done(
-            new HttpProblemError(400, undefined, {
-              detail: `The request body has the number ${rounded.slice(0, 64)}, a fraction too fine for a JSON number, which would be read as the whole number ${Number(rounded)}: send whole numbers as such.`,
-            }),
-          );
-        } else done(null, new JsonBody(text));
+        const problem = ambiguityOf(text);
+        if (problem === undefined) done(null, new JsonBody(text));
+        else done(problem);
       } else if (isJson(text)) done(forbiddenMemberProblem());
       else done(error);
     });
@@ -395,6 +381,28 @@ function isJson(text: string): boolean {
 }
 
 const mediaType = (type: string | undefined) => type?.split(';', 1)[0]?.trim().toLowerCase();
+
+/**
+ * A problem for a body that is valid JSON but would not be read as sent: a member repeated in one
+ * object (JSON.parse keeps the last without a word; refused, as unknown ones are), or a number whose
+ * fraction is too fine for a JSON number (0.99999999999999999 is read as 1: a fractional quantity or
+ * price would pass as whole).
+ */
+function ambiguityOf(text: string): HttpProblemError | undefined {
+  const repeated = firstDuplicateMember(text);
+  if (repeated !== undefined) {
+    return new HttpProblemError(400, undefined, {
+      detail: `The request body has the member ${JSON.stringify(repeated.slice(0, 64))} twice in one object: send each member once.`,
+    });
+  }
+  const rounded = firstRoundedFraction(text);
+  if (rounded !== undefined) {
+    return new HttpProblemError(400, undefined, {
+      detail: `The request body has the number ${rounded.slice(0, 64)}, a fraction too fine for a JSON number, which would be read as the whole number ${Number(rounded)}: send whole numbers as such.`,
+    });
+  }
+  return undefined;
+}
 
 /** A JSON body in UTF-8 (`charset=utf-8` or none) and not encoded (`identity` or none). */
 function isPlainUtf8(type: string | undefined, encoding: string | undefined): boolean {
