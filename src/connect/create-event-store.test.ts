@@ -127,6 +127,19 @@ describe('createEventStore', () => {
     expect((twice as Error).message).toMatch(/names schema "a" and the postgres option "b"/);
   });
 
+  it('refuses a PostgreSQL URL whose ?port= is not a port (opening it never settled)', async () => {
+    for (const port of ['abc', '', '0', '65536', '54 32']) {
+      const url = `postgres://postgres:Secr3t@127.0.0.1:5432/db?port=${encodeURIComponent(port)}`;
+      const error = await createEventStore({ url }).then(
+        () => new Error('opened'),
+        (e: unknown) => e,
+      );
+      expect(isInvalidOptionsError(error), String(error)).toBe(true);
+      expect((error as Error).message).toMatch(/port of the PostgreSQL URL .* must be from 1 to 65535/);
+      expect((error as Error).message).not.toContain('Secr3t');
+    }
+  });
+
   it('refuses options that are not an object with INVALID_OPTIONS, not a TypeError', async () => {
     for (const options of [undefined, null, 'sqlite:x.db', []]) {
       await expect(createEventStore(options as never)).rejects.toMatchObject({ code: 'INVALID_OPTIONS' });

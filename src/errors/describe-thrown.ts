@@ -1,3 +1,5 @@
+import { maskCredentials } from '../url/redact-url.js';
+
 /** Text of anything, without ever throwing: `String()` throws for a null-prototype object or a hostile `toString`. */
 function safeString(value: unknown): string {
   try {
@@ -21,9 +23,19 @@ function safeString(value: unknown): string {
 /**
  * Describes anything a handler threw, for logs and dead letters; never throws (a null-prototype
  * object, a Proxy, an Error whose `message` getter throws are described too). An `Error` gives its
- * message and stack; a string itself; any other value a short text saying what was thrown.
+ * message and stack; a string itself; any other value a short text saying what was thrown. The
+ * credentials of URLs in them are masked ({@link maskCredentials}).
  */
 export function describeThrown(thrown: unknown): { message: string; stack?: string } {
+  const { message, stack } = describedAsThrown(thrown);
+  // Logged and kept in dead letters: a URL the error quotes (fetch's "…includes credentials:
+  // http://user:pass@host", a driver's connection string) keeps no password there.
+  return stack === undefined
+    ? { message: maskCredentials(message) }
+    : { message: maskCredentials(message), stack: maskCredentials(stack) };
+}
+
+function describedAsThrown(thrown: unknown): { message: string; stack?: string } {
   let isError = false;
   try {
     isError = thrown instanceof Error;

@@ -32,12 +32,35 @@ describe('ServiceClient Idempotency-Key', () => {
       c.post('/orders', {}, { idempotencyKey: 'order-1', headers: { 'Idempotency-Key': 'order-2' } }),
     );
     expect(error).toMatchObject({ code: 'INVALID_REQUEST' });
-    expect((error as Error).message).toMatch(/"order-2".*"order-1"/);
+    expect((error as Error).message).toMatch(/Idempotency-Key header is not its idempotencyKey/);
+    // Neither key is quoted: a key replays its stored answer to whoever sends it.
+    expect((error as Error).message).not.toMatch(/order-[12]/);
     expect(s.requests).toHaveLength(0);
     // The same key both ways (quoted or not, as the server reads it) is that key.
     await c.post('/orders', {}, { idempotencyKey: 'order-3', headers: { 'idempotency-key': 'order-3' } });
     await c.post('/orders', {}, { idempotencyKey: 'order-4', headers: { 'Idempotency-Key': '"order-4"' } });
     expect(s.requests.map((request) => request.headers['idempotency-key'])).toEqual(['order-3', '"order-4"']);
+  });
+
+  it('refuses a malformed key without quoting it, saying what is wrong with it', async () => {
+    const s = await server();
+    const c = client(s);
+    const secret = 'k3y-Secret-4f1d';
+    const cases: [string, RegExp][] = [
+      [`${secret}\n`, /a key of 16 characters, with U\+000A at index 15/],
+      [`${secret} `, /a key of 16 characters, starting or ending with a space/],
+      [`${secret}${'x'.repeat(300)}`, /a key of 315 characters/],
+    ];
+    for (const [key, reason] of cases) {
+      const option = await rejection(c.post('/orders', {}, { idempotencyKey: key }));
+      expect(option).toMatchObject({ code: 'INVALID_OPTIONS' });
+      expect((option as Error).message).toMatch(reason);
+      expect((option as Error).message).not.toContain(secret);
+    }
+    const header = await rejection(c.post('/orders', {}, { headers: { 'Idempotency-Key': `${secret} ` } }));
+    expect(header).toMatchObject({ code: 'INVALID_REQUEST' });
+    expect((header as Error).message).not.toContain(secret);
+    expect(s.requests).toHaveLength(0);
   });
 });
 

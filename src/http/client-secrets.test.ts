@@ -1,3 +1,4 @@
+import { inspect } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { clientKit } from './fixtures/client-kit.js';
 import { rejection } from './fixtures/rejection.js';
@@ -83,5 +84,18 @@ describe('ServiceClient: secrets in the query of a call', () => {
         message: expect.stringMatching(/the path must be a string starting with "\/", not /),
       });
     }
+  });
+
+  it('keeps a response Set-Cookie out of the HttpError JSON and inspection, readable in headers', async () => {
+    const s = await server();
+    const cookie = `session=${SECRET}; HttpOnly; Secure`;
+    s.enqueue({ status: 401, headers: { 'set-cookie': cookie } });
+    const error = await rejection(client(s).get('/login'));
+    expect(error).toMatchObject({ code: 'HTTP_ERROR', status: 401 });
+    // What a log line holds of the error: a structured logger serializes its enumerable fields.
+    expect(JSON.stringify(error)).not.toContain(SECRET);
+    expect(JSON.stringify({ ...(error as object) })).not.toContain(SECRET);
+    expect(inspect(error)).not.toContain(SECRET);
+    expect((error as { headers: Record<string, unknown> }).headers['set-cookie']).toBe(cookie);
   });
 });

@@ -543,6 +543,21 @@ describe('ServiceClient', () => {
       expect((error as Error).message).toMatch(/without credentials/);
       expect((error as Error).message).not.toContain('s3cret');
     }
+    // Nor in a base URL refused for another reason (a bad port, a space, a query), nor in a call's
+    // path given as a whole URL.
+    for (const base of [
+      'http://svc:s3cret@127.0.0.1:99999',
+      'http://svc:s3cret@bad host:8080',
+      'http://svc:s3cret@[::1:8443/api',
+      'http://127.0.0.1:9/?token=s3cret',
+      'https://127.0.0.1:9/api?api_key=s3cret',
+    ]) {
+      expect(() => new ServiceClient(base)).toThrow(/absolute http\(s\) URL|query or fragment/);
+      expect(() => new ServiceClient(base)).not.toThrow(/s3cret/);
+    }
+    const whole = await rejection(v2.get('http://svc:s3cret@provider.example/charge'));
+    expect(whole).toMatchObject({ code: 'INVALID_REQUEST', message: expect.stringMatching(/svc:\*\*\*@/) });
+    expect((whole as Error).message).not.toContain('s3cret');
   });
 
   it('refuses invalid options', () => {

@@ -13,7 +13,7 @@ import { compose } from '../resilience/compose.js';
 import { TimeoutError } from '../resilience/errors.js';
 import type { ExecuteOptions, Policy, PolicyContext } from '../resilience/policy.js';
 import { DEFAULT_RETRY, retry } from '../resilience/retry.js';
-import { maskSecretParameters } from '../url/redact-url.js';
+import { maskCredentials, redactUrl } from '../url/redact-url.js';
 import { type ClientEventMap, ClientEvents } from './client-events.js';
 import {
   assertPlainHeaders,
@@ -179,7 +179,7 @@ export class ServiceClient {
       url = new URL(baseUrl);
     } catch {
       throw new InvalidOptionsError(
-        `ServiceClient needs an absolute http(s) URL, not ${describeValue(baseUrl)}`,
+        `ServiceClient needs an absolute http(s) URL, not ${typeof baseUrl === 'string' ? describeValue(redactUrl(baseUrl)) : describeValue(baseUrl)}`,
       );
     }
     if (url.protocol !== 'http:' && url.protocol !== 'https:') {
@@ -194,7 +194,7 @@ export class ServiceClient {
     const basePath = basePathOf(url);
     if (basePath === undefined) {
       throw new InvalidOptionsError(
-        `ServiceClient needs a base URL without a query or fragment, not ${describeValue(baseUrl)}`,
+        `ServiceClient needs a base URL without a query or fragment, not ${describeValue(redactUrl(baseUrl))}`,
       );
     }
     this.origin = url.origin;
@@ -356,7 +356,7 @@ export class ServiceClient {
         `the path must be a string starting with "/", not ${describeValue(requestPath)}`,
       );
     }
-    const shownRequestPath = maskSecretParameters(requestPath);
+    const shownRequestPath = maskCredentials(requestPath);
     const headers = outgoingHeaders(context, this.#options.headers, init.headers);
     // A key the server would refuse (or read as another) must not make a POST look safe to retry.
     if (init.idempotencyKey !== undefined && !isValidIdempotencyKey(init.idempotencyKey)) {
@@ -378,7 +378,7 @@ export class ServiceClient {
     ) {
       throw new InvalidRequestError(
         `${method} ${this.origin}${shownRequestPath}`,
-        `its Idempotency-Key header, ${describeKey(keyHeader)}, is not its idempotencyKey, ${describeKey(init.idempotencyKey)}: give one of them`,
+        `its Idempotency-Key header is not its idempotencyKey: give one of them`,
       );
     }
     let idempotencyKey = init.idempotencyKey ?? keyHeader;
@@ -395,7 +395,7 @@ export class ServiceClient {
     // What errors and events show of the call: the values of secret query parameters (`?api_key=`,
     // `?token=`) masked, since errors and events end up in logs (the server middleware logs a
     // failed dependency's error). The request itself goes to `path`.
-    const shownPath = maskSecretParameters(path);
+    const shownPath = maskCredentials(path);
     const target = `${method} ${this.origin}${shownPath}`;
     checkBodyHeaders(headers, payload, target);
     const statuses = settings?.statuses ?? DEFAULT_SERVICE_CLIENT_OPTIONS.retry.statuses;
@@ -846,9 +846,18 @@ function isHttpError(error: unknown): error is HttpError {
 /** A refused key, for a message: quoted, cut after 40 characters. */
 function describeKey(key: unknown): string {
   if (typeof key !== 'string') return `a ${typeof key}`;
-  return key.length > 40
-    ? `${JSON.stringify(key.slice(0, 40))}… (${key.length} characters)`
-    : JSON.stringify(key);
+  if (key.length === 0) return 'an empty string';
+  // Never quoted: a key may replay a stored answer to whoever sends it again.
+  const unprintable = /[^\x20-\x7e]/.exec(key);
+  const what =
+    key.length > 255
+      ? ''
+      : unprintable !== null
+        ? `, with U+${unprintable[0].charCodeAt(0).toString(16).toUpperCase().padStart(4, '0')} at index ${unprintable.index}`
+        : key.startsWith(' ') || key.endsWith(' ')
+          ? ', starting or ending with a space'
+          : '';
+  return `a key of ${key.length} characters${what}`;
 }
 
 export { parseRetryAfter } from './response-body.js';

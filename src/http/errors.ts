@@ -18,7 +18,11 @@ export class HttpError extends FerryError {
   readonly status: number;
   readonly method: string;
   readonly url: string;
-  readonly headers: Readonly<Record<string, string | string[] | undefined>>;
+  /**
+   * The response's headers. Not enumerable, so that logging the error (JSON, `util.inspect`, a
+   * structured logger's error serializer) does not print a `Set-Cookie` the server sent with it.
+   */
+  declare readonly headers: Readonly<Record<string, string | string[] | undefined>>;
   readonly body: unknown;
   readonly problem: ProblemDetails | undefined;
   /** From `Retry-After`, when the server sent one: how long it asked us to wait. */
@@ -44,7 +48,7 @@ export class HttpError extends FerryError {
     this.status = init.status;
     this.method = init.method;
     this.url = init.url;
-    this.headers = init.headers;
+    Object.defineProperty(this, 'headers', { value: init.headers, enumerable: false });
     this.body = init.body;
     this.problem = init.problem;
     this.retryAfterMs = init.retryAfterMs;

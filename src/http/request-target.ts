@@ -1,4 +1,4 @@
-import { maskSecretParameters } from '../url/redact-url.js';
+import { maskCredentials } from '../url/redact-url.js';
 import { InvalidRequestError } from './errors.js';
 
 /** A call's query parameters (`CallOptions.query`); `undefined` values are left out. */
@@ -21,7 +21,7 @@ export function pathOfCall(path: string, request: string): string {
     throw new InvalidRequestError(
       request,
       // Masked as the rest of the message is: a path without its "/" may still carry `?api_key=`.
-      `the path must start with "/", not ${JSON.stringify(maskSecretParameters(path).slice(0, 80))}`,
+      `the path must start with "/", not ${JSON.stringify(maskCredentials(path).slice(0, 80))}`,
     );
   }
   const fragment = path.indexOf('#');

@@ -245,6 +245,22 @@ function toEvent(row: EventRow): RecordedEvent {
 type Queryable = Pick<Pool, 'query'> | Pick<PoolClient, 'query'>;
 
 /**
+ * A `?port=` in the URL (pg reads it over the authority's port) that is not a port: pg's socket
+ * threw at the first connection and the open never settled.
+ */
+function checkPortParameter(url: string): void {
+  let port: string | null;
+  try {
+    port = new URL(url).searchParams.get('port');
+  } catch {
+    return; // pg says what is wrong with a URL it cannot read.
+  }
+  if (port !== null && !(/^\d{1,5}$/.test(port) && Number(port) >= 1 && Number(port) <= 65535)) {
+    throw new InvalidOptionsError(`the port of the PostgreSQL URL ${redactUrl(url)} must be from 1 to 65535`);
+  }
+}
+
+/**
  * The PostgreSQL backend. One statement per append: the expected version is checked and the events
  * inserted atomically, the unique (stream, version) key turning a lost race into `ConcurrencyError`.
  * Readers of the global order see only final positions (below the oldest running transaction), and
@@ -296,6 +312,7 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
     if (!Number.isInteger(o.poolSize) || o.poolSize < 2)
       throw new InvalidOptionsError('poolSize must be at least 2');
     this.schema = o.schema;
+    checkPortParameter(o.url);
     this.#url = o.url;
     this.#poolSize = o.poolSize;
     // A timer's range: past it Node fires at once (1 ms), the opposite of the interval asked for.

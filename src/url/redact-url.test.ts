@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { redactUrl, urlSecrets } from './redact-url.js';
+import { maskCredentials, redactUrl, urlSecrets } from './redact-url.js';
 
 describe('redactUrl', () => {
   it('masks the password of a URL', () => {
@@ -14,6 +14,32 @@ describe('redactUrl', () => {
 
   it('masks text without a scheme, as a typo produces it', () => {
     expect(redactUrl('user:secret@host:5672')).toBe('user:***@host:5672');
+  });
+
+  it("masks a web URL's user name without a password: it may be a token", () => {
+    expect(redactUrl('https://ghp_T0ken@git.example.com/org/repo.git')).toBe(
+      'https://***@git.example.com/org/repo.git',
+    );
+    expect(redactUrl('wss://T0ken@ws.example.com')).toBe('wss://***@ws.example.com');
+    // An @ in a path is no user name.
+    expect(redactUrl('https://social.example/users/@ada')).toBe('https://social.example/users/@ada');
+  });
+
+  it('masks secret parameters after a ; and in a fragment', () => {
+    expect(redactUrl('postgres://u:pw@db/app?sslmode=require;password=T0ken')).toBe(
+      'postgres://u:***@db/app?sslmode=require;password=***',
+    );
+    expect(redactUrl('https://app.example/cb#access_token=T0ken&token_type=bearer')).toBe(
+      'https://app.example/cb#access_token=***&token_type=***',
+    );
+    // To most servers ; separates nothing: the whole value is the token.
+    expect(redactUrl('https://h/x?token=T0k;en&page=2')).toBe('https://h/x?token=***&page=2');
+  });
+
+  it('masks each URL of a text that quotes several, keeping the text between them', () => {
+    expect(redactUrl('bus amqp://u:p@h/v, database postgres://u:q@h2/db')).toBe(
+      'bus amqp://u:***@h/v, database postgres://u:***@h2/db',
+    );
   });
 
   it('leaves a URL without a password as it is', () => {
@@ -33,6 +59,34 @@ describe('redactUrl', () => {
       'postgres://u:***@h/d?sslpassword=***&api_key=***&PWD=***',
     );
     expect(redactUrl('postgres://h/d?schema=passwords_app')).toBe('postgres://h/d?schema=passwords_app');
+  });
+
+  it('masks the credentials of every URL a message or stack quotes, changing nothing else', () => {
+    expect(
+      maskCredentials(
+        'Request cannot be constructed from a URL that includes credentials: http://billing:Pw1@127.0.0.1:47117/charge',
+      ),
+    ).toBe(
+      'Request cannot be constructed from a URL that includes credentials: http://billing:***@127.0.0.1:47117/charge',
+    );
+    expect(
+      maskCredentials(
+        'connect to postgres://app:p@ss@db/shop failed\n    at connect (file:///srv/app.js:3:7)',
+      ),
+    ).toBe('connect to postgres://app:***@db/shop failed\n    at connect (file:///srv/app.js:3:7)');
+    // A password with an unencoded / is masked to the last @.
+    expect(maskCredentials('amqp://u:p/ss@h/v')).toBe('amqp://u:***@h/v');
+    // A URL quoted in another's query.
+    expect(maskCredentials('GET https://h/login?next=amqp://u:Pw2@b/v refused')).toBe(
+      'GET https://h/login?next=amqp://u:***@b/v refused',
+    );
+    expect(maskCredentials('GET /charge?api_key=K3y&n=1 failed: 503')).toBe(
+      'GET /charge?api_key=***&n=1 failed: 503',
+    );
+    expect(maskCredentials('user ada@example.com has no order 5: 404')).toBe(
+      'user ada@example.com has no order 5: 404',
+    );
+    expect(maskCredentials('https://social.example/users/@ada')).toBe('https://social.example/users/@ada');
   });
 
   it('lists the secrets a URL carries, raw and decoded, for masking in a driver message', () => {

@@ -4,8 +4,18 @@
  * percent-decoded (`toke%6E` is `token` to the server): masked like the password of the authority.
  */
 const SECRET_NAME = /pass|pwd|secret|token|key|sig|auth|jwt|session|credential/i;
-/** One query parameter: its separator, raw name and raw value. */
-const PARAMETER = /([?&])([^=&#]*)=([^&#]*)/g;
+/**
+ * One parameter of a query (or of a fragment, `#access_token=`, or after a `;`): its separator, raw
+ * name and raw value. The value runs to the next `&`, `#` or white space (`;` is no separator to most
+ * servers: `?token=a;b` is the token `a;b`); a parameter after a `;` in the value of one that is not
+ * secret is looked at on its own ({@link maskSecretParameters}).
+ */
+const PARAMETER = /([?&;#])([^=&#;\s]*)=([^&#\s]*)/g;
+/**
+ * The user information of each URL in a text: its scheme and the longest run of characters other
+ * than white space that ends in an `@` (a password may hold an unencoded `@`, `/` or `#`).
+ */
+const USERINFO = /([a-z][a-z0-9+.-]*:\/\/)(\S*)@/gi;
 
 function isSecretName(raw: string): boolean {
   if (SECRET_NAME.test(raw)) return true;
@@ -17,29 +27,71 @@ function isSecretName(raw: string): boolean {
 }
 
 /**
- * Masks the password of a URL so it can appear in logs and errors, and the values of query
- * parameters that hold secrets ({@link SECRET_NAME}). Works on text that does not parse as a URL
- * too (`user:secret@host` without a scheme), since that is exactly what a typo produces.
+ * Masks the password of a URL so it can appear in logs and errors (an http(s) or ws(s) URL's user
+ * name without a password too, `https://<token>@host`: it may be a token), and the values of query parameters that hold
+ * secrets ({@link SECRET_NAME}). Works on text that does not parse as a URL too (`user:secret@host`
+ * without a scheme, since that is exactly what a typo produces, or a message quoting several URLs).
  */
 export function redactUrl(url: string): string {
-  const redacted = maskSecretParameters(redactAuthority(url));
+  // One URL (or none: a typo) is masked from its authority's first : to its last @, white space or
+  // not; a text quoting several, URL by URL.
+  const single = url.indexOf('://') === url.lastIndexOf('://');
+  const redacted = single ? maskSecretParameters(redactAuthority(url)) : maskCredentials(url);
   // For a message: a megabyte of text given as a URL is not quoted whole.
   return redacted.length > MAX_SHOWN ? `${redacted.slice(0, MAX_SHOWN)}…` : redacted;
 }
 
 /**
- * `text` (a request path with its query, a URL without credentials) with the values of its secret
- * query parameters masked ({@link SECRET_NAME}), nothing else changed and nothing cut: what
- * ServiceClient shows of a call's target in its errors and events.
+ * `text` (a message, a stack, a request path with its query) with the credentials of every URL it
+ * quotes masked (`scheme://user:***@`; `https://***@` for a web URL's user name alone) and the values of
+ * secret query parameters ({@link SECRET_NAME}); nothing else changed and nothing cut. What Ferry
+ * shows of an error's text in its logs and dead letters, and of a call's target in ServiceClient's
+ * errors and events.
  */
-export function maskSecretParameters(text: string): string {
-  return text.replace(PARAMETER, (parameter, separator: string, name: string) =>
-    isSecretName(name) ? `${separator}${name}=***` : parameter,
-  );
+export function maskCredentials(text: string): string {
+  return maskSecretParameters(text.includes('://') ? text.replace(USERINFO, maskUserinfo) : text);
+}
+
+function maskUserinfo(whole: string, scheme: string, run: string): string {
+  const pathStart = run.search(/[/?#]/);
+  const colon = run.indexOf(':');
+  // user:password before any path, or a user name alone on the web: credentials.
+  if (pathStart < 0 && colon >= 0) return `${scheme}${run.slice(0, colon)}:***@`;
+  if (pathStart < 0 && isTokenScheme(scheme.slice(0, -3))) return `${scheme}***@`;
+  // A password holding an unencoded / ? or #: masked up to the last @, as a typo would leave it.
+  if (colon >= 0 && colon < pathStart) return `${scheme}${run.slice(0, colon)}:***@`;
+  // The @ is in a path or query (https://host/users/@ada): not credentials, but the run may quote
+  // another URL that has some (?next=amqp://u:p@h).
+  const inner = `${run}@`;
+  const masked = inner.replace(USERINFO, maskUserinfo);
+  return masked === inner ? whole : `${scheme}${masked}`;
+}
+
+/**
+ * `text` with the values of its secret parameters masked ({@link SECRET_NAME}), nothing else changed.
+ */
+function maskSecretParameters(text: string): string {
+  return text.replace(PARAMETER, (parameter, separator: string, name: string, value: string) => {
+    if (isSecretName(name)) return `${separator}${name}=***`;
+    const semicolon = value.indexOf(';');
+    // ?sslmode=require;password=…: the part after the ; may be a parameter of its own.
+    return semicolon < 0
+      ? parameter
+      : `${separator}${name}=${value.slice(0, semicolon)}${maskSecretParameters(value.slice(semicolon))}`;
+  });
 }
 
 /** Longest redacted URL given back: URLs longer than this are cut (after masking). */
 const MAX_SHOWN = 1000;
+
+/**
+ * On the web a user name without a password is often a token (`https://<token>@github.com/…`, and
+ * ServiceClient refuses it as credentials); elsewhere (`postgres://app@db`, `amqp://guest@host`) it
+ * is a role, shown.
+ */
+function isTokenScheme(scheme: string): boolean {
+  return /^(?:https?|wss?)$/i.test(scheme);
+}
 
 function redactAuthority(url: string): string {
   const scheme = url.indexOf('://');
@@ -47,8 +99,12 @@ function redactAuthority(url: string): string {
   const at = url.indexOf('@', authority);
   if (at < 0) return url;
   const colon = url.indexOf(':', authority);
-  if (colon < 0 || colon > at) return url;
-  return `${url.slice(0, colon)}:***${url.slice(url.lastIndexOf('@'))}`;
+  if (colon >= 0 && colon < at) return `${url.slice(0, colon)}:***${url.slice(url.lastIndexOf('@'))}`;
+  // An @ after a path is not credentials.
+  if (scheme >= 0 && isTokenScheme(url.slice(0, scheme)) && !/[\s/?#]/.test(url.slice(authority, at))) {
+    return `${url.slice(0, authority)}***${url.slice(at)}`;
+  }
+  return url;
 }
 
 /**
