@@ -140,23 +140,33 @@ async function main(): Promise<void> {
   // while the other program's answers to GET /health passed for the shop being ready.
   await checkPortUsable(settings.port, 'npm run start:distributed');
   const log = shopLogger('supervisor', settings.logLevel);
-  if (settings.adminToken === undefined) {
-    log.warn('FERRY_ADMIN_TOKEN is not set: the admin routes answer 401 (set it to use them)');
-  }
-  const shop = await startDistributedShop({ argv: process.argv.slice(2), env: process.env, logger: log });
+  let shop: Awaited<ReturnType<typeof startDistributedShop>> | undefined;
   let stopping = false;
+  const close = (started: NonNullable<typeof shop>) =>
+    started.stop().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
     log.info(`${signal}: stopping every service (at most 10 s)`);
-    shop.stop().then(
-      () => process.exit(0),
-      () => process.exit(1),
-    );
+    if (shop !== undefined) void close(shop);
   };
+  // Before the start: a signal while it starts stops what it started once started, instead of
+  // killing the supervisor and leaving its children to notice alone.
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
   stopWhenNpmIsGone(stop, parentPid);
+  shop = await startDistributedShop({ argv: process.argv.slice(2), env: process.env, logger: log });
+  if (stopping) {
+    await close(shop);
+    return;
+  }
+  // Said once the settings passed: a refused one is then the only line printed.
+  if (settings.adminToken === undefined) {
+    log.warn('FERRY_ADMIN_TOKEN is not set: the admin routes answer 401 (set it to use them)');
+  }
   void shop.supervisor.waitForExit().then((exit) => {
     if (exit.reason !== 'fatal-exit') return;
     stopping = true;

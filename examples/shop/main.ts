@@ -23,14 +23,16 @@ async function main(): Promise<void> {
   const log = shopLogger('shop', settings.logLevel);
   // Nothing said before the start: a refusal is then the one line the shop prints, whatever the
   // LOG_LEVEL, and the banner below names the data folder.
-  const shop = await startEmbeddedShop({
-    dataDir: settings.dataDir,
-    port: settings.port,
-    adminToken: settings.adminToken,
-    logger: (service) => shopLogger(service, settings.logLevel),
-  });
-
+  let shop: Awaited<ReturnType<typeof startEmbeddedShop>> | undefined;
   let stopping = false;
+  const close = (started: NonNullable<typeof shop>) =>
+    started.close().then(
+      () => process.exit(0),
+      (error: unknown) => {
+        log.error(`stopping failed: ${error instanceof Error ? error.message : String(error)}`);
+        process.exit(1);
+      },
+    );
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
@@ -40,19 +42,24 @@ async function main(): Promise<void> {
       log.warn('still stopping after 10 s: exiting anyway');
       process.exit(1);
     }, 10_000).unref();
-    shop.close().then(
-      () => process.exit(0),
-      (error: unknown) => {
-        log.error(`stopping failed: ${error instanceof Error ? error.message : String(error)}`);
-        process.exit(1);
-      },
-    );
+    // During the start, once started: the files and servers being opened are then closed cleanly.
+    if (shop !== undefined) void close(shop);
   };
-  // Before the banner: a SIGTERM sent as soon as it is read (a test, a supervisor) must stop the shop
-  // cleanly, not find the default action (killed by the signal, exit code null).
+  // Before the start: a SIGTERM sent while the shop starts (a test, a supervisor, a quick Ctrl-C)
+  // must stop it cleanly, not find the default action (killed by the signal, its lock file left).
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
   stopWhenNpmIsGone(stop, parentPid);
+  shop = await startEmbeddedShop({
+    dataDir: settings.dataDir,
+    port: settings.port,
+    adminToken: settings.adminToken,
+    logger: (service) => shopLogger(service, settings.logLevel),
+  });
+  if (stopping) {
+    await close(shop);
+    return;
+  }
 
   const url = shop.url.replace('127.0.0.1', 'localhost');
   const near = relative(process.cwd(), settings.dataDir) || '.';

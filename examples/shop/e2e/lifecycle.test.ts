@@ -163,6 +163,30 @@ describe('npm start', () => {
   );
 });
 
+describe('the embedded shop, SIGTERMed while it starts', () => {
+  it('finishes starting, then stops cleanly: exit code 0, its lock file removed, no banner', async () => {
+    // Must not happen: the default action of the signal (killed, exit code null) with the SQLite
+    // files being opened and the lock file left behind.
+    const dataDir = await tempDir();
+    const [port] = (await freePorts(1)) as [number];
+    const running = shop(
+      'main.ts',
+      cleanEnv({ FERRY_DATA_DIR: dataDir, PORT: String(port), LOG_LEVEL: 'info' }),
+    );
+    // The lock is taken at the start of the start, after the signal handlers are in place.
+    await waitFor(
+      async () => (await readdir(dataDir)).includes('shop.pid'),
+      () => `the shop to take its lock; its output:\n${running.output()}`,
+      60_000,
+    );
+    running.child.kill('SIGTERM');
+    expect(await running.exit, running.output()).toBe(0);
+    expect(running.output()).toContain('SIGTERM: stopping');
+    expect(running.output()).not.toContain('is ready at');
+    expect(await readdir(dataDir)).not.toContain('shop.pid');
+  }, 90_000);
+});
+
 describe('the embedded shop, SIGTERMed while clients hold connections that sent nothing or part of a request', () => {
   it('cuts them and exits 0 in a second or two, not after its 10 s limit', async () => {
     const [port] = (await freePorts(1)) as [number];

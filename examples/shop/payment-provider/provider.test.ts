@@ -114,6 +114,34 @@ describe('payment provider', () => {
     expect(provider.charges()).toEqual([]);
   });
 
+  it('closes at once while calls wait out a long latency: they answer 503 and nothing is done', async () => {
+    // Must not happen: a stop of the shop waiting out the latency the operator set (40 s in the
+    // README's session), nor a call cut by the stop taking or refunding a charge.
+    const dir = mkdtempSync(join(tmpdir(), 'provider-'));
+    try {
+      const file = join(dir, 'ledger.db');
+      const first = await startPaymentProvider({ file, logger: silentLogger });
+      await post(first, '/charges', { orderId: 'o-kept', amount: 100 });
+      first.setFaults({ failureRate: 0, latencyMs: 60_000 });
+      const charge = post(first, '/charges', { orderId: 'o-cut', amount: 300 });
+      const refund = post(first, '/charges/o-kept/refund');
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      const closing = first.close();
+      const stopped = await Promise.race([
+        closing.then(() => 'closed'),
+        new Promise((resolve) => setTimeout(resolve, 10_000, 'still waiting')),
+      ]);
+      expect(stopped).toBe('closed');
+      expect(await charge).toMatchObject({ status: 503 });
+      expect(await refund).toMatchObject({ status: 503 });
+      const second = await start({ file, faults: { failureRate: 0, latencyMs: 0 } });
+      expect(second.charges()).toEqual([expect.objectContaining({ orderId: 'o-kept', refunded: false })]);
+    } finally {
+      await Promise.all(open.splice(0).map((p) => p.close()));
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('lists the ledger over HTTP', async () => {
     const provider = await start();
     await post(provider, '/charges', { orderId: 'a', amount: 1 });

@@ -81,17 +81,32 @@ export async function startPaymentProvider(options: PaymentProviderOptions = {})
   const app = Fastify(ferryFastifyOptions({ logger }));
   ferryFastify(app, { logger, health: {} });
 
-  /** What the fault switch does to one call, drawn when it arrives. */
-  async function suffer(): Promise<void> {
+  /** Aborted as the provider closes: a call waiting out its injected delay ends then. */
+  const stopping = new AbortController();
+
+  /**
+   * What the fault switch does to one call, drawn when it arrives. The delay ends early, with a 503
+   * and nothing done, when the caller leaves or the provider closes: closing waited for it (a stop
+   * of the shop took as long as the latency set, 40 s in the README's session).
+   */
+  async function suffer(request: FastifyRequest): Promise<void> {
     const { delayMs, fail } = faults.draw();
-    if (delayMs > 0) await sleep(delayMs);
+    if (delayMs > 0) {
+      try {
+        await sleep(delayMs, undefined, { signal: AbortSignal.any([request.ferry.signal, stopping.signal]) });
+      } catch {
+        throw new HttpProblemError(503, 'Payment provider unavailable', {
+          detail: 'The provider stopped, or the caller left, before it acted on the call: nothing was done.',
+        });
+      }
+    }
     if (fail) throw new HttpProblemError(503, 'Payment provider unavailable', { detail: 'Injected fault.' });
   }
 
   app.post('/charges', async (request, reply) => {
     const { orderId, amount, paymentMethod } = await validateRequest(chargeRequest, request.body, 'body');
     // Decided after the delay: a refund that voided the order meanwhile wins.
-    await suffer();
+    await suffer(request);
     const attempt = ledger.charge(orderId, amount, ACCEPTED_METHODS.has(paymentMethod));
     switch (attempt.kind) {
       case 'voided':
@@ -120,7 +135,7 @@ export async function startPaymentProvider(options: PaymentProviderOptions = {})
 
   app.post<{ Params: { orderId: string } }>('/charges/:orderId/refund', async (request) => {
     const { orderId } = request.params;
-    await suffer();
+    await suffer(request);
     const outcome = ledger.refund(orderId);
     return outcome.kind === 'refunded' ? outcome.charge : { orderId, voided: true };
   });
@@ -155,6 +170,7 @@ export async function startPaymentProvider(options: PaymentProviderOptions = {})
     faults: () => faults.get(),
     charges: () => ledger.all(),
     close: () => {
+      if (closing === undefined) stopping.abort();
       closing ??= app.close().then(() => ledger.close());
       return closing;
     },
