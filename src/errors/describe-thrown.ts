@@ -1,4 +1,4 @@
-import { maskCredentials } from '../url/redact-url.js';
+import { maskedAndCut } from '../url/redact-url.js';
 
 /** Text of anything, without ever throwing: `String()` throws for a null-prototype object or a hostile `toString`. */
 function safeString(value: unknown): string {
@@ -23,17 +23,24 @@ function safeString(value: unknown): string {
 /**
  * Describes anything a handler threw, for logs and dead letters; never throws (a null-prototype
  * object, a Proxy, an Error whose `message` getter throws are described too). An `Error` gives its
- * message and stack; a string itself; any other value a short text saying what was thrown. The
- * credentials of URLs in them are masked ({@link maskCredentials}).
+ * message and stack; a string itself; any other value a short text saying what was thrown. Each is
+ * cut to {@link MAX_DESCRIBED_CHARS}, and the credentials of URLs in them are masked
+ * ({@link maskedAndCut}).
  */
 export function describeThrown(thrown: unknown): { message: string; stack?: string } {
   const { message, stack } = describedAsThrown(thrown);
   // Logged and kept in dead letters: a URL the error quotes (fetch's "…includes credentials:
   // http://user:pass@host", a driver's connection string) keeps no password there.
   return stack === undefined
-    ? { message: maskCredentials(message) }
-    : { message: maskCredentials(message), stack: maskCredentials(stack) };
+    ? { message: maskedAndCut(message, MAX_DESCRIBED_CHARS) }
+    : {
+        message: maskedAndCut(message, MAX_DESCRIBED_CHARS),
+        stack: maskedAndCut(stack, MAX_DESCRIBED_CHARS),
+      };
 }
+
+/** Most UTF-16 units of a described message or stack: a log line, not a megabyte a handler put in one. */
+export const MAX_DESCRIBED_CHARS = 16_384;
 
 function describedAsThrown(thrown: unknown): { message: string; stack?: string } {
   let isError = false;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { maskCredentials, redactUrl, urlSecrets } from './redact-url.js';
+import { maskCredentials, maskedAndCut, redactUrl, urlSecrets } from './redact-url.js';
 
 describe('redactUrl', () => {
   it('masks the password of a URL', () => {
@@ -87,6 +87,17 @@ describe('redactUrl', () => {
       'user ada@example.com has no order 5: 404',
     );
     expect(maskCredentials('https://social.example/users/@ada')).toBe('https://social.example/users/@ada');
+  });
+
+  it('cuts a long text after masking it: a password across the cut is masked, not left in part', () => {
+    const text = `${'x'.repeat(985)} amqp://u:Secr3tPw@broker/v ${'y'.repeat(100_000)}`;
+    const shown = maskedAndCut(text, 1000);
+    expect(shown).toHaveLength(1000);
+    expect(shown.endsWith('…')).toBe(true);
+    expect(shown).not.toMatch(/Secr|3tPw/);
+    expect(shown).toContain('amqp://u:');
+    // A pair of surrogates is not split at the cut.
+    expect(maskedAndCut(`${'a'.repeat(8)}😀😀`, 10)).toBe(`${'a'.repeat(8)}…`);
   });
 
   it('lists the secrets a URL carries, raw and decoded, for masking in a driver message', () => {

@@ -10,12 +10,13 @@ const SECRET_NAME = /pass|pwd|secret|token|key|sig|auth|jwt|session|credential/i
  * servers: `?token=a;b` is the token `a;b`); a parameter after a `;` in the value of one that is not
  * secret is looked at on its own ({@link maskSecretParameters}).
  */
-const PARAMETER = /([?&;#])([^=&#;\s]*)=([^&#\s]*)/g;
+const PARAMETER = /([?&;#])([^=&#;?\s]{0,256})=([^&#\s]*)/g;
 /**
  * The user information of each URL in a text: its scheme and the longest run of characters other
- * than white space that ends in an `@` (a password may hold an unencoded `@`, `/` or `#`).
+ * than white space that ends in an `@` (a password may hold an unencoded `@`, `/` or `#`). Both
+ * bounded, as the parameters' names are: the work stays linear in the text whatever it holds.
  */
-const USERINFO = /([a-z][a-z0-9+.-]*:\/\/)(\S*)@/gi;
+const USERINFO = /([a-z][a-z0-9+.-]{0,31}:\/\/)(\S{0,2048})@/gi;
 
 function isSecretName(raw: string): boolean {
   if (SECRET_NAME.test(raw)) return true;
@@ -36,9 +37,32 @@ export function redactUrl(url: string): string {
   // One URL (or none: a typo) is masked from its authority's first : to its last @, white space or
   // not; a text quoting several, URL by URL.
   const single = url.indexOf('://') === url.lastIndexOf('://');
-  const redacted = single ? maskSecretParameters(redactAuthority(url)) : maskCredentials(url);
   // For a message: a megabyte of text given as a URL is not quoted whole.
-  return redacted.length > MAX_SHOWN ? `${redacted.slice(0, MAX_SHOWN)}…` : redacted;
+  return single ? cutAt(maskSecretParameters(redactAuthority(url)), MAX_SHOWN) : maskedAndCut(url, MAX_SHOWN);
+}
+
+/**
+ * How far past a cut the masking reads: a URL's scheme and user information span at most this
+ * much ({@link USERINFO}), so a password that starts before the cut is masked as in the whole text.
+ */
+const USERINFO_REACH = 2100;
+
+/**
+ * `text` masked as {@link maskCredentials} masks it, cut to `max` UTF-16 units (ending in `…`, never
+ * between the halves of a surrogate pair): the masking reads only what the cut keeps and
+ * {@link USERINFO_REACH} more, so a megabyte of text costs no more than its start.
+ */
+export function maskedAndCut(text: string, max: number): string {
+  const read = text.length > max + USERINFO_REACH ? text.slice(0, max + USERINFO_REACH) : text;
+  return cutAt(maskCredentials(read), max);
+}
+
+function cutAt(text: string, max: number): string {
+  if (text.length <= max) return text;
+  let end = max - 1;
+  const last = text.charCodeAt(end - 1);
+  if (last >= 0xd800 && last <= 0xdbff) end--;
+  return `${text.slice(0, end)}…`;
 }
 
 /**
