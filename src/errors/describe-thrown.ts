@@ -88,7 +88,8 @@ function isStringable(value: object): boolean {
 function safeJson(value: object): string {
   try {
     const json = JSON.stringify(value);
-    if (json !== undefined) return json.length > 1000 ? `${json.slice(0, 1000)}…` : json;
+    // Masked before it is cut: a cut between a password and its @ would leave the password.
+    if (json !== undefined) return maskedAndCut(json, 1000);
   } catch {
     // Falls through.
   }

@@ -56,6 +56,48 @@ describe('errors that quote a URL with credentials', () => {
     expect(logger.lines.join('\n')).not.toContain(PASSWORD);
   });
 
+  it('dead-letter a message whose error text is hard to mask (it overflowed the stack and was retried for ever)', async () => {
+    const bus = await createBus({
+      service: 'billing',
+      transport: new MemoryTransport({ broker: new MemoryBroker() }),
+      logger: recordingLogger(),
+    });
+    closers.push(() => bus.close());
+    let runs = 0;
+    await bus.subscribe(
+      'invoice.created',
+      () => {
+        runs++;
+        throw new Error(`bad query ?${'a=1;'.repeat(20_000)}`);
+      },
+      { group: 'billing', maxAttempts: 1 },
+    );
+    await bus.publish('invoice.created', { id: 1 });
+    await waitFor(async () => (await bus.listDeadLetters()).length === 1, 'the dead letter');
+    expect(runs).toBe(1);
+  });
+
+  it('are dead-lettered masked when a plain object was thrown, its long JSON cut after masking', async () => {
+    const bus = await createBus({
+      service: 'billing',
+      transport: new MemoryTransport({ broker: new MemoryBroker() }),
+      logger: recordingLogger(),
+    });
+    closers.push(() => bus.close());
+    await bus.subscribe(
+      'invoice.created',
+      () => {
+        throw { code: 'E_CONN', detail: 'x'.repeat(928), url: `amqp://svc:${PASSWORD}@rabbit:5672/` };
+      },
+      { group: 'billing', maxAttempts: 1 },
+    );
+    await bus.publish('invoice.created', { id: 1 });
+    await waitFor(async () => (await bus.listDeadLetters()).length === 1, 'the dead letter');
+    const [letter] = await bus.listDeadLetters();
+    expect(letter?.reason.message).toMatch(/^non-Error value thrown: \{"code":"E_CONN"/);
+    expect(letter?.reason.message).not.toContain(PASSWORD.slice(0, 4));
+  });
+
   it('are logged and parked by an event store subscription with the password masked', async () => {
     const logger = recordingLogger();
     const store = new EventStore(new MemoryEventStoreBackend(), { logger });
@@ -80,14 +122,18 @@ describe('errors that quote a URL with credentials', () => {
     app.get('/crash', async () => {
       throw quoting();
     });
+    app.get('/named', async () => {
+      throw Object.assign(new Error('refused'), { name: `ConnectError(amqp://svc:${PASSWORD}@rabbit)` });
+    });
     app.get('/unavailable', async () => {
       throw new HttpProblemError(503, undefined, { detail: 'billing is down', cause: quoting() });
     });
     closers.push(() => app.close());
     expect((await app.inject({ url: '/crash' })).statusCode).toBe(500);
+    expect((await app.inject({ url: '/named' })).statusCode).toBe(500);
     expect((await app.inject({ url: '/unavailable' })).statusCode).toBe(503);
-    expect(logger.lines).toHaveLength(2);
-    for (const line of logger.lines) expect(line).toContain('billing:***@');
+    expect(logger.lines).toHaveLength(3);
+    for (const line of logger.lines) expect(line).toMatch(/(billing|svc):\*\*\*@/);
     expect(logger.lines.join('\n')).not.toContain(PASSWORD);
   });
 });

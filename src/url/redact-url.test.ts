@@ -100,6 +100,71 @@ describe('redactUrl', () => {
     expect(maskedAndCut(`${'a'.repeat(8)}😀😀`, 10)).toBe(`${'a'.repeat(8)}…`);
   });
 
+  it('masks the token of a web URL whatever @ comes later in its path or query, keeping host and port', () => {
+    expect(maskCredentials('get https://npm_T1@registry.example.com/@acme/pkg failed')).toBe(
+      'get https://***@registry.example.com/@acme/pkg failed',
+    );
+    expect(maskCredentials('https://T2@api.example.com/users?email=ada@example.com')).toBe(
+      'https://***@api.example.com/users?email=ada@example.com',
+    );
+    expect(maskCredentials('https://T4@host:8443/@acme/pkg')).toBe('https://***@host:8443/@acme/pkg');
+    expect(maskCredentials('git+https://ghp_T5@github.com/acme/private.git')).toBe(
+      'git+https://***@github.com/acme/private.git',
+    );
+    expect(maskCredentials('https://user:P6@api.example.com/users?email=ada@example.com')).toBe(
+      'https://user:***@api.example.com/users?email=ada@example.com',
+    );
+    // An @ in a path or a later word is no user information: host, port and path stay.
+    expect(maskCredentials('http://localhost:4873/@acme/pkg')).toBe('http://localhost:4873/@acme/pkg');
+    expect(maskCredentials('http://[::1]:8080/@ada')).toBe('http://[::1]:8080/@ada');
+    expect(maskCredentials('{"url":"amqp://u:P7@rabbit-1","contact":"ops@example.com"}')).toBe(
+      '{"url":"amqp://u:***@rabbit-1","contact":"ops@example.com"}',
+    );
+    expect(maskCredentials('amqp://a:P8@rabbit-1,amqp://b:P9@rabbit-2')).toBe(
+      'amqp://a:***@rabbit-1,amqp://b:***@rabbit-2',
+    );
+    // redactUrl too, with words before the URL.
+    expect(redactUrl('fetch https://ghp_T10@github.com/o/r.git failed')).toBe(
+      'fetch https://***@github.com/o/r.git failed',
+    );
+    expect(redactUrl('url=wss://T11@ws.example.com')).toBe('url=wss://***@ws.example.com');
+  });
+
+  it("masks a secret parameter nested in another one's value, and ends a value at a quote", () => {
+    expect(redactUrl('https://app/login?next=https://api/cb?access_token=S1')).toBe(
+      'https://app/login?next=https://api/cb?access_token=***',
+    );
+    expect(maskCredentials('GET /login?next=/cb?token=S2 failed')).toBe(
+      'GET /login?next=/cb?token=*** failed',
+    );
+    expect(maskCredentials('?a=b?password=S3')).toBe('?a=b?password=***');
+    expect(maskCredentials('{"url":"https://h/cb?token=abc","status":503,"detail":"rate limited"}')).toBe(
+      '{"url":"https://h/cb?token=***","status":503,"detail":"rate limited"}',
+    );
+  });
+
+  it('masks a user information longer than 2 KB (a JWT as password)', () => {
+    const jwt = `eyJ${'x'.repeat(2100)}`;
+    expect(maskCredentials(`connect amqp://oauth:${jwt}@broker/v failed`)).toBe(
+      'connect amqp://oauth:***@broker/v failed',
+    );
+  });
+
+  it('takes time linear in the text, and no stack, whatever it holds', () => {
+    // A run of ;name=value pairs overflowed the stack (one call per pair): the bus then retried the
+    // message for ever, the event store's subscription crashed the process.
+    for (const text of [
+      `bad query ?${'a=1;'.repeat(100_000)}`,
+      `?${'=;'.repeat(200_000)}`,
+      `${'a'.repeat(32)}://`.repeat(30_000),
+      '&='.repeat(200_000),
+      `x://h:p/${'x://h:p/'.repeat(50_000)}`,
+    ]) {
+      expect(() => maskCredentials(text)).not.toThrow();
+      expect(() => redactUrl(text)).not.toThrow();
+    }
+  });
+
   it('lists the secrets a URL carries, raw and decoded, for masking in a driver message', () => {
     expect(urlSecrets('postgres://u:s3cr%40t@h/d?password=Cl3ar%20Pw&schema=x')).toEqual([
       'Cl3ar%20Pw',

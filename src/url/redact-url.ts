@@ -5,18 +5,28 @@
  */
 const SECRET_NAME = /pass|pwd|secret|token|key|sig|auth|jwt|session|credential/i;
 /**
- * One parameter of a query (or of a fragment, `#access_token=`, or after a `;`): its separator, raw
- * name and raw value. The value runs to the next `&`, `#` or white space (`;` is no separator to most
- * servers: `?token=a;b` is the token `a;b`); a parameter after a `;` in the value of one that is not
- * secret is looked at on its own ({@link maskSecretParameters}).
+ * A parameter's start, in a query, a fragment (`#access_token=`) or after a `;`: its separator and
+ * raw name, bounded (the work stays linear in the text whatever it holds).
  */
-const PARAMETER = /([?&;#])([^=&#;?\s]{0,256})=([^&#\s]*)/g;
+const PARAMETER = /([?&;#])([^=&#;?\s"'<>`]{0,256})=/g;
+/** Where the value of a parameter that is no secret ends: the next parameter may start there. */
+const VALUE_END = /[&#;?\s"'<>`]/g;
 /**
- * The user information of each URL in a text: its scheme and the longest run of characters other
- * than white space that ends in an `@` (a password may hold an unencoded `@`, `/` or `#`). Both
- * bounded, as the parameters' names are: the work stays linear in the text whatever it holds.
+ * Where a secret value ends: it runs on over `;` and `?`, which most servers do not split at
+ * (`?token=a;b` is the token `a;b`), up to the next `&`, `#`, white space or quote.
  */
-const USERINFO = /([a-z][a-z0-9+.-]{0,31}:\/\/)(\S{0,2048})@/gi;
+const SECRET_END = /[&#\s"'<>`]/g;
+/**
+ * Where the authority of a URL in a text ends: RFC 3986's `/`, `?` and `#` (and `\\`, a slash to
+ * browsers), and what ends a URL in a text, white space and quotes (a URL inside JSON).
+ */
+const AUTHORITY_END = /[/?#\\\s"'<>`]/g;
+/** Where a word ends in a text: white space and quotes. */
+const WORD_END = /[\s"'<>`]/g;
+const SCHEME_CHAR = /[a-z0-9+.-]/i;
+/** Longest scheme read before a `://`, and longest authority after it (a JWT as password fits). */
+const MAX_SCHEME = 32;
+const MAX_AUTHORITY = 8192;
 
 function isSecretName(raw: string): boolean {
   if (SECRET_NAME.test(raw)) return true;
@@ -35,17 +45,21 @@ function isSecretName(raw: string): boolean {
  */
 export function redactUrl(url: string): string {
   // One URL (or none: a typo) is masked from its authority's first : to its last @, white space or
-  // not; a text quoting several, URL by URL.
-  const single = url.indexOf('://') === url.lastIndexOf('://');
+  // not; a text quoting several, or with words before its URL, URL by URL.
+  const mark = url.indexOf('://');
+  const single =
+    mark === url.lastIndexOf('://') && (mark < 0 || /^[a-z][a-z0-9+.-]*$/i.test(url.slice(0, mark)));
   // For a message: a megabyte of text given as a URL is not quoted whole.
-  return single ? cutAt(maskSecretParameters(redactAuthority(url)), MAX_SHOWN) : maskedAndCut(url, MAX_SHOWN);
+  if (!single) return maskedAndCut(url, MAX_SHOWN);
+  // Its parameters read only as far as the cut keeps (and a name's length past it).
+  return cutAt(maskSecretParameters(redactAuthority(url).slice(0, MAX_SHOWN + 300)), MAX_SHOWN);
 }
 
 /**
- * How far past a cut the masking reads: a URL's scheme and user information span at most this
- * much ({@link USERINFO}), so a password that starts before the cut is masked as in the whole text.
+ * How far past a cut the masking reads: a URL's scheme and authority span at most this much
+ * ({@link MAX_AUTHORITY}), so a password that starts before the cut is masked as in the whole text.
  */
-const USERINFO_REACH = 2100;
+const USERINFO_REACH = MAX_SCHEME + 3 + MAX_AUTHORITY;
 
 /**
  * `text` masked as {@link maskCredentials} masks it, cut to `max` UTF-16 units (ending in `…`, never
@@ -67,42 +81,120 @@ function cutAt(text: string, max: number): string {
 
 /**
  * `text` (a message, a stack, a request path with its query) with the credentials of every URL it
- * quotes masked (`scheme://user:***@`; `https://***@` for a web URL's user name alone) and the values of
- * secret query parameters ({@link SECRET_NAME}); nothing else changed and nothing cut. What Ferry
- * shows of an error's text in its logs and dead letters, and of a call's target in ServiceClient's
- * errors and events.
+ * quotes masked (`scheme://user:***@`; `https://***@` for a web URL's user name alone) and the values
+ * of secret parameters ({@link SECRET_NAME}); nothing else changed and nothing cut. What Ferry shows
+ * of an error's text in its logs and dead letters, and of a call's target in ServiceClient's errors
+ * and events. Linear in the text, whatever it holds.
  */
 export function maskCredentials(text: string): string {
-  return maskSecretParameters(text.includes('://') ? text.replace(USERINFO, maskUserinfo) : text);
-}
-
-function maskUserinfo(whole: string, scheme: string, run: string): string {
-  const pathStart = run.search(/[/?#]/);
-  const colon = run.indexOf(':');
-  // user:password before any path, or a user name alone on the web: credentials.
-  if (pathStart < 0 && colon >= 0) return `${scheme}${run.slice(0, colon)}:***@`;
-  if (pathStart < 0 && isTokenScheme(scheme.slice(0, -3))) return `${scheme}***@`;
-  // A password holding an unencoded / ? or #: masked up to the last @, as a typo would leave it.
-  if (colon >= 0 && colon < pathStart) return `${scheme}${run.slice(0, colon)}:***@`;
-  // The @ is in a path or query (https://host/users/@ada): not credentials, but the run may quote
-  // another URL that has some (?next=amqp://u:p@h).
-  const inner = `${run}@`;
-  const masked = inner.replace(USERINFO, maskUserinfo);
-  return masked === inner ? whole : `${scheme}${masked}`;
+  return maskSecretParameters(text.includes('://') ? maskUserinfos(text) : text);
 }
 
 /**
- * `text` with the values of its secret parameters masked ({@link SECRET_NAME}), nothing else changed.
+ * The first match of `pattern` at or after a position, for positions asked in increasing order
+ * (each search starts where the last one's answer no longer holds): `text.length` for none.
+ */
+function finder(text: string, pattern: RegExp): (from: number) => number {
+  const search = new RegExp(pattern.source, 'g');
+  let searchedFrom = Number.POSITIVE_INFINITY;
+  let found = -1;
+  return (from) => {
+    if (from >= searchedFrom && from <= found) return found;
+    search.lastIndex = from;
+    found = search.exec(text)?.index ?? text.length;
+    searchedFrom = from;
+    return found;
+  };
+}
+
+/**
+ * Each URL's user information masked: within its authority (up to `/ ? #`, white space or a quote),
+ * the part before the last `@`. A password holding an unencoded `/ ? #` ends the authority early:
+ * then an authority `user:pass` (not `host:port`) followed, in the same word, by an `@` is masked up
+ * to that `@`.
+ */
+function maskUserinfos(text: string): string {
+  const authorityEnd = finder(text, AUTHORITY_END);
+  const wordEnd = finder(text, WORD_END);
+  const nextAt = finder(text, /@/);
+  let out = '';
+  let copied = 0;
+  for (let mark = text.indexOf('://'); mark >= 0; mark = text.indexOf('://', mark + 3)) {
+    const start = mark + 3;
+    if (start <= copied) continue;
+    let schemeStart = mark;
+    while (
+      schemeStart > 0 &&
+      mark - schemeStart < MAX_SCHEME &&
+      SCHEME_CHAR.test(text[schemeStart - 1] ?? '')
+    ) {
+      schemeStart--;
+    }
+    const scheme = text.slice(schemeStart, mark);
+    if (!/^[a-z]/i.test(scheme)) continue;
+    const end = Math.min(authorityEnd(start), start + MAX_AUTHORITY);
+    const authority = text.slice(start, end);
+    const at = authority.lastIndexOf('@');
+    const colon = authority.indexOf(':');
+    let from: number;
+    let to: number;
+    if (at >= 0 && colon >= 0 && colon < at) {
+      from = start + colon + 1;
+      to = start + at;
+    } else if (at > 0 && isTokenScheme(scheme)) {
+      from = start;
+      to = start + at;
+    } else if (at < 0 && colon >= 0 && isCutPassword(authority, colon, text[end] ?? '')) {
+      const later = nextAt(end);
+      if (later >= Math.min(wordEnd(end), start + MAX_AUTHORITY)) continue;
+      from = start + colon + 1;
+      to = later;
+    } else {
+      continue;
+    }
+    out += `${text.slice(copied, from)}***`;
+    copied = to;
+  }
+  return copied === 0 ? text : out + text.slice(copied);
+}
+
+/**
+ * An authority without an `@` that may be the start of a password an unencoded `/ ? #` cut:
+ * `user:pa` (not `host:8080`, not an IPv6 `[::1]`), ended by one of those three.
+ */
+function isCutPassword(authority: string, colon: number, ender: string): boolean {
+  return (
+    '/?#'.includes(ender) &&
+    ender !== '' &&
+    !authority.startsWith('[') &&
+    !/^\d*$/.test(authority.slice(colon + 1))
+  );
+}
+
+/**
+ * `text` with the values of its secret parameters masked ({@link SECRET_NAME}), nothing else
+ * changed. A value that is no secret ends at the next separator, so a parameter nested in it
+ * (`?next=/cb?token=…`) is looked at too.
  */
 function maskSecretParameters(text: string): string {
-  return text.replace(PARAMETER, (parameter, separator: string, name: string, value: string) => {
-    if (isSecretName(name)) return `${separator}${name}=***`;
-    const semicolon = value.indexOf(';');
-    // ?sslmode=require;password=…: the part after the ; may be a parameter of its own.
-    return semicolon < 0
-      ? parameter
-      : `${separator}${name}=${value.slice(0, semicolon)}${maskSecretParameters(value.slice(semicolon))}`;
-  });
+  if (!text.includes('=')) return text;
+  const parameter = new RegExp(PARAMETER.source, 'g');
+  const valueEnd = finder(text, VALUE_END);
+  const secretEnd = finder(text, SECRET_END);
+  let out = '';
+  let copied = 0;
+  for (let match = parameter.exec(text); match !== null; match = parameter.exec(text)) {
+    const value = match.index + match[0].length;
+    if (isSecretName(match[2] ?? '')) {
+      const end = secretEnd(value);
+      out += `${text.slice(copied, value)}***`;
+      copied = end;
+      parameter.lastIndex = end;
+    } else {
+      parameter.lastIndex = valueEnd(value);
+    }
+  }
+  return copied === 0 ? text : out + text.slice(copied);
 }
 
 /** Longest redacted URL given back: URLs longer than this are cut (after masking). */
@@ -114,7 +206,7 @@ const MAX_SHOWN = 1000;
  * is a role, shown.
  */
 function isTokenScheme(scheme: string): boolean {
-  return /^(?:https?|wss?)$/i.test(scheme);
+  return /(?:^|\+)(?:https?|wss?)$/i.test(scheme);
 }
 
 function redactAuthority(url: string): string {
@@ -143,7 +235,7 @@ export function urlSecrets(url: string): string[] {
     return [];
   }
   const raw = [parsed.password];
-  for (const match of parsed.search.matchAll(PARAMETER)) {
+  for (const match of parsed.search.matchAll(/([?&;])([^=&#;]*)=([^&#]*)/g)) {
     if (isSecretName(match[2] ?? '')) raw.push(match[3] ?? '');
   }
   const secrets = new Set<string>();

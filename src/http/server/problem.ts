@@ -3,6 +3,7 @@ import type { FerryContext } from '../../context/context.js';
 import { describeThrown } from '../../errors/describe-thrown.js';
 import { describeValue } from '../../errors/describe-value.js';
 import { errorGuard, FerryError, InvalidOptionsError, isFerryError } from '../../errors/ferry-error.js';
+import { maskedAndCut } from '../../url/redact-url.js';
 import type { StandardSchemaV1 } from '../../validation/standard-schema.js';
 import { toValidationIssues, type ValidationIssue } from '../../validation/validation-issue.js';
 import { HTTP_HEADER } from '../headers.js';
@@ -537,7 +538,8 @@ function describe(error: unknown): { error: string; stack?: string } {
   } catch {
     // A hostile `name` getter: the message alone.
   }
-  const text = typeof name === 'string' && name !== '' ? `${name}: ${message}` : message;
+  // The name is the error's to set: masked and cut as the message is.
+  const text = typeof name === 'string' && name !== '' ? `${maskedAndCut(name, 200)}: ${message}` : message;
   return stack ? { error: text, stack } : { error: text };
 }
 
