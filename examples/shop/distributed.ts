@@ -11,6 +11,7 @@
 import { fileURLToPath } from 'node:url';
 import { type Logger, redactUrl, stderrLogger } from 'ferry';
 import { lockDataDir, usableDataDir } from './data-dir.js';
+import { runOnWithoutOutput } from './output-errors.js';
 import { SERVICES, type ServiceName, type Topology } from './runtime.js';
 import {
   CONFIGURATION_ERROR_EXIT_CODE,
@@ -133,6 +134,7 @@ async function spawnServices(
 }
 
 async function main(): Promise<void> {
+  runOnWithoutOutput();
   // Read before the (slow) start: an npm gone meanwhile is then noticed too.
   const parentPid = process.ppid;
   const settings = readSettings();

@@ -5,6 +5,7 @@
  */
 import { relative } from 'node:path';
 import { startEmbeddedShop } from './embedded.js';
+import { runOnWithoutOutput } from './output-errors.js';
 import {
   CONFIGURATION_ERROR_EXIT_CODE,
   checkPortUsable,
@@ -15,6 +16,7 @@ import {
 import { stopWhenNpmIsGone } from './supervisor/watch-parent-pid.js';
 
 async function main(): Promise<void> {
+  runOnWithoutOutput();
   // Read before the (slow) start: an npm gone meanwhile is then noticed too.
   const parentPid = process.ppid;
   const settings = readSettings();

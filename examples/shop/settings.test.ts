@@ -68,6 +68,15 @@ describe('readDistributedSettings', () => {
     );
   });
 
+  it('says what to check in a URL of the right scheme that does not parse, not that its scheme is wrong', () => {
+    expect(refusal({ FERRY_DB_URL: 'postgres://app:s3cret@db:99999/shop' })).toBe(
+      'FERRY_DB_URL is not a valid URL: check its host and port (1 to 65535), and that the user name and password percent-encode characters such as / ? # @ and spaces (postgres://app:***@db:99999/shop)',
+    );
+    expect(refusal({ FERRY_BUS_URL: 'amqp://guest:s3cret@rabbit:notaport/' })).toMatch(
+      /^FERRY_BUS_URL is not a valid URL: check its host and port .*\(amqp:\/\/guest:\*\*\*@rabbit:notaport\/\)$/,
+    );
+  });
+
   // Every service would refuse it as it starts (exit 1, restarted for ever): said once, up front.
   it('refuses a bus URL the bus would refuse, before anything starts, without printing its password', () => {
     expect(refusal({ FERRY_BUS_URL: 'amqp://guest:S3cr3t%zz@127.0.0.1:5672/shop' })).toMatch(

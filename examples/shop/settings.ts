@@ -133,6 +133,14 @@ function url(env: NodeJS.ProcessEnv, name: string, fallback: string, schemes: re
   } catch {
     // Said below, without the value: it may hold a password.
   }
+  const scheme = /^[a-z][a-z0-9+.-]*:/i.exec(value)?.[0].toLowerCase();
+  if (parsed === undefined && scheme !== undefined && schemes.includes(scheme)) {
+    // The scheme is right: the rest does not parse (a port over 65535, a space in the host, a / ? #
+    // or @ left unencoded in the password).
+    throw new SettingsError(
+      `${name} is not a valid URL: check its host and port (1 to 65535), and that the user name and password percent-encode characters such as / ? # @ and spaces (${redactUrl(value)})`,
+    );
+  }
   if (parsed === undefined || !schemes.includes(parsed.protocol)) {
     throw new SettingsError(
       `${name} must be a URL starting with ${schemes.map((s) => `${s}//`).join(' or ')}, not ${parsed === undefined ? 'something unparseable' : redactUrl(value)}`,

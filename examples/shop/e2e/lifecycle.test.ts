@@ -99,6 +99,16 @@ async function groupMembers(pgid: number): Promise<number[]> {
   return members;
 }
 
+/** Live processes of process group `pgid` running the shop service `service` (SHOP_SERVICE). */
+async function serviceProcesses(pgid: number, service: string): Promise<number[]> {
+  const found: number[] = [];
+  for (const pid of await groupMembers(pgid)) {
+    const environ = await readFile(`/proc/${pid}/environ`, 'utf8').catch(() => '');
+    if (environ.split('\0').includes(`SHOP_SERVICE=${service}`)) found.push(pid);
+  }
+  return found;
+}
+
 function portIsFree(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const server = createServer();
@@ -184,6 +194,26 @@ describe('the embedded shop, SIGTERMed while it starts', () => {
     expect(running.output()).toContain('SIGTERM: stopping');
     expect(running.output()).not.toContain('is ready at');
     expect(await readdir(dataDir)).not.toContain('shop.pid');
+  }, 90_000);
+});
+
+describe('the shop, once the reader of its output is gone (| head, a log shipper restarting)', () => {
+  it('embedded: runs on, and stops cleanly on SIGTERM (writing to the closed pipe ended it with code 1)', async () => {
+    const dataDir = await tempDir();
+    const [port] = (await freePorts(1)) as [number];
+    const running = shop(
+      'main.ts',
+      cleanEnv({ FERRY_DATA_DIR: dataDir, PORT: String(port), LOG_LEVEL: 'info' }),
+    );
+    await untilHealthy(running, port, 60_000);
+    running.child.stdout?.destroy();
+    running.child.stderr?.destroy();
+    // Something to say: a user registered, then the stop itself ("SIGTERM: stopping").
+    const client = new ShopClient(`http://127.0.0.1:${port}`, TOKEN);
+    expect((await client.createUser()).id).toEqual(expect.any(String));
+    expect((await fetch(`http://127.0.0.1:${port}/health`)).status).toBe(200);
+    running.child.kill('SIGTERM');
+    expect(await running.exit).toBe(0);
   }, 90_000);
 });
 
@@ -572,6 +602,33 @@ describe('the distributed shop', () => {
     });
     return { port, env };
   };
+
+  it('keeps supervising once the reader of its output is gone: a killed service is restarted', async () => {
+    // Must not happen: the supervisor ending on EPIPE as it reports the exit, and the shop with it.
+    const { port, env } = await distributedEnv({ LOG_LEVEL: 'info' });
+    const supervisor = shop('distributed.ts', env);
+    await untilHealthy(supervisor, port, 150_000);
+    supervisor.child.stdout?.destroy();
+    supervisor.child.stderr?.destroy();
+    const payments = await serviceProcesses(supervisor.child.pid as number, 'payments');
+    expect(
+      payments,
+      `payments processes among ${await groupMembers(supervisor.child.pid as number)}`,
+    ).toHaveLength(1);
+    process.kill(payments[0] as number, 'SIGKILL');
+    await waitFor(
+      async () => {
+        const now = await serviceProcesses(supervisor.child.pid as number, 'payments');
+        return now.length === 1 && now[0] !== payments[0];
+      },
+      'payments to be restarted',
+      30_000,
+    );
+    expect(supervisor.child.exitCode, supervisor.output()).toBeNull();
+    await untilHealthy(supervisor, port, 60_000);
+    supervisor.child.kill('SIGTERM');
+    expect(await supervisor.exit, supervisor.output()).toBe(0);
+  }, 240_000);
 
   it.each(['SIGTERM', 'SIGINT'] as const)(
     'npm run start:distributed stops every process when the npm process gets %s',
