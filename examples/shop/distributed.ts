@@ -21,6 +21,7 @@ import {
   SettingsError,
   shopLogger,
 } from './settings.js';
+import { claimBackends } from './supervisor/backend-claims.js';
 import { freePorts } from './supervisor/free-port.js';
 import { InstancesArgumentError, parseInstances } from './supervisor/instances.js';
 import { type Supervisor, startSupervisor } from './supervisor/supervisor.js';
@@ -68,8 +69,11 @@ export async function startDistributedShop(options: DistributedShopOptions): Pro
   // The payment provider keeps its ledger there: refused by that process alone, the shop would
   // start every other service and then stop.
   await usableDataDir(settings.dataDir);
-  const unlock = await lockDataDir(settings.dataDir);
+  const unlockDataDir = await lockDataDir(settings.dataDir);
+  let unlock = unlockDataDir;
   try {
+    const release = await claimBackends({ busUrl, dbUrl, logger: options.logger ?? stderrLogger });
+    unlock = () => release().finally(unlockDataDir);
     return await spawnServices(options, settings.port, busUrl, dbUrl, instances, unlock);
   } catch (error) {
     await unlock();

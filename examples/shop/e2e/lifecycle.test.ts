@@ -603,6 +603,33 @@ describe('the distributed shop', () => {
     return { port, env };
   };
 
+  it('refuses a second shop on the same database, or on the same vhost, with exit code 2 and one line naming the variable', async () => {
+    // Must not happen: two shops sharing their messages, one's payments charging the other's orders.
+    const first = await distributedEnv();
+    const running = shop('distributed.ts', first.env);
+    await untilHealthy(running, first.port, 150_000);
+    const sameDatabase = await distributedEnv();
+    const second = shop('distributed.ts', sameDatabase.env);
+    expect(await second.exit, second.output()).toBe(2);
+    expect(second.output().trim().split('\n')).toEqual([
+      expect.stringMatching(/^The shop could not start: FERRY_DB_URL names a database another shop runs on/),
+    ]);
+    const otherDatabase = new URL(dbUrl);
+    otherDatabase.pathname = '/postgres';
+    const sameVhost = await distributedEnv({ FERRY_DB_URL: otherDatabase.toString() });
+    const third = shop('distributed.ts', sameVhost.env);
+    expect(await third.exit, third.output()).toBe(2);
+    expect(third.output().trim().split('\n')).toEqual([
+      expect.stringMatching(
+        /^The shop could not start: FERRY_BUS_URL names a RabbitMQ vhost another shop runs on/,
+      ),
+    ]);
+    // The first shop ran on, untouched.
+    expect((await fetch(`http://127.0.0.1:${first.port}/health`)).status).toBe(200);
+    running.child.kill('SIGTERM');
+    expect(await running.exit, running.output()).toBe(0);
+  }, 240_000);
+
   it('keeps supervising once the reader of its output is gone: a killed service is restarted', async () => {
     // Must not happen: the supervisor ending on EPIPE as it reports the exit, and the shop with it.
     const { port, env } = await distributedEnv({ LOG_LEVEL: 'info' });
