@@ -1,3 +1,4 @@
+import { cutAt } from '../errors/cut-text.js';
 import type { DeadLetterReason } from './transport.js';
 
 /**
@@ -14,12 +15,7 @@ export const MAX_REASON_CHARS = 4000;
  */
 export function cutText(full: string, max = MAX_REASON_CHARS): string {
   // A lone surrogate has no UTF-8 form: RabbitMQ carries U+FFFD in its place, and so does memory.
-  const text = (full as unknown as { toWellFormed(): string }).toWellFormed();
-  if (text.length <= max) return text;
-  let end = max - 1;
-  const last = text.charCodeAt(end - 1);
-  if (last >= 0xd800 && last <= 0xdbff) end--;
-  return `${text.slice(0, end)}…`;
+  return cutAt((full as unknown as { toWellFormed(): string }).toWellFormed(), max);
 }
 
 /** The reason a transport stores with a dead letter: its message and stack cut by {@link cutText}. */

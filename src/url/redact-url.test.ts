@@ -123,6 +123,12 @@ describe('redactUrl', () => {
     expect(maskCredentials('amqp://a:P8@rabbit-1,amqp://b:P9@rabbit-2')).toBe(
       'amqp://a:***@rabbit-1,amqp://b:***@rabbit-2',
     );
+    expect(redactUrl('https://user:P12@api.example.com/users?email=ada@example.com')).toBe(
+      'https://user:***@api.example.com/users?email=ada@example.com',
+    );
+    expect(redactUrl('amqp://svc:correct horse@rabbit:5672/?x=a@b')).toBe(
+      'amqp://svc:***@rabbit:5672/?x=a@b',
+    );
     // redactUrl too, with words before the URL.
     expect(redactUrl('fetch https://ghp_T10@github.com/o/r.git failed')).toBe(
       'fetch https://***@github.com/o/r.git failed',

@@ -1,3 +1,5 @@
+import { cutAt } from '../errors/cut-text.js';
+
 /**
  * Names of query parameters whose values are secrets (`?password=`, which pg reads as the password,
  * `?token=`, `?api_key=`, `?X-Amz-Signature=`, `?sig=`, `?auth=`, `?jwt=`, `?session=`…), read
@@ -69,14 +71,6 @@ const USERINFO_REACH = MAX_SCHEME + 3 + MAX_AUTHORITY;
 export function maskedAndCut(text: string, max: number): string {
   const read = text.length > max + USERINFO_REACH ? text.slice(0, max + USERINFO_REACH) : text;
   return cutAt(maskCredentials(read), max);
-}
-
-function cutAt(text: string, max: number): string {
-  if (text.length <= max) return text;
-  let end = max - 1;
-  const last = text.charCodeAt(end - 1);
-  if (last >= 0xd800 && last <= 0xdbff) end--;
-  return `${text.slice(0, end)}…`;
 }
 
 /**
@@ -215,7 +209,13 @@ function redactAuthority(url: string): string {
   const at = url.indexOf('@', authority);
   if (at < 0) return url;
   const colon = url.indexOf(':', authority);
-  if (colon >= 0 && colon < at) return `${url.slice(0, colon)}:***${url.slice(url.lastIndexOf('@'))}`;
+  if (colon >= 0 && colon < at) {
+    // Up to the last @ before the path that follows the first: a password may hold an @, / or #,
+    // while a later @ in the path or query (`?email=ada@example.com`) is not the host's.
+    const path = url.slice(at).search(/[/?#]/);
+    const end = url.lastIndexOf('@', path < 0 ? url.length : at + path);
+    return `${url.slice(0, colon)}:***${url.slice(end)}`;
+  }
   // An @ after a path is not credentials.
   if (scheme >= 0 && isTokenScheme(url.slice(0, scheme)) && !/[\s/?#]/.test(url.slice(authority, at))) {
     return `${url.slice(0, authority)}***${url.slice(at)}`;
