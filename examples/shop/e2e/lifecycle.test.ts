@@ -99,12 +99,18 @@ async function groupMembers(pgid: number): Promise<number[]> {
   return members;
 }
 
-/** Live processes of process group `pgid` running the shop service `service` (SHOP_SERVICE). */
+/**
+ * Live processes of process group `pgid` running the shop service `service` (SHOP_SERVICE): the
+ * node processes of service-main.ts, not what they start with that environment (tsx's esbuild).
+ */
 async function serviceProcesses(pgid: number, service: string): Promise<number[]> {
   const found: number[] = [];
   for (const pid of await groupMembers(pgid)) {
     const environ = await readFile(`/proc/${pid}/environ`, 'utf8').catch(() => '');
-    if (environ.split('\0').includes(`SHOP_SERVICE=${service}`)) found.push(pid);
+    const command = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+    if (environ.split('\0').includes(`SHOP_SERVICE=${service}`) && command.includes('service-main.ts')) {
+      found.push(pid);
+    }
   }
   return found;
 }
