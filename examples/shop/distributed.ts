@@ -21,11 +21,11 @@ import {
   SettingsError,
   shopLogger,
 } from './settings.js';
+import { stopOnSignals } from './stop-on-signals.js';
 import { claimBackends } from './supervisor/backend-claims.js';
 import { freePorts } from './supervisor/free-port.js';
 import { InstancesArgumentError, parseInstances } from './supervisor/instances.js';
 import { type Supervisor, startSupervisor } from './supervisor/supervisor.js';
-import { stopWhenNpmIsGone } from './supervisor/watch-parent-pid.js';
 
 export { DEFAULT_BUS_URL, DEFAULT_DB_URL } from './settings.js';
 
@@ -146,36 +146,23 @@ async function main(): Promise<void> {
   // while the other program's answers to GET /health passed for the shop being ready.
   await checkPortUsable(settings.port, 'npm run start:distributed');
   const log = shopLogger('supervisor', settings.logLevel);
-  let shop: Awaited<ReturnType<typeof startDistributedShop>> | undefined;
-  let stopping = false;
-  const close = (started: NonNullable<typeof shop>) =>
-    started.stop().then(
-      () => process.exit(0),
-      () => process.exit(1),
-    );
-  const stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    log.info(`${signal}: stopping every service (at most 10 s)`);
-    if (shop !== undefined) void close(shop);
-  };
-  // Before the start: a signal while it starts stops what it started once started, instead of
-  // killing the supervisor and leaving its children to notice alone.
-  process.on('SIGINT', () => stop('SIGINT'));
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  stopWhenNpmIsGone(stop, parentPid);
-  shop = await startDistributedShop({ argv: process.argv.slice(2), env: process.env, logger: log });
-  if (stopping) {
-    await close(shop);
-    return;
-  }
+  // Installed before the start: a signal while it starts stops what it started once started,
+  // instead of killing the supervisor and leaving its children to notice alone.
+  const lifecycle = stopOnSignals<Awaited<ReturnType<typeof startDistributedShop>>>({
+    close: (shop) => shop.stop(),
+    onStop: (reason) => log.info(`${reason}: stopping every service (at most 10 s)`),
+    parentPid,
+  });
+  const shop = await lifecycle.started(
+    startDistributedShop({ argv: process.argv.slice(2), env: process.env, logger: log }),
+  );
+  if (shop === undefined) return;
   // Said once the settings passed: a refused one is then the only line printed.
   if (settings.adminToken === undefined) {
     log.warn('FERRY_ADMIN_TOKEN is not set: the admin routes answer 401 (set it to use them)');
   }
   void shop.supervisor.waitForExit().then((exit) => {
     if (exit.reason !== 'fatal-exit') return;
-    stopping = true;
     process.stderr.write(
       `The shop stopped: ${exit.label} exited with code ${exit.code}, a configuration error (its own line above says which); every service is stopped\n`,
     );
@@ -184,7 +171,7 @@ async function main(): Promise<void> {
   // Ready once the gateway says every service is.
   const deadline = Date.now() + 120_000;
   for (;;) {
-    if (stopping) return;
+    if (lifecycle.stopping()) return;
     try {
       if ((await fetch(`${shop.url}/health`)).status === 200) break;
     } catch {

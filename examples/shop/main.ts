@@ -13,7 +13,7 @@ import {
   SettingsError,
   shopLogger,
 } from './settings.js';
-import { stopWhenNpmIsGone } from './supervisor/watch-parent-pid.js';
+import { stopOnSignals } from './stop-on-signals.js';
 
 async function main(): Promise<void> {
   runOnWithoutOutput();
@@ -25,43 +25,29 @@ async function main(): Promise<void> {
   const log = shopLogger('shop', settings.logLevel);
   // Nothing said before the start: a refusal is then the one line the shop prints, whatever the
   // LOG_LEVEL, and the banner below names the data folder.
-  let shop: Awaited<ReturnType<typeof startEmbeddedShop>> | undefined;
-  let stopping = false;
-  const close = (started: NonNullable<typeof shop>) =>
-    started.close().then(
-      () => process.exit(0),
-      (error: unknown) => {
-        log.error(`stopping failed: ${error instanceof Error ? error.message : String(error)}`);
+  const lifecycle = stopOnSignals<Awaited<ReturnType<typeof startEmbeddedShop>>>({
+    close: (shop) => shop.close(),
+    onStop: (reason) => {
+      log.info(`${reason}: stopping`);
+      // Whatever happens, gone within 10 s: what is committed is in the SQLite files.
+      setTimeout(() => {
+        log.warn('still stopping after 10 s: exiting anyway');
         process.exit(1);
-      },
-    );
-  const stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    log.info(`${signal}: stopping`);
-    // Whatever happens, gone within 10 s: what is committed is in the SQLite files.
-    setTimeout(() => {
-      log.warn('still stopping after 10 s: exiting anyway');
-      process.exit(1);
-    }, 10_000).unref();
-    // During the start, once started: the files and servers being opened are then closed cleanly.
-    if (shop !== undefined) void close(shop);
-  };
-  // Before the start: a SIGTERM sent while the shop starts (a test, a supervisor, a quick Ctrl-C)
-  // must stop it cleanly, not find the default action (killed by the signal, its lock file left).
-  process.on('SIGINT', () => stop('SIGINT'));
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  stopWhenNpmIsGone(stop, parentPid);
-  shop = await startEmbeddedShop({
-    dataDir: settings.dataDir,
-    port: settings.port,
-    adminToken: settings.adminToken,
-    logger: (service) => shopLogger(service, settings.logLevel),
+      }, 10_000).unref();
+    },
+    onCloseError: (error) =>
+      log.error(`stopping failed: ${error instanceof Error ? error.message : String(error)}`),
+    parentPid,
   });
-  if (stopping) {
-    await close(shop);
-    return;
-  }
+  const shop = await lifecycle.started(
+    startEmbeddedShop({
+      dataDir: settings.dataDir,
+      port: settings.port,
+      adminToken: settings.adminToken,
+      logger: (service) => shopLogger(service, settings.logLevel),
+    }),
+  );
+  if (shop === undefined) return;
 
   const url = shop.url.replace('127.0.0.1', 'localhost');
   const near = relative(process.cwd(), settings.dataDir) || '.';

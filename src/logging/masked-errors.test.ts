@@ -31,25 +31,30 @@ afterEach(async () => {
   await Promise.all(closers.splice(0).map((close) => close()));
 });
 
+/**
+ * A memory bus whose one subscription runs `handle` and dead-letters at its first failure; resolves
+ * once the message published to it is a dead letter.
+ */
+async function deadLetterFrom(handle: () => void, logger: Logger = recordingLogger()) {
+  const bus = await createBus({
+    service: 'billing',
+    transport: new MemoryTransport({ broker: new MemoryBroker() }),
+    logger,
+  });
+  closers.push(() => bus.close());
+  await bus.subscribe('invoice.created', handle, { group: 'billing', maxAttempts: 1 });
+  await bus.publish('invoice.created', { id: 1 });
+  await waitFor(async () => (await bus.listDeadLetters()).length === 1, 'the dead letter');
+  const [letter] = await bus.listDeadLetters();
+  return letter;
+}
+
 describe('errors that quote a URL with credentials', () => {
   it('are logged and dead-lettered by the bus with the password masked', async () => {
     const logger = recordingLogger();
-    const bus = await createBus({
-      service: 'billing',
-      transport: new MemoryTransport({ broker: new MemoryBroker() }),
-      logger,
-    });
-    closers.push(() => bus.close());
-    await bus.subscribe(
-      'invoice.created',
-      () => {
-        throw quoting();
-      },
-      { group: 'billing', maxAttempts: 1 },
-    );
-    await bus.publish('invoice.created', { id: 1 });
-    await waitFor(async () => (await bus.listDeadLetters()).length === 1, 'the dead letter');
-    const [letter] = await bus.listDeadLetters();
+    const letter = await deadLetterFrom(() => {
+      throw quoting();
+    }, logger);
     expect(letter?.reason.message).toContain('http://billing:***@127.0.0.1:47117/charge?api_key=***');
     expect(JSON.stringify(letter?.reason)).not.toContain(PASSWORD);
     expect(logger.lines.join('\n')).toMatch(/dead-lettering message .*billing:\*\*\*@/);
@@ -57,43 +62,18 @@ describe('errors that quote a URL with credentials', () => {
   });
 
   it('dead-letter a message whose error text is hard to mask (it overflowed the stack and was retried for ever)', async () => {
-    const bus = await createBus({
-      service: 'billing',
-      transport: new MemoryTransport({ broker: new MemoryBroker() }),
-      logger: recordingLogger(),
-    });
-    closers.push(() => bus.close());
     let runs = 0;
-    await bus.subscribe(
-      'invoice.created',
-      () => {
-        runs++;
-        throw new Error(`bad query ?${'a=1;'.repeat(20_000)}`);
-      },
-      { group: 'billing', maxAttempts: 1 },
-    );
-    await bus.publish('invoice.created', { id: 1 });
-    await waitFor(async () => (await bus.listDeadLetters()).length === 1, 'the dead letter');
+    await deadLetterFrom(() => {
+      runs++;
+      throw new Error(`bad query ?${'a=1;'.repeat(20_000)}`);
+    });
     expect(runs).toBe(1);
   });
 
   it('are dead-lettered masked when a plain object was thrown, its long JSON cut after masking', async () => {
-    const bus = await createBus({
-      service: 'billing',
-      transport: new MemoryTransport({ broker: new MemoryBroker() }),
-      logger: recordingLogger(),
+    const letter = await deadLetterFrom(() => {
+      throw { code: 'E_CONN', detail: 'x'.repeat(928), url: `amqp://svc:${PASSWORD}@rabbit:5672/` };
     });
-    closers.push(() => bus.close());
-    await bus.subscribe(
-      'invoice.created',
-      () => {
-        throw { code: 'E_CONN', detail: 'x'.repeat(928), url: `amqp://svc:${PASSWORD}@rabbit:5672/` };
-      },
-      { group: 'billing', maxAttempts: 1 },
-    );
-    await bus.publish('invoice.created', { id: 1 });
-    await waitFor(async () => (await bus.listDeadLetters()).length === 1, 'the dead letter');
-    const [letter] = await bus.listDeadLetters();
     expect(letter?.reason.message).toMatch(/^non-Error value thrown: \{"code":"E_CONN"/);
     expect(letter?.reason.message).not.toContain(PASSWORD.slice(0, 4));
   });

@@ -50,28 +50,25 @@ async function claimDatabase(url: string, logger: Logger, waitMs: number): Promi
   const release = () => client.end().catch(() => {});
   try {
     await client.connect();
-    const deadline = Date.now() + waitMs;
-    for (;;) {
-      const { rows } = await client.query<{ taken: boolean }>(
-        'SELECT pg_try_advisory_lock(hashtext($1)) AS taken',
-        [LOCK_NAME],
-      );
-      if (rows[0]?.taken === true) return release;
-      if (Date.now() >= deadline) {
-        await release();
-        throw new SettingsError(
-          "FERRY_DB_URL names a database another shop runs on (its supervisor holds the shop's lock there): give each shop a database and a RabbitMQ vhost of its own",
+    await untilClaimed(
+      async () => {
+        const { rows } = await client.query<{ taken: boolean }>(
+          'SELECT pg_try_advisory_lock(hashtext($1)) AS taken',
+          [LOCK_NAME],
         );
-      }
-      await sleep(250);
-    }
+        return rows[0]?.taken === true;
+      },
+      waitMs,
+      "FERRY_DB_URL names a database another shop runs on (its supervisor holds the shop's lock there): give each shop a database and a RabbitMQ vhost of its own",
+    );
+    return release;
   } catch (error) {
+    await release();
     if (error instanceof SettingsError) throw error;
     // Unreachable, or refused: the services say so in their own words.
     logger.debug(
       `could not check that no other shop runs on FERRY_DB_URL's database (code ${codeOf(error)})`,
     );
-    await release();
     return async () => {};
   }
 }
@@ -88,31 +85,41 @@ async function claimVhost(url: string, logger: Logger, waitMs: number): Promise<
   // Closed by the broker later (a restart, close_all_connections): the claim goes with it.
   connection.on('error', () => {});
   const release = () => connection.close().catch(() => {});
-  const deadline = Date.now() + waitMs;
   try {
-    for (;;) {
-      const channel = await connection.createChannel();
-      channel.on('error', () => {});
-      try {
-        // Exclusive: deleted with this connection; another connection's declare is refused (405).
-        await channel.assertQueue(LOCK_NAME, { exclusive: true, durable: false });
-        return release;
-      } catch (error) {
-        if (codeOf(error) !== '405') throw error;
-      }
-      if (Date.now() >= deadline) {
-        await release();
-        throw new SettingsError(
-          "FERRY_BUS_URL names a RabbitMQ vhost another shop runs on (its supervisor holds the shop's claim there): give each shop a vhost and a database of its own",
-        );
-      }
-      await sleep(250);
-    }
+    await untilClaimed(
+      async () => {
+        const channel = await connection.createChannel();
+        channel.on('error', () => {});
+        try {
+          // Exclusive: deleted with this connection; another connection's declare is refused (405).
+          await channel.assertQueue(LOCK_NAME, { exclusive: true, durable: false });
+          return true;
+        } catch (error) {
+          if (codeOf(error) !== '405') throw error;
+          return false;
+        }
+      },
+      waitMs,
+      "FERRY_BUS_URL names a RabbitMQ vhost another shop runs on (its supervisor holds the shop's claim there): give each shop a vhost and a database of its own",
+    );
+    return release;
   } catch (error) {
+    await release();
     if (error instanceof SettingsError) throw error;
     logger.debug(`could not check that no other shop runs on FERRY_BUS_URL's vhost (code ${codeOf(error)})`);
-    await release();
     return async () => {};
+  }
+}
+
+/**
+ * Tries a claim every 250 ms until `tryOnce` takes it, or throws a SettingsError saying `refusal`
+ * once `waitMs` have passed (a killed shop's claim is let go when its connection is cleaned up).
+ */
+async function untilClaimed(tryOnce: () => Promise<boolean>, waitMs: number, refusal: string): Promise<void> {
+  const deadline = Date.now() + waitMs;
+  while (!(await tryOnce())) {
+    if (Date.now() >= deadline) throw new SettingsError(refusal);
+    await sleep(250);
   }
 }
 

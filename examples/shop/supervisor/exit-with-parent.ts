@@ -1,3 +1,5 @@
+import { runOnWithoutOutput } from '../output-errors.js';
+
 /** Options of {@link exitWithParent}. */
 export interface ExitWithParentOptions {
   /**
@@ -13,8 +15,6 @@ export interface ExitWithParentOptions {
 
 /** Defaults of {@link ExitWithParentOptions}. */
 export const DEFAULT_EXIT_WITH_PARENT = Object.freeze({ graceMs: 5000, exitCode: 1 });
-
-const swallow = (): void => {};
 
 /**
  * Call once in a supervised process to exit when the supervisor dies, even by SIGKILL, which it
@@ -33,8 +33,7 @@ export function exitWithParent(options: ExitWithParentOptions = {}): boolean {
   if (channel === undefined || !process.connected) return false;
   const { graceMs, exitCode } = { ...DEFAULT_EXIT_WITH_PARENT, ...options };
   process.once('disconnect', () => {
-    process.stdout.on('error', swallow);
-    process.stderr.on('error', swallow);
+    runOnWithoutOutput();
     const exit = (): void => process.exit(exitCode);
     setTimeout(exit, graceMs).unref();
     Promise.resolve()

@@ -1,3 +1,5 @@
+import { runOnWithoutOutput } from '../output-errors.js';
+
 /** Options of {@link watchParentPid}. */
 export interface WatchParentPidOptions {
   /** How often the parent's pid is read. @default 500 */
@@ -12,8 +14,6 @@ export interface WatchParentPidOptions {
 
 /** Defaults of {@link WatchParentPidOptions}. */
 export const DEFAULT_WATCH_PARENT_PID = Object.freeze({ intervalMs: 500 });
-
-const swallow = (): void => {};
 
 /**
  * Calls `onParentGone` once when the process that started this one has exited: its pid is no longer
@@ -34,8 +34,7 @@ export function watchParentPid(onParentGone: () => unknown, options: WatchParent
   const timer = setInterval(() => {
     if (process.ppid === parent) return;
     clearInterval(timer);
-    process.stdout.on('error', swallow);
-    process.stderr.on('error', swallow);
+    runOnWithoutOutput();
     onParentGone();
   }, intervalMs);
   timer.unref();
