@@ -39,4 +39,47 @@ describe('FaultProxy', () => {
       server.close();
     }
   });
+
+  it('down() resets open connections and every new one, reaching no server, until up()', async () => {
+    const upstream: Socket[] = [];
+    const server = createServer((socket) => {
+      upstream.push(socket);
+      socket.on('error', () => {}); // Reset by down(): what the test checks on the client side.
+      socket.on('data', (chunk) => socket.write(chunk));
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const proxy = await FaultProxy.start({
+      host: '127.0.0.1',
+      port: (server.address() as { port: number }).port,
+    });
+    const echo = async (): Promise<string> => {
+      const client = connect(proxy.port, '127.0.0.1');
+      const ended = ending(client);
+      client.write('ping');
+      const answer = await Promise.race([
+        new Promise<string>((resolve) => client.once('data', (chunk) => resolve(String(chunk)))),
+        ended,
+      ]);
+      client.destroy();
+      return answer;
+    };
+    try {
+      const open = connect(proxy.port, '127.0.0.1');
+      await once(open, 'connect');
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      const openEnd = ending(open);
+      proxy.down();
+      expect(await openEnd).toBe('ECONNRESET');
+      const before = upstream.length;
+      expect(await echo()).toBe('ECONNRESET');
+      expect(await echo()).toBe('ECONNRESET');
+      expect(upstream).toHaveLength(before);
+      proxy.up();
+      expect(await echo()).toBe('ping');
+    } finally {
+      await proxy.close();
+      server.close();
+    }
+  });
 });

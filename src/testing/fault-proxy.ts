@@ -9,12 +9,14 @@ interface Pair {
  * A TCP proxy that injects network faults between a client and a real server: `blackhole()` stops
  * reading in both directions while connections stay open (a partition, or a peer that stalls: the
  * kernel buffers fill and writers see TCP backpressure), `heal()` resumes, `reset()` resets every
- * connection, both sides seeing `ECONNRESET` (a crash, or a middlebox dropping the flow).
+ * connection, both sides seeing `ECONNRESET` (a crash, or a middlebox dropping the flow), `down()`
+ * resets them and every new one until `up()` (a server stopped, then started again).
  */
 export class FaultProxy {
   readonly #server: Server;
   readonly #pairs = new Set<Pair>();
   #blackholed = false;
+  #down = false;
 
   private constructor(server: Server) {
     this.#server = server;
@@ -42,6 +44,11 @@ export class FaultProxy {
   }
 
   #accept(client: Socket, target: { readonly host: string; readonly port: number }): void {
+    if (this.#down) {
+      client.on('error', () => {});
+      client.resetAndDestroy();
+      return;
+    }
     const upstream = createConnection(target);
     const pair: Pair = { client, upstream };
     this.#pairs.add(pair);
@@ -85,6 +92,20 @@ export class FaultProxy {
     this.#destroyAll((socket) => {
       if (!socket.destroyed) socket.resetAndDestroy();
     });
+  }
+
+  /**
+   * Resets every open connection, and each new one as it arrives, until `up()`: to its clients the
+   * server is gone (a stop, a restart, a crash), and comes back with `up()`.
+   */
+  down(): void {
+    this.#down = true;
+    this.reset();
+  }
+
+  /** Takes connections again after `down()`. */
+  up(): void {
+    this.#down = false;
   }
 
   /** Closes every open connection and stops listening. */

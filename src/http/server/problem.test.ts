@@ -8,6 +8,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { currentContext } from '../../context/context.js';
 import { FerryError } from '../../errors/ferry-error.js';
+import { StoreUnavailableError } from '../../eventstore/errors.js';
+import { BrokerConnectionError, PublishBufferFullError } from '../../messaging/errors.js';
 import {
   BulkheadFullError,
   CircuitOpenError,
@@ -397,6 +399,10 @@ describe('problem documents', () => {
       [new InvalidResponseBodyError('GET /x', 200, '<html>'), 502],
       [new FerryError('RESPONSE_TOO_LARGE', 'over 1 MiB'), 502],
       [new ConnectionError('GET /x', new Error('connect ECONNREFUSED'), 'ECONNREFUSED'), 502],
+      // This service's own database or broker, down or behind.
+      [new StoreUnavailableError('postgres', 'the database connection failed on each of 3 attempts'), 503],
+      [new BrokerConnectionError('the broker could not be reached within 30 s'), 503],
+      [new PublishBufferFullError(10_000), 503],
     ];
     for (const [error, status] of dependencyFailures) {
       const answer = problemFromError(error, req, { logger });
@@ -415,12 +421,19 @@ describe('problem documents', () => {
       new RequestValidationError([{ path: 'a', message: 'required' }]),
       new Error('crash'),
       new FerryError('SOMETHING_INTERNAL', 'x'),
+      // A refusal that waiting cannot fix, and a commit whose outcome is unknown (it may have been
+      // kept: "try again later" would mislead).
+      new BrokerConnectionError('ACCESS_REFUSED', {}, 'BROKER_ACCESS_REFUSED'),
+      new FerryError('UNIT_OF_WORK_OUTCOME_UNKNOWN', 'the connection was lost during COMMIT'),
     ];
     for (const error of others) {
       expect(
         problemFromError(error, req, { logger }).headers['x-ferry-no-retry'],
         error.message,
       ).toBeUndefined();
+    }
+    for (const error of others.slice(-3)) {
+      expect(problemFromError(error, req, { logger }).status, error.message).toBe(500);
     }
     const late = { ...req, context: { correlationId: 'c1', deadline: Date.now() - 1 } };
     const ownDeadline = problemFromError(new Error('aborted'), late, { logger });

@@ -284,9 +284,10 @@ const CLIENT_CLOSED_REQUEST = 499;
  * Maps an error to the problem sent to the client: {@link HttpProblemError} as it says,
  * {@link RequestValidationError} to 400 with `errors: [{ path, message }]`, a passed deadline to 504,
  * a write that failed for want of room (SQLite `SQLITE_FULL`, `ENOSPC`, PostgreSQL `53100`, as the
- * error or a cause of it) to 507 `STORAGE_FULL`, anything else to 500 with a generic title. The
- * message and stack of an unexpected error never reach the client; they are logged with the
- * correlation id instead.
+ * error or a cause of it) to 507 `STORAGE_FULL`, a failed call to another service or an unavailable
+ * database or broker to 502, 503 or 504 (see dependencyProblem), anything else to 500 with a
+ * generic title. The message and stack of an unexpected error never reach the client; they are
+ * logged with the correlation id instead.
  */
 export function problemFromError(
   error: unknown,
@@ -446,7 +447,9 @@ function isStorageFull(error: unknown): boolean {
  * What a failed call to another service (ServiceClient, or any resilience policy) means for the
  * request that made it: 504 when it timed out, 503 when a breaker, bulkhead or retry budget refused
  * it (with Retry-After when the breaker says when), 502 when the other service answered badly or
- * could not be reached (connection refused, reset, closed mid-answer). The
+ * could not be reached (connection refused, reset, closed mid-answer); 503 too when this service's
+ * own database or broker is unavailable (`STORE_UNAVAILABLE`, `BROKER_UNAVAILABLE`,
+ * `PUBLISH_BUFFER_FULL`), not a 500 that looks like a bug. The
  * detail names no service: the problem goes to the caller, the log line to the operator.
  *
  * Every such answer carries `x-ferry-no-retry: 1`: the client of this service already retried the
@@ -489,12 +492,19 @@ function dependencyProblem(error: unknown, extra: ProblemExtra): ProblemResponse
     case 'CONNECTION_ERROR':
       // Refused, reset, closed mid-answer: what a proxy answers 502 for.
       return dependencyAnswer(502, error.code, extra, undefined, UNREACHABLE_DETAIL);
+    case 'STORE_UNAVAILABLE':
+    case 'BROKER_UNAVAILABLE':
+    case 'PUBLISH_BUFFER_FULL':
+      // The database or broker is down or behind (each already tried again as its options say):
+      // the request was not done, and may be sent again once it is back.
+      return dependencyAnswer(503, error.code, extra, undefined, BACKEND_DETAIL);
     default:
       return undefined;
   }
 }
 
 const UNREACHABLE_DETAIL = 'A service this request needs could not be reached.';
+const BACKEND_DETAIL = 'The database or message broker this service needs is unavailable; try again later.';
 
 const DEPENDENCY_DETAIL = {
   502: 'A service this request needs answered with an error.',
