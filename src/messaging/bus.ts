@@ -1,4 +1,5 @@
 import { currentContext, type FerryContext, runWithContext } from '../context/context.js';
+import { isBackendUnavailable, isStorageFull } from '../errors/backend-faults.js';
 import { describeValue } from '../errors/describe-value.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import { assertFunctionList, checkOptions, knownOptions } from '../errors/options-object.js';
@@ -400,7 +401,11 @@ export class Bus<C extends Contracts = NoContracts> {
    * The handler's success acknowledges the message; a throw schedules a delayed retry, and after
    * `maxAttempts` the message goes to the group's dead-letter queue with the error. An error whose
    * `retryable` property is `false` (a saga's `SagaTransitionError`, say) dead-letters the message at
-   * once: running it again cannot succeed.
+   * once: running it again cannot succeed. An error saying the handler's own database or broker is
+   * unavailable or full (`STORE_UNAVAILABLE`, `BROKER_UNAVAILABLE`, `PUBLISH_BUFFER_FULL`,
+   * `SQLITE_FULL`, `ENOSPC`…, as the error or a cause) is not the message's fault: it is tried again
+   * after the longest backoff delay without counting an attempt, for as long as that lasts (with
+   * `maxAttempts: 1` it is dead-lettered as any failure).
    */
   subscribe<P extends string, W>(
     pattern: P,
@@ -563,8 +568,23 @@ export class Bus<C extends Contracts = NoContracts> {
     const logger = this.#logger;
     const clock = this.#clock;
 
+    let outageWarnedAt = Number.NEGATIVE_INFINITY;
     // Given the message's attempt, id and type as the run began (see Decide).
     const failed = (attempt: number, id: string, type: string, error: unknown): Outcome => {
+      const longest = delays[delays.length - 1];
+      if (longest !== undefined && !isFinal(error) && isBackendDown(error)) {
+        // The handler's own database or broker is down or full, not the message at fault: tried
+        // again after the longest delay, the attempt not counted, for as long as that lasts (a 20 s
+        // outage dead-lettered every message being handled, and with them orders' sagas).
+        const now = (clock ?? systemClock).now();
+        if (now - outageWarnedAt >= OUTAGE_WARNING_INTERVAL_MS) {
+          outageWarnedAt = now;
+          logger.warn(
+            `message ${id} (${type}) in group "${spec.group}" is tried again in ${longest} ms, not counted as an attempt: ${describeThrown(error).message}`,
+          );
+        }
+        return { action: 'retry', attempt, delayMs: longest };
+      }
       if (attempt <= delays.length && !isFinal(error))
         return { action: 'retry', attempt: attempt + 1, delayMs: delays[attempt - 1]! };
       const reason = describeThrown(error);
@@ -769,6 +789,14 @@ export class Bus<C extends Contracts = NoContracts> {
  * Whether a handler's error says that another attempt cannot succeed (`retryable: false`), so that
  * the message is dead-lettered at once. Never throws, as {@link isTimeout}.
  */
+/** How often a subscription says that its messages wait for an unavailable database or broker. */
+const OUTAGE_WARNING_INTERVAL_MS = 30_000;
+
+/** The handler's database or broker is unavailable or full (see `backend-faults.ts`). */
+function isBackendDown(error: unknown): boolean {
+  return isBackendUnavailable(error) || isStorageFull(error);
+}
+
 function isFinal(error: unknown): boolean {
   try {
     return (

@@ -1,12 +1,13 @@
 import { randomUUID } from 'node:crypto';
 import { createBus } from '../connect/create-bus.js';
 import { isInvalidOptionsError } from '../errors/ferry-error.js';
+import { StoreUnavailableError } from '../eventstore/errors.js';
 import { MemoryInbox } from '../inbox/inbox.js';
 import { silentLogger } from '../logging/logger.js';
 import type { Bus } from '../messaging/bus.js';
 import type { Contracts, NoContracts } from '../messaging/contracts.js';
 import type { Envelope, Message } from '../messaging/envelope.js';
-import { isBusClosedError, isUnroutableError } from '../messaging/errors.js';
+import { BrokerConnectionError, isBusClosedError, isUnroutableError } from '../messaging/errors.js';
 import type { Outcome, Transport } from '../messaging/transport.js';
 import type { WireMessage } from '../messaging/wire.js';
 import { vitest, zod } from './vitest-api.js';
@@ -355,6 +356,58 @@ export function testTransport(name: string, harness: TransportHarness, features:
       expect(seen[1]!.at - seen[0]!.at).toBeGreaterThanOrEqual(90);
       expect(seen[2]!.at - seen[1]!.at).toBeGreaterThanOrEqual(190);
       expect(await b.listDeadLetters()).toEqual([]);
+    });
+
+    it("keeps retrying, uncounted, a message whose handler's own database or broker is unavailable or full, past maxAttempts, and handles it once that is over", async () => {
+      // What must not happen: an outage longer than the attempts dead-letters a message that is not
+      // at fault (a saga's order.created, say: the order then stayed pending for ever).
+      const p = unique();
+      const b = await bus(`svc-${p}`);
+      const type = `${p}.during.outage`;
+      const down = [
+        new StoreUnavailableError('postgres', 'could not start a unit of work: connect ECONNREFUSED'),
+        new BrokerConnectionError('the broker could not be reached'),
+        new Error('append failed', {
+          cause: Object.assign(new Error('database or disk is full'), { code: 'SQLITE_FULL' }),
+        }),
+      ];
+      const attempts: number[] = [];
+      let runs = 0;
+      await b.subscribe(
+        type,
+        async (m) => {
+          attempts.push(m.attempt);
+          runs++;
+          // Down for 7 runs (more than twice maxAttempts), then a failure of the message's own, then back.
+          if (runs <= 7) throw down[runs % down.length];
+          if (runs === 8) throw new Error('a failure of its own: counted');
+        },
+        { maxAttempts: 3, backoff: { initialDelayMs: 10, factor: 2, maxDelayMs: 40 } },
+      );
+      await b.publish(type, { x: 1 });
+      await waitFor(() => runs >= 9, 'the message handled once the outage is over', 10_000);
+      await sleep(200);
+      expect(runs).toBe(9);
+      // The outage's failures did not count; the handler's own failure did.
+      expect(attempts).toEqual([1, 1, 1, 1, 1, 1, 1, 1, 2]);
+      expect(await b.listDeadLetters()).toEqual([]);
+    });
+
+    it('dead-letters a message whose handler fails with an unavailable store when maxAttempts is 1', async () => {
+      const p = unique();
+      const b = await bus(`svc-${p}`);
+      const type = `${p}.no.retries`;
+      await b.subscribe(
+        type,
+        () => {
+          throw new StoreUnavailableError('postgres', 'could not start a unit of work');
+        },
+        { maxAttempts: 1 },
+      );
+      await b.publish(type, { x: 1 });
+      await waitFor(async () => (await b.listDeadLetters()).length === 1, 'the dead letter');
+      const [dead] = await b.listDeadLetters();
+      expect(dead).toMatchObject({ attempts: 1, reason: { kind: 'handler-error' } });
     });
 
     it('dead-letters after maxAttempts with the error and routing, and replays on demand', async () => {

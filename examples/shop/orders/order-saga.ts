@@ -19,7 +19,10 @@ import { type CancelReason, type ShopContracts, shopContracts } from '../contrac
 
 /** Options of {@link createOrderSaga}. */
 export interface OrderSagaOptions {
-  /** Time from `order.created` until a still-pending order is cancelled (`timeout`). @default 30_000 */
+  /**
+   * Time from the order's creation (`order.created`'s time) until a still-pending order is cancelled
+   * (`timeout`). @default 30_000
+   */
   readonly timeoutMs?: number;
 }
 
@@ -62,9 +65,16 @@ export function createOrderSaga(options: OrderSagaOptions = {}) {
         return;
       }
       const items = m.data.items.map(({ productId, quantity }) => ({ productId, quantity }));
+      // From the order's creation (`order.created` is written in the order's commit), not from now:
+      // a message handled late (its relay or the process killed, its lease waited out) would give
+      // the order a fresh 30 s. Past already, the deadline fires at once.
+      const created = Date.parse(m.time);
       saga
         .send('inventory.reserve', { orderId: saga.id, items })
-        .schedule('deadline', { delayMs: timeoutMs });
+        .schedule(
+          'deadline',
+          Number.isNaN(created) ? { delayMs: timeoutMs } : { at: new Date(created + timeoutMs) },
+        );
     },
     id: {
       'order.created': byOrder,

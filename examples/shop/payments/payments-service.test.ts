@@ -233,6 +233,24 @@ describe('payments service', () => {
     expect(w.replies).toHaveLength(2);
   });
 
+  it('refunds at a provider slower than 30 s (a refund cut at 30 s never reached it, the charge kept)', async () => {
+    const w = await world();
+    await w.bus.publish('payment.charge', {
+      orderId: 'o-slow-refund',
+      amount: 800,
+      paymentMethod: 'tok_visa',
+    });
+    await waitFor(() => w.replies.length === 1, 'payment.processed');
+    // Slower than the old 30 s limit, well within the switch's 60 s.
+    w.provider.setFaults({ failureRate: 0, latencyMs: 31_000 });
+    await w.bus.publish('payment.refund', { orderId: 'o-slow-refund' });
+    await waitFor(() => w.replies.length === 2, 'payment.refunded', 40_000);
+    expect(summary(w.replies)[1]?.type).toBe('payment.refunded');
+    expect(w.provider.charges()).toEqual([
+      expect.objectContaining({ orderId: 'o-slow-refund', refunded: true }),
+    ]);
+  }, 50_000);
+
   it('answers a refund without a charge with payment.refunded, harmlessly', async () => {
     const w = await world();
     await w.bus.publish('payment.refund', { orderId: 'o-8' });
@@ -292,6 +310,21 @@ describe('payments service', () => {
     await settle(w);
     expect(w.provider.charges().filter((c) => c.orderId === 'o-11' && !c.refunded)).toEqual([]);
   });
+
+  it('charges 40 orders sent at once to a slow provider within one latency, none given up (10 at a time gave up 30)', async () => {
+    const w = await world({ giveUpAfterMs: 6_000 });
+    w.provider.setFaults({ failureRate: 0, latencyMs: 2_000 });
+    const orders = Array.from({ length: 40 }, (_, i) => `slow-${i}`);
+    await Promise.all(
+      orders.map((orderId) =>
+        w.bus.publish('payment.charge', { orderId, amount: 100, paymentMethod: 'tok_visa' }),
+      ),
+    );
+    await waitFor(() => w.replies.length >= orders.length, 'every reply', 15_000);
+    // Must not happen: a charge given up (payment_unavailable) though the provider never failed.
+    expect(w.replies.filter((m) => m.type !== 'payment.processed').map((m) => m.data)).toEqual([]);
+    expect(w.provider.charges()).toHaveLength(40);
+  }, 20_000);
 
   it('runs on a SQLite store, charges in flight concurrently with a slow provider', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'payments-'));

@@ -43,6 +43,12 @@ export interface PaymentsServiceOptions {
    * 5 s pause, the backoff). @default 30000
    */
   readonly giveUpAfterMs?: number;
+  /**
+   * Charges (and refunds) this instance has at the provider at once. A charge waiting for a slot
+   * counts toward its give-up time: with a provider answering in 10 s, more than this many charges
+   * sent at once would wait a round and more, and be given up. @default 64
+   */
+  readonly concurrency?: number;
   /** Subscription group: instances of the service share it. @default 'payments' */
   readonly group?: string;
   /**
@@ -50,7 +56,10 @@ export interface PaymentsServiceOptions {
    * time, so that a slow provider's answer is heard (a try cut short may be taken all the same)
    */
   readonly attemptTimeoutMs?: number;
-  /** Time limit of one refund call at the provider, its tries included, ms. @default 30000 */
+  /**
+   * Time limit of one refund call at the provider, its tries included, ms. @default 90000 (longer
+   * than the provider's slowest setting, 60 s)
+   */
   readonly refundTimeoutMs?: number;
   /** Port of the health endpoint (`GET /health/ready`, `/health/live`). @default 0 (a free port) */
   readonly port?: number;
@@ -62,6 +71,9 @@ export interface PaymentsServiceOptions {
 
 export const DEFAULT_PAYMENTS_OPTIONS = Object.freeze({
   giveUpAfterMs: 30_000,
+  // The bus's default of 10 held a slow provider's charges in a queue while their give-up time ran:
+  // at 10 s a charge, the 11th to 40th of 40 sent at once were given up unanswered.
+  concurrency: 64,
   group: 'payments',
 });
 
@@ -79,6 +91,7 @@ export async function startPaymentsService(options: PaymentsServiceOptions): Pro
   const { bus, store } = options;
   const giveUpAfterMs = options.giveUpAfterMs ?? DEFAULT_PAYMENTS_OPTIONS.giveUpAfterMs;
   const group = options.group ?? DEFAULT_PAYMENTS_OPTIONS.group;
+  const concurrency = options.concurrency ?? DEFAULT_PAYMENTS_OPTIONS.concurrency;
   const logger = options.logger ?? stderrLogger;
   const outbox = options.outbox ?? (await createOutbox({ store, bus, logger }));
   const provider = new ProviderClient(options.providerUrl, {
@@ -156,7 +169,7 @@ export async function startPaymentsService(options: PaymentsServiceOptions): Pro
     (message, { signal }) => handleCharge(message, AbortSignal.any([signal, stopping.signal])),
     // The handler may try the provider for giveUpAfterMs (a late message: one try of 1 s), then
     // records the outcome: give it that, and time to spare.
-    { group, handlerTimeoutMs: giveUpAfterMs + 10_000 },
+    { group, concurrency, handlerTimeoutMs: giveUpAfterMs + 10_000 },
   );
 
   const refunds = await bus.subscribe(
@@ -175,7 +188,7 @@ export async function startPaymentsService(options: PaymentsServiceOptions): Pro
     // A refund must happen: keep trying an unavailable provider for about 45 minutes (backoff
     // doubling from 1 s to 60 s), then the message waits in the dead-letter queue for an operator.
     // Each delivery's call may take refundTimeoutMs; the record after it, a few seconds more.
-    { group, maxAttempts: 50, handlerTimeoutMs: provider.refundTimeoutMs + 10_000 },
+    { group, concurrency, maxAttempts: 50, handlerTimeoutMs: provider.refundTimeoutMs + 10_000 },
   );
 
   // Ready while the outbox's database answers and its relay keeps up; the provider's breaker too.

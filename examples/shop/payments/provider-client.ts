@@ -14,6 +14,7 @@ import {
   isTimeoutError,
   ServiceClient,
 } from 'ferry';
+import { MAX_LATENCY_MS } from '../payment-provider/faults.js';
 
 /**
  * How a charge ended: `voided` when the provider refused it because the order was refunded before
@@ -55,11 +56,16 @@ export interface ProviderClientOptions {
    * (a provider may be slow; a try cut short may still be taken, unseen, and need a refund)
    */
   readonly attemptTimeoutMs?: number | undefined;
-  /** Time limit of one refund call (its tries included), ms. @default 30000 */
+  /** Time limit of one refund call (its tries included), ms. @default 90000 */
   readonly refundTimeoutMs?: number | undefined;
 }
 
-export const DEFAULT_REFUND_TIMEOUT_MS = 30_000;
+/**
+ * Longer than the slowest answer the provider's fault switch allows: a refund cut at 30 s never
+ * reached a provider set to answer in 40 s (it drops a call whose caller left), so a cancelled order
+ * kept its charge for as long as the provider stayed that slow.
+ */
+export const DEFAULT_REFUND_TIMEOUT_MS = MAX_LATENCY_MS + 30_000;
 
 export class ProviderClient {
   /** Charges: behind the breaker. */

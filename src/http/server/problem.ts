@@ -1,5 +1,6 @@
 import { STATUS_CODES, validateHeaderName, validateHeaderValue } from 'node:http';
 import type { FerryContext } from '../../context/context.js';
+import { backendUnavailableCode, isStorageFull } from '../../errors/backend-faults.js';
 import { describeThrown } from '../../errors/describe-thrown.js';
 import { describeValue } from '../../errors/describe-value.js';
 import { errorGuard, FerryError, InvalidOptionsError, isFerryError } from '../../errors/ferry-error.js';
@@ -423,27 +424,6 @@ function mapError(
 }
 
 /**
- * Codes that say a write failed for want of room: SQLite's `SQLITE_FULL` (better-sqlite3's
- * `code`), the file system's `ENOSPC` and `EDQUOT`, PostgreSQL's `53100` (disk_full).
- */
-const STORAGE_FULL_CODES = new Set(['SQLITE_FULL', 'ENOSPC', 'EDQUOT', '53100']);
-
-/** `error`, or one of its causes (a few deep), failed for want of room on the disk. */
-function isStorageFull(error: unknown): boolean {
-  let current = error;
-  for (let depth = 0; depth < 5 && typeof current === 'object' && current !== null; depth++) {
-    try {
-      const { code, cause } = current as { code?: unknown; cause?: unknown };
-      if (typeof code === 'string' && STORAGE_FULL_CODES.has(code)) return true;
-      current = cause;
-    } catch {
-      return false; // A hostile getter: not ours to read further.
-    }
-  }
-  return false;
-}
-
-/**
  * What a failed call to another service (ServiceClient, or any resilience policy) means for the
  * request that made it: 504 when it timed out, 503 when a breaker, bulkhead or retry budget refused
  * it (with Retry-After when the breaker says when), 502 when the other service answered badly or
@@ -492,14 +472,14 @@ function dependencyProblem(error: unknown, extra: ProblemExtra): ProblemResponse
     case 'CONNECTION_ERROR':
       // Refused, reset, closed mid-answer: what a proxy answers 502 for.
       return dependencyAnswer(502, error.code, extra, undefined, UNREACHABLE_DETAIL);
-    case 'STORE_UNAVAILABLE':
-    case 'BROKER_UNAVAILABLE':
-    case 'PUBLISH_BUFFER_FULL':
+    default: {
       // The database or broker is down or behind (each already tried again as its options say):
       // the request was not done, and may be sent again once it is back.
-      return dependencyAnswer(503, error.code, extra, undefined, BACKEND_DETAIL);
-    default:
-      return undefined;
+      const unavailable = backendUnavailableCode(error);
+      return unavailable === undefined
+        ? undefined
+        : dependencyAnswer(503, unavailable, extra, undefined, BACKEND_DETAIL);
+    }
   }
 }
 

@@ -1,0 +1,63 @@
+/**
+ * Errors that say a service's own database or broker cannot do its work just now — down, behind, or
+ * out of room — rather than that the request or message is at fault. The server middleware answers
+ * them 503 or 507 ("try again later"), and the bus retries a message that failed with one without
+ * counting the attempt, so that an outage never dead-letters what would succeed once it is over.
+ */
+
+/**
+ * Codes of a database or broker that cannot be reached or cannot keep up: the event store's
+ * connection failed on every attempt, the broker connection was lost for good, too many publishes
+ * wait for the broker.
+ */
+const UNAVAILABLE_CODES = new Set(['STORE_UNAVAILABLE', 'BROKER_UNAVAILABLE', 'PUBLISH_BUFFER_FULL']);
+
+/**
+ * Codes that say a write failed for want of room: SQLite's `SQLITE_FULL` (better-sqlite3's
+ * `code`), the file system's `ENOSPC` and `EDQUOT`, PostgreSQL's `53100` (disk_full).
+ */
+const STORAGE_FULL_CODES = new Set(['SQLITE_FULL', 'ENOSPC', 'EDQUOT', '53100']);
+
+/** How many causes deep a code is looked for: wrapping is usual, a long chain is not ours. */
+const MAX_CAUSE_DEPTH = 5;
+
+/** `error`, or one of its causes (a few deep), failed for want of room on the disk. */
+export function isStorageFull(error: unknown): boolean {
+  return hasCode(error, STORAGE_FULL_CODES);
+}
+
+/** `error`, or one of its causes (a few deep), says the database or broker is unavailable. */
+export function isBackendUnavailable(error: unknown): boolean {
+  return hasCode(error, UNAVAILABLE_CODES);
+}
+
+/** The code of `error` itself when it says the database or broker is unavailable. */
+export function backendUnavailableCode(error: unknown): string | undefined {
+  const code = codeOf(error);
+  return code !== undefined && UNAVAILABLE_CODES.has(code) ? code : undefined;
+}
+
+function hasCode(error: unknown, codes: ReadonlySet<string>): boolean {
+  let current = error;
+  for (let depth = 0; depth < MAX_CAUSE_DEPTH && typeof current === 'object' && current !== null; depth++) {
+    const code = codeOf(current);
+    if (code !== undefined && codes.has(code)) return true;
+    try {
+      current = (current as { cause?: unknown }).cause;
+    } catch {
+      return false; // A hostile getter: not ours to read further.
+    }
+  }
+  return false;
+}
+
+/** A string `code`, never throwing whatever was thrown. */
+function codeOf(error: unknown): string | undefined {
+  if (typeof error !== 'object' || error === null) return undefined;
+  try {
+    const { code } = error as { code?: unknown };
+    return typeof code === 'string' ? code : undefined;
+  } catch {
+    return undefined;
+  }
+}
