@@ -785,10 +785,6 @@ export class Bus<C extends Contracts = NoContracts> {
   }
 }
 
-/**
- * Whether a handler's error says that another attempt cannot succeed (`retryable: false`), so that
- * the message is dead-lettered at once. Never throws, as {@link isTimeout}.
- */
 /** How often a subscription says that its messages wait for an unavailable database or broker. */
 const OUTAGE_WARNING_INTERVAL_MS = 30_000;
 
@@ -797,6 +793,10 @@ function isBackendDown(error: unknown): boolean {
   return isBackendUnavailable(error) || isStorageFull(error);
 }
 
+/**
+ * Whether a handler's error says that another attempt cannot succeed (`retryable: false`), so that
+ * the message is dead-lettered at once. Never throws, as {@link isTimeout}.
+ */
 function isFinal(error: unknown): boolean {
   try {
     return (
