@@ -6,11 +6,16 @@
  */
 
 /**
- * Codes of a database or broker that cannot be reached or cannot keep up: the event store's
- * connection failed on every attempt, the broker connection was lost for good, too many publishes
- * wait for the broker.
+ * Codes of a database or broker that cannot be reached: the event store's connection failed on
+ * every attempt, the broker connection was lost for good.
  */
-const UNAVAILABLE_CODES = new Set(['STORE_UNAVAILABLE', 'BROKER_UNAVAILABLE', 'PUBLISH_BUFFER_FULL']);
+const OUTAGE_CODES = new Set(['STORE_UNAVAILABLE', 'BROKER_UNAVAILABLE']);
+
+/**
+ * What a request may be answered 503 for: an outage, or too many publishes waiting for the broker
+ * (which a message's own handler may cause, publishing too much at once: the bus counts that one).
+ */
+const UNAVAILABLE_CODES = new Set([...OUTAGE_CODES, 'PUBLISH_BUFFER_FULL']);
 
 /**
  * Codes that say a write failed for want of room: SQLite's `SQLITE_FULL` (better-sqlite3's
@@ -26,15 +31,24 @@ export function isStorageFull(error: unknown): boolean {
   return hasCode(error, STORAGE_FULL_CODES);
 }
 
-/** `error`, or one of its causes (a few deep), says the database or broker is unavailable. */
-export function isBackendUnavailable(error: unknown): boolean {
-  return hasCode(error, UNAVAILABLE_CODES);
+/** `error`, or one of its causes (a few deep), says the database or broker cannot be reached. */
+export function isBackendOutage(error: unknown): boolean {
+  return hasCode(error, OUTAGE_CODES);
 }
 
-/** The code of `error` itself when it says the database or broker is unavailable. */
+/**
+ * The code of `error` itself when it says the database or broker is unavailable and nothing was
+ * done; `undefined` too for a store failure whose outcome is unknown (`outcomeUnknown`: it may have
+ * been kept, so "try again later" would mislead).
+ */
 export function backendUnavailableCode(error: unknown): string | undefined {
   const code = codeOf(error);
-  return code !== undefined && UNAVAILABLE_CODES.has(code) ? code : undefined;
+  if (code === undefined || !UNAVAILABLE_CODES.has(code)) return undefined;
+  try {
+    return (error as { outcomeUnknown?: unknown }).outcomeUnknown === true ? undefined : code;
+  } catch {
+    return undefined;
+  }
 }
 
 function hasCode(error: unknown, codes: ReadonlySet<string>): boolean {

@@ -54,16 +54,27 @@ export class EventStoreClosedError extends FerryError {
 export const isEventStoreClosedError = errorGuard<EventStoreClosedError>('EVENT_STORE_CLOSED');
 
 /**
- * The event store's storage could not be opened (PostgreSQL unreachable or refusing the login, a
- * SQLite file that cannot be created…). `cause` is the driver's error; passwords are masked in the
- * message.
+ * The event store's storage could not be opened or used (PostgreSQL unreachable or refusing the
+ * login, a connection that failed on every attempt, a SQLite file that cannot be created…). `cause`
+ * is the driver's error; passwords are masked in the message.
  */
 export class StoreUnavailableError extends FerryError {
   /** The backend's name: `memory`, `sqlite`, `postgres`, or a custom backend's. */
   readonly backend: string;
-  constructor(backend: string, message: string, options: FerryErrorOptions = {}) {
+  /**
+   * Whether what failed may have been kept all the same: the connection broke while a unit of work
+   * committed or a write ran, or SQLite committed but could not sync its log. `false` when nothing
+   * was done (the connection was refused, never given, or broke before the commit).
+   */
+  readonly outcomeUnknown: boolean;
+  constructor(
+    backend: string,
+    message: string,
+    options: FerryErrorOptions & { readonly outcomeUnknown?: boolean } = {},
+  ) {
     super('STORE_UNAVAILABLE', message, options);
     this.backend = backend;
+    this.outcomeUnknown = options.outcomeUnknown ?? false;
   }
 }
 export const isStoreUnavailableError = errorGuard<StoreUnavailableError>('STORE_UNAVAILABLE');

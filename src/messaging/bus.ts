@@ -1,5 +1,5 @@
 import { currentContext, type FerryContext, runWithContext } from '../context/context.js';
-import { isBackendUnavailable, isStorageFull } from '../errors/backend-faults.js';
+import { isBackendOutage, isStorageFull } from '../errors/backend-faults.js';
 import { describeValue } from '../errors/describe-value.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import { assertFunctionList, checkOptions, knownOptions } from '../errors/options-object.js';
@@ -402,10 +402,10 @@ export class Bus<C extends Contracts = NoContracts> {
    * `maxAttempts` the message goes to the group's dead-letter queue with the error. An error whose
    * `retryable` property is `false` (a saga's `SagaTransitionError`, say) dead-letters the message at
    * once: running it again cannot succeed. An error saying the handler's own database or broker is
-   * unavailable or full (`STORE_UNAVAILABLE`, `BROKER_UNAVAILABLE`, `PUBLISH_BUFFER_FULL`,
-   * `SQLITE_FULL`, `ENOSPC`…, as the error or a cause) is not the message's fault: it is tried again
-   * after the longest backoff delay without counting an attempt, for as long as that lasts (with
-   * `maxAttempts: 1` it is dead-lettered as any failure).
+   * unavailable or full (`STORE_UNAVAILABLE`, `BROKER_UNAVAILABLE`, `SQLITE_FULL`, `ENOSPC`…, as the
+   * error or a cause) is not the message's fault: it is tried again after the longest backoff delay
+   * without counting an attempt, for as long as that lasts, when that delay is 1 s or more (with
+   * shorter delays, or `maxAttempts: 1`, it counts as any failure).
    */
   subscribe<P extends string, W>(
     pattern: P,
@@ -572,7 +572,12 @@ export class Bus<C extends Contracts = NoContracts> {
     // Given the message's attempt, id and type as the run began (see Decide).
     const failed = (attempt: number, id: string, type: string, error: unknown): Outcome => {
       const longest = delays[delays.length - 1];
-      if (longest !== undefined && !isFinal(error) && isBackendDown(error)) {
+      if (
+        longest !== undefined &&
+        longest >= MIN_OUTAGE_DELAY_MS &&
+        !isFinal(error) &&
+        isBackendDown(error)
+      ) {
         // The handler's own database or broker is down or full, not the message at fault: tried
         // again after the longest delay, the attempt not counted, for as long as that lasts (a 20 s
         // outage dead-lettered every message being handled, and with them orders' sagas).
@@ -788,9 +793,16 @@ export class Bus<C extends Contracts = NoContracts> {
 /** How often a subscription says that its messages wait for an unavailable database or broker. */
 const OUTAGE_WARNING_INTERVAL_MS = 30_000;
 
-/** The handler's database or broker is unavailable or full (see `backend-faults.ts`). */
+/**
+ * Shortest longest-delay with which an outage is waited out: with shorter delays (0 ms, say) the
+ * message would be run again and again without a pause for as long as the outage lasts (on the
+ * embedded broker, starving the event loop), so its failures count as any other.
+ */
+const MIN_OUTAGE_DELAY_MS = 1000;
+
+/** The handler's database or broker cannot be reached, or is full (see `backend-faults.ts`). */
 function isBackendDown(error: unknown): boolean {
-  return isBackendUnavailable(error) || isStorageFull(error);
+  return isBackendOutage(error) || isStorageFull(error);
 }
 
 /**

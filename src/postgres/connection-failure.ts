@@ -26,13 +26,16 @@ export function isConnectionFailure(error: unknown): boolean {
 /**
  * `error` as callers meet it once no attempt is left: a connection failure as `StoreUnavailableError`
  * (`STORE_UNAVAILABLE`, the driver's error as `cause`), saying what it interrupted, whose outcome
- * is unknown; any other error as it is.
+ * is unknown; any other error as it is. `write`: the statement changes what a second run would
+ * change again, so its outcome is unknown (`outcomeUnknown`) unless the server refused the
+ * connection (nothing was sent).
  */
-export function unavailableIfConnectionFailed(error: unknown, what: string): unknown {
+export function unavailableIfConnectionFailed(error: unknown, what: string, write = false): unknown {
   if (!isConnectionFailure(error)) return error;
+  const { code } = error as { code?: unknown };
   return new StoreUnavailableError(
     'postgres',
     `the database connection failed ${what}: whether it took effect is unknown (${(error as Error).message})`,
-    { cause: error },
+    { cause: error, outcomeUnknown: write && code !== 'ECONNREFUSED' },
   );
 }

@@ -544,7 +544,7 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
           : await this.#appendWithMessagesRetrying(append),
       );
     } catch (error) {
-      append.reject(unavailableIfConnectionFailed(error, 'on every attempt of an append'));
+      append.reject(unavailableIfConnectionFailed(error, 'on every attempt of an append', true));
     }
   }
 

@@ -250,7 +250,7 @@ export class PostgresOutboxStorage implements OutboxStorage {
           committing
             ? `the database connection failed while a unit of work committed: whether it committed is unknown (${(error as Error).message})`
             : `the database connection failed during a unit of work, which was not committed (${(error as Error).message})`,
-          { cause: error },
+          { cause: error, outcomeUnknown: committing },
         );
       }
       throw error;

@@ -36,9 +36,11 @@ export async function storeQuery<R extends QueryResultRow = QueryResultRow>(
       if (ended()) throw new EventStoreClosedError();
       if (!isConnectionFailure(error)) throw error;
       if (attempt >= attempts) {
+        // A statement allowed more than one attempt may run twice; one allowed a single attempt may not.
         throw unavailableIfConnectionFailed(
           error,
           attempts > 1 ? `on each of ${attempts} attempts of ${options.what}` : `under ${options.what}`,
+          attempts === 1,
         );
       }
       await new Promise((resolve) => setTimeout(resolve, 100 * attempt));

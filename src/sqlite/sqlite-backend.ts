@@ -926,13 +926,16 @@ export class SqliteEventStoreBackend implements EventStoreBackend {
 /** A WAL sync that failed: the commits it was to cover are in the file, but may not outlive a power cut. */
 function walSyncFailed(path: string, cause: unknown): StoreUnavailableError {
   if (cause instanceof DatabaseFileMovedError) {
-    return new StoreUnavailableError('sqlite', `committed, but ${cause.message}`, { cause });
+    return new StoreUnavailableError('sqlite', `committed, but ${cause.message}`, {
+      cause,
+      outcomeUnknown: true,
+    });
   }
   const reason = cause instanceof Error ? cause.message : String(cause);
   return new StoreUnavailableError(
     'sqlite',
     `committed to ${path}, but the disk sync of its write-ahead log failed (${reason}): whether it outlives a power cut is unknown`,
-    { cause },
+    { cause, outcomeUnknown: true },
   );
 }
 

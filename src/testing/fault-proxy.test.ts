@@ -40,7 +40,7 @@ describe('FaultProxy', () => {
     }
   });
 
-  it('down() resets open connections and every new one, reaching no server, until up()', async () => {
+  it('down() resets open connections and refuses new ones, as a stopped server; up() takes them again on the same port', async () => {
     const upstream: Socket[] = [];
     const server = createServer((socket) => {
       upstream.push(socket);
@@ -69,13 +69,15 @@ describe('FaultProxy', () => {
       await once(open, 'connect');
       await new Promise((resolve) => setTimeout(resolve, 100));
       const openEnd = ending(open);
-      proxy.down();
+      const port = proxy.port;
+      await proxy.down();
       expect(await openEnd).toBe('ECONNRESET');
       const before = upstream.length;
-      expect(await echo()).toBe('ECONNRESET');
-      expect(await echo()).toBe('ECONNRESET');
+      expect(await echo()).toBe('ECONNREFUSED');
+      expect(await echo()).toBe('ECONNREFUSED');
       expect(upstream).toHaveLength(before);
-      proxy.up();
+      await proxy.up();
+      expect(proxy.port).toBe(port);
       expect(await echo()).toBe('ping');
     } finally {
       await proxy.close();

@@ -10,32 +10,34 @@ interface Pair {
  * reading in both directions while connections stay open (a partition, or a peer that stalls: the
  * kernel buffers fill and writers see TCP backpressure), `heal()` resumes, `reset()` resets every
  * connection, both sides seeing `ECONNRESET` (a crash, or a middlebox dropping the flow), `down()`
- * resets them and every new one until `up()` (a server stopped, then started again).
+ * resets them and refuses new ones until `up()` (a server stopped, then started again).
  */
 export class FaultProxy {
   readonly #server: Server;
   readonly #pairs = new Set<Pair>();
   #blackholed = false;
-  #down = false;
+  #down: Promise<void> | undefined;
+  readonly #target: { readonly host: string; readonly port: number };
+  #port = 0;
 
-  private constructor(server: Server) {
+  private constructor(server: Server, target: { readonly host: string; readonly port: number }) {
     this.#server = server;
+    this.#target = target;
   }
 
   /** Starts a proxy on an ephemeral loopback port in front of `host:port`. */
   static async start(target: { readonly host: string; readonly port: number }): Promise<FaultProxy> {
     let proxy!: FaultProxy;
-    const server = createServer((client) => proxy.#accept(client, target));
-    proxy = new FaultProxy(server);
+    const server = createServer((client) => proxy.#accept(client));
+    proxy = new FaultProxy(server, target);
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    proxy.#port = (server.address() as { port: number }).port;
     return proxy;
   }
 
-  /** The port clients connect to. */
+  /** The port clients connect to (refused while `down()`). */
   get port(): number {
-    const address = this.#server.address();
-    if (address === null || typeof address === 'string') throw new Error('proxy is not listening');
-    return address.port;
+    return this.#port;
   }
 
   /** Connections currently open through the proxy. */
@@ -43,13 +45,8 @@ export class FaultProxy {
     return this.#pairs.size;
   }
 
-  #accept(client: Socket, target: { readonly host: string; readonly port: number }): void {
-    if (this.#down) {
-      client.on('error', () => {});
-      client.resetAndDestroy();
-      return;
-    }
-    const upstream = createConnection(target);
+  #accept(client: Socket): void {
+    const upstream = createConnection(this.#target);
     const pair: Pair = { client, upstream };
     this.#pairs.add(pair);
     const end = () => {
@@ -95,22 +92,36 @@ export class FaultProxy {
   }
 
   /**
-   * Resets every open connection, and each new one as it arrives, until `up()`: to its clients the
-   * server is gone (a stop, a restart, a crash), and comes back with `up()`.
+   * Resets every open connection and stops listening until `up()`: new connections are refused
+   * (`ECONNREFUSED`), as by a server that was stopped. Resolves once the port is closed.
    */
-  down(): void {
-    this.#down = true;
+  async down(): Promise<void> {
+    this.#down ??= new Promise<void>((resolve) => this.#server.close(() => resolve()));
     this.reset();
+    await this.#down;
   }
 
-  /** Takes connections again after `down()`. */
-  up(): void {
-    this.#down = false;
+  /** Listens again on the same port after `down()`: the server is back. */
+  async up(): Promise<void> {
+    if (this.#down === undefined) return;
+    await this.#down;
+    this.#down = undefined;
+    await new Promise<void>((resolve, reject) => {
+      this.#server.once('error', reject);
+      this.#server.listen(this.#port, '127.0.0.1', () => {
+        this.#server.off('error', reject);
+        resolve();
+      });
+    });
   }
 
   /** Closes every open connection and stops listening. */
   async close(): Promise<void> {
     this.#destroyAll((socket) => socket.destroy());
+    if (this.#down !== undefined) {
+      await this.#down;
+      return;
+    }
     await new Promise<void>((resolve) => this.#server.close(() => resolve()));
   }
 

@@ -425,6 +425,9 @@ describe('problem documents', () => {
       // kept: "try again later" would mislead).
       new BrokerConnectionError('ACCESS_REFUSED', {}, 'BROKER_ACCESS_REFUSED'),
       new FerryError('UNIT_OF_WORK_OUTCOME_UNKNOWN', 'the connection was lost during COMMIT'),
+      new StoreUnavailableError('postgres', 'the connection failed while a unit of work committed', {
+        outcomeUnknown: true,
+      }),
     ];
     for (const error of others) {
       expect(
@@ -432,7 +435,7 @@ describe('problem documents', () => {
         error.message,
       ).toBeUndefined();
     }
-    for (const error of others.slice(-3)) {
+    for (const error of others.slice(-4)) {
       expect(problemFromError(error, req, { logger }).status, error.message).toBe(500);
     }
     const late = { ...req, context: { correlationId: 'c1', deadline: Date.now() - 1 } };

@@ -62,7 +62,7 @@ describe('a service whose PostgreSQL database is down', () => {
     });
     const url = await listenFastify(app, closers);
 
-    proxy.down();
+    await proxy.down();
     try {
       for (const [method, id] of [
         ['GET', 'a'],
@@ -81,7 +81,7 @@ describe('a service whose PostgreSQL database is down', () => {
         expect(line).toMatch(/^a dependency failed while serving a request: StoreUnavailableError: /);
       }
     } finally {
-      proxy.up();
+      await proxy.up();
     }
 
     // Back: the order refused with 503 was not stored, the same request now is.
@@ -90,5 +90,48 @@ describe('a service whose PostgreSQL database is down', () => {
     expect(await read.body.json()).toEqual({ events: 0 });
     expect((await request(`${url}/orders/b`, { method: 'POST' })).statusCode).toBe(201);
     expect(await (await request(`${url}/orders/b`)).body.json()).toEqual({ events: 1 });
+  }, 60_000);
+
+  it('answers 500, not 503 "try again later", when the connection breaks while the unit of work commits: it may have been kept', async () => {
+    const { url: dbUrl, proxy } = await databaseBehindProxy();
+    const store = await createEventStore({ url: dbUrl, logger: silentLogger });
+    closers.push(() => store.close());
+    const bus = await createBus({ url: 'memory://', service: 'orders', logger: silentLogger });
+    closers.push(() => bus.close());
+    const outbox = await createOutbox({ store, bus, relay: false, logger: silentLogger });
+    closers.push(() => outbox.close());
+    const schema = new URL(dbUrl).searchParams.get('schema') as string;
+    // A deferred trigger makes COMMIT itself take 1.5 s: the connection is cut while it runs.
+    await outbox.unitOfWork((work) =>
+      work.query(`
+        CREATE TABLE "${schema}".orders (ref text);
+        CREATE FUNCTION "${schema}".slow() RETURNS trigger LANGUAGE plpgsql
+          AS $$ BEGIN PERFORM pg_sleep(1.5); RETURN NULL; END $$;
+        CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON "${schema}".orders
+          DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION "${schema}".slow();`),
+    );
+    const logged: string[] = [];
+    const app = Fastify();
+    ferryFastify(app, { logger: { error: (message) => void logged.push(message) } });
+    let failure: unknown;
+    app.post('/orders', async (_req, reply) => {
+      try {
+        await outbox.unitOfWork((work) => work.query(`INSERT INTO "${schema}".orders VALUES ('r-1')`));
+      } catch (error) {
+        failure = error;
+        throw error;
+      }
+      return reply.code(201).send({});
+    });
+    const url = await listenFastify(app, closers);
+
+    const cut = setTimeout(() => proxy.reset(), 700);
+    const res = await request(`${url}/orders`, { method: 'POST' });
+    clearTimeout(cut);
+    await res.body.text();
+    expect(failure).toMatchObject({ code: 'STORE_UNAVAILABLE', outcomeUnknown: true });
+    expect(res.statusCode).toBe(500);
+    expect(res.headers['x-ferry-no-retry']).toBeUndefined();
+    expect(logged).toEqual(['unexpected error while serving a request']);
   }, 60_000);
 });
