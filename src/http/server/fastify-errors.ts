@@ -71,8 +71,19 @@ export function problemOptionsOf(options: ProblemOptions): ProblemOptions {
   };
 }
 
-/** What Fastify threw, as the error {@link problemFromError} maps. */
+/**
+ * What Fastify threw, as the error {@link problemFromError} maps; what cannot be read (a getter that
+ * throws) as it is, for problemFromError's 500.
+ */
 export function fromFastifyError(thrown: unknown): unknown {
+  try {
+    return fastifyProblemOf(thrown);
+  } catch {
+    return thrown;
+  }
+}
+
+function fastifyProblemOf(thrown: unknown): unknown {
   if (typeof thrown !== 'object' || thrown === null) return thrown;
   const error = thrown as Partial<FastifyError> & { expose?: unknown };
   if (Array.isArray(error.validation)) {

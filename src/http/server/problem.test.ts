@@ -91,6 +91,20 @@ const THROWN: Record<string, () => Error> = {
   '/bigint-extension': () => new HttpProblemError(409, 'Order exists', { extensions: { id: 42n } }),
   // A handler building a header from request data: the problem cannot be sent as written.
   '/bad-header': () => new HttpProblemError(409, 'Order exists', { headers: { location: '/orders/a\nb' } }),
+  // An error whose members throw when read (a driver's lazy getters, a Proxy).
+  '/hostile': () =>
+    Object.defineProperties(new Error('hostile'), {
+      code: {
+        get() {
+          throw new Error('code read');
+        },
+      },
+      validation: {
+        get() {
+          throw new Error('validation read');
+        },
+      },
+    }),
   '/crash-ferry': () => new FerryError('SOMETHING_INTERNAL', SECRET),
   '/upstream': upstreamError,
   '/exposed': exposedError,
@@ -672,6 +686,14 @@ describe.each(harnesses)('problems from $name', (harness) => {
         /a problem must be an object with a string type and title|a problem's status must be/,
       );
     }
+  });
+
+  it('answers an error whose code getter throws with a 500 problem, not the framework fallback', async () => {
+    await start();
+    const res = await call(`${url}/hostile`);
+    expect(res.status).toBe(500);
+    expect(res.headers['content-type']).toBe('application/problem+json');
+    expect(res.body).toMatchObject({ status: 500, title: 'Internal Server Error', instance: '/hostile' });
   });
 
   it('answers a problem built with a header HTTP does not allow with a 500 problem, and logs why', async () => {
