@@ -23,8 +23,11 @@ afterEach(async () => {
   for (const close of closers.splice(0).reverse()) await close();
 });
 
-/** The test database's URL through a proxy of its own, which the test takes down and up. */
-async function databaseBehindProxy(): Promise<{ url: string; proxy: FaultProxy }> {
+/**
+ * A service's event store and outbox on a schema of its own, reached through a proxy the test takes
+ * down and up.
+ */
+async function serviceBehindProxy() {
   const url = new URL(postgresTestUrl());
   const proxy = await FaultProxy.start({ host: url.hostname, port: Number(url.port) || 5432 });
   closers.push(() => proxy.close());
@@ -33,18 +36,18 @@ async function databaseBehindProxy(): Promise<{ url: string; proxy: FaultProxy }
   url.hostname = '127.0.0.1';
   url.port = String(proxy.port);
   url.searchParams.set('schema', schema);
-  return { url: url.toString(), proxy };
+  const store = await createEventStore({ url: url.toString(), logger: silentLogger });
+  closers.push(() => store.close());
+  const bus = await createBus({ url: 'memory://', service: 'orders', logger: silentLogger });
+  closers.push(() => bus.close());
+  const outbox = await createOutbox({ store, bus, relay: false, logger: silentLogger });
+  closers.push(() => outbox.close());
+  return { proxy, schema, store, outbox };
 }
 
 describe('a service whose PostgreSQL database is down', () => {
   it('answers 503 STORE_UNAVAILABLE problem+json to reads and writes that need it, stores nothing then, and serves again once it is back', async () => {
-    const { url: dbUrl, proxy } = await databaseBehindProxy();
-    const store = await createEventStore({ url: dbUrl, logger: silentLogger });
-    closers.push(() => store.close());
-    const bus = await createBus({ url: 'memory://', service: 'orders', logger: silentLogger });
-    closers.push(() => bus.close());
-    const outbox = await createOutbox({ store, bus, relay: false, logger: silentLogger });
-    closers.push(() => outbox.close());
+    const { proxy, store, outbox } = await serviceBehindProxy();
     const logged: string[] = [];
     const logger: ProblemLogger = {
       error: (message, fields) => void logged.push(`${message}: ${String(fields?.error)}`),
@@ -93,14 +96,7 @@ describe('a service whose PostgreSQL database is down', () => {
   }, 60_000);
 
   it('answers 500, not 503 "try again later", when the connection breaks while the unit of work commits: it may have been kept', async () => {
-    const { url: dbUrl, proxy } = await databaseBehindProxy();
-    const store = await createEventStore({ url: dbUrl, logger: silentLogger });
-    closers.push(() => store.close());
-    const bus = await createBus({ url: 'memory://', service: 'orders', logger: silentLogger });
-    closers.push(() => bus.close());
-    const outbox = await createOutbox({ store, bus, relay: false, logger: silentLogger });
-    closers.push(() => outbox.close());
-    const schema = new URL(dbUrl).searchParams.get('schema') as string;
+    const { proxy, schema, outbox } = await serviceBehindProxy();
     // A deferred trigger makes COMMIT itself take 1.5 s: the connection is cut while it runs.
     await outbox.unitOfWork((work) =>
       work.query(`
