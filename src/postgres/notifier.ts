@@ -62,6 +62,21 @@ export class Notifier {
   }
 
   /**
+   * Announces, inside the caller's own transaction on `db`, the events it has just appended there
+   * (`appendInTransaction`): this process cannot see that transaction end, but PostgreSQL delivers a
+   * NOTIFY sent inside it when it commits, and never if it rolls back, to every listening session,
+   * this process's own too. Sent while anyone listens (subscribers here or elsewhere); a NOTIFY
+   * inside the transaction takes the notification lock through its commit, which serialises the
+   * commits of such transactions only.
+   */
+  async notifyOnCommit(db: { query(text: string, values: unknown[]): Promise<unknown> }): Promise<void> {
+    if (this.#closed) return;
+    if (Date.now() - this.#checkedAt > LISTENERS_CHECK_MS) this.#checkListeners();
+    if (this.#listeners.size === 0 && !this.#othersListen) return;
+    await db.query('SELECT pg_notify($1, NULL)', [this.#options.channel]);
+  }
+
+  /**
    * Each NOTIFY is a small write transaction of its own: under a stream of appends they are limited to
    * one per `intervalMs`. The first append after a quiet spell is announced at once.
    */

@@ -6,6 +6,7 @@ import type { EventData, ExpectedVersion } from '../eventstore/types.js';
 import { uuidv7 } from '../ids/uuidv7.js';
 import { silentLogger } from '../logging/logger.js';
 import { dropSchemas, postgresTestUrl, testSchemaName } from '../testing/postgres.js';
+import { sleep, waitFor } from '../testing/wait.js';
 import { PostgresEventStoreBackend } from './postgres-backend.js';
 
 const schemas: string[] = [];
@@ -128,4 +129,42 @@ describe('appendInTransaction: positions within one transaction', () => {
     const last = (await store.readStream('big-6')).map((e) => e.position >> 16n);
     expect(new Set([...positions, ...last]).size).toBe(1);
   }, 120_000);
+});
+
+describe('appendInTransaction wakes subscriptions when the caller commits', () => {
+  // A poll interval far longer than the test: only the NOTIFY sent in the caller's transaction can
+  // deliver in time. Before, these events waited for the subscriptions' next poll.
+  it('in this process and in another, once the transaction commits; nothing of one rolled back', async () => {
+    const { store, backend, client } = await openStore();
+    const other = new PostgresEventStoreBackend({
+      url: postgresTestUrl(),
+      schema: backend.schema,
+      logger: silentLogger,
+    });
+    await other.open();
+    const elsewhere = new EventStore(other, { logger: silentLogger });
+    cleanups.push(() => elsewhere.close());
+    const here: string[] = [];
+    const there: string[] = [];
+    const subs = [
+      store.subscribe({ name: 'here', idlePollMs: 600_000 }, (e) => void here.push(e.type)),
+      elsewhere.subscribe({ name: 'there', idlePollMs: 600_000 }, (e) => void there.push(e.type)),
+    ];
+    await Promise.all(subs.map((s) => s.caughtUp()));
+    await sleep(700); // both listening, and each store has seen the other listen
+
+    await client.query('BEGIN');
+    await backend.appendInTransaction(client, 'wake-1', [{ type: 'RolledBack', data: {} }]);
+    await client.query('ROLLBACK');
+    for (const type of ['First', 'Second']) {
+      await client.query('BEGIN');
+      await backend.appendInTransaction(client, `wake-${type}`, [{ type, data: {} }], 'no_stream');
+      await sleep(200);
+      expect(here, 'nothing before the commit').not.toContain(type);
+      await client.query('COMMIT');
+      await waitFor(() => here.includes(type) && there.includes(type), `${type} in both subscriptions`, 5000);
+    }
+    expect(here).toEqual(['First', 'Second']);
+    expect(there).toEqual(['First', 'Second']);
+  }, 30_000);
 });

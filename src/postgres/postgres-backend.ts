@@ -706,7 +706,9 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
 
   /**
    * Appends on `db`, typically a client inside the caller's own transaction, so that events and other
-   * writes commit together. Subscribers are not woken up by this call; they notice at their next read.
+   * writes commit together. Subscriptions, here and in other processes, are woken when that
+   * transaction commits (a NOTIFY sent inside it, while anyone listens), not before, and not if it
+   * rolls back.
    * The append is checked and encoded as `EventStore.append` does it, by the same function (else
    * `InvalidEventError`, `INVALID_EVENT`, and nothing is sent): ids filled in, data and metadata
    * stored as their JSON round trip. `expected` undefined means `'any'`.
@@ -724,7 +726,16 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
     expected?: ExpectedVersion,
   ): Promise<AppendResult> {
     const prepared = prepareAppend(streamId, events, expected);
-    return this.#append(db, this.#sql.appendInTransaction, streamId, prepared.events, prepared.expected);
+    const result = await this.#append(
+      db,
+      this.#sql.appendInTransaction,
+      streamId,
+      prepared.events,
+      prepared.expected,
+    );
+    // Subscriptions learn of the events when the caller commits, not at their next poll.
+    await this.#notifier?.notifyOnCommit(db);
+    return result;
   }
 
   /** The VALUES append statement for `rows` events, built once per size. */
