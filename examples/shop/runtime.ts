@@ -92,6 +92,15 @@ const SEED_WAIT_MS = 30_000;
  */
 export const DISTRIBUTED_RELAY_OPTIONS = Object.freeze({ leaseMs: 10_000, publishTimeoutMs: 5_000 });
 
+/**
+ * The event stores in distributed mode (PostgreSQL). A statement may wait for a lock 10 s, and a
+ * transaction left idle between two statements (its process stopped, say by SIGSTOP) is ended by the
+ * server after 10 s, its locks freed: with the library's 30 s, one stopped inventory instance held
+ * the stock locks of the others for the whole order deadline, and the orders behind it ended
+ * `timeout`. Every unit of work of the shop is a few short statements.
+ */
+export const DISTRIBUTED_STORE_OPTIONS = Object.freeze({ statementTimeoutMs: 10_000 });
+
 /** How long an Idempotency-Key of POST /orders stays held by a request that never answered. */
 const ORDER_KEY_LEASE_MS = 30_000;
 
@@ -125,7 +134,11 @@ async function plumbing(service: string, settings: ServiceSettings): Promise<Plu
   const { infrastructure, logger } = settings;
   const url = storeUrl(infrastructure, service);
   logger.info(`opening the event store at ${redactUrl(url)}`);
-  const store = await createEventStore({ url, logger });
+  const store = await createEventStore({
+    url,
+    logger,
+    ...(infrastructure.mode === 'distributed' ? { postgres: DISTRIBUTED_STORE_OPTIONS } : {}),
+  });
   let bus: Bus<ShopContracts> | undefined;
   try {
     bus = await createBus({ url: busUrl(infrastructure), service, contracts: shopContracts, logger });

@@ -8,6 +8,9 @@ const CONNECTION_FAILURE_CODES = new Set([
   '57P01',
   '57P02',
   '57P03',
+  // The server ended a session left idle: in a transaction (idle_in_transaction_session_timeout), or not.
+  '25P03',
+  '57P05',
   '08000',
   '08003',
   '08006',

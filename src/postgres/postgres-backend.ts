@@ -92,7 +92,10 @@ export interface PostgresBackendOptions {
    * Longest a statement of the store's connections may run, waiting for a lock included (a row
    * another transaction is writing, `work.lock`), before PostgreSQL cancels it: the call rejects with
    * its error (code `57014`, query_canceled) and a unit of work rolls back, instead of waiting without
-   * end behind a stuck transaction. Migrations at open have no limit. `0` for none. @default 30000
+   * end behind a stuck transaction. The same limit ends a transaction of the store's left idle
+   * between two statements for that long (`idle_in_transaction_session_timeout`: a unit of work whose
+   * process stopped, or that awaits something slow), releasing its locks; it rejects with
+   * `STORE_UNAVAILABLE`, not committed. Migrations at open have no limit. `0` for none. @default 30000
    */
   readonly statementTimeoutMs?: number;
   /** @default warnings and errors to stderr */
@@ -384,7 +387,14 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
       max: this.#poolSize,
       connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
       application_name: 'ferry',
-      ...(this.#statementTimeoutMs > 0 ? { statement_timeout: this.#statementTimeoutMs } : {}),
+      // A transaction left idle as long (its process stopped, or stuck between two statements) is
+      // ended by the server, so that its locks and its hold on the global order do not outlive it.
+      ...(this.#statementTimeoutMs > 0
+        ? {
+            statement_timeout: this.#statementTimeoutMs,
+            idle_in_transaction_session_timeout: this.#statementTimeoutMs,
+          }
+        : {}),
       // Times come back in UTC, so the text form converts to RFC 3339 without a Date.
       options: '-c TimeZone=UTC -c DateStyle=ISO',
       // For this pool only (the application's global type parsers stay untouched): int8 as bigint,

@@ -232,6 +232,9 @@ export class PostgresOutboxStorage implements OutboxStorage {
         throw error;
       }
       tx.end();
+      // Lost while the work ran between two statements (the server ended a transaction left idle
+      // too long): nothing was committed, and that is known.
+      if (broken !== undefined) throw broken;
       committing = true;
       const committed = await client.query('COMMIT');
       // PostgreSQL answers COMMIT of a transaction a failed statement aborted with ROLLBACK, no error:

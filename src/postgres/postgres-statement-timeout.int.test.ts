@@ -1,6 +1,7 @@
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { silentLogger } from '../logging/logger.js';
 import { dropSchemas, postgresTestUrl, testSchemaName } from '../testing/postgres.js';
+import { waitFor } from '../testing/wait.js';
 import { otherSession } from './fixtures/other-session.js';
 import { PostgresEventStoreBackend } from './postgres-backend.js';
 
@@ -78,6 +79,47 @@ describe('PostgreSQL statement time limit', () => {
     );
     expect(limits).toEqual(['300ms', '300ms']);
   }, 20_000);
+
+  it.each([700, 1500])(
+    'ends a unit of work left idle in its transaction for statementTimeoutMs (%i ms), a stopped process say: its locks go to the next',
+    async (limit) => {
+      const schema = testSchemaName('stmt_timeout');
+      const stalled = backendFor(schema, limit);
+      await stalled.open();
+      // Another process, without a limit of its own: it waits for the key as long as it is held.
+      const next = backendFor(schema, 0);
+      await next.open();
+      const steps: string[] = [];
+      const frozen = stalled
+        .outboxStorage()
+        .transaction(async (work) => {
+          await work.lock(['k']);
+          await work.append('frozen', [{ ...event, id: crypto.randomUUID() }], 'no_stream');
+          steps.push('stalled holds the key');
+          // The process stops between two statements (SIGSTOP, a blocked event loop, a slow call).
+          await new Promise((resolve) => setTimeout(resolve, limit + 2500));
+          steps.push('stalled goes on');
+        })
+        .catch((e: unknown) => e);
+      await waitFor(() => steps.length > 0, 'the stalled unit to hold the key');
+      await next.outboxStorage().transaction(async (work) => {
+        await work.lock(['k']);
+        steps.push('next holds the key');
+        // What the stalled unit wrote was rolled back with it.
+        await work.append('frozen', [{ ...event, id: crypto.randomUUID() }], 'no_stream');
+      });
+      // Not committed, and known not to be: its connection was ended before its COMMIT was sent.
+      expect(await frozen).toMatchObject({ code: 'STORE_UNAVAILABLE', outcomeUnknown: false });
+      expect(steps).toEqual(['stalled holds the key', 'next holds the key', 'stalled goes on']);
+      // The stalled store works on, on a fresh connection.
+      await expect(
+        stalled.append('after', [{ ...event, id: crypto.randomUUID() }], 'no_stream'),
+      ).resolves.toMatchObject({
+        nextExpectedVersion: 0,
+      });
+    },
+    20_000,
+  );
 
   it('refuses a limit that is not an integer from 0 to 2147483647', () => {
     for (const statementTimeoutMs of [-1, 1.5, Number.NaN, 2 ** 31]) {
