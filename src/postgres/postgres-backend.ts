@@ -387,16 +387,12 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
       max: this.#poolSize,
       connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
       application_name: 'ferry',
-      // A transaction left idle as long (its process stopped, or stuck between two statements) is
-      // ended by the server, so that its locks and its hold on the global order do not outlive it.
-      ...(this.#statementTimeoutMs > 0
-        ? {
-            statement_timeout: this.#statementTimeoutMs,
-            idle_in_transaction_session_timeout: this.#statementTimeoutMs,
-          }
-        : {}),
-      // Times come back in UTC, so the text form converts to RFC 3339 without a Date.
-      options: '-c TimeZone=UTC -c DateStyle=ISO',
+      // Times come back in UTC, so the text form converts to RFC 3339 without a Date. A transaction
+      // left idle as long as a statement may run (its process stopped, or stuck between two
+      // statements) is ended by the server, so that its locks and its hold on the global order do not
+      // outlive it. Set at connection, so that 0 means no limit whatever the database or role sets
+      // (and RESET goes back to them).
+      options: `-c TimeZone=UTC -c DateStyle=ISO -c statement_timeout=${this.#statementTimeoutMs} -c idle_in_transaction_session_timeout=${this.#statementTimeoutMs}`,
       // For this pool only (the application's global type parsers stay untouched): int8 as bigint,
       // timestamptz as an ISO string, avoiding a Date per row.
       types: poolTypes,

@@ -38,6 +38,25 @@ import { storeQuery } from './store-query.js';
  */
 const RESET_SESSION_SETTINGS = 'RESET DateStyle; RESET TimeZone; RESET IntervalStyle';
 
+/** The server ended the session because its transaction sat idle too long (`idle_in_transaction_session_timeout`). */
+const endedIdle = (error: unknown): boolean => (error as { code?: unknown } | undefined)?.code === '25P03';
+
+/**
+ * A statement of a unit of work whose connection failed, as `StoreUnavailableError`: the unit was not
+ * committed, unless the statement was the caller's SQL that may have ended its transaction itself.
+ */
+function lostDuringUnit(error: unknown, statement: unknown): StoreUnavailableError {
+  const text = typeof statement === 'string' ? statement : (statement as { text?: unknown } | null)?.text;
+  const mayHaveEnded = typeof text === 'string' && /\b(?:commit|end|prepare)\b/i.test(text);
+  return new StoreUnavailableError(
+    'postgres',
+    mayHaveEnded
+      ? `the database connection failed under SQL of a unit of work that may have ended its transaction: whether it committed is unknown (${(error as Error).message})`
+      : `the database connection failed during a unit of work, which was not committed (${(error as Error).message})`,
+    { cause: error, outcomeUnknown: mayHaveEnded },
+  );
+}
+
 /** What the storage needs from the backend that owns it. */
 export interface PostgresOutboxOptions {
   readonly schema: string;
@@ -233,7 +252,9 @@ export class PostgresOutboxStorage implements OutboxStorage {
       }
       tx.end();
       // Lost while the work ran between two statements (the server ended a transaction left idle
-      // too long): nothing was committed, and that is known.
+      // too long), or under a statement whose error the work caught: nothing was committed, and
+      // that is known.
+      broken ??= tx.connectionLost;
       if (broken !== undefined) throw broken;
       committing = true;
       const committed = await client.query('COMMIT');
@@ -247,13 +268,16 @@ export class PostgresOutboxStorage implements OutboxStorage {
       return result;
     } catch (error) {
       if (broken === undefined && isConnectionFailure(error)) broken = error as Error;
+      broken ??= tx.connectionLost;
       if (isConnectionFailure(error)) {
+        // The server ended the session while the transaction sat idle: the COMMIT, if sent, never ran.
+        const unknown = committing && !endedIdle(error) && !endedIdle(broken);
         throw new StoreUnavailableError(
           'postgres',
-          committing
+          unknown
             ? `the database connection failed while a unit of work committed: whether it committed is unknown (${(error as Error).message})`
             : `the database connection failed during a unit of work, which was not committed (${(error as Error).message})`,
-          { cause: error, outcomeUnknown: committing },
+          { cause: error, outcomeUnknown: unknown },
         );
       }
       throw error;
@@ -402,6 +426,8 @@ class PostgresStorageTransaction implements StorageTransaction {
   enqueued = false;
   /** The caller's SQL ran a SET (or could have: its code had the client): settings to reset. */
   mayHaveSet = false;
+  /** The connection failed under one of the unit's statements (whether or not its caller caught it). */
+  connectionLost: Error | undefined;
 
   constructor(client: PoolClient, sql: ReturnType<typeof outboxStatements>, options: PostgresOutboxOptions) {
     this.#sql = sql;
@@ -413,7 +439,13 @@ class PostgresStorageTransaction implements StorageTransaction {
     // saga step's messages went out while its state change did not.
     const query = (...args: unknown[]) => {
       this.#assertUsable();
-      return (client.query as unknown as (...a: unknown[]) => unknown).apply(client, args);
+      const result = (client.query as unknown as (...a: unknown[]) => unknown).apply(client, args);
+      if (!(result instanceof Promise)) return result;
+      return result.catch((error: unknown) => {
+        if (!isConnectionFailure(error)) throw error;
+        this.connectionLost ??= error as Error;
+        throw lostDuringUnit(error, args[0]);
+      });
     };
     this.#client = new Proxy(client, {
       get: (target, property) => {

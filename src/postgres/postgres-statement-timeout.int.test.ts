@@ -121,6 +121,86 @@ describe('PostgreSQL statement time limit', () => {
     20_000,
   );
 
+  it('reports the idle unit as STORE_UNAVAILABLE, not committed, when its work catches the failed statement', async () => {
+    const schema = testSchemaName('stmt_timeout');
+    const backend = backendFor(schema, 500);
+    await backend.open();
+    let statementError: unknown;
+    const unitError = await backend
+      .outboxStorage()
+      .transaction(async (work) => {
+        await work.append('caught', [{ ...event, id: crypto.randomUUID() }], 'no_stream');
+        await new Promise((resolve) => setTimeout(resolve, 1200));
+        // The work goes on after the failed statement, as a handler with a fallback would.
+        statementError = await work.query('SELECT 1').catch((e: unknown) => e);
+      })
+      .catch((e: unknown) => e);
+    // Before, pg's bare "Client has encountered a connection error" (no code): a bus handler that
+    // wrapped it was counted and dead-lettered instead of waiting out the outage.
+    expect(statementError).toMatchObject({ code: 'STORE_UNAVAILABLE', outcomeUnknown: false });
+    expect(unitError).toMatchObject({ code: 'STORE_UNAVAILABLE', outcomeUnknown: false });
+    expect(await backend.readStream('caught', { fromVersion: 0 })).toEqual([]);
+  });
+
+  it('reports a COMMIT met by the end of the idle session (25P03) as not committed, not as unknown', async () => {
+    const schema = testSchemaName('stmt_timeout');
+    const limit = 300;
+    const backend = backendFor(schema, limit);
+    await backend.open();
+    const outcomes: unknown[] = [];
+    for (let i = 0; i < 3; i++) {
+      const stream = `blocked-${i}`;
+      const error = await backend
+        .outboxStorage()
+        .transaction(async (work) => {
+          await work.append(stream, [{ ...event, id: crypto.randomUUID() }], 'no_stream');
+          // The event loop is held past the limit (a long synchronous step): the server ends the
+          // session meanwhile, and the COMMIT is sent before its notice is read, so that COMMIT
+          // meets the server's idle-timeout error (25P03). The COMMIT never ran.
+          const until = Date.now() + limit + 300;
+          while (Date.now() < until) {}
+        })
+        .catch((e: unknown) => e as { code?: string; outcomeUnknown?: boolean; cause?: { code?: string } });
+      expect(await backend.readStream(stream, { fromVersion: 0 })).toEqual([]);
+      outcomes.push(error);
+    }
+    for (const error of outcomes) {
+      expect(error).toMatchObject({ code: 'STORE_UNAVAILABLE', outcomeUnknown: false });
+    }
+    expect(outcomes.some((e) => (e as { cause?: { code?: string } }).cause?.code === '25P03')).toBe(true);
+  }, 20_000);
+
+  it('sets no limit with 0, whatever the database sets', async () => {
+    // A database of its own: a database-level setting would reach every other test's connections.
+    const database = `ferry_idle_${crypto.randomUUID().replaceAll('-', '').slice(0, 10)}`;
+    const admin = await otherSession(cleanups);
+    await admin.query(`CREATE DATABASE ${database}`);
+    cleanups.push(() => admin.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`));
+    await admin.query(
+      `ALTER DATABASE ${database} SET idle_in_transaction_session_timeout = '400ms'; ALTER DATABASE ${database} SET statement_timeout = '400ms'`,
+    );
+    const url = new URL(postgresTestUrl());
+    url.pathname = `/${database}`;
+    const backend = new PostgresEventStoreBackend({
+      url: url.toString(),
+      schema: 'ferry',
+      poolSize: 2,
+      statementTimeoutMs: 0,
+      logger: silentLogger,
+    });
+    cleanups.push(() => backend.close());
+    await backend.open();
+    await backend.outboxStorage().transaction(async (work) => {
+      expect(await work.query('SHOW idle_in_transaction_session_timeout')).toEqual([
+        { idle_in_transaction_session_timeout: '0' },
+      ]);
+      await work.append('idle', [{ ...event, id: crypto.randomUUID() }], 'no_stream');
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      await work.query('SELECT pg_sleep(0.6)');
+    });
+    expect(await backend.readStream('idle', { fromVersion: 0 })).toHaveLength(1);
+  }, 20_000);
+
   it('refuses a limit that is not an integer from 0 to 2147483647', () => {
     for (const statementTimeoutMs of [-1, 1.5, Number.NaN, 2 ** 31]) {
       expect(
