@@ -1,4 +1,4 @@
-import { isConcurrencyError } from '../eventstore/errors.js';
+import { isConcurrencyError, isStoreUnavailableError } from '../eventstore/errors.js';
 import {
   isSagaConcurrencyError,
   isUnitOfWorkOutcomeUnknownError,
@@ -41,12 +41,19 @@ export function guarded(tx: StorageTransaction, failed: (error: unknown) => void
   };
 }
 
+/** Errors a unit of work rejects with as they are, whatever its work did with them. */
+const passedOn = (error: unknown): error is Error =>
+  // Its own SQL's COMMIT kept what came before; or the store failed (a lost connection): the caller
+  // and the bus tell an outage by this error, not by a rollback that names it as its cause.
+  isUnitOfWorkOutcomeUnknownError(error) || isStoreUnavailableError(error);
+
 /**
  * What a unit of work whose call failed with `error` rejects with, and its later calls: rolled back,
- * unless its transaction ended before the commit (its own SQL's COMMIT kept what came before).
+ * unless its transaction ended before the commit (its own SQL's COMMIT kept what came before), or
+ * the store failed under it (`STORE_UNAVAILABLE`, as it is).
  */
 export function doomedBy(error: unknown): Error {
-  return isUnitOfWorkOutcomeUnknownError(error) ? error : new UnitOfWorkRolledBackError({ cause: error });
+  return passedOn(error) ? error : new UnitOfWorkRolledBackError({ cause: error });
 }
 
 /**
@@ -54,7 +61,7 @@ export function doomedBy(error: unknown): Error {
  * `UnitOfWork.untilCallsSettled`): rolled back, as if the callback had thrown it.
  */
 export function unwaitedFailed(error: unknown): Error {
-  return isUnitOfWorkOutcomeUnknownError(error)
+  return passedOn(error)
     ? error
     : new UnitOfWorkRolledBackError(
         { cause: error },

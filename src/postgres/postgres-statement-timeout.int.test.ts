@@ -1,5 +1,8 @@
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { createBus } from '../connect/create-bus.js';
+import { EventStore } from '../eventstore/store.js';
 import { silentLogger } from '../logging/logger.js';
+import { createOutbox } from '../outbox/outbox.js';
 import { dropSchemas, postgresTestUrl, testSchemaName } from '../testing/postgres.js';
 import { waitFor } from '../testing/wait.js';
 import { otherSession } from './fixtures/other-session.js';
@@ -140,6 +143,22 @@ describe('PostgreSQL statement time limit', () => {
     expect(statementError).toMatchObject({ code: 'STORE_UNAVAILABLE', outcomeUnknown: false });
     expect(unitError).toMatchObject({ code: 'STORE_UNAVAILABLE', outcomeUnknown: false });
     expect(await backend.readStream('caught', { fromVersion: 0 })).toEqual([]);
+
+    // The same through an outbox's unit of work, which dooms a unit whose call failed: the store's
+    // failure as it is, not UNIT_OF_WORK_ROLLED_BACK naming it as its cause.
+    const store = new EventStore(backend, { logger: silentLogger });
+    const bus = await createBus({ url: `memory://idle-${schema}`, service: 'svc', logger: silentLogger });
+    cleanups.push(() => bus.close());
+    const outbox = await createOutbox({ store, bus, relay: false, logger: silentLogger });
+    const outboxError = await outbox
+      .unitOfWork(async (work) => {
+        await work.append('caught-2', [{ type: 'Tick', data: {} }], { expectedVersion: 'no_stream' });
+        await new Promise((resolve) => setTimeout(resolve, 1200));
+        await work.query('SELECT 1').catch(() => {});
+      })
+      .catch((e: unknown) => e);
+    expect(outboxError).toMatchObject({ code: 'STORE_UNAVAILABLE', outcomeUnknown: false });
+    expect(await backend.readStream('caught-2', { fromVersion: 0 })).toEqual([]);
   });
 
   it('reports a COMMIT met by the end of the idle session (25P03) as not committed, not as unknown', async () => {
