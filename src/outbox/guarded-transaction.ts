@@ -42,7 +42,7 @@ export function guarded(tx: StorageTransaction, failed: (error: unknown) => void
 }
 
 /** Errors a unit of work rejects with as they are, whatever its work did with them. */
-const passedOn = (error: unknown): error is Error =>
+export const passedOn = (error: unknown): error is Error =>
   // Its own SQL's COMMIT kept what came before; or the store failed (a lost connection): the caller
   // and the bus tell an outage by this error, not by a rollback that names it as its cause.
   isUnitOfWorkOutcomeUnknownError(error) || isStoreUnavailableError(error);

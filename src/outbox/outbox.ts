@@ -23,13 +23,8 @@ import type { Contracts, NoContracts } from '../messaging/contracts.js';
 import type { HandlerUnitOfWork } from '../messaging/transactional.js';
 import { assertClock, type Clock, type ClockTimer, systemClock } from '../time/clock.js';
 import { keepingAlive } from '../time/keep-alive.js';
-import {
-  isUnitOfWorkOutcomeUnknownError,
-  OutboxClosedError,
-  OutboxUnhealthyError,
-  UnitOfWorkUnsupportedError,
-} from './errors.js';
-import { doomedBy, guarded, lostRace, unwaitedFailed } from './guarded-transaction.js';
+import { OutboxClosedError, OutboxUnhealthyError, UnitOfWorkUnsupportedError } from './errors.js';
+import { doomedBy, guarded, lostRace, passedOn, unwaitedFailed } from './guarded-transaction.js';
 import { InFlight } from './in-flight.js';
 import { MemoryOutboxStorage } from './memory-outbox-storage.js';
 import {
@@ -198,9 +193,9 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
                 const unwaited = await unit.untilCallsSettled();
                 if (unwaited !== undefined && failure === undefined) throw unwaitedFailed(unwaited.error);
               } catch (error) {
-                // Its own SQL ended the transaction: throwing no longer undoes what came before.
-                if (failure !== undefined && isUnitOfWorkOutcomeUnknownError(failure.error))
-                  throw failure.error;
+                // Its own SQL ended the transaction: throwing no longer undoes what came before. Or
+                // the store failed under it: that, not what the work made of it, is the outcome.
+                if (failure !== undefined && passedOn(failure.error)) throw failure.error;
                 throw error;
               }
               // One rule on every backend: a write that failed dooms the unit of work, even if the

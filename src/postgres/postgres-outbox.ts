@@ -47,7 +47,9 @@ const endedIdle = (error: unknown): boolean => (error as { code?: unknown } | un
  */
 function lostDuringUnit(error: unknown, statement: unknown): StoreUnavailableError {
   const text = typeof statement === 'string' ? statement : (statement as { text?: unknown } | null)?.text;
-  const mayHaveEnded = typeof text === 'string' && /\b(?:commit|end|prepare)\b/i.test(text);
+  // pg refuses a statement on a connection already known lost without sending it.
+  const sent = !/^Client has encountered a connection error/.test((error as Error).message ?? '');
+  const mayHaveEnded = sent && typeof text === 'string' && /\b(?:commit|end|prepare)\b/i.test(text);
   return new StoreUnavailableError(
     'postgres',
     mayHaveEnded
@@ -437,15 +439,36 @@ class PostgresStorageTransaction implements StorageTransaction {
     // its unit of work ended (its handler past its time limit: rolled back) sent the rest after the
     // ROLLBACK, in autocommit or in another unit's transaction on the pooled connection: a timed-out
     // saga step's messages went out while its state change did not.
+    // And checked when its turn comes, not when it is called: calls started together, without
+    // waiting for each other (`Promise.all([work.query('COMMIT'), work.publish(…)])`), were all
+    // handed to the driver at once, and those queued behind a COMMIT of the caller's SQL ran after
+    // it in autocommit (a message published from a unit that rejected). Statements go to the
+    // driver one at a time, each once the one before has been answered and seen.
+    let turn: Promise<unknown> = Promise.resolve();
+    const send = (args: unknown[]) =>
+      (client.query as unknown as (...a: unknown[]) => unknown).apply(client, args);
     const query = (...args: unknown[]) => {
-      this.#assertUsable();
-      const result = (client.query as unknown as (...a: unknown[]) => unknown).apply(client, args);
-      if (!(result instanceof Promise)) return result;
-      return result.catch((error: unknown) => {
+      const callbackOrSubmittable =
+        typeof args[args.length - 1] === 'function' ||
+        typeof (args[0] as { submit?: unknown } | null)?.submit === 'function';
+      if (callbackOrSubmittable) {
+        this.#assertUsable();
+        return send(args);
+      }
+      const run = () => {
+        this.#assertUsable();
+        return send(args) as Promise<unknown>;
+      };
+      const result = turn.then(run, run).catch((error: unknown) => {
         if (!isConnectionFailure(error)) throw error;
         this.connectionLost ??= error as Error;
         throw lostDuringUnit(error, args[0]);
       });
+      turn = result.then(
+        () => {},
+        () => {},
+      );
+      return result;
     };
     this.#client = new Proxy(client, {
       get: (target, property) => {

@@ -65,6 +65,40 @@ describe('PostgreSQL units of work whose own SQL ends the transaction', () => {
     },
   );
 
+  it.each(['COMMIT', 'ROLLBACK'])(
+    'runs nothing of calls started beside a %s of its own SQL (not awaited before it), in autocommit or otherwise',
+    async (end) => {
+      // Before, calls started together went to the driver at once: those queued behind the COMMIT
+      // ran after it in autocommit, and a message of a unit that rejected was published.
+      const { store, outbox, received } = await setup();
+      const table = `later_${randomUUID().replaceAll('-', '').slice(0, 10)}`;
+      const admin = new pg.Client({ connectionString: postgresTestUrl() });
+      await admin.connect();
+      cleanups.push(async () => {
+        await admin.query(`DROP TABLE IF EXISTS ${table}`);
+        await admin.end();
+      });
+      await admin.query(`CREATE TABLE ${table} (k text)`);
+      const outcome = await outbox
+        .unitOfWork(async (work) => {
+          await Promise.allSettled([
+            work.query(`INSERT INTO ${table} VALUES ('before'); ${end}`),
+            work.query(`INSERT INTO ${table} VALUES ('later')`),
+            work.publish('later.published', {}),
+            work.publish('later.keyed', {}, { key: 'k' }),
+            work.append('later', [{ type: 'E', data: {} }]),
+          ]);
+        })
+        .catch((e: unknown) => e);
+      expect(outcome).toMatchObject({ code: 'UNIT_OF_WORK_OUTCOME_UNKNOWN', reason: 'own-sql' });
+      const { rows } = await admin.query<{ k: string }>(`SELECT k FROM ${table}`);
+      expect(rows.map((r) => r.k)).toEqual(end === 'COMMIT' ? ['before'] : []);
+      expect(await store.readStream('later')).toEqual([]);
+      await outbox.flush();
+      expect(received.filter((m) => m.type.startsWith('later.'))).toEqual([]);
+    },
+  );
+
   it('lets the SQL roll back to a savepoint of its own: the unit of work commits whole', async () => {
     const { store, outbox } = await setup();
     await outbox.unitOfWork(async (work) => {

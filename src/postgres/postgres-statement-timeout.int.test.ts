@@ -159,6 +159,26 @@ describe('PostgreSQL statement time limit', () => {
       .catch((e: unknown) => e);
     expect(outboxError).toMatchObject({ code: 'STORE_UNAVAILABLE', outcomeUnknown: false });
     expect(await backend.readStream('caught-2', { fromVersion: 0 })).toEqual([]);
+
+    // Work that catches it and throws an error of its own: the store's failure is still the
+    // outcome (a bus handler is then retried as in an outage, not counted and dead-lettered), and
+    // SQL of the caller's that was never sent cannot have ended the transaction (CASE … END).
+    let sqlError: unknown;
+    const ownError = await outbox
+      .unitOfWork(async (work) => {
+        await work.append('caught-3', [{ type: 'Tick', data: {} }], { expectedVersion: 'no_stream' });
+        await new Promise((resolve) => setTimeout(resolve, 1200));
+        try {
+          await work.query('SELECT CASE WHEN true THEN 1 END');
+        } catch (e) {
+          sqlError = e;
+          throw new Error('could not record the order');
+        }
+      })
+      .catch((e: unknown) => e);
+    expect(sqlError).toMatchObject({ code: 'STORE_UNAVAILABLE', outcomeUnknown: false });
+    expect(ownError).toBe(sqlError);
+    expect(await backend.readStream('caught-3', { fromVersion: 0 })).toEqual([]);
   });
 
   it('reports a COMMIT met by the end of the idle session (25P03) as not committed, not as unknown', async () => {
