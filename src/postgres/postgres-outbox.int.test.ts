@@ -206,7 +206,9 @@ describe('PostgreSQL outbox storage', () => {
     const c = await client();
     const first = gate();
     const firstAppended = gate();
+    let firstPid = 0;
     const one = storage.transaction(async (tx) => {
+      firstPid = Number((await tx.query('SELECT pg_backend_pid() AS pid'))[0]?.pid);
       await tx.append('race', events('A'), 'no_stream');
       firstAppended.open();
       await first.opened;
@@ -214,12 +216,7 @@ describe('PostgreSQL outbox storage', () => {
     await firstAppended.opened;
     // The second insert waits on the first's uncommitted row, then meets the unique key.
     const two = storage.transaction((tx) => tx.append('race', events('B'), 'any'));
-    await waitFor(async () => {
-      const { rows } = await c.query(
-        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND application_name = 'ferry'`,
-      );
-      return rows[0].n > 0;
-    }, 'the second append to wait for the first');
+    await waitFor(() => blockedBy(c, firstPid), 'the second append to wait for the first');
     first.open();
     await one;
     const error = await two.then(
@@ -374,7 +371,9 @@ describe('PostgreSQL outbox storage', () => {
     for (const outcome of ['commit', 'rollback'] as const) {
       const first = gate();
       const marked = gate();
+      let firstPid = 0;
       const one = storage.transaction(async (tx) => {
+        firstPid = Number((await tx.query('SELECT pg_backend_pid() AS pid'))[0]?.pid);
         expect(await tx.markHandled('orders', `m-${outcome}`, T0)).toBe(true);
         marked.open();
         await first.opened;
@@ -387,12 +386,7 @@ describe('PostgreSQL outbox storage', () => {
         .finally(() => {
           secondDone = true;
         });
-      await waitFor(async () => {
-        const { rows } = await c.query(
-          `SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND application_name = 'ferry'`,
-        );
-        return secondDone || rows[0].n > 0;
-      }, 'the second mark to wait');
+      await waitFor(async () => secondDone || (await blockedBy(c, firstPid)), 'the second mark to wait');
       expect(secondDone).toBe(false);
       first.open();
       await one.catch(() => {});
@@ -471,3 +465,15 @@ describe('PostgreSQL outbox storage', () => {
     await waitFor(() => local > localBefore && remote > remoteBefore, 'both watchers to wake');
   });
 });
+
+/**
+ * Whether a session waits for a lock the session `pid` holds. Tests run in parallel: a lock wait of
+ * another test's store (every store's connections are named 'ferry') is not this one's.
+ */
+async function blockedBy(c: pg.Client, pid: number): Promise<boolean> {
+  const { rows } = await c.query<{ n: number }>(
+    'SELECT count(*)::int AS n FROM pg_stat_activity WHERE $1::int = ANY (pg_blocking_pids(pid))',
+    [pid],
+  );
+  return (rows[0]?.n ?? 0) > 0;
+}

@@ -1,5 +1,5 @@
 import type { CustomTypesConfig, Pool, PoolClient, QueryResult, QueryResultRow } from 'pg';
-import { InvalidOptionsError } from '../errors/ferry-error.js';
+import { InvalidOptionsError, isFerryError } from '../errors/ferry-error.js';
 import { storableText } from '../errors/storable-text.js';
 import { EventStoreClosedError, StoreUnavailableError } from '../eventstore/errors.js';
 import type {
@@ -16,6 +16,7 @@ import {
   UnitOfWorkRolledBackError,
   UnitOfWorkUnsupportedError,
 } from '../outbox/errors.js';
+import { doomedBy } from '../outbox/guarded-transaction.js';
 import { InFlight } from '../outbox/in-flight.js';
 import type {
   OutboxBacklog,
@@ -245,14 +246,19 @@ export class PostgresOutboxStorage implements OutboxStorage {
         result = await work(tx);
       } catch (error) {
         tx.end();
+        // A statement the work started and did not wait for may be under way: its answer first. A
+        // COMMIT of the caller's SQL among them kept what came before, whatever the work threw.
+        await tx.settled();
         try {
           await client.query('ROLLBACK');
         } catch (rollbackError) {
           broken = rollbackError as Error;
         }
-        throw error;
+        throw tx.endedBySql ?? error;
       }
       tx.end();
+      await tx.settled();
+      if (tx.endedBySql !== undefined) throw tx.endedBySql;
       // Lost while the work ran between two statements (the server ended a transaction left idle
       // too long), or under a statement whose error the work caught: nothing was committed, and
       // that is known.
@@ -418,6 +424,12 @@ export class PostgresOutboxStorage implements OutboxStorage {
 /** The handle of one unit of work: every call runs on its client, inside its transaction. */
 class PostgresStorageTransaction implements StorageTransaction {
   readonly #client: PoolClient;
+  /** The connection itself, under the proxy. */
+  readonly #raw: PoolClient;
+  /** The unit's statements, one at a time (see {@link #inTurn}). */
+  #turn: Promise<unknown> = Promise.resolve();
+  /** A statement of the unit failed: its transaction is aborted. */
+  #failed: { readonly error: unknown } | undefined;
   readonly #sql: ReturnType<typeof outboxStatements>;
   readonly #options: PostgresOutboxOptions;
   #ended = false;
@@ -444,31 +456,16 @@ class PostgresStorageTransaction implements StorageTransaction {
     // handed to the driver at once, and those queued behind a COMMIT of the caller's SQL ran after
     // it in autocommit (a message published from a unit that rejected). Statements go to the
     // driver one at a time, each once the one before has been answered and seen.
-    let turn: Promise<unknown> = Promise.resolve();
-    const send = (args: unknown[]) =>
-      (client.query as unknown as (...a: unknown[]) => unknown).apply(client, args);
+    this.#raw = client;
     const query = (...args: unknown[]) => {
       const callbackOrSubmittable =
         typeof args[args.length - 1] === 'function' ||
         typeof (args[0] as { submit?: unknown } | null)?.submit === 'function';
       if (callbackOrSubmittable) {
         this.#assertUsable();
-        return send(args);
+        return this.#send(args);
       }
-      const run = () => {
-        this.#assertUsable();
-        return send(args) as Promise<unknown>;
-      };
-      const result = turn.then(run, run).catch((error: unknown) => {
-        if (!isConnectionFailure(error)) throw error;
-        this.connectionLost ??= error as Error;
-        throw lostDuringUnit(error, args[0]);
-      });
-      turn = result.then(
-        () => {},
-        () => {},
-      );
-      return result;
+      return this.#inTurn(() => this.#send(args) as Promise<unknown>, args[0]);
     };
     this.#client = new Proxy(client, {
       get: (target, property) => {
@@ -488,6 +485,47 @@ class PostgresStorageTransaction implements StorageTransaction {
   /** The client goes back to the pool: a handle kept past its unit of work must not reach it. */
   end(): void {
     this.#ended = true;
+  }
+
+  /** Resolves once the statement under way, if any, was answered (those queued behind it are refused once ended). */
+  settled(): Promise<void> {
+    return this.#turn.then(() => {});
+  }
+
+  /** Set once the caller's SQL ended the transaction. */
+  get endedBySql(): UnitOfWorkOutcomeUnknownError | undefined {
+    return this.#endedBySql;
+  }
+
+  #send(args: unknown[]): unknown {
+    return (this.#raw.query as unknown as (...a: unknown[]) => unknown).apply(this.#raw, args);
+  }
+
+  /**
+   * Runs `statement` on the connection once every statement of the unit called before it has been
+   * answered, checking then that the unit may still run one: not ended, not ended by its own SQL,
+   * and no statement of it failed (the transaction is aborted: a call started beside the failed one
+   * rejects as every later call does, rather than with PostgreSQL's 25P02).
+   */
+  #inTurn<T>(statement: () => Promise<T>, text: unknown): Promise<T> {
+    const run = () => {
+      this.#assertUsable();
+      if (this.#failed !== undefined) throw doomedBy(this.#failed.error);
+      return statement();
+    };
+    const result = this.#turn.then(run, run).catch((error: unknown) => {
+      if (isConnectionFailure(error)) {
+        this.connectionLost ??= error as Error;
+        throw lostDuringUnit(error, text);
+      }
+      if (this.#failed === undefined && !isFerryError(error)) this.#failed = { error };
+      throw error;
+    });
+    this.#turn = result.then(
+      () => {},
+      () => {},
+    );
+    return result;
   }
 
   #open(): PoolClient {
@@ -525,48 +563,53 @@ class PostgresStorageTransaction implements StorageTransaction {
    * the SQL began.
    */
   async query(sql: string, params: readonly unknown[] = []): Promise<Record<string, unknown>[]> {
-    const client = this.#open();
-    let status: string | undefined;
-    const tags: string[] = [];
-    const ready = (message: { status?: string }) => {
-      status = message.status;
-    };
-    const complete = (message: { text?: string }) => {
-      if (message.text !== undefined) tags.push(message.text);
-    };
-    client.connection.on('readyForQuery', ready);
-    client.connection.on('commandComplete', complete);
-    const ended = () => {
-      const commits = tags.filter((t) => t === 'COMMIT' || t === 'PREPARE TRANSACTION').length;
-      const rollbacks = tags.filter((t) => t === 'ROLLBACK').length;
-      const toSavepoint = sql.match(/\brollback\s+(?:work\s+|transaction\s+)?to\b/gi)?.length ?? 0;
-      return status === 'I' || commits > 0 || rollbacks > toSavepoint;
-    };
-    const endedBySql = (cause?: unknown) => {
-      this.#endedBySql = new UnitOfWorkOutcomeUnknownError(cause, 'own-sql');
-      return this.#endedBySql;
-    };
-    try {
-      let rows: Record<string, unknown>[] | undefined;
+    this.#assertUsable();
+    const types = this.#options.ownSqlTypes?.();
+    // Watched only while its turn lasts: the answers to statements queued before it are theirs.
+    return this.#inTurn(async () => {
+      const connection = this.#raw.connection;
+      let status: string | undefined;
+      const tags: string[] = [];
+      const ready = (message: { status?: string }) => {
+        status = message.status;
+      };
+      const complete = (message: { text?: string }) => {
+        if (message.text !== undefined) tags.push(message.text);
+      };
+      const ended = () => {
+        const commits = tags.filter((t) => t === 'COMMIT' || t === 'PREPARE TRANSACTION').length;
+        const rollbacks = tags.filter((t) => t === 'ROLLBACK').length;
+        const toSavepoint = sql.match(/\brollback\s+(?:work\s+|transaction\s+)?to\b/gi)?.length ?? 0;
+        return status === 'I' || commits > 0 || rollbacks > toSavepoint;
+      };
+      // Decided before the answer is handed on, so that the statement queued next sees it.
+      const endedBySql = (cause?: unknown) => {
+        this.#endedBySql = new UnitOfWorkOutcomeUnknownError(cause, 'own-sql');
+        return this.#endedBySql;
+      };
+      connection.on('readyForQuery', ready);
+      connection.on('commandComplete', complete);
       try {
-        const types = this.#options.ownSqlTypes?.();
-        ({ rows } = await client.query(
-          types === undefined
-            ? { text: sql, values: params as unknown[] }
-            : { text: sql, values: params as unknown[], types },
-        ));
-      } catch (error) {
-        // `COMMIT; SELECT 1/0`: the COMMIT kept what came before, whatever failed after it.
-        if (ended()) throw endedBySql(error);
-        throw error;
+        let rows: Record<string, unknown>[] | undefined;
+        try {
+          ({ rows } = await this.#raw.query(
+            types === undefined
+              ? { text: sql, values: params as unknown[] }
+              : { text: sql, values: params as unknown[], types },
+          ));
+        } catch (error) {
+          // `COMMIT; SELECT 1/0`: the COMMIT kept what came before, whatever failed after it.
+          if (ended()) throw endedBySql(error);
+          throw error;
+        }
+        if (ended()) throw endedBySql();
+        return rows ?? [];
+      } finally {
+        if (tags.some((t) => t === 'SET' || t === 'RESET')) this.mayHaveSet = true;
+        connection.off('readyForQuery', ready);
+        connection.off('commandComplete', complete);
       }
-      if (ended()) throw endedBySql();
-      return rows ?? [];
-    } finally {
-      if (tags.some((t) => t === 'SET' || t === 'RESET')) this.mayHaveSet = true;
-      client.connection.off('readyForQuery', ready);
-      client.connection.off('commandComplete', complete);
-    }
+    }, sql);
   }
 
   /**

@@ -99,6 +99,70 @@ describe('PostgreSQL units of work whose own SQL ends the transaction', () => {
     },
   );
 
+  it('says OUTCOME_UNKNOWN when the callback throws while a COMMIT of its SQL it did not wait for is under way', async () => {
+    // Before, the unit rejected with the callback's error, telling the caller nothing was kept.
+    const { outbox } = await setup();
+    const table = `thrown_${randomUUID().replaceAll('-', '').slice(0, 10)}`;
+    const admin = new pg.Client({ connectionString: postgresTestUrl() });
+    await admin.connect();
+    cleanups.push(async () => {
+      await admin.query(`DROP TABLE IF EXISTS ${table}`);
+      await admin.end();
+    });
+    await admin.query(`CREATE TABLE ${table} (k text)`);
+    const outcome = await outbox
+      .unitOfWork(async (work) => {
+        void work.query(`INSERT INTO ${table} VALUES ('kept'); SELECT pg_sleep(0.3); COMMIT`).catch(() => {});
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        throw new Error('boom');
+      })
+      .catch((e: unknown) => e);
+    const { rows } = await admin.query<{ k: string }>(`SELECT k FROM ${table}`);
+    expect(rows.map((r) => r.k)).toEqual(['kept']);
+    expect(outcome).toMatchObject({ code: 'UNIT_OF_WORK_OUTCOME_UNKNOWN', reason: 'own-sql' });
+  });
+
+  it('takes calls started together as they come: a savepoint rolled back to, a failed statement, many at once', async () => {
+    const { store, outbox } = await setup();
+    const warnings: Error[] = [];
+    const onWarning = (warning: Error) => void warnings.push(warning);
+    process.on('warning', onWarning);
+    cleanups.push(async () => void process.off('warning', onWarning));
+    // ROLLBACK TO SAVEPOINT does not end the transaction, whatever is queued behind it (the answer
+    // to it was taken for the next statement's, which then looked like a ROLLBACK).
+    await outbox.unitOfWork(async (work) => {
+      await Promise.all([
+        work.query('SAVEPOINT a'),
+        work.query('ROLLBACK TO SAVEPOINT a'),
+        work.query('SELECT 1'),
+        ...Array.from({ length: 12 }, () => work.query('SELECT 1')),
+        work.append('whole', [{ type: 'E', data: {} }], { expectedVersion: 'no_stream' }),
+      ]);
+    });
+    expect(await store.readStream('whole')).toHaveLength(1);
+    // One failed statement dooms the calls started beside it too, as it dooms later ones (they went
+    // to the server and came back with PostgreSQL's 25P02).
+    let calls: PromiseSettledResult<unknown>[] = [];
+    const outcome = await outbox
+      .unitOfWork(async (work) => {
+        calls = await Promise.allSettled([
+          work.query('SELEC 1'),
+          work.query('SELECT 1'),
+          work.publish('beside.failed', {}),
+          work.append('beside', [{ type: 'E', data: {} }]),
+        ]);
+      })
+      .catch((e: unknown) => e);
+    expect(outcome).toMatchObject({ code: 'UNIT_OF_WORK_ROLLED_BACK' });
+    expect(calls[0]).toMatchObject({ status: 'rejected', reason: { code: '42601' } });
+    for (const call of calls.slice(1)) {
+      expect(call).toMatchObject({ status: 'rejected', reason: { code: 'UNIT_OF_WORK_ROLLED_BACK' } });
+    }
+    expect(await store.readStream('beside')).toEqual([]);
+    // Each statement is watched only during its turn: no listener piles up on the connection.
+    expect(warnings.filter((w) => w.name === 'MaxListenersExceededWarning')).toEqual([]);
+  });
+
   it('lets the SQL roll back to a savepoint of its own: the unit of work commits whole', async () => {
     const { store, outbox } = await setup();
     await outbox.unitOfWork(async (work) => {
