@@ -32,6 +32,20 @@ async function setup() {
   return { store, outbox, received };
 }
 
+/** A table `(k text)` of its own, dropped after the test, and the keys it holds as seen from outside. */
+async function scratchTable(prefix: string): Promise<{ table: string; keys: () => Promise<string[]> }> {
+  const table = `${prefix}_${randomUUID().replaceAll('-', '').slice(0, 10)}`;
+  const admin = new pg.Client({ connectionString: postgresTestUrl() });
+  await admin.connect();
+  cleanups.push(async () => {
+    await admin.query(`DROP TABLE IF EXISTS ${table}`);
+    await admin.end();
+  });
+  await admin.query(`CREATE TABLE ${table} (k text)`);
+  const keys = async () => (await admin.query<{ k: string }>(`SELECT k FROM ${table}`)).rows.map((r) => r.k);
+  return { table, keys };
+}
+
 describe('PostgreSQL units of work whose own SQL ends the transaction', () => {
   it.each([
     ['COMMIT; BEGIN', 1],
@@ -71,14 +85,7 @@ describe('PostgreSQL units of work whose own SQL ends the transaction', () => {
       // Before, calls started together went to the driver at once: those queued behind the COMMIT
       // ran after it in autocommit, and a message of a unit that rejected was published.
       const { store, outbox, received } = await setup();
-      const table = `later_${randomUUID().replaceAll('-', '').slice(0, 10)}`;
-      const admin = new pg.Client({ connectionString: postgresTestUrl() });
-      await admin.connect();
-      cleanups.push(async () => {
-        await admin.query(`DROP TABLE IF EXISTS ${table}`);
-        await admin.end();
-      });
-      await admin.query(`CREATE TABLE ${table} (k text)`);
+      const { table, keys } = await scratchTable('later');
       const outcome = await outbox
         .unitOfWork(async (work) => {
           await Promise.allSettled([
@@ -91,8 +98,7 @@ describe('PostgreSQL units of work whose own SQL ends the transaction', () => {
         })
         .catch((e: unknown) => e);
       expect(outcome).toMatchObject({ code: 'UNIT_OF_WORK_OUTCOME_UNKNOWN', reason: 'own-sql' });
-      const { rows } = await admin.query<{ k: string }>(`SELECT k FROM ${table}`);
-      expect(rows.map((r) => r.k)).toEqual(end === 'COMMIT' ? ['before'] : []);
+      expect(await keys()).toEqual(end === 'COMMIT' ? ['before'] : []);
       expect(await store.readStream('later')).toEqual([]);
       await outbox.flush();
       expect(received.filter((m) => m.type.startsWith('later.'))).toEqual([]);
@@ -102,14 +108,7 @@ describe('PostgreSQL units of work whose own SQL ends the transaction', () => {
   it('says OUTCOME_UNKNOWN when the callback throws while a COMMIT of its SQL it did not wait for is under way', async () => {
     // Before, the unit rejected with the callback's error, telling the caller nothing was kept.
     const { outbox } = await setup();
-    const table = `thrown_${randomUUID().replaceAll('-', '').slice(0, 10)}`;
-    const admin = new pg.Client({ connectionString: postgresTestUrl() });
-    await admin.connect();
-    cleanups.push(async () => {
-      await admin.query(`DROP TABLE IF EXISTS ${table}`);
-      await admin.end();
-    });
-    await admin.query(`CREATE TABLE ${table} (k text)`);
+    const { table, keys } = await scratchTable('thrown');
     const outcome = await outbox
       .unitOfWork(async (work) => {
         void work.query(`INSERT INTO ${table} VALUES ('kept'); SELECT pg_sleep(0.3); COMMIT`).catch(() => {});
@@ -117,8 +116,7 @@ describe('PostgreSQL units of work whose own SQL ends the transaction', () => {
         throw new Error('boom');
       })
       .catch((e: unknown) => e);
-    const { rows } = await admin.query<{ k: string }>(`SELECT k FROM ${table}`);
-    expect(rows.map((r) => r.k)).toEqual(['kept']);
+    expect(await keys()).toEqual(['kept']);
     expect(outcome).toMatchObject({ code: 'UNIT_OF_WORK_OUTCOME_UNKNOWN', reason: 'own-sql' });
   });
 
