@@ -84,8 +84,8 @@ export const isStoreUnavailableError = errorGuard<StoreUnavailableError>('STORE_
  * a call a unit of work cannot take: one nested in another, `store.append` inside one.
  */
 export class UnitOfWorkUnsupportedError extends FerryError {
-  constructor(message: string) {
-    super('UNIT_OF_WORK_UNSUPPORTED', message);
+  constructor(message: string, options: FerryErrorOptions = {}) {
+    super('UNIT_OF_WORK_UNSUPPORTED', message, options);
   }
 }
 export const isUnitOfWorkUnsupportedError =

@@ -160,6 +160,7 @@ describe('PostgreSQL outbox storage', () => {
     // An enqueue takes its key's lock, then inserts. Its unit ended (a handler past its time limit)
     // while the lock was awaited: the INSERT went after the ROLLBACK, in autocommit, and the message
     // was published though the unit's other writes were rolled back. Must not happen: the row kept.
+    // (The lock wait is now cancelled when the unit ends; the call rejects saying the unit ended.)
     const schema = newSchema();
     const backend = await open(schema);
     const storage = backend.outboxStorage();
@@ -177,7 +178,6 @@ describe('PostgreSQL outbox storage', () => {
     // session's COMMIT answers): handled now, so that it is no unhandled rejection.
     unit.catch(() => {});
     await sleep(200);
-    // The lock is free: the enqueue's lock statement ends, then the unit's ROLLBACK runs.
     await other.query('COMMIT');
     await expect(unit).rejects.toThrow('past its time limit');
     await expect(enqueue).rejects.toMatchObject({ code: 'UNIT_OF_WORK_UNSUPPORTED' });

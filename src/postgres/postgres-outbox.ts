@@ -27,6 +27,7 @@ import type {
   SagaStatus,
   StorageTransaction,
 } from '../outbox/storage.js';
+import { type CancelTarget, cancelStatement } from './cancel-statement.js';
 import { isConnectionFailure } from './connection-failure.js';
 import { duplicateMessageId } from './duplicate-message-id.js';
 import { Notifier } from './notifier.js';
@@ -37,20 +38,31 @@ import { storeQuery } from './store-query.js';
  * The session settings by which Ferry reads what PostgreSQL sends (times), back to the connection's
  * own (DateStyle ISO and TimeZone UTC, set when it opened).
  */
+/** PostgreSQL's error for a statement cancelled (by a cancel request, or at `statement_timeout`). */
+const QUERY_CANCELED = '57014';
+
+/** How long a unit of work that failed waits for the server to take a cancel request. */
+const CANCEL_TIMEOUT_MS = 2000;
+
 const RESET_SESSION_SETTINGS = 'RESET DateStyle; RESET TimeZone; RESET IntervalStyle';
 
 /** The server ended the session because its transaction sat idle too long (`idle_in_transaction_session_timeout`). */
 const endedIdle = (error: unknown): boolean => (error as { code?: unknown } | undefined)?.code === '25P03';
+
+/** The text of a statement (a string or pg's query config) has a word that may end its transaction. */
+function mayEndTransaction(statement: unknown): boolean {
+  const text = typeof statement === 'string' ? statement : (statement as { text?: unknown } | null)?.text;
+  return typeof text === 'string' && /\b(?:commit|end|prepare)\b/i.test(text);
+}
 
 /**
  * A statement of a unit of work whose connection failed, as `StoreUnavailableError`: the unit was not
  * committed, unless the statement was the caller's SQL that may have ended its transaction itself.
  */
 function lostDuringUnit(error: unknown, statement: unknown): StoreUnavailableError {
-  const text = typeof statement === 'string' ? statement : (statement as { text?: unknown } | null)?.text;
   // pg refuses a statement on a connection already known lost without sending it.
   const sent = !/^Client has encountered a connection error/.test((error as Error).message ?? '');
-  const mayHaveEnded = sent && typeof text === 'string' && /\b(?:commit|end|prepare)\b/i.test(text);
+  const mayHaveEnded = sent && mayEndTransaction(statement);
   return new StoreUnavailableError(
     'postgres',
     mayHaveEnded
@@ -246,8 +258,11 @@ export class PostgresOutboxStorage implements OutboxStorage {
         result = await work(tx);
       } catch (error) {
         tx.end();
-        // A statement the work started and did not wait for may be under way: its answer first. A
-        // COMMIT of the caller's SQL among them kept what came before, whatever the work threw.
+        // A statement the work started and did not wait for may be under way: it is cancelled (a
+        // handler past its time limit held its transaction and locks until its lock wait or long
+        // statement ended), then its answer is waited for. A COMMIT of the caller's SQL among them
+        // (never cancelled) kept what came before, whatever the work threw.
+        await tx.cancelRunning(CANCEL_TIMEOUT_MS);
         await tx.settled();
         try {
           await client.query('ROLLBACK');
@@ -424,7 +439,13 @@ export class PostgresOutboxStorage implements OutboxStorage {
 /** The handle of one unit of work: every call runs on its client, inside its transaction. */
 class PostgresStorageTransaction implements StorageTransaction {
   readonly #client: PoolClient;
-  /** The connection itself, under the proxy. */
+  /** The same, for the store's own statements. */
+  readonly #internal: PoolClient;
+  /** The statement under way: whether it may be cancelled (not the caller's SQL that may end the transaction). */
+  #running: { readonly cancellable: boolean } | undefined;
+  /** {@link cancelRunning} asked the server to cancel it: its error (57014) is the unit's end, not a failure. */
+  #cancelSent = false;
+  /** The connection itself, under the proxies. */
   readonly #raw: PoolClient;
   /** The unit's statements, one at a time (see {@link #inTurn}). */
   #turn: Promise<unknown> = Promise.resolve();
@@ -457,23 +478,29 @@ class PostgresStorageTransaction implements StorageTransaction {
     // it in autocommit (a message published from a unit that rejected). Statements go to the
     // driver one at a time, each once the one before has been answered and seen.
     this.#raw = client;
-    const query = (...args: unknown[]) => {
-      const callbackOrSubmittable =
-        typeof args[args.length - 1] === 'function' ||
-        typeof (args[0] as { submit?: unknown } | null)?.submit === 'function';
-      if (callbackOrSubmittable) {
-        this.#assertUsable();
-        return this.#send(args);
-      }
-      return this.#inTurn(() => this.#send(args) as Promise<unknown>, args[0]);
+    // The store's own statements and the caller's (through `work.client`) go through two handles:
+    // the caller's SQL may end the transaction (see `cancelRunning`).
+    const handle = (own: boolean) => {
+      const query = (...args: unknown[]) => {
+        const callbackOrSubmittable =
+          typeof args[args.length - 1] === 'function' ||
+          typeof (args[0] as { submit?: unknown } | null)?.submit === 'function';
+        if (callbackOrSubmittable) {
+          this.#assertUsable();
+          return this.#send(args);
+        }
+        return this.#inTurn(() => this.#send(args) as Promise<unknown>, args[0], own);
+      };
+      return new Proxy(client, {
+        get: (target, property) => {
+          if (property === 'query') return query;
+          const value: unknown = Reflect.get(target, property, target);
+          return typeof value === 'function' ? value.bind(target) : value;
+        },
+      });
     };
-    this.#client = new Proxy(client, {
-      get: (target, property) => {
-        if (property === 'query') return query;
-        const value: unknown = Reflect.get(target, property, target);
-        return typeof value === 'function' ? value.bind(target) : value;
-      },
-    });
+    this.#client = handle(true);
+    this.#internal = handle(false);
   }
 
   /** The unit's connection, every statement of which is refused once the unit of work has ended. */
@@ -492,6 +519,19 @@ class PostgresStorageTransaction implements StorageTransaction {
     return this.#turn.then(() => {});
   }
 
+  /**
+   * The unit of work failed (its handler ran past its time limit, say) while one of the store's
+   * statements was running, in a lock wait or a long scan: asks the server to cancel it, so that the
+   * ROLLBACK behind it, and the release of the unit's locks, come now rather than when it ends. The
+   * caller's SQL too, unless it has a word that may end the transaction (COMMIT, END, PREPARE): that
+   * is left to finish, its answer saying what was kept.
+   */
+  async cancelRunning(timeoutMs: number): Promise<void> {
+    if (this.#running === undefined || !this.#running.cancellable) return;
+    this.#cancelSent = true;
+    await cancelStatement(this.#raw as CancelTarget, timeoutMs);
+  }
+
   /** Set once the caller's SQL ended the transaction. */
   get endedBySql(): UnitOfWorkOutcomeUnknownError | undefined {
     return this.#endedBySql;
@@ -507,13 +547,25 @@ class PostgresStorageTransaction implements StorageTransaction {
    * and no statement of it failed (the transaction is aborted: a call started beside the failed one
    * rejects as every later call does, rather than with PostgreSQL's 25P02).
    */
-  #inTurn<T>(statement: () => Promise<T>, text: unknown): Promise<T> {
-    const run = () => {
+  #inTurn<T>(statement: () => Promise<T>, text: unknown, own: boolean): Promise<T> {
+    const run = async () => {
       this.#assertUsable();
       if (this.#failed !== undefined) throw doomedBy(this.#failed.error);
-      return statement();
+      const running = { cancellable: !own || !mayEndTransaction(text) };
+      this.#running = running;
+      try {
+        return await statement();
+      } finally {
+        if (this.#running === running) this.#running = undefined;
+      }
     };
     const result = this.#turn.then(run, run).catch((error: unknown) => {
+      if (this.#cancelSent && (error as { code?: unknown } | null)?.code === QUERY_CANCELED) {
+        throw new UnitOfWorkUnsupportedError(
+          'the unit of work has ended: its statement under way was cancelled',
+          { cause: error },
+        );
+      }
       if (isConnectionFailure(error)) {
         this.connectionLost ??= error as Error;
         throw lostDuringUnit(error, text);
@@ -530,7 +582,7 @@ class PostgresStorageTransaction implements StorageTransaction {
 
   #open(): PoolClient {
     this.#assertUsable();
-    return this.#client;
+    return this.#internal;
   }
 
   #assertUsable(): void {
@@ -566,7 +618,7 @@ class PostgresStorageTransaction implements StorageTransaction {
     this.#assertUsable();
     const types = this.#options.ownSqlTypes?.();
     // Watched only while its turn lasts: the answers to statements queued before it are theirs.
-    return this.#inTurn(async () => {
+    const turn = async () => {
       const connection = this.#raw.connection;
       let status: string | undefined;
       const tags: string[] = [];
@@ -609,7 +661,8 @@ class PostgresStorageTransaction implements StorageTransaction {
         connection.off('readyForQuery', ready);
         connection.off('commandComplete', complete);
       }
-    }, sql);
+    };
+    return this.#inTurn(turn, sql, true);
   }
 
   /**
