@@ -63,12 +63,24 @@ function lostDuringUnit(error: unknown, statement: unknown): StoreUnavailableErr
   // pg refuses a statement on a connection already known lost without sending it.
   const sent = !/^Client has encountered a connection error/.test((error as Error).message ?? '');
   const mayHaveEnded = sent && mayEndTransaction(statement);
+  return unitLost(
+    error,
+    mayHaveEnded ? 'under SQL of a unit of work that may have ended its transaction' : undefined,
+  );
+}
+
+/**
+ * The connection of a unit of work failed: the unit was not committed, or, when the failure came
+ * `whileEnding` it (its COMMIT sent), whether it committed is unknown (`outcomeUnknown`).
+ */
+function unitLost(error: unknown, whileEnding?: string): StoreUnavailableError {
+  const why = (error as Error).message;
   return new StoreUnavailableError(
     'postgres',
-    mayHaveEnded
-      ? `the database connection failed under SQL of a unit of work that may have ended its transaction: whether it committed is unknown (${(error as Error).message})`
-      : `the database connection failed during a unit of work, which was not committed (${(error as Error).message})`,
-    { cause: error, outcomeUnknown: mayHaveEnded },
+    whileEnding === undefined
+      ? `the database connection failed during a unit of work, which was not committed (${why})`
+      : `the database connection failed ${whileEnding}: whether it committed is unknown (${why})`,
+    { cause: error, outcomeUnknown: whileEnding !== undefined },
   );
 }
 
@@ -295,13 +307,7 @@ export class PostgresOutboxStorage implements OutboxStorage {
       if (isConnectionFailure(error)) {
         // The server ended the session while the transaction sat idle: the COMMIT, if sent, never ran.
         const unknown = committing && !endedIdle(error) && !endedIdle(broken);
-        throw new StoreUnavailableError(
-          'postgres',
-          unknown
-            ? `the database connection failed while a unit of work committed: whether it committed is unknown (${(error as Error).message})`
-            : `the database connection failed during a unit of work, which was not committed (${(error as Error).message})`,
-          { cause: error, outcomeUnknown: unknown },
-        );
+        throw unitLost(error, unknown ? 'while a unit of work committed' : undefined);
       }
       throw error;
     } finally {
