@@ -1,8 +1,13 @@
 /**
  * A service as its callers see it: one or more instances (base URLs), each behind its own
- * ServiceClient (timeouts, retries of safe requests, a breaker per instance), taken in turn. A
- * request that could not reach an instance (refused connection: it is restarting) moves on to the
- * next one when it is safe to repeat (a GET, or a POST with an idempotency key).
+ * ServiceClient (timeouts, retries of safe requests, a breaker per instance). Each request goes to
+ * an instance that is answering, the one with the fewest requests under way (in turn among equals).
+ * An instance is passed over while it seems stuck — requests under way and no answer for
+ * `stallMs` (a frozen process, a long pause) — and for `coolDownMs` after a request of it got no
+ * answer (timed out, connection failed), so that it does not take every n-th request until its
+ * breaker opens; when every instance is passed over, the least busy is taken anyway. A request that
+ * could not reach an instance (refused connection: it is restarting) moves on to the next one when
+ * it is safe to repeat (a GET, or a POST with an idempotency key).
  */
 import {
   isCircuitOpenError,
@@ -15,11 +20,28 @@ import {
 export interface UpstreamOptions {
   /** Time limit of a call, ms, its retries included (each attempt's limit too). @default 10000 */
   readonly timeoutMs?: number;
+  /** An instance with requests under way and no answer for this long is passed over, ms. @default 1000 */
+  readonly stallMs?: number;
+  /** An instance is passed over for this long after a request of it got no answer, ms. @default 2000 */
+  readonly coolDownMs?: number;
+}
+
+/** What the upstream knows of how an instance is answering. */
+interface InstanceLoad {
+  /** Requests under way. */
+  inFlight: number;
+  /** When it last answered, or got a request while it had none under way (ms, `performance.now()`). */
+  lastProgress: number;
+  /** Passed over until then, after a request that got no answer. */
+  coolUntil: number;
 }
 
 export class Upstream {
   readonly name: string;
   readonly #clients: ServiceClient[];
+  readonly #load: InstanceLoad[];
+  readonly #stallMs: number;
+  readonly #coolDownMs: number;
   #next = 0;
 
   constructor(name: string, urls: readonly string[], options: UpstreamOptions = {}) {
@@ -39,6 +61,9 @@ export class Upstream {
           breaker: { minimumVolume: 20, errorThresholdPercentage: 50, resetTimeoutMs: 2000 },
         }),
     );
+    this.#load = urls.map(() => ({ inFlight: 0, lastProgress: 0, coolUntil: 0 }));
+    this.#stallMs = options.stallMs ?? 1000;
+    this.#coolDownMs = options.coolDownMs ?? 2000;
   }
 
   get urls(): string[] {
@@ -57,18 +82,56 @@ export class Upstream {
   /** Any request; resolves the response whatever its status (see `ServiceClient.request`). */
   async request<T = unknown>(init: RequestInit): Promise<ServiceResponse<T>> {
     const repeatable = init.method === 'GET' || init.idempotencyKey !== undefined;
-    const first = this.#next++ % this.#clients.length;
+    const first = this.#leastBusy();
     for (let i = 0; ; i++) {
-      const client = this.#clients[(first + i) % this.#clients.length] as ServiceClient;
+      const at = (first + i) % this.#clients.length;
+      const client = this.#clients[at] as ServiceClient;
+      const load = this.#load[at] as InstanceLoad;
+      if (load.inFlight++ === 0) load.lastProgress = performance.now();
       try {
-        return await client.request<T>(init);
+        const response = await client.request<T>(init);
+        load.lastProgress = performance.now();
+        load.coolUntil = 0;
+        return response;
       } catch (error) {
+        // No answer (an open breaker aside, which sent nothing): pass it over for a while.
+        if (!isCircuitOpenError(error)) load.coolUntil = performance.now() + this.#coolDownMs;
         // A refused connection or an open breaker: nothing was sent, another instance may take it.
         const notSent = nothingWasSent(error);
         const unreachable = notSent || isConnectionError(error);
         if (!(notSent || (repeatable && unreachable)) || i + 1 >= this.#clients.length) throw error;
+      } finally {
+        load.inFlight--;
       }
     }
+  }
+
+  /**
+   * The instance with the fewest requests under way among those answering (among all when none
+   * is); among equals, the next in turn.
+   */
+  #leastBusy(): number {
+    const n = this.#clients.length;
+    const start = this.#next++ % n;
+    if (n === 1) return 0;
+    const now = performance.now();
+    let best = -1;
+    let bestAnswering = false;
+    for (let i = 0; i < n; i++) {
+      const at = (start + i) % n;
+      const load = this.#load[at] as InstanceLoad;
+      const answering =
+        now >= load.coolUntil && (load.inFlight === 0 || now - load.lastProgress < this.#stallMs);
+      if (
+        best === -1 ||
+        (answering && !bestAnswering) ||
+        (answering === bestAnswering && load.inFlight < (this.#load[best] as InstanceLoad).inFlight)
+      ) {
+        best = at;
+        bestAnswering = answering;
+      }
+    }
+    return best;
   }
 
   async close(): Promise<void> {
