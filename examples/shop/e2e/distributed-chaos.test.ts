@@ -51,6 +51,54 @@ describe('the distributed shop under faults', () => {
     }
   }, 300_000);
 
+  it('keeps taking orders while one orders instance of two is frozen (SIGSTOP), and loses none', async () => {
+    // Before, the gateway sent every second call to the frozen instance: within a second every
+    // client was waiting there, and no order was taken until it came back. What must not be lost:
+    // every order stored ends, and the ledger and stock add up.
+    const shop = await openShop('distributed', { argv: ['--instances', 'orders=2'] });
+    opened.push(shop);
+    const { client } = shop;
+    const supervisor = shop.distributed!.supervisor;
+    const catalog = await chaosCatalog(client);
+    const products = [...catalog.initial.keys()];
+    const answers: { at: number; status: number }[] = [];
+    let placing = true;
+    let n = 0;
+    const worker = async () => {
+      while (placing) {
+        const i = n++;
+        const answer = await client
+          .call('POST', '/orders', {
+            userId: catalog.userIds[i % catalog.userIds.length],
+            items: [{ productId: products[i % products.length], quantity: 1 }],
+          })
+          .catch(() => ({ status: 0 }));
+        answers.push({ at: performance.now(), status: answer.status });
+        await new Promise((resolve) => setTimeout(resolve, 150));
+      }
+    };
+    const workers = Promise.all(Array.from({ length: 4 }, worker));
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    expect(supervisor.kill('orders', 0, 'SIGSTOP')).toBe(true);
+    const frozenAt = performance.now();
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 6000));
+    } finally {
+      supervisor.kill('orders', 0, 'SIGCONT');
+    }
+    placing = false;
+    await workers;
+    // Once the gateway saw it stuck (1 s), orders went on through the other instance.
+    const taken = answers.filter((a) => a.status === 201 && a.at > frozenAt + 1500 && a.at < frozenAt + 6000);
+    expect(taken.length, JSON.stringify(answers.map((a) => a.status))).toBeGreaterThanOrEqual(20);
+    // The calls that waited for the frozen instance were answered once it was back (within the
+    // gateway's 10 s): none of them failed.
+    expect(answers.filter((a) => a.status !== 201)).toEqual([]);
+    const stored = await shop.storedOrders();
+    expect(stored).toHaveLength(answers.length);
+    await expectEverythingAddsUp(client, stored, catalog);
+  }, 300_000);
+
   it('stops every process within 10 s, with orders in flight', async () => {
     const shop = await openShop('distributed');
     opened.push(shop);
