@@ -14,11 +14,10 @@ const CANCEL_REQUEST_CODE = 80877102;
 /**
  * Asks the server to cancel the statement running on `target`'s connection, as `psql` does on Ctrl-C:
  * a CancelRequest on a connection of its own (no login, no pooled connection taken, so it works with
- * every pooled connection busy). Resolves once the server has closed that connection, by which time
- * it has signalled the session: a statement sent on `target` after that is not the one cancelled
- * (a session waiting for its next statement ignores the signal). Best effort: resolves, never
- * rejects, after `timeoutMs` at the latest; a statement still running then ends when it ends, or
- * at the connection's `statement_timeout`.
+ * every pooled connection busy). Resolves once that connection is closed, or after `timeoutMs`;
+ * never rejects. Nothing says when the server acts on it: it cancels whatever statement `target`
+ * runs then, so `target` must not be given other work afterwards (destroy it, do not pool it). A
+ * statement the request did not reach ends when it ends, or at the connection's `statement_timeout`.
  */
 export function cancelStatement(target: CancelTarget, timeoutMs: number): Promise<void> {
   const { processID, secretKey } = target;

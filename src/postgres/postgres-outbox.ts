@@ -41,8 +41,11 @@ import { storeQuery } from './store-query.js';
 /** PostgreSQL's error for a statement cancelled (by a cancel request, or at `statement_timeout`). */
 const QUERY_CANCELED = '57014';
 
-/** How long a unit of work that failed waits for the server to take a cancel request. */
+/** How long a cancel request's connection is given to reach the server. */
 const CANCEL_TIMEOUT_MS = 2000;
+
+/** Why a connection is destroyed rather than pooled, once a cancel request was sent on its behalf. */
+const CANCELLED_CONNECTION = new Error('a cancel request was sent for a statement of this connection');
 
 const RESET_SESSION_SETTINGS = 'RESET DateStyle; RESET TimeZone; RESET IntervalStyle';
 
@@ -274,7 +277,7 @@ export class PostgresOutboxStorage implements OutboxStorage {
         // handler past its time limit held its transaction and locks until its lock wait or long
         // statement ended), then its answer is waited for. A COMMIT of the caller's SQL among them
         // (never cancelled) kept what came before, whatever the work threw.
-        await tx.cancelRunning(CANCEL_TIMEOUT_MS);
+        tx.cancelRunning(CANCEL_TIMEOUT_MS);
         await tx.settled();
         try {
           await client.query('ROLLBACK');
@@ -314,7 +317,7 @@ export class PostgresOutboxStorage implements OutboxStorage {
       client.off('error', lost);
       // A SET of the caller's SQL (not SET LOCAL) stays on the connection: the settings Ferry reads
       // times by go back to what the connection began with, before another unit or read gets it.
-      if (broken === undefined && tx.mayHaveSet) {
+      if (broken === undefined && tx.mayHaveSet && !tx.cancelSent) {
         try {
           await client.query(RESET_SESSION_SETTINGS);
         } catch (error) {
@@ -322,7 +325,10 @@ export class PostgresOutboxStorage implements OutboxStorage {
         }
       }
       // A client whose connection failed (or whose ROLLBACK or reset did) is destroyed, not pooled.
-      client.release(broken);
+      // So is one a cancel was sent for: nothing tells when the server acts on it (the statement may
+      // have ended by itself meanwhile, and a proxy on the way may hold the request back), and on a
+      // pooled connection it could cancel a statement of the next unit of work given it.
+      client.release(broken ?? (tx.cancelSent ? CANCELLED_CONNECTION : undefined));
     }
   }
 
@@ -532,10 +538,15 @@ class PostgresStorageTransaction implements StorageTransaction {
    * caller's SQL too, unless it has a word that may end the transaction (COMMIT, END, PREPARE): that
    * is left to finish, its answer saying what was kept.
    */
-  async cancelRunning(timeoutMs: number): Promise<void> {
+  cancelRunning(timeoutMs: number): void {
     if (this.#running === undefined || !this.#running.cancellable) return;
     this.#cancelSent = true;
-    await cancelStatement(this.#raw as CancelTarget, timeoutMs);
+    void cancelStatement(this.#raw as CancelTarget, timeoutMs);
+  }
+
+  /** {@link cancelRunning} sent a cancel request for a statement of the unit. */
+  get cancelSent(): boolean {
+    return this.#cancelSent;
   }
 
   /** Set once the caller's SQL ended the transaction. */
