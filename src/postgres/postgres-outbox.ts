@@ -34,10 +34,6 @@ import { Notifier } from './notifier.js';
 import { outboxStatements } from './postgres-outbox-sql.js';
 import { storeQuery } from './store-query.js';
 
-/**
- * The session settings by which Ferry reads what PostgreSQL sends (times), back to the connection's
- * own (DateStyle ISO and TimeZone UTC, set when it opened).
- */
 /** PostgreSQL's error for a statement cancelled (by a cancel request, or at `statement_timeout`). */
 const QUERY_CANCELED = '57014';
 
@@ -47,6 +43,10 @@ const CANCEL_TIMEOUT_MS = 2000;
 /** Why a connection is destroyed rather than pooled, once a cancel request was sent on its behalf. */
 const CANCELLED_CONNECTION = new Error('a cancel request was sent for a statement of this connection');
 
+/**
+ * The session settings by which Ferry reads what PostgreSQL sends (times), back to the connection's
+ * own (DateStyle ISO and TimeZone UTC, set when it opened).
+ */
 const RESET_SESSION_SETTINGS = 'RESET DateStyle; RESET TimeZone; RESET IntervalStyle';
 
 /** The server ended the session because its transaction sat idle too long (`idle_in_transaction_session_timeout`). */
