@@ -187,4 +187,24 @@ describe('a transactional handler past its time limit (PostgreSQL)', () => {
     expect(failures).toEqual([]);
     expect(unitErrors.every((e) => (e as Error).message === 'past its time limit')).toBe(true);
   }, 30_000);
+
+  it('refuses the answer of a statement that ended by itself after its unit failed (the cancel held back)', async () => {
+    // Before, the call resolved with its rows after the unit had rolled back: a handler that ignored
+    // its signal could act on a success of which nothing was kept.
+    const proxy = await cancelHoldingProxy(2000);
+    cleanups.push(() => proxy.close());
+    const { outbox } = await setUp(proxy.url);
+    let call: Promise<unknown> | undefined;
+    const error = await outbox
+      .unitOfWork(async (work) => {
+        call = work.query('SELECT pg_sleep(0.4), 1 AS one');
+        call.catch(() => {});
+        await sleep(100);
+        throw new Error('past its time limit');
+      })
+      .catch((e: unknown) => e);
+    expect(error).toMatchObject({ message: 'past its time limit' });
+    await expect(call).rejects.toMatchObject({ code: 'UNIT_OF_WORK_UNSUPPORTED' });
+    expect(proxy.cancels()).toBe(1);
+  });
 });

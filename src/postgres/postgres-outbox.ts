@@ -272,12 +272,11 @@ export class PostgresOutboxStorage implements OutboxStorage {
       try {
         result = await work(tx);
       } catch (error) {
-        tx.end();
         // A statement the work started and did not wait for may be under way: it is cancelled (a
         // handler past its time limit held its transaction and locks until its lock wait or long
         // statement ended), then its answer is waited for. A COMMIT of the caller's SQL among them
         // (never cancelled) kept what came before, whatever the work threw.
-        tx.cancelRunning(CANCEL_TIMEOUT_MS);
+        tx.abandon(CANCEL_TIMEOUT_MS);
         await tx.settled();
         try {
           await client.query('ROLLBACK');
@@ -455,8 +454,10 @@ class PostgresStorageTransaction implements StorageTransaction {
   readonly #internal: PoolClient;
   /** The statement under way: whether it may be cancelled (not the caller's SQL that may end the transaction). */
   #running: { readonly cancellable: boolean } | undefined;
-  /** {@link cancelRunning} asked the server to cancel it: its error (57014) is the unit's end, not a failure. */
+  /** {@link abandon} asked the server to cancel it: its error (57014) is the unit's end, not a failure. */
   #cancelSent = false;
+  /** The unit failed and rolls back ({@link abandon}): a statement answered since is refused. */
+  #abandoned = false;
   /** The connection itself, under the proxies. */
   readonly #raw: PoolClient;
   /** The unit's statements, one at a time (see {@link #inTurn}). */
@@ -491,7 +492,7 @@ class PostgresStorageTransaction implements StorageTransaction {
     // driver one at a time, each once the one before has been answered and seen.
     this.#raw = client;
     // The store's own statements and the caller's (through `work.client`) go through two handles:
-    // the caller's SQL may end the transaction (see `cancelRunning`).
+    // the caller's SQL may end the transaction (see `abandon`).
     const handle = (own: boolean) => {
       const query = (...args: unknown[]) => {
         const callbackOrSubmittable =
@@ -532,19 +533,22 @@ class PostgresStorageTransaction implements StorageTransaction {
   }
 
   /**
-   * The unit of work failed (its handler ran past its time limit, say) while one of the store's
-   * statements was running, in a lock wait or a long scan: asks the server to cancel it, so that the
-   * ROLLBACK behind it, and the release of the unit's locks, come now rather than when it ends. The
-   * caller's SQL too, unless it has a word that may end the transaction (COMMIT, END, PREPARE): that
-   * is left to finish, its answer saying what was kept.
+   * The unit of work failed (its handler ran past its time limit, say) and rolls back: it ends, and a
+   * statement of it still running (a lock wait, a long scan) is cancelled, so that the ROLLBACK
+   * behind it, and the release of the unit's locks, come as soon as the server gets the request
+   * rather than when the statement ends. The caller's SQL too, unless it has a word that may end the
+   * transaction (COMMIT, END, PREPARE): that is left to finish, its answer saying what was kept. A
+   * statement answered after this is refused (`UNIT_OF_WORK_UNSUPPORTED`), whatever its answer.
    */
-  cancelRunning(timeoutMs: number): void {
+  abandon(timeoutMs: number): void {
+    this.#ended = true;
+    this.#abandoned = true;
     if (this.#running === undefined || !this.#running.cancellable) return;
     this.#cancelSent = true;
     void cancelStatement(this.#raw as CancelTarget, timeoutMs);
   }
 
-  /** {@link cancelRunning} sent a cancel request for a statement of the unit. */
+  /** {@link abandon} sent a cancel request for a statement of the unit. */
   get cancelSent(): boolean {
     return this.#cancelSent;
   }
@@ -570,11 +574,20 @@ class PostgresStorageTransaction implements StorageTransaction {
       if (this.#failed !== undefined) throw doomedBy(this.#failed.error);
       const running = { cancellable: !own || !mayEndTransaction(text) };
       this.#running = running;
+      let answer: T;
       try {
-        return await statement();
+        answer = await statement();
       } finally {
         if (this.#running === running) this.#running = undefined;
       }
+      // Answered after the unit failed (the cancel came too late, or the statement was the caller's
+      // not cancelled): rolled back, whatever the answer says, unless that SQL ended the transaction.
+      if (this.#abandoned && this.#endedBySql === undefined) {
+        throw new UnitOfWorkUnsupportedError(
+          'the unit of work failed while this statement ran: nothing of it is kept',
+        );
+      }
+      return answer;
     };
     const result = this.#turn.then(run, run).catch((error: unknown) => {
       if (this.#cancelSent && (error as { code?: unknown } | null)?.code === QUERY_CANCELED) {
