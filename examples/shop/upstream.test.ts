@@ -101,4 +101,23 @@ describe('Upstream', () => {
       await upstream.close();
     }
   });
+
+  it('spreads calls evenly over the instances still answering when one of three is passed over', async () => {
+    // Before, the turn of the passed-over instance went to the instance after it: 2:1.
+    const frozen = await instance(false);
+    const one = await instance(true);
+    const two = await instance(true);
+    const upstream = new Upstream('orders', [frozen.url, one.url, two.url], {
+      timeoutMs: 300,
+      coolDownMs: 10_000,
+    });
+    try {
+      await expect(upstream.request({ method: 'GET', path: '/orders/1' })).rejects.toThrow();
+      expect(frozen.received()).toBe(1);
+      for (let i = 0; i < 20; i++) await upstream.request({ method: 'GET', path: '/orders/1' });
+      expect([frozen.received(), one.received(), two.received()]).toEqual([1, 10, 10]);
+    } finally {
+      await upstream.close();
+    }
+  });
 });

@@ -108,30 +108,26 @@ export class Upstream {
 
   /**
    * The instance with the fewest requests under way among those answering (among all when none
-   * is); among equals, the next in turn.
+   * is); among equals, each in turn (the turn goes round the equals only, so that one passed over
+   * does not hand its share to the instance after it).
    */
   #leastBusy(): number {
     const n = this.#clients.length;
-    const start = this.#next++ % n;
     if (n === 1) return 0;
     const now = performance.now();
-    let best = -1;
-    let bestAnswering = false;
-    for (let i = 0; i < n; i++) {
-      const at = (start + i) % n;
-      const load = this.#load[at] as InstanceLoad;
-      const answering =
-        now >= load.coolUntil && (load.inFlight === 0 || now - load.lastProgress < this.#stallMs);
-      if (
-        best === -1 ||
-        (answering && !bestAnswering) ||
-        (answering === bestAnswering && load.inFlight < (this.#load[best] as InstanceLoad).inFlight)
-      ) {
-        best = at;
-        bestAnswering = answering;
-      }
+    const answering = this.#load.map(
+      (load) => now >= load.coolUntil && (load.inFlight === 0 || now - load.lastProgress < this.#stallMs),
+    );
+    const pool = answering.includes(true) ? answering : answering.map(() => true);
+    let fewest = Number.POSITIVE_INFINITY;
+    for (let at = 0; at < n; at++) {
+      if (pool[at]) fewest = Math.min(fewest, (this.#load[at] as InstanceLoad).inFlight);
     }
-    return best;
+    const equals: number[] = [];
+    for (let at = 0; at < n; at++) {
+      if (pool[at] && (this.#load[at] as InstanceLoad).inFlight === fewest) equals.push(at);
+    }
+    return equals[this.#next++ % equals.length] as number;
   }
 
   async close(): Promise<void> {
