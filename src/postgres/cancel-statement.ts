@@ -9,7 +9,7 @@ export interface CancelTarget {
 }
 
 /** The protocol's CancelRequest code (1234 << 16 | 5678). */
-const CANCEL_REQUEST_CODE = 80877102;
+export const CANCEL_REQUEST_CODE = 80877102;
 
 /**
  * Asks the server to cancel the statement running on `target`'s connection, as `psql` does on Ctrl-C:
