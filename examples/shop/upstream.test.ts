@@ -1,7 +1,7 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Upstream } from './upstream.js';
+import { PROBE_PATH, Upstream } from './upstream.js';
 
 const servers: Server[] = [];
 afterEach(async () => {
@@ -11,17 +11,53 @@ afterEach(async () => {
   }
 });
 
-/** A local instance that counts the requests it gets; `answers` false: it never answers (a frozen process). */
+/**
+ * A local instance that counts the requests it gets (probes aside); `answers` false: it never
+ * answers (a frozen process).
+ */
 async function instance(answers: boolean): Promise<{ url: string; received: () => number }> {
   let received = 0;
-  const server = createServer((_request, response) => {
-    received++;
+  const server = createServer((request, response) => {
+    if (request.url !== PROBE_PATH) received++;
     if (answers) setTimeout(() => response.end('{}'), 20);
   });
   servers.push(server);
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, received: () => received };
 }
+
+/**
+ * A local instance that can be paused (a SIGSTOPped process: requests are taken and held) and
+ * resumed (held requests are answered); answers after `delayMs`; records the path of every request.
+ */
+async function pausable(
+  delayMs = 5,
+): Promise<{ url: string; paths: () => string[]; pause(): void; resume(): void }> {
+  const paths: string[] = [];
+  let held: (() => void)[] | undefined;
+  const server = createServer((request, response) => {
+    paths.push(request.url ?? '');
+    const answer = () => response.end('{}');
+    if (held === undefined) setTimeout(answer, delayMs);
+    else held.push(answer);
+  });
+  servers.push(server);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    paths: () => [...paths],
+    pause() {
+      held ??= [];
+    },
+    resume() {
+      for (const answer of held ?? []) answer();
+      held = undefined;
+    },
+  };
+}
+
+/** A request Upstream never sends twice. */
+const UNHEDGED = { method: 'POST', path: '/orders' } as const;
 
 describe('Upstream', () => {
   it('names its instances as the supervisor names their processes: orders#0, orders#1; one alone by its service', async () => {
@@ -35,14 +71,19 @@ describe('Upstream', () => {
     }
   });
 
-  /** `count` GET requests to `upstream`, one every 10 ms; resolves once all have settled. */
-  async function burst(upstream: Upstream, count: number): Promise<void> {
-    const calls: Promise<unknown>[] = [];
+  /** `count` GET requests to `upstream`, one every 10 ms; resolves their statuses (0: failed) once all have settled. */
+  async function burst(upstream: Upstream, count: number): Promise<number[]> {
+    const calls: Promise<number>[] = [];
     for (let i = 0; i < count; i++) {
-      calls.push(upstream.request({ method: 'GET', path: '/orders/1' }).catch((e: unknown) => e));
+      calls.push(
+        upstream.request({ method: 'GET', path: '/orders/1' }).then(
+          (response) => response.status,
+          () => 0,
+        ),
+      );
       await new Promise((resolve) => setTimeout(resolve, 10));
     }
-    await Promise.all(calls);
+    return await Promise.all(calls);
   }
 
   it('passes over an instance that stopped answering, while its requests wait, for the fewest-busy one that answers', async () => {
@@ -53,7 +94,10 @@ describe('Upstream', () => {
     const upstream = new Upstream('orders', [frozen.url, healthy.url], { timeoutMs: 1500, stallMs: 300 });
     try {
       const first = burst(upstream, 20);
-      await new Promise((resolve) => setTimeout(resolve, 100));
+      // (Waited for, not timed: on a loaded machine the request may reach the server late.)
+      for (let waited = 0; frozen.received() === 0 && waited < 2000; waited += 10) {
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
       // The frozen instance has had requests under way for less than stallMs: it takes one now and
       // then, while it has fewer under way than the other.
       const early = frozen.received();
@@ -64,29 +108,107 @@ describe('Upstream', () => {
       const before = frozen.received();
       await burst(upstream, 30);
       expect(frozen.received()).toBe(before);
-      await first;
-      expect(frozen.received() + healthy.received()).toBe(50);
+      // The few it took were sent again to the other once it had answered nothing for stallMs.
+      expect(await first).toEqual(Array(20).fill(200));
+      expect(healthy.received()).toBe(50);
     } finally {
       await upstream.close();
     }
   });
 
-  it('passes over an instance for coolDownMs after a request of it got no answer, then tries it again', async () => {
-    const frozen = await instance(false);
+  it("passes over an instance whose request got no answer until it answers a probe, sending it no caller's request meanwhile", async () => {
+    // Before, it was passed over for coolDownMs and then tried again with callers' requests: with a
+    // frozen process, one or more of them waited for their time limit every coolDownMs.
+    const flaky = await pausable();
     const healthy = await instance(true);
-    const upstream = new Upstream('orders', [frozen.url, healthy.url], { timeoutMs: 300, coolDownMs: 800 });
+    const upstream = new Upstream('orders', [flaky.url, healthy.url], {
+      timeoutMs: 300,
+      stallMs: 200,
+      coolDownMs: 300,
+    });
     try {
-      // The first request goes to the first instance, and times out.
-      await expect(upstream.request({ method: 'GET', path: '/orders/1' })).rejects.toThrow();
-      expect(frozen.received()).toBe(1);
-      await burst(upstream, 30);
-      expect(frozen.received()).toBe(1);
-      // Cooled down: it is tried again (it may have come back).
-      await new Promise((resolve) => setTimeout(resolve, 600));
-      await burst(upstream, 4);
-      expect(frozen.received()).toBeGreaterThan(1);
+      flaky.pause();
+      // The first request goes to the first instance, and times out (a POST: not sent twice).
+      await expect(upstream.request(UNHEDGED)).rejects.toThrow();
+      expect(flaky.paths()).toEqual(['/orders']);
+      // 1.5 s of requests: five cool-downs. It is asked GET /health/live, never a caller's request.
+      await burst(upstream, 100);
+      const probes = flaky.paths().slice(1);
+      expect(probes.length).toBeGreaterThanOrEqual(2);
+      expect(new Set(probes)).toEqual(new Set([PROBE_PATH]));
+      // Back: the next probe is answered and it takes requests again.
+      flaky.resume();
+      await burst(upstream, 60);
+      expect(flaky.paths().filter((path) => path === '/orders/1').length).toBeGreaterThan(10);
     } finally {
       await upstream.close();
+    }
+  });
+
+  it('sends no probe while the instance answers, nor after close; close does not wait for a probe', async () => {
+    const flaky = await pausable();
+    const healthy = await instance(true);
+    const upstream = new Upstream('orders', [flaky.url, healthy.url], {
+      timeoutMs: 300,
+      stallMs: 5000,
+      coolDownMs: 0,
+    });
+    await burst(upstream, 10);
+    expect(flaky.paths()).not.toContain(PROBE_PATH);
+    flaky.pause();
+    await expect(upstream.request(UNHEDGED)).rejects.toThrow();
+    // The next request routed starts a probe that cannot be answered (stallMs 5 s).
+    await upstream.request({ method: 'GET', path: '/orders/1' });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(flaky.paths().filter((path) => path === PROBE_PATH)).toHaveLength(1);
+    const started = performance.now();
+    await upstream.close();
+    expect(performance.now() - started).toBeLessThan(2000);
+  });
+
+  it('sends a GET again to another instance when its own has answered nothing for stallMs, and takes that answer', async () => {
+    // Before, the GET waited for its time limit (3 s here) and failed: the orders service's lookup
+    // of a user at a frozen users instance made the order a 504.
+    const frozen = await pausable();
+    const healthy = await instance(true);
+    const upstream = new Upstream('users', [frozen.url, healthy.url], { timeoutMs: 3000, stallMs: 300 });
+    try {
+      frozen.pause();
+      const started = performance.now();
+      const response = await upstream.request({ method: 'GET', path: '/users/1' });
+      const took = performance.now() - started;
+      expect(response.status).toBe(200);
+      expect(frozen.paths()).toEqual(['/users/1']);
+      expect(healthy.received()).toBe(1);
+      expect(took).toBeGreaterThanOrEqual(290);
+      expect(took).toBeLessThan(1500);
+      // The frozen instance is passed over now: the next GET goes straight to the other.
+      const next = performance.now();
+      await upstream.request({ method: 'GET', path: '/users/2' });
+      expect(performance.now() - next).toBeLessThan(250);
+      expect(frozen.paths().filter((path) => path !== PROBE_PATH)).toEqual(['/users/1']);
+    } finally {
+      await upstream.close();
+    }
+  });
+
+  it('never sends a POST twice, and the GET sent again keeps to what is left of its time limit', async () => {
+    const frozen = await pausable();
+    const slow = await pausable(2000);
+    frozen.pause();
+    const posts = new Upstream('orders', [frozen.url, slow.url], { timeoutMs: 1000, stallMs: 300 });
+    const gets = new Upstream('users', [frozen.url, slow.url], { timeoutMs: 1000, stallMs: 300 });
+    try {
+      await expect(posts.request(UNHEDGED)).rejects.toThrow();
+      expect(slow.paths()).toEqual([]);
+      // Sent again at ~300 ms to the other instance, which answers after 2 s: the call fails at its
+      // limit (1 s), not a full limit after the second send.
+      const started = performance.now();
+      await expect(gets.request({ method: 'GET', path: '/users/1' })).rejects.toThrow();
+      expect(performance.now() - started).toBeLessThan(1250);
+      expect(slow.paths()).toEqual(['/users/1']);
+    } finally {
+      await Promise.all([posts.close(), gets.close()]);
     }
   });
 
@@ -112,7 +234,7 @@ describe('Upstream', () => {
       coolDownMs: 10_000,
     });
     try {
-      await expect(upstream.request({ method: 'GET', path: '/orders/1' })).rejects.toThrow();
+      await expect(upstream.request(UNHEDGED)).rejects.toThrow();
       expect(frozen.received()).toBe(1);
       for (let i = 0; i < 20; i++) await upstream.request({ method: 'GET', path: '/orders/1' });
       expect([frozen.received(), one.received(), two.received()]).toEqual([1, 10, 10]);

@@ -3,9 +3,11 @@
  * ServiceClient (timeouts, retries of safe requests, a breaker per instance). Each request goes to
  * an instance that is answering, the one with the fewest requests under way (in turn among equals).
  * An instance is passed over while it seems stuck — requests under way and no answer for
- * `stallMs` (a frozen process, a long pause) — and for `coolDownMs` after a request of it got no
- * answer (timed out, connection failed), so that it does not take every n-th request until its
- * breaker opens; when every instance is passed over, the least busy is taken anyway. A request that
+ * `stallMs` (a frozen process, a long pause) — and, once a request of it got no answer (timed out,
+ * connection failed), until it answers `GET /health/live` again: that probe, not a caller's request,
+ * finds out whether it is back (at once, then every `coolDownMs`), so that a frozen instance takes
+ * no caller's request while others answer. When every instance is passed over, the least busy is
+ * taken anyway (and one instance alone always is). A request that
  * could not reach an instance (refused connection: it is restarting) moves on to the next one when
  * it is safe to repeat (a GET, or a POST with an idempotency key).
  */
@@ -22,9 +24,16 @@ export interface UpstreamOptions {
   readonly timeoutMs?: number;
   /** An instance with requests under way and no answer for this long is passed over, ms. @default 1000 */
   readonly stallMs?: number;
-  /** An instance is passed over for this long after a request of it got no answer, ms. @default 2000 */
+  /**
+   * After a request of an instance got no answer, it is passed over until it answers a probe (`GET
+   * /health/live`, limited to `stallMs`), sent at once and then this often while it does not answer
+   * (when requests are routed), ms. @default 2000
+   */
   readonly coolDownMs?: number;
 }
+
+/** What the probe asks: any answer says the instance is back. Every Ferry service answers it. */
+export const PROBE_PATH = '/health/live';
 
 /** What the upstream knows of how an instance is answering. */
 interface InstanceLoad {
@@ -32,8 +41,12 @@ interface InstanceLoad {
   inFlight: number;
   /** When it last answered, or got a request while it had none under way (ms, `performance.now()`). */
   lastProgress: number;
-  /** Passed over until then, after a request that got no answer. */
-  coolUntil: number;
+  /** A request of it got no answer: passed over until a probe is answered. */
+  suspect: boolean;
+  /** When the next probe may start (ms, `performance.now()`). */
+  probeAt: number;
+  /** A probe is under way. */
+  probing: boolean;
 }
 
 export class Upstream {
@@ -42,7 +55,10 @@ export class Upstream {
   readonly #load: InstanceLoad[];
   readonly #stallMs: number;
   readonly #coolDownMs: number;
+  readonly #timeoutMs: number;
   #next = 0;
+  /** Aborts the probes under way: close() does not wait for them. */
+  readonly #closing = new AbortController();
 
   constructor(name: string, urls: readonly string[], options: UpstreamOptions = {}) {
     if (urls.length === 0) throw new Error(`service ${name} has no instance URL`);
@@ -61,9 +77,16 @@ export class Upstream {
           breaker: { minimumVolume: 20, errorThresholdPercentage: 50, resetTimeoutMs: 2000 },
         }),
     );
-    this.#load = urls.map(() => ({ inFlight: 0, lastProgress: 0, coolUntil: 0 }));
+    this.#load = urls.map(() => ({
+      inFlight: 0,
+      lastProgress: 0,
+      suspect: false,
+      probeAt: 0,
+      probing: false,
+    }));
     this.#stallMs = options.stallMs ?? 1000;
     this.#coolDownMs = options.coolDownMs ?? 2000;
+    this.#timeoutMs = options.timeoutMs ?? 10_000;
   }
 
   get urls(): string[] {
@@ -82,28 +105,106 @@ export class Upstream {
   /** Any request; resolves the response whatever its status (see `ServiceClient.request`). */
   async request<T = unknown>(init: RequestInit): Promise<ServiceResponse<T>> {
     const repeatable = init.method === 'GET' || init.idempotencyKey !== undefined;
+    const hedge = init.method === 'GET' && this.#clients.length > 1;
     const first = this.#leastBusy();
     for (let i = 0; ; i++) {
       const at = (first + i) % this.#clients.length;
-      const client = this.#clients[at] as ServiceClient;
-      const load = this.#load[at] as InstanceLoad;
-      if (load.inFlight++ === 0) load.lastProgress = performance.now();
       try {
-        const response = await client.request<T>(init);
-        load.lastProgress = performance.now();
-        load.coolUntil = 0;
-        return response;
+        return await (hedge ? this.#hedged<T>(at, init) : this.#send<T>(at, init));
       } catch (error) {
-        // No answer (an open breaker aside, which sent nothing): pass it over for a while.
-        if (!isCircuitOpenError(error)) load.coolUntil = performance.now() + this.#coolDownMs;
         // A refused connection or an open breaker: nothing was sent, another instance may take it.
         const notSent = nothingWasSent(error);
         const unreachable = notSent || isConnectionError(error);
         if (!(notSent || (repeatable && unreachable)) || i + 1 >= this.#clients.length) throw error;
-      } finally {
-        load.inFlight--;
       }
     }
+  }
+
+  /** One request to the instance `at`, counted in its load. */
+  async #send<T>(at: number, init: RequestInit): Promise<ServiceResponse<T>> {
+    const client = this.#clients[at] as ServiceClient;
+    const load = this.#load[at] as InstanceLoad;
+    if (load.inFlight++ === 0) load.lastProgress = performance.now();
+    try {
+      const response = await client.request<T>(init);
+      load.lastProgress = performance.now();
+      load.suspect = false;
+      return response;
+    } catch (error) {
+      // No answer: pass it over until a probe is answered. Not for an open breaker (nothing was
+      // sent) nor a call aborted by its caller or by the hedge that answered first.
+      if (!isCircuitOpenError(error) && init.signal?.aborted !== true) this.#suspect(load);
+      throw error;
+    } finally {
+      load.inFlight--;
+    }
+  }
+
+  /**
+   * A GET to the instance `at`; when it is unanswered and that instance has answered nothing for
+   * `stallMs` (a frozen process), the same GET goes to the least busy other instance answering as
+   * well, the first answer is taken and the other call aborted. The silent instance is passed over
+   * until a probe is answered. Only GETs: a POST sent twice could be taken twice.
+   */
+  #hedged<T>(at: number, init: RequestInit): Promise<ServiceResponse<T>> {
+    return new Promise((resolve, reject) => {
+      const calls: AbortController[] = [];
+      let pending = 0;
+      let settled = false;
+      let timer: NodeJS.Timeout | undefined;
+      const finish = (winner?: AbortController) => {
+        settled = true;
+        clearTimeout(timer);
+        for (const call of calls) if (call !== winner) call.abort();
+      };
+      const started = performance.now();
+      const start = (target: number) => {
+        const call = new AbortController();
+        calls.push(call);
+        const signal = init.signal === undefined ? call.signal : AbortSignal.any([init.signal, call.signal]);
+        // The hedge has what is left of the call's time limit, not a limit of its own.
+        const left = Math.max(1, (init.deadline ?? this.#timeoutMs) - (performance.now() - started));
+        pending++;
+        this.#send<T>(target, { ...init, signal, ...(calls.length > 1 ? { deadline: left } : {}) }).then(
+          (response) => {
+            if (settled) return;
+            finish(call);
+            resolve(response);
+          },
+          (error: unknown) => {
+            // The other call (or the hedge still to come) may yet answer; the last to fail says why.
+            if (--pending > 0 || settled) return;
+            finish();
+            reject(error);
+          },
+        );
+      };
+      const check = () => {
+        if (settled) return;
+        const load = this.#load[at] as InstanceLoad;
+        const quiet = performance.now() - load.lastProgress;
+        const other = quiet >= this.#stallMs ? this.#leastBusy(at) : undefined;
+        if (other === undefined) {
+          // Answering other calls (only this one is slow), or no other instance is answering.
+          timer = setTimeout(
+            check,
+            quiet < this.#stallMs ? Math.max(this.#stallMs - quiet, 10) : this.#stallMs,
+          );
+          return;
+        }
+        timer = undefined;
+        this.#suspect(load);
+        start(other);
+      };
+      start(at);
+      timer = setTimeout(check, this.#stallMs);
+    });
+  }
+
+  #suspect(load: InstanceLoad): void {
+    if (load.suspect) return;
+    load.suspect = true;
+    load.probeAt = performance.now();
   }
 
   /**
@@ -111,13 +212,24 @@ export class Upstream {
    * is); among equals, each in turn (the turn goes round the equals only, so that one passed over
    * does not hand its share to the instance after it).
    */
-  #leastBusy(): number {
+  #leastBusy(): number;
+  /** The same among the instances answering other than `except`; `undefined` when none is. */
+  #leastBusy(except: number): number | undefined;
+  #leastBusy(except?: number): number | undefined {
     const n = this.#clients.length;
-    if (n === 1) return 0;
+    if (n === 1) return except === undefined ? 0 : undefined;
     const now = performance.now();
+    for (let at = 0; at < n; at++) {
+      const load = this.#load[at] as InstanceLoad;
+      if (load.suspect && !load.probing && now >= load.probeAt && !this.#closing.signal.aborted) {
+        void this.#probe(at);
+      }
+    }
     const answering = this.#load.map(
-      (load) => now >= load.coolUntil && (load.inFlight === 0 || now - load.lastProgress < this.#stallMs),
+      (load, at) =>
+        at !== except && !load.suspect && (load.inFlight === 0 || now - load.lastProgress < this.#stallMs),
     );
+    if (!answering.includes(true) && except !== undefined) return undefined;
     const pool = answering.includes(true) ? answering : answering.map(() => true);
     let fewest = Number.POSITIVE_INFINITY;
     for (let at = 0; at < n; at++) {
@@ -130,7 +242,38 @@ export class Upstream {
     return equals[this.#next++ % equals.length] as number;
   }
 
+  /**
+   * Asks an instance passed over after a request got no answer whether it is back: any answer to
+   * `GET /health/live` within `stallMs` puts it back among those answering; else it is asked again
+   * `coolDownMs` later (when a request is routed then: an idle upstream sends no probes).
+   */
+  async #probe(at: number): Promise<void> {
+    const load = this.#load[at] as InstanceLoad;
+    const client = this.#clients[at] as ServiceClient;
+    load.probing = true;
+    try {
+      const signal = this.#closing.signal;
+      const limit = this.#stallMs;
+      await client.request({
+        method: 'GET',
+        path: PROBE_PATH,
+        retry: false,
+        timeout: limit,
+        deadline: limit,
+        signal,
+      });
+      load.suspect = false;
+      load.lastProgress = performance.now();
+    } catch {
+      // Still not answering (or closed): asked again later.
+      load.probeAt = performance.now() + this.#coolDownMs;
+    } finally {
+      load.probing = false;
+    }
+  }
+
   async close(): Promise<void> {
+    this.#closing.abort();
     await Promise.all(this.#clients.map((c) => c.close()));
   }
 }

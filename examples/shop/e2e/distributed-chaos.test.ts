@@ -99,6 +99,67 @@ describe('the distributed shop under faults', () => {
     await expectEverythingAddsUp(client, stored, catalog);
   }, 300_000);
 
+  it('answers GETs and order lookups while one users instance of two is frozen (SIGSTOP): no 5xx', async () => {
+    // Before, a GET /users/:id sent to the frozen instance, and the orders service's lookup of a
+    // user it had not yet seen, waited there for the 10 s limit: a 504 for the client. A GET is
+    // now sent to the other instance as well once the frozen one has answered nothing for 1 s.
+    const shop = await openShop('distributed', { argv: ['--instances', 'users=2'] });
+    opened.push(shop);
+    const { client } = shop;
+    const supervisor = shop.distributed!.supervisor;
+    const catalog = await chaosCatalog(client);
+    const products = [...catalog.initial.keys()];
+    const answers: { what: string; status: number; ms: number }[] = [];
+    let asking = true;
+    let n = 0;
+    const worker = async () => {
+      while (asking) {
+        const i = n++;
+        const started = performance.now();
+        // A known user (the gateway's GET), and an order naming a user nobody registered: the
+        // orders service asks users about it every time (an unknown id is never kept).
+        const [what, answer] =
+          i % 2 === 0
+            ? ['GET /users/:id', client.call('GET', `/users/${catalog.userIds[i % catalog.userIds.length]}`)]
+            : [
+                'POST /orders',
+                client.call('POST', '/orders', {
+                  userId: `no-such-user-${i}`,
+                  items: [{ productId: products[0], quantity: 1 }],
+                }),
+              ];
+        const status = await answer.then(
+          (a) => a.status,
+          () => 0,
+        );
+        answers.push({ what, status, ms: Math.round(performance.now() - started) });
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    };
+    const workers = Promise.all(Array.from({ length: 4 }, worker));
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    expect(supervisor.kill('users', 0, 'SIGSTOP')).toBe(true);
+    try {
+      // Past the 10 s limit of the calls caught there.
+      await new Promise((resolve) => setTimeout(resolve, 12_000));
+    } finally {
+      supervisor.kill('users', 0, 'SIGCONT');
+    }
+    asking = false;
+    await workers;
+    expect(answers.length).toBeGreaterThan(100);
+    // The failing message lists the slow or failed answers only.
+    const report = JSON.stringify(answers.filter((a) => a.ms >= 1000 || a.status >= 500 || a.status === 0));
+    for (const answer of answers) {
+      if (answer.what === 'GET /users/:id') expect(answer.status, report).toBe(200);
+      else expect([404, 422], report).toContain(answer.status);
+      // Sent again after 1 s of silence: answered within a few seconds, never at the 10 s limit.
+      expect(answer.ms, report).toBeLessThan(5000);
+    }
+    // Nothing was stored for the unknown users.
+    expect(await shop.storedOrders()).toEqual([]);
+  }, 300_000);
+
   it('stops every process within 10 s, with orders in flight', async () => {
     const shop = await openShop('distributed');
     opened.push(shop);
