@@ -1,15 +1,30 @@
+import { type ChildProcess, spawn } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { PROBE_PATH, Upstream } from './upstream.js';
+import { nothingWasSent, PROBE_PATH, Upstream } from './upstream.js';
 
 const servers: Server[] = [];
+const children: ChildProcess[] = [];
 afterEach(async () => {
+  for (const child of children.splice(0)) child.kill('SIGKILL');
   for (const server of servers.splice(0)) {
     server.closeAllConnections();
     await new Promise((resolve) => server.close(resolve));
   }
 });
+
+/** An instance in a process of its own, to be frozen (SIGSTOP) and killed (SIGKILL) as a service is. */
+async function processInstance(): Promise<{ url: string; child: ChildProcess }> {
+  const server = `const s = require('node:http').createServer((q, r) => { q.resume(); q.on('end', () => r.end('{}')); });
+    s.listen(0, '127.0.0.1', () => console.log(s.address().port));`;
+  const child = spawn(process.execPath, ['-e', server], { stdio: ['ignore', 'pipe', 'inherit'] });
+  children.push(child);
+  const port = await new Promise<string>((resolve) =>
+    child.stdout?.once('data', (data: Buffer) => resolve(data.toString().trim())),
+  );
+  return { url: `http://127.0.0.1:${port}`, child };
+}
 
 /**
  * A local instance that counts the requests it gets (probes aside); `answers` false: it never
@@ -32,11 +47,13 @@ async function instance(answers: boolean): Promise<{ url: string; received: () =
  */
 async function pausable(
   delayMs = 5,
-): Promise<{ url: string; paths: () => string[]; pause(): void; resume(): void }> {
+): Promise<{ url: string; paths: () => string[]; probes: () => number[]; pause(): void; resume(): void }> {
   const paths: string[] = [];
+  const probes: number[] = [];
   let held: (() => void)[] | undefined;
   const server = createServer((request, response) => {
     paths.push(request.url ?? '');
+    if (request.url === PROBE_PATH) probes.push(performance.now());
     const answer = () => response.end('{}');
     if (held === undefined) setTimeout(answer, delayMs);
     else held.push(answer);
@@ -46,6 +63,7 @@ async function pausable(
   return {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
     paths: () => [...paths],
+    probes: () => [...probes],
     pause() {
       held ??= [];
     },
@@ -209,6 +227,75 @@ describe('Upstream', () => {
       expect(slow.paths()).toEqual(['/users/1']);
     } finally {
       await Promise.all([posts.close(), gets.close()]);
+    }
+  });
+
+  it('probes a silent instance every coolDownMs from the start of the last probe', async () => {
+    // Before, the wait began when the probe gave up: every stallMs + coolDownMs (900 ms here).
+    const frozen = await pausable();
+    const healthy = await instance(true);
+    const upstream = new Upstream('orders', [frozen.url, healthy.url], {
+      timeoutMs: 300,
+      stallMs: 400,
+      coolDownMs: 500,
+    });
+    try {
+      frozen.pause();
+      await expect(upstream.request(UNHEDGED)).rejects.toThrow();
+      await burst(upstream, 220);
+      const probes = frozen.probes();
+      expect(probes.length).toBeGreaterThanOrEqual(3);
+      const gaps = probes.slice(1).map((at, i) => at - (probes[i] as number));
+      const median = [...gaps].sort((a, b) => a - b)[Math.floor(gaps.length / 2)] as number;
+      expect(median).toBeGreaterThanOrEqual(480);
+      expect(median).toBeLessThan(700);
+    } finally {
+      await upstream.close();
+    }
+  });
+
+  it('never sends a POST without a key to another instance, nor again, when the instance that took it dies unanswering', async () => {
+    // Before, the client retried it (with a key of its own the services ignore) on the reset
+    // connection, then on the refused one, and the refusal sent it on to the other instance: a
+    // product or user registered twice.
+    const doomed = await processInstance();
+    const healthy = await instance(true);
+    const upstream = new Upstream('users', [doomed.url, healthy.url], { timeoutMs: 5000 });
+    try {
+      doomed.child.kill('SIGSTOP');
+      const call = upstream
+        .request({ method: 'POST', path: '/users', body: { name: 'A' } })
+        .catch((e: unknown) => e);
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      doomed.child.kill('SIGKILL');
+      const error = await call;
+      expect(error).toBeInstanceOf(Error);
+      // What the gateway turns into 504 "may have been carried out", not 503 "try again".
+      expect(nothingWasSent(error)).toBe(false);
+      expect(healthy.received()).toBe(0);
+    } finally {
+      await upstream.close();
+    }
+  });
+
+  it('keeps a request moved on to another instance within what is left of its time limit', async () => {
+    // Before, the next instance had a whole limit of its own: 0.8 s spent, then 1.5 s more.
+    const doomed = await processInstance();
+    const frozen = await pausable();
+    frozen.pause();
+    const upstream = new Upstream('orders', [doomed.url, frozen.url], { timeoutMs: 1500 });
+    try {
+      doomed.child.kill('SIGSTOP');
+      const started = performance.now();
+      const call = upstream
+        .request({ method: 'POST', path: '/orders', idempotencyKey: 'k-1', body: {} })
+        .catch((e: unknown) => e);
+      await new Promise((resolve) => setTimeout(resolve, 800));
+      doomed.child.kill('SIGKILL');
+      expect(await call).toBeInstanceOf(Error);
+      expect(performance.now() - started).toBeLessThan(1900);
+    } finally {
+      await upstream.close();
     }
   });
 

@@ -32,6 +32,9 @@ export interface UpstreamOptions {
   readonly coolDownMs?: number;
 }
 
+/** Methods the services may be sent again (reads, or writes that say the whole state: PUT, DELETE). */
+const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE']);
+
 /** What the probe asks: any answer says the instance is back. Every Ferry service answers it. */
 export const PROBE_PATH = '/health/live';
 
@@ -102,20 +105,34 @@ export class Upstream {
     return this.#clients.flatMap((c) => c.breakers());
   }
 
-  /** Any request; resolves the response whatever its status (see `ServiceClient.request`). */
+  /**
+   * Any request; resolves the response whatever its status (see `ServiceClient.request`). The
+   * time limit (`timeoutMs`, or the call's `deadline`) covers the whole call: a request moved on to
+   * another instance has what is left of it.
+   */
   async request<T = unknown>(init: RequestInit): Promise<ServiceResponse<T>> {
-    const repeatable = init.method === 'GET' || init.idempotencyKey !== undefined;
-    const hedge = init.method === 'GET' && this.#clients.length > 1;
+    const started = performance.now();
+    const limit = init.deadline ?? this.#timeoutMs;
+    const safe = SAFE_METHODS.has(init.method) || init.idempotencyKey !== undefined;
+    // The services honour an Idempotency-Key only where the caller gives one (orders): a POST
+    // without one is not retried, since an attempt that got no answer may have been carried out
+    // (the client would add a key of its own, which they ignore).
+    const base: RequestInit = safe ? init : { ...init, retry: false };
+    const hedge = (init.method === 'GET' || init.method === 'HEAD') && this.#clients.length > 1;
     const first = this.#leastBusy();
     for (let i = 0; ; i++) {
       const at = (first + i) % this.#clients.length;
+      const left = limit - (performance.now() - started);
+      const call = i === 0 ? base : { ...base, deadline: Math.max(1, left) };
       try {
-        return await (hedge ? this.#hedged<T>(at, init) : this.#send<T>(at, init));
+        return await (hedge ? this.#hedged<T>(at, call, started, limit) : this.#send<T>(at, call));
       } catch (error) {
         // A refused connection or an open breaker: nothing was sent, another instance may take it.
         const notSent = nothingWasSent(error);
         const unreachable = notSent || isConnectionError(error);
-        if (!(notSent || (repeatable && unreachable)) || i + 1 >= this.#clients.length) throw error;
+        const moveOn = notSent || (safe && unreachable);
+        const timeLeft = limit - (performance.now() - started) > 0;
+        if (!moveOn || !timeLeft || i + 1 >= this.#clients.length) throw error;
       }
     }
   }
@@ -144,9 +161,9 @@ export class Upstream {
    * A GET to the instance `at`; when it is unanswered and that instance has answered nothing for
    * `stallMs` (a frozen process), the same GET goes to the least busy other instance answering as
    * well, the first answer is taken and the other call aborted. The silent instance is passed over
-   * until a probe is answered. Only GETs: a POST sent twice could be taken twice.
+   * until a probe is answered. Only GETs (and HEADs): a POST sent twice could be taken twice.
    */
-  #hedged<T>(at: number, init: RequestInit): Promise<ServiceResponse<T>> {
+  #hedged<T>(at: number, init: RequestInit, started: number, limit: number): Promise<ServiceResponse<T>> {
     return new Promise((resolve, reject) => {
       const calls: AbortController[] = [];
       let pending = 0;
@@ -157,13 +174,12 @@ export class Upstream {
         clearTimeout(timer);
         for (const call of calls) if (call !== winner) call.abort();
       };
-      const started = performance.now();
       const start = (target: number) => {
         const call = new AbortController();
         calls.push(call);
         const signal = init.signal === undefined ? call.signal : AbortSignal.any([init.signal, call.signal]);
         // The hedge has what is left of the call's time limit, not a limit of its own.
-        const left = Math.max(1, (init.deadline ?? this.#timeoutMs) - (performance.now() - started));
+        const left = Math.max(1, limit - (performance.now() - started));
         pending++;
         this.#send<T>(target, { ...init, signal, ...(calls.length > 1 ? { deadline: left } : {}) }).then(
           (response) => {
@@ -251,6 +267,8 @@ export class Upstream {
     const load = this.#load[at] as InstanceLoad;
     const client = this.#clients[at] as ServiceClient;
     load.probing = true;
+    // The next probe is due coolDownMs after this one started, not after it gave up.
+    const begun = performance.now();
     try {
       const signal = this.#closing.signal;
       const limit = this.#stallMs;
@@ -266,7 +284,7 @@ export class Upstream {
       load.lastProgress = performance.now();
     } catch {
       // Still not answering (or closed): asked again later.
-      load.probeAt = performance.now() + this.#coolDownMs;
+      load.probeAt = begun + this.#coolDownMs;
     } finally {
       load.probing = false;
     }

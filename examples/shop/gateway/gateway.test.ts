@@ -197,6 +197,12 @@ describe('the gateway', () => {
     const cancelDetail = ((await cancel.json()) as { detail: string }).detail;
     expect(cancelDetail).toMatch(/Asking again is harmless\.$/);
     expect(cancelDetail).not.toMatch(/Idempotency-Key/);
+    // HEAD is a GET: not answered in time, it is 503 "try again" like the GET (it was 504).
+    for (const method of ['GET', 'HEAD']) {
+      const read = await fetch(`${gateway.url}/users/u1`, { method });
+      expect(read.status, method).toBe(503);
+      expect(read.headers.get('retry-after'), method).toBe('1');
+    }
     const user = await post('/users');
     expect(user.status).toBe(504);
     expect(((await user.json()) as { detail: string }).detail).toMatch(

@@ -158,13 +158,14 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     if (init.authorization === true && request.headers.authorization !== undefined) {
       headers.authorization = request.headers.authorization;
     }
-    const body = request.method !== 'GET' && request.body instanceof JsonBody ? request.body.text : undefined;
+    // HEAD is answered from the GET's answer (Fastify drops its body and keeps its length).
+    const method = request.method === 'HEAD' ? 'GET' : request.method;
+    const body = method !== 'GET' && request.body instanceof JsonBody ? request.body.text : undefined;
     if (body !== undefined) headers['content-type'] = 'application/json';
     let response: ServiceResponse;
     try {
       response = await upstream.request({
-        // HEAD is answered from the GET's answer (Fastify drops its body and keeps its length).
-        method: request.method === 'HEAD' ? 'GET' : request.method,
+        method,
         path,
         ...(body === undefined ? {} : { body }),
         ...(typeof key === 'string' ? { idempotencyKey: key } : {}),
@@ -175,7 +176,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     } catch (error) {
       // Sent, and no answer in time: what the service did is not known. A POST may have been
       // carried out (an order stored, and charged later): "try again" would invite a second one.
-      if (request.method !== 'GET' && !nothingWasSent(error)) {
+      if (method !== 'GET' && !nothingWasSent(error)) {
         throw new HttpProblemError(504, 'Gateway Timeout', {
           detail: `The ${upstream.name} service did not answer in time: the request may have been carried out. ${init.afterTimeout ?? 'Look it up before sending it again.'}`,
           cause: error,
