@@ -163,6 +163,33 @@ describe('Upstream', () => {
     }
   });
 
+  it('probes a passed-over instance while no calls come in: back, it takes calls at once', async () => {
+    // Before, probes went out only as calls were routed: after a quiet spell an instance that had
+    // come back was still passed over, and the first calls all went to the other (a frozen one).
+    const flaky = await pausable();
+    const healthy = await instance(true);
+    const upstream = new Upstream('orders', [flaky.url, healthy.url], {
+      timeoutMs: 300,
+      stallMs: 200,
+      coolDownMs: 300,
+    });
+    try {
+      flaky.pause();
+      await expect(upstream.request(UNHEDGED)).rejects.toThrow();
+      flaky.resume();
+      // No calls for a while.
+      await new Promise((resolve) => setTimeout(resolve, 900));
+      expect(flaky.probes().length).toBeGreaterThanOrEqual(1);
+      await Promise.all([
+        upstream.request({ method: 'GET', path: '/orders/1' }),
+        upstream.request({ method: 'GET', path: '/orders/2' }),
+      ]);
+      expect(flaky.paths().filter((path) => path.startsWith('/orders/'))).toHaveLength(1);
+    } finally {
+      await upstream.close();
+    }
+  });
+
   it('sends no probe while the instance answers, nor after close; close does not wait for a probe', async () => {
     const flaky = await pausable();
     const healthy = await instance(true);
@@ -196,7 +223,7 @@ describe('Upstream', () => {
       const response = await upstream.request({ method: 'GET', path: '/users/1' });
       const took = performance.now() - started;
       expect(response.status).toBe(200);
-      expect(frozen.paths()).toEqual(['/users/1']);
+      expect(frozen.paths().filter((path) => path !== PROBE_PATH)).toEqual(['/users/1']);
       expect(healthy.received()).toBe(1);
       expect(took).toBeGreaterThanOrEqual(290);
       expect(took).toBeLessThan(1500);
@@ -273,6 +300,28 @@ describe('Upstream', () => {
       // What the gateway turns into 504 "may have been carried out", not 503 "try again".
       expect(nothingWasSent(error)).toBe(false);
       expect(healthy.received()).toBe(0);
+    } finally {
+      await upstream.close();
+    }
+  });
+
+  it("fails a keyed POST that reached an instance which died with that instance's error, not a later refusal", async () => {
+    // Before, it was retried on the refused connection and moved on to the other instance, refused
+    // too (restarting): the call ended ECONNREFUSED, which the gateway answered 503 "try again"
+    // although the order may have been placed, and a client trying again without the key placed two.
+    const doomed = await processInstance();
+    const restarting = 'http://127.0.0.1:1';
+    const upstream = new Upstream('orders', [doomed.url, restarting], { timeoutMs: 5000 });
+    try {
+      doomed.child.kill('SIGSTOP');
+      const call = upstream
+        .request({ method: 'POST', path: '/orders', idempotencyKey: 'k-2', body: {} })
+        .catch((e: unknown) => e);
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      doomed.child.kill('SIGKILL');
+      const error = await call;
+      expect(error).toBeInstanceOf(Error);
+      expect(nothingWasSent(error)).toBe(false);
     } finally {
       await upstream.close();
     }

@@ -5,7 +5,7 @@
  * An instance is passed over while it seems stuck — requests under way and no answer for
  * `stallMs` (a frozen process, a long pause) — and, once a request of it got no answer (timed out,
  * connection failed), until it answers `GET /health/live` again: that probe, not a caller's request,
- * finds out whether it is back (at once, then every `coolDownMs`), so that a frozen instance takes
+ * finds out whether it is back (at once, then every `coolDownMs`, calls or none), so that a frozen instance takes
  * no caller's request while others answer. When every instance is passed over, the least busy is
  * taken anyway (and one instance alone always is). A request that
  * could not reach an instance (refused connection: it is restarting) moves on to the next one when
@@ -27,7 +27,7 @@ export interface UpstreamOptions {
   /**
    * After a request of an instance got no answer, it is passed over until it answers a probe (`GET
    * /health/live`, limited to `stallMs`), sent at once and then this often while it does not answer
-   * (when requests are routed), ms. @default 2000
+   * (calls or none), ms. @default 2000
    */
   readonly coolDownMs?: number;
 }
@@ -46,8 +46,8 @@ interface InstanceLoad {
   lastProgress: number;
   /** A request of it got no answer: passed over until a probe is answered. */
   suspect: boolean;
-  /** When the next probe may start (ms, `performance.now()`). */
-  probeAt: number;
+  /** The next probe, while one is due. */
+  probeTimer: NodeJS.Timeout | undefined;
   /** A probe is under way. */
   probing: boolean;
 }
@@ -84,7 +84,7 @@ export class Upstream {
       inFlight: 0,
       lastProgress: 0,
       suspect: false,
-      probeAt: 0,
+      probeTimer: undefined,
       probing: false,
     }));
     this.#stallMs = options.stallMs ?? 1000;
@@ -120,6 +120,9 @@ export class Upstream {
     const base: RequestInit = safe ? init : { ...init, retry: false };
     const hedge = (init.method === 'GET' || init.method === 'HEAD') && this.#clients.length > 1;
     const first = this.#leastBusy();
+    // The error of an instance the request may have reached: the call fails with it, not with a
+    // later instance's refusal, so that no caller reads "nothing was sent" into it.
+    let reached: unknown;
     for (let i = 0; ; i++) {
       const at = (first + i) % this.#clients.length;
       const left = limit - (performance.now() - started);
@@ -132,7 +135,8 @@ export class Upstream {
         const unreachable = notSent || isConnectionError(error);
         const moveOn = notSent || (safe && unreachable);
         const timeLeft = limit - (performance.now() - started) > 0;
-        if (!moveOn || !timeLeft || i + 1 >= this.#clients.length) throw error;
+        if (!notSent) reached ??= error;
+        if (!moveOn || !timeLeft || i + 1 >= this.#clients.length) throw reached ?? error;
       }
     }
   }
@@ -150,7 +154,7 @@ export class Upstream {
     } catch (error) {
       // No answer: pass it over until a probe is answered. Not for an open breaker (nothing was
       // sent) nor a call aborted by its caller or by the hedge that answered first.
-      if (!isCircuitOpenError(error) && init.signal?.aborted !== true) this.#suspect(load);
+      if (!isCircuitOpenError(error) && init.signal?.aborted !== true) this.#suspect(at);
       throw error;
     } finally {
       load.inFlight--;
@@ -209,7 +213,7 @@ export class Upstream {
           return;
         }
         timer = undefined;
-        this.#suspect(load);
+        this.#suspect(at);
         start(other);
       };
       start(at);
@@ -217,10 +221,24 @@ export class Upstream {
     });
   }
 
-  #suspect(load: InstanceLoad): void {
+  /** Passes the instance over until it answers a probe, the first sent at once. */
+  #suspect(at: number): void {
+    const load = this.#load[at] as InstanceLoad;
     if (load.suspect) return;
     load.suspect = true;
-    load.probeAt = performance.now();
+    // One instance alone is never passed over: nothing to find out.
+    if (this.#clients.length > 1) this.#probeIn(at, 0);
+  }
+
+  #probeIn(at: number, delayMs: number): void {
+    const load = this.#load[at] as InstanceLoad;
+    if (load.probeTimer !== undefined || load.probing || this.#closing.signal.aborted) return;
+    load.probeTimer = setTimeout(() => {
+      load.probeTimer = undefined;
+      void this.#probe(at);
+    }, delayMs);
+    // Probes alone do not keep a process up.
+    load.probeTimer.unref();
   }
 
   /**
@@ -235,12 +253,6 @@ export class Upstream {
     const n = this.#clients.length;
     if (n === 1) return except === undefined ? 0 : undefined;
     const now = performance.now();
-    for (let at = 0; at < n; at++) {
-      const load = this.#load[at] as InstanceLoad;
-      if (load.suspect && !load.probing && now >= load.probeAt && !this.#closing.signal.aborted) {
-        void this.#probe(at);
-      }
-    }
     const answering = this.#load.map(
       (load, at) =>
         at !== except && !load.suspect && (load.inFlight === 0 || now - load.lastProgress < this.#stallMs),
@@ -261,11 +273,13 @@ export class Upstream {
   /**
    * Asks an instance passed over after a request got no answer whether it is back: any answer to
    * `GET /health/live` within `stallMs` puts it back among those answering; else it is asked again
-   * `coolDownMs` later (when a request is routed then: an idle upstream sends no probes).
+   * `coolDownMs` after this probe started, whether or not calls come in.
    */
   async #probe(at: number): Promise<void> {
     const load = this.#load[at] as InstanceLoad;
     const client = this.#clients[at] as ServiceClient;
+    // A call it answered in the meantime said it is back.
+    if (!load.suspect) return;
     load.probing = true;
     // The next probe is due coolDownMs after this one started, not after it gave up.
     const begun = performance.now();
@@ -284,19 +298,26 @@ export class Upstream {
       load.lastProgress = performance.now();
     } catch {
       // Still not answering (or closed): asked again later.
-      load.probeAt = begun + this.#coolDownMs;
     } finally {
       load.probing = false;
     }
+    if (load.suspect) this.#probeIn(at, Math.max(0, begun + this.#coolDownMs - performance.now()));
   }
 
   async close(): Promise<void> {
     this.#closing.abort();
+    for (const load of this.#load) clearTimeout(load.probeTimer);
     await Promise.all(this.#clients.map((c) => c.close()));
   }
 }
 
-/** A refused connection or an open breaker: the request never reached the service. */
+/**
+ * A refused connection or an open breaker: the request never reached the service (nor did an earlier
+ * attempt of it).
+ */
 export function nothingWasSent(error: unknown): boolean {
-  return (isConnectionError(error) && error.errorCode === 'ECONNREFUSED') || isCircuitOpenError(error);
+  return (
+    (isConnectionError(error) && error.errorCode === 'ECONNREFUSED' && !error.earlierAttemptSent) ||
+    isCircuitOpenError(error)
+  );
 }

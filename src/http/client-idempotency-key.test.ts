@@ -1,8 +1,10 @@
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import Fastify from 'fastify';
 import { describe, expect, it } from 'vitest';
 import { isInvalidOptionsError } from '../errors/ferry-error.js';
 import { ServiceClient } from './client.js';
-import { type HttpError, isHttpError } from './errors.js';
+import { type ConnectionError, type HttpError, isConnectionError, isHttpError } from './errors.js';
 import { clientKit } from './fixtures/client-kit.js';
 import { rejection } from './fixtures/rejection.js';
 import { ferryFastify } from './server/fastify.js';
@@ -40,6 +42,29 @@ describe('ServiceClient Idempotency-Key', () => {
     await c.post('/orders', {}, { idempotencyKey: 'order-3', headers: { 'idempotency-key': 'order-3' } });
     await c.post('/orders', {}, { idempotencyKey: 'order-4', headers: { 'Idempotency-Key': '"order-4"' } });
     expect(s.requests.map((request) => request.headers['idempotency-key'])).toEqual(['order-3', '"order-4"']);
+  });
+
+  it('says when a call refused at its last attempt may have reached the target at an earlier one', async () => {
+    // Before, a POST whose first attempt was taken and whose connection then broke (the process
+    // killed) ended with the retry's ECONNREFUSED, which reads "nothing was sent".
+    const dying = createServer((request) => {
+      request.resume();
+      // Taken, then the process "dies": the connection breaks and nothing listens any more.
+      dying.close();
+      request.socket.destroy();
+    });
+    await new Promise<void>((resolve) => dying.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(dying.address() as AddressInfo).port}`;
+    const c = new ServiceClient(url, { retry: { maxAttempts: 3, backoff: () => 10 } });
+    cleanups.push(() => c.close());
+    const error = await rejection(c.post('/orders', { item: 1 }));
+    expect(isConnectionError(error), String(error)).toBe(true);
+    expect((error as ConnectionError).errorCode).toBe('ECONNREFUSED');
+    expect((error as ConnectionError).earlierAttemptSent).toBe(true);
+    // Refused at every attempt: nothing was sent.
+    const refused = await rejection(c.post('/orders', { item: 2 }));
+    expect((refused as ConnectionError).errorCode).toBe('ECONNREFUSED');
+    expect((refused as ConnectionError).earlierAttemptSent).toBe(false);
   });
 
   it('refuses a malformed key without quoting it, saying what is wrong with it', async () => {

@@ -409,7 +409,12 @@ export class ServiceClient {
 
     // A chain of callbacks rather than an async function: every call goes through here, and the
     // promise hops of async/await showed in the throughput.
+    // An attempt of this call may have reached the target (answered, timed out, reset…): a later
+    // attempt's refusal does not mean that nothing was sent.
+    let sentBefore = false;
     const failed = (error: unknown): never => {
+      const sentEarlier = sentBefore;
+      sentBefore = true;
       if (typeof error !== 'object' || error === null) throw error;
       if (signal?.aborted && error === signal.reason) {
         // The caller gave up: says nothing of the target's health.
@@ -430,7 +435,8 @@ export class ServiceClient {
         throw invalid;
       }
       // Below HTTP (refused, reset, closed mid-answer…): one typed error, the original as its cause.
-      const broken = new ConnectionError(target, error, code);
+      const broken = new ConnectionError(target, error, code, sentEarlier);
+      if (code !== undefined && NOT_SENT_CODES.has(code)) sentBefore = sentEarlier;
       if (
         code !== undefined &&
         (CONNECTION_CODES.has(code) || code.startsWith('HPE_')) &&
@@ -442,6 +448,7 @@ export class ServiceClient {
       throw broken;
     };
     const answered = (response: CollectedResponse, n: number, started: number): ServiceResponse => {
+      sentBefore = true;
       const status = response.statusCode;
       const truncated = response.bodyTruncated === true;
       // A body cut short is text: JSON cut short may still parse, as something the server never said.

@@ -104,10 +104,17 @@ export const isRequestBodyNotSerializableError = errorGuard<RequestBodyNotSerial
 export class ConnectionError extends FerryError {
   /** The underlying error's code, when it has one. */
   readonly errorCode: string | undefined;
-  constructor(request: string, cause: unknown, errorCode: string | undefined) {
+  /**
+   * An earlier attempt of the same call may have reached the target (it was answered, timed out or
+   * its connection broke): even when this attempt was refused (`ECONNREFUSED`), the call may have
+   * been carried out.
+   */
+  readonly earlierAttemptSent: boolean;
+  constructor(request: string, cause: unknown, errorCode: string | undefined, earlierAttemptSent = false) {
     const reason = cause instanceof Error ? cause.message : String(cause);
     super('CONNECTION_ERROR', `${request} failed: ${errorCode ? `${errorCode} ` : ''}${reason}`, { cause });
     this.errorCode = errorCode;
+    this.earlierAttemptSent = earlierAttemptSent;
   }
 }
 export const isConnectionError = errorGuard<ConnectionError>('CONNECTION_ERROR');
