@@ -1,8 +1,9 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { RequestInit } from 'ferry';
 import { afterEach, describe, expect, it } from 'vitest';
-import { nothingWasSent, PROBE_PATH, Upstream } from './upstream.js';
+import { nothingWasSent, PROBE_PATH, Upstream, type UpstreamOptions } from './upstream.js';
 
 const servers: Server[] = [];
 const children: ChildProcess[] = [];
@@ -77,6 +78,36 @@ async function pausable(
 /** A request Upstream never sends twice. */
 const UNHEDGED = { method: 'POST', path: '/orders' } as const;
 
+/**
+ * A paused instance (first) beside one that answers, and an upstream over both whose first request,
+ * a POST, the paused one left unanswered: it is passed over from then on. The caller closes it.
+ */
+async function oneSilent(options: UpstreamOptions) {
+  const silent = await pausable();
+  const healthy = await instance(true);
+  const upstream = new Upstream('orders', [silent.url, healthy.url], options);
+  silent.pause();
+  await expect(upstream.request(UNHEDGED)).rejects.toThrow();
+  return { silent, upstream };
+}
+
+/**
+ * Sends `init` through `upstream` while `doomed` (its first instance, which takes it) is frozen, and
+ * SIGKILLs that process `afterMs` later: the call's outcome, an answer or the error it failed with.
+ */
+async function sentToDying(
+  upstream: Upstream,
+  doomed: { child: ChildProcess },
+  init: RequestInit,
+  afterMs: number,
+): Promise<unknown> {
+  doomed.child.kill('SIGSTOP');
+  const call = upstream.request(init).catch((e: unknown) => e);
+  await new Promise((resolve) => setTimeout(resolve, afterMs));
+  doomed.child.kill('SIGKILL');
+  return await call;
+}
+
 describe('Upstream', () => {
   it('names its instances as the supervisor names their processes: orders#0, orders#1; one alone by its service', async () => {
     const two = new Upstream('orders', ['http://127.0.0.1:1', 'http://127.0.0.1:2']);
@@ -137,17 +168,9 @@ describe('Upstream', () => {
   it("passes over an instance whose request got no answer until it answers a probe, sending it no caller's request meanwhile", async () => {
     // Before, it was passed over for coolDownMs and then tried again with callers' requests: with a
     // frozen process, one or more of them waited for their time limit every coolDownMs.
-    const flaky = await pausable();
-    const healthy = await instance(true);
-    const upstream = new Upstream('orders', [flaky.url, healthy.url], {
-      timeoutMs: 300,
-      stallMs: 200,
-      coolDownMs: 300,
-    });
+    // The first request went to the first instance, and timed out (a POST: not sent twice).
+    const { silent: flaky, upstream } = await oneSilent({ timeoutMs: 300, stallMs: 200, coolDownMs: 300 });
     try {
-      flaky.pause();
-      // The first request goes to the first instance, and times out (a POST: not sent twice).
-      await expect(upstream.request(UNHEDGED)).rejects.toThrow();
       expect(flaky.paths()).toEqual(['/orders']);
       // 1.5 s of requests: five cool-downs. It is asked GET /health/live, never a caller's request.
       await burst(upstream, 100);
@@ -166,16 +189,8 @@ describe('Upstream', () => {
   it('probes a passed-over instance while no calls come in: back, it takes calls at once', async () => {
     // Before, probes went out only as calls were routed: after a quiet spell an instance that had
     // come back was still passed over, and the first calls all went to the other (a frozen one).
-    const flaky = await pausable();
-    const healthy = await instance(true);
-    const upstream = new Upstream('orders', [flaky.url, healthy.url], {
-      timeoutMs: 300,
-      stallMs: 200,
-      coolDownMs: 300,
-    });
+    const { silent: flaky, upstream } = await oneSilent({ timeoutMs: 300, stallMs: 200, coolDownMs: 300 });
     try {
-      flaky.pause();
-      await expect(upstream.request(UNHEDGED)).rejects.toThrow();
       flaky.resume();
       // No calls for a while.
       await new Promise((resolve) => setTimeout(resolve, 900));
@@ -259,16 +274,8 @@ describe('Upstream', () => {
 
   it('probes a silent instance every coolDownMs from the start of the last probe', async () => {
     // Before, the wait began when the probe gave up: every stallMs + coolDownMs (900 ms here).
-    const frozen = await pausable();
-    const healthy = await instance(true);
-    const upstream = new Upstream('orders', [frozen.url, healthy.url], {
-      timeoutMs: 300,
-      stallMs: 400,
-      coolDownMs: 500,
-    });
+    const { silent: frozen, upstream } = await oneSilent({ timeoutMs: 300, stallMs: 400, coolDownMs: 500 });
     try {
-      frozen.pause();
-      await expect(upstream.request(UNHEDGED)).rejects.toThrow();
       await burst(upstream, 220);
       const probes = frozen.probes();
       expect(probes.length).toBeGreaterThanOrEqual(3);
@@ -289,13 +296,7 @@ describe('Upstream', () => {
     const healthy = await instance(true);
     const upstream = new Upstream('users', [doomed.url, healthy.url], { timeoutMs: 5000 });
     try {
-      doomed.child.kill('SIGSTOP');
-      const call = upstream
-        .request({ method: 'POST', path: '/users', body: { name: 'A' } })
-        .catch((e: unknown) => e);
-      await new Promise((resolve) => setTimeout(resolve, 500));
-      doomed.child.kill('SIGKILL');
-      const error = await call;
+      const error = await sentToDying(upstream, doomed, { method: 'POST', path: '/users', body: {} }, 500);
       expect(error).toBeInstanceOf(Error);
       // What the gateway turns into 504 "may have been carried out", not 503 "try again".
       expect(nothingWasSent(error)).toBe(false);
@@ -313,13 +314,8 @@ describe('Upstream', () => {
     const restarting = 'http://127.0.0.1:1';
     const upstream = new Upstream('orders', [doomed.url, restarting], { timeoutMs: 5000 });
     try {
-      doomed.child.kill('SIGSTOP');
-      const call = upstream
-        .request({ method: 'POST', path: '/orders', idempotencyKey: 'k-2', body: {} })
-        .catch((e: unknown) => e);
-      await new Promise((resolve) => setTimeout(resolve, 500));
-      doomed.child.kill('SIGKILL');
-      const error = await call;
+      const init = { method: 'POST', path: '/orders', idempotencyKey: 'k-2', body: {} };
+      const error = await sentToDying(upstream, doomed, init, 500);
       expect(error).toBeInstanceOf(Error);
       expect(nothingWasSent(error)).toBe(false);
     } finally {
@@ -334,14 +330,9 @@ describe('Upstream', () => {
     frozen.pause();
     const upstream = new Upstream('orders', [doomed.url, frozen.url], { timeoutMs: 1500 });
     try {
-      doomed.child.kill('SIGSTOP');
       const started = performance.now();
-      const call = upstream
-        .request({ method: 'POST', path: '/orders', idempotencyKey: 'k-1', body: {} })
-        .catch((e: unknown) => e);
-      await new Promise((resolve) => setTimeout(resolve, 800));
-      doomed.child.kill('SIGKILL');
-      expect(await call).toBeInstanceOf(Error);
+      const init = { method: 'POST', path: '/orders', idempotencyKey: 'k-1', body: {} };
+      expect(await sentToDying(upstream, doomed, init, 800)).toBeInstanceOf(Error);
       expect(performance.now() - started).toBeLessThan(1900);
     } finally {
       await upstream.close();
