@@ -407,11 +407,11 @@ export class ServiceClient {
     const call = { method, path: shownPath };
     const signal = init.signal;
 
-    // A chain of callbacks rather than an async function: every call goes through here, and the
-    // promise hops of async/await showed in the throughput.
     // An attempt of this call may have reached the target (answered, timed out, reset…): a later
     // attempt's refusal does not mean that nothing was sent.
     let sentBefore = false;
+    // A chain of callbacks rather than an async function: every call goes through here, and the
+    // promise hops of async/await showed in the throughput.
     const failed = (error: unknown): never => {
       const sentEarlier = sentBefore;
       sentBefore = true;
