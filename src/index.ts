@@ -77,6 +77,7 @@ export {
   type ClientRetryOptions,
   DEFAULT_SERVICE_CLIENT_OPTIONS,
   isClientClosedError,
+  isIdempotentMethod,
   parseRetryAfter,
   type RequestInit,
   ServiceClient,

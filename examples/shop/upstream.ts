@@ -14,6 +14,7 @@
 import {
   isCircuitOpenError,
   isConnectionError,
+  isIdempotentMethod,
   type RequestInit,
   ServiceClient,
   type ServiceResponse,
@@ -31,9 +32,6 @@ export interface UpstreamOptions {
    */
   readonly coolDownMs?: number;
 }
-
-/** Methods the services may be sent again (reads, or writes that say the whole state: PUT, DELETE). */
-const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE']);
 
 /** What the probe asks: any answer says the instance is back. Every Ferry service answers it. */
 export const PROBE_PATH = '/health/live';
@@ -113,10 +111,10 @@ export class Upstream {
   async request<T = unknown>(init: RequestInit): Promise<ServiceResponse<T>> {
     const started = performance.now();
     const limit = init.deadline ?? this.#timeoutMs;
-    const safe = SAFE_METHODS.has(init.method) || init.idempotencyKey !== undefined;
-    // The services honour an Idempotency-Key only where the caller gives one (orders): a POST
-    // without one is not retried, since an attempt that got no answer may have been carried out
-    // (the client would add a key of its own, which they ignore).
+    const safe = isIdempotentMethod(init.method) || init.idempotencyKey !== undefined;
+    // A POST without the caller's Idempotency-Key is not retried: an attempt that got no answer may
+    // have been carried out, and the key the client would add is one the caller cannot send again
+    // to learn the outcome. (The gateway gives a key to every POST that creates something.)
     const base: RequestInit = safe ? init : { ...init, retry: false };
     const hedge = (init.method === 'GET' || init.method === 'HEAD') && this.#clients.length > 1;
     const first = this.#leastBusy();

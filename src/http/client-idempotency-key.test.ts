@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import Fastify from 'fastify';
 import { describe, expect, it } from 'vitest';
 import { isInvalidOptionsError } from '../errors/ferry-error.js';
-import { ServiceClient } from './client.js';
+import { isIdempotentMethod, ServiceClient } from './client.js';
 import { type ConnectionError, type HttpError, isConnectionError, isHttpError } from './errors.js';
 import { clientKit } from './fixtures/client-kit.js';
 import { rejection } from './fixtures/rejection.js';
@@ -65,6 +65,38 @@ describe('ServiceClient Idempotency-Key', () => {
     const refused = await rejection(c.post('/orders', { item: 2 }));
     expect((refused as ConnectionError).errorCode).toBe('ECONNREFUSED');
     expect((refused as ConnectionError).earlierAttemptSent).toBe(false);
+  });
+
+  it('sends again, without a key, what isIdempotentMethod names, after an attempt that may have reached the target', async () => {
+    // The first request of each method is taken and its connection broken; the next is answered.
+    const seen = new Map<string, number>();
+    const flaky = createServer((request, response) => {
+      request.resume();
+      const method = request.method ?? '';
+      seen.set(method, (seen.get(method) ?? 0) + 1);
+      if (seen.get(method) === 1) request.socket.destroy();
+      else response.writeHead(204).end();
+    });
+    await new Promise<void>((resolve) => flaky.listen(0, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise<void>((resolve) => flaky.close(() => resolve())));
+    const url = `http://127.0.0.1:${(flaky.address() as AddressInfo).port}`;
+    const c = new ServiceClient(url, { retry: { maxAttempts: 3, backoff: () => 10 } });
+    cleanups.push(() => c.close());
+    for (const method of ['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'PURGE', 'LOCK']) {
+      const outcome = await c.request({ method, path: '/x' }).then(
+        (response) => response.status,
+        (error: unknown) => (isConnectionError(error) ? error.earlierAttemptSent || error.errorCode : error),
+      );
+      if (isIdempotentMethod(method)) {
+        expect(outcome, method).toBe(204);
+        expect(seen.get(method), method).toBe(2);
+      } else {
+        expect(outcome, method).not.toBe(204);
+        expect(seen.get(method), method).toBe(1);
+      }
+    }
+    expect(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE'].every(isIdempotentMethod)).toBe(true);
+    expect(['POST', 'PATCH', 'PURGE', 'LOCK', 'get'].some(isIdempotentMethod)).toBe(false);
   });
 
   it('refuses a malformed key without quoting it, saying what is wrong with it', async () => {

@@ -73,7 +73,16 @@ const NO_OPTIONS: CallOptions = Object.freeze({});
 /** The problem `code` of a 409 saying a request with the same Idempotency-Key is still running. */
 const KEY_IN_USE_CODE = 'IDEMPOTENCY_KEY_IN_USE';
 
-const IDEMPOTENT_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
+const IDEMPOTENT_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
+
+/**
+ * Whether a request of this method may be sent again as it is (RFC 9110 9.2.2: GET, HEAD, OPTIONS,
+ * PUT, DELETE, TRACE): what `ServiceClient` retries without an Idempotency-Key after an attempt that
+ * may have reached the target. Upper case, as `ServiceClient` sends methods.
+ */
+export function isIdempotentMethod(method: string): boolean {
+  return IDEMPOTENT_METHODS.has(method);
+}
 /** Errors raised before anything was sent: safe to retry whatever the method. */
 const NOT_SENT_CODES = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'ENOTFOUND', 'EAI_AGAIN']);
 /** Connection-level errors: retried for requests that are safe to retry. */
@@ -386,7 +395,7 @@ export class ServiceClient {
       idempotencyKey = uuidv7();
     }
     if (idempotencyKey !== undefined) headers[HTTP_HEADER.idempotencyKey] ??= idempotencyKey;
-    const safeToRetry = IDEMPOTENT_METHODS.has(method) || idempotencyKey !== undefined;
+    const safeToRetry = isIdempotentMethod(method) || idempotencyKey !== undefined;
     // An explicit x-deadline-ms is sent as given; otherwise each attempt sends what is left.
     const sendDeadline = headers[HTTP_HEADER.deadline] === undefined;
     const payload = encodeRequestBody(requestBody, headers, `${method} ${shownRequestPath}`);

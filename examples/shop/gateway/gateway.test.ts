@@ -25,9 +25,12 @@ interface Received {
 }
 
 /** Orders, inventory and payments as one stand-in: records each request; 202 for a cancel, else a 400 problem. */
-async function standIn(): Promise<{ url: string; received: Received[] }> {
+async function standIn(): Promise<{ url: string; received: Received[]; keys: (string | undefined)[] }> {
   const received: Received[] = [];
+  /** The Idempotency-Key of each request received, in order. */
+  const keys: (string | undefined)[] = [];
   const server = createServer((req, res) => {
+    keys.push(req.headers['idempotency-key'] as string | undefined);
     const chunks: Buffer[] = [];
     req.on('data', (chunk: Buffer) => chunks.push(chunk));
     req.on('end', () => {
@@ -49,7 +52,7 @@ async function standIn(): Promise<{ url: string; received: Received[] }> {
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   closers.push(() => new Promise((resolve) => server.close(() => resolve())));
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, received };
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, received, keys };
 }
 
 async function startShopFront(providerToken = 'admin-token') {
@@ -83,7 +86,7 @@ async function startShopFront(providerToken = 'admin-token') {
       body: (text === '' ? undefined : JSON.parse(text)) as Record<string, unknown> | undefined,
     };
   };
-  return { gateway, users, received: others.received, call };
+  return { gateway, users, received: others.received, keys: others.keys, call };
 }
 
 const DEEP = [`${'{"a":'.repeat(5000)}1${'}'.repeat(5000)}`, `${'['.repeat(5000)}${']'.repeat(5000)}`];
@@ -189,7 +192,7 @@ describe('the gateway', () => {
     expect(((await keyed.json()) as { detail: string }).detail).toMatch(
       /Send it again with the same Idempotency-Key to get its outcome/,
     );
-    // Each route says what a client may do next: only orders honours an Idempotency-Key.
+    // Each route says what a client may do next: a cancel takes no key.
     const cancel = await fetch(`${gateway.url}/orders/0b7e6f5c-1c1a-4d0e-9d7e-3d2f1a0b9c8d/cancel`, {
       method: 'POST',
     });
@@ -203,10 +206,15 @@ describe('the gateway', () => {
       expect(read.status, method).toBe(503);
       expect(read.headers.get('retry-after'), method).toBe('1');
     }
+    // Users honours keys too: the 504 names the key made and says to send the request again with it.
+    const sentBefore = keys.length;
     const user = await post('/users');
     expect(user.status).toBe(504);
+    const userKey = user.headers.get('idempotency-key');
+    expect(userKey).toMatch(/^[0-9a-f-]{36}$/);
+    expect(new Set(keys.slice(sentBefore))).toEqual(new Set([userKey]));
     expect(((await user.json()) as { detail: string }).detail).toMatch(
-      /may have been carried out\. Sent again, it answers 409 if the user was registered\.$/,
+      /may have been carried out\. Send it again with the same Idempotency-Key \(the one this answer names: you sent none\) to get its outcome rather than registering the user twice\.$/,
     );
     // The operator's catalog route, with the token (without it: 401 before anything is sent).
     const refused = await fetch(`${gateway.url}/products`, {
@@ -506,18 +514,26 @@ describe('the gateway', () => {
     expect(fetched.status).toBe(401);
     expect((await shop.call('GET', '/users/nobody')).status).toBe(404);
   });
-  it('refuses an Idempotency-Key a service could not be sent with 400 IDEMPOTENCY_KEY_INVALID on POST /orders, and passes no key to the routes that take none', async () => {
+  it('refuses an Idempotency-Key a service could not be sent with 400 IDEMPOTENCY_KEY_INVALID on the POSTs that create something, and passes no key to the routes that take none', async () => {
     const shop = await startShopFront();
     const order = '{"userId":"u","items":[{"productId":"p","quantity":1}]}';
     const reachedBefore = shop.received.length;
+    const admin = { authorization: 'Bearer admin-token' };
     for (const key of ['k'.repeat(256), '', ' ', 'caf\u00e9', 'a\tb']) {
-      const refused = await shop.call('POST', '/orders', order, { 'idempotency-key': key });
-      expect(refused.status, JSON.stringify(key)).toBe(400);
-      expect(refused.type).toMatch(/^application\/problem\+json/);
-      expect(refused.body).toMatchObject({ code: 'IDEMPOTENCY_KEY_INVALID' });
+      for (const [path, body, headers] of [
+        ['/orders', order, {}],
+        ['/users', '{"name":"Ada","email":"ada@example.com"}', {}],
+        ['/products', '{"name":"P","price":1,"stock":1}', admin],
+      ] as const) {
+        const refused = await shop.call('POST', path, body, { ...headers, 'idempotency-key': key });
+        expect(refused.status, `${path} ${JSON.stringify(key)}`).toBe(400);
+        expect(refused.type).toMatch(/^application\/problem\+json/);
+        expect(refused.body).toMatchObject({ code: 'IDEMPOTENCY_KEY_INVALID' });
+      }
     }
-    // Nothing reached orders; a key of 255 characters, or quoted, does.
+    // Nothing reached a service; a key of 255 characters, or quoted, does.
     expect(shop.received).toHaveLength(reachedBefore);
+    expect((await shop.users.events()).filter((e) => e.type === 'UserRegistered')).toEqual([]);
     expect((await shop.call('POST', '/orders', order, { 'idempotency-key': 'k'.repeat(255) })).status).toBe(
       400,
     );
@@ -527,11 +543,53 @@ describe('the gateway', () => {
     expect(shop.received).toHaveLength(reachedBefore + 2);
     // Routes that take no key answer as without one (they were 503 and 504, the call refused unsent).
     const long = { 'idempotency-key': 'k'.repeat(300) };
-    const user = await shop.call('POST', '/users', '{"name":"Ada","email":"ada@example.com"}', long);
+    const user = await shop.call('POST', '/users', '{"name":"Ada","email":"ada@example.com"}');
     expect(user.status).toBe(201);
     expect((await shop.call('GET', `/users/${String(user.body?.id)}`, undefined, long)).status).toBe(200);
     expect((await shop.call('GET', '/products/green-tea', undefined, long)).status).toBe(400);
     expect((await shop.call('POST', '/orders/o-1/cancel', undefined, long)).status).toBe(202);
+  });
+
+  it("passes an Idempotency-Key to POST /users and POST /products, the client's or one it made and names in the answer: sent again with it, one user", async () => {
+    const shop = await startShopFront();
+    const ann = '{"name":"Ann","email":"ann@example.com"}';
+    const res = await fetch(`${shop.gateway.url}/users`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: ann,
+    });
+    expect(res.status).toBe(201);
+    const made = res.headers.get('idempotency-key');
+    expect(made).toMatch(/^[0-9a-f-]{36}$/);
+    const user = await res.json();
+    const again = await fetch(`${shop.gateway.url}/users`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'idempotency-key': made as string },
+      body: ann,
+    });
+    expect(again.status).toBe(201);
+    expect(again.headers.get('idempotent-replayed')).toBe('true');
+    expect(again.headers.get('idempotency-key')).toBeNull();
+    expect(await again.json()).toEqual(user);
+    expect((await shop.users.events()).filter((e) => e.type === 'UserRegistered')).toHaveLength(1);
+    // Products: the key made is the one inventory got; a client's own is passed on as it came.
+    const admin = { 'content-type': 'application/json', authorization: 'Bearer admin-token' };
+    const tea = '{"name":"Tea","price":450,"stock":2}';
+    const product = await fetch(`${shop.gateway.url}/products`, {
+      method: 'POST',
+      headers: admin,
+      body: tea,
+    });
+    expect(product.status).toBe(400); // the stand-in's answer
+    expect(product.headers.get('idempotency-key')).toMatch(/^[0-9a-f-]{36}$/);
+    expect(shop.keys.at(-1)).toBe(product.headers.get('idempotency-key'));
+    const own = await fetch(`${shop.gateway.url}/products`, {
+      method: 'POST',
+      headers: { ...admin, 'idempotency-key': 'tea-1' },
+      body: tea,
+    });
+    expect(own.headers.get('idempotency-key')).toBeNull();
+    expect(shop.keys.at(-1)).toBe('tea-1');
   });
 
   it('checks the operator token before the body: 401 for a malformed, non-JSON or forbidden body sent without it', async () => {

@@ -5,7 +5,10 @@
  *
  *   POST /users, GET /users/:id                     → users
  *   POST /products (admin), GET /products/:id       → inventory
- *   POST /orders, GET /orders/:id, POST /orders/:id/cancel → orders (Idempotency-Key passed on)
+ *   POST /orders, GET /orders/:id, POST /orders/:id/cancel → orders
+ *
+ * The POSTs that create something (users, products, orders) carry an Idempotency-Key to the service,
+ * the client's or one the gateway makes.
  *   GET  /health                                    → 200 when every service is ready, else 503
  *   PUT|GET /admin/faults/payment-provider (admin)  → the provider's fault switch
  *   GET  /admin/payment-provider/charges (admin)    → the provider's ledger
@@ -146,7 +149,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       readonly authorization?: boolean;
       /** What a client may do after a 504 to this route (the request may have been carried out). */
       readonly afterTimeout?: string;
-      /** Pass the request's Idempotency-Key on (or the one the gateway made): only orders takes one. */
+      /** Pass the request's Idempotency-Key on (or the one the gateway made): the routes that create something. */
       readonly idempotencyKey?: boolean;
     } = {},
   ): Promise<FastifyReply> {
@@ -204,9 +207,36 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
 
   const id = (request: FastifyRequest) => encodeURIComponent((request.params as { id: string }).id);
 
-  app.post('/users', (request, reply) =>
+  // The routes that create something honour keys, so they always get one: one the gateway made (the
+  // client sent none) is named in every answer to the request, its own refusals (400, 413, 415)
+  // included, so that a client can send the request again with it after a 504 or a 5xx and learn its
+  // outcome instead of creating a second user, product or order. With a key, the gateway may send a
+  // request again itself (to the same instance or, refused, to another).
+  const keyed = {
+    onRequest: async (request: FastifyRequest) => {
+      const sent = request.headers['idempotency-key'];
+      if (typeof sent !== 'string') madeKeys.set(request, randomUUID());
+      else if (!isValidIdempotencyKey(sent)) {
+        // Refused here, with what a key may hold: the services could not be sent it as it is.
+        throw new HttpProblemError(400, undefined, {
+          detail:
+            'The Idempotency-Key header must hold 1 to 255 printable ASCII characters, spaces only inside (surrounding double quotes are not counted).',
+          extensions: { code: 'IDEMPOTENCY_KEY_INVALID' },
+        });
+      }
+    },
+    onSend: async (request: FastifyRequest, reply: FastifyReply) => {
+      const made = madeKeys.get(request);
+      if (made !== undefined) reply.header('idempotency-key', made);
+    },
+  };
+  const sendAgain = (request: FastifyRequest, what: string) =>
+    `Send it again with the same Idempotency-Key${madeKeys.has(request) ? ' (the one this answer names: you sent none)' : ''} to get its outcome rather than ${what}.`;
+
+  app.post('/users', keyed, (request, reply) =>
     forward(upstreams.users, request, reply, '/users', {
-      afterTimeout: 'Sent again, it answers 409 if the user was registered.',
+      idempotencyKey: true,
+      afterTimeout: sendAgain(request, 'registering the user twice'),
     }),
   );
   app.get('/users/:id', (request, reply) =>
@@ -216,41 +246,25 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   // body is read, as on the other operator routes (a caller without it got 400, 413 or 415).
   app.post(
     '/products',
-    { onRequest: async (request) => requireAdmin(request, options.adminToken) },
-    (request, reply) => forward(upstreams.inventory, request, reply, '/products', { authorization: true }),
+    {
+      onRequest: [async (request) => requireAdmin(request, options.adminToken), keyed.onRequest],
+      onSend: keyed.onSend,
+    },
+    (request, reply) =>
+      forward(upstreams.inventory, request, reply, '/products', {
+        authorization: true,
+        idempotencyKey: true,
+        afterTimeout: sendAgain(request, 'adding a second product'),
+      }),
   );
   app.get('/products/:id', (request, reply) =>
     forward(upstreams.inventory, request, reply, `/products/${id(request)}`),
   );
-  // Orders honours keys, so it always gets one: one the gateway made (the client sent none) is named
-  // in every answer to the request, its own refusals (400, 413, 415) included, so that a client
-  // can send the order again with it after a 504 or a 5xx and learn its outcome instead of placing
-  // a second one.
-  app.post(
-    '/orders',
-    {
-      onRequest: async (request) => {
-        const sent = request.headers['idempotency-key'];
-        if (typeof sent !== 'string') madeKeys.set(request, randomUUID());
-        else if (!isValidIdempotencyKey(sent)) {
-          // Refused here, with what a key may hold: the services could not be sent it as it is.
-          throw new HttpProblemError(400, undefined, {
-            detail:
-              'The Idempotency-Key header must hold 1 to 255 printable ASCII characters, spaces only inside (surrounding double quotes are not counted).',
-            extensions: { code: 'IDEMPOTENCY_KEY_INVALID' },
-          });
-        }
-      },
-      onSend: async (request, reply) => {
-        const made = madeKeys.get(request);
-        if (made !== undefined) reply.header('idempotency-key', made);
-      },
-    },
-    (request, reply) =>
-      forward(upstreams.orders, request, reply, '/orders', {
-        idempotencyKey: true,
-        afterTimeout: `Send it again with the same Idempotency-Key${madeKeys.has(request) ? ' (the one this answer names: you sent none)' : ''} to get its outcome, or look it up before trying again.`,
-      }),
+  app.post('/orders', keyed, (request, reply) =>
+    forward(upstreams.orders, request, reply, '/orders', {
+      idempotencyKey: true,
+      afterTimeout: sendAgain(request, 'placing a second order'),
+    }),
   );
   app.get('/orders/:id', (request, reply) =>
     forward(upstreams.orders, request, reply, `/orders/${id(request)}`),

@@ -31,6 +31,49 @@ describe('inventory over HTTP', () => {
     });
   });
 
+  it('adds one product per Idempotency-Key: sent again, at once or after orders, the first answer; with another body 422', async () => {
+    const s = await setup();
+    const auth = { authorization: `Bearer ${ADMIN}` };
+    const key = { ...auth, 'idempotency-key': randomUUID() };
+    const tea = { name: 'Tea', price: 450, stock: 20 };
+    const answers = await Promise.all(Array.from({ length: 10 }, () => createProduct(s, tea, key)));
+    expect(answers.map((r) => r.status)).toEqual(Array<number>(10).fill(201));
+    const first = (await answers[0]!.json()) as { id: string };
+    expect(first).toEqual({ id: expect.any(String), ...tea, reserved: 0 });
+    for (const r of answers.slice(1)) expect(await r.json()).toEqual(first);
+    expect(answers.filter((r) => r.headers.get('idempotent-replayed') === 'true')).toHaveLength(9);
+    // Orders took some: sent again (the key in double quotes is the same key), the first answer.
+    await s.send('inventory.reserve', { orderId: 'o1', items: [{ productId: first.id, quantity: 3 }] });
+    expect(await product(s, first.id)).toMatchObject({ stock: 17, reserved: 3 });
+    const again = await createProduct(s, tea, { ...key, 'idempotency-key': `"${key['idempotency-key']}"` });
+    expect(again.status).toBe(201);
+    expect(again.headers.get('location')).toBe(`/products/${first.id}`);
+    expect(await again.json()).toEqual(first);
+    for (const other of [
+      { ...tea, name: 'Tee' },
+      { ...tea, price: 451 },
+      { ...tea, stock: 17 },
+    ]) {
+      const reused = await createProduct(s, other, key);
+      expect(reused.status, JSON.stringify(other)).toBe(422);
+      expect(await reused.json()).toMatchObject({ code: 'IDEMPOTENCY_KEY_MISMATCH' });
+    }
+    const invalid = await createProduct(s, tea, { ...auth, 'idempotency-key': 'k'.repeat(256) });
+    expect(invalid.status).toBe(400);
+    expect(await invalid.json()).toMatchObject({ code: 'IDEMPOTENCY_KEY_INVALID' });
+    expect((await createProduct(s, tea, { 'idempotency-key': 'k2' })).status).toBe(401);
+    // Another key, another product.
+    expect((await createProduct(s, tea, { ...auth, 'idempotency-key': 'k2' })).status).toBe(201);
+    const added = [];
+    for await (const e of s.store.readAll()) if (e.type === 'ProductAdded') added.push(e);
+    expect(added).toHaveLength(2);
+    await s.outbox.flush();
+    await settled(s, () => s.of('inventory.updated').length >= 3, 'the updates');
+    expect(
+      s.of('inventory.updated').filter((m) => (m.data as { version: number }).version === 0),
+    ).toHaveLength(2);
+  });
+
   it('refuses to create a product without the admin token, and stores nothing', async () => {
     const s = await setup();
     for (const headers of [{}, { authorization: 'Bearer wrong' }, { authorization: ADMIN }]) {

@@ -8,6 +8,7 @@ import { type EventStore, HttpProblemError, isConcurrencyError, type Outbox, val
 import { z } from 'zod';
 import { requireAdmin } from '../admin-token.js';
 import type { ShopContracts } from '../contracts.js';
+import { keyedId, keyReused } from '../keyed-id.js';
 import { printable } from '../text.js';
 import { isProductId, productStream, productView } from './product.js';
 import { ProductCache } from './product-cache.js';
@@ -53,6 +54,15 @@ export function catalog(store: EventStore, outbox: Outbox<ShopContracts>) {
       }
     },
 
+    /** The product as it was added (its first answer), if `productId` names one. */
+    async added(productId: string): Promise<ProductView | undefined> {
+      if (!isProductId(productId)) return undefined;
+      const [first] = await store.readStream(productStream(productId), { limit: 1 });
+      if (first?.type !== 'ProductAdded') return undefined;
+      const { name, price, stock } = first.data as NewProduct;
+      return { id: productId, name, price, stock, reserved: 0 };
+    },
+
     async get(productId: string): Promise<ProductView | undefined> {
       if (!isProductId(productId)) return undefined;
       const { state } = await products.load(store, productId);
@@ -72,8 +82,20 @@ export function catalogRoutes(app: FastifyInstance, catalog: Catalog, adminToken
     '/products',
     { bodyLimit: BODY_LIMIT, onRequest: async (request) => requireAdmin(request, adminToken) },
     async (request, reply) => {
+      // With an Idempotency-Key, the key names the product: sent again, the request finds the product
+      // its key added, and answers as the first did (its stock as added, not as it is now).
+      const keyed = keyedId(request, 'shop-product');
       const input = await validateRequest(newProduct, request.body, 'body');
-      const { product } = await catalog.add(input);
+      let { created, product } = await catalog.add(keyed === undefined ? input : { ...input, id: keyed });
+      if (!created) {
+        const first = await catalog.added(product.id);
+        if (first === undefined) throw new Error(`product ${product.id} has no ProductAdded event`);
+        if (first.name !== input.name || first.price !== input.price || first.stock !== input.stock) {
+          throw keyReused('product');
+        }
+        product = first;
+        reply.header('idempotent-replayed', 'true');
+      }
       return reply
         .code(201)
         .header('location', `/products/${encodeURIComponent(product.id)}`)

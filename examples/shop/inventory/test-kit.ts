@@ -108,8 +108,10 @@ export async function setup(
       ),
     async close() {
       await inventory.close();
-      await Promise.all(watch.map((s) => s.close()));
+      // The outbox before the test's subscriptions: at close it waits (up to 5 s) for what it sent
+      // to be handled, which a closed subscription never does.
       await outbox.close();
+      await Promise.all(watch.map((s) => s.close()));
       await bus.close();
       await store.close();
     },

@@ -11,6 +11,7 @@ import {
 } from 'ferry';
 import { z } from 'zod';
 import type { ShopContracts } from '../contracts.js';
+import { keyedId, keyReused } from '../keyed-id.js';
 import { printable } from '../text.js';
 import {
   EmailTakenError,
@@ -19,6 +20,7 @@ import {
   isUserId,
   normalizeEmail,
   type User,
+  UserExistsError,
   userDecider,
   userStream,
 } from './user.js';
@@ -58,8 +60,11 @@ export function userRoutes(app: FastifyInstance, store: EventStore, outbox: Outb
   const writes = bulkhead({ maxConcurrent: 4, maxQueue: 1000 });
 
   app.post('/users', { bodyLimit: BODY_LIMIT }, async (request, reply) => {
+    // With an Idempotency-Key, the key names the user: sent again, the registration finds the user
+    // its key registered (the email claim is the same, the user's stream is there).
+    const keyed = keyedId(request, 'shop-user');
     const { name, email } = await validateRequest(newUser, request.body, 'body');
-    const user: User = { id: randomUUID(), name, email, createdAt: new Date().toISOString() };
+    const user: User = { id: keyed ?? randomUUID(), name, email, createdAt: new Date().toISOString() };
     try {
       // The claim, the user and user.created commit together; a claim lost to a concurrent
       // registration reruns the unit of work, which then finds the address taken.
@@ -79,6 +84,17 @@ export function userRoutes(app: FastifyInstance, store: EventStore, outbox: Outb
         }),
       );
     } catch (error) {
+      if (keyed !== undefined && (error instanceof UserExistsError || error instanceof EmailTakenError)) {
+        const registered = (await users.load(userStream(keyed))).state.user;
+        if (registered !== undefined) {
+          if (registered.name !== name || registered.email !== email) throw keyReused('user');
+          return reply
+            .code(201)
+            .header('location', `/users/${registered.id}`)
+            .header('idempotent-replayed', 'true')
+            .send(registered);
+        }
+      }
       if (error instanceof EmailTakenError) {
         throw new HttpProblemError(409, undefined, {
           detail: 'A user with this email is registered already.',

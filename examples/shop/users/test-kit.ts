@@ -24,15 +24,17 @@ export async function setup(storeUrl = `memory://users-${randomUUID()}`) {
   const users = await startUsersService({ bus, store, outbox, logger: silentLogger });
   cleanups.push(async () => {
     await users.close();
-    await sub.close();
+    // The outbox before the test's subscription: at close it waits (up to 5 s) for what it sent to
+    // be handled, which a closed subscription never does.
     await outbox.close();
+    await sub.close();
     await bus.close();
     await store.close();
   });
-  const post = (body: unknown, contentType = 'application/json') =>
+  const post = (body: unknown, contentType = 'application/json', headers: Record<string, string> = {}) =>
     fetch(`${users.url}/users`, {
       method: 'POST',
-      headers: { 'content-type': contentType },
+      headers: { 'content-type': contentType, ...headers },
       body: typeof body === 'string' ? body : JSON.stringify(body),
     });
   const events = async () => {

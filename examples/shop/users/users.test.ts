@@ -51,6 +51,59 @@ describe('users', () => {
     await waitFor(() => s.created.length === 1, 'user.created');
   });
 
+  it('registers one user per Idempotency-Key: sent again, at once or later, the first answer; with another body 422', async () => {
+    const s = await setup();
+    const key = { 'idempotency-key': randomUUID() };
+    const ann = { name: 'Ann', email: 'ann@example.com' };
+    const answers = await Promise.all(Array.from({ length: 10 }, () => s.post(ann, undefined, key)));
+    expect(answers.map((r) => r.status)).toEqual(Array<number>(10).fill(201));
+    const bodies = (await Promise.all(answers.map((r) => r.json()))) as { id: string }[];
+    const first = bodies[0] as { id: string; createdAt: string };
+    for (const body of bodies) expect(body).toEqual(first);
+    expect(answers.filter((r) => r.headers.get('idempotent-replayed') === 'true')).toHaveLength(9);
+    // Later, and with the key in double quotes (the same key), the same answer.
+    for (const k of [key['idempotency-key'], `"${key['idempotency-key']}"`]) {
+      const again = await s.post({ email: ' ann@example.com', name: 'Ann ' }, undefined, {
+        'idempotency-key': k,
+      });
+      expect(again.status).toBe(201);
+      expect(again.headers.get('location')).toBe(`/users/${first.id}`);
+      expect(await again.json()).toEqual(first);
+    }
+    // Another body with the key: 422, even where the address is someone else's (not 409).
+    expect((await s.post({ name: 'Bo', email: 'bo@example.com' })).status).toBe(201);
+    for (const other of [
+      { ...ann, name: 'Anne' },
+      { ...ann, email: 'ANN@example.com' },
+      { name: 'Ann', email: 'bo@example.com' },
+      { name: 'Ann', email: 'cy@example.com' },
+    ]) {
+      const reused = await s.post(other, undefined, key);
+      expect(reused.status, JSON.stringify(other)).toBe(422);
+      expect(await reused.json()).toMatchObject({ code: 'IDEMPOTENCY_KEY_MISMATCH' });
+    }
+    // The address the refused request gave is still free; another key for Ann's is 409.
+    expect(
+      (await s.post({ name: 'Cy', email: 'cy@example.com' }, undefined, { 'idempotency-key': 'k2' })).status,
+    ).toBe(201);
+    expect((await s.post(ann, undefined, { 'idempotency-key': 'k3' })).status).toBe(409);
+    const invalid = await s.post({ name: 'Di', email: 'di@example.com' }, undefined, {
+      'idempotency-key': 'k'.repeat(256),
+    });
+    expect(invalid.status).toBe(400);
+    expect(await invalid.json()).toMatchObject({ code: 'IDEMPOTENCY_KEY_INVALID' });
+    const registered = (await s.events()).filter((e) => e.type === 'UserRegistered');
+    expect(registered.map((e) => (e.data as { email: string }).email).sort()).toEqual([
+      'ann@example.com',
+      'bo@example.com',
+      'cy@example.com',
+    ]);
+    await s.outbox.flush();
+    await waitFor(() => s.created.length === 3, 'user.created');
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(s.created.filter((m) => (m.data as { userId: string }).userId === first.id)).toHaveLength(1);
+  });
+
   it('answers 400 problems for bad input and stores nothing', async () => {
     const s = await setup();
     const bad: [string, unknown, string?][] = [

@@ -1,0 +1,36 @@
+/**
+ * What an `Idempotency-Key` names on the routes that create something (`POST /users`,
+ * `POST /products`): the id of the thing it created. A request sent again with its key, after an
+ * answer lost or while the first is still running, finds what the first created instead of creating
+ * a second one, whatever happened in between (a crash after the commit included): no claim to
+ * hold, no answer to store.
+ */
+import type { FastifyRequest } from 'fastify';
+import { HttpProblemError, isValidIdempotencyKey, nameUuid } from 'ferry';
+
+/**
+ * The id the request's `Idempotency-Key` names in `namespace`, or `undefined` when it has none.
+ * Surrounding double quotes are not counted (`"k"` is `k`, as Ferry's middleware reads keys).
+ * @throws HttpProblemError 400 `IDEMPOTENCY_KEY_INVALID` for a key no client could send
+ */
+export function keyedId(request: FastifyRequest, namespace: string): string | undefined {
+  const key = request.headers['idempotency-key'];
+  if (key === undefined) return undefined;
+  if (!isValidIdempotencyKey(key)) {
+    throw new HttpProblemError(400, undefined, {
+      detail:
+        'The Idempotency-Key header must hold 1 to 255 printable ASCII characters, spaces only inside (surrounding double quotes are not counted).',
+      extensions: { code: 'IDEMPOTENCY_KEY_INVALID' },
+    });
+  }
+  const unquoted = key.length >= 2 && key.startsWith('"') && key.endsWith('"') ? key.slice(1, -1) : key;
+  return nameUuid(namespace, unquoted);
+}
+
+/** 422 for a key sent again with another body: it created something else. */
+export function keyReused(what: string): HttpProblemError {
+  return new HttpProblemError(422, 'Idempotency key reused', {
+    detail: `This Idempotency-Key created another ${what}.`,
+    extensions: { code: 'IDEMPOTENCY_KEY_MISMATCH' },
+  });
+}
