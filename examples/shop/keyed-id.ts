@@ -1,9 +1,8 @@
 /**
  * What an `Idempotency-Key` names on the routes that create something (`POST /users`,
- * `POST /products`): the id of the thing it created. A request sent again with its key, after an
- * answer lost or while the first is still running, finds what the first created instead of creating
- * a second one, whatever happened in between (a crash after the commit included): no claim to
- * hold, no answer to store.
+ * `POST /products`, `POST /orders`): the id of the thing it created. A request sent again with its
+ * key, after an answer lost or while the first is still running, finds what the first created
+ * instead of creating a second one, whatever happened in between (a crash after the commit included).
  */
 import type { FastifyRequest } from 'fastify';
 import { HttpProblemError, isValidIdempotencyKey, nameUuid } from 'ferry';

@@ -446,6 +446,12 @@ describe('orders service', () => {
     expect(reordered.status).toBe(201);
     expect(reordered.body).toEqual(first.body);
     expect(reordered.headers.get('idempotent-replayed')).toBe('true');
+    // The key in double quotes is the same key (as the middleware reads it): the same order.
+    const quoted = await call(shop, 'POST', '/orders', order(), {
+      'idempotency-key': `"${key['idempotency-key']}"`,
+    });
+    expect(quoted.status).toBe(201);
+    expect(quoted.body).toEqual(first.body);
     const other = await call(shop, 'POST', '/orders', order('tok_chargeDeclined'), key);
     expect(other.status).toBe(422);
     expect(other.headers.get('content-type')).toMatch(/^application\/problem\+json/);
@@ -513,6 +519,12 @@ describe('orders service', () => {
     expect(again.body).toEqual(first.body);
     expect(again.headers.get('idempotent-replayed')).toBe('true');
     expect(again.headers.get('location')).toBe(`/orders/${first.body.id}`);
+    // The key in double quotes is the same key (as the middleware reads it): the same order.
+    const quoted = await call(shop, 'POST', '/orders', order(), {
+      'idempotency-key': `"${key['idempotency-key']}"`,
+    });
+    expect(quoted.status).toBe(201);
+    expect(quoted.body).toEqual(first.body);
     const other = await call(shop, 'POST', '/orders', order('tok_chargeDeclined'), key);
     expect(other.status).toBe(422);
     expect(other.body).toMatchObject({ code: 'IDEMPOTENCY_KEY_MISMATCH' });

@@ -11,12 +11,12 @@ import {
   fold,
   HttpProblemError,
   isConcurrencyError,
-  nameUuid,
   type Outbox,
   validateRequest,
 } from 'ferry';
 import { z } from 'zod';
 import { orderItem, type ShopContracts } from '../contracts.js';
+import { keyedId } from '../keyed-id.js';
 import { printableText } from '../text.js';
 import {
   type OrderCommand,
@@ -87,8 +87,8 @@ export function orderRoutes(app: FastifyInstance, deps: OrderRoutesDeps): void {
       // The Idempotency-Key names the order (the gateway always sends one): a request run again after
       // its answer was lost (the process died between the order's commit and the answer's) finds the
       // order it placed instead of placing a second one.
-      const key = request.headers['idempotency-key'];
-      const id = typeof key === 'string' ? nameUuid('shop-order', key) : randomUUID();
+      const keyed = keyedId(request, 'shop-order');
+      const id = keyed ?? randomUUID();
       const paymentMethod = body.paymentMethod ?? 'tok_visa';
       const command = { type: 'Place', userId: body.userId, items, paymentMethod } as const;
       const events = decideEvents(orderDecider, command, orderDecider.initialState());
@@ -106,7 +106,7 @@ export function orderRoutes(app: FastifyInstance, deps: OrderRoutesDeps): void {
           ],
         });
       } catch (error) {
-        if (typeof key !== 'string' || !isConcurrencyError(error)) throw error;
+        if (keyed === undefined || !isConcurrencyError(error)) throw error;
         return placedBefore(reply, id, { userId: body.userId, items, paymentMethod });
       }
       return reply
