@@ -260,6 +260,32 @@ describe('SQLite units of work: group commit', () => {
     },
   );
 
+  it('rejects a unit that failed on the writes of those before it in its batch only once they are committed', async () => {
+    // Before, it rejected at once: its caller, reading what the unit had found (a user registered
+    // under the same key), found nothing yet, and answered 500.
+    const { backend } = await openBackend();
+    const storage = backend.outboxStorage();
+    const store = new EventStore(backend);
+    const seen: number[] = [];
+    const settled = await Promise.allSettled([
+      storage.transaction((tx) => tx.append('user-1', events(), 'no_stream')),
+      storage
+        .transaction((tx) => tx.append('user-1', events(), 'no_stream'))
+        .catch(async (error: unknown) => {
+          seen.push((await store.readStream('user-1')).length);
+          throw error;
+        }),
+      // Keeps the batch open a while after the failure.
+      storage.transaction(async (tx) => {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        await tx.append('user-2', events(), 'no_stream');
+      }),
+    ]);
+    expect(settled[0]).toMatchObject({ status: 'fulfilled' });
+    expect(isConcurrencyError(reason(settled[1]))).toBe(true);
+    expect(seen).toEqual([1]);
+  });
+
   it('rejects every unit of the batch with the error of a COMMIT the disk refused, and keeps none of them', async () => {
     const path = join(dir, `units-${++files}.db`);
     const fixture = fileURLToPath(new URL('./fixtures/commit-on-full-disk.ts', import.meta.url));

@@ -76,9 +76,11 @@ type UnitOutcome =
  * of a shared transaction (BEGIN IMMEDIATE … COMMIT): those called while one runs join the
  * transaction (up to `batch.maxUnits`, while it has been open less than `batch.maxOpenMs`), and one
  * commit, one WAL sync, serves them all. Each sees the writes of those before it, as if they ran
- * alone. A unit that throws has its savepoint rolled back and rejects at once; the others commit. A
- * unit resolves only once the commit succeeded; a failed commit rejects every unit of the batch with
- * its error. A unit whose SQL ended the transaction (COMMIT, ROLLBACK) rejects with
+ * alone. A unit that throws has its savepoint rolled back; the others commit. It rejects at once
+ * when no unit before it in the batch ended well; otherwise its error may rest on their writes (a
+ * stream it found there), so it rejects with it once they are committed, and with the batch's error
+ * when they are not. A unit resolves only once the commit succeeded; a failed commit rejects every
+ * unit of the batch with its error. A unit whose SQL ended the transaction (COMMIT, ROLLBACK) rejects with
  * `UNIT_OF_WORK_ROLLED_BACK`; the units of its batch that ran before it, whose writes may or may not
  * have been kept, with `UNIT_OF_WORK_OUTCOME_UNKNOWN` (never rerun as a lost race); the batch ends
  * there and the units after it go in the next.
@@ -166,6 +168,11 @@ export class SqliteUnitsOfWork {
     const { maxUnits, maxOpenMs } = this.#host.batch;
     const openedAt = performance.now();
     const done: { readonly unit: QueuedUnit; readonly result: unknown }[] = [];
+    // Units that failed after others of the batch ended well: what they saw (a stream there, a row
+    // taken) may be those units' writes, which are not yet committed, and may never be. They reject
+    // with their error once those writes are (a caller reading then sees what its unit saw), or with
+    // the batch's error when they are not.
+    const failedAfter: { readonly unit: QueuedUnit; readonly error: unknown }[] = [];
     let appended = false;
     let ran = 0;
     /** Why the batch's transaction is no longer there, once a unit found it gone. */
@@ -185,12 +192,17 @@ export class SqliteUnitsOfWork {
           appended ||= outcome.appended;
           continue;
         }
-        unit.reject(outcome.error);
         if (outcome.ended) ended = { error: outcome.error };
+        if (done.length === 0 || outcome.ended) unit.reject(outcome.error);
+        else failedAfter.push({ unit, error: outcome.error });
       }
       if (ended !== undefined || done.length === 0) {
         rollback(c);
-        for (const d of done) d.unit.reject(this.#lostWith(ended?.error));
+        const lost = this.#lostWith(ended?.error);
+        for (const d of done) d.unit.reject(lost);
+        // Nothing of theirs was kept: closed, they fail as the others; else with their own error
+        // (a unit's SQL ended the transaction, so what came before it may or may not be there).
+        for (const f of failedAfter) f.unit.reject(isEventStoreClosedError(lost) ? lost : f.error);
         return;
       }
       try {
@@ -200,6 +212,7 @@ export class SqliteUnitsOfWork {
       } catch (error) {
         rollback(c);
         for (const d of done) d.unit.reject(error);
+        for (const f of failedAfter) f.unit.reject(error);
         return;
       }
     } finally {
@@ -211,11 +224,13 @@ export class SqliteUnitsOfWork {
       await this.#host.afterCommit();
     } catch (error) {
       for (const d of done) d.unit.reject(error);
+      for (const f of failedAfter) f.unit.reject(error);
       return;
     }
     this.#host.committed?.(done.length);
     if (appended) this.#host.appended();
     for (const d of done) d.unit.resolve(d.result);
+    for (const f of failedAfter) f.unit.reject(f.error);
   }
 
   /** The connection, this process's turn at the file, then SQLite's write lock: BEGIN IMMEDIATE. */

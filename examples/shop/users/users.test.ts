@@ -172,6 +172,30 @@ describe('users', () => {
     }
   });
 
+  it('answers every copy of a keyed registration sent at once 201 on a SQLite file, with others in between', async () => {
+    // Before, copies sharing a transaction with the first (group commit) found its user before it
+    // was committed, and read nothing when they looked for it: 500 for about half of them.
+    const dir = mkdtempSync(join(tmpdir(), 'shop-users-'));
+    cleanups.push(async () => rmSync(dir, { recursive: true, force: true }));
+    const s = await setup(`sqlite:${join(dir, 'users.db')}`);
+    const failed: string[] = [];
+    for (let round = 0; round < 10; round++) {
+      const key = { 'idempotency-key': `key-${round}` };
+      const ann = { name: 'Ann', email: `ann-${round}@example.com` };
+      const answers = await Promise.all([
+        s.post(ann, undefined, key),
+        s.post(ann, undefined, key),
+        s.post({ name: 'Bo', email: `bo-${round}@example.com` }),
+        s.post(ann, undefined, key),
+      ]);
+      const reused = await s.post({ ...ann, name: 'Another' }, undefined, key);
+      const statuses = [...answers, reused].map((answer) => answer.status);
+      if (statuses.join() !== '201,201,201,201,422') failed.push(`round ${round}: ${statuses.join()}`);
+    }
+    expect(failed).toEqual([]);
+    expect((await s.events()).filter((e) => e.type === 'UserRegistered')).toHaveLength(20);
+  });
+
   it('works the same on a SQLite file', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'shop-users-'));
     cleanups.push(async () => rmSync(dir, { recursive: true, force: true }));
