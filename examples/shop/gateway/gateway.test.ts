@@ -583,6 +583,14 @@ describe('the gateway', () => {
     expect(product.status).toBe(400); // the stand-in's answer
     expect(product.headers.get('idempotency-key')).toMatch(/^[0-9a-f-]{36}$/);
     expect(shop.keys.at(-1)).toBe(product.headers.get('idempotency-key'));
+    // Refused for want of the token, it names a key too (sent again with the token and the key).
+    const unauthorized = await fetch(`${shop.gateway.url}/products`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: tea,
+    });
+    expect(unauthorized.status).toBe(401);
+    expect(unauthorized.headers.get('idempotency-key')).toMatch(/^[0-9a-f-]{36}$/);
     const own = await fetch(`${shop.gateway.url}/products`, {
       method: 'POST',
       headers: { ...admin, 'idempotency-key': 'tea-1' },

@@ -212,11 +212,14 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   // included, so that a client can send the request again with it after a 504 or a 5xx and learn its
   // outcome instead of creating a second user, product or order. With a key, the gateway may send a
   // request again itself (to the same instance or, refused, to another).
+  const makeKey = async (request: FastifyRequest) => {
+    if (typeof request.headers['idempotency-key'] !== 'string') madeKeys.set(request, randomUUID());
+  };
   const keyed = {
     onRequest: async (request: FastifyRequest) => {
+      await makeKey(request);
       const sent = request.headers['idempotency-key'];
-      if (typeof sent !== 'string') madeKeys.set(request, randomUUID());
-      else if (!isValidIdempotencyKey(sent)) {
+      if (typeof sent === 'string' && !isValidIdempotencyKey(sent)) {
         // Refused here, with what a key may hold: the services could not be sent it as it is.
         throw new HttpProblemError(400, undefined, {
           detail:
@@ -247,7 +250,8 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   app.post(
     '/products',
     {
-      onRequest: [async (request) => requireAdmin(request, options.adminToken), keyed.onRequest],
+      // The key made first: a 401 names it too.
+      onRequest: [makeKey, async (request) => requireAdmin(request, options.adminToken), keyed.onRequest],
       onSend: keyed.onSend,
     },
     (request, reply) =>
