@@ -37,6 +37,26 @@ async function chaos(instances: number): Promise<ShopUnderTest> {
   return shop;
 }
 
+/**
+ * `workers` loops, each calling `body` with the next number (counted across them) until `stop` is
+ * called; `stop` resolves once every loop has ended.
+ */
+function keepCalling(workers: number, body: (i: number) => Promise<void>): { stop(): Promise<void> } {
+  let going = true;
+  let n = 0;
+  const loops = Promise.all(
+    Array.from({ length: workers }, async () => {
+      while (going) await body(n++);
+    }),
+  );
+  return {
+    async stop() {
+      going = false;
+      await loops;
+    },
+  };
+}
+
 describe('the distributed shop under faults', () => {
   it('SIGKILLed payments and closed broker connections lose nothing', async () => {
     await chaos(1);
@@ -62,22 +82,16 @@ describe('the distributed shop under faults', () => {
     const catalog = await chaosCatalog(client);
     const products = [...catalog.initial.keys()];
     const answers: { at: number; status: number }[] = [];
-    let placing = true;
-    let n = 0;
-    const worker = async () => {
-      while (placing) {
-        const i = n++;
-        const answer = await client
-          .call('POST', '/orders', {
-            userId: catalog.userIds[i % catalog.userIds.length],
-            items: [{ productId: products[i % products.length], quantity: 1 }],
-          })
-          .catch(() => ({ status: 0 }));
-        answers.push({ at: performance.now(), status: answer.status });
-        await new Promise((resolve) => setTimeout(resolve, 150));
-      }
-    };
-    const workers = Promise.all(Array.from({ length: 4 }, worker));
+    const placing = keepCalling(4, async (i) => {
+      const answer = await client
+        .call('POST', '/orders', {
+          userId: catalog.userIds[i % catalog.userIds.length],
+          items: [{ productId: products[i % products.length], quantity: 1 }],
+        })
+        .catch(() => ({ status: 0 }));
+      answers.push({ at: performance.now(), status: answer.status });
+      await new Promise((resolve) => setTimeout(resolve, 150));
+    });
     await new Promise((resolve) => setTimeout(resolve, 1500));
     expect(supervisor.kill('orders', 0, 'SIGSTOP')).toBe(true);
     const frozenAt = performance.now();
@@ -86,8 +100,7 @@ describe('the distributed shop under faults', () => {
     } finally {
       supervisor.kill('orders', 0, 'SIGCONT');
     }
-    placing = false;
-    await workers;
+    await placing.stop();
     // Once the gateway saw it stuck (1 s), orders went on through the other instance.
     const taken = answers.filter((a) => a.status === 201 && a.at > frozenAt + 1500 && a.at < frozenAt + 6000);
     expect(taken.length, JSON.stringify(answers.map((a) => a.status))).toBeGreaterThanOrEqual(20);
@@ -110,33 +123,27 @@ describe('the distributed shop under faults', () => {
     const catalog = await chaosCatalog(client);
     const products = [...catalog.initial.keys()];
     const answers: { what: string; status: number; ms: number }[] = [];
-    let asking = true;
-    let n = 0;
-    const worker = async () => {
-      while (asking) {
-        const i = n++;
-        const started = performance.now();
-        // A known user (the gateway's GET), and an order naming a user nobody registered: the
-        // orders service asks users about it every time (an unknown id is never kept).
-        const [what, answer] =
-          i % 2 === 0
-            ? ['GET /users/:id', client.call('GET', `/users/${catalog.userIds[i % catalog.userIds.length]}`)]
-            : [
-                'POST /orders',
-                client.call('POST', '/orders', {
-                  userId: `no-such-user-${i}`,
-                  items: [{ productId: products[0], quantity: 1 }],
-                }),
-              ];
-        const status = await answer.then(
-          (a) => a.status,
-          () => 0,
-        );
-        answers.push({ what, status, ms: Math.round(performance.now() - started) });
-        await new Promise((resolve) => setTimeout(resolve, 100));
-      }
-    };
-    const workers = Promise.all(Array.from({ length: 4 }, worker));
+    const asking = keepCalling(4, async (i) => {
+      const started = performance.now();
+      // A known user (the gateway's GET), and an order naming a user nobody registered: the
+      // orders service asks users about it every time (an unknown id is never kept).
+      const [what, answer] =
+        i % 2 === 0
+          ? ['GET /users/:id', client.call('GET', `/users/${catalog.userIds[i % catalog.userIds.length]}`)]
+          : [
+              'POST /orders',
+              client.call('POST', '/orders', {
+                userId: `no-such-user-${i}`,
+                items: [{ productId: products[0], quantity: 1 }],
+              }),
+            ];
+      const status = await answer.then(
+        (a) => a.status,
+        () => 0,
+      );
+      answers.push({ what, status, ms: Math.round(performance.now() - started) });
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    });
     await new Promise((resolve) => setTimeout(resolve, 1000));
     expect(supervisor.kill('users', 0, 'SIGSTOP')).toBe(true);
     try {
@@ -145,8 +152,7 @@ describe('the distributed shop under faults', () => {
     } finally {
       supervisor.kill('users', 0, 'SIGCONT');
     }
-    asking = false;
-    await workers;
+    await asking.stop();
     expect(answers.length).toBeGreaterThan(100);
     // The failing message lists the slow or failed answers only.
     const report = JSON.stringify(answers.filter((a) => a.ms >= 1000 || a.status >= 500 || a.status === 0));
@@ -170,23 +176,18 @@ describe('the distributed shop under faults', () => {
     const { client } = shop;
     const supervisor = shop.distributed!.supervisor;
     const answers: { email: string; status: number; ms: number; id?: string }[] = [];
-    let registering = true;
-    let n = 0;
-    const worker = async () => {
-      while (registering) {
-        const email = `caught-${n++}@example.com`;
-        const started = performance.now();
-        const answer = await client.call('POST', '/users', { name: 'Caught', email }).catch(() => undefined);
-        const id = (answer?.body as { id?: string } | undefined)?.id;
-        answers.push({
-          email,
-          status: answer?.status ?? 0,
-          ms: Math.round(performance.now() - started),
-          ...(id === undefined ? {} : { id }),
-        });
-      }
-    };
-    const workers = Promise.all(Array.from({ length: 6 }, worker));
+    const registering = keepCalling(6, async (i) => {
+      const email = `caught-${i}@example.com`;
+      const started = performance.now();
+      const answer = await client.call('POST', '/users', { name: 'Caught', email }).catch(() => undefined);
+      const id = (answer?.body as { id?: string } | undefined)?.id;
+      answers.push({
+        email,
+        status: answer?.status ?? 0,
+        ms: Math.round(performance.now() - started),
+        ...(id === undefined ? {} : { id }),
+      });
+    });
     await new Promise((resolve) => setTimeout(resolve, 1000));
     // Frozen for less than the gateway's 1 s, so that registrations are caught there, then killed.
     expect(supervisor.kill('users', 0, 'SIGSTOP')).toBe(true);
@@ -194,8 +195,7 @@ describe('the distributed shop under faults', () => {
     const killedAt = answers.length;
     expect(supervisor.kill('users', 0, 'SIGKILL')).toBe(true);
     await new Promise((resolve) => setTimeout(resolve, 3000));
-    registering = false;
-    await workers;
+    await registering.stop();
     const report = JSON.stringify(answers.filter((a) => a.status !== 201 || a.ms >= 400));
     expect(
       answers.filter((a) => a.status !== 201),
