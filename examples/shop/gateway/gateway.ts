@@ -6,12 +6,12 @@
  *   POST /users, GET /users/:id                     → users
  *   POST /products (admin), GET /products/:id       → inventory
  *   POST /orders, GET /orders/:id, POST /orders/:id/cancel → orders
- *
- * The POSTs that create something (users, products, orders) carry an Idempotency-Key to the service,
- * the client's or one the gateway makes.
  *   GET  /health                                    → 200 when every service is ready, else 503
  *   PUT|GET /admin/faults/payment-provider (admin)  → the provider's fault switch
  *   GET  /admin/payment-provider/charges (admin)    → the provider's ledger
+ *
+ * The POSTs that create something (users, products, orders) carry an Idempotency-Key to the service,
+ * the client's or one the gateway makes.
  *
  * The gateway checks every body itself (JSON only, 1 MB at most, `__proto__` refused), so that a
  * malformed request gets its 4xx problem here and never reaches a service, and passes it on as it
@@ -208,7 +208,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const id = (request: FastifyRequest) => encodeURIComponent((request.params as { id: string }).id);
 
   // The routes that create something honour keys, so they always get one: one the gateway made (the
-  // client sent none) is named in every answer to the request, its own refusals (400, 413, 415)
+  // client sent none) is named in every answer to the request, its own refusals (400, 401, 413, 415)
   // included, so that a client can send the request again with it after a 504 or a 5xx and learn its
   // outcome instead of creating a second user, product or order. With a key, the gateway may send a
   // request again itself (to the same instance or, refused, to another).
