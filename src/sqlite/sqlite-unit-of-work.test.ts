@@ -201,6 +201,9 @@ describe('SQLite units of work: group commit', () => {
       const storage = backend.outboxStorage();
       const settled = await Promise.allSettled([
         storage.transaction((tx) => tx.append('a', events(), 'no_stream')),
+        // Fails on what the first wrote, which the ROLLBACK then takes away: it fails as the first
+        // does (it rejected with its conflict, on a stream that was never kept).
+        storage.transaction((tx) => tx.append('a', events(), 'no_stream')),
         storage.transaction(async (tx) => {
           await tx.append('b', events(), 'no_stream');
           await tx.query(sql);
@@ -209,10 +212,11 @@ describe('SQLite units of work: group commit', () => {
       ]);
       const unknown = reason(settled[0]);
       expect(isUnitOfWorkOutcomeUnknownError(unknown), String(unknown)).toBe(true);
+      expect(reason(settled[1])).toBe(unknown);
       // Its own SQL ended the transaction: a COMMIT kept what it wrote, so it was not rolled back.
-      expect(reason(settled[1])).toMatchObject({ code: 'UNIT_OF_WORK_OUTCOME_UNKNOWN', reason: 'own-sql' });
-      expect((unknown as Error).cause).toBe(reason(settled[1]));
-      expect(settled[2]).toMatchObject({ status: 'fulfilled' });
+      expect(reason(settled[2])).toMatchObject({ code: 'UNIT_OF_WORK_OUTCOME_UNKNOWN', reason: 'own-sql' });
+      expect((unknown as Error).cause).toBe(reason(settled[2]));
+      expect(settled[3]).toMatchObject({ status: 'fulfilled' });
       // Whatever its SQL did to the units before it, none was reported committed.
       expect(committedStreams(path)).toEqual(sql === 'COMMIT' ? ['a', 'b', 'c'] : ['c']);
       expect(backend.unitOfWorkCommits).toBe(1);

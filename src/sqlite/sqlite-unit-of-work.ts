@@ -199,10 +199,9 @@ export class SqliteUnitsOfWork {
       if (ended !== undefined || done.length === 0) {
         rollback(c);
         const lost = this.#lostWith(ended?.error);
+        // What those that failed after them saw may or may not have been kept: they fail as they do.
         for (const d of done) d.unit.reject(lost);
-        // Nothing of theirs was kept: closed, they fail as the others; else with their own error
-        // (a unit's SQL ended the transaction, so what came before it may or may not be there).
-        for (const f of failedAfter) f.unit.reject(isEventStoreClosedError(lost) ? lost : f.error);
+        for (const f of failedAfter) f.unit.reject(lost);
         return;
       }
       try {
