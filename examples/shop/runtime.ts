@@ -9,7 +9,6 @@ import {
   type Bus,
   createBus,
   createEventStore,
-  createIdempotencyStore,
   createOutbox,
   type EventStore,
   type Logger,
@@ -100,9 +99,6 @@ export const DISTRIBUTED_RELAY_OPTIONS = Object.freeze({ leaseMs: 10_000, publis
  * `timeout`. Every unit of work of the shop is a few short statements.
  */
 export const DISTRIBUTED_STORE_OPTIONS = Object.freeze({ statementTimeoutMs: 10_000 });
-
-/** How long an Idempotency-Key of POST /orders stays held by a request that never answered. */
-const ORDER_KEY_LEASE_MS = 30_000;
 
 /** Stock commands of each kind inventory handles at once in embedded mode (see `startService`). */
 const EMBEDDED_STOCK_CONCURRENCY = 32;
@@ -253,20 +249,12 @@ export async function startService(name: ServiceName, settings: ServiceSettings)
         const topology = settings.topology();
         const users = new Upstream('users', topology.users);
         const inventory = new Upstream('inventory', topology.inventory);
-        const idempotencyStore = await createIdempotencyStore({
-          eventStore: store,
-          namespace: 'orders',
-          // A request whose process died keeps its key held this long (409 meanwhile), then a retry runs
-          // it again and finds the order its key names. Placing an order takes well under this.
-          leaseMs: ORDER_KEY_LEASE_MS,
-        });
         const orders = await startOrdersService({
           ...listen,
           bus,
           store,
           outbox,
           lookups: serviceLookups(users, inventory),
-          idempotencyStore,
           ...(settings.orderTimeoutMs === undefined ? {} : { sagaTimeoutMs: settings.orderTimeoutMs }),
           logger,
         });
@@ -275,7 +263,7 @@ export async function startService(name: ServiceName, settings: ServiceSettings)
           url: orders.url,
           close: async () => {
             await orders.close();
-            await Promise.all([users.close(), inventory.close(), idempotencyStore.close()]);
+            await Promise.all([users.close(), inventory.close()]);
             await p.close();
           },
         };

@@ -67,10 +67,9 @@ export const orderStream = (id: string) => `order-${id}`;
 export function orderRoutes(app: FastifyInstance, deps: OrderRoutesDeps): void {
   const { store, outbox, commands } = deps;
 
-  // The body, the user and the products are checked before the Idempotency-Key is claimed (Ferry's
-  // middleware claims it in preHandler): a request refused (400, or 422 for an unknown user or
-  // product) never holds its key, not even while it is being checked, and the same key with the body
-  // corrected places the order.
+  // The body, the user and the products are checked first: a request refused (400, or 422 for an
+  // unknown user or product) stores nothing, so it does not spend its key, and the same key with the
+  // body corrected places the order.
   const priced = new WeakMap<object, PricedItem[]>();
   app.post<{ Body: z.infer<typeof PlaceOrder> }>(
     '/orders',

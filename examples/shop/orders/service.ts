@@ -5,16 +5,7 @@
  */
 
 import Fastify from 'fastify';
-import {
-  type Bus,
-  CommandHandler,
-  type EventStore,
-  type IdempotencyStore,
-  type Logger,
-  MemoryIdempotencyStore,
-  type Outbox,
-  startSaga,
-} from 'ferry';
+import { type Bus, CommandHandler, type EventStore, type Logger, type Outbox, startSaga } from 'ferry';
 import { ferryFastify, ferryFastifyOptions } from 'ferry/fastify';
 import type { ShopContracts } from '../contracts.js';
 import { listen } from '../listen.js';
@@ -34,8 +25,6 @@ export interface OrdersServiceOptions {
   readonly host?: string;
   /** Time until a still-pending order is cancelled with reason `timeout`. @default 30_000 */
   readonly sagaTimeoutMs?: number;
-  /** Where answers to `Idempotency-Key` are kept; use a durable one across restarts. @default in memory */
-  readonly idempotencyStore?: IdempotencyStore;
   /** @default stderr */
   readonly logger?: Logger;
 }
@@ -102,10 +91,9 @@ export async function startOrdersService(options: OrdersServiceOptions): Promise
     ),
   ];
 
-  const ferry = {
-    idempotency: { store: options.idempotencyStore ?? new MemoryIdempotencyStore() },
-    ...(options.logger === undefined ? {} : { logger: options.logger }),
-  };
+  // No idempotency middleware: an order's Idempotency-Key names the order (see routes.ts), so a
+  // request sent again finds the order its key placed, whatever became of the first one's answer.
+  const ferry = options.logger === undefined ? {} : { logger: options.logger };
   const app = Fastify({ ...ferryFastifyOptions(ferry), bodyLimit: 1_048_576 });
   ferryFastify(app, { ...ferry, health: { checks: { outbox: outbox.healthCheck() } } });
   orderRoutes(app, { store, outbox, commands, lookups });
