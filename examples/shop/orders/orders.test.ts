@@ -3,7 +3,14 @@
  * inventory and payments as those services do (by message). Each test gets its own broker and store.
  */
 import { randomUUID } from 'node:crypto';
-import { createBus, createEventStore, createOutbox, type EventStore, silentLogger } from 'ferry';
+import {
+  createBus,
+  createEventStore,
+  createOutbox,
+  type EventStore,
+  HttpProblemError,
+  silentLogger,
+} from 'ferry';
 import { waitFor } from 'ferry/testing';
 import { afterEach, describe, expect, it } from 'vitest';
 import { shopContracts } from '../contracts.js';
@@ -16,6 +23,8 @@ interface Shop {
   readonly received: Record<string, string[]>;
   /** Stock the fake inventory holds, by product. */
   readonly stock: Map<string, number>;
+  /** While false, looking up a user or product fails as an unreachable service does (503). */
+  lookups: { up: boolean };
 }
 
 const closers: (() => Promise<void>)[] = [];
@@ -95,6 +104,9 @@ async function startShop(options: { sagaTimeoutMs?: number; lookupMs?: number } 
     ['mug', { id: 'mug', price: 1200 }],
     ['ghost', { id: 'ghost', price: Number.NaN }],
   ]);
+  const reachable = { up: true };
+  const unreachable = () =>
+    new HttpProblemError(503, undefined, { detail: 'The users service cannot be reached.' });
   const service: OrdersService = await startOrdersService({
     bus,
     store,
@@ -103,16 +115,20 @@ async function startShop(options: { sagaTimeoutMs?: number; lookupMs?: number } 
     sagaTimeoutMs: options.sagaTimeoutMs ?? 30_000,
     lookups: {
       findUser: async (id) => {
+        if (!reachable.up) throw unreachable();
         // As a call to the users service takes its time.
         if (options.lookupMs !== undefined)
           await new Promise((resolve) => setTimeout(resolve, options.lookupMs));
         return users.has(id) ? { id } : undefined;
       },
-      findProduct: async (id) => products.get(id),
+      findProduct: async (id) => {
+        if (!reachable.up) throw unreachable();
+        return products.get(id);
+      },
     },
   });
   closers.push(() => service.close());
-  return { url: service.url, store, received, stock };
+  return { url: service.url, store, received, stock, lookups: reachable };
 }
 
 async function call(
@@ -488,6 +504,36 @@ describe('orders service', () => {
     expect((await refused).status).toBe(422);
     expect((await refused).body).toMatchObject({ title: 'Unknown user' });
     expect((await corrected).status).toBe(201);
+    expect(await storedOrders(shop.store)).toBe(1);
+  });
+
+  it('answers an order its key placed from the order alone: the user and products not looked up, items in any order', async () => {
+    // Before, a request sent again looked the user and products up first: with the users service
+    // frozen, a client could not learn the outcome of an order that existed (504, again and again).
+    const shop = await startShop();
+    const key = { 'idempotency-key': randomUUID() };
+    const items = [
+      { productId: 'tea', quantity: 2 },
+      { productId: 'mug', quantity: 1 },
+    ];
+    const first = await call(shop, 'POST', '/orders', { userId: 'u-1', items }, key);
+    expect(first.status).toBe(201);
+    shop.lookups.up = false;
+    const again = await call(shop, 'POST', '/orders', { userId: 'u-1', items }, key);
+    expect(again.status).toBe(201);
+    expect(again.body).toEqual(first.body);
+    expect(again.headers.get('idempotent-replayed')).toBe('true');
+    // The same items listed the other way round are the same order (they were 422).
+    const reversed = await call(shop, 'POST', '/orders', { userId: 'u-1', items: [...items].reverse() }, key);
+    expect(reversed.status).toBe(201);
+    expect(reversed.body).toEqual(first.body);
+    // Another order for the key is still refused, and a new one cannot be placed meanwhile.
+    const other = await call(shop, 'POST', '/orders', { userId: 'u-1', items: items.slice(1) }, key);
+    expect(other.status).toBe(422);
+    expect(other.body).toMatchObject({ code: 'IDEMPOTENCY_KEY_MISMATCH' });
+    expect((await call(shop, 'POST', '/orders', order(), { 'idempotency-key': randomUUID() })).status).toBe(
+      503,
+    );
     expect(await storedOrders(shop.store)).toBe(1);
   });
 

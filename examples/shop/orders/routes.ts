@@ -67,28 +67,41 @@ export const orderStream = (id: string) => `order-${id}`;
 export function orderRoutes(app: FastifyInstance, deps: OrderRoutesDeps): void {
   const { store, outbox, commands } = deps;
 
-  // The body, the user and the products are checked first: a request refused (400, or 422 for an
-  // unknown user or product) stores nothing, so it does not spend its key, and the same key with the
-  // body corrected places the order.
+  // The Idempotency-Key names the order (the gateway always sends one): a request run again after
+  // its answer was lost (the process died between the order's commit and the answer's) finds the
+  // order it placed instead of placing a second one. One its key placed is answered from the order
+  // alone, the user and products not looked up again (their services may be down just then). Else
+  // the body, the user and the products are checked: a request refused (400, or 422 for an unknown
+  // user or product) stores nothing, so it does not spend its key, and the same key with the body
+  // corrected places the order.
   const priced = new WeakMap<object, PricedItem[]>();
+  const placedBy = new WeakMap<object, { readonly id: string; readonly state: OrderState }>();
   app.post<{ Body: z.infer<typeof PlaceOrder> }>(
     '/orders',
     {
       preValidation: async (request) => {
         const body = await validateRequest(PlaceOrder, request.body, 'body');
         request.body = body;
+        const keyed = keyedId(request, 'shop-order');
+        if (keyed !== undefined) {
+          const { state, version } = await commands.load(orderStream(keyed));
+          if (version >= 0) {
+            placedBy.set(request, { id: keyed, state });
+            return;
+          }
+        }
         priced.set(request, await priceItems(deps.lookups, body.userId, body.items));
       },
     },
     async (request, reply) => {
       const body = request.body;
+      const paymentMethod = body.paymentMethod ?? 'tok_visa';
+      const asked = { userId: body.userId, items: body.items, paymentMethod };
+      const before = placedBy.get(request);
+      if (before !== undefined) return placedBefore(reply, before.id, asked, before.state);
       const items = priced.get(request) as PricedItem[];
-      // The Idempotency-Key names the order (the gateway always sends one): a request run again after
-      // its answer was lost (the process died between the order's commit and the answer's) finds the
-      // order it placed instead of placing a second one.
       const keyed = keyedId(request, 'shop-order');
       const id = keyed ?? randomUUID();
-      const paymentMethod = body.paymentMethod ?? 'tok_visa';
       const command = { type: 'Place', userId: body.userId, items, paymentMethod } as const;
       const events = decideEvents(orderDecider, command, orderDecider.initialState());
       const state = fold(orderDecider, events);
@@ -106,7 +119,7 @@ export function orderRoutes(app: FastifyInstance, deps: OrderRoutesDeps): void {
         });
       } catch (error) {
         if (keyed === undefined || !isConcurrencyError(error)) throw error;
-        return placedBefore(reply, id, { userId: body.userId, items, paymentMethod });
+        return placedBefore(reply, id, asked);
       }
       return reply
         .code(201)
@@ -115,28 +128,36 @@ export function orderRoutes(app: FastifyInstance, deps: OrderRoutesDeps): void {
     },
   );
 
-  /** The first answer for an order its key placed before, or 422 if the key then placed another. */
+  /**
+   * The first answer for an order its key placed before, or 422 if the key placed another: another
+   * user, payment method, or items (in any order: the same items listed otherwise are the same order).
+   */
   async function placedBefore(
     reply: FastifyReply,
     id: string,
-    asked: { readonly userId: string; readonly items: readonly PricedItem[]; readonly paymentMethod: string },
+    asked: {
+      readonly userId: string;
+      readonly items: readonly { readonly productId: string; readonly quantity: number }[];
+      readonly paymentMethod: string;
+    },
+    loaded?: OrderState,
   ) {
-    const placed = (await commands.load(orderStream(id))).state;
+    const placed = loaded ?? (await commands.load(orderStream(id))).state;
+    const listed = (items: readonly { readonly productId: string; readonly quantity: number }[]) =>
+      JSON.stringify(items.map((item) => [item.productId, item.quantity]).sort());
     const same =
       placed.userId === asked.userId &&
       placed.paymentMethod === asked.paymentMethod &&
-      placed.items.length === asked.items.length &&
-      placed.items.every(
-        (item, i) =>
-          item.productId === asked.items[i]?.productId && item.quantity === asked.items[i]?.quantity,
-      );
+      listed(placed.items) === listed(asked.items);
     if (!same) {
       throw new HttpProblemError(422, 'Idempotency key reused', {
         detail: 'This Idempotency-Key placed another order.',
         extensions: { code: 'IDEMPOTENCY_KEY_MISMATCH' },
       });
     }
-    const { userId, items, total, paymentMethod } = placed;
+    const { userId, total, paymentMethod } = placed;
+    // Members in the first answer's order: PostgreSQL (jsonb) keeps them in an order of its own.
+    const items = placed.items.map(({ productId, quantity, price }) => ({ productId, quantity, price }));
     return reply
       .code(201)
       .header('location', `/orders/${id}`)
