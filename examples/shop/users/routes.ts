@@ -88,11 +88,13 @@ export function userRoutes(app: FastifyInstance, store: EventStore, outbox: Outb
         const registered = (await users.load(userStream(keyed))).state.user;
         if (registered !== undefined) {
           if (registered.name !== name || registered.email !== email) throw keyReused('user');
+          // Members in the first answer's order, whatever order the store keeps them in (jsonb).
+          const { id, createdAt } = registered;
           return reply
             .code(201)
-            .header('location', `/users/${registered.id}`)
+            .header('location', `/users/${id}`)
             .header('idempotent-replayed', 'true')
-            .send(registered);
+            .send({ id, name, email, createdAt });
         }
       }
       if (error instanceof EmailTakenError) {
