@@ -41,7 +41,9 @@ async function startShop(options: { sagaTimeoutMs?: number; lookupMs?: number } 
     logger: silentLogger,
   });
   const store = await createEventStore({ url: `memory://${name}` });
-  const outbox = await createOutbox({ store, bus, logger: silentLogger });
+  // Closed after the service, whose saga and handlers no longer settle what it sent them: waiting
+  // for them at close (5 s by default) would only slow the tests down.
+  const outbox = await createOutbox({ store, bus, logger: silentLogger, relay: { settleOnCloseMs: 0 } });
   closers.push(
     () => store.close(),
     () => bus.close(),
