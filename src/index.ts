@@ -100,7 +100,7 @@ export {
   RequestBodyNotSerializableError,
 } from './http/errors.js';
 export { HTTP_HEADER, PROBLEM_CONTENT_TYPE } from './http/headers.js';
-export { isValidIdempotencyKey } from './http/outgoing-headers.js';
+export { isValidIdempotencyKey, unquotedIdempotencyKey } from './http/outgoing-headers.js';
 export {
   DEFAULT_DURABLE_IDEMPOTENCY_STORE_OPTIONS,
   type DurableIdempotencyStoreOptions,

@@ -5,7 +5,7 @@
  * instead of creating a second one, whatever happened in between (a crash after the commit included).
  */
 import type { FastifyRequest } from 'fastify';
-import { HttpProblemError, isValidIdempotencyKey, nameUuid } from 'ferry';
+import { HttpProblemError, isValidIdempotencyKey, nameUuid, unquotedIdempotencyKey } from 'ferry';
 
 /**
  * The id the request's `Idempotency-Key` names in `namespace`, or `undefined` when it has none.
@@ -15,15 +15,17 @@ import { HttpProblemError, isValidIdempotencyKey, nameUuid } from 'ferry';
 export function keyedId(request: FastifyRequest, namespace: string): string | undefined {
   const key = request.headers['idempotency-key'];
   if (key === undefined) return undefined;
-  if (!isValidIdempotencyKey(key)) {
-    throw new HttpProblemError(400, undefined, {
-      detail:
-        'The Idempotency-Key header must hold 1 to 255 printable ASCII characters, spaces only inside (surrounding double quotes are not counted).',
-      extensions: { code: 'IDEMPOTENCY_KEY_INVALID' },
-    });
-  }
-  const unquoted = key.length >= 2 && key.startsWith('"') && key.endsWith('"') ? key.slice(1, -1) : key;
-  return nameUuid(namespace, unquoted);
+  if (!isValidIdempotencyKey(key)) throw invalidKey();
+  return nameUuid(namespace, unquotedIdempotencyKey(key));
+}
+
+/** 400 `IDEMPOTENCY_KEY_INVALID`: a key no client could send, saying what a key may hold. */
+export function invalidKey(): HttpProblemError {
+  return new HttpProblemError(400, undefined, {
+    detail:
+      'The Idempotency-Key header must hold 1 to 255 printable ASCII characters, spaces only inside (surrounding double quotes are not counted).',
+    extensions: { code: 'IDEMPOTENCY_KEY_INVALID' },
+  });
 }
 
 /** 422 for a key sent again with another body: it created something else. */

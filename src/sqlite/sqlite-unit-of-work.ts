@@ -173,6 +173,11 @@ export class SqliteUnitsOfWork {
     // with their error once those writes are (a caller reading then sees what its unit saw), or with
     // the batch's error when they are not.
     const failedAfter: { readonly unit: QueuedUnit; readonly error: unknown }[] = [];
+    /** The batch did not commit: every unit that ran in it, but the one that ended it, fails with `error`. */
+    const fail = (error: unknown) => {
+      for (const d of done) d.unit.reject(error);
+      for (const f of failedAfter) f.unit.reject(error);
+    };
     let appended = false;
     let ran = 0;
     /** Why the batch's transaction is no longer there, once a unit found it gone. */
@@ -198,10 +203,8 @@ export class SqliteUnitsOfWork {
       }
       if (ended !== undefined || done.length === 0) {
         rollback(c);
-        const lost = this.#lostWith(ended?.error);
         // What those that failed after them saw may or may not have been kept: they fail as they do.
-        for (const d of done) d.unit.reject(lost);
-        for (const f of failedAfter) f.unit.reject(lost);
+        fail(this.#lostWith(ended?.error));
         return;
       }
       try {
@@ -210,8 +213,7 @@ export class SqliteUnitsOfWork {
         await whileBusy(this.#host.busyTimeoutMs, () => c.control.commit.run());
       } catch (error) {
         rollback(c);
-        for (const d of done) d.unit.reject(error);
-        for (const f of failedAfter) f.unit.reject(error);
+        fail(error);
         return;
       }
     } finally {
@@ -222,8 +224,7 @@ export class SqliteUnitsOfWork {
     try {
       await this.#host.afterCommit();
     } catch (error) {
-      for (const d of done) d.unit.reject(error);
-      for (const f of failedAfter) f.unit.reject(error);
+      fail(error);
       return;
     }
     this.#host.committed?.(done.length);

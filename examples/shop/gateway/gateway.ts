@@ -31,6 +31,7 @@ import {
 } from 'ferry';
 import { ferryFastify, ferryFastifyOptions } from 'ferry/fastify';
 import { requireAdmin } from '../admin-token.js';
+import { invalidKey } from '../keyed-id.js';
 import { listen } from '../listen.js';
 import { nothingWasSent, Upstream } from '../upstream.js';
 import { firstDuplicateMember } from './duplicate-members.js';
@@ -219,14 +220,8 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     onRequest: async (request: FastifyRequest) => {
       await makeKey(request);
       const sent = request.headers['idempotency-key'];
-      if (typeof sent === 'string' && !isValidIdempotencyKey(sent)) {
-        // Refused here, with what a key may hold: the services could not be sent it as it is.
-        throw new HttpProblemError(400, undefined, {
-          detail:
-            'The Idempotency-Key header must hold 1 to 255 printable ASCII characters, spaces only inside (surrounding double quotes are not counted).',
-          extensions: { code: 'IDEMPOTENCY_KEY_INVALID' },
-        });
-      }
+      // Refused here, with what a key may hold: the services could not be sent it as it is.
+      if (typeof sent === 'string' && !isValidIdempotencyKey(sent)) throw invalidKey();
     },
     onSend: async (request: FastifyRequest, reply: FastifyReply) => {
       const made = madeKeys.get(request);

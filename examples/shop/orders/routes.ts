@@ -74,7 +74,7 @@ export function orderRoutes(app: FastifyInstance, deps: OrderRoutesDeps): void {
   // the body, the user and the products are checked: a request refused (400, or 422 for an unknown
   // user or product) stores nothing, so it does not spend its key, and the same key with the body
   // corrected places the order.
-  const priced = new WeakMap<object, PricedItem[]>();
+  const priced = new WeakMap<object, { readonly items: PricedItem[]; readonly keyed: string | undefined }>();
   const placedBy = new WeakMap<object, { readonly id: string; readonly state: OrderState }>();
   app.post<{ Body: z.infer<typeof PlaceOrder> }>(
     '/orders',
@@ -90,7 +90,7 @@ export function orderRoutes(app: FastifyInstance, deps: OrderRoutesDeps): void {
             return;
           }
         }
-        priced.set(request, await priceItems(deps.lookups, body.userId, body.items));
+        priced.set(request, { items: await priceItems(deps.lookups, body.userId, body.items), keyed });
       },
     },
     async (request, reply) => {
@@ -99,8 +99,7 @@ export function orderRoutes(app: FastifyInstance, deps: OrderRoutesDeps): void {
       const asked = { userId: body.userId, items: body.items, paymentMethod };
       const before = placedBy.get(request);
       if (before !== undefined) return placedBefore(reply, before.id, asked, before.state);
-      const items = priced.get(request) as PricedItem[];
-      const keyed = keyedId(request, 'shop-order');
+      const { items, keyed } = priced.get(request) as { items: PricedItem[]; keyed: string | undefined };
       const id = keyed ?? randomUUID();
       const command = { type: 'Place', userId: body.userId, items, paymentMethod } as const;
       const events = decideEvents(orderDecider, command, orderDecider.initialState());
