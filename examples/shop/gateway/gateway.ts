@@ -216,13 +216,13 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const makeKey = async (request: FastifyRequest) => {
     if (typeof request.headers['idempotency-key'] !== 'string') madeKeys.set(request, randomUUID());
   };
+  const checkKey = async (request: FastifyRequest) => {
+    const sent = request.headers['idempotency-key'];
+    // Refused here, with what a key may hold: the services could not be sent it as it is.
+    if (typeof sent === 'string' && !isValidIdempotencyKey(sent)) throw invalidKey();
+  };
   const keyed = {
-    onRequest: async (request: FastifyRequest) => {
-      await makeKey(request);
-      const sent = request.headers['idempotency-key'];
-      // Refused here, with what a key may hold: the services could not be sent it as it is.
-      if (typeof sent === 'string' && !isValidIdempotencyKey(sent)) throw invalidKey();
-    },
+    onRequest: [makeKey, checkKey],
     onSend: async (request: FastifyRequest, reply: FastifyReply) => {
       const made = madeKeys.get(request);
       if (made !== undefined) reply.header('idempotency-key', made);
@@ -246,7 +246,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     '/products',
     {
       // The key made first: a 401 names it too.
-      onRequest: [makeKey, async (request) => requireAdmin(request, options.adminToken), keyed.onRequest],
+      onRequest: [makeKey, async (request) => requireAdmin(request, options.adminToken), checkKey],
       onSend: keyed.onSend,
     },
     (request, reply) =>
