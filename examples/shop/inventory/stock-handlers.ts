@@ -100,9 +100,11 @@ export function stockHandlers() {
     async reserve(work: Work, orderId: string, items: readonly Line[]): Promise<void> {
       const lines = mergeLines(items);
       await work.lock(orderStockStream(orderId));
-      await lockProducts(work, lines);
+      // Read before the products are locked: a hot product's lock is held for less, and a reserve
+      // sent again does not wait for it at all.
       const order = await loadIn(work, orderStockDecider, orderStockStream(orderId));
       if (order.state.status !== 'none') return replyAgain(work, orderId, order.state);
+      await lockProducts(work, lines);
       // Decide for every product before writing anything: one short product and nothing is reserved.
       const plans: { line: Line; state: ProductState; version: number; events: readonly ProductEvent[] }[] =
         [];

@@ -1,5 +1,5 @@
 import { sagaSpec } from 'ferry/testing';
-import { describe, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createOrderSaga } from './order-saga.js';
 
 const saga = createOrderSaga({ timeoutMs: 5000 });
@@ -166,5 +166,35 @@ describe('order saga', () => {
       .given([created, reserved, processed])
       .when({ timeout: 'deadline' })
       .thenThrows(/no pending timeout "deadline"/);
+  });
+
+  describe('tells when each order was placed, once its stock is answered (the saga backlog learns from it)', () => {
+    function observed() {
+      const placedAt: number[] = [];
+      const observedSaga = createOrderSaga({ timeoutMs: 5000, reservationAnswered: (t) => placedAt.push(t) });
+      return { placedAt, observedSaga };
+    }
+
+    it.each([
+      ['reserved', reserved],
+      ['unavailable', { type: 'inventory.unavailable', data: { orderId, productId: 'tea' } } as const],
+      ['the deadline first', { timeout: 'deadline' } as const],
+    ])('%s: the time of order.created', async (_, answer) => {
+      const { placedAt, observedSaga } = observed();
+      const before = Date.now();
+      await sagaSpec(observedSaga).given([created]).when(answer).then({});
+      expect(placedAt).toHaveLength(1);
+      expect(placedAt[0]).toBeGreaterThanOrEqual(before - 1000);
+      expect(placedAt[0]).toBeLessThanOrEqual(Date.now());
+    });
+
+    it('nothing for what comes later, nor for a customer’s cancel while reserving', async () => {
+      const { placedAt, observedSaga } = observed();
+      await sagaSpec(observedSaga).given([created, reserved]).when(processed).then({ status: 'confirmed' });
+      expect(placedAt).toHaveLength(1); // the `given` reservation, not the payment
+      placedAt.length = 0;
+      await sagaSpec(observedSaga).given([created]).when(cancelRequest).then({ status: 'cancelled' });
+      expect(placedAt).toEqual([]);
+    });
   });
 });

@@ -24,6 +24,12 @@ export interface OrderSagaOptions {
    * (`timeout`). @default 30_000
    */
   readonly timeoutMs?: number;
+  /**
+   * Told, when an order's stock reservation is answered (or its deadline comes first), when the
+   * order was placed (ms since the epoch): a {@link SagaBacklog} learns from it whether the saga is
+   * behind. Called inside the message's unit of work, so perhaps again if that runs again.
+   */
+  readonly reservationAnswered?: (placedAt: number) => void;
 }
 
 export const DEFAULT_ORDER_SAGA_OPTIONS = Object.freeze({ timeoutMs: 30_000 });
@@ -31,6 +37,8 @@ export const DEFAULT_ORDER_SAGA_OPTIONS = Object.freeze({ timeoutMs: 30_000 });
 interface OrderSagaData {
   readonly total: number;
   readonly paymentMethod: string;
+  /** When the order was placed (`order.created`'s time), ms since the epoch; absent in instances begun before it was kept. */
+  readonly placedAt?: number;
   /** Once cancelled: the reply still due, whose effect must be undone when it comes. */
   readonly awaiting: 'reservation' | 'charge' | null;
 }
@@ -42,23 +50,36 @@ const byOrder = (m: { readonly data: { readonly orderId: string } }) => m.data.o
 
 export function createOrderSaga(options: OrderSagaOptions = {}) {
   const timeoutMs = options.timeoutMs ?? DEFAULT_ORDER_SAGA_OPTIONS.timeoutMs;
+  const { reservationAnswered } = options;
+  const answered = (saga: Saga) => {
+    const { placedAt } = saga.state.data;
+    if (reservationAnswered !== undefined && placedAt !== undefined) reservationAnswered(placedAt);
+    return saga;
+  };
   return defineSaga({
     name: 'order',
     contracts: shopContracts,
     // A customer's cancel may reach the saga before the order's creation (two queues, competing
     // instances): it starts the instance too, so that it is never lost (see `started`).
     startedBy: ['order.created', 'order.cancellation-requested'],
-    initial: (m) =>
-      m.type === 'order.created'
-        ? {
-            status: 'reserving',
-            data: {
-              total: m.data.total,
-              paymentMethod: m.data.paymentMethod,
-              awaiting: null,
-            } as OrderSagaData,
-          }
-        : { status: 'cancelled', data: { total: 0, paymentMethod: '', awaiting: null } as OrderSagaData },
+    initial: (m) => {
+      if (m.type !== 'order.created') {
+        return {
+          status: 'cancelled',
+          data: { total: 0, paymentMethod: '', awaiting: null } as OrderSagaData,
+        };
+      }
+      const placedAt = Date.parse(m.time);
+      return {
+        status: 'reserving',
+        data: {
+          total: m.data.total,
+          paymentMethod: m.data.paymentMethod,
+          awaiting: null,
+          ...(Number.isNaN(placedAt) ? {} : { placedAt }),
+        } as OrderSagaData,
+      };
+    },
     started: (saga, m) => {
       if (m.type === 'order.cancellation-requested') {
         saga.publish('order.cancelled', { orderId: saga.id, reason: 'cancelled_by_customer' }).complete();
@@ -88,17 +109,17 @@ export function createOrderSaga(options: OrderSagaOptions = {}) {
       reserving: {
         'inventory.reserved': (saga) => {
           const { total, paymentMethod } = saga.state.data;
-          saga
+          answered(saga)
             .done('stock', { type: 'inventory.release', data: { orderId: saga.id } })
             .send('payment.charge', { orderId: saga.id, amount: total, paymentMethod })
             .to('charging');
         },
         'inventory.unavailable': (saga) => {
-          cancel(saga, 'out_of_stock').complete();
+          cancel(answered(saga), 'out_of_stock').complete();
         },
         // Nothing to undo yet, but the reservation may still be made: wait for its answer.
         'saga.order.timeout': (saga) => {
-          cancel(saga, 'timeout', 'reservation');
+          cancel(answered(saga), 'timeout', 'reservation');
         },
         'order.cancellation-requested': (saga) => {
           cancel(saga, 'cancelled_by_customer', 'reservation');

@@ -25,6 +25,8 @@ interface Shop {
   readonly stock: Map<string, number>;
   /** While false, looking up a user or product fails as an unreachable service does (503). */
   lookups: { up: boolean };
+  /** How long the fake inventory takes to answer a reservation (a backlog ahead of it), ms. */
+  inventory: { delayMs: number };
 }
 
 const closers: (() => Promise<void>)[] = [];
@@ -32,7 +34,9 @@ afterEach(async () => {
   for (const close of closers.splice(0).reverse()) await close();
 });
 
-async function startShop(options: { sagaTimeoutMs?: number; lookupMs?: number } = {}): Promise<Shop> {
+async function startShop(
+  options: { sagaTimeoutMs?: number; lookupMs?: number; backlogLimitMs?: number } = {},
+): Promise<Shop> {
   const name = `orders-test-${randomUUID()}`;
   const bus = await createBus({
     url: `memory://${name}`,
@@ -59,9 +63,11 @@ async function startShop(options: { sagaTimeoutMs?: number; lookupMs?: number } 
     ['mug', 3],
   ]);
   // Fake inventory: reserves when every item is in stock.
+  const inventory = { delayMs: 0 };
   await bus.subscribe(
     'inventory.reserve',
     async ({ data }) => {
+      if (inventory.delayMs > 0) await new Promise((resolve) => setTimeout(resolve, inventory.delayMs));
       note('inventory.reserve', data.orderId);
       const short = data.items.find((item) => (stock.get(item.productId) ?? 0) < item.quantity);
       if (short !== undefined) {
@@ -115,6 +121,7 @@ async function startShop(options: { sagaTimeoutMs?: number; lookupMs?: number } 
     outbox,
     logger: silentLogger,
     sagaTimeoutMs: options.sagaTimeoutMs ?? 30_000,
+    ...(options.backlogLimitMs === undefined ? {} : { backlogLimitMs: options.backlogLimitMs }),
     lookups: {
       findUser: async (id) => {
         if (!reachable.up) throw unreachable();
@@ -130,7 +137,7 @@ async function startShop(options: { sagaTimeoutMs?: number; lookupMs?: number } 
     },
   });
   closers.push(() => service.close());
-  return { url: service.url, store, received, stock, lookups: reachable };
+  return { url: service.url, store, received, stock, lookups: reachable, inventory };
 }
 
 async function call(
@@ -566,5 +573,48 @@ describe('orders service', () => {
     await place(shop, order());
     await place(shop, order());
     expect(await storedOrders(shop.store)).toBe(3);
+  });
+
+  it('refuses new orders with 503 and Retry-After while those placed wait too long for their stock, storing nothing; takes them again once they do not', async () => {
+    // The saga is behind when an order placed now would wait longer than the limit for its stock
+    // (here: the one order placed waits, and no reservation has been answered to tell a rate).
+    // What must hold: a refused order stores nothing and does not spend its key; an order placed
+    // before is still answered; orders are taken again once the wait is over.
+    const shop = await startShop({ backlogLimitMs: 300 });
+    shop.inventory.delayMs = 1500;
+    const first = await call(shop, 'POST', '/orders', order(), { 'idempotency-key': 'before' });
+    expect(first.status).toBe(201);
+    // Below the limit: taken.
+    expect((await call(shop, 'POST', '/orders', order(), { 'idempotency-key': 'second' })).status).toBe(201);
+    await new Promise((resolve) => setTimeout(resolve, 400));
+
+    const refused = await call(shop, 'POST', '/orders', order(), { 'idempotency-key': 'refused' });
+    expect(refused.status).toBe(503);
+    expect(refused.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+    expect(refused.headers.get('retry-after')).toBe('1');
+    expect(refused.body).toMatchObject({ status: 503, code: 'ORDERS_BACKED_UP' });
+    expect(await storedOrders(shop.store)).toBe(2);
+    // The order placed before is answered, as its key placed it.
+    const again = await call(shop, 'POST', '/orders', order(), { 'idempotency-key': 'before' });
+    expect(again.status).toBe(201);
+    expect(again.body.id).toBe(first.body.id);
+    // Bad input is still the caller's: 400, not 503.
+    expect((await call(shop, 'POST', '/orders', { userId: 'u-1', items: [] })).status).toBe(400);
+
+    shop.inventory.delayMs = 0;
+    await waitFor(() => shop.received['payment.charge']?.length === 2, 'the late reservations answered');
+    const taken = await call(shop, 'POST', '/orders', order(), { 'idempotency-key': 'refused' });
+    expect(taken.status).toBe(201);
+    expect(taken.headers.get('idempotent-replayed')).toBeNull();
+    expect(await storedOrders(shop.store)).toBe(3);
+    expect(await settled(shop, first.body.id)).toMatchObject({ status: 'confirmed' });
+  });
+
+  it('takes every order while reservations are answered within the limit', async () => {
+    const shop = await startShop({ backlogLimitMs: 1000 });
+    shop.inventory.delayMs = 100;
+    for (let i = 0; i < 5; i++) await place(shop, order(undefined, [{ productId: 'tea', quantity: 1 }]));
+    await waitFor(() => shop.received['payment.charge']?.length === 5, 'the reservations answered');
+    await place(shop, order(undefined, [{ productId: 'tea', quantity: 1 }]));
   });
 });

@@ -25,6 +25,7 @@ import {
   orderDecider,
   type PricedItem,
 } from './order.js';
+import type { SagaBacklog } from './saga-backlog.js';
 
 /**
  * How orders checks what a request names. The wiring passes calls to the users and inventory
@@ -44,6 +45,8 @@ export interface OrderRoutesDeps {
   readonly outbox: Outbox<ShopContracts>;
   readonly commands: CommandHandler<OrderCommand, OrderEvent, OrderState>;
   readonly lookups: OrderLookups;
+  /** Whether the saga is behind: new orders are refused (503) while it is. */
+  readonly backlog?: SagaBacklog;
 }
 
 // Strict: a member the shop does not know is refused, not ignored; a misspelled `paymentMethod`
@@ -90,6 +93,8 @@ export function orderRoutes(app: FastifyInstance, deps: OrderRoutesDeps): void {
             return;
           }
         }
+        const behindFor = deps.backlog?.behindFor();
+        if (behindFor !== undefined) throw behind(behindFor);
         priced.set(request, { items: await priceItems(deps.lookups, body.userId, body.items), keyed });
       },
     },
@@ -104,6 +109,7 @@ export function orderRoutes(app: FastifyInstance, deps: OrderRoutesDeps): void {
       const command = { type: 'Place', userId: body.userId, items, paymentMethod } as const;
       const events = decideEvents(orderDecider, command, orderDecider.initialState());
       const state = fold(orderDecider, events);
+      const placedAt = deps.backlog?.now();
       try {
         // The order and the message that starts its saga commit together, or neither does.
         await outbox.append(orderStream(id), events, {
@@ -120,6 +126,7 @@ export function orderRoutes(app: FastifyInstance, deps: OrderRoutesDeps): void {
         if (keyed === undefined || !isConcurrencyError(error)) throw error;
         return placedBefore(reply, id, asked);
       }
+      if (placedAt !== undefined) deps.backlog?.placed(placedAt);
       return reply
         .code(201)
         .header('location', `/orders/${id}`)
@@ -248,5 +255,17 @@ const HISTORY_NAMES: Record<OrderEvent['type'], string> = {
   CancellationRequested: 'cancellation_requested',
   OrderCancelled: 'cancelled',
 };
+
+/**
+ * The saga is behind: an order taken now would wait for its stock behind those taken already, and
+ * might reach its deadline first. Nothing is stored, the key is not spent: send it again later.
+ */
+const behind = (forMs: number) =>
+  new HttpProblemError(503, 'Orders are backed up', {
+    detail:
+      'The shop is taking no new orders just now: those placed already are waiting too long for their stock. Nothing was stored; send the order again (with the same Idempotency-Key) after Retry-After seconds.',
+    headers: { 'retry-after': String(Math.max(1, Math.ceil(forMs / 1000))) },
+    extensions: { code: 'ORDERS_BACKED_UP' },
+  });
 
 const notFound = (id: string) => new HttpProblemError(404, 'Unknown order', { detail: `No order ${id}.` });

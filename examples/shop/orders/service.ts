@@ -12,6 +12,7 @@ import { listen } from '../listen.js';
 import { orderDecider } from './order.js';
 import { createOrderSaga, DEFAULT_ORDER_SAGA_OPTIONS } from './order-saga.js';
 import { type OrderLookups, orderRoutes, orderStream } from './routes.js';
+import { SagaBacklog } from './saga-backlog.js';
 
 export interface OrdersServiceOptions {
   readonly bus: Bus<ShopContracts>;
@@ -25,6 +26,11 @@ export interface OrdersServiceOptions {
   readonly host?: string;
   /** Time until a still-pending order is cancelled with reason `timeout`. @default 30_000 */
   readonly sagaTimeoutMs?: number;
+  /**
+   * New orders are refused (503, `Retry-After`) while one placed now would wait longer than this for
+   * its stock to be reserved: the saga is behind (see `SagaBacklog`). @default a third of `sagaTimeoutMs`
+   */
+  readonly backlogLimitMs?: number;
   /** @default stderr */
   readonly logger?: Logger;
 }
@@ -39,8 +45,10 @@ export interface OrdersService {
 export async function startOrdersService(options: OrdersServiceOptions): Promise<OrdersService> {
   const { bus, store, outbox } = options;
   const commands = new CommandHandler(store, orderDecider);
+  const timeoutMs = options.sagaTimeoutMs ?? DEFAULT_ORDER_SAGA_OPTIONS.timeoutMs;
+  const backlog = new SagaBacklog({ limitMs: options.backlogLimitMs ?? timeoutMs / 3 });
   const saga = await startSaga(
-    createOrderSaga({ timeoutMs: options.sagaTimeoutMs ?? DEFAULT_ORDER_SAGA_OPTIONS.timeoutMs }),
+    createOrderSaga({ timeoutMs, reservationAnswered: (placedAt) => backlog.answered(placedAt) }),
     { outbox, ...(options.logger === undefined ? {} : { logger: options.logger }) },
   );
   // The saga's outcome, applied to the aggregate; each message once (transactional inbox).
@@ -96,7 +104,7 @@ export async function startOrdersService(options: OrdersServiceOptions): Promise
   const ferry = options.logger === undefined ? {} : { logger: options.logger };
   const app = Fastify({ ...ferryFastifyOptions(ferry), bodyLimit: 1_048_576 });
   ferryFastify(app, { ...ferry, health: { checks: { outbox: outbox.healthCheck() } } });
-  orderRoutes(app, { store, outbox, commands, lookups });
+  orderRoutes(app, { store, outbox, commands, lookups, backlog });
   const url = await listen(app, options);
 
   return {

@@ -1,0 +1,171 @@
+import { describe, expect, it } from 'vitest';
+import { SagaBacklog } from './saga-backlog.js';
+
+/** A backlog on a clock of the test's; refusing (by default) as soon as the oldest order waits at all. */
+function backlogAt(limitMs: number, minWaitMs = 1) {
+  const clock = { now: 1_000_000 };
+  const backlog = new SagaBacklog({ limitMs, minWaitMs, windowMs: 2000, now: () => clock.now });
+  /** Places `n` orders at the clock's time, returning that time. */
+  const place = (n = 1) => {
+    const at = backlog.now();
+    for (let i = 0; i < n; i++) backlog.placed(at);
+    return at;
+  };
+  return { backlog, clock, place };
+}
+
+describe('SagaBacklog', () => {
+  it('is not behind with nothing waiting, however late the last answers came', () => {
+    const { backlog, clock, place } = backlogAt(5000);
+    expect(backlog.behindFor()).toBeUndefined();
+    const at = place(3);
+    clock.now += 60_000;
+    backlog.answered(at);
+    expect(backlog.waiting).toBe(0);
+    expect(backlog.behindFor()).toBeUndefined();
+  });
+
+  it('foretells from the rate answers come: refuses once orders waiting outnumber what that rate answers within the limit', () => {
+    // 50 answers a second; a limit of 1 s: up to about 50 orders may wait.
+    const { backlog, clock, place } = backlogAt(1000);
+    let next = place(); // the oldest waiting, placed at this time
+    for (let ms = 0; ms < 4000; ms += 20) {
+      clock.now += 20;
+      backlog.answered(next);
+      next = place(); // one answered, one placed: steady
+    }
+    expect(backlog.waiting).toBe(1);
+    expect(backlog.foretold()).toBe(20);
+    expect(backlog.behindFor()).toBeUndefined();
+    clock.now += 1; // placed after `next` (one placed in the same ms is taken as answered with it)
+    place(48);
+    expect(backlog.foretold()).toBe(980);
+    expect(backlog.behindFor()).toBeUndefined();
+    place(2);
+    expect(backlog.foretold()).toBe(1020);
+    expect(backlog.behindFor()).toBe(20);
+    // Answers go on at their rate: orders are taken again once the queue is short enough.
+    clock.now += 20;
+    backlog.answered(next);
+    expect(backlog.waiting).toBe(50);
+    expect(backlog.foretold()).toBe(1000);
+    expect(backlog.behindFor()).toBeUndefined();
+  });
+
+  it('takes an order as answered once one placed after it is (answers come roughly in order)', () => {
+    const { backlog, clock, place } = backlogAt(5000);
+    place();
+    clock.now += 10;
+    const second = place();
+    clock.now += 10;
+    place();
+    backlog.answered(second);
+    expect(backlog.waiting).toBe(1);
+  });
+
+  it('with no answer heard for its window, the wait of the oldest order not answered stands for the rate', () => {
+    // A stall (inventory down) is seen before the deadline's timeouts come.
+    const { backlog, clock, place } = backlogAt(5000);
+    place();
+    clock.now += 4000;
+    place(100);
+    expect(backlog.behindFor()).toBeUndefined();
+    clock.now += 1001;
+    expect(backlog.foretold()).toBe(5001);
+    expect(backlog.behindFor()).toBe(1);
+  });
+
+  it('refuses a burst when answers come slowly, asking for at most 5 s', () => {
+    const { backlog, clock, place } = backlogAt(1000);
+    for (let i = 0; i < 30; i++) {
+      clock.now += 100;
+      backlog.answered(place()); // 10 a second, each answered at once
+    }
+    clock.now += 1;
+    place(500);
+    clock.now += 1;
+    expect(backlog.foretold()).toBeCloseTo(50_000, -2);
+    expect(backlog.behindFor()).toBe(5000);
+  });
+
+  it('does not refuse a burst while the oldest order of it has waited less than minWaitMs (a fifth of the limit by default)', () => {
+    // Answers came slowly because few orders came, not because the saga is slow: a burst it answers
+    // promptly must be taken.
+    const clock = { now: 1_000_000 };
+    const backlog = new SagaBacklog({ limitMs: 1000, now: () => clock.now });
+    expect(backlog.minWaitMs).toBe(200);
+    for (let i = 0; i < 30; i++) {
+      clock.now += 100;
+      backlog.answered(clock.now);
+    }
+    clock.now += 1;
+    const burst = clock.now;
+    for (let i = 0; i < 500; i++) backlog.placed(burst);
+    clock.now += 199;
+    expect(backlog.foretold()).toBeGreaterThan(1000);
+    expect(backlog.behindFor()).toBeUndefined();
+    clock.now += 1;
+    expect(backlog.oldestWait()).toBe(200);
+    expect(backlog.behindFor()).toBe(5000);
+    // Answered: taken again.
+    backlog.answered(burst);
+    expect(backlog.oldestWait()).toBe(0);
+    expect(backlog.behindFor()).toBeUndefined();
+  });
+
+  it('answers that just resumed after a pause foretell short waits, until a window of them is heard', () => {
+    // A broker connection closed, then back: not a reason to refuse orders on the first answer.
+    const { backlog, clock, place } = backlogAt(1000);
+    place(100);
+    clock.now += 900;
+    backlog.answered(clock.now - 5000);
+    expect(backlog.foretold()).toBe(100); // 100 waiting, one answer in 1 ms
+    clock.now += 1000;
+    expect(backlog.foretold()).toBe(100_000); // still only one, over 1 s
+  });
+
+  it('forgets answers older than its window', () => {
+    const { backlog, clock, place } = backlogAt(1000);
+    for (let i = 0; i < 10; i++) {
+      backlog.answered(clock.now - 1);
+      clock.now += 100;
+    }
+    place(10);
+    // 10 answers in the last second: 10 waiting wait 1 s.
+    expect(backlog.foretold()).toBe(1000);
+    clock.now += 1500; // the last 4 answers are within the 2 s window
+    expect(backlog.foretold()).toBe((10 / 4) * 2000);
+    clock.now += 1000;
+    // None left: the oldest waiting order's wait (2.5 s).
+    expect(backlog.foretold()).toBe(2500);
+  });
+
+  it('ignores a placing time that is not a number', () => {
+    const { backlog, place } = backlogAt(1000);
+    place();
+    backlog.answered(Number.NaN);
+    backlog.answered(Number.POSITIVE_INFINITY);
+    expect(backlog.waiting).toBe(1);
+    expect(backlog.foretold()).toBe(0);
+  });
+
+  it('holds no more than the orders waiting', () => {
+    const { backlog, clock, place } = backlogAt(1000);
+    for (let i = 0; i < 10_000; i++) {
+      const at = place();
+      clock.now += 1;
+      backlog.answered(at);
+    }
+    expect(backlog.waiting).toBe(0);
+    expect(backlog.behindFor()).toBeUndefined();
+  });
+
+  it.each([0, -1, Number.NaN, Number.POSITIVE_INFINITY])(
+    'refuses a limit, least wait or window of %s ms',
+    (value) => {
+      expect(() => new SagaBacklog({ limitMs: value })).toThrow(/limitMs must be a number of ms above 0/);
+      expect(() => new SagaBacklog({ limitMs: 1000, minWaitMs: value })).toThrow(/minWaitMs/);
+      expect(() => new SagaBacklog({ limitMs: 1000, windowMs: value })).toThrow(/windowMs/);
+    },
+  );
+});
