@@ -369,4 +369,31 @@ describe('Upstream', () => {
       await upstream.close();
     }
   });
+
+  it('does not count a refusal of work while behind (503 ORDERS_BACKED_UP) against the instance: its breaker stays closed', async () => {
+    // Counted, 20 such answers opened the route's breaker, and the gateway answered every order
+    // (a replay, a malformed one) with a 503 of its own without asking orders.
+    const answer = { code: 'ORDERS_BACKED_UP' as string | undefined };
+    const server = createServer((request, response) => {
+      request.resume();
+      request.on('end', () => {
+        response.writeHead(503, { 'content-type': 'application/problem+json', 'retry-after': '1' });
+        response.end(JSON.stringify({ status: 503, title: 'Orders are backed up', code: answer.code }));
+      });
+    });
+    servers.push(server);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const orders = new Upstream('orders', [`http://127.0.0.1:${(server.address() as AddressInfo).port}`]);
+    const post = { method: 'POST', path: '/orders', body: '{}', retry: false, route: '/orders' } as const;
+    try {
+      for (let i = 0; i < 30; i++) expect((await orders.request(post)).status).toBe(503);
+      expect(orders.breakers().map((b) => b.state)).toEqual(['closed']);
+      // Any other 503 is a failure of the service, as before.
+      answer.code = undefined;
+      for (let i = 0; i < 30; i++) await orders.request(post).catch(() => undefined);
+      expect(orders.breakers().map((b) => b.state)).toEqual(['open']);
+    } finally {
+      await orders.close();
+    }
+  });
 });

@@ -14,6 +14,7 @@
 import {
   isCircuitOpenError,
   isConnectionError,
+  isHttpError,
   isIdempotentMethod,
   type RequestInit,
   ServiceClient,
@@ -31,6 +32,15 @@ export interface UpstreamOptions {
    * (calls or none), ms. @default 2000
    */
   readonly coolDownMs?: number;
+}
+
+/**
+ * A service refusing work while it is behind (`POST /orders`' 503 `ORDERS_BACKED_UP`) is answering as
+ * it should: counted as a failure, it would open the route's breaker, and the gateway would then
+ * answer every order, a replay or a malformed one included, with a 503 of its own.
+ */
+function isShedding(error: unknown): boolean {
+  return isHttpError(error) && error.status === 503 && error.problem?.code === 'ORDERS_BACKED_UP';
 }
 
 /** What the probe asks: any answer says the instance is back. Every Ferry service answers it. */
@@ -75,7 +85,12 @@ export class Upstream {
           // Many callers at once (the gateway under load): keep a pool of connections per instance.
           connections: 64,
           // The gateway answers for the service: 4xx are the caller's business, not a failure here.
-          breaker: { minimumVolume: 20, errorThresholdPercentage: 50, resetTimeoutMs: 2000 },
+          breaker: {
+            minimumVolume: 20,
+            errorThresholdPercentage: 50,
+            resetTimeoutMs: 2000,
+            isIgnored: isShedding,
+          },
         }),
     );
     this.#load = urls.map(() => ({

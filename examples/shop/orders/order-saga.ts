@@ -25,7 +25,8 @@ export interface OrderSagaOptions {
    */
   readonly timeoutMs?: number;
   /**
-   * Told, when an order's stock reservation is answered (or its deadline comes first), when the
+   * Told, when an order's stock reservation is answered (or its deadline or its customer's cancel
+   * comes first), when the
    * order was placed (ms since the epoch): a {@link SagaBacklog} learns from it whether the saga is
    * behind. Called inside the message's unit of work, so perhaps again if that runs again.
    */
@@ -121,8 +122,9 @@ export function createOrderSaga(options: OrderSagaOptions = {}) {
         'saga.order.timeout': (saga) => {
           cancel(answered(saga), 'timeout', 'reservation');
         },
+        // No longer waiting for its stock, as far as the backlog goes.
         'order.cancellation-requested': (saga) => {
-          cancel(saga, 'cancelled_by_customer', 'reservation');
+          cancel(answered(saga), 'cancelled_by_customer', 'reservation');
         },
       },
       charging: {

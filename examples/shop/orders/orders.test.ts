@@ -18,6 +18,8 @@ import { type OrdersService, startOrdersService } from './service.js';
 
 interface Shop {
   readonly url: string;
+  /** Every instance's URL (the first is `url`). */
+  readonly urls: readonly string[];
   readonly store: EventStore;
   /** Commands the fakes received, by type, as order ids. */
   readonly received: Record<string, string[]>;
@@ -35,7 +37,7 @@ afterEach(async () => {
 });
 
 async function startShop(
-  options: { sagaTimeoutMs?: number; lookupMs?: number; backlogLimitMs?: number } = {},
+  options: { sagaTimeoutMs?: number; lookupMs?: number; backlogLimitMs?: number; instances?: number } = {},
 ): Promise<Shop> {
   const name = `orders-test-${randomUUID()}`;
   const bus = await createBus({
@@ -115,29 +117,42 @@ async function startShop(
   const reachable = { up: true };
   const unreachable = () =>
     new HttpProblemError(503, undefined, { detail: 'The users service cannot be reached.' });
-  const service: OrdersService = await startOrdersService({
-    bus,
+  const start = (): Promise<OrdersService> =>
+    startOrdersService({
+      bus,
+      store,
+      outbox,
+      logger: silentLogger,
+      sagaTimeoutMs: options.sagaTimeoutMs ?? 30_000,
+      ...(options.backlogLimitMs === undefined ? {} : { backlogLimitMs: options.backlogLimitMs }),
+      lookups: {
+        findUser: async (id) => {
+          if (!reachable.up) throw unreachable();
+          // As a call to the users service takes its time.
+          if (options.lookupMs !== undefined)
+            await new Promise((resolve) => setTimeout(resolve, options.lookupMs));
+          return users.has(id) ? { id } : undefined;
+        },
+        findProduct: async (id) => {
+          if (!reachable.up) throw unreachable();
+          return products.get(id);
+        },
+      },
+    });
+  // Instances of orders on the same bus and store compete for the saga's messages, as processes do.
+  const services: OrdersService[] = [];
+  for (let i = 0; i < (options.instances ?? 1); i++) services.push(await start());
+  closers.push(() => Promise.all(services.map((service) => service.close())).then(() => {}));
+  const [service] = services as [OrdersService];
+  return {
+    url: service.url,
+    urls: services.map((s) => s.url),
     store,
-    outbox,
-    logger: silentLogger,
-    sagaTimeoutMs: options.sagaTimeoutMs ?? 30_000,
-    ...(options.backlogLimitMs === undefined ? {} : { backlogLimitMs: options.backlogLimitMs }),
-    lookups: {
-      findUser: async (id) => {
-        if (!reachable.up) throw unreachable();
-        // As a call to the users service takes its time.
-        if (options.lookupMs !== undefined)
-          await new Promise((resolve) => setTimeout(resolve, options.lookupMs));
-        return users.has(id) ? { id } : undefined;
-      },
-      findProduct: async (id) => {
-        if (!reachable.up) throw unreachable();
-        return products.get(id);
-      },
-    },
-  });
-  closers.push(() => service.close());
-  return { url: service.url, store, received, stock, lookups: reachable, inventory };
+    received,
+    stock,
+    lookups: reachable,
+    inventory,
+  };
 }
 
 async function call(
@@ -598,8 +613,12 @@ describe('orders service', () => {
     const again = await call(shop, 'POST', '/orders', order(), { 'idempotency-key': 'before' });
     expect(again.status).toBe(201);
     expect(again.body.id).toBe(first.body.id);
-    // Bad input is still the caller's: 400, not 503.
+    // Bad input is still the caller's: 400, not 503; an unknown user or product 422.
     expect((await call(shop, 'POST', '/orders', { userId: 'u-1', items: [] })).status).toBe(400);
+    expect((await call(shop, 'POST', '/orders', { ...order(), userId: 'nobody' })).status).toBe(422);
+    expect(
+      (await call(shop, 'POST', '/orders', order(undefined, [{ productId: 'nothing', quantity: 1 }]))).status,
+    ).toBe(422);
 
     shop.inventory.delayMs = 0;
     await waitFor(() => shop.received['payment.charge']?.length === 2, 'the late reservations answered');
@@ -616,5 +635,36 @@ describe('orders service', () => {
     for (let i = 0; i < 5; i++) await place(shop, order(undefined, [{ productId: 'tea', quantity: 1 }]));
     await waitFor(() => shop.received['payment.charge']?.length === 5, 'the reservations answered');
     await place(shop, order(undefined, [{ productId: 'tea', quantity: 1 }]));
+  });
+
+  it('is not kept refusing by an order its customer cancelled while its stock was being reserved', async () => {
+    // That order gets no answer the saga tells of: counted as waiting, it kept an idle shop
+    // refusing every order for good (none taken, none answered to pass it by).
+    const shop = await startShop({ backlogLimitMs: 300 });
+    shop.inventory.delayMs = 2000;
+    const id = await place(shop, order());
+    expect((await call(shop, 'POST', `/orders/${id}/cancel`)).status).toBe(202);
+    expect(await settled(shop, id)).toMatchObject({ status: 'cancelled', reason: 'cancelled_by_customer' });
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect((await call(shop, 'POST', '/orders', order())).status).toBe(201);
+  });
+
+  it('with two instances, takes a trickle of orders whose answers the other instance heard', async () => {
+    // Each instance's saga hears a share of the answers; an instance that placed an order and heard
+    // none since took it as waiting still, and refused the next order past the limit.
+    const shop = await startShop({ backlogLimitMs: 300, instances: 2 });
+    const first = shop.urls[0] as string;
+    const statuses: number[] = [];
+    for (let i = 0; i < 6; i++) {
+      const placed = await fetch(`${first}/orders`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(order(undefined, [{ productId: 'tea', quantity: 1 }])),
+      });
+      statuses.push(placed.status);
+      if (placed.status === 201) await settled(shop, ((await placed.json()) as { id: string }).id);
+      await new Promise((resolve) => setTimeout(resolve, 400));
+    }
+    expect(statuses).toEqual([201, 201, 201, 201, 201, 201]);
   });
 });

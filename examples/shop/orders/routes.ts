@@ -45,8 +45,14 @@ export interface OrderRoutesDeps {
   readonly outbox: Outbox<ShopContracts>;
   readonly commands: CommandHandler<OrderCommand, OrderEvent, OrderState>;
   readonly lookups: OrderLookups;
-  /** Whether the saga is behind: new orders are refused (503) while it is. */
-  readonly backlog?: SagaBacklog;
+  /**
+   * Whether the saga is behind (new orders are refused, 503, while it is), and how to ask whether an
+   * order still waits for its stock (its saga instance not yet past reserving).
+   */
+  readonly backlog?: {
+    readonly waits: SagaBacklog;
+    stillWaiting(orderId: string): Promise<boolean>;
+  };
 }
 
 // Strict: a member the shop does not know is refused, not ignored; a misspelled `paymentMethod`
@@ -93,9 +99,12 @@ export function orderRoutes(app: FastifyInstance, deps: OrderRoutesDeps): void {
             return;
           }
         }
-        const behindFor = deps.backlog?.behindFor();
+        const items = await priceItems(deps.lookups, body.userId, body.items);
+        // After the checks: an unknown user or product is the caller's to mend (422), busy or not.
+        const { backlog } = deps;
+        const behindFor = await backlog?.waits.behindForChecked((id) => backlog.stillWaiting(id));
         if (behindFor !== undefined) throw behind(behindFor);
-        priced.set(request, { items: await priceItems(deps.lookups, body.userId, body.items), keyed });
+        priced.set(request, { items, keyed });
       },
     },
     async (request, reply) => {
@@ -109,7 +118,7 @@ export function orderRoutes(app: FastifyInstance, deps: OrderRoutesDeps): void {
       const command = { type: 'Place', userId: body.userId, items, paymentMethod } as const;
       const events = decideEvents(orderDecider, command, orderDecider.initialState());
       const state = fold(orderDecider, events);
-      const placedAt = deps.backlog?.now();
+      const placedAt = deps.backlog?.waits.now();
       try {
         // The order and the message that starts its saga commit together, or neither does.
         await outbox.append(orderStream(id), events, {
@@ -126,7 +135,7 @@ export function orderRoutes(app: FastifyInstance, deps: OrderRoutesDeps): void {
         if (keyed === undefined || !isConcurrencyError(error)) throw error;
         return placedBefore(reply, id, asked);
       }
-      if (placedAt !== undefined) deps.backlog?.placed(placedAt);
+      if (placedAt !== undefined) deps.backlog?.waits.placed(id, placedAt);
       return reply
         .code(201)
         .header('location', `/orders/${id}`)

@@ -6,9 +6,10 @@ function backlogAt(limitMs: number, minWaitMs = 1) {
   const clock = { now: 1_000_000 };
   const backlog = new SagaBacklog({ limitMs, minWaitMs, windowMs: 2000, now: () => clock.now });
   /** Places `n` orders at the clock's time, returning that time. */
+  let ids = 0;
   const place = (n = 1) => {
     const at = backlog.now();
-    for (let i = 0; i < n; i++) backlog.placed(at);
+    for (let i = 0; i < n; i++) backlog.placed(`o-${++ids}`, at);
     return at;
   };
   return { backlog, clock, place };
@@ -100,7 +101,7 @@ describe('SagaBacklog', () => {
     }
     clock.now += 1;
     const burst = clock.now;
-    for (let i = 0; i < 500; i++) backlog.placed(burst);
+    for (let i = 0; i < 500; i++) backlog.placed(`o-${i}`, burst);
     clock.now += 199;
     expect(backlog.foretold()).toBeGreaterThan(1000);
     expect(backlog.behindFor()).toBeUndefined();
@@ -168,4 +169,88 @@ describe('SagaBacklog', () => {
       expect(() => new SagaBacklog({ limitMs: 1000, windowMs: value })).toThrow(/windowMs/);
     },
   );
+
+  describe('behindForChecked: asks whether the oldest order taken as waiting still is', () => {
+    it('passes by orders found answered elsewhere (or cancelled), and takes orders again', async () => {
+      // Another process heard their answers; with no answer heard here, this one would refuse
+      // orders for good.
+      const { backlog, clock, place } = backlogAt(1000);
+      place();
+      clock.now += 1;
+      place();
+      clock.now += 5000;
+      expect(backlog.behindFor()).toBe(4001); // the oldest has waited 5001 ms
+      const asked: string[] = [];
+      expect(
+        await backlogChecked(backlog, async (id) => {
+          asked.push(id);
+          return false;
+        }),
+      ).toBeUndefined();
+      expect(asked).toEqual(['o-1', 'o-2']);
+      expect(backlog.waiting).toBe(0);
+      // Passed by, not heard: no rate of answers made up from them.
+      clock.now += 1;
+      place();
+      clock.now += 1500;
+      expect(backlog.foretold()).toBe(1500);
+    });
+
+    it('refuses while the oldest is found waiting, asking again only every 250 ms', async () => {
+      const { backlog, clock, place } = backlogAt(1000);
+      place();
+      clock.now += 1;
+      place();
+      clock.now += 2000;
+      let asked = 0;
+      const waiting = async () => {
+        asked++;
+        return true;
+      };
+      expect(await backlogChecked(backlog, waiting)).toBe(1001); // the oldest has waited 2001 ms
+      expect(await backlogChecked(backlog, waiting)).toBe(1001);
+      clock.now += 249;
+      expect(await backlogChecked(backlog, waiting)).toBe(1250);
+      expect(asked).toBe(1);
+      clock.now += 1;
+      await backlogChecked(backlog, waiting);
+      expect(asked).toBe(2);
+    });
+
+    it('asks nothing while not behind, counts a failed question as waiting, and asks at most 8 a call', async () => {
+      const { backlog, clock, place } = backlogAt(1000);
+      place();
+      let asked = 0;
+      expect(
+        await backlogChecked(backlog, async () => {
+          asked++;
+          return false;
+        }),
+      ).toBeUndefined();
+      expect(asked).toBe(0);
+      clock.now += 2000;
+      expect(
+        await backlogChecked(backlog, async () => {
+          throw new Error('the database is down');
+        }),
+      ).toBe(1000);
+      for (let i = 0; i < 20; i++) {
+        clock.now += 1;
+        place();
+      }
+      clock.now += 2000;
+      asked = 0;
+      const behind = await backlogChecked(backlog, async () => {
+        asked++;
+        return false;
+      });
+      expect(asked).toBe(8);
+      expect(behind).toBeGreaterThan(1000);
+      expect(backlog.waiting).toBe(13);
+    });
+  });
 });
+
+function backlogChecked(backlog: SagaBacklog, stillWaiting: (id: string) => Promise<boolean>) {
+  return backlog.behindForChecked(stillWaiting);
+}

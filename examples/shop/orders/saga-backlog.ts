@@ -23,6 +23,9 @@
  * disagree by seconds foretell wrong.
  */
 
+/** How long an order found waiting is believed to wait still, ms. */
+const RECHECK_MS = 250;
+
 export interface SagaBacklogOptions {
   /** New orders are refused while one placed now would wait longer than this for its stock (ms, > 0). */
   readonly limitMs: number;
@@ -43,8 +46,8 @@ export class SagaBacklog {
   readonly minWaitMs: number;
   readonly windowMs: number;
   readonly #now: () => number;
-  /** When orders placed here were placed, oldest first; those up to `#head` are answered. */
-  #placed: number[] = [];
+  /** Orders placed here and when, oldest first; those up to `#head` are answered. */
+  #placed: { readonly id: string; readonly at: number }[] = [];
   #head = 0;
   /** When the last order answered was placed (answers come roughly in that order). */
   #frontier = Number.NEGATIVE_INFINITY;
@@ -74,9 +77,9 @@ export class SagaBacklog {
     return this.#now();
   }
 
-  /** An order was placed here at `at` (from {@link now}, before its commit). */
-  placed(at: number): void {
-    this.#placed.push(at);
+  /** Order `id` was placed here at `at` (from {@link now}, before its commit). */
+  placed(id: string, at: number): void {
+    this.#placed.push({ id, at });
   }
 
   /** The stock of an order placed at `placedAt` (ms since the epoch) was answered, or its deadline came. */
@@ -86,7 +89,22 @@ export class SagaBacklog {
     const now = this.#now();
     if (this.#answers.length === 0) this.#answeringSince = now;
     this.#answers.push(now);
-    if (placedAt > this.#frontier) this.#frontier = placedAt;
+    this.passed(placedAt);
+  }
+
+  /**
+   * An order placed at `placedAt` is no longer waiting, as learned other than by its answer (an
+   * answer another process heard): the orders placed up to then are taken as answered, and the rate
+   * of answers is left as it is.
+   */
+  passed(placedAt: number): void {
+    if (Number.isFinite(placedAt) && placedAt > this.#frontier) this.#frontier = placedAt;
+  }
+
+  /** The oldest order placed here that is taken as waiting still. */
+  oldest(): { readonly id: string; readonly at: number } | undefined {
+    this.#forget();
+    return this.#placed[this.#head];
   }
 
   /**
@@ -112,7 +130,8 @@ export class SagaBacklog {
 
   /** How long the oldest order not answered has waited, ms (0 with none waiting). */
   oldestWait(): number {
-    return this.waiting === 0 ? 0 : this.#now() - (this.#placed[this.#head] as number);
+    const oldest = this.oldest();
+    return oldest === undefined ? 0 : this.#now() - oldest.at;
   }
 
   /**
@@ -126,8 +145,43 @@ export class SagaBacklog {
     return foretold > this.limitMs ? Math.min(foretold - this.limitMs, 5000) : undefined;
   }
 
+  /**
+   * As {@link behindFor}, once `stillWaiting` has confirmed that the oldest order taken as waiting
+   * still is. Its answer may have gone to another process (instances of orders compete for the
+   * saga's messages: with few orders, one may hear none of its own orders' answers), and an order its
+   * customer cancelled while it waited gets none: left to the answers heard here, such an order would
+   * keep the shop refusing orders, and with none taken, none answered, for good. One found no longer
+   * waiting is passed by and the next oldest asked, up to 8 a call; one found waiting is believed
+   * for `recheckMs` (250 ms), so that a backlog costs one question a quarter second, not one a
+   * request. A question that fails counts as waiting.
+   */
+  async behindForChecked(stillWaiting: (orderId: string) => Promise<boolean>): Promise<number | undefined> {
+    for (let asked = 0; asked < 8; asked++) {
+      const behind = this.behindFor();
+      const oldest = this.oldest();
+      if (behind === undefined || oldest === undefined) return behind;
+      const believed = this.#waitingStill;
+      if (believed?.id === oldest.id && believed.until > this.#now()) return behind;
+      let waiting: boolean;
+      try {
+        waiting = await stillWaiting(oldest.id);
+      } catch {
+        waiting = true;
+      }
+      if (waiting) {
+        this.#waitingStill = { id: oldest.id, until: this.#now() + RECHECK_MS };
+        return this.behindFor();
+      }
+      this.passed(oldest.at);
+    }
+    return this.behindFor();
+  }
+
+  /** The oldest order found waiting still, and until when that is believed. */
+  #waitingStill: { readonly id: string; readonly until: number } | undefined;
+
   #forget(): void {
-    while (this.#head < this.#placed.length && (this.#placed[this.#head] as number) <= this.#frontier)
+    while (this.#head < this.#placed.length && (this.#placed[this.#head]?.at as number) <= this.#frontier)
       this.#head++;
     if (this.#head > 1024 && this.#head * 2 > this.#placed.length) {
       this.#placed = this.#placed.slice(this.#head);

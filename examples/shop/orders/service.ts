@@ -104,7 +104,12 @@ export async function startOrdersService(options: OrdersServiceOptions): Promise
   const ferry = options.logger === undefined ? {} : { logger: options.logger };
   const app = Fastify({ ...ferryFastifyOptions(ferry), bodyLimit: 1_048_576 });
   ferryFastify(app, { ...ferry, health: { checks: { outbox: outbox.healthCheck() } } });
-  orderRoutes(app, { store, outbox, commands, lookups, backlog });
+  // An order waits for its stock until its saga instance (made by `order.created`) is past reserving.
+  const stillWaiting = async (orderId: string) => {
+    const instance = await saga.get(orderId);
+    return instance === undefined || instance.status === 'reserving';
+  };
+  orderRoutes(app, { store, outbox, commands, lookups, backlog: { waits: backlog, stillWaiting } });
   const url = await listen(app, options);
 
   return {
