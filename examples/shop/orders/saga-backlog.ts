@@ -55,6 +55,8 @@ export class SagaBacklog {
   #answers: number[] = [];
   /** When the answers heard since the last spell of `windowMs` without any began to come. */
   #answeringSince = 0;
+  /** The oldest order found waiting still, and until when that is believed. */
+  #waitingStill: { readonly id: string; readonly until: number } | undefined;
 
   constructor(options: SagaBacklogOptions) {
     for (const name of ['limitMs', 'minWaitMs', 'windowMs'] as const) {
@@ -152,8 +154,8 @@ export class SagaBacklog {
    * customer cancelled while it waited gets none: left to the answers heard here, such an order would
    * keep the shop refusing orders, and with none taken, none answered, for good. One found no longer
    * waiting is passed by and the next oldest asked, up to 8 a call; one found waiting is believed
-   * for `recheckMs` (250 ms), so that a backlog costs one question a quarter second, not one a
-   * request. A question that fails counts as waiting.
+   * for 250 ms, so that a backlog costs one question a quarter second, not one a request. A question
+   * that fails counts as waiting.
    */
   async behindForChecked(stillWaiting: (orderId: string) => Promise<boolean>): Promise<number | undefined> {
     for (let asked = 0; asked < 8; asked++) {
@@ -176,9 +178,6 @@ export class SagaBacklog {
     }
     return this.behindFor();
   }
-
-  /** The oldest order found waiting still, and until when that is believed. */
-  #waitingStill: { readonly id: string; readonly until: number } | undefined;
 
   #forget(): void {
     while (this.#head < this.#placed.length && (this.#placed[this.#head]?.at as number) <= this.#frontier)
