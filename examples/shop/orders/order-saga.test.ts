@@ -168,31 +168,52 @@ describe('order saga', () => {
       .thenThrows(/no pending timeout "deadline"/);
   });
 
-  describe('tells when each order was placed, once its stock is answered (the saga backlog learns from it)', () => {
+  describe('tells when each pending order that ends was placed (the saga backlog learns from it)', () => {
     function observed() {
       const placedAt: number[] = [];
-      const observedSaga = createOrderSaga({ timeoutMs: 5000, reservationAnswered: (t) => placedAt.push(t) });
+      const observedSaga = createOrderSaga({ timeoutMs: 5000, orderEnded: (t) => placedAt.push(t) });
       return { placedAt, observedSaga };
     }
+    const unavailable = { type: 'inventory.unavailable', data: { orderId, productId: 'tea' } } as const;
+    const declined = { type: 'payment.declined', data: { orderId, reason: 'payment_declined' } } as const;
 
     it.each([
-      ['reserved', reserved],
-      ['unavailable', { type: 'inventory.unavailable', data: { orderId, productId: 'tea' } } as const],
-      ['the deadline first', { timeout: 'deadline' } as const],
-      ['the customer’s cancel first', cancelRequest],
-    ])('%s: the time of order.created', async (_, answer) => {
+      ['confirmed', [created, reserved], processed],
+      ['out of stock', [created], unavailable],
+      ['declined', [created, reserved], declined],
+      ['the deadline while reserving', [created], { timeout: 'deadline' } as const],
+      ['the deadline while charging', [created, reserved], { timeout: 'deadline' } as const],
+      ['the customer’s cancel while reserving', [created], cancelRequest],
+      ['the customer’s cancel while charging', [created, reserved], cancelRequest],
+    ] as const)('%s: the time of order.created, once', async (_, given, end) => {
       const { placedAt, observedSaga } = observed();
       const before = Date.now();
-      await sagaSpec(observedSaga).given([created]).when(answer).then({});
+      await sagaSpec(observedSaga)
+        .given([...given])
+        .when(end)
+        .then({});
       expect(placedAt).toHaveLength(1);
       expect(placedAt[0]).toBeGreaterThanOrEqual(before - 1000);
       expect(placedAt[0]).toBeLessThanOrEqual(Date.now());
     });
 
-    it('nothing for what comes later', async () => {
+    it('nothing on the way, nor for what comes after the end', async () => {
       const { placedAt, observedSaga } = observed();
-      await sagaSpec(observedSaga).given([created, reserved]).when(processed).then({ status: 'confirmed' });
-      expect(placedAt).toHaveLength(1); // the `given` reservation, not the payment
+      await sagaSpec(observedSaga).given([created]).when(reserved).then({ status: 'charging' });
+      expect(placedAt).toEqual([]);
+      // Confirmed (told once, in `given`), then cancelled by the customer: not pending any more.
+      await sagaSpec(observedSaga)
+        .given([created, reserved, processed])
+        .when(cancelRequest)
+        .then({ status: 'cancelled' });
+      expect(placedAt).toHaveLength(1);
+      // Cancelled at the deadline while reserving (told), then the late reservation: released, not told.
+      placedAt.length = 0;
+      await sagaSpec(observedSaga)
+        .given([created, { timeout: 'deadline' }])
+        .when(reserved)
+        .then({ completed: true });
+      expect(placedAt).toHaveLength(1);
     });
   });
 });

@@ -25,12 +25,11 @@ export interface OrderSagaOptions {
    */
   readonly timeoutMs?: number;
   /**
-   * Told, when an order's stock reservation is answered (or its deadline or its customer's cancel
-   * comes first), when the
-   * order was placed (ms since the epoch): a {@link SagaBacklog} learns from it whether the saga is
-   * behind. Called inside the message's unit of work, so perhaps again if that runs again.
+   * Told, when a pending order ends (confirmed or cancelled), when it was placed (ms since the
+   * epoch): a `SagaBacklog` learns from it whether the saga is behind. Called inside the message's
+   * unit of work, so perhaps again if that runs again.
    */
-  readonly reservationAnswered?: (placedAt: number) => void;
+  readonly orderEnded?: (placedAt: number) => void;
 }
 
 export const DEFAULT_ORDER_SAGA_OPTIONS = Object.freeze({ timeoutMs: 30_000 });
@@ -51,10 +50,10 @@ const byOrder = (m: { readonly data: { readonly orderId: string } }) => m.data.o
 
 export function createOrderSaga(options: OrderSagaOptions = {}) {
   const timeoutMs = options.timeoutMs ?? DEFAULT_ORDER_SAGA_OPTIONS.timeoutMs;
-  const { reservationAnswered } = options;
-  const answered = (saga: Saga) => {
+  const { orderEnded } = options;
+  const ended = (saga: Saga) => {
     const { placedAt } = saga.state.data;
-    if (reservationAnswered !== undefined && placedAt !== undefined) reservationAnswered(placedAt);
+    if (orderEnded !== undefined && placedAt !== undefined) orderEnded(placedAt);
     return saga;
   };
   return defineSaga({
@@ -110,26 +109,25 @@ export function createOrderSaga(options: OrderSagaOptions = {}) {
       reserving: {
         'inventory.reserved': (saga) => {
           const { total, paymentMethod } = saga.state.data;
-          answered(saga)
+          saga
             .done('stock', { type: 'inventory.release', data: { orderId: saga.id } })
             .send('payment.charge', { orderId: saga.id, amount: total, paymentMethod })
             .to('charging');
         },
         'inventory.unavailable': (saga) => {
-          cancel(answered(saga), 'out_of_stock').complete();
+          cancel(ended(saga), 'out_of_stock').complete();
         },
         // Nothing to undo yet, but the reservation may still be made: wait for its answer.
         'saga.order.timeout': (saga) => {
-          cancel(answered(saga), 'timeout', 'reservation');
+          cancel(ended(saga), 'timeout', 'reservation');
         },
-        // No longer waiting for its stock, as far as the backlog goes.
         'order.cancellation-requested': (saga) => {
-          cancel(answered(saga), 'cancelled_by_customer', 'reservation');
+          cancel(ended(saga), 'cancelled_by_customer', 'reservation');
         },
       },
       charging: {
         'payment.processed': (saga) => {
-          saga
+          ended(saga)
             .cancelTimeout('deadline')
             .done('payment', { type: 'payment.refund', data: { orderId: saga.id } })
             .send('inventory.commit', { orderId: saga.id })
@@ -137,14 +135,14 @@ export function createOrderSaga(options: OrderSagaOptions = {}) {
             .to('confirmed');
         },
         'payment.declined': (saga, m) => {
-          cancel(saga.compensate(), m.data.reason).complete();
+          cancel(ended(saga).compensate(), m.data.reason).complete();
         },
         // The charge may have been taken, or be taken still: refund (harmless without a charge).
         'saga.order.timeout': (saga) => {
-          refundAndCancel(saga, 'timeout');
+          refundAndCancel(ended(saga), 'timeout');
         },
         'order.cancellation-requested': (saga) => {
-          refundAndCancel(saga, 'cancelled_by_customer');
+          refundAndCancel(ended(saga), 'cancelled_by_customer');
         },
       },
       // Not completed: the customer may still cancel a confirmed order.

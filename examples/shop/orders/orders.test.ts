@@ -29,6 +29,8 @@ interface Shop {
   lookups: { up: boolean };
   /** How long the fake inventory takes to answer a reservation (a backlog ahead of it), ms. */
   inventory: { delayMs: number };
+  /** How long the fake payments take to answer a charge (a slow payment provider), ms. */
+  payments: { delayMs: number };
 }
 
 const closers: (() => Promise<void>)[] = [];
@@ -92,10 +94,12 @@ async function startShop(
     });
   }
   // Fake payments: the payment method says what happens; `tok_silent` never answers.
+  const payments = { delayMs: 0 };
   await bus.subscribe(
     'payment.charge',
     async ({ data }) => {
       note('payment.charge', data.orderId);
+      if (payments.delayMs > 0) await new Promise((resolve) => setTimeout(resolve, payments.delayMs));
       const { orderId, amount, paymentMethod } = data;
       if (paymentMethod === 'tok_visa') {
         await bus.publish('payment.processed', { orderId, chargeId: `ch_${orderId}`, amount });
@@ -152,6 +156,7 @@ async function startShop(
     stock,
     lookups: reachable,
     inventory,
+    payments,
   };
 }
 
@@ -666,5 +671,28 @@ describe('orders service', () => {
       await new Promise((resolve) => setTimeout(resolve, 400));
     }
     expect(statuses).toEqual([201, 201, 201, 201, 201, 201]);
+  });
+
+  it('refuses new orders while those placed wait too long to be charged (a slow payment provider), not only for their stock', async () => {
+    // Their stock answered at once, the orders still waited for their charge past their deadline:
+    // the shop went on taking orders that ended `timeout`.
+    const shop = await startShop({ backlogLimitMs: 300 });
+    shop.payments.delayMs = 1500;
+    const first = await place(shop, order(undefined, [{ productId: 'tea', quantity: 1 }]));
+    await waitFor(() => shop.received['payment.charge']?.length === 1, 'the charge sent');
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    const refused = await call(
+      shop,
+      'POST',
+      '/orders',
+      order(undefined, [{ productId: 'tea', quantity: 1 }]),
+    );
+    expect(refused.status).toBe(503);
+    expect(refused.body).toMatchObject({ code: 'ORDERS_BACKED_UP' });
+    shop.payments.delayMs = 0;
+    expect(await settled(shop, first)).toMatchObject({ status: 'confirmed' });
+    expect(
+      (await call(shop, 'POST', '/orders', order(undefined, [{ productId: 'tea', quantity: 1 }]))).status,
+    ).toBe(201);
   });
 });

@@ -47,7 +47,7 @@ export interface OrderRoutesDeps {
   readonly lookups: OrderLookups;
   /**
    * Whether the saga is behind (new orders are refused, 503, while it is), and how to ask whether an
-   * order still waits for its stock (its saga instance not yet past reserving).
+   * order is still pending (its saga instance not yet past charging).
    */
   readonly backlog?: {
     readonly waits: SagaBacklog;
@@ -266,13 +266,13 @@ const HISTORY_NAMES: Record<OrderEvent['type'], string> = {
 };
 
 /**
- * The saga is behind: an order taken now would wait for its stock behind those taken already, and
- * might reach its deadline first. Nothing is stored, the key is not spent: send it again later.
+ * The saga is behind: an order taken now would wait behind those taken already, and might reach
+ * its deadline first. Nothing is stored, the key is not spent: send it again later.
  */
 const behind = (forMs: number) =>
   new HttpProblemError(503, 'Orders are backed up', {
     detail:
-      'The shop is taking no new orders just now: those placed already are waiting too long for their stock. Nothing was stored; send the order again (with the same Idempotency-Key) after Retry-After seconds.',
+      'The shop is taking no new orders just now: those placed already are waiting too long to be confirmed. Nothing was stored; send the order again (with the same Idempotency-Key) after Retry-After seconds.',
     headers: { 'retry-after': String(Math.max(1, Math.ceil(forMs / 1000))) },
     extensions: { code: 'ORDERS_BACKED_UP' },
   });

@@ -21,7 +21,7 @@ describe('SagaBacklog', () => {
     expect(backlog.behindFor()).toBeUndefined();
     const at = place(3);
     clock.now += 60_000;
-    backlog.answered(at);
+    backlog.ended(at);
     expect(backlog.waiting).toBe(0);
     expect(backlog.behindFor()).toBeUndefined();
   });
@@ -32,7 +32,7 @@ describe('SagaBacklog', () => {
     let next = place(); // the oldest waiting, placed at this time
     for (let ms = 0; ms < 4000; ms += 20) {
       clock.now += 20;
-      backlog.answered(next);
+      backlog.ended(next);
       next = place(); // one answered, one placed: steady
     }
     expect(backlog.waiting).toBe(1);
@@ -47,7 +47,7 @@ describe('SagaBacklog', () => {
     expect(backlog.behindFor()).toBe(20);
     // Answers go on at their rate: orders are taken again once the queue is short enough.
     clock.now += 20;
-    backlog.answered(next);
+    backlog.ended(next);
     expect(backlog.waiting).toBe(50);
     expect(backlog.foretold()).toBe(1000);
     expect(backlog.behindFor()).toBeUndefined();
@@ -60,7 +60,7 @@ describe('SagaBacklog', () => {
     const second = place();
     clock.now += 10;
     place();
-    backlog.answered(second);
+    backlog.ended(second);
     expect(backlog.waiting).toBe(1);
   });
 
@@ -80,7 +80,7 @@ describe('SagaBacklog', () => {
     const { backlog, clock, place } = backlogAt(1000);
     for (let i = 0; i < 30; i++) {
       clock.now += 100;
-      backlog.answered(place()); // 10 a second, each answered at once
+      backlog.ended(place()); // 10 a second, each answered at once
     }
     clock.now += 1;
     place(500);
@@ -97,7 +97,7 @@ describe('SagaBacklog', () => {
     expect(backlog.minWaitMs).toBe(200);
     for (let i = 0; i < 30; i++) {
       clock.now += 100;
-      backlog.answered(clock.now);
+      backlog.ended(clock.now);
     }
     clock.now += 1;
     const burst = clock.now;
@@ -109,7 +109,7 @@ describe('SagaBacklog', () => {
     expect(backlog.oldestWait()).toBe(200);
     expect(backlog.behindFor()).toBe(5000);
     // Answered: taken again.
-    backlog.answered(burst);
+    backlog.ended(burst);
     expect(backlog.oldestWait()).toBe(0);
     expect(backlog.behindFor()).toBeUndefined();
   });
@@ -119,7 +119,7 @@ describe('SagaBacklog', () => {
     const { backlog, clock, place } = backlogAt(1000);
     place(100);
     clock.now += 900;
-    backlog.answered(clock.now - 5000);
+    backlog.ended(clock.now - 5000);
     expect(backlog.foretold()).toBe(100); // 100 waiting, one answer in 1 ms
     clock.now += 1000;
     expect(backlog.foretold()).toBe(100_000); // still only one, over 1 s
@@ -128,7 +128,7 @@ describe('SagaBacklog', () => {
   it('forgets answers older than its window', () => {
     const { backlog, clock, place } = backlogAt(1000);
     for (let i = 0; i < 10; i++) {
-      backlog.answered(clock.now - 1);
+      backlog.ended(clock.now - 1);
       clock.now += 100;
     }
     place(10);
@@ -144,8 +144,8 @@ describe('SagaBacklog', () => {
   it('ignores a placing time that is not a number', () => {
     const { backlog, place } = backlogAt(1000);
     place();
-    backlog.answered(Number.NaN);
-    backlog.answered(Number.POSITIVE_INFINITY);
+    backlog.ended(Number.NaN);
+    backlog.ended(Number.POSITIVE_INFINITY);
     expect(backlog.waiting).toBe(1);
     expect(backlog.foretold()).toBe(0);
   });
@@ -155,7 +155,7 @@ describe('SagaBacklog', () => {
     for (let i = 0; i < 10_000; i++) {
       const at = place();
       clock.now += 1;
-      backlog.answered(at);
+      backlog.ended(at);
     }
     expect(backlog.waiting).toBe(0);
     expect(backlog.behindFor()).toBeUndefined();

@@ -27,8 +27,8 @@ export interface OrdersServiceOptions {
   /** Time until a still-pending order is cancelled with reason `timeout`. @default 30_000 */
   readonly sagaTimeoutMs?: number;
   /**
-   * New orders are refused (503, `Retry-After`) while one placed now would wait longer than this for
-   * its stock to be reserved: the saga is behind (see `SagaBacklog`). @default a third of `sagaTimeoutMs`
+   * New orders are refused (503, `Retry-After`) while one placed now would wait longer than this to
+   * be confirmed or cancelled: the saga is behind (see `SagaBacklog`). @default half `sagaTimeoutMs`
    */
   readonly backlogLimitMs?: number;
   /** @default stderr */
@@ -46,9 +46,9 @@ export async function startOrdersService(options: OrdersServiceOptions): Promise
   const { bus, store, outbox } = options;
   const commands = new CommandHandler(store, orderDecider);
   const timeoutMs = options.sagaTimeoutMs ?? DEFAULT_ORDER_SAGA_OPTIONS.timeoutMs;
-  const backlog = new SagaBacklog({ limitMs: options.backlogLimitMs ?? timeoutMs / 3 });
+  const backlog = new SagaBacklog({ limitMs: options.backlogLimitMs ?? timeoutMs / 2 });
   const saga = await startSaga(
-    createOrderSaga({ timeoutMs, reservationAnswered: (placedAt) => backlog.answered(placedAt) }),
+    createOrderSaga({ timeoutMs, orderEnded: (placedAt) => backlog.ended(placedAt) }),
     { outbox, ...(options.logger === undefined ? {} : { logger: options.logger }) },
   );
   // The saga's outcome, applied to the aggregate; each message once (transactional inbox).
@@ -104,10 +104,10 @@ export async function startOrdersService(options: OrdersServiceOptions): Promise
   const ferry = options.logger === undefined ? {} : { logger: options.logger };
   const app = Fastify({ ...ferryFastifyOptions(ferry), bodyLimit: 1_048_576 });
   ferryFastify(app, { ...ferry, health: { checks: { outbox: outbox.healthCheck() } } });
-  // An order waits for its stock until its saga instance (made by `order.created`) is past reserving.
+  // An order is pending until its saga instance (made by `order.created`) is past charging.
   const stillWaiting = async (orderId: string) => {
     const instance = await saga.get(orderId);
-    return instance === undefined || instance.status === 'reserving';
+    return instance === undefined || instance.status === 'reserving' || instance.status === 'charging';
   };
   orderRoutes(app, { store, outbox, commands, lookups, backlog: { waits: backlog, stillWaiting } });
   const url = await listen(app, options);
