@@ -99,12 +99,7 @@ export function orderRoutes(app: FastifyInstance, deps: OrderRoutesDeps): void {
             return;
           }
         }
-        const items = await priceItems(deps.lookups, body.userId, body.items);
-        // After the checks: an unknown user or product is the caller's to mend (422), busy or not.
-        const { backlog } = deps;
-        const behindFor = await backlog?.waits.behindForChecked((id) => backlog.stillWaiting(id));
-        if (behindFor !== undefined) throw behind(behindFor);
-        priced.set(request, { items, keyed });
+        priced.set(request, { items: await priceItems(deps.lookups, body.userId, body.items), keyed });
       },
     },
     async (request, reply) => {
@@ -118,7 +113,13 @@ export function orderRoutes(app: FastifyInstance, deps: OrderRoutesDeps): void {
       const command = { type: 'Place', userId: body.userId, items, paymentMethod } as const;
       const events = decideEvents(orderDecider, command, orderDecider.initialState());
       const state = fold(orderDecider, events);
-      const placedAt = deps.backlog?.waits.now();
+      // After the checks (an unknown user or product is the caller's to mend, 422, busy or not), and
+      // counted as pending from the moment it is let through, so that a burst let through at once
+      // cannot pass the cap on orders pending.
+      const { backlog } = deps;
+      const behindFor = await backlog?.waits.admit((orderId) => backlog.stillWaiting(orderId));
+      if (behindFor !== undefined) throw behind(behindFor);
+      const placedAt = backlog?.waits.now();
       try {
         // The order and the message that starts its saga commit together, or neither does.
         await outbox.append(orderStream(id), events, {
@@ -132,10 +133,11 @@ export function orderRoutes(app: FastifyInstance, deps: OrderRoutesDeps): void {
           ],
         });
       } catch (error) {
+        backlog?.waits.dropped();
         if (keyed === undefined || !isConcurrencyError(error)) throw error;
         return placedBefore(reply, id, asked);
       }
-      if (placedAt !== undefined) deps.backlog?.waits.placed(id, placedAt);
+      if (placedAt !== undefined) backlog?.waits.placed(id, placedAt);
       return reply
         .code(201)
         .header('location', `/orders/${id}`)

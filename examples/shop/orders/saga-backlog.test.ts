@@ -1,10 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import { SagaBacklog } from './saga-backlog.js';
 
-/** A backlog on a clock of the test's; refusing (by default) as soon as the oldest order waits at all. */
-function backlogAt(limitMs: number, minWaitMs = 1) {
+/**
+ * A backlog on a clock of the test's; refusing (by default) as soon as the oldest order waits at all,
+ * and with no cap on the orders pending unless given.
+ */
+function backlogAt(limitMs: number, minWaitMs = 1, minPending = 1_000_000) {
   const clock = { now: 1_000_000 };
-  const backlog = new SagaBacklog({ limitMs, minWaitMs, windowMs: 2000, now: () => clock.now });
+  const backlog = new SagaBacklog({ limitMs, minWaitMs, minPending, windowMs: 2000, now: () => clock.now });
   /** Places `n` orders at the clock's time, returning that time. */
   let ids = 0;
   const place = (n = 1) => {
@@ -93,7 +96,7 @@ describe('SagaBacklog', () => {
     // Answers came slowly because few orders came, not because the saga is slow: a burst it answers
     // promptly must be taken.
     const clock = { now: 1_000_000 };
-    const backlog = new SagaBacklog({ limitMs: 1000, now: () => clock.now });
+    const backlog = new SagaBacklog({ limitMs: 1000, minPending: 10_000, now: () => clock.now });
     expect(backlog.minWaitMs).toBe(200);
     for (let i = 0; i < 30; i++) {
       clock.now += 100;
@@ -169,6 +172,54 @@ describe('SagaBacklog', () => {
       expect(() => new SagaBacklog({ limitMs: 1000, windowMs: value })).toThrow(/windowMs/);
     },
   );
+
+  describe('the cap on orders pending: what an idle shop takes before any order tells how fast they end', () => {
+    it('takes minPending (128 by default) at once, then refuses the next for 1 s, waited or not', () => {
+      const clock = { now: 1_000_000 };
+      const backlog = new SagaBacklog({ limitMs: 15_000, now: () => clock.now });
+      expect(backlog.minPending).toBe(128);
+      for (let i = 0; i < 127; i++) backlog.placed(`o-${i}`, clock.now);
+      expect(backlog.behindFor()).toBeUndefined();
+      backlog.placed('o-127', clock.now);
+      expect(backlog.behindFor()).toBe(1000);
+    });
+
+    it('grows to as many orders as ended within the last limitMs, and shrinks back as those age', () => {
+      const { backlog, clock, place } = backlogAt(1000, 1000, 10);
+      for (let i = 0; i < 40; i++) {
+        clock.now += 10;
+        backlog.ended(place());
+      }
+      expect(backlog.pendingCap()).toBe(40);
+      clock.now += 1;
+      place(39);
+      expect(backlog.behindFor()).toBeUndefined();
+      place();
+      expect(backlog.behindFor()).toBe(1000);
+      clock.now += 900; // the first 30 endings are more than 1 s old
+      expect(backlog.pendingCap()).toBe(10);
+    });
+
+    it('counts an order let through (admit) as pending until placed or dropped: a burst let through at once keeps to the cap', async () => {
+      const { backlog, clock } = backlogAt(1000, 1, 3);
+      const none = async () => false;
+      const answers = await Promise.all(Array.from({ length: 5 }, () => backlog.admit(none)));
+      expect(answers.filter((a) => a === undefined)).toHaveLength(3);
+      expect(answers.filter((a) => a === 1000)).toHaveLength(2);
+      backlog.placed('o-1', clock.now);
+      backlog.placed('o-2', clock.now);
+      backlog.dropped();
+      expect(backlog.waiting).toBe(2);
+      const pending = async () => true;
+      expect(await backlog.admit(pending)).toBeUndefined();
+      expect(await backlog.admit(pending)).toBe(1000);
+    });
+
+    it('refuses a whole number of pending orders only', () => {
+      expect(() => new SagaBacklog({ limitMs: 1000, minPending: 0 })).toThrow(/minPending/);
+      expect(() => new SagaBacklog({ limitMs: 1000, minPending: 1.5 })).toThrow(/minPending/);
+    });
+  });
 
   describe('behindForChecked: asks whether the oldest order taken as waiting still is', () => {
     it('passes by orders found answered elsewhere (or cancelled), and takes orders again', async () => {

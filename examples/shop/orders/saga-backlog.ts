@@ -13,7 +13,10 @@
  * once one placed after it has. With no order ended for `windowMs` there is no rate: the wait of
  * the oldest order not ended stands for it. And the rate orders ended at is what the saga was asked
  * for, not all it can do: orders are refused only once the oldest of them has waited `minWaitMs` (a
- * fifth of the limit), so that a burst a saga carries out promptly is not taken for a backlog.
+ * fifth of the limit), so that a burst a saga carries out promptly is not taken for a backlog. Until
+ * orders end there is no telling how fast they can: an idle shop takes a burst of `minPending` (128)
+ * at most before any of it has ended, and at most as many orders pending as ended within the last
+ * `limitMs`, when that is more.
  *
  * Each process keeps its own: instances of orders compete for the saga's messages, so each hears of
  * a fair share of the orders that end, as the gateway gives each a fair share of the orders (and
@@ -36,6 +39,13 @@ export interface SagaBacklogOptions {
   readonly minWaitMs?: number;
   /** The span over which the rate orders end at is counted (ms, > 0). @default 2000 */
   readonly windowMs?: number;
+  /**
+   * Orders that may be pending here at once, at least (an integer > 0): more are refused while fewer
+   * than that many ended within the last `limitMs` (what the shop showed it carries out in that
+   * time). It bounds what an idle shop takes in a burst before any order of it ends and tells the
+   * rate. @default 128
+   */
+  readonly minPending?: number;
   /** Wall-clock time, ms since the epoch. @default Date.now */
   readonly now?: () => number;
 }
@@ -44,14 +54,19 @@ export class SagaBacklog {
   readonly limitMs: number;
   readonly minWaitMs: number;
   readonly windowMs: number;
+  readonly minPending: number;
   readonly #now: () => number;
   /** Orders placed here and when, oldest first; those up to `#head` have ended. */
   #placed: { readonly id: string; readonly at: number }[] = [];
   #head = 0;
+  /** Orders let through by {@link admit} and not yet placed or dropped. */
+  #placing = 0;
   /** When the last order heard of as ended was placed (orders end roughly in that order). */
   #frontier = Number.NEGATIVE_INFINITY;
   /** When orders were heard of as ended, within the last `windowMs`, oldest first. */
   #endings: number[] = [];
+  /** When orders were heard of as ended, within the last `limitMs`, oldest first. */
+  #endedLately: number[] = [];
   /** When the endings heard since the last spell of `windowMs` without any began to come. */
   #endingSince = 0;
   /** The oldest order found waiting still, and until when that is believed. */
@@ -67,6 +82,13 @@ export class SagaBacklog {
     this.limitMs = options.limitMs;
     this.minWaitMs = options.minWaitMs ?? options.limitMs / 5;
     this.windowMs = options.windowMs ?? 2000;
+    const minPending = options.minPending ?? 128;
+    if (!(Number.isSafeInteger(minPending) && minPending > 0)) {
+      throw new RangeError(
+        `SagaBacklog minPending must be a whole number above 0, not ${String(minPending)}`,
+      );
+    }
+    this.minPending = minPending;
     this.#now = options.now ?? Date.now;
   }
 
@@ -78,9 +100,27 @@ export class SagaBacklog {
     return this.#now();
   }
 
-  /** Order `id` was placed here at `at` (from {@link now}, before its commit). */
+  /**
+   * Order `id` was placed here at `at` (from {@link now}, before its commit); one let through by
+   * {@link admit} is no longer counted as placing.
+   */
   placed(id: string, at: number): void {
     this.#placed.push({ id, at });
+    if (this.#placing > 0) this.#placing--;
+  }
+
+  /** An order let through by {@link admit} was not placed after all. */
+  dropped(): void {
+    if (this.#placing > 0) this.#placing--;
+  }
+
+  /**
+   * {@link behindForChecked}, and when not behind the order is let through: counted as pending at
+   * once (until {@link placed} or {@link dropped}), so that a burst let through together cannot pass
+   * the cap on orders pending.
+   */
+  admit(stillWaiting: (orderId: string) => Promise<boolean>): Promise<number | undefined> {
+    return this.#checked(stillWaiting, true);
   }
 
   /** An order placed at `placedAt` (ms since the epoch) ended: confirmed or cancelled. */
@@ -90,6 +130,7 @@ export class SagaBacklog {
     const now = this.#now();
     if (this.#endings.length === 0) this.#endingSince = now;
     this.#endings.push(now);
+    this.#endedLately.push(now);
     this.passed(placedAt);
   }
 
@@ -114,7 +155,7 @@ export class SagaBacklog {
    */
   get waiting(): number {
     this.#forget();
-    return this.#placed.length - this.#head;
+    return this.#placed.length - this.#head + this.#placing;
   }
 
   /** The wait an order placed now would have until it ends, foretold, ms. */
@@ -136,11 +177,12 @@ export class SagaBacklog {
   }
 
   /**
-   * While behind (the oldest order waiting has waited `minWaitMs`, and one placed now is foretold to
-   * wait longer than `limitMs`): how long a client should wait before sending the order again, ms
-   * (at most 5 s); else undefined.
+   * While behind (as many orders pending as {@link pendingCap}; or the oldest has waited
+   * `minWaitMs` and one placed now is foretold to wait longer than `limitMs`): how long a client
+   * should wait before sending the order again, ms (1 s over the cap; at most 5 s); else undefined.
    */
   behindFor(): number | undefined {
+    if (this.waiting >= this.pendingCap()) return 1000;
     if (this.oldestWait() < this.minWaitMs) return undefined;
     const foretold = this.foretold();
     return foretold > this.limitMs ? Math.min(foretold - this.limitMs, 5000) : undefined;
@@ -156,11 +198,23 @@ export class SagaBacklog {
    * for 250 ms, so that a backlog costs one question a quarter second, not one a request. A question
    * that fails counts as waiting.
    */
-  async behindForChecked(stillWaiting: (orderId: string) => Promise<boolean>): Promise<number | undefined> {
+  behindForChecked(stillWaiting: (orderId: string) => Promise<boolean>): Promise<number | undefined> {
+    return this.#checked(stillWaiting, false);
+  }
+
+  async #checked(
+    stillWaiting: (orderId: string) => Promise<boolean>,
+    admit: boolean,
+  ): Promise<number | undefined> {
+    // Let through in the same turn as the answer is worked out: no other request's check between.
+    const settle = (behind: number | undefined) => {
+      if (behind === undefined && admit) this.#placing++;
+      return behind;
+    };
     for (let asked = 0; asked < 8; asked++) {
       const behind = this.behindFor();
       const oldest = this.oldest();
-      if (behind === undefined || oldest === undefined) return behind;
+      if (behind === undefined || oldest === undefined) return settle(behind);
       const believed = this.#waitingStill;
       if (believed?.id === oldest.id && believed.until > this.#now()) return behind;
       let waiting: boolean;
@@ -171,11 +225,17 @@ export class SagaBacklog {
       }
       if (waiting) {
         this.#waitingStill = { id: oldest.id, until: this.#now() + RECHECK_MS };
-        return this.behindFor();
+        return settle(this.behindFor());
       }
       this.passed(oldest.at);
     }
-    return this.behindFor();
+    return settle(this.behindFor());
+  }
+
+  /** Orders that may be pending here at once: `minPending`, or as many as ended within the last `limitMs`. */
+  pendingCap(): number {
+    this.#forget();
+    return Math.max(this.minPending, this.#endedLately.length);
   }
 
   #forget(): void {
@@ -189,5 +249,9 @@ export class SagaBacklog {
     let old = 0;
     while (old < this.#endings.length && (this.#endings[old] as number) <= since) old++;
     if (old > 0) this.#endings.splice(0, old);
+    const lately = this.#now() - this.limitMs;
+    let gone = 0;
+    while (gone < this.#endedLately.length && (this.#endedLately[gone] as number) <= lately) gone++;
+    if (gone > 0) this.#endedLately.splice(0, gone);
   }
 }

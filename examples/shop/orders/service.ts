@@ -31,6 +31,8 @@ export interface OrdersServiceOptions {
    * be confirmed or cancelled: the saga is behind (see `SagaBacklog`). @default half `sagaTimeoutMs`
    */
   readonly backlogLimitMs?: number;
+  /** Orders a process takes at once before any of them ends (see `SagaBacklog`'s `minPending`). @default 128 */
+  readonly backlogMinPending?: number;
   /** @default stderr */
   readonly logger?: Logger;
 }
@@ -46,7 +48,10 @@ export async function startOrdersService(options: OrdersServiceOptions): Promise
   const { bus, store, outbox } = options;
   const commands = new CommandHandler(store, orderDecider);
   const timeoutMs = options.sagaTimeoutMs ?? DEFAULT_ORDER_SAGA_OPTIONS.timeoutMs;
-  const backlog = new SagaBacklog({ limitMs: options.backlogLimitMs ?? timeoutMs / 2 });
+  const backlog = new SagaBacklog({
+    limitMs: options.backlogLimitMs ?? timeoutMs / 2,
+    ...(options.backlogMinPending === undefined ? {} : { minPending: options.backlogMinPending }),
+  });
   const saga = await startSaga(
     createOrderSaga({ timeoutMs, orderEnded: (placedAt) => backlog.ended(placedAt) }),
     { outbox, ...(options.logger === undefined ? {} : { logger: options.logger }) },
