@@ -194,7 +194,7 @@ export class SagaBacklog {
    * messages: with few orders, one may hear of none of its own orders' ends): left to what is heard
    * here, such an order would keep the shop refusing orders, and with none taken, none ending, for
    * good. One found no longer
-   * waiting is passed by and the next oldest asked, up to 8 a call; one found waiting is believed
+   * waiting is passed by and the next oldest asked, as many as it takes; one found waiting is believed
    * for 250 ms, so that a backlog costs one question a quarter second, not one a request. A question
    * that fails counts as waiting.
    */
@@ -211,7 +211,9 @@ export class SagaBacklog {
       if (behind === undefined && admit) this.#placing++;
       return behind;
     };
-    for (let asked = 0; asked < 8; asked++) {
+    // Not bounded a call: each order passed by is gone for good, so the questions asked over time
+    // are at most one an order placed (and one a quarter second while the oldest waits).
+    for (;;) {
       const behind = this.behindFor();
       const oldest = this.oldest();
       if (behind === undefined || oldest === undefined) return settle(behind);
@@ -229,7 +231,6 @@ export class SagaBacklog {
       }
       this.passed(oldest.at);
     }
-    return settle(this.behindFor());
   }
 
   /** Orders that may be pending here at once: `minPending`, or as many as ended within the last `limitMs`. */
