@@ -63,10 +63,13 @@ export class SagaBacklog {
   #placing = 0;
   /** When the last order heard of as ended was placed (orders end roughly in that order). */
   #frontier = Number.NEGATIVE_INFINITY;
-  /** When orders were heard of as ended, within the last `windowMs`, oldest first. */
+  /**
+   * When orders were heard of as ended, oldest first: from `#windowHead` on, those within the last
+   * `windowMs` (the rate); from `#latelyHead` on, those within the last `limitMs` (the cap).
+   */
   #endings: number[] = [];
-  /** When orders were heard of as ended, within the last `limitMs`, oldest first. */
-  #endedLately: number[] = [];
+  #windowHead = 0;
+  #latelyHead = 0;
   /** When the endings heard since the last spell of `windowMs` without any began to come. */
   #endingSince = 0;
   /** The oldest order found waiting still, and until when that is believed. */
@@ -128,9 +131,8 @@ export class SagaBacklog {
     if (!Number.isFinite(placedAt)) return;
     this.#forget();
     const now = this.#now();
-    if (this.#endings.length === 0) this.#endingSince = now;
+    if (this.#inWindow() === 0) this.#endingSince = now;
     this.#endings.push(now);
-    this.#endedLately.push(now);
     this.passed(placedAt);
   }
 
@@ -163,11 +165,12 @@ export class SagaBacklog {
     const waiting = this.waiting;
     if (waiting === 0) return 0;
     const now = this.#now();
-    if (this.#endings.length === 0) return this.oldestWait();
+    const inWindow = this.#inWindow();
+    if (inWindow === 0) return this.oldestWait();
     // Endings that began to come less than a window ago are counted over the time since (orders
     // ending again after a pause: the first of them foretell short waits, not long ones).
     const span = Math.max(1, Math.min(this.windowMs, now - this.#endingSince));
-    return (waiting / this.#endings.length) * span;
+    return (waiting / inWindow) * span;
   }
 
   /** How long the oldest order not ended has waited, ms (0 with none waiting). */
@@ -236,7 +239,12 @@ export class SagaBacklog {
   /** Orders that may be pending here at once: `minPending`, or as many as ended within the last `limitMs`. */
   pendingCap(): number {
     this.#forget();
-    return Math.max(this.minPending, this.#endedLately.length);
+    return Math.max(this.minPending, this.#endings.length - this.#latelyHead);
+  }
+
+  /** Endings heard within the last `windowMs` (as of the last `#forget`). */
+  #inWindow(): number {
+    return this.#endings.length - this.#windowHead;
   }
 
   #forget(): void {
@@ -246,13 +254,17 @@ export class SagaBacklog {
       this.#placed = this.#placed.slice(this.#head);
       this.#head = 0;
     }
-    const since = this.#now() - this.windowMs;
-    let old = 0;
-    while (old < this.#endings.length && (this.#endings[old] as number) <= since) old++;
-    if (old > 0) this.#endings.splice(0, old);
-    const lately = this.#now() - this.limitMs;
-    let gone = 0;
-    while (gone < this.#endedLately.length && (this.#endedLately[gone] as number) <= lately) gone++;
-    if (gone > 0) this.#endedLately.splice(0, gone);
+    const now = this.#now();
+    const endings = this.#endings;
+    while (this.#windowHead < endings.length && (endings[this.#windowHead] as number) <= now - this.windowMs)
+      this.#windowHead++;
+    while (this.#latelyHead < endings.length && (endings[this.#latelyHead] as number) <= now - this.limitMs)
+      this.#latelyHead++;
+    const gone = Math.min(this.#windowHead, this.#latelyHead);
+    if (gone > 1024 && gone * 2 > endings.length) {
+      this.#endings = endings.slice(gone);
+      this.#windowHead -= gone;
+      this.#latelyHead -= gone;
+    }
   }
 }
