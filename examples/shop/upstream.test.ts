@@ -252,6 +252,46 @@ describe('Upstream', () => {
     }
   });
 
+  it('sends a POST with an Idempotency-Key again, with its key, to another instance when its own has answered nothing for stallMs', async () => {
+    // Before, a POST /orders caught by a frozen orders instance waited for its time limit (10 s in
+    // the shop) and the client got a 504, though the key lets the other instance take it safely.
+    const frozen = await pausable();
+    const keys: (string | undefined)[] = [];
+    const healthy = createServer((request, response) => {
+      keys.push(request.headers['idempotency-key'] as string | undefined);
+      request.resume();
+      request.on('end', () =>
+        response.writeHead(201, { 'content-type': 'application/json' }).end('{"id":"o1"}'),
+      );
+    });
+    servers.push(healthy);
+    await new Promise<void>((resolve) => healthy.listen(0, '127.0.0.1', resolve));
+    const healthyUrl = `http://127.0.0.1:${(healthy.address() as AddressInfo).port}`;
+    const upstream = new Upstream('orders', [frozen.url, healthyUrl], { timeoutMs: 3000, stallMs: 300 });
+    try {
+      frozen.pause();
+      const started = performance.now();
+      const response = await upstream.request({
+        method: 'POST',
+        path: '/orders',
+        body: '{}',
+        headers: { 'content-type': 'application/json' },
+        idempotencyKey: 'k-1',
+      });
+      const took = performance.now() - started;
+      expect(response.status).toBe(201);
+      expect(response.body).toEqual({ id: 'o1' });
+      expect(frozen.paths().filter((path) => path !== PROBE_PATH)).toEqual(['/orders']);
+      expect(keys).toEqual(['k-1']);
+      expect(took).toBeGreaterThanOrEqual(290);
+      expect(took).toBeLessThan(1500);
+      // The frozen instance answering later changes nothing: the call is settled.
+      frozen.resume();
+    } finally {
+      await upstream.close();
+    }
+  });
+
   it('never sends a POST twice, and the GET sent again keeps to what is left of its time limit', async () => {
     const frozen = await pausable();
     const slow = await pausable(2000);

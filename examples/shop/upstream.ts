@@ -9,7 +9,8 @@
  * no caller's request while others answer. When every instance is passed over, the least busy is
  * taken anyway (and one instance alone always is). A request that
  * could not reach an instance (refused connection: it is restarting) moves on to the next one when
- * it is safe to repeat (a GET, or a POST with an idempotency key).
+ * it is safe to repeat (a GET, or a POST with an idempotency key); such a request left unanswered by
+ * an instance that has answered nothing for `stallMs` is sent to another one as well.
  */
 import {
   isCircuitOpenError,
@@ -131,7 +132,11 @@ export class Upstream {
     // have been carried out, and the key the client would add is one the caller cannot send again
     // to learn the outcome. (The gateway gives a key to every POST that creates something.)
     const base: RequestInit = safe ? init : { ...init, retry: false };
-    const hedge = (init.method === 'GET' || init.method === 'HEAD') && this.#clients.length > 1;
+    // A request with an Idempotency-Key too: the services take what its key names once, however many
+    // copies reach them (the shop's keyed POSTs: a copy finds what the first created).
+    const hedge =
+      (init.method === 'GET' || init.method === 'HEAD' || init.idempotencyKey !== undefined) &&
+      this.#clients.length > 1;
     const first = this.#leastBusy();
     // The error of an instance the request may have reached: the call fails with it, not with a
     // later instance's refusal, so that no caller reads "nothing was sent" into it.
@@ -175,10 +180,11 @@ export class Upstream {
   }
 
   /**
-   * A GET to the instance `at`; when it is unanswered and that instance has answered nothing for
-   * `stallMs` (a frozen process), the same GET goes to the least busy other instance answering as
-   * well, the first answer is taken and the other call aborted. The silent instance is passed over
-   * until a probe is answered. Only GETs (and HEADs): a POST sent twice could be taken twice.
+   * A GET (or a request with an Idempotency-Key) to the instance `at`; when it is unanswered and
+   * that instance has answered nothing for `stallMs` (a frozen process), the same request goes to
+   * the least busy other instance answering as well, the first answer is taken and the other call
+   * aborted. The silent instance is passed over until a probe is answered. Only GETs (and HEADs) and
+   * keyed requests: a POST without a key sent twice could be taken twice.
    */
   #hedged<T>(at: number, init: RequestInit, started: number, limit: number): Promise<ServiceResponse<T>> {
     return new Promise((resolve, reject) => {
