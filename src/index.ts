@@ -105,6 +105,7 @@ export {
   DEFAULT_DURABLE_IDEMPOTENCY_STORE_OPTIONS,
   type DurableIdempotencyStoreOptions,
 } from './http/server/durable-idempotency.js';
+export { headerLines } from './http/server/header-lines.js';
 export {
   type BreakerSource,
   createHealth,

@@ -9,6 +9,7 @@ import { connect } from 'node:net';
 import { silentLogger } from 'ferry';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startPaymentProvider } from '../payment-provider/provider.js';
+import { postWithHeaderLines } from '../raw-post.js';
 import { setup as startUsers } from '../users/test-kit.js';
 import { type Gateway, startGateway } from './gateway.js';
 
@@ -548,6 +549,39 @@ describe('the gateway', () => {
     expect((await shop.call('GET', `/users/${String(user.body?.id)}`, undefined, long)).status).toBe(200);
     expect((await shop.call('GET', '/products/green-tea', undefined, long)).status).toBe(400);
     expect((await shop.call('POST', '/orders/o-1/cancel', undefined, long)).status).toBe(202);
+  });
+
+  it('refuses with 400 IDEMPOTENCY_KEY_INVALID a key sent on two header lines, on the POSTs that create something: nothing reaches a service', async () => {
+    // Node joins the lines into one value (`K, K`): a key nobody sent, that named no order, so the
+    // order a client sent again with its key duplicated (by a proxy, a retry library) was placed and
+    // charged a second time.
+    const shop = await startShopFront();
+    const reachedBefore = shop.received.length;
+    const admin = ['authorization', 'Bearer admin-token'];
+    for (const [path, body, headers] of [
+      ['/orders', '{"userId":"u","items":[{"productId":"p","quantity":1}]}', []],
+      ['/users', '{"name":"Ada","email":"ada@example.com"}', []],
+      ['/products', '{"name":"P","price":1,"stock":1}', admin],
+    ] as const) {
+      for (const lines of [
+        ['idempotency-key', 'k-1', 'Idempotency-Key', 'k-1'],
+        ['idempotency-key', 'k-1', 'idempotency-key', 'k-2'],
+      ]) {
+        const refused = await postWithHeaderLines(`${shop.gateway.url}${path}`, body, [...headers, ...lines]);
+        expect(refused.status, `${path} ${lines.join(' ')}`).toBe(400);
+        expect(refused.type).toMatch(/^application\/problem\+json/);
+        expect(refused.body).toMatchObject({ code: 'IDEMPOTENCY_KEY_INVALID' });
+      }
+    }
+    expect(shop.received).toHaveLength(reachedBefore);
+    expect((await shop.users.events()).filter((e) => e.type === 'UserRegistered')).toEqual([]);
+    // One line holding a comma is one key.
+    const comma = await postWithHeaderLines(
+      `${shop.gateway.url}/users`,
+      '{"name":"Ada","email":"ada@example.com"}',
+      ['idempotency-key', 'k-1, k-1'],
+    );
+    expect(comma.status).toBe(201);
   });
 
   it("passes an Idempotency-Key to POST /users and POST /products, the client's or one it made and names in the answer: sent again with it, one user", async () => {

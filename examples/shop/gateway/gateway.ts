@@ -25,13 +25,12 @@ import {
   isCircuitOpenError,
   isFerryError,
   isHttpError,
-  isValidIdempotencyKey,
   type Logger,
   type ServiceResponse,
 } from 'ferry';
 import { ferryFastify, ferryFastifyOptions } from 'ferry/fastify';
 import { requireAdmin } from '../admin-token.js';
-import { invalidKey } from '../keyed-id.js';
+import { sentKey } from '../keyed-id.js';
 import { listen } from '../listen.js';
 import { nothingWasSent, Upstream } from '../upstream.js';
 import { firstDuplicateMember } from './duplicate-members.js';
@@ -217,9 +216,9 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     if (typeof request.headers['idempotency-key'] !== 'string') madeKeys.set(request, randomUUID());
   };
   const checkKey = async (request: FastifyRequest) => {
-    const sent = request.headers['idempotency-key'];
-    // Refused here, with what a key may hold: the services could not be sent it as it is.
-    if (typeof sent === 'string' && !isValidIdempotencyKey(sent)) throw invalidKey();
+    // Refused here, with what a key may hold (or sent on two lines): the services could not be
+    // sent it as it is.
+    sentKey(request);
   };
   const keyed = {
     onRequest: [makeKey, checkKey],

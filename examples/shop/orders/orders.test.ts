@@ -14,6 +14,7 @@ import {
 import { waitFor } from 'ferry/testing';
 import { afterEach, describe, expect, it } from 'vitest';
 import { shopContracts } from '../contracts.js';
+import { postWithHeaderLines } from '../raw-post.js';
 import { type OrdersService, startOrdersService } from './service.js';
 
 interface Shop {
@@ -497,6 +498,22 @@ describe('orders service', () => {
     const other = await call(shop, 'POST', '/orders', order('tok_chargeDeclined'), key);
     expect(other.status).toBe(422);
     expect(other.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+    expect(await storedOrders(shop.store)).toBe(1);
+  });
+
+  it('refuses with 400 a key sent on two header lines, placing nothing: read as one joined value it named no order', async () => {
+    const shop = await startShop();
+    const key = randomUUID();
+    expect((await call(shop, 'POST', '/orders', order(), { 'idempotency-key': key })).status).toBe(201);
+    for (const lines of [
+      ['idempotency-key', key, 'Idempotency-Key', key],
+      ['idempotency-key', key, 'idempotency-key', randomUUID()],
+    ]) {
+      const twice = await postWithHeaderLines(`${shop.url}/orders`, JSON.stringify(order()), lines);
+      expect(twice.status).toBe(400);
+      expect(twice.type).toMatch(/^application\/problem\+json/);
+      expect(twice.body).toMatchObject({ code: 'IDEMPOTENCY_KEY_INVALID' });
+    }
     expect(await storedOrders(shop.store)).toBe(1);
   });
 

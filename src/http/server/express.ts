@@ -213,6 +213,7 @@ export function ferryIdempotency(options: FerryIdempotencyOptions): RequestHandl
           method: req.method,
           url: req.originalUrl,
           headers: req.headers,
+          rawHeaders: req.rawHeaders,
           bodySha256: sha256,
           jsonSha256: jsonBodySha256(req.headers['content-type'], req.body),
           scope: options.scope?.(req),

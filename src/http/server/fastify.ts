@@ -251,6 +251,7 @@ function installIdempotency(
           method: request.method,
           url: request.url,
           headers: request.headers,
+          rawHeaders: request.raw.rawHeaders,
           bodySha256: state.hash.digest(),
           jsonSha256: state.jsonSha256,
           scope: scope?.(request),

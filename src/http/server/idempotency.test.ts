@@ -436,6 +436,26 @@ describe.each([
     expect(endpoints.calls).toBe(2);
   });
 
+  it('refuses a key sent on two header lines (read as one joined value, it would run the request again)', async () => {
+    await setup();
+    const first = await post('key-1', { sku: 'A' });
+    expect(first.status).toBe(201);
+    // Node joins the two lines into `key-1, key-1`: before, a key nobody sent, and a second call.
+    const twice = await rawPost(url, ['idempotency-key', 'key-1', 'Idempotency-Key', 'key-1'], { sku: 'A' });
+    expect(twice.status).toBe(400);
+    expect(twice.contentType).toMatch(/^application\/problem\+json/);
+    expect(twice.body).toMatchObject({ code: 'IDEMPOTENCY_KEY_INVALID' });
+    const different = await rawPost(url, ['idempotency-key', 'key-2', 'idempotency-key', 'key-3'], {
+      sku: 'A',
+    });
+    expect(different.status).toBe(400);
+    expect(endpoints.calls).toBe(1);
+    // One line holding a comma is one key.
+    const comma = await post('key-2, key-3', { sku: 'A' });
+    expect(comma.status).toBe(201);
+    expect(endpoints.calls).toBe(2);
+  });
+
   it('fingerprints a JSON body as its data: members in another order or spacing are the same body, an array in another order is not', async () => {
     await setup();
     const send = async (body: string) => {
@@ -549,6 +569,40 @@ async function startSlowExpress(charge: SlowCharge, ms: number, store = new Memo
   });
   app.use(ferryErrors({ logger: silent }));
   return listenNode(createServer(app), closers);
+}
+
+/** A POST of JSON `body` to `${url}/orders` with `headerLines` (name, value, …) sent as they are, repeats included. */
+function rawPost(
+  url: string,
+  headerLines: string[],
+  body: unknown,
+): Promise<{ status: number; contentType: string; body: unknown }> {
+  return new Promise((resolve, reject) => {
+    const call = httpRequest(
+      `${url}/orders`,
+      // Headers as a list, Host included: Node adds none to it.
+      {
+        method: 'POST',
+        headers: ['host', new URL(url).host, 'content-type', 'application/json', ...headerLines],
+      },
+      (response) => {
+        let text = '';
+        response.setEncoding('utf8');
+        response.on('data', (chunk: string) => {
+          text += chunk;
+        });
+        response.on('end', () =>
+          resolve({
+            status: response.statusCode ?? 0,
+            contentType: String(response.headers['content-type']),
+            body: JSON.parse(text),
+          }),
+        );
+      },
+    );
+    call.on('error', reject);
+    call.end(JSON.stringify(body));
+  });
 }
 
 async function postJson(url: string, key: string, body: unknown) {

@@ -5,6 +5,7 @@ import { InvalidOptionsError } from '../../errors/ferry-error.js';
 import { HTTP_HEADER } from '../headers.js';
 import { isJson } from '../response-body.js';
 import { canonicalJson } from './canonical-json.js';
+import { headerLines } from './header-lines.js';
 import { HttpProblemError } from './problem.js';
 import type { CapturedResponse } from './response-capture.js';
 
@@ -178,6 +179,12 @@ export interface IdempotentRequest {
   readonly url: string;
   readonly headers: IncomingHttpHeaders;
   /**
+   * The request's header lines as sent (Node's `rawHeaders`): with them, a key sent on more than one
+   * line is refused (400 `IDEMPOTENCY_KEY_INVALID`) instead of being read as the one value Node
+   * joins them into (`K, K`: a key nobody sent, whose request would run again). The adapters pass them.
+   */
+  readonly rawHeaders?: readonly string[] | undefined;
+  /**
    * SHA-256 of the raw body, hex ({@link sha256Hex} of an empty string when there is none): every
    * byte received, whoever reads them (the adapters see to it, see `maxHeldBodyBytes`).
    */
@@ -272,6 +279,15 @@ export class IdempotencyGuard {
 
   async begin(request: IdempotentRequest): Promise<IdempotencyDecision> {
     if (!this.applies(request.method, request.headers)) return { action: 'pass' };
+    if (request.rawHeaders !== undefined && headerLines(request.rawHeaders, HTTP_HEADER.idempotencyKey) > 1) {
+      return {
+        action: 'reject',
+        error: new HttpProblemError(400, undefined, {
+          detail: 'The Idempotency-Key header was sent more than once: send one key, on one line.',
+          extensions: { code: 'IDEMPOTENCY_KEY_INVALID' },
+        }),
+      };
+    }
     const key = parseIdempotencyKey(request.headers[HTTP_HEADER.idempotencyKey]);
     if (key === undefined) {
       return {

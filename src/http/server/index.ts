@@ -17,6 +17,7 @@ export {
   type FerryFastifyServerSettings,
   ferryFastifyOptions,
 } from './fastify-errors.js';
+export { headerLines } from './header-lines.js';
 export {
   type BreakerSource,
   createHealth,
