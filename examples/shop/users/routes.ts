@@ -28,13 +28,14 @@ import {
 export const newUser = z.strictObject({
   name: printable(z.string().trim().min(1).max(200)),
   email: z.string().trim().max(254).pipe(z.email()).refine(fitsMailLimits, {
-    message: 'Invalid email address: a local part of at most 64 characters, domain labels of at most 63',
+    message:
+      'Invalid email address: a local part of at most 64 characters, domain labels of at most 63 that neither start nor end with a hyphen',
   }),
 });
 
 /**
- * What no mail server takes (RFC 5321 4.5.3.1.1, RFC 1035 2.3.4), which z.email() lets through: a
- * local part over 64 octets, a domain label over 63.
+ * What no mail server takes (RFC 5321 4.5.3.1.1, RFC 1035 2.3.1 and 2.3.4), which z.email() lets
+ * through: a local part over 64 octets, a domain label over 63 or ending with a hyphen.
  */
 function fitsMailLimits(email: string): boolean {
   const at = email.lastIndexOf('@');
@@ -44,7 +45,7 @@ function fitsMailLimits(email: string): boolean {
     email
       .slice(at + 1)
       .split('.')
-      .every((label) => label.length <= 63)
+      .every((label) => label.length <= 63 && !label.startsWith('-') && !label.endsWith('-'))
   );
 }
 

@@ -112,6 +112,13 @@ describe('users', () => {
       // Past what mail allows: a local part of 65 characters, a domain label of 64.
       ['email with a long local part', { name: 'Ann', email: `${'x'.repeat(65)}@example.com` }],
       ['email with a long domain label', { name: 'Ann', email: `ann@${'b'.repeat(64)}.example.com` }],
+      // A domain label ends with a letter or digit (RFC 1035 2.3.1): z.email() refused only a hyphen first.
+      ['email with a domain label ending in a hyphen', { name: 'Ann', email: 'ann@example-.com' }],
+      [
+        'email with an inner domain label ending in a hyphen',
+        { name: 'Ann', email: 'ann@shop-.example.com' },
+      ],
+      ['email with a domain label starting with a hyphen', { name: 'Ann', email: 'ann@-example.com' }],
       ['missing name', { email: 'ann@example.com' }],
       ['missing email', { name: 'Ann' }],
       ['empty name', { name: '  ', email: 'ann@example.com' }],
