@@ -172,6 +172,18 @@ describe.each(harnesses)('framework errors from $name, on a raw connection', (ha
     expect((await sendRaw(url, get('/orders/1'))).status).toBe(200);
   });
 
+  it('answers CONNECT with 501, in either form of its target, and closes the connection', async () => {
+    // Node hands CONNECT to `connect` listeners only: with none, the connection was closed unanswered.
+    await start();
+    const { host } = new URL(url);
+    for (const target of [host, '/orders']) {
+      const answer = await sendRaw(url, `CONNECT ${target} HTTP/1.1\r\nhost: ${host}\r\n\r\n`);
+      expect(expectProblem(answer, 501)).toMatchObject({ title: 'Not Implemented' });
+      expect(answer.headers.connection).toBe('close');
+    }
+    expect((await sendRaw(url, get('/orders/1'))).status).toBe(200);
+  });
+
   it('answers a body cut short by the client with 400', async () => {
     await start();
     const answer = await sendRaw(
@@ -223,6 +235,19 @@ describe.each(harnesses)('framework errors from $name, on a raw connection', (ha
     // Fastify reads JSON as UTF-8 whatever the charset says; body-parser refuses what it cannot decode.
     if (harness.name === 'express') expectProblem(charset, 415);
     else expect(charset.status).toBe(200);
+  });
+});
+
+describe('ferryClientErrors and CONNECT', () => {
+  it('leaves CONNECT to a server that tunnels (a connect listener of its own)', async () => {
+    const server = createServer((_request, response) => response.end('{}'));
+    ferryClientErrors(server);
+    server.on('connect', (_request, socket) => {
+      socket.end('HTTP/1.1 200 Connection Established\r\n\r\n');
+    });
+    const url = await listenNode(server, closers);
+    const answer = await sendRaw(url, 'CONNECT example.com:443 HTTP/1.1\r\nhost: example.com:443\r\n\r\n');
+    expect(answer.status).toBe(200);
   });
 });
 
