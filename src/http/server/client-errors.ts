@@ -20,7 +20,7 @@ const installed = new WeakSet<Server>();
 /**
  * Answers what Node's HTTP parser refuses before any framework sees the request (headers too large
  * 431, a malformed request or a body cut short 400, a request too slow to arrive 408, an `Expect`
- * other than `100-continue` 417, an HTTP/1.1 request without `Host` 400, a `CONNECT` 501) with an
+ * other than `100-continue` 417, an HTTP/1.1 request without `Host` 400, a `CONNECT` 400) with an
  * `application/problem+json` document, as every other error answer, instead of Node's empty answer
  * (or Fastify's plain JSON). The response is written on the raw socket when it is still writable
  * and no response to an earlier request on it has started, then the connection is closed, as Node
@@ -65,19 +65,21 @@ export function ferryClientErrors(server: Server): void {
 
 /**
  * A `CONNECT` request (a tunnel through a proxy): Node hands it to `connect` listeners only, never
- * to the framework, and with none it closes the connection unanswered. Answered 501 (this server
- * opens no tunnels) with a problem document, then the connection is closed; a server that does
- * tunnel (a `connect` listener of its own) answers them itself.
+ * to the framework, and with none it closes the connection unanswered. Answered 400 with a problem
+ * document (the client's mistake: this server is no proxy; a 501 would count as the server's fault
+ * wherever 5xx answers raise alarms, and a 405 must name methods only the routes know), then the
+ * connection is closed; a server that does tunnel (a `connect` listener of its own) answers them
+ * itself.
  */
 function refuseTunnels(server: Server): void {
   const refuse = (_request: IncomingMessage, socket: Duplex) => {
     if (server.listenerCount('connect') > 1) return;
     if (socket.writable) {
       const body = renderProblem(
-        problem(501, undefined, { detail: 'This server opens no tunnels: CONNECT is not served.' }),
+        problem(400, undefined, { detail: 'This server is no proxy: CONNECT is not served.' }),
       );
       socket.end(
-        `HTTP/1.1 501 ${STATUS_CODES[501]}\r\n` +
+        `HTTP/1.1 400 ${STATUS_CODES[400]}\r\n` +
           `content-type: ${PROBLEM_CONTENT_TYPE}\r\n` +
           `content-length: ${Buffer.byteLength(body)}\r\n` +
           'connection: close\r\n\r\n' +

@@ -172,13 +172,15 @@ describe.each(harnesses)('framework errors from $name, on a raw connection', (ha
     expect((await sendRaw(url, get('/orders/1'))).status).toBe(200);
   });
 
-  it('answers CONNECT with 501, in either form of its target, and closes the connection', async () => {
+  it('answers CONNECT with 400, in either form of its target, and closes the connection', async () => {
     // Node hands CONNECT to `connect` listeners only: with none, the connection was closed unanswered.
     await start();
     const { host } = new URL(url);
     for (const target of [host, '/orders']) {
       const answer = await sendRaw(url, `CONNECT ${target} HTTP/1.1\r\nhost: ${host}\r\n\r\n`);
-      expect(expectProblem(answer, 501)).toMatchObject({ title: 'Not Implemented' });
+      expect(expectProblem(answer, 400)).toMatchObject({
+        detail: 'This server is no proxy: CONNECT is not served.',
+      });
       expect(answer.headers.connection).toBe('close');
     }
     expect((await sendRaw(url, get('/orders/1'))).status).toBe(200);
