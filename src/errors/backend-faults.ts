@@ -12,10 +12,12 @@
 const OUTAGE_CODES = new Set(['STORE_UNAVAILABLE', 'BROKER_UNAVAILABLE']);
 
 /**
- * What a request may be answered 503 for: an outage, or too many publishes waiting for the broker
- * (which a message's own handler may cause, publishing too much at once: the bus counts that one).
+ * What a request may be answered 503 for: an outage, too many publishes waiting for the broker
+ * (which a message's own handler may cause, publishing too much at once: the bus counts that one),
+ * or a SQLite file another connection kept locked longer than the store waits (`STORE_BUSY`: the
+ * write never began).
  */
-const UNAVAILABLE_CODES = new Set([...OUTAGE_CODES, 'PUBLISH_BUFFER_FULL']);
+const UNAVAILABLE_CODES = new Set([...OUTAGE_CODES, 'PUBLISH_BUFFER_FULL', 'STORE_BUSY']);
 
 /**
  * Codes that say a write failed for want of room: SQLite's `SQLITE_FULL` (better-sqlite3's

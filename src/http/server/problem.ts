@@ -428,7 +428,7 @@ function mapError(
  * request that made it: 504 when it timed out, 503 when a breaker, bulkhead or retry budget refused
  * it (with Retry-After when the breaker says when), 502 when the other service answered badly or
  * could not be reached (connection refused, reset, closed mid-answer); 503 too when this service's
- * own database or broker is unavailable (`STORE_UNAVAILABLE`, `BROKER_UNAVAILABLE`,
+ * own database or broker is unavailable (`STORE_UNAVAILABLE`, `STORE_BUSY`, `BROKER_UNAVAILABLE`,
  * `PUBLISH_BUFFER_FULL`), not a 500 that looks like a bug. The
  * detail names no service: the problem goes to the caller, the log line to the operator.
  *
