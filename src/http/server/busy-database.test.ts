@@ -8,6 +8,7 @@ import { createEventStore } from '../../connect/create-event-store.js';
 import { silentLogger } from '../../logging/logger.js';
 import { holdWriteLock } from '../../sqlite/fixtures/write-lock-holder.js';
 import { SqliteEventStoreBackend } from '../../sqlite/sqlite-backend.js';
+import { waitFor } from '../../testing/wait.js';
 import { ferryFastify } from './fastify.js';
 import { type Closers, listenFastify } from './fixtures/listen.js';
 
@@ -45,14 +46,7 @@ describe('a service whose SQLite file another process keeps locked', () => {
     expect(busy.statusCode).toBe(503);
     expect(busy.headers['content-type']).toBe('application/problem+json');
     expect(await busy.body.json()).toMatchObject({ status: 503, code: 'STORE_BUSY' });
-    await new Promise<void>((resolve) => {
-      const check = setInterval(() => {
-        if (holder.released()) {
-          clearInterval(check);
-          resolve();
-        }
-      }, 50);
-    });
+    await waitFor(holder.released, 'the other process to release the lock', 10_000);
     expect(await store.readStream('thing-1')).toEqual([]);
     const made = await request(`${url}/things`, { method: 'POST' });
     expect(made.statusCode).toBe(201);

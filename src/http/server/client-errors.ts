@@ -40,14 +40,7 @@ export function ferryClientErrors(server: Server): void {
     // A reset connection has nobody left to answer.
     if (error.code !== 'ECONNRESET' && socket.writable && !responseStarted(socket)) {
       const { status, detail } = CLIENT_ERRORS[error.code ?? ''] ?? MALFORMED;
-      const body = renderProblem(problem(status, undefined, { detail }));
-      socket.write(
-        `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\n` +
-          `content-type: ${PROBLEM_CONTENT_TYPE}\r\n` +
-          `content-length: ${Buffer.byteLength(body)}\r\n` +
-          'connection: close\r\n\r\n' +
-          body,
-      );
+      socket.write(rawProblemAnswer(status, detail));
     }
     socket.destroy(error);
   });
@@ -74,23 +67,24 @@ export function ferryClientErrors(server: Server): void {
 function refuseTunnels(server: Server): void {
   const refuse = (_request: IncomingMessage, socket: Duplex) => {
     if (server.listenerCount('connect') > 1) return;
-    if (socket.writable) {
-      const body = renderProblem(
-        problem(400, undefined, { detail: 'This server is no proxy: CONNECT is not served.' }),
-      );
-      socket.end(
-        `HTTP/1.1 400 ${STATUS_CODES[400]}\r\n` +
-          `content-type: ${PROBLEM_CONTENT_TYPE}\r\n` +
-          `content-length: ${Buffer.byteLength(body)}\r\n` +
-          'connection: close\r\n\r\n' +
-          body,
-      );
-    }
+    if (socket.writable) socket.end(rawProblemAnswer(400, 'This server is no proxy: CONNECT is not served.'));
     // Whatever the client sends after it is not read.
     socket.on('error', () => {});
     setTimeout(() => socket.destroy(), 1000).unref();
   };
   server.on('connect', refuse);
+}
+
+/** A whole answer, as written on a raw socket: a problem of `status`, and the connection closed after it. */
+function rawProblemAnswer(status: number, detail: string): string {
+  const body = renderProblem(problem(status, undefined, { detail }));
+  return (
+    `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\n` +
+    `content-type: ${PROBLEM_CONTENT_TYPE}\r\n` +
+    `content-length: ${Buffer.byteLength(body)}\r\n` +
+    'connection: close\r\n\r\n' +
+    body
+  );
 }
 
 /** Answers a request Node hands over with a problem of `status`, then closes the connection. */
