@@ -10,6 +10,7 @@ import { isHttpError } from '../errors.js';
 import { ferryContext, ferryErrors, ferryIdempotency } from './express.js';
 import { ferryFastify } from './fastify.js';
 import { listenFastify, listenNode } from './fixtures/listen.js';
+import { sendRaw } from './fixtures/raw-http.js';
 import {
   IdempotencyGuard,
   isReplayableStatus,
@@ -572,37 +573,19 @@ async function startSlowExpress(charge: SlowCharge, ms: number, store = new Memo
 }
 
 /** A POST of JSON `body` to `${url}/orders` with `headerLines` (name, value, …) sent as they are, repeats included. */
-function rawPost(
-  url: string,
-  headerLines: string[],
-  body: unknown,
-): Promise<{ status: number; contentType: string; body: unknown }> {
-  return new Promise((resolve, reject) => {
-    const call = httpRequest(
-      `${url}/orders`,
-      // Headers as a list, Host included: Node adds none to it.
-      {
-        method: 'POST',
-        headers: ['host', new URL(url).host, 'content-type', 'application/json', ...headerLines],
-      },
-      (response) => {
-        let text = '';
-        response.setEncoding('utf8');
-        response.on('data', (chunk: string) => {
-          text += chunk;
-        });
-        response.on('end', () =>
-          resolve({
-            status: response.statusCode ?? 0,
-            contentType: String(response.headers['content-type']),
-            body: JSON.parse(text),
-          }),
-        );
-      },
-    );
-    call.on('error', reject);
-    call.end(JSON.stringify(body));
-  });
+async function rawPost(url: string, headerLines: string[], body: unknown) {
+  const text = JSON.stringify(body);
+  const lines = [];
+  for (let i = 0; i < headerLines.length; i += 2) lines.push(`${headerLines[i]}: ${headerLines[i + 1]}\r\n`);
+  const answer = await sendRaw(
+    url,
+    `POST /orders HTTP/1.1\r\nhost: test\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(text)}\r\n${lines.join('')}\r\n${text}`,
+  );
+  return {
+    status: answer.status,
+    contentType: answer.headers['content-type'] ?? '',
+    body: JSON.parse(answer.body),
+  };
 }
 
 async function postJson(url: string, key: string, body: unknown) {
