@@ -60,17 +60,31 @@ export function ferryClientErrors(server: Server): void {
  * A `CONNECT` request (a tunnel through a proxy): Node hands it to `connect` listeners only, never
  * to the framework, and with none it closes the connection unanswered. Answered 400 with a problem
  * document (the client's mistake: this server is no proxy; a 501 would count as the server's fault
- * wherever 5xx answers raise alarms, and a 405 must name methods only the routes know), then the
- * connection is closed; a server that does tunnel (a `connect` listener of its own) answers them
- * itself.
+ * wherever 5xx answers raise alarms, and a 405 must name methods only the routes know) once the
+ * requests sent before it on the connection are answered, then the connection is closed; a server
+ * that does tunnel (a `connect` listener of its own) answers them itself.
  */
 function refuseTunnels(server: Server): void {
   const refuse = (_request: IncomingMessage, socket: Duplex) => {
     if (server.listenerCount('connect') > 1) return;
-    if (socket.writable) socket.end(rawProblemAnswer(400, 'This server is no proxy: CONNECT is not served.'));
     // Whatever the client sends after it is not read.
     socket.on('error', () => {});
-    setTimeout(() => socket.destroy(), 1000).unref();
+    // Requests sent before it on the connection (pipelined) are answered first, in order: a client
+    // reads answers in the order it sent its requests, and would take the 400 for an earlier one's.
+    const answer = () => {
+      if (socket.destroyed) return;
+      const earlier = (socket as { _httpMessage?: ServerResponse | null })._httpMessage;
+      if (earlier != null && !earlier.writableFinished) {
+        const next = () => setImmediate(answer);
+        earlier.once('finish', next);
+        earlier.once('close', next);
+        return;
+      }
+      if (socket.writable)
+        socket.end(rawProblemAnswer(400, 'This server is no proxy: CONNECT is not served.'));
+      setTimeout(() => socket.destroy(), 1000).unref();
+    };
+    answer();
   };
   server.on('connect', refuse);
 }

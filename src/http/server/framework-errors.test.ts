@@ -1,4 +1,5 @@
 import { createServer } from 'node:http';
+import { connect } from 'node:net';
 import express from 'express';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { ConstraintStrategy, HTTPVersion } from 'find-my-way';
@@ -184,6 +185,32 @@ describe.each(harnesses)('framework errors from $name, on a raw connection', (ha
       expect(answer.headers.connection).toBe('close');
     }
     expect((await sendRaw(url, get('/orders/1'))).status).toBe(200);
+  });
+
+  it('answers the requests pipelined before a CONNECT first, in order, then the CONNECT with 400', async () => {
+    // Before, the 400 went out at once, ahead of the answer to the POST sent before it: a client
+    // took it for the POST's answer ("refused, nothing done"), though the POST had run.
+    await start();
+    const { hostname, port } = new URL(url);
+    const received = await new Promise<string>((resolve, reject) => {
+      const socket = connect(Number(port), hostname);
+      let text = '';
+      socket.setEncoding('latin1');
+      socket.on('data', (chunk: string) => {
+        text += chunk;
+      });
+      socket.on('close', () => resolve(text));
+      socket.on('error', reject);
+      // The POST keeps the connection open; the CONNECT follows it on the same one.
+      const first = post('/orders', { 'content-type': 'application/json', 'content-length': 9 }, '{"sku":1}');
+      socket.write(
+        `${first.replace('connection: close\r\n', '')}CONNECT example.com:443 HTTP/1.1\r\nhost: example.com:443\r\n\r\n`,
+      );
+    });
+    const statuses = [...received.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => m[1]);
+    expect(statuses).toEqual(['200', '400']);
+    expect(received).toContain('{"sku":1}');
+    expect(received.indexOf('{"sku":1}')).toBeLessThan(received.indexOf('HTTP/1.1 400'));
   });
 
   it('answers a body cut short by the client with 400', async () => {
