@@ -75,9 +75,14 @@ function refuseTunnels(server: Server): void {
       if (socket.destroyed) return;
       const earlier = (socket as { _httpMessage?: ServerResponse | null })._httpMessage;
       if (earlier != null && !earlier.writableFinished) {
-        const next = () => setImmediate(answer);
-        earlier.once('finish', next);
-        earlier.once('close', next);
+        // Once, on whichever comes first: the answer sent, or its connection gone.
+        const next = () => {
+          earlier.off('finish', next);
+          earlier.off('close', next);
+          setImmediate(answer);
+        };
+        earlier.on('finish', next);
+        earlier.on('close', next);
         return;
       }
       if (socket.writable)
