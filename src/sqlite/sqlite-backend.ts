@@ -18,6 +18,7 @@ import type { DurableInboxOptions } from '../inbox/lease.js';
 import { UnitOfWorkUnsupportedError } from '../outbox/errors.js';
 import type { OutboxInsert } from '../outbox/storage.js';
 import { atEndOfTurn, endOfTurn } from '../time/end-of-turn.js';
+import { boundLimit } from './bound-limit.js';
 import { announceLeaseRelease, watchLeaseReleases } from './lease-releases.js';
 import { makeDirectory } from './make-directory.js';
 import { type AppendOutcome, appendRows, prepareAppendStatements } from './sqlite-append.js';
@@ -260,11 +261,11 @@ function prepareStatements(db: Database.Database) {
     ...prepareAppendStatements(db),
     ...prepareReadStream(db),
     readAfter: db.prepare<[bigint, number], EventRow>(
-      `SELECT ${EVENT_COLUMNS} FROM ferry_events WHERE position > ? ORDER BY position LIMIT ?`,
+      `SELECT ${EVENT_COLUMNS} FROM ferry_events WHERE position > ? ORDER BY position ${boundLimit()}`,
     ),
     readAfterTyped: db.prepare<[bigint, string, number], EventRow>(
       `SELECT ${EVENT_COLUMNS} FROM ferry_events
-       WHERE position > ? AND type IN (SELECT value FROM json_each(?)) ORDER BY position LIMIT ?`,
+       WHERE position > ? AND type IN (SELECT value FROM json_each(?)) ORDER BY position ${boundLimit()}`,
     ),
     horizon: db.prepare<[], bigint>('SELECT coalesce(max(position), 0) FROM ferry_events').pluck(),
     countAfter: db.prepare<[bigint], bigint>('SELECT count(*) FROM ferry_events WHERE position > ?').pluck(),
@@ -294,7 +295,7 @@ function prepareStatements(db: Database.Database) {
        VALUES (?, ?, ?, ?, ?, ?)`,
     ),
     listParked: db.prepare<[string, number], ParkedRow>(
-      'SELECT * FROM ferry_parked WHERE subscription = ? ORDER BY position LIMIT ?',
+      `SELECT * FROM ferry_parked WHERE subscription = ? ORDER BY position ${boundLimit()}`,
     ),
     unpark: db.prepare<[string, bigint]>('DELETE FROM ferry_parked WHERE subscription = ? AND position = ?'),
     loadSnapshot: db.prepare<[string], SnapshotRow>('SELECT * FROM ferry_snapshots WHERE stream_id = ?'),

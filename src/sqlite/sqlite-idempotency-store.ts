@@ -12,6 +12,7 @@ import {
 } from '../http/server/durable-idempotency.js';
 import type { IdempotencyBeginResult, IdempotencyStore, StoredResponse } from '../http/server/idempotency.js';
 import { atEndOfTurn, endOfTurn } from '../time/end-of-turn.js';
+import { boundLimit } from './bound-limit.js';
 import { DEFAULT_BUSY_TIMEOUT_MS, whileBusy } from './store-busy.js';
 import { type CommitSync, SYNCED_IN_COMMIT } from './wal-sync.js';
 import { withoutDiskSync } from './without-disk-sync.js';
@@ -147,7 +148,7 @@ export class SqliteIdempotencyStore implements IdempotencyStore {
     this.#abandon = db.prepare(`DELETE FROM ferry_idempotency WHERE ${held}`);
     this.#cleanUp = db.prepare(
       `DELETE FROM ferry_idempotency WHERE rowid IN
-         (SELECT rowid FROM ferry_idempotency WHERE expires_at <= ? LIMIT ?)`,
+         (SELECT rowid FROM ferry_idempotency WHERE expires_at <= ? ${boundLimit()})`,
     );
   }
 

@@ -10,6 +10,7 @@ import type {
   SagaStatus,
   StorageTransaction,
 } from '../outbox/storage.js';
+import { boundLimit } from './bound-limit.js';
 import {
   deliverable,
   held,
@@ -68,7 +69,9 @@ function prepareStatements(db: Database.Database) {
   );
   const oldestOfKind = kinds.map((query) =>
     db
-      .prepare<[{ owner: string; now: number; limit: number }], bigint>(`${query} ORDER BY 1 LIMIT @limit`)
+      .prepare<[{ owner: string; now: number; limit: number }], bigint>(
+        `${query} ORDER BY 1 ${boundLimit('@limit')}`,
+      )
       .pluck(),
   );
   const lease = db.prepare<[{ owner: string; until: number; seqs: string }], OutboxDbRow>(
@@ -106,7 +109,7 @@ function prepareStatements(db: Database.Database) {
        WHERE lease_owner = ? AND seq = ? AND state = 'pending'`,
     ),
     failed: db.prepare<[number], OutboxDbRow>(
-      `SELECT ${OUTBOX_COLUMNS} FROM ferry_outbox WHERE state = 'failed' ORDER BY seq LIMIT ?`,
+      `SELECT ${OUTBOX_COLUMNS} FROM ferry_outbox WHERE state = 'failed' ORDER BY seq ${boundLimit()}`,
     ),
     redrive: db.prepare<[number, string]>(
       `UPDATE ferry_outbox SET state = 'pending', due_at = ?, attempts = 0, lease_owner = NULL, lease_until = NULL
@@ -132,15 +135,15 @@ function prepareStatements(db: Database.Database) {
     scheduled: db.prepare<[{ now: number; limit: number; key: string | null }], OutboxDbRow>(
       `SELECT ${OUTBOX_COLUMNS} FROM ferry_outbox
        WHERE state = 'pending' AND ${SCHEDULED} AND due_at > @now AND (@key IS NULL OR key = @key)
-       ORDER BY due_at, seq LIMIT @limit`,
+       ORDER BY due_at, seq ${boundLimit('@limit')}`,
     ),
     pruneHandled: db.prepare<[number, number]>(
       `DELETE FROM ferry_inbox_done WHERE rowid IN (
-         SELECT rowid FROM ferry_inbox_done WHERE handled_at < ? ORDER BY handled_at LIMIT ?)`,
+         SELECT rowid FROM ferry_inbox_done WHERE handled_at < ? ORDER BY handled_at ${boundLimit()})`,
     ),
     sagas: db.prepare<[{ saga: string; status: string | null; limit: number }], SagaDbRow>(
       `SELECT ${SAGA_COLUMNS} FROM ferry_sagas WHERE saga = @saga AND (@status IS NULL OR status = @status)
-       ORDER BY updated_at, id LIMIT @limit`,
+       ORDER BY updated_at, id ${boundLimit('@limit')}`,
     ),
     dataVersion: db.prepare<[], bigint>('PRAGMA data_version').pluck(),
   };

@@ -1,5 +1,6 @@
 import type Database from 'better-sqlite3';
 import type { ReadStreamOptions, RecordedEvent } from '../eventstore/types.js';
+import { boundLimit } from './bound-limit.js';
 
 /** A row of `ferry_events`, integers as bigint (`defaultSafeIntegers`). */
 export interface EventRow {
@@ -24,10 +25,10 @@ export interface ReadStreamStatements {
 export function prepareReadStream(db: Database.Database): ReadStreamStatements {
   return {
     readForward: db.prepare<[string, number, number], EventRow>(
-      `SELECT ${EVENT_COLUMNS} FROM ferry_events WHERE stream_id = ? AND version >= ? ORDER BY version LIMIT ?`,
+      `SELECT ${EVENT_COLUMNS} FROM ferry_events WHERE stream_id = ? AND version >= ? ORDER BY version ${boundLimit()}`,
     ),
     readBackward: db.prepare<[string, number, number], EventRow>(
-      `SELECT ${EVENT_COLUMNS} FROM ferry_events WHERE stream_id = ? AND version <= ? ORDER BY version DESC LIMIT ?`,
+      `SELECT ${EVENT_COLUMNS} FROM ferry_events WHERE stream_id = ? AND version <= ? ORDER BY version DESC ${boundLimit()}`,
     ),
   };
 }
