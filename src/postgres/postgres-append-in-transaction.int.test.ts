@@ -98,6 +98,52 @@ describe('appendInTransaction on the PostgreSQL backend', () => {
   });
 });
 
+describe('appendInTransaction: an append sent again', () => {
+  it('returns the first result when every event is stored, refuses one with some stored, and the transaction goes on', async () => {
+    const { store, backend, client } = await openStore();
+    const first = [ok(), ok()];
+    await client.query('BEGIN');
+    const stored = await backend.appendInTransaction(client, 'again', first, 'no_stream');
+    // Sent again in the same transaction, then with another expected version: the first result.
+    expect(await backend.appendInTransaction(client, 'again', first, 'no_stream')).toEqual(stored);
+    expect(await backend.appendInTransaction(client, 'again', [first[1]!], 7)).toEqual(stored);
+    const some = await backend
+      .appendInTransaction(client, 'again', [first[0]!, ok()], 1)
+      .catch((e: unknown) => e);
+    expect((some as { code?: string }).code).toBe('DUPLICATE_EVENT_ID');
+    // Nothing of it aborted the transaction: a new event goes on and everything commits.
+    const next = await backend.appendInTransaction(client, 'again', [ok()], 1);
+    await client.query('COMMIT');
+    expect(next.nextExpectedVersion).toBe(2);
+    expect((await store.readStream('again')).map((e) => e.id)).toEqual([
+      ...first.map((e) => e.id),
+      expect.any(String),
+    ]);
+    // Committed, then sent again in another transaction: the first result still.
+    await client.query('BEGIN');
+    expect(await backend.appendInTransaction(client, 'again', first, 'no_stream')).toEqual(stored);
+    await client.query('COMMIT');
+    expect(await store.readStream('again')).toHaveLength(3);
+  });
+
+  it('appends new events in one statement on the events table (a unit of work waits for each)', async () => {
+    const { backend, client } = await openStore();
+    const texts: string[] = [];
+    const query = client.query.bind(client);
+    // Every statement the append sends on the caller's client.
+    client.query = ((config: unknown, ...rest: unknown[]) => {
+      texts.push(typeof config === 'string' ? config : String((config as { text?: string }).text));
+      return (query as (...args: unknown[]) => unknown)(config, ...rest);
+    }) as typeof client.query;
+    await client.query('BEGIN');
+    texts.length = 0;
+    await backend.appendInTransaction(client, 'one-trip', [ok()], 'no_stream');
+    await backend.appendInTransaction(client, 'one-trip', [ok(), ok()], 0);
+    await client.query('COMMIT');
+    expect(texts.filter((text) => /\.events\b/.test(text))).toHaveLength(2);
+  });
+});
+
 describe('appendInTransaction: positions within one transaction', () => {
   it('gives each result a bigint position, the last of the append, as EventStore.append does', async () => {
     const { store, backend, client } = await openStore();

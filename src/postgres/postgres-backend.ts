@@ -764,12 +764,6 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
     const ids = events.map((e) => e.id);
     const kind = typeof expected === 'number' ? 'exact' : expected;
     const exact = typeof expected === 'number' ? expected : null;
-    if (statement === this.#sql.appendInTransaction) {
-      // In the caller's transaction a unique violation aborts it, so a retried append (every id
-      // stored) could not be told from a conflict afterwards: look for its events first.
-      const settled = await this.#resolveConflict(db, streamId, ids, expected);
-      if (settled !== undefined) return settled;
-    }
     for (let attempt = 1; ; attempt++) {
       let rows: { position: bigint; version: bigint }[];
       try {
@@ -1334,10 +1328,15 @@ function arrayAppendStatements(s: string) {
     eventsInTransaction: { name: `ferry-events-in-tx-${s}`, text: `${tx} ${used}` } satisfies Statement,
     appendInTransaction: {
       name: `ferry-append-tx-${s}`,
+      // Nothing is written while any of the events is in the stream already (an append sent again):
+      // the caller then learns which it is with one more read, and the append of new events takes
+      // one round trip, not a read of its ids first. A unique violation would abort the caller's
+      // transaction.
       text: `${tx}, used AS (${used})${insert(
         '+ used.n',
         ', used',
-        ` AND used.n + cardinality($4::uuid[]) <= ${EVENTS_PER_TRANSACTION}`,
+        ` AND used.n + cardinality($4::uuid[]) <= ${EVENTS_PER_TRANSACTION}
+        AND NOT EXISTS (SELECT 1 FROM ${s}.events WHERE stream_id = $1 AND id = ANY($4::uuid[]))`,
       )}`,
     } satisfies Statement,
   };
