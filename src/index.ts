@@ -299,6 +299,7 @@ export {
   type OutboxStorage,
   type SagaRow,
   type SagaStatus,
+  type StorageAppendResult,
   type StorageTransaction,
 } from './outbox/storage.js';
 export {

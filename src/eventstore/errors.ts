@@ -10,10 +10,17 @@ export class ConcurrencyError extends FerryError {
   readonly expected: ExpectedVersion;
   /** Version of the stream's last event when the append was refused; -1 when the stream does not exist. */
   readonly actual: number;
-  constructor(streamId: string, expected: ExpectedVersion, actual: number) {
+  /** `detail`: what else the caller must know, added to the message. */
+  constructor(
+    streamId: string,
+    expected: ExpectedVersion,
+    actual: number,
+    options: { readonly detail?: string; readonly cause?: unknown } = {},
+  ) {
     super(
       'CONCURRENCY_CONFLICT',
-      `stream "${streamId}" is at version ${actual === -1 ? 'none (no stream)' : actual}, the append expected ${typeof expected === 'number' ? `version ${expected}` : expected}`,
+      `stream "${streamId}" is at version ${actual === -1 ? 'none (no stream)' : actual}, the append expected ${typeof expected === 'number' ? `version ${expected}` : expected}${options.detail === undefined ? '' : `: ${options.detail}`}`,
+      { cause: options.cause },
     );
     this.streamId = streamId;
     this.expected = expected;
@@ -26,10 +33,16 @@ export const isConcurrencyError = errorGuard<ConcurrencyError>('CONCURRENCY_CONF
 export class DuplicateEventIdError extends FerryError {
   readonly streamId: string;
   readonly ids: readonly string[];
-  constructor(streamId: string, ids: readonly string[]) {
+  /** `detail`: what else the caller must know, added to the message. */
+  constructor(
+    streamId: string,
+    ids: readonly string[],
+    options: { readonly detail?: string; readonly cause?: unknown } = {},
+  ) {
     super(
       'DUPLICATE_EVENT_ID',
-      `stream "${streamId}" already holds event ids ${ids.join(', ')} of this append, but not all of them`,
+      `stream "${streamId}" already holds event ids ${ids.join(', ')} of this append, but not all of them${options.detail === undefined ? '' : `: ${options.detail}`}`,
+      { cause: options.cause },
     );
     this.streamId = streamId;
     this.ids = ids;

@@ -17,6 +17,7 @@ import type {
   OutboxStorage,
   SagaRow,
   SagaStatus,
+  StorageAppendResult,
   StorageTransaction,
 } from './storage.js';
 
@@ -385,7 +386,7 @@ class MemoryTransaction implements StorageTransaction {
     streamId: string,
     events: readonly PreparedEvent[],
     expected: ExpectedVersion,
-  ): Promise<AppendResult> {
+  ): Promise<StorageAppendResult> {
     this.#open();
     const added = this.#added.get(streamId);
     const current = this.#events.currentVersion(streamId) + (added ?? 0);
@@ -393,7 +394,7 @@ class MemoryTransaction implements StorageTransaction {
       // Checked now as the database would (a retried append of stored ids is a no-op, duplicates and
       // version conflicts are refused), then checked again at commit against what landed meanwhile.
       const result = this.#events.checkAppend(streamId, events, expected);
-      if (result !== undefined) return result;
+      if (result !== undefined) return { ...result, repeated: true };
     } else {
       // The stream as this transaction sees it: the committed events and its own, as in a database.
       const visible = new Map((await this.readStream(streamId, {})).map((e) => [e.id, e]));
@@ -405,7 +406,7 @@ class MemoryTransaction implements StorageTransaction {
           const e = visible.get(id)!;
           if (last === undefined || e.version > last.version) last = e;
         }
-        return { nextExpectedVersion: last!.version, position: last!.position };
+        return { nextExpectedVersion: last!.version, position: last!.position, repeated: true };
       }
       if (seen.length > 0) throw new DuplicateEventIdError(streamId, seen);
       if (!expectedVersionHolds(expected, current)) throw new ConcurrencyError(streamId, expected, current);

@@ -109,6 +109,15 @@ export interface OutboxStorage {
   watch(listener: () => void): () => void;
 }
 
+/** What {@link StorageTransaction.append} did. */
+export interface StorageAppendResult extends AppendResult {
+  /**
+   * Every event was in the stream already (an append sent again): nothing was written, and the
+   * result is that of the latest of them. A storage that cannot tell leaves it out.
+   */
+  readonly repeated?: boolean;
+}
+
 /** The handle a unit of work writes through: every call joins the open transaction. */
 export interface StorageTransaction {
   /**
@@ -119,7 +128,7 @@ export interface StorageTransaction {
     streamId: string,
     events: readonly PreparedEvent[],
     expected: ExpectedVersion,
-  ): Promise<AppendResult>;
+  ): Promise<StorageAppendResult>;
   /**
    * The events of a stream as this transaction sees them: committed ones and its own appends, on the
    * transaction's own connection (no second pooled connection, which units of work in flight could

@@ -194,7 +194,26 @@ export class UnitOfWork<C extends Contracts = NoContracts> {
     this.#assertOpen();
     checkOptions('work.append', options, ['expectedVersion']);
     const prepared = prepareAppend(streamId, events, options.expectedVersion);
-    const result = await this.tx.append(streamId, prepared.events, prepared.expected);
+    const { repeated, ...result } = await this.tx.append(streamId, prepared.events, prepared.expected);
+    if (repeated === true) {
+      // Sent again: nothing was written. The events as stored (their versions, their data), not as
+      // sent this time, perhaps in another order or with other data.
+      const ids = new Set(prepared.events.map((e) => e.id));
+      const stored = (await this.tx.readStream(streamId, {})).filter((e) => ids.has(e.id));
+      return {
+        ...result,
+        events: stored.map(
+          (e): PendingEvent => ({
+            streamId,
+            version: e.version,
+            id: e.id,
+            type: e.type,
+            data: e.data,
+            metadata: e.metadata,
+          }),
+        ),
+      };
+    }
     const first = result.nextExpectedVersion - prepared.events.length + 1;
     return {
       ...result,

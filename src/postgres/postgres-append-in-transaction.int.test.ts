@@ -126,6 +126,32 @@ describe('appendInTransaction: an append sent again', () => {
     expect(await store.readStream('again')).toHaveLength(3);
   });
 
+  it('says, when a concurrent transaction appending the same events committed first, that PostgreSQL aborted the transaction', async () => {
+    const { store, backend, client } = await openStore();
+    const other = new pg.Client({ connectionString: postgresTestUrl() });
+    await other.connect();
+    cleanups.push(() => other.end());
+    const a = ok();
+    for (const [stream, second] of [
+      ['race-same', [a]],
+      ['race-some', [a, ok()]],
+    ] as const) {
+      await client.query('BEGIN');
+      await backend.appendInTransaction(client, stream, [a], 'any');
+      await other.query('BEGIN');
+      // Waits for the first transaction's rows, then meets them once it commits.
+      const waiting = backend.appendInTransaction(other, stream, [...second], 'any').catch((e: unknown) => e);
+      await sleep(200);
+      await client.query('COMMIT');
+      const error = (await waiting) as { code?: string; message?: string };
+      expect(error.code).toBe(stream === 'race-same' ? 'CONCURRENCY_CONFLICT' : 'DUPLICATE_EVENT_ID');
+      expect(error.message).toContain('PostgreSQL aborted this transaction: roll it back, then try again');
+      if (stream === 'race-same') expect(error.message).toContain('every event of this append was stored');
+      await other.query('ROLLBACK');
+      expect((await store.readStream(stream)).map((e) => e.id)).toEqual([a.id]);
+    }
+  });
+
   it('appends new events in one statement on the events table (a unit of work waits for each)', async () => {
     const { backend, client } = await openStore();
     const texts: string[] = [];

@@ -35,7 +35,7 @@ import type { DurableIdempotencyStoreOptions } from '../http/server/durable-idem
 import type { Inbox } from '../inbox/inbox.js';
 import type { DurableInboxOptions } from '../inbox/lease.js';
 import { type Logger, stderrLogger } from '../logging/logger.js';
-import type { OutboxCapable, OutboxInsert } from '../outbox/storage.js';
+import type { OutboxCapable, OutboxInsert, StorageAppendResult } from '../outbox/storage.js';
 import { endOfTurn } from '../time/end-of-turn.js';
 import { MAX_TIMER_MS } from '../time/max-timer.js';
 import { redactUrl } from '../url/redact-url.js';
@@ -620,7 +620,13 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
       try {
         const statement =
           events.length <= MAX_VALUES_ROWS ? this.#valuesStatement(events.length) : this.#sql.appendArrays;
-        const result = await this.#append(this.#db, statement, streamId, events, expected);
+        const { repeated: _, ...result } = await this.#append(
+          this.#db,
+          statement,
+          streamId,
+          events,
+          expected,
+        );
         if (result.position > this.#lastAppended) this.#lastAppended = result.position;
         this.#notifier?.notify();
         return result;
@@ -732,7 +738,7 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
     expected?: ExpectedVersion,
   ): Promise<AppendResult> {
     const prepared = prepareAppend(streamId, events, expected);
-    const result = await this.#append(
+    const { repeated: _, ...result } = await this.#append(
       db,
       this.#sql.appendInTransaction,
       streamId,
@@ -760,7 +766,7 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
     streamId: string,
     events: readonly PreparedEvent[],
     expected: ExpectedVersion,
-  ): Promise<AppendResult> {
+  ): Promise<StorageAppendResult> {
     const ids = events.map((e) => e.id);
     const kind = typeof expected === 'number' ? 'exact' : expected;
     const exact = typeof expected === 'number' ? expected : null;
@@ -793,18 +799,25 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
         if (statement === this.#sql.appendInTransaction) {
           // The error aborted the caller's transaction: nothing more can run in it, and the append
           // cannot go again. The writer it met has committed, so the pool sees what it wrote.
-          await this.#resolveConflict(this.#db, streamId, ids, expected);
-          throw new ConcurrencyError(streamId, expected, await this.#currentVersion(this.#db, streamId));
+          const options = { detail: ABORTED_BY_RACE, cause: error };
+          const found = await this.#resolveConflict(this.#db, streamId, ids, expected, options);
+          const current = await this.#currentVersion(this.#db, streamId);
+          throw new ConcurrencyError(
+            streamId,
+            expected,
+            current,
+            found === undefined ? options : { ...options, detail: `${STORED_BY_RACE}; ${ABORTED_BY_RACE}` },
+          );
         }
         const settled = await this.#resolveConflict(db, streamId, ids, expected);
-        if (settled !== undefined) return settled;
+        if (settled !== undefined) return { ...settled, repeated: true };
         // A concurrent writer took the version an 'any' append was about to use: go again.
         if (await goesAgainAfterLostRace(expected, constraint, attempt)) continue;
         throw new ConcurrencyError(streamId, expected, await this.#currentVersion(db, streamId));
       }
       if (rows.length === 0) {
         const settled = await this.#resolveConflict(db, streamId, ids, expected);
-        if (settled !== undefined) return settled;
+        if (settled !== undefined) return { ...settled, repeated: true };
         if (statement === this.#sql.appendInTransaction)
           await this.#assertRoomInTransaction(db, events.length);
         throw new ConcurrencyError(streamId, expected, await this.#currentVersion(db, streamId));
@@ -841,6 +854,7 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
     streamId: string,
     ids: readonly string[],
     _expected: ExpectedVersion,
+    errorOptions: { readonly detail?: string; readonly cause?: unknown } = {},
   ): Promise<AppendResult | undefined> {
     const { rows } = await db.query<{ id: string; version: bigint; position: bigint }>(
       this.#sql.existingIds,
@@ -851,6 +865,7 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
       throw new DuplicateEventIdError(
         streamId,
         rows.map((r) => r.id),
+        errorOptions,
       );
     // The latest of them: what their append returned, in whatever order they come again.
     const last = rows.reduce((a, b) => (BigInt(b.version) > BigInt(a.version) ? b : a));
@@ -1273,6 +1288,16 @@ const MAX_BATCHES_IN_FLIGHT = 1;
 const isLong = (append: QueuedAppend) => append.events.length > MAX_VALUES_ROWS;
 
 /** Parameters $2 (kind) and $3 (the exact version) against `cur.v`, the stream's current version. */
+/**
+ * Said of an append in the caller's transaction that met a concurrent transaction's rows (the same
+ * events, or the versions it was taking) once that one committed: PostgreSQL aborts the caller's
+ * transaction on the unique violation.
+ */
+const ABORTED_BY_RACE =
+  'another transaction appended to the stream while this one waited for it, and PostgreSQL aborted this transaction: roll it back, then try again';
+/** Said when that other transaction stored every event of the append (the same append, sent twice at once). */
+const STORED_BY_RACE = 'every event of this append was stored by that other transaction';
+
 const EXPECTED_CHECK = `CASE $2::text
         WHEN 'any' THEN true
         WHEN 'no_stream' THEN cur.v = -1

@@ -25,6 +25,7 @@ import type {
   OutboxStorage,
   SagaRow,
   SagaStatus,
+  StorageAppendResult,
   StorageTransaction,
 } from '../outbox/storage.js';
 import { type CancelTarget, cancelStatement } from './cancel-statement.js';
@@ -106,7 +107,7 @@ export interface PostgresOutboxOptions {
     streamId: string,
     events: readonly PreparedEvent[],
     expected: ExpectedVersion,
-  ) => Promise<AppendResult>;
+  ) => Promise<StorageAppendResult>;
   /** The type parsers of the caller's SQL (`work.query`), once the backend is open. */
   readonly ownSqlTypes?: () => CustomTypesConfig | undefined;
   /** The backend's read of one stream, on the unit of work's client. */
@@ -629,7 +630,7 @@ class PostgresStorageTransaction implements StorageTransaction {
     streamId: string,
     events: readonly PreparedEvent[],
     expected: ExpectedVersion,
-  ): Promise<AppendResult> {
+  ): Promise<StorageAppendResult> {
     const result = await this.#options.append(this.#open(), streamId, events, expected);
     if (this.lastPosition === undefined || result.position > this.lastPosition)
       this.lastPosition = result.position;

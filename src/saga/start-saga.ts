@@ -69,7 +69,7 @@ export interface RunningSaga<S extends string = string, D = unknown> {
   readonly name: string;
   /** One subscription per message type the saga handles. */
   readonly subscriptions: readonly Subscription[];
-  /** Instances, oldest first, optionally only the active or completed ones. @default all, up to 100 */
+  /** Instances, least recently updated first, optionally only the active or completed ones. @default all, up to 100 */
   instances(options?: {
     readonly status?: SagaStatus;
     readonly limit?: number;

@@ -1,6 +1,5 @@
 import type Database from 'better-sqlite3';
 import type {
-  AppendResult,
   ExpectedVersion,
   PreparedEvent,
   ReadStreamOptions,
@@ -11,7 +10,7 @@ import {
   UnitOfWorkOutcomeUnknownError,
   UnitOfWorkUnsupportedError,
 } from '../outbox/errors.js';
-import type { OutboxInsert, SagaRow, StorageTransaction } from '../outbox/storage.js';
+import type { OutboxInsert, SagaRow, StorageAppendResult, StorageTransaction } from '../outbox/storage.js';
 import { type AppendOutcome, appendRows, prepareAppendStatements } from './sqlite-append.js';
 import {
   INSERT_OUTBOX_ROW,
@@ -153,10 +152,14 @@ export class SqliteStorageTransaction implements StorageTransaction {
     streamId: string,
     events: readonly PreparedEvent[],
     expected: ExpectedVersion,
-  ): Promise<AppendResult> {
+  ): Promise<StorageAppendResult> {
     const outcome: AppendOutcome = this.#open().append(streamId, events, expected);
     this.appended ||= outcome.written;
-    return { nextExpectedVersion: outcome.nextExpectedVersion, position: outcome.position };
+    return {
+      nextExpectedVersion: outcome.nextExpectedVersion,
+      position: outcome.position,
+      ...(outcome.written ? {} : { repeated: true }),
+    };
   }
 
   /**

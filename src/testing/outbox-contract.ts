@@ -415,6 +415,41 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
         expect(await store.readStream('order-r')).toHaveLength(1);
       });
 
+      it('a work.append sent again returns the events as stored, whatever order or data they come in again', async () => {
+        const { store, outbox } = await setup();
+        const [a, b, c] = [uuidv7(), uuidv7(), uuidv7()];
+        const sent = [
+          { id: a, type: 'OrderPlaced', data: { n: 1 } },
+          { id: b, type: 'OrderPaid', data: { n: 2 } },
+        ];
+        const first = await outbox.unitOfWork((work) =>
+          work.append('order-again', sent, { expectedVersion: 'no_stream' }),
+        );
+        const again = await outbox.unitOfWork(async (work) => {
+          // Committed before this unit, sent again in another order and with other data.
+          const committed = await work.append('order-again', [
+            { id: b, type: 'OrderPaid', data: { n: 5 } },
+            { id: a, type: 'OrderPlaced', data: { n: 6 } },
+          ]);
+          // Appended in this unit, then sent again in it.
+          await work.append('order-again', [{ id: c, type: 'OrderShipped', data: { n: 3 } }]);
+          const own = await work.append('order-again', [{ id: c, type: 'OrderShipped', data: { n: 7 } }]);
+          return { committed, own };
+        });
+        const stored = await store.readStream('order-again');
+        const asStored = (ids: string[]) =>
+          stored
+            .filter((e) => ids.includes(e.id))
+            .map((e) => ({ version: e.version, id: e.id, type: e.type, data: e.data }));
+        expect(first.events.map((e) => e.version)).toEqual([0, 1]);
+        expect(again.committed.nextExpectedVersion).toBe(first.nextExpectedVersion);
+        expect(again.committed.events).toMatchObject(asStored([a, b]));
+        expect(again.committed.events.map((e) => e.data)).toEqual([{ n: 1 }, { n: 2 }]);
+        expect(again.own.events).toMatchObject(asStored([c]));
+        expect(again.own.events[0]?.data).toEqual({ n: 3 });
+        expect(stored.map((e) => e.id)).toEqual([a, b, c]);
+      });
+
       it('a work.append of ids stored already, earlier in the same unit or before it, returns what their append returned', async () => {
         const { store, outbox } = await setup();
         const [a, b, c] = [uuidv7(), uuidv7(), uuidv7()];
