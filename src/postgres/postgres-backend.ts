@@ -1287,7 +1287,6 @@ const MAX_BATCHES_IN_FLIGHT = 1;
 /** An append too long to share a batch. */
 const isLong = (append: QueuedAppend) => append.events.length > MAX_VALUES_ROWS;
 
-/** Parameters $2 (kind) and $3 (the exact version) against `cur.v`, the stream's current version. */
 /**
  * Said of an append in the caller's transaction that met a concurrent transaction's rows (the same
  * events, or the versions it was taking) once that one committed: PostgreSQL aborts the caller's
@@ -1298,6 +1297,7 @@ const ABORTED_BY_RACE =
 /** Said when that other transaction stored every event of the append (the same append, sent twice at once). */
 const STORED_BY_RACE = 'every event of this append was stored by that other transaction';
 
+/** Parameters $2 (kind) and $3 (the exact version) against `cur.v`, the stream's current version. */
 const EXPECTED_CHECK = `CASE $2::text
         WHEN 'any' THEN true
         WHEN 'no_stream' THEN cur.v = -1
