@@ -56,6 +56,7 @@ import { typedPoolWait } from './pool-wait.js';
 import { PostgresIdempotencyStore } from './postgres-idempotency-store.js';
 import { PostgresInbox } from './postgres-inbox.js';
 import { PostgresOutboxStorage } from './postgres-outbox.js';
+import { preparedStatement } from './prepared-statement.js';
 import { storeQuery } from './store-query.js';
 
 /** How long a statement waits for a free connection of the pool before STORE_UNAVAILABLE. */
@@ -884,7 +885,12 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
 
   /** {@link readStream} on a unit of work's client, which sees its own appends. */
   async #readStreamOn(db: Queryable, streamId: string, options: ReadStreamOptions): Promise<RecordedEvent[]> {
-    const { rows } = await db.query<EventRow>(...this.#readStreamStatement(streamId, options));
+    const [text, values] = this.#readStreamStatement(streamId, options);
+    const statement =
+      text === this.#sql.readStreamForward
+        ? this.#sql.readStreamForwardPrepared
+        : this.#sql.readStreamBackwardPrepared;
+    const { rows } = await db.query<EventRow>({ ...statement, values });
     return rows.map(toEvent);
   }
 
@@ -1370,14 +1376,19 @@ function arrayAppendStatements(s: string) {
 /** Every statement, with the schema name filled in once. */
 function statements(s: string) {
   const horizon = '(txid_snapshot_xmin(txid_current_snapshot()) << 16)';
+  const readStreamForward = `SELECT ${EVENT_COLUMNS} FROM ${s}.events WHERE stream_id = $1 AND version >= $2 ORDER BY version LIMIT $3`;
+  const readStreamBackward = `SELECT ${EVENT_COLUMNS} FROM ${s}.events WHERE stream_id = $1 AND version <= $2 ORDER BY version DESC LIMIT $3`;
   return {
     ...arrayAppendStatements(s),
     appendBatch: batchAppendStatement(s),
     appendBatchOutbox: batchOutboxStatement(s),
     existingIds: `SELECT id, version, position FROM ${s}.events WHERE stream_id = $1 AND id = ANY($2::uuid[]) ORDER BY version`,
     currentVersion: `SELECT COALESCE(max(version), -1) AS version FROM ${s}.events WHERE stream_id = $1`,
-    readStreamForward: `SELECT ${EVENT_COLUMNS} FROM ${s}.events WHERE stream_id = $1 AND version >= $2 ORDER BY version LIMIT $3`,
-    readStreamBackward: `SELECT ${EVENT_COLUMNS} FROM ${s}.events WHERE stream_id = $1 AND version <= $2 ORDER BY version DESC LIMIT $3`,
+    readStreamForward,
+    readStreamBackward,
+    // The same, prepared on each connection: a unit of work's reads, on its own connection.
+    readStreamForwardPrepared: preparedStatement(readStreamForward),
+    readStreamBackwardPrepared: preparedStatement(readStreamBackward),
     // The next events by position, whatever their horizon (a plain index range scan), and the horizon
     // beside them: the caller keeps those below it. Always one row, so the horizon comes back even
     // without events. A horizon condition inside the scan would make the planner sort the whole range.

@@ -1,3 +1,5 @@
+import { preparedStatement } from './prepared-statement.js';
+
 /** Columns of an outbox row as `OutboxRow` needs them. */
 const OUTBOX_COLUMNS = 'seq, id, key, envelope, state, attempts, created_at, due_at, last_error';
 const SAGA_COLUMNS = 'saga, id, state, version, status, updated_at';
@@ -92,25 +94,27 @@ export function outboxStatements(s: string) {
      * Sorted, so that two transactions locking the same keys take them in the same order. The sort
      * runs before the locks are taken: PostgreSQL evaluates volatile output expressions after ORDER BY.
      */
-    lockKeys: `SELECT pg_advisory_xact_lock(hashtextextended($1 || k, 0)) FROM unnest($2::text[]) AS k ORDER BY k`,
-    enqueue: `
+    lockKeys: preparedStatement(
+      `SELECT pg_advisory_xact_lock(hashtextextended($1 || k, 0)) FROM unnest($2::text[]) AS k ORDER BY k`,
+    ),
+    enqueue: preparedStatement(`
       INSERT INTO ${s}.outbox (id, key, envelope, created_at, due_at)
       SELECT m.id, m.key, m.envelope, m.created_at, m.due_at
       FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[])
         WITH ORDINALITY AS m(id, key, envelope, created_at, due_at, ord)
-      ORDER BY m.ord`,
-    cancel: `
+      ORDER BY m.ord`),
+    cancel: preparedStatement(`
       DELETE FROM ${s}.outbox WHERE id = ANY($1::text[]) AND state = 'pending' AND ${SCHEDULED} AND ${NOT_LEASED('$2')}
-      RETURNING id`,
-    markHandled: `
+      RETURNING id`),
+    markHandled: preparedStatement(`
       INSERT INTO ${s}.inbox_done (consumer, message_id, handled_at) VALUES ($1, $2, $3)
-      ON CONFLICT (consumer, message_id) DO NOTHING`,
-    loadSaga: `SELECT ${SAGA_COLUMNS} FROM ${s}.sagas WHERE saga = $1 AND id = $2`,
-    insertSaga: `
+      ON CONFLICT (consumer, message_id) DO NOTHING`),
+    loadSaga: preparedStatement(`SELECT ${SAGA_COLUMNS} FROM ${s}.sagas WHERE saga = $1 AND id = $2`),
+    insertSaga: preparedStatement(`
       INSERT INTO ${s}.sagas (saga, id, state, version, status, updated_at) VALUES ($1, $2, $3, $4, $5, $6)
-      ON CONFLICT (saga, id) DO NOTHING`,
-    updateSaga: `
+      ON CONFLICT (saga, id) DO NOTHING`),
+    updateSaga: preparedStatement(`
       UPDATE ${s}.sagas SET state = $3, version = $4, status = $5, updated_at = $6
-      WHERE saga = $1 AND id = $2 AND version = $7`,
+      WHERE saga = $1 AND id = $2 AND version = $7`),
   };
 }

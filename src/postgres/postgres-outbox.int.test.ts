@@ -127,6 +127,41 @@ describe('PostgreSQL outbox storage', () => {
     expect(await drain(storage, 'relay')).toEqual([kept.id]);
   });
 
+  it("sends a unit of work's own statements prepared: parsed and planned once per connection", async () => {
+    const backend = await open(newSchema(), 2);
+    const storage = backend.outboxStorage();
+    const names = await storage.transaction(async (tx) => {
+      await tx.markHandled('consumer', 'm-1', T0);
+      await tx.lock(['k']);
+      await tx.readStream('order-p', {});
+      await tx.readStream('order-p', { direction: 'backward' });
+      await tx.append('order-p', events('OrderPlaced'), 'no_stream');
+      await tx.enqueue([message('k')]);
+      await tx.cancel(['none'], T0);
+      await tx.saveSaga({ saga: 's', id: 'i', state: '{}', version: 1, status: 'active', updatedAt: T0 }, 0);
+      await tx.loadSaga('s', 'i');
+      await tx.saveSaga({ saga: 's', id: 'i', state: '{}', version: 2, status: 'active', updatedAt: T0 }, 1);
+      return tx.query('SELECT statement FROM pg_prepared_statements');
+    });
+    const prepared = names.map((row) => String(row.statement).replace(/\s+/g, ' '));
+    for (const part of [
+      'inbox_done (consumer, message_id, handled_at)',
+      'pg_advisory_xact_lock',
+      'version >= $2 ORDER BY version LIMIT',
+      'version <= $2 ORDER BY version DESC LIMIT',
+      '.outbox (id, key, envelope, created_at, due_at)',
+      '.outbox WHERE id = ANY($1::text[]) AND',
+      '.sagas (saga, id, state, version, status, updated_at)',
+      '.sagas WHERE saga = $1 AND id = $2',
+      'SET state = $3, version = $4',
+    ]) {
+      expect(
+        prepared.some((text) => text.includes(part)),
+        part,
+      ).toBe(true);
+    }
+  });
+
   it('keeps nothing when the work resolves after catching a failed statement (PostgreSQL aborted it)', async () => {
     const schema = newSchema();
     const backend = await open(schema);

@@ -711,15 +711,18 @@ class PostgresStorageTransaction implements StorageTransaction {
     if (messages.length === 0) return;
     const keys = [...new Set(messages.filter((m) => m.key !== m.id).map((m) => m.key))];
     if (keys.length > 0)
-      await client.query(this.#sql.lockKeys, [`ferry-outbox:${this.#options.schema}:`, keys]);
+      await client.query({ ...this.#sql.lockKeys, values: [`ferry-outbox:${this.#options.schema}:`, keys] });
     try {
-      await client.query(this.#sql.enqueue, [
-        messages.map((m) => m.id),
-        messages.map((m) => m.key),
-        messages.map((m) => m.envelope),
-        messages.map((m) => ms(m.createdAt)),
-        messages.map((m) => ms(m.dueAt)),
-      ]);
+      await client.query({
+        ...this.#sql.enqueue,
+        values: [
+          messages.map((m) => m.id),
+          messages.map((m) => m.key),
+          messages.map((m) => m.envelope),
+          messages.map((m) => ms(m.createdAt)),
+          messages.map((m) => ms(m.dueAt)),
+        ],
+      });
     } catch (error) {
       throw duplicateMessageId(error, messages) ?? error;
     }
@@ -729,7 +732,7 @@ class PostgresStorageTransaction implements StorageTransaction {
   async cancel(ids: readonly string[], now: number): Promise<string[]> {
     const client = this.#open();
     if (ids.length === 0) return [];
-    const { rows } = await client.query<{ id: string }>(this.#sql.cancel, [ids, ms(now)]);
+    const { rows } = await client.query<{ id: string }>({ ...this.#sql.cancel, values: [ids, ms(now)] });
     const deleted = new Set(rows.map((r) => r.id));
     return [...new Set(ids)].filter((id) => deleted.has(id));
   }
@@ -738,18 +741,21 @@ class PostgresStorageTransaction implements StorageTransaction {
   async lock(keys: readonly string[]): Promise<void> {
     const client = this.#open();
     if (keys.length === 0) return;
-    await client.query(this.#sql.lockKeys, [`ferry-lock:${this.#options.schema}:`, keys]);
+    await client.query({ ...this.#sql.lockKeys, values: [`ferry-lock:${this.#options.schema}:`, keys] });
   }
 
   async markHandled(consumer: string, messageId: string, now: number): Promise<boolean> {
     // ON CONFLICT waits for a concurrent transaction inserting the same mark, then does nothing
     // if it committed: exactly one of them gets true.
-    const result = await this.#open().query(this.#sql.markHandled, [consumer, messageId, ms(now)]);
+    const result = await this.#open().query({
+      ...this.#sql.markHandled,
+      values: [consumer, messageId, ms(now)],
+    });
     return result.rowCount === 1;
   }
 
   async loadSaga(saga: string, id: string): Promise<SagaRow | undefined> {
-    const { rows } = await this.#open().query<SagaDbRow>(this.#sql.loadSaga, [saga, id]);
+    const { rows } = await this.#open().query<SagaDbRow>({ ...this.#sql.loadSaga, values: [saga, id] });
     return rows[0] === undefined ? undefined : toSagaRow(rows[0]);
   }
 
@@ -759,8 +765,8 @@ class PostgresStorageTransaction implements StorageTransaction {
     // Neither statement raises on a conflict, so the transaction stays usable after the error.
     const result =
       expectedVersion === 0
-        ? await client.query(this.#sql.insertSaga, values)
-        : await client.query(this.#sql.updateSaga, [...values, expectedVersion]);
+        ? await client.query({ ...this.#sql.insertSaga, values })
+        : await client.query({ ...this.#sql.updateSaga, values: [...values, expectedVersion] });
     if (result.rowCount !== 1) throw new SagaConcurrencyError(row.saga, row.id, expectedVersion);
   }
 }
