@@ -162,6 +162,41 @@ describe('PostgreSQL outbox storage', () => {
     }
   });
 
+  it('prepares its statements again after SQL of a unit of work dropped them (DEALLOCATE)', async () => {
+    const backend = await open(newSchema(), 2);
+    const storage = backend.outboxStorage();
+    let n = 0;
+    const unit = (sql?: (tx: Parameters<Parameters<typeof storage.transaction>[0]>[0]) => Promise<unknown>) =>
+      storage.transaction(async (tx) => {
+        await tx.markHandled('consumer', `m-${++n}`, T0);
+        await tx.loadSaga('s', 'i');
+        await sql?.(tx);
+        await tx.append(`order-${n}`, events('OrderPlaced'), 'no_stream');
+      });
+    await unit();
+    // The caller's SQL: seen, and the store's statements are prepared again at their next use.
+    await unit((tx) => tx.query('DEALLOCATE ALL'));
+    await unit();
+    await unit((tx) => tx.query('deallocate prepare all'));
+    await unit();
+    // Sent past the unit's checks (a callback): the next statement finds its name gone and fails,
+    // and the units after it prepare again.
+    const failed = await unit(
+      (tx) =>
+        new Promise<void>((resolve, reject) => {
+          (tx.client as pg.PoolClient).query('DEALLOCATE ALL', (error) =>
+            error ? reject(error) : resolve(),
+          );
+        }),
+    ).catch((e: unknown) => e);
+    expect(failed).toMatchObject({ code: '26000' });
+    await unit();
+    await unit();
+    const c = await client();
+    const { rows } = await c.query(`SELECT count(*)::int AS n FROM "${backend.schema}".inbox_done`);
+    expect(rows[0].n).toBe(7);
+  });
+
   it('keeps nothing when the work resolves after catching a failed statement (PostgreSQL aborted it)', async () => {
     const schema = newSchema();
     const backend = await open(schema);

@@ -33,6 +33,7 @@ import { isConnectionFailure } from './connection-failure.js';
 import { duplicateMessageId } from './duplicate-message-id.js';
 import { Notifier } from './notifier.js';
 import { outboxStatements } from './postgres-outbox-sql.js';
+import { forgetPrepared, mayDropPrepared } from './prepared-statement.js';
 import { storeQuery } from './store-query.js';
 
 /** PostgreSQL's error for a statement cancelled (by a cancel request, or at `statement_timeout`). */
@@ -49,6 +50,9 @@ const CANCELLED_CONNECTION = new Error('a cancel request was sent for a statemen
  * own (DateStyle ISO and TimeZone UTC, set when it opened).
  */
 const RESET_SESSION_SETTINGS = 'RESET DateStyle; RESET TimeZone; RESET IntervalStyle';
+
+/** PostgreSQL: no prepared statement of that name on this connection. */
+const INVALID_STATEMENT_NAME = '26000';
 
 /** The server ended the session because its transaction sat idle too long (`idle_in_transaction_session_timeout`). */
 const endedIdle = (error: unknown): boolean => (error as { code?: unknown } | undefined)?.code === '25P03';
@@ -580,6 +584,8 @@ class PostgresStorageTransaction implements StorageTransaction {
         answer = await statement();
       } finally {
         if (this.#running === running) this.#running = undefined;
+        // The caller's SQL may have dropped the statements the store keeps prepared.
+        if (own && mayDropPrepared(text)) forgetPrepared(this.#raw);
       }
       // Answered after the unit failed (the cancel came too late, or the statement was the caller's
       // not cancelled): rolled back, whatever the answer says, unless that SQL ended the transaction.
@@ -601,6 +607,8 @@ class PostgresStorageTransaction implements StorageTransaction {
         this.connectionLost ??= error as Error;
         throw lostDuringUnit(error, text);
       }
+      // A prepared statement the server no longer has: prepared again by the next unit of work.
+      if ((error as { code?: unknown } | null)?.code === INVALID_STATEMENT_NAME) forgetPrepared(this.#raw);
       if (this.#failed === undefined && !isFerryError(error)) this.#failed = { error };
       throw error;
     });

@@ -16,3 +16,22 @@ export interface PreparedStatement {
 export function preparedStatement(text: string): PreparedStatement {
   return { name: `ferry-${createHash('sha256').update(text).digest('hex').slice(0, 32)}`, text };
 }
+
+/** Whether the text of a statement (a string or pg's query config) may drop prepared statements. */
+export function mayDropPrepared(statement: unknown): boolean {
+  const text = typeof statement === 'string' ? statement : (statement as { text?: unknown } | null)?.text;
+  return typeof text === 'string' && /\b(?:deallocate|discard)\b/i.test(text);
+}
+
+/**
+ * Makes pg prepare its named statements again on `client`'s connection, at their next use: after the
+ * caller's SQL ran `DEALLOCATE` in a unit of work, or once the server said one of them is gone
+ * (`26000`), pg would otherwise go on sending them by name, and every later statement of that
+ * connection failed. (pg keeps what it prepared in `connection.parsedStatements`.)
+ */
+export function forgetPrepared(client: unknown): void {
+  const connection = (client as { connection?: { parsedStatements?: unknown } } | null)?.connection;
+  if (connection !== undefined && typeof connection.parsedStatements === 'object') {
+    connection.parsedStatements = {};
+  }
+}
