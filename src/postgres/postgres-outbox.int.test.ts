@@ -162,25 +162,40 @@ describe('PostgreSQL outbox storage', () => {
     }
   });
 
-  it('prepares its statements again after SQL of a unit of work dropped them (DEALLOCATE)', async () => {
-    const backend = await open(newSchema(), 2);
+  it('keeps its prepared statements in step with the server, whatever SQL of a unit of work did to them', async () => {
+    const schema = newSchema();
+    const backend = await open(schema, 2);
     const storage = backend.outboxStorage();
     let n = 0;
-    const unit = (sql?: (tx: Parameters<Parameters<typeof storage.transaction>[0]>[0]) => Promise<unknown>) =>
-      storage.transaction(async (tx) => {
-        await tx.markHandled('consumer', `m-${++n}`, T0);
-        await tx.loadSaga('s', 'i');
-        await sql?.(tx);
-        await tx.append(`order-${n}`, events('OrderPlaced'), 'no_stream');
-      });
+    let ok = 0;
+    type Tx = Parameters<Parameters<typeof storage.transaction>[0]>[0];
+    const unit = (sql?: (tx: Tx) => Promise<unknown>) =>
+      storage
+        .transaction(async (tx) => {
+          await tx.markHandled('consumer', `m-${++n}`, T0);
+          await tx.loadSaga('s', 'i');
+          await sql?.(tx);
+          await tx.readStream(`order-${n}`, {});
+          await tx.append(`order-${n}`, events('OrderPlaced'), 'no_stream');
+        })
+        .then(() => ok++);
+    const ferryNames = async (tx: Tx) =>
+      (await tx.query("SELECT name FROM pg_prepared_statements WHERE name LIKE 'ferry-%' ORDER BY name")).map(
+        (row) => String(row.name),
+      );
     await unit();
-    // The caller's SQL: seen, and the store's statements are prepared again at their next use.
+    // Seen by the unit (each unit after it must work, as must the rest of this one): all of them
+    // dropped, one dropped, one taken by the caller's own PREPARE, and SQL that only names the words.
     await unit((tx) => tx.query('DEALLOCATE ALL'));
-    await unit();
     await unit((tx) => tx.query('deallocate prepare all'));
-    await unit();
-    // Sent past the unit's checks (a callback): the next statement finds its name gone and fails,
-    // and the units after it prepare again.
+    await unit(async (tx) => tx.query(`DEALLOCATE "${(await ferryNames(tx))[0]}"`));
+    await unit(async (tx) => tx.query(`DEALLOCATE ALL; PREPARE "${(await ferryNames(tx))[0]}" AS SELECT 1`));
+    await unit((tx) => tx.query("SELECT 'please deallocate the room' AS note, 1 AS discard"));
+    await unit((tx) => tx.query('DISCARD PLANS'));
+    for (let i = 0; i < 3; i++) await unit();
+    expect(ok).toBe(n);
+    // Past the unit's checks (a callback): its next statement finds its name gone and fails; the next
+    // unit on that connection prepares again.
     const failed = await unit(
       (tx) =>
         new Promise<void>((resolve, reject) => {
@@ -190,11 +205,17 @@ describe('PostgreSQL outbox storage', () => {
         }),
     ).catch((e: unknown) => e);
     expect(failed).toMatchObject({ code: '26000' });
-    await unit();
-    await unit();
+    // A column's type changed under the prepared statements: a unit fails on each connection that had
+    // prepared them, once, and the units after it work.
     const c = await client();
-    const { rows } = await c.query(`SELECT count(*)::int AS n FROM "${backend.schema}".inbox_done`);
-    expect(rows[0].n).toBe(7);
+    await c.query(`ALTER TABLE "${schema}".events ALTER COLUMN type TYPE varchar(1000)`);
+    const outcomes: unknown[] = [];
+    for (let i = 0; i < 6; i++) outcomes.push(await unit().catch((e: unknown) => e));
+    const refused = outcomes.filter((o) => typeof o !== 'number');
+    expect(refused.length).toBeLessThanOrEqual(2);
+    for (const error of refused) expect(error).toMatchObject({ code: '0A000' });
+    expect(typeof outcomes.at(-1)).toBe('number');
+    expect(typeof outcomes.at(-2)).toBe('number');
   });
 
   it('keeps nothing when the work resolves after catching a failed statement (PostgreSQL aborted it)', async () => {

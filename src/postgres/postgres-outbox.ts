@@ -33,7 +33,14 @@ import { isConnectionFailure } from './connection-failure.js';
 import { duplicateMessageId } from './duplicate-message-id.js';
 import { Notifier } from './notifier.js';
 import { outboxStatements } from './postgres-outbox-sql.js';
-import { forgetPrepared, mayDropPrepared } from './prepared-statement.js';
+import {
+  DEALLOCATE_FERRY_STATEMENTS,
+  forgetFerryPrepared,
+  markPreparedOutOfStep,
+  mayDropPrepared,
+  PREPARED_OUT_OF_STEP,
+  takePreparedOutOfStep,
+} from './prepared-statement.js';
 import { storeQuery } from './store-query.js';
 
 /** PostgreSQL's error for a statement cancelled (by a cancel request, or at `statement_timeout`). */
@@ -50,9 +57,6 @@ const CANCELLED_CONNECTION = new Error('a cancel request was sent for a statemen
  * own (DateStyle ISO and TimeZone UTC, set when it opened).
  */
 const RESET_SESSION_SETTINGS = 'RESET DateStyle; RESET TimeZone; RESET IntervalStyle';
-
-/** PostgreSQL: no prepared statement of that name on this connection. */
-const INVALID_STATEMENT_NAME = '26000';
 
 /** The server ended the session because its transaction sat idle too long (`idle_in_transaction_session_timeout`). */
 const endedIdle = (error: unknown): boolean => (error as { code?: unknown } | undefined)?.code === '25P03';
@@ -273,6 +277,15 @@ export class PostgresOutboxStorage implements OutboxStorage {
     const tx = new PostgresStorageTransaction(client, this.#sql, this.#options);
     try {
       await client.query('BEGIN');
+      if (takePreparedOutOfStep(client)) {
+        try {
+          await client.query(DEALLOCATE_FERRY_STATEMENTS);
+        } catch (error) {
+          markPreparedOutOfStep(client);
+          throw error;
+        }
+        forgetFerryPrepared(client);
+      }
       let result: T;
       try {
         result = await work(tx);
@@ -582,11 +595,16 @@ class PostgresStorageTransaction implements StorageTransaction {
       let answer: T;
       try {
         answer = await statement();
+      } catch (error) {
+        // The caller's SQL may have dropped some before it failed (DEALLOCATE is not rolled back).
+        if (own && mayDropPrepared(text)) markPreparedOutOfStep(this.#raw);
+        throw error;
       } finally {
         if (this.#running === running) this.#running = undefined;
-        // The caller's SQL may have dropped the statements the store keeps prepared.
-        if (own && mayDropPrepared(text)) forgetPrepared(this.#raw);
       }
+      // The caller's SQL may have dropped statements the store keeps prepared: all of them are
+      // dropped and prepared again at their next use (one round trip, only after such SQL).
+      if (own && mayDropPrepared(text)) await this.#prepareAgain();
       // Answered after the unit failed (the cancel came too late, or the statement was the caller's
       // not cancelled): rolled back, whatever the answer says, unless that SQL ended the transaction.
       if (this.#abandoned && this.#endedBySql === undefined) {
@@ -607,8 +625,9 @@ class PostgresStorageTransaction implements StorageTransaction {
         this.connectionLost ??= error as Error;
         throw lostDuringUnit(error, text);
       }
-      // A prepared statement the server no longer has: prepared again by the next unit of work.
-      if ((error as { code?: unknown } | null)?.code === INVALID_STATEMENT_NAME) forgetPrepared(this.#raw);
+      // The server's prepared statements and pg's record disagree: set right at the next unit of work.
+      if (PREPARED_OUT_OF_STEP.has(String((error as { code?: unknown } | null)?.code)))
+        markPreparedOutOfStep(this.#raw);
       if (this.#failed === undefined && !isFerryError(error)) this.#failed = { error };
       throw error;
     });
@@ -622,6 +641,16 @@ class PostgresStorageTransaction implements StorageTransaction {
   #open(): PoolClient {
     this.#assertUsable();
     return this.#internal;
+  }
+
+  /** Drops the connection's `ferry-` statements, prepared again at their next use; if that fails, at the next unit. */
+  async #prepareAgain(): Promise<void> {
+    try {
+      await this.#send([DEALLOCATE_FERRY_STATEMENTS]);
+      forgetFerryPrepared(this.#raw);
+    } catch {
+      markPreparedOutOfStep(this.#raw);
+    }
   }
 
   #assertUsable(): void {

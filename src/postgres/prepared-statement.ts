@@ -24,14 +24,40 @@ export function mayDropPrepared(statement: unknown): boolean {
 }
 
 /**
- * Makes pg prepare its named statements again on `client`'s connection, at their next use: after the
- * caller's SQL ran `DEALLOCATE` in a unit of work, or once the server said one of them is gone
- * (`26000`), pg would otherwise go on sending them by name, and every later statement of that
- * connection failed. (pg keeps what it prepared in `connection.parsedStatements`.)
+ * Errors that say the server's prepared statements and pg's record of them disagree: one is gone
+ * (`26000`: the caller's SQL ran `DEALLOCATE`), one of that name exists already (`42P05`: pg had
+ * forgotten it, or the caller prepared one under a `ferry-` name), or one's result type changed under
+ * it (`0A000`: a column's type changed), which PostgreSQL never plans again by itself.
  */
-export function forgetPrepared(client: unknown): void {
-  const connection = (client as { connection?: { parsedStatements?: unknown } } | null)?.connection;
-  if (connection !== undefined && typeof connection.parsedStatements === 'object') {
-    connection.parsedStatements = {};
-  }
+export const PREPARED_OUT_OF_STEP = new Set(['26000', '42P05', '0A000']);
+
+/**
+ * Drops every `ferry-` statement the connection has prepared (DEALLOCATE, one round trip; allowed
+ * inside a transaction, and not undone by a rollback). Then {@link forgetFerryPrepared}.
+ */
+export const DEALLOCATE_FERRY_STATEMENTS = `DO $ferry$ DECLARE n text; BEGIN
+  FOR n IN SELECT name FROM pg_prepared_statements WHERE name LIKE 'ferry-%' LOOP
+    EXECUTE format('DEALLOCATE %I', n);
+  END LOOP;
+END $ferry$`;
+
+/** pg's record of the `ferry-` statements it prepared on `client`'s connection (`connection.parsedStatements`). */
+export function forgetFerryPrepared(client: unknown): void {
+  const parsed = (client as { connection?: { parsedStatements?: Record<string, unknown> } } | null)
+    ?.connection?.parsedStatements;
+  if (parsed === undefined || parsed === null || typeof parsed !== 'object') return;
+  for (const name of Object.keys(parsed)) if (name.startsWith('ferry-')) delete parsed[name];
+}
+
+/** Connections whose `ferry-` statements are dropped and prepared again at the start of their next unit of work. */
+const outOfStep = new WeakSet<object>();
+
+/** `client`'s prepared statements may disagree with pg's record of them: set right at its next unit of work. */
+export function markPreparedOutOfStep(client: object): void {
+  outOfStep.add(client);
+}
+
+/** Whether `client` was marked by {@link markPreparedOutOfStep}; the mark is taken. */
+export function takePreparedOutOfStep(client: object): boolean {
+  return outOfStep.delete(client);
 }
