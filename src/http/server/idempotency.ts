@@ -242,6 +242,14 @@ function checkGuardOptions(options: IdempotencyOptions): void {
   }
 }
 
+/** A request refused for its key: 400 `IDEMPOTENCY_KEY_INVALID`, saying why. */
+function invalidKey(detail: string): IdempotencyDecision {
+  return {
+    action: 'reject',
+    error: new HttpProblemError(400, undefined, { detail, extensions: { code: 'IDEMPOTENCY_KEY_INVALID' } }),
+  };
+}
+
 export class IdempotencyGuard {
   readonly #store: IdempotencyStore;
   readonly #methods: ReadonlySet<string>;
@@ -280,24 +288,10 @@ export class IdempotencyGuard {
   async begin(request: IdempotentRequest): Promise<IdempotencyDecision> {
     if (!this.applies(request.method, request.headers)) return { action: 'pass' };
     if (request.rawHeaders !== undefined && headerLines(request.rawHeaders, HTTP_HEADER.idempotencyKey) > 1) {
-      return {
-        action: 'reject',
-        error: new HttpProblemError(400, undefined, {
-          detail: 'The Idempotency-Key header was sent more than once: send one key, on one line.',
-          extensions: { code: 'IDEMPOTENCY_KEY_INVALID' },
-        }),
-      };
+      return invalidKey('The Idempotency-Key header was sent more than once: send one key, on one line.');
     }
     const key = parseIdempotencyKey(request.headers[HTTP_HEADER.idempotencyKey]);
-    if (key === undefined) {
-      return {
-        action: 'reject',
-        error: new HttpProblemError(400, undefined, {
-          detail: 'The Idempotency-Key header must hold 1 to 255 characters.',
-          extensions: { code: 'IDEMPOTENCY_KEY_INVALID' },
-        }),
-      };
-    }
+    if (key === undefined) return invalidKey('The Idempotency-Key header must hold 1 to 255 characters.');
     const fingerprint =
       request.jsonSha256 === undefined
         ? requestFingerprint(request.method, request.url, request.bodySha256)
