@@ -56,7 +56,7 @@ import { typedPoolWait } from './pool-wait.js';
 import { PostgresIdempotencyStore } from './postgres-idempotency-store.js';
 import { PostgresInbox } from './postgres-inbox.js';
 import { PostgresOutboxStorage } from './postgres-outbox.js';
-import { preparedStatement } from './prepared-statement.js';
+import { type PreparedStatement, preparedStatement } from './prepared-statement.js';
 import { storeQuery } from './store-query.js';
 
 /** How long a statement waits for a free connection of the pool before STORE_UNAVAILABLE. */
@@ -879,22 +879,19 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
   }
 
   async readStream(streamId: string, options: ReadStreamOptions): Promise<RecordedEvent[]> {
-    const { rows } = await this.#query<EventRow>(...this.#readStreamStatement(streamId, options));
+    const [statement, values] = this.#readStreamStatement(streamId, options);
+    const { rows } = await this.#query<EventRow>(statement.text, values);
     return rows.map(toEvent);
   }
 
-  /** {@link readStream} on a unit of work's client, which sees its own appends. */
+  /** {@link readStream} on a unit of work's client, which sees its own appends: prepared there. */
   async #readStreamOn(db: Queryable, streamId: string, options: ReadStreamOptions): Promise<RecordedEvent[]> {
-    const [text, values] = this.#readStreamStatement(streamId, options);
-    const statement =
-      text === this.#sql.readStreamForward
-        ? this.#sql.readStreamForwardPrepared
-        : this.#sql.readStreamBackwardPrepared;
+    const [statement, values] = this.#readStreamStatement(streamId, options);
     const { rows } = await db.query<EventRow>({ ...statement, values });
     return rows.map(toEvent);
   }
 
-  #readStreamStatement(streamId: string, options: ReadStreamOptions): [string, unknown[]] {
+  #readStreamStatement(streamId: string, options: ReadStreamOptions): [PreparedStatement, unknown[]] {
     const limit = options.limit ?? null;
     return options.direction === 'backward'
       ? [this.#sql.readStreamBackward, [streamId, options.fromVersion ?? Number.MAX_SAFE_INTEGER, limit]]
@@ -1376,19 +1373,19 @@ function arrayAppendStatements(s: string) {
 /** Every statement, with the schema name filled in once. */
 function statements(s: string) {
   const horizon = '(txid_snapshot_xmin(txid_current_snapshot()) << 16)';
-  const readStreamForward = `SELECT ${EVENT_COLUMNS} FROM ${s}.events WHERE stream_id = $1 AND version >= $2 ORDER BY version LIMIT $3`;
-  const readStreamBackward = `SELECT ${EVENT_COLUMNS} FROM ${s}.events WHERE stream_id = $1 AND version <= $2 ORDER BY version DESC LIMIT $3`;
   return {
     ...arrayAppendStatements(s),
     appendBatch: batchAppendStatement(s),
     appendBatchOutbox: batchOutboxStatement(s),
     existingIds: `SELECT id, version, position FROM ${s}.events WHERE stream_id = $1 AND id = ANY($2::uuid[]) ORDER BY version`,
     currentVersion: `SELECT COALESCE(max(version), -1) AS version FROM ${s}.events WHERE stream_id = $1`,
-    readStreamForward,
-    readStreamBackward,
-    // The same, prepared on each connection: a unit of work's reads, on its own connection.
-    readStreamForwardPrepared: preparedStatement(readStreamForward),
-    readStreamBackwardPrepared: preparedStatement(readStreamBackward),
+    // Prepared on a unit of work's connection; sent as text on the pool.
+    readStreamForward: preparedStatement(
+      `SELECT ${EVENT_COLUMNS} FROM ${s}.events WHERE stream_id = $1 AND version >= $2 ORDER BY version LIMIT $3`,
+    ),
+    readStreamBackward: preparedStatement(
+      `SELECT ${EVENT_COLUMNS} FROM ${s}.events WHERE stream_id = $1 AND version <= $2 ORDER BY version DESC LIMIT $3`,
+    ),
     // The next events by position, whatever their horizon (a plain index range scan), and the horizon
     // beside them: the caller keeps those below it. Always one row, so the horizon comes back even
     // without events. A horizon condition inside the scan would make the planner sort the whole range.
