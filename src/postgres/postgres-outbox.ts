@@ -34,11 +34,10 @@ import { duplicateMessageId } from './duplicate-message-id.js';
 import { Notifier } from './notifier.js';
 import { outboxStatements } from './postgres-outbox-sql.js';
 import {
-  DEALLOCATE_FERRY_STATEMENTS,
-  forgetFerryPrepared,
   markPreparedOutOfStep,
   mayDropPrepared,
   PREPARED_OUT_OF_STEP,
+  prepareFerryStatementsAgain,
   takePreparedOutOfStep,
 } from './prepared-statement.js';
 import { storeQuery } from './store-query.js';
@@ -277,15 +276,8 @@ export class PostgresOutboxStorage implements OutboxStorage {
     const tx = new PostgresStorageTransaction(client, this.#sql, this.#options);
     try {
       await client.query('BEGIN');
-      if (takePreparedOutOfStep(client)) {
-        try {
-          await client.query(DEALLOCATE_FERRY_STATEMENTS);
-        } catch (error) {
-          markPreparedOutOfStep(client);
-          throw error;
-        }
-        forgetFerryPrepared(client);
-      }
+      if (takePreparedOutOfStep(client))
+        await prepareFerryStatementsAgain(client, (sql) => client.query(sql));
       let result: T;
       try {
         result = await work(tx);
@@ -645,12 +637,9 @@ class PostgresStorageTransaction implements StorageTransaction {
 
   /** Drops the connection's `ferry-` statements, prepared again at their next use; if that fails, at the next unit. */
   async #prepareAgain(): Promise<void> {
-    try {
-      await this.#send([DEALLOCATE_FERRY_STATEMENTS]);
-      forgetFerryPrepared(this.#raw);
-    } catch {
-      markPreparedOutOfStep(this.#raw);
-    }
+    await prepareFerryStatementsAgain(this.#raw, (sql) => this.#send([sql]) as Promise<unknown>).catch(
+      () => {},
+    );
   }
 
   #assertUsable(): void {

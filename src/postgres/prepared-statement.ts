@@ -33,16 +33,16 @@ export const PREPARED_OUT_OF_STEP = new Set(['26000', '42P05', '0A000']);
 
 /**
  * Drops every `ferry-` statement the connection has prepared (DEALLOCATE, one round trip; allowed
- * inside a transaction, and not undone by a rollback). Then {@link forgetFerryPrepared}.
+ * inside a transaction, and not undone by a rollback).
  */
-export const DEALLOCATE_FERRY_STATEMENTS = `DO $ferry$ DECLARE n text; BEGIN
+const DEALLOCATE_FERRY_STATEMENTS = `DO $ferry$ DECLARE n text; BEGIN
   FOR n IN SELECT name FROM pg_prepared_statements WHERE name LIKE 'ferry-%' LOOP
     EXECUTE format('DEALLOCATE %I', n);
   END LOOP;
 END $ferry$`;
 
-/** pg's record of the `ferry-` statements it prepared on `client`'s connection (`connection.parsedStatements`). */
-export function forgetFerryPrepared(client: unknown): void {
+/** Forgets pg's record of the `ferry-` statements it prepared on `client`'s connection (`connection.parsedStatements`). */
+function forgetFerryPrepared(client: unknown): void {
   const parsed = (client as { connection?: { parsedStatements?: Record<string, unknown> } } | null)
     ?.connection?.parsedStatements;
   if (parsed === undefined || parsed === null || typeof parsed !== 'object') return;
@@ -60,4 +60,22 @@ export function markPreparedOutOfStep(client: object): void {
 /** Whether `client` was marked by {@link markPreparedOutOfStep}; the mark is taken. */
 export function takePreparedOutOfStep(client: object): boolean {
   return outOfStep.delete(client);
+}
+
+/**
+ * Drops `client`'s `ferry-` statements on the server with `run` (a statement of the unit of work on
+ * that connection) and pg's record of them, so that each is prepared again at its next use. If that
+ * fails, the connection is marked ({@link markPreparedOutOfStep}) and the error thrown.
+ */
+export async function prepareFerryStatementsAgain(
+  client: object,
+  run: (sql: string) => Promise<unknown>,
+): Promise<void> {
+  try {
+    await run(DEALLOCATE_FERRY_STATEMENTS);
+  } catch (error) {
+    markPreparedOutOfStep(client);
+    throw error;
+  }
+  forgetFerryPrepared(client);
 }
