@@ -33,6 +33,10 @@ export type AppendOutcome = AppendResult & { readonly written: boolean };
 /**
  * The body of an append's transaction: idempotency check, version check, inserts. The caller runs it
  * in a transaction holding the write lock (BEGIN IMMEDIATE), so nothing slips in between.
+ *
+ * One event whose expected version holds is inserted at once: an id already in the stream fails that
+ * insert alone (`UNIQUE (stream_id, id)`, nothing of it written), and only then are the ids looked up,
+ * as for every other append. The append that writes, nearly every one, so reads no ids first.
  */
 export function appendRows(
   s: AppendStatements,
@@ -40,6 +44,16 @@ export function appendRows(
   events: readonly PreparedEvent[],
   expected: ExpectedVersion,
 ): AppendOutcome {
+  if (events.length === 1) {
+    const current = Number(s.currentVersion.get(streamId)!);
+    if (expectedVersionHolds(expected, current)) {
+      try {
+        return insertRows(s, streamId, events, current);
+      } catch (error) {
+        if ((error as { code?: unknown }).code !== 'SQLITE_CONSTRAINT_UNIQUE') throw error;
+      }
+    }
+  }
   const found = new Map(
     s.findIds.all(streamId, JSON.stringify(events.map((e) => e.id))).map((r) => [r.id, r]),
   );
@@ -53,6 +67,16 @@ export function appendRows(
   if (duplicates.length > 0) throw new DuplicateEventIdError(streamId, duplicates);
   const current = Number(s.currentVersion.get(streamId)!);
   if (!expectedVersionHolds(expected, current)) throw new ConcurrencyError(streamId, expected, current);
+  return insertRows(s, streamId, events, current);
+}
+
+/** Inserts `events` after version `current` of the stream. */
+function insertRows(
+  s: AppendStatements,
+  streamId: string,
+  events: readonly PreparedEvent[],
+  current: number,
+): AppendOutcome {
   const time = new Date().toISOString();
   let position = 0n;
   for (const [i, e] of events.entries()) {
