@@ -32,10 +32,13 @@ function countIdLookups(): { readonly runs: number } {
   vi.spyOn(Database.prototype, 'prepare').mockImplementation(function (this: Database.Database, sql: string) {
     const statement = prepare.call(this, sql);
     if (FIND_IDS.test(sql)) {
-      const all = statement.all.bind(statement);
-      statement.all = (...params: unknown[]) => {
+      const all = statement.all as (...params: unknown[]) => unknown[];
+      (statement as { all: (...params: unknown[]) => unknown[] }).all = function (
+        this: unknown,
+        ...params: unknown[]
+      ) {
         counter.runs++;
-        return all(...params);
+        return all.apply(this, params);
       };
     }
     return statement;
