@@ -53,6 +53,31 @@ export function backendUnavailableCode(error: unknown): string | undefined {
   }
 }
 
+/**
+ * `error`, or one of its causes (a few deep), is a write whose outcome is unknown: it may have been
+ * kept (`UNIT_OF_WORK_OUTCOME_UNKNOWN`, or a store failure with `outcomeUnknown`, the connection
+ * broken as it committed).
+ */
+export function isOutcomeUnknown(error: unknown): boolean {
+  let current = error;
+  for (let depth = 0; depth < MAX_CAUSE_DEPTH && typeof current === 'object' && current !== null; depth++) {
+    const code = codeOf(current);
+    try {
+      if (code === 'UNIT_OF_WORK_OUTCOME_UNKNOWN') return true;
+      if (
+        code !== undefined &&
+        UNAVAILABLE_CODES.has(code) &&
+        (current as { outcomeUnknown?: unknown }).outcomeUnknown === true
+      )
+        return true;
+      current = (current as { cause?: unknown }).cause;
+    } catch {
+      return false; // A hostile getter: not ours to read further.
+    }
+  }
+  return false;
+}
+
 function hasCode(error: unknown, codes: ReadonlySet<string>): boolean {
   let current = error;
   for (let depth = 0; depth < MAX_CAUSE_DEPTH && typeof current === 'object' && current !== null; depth++) {

@@ -5,6 +5,7 @@ import { isFerryError } from '../../errors/ferry-error.js';
 import { checkOptions } from '../../errors/options-object.js';
 import { HTTP_HEADER, PROBLEM_CONTENT_TYPE } from '../headers.js';
 import { BodyHash, hashBodyAsRead, holdRestOfBody } from './body-fingerprint.js';
+import { markFinalAnswer } from './final-answer.js';
 import { createHealth, DEFAULT_HEALTH_PATH, type HealthReport, type HealthRouteOptions } from './health.js';
 import {
   IdempotencyGuard,
@@ -361,6 +362,7 @@ function sendProblem(
     options,
   );
   const body = renderProblem(response.problem);
+  if (response.final === true) markFinalAnswer(res);
   res.statusCode = response.status;
   for (const [name, value] of Object.entries(response.headers)) res.setHeader(name, value);
   res.setHeader('content-type', PROBLEM_CONTENT_TYPE);

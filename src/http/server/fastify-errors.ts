@@ -3,6 +3,7 @@ import { isFerryError } from '../../errors/ferry-error.js';
 import { checkOptions } from '../../errors/options-object.js';
 import { PROBLEM_CONTENT_TYPE } from '../headers.js';
 import type { FerryFastifyOptions } from './fastify.js';
+import { markFinalAnswer } from './final-answer.js';
 import {
   badPathEncodingProblem,
   bodyTooLargeProblem,
@@ -148,6 +149,7 @@ export function sendProblem(
   options: ProblemOptions,
 ): void {
   const response = problemResponseOf(request, error, options);
+  if (response.final === true) markFinalAnswer(reply.raw);
   reply
     .code(response.status)
     .headers(response.headers)

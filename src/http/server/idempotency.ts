@@ -347,12 +347,16 @@ export class IdempotencyGuard {
    * Ends a claimed key with the answer captured as it was written ({@link CapturedResponse}), as
    * {@link finish} does; except that an answer whose body was over `maxStoredBodyBytes` is not
    * stored, and its key stays held until the store's lease runs out (unless its status releases
-   * it), so that the handler does not run again for an answer nobody can replay.
+   * it), so that the handler does not run again for an answer nobody can replay; and that an answer
+   * marked `final` (a 5xx whose request may have been carried out) is kept as a final one is.
    */
   async finishCaptured(key: string, response: CapturedResponse, claim?: string): Promise<void> {
-    if (response.body !== undefined || !isReplayableStatus(response.status)) {
-      await this.finish(key, response.status, response.headers, response.body, claim);
+    if (response.final !== true && !isReplayableStatus(response.status)) {
+      await this.#store.abandon(key, claim);
+      return;
     }
+    if (response.body === undefined) return;
+    await this.#store.complete(key, this.#toStored(response.status, response.headers, response.body), claim);
   }
 
   /**
@@ -374,7 +378,7 @@ export class IdempotencyGuard {
       await this.finishCaptured(key, response, claim);
     } catch (error) {
       report(error);
-      if (isReplayableStatus(response.status)) throw answerNotStoredProblem(error);
+      if (isReplayableStatus(response.status) || response.final === true) throw answerNotStoredProblem(error);
     }
   }
 

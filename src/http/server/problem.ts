@@ -1,6 +1,6 @@
 import { STATUS_CODES, validateHeaderName, validateHeaderValue } from 'node:http';
 import type { FerryContext } from '../../context/context.js';
-import { backendUnavailableCode, isStorageFull } from '../../errors/backend-faults.js';
+import { backendUnavailableCode, isOutcomeUnknown, isStorageFull } from '../../errors/backend-faults.js';
 import { describeThrown } from '../../errors/describe-thrown.js';
 import { describeValue } from '../../errors/describe-value.js';
 import { errorGuard, FerryError, InvalidOptionsError, isFerryError } from '../../errors/ferry-error.js';
@@ -268,6 +268,11 @@ export interface ProblemResponse {
   readonly status: number;
   readonly headers: Readonly<Record<string, string>>;
   readonly problem: Problem;
+  /**
+   * The answer is final though a 5xx: the request may have been carried out (its outcome is
+   * unknown), so an `Idempotency-Key` keeps it and replays it instead of running the request again.
+   */
+  readonly final?: true;
 }
 
 /** What the error handler knows about the request that failed. */
@@ -419,9 +424,25 @@ function mapError(
       }),
     );
   }
+  if (isOutcomeUnknown(error)) {
+    report('a write whose outcome is unknown while serving a request', describe(error));
+    return {
+      ...respond(
+        problem(500, 'Outcome unknown', {
+          ...extra,
+          code: 'OUTCOME_UNKNOWN',
+          detail: OUTCOME_UNKNOWN_DETAIL,
+        }),
+      ),
+      final: true,
+    };
+  }
   report('unexpected error while serving a request', describe(error));
   return respond(problem(500, 'Internal Server Error', extra));
 }
+
+const OUTCOME_UNKNOWN_DETAIL =
+  'The request may have been carried out: the database failed as it committed what the request wrote. Sent again with the same Idempotency-Key, it gets this answer again; find out whether it took effect before sending it with a new key.';
 
 /**
  * What a failed call to another service (ServiceClient, or any resilience policy) means for the

@@ -4,6 +4,7 @@ import {
   validateHeaderName,
   validateHeaderValue,
 } from 'node:http';
+import { isFinalAnswer } from './final-answer.js';
 import type { ResponseHeaders } from './idempotency.js';
 
 /** A response as {@link captureResponse} saw it written. */
@@ -13,6 +14,11 @@ export interface CapturedResponse {
   readonly headers: ResponseHeaders;
   /** Every byte of the body as written (after any content coding); `undefined` when over the bound. */
   readonly body: Buffer | undefined;
+  /**
+   * The answer is final though its status is 5xx (a problem whose outcome is unknown: the request
+   * may have been carried out): an `Idempotency-Key` keeps it rather than being released.
+   */
+  readonly final?: boolean;
 }
 
 /** What {@link captureResponse} does with an answer once the handler ended it. */
@@ -178,6 +184,7 @@ export function captureResponse(res: ServerResponse, maxBodyBytes: number, gate:
       status: this.statusCode,
       headers: given === undefined ? this.getHeaders() : { ...this.getHeaders(), ...given },
       body: chunks === undefined ? undefined : Buffer.concat(chunks),
+      final: isFinalAnswer(res),
     };
     chunks = undefined;
     let settled: Promise<void>;

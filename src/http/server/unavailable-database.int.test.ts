@@ -124,10 +124,11 @@ describe('a service whose PostgreSQL database is down', () => {
     const cut = setTimeout(() => proxy.reset(), 700);
     const res = await request(`${url}/orders`, { method: 'POST' });
     clearTimeout(cut);
-    await res.body.text();
+    const body = (await res.body.json()) as { code?: string };
     expect(failure).toMatchObject({ code: 'STORE_UNAVAILABLE', outcomeUnknown: true });
     expect(res.statusCode).toBe(500);
+    expect(body.code).toBe('OUTCOME_UNKNOWN');
     expect(res.headers['x-ferry-no-retry']).toBeUndefined();
-    expect(logged).toEqual(['unexpected error while serving a request']);
+    expect(logged).toEqual(['a write whose outcome is unknown while serving a request']);
   }, 60_000);
 });
