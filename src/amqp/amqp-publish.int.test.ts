@@ -77,6 +77,31 @@ describe('publishing on RabbitMQ', () => {
     expect(error).toMatchObject({ code: 'PUBLISH_NACKED', messageId: 'refused-1' });
   });
 
+  it('refuses a publish at once, before connect(), instead of holding it until the confirm times out', async () => {
+    const v = await vhost();
+    const transport = new AmqpTransport({ url: v.url, logger: silentLogger, confirmTimeoutMs: 30_000 });
+    defer(() => transport.close(500));
+    const envelope = {
+      specversion: '1.0' as const,
+      id: 'early-1',
+      source: 'raw',
+      type: 'early.publish',
+      time: new Date().toISOString(),
+      datacontenttype: 'application/json',
+      data: {},
+      correlationid: 'early-1',
+    };
+    const started = Date.now();
+    const error = await transport.publish(envelope).catch((e: unknown) => e);
+    expect(error).toMatchObject({ code: 'BROKER_UNAVAILABLE' });
+    expect((error as Error).message).toMatch(/not connected.*connect\(\)/);
+    expect(Date.now() - started).toBeLessThan(1000);
+    expect(transport.status().publishes).toMatchObject({ waiting: 0 });
+    // Once connected, the same envelope reaches the broker (which has no queue for it).
+    await transport.connect();
+    await expect(transport.publish(envelope)).rejects.toMatchObject({ code: 'UNROUTABLE' });
+  });
+
   it('rejects with PUBLISH_NOT_CONFIRMED when no confirm arrives in time', async () => {
     const { proxy, url } = await proxied();
     const b = await bus(url, { confirmTimeoutMs: 300 });

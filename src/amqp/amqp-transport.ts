@@ -308,6 +308,14 @@ export class AmqpTransport implements Transport {
 
   publish(envelope: Envelope): Promise<void> {
     if (this.#state === 'closed') return Promise.reject(new BusClosedError('transport'));
+    // Never connected: nothing would send it (while connecting or recovering, it waits for the channel).
+    if (this.#state === 'idle') {
+      return Promise.reject(
+        new BrokerConnectionError(
+          'the transport is not connected: call connect() before publishing (createBus connects it)',
+        ),
+      );
+    }
     let encoded: ReturnType<typeof encodeEnvelope>;
     try {
       // Envelopes that did not come through the bus are held to the same limits.
