@@ -6,7 +6,7 @@ import { checkOptions } from '../../errors/options-object.js';
 import { HTTP_HEADER, PROBLEM_CONTENT_TYPE } from '../headers.js';
 import { BodyHash, hashBodyAsRead, holdRestOfBody } from './body-fingerprint.js';
 import { markFinalAnswer } from './final-answer.js';
-import { createHealth, DEFAULT_HEALTH_PATH, type HealthReport, type HealthRouteOptions } from './health.js';
+import { createHealth, type HealthReport, type HealthRouteOptions, healthPathOf } from './health.js';
 import {
   IdempotencyGuard,
   type IdempotencyOptions,
@@ -295,7 +295,7 @@ export interface FerryHealthOptions extends HealthRouteOptions {}
 export function ferryHealth(options: FerryHealthOptions = {}): RequestHandler {
   checkOptions('ferryHealth', options, SERVER_OPTION_NAMES.health);
   const health = createHealth(options);
-  const path = options.path ?? DEFAULT_HEALTH_PATH;
+  const path = healthPathOf(options);
   const answer = (res: ServerResponse, report: HealthReport) => {
     const body = JSON.stringify(report);
     res.statusCode = report.status === 'ok' ? 200 : 503;

@@ -5,7 +5,7 @@ import { HTTP_HEADER, PROBLEM_CONTENT_TYPE } from '../headers.js';
 import { BodyHash, hashBodyAsRead, holdRestOfBody } from './body-fingerprint.js';
 import { ferryClientErrors } from './client-errors.js';
 import { fromFastifyError, problemOptionsOf, problemResponseOf, sendProblem } from './fastify-errors.js';
-import { createHealth, DEFAULT_HEALTH_PATH, type HealthReport, type HealthRouteOptions } from './health.js';
+import { createHealth, type HealthReport, type HealthRouteOptions, healthPathOf } from './health.js';
 import {
   IdempotencyGuard,
   type IdempotencyOptions,
@@ -108,6 +108,11 @@ export function ferryFastify(app: FastifyInstance, options: FerryFastifyOptions 
   if (typeof options.health === 'object' && options.health !== null) {
     checkOptions('ferryFastify health', options.health, SERVER_OPTION_NAMES.health);
   }
+  // Health options checked before the instance is touched: a refused one leaves no hooks behind.
+  const health =
+    options.health === undefined
+      ? undefined
+      : { probes: createHealth(options.health), path: healthPathOf(options.health) };
   const problemOptions = problemOptionsOf(options);
   const contextOptions: RequestContextOptions = requestContextOptionsOf(options);
 
@@ -181,16 +186,15 @@ export function ferryFastify(app: FastifyInstance, options: FerryFastifyOptions 
       problemOptions,
     );
 
-  if (options.health !== undefined) {
-    const health = createHealth(options.health);
-    const path = options.health.path ?? DEFAULT_HEALTH_PATH;
+  if (health !== undefined) {
+    const { probes, path } = health;
     const answer = (reply: FastifyReply, report: HealthReport) =>
       reply
         .code(report.status === 'ok' ? 200 : 503)
         .header('cache-control', 'no-store')
         .send(report);
-    app.get(`${path}/live`, async (_request, reply) => answer(reply, await health.live()));
-    app.get(`${path}/ready`, async (_request, reply) => answer(reply, await health.ready()));
+    app.get(`${path}/live`, async (_request, reply) => answer(reply, await probes.live()));
+    app.get(`${path}/ready`, async (_request, reply) => answer(reply, await probes.ready()));
   }
 }
 

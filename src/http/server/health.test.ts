@@ -187,6 +187,44 @@ describe('createHealth', () => {
     }
   });
 
+  it('refuses a path the adapters cannot route, when set up', () => {
+    // Express never matched these (the readiness route silently absent); Fastify threw its own assertion.
+    const bad = [
+      5,
+      '',
+      'x',
+      'health',
+      '/',
+      '/health/',
+      '/a//b',
+      '/a b',
+      '/a?x=1',
+      '/a#f',
+      '/%61',
+      '/:id',
+      '/*',
+      '/./a',
+      '/..',
+    ];
+    for (const path of bad) {
+      for (const setUp of [
+        () => ferryHealth({ path } as never),
+        () => ferryFastify(Fastify(), { health: { path } as never }),
+      ]) {
+        expect(setUp).toThrow(
+          expect.objectContaining({
+            code: 'INVALID_OPTIONS',
+            message: expect.stringMatching(/health path must be/),
+          }),
+        );
+      }
+    }
+    for (const path of ['/_', '/health', '/_internal/health', '/v1.2/health-probes', '/...']) {
+      expect(() => ferryHealth({ path })).not.toThrow();
+      expect(() => ferryFastify(Fastify(), { health: { path } })).not.toThrow();
+    }
+  });
+
   it('is not ready while a breaker is open or isolated', async () => {
     for (const state of ['open', 'isolated']) {
       const report = await createHealth({ breakers: () => [{ name: 'users', state }] }).ready();
@@ -250,6 +288,12 @@ describe.each([
     const ready = await get(`${url}/_/ready`);
     expect(ready.status).toBe(503);
     expect(ready.body).toMatchObject({ status: 'fail', checks: { db: { status: 'fail', error: 'down' } } });
+  });
+
+  it('answers under a path of several segments', async () => {
+    const url = await start({ path: '/_internal/health-v1.2' });
+    expect((await get(`${url}/_internal/health-v1.2/live`)).status).toBe(200);
+    expect((await get(`${url}/_internal/health-v1.2/ready`)).status).toBe(200);
   });
 
   it('runs a check once for 20 concurrent probes', async () => {

@@ -199,8 +199,35 @@ function describe(error: unknown): string {
 
 /** Health options of the server adapters: where the endpoints live, and what they check. */
 export interface HealthRouteOptions extends HealthOptions {
-  /** Prefix of the endpoints: `GET <path>/live` and `GET <path>/ready`. @default '/health' */
+  /**
+   * Prefix of the endpoints: `GET <path>/live` and `GET <path>/ready`. One or more segments, each
+   * `/` and letters, digits, `-`, `.`, `_` or `~` (not `.` or `..`), with no trailing slash, e.g.
+   * `'/health'` or `'/_internal/health'`.
+   * @default '/health'
+   */
   readonly path?: string;
 }
 
 export const DEFAULT_HEALTH_PATH = '/health';
+
+/**
+ * Segments of unreserved characters only: they mean the same to every client and framework. A
+ * path without a leading slash, with a query, `%`-escapes or spaces never matched a request (the
+ * readiness route silently absent), and Fastify took `:` and `*` as parameters or refused the path
+ * with its own assertion; `.` and `..` segments are resolved away by clients before sending.
+ */
+const HEALTH_PATH = /^(?:\/(?!\.{1,2}(?:\/|$))[A-Za-z0-9._~-]+)+$/;
+
+/**
+ * The prefix of the health endpoints, `path` checked: one the adapters can route.
+ * @throws InvalidOptionsError
+ */
+export function healthPathOf(options: HealthRouteOptions): string {
+  const path: unknown = options.path ?? DEFAULT_HEALTH_PATH;
+  if (typeof path !== 'string' || !HEALTH_PATH.test(path)) {
+    throw new InvalidOptionsError(
+      `health path must be a path such as '/health': segments of letters, digits, '-', '.', '_' or '~', each after a '/', no trailing '/', not ${describeValue(path)}`,
+    );
+  }
+  return path;
+}
