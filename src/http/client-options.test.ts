@@ -269,4 +269,39 @@ describe('ServiceClient options it does not read, and its headers', () => {
       server.close();
     }
   });
+
+  it("refuses a call's header value that is not a string, as the constructor does, sending nothing", async () => {
+    const seen: (string | string[] | undefined)[] = [];
+    const server = createServer((request, response) => {
+      seen.push(request.headers['x-n']);
+      response.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const c = new ServiceClient(`http://127.0.0.1:${(server.address() as AddressInfo).port}`, {
+      retry: false,
+    });
+    try {
+      // Went out as 5, true, a,b.
+      for (const [value, kind] of [
+        [5, 'a number'],
+        [true, 'a boolean'],
+        [['a', 'b'], 'an array'],
+        [null, 'null'],
+        [{ v: 'sk_live_SECRET' }, 'an object'],
+      ] as const) {
+        const error = await c.get('/x', { headers: { 'x-n': value } as never }).catch((e: unknown) => e);
+        expect(isInvalidOptionsError(error), String(error)).toBe(true);
+        expect((error as Error).message).toBe(`the call headers: x-n must be a string, not ${kind}`);
+      }
+      expect(refusal({ headers: { 'x-n': [1] } })).toMatchObject({
+        message: 'ServiceClient headers: x-n must be a string, not an array',
+      });
+      expect(seen).toEqual([]);
+      await c.get('/x', { headers: { 'x-n': '5', 'x-u': undefined } as never });
+      expect(seen).toEqual(['5']);
+    } finally {
+      await c.close();
+      server.close();
+    }
+  });
 });

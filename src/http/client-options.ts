@@ -319,10 +319,7 @@ export function checkClientHeaders(headers: unknown): void {
     if (!FIELD_NAME.test(name)) {
       throw new InvalidOptionsError(`ServiceClient headers: ${describeValue(name)} is not a header name`);
     }
-    // The value is not quoted: it may be a credential (a token read with its trailing newline).
-    if (typeof value !== 'string') {
-      throw new InvalidOptionsError(`ServiceClient headers: ${name} must be a string, not a ${typeof value}`);
-    }
+    assertHeaderString('ServiceClient headers', name, value);
     const control = value.search(/[^\t\x20-\x7e\x80-\xff]/);
     if (control >= 0) {
       throw new InvalidOptionsError(
@@ -343,10 +340,40 @@ export function checkClientHeaders(headers: unknown): void {
 }
 
 /**
+ * A call's headers are a plain object of names and string values, as the client's are: a number, a
+ * boolean or an array was sent as its `String()` (`5`, `true`, `a,b`) while the constructor refused
+ * it. What else a call may send (its own Idempotency-Key, content-length…) is checked as it is made.
+ * @throws InvalidOptionsError
+ */
+export function checkCallHeaders(headers: unknown): void {
+  assertPlainHeaders('the call headers', headers);
+  for (const name of Object.keys(headers as object)) {
+    const value = (headers as Record<string, unknown>)[name];
+    if (value !== undefined) assertHeaderString('the call headers', name, value);
+  }
+}
+
+/**
+ * A header value is a string. It is not quoted when refused: it may be a credential (a token read
+ * with its trailing newline). @throws InvalidOptionsError
+ */
+function assertHeaderString(where: string, name: string, value: unknown): asserts value is string {
+  if (typeof value === 'string') return;
+  const kind = Array.isArray(value)
+    ? 'an array'
+    : value === null
+      ? 'null'
+      : typeof value === 'object'
+        ? 'an object'
+        : `a ${typeof value}`;
+  throw new InvalidOptionsError(`${where}: ${name} must be a string, not ${kind}`);
+}
+
+/**
  * Headers are a plain object of names and values: a `Headers` or a `Map` has none of its own to
  * read (a Map's were never sent, a Headers failed every call). @throws InvalidOptionsError
  */
-export function assertPlainHeaders(name: string, headers: unknown): void {
+function assertPlainHeaders(name: string, headers: unknown): void {
   assertPlainObject(
     name,
     headers,

@@ -16,8 +16,8 @@ import { DEFAULT_RETRY, retry } from '../resilience/retry.js';
 import { maskCredentials, redactUrl } from '../url/redact-url.js';
 import { type ClientEventMap, ClientEvents } from './client-events.js';
 import {
-  assertPlainHeaders,
   type CallOptions,
+  checkCallHeaders,
   checkClientHeaders,
   checkQuery,
   checkSignal,
@@ -347,7 +347,7 @@ export class ServiceClient {
       assertOptionsObject('the call', init);
       // request(init) passes its init as the options: method, path and body are its own.
       refuseUnknownCallOptions(init, !throwOnStatus);
-      if (init.headers !== undefined) assertPlainHeaders('the call headers', init.headers);
+      if (init.headers !== undefined) checkCallHeaders(init.headers);
       if (init.query !== undefined) checkQuery(init.query);
       if (init.signal !== undefined) checkSignal(init.signal);
     }
