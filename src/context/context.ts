@@ -9,7 +9,10 @@ export interface FerryContext {
   readonly correlationId: string;
   /** Id of the message being handled; becomes the causation id of messages published meanwhile. */
   readonly messageId?: string;
-  /** Epoch ms by which the work must be done: set from an incoming request's deadline, honoured by outgoing calls. */
+  /**
+   * Epoch ms by which the work must be done: set from an incoming request's deadline, honoured by
+   * outgoing calls. One that is not a finite number (`NaN`, `Infinity`) is no deadline.
+   */
   readonly deadline?: number;
   /** W3C trace context of the current request (`00-<trace-id>-<parent-id>-<flags>`). */
   readonly traceparent?: string;

@@ -299,6 +299,29 @@ describe('ServiceClient', () => {
     expect(s.requests).toHaveLength(1);
   });
 
+  it('takes an ambient deadline that is not a finite number for none: no x-deadline-ms sent, the call made', async () => {
+    const s = await server();
+    const c = client(s);
+    // NaN went out as `x-deadline-ms: NaN`, Infinity as `Infinity`, a string was compared as a number.
+    for (const deadline of [
+      Number.NaN,
+      Number.POSITIVE_INFINITY,
+      Number.NEGATIVE_INFINITY,
+      '99999999999999',
+    ]) {
+      await runWithContext({ correlationId: 'c', deadline: deadline as number }, () => c.get('/x'));
+    }
+    expect(s.requests.map((r) => r.headers['x-deadline-ms'])).toEqual([
+      undefined,
+      undefined,
+      undefined,
+      undefined,
+    ]);
+    // The call's own deadline still applies.
+    await runWithContext({ correlationId: 'c', deadline: Number.NaN }, () => c.get('/x', { deadline: 5000 }));
+    expect(Number(s.requests[4]!.headers['x-deadline-ms'])).toBeLessThanOrEqual(5000);
+  });
+
   it('opens the breaker of a failing target, stops calling it, and keeps other routes apart', async () => {
     const s = await server();
     const c = client(s, {

@@ -566,8 +566,16 @@ export class ServiceClient {
     const begin = (): Promise<ServiceResponse> => {
       const now = Date.now();
       deadline = deadlineMs === undefined ? undefined : now + deadlineMs;
-      if (context?.deadline !== undefined && (deadline === undefined || context.deadline < deadline)) {
-        deadline = context.deadline;
+      // The ambient context is anyone's (runWithContext takes it as given): a deadline that is not a
+      // finite number is none, as an invalid ambient correlation id is replaced. NaN was sent as
+      // `x-deadline-ms: NaN` and enforced nothing.
+      const ambient = context?.deadline;
+      if (
+        typeof ambient === 'number' &&
+        Number.isFinite(ambient) &&
+        (deadline === undefined || ambient < deadline)
+      ) {
+        deadline = ambient;
       }
       if (deadline !== undefined && deadline <= now) {
         const passed = new TimeoutError(
