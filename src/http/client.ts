@@ -176,7 +176,8 @@ export class ServiceClient {
 
   /**
    * @param baseUrl an absolute http(s) URL; its path, if any, is a prefix of every call's path
-   * (`http://host/api` and `/orders` call `/api/orders`). A query or fragment is refused.
+   * (`http://host/api` and `/orders` call `/api/orders`). A query or fragment is refused, an empty
+   * one (`http://host/api?`) too.
    * @throws InvalidOptionsError
    */
   constructor(baseUrl: string, options: ServiceClientOptions = {}) {
@@ -200,7 +201,7 @@ export class ServiceClient {
         `ServiceClient needs a base URL without credentials (user:password@), not one for ${url.origin}: send them in an Authorization header (options.headers)`,
       );
     }
-    const basePath = basePathOf(url);
+    const basePath = basePathOf(url, baseUrl);
     if (basePath === undefined) {
       throw new InvalidOptionsError(
         `ServiceClient needs a base URL without a query or fragment, not ${describeValue(redactUrl(baseUrl))}`,

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { ServiceClient } from './client.js';
 import { isInvalidRequestError } from './errors.js';
 import { clientKit } from './fixtures/client-kit.js';
 import { rejection } from './fixtures/rejection.js';
@@ -59,5 +60,20 @@ describe('ServiceClient request target', () => {
       '/orders',
       '/orders',
     ]);
+  });
+
+  it('refuses a base URL with a query or fragment, an empty one too, with INVALID_OPTIONS', async () => {
+    // URL parsing drops an empty `?` or `#`: they were accepted, and silently dropped.
+    for (const suffix of ['?x=1', '?', '#', '#f', '?#', '/?', '/#']) {
+      const base = `http://127.0.0.1:1/api${suffix}`;
+      expect(() => new ServiceClient(base), base).toThrow(
+        expect.objectContaining({
+          code: 'INVALID_OPTIONS',
+          message: expect.stringMatching(/query or fragment/),
+        }),
+      );
+    }
+    // Encoded, they are the path's characters.
+    await new ServiceClient('http://127.0.0.1:1/a%3Fb%23c').close();
   });
 });

@@ -57,11 +57,13 @@ function withQuery(path: string, query: Query | undefined): string {
 /**
  * The path prefix of a client's base URL, without its trailing slashes (`''` for none): `/api` for
  * `http://host/api/` or `http://host/api//`, joined before every call's path (which starts with
- * one), so that exactly one slash separates them.
- * @returns undefined when the URL has a query or fragment, which the client cannot join
+ * one), so that exactly one slash separates them. `url` is `text` parsed.
+ * @returns undefined when the URL has a query or fragment, which the client cannot join; an empty
+ * one too (`http://host/api?`, `…/api#`), which `url` no longer shows: its text is read for them
  */
-export function basePathOf(url: URL): string | undefined {
-  if (url.search !== '' || url.hash !== '') return undefined;
+export function basePathOf(url: URL, text: string): string | undefined {
+  // Outside the query and fragment, a URL holds `?` and `#` only percent-encoded.
+  if (url.search !== '' || url.hash !== '' || text.includes('?') || text.includes('#')) return undefined;
   let end = url.pathname.length;
   while (end > 0 && url.pathname.charCodeAt(end - 1) === 47 /* / */) end--;
   return url.pathname.slice(0, end);
