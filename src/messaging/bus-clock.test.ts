@@ -259,6 +259,38 @@ describe('MemoryBroker.named and the clock', () => {
     ).rejects.toSatisfy(isInvalidOptionsError);
   });
 
+  it('refuses a later bus asking the named broker for other limits than it was made with, instead of ignoring them', async () => {
+    const name = `limits-${randomUUID()}`;
+    const first = await createBus({
+      url: `memory://${name}`,
+      service: 'first',
+      logger: silentLogger,
+      memory: { maxMessageBytes: 100, maxRedeliveries: 2 },
+    });
+    opened.push(first);
+    for (const memory of [{ maxMessageBytes: 10_000 }, { maxRedeliveries: 5 }, { maxQueueLength: 10 }]) {
+      const refused = await createBus({
+        url: `memory://${name}`,
+        service: 'later',
+        logger: silentLogger,
+        memory,
+      }).catch((e: unknown) => e);
+      expect(isInvalidOptionsError(refused), JSON.stringify(memory)).toBe(true);
+      expect((refused as Error).message).toContain(Object.keys(memory)[0]);
+    }
+    // The same values, or none, share the broker as it is.
+    const same = await createBus({
+      url: `memory://${name}`,
+      service: 'same',
+      logger: silentLogger,
+      memory: { maxMessageBytes: 100 },
+    });
+    opened.push(same);
+    const plain = await createBus({ url: `memory://${name}`, service: 'plain', logger: silentLogger });
+    opened.push(plain);
+    expect((plain.transport as MemoryTransport).broker).toBe((first.transport as MemoryTransport).broker);
+  });
+
   it('lets memory.clock override the bus clock for the broker', async () => {
     const busClock = new VirtualClock();
     const brokerClock = new VirtualClock();

@@ -235,18 +235,35 @@ export class MemoryBroker {
   /**
    * The process-wide broker called `name` (`memory://name`; `memory://` is `default`), created on
    * first use with `options`; later calls get it as it was created. Asking for an existing broker
-   * with another `clock` throws an `InvalidOptionsError`: its retries would silently keep the first
-   * clock's time.
+   * with another `clock`, or another value of an option it was made with (`maxQueueLength`,
+   * `maxMessageBytes`, `maxRedeliveries`), throws an `InvalidOptionsError`: the broker would silently
+   * keep the first one's (its retries the first clock's time, its size limit the first bus's).
+   * Options left out take the broker's.
    */
   static named(name: string, options?: MemoryBrokerOptions): MemoryBroker {
     let broker = brokers.get(name);
     if (broker === undefined) {
       broker = new MemoryBroker(options);
       brokers.set(name, broker);
-    } else if (options?.clock !== undefined && options.clock !== broker.clock) {
+      return broker;
+    }
+    if (options?.clock !== undefined && options.clock !== broker.clock) {
       throw new InvalidOptionsError(
         `memory broker "${name}" already exists with another clock; use a broker name of its own (memory://name) for each clock`,
       );
+    }
+    const resolved = resolveMemoryBrokerOptions(options ?? {});
+    const made = {
+      maxQueueLength: broker.#maxQueueLength,
+      maxMessageBytes: broker.#maxMessageBytes,
+      maxRedeliveries: broker.#maxRedeliveries,
+    };
+    for (const option of ['maxQueueLength', 'maxMessageBytes', 'maxRedeliveries'] as const) {
+      if (options?.[option] !== undefined && resolved[option] !== made[option]) {
+        throw new InvalidOptionsError(
+          `memory broker "${name}" already exists with ${option} ${made[option]}, not ${resolved[option]}; leave the option out to share it as it is, or use a broker name of its own (memory://name)`,
+        );
+      }
     }
     return broker;
   }
