@@ -23,16 +23,68 @@ export function isJson(contentType: string | string[] | undefined): boolean {
 /** Marks a body the server said was JSON and is not. */
 export const MALFORMED_JSON: unique symbol = Symbol('malformed JSON');
 
-/** The body as JSON when the server said JSON (`MALFORMED_JSON` if it is not), else text; undefined when empty. */
+/**
+ * Whether a media type's bodies are text: `text/*`, JSON and XML (`+json`, `+xml`), forms,
+ * JavaScript, YAML. Others (`application/octet-stream`, images, PDF, protobuf…) are bytes.
+ */
+export function isTextual(contentType: string | string[] | undefined): boolean {
+  const text = Array.isArray(contentType) ? contentType[0] : contentType;
+  if (text === undefined) return true;
+  const type = text.split(';')[0]!.trim().toLowerCase();
+  if (type === '' || type.startsWith('text/')) return true;
+  if (type.endsWith('+json') || type.endsWith('+xml')) return true;
+  return TEXT_TYPES.has(type);
+}
+
+const TEXT_TYPES = new Set([
+  'application/json',
+  'application/xml',
+  'application/x-www-form-urlencoded',
+  'application/javascript',
+  'application/ecmascript',
+  'application/x-javascript',
+  'application/yaml',
+  'application/x-yaml',
+  'application/graphql',
+  'application/x-ndjson',
+  'application/jsonl',
+]);
+
+/** The `charset` parameter of a content type, in lower case; `undefined` when none is given. */
+function charsetOf(contentType: string | string[] | undefined): string | undefined {
+  const text = Array.isArray(contentType) ? contentType[0] : contentType;
+  const match = text === undefined ? null : /;\s*charset\s*=\s*"?([^";\s]+)"?/i.exec(text);
+  return match?.[1]?.toLowerCase();
+}
+
+/** Text in the charset the answer names (UTF-8 when none, or one Node does not know). */
+function decodeText(body: Buffer, charset: string | undefined): string {
+  if (charset === undefined || charset === 'utf-8' || charset === 'utf8') return body.toString('utf8');
+  try {
+    return new TextDecoder(charset).decode(body);
+  } catch {
+    return body.toString('utf8');
+  }
+}
+
+/**
+ * The body as JSON when the server said JSON (a leading byte-order mark ignored; `MALFORMED_JSON` if
+ * it is not JSON), as text for a textual type or none (in its charset), else as the bytes sent (a
+ * Buffer); undefined when empty.
+ */
 export function decodeBody(response: CollectedResponse): unknown {
   if (response.body.length === 0) return undefined;
-  const text = response.body.toString('utf8');
-  if (!isJson(response.headers['content-type'])) return text;
-  try {
-    return JSON.parse(text);
-  } catch {
-    return MALFORMED_JSON;
+  const contentType = response.headers['content-type'];
+  if (isJson(contentType)) {
+    const text = response.body.toString('utf8');
+    try {
+      return JSON.parse(text.charCodeAt(0) === 0xfeff ? text.slice(1) : text);
+    } catch {
+      return MALFORMED_JSON;
+    }
   }
+  if (!isTextual(contentType)) return Buffer.from(response.body);
+  return decodeText(response.body, charsetOf(contentType));
 }
 
 export function problemOf(
