@@ -102,10 +102,11 @@ type RouteHandler = (this: FastifyInstance, request: FastifyRequest, reply: Fast
  */
 export function ferryFastify(app: FastifyInstance, options: FerryFastifyOptions = {}): void {
   checkOptions('ferryFastify', options, SERVER_OPTION_NAMES.fastify);
-  if (typeof options.idempotency === 'object' && options.idempotency !== null) {
+  // Objects, or left out: `health: true` was taken for `{}`, `idempotency: 5` failed later.
+  if (options.idempotency !== undefined) {
     checkOptions('ferryFastify idempotency', options.idempotency, SERVER_OPTION_NAMES.idempotency);
   }
-  if (typeof options.health === 'object' && options.health !== null) {
+  if (options.health !== undefined) {
     checkOptions('ferryFastify health', options.health, SERVER_OPTION_NAMES.health);
   }
   // Health options checked before the instance is touched: a refused one leaves no hooks behind.

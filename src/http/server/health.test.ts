@@ -225,6 +225,16 @@ describe('createHealth', () => {
     }
   });
 
+  it('refuses health or idempotency options that are not an object, instead of taking true for {}', () => {
+    for (const value of [true, 5, 'yes', null]) {
+      for (const options of [{ health: value }, { idempotency: value }]) {
+        expect(() => ferryFastify(Fastify(), options as never), JSON.stringify(options)).toThrow(
+          expect.objectContaining({ code: 'INVALID_OPTIONS' }),
+        );
+      }
+    }
+  });
+
   it('is not ready while a breaker is open or isolated', async () => {
     for (const state of ['open', 'isolated']) {
       const report = await createHealth({ breakers: () => [{ name: 'users', state }] }).ready();
