@@ -2,7 +2,7 @@ import { describeValue } from '../errors/describe-value.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import { checkOptions } from '../errors/options-object.js';
 import { stderrLogger } from '../logging/logger.js';
-import { Bus, type BusOptions } from '../messaging/bus.js';
+import { Bus, type BusOptions, busSettingsOf } from '../messaging/bus.js';
 import type { Contracts, NoContracts } from '../messaging/contracts.js';
 import { transportFromUrl } from './transport-from-url.js';
 
@@ -36,6 +36,9 @@ export async function createBus<C extends Contracts = NoContracts>(options: BusO
     throw new InvalidOptionsError('createBus needs exactly one of `url` and `transport`');
   }
   const logger = options.logger ?? stderrLogger;
+  // The bus's own options first: a named memory broker made for a bus refused after would keep
+  // that call's limits, and refuse the corrected call's.
+  busSettingsOf(options as BusOptions<Contracts>);
   const transport = options.transport ?? (await transportFromUrl(options.url!, options, logger));
   const bus = new Bus<C>(transport, options);
   await transport.connect();

@@ -554,6 +554,14 @@ describe('ServiceClient', () => {
     expect(s.requests).toHaveLength(3);
     expect(() => new ServiceClient(`${s.url}/api?v=2`)).toThrow(/query or fragment/);
     expect(() => new ServiceClient(`${s.url}/api#x`)).toThrow(/query or fragment/);
+    // A URL object, which new URL() takes too, as its text: served, or refused alike (not a TypeError).
+    const fromUrl = new ServiceClient(new URL(`${s.url}/api`) as unknown as string, { retry: false });
+    cleanups.push(() => fromUrl.close());
+    await fromUrl.get('/from-url');
+    expect(s.requests.at(-1)?.path).toBe('/api/from-url');
+    expect(() => new ServiceClient(new URL(`${s.url}/api?`) as unknown as string)).toThrow(
+      /query or fragment/,
+    );
     // Credentials in it were dropped without a word: refused, the password never quoted.
     for (const base of ['http://alice:s3cret@127.0.0.1:9', 'http://alice@127.0.0.1:9']) {
       let error: unknown;

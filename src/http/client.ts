@@ -35,7 +35,7 @@ import { HTTP_HEADER } from './headers.js';
 import { isValidIdempotencyKey, outgoingHeaders, unquotedIdempotencyKey } from './outgoing-headers.js';
 import { checkBodyHeaders, encodeRequestBody } from './request-body.js';
 import { basePathOf, pathOfCall, requestTarget } from './request-target.js';
-import { decodeBody, MALFORMED_JSON, parseRetryAfter, problemOf } from './response-body.js';
+import { bodyText, decodeBody, MALFORMED_JSON, parseRetryAfter, problemOf } from './response-body.js';
 import { routeOfPath } from './route-of-path.js';
 import { loadedUndici, loadUndici } from './undici-module.js';
 
@@ -201,10 +201,11 @@ export class ServiceClient {
         `ServiceClient needs a base URL without credentials (user:password@), not one for ${url.origin}: send them in an Authorization header (options.headers)`,
       );
     }
-    const basePath = basePathOf(url, baseUrl);
+    // A URL object passes as its text: new URL() takes one as well.
+    const basePath = basePathOf(url, String(baseUrl));
     if (basePath === undefined) {
       throw new InvalidOptionsError(
-        `ServiceClient needs a base URL without a query or fragment, not ${describeValue(redactUrl(baseUrl))}`,
+        `ServiceClient needs a base URL without a query or fragment, not ${describeValue(redactUrl(String(baseUrl)))}`,
       );
     }
     this.origin = url.origin;
@@ -462,7 +463,7 @@ export class ServiceClient {
       const status = response.statusCode;
       const truncated = response.bodyTruncated === true;
       // A body cut short is text: JSON cut short may still parse, as something the server never said.
-      let body = truncated ? response.body.toString('utf8') : decodeBody(response);
+      let body = truncated ? bodyText(response) : decodeBody(response);
       if (this.#events.listens('response')) {
         this.#events.emit('response', {
           client: this.name,
@@ -483,7 +484,7 @@ export class ServiceClient {
           attemptFailures.add(invalid);
           throw invalid;
         }
-        body = response.body.toString('utf8');
+        body = bodyText(response);
       }
       // The idempotency middleware's answer while a request with this key still runs (see
       // server/idempotency.ts): once it ends, a retry gets its stored answer.

@@ -8,6 +8,25 @@ const { server, client } = clientKit({ retry: false });
 const BYTES = Buffer.from([0, 1, 2, 0xff, 0xfe, 0x80]);
 
 describe('ServiceClient answer bodies', () => {
+  it('decodes an error body cut at maxResponseBytes, or JSON that is not, in the charset it names', async () => {
+    const s = await server();
+    const c = client(s, { maxResponseBytes: 10 });
+    s.enqueue({
+      status: 404,
+      body: Buffer.from('é'.repeat(30), 'latin1'),
+      headers: { 'content-type': 'text/plain; charset=iso-8859-1' },
+    });
+    const cut = await rejection(c.get('/missing'));
+    expect(cut).toMatchObject({ status: 404, bodyTruncated: true, body: 'é'.repeat(10) });
+    const wide = client(s);
+    s.enqueue({
+      status: 500,
+      body: Buffer.from('{not json é', 'latin1'),
+      headers: { 'content-type': 'application/json; charset=iso-8859-1' },
+    });
+    expect(await rejection(wide.get('/broken'))).toMatchObject({ status: 500, body: '{not json é' });
+  });
+
   it('gives bytes of a type that is not text as a Buffer of the bytes sent, not text decoded as UTF-8', async () => {
     const s = await server();
     const c = client(s);
@@ -44,6 +63,8 @@ describe('ServiceClient answer bodies', () => {
     // No content type: text, as before.
     s.enqueue({ body: Buffer.from('plain'), headers: { 'content-type': '' } });
     expect(await c.get('/none')).toBe('plain');
+    s.enqueue({ body: Buffer.from('a: é'), headers: { 'content-type': 'application/vnd.api+yaml' } });
+    expect(await c.get('/yaml')).toBe('a: é');
     // A charset Node does not know: UTF-8.
     s.enqueue({ body: Buffer.from('ok é'), headers: { 'content-type': 'text/plain; charset=x-unknown' } });
     expect(await c.get('/unknown-charset')).toBe('ok é');

@@ -25,14 +25,14 @@ export const MALFORMED_JSON: unique symbol = Symbol('malformed JSON');
 
 /**
  * Whether a media type's bodies are text: `text/*`, JSON and XML (`+json`, `+xml`), forms,
- * JavaScript, YAML. Others (`application/octet-stream`, images, PDF, protobuf…) are bytes.
+ * JavaScript, YAML (and `+yaml`). Others (`application/octet-stream`, images, PDF, protobuf…) are bytes.
  */
 export function isTextual(contentType: string | string[] | undefined): boolean {
   const text = Array.isArray(contentType) ? contentType[0] : contentType;
   if (text === undefined) return true;
   const type = text.split(';')[0]!.trim().toLowerCase();
   if (type === '' || type.startsWith('text/')) return true;
-  if (type.endsWith('+json') || type.endsWith('+xml')) return true;
+  if (type.endsWith('+json') || type.endsWith('+xml') || type.endsWith('+yaml')) return true;
   return TEXT_TYPES.has(type);
 }
 
@@ -55,6 +55,11 @@ function charsetOf(contentType: string | string[] | undefined): string | undefin
   const text = Array.isArray(contentType) ? contentType[0] : contentType;
   const match = text === undefined ? null : /;\s*charset\s*=\s*"?([^";\s]+)"?/i.exec(text);
   return match?.[1]?.toLowerCase();
+}
+
+/** The body as text in the charset the answer names, whatever its type (a body cut short, JSON that is not). */
+export function bodyText(response: CollectedResponse): string {
+  return decodeText(response.body, charsetOf(response.headers['content-type']));
 }
 
 /** Text in the charset the answer names (UTF-8 when none, or one Node does not know). */

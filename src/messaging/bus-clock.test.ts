@@ -237,6 +237,9 @@ describe('bus and memory broker on a virtual clock', () => {
   });
 });
 
+const isInvalidTopicOrOptions = (error: unknown) =>
+  ['INVALID_TOPIC', 'INVALID_OPTIONS'].includes((error as { code?: string }).code ?? '');
+
 describe('MemoryBroker.named and the clock', () => {
   it('creates a named broker on the given clock, the bus clock by default, and refuses another clock later', async () => {
     const name = `clock-${randomUUID()}`;
@@ -278,6 +281,23 @@ describe('MemoryBroker.named and the clock', () => {
       expect(isInvalidOptionsError(refused), JSON.stringify(memory)).toBe(true);
       expect((refused as Error).message).toContain(Object.keys(memory)[0]);
     }
+    // A bus refused for its own options makes no broker: the corrected call may choose its limits.
+    const fresh = `limits-${randomUUID()}`;
+    await expect(
+      createBus({
+        url: `memory://${fresh}`,
+        service: '',
+        logger: silentLogger,
+        memory: { maxQueueLength: 50 },
+      }),
+    ).rejects.toSatisfy(isInvalidTopicOrOptions);
+    const corrected = await createBus({
+      url: `memory://${fresh}`,
+      service: 'fixed',
+      logger: silentLogger,
+      memory: { maxQueueLength: 60 },
+    });
+    opened.push(corrected);
     // The same values, or none, share the broker as it is.
     const same = await createBus({
       url: `memory://${name}`,

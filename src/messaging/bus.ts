@@ -270,23 +270,13 @@ export class Bus<C extends Contracts = NoContracts> {
 
   /** Use {@link createBus}, which also connects the transport. */
   constructor(transport: Transport, options: BusOptions<C>) {
-    assertGroup(options.service);
-    this.service = options.service;
+    const settings = busSettingsOf(options);
+    this.service = settings.service;
     this.transport = transport;
     this.#contracts = new Map(Object.entries(options.contracts ?? {}) as [string, StandardSchemaV1][]);
-    assertFunctionList('middleware', options.middleware);
     this.#middleware = [...(options.inbox ? [idempotent(options.inbox)] : []), ...(options.middleware ?? [])];
-    this.#defaults = Object.freeze({
-      ...DEFAULT_SUBSCRIPTION_OPTIONS,
-      ...knownOptions('subscriptionDefaults', options.subscriptionDefaults, SUBSCRIPTION_DEFAULT_KEYS),
-    });
-    // Checked now: a bad default would otherwise refuse every later subscribe.
-    this.#spec('subscription.defaults', {});
-    assertHandlerTimeout(this.#defaults.handlerTimeoutMs);
-    // `??` would take null for "not given": only an absent (or undefined) option takes the default.
-    const closeTimeoutMs = options.closeTimeoutMs === undefined ? 10_000 : options.closeTimeoutMs;
-    assertCloseTimeout(closeTimeoutMs);
-    this.#closeTimeoutMs = closeTimeoutMs;
+    this.#defaults = settings.defaults;
+    this.#closeTimeoutMs = settings.closeTimeoutMs;
     this.#logger = options.logger ?? stderrLogger;
     this.#clock = options.clock === undefined || options.clock === systemClock ? undefined : options.clock;
   }
@@ -537,23 +527,7 @@ export class Bus<C extends Contracts = NoContracts> {
   }
 
   #spec(pattern: string, options: SubscribeOptions): SubscriptionSpec {
-    assertPattern(pattern);
-    const group = orDefault(options.group, this.service);
-    assertGroup(group);
-    const concurrency = orDefault(options.concurrency, this.#defaults.concurrency);
-    const maxAttempts = orDefault(options.maxAttempts, this.#defaults.maxAttempts);
-    if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 65_535) {
-      throw new InvalidOptionsError('concurrency must be an integer from 1 to 65535');
-    }
-    if (!Number.isInteger(maxAttempts) || maxAttempts < 1 || maxAttempts > 100) {
-      throw new InvalidOptionsError('maxAttempts must be an integer from 1 to 100');
-    }
-    const retryDelays = exponentialDelays(
-      orDefault(options.backoff, this.#defaults.backoff),
-      maxAttempts - 1,
-    );
-    assertRetryDelays(retryDelays);
-    return { group, pattern, concurrency, retryDelays };
+    return subscriptionSpecOf(this.service, this.#defaults, pattern, options);
   }
 
   /** Turns a delivery into an outcome: validation, then the handler chain inside the message's context. */
@@ -872,4 +846,52 @@ function refusedDeadLetterOptions(
   } catch (error) {
     return error;
   }
+}
+
+/**
+ * The options of a bus checked, as its constructor reads them: `createBus` checks them before it
+ * makes the transport (a named memory broker made for a bus then refused would keep that call's
+ * limits). @throws InvalidOptionsError
+ */
+export function busSettingsOf(options: BusOptions<Contracts>): {
+  readonly service: string;
+  readonly defaults: Required<SubscriptionDefaults>;
+  readonly closeTimeoutMs: number;
+} {
+  assertGroup(options.service);
+  assertFunctionList('middleware', options.middleware);
+  const defaults: Required<SubscriptionDefaults> = Object.freeze({
+    ...DEFAULT_SUBSCRIPTION_OPTIONS,
+    ...knownOptions('subscriptionDefaults', options.subscriptionDefaults, SUBSCRIPTION_DEFAULT_KEYS),
+  });
+  // Checked now: a bad default would otherwise refuse every later subscribe.
+  subscriptionSpecOf(options.service, defaults, 'subscription.defaults', {});
+  assertHandlerTimeout(defaults.handlerTimeoutMs);
+  // `??` would take null for "not given": only an absent (or undefined) option takes the default.
+  const closeTimeoutMs = options.closeTimeoutMs === undefined ? 10_000 : options.closeTimeoutMs;
+  assertCloseTimeout(closeTimeoutMs);
+  return { service: options.service, defaults, closeTimeoutMs };
+}
+
+/** What a subscription to `pattern` with `options` is, the bus's `defaults` filling in. @throws InvalidOptionsError */
+function subscriptionSpecOf(
+  service: string,
+  defaults: Required<SubscriptionDefaults>,
+  pattern: string,
+  options: SubscribeOptions,
+): SubscriptionSpec {
+  assertPattern(pattern);
+  const group = orDefault(options.group, service);
+  assertGroup(group);
+  const concurrency = orDefault(options.concurrency, defaults.concurrency);
+  const maxAttempts = orDefault(options.maxAttempts, defaults.maxAttempts);
+  if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 65_535) {
+    throw new InvalidOptionsError('concurrency must be an integer from 1 to 65535');
+  }
+  if (!Number.isInteger(maxAttempts) || maxAttempts < 1 || maxAttempts > 100) {
+    throw new InvalidOptionsError('maxAttempts must be an integer from 1 to 100');
+  }
+  const retryDelays = exponentialDelays(orDefault(options.backoff, defaults.backoff), maxAttempts - 1);
+  assertRetryDelays(retryDelays);
+  return { group, pattern, concurrency, retryDelays };
 }

@@ -205,6 +205,7 @@ describe('createHealth', () => {
       '/*',
       '/./a',
       '/..',
+      null,
     ];
     for (const path of bad) {
       for (const setUp of [

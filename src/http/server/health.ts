@@ -223,7 +223,8 @@ const HEALTH_PATH = /^(?:\/(?!\.{1,2}(?:\/|$))[A-Za-z0-9._~-]+)+$/;
  * @throws InvalidOptionsError
  */
 export function healthPathOf(options: HealthRouteOptions): string {
-  const path: unknown = options.path ?? DEFAULT_HEALTH_PATH;
+  // Only left out is the default: null is no path.
+  const path: unknown = options.path === undefined ? DEFAULT_HEALTH_PATH : options.path;
   if (typeof path !== 'string' || !HEALTH_PATH.test(path)) {
     throw new InvalidOptionsError(
       `health path must be a path such as '/health': segments of letters, digits, '-', '.', '_' or '~', each after a '/', no trailing '/', not ${describeValue(path)}`,

@@ -4,6 +4,7 @@ import Fastify from 'fastify';
 import { request } from 'undici';
 import { afterEach, describe, expect, it } from 'vitest';
 import { StoreUnavailableError } from '../../eventstore/errors.js';
+import { BrokerConnectionError } from '../../messaging/errors.js';
 import { UnitOfWorkOutcomeUnknownError } from '../../outbox/errors.js';
 import { ferryContext, ferryErrors, ferryIdempotency } from './express.js';
 import { ferryFastify } from './fastify.js';
@@ -35,10 +36,32 @@ const failures: Record<string, () => Error> = {
     new Error('placing the order failed', {
       cause: new StoreUnavailableError('sqlite', 'disk sync failed after COMMIT', { outcomeUnknown: true }),
     }),
+  // An outcome unknown beside other faults its causes show (a disk full as the log was synced, an
+  // outage around it): the request may still have been carried out.
+  '/full-unknown': () =>
+    new StoreUnavailableError('sqlite', 'the disk sync after COMMIT failed', {
+      outcomeUnknown: true,
+      cause: Object.assign(new Error('no space left on device'), { code: 'ENOSPC' }),
+    }),
+  '/unit-full': () =>
+    new UnitOfWorkOutcomeUnknownError(
+      Object.assign(new Error('database or disk is full'), { code: 'SQLITE_FULL' }),
+    ),
+  '/outage-around': () =>
+    new BrokerConnectionError('the broker connection was lost', {
+      cause: new UnitOfWorkOutcomeUnknownError(new Error('rolled back')),
+    }),
   // Nothing was written: 503, and the key released for a retry.
   '/down': () => new StoreUnavailableError('postgres', 'connection refused'),
   '/bug': () => new TypeError('x is undefined'),
 };
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/** Fails after 300 ms: past a short deadline, or after its client left. */
+const SLOW = '/slow-commit';
+const slowFailure = () =>
+  new StoreUnavailableError('postgres', 'the connection broke during COMMIT', { outcomeUnknown: true });
 
 async function startFastify(runs: Record<string, number>): Promise<string> {
   const app = Fastify();
@@ -49,6 +72,11 @@ async function startFastify(runs: Record<string, number>): Promise<string> {
       throw failure();
     });
   }
+  app.post(SLOW, async () => {
+    runs[SLOW] = (runs[SLOW] ?? 0) + 1;
+    await sleep(300);
+    throw slowFailure();
+  });
   return listenFastify(app, closers);
 }
 
@@ -63,15 +91,29 @@ async function startExpress(runs: Record<string, number>): Promise<string> {
       next(failure());
     });
   }
+  app.post(SLOW, (_req, _res, next) => {
+    runs[SLOW] = (runs[SLOW] ?? 0) + 1;
+    setTimeout(() => next(slowFailure()), 300);
+  });
   app.use(ferryErrors({ logger }));
   return listenNode(createServer(app), closers);
 }
 
-async function post(origin: string, path: string, key?: string) {
+async function post(
+  origin: string,
+  path: string,
+  key?: string,
+  more: { headers?: Record<string, string>; signal?: AbortSignal } = {},
+) {
   const response = await request(`${origin}${path}`, {
     method: 'POST',
-    headers: { 'content-type': 'application/json', ...(key === undefined ? {} : { 'idempotency-key': key }) },
+    headers: {
+      'content-type': 'application/json',
+      ...(key === undefined ? {} : { 'idempotency-key': key }),
+      ...more.headers,
+    },
     body: JSON.stringify({ amount: 100 }),
+    ...(more.signal === undefined ? {} : { signal: more.signal }),
   });
   const text = await response.body.text();
   return {
@@ -89,7 +131,14 @@ describe.each([
   it('answers 500 OUTCOME_UNKNOWN, and replays it for the same key without running the handler again', async () => {
     const runs: Record<string, number> = {};
     const origin = await start(runs);
-    for (const path of ['/unknown', '/unit-unknown', '/wrapped']) {
+    for (const path of [
+      '/unknown',
+      '/unit-unknown',
+      '/wrapped',
+      '/full-unknown',
+      '/unit-full',
+      '/outage-around',
+    ]) {
       const first = await post(origin, path, `key${path}`);
       expect(first, path).toMatchObject({ status: 500, body: { code: 'OUTCOME_UNKNOWN' } });
       expect(first.type).toBe('application/problem+json');
@@ -118,6 +167,23 @@ describe.each([
       expect(again.replayed, path).toBeUndefined();
       expect(runs[path], path).toBe(2);
     }
+  });
+
+  it('keeps the answer when the deadline passed, or the client left, before the write failed so', async () => {
+    const runs: Record<string, number> = {};
+    const origin = await start(runs);
+    // The caller's deadline (100 ms) passes while the commit is under way.
+    const first = await post(origin, SLOW, 'deadline', { headers: { 'x-deadline-ms': '100' } });
+    expect(first.body.code).toBe('OUTCOME_UNKNOWN');
+    const again = await post(origin, SLOW, 'deadline');
+    expect(again).toMatchObject({ status: 500, replayed: 'true', body: { code: 'OUTCOME_UNKNOWN' } });
+    expect(runs[SLOW]).toBe(1);
+    // The client gives up after 50 ms and hangs up; once the handler ended, its retry gets the answer.
+    await expect(post(origin, SLOW, 'left', { signal: AbortSignal.timeout(50) })).rejects.toThrow();
+    await sleep(500);
+    const retry = await post(origin, SLOW, 'left');
+    expect(retry).toMatchObject({ status: 500, replayed: 'true', body: { code: 'OUTCOME_UNKNOWN' } });
+    expect(runs[SLOW]).toBe(2);
   });
 
   it('answers OUTCOME_UNKNOWN without a key too', async () => {

@@ -402,6 +402,21 @@ function mapError(
     if (isHttpProblemError(mapped)) return thrownProblem(mapped, extra, report);
     return respond({ ...mapped, ...extra });
   }
+  // Before the deadline, a client gone, an outage or a full disk, which its causes may also show: the
+  // request may have been carried out whatever else went wrong, so its answer must be final.
+  if (isOutcomeUnknown(error)) {
+    report('a write whose outcome is unknown while serving a request', describe(error));
+    return {
+      ...respond(
+        problem(500, 'Outcome unknown', {
+          ...extra,
+          code: 'OUTCOME_UNKNOWN',
+          detail: OUTCOME_UNKNOWN_DETAIL,
+        }),
+      ),
+      final: true,
+    };
+  }
   if (deadlinePassed(error, request.context)) {
     return respond(problem(504, 'Deadline exceeded', { ...extra, code: 'DEADLINE_EXCEEDED' }));
   }
@@ -423,19 +438,6 @@ function mapError(
         detail: 'The server has no room left to store what this request needs; try again later.',
       }),
     );
-  }
-  if (isOutcomeUnknown(error)) {
-    report('a write whose outcome is unknown while serving a request', describe(error));
-    return {
-      ...respond(
-        problem(500, 'Outcome unknown', {
-          ...extra,
-          code: 'OUTCOME_UNKNOWN',
-          detail: OUTCOME_UNKNOWN_DETAIL,
-        }),
-      ),
-      final: true,
-    };
   }
   report('unexpected error while serving a request', describe(error));
   return respond(problem(500, 'Internal Server Error', extra));
