@@ -102,6 +102,25 @@ describe('publishing on RabbitMQ', () => {
     await expect(transport.publish(envelope)).rejects.toMatchObject({ code: 'UNROUTABLE' });
   });
 
+  it('resolves a second connect() only once connected, and refuses one after a failed first connect', async () => {
+    const v = await vhost();
+    const transport = new AmqpTransport({ url: v.url, logger: silentLogger });
+    defer(() => transport.close(500));
+    void transport.connect();
+    await transport.connect();
+    expect(transport.status().state).toBe('ready');
+    // A vhost that does not exist: the first connect fails, and the transport is closed.
+    const url = new URL(v.url);
+    url.pathname = `/ferry-no-such-vhost-${Date.now()}`;
+    const failed = new AmqpTransport({ url: url.toString(), logger: silentLogger, connectTimeoutMs: 3000 });
+    defer(() => failed.close(500));
+    await expect(failed.connect()).rejects.toMatchObject({ code: 'BROKER_VHOST_NOT_FOUND' });
+    await expect(failed.connect()).rejects.toMatchObject({
+      code: 'BUS_CLOSED',
+      message: expect.stringMatching(/first connect failed/),
+    });
+  });
+
   it('rejects with PUBLISH_NOT_CONFIRMED when no confirm arrives in time', async () => {
     const { proxy, url } = await proxied();
     const b = await bus(url, { confirmTimeoutMs: 300 });

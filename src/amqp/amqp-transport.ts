@@ -72,6 +72,8 @@ export class AmqpTransport implements Transport {
   #recovery: Promise<void> | undefined;
   #wakeUp: (() => void) | undefined;
   #closing: Promise<void> | undefined;
+  /** The first connect, which later calls of `connect` wait for. */
+  #connecting: Promise<void> | undefined;
 
   constructor(options: AmqpTransportOptions) {
     assertAmqpUrl(options.url);
@@ -102,10 +104,24 @@ export class AmqpTransport implements Transport {
     return redactUrl(this.#url);
   }
 
-  async connect(): Promise<void> {
-    if (this.#state !== 'idle') return;
-    this.#state = 'connecting';
-    await this.#establish(Date.now() + this.#options.connectTimeoutMs);
+  /**
+   * Connects (within `connectTimeoutMs`). Called again while connecting, it resolves with the first
+   * call; once connected, at once. A transport closed, or whose first connect failed (it is closed
+   * then), rejects with `BUS_CLOSED`: make another.
+   */
+  connect(): Promise<void> {
+    if (this.#state === 'closed') {
+      return Promise.reject(
+        new BusClosedError('transport', {
+          detail: 'it was closed, or its first connect failed: create another to connect',
+        }),
+      );
+    }
+    if (this.#state === 'idle') {
+      this.#state = 'connecting';
+      this.#connecting = this.#establish(Date.now() + this.#options.connectTimeoutMs);
+    }
+    return this.#connecting ?? Promise.resolve();
   }
 
   /**

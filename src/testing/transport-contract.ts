@@ -1651,6 +1651,15 @@ export function testTransport(name: string, harness: TransportHarness, features:
       await longest.close();
     });
 
+    it('connects once however often connect is called, and refuses to connect once closed, with BUS_CLOSED', async () => {
+      const transport = harness.createTransport();
+      // Called at once, the later calls resolve when the first has connected, not before.
+      await Promise.all([transport.connect(), transport.connect(), transport.connect()]);
+      await transport.connect();
+      await transport.close(1000);
+      expect(isBusClosedError(await transport.connect().catch((e: unknown) => e))).toBe(true);
+    });
+
     it('refuses dead-letter listings and replays once closed, with BUS_CLOSED', async () => {
       const p = unique();
       const b = await bus(`svc-${p}`);

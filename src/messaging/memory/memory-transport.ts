@@ -37,7 +37,14 @@ export class MemoryTransport implements Transport {
     this.broker = options.broker ?? MemoryBroker.named('default');
   }
 
-  async connect(): Promise<void> {}
+  /** Nothing to connect to; a closed transport rejects with `BUS_CLOSED`, as on RabbitMQ. */
+  async connect(): Promise<void> {
+    if (this.#closed) {
+      throw new BusClosedError('transport', {
+        detail: 'it was closed, or its first connect failed: create another to connect',
+      });
+    }
+  }
 
   publish(envelope: Envelope): Promise<void> {
     if (this.#closed) return Promise.reject(new BusClosedError('transport'));
