@@ -112,6 +112,8 @@ export class EventSubscription {
   readonly #options: Required<Omit<EventSubscriptionOptions, 'types' | 'name'>>;
   readonly #delays: number[];
   #position = 0n;
+  /** `#position` is where this instance stands (set once its loop found where to start). */
+  #started = false;
   /** The position advanced past what the stored checkpoint says. */
   #dirty = false;
   #closed = false;
@@ -239,6 +241,7 @@ export class EventSubscription {
       this.#dirty = true;
       await this.#saveCheckpoint();
     } else this.#position = 0n;
+    this.#started = true;
     let heldRounds = 0;
     while (!this.#closed && this.#holds()) {
       // Replays run here, between batches, so that the handler never runs twice at once.
@@ -626,8 +629,18 @@ export class EventSubscription {
    */
   async lag(): Promise<SubscriptionLag> {
     this.#assertStoreOpen();
-    const position = this.#holds() ? this.#position : ((await this.#backend.loadCheckpoint(this.name)) ?? 0n);
+    const position = this.#holds() && this.#started ? this.#position : await this.#storedPosition();
     return { position, behind: await this.#backend.countAfter(position) };
+  }
+
+  /**
+   * The checkpoint stored; before there is one, where the subscription starts: the start, or the end
+   * as it is now for `from: 'end'` (the events before it are never handled, so never behind).
+   */
+  async #storedPosition(): Promise<bigint> {
+    const saved = await this.#backend.loadCheckpoint(this.name);
+    if (saved !== undefined) return saved;
+    return this.#options.from === 'end' ? this.#backend.horizon({ wait: false }) : 0n;
   }
 
   /**

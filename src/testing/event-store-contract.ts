@@ -641,6 +641,17 @@ export function testEventStore(name: string, harness: EventStoreHarness): void {
       await sub.close();
     });
 
+    it("reports nothing behind a from: 'end' subscription as soon as it is made, never the events before its start", async () => {
+      // Must not happen: a readiness check run at start-up reading the whole store as lag.
+      const store = await open();
+      for (let i = 0; i < 5; i++) await store.append(`old-${i}`, [{ type: 'Old', data: i }]);
+      const sub = store.subscribe({ name: 'tail-lag', from: 'end' }, () => {});
+      expect(await sub.lag()).toMatchObject({ behind: 0 });
+      await sub.caughtUp();
+      expect(await sub.lag()).toMatchObject({ behind: 0 });
+      await sub.close();
+    });
+
     it('resolves caughtUp() only once every event appended before the call was handled, while appends keep the loop reading', async () => {
       // A read the loop had begun before the call, and that then found nothing more, resolved it:
       // on PostgreSQL the events of appends committed together just before were still unhandled.
