@@ -311,10 +311,17 @@ class SagaSpecRun<C extends Contracts, S extends string, D> implements SagaSpecW
       lastId === undefined ? undefined : await outbox.storage.transaction((tx) => tx.loadSaga(name, lastId));
     const pending =
       row === undefined ? undefined : parseSagaState(name, row.id, row.state).timeouts[step.timeout];
+    if (row === undefined) {
+      throw new Error(`saga spec: no instance of "${name}" to time out ("${step.timeout}")`);
+    }
     if (pending === undefined) {
-      throw new Error(
-        `saga spec: instance "${lastId}" of "${name}" has no pending timeout "${step.timeout}"`,
+      // A timeout that arrives after the saga moved on (cancelled, or fired already): delivered as
+      // the saga's own timeout message, which the saga ignores, as the runner does.
+      const envelope = await outbox.bus.envelopeOf(
+        this.#definition.timeoutType as never,
+        { sagaId: row.id, name: step.timeout } as never,
       );
+      return { ...envelope, attempt: 1 };
     }
     const scheduled = (await outbox.scheduled({ limit: 10_000 })).find((s) => s.id === pending.id);
     if (scheduled === undefined)
