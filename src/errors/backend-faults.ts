@@ -59,34 +59,32 @@ export function backendUnavailableCode(error: unknown): string | undefined {
  * broken as it committed).
  */
 export function isOutcomeUnknown(error: unknown): boolean {
-  let current = error;
-  for (let depth = 0; depth < MAX_CAUSE_DEPTH && typeof current === 'object' && current !== null; depth++) {
-    const code = codeOf(current);
-    try {
-      if (code === 'UNIT_OF_WORK_OUTCOME_UNKNOWN') return true;
-      if (
-        code !== undefined &&
-        UNAVAILABLE_CODES.has(code) &&
-        (current as { outcomeUnknown?: unknown }).outcomeUnknown === true
-      )
-        return true;
-      current = (current as { cause?: unknown }).cause;
-    } catch {
-      return false; // A hostile getter: not ours to read further.
-    }
-  }
-  return false;
+  return someCause(error, (current, code) => {
+    if (code === 'UNIT_OF_WORK_OUTCOME_UNKNOWN') return true;
+    return (
+      code !== undefined &&
+      UNAVAILABLE_CODES.has(code) &&
+      (current as { outcomeUnknown?: unknown }).outcomeUnknown === true
+    );
+  });
 }
 
 function hasCode(error: unknown, codes: ReadonlySet<string>): boolean {
+  return someCause(error, (_current, code) => code !== undefined && codes.has(code));
+}
+
+/**
+ * Whether `test` holds for `error` or one of its causes (a few deep), given each with its code; a
+ * getter that throws (on `cause`, or in `test`) ends the search: not ours to read further.
+ */
+function someCause(error: unknown, test: (current: object, code: string | undefined) => boolean): boolean {
   let current = error;
   for (let depth = 0; depth < MAX_CAUSE_DEPTH && typeof current === 'object' && current !== null; depth++) {
-    const code = codeOf(current);
-    if (code !== undefined && codes.has(code)) return true;
     try {
+      if (test(current, codeOf(current))) return true;
       current = (current as { cause?: unknown }).cause;
     } catch {
-      return false; // A hostile getter: not ours to read further.
+      return false;
     }
   }
   return false;
