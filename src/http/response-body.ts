@@ -2,21 +2,34 @@ import type { CollectedResponse } from './collect-response.js';
 import type { ProblemDetails } from './errors.js';
 import { PROBLEM_CONTENT_TYPE } from './headers.js';
 
+type HeaderValue = string | string[] | undefined;
+
+/** The first value of a header (Node gives an array for one sent on several lines). */
+function firstValue(header: HeaderValue): string | undefined {
+  return Array.isArray(header) ? header[0] : header;
+}
+
+/** A content type's media type, without its parameters, in lower case; undefined when there is none. */
+function mediaTypeOf(contentType: HeaderValue): string | undefined {
+  const text = firstValue(contentType);
+  return text === undefined ? undefined : text.split(';')[0]!.trim().toLowerCase();
+}
+
 /** `Retry-After`: delay seconds or an HTTP date. */
-export function parseRetryAfter(value: string | string[] | undefined, now = Date.now()): number | undefined {
-  const text = Array.isArray(value) ? value[0] : value;
+export function parseRetryAfter(value: HeaderValue, now = Date.now()): number | undefined {
+  const text = firstValue(value);
   if (text === undefined || text.trim() === '') return undefined;
   if (/^\d+$/.test(text.trim())) return Number(text.trim()) * 1000;
   const at = Date.parse(text);
   return Number.isNaN(at) ? undefined : Math.max(0, at - now);
 }
 
-export function isJson(contentType: string | string[] | undefined): boolean {
-  const text = Array.isArray(contentType) ? contentType[0] : contentType;
+export function isJson(contentType: HeaderValue): boolean {
+  const text = firstValue(contentType);
   if (text === undefined) return false;
   // The common exact spellings first, without splitting strings per response.
   if (text === 'application/json' || text.startsWith('application/json;')) return true;
-  const type = text.split(';')[0]!.trim().toLowerCase();
+  const type = mediaTypeOf(text)!;
   return type === 'application/json' || type.endsWith('+json');
 }
 
@@ -27,11 +40,9 @@ export const MALFORMED_JSON: unique symbol = Symbol('malformed JSON');
  * Whether a media type's bodies are text: `text/*`, JSON and XML (`+json`, `+xml`), forms,
  * JavaScript, YAML (and `+yaml`). Others (`application/octet-stream`, images, PDF, protobuf…) are bytes.
  */
-export function isTextual(contentType: string | string[] | undefined): boolean {
-  const text = Array.isArray(contentType) ? contentType[0] : contentType;
-  if (text === undefined) return true;
-  const type = text.split(';')[0]!.trim().toLowerCase();
-  if (type === '' || type.startsWith('text/')) return true;
+function isTextual(contentType: HeaderValue): boolean {
+  const type = mediaTypeOf(contentType);
+  if (type === undefined || type === '' || type.startsWith('text/')) return true;
   if (type.endsWith('+json') || type.endsWith('+xml') || type.endsWith('+yaml')) return true;
   return TEXT_TYPES.has(type);
 }
@@ -51,8 +62,8 @@ const TEXT_TYPES = new Set([
 ]);
 
 /** The `charset` parameter of a content type, in lower case; `undefined` when none is given. */
-function charsetOf(contentType: string | string[] | undefined): string | undefined {
-  const text = Array.isArray(contentType) ? contentType[0] : contentType;
+function charsetOf(contentType: HeaderValue): string | undefined {
+  const text = firstValue(contentType);
   const match = text === undefined ? null : /;\s*charset\s*=\s*"?([^";\s]+)"?/i.exec(text);
   return match?.[1]?.toLowerCase();
 }
@@ -89,15 +100,15 @@ export function decodeBody(response: CollectedResponse): unknown {
     }
   }
   if (!isTextual(contentType)) return Buffer.from(response.body);
-  return decodeText(response.body, charsetOf(contentType));
+  return bodyText(response);
 }
 
-export function problemOf(
-  headers: Record<string, string | string[] | undefined>,
-  body: unknown,
-): ProblemDetails | undefined {
-  const type = headers['content-type'];
-  const base = (Array.isArray(type) ? type[0] : type)?.split(';')[0]?.trim().toLowerCase();
-  if (base !== PROBLEM_CONTENT_TYPE || typeof body !== 'object' || body === null) return undefined;
+export function problemOf(headers: Record<string, HeaderValue>, body: unknown): ProblemDetails | undefined {
+  if (
+    mediaTypeOf(headers['content-type']) !== PROBLEM_CONTENT_TYPE ||
+    typeof body !== 'object' ||
+    body === null
+  )
+    return undefined;
   return body as ProblemDetails;
 }
