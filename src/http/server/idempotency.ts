@@ -351,7 +351,7 @@ export class IdempotencyGuard {
    * marked `final` (a 5xx whose request may have been carried out) is kept as a final one is.
    */
   async finishCaptured(key: string, response: CapturedResponse, claim?: string): Promise<void> {
-    if (response.final !== true && !isReplayableStatus(response.status)) {
+    if (!isKeptAnswer(response)) {
       await this.#store.abandon(key, claim);
       return;
     }
@@ -378,7 +378,7 @@ export class IdempotencyGuard {
       await this.finishCaptured(key, response, claim);
     } catch (error) {
       report(error);
-      if (isReplayableStatus(response.status) || response.final === true) throw answerNotStoredProblem(error);
+      if (isKeptAnswer(response)) throw answerNotStoredProblem(error);
     }
   }
 
@@ -411,6 +411,14 @@ export function answerNotStoredProblem(cause: unknown): HttpProblemError {
     extensions: { code: 'IDEMPOTENCY_STORE_FAILED' },
     cause,
   });
+}
+
+/**
+ * Whether a captured answer is kept for its key (a final status, or marked final: a 5xx whose request
+ * may have been carried out), rather than the key released for the request to run again.
+ */
+function isKeptAnswer(response: CapturedResponse): boolean {
+  return response.final === true || isReplayableStatus(response.status);
 }
 
 /** Statuses that are a final answer to the request, so that a retry gets the same one. */
