@@ -4,7 +4,7 @@ import { type Logger, stderrLogger } from '../logging/logger.js';
 import { assertCloseTimeout } from '../messaging/close-timeout.js';
 import type { Envelope } from '../messaging/envelope.js';
 import { assertEnvelope } from '../messaging/envelope-limits.js';
-import { BrokerConnectionError, BusClosedError } from '../messaging/errors.js';
+import { BrokerConnectionError, BusClosedError, connectWhenClosedError } from '../messaging/errors.js';
 import type {
   DeadLetter,
   DeliveryHandler,
@@ -110,13 +110,7 @@ export class AmqpTransport implements Transport {
    * then), rejects with `BUS_CLOSED`: make another.
    */
   connect(): Promise<void> {
-    if (this.#state === 'closed') {
-      return Promise.reject(
-        new BusClosedError('transport', {
-          detail: 'it was closed, or its first connect failed: create another to connect',
-        }),
-      );
-    }
+    if (this.#state === 'closed') return Promise.reject(connectWhenClosedError());
     if (this.#state === 'idle') {
       this.#state = 'connecting';
       this.#connecting = this.#establish(Date.now() + this.#options.connectTimeoutMs);

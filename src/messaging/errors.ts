@@ -112,6 +112,13 @@ export class BusClosedError extends FerryError {
 }
 export const isBusClosedError = errorGuard<BusClosedError>('BUS_CLOSED');
 
+/** What `connect()` of a transport closed, or whose first connect failed, rejects with, on every transport. */
+export function connectWhenClosedError(): BusClosedError {
+  return new BusClosedError('transport', {
+    detail: 'it was closed, or its first connect failed: create another to connect',
+  });
+}
+
 /**
  * A connection to the broker could not be established or was lost for good. `BROKER_UNAVAILABLE`
  * when waiting did not help (broker down, network, timeout); the refusals that waiting cannot fix

@@ -1,6 +1,6 @@
 import type { Envelope } from '../envelope.js';
 import { assertEnvelope } from '../envelope-limits.js';
-import { BusClosedError } from '../errors.js';
+import { BusClosedError, connectWhenClosedError } from '../errors.js';
 import type {
   DeadLetter,
   DeliveryHandler,
@@ -39,11 +39,7 @@ export class MemoryTransport implements Transport {
 
   /** Nothing to connect to; a closed transport rejects with `BUS_CLOSED`, as on RabbitMQ. */
   async connect(): Promise<void> {
-    if (this.#closed) {
-      throw new BusClosedError('transport', {
-        detail: 'it was closed, or its first connect failed: create another to connect',
-      });
-    }
+    if (this.#closed) throw connectWhenClosedError();
   }
 
   publish(envelope: Envelope): Promise<void> {
