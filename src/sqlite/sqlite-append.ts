@@ -2,6 +2,7 @@ import type Database from 'better-sqlite3';
 import { ConcurrencyError, DuplicateEventIdError } from '../eventstore/errors.js';
 import type { AppendResult, ExpectedVersion, PreparedEvent } from '../eventstore/types.js';
 import { expectedVersionHolds } from '../eventstore/versions.js';
+import { isUniqueViolation } from './unique-violation.js';
 
 export interface AppendStatements {
   readonly findIds: Database.Statement<[string, string], { id: string; version: bigint; position: bigint }>;
@@ -50,7 +51,7 @@ export function appendRows(
       try {
         return insertRows(s, streamId, events, current);
       } catch (error) {
-        if ((error as { code?: unknown }).code !== 'SQLITE_CONSTRAINT_UNIQUE') throw error;
+        if (!isUniqueViolation(error)) throw error;
       }
     }
   }

@@ -1,6 +1,7 @@
 import type Database from 'better-sqlite3';
 import { DuplicateMessageIdError } from '../outbox/errors.js';
 import type { OutboxInsert, OutboxRow, SagaRow, SagaStatus } from '../outbox/storage.js';
+import { isUniqueViolation } from './unique-violation.js';
 
 // Integers come back as bigint (`defaultSafeIntegers`); times and counts are converted to numbers.
 export interface OutboxDbRow {
@@ -63,7 +64,7 @@ export function insertOutboxRow(
   try {
     insert.run(m.id, m.key, m.envelope, ms(m.createdAt), ms(m.dueAt));
   } catch (error) {
-    if ((error as { code?: unknown }).code === 'SQLITE_CONSTRAINT_UNIQUE') {
+    if (isUniqueViolation(error)) {
       throw new DuplicateMessageIdError(m.id, { cause: error });
     }
     throw error;
