@@ -6,7 +6,7 @@ import { isFerryError, isInvalidOptionsError } from '../errors/ferry-error.js';
 import { silentLogger } from '../logging/logger.js';
 import { systemClock, VirtualClock } from '../time/clock.js';
 import type { Bus, BusOptions } from './bus.js';
-import { MemoryBroker } from './memory/memory-broker.js';
+import { MemoryBroker, type MemoryBrokerOptions } from './memory/memory-broker.js';
 import { MemoryTransport } from './memory/memory-transport.js';
 
 const START = Date.UTC(2030, 0, 1);
@@ -263,51 +263,31 @@ describe('MemoryBroker.named and the clock', () => {
   });
 
   it('refuses a later bus asking the named broker for other limits than it was made with, instead of ignoring them', async () => {
-    const name = `limits-${randomUUID()}`;
-    const first = await createBus({
-      url: `memory://${name}`,
-      service: 'first',
-      logger: silentLogger,
-      memory: { maxMessageBytes: 100, maxRedeliveries: 2 },
-    });
-    opened.push(first);
-    for (const memory of [{ maxMessageBytes: 10_000 }, { maxRedeliveries: 5 }, { maxQueueLength: 10 }]) {
-      const refused = await createBus({
+    /** A bus on the broker `name`, closed after the test once made. */
+    const busOn = async (name: string, service: string, memory?: MemoryBrokerOptions) => {
+      const bus = await createBus({
         url: `memory://${name}`,
-        service: 'later',
+        service,
         logger: silentLogger,
-        memory,
-      }).catch((e: unknown) => e);
+        ...(memory === undefined ? {} : { memory }),
+      });
+      opened.push(bus);
+      return bus;
+    };
+    const name = `limits-${randomUUID()}`;
+    const first = await busOn(name, 'first', { maxMessageBytes: 100, maxRedeliveries: 2 });
+    for (const memory of [{ maxMessageBytes: 10_000 }, { maxRedeliveries: 5 }, { maxQueueLength: 10 }]) {
+      const refused = await busOn(name, 'later', memory).catch((e: unknown) => e);
       expect(isInvalidOptionsError(refused), JSON.stringify(memory)).toBe(true);
       expect((refused as Error).message).toContain(Object.keys(memory)[0]);
     }
     // A bus refused for its own options makes no broker: the corrected call may choose its limits.
     const fresh = `limits-${randomUUID()}`;
-    await expect(
-      createBus({
-        url: `memory://${fresh}`,
-        service: '',
-        logger: silentLogger,
-        memory: { maxQueueLength: 50 },
-      }),
-    ).rejects.toSatisfy(isInvalidTopicOrOptions);
-    const corrected = await createBus({
-      url: `memory://${fresh}`,
-      service: 'fixed',
-      logger: silentLogger,
-      memory: { maxQueueLength: 60 },
-    });
-    opened.push(corrected);
+    await expect(busOn(fresh, '', { maxQueueLength: 50 })).rejects.toSatisfy(isInvalidTopicOrOptions);
+    await busOn(fresh, 'fixed', { maxQueueLength: 60 });
     // The same values, or none, share the broker as it is.
-    const same = await createBus({
-      url: `memory://${name}`,
-      service: 'same',
-      logger: silentLogger,
-      memory: { maxMessageBytes: 100 },
-    });
-    opened.push(same);
-    const plain = await createBus({ url: `memory://${name}`, service: 'plain', logger: silentLogger });
-    opened.push(plain);
+    await busOn(name, 'same', { maxMessageBytes: 100 });
+    const plain = await busOn(name, 'plain');
     expect((plain.transport as MemoryTransport).broker).toBe((first.transport as MemoryTransport).broker);
   });
 
