@@ -130,6 +130,11 @@ export interface EventStoreBackend {
   unpark(subscription: string, position: bigint): Promise<void>;
 
   loadSnapshot(streamId: string): Promise<Snapshot | undefined>;
+  /**
+   * Stores `snapshot` in place of the stream's stored one, unless that one is of the same
+   * `schemaVersion` and a later `version` (a slow save of an older state must not replace a newer
+   * one): then it keeps the stored one.
+   */
   saveSnapshot(snapshot: Snapshot): Promise<void>;
 
   /** An inbox for idempotent bus consumers kept in the same storage (durable where the backend is). */

@@ -221,8 +221,10 @@ export class EventStore {
   }
 
   /**
-   * Stores a snapshot of a stream's state as of `version`, replacing the previous one. The state is
-   * stored as its JSON round trip, with the rules of event data (else `INVALID_EVENT`).
+   * Stores a snapshot of a stream's state as of `version`, replacing the previous one unless that one
+   * is of the same `schemaVersion` and a later `version` (then it is kept: a slow save of an older
+   * state never replaces a newer one). The state is stored as its JSON round trip, with the rules of
+   * event data (else `INVALID_EVENT`).
    */
   async saveSnapshot<S>(snapshot: Omit<Snapshot<S>, 'time'>): Promise<void> {
     this.#assertOpen();

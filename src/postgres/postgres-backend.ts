@@ -1438,9 +1438,10 @@ function statements(s: string) {
     unpark: `DELETE FROM ${s}.parked WHERE subscription = $1 AND position = $2`,
     loadSnapshot: `SELECT stream_id, version, schema_version, state, time FROM ${s}.snapshots WHERE stream_id = $1`,
     saveSnapshot: `
-      INSERT INTO ${s}.snapshots (stream_id, version, schema_version, state, time) VALUES ($1, $2, $3, $4::jsonb, $5)
+      INSERT INTO ${s}.snapshots AS stored (stream_id, version, schema_version, state, time) VALUES ($1, $2, $3, $4::jsonb, $5)
       ON CONFLICT (stream_id) DO UPDATE
-        SET version = EXCLUDED.version, schema_version = EXCLUDED.schema_version, state = EXCLUDED.state, time = EXCLUDED.time`,
+        SET version = EXCLUDED.version, schema_version = EXCLUDED.schema_version, state = EXCLUDED.state, time = EXCLUDED.time
+        WHERE EXCLUDED.schema_version <> stored.schema_version OR EXCLUDED.version >= stored.version`,
   };
 }
 

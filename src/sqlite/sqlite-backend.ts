@@ -300,7 +300,10 @@ function prepareStatements(db: Database.Database) {
     unpark: db.prepare<[string, bigint]>('DELETE FROM ferry_parked WHERE subscription = ? AND position = ?'),
     loadSnapshot: db.prepare<[string], SnapshotRow>('SELECT * FROM ferry_snapshots WHERE stream_id = ?'),
     saveSnapshot: db.prepare<[string, number, number, string, string]>(
-      'INSERT OR REPLACE INTO ferry_snapshots (stream_id, version, schema_version, state, time) VALUES (?, ?, ?, ?, ?)',
+      `INSERT INTO ferry_snapshots (stream_id, version, schema_version, state, time) VALUES (?, ?, ?, ?, ?)
+       ON CONFLICT (stream_id) DO UPDATE
+         SET version = excluded.version, schema_version = excluded.schema_version, state = excluded.state, time = excluded.time
+         WHERE excluded.schema_version <> ferry_snapshots.schema_version OR excluded.version >= ferry_snapshots.version`,
     ),
     dataVersion: db.prepare<[], bigint>('PRAGMA data_version').pluck(),
     enqueue: db.prepare<[string, string, string, number, number]>(INSERT_OUTBOX_ROW),

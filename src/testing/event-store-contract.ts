@@ -958,5 +958,34 @@ export function testEventStore(name: string, harness: EventStoreHarness): void {
         state: { total: 7, items: ['a', 'b'] },
       });
     });
+
+    it('never replaces a snapshot with one of an earlier version of the same shape (a slow save arriving late)', async () => {
+      const store = await open();
+      await store.saveSnapshot({ streamId: 'late', version: 19, schemaVersion: 1, state: { n: 19 } });
+      await store.saveSnapshot({ streamId: 'late', version: 9, schemaVersion: 1, state: { n: 9 } });
+      expect(await store.loadSnapshot('late')).toMatchObject({
+        version: 19,
+        schemaVersion: 1,
+        state: { n: 19 },
+      });
+      // The same version again replaces it (a state recomputed by fixed code).
+      await store.saveSnapshot({ streamId: 'late', version: 19, schemaVersion: 1, state: { n: 190 } });
+      expect(await store.loadSnapshot('late')).toMatchObject({ version: 19, state: { n: 190 } });
+      // A snapshot of another shape replaces it, whatever its version: the stored one would be
+      // ignored by loads of the new shape.
+      await store.saveSnapshot({ streamId: 'late', version: 4, schemaVersion: 2, state: { m: 4 } });
+      expect(await store.loadSnapshot('late')).toMatchObject({
+        version: 4,
+        schemaVersion: 2,
+        state: { m: 4 },
+      });
+      // Saves racing: whatever order they land in, the latest version is what stays.
+      await Promise.all(
+        [7, 30, 12, 29, 5].map((version) =>
+          store.saveSnapshot({ streamId: 'late', version, schemaVersion: 2, state: { m: version } }),
+        ),
+      );
+      expect(await store.loadSnapshot('late')).toMatchObject({ version: 30, state: { m: 30 } });
+    });
   });
 }

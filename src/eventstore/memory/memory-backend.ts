@@ -282,6 +282,8 @@ export class MemoryEventStoreBackend implements EventStoreBackend {
   }
 
   async saveSnapshot(snapshot: Snapshot): Promise<void> {
+    const json = this.#snapshots.get(snapshot.streamId);
+    if (json !== undefined && !replacesSnapshot(snapshot, JSON.parse(json) as Snapshot)) return;
     this.#snapshots.set(snapshot.streamId, JSON.stringify(snapshot));
   }
 
@@ -297,4 +299,9 @@ export class MemoryEventStoreBackend implements EventStoreBackend {
    * it closes), so their subscriptions still wake at once.
    */
   async close(): Promise<void> {}
+}
+
+/** Whether `snapshot` takes the place of `stored` (see {@link EventStoreBackend.saveSnapshot}). */
+function replacesSnapshot(snapshot: Snapshot, stored: Snapshot): boolean {
+  return snapshot.schemaVersion !== stored.schemaVersion || snapshot.version >= stored.version;
 }
