@@ -1,6 +1,9 @@
+import { once } from 'node:events';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { runWithContext } from '../context/context.js';
 import { isTimeoutError, TimeoutError } from '../resilience/errors.js';
+import { onLines, spawnFixture } from '../testing/child-process.js';
 import type { ServiceClient, ServiceClientOptions } from './client.js';
 import { clientKit } from './fixtures/client-kit.js';
 import { rejection } from './fixtures/rejection.js';
@@ -146,4 +149,30 @@ describe('ServiceClient events of a call whose attempt failed', () => {
     expect(await rejection(c.get('/reset'))).toMatchObject({ code: 'CONNECTION_ERROR' });
     expect(seen).toEqual(['attempt /reset #1', 'rejection /reset RETRY_BUDGET_EXHAUSTED CONNECTION_ERROR']);
   });
+});
+
+describe('a ServiceClient listener that throws', () => {
+  it('changes nothing of the call, and its error is not hidden: thrown again on its own, an uncaught exception', async () => {
+    // A child process, whose uncaught exceptions it prints: `response` and `breaker` listeners
+    // throw on every event, calls answered 503 (the breaker opens) then 200 (it closes again).
+    // Before, the client dropped the error without a word.
+    const child = spawnFixture(
+      fileURLToPath(new URL('./fixtures/throwing-listener.ts', import.meta.url)),
+      {},
+    );
+    const lines: unknown[] = [];
+    onLines(child, (line) => void lines.push(JSON.parse(line)));
+    const [code] = await once(child, 'exit');
+    expect(code).toBe(0);
+    expect(lines).toEqual([
+      { uncaught: 'response listener bug (503)' },
+      { uncaught: 'breaker listener bug (open)' },
+      { status: 503 },
+      { uncaught: 'breaker listener bug (half-open)' },
+      { uncaught: 'response listener bug (200)' },
+      { uncaught: 'breaker listener bug (closed)' },
+      { status: 200 },
+      { done: true },
+    ]);
+  }, 20_000);
 });

@@ -1,4 +1,7 @@
-/** What a {@link ServiceClient} reports; no logging happens unless someone listens. */
+/**
+ * What a {@link ServiceClient} reports; no logging happens unless someone listens. A listener that
+ * throws does not change the call; its error is thrown again on its own, an uncaught exception.
+ */
 export interface ClientEventMap {
   /** An attempt is being sent (one the deadline left no time for is not). */
   attempt: { client: string; method: string; path: string; attempt: number };
@@ -54,8 +57,12 @@ export class ClientEvents {
     for (const listener of set) {
       try {
         listener(payload);
-      } catch {
-        // An observer's bug must not break the call it observes.
+      } catch (error) {
+        // An observer's bug must not break the call it observes, nor be hidden: it is thrown again
+        // on its own (an uncaught exception), as a circuit breaker's onStateChange listener's is.
+        queueMicrotask(() => {
+          throw error;
+        });
       }
     }
   }
