@@ -54,6 +54,7 @@ import {
   whenDecided,
 } from './transport.js';
 import { untilAborted } from './until-aborted.js';
+import { assertDataEncodable } from './wire.js';
 
 /** Defaults applied to every subscription of a bus unless the subscription overrides them. */
 export interface SubscriptionDefaults {
@@ -340,6 +341,7 @@ export class Bus<C extends Contracts = NoContracts> {
   }
 
   #envelope(type: string, data: unknown, options: PublishOptions | undefined): Envelope {
+    assertDataEncodable(type, data);
     const context = currentContext();
     const now = this.#clock === undefined ? Date.now() : this.#clock.now();
     if (

@@ -69,9 +69,23 @@ export interface WireMessage {
 }
 
 /**
+ * Refuses, with `MessageNotSerializableError`, `data` that is itself a function or a symbol: JSON
+ * has no text for either (it would be sent as `null`), and one passed as a message's data is a
+ * mistake (a payload builder not called). Inside an object or array they go as JSON has them
+ * (left out, or `null` in an array), like `undefined`; `undefined` as data is sent as `null`.
+ */
+export function assertDataEncodable(type: string, data: unknown): void {
+  const kind = typeof data;
+  if (kind === 'function' || kind === 'symbol') {
+    throw new MessageNotSerializableError(type, new TypeError(`JSON has no text for a ${kind}`));
+  }
+}
+
+/**
  * Encodes a message's `data` as the JSON text every transport sends: what `JSON.stringify` makes of
  * it (a `Date` becomes its ISO string, `NaN` and `Infinity` become `null`, `undefined` fields
- * disappear), `null` for a value JSON has no text for (`undefined`, a function). Throws
+ * disappear), `null` for a value JSON has no text for (`undefined`; a bus refuses a function or a
+ * symbol first, see {@link assertDataEncodable}). Throws
  * `MessageNotSerializableError` (`MESSAGE_NOT_SERIALIZABLE`) for what cannot be encoded: a BigInt, a
  * cycle, a `toJSON` that throws, nesting deeper than the encoder's stack.
  */

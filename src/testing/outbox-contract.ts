@@ -934,6 +934,32 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
         expect(await outbox.backlog()).toMatchObject({ pending: 0, failed: 0, scheduled: 0 });
       });
 
+      it('refuses data JSON cannot encode (a BigInt, a cycle, a function or symbol as the data), as bus.publish does, before anything is written', async () => {
+        const { bus, store, outbox } = await setup();
+        const type = 'order.noted' as 'order.placed';
+        const cyclic: Record<string, unknown> = {};
+        cyclic.self = cyclic;
+        for (const [name, data] of Object.entries({
+          bigint: { n: 1n },
+          cycle: cyclic,
+          fn: () => 1,
+          sym: Symbol('s'),
+        })) {
+          await expect(bus.publish(type, data as never), name).rejects.toMatchObject({
+            code: 'MESSAGE_NOT_SERIALIZABLE',
+          });
+          await expect(
+            outbox.unitOfWork(async (work) => {
+              await work.append(`noted-${name}`, [{ type: 'Noted', data: {} }]);
+              await work.publish(type, data as never);
+            }),
+            name,
+          ).rejects.toMatchObject({ code: 'MESSAGE_NOT_SERIALIZABLE' });
+          expect(await store.readStream(`noted-${name}`), name).toEqual([]);
+        }
+        expect(await outbox.backlog()).toMatchObject({ pending: 0, failed: 0, scheduled: 0 });
+      });
+
       it('refuses NUL in a message id or key with INVALID_OPTIONS, as bus.publish refuses it in an id', async () => {
         const { bus, store, outbox } = await setup();
         await expect(bus.publish('order.placed', { orderId: '1' }, { id: 'x\u0000y' })).rejects.toMatchObject(
