@@ -1,3 +1,5 @@
+import { notifyListeners } from '../errors/notify-listeners.js';
+
 /**
  * What a {@link ServiceClient} reports; no logging happens unless someone listens. A listener that
  * throws does not change the call; its error is thrown again on its own, an uncaught exception.
@@ -54,16 +56,7 @@ export class ClientEvents {
   emit<K extends keyof ClientEventMap>(event: K, payload: ClientEventMap[K]): void {
     const set = this.#listeners[event] as Set<(payload: ClientEventMap[K]) => void> | undefined;
     if (set === undefined || set.size === 0) return;
-    for (const listener of set) {
-      try {
-        listener(payload);
-      } catch (error) {
-        // An observer's bug must not break the call it observes, nor be hidden: it is thrown again
-        // on its own (an uncaught exception), as a circuit breaker's onStateChange listener's is.
-        queueMicrotask(() => {
-          throw error;
-        });
-      }
-    }
+    // An observer's bug must not break the call it observes, nor be hidden.
+    notifyListeners(set, payload);
   }
 }

@@ -1,5 +1,6 @@
 import { describeValue } from '../errors/describe-value.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
+import { notifyListeners } from '../errors/notify-listeners.js';
 import { knownOptions } from '../errors/options-object.js';
 import { contextOf } from './compose.js';
 import { CircuitOpenError } from './errors.js';
@@ -475,16 +476,8 @@ export class CircuitBreaker implements Policy {
     this.#epoch++;
     if (this.#listeners.size === 0) return;
     const change: CircuitStateChange = { from: STATE_NAMES[from]!, to: STATE_NAMES[to]!, at: now };
-    for (const listener of this.#listeners) {
-      try {
-        listener(change);
-      } catch (error) {
-        // A broken listener must not break the call that caused the transition, nor hide the bug.
-        queueMicrotask(() => {
-          throw error;
-        });
-      }
-    }
+    // A broken listener must not break the call that caused the transition, nor hide the bug.
+    notifyListeners(this.#listeners, change);
   }
 
   #restore(snapshot: CircuitBreakerSnapshot): void {
