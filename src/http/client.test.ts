@@ -419,6 +419,43 @@ describe('ServiceClient', () => {
     expect(s.requests).toHaveLength(7);
   });
 
+  it('does not count calls a breaker or the bulkhead refused as traffic the retry budget is a share of', async () => {
+    const s = await server();
+    s.setDefault({ status: 200, delayMs: 100, body: {} });
+    const c = client(s, {
+      retryBudget: { ratio: 0.5, minRetriesPerSecond: 0 },
+      // 503s leave the breakers alone, so that the last call's retries meet the budget only.
+      breaker: {
+        key: 'route',
+        minimumVolume: 2,
+        resetTimeoutMs: 60_000,
+        isIgnored: (e) => isHttpError(e) && e.status === 503,
+      },
+      bulkhead: { maxConcurrent: 1, maxQueue: 0 },
+    });
+    s.enqueue({ status: 500 }, { status: 500 });
+    await rejection(c.get('/a', { retry: false }));
+    await rejection(c.get('/a', { retry: false }));
+    // Never sent: the open breaker of GET /a refuses them, with retries and without.
+    for (let i = 0; i < 20; i++) expect(isCircuitOpenError(await rejection(c.get('/a')))).toBe(true);
+    for (let i = 0; i < 20; i++) {
+      expect(isCircuitOpenError(await rejection(c.get('/a', { retry: false })))).toBe(true);
+    }
+    // Never sent either: the bulkhead is full while one slow call runs.
+    const running = c.get('/slow');
+    for (let i = 0; i < 20; i++) expect(isBulkheadFullError(await rejection(c.get('/b')))).toBe(true);
+    for (let i = 0; i < 20; i++) {
+      expect(isBulkheadFullError(await rejection(c.get('/b', { retry: false })))).toBe(true);
+    }
+    await running;
+    // Four calls made, this one included: their share is two retries, not the 40 more that the 80
+    // refused calls would buy if they counted.
+    s.setDefault({ status: 503 });
+    const error = await rejection(c.get('/x', { retry: { maxAttempts: 100, backoff: () => 1 } }));
+    expect(isHttpError(error) && error.status).toBe(503);
+    expect(s.requests.filter((r) => r.path === '/x')).toHaveLength(3);
+  });
+
   it('stops retrying when the retry budget is spent', async () => {
     const s = await server();
     s.setDefault({ status: 503 });

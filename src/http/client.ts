@@ -409,6 +409,8 @@ export class ServiceClient {
     const shownPath = maskCredentials(path);
     const target = `${method} ${this.origin}${shownPath}`;
     checkBodyHeaders(headers, payload, target);
+    /** Whether a retry policy runs the call (and records it in the budget). */
+    const retried = settings !== undefined && settings.maxAttempts > 1;
     const statuses = settings?.statuses ?? DEFAULT_SERVICE_CLIENT_OPTIONS.retry.statuses;
     const maxRetryAfterMs = settings?.maxRetryAfterMs ?? DEFAULT_SERVICE_CLIENT_OPTIONS.retry.maxRetryAfterMs;
     const attemptTimeout = init.timeout ?? this.#options.timeout ?? DEFAULT_SERVICE_CLIENT_OPTIONS.timeout;
@@ -544,6 +546,10 @@ export class ServiceClient {
           cutByDeadline = true;
         }
       }
+      // The retry policy records each call it runs in the budget (and takes back one the breaker
+      // refused); a call without one (retries off, one attempt) is traffic too, which the budget's
+      // share is of, once the bulkhead and the breaker have let it through.
+      if (!retried) this.#budget?.recordRequest();
       if (this.#events.listens('attempt'))
         this.#events.emit('attempt', { client: this.name, method, path: shownPath, attempt: n });
       const started = this.#events.listens('response') ? performance.now() : 0;
@@ -598,9 +604,6 @@ export class ServiceClient {
       const breakerName = this.#breakerName(method, init.route, callPath);
       const policy =
         init.retry === undefined ? this.#chain(breakerName) : this.#buildChain(breakerName, settings);
-      // The retry policy records each call it runs in the budget; a call without one (retries off,
-      // one attempt) is traffic too, which the budget's share is of.
-      if (settings === undefined || settings.maxAttempts <= 1) this.#budget?.recordRequest();
       // The policies wait (bulkhead queue, backoff) on a signal that close() aborts too; the attempt
       // itself listens to the caller's signal only, so that close() lets calls in flight finish.
       let link: LinkedSignal | undefined;

@@ -114,6 +114,24 @@ export class RetryBudget {
     this.#requestTotal++;
   }
 
+  /**
+   * Takes back one request recorded: its call was not made after all (the retry policy calls it when
+   * a breaker or bulkhead refused the first attempt), so it buys no retries for others. From the
+   * newest bucket that holds one; nothing once every recorded request has left the window.
+   */
+  forgetRequest(): void {
+    const size = this.#requests.length;
+    const current = this.#rotate();
+    for (let i = 0; i < size; i++) {
+      const slot = slotOf(current - i, size);
+      if (this.#requests[slot]! > 0) {
+        this.#requests[slot]!--;
+        this.#requestTotal--;
+        return;
+      }
+    }
+  }
+
   /** Grants one retry and counts it when the budget allows one; false means do not retry. */
   tryRetry(): boolean {
     const slot = this.#rotate();

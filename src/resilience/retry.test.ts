@@ -238,6 +238,22 @@ describe('retry', () => {
       expect(told).toEqual([{ attempt: 1, error: last }]);
     });
 
+    it('does not count an execution whose first attempt a breaker or bulkhead refused', async () => {
+      const budget = new RetryBudget();
+      const policy = retry({ budget });
+      const refusal = new CircuitOpenError('down', 1000);
+      await expect(policy.execute(() => Promise.reject(refusal))).rejects.toBe(refusal);
+      const full = new BulkheadFullError(1, 0);
+      await expect(policy.execute(() => Promise.reject(full))).rejects.toBe(full);
+      expect(budget.stats()).toMatchObject({ requests: 0, retries: 0 });
+      // A refusal a custom shouldRetry retries was still a call the caller makes: it counts.
+      const retried = retry({ budget, shouldRetry: () => true, backoff: constantBackoff(1) });
+      const result = track(retried.execute(flaky(1, refusal).fn));
+      await vi.runAllTimersAsync();
+      expect(result.value).toBe('ok');
+      expect(budget.stats()).toMatchObject({ requests: 1, retries: 1 });
+    });
+
     it('spends no budget on errors that are not retried', async () => {
       const budget = new RetryBudget();
       const policy = retry({ budget, shouldRetry: () => false });

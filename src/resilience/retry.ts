@@ -203,7 +203,12 @@ export class RetryPolicy implements Policy {
     let error = firstError;
     let previousBackoff = 0;
     for (let attempt = 1; ; attempt++) {
-      if (attempt >= this.#maxAttempts || signal.aborted || !this.#shouldRetry(error, attempt)) throw error;
+      if (attempt >= this.#maxAttempts || signal.aborted || !this.#shouldRetry(error, attempt)) {
+        // A first attempt a breaker or bulkhead refused, not retried: the call was not made, and is
+        // no traffic that the budget's retries are a share of.
+        if (attempt === 1 && isRefusal(error)) this.#forgetRequest();
+        throw error;
+      }
       previousBackoff = this.#backoff(attempt, previousBackoff);
       const delayMs = this.#delay(previousBackoff, error);
       if (deadline !== undefined && Date.now() + delayMs > deadline) {
@@ -229,6 +234,12 @@ export class RetryPolicy implements Policy {
         error = next;
       }
     }
+  }
+
+  #forgetRequest(): void {
+    // A budget of the caller's own making may have no way to take a request back.
+    const budget = this.#budget as Partial<RetryBudget> | undefined;
+    if (typeof budget?.forgetRequest === 'function') budget.forgetRequest();
   }
 
   /** The wait before the next attempt: the backoff, raised to a Retry-After hint, capped. */
