@@ -11,6 +11,7 @@ import { EventStoreClosedError, InvalidEventError, UnitOfWorkUnsupportedError } 
 import { encodeJson, JsonEncodingProblem } from './event-encoding.js';
 import { insideHandlerOf } from './handler-frame.js';
 import { insideUnitOnBackend } from './open-units.js';
+import { OwnAppends } from './own-appends.js';
 import { assertReadStream, assertStreamId, isCount, prepareAppend } from './prepare-append.js';
 import { type EventHandler, EventSubscription, type EventSubscriptionOptions } from './subscription.js';
 import { assertEventTypes } from './subscription-options.js';
@@ -51,6 +52,8 @@ export class EventStore {
   readonly #reads = new Set<AbortController>();
   /** While close() waits for the subscriptions' handlers in progress, which may still use the store. */
   #drainingSubscriptions = false;
+  /** Appends through this store, for `from: 'end'` subscriptions fixing their start. */
+  readonly #ownAppends = new OwnAppends();
 
   constructor(backend: EventStoreBackend, options: EventStoreOptions = {}) {
     this.backend = backend;
@@ -97,7 +100,9 @@ export class EventStore {
         'store.append inside a unit of work on the same store would commit apart from it, whether or not the unit of work commits (on SQLite it would wait for the lock the unit of work holds): append through the unit of work (work.append, or handleIn)',
       );
     }
-    return this.backend.append(streamId, prepared.events, prepared.expected);
+    const result = this.backend.append(streamId, prepared.events, prepared.expected);
+    this.#ownAppends.begun(result, prepared.events.length);
+    return result;
   }
 
   /**
@@ -207,6 +212,7 @@ export class EventStore {
       handler,
       this.#logger,
       () => this.refusing,
+      this.#ownAppends,
     );
     this.#subscriptions.add(subscription);
     void subscription.done.finally(() => this.#subscriptions.delete(subscription));

@@ -19,6 +19,7 @@ import type { EventStoreBackend, ParkedEvent } from './backend.js';
 import { EventStoreClosedError } from './errors.js';
 import { nameProblem } from './event-encoding.js';
 import { type HandlerFrame, insideOwnHandler, subscriptionHandlerFrame } from './handler-frame.js';
+import type { OwnAppends } from './own-appends.js';
 import { isCount } from './prepare-append.js';
 import { assertSubscriptionOptions } from './subscription-options.js';
 import type { RecordedEvent } from './types.js';
@@ -149,6 +150,13 @@ export class EventSubscription {
   #abandonAttempt: (() => void) | undefined;
   /** Aborted by close(): ends a backend's wait (PostgreSQL: held-back positions) at once. */
   readonly #stopping = new AbortController();
+  /**
+   * For `from: 'end'`: the end as it was when subscribe() returned, looked up at once (memory and
+   * SQLite read it within the call; PostgreSQL takes its snapshot then), where a subscription without
+   * a checkpoint starts. Looked up once the loop ran (after the checkpoint's read, or the lease), it
+   * took an event appended right after subscribe() as existing, and the handler never got it.
+   */
+  #subscribedEnd: Promise<bigint> | undefined;
 
   constructor(
     backend: EventStoreBackend,
@@ -157,6 +165,8 @@ export class EventSubscription {
     logger: Logger,
     /** Whether its store refuses calls (closed): then lag(), parked() and replayParked() reject. */
     storeRefusing: () => boolean = () => false,
+    /** The appends made through its store: a `from: 'end'` start is fixed below those made meanwhile. */
+    ownAppends?: OwnAppends,
   ) {
     this.#storeRefusing = storeRefusing;
     assertSubscriptionOptions(options, handler);
@@ -181,6 +191,30 @@ export class EventSubscription {
     this.#options = { ...DEFAULT_EVENT_SUBSCRIPTION_OPTIONS, ...rest };
     this.#delays = exponentialDelays(this.#options.backoff, this.#options.maxAttempts - 1);
     assertRetryDelays(this.#delays);
+    if (this.#options.from === 'end') {
+      const meanwhile = ownAppends?.record();
+      let end: Promise<bigint>;
+      try {
+        end = backend.horizon({ signal: this.#stopping.signal }).then(
+          async (horizon) => {
+            // Below the events of the appends made through the store since subscribe(): PostgreSQL
+            // takes its snapshot a round trip later, when one of them may have committed.
+            const lowest = await meanwhile?.lowest();
+            return lowest !== undefined && lowest - 1n < horizon ? lowest - 1n : horizon;
+          },
+          (error: unknown) => {
+            meanwhile?.stop();
+            throw error;
+          },
+        );
+      } catch (error) {
+        meanwhile?.stop();
+        end = Promise.reject(error);
+      }
+      // Read by the loop (tried again there when it failed) and by lag(): never left unhandled.
+      end.catch(() => {});
+      this.#subscribedEnd = end;
+    }
     this.done = this.#run();
   }
 
@@ -288,10 +322,14 @@ export class EventSubscription {
    * it started; never miss one.)
    */
   async #startingEnd(): Promise<bigint> {
+    // The end as it was at subscribe(); looked up again only if that lookup failed.
+    let subscribedEnd = this.#subscribedEnd;
     try {
-      return await this.#retrying('find the end', () =>
-        this.#backend.horizon({ signal: this.#stopping.signal }),
-      );
+      return await this.#retrying('find the end', () => {
+        const end = subscribedEnd ?? this.#backend.horizon({ signal: this.#stopping.signal });
+        subscribedEnd = undefined;
+        return end;
+      });
     } catch (error) {
       if (!(error instanceof SubscriptionClosed)) throw error;
       try {
@@ -640,7 +678,15 @@ export class EventSubscription {
   async #storedPosition(): Promise<bigint> {
     const saved = await this.#backend.loadCheckpoint(this.name);
     if (saved !== undefined) return saved;
-    return this.#options.from === 'end' ? this.#backend.horizon({ wait: false }) : 0n;
+    if (this.#options.from !== 'end') return 0n;
+    // The end it starts at, as the loop will take it: the end as it was final now (PostgreSQL: below
+    // the oldest open transaction) named a position the start later passed, events appended
+    // between the two never handled, yet lag() had called them behind none.
+    try {
+      return await (this.#subscribedEnd ?? this.#backend.horizon({ wait: false }));
+    } catch {
+      return this.#backend.horizon({ wait: false });
+    }
   }
 
   /**
