@@ -9,9 +9,9 @@ import { EventStore } from './store.js';
 function lateEnd(): MemoryEventStoreBackend {
   const backend = new MemoryEventStoreBackend();
   const horizon = backend.horizon.bind(backend);
-  backend.horizon = async (options) => {
+  backend.horizon = async () => {
     await new Promise((resolve) => setTimeout(resolve, 20));
-    return horizon(options);
+    return horizon();
   };
   return backend;
 }
