@@ -129,6 +129,35 @@ describe.each(backends)(
       expect(await store.loadSnapshot('x')).toBeUndefined();
     });
 
+    it('reports a state no backend stores (a lone surrogate, NUL, too deep) as SNAPSHOT_NOT_SERIALIZABLE, as any other', async () => {
+      const store = await open();
+      const errors: unknown[] = [];
+      let deep: unknown = 'leaf';
+      for (let i = 0; i < 120; i++) deep = [deep];
+      const states: unknown[] = [{ note: 'a\uD800b' }, { note: 'a\u0000b' }, { deep }];
+      const decider: Decider<
+        { type: 'Go'; kind: number },
+        { type: 'Went'; data: { kind: number } },
+        unknown
+      > = {
+        initialState: () => ({}),
+        evolve: (_state, event) => states[event.data.kind],
+        decide: (command) => ({ type: 'Went', data: { kind: command.kind } }),
+      };
+      const handler = new CommandHandler(store, decider, {
+        snapshots: { every: 1, schemaVersion: 1 },
+        onSnapshotError: (error) => void errors.push(error),
+      });
+      for (let kind = 0; kind < 3; kind++) await handler.handle(`odd-${kind}`, { type: 'Go', kind });
+      // The store refused them with INVALID_EVENT, which the hook was not said to get.
+      expect(errors.map((e) => (e as { code?: string }).code)).toEqual([
+        'SNAPSHOT_NOT_SERIALIZABLE',
+        'SNAPSHOT_NOT_SERIALIZABLE',
+        'SNAPSHOT_NOT_SERIALIZABLE',
+      ]);
+      for (let kind = 0; kind < 3; kind++) expect(await store.loadSnapshot(`odd-${kind}`)).toBeUndefined();
+    });
+
     it('stores it through serialize and loads it through deserialize', async () => {
       const store = await open();
       const errors: unknown[] = [];

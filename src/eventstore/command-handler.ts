@@ -5,6 +5,7 @@ import { InvalidOptionsError } from '../errors/ferry-error.js';
 import { checkOptions, knownOptions } from '../errors/options-object.js';
 import { type Decider, type DeciderEvent, decideEvents } from './decider.js';
 import { isConcurrencyError } from './errors.js';
+import { encodeJson, JsonEncodingProblem } from './event-encoding.js';
 import { pauseAfterLostRace } from './lost-race-pause.js';
 import { SnapshotNotSerializableError } from './snapshot-errors.js';
 import type { EventStore } from './store.js';
@@ -372,9 +373,11 @@ function storable(
   let loaded: unknown;
   try {
     stored = policy.serialize === undefined ? state : (policy.serialize as (s: unknown) => unknown)(state);
-    const json = JSON.stringify(stored);
-    if (json === undefined) throw new TypeError(`JSON has no form for ${typeof stored}`);
-    const decoded: unknown = JSON.parse(json);
+    // As the store encodes it: what no backend stores (a lone surrogate, NUL, nesting past the
+    // limit) is this error too, not the store's INVALID_EVENT.
+    const decoded = encodeJson(stored);
+    if (decoded instanceof JsonEncodingProblem)
+      throw new TypeError(`the state ${decoded.message}`, { cause: decoded.cause });
     loaded = policy.deserialize === undefined ? decoded : policy.deserialize(decoded);
   } catch (error) {
     throw new SnapshotNotSerializableError(
