@@ -338,6 +338,12 @@ function fromExpressError(error: unknown): unknown {
         detail: 'The request body does not have the length it announced.',
       });
   }
+  // body-parser passes zlib's own error (`Z_DATA_ERROR`: "incorrect header check") as a 400.
+  if ((status === 400 || statusCode === 400) && isZlibError(error)) {
+    return new HttpProblemError(400, undefined, {
+      detail: 'The request body cannot be decoded as its Content-Encoding says.',
+    });
+  }
   // The router decodes path parameters and throws this URIError, with a status but not `expose`.
   if (error instanceof URIError && (status === 400 || statusCode === 400)) return badPathEncodingProblem();
   // http-errors marks what is meant for the client with `expose`; a status on any other error may
@@ -347,6 +353,16 @@ function fromExpressError(error: unknown): unknown {
     return new HttpProblemError(code, undefined, typeof message === 'string' ? { detail: message } : {});
   }
   return error;
+}
+
+/** zlib's error (`Z_DATA_ERROR` and the like); an error whose `code` getter throws is not one. */
+function isZlibError(error: object): boolean {
+  try {
+    const { code } = error as { code?: unknown };
+    return typeof code === 'string' && code.startsWith('Z_');
+  } catch {
+    return false;
+  }
 }
 
 function sendProblem(

@@ -243,6 +243,26 @@ describe.each(harnesses)('framework errors from $name, on a raw connection', (ha
     expectProblem(answer, 413);
   });
 
+  it("answers a body that is not what its Content-Encoding says with 400 saying so, not with zlib's words", async () => {
+    await start();
+    const body = 'not gzip at all';
+    const answer = await sendRaw(
+      url,
+      post(
+        '/orders',
+        { 'content-type': 'application/json', 'content-encoding': 'gzip', 'content-length': body.length },
+        body,
+      ),
+    );
+    const problem = expectProblem(answer, 400);
+    expect(JSON.stringify(problem)).not.toMatch(/header check/);
+    if (harness.name === 'express') {
+      expect(problem).toMatchObject({
+        detail: 'The request body cannot be decoded as its Content-Encoding says.',
+      });
+    }
+  });
+
   it('answers a body it cannot read with 415', async () => {
     await start();
     const answer =
