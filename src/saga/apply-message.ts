@@ -112,7 +112,13 @@ export async function applySagaMessage(
         `initial() returned status "${String(state.status)}", not declared in states`,
       );
     }
-    if (definition.started !== undefined) await (definition.started as AnyHandler)(saga, message);
+    if (definition.started !== undefined) {
+      try {
+        await (definition.started as AnyHandler)(saga, message);
+      } finally {
+        saga.seal();
+      }
+    }
     await commit(definition, work, saga, {}, undefined, now, check);
     return { kind: 'started', id, completed: saga.completed };
   }
@@ -143,7 +149,11 @@ export async function applySagaMessage(
     if (policy(definition.onInvalid, 'dead-letter') === 'ignore') return ignored(id, 'invalid-transition');
     throw new SagaTransitionError(name, id, stored.status, message.type);
   }
-  await handler(saga, message);
+  try {
+    await handler(saga, message);
+  } finally {
+    saga.seal();
+  }
   await commit(definition, work, saga, timeouts, row, now, check);
   return { kind: 'applied', id, completed: saga.completed };
 }

@@ -57,6 +57,8 @@ export class SagaContext<C extends Contracts, S extends string, D> {
   readonly #recordedHere: UndoStep[] = [];
   readonly #pending: Set<string>;
   #completed = false;
+  /** Set once the handler returned: its calls were carried out, and no later one can be. */
+  #sealed = false;
   /** @internal */
   readonly effects: SagaEffect[] = [];
 
@@ -108,7 +110,7 @@ export class SagaContext<C extends Contracts, S extends string, D> {
    * @example saga.to('charging', { ...saga.state.data, reservationId: msg.data.reservationId });
    */
   to(status: S, ...data: [] | [D]): this {
-    this.#open();
+    this.#open('to');
     if (!this.#statuses.has(status)) {
       throw new SagaDefinitionError(this.saga, `status "${String(status)}" is not declared in states`);
     }
@@ -119,7 +121,7 @@ export class SagaContext<C extends Contracts, S extends string, D> {
 
   /** Replaces the instance's data, keeping its status. @example saga.set({ ...saga.state.data, paid: true }); */
   set(data: D): this {
-    this.#open();
+    this.#open('set');
     this.#data = data;
     return this;
   }
@@ -131,7 +133,7 @@ export class SagaContext<C extends Contracts, S extends string, D> {
    * @example saga.to('confirmed').complete();
    */
   complete(...data: [] | [D]): this {
-    this.#open();
+    this.#open('complete');
     if (data.length > 0) this.#data = data[0] as D;
     this.#completed = true;
     return this;
@@ -144,7 +146,7 @@ export class SagaContext<C extends Contracts, S extends string, D> {
    * @example saga.publish('order.confirmed', { orderId: saga.id });
    */
   publish<K extends TypeOf<C>>(type: K, data: DataIn<C, K>, options: SagaPublishOptions = {}): this {
-    this.#open();
+    this.#open('publish');
     this.effects.push({ kind: 'publish', type, data, options });
     return this;
   }
@@ -169,7 +171,7 @@ export class SagaContext<C extends Contracts, S extends string, D> {
   schedule(name: string, when: SagaTimeoutWhen): this;
   schedule<K extends TypeOf<C>>(name: string, type: K, data: DataIn<C, K>, when: SagaTimeoutWhen): this;
   schedule(name: string, ...rest: [SagaTimeoutWhen] | [string, unknown, SagaTimeoutWhen]): this {
-    this.#open();
+    this.#open('schedule');
     if (typeof name !== 'string' || name.length === 0 || name.length > 200) {
       throw new SagaDefinitionError(
         this.saga,
@@ -184,7 +186,7 @@ export class SagaContext<C extends Contracts, S extends string, D> {
 
   /** Cancels the named timeout if it is pending (its outbox row is deleted); a no-op otherwise. @example saga.cancelTimeout('payment'); */
   cancelTimeout(name: string): this {
-    this.#open();
+    this.#open('cancelTimeout');
     this.effects.push({ kind: 'cancel', name });
     this.#pending.delete(name);
     return this;
@@ -200,7 +202,7 @@ export class SagaContext<C extends Contracts, S extends string, D> {
    * @example saga.done('stock', { type: 'stock.release', data: { orderId: saga.id } });
    */
   done<K extends TypeOf<C>>(step: string, undo: { readonly type: K; readonly data: DataIn<C, K> }): this {
-    this.#open();
+    this.#open('done');
     if (typeof step !== 'string' || step.length === 0) {
       throw new SagaDefinitionError(this.saga, 'a compensation step needs a non-empty name');
     }
@@ -224,7 +226,7 @@ export class SagaContext<C extends Contracts, S extends string, D> {
    * @example 'payment.declined': (saga) => saga.compensate().to('cancelled').complete()
    */
   compensate(): this {
-    this.#open();
+    this.#open('compensate');
     for (const undo of [...this.#undo].reverse()) {
       this.effects.push({
         kind: 'publish',
@@ -237,7 +239,22 @@ export class SagaContext<C extends Contracts, S extends string, D> {
     return this;
   }
 
-  #open(): void {
+  /**
+   * @internal Called by the runtime once the handler returned (its promise settled): what it asked
+   * for is carried out now, so a later call (from an async helper it did not await, or a timer) is
+   * refused rather than recorded and never carried out.
+   */
+  seal(): void {
+    this.#sealed = true;
+  }
+
+  #open(call: string): void {
+    if (this.#sealed) {
+      throw new SagaDefinitionError(
+        this.saga,
+        `saga.${call}() on instance "${this.id}" was called after its handler returned (from an async call it did not await, or a timer): it cannot be carried out; make the call before the handler returns, or await what makes it`,
+      );
+    }
     if (this.#completed) {
       throw new SagaDefinitionError(
         this.saga,

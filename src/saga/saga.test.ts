@@ -15,7 +15,7 @@ import { createOutbox } from '../outbox/outbox.js';
 import { sleep, waitFor } from '../testing/wait.js';
 import { VirtualClock } from '../time/clock.js';
 import { defineSaga } from './define-saga.js';
-import { SagaTransitionError, SagaUnknownInstanceError } from './errors.js';
+import { SagaDefinitionError, SagaTransitionError, SagaUnknownInstanceError } from './errors.js';
 import { orderContracts, orderSaga } from './fixtures/order-saga.js';
 import { retrySaga, sloppySaga } from './fixtures/retry-saga.js';
 import { tallyContracts, tallySaga } from './fixtures/tally-saga.js';
@@ -238,6 +238,57 @@ describe('order saga on the memory store and bus', () => {
     expect(await s.bus.listDeadLetters({ group: 'saga-order' })).toEqual([]);
     expect(s.sent('order.confirmed')).toEqual([]);
     expect(await s.saga.get('o-4')).toMatchObject({ status: 'cancelled', version: 3 });
+  });
+
+  it('refuses a saga call made after its handler returned (an un-awaited async helper) instead of dropping it without a word', async () => {
+    const s = await service();
+    const late: unknown[] = [];
+    let helperDone: () => void = () => {};
+    const helperRan = new Promise<void>((resolve) => {
+      helperDone = resolve;
+    });
+    // A helper the handler forgets to await: its call comes after the handler returned.
+    const confirmLater = async (saga: {
+      publish(type: 'order.confirmed', data: { orderId: string }): unknown;
+    }) => {
+      await sleep(5);
+      try {
+        saga.publish('order.confirmed', { orderId: 'o-late' });
+      } catch (error) {
+        late.push(error);
+      }
+      helperDone();
+    };
+    const saga = defineSaga({
+      name: 'late',
+      contracts: orderContracts,
+      startedBy: ['order.placed'],
+      initial: () => ({ status: 'reserving', data: {} }),
+      started: (ctx) => {
+        void confirmLater(ctx);
+      },
+      id: { 'order.placed': (m) => m.data.orderId, 'stock.reserved': (m) => m.data.orderId },
+      states: {
+        reserving: {
+          // Awaited before its call: applied.
+          'stock.reserved': async (ctx) => {
+            await sleep(5);
+            ctx.to('confirmed');
+          },
+        },
+        confirmed: {},
+      },
+    });
+    const runner = await startSaga(saga, { outbox: s.outbox, logger: silentLogger });
+    closers.push(() => runner.close());
+    await s.bus.publish('order.placed', { orderId: 'o-late', total: 1 });
+    await helperRan;
+    expect(late).toHaveLength(1);
+    expect(late[0]).toBeInstanceOf(SagaDefinitionError);
+    expect(String((late[0] as Error).message)).toMatch(/publish.*after its handler returned/);
+    await s.bus.publish('stock.reserved', { orderId: 'o-late' });
+    await s.until('confirmed', async () => (await runner.get('o-late'))?.status === 'confirmed');
+    expect(s.sent('order.confirmed')).toEqual([]);
   });
 
   it('ignores a second start message for an existing instance', async () => {
