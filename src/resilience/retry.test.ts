@@ -5,6 +5,7 @@ import { RetryBudget } from './budget.js';
 import {
   BulkheadFullError,
   CircuitOpenError,
+  isBulkheadFullError,
   isRetryBudgetExhaustedError,
   RetryBudgetExhaustedError,
 } from './errors.js';
@@ -252,6 +253,65 @@ describe('retry', () => {
       await vi.runAllTimersAsync();
       expect(result.value).toBe('ok');
       expect(budget.stats()).toMatchObject({ requests: 1, retries: 1 });
+    });
+
+    it('takes back an execution none of whose attempts ran, however it ends, when shouldRetry retries refusals', async () => {
+      const refusal = new CircuitOpenError('down', 1000);
+      const refused = () => Promise.reject(refusal);
+      // Ends at maxAttempts, every attempt refused.
+      const budget = new RetryBudget({ ratio: 0, minRetriesPerSecond: 10 });
+      const atMax = track(
+        retry({ budget, shouldRetry: () => true, backoff: constantBackoff(1) }).execute(refused),
+      );
+      await vi.runAllTimersAsync();
+      expect(atMax.error).toBe(refusal);
+      // Ends when the budget refuses the retry.
+      const spent = new RetryBudget({ ratio: 0, minRetriesPerSecond: 0 });
+      const exhausted = track(retry({ budget: spent, shouldRetry: () => true }).execute(refused));
+      await vi.runAllTimersAsync();
+      expect(isRetryBudgetExhaustedError(exhausted.error)).toBe(true);
+      // Ends when the next wait would pass the deadline.
+      const late = track(
+        retry({ budget, shouldRetry: () => true, backoff: constantBackoff(5000) }).execute(refused, {
+          deadline: Date.now() + 100,
+        }),
+      );
+      await vi.runAllTimersAsync();
+      expect(late.error).toBe(refusal);
+      expect(budget.stats().requests).toBe(0);
+      expect(spent.stats().requests).toBe(0);
+      // One attempt that ran, then refusals: the call was made, and counts.
+      let calls = 0;
+      const madeOnce = track(
+        retry({ budget, shouldRetry: () => true, backoff: constantBackoff(1) }).execute(() =>
+          Promise.reject(calls++ === 0 ? new Error('ran') : refusal),
+        ),
+      );
+      await vi.runAllTimersAsync();
+      expect(madeOnce.error).toBe(refusal);
+      expect(budget.stats().requests).toBe(1);
+    });
+
+    it("takes back the refused execution's own request, not another's, and none once its own left the window", async () => {
+      let now = 1_000_000;
+      const budget = new RetryBudget({ windowMs: 10_000, now: () => now });
+      let refuse: (error: unknown) => void = () => {};
+      const queued = track(
+        retry({ budget }).execute(
+          () =>
+            new Promise((_resolve, reject) => {
+              refuse = reject;
+            }),
+        ),
+      );
+      // The execution waits (in a bulkhead queue, say) past the window: its request leaves it.
+      now += 11_000;
+      budget.recordRequest();
+      budget.recordRequest();
+      refuse(new BulkheadFullError(1, 0));
+      await vi.runAllTimersAsync();
+      expect(isBulkheadFullError(queued.error)).toBe(true);
+      expect(budget.stats().requests).toBe(2);
     });
 
     it('spends no budget on errors that are not retried', async () => {

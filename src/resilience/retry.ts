@@ -184,13 +184,13 @@ export class RetryPolicy implements Policy {
   execute<T>(fn: (context: PolicyContext) => PromiseLike<T> | T, options?: ExecuteOptions): Promise<T> {
     const signal = options?.signal ?? NEVER_ABORTED;
     const deadline = options?.deadline;
-    this.#budget?.recordRequest();
+    const receipt = this.#budget?.recordRequest();
     // The first attempt outside an async frame: most calls succeed, and an async function would add
     // promise hops to every one of them.
     const context: DeadlineContext =
       deadline === undefined ? { signal, attempt: 1 } : { signal, attempt: 1, deadline };
     return invoke(fn, context).then(undefined, (error: unknown) =>
-      this.#afterFailure(fn, signal, deadline, error),
+      this.#afterFailure(fn, signal, deadline, error, receipt),
     );
   }
 
@@ -199,16 +199,33 @@ export class RetryPolicy implements Policy {
     signal: AbortSignal,
     deadline: number | undefined,
     firstError: unknown,
+    receipt: unknown,
+  ): Promise<T> {
+    // Whether an attempt ran: one that breakers or bulkheads refused did not.
+    let ran = !isRefusal(firstError);
+    try {
+      return await this.#retryAfter(fn, signal, deadline, firstError, () => {
+        ran = true;
+      });
+    } catch (failure) {
+      // Every attempt refused: the call was not made, and is no traffic that the budget's retries
+      // are a share of.
+      if (!ran) this.#forgetRequest(receipt);
+      throw failure;
+    }
+  }
+
+  async #retryAfter<T>(
+    fn: (context: PolicyContext) => PromiseLike<T> | T,
+    signal: AbortSignal,
+    deadline: number | undefined,
+    firstError: unknown,
+    onRan: () => void,
   ): Promise<T> {
     let error = firstError;
     let previousBackoff = 0;
     for (let attempt = 1; ; attempt++) {
-      if (attempt >= this.#maxAttempts || signal.aborted || !this.#shouldRetry(error, attempt)) {
-        // A first attempt a breaker or bulkhead refused, not retried: the call was not made, and is
-        // no traffic that the budget's retries are a share of.
-        if (attempt === 1 && isRefusal(error)) this.#forgetRequest();
-        throw error;
-      }
+      if (attempt >= this.#maxAttempts || signal.aborted || !this.#shouldRetry(error, attempt)) throw error;
       previousBackoff = this.#backoff(attempt, previousBackoff);
       const delayMs = this.#delay(previousBackoff, error);
       if (deadline !== undefined && Date.now() + delayMs > deadline) {
@@ -228,6 +245,7 @@ export class RetryPolicy implements Policy {
       try {
         return await invoke(fn, context);
       } catch (next) {
+        if (!isRefusal(next)) onRan();
         if (this.#onRetryRefused !== undefined && isRefusal(next)) {
           throw this.#onRetryRefused({ attempt: attempt + 1, refusal: next, error });
         }
@@ -236,10 +254,11 @@ export class RetryPolicy implements Policy {
     }
   }
 
-  #forgetRequest(): void {
+  #forgetRequest(receipt: unknown): void {
     // A budget of the caller's own making may have no way to take a request back.
     const budget = this.#budget as Partial<RetryBudget> | undefined;
-    if (typeof budget?.forgetRequest === 'function') budget.forgetRequest();
+    if (typeof receipt === 'number' && typeof budget?.forgetRequest === 'function')
+      budget.forgetRequest(receipt);
   }
 
   /** The wait before the next attempt: the backoff, raised to a Retry-After hint, capped. */

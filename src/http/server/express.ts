@@ -338,8 +338,9 @@ function fromExpressError(error: unknown): unknown {
         detail: 'The request body does not have the length it announced.',
       });
   }
-  // body-parser passes zlib's own error (`Z_DATA_ERROR`: "incorrect header check") as a 400.
-  if ((status === 400 || statusCode === 400) && isZlibError(error)) {
+  // body-parser passes zlib's own error (`Z_DATA_ERROR`: "incorrect header check"; brotli's
+  // `ERR__ERROR_FORMAT_…`: "Decompression failed") as a 400.
+  if ((status === 400 || statusCode === 400) && isDecompressionError(error)) {
     return new HttpProblemError(400, undefined, {
       detail: 'The request body cannot be decoded as its Content-Encoding says.',
     });
@@ -355,11 +356,14 @@ function fromExpressError(error: unknown): unknown {
   return error;
 }
 
-/** zlib's error (`Z_DATA_ERROR` and the like); an error whose `code` getter throws is not one. */
-function isZlibError(error: object): boolean {
+/**
+ * An error of a zlib decompression stream: a numeric `errno` and a zlib (`Z_DATA_ERROR`, `Z_BUF_ERROR`)
+ * or brotli (`ERR__ERROR_FORMAT_PADDING_2`, `ERR_BROTLI_…`) code. An error whose getters throw is not one.
+ */
+function isDecompressionError(error: object): boolean {
   try {
-    const { code } = error as { code?: unknown };
-    return typeof code === 'string' && code.startsWith('Z_');
+    const { code, errno } = error as { code?: unknown; errno?: unknown };
+    return typeof errno === 'number' && typeof code === 'string' && /^(Z_|ERR__|ERR_BROTLI)/.test(code);
   } catch {
     return false;
   }
