@@ -546,9 +546,9 @@ export class ServiceClient {
           cutByDeadline = true;
         }
       }
-      // The retry policy records each call it runs in the budget (and takes back one the breaker
-      // refused); a call without one (retries off, one attempt) is traffic too, which the budget's
-      // share is of, once the bulkhead and the breaker have let it through.
+      // The retry policy records each call it runs in the budget once an attempt of it ran (not
+      // refused by the breaker); a call without one (retries off, one attempt) is traffic too, which
+      // the budget's share is of, once the bulkhead and the breaker have let it through.
       if (!retried) this.#budget?.recordRequest();
       if (this.#events.listens('attempt'))
         this.#events.emit('attempt', { client: this.name, method, path: shownPath, attempt: n });

@@ -107,32 +107,11 @@ export class RetryBudget {
     this.#bucket = Math.floor(now() / this.#bucketMs);
   }
 
-  /**
-   * Counts one request (one execution, not one attempt); the retry policy calls it. Returns a
-   * receipt for {@link forgetRequest} (which part of the window holds it).
-   */
-  recordRequest(): number {
+  /** Counts one request (one execution, not one attempt); the retry policy calls it. */
+  recordRequest(): void {
     const slot = this.#rotate();
     this.#requests[slot]!++;
     this.#requestTotal++;
-    return this.#bucket;
-  }
-
-  /**
-   * Takes back the request `receipt` ({@link recordRequest}'s) names: its call was not made after all
-   * (the retry policy calls it when breakers or bulkheads refused every attempt of an execution), so
-   * it buys no retries for others. Nothing once that request has left the window: no other request
-   * is taken back in its place.
-   */
-  forgetRequest(receipt: number): void {
-    const size = this.#requests.length;
-    this.#rotate();
-    if (!Number.isSafeInteger(receipt) || receipt > this.#bucket || receipt <= this.#bucket - size) return;
-    const slot = slotOf(receipt, size);
-    if (this.#requests[slot]! > 0) {
-      this.#requests[slot]!--;
-      this.#requestTotal--;
-    }
   }
 
   /** Grants one retry and counts it when the budget allows one; false means do not retry. */

@@ -255,7 +255,7 @@ describe('retry', () => {
       expect(budget.stats()).toMatchObject({ requests: 1, retries: 1 });
     });
 
-    it('takes back an execution none of whose attempts ran, however it ends, when shouldRetry retries refusals', async () => {
+    it('does not count an execution none of whose attempts ran, however it ends, when shouldRetry retries refusals', async () => {
       const refusal = new CircuitOpenError('down', 1000);
       const refused = () => Promise.reject(refusal);
       // Ends at maxAttempts, every attempt refused.
@@ -292,7 +292,7 @@ describe('retry', () => {
       expect(budget.stats().requests).toBe(1);
     });
 
-    it("takes back the refused execution's own request, not another's, and none once its own left the window", async () => {
+    it("never counts an execution refused after a wait, nor takes another's request back in its place", async () => {
       let now = 1_000_000;
       const budget = new RetryBudget({ windowMs: 10_000, now: () => now });
       let refuse: (error: unknown) => void = () => {};
@@ -312,6 +312,40 @@ describe('retry', () => {
       await vi.runAllTimersAsync();
       expect(isBulkheadFullError(queued.error)).toBe(true);
       expect(budget.stats().requests).toBe(2);
+    });
+
+    it('counts an execution once an attempt of it ran: executions waiting to be refused buy no retries meanwhile', async () => {
+      const budget = new RetryBudget({ ratio: 0.5, minRetriesPerSecond: 0 });
+      const policy = retry({ budget, backoff: constantBackoff(1) });
+      // Ten executions waiting (in a bulkhead inside, say), to be refused by a breaker later.
+      const refusals: ((error: unknown) => void)[] = [];
+      const waiting = Array.from({ length: 10 }, () =>
+        track(
+          policy.execute(
+            () =>
+              new Promise((_resolve, reject) => {
+                refusals.push(reject);
+              }),
+          ),
+        ),
+      );
+      // Meanwhile a call fails: alone in the traffic, its share is half a retry, so none.
+      const { fn } = flaky(5);
+      const failing = track(policy.execute(fn));
+      await vi.runAllTimersAsync();
+      expect(isRetryBudgetExhaustedError(failing.error)).toBe(true);
+      expect(fn).toHaveBeenCalledTimes(1);
+      for (const refuse of refusals) refuse(new CircuitOpenError('down', 1000));
+      await vi.runAllTimersAsync();
+      expect(waiting.every((w) => w.error instanceof CircuitOpenError)).toBe(true);
+      expect(budget.stats()).toMatchObject({ requests: 1, retries: 0 });
+    });
+
+    it('counts an execution whose call was made, then refused a retry by a retry policy inside', async () => {
+      const budget = new RetryBudget();
+      const inner = new RetryBudgetExhaustedError(1, new Error('down'));
+      await expect(retry({ budget }).execute(() => Promise.reject(inner))).rejects.toBe(inner);
+      expect(budget.stats()).toMatchObject({ requests: 1 });
     });
 
     it('spends no budget on errors that are not retried', async () => {
