@@ -354,6 +354,35 @@ export function checkCallHeaders(headers: unknown): void {
 }
 
 /**
+ * Why a call's headers cannot be sent as given (a name that is not a header name, a line break or
+ * control character in a value), or undefined: checked before anything is sent, since undici, given
+ * such a header, refused the call but kept one of the pool's connections for good (after
+ * `connections` such calls every later call timed out, nothing sent). The value is not shown: it may
+ * be a secret.
+ */
+export function callHeaderProblem(headers: Readonly<Record<string, string | undefined>>): string | undefined {
+  for (const name of Object.keys(headers)) {
+    const value = headers[name];
+    if (value === undefined) continue;
+    if (!FIELD_NAME.test(name)) return `${describeValue(name)} is not a header name`;
+    const control = value.search(/[^\t\x20-\x7e\x80-\xff]/);
+    if (control >= 0) {
+      return `its header ${name} holds a line break or control character (U+${value.charCodeAt(control).toString(16).toUpperCase().padStart(4, '0')} at index ${control} of ${value.length}; the value is not shown, it may be a secret)`;
+    }
+    const lower = name.toLowerCase();
+    // Hop-by-hop headers the connection's own framing decides: undici refuses them (and kept the
+    // connection as the others), `connection` but for close or keep-alive.
+    if (lower === 'transfer-encoding' || lower === 'keep-alive' || lower === 'upgrade') {
+      return `its header ${name} is the connection's own: the client sets what a call needs`;
+    }
+    if (lower === 'connection' && !/^\s*(close|keep-alive)\s*$/i.test(value)) {
+      return 'its header connection may only say close or keep-alive';
+    }
+  }
+  return undefined;
+}
+
+/**
  * A header value is a string. It is not quoted when refused: it may be a credential (a token read
  * with its trailing newline). @throws InvalidOptionsError
  */

@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { runWithContext } from '../context/context.js';
 import { isBulkheadFullError, isCircuitOpenError, isTimeoutError } from '../resilience/errors.js';
 import { FaultServer } from '../testing/fault-server.js';
+import { waitFor } from '../testing/wait.js';
 import { parseRetryAfter, routeOfPath, ServiceClient } from './client.js';
 import { isHttpError, isInvalidResponseBodyError, isRequestBodyNotSerializableError } from './errors.js';
 import { clientKit } from './fixtures/client-kit.js';
@@ -188,6 +189,32 @@ describe('ServiceClient', () => {
     );
     expect(s.requests[3]!.headers['idempotency-key']).toBe('order-78');
     expect(s.requests[3]!.headers['content-type']).toBe('application/vnd.x+json');
+  });
+
+  it('refuses a call header that cannot be sent before anything is sent, and keeps every connection for the next calls', async () => {
+    const s = await server();
+    s.setDefault({ status: 200, body: { ok: true } });
+    // Two connections: undici kept one for good per such call, so that later calls timed out.
+    const c = client(s, { connections: 2, timeout: 1000, retry: false });
+    const bad = [
+      { 'x-note': 'a\nb' },
+      { 'x-note': 'a\rb' },
+      { 'x-note': 'nul\u0000' },
+      { 'bad name': 'v' },
+      { 'Transfer-Encoding': 'chunked' },
+      { 'keep-alive': 'timeout=5' },
+      { upgrade: 'websocket' },
+      { connection: 'upgrade' },
+    ];
+    for (const headers of bad) {
+      const error = await rejection(c.get('/p', { headers }));
+      expect(error, JSON.stringify(headers)).toMatchObject({ code: 'INVALID_REQUEST' });
+      expect((error as Error).message).not.toMatch(/a\s?b|nul/);
+    }
+    expect(await c.get('/ok')).toEqual({ ok: true });
+    expect(await c.get('/ok', { headers: { 'x-note': 'tab\tand latin-1 \u00e9' } })).toEqual({ ok: true });
+    expect(s.requests.map((r) => r.path)).toEqual(['/ok', '/ok']);
+    await c.close();
   });
 
   it('refuses an idempotency key the server would not read as sent, and sends nothing', async () => {
@@ -441,6 +468,12 @@ describe('ServiceClient', () => {
     for (let i = 0; i < 20; i++) {
       expect(isCircuitOpenError(await rejection(c.get('/a', { retry: false })))).toBe(true);
     }
+    // Never sent either: refused as given.
+    for (let i = 0; i < 20; i++) {
+      expect(await rejection(c.get('/c', { headers: { 'x-bad': 'a\nb' } }))).toMatchObject({
+        code: 'INVALID_REQUEST',
+      });
+    }
     // Never sent either: the bulkhead is full while one slow call runs.
     const running = c.get('/slow');
     for (let i = 0; i < 20; i++) expect(isBulkheadFullError(await rejection(c.get('/b')))).toBe(true);
@@ -448,12 +481,31 @@ describe('ServiceClient', () => {
       expect(isBulkheadFullError(await rejection(c.get('/b', { retry: false })))).toBe(true);
     }
     await running;
-    // Four calls made, this one included: their share is two retries, not the 40 more that the 80
+    // Four calls made, this one included: their share is two retries, not the 50 more that the 100
     // refused calls would buy if they counted.
     s.setDefault({ status: 503 });
     const error = await rejection(c.get('/x', { retry: { maxAttempts: 100, backoff: () => 1 } }));
     expect(isHttpError(error) && error.status).toBe(503);
     expect(s.requests.filter((r) => r.path === '/x')).toHaveLength(3);
+  });
+
+  it('counts a call as traffic when it is sent, not when it ends: slow calls long gone buy no retries', async () => {
+    const s = await server();
+    let now = 0;
+    const c = client(s, {
+      retry: { maxAttempts: 10, backoff: () => 1 },
+      retryBudget: { ratio: 0.5, minRetriesPerSecond: 0, windowMs: 1000, now: () => now },
+    });
+    s.setDefault({ status: 200, delayMs: 150, body: {} });
+    const slow = Array.from({ length: 10 }, () => c.get('/slow'));
+    await waitFor(() => s.requests.length === 10, 'the slow calls sent');
+    // Their window ends before their answers come: counted as they ended, they bought five retries.
+    now = 1500;
+    await Promise.all(slow);
+    s.setDefault({ status: 503 });
+    const error = await rejection(c.get('/x'));
+    expect(isHttpError(error) && error.status).toBe(503);
+    expect(s.requests.filter((r) => r.path === '/x')).toHaveLength(1);
   });
 
   it('stops retrying when the retry budget is spent', async () => {

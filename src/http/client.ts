@@ -17,6 +17,7 @@ import { maskCredentials, redactUrl } from '../url/redact-url.js';
 import { type ClientEventMap, ClientEvents } from './client-events.js';
 import {
   type CallOptions,
+  callHeaderProblem,
   checkCallHeaders,
   checkClientHeaders,
   checkQuery,
@@ -146,6 +147,12 @@ export class ServiceClient {
   readonly #basePath: string;
   readonly #options: ServiceClientOptions;
   readonly #budget: RetryBudget | undefined;
+  /**
+   * What the retry policies get of {@link #budget}: its retries, and no request recorded at an
+   * execution's start. The client records a call itself as it sends it, past the bulkhead and the
+   * breaker: a call they refused, or one refused before anything was sent, is no traffic.
+   */
+  readonly #retriesOfBudget: RetryBudget | undefined;
   readonly #bulkhead: (Policy & { stats(): { running: number; queued: number } }) | undefined;
   readonly #breakers = new Map<string, CircuitBreaker>();
   readonly #chains = new Map<string, Policy>();
@@ -220,6 +227,7 @@ export class ServiceClient {
       options.retryBudget === false
         ? undefined
         : new RetryBudget({ ...DEFAULT_SERVICE_CLIENT_OPTIONS.retryBudget, ...options.retryBudget });
+    this.#retriesOfBudget = this.#budget === undefined ? undefined : retriesOnly(this.#budget);
     this.#bulkhead =
       options.bulkhead === false
         ? undefined
@@ -369,6 +377,10 @@ export class ServiceClient {
     }
     const shownRequestPath = maskCredentials(requestPath);
     const headers = outgoingHeaders(context, this.#options.headers, init.headers);
+    const headerProblem = init.headers === undefined ? undefined : callHeaderProblem(init.headers);
+    if (headerProblem !== undefined) {
+      throw new InvalidRequestError(`${method} ${this.origin}${shownRequestPath}`, headerProblem);
+    }
     // A key the server would refuse (or read as another) must not make a POST look safe to retry.
     if (init.idempotencyKey !== undefined && !isValidIdempotencyKey(init.idempotencyKey)) {
       throw new InvalidOptionsError(
@@ -409,8 +421,8 @@ export class ServiceClient {
     const shownPath = maskCredentials(path);
     const target = `${method} ${this.origin}${shownPath}`;
     checkBodyHeaders(headers, payload, target);
-    /** Whether a retry policy runs the call (and records it in the budget). */
-    const retried = settings !== undefined && settings.maxAttempts > 1;
+    /** Whether the call was recorded in the retry budget: as its first attempt is sent. */
+    let recorded = false;
     const statuses = settings?.statuses ?? DEFAULT_SERVICE_CLIENT_OPTIONS.retry.statuses;
     const maxRetryAfterMs = settings?.maxRetryAfterMs ?? DEFAULT_SERVICE_CLIENT_OPTIONS.retry.maxRetryAfterMs;
     const attemptTimeout = init.timeout ?? this.#options.timeout ?? DEFAULT_SERVICE_CLIENT_OPTIONS.timeout;
@@ -546,10 +558,12 @@ export class ServiceClient {
           cutByDeadline = true;
         }
       }
-      // The retry policy records each call it runs in the budget once an attempt of it ran (not
-      // refused by the breaker); a call without one (retries off, one attempt) is traffic too, which
-      // the budget's share is of, once the bulkhead and the breaker have let it through.
-      if (!retried) this.#budget?.recordRequest();
+      // Traffic the budget's retries are a share of, retried or not: the call as it is sent, past
+      // the bulkhead and the breaker (a call they refused was not made).
+      if (!recorded) {
+        recorded = true;
+        this.#budget?.recordRequest();
+      }
       if (this.#events.listens('attempt'))
         this.#events.emit('attempt', { client: this.name, method, path: shownPath, attempt: n });
       const started = this.#events.listens('response') ? performance.now() : 0;
@@ -696,7 +710,7 @@ export class ServiceClient {
           backoff: settings.backoff ?? exponentialBackoff({ initialDelayMs: 100, maxDelayMs: 5000 }),
           // A Retry-After the client accepts is waited in full, not cut to the policy's default cap.
           maxDelayMs: Math.max(DEFAULT_RETRY.maxDelayMs, settings.maxRetryAfterMs),
-          ...(this.#budget === undefined ? {} : { budget: this.#budget }),
+          ...(this.#retriesOfBudget === undefined ? {} : { budget: this.#retriesOfBudget }),
           // The attempt decided, knowing the method, statuses and idempotency key of its call.
           shouldRetry: (error) => typeof error === 'object' && error !== null && retryable.has(error),
           // A refused retry ends the call with what its last attempt got (the answer, for request()),
@@ -922,4 +936,13 @@ function linkSignals(a: AbortSignal, b: AbortSignal): LinkedSignal {
   a.addEventListener('abort', onA, { once: true });
   b.addEventListener('abort', onB, { once: true });
   return { signal: controller.signal, unlink };
+}
+
+/**
+ * `budget` as the client's retry policies use it: they ask it for retries, and record no request
+ * (the client records each call as it sends it).
+ */
+function retriesOnly(budget: RetryBudget): RetryBudget {
+  const view = { recordRequest: () => {}, tryRetry: () => budget.tryRetry(), stats: () => budget.stats() };
+  return view as unknown as RetryBudget;
 }

@@ -90,14 +90,6 @@ function isRefusal(error: unknown): boolean {
   return isFerryError(error) && REFUSED_CODES.has(error.code);
 }
 
-/**
- * An attempt a breaker or bulkhead refused: not sent anywhere. (A budget's refusal, from a retry
- * policy inside, comes after an attempt of its own that ran.)
- */
-function notMade(error: unknown): boolean {
-  return isFerryError(error) && (error.code === 'CIRCUIT_OPEN' || error.code === 'BULKHEAD_FULL');
-}
-
 /** Defaults of {@link retry}: 3 attempts, full-jitter exponential backoff from 100 ms to 10 s. */
 export const DEFAULT_RETRY = Object.freeze({
   maxAttempts: 3,
@@ -192,28 +184,13 @@ export class RetryPolicy implements Policy {
   execute<T>(fn: (context: PolicyContext) => PromiseLike<T> | T, options?: ExecuteOptions): Promise<T> {
     const signal = options?.signal ?? NEVER_ABORTED;
     const deadline = options?.deadline;
+    this.#budget?.recordRequest();
     // The first attempt outside an async frame: most calls succeed, and an async function would add
     // promise hops to every one of them.
     const context: DeadlineContext =
       deadline === undefined ? { signal, attempt: 1 } : { signal, attempt: 1, deadline };
-    const first = invoke(fn, context);
-    const budget = this.#budget;
-    if (budget === undefined) {
-      return first.then(undefined, (error: unknown) => this.#afterFailure(fn, signal, deadline, error, true));
-    }
-    // The execution is traffic the budget's retries are a share of once an attempt of it ran (ended
-    // other than refused by a breaker or bulkhead): counted at its start, an execution waiting in a
-    // bulkhead inside, then refused, bought retries for others meanwhile.
-    return first.then(
-      (value) => {
-        budget.recordRequest();
-        return value;
-      },
-      (error: unknown) => {
-        const ran = !notMade(error);
-        if (ran) budget.recordRequest();
-        return this.#afterFailure(fn, signal, deadline, error, ran);
-      },
+    return invoke(fn, context).then(undefined, (error: unknown) =>
+      this.#afterFailure(fn, signal, deadline, error),
     );
   }
 
@@ -222,7 +199,6 @@ export class RetryPolicy implements Policy {
     signal: AbortSignal,
     deadline: number | undefined,
     firstError: unknown,
-    counted: boolean,
   ): Promise<T> {
     let error = firstError;
     let previousBackoff = 0;
@@ -244,22 +220,14 @@ export class RetryPolicy implements Policy {
         deadline === undefined
           ? { signal, attempt: attempt + 1 }
           : { signal, attempt: attempt + 1, deadline };
-      let value: T;
       try {
-        value = await invoke(fn, context);
+        return await invoke(fn, context);
       } catch (next) {
-        if (!counted && !notMade(next)) {
-          this.#budget?.recordRequest();
-          counted = true;
-        }
         if (this.#onRetryRefused !== undefined && isRefusal(next)) {
           throw this.#onRetryRefused({ attempt: attempt + 1, refusal: next, error });
         }
         error = next;
-        continue;
       }
-      if (!counted) this.#budget?.recordRequest();
-      return value;
     }
   }
 
