@@ -152,6 +152,16 @@ describe('ServiceClient options it does not read, and its headers', () => {
     ],
     ['a header value that is not a string', { headers: { 'x-n': 5 } }, /x-n must be a string, not a number/],
     [
+      'a connection header undici would refuse on every call',
+      { headers: { connection: 'a b' } },
+      /connection may only say close or keep-alive/,
+    ],
+    [
+      'an empty connection header',
+      { headers: { Connection: '' } },
+      /connection may only say close or keep-alive/,
+    ],
+    [
       'headers as a Map (never sent)',
       { headers: new Map([['authorization', 'Bearer t']]) },
       /must be a plain object of header names and string values/,

@@ -288,8 +288,10 @@ function isStatus(status: unknown): boolean {
   return Number.isInteger(status) && (status as number) >= 100 && (status as number) <= 599;
 }
 
-/** An HTTP field name (RFC 9110 token). */
-const FIELD_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+/** An HTTP method or field name (RFC 9110 token). */
+export const HTTP_TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+/** What undici sends of a `connection` header: close or keep-alive, and nothing else. */
+const CONNECTION_VALUE = /^\s*(close|keep-alive)\s*$/i;
 /**
  * Headers that cannot go with every call: the ones undici refuses on any request, and a
  * `content-length`, which is each body's own (the client sets it).
@@ -316,14 +318,15 @@ export function checkClientHeaders(headers: unknown): void {
     const value = (headers as Record<string, unknown>)[name];
     if (value === undefined) continue;
     const lower = name.toLowerCase();
-    if (!FIELD_NAME.test(name)) {
+    if (!HTTP_TOKEN.test(name)) {
       throw new InvalidOptionsError(`ServiceClient headers: ${describeValue(name)} is not a header name`);
     }
     assertHeaderString('ServiceClient headers', name, value);
-    const control = value.search(/[^\t\x20-\x7e\x80-\xff]/);
-    if (control >= 0) {
+    const control = controlCharacter(name, value);
+    if (control !== undefined) throw new InvalidOptionsError(`ServiceClient headers: ${control}`);
+    if (lower === 'connection' && !CONNECTION_VALUE.test(value)) {
       throw new InvalidOptionsError(
-        `ServiceClient headers: ${name} holds a line break or control character (U+${value.charCodeAt(control).toString(16).toUpperCase().padStart(4, '0')} at index ${control} of ${value.length}; the value is not shown, it may be a secret)`,
+        'ServiceClient headers: connection may only say close or keep-alive (undici refuses any other)',
       );
     }
     if (NOT_CLIENT_HEADERS.has(lower)) {
@@ -354,6 +357,18 @@ export function checkCallHeaders(headers: unknown): void {
 }
 
 /**
+ * `<name> holds a line break or control character (…)` when `value` has one HTTP does not allow in
+ * a header value, else undefined. The value is not shown: it may be a secret (a token read with its
+ * trailing newline).
+ */
+function controlCharacter(name: string, value: string): string | undefined {
+  const at = value.search(/[^\t\x20-\x7e\x80-\xff]/);
+  if (at < 0) return undefined;
+  const code = value.charCodeAt(at).toString(16).toUpperCase().padStart(4, '0');
+  return `${name} holds a line break or control character (U+${code} at index ${at} of ${value.length}; the value is not shown, it may be a secret)`;
+}
+
+/**
  * Why a call's headers cannot be sent as given (a name that is not a header name, a line break or
  * control character in a value), or undefined: checked before anything is sent, since undici, given
  * such a header, refused the call but kept one of the pool's connections for good (after
@@ -364,18 +379,16 @@ export function callHeaderProblem(headers: Readonly<Record<string, string | unde
   for (const name of Object.keys(headers)) {
     const value = headers[name];
     if (value === undefined) continue;
-    if (!FIELD_NAME.test(name)) return `${describeValue(name)} is not a header name`;
-    const control = value.search(/[^\t\x20-\x7e\x80-\xff]/);
-    if (control >= 0) {
-      return `its header ${name} holds a line break or control character (U+${value.charCodeAt(control).toString(16).toUpperCase().padStart(4, '0')} at index ${control} of ${value.length}; the value is not shown, it may be a secret)`;
-    }
+    if (!HTTP_TOKEN.test(name)) return `${describeValue(name)} is not a header name`;
+    const control = controlCharacter(name, value);
+    if (control !== undefined) return `its header ${control}`;
     const lower = name.toLowerCase();
     // Hop-by-hop headers the connection's own framing decides: undici refuses them (and kept the
     // connection as the others), `connection` but for close or keep-alive.
     if (lower === 'transfer-encoding' || lower === 'keep-alive' || lower === 'upgrade') {
       return `its header ${name} is the connection's own: the client sets what a call needs`;
     }
-    if (lower === 'connection' && !/^\s*(close|keep-alive)\s*$/i.test(value)) {
+    if (lower === 'connection' && !CONNECTION_VALUE.test(value)) {
       return 'its header connection may only say close or keep-alive';
     }
   }

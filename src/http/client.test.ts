@@ -211,6 +211,11 @@ describe('ServiceClient', () => {
       expect(error, JSON.stringify(headers)).toMatchObject({ code: 'INVALID_REQUEST' });
       expect((error as Error).message).not.toMatch(/a\s?b|nul/);
     }
+    // A method undici refuses kept a connection the same way.
+    for (const method of ['BAD METHOD', 'GET/', '(GET)', 'G\u00c9T', 'GET\r\n']) {
+      const error = await rejection(c.request({ method, path: '/p' }));
+      expect(error, JSON.stringify(method)).toMatchObject({ code: 'INVALID_REQUEST' });
+    }
     expect(await c.get('/ok')).toEqual({ ok: true });
     expect(await c.get('/ok', { headers: { 'x-note': 'tab\tand latin-1 \u00e9' } })).toEqual({ ok: true });
     expect(s.requests.map((r) => r.path)).toEqual(['/ok', '/ok']);
@@ -470,6 +475,11 @@ describe('ServiceClient', () => {
     }
     // Never sent either: refused as given.
     for (let i = 0; i < 20; i++) {
+      expect(await rejection(c.request({ method: 'BAD METHOD', path: '/c' }))).toMatchObject({
+        code: 'INVALID_REQUEST',
+      });
+    }
+    for (let i = 0; i < 20; i++) {
       expect(await rejection(c.get('/c', { headers: { 'x-bad': 'a\nb' } }))).toMatchObject({
         code: 'INVALID_REQUEST',
       });
@@ -481,7 +491,7 @@ describe('ServiceClient', () => {
       expect(isBulkheadFullError(await rejection(c.get('/b', { retry: false })))).toBe(true);
     }
     await running;
-    // Four calls made, this one included: their share is two retries, not the 50 more that the 100
+    // Four calls made, this one included: their share is two retries, not the 60 more that the 120
     // refused calls would buy if they counted.
     s.setDefault({ status: 503 });
     const error = await rejection(c.get('/x', { retry: { maxAttempts: 100, backoff: () => 1 } }));

@@ -24,6 +24,7 @@ import {
   checkSignal,
   clientSettingsOf,
   DEFAULT_SERVICE_CLIENT_OPTIONS,
+  HTTP_TOKEN,
   type RetrySettings,
   refuseUnknownCallOptions,
   retrySettingsOf,
@@ -288,6 +289,16 @@ export class ServiceClient {
           typeof init !== 'object' || init === null
             ? `request takes { method, path, … }, not ${describeValue(init)}`
             : `the method must be a non-empty string, not ${describeValue(method)}`,
+        ),
+      );
+    }
+    // Checked before anything is sent: undici refused such a method but kept one of the pool's
+    // connections for good (after `connections` of them every call timed out).
+    if (!HTTP_TOKEN.test(init.method)) {
+      return Promise.reject(
+        new InvalidRequestError(
+          `request to ${this.origin}`,
+          `the method must be an HTTP token (letters, digits and !#$%&'*+-.^_\`|~), not ${describeValue(init.method)}`,
         ),
       );
     }

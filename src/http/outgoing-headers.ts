@@ -32,7 +32,12 @@ export function outgoingHeaders(
 function assignLowerCase(target: Record<string, string>, source: Readonly<Record<string, string>>): void {
   for (const name in source) {
     const value = source[name];
-    if (value !== undefined) target[name.toLowerCase()] = value;
+    if (value === undefined) continue;
+    const lower = name.toLowerCase();
+    // Assigned, `__proto__` set the object's prototype (to nothing, a string) and was not sent.
+    if (lower === '__proto__') {
+      Object.defineProperty(target, lower, { value, enumerable: true, writable: true, configurable: true });
+    } else target[lower] = value;
   }
 }
 
