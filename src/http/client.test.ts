@@ -211,10 +211,18 @@ describe('ServiceClient', () => {
       expect(error, JSON.stringify(headers)).toMatchObject({ code: 'INVALID_REQUEST' });
       expect((error as Error).message).not.toMatch(/a\s?b|nul/);
     }
-    // A method undici refuses kept a connection the same way.
-    for (const method of ['BAD METHOD', 'GET/', '(GET)', 'G\u00c9T', 'GET\r\n']) {
+    // A method undici refuses kept a connection the same way; CONNECT's answer was taken for a tunnel.
+    for (const method of ['BAD METHOD', 'GET/', '(GET)', 'G\u00c9T', 'GET\r\n', 'CONNECT', 'connect']) {
       const error = await rejection(c.request({ method, path: '/p' }));
       expect(error, JSON.stringify(method)).toMatchObject({ code: 'INVALID_REQUEST' });
+    }
+    // A body whose bytes were transferred away threw a raw TypeError.
+    const buffer = new ArrayBuffer(4);
+    const bytes = new Uint8Array(4);
+    const view = new DataView(new ArrayBuffer(4));
+    for (const gone of [buffer, bytes.buffer, view.buffer]) structuredClone(gone, { transfer: [gone] });
+    for (const body of [buffer, bytes, view]) {
+      expect(await rejection(c.post('/p', body))).toMatchObject({ code: 'INVALID_REQUEST' });
     }
     expect(await c.get('/ok')).toEqual({ ok: true });
     expect(await c.get('/ok', { headers: { 'x-note': 'tab\tand latin-1 \u00e9' } })).toEqual({ ok: true });

@@ -302,9 +302,17 @@ export class ServiceClient {
         ),
       );
     }
-    return this.#call(init.method.toUpperCase(), init.path, init.body, init, false) as Promise<
-      ServiceResponse<T>
-    >;
+    const method = init.method.toUpperCase();
+    if (method === 'CONNECT') {
+      // undici took any answer to it for a tunnel and kept the connection, never answering the call.
+      return Promise.reject(
+        new InvalidRequestError(
+          `CONNECT ${this.origin}`,
+          'CONNECT opens a tunnel, which the client does not make',
+        ),
+      );
+    }
+    return this.#call(method, init.path, init.body, init, false) as Promise<ServiceResponse<T>>;
   }
 
   /** get, post… answer the body of a 2xx and reject with `HttpError` otherwise (`throwOnStatus`). */

@@ -1,3 +1,4 @@
+import { describeThrown } from '../errors/describe-thrown.js';
 import { InvalidRequestError, RequestBodyNotSerializableError } from './errors.js';
 
 const OCTET_STREAM = 'application/octet-stream';
@@ -26,7 +27,16 @@ export function encodeRequestBody(
 ): string | Uint8Array | undefined {
   if (body === undefined || typeof body === 'string') return body;
   if (typeof body === 'object' && body !== null) {
-    const bytes = bytesOf(body);
+    let bytes: Uint8Array | undefined;
+    try {
+      bytes = bytesOf(body);
+    } catch (error) {
+      // A buffer transferred away (structuredClone, postMessage): a raw TypeError reached the caller.
+      throw new InvalidRequestError(
+        request,
+        `the body's bytes cannot be read (${describeThrown(error).message})`,
+      );
+    }
     if (bytes !== undefined) {
       headers['content-type'] ??= OCTET_STREAM;
       return bytes;
