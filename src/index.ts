@@ -347,7 +347,7 @@ export {
   TimeoutError,
 } from './resilience/errors.js';
 export type { ExecuteOptions, Policy, PolicyContext } from './resilience/policy.js';
-export type { RetryInfo, RetryOptions } from './resilience/retry.js';
+export type { RetryBudgetLike, RetryInfo, RetryOptions } from './resilience/retry.js';
 export { DEFAULT_RETRY, defaultShouldRetry, RetryPolicy, retry } from './resilience/retry.js';
 export type { TimeoutOptions } from './resilience/timeout.js';
 export { TimeoutPolicy, timeout } from './resilience/timeout.js';

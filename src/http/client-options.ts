@@ -292,17 +292,13 @@ function isStatus(status: unknown): boolean {
 export const HTTP_TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 /** What undici sends of a `connection` header: close or keep-alive, and nothing else. */
 const CONNECTION_VALUE = /^\s*(close|keep-alive)\s*$/i;
+/** Hop-by-hop headers undici refuses on any request: the connection's own framing decides them. */
+const UNDICI_REFUSES = new Set(['transfer-encoding', 'upgrade', 'keep-alive']);
 /**
- * Headers that cannot go with every call: the ones undici refuses on any request, and a
+ * Headers that cannot go with every call though a call may send them: `expect`, and a
  * `content-length`, which is each body's own (the client sets it).
  */
-const NOT_CLIENT_HEADERS = new Set([
-  'transfer-encoding',
-  'upgrade',
-  'keep-alive',
-  'expect',
-  'content-length',
-]);
+const NOT_CLIENT_HEADERS = new Set(['expect', 'content-length']);
 
 /**
  * The client's headers go with every call, so they are checked as the client is made: a value
@@ -317,18 +313,10 @@ export function checkClientHeaders(headers: unknown): void {
   for (const name of Object.keys(headers as object)) {
     const value = (headers as Record<string, unknown>)[name];
     if (value === undefined) continue;
-    const lower = name.toLowerCase();
-    if (!HTTP_TOKEN.test(name)) {
-      throw new InvalidOptionsError(`ServiceClient headers: ${describeValue(name)} is not a header name`);
-    }
     assertHeaderString('ServiceClient headers', name, value);
-    const control = controlCharacter(name, value);
-    if (control !== undefined) throw new InvalidOptionsError(`ServiceClient headers: ${control}`);
-    if (lower === 'connection' && !CONNECTION_VALUE.test(value)) {
-      throw new InvalidOptionsError(
-        'ServiceClient headers: connection may only say close or keep-alive (undici refuses any other)',
-      );
-    }
+    const problem = unsendableHeader(name, value);
+    if (problem !== undefined) throw new InvalidOptionsError(`ServiceClient headers: ${problem}`);
+    const lower = name.toLowerCase();
     if (NOT_CLIENT_HEADERS.has(lower)) {
       throw new InvalidOptionsError(
         `ServiceClient headers must not hold ${name}: it cannot go with every call (the client sets what each needs)`,
@@ -369,28 +357,36 @@ function controlCharacter(name: string, value: string): string | undefined {
 }
 
 /**
- * Why a call's headers cannot be sent as given (a name that is not a header name, a line break or
- * control character in a value), or undefined: checked before anything is sent, since undici, given
- * such a header, refused the call but kept one of the pool's connections for good (after
- * `connections` such calls every later call timed out, nothing sent). The value is not shown: it may
- * be a secret.
+ * Why a call's headers cannot be sent as given, or undefined: checked before anything is sent,
+ * since undici, given such a header, refused the call but kept one of the pool's connections for
+ * good (after `connections` such calls every later call timed out, nothing sent).
  */
 export function callHeaderProblem(headers: Readonly<Record<string, string | undefined>>): string | undefined {
   for (const name of Object.keys(headers)) {
     const value = headers[name];
     if (value === undefined) continue;
-    if (!HTTP_TOKEN.test(name)) return `${describeValue(name)} is not a header name`;
-    const control = controlCharacter(name, value);
-    if (control !== undefined) return `its header ${control}`;
-    const lower = name.toLowerCase();
-    // Hop-by-hop headers the connection's own framing decides: undici refuses them (and kept the
-    // connection as the others), `connection` but for close or keep-alive.
-    if (lower === 'transfer-encoding' || lower === 'keep-alive' || lower === 'upgrade') {
-      return `its header ${name} is the connection's own: the client sets what a call needs`;
-    }
-    if (lower === 'connection' && !CONNECTION_VALUE.test(value)) {
-      return 'its header connection may only say close or keep-alive';
-    }
+    const problem = unsendableHeader(name, value);
+    if (problem !== undefined) return `its header ${problem}`;
+  }
+  return undefined;
+}
+
+/**
+ * Why undici would refuse to send this header, or undefined: a name that is not a header name, a
+ * line break or control character in the value, a hop-by-hop header the connection's own framing
+ * decides (`transfer-encoding`, `keep-alive`, `upgrade`), a `connection` but for close or
+ * keep-alive. The value is never shown: it may be a secret (a token read with its trailing newline).
+ */
+function unsendableHeader(name: string, value: string): string | undefined {
+  if (!HTTP_TOKEN.test(name)) return `${describeValue(name)} is not a header name`;
+  const control = controlCharacter(name, value);
+  if (control !== undefined) return control;
+  const lower = name.toLowerCase();
+  if (UNDICI_REFUSES.has(lower)) {
+    return `${name} is the connection's own: it cannot be set (the client sets what each call needs)`;
+  }
+  if (lower === 'connection' && !CONNECTION_VALUE.test(value)) {
+    return 'connection may only say close or keep-alive (undici refuses any other)';
   }
   return undefined;
 }

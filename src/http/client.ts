@@ -12,7 +12,7 @@ import { CircuitBreaker } from '../resilience/circuit-breaker.js';
 import { compose } from '../resilience/compose.js';
 import { TimeoutError } from '../resilience/errors.js';
 import type { ExecuteOptions, Policy, PolicyContext } from '../resilience/policy.js';
-import { DEFAULT_RETRY, retry } from '../resilience/retry.js';
+import { DEFAULT_RETRY, type RetryBudgetLike, retry } from '../resilience/retry.js';
 import { maskCredentials, redactUrl } from '../url/redact-url.js';
 import { type ClientEventMap, ClientEvents } from './client-events.js';
 import {
@@ -153,7 +153,7 @@ export class ServiceClient {
    * execution's start. The client records a call itself as it sends it, past the bulkhead and the
    * breaker: a call they refused, or one refused before anything was sent, is no traffic.
    */
-  readonly #retriesOfBudget: RetryBudget | undefined;
+  readonly #retriesOfBudget: RetryBudgetLike | undefined;
   readonly #bulkhead: (Policy & { stats(): { running: number; queued: number } }) | undefined;
   readonly #breakers = new Map<string, CircuitBreaker>();
   readonly #chains = new Map<string, Policy>();
@@ -961,7 +961,6 @@ function linkSignals(a: AbortSignal, b: AbortSignal): LinkedSignal {
  * `budget` as the client's retry policies use it: they ask it for retries, and record no request
  * (the client records each call as it sends it).
  */
-function retriesOnly(budget: RetryBudget): RetryBudget {
-  const view = { recordRequest: () => {}, tryRetry: () => budget.tryRetry(), stats: () => budget.stats() };
-  return view as unknown as RetryBudget;
+function retriesOnly(budget: RetryBudget): RetryBudgetLike {
+  return { recordRequest: () => {}, tryRetry: () => budget.tryRetry() };
 }

@@ -37,7 +37,7 @@ export {
   TimeoutError,
 } from './errors.js';
 export type { ExecuteOptions, Policy, PolicyContext } from './policy.js';
-export type { RetryInfo, RetryOptions } from './retry.js';
+export type { RetryBudgetLike, RetryInfo, RetryOptions } from './retry.js';
 export { DEFAULT_RETRY, defaultShouldRetry, RetryPolicy, retry } from './retry.js';
 export type { TimeoutOptions } from './timeout.js';
 export { TimeoutPolicy, timeout } from './timeout.js';

@@ -4,6 +4,10 @@ import { knownOptions } from '../errors/options-object.js';
 import { MAX_TIMER_MS } from '../time/max-timer.js';
 import { type Backoff, exponentialBackoff } from './backoff.js';
 import type { RetryBudget } from './budget.js';
+
+/** What a retry policy asks of its budget: a {@link RetryBudget}, or a view of one. */
+export type RetryBudgetLike = Pick<RetryBudget, 'recordRequest' | 'tryRetry'>;
+
 import { type DeadlineContext, invoke, NEVER_ABORTED } from './compose.js';
 import { RetryBudgetExhaustedError } from './errors.js';
 import type { ExecuteOptions, Policy, PolicyContext } from './policy.js';
@@ -32,9 +36,10 @@ export interface RetryOptions {
   /**
    * Shared cap on retries across executions: each execution records one request, each retry needs
    * `budget.tryRetry()`, else the execution rejects with {@link RetryBudgetExhaustedError}.
-   * @default undefined (no budget)
+   * Any object with those two methods will do (a view that records nothing, when the caller
+   * records its requests itself). @default undefined (no budget)
    */
-  readonly budget?: RetryBudget;
+  readonly budget?: RetryBudgetLike;
   /**
    * Cap on any wait, including one raised by an error's `retryAfterMs` hint (a server asking for
    * an hour does not park the caller for an hour).
@@ -121,7 +126,7 @@ export class RetryPolicy implements Policy {
   readonly #maxAttempts: number;
   readonly #backoff: Backoff;
   readonly #shouldRetry: (error: unknown, attempt: number) => boolean;
-  readonly #budget: RetryBudget | undefined;
+  readonly #budget: RetryBudgetLike | undefined;
   readonly #maxDelayMs: number;
   readonly #onRetry: ((info: RetryInfo) => void) | undefined;
   readonly #onDeadlineReached: ((info: RetryInfo) => void) | undefined;

@@ -112,13 +112,7 @@ export async function applySagaMessage(
         `initial() returned status "${String(state.status)}", not declared in states`,
       );
     }
-    if (definition.started !== undefined) {
-      try {
-        await (definition.started as AnyHandler)(saga, message);
-      } finally {
-        saga.seal();
-      }
-    }
+    if (definition.started !== undefined) await runHandler(definition.started as AnyHandler, saga, message);
     await commit(definition, work, saga, {}, undefined, now, check);
     return { kind: 'started', id, completed: saga.completed };
   }
@@ -149,13 +143,21 @@ export async function applySagaMessage(
     if (policy(definition.onInvalid, 'dead-letter') === 'ignore') return ignored(id, 'invalid-transition');
     throw new SagaTransitionError(name, id, stored.status, message.type);
   }
+  await runHandler(handler, saga, message);
+  await commit(definition, work, saga, timeouts, row, now, check);
+  return { kind: 'applied', id, completed: saga.completed };
+}
+
+/**
+ * Runs a handler, then seals the saga's context: a `saga.*` call made after the handler returned (an
+ * un-awaited helper, a timer) throws instead of being accepted and never applied.
+ */
+async function runHandler(handler: AnyHandler, saga: AnyContext, message: Message): Promise<void> {
   try {
     await handler(saga, message);
   } finally {
     saga.seal();
   }
-  await commit(definition, work, saga, timeouts, row, now, check);
-  return { kind: 'applied', id, completed: saga.completed };
 }
 
 function ignored(id: string | undefined, reason: SagaIgnoredReason): SagaOutcome {
