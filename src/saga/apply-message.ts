@@ -33,12 +33,16 @@ export type SagaOutcome =
  * timeout cancelled, replaced or late (`stale-timeout`), or a policy set to `'ignore'`
  * (`unknown-instance`, `completed`, `invalid-transition`).
  */
-export type SagaIgnoredReason =
-  | 'duplicate-start'
-  | 'stale-timeout'
-  | 'unknown-instance'
-  | 'completed'
-  | 'invalid-transition';
+export type SagaIgnoredReason = (typeof SAGA_IGNORED_REASONS)[number];
+
+/** Every {@link SagaIgnoredReason}. */
+export const SAGA_IGNORED_REASONS = [
+  'duplicate-start',
+  'stale-timeout',
+  'unknown-instance',
+  'completed',
+  'invalid-transition',
+] as const;
 
 /** The part of a unit of work a saga uses. */
 export type SagaWork = Pick<UnitOfWork, 'tx' | 'publish' | 'schedule' | 'cancel'>;

@@ -210,6 +210,21 @@ export function testEventStore(name: string, harness: EventStoreHarness): void {
       expect(typed.map((e) => e.type)).toEqual(['A1', 'A2']);
     });
 
+    it('reads in batches of at most the limit asked (a backend that answered every event at once passed), from a position, filtered by type', async () => {
+      const store = await open();
+      for (let i = 0; i < 5; i++)
+        await store.append(`s${i}`, [{ type: i % 2 === 0 ? 'Even' : 'Odd', data: i }]);
+      const first = await store.backend.readAfter(0n, 2, undefined);
+      expect(first.events.map((e) => e.data)).toEqual([0, 1]);
+      const next = await store.backend.readAfter(first.events[1]!.position, 2, undefined);
+      expect(next.events.map((e) => e.data)).toEqual([2, 3]);
+      const last = await store.backend.readAfter(next.events[1]!.position, 2, undefined);
+      expect(last.events.map((e) => e.data)).toEqual([4]);
+      const even = await store.backend.readAfter(0n, 2, ['Even']);
+      expect(even.events.map((e) => e.data)).toEqual([0, 2]);
+      expect((await store.backend.readAfter(0n, 1, undefined)).events).toHaveLength(1);
+    });
+
     it('records the ambient correlation and causation ids in metadata', async () => {
       const store = await open();
       await runWithContext({ correlationId: 'corr-9', messageId: 'msg-3' }, () =>

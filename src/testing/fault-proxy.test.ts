@@ -84,4 +84,21 @@ describe('FaultProxy', () => {
       server.close();
     }
   });
+
+  // Each was accepted, and the first connection threw ERR_SOCKET_BAD_PORT inside the proxy: an
+  // uncaught exception that killed the test process.
+  it.each([
+    ['a port past 65535', { host: '127.0.0.1', port: 70000 }, /port must be an integer from 1 to 65535/],
+    ['a negative port', { host: '127.0.0.1', port: -1 }, /port must be an integer/],
+    ['no port', { host: '127.0.0.1' }, /port must be an integer/],
+    ['no host', { port: 5432 }, /host must be a host name/],
+    ['a misspelt key', { host: '127.0.0.1', port: 5432, prot: 1 }, /has no option "prot"/],
+  ])('refuses %s as it starts, with INVALID_OPTIONS', async (_what, target, message) => {
+    const error = await FaultProxy.start(target as never).then(
+      () => undefined,
+      (caught: unknown) => caught,
+    );
+    expect(error).toMatchObject({ code: 'INVALID_OPTIONS' });
+    expect((error as Error).message).toMatch(message);
+  });
 });

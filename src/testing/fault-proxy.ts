@@ -1,4 +1,7 @@
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
+import { describeValue } from '../errors/describe-value.js';
+import { InvalidOptionsError } from '../errors/ferry-error.js';
+import { checkOptions } from '../errors/options-object.js';
 
 interface Pair {
   readonly client: Socket;
@@ -25,8 +28,25 @@ export class FaultProxy {
     this.#target = target;
   }
 
-  /** Starts a proxy on an ephemeral loopback port in front of `host:port`. */
+  /**
+   * Starts a proxy on an ephemeral loopback port in front of `host:port`. A target no connection
+   * can reach (a port outside 1–65535, no host) is refused here: it threw inside the proxy at the
+   * first connection, killing the test process. @throws InvalidOptionsError
+   */
   static async start(target: { readonly host: string; readonly port: number }): Promise<FaultProxy> {
+    if (target === undefined)
+      throw new InvalidOptionsError('FaultProxy.start needs its target: { host, port }');
+    checkOptions('FaultProxy.start', target, ['host', 'port']);
+    if (typeof target.host !== 'string' || target.host === '') {
+      throw new InvalidOptionsError(
+        `FaultProxy.start host must be a host name or address, not ${describeValue(target.host)}`,
+      );
+    }
+    if (!(Number.isInteger(target.port) && target.port >= 1 && target.port <= 65535)) {
+      throw new InvalidOptionsError(
+        `FaultProxy.start port must be an integer from 1 to 65535, not ${describeValue(target.port)}`,
+      );
+    }
     let proxy!: FaultProxy;
     const server = createServer((client) => proxy.#accept(client));
     proxy = new FaultProxy(server, target);

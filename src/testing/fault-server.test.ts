@@ -1,5 +1,6 @@
 import { request } from 'undici';
 import { afterEach, describe, expect, it } from 'vitest';
+import { isInvalidOptionsError } from '../errors/ferry-error.js';
 import { FaultServer } from './fault-server.js';
 
 const servers: FaultServer[] = [];
@@ -178,5 +179,52 @@ describe('FaultServer', () => {
 
     server.clear();
     expect(server.requests).toHaveLength(0);
+  });
+
+  // Each was accepted: a misspelt key answered 200 (the test ran against a healthy server); the
+  // others threw inside the server when a request used them, killing the test process.
+  it.each([
+    ['a misspelt key', { stauts: 500 }, /has no option "stauts"/],
+    ['a status Node refuses', { status: 99 }, /status must be an integer from 200 to 599/],
+    ['a status past 599', { status: 1000 }, /status must be an integer/],
+    ['a fractional status', { status: 200.5 }, /status must be an integer/],
+    ['a Retry-After with a line break', { retryAfter: 'soon\r\nX: 1' }, /retryAfter must be/],
+    ['a header name with a space', { headers: { 'bad header': 'x' } }, /"bad header" is not a header name/],
+    [
+      'a header value with a line break',
+      { headers: { 'x-a': 'a\nb' } },
+      /x-a must be a string without line breaks/,
+    ],
+    ['a body JSON cannot write', { body: 10n }, /body cannot be written as JSON/],
+    ['a negative delay', { delayMs: -1 }, /delayMs must be a finite number/],
+    ['a delay that is not a number', { delayMs: Number.NaN }, /delayMs must be a finite number/],
+    ['reset and hang at once', { reset: true, hang: true }, /cannot both reset and hang/],
+    ['a problem with a bad status', { problem: { status: 42 } }, /problem.status must be an integer/],
+  ])('refuses %s as it is scripted, with INVALID_OPTIONS', async (_what, fault, message) => {
+    const server = await start();
+    for (const script of [
+      () => server.enqueue(fault as never),
+      () => server.route('GET', '/x', fault as never),
+      () => server.setDefault(fault as never),
+    ]) {
+      let error: unknown;
+      try {
+        script();
+      } catch (caught) {
+        error = caught;
+      }
+      expect(isInvalidOptionsError(error), String(error)).toBe(true);
+      expect((error as Error).message).toMatch(message);
+    }
+    await expect(FaultServer.start({ default: fault as never })).rejects.toThrow(message);
+    expect(server.pending).toBe(0);
+    // Still answering as before.
+    expect((await call(server.url)).status).toBe(200);
+  });
+
+  it('refuses a route whose method or path cannot match a request', async () => {
+    const server = await start();
+    expect(() => server.route('GET /x', '/x', {})).toThrow(/method must be an HTTP method/);
+    expect(() => server.route('GET', 'x', {})).toThrow(/path must start with "\/"/);
   });
 });

@@ -6,7 +6,12 @@ import {
   type ServerResponse,
   STATUS_CODES,
 } from 'node:http';
+import { describeValue } from '../errors/describe-value.js';
+import { InvalidOptionsError } from '../errors/ferry-error.js';
+import { checkOptions } from '../errors/options-object.js';
+import { HTTP_TOKEN } from '../http/client-options.js';
 import { PROBLEM_CONTENT_TYPE } from '../http/headers.js';
+import { checkFault, checkFaults } from './fault-check.js';
 
 /** A problem+json body to answer with; `status` and `title` default from the fault. */
 export interface FaultProblem {
@@ -90,8 +95,13 @@ export class FaultServer {
     this.#default = fallback;
   }
 
-  /** Starts a server on an ephemeral port of 127.0.0.1. */
+  /**
+   * Starts a server on an ephemeral port of 127.0.0.1. Every fault is checked as it is given
+   * (here, and by `enqueue`, `route` and `setDefault`). @throws InvalidOptionsError
+   */
   static async start(options: FaultServerOptions = {}): Promise<FaultServer> {
+    checkOptions('FaultServer.start', options, ['default']);
+    if (options.default !== undefined) checkFault('FaultServer.start default', options.default);
     let faultServer!: FaultServer;
     const server = createServer((req, res) => faultServer.#receive(req, res));
     faultServer = new FaultServer(server, options.default ?? {});
@@ -129,6 +139,7 @@ export class FaultServer {
 
   /** Appends faults to the global script: each is the answer to one request, in order. */
   enqueue(...faults: Fault[]): this {
+    checkFaults('FaultServer.enqueue', faults);
     this.#script.push(...faults);
     return this;
   }
@@ -138,6 +149,15 @@ export class FaultServer {
    * before the global script. A path without `?` matches whatever the query string.
    */
   route(method: string, path: string, ...faults: Fault[]): this {
+    if (typeof method !== 'string' || !HTTP_TOKEN.test(method)) {
+      throw new InvalidOptionsError(
+        `FaultServer.route method must be an HTTP method, not ${describeValue(method)}`,
+      );
+    }
+    if (typeof path !== 'string' || !path.startsWith('/')) {
+      throw new InvalidOptionsError(`FaultServer.route path must start with "/", not ${describeValue(path)}`);
+    }
+    checkFaults('FaultServer.route', faults);
     const upper = method.toUpperCase();
     const existing = this.#routes.find((r) => r.method === upper && r.path === path);
     if (existing) existing.script.push(...faults);
@@ -147,6 +167,7 @@ export class FaultServer {
 
   /** The answer when no scripted fault is left. */
   setDefault(fault: Fault): this {
+    checkFault('FaultServer.setDefault', fault);
     this.#default = fault;
     return this;
   }

@@ -111,7 +111,7 @@ describe('handlerSpec', () => {
       );
     refused(
       () => handlerSpec<C>(build, { contracts, servce: 'x' } as never),
-      /^handlerSpec has no option "servce": it takes service, contracts, store$/,
+      /^handlerSpec has no option "servce": it takes service, contracts, store, stallMs$/,
     );
     refused(
       () => handlerSpec<C>(build, { contracts, store: {} } as never),
@@ -133,6 +133,38 @@ describe('handlerSpec', () => {
       () => spec().given({ 'order-1': { type: 'OrderPlaced', data: {} } } as never),
       /^handlerSpec given: the events of stream "order-1" must be an array/,
     );
+  });
+
+  it('takes a stallMs above the real I/O of the handler under test (without it, 300 ms of real I/O timed out)', async () => {
+    // A handler awaiting real I/O (here a real timer, as an HTTP call or a database would).
+    const slow = () =>
+      handlerSpec<C>(
+        () =>
+          async (message, { work }) => {
+            if (message.type !== 'payment.captured') return;
+            await new Promise((resolve) => setTimeout(resolve, 300));
+            await work.publish('order.confirmed', { orderId: message.data.orderId, total: 1 });
+          },
+        { contracts, stallMs: 1_000 },
+      );
+    await slow()
+      .when({ type: 'payment.captured', data: { orderId: '7' } })
+      .then({ published: [{ type: 'order.confirmed', data: { orderId: '7', total: 1 } }] });
+    const withDefault = await handlerSpec<C>(
+      () => async () => {
+        await new Promise((resolve) => setTimeout(resolve, 300));
+      },
+      { contracts },
+    )
+      .when({ type: 'payment.captured', data: { orderId: '7' } })
+      .then({ published: [] })
+      .catch((e: unknown) => e);
+    expect(String(withDefault)).toMatch(/HandlerTimeoutError/);
+    for (const stallMs of [0, -1, 1.5, Number.NaN, '1000']) {
+      expect(() => handlerSpec<C>(() => async () => {}, { contracts, stallMs: stallMs as number })).toThrow(
+        /handlerSpec stallMs must be a positive integer of ms/,
+      );
+    }
   });
 
   it('refuses to be awaited without then', async () => {

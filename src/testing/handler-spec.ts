@@ -36,6 +36,13 @@ export interface HandlerSpecOptions<C extends Contracts> {
    * @default a new in-memory store
    */
   readonly store?: () => EventStore | Promise<EventStore>;
+  /**
+   * The harness's `stallMs`: a handler that records nothing for this long in real time is taken to
+   * wait for the clock, and time moves on to its `handlerTimeoutMs`. Set it above the real I/O of
+   * the handler under test (an HTTP call, a database), else that I/O fails with a `HandlerTimeoutError`.
+   * @default 100
+   */
+  readonly stallMs?: number;
 }
 
 /** The state before the message: events by stream id, or a function that sets it up. */
@@ -100,7 +107,12 @@ export function handlerSpec<C extends Contracts = NoContracts>(
   if (typeof build !== 'function') {
     throw new InvalidOptionsError(`handlerSpec needs a build(parts) function, not ${describeValue(build)}`);
   }
-  checkOptions('handlerSpec', options, ['service', 'contracts', 'store']);
+  checkOptions('handlerSpec', options, ['service', 'contracts', 'store', 'stallMs']);
+  if (options.stallMs !== undefined && !(Number.isInteger(options.stallMs) && options.stallMs >= 1)) {
+    throw new InvalidOptionsError(
+      `handlerSpec stallMs must be a positive integer of ms, not ${describeValue(options.stallMs)}`,
+    );
+  }
   if (options.store !== undefined && typeof options.store !== 'function') {
     throw new InvalidOptionsError(
       `handlerSpec store must be a function that opens a store for each run, not ${describeValue(options.store)}`,
@@ -245,6 +257,7 @@ class HandlerSpecRun<C extends Contracts, K extends TypeOf<C>> implements Handle
       harness = await createTestHarness<C>({
         ...(store === undefined ? {} : { store }),
         service: this.#options.service ?? 'handler-spec',
+        ...(this.#options.stallMs === undefined ? {} : { stallMs: this.#options.stallMs }),
         ...(this.#options.contracts === undefined ? {} : { contracts: this.#options.contracts }),
         setup: async (parts) => {
           if (typeof this.#given === 'function') await this.#given(parts);

@@ -1,4 +1,6 @@
 import { randomUUID } from 'node:crypto';
+import { describeValue } from '../errors/describe-value.js';
+import { InvalidOptionsError } from '../errors/ferry-error.js';
 import { runKillable } from './run-killable.js';
 
 /** Broker of the integration tests, from the environment; the default is the local RabbitMQ. */
@@ -22,10 +24,23 @@ export interface TestVhost {
 }
 
 /**
- * Creates a fresh vhost with full permissions for the base URL's user (`rabbitmqctl` must be on the
- * PATH and allowed to talk to the node, as it is for root on a local broker).
+ * What a vhost name's prefix may be: letters, digits, `.`, `_` and `-`, 1 to 200 of them. AMQP
+ * carries a vhost name in at most 255 bytes (a longer one was created, and no client could open
+ * it), and `rabbitmqctl` wrappers pass their arguments through a shell.
+ */
+const VHOST_PREFIX = /^[A-Za-z0-9._-]{1,200}$/;
+
+/**
+ * Creates a fresh vhost named `<prefix>-<8 random hex digits>` with full permissions for the base
+ * URL's user (`rabbitmqctl` must be on the PATH and allowed to talk to the node, as it is for root
+ * on a local broker). @throws InvalidOptionsError for a prefix {@link VHOST_PREFIX} refuses
  */
 export async function createTestVhost(prefix = 'ferry-test'): Promise<TestVhost> {
+  if (typeof prefix !== 'string' || !VHOST_PREFIX.test(prefix)) {
+    throw new InvalidOptionsError(
+      `createTestVhost prefix must be 1 to 200 letters, digits, ".", "_" or "-", not ${describeValue(typeof prefix === 'string' && prefix.length > 40 ? `${prefix.slice(0, 40)}…` : prefix)}`,
+    );
+  }
   const name = `${prefix}-${randomUUID().slice(0, 8)}`;
   const base = new URL(rabbitmqBaseUrl());
   const user = decodeURIComponent(base.username || 'guest');

@@ -76,6 +76,16 @@ describe('sagaSpec', () => {
       .given([placed, { type: 'stock.unavailable', data: { orderId: 'o-1' } }])
       .when(reserved)
       .thenIgnored('completed');
+    // A reason no saga gives (a typo) is a mistake in the spec, not an unmet expectation.
+    await expect(
+      sagaSpec(orderSaga)
+        .given([placed])
+        .when(placed)
+        .thenIgnored('duplicate' as never),
+    ).rejects.toMatchObject({
+      code: 'INVALID_OPTIONS',
+      message: expect.stringMatching(/^thenIgnored takes one of duplicate-start/),
+    });
   });
 
   it('checks the errors of invalid transitions and unknown instances', async () => {

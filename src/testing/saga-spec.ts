@@ -16,6 +16,7 @@ import type { UnitOfWork } from '../outbox/unit-of-work.js';
 import {
   applySagaMessage,
   outboxMessageCheck,
+  SAGA_IGNORED_REASONS,
   type SagaIgnoredReason,
   type SagaOutcome,
   type SagaWork,
@@ -218,6 +219,12 @@ class SagaSpecRun<C extends Contracts, S extends string, D> implements SagaSpecW
   }
 
   async thenIgnored(reason?: SagaIgnoredReason): Promise<void> {
+    // A reason no saga gives (a typo) failed as an unmet expectation, as if the saga were wrong.
+    if (reason !== undefined && !(SAGA_IGNORED_REASONS as readonly unknown[]).includes(reason)) {
+      throw new InvalidOptionsError(
+        `thenIgnored takes one of ${SAGA_IGNORED_REASONS.join(', ')} (or nothing), not ${describeValue(reason)}`,
+      );
+    }
     const result = await this.#run();
     if (!result.ok) throw unexpected(result.error, 'the message to be ignored', 'thenIgnored');
     const { outcome, published, scheduled } = result.value;
