@@ -18,6 +18,12 @@ it('npm run demo:http tells the story it promises: one charge, 504 at the deadli
     /payments {2}stopped: (the caller's deadline passed|the client closed the connection)/,
   );
   expect(section('Deadline')).toMatch(/client {4}504 Gateway Timeout/);
+  // The budget shrinks at each hop: orders works 40 ms before it calls payments.
+  expect(section('Deadline')).toMatch(/gateway {3}checkout: orders gets 300 ms/);
+  const ordersLeft = Number(/orders {4}placing an order, with (\d+) ms left/.exec(section('Deadline'))?.[1]);
+  const paymentsLeft = Number(/payments {2}working, with (\d+) ms left/.exec(section('Deadline'))?.[1]);
+  expect(ordersLeft).toBeGreaterThan(200);
+  expect(ordersLeft - paymentsLeft).toBeGreaterThanOrEqual(39);
   expect(section('Breaker: payments is down (1)')).toMatch(/breaker payments: closed -> open/);
   expect(section('Breaker: payments is down (3)')).toMatch(/refused at once: CIRCUIT_OPEN/);
   expect(section('Breaker: payments is down (3)')).toMatch(/client {4}503 Service Unavailable/);

@@ -62,12 +62,16 @@ paymentsClient.on('rejection', (e) => say('orders', `${e.method} ${e.path} refus
 paymentsClient.on('response', (e) => {
   if (e.status >= 500) say('orders', `payments answered ${e.status} (attempt ${e.attempt})`);
 });
+/** How long orders works before it calls payments. */
+const RESERVE_MS = 40;
 const orders = Fastify(ferryFastifyOptions({ logger: silentLogger }));
 ferryFastify(orders, { logger: silentLogger, health: { breakers: () => paymentsClient.breakers() } });
 orders.post('/orders', async (request) => {
   const left =
     request.ferry.deadline === undefined ? '' : `, with ${request.ferry.deadline - Date.now()} ms left`;
   say('orders', `placing an order${left} [corr ${corr()}]`);
+  // Work of its own before the call (reserving the stock, say): what is left of the budget shrinks.
+  await new Promise((resolve) => setTimeout(resolve, RESERVE_MS));
   const charge = await paymentsClient.post<{ chargeId: string }>('/charges', request.body);
   return { orderId: 'A-1', ...charge };
 });
@@ -77,7 +81,10 @@ const ordersUrl = await listen(orders);
 const ordersClient = new ServiceClient(ordersUrl, { name: 'orders', deadline: 300, retry: false });
 const gateway = Fastify(ferryFastifyOptions({ logger: silentLogger }));
 ferryFastify(gateway, { logger: silentLogger });
-gateway.post('/checkout', async (request) => ordersClient.post('/orders', request.body));
+gateway.post('/checkout', async (request) => {
+  say('gateway', `checkout: orders gets 300 ms [corr ${corr()}]`);
+  return ordersClient.post('/orders', request.body);
+});
 const gatewayUrl = await listen(gateway);
 
 const edge = new ServiceClient(gatewayUrl, { name: 'gateway', retry: false });

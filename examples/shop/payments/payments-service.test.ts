@@ -156,6 +156,13 @@ describe('payments service', () => {
     expect(w.provider.charges()).toEqual([]);
   });
 
+  it('starts with the longest give-up time the settings take (2147483647 ms: the handler limit past it stopped the service)', async () => {
+    const w = await world({ giveUpAfterMs: 2_147_483_647 });
+    await w.bus.publish('payment.charge', { orderId: 'o-max', amount: 100, paymentMethod: 'tok_visa' });
+    await waitFor(() => w.replies.length > 0, 'a reply');
+    expect(summary(w.replies)[0]).toMatchObject({ type: 'payment.processed', data: { orderId: 'o-max' } });
+  });
+
   it('keeps trying while the provider recovers within the give-up time', async () => {
     const w = await world({ giveUpAfterMs: 20_000 });
     w.provider.setFaults({ failureRate: 1, latencyMs: 0 });

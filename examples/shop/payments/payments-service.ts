@@ -169,7 +169,7 @@ export async function startPaymentsService(options: PaymentsServiceOptions): Pro
     (message, { signal }) => handleCharge(message, AbortSignal.any([signal, stopping.signal])),
     // The handler may try the provider for giveUpAfterMs (a late message: one try of 1 s), then
     // records the outcome: give it that, and time to spare.
-    { group, concurrency, handlerTimeoutMs: giveUpAfterMs + 10_000 },
+    { group, concurrency, handlerTimeoutMs: withSpare(giveUpAfterMs) },
   );
 
   const refunds = await bus.subscribe(
@@ -188,7 +188,7 @@ export async function startPaymentsService(options: PaymentsServiceOptions): Pro
     // A refund must happen: keep trying an unavailable provider for about 45 minutes (backoff
     // doubling from 1 s to 60 s), then the message waits in the dead-letter queue for an operator.
     // Each delivery's call may take refundTimeoutMs; the record after it, a few seconds more.
-    { group, concurrency, maxAttempts: 50, handlerTimeoutMs: provider.refundTimeoutMs + 10_000 },
+    { group, concurrency, maxAttempts: 50, handlerTimeoutMs: withSpare(provider.refundTimeoutMs) },
   );
 
   // Ready while the outbox's database answers and its relay keeps up; the provider's breaker too.
@@ -231,4 +231,16 @@ function eventOf(outcome: ChargeOutcome): PaymentEvent {
     case 'unavailable':
       return { type: 'PaymentDeclined', data: { reason: 'payment_unavailable' } };
   }
+}
+
+/** The longest time limit a handler takes (a Node timer's), about 24.8 days. */
+const MAX_HANDLER_TIMEOUT_MS = 2_147_483_647;
+
+/**
+ * A handler's time limit for work that may take `ms`: 10 s more, to record its outcome, within the
+ * longest limit a handler takes (SHOP_PAYMENT_GIVE_UP_MS near its top passed the settings check,
+ * then stopped the service at start).
+ */
+function withSpare(ms: number): number {
+  return Math.min(ms + 10_000, MAX_HANDLER_TIMEOUT_MS);
 }
