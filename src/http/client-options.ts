@@ -349,7 +349,7 @@ export function checkCallHeaders(headers: unknown): void {
  * a header value, else undefined. The value is not shown: it may be a secret (a token read with its
  * trailing newline).
  */
-function controlCharacter(name: string, value: string): string | undefined {
+export function controlCharacter(name: string, value: string): string | undefined {
   const at = value.search(/[^\t\x20-\x7e\x80-\xff]/);
   if (at < 0) return undefined;
   const code = value.charCodeAt(at).toString(16).toUpperCase().padStart(4, '0');

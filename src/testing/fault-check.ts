@@ -1,7 +1,8 @@
 import { describeValue } from '../errors/describe-value.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import { checkOptions } from '../errors/options-object.js';
-import { HTTP_TOKEN } from '../http/client-options.js';
+import { controlCharacter, HTTP_TOKEN } from '../http/client-options.js';
+import { MAX_TIMER_MS } from '../time/max-timer.js';
 import type { Fault } from './fault-server.js';
 
 const FAULT_KEYS = ['status', 'body', 'headers', 'delayMs', 'retryAfter', 'reset', 'hang', 'problem'];
@@ -32,10 +33,10 @@ export function checkFault(where: string, fault: unknown): asserts fault is Faul
   }
   if (
     f.delayMs !== undefined &&
-    !(typeof f.delayMs === 'number' && Number.isFinite(f.delayMs) && f.delayMs >= 0)
+    !(typeof f.delayMs === 'number' && f.delayMs >= 0 && f.delayMs <= MAX_TIMER_MS)
   ) {
     throw new InvalidOptionsError(
-      `${where} delayMs must be a finite number of milliseconds, 0 or more, not ${describeValue(f.delayMs)}`,
+      `${where} delayMs must be a number of milliseconds from 0 to ${MAX_TIMER_MS}, not ${describeValue(f.delayMs)}`,
     );
   }
   if (f.retryAfter !== undefined) checkRetryAfter(where, f.retryAfter);
@@ -82,11 +83,13 @@ function checkHeaders(where: string, headers: unknown): void {
     if (!HTTP_TOKEN.test(name)) {
       throw new InvalidOptionsError(`${where} headers: ${describeValue(name)} is not a header name`);
     }
-    if (typeof value !== 'string' || /[^\t\x20-\x7e\x80-\xff]/.test(value)) {
+    if (typeof value !== 'string') {
       throw new InvalidOptionsError(
-        `${where} headers: ${name} must be a string without line breaks or control characters`,
+        `${where} headers: ${name} must be a string, not ${describeValue(value)}`,
       );
     }
+    const control = controlCharacter(name, value);
+    if (control !== undefined) throw new InvalidOptionsError(`${where} headers: ${control}`);
   }
 }
 

@@ -193,11 +193,16 @@ describe('FaultServer', () => {
     [
       'a header value with a line break',
       { headers: { 'x-a': 'a\nb' } },
-      /x-a must be a string without line breaks/,
+      /x-a holds a line break or control character/,
     ],
     ['a body JSON cannot write', { body: 10n }, /body cannot be written as JSON/],
-    ['a negative delay', { delayMs: -1 }, /delayMs must be a finite number/],
-    ['a delay that is not a number', { delayMs: Number.NaN }, /delayMs must be a finite number/],
+    ['a negative delay', { delayMs: -1 }, /delayMs must be a number of milliseconds from 0 to 2147483647/],
+    ['a delay that is not a number', { delayMs: Number.NaN }, /delayMs must be a number/],
+    [
+      'a delay longer than a timer takes (it fired at once)',
+      { delayMs: 2 ** 31 },
+      /delayMs must be a number/,
+    ],
     ['reset and hang at once', { reset: true, hang: true }, /cannot both reset and hang/],
     ['a problem with a bad status', { problem: { status: 42 } }, /problem.status must be an integer/],
   ])('refuses %s as it is scripted, with INVALID_OPTIONS', async (_what, fault, message) => {
