@@ -353,7 +353,11 @@ export function controlCharacter(name: string, value: string): string | undefine
   const at = value.search(/[^\t\x20-\x7e\x80-\xff]/);
   if (at < 0) return undefined;
   const code = value.charCodeAt(at).toString(16).toUpperCase().padStart(4, '0');
-  return `${name} holds a line break or control character (U+${code} at index ${at} of ${value.length}; the value is not shown, it may be a secret)`;
+  const what =
+    value.charCodeAt(at) > 0xff
+      ? 'a character a header cannot carry (outside Latin-1)'
+      : 'a line break or control character';
+  return `${name} holds ${what} (U+${code} at index ${at} of ${value.length}; the value is not shown, it may be a secret)`;
 }
 
 /**

@@ -93,6 +93,13 @@ describe('FaultProxy', () => {
     ['no port', { host: '127.0.0.1' }, /port must be an integer/],
     ['no host', { port: 5432 }, /host must be a host name/],
     ['a misspelt key', { host: '127.0.0.1', port: 5432, prot: 1 }, /has no option "prot"/],
+    [
+      'a bracketed IPv6 address (every connection was reset)',
+      { host: '[::1]', port: 5432 },
+      /without brackets/,
+    ],
+    ['a host with spaces around it', { host: ' 127.0.0.1 ', port: 5432 }, /host must be a host name/],
+    ['a URL', new URL('http://127.0.0.1:5432'), /not a URL/],
   ])('refuses %s as it starts, with INVALID_OPTIONS', async (_what, target, message) => {
     const error = await FaultProxy.start(target as never).then(
       () => undefined,
@@ -100,5 +107,25 @@ describe('FaultProxy', () => {
     );
     expect(error).toMatchObject({ code: 'INVALID_OPTIONS' });
     expect((error as Error).message).toMatch(message);
+  });
+
+  it('takes a port as a string of digits, as read from the environment, and forwards through it', async () => {
+    const server = createServer((socket) => socket.pipe(socket));
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const proxy = await FaultProxy.start({
+      host: 'localhost',
+      port: String((server.address() as { port: number }).port) as never,
+    });
+    try {
+      const client = connect(proxy.port, '127.0.0.1');
+      client.write('echo');
+      const [chunk] = (await once(client, 'data')) as [Buffer];
+      expect(chunk.toString()).toBe('echo');
+      client.destroy();
+    } finally {
+      await proxy.close();
+      server.close();
+    }
   });
 });

@@ -34,22 +34,10 @@ export class FaultProxy {
    * first connection, killing the test process. @throws InvalidOptionsError
    */
   static async start(target: { readonly host: string; readonly port: number }): Promise<FaultProxy> {
-    if (target === undefined)
-      throw new InvalidOptionsError('FaultProxy.start needs its target: { host, port }');
-    checkOptions('FaultProxy.start', target, ['host', 'port']);
-    if (typeof target.host !== 'string' || target.host === '') {
-      throw new InvalidOptionsError(
-        `FaultProxy.start host must be a host name or address, not ${describeValue(target.host)}`,
-      );
-    }
-    if (!(Number.isInteger(target.port) && target.port >= 1 && target.port <= 65535)) {
-      throw new InvalidOptionsError(
-        `FaultProxy.start port must be an integer from 1 to 65535, not ${describeValue(target.port)}`,
-      );
-    }
+    const checked = proxyTarget(target);
     let proxy!: FaultProxy;
     const server = createServer((client) => proxy.#accept(client));
-    proxy = new FaultProxy(server, target);
+    proxy = new FaultProxy(server, checked);
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     proxy.#port = (server.address() as { port: number }).port;
     return proxy;
@@ -152,4 +140,31 @@ export class FaultProxy {
     }
     this.#pairs.clear();
   }
+}
+
+/**
+ * The target as `net.connect` takes it: a host name or address as is (no brackets, no spaces), a
+ * port from 1 to 65535 (a string of digits too, as read from the environment).
+ * @throws InvalidOptionsError
+ */
+function proxyTarget(target: unknown): { readonly host: string; readonly port: number } {
+  if (target instanceof URL || typeof target === 'string') {
+    throw new InvalidOptionsError('FaultProxy.start takes its target as { host, port }, not a URL');
+  }
+  if (target === undefined)
+    throw new InvalidOptionsError('FaultProxy.start needs its target: { host, port }');
+  checkOptions('FaultProxy.start', target, ['host', 'port']);
+  const { host, port } = target as { host?: unknown; port?: unknown };
+  if (typeof host !== 'string' || !/^[^\s[\]/]+$/.test(host)) {
+    throw new InvalidOptionsError(
+      `FaultProxy.start host must be a host name or address (an IPv6 address without brackets), not ${describeValue(host)}`,
+    );
+  }
+  const number = typeof port === 'string' && /^\d{1,5}$/.test(port) ? Number(port) : port;
+  if (!(Number.isInteger(number) && (number as number) >= 1 && (number as number) <= 65535)) {
+    throw new InvalidOptionsError(
+      `FaultProxy.start port must be an integer from 1 to 65535, not ${describeValue(port)}`,
+    );
+  }
+  return { host, port: number as number };
 }

@@ -203,7 +203,46 @@ describe('FaultServer', () => {
       { delayMs: 2 ** 31 },
       /delayMs must be a number/,
     ],
-    ['reset and hang at once', { reset: true, hang: true }, /cannot both reset and hang/],
+    [
+      'reset and hang at once',
+      { reset: true, hang: true },
+      /hangs: it sends nothing, so reset would be ignored/,
+    ],
+    [
+      'a status with a reset',
+      { reset: true, status: 500 },
+      /resets the connection: it answers nothing, so status/,
+    ],
+    ['a body with a hang', { hang: true, body: 'x' }, /hangs: it sends nothing, so body would be ignored/],
+    ['a problem and a body', { problem: { title: 'x' }, body: 'y' }, /cannot have both a problem and a body/],
+    ['a body with a 204', { status: 204, body: 'x' }, /cannot have a body with status 204/],
+    [
+      'a trailer header (Node threw at the first request)',
+      { headers: { trailer: 'x-sum' } },
+      /must not hold trailer/,
+    ],
+    [
+      'a transfer-encoding header (no client could read the answer)',
+      { headers: { 'Transfer-Encoding': 'chunked' } },
+      /must not hold Transfer-Encoding/,
+    ],
+    [
+      'a content-length header (it was replaced without a word)',
+      { headers: { 'content-length': '5' } },
+      /must not hold content-length/,
+    ],
+    [
+      'a header named __proto__ (never sent)',
+      { headers: JSON.parse('{"__proto__":"x"}') },
+      /"__proto__" is not a header name it can send/,
+    ],
+    [
+      'headers as a Headers (none sent)',
+      { headers: new Headers({ a: 'b' }) },
+      /headers must be a plain object/,
+    ],
+    ['a Retry-After too large to write as digits', { retryAfter: 1e21 }, /retryAfter must be a whole number/],
+    ['a blank Retry-After', { retryAfter: '   ' }, /retryAfter must be/],
     ['a problem with a bad status', { problem: { status: 42 } }, /problem.status must be an integer/],
   ])('refuses %s as it is scripted, with INVALID_OPTIONS', async (_what, fault, message) => {
     const server = await start();
@@ -231,5 +270,39 @@ describe('FaultServer', () => {
     const server = await start();
     expect(() => server.route('GET /x', '/x', {})).toThrow(/method must be an HTTP method/);
     expect(() => server.route('GET', 'x', {})).toThrow(/path must start with "\/"/);
+  });
+
+  it('reads a fault once, as it is scripted: changing it afterwards changes nothing', async () => {
+    const server = await start();
+    const fault: { status: number; body: { n: number } } = { status: 201, body: { n: 1 } };
+    server.enqueue(fault);
+    fault.status = 42; // a status Node refuses: it threw inside the server at the request
+    fault.body.n = 2;
+    expect(await call(server.url)).toMatchObject({ status: 201, text: '{"n":1}' });
+  });
+
+  it('sends bytes of any view or ArrayBuffer as they are, null as the default body, numbers and lists of header values', async () => {
+    const server = await start();
+    const bytes = new Uint8Array([0, 1, 2, 3, 4, 5]);
+    server.enqueue(
+      { body: new DataView(bytes.buffer, 2, 3) },
+      { body: bytes.buffer },
+      { body: null },
+      { headers: { 'x-count': 5, 'set-cookie': ['a=1', 'b=2'] } },
+      { status: 204 },
+    );
+    const view = await request(server.url);
+    expect(view.headers['content-type']).toBe('application/octet-stream');
+    expect([...new Uint8Array(await view.body.arrayBuffer())]).toEqual([2, 3, 4]);
+    const whole = await request(server.url);
+    expect([...new Uint8Array(await whole.body.arrayBuffer())]).toEqual([0, 1, 2, 3, 4, 5]);
+    expect(JSON.parse((await call(server.url)).text)).toEqual({ ok: true, path: '/', method: 'GET' });
+    const listed = await call(server.url);
+    expect(listed.headers['x-count']).toBe('5');
+    expect(listed.headers['set-cookie']).toEqual(['a=1', 'b=2']);
+    // A 204 carries no content-length (RFC 9110 forbids it).
+    const empty = await call(server.url);
+    expect(empty.status).toBe(204);
+    expect(empty.headers['content-length']).toBeUndefined();
   });
 });

@@ -4,45 +4,14 @@ import {
   type IncomingMessage,
   type Server,
   type ServerResponse,
-  STATUS_CODES,
 } from 'node:http';
 import { describeValue } from '../errors/describe-value.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import { checkOptions } from '../errors/options-object.js';
 import { HTTP_TOKEN } from '../http/client-options.js';
-import { PROBLEM_CONTENT_TYPE } from '../http/headers.js';
-import { checkFault, checkFaults } from './fault-check.js';
+import { carriesContent, type Fault, type ScriptedAnswer, scriptAnswer } from './scripted-answer.js';
 
-/** A problem+json body to answer with; `status` and `title` default from the fault. */
-export interface FaultProblem {
-  readonly type?: string;
-  readonly title?: string;
-  readonly status?: number;
-  readonly detail?: string;
-  readonly [extension: string]: unknown;
-}
-
-/**
- * How the server answers one request. Without `reset`, `hang` or `problem` it answers `status`
- * (200; 503 when `retryAfter` is set) with `body`, or with `{ ok, path, method }` for a 2xx
- * without a body (204 excepted).
- */
-export interface Fault {
-  readonly status?: number;
-  /** A string is sent as is (text/plain unless `headers` say otherwise), bytes as octet-stream, anything else as JSON. */
-  readonly body?: unknown;
-  readonly headers?: Readonly<Record<string, string>>;
-  /** Wait this long before answering (or resetting). */
-  readonly delayMs?: number;
-  /** Sets `Retry-After`: seconds, or an HTTP date string. */
-  readonly retryAfter?: number | string;
-  /** Destroy the connection (TCP RST) instead of answering. */
-  readonly reset?: true;
-  /** Never answer; the connection stays open until `close()`. */
-  readonly hang?: true;
-  /** Answer with this `application/problem+json` document (status 500 unless given). */
-  readonly problem?: FaultProblem;
-}
+export type { Fault, FaultProblem } from './scripted-answer.js';
 
 /** A request the server received. */
 export interface RecordedRequest {
@@ -64,7 +33,7 @@ export interface FaultServerOptions {
 interface Route {
   readonly method: string;
   readonly path: string;
-  readonly script: Fault[];
+  readonly script: ScriptedAnswer[];
 }
 
 /**
@@ -83,14 +52,14 @@ interface Route {
  */
 export class FaultServer {
   readonly #server: Server;
-  readonly #script: Fault[] = [];
+  readonly #script: ScriptedAnswer[] = [];
   readonly #routes: Route[] = [];
   readonly #requests: RecordedRequest[] = [];
   readonly #timers = new Set<NodeJS.Timeout>();
-  #default: Fault;
+  #default: ScriptedAnswer;
   #closed = false;
 
-  private constructor(server: Server, fallback: Fault) {
+  private constructor(server: Server, fallback: ScriptedAnswer) {
     this.#server = server;
     this.#default = fallback;
   }
@@ -101,10 +70,10 @@ export class FaultServer {
    */
   static async start(options: FaultServerOptions = {}): Promise<FaultServer> {
     checkOptions('FaultServer.start', options, ['default']);
-    if (options.default !== undefined) checkFault('FaultServer.start default', options.default);
+    const fallback = scriptAnswer('FaultServer.start default', options.default ?? {});
     let faultServer!: FaultServer;
     const server = createServer((req, res) => faultServer.#receive(req, res));
-    faultServer = new FaultServer(server, options.default ?? {});
+    faultServer = new FaultServer(server, fallback);
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(0, '127.0.0.1', () => {
@@ -139,8 +108,7 @@ export class FaultServer {
 
   /** Appends faults to the global script: each is the answer to one request, in order. */
   enqueue(...faults: Fault[]): this {
-    checkFaults('FaultServer.enqueue', faults);
-    this.#script.push(...faults);
+    this.#script.push(...scriptAnswers('FaultServer.enqueue', faults));
     return this;
   }
 
@@ -157,18 +125,17 @@ export class FaultServer {
     if (typeof path !== 'string' || !path.startsWith('/')) {
       throw new InvalidOptionsError(`FaultServer.route path must start with "/", not ${describeValue(path)}`);
     }
-    checkFaults('FaultServer.route', faults);
+    const answers = scriptAnswers('FaultServer.route', faults);
     const upper = method.toUpperCase();
     const existing = this.#routes.find((r) => r.method === upper && r.path === path);
-    if (existing) existing.script.push(...faults);
-    else this.#routes.push({ method: upper, path, script: [...faults] });
+    if (existing) existing.script.push(...answers);
+    else this.#routes.push({ method: upper, path, script: answers });
     return this;
   }
 
   /** The answer when no scripted fault is left. */
   setDefault(fault: Fault): this {
-    checkFault('FaultServer.setDefault', fault);
-    this.#default = fault;
+    this.#default = scriptAnswer('FaultServer.setDefault', fault);
     return this;
   }
 
@@ -205,22 +172,23 @@ export class FaultServer {
         body: Buffer.concat(chunks).toString('utf8'),
         at: Date.now(),
       });
-      const fault = this.#next(method, path);
-      if (fault.hang) return;
-      const act = () => (fault.reset ? req.socket.resetAndDestroy() : respond(res, fault, method, path));
-      if (fault.delayMs === undefined || fault.delayMs <= 0) {
+      const answer = this.#next(method, path);
+      if (answer.kind === 'hang') return;
+      const act = () =>
+        answer.kind === 'reset' ? req.socket.resetAndDestroy() : respond(res, answer, method, path);
+      if (answer.delayMs <= 0) {
         act();
         return;
       }
       const timer = setTimeout(() => {
         this.#timers.delete(timer);
         act();
-      }, fault.delayMs);
+      }, answer.delayMs);
       this.#timers.add(timer);
     });
   }
 
-  #next(method: string, path: string): Fault {
+  #next(method: string, path: string): ScriptedAnswer {
     const pathname = path.split('?', 1)[0];
     const route = this.#routes.find(
       (r) => r.method === method && (r.path.includes('?') ? r.path === path : r.path === pathname),
@@ -229,42 +197,27 @@ export class FaultServer {
   }
 }
 
-function respond(res: ServerResponse, fault: Fault, method: string, path: string): void {
+/** Each fault of a call, checked and settled ({@link scriptAnswer}), named by its place. */
+function scriptAnswers(where: string, faults: readonly Fault[]): ScriptedAnswer[] {
+  return faults.map((fault, i) => scriptAnswer(faults.length === 1 ? where : `${where} fault ${i}`, fault));
+}
+
+function respond(
+  res: ServerResponse,
+  answer: Extract<ScriptedAnswer, { kind: 'answer' }>,
+  method: string,
+  path: string,
+): void {
   if (res.destroyed) return;
-  const headers: Record<string, string> = {};
-  let status: number;
-  let body: Buffer;
-  if (fault.problem !== undefined) {
-    status = fault.status ?? fault.problem.status ?? 500;
-    headers['content-type'] = PROBLEM_CONTENT_TYPE;
-    body = Buffer.from(
-      JSON.stringify({
-        type: 'about:blank',
-        title: STATUS_CODES[status] ?? 'Error',
-        ...fault.problem,
-        status,
-      }),
-    );
-  } else {
-    status = fault.status ?? (fault.retryAfter === undefined ? 200 : 503);
-    const bodiless = status === 204 || status === 304;
-    const content =
-      fault.body ?? (status >= 200 && status < 300 && !bodiless ? { ok: true, path, method } : undefined);
-    if (content === undefined) body = Buffer.alloc(0);
-    else if (typeof content === 'string') {
-      headers['content-type'] = 'text/plain; charset=utf-8';
-      body = Buffer.from(content);
-    } else if (content instanceof Uint8Array) {
-      headers['content-type'] = 'application/octet-stream';
-      body = Buffer.from(content);
-    } else {
-      headers['content-type'] = 'application/json; charset=utf-8';
-      body = Buffer.from(JSON.stringify(content));
-    }
+  const { status } = answer;
+  let body = answer.body;
+  const headers = { ...answer.headers };
+  if (body === undefined && status >= 200 && status < 300 && carriesContent(status)) {
+    headers['content-type'] ??= 'application/json; charset=utf-8';
+    body = Buffer.from(JSON.stringify({ ok: true, path, method }));
   }
-  if (fault.retryAfter !== undefined) headers['retry-after'] = String(fault.retryAfter);
-  for (const [name, value] of Object.entries(fault.headers ?? {})) headers[name.toLowerCase()] = value;
-  headers['content-length'] = String(body.length);
+  // A 204 or 304 carries no content, so no content-length either.
+  if (carriesContent(status)) headers['content-length'] = String(body?.length ?? 0);
   res.writeHead(status, headers);
   res.end(method === 'HEAD' ? undefined : body);
 }

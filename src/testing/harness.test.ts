@@ -318,6 +318,15 @@ describe('createTestHarness', () => {
     });
   });
 
+  it("refuses a stallMs or realTimeoutMs past a Node timer's longest (2 ** 31 fired at once: every handler timed out)", async () => {
+    for (const name of ['stallMs', 'realTimeoutMs'] as const) {
+      await expect(start({ [name]: 2 ** 31 })).rejects.toMatchObject({
+        code: 'INVALID_OPTIONS',
+        message: `${name} must be a positive integer of ms, at most 2147483647, got 2147483648`,
+      });
+    }
+  });
+
   it('consumed lists handler runs: a re-sent message the inbox drops as a duplicate is not one', async () => {
     let runs = 0;
     const harness = await start({

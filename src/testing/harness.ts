@@ -19,6 +19,7 @@ import { createOutbox, type Outbox } from '../outbox/outbox.js';
 import type { RelayOptions } from '../outbox/relay-options.js';
 import type { SagaStatus } from '../outbox/storage.js';
 import { VirtualClock } from '../time/clock.js';
+import { MAX_TIMER_MS } from '../time/max-timer.js';
 import { checkedTimeoutMs, MessageList, type SelectOptions } from './message-list.js';
 import { RecordingTransport } from './recording-transport.js';
 
@@ -488,8 +489,11 @@ export async function createTestHarness<C extends Contracts = NoContracts>(
   ) as TestHarnessOptions<C>;
   const o = { ...DEFAULT_TEST_HARNESS_OPTIONS, ...options };
   for (const name of ['stallMs', 'realTimeoutMs'] as const) {
-    if (!Number.isInteger(o[name]) || o[name] < 1) {
-      throw new InvalidOptionsError(`${name} must be a positive integer of ms, got ${o[name]}`);
+    // Past a Node timer's longest, a wait fired at once: a large stallMs timed handlers out at once.
+    if (!Number.isInteger(o[name]) || o[name] < 1 || o[name] > MAX_TIMER_MS) {
+      throw new InvalidOptionsError(
+        `${name} must be a positive integer of ms, at most ${MAX_TIMER_MS}, got ${o[name]}`,
+      );
     }
   }
   // `acceptUnrouted: 'no'` was truthy, so it accepted what the test meant to refuse.

@@ -12,13 +12,15 @@ describe('createTestVhost', () => {
     ['with shell syntax', '$(touch /tmp/x)'],
     ['with a space', 'my tests'],
     ['not a string', 42],
+    ['starting with a dash (rabbitmqctl read it as an option)', '-x'],
+    ['with a letter outside ASCII', 'tëst'],
   ])('refuses a prefix %s with INVALID_OPTIONS, creating nothing', async (_what, prefix) => {
     const error = await createTestVhost(prefix as string).then(
       () => undefined,
       (caught: unknown) => caught,
     );
     expect(error).toMatchObject({ code: 'INVALID_OPTIONS' });
-    expect((error as Error).message).toMatch(/prefix must be 1 to 200 letters, digits/);
+    expect((error as Error).message).toMatch(/prefix must be 1 to 200 ASCII letters, digits/);
   });
 
   it('makes a vhost a client can open from the longest prefix it takes', async () => {

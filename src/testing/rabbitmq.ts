@@ -24,11 +24,12 @@ export interface TestVhost {
 }
 
 /**
- * What a vhost name's prefix may be: letters, digits, `.`, `_` and `-`, 1 to 200 of them. AMQP
+ * What a vhost name's prefix may be: ASCII letters, digits, `.`, `_` and `-`, 1 to 200 of them, the
+ * first a letter or digit (`rabbitmqctl` read `-x…` as an option). AMQP
  * carries a vhost name in at most 255 bytes (a longer one was created, and no client could open
  * it), and `rabbitmqctl` wrappers pass their arguments through a shell.
  */
-const VHOST_PREFIX = /^[A-Za-z0-9._-]{1,200}$/;
+const VHOST_PREFIX = /^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$/;
 
 /**
  * Creates a fresh vhost named `<prefix>-<8 random hex digits>` with full permissions for the base
@@ -38,7 +39,7 @@ const VHOST_PREFIX = /^[A-Za-z0-9._-]{1,200}$/;
 export async function createTestVhost(prefix = 'ferry-test'): Promise<TestVhost> {
   if (typeof prefix !== 'string' || !VHOST_PREFIX.test(prefix)) {
     throw new InvalidOptionsError(
-      `createTestVhost prefix must be 1 to 200 letters, digits, ".", "_" or "-", not ${describeValue(typeof prefix === 'string' && prefix.length > 40 ? `${prefix.slice(0, 40)}…` : prefix)}`,
+      `createTestVhost prefix must be 1 to 200 ASCII letters, digits, ".", "_" or "-", starting with a letter or digit, not ${describeValue(typeof prefix === 'string' && prefix.length > 40 ? `${prefix.slice(0, 40)}…` : prefix)}`,
     );
   }
   const name = `${prefix}-${randomUUID().slice(0, 8)}`;
