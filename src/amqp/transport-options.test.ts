@@ -33,6 +33,13 @@ const refused: [string, Omit<AmqpTransportOptions, 'url'>][] = [
   ['maxRedeliveries', { maxRedeliveries: -1 }],
   ['exchange', { exchange: '' }],
   ['connectionName', { connectionName: 5 as never }],
+  // null took the default, where every number option refused it.
+  ['queueType', { queueType: null as never }],
+  ['exchange', { exchange: null as never }],
+  ['connectionName', { connectionName: null as never }],
+  // RabbitMQ refused to declare it with ACCESS_REFUSED, reported as missing permissions.
+  ['exchange', { exchange: 'amq.orders' }],
+  ['exchange', { exchange: 'amq.direct' }],
 ];
 
 describe('AmqpTransport options', () => {

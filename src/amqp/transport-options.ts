@@ -60,11 +60,12 @@ export function resolveAmqpOptions(options: AmqpTransportOptions): ResolvedAmqpO
   refuseUnknownKeys('the amqp transport', options, [...AMQP_URL_OPTION_NAMES, 'url', 'logger']);
   const reconnect = knownOptions('amqp reconnect', options.reconnect, ['initialDelayMs', 'maxDelayMs']);
   const d = DEFAULT_AMQP_TRANSPORT_OPTIONS;
-  const queueType = options.queueType ?? d.queueType;
+  // Only `undefined` takes the default, as for every other option: null was taken as quorum.
+  const queueType = options.queueType === undefined ? d.queueType : options.queueType;
   if (queueType !== 'quorum' && queueType !== 'classic') {
     throw new InvalidOptionsError(`queueType must be 'quorum' or 'classic', not ${describeValue(queueType)}`);
   }
-  const exchange = options.exchange ?? d.exchange;
+  const exchange = options.exchange === undefined ? d.exchange : options.exchange;
   if (
     typeof exchange !== 'string' ||
     exchange === '' ||
@@ -75,7 +76,14 @@ export function resolveAmqpOptions(options: AmqpTransportOptions): ResolvedAmqpO
       'exchange must be a non-empty string of at most 255 bytes of UTF-8, without lone surrogates',
     );
   }
-  const connectionName = options.connectionName ?? d.connectionName;
+  // RabbitMQ refuses to declare one (ACCESS_REFUSED, which read as missing permissions); of its
+  // own, amq.topic is the one topic exchange.
+  if (exchange.startsWith('amq.') && exchange !== 'amq.topic') {
+    throw new InvalidOptionsError(
+      `exchange ${describeValue(exchange)} is in the amq. namespace RabbitMQ reserves for its own exchanges: choose another name (or amq.topic)`,
+    );
+  }
+  const connectionName = options.connectionName === undefined ? d.connectionName : options.connectionName;
   if (typeof connectionName !== 'string') throw new InvalidOptionsError('connectionName must be a string');
   const initialDelayMs = integerOption(
     'reconnect.initialDelayMs',
