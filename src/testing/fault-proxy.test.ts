@@ -100,6 +100,12 @@ describe('FaultProxy', () => {
     ],
     ['a host with spaces around it', { host: ' 127.0.0.1 ', port: 5432 }, /host must be a host name/],
     ['a URL', new URL('http://127.0.0.1:5432'), /not a URL/],
+    [
+      'a host with a port in it (every connection was closed)',
+      { host: 'localhost:5672', port: 5672 },
+      /host must be a host name/,
+    ],
+    ['a host with a NUL', { host: '127.0.0.1\u0000', port: 5432 }, /host must be a host name/],
   ])('refuses %s as it starts, with INVALID_OPTIONS', async (_what, target, message) => {
     const error = await FaultProxy.start(target as never).then(
       () => undefined,

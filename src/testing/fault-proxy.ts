@@ -1,4 +1,4 @@
-import { createConnection, createServer, type Server, type Socket } from 'node:net';
+import { createConnection, createServer, isIP, type Server, type Socket } from 'node:net';
 import { describeValue } from '../errors/describe-value.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import { checkOptions } from '../errors/options-object.js';
@@ -155,7 +155,13 @@ function proxyTarget(target: unknown): { readonly host: string; readonly port: n
     throw new InvalidOptionsError('FaultProxy.start needs its target: { host, port }');
   checkOptions('FaultProxy.start', target, ['host', 'port']);
   const { host, port } = target as { host?: unknown; port?: unknown };
-  if (typeof host !== 'string' || !/^[^\s[\]/]+$/.test(host)) {
+  // A host name or address, a colon only in an IPv6 one (`localhost:5672` named a port twice); no
+  // brackets, spaces, slashes or control characters: every connection through the proxy was closed.
+  if (
+    typeof host !== 'string' ||
+    !/^[A-Za-z0-9._%:-]+$/.test(host) ||
+    (host.includes(':') && isIP(host) !== 6)
+  ) {
     throw new InvalidOptionsError(
       `FaultProxy.start host must be a host name or address (an IPv6 address without brackets), not ${describeValue(host)}`,
     );

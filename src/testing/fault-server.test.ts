@@ -243,6 +243,33 @@ describe('FaultServer', () => {
     ],
     ['a Retry-After too large to write as digits', { retryAfter: 1e21 }, /retryAfter must be a whole number/],
     ['a blank Retry-After', { retryAfter: '   ' }, /retryAfter must be/],
+    [
+      'a problem with a 204 (sent without its document)',
+      { problem: { status: 204, title: 'gone' } },
+      /cannot have a problem with status 204/,
+    ],
+    [
+      'a problem with a 304',
+      { status: 304, problem: { detail: 'x' } },
+      /cannot have a problem with status 304/,
+    ],
+    [
+      'a problem that is a string, beside a status (spread as "0", "1"…)',
+      { status: 500, problem: 'oops' },
+      /problem must be a plain object/,
+    ],
+    [
+      'a problem with a toJSON (it replaced the document)',
+      { problem: { toJSON: () => 'not a problem' } },
+      /problem must be a plain object/,
+    ],
+    ['a body with a 205', { status: 205, body: 'x' }, /cannot have a body with status 205/],
+    [
+      'one header named twice (one was dropped)',
+      { headers: { 'Set-Cookie': ['a=1'], 'set-cookie': ['b=2'] } },
+      /name one header twice \(Set-Cookie and set-cookie\)/,
+    ],
+    ['a string body with a lone surrogate (sent as U+FFFD)', { body: 'a\ud800' }, /lone surrogate/],
     ['a problem with a bad status', { problem: { status: 42 } }, /problem.status must be an integer/],
   ])('refuses %s as it is scripted, with INVALID_OPTIONS', async (_what, fault, message) => {
     const server = await start();
@@ -304,5 +331,39 @@ describe('FaultServer', () => {
     const empty = await call(server.url);
     expect(empty.status).toBe(204);
     expect(empty.headers['content-length']).toBeUndefined();
+  });
+
+  it('serves a route naming a query before one naming only its path, and passes by an emptied route', async () => {
+    const server = await start();
+    server.route('GET', '/a', { status: 201 }).route('GET', '/a?x=1', { status: 418 });
+    // The /a route matched first and shadowed /a?x=1, whose 418 was never sent.
+    expect((await call(`${server.url}/a?x=1`)).status).toBe(418);
+    expect((await call(`${server.url}/a?x=1`)).status).toBe(201);
+    expect((await call(`${server.url}/a?x=1`)).status).toBe(200);
+    expect(server.pending).toBe(0);
+  });
+
+  it('sends a problem with the defaults its undefined members leave, a SharedArrayBuffer as bytes, a 205 with nothing', async () => {
+    const server = await start();
+    const shared = new SharedArrayBuffer(3);
+    new Uint8Array(shared).set([7, 8, 9]);
+    server.enqueue(
+      { status: 503, problem: { title: undefined, detail: 'd' } },
+      { body: shared },
+      { status: 205 },
+    );
+    const problem = await call(server.url);
+    expect(JSON.parse(problem.text)).toEqual({
+      type: 'about:blank',
+      title: 'Service Unavailable',
+      detail: 'd',
+      status: 503,
+    });
+    const bytes = await request(server.url);
+    expect(bytes.headers['content-type']).toBe('application/octet-stream');
+    expect([...new Uint8Array(await bytes.body.arrayBuffer())]).toEqual([7, 8, 9]);
+    const reset = await call(server.url);
+    expect(reset).toMatchObject({ status: 205, text: '' });
+    expect(reset.headers['content-length']).toBe('0');
   });
 });

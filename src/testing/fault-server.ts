@@ -190,9 +190,16 @@ export class FaultServer {
 
   #next(method: string, path: string): ScriptedAnswer {
     const pathname = path.split('?', 1)[0];
-    const route = this.#routes.find(
-      (r) => r.method === method && (r.path.includes('?') ? r.path === path : r.path === pathname),
-    );
+    // A route naming this query comes before one naming only the path; an emptied one is passed
+    // by (it shadowed a route with a query that matched the same request: its script never ran).
+    const scripted = (exact: boolean) =>
+      this.#routes.find(
+        (r) =>
+          r.method === method &&
+          r.script.length > 0 &&
+          (exact ? r.path.includes('?') && r.path === path : !r.path.includes('?') && r.path === pathname),
+      );
+    const route = scripted(true) ?? scripted(false);
     return route?.script.shift() ?? this.#script.shift() ?? this.#default;
   }
 }
@@ -216,8 +223,8 @@ function respond(
     headers['content-type'] ??= 'application/json; charset=utf-8';
     body = Buffer.from(JSON.stringify({ ok: true, path, method }));
   }
-  // A 204 or 304 carries no content, so no content-length either.
-  if (carriesContent(status)) headers['content-length'] = String(body?.length ?? 0);
+  // A 204 or 304 carries no content-length (RFC 9110); a 205 says it has none (0).
+  if (status !== 204 && status !== 304) headers['content-length'] = String(body?.length ?? 0);
   res.writeHead(status, headers);
   res.end(method === 'HEAD' ? undefined : body);
 }

@@ -1,9 +1,11 @@
 import { STATUS_CODES } from 'node:http';
+import { isAnyArrayBuffer } from 'node:util/types';
 import { describeValue } from '../errors/describe-value.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
-import { checkOptions } from '../errors/options-object.js';
+import { checkOptions, definedOptions } from '../errors/options-object.js';
 import { controlCharacter, HTTP_TOKEN } from '../http/client-options.js';
 import { PROBLEM_CONTENT_TYPE } from '../http/headers.js';
+import { isWellFormed } from '../messaging/well-formed.js';
 import { MAX_TIMER_MS } from '../time/max-timer.js';
 
 /** A problem+json body to answer with; `status` and `title` default from the fault. */
@@ -18,7 +20,7 @@ export interface FaultProblem {
 /**
  * How the server answers one request. Without `reset`, `hang` or `problem` it answers `status`
  * (200; 503 when `retryAfter` is set) with `body`, or with `{ ok, path, method }` for a 2xx
- * without a body (204 and 304 excepted). Read once, as it is scripted: changing it afterwards
+ * without a body (204, 205 and 304 excepted). Read once, as it is scripted: changing it afterwards
  * changes nothing.
  */
 export interface Fault {
@@ -27,7 +29,7 @@ export interface Fault {
   /**
    * A string is sent as is (text/plain unless `headers` say otherwise), bytes (a `Uint8Array` or
    * another view, an `ArrayBuffer`) as octet-stream, anything else as its JSON; `null` or left out,
-   * the default answer's body. None with a 204 or 304, nor with `problem`.
+   * the default answer's body. None with a 204, 205 or 304, nor with `problem`.
    */
   readonly body?: unknown;
   /**
@@ -56,7 +58,7 @@ export type ScriptedAnswer =
       readonly delayMs: number;
       readonly status: number;
       readonly headers: Readonly<Record<string, string | string[]>>;
-      /** Undefined: `{ ok, path, method }` for a 2xx (204 and 304 excepted), else nothing. */
+      /** Undefined: `{ ok, path, method }` for a 2xx (204 and 205 excepted), else nothing. */
       readonly body: Buffer | undefined;
     };
 
@@ -111,14 +113,15 @@ export function scriptAnswer(where: string, fault: unknown): ScriptedAnswer {
         `${where} cannot have both a problem and a body: the problem is the body`,
       );
     }
-    status = (f.status as number | undefined) ?? problemStatus(where, f.problem) ?? 500;
+    const members = problemMembers(where, f.problem);
+    status = (f.status as number | undefined) ?? (members.status as number | undefined) ?? 500;
+    if (!carriesContent(status)) {
+      throw new InvalidOptionsError(
+        `${where} cannot have a problem with status ${status}: such an answer has no body`,
+      );
+    }
     headers['content-type'] = PROBLEM_CONTENT_TYPE;
-    const document = {
-      type: 'about:blank',
-      title: STATUS_CODES[status] ?? 'Error',
-      ...(f.problem as object),
-      status,
-    };
+    const document = { type: 'about:blank', title: STATUS_CODES[status] ?? 'Error', ...members, status };
     body = Buffer.from(json(`${where} problem`, document));
   } else {
     status = (f.status as number | undefined) ?? (f.retryAfter === undefined ? 200 : 503);
@@ -138,9 +141,9 @@ export function scriptAnswer(where: string, fault: unknown): ScriptedAnswer {
   return { kind: 'answer', delayMs, status, headers, body };
 }
 
-/** Whether an answer with `status` has a body: not a 204 or a 304. */
+/** Whether an answer with `status` has a body: not a 204, 205 or 304 (RFC 9110). */
 export function carriesContent(status: number): boolean {
-  return status !== 204 && status !== 304;
+  return status !== 204 && status !== 205 && status !== 304;
 }
 
 function partlyIgnored(
@@ -164,13 +167,20 @@ function checkStatus(where: string, status: unknown): void {
   }
 }
 
-function problemStatus(where: string, problem: unknown): number | undefined {
-  if (typeof problem !== 'object' || problem === null || Array.isArray(problem)) {
-    throw new InvalidOptionsError(`${where} problem must be an object, not ${describeValue(problem)}`);
+/**
+ * The members of a problem document as given, those set to `undefined` left out (they took the
+ * place of a default and sent none). A plain object, without a `toJSON` (it replaced the document).
+ */
+function problemMembers(where: string, problem: unknown): Record<string, unknown> {
+  const proto = typeof problem === 'object' && problem !== null ? Object.getPrototypeOf(problem) : undefined;
+  if ((proto !== Object.prototype && proto !== null) || Object.hasOwn(problem as object, 'toJSON')) {
+    throw new InvalidOptionsError(
+      `${where} problem must be a plain object of members, not ${describeValue(problem)}`,
+    );
   }
-  const status = (problem as { status?: unknown }).status;
-  if (status !== undefined) checkStatus(`${where} problem.status`, status);
-  return status as number | undefined;
+  const members = definedOptions(problem as Record<string, unknown>);
+  if (members.status !== undefined) checkStatus(`${where} problem.status`, members.status);
+  return members;
 }
 
 function retryAfterValue(where: string, value: unknown): string {
@@ -195,10 +205,19 @@ function scriptedHeaders(where: string, headers: unknown): Record<string, string
     );
   }
   const out: Record<string, string | string[]> = {};
+  const given = new Map<string, string>();
   for (const name of Object.keys(headers as object)) {
     const value = (headers as Record<string, unknown>)[name];
     if (value === undefined) continue;
     const lower = name.toLowerCase();
+    const twin = given.get(lower);
+    if (twin !== undefined) {
+      // One replaced the other without a word.
+      throw new InvalidOptionsError(
+        `${where} headers name one header twice (${twin} and ${name}): give it once, with a list for several lines`,
+      );
+    }
+    given.set(lower, name);
     if (!HTTP_TOKEN.test(name) || lower === '__proto__') {
       throw new InvalidOptionsError(
         `${where} headers: ${describeValue(name)} is not a header name it can send`,
@@ -227,14 +246,20 @@ function scriptedHeaders(where: string, headers: unknown): Record<string, string
 
 /** The bytes of a scripted body and their content type, copied now. */
 function encodeBody(where: string, body: unknown): { type: string; bytes: Buffer } {
-  if (typeof body === 'string') return { type: 'text/plain; charset=utf-8', bytes: Buffer.from(body) };
+  if (typeof body === 'string') {
+    // UTF-8 has no bytes for it: it went out as U+FFFD.
+    if (!isWellFormed(body))
+      throw new InvalidOptionsError(`${where} holds a lone surrogate, which UTF-8 cannot carry`);
+    return { type: 'text/plain; charset=utf-8', bytes: Buffer.from(body) };
+  }
   if (ArrayBuffer.isView(body)) {
     return {
       type: 'application/octet-stream',
       bytes: Buffer.from(new Uint8Array(body.buffer, body.byteOffset, body.byteLength)),
     };
   }
-  if (body instanceof ArrayBuffer) {
+  // A SharedArrayBuffer, or an ArrayBuffer of another realm, too (instanceof missed both: sent as {}).
+  if (isAnyArrayBuffer(body)) {
     return { type: 'application/octet-stream', bytes: Buffer.from(new Uint8Array(body)) };
   }
   return { type: 'application/json; charset=utf-8', bytes: Buffer.from(json(where, body)) };
