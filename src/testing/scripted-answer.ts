@@ -8,12 +8,12 @@ import { PROBLEM_CONTENT_TYPE } from '../http/headers.js';
 import { isWellFormed } from '../messaging/well-formed.js';
 import { MAX_TIMER_MS } from '../time/max-timer.js';
 
-/** A problem+json body to answer with; `status` and `title` default from the fault. */
+/** A problem+json body to answer with; `status` and `title` default from the fault (when left out or `undefined`). */
 export interface FaultProblem {
-  readonly type?: string;
-  readonly title?: string;
-  readonly status?: number;
-  readonly detail?: string;
+  readonly type?: string | undefined;
+  readonly title?: string | undefined;
+  readonly status?: number | undefined;
+  readonly detail?: string | undefined;
   readonly [extension: string]: unknown;
 }
 
