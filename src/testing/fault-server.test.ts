@@ -270,6 +270,16 @@ describe('FaultServer', () => {
       /name one header twice \(Set-Cookie and set-cookie\)/,
     ],
     ['a string body with a lone surrogate (sent as U+FFFD)', { body: 'a\ud800' }, /lone surrogate/],
+    [
+      "two statuses (the problem's was replaced)",
+      { status: 503, problem: { status: 404 } },
+      /gives two statuses \(503 and problem.status 404\)/,
+    ],
+    [
+      'Retry-After twice (one was dropped)',
+      { retryAfter: 5, headers: { 'Retry-After': '9' } },
+      /gives Retry-After twice/,
+    ],
     ['a problem with a bad status', { problem: { status: 42 } }, /problem.status must be an integer/],
   ])('refuses %s as it is scripted, with INVALID_OPTIONS', async (_what, fault, message) => {
     const server = await start();
@@ -295,8 +305,13 @@ describe('FaultServer', () => {
 
   it('refuses a route whose method or path cannot match a request', async () => {
     const server = await start();
-    expect(() => server.route('GET /x', '/x', {})).toThrow(/method must be an HTTP method/);
+    expect(() => server.route('GET /x', '/x', {})).toThrow(/method must be one Node's HTTP parser knows/);
     expect(() => server.route('GET', 'x', {})).toThrow(/path must start with "\/"/);
+    // Node answers FOO with its own 400; the others arrive percent-encoded: none could ever match.
+    expect(() => server.route('FOO', '/x', {})).toThrow(/method must be one Node's HTTP parser knows/);
+    expect(() => server.route('GET', '/é', {})).toThrow(/only printable ASCII/);
+    expect(() => server.route('GET', '/a b', {})).toThrow(/only printable ASCII/);
+    expect(() => server.route('OPTIONS', '*', {})).not.toThrow();
   });
 
   it('reads a fault once, as it is scripted: changing it afterwards changes nothing', async () => {
@@ -365,5 +380,24 @@ describe('FaultServer', () => {
     const reset = await call(server.url);
     expect(reset).toMatchObject({ status: 205, text: '' });
     expect(reset.headers['content-length']).toBe('0');
+  });
+
+  it('reads each member of a fault once (a getter read again after the checks sent a status Node refuses, killing the process), and refuses a detached buffer', async () => {
+    const server = await start();
+    let reads = 0;
+    const fault = {
+      get status() {
+        reads++;
+        return reads === 1 ? 503 : 99;
+      },
+    };
+    server.enqueue(fault);
+    expect((await call(server.url)).status).toBe(503);
+    const view = new Uint8Array(4);
+    const gone = view.buffer;
+    structuredClone(gone, { transfer: [gone] });
+    for (const body of [gone, view]) {
+      expect(() => server.enqueue({ body })).toThrow(expect.objectContaining({ code: 'INVALID_OPTIONS' }));
+    }
   });
 });

@@ -2,13 +2,13 @@ import {
   createServer,
   type IncomingHttpHeaders,
   type IncomingMessage,
+  METHODS,
   type Server,
   type ServerResponse,
 } from 'node:http';
 import { describeValue } from '../errors/describe-value.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import { checkOptions } from '../errors/options-object.js';
-import { HTTP_TOKEN } from '../http/client-options.js';
 import { carriesContent, type Fault, type ScriptedAnswer, scriptAnswer } from './scripted-answer.js';
 
 export type { Fault, FaultProblem } from './scripted-answer.js';
@@ -114,16 +114,22 @@ export class FaultServer {
 
   /**
    * Appends faults to the script of one route: requests with this method and path consume them
-   * before the global script. A path without `?` matches whatever the query string.
+   * before the global script. A path without `?` matches whatever the query string; one with `?`
+   * matches that query only, and is served before a route naming only its path. The method is one
+   * of Node's `METHODS`; the path printable ASCII as a request carries it (percent-encoded), or `*`.
    */
   route(method: string, path: string, ...faults: Fault[]): this {
-    if (typeof method !== 'string' || !HTTP_TOKEN.test(method)) {
+    // Node answers a method it cannot parse with 400 itself: such a route could never run.
+    if (typeof method !== 'string' || !METHODS.includes(method.toUpperCase())) {
       throw new InvalidOptionsError(
-        `FaultServer.route method must be an HTTP method, not ${describeValue(method)}`,
+        `FaultServer.route method must be one Node's HTTP parser knows (${METHODS.slice(0, 6).join(', ')}…), not ${describeValue(method)}`,
       );
     }
-    if (typeof path !== 'string' || !path.startsWith('/')) {
-      throw new InvalidOptionsError(`FaultServer.route path must start with "/", not ${describeValue(path)}`);
+    // As a request carries it: a space or a character outside ASCII arrives percent-encoded.
+    if (typeof path !== 'string' || !(path === '*' || /^\/[\x21-\x7e]*$/.test(path))) {
+      throw new InvalidOptionsError(
+        `FaultServer.route path must start with "/" and hold only printable ASCII (percent-encode the rest, as clients send it), or be "*", not ${describeValue(path)}`,
+      );
     }
     const answers = scriptAnswers('FaultServer.route', faults);
     const upper = method.toUpperCase();

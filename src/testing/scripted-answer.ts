@@ -78,7 +78,9 @@ export function scriptAnswer(where: string, fault: unknown): ScriptedAnswer {
     throw new InvalidOptionsError(`${where} must be a fault object (use {} for the default answer)`);
   }
   checkOptions(where, fault, FAULT_KEYS);
-  const f = fault as Record<string, unknown>;
+  // Each member read once: a getter read again after the checks sent what they never saw.
+  const f: Record<string, unknown> = {};
+  for (const key of FAULT_KEYS) f[key] = (fault as Record<string, unknown>)[key];
   const given = FAULT_KEYS.filter((key) => f[key] !== undefined);
   for (const flag of ['reset', 'hang'] as const) {
     if (f[flag] !== undefined && f[flag] !== true) {
@@ -114,6 +116,12 @@ export function scriptAnswer(where: string, fault: unknown): ScriptedAnswer {
       );
     }
     const members = problemMembers(where, f.problem);
+    if (f.status !== undefined && members.status !== undefined && f.status !== members.status) {
+      // The document's was replaced by the fault's without a word.
+      throw new InvalidOptionsError(
+        `${where} gives two statuses (${String(f.status)} and problem.status ${String(members.status)}): give one`,
+      );
+    }
     status = (f.status as number | undefined) ?? (members.status as number | undefined) ?? 500;
     if (!carriesContent(status)) {
       throw new InvalidOptionsError(
@@ -137,7 +145,13 @@ export function scriptAnswer(where: string, fault: unknown): ScriptedAnswer {
     }
   }
   if (f.retryAfter !== undefined) headers['retry-after'] = retryAfterValue(where, f.retryAfter);
-  if (f.headers !== undefined) Object.assign(headers, scriptedHeaders(where, f.headers));
+  if (f.headers !== undefined) {
+    const scripted = scriptedHeaders(where, f.headers);
+    if (f.retryAfter !== undefined && scripted['retry-after'] !== undefined) {
+      throw new InvalidOptionsError(`${where} gives Retry-After twice (retryAfter and a header): give one`);
+    }
+    Object.assign(headers, scripted);
+  }
   return { kind: 'answer', delayMs, status, headers, body };
 }
 
@@ -252,15 +266,18 @@ function encodeBody(where: string, body: unknown): { type: string; bytes: Buffer
       throw new InvalidOptionsError(`${where} holds a lone surrogate, which UTF-8 cannot carry`);
     return { type: 'text/plain; charset=utf-8', bytes: Buffer.from(body) };
   }
-  if (ArrayBuffer.isView(body)) {
-    return {
-      type: 'application/octet-stream',
-      bytes: Buffer.from(new Uint8Array(body.buffer, body.byteOffset, body.byteLength)),
-    };
-  }
   // A SharedArrayBuffer, or an ArrayBuffer of another realm, too (instanceof missed both: sent as {}).
-  if (isAnyArrayBuffer(body)) {
-    return { type: 'application/octet-stream', bytes: Buffer.from(new Uint8Array(body)) };
+  if (ArrayBuffer.isView(body) || isAnyArrayBuffer(body)) {
+    try {
+      const bytes = ArrayBuffer.isView(body)
+        ? new Uint8Array(body.buffer, body.byteOffset, body.byteLength)
+        : new Uint8Array(body);
+      return { type: 'application/octet-stream', bytes: Buffer.from(bytes) };
+    } catch {
+      throw new InvalidOptionsError(
+        `${where} has no bytes: they were transferred away (a detached ArrayBuffer)`,
+      );
+    }
   }
   return { type: 'application/json; charset=utf-8', bytes: Buffer.from(json(where, body)) };
 }
