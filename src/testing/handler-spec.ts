@@ -8,8 +8,7 @@ import type { EventData } from '../eventstore/types.js';
 import type { HandlerContext, MessageFor, PublishOptions } from '../messaging/bus.js';
 import type { Contracts, DataIn, NoContracts, TypeOf } from '../messaging/contracts.js';
 import type { UnitOfWork } from '../outbox/unit-of-work.js';
-import { MAX_TIMER_MS } from '../time/max-timer.js';
-import { createTestHarness, type TestHarness, type TestHarnessParts } from './harness.js';
+import { checkHarnessMs, createTestHarness, type TestHarness, type TestHarnessParts } from './harness.js';
 import {
   assertDeepEqual,
   assertMatcher,
@@ -109,14 +108,7 @@ export function handlerSpec<C extends Contracts = NoContracts>(
     throw new InvalidOptionsError(`handlerSpec needs a build(parts) function, not ${describeValue(build)}`);
   }
   checkOptions('handlerSpec', options, ['service', 'contracts', 'store', 'stallMs']);
-  if (
-    options.stallMs !== undefined &&
-    !(Number.isInteger(options.stallMs) && options.stallMs >= 1 && options.stallMs <= MAX_TIMER_MS)
-  ) {
-    throw new InvalidOptionsError(
-      `handlerSpec stallMs must be a positive integer of ms, at most ${MAX_TIMER_MS}, not ${describeValue(options.stallMs)}`,
-    );
-  }
+  if (options.stallMs !== undefined) checkHarnessMs('handlerSpec stallMs', options.stallMs);
   if (options.store !== undefined && typeof options.store !== 'function') {
     throw new InvalidOptionsError(
       `handlerSpec store must be a function that opens a store for each run, not ${describeValue(options.store)}`,

@@ -488,14 +488,7 @@ export async function createTestHarness<C extends Contracts = NoContracts>(
     TEST_HARNESS_OPTION_NAMES,
   ) as TestHarnessOptions<C>;
   const o = { ...DEFAULT_TEST_HARNESS_OPTIONS, ...options };
-  for (const name of ['stallMs', 'realTimeoutMs'] as const) {
-    // Past a Node timer's longest, a wait fired at once: a large stallMs timed handlers out at once.
-    if (!Number.isInteger(o[name]) || o[name] < 1 || o[name] > MAX_TIMER_MS) {
-      throw new InvalidOptionsError(
-        `${name} must be a positive integer of ms, at most ${MAX_TIMER_MS}, got ${o[name]}`,
-      );
-    }
-  }
+  for (const name of ['stallMs', 'realTimeoutMs'] as const) checkHarnessMs(name, o[name]);
   // `acceptUnrouted: 'no'` was truthy, so it accepted what the test meant to refuse.
   if (typeof o.acceptUnrouted !== 'boolean') {
     throw new InvalidOptionsError(
@@ -630,4 +623,17 @@ export async function createTestHarness<C extends Contracts = NoContracts>(
     throw error;
   }
   return harness;
+}
+
+/**
+ * A harness time (`stallMs`, `realTimeoutMs`): a positive integer of ms a Node timer takes (past its
+ * longest, a wait fired at once: a large stallMs timed every handler out). `label` names it as the
+ * caller knows it. @throws InvalidOptionsError
+ */
+export function checkHarnessMs(label: string, value: unknown): void {
+  if (!Number.isInteger(value) || (value as number) < 1 || (value as number) > MAX_TIMER_MS) {
+    throw new InvalidOptionsError(
+      `${label} must be a positive integer of ms, at most ${MAX_TIMER_MS}, got ${String(value)}`,
+    );
+  }
 }
