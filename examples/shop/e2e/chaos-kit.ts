@@ -35,9 +35,11 @@ export async function placeOrders(
   count: number,
   midway: () => Promise<void> | void,
   concurrency = 16,
-): Promise<{ accepted: string[]; failed: number }> {
+): Promise<{ accepted: string[]; failed: number; refusals: string[] }> {
   const products = [...catalog.initial.keys()];
   const accepted: string[] = [];
+  // What each order not answered 201 got instead, for a failing test's message.
+  const refusals: string[] = [];
   let failed = 0;
   let answered = 0;
   let next = 0;
@@ -52,9 +54,13 @@ export async function placeOrders(
           ...(i % 10 === 9 ? { paymentMethod: 'tok_chargeDeclined' } : {}),
         });
         if (answer.status === 201) accepted.push(answer.body.id);
-        else failed++;
-      } catch {
+        else {
+          failed++;
+          refusals.push(`order ${i}: ${answer.status} ${JSON.stringify(answer.body)}`);
+        }
+      } catch (error) {
         failed++;
+        refusals.push(`order ${i}: ${String(error)} (cause: ${String((error as Error).cause)})`);
       }
       answered++;
       if (fault === undefined && answered >= count / 2) fault = Promise.resolve(midway());
@@ -62,7 +68,7 @@ export async function placeOrders(
   }
   await Promise.all(Array.from({ length: concurrency }, worker));
   await fault;
-  return { accepted, failed };
+  return { accepted, failed, refusals };
 }
 
 /** Waits until every order in `ids` has ended, then checks the ledger and the stock add up. */
