@@ -137,6 +137,21 @@ describe('FaultServer', () => {
     expect(Date.now() - started).toBeLessThan(1000);
   });
 
+  it('close() called twice resolves once the server is closed, both times', async () => {
+    const server = await start();
+    const { url } = server;
+    await call(url);
+    let firstDone = false;
+    const first = server.close().then(() => {
+      firstDone = true;
+    });
+    await server.close();
+    // The second call waited for the first: the port is closed when either resolves.
+    expect(firstDone).toBe(true);
+    await first;
+    await expect(call(url)).rejects.toThrow();
+  });
+
   it('routes faults by method and path, each route with its own script', async () => {
     const server = await start();
     server.route('GET', '/users/42', { status: 503 }, { status: 404 });

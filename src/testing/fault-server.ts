@@ -57,7 +57,7 @@ export class FaultServer {
   readonly #requests: RecordedRequest[] = [];
   readonly #timers = new Set<NodeJS.Timeout>();
   #default: ScriptedAnswer;
-  #closed = false;
+  #closing: Promise<void> | undefined;
 
   private constructor(server: Server, fallback: ScriptedAnswer) {
     this.#server = server;
@@ -153,10 +153,16 @@ export class FaultServer {
     return this;
   }
 
-  /** Stops the server, ending every connection: hanging, delayed and idle keep-alive ones. */
-  async close(): Promise<void> {
-    if (this.#closed) return;
-    this.#closed = true;
+  /**
+   * Stops the server, ending every connection: hanging, delayed and idle keep-alive ones. Called
+   * again, it resolves when the first call does.
+   */
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  async #close(): Promise<void> {
     for (const timer of this.#timers) clearTimeout(timer);
     this.#timers.clear();
     const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()));
