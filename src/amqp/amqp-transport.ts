@@ -1,6 +1,7 @@
 import type { ChannelModel } from 'amqplib';
 import { isFerryError } from '../errors/ferry-error.js';
 import { type Logger, stderrLogger } from '../logging/logger.js';
+import { loggerOption } from '../logging/logger-option.js';
 import { assertCloseTimeout } from '../messaging/close-timeout.js';
 import type { Envelope } from '../messaging/envelope.js';
 import { assertEnvelope } from '../messaging/envelope-limits.js';
@@ -79,7 +80,7 @@ export class AmqpTransport implements Transport {
     assertAmqpUrl(options.url);
     this.#url = options.url;
     this.#options = resolveAmqpOptions(options);
-    this.#logger = options.logger ?? stderrLogger;
+    this.#logger = loggerOption('the amqp transport', options.logger) ?? stderrLogger;
     this.#publisher = new ConfirmPublisher({
       window: this.#options.publishWindow,
       maxBuffered: this.#options.maxBufferedPublishes,

@@ -2,6 +2,7 @@ import { describeValue } from '../errors/describe-value.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import { checkOptions } from '../errors/options-object.js';
 import { stderrLogger } from '../logging/logger.js';
+import { loggerOption } from '../logging/logger-option.js';
 import { Bus, type BusOptions, busSettingsOf } from '../messaging/bus.js';
 import type { Contracts, NoContracts } from '../messaging/contracts.js';
 import { transportFromUrl } from './transport-from-url.js';
@@ -35,7 +36,7 @@ export async function createBus<C extends Contracts = NoContracts>(options: BusO
   if ((options.url === undefined) === (options.transport === undefined)) {
     throw new InvalidOptionsError('createBus needs exactly one of `url` and `transport`');
   }
-  const logger = options.logger ?? stderrLogger;
+  const logger = loggerOption('createBus', options.logger) ?? stderrLogger;
   // The bus's own options first: a named memory broker made for a bus refused after would keep
   // that call's limits, and refuse the corrected call's.
   busSettingsOf(options as BusOptions<Contracts>);

@@ -6,6 +6,7 @@ import { isStoreUnavailableError, StoreUnavailableError } from '../eventstore/er
 import { MemoryEventStoreBackend } from '../eventstore/memory/memory-backend.js';
 import { EventStore } from '../eventstore/store.js';
 import type { Logger } from '../logging/logger.js';
+import { loggerOption } from '../logging/logger-option.js';
 import { redactUrl, urlSecrets } from '../url/redact-url.js';
 import type { PostgresUrlOptions } from './postgres-url-options.js';
 
@@ -37,6 +38,7 @@ export async function createEventStore(options: CreateEventStoreOptions): Promis
     );
   }
   refuseUnknownKeys('createEventStore', options, ['url', 'backend', 'postgres', 'logger']);
+  loggerOption('createEventStore', options.logger);
   if (options.url !== undefined && typeof options.url !== 'string') {
     throw new InvalidOptionsError(`createEventStore url must be a string, not ${describeValue(options.url)}`);
   }

@@ -8,6 +8,7 @@ import {
 import type { IdempotencyStore } from '../http/server/idempotency.js';
 import { MemoryIdempotencyStore } from '../http/server/memory-idempotency-store.js';
 import type { Logger } from '../logging/logger.js';
+import { loggerOption } from '../logging/logger-option.js';
 import { createEventStore, POSTGRES_URL_OPTION_NAMES } from './create-event-store.js';
 import type { PostgresUrlOptions } from './postgres-url-options.js';
 
@@ -86,6 +87,7 @@ export async function createIdempotencyStore(
     throw new InvalidOptionsError('createIdempotencyStore needs exactly one of `url` and `eventStore`');
   }
   const { url, eventStore, postgres, logger, ...storeOptions } = options;
+  loggerOption('createIdempotencyStore', logger);
   // Checked before any database is opened.
   const o = resolveDurableIdempotencyStoreOptions(storeOptions);
   const owned =

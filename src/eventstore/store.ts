@@ -4,6 +4,7 @@ import { checkOptions } from '../errors/options-object.js';
 import type { Inbox } from '../inbox/inbox.js';
 import { DURABLE_INBOX_OPTION_NAMES, type DurableInboxOptions } from '../inbox/lease.js';
 import { type Logger, stderrLogger } from '../logging/logger.js';
+import { loggerOption } from '../logging/logger-option.js';
 import { keepingAlive } from '../time/keep-alive.js';
 import type { EventStoreBackend, Snapshot } from './backend.js';
 import { closingInbox } from './closing-inbox.js';
@@ -57,7 +58,7 @@ export class EventStore {
 
   constructor(backend: EventStoreBackend, options: EventStoreOptions = {}) {
     this.backend = backend;
-    this.#logger = options.logger ?? stderrLogger;
+    this.#logger = loggerOption('the event store', options.logger) ?? stderrLogger;
   }
 
   #assertOpen(): void {

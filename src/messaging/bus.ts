@@ -5,6 +5,7 @@ import { InvalidOptionsError } from '../errors/ferry-error.js';
 import { assertFunctionList, checkOptions, knownOptions } from '../errors/options-object.js';
 import type { Inbox } from '../inbox/inbox.js';
 import { type Logger, stderrLogger } from '../logging/logger.js';
+import { loggerOption } from '../logging/logger-option.js';
 import {
   assertRetryDelays,
   DEFAULT_EXPONENTIAL_BACKOFF,
@@ -278,7 +279,7 @@ export class Bus<C extends Contracts = NoContracts> {
     this.#middleware = [...(options.inbox ? [idempotent(options.inbox)] : []), ...(options.middleware ?? [])];
     this.#defaults = settings.defaults;
     this.#closeTimeoutMs = settings.closeTimeoutMs;
-    this.#logger = options.logger ?? stderrLogger;
+    this.#logger = loggerOption('the bus', options.logger) ?? stderrLogger;
     this.#clock = options.clock === undefined || options.clock === systemClock ? undefined : options.clock;
   }
 

@@ -198,6 +198,10 @@ it('refuses a clock without now or setTimeout (INVALID_OPTIONS) and starts nothi
       { clock: null },
       { clock: { now: () => Date.now(), setTimeout }, relay: { lingerMs: -1 } },
       { clock: { now: () => Date.now(), setTimeout }, maxRetries: -1 },
+      // null was taken for the default, as no other option's null is.
+      { clock: { now: () => Date.now(), setTimeout }, maxRetries: null },
+      // Taken, then the relay's first warning threw a TypeError: it stopped, close() rejected with it.
+      { clock: { now: () => Date.now(), setTimeout }, logger: {} },
     ]) {
       await expect(
         createOutbox({ store, bus, logger: silentLogger, ...options } as never),
@@ -209,6 +213,35 @@ it('refuses a clock without now or setTimeout (INVALID_OPTIONS) and starts nothi
     // Nor did the store learn of an outbox that does not exist.
     expect(closeWith).not.toHaveBeenCalled();
   } finally {
+    await store.close();
+    await bus.close();
+  }
+});
+
+it('refuses healthCheck and scheduled options it does not read, null or a misspelt key, with INVALID_OPTIONS', async () => {
+  const bus = await createBus({
+    url: `memory://outbox-${uuidv7()}`,
+    service: 'orders',
+    logger: silentLogger,
+  });
+  const store = new EventStore(new MemoryEventStoreBackend(), { logger: silentLogger });
+  const outbox = await createOutbox({ store, bus, logger: silentLogger });
+  try {
+    // null threw a TypeError; a misspelt key was dropped for the default.
+    for (const options of [null, { maxAge: 10 }, { maxAgeMs: null }, { maxFailed: null }, 5]) {
+      expect(() => outbox.healthCheck(options as never), JSON.stringify(options)).toThrow(
+        expect.objectContaining({ code: 'INVALID_OPTIONS' }),
+      );
+    }
+    for (const options of [null, { limt: 5 }, { limit: null }, 'k']) {
+      await expect(outbox.scheduled(options as never), JSON.stringify(options)).rejects.toMatchObject({
+        code: 'INVALID_OPTIONS',
+      });
+    }
+    await outbox.healthCheck({ maxAgeMs: 1000, maxFailed: 0 })();
+    expect(await outbox.scheduled({ limit: 5 })).toEqual([]);
+  } finally {
+    await outbox.close();
     await store.close();
     await bus.close();
   }

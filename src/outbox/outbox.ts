@@ -18,6 +18,7 @@ import type {
 } from '../eventstore/types.js';
 import { nameUuid } from '../ids/name-uuid.js';
 import { type Logger, stderrLogger } from '../logging/logger.js';
+import { loggerOption } from '../logging/logger-option.js';
 import type { Bus } from '../messaging/bus.js';
 import type { Contracts, NoContracts } from '../messaging/contracts.js';
 import type { HandlerUnitOfWork } from '../messaging/transactional.js';
@@ -107,8 +108,10 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
     this.bus = options.bus;
     this.#store = options.store;
     this.clock = options.clock ?? systemClock;
-    this.#logger = options.logger ?? stderrLogger;
-    const maxRetries = options.maxRetries ?? DEFAULT_OUTBOX_OPTIONS.maxRetries;
+    this.#logger = loggerOption('createOutbox', options.logger) ?? stderrLogger;
+    // `=== undefined`, not `??`: null is refused, as for every other option.
+    const maxRetries =
+      options.maxRetries === undefined ? DEFAULT_OUTBOX_OPTIONS.maxRetries : options.maxRetries;
     if (!Number.isInteger(maxRetries) || maxRetries < 0 || maxRetries > 100) {
       throw new InvalidOptionsError('maxRetries must be an integer from 0 to 100');
     }
@@ -389,8 +392,9 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
   healthCheck(
     options: { readonly maxAgeMs?: number; readonly maxFailed?: number } = {},
   ): () => Promise<void> {
-    const maxAgeMs = options.maxAgeMs ?? 60_000;
-    const maxFailed = options.maxFailed ?? 0;
+    checkOptions('outbox.healthCheck', options, ['maxAgeMs', 'maxFailed']);
+    const maxAgeMs = options.maxAgeMs === undefined ? 60_000 : options.maxAgeMs;
+    const maxFailed = options.maxFailed === undefined ? 0 : options.maxFailed;
     if (!Number.isInteger(maxAgeMs) || maxAgeMs < 1)
       throw new InvalidOptionsError('maxAgeMs must be a positive integer');
     if (!Number.isInteger(maxFailed) || maxFailed < 0)
@@ -463,7 +467,8 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
     options: { readonly key?: string; readonly limit?: number } = {},
   ): Promise<ScheduledOutboxMessage[]> {
     this.#assertStoreOpen();
-    const limit = options.limit ?? 100;
+    checkOptions('outbox.scheduled', options, ['key', 'limit']);
+    const limit = options.limit === undefined ? 100 : options.limit;
     checkLimit(limit);
     const key = options.key;
     if (key !== undefined && typeof key !== 'string') {

@@ -155,6 +155,10 @@ export class UnitOfWork<C extends Contracts = NoContracts> {
       );
     });
     call.promise = tracked;
+    // Its failure is the unit's (see untilCallsSettled), never an unhandled rejection, even while the
+    // callback, not looking at it, awaits something else (which ended the process). Through
+    // Promise's own `then`, so that the call still counts as not looked at.
+    Promise.prototype.then.call(tracked, undefined, () => {});
     // Made by a continuation of a call the callback did not await: reported through the unit.
     if (this.#settling) tracked.catch(() => {});
     return tracked;

@@ -35,6 +35,7 @@ import type { DurableIdempotencyStoreOptions } from '../http/server/durable-idem
 import type { Inbox } from '../inbox/inbox.js';
 import type { DurableInboxOptions } from '../inbox/lease.js';
 import { type Logger, stderrLogger } from '../logging/logger.js';
+import { loggerOption } from '../logging/logger-option.js';
 import type { OutboxCapable, OutboxInsert, StorageAppendResult } from '../outbox/storage.js';
 import { endOfTurn } from '../time/end-of-turn.js';
 import { MAX_TIMER_MS } from '../time/max-timer.js';
@@ -344,7 +345,7 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
     )
       throw new InvalidOptionsError('statementTimeoutMs must be an integer from 0 (no limit) to 2147483647');
     this.#statementTimeoutMs = o.statementTimeoutMs;
-    this.#logger = o.logger ?? stderrLogger;
+    this.#logger = loggerOption('the PostgreSQL store', o.logger) ?? stderrLogger;
     this.#sql = statements(`"${o.schema}"`);
   }
 

@@ -256,7 +256,9 @@ async function commit(
   };
   for (const effect of saga.effects) {
     if (effect.kind === 'publish') {
-      await work.publish(effect.type as never, effect.data as never, { key: saga.id, ...effect.options });
+      await work
+        .publish(effect.type as never, effect.data as never, { key: saga.id, ...effect.options })
+        .catch((error: unknown) => unsendable(name, saga.id, `message "${String(effect.type)}"`, error));
     } else if (effect.kind === 'cancel') {
       await cancel(effect.name);
     } else {
@@ -269,7 +271,11 @@ async function commit(
           ? {}
           : { headers: { [TIMEOUT_HEADER]: JSON.stringify([name, effect.name]) } };
       const when = 'at' in effect.when ? { at: effect.when.at } : { delayMs: effect.when.delayMs };
-      const messageId = await work.schedule(type as never, data as never, { ...options, ...when });
+      const messageId = await work
+        .schedule(type as never, data as never, { ...options, ...when })
+        .catch((error: unknown) =>
+          unsendable(name, saga.id, `the message of timeout "${effect.name}"`, error),
+        );
       timeouts[effect.name] = { id: messageId, type };
     }
   }
@@ -287,4 +293,26 @@ async function commit(
     },
     version,
   );
+}
+
+/**
+ * What a saga asked to send and the bus refuses for the message itself: the same handler run again
+ * would ask for it again, so it is a definition error, dead-lettered at once, not retried.
+ */
+const UNSENDABLE_CODES: ReadonlySet<string> = new Set([
+  'MESSAGE_INVALID',
+  'INVALID_TOPIC',
+  'MESSAGE_NOT_SERIALIZABLE',
+  'MESSAGE_TOO_LARGE',
+  'INVALID_OPTIONS',
+]);
+
+/** Rethrows `error`, as a `SagaDefinitionError` when the message itself could not be sent. */
+function unsendable(saga: string, id: string, what: string, error: unknown): never {
+  if (isFerryError(error) && UNSENDABLE_CODES.has(error.code)) {
+    throw new SagaDefinitionError(saga, `instance "${id}": ${what} could not be sent: ${error.message}`, {
+      cause: error,
+    });
+  }
+  throw error;
 }

@@ -1,5 +1,7 @@
+import { describeValue } from '../errors/describe-value.js';
 import type { Contracts, DataIn, TypeOf } from '../messaging/contracts.js';
 import type { OutboxPublishOptions } from '../outbox/unit-of-work.js';
+import { MAX_TIMER_MS } from '../time/max-timer.js';
 import { SagaDefinitionError } from './errors.js';
 import { type StoredSagaState, type UndoStep, undoMessageId } from './saga-state.js';
 
@@ -179,6 +181,11 @@ export class SagaContext<C extends Contracts, S extends string, D> {
       );
     }
     const [type, data, when] = rest.length === 1 ? [undefined, undefined, rest[0]] : rest;
+    // Refused here, as a definition error: the same handler run again would schedule it again.
+    const problem = whenProblem(when);
+    if (problem !== undefined) {
+      throw new SagaDefinitionError(this.saga, `instance "${this.id}": timeout "${name}" ${problem}`);
+    }
     this.effects.push({ kind: 'schedule', name, type, data, when });
     this.#pending.add(name);
     return this;
@@ -262,4 +269,20 @@ export class SagaContext<C extends Contracts, S extends string, D> {
       );
     }
   }
+}
+
+/** Why `when` cannot schedule a timeout, or undefined when it can. */
+function whenProblem(when: unknown): string | undefined {
+  const wanted = `needs exactly one of delayMs (an integer from 0 to ${MAX_TIMER_MS}) and at (a valid Date)`;
+  if (when === null || typeof when !== 'object') return `${wanted}, not ${describeValue(when)}`;
+  const { delayMs, at } = when as { delayMs?: unknown; at?: unknown };
+  if ((delayMs === undefined) === (at === undefined)) return `${wanted}, not ${describeValue(when)}`;
+  if (delayMs !== undefined) {
+    if (typeof delayMs !== 'number' || !Number.isInteger(delayMs) || delayMs < 0 || delayMs > MAX_TIMER_MS) {
+      return `${wanted}, not delayMs ${describeValue(delayMs)}`;
+    }
+    return undefined;
+  }
+  if (!(at instanceof Date) || Number.isNaN(at.getTime())) return `${wanted}, not at ${describeValue(at)}`;
+  return undefined;
 }

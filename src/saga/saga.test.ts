@@ -19,6 +19,7 @@ import { SagaDefinitionError, SagaTransitionError, SagaUnknownInstanceError } fr
 import { orderContracts, orderSaga } from './fixtures/order-saga.js';
 import { retrySaga, sloppySaga } from './fixtures/retry-saga.js';
 import { tallyContracts, tallySaga } from './fixtures/tally-saga.js';
+import type { SagaContext } from './saga-context.js';
 import { undoMessageId } from './saga-state.js';
 import { startSaga } from './start-saga.js';
 
@@ -218,6 +219,59 @@ describe('order saga on the memory store and bus', () => {
       /^saga "sloppy": instance "o-9": the undo message of step "stock" could not be sent: message of type "stock\.release" failed its schema: orderId/,
     );
     expect(await running.get('o-9')).toMatchObject({ status: 'reserving', steps: [], version: 1 });
+  });
+
+  it('dead-letters at once a message or timeout it asks for that could not be sent (a bad when, a refused contract), and starts no instance', async () => {
+    const s = await service();
+    // Each order asks for something the bus or the outbox refuses whatever the attempt.
+    const asks: Record<string, (saga: SagaContext<typeof orderContracts, 'open', object>) => void> = {
+      'negative-delay': (saga) => void saga.schedule('t', { delayMs: -1 }),
+      'delay-past-max': (saga) => void saga.schedule('t', { delayMs: 2 ** 31 }),
+      'fractional-delay': (saga) => void saga.schedule('t', { delayMs: 1.5 }),
+      'no-when': (saga) => void (saga.schedule as (name: string) => unknown)('t'),
+      'both-whens': (saga) => void saga.schedule('t', { delayMs: 1, at: new Date() } as never),
+      'invalid-date': (saga) => void saga.schedule('t', { at: new Date(Number.NaN) }),
+      'refused-send': (saga) => void saga.send('stock.reserve', { orderId: 42 } as never),
+      'refused-timeout-message': (saga) =>
+        void saga.schedule('t', 'stock.reserve', { orderId: 42 } as never, { delayMs: 10 }),
+      'unknown-type': (saga) => void saga.send('no such type' as never, {} as never),
+    };
+    const asking = defineSaga({
+      name: 'asking',
+      contracts: orderContracts,
+      startedBy: ['order.placed'],
+      initial: () => ({ status: 'open' as const, data: {} }),
+      started: (saga, m) => asks[m.data.orderId]?.(saga),
+      id: { 'order.placed': (m) => m.data.orderId },
+      states: { open: {} },
+    });
+    const running = await startSaga(asking, {
+      outbox: s.outbox,
+      logger: silentLogger,
+      subscribe: { maxAttempts: 3, backoff: { initialDelayMs: 0, maxDelayMs: 0 } },
+    });
+    closers.push(() => running.close());
+    for (const orderId of Object.keys(asks)) await s.bus.publish('order.placed', { orderId, total: 1 });
+    const letters = async () => s.bus.listDeadLetters({ group: 'saga-asking' });
+    await s.until('a dead letter each', async () => (await letters()).length === Object.keys(asks).length);
+    for (const letter of await letters()) {
+      const orderId = (letter.envelope?.data as { orderId: string }).orderId;
+      // Refused at the first attempt, named as the saga's mistake (not retried as an outage).
+      expect({ orderId, attempts: letter.attempts }).toEqual({ orderId, attempts: 1 });
+      expect(letter.reason.message, orderId).toMatch(new RegExp(`^saga "asking": instance "${orderId}": `));
+      expect(await running.get(orderId), orderId).toBeUndefined();
+    }
+    const reasons = Object.fromEntries(
+      (await letters()).map((l) => [(l.envelope?.data as { orderId: string }).orderId, l.reason.message]),
+    );
+    expect(reasons['negative-delay']).toMatch(/timeout "t" needs exactly one of delayMs .* not delayMs -1$/);
+    expect(reasons['no-when']).toMatch(/timeout "t" needs exactly one of delayMs .* not undefined$/);
+    expect(reasons['refused-send']).toMatch(
+      /message "stock\.reserve" could not be sent: message of type "stock\.reserve" failed its schema/,
+    );
+    expect(reasons['refused-timeout-message']).toMatch(/the message of timeout "t" could not be sent/);
+    expect(s.sent('stock.reserve')).toEqual([]);
+    expect(await s.outbox.scheduled()).toEqual([]);
   });
 
   it('compensates when the payment timeout fires, on the virtual clock', async () => {

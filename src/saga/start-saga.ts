@@ -2,6 +2,7 @@ import { describeValue } from '../errors/describe-value.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import { checkOptions } from '../errors/options-object.js';
 import { type Logger, stderrLogger } from '../logging/logger.js';
+import { loggerOption } from '../logging/logger-option.js';
 import {
   type Bus,
   DEFAULT_SUBSCRIPTION_OPTIONS,
@@ -116,7 +117,7 @@ export async function startSaga<
   }
   const bus = options.bus ?? outbox.bus;
   const group = options.group ?? `saga-${definition.name}`;
-  const logger = options.logger ?? stderrLogger;
+  const logger = loggerOption('startSaga', options.logger) ?? stderrLogger;
   const now = () => outbox.clock.now();
   const check = outboxMessageCheck(outbox);
   if ((options.subscribe as { readonly group?: unknown } | undefined)?.group !== undefined) {

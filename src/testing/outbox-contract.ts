@@ -270,6 +270,30 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
         await outbox.flush();
         expect(received).toHaveLength(2);
 
+        // A refused call not looked at while the callback awaits something else (a timer, a read):
+        // the unit rejects with it, and it is no unhandled rejection meanwhile (that ended the process).
+        const unhandled: unknown[] = [];
+        const onUnhandled = (reason: unknown) => void unhandled.push(reason);
+        process.on('unhandledRejection', onUnhandled);
+        try {
+          for (const meanwhile of [
+            () => new Promise((resolve) => setTimeout(resolve, 20)),
+            (work: { readStream(id: string): Promise<unknown> }) => work.readStream('order-u5'),
+          ]) {
+            await expect(
+              outbox.unitOfWork(async (work) => {
+                void work.lock('');
+                await meanwhile(work);
+                await new Promise((resolve) => setTimeout(resolve, 20));
+              }),
+            ).rejects.toMatchObject({ code: 'UNIT_OF_WORK_ROLLED_BACK', cause: { code: 'INVALID_OPTIONS' } });
+          }
+          await new Promise((resolve) => setTimeout(resolve, 20));
+        } finally {
+          process.off('unhandledRejection', onUnhandled);
+        }
+        expect(unhandled).toEqual([]);
+
         // A call after the unit ended is refused, with a rejection (query threw at the call).
         let lateCalls: (() => Promise<unknown>)[] = [];
         await outbox.unitOfWork(async (work) => {

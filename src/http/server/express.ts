@@ -3,6 +3,7 @@ import type { ErrorRequestHandler, Request, RequestHandler } from 'express';
 import { runWithContext } from '../../context/context.js';
 import { isFerryError } from '../../errors/ferry-error.js';
 import { checkOptions } from '../../errors/options-object.js';
+import { loggerOption } from '../../logging/logger-option.js';
 import { HTTP_HEADER, PROBLEM_CONTENT_TYPE } from '../headers.js';
 import { BodyHash, hashBodyAsRead, holdRestOfBody } from './body-fingerprint.js';
 import { markFinalAnswer } from './final-answer.js';
@@ -74,6 +75,7 @@ export interface FerryContextOptions extends RequestContextOptions, ProblemOptio
  */
 export function ferryContext(options: FerryContextOptions = {}): RequestHandler {
   checkOptions('ferryContext', options, SERVER_OPTION_NAMES.context);
+  loggerOption('ferryContext', options.logger, ['error']);
   const contextOptions: RequestContextOptions = requestContextOptionsOf(options);
   return (req, res, next) => {
     const scope = openRequestScope(req, res, contextOptions);
@@ -132,6 +134,7 @@ export interface FerryErrorsOptions extends ProblemOptions {}
  */
 export function ferryErrors(options: FerryErrorsOptions = {}): ErrorRequestHandler {
   checkOptions('ferryErrors', options, SERVER_OPTION_NAMES.problem);
+  loggerOption('ferryErrors', options.logger, ['error']);
   return (error, req, res, _next) => {
     /** What came too late for a problem document: for the operator only. */
     const logLate = (message: string) =>
@@ -159,6 +162,7 @@ export function ferryErrors(options: FerryErrorsOptions = {}): ErrorRequestHandl
 /** Answers any request that reached it with a 404 problem; use it after the routes. */
 export function ferryNotFound(options: ProblemOptions = {}): RequestHandler {
   checkOptions('ferryNotFound', options, SERVER_OPTION_NAMES.problem);
+  loggerOption('ferryNotFound', options.logger, ['error']);
   return (req, res) => {
     // A path that is not valid percent-encoding is the client's mistake (400), as Fastify answers
     // it; Express finds it only when a route decodes a parameter from it, and fell through to 404.
@@ -202,7 +206,7 @@ export function ferryIdempotency(options: FerryIdempotencyOptions): RequestHandl
     ...SERVER_OPTION_NAMES.problem,
   ]);
   const guard = new IdempotencyGuard(options);
-  const logger = options.logger ?? stderrProblemLogger;
+  const logger = loggerOption('ferryIdempotency', options.logger, ['error']) ?? stderrProblemLogger;
   return (req, res, next) => {
     if (!guard.applies(req.method, req.headers)) {
       next();

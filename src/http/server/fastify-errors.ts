@@ -1,6 +1,7 @@
 import type { FastifyError, FastifyReply, FastifyRequest, FastifyServerOptions } from 'fastify';
 import { isFerryError } from '../../errors/ferry-error.js';
 import { checkOptions } from '../../errors/options-object.js';
+import { loggerOption } from '../../logging/logger-option.js';
 import { PROBLEM_CONTENT_TYPE } from '../headers.js';
 import type { FerryFastifyOptions } from './fastify.js';
 import { markFinalAnswer } from './final-answer.js';
@@ -49,7 +50,7 @@ export function ferryFastifyOptions(
 ): FerryFastifyServerSettings {
   // Every name ferryFastify takes: the same options object usually goes to both.
   checkOptions('ferryFastifyOptions', options, SERVER_OPTION_NAMES.fastify);
-  const problemOptions = problemOptionsOf(options);
+  const problemOptions = problemOptionsOf(options, 'ferryFastifyOptions');
   const contextOptions = requestContextOptionsOf(options);
   const frameworkErrors = (error: FastifyError, request: FastifyRequest, reply: FastifyReply): void => {
     // No hook ran: open the context here, so that the answer echoes the correlation id and trace.
@@ -65,9 +66,9 @@ export function ferryFastifyOptions(
 }
 
 /** The problem options among the plugin's options, with the default logger. */
-export function problemOptionsOf(options: ProblemOptions): ProblemOptions {
+export function problemOptionsOf(options: ProblemOptions, where = 'ferryFastify'): ProblemOptions {
   return {
-    logger: options.logger ?? stderrProblemLogger,
+    logger: loggerOption(where, options.logger, ['error']) ?? stderrProblemLogger,
     ...(options.mapError === undefined ? {} : { mapError: options.mapError }),
   };
 }
