@@ -255,14 +255,14 @@ describe('order saga on the memory store and bus', () => {
     const letters = async () => s.bus.listDeadLetters({ group: 'saga-asking' });
     await s.until('a dead letter each', async () => (await letters()).length === Object.keys(asks).length);
     for (const letter of await letters()) {
-      const orderId = (letter.envelope?.data as { orderId: string }).orderId;
+      const orderId = (letter.envelope!.data as { orderId: string }).orderId;
       // Refused at the first attempt, named as the saga's mistake (not retried as an outage).
       expect({ orderId, attempts: letter.attempts }).toEqual({ orderId, attempts: 1 });
       expect(letter.reason.message, orderId).toMatch(new RegExp(`^saga "asking": instance "${orderId}": `));
       expect(await running.get(orderId), orderId).toBeUndefined();
     }
     const reasons = Object.fromEntries(
-      (await letters()).map((l) => [(l.envelope?.data as { orderId: string }).orderId, l.reason.message]),
+      (await letters()).map((l) => [(l.envelope!.data as { orderId: string }).orderId, l.reason.message]),
     );
     expect(reasons['negative-delay']).toMatch(/timeout "t" needs exactly one of delayMs .* not delayMs -1$/);
     expect(reasons['no-when']).toMatch(/timeout "t" needs exactly one of delayMs .* not undefined$/);
