@@ -82,6 +82,11 @@ export class UnitOfWork<C extends Contracts = NoContracts> {
     this.#ended = true;
   }
 
+  /** @internal Whether the unit has ended (committed, rolled back, or given up on): calls are refused. */
+  get ended(): boolean {
+    return this.#ended;
+  }
+
   /**
    * @internal Waits, once the callback resolved, for the calls it made and did not wait for (a
    * forgotten `await`: `work.publish(…)` just before returning), and for any they make in turn, so

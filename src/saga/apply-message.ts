@@ -45,7 +45,10 @@ export const SAGA_IGNORED_REASONS = [
 ] as const;
 
 /** The part of a unit of work a saga uses. */
-export type SagaWork = Pick<UnitOfWork, 'tx' | 'publish' | 'schedule' | 'cancel'>;
+export type SagaWork = Pick<UnitOfWork, 'tx' | 'publish' | 'schedule' | 'cancel'> & {
+  /** True once the unit has ended (its attempt given up on): what it refuses then says nothing of the message. */
+  readonly ended?: boolean;
+};
 
 /**
  * Checks a message as publishing it through the unit of work's bus would (`bus.envelopeOf`),
@@ -258,7 +261,9 @@ async function commit(
     if (effect.kind === 'publish') {
       await work
         .publish(effect.type as never, effect.data as never, { key: saga.id, ...effect.options })
-        .catch((error: unknown) => unsendable(name, saga.id, `message "${String(effect.type)}"`, error));
+        .catch((error: unknown) =>
+          unsendable(work, name, saga.id, `message "${String(effect.type)}"`, error),
+        );
     } else if (effect.kind === 'cancel') {
       await cancel(effect.name);
     } else {
@@ -274,7 +279,7 @@ async function commit(
       const messageId = await work
         .schedule(type as never, data as never, { ...options, ...when })
         .catch((error: unknown) =>
-          unsendable(name, saga.id, `the message of timeout "${effect.name}"`, error),
+          unsendable(work, name, saga.id, `the message of timeout "${effect.name}"`, error),
         );
       timeouts[effect.name] = { id: messageId, type };
     }
@@ -307,9 +312,12 @@ const UNSENDABLE_CODES: ReadonlySet<string> = new Set([
   'INVALID_OPTIONS',
 ]);
 
-/** Rethrows `error`, as a `SagaDefinitionError` when the message itself could not be sent. */
-function unsendable(saga: string, id: string, what: string, error: unknown): never {
-  if (isFerryError(error) && UNSENDABLE_CODES.has(error.code)) {
+/**
+ * Rethrows `error`, as a `SagaDefinitionError` when the message itself could not be sent; not when
+ * the unit of work had ended (its attempt timed out): that refusal says nothing of the message.
+ */
+function unsendable(work: SagaWork, saga: string, id: string, what: string, error: unknown): never {
+  if (isFerryError(error) && UNSENDABLE_CODES.has(error.code) && !work.ended) {
     throw new SagaDefinitionError(saga, `instance "${id}": ${what} could not be sent: ${error.message}`, {
       cause: error,
     });
