@@ -142,7 +142,7 @@ export function ferryErrors(options: FerryErrorsOptions = {}): ErrorRequestHandl
         correlationId: ferryContextOf(req)?.correlationId,
         method: req.method,
         path: req.path,
-        error: error instanceof Error ? error.message : String(error),
+        error: lateErrorText(error),
       });
     if (res.writableEnded) {
       logLate('error after the response was sent');
@@ -246,7 +246,7 @@ export function ferryIdempotency(options: FerryIdempotencyOptions): RequestHandl
                   logger.error('idempotency store failed', {
                     correlationId: ferryContextOf(req)?.correlationId,
                     key,
-                    error: error instanceof Error ? error.message : String(error),
+                    error: lateErrorText(error),
                   }),
                 ),
               refuse: (error) => sendProblem(req, res, error, options),
@@ -318,7 +318,16 @@ export function ferryHealth(options: FerryHealthOptions = {}): RequestHandler {
   };
 }
 
+/** What `error` answers as; itself when reading it throws (a Proxy, hostile getters): a 500 then. */
 function fromExpressError(error: unknown): unknown {
+  try {
+    return expressProblemOf(error);
+  } catch {
+    return error;
+  }
+}
+
+function expressProblemOf(error: unknown): unknown {
   if (typeof error !== 'object' || error === null || isFerryError(error)) return error;
   const { type, status, statusCode, expose, message } = error as {
     type?: unknown;
@@ -392,4 +401,13 @@ function sendProblem(
   res.setHeader('content-type', PROBLEM_CONTENT_TYPE);
   res.setHeader('content-length', Buffer.byteLength(body));
   res.end(body);
+}
+
+/** `error`'s message for the log, whatever reading it throws. */
+function lateErrorText(error: unknown): string {
+  try {
+    return error instanceof Error ? error.message : String(error);
+  } catch {
+    return 'an error whose message cannot be read';
+  }
 }

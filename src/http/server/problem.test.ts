@@ -105,6 +105,14 @@ const THROWN: Record<string, () => Error> = {
         },
       },
     }),
+  // Every member throws when read: Express's error handler threw on it, and Express answered an HTML
+  // page with the stack.
+  '/hostile-proxy': () =>
+    new Proxy(new Error(SECRET), {
+      get() {
+        throw new Error(`member read: ${SECRET}`);
+      },
+    }),
   '/crash-ferry': () => new FerryError('SOMETHING_INTERNAL', SECRET),
   '/upstream': upstreamError,
   '/exposed': exposedError,
@@ -688,12 +696,15 @@ describe.each(harnesses)('problems from $name', (harness) => {
     }
   });
 
-  it('answers an error whose code getter throws with a 500 problem, not the framework fallback', async () => {
+  it('answers an error whose code getter throws, or whose every member throws, with a 500 problem, not the framework fallback', async () => {
     await start();
-    const res = await call(`${url}/hostile`);
-    expect(res.status).toBe(500);
-    expect(res.headers['content-type']).toBe('application/problem+json');
-    expect(res.body).toMatchObject({ status: 500, title: 'Internal Server Error', instance: '/hostile' });
+    for (const path of ['/hostile', '/hostile-proxy']) {
+      const res = await call(`${url}${path}`);
+      expect(res.status, path).toBe(500);
+      expect(res.headers['content-type'], path).toBe('application/problem+json');
+      expect(res.body, path).toMatchObject({ status: 500, title: 'Internal Server Error', instance: path });
+      expect(res.text, path).not.toContain(SECRET);
+    }
   });
 
   it('answers a problem built with a header HTTP does not allow with a 500 problem, and logs why', async () => {

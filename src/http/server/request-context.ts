@@ -3,6 +3,7 @@ import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:
 import type { FerryContext } from '../../context/context.js';
 import { errorGuard, FerryError, InvalidOptionsError } from '../../errors/ferry-error.js';
 import { uuidv7 } from '../../ids/uuidv7.js';
+import { MAX_TIMER_MS } from '../../time/max-timer.js';
 import { HTTP_HEADER } from '../headers.js';
 import { childTraceparent } from './traceparent.js';
 
@@ -46,7 +47,7 @@ export const DEFAULT_REQUEST_CONTEXT_OPTIONS = Object.freeze({
 /**
  * The request context options among `options` (which may hold other middleware options), checked:
  * what the adapters pass to {@link openRequestScope}. Throws an {@link InvalidOptionsError} for a
- * negative or non-integer bound, or a minimum above the maximum.
+ * bound that is not an integer from 0 to 2^31-1, or a minimum above the maximum.
  */
 export function requestContextOptionsOf(options: RequestContextOptions): RequestContextOptions {
   const { maxDeadlineMs, minDeadlineMs, trustDeadline } = options;
@@ -54,8 +55,9 @@ export function requestContextOptionsOf(options: RequestContextOptions): Request
     ['maxDeadlineMs', maxDeadlineMs],
     ['minDeadlineMs', minDeadlineMs],
   ] as const) {
-    if (value !== undefined && (!Number.isSafeInteger(value) || value < 0)) {
-      throw new InvalidOptionsError(`${name} must be a non-negative integer, got ${value}`);
+    // At most a Node timer's longest: a longer one fired at once, aborting every request at its start.
+    if (value !== undefined && (!Number.isSafeInteger(value) || value < 0 || value > MAX_TIMER_MS)) {
+      throw new InvalidOptionsError(`${name} must be an integer from 0 to ${MAX_TIMER_MS}, got ${value}`);
     }
   }
   const max = maxDeadlineMs ?? DEFAULT_REQUEST_CONTEXT_OPTIONS.maxDeadlineMs;
