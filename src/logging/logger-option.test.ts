@@ -1,5 +1,5 @@
 import Fastify from 'fastify';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { z } from 'zod';
 import { AmqpTransport } from '../amqp/amqp-transport.js';
 import { createBus } from '../connect/create-bus.js';
@@ -12,19 +12,100 @@ import { uuidv7 } from '../ids/uuidv7.js';
 import { createOutbox } from '../outbox/outbox.js';
 import { defineSaga } from '../saga/define-saga.js';
 import { startSaga } from '../saga/start-saga.js';
-import { silentLogger } from './logger.js';
+import { waitFor } from '../testing/wait.js';
+import { type Logger, silentLogger } from './logger.js';
 import { loggerOption } from './logger-option.js';
 
 const refused = { name: 'InvalidOptionsError', code: 'INVALID_OPTIONS' };
 
 describe('loggerOption', () => {
-  it('takes undefined, console, silentLogger and a pino-style object', () => {
+  it('takes undefined, console, silentLogger, a pino-style object and a class instance, calling their own methods', () => {
     expect(loggerOption('x', undefined)).toBeUndefined();
-    expect(loggerOption('x', console)).toBe(console);
-    expect(loggerOption('x', silentLogger)).toBe(silentLogger);
-    const pinoish = { debug() {}, info() {}, warn() {}, error() {}, child() {} };
-    expect(loggerOption('x', pinoish)).toBe(pinoish);
-    expect(loggerOption('x', { error() {} }, ['error'])).toEqual({ error: expect.any(Function) });
+    expect(() => loggerOption('x', console)).not.toThrow();
+    expect(() => loggerOption('x', silentLogger)).not.toThrow();
+    const lines: string[] = [];
+    const pinoish = {
+      debug: (m: string) => lines.push(`debug ${m}`),
+      info: (m: string) => lines.push(`info ${m}`),
+      warn: (m: string) => lines.push(`warn ${m}`),
+      error: (m: string) => lines.push(`error ${m}`),
+      child() {},
+    };
+    loggerOption<Logger>('x', pinoish)?.warn('careful', { n: 1 });
+    class Sink {
+      readonly #lines = lines;
+      debug() {}
+      info() {}
+      warn() {}
+      error(message: string, fields?: Record<string, unknown>) {
+        this.#lines.push(`sink ${message} ${JSON.stringify(fields)}`);
+      }
+    }
+    loggerOption('x', new Sink())?.error('broken', { id: 7 });
+    loggerOption('x', { error: (m: string) => lines.push(`only ${m}`) }, ['error'])?.error('here');
+    expect(lines).toEqual(['warn careful', 'sink broken {"id":7}', 'only here']);
+  });
+
+  it('keeps a logger that throws from stopping its caller, and says so on stderr once per level', () => {
+    const written: string[] = [];
+    const write = vi.spyOn(process.stderr, 'write').mockImplementation((chunk) => {
+      written.push(String(chunk));
+      return true;
+    });
+    try {
+      const closedSink = {
+        debug() {},
+        info() {},
+        warn() {
+          throw new Error('log sink closed');
+        },
+        error() {},
+      };
+      const logger = loggerOption<Logger>('x', closedSink);
+      expect(() => logger?.warn('first')).not.toThrow();
+      expect(() => logger?.warn('second')).not.toThrow();
+    } finally {
+      write.mockRestore();
+    }
+    expect(written).toEqual([
+      "ferry: the logger's warn threw (log sink closed); its lines are lost while it does: first\n",
+    ]);
+  });
+
+  it('keeps a logger that throws a value with no text, or whose promise rejects, from stopping its caller', async () => {
+    const written: string[] = [];
+    const write = vi.spyOn(process.stderr, 'write').mockImplementation((chunk) => {
+      written.push(String(chunk));
+      return true;
+    });
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown) => void unhandled.push(reason);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      const odd = {
+        debug() {},
+        info() {},
+        // String() of a null-prototype object throws: the guard threw, and a subscription stopped.
+        warn() {
+          throw Object.create(null);
+        },
+        async error() {
+          throw new Error('async sink closed');
+        },
+      };
+      const logger = loggerOption<Logger>('x', odd);
+      expect(() => logger?.warn('w')).not.toThrow();
+      expect(() => logger?.error('e')).not.toThrow();
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    } finally {
+      write.mockRestore();
+      process.off('unhandledRejection', onUnhandled);
+    }
+    expect(unhandled).toEqual([]);
+    expect(written).toEqual([
+      "ferry: the logger's warn threw (a value with no text); its lines are lost while it does: w\n",
+      "ferry: the logger's error threw (async sink closed); its lines are lost while it does: e\n",
+    ]);
   });
 
   it('refuses what has not every level as a function, naming what is missing', () => {
@@ -73,6 +154,42 @@ describe('a logger without its functions is refused where it is given, not at it
       await expect(startSaga(saga, { outbox, logger: broken })).rejects.toMatchObject(refused);
       await outbox.close();
     } finally {
+      await bus.close();
+      await store.close();
+    }
+  });
+
+  it('a logger whose warn throws does not stop the relay: a refused message is set aside, the next one is delivered', async () => {
+    const bus = await createBus({ url: `memory://logger-${uuidv7()}`, service: 's', logger: silentLogger });
+    const store = await createEventStore({ url: 'memory://', logger: silentLogger });
+    const write = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    try {
+      const closedSink = {
+        debug() {},
+        info() {},
+        warn() {
+          throw new Error('log sink closed');
+        },
+        error() {
+          throw new Error('log sink closed');
+        },
+      };
+      const outbox = await createOutbox({
+        store,
+        bus,
+        logger: closedSink,
+        relay: { retryDelayMs: 10, maxAttempts: 2 },
+      });
+      // Nobody subscribes: refused, retried, set aside, with a warning each time.
+      await outbox.unitOfWork((work) => work.publish('nobody.listens', {}).then(() => undefined));
+      await waitFor(async () => (await outbox.failed()).length === 1, 'the refused message set aside');
+      const got: string[] = [];
+      await bus.subscribe('ok.*', (m) => void got.push(m.type), { group: 'g' });
+      await outbox.unitOfWork((work) => work.publish('ok.one', {}).then(() => undefined));
+      await waitFor(() => got.length === 1, 'the next message delivered');
+      await outbox.close();
+    } finally {
+      write.mockRestore();
       await bus.close();
       await store.close();
     }

@@ -4,9 +4,10 @@ import { InvalidOptionsError } from '../errors/ferry-error.js';
 const LEVELS = ['debug', 'info', 'warn', 'error'] as const;
 
 /**
- * A `logger` option as given, checked where it is given: undefined (the default's), or an object with
- * a function for each of `levels`. A logger without one threw inside Ferry at its first line (a
- * relay or a subscription stopped by a `TypeError`, a close that rejected with it).
+ * A `logger` option, checked where it is given: undefined (the default's), or an object with a
+ * function for each of `levels`; resolves it kept from throwing. A logger without one threw inside
+ * Ferry at its first line (a relay or a subscription stopped by a `TypeError`, a close that rejected
+ * with it), and so did one whose sink failed.
  * @throws InvalidOptionsError
  */
 export function loggerOption<L>(
@@ -26,5 +27,46 @@ export function loggerOption<L>(
       }`,
     );
   }
-  return logger;
+  return guarded(logger, levels);
+}
+
+/**
+ * `logger` with each of `levels` kept from throwing: a logger whose sink failed (a closed stream, a
+ * transport that throws) must not stop what was logging (a relay's round, a subscription's
+ * dead-lettering). What it threw goes to stderr, once per level.
+ */
+function guarded<L>(logger: L, levels: readonly string[]): L {
+  const target = logger as Record<string, (message: string, fields?: Record<string, unknown>) => void>;
+  const reported = new Set<string>();
+  const safe: Record<string, (message: string, fields?: Record<string, unknown>) => void> = {};
+  for (const level of levels) {
+    const failed = (error: unknown, message: string) => {
+      if (reported.has(level)) return;
+      reported.add(level);
+      process.stderr.write(
+        `ferry: the logger's ${level} threw (${textOf(error)}); its lines are lost while it does: ${message}\n`,
+      );
+    };
+    safe[level] = (message, fields) => {
+      try {
+        const done: unknown = target[level]?.call(logger, message, fields);
+        // An async logger: its rejection is no unhandled rejection either.
+        if (typeof (done as PromiseLike<unknown> | undefined)?.then === 'function') {
+          Promise.resolve(done).catch((error: unknown) => failed(error, message));
+        }
+      } catch (error) {
+        failed(error, message);
+      }
+    };
+  }
+  return safe as L;
+}
+
+/** What a logger threw, as text, whatever it threw (a value with no string form included). */
+function textOf(error: unknown): string {
+  try {
+    return error instanceof Error ? error.message : String(error);
+  } catch {
+    return 'a value with no text';
+  }
 }

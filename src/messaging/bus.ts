@@ -454,7 +454,7 @@ export class Bus<C extends Contracts = NoContracts> {
             const context = currentContext();
             const timed = context instanceof HandlerRun ? context : undefined;
             timed?.pauseLimit();
-            await unitOfWork.runHandler(consumer, message.id, async (work) => {
+            await unitOfWork.runHandler(consumer, message.id, async (work, settled) => {
               timed?.resumeLimit();
               // Its turn came after a close gave up on it (its message handed back, to be handled
               // again): it runs nothing, and its unit of work rolls back.
@@ -477,6 +477,10 @@ export class Bus<C extends Contracts = NoContracts> {
                   }))(),
                 signal,
               );
+              if (signal.aborted) throw signal.reason;
+              // The calls it made and did not await are its time too (a forgotten await on a call that
+              // never ends held the unit, and every other unit of the process, past its limit).
+              await untilAborted(settled(), signal);
               if (signal.aborted) throw signal.reason;
               // It returned within its limit: the wait for the commit (shared with the other units of
               // a SQLite batch) is not its time, and its attempt no longer times out.

@@ -5,7 +5,13 @@
 export interface HandlerUnitOfWork<W> {
   /**
    * Runs `handle` in a unit of work whose first write marks `messageId` handled by `consumer`.
-   * Resolves `false`, running nothing, when the mark was already committed.
+   * Resolves `false`, running nothing, when the mark was already committed. `settled` waits for the
+   * calls the handler made on `work` and did not await (and those their continuations make), so that
+   * the handler's time limit covers them too.
    */
-  runHandler(consumer: string, messageId: string, handle: (work: W) => Promise<void>): Promise<boolean>;
+  runHandler(
+    consumer: string,
+    messageId: string,
+    handle: (work: W, settled: () => Promise<unknown>) => Promise<void>,
+  ): Promise<boolean>;
 }

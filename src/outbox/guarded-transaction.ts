@@ -57,15 +57,16 @@ export function doomedBy(error: unknown): Error {
 }
 
 /**
- * The error a unit of work rejects with when a call its callback did not wait for failed (see
- * `UnitOfWork.untilCallsSettled`): rolled back, as if the callback had thrown it.
+ * The error a unit of work rejects with when one of its calls failed and its callback resolved all
+ * the same (the call caught, chained, or not awaited; see `UnitOfWork.untilCallsSettled`): rolled
+ * back, as if the callback had thrown it.
  */
-export function unwaitedFailed(error: unknown): Error {
+export function callFailed(error: unknown): Error {
   return passedOn(error)
     ? error
     : new UnitOfWorkRolledBackError(
         { cause: error },
-        'the unit of work was rolled back: a call its callback made and did not await (a forgotten await?) failed, so nothing of it was kept',
+        'the unit of work was rolled back: one of its calls failed (caught, chained or not awaited), so nothing of it was kept',
       );
 }
 

@@ -1,4 +1,5 @@
 import { afterEach, expect, it, vi } from 'vitest';
+import { z } from 'zod';
 import { createBus } from '../connect/create-bus.js';
 import { isConcurrencyError } from '../eventstore/errors.js';
 import { MemoryEventStoreBackend } from '../eventstore/memory/memory-backend.js';
@@ -6,6 +7,7 @@ import { EventStore } from '../eventstore/store.js';
 import { uuidv7 } from '../ids/uuidv7.js';
 import { silentLogger } from '../logging/logger.js';
 import { testOutbox } from '../testing/outbox-contract.js';
+import { waitFor } from '../testing/wait.js';
 import { VirtualClock } from '../time/clock.js';
 import { MemoryOutboxStorage } from './memory-outbox-storage.js';
 import { createOutbox } from './outbox.js';
@@ -213,6 +215,55 @@ it('refuses a clock without now or setTimeout (INVALID_OPTIONS) and starts nothi
     // Nor did the store learn of an outbox that does not exist.
     expect(closeWith).not.toHaveBeenCalled();
   } finally {
+    await store.close();
+    await bus.close();
+  }
+});
+
+it("times a transactional handler's calls it did not await: one that never ends is rolled back at the limit, and the store is free", async () => {
+  // Must not happen: the unit held open past its limit, every other unit of the process waiting
+  // behind it. Must not be lost: the message, dead-lettered with reason kind timeout.
+  const never = {
+    '~standard': {
+      version: 1 as const,
+      vendor: 'test',
+      // An asynchronous check that never answers: the publish it guards never ends.
+      validate: () => new Promise<never>(() => {}),
+    },
+  };
+  const bus = await createBus({
+    url: `memory://outbox-${uuidv7()}`,
+    service: 'orders',
+    logger: silentLogger,
+    contracts: { 'job.run': z.object({ n: z.number() }), 'slow.check': never },
+  });
+  const store = new EventStore(new MemoryEventStoreBackend(), { logger: silentLogger });
+  const outbox = await createOutbox({ store, bus, logger: silentLogger });
+  try {
+    await bus.subscribe(
+      'job.run',
+      async (_message, { work }) => {
+        await work.append('job-1', [{ type: 'Ran', data: {} }]);
+        void work.publish('slow.check', {}); // a forgotten await, on a call that never ends
+      },
+      { group: 'jobs', unitOfWork: outbox, handlerTimeoutMs: 200, maxAttempts: 1 },
+    );
+    await bus.publish('job.run', { n: 1 });
+    await waitFor(
+      async () => (await bus.listDeadLetters({ group: 'jobs' })).length === 1,
+      'the dead letter',
+      3000,
+    );
+    const [dead] = await bus.listDeadLetters({ group: 'jobs' });
+    expect(dead?.reason.kind).toBe('timeout');
+    expect(await store.readStream('job-1')).toEqual([]);
+    // The store is free: another unit of work runs and commits.
+    await outbox.unitOfWork((work) =>
+      work.append('job-2', [{ type: 'Ran', data: {} }]).then(() => undefined),
+    );
+    expect(await store.readStream('job-2')).toHaveLength(1);
+  } finally {
+    await outbox.close();
     await store.close();
     await bus.close();
   }

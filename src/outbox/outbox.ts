@@ -25,7 +25,7 @@ import type { HandlerUnitOfWork } from '../messaging/transactional.js';
 import { assertClock, type Clock, type ClockTimer, systemClock } from '../time/clock.js';
 import { keepingAlive } from '../time/keep-alive.js';
 import { OutboxClosedError, OutboxUnhealthyError, UnitOfWorkUnsupportedError } from './errors.js';
-import { doomedBy, guarded, lostRace, passedOn, unwaitedFailed } from './guarded-transaction.js';
+import { callFailed, doomedBy, guarded, lostRace, passedOn } from './guarded-transaction.js';
 import { InFlight } from './in-flight.js';
 import { MemoryOutboxStorage } from './memory-outbox-storage.js';
 import {
@@ -193,8 +193,13 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
               let value: T;
               try {
                 value = await openUnits.run(frame, () => work(unit));
-                const unwaited = await unit.untilCallsSettled();
-                if (unwaited !== undefined && failure === undefined) throw unwaitedFailed(unwaited.error);
+                const failed = await unit.untilCallsSettled();
+                // The first call to fail is the cause (not a write's failure that came after one of
+                // Ferry's own checks refused a call: a lost race then would run the unit again, hopelessly),
+                // unless the store failed under the unit (passed on as it is, below).
+                if (failed !== undefined && !(failure !== undefined && passedOn(failure.error))) {
+                  throw failed.error === failure?.error ? doomedBy(failed.error) : callFailed(failed.error);
+                }
               } catch (error) {
                 // Its own SQL ended the transaction: throwing no longer undoes what came before. Or
                 // the store failed under it: that, not what the work made of it, is the outcome.
@@ -209,7 +214,6 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
             } finally {
               frame.open = false;
               unit.end();
-              unit.forgetCalls();
             }
           });
           // Scheduled rows too: the relay sets its next wake-up from the earliest due row.
@@ -350,7 +354,7 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
   runHandler(
     consumer: string,
     messageId: string,
-    handle: (work: UnitOfWork<C>) => Promise<void>,
+    handle: (work: UnitOfWork<C>, settled: () => Promise<unknown>) => Promise<void>,
     options: UnitOfWorkOptions = {},
   ): Promise<boolean> {
     try {
@@ -361,7 +365,7 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
     }
     return this.unitOfWork(async (work) => {
       if (!(await work.tx.markHandled(consumer, messageId, this.clock.now()))) return false;
-      await handle(work);
+      await handle(work, () => work.untilCallsSettled());
       return true;
     }, options);
   }

@@ -15,6 +15,7 @@ import { expiryOf } from '../messaging/expiry.js';
 import type { Clock } from '../time/clock.js';
 import { endOfTurn } from '../time/end-of-turn.js';
 import { MAX_TIMER_MS } from '../time/max-timer.js';
+import { doomedBy } from './guarded-transaction.js';
 import { lookupIds } from './outbox-options.js';
 import { outboxRow } from './outbox-row.js';
 import type { StorageTransaction } from './storage.js';
@@ -63,12 +64,8 @@ export class UnitOfWork<C extends Contracts = NoContracts> {
   #ended = false;
   /** Calls under way (see {@link untilCallsSettled}). */
   readonly #calls = new Set<Call>();
-  /** The callback has returned, and its calls not awaited are being waited for. */
-  #settling = false;
-  /** The first of those calls to fail. */
-  #unwaitedFailure: { readonly error: unknown } | undefined = undefined;
-  /** Calls that failed while the callback ran, to look at once it returned. */
-  readonly #failedEarly: { readonly promise: CallPromise<unknown>; readonly error: unknown }[] = [];
+  /** The first call of the unit to fail, awaited or not, caught or not. */
+  #failure: { readonly error: unknown } | undefined = undefined;
 
   /** @internal Use `outbox.unitOfWork`. */
   constructor(tx: StorageTransaction, bus: Bus<C>, clock: Clock) {
@@ -91,81 +88,49 @@ export class UnitOfWork<C extends Contracts = NoContracts> {
    * @internal Waits, once the callback resolved, for the calls it made and did not wait for (a
    * forgotten `await`: `work.publish(…)` just before returning), and for any they make in turn, so
    * that they belong to the commit instead of being refused after it (state kept, message lost).
-   * Resolves the first of their failures, if any, which the caller turns into a rollback: the
-   * callback never saw it. Their own promises are then marked handled, the error reaching the caller
-   * through the unit of work's rejection instead of as an unhandled rejection.
+   * Resolves the first call of the unit that failed, if any, which the caller turns into a rollback:
+   * awaited and caught, chained (`.then`, `Promise.all`) or never looked at, a call that failed is
+   * part of the unit that failed, as a write's failure dooms it.
    */
   async untilCallsSettled(): Promise<{ readonly error: unknown } | undefined> {
-    // A call that failed before the callback returned, its promise never looked at (`void
-    // work.lock('')`, an argument refused at once): nobody saw it fail.
-    for (const failed of this.#failedEarly) {
-      if (failed.promise.observed) continue;
-      this.#unwaitedFailure ??= { error: failed.error };
-      failed.promise.catch(() => {});
-    }
-    this.#failedEarly.length = 0;
-    this.#settling = true;
     // Every call awaited (the usual case): nothing to wait for, not even a turn.
-    if (this.#calls.size === 0) return this.#unwaitedFailure;
-    do {
-      while (this.#calls.size > 0) {
-        const unwaited = [...this.#calls];
-        for (const call of unwaited) call.promise.catch(() => {});
-        await Promise.all(unwaited.map((call) => call.settled));
-      }
+    while (this.#calls.size > 0) {
+      while (this.#calls.size > 0) await Promise.all([...this.#calls].map((call) => call.settled));
       // What those calls' continuations call next (`.then(() => work.publish(…))`) is called in
       // promise continuations, every one of which has run by the end of this turn.
       await endOfTurn();
-    } while (this.#calls.size > 0);
-    return this.#unwaitedFailure;
-  }
-
-  /**
-   * @internal Once the unit of work ended otherwise (its callback threw, a write doomed it): the
-   * calls still under way fail as calls on an ended unit, and that is no news to anyone; their
-   * promises are marked handled, so that a forgotten `await` does not end the process with an
-   * unhandled rejection beside the unit of work's own.
-   */
-  forgetCalls(): void {
-    for (const call of this.#calls) call.promise.catch(() => {});
-    for (const failed of this.#failedEarly) failed.promise.catch(() => {});
+    }
+    return this.#failure;
   }
 
   /** Counts `promise` among the calls under way until it settles, and resolves what it does. */
   #track<T>(promise: Promise<T>): Promise<T> {
+    // Made once the unit ended: refused (see #assertOpen), and the caller's to see, as any rejection.
+    if (this.#ended) return promise;
     let settle!: () => void;
     const call: Call = {
       settled: new Promise<void>((resolve) => {
         settle = resolve;
       }),
-      promise: undefined as unknown as CallPromise<unknown>,
     };
     this.#calls.add(call);
-    const tracked: CallPromise<T> = new CallPromise<T>((resolve, reject) => {
-      promise.then(
-        (value) => {
-          this.#calls.delete(call);
-          settle();
-          resolve(value);
-        },
-        (error: unknown) => {
-          // Failed once the callback had returned: the callback cannot have seen it. Failed before:
-          // seen if the callback looked at the call's promise (see untilCallsSettled).
-          if (this.#settling) this.#unwaitedFailure ??= { error };
-          else this.#failedEarly.push({ promise: tracked, error });
-          this.#calls.delete(call);
-          settle();
-          reject(error);
-        },
-      );
-    });
-    call.promise = tracked;
-    // Its failure is the unit's (see untilCallsSettled), never an unhandled rejection, even while the
-    // callback, not looking at it, awaits something else (which ended the process). Through
-    // Promise's own `then`, so that the call still counts as not looked at.
-    Promise.prototype.then.call(tracked, undefined, () => {});
-    // Made by a continuation of a call the callback did not await: reported through the unit.
-    if (this.#settling) tracked.catch(() => {});
+    const tracked = promise.then(
+      (value) => {
+        this.#calls.delete(call);
+        settle();
+        return value;
+      },
+      (error: unknown) => {
+        this.#failure ??= { error };
+        this.#calls.delete(call);
+        settle();
+        throw error;
+      },
+    );
+    // Its failure is the unit's (it rolls back, or rejects with the callback's own error), never an
+    // unhandled rejection beside it, even while the callback awaits something else (which ended the
+    // process).
+    tracked.catch(() => {});
     return tracked;
   }
 
@@ -175,6 +140,9 @@ export class UnitOfWork<C extends Contracts = NoContracts> {
         'this unit of work has ended: use the work object only inside its callback, and await every call',
       );
     }
+    // One of its calls failed (one of Ferry's own checks included): the unit is doomed, and every
+    // later call rejects at once, as after a failed write.
+    if (this.#failure !== undefined) throw doomedBy(this.#failure.error);
   }
 
   /** The driver's transaction handle: a `pg` client on PostgreSQL, a `better-sqlite3` database on SQLite. */
@@ -402,29 +370,4 @@ function expiringFromDue(options: OutboxPublishOptions, dueAt: number): OutboxPu
 /** A call of a unit of work under way (see {@link UnitOfWork.untilCallsSettled}). */
 interface Call {
   readonly settled: Promise<void>;
-  /** The promise the caller got. */
-  promise: CallPromise<unknown>;
-}
-
-/**
- * The promise a call of a unit of work resolves: it knows whether anyone looked at it (`await`,
- * `then`, `catch`, `finally` and `Promise.all` all call `then`), so that a call that failed unseen
- * rolls the unit of work back instead of its failure going by as an unhandled rejection after the
- * commit. What `then` makes is a plain promise.
- */
-class CallPromise<T> extends Promise<T> {
-  static override get [Symbol.species](): PromiseConstructor {
-    return Promise;
-  }
-
-  observed = false;
-
-  // biome-ignore lint/suspicious/noThenProperty: a promise itself, which only notes that it was looked at
-  override then<R1 = T, R2 = never>(
-    onFulfilled?: ((value: T) => R1 | PromiseLike<R1>) | null,
-    onRejected?: ((reason: unknown) => R2 | PromiseLike<R2>) | null,
-  ): Promise<R1 | R2> {
-    this.observed = true;
-    return super.then(onFulfilled, onRejected);
-  }
 }

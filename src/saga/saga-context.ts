@@ -149,6 +149,13 @@ export class SagaContext<C extends Contracts, S extends string, D> {
    */
   publish<K extends TypeOf<C>>(type: K, data: DataIn<C, K>, options: SagaPublishOptions = {}): this {
     this.#open('publish');
+    // Spread over the saga's key, null or a number would be taken for no options at all.
+    if (options === null || typeof options !== 'object' || Array.isArray(options)) {
+      throw new SagaDefinitionError(
+        this.saga,
+        `instance "${this.id}": the options of message "${String(type)}" must be an object, not ${describeValue(options)}`,
+      );
+    }
     this.effects.push({ kind: 'publish', type, data, options });
     return this;
   }
@@ -275,6 +282,9 @@ export class SagaContext<C extends Contracts, S extends string, D> {
 function whenProblem(when: unknown): string | undefined {
   const wanted = `needs exactly one of delayMs (an integer from 0 to ${MAX_TIMER_MS}) and at (a valid Date)`;
   if (when === null || typeof when !== 'object') return `${wanted}, not ${describeValue(when)}`;
+  // A misspelt key (`delayMS`) or a publish option would be dropped without a word.
+  const other = Object.keys(when).find((key) => key !== 'delayMs' && key !== 'at');
+  if (other !== undefined) return `${wanted}, and nothing else, not ${JSON.stringify(other)}`;
   const { delayMs, at } = when as { delayMs?: unknown; at?: unknown };
   if ((delayMs === undefined) === (at === undefined)) return `${wanted}, not ${describeValue(when)}`;
   if (delayMs !== undefined) {

@@ -235,6 +235,10 @@ describe('order saga on the memory store and bus', () => {
       'refused-timeout-message': (saga) =>
         void saga.schedule('t', 'stock.reserve', { orderId: 42 } as never, { delayMs: 10 }),
       'unknown-type': (saga) => void saga.send('no such type' as never, {} as never),
+      // A misspelt key beside a good one was dropped; null options were spread as none.
+      'misspelt-when': (saga) => void saga.schedule('t', { at: new Date(), delayMS: 5 } as never),
+      'null-options': (saga) => void saga.send('stock.reserve', { orderId: saga.id }, null as never),
+      'number-options': (saga) => void saga.publish('stock.reserve', { orderId: saga.id }, 5 as never),
     };
     const asking = defineSaga({
       name: 'asking',
@@ -270,6 +274,10 @@ describe('order saga on the memory store and bus', () => {
       /message "stock\.reserve" could not be sent: message of type "stock\.reserve" failed its schema/,
     );
     expect(reasons['refused-timeout-message']).toMatch(/the message of timeout "t" could not be sent/);
+    expect(reasons['misspelt-when']).toMatch(/timeout "t" needs .*, and nothing else, not "delayMS"$/);
+    expect(reasons['null-options']).toMatch(
+      /the options of message "stock\.reserve" must be an object, not null$/,
+    );
     expect(s.sent('stock.reserve')).toEqual([]);
     expect(await s.outbox.scheduled()).toEqual([]);
   });

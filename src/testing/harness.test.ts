@@ -316,6 +316,15 @@ describe('createTestHarness', () => {
       code: 'INVALID_OPTIONS',
       message: expect.stringMatching(/^setup must be a function/),
     });
+    // null was taken for the silent default, and a broken logger was named as createBus's.
+    for (const logger of [null, {}]) {
+      await expect(start({ logger: logger as never })).rejects.toMatchObject({
+        code: 'INVALID_OPTIONS',
+        message: expect.stringMatching(
+          /^createTestHarness logger must have debug, info, warn, error functions/,
+        ),
+      });
+    }
   });
 
   it("refuses a stallMs or realTimeoutMs past a Node timer's longest (2 ** 31 fired at once: every handler timed out)", async () => {

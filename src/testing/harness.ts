@@ -8,6 +8,7 @@ import { checkOptions, knownOptions } from '../errors/options-object.js';
 import { MemoryEventStoreBackend } from '../eventstore/memory/memory-backend.js';
 import { EventStore } from '../eventstore/store.js';
 import { type Logger, silentLogger } from '../logging/logger.js';
+import { loggerOption } from '../logging/logger-option.js';
 import type { Bus, SubscriptionDefaults } from '../messaging/bus.js';
 import type { Contracts, NoContracts } from '../messaging/contracts.js';
 import type { Envelope, Message } from '../messaging/envelope.js';
@@ -508,7 +509,7 @@ export async function createTestHarness<C extends Contracts = NoContracts>(
   }
   const clock = options.clock ?? new VirtualClock({ start: Date.now() });
   if (!(clock instanceof VirtualClock)) throw new InvalidOptionsError('clock must be a VirtualClock');
-  const logger = options.logger ?? silentLogger;
+  const logger = loggerOption('createTestHarness', options.logger) ?? silentLogger;
   const name = `harness-${randomUUID()}`;
   const inner = new MemoryTransport({ broker: MemoryBroker.named(name, { clock }) });
 

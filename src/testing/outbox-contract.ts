@@ -101,7 +101,7 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
     /** The calls of a unit of work the forgotten-await test leaves unawaited. */
     type ForgottenCalls = Pick<
       UnitOfWork<{ 'order.placed': z.ZodObject<{ orderId: z.ZodString }> }>,
-      'lock' | 'schedule' | 'cancel' | 'readStream'
+      'lock' | 'schedule' | 'cancel' | 'readStream' | 'publish'
     >;
 
     describe('outbox', () => {
@@ -199,7 +199,9 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
           })
           .catch((e: unknown) => e);
         expect(error).toMatchObject({ code: 'UNIT_OF_WORK_ROLLED_BACK', cause: { code: 'MESSAGE_INVALID' } });
-        expect(String((error as Error).message)).toMatch(/did not await/);
+        expect(String((error as Error).message)).toMatch(
+          /one of its calls failed \(caught, chained or not awaited\)/,
+        );
         expect(await store.readStream('order-u2')).toEqual([]);
         await outbox.flush();
         expect(received).toHaveLength(1);
@@ -224,12 +226,41 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
           expect(early, name).toMatchObject({ code: 'UNIT_OF_WORK_ROLLED_BACK' });
           expect(await store.readStream(`order-early-${name}`), name).toEqual([]);
         }
-        // The same failure seen by the callback (caught) is the callback's to handle: committed.
-        await outbox.unitOfWork(async (work) => {
-          await work.append('order-early-seen', [{ type: 'OrderPlaced', data: {} }]);
-          await work.lock('').catch(() => {});
-        });
-        expect(await store.readStream('order-early-seen')).toHaveLength(1);
+        // The same failure seen by the callback and caught, or passed into a promise of the callback's
+        // own (a `.then` chain, `Promise.all`) while it awaits something else: rolled back all the same,
+        // as a write that failed dooms the unit (a chain committed the append without its message).
+        const pause = () => new Promise((resolve) => setTimeout(resolve, 20));
+        for (const [name, failing] of [
+          ['caught', (work: ForgottenCalls) => work.lock('').catch(() => {})],
+          [
+            'then',
+            (work: ForgottenCalls) =>
+              void work
+                .publish('order.placed', { orderId: 5 } as never)
+                .then(() => work.publish('order.placed', { orderId: 'then' }))
+                .catch(() => {}),
+          ],
+          [
+            'all',
+            (work: ForgottenCalls) =>
+              void Promise.all([
+                work.publish('order.placed', { orderId: 'all' }),
+                work.publish('order.placed', { orderId: 6 } as never),
+              ]).catch(() => {}),
+          ],
+        ] as const) {
+          const seen = await outbox
+            .unitOfWork(async (work) => {
+              await work.append(`order-seen-${name}`, [{ type: 'OrderPlaced', data: {} }]);
+              await failing(work);
+              await pause();
+            })
+            .catch((e: unknown) => e);
+          expect(seen, name).toMatchObject({ code: 'UNIT_OF_WORK_ROLLED_BACK' });
+          expect(await store.readStream(`order-seen-${name}`), name).toEqual([]);
+        }
+        await outbox.flush();
+        expect(received).toHaveLength(1);
 
         // A chain of calls none of which was awaited, its last one failing: all of it rolled back.
         const chained = await outbox
@@ -306,6 +337,49 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
           }).not.toThrow();
           await expect(call).rejects.toMatchObject({ code: 'INVALID_OPTIONS' });
         }
+        // Not looked at, it is its caller's unhandled rejection, never swallowed: the message it was
+        // to send is lost, and the process must hear of it (it went by without a trace).
+        const heard: unknown[] = [];
+        const others = process.listeners('unhandledRejection');
+        process.removeAllListeners('unhandledRejection');
+        process.on('unhandledRejection', (reason) => void heard.push(reason));
+        try {
+          void lateCalls[0]?.();
+          await new Promise((resolve) => setTimeout(resolve, 20));
+        } finally {
+          process.removeAllListeners('unhandledRejection');
+          for (const listener of others) process.on('unhandledRejection', listener);
+        }
+        expect(heard).toMatchObject([{ code: 'INVALID_OPTIONS' }]);
+      });
+
+      it('dooms a unit of work at its first failed call, caught or not: later calls reject at once, that failure is the cause, and it is not run again', async () => {
+        const { store, outbox } = await setup();
+        await store.append('order-doom', [{ type: 'OrderPlaced', data: {} }]);
+        let runs = 0;
+        const later: unknown[] = [];
+        const doomed = await outbox
+          .unitOfWork(async (work) => {
+            runs++;
+            await work.publish('order.placed', { orderId: 42 } as never).catch(() => {});
+            // A write after it would have lost a race (version 5 of a stream at 0): that would make
+            // the unit look worth running again. It is refused at once instead, reaching no store.
+            await work
+              .append('order-doom', [{ type: 'Late', data: {} }], { expectedVersion: 5 })
+              .catch((e: unknown) => later.push(e));
+            await work.readStream('order-doom').catch((e: unknown) => later.push(e));
+          })
+          .catch((e: unknown) => e);
+        expect(doomed).toMatchObject({
+          code: 'UNIT_OF_WORK_ROLLED_BACK',
+          cause: { code: 'MESSAGE_INVALID' },
+        });
+        expect(later).toMatchObject([
+          { code: 'UNIT_OF_WORK_ROLLED_BACK', cause: { code: 'MESSAGE_INVALID' } },
+          { code: 'UNIT_OF_WORK_ROLLED_BACK', cause: { code: 'MESSAGE_INVALID' } },
+        ]);
+        expect(runs).toBe(1);
+        expect(await store.readStream('order-doom')).toHaveLength(1);
       });
 
       it('refuses a message its contract refuses, in the unit of work', async () => {
@@ -1443,11 +1517,13 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
             (await work.readStream('order-rs', { direction: 'backward', limit: 1 })).map((e) => e.type),
           ).toEqual(['ItemAdded']);
           expect(await store.readStream('order-rs')).toHaveLength(1);
-          await expect(work.readStream('order-rs', { limit: -1 })).rejects.toMatchObject({
-            code: 'INVALID_EVENT',
-          });
         });
         expect(await store.readStream('order-rs')).toHaveLength(2);
+        await expect(
+          outbox.unitOfWork((work) => work.readStream('order-rs', { limit: -1 })),
+        ).rejects.toMatchObject({
+          code: 'INVALID_EVENT',
+        });
       });
 
       it('runs many command handlers in concurrent units of work without a second connection each', async () => {
@@ -1494,14 +1570,15 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
         expect(runs).toBe(12);
         expect(most).toBe(1);
         expect(await store.readStream('hot-1')).toHaveLength(13);
-        // Keys that are not strings, or none at all, are refused before anything is locked.
+        // Keys that are not strings, or none at all, are refused before anything is locked (PostgreSQL
+        // text cannot hold NUL: refused alike on every backend, never a raw driver error).
+        for (const keys of [[], [''], [42], ['x'.repeat(1001)], ['a\u0000b']] as string[][]) {
+          await expect(
+            outbox.unitOfWork((work) => work.lock(...(keys as [string])).then(() => 'locked')),
+            JSON.stringify(keys),
+          ).rejects.toMatchObject({ code: 'INVALID_OPTIONS' });
+        }
         await outbox.unitOfWork(async (work) => {
-          await expect(work.lock()).rejects.toMatchObject({ code: 'INVALID_OPTIONS' });
-          await expect(work.lock('')).rejects.toMatchObject({ code: 'INVALID_OPTIONS' });
-          await expect(work.lock(42 as unknown as string)).rejects.toMatchObject({ code: 'INVALID_OPTIONS' });
-          await expect(work.lock('x'.repeat(1001))).rejects.toMatchObject({ code: 'INVALID_OPTIONS' });
-          // PostgreSQL text cannot hold NUL: refused alike on every backend, never a raw driver error.
-          await expect(work.lock('a\u0000b')).rejects.toMatchObject({ code: 'INVALID_OPTIONS' });
           await work.lock('x'.repeat(1000), 'é ☃ \u{1F600}');
         });
       });

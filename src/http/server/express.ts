@@ -75,7 +75,7 @@ export interface FerryContextOptions extends RequestContextOptions, ProblemOptio
  */
 export function ferryContext(options: FerryContextOptions = {}): RequestHandler {
   checkOptions('ferryContext', options, SERVER_OPTION_NAMES.context);
-  loggerOption('ferryContext', options.logger, ['error']);
+  options = withGuardedLogger('ferryContext', options);
   const contextOptions: RequestContextOptions = requestContextOptionsOf(options);
   return (req, res, next) => {
     const scope = openRequestScope(req, res, contextOptions);
@@ -134,7 +134,7 @@ export interface FerryErrorsOptions extends ProblemOptions {}
  */
 export function ferryErrors(options: FerryErrorsOptions = {}): ErrorRequestHandler {
   checkOptions('ferryErrors', options, SERVER_OPTION_NAMES.problem);
-  loggerOption('ferryErrors', options.logger, ['error']);
+  options = withGuardedLogger('ferryErrors', options);
   return (error, req, res, _next) => {
     /** What came too late for a problem document: for the operator only. */
     const logLate = (message: string) =>
@@ -162,7 +162,7 @@ export function ferryErrors(options: FerryErrorsOptions = {}): ErrorRequestHandl
 /** Answers any request that reached it with a 404 problem; use it after the routes. */
 export function ferryNotFound(options: ProblemOptions = {}): RequestHandler {
   checkOptions('ferryNotFound', options, SERVER_OPTION_NAMES.problem);
-  loggerOption('ferryNotFound', options.logger, ['error']);
+  options = withGuardedLogger('ferryNotFound', options);
   return (req, res) => {
     // A path that is not valid percent-encoding is the client's mistake (400), as Fastify answers
     // it; Express finds it only when a route decodes a parameter from it, and fell through to 404.
@@ -206,7 +206,8 @@ export function ferryIdempotency(options: FerryIdempotencyOptions): RequestHandl
     ...SERVER_OPTION_NAMES.problem,
   ]);
   const guard = new IdempotencyGuard(options);
-  const logger = loggerOption('ferryIdempotency', options.logger, ['error']) ?? stderrProblemLogger;
+  options = withGuardedLogger('ferryIdempotency', options);
+  const logger = options.logger ?? stderrProblemLogger;
   return (req, res, next) => {
     if (!guard.applies(req.method, req.headers)) {
       next();
@@ -410,4 +411,10 @@ function lateErrorText(error: unknown): string {
   } catch {
     return 'an error whose message cannot be read';
   }
+}
+
+/** `options` with its logger checked and kept from throwing (see `loggerOption`). */
+function withGuardedLogger<O extends ProblemOptions>(where: string, options: O): O {
+  const logger = loggerOption(where, options.logger, ['error']);
+  return logger === undefined ? options : { ...options, logger };
 }
