@@ -1,4 +1,5 @@
 import { describeValue } from '../errors/describe-value.js';
+import { errorText } from '../errors/error-text.js';
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 
 const LEVELS = ['debug', 'info', 'warn', 'error'] as const;
@@ -44,7 +45,7 @@ function guarded<L>(logger: L, levels: readonly string[]): L {
       if (reported.has(level)) return;
       reported.add(level);
       process.stderr.write(
-        `ferry: the logger's ${level} threw (${textOf(error)}); its lines are lost while it does: ${message}\n`,
+        `ferry: the logger's ${level} threw (${errorText(error, 'a value with no text')}); its lines are lost while it does: ${message}\n`,
       );
     };
     safe[level] = (message, fields) => {
@@ -60,13 +61,4 @@ function guarded<L>(logger: L, levels: readonly string[]): L {
     };
   }
   return safe as L;
-}
-
-/** What a logger threw, as text, whatever it threw (a value with no string form included). */
-function textOf(error: unknown): string {
-  try {
-    return error instanceof Error ? error.message : String(error);
-  } catch {
-    return 'a value with no text';
-  }
 }

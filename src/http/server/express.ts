@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { ErrorRequestHandler, Request, RequestHandler } from 'express';
 import { runWithContext } from '../../context/context.js';
+import { errorText } from '../../errors/error-text.js';
 import { isFerryError } from '../../errors/ferry-error.js';
 import { checkOptions } from '../../errors/options-object.js';
 import { loggerOption } from '../../logging/logger-option.js';
@@ -142,7 +143,7 @@ export function ferryErrors(options: FerryErrorsOptions = {}): ErrorRequestHandl
         correlationId: ferryContextOf(req)?.correlationId,
         method: req.method,
         path: req.path,
-        error: lateErrorText(error),
+        error: errorText(error, 'an error whose message cannot be read'),
       });
     if (res.writableEnded) {
       logLate('error after the response was sent');
@@ -247,7 +248,7 @@ export function ferryIdempotency(options: FerryIdempotencyOptions): RequestHandl
                   logger.error('idempotency store failed', {
                     correlationId: ferryContextOf(req)?.correlationId,
                     key,
-                    error: lateErrorText(error),
+                    error: errorText(error, 'an error whose message cannot be read'),
                   }),
                 ),
               refuse: (error) => sendProblem(req, res, error, options),
@@ -402,15 +403,6 @@ function sendProblem(
   res.setHeader('content-type', PROBLEM_CONTENT_TYPE);
   res.setHeader('content-length', Buffer.byteLength(body));
   res.end(body);
-}
-
-/** `error`'s message for the log, whatever reading it throws. */
-function lateErrorText(error: unknown): string {
-  try {
-    return error instanceof Error ? error.message : String(error);
-  } catch {
-    return 'an error whose message cannot be read';
-  }
 }
 
 /** `options` with its logger checked and kept from throwing (see `loggerOption`). */
