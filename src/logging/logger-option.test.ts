@@ -18,6 +18,21 @@ import { loggerOption } from './logger-option.js';
 
 const refused = { name: 'InvalidOptionsError', code: 'INVALID_OPTIONS' };
 
+/** A logger whose levels do nothing, but for those given. */
+function sinkWith(levels: Partial<Record<'debug' | 'info' | 'warn' | 'error', () => unknown>>): Logger {
+  return { debug() {}, info() {}, warn() {}, error() {}, ...levels } as Logger;
+}
+
+/** What is written to stderr until `restore()`, written nowhere else. */
+function captureStderr(): { written: string[]; restore: () => void } {
+  const written: string[] = [];
+  const write = vi.spyOn(process.stderr, 'write').mockImplementation((chunk) => {
+    written.push(String(chunk));
+    return true;
+  });
+  return { written, restore: () => write.mockRestore() };
+}
+
 describe('loggerOption', () => {
   it('takes undefined, console, silentLogger, a pino-style object and a class instance, calling their own methods', () => {
     expect(loggerOption('x', undefined)).toBeUndefined();
@@ -46,26 +61,28 @@ describe('loggerOption', () => {
     expect(lines).toEqual(['warn careful', 'sink broken {"id":7}', 'only here']);
   });
 
+  it('wraps a logger once: one it already kept from throwing is handed back as it is', () => {
+    const once = loggerOption<Logger>('x', console);
+    expect(once).not.toBe(console);
+    expect(loggerOption('y', once)).toBe(once);
+    // Kept for the error level only, it still lacks the others where every level is needed.
+    const errorOnly = loggerOption('x', { error() {} }, ['error']);
+    expect(() => loggerOption('y', errorOnly)).toThrow(/it has no debug, info, warn/);
+  });
+
   it('keeps a logger that throws from stopping its caller, and says so on stderr once per level', () => {
-    const written: string[] = [];
-    const write = vi.spyOn(process.stderr, 'write').mockImplementation((chunk) => {
-      written.push(String(chunk));
-      return true;
-    });
+    const { written, restore } = captureStderr();
     try {
-      const closedSink = {
-        debug() {},
-        info() {},
+      const closedSink = sinkWith({
         warn() {
           throw new Error('log sink closed');
         },
-        error() {},
-      };
+      });
       const logger = loggerOption<Logger>('x', closedSink);
       expect(() => logger?.warn('first')).not.toThrow();
       expect(() => logger?.warn('second')).not.toThrow();
     } finally {
-      write.mockRestore();
+      restore();
     }
     expect(written).toEqual([
       "ferry: the logger's warn threw (log sink closed); its lines are lost while it does: first\n",
@@ -73,18 +90,12 @@ describe('loggerOption', () => {
   });
 
   it('keeps a logger that throws a value with no text, or whose promise rejects, from stopping its caller', async () => {
-    const written: string[] = [];
-    const write = vi.spyOn(process.stderr, 'write').mockImplementation((chunk) => {
-      written.push(String(chunk));
-      return true;
-    });
+    const { written, restore } = captureStderr();
     const unhandled: unknown[] = [];
     const onUnhandled = (reason: unknown) => void unhandled.push(reason);
     process.on('unhandledRejection', onUnhandled);
     try {
-      const odd = {
-        debug() {},
-        info() {},
+      const odd = sinkWith({
         // String() of a null-prototype object throws: the guard threw, and a subscription stopped.
         warn() {
           throw Object.create(null);
@@ -92,13 +103,13 @@ describe('loggerOption', () => {
         async error() {
           throw new Error('async sink closed');
         },
-      };
+      });
       const logger = loggerOption<Logger>('x', odd);
       expect(() => logger?.warn('w')).not.toThrow();
       expect(() => logger?.error('e')).not.toThrow();
       await new Promise((resolve) => setTimeout(resolve, 20));
     } finally {
-      write.mockRestore();
+      restore();
       process.off('unhandledRejection', onUnhandled);
     }
     expect(unhandled).toEqual([]);
@@ -162,18 +173,12 @@ describe('a logger without its functions is refused where it is given, not at it
   it('a logger whose warn throws does not stop the relay: a refused message is set aside, the next one is delivered', async () => {
     const bus = await createBus({ url: `memory://logger-${uuidv7()}`, service: 's', logger: silentLogger });
     const store = await createEventStore({ url: 'memory://', logger: silentLogger });
-    const write = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    const { restore } = captureStderr();
     try {
-      const closedSink = {
-        debug() {},
-        info() {},
-        warn() {
-          throw new Error('log sink closed');
-        },
-        error() {
-          throw new Error('log sink closed');
-        },
+      const closed = () => {
+        throw new Error('log sink closed');
       };
+      const closedSink = sinkWith({ warn: closed, error: closed });
       const outbox = await createOutbox({
         store,
         bus,
@@ -189,7 +194,7 @@ describe('a logger without its functions is refused where it is given, not at it
       await waitFor(() => got.length === 1, 'the next message delivered');
       await outbox.close();
     } finally {
-      write.mockRestore();
+      restore();
       await bus.close();
       await store.close();
     }

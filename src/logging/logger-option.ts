@@ -28,8 +28,13 @@ export function loggerOption<L>(
       }`,
     );
   }
+  // Already kept from throwing (createBus hands its checked logger to the Bus, which checks it again).
+  if (GUARDED.has(logger as object)) return logger;
   return guarded(logger, levels);
 }
+
+/** The loggers `guarded` made, so that one is not wrapped again. */
+const GUARDED = new WeakSet<object>();
 
 /**
  * `logger` with each of `levels` kept from throwing: a logger whose sink failed (a closed stream, a
@@ -60,5 +65,6 @@ function guarded<L>(logger: L, levels: readonly string[]): L {
       }
     };
   }
+  GUARDED.add(safe);
   return safe as L;
 }
