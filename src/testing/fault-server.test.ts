@@ -152,6 +152,16 @@ describe('FaultServer', () => {
     await expect(call(url)).rejects.toThrow();
   });
 
+  it('refuses a script given after close(): no request could ever consume it', async () => {
+    const server = await start();
+    await server.close();
+    const closed = { name: 'InvalidOptionsError', message: expect.stringMatching(/is closed/) };
+    expect(() => server.enqueue({ status: 503 })).toThrow(expect.objectContaining(closed));
+    expect(() => server.route('GET', '/a', { status: 503 })).toThrow(expect.objectContaining(closed));
+    expect(() => server.setDefault({ status: 503 })).toThrow(expect.objectContaining(closed));
+    expect(server.pending).toBe(0);
+  });
+
   it('routes faults by method and path, each route with its own script', async () => {
     const server = await start();
     server.route('GET', '/users/42', { status: 503 }, { status: 404 });
@@ -192,8 +202,12 @@ describe('FaultServer', () => {
     expect(second).toMatchObject({ method: 'GET', path: '/gone', body: '' });
     expect(server.requests.filter((r) => r.path === '/gone')).toHaveLength(1);
 
+    // What was read is a snapshot: later requests and clear() leave it as it was.
+    const seen = server.requests;
+    await call(`${server.url}/later`);
     server.clear();
     expect(server.requests).toHaveLength(0);
+    expect(seen.map((r) => r.path)).toEqual(['/orders?x=1', '/gone']);
   });
 
   // Each was accepted: a misspelt key answered 200 (the test ran against a healthy server); the

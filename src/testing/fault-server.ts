@@ -96,9 +96,10 @@ export class FaultServer {
     return `http://127.0.0.1:${this.port}`;
   }
 
-  /** Every request received so far, oldest first. */
+  /** Every request received so far, oldest first: a copy, as it is when read. */
   get requests(): readonly RecordedRequest[] {
-    return this.#requests;
+    // A copy: one read before a later request or clear() stays as it was.
+    return [...this.#requests];
   }
 
   /** Scripted faults not consumed yet, routes included. */
@@ -108,6 +109,7 @@ export class FaultServer {
 
   /** Appends faults to the global script: each is the answer to one request, in order. */
   enqueue(...faults: Fault[]): this {
+    this.#assertOpen('enqueue');
     this.#script.push(...scriptAnswers('FaultServer.enqueue', faults));
     return this;
   }
@@ -119,6 +121,7 @@ export class FaultServer {
    * of Node's `METHODS`; the path printable ASCII as a request carries it (percent-encoded), or `*`.
    */
   route(method: string, path: string, ...faults: Fault[]): this {
+    this.#assertOpen('route');
     // Node answers a method it cannot parse with 400 itself: such a route could never run.
     if (typeof method !== 'string' || !METHODS.includes(method.toUpperCase())) {
       throw new InvalidOptionsError(
@@ -141,6 +144,7 @@ export class FaultServer {
 
   /** The answer when no scripted fault is left. */
   setDefault(fault: Fault): this {
+    this.#assertOpen('setDefault');
     this.#default = scriptAnswer('FaultServer.setDefault', fault);
     return this;
   }
@@ -168,6 +172,13 @@ export class FaultServer {
     const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()));
     this.#server.closeAllConnections();
     await closed;
+  }
+
+  /** A script given after close() would never be consumed: a test meant to hit it would not. */
+  #assertOpen(method: string): void {
+    if (this.#closing !== undefined) {
+      throw new InvalidOptionsError(`FaultServer.${method}: the server is closed; start another`);
+    }
   }
 
   #receive(req: IncomingMessage, res: ServerResponse): void {
