@@ -5,7 +5,12 @@ import { loggerOption } from '../logging/logger-option.js';
 import { assertCloseTimeout } from '../messaging/close-timeout.js';
 import type { Envelope } from '../messaging/envelope.js';
 import { assertEnvelope } from '../messaging/envelope-limits.js';
-import { BrokerConnectionError, BusClosedError, connectWhenClosedError } from '../messaging/errors.js';
+import {
+  BrokerConnectionError,
+  BusClosedError,
+  connectWhenClosedError,
+  SubscriptionInUseError,
+} from '../messaging/errors.js';
 import type {
   DeadLetter,
   DeliveryHandler,
@@ -25,7 +30,12 @@ import { isInequivalentQueueError } from './inequivalent-queue-error.js';
 import { MessageTooLargeError } from './message-too-large-error.js';
 import { ConfirmPublisher, type PublisherStats } from './publisher.js';
 import { settledWithin } from './settled-within.js';
-import { declareExchange, deleteSubscriptionQueues, type QueueTypeMismatch } from './topology.js';
+import {
+  declareExchange,
+  deleteSubscriptionQueues,
+  type QueueTypeMismatch,
+  subscriptionTopology,
+} from './topology.js';
 import {
   type AmqpTransportOptions,
   type ResolvedAmqpOptions,
@@ -353,19 +363,46 @@ export class AmqpTransport implements Transport {
     });
     this.#consumers.add(consumer);
     const connection = this.#connection;
-    if (connection !== undefined) {
+    for (let attempt = 1; connection !== undefined; attempt++) {
       try {
         await consumer.attach(connection);
+        break;
       } catch (error) {
-        // A failure on a connection that is still up is the subscription's own (for instance a queue
-        // declared earlier with other arguments): report it. Otherwise recovery attaches it.
-        if (connection === this.#connection) {
-          this.#consumers.delete(consumer);
-          throw error;
+        // Recovery attaches it on the next connection.
+        if (connection !== this.#connection) break;
+        // Its queues deleted under it by what its fence does not keep out (an operator, an older
+        // Ferry): declared again, as a consumer's queue deleted later is.
+        if ((error as { code?: unknown }).code === 404 && attempt < RECOVER_ATTEMPTS) {
+          await new Promise((resolve) => setTimeout(resolve, 50 * attempt));
+          continue;
         }
+        // A failure on a connection that is still up is the subscription's own (for instance a queue
+        // declared earlier with other arguments): report it.
+        this.#consumers.delete(consumer);
+        throw await this.#subscribeFailure(error, spec, attempt);
       }
     }
     return consumer;
+  }
+
+  /** What a subscribe that failed on a live connection rejects with: a FerryError, whatever amqplib threw. */
+  async #subscribeFailure(error: unknown, spec: SubscriptionSpec, attempts: number): Promise<unknown> {
+    if (isFerryError(error)) return error;
+    const what = `subscribing ${JSON.stringify(spec.pattern)} for group ${JSON.stringify(spec.group)}`;
+    if ((error as { code?: unknown }).code === 404) {
+      return new BrokerConnectionError(
+        `${what}: its queues were deleted while they were declared, ${attempts} times in a row (a deleteSubscription running meanwhile?)`,
+        { cause: error },
+      );
+    }
+    // A 403 (the user may not configure, read or write that queue) is the permission refusal connect reports.
+    const refusal = await classifyConnectionError(error, this.#url, this.displayUrl).catch(() => undefined);
+    return (
+      refusal ??
+      new BrokerConnectionError(`${what}: ${error instanceof Error ? error.message : String(error)}`, {
+        cause: error,
+      })
+    );
   }
 
   async #readyConnection(): Promise<ChannelModel> {
@@ -388,7 +425,14 @@ export class AmqpTransport implements Transport {
   }
 
   async deleteSubscription(spec: SubscriptionSpec): Promise<number> {
-    return deleteSubscriptionQueues(await this.#readyConnection(), spec);
+    const connection = await this.#readyConnection();
+    // A subscribe of this transport still declaring its queues holds their fence on this same
+    // connection, which does not keep this delete out: it is counted here, as the memory broker does.
+    const queue = subscriptionTopology(spec).queue;
+    for (const consumer of this.#consumers) {
+      if (consumer.topology.queue === queue) throw new SubscriptionInUseError(spec.group, spec.pattern);
+    }
+    return deleteSubscriptionQueues(connection, spec);
   }
 
   /** Waits for the listings and replays of the group asked for before it in this process (see {@link deadLetterTurn}). */

@@ -22,6 +22,7 @@ import type { ConfirmPublisher } from './publisher.js';
 import { settledWithin } from './settled-within.js';
 import {
   declareSubscription,
+  holdFence,
   type QueueType,
   type QueueTypeMismatch,
   type SubscriptionTopology,
@@ -107,6 +108,17 @@ export class AmqpConsumer {
   /** Declares the topology on `connection` and starts consuming. Called again after every reconnect. */
   async attach(connection: ChannelModel): Promise<void> {
     if (this.#closed) return;
+    // Held until it consumes: a delete of another process waits for it, then counts this consumer.
+    // Not had within its wait (another process froze holding it), it goes on without.
+    const release = await holdFence(connection, this.topology);
+    try {
+      await this.#attach(connection);
+    } finally {
+      await release?.();
+    }
+  }
+
+  async #attach(connection: ChannelModel): Promise<void> {
     await declareSubscription(connection, this.#context.exchange, this.spec, this.topology, this.#context);
     const channel = await connection.createChannel();
     channel.on('error', () => {
@@ -182,19 +194,22 @@ export class AmqpConsumer {
         this.#recoverAgain = false;
         if (this.#closed) return;
         if (this.#channel === undefined) await this.attach(connection);
-        else
-          await declareSubscription(
-            connection,
-            this.#context.exchange,
-            this.spec,
-            this.topology,
-            this.#context,
-          );
+        else await this.#declare(connection);
       } while (this.#recoverAgain);
     })().finally(() => {
       this.#recovering = undefined;
     });
     return this.#recovering;
+  }
+
+  /** Declares the queues again (the consumer still consumes), under the fence as an attach. */
+  async #declare(connection: ChannelModel): Promise<void> {
+    const release = await holdFence(connection, this.topology);
+    try {
+      await declareSubscription(connection, this.#context.exchange, this.spec, this.topology, this.#context);
+    } finally {
+      await release?.();
+    }
   }
 
   #onMessage(channel: Channel, message: ConsumeMessage | null): void {

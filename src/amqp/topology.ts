@@ -250,24 +250,92 @@ function brokerText(error: Error): string {
   return /with message "(.*)"$/s.exec(error.message)?.[1] ?? error.message;
 }
 
+/** RabbitMQ's reply code for an exclusive queue that another connection holds. */
+const RESOURCE_LOCKED = 405;
+/** How long a subscribe or a delete waits for a subscription's fence held by another process. */
+export const FENCE_WAIT_MS = 5_000;
+/** The last segment of a subscription's fence queue (see {@link holdFence}). */
+const FENCE_SEGMENT = 'fence';
+
+async function openChannel(connection: ChannelModel): Promise<Channel> {
+  const channel = await connection.createChannel();
+  channel.on('error', () => {
+    // Reported through the failing call.
+  });
+  return channel;
+}
+
+/**
+ * Holds a subscription's fence: an exclusive queue, `<queue>:fence`, that one connection at a time
+ * can declare. A subscribe holds it from its first declare until it consumes, and a delete while it
+ * counts consumers and deletes, so that a delete in another process never runs between a
+ * subscribe's declare and its consume (it saw no consumer and deleted the queues under the
+ * subscribe: the memory broker refuses that delete, and RabbitMQ 3.10 lost its quorum queues'
+ * dead-letter supervisor to the race). Resolves the release, or undefined when another connection
+ * held it for `waitMs`. The broker drops the fence with its connection: a process that dies holding
+ * it holds nothing.
+ */
+export async function holdFence(
+  connection: ChannelModel,
+  topology: SubscriptionTopology,
+  waitMs: number = FENCE_WAIT_MS,
+): Promise<(() => Promise<void>) | undefined> {
+  const name = `${topology.queue}:${FENCE_SEGMENT}`;
+  const deadline = Date.now() + waitMs;
+  for (let pause = 10; ; pause = Math.min(pause * 2, 100)) {
+    const channel = await openChannel(connection);
+    try {
+      await channel.assertQueue(name, {
+        exclusive: true,
+        durable: false,
+        arguments: { 'x-queue-type': 'classic' },
+      });
+    } catch (error) {
+      if ((error as { code?: unknown }).code !== RESOURCE_LOCKED) throw error;
+      // The refusal closed the channel. Held by another connection: wait for its release.
+      if (Date.now() + pause > deadline) return undefined;
+      await new Promise((resolve) => setTimeout(resolve, pause));
+      continue;
+    }
+    return async () => {
+      try {
+        await channel.deleteQueue(name);
+      } catch {
+        // The connection went, and the broker dropped the fence with it.
+      }
+      await closeChannel(channel);
+    };
+  }
+}
+
 /**
  * Deletes a subscription's queue (only while no consumer is attached) and its delay queues, with what
  * they hold. Resolves the number of messages discarded. Consumers are counted first rather than with
- * `if-unused`, which quorum queues answer by closing the whole connection; one that attaches between
- * the count and the delete is cancelled and redeclares the queue.
+ * `if-unused`, which quorum queues answer by closing the whole connection, and under the
+ * subscription's fence (see {@link holdFence}): a subscribe of another process between its declare
+ * and its consume counts as a consumer. One that attaches some other way between the count and the
+ * delete is cancelled and redeclares the queue.
  */
 export async function deleteSubscriptionQueues(
   connection: ChannelModel,
   spec: SubscriptionSpec,
 ): Promise<number> {
   const topology = subscriptionTopology(spec);
-  const open = async (): Promise<Channel> => {
-    const channel = await connection.createChannel();
-    channel.on('error', () => {
-      // Reported through the failing call.
-    });
-    return channel;
-  };
+  const release = await holdFence(connection, topology);
+  if (release === undefined) throw new SubscriptionInUseError(spec.group, spec.pattern);
+  try {
+    return await deleteUnused(connection, spec, topology);
+  } finally {
+    await release();
+  }
+}
+
+async function deleteUnused(
+  connection: ChannelModel,
+  spec: SubscriptionSpec,
+  topology: SubscriptionTopology,
+): Promise<number> {
+  const open = () => openChannel(connection);
   let channel = await open();
   try {
     let consumers = 0;

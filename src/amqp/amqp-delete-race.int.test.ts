@@ -1,0 +1,146 @@
+import amqp from 'amqplib';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createBus } from '../connect/create-bus.js';
+import { uuidv7 } from '../ids/uuidv7.js';
+import { silentLogger } from '../logging/logger.js';
+import type { Bus } from '../messaging/bus.js';
+import { createTestVhost, type TestVhost } from '../testing/rabbitmq.js';
+import { runKillable } from '../testing/run-killable.js';
+import { waitFor } from '../testing/wait.js';
+import { holdFence, subscriptionTopology } from './topology.js';
+
+// A deleteSubscription that runs while a subscribe is declaring its queues. The memory broker refuses
+// it (SUBSCRIPTION_IN_USE: the subscription exists from the call on); on RabbitMQ it saw no consumer
+// yet and deleted the queues under the subscribe, which then rejected with amqplib's bare 404 or
+// resolved with its messages unroutable. Classic queues only: on RabbitMQ 3.10 the same race on
+// quorum queues (the default) crashed the broker's dead-letter supervisor for every vhost.
+// Must not be lost: the subscription asked for (it resolves, and what is published after it is
+// delivered), on both transports alike.
+
+let vhost: TestVhost;
+
+beforeAll(async () => {
+  vhost = await createTestVhost('ferry-delete-race');
+});
+
+afterAll(async () => {
+  await vhost?.dispose();
+});
+
+const transports = [
+  { name: 'memory', url: () => `memory://delete-race-${uuidv7()}` },
+  { name: 'amqp', url: () => vhost.url },
+];
+
+function busOn(url: string): Promise<Bus> {
+  return createBus({ url, service: 'race', logger: silentLogger, amqp: { queueType: 'classic' } });
+}
+
+describe.each(transports)('deleteSubscription while a subscribe declares (%s)', ({ url: urlOf }) => {
+  it('from another bus: refused or run before it, never under it; the subscription then receives', async () => {
+    const url = urlOf();
+    const subscriber = await busOn(url);
+    const deleter = await busOn(url);
+    try {
+      for (let round = 0; round < 8; round++) {
+        const group = `g${round}`;
+        const pattern = `race.${round}`;
+        // Its queues exist already (subscribed before), as for a service that restarts.
+        await (await subscriber.subscribe(pattern, () => {}, { group })).close();
+        const got: number[] = [];
+        const subscribing = subscriber.subscribe(pattern, (m) => void got.push(m.data as number), { group });
+        const deleted = await deleter.deleteSubscription(pattern, { group }).then(
+          (n) => n,
+          (error: { code?: string }) => error.code,
+        );
+        const subscription = await subscribing;
+        expect([0, 'SUBSCRIPTION_IN_USE'], `round ${round}`).toContain(deleted);
+        await deleter.publish(pattern, round);
+        await waitFor(() => got.length === 1, `round ${round}: the message after the race delivered`);
+        expect(got).toEqual([round]);
+        await subscription.close();
+      }
+    } finally {
+      await subscriber.close();
+      await deleter.close();
+    }
+  }, 60_000);
+
+  it('from the same bus: refused while its own subscribe declares', async () => {
+    const bus = await busOn(urlOf());
+    try {
+      const got: string[] = [];
+      const subscribing = bus.subscribe('same.one', (m) => void got.push(m.id), { group: 'same' });
+      await expect(bus.deleteSubscription('same.one', { group: 'same' })).rejects.toMatchObject({
+        code: 'SUBSCRIPTION_IN_USE',
+      });
+      const subscription = await subscribing;
+      await bus.publish('same.one', {});
+      await waitFor(() => got.length === 1, 'the message delivered');
+      await subscription.close();
+      expect(await bus.deleteSubscription('same.one', { group: 'same' })).toBe(0);
+    } finally {
+      await bus.close();
+    }
+  }, 30_000);
+});
+
+describe('a subscription fence held by another connection', () => {
+  it('keeps a delete out (SUBSCRIPTION_IN_USE after its wait) and is dropped with its connection', async () => {
+    const bus = await busOn(vhost.url);
+    const other = await amqp.connect(vhost.url);
+    try {
+      await (await bus.subscribe('fenced.one', () => {}, { group: 'f' })).close();
+      // Only the subscription's queue names its fence.
+      const topology = subscriptionTopology({
+        group: 'f',
+        pattern: 'fenced.one',
+        concurrency: 1,
+        retryDelays: [],
+      });
+      // A subscribe of another process between its declare and its consume.
+      const release = await holdFence(other, topology);
+      expect(release).toBeDefined();
+      await expect(bus.deleteSubscription('fenced.one', { group: 'f' })).rejects.toMatchObject({
+        code: 'SUBSCRIPTION_IN_USE',
+      });
+      // That process dies holding it: the broker drops the fence, and the delete goes through.
+      await other.close();
+      expect(await bus.deleteSubscription('fenced.one', { group: 'f' })).toBe(0);
+    } finally {
+      await other.close().catch(() => {});
+      await bus.close();
+    }
+  }, 30_000);
+});
+
+describe('a broker refusal at subscribe', () => {
+  it('is a FerryError: a queue the user may not configure is BROKER_PERMISSION_DENIED, and the bus goes on', async () => {
+    const own = await createTestVhost('ferry-subscribe-denied');
+    try {
+      // May configure the exchange, group g's dead letters and its "ok" queues only.
+      await runKillable(
+        'rabbitmqctl',
+        ['set_permissions', '-p', own.name, 'guest', '^(ferry\\.events|ferry:g:ok\\..*|ferry:g:dead-letter)$', '.*', '.*'],
+        60_000,
+      );
+      const bus = await busOn(own.url);
+      try {
+        await expect(bus.subscribe('denied.one', () => {}, { group: 'g' })).rejects.toMatchObject({
+          name: 'BrokerPermissionDeniedError',
+          code: 'BROKER_PERMISSION_DENIED',
+        });
+        // The bus goes on: a subscription it may make receives.
+        const got: string[] = [];
+        const ok = await bus.subscribe('ok.one', (m) => void got.push(m.id), { group: 'g' });
+        await bus.publish('ok.one', {});
+        await waitFor(() => got.length === 1, 'the permitted subscription receives');
+        await ok.close();
+      } finally {
+        await bus.close();
+      }
+    } finally {
+      await own.dispose();
+    }
+  }, 60_000);
+});
