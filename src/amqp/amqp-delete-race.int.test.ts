@@ -121,7 +121,15 @@ describe('a broker refusal at subscribe', () => {
       // May configure the exchange, group g's dead letters and its "ok" queues only.
       await runKillable(
         'rabbitmqctl',
-        ['set_permissions', '-p', own.name, 'guest', '^(ferry\\.events|ferry:g:ok\\..*|ferry:g:dead-letter)$', '.*', '.*'],
+        [
+          'set_permissions',
+          '-p',
+          own.name,
+          'guest',
+          '^(ferry\\.events|ferry:g:ok\\..*|ferry:g:dead-letter)$',
+          '.*',
+          '.*',
+        ],
         60_000,
       );
       const bus = await busOn(own.url);
