@@ -17,6 +17,7 @@ import type {
   ReplayOptions,
   SubscriptionSpec,
   Transport,
+  TransportConnectionState,
   TransportSubscription,
 } from '../messaging/transport.js';
 import { redactUrl } from '../url/redact-url.js';
@@ -80,6 +81,10 @@ export class AmqpTransport implements Transport {
   readonly #mismatchedQueues = new Set<string>();
   #connection: ChannelModel | undefined;
   #state: State = 'idle';
+  /** When `#state` last became or left 'ready' (see connectionState). */
+  #stateSince = Date.now();
+  /** Why the last attempt to connect failed, while not connected. */
+  #problem: string | undefined;
   #recovery: Promise<void> | undefined;
   #wakeUp: (() => void) | undefined;
   #closing: Promise<void> | undefined;
@@ -164,6 +169,8 @@ export class AmqpTransport implements Transport {
         }
         this.#connection = current;
         this.#state = 'ready';
+        this.#stateSince = Date.now();
+        this.#problem = undefined;
         this.#publisher.resume(channel);
         if (attempt > 0 || deadline === undefined) {
           this.#logger.warn(
@@ -181,6 +188,10 @@ export class AmqpTransport implements Transport {
           ? error
           : await classifyConnectionError(error, this.#url, this.displayUrl);
         if (this.#closed) return;
+        // For health reports: never with the password, should a message quote the URL.
+        this.#problem = (permanent?.message ?? (error instanceof Error ? error.message : String(error)))
+          .split(this.#url)
+          .join(this.displayUrl);
         if (permanent !== undefined && deadline !== undefined) {
           this.#state = 'closed';
           throw permanent;
@@ -271,6 +282,7 @@ export class AmqpTransport implements Transport {
     if (connection !== this.#connection || this.#state !== 'ready') return;
     this.#connection = undefined;
     this.#state = 'recovering';
+    this.#stateSince = Date.now();
     this.#publisher.detach();
     for (const consumer of this.#consumers) consumer.detach();
     this.#logger.warn(
@@ -311,6 +323,16 @@ export class AmqpTransport implements Transport {
     if (connection === undefined || this.#state !== 'ready') return;
     this.#logger.warn(`${reason}; reconnecting to recover`);
     connection.close().catch(() => {});
+  }
+
+  /** Connected now (not connecting, recovering or closed), since when, and why not. */
+  connectionState(): TransportConnectionState {
+    const connected = this.#state === 'ready';
+    return {
+      connected,
+      since: this.#stateSince,
+      ...(connected || this.#problem === undefined ? {} : { problem: this.#problem }),
+    };
   }
 
   // A bound field, not a method: it reaches the publisher's private state even when called through an

@@ -29,7 +29,7 @@ import {
 } from './contracts.js';
 import { type Envelope, JSON_CONTENT_TYPE, type Message, newMessageId, nowIso } from './envelope.js';
 import { assertEnvelopeLimits, isPlainHeaders } from './envelope-limits.js';
-import { BusClosedError, describeThrown, MessageValidationError } from './errors.js';
+import { BrokerConnectionError, BusClosedError, describeThrown, MessageValidationError } from './errors.js';
 import { expiryOf, isExpired } from './expiry.js';
 import {
   type Decide,
@@ -531,6 +531,39 @@ export class Bus<C extends Contracts = NoContracts> {
     // Any of subscribe's: the options a subscription was made with may be passed as they are.
     checkOptions('deleteSubscription', options, SUBSCRIBE_KEYS);
     return this.transport.deleteSubscription(this.#spec(pattern, options));
+  }
+
+  /**
+   * A readiness check for the server's health middleware (`checks: { bus: bus.healthCheck() }`):
+   * fails with `BROKER_UNAVAILABLE` (saying for how long, and the broker's last refusal) once the
+   * transport has been without its broker connection for more than `maxDownMs` (5 s: a reconnect
+   * after a dropped connection takes less), and with `BUS_CLOSED` once the bus is closing. The
+   * embedded broker is always connected.
+   * @throws InvalidOptionsError
+   */
+  healthCheck(options: { readonly maxDownMs?: number } = {}): () => Promise<void> {
+    checkOptions('bus.healthCheck', options, ['maxDownMs']);
+    const maxDownMs = options.maxDownMs === undefined ? 5_000 : options.maxDownMs;
+    if (
+      typeof maxDownMs !== 'number' ||
+      !Number.isInteger(maxDownMs) ||
+      maxDownMs < 0 ||
+      maxDownMs > MAX_TIMER_MS
+    ) {
+      throw new InvalidOptionsError(
+        `bus.healthCheck maxDownMs must be an integer from 0 to ${MAX_TIMER_MS}, not ${describeValue(maxDownMs)}`,
+      );
+    }
+    return async () => {
+      if (this.#closing !== undefined) throw new BusClosedError();
+      const state = this.transport.connectionState?.();
+      if (state === undefined || state.connected) return;
+      const downMs = Date.now() - state.since;
+      if (downMs <= maxDownMs) return;
+      throw new BrokerConnectionError(
+        `not connected to the broker for ${downMs} ms${state.problem === undefined ? '' : `: ${state.problem}`}`,
+      );
+    };
   }
 
   #spec(pattern: string, options: SubscribeOptions): SubscriptionSpec {

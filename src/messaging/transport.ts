@@ -190,6 +190,20 @@ export interface Transport {
    * `SubscriptionInUseError` while a consumer is attached. Resolves the number of messages discarded.
    */
   deleteSubscription(spec: SubscriptionSpec): Promise<number>;
+  /**
+   * Whether the transport is connected to its broker now, and since when, for a readiness check
+   * (`bus.healthCheck()`). Optional: a transport without it (the embedded broker) is always up.
+   */
+  connectionState?(): TransportConnectionState;
   /** Waits (up to `timeoutMs`) for pending publishes, then releases every resource. */
   close(timeoutMs: number): Promise<void>;
+}
+
+/** What {@link Transport.connectionState} reports. */
+export interface TransportConnectionState {
+  readonly connected: boolean;
+  /** When it last connected, or lost (or had not yet made) its connection: ms since the epoch. */
+  readonly since: number;
+  /** While not connected: why its last attempt failed, when one did (no credentials in it). */
+  readonly problem?: string;
 }

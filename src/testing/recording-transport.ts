@@ -10,6 +10,7 @@ import {
   type SubscriptionSpec,
   type TrackedPublish,
   type Transport,
+  type TransportConnectionState,
   type TransportSubscription,
   whenDecided,
 } from '../messaging/transport.js';
@@ -34,12 +35,15 @@ export class RecordingTransport implements Transport {
   readonly inner: Transport;
   /** The inner transport's, recording as `publish` does: present when it has one. */
   readonly publishTracked?: (envelope: Envelope) => TrackedPublish;
+  /** The inner transport's, when it has one (health checks read it). */
+  readonly connectionState?: () => TransportConnectionState;
   readonly #observer: TransportObserver;
 
   constructor(inner: Transport, observer: TransportObserver) {
     this.inner = inner;
     this.name = inner.name;
     this.#observer = observer;
+    if (typeof inner.connectionState === 'function') this.connectionState = inner.connectionState.bind(inner);
     if (typeof inner.publishTracked === 'function') {
       const publishTracked = inner.publishTracked.bind(inner);
       this.publishTracked = (envelope) => {

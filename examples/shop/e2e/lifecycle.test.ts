@@ -663,6 +663,40 @@ describe('the distributed shop', () => {
     expect(await supervisor.exit, supervisor.output()).toBe(0);
   }, 240_000);
 
+  it('answers GET /health 503 naming the bus while RabbitMQ refuses its services, 200 again once it takes them back', async () => {
+    // It answered 200 for a minute (until an outbox message aged) while no service had a broker
+    // connection. Must not be lost: an order placed before the cut ends once the broker is back.
+    const { port, env } = await distributedEnv();
+    const supervisor = shop('distributed.ts', env);
+    await untilHealthy(supervisor, port, 150_000);
+    const client = new ShopClient(`http://127.0.0.1:${port}`, TOKEN);
+    const user = await client.createUser();
+    const product = await client.addProduct(10);
+    const rabbitmqctl = (...args: string[]) => execFileSync('rabbitmqctl', args, { stdio: 'ignore' });
+    try {
+      rabbitmqctl('clear_permissions', '-p', vhost.name, 'guest');
+      await vhost.closeConnections();
+      const order = await client.order(user.id, [{ productId: product.id, quantity: 1 }]);
+      type Report = { checks: Record<string, { status: string; error?: string }> };
+      let report: Answer<Report> | undefined;
+      await waitFor(
+        async () => {
+          report = await client.call<Report>('GET', '/health');
+          return report.status === 503 && JSON.stringify(report.body).includes('failing: bus');
+        },
+        () => `GET /health to answer 503 naming the bus; last answer ${JSON.stringify(report)}`,
+        20_000,
+      );
+      rabbitmqctl('set_permissions', '-p', vhost.name, 'guest', '.*', '.*', '.*');
+      await untilHealthy(supervisor, port, 60_000);
+      expect((await client.settled(order.id, 60_000)).status).toBe('confirmed');
+    } finally {
+      rabbitmqctl('set_permissions', '-p', vhost.name, 'guest', '.*', '.*', '.*');
+    }
+    supervisor.child.kill('SIGTERM');
+    expect(await supervisor.exit, supervisor.output()).toBe(0);
+  }, 300_000);
+
   it.each(['SIGTERM', 'SIGINT'] as const)(
     'npm run start:distributed stops every process when the npm process gets %s',
     async (signal) => {

@@ -457,6 +457,50 @@ describe('the gateway', () => {
     ]);
   });
 
+  it('names in GET /health the checks an instance says fail (its bus, a breaker), never what they said', async () => {
+    const users = await startUsers();
+    const others = await standIn();
+    // A service cut off from its broker, as its own readiness report says it.
+    const cutOff = createServer((_req, res) => {
+      res.writeHead(503, { 'content-type': 'application/json' }).end(
+        JSON.stringify({
+          status: 'fail',
+          checks: {
+            outbox: { status: 'ok' },
+            bus: {
+              status: 'fail',
+              error: 'not connected to the broker for 6012 ms: amqp://shop:***@10.9.8.7:5672',
+            },
+            'breaker:payment-provider': { status: 'fail', error: 'open' },
+          },
+        }),
+      );
+    });
+    await new Promise<void>((resolve) => cutOff.listen(0, '127.0.0.1', resolve));
+    closers.push(() => new Promise((resolve) => cutOff.close(() => resolve())));
+    const gateway = await startGateway({
+      services: {
+        users: [users.users.url],
+        inventory: [users.users.url],
+        orders: [users.users.url],
+        payments: [`http://127.0.0.1:${(cutOff.address() as AddressInfo).port}`],
+        paymentProvider: others.url,
+      },
+      adminToken: undefined,
+      port: 0,
+      logger: silentLogger,
+    });
+    closers.push(() => gateway.close());
+    const health = await fetch(`${gateway.url}/health`);
+    expect(health.status).toBe(503);
+    const text = await health.text();
+    expect(text).not.toContain('10.9.8.7');
+    const errors = Object.values(JSON.parse(text).checks as Record<string, { error?: string }>).map(
+      (c) => c.error,
+    );
+    expect(errors).toContain('answered 503 (failing: bus, breaker:payment-provider)');
+  });
+
   it('relays problems with the path the client called as their instance', async () => {
     const shop = await startShopFront();
     const admin = { authorization: 'Bearer admin-token' };

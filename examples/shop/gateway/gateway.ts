@@ -360,7 +360,19 @@ const READY_TIMEOUT_MS = 1000;
 
 /** Why an instance is not ready, in words that name no address. */
 function notReady(error: unknown): string {
-  if (isHttpError(error)) return `answered ${error.status}`;
+  if (isHttpError(error)) {
+    // Which of its own checks failed (its bus, its outbox, its disk): names only, as the report is public.
+    const checks = (error.body as { checks?: unknown } | undefined)?.checks;
+    const failing =
+      typeof checks === 'object' && checks !== null
+        ? Object.entries(checks)
+            .filter(([, check]) => (check as { status?: unknown } | null)?.status === 'fail')
+            .map(([name]) => name)
+        : [];
+    return failing.length === 0
+      ? `answered ${error.status}`
+      : `answered ${error.status} (failing: ${failing.join(', ')})`;
+  }
   if (isFerryError(error) && error.code === 'TIMEOUT') return `did not answer within ${READY_TIMEOUT_MS} ms`;
   if (isCircuitOpenError(error)) return 'failing: its last answers were errors';
   return 'cannot be reached';

@@ -91,7 +91,9 @@ export async function startInventoryService(options: InventoryServiceOptions): P
   const app = Fastify({ ...ferryFastifyOptions(ferry), bodyLimit: 64 * 1024 });
   ferryFastify(app, {
     ...ferry,
-    health: { checks: { outbox: outbox.healthCheck(), ...options.readiness } },
+    health: {
+      checks: { outbox: outbox.healthCheck(), bus: options.bus.healthCheck(), ...options.readiness },
+    },
   });
   catalogRoutes(app, catalog, options.adminToken);
   let url: string;

@@ -108,7 +108,10 @@ export async function startOrdersService(options: OrdersServiceOptions): Promise
   // request sent again finds the order its key placed, whatever became of the first one's answer.
   const ferry = options.logger === undefined ? {} : { logger: options.logger };
   const app = Fastify({ ...ferryFastifyOptions(ferry), bodyLimit: 1_048_576 });
-  ferryFastify(app, { ...ferry, health: { checks: { outbox: outbox.healthCheck() } } });
+  ferryFastify(app, {
+    ...ferry,
+    health: { checks: { outbox: outbox.healthCheck(), bus: options.bus.healthCheck() } },
+  });
   // An order is pending until its saga instance (made by `order.created`) is past charging.
   const stillWaiting = async (orderId: string) => {
     const instance = await saga.get(orderId);

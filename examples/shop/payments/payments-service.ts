@@ -195,7 +195,10 @@ export async function startPaymentsService(options: PaymentsServiceOptions): Pro
   const app = Fastify(ferryFastifyOptions({ logger }));
   ferryFastify(app, {
     logger,
-    health: { checks: { outbox: outbox.healthCheck() }, breakers: () => provider.http.breakers() },
+    health: {
+      checks: { outbox: outbox.healthCheck(), bus: options.bus.healthCheck() },
+      breakers: () => provider.http.breakers(),
+    },
   });
   let url: string;
   try {

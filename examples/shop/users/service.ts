@@ -34,7 +34,10 @@ export interface UsersService {
 export async function startUsersService(options: UsersServiceOptions): Promise<UsersService> {
   const ferry = options.logger === undefined ? {} : { logger: options.logger };
   const app = Fastify({ ...ferryFastifyOptions(ferry), bodyLimit: 16 * 1024 });
-  ferryFastify(app, { ...ferry, health: { checks: { outbox: options.outbox.healthCheck() } } });
+  ferryFastify(app, {
+    ...ferry,
+    health: { checks: { outbox: options.outbox.healthCheck(), bus: options.bus.healthCheck() } },
+  });
   userRoutes(app, options.store, options.outbox);
   const url = await listen(app, options);
   return {
