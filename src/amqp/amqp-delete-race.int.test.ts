@@ -4,6 +4,7 @@ import { createBus } from '../connect/create-bus.js';
 import { uuidv7 } from '../ids/uuidv7.js';
 import { silentLogger } from '../logging/logger.js';
 import type { Bus } from '../messaging/bus.js';
+import { FaultProxy } from '../testing/fault-proxy.js';
 import { createTestVhost, type TestVhost } from '../testing/rabbitmq.js';
 import { runKillable } from '../testing/run-killable.js';
 import { waitFor } from '../testing/wait.js';
@@ -65,6 +66,26 @@ describe.each(transports)('deleteSubscription while a subscribe declares (%s)', 
       await deleter.close();
     }
   }, 60_000);
+
+  it('from the same bus, a delete then a subscribe in the same tick: the delete runs first, the subscription receives', async () => {
+    const bus = await busOn(urlOf());
+    try {
+      await (await bus.subscribe('turns.one', () => {}, { group: 'turns' })).close();
+      await bus.publish('turns.one', {}); // waits in the closed subscription's queue, deleted with it
+      const got: string[] = [];
+      const deleting = bus.deleteSubscription('turns.one', { group: 'turns' });
+      const subscribing = bus.subscribe('turns.one', (m) => void got.push(m.id), { group: 'turns' });
+      expect(await deleting).toBe(1);
+      const subscription = await subscribing;
+      await bus.publish('turns.one', {});
+      await waitFor(() => got.length === 1, 'the message after the delete delivered');
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      expect(got).toHaveLength(1);
+      await subscription.close();
+    } finally {
+      await bus.close();
+    }
+  }, 30_000);
 
   it('from the same bus: refused while its own subscribe declares', async () => {
     const bus = await busOn(urlOf());
@@ -149,6 +170,81 @@ describe('a broker refusal at subscribe', () => {
       }
     } finally {
       await own.dispose();
+    }
+  }, 60_000);
+
+  it('at deleteSubscription too: a fence the user may not declare is BROKER_PERMISSION_DENIED naming it', async () => {
+    const own = await createTestVhost('ferry-delete-denied');
+    try {
+      const bus = await busOn(own.url);
+      try {
+        await (await bus.subscribe('fenced.two', () => {}, { group: 'g' })).close();
+        // Every name but the fences'.
+        await runKillable(
+          'rabbitmqctl',
+          ['set_permissions', '-p', own.name, 'guest', '^(?!.*:fence$).*', '.*', '.*'],
+          60_000,
+        );
+        await expect(bus.deleteSubscription('fenced.two', { group: 'g' })).rejects.toMatchObject({
+          code: 'BROKER_PERMISSION_DENIED',
+          message: expect.stringContaining(
+            'denied the user access to queue "ferry:g:fenced.two:fence" in virtual host',
+          ),
+        });
+      } finally {
+        await bus.close();
+      }
+    } finally {
+      await own.dispose();
+    }
+  }, 60_000);
+
+  it('a deleteSubscription cut by a lost connection is BROKER_UNAVAILABLE, and the next one goes through', async () => {
+    const proxy = await FaultProxy.start({
+      host: '127.0.0.1',
+      port: Number(new URL(vhost.url).port || 5672),
+    });
+    const proxied = new URL(vhost.url);
+    proxied.port = String(proxy.port);
+    const bus = await createBus({
+      url: proxied.toString(),
+      service: 'cut',
+      logger: silentLogger,
+      amqp: { queueType: 'classic', reconnect: { initialDelayMs: 50, maxDelayMs: 200 } },
+    });
+    const other = await amqp.connect(vhost.url);
+    try {
+      await (await bus.subscribe('cut.one', () => {}, { group: 'cut' })).close();
+      const topology = subscriptionTopology({
+        group: 'cut',
+        pattern: 'cut.one',
+        concurrency: 1,
+        retryDelays: [],
+      });
+      // Another process's subscribe holds the fence: the delete waits for it, and its connection goes.
+      const release = await holdFence(other, topology);
+      const deleting = bus.deleteSubscription('cut.one', { group: 'cut' });
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      proxy.reset();
+      await expect(deleting).rejects.toMatchObject({
+        name: 'BrokerConnectionError',
+        code: 'BROKER_UNAVAILABLE',
+        message: expect.stringContaining('the connection to RabbitMQ was lost meanwhile'),
+      });
+      await release?.();
+      await waitFor(
+        () =>
+          bus.deleteSubscription('cut.one', { group: 'cut' }).then(
+            () => true,
+            () => false,
+          ),
+        'a delete once reconnected',
+        10_000,
+      );
+    } finally {
+      await other.close().catch(() => {});
+      await bus.close();
+      await proxy.close();
     }
   }, 60_000);
 });

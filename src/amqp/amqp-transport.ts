@@ -86,6 +86,8 @@ export class AmqpTransport implements Transport {
   /** Why the last attempt to connect failed, while not connected. */
   #problem: string | undefined;
   #recovery: Promise<void> | undefined;
+  /** Deletes of a subscription under way, by its queue: a subscribe called after one waits for it. */
+  readonly #deleting = new Map<string, Promise<void>>();
   #wakeUp: (() => void) | undefined;
   #closing: Promise<void> | undefined;
   /** The first connect, which later calls of `connect` wait for. */
@@ -384,6 +386,9 @@ export class AmqpTransport implements Transport {
       onClosed: (c) => this.#consumers.delete(c),
     });
     this.#consumers.add(consumer);
+    // A delete of the same subscription called before on this transport runs first.
+    const deleting = this.#deleting.get(consumer.topology.queue);
+    if (deleting !== undefined) await deleting;
     const connection = this.#connection;
     for (let attempt = 1; connection !== undefined; attempt++) {
       try {
@@ -401,30 +406,33 @@ export class AmqpTransport implements Transport {
         // A failure on a connection that is still up is the subscription's own (for instance a queue
         // declared earlier with other arguments): report it.
         this.#consumers.delete(consumer);
-        throw await this.#subscribeFailure(error, spec, attempt);
+        throw (error as { code?: unknown }).code === 404
+          ? new BrokerConnectionError(
+              `subscribing ${describeSpec(spec)}: its queues were deleted while they were declared, ${attempt} times in a row (by something other than Ferry's deleteSubscription, which waits for a subscribe)`,
+              { cause: error },
+            )
+          : await this.#brokerFailure(error, connection, `subscribing ${describeSpec(spec)}`);
       }
     }
     return consumer;
   }
 
-  /** What a subscribe that failed on a live connection rejects with: a FerryError, whatever amqplib threw. */
-  async #subscribeFailure(error: unknown, spec: SubscriptionSpec, attempts: number): Promise<unknown> {
+  /**
+   * What a call that failed on `connection` rejects with: a FerryError, whatever amqplib threw. A 403
+   * (the user may not configure, read or write a queue) is the permission refusal connect reports; a
+   * connection lost meanwhile, `BROKER_UNAVAILABLE`.
+   */
+  async #brokerFailure(error: unknown, connection: ChannelModel, what: string): Promise<unknown> {
     if (isFerryError(error)) return error;
-    const what = `subscribing ${JSON.stringify(spec.pattern)} for group ${JSON.stringify(spec.group)}`;
-    if ((error as { code?: unknown }).code === 404) {
+    const text = error instanceof Error ? error.message : String(error);
+    if (connection !== this.#connection) {
       return new BrokerConnectionError(
-        `${what}: its queues were deleted while they were declared, ${attempts} times in a row (a deleteSubscription running meanwhile?)`,
+        `${what}: the connection to RabbitMQ was lost meanwhile (${text}); what it had done stands, call it again`,
         { cause: error },
       );
     }
-    // A 403 (the user may not configure, read or write that queue) is the permission refusal connect reports.
     const refusal = await classifyConnectionError(error, this.#url, this.displayUrl).catch(() => undefined);
-    return (
-      refusal ??
-      new BrokerConnectionError(`${what}: ${error instanceof Error ? error.message : String(error)}`, {
-        cause: error,
-      })
-    );
+    return refusal ?? new BrokerConnectionError(`${what}: ${text}`, { cause: error });
   }
 
   async #readyConnection(): Promise<ChannelModel> {
@@ -447,14 +455,30 @@ export class AmqpTransport implements Transport {
   }
 
   async deleteSubscription(spec: SubscriptionSpec): Promise<number> {
-    const connection = await this.#readyConnection();
-    // A subscribe of this transport still declaring its queues holds their fence on this same
-    // connection, which does not keep this delete out: it is counted here, as the memory broker does.
+    // Decided as it is called, as the memory broker does: a subscribe of this transport called
+    // before (still declaring its queues, under a fence its own connection does not keep out) is
+    // counted, and one called after waits for this delete to end (see subscribe).
     const queue = subscriptionTopology(spec).queue;
     for (const consumer of this.#consumers) {
       if (consumer.topology.queue === queue) throw new SubscriptionInUseError(spec.group, spec.pattern);
     }
-    return deleteSubscriptionQueues(connection, spec);
+    const deleting = (async () => {
+      const connection = await this.#readyConnection();
+      try {
+        return await deleteSubscriptionQueues(connection, spec);
+      } catch (error) {
+        throw await this.#brokerFailure(error, connection, `deleting subscription ${describeSpec(spec)}`);
+      }
+    })();
+    const ended = deleting.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.#deleting.set(queue, ended);
+    void ended.then(() => {
+      if (this.#deleting.get(queue) === ended) this.#deleting.delete(queue);
+    });
+    return deleting;
   }
 
   /** Waits for the listings and replays of the group asked for before it in this process (see {@link deadLetterTurn}). */
@@ -542,4 +566,9 @@ export class AmqpTransport implements Transport {
 function dropSocket(connection: ChannelModel): void {
   const stream = (connection.connection as { stream?: { destroy?: (error: Error) => void } }).stream;
   stream?.destroy?.(new Error('the broker did not confirm the close in time'));
+}
+
+/** `"pattern" for group "group"`, for messages. */
+function describeSpec(spec: SubscriptionSpec): string {
+  return `${JSON.stringify(spec.pattern)} for group ${JSON.stringify(spec.group)}`;
 }

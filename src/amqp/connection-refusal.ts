@@ -37,8 +37,13 @@ export class BrokerPermissionDeniedError extends BrokerConnectionError {
   readonly url: string;
   readonly vhost: string;
   constructor(url: string, vhost: string, detail: string, options: { cause?: unknown } = {}) {
+    // The broker names what it refused: one queue or exchange of the vhost (a pattern that leaves it
+    // out), or the vhost itself.
+    const object = /access to (queue|exchange) '([^']*)'/.exec(detail);
     super(
-      `RabbitMQ at ${url} denied the user access to virtual host "${vhost}" (${detail}): grant it with rabbitmqctl set_permissions -p <vhost> <user> ".*" ".*" ".*" or narrower patterns covering Ferry's exchange and ferry:* queues`,
+      `RabbitMQ at ${url} denied the user access to ${
+        object === null ? `virtual host "${vhost}"` : `${object[1]} "${object[2]}" in virtual host "${vhost}"`
+      } (${detail}): grant it with rabbitmqctl set_permissions -p <vhost> <user> ".*" ".*" ".*" or narrower patterns covering Ferry's exchange and ferry:* queues`,
       options,
       'BROKER_PERMISSION_DENIED',
     );

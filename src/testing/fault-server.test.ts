@@ -208,6 +208,11 @@ describe('FaultServer', () => {
     server.clear();
     expect(server.requests).toHaveLength(0);
     expect(seen.map((r) => r.path)).toEqual(['/orders?x=1', '/gone']);
+    // Each request as received: frozen, its headers too (a test changing one changed every later read).
+    expect(Object.isFrozen(seen[0]) && Object.isFrozen(seen[0]?.headers)).toBe(true);
+    expect(() => {
+      (seen[0]?.headers as Record<string, string>)['x-correlation-id'] = 'changed';
+    }).toThrow(TypeError);
   });
 
   // Each was accepted: a misspelt key answered 200 (the test ran against a healthy server); the

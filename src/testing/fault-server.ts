@@ -96,7 +96,7 @@ export class FaultServer {
     return `http://127.0.0.1:${this.port}`;
   }
 
-  /** Every request received so far, oldest first: a copy, as it is when read. */
+  /** Every request received so far, oldest first: a copy, as it is when read (each request frozen). */
   get requests(): readonly RecordedRequest[] {
     // A copy: one read before a later request or clear() stays as it was.
     return [...this.#requests];
@@ -188,13 +188,18 @@ export class FaultServer {
     req.on('end', () => {
       const method = req.method ?? 'GET';
       const path = req.url ?? '/';
-      this.#requests.push({
-        method,
-        path,
-        headers: req.headers,
-        body: Buffer.concat(chunks).toString('utf8'),
-        at: Date.now(),
-      });
+      // Frozen, headers included: what a test reads stays as it was received.
+      const headers = { ...req.headers };
+      for (const value of Object.values(headers)) if (Array.isArray(value)) Object.freeze(value);
+      this.#requests.push(
+        Object.freeze({
+          method,
+          path,
+          headers: Object.freeze(headers),
+          body: Buffer.concat(chunks).toString('utf8'),
+          at: Date.now(),
+        }),
+      );
       const answer = this.#next(method, path);
       if (answer.kind === 'hang') return;
       const act = () =>
