@@ -33,6 +33,12 @@ const transports = [
   { name: 'amqp', url: () => vhost.url },
 ];
 
+/** Holds a subscription's fence on `connection`, as another process's subscribe does. */
+function holdFenceOf(connection: amqp.ChannelModel, group: string, pattern: string) {
+  // Only the subscription's queue names its fence.
+  return holdFence(connection, subscriptionTopology({ group, pattern, concurrency: 1, retryDelays: [] }));
+}
+
 function busOn(url: string): Promise<Bus> {
   return createBus({ url, service: 'race', logger: silentLogger, amqp: { queueType: 'classic' } });
 }
@@ -112,15 +118,8 @@ describe('a subscription fence held by another connection', () => {
     const other = await amqp.connect(vhost.url);
     try {
       await (await bus.subscribe('fenced.one', () => {}, { group: 'f' })).close();
-      // Only the subscription's queue names its fence.
-      const topology = subscriptionTopology({
-        group: 'f',
-        pattern: 'fenced.one',
-        concurrency: 1,
-        retryDelays: [],
-      });
       // A subscribe of another process between its declare and its consume.
-      const release = await holdFence(other, topology);
+      const release = await holdFenceOf(other, 'f', 'fenced.one');
       expect(release).toBeDefined();
       await expect(bus.deleteSubscription('fenced.one', { group: 'f' })).rejects.toMatchObject({
         code: 'SUBSCRIPTION_IN_USE',
@@ -215,14 +214,8 @@ describe('a broker refusal at subscribe', () => {
     const other = await amqp.connect(vhost.url);
     try {
       await (await bus.subscribe('cut.one', () => {}, { group: 'cut' })).close();
-      const topology = subscriptionTopology({
-        group: 'cut',
-        pattern: 'cut.one',
-        concurrency: 1,
-        retryDelays: [],
-      });
       // Another process's subscribe holds the fence: the delete waits for it, and its connection goes.
-      const release = await holdFence(other, topology);
+      const release = await holdFenceOf(other, 'cut', 'cut.one');
       const deleting = bus.deleteSubscription('cut.one', { group: 'cut' });
       await new Promise((resolve) => setTimeout(resolve, 200));
       proxy.reset();

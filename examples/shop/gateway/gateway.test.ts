@@ -432,16 +432,7 @@ describe('the gateway', () => {
       payments: [`http://127.0.0.1:${(silent.address() as AddressInfo).port}`],
       paymentProvider: others.url,
     };
-    const gateway = await startGateway({
-      services: urls,
-      adminToken: undefined,
-      port: 0,
-      logger: silentLogger,
-    });
-    closers.push(() => gateway.close());
-    const health = await fetch(`${gateway.url}/health`);
-    expect(health.status).toBe(503);
-    const text = await health.text();
+    const text = await unreadyHealth(urls);
     for (const url of Object.values(urls).flat()) expect(text).not.toContain(new URL(url).host);
     expect(text).not.toContain('127.0.0.1');
     expect(
@@ -478,22 +469,13 @@ describe('the gateway', () => {
     });
     await new Promise<void>((resolve) => cutOff.listen(0, '127.0.0.1', resolve));
     closers.push(() => new Promise((resolve) => cutOff.close(() => resolve())));
-    const gateway = await startGateway({
-      services: {
-        users: [users.users.url],
-        inventory: [users.users.url],
-        orders: [users.users.url],
-        payments: [`http://127.0.0.1:${(cutOff.address() as AddressInfo).port}`],
-        paymentProvider: others.url,
-      },
-      adminToken: undefined,
-      port: 0,
-      logger: silentLogger,
+    const text = await unreadyHealth({
+      users: [users.users.url],
+      inventory: [users.users.url],
+      orders: [users.users.url],
+      payments: [`http://127.0.0.1:${(cutOff.address() as AddressInfo).port}`],
+      paymentProvider: others.url,
     });
-    closers.push(() => gateway.close());
-    const health = await fetch(`${gateway.url}/health`);
-    expect(health.status).toBe(503);
-    const text = await health.text();
     expect(text).not.toContain('10.9.8.7');
     const errors = Object.values(JSON.parse(text).checks as Record<string, { error?: string }>).map(
       (c) => c.error,
@@ -728,3 +710,12 @@ describe('the gateway', () => {
     }
   });
 });
+
+/** The body of a gateway's GET /health over `services`, which must answer 503. */
+async function unreadyHealth(services: Parameters<typeof startGateway>[0]['services']): Promise<string> {
+  const gateway = await startGateway({ services, adminToken: undefined, port: 0, logger: silentLogger });
+  closers.push(() => gateway.close());
+  const health = await fetch(`${gateway.url}/health`);
+  expect(health.status).toBe(503);
+  return health.text();
+}
