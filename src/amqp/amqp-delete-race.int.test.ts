@@ -93,6 +93,55 @@ describe.each(transports)('deleteSubscription while a subscribe declares (%s)', 
     }
   }, 30_000);
 
+  it.each([
+    ['the same bus', true],
+    ['another bus', false],
+  ])(
+    'from %s while the subscription closes: waits for the close, and counts the retry its handler asked for',
+    async (_, sameBus) => {
+      // Must not be lost unseen: the message a handler held when close began. The delete deleted the
+      // queue under it (the consumer cancelled, none counted) and resolved 0; the handler's retry then
+      // went nowhere.
+      const url = urlOf();
+      const owner = await busOn(url);
+      const deleter = sameBus ? owner : await busOn(url);
+      try {
+        let started!: () => void;
+        const running = new Promise<void>((resolve) => {
+          started = resolve;
+        });
+        const sub = await owner.subscribe(
+          'closing.one',
+          async () => {
+            started();
+            await new Promise((resolve) => setTimeout(resolve, 500));
+            throw new Error('fails after the close began');
+          },
+          { group: 'closing' },
+        );
+        await owner.publish('closing.one', {});
+        await running;
+        const closing = sub.close();
+        const deleted = await deleter.deleteSubscription('closing.one', { group: 'closing' });
+        await closing;
+        expect(deleted).toBe(1);
+      } finally {
+        await owner.close();
+        if (!sameBus) await deleter.close();
+      }
+    },
+    30_000,
+  );
+
+  it('called before the bus closes: close waits for it', async () => {
+    const bus = await busOn(urlOf());
+    await (await bus.subscribe('last.one', () => {}, { group: 'last' })).close();
+    await bus.publish('last.one', {});
+    const deleting = bus.deleteSubscription('last.one', { group: 'last' });
+    await bus.close();
+    expect(await deleting).toBe(1);
+  }, 30_000);
+
   it('from the same bus: refused while its own subscribe declares', async () => {
     const bus = await busOn(urlOf());
     try {

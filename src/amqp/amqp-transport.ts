@@ -425,6 +425,8 @@ export class AmqpTransport implements Transport {
   async #brokerFailure(error: unknown, connection: ChannelModel, what: string): Promise<unknown> {
     if (isFerryError(error)) return error;
     const text = error instanceof Error ? error.message : String(error);
+    // Closed under it (its bus's close stopped waiting for it): nothing can call it again here.
+    if (this.#state === 'closed') return new BusClosedError('transport');
     if (connection !== this.#connection) {
       return new BrokerConnectionError(
         `${what}: the connection to RabbitMQ was lost meanwhile (${text}); what it had done stands, call it again`,
@@ -458,11 +460,16 @@ export class AmqpTransport implements Transport {
     // Decided as it is called, as the memory broker does: a subscribe of this transport called
     // before (still declaring its queues, under a fence its own connection does not keep out) is
     // counted, and one called after waits for this delete to end (see subscribe).
+    // One closing is waited for: it gives back what its handlers hold, then the delete counts it.
     const queue = subscriptionTopology(spec).queue;
+    const closing: Promise<void>[] = [];
     for (const consumer of this.#consumers) {
-      if (consumer.topology.queue === queue) throw new SubscriptionInUseError(spec.group, spec.pattern);
+      if (consumer.topology.queue !== queue) continue;
+      if (consumer.closing === undefined) throw new SubscriptionInUseError(spec.group, spec.pattern);
+      closing.push(consumer.closing);
     }
     const deleting = (async () => {
+      await Promise.all(closing);
       const connection = await this.#readyConnection();
       try {
         return await deleteSubscriptionQueues(connection, spec);

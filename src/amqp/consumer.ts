@@ -22,6 +22,7 @@ import type { ConfirmPublisher } from './publisher.js';
 import { settledWithin } from './settled-within.js';
 import {
   declareSubscription,
+  FENCE_WAIT_MS,
   holdFence,
   type QueueType,
   type QueueTypeMismatch,
@@ -95,6 +96,9 @@ export class AmqpConsumer {
    */
   readonly #retired = new Set<Channel>();
   #recovering: Promise<void> | undefined;
+  #closeDone: Promise<void> | undefined;
+  /** The connection it last attached on, until that is lost (its close takes the fence there). */
+  #connection: ChannelModel | undefined;
   #recoverAgain = false;
 
   constructor(spec: SubscriptionSpec, handler: DeliveryHandler, context: ConsumerContext) {
@@ -119,6 +123,7 @@ export class AmqpConsumer {
   }
 
   async #attach(connection: ChannelModel): Promise<void> {
+    this.#connection = connection;
     await declareSubscription(connection, this.#context.exchange, this.spec, this.topology, this.#context);
     const channel = await connection.createChannel();
     channel.on('error', () => {
@@ -174,6 +179,7 @@ export class AmqpConsumer {
 
   /** Forgets the channel of a lost connection; unacknowledged messages come back from the broker. */
   detach(): void {
+    this.#connection = undefined;
     this.#channel = undefined;
     this.#retired.clear();
   }
@@ -592,12 +598,56 @@ export class AmqpConsumer {
    * the cancel or the close, so neither is waited for past the timeout. A channel left closing then
    * goes with its connection; the broker requeues what it held either way.
    */
-  async close(timeoutMs: number): Promise<void> {
-    if (this.#closed) return;
+  close(timeoutMs: number): Promise<void> {
+    this.#closeDone ??= this.#closeOnce(timeoutMs);
+    return this.#closeDone;
+  }
+
+  /** Its close, once begun: a delete of its subscription waits for it (see the transport's). */
+  get closing(): Promise<void> | undefined {
+    return this.#closeDone;
+  }
+
+  async #closeOnce(timeoutMs: number): Promise<void> {
     this.#closed = true;
     clearInterval(this.#watch);
-    this.#context.onClosed(this);
     const deadline = Date.now() + timeoutMs;
+    // Counted as consuming until what its handlers hold is back in the queue: in this process it stays
+    // among the transport's consumers, and the fence keeps out a delete of another process, which
+    // once the consumer was cancelled saw none and deleted the queue with those messages (and the
+    // retries their handlers then asked for).
+    const release = await this.#fenceForClose(timeoutMs);
+    try {
+      await this.#close(deadline);
+    } finally {
+      this.#context.onClosed(this);
+      if (release !== undefined) await settledWithin(release(), Math.max(0, deadline - Date.now()));
+    }
+  }
+
+  /** The fence, had within `timeoutMs` (never waited for past it: a broker that stops answering). */
+  async #fenceForClose(timeoutMs: number): Promise<(() => Promise<void>) | undefined> {
+    const connection = this.#connection;
+    if (connection === undefined || this.#channel === undefined) return undefined;
+    const fence = holdFence(connection, this.topology, Math.min(timeoutMs, FENCE_WAIT_MS)).catch(
+      () => undefined,
+    );
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<'late'>((resolve) => {
+      timer = setTimeout(() => resolve('late'), timeoutMs);
+    });
+    const got = await Promise.race([fence, late]);
+    clearTimeout(timer);
+    if (got === 'late') {
+      // Had after all: let it go at once, or every later delete would wait for it.
+      void fence.then((release) => release?.());
+      return undefined;
+    }
+    return got;
+  }
+
+  async #close(deadline: number): Promise<void> {
+    const timeoutMs = Math.max(0, deadline - Date.now());
     const channel = this.#channel;
     if (channel !== undefined && this.#consumerTag !== undefined) {
       await settledWithin(channel.cancel(this.#consumerTag), timeoutMs);

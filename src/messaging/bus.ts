@@ -530,7 +530,9 @@ export class Bus<C extends Contracts = NoContracts> {
     if (this.#closing !== undefined) throw new BusClosedError();
     // Any of subscribe's: the options a subscription was made with may be passed as they are.
     checkOptions('deleteSubscription', options, SUBSCRIBE_KEYS);
-    return this.transport.deleteSubscription(this.#spec(pattern, options));
+    const spec = this.#spec(pattern, options);
+    // Waited for by close, as a listing is: on RabbitMQ a close that cut it left its outcome unknown.
+    return this.#deadLetterCall(() => this.transport.deleteSubscription(spec));
   }
 
   /**
@@ -718,8 +720,9 @@ export class Bus<C extends Contracts = NoContracts> {
   }
 
   /**
-   * Runs a listing or replay that `close` waits for (within `closeTimeoutMs`): cut short, it would
-   * leave the letters it fetched back in the queue out of order on RabbitMQ.
+   * Runs a listing, replay or subscription delete that `close` waits for (within `closeTimeoutMs`):
+   * cut short, a listing or replay would leave the letters it fetched back in the queue out of order
+   * on RabbitMQ, and a delete would end with its outcome unknown.
    */
   async #deadLetterCall<T>(call: () => Promise<T>): Promise<T> {
     this.#deadLetterCalls.begin();

@@ -145,6 +145,8 @@ interface Queue {
   readonly matches: (type: string) => boolean;
   readonly buffer: Deque<Entry>;
   readonly consumers: MemoryConsumer[];
+  /** Closes of consumers under way: they take nothing more, but may still hold messages (see deleteQueue). */
+  readonly closing: Set<Promise<void>>;
   next: number;
   scheduled: boolean;
   deleted: boolean;
@@ -547,10 +549,24 @@ export class MemoryBroker {
    * RabbitMQ leaves the delay queues it was not told of: they go to the subscription's queue if it is
    * made again before they are due, else they are dropped. Without `retryDelays`, every retry waiting.
    */
+  /**
+   * Whether a consumer is attached to the subscription's queue (`'open'`), only closing ones
+   * (`'closing'`, with their closes), or none.
+   */
+  consumersOf(group: string, pattern: string): 'open' | Promise<void>[] {
+    const queue = this.#queues.get(`${group}\u0000${pattern}`);
+    if (queue === undefined) return [];
+    return queue.consumers.length > 0 ? 'open' : [...queue.closing];
+  }
+
   deleteQueue(group: string, pattern: string, retryDelays?: readonly number[]): number {
     const key = `${group}\u0000${pattern}`;
     const queue = this.#queues.get(key);
-    if (queue !== undefined && queue.consumers.length > 0) throw new SubscriptionInUseError(group, pattern);
+    // A closing consumer still counts, until its close has given back what its handlers held: deleted
+    // before, the queue took those messages with it, and a retry its handler then asked for was lost.
+    if (queue !== undefined && queue.consumers.length + queue.closing.size > 0) {
+      throw new SubscriptionInUseError(group, pattern);
+    }
     let discarded = 0;
     if (queue !== undefined) {
       queue.deleted = true;
@@ -586,6 +602,7 @@ export class MemoryBroker {
         matches: compilePattern(spec.pattern),
         buffer: new Deque(),
         consumers: [],
+        closing: new Set(),
         next: 0,
         scheduled: false,
         deleted: false,
@@ -617,13 +634,23 @@ export class MemoryBroker {
     consumer.closed = true;
     const index = queue.consumers.indexOf(consumer);
     if (index >= 0) queue.consumers.splice(index, 1);
-    await consumer.inFlight.idle(timeoutMs, this.clock);
-    if (consumer.holding.size > 0) {
-      // Each counted as a redelivery, as RabbitMQ's consumers count what a closed channel gave back.
-      const held = [...consumer.holding.values()].map(redelivered);
-      consumer.holding.clear();
-      if (queue.deleted) for (const entry of held) entry.settlement?.copySettled();
-      else queue.buffer.unshiftAll(held);
+    let closed!: () => void;
+    const closing = new Promise<void>((resolve) => {
+      closed = resolve;
+    });
+    queue.closing.add(closing);
+    try {
+      await consumer.inFlight.idle(timeoutMs, this.clock);
+      if (consumer.holding.size > 0) {
+        // Each counted as a redelivery, as RabbitMQ's consumers count what a closed channel gave back.
+        const held = [...consumer.holding.values()].map(redelivered);
+        consumer.holding.clear();
+        if (queue.deleted) for (const entry of held) entry.settlement?.copySettled();
+        else queue.buffer.unshiftAll(held);
+      }
+    } finally {
+      queue.closing.delete(closing);
+      closed();
     }
     // What the closed consumer did not take goes to the remaining competitors.
     this.#schedule(queue);

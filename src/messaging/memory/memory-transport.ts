@@ -1,6 +1,6 @@
 import type { Envelope } from '../envelope.js';
 import { assertEnvelope } from '../envelope-limits.js';
-import { BusClosedError, connectWhenClosedError } from '../errors.js';
+import { BusClosedError, connectWhenClosedError, SubscriptionInUseError } from '../errors.js';
 import type {
   DeadLetter,
   DeliveryHandler,
@@ -85,8 +85,18 @@ export class MemoryTransport implements Transport {
     return this.broker.listDeadLetters(group, options.limit);
   }
 
+  /**
+   * Refuses at once while a consumer is attached; waits for consumers closing to give back what
+   * their handlers hold (as RabbitMQ's delete waits for their fence), then deletes.
+   */
   async deleteSubscription(spec: SubscriptionSpec): Promise<number> {
     if (this.#closed) throw new BusClosedError('transport');
+    for (;;) {
+      const consumers = this.broker.consumersOf(spec.group, spec.pattern);
+      if (consumers === 'open') throw new SubscriptionInUseError(spec.group, spec.pattern);
+      if (consumers.length === 0) break;
+      await Promise.all(consumers);
+    }
     return this.broker.deleteQueue(spec.group, spec.pattern, spec.retryDelays);
   }
 
