@@ -301,22 +301,38 @@ export class AmqpTransport implements Transport {
    * stays up, so the other subscriptions' handlers keep their deliveries. Should that fail on the
    * live connection, the connection is cycled, as for a failed channel.
    */
-  #recoverSubscription(consumer: AmqpConsumer, reason: string, attempt = 1): void {
+  #recoverSubscription(consumer: AmqpConsumer, reason: string): void {
     const connection = this.#connection;
     if (connection === undefined || this.#state !== 'ready') return; // the reconnect attaches it
-    if (attempt === 1) this.#logger.warn(`${reason}; declaring the queues of that subscription again`);
-    void this.#reattach(consumer, connection, () => consumer.recover(connection)).catch((error: unknown) => {
+    this.#logger.warn(`${reason}; declaring the queues of that subscription again`);
+    void this.#whileQueueGone(connection, () =>
+      this.#reattach(consumer, connection, () => consumer.recover(connection)),
+    ).catch((error: unknown) => {
       if (connection !== this.#connection) return;
-      // Deleted again between its declare and its consume or bind (404): that subscription alone
-      // tries again, a little later.
-      if ((error as { code?: unknown }).code === 404 && attempt < RECOVER_ATTEMPTS) {
-        setTimeout(() => this.#recoverSubscription(consumer, reason, attempt + 1), 50 * attempt).unref();
-        return;
-      }
       this.#fail(
         `${reason}, and declaring it again failed (${error instanceof Error ? error.message : String(error)})`,
       );
     });
+  }
+
+  /**
+   * Runs `attach` again while it fails with a 404 on the live `connection` (the subscription's queues
+   * deleted again between its declare and its consume or bind), up to RECOVER_ATTEMPTS, a little later
+   * each time; rejects with its last failure, or with the first on a connection no longer live.
+   */
+  async #whileQueueGone(connection: ChannelModel, attach: () => Promise<void>): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await attach();
+      } catch (error) {
+        const again =
+          connection === this.#connection &&
+          (error as { code?: unknown }).code === 404 &&
+          attempt < RECOVER_ATTEMPTS;
+        if (!again) throw error;
+        await new Promise((resolve) => setTimeout(resolve, 50 * attempt).unref());
+      }
+    }
   }
 
   /** A channel failed on a live connection: recover by cycling the whole connection. */
@@ -390,29 +406,23 @@ export class AmqpTransport implements Transport {
     const deleting = this.#deleting.get(consumer.topology.queue);
     if (deleting !== undefined) await deleting;
     const connection = this.#connection;
-    for (let attempt = 1; connection !== undefined; attempt++) {
-      try {
-        await consumer.attach(connection);
-        break;
-      } catch (error) {
-        // Recovery attaches it on the next connection.
-        if (connection !== this.#connection) break;
-        // Its queues deleted under it by what its fence does not keep out (an operator, an older
-        // Ferry): declared again, as a consumer's queue deleted later is.
-        if ((error as { code?: unknown }).code === 404 && attempt < RECOVER_ATTEMPTS) {
-          await new Promise((resolve) => setTimeout(resolve, 50 * attempt));
-          continue;
-        }
-        // A failure on a connection that is still up is the subscription's own (for instance a queue
-        // declared earlier with other arguments): report it.
-        this.#consumers.delete(consumer);
-        throw (error as { code?: unknown }).code === 404
-          ? new BrokerConnectionError(
-              `subscribing ${describeSpec(spec)}: its queues were deleted while they were declared, ${attempt} times in a row (by something other than Ferry's deleteSubscription, which waits for a subscribe)`,
-              { cause: error },
-            )
-          : await this.#brokerFailure(error, connection, `subscribing ${describeSpec(spec)}`);
-      }
+    if (connection === undefined) return consumer; // recovery attaches it
+    try {
+      // Its queues deleted under it by what its fence does not keep out (an operator, an older
+      // Ferry): declared again, as a consumer's queue deleted later is.
+      await this.#whileQueueGone(connection, () => consumer.attach(connection));
+    } catch (error) {
+      // Recovery attaches it on the next connection.
+      if (connection !== this.#connection) return consumer;
+      // A failure on a connection that is still up is the subscription's own (for instance a queue
+      // declared earlier with other arguments): report it.
+      this.#consumers.delete(consumer);
+      throw (error as { code?: unknown }).code === 404
+        ? new BrokerConnectionError(
+            `subscribing ${describeSpec(spec)}: its queues were deleted while they were declared, ${RECOVER_ATTEMPTS} times in a row (by something other than Ferry's deleteSubscription, which waits for a subscribe)`,
+            { cause: error },
+          )
+        : await this.#brokerFailure(error, connection, `subscribing ${describeSpec(spec)}`);
     }
     return consumer;
   }

@@ -7,7 +7,7 @@ import { closeChannel } from './close-channel.js';
 import { republishOptions, wireMessageOf } from './codec.js';
 import { handBack } from './hand-back.js';
 import type { ConfirmPublisher } from './publisher.js';
-import { deadLetterQueueName } from './topology.js';
+import { deadLetterQueueName, openChannel } from './topology.js';
 
 /** Headers a dead-lettered message carries: why, where from, and how to send it back. */
 export const DEAD_LETTER_HEADER = Object.freeze({
@@ -62,8 +62,7 @@ async function withChannel<T>(
   fn: (channel: Channel) => Promise<T>,
   confirmClose = false,
 ): Promise<T> {
-  const channel = await connection.createChannel();
-  channel.on('error', () => {});
+  const channel = await openChannel(connection);
   let result: T;
   try {
     result = await fn(channel);

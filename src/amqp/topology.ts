@@ -207,11 +207,7 @@ class QueueDeclarer {
 
   async channel(): Promise<Channel> {
     if (this.#channel === undefined) {
-      const channel = await this.#connection.createChannel();
-      channel.on('error', () => {
-        // Reported through the failing call.
-      });
-      this.#channel = channel;
+      this.#channel = await openChannel(this.#connection);
     }
     return this.#channel;
   }
@@ -257,7 +253,8 @@ export const FENCE_WAIT_MS = 5_000;
 /** The last segment of a subscription's fence queue (see {@link holdFence}). */
 const FENCE_SEGMENT = 'fence';
 
-async function openChannel(connection: ChannelModel): Promise<Channel> {
+/** A channel whose errors are reported through the failing call (a listener keeps them from crashing the process). */
+export async function openChannel(connection: ChannelModel): Promise<Channel> {
   const channel = await connection.createChannel();
   channel.on('error', () => {
     // Reported through the failing call.
