@@ -61,6 +61,30 @@ describe('loggerOption', () => {
     expect(lines).toEqual(['warn careful', 'sink broken {"id":7}', 'only here']);
   });
 
+  it('hands a line without fields to the logger as the message alone (console printed "… undefined")', async () => {
+    const calls: unknown[][] = [];
+    const line = (...args: unknown[]) => calls.push(args);
+    const consoleLike = sinkWith({ info: line, warn: line, error: line });
+    const logger = loggerOption<Logger>('x', consoleLike);
+    logger?.warn('alone');
+    logger?.warn('with', { n: 1 });
+    expect(calls).toEqual([['alone'], ['with', { n: 1 }]]);
+    // Where users met it: the outbox relay's line about a message nobody receives.
+    calls.length = 0;
+    const store = await createEventStore({ url: 'memory://' });
+    const bus = await createBus({ url: 'memory://', service: 'lines', logger: silentLogger });
+    const outbox = await createOutbox({ store, bus, logger: consoleLike, relay: { retryDelayMs: 50 } });
+    try {
+      await outbox.unitOfWork((work) => work.publish('nobody.listens', { a: 1 }));
+      await waitFor(() => calls.length > 0, "the relay's line about the refused message");
+      for (const args of calls) expect(args.at(-1)).not.toBeUndefined();
+    } finally {
+      await outbox.close();
+      await bus.close();
+      await store.close();
+    }
+  });
+
   it('wraps a logger once: one it already kept from throwing is handed back as it is', () => {
     const once = loggerOption<Logger>('x', console);
     expect(once).not.toBe(console);

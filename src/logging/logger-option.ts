@@ -55,7 +55,11 @@ function guarded<L>(logger: L, levels: readonly string[]): L {
     };
     safe[level] = (message, fields) => {
       try {
-        const done: unknown = target[level]?.call(logger, message, fields);
+        // Fields only when there are some: console prints an undefined argument ("… undefined").
+        const done: unknown =
+          fields === undefined
+            ? target[level]?.call(logger, message)
+            : target[level]?.call(logger, message, fields);
         // An async logger: its rejection is no unhandled rejection either.
         if (typeof (done as PromiseLike<unknown> | undefined)?.then === 'function') {
           Promise.resolve(done).catch((error: unknown) => failed(error, message));
