@@ -260,7 +260,8 @@ export class Bus<C extends Contracts = NoContracts> {
   readonly #logger: Logger;
   /** `undefined` for the system clock, whose `Date.now()` is read directly on the hot path. */
   readonly #clock: Clock | undefined;
-  readonly #subscriptions = new Set<TransportSubscription>();
+  /** Open subscriptions, with the time limit of their handlers (let go once the subscription is closed). */
+  readonly #subscriptions = new Map<TransportSubscription, HandlerTimeouts | undefined>();
   #closing: Promise<void> | undefined;
   /** Listings and replays of dead letters under way: `close` waits for them as for handlers. */
   readonly #deadLetterCalls = new InFlight();
@@ -500,16 +501,16 @@ export class Bus<C extends Contracts = NoContracts> {
     );
     if (this.#closing !== undefined) {
       // close() began while the transport was subscribing and could not see this subscription.
-      await transportSubscription.close(this.#closeTimeoutMs);
+      await closeSubscription(transportSubscription, timeouts, this.#closeTimeoutMs);
       throw new BusClosedError();
     }
-    this.#subscriptions.add(transportSubscription);
+    this.#subscriptions.set(transportSubscription, timeouts);
     return {
       group,
       pattern,
       close: async () => {
         this.#subscriptions.delete(transportSubscription);
-        await transportSubscription.close(this.#closeTimeoutMs);
+        await closeSubscription(transportSubscription, timeouts, this.#closeTimeoutMs);
         givenUp = true;
       },
     };
@@ -793,7 +794,7 @@ export class Bus<C extends Contracts = NoContracts> {
       this.#subscriptions.clear();
       try {
         await Promise.all([
-          ...subscriptions.map((s) => s.close(this.#closeTimeoutMs)),
+          ...subscriptions.map(([s, timeouts]) => closeSubscription(s, timeouts, this.#closeTimeoutMs)),
           // Listings and replays already under way end first (a replay may still publish).
           this.#deadLetterCalls.idle(this.#closeTimeoutMs, clock),
         ]);
@@ -804,6 +805,22 @@ export class Bus<C extends Contracts = NoContracts> {
       await this.transport.close(Math.max(0, deadline - clock.now()));
     })();
     return this.#closing;
+  }
+}
+
+/**
+ * Closes `subscription`; its handlers still running then were given up on, and their time limit no
+ * longer keeps the process alive.
+ */
+async function closeSubscription(
+  subscription: TransportSubscription,
+  timeouts: HandlerTimeouts | undefined,
+  closeTimeoutMs: number,
+): Promise<void> {
+  try {
+    await subscription.close(closeTimeoutMs);
+  } finally {
+    timeouts?.release();
   }
 }
 

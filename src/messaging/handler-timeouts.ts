@@ -220,6 +220,16 @@ export class HandlerTimeouts {
   readonly #dues: WeakMap<HandlerRun, number> | undefined;
   #armed = false;
   /**
+   * The system-clock timer armed for the oldest run, kept alive (ref'd) while a run is pending: the
+   * limit is what frees what a hung handler holds (its slot, its unit of work's turn at the store), so
+   * a process awaiting that must not exit before it (exit 13, the await unsettled; on RabbitMQ the
+   * socket keeps it alive). Let go (unref'd) once no run is pending, as it stays armed until it fires.
+   */
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #timerRefed = false;
+  /** {@link release}d: the timer no longer keeps the process alive. */
+  #released = false;
+  /**
    * `#expire`, bound to the async context the subscription was made in: a timer armed from inside a
    * handler's unit of work (when its limit resumes) must not run the expiry, and what it sets off
    * (the next delivery, in the freed slot), inside that unit of work's context.
@@ -246,17 +256,14 @@ export class HandlerTimeouts {
    */
   race(run: HandlerRun, work: PromiseLike<unknown>, decide: Decide): PendingOutcome {
     run.begin(decide);
-    if (!run.limitPaused) {
-      HandlerRun.append(this.#pending, run);
-      if (!this.#armed) this.#arm(this.#dueOf(run));
-    }
+    if (!run.limitPaused) this.#link(run);
     work.then(
       () => {
-        HandlerRun.unlink(this.#pending, run);
+        this.#unlink(run);
         run.settle(undefined);
       },
       (error: unknown) => {
-        HandlerRun.unlink(this.#pending, run);
+        this.#unlink(run);
         run.settle({ error });
       },
     );
@@ -265,7 +272,7 @@ export class HandlerTimeouts {
 
   /** Takes `run` out of the runs whose limit can pass, until {@link resume}. */
   pause(run: HandlerRun): void {
-    HandlerRun.unlink(this.#pending, run);
+    this.#unlink(run);
   }
 
   /**
@@ -275,8 +282,38 @@ export class HandlerTimeouts {
   resume(run: HandlerRun): void {
     run.deadline = Date.now() + this.timeoutMs;
     if (this.#clock !== undefined) this.#dues!.set(run, this.#clock.now() + this.timeoutMs);
+    this.#link(run);
+  }
+
+  /**
+   * The subscription is closed: runs still pending were given up on, and must not keep the process
+   * alive until their limit (their limit still ends them).
+   */
+  release(): void {
+    this.#released = true;
+    if (this.#timerRefed) {
+      this.#timer?.unref();
+      this.#timerRefed = false;
+    }
+  }
+
+  /** Adds `run` as the newest pending run, the timer armed and kept alive. */
+  #link(run: HandlerRun): void {
     HandlerRun.append(this.#pending, run);
     if (!this.#armed) this.#arm(this.#dueOf(run));
+    else if (!this.#timerRefed && !this.#released && this.#timer !== undefined) {
+      this.#timer.ref();
+      this.#timerRefed = true;
+    }
+  }
+
+  /** Takes `run` out of the pending runs; the timer is let go once none is left. */
+  #unlink(run: HandlerRun): void {
+    HandlerRun.unlink(this.#pending, run);
+    if (this.#timerRefed && this.#pending.oldest === undefined) {
+      this.#timer?.unref();
+      this.#timerRefed = false;
+    }
   }
 
   #dueOf(run: HandlerRun): number {
@@ -290,13 +327,17 @@ export class HandlerTimeouts {
   #arm(due: number): void {
     this.#armed = true;
     const delay = Math.max(0, due - this.#now());
-    // Unref'd: a hung handler must not keep a closing process alive on its own.
-    if (this.#clock === undefined) setTimeout(this.#onTimer, delay).unref();
-    else this.#clock.setTimeout(this.#onTimer, delay).unref?.();
+    if (this.#clock === undefined) {
+      this.#timer = setTimeout(this.#onTimer, delay);
+      if (this.#released) this.#timer.unref();
+      else this.#timerRefed = true;
+    } else this.#clock.setTimeout(this.#onTimer, delay).unref?.();
   }
 
   #expire(): void {
     this.#armed = false;
+    this.#timer = undefined;
+    this.#timerRefed = false;
     const now = this.#now();
     for (let run = this.#pending.oldest; run !== undefined; run = this.#pending.oldest) {
       const due = this.#dueOf(run);
