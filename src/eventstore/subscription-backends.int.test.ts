@@ -324,6 +324,12 @@ describe.each(storages)('subscriptions on %s', (_name, storage) => {
           /retry/,
         ],
         [{ backoff: { initialDelayMs: 0, factor: Number.POSITIVE_INFINITY } }, /retry 2 a delay of NaN/],
+        // The keys left out are the subscription's own defaults (100 ms doubling): retry 26 is the
+        // first past a timer's range, 100 ms * 2^25 (from the bus's 1 s it was retry 23, 4194304000 ms).
+        [
+          { backoff: { maxDelayMs: 2 ** 40 }, maxAttempts: 40 },
+          /^backoff gives retry 26 a delay of 3355443200 ms/,
+        ],
         // Misspelt, these were dropped without a word and the default used.
         [{ batchsize: 10 }, /^subscribe has no option "batchsize": it takes name, from, types, batchSize, /],
         [{ handlerTimeout: 10 }, /^subscribe has no option "handlerTimeout"/],

@@ -189,7 +189,11 @@ export class EventSubscription {
     // `batchSize: undefined` spun the event loop for ever).
     const { name: _name, types: _types, ...rest } = definedOptions(options);
     this.#options = { ...DEFAULT_EVENT_SUBSCRIPTION_OPTIONS, ...rest };
-    this.#delays = exponentialDelays(this.#options.backoff, this.#options.maxAttempts - 1);
+    this.#delays = exponentialDelays(
+      this.#options.backoff,
+      this.#options.maxAttempts - 1,
+      DEFAULT_EVENT_SUBSCRIPTION_OPTIONS.backoff,
+    );
     assertRetryDelays(this.#delays);
     if (this.#options.from === 'end') {
       const meanwhile = ownAppends?.record();

@@ -256,6 +256,17 @@ describe('subscribe', () => {
     ).toBe(true);
   });
 
+  it("fills the backoff keys a subscribe leaves out from the bus's subscriptionDefaults, then Ferry's", async () => {
+    const bus = await open({ subscriptionDefaults: { backoff: { initialDelayMs: 200 } } });
+    // 200 ms then 400 ms, capped at 500: refused before (the 1 s first delay was over the cap).
+    await (await bus.subscribe('order.created', () => {}, { backoff: { maxDelayMs: 500 } })).close();
+    // The delays as the refusal of one past a timer's range tells them: 200 ms * 2^24 is retry 25.
+    const refused = await rejection(
+      bus.subscribe('order.created', () => {}, { maxAttempts: 40, backoff: { maxDelayMs: 2 ** 40 } }),
+    );
+    expect((refused as Error).message).toMatch(/^backoff gives retry 25 a delay of 3355443200 ms/);
+  });
+
   it('rejects an invalid pattern or group with INVALID_TOPIC', async () => {
     const bus = await open();
     expect(isInvalidTopicError(await rejection(bus.subscribe('order..created', () => {})))).toBe(true);

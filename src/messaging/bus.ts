@@ -951,7 +951,7 @@ function subscriptionSpecOf(
   if (!Number.isInteger(maxAttempts) || maxAttempts < 1 || maxAttempts > 100) {
     throw new InvalidOptionsError('maxAttempts must be an integer from 1 to 100');
   }
-  const retryDelays = exponentialDelays(orDefault(options.backoff, defaults.backoff), maxAttempts - 1);
+  const retryDelays = exponentialDelays(options.backoff, maxAttempts - 1, defaults.backoff);
   assertRetryDelays(retryDelays);
   return { group, pattern, concurrency, retryDelays };
 }

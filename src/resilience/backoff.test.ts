@@ -11,8 +11,18 @@ import {
 } from './backoff.js';
 
 describe('exponentialDelays', () => {
+  it('takes the keys options leave out from the defaults given, then from its own', () => {
+    const subscription = { initialDelayMs: 100, factor: 2, maxDelayMs: 5000 };
+    expect(exponentialDelays({ maxDelayMs: 5000 }, 3, subscription)).toEqual([100, 200, 400]);
+    expect(exponentialDelays({ factor: 3 }, 3, subscription)).toEqual([100, 300, 900]);
+    expect(exponentialDelays(undefined, 3, subscription)).toEqual([100, 200, 400]);
+    expect(exponentialDelays({ maxDelayMs: 500 }, 3, { initialDelayMs: 200 })).toEqual([200, 400, 500]);
+    expect(() => exponentialDelays({}, 1, { initialDelay: 5 } as never)).toThrow(/no option "initialDelay"/);
+  });
+
   it('doubles from 1s with the defaults', () => {
     expect(exponentialDelays({}, 4)).toEqual([1000, 2000, 4000, 8000]);
+    expect(exponentialDelays(undefined, 2)).toEqual([1000, 2000]);
   });
 
   it('caps every delay at maxDelayMs, 60s by default', () => {

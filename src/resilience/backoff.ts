@@ -21,11 +21,21 @@ export const DEFAULT_EXPONENTIAL_BACKOFF = Object.freeze({
 
 const EXPONENTIAL_BACKOFF_KEYS = Object.keys(DEFAULT_EXPONENTIAL_BACKOFF);
 
-/** The delays before retries 1..`retries`, e.g. 1s, 2s, 4s, 8s with the defaults and 4 retries. */
-export function exponentialDelays(options: ExponentialBackoffOptions, retries: number): number[] {
+/**
+ * The delays before retries 1..`retries`, e.g. 1s, 2s, 4s, 8s with the defaults and 4 retries. A key
+ * `options` leaves out (or all of them, `undefined`) is taken from `defaults`, then from
+ * {@link DEFAULT_EXPONENTIAL_BACKOFF}: a subscription given `{ maxDelayMs }` keeps its own first delay
+ * (an event store subscription's 100 ms, a bus's `subscriptionDefaults`), not 1 s.
+ */
+export function exponentialDelays(
+  options: ExponentialBackoffOptions | undefined,
+  retries: number,
+  defaults: ExponentialBackoffOptions = DEFAULT_EXPONENTIAL_BACKOFF,
+): number[] {
   // A string, or a misspelt key (`initialDelay`), would otherwise leave every delay at its default.
   const { initialDelayMs, factor, maxDelayMs } = {
     ...DEFAULT_EXPONENTIAL_BACKOFF,
+    ...knownOptions('backoff', defaults, EXPONENTIAL_BACKOFF_KEYS),
     ...knownOptions('backoff', options, EXPONENTIAL_BACKOFF_KEYS),
   };
   if (
