@@ -10,6 +10,20 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 /** Most events in one append. */
 export const MAX_APPEND_EVENTS = 10_000;
 
+/**
+ * Most events one transaction (a unit of work) appends, on every backend: PostgreSQL's positions
+ * leave 16 bits for the event's index in its transaction, and the embedded backends keep the same
+ * limit, so that what works on them works there.
+ */
+export const MAX_TRANSACTION_EVENTS = 65_536;
+
+/** An append that would take its transaction past {@link MAX_TRANSACTION_EVENTS}. */
+export function tooManyTransactionEvents(held: number, adding: number): InvalidEventError {
+  return new InvalidEventError(
+    `one transaction holds at most ${MAX_TRANSACTION_EVENTS} events: this one has ${held}, and the append brings ${adding} (nothing was written)`,
+  );
+}
+
 /** An append checked and encoded: what a backend stores. */
 export interface PreparedAppend {
   readonly events: readonly PreparedEvent[];

@@ -1,6 +1,11 @@
 import { InvalidOptionsError } from '../errors/ferry-error.js';
 import { checkOptions } from '../errors/options-object.js';
-import { assertReadStream, prepareAppend } from '../eventstore/prepare-append.js';
+import {
+  assertReadStream,
+  MAX_TRANSACTION_EVENTS,
+  prepareAppend,
+  tooManyTransactionEvents,
+} from '../eventstore/prepare-append.js';
 import type {
   AppendOptions,
   AppendResult,
@@ -62,6 +67,8 @@ export class UnitOfWork<C extends Contracts = NoContracts> {
   /** Outbox rows written by this unit of work (scheduled ones too): the relay is woken at commit when > 0. */
   enqueued = 0;
   #ended = false;
+  /** Events appended in this unit (or under way): at most {@link MAX_TRANSACTION_EVENTS}. */
+  #events = 0;
   /** Calls under way (see {@link untilCallsSettled}). */
   readonly #calls = new Set<Call>();
   /** The first call of the unit to fail, awaited or not, caught or not. */
@@ -171,8 +178,14 @@ export class UnitOfWork<C extends Contracts = NoContracts> {
     this.#assertOpen();
     checkOptions('work.append', options, ['expectedVersion']);
     const prepared = prepareAppend(streamId, events, options.expectedVersion);
+    const adding = prepared.events.length;
+    // Every backend as PostgreSQL, whose transaction cannot hold more: a unit of work that commits
+    // embedded commits there too.
+    if (this.#events + adding > MAX_TRANSACTION_EVENTS) throw tooManyTransactionEvents(this.#events, adding);
+    this.#events += adding;
     const { repeated, ...result } = await this.tx.append(streamId, prepared.events, prepared.expected);
     if (repeated === true) {
+      this.#events -= adding;
       // Sent again: nothing was written. The events as stored (their versions, their data), not as
       // sent this time, perhaps in another order or with other data.
       const ids = new Set(prepared.events.map((e) => e.id));

@@ -13,7 +13,6 @@ import {
   ConcurrencyError,
   DuplicateEventIdError,
   EventStoreClosedError,
-  InvalidEventError,
   StoreUnavailableError,
 } from '../eventstore/errors.js';
 import {
@@ -22,7 +21,11 @@ import {
   type OpenTransaction,
   ReadHeldBackError,
 } from '../eventstore/held-back.js';
-import { prepareAppend } from '../eventstore/prepare-append.js';
+import {
+  MAX_TRANSACTION_EVENTS,
+  prepareAppend,
+  tooManyTransactionEvents,
+} from '../eventstore/prepare-append.js';
 import type {
   AppendResult,
   EventData,
@@ -844,11 +847,7 @@ export class PostgresEventStoreBackend implements EventStoreBackend, OutboxCapab
   async #assertRoomInTransaction(db: Queryable, adding: number): Promise<void> {
     const { rows } = await db.query<{ n: number }>(this.#sql.eventsInTransaction);
     const held = Number(rows[0]?.n ?? 0);
-    if (held + adding > EVENTS_PER_TRANSACTION) {
-      throw new InvalidEventError(
-        `one transaction holds at most ${EVENTS_PER_TRANSACTION} events: this one has ${held}, and the append brings ${adding} (nothing was written)`,
-      );
-    }
+    if (held + adding > MAX_TRANSACTION_EVENTS) throw tooManyTransactionEvents(held, adding);
   }
 
   async #resolveConflict(
@@ -1278,8 +1277,6 @@ interface Statement {
 const MAX_VALUES_ROWS = 32;
 /** Most appends committed together: with at most {@link MAX_VALUES_ROWS} events each, far below 65,536 positions. */
 const MAX_BATCH_APPENDS = 64;
-/** Positions are the transaction id << 16 plus the index: at most this many events per transaction. */
-const EVENTS_PER_TRANSACTION = 65_536;
 /**
  * Batches (or lone appends) being committed at once: one, the classic leader/follower group commit.
  * A lone append goes at once; those called while a commit is in flight go together next. With two
@@ -1351,7 +1348,7 @@ function arrayAppendStatements(s: string) {
   const tx = `WITH tx AS MATERIALIZED (SELECT txid_current() << 16 AS base)`;
   // The events this transaction appended so far: its positions run from tx.base.
   const used = `SELECT count(*)::int4 AS n FROM ${s}.events, tx
-        WHERE position >= tx.base AND position < tx.base + ${EVENTS_PER_TRANSACTION}`;
+        WHERE position >= tx.base AND position < tx.base + ${MAX_TRANSACTION_EVENTS}`;
   return {
     appendArrays: { name: `ferry-append-arrays-${s}`, text: tx + insert('', '') } satisfies Statement,
     eventsInTransaction: { name: `ferry-events-in-tx-${s}`, text: `${tx} ${used}` } satisfies Statement,
@@ -1364,7 +1361,7 @@ function arrayAppendStatements(s: string) {
       text: `${tx}, used AS (${used})${insert(
         '+ used.n',
         ', used',
-        ` AND used.n + cardinality($4::uuid[]) <= ${EVENTS_PER_TRANSACTION}
+        ` AND used.n + cardinality($4::uuid[]) <= ${MAX_TRANSACTION_EVENTS}
         AND NOT EXISTS (SELECT 1 FROM ${s}.events WHERE stream_id = $1 AND id = ANY($4::uuid[]))`,
       )}`,
     } satisfies Statement,

@@ -811,6 +811,32 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
         expect(await store.readStream('order-d')).toEqual([]);
       });
 
+      it('holds at most 65,536 events in a unit of work, as PostgreSQL does: the append past it is refused and nothing is kept', async () => {
+        const { store, outbox } = await setup();
+        const events = (n: number) => Array.from({ length: n }, () => ({ type: 'Counted', data: {} }));
+        const fill = async (work: Pick<UnitOfWork, 'append'>, streamId: string, last: number) => {
+          for (let i = 0; i < 6; i++) await work.append(streamId, events(10_000));
+          return work.append(streamId, events(last));
+        };
+        const refused = await outbox
+          .unitOfWork(async (work) => {
+            const over = await fill(work, 'count-over', 5_537).catch((e: unknown) => e);
+            expect(over).toMatchObject({ code: 'INVALID_EVENT' });
+            expect(String(over)).toContain(
+              'at most 65536 events: this one has 60000, and the append brings 5537',
+            );
+            throw over;
+          })
+          .catch((e: unknown) => e);
+        expect(refused).toMatchObject({ code: 'INVALID_EVENT' });
+        expect(await store.readStream('count-over', { limit: 1 })).toEqual([]);
+        await outbox.unitOfWork(async (work) => {
+          await fill(work, 'count-full', 5_536);
+        });
+        const [last] = await store.readStream('count-full', { direction: 'backward', limit: 1 });
+        expect(last?.version).toBe(65_535);
+      }, 60_000);
+
       it('publishes a scheduled message when it falls due, not at the next safety poll', async () => {
         const { outbox, received } = await setup({ pollIntervalMs: 60_000 });
         // Let the relay go idle first, sleeping until its (long) poll.
