@@ -1,4 +1,8 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { createEventStore } from '../../connect/create-event-store.js';
 import { silentLogger } from '../../logging/logger.js';
 import { testEventStore } from '../../testing/event-store-contract.js';
 import { waitFor } from '../../testing/wait.js';
@@ -31,3 +35,37 @@ describe('a memory store opened twice on one name', () => {
     }
   });
 });
+
+describe('an append not yet resolved, on the embedded backends', () => {
+  it('is not seen by reads called in the turn it was called in, on memory as on SQLite', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ferry-unresolved-'));
+    const stores = [
+      await createEventStore({ url: 'memory://', logger: silentLogger }),
+      await createEventStore({ url: `sqlite:${join(dir, 'events.db')}`, logger: silentLogger }),
+    ];
+    try {
+      const seen: number[][] = [];
+      for (const store of stores) {
+        const appended = store.append('s', [{ type: 'E', data: {} }]);
+        const [stream, all] = await Promise.all([store.readStream('s'), collect(store.readAll())]);
+        await appended;
+        seen.push([stream.length, all.length, (await store.readStream('s')).length]);
+      }
+      // Seen once the append resolved; not before (memory wrote it at the call: a test on it passed
+      // code that reads before its write has resolved, which fails on SQLite and PostgreSQL).
+      expect(seen).toEqual([
+        [0, 0, 1],
+        [0, 0, 1],
+      ]);
+    } finally {
+      for (const store of stores) await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+async function collect<T>(items: AsyncIterable<T>): Promise<T[]> {
+  const all: T[] = [];
+  for await (const item of items) all.push(item);
+  return all;
+}

@@ -1,4 +1,5 @@
 import { type Inbox, MemoryInbox } from '../../inbox/inbox.js';
+import { endOfTurn } from '../../time/end-of-turn.js';
 import type { EventStoreBackend, ParkedEvent, ReadAfterResult, Snapshot } from '../backend.js';
 import { ConcurrencyError, DuplicateEventIdError } from '../errors.js';
 import type {
@@ -73,6 +74,10 @@ export class MemoryEventStoreBackend implements EventStoreBackend {
     events: readonly PreparedEvent[],
     expected: ExpectedVersion,
   ): Promise<AppendResult> {
+    // Written at the end of the turn it was called in, as SQLite commits the appends of a turn (and as
+    // PostgreSQL's is seen a round trip later): a read called meanwhile does not see it on any
+    // backend, so code that reads before its append resolved fails here as it would there.
+    await endOfTurn();
     const [result] = this.appendAll([{ streamId, events, expected }]);
     return result!;
   }
