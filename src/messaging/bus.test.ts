@@ -256,6 +256,20 @@ describe('subscribe', () => {
     ).toBe(true);
   });
 
+  it('reports the backoff in force in subscriptionDefaults, every key, frozen, a copy of the one given', async () => {
+    const given = { backoff: { initialDelayMs: 100 } };
+    const bus = await open({ subscriptionDefaults: given });
+    expect(bus.subscriptionDefaults.backoff).toEqual({ initialDelayMs: 100, factor: 2, maxDelayMs: 60_000 });
+    expect(Object.isFrozen(bus.subscriptionDefaults.backoff)).toBe(true);
+    given.backoff.initialDelayMs = 400;
+    expect(bus.subscriptionDefaults.backoff.initialDelayMs).toBe(100);
+    // The delays as the refusal of one past a timer's range tells them: 100 ms * 2^25 is retry 26.
+    const refused = await rejection(
+      bus.subscribe('order.created', () => {}, { maxAttempts: 40, backoff: { maxDelayMs: 2 ** 40 } }),
+    );
+    expect((refused as Error).message).toMatch(/^backoff gives retry 26 /);
+  });
+
   it("fills the backoff keys a subscribe leaves out from the bus's subscriptionDefaults, then Ferry's", async () => {
     const bus = await open({ subscriptionDefaults: { backoff: { initialDelayMs: 200 } } });
     // 200 ms then 400 ms, capped at 500: refused before (the 1 s first delay was over the cap).

@@ -10,6 +10,7 @@ import {
   assertRetryDelays,
   DEFAULT_EXPONENTIAL_BACKOFF,
   type ExponentialBackoffOptions,
+  exponentialBackoffOf,
   exponentialDelays,
 } from '../resilience/backoff.js';
 import { type Clock, systemClock } from '../time/clock.js';
@@ -39,6 +40,7 @@ import {
   neverAbortedSignal,
 } from './handler-timeouts.js';
 import { InFlight } from './in-flight.js';
+import { KeepAlive } from './keep-alive.js';
 import type { MemoryBrokerOptions } from './memory/memory-broker.js';
 import { composeMiddleware, type HandlerMiddleware, idempotent, type MessageHandler } from './middleware.js';
 import { assertGroup, assertMessageType, assertPattern } from './topic.js';
@@ -260,8 +262,11 @@ export class Bus<C extends Contracts = NoContracts> {
   readonly #logger: Logger;
   /** `undefined` for the system clock, whose `Date.now()` is read directly on the hot path. */
   readonly #clock: Clock | undefined;
-  /** Open subscriptions, with the time limit of their handlers (let go once the subscription is closed). */
-  readonly #subscriptions = new Map<TransportSubscription, HandlerTimeouts | undefined>();
+  /**
+   * Open subscriptions, each with what lets its handlers' runs go once it is closed (they keep the
+   * process alive meanwhile, see {@link KeepAlive}).
+   */
+  readonly #subscriptions = new Map<TransportSubscription, () => void>();
   #closing: Promise<void> | undefined;
   /** Listings and replays of dead letters under way: `close` waits for them as for handlers. */
   readonly #deadLetterCalls = new InFlight();
@@ -491,26 +496,29 @@ export class Bus<C extends Contracts = NoContracts> {
       spec,
     );
     const timeouts = timeoutMs > 0 ? new HandlerTimeouts(timeoutMs, this.#clock) : undefined;
+    // Handlers without a limit keep the process alive while they run (the limit's timer does else).
+    const keepAlive = timeouts === undefined ? new KeepAlive() : undefined;
+    const letGo = () => (timeouts === undefined ? keepAlive?.release() : timeouts.release());
     const onExpired = options.onExpired ?? 'dead-letter';
     if (onExpired !== 'dead-letter' && onExpired !== 'drop') {
       throw new InvalidOptionsError("onExpired must be 'dead-letter' or 'drop'");
     }
     const transportSubscription = await this.transport.subscribe(
       spec,
-      this.#dispatcher(spec, chain, timeouts, onExpired),
+      this.#dispatcher(spec, chain, timeouts ?? keepAlive, onExpired),
     );
     if (this.#closing !== undefined) {
       // close() began while the transport was subscribing and could not see this subscription.
-      await closeSubscription(transportSubscription, timeouts, this.#closeTimeoutMs);
+      await closeSubscription(transportSubscription, letGo, this.#closeTimeoutMs);
       throw new BusClosedError();
     }
-    this.#subscriptions.set(transportSubscription, timeouts);
+    this.#subscriptions.set(transportSubscription, letGo);
     return {
       group,
       pattern,
       close: async () => {
         this.#subscriptions.delete(transportSubscription);
-        await closeSubscription(transportSubscription, timeouts, this.#closeTimeoutMs);
+        await closeSubscription(transportSubscription, letGo, this.#closeTimeoutMs);
         givenUp = true;
       },
     };
@@ -577,9 +585,11 @@ export class Bus<C extends Contracts = NoContracts> {
   #dispatcher(
     spec: SubscriptionSpec,
     chain: MessageHandler,
-    timeouts: HandlerTimeouts | undefined,
+    limit: HandlerTimeouts | KeepAlive | undefined,
     onExpired: 'dead-letter' | 'drop',
   ): DeliveryHandler {
+    const timeouts = limit instanceof HandlerTimeouts ? limit : undefined;
+    const keepAlive = limit instanceof KeepAlive ? limit : undefined;
     const delays = spec.retryDelays;
     const contracts = this.#contracts;
     const logger = this.#logger;
@@ -643,9 +653,16 @@ export class Bus<C extends Contracts = NoContracts> {
       }
       if (isThenable(result)) {
         if (handlerRun !== undefined) return timeouts!.race(handlerRun, result, decide);
+        keepAlive?.hold();
         return Promise.resolve(result).then(
-          () => ACK,
-          (error: unknown) => failed(attempt, id, type, error),
+          () => {
+            keepAlive?.letGo();
+            return ACK;
+          },
+          (error: unknown) => {
+            keepAlive?.letGo();
+            return failed(attempt, id, type, error);
+          },
         );
       }
       return ACK;
@@ -794,7 +811,7 @@ export class Bus<C extends Contracts = NoContracts> {
       this.#subscriptions.clear();
       try {
         await Promise.all([
-          ...subscriptions.map(([s, timeouts]) => closeSubscription(s, timeouts, this.#closeTimeoutMs)),
+          ...subscriptions.map(([s, letGo]) => closeSubscription(s, letGo, this.#closeTimeoutMs)),
           // Listings and replays already under way end first (a replay may still publish).
           this.#deadLetterCalls.idle(this.#closeTimeoutMs, clock),
         ]);
@@ -809,18 +826,18 @@ export class Bus<C extends Contracts = NoContracts> {
 }
 
 /**
- * Closes `subscription`; its handlers still running then were given up on, and their time limit no
- * longer keeps the process alive.
+ * Closes `subscription`; its handlers still running then were given up on, and no longer keep the
+ * process alive (`letGo`).
  */
 async function closeSubscription(
   subscription: TransportSubscription,
-  timeouts: HandlerTimeouts | undefined,
+  letGo: () => void,
   closeTimeoutMs: number,
 ): Promise<void> {
   try {
     await subscription.close(closeTimeoutMs);
   } finally {
-    timeouts?.release();
+    letGo();
   }
 }
 
@@ -920,9 +937,12 @@ export function busSettingsOf(options: BusOptions<Contracts>): {
 } {
   assertGroup(options.service);
   assertFunctionList('middleware', options.middleware);
+  const given = knownOptions('subscriptionDefaults', options.subscriptionDefaults, SUBSCRIPTION_DEFAULT_KEYS);
   const defaults: Required<SubscriptionDefaults> = Object.freeze({
     ...DEFAULT_SUBSCRIPTION_OPTIONS,
-    ...knownOptions('subscriptionDefaults', options.subscriptionDefaults, SUBSCRIPTION_DEFAULT_KEYS),
+    ...given,
+    // Every key, as in force, and a copy: the caller's object changed later changes nothing.
+    backoff: exponentialBackoffOf(given.backoff),
   });
   // Checked now: a bad default would otherwise refuse every later subscribe.
   subscriptionSpecOf(options.service, defaults, 'subscription.defaults', {});

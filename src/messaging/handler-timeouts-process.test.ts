@@ -32,6 +32,18 @@ describe('the handler time limit and the life of the process (embedded broker)',
     expect(lines.get('unit committed')).toBeGreaterThanOrEqual(450);
   });
 
+  it('keeps the process alive while a handler without a limit (handlerTimeoutMs: 0) runs, so a unit of work waiting for its turn commits', async () => {
+    const lines = await run('no-limit');
+    expect([...lines.keys()]).toEqual(['unit committed', 'exit 0']);
+    expect(lines.get('unit committed')).toBeGreaterThanOrEqual(550);
+  });
+
+  it('lets the process end once the bus is closed, a handler without a limit given up on still hanging', async () => {
+    const lines = await run('no-limit-closed');
+    expect([...lines.keys()]).toEqual(['handling', 'closed', 'exit 0']);
+    expect(lines.get('exit 0')).toBeLessThan(15_000);
+  });
+
   it('lets the process end once no handler is running, not when the limit of the last one would have passed', async () => {
     const lines = await run('done');
     expect([...lines.keys()]).toEqual(['handling', 'exit 0']);

@@ -20,6 +20,31 @@ describe('exponentialDelays', () => {
     expect(() => exponentialDelays({}, 1, { initialDelay: 5 } as never)).toThrow(/no option "initialDelay"/);
   });
 
+  it('names the value it refuses, and says when it was not given but a default', () => {
+    const refusal = (options: object | undefined, defaults?: object) => {
+      try {
+        exponentialDelays(options, 2, defaults);
+      } catch (error) {
+        return (error as Error).message;
+      }
+      return 'taken';
+    };
+    expect(refusal({ maxDelayMs: 500 })).toBe(
+      'backoff maxDelayMs 500 must be a number >= initialDelayMs, here initialDelayMs 1000 (not given: the default)',
+    );
+    expect(refusal({ maxDelayMs: 50 }, { initialDelayMs: 100 })).toMatch(
+      /initialDelayMs 100 \(not given: the default\)$/,
+    );
+    expect(refusal({ initialDelayMs: 1e9, factor: 10 })).toBe(
+      'backoff maxDelayMs 60000 (not given: the default) must be a number >= initialDelayMs, here initialDelayMs 1000000000',
+    );
+    expect(refusal({ initialDelayMs: '2' } as never)).toBe(
+      'backoff initialDelayMs "2" must be a number >= 0',
+    );
+    expect(refusal({ initialDelayMs: Number.NaN })).toBe('backoff initialDelayMs NaN must be a number >= 0');
+    expect(refusal({ factor: 0.5 })).toBe('backoff factor 0.5 must be a number >= 1');
+  });
+
   it('doubles from 1s with the defaults', () => {
     expect(exponentialDelays({}, 4)).toEqual([1000, 2000, 4000, 8000]);
     expect(exponentialDelays(undefined, 2)).toEqual([1000, 2000]);

@@ -22,32 +22,49 @@ export const DEFAULT_EXPONENTIAL_BACKOFF = Object.freeze({
 const EXPONENTIAL_BACKOFF_KEYS = Object.keys(DEFAULT_EXPONENTIAL_BACKOFF);
 
 /**
+ * `options` over `defaults` over {@link DEFAULT_EXPONENTIAL_BACKOFF}, every key filled, as a frozen
+ * copy (the caller's object changed later changes nothing). Refuses a key none of them reads; the
+ * values are checked by {@link exponentialDelays}.
+ * @throws InvalidOptionsError
+ */
+export function exponentialBackoffOf(
+  options: ExponentialBackoffOptions | undefined,
+  defaults: ExponentialBackoffOptions = DEFAULT_EXPONENTIAL_BACKOFF,
+): Readonly<Required<ExponentialBackoffOptions>> {
+  // A string, or a misspelt key (`initialDelay`), would otherwise leave every delay at its default.
+  return Object.freeze({
+    ...DEFAULT_EXPONENTIAL_BACKOFF,
+    ...knownOptions('backoff', defaults, EXPONENTIAL_BACKOFF_KEYS),
+    ...knownOptions('backoff', options, EXPONENTIAL_BACKOFF_KEYS),
+  });
+}
+
+/**
  * The delays before retries 1..`retries`, e.g. 1s, 2s, 4s, 8s with the defaults and 4 retries. A key
  * `options` leaves out (or all of them, `undefined`) is taken from `defaults`, then from
  * {@link DEFAULT_EXPONENTIAL_BACKOFF}: a subscription given `{ maxDelayMs }` keeps its own first delay
- * (an event store subscription's 100 ms, a bus's `subscriptionDefaults`), not 1 s.
+ * (an event store subscription's 100 ms, a bus's `subscriptionDefaults`), not 1 s. A value refused is
+ * named, and one taken from the defaults says so.
  */
 export function exponentialDelays(
   options: ExponentialBackoffOptions | undefined,
   retries: number,
   defaults: ExponentialBackoffOptions = DEFAULT_EXPONENTIAL_BACKOFF,
 ): number[] {
-  // A string, or a misspelt key (`initialDelay`), would otherwise leave every delay at its default.
-  const { initialDelayMs, factor, maxDelayMs } = {
-    ...DEFAULT_EXPONENTIAL_BACKOFF,
-    ...knownOptions('backoff', defaults, EXPONENTIAL_BACKOFF_KEYS),
-    ...knownOptions('backoff', options, EXPONENTIAL_BACKOFF_KEYS),
-  };
-  if (
-    !areNumbers(initialDelayMs, factor, maxDelayMs) ||
-    !(initialDelayMs >= 0) ||
-    !(factor >= 1) ||
-    !(maxDelayMs >= initialDelayMs)
-  ) {
-    throw new InvalidOptionsError(
-      'backoff needs numbers: initialDelayMs >= 0, factor >= 1 and maxDelayMs >= initialDelayMs',
-    );
-  }
+  const backoff = exponentialBackoffOf(options, defaults);
+  const { initialDelayMs, factor, maxDelayMs } = backoff;
+  const named = (key: keyof ExponentialBackoffOptions) =>
+    `${key} ${describeValue(backoff[key])}${
+      options !== undefined && options[key] !== undefined ? '' : ' (not given: the default)'
+    }`;
+  const problem = !(typeof initialDelayMs === 'number' && initialDelayMs >= 0)
+    ? `${named('initialDelayMs')} must be a number >= 0`
+    : !(typeof factor === 'number' && factor >= 1)
+      ? `${named('factor')} must be a number >= 1`
+      : !(typeof maxDelayMs === 'number' && maxDelayMs >= initialDelayMs)
+        ? `${named('maxDelayMs')} must be a number >= initialDelayMs, here ${named('initialDelayMs')}`
+        : undefined;
+  if (problem !== undefined) throw new InvalidOptionsError(`backoff ${problem}`);
   const delays: number[] = [];
   for (let n = 0; n < retries; n++) {
     delays.push(Math.round(Math.min(maxDelayMs, initialDelayMs * factor ** n)));
