@@ -250,6 +250,15 @@ describe('subscribe', () => {
         ),
       ),
     ).toBe(true);
+    // The caller's values are named as theirs, Ferry's as defaults.
+    expect(
+      String(await rejection(open({ subscriptionDefaults: { backoff: { maxDelayMs: 500 } } }))),
+    ).toContain(
+      'backoff maxDelayMs 500 must be a number >= initialDelayMs, here initialDelayMs 1000 (not given: the default)',
+    );
+    expect(String(await rejection(open({ subscriptionDefaults: { backoff: { factor: 0.5 } } })))).toContain(
+      'backoff factor 0.5 must be a number >= 1',
+    );
     const bus = await open({ subscriptionDefaults: { maxAttempts: 2 } });
     expect(
       isInvalidOptionsError(await rejection(bus.subscribe('order.created', () => {}, { maxAttempts: 0 }))),

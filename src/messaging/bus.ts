@@ -450,6 +450,12 @@ export class Bus<C extends Contracts = NoContracts> {
     const consumer = JSON.stringify([group, pattern]);
     /** Its close stopped waiting for its handlers: those still waiting for a unit of work were given up on. */
     let givenUp = false;
+    /**
+     * Aborted once its close has given up on the handlers still running: their units of work roll back
+     * then, as at their limit (one without a limit held its unit, and on SQLite every write of the
+     * process, for ever), and what they do through `work` afterwards is refused.
+     */
+    const abandoned = unitOfWork === undefined ? undefined : new AbortController();
     const chain = composeMiddleware(
       [...this.#middleware, ...(options.middleware ?? [])],
       unitOfWork === undefined
@@ -473,20 +479,24 @@ export class Bus<C extends Contracts = NoContracts> {
               // through `work` afterwards is refused: the unit has ended.
               // A handler may be synchronous (it is typed `Promise<void> | void`): what it returns
               // or throws becomes a promise here.
+              const given = abandoned!.signal;
               await untilAborted(
-                (async () =>
-                  inner(message, {
-                    get signal() {
-                      return HANDLER_CONTEXT.signal;
-                    },
-                    work,
-                  }))(),
-                signal,
+                untilAborted(
+                  (async () =>
+                    inner(message, {
+                      get signal() {
+                        return HANDLER_CONTEXT.signal;
+                      },
+                      work,
+                    }))(),
+                  signal,
+                ),
+                given,
               );
               if (signal.aborted) throw signal.reason;
               // The calls it made and did not await are its time too (a forgotten await on a call that
               // never ends held the unit, and every other unit of the process, past its limit).
-              await untilAborted(settled(), signal);
+              await untilAborted(untilAborted(settled(), signal), given);
               if (signal.aborted) throw signal.reason;
               // It returned within its limit: the wait for the commit (shared with the other units of
               // a SQLite batch) is not its time, and its attempt no longer times out.
@@ -498,7 +508,11 @@ export class Bus<C extends Contracts = NoContracts> {
     const timeouts = timeoutMs > 0 ? new HandlerTimeouts(timeoutMs, this.#clock) : undefined;
     // Handlers without a limit keep the process alive while they run (the limit's timer does else).
     const keepAlive = timeouts === undefined ? new KeepAlive() : undefined;
-    const letGo = () => (timeouts === undefined ? keepAlive?.release() : timeouts.release());
+    const letGo = () => {
+      abandoned?.abort(new BusClosedError());
+      if (timeouts === undefined) keepAlive?.release();
+      else timeouts.release();
+    };
     const onExpired = options.onExpired ?? 'dead-letter';
     if (onExpired !== 'dead-letter' && onExpired !== 'drop') {
       throw new InvalidOptionsError("onExpired must be 'dead-letter' or 'drop'");
@@ -944,8 +958,14 @@ export function busSettingsOf(options: BusOptions<Contracts>): {
     // Every key, as in force, and a copy: the caller's object changed later changes nothing.
     backoff: exponentialBackoffOf(given.backoff),
   });
-  // Checked now: a bad default would otherwise refuse every later subscribe.
-  subscriptionSpecOf(options.service, defaults, 'subscription.defaults', {});
+  // Checked now: a bad default would otherwise refuse every later subscribe. The backoff as given,
+  // so that a refusal tells the caller's values from Ferry's defaults.
+  subscriptionSpecOf(
+    options.service,
+    { ...defaults, backoff: DEFAULT_EXPONENTIAL_BACKOFF },
+    'subscription.defaults',
+    given.backoff === undefined ? {} : { backoff: given.backoff },
+  );
   assertHandlerTimeout(defaults.handlerTimeoutMs);
   // `??` would take null for "not given": only an absent (or undefined) option takes the default.
   const closeTimeoutMs = options.closeTimeoutMs === undefined ? 10_000 : options.closeTimeoutMs;

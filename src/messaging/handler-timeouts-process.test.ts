@@ -1,4 +1,7 @@
 import { once } from 'node:events';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { onLines, spawnFixture } from '../testing/child-process.js';
@@ -6,8 +9,8 @@ import { onLines, spawnFixture } from '../testing/child-process.js';
 const fixture = fileURLToPath(new URL('./fixtures/hung-handler.ts', import.meta.url));
 
 /** Runs the fixture's `scenario` until the process ends by itself: its lines, each with its ms. */
-async function run(scenario: string): Promise<Map<string, number>> {
-  const child = spawnFixture(fixture, { FERRY_SCENARIO: scenario });
+async function run(scenario: string, env: Record<string, string> = {}): Promise<Map<string, number>> {
+  const child = spawnFixture(fixture, { FERRY_SCENARIO: scenario, ...env });
   const lines = new Map<string, number>();
   onLines(child, (line) => {
     const at = line.lastIndexOf(' ');
@@ -42,6 +45,19 @@ describe('the handler time limit and the life of the process (embedded broker)',
     const lines = await run('no-limit-closed');
     expect([...lines.keys()]).toEqual(['handling', 'closed', 'exit 0']);
     expect(lines.get('exit 0')).toBeLessThan(15_000);
+  });
+
+  it('rolls back the unit of work of a transactional handler a close gave up on, freeing the store and the process', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ferry-abandoned-'));
+    try {
+      const lines = await run('abandoned-unit', { FERRY_DATA_DIR: dir });
+      // Its unit held SQLite's write lock for ever (no limit): the outbox relay waited for it, and
+      // kept the process alive; a unit of work after the close waited 5 s, then STORE_BUSY.
+      expect([...lines.keys()]).toEqual(['handling', 'closed', 'unit committed, abandoned kept 0', 'exit 0']);
+      expect(lines.get('exit 0')).toBeLessThan(15_000);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('lets the process end once no handler is running, not when the limit of the last one would have passed', async () => {

@@ -11,6 +11,7 @@ import { waitFor } from '../testing/wait.js';
 import { VirtualClock } from '../time/clock.js';
 import { MemoryOutboxStorage } from './memory-outbox-storage.js';
 import { createOutbox } from './outbox.js';
+import type { UnitOfWork } from './unit-of-work.js';
 
 afterEach(() => vi.restoreAllMocks());
 
@@ -299,10 +300,11 @@ it('refuses healthCheck and scheduled options it does not read, null or a misspe
 });
 
 it.each(['bus', 'subscription'] as const)(
-  "runs no transactional handler whose unit of work's turn came after the %s's close gave up on it: its message is handled by the next consumer",
+  "runs no transactional handler whose unit of work's turn came after the %s's close gave up on it, and rolls back the one still running: their messages are handled by the next consumer",
   async (closed) => {
-    // Must not happen: the closed consumer running a handler whose message it handed back. Must not be
-    // lost: that message, handled once by the next consumer.
+    // Must not happen: the closed consumer running a handler whose message it handed back, or
+    // keeping what the handler it gave up on wrote. Must not be lost: those messages, each one's
+    // effects kept once, by the next consumer.
     const url = `memory://outbox-${uuidv7()}`;
     const store = new EventStore(new MemoryEventStoreBackend(), { logger: silentLogger });
     const bus = await createBus({ url, service: 'orders', logger: silentLogger, closeTimeoutMs: 200 });
@@ -312,10 +314,12 @@ it.each(['bus', 'subscription'] as const)(
     const gate = new Promise<void>((resolve) => {
       open = resolve;
     });
-    const handler = async (m: { data: unknown }) => {
+    let gated = true;
+    const handler = async (m: { data: unknown }, { work }: { work: UnitOfWork }) => {
       const n = (m.data as { n: number }).n;
       runs.push(n);
-      if (n === 1) await gate;
+      await work.append(`job-${n}`, [{ type: 'Ran', data: {} }]);
+      if (n === 1 && gated) await gate;
     };
     try {
       const sub = await bus.subscribe('job.run', handler, { unitOfWork: outbox, concurrency: 2 });
@@ -324,13 +328,17 @@ it.each(['bus', 'subscription'] as const)(
       await vi.waitFor(() => expect(runs).toEqual([1]));
       // The second waits for the first's unit of work (one at a time on memory) when close gives up.
       await (closed === 'bus' ? bus.close() : sub.close());
+      gated = false;
       open();
       await new Promise((resolve) => setTimeout(resolve, 50));
       expect(runs).toEqual([1]);
+      // Rolled back when the close gave up on it, though it ended after.
+      expect(await store.readStream('job-1')).toEqual([]);
       const next = await createBus({ url, service: 'orders', logger: silentLogger });
       const nextOutbox = await createOutbox({ store, bus: next, logger: silentLogger });
       await next.subscribe('job.run', handler, { unitOfWork: nextOutbox });
-      await vi.waitFor(() => expect(runs).toEqual([1, 2]));
+      await vi.waitFor(() => expect(runs.slice(1).sort()).toEqual([1, 2]));
+      for (const n of [1, 2]) expect(await store.readStream(`job-${n}`)).toHaveLength(1);
       await nextOutbox.close();
       await next.close();
     } finally {
