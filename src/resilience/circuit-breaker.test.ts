@@ -295,6 +295,14 @@ describe('CircuitBreaker', () => {
     expect(isInvalidOptionsError(error)).toBe(true);
   });
 
+  it('refuses an open snapshot whose retryAt is not a finite number (NaN or Infinity: open for ever)', () => {
+    for (const retryAt of [Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY, null, '1']) {
+      const snapshot = { version: 1, state: 'open', retryAt } as never;
+      expect(() => CircuitBreaker.restore(snapshot)).toThrow(/finite numeric retryAt/);
+      expect(() => circuitBreaker({ initialState: snapshot })).toThrow(/finite numeric retryAt/);
+    }
+  });
+
   it('creates no timer at all, whatever the calls and transitions', async () => {
     vi.useFakeTimers();
     const breaker = circuitBreaker({

@@ -510,8 +510,11 @@ export class CircuitBreaker implements Policy {
       this.#rotate(now);
     }
     if (state === OPEN) {
-      if (typeof snapshot.retryAt !== 'number') {
-        throw new InvalidOptionsError('circuit breaker initialState "open" needs a numeric retryAt');
+      // NaN or Infinity would keep it open for ever, never half-open, refusing every call.
+      if (typeof snapshot.retryAt !== 'number' || !Number.isFinite(snapshot.retryAt)) {
+        throw new InvalidOptionsError(
+          `circuit breaker initialState "open" needs a finite numeric retryAt (ms since the epoch), not ${describeValue(snapshot.retryAt)}`,
+        );
       }
       this.#retryAt = snapshot.retryAt;
     } else if (state === HALF_OPEN) {

@@ -82,13 +82,28 @@ describe('compose', () => {
       [{}, /argument 1 is an object$/],
       [null, /argument 1 is null$/],
       [undefined, /argument 1 is undefined$/],
-      [timeout, /argument 1 is a function \(a policy factory not called\? timeout\(1000\), not timeout\)/],
+      [
+        timeout,
+        /argument 1 is a function \(a policy factory not called\? timeout\(\{ ms: 1000 \}\), not timeout\)/,
+      ],
+      [retry, /\(a policy factory not called\? retry\(\{ maxAttempts: 3 \}\), not retry\)/],
+      [bulkhead, /\(a policy factory not called\? bulkhead\(\{ maxConcurrent: 10 \}\), not bulkhead\)/],
+      [circuitBreaker, /\(a policy factory not called\? circuitBreaker\(\{\}\), not circuitBreaker\)/],
     ] as const) {
       expect(() => compose(retry(), bad as never)).toThrow(
         expect.objectContaining({ code: 'INVALID_OPTIONS', message: expect.stringMatching(message) }),
       );
     }
     expect(() => compose(null as never)).toThrow(expect.objectContaining({ code: 'INVALID_OPTIONS' }));
+    // What the hints suggest is taken as it is written.
+    expect(() =>
+      compose(
+        timeout({ ms: 1000 }),
+        retry({ maxAttempts: 3 }),
+        bulkhead({ maxConcurrent: 10 }),
+        circuitBreaker({}),
+      ),
+    ).not.toThrow();
   });
 
   it('timeout outside retry bounds all the attempts together', async () => {

@@ -83,7 +83,9 @@ export function compose(...policies: readonly Policy[]): Policy {
 function checkPolicy(policy: unknown, index: number): void {
   if (typeof (policy as { execute?: unknown } | null | undefined)?.execute === 'function') return;
   const hint =
-    typeof policy === 'function' ? ' (a policy factory not called? timeout(1000), not timeout)' : '';
+    typeof policy === 'function'
+      ? ` (a policy factory not called? ${factoryCall(policy.name)}, not ${policy.name || 'the function'})`
+      : '';
   throw new InvalidOptionsError(
     `compose takes policies (objects with an execute method): argument ${index} is ${describeValue(policy)}${hint}`,
   );
@@ -121,4 +123,15 @@ function optionsOf(context: DeadlineContext, outerDeadline: number | undefined):
   // dropped the deadline, which the caller's still applies then.
   if (context.deadline !== undefined || outerDeadline === undefined) return context;
   return { signal: context.signal, attempt: context.attempt, deadline: outerDeadline };
+}
+
+/** How the factory named `name` is called: each takes its options object. */
+function factoryCall(name: string): string {
+  const example: Record<string, string> = {
+    timeout: 'timeout({ ms: 1000 })',
+    retry: 'retry({ maxAttempts: 3 })',
+    bulkhead: 'bulkhead({ maxConcurrent: 10 })',
+    circuitBreaker: 'circuitBreaker({})',
+  };
+  return Object.hasOwn(example, name) ? (example[name] as string) : `${name || 'it'}({ … })`;
 }
