@@ -266,7 +266,9 @@ export class Bus<C extends Contracts = NoContracts> {
    * Open subscriptions, each with what lets its handlers' runs go once it is closed (they keep the
    * process alive meanwhile, see {@link KeepAlive}).
    */
-  readonly #subscriptions = new Map<TransportSubscription, () => void>();
+  readonly #subscriptions = new Map<TransportSubscription, GivingUp>();
+  /** The open subscriptions handed to callers, with what closes them (see {@link closeSubscriptions}). */
+  readonly #handed = new WeakMap<Subscription, readonly [TransportSubscription, GivingUp]>();
   #closing: Promise<void> | undefined;
   /** Listings and replays of dead letters under way: `close` waits for them as for handlers. */
   readonly #deadLetterCalls = new InFlight();
@@ -508,10 +510,15 @@ export class Bus<C extends Contracts = NoContracts> {
     const timeouts = timeoutMs > 0 ? new HandlerTimeouts(timeoutMs, this.#clock) : undefined;
     // Handlers without a limit keep the process alive while they run (the limit's timer does else).
     const keepAlive = timeouts === undefined ? new KeepAlive() : undefined;
-    const letGo = () => {
-      abandoned?.abort(new BusClosedError());
-      if (timeouts === undefined) keepAlive?.release();
-      else timeouts.release();
+    const givingUp: GivingUp = {
+      giveUp: () => {
+        givenUp = true;
+      },
+      letGo: () => {
+        abandoned?.abort(new BusClosedError());
+        if (timeouts === undefined) keepAlive?.release();
+        else timeouts.release();
+      },
     };
     const onExpired = options.onExpired ?? 'dead-letter';
     if (onExpired !== 'dead-letter' && onExpired !== 'drop') {
@@ -523,19 +530,36 @@ export class Bus<C extends Contracts = NoContracts> {
     );
     if (this.#closing !== undefined) {
       // close() began while the transport was subscribing and could not see this subscription.
-      await closeSubscription(transportSubscription, letGo, this.#closeTimeoutMs);
+      await closeTogether([[transportSubscription, givingUp]], this.#closeTimeoutMs);
       throw new BusClosedError();
     }
-    this.#subscriptions.set(transportSubscription, letGo);
-    return {
+    this.#subscriptions.set(transportSubscription, givingUp);
+    const subscription: Subscription = {
       group,
       pattern,
-      close: async () => {
-        this.#subscriptions.delete(transportSubscription);
-        await closeSubscription(transportSubscription, letGo, this.#closeTimeoutMs);
-        givenUp = true;
-      },
+      close: () => this.closeSubscriptions([subscription]),
     };
+    this.#handed.set(subscription, [transportSubscription, givingUp]);
+    return subscription;
+  }
+
+  /**
+   * @internal Closes `subscriptions` of this bus together, as `close()` closes all of them: their
+   * handlers still running when the wait ends are given up on by all of them before any is let go
+   * (their units of work rolled back), so that a unit of work of one whose turn that frees finds its
+   * subscription closed too (a saga runner's). Idempotent, as each subscription's `close()`.
+   */
+  async closeSubscriptions(subscriptions: readonly Subscription[]): Promise<void> {
+    const entries: (readonly [TransportSubscription, GivingUp])[] = [];
+    // Closed already (or being closed, by the bus's close too): waited for as before.
+    const again: Promise<void>[] = [];
+    for (const subscription of subscriptions) {
+      const entry = this.#handed.get(subscription);
+      if (entry === undefined) again.push(subscription.close());
+      else if (this.#subscriptions.delete(entry[0])) entries.push(entry);
+      else again.push(entry[0].close(this.#closeTimeoutMs));
+    }
+    await Promise.all([closeTogether(entries, this.#closeTimeoutMs), ...again]);
   }
 
   /**
@@ -823,36 +847,47 @@ export class Bus<C extends Contracts = NoContracts> {
       const deadline = clock.now() + this.#closeTimeoutMs;
       const subscriptions = [...this.#subscriptions];
       this.#subscriptions.clear();
-      try {
-        await Promise.all([
-          ...subscriptions.map(([s, letGo]) => closeSubscription(s, letGo, this.#closeTimeoutMs)),
-          // Listings and replays already under way end first (a replay may still publish).
-          this.#deadLetterCalls.idle(this.#closeTimeoutMs, clock),
-        ]);
-      } finally {
-        // Handlers still running now were given up on: their messages go back to their queues.
+      await Promise.all([
+        closeTogether(subscriptions, this.#closeTimeoutMs, () => {
+          // Handlers still running now were given up on: their messages go back to their queues.
+          this.#publishingClosed = true;
+        }),
+        // Listings and replays already under way end first (a replay may still publish).
+        this.#deadLetterCalls.idle(this.#closeTimeoutMs, clock),
+      ]).finally(() => {
         this.#publishingClosed = true;
-      }
+      });
       await this.transport.close(Math.max(0, deadline - clock.now()));
     })();
     return this.#closing;
   }
 }
 
+/** What a subscription does once its close stopped waiting for its handlers. */
+interface GivingUp {
+  /** Its handlers still running were given up on: one whose unit of work's turn comes runs nothing. */
+  readonly giveUp: () => void;
+  /** Their units of work roll back, and they no longer keep the process alive. */
+  readonly letGo: () => void;
+}
+
 /**
- * Closes `subscription`; its handlers still running then were given up on, and no longer keep the
- * process alive (`letGo`).
+ * Closes `subscriptions` together; once every close has ended, `givenUp` (the bus's own mark), then
+ * every subscription gives up on its handlers still running, and only then lets them go: a unit of
+ * work whose turn a rollback frees must find every one of them closed (on memory that turn came
+ * before its own subscription had given up, and its handler ran).
  */
-async function closeSubscription(
-  subscription: TransportSubscription,
-  letGo: () => void,
+async function closeTogether(
+  subscriptions: readonly (readonly [TransportSubscription, GivingUp])[],
   closeTimeoutMs: number,
+  givenUp?: () => void,
 ): Promise<void> {
-  try {
-    await subscription.close(closeTimeoutMs);
-  } finally {
-    letGo();
-  }
+  const closed = await Promise.allSettled(subscriptions.map(([s]) => s.close(closeTimeoutMs)));
+  givenUp?.();
+  for (const [, giving] of subscriptions) giving.giveUp();
+  for (const [, giving] of subscriptions) giving.letGo();
+  const failed = closed.find((c): c is PromiseRejectedResult => c.status === 'rejected');
+  if (failed !== undefined) throw failed.reason;
 }
 
 /** How often a subscription says that its messages wait for an unavailable database or broker. */

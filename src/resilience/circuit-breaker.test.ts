@@ -303,6 +303,17 @@ describe('CircuitBreaker', () => {
     }
   });
 
+  it('waits at most resetTimeoutMs from a restore for an open snapshot whose retryAt lies further ahead', async () => {
+    let time = T0;
+    const restored = CircuitBreaker.restore({ version: 1, state: 'open', retryAt: 1e308 } as never, {
+      now: () => time,
+      resetTimeoutMs: 1000,
+    });
+    expect(restored.stats()).toMatchObject({ state: 'open', retryAt: T0 + 1000 });
+    time += 1000;
+    await expect(restored.execute(async () => 'x')).resolves.toBe('x');
+  });
+
   it('creates no timer at all, whatever the calls and transitions', async () => {
     vi.useFakeTimers();
     const breaker = circuitBreaker({

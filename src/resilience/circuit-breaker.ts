@@ -516,7 +516,9 @@ export class CircuitBreaker implements Policy {
           `circuit breaker initialState "open" needs a finite numeric retryAt (ms since the epoch), not ${describeValue(snapshot.retryAt)}`,
         );
       }
-      this.#retryAt = snapshot.retryAt;
+      // At most resetTimeoutMs from now: a retryAt far ahead (by hand, or another machine's clock)
+      // kept it open for years, as NaN did.
+      this.#retryAt = Math.min(snapshot.retryAt, now + this.#resetTimeoutMs);
     } else if (state === HALF_OPEN) {
       this.#startProbeRound(now); // probes in flight did not survive the export
     }

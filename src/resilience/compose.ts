@@ -133,5 +133,5 @@ function factoryCall(name: string): string {
     bulkhead: 'bulkhead({ maxConcurrent: 10 })',
     circuitBreaker: 'circuitBreaker({})',
   };
-  return Object.hasOwn(example, name) ? (example[name] as string) : `${name || 'it'}({ … })`;
+  return Object.hasOwn(example, name) ? (example[name] as string) : `${name || 'it'} called with its options`;
 }

@@ -211,7 +211,9 @@ export async function startSaga<
     },
     close() {
       // Once closed, a message still waiting for its instance's turn was handed back: not handled.
-      closing ??= Promise.all(subscriptions.map((s) => s.close())).then(() => {
+      // Together: a message of one waiting for the turn a given-up handler of another held finds
+      // them all closed (it was handled on memory, the turn freed before its subscription gave up).
+      closing ??= (bus as unknown as Bus).closeSubscriptions(subscriptions).then(() => {
         closed = true;
       });
       return closing;
