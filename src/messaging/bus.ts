@@ -266,9 +266,11 @@ export class Bus<C extends Contracts = NoContracts> {
    * Open subscriptions, each with what lets its handlers' runs go once it is closed (they keep the
    * process alive meanwhile, see {@link KeepAlive}).
    */
-  readonly #subscriptions = new Map<TransportSubscription, GivingUp>();
-  /** The open subscriptions handed to callers, with what closes them (see {@link closeSubscriptions}). */
-  readonly #handed = new WeakMap<Subscription, readonly [TransportSubscription, GivingUp]>();
+  readonly #subscriptions = new Set<Closing>();
+  /** The subscriptions handed to callers, with what closes them (see {@link closeSubscriptions}). */
+  readonly #handed = new WeakMap<Subscription, Closing>();
+  /** Closes of subscriptions under way, waited for by the bus's close. */
+  readonly #closingSubscriptions = new Set<Promise<void>>();
   #closing: Promise<void> | undefined;
   /** Listings and replays of dead letters under way: `close` waits for them as for handlers. */
   readonly #deadLetterCalls = new InFlight();
@@ -452,6 +454,11 @@ export class Bus<C extends Contracts = NoContracts> {
     const consumer = JSON.stringify([group, pattern]);
     /** Its close stopped waiting for its handlers: those still waiting for a unit of work were given up on. */
     let givenUp = false;
+    /** When its close stops waiting for its handlers, once a close began. */
+    let closeDeadline = Number.POSITIVE_INFINITY;
+    // A turn that comes once that wait is over (a rolled-back unit of another subscription, closed at
+    // the same moment, freed it before this one's close had said so) is given up on too.
+    const pastCloseWait = () => (this.#clock ?? systemClock).now() >= closeDeadline;
     /**
      * Aborted once its close has given up on the handlers still running: their units of work roll back
      * then, as at their limit (one without a limit held its unit, and on SQLite every write of the
@@ -472,7 +479,7 @@ export class Bus<C extends Contracts = NoContracts> {
               timed?.resumeLimit();
               // Its turn came after a close gave up on it (its message handed back, to be handled
               // again): it runs nothing, and its unit of work rolls back.
-              if (givenUp || this.#publishingClosed) throw new BusClosedError();
+              if (givenUp || this.#publishingClosed || pastCloseWait()) throw new BusClosedError();
               const signal = HANDLER_CONTEXT.signal;
               // Past its limit the attempt has failed (and may be dead-lettered): its unit of work
               // rolls back then, rather than commit what a retry or a dead letter says was not done,
@@ -510,7 +517,12 @@ export class Bus<C extends Contracts = NoContracts> {
     const timeouts = timeoutMs > 0 ? new HandlerTimeouts(timeoutMs, this.#clock) : undefined;
     // Handlers without a limit keep the process alive while they run (the limit's timer does else).
     const keepAlive = timeouts === undefined ? new KeepAlive() : undefined;
-    const givingUp: GivingUp = {
+    const closing: Closing = {
+      transport: undefined as unknown as TransportSubscription,
+      closed: undefined,
+      closeBy: (deadline) => {
+        closeDeadline = Math.min(closeDeadline, deadline);
+      },
       giveUp: () => {
         givenUp = true;
       },
@@ -528,18 +540,19 @@ export class Bus<C extends Contracts = NoContracts> {
       spec,
       this.#dispatcher(spec, chain, timeouts ?? keepAlive, onExpired),
     );
+    closing.transport = transportSubscription;
     if (this.#closing !== undefined) {
       // close() began while the transport was subscribing and could not see this subscription.
-      await closeTogether([[transportSubscription, givingUp]], this.#closeTimeoutMs);
+      await this.#closeTogether([closing]);
       throw new BusClosedError();
     }
-    this.#subscriptions.set(transportSubscription, givingUp);
+    this.#subscriptions.add(closing);
     const subscription: Subscription = {
       group,
       pattern,
       close: () => this.closeSubscriptions([subscription]),
     };
-    this.#handed.set(subscription, [transportSubscription, givingUp]);
+    this.#handed.set(subscription, closing);
     return subscription;
   }
 
@@ -550,16 +563,49 @@ export class Bus<C extends Contracts = NoContracts> {
    * subscription closed too (a saga runner's). Idempotent, as each subscription's `close()`.
    */
   async closeSubscriptions(subscriptions: readonly Subscription[]): Promise<void> {
-    const entries: (readonly [TransportSubscription, GivingUp])[] = [];
-    // Closed already (or being closed, by the bus's close too): waited for as before.
-    const again: Promise<void>[] = [];
+    const entries: Closing[] = [];
+    // Being closed already (by another call, or the bus's close): waited for as that close is.
+    const under: Promise<void>[] = [];
     for (const subscription of subscriptions) {
       const entry = this.#handed.get(subscription);
-      if (entry === undefined) again.push(subscription.close());
-      else if (this.#subscriptions.delete(entry[0])) entries.push(entry);
-      else again.push(entry[0].close(this.#closeTimeoutMs));
+      if (entry === undefined) under.push(subscription.close());
+      else if (entry.closed !== undefined) under.push(entry.closed);
+      else {
+        this.#subscriptions.delete(entry);
+        entries.push(entry);
+      }
     }
-    await Promise.all([closeTogether(entries, this.#closeTimeoutMs), ...again]);
+    await Promise.all([this.#closeTogether(entries), ...under]);
+  }
+
+  /**
+   * Closes `entries` together; once every close has ended (and `alsoWaitFor`), `beforeGivingUp` (the
+   * bus's own mark), then every one of them gives up on its handlers still running, and only then
+   * lets them go: a unit of work whose turn a rollback frees must find every one of them closed (on
+   * memory that turn came before its own subscription had given up, and its handler ran). Each
+   * entry's `closed` is this close, for later calls to wait for.
+   */
+  #closeTogether(
+    entries: readonly Closing[],
+    alsoWaitFor: readonly Promise<unknown>[] = [],
+    beforeGivingUp?: () => void,
+  ): Promise<void> {
+    const deadline = (this.#clock ?? systemClock).now() + this.#closeTimeoutMs;
+    for (const entry of entries) entry.closeBy(deadline);
+    const together = (async () => {
+      const closed = await Promise.allSettled(entries.map((e) => e.transport.close(this.#closeTimeoutMs)));
+      await Promise.allSettled(alsoWaitFor);
+      beforeGivingUp?.();
+      for (const entry of entries) entry.giveUp();
+      for (const entry of entries) entry.letGo();
+      const failed = closed.find((c): c is PromiseRejectedResult => c.status === 'rejected');
+      if (failed !== undefined) throw failed.reason;
+    })();
+    for (const entry of entries) entry.closed = together;
+    const tracked = together.catch(() => {});
+    this.#closingSubscriptions.add(tracked);
+    void tracked.then(() => this.#closingSubscriptions.delete(tracked));
+    return together;
   }
 
   /**
@@ -847,8 +893,10 @@ export class Bus<C extends Contracts = NoContracts> {
       const deadline = clock.now() + this.#closeTimeoutMs;
       const subscriptions = [...this.#subscriptions];
       this.#subscriptions.clear();
+      // Those a sub.close() is closing are waited for too: their handlers may still publish.
+      const under = [...this.#closingSubscriptions];
       await Promise.all([
-        closeTogether(subscriptions, this.#closeTimeoutMs, () => {
+        this.#closeTogether(subscriptions, under, () => {
           // Handlers still running now were given up on: their messages go back to their queues.
           this.#publishingClosed = true;
         }),
@@ -863,31 +911,17 @@ export class Bus<C extends Contracts = NoContracts> {
   }
 }
 
-/** What a subscription does once its close stopped waiting for its handlers. */
-interface GivingUp {
+/** A subscription of the bus, and what closing it does. */
+interface Closing {
+  transport: TransportSubscription;
+  /** Its close, once one began: later calls wait for it. */
+  closed: Promise<void> | undefined;
+  /** A close began: its wait for the handlers ends at `deadline` (the bus's clock). */
+  readonly closeBy: (deadline: number) => void;
   /** Its handlers still running were given up on: one whose unit of work's turn comes runs nothing. */
   readonly giveUp: () => void;
   /** Their units of work roll back, and they no longer keep the process alive. */
   readonly letGo: () => void;
-}
-
-/**
- * Closes `subscriptions` together; once every close has ended, `givenUp` (the bus's own mark), then
- * every subscription gives up on its handlers still running, and only then lets them go: a unit of
- * work whose turn a rollback frees must find every one of them closed (on memory that turn came
- * before its own subscription had given up, and its handler ran).
- */
-async function closeTogether(
-  subscriptions: readonly (readonly [TransportSubscription, GivingUp])[],
-  closeTimeoutMs: number,
-  givenUp?: () => void,
-): Promise<void> {
-  const closed = await Promise.allSettled(subscriptions.map(([s]) => s.close(closeTimeoutMs)));
-  givenUp?.();
-  for (const [, giving] of subscriptions) giving.giveUp();
-  for (const [, giving] of subscriptions) giving.letGo();
-  const failed = closed.find((c): c is PromiseRejectedResult => c.status === 'rejected');
-  if (failed !== undefined) throw failed.reason;
 }
 
 /** How often a subscription says that its messages wait for an unavailable database or broker. */

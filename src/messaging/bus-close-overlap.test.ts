@@ -1,0 +1,116 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { createBus } from '../connect/create-bus.js';
+import { createEventStore } from '../connect/create-event-store.js';
+import { uuidv7 } from '../ids/uuidv7.js';
+import { silentLogger } from '../logging/logger.js';
+import { createOutbox } from '../outbox/outbox.js';
+import { waitFor } from '../testing/wait.js';
+import type { Bus } from './bus.js';
+
+const closers: (() => Promise<unknown>)[] = [];
+afterEach(async () => {
+  for (const close of closers.splice(0).reverse()) await close().catch(() => {});
+});
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function bus(closeTimeoutMs = 5_000, url = `memory://close-overlap-${uuidv7()}`): Promise<Bus> {
+  const b = await createBus({ url, service: 'jobs', logger: silentLogger, closeTimeoutMs });
+  closers.push(() => b.close());
+  return b;
+}
+
+/** A subscription whose handler takes `ms`, then publishes `job.done`; what it reached, in order. */
+async function slowHandler(b: Bus, ms: number) {
+  const seen: string[] = [];
+  const sub = await b.subscribe('job.run', async () => {
+    seen.push('started');
+    await sleep(ms);
+    seen.push('finished');
+    await b.publish('job.done', {}).then(
+      () => seen.push('published'),
+      (error: { code?: string }) => seen.push(`publish ${error.code}`),
+    );
+  });
+  await b.subscribe('job.done', () => {}, { group: 'done' });
+  await b.publish('job.run', {});
+  await waitFor(() => seen.includes('started'), 'the handler to start');
+  return { seen, sub };
+}
+
+// A close called while another is under way waits for the same handlers (it resolved at once, and a
+// handler's publish after the bus's close resolved was refused BUS_CLOSED).
+describe('closes that overlap wait for the handlers in flight', () => {
+  it('a second sub.close() waits as the first', async () => {
+    const b = await bus();
+    const { seen, sub } = await slowHandler(b, 300);
+    const first = sub.close();
+    await sleep(10);
+    await sub.close();
+    expect(seen.slice(0, 2)).toEqual(['started', 'finished']);
+    await first;
+  });
+
+  it("bus.close() during a sub.close() waits for that subscription's handler, which may still publish", async () => {
+    const b = await bus();
+    const { seen, sub } = await slowHandler(b, 300);
+    const first = sub.close();
+    await b.close();
+    expect(seen).toEqual(['started', 'finished', 'published']);
+    await first;
+  });
+
+  it('sub.close() during bus.close() waits as the bus does', async () => {
+    const b = await bus();
+    const { seen, sub } = await slowHandler(b, 300);
+    const closing = b.close();
+    await sleep(10);
+    await sub.close();
+    expect(seen.slice(0, 2)).toEqual(['started', 'finished']);
+    await closing;
+  });
+
+  it('two subscriptions closed apart at once: a transactional handler waiting for its turn behind one given up on runs nothing', async () => {
+    // Must not happen: the closed subscription running and committing the waiting handler (the
+    // first close's rollback freed the turn before the second close had given up). Must not be
+    // lost: its message, handled once by the next subscriber.
+    const url = `memory://close-overlap-${uuidv7()}`;
+    const store = await createEventStore({ url: `memory://close-overlap-${uuidv7()}`, logger: silentLogger });
+    closers.push(() => store.close());
+    const b = await bus(400, url);
+    const outbox = await createOutbox({ store, bus: b, logger: silentLogger });
+    closers.push(() => outbox.close());
+    let hung = false;
+    let waitingRuns = 0;
+    const a = await b.subscribe(
+      'job.hang',
+      async () => {
+        hung = true;
+        await new Promise(() => {});
+      },
+      { unitOfWork: outbox, handlerTimeoutMs: 0, group: 'a' },
+    );
+    const waiting = async (
+      _m: unknown,
+      { work }: { work: { append: (s: string, e: object[]) => Promise<unknown> } },
+    ) => {
+      waitingRuns++;
+      await work.append('waited', [{ type: 'Ran', data: {} }]);
+    };
+    const c = await b.subscribe('job.wait', waiting as never, { unitOfWork: outbox, group: 'c' });
+    await b.publish('job.hang', {});
+    await waitFor(() => hung, 'the hung handler');
+    await b.publish('job.wait', {});
+    await sleep(20);
+    await Promise.all([a.close(), c.close()]);
+    await sleep(50);
+    expect(waitingRuns).toBe(0);
+    expect(await store.readStream('waited')).toEqual([]);
+    const next = await bus(5_000, url);
+    const nextOutbox = await createOutbox({ store, bus: next, logger: silentLogger });
+    closers.push(() => nextOutbox.close());
+    await next.subscribe('job.wait', waiting as never, { unitOfWork: nextOutbox, group: 'c' });
+    await waitFor(async () => (await store.readStream('waited')).length === 1, 'the next subscriber');
+    expect(waitingRuns).toBe(1);
+  });
+});
