@@ -71,8 +71,14 @@ describe('loggerOption', () => {
     expect(calls).toEqual([['alone'], ['with', { n: 1 }]]);
     // Where users met it: the outbox relay's line about a message nobody receives.
     calls.length = 0;
-    const store = await createEventStore({ url: 'memory://' });
-    const bus = await createBus({ url: 'memory://', service: 'lines', logger: silentLogger });
+    // Names of their own: `memory://` alone is the process's default store and broker, and a row left
+    // in its outbox reached the next test's relay.
+    const store = await createEventStore({ url: `memory://lines-${uuidv7()}` });
+    const bus = await createBus({
+      url: `memory://lines-${uuidv7()}`,
+      service: 'lines',
+      logger: silentLogger,
+    });
     const outbox = await createOutbox({ store, bus, logger: consoleLike, relay: { retryDelayMs: 50 } });
     try {
       await outbox.unitOfWork((work) => work.publish('nobody.listens', { a: 1 }));
@@ -196,7 +202,7 @@ describe('a logger without its functions is refused where it is given, not at it
 
   it('a logger whose warn throws does not stop the relay: a refused message is set aside, the next one is delivered', async () => {
     const bus = await createBus({ url: `memory://logger-${uuidv7()}`, service: 's', logger: silentLogger });
-    const store = await createEventStore({ url: 'memory://', logger: silentLogger });
+    const store = await createEventStore({ url: `memory://logger-${uuidv7()}`, logger: silentLogger });
     const { restore } = captureStderr();
     try {
       const closed = () => {
