@@ -327,6 +327,10 @@ export async function deleteSubscriptionQueues(
   }
 }
 
+/** Looks again at a queue's consumers before refusing a delete, and the pause between looks. */
+const CONSUMER_SETTLE_LOOKS = 10;
+const CONSUMER_SETTLE_MS = 50;
+
 async function deleteUnused(
   connection: ChannelModel,
   spec: SubscriptionSpec,
@@ -336,11 +340,19 @@ async function deleteUnused(
   let channel = await open();
   try {
     let consumers = 0;
-    try {
-      consumers = (await channel.checkQueue(topology.queue)).consumerCount;
-    } catch (error) {
-      if ((error as { code?: number }).code !== 404) throw error;
-      channel = await open(); // no such queue: the check closed the channel
+    // A consumer that has just closed (its channel closed, its fence let go: the delete waited for
+    // it) may still be counted by the queue for a moment: looked at again for up to half a second
+    // before the delete is refused (CI saw it refused right after such a close).
+    for (let look = 0; look <= CONSUMER_SETTLE_LOOKS; look++) {
+      if (look > 0) await new Promise((resolve) => setTimeout(resolve, CONSUMER_SETTLE_MS));
+      try {
+        consumers = (await channel.checkQueue(topology.queue)).consumerCount;
+      } catch (error) {
+        if ((error as { code?: number }).code !== 404) throw error;
+        channel = await open(); // no such queue: the check closed the channel
+        consumers = 0;
+      }
+      if (consumers === 0) break;
     }
     if (consumers > 0) throw new SubscriptionInUseError(spec.group, spec.pattern);
     let discarded = 0;
