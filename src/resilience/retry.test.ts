@@ -289,6 +289,17 @@ describe('retry', () => {
       expect(shouldRetry).not.toHaveBeenCalled();
     });
 
+    it('runs nothing, spends no budget and rejects with the reason when the caller aborted before', async () => {
+      const controller = new AbortController();
+      const reason = new Error('client went away');
+      controller.abort(reason);
+      const budget = new RetryBudget();
+      const fn = vi.fn(async () => 'ok');
+      await expect(retry({ budget }).execute(fn, { signal: controller.signal })).rejects.toBe(reason);
+      expect(fn).not.toHaveBeenCalled();
+      expect(budget.stats()).toMatchObject({ requests: 0, retries: 0 });
+    });
+
     it('passes the caller signal to every attempt', async () => {
       const controller = new AbortController();
       const { fn, calls } = flaky(1);

@@ -184,10 +184,13 @@ export class RetryPolicy implements Policy {
   /**
    * Runs `fn` until it succeeds or may not be retried; `fn` receives the attempt number (1 first).
    * @throws the last attempt's error; {@link RetryBudgetExhaustedError} (cause: that error) when
-   * the budget refuses a retry; the signal's reason when the caller aborts during a wait.
+   * the budget refuses a retry; the signal's reason when the caller aborts before the call (`fn`
+   * does not run) or during a wait.
    */
   execute<T>(fn: (context: PolicyContext) => PromiseLike<T> | T, options?: ExecuteOptions): Promise<T> {
     const signal = options?.signal ?? NEVER_ABORTED;
+    // The caller gave up before the call: nothing is tried (as `timeout` and `bulkhead` refuse it).
+    if (signal.aborted) return Promise.reject(signal.reason);
     const deadline = options?.deadline;
     this.#budget?.recordRequest();
     // The first attempt outside an async frame: most calls succeed, and an async function would add
