@@ -56,6 +56,7 @@ import {
   type TransportSubscription,
   whenDecided,
 } from './transport.js';
+import { UnlimitedRuns } from './unlimited-runs.js';
 import { untilAborted } from './until-aborted.js';
 import { assertDataEncodable } from './wire.js';
 
@@ -105,8 +106,10 @@ const SUBSCRIBE_KEYS = [
 /** What a handler gets besides its message. */
 export interface HandlerContext {
   /**
-   * Aborted when the attempt runs past `handlerTimeoutMs` (reason: a `HandlerTimeoutError`), or when
-   * the subscription's inbox claim on the message is lost to another delivery (a `ClaimLostError`).
+   * Aborted when the attempt runs past `handlerTimeoutMs` (reason: a `HandlerTimeoutError`), when
+   * the subscription's inbox claim on the message is lost to another delivery (a `ClaimLostError`),
+   * or when a close (`sub.close()`, `bus.close()`) gives up on the handler still running after
+   * `closeTimeoutMs` (a `BusClosedError`: its message goes back to be handled again).
    */
   readonly signal: AbortSignal;
 }
@@ -517,6 +520,9 @@ export class Bus<C extends Contracts = NoContracts> {
     const timeouts = timeoutMs > 0 ? new HandlerTimeouts(timeoutMs, this.#clock) : undefined;
     // Handlers without a limit keep the process alive while they run (the limit's timer does else).
     const keepAlive = timeouts === undefined ? new KeepAlive() : undefined;
+    // Their signals abort when the subscription's close gives up on them (a run under a limit has its
+    // own, aborted then too).
+    const unlimited = timeouts === undefined ? new UnlimitedRuns() : undefined;
     const closing: Closing = {
       transport: undefined as unknown as TransportSubscription,
       closed: undefined,
@@ -527,9 +533,14 @@ export class Bus<C extends Contracts = NoContracts> {
         givenUp = true;
       },
       letGo: () => {
-        abandoned?.abort(new BusClosedError());
-        if (timeouts === undefined) keepAlive?.release();
-        else timeouts.release();
+        const reason = new BusClosedError('subscription', {
+          detail: 'its close gave up on the handler, whose message goes back to be handled again',
+        });
+        abandoned?.abort(reason);
+        if (timeouts === undefined) {
+          unlimited?.abandon(reason);
+          keepAlive?.release();
+        } else timeouts.release(reason);
       },
     };
     const onExpired = options.onExpired ?? 'dead-letter';
@@ -538,7 +549,7 @@ export class Bus<C extends Contracts = NoContracts> {
     }
     const transportSubscription = await this.transport.subscribe(
       spec,
-      this.#dispatcher(spec, chain, timeouts ?? keepAlive, onExpired),
+      this.#dispatcher(spec, chain, timeouts ?? keepAlive, onExpired, unlimited),
     );
     closing.transport = transportSubscription;
     if (this.#closing !== undefined) {
@@ -671,6 +682,8 @@ export class Bus<C extends Contracts = NoContracts> {
     chain: MessageHandler,
     limit: HandlerTimeouts | KeepAlive | undefined,
     onExpired: 'dead-letter' | 'drop',
+    /** The runs without a limit, when the subscription has none. */
+    unlimited: UnlimitedRuns | undefined,
   ): DeliveryHandler {
     const timeouts = limit instanceof HandlerTimeouts ? limit : undefined;
     const keepAlive = limit instanceof KeepAlive ? limit : undefined;
@@ -726,13 +739,13 @@ export class Bus<C extends Contracts = NoContracts> {
       const { attempt, id, type } = message;
       let result: unknown;
       const handlerRun = timeouts?.start(message);
-      const context: FerryContext = handlerRun ?? {
-        correlationId: message.correlationid,
-        messageId: message.id,
-      };
+      const unlimitedRun = handlerRun === undefined ? unlimited?.start(message) : undefined;
+      const context: FerryContext = handlerRun ??
+        unlimitedRun ?? { correlationId: message.correlationid, messageId: message.id };
       try {
         result = runWithContext(context, chain, message);
       } catch (error) {
+        unlimitedRun?.end();
         return failed(attempt, id, type, error);
       }
       if (isThenable(result)) {
@@ -741,14 +754,17 @@ export class Bus<C extends Contracts = NoContracts> {
         return Promise.resolve(result).then(
           () => {
             keepAlive?.letGo();
+            unlimitedRun?.end();
             return ACK;
           },
           (error: unknown) => {
             keepAlive?.letGo();
+            unlimitedRun?.end();
             return failed(attempt, id, type, error);
           },
         );
       }
+      unlimitedRun?.end();
       return ACK;
     };
 

@@ -69,6 +69,8 @@ export class HandlerRun implements FerryContext, PendingOutcome {
   #listed = false;
   #controller: AbortController | undefined = undefined;
   #reason: HandlerTimeoutError | undefined = undefined;
+  /** Why a close gave up on the run while it was pending ({@link abandon}). */
+  #abandoned: Error | undefined = undefined;
   /** The message's attempt and type when the run started (see {@link Decide}). */
   readonly #attempt: number;
   readonly #type: string;
@@ -114,8 +116,14 @@ export class HandlerRun implements FerryContext, PendingOutcome {
     run.#newer = undefined;
   }
 
+  /** {@link abandon}s every run of `list`, which stay listed: their limit still ends them. */
+  static abandonAll(list: RunList, reason: Error): void {
+    for (let run = list.oldest; run !== undefined; run = run.#newer) run.abandon(reason);
+  }
+
   get signal(): AbortSignal {
     if (this.#reason !== undefined) return AbortSignal.abort(this.#reason);
+    if (this.#abandoned !== undefined) return AbortSignal.abort(this.#abandoned);
     this.#controller ??= new AbortController();
     return this.#controller.signal;
   }
@@ -179,6 +187,16 @@ export class HandlerRun implements FerryContext, PendingOutcome {
   /** Says whether the attempt is now waiting for an earlier delivery's outcome (an inbox claim). */
   waitingForEarlierDelivery(waiting: boolean): void {
     this.#waiting = waiting;
+  }
+
+  /**
+   * A close gave up on the run still pending (its message handed back): its signal aborts with
+   * `reason`, so that a handler that heeds it stops. The outcome is no longer the transport's concern.
+   */
+  abandon(reason: Error): void {
+    if (this.#reason !== undefined || this.#abandoned !== undefined) return;
+    this.#abandoned = reason;
+    this.#controller?.abort(reason);
   }
 
   expire(timeoutMs: number): void {
@@ -287,10 +305,11 @@ export class HandlerTimeouts {
 
   /**
    * The subscription is closed: runs still pending were given up on, and must not keep the process
-   * alive until their limit (their limit still ends them).
+   * alive until their limit (their limit still ends them). Their signals abort with `reason`.
    */
-  release(): void {
+  release(reason: Error): void {
     this.#released = true;
+    HandlerRun.abandonAll(this.#pending, reason);
     if (this.#timerRefed) {
       this.#timer?.unref();
       this.#timerRefed = false;

@@ -1509,6 +1509,48 @@ export function testTransport(name: string, harness: TransportHarness, features:
       expect(later).toHaveLength(1);
     });
 
+    for (const handlerTimeoutMs of [0, 10_000]) {
+      it(`aborts the signal of a handler close gives up on (handlerTimeoutMs ${handlerTimeoutMs}), asked for before or after, and not of one that ended`, async () => {
+        const p = unique();
+        const b = await bus(`svc-${p}`, { closeTimeoutMs: 100 });
+        const type = `${p}.work`;
+        const seen: string[] = [];
+        let endedSignal: AbortSignal | undefined;
+        const sub = await b.subscribe(
+          type,
+          async (m, { signal }) => {
+            const { n } = m.data as { n: number };
+            if (n === 1) {
+              endedSignal = signal;
+              return;
+            }
+            if (n === 2) {
+              // Heeds its signal: stops when it aborts.
+              await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve()));
+              seen.push(`2 ${(signal.reason as { code?: string }).code}`);
+              return;
+            }
+            // Asks for its signal only after the close gave up.
+            await sleep(400);
+            const late = signal;
+            seen.push(`3 ${late.aborted ? (late.reason as { code?: string }).code : 'not aborted'}`);
+          },
+          { concurrency: 3, handlerTimeoutMs },
+        );
+        await b.publish(type, { n: 1 });
+        await waitFor(() => endedSignal !== undefined, 'the first handler to end');
+        await sleep(20);
+        await b.publish(type, { n: 2 });
+        await b.publish(type, { n: 3 });
+        await sleep(50);
+        expect(seen).toEqual([]);
+        await sub.close();
+        await waitFor(() => seen.length === 2, 'both handlers given up on to see their signal aborted', 3000);
+        expect(seen.sort()).toEqual(['2 BUS_CLOSED', '3 BUS_CLOSED']);
+        expect(endedSignal!.aborted).toBe(false);
+      });
+    }
+
     it('dead-letters a message whose handler never ends once maxRedeliveries (5) subscribers in a row gave it back at close, with reason redelivered', async () => {
       // Must not happen: a message that hangs every handler handed to each new subscriber for ever
       // (RabbitMQ counts what a closed channel gave back; the embedded broker must too).
