@@ -25,6 +25,7 @@ import { HttpProblemError, type Logger, stderrLogger, validateRequest } from 'fe
 import { ferryFastify, ferryFastifyOptions } from 'ferry/fastify';
 import { z } from 'zod';
 import { requireAdmin } from '../admin-token.js';
+import { withLinkedSignal } from '../linked-signal.js';
 import { listen } from '../listen.js';
 import { FaultSwitch, type Faults, faultsSchema, faultsUpdateSchema, NO_FAULTS } from './faults.js';
 import { type Charge, Ledger } from './ledger.js';
@@ -93,7 +94,9 @@ export async function startPaymentProvider(options: PaymentProviderOptions = {})
     const { delayMs, fail } = faults.draw();
     if (delayMs > 0) {
       try {
-        await sleep(delayMs, undefined, { signal: AbortSignal.any([request.ferry.signal, stopping.signal]) });
+        await withLinkedSignal(request.ferry.signal, stopping.signal, (signal) =>
+          sleep(delayMs, undefined, { signal }),
+        );
       } catch {
         throw new HttpProblemError(503, 'Payment provider unavailable', {
           detail: 'The provider stopped, or the caller left, before it acted on the call: nothing was done.',

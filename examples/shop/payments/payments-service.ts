@@ -23,6 +23,7 @@ import {
 } from 'ferry';
 import { ferryFastify, ferryFastifyOptions } from 'ferry/fastify';
 import type { ShopContracts } from '../contracts.js';
+import { withLinkedSignal } from '../linked-signal.js';
 import { listen } from '../listen.js';
 import { loadPayment, type PaymentEvent, type PaymentState, paymentStream } from './payment-state.js';
 import { type ChargeOutcome, ProviderClient } from './provider-client.js';
@@ -166,7 +167,8 @@ export async function startPaymentsService(options: PaymentsServiceOptions): Pro
 
   const charges = await bus.subscribe(
     'payment.charge',
-    (message, { signal }) => handleCharge(message, AbortSignal.any([signal, stopping.signal])),
+    (message, { signal }) =>
+      withLinkedSignal(signal, stopping.signal, (linked) => handleCharge(message, linked)),
     // The handler may try the provider for giveUpAfterMs (a late message: one try of 1 s), then
     // records the outcome: give it that, and time to spare.
     { group, concurrency, handlerTimeoutMs: withSpare(giveUpAfterMs) },
@@ -176,7 +178,9 @@ export async function startPaymentsService(options: PaymentsServiceOptions): Pro
     'payment.refund',
     async (message, { signal }) => {
       const { orderId } = message.data;
-      const chargeId = await provider.refund(orderId, AbortSignal.any([signal, stopping.signal]));
+      const chargeId = await withLinkedSignal(signal, stopping.signal, (linked) =>
+        provider.refund(orderId, linked),
+      );
       await outbox.runHandler(refundConsumer, message.id, async (work) => {
         const data = chargeId === undefined ? {} : { chargeId };
         await work.append(paymentStream(orderId), [{ type: 'PaymentRefunded', data }], {

@@ -1,0 +1,39 @@
+import { getEventListeners } from 'node:events';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { describe, expect, it } from 'vitest';
+import { withLinkedSignal } from './linked-signal.js';
+
+describe('withLinkedSignal', () => {
+  it('aborts with whichever signal aborts first, with its reason', async () => {
+    for (const which of ['short', 'long'] as const) {
+      const short = new AbortController();
+      const long = new AbortController();
+      const reason = new Error(which);
+      const work = withLinkedSignal(short.signal, long.signal, (signal) =>
+        sleep(10_000, undefined, { signal }),
+      );
+      (which === 'short' ? short : long).abort(reason);
+      await expect(work).rejects.toMatchObject({ cause: reason });
+    }
+  });
+
+  it('hands work an aborted signal when either was aborted already', async () => {
+    const short = new AbortController();
+    const long = new AbortController();
+    long.abort(new Error('closing'));
+    const seen = await withLinkedSignal(short.signal, long.signal, async (signal) => signal.reason);
+    expect(seen).toEqual(new Error('closing'));
+  });
+
+  it('leaves nothing attached to either signal once work settles, whether it succeeds or fails', async () => {
+    const long = new AbortController();
+    for (let i = 0; i < 1000; i++) {
+      const short = new AbortController();
+      await withLinkedSignal(short.signal, long.signal, async () => {
+        if (i % 2 === 1) throw new Error('failed');
+      }).catch(() => {});
+      expect(getEventListeners(short.signal, 'abort')).toHaveLength(0);
+    }
+    expect(getEventListeners(long.signal, 'abort')).toHaveLength(0);
+  });
+});
