@@ -52,6 +52,12 @@ export interface ConsumerContext {
 
 /** How long a message whose retry could not be scheduled is held before it is requeued. */
 const REQUEUE_DELAY_MS = 1000;
+/**
+ * How much longer than its `closeTimeoutMs` a close waits for moves under way when its wait for the
+ * handlers ends (a retry, a dead letter, a stamped or counted copy sent, its confirm awaited): the
+ * message then gets its ack, rather than go back to the queue beside its copy.
+ */
+export const MOVE_GRACE_MS = 1000;
 /** How often an idle consumer looks for redelivered messages another process left untried. */
 const REDELIVERED_CHECK_MS = 10_000;
 
@@ -74,6 +80,8 @@ export class AmqpConsumer {
   #channel: Channel | undefined;
   #consumerTag: string | undefined;
   readonly #inFlight = new InFlight();
+  /** Moves under way: a copy of a message sent, its confirm awaited, the original's ack to follow. */
+  readonly #moves = new InFlight();
   /** Handler runs whose outcome is not known yet. */
   readonly #undecided = new Set<Undecided>();
   #closed = false;
@@ -266,12 +274,13 @@ export class AmqpConsumer {
     try {
       const delivery = this.#decode(message);
       const headers = { [HEADER.routingKey]: typeOf(wireMessageOf(message)) };
-      await this.#context.publisher.move(
-        this.topology.queue,
-        message.content,
-        republishOptions(message, headers, identityOf(delivery)),
+      await this.#move(channel, message, () =>
+        this.#context.publisher.move(
+          this.topology.queue,
+          message.content,
+          republishOptions(message, headers, identityOf(delivery)),
+        ),
       );
-      this.#ack(channel, message);
     } catch (error) {
       this.#context.logger.warn(
         `could not give an id to a message without one on queue ${this.topology.queue}; it will be delivered again`,
@@ -348,10 +357,14 @@ export class AmqpConsumer {
   ): Promise<void> {
     try {
       if (outcome.action === 'retry') {
-        await this.#scheduleRetry(message, given, outcome.attempt, outcome.delayMs);
-      } else if (outcome.action === 'dead-letter')
-        await this.#deadLetter(message, given, outcome.reason, outcome.attempts);
-      this.#ack(channel, message);
+        await this.#move(channel, message, () =>
+          this.#scheduleRetry(message, given, outcome.attempt, outcome.delayMs),
+        );
+      } else if (outcome.action === 'dead-letter') {
+        await this.#move(channel, message, () =>
+          this.#deadLetter(message, given, outcome.reason, outcome.attempts),
+        );
+      } else this.#ack(channel, message);
     } catch (error) {
       this.#context.logger.warn(
         `could not move message ${String(message.properties.messageId)} out of queue ${this.topology.queue}; it will be delivered again`,
@@ -386,19 +399,22 @@ export class AmqpConsumer {
         this.#context.logger.error(
           `message ${String(message.properties.messageId)} on queue ${this.topology.queue} went to the dead-letter queue: ${reason.message}`,
         );
-        await this.#deadLetter(message, identityOf(delivery), reason, attempts);
+        await this.#move(channel, message, () =>
+          this.#deadLetter(message, identityOf(delivery), reason, attempts),
+        );
       } else {
         const headers = {
           [HEADER.redeliveries]: redeliveries,
           [HEADER.routingKey]: typeOf(wireMessageOf(message)),
         };
-        await this.#context.publisher.move(
-          target,
-          message.content,
-          republishOptions(message, headers, identityOf(delivery)),
+        await this.#move(channel, message, () =>
+          this.#context.publisher.move(
+            target,
+            message.content,
+            republishOptions(message, headers, identityOf(delivery)),
+          ),
         );
       }
-      this.#ack(channel, message);
       await channel.prefetch(this.spec.concurrency);
     } catch (error) {
       this.#context.logger.warn(
@@ -533,6 +549,21 @@ export class AmqpConsumer {
     );
   }
 
+  /**
+   * Sends `message`'s copy with `copy` and, once the broker has confirmed it, acks the original. A
+   * close whose wait for the handlers ends meanwhile waits for this too, up to {@link MOVE_GRACE_MS}:
+   * handed back then, the message would run again beside its retry or dead letter.
+   */
+  async #move(channel: Channel, message: Message, copy: () => Promise<void>): Promise<void> {
+    this.#moves.begin();
+    try {
+      await copy();
+      this.#ack(channel, message);
+    } finally {
+      this.#moves.end();
+    }
+  }
+
   #ack(channel: Channel, message: Message): void {
     // On a channel from before a reconnect the ack cannot be sent; the broker redelivers the message
     // and the idempotent consumer recognises it.
@@ -594,7 +625,8 @@ export class AmqpConsumer {
    * Cancels the consumer, waits for handlers in flight, then closes the channel, all within
    * `timeoutMs`. A handler still deciding then is abandoned: its late outcome is ignored (no retry,
    * no dead letter, no ack), and its message goes back to the queue, given back before the channel
-   * closes. A broker that stops answering without closing TCP (a network partition) never confirms
+   * closes. A move under way then (a retry or dead letter sent, its confirm awaited) is waited for up
+   * to {@link MOVE_GRACE_MS} more, so that its message is acked rather than handed back beside its copy. A broker that stops answering without closing TCP (a network partition) never confirms
    * the cancel or the close, so neither is waited for past the timeout. A channel left closing then
    * goes with its connection; the broker requeues what it held either way.
    */
@@ -657,6 +689,9 @@ export class AmqpConsumer {
     // to the queue (below); a retry or dead letter besides would be a copy too many.
     for (const run of this.#undecided) run.abandoned = true;
     this.#undecided.clear();
+    // A move under way (a handler's retry or dead letter sent as the wait ended, its confirm awaited)
+    // ends with its ack, not with its message handed back beside the copy: given a little longer.
+    await this.#moves.idle(MOVE_GRACE_MS);
     this.#channel = undefined;
     for (const retired of this.#retired) void closeChannel(retired);
     this.#retired.clear();

@@ -114,3 +114,31 @@ describe('closes that overlap wait for the handlers in flight', () => {
     expect(waitingRuns).toBe(1);
   });
 });
+
+describe('the signal of a handler a close gave up on', () => {
+  it('names what closed: the subscription, or the bus', async () => {
+    for (const which of ['subscription', 'bus'] as const) {
+      const b = await bus(100);
+      let reason: { code?: string; message?: string } | undefined;
+      const sub = await b.subscribe(
+        'job.run',
+        (_m, { signal }) =>
+          new Promise<void>((resolve) => {
+            signal.addEventListener('abort', () => {
+              reason = signal.reason;
+              resolve();
+            });
+          }),
+        { handlerTimeoutMs: 0 },
+      );
+      await b.publish('job.run', {});
+      await sleep(20);
+      await (which === 'bus' ? b.close() : sub.close());
+      await waitFor(() => reason !== undefined, 'the signal to abort');
+      expect(reason).toMatchObject({ code: 'BUS_CLOSED' });
+      expect(reason!.message).toMatch(
+        new RegExp(`^the ${which} is closed: its close gave up on the handler`),
+      );
+    }
+  });
+});

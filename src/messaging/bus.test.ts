@@ -910,6 +910,7 @@ describe('inbox claims', () => {
     const [dead] = await bus.listDeadLetters();
     expect(dead!.reason.kind).toBe('timeout');
     expect(dead!.reason.message).toContain('waiting for an earlier delivery of this message');
+    expect(dead!.reason.message).toContain('past its own time limit or after a close gave up on it');
     await waitFor(() => finished, 'the first run to end');
     expect(runs).toBe(1);
     // Replayed, it is recognised as handled (the first run succeeded): acknowledged, not run again.

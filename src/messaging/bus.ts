@@ -532,8 +532,8 @@ export class Bus<C extends Contracts = NoContracts> {
       giveUp: () => {
         givenUp = true;
       },
-      letGo: () => {
-        const reason = new BusClosedError('subscription', {
+      letGo: (closed) => {
+        const reason = new BusClosedError(closed, {
           detail: 'its close gave up on the handler, whose message goes back to be handled again',
         });
         abandoned?.abort(reason);
@@ -594,12 +594,14 @@ export class Bus<C extends Contracts = NoContracts> {
    * bus's own mark), then every one of them gives up on its handlers still running, and only then
    * lets them go: a unit of work whose turn a rollback frees must find every one of them closed (on
    * memory that turn came before its own subscription had given up, and its handler ran). Each
-   * entry's `closed` is this close, for later calls to wait for.
+   * entry's `closed` is this close, for later calls to wait for. `by` is what the signals of the
+   * handlers given up on say was closed.
    */
   #closeTogether(
     entries: readonly Closing[],
     alsoWaitFor: readonly Promise<unknown>[] = [],
     beforeGivingUp?: () => void,
+    by: 'bus' | 'subscription' = 'subscription',
   ): Promise<void> {
     const deadline = (this.#clock ?? systemClock).now() + this.#closeTimeoutMs;
     for (const entry of entries) entry.closeBy(deadline);
@@ -608,7 +610,7 @@ export class Bus<C extends Contracts = NoContracts> {
       await Promise.allSettled(alsoWaitFor);
       beforeGivingUp?.();
       for (const entry of entries) entry.giveUp();
-      for (const entry of entries) entry.letGo();
+      for (const entry of entries) entry.letGo(by);
       const failed = closed.find((c): c is PromiseRejectedResult => c.status === 'rejected');
       if (failed !== undefined) throw failed.reason;
     })();
@@ -912,10 +914,15 @@ export class Bus<C extends Contracts = NoContracts> {
       // Those a sub.close() is closing are waited for too: their handlers may still publish.
       const under = [...this.#closingSubscriptions];
       await Promise.all([
-        this.#closeTogether(subscriptions, under, () => {
-          // Handlers still running now were given up on: their messages go back to their queues.
-          this.#publishingClosed = true;
-        }),
+        this.#closeTogether(
+          subscriptions,
+          under,
+          () => {
+            // Handlers still running now were given up on: their messages go back to their queues.
+            this.#publishingClosed = true;
+          },
+          'bus',
+        ),
         // Listings and replays already under way end first (a replay may still publish).
         this.#deadLetterCalls.idle(this.#closeTimeoutMs, clock),
       ]).finally(() => {
@@ -936,8 +943,11 @@ interface Closing {
   readonly closeBy: (deadline: number) => void;
   /** Its handlers still running were given up on: one whose unit of work's turn comes runs nothing. */
   readonly giveUp: () => void;
-  /** Their units of work roll back, and they no longer keep the process alive. */
-  readonly letGo: () => void;
+  /**
+   * Their units of work roll back, their signals abort (naming what was `closed`), and they no longer
+   * keep the process alive.
+   */
+  readonly letGo: (closed: 'bus' | 'subscription') => void;
 }
 
 /** How often a subscription says that its messages wait for an unavailable database or broker. */

@@ -13,7 +13,7 @@ export class HandlerTimeoutError extends FerryError {
     super(
       'HANDLER_TIMEOUT',
       waited
-        ? `gave up after ${timeoutMs} ms waiting for an earlier delivery of this message, still being handled past its own time limit (does the handler heed its signal?); the handler did not run in this attempt`
+        ? `gave up after ${timeoutMs} ms waiting for an earlier delivery of this message, still being handled past its own time limit or after a close gave up on it (does the handler heed its signal?); the handler did not run in this attempt`
         : `the handler did not finish within ${timeoutMs} ms`,
     );
     this.timeoutMs = timeoutMs;

@@ -1509,6 +1509,44 @@ export function testTransport(name: string, harness: TransportHarness, features:
       expect(later).toHaveLength(1);
     });
 
+    it('settles a message once when its handler limit passes as its close gives up: retried or handed back, never both', async () => {
+      // Must not happen: the retry's copy made and the original handed back besides (RabbitMQ gave the
+      // message back while its copy's confirm was awaited: handled as attempt 1 and as attempt 2).
+      for (const extraMs of [1, 3, 5]) {
+        const p = unique();
+        const first = await bus(`svc-${p}`, { closeTimeoutMs: 300 + extraMs });
+        const next = await bus(`svc-${p}`);
+        const type = `${p}.late`;
+        const options = {
+          group: `g-${p}`,
+          handlerTimeoutMs: 300,
+          maxAttempts: 2,
+          backoff: { initialDelayMs: 50, maxDelayMs: 50 },
+        };
+        let started!: () => void;
+        const running = new Promise<void>((resolve) => {
+          started = resolve;
+        });
+        await first.subscribe(
+          type,
+          async () => {
+            started();
+            await sleep(1000); // ignores its signal
+          },
+          options,
+        );
+        await next.publish(type, {});
+        await running;
+        await first.close();
+        const attempts: number[] = [];
+        await next.subscribe(type, async (m) => void attempts.push(m.attempt), options);
+        await waitFor(() => attempts.length > 0, 'the message, retried or handed back');
+        await sleep(300);
+        expect(attempts, `closeTimeoutMs ${300 + extraMs}`).toHaveLength(1);
+        expect(await next.listDeadLetters({ group: options.group })).toEqual([]);
+      }
+    });
+
     for (const handlerTimeoutMs of [0, 10_000]) {
       it(`aborts the signal of a handler close gives up on (handlerTimeoutMs ${handlerTimeoutMs}), asked for before or after, and not of one that ended`, async () => {
         const p = unique();
