@@ -80,6 +80,9 @@ export class AmqpConsumer {
   #channel: Channel | undefined;
   #consumerTag: string | undefined;
   readonly #inFlight = new InFlight();
+  /** Its close stopped waiting for its handlers, and those told of it (see `close`). */
+  #gaveUp = false;
+  readonly #onGiveUp: (() => void)[] = [];
   /** Moves under way: a copy of a message sent, its confirm awaited, the original's ack to follow. */
   readonly #moves = new InFlight();
   /** Handler runs whose outcome is not known yet. */
@@ -630,7 +633,11 @@ export class AmqpConsumer {
    * the cancel or the close, so neither is waited for past the timeout. A channel left closing then
    * goes with its connection; the broker requeues what it held either way.
    */
-  close(timeoutMs: number): Promise<void> {
+  close(timeoutMs: number, onGiveUp?: () => void): Promise<void> {
+    if (onGiveUp !== undefined) {
+      if (this.#gaveUp) onGiveUp();
+      else this.#onGiveUp.push(onGiveUp);
+    }
     this.#closeDone ??= this.#closeOnce(timeoutMs);
     return this.#closeDone;
   }
@@ -689,6 +696,8 @@ export class AmqpConsumer {
     // to the queue (below); a retry or dead letter besides would be a copy too many.
     for (const run of this.#undecided) run.abandoned = true;
     this.#undecided.clear();
+    this.#gaveUp = true;
+    for (const onGiveUp of this.#onGiveUp.splice(0)) onGiveUp();
     // A move under way (a handler's retry or dead letter sent as the wait ended, its confirm awaited)
     // ends with its ack, not with its message handed back beside the copy: given a little longer.
     await this.#moves.idle(MOVE_GRACE_MS);

@@ -6,6 +6,8 @@ import { silentLogger } from '../logging/logger.js';
 import { createOutbox } from '../outbox/outbox.js';
 import { waitFor } from '../testing/wait.js';
 import type { Bus } from './bus.js';
+import { MemoryBroker } from './memory/memory-broker.js';
+import { MemoryTransport } from './memory/memory-transport.js';
 
 const closers: (() => Promise<unknown>)[] = [];
 afterEach(async () => {
@@ -140,5 +142,88 @@ describe('the signal of a handler a close gave up on', () => {
         new RegExp(`^the ${which} is closed: its close gave up on the handler`),
       );
     }
+  });
+});
+
+describe('a close that gives up on handlers before the rest of it is done', () => {
+  /** The embedded transport, whose subscriptions' closes take `restMs` more after giving up. */
+  function slowClosing(restMs: number): MemoryTransport {
+    const transport = new MemoryTransport({ broker: MemoryBroker.named(`slow-close-${uuidv7()}`) });
+    const subscribe = transport.subscribe.bind(transport);
+    transport.subscribe = async (spec, handler) => {
+      const inner = await subscribe(spec, handler);
+      return {
+        close: async (timeoutMs, onGiveUp) => {
+          await inner.close(timeoutMs, onGiveUp);
+          await sleep(restMs);
+        },
+      };
+    };
+    return transport;
+  }
+
+  for (const handlerTimeoutMs of [0, 450]) {
+    it(`aborts the signals of the handlers given up on as its transport gives up, not once its close is over (handlerTimeoutMs ${handlerTimeoutMs})`, async () => {
+      // As on RabbitMQ, which may wait up to 1 s more for a retry under way: the handler ran on with
+      // a live signal meanwhile (its limit then aborted it with HANDLER_TIMEOUT).
+      const b = await createBus({
+        transport: slowClosing(600),
+        service: 'jobs',
+        logger: silentLogger,
+        closeTimeoutMs: 150,
+      });
+      closers.push(() => b.close());
+      let aborted: { at: number; code?: string | undefined } | undefined;
+      const sub = await b.subscribe(
+        'job.run',
+        (_m, { signal }) =>
+          new Promise<void>((resolve) => {
+            signal.addEventListener('abort', () => {
+              aborted = { at: Date.now(), code: (signal.reason as { code?: string }).code };
+              resolve();
+            });
+          }),
+        { handlerTimeoutMs },
+      );
+      await b.publish('job.run', {});
+      await sleep(20);
+      const started = Date.now();
+      await sub.close();
+      expect(Date.now() - started).toBeGreaterThanOrEqual(700);
+      expect(aborted?.code).toBe('BUS_CLOSED');
+      expect(aborted!.at - started).toBeLessThan(400);
+    });
+  }
+
+  it('logs no dead letter for what a handler given up on decides: nothing is dead-lettered', async () => {
+    const warnings: string[] = [];
+    const logger = { ...silentLogger, warn: (message: string) => void warnings.push(message) };
+    const b = await createBus({
+      url: `memory://close-log-${uuidv7()}`,
+      service: 'jobs',
+      logger,
+      closeTimeoutMs: 100,
+    });
+    closers.push(() => b.close());
+    let ended = false;
+    const sub = await b.subscribe(
+      'job.run',
+      (_m, { signal }) =>
+        new Promise<void>((_resolve, reject) => {
+          // Does what its signal asks: stops, with the signal's reason.
+          signal.addEventListener('abort', () => {
+            ended = true;
+            reject(signal.reason);
+          });
+        }),
+      { maxAttempts: 1, handlerTimeoutMs: 0 },
+    );
+    await b.publish('job.run', {});
+    await sleep(20);
+    await sub.close();
+    await waitFor(() => ended, 'the handler to stop');
+    await sleep(50);
+    expect(warnings.filter((w) => w.startsWith('dead-lettering'))).toEqual([]);
+    expect(await b.listDeadLetters()).toEqual([]);
   });
 });

@@ -523,24 +523,33 @@ export class Bus<C extends Contracts = NoContracts> {
     // Their signals abort when the subscription's close gives up on them (a run under a limit has its
     // own, aborted then too).
     const unlimited = timeouts === undefined ? new UnlimitedRuns() : undefined;
+    /** Its transport gave up on the handlers still running: what they decide from now on is not carried out. */
+    let transportGaveUp = false;
+    const abortRuns = (by: 'bus' | 'subscription') => {
+      if (transportGaveUp) return;
+      transportGaveUp = true;
+      const reason = new BusClosedError(by, {
+        detail: 'its close gave up on the handler, whose message goes back to be handled again',
+      });
+      if (timeouts === undefined) unlimited?.abandon(reason);
+      else timeouts.abandonRuns(reason);
+    };
     const closing: Closing = {
       transport: undefined as unknown as TransportSubscription,
       closed: undefined,
       closeBy: (deadline) => {
         closeDeadline = Math.min(closeDeadline, deadline);
       },
+      abortRuns,
       giveUp: () => {
         givenUp = true;
       },
-      letGo: (closed) => {
-        const reason = new BusClosedError(closed, {
-          detail: 'its close gave up on the handler, whose message goes back to be handled again',
-        });
-        abandoned?.abort(reason);
-        if (timeouts === undefined) {
-          unlimited?.abandon(reason);
-          keepAlive?.release();
-        } else timeouts.release(reason);
+      letGo: (by) => {
+        // A transport that does not say when it gives up: the signals abort now.
+        abortRuns(by);
+        abandoned?.abort(new BusClosedError(by));
+        if (timeouts === undefined) keepAlive?.release();
+        else timeouts.release();
       },
     };
     const onExpired = options.onExpired ?? 'dead-letter';
@@ -549,7 +558,7 @@ export class Bus<C extends Contracts = NoContracts> {
     }
     const transportSubscription = await this.transport.subscribe(
       spec,
-      this.#dispatcher(spec, chain, timeouts ?? keepAlive, onExpired, unlimited),
+      this.#dispatcher(spec, chain, timeouts ?? keepAlive, onExpired, unlimited, () => transportGaveUp),
     );
     closing.transport = transportSubscription;
     if (this.#closing !== undefined) {
@@ -606,7 +615,17 @@ export class Bus<C extends Contracts = NoContracts> {
     const deadline = (this.#clock ?? systemClock).now() + this.#closeTimeoutMs;
     for (const entry of entries) entry.closeBy(deadline);
     const together = (async () => {
-      const closed = await Promise.allSettled(entries.map((e) => e.transport.close(this.#closeTimeoutMs)));
+      // As each transport gives up on its handlers still running (before the rest of its close: on
+      // RabbitMQ up to 1 s for a move under way), their signals abort; and a unit of work whose turn
+      // a rollback then frees, of any of these subscriptions, runs nothing.
+      const onGiveUp = (entry: Closing) => () => {
+        const now = (this.#clock ?? systemClock).now();
+        for (const e of entries) e.closeBy(now);
+        entry.abortRuns(by);
+      };
+      const closed = await Promise.allSettled(
+        entries.map((e) => e.transport.close(this.#closeTimeoutMs, onGiveUp(e))),
+      );
       await Promise.allSettled(alsoWaitFor);
       beforeGivingUp?.();
       for (const entry of entries) entry.giveUp();
@@ -686,6 +705,11 @@ export class Bus<C extends Contracts = NoContracts> {
     onExpired: 'dead-letter' | 'drop',
     /** The runs without a limit, when the subscription has none. */
     unlimited: UnlimitedRuns | undefined,
+    /**
+     * Whether its close gave up on the handlers still running: the transport ignores what they
+     * decide, which is then not logged as done (a dead letter that never happens).
+     */
+    gaveUp: () => boolean,
   ): DeliveryHandler {
     const timeouts = limit instanceof HandlerTimeouts ? limit : undefined;
     const keepAlive = limit instanceof KeepAlive ? limit : undefined;
@@ -708,7 +732,7 @@ export class Bus<C extends Contracts = NoContracts> {
         // again after the longest delay, the attempt not counted, for as long as that lasts (a 20 s
         // outage dead-lettered every message being handled, and with them orders' sagas).
         const now = (clock ?? systemClock).now();
-        if (now - outageWarnedAt >= OUTAGE_WARNING_INTERVAL_MS) {
+        if (now - outageWarnedAt >= OUTAGE_WARNING_INTERVAL_MS && !gaveUp()) {
           outageWarnedAt = now;
           logger.warn(
             `message ${id} (${type}) in group "${spec.group}" is tried again in ${longest} ms, not counted as an attempt: ${describeThrown(error).message}`,
@@ -720,9 +744,11 @@ export class Bus<C extends Contracts = NoContracts> {
         return { action: 'retry', attempt: attempt + 1, delayMs: delays[attempt - 1]! };
       const reason = describeThrown(error);
       const kind = isTimeout(error) ? 'timeout' : 'handler-error';
-      logger.warn(
-        `dead-lettering message ${id} (${type}) in group "${spec.group}" after ${attempt} attempts: ${reason.message}`,
-      );
+      if (!gaveUp()) {
+        logger.warn(
+          `dead-lettering message ${id} (${type}) in group "${spec.group}" after ${attempt} attempts: ${reason.message}`,
+        );
+      }
       return { action: 'dead-letter', reason: { kind, ...reason }, attempts: attempt };
     };
 
@@ -941,13 +967,16 @@ interface Closing {
   closed: Promise<void> | undefined;
   /** A close began: its wait for the handlers ends at `deadline` (the bus's clock). */
   readonly closeBy: (deadline: number) => void;
+  /**
+   * Its transport gave up on the handlers still running: their signals abort (naming what was closed
+   * `by`), and what they decide is no longer logged. Once; `letGo` does it for a transport that does
+   * not say when it gives up.
+   */
+  readonly abortRuns: (by: 'bus' | 'subscription') => void;
   /** Its handlers still running were given up on: one whose unit of work's turn comes runs nothing. */
   readonly giveUp: () => void;
-  /**
-   * Their units of work roll back, their signals abort (naming what was `closed`), and they no longer
-   * keep the process alive.
-   */
-  readonly letGo: (closed: 'bus' | 'subscription') => void;
+  /** Their units of work roll back, and they no longer keep the process alive. */
+  readonly letGo: (by: 'bus' | 'subscription') => void;
 }
 
 /** How often a subscription says that its messages wait for an unavailable database or broker. */

@@ -303,13 +303,17 @@ export class HandlerTimeouts {
     this.#link(run);
   }
 
+  /** A close gave up on the runs still pending: their signals abort with `reason`. */
+  abandonRuns(reason: Error): void {
+    HandlerRun.abandonAll(this.#pending, reason);
+  }
+
   /**
    * The subscription is closed: runs still pending were given up on, and must not keep the process
-   * alive until their limit (their limit still ends them). Their signals abort with `reason`.
+   * alive until their limit (their limit still ends them).
    */
-  release(reason: Error): void {
+  release(): void {
     this.#released = true;
-    HandlerRun.abandonAll(this.#pending, reason);
     if (this.#timerRefed) {
       this.#timer?.unref();
       this.#timerRefed = false;

@@ -106,8 +106,14 @@ export function notifyWhenDecided(result: DeliveryResult, listener: OutcomeListe
 
 /** A live subscription at the transport level. */
 export interface TransportSubscription {
-  /** Stops taking deliveries, waits (up to `timeoutMs`) for those in flight, then releases the consumer. */
-  close(timeoutMs: number): Promise<void>;
+  /**
+   * Stops taking deliveries, waits (up to `timeoutMs`) for those in flight, then releases the
+   * consumer. `onGiveUp`, when given, is called once that wait is over (every handler ended, or those
+   * still running given up on: what they decide is ignored from then on), before the rest of the
+   * close; the bus aborts their signals then. A transport that never calls it has them aborted once
+   * its close resolves.
+   */
+  close(timeoutMs: number, onGiveUp?: () => void): Promise<void>;
 }
 
 /** A message in a dead-letter queue, as listed by {@link Transport.listDeadLetters}. */

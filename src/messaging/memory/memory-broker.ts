@@ -620,7 +620,7 @@ export class MemoryBroker {
     queue.consumers.push(consumer);
     this.#schedule(queue);
     const q = queue;
-    return { close: (timeoutMs) => this.#detach(q, consumer, timeoutMs) };
+    return { close: (timeoutMs, onGiveUp) => this.#detach(q, consumer, timeoutMs, onGiveUp) };
   }
 
   /**
@@ -629,7 +629,12 @@ export class MemoryBroker {
    * consumer (as RabbitMQ requeues a closed channel's unacknowledged messages): the message is handled
    * again, never lost.
    */
-  async #detach(queue: Queue, consumer: MemoryConsumer, timeoutMs: number): Promise<void> {
+  async #detach(
+    queue: Queue,
+    consumer: MemoryConsumer,
+    timeoutMs: number,
+    onGiveUp: (() => void) | undefined,
+  ): Promise<void> {
     if (consumer.closed) return;
     consumer.closed = true;
     const index = queue.consumers.indexOf(consumer);
@@ -641,6 +646,8 @@ export class MemoryBroker {
     queue.closing.add(closing);
     try {
       await consumer.inFlight.idle(timeoutMs, this.clock);
+      // Given up on from here: what they decide is ignored (they no longer hold their messages).
+      onGiveUp?.();
       if (consumer.holding.size > 0) {
         // Each counted as a redelivery, as RabbitMQ's consumers count what a closed channel gave back.
         const held = [...consumer.holding.values()].map(redelivered);
