@@ -345,7 +345,9 @@ export class ConfirmPublisher {
     this.#closed = true;
     await this.#held.idle(timeoutMs);
     for (const pending of [...this.#inFlight, ...this.#waiting.drain()]) {
-      if (!pending.settled) this.#settle(pending, new PublishNotConfirmedError(pending.messageId, timeoutMs));
+      if (!pending.settled) {
+        this.#settle(pending, new PublishNotConfirmedError(pending.messageId, timeoutMs, true));
+      }
     }
     this.#inFlight.clear();
     if (this.#sweeper !== undefined) clearInterval(this.#sweeper);

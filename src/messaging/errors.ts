@@ -61,10 +61,13 @@ export const isPublishNackedError = errorGuard<PublishNackedError>('PUBLISH_NACK
 export class PublishNotConfirmedError extends FerryError {
   readonly messageId: string;
   readonly timeoutMs: number;
-  constructor(messageId: string, timeoutMs: number) {
+  /** `closing`: the publisher closed while the confirm was awaited (`timeoutMs` is the close's wait). */
+  constructor(messageId: string, timeoutMs: number, closing = false) {
     super(
       'PUBLISH_NOT_CONFIRMED',
-      `message ${messageId} was not confirmed by the broker within ${timeoutMs} ms`,
+      closing
+        ? `message ${messageId} was not confirmed by the broker before its connection closed (the close waited ${timeoutMs} ms for confirms)`
+        : `message ${messageId} was not confirmed by the broker within ${timeoutMs} ms`,
     );
     this.messageId = messageId;
     this.timeoutMs = timeoutMs;
