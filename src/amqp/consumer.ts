@@ -80,8 +80,11 @@ export class AmqpConsumer {
   #channel: Channel | undefined;
   #consumerTag: string | undefined;
   readonly #inFlight = new InFlight();
-  /** Its close stopped waiting for its handlers, and those told of it (see `close`). */
-  #gaveUp = false;
+  /**
+   * Once its close stopped waiting for its handlers: whether some were still running, given up on
+   * (and those to tell of it, see `close`).
+   */
+  #gaveUp: boolean | undefined = undefined;
   readonly #onGiveUp: (() => void)[] = [];
   /** Moves under way: a copy of a message sent, its confirm awaited, the original's ack to follow. */
   readonly #moves = new InFlight();
@@ -635,8 +638,8 @@ export class AmqpConsumer {
    */
   close(timeoutMs: number, onGiveUp?: () => void): Promise<void> {
     if (onGiveUp !== undefined) {
-      if (this.#gaveUp) onGiveUp();
-      else this.#onGiveUp.push(onGiveUp);
+      if (this.#gaveUp === true) onGiveUp();
+      else if (this.#gaveUp === undefined) this.#onGiveUp.push(onGiveUp);
     }
     this.#closeDone ??= this.#closeOnce(timeoutMs);
     return this.#closeDone;
@@ -694,10 +697,11 @@ export class AmqpConsumer {
     await this.#inFlight.idle(Math.max(0, deadline - Date.now()));
     // Given up on: what these handlers decide from now on is not carried out. Their messages go back
     // to the queue (below); a retry or dead letter besides would be a copy too many.
+    this.#gaveUp = this.#undecided.size > 0;
     for (const run of this.#undecided) run.abandoned = true;
     this.#undecided.clear();
-    this.#gaveUp = true;
-    for (const onGiveUp of this.#onGiveUp.splice(0)) onGiveUp();
+    const told = this.#onGiveUp.splice(0);
+    if (this.#gaveUp) for (const onGiveUp of told) onGiveUp();
     // A move under way (a handler's retry or dead letter sent as the wait ended, its confirm awaited)
     // ends with its ack, not with its message handed back beside the copy: given a little longer.
     await this.#moves.idle(MOVE_GRACE_MS);

@@ -227,3 +227,79 @@ describe('a close that gives up on handlers before the rest of it is done', () =
     expect(await b.listDeadLetters()).toEqual([]);
   });
 });
+
+describe('a handler that acts as its signal aborts at a close', () => {
+  it('is refused a publish once bus.close() gave up on it, and what it published is not delivered', async () => {
+    const url = `memory://close-publish-${uuidv7()}`;
+    const b = await bus(150, url);
+    let published: string | undefined;
+    await b.subscribe(
+      'job.run',
+      (_m, { signal }) =>
+        new Promise<void>(() => {
+          signal.addEventListener('abort', () => {
+            b.publish('job.followed', {}).then(
+              () => {
+                published = 'ok';
+              },
+              (error: { code?: string }) => {
+                published = error.code;
+              },
+            );
+          });
+        }),
+      { handlerTimeoutMs: 0 },
+    );
+    const watcher = await bus(5_000, url);
+    const followed: unknown[] = [];
+    await watcher.subscribe('job.followed', (m) => void followed.push(m.id), { group: 'watcher' });
+    await b.publish('job.run', {});
+    await sleep(20);
+    await b.close();
+    await waitFor(() => published !== undefined, 'the publish to end');
+    expect(published).toBe('BUS_CLOSED');
+    await sleep(100);
+    expect(followed).toEqual([]);
+  });
+
+  for (const handlerTimeoutMs of [0, 250]) {
+    it(`finds its unit of work ended at once: a last write is refused, not taken and undone (handlerTimeoutMs ${handlerTimeoutMs})`, async () => {
+      const store = await createEventStore({ url: `memory://close-write-${uuidv7()}`, logger: silentLogger });
+      closers.push(() => store.close());
+      const b = await bus(400, `memory://close-write-${uuidv7()}`);
+      const outbox = await createOutbox({ store, bus: b, logger: silentLogger });
+      closers.push(() => outbox.close());
+      let lateWrite: string | undefined;
+      const handler = async (
+        _m: unknown,
+        {
+          signal,
+          work,
+        }: { signal: AbortSignal; work: { append: (s: string, e: object[]) => Promise<unknown> } },
+      ) => {
+        await work.append('first', [{ type: 'Wrote', data: {} }]);
+        await new Promise<void>((resolve) => {
+          signal.addEventListener('abort', () => {
+            work.append('late', [{ type: 'Wrote', data: {} }]).then(
+              () => {
+                lateWrite = 'accepted';
+              },
+              (error: { code?: string }) => {
+                lateWrite = error.code;
+              },
+            );
+            resolve();
+          });
+        });
+      };
+      const sub = await b.subscribe('job.write', handler as never, { unitOfWork: outbox, handlerTimeoutMs });
+      await b.publish('job.write', {});
+      await sleep(50);
+      await sub.close();
+      await waitFor(() => lateWrite !== undefined, 'the late write to end');
+      expect(lateWrite).toBe('INVALID_OPTIONS');
+      expect(await store.readStream('first')).toEqual([]);
+      expect(await store.readStream('late')).toEqual([]);
+    });
+  }
+});

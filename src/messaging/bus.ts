@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { currentContext, type FerryContext, runWithContext } from '../context/context.js';
 import { isBackendOutage, isStorageFull } from '../errors/backend-faults.js';
 import { describeValue } from '../errors/describe-value.js';
@@ -468,6 +469,8 @@ export class Bus<C extends Contracts = NoContracts> {
      * process, for ever), and what they do through `work` afterwards is refused.
      */
     const abandoned = unitOfWork === undefined ? undefined : new AbortController();
+    // Each of its handlers running listens to it (below): as many as its concurrency.
+    if (abandoned !== undefined) setMaxListeners(0, abandoned.signal);
     const chain = composeMiddleware(
       [...this.#middleware, ...(options.middleware ?? [])],
       unitOfWork === undefined
@@ -478,7 +481,7 @@ export class Bus<C extends Contracts = NoContracts> {
             const context = currentContext();
             const timed = context instanceof HandlerRun ? context : undefined;
             timed?.pauseLimit();
-            await unitOfWork.runHandler(consumer, message.id, async (work, settled) => {
+            await unitOfWork.runHandler(consumer, message.id, async (work, settled, end) => {
               timed?.resumeLimit();
               // Its turn came after a close gave up on it (its message handed back, to be handled
               // again): it runs nothing, and its unit of work rolls back.
@@ -492,24 +495,33 @@ export class Bus<C extends Contracts = NoContracts> {
               // A handler may be synchronous (it is typed `Promise<void> | void`): what it returns
               // or throws becomes a promise here.
               const given = abandoned!.signal;
-              await untilAborted(
-                untilAborted(
-                  (async () =>
-                    inner(message, {
-                      get signal() {
-                        return HANDLER_CONTEXT.signal;
-                      },
-                      work,
-                    }))(),
-                  signal,
-                ),
-                given,
-              );
-              if (signal.aborted) throw signal.reason;
-              // The calls it made and did not await are its time too (a forgotten await on a call that
-              // never ends held the unit, and every other unit of the process, past its limit).
-              await untilAborted(untilAborted(settled(), signal), given);
-              if (signal.aborted) throw signal.reason;
+              // Listened to before the handler can listen: a handler that acts on its signal at once
+              // (a last write) finds its unit ended, its calls refused, not taken and then undone.
+              signal.addEventListener('abort', end, { once: true });
+              given.addEventListener('abort', end, { once: true });
+              try {
+                await untilAborted(
+                  untilAborted(
+                    (async () =>
+                      inner(message, {
+                        get signal() {
+                          return HANDLER_CONTEXT.signal;
+                        },
+                        work,
+                      }))(),
+                    signal,
+                  ),
+                  given,
+                );
+                if (signal.aborted) throw signal.reason;
+                // The calls it made and did not await are its time too (a forgotten await on a call that
+                // never ends held the unit, and every other unit of the process, past its limit).
+                await untilAborted(untilAborted(settled(), signal), given);
+                if (signal.aborted) throw signal.reason;
+              } finally {
+                signal.removeEventListener('abort', end);
+                given.removeEventListener('abort', end);
+              }
               // It returned within its limit: the wait for the commit (shared with the other units of
               // a SQLite batch) is not its time, and its attempt no longer times out.
               timed?.pauseLimit();
@@ -621,6 +633,8 @@ export class Bus<C extends Contracts = NoContracts> {
       const onGiveUp = (entry: Closing) => () => {
         const now = (this.#clock ?? systemClock).now();
         for (const e of entries) e.closeBy(now);
+        // The bus's wait is over: a handler that publishes as its signal aborts is refused.
+        if (by === 'bus') this.#publishingClosed = true;
         entry.abortRuns(by);
       };
       const closed = await Promise.allSettled(

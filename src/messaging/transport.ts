@@ -108,10 +108,10 @@ export function notifyWhenDecided(result: DeliveryResult, listener: OutcomeListe
 export interface TransportSubscription {
   /**
    * Stops taking deliveries, waits (up to `timeoutMs`) for those in flight, then releases the
-   * consumer. `onGiveUp`, when given, is called once that wait is over (every handler ended, or those
-   * still running given up on: what they decide is ignored from then on), before the rest of the
-   * close; the bus aborts their signals then. A transport that never calls it has them aborted once
-   * its close resolves.
+   * consumer. `onGiveUp`, when given, is called when that wait ends with handlers still running, as
+   * they are given up on (what they decide is ignored from then on), before the rest of the close:
+   * the bus aborts their signals then (and, closing, refuses publishes from then on). A transport
+   * that never calls it has them aborted once its close resolves.
    */
   close(timeoutMs: number, onGiveUp?: () => void): Promise<void>;
 }

@@ -354,7 +354,7 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
   runHandler(
     consumer: string,
     messageId: string,
-    handle: (work: UnitOfWork<C>, settled: () => Promise<unknown>) => Promise<void>,
+    handle: (work: UnitOfWork<C>, settled: () => Promise<unknown>, end: () => void) => Promise<void>,
     options: UnitOfWorkOptions = {},
   ): Promise<boolean> {
     try {
@@ -365,7 +365,11 @@ export class Outbox<C extends Contracts = NoContracts> implements HandlerUnitOfW
     }
     return this.unitOfWork(async (work) => {
       if (!(await work.tx.markHandled(consumer, messageId, this.clock.now()))) return false;
-      await handle(work, () => work.untilCallsSettled());
+      await handle(
+        work,
+        () => work.untilCallsSettled(),
+        () => work.end(),
+      );
       return true;
     }, options);
   }

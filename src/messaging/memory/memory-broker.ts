@@ -646,8 +646,9 @@ export class MemoryBroker {
     queue.closing.add(closing);
     try {
       await consumer.inFlight.idle(timeoutMs, this.clock);
-      // Given up on from here: what they decide is ignored (they no longer hold their messages).
-      onGiveUp?.();
+      // Those still running are given up on from here: what they decide is ignored (they no longer
+      // hold their messages).
+      if (consumer.inFlight.count > 0) onGiveUp?.();
       if (consumer.holding.size > 0) {
         // Each counted as a redelivery, as RabbitMQ's consumers count what a closed channel gave back.
         const held = [...consumer.holding.values()].map(redelivered);
