@@ -303,3 +303,34 @@ describe('a handler that acts as its signal aborts at a close', () => {
     });
   }
 });
+
+it("a transactional handler whose turn comes within bus.close()'s wait (another's limit freed it) runs and commits, as on RabbitMQ", async () => {
+  // It ran nothing on memory: the other subscription's wait, ended early, set every close deadline.
+  const store = await createEventStore({ url: `memory://close-turn-${uuidv7()}`, logger: silentLogger });
+  closers.push(() => store.close());
+  const b = await bus(400, `memory://close-turn-${uuidv7()}`);
+  const outbox = await createOutbox({ store, bus: b, logger: silentLogger });
+  closers.push(() => outbox.close());
+  let hung = false;
+  await b.subscribe(
+    'job.hang',
+    async () => {
+      hung = true;
+      await new Promise(() => {});
+    },
+    { unitOfWork: outbox, handlerTimeoutMs: 250, group: 'a', maxAttempts: 1 },
+  );
+  const waiting = async (
+    _m: unknown,
+    { work }: { work: { append: (s: string, e: object[]) => Promise<unknown> } },
+  ) => {
+    await work.append('waited', [{ type: 'Ran', data: {} }]);
+  };
+  await b.subscribe('job.wait', waiting as never, { unitOfWork: outbox, group: 'c' });
+  await b.publish('job.hang', {});
+  await waitFor(() => hung, 'the hung handler');
+  await b.publish('job.wait', {});
+  await sleep(20);
+  await b.close();
+  expect(await store.readStream('waited')).toHaveLength(1);
+});
