@@ -86,6 +86,8 @@ export class AmqpTransport implements Transport {
   /** Why the last attempt to connect failed, while not connected. */
   #problem: string | undefined;
   #recovery: Promise<void> | undefined;
+  /** The connection being set up, until it is made current or dropped. */
+  #setup: Setup | undefined;
   /** Deletes of a subscription under way, by its queue: a subscribe called after one waits for it. */
   readonly #deleting = new Map<string, Promise<void>>();
   #wakeUp: (() => void) | undefined;
@@ -154,21 +156,34 @@ export class AmqpTransport implements Transport {
           clientProperties: { connection_name: this.#options.connectionName },
         });
         const current = connection;
+        // What closes before the connection is made current: its 'close' alone is not heeded then
+        // (see #onConnectionClosed), and a step that swallows a closed channel (the fence's release)
+        // let the setup carry on to a dead connection, which nothing would ever recover.
+        const setup: Setup = {};
+        this.#setup = setup;
         current.on('error', () => {
           // Followed by 'close', which drives recovery.
         });
-        current.on('close', () => this.#onConnectionClosed(current));
+        current.on('close', () => {
+          setup.broken ??= 'the connection closed';
+          this.#onConnectionClosed(current);
+        });
         current.on('blocked', (reason: string) =>
           this.#logger.warn(`RabbitMQ blocked publishing on this connection: ${reason}`),
         );
         current.on('unblocked', () => this.#logger.info('RabbitMQ unblocked publishing'));
         const channel = await this.#publisher.attach(current);
+        channel.once('close', () => {
+          setup.broken ??= 'the publishing channel closed';
+        });
         await declareExchange(channel, this.#options.exchange);
         for (const consumer of [...this.#consumers]) await this.#reattach(consumer, current);
         if (this.#closed) {
           await current.close().catch(() => {});
           return;
         }
+        if (setup.broken !== undefined) throw new SetupBrokenError(setup.broken);
+        this.#setup = undefined;
         this.#connection = current;
         this.#state = 'ready';
         this.#stateSince = Date.now();
@@ -181,7 +196,11 @@ export class AmqpTransport implements Transport {
         }
         return;
       } catch (error) {
+        this.#setup = undefined;
         await connection?.close().catch(() => {});
+        // Channels opened on it are dead: nothing may act on them until the next connection's.
+        this.#publisher.detach();
+        for (const consumer of this.#consumers) consumer.detach();
         if (this.#closed) return;
         // Refused credentials, a missing vhost, missing permissions or an exchange that exists with
         // other properties do not heal by waiting: the first connect fails at once; a recovering
@@ -335,10 +354,16 @@ export class AmqpTransport implements Transport {
     }
   }
 
-  /** A channel failed on a live connection: recover by cycling the whole connection. */
+  /**
+   * A channel failed on a live connection: recover by cycling the whole connection. On one still
+   * being set up (a subscription's channel closed after it consumed), the setup starts over.
+   */
   #fail(reason: string): void {
     const connection = this.#connection;
-    if (connection === undefined || this.#state !== 'ready') return;
+    if (connection === undefined || this.#state !== 'ready') {
+      if (this.#setup !== undefined) this.#setup.broken ??= reason;
+      return;
+    }
     this.#logger.warn(`${reason}; reconnecting to recover`);
     connection.close().catch(() => {});
   }
@@ -572,6 +597,19 @@ export class AmqpTransport implements Transport {
     if (connection !== undefined && !(await settledWithin(connection.close(), deadline - Date.now()))) {
       dropSocket(connection);
     }
+  }
+}
+
+/** A connection being set up: why it cannot be used, once something of it closed. */
+interface Setup {
+  broken?: string;
+}
+
+/** Something of a connection closed while it was being set up: it is dropped and made again. */
+class SetupBrokenError extends Error {
+  constructor(what: string) {
+    super(`${what} while Ferry was setting it up`);
+    this.name = 'SetupBrokenError';
   }
 }
 
