@@ -7,6 +7,8 @@ export {
 } from './connect/create-idempotency-store.js';
 export type { FerryContext } from './context/context.js';
 export { currentContext, runWithContext } from './context/context.js';
+export type { LinkedSignal } from './context/linked-signal.js';
+export { linkSignals, withLinkedSignal } from './context/linked-signal.js';
 export type { FerryErrorOptions } from './errors/ferry-error.js';
 export {
   FerryError,

@@ -1,6 +1,7 @@
 import { setMaxListeners } from 'node:events';
 import type { Dispatcher, Pool } from 'undici';
 import { currentContext } from '../context/context.js';
+import { type LinkedSignal, linkSignals } from '../context/linked-signal.js';
 import { describeValue } from '../errors/describe-value.js';
 import { errorGuard, FerryError, InvalidOptionsError, isFerryError } from '../errors/ferry-error.js';
 import { assertOptionsObject } from '../errors/options-object.js';
@@ -924,38 +925,6 @@ function describeKey(key: unknown): string {
 
 export { parseRetryAfter } from './response-body.js';
 export { routeOfPath } from './route-of-path.js';
-
-interface LinkedSignal {
-  readonly signal: AbortSignal;
-  readonly unlink: () => void;
-}
-
-/**
- * A signal that aborts with whichever of `a` and `b` aborts first, and a function that detaches it
- * (unlike `AbortSignal.any`, nothing stays attached to the long-lived `b` once the call is over).
- */
-function linkSignals(a: AbortSignal, b: AbortSignal): LinkedSignal {
-  const controller = new AbortController();
-  if (a.aborted || b.aborted) {
-    controller.abort(a.aborted ? a.reason : b.reason);
-    return { signal: controller.signal, unlink: () => {} };
-  }
-  const onA = (): void => {
-    unlink();
-    controller.abort(a.reason);
-  };
-  const onB = (): void => {
-    unlink();
-    controller.abort(b.reason);
-  };
-  const unlink = (): void => {
-    a.removeEventListener('abort', onA);
-    b.removeEventListener('abort', onB);
-  };
-  a.addEventListener('abort', onA, { once: true });
-  b.addEventListener('abort', onB, { once: true });
-  return { signal: controller.signal, unlink };
-}
 
 /**
  * `budget` as the client's retry policies use it: they ask it for retries, and record no request

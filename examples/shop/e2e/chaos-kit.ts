@@ -4,8 +4,10 @@
  * provider keeps exactly one charge of the total per confirmed order and none for a cancelled one;
  * per product, what is on sale + reserved + what confirmed orders bought = the stock it started with.
  */
+import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { expect } from 'vitest';
-import { ledgerProblems, type OrderView, type ShopClient } from './shop-client.js';
+import { type Answer, ledgerProblems, type OrderView, type ShopClient } from './shop-client.js';
 
 export interface ChaosCatalog {
   /** Product id → stock it was created with. */
@@ -27,7 +29,9 @@ export async function chaosCatalog(client: ShopClient, products = 2, stock = 70)
  * Places `count` orders, `concurrency` at a time, one in ten with a declined card; calls `midway`
  * once half of them have been answered (the fault goes there). Orders whose POST failed (the
  * process died under them) are simply not counted here: the tests find every stored order in the
- * database afterwards, answered or not.
+ * database afterwards, answered or not. An order refused with 503 `ORDERS_BACKED_UP` (the shop's
+ * backpressure) is sent again with its Idempotency-Key after Retry-After, up to
+ * {@link MAX_BACKED_UP_TRIES} times; `backedUp` counts those refusals.
  */
 export async function placeOrders(
   client: ShopClient,
@@ -35,12 +39,13 @@ export async function placeOrders(
   count: number,
   midway: () => Promise<void> | void,
   concurrency = 16,
-): Promise<{ accepted: string[]; failed: number; refusals: string[] }> {
+): Promise<{ accepted: string[]; failed: number; refusals: string[]; backedUp: number }> {
   const products = [...catalog.initial.keys()];
   const accepted: string[] = [];
   // What each order not answered 201 got instead, for a failing test's message.
   const refusals: string[] = [];
   let failed = 0;
+  let backedUp = 0;
   let answered = 0;
   let next = 0;
   let fault: Promise<void> | undefined;
@@ -48,11 +53,20 @@ export async function placeOrders(
     while (next < count) {
       const i = next++;
       try {
-        const answer = await client.call<OrderView>('POST', '/orders', {
+        const order = {
           userId: catalog.userIds[i % catalog.userIds.length],
           items: [{ productId: products[i % products.length], quantity: 1 + (i % 2) }],
           ...(i % 10 === 9 ? { paymentMethod: 'tok_chargeDeclined' } : {}),
-        });
+        };
+        const key = { 'idempotency-key': randomUUID() };
+        let answer = await client.call<OrderView>('POST', '/orders', order, key);
+        // The shop's backpressure, as its README tells clients to meet it: nothing was stored, send
+        // the order again with the same key after Retry-After. A shop that stays backed up fails.
+        for (let tries = 1; isBackedUp(answer) && tries <= MAX_BACKED_UP_TRIES; tries++) {
+          backedUp++;
+          await sleep(1000 * Number(answer.headers.get('retry-after') ?? 1));
+          answer = await client.call<OrderView>('POST', '/orders', order, key);
+        }
         if (answer.status === 201) accepted.push(answer.body.id);
         else {
           failed++;
@@ -68,7 +82,14 @@ export async function placeOrders(
   }
   await Promise.all(Array.from({ length: concurrency }, worker));
   await fault;
-  return { accepted, failed, refusals };
+  return { accepted, failed, refusals, backedUp };
+}
+
+/** How often one order refused as backed up is sent again before it counts as refused. */
+const MAX_BACKED_UP_TRIES = 10;
+
+function isBackedUp(answer: Answer): boolean {
+  return answer.status === 503 && (answer.body as { code?: unknown } | null)?.code === 'ORDERS_BACKED_UP';
 }
 
 /** Waits until every order in `ids` has ended, then checks the ledger and the stock add up. */

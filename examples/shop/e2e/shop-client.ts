@@ -10,6 +10,7 @@ export interface Answer<T = unknown> {
   readonly status: number;
   readonly type: string;
   readonly body: T;
+  readonly headers: Headers;
 }
 
 export interface OrderView {
@@ -57,7 +58,12 @@ export class ShopClient {
     const response = await fetch(`${this.url}${path}`, init);
     const text = await response.text();
     const type = response.headers.get('content-type') ?? '';
-    return { status: response.status, type, body: (type.includes('json') ? JSON.parse(text) : text) as T };
+    return {
+      status: response.status,
+      type,
+      body: (type.includes('json') ? JSON.parse(text) : text) as T,
+      headers: response.headers,
+    };
   }
 
   /** `call`, expecting `status`: fails with the whole answer otherwise. */

@@ -21,11 +21,10 @@
 
 import { setTimeout as sleep } from 'node:timers/promises';
 import Fastify, { type FastifyRequest } from 'fastify';
-import { HttpProblemError, type Logger, stderrLogger, validateRequest } from 'ferry';
+import { HttpProblemError, type Logger, stderrLogger, validateRequest, withLinkedSignal } from 'ferry';
 import { ferryFastify, ferryFastifyOptions } from 'ferry/fastify';
 import { z } from 'zod';
 import { requireAdmin } from '../admin-token.js';
-import { withLinkedSignal } from '../linked-signal.js';
 import { listen } from '../listen.js';
 import { FaultSwitch, type Faults, faultsSchema, faultsUpdateSchema, NO_FAULTS } from './faults.js';
 import { type Charge, Ledger } from './ledger.js';

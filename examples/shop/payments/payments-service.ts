@@ -20,10 +20,10 @@ import {
   type Outbox,
   stderrLogger,
   type UnitOfWork,
+  withLinkedSignal,
 } from 'ferry';
 import { ferryFastify, ferryFastifyOptions } from 'ferry/fastify';
 import type { ShopContracts } from '../contracts.js';
-import { withLinkedSignal } from '../linked-signal.js';
 import { listen } from '../listen.js';
 import { loadPayment, type PaymentEvent, type PaymentState, paymentStream } from './payment-state.js';
 import { type ChargeOutcome, ProviderClient } from './provider-client.js';

@@ -1,7 +1,7 @@
 import { getEventListeners } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
-import { withLinkedSignal } from './linked-signal.js';
+import { linkSignals, withLinkedSignal } from './linked-signal.js';
 
 describe('withLinkedSignal', () => {
   it('aborts with whichever signal aborts first, with its reason', async () => {
@@ -35,5 +35,17 @@ describe('withLinkedSignal', () => {
       expect(getEventListeners(short.signal, 'abort')).toHaveLength(0);
     }
     expect(getEventListeners(long.signal, 'abort')).toHaveLength(0);
+  });
+
+  it('linkSignals: unlink detaches from both and leaves the linked signal as it was', () => {
+    const a = new AbortController();
+    const b = new AbortController();
+    const { signal, unlink } = linkSignals(a.signal, b.signal);
+    unlink();
+    unlink();
+    expect(getEventListeners(a.signal, 'abort')).toHaveLength(0);
+    expect(getEventListeners(b.signal, 'abort')).toHaveLength(0);
+    b.abort(new Error('late'));
+    expect(signal.aborted).toBe(false);
   });
 });
