@@ -529,12 +529,13 @@ export class Bus<C extends Contracts = NoContracts> {
           },
       spec,
     );
-    const timeouts = timeoutMs > 0 ? new HandlerTimeouts(timeoutMs, this.#clock) : undefined;
-    // Handlers without a limit keep the process alive while they run (the limit's timer does else).
-    const keepAlive = timeouts === undefined ? new KeepAlive() : undefined;
-    // Their signals abort when the subscription's close gives up on them (a run under a limit has its
-    // own, aborted then too).
-    const unlimited = timeouts === undefined ? new UnlimitedRuns() : undefined;
+    // Handlers without a limit keep the process alive while they run (the limit's timer does else),
+    // and their signals abort when the subscription's close gives up on them (a run under a limit has
+    // its own, aborted then too).
+    const runs: Runs =
+      timeoutMs > 0
+        ? { limited: new HandlerTimeouts(timeoutMs, this.#clock) }
+        : { keepAlive: new KeepAlive(), unlimited: new UnlimitedRuns() };
     /** Its transport gave up on the handlers still running: what they decide from now on is not carried out. */
     let transportGaveUp = false;
     const abortRuns = (by: 'bus' | 'subscription') => {
@@ -543,8 +544,8 @@ export class Bus<C extends Contracts = NoContracts> {
       const reason = new BusClosedError(by, {
         detail: 'its close gave up on the handler, whose message goes back to be handled again',
       });
-      if (timeouts === undefined) unlimited?.abandon(reason);
-      else timeouts.abandonRuns(reason);
+      if (runs.limited === undefined) runs.unlimited.abandon(reason);
+      else runs.limited.abandonRuns(reason);
     };
     const closing: Closing = {
       transport: undefined as unknown as TransportSubscription,
@@ -560,8 +561,8 @@ export class Bus<C extends Contracts = NoContracts> {
         // A transport that does not say when it gives up: the signals abort now.
         abortRuns(by);
         abandoned?.abort(new BusClosedError(by));
-        if (timeouts === undefined) keepAlive?.release();
-        else timeouts.release();
+        if (runs.limited === undefined) runs.keepAlive.release();
+        else runs.limited.release();
       },
     };
     const onExpired = options.onExpired ?? 'dead-letter';
@@ -570,7 +571,7 @@ export class Bus<C extends Contracts = NoContracts> {
     }
     const transportSubscription = await this.transport.subscribe(
       spec,
-      this.#dispatcher(spec, chain, timeouts ?? keepAlive, onExpired, unlimited, () => transportGaveUp),
+      this.#dispatcher(spec, chain, runs, onExpired, () => transportGaveUp),
     );
     closing.transport = transportSubscription;
     if (this.#closing !== undefined) {
@@ -715,18 +716,17 @@ export class Bus<C extends Contracts = NoContracts> {
   #dispatcher(
     spec: SubscriptionSpec,
     chain: MessageHandler,
-    limit: HandlerTimeouts | KeepAlive | undefined,
+    runs: Runs,
     onExpired: 'dead-letter' | 'drop',
-    /** The runs without a limit, when the subscription has none. */
-    unlimited: UnlimitedRuns | undefined,
     /**
      * Whether its close gave up on the handlers still running: the transport ignores what they
      * decide, which is then not logged as done (a dead letter that never happens).
      */
     gaveUp: () => boolean,
   ): DeliveryHandler {
-    const timeouts = limit instanceof HandlerTimeouts ? limit : undefined;
-    const keepAlive = limit instanceof KeepAlive ? limit : undefined;
+    const timeouts = runs.limited;
+    const keepAlive = runs.limited === undefined ? runs.keepAlive : undefined;
+    const unlimited = runs.limited === undefined ? runs.unlimited : undefined;
     const delays = spec.retryDelays;
     const contracts = this.#contracts;
     const logger = this.#logger;
@@ -781,9 +781,9 @@ export class Bus<C extends Contracts = NoContracts> {
       const { attempt, id, type } = message;
       let result: unknown;
       const handlerRun = timeouts?.start(message);
-      const unlimitedRun = handlerRun === undefined ? unlimited?.start(message) : undefined;
-      const context: FerryContext = handlerRun ??
-        unlimitedRun ?? { correlationId: message.correlationid, messageId: message.id };
+      const unlimitedRun = unlimited?.start(message);
+      // Exactly one of them: the subscription's runs are limited or not.
+      const context: FerryContext = handlerRun ?? unlimitedRun!;
       try {
         result = runWithContext(context, chain, message);
       } catch (error) {
@@ -973,6 +973,11 @@ export class Bus<C extends Contracts = NoContracts> {
     return this.#closing;
   }
 }
+
+/** A subscription's handler runs: under a time limit, or without one. */
+type Runs =
+  | { readonly limited: HandlerTimeouts }
+  | { readonly limited?: undefined; readonly keepAlive: KeepAlive; readonly unlimited: UnlimitedRuns };
 
 /** A subscription of the bus, and what closing it does. */
 interface Closing {
