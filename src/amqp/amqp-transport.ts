@@ -198,8 +198,8 @@ export class AmqpTransport implements Transport {
       } catch (error) {
         this.#setup = undefined;
         await connection?.close().catch(() => {});
-        // Channels opened on it are dead: nothing may act on them until the next connection's.
-        this.#publisher.detach();
+        // Its subscriptions' channels are dead: nothing may act on them until the next connection's.
+        // (The publisher's never became current: only a finished setup resumes it.)
         for (const consumer of this.#consumers) consumer.detach();
         if (this.#closed) return;
         // Refused credentials, a missing vhost, missing permissions or an exchange that exists with

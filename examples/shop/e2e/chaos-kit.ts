@@ -31,7 +31,7 @@ export async function chaosCatalog(client: ShopClient, products = 2, stock = 70)
  * process died under them) are simply not counted here: the tests find every stored order in the
  * database afterwards, answered or not. An order refused with 503 `ORDERS_BACKED_UP` (the shop's
  * backpressure) is sent again with its Idempotency-Key after Retry-After, up to
- * {@link MAX_BACKED_UP_TRIES} times; `backedUp` counts those refusals.
+ * {@link MAX_BACKED_UP_TRIES} times.
  */
 export async function placeOrders(
   client: ShopClient,
@@ -39,13 +39,12 @@ export async function placeOrders(
   count: number,
   midway: () => Promise<void> | void,
   concurrency = 16,
-): Promise<{ accepted: string[]; failed: number; refusals: string[]; backedUp: number }> {
+): Promise<{ accepted: string[]; failed: number; refusals: string[] }> {
   const products = [...catalog.initial.keys()];
   const accepted: string[] = [];
   // What each order not answered 201 got instead, for a failing test's message.
   const refusals: string[] = [];
   let failed = 0;
-  let backedUp = 0;
   let answered = 0;
   let next = 0;
   let fault: Promise<void> | undefined;
@@ -63,7 +62,6 @@ export async function placeOrders(
         // The shop's backpressure, as its README tells clients to meet it: nothing was stored, send
         // the order again with the same key after Retry-After. A shop that stays backed up fails.
         for (let tries = 1; isBackedUp(answer) && tries <= MAX_BACKED_UP_TRIES; tries++) {
-          backedUp++;
           await sleep(1000 * Number(answer.headers.get('retry-after') ?? 1));
           answer = await client.call<OrderView>('POST', '/orders', order, key);
         }
@@ -82,7 +80,7 @@ export async function placeOrders(
   }
   await Promise.all(Array.from({ length: concurrency }, worker));
   await fault;
-  return { accepted, failed, refusals, backedUp };
+  return { accepted, failed, refusals };
 }
 
 /** How often one order refused as backed up is sent again before it counts as refused. */
