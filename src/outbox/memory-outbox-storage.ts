@@ -50,6 +50,42 @@ function isScheduled(row: StoredRow): boolean {
   return row.dueAt > row.createdAt && row.lastError === undefined;
 }
 
+/** Scheduled for later and not yet due at `now`: it holds back nothing of its key until then. */
+function isWaitingTimer(row: StoredRow, now: number): boolean {
+  return isScheduled(row) && row.dueAt > now;
+}
+
+/** Being sent at `now` (leased, not held): the highest `seq` of each key that has such a row. */
+function sending(rows: Iterable<StoredRow>, now: number): Map<string, bigint> {
+  const out = new Map<string, bigint>();
+  for (const row of rows) {
+    if (row.state === 'pending' && row.leaseOwner !== undefined && !row.held && row.leaseUntil >= now) {
+      out.set(row.key, row.seq);
+    }
+  }
+  return out;
+}
+
+/**
+ * The rows that may go once due: the oldest row of its key not held, whatever its state, leaving out
+ * messages scheduled for later and not yet due, which are heads too. A scheduled message takes its
+ * place in its key's order when it falls due: until then it holds back nothing, and once due it
+ * waits for a message of its key committed after it that is being sent.
+ */
+function* keyHeads(
+  rows: Iterable<StoredRow>,
+  now: number,
+  inFlight: Map<string, bigint>,
+): Generator<StoredRow> {
+  const seenKeys = new Set<string>();
+  for (const row of rows) {
+    if (seenKeys.has(row.key) || isHeld(row, now)) continue;
+    if (!isWaitingTimer(row, now)) seenKeys.add(row.key);
+    if (isScheduled(row) && (inFlight.get(row.key) ?? -1n) > row.seq) continue;
+    yield row;
+  }
+}
+
 const storages = new WeakMap<MemoryEventStoreBackend, MemoryOutboxStorage>();
 
 function toRow(r: StoredRow): OutboxRow {
@@ -185,12 +221,8 @@ export class MemoryOutboxStorage implements OutboxStorage {
 
   async claim(owner: string, now: number, limit: number, leaseMs: number): Promise<OutboxRow[]> {
     const out: OutboxRow[] = [];
-    const seenKeys = new Set<string>();
-    for (const row of this.#rows.values()) {
+    for (const row of keyHeads(this.#rows.values(), now, sending(this.#rows.values(), now))) {
       if (out.length >= limit) break;
-      if (seenKeys.has(row.key) || isHeld(row, now)) continue;
-      // The oldest row of its key not held, whatever its state: only it may go.
-      seenKeys.add(row.key);
       if (row.state !== 'pending' || row.dueAt > now) continue;
       if (row.leaseOwner !== undefined && row.leaseOwner !== owner && row.leaseUntil >= now) continue;
       row.leaseOwner = owner;
@@ -301,10 +333,7 @@ export class MemoryOutboxStorage implements OutboxStorage {
 
   async nextDue(now: number): Promise<number | undefined> {
     let next: number | undefined;
-    const seenKeys = new Set<string>();
-    for (const row of this.#rows.values()) {
-      if (seenKeys.has(row.key) || isHeld(row, now)) continue;
-      seenKeys.add(row.key);
+    for (const row of keyHeads(this.#rows.values(), now, sending(this.#rows.values(), now))) {
       if (row.state !== 'pending') continue;
       if (row.leaseOwner !== undefined && row.leaseUntil >= now) continue;
       if (next === undefined || row.dueAt < next) next = row.dueAt;

@@ -44,9 +44,12 @@ export interface OutboxStorage {
    * returns them. A row is deliverable when it is `pending`, due (`dueAt <= now`), not leased by
    * anyone (or its lease ended before `now`, or `owner` leases it; a held row, see {@link hold}, not
    * even to its holder until its lease ends), and no row of the same key with a lower `seq` remains
-   * (pending, failed or leased) other than rows held by a relay whose lease runs: at most one row per
-   * key is returned, the oldest not held, so that a key's rows go out one at a time in commit order.
-   * Several owners calling at once never get the same row.
+   * (pending, failed or leased) other than rows held by a relay whose lease runs and scheduled rows
+   * not yet due (never attempted, `dueAt > createdAt` and `dueAt > now`): at most one row per key is
+   * returned, the oldest not held, so that a key's rows go out one at a time in commit order. A
+   * scheduled row takes its place in its key's order when it falls due: it is not deliverable while a
+   * row of its key with a higher `seq` is leased (being sent; not held). Several owners calling at
+   * once never get the same row.
    */
   claim(owner: string, now: number, limit: number, leaseMs: number): Promise<OutboxRow[]>;
   /**
@@ -84,8 +87,8 @@ export interface OutboxStorage {
   backlog(now: number): Promise<OutboxBacklog>;
   /**
    * When the relay should look next: the earliest `dueAt` among the rows `claim` could hand out once
-   * due (pending, not leased at `now`, the oldest row of their key not held), if any. Rows behind an
-   * older row of their key do not count: they wait for it.
+   * due (pending, not leased at `now`, the oldest row of their key as `claim` counts it), if any.
+   * Rows behind an older row of their key do not count: they wait for it.
    */
   nextDue(now: number): Promise<number | undefined>;
   /** Scheduled rows not yet due (see {@link OutboxBacklog}), soonest first, optionally of one key. */

@@ -14,16 +14,25 @@ const NOT_LEASED = (now: string) => `(lease_until IS NULL OR lease_until < ${now
  */
 const HELD = (alias: string, now: string) =>
   `(coalesce(${alias}lease_owner, '') LIKE 'held:%' AND ${alias}lease_until >= ${now})`;
-/** The oldest row of its key not held, whatever the state of the others: only it may go. */
-const KEY_HEAD = (s: string, now: string) =>
-  `NOT EXISTS (SELECT 1 FROM ${s}.outbox p WHERE p.key = o.key AND p.seq < o.seq AND NOT ${HELD('p.', now)})`;
-
-/** The outbox storage's statements, with the quoted schema name filled in once. */
 /**
  * A message scheduled for later (`work.schedule`) and not yet attempted: what `scheduled()` lists and
  * `cancel` may delete. A plain message, or one waiting for a retry, is not.
  */
 const SCHEDULED = '(due_at > created_at AND last_error IS NULL)';
+
+/**
+ * The oldest row of its key not held, whatever the state of the others, leaving out the messages
+ * scheduled for later and not yet due: only it may go. A scheduled message takes its place in its
+ * key's order when it falls due: until then it holds back nothing, and once due it waits for a
+ * message of its key committed after it that is being sent (leased, not held) before it goes.
+ */
+const KEY_HEAD = (s: string, now: string) =>
+  `NOT EXISTS (SELECT 1 FROM ${s}.outbox p WHERE p.key = o.key AND p.seq < o.seq AND NOT ${HELD('p.', now)}
+     AND NOT (p.due_at > ${now} AND p.due_at > p.created_at AND p.last_error IS NULL))
+   AND NOT (o.due_at > o.created_at AND o.last_error IS NULL AND EXISTS (SELECT 1 FROM ${s}.outbox p
+     WHERE p.key = o.key AND p.seq > o.seq AND coalesce(p.lease_owner, '') NOT LIKE 'held:%' AND p.lease_until >= ${now}))`;
+
+/** The outbox storage's statements, with the quoted schema name filled in once. */
 
 export function outboxStatements(s: string) {
   return {

@@ -30,7 +30,12 @@ const NOW = Date.UTC(2026, 0, 1);
 /** The storage contract's `claim` and `nextDue`, read off every row (the statements before migration 7). */
 const HELD = (alias: string) =>
   `(coalesce(${alias}lease_owner, '') LIKE 'held:%' AND ${alias}lease_until >= @now)`;
-const KEY_HEAD = `NOT EXISTS (SELECT 1 FROM ferry_outbox p WHERE p.key = o.key AND p.seq < o.seq AND NOT ${HELD('p.')})`;
+// Scheduled messages not yet due hold back nothing; once due, one waits for a later row of its key being sent.
+const SCHEDULED = (alias: string) => `(${alias}due_at > ${alias}created_at AND ${alias}last_error IS NULL)`;
+const KEY_HEAD = `NOT EXISTS (SELECT 1 FROM ferry_outbox p WHERE p.key = o.key AND p.seq < o.seq AND NOT ${HELD('p.')}
+    AND NOT (${SCHEDULED('p.')} AND p.due_at > @now))
+  AND NOT (${SCHEDULED('o.')} AND EXISTS (SELECT 1 FROM ferry_outbox p WHERE p.key = o.key AND p.seq > o.seq
+    AND p.lease_owner IS NOT NULL AND p.lease_owner NOT LIKE 'held:%' AND p.lease_until >= @now))`;
 const REFERENCE_CLAIM = `SELECT seq FROM ferry_outbox o NOT INDEXED
   WHERE state = 'pending' AND due_at <= @now
     AND (lease_until IS NULL OR lease_until < @now OR lease_owner = @owner) AND ${KEY_HEAD}
@@ -44,6 +49,8 @@ interface Row {
   dueAt?: number;
   owner?: string | null;
   until?: number | null;
+  /** Set on a row attempted before (waiting for a retry, or failed). */
+  lastError?: string | null;
 }
 
 /** Replaces the outbox's rows with `rows`, in `seq` order. */
@@ -52,8 +59,8 @@ async function fill(storage: OutboxStorage, rows: readonly Row[]): Promise<void>
     await tx.query('DELETE FROM ferry_outbox');
     for (const [i, row] of rows.entries()) {
       await tx.query(
-        `INSERT INTO ferry_outbox (id, key, envelope, state, created_at, due_at, lease_owner, lease_until)
-         VALUES (?, ?, '{}', ?, ?, ?, ?, ?)`,
+        `INSERT INTO ferry_outbox (id, key, envelope, state, created_at, due_at, lease_owner, lease_until, last_error)
+         VALUES (?, ?, '{}', ?, ?, ?, ?, ?, ?)`,
         [
           `m${i}`,
           row.key,
@@ -62,6 +69,7 @@ async function fill(storage: OutboxStorage, rows: readonly Row[]): Promise<void>
           row.dueAt ?? NOW - 1000,
           row.owner ?? null,
           row.until ?? null,
+          row.lastError ?? (row.state === 'failed' ? 'refused' : null),
         ],
       );
     }
@@ -128,6 +136,7 @@ describe('SQLite outbox claim', () => {
           key: pick(['a', 'b', 'c', 'd', 'e']),
           state: next() < 0.1 ? 'failed' : 'pending',
           dueAt: pick([NOW - 1000, NOW - 1000, NOW, NOW + 1, NOW + 60_000]),
+          lastError: next() < 0.3 ? 'refused' : null,
           ...pick(LEASES),
         }),
       );

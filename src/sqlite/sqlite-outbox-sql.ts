@@ -106,14 +106,22 @@ export const AT_ONCE = 'due_at <= created_at';
 export const LATER = 'due_at > created_at';
 export const UNMARKED = "coalesce(lease_owner, '') NOT LIKE 'held:%'";
 /**
- * The oldest row of its key not held, whatever the state of the others: only it may go. `held(p)`
- * fails for an unmarked row, or a marked one whose hold ended before `@now`: each kind has an index
- * by key of its own (migration 7), so the check seeks instead of stepping over the key's held rows.
+ * The oldest row of its key not held, whatever the state of the others, leaving out the messages
+ * scheduled for later and not yet due: only it may go. A scheduled message takes its place in its
+ * key's order when it falls due: until then it holds back nothing, and once due it waits for a
+ * message of its key committed after it that is being sent (leased, not held) before it goes.
+ * `held(p)` fails for an unmarked row, or a marked one whose hold ended before `@now`: each kind has
+ * an index by key of its own (migration 7), so the check seeks instead of stepping over the key's
+ * held rows.
  */
 export const KEY_HEAD = `NOT EXISTS (SELECT 1 FROM ferry_outbox p INDEXED BY ferry_outbox_unheld_key
-    WHERE p.key = o.key AND p.seq < o.seq AND coalesce(p.lease_owner, '') NOT LIKE 'held:%')
+    WHERE p.key = o.key AND p.seq < o.seq AND coalesce(p.lease_owner, '') NOT LIKE 'held:%'
+      AND NOT (p.due_at > @now AND p.due_at > p.created_at AND p.last_error IS NULL))
   AND NOT EXISTS (SELECT 1 FROM ferry_outbox p INDEXED BY ferry_outbox_held_key
-    WHERE p.key = o.key AND p.lease_until < @now AND coalesce(p.lease_owner, '') LIKE 'held:%' AND p.seq < o.seq)`;
+    WHERE p.key = o.key AND p.lease_until < @now AND coalesce(p.lease_owner, '') LIKE 'held:%' AND p.seq < o.seq
+      AND NOT (p.due_at > @now AND p.due_at > p.created_at AND p.last_error IS NULL))
+  AND NOT (o.due_at > o.created_at AND o.last_error IS NULL AND EXISTS (SELECT 1 FROM ferry_outbox p INDEXED BY ferry_outbox_unheld_key
+    WHERE p.key = o.key AND p.seq > o.seq AND coalesce(p.lease_owner, '') NOT LIKE 'held:%' AND p.lease_until >= @now))`;
 
 /**
  * The rows `claim` may hand to `@owner` at `@now`, as disjoint SELECTs of `columns` (alias `o`) to

@@ -908,6 +908,29 @@ export function testOutbox(name: string, harness: OutboxHarness): void {
         expect(received).toHaveLength(1);
       });
 
+      it('sends a message at once behind a timer of its key not yet due, and the timer in its place once due', async () => {
+        // The timer held its key: `order.paid` went out after `order.expired`, three seconds late,
+        // while flush() resolved and the readiness check blamed the relay.
+        const clock = new VirtualClock({ start: Date.now() });
+        const { outbox, received } = await setup({ clock });
+        const expiry = await outbox.unitOfWork((work) =>
+          work.schedule('order.placed', { orderId: 'expired' }, { delayMs: 3000, key: 'o-1' }),
+        );
+        await outbox.unitOfWork((work) => work.publish('order.placed', { orderId: 'paid' }, { key: 'o-1' }));
+        await outbox.flush();
+        expect(received.map((m) => (m.data as { orderId: string }).orderId)).toEqual(['paid']);
+        expect(await outbox.backlog()).toMatchObject({ pending: 0, scheduled: 1 });
+        await clock.advance(3000);
+        await outbox.unitOfWork((work) => work.publish('order.placed', { orderId: 'after' }, { key: 'o-1' }));
+        await waitFor(() => received.length === 3, 'the timer and the message after it');
+        expect(received.map((m) => (m.data as { orderId: string }).orderId)).toEqual([
+          'paid',
+          'expired',
+          'after',
+        ]);
+        expect(received[1]!.id).toBe(expiry);
+      });
+
       it('cancels a scheduled message never attempted whatever its due time (delayMs 0, an at past), never a plain one', async () => {
         // Due when written, it looked like a plain message: cancel left it out, and it went out later.
         const { bus, store, outbox, received } = await setup({ relay: false });

@@ -391,6 +391,39 @@ export function testOutboxStorage(name: string, harness: OutboxStorageHarness): 
       expect((await storage.scheduled(T0, 10)).map((r) => r.id)).toContain(other.id);
     });
 
+    it('holds nothing of its key back behind a message scheduled for later, which takes its place once due', async () => {
+      // A keyed `order.expired` timer held every later message of its order until it fell due.
+      const { storage } = await open();
+      const timer = message('k', T0 + 5000);
+      const paid = message('k');
+      const other = message('k', T0 + 9000);
+      await storage.transaction((tx) => tx.enqueue([timer]));
+      await storage.transaction((tx) => tx.enqueue([paid, other]));
+      expect(await storage.nextDue(T0)).toBe(T0);
+      const [sent] = await storage.claim('relay-a', T0, 10, 30_000);
+      expect(sent?.id).toBe(paid.id);
+      // Due while a message of its key committed after it is being sent: it waits for that one.
+      expect(await storage.claim('relay-b', T0 + 5000, 10, 30_000)).toEqual([]);
+      expect(await storage.nextDue(T0 + 5000)).toBeUndefined();
+      // Held (published, waiting to be settled), that message no longer holds the timer back.
+      await storage.hold('relay-a', [sent!.seq], T0 + 20_000);
+      expect(await storage.nextDue(T0 + 5000)).toBe(T0 + 5000);
+      const later = message('k');
+      await storage.transaction((tx) => tx.enqueue([later]));
+      // Once due, the timer goes in its place, before what its key committed after it.
+      const due = await storage.claim('relay-b', T0 + 5000, 10, 30_000);
+      expect(due.map((r) => r.id)).toEqual([timer.id]);
+      expect(await storage.claim('relay-c', T0 + 5000, 10, 30_000)).toEqual([]);
+      // Sent again later (the broker refused it), it holds its key back as any message does.
+      await storage.retry('relay-b', due[0]!.seq, 'unroutable', T0 + 6000, true);
+      expect(await storage.claim('relay-b', T0 + 5500, 10, 30_000)).toEqual([]);
+      expect(await storage.nextDue(T0 + 5500)).toBe(T0 + 6000);
+      expect((await storage.claim('relay-b', T0 + 6000, 10, 30_000)).map((r) => r.id)).toEqual([timer.id]);
+      await storage.delivered('relay-b', [due[0]!.seq]);
+      expect((await storage.claim('relay-b', T0 + 6000, 10, 30_000)).map((r) => r.id)).toEqual([later.id]);
+      expect(await storage.backlog(T0 + 6000)).toMatchObject({ pending: 1, held: 1, scheduled: 1 });
+    });
+
     it('cancels only scheduled messages never attempted, and counts retried ones as pending', async () => {
       const { storage } = await open();
       const plain = message();
