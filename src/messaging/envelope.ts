@@ -23,8 +23,9 @@ export interface Envelope<T = unknown, K extends string = string> {
   /** Application headers, carried as strings. */
   readonly headers?: Readonly<Record<string, string>>;
   /**
-   * Extension attribute: RFC 3339 time after which the message must not be handled (it is
-   * dead-lettered with reason kind `expired`, or dropped). Absent: it never expires.
+   * Extension attribute: RFC 3339 time from which the message must not be handled (a delivery at
+   * that time or later dead-letters it with reason kind `expired`, or drops it). Absent: it never
+   * expires.
    */
   readonly expiresat?: string;
 }

@@ -81,6 +81,14 @@ export interface RunningSaga<S extends string = string, D = unknown> {
   close(): Promise<void>;
 }
 
+/** The names of the sagas started on each outbox (for the test harness's checks). */
+const startedSagas = new WeakMap<object, Set<string>>();
+
+/** @internal The names of the sagas `startSaga` started on `outbox`, in start order. */
+export function sagasStartedOn(outbox: object): readonly string[] {
+  return [...(startedSagas.get(outbox) ?? [])];
+}
+
 /**
  * Runs a saga: subscribes its group (`saga-<name>`) to every message type it handles, each message
  * applied in a unit of work of `outbox` (the transactional inbox: a redelivered message has no
@@ -117,6 +125,8 @@ export async function startSaga<
   }
   const bus = options.bus ?? outbox.bus;
   const group = options.group ?? `saga-${definition.name}`;
+  const names = startedSagas.get(outbox) ?? new Set<string>();
+  startedSagas.set(outbox, names.add(definition.name));
   const logger = loggerOption('startSaga', options.logger) ?? stderrLogger;
   const now = () => outbox.clock.now();
   const check = outboxMessageCheck(outbox);

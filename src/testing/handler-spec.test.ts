@@ -43,6 +43,40 @@ describe('handlerSpec', () => {
       });
   });
 
+  it('runs the handler once, on the spec message: not again on a message of its type it publishes', async () => {
+    // A follow-up of the handled type ran the handler a second time, and a spec crediting the run
+    // with that second run's append passed.
+    const installments = { 'installment.due': z.object({ orderId: z.string(), n: z.number() }) };
+    const runs: unknown[] = [];
+    const next = () =>
+      handlerSpec<typeof installments>(
+        () =>
+          async (message, { work }) => {
+            if (message.type !== 'installment.due') return;
+            runs.push(message.data);
+            await work.append(`order-${message.data.orderId}`, [{ type: 'InstallmentCharged', data: {} }]);
+            await work.publish('installment.due', { orderId: '43', n: message.data.n + 1 });
+          },
+        { contracts: installments },
+      ).when({ type: 'installment.due', data: { orderId: '42', n: 1 } });
+    await next().then({
+      published: [{ type: 'installment.due', data: { orderId: '43', n: 2 } }],
+      appended: { 'order-42': [{ type: 'InstallmentCharged', data: {} }] },
+    });
+    expect(runs).toEqual([{ orderId: '42', n: 1 }]);
+    const error = await next()
+      .then({
+        published: [{ type: 'installment.due', data: { orderId: '43', n: 2 } }],
+        appended: {
+          'order-42': [{ type: 'InstallmentCharged', data: {} }],
+          'order-43': [{ type: 'InstallmentCharged', data: {} }],
+        },
+      })
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(AssertionError);
+    expect((error as Error).message).toContain('the handler appended other events');
+  });
+
   it('fails with a diff when the handler published something else', async () => {
     const error = await spec()
       .given({ 'order-42': [{ type: 'OrderPlaced', data: { total: 5 } }] })

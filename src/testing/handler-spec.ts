@@ -246,6 +246,7 @@ class HandlerSpecRun<C extends Contracts, K extends TypeOf<C>> implements Handle
 
   async #run(): Promise<Outcome> {
     const type = this.#message.type;
+    const id = this.#message.options?.id ?? randomUUID();
     let harness: TestHarness<C> | undefined;
     let store: EventStore | undefined;
     try {
@@ -263,7 +264,11 @@ class HandlerSpecRun<C extends Contracts, K extends TypeOf<C>> implements Handle
             }
           }
           const handler = this.#build(parts);
-          await parts.bus.subscribe(type, handler as never, { unitOfWork: parts.outbox, maxAttempts: 1 });
+          // The handler runs once, on the spec's message: not again on a message of its type it
+          // publishes (a follow-up), nor on one that `given` sent.
+          const once: SpecHandler<C> = (message, context) =>
+            message.id === id ? handler(message, context) : undefined;
+          await parts.bus.subscribe(type, once as never, { unitOfWork: parts.outbox, maxAttempts: 1 });
         },
       });
       const h = harness;
@@ -272,13 +277,11 @@ class HandlerSpecRun<C extends Contracts, K extends TypeOf<C>> implements Handle
       let from = 0n;
       for await (const event of h.store.readAll()) from = event.position + 1n;
       const skip = h.published.count();
-      const [consumedBefore, failedBefore] = [h.consumed.count(type), h.failed.count(type)];
-      const id = this.#message.options?.id ?? randomUUID();
+      const ours = (record: { readonly message: { readonly id: string } }) => record.message.id === id;
       await h.bus.publish(type, this.#message.data, { ...this.#message.options, id });
-      await h.eventually(
-        () => h.consumed.count(type) > consumedBefore || h.failed.count(type) > failedBefore,
-        { what: `a run of the handler of ${type}` },
-      );
+      await h.eventually(() => h.consumed.all(type).some(ours) || h.failed.all(type).some(ours), {
+        what: `a run of the handler of ${type}`,
+      });
       await h.settle();
       const appended: Record<string, { type: string; data: unknown }[]> = {};
       for await (const event of h.store.readAll({ fromPosition: from })) {
@@ -286,7 +289,7 @@ class HandlerSpecRun<C extends Contracts, K extends TypeOf<C>> implements Handle
         stream.push({ type: event.type, data: event.data });
         appended[event.streamId] = stream;
       }
-      const failed = h.failed.all(type)[failedBefore];
+      const failed = h.failed.all(type).find(ours);
       return {
         ...(failed === undefined ? {} : { error: { thrown: failed.error } }),
         published: h.published

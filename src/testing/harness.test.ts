@@ -450,3 +450,119 @@ describe('createTestHarness', () => {
     },
   );
 });
+
+describe('createTestHarness, at its edges (outside review)', () => {
+  it('refuses an async predicate, which matched every record, and a filter of another kind', async () => {
+    const harness = await start();
+    await harness.bus.publish('order.placed', { orderId: '1' });
+    const never = async (r: { message: { data: unknown } }) =>
+      (r.message.data as { orderId: string }).orderId === 'x';
+    await expect(harness.published.select(never as never, { timeoutMs: 1_000 })).rejects.toMatchObject({
+      code: 'INVALID_OPTIONS',
+      message: expect.stringMatching(/predicate must return a boolean, not a promise/),
+    });
+    expect(() => harness.published.none(never as never)).toThrow(/not a promise/);
+    expect(() => harness.published.count(42 as never)).toThrow(
+      /a message type, a topic pattern or a predicate/,
+    );
+    // A plain predicate still selects by content.
+    expect(harness.published.count((r) => (r.message.data as { orderId: string }).orderId === '1')).toBe(1);
+  });
+
+  it('refuses sagaInstances of a misspelt status or a saga never started, which answered []', async () => {
+    const harness = await start();
+    await harness.outbox.unitOfWork((work) =>
+      work.tx.saveSaga(
+        { saga: 'checkout', id: 'o-1', state: '{}', version: 1, status: 'active', updatedAt: 0 },
+        0,
+      ),
+    );
+    expect(await harness.sagaInstances('checkout', 'active')).toHaveLength(1);
+    for (const status of ['actve', 'Active', 42]) {
+      await expect(harness.sagaInstances('checkout', status as never)).rejects.toMatchObject({
+        code: 'INVALID_OPTIONS',
+        message: expect.stringMatching(/'active' or 'completed'/),
+      });
+    }
+    await expect(harness.sagaInstances('checkouts')).rejects.toMatchObject({
+      code: 'INVALID_OPTIONS',
+      message: expect.stringMatching(/no saga named "checkouts" was started/),
+    });
+    await expect(harness.sagaInstances(42 as never)).rejects.toMatchObject({ code: 'INVALID_OPTIONS' });
+  });
+
+  it('moves a day of virtual time in a few thousand steps: the relay polls once an hour, not every second', async () => {
+    // Each step costs real time: a poll every second made a wait for a 2 h saga timeout take 15 s.
+    const clock = new VirtualClock({ start: Date.now() });
+    const harness = await start({ clock });
+    let steps = 0;
+    const advance = clock.advance.bind(clock);
+    clock.advance = (ms) => {
+      steps++;
+      return advance(ms);
+    };
+    await harness.outbox.unitOfWork((work) =>
+      work.schedule('order.reminder', { orderId: '1' }, { delayMs: 86_400_000 }),
+    );
+    await harness.published.select('order.reminder', { timeoutMs: 86_400_000 });
+    // The inbox's prune runs every minute (1,440 a day); a poll every second made it 86,400 more.
+    expect(steps).toBeLessThan(4_000);
+    // A relay option given keeps the rest of the harness's defaults, and its own poll.
+    const polling = await start({ relay: { pollIntervalMs: 1_000, batchSize: 10 } });
+    const before = polling.clock.now();
+    let polled = 0;
+    const advancePolling = polling.clock.advance.bind(polling.clock);
+    polling.clock.advance = (ms) => {
+      if (ms > 0) polled++;
+      return advancePolling(ms);
+    };
+    await polling.advance(10_000);
+    expect(polling.clock.now() - before).toBe(10_000);
+    expect(polled).toBeGreaterThanOrEqual(10);
+  });
+
+  it('runs advance calls made at once one after the other, each moving time by its own ms', async () => {
+    const harness = await start();
+    const begin = harness.clock.now();
+    await Promise.all([harness.advance(1_000), harness.advance(1_000)]);
+    expect(harness.clock.now() - begin).toBe(2_000);
+    // A select moving time meanwhile may carry it past an advance's target: no error, no going back.
+    harness.clock.setTimeout(() => void harness.bus.publish('order.confirmed', { orderId: '1' }), 5_000);
+    await Promise.all([
+      harness.published.select('order.confirmed', { timeoutMs: 10_000 }),
+      harness.advance(3_000),
+    ]);
+    expect(harness.clock.now() - begin).toBeGreaterThanOrEqual(7_000);
+    await expect(harness.advance(-1)).rejects.toMatchObject({ code: 'INVALID_OPTIONS' });
+  });
+
+  it('hands out copies of its records: a test changing one changes nothing the list holds', async () => {
+    const harness = await start();
+    await harness.bus.publish('order.placed', { orderId: '1' });
+    const selected = await harness.published.select('order.placed');
+    (selected.message.data as { orderId: string }).orderId = 'changed';
+    delete (selected.message as { id?: string }).id;
+    const [again] = harness.published.all();
+    expect(again!.message.data).toEqual({ orderId: '1' });
+    expect(typeof again!.message.id).toBe('string');
+  });
+
+  it('ends a wait under way at close with HARNESS_CLOSED, not a timeout, and refuses waits after it', async () => {
+    const harness = await createTestHarness<C>({ service: 'orders', contracts });
+    const pending = harness.published
+      .select('order.confirmed', { timeoutMs: 600_000 })
+      .catch((e: unknown) => e);
+    await harness.close();
+    expect(await pending).toMatchObject({
+      code: 'HARNESS_CLOSED',
+      message: expect.stringMatching(/was closed/),
+    });
+    await expect(harness.published.select('order.confirmed')).rejects.toMatchObject({
+      code: 'HARNESS_CLOSED',
+    });
+    await expect(harness.eventually(() => false)).rejects.toMatchObject({ code: 'HARNESS_CLOSED' });
+    await expect(harness.advance(1)).rejects.toMatchObject({ code: 'HARNESS_CLOSED' });
+    // Reading what was recorded still works.
+    expect(harness.published.all()).toEqual([]);
+  });
+});

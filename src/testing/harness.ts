@@ -19,6 +19,7 @@ import { ACK, type DeadLetterReason, type Delivery, type SubscriptionSpec } from
 import { createOutbox, type Outbox } from '../outbox/outbox.js';
 import type { RelayOptions } from '../outbox/relay-options.js';
 import type { SagaStatus } from '../outbox/storage.js';
+import { sagasStartedOn } from '../saga/start-saga.js';
 import { VirtualClock } from '../time/clock.js';
 import { MAX_TIMER_MS } from '../time/max-timer.js';
 import { checkedTimeoutMs, MessageList, type SelectOptions } from './message-list.js';
@@ -83,7 +84,10 @@ export interface TestHarnessOptions<C extends Contracts = NoContracts> {
   readonly setup?: (parts: TestHarnessParts<C>) => Promise<void> | void;
   /** @default the bus's defaults (5 attempts, 1 s, 2 s, 4 s, 8 s apart) */
   readonly subscriptionDefaults?: SubscriptionDefaults;
-  /** Options of the outbox relay. @default its defaults (polling every 1 s of virtual time) */
+  /**
+   * Options of the outbox relay. @default its defaults, but for its safety poll: once an hour of
+   * virtual time (commits and timers wake it; a poll every second cost real time at every step)
+   */
   readonly relay?: RelayOptions;
   /**
    * Accepts messages of types no subscription of the harness takes, as the queues of other services
@@ -138,6 +142,11 @@ const TEST_HARNESS_OPTION_NAMES = [
   'store',
 ];
 
+const WAITING = 'select, selectAll or eventually';
+
+/** The harness relay's safety poll, in virtual time, unless `relay.pollIntervalMs` says otherwise. */
+export const HARNESS_RELAY_POLL_MS = 3_600_000;
+
 export const DEFAULT_TEST_HARNESS_OPTIONS = Object.freeze({
   acceptUnrouted: true,
   stallMs: 100,
@@ -186,9 +195,13 @@ export class TestHarness<C extends Contracts = NoContracts> {
   readonly store: EventStore;
   readonly outbox: Outbox<C>;
   readonly clock: VirtualClock;
-  /** The broker's URL: another bus (another service) joins it with `createBus({ url, clock })`. */
+  /**
+   * The broker's URL: another bus (another service) joins it with `createBus({ url, clock })`. The
+   * lists record the harness's own bus: the runs of its subscriptions on what the joined bus sends
+   * are recorded, what the joined bus publishes is not in `published`.
+   */
   readonly url: string;
-  /** Every message the transport accepted, outbox messages once the relay sent them. */
+  /** Every message the harness bus's transport accepted, outbox messages once the relay sent them. */
   readonly published: MessageList<PublishedRecord>;
   /**
    * Every handler run that succeeded within its time limit. A message the transactional inbox drops
@@ -214,6 +227,8 @@ export class TestHarness<C extends Contracts = NoContracts> {
   #progress = 0;
   #closeCatchAll: (() => Promise<void>) | undefined;
   #closing: Promise<void> | undefined;
+  /** The last `advance` called: the next one starts once it ended. */
+  #advancing: Promise<void> = Promise.resolve();
 
   /** @internal Use {@link createTestHarness}. */
   constructor(
@@ -260,8 +275,22 @@ export class TestHarness<C extends Contracts = NoContracts> {
    * Moves virtual time forward by `ms`, one timer at a time, letting deliveries, handlers and the
    * relay run at each step; resolves with `clock.now()` at start + `ms` and everything due by then run.
    */
-  async advance(ms: number): Promise<void> {
-    if (!Number.isFinite(ms) || ms < 0) throw new InvalidOptionsError(`advance needs ms >= 0, got ${ms}`);
+  advance(ms: number): Promise<void> {
+    if (!Number.isFinite(ms) || ms < 0) {
+      return Promise.reject(new InvalidOptionsError(`advance needs ms >= 0, got ${ms}`));
+    }
+    // Calls made before an earlier one ended wait for it: each moves time by its own `ms` from
+    // where the one before left it (two at once read the same start, and one went back in time).
+    const run = this.#advancing.then(() => this.#advance(ms));
+    this.#advancing = run.then(
+      () => {},
+      () => {},
+    );
+    return run;
+  }
+
+  async #advance(ms: number): Promise<void> {
+    this.#refuseClosed('advance');
     const target = this.clock.now() + ms;
     for (;;) {
       await this.#quiet(undefined, this.#stallMs);
@@ -269,8 +298,19 @@ export class TestHarness<C extends Contracts = NoContracts> {
       if (next === undefined || next > target) break;
       await this.clock.advance(Math.max(0, next - this.clock.now()));
     }
-    await this.clock.advance(target - this.clock.now());
+    // A select or eventually waiting meanwhile may have moved time past the target already.
+    await this.clock.advance(Math.max(0, target - this.clock.now()));
     await this.#quiet(undefined, this.#stallMs);
+  }
+
+  /** Throws `HARNESS_CLOSED` once `close()` was called: nothing more arrives, time moves no more. */
+  #refuseClosed(what: string): void {
+    if (this.#closing !== undefined) {
+      throw new FerryError(
+        'HARNESS_CLOSED',
+        `${what}: the test harness was closed (close() was called), so nothing more arrives; await what you wait for before closing it`,
+      );
+    }
   }
 
   /**
@@ -314,8 +354,18 @@ export class TestHarness<C extends Contracts = NoContracts> {
    * of virtual time and what is in flight did not end within `realTimeoutMs` of real time.
    */
   async waitUntil(found: () => boolean | Promise<boolean>, timeoutMs: number): Promise<boolean> {
+    this.#refuseClosed(WAITING);
+    const ok = await this.#waitUntil(found, timeoutMs);
+    // A wait close() ended (it moves time for its own timeouts) says so: it said the time ran out.
+    if (!ok) this.#refuseClosed(WAITING);
+    return ok;
+  }
+
+  async #waitUntil(found: () => boolean | Promise<boolean>, timeoutMs: number): Promise<boolean> {
     const limit = this.clock.now() + timeoutMs;
     for (;;) {
+      // Closing: the wait moves time no more (close() moves it for its own timeouts).
+      if (this.#closing !== undefined) return (await found()) === true;
       let state = await this.#quiet(found, this.#stallMs);
       if (state === 'found') return true;
       const next = this.clock.nextDue;
@@ -337,7 +387,26 @@ export class TestHarness<C extends Contracts = NoContracts> {
    * (`active` or `completed`). Does not wait: use `eventually` to wait for one.
    */
   async sagaInstances<S = unknown>(name: string, status?: SagaStatus): Promise<SagaInstanceRecord<S>[]> {
+    // A misspelt status or name answered [], so that "none left active" could not fail.
+    if (status !== undefined && status !== 'active' && status !== 'completed') {
+      throw new InvalidOptionsError(
+        `sagaInstances status is 'active' or 'completed' (or nothing, for both), not ${describeValue(status)}`,
+      );
+    }
+    if (typeof name !== 'string' || name === '') {
+      throw new InvalidOptionsError(`sagaInstances needs a saga's name, not ${describeValue(name)}`);
+    }
     const rows = await this.outbox.storage.sagas(name, 10_000, status);
+    const started = sagasStartedOn(this.outbox);
+    if (
+      rows.length === 0 &&
+      !started.includes(name) &&
+      (status === undefined || (await this.outbox.storage.sagas(name, 1)).length === 0)
+    ) {
+      throw new InvalidOptionsError(
+        `sagaInstances: no saga named ${describeValue(name)} was started on this harness's outbox, and its store holds no instance of one (started: ${started.length === 0 ? 'none' : started.map((n) => describeValue(n)).join(', ')})`,
+      );
+    }
     return rows.map((row) => ({
       id: row.id,
       status: row.status,
@@ -593,7 +662,14 @@ export async function createTestHarness<C extends Contracts = NoContracts>(
     bus,
     clock,
     logger,
-    ...(options.relay === undefined ? {} : { relay: options.relay }),
+    // Its commits wake the relay, and it sets a timer for what falls due: the poll is a safety net
+    // for other processes' commits, which a harness has none of. Each timer costs real time (about
+    // 2 ms a step), so a poll every second of virtual time made a wait for a saga's 2 h timeout take
+    // 15 s of real time.
+    relay:
+      typeof options.relay === 'object' && options.relay !== null
+        ? { pollIntervalMs: HARNESS_RELAY_POLL_MS, ...options.relay }
+        : (options.relay ?? { pollIntervalMs: HARNESS_RELAY_POLL_MS }),
   });
   // The inbox drops a duplicate inside the chain, past the recorder: runHandler resolves false and
   // runs nothing. Told to the recorder of that run through its async context, so that `consumed`

@@ -90,11 +90,14 @@ export class MessageList<R extends Recorded> {
     this.#records.push(record);
   }
 
-  /** Every record so far, oldest first (a copy), or those `filter` selects. */
+  /**
+   * Every record so far, oldest first, or those `filter` selects: copies, down to each record's
+   * message, so that a test changing what it got changes nothing the list holds.
+   */
   all(filter?: RecordFilter<R>): R[] {
-    if (filter === undefined) return [...this.#records];
+    if (filter === undefined) return this.#records.map(copyOf);
     const test = matcher(filter);
-    return this.#records.filter(test);
+    return this.#records.filter(test).map(copyOf);
   }
 
   /** How many records `filter` selects now (all of them without one). Does not wait. */
@@ -143,7 +146,7 @@ export class MessageList<R extends Recorded> {
         `${this.#name}: expected ${count === 1 ? 'a record' : `${count} records`} matching ${describe(filter)} within ${timeoutMs} ms of virtual time, found ${matching}${this.#inFlight()}; ${this.#name} holds ${this.#describeRecords()}`,
       );
     }
-    return this.#records.filter(test);
+    return this.#records.filter(test).map(copyOf);
   }
 
   #describeRecords(): string {
@@ -154,8 +157,33 @@ export class MessageList<R extends Recorded> {
   }
 }
 
+/**
+ * A record as a caller gets it: a copy of the record and of its message (JSON values, as the
+ * transport carried them); what it holds besides (an error, a reason) is shared.
+ */
+function copyOf<R extends Recorded>(record: R): R {
+  const message = (record as { readonly message?: unknown }).message;
+  return message === undefined ? { ...record } : { ...record, message: structuredClone(message) };
+}
+
 function matcher<R extends Recorded>(filter: RecordFilter<R>): (record: R) => boolean {
-  if (typeof filter === 'function') return filter;
+  if (typeof filter === 'function') {
+    return (record) => {
+      const result: unknown = filter(record);
+      // A promise is truthy: an async predicate matched every record, so a select could not fail.
+      if (typeof (result as { then?: unknown } | null)?.then === 'function') {
+        throw new InvalidOptionsError(
+          `a record predicate must return a boolean, not a promise: it is called on each record as it arrives, without waiting (for an async condition, use harness.eventually)`,
+        );
+      }
+      return Boolean(result);
+    };
+  }
+  if (typeof filter !== 'string') {
+    throw new InvalidOptionsError(
+      `a record filter is a message type, a topic pattern or a predicate, not ${describeValue(filter)}`,
+    );
+  }
   const matches = compilePattern(filter);
   return (record) => matches(record.type);
 }

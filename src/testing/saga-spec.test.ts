@@ -60,6 +60,39 @@ describe('sagaSpec', () => {
       });
   });
 
+  it('fires a timeout due at once (delayMs 0, an at past), pending until it is delivered', async () => {
+    // It was pending (`timeouts`), yet `when({ timeout })` failed: "is not in the outbox".
+    for (const when of [{ delayMs: 0 }, { at: new Date(Date.now() - 60_000) }]) {
+      const reminder = defineSaga({
+        name: 'reminder',
+        contracts: { 'reminder.set': z.object({ id: z.string() }) },
+        startedBy: ['reminder.set'],
+        initial: () => ({ status: 'waiting', data: {} }),
+        started: (saga) => {
+          saga.schedule('ring', when);
+        },
+        id: { 'reminder.set': (m) => m.data.id },
+        states: {
+          waiting: {
+            'saga.reminder.timeout': (saga, timeout) => {
+              saga.to('rang', { rang: timeout.data.name }).complete();
+            },
+          },
+          rang: {},
+        },
+      });
+      const set = { type: 'reminder.set', data: { id: 'r-1' } } as const;
+      await sagaSpec(reminder)
+        .given([])
+        .when(set)
+        .then({ status: 'waiting', timeouts: ['ring'] });
+      await sagaSpec(reminder)
+        .given([set])
+        .when({ timeout: 'ring' })
+        .then({ status: 'rang', data: { rang: 'ring' }, completed: true, timeouts: [] });
+    }
+  });
+
   it('ignores a timeout cancelled by the reply, and a duplicate start', async () => {
     // The reply cancelled it: a timeout arriving after, as the runner would get one, is ignored as stale.
     await sagaSpec(orderSaga)

@@ -12,6 +12,7 @@ import type { Message } from '../messaging/envelope.js';
 import { MemoryBroker } from '../messaging/memory/memory-broker.js';
 import { MemoryTransport } from '../messaging/memory/memory-transport.js';
 import { createOutbox, type Outbox } from '../outbox/outbox.js';
+import { parseEnvelope } from '../outbox/outbox-reports.js';
 import type { UnitOfWork } from '../outbox/unit-of-work.js';
 import {
   applySagaMessage,
@@ -330,12 +331,14 @@ class SagaSpecRun<C extends Contracts, S extends string, D> implements SagaSpecW
       );
       return { ...envelope, attempt: 1 };
     }
-    const scheduled = (await outbox.scheduled({ limit: 10_000 })).find((s) => s.id === pending.id);
+    // Due or not: one scheduled with `delayMs: 0` (or an `at` past) is due at once, yet pending.
+    const rows = await outbox.storage.scheduled(Number.MIN_SAFE_INTEGER, 10_000);
+    const scheduled = rows.find((r) => r.id === pending.id);
     if (scheduled === undefined)
       throw new Error(`saga spec: the timeout "${step.timeout}" is not in the outbox`);
     // Time passes until it is due, as it would before the relay sent it.
-    await clock.advance(Math.max(0, scheduled.dueAt.getTime() - clock.now()));
-    return { ...scheduled.envelope, attempt: 1 };
+    await clock.advance(Math.max(0, scheduled.dueAt - clock.now()));
+    return { ...parseEnvelope(scheduled), attempt: 1 };
   }
 }
 
