@@ -206,7 +206,9 @@ export class EventStore {
    * failing parks its event and the subscription goes on.
    */
   subscribe(options: EventSubscriptionOptions, handler: EventHandler): EventSubscription {
-    this.#assertOpen();
+    // Refused from a handler close() waits for too: close() would never stop what starts now, which
+    // ran on against the closed backend and kept the process alive.
+    if (this.closed) throw new EventStoreClosedError();
     const subscription = new EventSubscription(
       this.backend,
       options,
@@ -279,7 +281,8 @@ export class EventStore {
    * const bus = await createBus({ url, service: 'payments', inbox: store.inbox() });
    */
   inbox(options?: DurableInboxOptions): Inbox {
-    this.#assertOpen();
+    // Not from a handler close() waits for either: an inbox outlives the close, which it cannot.
+    if (this.closed) throw new EventStoreClosedError();
     // Here too, not only where a durable backend reads them: the memory inbox takes none of them,
     // and a misspelt option must fail in tests on memory as it would in production on SQLite.
     checkOptions('store.inbox', options, DURABLE_INBOX_OPTION_NAMES);

@@ -637,6 +637,42 @@ export function testEventStore(name: string, harness: EventStoreHarness): void {
       }
     });
 
+    it('refuses a subscription or an inbox made by a handler close() waits for: close() would never stop it', async () => {
+      // It ran on against the closed backend (retrying, logging) and kept the process alive.
+      const store = await open();
+      await store.append('s', [{ type: 'E', data: 1 }]);
+      let entered!: () => void;
+      const inHandler = new Promise<void>((resolve) => {
+        entered = resolve;
+      });
+      let release!: () => void;
+      const released = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      const attempts: unknown[] = [];
+      const outer = store.subscribe({ name: 'outer' }, async () => {
+        entered();
+        await released;
+        for (const attempt of [() => store.subscribe({ name: 'inner' }, () => {}), () => store.inbox()]) {
+          try {
+            attempts.push(attempt());
+          } catch (error) {
+            attempts.push(error);
+          }
+        }
+        // Reading is still allowed there.
+        attempts.push((await store.readStream('s')).length);
+      });
+      await inHandler;
+      const closed = store.close();
+      release();
+      await closed;
+      expect(attempts[0]).toMatchObject({ code: 'EVENT_STORE_CLOSED' });
+      expect(attempts[1]).toMatchObject({ code: 'EVENT_STORE_CLOSED' });
+      expect(attempts[2]).toBe(1);
+      expect(outer.active).toBe(false);
+    });
+
     it("starts at the end with from: 'end' and filters by type", async () => {
       const store = await open();
       await store.append('s', [{ type: 'Old', data: 1 }]);
