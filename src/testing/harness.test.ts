@@ -562,6 +562,12 @@ describe('createTestHarness, at its edges (outside review)', () => {
     });
     await expect(harness.eventually(() => false)).rejects.toMatchObject({ code: 'HARNESS_CLOSED' });
     await expect(harness.advance(1)).rejects.toMatchObject({ code: 'HARNESS_CLOSED' });
+    // An advance under way stops at close() too, rather than move time beside it.
+    const other = await createTestHarness<C>({ service: 'orders', contracts });
+    const advancing = other.advance(86_400_000).catch((e: unknown) => e);
+    await other.close();
+    expect(await advancing).toMatchObject({ code: 'HARNESS_CLOSED' });
+    expect(other.clock.now() - Date.now()).toBeLessThan(3_600_000);
     // Reading what was recorded still works.
     expect(harness.published.all()).toEqual([]);
   });

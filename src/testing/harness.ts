@@ -294,6 +294,8 @@ export class TestHarness<C extends Contracts = NoContracts> {
     const target = this.clock.now() + ms;
     for (;;) {
       await this.#quiet(undefined, this.#stallMs);
+      // Closing: time is close()'s to move now (for its own timeouts).
+      this.#refuseClosed('advance');
       const next = this.clock.nextDue;
       if (next === undefined || next > target) break;
       await this.clock.advance(Math.max(0, next - this.clock.now()));
