@@ -77,6 +77,18 @@ describe('handlerSpec', () => {
     expect((error as Error).message).toContain('the handler appended other events');
   });
 
+  it('says the when message was dead-lettered before the handler ran, not that no run came', async () => {
+    const error = await spec()
+      .given({ 'order-42': [{ type: 'OrderPlaced', data: { total: 5 } }] })
+      .when({ type: 'payment.captured', data: { orderId: '42' }, options: { expiresAt: new Date(0) } })
+      .then({ published: [] })
+      .catch((e: unknown) => e);
+    expect(error).toMatchObject({
+      code: 'INVALID_OPTIONS',
+      message: expect.stringMatching(/dead-lettered before the handler ran \(expired: /),
+    });
+  });
+
   it('fails with a diff when the handler published something else', async () => {
     const error = await spec()
       .given({ 'order-42': [{ type: 'OrderPlaced', data: { total: 5 } }] })

@@ -9,6 +9,7 @@ import type { HandlerContext, MessageFor, PublishOptions } from '../messaging/bu
 import type { Contracts, DataIn, NoContracts, TypeOf } from '../messaging/contracts.js';
 import type { UnitOfWork } from '../outbox/unit-of-work.js';
 import { checkHarnessMs, createTestHarness, type TestHarness, type TestHarnessParts } from './harness.js';
+import type { MessageList } from './message-list.js';
 import {
   assertDeepEqual,
   assertMatcher,
@@ -279,9 +280,20 @@ class HandlerSpecRun<C extends Contracts, K extends TypeOf<C>> implements Handle
       const skip = h.published.count();
       const ours = (record: { readonly message: { readonly id: string } }) => record.message.id === id;
       await h.bus.publish(type, this.#message.data, { ...this.#message.options, id });
-      await h.eventually(() => h.consumed.all(type).some(ours) || h.failed.all(type).some(ours), {
+      const done = (
+        list: MessageList<{ readonly type: string; readonly message?: { readonly id: string } | undefined }>,
+      ) => list.count((r) => r.type === type && r.message?.id === id) > 0;
+      await h.eventually(() => done(h.consumed) || done(h.failed) || done(h.deadLettered), {
         what: `a run of the handler of ${type}`,
       });
+      if (!done(h.consumed) && !done(h.failed)) {
+        // Expired (a ttlMs, an expiresAt past) or refused before any handler ran: it said only
+        // that no run came within the wait.
+        const [letter] = h.deadLettered.all((r) => r.message?.id === id);
+        throw new InvalidOptionsError(
+          `handlerSpec: the when message (${type}) was dead-lettered before the handler ran (${letter?.reason.kind}: ${letter?.reason.message})`,
+        );
+      }
       await h.settle();
       const appended: Record<string, { type: string; data: unknown }[]> = {};
       for await (const event of h.store.readAll({ fromPosition: from })) {
