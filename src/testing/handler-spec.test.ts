@@ -263,3 +263,65 @@ describe('handlerSpec on a store of your choosing', () => {
       .thenThrows('UNIT_OF_WORK_UNSUPPORTED');
   });
 });
+
+describe('handlerSpec, second outside review', () => {
+  const invoices = {
+    'invoice.due': z.object({ invoiceId: z.string() }),
+    'invoice.sent': z.object({ invoiceId: z.string() }),
+    'invoice.reminder': z.object({ invoiceId: z.string() }),
+    'invoice.filed': z.object({ invoiceId: z.string() }),
+  };
+  type I = typeof invoices;
+
+  it('lists what the handler published, not a timer given set that fell due meanwhile nor another subscription’s reply', async () => {
+    const spec = () =>
+      handlerSpec<I>(
+        ({ clock }) =>
+          async (message, { work }) => {
+            if (message.type !== 'invoice.due') return;
+            // Waits on the clock, long enough for the timer `given` set to fall due meanwhile.
+            await new Promise<void>((resolve) => clock.setTimeout(() => resolve(), 5_000));
+            await work.publish('invoice.sent', { invoiceId: message.data.invoiceId });
+          },
+        { contracts: invoices },
+      )
+        .given(async ({ bus, outbox }) => {
+          await outbox.unitOfWork((work) =>
+            work.schedule('invoice.reminder', { invoiceId: 'i-0' }, { delayMs: 1_000 }),
+          );
+          // Another service of the harness answering what the handler sends.
+          await bus.subscribe(
+            'invoice.sent',
+            async (m) => {
+              await bus.publish('invoice.filed', { invoiceId: m.data.invoiceId });
+            },
+            { group: 'filing' },
+          );
+        })
+        .when({ type: 'invoice.due', data: { invoiceId: 'i-1' } });
+    await spec().then({ published: [{ type: 'invoice.sent', data: { invoiceId: 'i-1' } }] });
+    expect(
+      await spec()
+        .then({ published: [] })
+        .catch((e: unknown) => e),
+    ).toBeInstanceOf(AssertionError);
+  });
+
+  it('lists a message the handler published under the when message’s own id (as consumers’ inboxes want)', async () => {
+    const spec = () =>
+      handlerSpec<I>(
+        () =>
+          async (message, { work }) => {
+            if (message.type !== 'invoice.due') return;
+            await work.publish('invoice.sent', { invoiceId: message.data.invoiceId }, { id: message.id });
+          },
+        { contracts: invoices },
+      ).when({ type: 'invoice.due', data: { invoiceId: 'i-1' } });
+    await spec().then({ published: [{ type: 'invoice.sent', data: { invoiceId: 'i-1' } }] });
+    expect(
+      await spec()
+        .then({ published: [] })
+        .catch((e: unknown) => e),
+    ).toBeInstanceOf(AssertionError);
+  });
+});

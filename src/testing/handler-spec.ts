@@ -60,9 +60,15 @@ export interface HandlerSpecMessage<C extends Contracts, K extends TypeOf<C>> {
 
 /** What the handler must have done. Each field left out is not checked. */
 export interface HandlerSpecExpectation {
-  /** Exactly these messages published (type and data, in order; outbox messages once relayed). */
+  /**
+   * Exactly these messages published by the run (type and data, in order; outbox messages once
+   * relayed): those whose causation id is the `when` message's.
+   */
   readonly published?: readonly { readonly type: string; readonly data: unknown }[];
-  /** Exactly these events appended, by stream id (type and data, in order); `{}` for none. */
+  /**
+   * Exactly these events appended by the run (causation id the `when` message's), by stream id (type
+   * and data, in order); `{}` for none.
+   */
   readonly appended?: Readonly<Record<string, readonly { readonly type: string; readonly data: unknown }[]>>;
 }
 
@@ -277,7 +283,6 @@ class HandlerSpecRun<C extends Contracts, K extends TypeOf<C>> implements Handle
       await h.settle();
       let from = 0n;
       for await (const event of h.store.readAll()) from = event.position + 1n;
-      const skip = h.published.count();
       const ours = (record: { readonly message: { readonly id: string } }) => record.message.id === id;
       await h.bus.publish(type, this.#message.data, { ...this.#message.options, id });
       const done = (
@@ -295,8 +300,13 @@ class HandlerSpecRun<C extends Contracts, K extends TypeOf<C>> implements Handle
         );
       }
       await h.settle();
+      // The handler's own work is what the when message caused (the ambient causation id its
+      // publishes and appends carry): not a timer `given` set that fell due meanwhile, nor what
+      // another subscription did in reply, nor a message of the handler that reuses the when id.
+      const caused = (causation: unknown) => causation === id;
       const appended: Record<string, { type: string; data: unknown }[]> = {};
       for await (const event of h.store.readAll({ fromPosition: from })) {
+        if (!caused(event.metadata.causationId)) continue;
         const stream = appended[event.streamId] ?? [];
         stream.push({ type: event.type, data: event.data });
         appended[event.streamId] = stream;
@@ -305,9 +315,7 @@ class HandlerSpecRun<C extends Contracts, K extends TypeOf<C>> implements Handle
       return {
         ...(failed === undefined ? {} : { error: { thrown: failed.error } }),
         published: h.published
-          .all()
-          .slice(skip)
-          .filter((p) => p.message.id !== id)
+          .all((p) => caused(p.message.causationid))
           .map((p) => ({ type: p.type, data: p.message.data })),
         appended,
       };

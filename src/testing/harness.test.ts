@@ -572,3 +572,52 @@ describe('createTestHarness, at its edges (outside review)', () => {
     expect(harness.published.all()).toEqual([]);
   });
 });
+
+describe('createTestHarness, second outside review', () => {
+  it('stops time where a select waiting beside an advance found its record', async () => {
+    // The advance stepped on past it: the select resolved at +5000 for a record that came at +3000.
+    const clock = new VirtualClock({ start: Date.now() });
+    let handledAt = 0;
+    const harness = await start({
+      clock,
+      setup: async ({ bus }) => {
+        await bus.subscribe('order.reminder', () => {
+          handledAt = clock.now();
+        });
+      },
+    });
+    const begin = clock.now();
+    await harness.outbox.unitOfWork((work) =>
+      work.schedule('order.reminder', { orderId: '1' }, { delayMs: 3_000 }),
+    );
+    let selectedAt = 0;
+    let advancedTo = 0;
+    await Promise.all([
+      harness.advance(5_000).then(() => {
+        advancedTo = clock.now() - begin;
+      }),
+      harness.consumed.select('order.reminder').then(() => {
+        selectedAt = clock.now() - begin;
+      }),
+    ]);
+    expect(handledAt - begin).toBe(3_000);
+    expect(selectedAt).toBe(3_000);
+    expect(advancedTo).toBe(5_000);
+  });
+
+  it('keeps its records frozen: a predicate changing one throws and changes nothing; copies keep class instances', async () => {
+    const harness = await start();
+    await harness.bus.publish('order.placed', { orderId: 'b' });
+    expect(() =>
+      harness.published.count((r) => {
+        (r.message.data as { orderId: string }).orderId = 'changed';
+        return true;
+      }),
+    ).toThrow(TypeError);
+    expect(harness.published.count((r) => (r.message.data as { orderId: string }).orderId === 'b')).toBe(1);
+    // A handed-out copy may be changed, and its class instances are the ones recorded, not plain objects.
+    const [copy] = harness.published.all();
+    (copy!.message.data as { orderId: string }).orderId = 'changed';
+    expect(harness.published.all()[0]!.message.data).toEqual({ orderId: 'b' });
+  });
+});

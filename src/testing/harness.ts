@@ -168,6 +168,11 @@ const turn = () => new Promise<void>((resolve) => realSetImmediate(resolve));
 
 type Quiet = 'found' | 'idle' | 'stalled';
 
+/** A wait under way: what it waits for. */
+interface Wait {
+  readonly found: () => boolean | Promise<boolean>;
+}
+
 /**
  * An in-memory service under test: a bus on a broker of its own, a memory event store and an
  * outbox, all on one {@link VirtualClock}, recording what was published, consumed, failed and
@@ -229,6 +234,11 @@ export class TestHarness<C extends Contracts = NoContracts> {
   #closing: Promise<void> | undefined;
   /** The last `advance` called: the next one starts once it ended. */
   #advancing: Promise<void> = Promise.resolve();
+  /** The step of virtual time under way (see {@link #step}), and the harness whose step runs. */
+  #stepping: Promise<void> = Promise.resolve();
+  readonly #inStep = new AsyncLocalStorage<object>();
+  /** The conditions of the waits under way. */
+  readonly #waits = new Set<Wait>();
 
   /** @internal Use {@link createTestHarness}. */
   constructor(
@@ -293,16 +303,45 @@ export class TestHarness<C extends Contracts = NoContracts> {
     this.#refuseClosed('advance');
     const target = this.clock.now() + ms;
     for (;;) {
-      await this.#quiet(undefined, this.#stallMs);
-      // Closing: time is close()'s to move now (for its own timeouts).
-      this.#refuseClosed('advance');
-      const next = this.clock.nextDue;
-      if (next === undefined || next > target) break;
-      await this.clock.advance(Math.max(0, next - this.clock.now()));
+      const reached = await this.#step(async () => {
+        await this.#quiet(undefined, this.#stallMs);
+        // Closing: time is close()'s to move now (for its own timeouts).
+        this.#refuseClosed('advance');
+        // A wait beside it whose record came: it sees it at this time, before time moves on.
+        if (await this.#aWaitIsOver()) return false;
+        const next = this.clock.nextDue;
+        if (next !== undefined && next <= target) {
+          await this.clock.advance(Math.max(0, next - this.clock.now()));
+          return false;
+        }
+        // A select or eventually waiting meanwhile may have moved time past the target already.
+        await this.clock.advance(Math.max(0, target - this.clock.now()));
+        return true;
+      });
+      if (reached) break;
     }
-    // A select or eventually waiting meanwhile may have moved time past the target already.
-    await this.clock.advance(Math.max(0, target - this.clock.now()));
     await this.#quiet(undefined, this.#stallMs);
+  }
+
+  /**
+   * Runs `body`, one step of virtual time (let what can run run, look, move the clock), while no
+   * other wait or advance takes its step: two moving the clock at once each stepped past what the
+   * other's step had just made happen (a select resolved, and time stood, seconds after its record
+   * came). A step taken inside a step (a condition that itself waits) runs at once.
+   */
+  async #step<T>(body: () => Promise<T>): Promise<T> {
+    if (this.#inStep.getStore() === this) return body();
+    const before = this.#stepping;
+    let release!: () => void;
+    this.#stepping = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    await before;
+    try {
+      return await this.#inStep.run(this, body);
+    } finally {
+      release();
+    }
   }
 
   /** Throws `HARNESS_CLOSED` once `close()` was called: nothing more arrives, time moves no more. */
@@ -364,23 +403,56 @@ export class TestHarness<C extends Contracts = NoContracts> {
   }
 
   async #waitUntil(found: () => boolean | Promise<boolean>, timeoutMs: number): Promise<boolean> {
+    // Its own entry: two waits on one condition function are two waits.
+    const wait = { found };
+    this.#waits.add(wait);
+    try {
+      return await this.#waitSteps(wait, timeoutMs);
+    } finally {
+      this.#waits.delete(wait);
+    }
+  }
+
+  /**
+   * True when a wait under way (another `select`, `selectAll` or `eventually`) found what it waits
+   * for: time must not move before it looked. A condition that throws counts, for its wait to throw.
+   */
+  async #aWaitIsOver(except?: Wait): Promise<boolean> {
+    for (const wait of this.#waits) {
+      if (wait === except) continue;
+      try {
+        if ((await wait.found()) === true) return true;
+      } catch {
+        return true;
+      }
+    }
+    return false;
+  }
+
+  async #waitSteps(wait: Wait, timeoutMs: number): Promise<boolean> {
+    const { found } = wait;
     const limit = this.clock.now() + timeoutMs;
     for (;;) {
-      // Closing: the wait moves time no more (close() moves it for its own timeouts).
-      if (this.#closing !== undefined) return (await found()) === true;
-      let state = await this.#quiet(found, this.#stallMs);
-      if (state === 'found') return true;
-      const next = this.clock.nextDue;
-      if (next === undefined || next > limit) {
-        // Nothing left to move time to: what is in flight may still be doing real I/O. If it does
-        // not end in time, the wait gives up as a wait (its caller's timeout error), not as a stall.
-        if (state === 'stalled') state = await this.#quiet(found, undefined, 'give-up');
+      const outcome = await this.#step(async (): Promise<boolean | undefined> => {
+        // Closing: the wait moves time no more (close() moves it for its own timeouts).
+        if (this.#closing !== undefined) return (await found()) === true;
+        let state = await this.#quiet(found, this.#stallMs);
         if (state === 'found') return true;
-        const after = this.clock.nextDue;
-        if (after === undefined || after > limit) return (await found()) === true;
-        continue;
-      }
-      await this.clock.advance(Math.max(0, next - this.clock.now()));
+        const next = this.clock.nextDue;
+        if (next === undefined || next > limit) {
+          // Nothing left to move time to: what is in flight may still be doing real I/O. If it does
+          // not end in time, the wait gives up as a wait (its caller's timeout error), not as a stall.
+          if (state === 'stalled') state = await this.#quiet(found, undefined, 'give-up');
+          if (state === 'found') return true;
+          const after = this.clock.nextDue;
+          if (after === undefined || after > limit) return (await found()) === true;
+          return undefined;
+        }
+        if (await this.#aWaitIsOver(wait)) return undefined;
+        await this.clock.advance(Math.max(0, next - this.clock.now()));
+        return undefined;
+      });
+      if (outcome !== undefined) return outcome;
     }
   }
 

@@ -85,9 +85,12 @@ export class MessageList<R extends Recorded> {
     this.#inFlight = inFlight;
   }
 
-  /** @internal */
+  /**
+   * @internal Keeps a frozen copy: what a handler holds on to (its message) is not the list's, and a
+   * predicate cannot change the list by accident (a `sort()` in place throws instead).
+   */
   push(record: R): void {
-    this.#records.push(record);
+    this.#records.push(copied(record, true));
   }
 
   /**
@@ -95,9 +98,9 @@ export class MessageList<R extends Recorded> {
    * message, so that a test changing what it got changes nothing the list holds.
    */
   all(filter?: RecordFilter<R>): R[] {
-    if (filter === undefined) return this.#records.map(copyOf);
+    if (filter === undefined) return this.#records.map(handedOut);
     const test = matcher(filter);
-    return this.#records.filter(test).map(copyOf);
+    return this.#records.filter(test).map(handedOut);
   }
 
   /** How many records `filter` selects now (all of them without one). Does not wait. */
@@ -146,7 +149,7 @@ export class MessageList<R extends Recorded> {
         `${this.#name}: expected ${count === 1 ? 'a record' : `${count} records`} matching ${describe(filter)} within ${timeoutMs} ms of virtual time, found ${matching}${this.#inFlight()}; ${this.#name} holds ${this.#describeRecords()}`,
       );
     }
-    return this.#records.filter(test).map(copyOf);
+    return this.#records.filter(test).map(handedOut);
   }
 
   #describeRecords(): string {
@@ -157,13 +160,39 @@ export class MessageList<R extends Recorded> {
   }
 }
 
+/** A record as a caller gets it: a copy it may change, down to its message's data. */
+const handedOut = <R extends Recorded>(record: R): R => copied(record, false);
+
 /**
- * A record as a caller gets it: a copy of the record and of its message (JSON values, as the
- * transport carried them); what it holds besides (an error, a reason) is shared.
+ * A copy of `record`, down through its plain objects and arrays (a Date copied too): a class
+ * instance (a URL, a Buffer, what a contract's transform made) is kept as it is, not copied into a
+ * plain object that lost it, and so is the `error` a handler threw (the very object). `frozen`:
+ * each plain object and array of the copy frozen.
  */
-function copyOf<R extends Recorded>(record: R): R {
-  const message = (record as { readonly message?: unknown }).message;
-  return message === undefined ? { ...record } : { ...record, message: structuredClone(message) };
+function copied<R extends Recorded>(record: R, frozen: boolean): R {
+  const copy = (value: unknown, depth: number): unknown => {
+    if (typeof value !== 'object' || value === null || depth > 200) return value;
+    if (value instanceof Date) return new Date(value.getTime());
+    const prototype = Object.getPrototypeOf(value);
+    let out: Record<string, unknown> | unknown[];
+    if (Array.isArray(value)) out = value.map((item) => copy(item, depth + 1));
+    else if (prototype === Object.prototype || prototype === null) {
+      out = Object.create(prototype) as Record<string, unknown>;
+      for (const [key, item] of Object.entries(value)) {
+        // Own data property, as JSON.parse makes one: `__proto__` stays data, never a prototype.
+        Object.defineProperty(out, key, {
+          value: copy(item, depth + 1),
+          enumerable: true,
+          writable: true,
+          configurable: true,
+        });
+      }
+    } else return value;
+    return frozen ? Object.freeze(out) : out;
+  };
+  const out: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(record)) out[key] = key === 'error' ? value : copy(value, 0);
+  return (frozen ? Object.freeze(out) : out) as unknown as R;
 }
 
 function matcher<R extends Recorded>(filter: RecordFilter<R>): (record: R) => boolean {
