@@ -37,6 +37,32 @@ describe('withLinkedSignal', () => {
     expect(getEventListeners(long.signal, 'abort')).toHaveLength(0);
   });
 
+  it('runs many at once on one long-lived signal without a leak warning, and detaches them all after', async () => {
+    // The shop's payments printed MaxListenersExceededWarning: eleven charges at once, one listener
+    // each on the service's stopping signal (outside review).
+    const warnings: Error[] = [];
+    const onWarning = (warning: Error) => warnings.push(warning);
+    process.on('warning', onWarning);
+    try {
+      const long = new AbortController();
+      let release!: () => void;
+      const released = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      const runs = Array.from({ length: 50 }, () =>
+        withLinkedSignal(new AbortController().signal, long.signal, () => released),
+      );
+      expect(getEventListeners(long.signal, 'abort')).toHaveLength(50);
+      release();
+      await Promise.all(runs);
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(getEventListeners(long.signal, 'abort')).toHaveLength(0);
+      expect(warnings.filter((w) => w.name === 'MaxListenersExceededWarning')).toEqual([]);
+    } finally {
+      process.off('warning', onWarning);
+    }
+  });
+
   it('linkSignals: unlink detaches from both and leaves the linked signal as it was', () => {
     const a = new AbortController();
     const b = new AbortController();

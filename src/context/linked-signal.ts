@@ -1,3 +1,5 @@
+import { setMaxListeners } from 'node:events';
+
 /** A signal joined to two others, and how to detach it from them. */
 export interface LinkedSignal {
   /** Aborts with the reason of whichever of the two aborts first. */
@@ -34,17 +36,25 @@ export function linkSignals(a: AbortSignal, b: AbortSignal): LinkedSignal {
   return { signal: controller.signal, unlink };
 }
 
+/** Long-lived signals whose listener limit {@link withLinkedSignal} lifted already. */
+const unlimited = new WeakSet<AbortSignal>();
+
 /**
  * Runs `work` with a signal that aborts when `short` (a handler's or a request's) or `long` (a
  * service's own, aborted as it closes) does, and detaches it from both once `work` settles: what
  * `AbortSignal.any([short, long])` does, without leaving an entry on `long` per call (see
- * {@link linkSignals}).
+ * {@link linkSignals}). Lifts `long`'s listener limit: each call running holds a listener on it,
+ * and past ten at once Node warned of a leak (`MaxListenersExceededWarning`) where there is none.
  */
 export async function withLinkedSignal<T>(
   short: AbortSignal,
   long: AbortSignal,
   work: (signal: AbortSignal) => Promise<T>,
 ): Promise<T> {
+  if (!unlimited.has(long)) {
+    unlimited.add(long);
+    setMaxListeners(0, long);
+  }
   const { signal, unlink } = linkSignals(short, long);
   try {
     return await work(signal);
