@@ -302,7 +302,7 @@ class HandlerSpecRun<C extends Contracts, K extends TypeOf<C>> implements Handle
       await h.settle();
       // The handler's own work is what the when message caused (the ambient causation id its
       // publishes and appends carry): not a timer `given` set that fell due meanwhile, nor what
-      // another subscription did in reply, nor a message of the handler that reuses the when id.
+      // another subscription did in reply. A message of the handler reusing the when id counts too.
       const caused = (causation: unknown) => causation === id;
       const appended: Record<string, { type: string; data: unknown }[]> = {};
       for await (const event of h.store.readAll({ fromPosition: from })) {
