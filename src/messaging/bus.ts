@@ -184,8 +184,9 @@ export interface PublishOptions {
   readonly headers?: Readonly<Record<string, string>>;
   /**
    * Time from which the message must not be handled: a subscriber that gets it at that time or
-   * later dead-letters it with reason kind `expired` (or drops it, see `onExpired`). Carried as the CloudEvents
-   * extension attribute `expiresat` (RFC 3339). Give this or `ttlMs`. @default never expires
+   * later dead-letters it with reason kind `expired` (or drops it, see `onExpired`). Carried as the
+   * CloudEvents extension attribute `expiresat` (RFC 3339). Give this or `ttlMs`. @default never
+   * expires
    */
   readonly expiresAt?: Date | string;
   /** Time to live from now, in ms: sets `expiresAt`. @default never expires */

@@ -67,21 +67,22 @@ function sending(rows: Iterable<StoredRow>, now: number): Map<string, bigint> {
 }
 
 /**
- * The rows that may go once due: the oldest row of its key not held, whatever its state, leaving out
- * messages scheduled for later and not yet due, which are heads too. A scheduled message takes its
- * place in its key's order when it falls due: until then it holds back nothing, and once due it
- * waits for a message of its key committed after it that is being sent.
+ * The rows of `rows` (in `seq` order) that may go once due: the oldest row of its key not held,
+ * whatever its state, leaving out messages scheduled for later and not yet due, which are heads too.
+ * A scheduled message takes its place in its key's order when it falls due: until then it holds
+ * back nothing, and once due it waits for a message of its key committed after it that is being
+ * sent (looked for only when a scheduled row comes up).
  */
-function* keyHeads(
-  rows: Iterable<StoredRow>,
-  now: number,
-  inFlight: Map<string, bigint>,
-): Generator<StoredRow> {
+function* keyHeads(rows: ReadonlyMap<bigint, StoredRow>, now: number): Generator<StoredRow> {
   const seenKeys = new Set<string>();
-  for (const row of rows) {
+  let inFlight: Map<string, bigint> | undefined;
+  for (const row of rows.values()) {
     if (seenKeys.has(row.key) || isHeld(row, now)) continue;
     if (!isWaitingTimer(row, now)) seenKeys.add(row.key);
-    if (isScheduled(row) && (inFlight.get(row.key) ?? -1n) > row.seq) continue;
+    if (isScheduled(row)) {
+      inFlight ??= sending(rows.values(), now);
+      if ((inFlight.get(row.key) ?? -1n) > row.seq) continue;
+    }
     yield row;
   }
 }
@@ -221,7 +222,7 @@ export class MemoryOutboxStorage implements OutboxStorage {
 
   async claim(owner: string, now: number, limit: number, leaseMs: number): Promise<OutboxRow[]> {
     const out: OutboxRow[] = [];
-    for (const row of keyHeads(this.#rows.values(), now, sending(this.#rows.values(), now))) {
+    for (const row of keyHeads(this.#rows, now)) {
       if (out.length >= limit) break;
       if (row.state !== 'pending' || row.dueAt > now) continue;
       if (row.leaseOwner !== undefined && row.leaseOwner !== owner && row.leaseUntil >= now) continue;
@@ -333,7 +334,7 @@ export class MemoryOutboxStorage implements OutboxStorage {
 
   async nextDue(now: number): Promise<number | undefined> {
     let next: number | undefined;
-    for (const row of keyHeads(this.#rows.values(), now, sending(this.#rows.values(), now))) {
+    for (const row of keyHeads(this.#rows, now)) {
       if (row.state !== 'pending') continue;
       if (row.leaseOwner !== undefined && row.leaseUntil >= now) continue;
       if (next === undefined || row.dueAt < next) next = row.dueAt;

@@ -125,8 +125,6 @@ export async function startSaga<
   }
   const bus = options.bus ?? outbox.bus;
   const group = options.group ?? `saga-${definition.name}`;
-  const names = startedSagas.get(outbox) ?? new Set<string>();
-  startedSagas.set(outbox, names.add(definition.name));
   const logger = loggerOption('startSaga', options.logger) ?? stderrLogger;
   const now = () => outbox.clock.now();
   const check = outboxMessageCheck(outbox);
@@ -190,6 +188,8 @@ export async function startSaga<
     await Promise.all(subscriptions.map((s) => s.close()));
     throw error;
   }
+  // Only once started: a saga whose subscribe was refused has no instances to look for.
+  startedSagas.set(outbox, (startedSagas.get(outbox) ?? new Set<string>()).add(definition.name));
   let closing: Promise<void> | undefined;
   const storage = outbox.storage;
   return {

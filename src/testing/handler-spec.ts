@@ -283,18 +283,23 @@ class HandlerSpecRun<C extends Contracts, K extends TypeOf<C>> implements Handle
       await h.settle();
       let from = 0n;
       for await (const event of h.store.readAll()) from = event.position + 1n;
-      const ours = (record: { readonly message: { readonly id: string } }) => record.message.id === id;
+      // A record of the when message: its type and id (another subscription's run on a message
+      // of the handler that reuses the id has another type; undecodable bytes have no message).
+      const ours = (record: {
+        readonly type: string;
+        readonly message?: { readonly id: string } | undefined;
+      }) => record.type === type && record.message?.id === id;
       await h.bus.publish(type, this.#message.data, { ...this.#message.options, id });
       const done = (
         list: MessageList<{ readonly type: string; readonly message?: { readonly id: string } | undefined }>,
-      ) => list.count((r) => r.type === type && r.message?.id === id) > 0;
+      ) => list.count(ours) > 0;
       await h.eventually(() => done(h.consumed) || done(h.failed) || done(h.deadLettered), {
         what: `a run of the handler of ${type}`,
       });
       if (!done(h.consumed) && !done(h.failed)) {
         // Expired (a ttlMs, an expiresAt past) or refused before any handler ran: it said only
         // that no run came within the wait.
-        const [letter] = h.deadLettered.all((r) => r.message?.id === id);
+        const [letter] = h.deadLettered.all(ours);
         throw new InvalidOptionsError(
           `handlerSpec: the when message (${type}) was dead-lettered before the handler ran (${letter?.reason.kind}: ${letter?.reason.message})`,
         );
@@ -311,7 +316,7 @@ class HandlerSpecRun<C extends Contracts, K extends TypeOf<C>> implements Handle
         stream.push({ type: event.type, data: event.data });
         appended[event.streamId] = stream;
       }
-      const failed = h.failed.all(type).find(ours);
+      const [failed] = h.failed.all(ours);
       return {
         ...(failed === undefined ? {} : { error: { thrown: failed.error } }),
         published: h.published
